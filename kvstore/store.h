@@ -1,0 +1,210 @@
+// Store: the tiered page store core (host-RAM tier, then RocksDB on disk).
+//
+// It knows pages, keys, tiers, pins and leases, and nothing of models,
+// policies or RPC: the gRPC service (kvstore/service.h) is a thin adapter
+// over this class.
+//
+// Lifecycle of a page:
+//   Reserve -> (caller writes bytes into the reserved RAM slot) -> Commit.
+//   A reserved page is invisible to Lookup and Get until its batch commits;
+//   Abort (or destroying an uncommitted Reservation) releases the space.
+//   Committed pages live in RAM and/or on disk. Past the RAM tier's high
+//   watermark the eviction policy picks victims that are demoted to disk
+//   until usage is under the low watermark; past the disk tier's high
+//   watermark unpinned disk pages are dropped. A pinned page is demoted,
+//   never dropped. A disk page read often enough is promoted back to RAM
+//   (the admission filter: a single scan cannot flush the hot set).
+//   Every read verifies the page checksum; a corrupt page is dropped,
+//   counted and reported as lost, never returned.
+//   Pages on disk survive a restart: Open() rebuilds the index from RocksDB.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef KVTIER_KVSTORE_STORE_H_
+#define KVTIER_KVSTORE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/clock.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+
+namespace kvtier::store {
+
+enum class Tier : uint8_t { kNone = 0, kRam = 1, kDisk = 2 };
+
+struct TierOptions {
+  uint64_t capacity_bytes = 0;
+  // Past high_watermark * capacity, pages leave the tier until usage is at
+  // most low_watermark * capacity. REQUIRES: 0 < low <= high <= 1.
+  double high_watermark = 0.90;
+  double low_watermark = 0.80;
+  // Eviction policy: "lru" or "s3fifo".
+  std::string policy = "lru";
+};
+
+struct StoreOptions {
+  // RocksDB lives here; created if missing.
+  std::string data_dir = "kvtier-data";
+  TierOptions ram{.capacity_bytes = uint64_t{1} << 30};
+  TierOptions disk{.capacity_bytes = uint64_t{8} << 30};
+  // Largest number of pages in one Put/Get/Delete/Pin batch.
+  uint32_t max_batch_pages = 1024;
+  // Largest key chain one Lookup accepts.
+  uint32_t max_lookup_pages = 65536;
+  // A disk-only page is copied back to RAM on its Nth read while on disk.
+  // 1 promotes on every read.
+  uint32_t promote_after_reads = 2;
+  uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+  // Verify every disk page's checksum while rebuilding the index at Open.
+  bool verify_on_open = true;
+  // Not owned; must outlive the Store. Null means Clock::Real().
+  Clock* clock = nullptr;
+
+  // INVALID_ARGUMENT naming the first bad option.
+  absl::Status Validate() const;
+};
+
+// What a writer declares for one page before sending its bytes.
+struct PutSpec {
+  PageKey key;
+  PageLayout layout;
+  uint64_t checksum = 0;  // XXH3-64 of the bytes (common/checksum.h)
+};
+
+struct PutResult {
+  bool already_present = false;
+};
+
+struct GetResult {
+  // OK, NOT_FOUND, or DATA_LOSS (the page failed its checksum and was dropped).
+  absl::Status status;
+  PageLayout layout;
+  uint64_t checksum = 0;
+  Tier tier = Tier::kNone;  // tier the page was served from
+  std::string data;
+};
+
+struct LookupResult {
+  uint32_t prefix_pages = 0;
+  // tiers[page * layer_count + (layer - layer_begin)] for every chain page.
+  std::vector<Tier> tiers;
+};
+
+struct TierStats {
+  uint64_t pages = 0;
+  uint64_t used_bytes = 0;
+  uint64_t capacity_bytes = 0;
+  uint64_t high_watermark_bytes = 0;
+  uint64_t low_watermark_bytes = 0;
+  uint64_t hits = 0;
+  uint64_t evictions = 0;
+  uint64_t pinned_pages = 0;
+};
+
+struct StoreStats {
+  TierStats ram;
+  TierStats disk;
+  uint64_t put_pages = 0;
+  uint64_t put_duplicate_pages = 0;
+  uint64_t get_misses = 0;
+  uint64_t lost_pages = 0;
+  uint64_t demotions = 0;
+  uint64_t promotions = 0;
+  uint64_t dropped_pages = 0;
+  uint64_t reserved_bytes = 0;
+  uint64_t active_pins = 0;
+  uint64_t lookups = 0;
+};
+
+class Store;
+
+// The RAM slots of one reserved batch. Move-only. Destroying an uncommitted
+// Reservation aborts it. REQUIRES: the Store outlives it.
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  size_t size() const { return specs_.size(); }
+  const PutSpec& spec(size_t i) const { return specs_[i]; }
+  // Where page i's bytes go; empty when the key was already stored (nothing
+  // needs to be written for it).
+  absl::Span<uint8_t> buffer(size_t i) const { return buffers_[i]; }
+
+ private:
+  friend class Store;
+  Store* store_ = nullptr;
+  uint64_t id_ = 0;
+  std::vector<PutSpec> specs_;
+  std::vector<absl::Span<uint8_t>> buffers_;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the store under options.data_dir and rebuilds
+  // the index from RocksDB. INVALID_ARGUMENT for bad options; the RocksDB
+  // error (converted) when the directory cannot be opened.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  virtual ~Store() = default;
+
+  // Longest stored prefix of `chain` over layers [layer_begin,
+  // layer_begin + max(layer_count, 1)), and every (page, layer)'s tier.
+  // INVALID_ARGUMENT when the chain exceeds max_lookup_pages.
+  virtual absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain,
+                                              uint32_t layer_begin, uint32_t layer_count) = 0;
+
+  // Phase one of a put: validates every spec (INVALID_ARGUMENT: empty,
+  // too many, bad layout, duplicate key) and reserves RAM for the pages not
+  // yet stored, demoting or dropping unpinned pages to make room
+  // (RESOURCE_EXHAUSTED when that cannot be done; nothing stays reserved).
+  virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) = 0;
+  // Phase two: verifies every written page against its checksum (DATA_LOSS
+  // and nothing committed on a mismatch) and makes the batch visible at once.
+  virtual absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) = 0;
+  // Releases a reservation without committing anything.
+  virtual void Abort(Reservation reservation) = 0;
+
+  // Reserve + copy + Commit. `data[i]` must be exactly specs[i].layout's
+  // byte count (INVALID_ARGUMENT otherwise; nothing stored).
+  absl::StatusOr<std::vector<PutResult>> BatchPut(absl::Span<const PutSpec> specs,
+                                                  absl::Span<const absl::Span<const uint8_t>> data);
+
+  // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
+  virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;
+
+  // Deletes stored keys; returns how many were stored. FAILED_PRECONDITION
+  // if any key is pinned and !force (nothing deleted).
+  virtual absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) = 0;
+
+  // Creates (pin_id 0) or extends a pin over `keys`; returns its id.
+  virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                       uint64_t pin_id) = 0;
+  virtual absl::Status Unpin(uint64_t pin_id) = 0;
+
+  virtual StoreStats Stats() const = 0;
+
+ protected:
+  // For implementations: Reservation's fields are private to Store.
+  static Reservation MakeReservation(Store* store, uint64_t id, std::vector<PutSpec> specs,
+                                     std::vector<absl::Span<uint8_t>> buffers);
+  static uint64_t ReservationId(const Reservation& r) { return r.id_; }
+  static void DisarmReservation(Reservation& r) { r.store_ = nullptr; }
+  // Called by ~Reservation for an uncommitted reservation.
+  virtual void AbortById(uint64_t reservation_id) = 0;
+  friend class Reservation;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_STORE_H_
