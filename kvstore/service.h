@@ -1,0 +1,85 @@
+// KvStoreService: the gRPC control plane of the store, a thin adapter over
+// kvtier::store::Store. Each RPC validates the whole request (keys of 16
+// bytes, layouts, layer ranges, batch sizes, byte counts) and converts it
+// with proto/kvtier/v1/convert.h, calls the Store once, and converts the
+// result. A request that fails validation never reaches the Store, so it
+// changes nothing. Status codes are those documented per RPC in
+// proto/kvtier/v1/store.proto.
+//
+// Handlers run on gRPC's callback threads and call the Store inline: the
+// Store is thread-safe and its calls are bounded by the batch limits below.
+//
+// Thread-safety: thread-safe; the Store must outlive the service.
+#ifndef KVTIER_KVSTORE_SERVICE_H_
+#define KVTIER_KVSTORE_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "kvstore/store.h"
+#include "kvtier/v1/store.grpc.pb.h"
+
+namespace kvtier::store {
+
+struct ServiceLimits {
+  // Most pages or keys in one BatchPut/BatchGet/Delete/Pin. Default 1024.
+  uint32_t max_batch_pages = 1024;
+  // Longest Lookup chain. Default 65536.
+  uint32_t max_lookup_pages = 65536;
+  // Most layers in one Lookup (bounds the response to chain x layers
+  // entries). Default 1024.
+  uint32_t max_lookup_layers = 1024;
+  // Longest pin TTL. Default 24 h.
+  uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+
+  // The limits the Store itself enforces, so both agree.
+  static ServiceLimits FromStoreOptions(const StoreOptions& options);
+  // INVALID_ARGUMENT naming the first zero limit.
+  absl::Status Validate() const;
+};
+
+class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
+ public:
+  // REQUIRES: store != nullptr, limits.Validate().ok(); store outlives this.
+  KvStoreService(Store* store, const ServiceLimits& limits);
+
+  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
+                                   const v1::LookupRequest* request,
+                                   v1::LookupResponse* response) override;
+  grpc::ServerUnaryReactor* BatchPut(grpc::CallbackServerContext* context,
+                                     const v1::BatchPutRequest* request,
+                                     v1::BatchPutResponse* response) override;
+  grpc::ServerUnaryReactor* BatchGet(grpc::CallbackServerContext* context,
+                                     const v1::BatchGetRequest* request,
+                                     v1::BatchGetResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Pin(grpc::CallbackServerContext* context,
+                                const v1::PinRequest* request,
+                                v1::PinResponse* response) override;
+  grpc::ServerUnaryReactor* Unpin(grpc::CallbackServerContext* context,
+                                  const v1::UnpinRequest* request,
+                                  v1::UnpinResponse* response) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
+                                  const v1::StatsRequest* request,
+                                  v1::StatsResponse* response) override;
+
+  // The handlers without gRPC, for the reactors above and for tests.
+  absl::Status DoLookup(const v1::LookupRequest& request, v1::LookupResponse* response);
+  absl::Status DoBatchPut(const v1::BatchPutRequest& request, v1::BatchPutResponse* response);
+  absl::Status DoBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response);
+  absl::Status DoDelete(const v1::DeleteRequest& request, v1::DeleteResponse* response);
+  absl::Status DoPin(const v1::PinRequest& request, v1::PinResponse* response);
+  absl::Status DoUnpin(const v1::UnpinRequest& request);
+  absl::Status DoStats(v1::StatsResponse* response);
+
+ private:
+  // Const after construction.
+  Store* const store_;
+  const ServiceLimits limits_;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_SERVICE_H_
