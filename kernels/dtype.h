@@ -1,0 +1,182 @@
+// Element types of kernel inputs and outputs, and exact conversions between
+// fp32 and the 16- and 8-bit storage formats.
+//
+// Storage types travel as raw bits (uint16_t for fp16/bf16, uint8_t for fp8)
+// so that CPU code needs no compiler half-precision support. Every narrowing
+// conversion rounds to nearest, ties to even:
+//   fp16:      IEEE binary16; overflow gives +-inf, NaN stays NaN (quiet).
+//   bf16:      upper half of binary32; NaN stays NaN (quiet).
+//   fp8 e4m3:  OCP "E4M3FN" (bias 7, no infinities, 0x7f/0xff are NaN, largest
+//              finite 448). Out-of-range finite values and infinities
+//              saturate to +-448 (the "satfinite" mode of sm_89+ cvt); NaN
+//              gives 0x7f with the sign kept.
+//
+// All functions are usable from host and device code (nvcc) and are pure.
+#ifndef KVTIER_KERNELS_DTYPE_H_
+#define KVTIER_KERNELS_DTYPE_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+
+#if defined(__CUDACC__)
+#define KVTIER_HD __host__ __device__ __forceinline__
+#else
+#define KVTIER_HD inline
+#endif
+
+namespace kvtier::kernels {
+
+// Numbering equals kvtier::DType (common/page_layout.h) so callers can
+// static_cast between the two; kernels/ does not depend on common/.
+enum class ScalarType : uint8_t {
+  kF32 = 1,
+  kF16 = 2,
+  kBF16 = 3,
+  kFp8E4M3 = 4,
+  kInt8 = 5,
+};
+
+// Bytes of one element; 0 for a value outside the enum.
+constexpr size_t ScalarBytes(ScalarType t) {
+  switch (t) {
+    case ScalarType::kF32: return 4;
+    case ScalarType::kF16:
+    case ScalarType::kBF16: return 2;
+    case ScalarType::kFp8E4M3:
+    case ScalarType::kInt8: return 1;
+  }
+  return 0;
+}
+
+// True for kF32, kF16, kBF16: the types of unquantized keys, values, queries.
+constexpr bool IsFloatType(ScalarType t) {
+  return t == ScalarType::kF32 || t == ScalarType::kF16 || t == ScalarType::kBF16;
+}
+
+const char* ScalarTypeName(ScalarType t);
+
+KVTIER_HD uint32_t FloatBits(float f) {
+  uint32_t u;
+  memcpy(&u, &f, sizeof(u));
+  return u;
+}
+
+KVTIER_HD float BitsToFloat(uint32_t u) {
+  float f;
+  memcpy(&f, &u, sizeof(f));
+  return f;
+}
+
+// Rounds to the nearest integer, ties to even, for |x| < 2^22 (the FPU's
+// default mode does the rounding; unlike nearbyintf this vectorises without
+// SSE4.1 and needs no libm call).
+KVTIER_HD float RoundHalfEven(float x) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23
+  // IEEE semantics (no -ffast-math) forbid folding (x + m) - m to x.
+  return (x + kMagic) - kMagic;
+}
+
+// ---- fp16 ----------------------------------------------------------------
+
+KVTIER_HD float HalfToFloat(uint16_t h) {
+  const uint32_t sign = uint32_t{h & 0x8000u} << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  // Subnormals are exact in fp32: mant * 2^-24.
+  const float sub = static_cast<float>(mant) * 5.9604644775390625e-08f;
+  const uint32_t normal = ((exp + 112u) << 23) | (mant << 13);
+  const uint32_t special = 0x7f800000u | (mant << 13);
+  const uint32_t bits =
+      exp == 0 ? FloatBits(sub) : (exp == 0x1f ? special : normal);
+  return BitsToFloat(sign | bits);
+}
+
+KVTIER_HD uint16_t FloatToHalf(float f) {
+  const uint32_t x = FloatBits(f);
+  const uint32_t sign = (x >> 16) & 0x8000u;
+  uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) {  // inf or NaN; NaN keeps its top payload, quiet.
+    return static_cast<uint16_t>(
+        sign | 0x7c00u | (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
+  }
+  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520
+  if (a < 0x38800000u) {  // below 2^-14: subnormal or zero in fp16.
+    // Adding 0.5f puts the fp16 subnormal ulp (2^-24) at the fp32 ulp of the
+    // sum, so the FPU's own round-to-nearest-even does the rounding.
+    const float s = BitsToFloat(a) + 0.5f;
+    return static_cast<uint16_t>(sign | (FloatBits(s) - 0x3f000000u));
+  }
+  const uint32_t odd = (a >> 13) & 1u;
+  a += 0xc8000fffu + odd;  // rebias exponent (127 -> 15) and round.
+  return static_cast<uint16_t>(sign | (a >> 13));
+}
+
+// ---- bf16 ----------------------------------------------------------------
+
+KVTIER_HD float BF16ToFloat(uint16_t b) { return BitsToFloat(uint32_t{b} << 16); }
+
+KVTIER_HD uint16_t FloatToBF16(float f) {
+  const uint32_t x = FloatBits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) {
+    return static_cast<uint16_t>((x >> 16) | 0x40u);  // quiet NaN
+  }
+  const uint32_t rounded = x + 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(rounded >> 16);
+}
+
+// ---- fp8 e4m3 (E4M3FN) ---------------------------------------------------
+
+inline constexpr float kFp8E4M3Max = 448.0f;
+
+KVTIER_HD float Fp8E4M3ToFloat(uint8_t v) {
+  const uint32_t sign = uint32_t{v & 0x80u} << 24;
+  const uint32_t exp = (v >> 3) & 0xfu;
+  const uint32_t mant = v & 0x7u;
+  const float sub = static_cast<float>(mant) * 0.001953125f;  // mant * 2^-9
+  const uint32_t normal = ((exp + 120u) << 23) | (mant << 20);
+  uint32_t bits = exp == 0 ? FloatBits(sub) : normal;
+  if ((v & 0x7fu) == 0x7fu) bits = 0x7fc00000u;
+  return BitsToFloat(sign | bits);
+}
+
+KVTIER_HD uint8_t FloatToFp8E4M3(float f) {
+  const uint32_t x = FloatBits(f);
+  const uint8_t sign = static_cast<uint8_t>((x >> 24) & 0x80u);
+  const uint32_t a = x & 0x7fffffffu;
+  if (a > 0x7f800000u) return static_cast<uint8_t>(sign | 0x7fu);  // NaN
+  const float af = BitsToFloat(a);
+  if (af >= kFp8E4M3Max) return static_cast<uint8_t>(sign | 0x7eu);  // saturate
+  if (a < 0x3c800000u) {  // below 2^-6: subnormal; ulp is 2^-9.
+    // A result of 8 is the encoding of 2^-6, the smallest normal: correct.
+    const float q = RoundHalfEven(af * 512.0f);
+    return static_cast<uint8_t>(sign | static_cast<uint8_t>(q));
+  }
+  const uint32_t r = a + 0x7ffffu + ((a >> 20) & 1u);  // round to 3 mantissa bits
+  const uint32_t exp = (r >> 23) - 120u;  // 127 -> 7 bias
+  const uint32_t mant = (r >> 20) & 0x7u;
+  return static_cast<uint8_t>(sign | (exp << 3) | mant);
+}
+
+// ---- generic load/store --------------------------------------------------
+
+// Element `i` of a buffer of type `t` (kF32, kF16 or kBF16) as fp32.
+KVTIER_HD float LoadAsFloat(const void* base, ScalarType t, size_t i) {
+  if (t == ScalarType::kF32) return static_cast<const float*>(base)[i];
+  const uint16_t v = static_cast<const uint16_t*>(base)[i];
+  return t == ScalarType::kF16 ? HalfToFloat(v) : BF16ToFloat(v);
+}
+
+// Stores `v` rounded to `t` (kF32, kF16 or kBF16) at element `i`.
+KVTIER_HD void StoreFromFloat(void* base, ScalarType t, size_t i, float v) {
+  if (t == ScalarType::kF32) {
+    static_cast<float*>(base)[i] = v;
+  } else {
+    static_cast<uint16_t*>(base)[i] =
+        t == ScalarType::kF16 ? FloatToHalf(v) : FloatToBF16(v);
+  }
+}
+
+}  // namespace kvtier::kernels
+
+#endif  // KVTIER_KERNELS_DTYPE_H_
