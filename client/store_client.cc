@@ -1,0 +1,279 @@
+#include "client/store_client.h"
+
+#include <algorithm>
+#include <chrono>
+#include <utility>
+
+#include "absl/random/random.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/checksum.h"
+#include "common/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "kvtier/v1/convert.h"
+
+namespace kvtier::client {
+namespace {
+
+// Room left in every message for everything that is not page bytes.
+constexpr uint64_t kMessageOverheadBytes = 64 << 10;
+constexpr uint64_t kPerPageOverheadBytes = 128;
+
+uint64_t PayloadBudget(const ClientOptions& o) {
+  return o.max_message_bytes - kMessageOverheadBytes;
+}
+
+// [begin, end) ranges of at most max_pages entries and budget bytes each.
+// sizes[i] is entry i's payload; REQUIRES every sizes[i] <= budget.
+std::vector<std::pair<size_t, size_t>> Chunks(absl::Span<const uint64_t> sizes,
+                                              uint32_t max_pages, uint64_t budget) {
+  std::vector<std::pair<size_t, size_t>> out;
+  size_t begin = 0;
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < sizes.size(); ++i) {
+    const uint64_t add = sizes[i] + kPerPageOverheadBytes;
+    if (i > begin && (i - begin == max_pages || bytes + add > budget)) {
+      out.emplace_back(begin, i);
+      begin = i;
+      bytes = 0;
+    }
+    bytes += add;
+  }
+  if (begin < sizes.size()) out.emplace_back(begin, sizes.size());
+  return out;
+}
+
+}  // namespace
+
+absl::Status ClientOptions::Validate() const {
+  if (deadline_ms <= 0) {
+    return absl::InvalidArgumentError(absl::StrFormat("deadline_ms %d must be > 0", deadline_ms));
+  }
+  if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
+  if (max_message_bytes < (uint64_t{1} << 20) || max_message_bytes > (uint64_t{2} << 30) - 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_message_bytes %d out of range [1 MiB, 2 GiB - 1]", max_message_bytes));
+  }
+  if (max_attempts < 1 || max_attempts > 100) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_attempts %d out of range [1, 100]", max_attempts));
+  }
+  if (initial_backoff_ms <= 0 || max_backoff_ms < initial_backoff_ms) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "backoff: need 0 < initial_backoff_ms (%d) <= max_backoff_ms (%d)", initial_backoff_ms,
+        max_backoff_ms));
+  }
+  if (!(backoff_multiplier >= 1.0)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("backoff_multiplier %g must be >= 1", backoff_multiplier));
+  }
+  if (!(jitter >= 0.0 && jitter <= 1.0)) {
+    return absl::InvalidArgumentError(absl::StrFormat("jitter %g out of range [0, 1]", jitter));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& target,
+                                                                  const ClientOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  if (target.empty()) return absl::InvalidArgumentError("target must not be empty");
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  args.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  // Retries are ours (UNAVAILABLE only, bounded); keep gRPC's off so the
+  // attempt count is what the options say.
+  args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  std::shared_ptr<grpc::Channel> channel =
+      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+  if (channel == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", target));
+  }
+  return std::unique_ptr<StoreClient>(new StoreClient(std::move(channel), options));
+}
+
+StoreClient::StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options)
+    : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {}
+
+template <typename Request, typename Response>
+absl::Status StoreClient::Call(Method<Request, Response> method, const Request& request,
+                               Response* response) {
+  absl::BitGen gen;
+  double backoff_ms = static_cast<double>(options_.initial_backoff_ms);
+  absl::Status status;
+  for (int attempt = 1;; ++attempt) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(options_.deadline_ms));
+    response->Clear();
+    status = v1::FromGrpcStatus((stub_.get()->*method)(&context, request, response));
+    if (status.code() != absl::StatusCode::kUnavailable || attempt >= options_.max_attempts) {
+      break;
+    }
+    const double factor = absl::Uniform(gen, 1.0 - options_.jitter, 1.0 + options_.jitter);
+    absl::SleepFor(absl::Milliseconds(backoff_ms * factor));
+    backoff_ms = std::min(backoff_ms * options_.backoff_multiplier,
+                          static_cast<double>(options_.max_backoff_ms));
+  }
+  return status;
+}
+
+absl::StatusOr<LookupReply> StoreClient::Lookup(absl::Span<const Hash128> chain,
+                                                uint32_t layer_begin, uint32_t layer_count) {
+  v1::LookupRequest request;
+  request.mutable_chain()->Reserve(static_cast<int>(chain.size()));
+  for (const Hash128& h : chain) request.add_chain(h.CanonicalString());
+  request.set_layer_begin(layer_begin);
+  request.set_layer_count(layer_count);
+  v1::LookupResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Lookup, request, &response));
+  LookupReply reply;
+  reply.prefix_pages = response.prefix_pages();
+  reply.tiers.reserve(response.tiers_size());
+  for (int t : response.tiers()) reply.tiers.push_back(static_cast<v1::Tier>(t));
+  return reply;
+}
+
+absl::StatusOr<std::vector<PutOutcome>> StoreClient::BatchPut(absl::Span<const PutPage> pages) {
+  if (pages.empty()) return absl::InvalidArgumentError("BatchPut: empty batch");
+  std::vector<uint64_t> sizes;
+  sizes.reserve(pages.size());
+  for (size_t i = 0; i < pages.size(); ++i) {
+    if (pages[i].data.size() + kPerPageOverheadBytes > PayloadBudget(options_)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pages[%d]: %d bytes do not fit in max_message_bytes %d", i, pages[i].data.size(),
+          options_.max_message_bytes));
+    }
+    sizes.push_back(pages[i].data.size());
+  }
+  std::vector<PutOutcome> out;
+  out.reserve(pages.size());
+  for (auto [begin, end] : Chunks(sizes, options_.max_batch_pages, PayloadBudget(options_))) {
+    v1::BatchPutRequest request;
+    for (size_t i = begin; i < end; ++i) {
+      const PutPage& page = pages[i];
+      v1::PutPage* wire = request.add_pages();
+      v1::KeyToProto(page.key, wire->mutable_key());
+      v1::LayoutToProto(page.layout, wire->mutable_layout());
+      wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+      wire->set_inline_data(page.data.data(), page.data.size());
+    }
+    v1::BatchPutResponse response;
+    RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
+    if (response.results_size() != static_cast<int>(end - begin)) {
+      return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
+                                                 response.results_size(), end - begin));
+    }
+    for (const v1::PutResult& r : response.results()) {
+      out.push_back(PutOutcome{.already_present = r.already_present()});
+    }
+  }
+  return out;
+}
+
+absl::Status StoreClient::GetChunk(absl::Span<const PageKey> keys, std::vector<GotPage>* out) {
+  v1::BatchGetRequest request;
+  for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
+  v1::BatchGetResponse response;
+  absl::Status status = Call(&v1::KvStore::Stub::BatchGet, request, &response);
+  if (status.code() == absl::StatusCode::kResourceExhausted && keys.size() > 1) {
+    // The response outgrew the message limit: ask for each half separately.
+    const size_t half = keys.size() / 2;
+    RETURN_IF_ERROR(GetChunk(keys.subspan(0, half), out));
+    return GetChunk(keys.subspan(half), out);
+  }
+  RETURN_IF_ERROR(status);
+  if (response.pages_size() != static_cast<int>(keys.size())) {
+    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
+                                               response.pages_size(), keys.size()));
+  }
+  for (int i = 0; i < response.pages_size(); ++i) {
+    v1::GotPage& wire = *response.mutable_pages(i);
+    GotPage page;
+    page.key = keys[i];
+    page.status = wire.status();
+    if (page.status == v1::PAGE_STATUS_OK) {
+      ASSIGN_OR_RETURN(page.layout,
+                       v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
+      page.checksum = wire.checksum();
+      page.tier = wire.tier();
+      page.data = std::move(*wire.mutable_inline_data());
+    }
+    out->push_back(std::move(page));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(absl::Span<const PageKey> keys,
+                                                           uint64_t page_bytes_hint) {
+  if (keys.empty()) return absl::InvalidArgumentError("BatchGet: empty batch");
+  size_t per_chunk = options_.max_batch_pages;
+  if (page_bytes_hint > 0) {
+    const uint64_t fit = PayloadBudget(options_) / (page_bytes_hint + kPerPageOverheadBytes);
+    per_chunk = std::clamp<uint64_t>(fit, 1, per_chunk);
+  }
+  std::vector<GotPage> out;
+  out.reserve(keys.size());
+  for (size_t begin = 0; begin < keys.size(); begin += per_chunk) {
+    RETURN_IF_ERROR(GetChunk(keys.subspan(begin, per_chunk), &out));
+  }
+  return out;
+}
+
+absl::StatusOr<uint32_t> StoreClient::Delete(absl::Span<const PageKey> keys, bool force) {
+  uint32_t deleted = 0;
+  for (size_t begin = 0; begin < keys.size(); begin += options_.max_batch_pages) {
+    v1::DeleteRequest request;
+    for (const PageKey& key : keys.subspan(begin, options_.max_batch_pages)) {
+      v1::KeyToProto(key, request.add_keys());
+    }
+    request.set_force(force);
+    v1::DeleteResponse response;
+    RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Delete, request, &response));
+    deleted += response.deleted_pages();
+  }
+  return deleted;
+}
+
+absl::StatusOr<uint64_t> StoreClient::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                          uint64_t pin_id) {
+  const bool create = pin_id == 0;
+  size_t begin = 0;
+  do {
+    v1::PinRequest request;
+    for (const PageKey& key : keys.subspan(begin, options_.max_batch_pages)) {
+      v1::KeyToProto(key, request.add_keys());
+    }
+    request.set_ttl_ms(ttl_ms);
+    request.set_pin_id(pin_id);
+    v1::PinResponse response;
+    absl::Status status = Call(&v1::KvStore::Stub::Pin, request, &response);
+    if (!status.ok()) {
+      if (create && pin_id != 0) {
+        // Best effort: the pin also expires with its TTL if this fails.
+        absl::Status released = Unpin(pin_id);
+        if (!released.ok()) status.SetPayload("kvtier.unpin", absl::Cord(released.ToString()));
+      }
+      return status;
+    }
+    pin_id = response.pin_id();
+    begin += options_.max_batch_pages;
+  } while (begin < keys.size());
+  return pin_id;
+}
+
+absl::Status StoreClient::Unpin(uint64_t pin_id) {
+  v1::UnpinRequest request;
+  request.set_pin_id(pin_id);
+  v1::UnpinResponse response;
+  return Call(&v1::KvStore::Stub::Unpin, request, &response);
+}
+
+absl::StatusOr<v1::StatsResponse> StoreClient::Stats() {
+  v1::StatsResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Stats, v1::StatsRequest(), &response));
+  return response;
+}
+
+}  // namespace kvtier::client

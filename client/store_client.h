@@ -1,0 +1,150 @@
+// StoreClient: the C++ client of the kvtier store's gRPC API (kvtier.v1).
+//
+//   ASSIGN_OR_RETURN(std::unique_ptr<StoreClient> client,
+//                    StoreClient::Connect("127.0.0.1:50051", ClientOptions()));
+//   ASSIGN_OR_RETURN(auto results, client->BatchPut(pages));
+//   ASSIGN_OR_RETURN(auto got, client->BatchGet(keys));
+//
+// Batching: requests larger than ClientOptions::max_batch_pages pages or
+// max_message_bytes of page bytes are split into several RPCs, sent one
+// after another. The server makes each RPC atomic, so a split request is
+// atomic per chunk only: when chunk k fails, chunks before it took effect.
+// Callers that need all-or-nothing keep a request within one chunk.
+//
+// Retries: an RPC that fails with UNAVAILABLE is retried with exponential
+// backoff and jitter, up to max_attempts in all. Every RPC of this API is
+// safe to repeat (pages are content-addressed) except Pin with pin_id 0,
+// which may then create a second pin; such a pin expires with its TTL.
+// Each attempt has its own deadline (deadline_ms).
+//
+// Thread-safety: all methods are thread-safe; one client may be shared.
+#ifndef KVTIER_CLIENT_STORE_CLIENT_H_
+#define KVTIER_CLIENT_STORE_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+#include "kvtier/v1/store.grpc.pb.h"
+
+namespace kvtier::client {
+
+struct ClientOptions {
+  // Deadline of each RPC attempt, ms. Default 30000. Must be > 0.
+  int64_t deadline_ms = 30'000;
+  // Most pages or keys per RPC. Default 1024, the server's default limit.
+  // Must be > 0.
+  uint32_t max_batch_pages = 1024;
+  // Largest message sent or received, bytes; also bounds the page bytes
+  // packed into one BatchPut or expected back from one BatchGet. Default
+  // 256 MiB, the server's default. Range [1 MiB, 2 GiB - 1].
+  uint64_t max_message_bytes = uint64_t{256} << 20;
+  // Attempts per RPC, the first included; 1 disables retries. Default 4.
+  // Range [1, 100].
+  int max_attempts = 4;
+  // Backoff before the first retry, ms; doubles (backoff_multiplier) up to
+  // max_backoff_ms. Defaults 50 and 2000. Must be > 0, initial <= max.
+  int64_t initial_backoff_ms = 50;
+  int64_t max_backoff_ms = 2000;
+  // Default 2.0. Must be >= 1.
+  double backoff_multiplier = 2.0;
+  // Each backoff is scaled by a uniform factor in [1 - jitter, 1 + jitter].
+  // Default 0.2. Range [0, 1].
+  double jitter = 0.2;
+
+  // INVALID_ARGUMENT naming the first bad option.
+  absl::Status Validate() const;
+};
+
+// One page to store. `data` is borrowed for the duration of the call.
+struct PutPage {
+  PageKey key;
+  PageLayout layout;
+  absl::Span<const uint8_t> data;
+};
+
+struct PutOutcome {
+  bool already_present = false;
+};
+
+struct GotPage {
+  PageKey key;
+  v1::PageStatus status = v1::PAGE_STATUS_UNSPECIFIED;
+  // Set when status is PAGE_STATUS_OK.
+  PageLayout layout;
+  uint64_t checksum = 0;
+  v1::Tier tier = v1::TIER_NONE;
+  std::string data;
+};
+
+struct LookupReply {
+  uint32_t prefix_pages = 0;
+  // tiers[page * layer_count + (layer - layer_begin)].
+  std::vector<v1::Tier> tiers;
+};
+
+class StoreClient {
+ public:
+  // Validates `options` and creates a channel to `target` (host:port). The
+  // connection is made lazily by the first call.
+  static absl::StatusOr<std::unique_ptr<StoreClient>> Connect(const std::string& target,
+                                                              const ClientOptions& options);
+
+  // One RPC (not split): chain.size() must be within the server's
+  // max_lookup_pages. layer_count 0 means 1.
+  absl::StatusOr<LookupReply> Lookup(absl::Span<const Hash128> chain, uint32_t layer_begin = 0,
+                                     uint32_t layer_count = 1);
+
+  // Computes each page's checksum and stores the pages; one outcome per
+  // page, same order. INVALID_ARGUMENT (before anything is sent) for an
+  // empty batch or a page larger than max_message_bytes.
+  absl::StatusOr<std::vector<PutOutcome>> BatchPut(absl::Span<const PutPage> pages);
+
+  // One result per key, same order. `page_bytes_hint` (the expected size of
+  // one page, 0 if unknown) keeps each response within max_message_bytes;
+  // without it, a chunk whose response is too large is split and re-sent.
+  absl::StatusOr<std::vector<GotPage>> BatchGet(absl::Span<const PageKey> keys,
+                                                uint64_t page_bytes_hint = 0);
+
+  // Returns how many of `keys` were stored and are now deleted.
+  absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force = false);
+
+  // Creates (pin_id 0) or extends a pin; returns its id. A split request
+  // creates the pin with the first chunk and extends it with the others; if
+  // a later chunk fails, a pin created here is released again.
+  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                               uint64_t pin_id = 0);
+  absl::Status Unpin(uint64_t pin_id);
+
+  absl::StatusOr<v1::StatsResponse> Stats();
+
+  const ClientOptions& options() const { return options_; }
+
+ private:
+  StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
+
+  template <typename Request, typename Response>
+  using Method = grpc::Status (v1::KvStore::Stub::*)(grpc::ClientContext*, const Request&,
+                                                      Response*);
+  // Runs one RPC with the deadline and the retry policy.
+  template <typename Request, typename Response>
+  absl::Status Call(Method<Request, Response> method, const Request& request, Response* response);
+
+  absl::Status GetChunk(absl::Span<const PageKey> keys, std::vector<GotPage>* out);
+
+  // Const after construction.
+  const ClientOptions options_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::KvStore::Stub> stub_;
+};
+
+}  // namespace kvtier::client
+
+#endif  // KVTIER_CLIENT_STORE_CLIENT_H_
