@@ -38,8 +38,8 @@ void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t
   }
 }
 
-// Digest of one (page, head): keys [tokens][head_dim] at `keys` with a row
-// stride of `row_elems` elements.
+// Digest of one (page, head) over the first `tokens` keys of `page_k`.
+// kCentroid leaves the mean in `centre_or_mean`; the cuboids leave hi, lo.
 void DigestOne(const DigestArgs& a, const void* page_k, uint32_t head, uint32_t tokens,
                float* scratch, float* hi, float* lo, float* centre_or_mean) {
   const size_t d = a.head_dim;
