@@ -151,6 +151,9 @@ class Reservation {
 
 class Store {
  public:
+  // Largest layer_count one Lookup accepts (bounds the size of its answer).
+  static constexpr uint32_t kMaxLookupLayers = 4096;
+
   // Opens (creating if needed) the store under options.data_dir and rebuilds
   // the index from RocksDB. INVALID_ARGUMENT for bad options; the RocksDB
   // error (converted) when the directory cannot be opened.
