@@ -1,0 +1,88 @@
+#include "worker/model/weights.h"
+
+#include "absl/strings/string_view.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+
+namespace kvtier::model {
+
+absl::Status ModelConfig::Validate() const {
+  if (dim <= 0 || hidden_dim <= 0 || n_layers <= 0 || n_heads <= 0 ||
+      n_kv_heads <= 0 || vocab_size <= 0 || max_positions <= 0 ||
+      head_dim <= 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model config needs positive sizes: dim=", dim, " hidden=", hidden_dim,
+        " layers=", n_layers, " heads=", n_heads, " kv_heads=", n_kv_heads,
+        " vocab=", vocab_size, " seq_len=", max_positions,
+        " head_dim=", head_dim));
+  }
+  if (n_heads % n_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "n_heads=", n_heads, " is not a multiple of n_kv_heads=", n_kv_heads));
+  }
+  if (rope_dim <= 0 || rope_dim > head_dim || rope_dim % 2 != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rope_dim=", rope_dim, " must be even and in (0, head_dim=", head_dim,
+        "]"));
+  }
+  if (!(rope_theta > 0.0f) || !(rms_eps > 0.0f)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "rope_theta=", rope_theta, " and rms_eps=", rms_eps,
+        " must be positive"));
+  }
+  return absl::OkStatus();
+}
+
+AttentionShape ModelConfig::attention_shape() const {
+  return AttentionShape{.n_layers = n_layers,
+                        .n_heads = n_heads,
+                        .n_kv_heads = n_kv_heads,
+                        .head_dim = head_dim,
+                        .max_positions = max_positions};
+}
+
+namespace {
+
+absl::Status CheckSize(absl::string_view name, const std::vector<float>& t,
+                       size_t want) {
+  if (t.size() != want) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tensor ", name, " has ", t.size(), " elements, want ", want));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ModelWeights::Validate() const {
+  const ModelConfig& c = config;
+  RETURN_IF_ERROR(c.Validate());
+  const size_t dim = c.dim, hidden = c.hidden_dim, kv = c.kv_dim();
+  const size_t q = static_cast<size_t>(c.n_heads) * c.head_dim;
+  RETURN_IF_ERROR(CheckSize("token_embedding", token_embedding,
+                            static_cast<size_t>(c.vocab_size) * dim));
+  if (layers.size() != static_cast<size_t>(c.n_layers)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(layers.size(), " layers, want ", c.n_layers));
+  }
+  for (const LayerWeights& l : layers) {
+    RETURN_IF_ERROR(CheckSize("rms_att", l.rms_att, dim));
+    RETURN_IF_ERROR(CheckSize("wq", l.wq, q * dim));
+    RETURN_IF_ERROR(CheckSize("wk", l.wk, kv * dim));
+    RETURN_IF_ERROR(CheckSize("wv", l.wv, kv * dim));
+    RETURN_IF_ERROR(CheckSize("wo", l.wo, dim * q));
+    RETURN_IF_ERROR(CheckSize("rms_ffn", l.rms_ffn, dim));
+    RETURN_IF_ERROR(CheckSize("w_gate", l.w_gate, hidden * dim));
+    RETURN_IF_ERROR(CheckSize("w_down", l.w_down, dim * hidden));
+    RETURN_IF_ERROR(CheckSize("w_up", l.w_up, hidden * dim));
+  }
+  RETURN_IF_ERROR(CheckSize("rms_final", rms_final, dim));
+  if (!classifier.empty()) {
+    RETURN_IF_ERROR(CheckSize("classifier", classifier,
+                              static_cast<size_t>(c.vocab_size) * dim));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace kvtier::model
