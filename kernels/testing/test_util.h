@@ -47,8 +47,9 @@ inline std::vector<float> RandomFloats(size_t n, uint32_t seed, float lo = -1.0f
   return v;
 }
 
-// Random values with outliers: mostly N(0,1), some channels scaled by
-// `outlier` (the heavy channels of real keys), a few exact zeros and ties.
+// Random values with outliers: mostly N(0,1), some exactly +-outlier, some
+// N(0,1) clamped to +-1 times outlier, a few exact zeros; every value is finite and at
+// most max(|N(0,1)|, outlier) in magnitude.
 inline std::vector<float> AdversarialFloats(size_t n, uint32_t seed, float outlier) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> dist(0.0f, 1.0f);
@@ -61,7 +62,7 @@ inline std::vector<float> AdversarialFloats(size_t n, uint32_t seed, float outli
     } else if (r < 10) {
       v[i] = outlier * (r % 2 ? 1.0f : -1.0f);
     } else if (r < 20) {
-      v[i] = dist(rng) * outlier;
+      v[i] = std::clamp(dist(rng), -1.0f, 1.0f) * outlier;
     } else {
       v[i] = dist(rng);
     }
