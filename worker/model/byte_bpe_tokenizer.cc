@@ -202,10 +202,9 @@ absl::Status ByteBpeTokenizer::Init() {
     const uint32_t cp = keep ? b : next++;
     byte_to_unicode_[b] = EncodeUtf8(cp);
     unicode_to_byte_[cp] = b;
-    if (!ids_.contains(byte_to_unicode_[b])) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("byte BPE vocabulary lacks a token for byte ", b));
-    }
+  }
+  if (vocab_.unk_id < -1 || vocab_.unk_id >= n) {
+    return absl::InvalidArgumentError("UNK id outside the vocabulary");
   }
   return absl::OkStatus();
 }
@@ -229,8 +228,8 @@ std::vector<std::string> ByteBpeTokenizer::PreTokenize(
   return out;
 }
 
-void ByteBpeTokenizer::EncodeWord(absl::string_view word,
-                                  std::vector<int>& out) const {
+absl::Status ByteBpeTokenizer::EncodeWord(absl::string_view word,
+                                          std::vector<int>& out) const {
   std::vector<std::string> symbols;
   for (unsigned char b : word) symbols.push_back(byte_to_unicode_[b]);
   std::string key;
@@ -265,15 +264,25 @@ void ByteBpeTokenizer::EncodeWord(absl::string_view word,
       out.push_back(it->second);
       continue;
     }
-    // A merge produced a symbol the vocabulary lacks: fall back to its
-    // characters, each of which is a byte token (checked in Init).
+    // A symbol the vocabulary lacks: fall back to its characters (byte
+    // tokens), and to UNK for bytes that have none.
     for (size_t i = 0; i < s.size();) {
       size_t len;
       DecodeUtf8(s, i, &len);
-      out.push_back(ids_.at(s.substr(i, len)));
+      auto byte_it = ids_.find(absl::string_view(s).substr(i, len));
+      if (byte_it != ids_.end()) {
+        out.push_back(byte_it->second);
+      } else if (vocab_.unk_id >= 0) {
+        out.push_back(vocab_.unk_id);
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "text holds a byte that the vocabulary cannot encode: '",
+            s.substr(i, len), "'"));
+      }
       i += len;
     }
   }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int>> ByteBpeTokenizer::Encode(
@@ -281,10 +290,11 @@ absl::StatusOr<std::vector<int>> ByteBpeTokenizer::Encode(
   std::vector<int> tokens;
   if (add_bos && vocab_.bos_id >= 0) tokens.push_back(vocab_.bos_id);
   size_t start = 0;
-  auto flush = [&](size_t end) {
+  auto flush = [&](size_t end) -> absl::Status {
     for (const std::string& w : PreTokenize(text.substr(start, end - start))) {
-      EncodeWord(w, tokens);
+      RETURN_IF_ERROR(EncodeWord(w, tokens));
     }
+    return absl::OkStatus();
   };
   for (size_t i = 0; i < text.size();) {
     const std::string* special = nullptr;
@@ -298,12 +308,12 @@ absl::StatusOr<std::vector<int>> ByteBpeTokenizer::Encode(
       ++i;
       continue;
     }
-    flush(i);
+    RETURN_IF_ERROR(flush(i));
     tokens.push_back(ids_.at(*special));
     i += special->size();
     start = i;
   }
-  flush(text.size());
+  RETURN_IF_ERROR(flush(text.size()));
   return tokens;
 }
 

@@ -41,10 +41,11 @@ class ByteBpeTokenizer : public Tokenizer {
     std::string pre;                   // tokenizer.ggml.pre
     int bos_id = -1;
     int eos_id = -1;
+    int unk_id = -1;  // for bytes with no token; -1: such text is an error
   };
 
-  // INVALID_ARGUMENT on an empty vocabulary, a malformed merge, or a byte
-  // with no token.
+  // INVALID_ARGUMENT on an empty vocabulary, a malformed merge or special
+  // ids out of range.
   static absl::StatusOr<std::unique_ptr<ByteBpeTokenizer>> Create(Vocab vocab);
 
   int vocab_size() const override { return vocab_.tokens.size(); }
@@ -60,7 +61,7 @@ class ByteBpeTokenizer : public Tokenizer {
  private:
   explicit ByteBpeTokenizer(Vocab vocab);
   absl::Status Init();
-  void EncodeWord(absl::string_view word, std::vector<int>& out) const;
+  absl::Status EncodeWord(absl::string_view word, std::vector<int>& out) const;
 
   const Vocab vocab_;
   bool split_digits_ = false;

@@ -125,6 +125,8 @@ absl::StatusOr<GgufTokenizerInfo> LoadGgufTokenizer(const GgufFile& f) {
                                             vocab));
   ASSIGN_OR_RETURN(int eot, OptionalTokenId(f, "tokenizer.ggml.eot_token_id",
                                             vocab));
+  ASSIGN_OR_RETURN(int unk, OptionalTokenId(
+                                f, "tokenizer.ggml.unknown_token_id", vocab));
   if (eos >= 0) info.stop_tokens.push_back(eos);
   if (eot >= 0 && eot != eos) info.stop_tokens.push_back(eot);
   info.add_bos = model == "llama";  // llama.cpp's default per model type
@@ -157,6 +159,7 @@ absl::StatusOr<GgufTokenizerInfo> LoadGgufTokenizer(const GgufFile& f) {
     ASSIGN_OR_RETURN(v.merges, f.GetStringArray("tokenizer.ggml.merges"));
     v.bos_id = bos;
     v.eos_id = eos;
+    v.unk_id = unk;
     if (f.FindValue("tokenizer.ggml.pre") != nullptr) {
       ASSIGN_OR_RETURN(v.pre, f.GetString("tokenizer.ggml.pre"));
     }

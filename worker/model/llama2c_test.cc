@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
+#include "worker/model/gguf_test_writer.h"
 #include "worker/model/model_loader.h"
 #include "worker/model/transformer.h"
 
@@ -44,7 +45,7 @@ std::string ReadmeOracle() {
 }
 
 std::string TempPath(const std::string& name) {
-  return ::testing::TempDir() + "/" + name;
+  return UniqueTempPath(name);
 }
 
 void WriteFile(const std::string& path, const std::string& bytes) {
