@@ -18,6 +18,21 @@
 //   counted and reported as lost, never returned.
 //   Pages on disk survive a restart: Open() rebuilds the index from RocksDB.
 //
+// Persistence: a put is not written through. A page reaches RocksDB when it
+// is demoted, and only pages on disk survive a restart; pages that were in
+// the RAM tier alone are gone after it (the store is a cache, and writing
+// every put twice would halve put bandwidth). A page read back into RAM
+// keeps its disk copy, so leaving RAM again costs no write.
+//
+// Making room happens in the call that needs it: a Reserve that takes RAM
+// past its high watermark demotes (writes to disk) down to the low watermark
+// before it returns; a demotion that takes the disk past its high watermark
+// first drops unpinned disk pages down to the disk's low watermark. When the
+// disk cannot take a page even then, an unpinned RAM page is dropped and a
+// pinned one stays in RAM. Promotion (StoreOptions::promote_after_reads)
+// only displaces RAM pages that are already on disk and never fills RAM past
+// its high watermark.
+//
 // Thread-safety: all methods are thread-safe.
 #ifndef KVTIER_KVSTORE_STORE_H_
 #define KVTIER_KVSTORE_STORE_H_
@@ -78,6 +93,8 @@ struct PutSpec {
 };
 
 struct PutResult {
+  // The key was stored when the batch was reserved, or was committed by a
+  // concurrent put before this batch committed; its bytes were not written.
   bool already_present = false;
 };
 
@@ -98,6 +115,8 @@ struct LookupResult {
 
 struct TierStats {
   uint64_t pages = 0;
+  // RAM: slab bytes of allocated slots, reserved (uncommitted) ones
+  // included. Disk: page bytes, demotions in flight included.
   uint64_t used_bytes = 0;
   uint64_t capacity_bytes = 0;
   uint64_t high_watermark_bytes = 0;

@@ -82,7 +82,9 @@ void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
         .bytes = absl::Span<const uint8_t>(ram_base_ + d.slot.offset, d.meta.bytes)});
   }
   const absl::Status written = rocks_->Put(writes);
-  if (!written.ok()) KVTIER_LOG(ERROR) << "demotion of " << writes.size() << " pages failed: " << written;
+  if (!written.ok()) {
+    KVTIER_LOG(ERROR) << "demotion of " << writes.size() << " pages failed: " << written;
+  }
   absl::MutexLock lock(&mu_);
   std::vector<PageKey> orphans;
   for (const Demotion& d : demotions) {
@@ -119,7 +121,9 @@ void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
     }
   }
   absl::Status s = rocks_->Delete(orphans);
-  if (!s.ok()) KVTIER_LOG(ERROR) << "cannot delete " << orphans.size() << " orphan pages: " << s;
+  if (!s.ok()) {
+    KVTIER_LOG(ERROR) << "cannot delete " << orphans.size() << " orphan pages: " << s;
+  }
 }
 
 bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
