@@ -1,0 +1,121 @@
+#include "worker/model/dense_attention_backend.h"
+
+#include <cmath>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvtier::model {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::FloatNear;
+
+AttentionShape Shape(int heads, int kv_heads, int head_dim, int max_pos = 8) {
+  return AttentionShape{.n_layers = 2,
+                        .n_heads = heads,
+                        .n_kv_heads = kv_heads,
+                        .head_dim = head_dim,
+                        .max_positions = max_pos};
+}
+
+TEST(DenseAttentionTest, SinglePositionReturnsItsValue) {
+  auto b = DenseAttentionBackend::Create(Shape(1, 1, 2));
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->StartSequence(7).ok());
+  const std::vector<float> k = {1, 0}, v = {3, -4}, q = {5, 5};
+  ASSERT_TRUE((*b)->Append(7, 0, 0, k, v).ok());
+  std::vector<float> out(2);
+  ASSERT_TRUE((*b)->Attend(7, 0, q, absl::MakeSpan(out)).ok());
+  EXPECT_THAT(out, ElementsAre(3.0f, -4.0f));
+}
+
+TEST(DenseAttentionTest, SoftmaxWeightsWithScale) {
+  // head_dim 4: scale 1/2. Scores q.k/2 = {0, ln 3} -> weights {1/4, 3/4}.
+  auto b = DenseAttentionBackend::Create(Shape(1, 1, 4));
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->StartSequence(1).ok());
+  const float s = 2.0f * std::log(3.0f);
+  ASSERT_TRUE((*b)->Append(1, 1, 0, {0, 0, 0, 0}, {4, 0, 0, 8}).ok());
+  ASSERT_TRUE((*b)->Append(1, 1, 1, {s, 0, 0, 0}, {0, 4, 0, 0}).ok());
+  std::vector<float> out(4);
+  ASSERT_TRUE((*b)->Attend(1, 1, {1, 0, 0, 0}, absl::MakeSpan(out)).ok());
+  EXPECT_THAT(out, ElementsAre(FloatNear(1.0f, 1e-6), FloatNear(3.0f, 1e-6),
+                               FloatNear(0.0f, 1e-6), FloatNear(2.0f, 1e-6)));
+  EXPECT_EQ(*(*b)->Length(1, 1), 2);
+  EXPECT_EQ(*(*b)->Length(1, 0), 0);
+}
+
+TEST(DenseAttentionTest, GroupedQueryHeadsShareKvHeads) {
+  // 4 query heads over 2 KV heads: heads 0,1 read KV head 0; 2,3 head 1.
+  auto b = DenseAttentionBackend::Create(Shape(4, 2, 1));
+  ASSERT_TRUE(b.ok());
+  ASSERT_TRUE((*b)->StartSequence(0).ok());
+  ASSERT_TRUE((*b)->Append(0, 0, 0, {0, 0}, {10, 20}).ok());
+  std::vector<float> out(4);
+  ASSERT_TRUE((*b)->Attend(0, 0, {1, 2, 3, 4}, absl::MakeSpan(out)).ok());
+  EXPECT_THAT(out, ElementsAre(10, 10, 20, 20));
+}
+
+TEST(DenseAttentionTest, BatchEqualsTokenByToken) {
+  const AttentionShape shape = Shape(2, 1, 2);
+  auto a = DenseAttentionBackend::Create(shape);
+  auto b = DenseAttentionBackend::Create(shape);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ASSERT_TRUE((*a)->StartSequence(0).ok());
+  ASSERT_TRUE((*b)->StartSequence(0).ok());
+  const std::vector<float> k = {1, 2, -1, 0.5f, 0, 3};
+  const std::vector<float> v = {1, 1, 2, -2, 0, 5};
+  const std::vector<float> q = {1, 0, 0, 1, 1, 1, -1, 2, 0.5f, 0.5f, 3, 1};
+  std::vector<float> batch(12), single(12);
+  ASSERT_TRUE((*a)->AppendAndAttendBatch(0, 0, 0, 3, k, v, q,
+                                         absl::MakeSpan(batch)).ok());
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE((*b)->Append(0, 0, i, absl::MakeSpan(k).subspan(2 * i, 2),
+                             absl::MakeSpan(v).subspan(2 * i, 2)).ok());
+    ASSERT_TRUE((*b)->Attend(0, 0, absl::MakeSpan(q).subspan(4 * i, 4),
+                             absl::MakeSpan(single).subspan(4 * i, 4)).ok());
+  }
+  EXPECT_EQ(batch, single);
+  // The first query saw only position 0.
+  EXPECT_THAT(absl::MakeSpan(batch).subspan(0, 4), ElementsAre(1, 1, 1, 1));
+}
+
+TEST(DenseAttentionTest, Errors) {
+  EXPECT_EQ(DenseAttentionBackend::Create(Shape(3, 2, 4)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(DenseAttentionBackend::Create(Shape(2, 1, 4), {.max_sequences = 0})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  auto b = DenseAttentionBackend::Create(Shape(1, 1, 1, /*max_pos=*/2),
+                                         {.max_sequences = 1});
+  ASSERT_TRUE(b.ok());
+  std::vector<float> out(1);
+  EXPECT_EQ((*b)->Append(5, 0, 0, {1}, {1}).code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE((*b)->StartSequence(5).ok());
+  EXPECT_EQ((*b)->StartSequence(5).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ((*b)->StartSequence(6).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*b)->Attend(5, 0, {1}, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*b)->Append(5, 0, 1, {1}, {1}).code(),
+            absl::StatusCode::kInvalidArgument);  // position 0 comes first
+  EXPECT_EQ((*b)->Append(5, 2, 0, {1}, {1}).code(),
+            absl::StatusCode::kInvalidArgument);  // no layer 2
+  EXPECT_EQ((*b)->Append(5, 0, 0, {1, 2}, {1}).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*b)->Append(5, 0, 0, {1}, {1}).ok());
+  ASSERT_TRUE((*b)->Append(5, 0, 1, {1}, {1}).ok());
+  EXPECT_EQ((*b)->Append(5, 0, 2, {1}, {1}).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(*(*b)->Length(5, 0), 2);  // the failed append changed nothing
+  ASSERT_TRUE((*b)->EndSequence(5).ok());
+  EXPECT_EQ((*b)->EndSequence(5).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE((*b)->StartSequence(6).ok());
+}
+
+}  // namespace
+}  // namespace kvtier::model

@@ -1,0 +1,93 @@
+#include "worker/model/transformer.h"
+
+#include <cmath>
+
+#include "gtest/gtest.h"
+#include "worker/model/dense_attention_backend.h"
+#include "worker/model/llama2c.h"
+
+namespace kvtier::model {
+namespace {
+
+class TransformerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = LoadLlama2cCheckpoint(std::string(KVTIER_STORIES260K_DIR) +
+                                   "/stories260K.bin");
+    ASSERT_TRUE(w.ok()) << w.status();
+    weights_ = *std::move(w);
+  }
+  ModelWeights weights_;
+};
+
+TEST_F(TransformerTest, PrefillMatchesTokenByToken) {
+  const std::vector<int> tokens = {1,  403, 407, 261, 378, 11,  269, 291, 40,
+                                   12, 77,  300, 301, 302, 303, 304, 305, 306,
+                                   307, 308};
+  auto b1 = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  auto b2 = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  ASSERT_TRUE(b1.ok() && b2.ok());
+  // Batches of 8: the 20 tokens take chunks of 8, 8 and 4.
+  auto batched = Transformer::Create(&weights_, b1->get(),
+                                     {.max_batch_tokens = 8});
+  auto single = Transformer::Create(&weights_, b2->get());
+  ASSERT_TRUE(batched.ok() && single.ok());
+  ASSERT_TRUE((*b1)->StartSequence(0).ok());
+  ASSERT_TRUE((*b2)->StartSequence(0).ok());
+  auto prefill = (*batched)->Prefill(0, tokens, 0);
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  const std::vector<float> want(prefill->begin(), prefill->end());
+  absl::Span<const float> got;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    auto logits = (*single)->Forward(0, tokens[i], i);
+    ASSERT_TRUE(logits.ok()) << logits.status();
+    got = *logits;
+  }
+  ASSERT_EQ(got.size(), want.size());
+  float max_diff = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
+  }
+  EXPECT_LT(max_diff, 1e-4f);
+  EXPECT_EQ(*(*b1)->Length(0, 4), 20);
+}
+
+TEST_F(TransformerTest, RejectsBadInput) {
+  auto b = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  ASSERT_TRUE(b.ok());
+  auto t = Transformer::Create(&weights_, b->get());
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*b)->StartSequence(3).ok());
+  EXPECT_EQ((*t)->Forward(3, 512, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->Forward(3, -1, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->Prefill(3, {}, 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Positions must arrive in order: the backend refuses position 5 first.
+  EXPECT_EQ((*t)->Forward(3, 1, 5).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*t)->Forward(4, 1, 0).status().code(),
+            absl::StatusCode::kNotFound);  // sequence never started
+}
+
+TEST_F(TransformerTest, CreateChecksShapeAndOptions) {
+  AttentionShape other = weights_.config.attention_shape();
+  other.n_kv_heads = 8;
+  auto b = DenseAttentionBackend::Create(other);
+  ASSERT_TRUE(b.ok());
+  EXPECT_EQ(Transformer::Create(&weights_, b->get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  auto ok = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  EXPECT_EQ(Transformer::Create(&weights_, ok->get(), {.max_batch_tokens = 0})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  ModelWeights broken = weights_;
+  broken.layers[2].wv.pop_back();
+  EXPECT_EQ(Transformer::Create(&broken, ok->get()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvtier::model
