@@ -112,6 +112,18 @@ KVTIER_HD uint16_t FloatToHalf(float f) {
   return static_cast<uint16_t>(sign | (a >> 13));
 }
 
+// The nearest fp16 at or above (`up`) or at or below (!up) v, so that a
+// rounded interval still contains v. NaN stays NaN.
+KVTIER_HD uint16_t FloatToHalfDirected(float v, bool up) {
+  const uint16_t h = FloatToHalf(v);
+  const float r = HalfToFloat(h);
+  if (r != r || (up ? r >= v : r <= v)) return h;
+  if ((h & 0x7fffu) == 0) return up ? 0x0001u : 0x8001u;  // +-0 -> +-2^-24
+  // Away from zero increments the magnitude bits, towards zero decrements.
+  const bool away = up != ((h & 0x8000u) != 0);
+  return static_cast<uint16_t>(away ? h + 1 : h - 1);
+}
+
 // ---- bf16 ----------------------------------------------------------------
 
 KVTIER_HD float BF16ToFloat(uint16_t b) { return BitsToFloat(uint32_t{b} << 16); }

@@ -11,19 +11,6 @@ namespace {
 
 constexpr char kWhat[] = "ComputeDigests";
 
-// Nearest fp16 at or above (Up) / at or below (!Up) v: keeps a min/max
-// cuboid closed under rounding.
-uint16_t HalfDirected(float v, bool up) {
-  uint16_t h = FloatToHalf(v);
-  const float r = HalfToFloat(h);
-  if (r != r || (up ? r >= v : r <= v)) return h;
-  const bool negative = (h & 0x8000u) != 0;
-  if ((h & 0x7fffu) == 0) return up ? 0x0001u : 0x8001u;  // +-0 -> smallest subnormal
-  // Moving away from zero increments the magnitude, towards zero decrements.
-  const bool away = up != negative;
-  return static_cast<uint16_t>(away ? h + 1 : h - 1);
-}
-
 void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t n,
                  int direction) {
   if (t == ScalarType::kF32) {
@@ -34,7 +21,7 @@ void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t
   if (direction == 0) {
     for (size_t i = 0; i < n; ++i) out[i] = FloatToHalf(v[i]);
   } else {
-    for (size_t i = 0; i < n; ++i) out[i] = HalfDirected(v[i], direction > 0);
+    for (size_t i = 0; i < n; ++i) out[i] = FloatToHalfDirected(v[i], direction > 0);
   }
 }
 
