@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/endian.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
@@ -78,13 +79,13 @@ RocksTier::RocksTier(std::unique_ptr<rocksdb::DB> db,
     : db_(std::move(db)), handles_(std::move(handles)) {}
 
 RocksTier::~RocksTier() {
+  // Failures at shutdown cannot be returned; they are logged.
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
-    // A failure here leaks a handle at shutdown; nothing can act on it.
-    rocksdb::Status s = db_->DestroyColumnFamilyHandle(handle);
-    (void)s;
+    absl::Status s = FromRocksStatus(db_->DestroyColumnFamilyHandle(handle));
+    if (!s.ok()) KVTIER_LOG(ERROR) << "closing a column family: " << s;
   }
-  rocksdb::Status s = db_->Close();
-  (void)s;
+  absl::Status s = FromRocksStatus(db_->Close());
+  if (!s.ok()) KVTIER_LOG(ERROR) << "closing the page database: " << s;
 }
 
 std::string RocksTier::EncodeMeta(const PageMeta& meta) {

@@ -45,6 +45,7 @@ absl::Status StoreOptions::Validate() const {
     return absl::InvalidArgumentError("promote_after_reads must be > 0");
   }
   if (max_pin_ttl_ms == 0) return absl::InvalidArgumentError("max_pin_ttl_ms must be > 0");
+  if (max_pins == 0) return absl::InvalidArgumentError("max_pins must be > 0");
   return absl::OkStatus();
 }
 

@@ -76,6 +76,9 @@ struct StoreOptions {
   // 1 promotes on every read.
   uint32_t promote_after_reads = 2;
   uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+  // Most live pins at once; Pin creating one more answers
+  // RESOURCE_EXHAUSTED. Bounds the pin table's memory.
+  uint32_t max_pins = 1 << 20;
   // Verify every disk page's checksum while rebuilding the index at Open.
   bool verify_on_open = true;
   // Not owned; must outlive the Store. Null means Clock::Real().
@@ -210,6 +213,9 @@ class Store {
   virtual absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) = 0;
 
   // Creates (pin_id 0) or extends a pin over `keys`; returns its id.
+  // INVALID_ARGUMENT (ttl_ms 0 or above max_pin_ttl_ms, too many keys),
+  // NOT_FOUND (a key not stored, pin_id unknown or expired; nothing pinned),
+  // RESOURCE_EXHAUSTED (max_pins live pins already).
   virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                        uint64_t pin_id) = 0;
   virtual absl::Status Unpin(uint64_t pin_id) = 0;

@@ -54,6 +54,9 @@ TEST(StoreOptionsTest, EachOptionIsChecked) {
   o.max_pin_ttl_ms = 0;
   EXPECT_EQ(Code(o), kBad);
   o = StoreOptions();
+  o.max_pins = 0;
+  EXPECT_EQ(Code(o), kBad);
+  o = StoreOptions();
   o.ram.high_watermark = 1.0;
   o.ram.low_watermark = 1.0;
   o.disk.policy = "s3fifo";

@@ -407,6 +407,10 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
   }
   const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
   if (pin_id == 0) {
+    if (pins_.size() >= options_.max_pins) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
+    }
     pin_id = pins_.Create(expiry_ms);
   } else {
     pins_.SetExpiry(pin_id, expiry_ms);
@@ -429,6 +433,9 @@ absl::Status TieredStore::Unpin(uint64_t pin_id) {
 
 StoreStats TieredStore::Stats() const {
   absl::MutexLock lock(&mu_);
+  // Releasing expired pins changes nothing a caller could observe other
+  // than through these figures, so Stats stays logically const.
+  const_cast<TieredStore*>(this)->SweepPinsLocked();
   StoreStats stats = counters_;
   for (const auto& [key, entry] : index_) {
     if (entry.in_ram) {

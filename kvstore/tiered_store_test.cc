@@ -221,6 +221,8 @@ TEST_F(StoreTest, PinsExpireWithTheClock) {
   EXPECT_EQ(store_->Stats().active_pins, 1u);
   clock_.AdvanceMillis(1);
   StoreStats stats = store_->Stats();
+  EXPECT_EQ(stats.active_pins, 0u);
+  EXPECT_EQ(stats.ram.pinned_pages, 0u);
   EXPECT_EQ(store_->Unpin(*pin).code(), absl::StatusCode::kNotFound);
   stats = store_->Stats();
   EXPECT_EQ(stats.active_pins, 0u);
@@ -240,6 +242,25 @@ TEST_F(StoreTest, UnpinReleasesAndUnknownIsNotFound) {
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 1u);  // still under b
   EXPECT_TRUE(store_->Unpin(*b).ok());
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 0u);
+}
+
+TEST(StorePinLimitTest, MaxPinsBoundsLivePins) {
+  TempDir dir;
+  FakeClock clock;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.ram.capacity_bytes = 1 << 20;
+  options.max_pins = 2;
+  options.clock = &clock;
+  auto store = *Store::Open(options);
+  ASSERT_TRUE(PutPages(*store, {Key(1)}).ok());
+  auto a = store->Pin({Key(1)}, 100, 0);
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(store->Pin({Key(1)}, 200, 0).ok());
+  EXPECT_EQ(store->Pin({Key(1)}, 100, 0).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(store->Pin({}, 100, *a).ok());  // extending is not a new pin
+  clock.AdvanceMillis(150);                   // the first pin expires
+  EXPECT_TRUE(store->Pin({Key(1)}, 100, 0).ok());
 }
 
 TEST_F(StoreTest, DeletePinnedNeedsForce) {
@@ -312,6 +333,9 @@ TEST(StoreConcurrencyTest, ConcurrentPutsAndGetsStayConsistent) {
   EXPECT_EQ(stats.dropped_pages, 0u);
   EXPECT_EQ(stats.reserved_bytes, 0u);
   EXPECT_GT(stats.demotions, 0u);
+  // No slot or disk byte leaked.
+  EXPECT_EQ(stats.ram.used_bytes, stats.ram.pages * 4096);
+  EXPECT_EQ(stats.disk.used_bytes, stats.disk.pages * 4096);
   std::vector<Hash128> chain;
   for (uint64_t n = 0; n < unique; ++n) chain.push_back(Key(n).hash);
   auto lookup = store->Lookup(chain, 0, 1);
@@ -321,6 +345,77 @@ TEST(StoreConcurrencyTest, ConcurrentPutsAndGetsStayConsistent) {
     auto got = store->BatchGet({Key(n)});
     ASSERT_TRUE((*got)[0].status.ok()) << n;
     EXPECT_EQ((*got)[0].data, AsString(PageBytes(Key(n), SmallLayout())));
+  }
+}
+
+// Puts, reads, deletes and pins race over a small key space; afterwards
+// every byte is accounted for and every page read was intact.
+TEST(StoreConcurrencyTest, DeletesAndPinsRacingReadsLeakNothing) {
+  TempDir dir;
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.ram.capacity_bytes = 16 * 4096;
+  options.disk.capacity_bytes = 24 * 4096;
+  options.promote_after_reads = 1;
+  auto store = *Store::Open(options);
+  constexpr int kThreads = 4;
+  constexpr uint64_t kKeys = 48;
+  std::atomic<int> bad_reads{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      uint64_t x = 88172645463325252ull + t;
+      for (int i = 0; i < 400; ++i) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        const PageKey key = Key(x % kKeys);
+        switch ((x >> 20) % 4) {
+          case 0: {
+            absl::Status s = PutPages(*store, {key}).status();
+            if (!s.ok() && !absl::IsResourceExhausted(s)) ++bad_reads;
+            break;
+          }
+          case 1: {
+            auto got = store->BatchGet({key, Key((x >> 8) % kKeys)});
+            for (size_t k = 0; got.ok() && k < got->size(); ++k) {
+              const GetResult& r = (*got)[k];
+              const PageKey asked = k == 0 ? key : Key((x >> 8) % kKeys);
+              if (r.status.ok() && r.data != AsString(PageBytes(asked, SmallLayout()))) ++bad_reads;
+              if (absl::IsDataLoss(r.status)) ++bad_reads;
+            }
+            break;
+          }
+          case 2:
+            if (!store->Delete({key}, (x >> 30) % 2 == 0).ok() &&
+                (x >> 30) % 2 == 0) {
+              ++bad_reads;
+            }
+            break;
+          default: {
+            auto pin = store->Pin({key}, 1000, 0);
+            if (pin.ok() && (x >> 40) % 2 == 0) (void)store->Unpin(*pin);
+            break;
+          }
+        }
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(bad_reads.load(), 0);
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.lost_pages, 0u);
+  EXPECT_EQ(stats.reserved_bytes, 0u);
+  EXPECT_EQ(stats.ram.used_bytes, stats.ram.pages * 4096);
+  EXPECT_EQ(stats.disk.used_bytes, stats.disk.pages * 4096);
+  EXPECT_LE(stats.ram.used_bytes, options.ram.capacity_bytes);
+  EXPECT_LE(stats.disk.used_bytes, options.disk.capacity_bytes);
+  // Every page the index holds can be read back intact.
+  for (uint64_t n = 0; n < kKeys; ++n) {
+    GetResult r = (*store->BatchGet({Key(n)}))[0];
+    if (r.status.ok()) {
+      EXPECT_EQ(r.data, AsString(PageBytes(Key(n), SmallLayout())));
+    } else {
+      EXPECT_EQ(r.status.code(), absl::StatusCode::kNotFound);
+    }
   }
 }
 
