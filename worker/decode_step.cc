@@ -7,6 +7,8 @@
 #include "common/status_macros.h"
 #include "kernels/decode_attention.h"
 #include "kernels/estimate.h"
+#include "worker/token_attention.h"
+#include "worker/token_policy.h"
 
 namespace kvtier::worker {
 namespace {
@@ -64,9 +66,55 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   return plan;
 }
 
+absl::Status DecodeRunner::PrefillTokens(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
+                                        const float* k, const float* v, uint32_t n,
+                                        const float* last_q, StepStats* stats) {
+  const KvCacheOptions& o = cache_->options();
+  ASSIGN_OR_RETURN(LayerView view, cache_->View(seq_id, layer));
+  const int64_t t0 = NowNs();
+  std::vector<float> mass;
+  PromptTokenMass(k, n, o.layout.n_kv_heads, o.n_q_heads, o.layout.head_dim, last_q, &mass);
+  const int64_t t1 = NowNs();
+  ASSIGN_OR_RETURN(std::vector<uint32_t> kept,
+                   policy->SelectPrefill(seq_id, layer, view.budget_pages * view.page_size, mass));
+  const int64_t t2 = NowNs();
+  stats->times.estimate_ns += t1 - t0;
+  stats->times.select_ns += t2 - t1;
+  const size_t row = size_t{o.layout.n_kv_heads} * o.layout.head_dim;
+  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
+    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
+  }
+  absl::Status appended =
+      cache_->AppendKv(seq_id, layer, kk.data(), vv.data(), static_cast<uint32_t>(kept.size()));
+  stats->times.append_ns += NowNs() - t2;
+  return appended;
+}
+
+absl::Status DecodeRunner::EvictAfterAttention(TokenPolicy* policy, uint64_t seq_id,
+                                               uint32_t layer, const float* q, const float* lse,
+                                               StepStats* stats) {
+  const int64_t t0 = NowNs();
+  ASSIGN_OR_RETURN(LayerView view, cache_->View(seq_id, layer));
+  ASSIGN_OR_RETURN(uint32_t n_ids, cache_->TokenIdCount(seq_id));
+  std::vector<float> mass;
+  RETURN_IF_ERROR(CachedTokenMass(cache_->pool(layer), slots_, view.n_tokens,
+                                  cache_->options().n_q_heads, q, lse, &mass));
+  ASSIGN_OR_RETURN(std::vector<uint32_t> victims,
+                   policy->AfterAttention(seq_id, layer, view.budget_pages * view.page_size,
+                                          n_ids - 1, mass));
+  absl::Status evicted = cache_->EvictTokens(seq_id, layer, victims);
+  stats->times.select_ns += NowNs() - t0;
+  return evicted;
+}
+
 absl::Status DecodeRunner::Prefill(uint64_t seq_id, uint32_t layer, const float* k,
                                    const float* v, uint32_t n, const float* last_q,
                                    StepStats* stats) {
+  if (TokenPolicy* tp = cache_->policy()->AsTokenPolicy(); tp != nullptr) {
+    return PrefillTokens(tp, seq_id, layer, k, v, n, last_q, stats);
+  }
   const int64_t t0 = NowNs();
   RETURN_IF_ERROR(cache_->AppendKv(seq_id, layer, k, v, n));
   stats->times.append_ns += NowNs() - t0;
@@ -151,6 +199,10 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
   }
   stats->pages_recalled += cache_->counters().pages_recalled - before.pages_recalled;
   stats->bytes_recalled += cache_->counters().bytes_recalled - before.bytes_recalled;
+  if (TokenPolicy* tp = cache_->policy()->AsTokenPolicy(); tp != nullptr) {
+    // slots_ still lists every cached page: a token policy attends them all.
+    return EvictAfterAttention(tp, seq_id, layer, q, lse, stats);
+  }
   return absl::OkStatus();
 }
 

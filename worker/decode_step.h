@@ -1,6 +1,11 @@
 // DecodeRunner: one decode step of one layer, and the end of a prefill,
 // over a KvCacheManager and its policy:
 //
+// Token-level policies (token_policy.h) attend over the whole cache; after
+// attention the runner computes each cached token's attention mass and
+// evicts the tokens the policy names. Their prefill keeps only the tokens
+// the policy selects from the last prompt query's attention.
+//
 //   append k,v ─> estimate (scores of every digested page from q and the
 //   digests; skipped when the policy does not need them) ─> select (the
 //   policy's plan) ─> recall (evict what the plan drops, fetch what it adds,
@@ -67,6 +72,11 @@ class DecodeRunner {
  private:
   absl::StatusOr<PagePlan> EstimateAndPlan(uint64_t seq_id, uint32_t layer, const float* q,
                                            bool prefill, StepStats* stats);
+  absl::Status PrefillTokens(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
+                             const float* k, const float* v, uint32_t n, const float* last_q,
+                             StepStats* stats);
+  absl::Status EvictAfterAttention(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
+                                   const float* q, const float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
 

@@ -13,6 +13,7 @@
 #include "common/status_macros.h"
 #include "kernels/digest.h"
 #include "kernels/dtype.h"
+#include "worker/token_policy.h"
 
 namespace kvtier::worker {
 
@@ -463,6 +464,59 @@ absl::Status CheckAscending(absl::Span<const int32_t> pages, uint32_t n_pages, c
 
 }  // namespace
 
+absl::Status KvCacheManager::EvictTokens(uint64_t seq_id, uint32_t layer,
+                                         absl::Span<const uint32_t> slots) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  if (policy_->offloads()) {
+    return absl::FailedPreconditionError("token eviction would rewrite backed-up pages");
+  }
+  LayerTable& t = seq->layers[layer];
+  for (size_t i = 0; i < slots.size(); ++i) {
+    if (slots[i] >= t.n_tokens || (i > 0 && slots[i] >= slots[i - 1])) {
+      return absl::InvalidArgumentError("token slots must be strictly descending and cached");
+    }
+  }
+  const PageLayout& lay = options_.layout;
+  const uint32_t p = lay.page_size;
+  const size_t row_bytes = size_t{lay.n_kv_heads} * lay.head_dim * DTypeBytes(lay.dtype);
+  const size_t v_offset = lay.ElementsPerTensor() * DTypeBytes(lay.dtype);
+  PagePool& pool = *pools_[layer];
+  for (uint32_t s : slots) {
+    const uint32_t last = t.n_tokens - 1;
+    if (s != last) {
+      uint8_t* dst = pool.SlotData(t.slots[s / p]) + (s % p) * row_bytes;
+      const uint8_t* src = pool.SlotData(t.slots[last / p]) + (last % p) * row_bytes;
+      std::memcpy(dst, src, row_bytes);
+      std::memcpy(dst + v_offset, src + v_offset, row_bytes);
+    }
+    --t.n_tokens;
+    if (t.n_tokens % p == 0) {
+      // The last page is empty now.
+      pool.Free(t.slots.back());
+      t.states.pop_back();
+      t.slots.pop_back();
+      t.checksums.pop_back();
+      t.puts.pop_back();
+      --t.slots_held;
+    } else {
+      t.states.back() = PageState::kFilling;
+    }
+  }
+  // Digests of rewritten pages are stale; token policies do not score pages.
+  const uint32_t full_pages = t.n_tokens / p;
+  if (t.n_digested > full_pages) {
+    t.n_digested = full_pages;
+    t.digests.resize(size_t{full_pages} * digest_slot_floats_);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> KvCacheManager::TokenIdCount(uint64_t seq_id) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  return static_cast<uint32_t>(seq->tokens.size());
+}
+
 absl::Status KvCacheManager::ApplyPlan(uint64_t seq_id, uint32_t layer, const PagePlan& plan) {
   ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
@@ -644,6 +698,7 @@ absl::Status KvCacheManager::Cancel(uint64_t seq_id) {
     }
   }
   ReleaseAll(seq);
+  if (TokenPolicy* tp = policy_->AsTokenPolicy(); tp != nullptr) tp->EndSequence(seq_id);
   uint64_t pin_id = 0;
   {
     absl::MutexLock lock(&seq.pin->mu);

@@ -144,6 +144,15 @@ class KvCacheManager {
   absl::Status AttentionPages(uint64_t seq_id, uint32_t layer, absl::Span<const int32_t> pages,
                               std::vector<int32_t>* slots, int32_t* last_page_len) const;
 
+  // Token-level policies (token_policy.h): removes the cached tokens in
+  // `slots` (strictly descending token slots of the layer), each by moving
+  // the newest cached token into it; a page left empty is freed. Only for
+  // policies that do not offload (stored pages are never rewritten).
+  absl::Status EvictTokens(uint64_t seq_id, uint32_t layer, absl::Span<const uint32_t> slots);
+
+  // Token ids appended to the sequence so far.
+  absl::StatusOr<uint32_t> TokenIdCount(uint64_t seq_id) const;
+
   // Applies finished backups; with `wait`, blocks until every backup of the
   // sequence has finished or passed its deadline.
   absl::Status ReapBackups(uint64_t seq_id, bool wait);

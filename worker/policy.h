@@ -54,6 +54,8 @@ struct PagePlan {
   std::vector<int32_t> attend;    // ascending page numbers
 };
 
+class TokenPolicy;
+
 class Policy {
  public:
   virtual ~Policy() = default;
@@ -76,6 +78,10 @@ class Policy {
   // view.n_pages does not yet count the new page. -1 when none may go
   // (the manager then fails the append with RESOURCE_EXHAUSTED).
   virtual int32_t AppendVictim(const LayerView& view) = 0;
+
+  // Non-null for token-level policies (token_policy.h), which the decode
+  // step drives differently.
+  virtual TokenPolicy* AsTokenPolicy() { return nullptr; }
 };
 
 // Helpers shared by policies.

@@ -1,0 +1,32 @@
+// Per-token attention mass for token-level policies (H2O, TOVA): the
+// softmax probability each cached key gets from the current query, summed
+// over every query head of the layer. The decode attention kernel returns
+// only outputs and log-sum-exps, so the mass is recomputed here from the
+// keys and the kernel's lse: p_hj = exp(scale * q_h . k_j - lse_h).
+#ifndef KVTIER_WORKER_TOKEN_ATTENTION_H_
+#define KVTIER_WORKER_TOKEN_ATTENTION_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "worker/page_pool.h"
+
+namespace kvtier::worker {
+
+// Keys of the cached tokens: token j lives in pool page slots[j / P] at
+// offset j % P. q [n_q_heads][head_dim], lse [n_q_heads]. Writes n_tokens
+// masses.
+absl::Status CachedTokenMass(const PagePool& pool, absl::Span<const int32_t> slots,
+                             uint32_t n_tokens, uint32_t n_q_heads, const float* q,
+                             const float* lse, std::vector<float>* mass);
+
+// Keys given directly, keys [n][n_kv_heads][head_dim] fp32 (a prompt);
+// the softmax is computed here over all n keys.
+void PromptTokenMass(const float* keys, uint32_t n, uint32_t n_kv_heads, uint32_t n_q_heads,
+                     uint32_t head_dim, const float* q, std::vector<float>* mass);
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_TOKEN_ATTENTION_H_
