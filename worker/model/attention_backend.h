@@ -54,6 +54,14 @@ class AttentionBackend {
   // Drops everything the backend holds for `seq`. NOT_FOUND if not live.
   virtual absl::Status EndSequence(SequenceId seq) = 0;
 
+  // The token ids at positions pos0, pos0 + 1, ... of `seq`, announced
+  // before any layer's K/V of those positions: a paged cache keys its pages
+  // by the tokens they hold. The default ignores them.
+  virtual absl::Status AppendTokens(SequenceId seq, int pos0,
+                                    absl::Span<const int> tokens) {
+    return absl::OkStatus();
+  }
+
   // Stores the K/V of the token at `pos` in `layer`.
   // REQUIRES: positions are appended in order 0, 1, 2, ... per layer;
   // anything else is INVALID_ARGUMENT. RESOURCE_EXHAUSTED past the backend's

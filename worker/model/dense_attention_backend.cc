@@ -7,6 +7,41 @@
 
 namespace kvtier::model {
 
+void DenseAttention(const AttentionShape& shape, const float* q,
+                    const float* keys, const float* values, int n_positions,
+                    float* scores, float* out) {
+  const int hd = shape.head_dim;
+  const int kv_dim = shape.kv_dim();
+  const int group = shape.n_heads / shape.n_kv_heads;
+  const float scale = std::sqrt(static_cast<float>(hd));
+  for (int h = 0; h < shape.n_heads; ++h) {
+    const float* qh = q + h * hd;
+    const int kv_off = (h / group) * hd;
+    float max_score = -INFINITY;
+    for (int t = 0; t < n_positions; ++t) {
+      const float* kt = keys + static_cast<size_t>(t) * kv_dim + kv_off;
+      float score = 0.0f;
+      for (int i = 0; i < hd; ++i) score += qh[i] * kt[i];
+      score /= scale;
+      scores[t] = score;
+      if (score > max_score) max_score = score;
+    }
+    float sum = 0.0f;
+    for (int t = 0; t < n_positions; ++t) {
+      scores[t] = std::exp(scores[t] - max_score);
+      sum += scores[t];
+    }
+    for (int t = 0; t < n_positions; ++t) scores[t] /= sum;
+    float* oh = out + h * hd;
+    for (int i = 0; i < hd; ++i) oh[i] = 0.0f;
+    for (int t = 0; t < n_positions; ++t) {
+      const float* vt = values + static_cast<size_t>(t) * kv_dim + kv_off;
+      const float a = scores[t];
+      for (int i = 0; i < hd; ++i) oh[i] += a * vt[i];
+    }
+  }
+}
+
 absl::StatusOr<std::unique_ptr<DenseAttentionBackend>>
 DenseAttentionBackend::Create(const AttentionShape& shape,
                               const DenseAttentionOptions& options) {
@@ -104,8 +139,6 @@ absl::Status DenseAttentionBackend::Attend(SequenceId seq, int layer,
                                            absl::Span<const float> q,
                                            absl::Span<float> out) {
   ASSIGN_OR_RETURN(LayerCache * cache, Find(seq, layer));
-  const int hd = shape_.head_dim;
-  const int kv_dim = shape_.kv_dim();
   if (q.size() != static_cast<size_t>(shape_.q_dim()) ||
       out.size() != q.size()) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -115,35 +148,8 @@ absl::Status DenseAttentionBackend::Attend(SequenceId seq, int layer,
   if (cache->length == 0) {
     return absl::FailedPreconditionError("attend before any append");
   }
-  const int n = cache->length;
-  const int group = shape_.n_heads / shape_.n_kv_heads;
-  const float scale = std::sqrt(static_cast<float>(hd));
-  for (int h = 0; h < shape_.n_heads; ++h) {
-    const float* qh = q.data() + h * hd;
-    const int kv_off = (h / group) * hd;
-    float max_score = -INFINITY;
-    for (int t = 0; t < n; ++t) {
-      const float* kt = cache->k.data() + static_cast<size_t>(t) * kv_dim + kv_off;
-      float score = 0.0f;
-      for (int i = 0; i < hd; ++i) score += qh[i] * kt[i];
-      score /= scale;
-      scores_[t] = score;
-      if (score > max_score) max_score = score;
-    }
-    float sum = 0.0f;
-    for (int t = 0; t < n; ++t) {
-      scores_[t] = std::exp(scores_[t] - max_score);
-      sum += scores_[t];
-    }
-    for (int t = 0; t < n; ++t) scores_[t] /= sum;
-    float* oh = out.data() + h * hd;
-    for (int i = 0; i < hd; ++i) oh[i] = 0.0f;
-    for (int t = 0; t < n; ++t) {
-      const float* vt = cache->v.data() + static_cast<size_t>(t) * kv_dim + kv_off;
-      const float a = scores_[t];
-      for (int i = 0; i < hd; ++i) oh[i] += a * vt[i];
-    }
-  }
+  DenseAttention(shape_, q.data(), cache->k.data(), cache->v.data(),
+                 cache->length, scores_.data(), out.data());
   return absl::OkStatus();
 }
 

@@ -18,6 +18,14 @@
 
 namespace kvtier::model {
 
+// Exact attention of one token's query heads over `n_positions` cached
+// positions (keys/values [n_positions, n_kv_heads, head_dim]), in run.c's
+// order of operations. `scores` is scratch of at least n_positions floats.
+// REQUIRES: n_positions > 0; q and out hold shape.q_dim() floats.
+void DenseAttention(const AttentionShape& shape, const float* q,
+                    const float* keys, const float* values, int n_positions,
+                    float* scores, float* out);
+
 struct DenseAttentionOptions {
   // Live sequences at once; StartSequence beyond it is RESOURCE_EXHAUSTED.
   // Default 16. Must be positive.

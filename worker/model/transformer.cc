@@ -179,6 +179,7 @@ absl::StatusOr<absl::Span<const float>> Transformer::Forward(SequenceId seq,
                                                              int token,
                                                              int pos) {
   RETURN_IF_ERROR(CheckToken(token));
+  RETURN_IF_ERROR(backend_->AppendTokens(seq, pos, {&token, 1}));
   const int dim = weights_.config.dim;
   std::memcpy(x_.data(),
               weights_.token_embedding.data() + static_cast<size_t>(token) * dim,
@@ -197,6 +198,8 @@ absl::StatusOr<absl::Span<const float>> Transformer::Prefill(
   int n = 0;
   for (size_t start = 0; start < tokens.size(); start += n) {
     n = std::min<size_t>(max_batch_, tokens.size() - start);
+    RETURN_IF_ERROR(
+        backend_->AppendTokens(seq, pos0 + start, tokens.subspan(start, n)));
     for (int i = 0; i < n; ++i) {
       std::memcpy(x_.data() + static_cast<size_t>(i) * dim,
                   weights_.token_embedding.data() +
