@@ -244,6 +244,30 @@ absl::Status ValidateLukvTable(const LukvTable& t) {
   return absl::OkStatus();
 }
 
+absl::Status AppendSamples(XkvProfile* into, const XkvProfile& from) {
+  RETURN_IF_ERROR(ValidateXkvProfile(*into));
+  RETURN_IF_ERROR(ValidateXkvProfile(from));
+  if (into->n_layers != from.n_layers || into->window != from.window ||
+      into->kernel != from.kernel) {
+    return absl::InvalidArgumentError(
+        "XKV profiles differ in layers, window or kernel");
+  }
+  into->samples.insert(into->samples.end(), from.samples.begin(),
+                       from.samples.end());
+  return absl::OkStatus();
+}
+
+absl::Status AppendSamples(LukvProfile* into, const LukvProfile& from) {
+  RETURN_IF_ERROR(ValidateLukvProfile(*into));
+  RETURN_IF_ERROR(ValidateLukvProfile(from));
+  if (into->n_layers != from.n_layers || into->n_kv_heads != from.n_kv_heads) {
+    return absl::InvalidArgumentError("LU-KV profiles differ in shape");
+  }
+  into->samples.insert(into->samples.end(), from.samples.begin(),
+                       from.samples.end());
+  return absl::OkStatus();
+}
+
 // ------------------------------------------------------------------ XKV
 
 absl::Status WriteXkvProfile(const std::string& path, const XkvProfile& p) {

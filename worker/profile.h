@@ -82,6 +82,12 @@ absl::Status ValidateXkvProfile(const XkvProfile& profile);
 absl::Status ValidateLukvProfile(const LukvProfile& profile);
 absl::Status ValidateLukvTable(const LukvTable& table);
 
+// Append `from`'s samples to `into` (a calibration set is one profile with a
+// sample per trace). INVALID_ARGUMENT, `into` unchanged, when the shapes or
+// the XKV window/kernel differ or either side is invalid.
+absl::Status AppendSamples(XkvProfile* into, const XkvProfile& from);
+absl::Status AppendSamples(LukvProfile* into, const LukvProfile& from);
+
 // Writers validate first and write nothing on error; INTERNAL on I/O error.
 absl::Status WriteXkvProfile(const std::string& path, const XkvProfile& p);
 absl::Status WriteLukvProfile(const std::string& path, const LukvProfile& p);

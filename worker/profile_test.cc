@@ -173,5 +173,24 @@ TEST(LukvTableFileTest, RoundTripsAndValidates) {
   std::remove(path.c_str());
 }
 
+TEST(AppendSamplesTest, ConcatenatesMatchingProfilesOnly) {
+  XkvProfile a = SampleXkv();
+  ASSERT_TRUE(AppendSamples(&a, SampleXkv()).ok());
+  EXPECT_EQ(a.samples.size(), 4u);
+  XkvProfile other = SampleXkv();
+  other.window = 16;
+  EXPECT_EQ(AppendSamples(&a, other).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(a.samples.size(), 4u);
+  LukvProfile l = SampleLukv();
+  ASSERT_TRUE(AppendSamples(&l, SampleLukv()).ok());
+  EXPECT_EQ(l.samples.size(), 2u);
+  LukvProfile wide = SampleLukv();
+  wide.n_kv_heads = 1;
+  wide.samples[0].pop_back();
+  EXPECT_EQ(AppendSamples(&l, wide).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(l.samples.size(), 2u);
+}
+
 }  // namespace
 }  // namespace kvtier
