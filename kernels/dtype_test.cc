@@ -59,6 +59,20 @@ TEST(HalfTest, EveryValueRoundTripsAndMidpointsTieToEven) {
   }
 }
 
+TEST(HalfTest, DirectedRoundingBracketsTheValue) {
+  const float v = 1.0f + Pow2(-12);  // between 1 and 1 + 2^-10
+  EXPECT_EQ(FloatToHalfDirected(v, true), 0x3c01);
+  EXPECT_EQ(FloatToHalfDirected(v, false), 0x3c00);
+  EXPECT_EQ(FloatToHalfDirected(-v, true), 0xbc00);
+  EXPECT_EQ(FloatToHalfDirected(-v, false), 0xbc01);
+  EXPECT_EQ(FloatToHalfDirected(1.0f, true), 0x3c00);  // exact stays
+  EXPECT_EQ(FloatToHalfDirected(1e-9f, true), 0x0001);
+  EXPECT_EQ(FloatToHalfDirected(1e-9f, false), 0x0000);
+  EXPECT_EQ(FloatToHalfDirected(-1e-9f, false), 0x8001);
+  EXPECT_EQ(FloatToHalfDirected(70000.0f, false), 0x7bff);  // 65504, not inf
+  EXPECT_EQ(FloatToHalfDirected(70000.0f, true), 0x7c00);
+}
+
 TEST(BF16Test, KnownValues) {
   EXPECT_EQ(FloatToBF16(1.0f), 0x3f80);
   EXPECT_EQ(FloatToBF16(-1.0f), 0xbf80);
