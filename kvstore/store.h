@@ -227,6 +227,9 @@ class Store {
   static Reservation MakeReservation(Store* store, uint64_t id, std::vector<PutSpec> specs,
                                      std::vector<absl::Span<uint8_t>> buffers);
   static uint64_t ReservationId(const Reservation& r) { return r.id_; }
+  // The store an uncommitted reservation belongs to; null once committed,
+  // aborted or moved from.
+  static const Store* ReservationOwner(const Reservation& r) { return r.store_; }
   static void DisarmReservation(Reservation& r) { r.store_ = nullptr; }
   // Called by ~Reservation for an uncommitted reservation.
   virtual void AbortById(uint64_t reservation_id) = 0;

@@ -189,6 +189,9 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
 }
 
 absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservation) {
+  if (ReservationOwner(reservation) != this) {
+    return absl::FailedPreconditionError("reservation is not pending in this store");
+  }
   for (size_t i = 0; i < reservation.size(); ++i) {
     absl::Span<uint8_t> bytes = reservation.buffer(i);
     if (bytes.empty()) continue;
@@ -234,6 +237,7 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
 }
 
 void TieredStore::Abort(Reservation reservation) {
+  if (ReservationOwner(reservation) != this) return;  // its own store aborts it
   const uint64_t id = ReservationId(reservation);
   DisarmReservation(reservation);
   AbortById(id);
@@ -295,11 +299,13 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const Pa
       }
       GetResult& result = results[i];
       if (absl::IsDataLoss(result.status)) {
-        DropLostLocked(keys[i], item.generation);
+        if (!DropLostLocked(keys[i], item.generation)) {
+          // Deleted or dropped while it was read: simply gone.
+          result.status = absl::NotFoundError(
+              absl::StrCat("page ", keys[i].DebugString(), " not stored"));
+          ++counters_.get_misses;
+        }
         continue;
-      }
-      if (absl::IsNotFound(result.status) && item.kind != ReadItem::Kind::kMiss) {
-        ++counters_.get_misses;  // dropped between the phases
       }
       if (result.status.ok()) {
         (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
@@ -334,8 +340,9 @@ void TieredStore::ReadPages(absl::Span<const PageKey> keys, absl::Span<const Rea
       result.tier = Tier::kRam;
     } else {
       absl::StatusOr<std::string> bytes = rocks_->Get(keys[i]);
-      if (absl::IsNotFound(bytes.status())) continue;
-      if (!bytes.ok() && !absl::IsDataLoss(bytes.status())) {
+      // A missing value under a live index entry is a lost page (the next
+      // phase tells it from a page dropped meanwhile).
+      if (!bytes.ok() && !absl::IsDataLoss(bytes.status()) && !absl::IsNotFound(bytes.status())) {
         result.status = bytes.status();
         continue;
       }
@@ -516,9 +523,9 @@ void TieredStore::ReleaseLeaseLocked(const PageKey& key, uint64_t generation,
   }
 }
 
-void TieredStore::DropLostLocked(const PageKey& key, uint64_t generation) {
+bool TieredStore::DropLostLocked(const PageKey& key, uint64_t generation) {
   auto it = index_.find(key);
-  if (it == index_.end() || it->second.generation != generation) return;
+  if (it == index_.end() || it->second.generation != generation) return false;
   if (it->second.on_disk || it->second.demoting) {
     absl::Status s = rocks_->Delete({key});
     if (!s.ok()) {
@@ -528,6 +535,7 @@ void TieredStore::DropLostLocked(const PageKey& key, uint64_t generation) {
   KVTIER_LOG(WARNING) << "page " << key.DebugString() << " failed its checksum; dropped";
   ++counters_.lost_pages;
   RemoveEntryLocked(it);
+  return true;
 }
 
 }  // namespace kvtier::store

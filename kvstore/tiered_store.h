@@ -129,8 +129,8 @@ class TieredStore final : public Store {
   void ReleaseLeaseLocked(const PageKey& key, uint64_t generation, const RamArena::Slot& slot)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops a page whose bytes failed their checksum, if it is still the
-  // entry that was read.
-  void DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // entry that was read; false when that entry is gone already.
+  bool DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReadPages(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
                  std::vector<GetResult>* results) ABSL_LOCKS_EXCLUDED(mu_);

@@ -198,6 +198,21 @@ TEST_F(StoreTest, ReservedPagesAreInvisibleUntilCommit) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(StoreTest, ReservationOfAnotherStoreIsRefused) {
+  TempDir other_dir;
+  StoreOptions other_options = options_;
+  other_options.data_dir = other_dir.path();
+  auto other = *Store::Open(other_options);
+  auto r = other->Reserve({Spec(Key(1))});
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(other->Stats().reserved_bytes, 4096u);
+  EXPECT_EQ(store_->Commit(*std::move(r)).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Refused and destroyed: its own store aborted it.
+  EXPECT_EQ(other->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(store_->Stats().put_pages, 0u);
+}
+
 TEST_F(StoreTest, PinsExpireWithTheClock) {
   ASSERT_TRUE(PutPages(*store_, {Key(1), Key(2)}).ok());
   EXPECT_EQ(store_->Pin({Key(1)}, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);

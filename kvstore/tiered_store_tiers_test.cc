@@ -236,9 +236,39 @@ void CorruptOnDisk(const std::string& dir, const PageKey& key) {
   ASSERT_TRUE(db->Close().ok());
 }
 
-class CorruptionTest : public ::testing::TestWithParam<bool> {};
+TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.verify_on_open = false;
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 9);  // 1..4 on disk
+  }
+  {
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
+        {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+    };
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(db_options, dir.path(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[1], Key(3).Encode()).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  auto store = *Store::Open(o);
+  EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->Stats().lost_pages, 1u);
+  EXPECT_EQ(store->Stats().disk.pages, 3u);
+  EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kNotFound);
+}
 
-TEST_P(CorruptionTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
+class CorruptionOnDiskTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CorruptionOnDiskTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
   const bool verify_on_open = GetParam();
   TempDir dir;
   StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
@@ -270,7 +300,7 @@ TEST_P(CorruptionTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
   EXPECT_EQ(store->Stats().lost_pages, 0u);
 }
 
-INSTANTIATE_TEST_SUITE_P(VerifyOnOpen, CorruptionTest, ::testing::Bool());
+INSTANTIATE_TEST_SUITE_P(VerifyOnOpen, CorruptionOnDiskTest, ::testing::Bool());
 
 }  // namespace
 }  // namespace kvtier::store
