@@ -1,0 +1,236 @@
+#include "worker/simulator.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "worker/in_process_page_store.h"
+#include "worker/window_policy.h"
+
+namespace kvtier::worker {
+namespace {
+
+class FileSource : public TraceSource {
+ public:
+  explicit FileSource(TraceReader reader) : reader_(std::move(reader)) {}
+  TraceHeader header() const override { return reader_.header(); }
+  absl::Status PromptLayer(uint32_t layer, TracePromptLayer* out) const override {
+    return reader_.ReadPromptLayer(layer, out);
+  }
+  absl::Status Step(uint32_t step, uint32_t layer, TraceStep* out) const override {
+    return reader_.ReadStep(step, layer, out);
+  }
+
+ private:
+  TraceReader reader_;
+};
+
+class GeneratorSource : public TraceSource {
+ public:
+  explicit GeneratorSource(TraceGenerator gen) : gen_(std::move(gen)) {}
+  TraceHeader header() const override { return gen_.header(); }
+  absl::Status PromptLayer(uint32_t layer, TracePromptLayer* out) const override {
+    *out = gen_.PromptLayer(layer);
+    return absl::OkStatus();
+  }
+  absl::Status Step(uint32_t step, uint32_t layer, TraceStep* out) const override {
+    *out = gen_.Step(step, layer);
+    return absl::OkStatus();
+  }
+
+ private:
+  TraceGenerator gen_;
+};
+
+absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
+  if (o.policy == "full") return std::unique_ptr<Policy>(new FullCachePolicy());
+  if (o.policy == "sliding_window") {
+    return std::unique_ptr<Policy>(new WindowPolicy(WindowOptions{.n_sink_pages = 0}));
+  }
+  if (o.policy == "streaming_llm") {
+    return std::unique_ptr<Policy>(new WindowPolicy(WindowOptions{.n_sink_pages = 1}));
+  }
+  if (o.policy == "h2o") {
+    ASSIGN_OR_RETURN(auto p, H2oPolicy::Create(o.h2o));
+    return std::unique_ptr<Policy>(std::move(p));
+  }
+  if (o.policy == "tova") return std::unique_ptr<Policy>(new TovaPolicy());
+  if (o.policy == "quest") {
+    QuestOptions q = o.quest;
+    q.page_budget = o.budget_pages;
+    ASSIGN_OR_RETURN(auto p, QuestPolicy::Create(q));
+    return std::unique_ptr<Policy>(std::move(p));
+  }
+  if (o.policy == "arkvale") {
+    ASSIGN_OR_RETURN(auto p, ArkvalePolicy::Create(o.arkvale));
+    return std::unique_ptr<Policy>(std::move(p));
+  }
+  return absl::InvalidArgumentError(absl::StrCat("unknown policy '", o.policy, "'"));
+}
+
+// One cache with its store, queue and runner.
+struct Lane {
+  std::unique_ptr<Policy> policy;
+  CpuDevice device;
+  InProcessPageStore store;
+  std::unique_ptr<PageTransferQueue> queue;
+  std::unique_ptr<KvCacheManager> cache;
+  std::unique_ptr<DecodeRunner> runner;
+  StepStats prefill_stats;
+  StepStats stats;
+
+  ~Lane() { cache.reset(); }
+};
+
+absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHeader& h,
+                       const SimOptions& o, const std::vector<uint32_t>& budgets,
+                       kernels::ThreadPool* threads) {
+  lane.policy = std::move(policy);
+  lane.store.SetLatencyMicros(o.store_latency_us);
+  ASSIGN_OR_RETURN(lane.queue, PageTransferQueue::Create(&lane.store, TransferQueueOptions()));
+  KvCacheOptions co;
+  co.layout = PageLayout{.page_size = o.page_size, .n_kv_heads = h.n_kv_heads,
+                         .head_dim = h.head_dim, .dtype = o.pool_dtype};
+  co.n_layers = h.n_layers;
+  co.n_q_heads = h.n_q_heads;
+  co.pool_pages_per_layer = *std::max_element(budgets.begin(), budgets.end());
+  co.max_pages_per_sequence = (h.prompt_len + h.decode_steps) / o.page_size + 1;
+  co.max_sequences = 1;
+  ASSIGN_OR_RETURN(lane.cache, KvCacheManager::Create(co, &lane.device, lane.policy.get(),
+                                                      lane.queue.get(), threads));
+  lane.runner = std::make_unique<DecodeRunner>(lane.cache.get(), threads);
+  RETURN_IF_ERROR(lane.cache->AddSequence(1, budgets));
+  std::vector<uint32_t> ids(h.prompt_len);
+  std::iota(ids.begin(), ids.end(), 0u);
+  return lane.cache->AppendTokenIds(1, ids);
+}
+
+double RelError(const std::vector<float>& out, const std::vector<float>& ref) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    num += double(out[i] - ref[i]) * (out[i] - ref[i]);
+    den += double(ref[i]) * ref[i];
+  }
+  return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
+}
+
+}  // namespace
+
+std::unique_ptr<TraceSource> FileTraceSource(TraceReader reader) {
+  return std::make_unique<FileSource>(std::move(reader));
+}
+
+std::unique_ptr<TraceSource> SyntheticTraceSource(TraceGenerator generator) {
+  return std::make_unique<GeneratorSource>(std::move(generator));
+}
+
+absl::Status SimOptions::Validate() const {
+  if (page_size == 0 || page_size > PageLayout::kMaxPageSize) {
+    return absl::InvalidArgumentError(absl::StrCat("page_size ", page_size, " out of range"));
+  }
+  if (budget_pages == 0) return absl::InvalidArgumentError("budget_pages must be positive");
+  for (uint32_t b : layer_budget_pages) {
+    if (b == 0) return absl::InvalidArgumentError("a layer budget is 0 pages");
+  }
+  if (store_latency_us < 0) return absl::InvalidArgumentError("negative store latency");
+  if (threads < 1) return absl::InvalidArgumentError("threads must be >= 1");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& o) {
+  RETURN_IF_ERROR(o.Validate());
+  const TraceHeader h = source.header();
+  RETURN_IF_ERROR(ValidateTraceHeader(h));
+  if (!o.layer_budget_pages.empty() && o.layer_budget_pages.size() != h.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat(o.layer_budget_pages.size(),
+                                                   " layer budgets for a trace of ", h.n_layers,
+                                                   " layers"));
+  }
+  const uint32_t context = h.prompt_len + h.decode_steps;
+  const uint32_t context_pages = (context + o.page_size - 1) / o.page_size;
+  std::vector<uint32_t> budgets = o.layer_budget_pages;
+  if (budgets.empty()) budgets.assign(h.n_layers, o.budget_pages);
+  if (o.policy == "quest" || o.policy == "full") budgets.assign(h.n_layers, context_pages);
+  if (o.policy == "arkvale") {
+    for (uint32_t l = 0; l < std::min(o.arkvale.n_unlimited_layers, h.n_layers); ++l) {
+      budgets[l] = context_pages;
+    }
+  }
+  kernels::ThreadPool threads(o.threads);
+  Lane lane, ref;
+  ASSIGN_OR_RETURN(auto policy, MakePolicy(o));
+  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), h, o, budgets, &threads));
+  RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(), h, o,
+                            std::vector<uint32_t>(h.n_layers, context_pages), &threads));
+  const size_t qd = size_t{h.n_q_heads} * h.head_dim;
+  for (uint32_t l = 0; l < h.n_layers; ++l) {
+    TracePromptLayer rec;
+    RETURN_IF_ERROR(source.PromptLayer(l, &rec));
+    // The last prompt row's query drives prefill selection.
+    const float* last_q = rec.queries.data() + (h.n_prompt_queries - 1) * qd;
+    for (Lane* x : {&lane, &ref}) {
+      RETURN_IF_ERROR(x->runner->Prefill(1, l, rec.keys.data(), rec.values.data(), h.prompt_len,
+                                         last_q, &x->prefill_stats));
+    }
+  }
+  SimReport report;
+  report.policy = o.policy;
+  report.n_layers = h.n_layers;
+  report.steps = h.decode_steps;
+  report.context_tokens = context;
+  double err_sum = 0;
+  std::vector<float> out(qd), out_ref(qd);
+  for (uint32_t s = 0; s < h.decode_steps; ++s) {
+    const uint32_t id = h.prompt_len + s;
+    for (Lane* x : {&lane, &ref}) RETURN_IF_ERROR(x->cache->AppendTokenIds(1, {id}));
+    for (uint32_t l = 0; l < h.n_layers; ++l) {
+      TraceStep rec;
+      RETURN_IF_ERROR(source.Step(s, l, &rec));
+      RETURN_IF_ERROR(lane.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
+                                               rec.value.data(), out.data(), nullptr,
+                                               &lane.stats));
+      RETURN_IF_ERROR(ref.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
+                                              rec.value.data(), out_ref.data(), nullptr,
+                                              &ref.stats));
+      const double e = RelError(out, out_ref);
+      err_sum += e;
+      report.max_rel_error = std::max(report.max_rel_error, e);
+    }
+  }
+  const uint64_t n = uint64_t{h.decode_steps} * h.n_layers;
+  report.mean_rel_error = n == 0 ? 0 : err_sum / n;
+  report.stats = lane.stats;
+  report.prefill_stats = lane.prefill_stats;
+  report.reference_stats = ref.stats;
+  report.counters = lane.cache->counters();
+  for (uint32_t l = 0; l < h.n_layers; ++l) {
+    report.max_pages_in_use = std::max(report.max_pages_in_use, lane.cache->pool(l).high_water());
+  }
+  return report;
+}
+
+std::string FormatReport(const SimReport& r) {
+  const double steps = std::max<uint64_t>(r.stats.steps, 1);
+  auto us = [&](int64_t ns) { return ns / 1e3 / steps; };
+  return absl::StrFormat(
+      "policy=%s layers=%u steps=%u context=%u\n"
+      "error: mean_rel=%.6g max_rel=%.6g\n"
+      "per layer-step us: estimate=%.2f select=%.2f recall=%.2f attention=%.2f append=%.2f "
+      "total=%.2f (full cache total=%.2f)\n"
+      "decode pages: attended/step=%.2f recalled=%u (%.3f/step) bytes_recalled=%u "
+      "(%.0f/step)\n"
+      "prefill: recalled=%u us=%.0f; all: backed_up=%u evicted=%u dropped=%u max_in_use=%u\n",
+      r.policy, r.n_layers, r.steps, r.context_tokens, r.mean_rel_error, r.max_rel_error,
+      us(r.stats.times.estimate_ns), us(r.stats.times.select_ns), us(r.stats.times.recall_ns),
+      us(r.stats.times.attention_ns), us(r.stats.times.append_ns), us(r.stats.times.total_ns()),
+      r.reference_stats.times.total_ns() / 1e3 / std::max<uint64_t>(r.reference_stats.steps, 1),
+      r.stats.pages_attended / steps, r.stats.pages_recalled, r.stats.pages_recalled / steps,
+      r.stats.bytes_recalled, r.stats.bytes_recalled / steps, r.prefill_stats.pages_recalled,
+      r.prefill_stats.times.total_ns() / 1e3, r.counters.pages_backed_up, r.counters.pages_evicted,
+      r.counters.pages_dropped, r.max_pages_in_use);
+}
+
+}  // namespace kvtier::worker

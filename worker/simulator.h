@@ -1,0 +1,90 @@
+// Simulator: replays a Q/K/V trace (worker/trace.h, or a synthetic one from
+// worker/trace_gen.h) through any policy and budget, next to a full-cache
+// reference, and reports how far the attention outputs drift, how many
+// pages and bytes moved, and where the decode time went.
+//
+// Both caches run the same pool dtype and kernels; the reference is the
+// full cache, so the error is only the policy's. Token ids are the token
+// positions, so page keys follow the usual chain. Offloading policies back
+// up into an InProcessPageStore (with optional injected latency).
+//
+// Not thread-safe; one simulation per call.
+#ifndef KVTIER_WORKER_SIMULATOR_H_
+#define KVTIER_WORKER_SIMULATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/arkvale_policy.h"
+#include "worker/decode_step.h"
+#include "worker/quest_policy.h"
+#include "worker/token_policy.h"
+#include "worker/trace.h"
+#include "worker/trace_gen.h"
+
+namespace kvtier::worker {
+
+// Where the records come from.
+class TraceSource {
+ public:
+  virtual ~TraceSource() = default;
+  virtual TraceHeader header() const = 0;
+  virtual absl::Status PromptLayer(uint32_t layer, TracePromptLayer* out) const = 0;
+  virtual absl::Status Step(uint32_t step, uint32_t layer, TraceStep* out) const = 0;
+};
+
+// Over a trace file.
+std::unique_ptr<TraceSource> FileTraceSource(TraceReader reader);
+// Over a generator (no file).
+std::unique_ptr<TraceSource> SyntheticTraceSource(TraceGenerator generator);
+
+struct SimOptions {
+  // "full", "sliding_window", "streaming_llm", "h2o", "tova", "quest" or
+  // "arkvale".
+  std::string policy = "arkvale";
+  uint32_t page_size = 32;
+  DType pool_dtype = DType::kF16;
+  // Budget per layer in pages. layer_budget_pages, when not empty, gives
+  // one per layer (e.g. from an allocator) and overrides budget_pages.
+  // Quest's budget is its attended-page budget (its cache stays full);
+  // ArkVale's unlimited layers get the whole context.
+  uint32_t budget_pages = 64;
+  std::vector<uint32_t> layer_budget_pages;
+  ArkvaleOptions arkvale;
+  QuestOptions quest;
+  H2oOptions h2o;
+  // Latency the in-process store adds to every call.
+  int64_t store_latency_us = 0;
+  // Kernel threads (1: the calling thread only).
+  int threads = 1;
+
+  absl::Status Validate() const;
+};
+
+struct SimReport {
+  std::string policy;
+  uint32_t n_layers = 0;
+  uint32_t steps = 0;
+  uint32_t context_tokens = 0;  // prompt + decode
+  // Relative L2 error of each (step, layer) output against the full cache:
+  // ||o - o_ref|| / ||o_ref||, over all query heads.
+  double mean_rel_error = 0;
+  double max_rel_error = 0;
+  StepStats stats;           // the policy's decode steps, all layers
+  StepStats prefill_stats;   // the policy's prefill (recalls of its final plan)
+  StepStats reference_stats; // the full cache's run
+  CacheCounters counters;
+  uint32_t max_pages_in_use = 0;  // over layers, the pool's high water
+};
+
+absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& options);
+
+// One line per figure, for logs and the CLI.
+std::string FormatReport(const SimReport& report);
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_SIMULATOR_H_

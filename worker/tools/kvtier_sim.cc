@@ -1,0 +1,106 @@
+// kvtier-sim: replays a Q/K/V trace through a policy and budget and prints
+// the attention error against the full cache, the pages and bytes moved and
+// the time per decode phase.
+//
+//   kvtier-sim --trace=run.kvtrace --policy=arkvale --budget_pages=64
+//   kvtier-sim --synthetic --prompt_len=8192 --steps=32 --policy=quest
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_split.h"
+#include "worker/simulator.h"
+
+ABSL_FLAG(std::string, trace, "", "trace file (worker/trace.h); empty with --synthetic");
+ABSL_FLAG(bool, synthetic, false, "generate the trace in memory (worker/trace_gen.h)");
+ABSL_FLAG(std::string, policy, "arkvale",
+          "full, sliding_window, streaming_llm, h2o, tova, quest or arkvale");
+ABSL_FLAG(uint32_t, page_size, 32, "tokens per page");
+ABSL_FLAG(std::string, dtype, "f16", "pool dtype: f32, f16 or bf16");
+ABSL_FLAG(uint32_t, budget_pages, 64, "pages per layer (Quest: pages attended)");
+ABSL_FLAG(std::string, layer_budgets, "", "comma-separated pages per layer (overrides)");
+ABSL_FLAG(uint32_t, topk_pages, 32, "ArkVale top-k (0: budget/2)");
+ABSL_FLAG(uint32_t, sink_pages, 1, "ArkVale sink pages");
+ABSL_FLAG(uint32_t, win_pages, 2, "ArkVale window pages");
+ABSL_FLAG(uint32_t, dense_layers, 2, "ArkVale unlimited / Quest dense layers");
+ABSL_FLAG(int64_t, store_latency_us, 0, "latency added to every store call");
+ABSL_FLAG(int, threads, 1, "kernel threads");
+// Synthetic trace shape.
+ABSL_FLAG(uint32_t, layers, 4, "synthetic: layers");
+ABSL_FLAG(uint32_t, q_heads, 8, "synthetic: query heads");
+ABSL_FLAG(uint32_t, kv_heads, 2, "synthetic: KV heads");
+ABSL_FLAG(uint32_t, head_dim, 64, "synthetic: head dim");
+ABSL_FLAG(uint32_t, prompt_len, 4096, "synthetic: prompt tokens");
+ABSL_FLAG(uint32_t, steps, 16, "synthetic: decode steps");
+ABSL_FLAG(uint64_t, seed, 1, "synthetic: seed");
+
+namespace {
+
+int Fail(const absl::Status& status) {
+  std::fprintf(stderr, "kvtier-sim: %s\n", status.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  using namespace kvtier;
+  using namespace kvtier::worker;
+  SimOptions o;
+  o.policy = absl::GetFlag(FLAGS_policy);
+  o.page_size = absl::GetFlag(FLAGS_page_size);
+  const std::string dtype = absl::GetFlag(FLAGS_dtype);
+  if (dtype == "f32") {
+    o.pool_dtype = DType::kF32;
+  } else if (dtype == "f16") {
+    o.pool_dtype = DType::kF16;
+  } else if (dtype == "bf16") {
+    o.pool_dtype = DType::kBF16;
+  } else {
+    return Fail(absl::InvalidArgumentError("--dtype must be f32, f16 or bf16"));
+  }
+  o.budget_pages = absl::GetFlag(FLAGS_budget_pages);
+  for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_layer_budgets), ',',
+                                               absl::SkipEmpty())) {
+    uint32_t b = 0;
+    if (!absl::SimpleAtoi(part, &b)) {
+      return Fail(absl::InvalidArgumentError("--layer_budgets must be numbers"));
+    }
+    o.layer_budget_pages.push_back(b);
+  }
+  o.arkvale.topk_pages = absl::GetFlag(FLAGS_topk_pages);
+  o.arkvale.n_sink_pages = absl::GetFlag(FLAGS_sink_pages);
+  o.arkvale.n_win_pages = absl::GetFlag(FLAGS_win_pages);
+  o.arkvale.n_unlimited_layers = absl::GetFlag(FLAGS_dense_layers);
+  o.quest.n_dense_layers = absl::GetFlag(FLAGS_dense_layers);
+  o.store_latency_us = absl::GetFlag(FLAGS_store_latency_us);
+  o.threads = absl::GetFlag(FLAGS_threads);
+
+  std::unique_ptr<TraceSource> source;
+  if (absl::GetFlag(FLAGS_synthetic)) {
+    TraceGenOptions g;
+    g.n_layers = absl::GetFlag(FLAGS_layers);
+    g.n_q_heads = absl::GetFlag(FLAGS_q_heads);
+    g.n_kv_heads = absl::GetFlag(FLAGS_kv_heads);
+    g.head_dim = absl::GetFlag(FLAGS_head_dim);
+    g.prompt_len = absl::GetFlag(FLAGS_prompt_len);
+    g.decode_steps = absl::GetFlag(FLAGS_steps);
+    g.seed = absl::GetFlag(FLAGS_seed);
+    g.needle_margin = std::min<uint32_t>(g.needle_margin, g.prompt_len / 4);
+    absl::StatusOr<TraceGenerator> gen = TraceGenerator::Create(g);
+    if (!gen.ok()) return Fail(gen.status());
+    source = SyntheticTraceSource(*std::move(gen));
+  } else {
+    absl::StatusOr<TraceReader> reader = TraceReader::Open(absl::GetFlag(FLAGS_trace));
+    if (!reader.ok()) return Fail(reader.status());
+    source = FileTraceSource(*std::move(reader));
+  }
+  absl::StatusOr<SimReport> report = RunSimulation(*source, o);
+  if (!report.ok()) return Fail(report.status());
+  std::fputs(FormatReport(*report).c_str(), stdout);
+  return 0;
+}
