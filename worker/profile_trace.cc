@@ -98,6 +98,82 @@ absl::Status CheckWindow(const TraceHeader& h, uint32_t window,
   return absl::OkStatus();
 }
 
+// ||v_j|| over the layer's mean ([prompt_len, n_kv_heads]), the stand-in
+// for ||W_O v_j||.
+std::vector<double> ValueNorms(const TracePromptLayer& p,
+                               const TraceHeader& h) {
+  const uint32_t d = h.head_dim;
+  std::vector<double> vnorm(size_t{h.prompt_len} * h.n_kv_heads);
+  double mean = 0;
+  for (size_t i = 0; i < vnorm.size(); ++i) {
+    vnorm[i] = std::sqrt(Dot(&p.values[i * d], &p.values[i * d], d));
+    mean += vnorm[i] / static_cast<double>(vnorm.size());
+  }
+  if (mean > 0) {
+    for (double& v : vnorm) v /= mean;
+  }
+  return vnorm;
+}
+
+// Per KV head, per prompt token j < P - window: the max over decode steps and
+// the head's query group of attention probability x normalised ||v_j||.
+// Tokens before n_sink stay 0 (they are never evicted).
+absl::StatusOr<std::vector<std::vector<double>>> OracleUtilities(
+    const TraceReader& trace, uint32_t layer, const TracePromptLayer& p,
+    const LukvProfilingOptions& o) {
+  const TraceHeader& h = trace.header();
+  const uint32_t d = h.head_dim, group = h.n_q_heads / h.n_kv_heads;
+  const uint32_t end = h.prompt_len - o.window;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
+  const std::vector<double> vnorm = ValueNorms(p, h);
+  std::vector<std::vector<double>> util(h.n_kv_heads,
+                                        std::vector<double>(end, 0.0));
+  std::vector<float> decode_keys;  // [step, n_kv_heads, d]
+  std::vector<double> row(size_t{h.prompt_len} + h.decode_steps);
+  for (uint32_t s = 0; s < h.decode_steps; ++s) {
+    TraceStep step;
+    RETURN_IF_ERROR(trace.ReadStep(s, layer, &step));
+    decode_keys.insert(decode_keys.end(), step.key.begin(), step.key.end());
+    for (uint32_t q = 0; q < h.n_q_heads; ++q) {
+      const uint32_t g = q / group;
+      const float* qv = &step.query[size_t{q} * d];
+      for (uint32_t j = 0; j < h.prompt_len; ++j) {
+        row[j] = Dot(qv, KeyOf(p.keys, h, j, g), d) * scale;
+      }
+      for (uint32_t t = 0; t <= s; ++t) {
+        row[h.prompt_len + t] =
+            Dot(qv, &decode_keys[(size_t{t} * h.n_kv_heads + g) * d], d) *
+            scale;
+      }
+      Softmax(row, size_t{h.prompt_len} + s + 1);
+      for (uint32_t j = o.n_sink; j < end; ++j) {
+        util[g][j] = std::max(util[g][j],
+                              row[j] * vnorm[size_t{j} * h.n_kv_heads + g]);
+      }
+    }
+  }
+  return util;
+}
+
+// Cumulative loss of evicting [n_sink, P - window) in ascending scorer
+// order, ties to the earlier position.
+LukvCurve LossCurve(const TraceHeader& h, const LukvProfilingOptions& o,
+                    const std::vector<double>& scores,
+                    const std::vector<double>& util) {
+  const uint32_t first = o.n_sink, end = h.prompt_len - o.window;
+  std::vector<uint32_t> order(end - first);
+  std::iota(order.begin(), order.end(), first);
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return scores[a] < scores[b];
+  });
+  LukvCurve c;
+  c.length = h.prompt_len;
+  c.protected_tokens = o.n_sink + o.window;
+  c.loss.assign(1, 0.0);
+  for (uint32_t j : order) c.loss.push_back(c.loss.back() + util[j]);
+  return c;
+}
+
 }  // namespace
 
 absl::StatusOr<XkvProfile> ProfileXkv(const TraceReader& trace,
@@ -139,9 +215,6 @@ absl::StatusOr<LukvProfile> ProfileLukv(const TraceReader& trace,
     return absl::InvalidArgumentError(
         "LU-KV profiling needs decode steps (the oracle looks ahead)");
   }
-  const uint32_t d = h.head_dim, group = h.n_q_heads / h.n_kv_heads;
-  const uint32_t first = o.n_sink, end = h.prompt_len - o.window;
-  const double scale = 1.0 / std::sqrt(static_cast<double>(d));
   LukvProfile profile;
   profile.n_layers = h.n_layers;
   profile.n_kv_heads = h.n_kv_heads;
@@ -151,55 +224,10 @@ absl::StatusOr<LukvProfile> ProfileLukv(const TraceReader& trace,
     RETURN_IF_ERROR(trace.ReadPromptLayer(l, &p));
     const std::vector<std::vector<double>> scores =
         GroupScores(p, h, o.window, o.kernel);
-    // ||v_j|| over the layer's mean, the stand-in for ||W_O v_j||.
-    std::vector<double> vnorm(size_t{h.prompt_len} * h.n_kv_heads);
-    double mean = 0;
-    for (size_t i = 0; i < vnorm.size(); ++i) {
-      vnorm[i] = std::sqrt(Dot(&p.values[i * d], &p.values[i * d], d));
-      mean += vnorm[i] / vnorm.size();
-    }
-    if (mean > 0) {
-      for (double& v : vnorm) v /= mean;
-    }
-    std::vector<std::vector<double>> util(h.n_kv_heads,
-                                          std::vector<double>(end, 0.0));
-    std::vector<float> decode_keys;  // [step, n_kv_heads, d]
-    std::vector<double> row(size_t{h.prompt_len} + h.decode_steps);
-    for (uint32_t s = 0; s < h.decode_steps; ++s) {
-      TraceStep step;
-      RETURN_IF_ERROR(trace.ReadStep(s, l, &step));
-      decode_keys.insert(decode_keys.end(), step.key.begin(), step.key.end());
-      const size_t n = size_t{h.prompt_len} + s + 1;
-      for (uint32_t q = 0; q < h.n_q_heads; ++q) {
-        const uint32_t g = q / group;
-        const float* qv = &step.query[size_t{q} * d];
-        for (uint32_t j = 0; j < h.prompt_len; ++j) {
-          row[j] = Dot(qv, KeyOf(p.keys, h, j, g), d) * scale;
-        }
-        for (uint32_t t = 0; t <= s; ++t) {
-          row[h.prompt_len + t] =
-              Dot(qv, &decode_keys[(size_t{t} * h.n_kv_heads + g) * d], d) *
-              scale;
-        }
-        Softmax(row, n);
-        for (uint32_t j = first; j < end; ++j) {
-          util[g][j] = std::max(
-              util[g][j], row[j] * vnorm[size_t{j} * h.n_kv_heads + g]);
-        }
-      }
-    }
+    ASSIGN_OR_RETURN(const std::vector<std::vector<double>> util,
+                     OracleUtilities(trace, l, p, o));
     for (uint32_t g = 0; g < h.n_kv_heads; ++g) {
-      std::vector<uint32_t> order(end - first);
-      std::iota(order.begin(), order.end(), first);
-      std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-        return scores[g][a] < scores[g][b];
-      });
-      LukvCurve c;
-      c.length = h.prompt_len;
-      c.protected_tokens = o.n_sink + o.window;
-      c.loss.assign(1, 0.0);
-      for (uint32_t j : order) c.loss.push_back(c.loss.back() + util[g][j]);
-      profile.samples[0].push_back(std::move(c));
+      profile.samples[0].push_back(LossCurve(h, o, scores[g], util[g]));
     }
   }
   RETURN_IF_ERROR(ValidateLukvProfile(profile));
