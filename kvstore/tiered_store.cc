@@ -264,28 +264,7 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const Pa
   {
     absl::MutexLock lock(&mu_);
     SweepPinsLocked();
-    for (size_t i = 0; i < keys.size(); ++i) {
-      auto it = index_.find(keys[i]);
-      if (it == index_.end()) {
-        ++counters_.get_misses;
-        continue;
-      }
-      PageEntry& entry = it->second;
-      items[i].generation = entry.generation;
-      items[i].meta = entry.meta;
-      if (entry.in_ram) {
-        items[i].kind = ReadItem::Kind::kRam;
-        items[i].slot = entry.slot;
-        ++entry.readers;
-        ram_policy_->OnAccess(keys[i]);
-      } else {
-        items[i].kind = ReadItem::Kind::kDisk;
-        ++entry.disk_reads;
-        items[i].promote = entry.disk_reads >= options_.promote_after_reads && !entry.promoting;
-        if (items[i].promote) entry.promoting = true;
-        disk_policy_->OnAccess(keys[i]);
-      }
-    }
+    for (size_t i = 0; i < keys.size(); ++i) items[i] = StartReadLocked(keys[i]);
   }
   std::vector<GetResult> results(keys.size());
   ReadPages(keys, items, &results);
@@ -293,37 +272,61 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const Pa
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
-      const ReadItem& item = items[i];
-      if (item.kind == ReadItem::Kind::kRam) {
-        ReleaseLeaseLocked(keys[i], item.generation, item.slot);
-      }
-      GetResult& result = results[i];
-      if (absl::IsDataLoss(result.status)) {
-        if (!DropLostLocked(keys[i], item.generation)) {
-          // Deleted or dropped while it was read: simply gone.
-          result.status = absl::NotFoundError(
-              absl::StrCat("page ", keys[i].DebugString(), " not stored"));
-          ++counters_.get_misses;
-        }
-        continue;
-      }
-      if (result.status.ok()) {
-        (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
-      }
-      if (!item.promote) continue;
-      auto it = index_.find(keys[i]);
-      if (it == index_.end() || it->second.generation != item.generation) continue;
-      std::optional<RamArena::Slot> slot;
-      if (result.status.ok() && !it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
-      if (slot) {
-        promotions.push_back(Promotion{.item = i, .slot = *slot});
-      } else {
-        it->second.promoting = false;
-      }
+      std::optional<RamArena::Slot> slot = FinishReadLocked(keys[i], items[i], &results[i]);
+      if (slot) promotions.push_back(Promotion{.item = i, .slot = *slot});
     }
   }
   if (!promotions.empty()) CompletePromotions(keys, items, results, std::move(promotions));
   return results;
+}
+
+TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key) {
+  ReadItem item;
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    ++counters_.get_misses;
+    return item;
+  }
+  PageEntry& entry = it->second;
+  item.generation = entry.generation;
+  item.meta = entry.meta;
+  if (entry.in_ram) {
+    item.kind = ReadItem::Kind::kRam;
+    item.slot = entry.slot;
+    ++entry.readers;
+    ram_policy_->OnAccess(key);
+  } else {
+    item.kind = ReadItem::Kind::kDisk;
+    ++entry.disk_reads;
+    item.promote = entry.disk_reads >= options_.promote_after_reads && !entry.promoting;
+    if (item.promote) entry.promoting = true;
+    disk_policy_->OnAccess(key);
+  }
+  return item;
+}
+
+std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
+                                                            const ReadItem& item,
+                                                            GetResult* result) {
+  if (item.kind == ReadItem::Kind::kRam) ReleaseLeaseLocked(key, item.generation, item.slot);
+  if (absl::IsDataLoss(result->status)) {
+    if (!DropLostLocked(key, item.generation)) {
+      // Deleted or dropped while it was read: simply gone.
+      result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
+      ++counters_.get_misses;
+    }
+    return std::nullopt;
+  }
+  if (result->status.ok()) {
+    (result->tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
+  }
+  if (!item.promote) return std::nullopt;
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second.generation != item.generation) return std::nullopt;
+  std::optional<RamArena::Slot> slot;
+  if (result->status.ok() && !it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
+  if (!slot) it->second.promoting = false;
+  return slot;
 }
 
 void TieredStore::ReadPages(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,

@@ -132,6 +132,16 @@ class TieredStore final : public Store {
   // entry that was read; false when that entry is gone already.
   bool DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // BatchGet's first locked phase for one key: a lease for a RAM page, the
+  // admission count for a disk page.
+  ReadItem StartReadLocked(const PageKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Its last locked phase: returns the lease, drops a lost page, counts the
+  // hit, and returns a slot when the page is to be promoted.
+  std::optional<RamArena::Slot> FinishReadLocked(const PageKey& key, const ReadItem& item,
+                                                 GetResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Copies RAM pages (under their leases) and reads disk pages, verifying
+  // every checksum; without mu_.
   void ReadPages(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
                  std::vector<GetResult>* results) ABSL_LOCKS_EXCLUDED(mu_);
 
