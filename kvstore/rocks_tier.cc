@@ -82,10 +82,14 @@ RocksTier::~RocksTier() {
   // Failures at shutdown cannot be returned; they are logged.
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     absl::Status s = FromRocksStatus(db_->DestroyColumnFamilyHandle(handle));
-    if (!s.ok()) KVTIER_LOG(ERROR) << "closing a column family: " << s;
+    if (!s.ok()) {
+      KVTIER_LOG(ERROR) << "closing a column family: " << s;
+    }
   }
   absl::Status s = FromRocksStatus(db_->Close());
-  if (!s.ok()) KVTIER_LOG(ERROR) << "closing the page database: " << s;
+  if (!s.ok()) {
+    KVTIER_LOG(ERROR) << "closing the page database: " << s;
+  }
 }
 
 std::string RocksTier::EncodeMeta(const PageMeta& meta) {
