@@ -3,12 +3,19 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
+//              [--page-size P]
+//
+// --policy dense uses the runner's own exact full-cache attention (the
+// reference); every other name runs the worker runtime's policy of that
+// name (worker_attention_backend.h).
 //
 // stdout carries only the generated text (and a final newline, as llama2.c
 // prints); load and speed figures go to stderr.
 //
 // Exit status: 0 done, 1 a load or run error, 2 a usage error.
+#include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <cstdlib>
 #include <string>
 #include "absl/strings/string_view.h"
@@ -16,12 +23,14 @@
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
 #include "worker/model/model_loader.h"
 #include "worker/model/sampler.h"
 #include "worker/model/transformer.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::model {
 namespace {
@@ -29,7 +38,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT]\n"
     "                  [--steps N] [--temperature T] [--seed S]\n"
-    "                  [--policy NAME] [--budget N]\n"
+    "                  [--policy NAME] [--budget N] [--page-size P]\n"
     "  --model        llama2.c checkpoint or GGUF file\n"
     "  --tokenizer    llama2.c tokenizer file (GGUF carries its own)\n"
     "  --prompt       text to continue (default: empty, BOS only)\n"
@@ -37,9 +46,11 @@ constexpr char kUsage[] =
     "                 at most the model's context)\n"
     "  --temperature  0 = greedy (default), > 0 samples\n"
     "  --seed         RNG seed for sampling (default 42)\n"
-    "  --policy       KV cache policy: full (default; the only one this\n"
-    "                 build provides)\n"
-    "  --budget       KV budget in tokens for budgeted policies\n";
+    "  --policy       dense (the runner's exact reference attention) or a\n"
+    "                 worker policy: full (default), sliding_window,\n"
+    "                 streaming_llm, quest, arkvale, h2o, tova\n"
+    "  --budget       KV budget per layer in tokens (default: the context)\n"
+    "  --page-size    tokens per KV page for worker policies (default 16)\n";
 
 struct Args {
   std::string model;
@@ -50,6 +61,7 @@ struct Args {
   uint64_t seed = 42;
   std::string policy = "full";
   int budget = 0;  // 0 = not given
+  int page_size = 16;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args& args) {
@@ -80,6 +92,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       args.policy = value;
     } else if (flag == "--budget") {
       ok = absl::SimpleAtoi(value, &args.budget) && args.budget > 0;
+    } else if (flag == "--page-size") {
+      ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", flag));
     }
@@ -91,15 +105,16 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
   if (args.model.empty()) {
     return absl::InvalidArgumentError("--model is required");
   }
-  if (args.policy != "full") {
+  const auto& names = WorkerPolicyNames();
+  if (args.policy != "dense" &&
+      std::find(names.begin(), names.end(), args.policy) == names.end()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "unknown --policy '", args.policy,
-        "': this build provides only 'full' (dense attention over every "
-        "position)"));
+        "unknown --policy '", args.policy, "'; known: dense, ",
+        absl::StrJoin(names, ", ")));
   }
-  if (args.budget != 0) {
+  if (args.policy == "dense" && args.budget != 0) {
     return absl::InvalidArgumentError(
-        "--budget applies to budgeted policies; 'full' keeps every position");
+        "--budget does not apply to 'dense', which keeps every position");
   }
   return absl::OkStatus();
 }
@@ -121,9 +136,23 @@ absl::Status Run(const Args& args) {
                  steps, c.max_positions);
     steps = c.max_positions;
   }
-  auto backend = DenseAttentionBackend::Create(c.attention_shape());
-  if (!backend.ok()) return backend.status();
-  auto transformer = Transformer::Create(&model->weights, backend->get());
+  std::unique_ptr<AttentionBackend> backend;
+  WorkerAttentionBackend* worker_backend = nullptr;
+  if (args.policy == "dense") {
+    auto dense = DenseAttentionBackend::Create(c.attention_shape());
+    if (!dense.ok()) return dense.status();
+    backend = *std::move(dense);
+  } else {
+    auto wb = WorkerAttentionBackend::Create(
+        c.attention_shape(), {.policy = args.policy,
+                              .budget_tokens = args.budget,
+                              .page_size = args.page_size,
+                              .max_sequences = 1});
+    if (!wb.ok()) return wb.status();
+    worker_backend = wb->get();
+    backend = *std::move(wb);
+  }
+  auto transformer = Transformer::Create(&model->weights, backend.get());
   if (!transformer.ok()) return transformer.status();
   absl::StatusOr<Sampler> sampler = Sampler::Create(args.temperature, args.seed);
   if (!sampler.ok()) return sampler.status();
@@ -137,7 +166,7 @@ absl::Status Run(const Args& args) {
     std::fflush(stdout);
   };
   absl::StatusOr<GenerationResult> result =
-      Generate(**transformer, **backend, *model->tokenizer, *sampler,
+      Generate(**transformer, *backend, *model->tokenizer, *sampler,
                args.prompt, options);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -150,6 +179,24 @@ absl::Status Run(const Args& args) {
                result->generated_tokens,
                result->generated_tokens /
                    std::max(result->decode_seconds, 1e-9));
+  if (worker_backend != nullptr) {
+    const worker::StepStats& st = worker_backend->stats();
+    const worker::CacheCounters& cc = worker_backend->counters();
+    std::fprintf(stderr,
+                 "kvtier-run: budget=%u pages of %d tokens (last layer), "
+                 "decode layer-steps=%llu pages_attended=%llu "
+                 "pages_recalled=%llu pages_evicted=%llu pages_dropped=%llu "
+                 "attention=%.1f ms estimate=%.1f ms select=%.1f ms "
+                 "recall=%.1f ms\n",
+                 worker_backend->layer_budgets().back(), args.page_size,
+                 static_cast<unsigned long long>(st.steps),
+                 static_cast<unsigned long long>(st.pages_attended),
+                 static_cast<unsigned long long>(cc.pages_recalled),
+                 static_cast<unsigned long long>(cc.pages_evicted),
+                 static_cast<unsigned long long>(cc.pages_dropped),
+                 st.times.attention_ns / 1e6, st.times.estimate_ns / 1e6,
+                 st.times.select_ns / 1e6, st.times.recall_ns / 1e6);
+  }
   return absl::OkStatus();
 }
 

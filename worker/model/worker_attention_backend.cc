@@ -1,0 +1,267 @@
+#include "worker/model/worker_attention_backend.h"
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "worker/arkvale_policy.h"
+#include "worker/model/dense_attention_backend.h"
+#include "worker/quest_policy.h"
+#include "worker/token_policy.h"
+#include "worker/window_policy.h"
+
+namespace kvtier::model {
+namespace {
+
+uint32_t PagesFor(int tokens, int page_size) {
+  return static_cast<uint32_t>((tokens + page_size - 1) / page_size);
+}
+
+absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
+    const std::string& name, uint32_t budget_pages) {
+  if (name == "full") return std::make_unique<worker::FullCachePolicy>();
+  if (name == "sliding_window" || name == "streaming_llm") {
+    return std::make_unique<worker::WindowPolicy>(worker::WindowOptions{
+        .n_sink_pages = name == "streaming_llm" ? 1u : 0u});
+  }
+  if (name == "quest") {
+    ASSIGN_OR_RETURN(auto p, worker::QuestPolicy::Create(
+                                 {.page_budget = budget_pages}));
+    return std::unique_ptr<worker::Policy>(std::move(p));
+  }
+  if (name == "arkvale") {
+    worker::ArkvaleOptions options;
+    options.topk_pages = 0;  // half the budget: valid for any budget
+    ASSIGN_OR_RETURN(auto p, worker::ArkvalePolicy::Create(options));
+    return std::unique_ptr<worker::Policy>(std::move(p));
+  }
+  if (name == "h2o") {
+    ASSIGN_OR_RETURN(auto p, worker::H2oPolicy::Create({}));
+    return std::unique_ptr<worker::Policy>(std::move(p));
+  }
+  if (name == "tova") return std::make_unique<worker::TovaPolicy>();
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown policy '", name, "'; known: ",
+                   absl::StrJoin(WorkerPolicyNames(), ", ")));
+}
+
+}  // namespace
+
+const std::vector<std::string>& WorkerPolicyNames() {
+  static const auto* names = new std::vector<std::string>{
+      "full", "sliding_window", "streaming_llm", "quest",
+      "arkvale", "h2o", "tova"};
+  return *names;
+}
+
+absl::Status WorkerBackendOptions::Validate() const {
+  if (budget_tokens < 0 || page_size < 1 || page_size > 1024 ||
+      max_sequences < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker backend options: budget_tokens=", budget_tokens,
+        " (>= 0), page_size=", page_size, " (1..1024), max_sequences=",
+        max_sequences, " (> 0)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<WorkerAttentionBackend>>
+WorkerAttentionBackend::Create(const AttentionShape& shape,
+                               const WorkerBackendOptions& options) {
+  RETURN_IF_ERROR(shape.Validate());
+  RETURN_IF_ERROR(options.Validate());
+  const uint32_t context_pages = PagesFor(shape.max_positions, options.page_size);
+  const uint32_t budget_pages =
+      options.budget_tokens == 0
+          ? context_pages
+          : std::min(context_pages,
+                     PagesFor(options.budget_tokens, options.page_size));
+  if (options.policy == "full" && budget_pages < context_pages) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy 'full' keeps the whole context of ", shape.max_positions,
+        " tokens; a budget of ", options.budget_tokens, " is too small"));
+  }
+  // Quest keeps every page resident and bounds only what it attends.
+  const uint32_t resident_pages =
+      options.policy == "quest" ? context_pages : budget_pages;
+  std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
+  std::unique_ptr<worker::Policy> policy;
+  ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages));
+  if (const auto* ark = dynamic_cast<const worker::ArkvalePolicy*>(policy.get());
+      ark != nullptr) {
+    // ArkVale's first layers keep a full cache: they get the context.
+    for (uint32_t l = 0;
+         l < std::min<uint32_t>(ark->options().n_unlimited_layers,
+                                shape.n_layers);
+         ++l) {
+      layer_budgets[l] = context_pages;
+    }
+  }
+  std::unique_ptr<WorkerAttentionBackend> b(
+      new WorkerAttentionBackend(shape, std::move(layer_budgets)));
+  b->policy_ = std::move(policy);
+  if (b->policy_->offloads()) {
+    b->store_ = std::make_unique<worker::InProcessPageStore>();
+    ASSIGN_OR_RETURN(b->transfers_, worker::PageTransferQueue::Create(
+                                        b->store_.get(), {}));
+  }
+  worker::KvCacheOptions o;
+  o.layout = PageLayout{.page_size = static_cast<uint32_t>(options.page_size),
+                        .n_kv_heads = static_cast<uint32_t>(shape.n_kv_heads),
+                        .head_dim = static_cast<uint32_t>(shape.head_dim),
+                        .dtype = DType::kF32};
+  o.n_layers = shape.n_layers;
+  o.n_q_heads = shape.n_heads;
+  o.pool_pages_per_layer =
+      *std::max_element(b->layer_budgets_.begin(), b->layer_budgets_.end()) *
+      options.max_sequences;
+  o.max_pages_per_sequence = context_pages + 1;
+  o.max_sequences = options.max_sequences;
+  ASSIGN_OR_RETURN(b->cache_, worker::KvCacheManager::Create(
+                                  o, &b->device_, b->policy_.get(),
+                                  b->transfers_.get(), nullptr));
+  b->runner_ = std::make_unique<worker::DecodeRunner>(b->cache_.get(), nullptr);
+  return b;
+}
+
+WorkerAttentionBackend::WorkerAttentionBackend(
+    const AttentionShape& shape, std::vector<uint32_t> layer_budgets)
+    : shape_(shape),
+      layer_budgets_(std::move(layer_budgets)),
+      scores_(shape.max_positions) {}
+
+WorkerAttentionBackend::~WorkerAttentionBackend() = default;
+
+absl::Status WorkerAttentionBackend::StartSequence(SequenceId seq) {
+  if (sequences_.contains(seq)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq, " is live"));
+  }
+  RETURN_IF_ERROR(cache_->AddSequence(seq, layer_budgets_));
+  sequences_[seq].layers.resize(shape_.n_layers);
+  return absl::OkStatus();
+}
+
+absl::Status WorkerAttentionBackend::EndSequence(SequenceId seq) {
+  if (sequences_.erase(seq) == 0) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  return cache_->Cancel(seq);
+}
+
+absl::StatusOr<WorkerAttentionBackend::LayerState*>
+WorkerAttentionBackend::Find(SequenceId seq, int layer) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  if (layer < 0 || layer >= shape_.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("bad layer ", layer));
+  }
+  return &it->second.layers[layer];
+}
+
+absl::Status WorkerAttentionBackend::AppendTokens(
+    SequenceId seq, int pos0, absl::Span<const int> tokens) {
+  if (!sequences_.contains(seq)) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  std::vector<uint32_t> ids;
+  ids.reserve(tokens.size());
+  for (int t : tokens) {
+    if (t < 0) return absl::InvalidArgumentError("negative token id");
+    ids.push_back(static_cast<uint32_t>(t));
+  }
+  return cache_->AppendTokenIds(seq, ids);
+}
+
+absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
+                                                 LayerState& s) {
+  if (s.prompt_tokens > 0) {
+    RETURN_IF_ERROR(runner_->Prefill(seq, layer, s.prompt_k.data(),
+                                     s.prompt_v.data(), s.prompt_tokens,
+                                     s.last_q.data(), &stats_));
+  }
+  s.prompt_k = {};
+  s.prompt_v = {};
+  s.last_q = {};
+  s.decoding = true;
+  return absl::OkStatus();
+}
+
+absl::Status WorkerAttentionBackend::Append(SequenceId seq, int layer, int pos,
+                                            absl::Span<const float> k,
+                                            absl::Span<const float> v) {
+  ASSIGN_OR_RETURN(LayerState * s, Find(seq, layer));
+  const size_t kv_dim = shape_.kv_dim();
+  if (k.size() != kv_dim || v.size() != kv_dim) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "k/v of ", k.size(), "/", v.size(), " floats, want ", kv_dim));
+  }
+  if (pos != s->positions || s->pending) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "append at position ", pos, " but layer ", layer, " of sequence ",
+        seq, " expects ", s->positions,
+        s->pending ? " after attending the pending token" : ""));
+  }
+  if (!s->decoding) RETURN_IF_ERROR(FlushPrompt(seq, layer, *s));
+  s->k.assign(k.begin(), k.end());
+  s->v.assign(v.begin(), v.end());
+  s->pending = true;
+  ++s->positions;
+  return absl::OkStatus();
+}
+
+absl::Status WorkerAttentionBackend::Attend(SequenceId seq, int layer,
+                                            absl::Span<const float> q,
+                                            absl::Span<float> out) {
+  ASSIGN_OR_RETURN(LayerState * s, Find(seq, layer));
+  if (q.size() != static_cast<size_t>(shape_.q_dim()) ||
+      out.size() != q.size()) {
+    return absl::InvalidArgumentError("q/out size differs from the shape");
+  }
+  if (!s->pending) {
+    return absl::FailedPreconditionError(
+        "attend needs the token's K/V appended first");
+  }
+  s->pending = false;
+  return runner_->DecodeLayer(seq, layer, q.data(), s->k.data(), s->v.data(),
+                              out.data(), nullptr, &stats_);
+}
+
+absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
+    SequenceId seq, int layer, int pos0, int n_tokens,
+    absl::Span<const float> k, absl::Span<const float> v,
+    absl::Span<const float> q, absl::Span<float> out) {
+  ASSIGN_OR_RETURN(LayerState * s, Find(seq, layer));
+  const size_t kv_dim = shape_.kv_dim();
+  const size_t q_dim = shape_.q_dim();
+  if (n_tokens <= 0 || k.size() != kv_dim * n_tokens ||
+      v.size() != k.size() || q.size() != q_dim * n_tokens ||
+      out.size() != q.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch of ", n_tokens, " tokens has mismatched spans"));
+  }
+  if (s->decoding) {
+    return absl::FailedPreconditionError(
+        "a prompt batch after decoding started is not supported");
+  }
+  if (pos0 != s->positions || pos0 + n_tokens > shape_.max_positions) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "batch at position ", pos0, " of ", n_tokens, " tokens; expected ",
+        s->positions, " and at most ", shape_.max_positions, " in all"));
+  }
+  s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
+  s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
+  for (int i = 0; i < n_tokens; ++i) {
+    DenseAttention(shape_, q.data() + i * q_dim, s->prompt_k.data(),
+                   s->prompt_v.data(), s->prompt_tokens + i + 1,
+                   scores_.data(), out.data() + i * q_dim);
+  }
+  s->prompt_tokens += n_tokens;
+  s->positions += n_tokens;
+  s->last_q.assign(q.end() - q_dim, q.end());
+  return absl::OkStatus();
+}
+
+}  // namespace kvtier::model

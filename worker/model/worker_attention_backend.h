@@ -1,0 +1,123 @@
+// WorkerAttentionBackend: runs the model's attention through the worker
+// runtime (KvCacheManager + DecodeRunner) under one of its policies and a
+// KV budget, so every policy is measured on real attention.
+//
+// Decode tokens go through DecodeRunner::DecodeLayer (append, estimate,
+// select, recall, paged attention over the plan). A prompt processed in a
+// batch is attended densely and exactly here (prefill attention is the
+// model's business), its K/V held until the first decode token of that
+// layer, then handed to DecodeRunner::Prefill with the last prompt query,
+// so prompt-time selection (token policies, ArkVale) sees the whole prompt.
+//
+// Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
+// h2o, tova. The budget is in tokens and rounds up to whole pages; for
+// quest (which never offloads) it bounds the pages attended per step while
+// every page stays resident; for arkvale the first n_unlimited_layers keep
+// the whole context (ArkVale's own rule) and the top-k is half the budget;
+// for full it must cover the context (0 means exactly the context).
+//
+// Thread-safety: none (one decode thread, as KvCacheManager).
+#ifndef KVTIER_WORKER_MODEL_WORKER_ATTENTION_BACKEND_H_
+#define KVTIER_WORKER_MODEL_WORKER_ATTENTION_BACKEND_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "kernels/thread_pool.h"
+#include "worker/decode_step.h"
+#include "worker/device.h"
+#include "worker/in_process_page_store.h"
+#include "worker/kv_cache_manager.h"
+#include "worker/model/attention_backend.h"
+#include "worker/page_transfer_queue.h"
+#include "worker/policy.h"
+
+namespace kvtier::model {
+
+struct WorkerBackendOptions {
+  // Policy name (see the file comment). Default "full".
+  std::string policy = "full";
+  // KV budget per (sequence, layer) in tokens; 0 (the default) means the
+  // model's context. Must be >= 0.
+  int budget_tokens = 0;
+  // Tokens per page. Default 16; 1..1024.
+  int page_size = 16;
+  // Sequences alive at once. Default 4; must be positive.
+  int max_sequences = 4;
+
+  absl::Status Validate() const;
+};
+
+// The worker policy names this backend accepts, in the order above.
+const std::vector<std::string>& WorkerPolicyNames();
+
+class WorkerAttentionBackend : public AttentionBackend {
+ public:
+  // INVALID_ARGUMENT for a bad shape, options, unknown policy, or a budget
+  // the policy cannot run with (e.g. full below the context).
+  static absl::StatusOr<std::unique_ptr<WorkerAttentionBackend>> Create(
+      const AttentionShape& shape, const WorkerBackendOptions& options);
+  ~WorkerAttentionBackend() override;
+
+  const AttentionShape& shape() const override { return shape_; }
+  absl::Status StartSequence(SequenceId seq) override;
+  absl::Status EndSequence(SequenceId seq) override;
+  absl::Status AppendTokens(SequenceId seq, int pos0,
+                            absl::Span<const int> tokens) override;
+  absl::Status Append(SequenceId seq, int layer, int pos,
+                      absl::Span<const float> k,
+                      absl::Span<const float> v) override;
+  absl::Status Attend(SequenceId seq, int layer, absl::Span<const float> q,
+                      absl::Span<float> out) override;
+  absl::Status AppendAndAttendBatch(SequenceId seq, int layer, int pos0,
+                                    int n_tokens, absl::Span<const float> k,
+                                    absl::Span<const float> v,
+                                    absl::Span<const float> q,
+                                    absl::Span<float> out) override;
+
+  const worker::StepStats& stats() const { return stats_; }
+  const worker::CacheCounters& counters() const { return cache_->counters(); }
+  // Resident pages per layer of each sequence (ArkVale's first layers and
+  // Quest keep the whole context).
+  const std::vector<uint32_t>& layer_budgets() const { return layer_budgets_; }
+
+ private:
+  // Per (sequence, layer): the prompt not yet handed to the runner, and the
+  // decode token between Append and Attend.
+  struct LayerState {
+    std::vector<float> prompt_k, prompt_v;  // [n, kv_dim]
+    std::vector<float> last_q;              // the last prompt token's query
+    int prompt_tokens = 0;
+    bool decoding = false;
+    std::vector<float> k, v;  // the pending decode token
+    bool pending = false;
+    int positions = 0;  // tokens seen by this layer
+  };
+  struct SequenceState {
+    std::vector<LayerState> layers;
+  };
+
+  WorkerAttentionBackend(const AttentionShape& shape,
+                         std::vector<uint32_t> layer_budgets);
+  absl::StatusOr<LayerState*> Find(SequenceId seq, int layer);
+  absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
+
+  const AttentionShape shape_;
+  const std::vector<uint32_t> layer_budgets_;
+  std::unique_ptr<worker::Policy> policy_;
+  worker::CpuDevice device_;
+  std::unique_ptr<worker::InProcessPageStore> store_;  // offloading only
+  std::unique_ptr<worker::PageTransferQueue> transfers_;
+  std::unique_ptr<worker::KvCacheManager> cache_;
+  std::unique_ptr<worker::DecodeRunner> runner_;
+  absl::flat_hash_map<SequenceId, SequenceState> sequences_;
+  std::vector<float> scores_;  // dense prompt attention scratch
+  worker::StepStats stats_;
+};
+
+}  // namespace kvtier::model
+
+#endif  // KVTIER_WORKER_MODEL_WORKER_ATTENTION_BACKEND_H_

@@ -1,0 +1,178 @@
+// The model under the worker runtime: the full-cache policy reproduces
+// llama2.c's output exactly, generous budgets equal the dense reference,
+// small budgets really change what attention sees, and misuse is refused.
+#include "worker/model/worker_attention_backend.h"
+
+#include <fstream>
+#include <sstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/model/dense_attention_backend.h"
+#include "worker/model/generate.h"
+#include "worker/model/model_loader.h"
+#include "worker/model/transformer.h"
+
+namespace kvtier::model {
+namespace {
+
+using ::testing::HasSubstr;
+
+const std::string kDir = KVTIER_STORIES260K_DIR;
+constexpr char kPrompt[] =
+    "Once upon a time, there was a little girl named Lily. She loved to play "
+    "outside in the park.";
+
+std::string ReadmeOracle() {
+  std::ifstream in(kDir + "/README.md");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string readme = ss.str();
+  const size_t open = readme.find("```\n", readme.find("## Known output"));
+  const size_t close = readme.find("\n```", open + 4);
+  if (open == std::string::npos || close == std::string::npos) return "";
+  return readme.substr(open + 4, close - open - 4);
+}
+
+class WorkerBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto m = LoadModel(kDir + "/stories260K.bin", kDir + "/tok512.bin");
+    ASSERT_TRUE(m.ok()) << m.status();
+    model_ = *std::move(m);
+  }
+
+  // Greedy text of `steps` positions with `backend`.
+  std::string Run(AttentionBackend& backend, const std::string& prompt,
+                  int steps) {
+    auto t = Transformer::Create(&model_.weights, &backend);
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return "";
+    absl::StatusOr<Sampler> sampler = Sampler::Create(0.0f, 1);
+    GenerationOptions options;
+    options.steps = steps;
+    options.stop_tokens = model_.stop_tokens;
+    auto r = Generate(**t, backend, *model_.tokenizer, *sampler, prompt,
+                      options);
+    EXPECT_TRUE(r.ok()) << r.status();
+    return r.ok() ? r->text : "";
+  }
+
+  std::unique_ptr<WorkerAttentionBackend> Worker(const std::string& policy,
+                                                 int budget) {
+    auto b = WorkerAttentionBackend::Create(
+        model_.weights.config.attention_shape(),
+        {.policy = policy, .budget_tokens = budget});
+    EXPECT_TRUE(b.ok()) << b.status();
+    return b.ok() ? *std::move(b) : nullptr;
+  }
+
+  std::string Dense(const std::string& prompt, int steps) {
+    auto b = DenseAttentionBackend::Create(
+        model_.weights.config.attention_shape());
+    return Run(**b, prompt, steps);
+  }
+
+  LoadedModel model_;
+};
+
+TEST_F(WorkerBackendTest, FullPolicyMatchesLlama2cOracle) {
+  const std::string oracle = ReadmeOracle();
+  ASSERT_GT(oracle.size(), 100u);
+  auto b = Worker("full", 0);
+  ASSERT_NE(b, nullptr);
+  EXPECT_EQ(Run(*b, "", 200), oracle);
+  EXPECT_EQ(b->stats().steps, 200u * 5);  // every layer of every token
+}
+
+TEST_F(WorkerBackendTest, FullPolicyWithPromptMatchesDense) {
+  auto b = Worker("full", 0);
+  ASSERT_NE(b, nullptr);
+  const std::string dense = Dense(kPrompt, 160);
+  ASSERT_FALSE(dense.empty());
+  EXPECT_EQ(Run(*b, kPrompt, 160), dense);
+}
+
+TEST_F(WorkerBackendTest, BudgetCoveringTheContextChangesNothing) {
+  const std::string dense = Dense(kPrompt, 160);
+  for (const char* policy : {"sliding_window", "streaming_llm", "h2o"}) {
+    auto b = Worker(policy, 512);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(Run(*b, kPrompt, 160), dense) << policy;
+  }
+}
+
+TEST_F(WorkerBackendTest, SmallWindowChangesAttention) {
+  auto b = Worker("sliding_window", 32);
+  ASSERT_NE(b, nullptr);
+  const std::string text = Run(*b, kPrompt, 200);
+  EXPECT_FALSE(text.empty());
+  EXPECT_NE(text, Dense(kPrompt, 200));
+  EXPECT_GT(b->counters().pages_dropped, 0u);
+  EXPECT_EQ(b->layer_budgets(), std::vector<uint32_t>(5, 2));
+}
+
+TEST_F(WorkerBackendTest, ArkvaleRecallsUnderTheModel) {
+  auto b = Worker("arkvale", 128);
+  ASSERT_NE(b, nullptr);
+  EXPECT_FALSE(Run(*b, kPrompt, 300).empty());
+  // Layers 0 and 1 keep the context; the rest hold 8 pages.
+  EXPECT_EQ(b->layer_budgets(),
+            (std::vector<uint32_t>{32, 32, 8, 8, 8}));
+  EXPECT_GT(b->counters().pages_evicted, 0u);
+  EXPECT_GT(b->counters().pages_recalled, 0u);
+}
+
+TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
+  for (const char* policy : {"h2o", "tova", "quest", "streaming_llm"}) {
+    auto b = Worker(policy, 64);
+    ASSERT_NE(b, nullptr);
+    EXPECT_FALSE(Run(*b, kPrompt, 200).empty()) << policy;
+  }
+}
+
+TEST_F(WorkerBackendTest, CreateRejectsBadConfigurations) {
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  auto unknown = WorkerAttentionBackend::Create(shape, {.policy = "lru"});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(unknown.status().message(), HasSubstr("arkvale"));
+  EXPECT_EQ(WorkerAttentionBackend::Create(
+                shape, {.policy = "full", .budget_tokens = 256})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WorkerAttentionBackend::Create(shape, {.page_size = 0})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(WorkerAttentionBackend::Create(shape, {.budget_tokens = -1})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(WorkerBackendTest, CallOrderIsChecked) {
+  auto b = Worker("full", 0);
+  ASSERT_NE(b, nullptr);
+  const int kv = b->shape().kv_dim(), qd = b->shape().q_dim();
+  std::vector<float> k(kv, 0.5f), v(kv, 1.0f), q(qd, 0.1f), out(qd);
+  EXPECT_EQ(b->Append(9, 0, 0, k, v).code(), absl::StatusCode::kNotFound);
+  ASSERT_TRUE(b->StartSequence(9).ok());
+  EXPECT_EQ(b->StartSequence(9).code(), absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE(b->AppendTokens(9, 0, std::vector<int>{1, 5}).ok());
+  EXPECT_EQ(b->Attend(9, 0, q, absl::MakeSpan(out)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(b->Append(9, 0, 1, k, v).code(),
+            absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(b->Append(9, 0, 0, k, v).ok());
+  ASSERT_TRUE(b->Attend(9, 0, q, absl::MakeSpan(out)).ok());
+  for (float x : out) EXPECT_FLOAT_EQ(x, 1.0f);  // one position: its value
+  EXPECT_EQ(b->AppendAndAttendBatch(9, 0, 1, 1, k, v, q, absl::MakeSpan(out))
+                .code(),
+            absl::StatusCode::kFailedPrecondition);
+  ASSERT_TRUE(b->EndSequence(9).ok());
+  EXPECT_EQ(b->EndSequence(9).code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvtier::model
