@@ -15,13 +15,18 @@ absl::Status ValidateBudgetRequest(const BudgetRequest& r) {
         "budget request needs n_layers > 0 and n_kv_heads > 0, got ",
         r.n_layers, " and ", r.n_kv_heads));
   }
-  if (r.total <= 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("budget request total must be > 0, got ", r.total));
+  if (r.n_layers > kMaxBudgetLayers || r.n_kv_heads > kMaxBudgetKvHeads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget request shape ", r.n_layers, "x", r.n_kv_heads,
+        " exceeds ", kMaxBudgetLayers, "x", kMaxBudgetKvHeads));
   }
-  if (r.context < 0) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("budget request context must be >= 0, got ", r.context));
+  if (r.total <= 0 || r.total > kMaxBudgetTotal) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget request total must be in [1, 2^56], got ", r.total));
+  }
+  if (r.context < 0 || r.context > kMaxBudgetContext) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "budget request context must be in [0, 2^32], got ", r.context));
   }
   return absl::OkStatus();
 }

@@ -42,8 +42,15 @@ struct BudgetRequest {
   int64_t context = 0;
 };
 
-// INVALID_ARGUMENT unless layers, heads and total are positive and context
-// is not negative.
+// Bounds that keep every product of request fields (units * context) well
+// inside int64.
+inline constexpr int32_t kMaxBudgetLayers = 1 << 12;
+inline constexpr int32_t kMaxBudgetKvHeads = 1 << 12;
+inline constexpr int64_t kMaxBudgetContext = int64_t{1} << 32;
+inline constexpr int64_t kMaxBudgetTotal = int64_t{1} << 56;
+
+// INVALID_ARGUMENT unless layers, heads and total are positive, context is
+// not negative, and each is within the bounds above.
 absl::Status ValidateBudgetRequest(const BudgetRequest& request);
 
 // Invariant: budgets.size() == n_layers (kPerLayer) or n_layers * n_kv_heads

@@ -46,6 +46,23 @@ TEST(UniformAllocatorTest, RejectsBadRequests) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(uniform.Allocate({.n_layers = kMaxBudgetLayers + 1,
+                              .n_kv_heads = 1, .total = 1 << 20})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(uniform
+                .Allocate({.n_layers = 2, .n_kv_heads = 1, .total = 4,
+                           .context = kMaxBudgetContext + 1})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(uniform
+                .Allocate({.n_layers = 2, .n_kv_heads = 1,
+                           .total = kMaxBudgetTotal + 1})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RoundLargestRemainderTest, HamiltonTextbookExample) {
