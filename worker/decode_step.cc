@@ -7,7 +7,6 @@
 #include "common/status_macros.h"
 #include "kernels/decode_attention.h"
 #include "kernels/estimate.h"
-#include "worker/token_attention.h"
 #include "worker/token_policy.h"
 
 namespace kvtier::worker {
@@ -66,55 +65,21 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   return plan;
 }
 
-absl::Status DecodeRunner::PrefillTokens(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
-                                        const float* k, const float* v, uint32_t n,
-                                        const float* last_q, StepStats* stats) {
-  const KvCacheOptions& o = cache_->options();
-  ASSIGN_OR_RETURN(LayerView view, cache_->View(seq_id, layer));
-  const int64_t t0 = NowNs();
-  std::vector<float> mass;
-  PromptTokenMass(k, n, o.layout.n_kv_heads, o.n_q_heads, o.layout.head_dim, last_q, &mass);
-  const int64_t t1 = NowNs();
-  ASSIGN_OR_RETURN(std::vector<uint32_t> kept,
-                   policy->SelectPrefill(seq_id, layer, view.budget_pages * view.page_size, mass));
-  const int64_t t2 = NowNs();
-  stats->times.estimate_ns += t1 - t0;
-  stats->times.select_ns += t2 - t1;
-  const size_t row = size_t{o.layout.n_kv_heads} * o.layout.head_dim;
-  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
-  for (size_t i = 0; i < kept.size(); ++i) {
-    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
-    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
-  }
-  absl::Status appended =
-      cache_->AppendKv(seq_id, layer, kk.data(), vv.data(), static_cast<uint32_t>(kept.size()));
-  stats->times.append_ns += NowNs() - t2;
-  return appended;
-}
-
-absl::Status DecodeRunner::EvictAfterAttention(TokenPolicy* policy, uint64_t seq_id,
-                                               uint32_t layer, const float* q, const float* lse,
-                                               StepStats* stats) {
-  const int64_t t0 = NowNs();
-  ASSIGN_OR_RETURN(LayerView view, cache_->View(seq_id, layer));
-  ASSIGN_OR_RETURN(uint32_t n_ids, cache_->TokenIdCount(seq_id));
-  std::vector<float> mass;
-  RETURN_IF_ERROR(CachedTokenMass(cache_->pool(layer), slots_, view.n_tokens,
-                                  cache_->options().n_q_heads, q, lse, &mass));
-  ASSIGN_OR_RETURN(std::vector<uint32_t> victims,
-                   policy->AfterAttention(seq_id, layer, view.budget_pages * view.page_size,
-                                          n_ids - 1, mass));
-  absl::Status evicted = cache_->EvictTokens(seq_id, layer, victims);
-  stats->times.select_ns += NowNs() - t0;
-  return evicted;
-}
-
 absl::Status DecodeRunner::Prefill(uint64_t seq_id, uint32_t layer, const float* k,
-                                   const float* v, uint32_t n, const float* last_q,
-                                   StepStats* stats) {
-  if (TokenPolicy* tp = cache_->policy()->AsTokenPolicy(); tp != nullptr) {
-    return PrefillTokens(tp, seq_id, layer, k, v, n, last_q, stats);
+                                   const float* v, uint32_t n, const float* queries,
+                                   uint32_t n_queries, StepStats* stats) {
+  if (n_queries == 0 || queries == nullptr) {
+    return absl::InvalidArgumentError("prefill needs at least the last prompt query");
   }
+  if (TokenPolicy* tp = cache_->policy()->AsTokenPolicy(); tp != nullptr) {
+    const int64_t t0 = NowNs();
+    absl::Status s =
+        tp->RunPrefill(TokenContext{cache_, seq_id, layer}, k, v, n, queries, n_queries);
+    stats->times.select_ns += NowNs() - t0;
+    return s;
+  }
+  const KvCacheOptions& o = cache_->options();
+  const float* last_q = queries + size_t{n_queries - 1} * o.n_q_heads * o.layout.head_dim;
   const int64_t t0 = NowNs();
   RETURN_IF_ERROR(cache_->AppendKv(seq_id, layer, k, v, n));
   stats->times.append_ns += NowNs() - t0;
@@ -151,14 +116,14 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
   stats->times.recall_ns += NowNs() - t1;
 
   const KvCacheOptions& o = cache_->options();
-  const size_t rows = o.n_q_heads;
-  const size_t d = o.layout.head_dim;
   std::vector<float> own_lse;
   if (lse == nullptr) {
-    own_lse.resize(rows);
+    own_lse.resize(o.n_q_heads);
     lse = own_lse.data();
   }
-  if (recalled.empty()) {
+  TokenPolicy* token_policy = cache_->policy()->AsTokenPolicy();
+  const AuxKv aux = token_policy != nullptr ? token_policy->Auxiliary(seq_id, layer) : AuxKv();
+  if (recalled.empty() && aux.n_pages == 0) {
     t1 = NowNs();
     absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
     stats->times.recall_ns += NowNs() - t1;
@@ -167,75 +132,124 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
     RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, out, lse));
     stats->times.attention_ns += NowNs() - t1;
   } else {
-    // states [rows][2][d]: state 0 over the ready pages, 1 over the recalled.
-    partial_out_.assign(rows * 2 * d, 0.0f);
-    partial_lse_.assign(rows * 2, 0.0f);
-    std::vector<float> o0(rows * d), l0(rows), o1(rows * d), l1(rows);
+    // Partial states: the ready pages (while the recall runs), the recalled
+    // pages, the policy's auxiliary pages; merged by log-sum-exp.
+    std::vector<std::vector<float>> outs, lses;
+    auto next_state = [&]() -> std::pair<float*, float*> {
+      outs.emplace_back(size_t{o.n_q_heads} * o.layout.head_dim);
+      lses.emplace_back(o.n_q_heads);
+      return {outs.back().data(), lses.back().data()};
+    };
     t1 = NowNs();
-    RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, o0.data(), l0.data()));
+    auto [o0, l0] = next_state();
+    RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, o0, l0));
     stats->times.attention_ns += NowNs() - t1;
     t1 = NowNs();
     absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
     stats->times.recall_ns += NowNs() - t1;
     RETURN_IF_ERROR(recall_status);
     t1 = NowNs();
-    RETURN_IF_ERROR(Attend(seq_id, layer, q, recalled, o1.data(), l1.data()));
-    for (size_t r = 0; r < rows; ++r) {
-      std::copy_n(&o0[r * d], d, &partial_out_[(r * 2) * d]);
-      std::copy_n(&o1[r * d], d, &partial_out_[(r * 2 + 1) * d]);
-      partial_lse_[r * 2] = l0[r];
-      partial_lse_[r * 2 + 1] = l1[r];
+    if (!recalled.empty()) {
+      auto [o1, l1] = next_state();
+      RETURN_IF_ERROR(Attend(seq_id, layer, q, recalled, o1, l1));
     }
-    kernels::MergeStatesArgs merge;
-    merge.states_out = partial_out_.data();
-    merge.states_lse = partial_lse_.data();
-    merge.n_rows = static_cast<uint32_t>(rows);
-    merge.n_states = 2;
-    merge.head_dim = static_cast<uint32_t>(d);
-    merge.out = out;
-    merge.lse = lse;
-    RETURN_IF_ERROR(kernels::MergeAttentionStatesCpu(merge, threads_));
+    if (aux.n_pages > 0) {
+      std::vector<int32_t> aux_pages(aux.n_pages);
+      for (uint32_t i = 0; i < aux.n_pages; ++i) aux_pages[i] = static_cast<int32_t>(i);
+      auto [o2, l2] = next_state();
+      RETURN_IF_ERROR(AttendPool(aux.pool, aux.page_stride_bytes, aux.n_pages, aux_pages,
+                                 aux.last_page_len, q, o2, l2));
+    }
+    RETURN_IF_ERROR(Merge(outs, lses, out, lse));
     stats->times.attention_ns += NowNs() - t1;
   }
   stats->pages_recalled += cache_->counters().pages_recalled - before.pages_recalled;
   stats->bytes_recalled += cache_->counters().bytes_recalled - before.bytes_recalled;
-  if (TokenPolicy* tp = cache_->policy()->AsTokenPolicy(); tp != nullptr) {
-    // slots_ still lists every cached page: a token policy attends them all.
-    return EvictAfterAttention(tp, seq_id, layer, q, lse, stats);
+  if (token_policy != nullptr) {
+    // slots_ lists every cached page: a token policy attends them all.
+    t1 = NowNs();
+    ASSIGN_OR_RETURN(std::vector<int32_t> all, AllSlots(seq_id, layer));
+    absl::Status s = token_policy->RunAfterAttention(TokenContext{cache_, seq_id, layer}, q, lse,
+                                                     all);
+    stats->times.select_ns += NowNs() - t1;
+    return s;
   }
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::vector<int32_t>> DecodeRunner::AllSlots(uint64_t seq_id, uint32_t layer) {
+  ASSIGN_OR_RETURN(LayerView view, cache_->View(seq_id, layer));
+  std::vector<int32_t> slots;
+  int32_t last_len = 0;
+  RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, AllPages(view.n_pages), &slots,
+                                         &last_len));
+  return slots;
+}
+
+absl::Status DecodeRunner::Merge(const std::vector<std::vector<float>>& outs,
+                                 const std::vector<std::vector<float>>& lses, float* out,
+                                 float* lse) {
+  const KvCacheOptions& o = cache_->options();
+  const size_t rows = o.n_q_heads;
+  const size_t d = o.layout.head_dim;
+  const size_t n = outs.size();
+  partial_out_.assign(rows * n * d, 0.0f);
+  partial_lse_.assign(rows * n, 0.0f);
+  for (size_t r = 0; r < rows; ++r) {
+    for (size_t st = 0; st < n; ++st) {
+      std::copy_n(&outs[st][r * d], d, &partial_out_[(r * n + st) * d]);
+      partial_lse_[r * n + st] = lses[st][r];
+    }
+  }
+  kernels::MergeStatesArgs merge;
+  merge.states_out = partial_out_.data();
+  merge.states_lse = partial_lse_.data();
+  merge.n_rows = static_cast<uint32_t>(rows);
+  merge.n_states = static_cast<uint32_t>(n);
+  merge.head_dim = static_cast<uint32_t>(d);
+  merge.out = out;
+  merge.lse = lse;
+  return kernels::MergeAttentionStatesCpu(merge, threads_);
+}
+
 absl::Status DecodeRunner::Attend(uint64_t seq_id, uint32_t layer, const float* q,
                                   const std::vector<int32_t>& pages, float* out, float* lse) {
+  int32_t last_len = 0;
+  if (pages.empty()) return AttendPool(nullptr, 0, 0, {}, 0, q, out, lse);
+  RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, pages, &slots_, &last_len));
+  const PagePool& pool = cache_->pool(layer);
+  return AttendPool(pool.base(), pool.page_bytes(), pool.capacity(), slots_, last_len, q, out,
+                    lse);
+}
+
+absl::Status DecodeRunner::AttendPool(const void* pool, size_t page_stride_bytes,
+                                      uint32_t pool_pages, const std::vector<int32_t>& slots,
+                                      int32_t last_len, const float* q, float* out, float* lse) {
   const KvCacheOptions& o = cache_->options();
-  if (pages.empty()) {
+  if (slots.empty()) {
     // Nothing to attend: the empty softmax state, which a merge ignores.
     std::fill_n(out, size_t{o.n_q_heads} * o.layout.head_dim, 0.0f);
     std::fill_n(lse, o.n_q_heads, -INFINITY);
     return absl::OkStatus();
   }
-  int32_t last_len = 0;
-  RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, pages, &slots_, &last_len));
-  const PagePool& pool = cache_->pool(layer);
-  const int32_t indptr[2] = {0, static_cast<int32_t>(slots_.size())};
+  const int32_t indptr[2] = {0, static_cast<int32_t>(slots.size())};
   kernels::DecodeAttentionArgs args;
   args.queries = q;
   args.query_type = kernels::ScalarType::kF32;
   args.batch = 1;
   args.n_q_heads = o.n_q_heads;
   args.sm_scale = 1.0f / std::sqrt(static_cast<float>(o.layout.head_dim));
-  args.kv.pool = pool.base();
+  args.kv.pool = pool;
   args.kv.kv_type = static_cast<kernels::ScalarType>(o.layout.dtype);
   args.kv.page_size = o.layout.page_size;
   args.kv.n_kv_heads = o.layout.n_kv_heads;
   args.kv.head_dim = o.layout.head_dim;
-  args.kv.page_stride_bytes = pool.page_bytes();
-  args.kv.pool_pages = pool.capacity();
+  args.kv.page_stride_bytes = page_stride_bytes;
+  args.kv.pool_pages = pool_pages;
   args.kv.indptr = indptr;
-  args.kv.indices = slots_.data();
+  args.kv.indices = slots.data();
   args.kv.last_page_len = &last_len;
-  args.kv.total_entries = static_cast<uint32_t>(slots_.size());
+  args.kv.total_entries = static_cast<uint32_t>(slots.size());
   args.out = out;
   args.lse = lse;
   return kernels::DecodeAttentionCpu(args, threads_);

@@ -1,10 +1,10 @@
 // DecodeRunner: one decode step of one layer, and the end of a prefill,
 // over a KvCacheManager and its policy:
 //
-// Token-level policies (token_policy.h) attend over the whole cache; after
-// attention the runner computes each cached token's attention mass and
-// evicts the tokens the policy names. Their prefill keeps only the tokens
-// the policy selects from the last prompt query's attention.
+// Token-level policies (token_policy.h) attend over the whole cache plus
+// any auxiliary pages they hold (ARKV's dequantized tier); after attention
+// the policy evicts or moves tokens (RunAfterAttention), and their prefill
+// appends only the tokens the policy keeps (RunPrefill).
 //
 //   append k,v ─> estimate (scores of every digested page from q and the
 //   digests; skipped when the policy does not need them) ─> select (the
@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "kernels/thread_pool.h"
 #include "worker/kv_cache_manager.h"
+#include "worker/token_policy.h"
 
 namespace kvtier::worker {
 
@@ -59,10 +60,13 @@ class DecodeRunner {
 
   // Appends the prompt's n tokens of `layer` (k, v: [n][Hkv][D] fp32; their
   // token ids must already be appended) and plans the layer with the last
-  // prompt token's query `last_q` ([Hq][D] fp32), recalling what the plan
-  // keeps. Prefill attention itself is the model's (dense) business.
+  // prompt token's query, recalling what the plan keeps. `queries` are the
+  // last n_queries >= 1 prompt rows ([n_queries][Hq][D] fp32, the last row
+  // last); ARKV uses them all. Prefill attention itself is the model's
+  // (dense) business.
   absl::Status Prefill(uint64_t seq_id, uint32_t layer, const float* k, const float* v,
-                       uint32_t n, const float* last_q, StepStats* stats);
+                       uint32_t n, const float* queries, uint32_t n_queries,
+                       StepStats* stats);
 
   // One decode token of one layer: q [Hq][D], k and v [Hkv][D], all fp32.
   // Writes out [Hq][D] (and lse [Hq] when not null).
@@ -72,13 +76,14 @@ class DecodeRunner {
  private:
   absl::StatusOr<PagePlan> EstimateAndPlan(uint64_t seq_id, uint32_t layer, const float* q,
                                            bool prefill, StepStats* stats);
-  absl::Status PrefillTokens(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
-                             const float* k, const float* v, uint32_t n, const float* last_q,
-                             StepStats* stats);
-  absl::Status EvictAfterAttention(TokenPolicy* policy, uint64_t seq_id, uint32_t layer,
-                                   const float* q, const float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
+  absl::Status AttendPool(const void* pool, size_t page_stride_bytes, uint32_t pool_pages,
+                          const std::vector<int32_t>& slots, int32_t last_len, const float* q,
+                          float* out, float* lse);
+  absl::Status Merge(const std::vector<std::vector<float>>& outs,
+                     const std::vector<std::vector<float>>& lses, float* out, float* lse);
+  absl::StatusOr<std::vector<int32_t>> AllSlots(uint64_t seq_id, uint32_t layer);
 
   KvCacheManager* const cache_;
   kernels::ThreadPool* const threads_;

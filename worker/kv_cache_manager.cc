@@ -512,6 +512,30 @@ absl::Status KvCacheManager::EvictTokens(uint64_t seq_id, uint32_t layer,
   return absl::OkStatus();
 }
 
+absl::Status KvCacheManager::ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,
+                                        std::vector<float>* v) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  const LayerTable& t = seq->layers[layer];
+  const PageLayout& lay = options_.layout;
+  const auto type = static_cast<kernels::ScalarType>(lay.dtype);
+  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
+  const size_t v_offset = lay.ElementsPerTensor();
+  k->resize(t.n_tokens * row);
+  v->resize(t.n_tokens * row);
+  for (uint32_t j = 0; j < t.n_tokens; ++j) {
+    const int32_t slot = t.slots[j / lay.page_size];
+    if (slot < 0) return absl::FailedPreconditionError("a cached page is not resident");
+    const uint8_t* page = pools_[layer]->SlotData(slot);
+    const size_t base = size_t{j % lay.page_size} * row;
+    for (size_t e = 0; e < row; ++e) {
+      (*k)[j * row + e] = kernels::LoadAsFloat(page, type, base + e);
+      (*v)[j * row + e] = kernels::LoadAsFloat(page, type, v_offset + base + e);
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<uint32_t> KvCacheManager::TokenIdCount(uint64_t seq_id) const {
   ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
   return static_cast<uint32_t>(seq->tokens.size());

@@ -150,6 +150,11 @@ class KvCacheManager {
   // policies that do not offload (stored pages are never rewritten).
   absl::Status EvictTokens(uint64_t seq_id, uint32_t layer, absl::Span<const uint32_t> slots);
 
+  // The cached tokens of a layer in slot order as fp32: k and v become
+  // [n_tokens][n_kv_heads][head_dim].
+  absl::Status ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,
+                          std::vector<float>* v) const;
+
   // Token ids appended to the sequence so far.
   absl::StatusOr<uint32_t> TokenIdCount(uint64_t seq_id) const;
 

@@ -66,7 +66,7 @@ struct Harness {
     if (absl::Status s = cache->AppendTokenIds(seq, ids); !s.ok()) return s;
     for (uint32_t l = 0; l < cache->options().n_layers; ++l) {
       std::vector<float> k = in.Next(n * kRow), v = in.Next(n * kRow), q = in.Next(kQHeads * kDim);
-      if (absl::Status s = runner->Prefill(seq, l, k.data(), v.data(), n, q.data(), &stats);
+      if (absl::Status s = runner->Prefill(seq, l, k.data(), v.data(), n, q.data(), 1, &stats);
           !s.ok()) {
         return s;
       }

@@ -258,7 +258,7 @@ TEST(TokenEvictionTest, TokenPolicyStaysWithinItsTokenBudgetEveryStep) {
     q = {0.5f, -0.25f};
     StepStats stats;
     ASSERT_TRUE(cache->AppendTokenIds(1, std::vector<uint32_t>(20, 0)).ok());
-    ASSERT_TRUE(runner.Prefill(1, 0, k.data(), v.data(), 20, q.data(), &stats).ok());
+    ASSERT_TRUE(runner.Prefill(1, 0, k.data(), v.data(), 20, q.data(), 1, &stats).ok());
     EXPECT_EQ(cache->View(1, 0)->n_tokens, 11u) << policy->name();
     for (int step = 0; step < 10; ++step) {
       ASSERT_TRUE(cache->AppendTokenIds(1, {1}).ok());

@@ -169,11 +169,10 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   for (uint32_t l = 0; l < h.n_layers; ++l) {
     TracePromptLayer rec;
     RETURN_IF_ERROR(source.PromptLayer(l, &rec));
-    // The last prompt row's query drives prefill selection.
-    const float* last_q = rec.queries.data() + (h.n_prompt_queries - 1) * qd;
     for (Lane* x : {&lane, &ref}) {
       RETURN_IF_ERROR(x->runner->Prefill(1, l, rec.keys.data(), rec.values.data(), h.prompt_len,
-                                         last_q, &x->prefill_stats));
+                                         rec.queries.data(), h.n_prompt_queries,
+                                         &x->prefill_stats));
     }
   }
   SimReport report;

@@ -27,6 +27,11 @@ absl::Status CachedTokenMass(const PagePool& pool, absl::Span<const int32_t> slo
 void PromptTokenMass(const float* keys, uint32_t n, uint32_t n_kv_heads, uint32_t n_q_heads,
                      uint32_t head_dim, const float* q, std::vector<float>* mass);
 
+// Keys given directly (keys [n][n_kv_heads][head_dim] fp32), with the
+// log-sum-exp per query head taken from an attention that covered them.
+void RowTokenMass(const float* keys, uint32_t n, uint32_t n_kv_heads, uint32_t n_q_heads,
+                  uint32_t head_dim, const float* q, const float* lse, std::vector<float>* mass);
+
 }  // namespace kvtier::worker
 
 #endif  // KVTIER_WORKER_TOKEN_ATTENTION_H_

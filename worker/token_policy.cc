@@ -5,6 +5,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/kv_cache_manager.h"
+#include "worker/token_attention.h"
 
 namespace kvtier::worker {
 
@@ -63,6 +65,38 @@ absl::StatusOr<std::vector<uint32_t>> TokenPolicy::AfterAttention(uint64_t seq_i
   ApplySwapRemove(slots.position, victims);
   ApplySwapRemove(slots.score, victims);
   return victims;
+}
+
+absl::Status TokenPolicy::RunPrefill(const TokenContext& ctx, const float* k, const float* v,
+                                     uint32_t n, const float* queries, uint32_t n_queries) {
+  const KvCacheOptions& o = ctx.cache->options();
+  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
+  const float* last_q = queries + size_t{n_queries - 1} * o.n_q_heads * o.layout.head_dim;
+  std::vector<float> mass;
+  PromptTokenMass(k, n, o.layout.n_kv_heads, o.n_q_heads, o.layout.head_dim, last_q, &mass);
+  ASSIGN_OR_RETURN(std::vector<uint32_t> kept,
+                   SelectPrefill(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size, mass));
+  const size_t row = size_t{o.layout.n_kv_heads} * o.layout.head_dim;
+  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
+    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
+  }
+  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
+                             static_cast<uint32_t>(kept.size()));
+}
+
+absl::Status TokenPolicy::RunAfterAttention(const TokenContext& ctx, const float* q,
+                                            const float* lse, absl::Span<const int32_t> slots) {
+  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
+  ASSIGN_OR_RETURN(uint32_t n_ids, ctx.cache->TokenIdCount(ctx.seq_id));
+  std::vector<float> mass;
+  RETURN_IF_ERROR(CachedTokenMass(ctx.cache->pool(ctx.layer), slots, view.n_tokens,
+                                  ctx.cache->options().n_q_heads, q, lse, &mass));
+  ASSIGN_OR_RETURN(std::vector<uint32_t> victims,
+                   AfterAttention(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size,
+                                  n_ids - 1, mass));
+  return ctx.cache->EvictTokens(ctx.seq_id, ctx.layer, victims);
 }
 
 void TokenPolicy::EndSequence(uint64_t seq_id) {

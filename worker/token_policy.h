@@ -38,6 +38,25 @@
 
 namespace kvtier::worker {
 
+class KvCacheManager;
+
+// The (sequence, layer) a token policy acts on.
+struct TokenContext {
+  KvCacheManager* cache = nullptr;
+  uint64_t seq_id = 0;
+  uint32_t layer = 0;
+};
+
+// Extra float pages attention also reads, in the pool's layout and dtype:
+// page i at pool + i * page_stride_bytes, all full but the last
+// (last_page_len tokens). n_pages 0: none.
+struct AuxKv {
+  const void* pool = nullptr;
+  size_t page_stride_bytes = 0;
+  uint32_t n_pages = 0;
+  int32_t last_page_len = 0;
+};
+
 // Evicts slots in descending order, each by moving the last element into it.
 // REQUIRES: slots strictly descending, each < v.size().
 template <typename T>
@@ -58,6 +77,17 @@ class TokenPolicy : public Policy {
   int32_t AppendVictim(const LayerView&) override { return -1; }
   TokenPolicy* AsTokenPolicy() override { return this; }
 
+  // Hooks the decode step calls. The defaults compute the attention mass
+  // (token_attention.h) and apply SelectPrefill / AfterAttention below.
+  // Prefill: k, v [n][Hkv][D]; queries are the last n_queries prompt rows.
+  virtual absl::Status RunPrefill(const TokenContext& ctx, const float* k, const float* v,
+                                  uint32_t n, const float* queries, uint32_t n_queries);
+  // After attention over the cached pages (pool slots `slots`, in order) and
+  // Auxiliary(); lse is the merged log-sum-exp per query head.
+  virtual absl::Status RunAfterAttention(const TokenContext& ctx, const float* q,
+                                         const float* lse, absl::Span<const int32_t> slots);
+  virtual AuxKv Auxiliary(uint64_t seq_id, uint32_t layer) const { return AuxKv(); }
+
   // Prompt of n tokens: `mass` is the last prompt token's attention mass
   // over the n tokens. Returns the prompt positions to keep, ascending, at
   // most capacity - 1. The kept tokens are appended in that order.
@@ -72,7 +102,7 @@ class TokenPolicy : public Policy {
                                                        uint32_t capacity, uint32_t position,
                                                        absl::Span<const float> mass);
 
-  void EndSequence(uint64_t seq_id);
+  virtual void EndSequence(uint64_t seq_id);
 
  protected:
   // Per (sequence, layer): the original position of the token in each slot

@@ -76,7 +76,7 @@ std::unique_ptr<Setup> Build(uint32_t context, uint32_t budget_tokens) {
   TracePromptLayer prompt = gen.PromptLayer(0);
   StepStats ignored;
   if (!s->runner->Prefill(1, 0, prompt.keys.data(), prompt.values.data(), context,
-                          prompt.queries.data(), &ignored)
+                          prompt.queries.data(), 1, &ignored)
            .ok()) {
     return nullptr;
   }
