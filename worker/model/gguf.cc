@@ -1,7 +1,6 @@
 #include "worker/model/gguf.h"
 
 #include <cstring>
-#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -77,12 +76,87 @@ class GgufFile::Parser {
     return s;
   }
 
+  // Reads a T and widens it into `out`.
+  template <typename T, typename U>
+  absl::Status ReadInto(U& out, absl::string_view what) {
+    ASSIGN_OR_RETURN(T v, Read<T>(what));
+    out = v;
+    return absl::OkStatus();
+  }
+
   absl::StatusOr<GgufValue> ReadValue(uint32_t raw_type, int depth);
 
  private:
+  absl::Status ReadScalar(GgufValue& v);
+  absl::Status ReadArray(GgufValue& v, int depth);
+
   absl::Span<const uint8_t> bytes_;
   size_t pos_ = 0;
 };
+
+absl::Status GgufFile::Parser::ReadScalar(GgufValue& v) {
+  switch (v.type) {
+    case GgufValueType::kUint8:
+      return ReadInto<uint8_t>(v.u, "u8");
+    case GgufValueType::kInt8:
+      return ReadInto<int8_t>(v.i, "i8");
+    case GgufValueType::kUint16:
+      return ReadInto<uint16_t>(v.u, "u16");
+    case GgufValueType::kInt16:
+      return ReadInto<int16_t>(v.i, "i16");
+    case GgufValueType::kUint32:
+      return ReadInto<uint32_t>(v.u, "u32");
+    case GgufValueType::kInt32:
+      return ReadInto<int32_t>(v.i, "i32");
+    case GgufValueType::kUint64:
+      return ReadInto<uint64_t>(v.u, "u64");
+    case GgufValueType::kInt64:
+      return ReadInto<int64_t>(v.i, "i64");
+    case GgufValueType::kFloat32:
+      return ReadInto<float>(v.f, "f32");
+    case GgufValueType::kFloat64:
+      return ReadInto<double>(v.f, "f64");
+    case GgufValueType::kBool: {
+      RETURN_IF_ERROR(ReadInto<uint8_t>(v.u, "bool"));
+      if (v.u > 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("GGUF bool value ", v.u, " at offset ", pos_ - 1));
+      }
+      return absl::OkStatus();
+    }
+    case GgufValueType::kString: {
+      ASSIGN_OR_RETURN(v.s, ReadString("string value"));
+      return absl::OkStatus();
+    }
+    case GgufValueType::kArray:
+      break;
+  }
+  return absl::InternalError("ReadScalar called on an array");
+}
+
+absl::Status GgufFile::Parser::ReadArray(GgufValue& v, int depth) {
+  if (depth >= kMaxArrayDepth) {
+    return absl::InvalidArgumentError("GGUF arrays nested too deeply");
+  }
+  ASSIGN_OR_RETURN(uint32_t et, Read<uint32_t>("array type"));
+  ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>("array length"));
+  if (!IsKnownValueType(et)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("GGUF unknown array element type ", et));
+  }
+  v.element_type = static_cast<GgufValueType>(et);
+  if (n > left() / MinEncodedBytes(v.element_type)) {
+    return absl::DataLossError(absl::StrCat(
+        "GGUF truncated: array of ", n, " elements at offset ", pos_,
+        " cannot fit in the ", left(), " bytes left"));
+  }
+  v.array.reserve(n);
+  for (uint64_t e = 0; e < n; ++e) {
+    ASSIGN_OR_RETURN(GgufValue elem, ReadValue(et, depth + 1));
+    v.array.push_back(std::move(elem));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<GgufValue> GgufFile::Parser::ReadValue(uint32_t raw_type,
                                                       int depth) {
@@ -92,87 +166,97 @@ absl::StatusOr<GgufValue> GgufFile::Parser::ReadValue(uint32_t raw_type,
   }
   GgufValue v;
   v.type = static_cast<GgufValueType>(raw_type);
-  switch (v.type) {
-    case GgufValueType::kUint8: {
-      ASSIGN_OR_RETURN(v.u, Read<uint8_t>("u8"));
-      break;
-    }
-    case GgufValueType::kInt8: {
-      ASSIGN_OR_RETURN(v.i, Read<int8_t>("i8"));
-      break;
-    }
-    case GgufValueType::kUint16: {
-      ASSIGN_OR_RETURN(v.u, Read<uint16_t>("u16"));
-      break;
-    }
-    case GgufValueType::kInt16: {
-      ASSIGN_OR_RETURN(v.i, Read<int16_t>("i16"));
-      break;
-    }
-    case GgufValueType::kUint32: {
-      ASSIGN_OR_RETURN(v.u, Read<uint32_t>("u32"));
-      break;
-    }
-    case GgufValueType::kInt32: {
-      ASSIGN_OR_RETURN(v.i, Read<int32_t>("i32"));
-      break;
-    }
-    case GgufValueType::kUint64: {
-      ASSIGN_OR_RETURN(v.u, Read<uint64_t>("u64"));
-      break;
-    }
-    case GgufValueType::kInt64: {
-      ASSIGN_OR_RETURN(v.i, Read<int64_t>("i64"));
-      break;
-    }
-    case GgufValueType::kFloat32: {
-      ASSIGN_OR_RETURN(v.f, Read<float>("f32"));
-      break;
-    }
-    case GgufValueType::kFloat64: {
-      ASSIGN_OR_RETURN(v.f, Read<double>("f64"));
-      break;
-    }
-    case GgufValueType::kBool: {
-      ASSIGN_OR_RETURN(uint8_t b, Read<uint8_t>("bool"));
-      if (b > 1) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("GGUF bool value ", b, " at offset ", pos_ - 1));
-      }
-      v.u = b;
-      break;
-    }
-    case GgufValueType::kString: {
-      ASSIGN_OR_RETURN(v.s, ReadString("string value"));
-      break;
-    }
-    case GgufValueType::kArray: {
-      if (depth >= kMaxArrayDepth) {
-        return absl::InvalidArgumentError("GGUF arrays nested too deeply");
-      }
-      ASSIGN_OR_RETURN(uint32_t et, Read<uint32_t>("array type"));
-      ASSIGN_OR_RETURN(uint64_t n, Read<uint64_t>("array length"));
-      if (!IsKnownValueType(et)) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("GGUF unknown array element type ", et));
-      }
-      v.element_type = static_cast<GgufValueType>(et);
-      const uint64_t min = MinEncodedBytes(v.element_type);
-      if (n > left() / min) {
-        return absl::DataLossError(absl::StrCat(
-            "GGUF truncated: array of ", n, " elements at offset ", pos_,
-            " cannot fit in the ", left(), " bytes left"));
-      }
-      v.array.reserve(n);
-      for (uint64_t e = 0; e < n; ++e) {
-        ASSIGN_OR_RETURN(GgufValue elem, ReadValue(et, depth + 1));
-        v.array.push_back(std::move(elem));
-      }
-      break;
-    }
+  if (v.type == GgufValueType::kArray) {
+    RETURN_IF_ERROR(ReadArray(v, depth));
+  } else {
+    RETURN_IF_ERROR(ReadScalar(v));
   }
   return v;
 }
+
+namespace {
+
+// A tensor info as read, before its data is placed in the file.
+struct RawTensorInfo {
+  GgufTensor tensor;
+  uint64_t offset = 0;
+  uint64_t n_bytes = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<uint64_t> GgufFile::ParseMetadata(Parser& p, uint64_t n_kv) {
+  const std::string& path = file_->path();
+  for (uint64_t k = 0; k < n_kv; ++k) {
+    ASSIGN_OR_RETURN(std::string key, p.ReadString("metadata key"));
+    ASSIGN_OR_RETURN(uint32_t type, p.Read<uint32_t>("metadata type"));
+    ASSIGN_OR_RETURN(GgufValue value, p.ReadValue(type, 0));
+    if (!metadata_.emplace(key, std::move(value)).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": duplicate GGUF metadata key '", key, "'"));
+    }
+  }
+  uint64_t alignment = kDefaultAlignment;
+  if (FindValue("general.alignment") != nullptr) {
+    ASSIGN_OR_RETURN(alignment, GetUint("general.alignment"));
+    if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": general.alignment ", alignment, " is not a power of two"));
+    }
+  }
+  return alignment;
+}
+
+namespace {
+
+absl::StatusOr<RawTensorInfo> ParseTensorInfo(GgufFile::Parser& p,
+                                              const std::string& path,
+                                              uint64_t alignment) {
+  RawTensorInfo info;
+  GgufTensor& tensor = info.tensor;
+  ASSIGN_OR_RETURN(tensor.name, p.ReadString("tensor name"));
+  ASSIGN_OR_RETURN(uint32_t n_dims, p.Read<uint32_t>("tensor n_dims"));
+  if (n_dims == 0 || n_dims > kMaxDims) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": tensor '", tensor.name, "' has ", n_dims, " dims (1..4)"));
+  }
+  uint64_t n_values = 1;
+  for (uint32_t d = 0; d < n_dims; ++d) {
+    ASSIGN_OR_RETURN(uint64_t ne, p.Read<uint64_t>("tensor dim"));
+    // 2^40 values bounds every product below and any model this runs.
+    if (ne == 0 || ne > (uint64_t{1} << 40) ||
+        n_values * ne > (uint64_t{1} << 40)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensor '", tensor.name, "' has a bad dim ", ne));
+    }
+    n_values *= ne;
+    tensor.dims.push_back(ne);
+  }
+  tensor.n_values = n_values;
+  ASSIGN_OR_RETURN(uint32_t raw_type, p.Read<uint32_t>("tensor type"));
+  const GgmlTypeTraits* traits = FindGgmlType(raw_type);
+  if (traits == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": tensor '", tensor.name,
+                     "' has unknown or unsupported ggml type ", raw_type));
+  }
+  tensor.type = static_cast<GgmlType>(raw_type);
+  if (tensor.dims[0] % traits->block_values != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": tensor '", tensor.name, "' row of ", tensor.dims[0],
+        " values is not whole ", traits->name, " blocks"));
+  }
+  info.n_bytes = n_values / traits->block_values * traits->block_bytes;
+  ASSIGN_OR_RETURN(info.offset, p.Read<uint64_t>("tensor offset"));
+  if (info.offset % alignment != 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": tensor '", tensor.name, "' offset ",
+                     info.offset, " is not aligned to ", alignment));
+  }
+  return info;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
     const std::string& path) {
@@ -199,79 +283,18 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
         path, ": GGUF truncated: ", n_kv, " metadata pairs and ", n_tensors,
         " tensors cannot fit in ", p.left(), " bytes"));
   }
-  for (uint64_t k = 0; k < n_kv; ++k) {
-    ASSIGN_OR_RETURN(std::string key, p.ReadString("metadata key"));
-    ASSIGN_OR_RETURN(uint32_t type, p.Read<uint32_t>("metadata type"));
-    ASSIGN_OR_RETURN(GgufValue value, p.ReadValue(type, 0));
-    if (!file->metadata_.emplace(key, std::move(value)).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": duplicate GGUF metadata key '", key, "'"));
-    }
-  }
-  uint64_t alignment = kDefaultAlignment;
-  if (file->FindValue("general.alignment") != nullptr) {
-    ASSIGN_OR_RETURN(alignment, file->GetUint("general.alignment"));
-    if (alignment == 0 || (alignment & (alignment - 1)) != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": general.alignment ", alignment, " is not a power of two"));
-    }
-  }
-
-  struct RawInfo {
-    GgufTensor tensor;
-    uint64_t offset;
-    uint64_t n_bytes;
-  };
-  std::vector<RawInfo> infos;
+  ASSIGN_OR_RETURN(const uint64_t alignment, file->ParseMetadata(p, n_kv));
+  std::vector<RawTensorInfo> infos;
   infos.reserve(n_tensors);
   for (uint64_t t = 0; t < n_tensors; ++t) {
-    RawInfo info;
-    GgufTensor& tensor = info.tensor;
-    ASSIGN_OR_RETURN(tensor.name, p.ReadString("tensor name"));
-    ASSIGN_OR_RETURN(uint32_t n_dims, p.Read<uint32_t>("tensor n_dims"));
-    if (n_dims == 0 || n_dims > kMaxDims) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", tensor.name, "' has ", n_dims, " dims (1..4)"));
-    }
-    uint64_t n_values = 1;
-    for (uint32_t d = 0; d < n_dims; ++d) {
-      ASSIGN_OR_RETURN(uint64_t ne, p.Read<uint64_t>("tensor dim"));
-      if (ne == 0 || n_values > std::numeric_limits<uint64_t>::max() / ne ||
-          n_values * ne > (uint64_t{1} << 40)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            path, ": tensor '", tensor.name, "' has a bad dim ", ne));
-      }
-      n_values *= ne;
-      tensor.dims.push_back(ne);
-    }
-    tensor.n_values = n_values;
-    ASSIGN_OR_RETURN(uint32_t raw_type, p.Read<uint32_t>("tensor type"));
-    const GgmlTypeTraits* traits = FindGgmlType(raw_type);
-    if (traits == nullptr) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", tensor.name,
-                       "' has unknown or unsupported ggml type ", raw_type));
-    }
-    tensor.type = static_cast<GgmlType>(raw_type);
-    if (tensor.dims[0] % traits->block_values != 0) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          path, ": tensor '", tensor.name, "' row of ", tensor.dims[0],
-          " values is not whole ", traits->name, " blocks"));
-    }
-    info.n_bytes = n_values / traits->block_values * traits->block_bytes;
-    ASSIGN_OR_RETURN(info.offset, p.Read<uint64_t>("tensor offset"));
-    if (info.offset % alignment != 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(path, ": tensor '", tensor.name, "' offset ",
-                       info.offset, " is not aligned to ", alignment));
-    }
+    ASSIGN_OR_RETURN(RawTensorInfo info, ParseTensorInfo(p, path, alignment));
     infos.push_back(std::move(info));
   }
 
   const uint64_t data_start = (p.pos() + alignment - 1) / alignment * alignment;
-  for (RawInfo& info : infos) {
+  const uint64_t size = bytes.size();
+  for (RawTensorInfo& info : infos) {
     GgufTensor& tensor = info.tensor;
-    const uint64_t size = bytes.size();
     if (data_start > size || info.offset > size - data_start ||
         info.n_bytes > size - data_start - info.offset) {
       return absl::DataLossError(absl::StrCat(

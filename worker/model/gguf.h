@@ -101,10 +101,14 @@ class GgufFile {
   absl::StatusOr<std::vector<float>> ReadTensor(
       absl::string_view name, absl::Span<const uint64_t> want_dims) const;
 
- private:
+  // The bounds-checked reader Open uses (defined in gguf.cc).
   class Parser;
+
+ private:
   explicit GgufFile(std::unique_ptr<MappedFile> file)
       : file_(std::move(file)) {}
+  // Reads n_kv pairs into metadata_; returns the data alignment.
+  absl::StatusOr<uint64_t> ParseMetadata(Parser& p, uint64_t n_kv);
 
   std::unique_ptr<MappedFile> file_;
   uint32_t version_ = 0;

@@ -57,11 +57,12 @@ const std::vector<std::string>& WorkerPolicyNames() {
 
 absl::Status WorkerBackendOptions::Validate() const {
   if (budget_tokens < 0 || page_size < 1 || page_size > 1024 ||
-      max_sequences < 1) {
+      max_sequences < 1 || prefill_query_rows < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "worker backend options: budget_tokens=", budget_tokens,
         " (>= 0), page_size=", page_size, " (1..1024), max_sequences=",
-        max_sequences, " (> 0)"));
+        max_sequences, " (> 0), prefill_query_rows=", prefill_query_rows,
+        " (> 0)"));
   }
   return absl::OkStatus();
 }
@@ -99,7 +100,8 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
     }
   }
   std::unique_ptr<WorkerAttentionBackend> b(
-      new WorkerAttentionBackend(shape, std::move(layer_budgets)));
+      new WorkerAttentionBackend(shape, std::move(layer_budgets),
+                                 options.prefill_query_rows));
   b->policy_ = std::move(policy);
   if (b->policy_->offloads()) {
     b->store_ = std::make_unique<worker::InProcessPageStore>();
@@ -126,9 +128,11 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
 }
 
 WorkerAttentionBackend::WorkerAttentionBackend(
-    const AttentionShape& shape, std::vector<uint32_t> layer_budgets)
+    const AttentionShape& shape, std::vector<uint32_t> layer_budgets,
+    int prefill_query_rows)
     : shape_(shape),
       layer_budgets_(std::move(layer_budgets)),
+      prefill_query_rows_(prefill_query_rows),
       scores_(shape.max_positions) {}
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
@@ -178,13 +182,14 @@ absl::Status WorkerAttentionBackend::AppendTokens(
 absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
                                                  LayerState& s) {
   if (s.prompt_tokens > 0) {
+    const uint32_t rows = s.recent_q.size() / shape_.q_dim();
     RETURN_IF_ERROR(runner_->Prefill(seq, layer, s.prompt_k.data(),
                                      s.prompt_v.data(), s.prompt_tokens,
-                                     s.last_q.data(), &stats_));
+                                     s.recent_q.data(), rows, &stats_));
   }
   s.prompt_k = {};
   s.prompt_v = {};
-  s.last_q = {};
+  s.recent_q = {};
   s.decoding = true;
   return absl::OkStatus();
 }
@@ -260,7 +265,13 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
   }
   s->prompt_tokens += n_tokens;
   s->positions += n_tokens;
-  s->last_q.assign(q.end() - q_dim, q.end());
+  // Keep the last prefill_query_rows query rows, oldest first.
+  s->recent_q.insert(s->recent_q.end(), q.begin(), q.end());
+  const size_t keep = q_dim * prefill_query_rows_;
+  if (s->recent_q.size() > keep) {
+    s->recent_q.erase(s->recent_q.begin(),
+                      s->recent_q.end() - static_cast<ptrdiff_t>(keep));
+  }
   return absl::OkStatus();
 }
 

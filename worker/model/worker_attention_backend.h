@@ -6,7 +6,7 @@
 // select, recall, paged attention over the plan). A prompt processed in a
 // batch is attended densely and exactly here (prefill attention is the
 // model's business), its K/V held until the first decode token of that
-// layer, then handed to DecodeRunner::Prefill with the last prompt query,
+// layer, then handed to DecodeRunner::Prefill with the last prompt queries,
 // so prompt-time selection (token policies, ArkVale) sees the whole prompt.
 //
 // Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
@@ -47,6 +47,10 @@ struct WorkerBackendOptions {
   int page_size = 16;
   // Sequences alive at once. Default 4; must be positive.
   int max_sequences = 4;
+  // The last prompt queries handed to DecodeRunner::Prefill (ARKV scores
+  // the prompt with them; other policies read only the last). Default 32,
+  // ARKV's observation window; must be positive.
+  int prefill_query_rows = 32;
 
   absl::Status Validate() const;
 };
@@ -89,7 +93,7 @@ class WorkerAttentionBackend : public AttentionBackend {
   // decode token between Append and Attend.
   struct LayerState {
     std::vector<float> prompt_k, prompt_v;  // [n, kv_dim]
-    std::vector<float> last_q;              // the last prompt token's query
+    std::vector<float> recent_q;  // the last prompt queries, [rows, q_dim]
     int prompt_tokens = 0;
     bool decoding = false;
     std::vector<float> k, v;  // the pending decode token
@@ -101,12 +105,14 @@ class WorkerAttentionBackend : public AttentionBackend {
   };
 
   WorkerAttentionBackend(const AttentionShape& shape,
-                         std::vector<uint32_t> layer_budgets);
+                         std::vector<uint32_t> layer_budgets,
+                         int prefill_query_rows);
   absl::StatusOr<LayerState*> Find(SequenceId seq, int layer);
   absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
 
   const AttentionShape shape_;
   const std::vector<uint32_t> layer_budgets_;
+  const int prefill_query_rows_;
   std::unique_ptr<worker::Policy> policy_;
   worker::CpuDevice device_;
   std::unique_ptr<worker::InProcessPageStore> store_;  // offloading only

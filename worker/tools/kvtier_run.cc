@@ -119,6 +119,45 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
   return absl::OkStatus();
 }
 
+// The attention backend --policy names; `worker` is set when it is the
+// worker runtime's.
+absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
+    const Args& args, const ModelConfig& c, WorkerAttentionBackend** worker) {
+  if (args.policy == "dense") {
+    auto dense = DenseAttentionBackend::Create(c.attention_shape());
+    if (!dense.ok()) return dense.status();
+    return std::unique_ptr<AttentionBackend>(*std::move(dense));
+  }
+  auto wb = WorkerAttentionBackend::Create(
+      c.attention_shape(), {.policy = args.policy,
+                            .budget_tokens = args.budget,
+                            .page_size = args.page_size,
+                            .max_sequences = 1});
+  if (!wb.ok()) return wb.status();
+  *worker = wb->get();
+  return std::unique_ptr<AttentionBackend>(*std::move(wb));
+}
+
+void PrintWorkerStats(const WorkerAttentionBackend& backend,
+                      const Args& args) {
+  const worker::StepStats& st = backend.stats();
+  const worker::CacheCounters& cc = backend.counters();
+  std::fprintf(stderr,
+               "kvtier-run: budget=%u pages of %d tokens (last layer), "
+               "decode layer-steps=%llu pages_attended=%llu "
+               "pages_recalled=%llu pages_evicted=%llu pages_dropped=%llu "
+               "attention=%.1f ms estimate=%.1f ms select=%.1f ms "
+               "recall=%.1f ms\n",
+               backend.layer_budgets().back(), args.page_size,
+               static_cast<unsigned long long>(st.steps),
+               static_cast<unsigned long long>(st.pages_attended),
+               static_cast<unsigned long long>(cc.pages_recalled),
+               static_cast<unsigned long long>(cc.pages_evicted),
+               static_cast<unsigned long long>(cc.pages_dropped),
+               st.times.attention_ns / 1e6, st.times.estimate_ns / 1e6,
+               st.times.select_ns / 1e6, st.times.recall_ns / 1e6);
+}
+
 absl::Status Run(const Args& args) {
   const absl::Time t0 = absl::Now();
   absl::StatusOr<LoadedModel> model = LoadModel(args.model, args.tokenizer);
@@ -136,23 +175,11 @@ absl::Status Run(const Args& args) {
                  steps, c.max_positions);
     steps = c.max_positions;
   }
-  std::unique_ptr<AttentionBackend> backend;
   WorkerAttentionBackend* worker_backend = nullptr;
-  if (args.policy == "dense") {
-    auto dense = DenseAttentionBackend::Create(c.attention_shape());
-    if (!dense.ok()) return dense.status();
-    backend = *std::move(dense);
-  } else {
-    auto wb = WorkerAttentionBackend::Create(
-        c.attention_shape(), {.policy = args.policy,
-                              .budget_tokens = args.budget,
-                              .page_size = args.page_size,
-                              .max_sequences = 1});
-    if (!wb.ok()) return wb.status();
-    worker_backend = wb->get();
-    backend = *std::move(wb);
-  }
-  auto transformer = Transformer::Create(&model->weights, backend.get());
+  absl::StatusOr<std::unique_ptr<AttentionBackend>> backend =
+      MakeBackend(args, c, &worker_backend);
+  if (!backend.ok()) return backend.status();
+  auto transformer = Transformer::Create(&model->weights, backend->get());
   if (!transformer.ok()) return transformer.status();
   absl::StatusOr<Sampler> sampler = Sampler::Create(args.temperature, args.seed);
   if (!sampler.ok()) return sampler.status();
@@ -166,7 +193,7 @@ absl::Status Run(const Args& args) {
     std::fflush(stdout);
   };
   absl::StatusOr<GenerationResult> result =
-      Generate(**transformer, *backend, *model->tokenizer, *sampler,
+      Generate(**transformer, **backend, *model->tokenizer, *sampler,
                args.prompt, options);
   std::fputc('\n', stdout);
   std::fflush(stdout);
@@ -179,24 +206,7 @@ absl::Status Run(const Args& args) {
                result->generated_tokens,
                result->generated_tokens /
                    std::max(result->decode_seconds, 1e-9));
-  if (worker_backend != nullptr) {
-    const worker::StepStats& st = worker_backend->stats();
-    const worker::CacheCounters& cc = worker_backend->counters();
-    std::fprintf(stderr,
-                 "kvtier-run: budget=%u pages of %d tokens (last layer), "
-                 "decode layer-steps=%llu pages_attended=%llu "
-                 "pages_recalled=%llu pages_evicted=%llu pages_dropped=%llu "
-                 "attention=%.1f ms estimate=%.1f ms select=%.1f ms "
-                 "recall=%.1f ms\n",
-                 worker_backend->layer_budgets().back(), args.page_size,
-                 static_cast<unsigned long long>(st.steps),
-                 static_cast<unsigned long long>(st.pages_attended),
-                 static_cast<unsigned long long>(cc.pages_recalled),
-                 static_cast<unsigned long long>(cc.pages_evicted),
-                 static_cast<unsigned long long>(cc.pages_dropped),
-                 st.times.attention_ns / 1e6, st.times.estimate_ns / 1e6,
-                 st.times.select_ns / 1e6, st.times.recall_ns / 1e6);
-  }
+  if (worker_backend != nullptr) PrintWorkerStats(*worker_backend, args);
   return absl::OkStatus();
 }
 
