@@ -80,16 +80,15 @@ KVTIER_HD float RoundHalfEven(float x) {
 // ---- fp16 ----------------------------------------------------------------
 
 KVTIER_HD float HalfToFloat(uint16_t h) {
+  // Branch-free so loops over it vectorise: the exponent and mantissa bits,
+  // shifted into fp32 position, read as a float 2^112 times too small, for
+  // normals and subnormals alike; the multiply by 2^112 is exact.
   const uint32_t sign = uint32_t{h & 0x8000u} << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  // Subnormals are exact in fp32: mant * 2^-24.
-  const float sub = static_cast<float>(mant) * 5.9604644775390625e-08f;
-  const uint32_t normal = ((exp + 112u) << 23) | (mant << 13);
-  const uint32_t special = 0x7f800000u | (mant << 13);
-  const uint32_t bits =
-      exp == 0 ? FloatBits(sub) : (exp == 0x1f ? special : normal);
-  return BitsToFloat(sign | bits);
+  const uint32_t em = h & 0x7fffu;
+  const float scaled = BitsToFloat(em << 13) * 5.192296858534828e+33f;  // 2^112
+  const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
+  const uint32_t is_special = 0u - static_cast<uint32_t>(em >= 0x7c00u);  // mask
+  return BitsToFloat(sign | (special & is_special) | (FloatBits(scaled) & ~is_special));
 }
 
 KVTIER_HD uint16_t FloatToHalf(float f) {

@@ -6,6 +6,10 @@
 //   cuboid digests (kMinMax, kArkvaleMean):  sum_c max(q_hc*hi_gc, q_hc*lo_gc)
 //   kCentroid:                               sum_c q_hc*centroid_gc
 // For kMinMax this is an upper bound of max_t q_h.k_t over the page (Quest).
+// Computed as max(q,0).hi + min(q,0).lo, equal to the max form whenever
+// hi >= lo (true of every digest digest.h produces; REQUIRES it of others),
+// so kGroupSum costs one pair of dot products per (page, KV head) whatever
+// the GQA ratio. Results match the max form up to fp32 rounding.
 // HeadReduce::kGroupSum adds the G query heads of each KV head (ArkVale
 // averages; the ranking is the same). kPerQueryHead keeps one row per query
 // head.

@@ -14,6 +14,38 @@ constexpr char kWhat[] = "EstimateScores";
 // to balance a batch of short and long sequences.
 constexpr size_t kPagesPerTask = 256;
 
+// Per score row (a query head, or a KV head's group), the vectors the
+// digests are dotted with. For a cuboid with hi >= lo,
+//   max(q*hi, q*lo) = max(q, 0)*hi + min(q, 0)*lo,
+// so a row's score is pos.hi + neg.lo, and the group sum of the rows is the
+// same with pos and neg summed over the group first: one pair of dot
+// products per (page, KV head) whatever the GQA ratio. Layout
+// [batch][rows][vecs][head_dim]: pos then neg (cuboid), or q (centroid).
+std::vector<float> ScoreVectors(const EstimateArgs& a) {
+  const size_t d = a.head_dim;
+  const uint32_t group = a.n_q_heads / a.n_kv_heads;
+  const uint32_t vecs = DigestVectors(a.kind);
+  const size_t rows = a.rows();
+  std::vector<float> q(d);
+  std::vector<float> out(size_t{a.batch} * rows * vecs * d, 0.0f);
+  for (size_t b = 0; b < a.batch; ++b) {
+    for (uint32_t h = 0; h < a.n_q_heads; ++h) {
+      internal::ToFloat(a.queries, a.query_type, (b * a.n_q_heads + h) * d, d, q.data());
+      const size_t r = a.reduce == HeadReduce::kGroupSum ? h / group : h;
+      float* pos = out.data() + (b * rows + r) * vecs * d;
+      for (size_t c = 0; c < d; ++c) {
+        if (vecs == 1) {
+          pos[c] += q[c];
+        } else {
+          pos[c] += q[c] > 0.0f ? q[c] : 0.0f;
+          pos[d + c] += q[c] < 0.0f ? q[c] : 0.0f;
+        }
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::Status EstimateArgs::Validate() const {
@@ -60,13 +92,11 @@ absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
   if (a.total_pages == 0) return absl::OkStatus();
 
   const size_t d = a.head_dim;
-  const size_t hq = a.n_q_heads;
   const uint32_t group = a.n_q_heads / a.n_kv_heads;
   const uint32_t vecs = DigestVectors(a.kind);
   const size_t slot_elems = DigestSlotElements(a.kind, a.n_kv_heads, a.head_dim);
   const size_t rows = a.rows();
-  std::vector<float> q(size_t{a.batch} * hq * d);
-  internal::ToFloat(a.queries, a.query_type, 0, q.size(), q.data());
+  const std::vector<float> qvec = ScoreVectors(a);
 
   // Tasks are page ranges of the flattened page list; each page's sequence
   // is found once per task by walking page_indptr.
@@ -88,22 +118,16 @@ absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
         dg = digest.data();
       }
       float* out = a.scores + first * rows + (p - first);
-      const float* qb = q.data() + b * hq * d;
+      const float* qb = qvec.data() + b * rows * vecs * d;
       for (uint32_t g = 0; g < a.n_kv_heads; ++g) {
         const float* hi = dg + size_t{g} * vecs * d;
-        float group_sum = 0.0f;
-        for (uint32_t j = 0; j < group; ++j) {
-          const uint32_t h = g * group + j;
-          const float* qh = qb + h * d;
-          const float s = vecs == 2 ? internal::CuboidScore(qh, hi, hi + d, d)
-                                    : internal::Dot(qh, hi, d);
-          if (a.reduce == HeadReduce::kPerQueryHead) {
-            out[h * n_b] = s;
-          } else {
-            group_sum += s;
-          }
+        const uint32_t r0 = a.reduce == HeadReduce::kGroupSum ? g : g * group;
+        const uint32_t r1 = a.reduce == HeadReduce::kGroupSum ? g + 1 : (g + 1) * group;
+        for (uint32_t r = r0; r < r1; ++r) {
+          const float* qr = qb + size_t{r} * vecs * d;
+          out[r * n_b] = vecs == 2 ? internal::Dot2(qr, hi, qr + d, hi + d, d)
+                                   : internal::Dot(qr, hi, d);
         }
-        if (a.reduce == HeadReduce::kGroupSum) out[g * n_b] = group_sum;
       }
     }
   });

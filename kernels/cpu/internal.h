@@ -67,22 +67,14 @@ inline float Dot(const float* a, const float* b, size_t n) {
   return SumLanes(acc);
 }
 
-// sum_c max(q_c * hi_c, q_c * lo_c)
-inline float CuboidScore(const float* q, const float* hi, const float* lo, size_t n) {
+// a.b + c.d
+inline float Dot2(const float* a, const float* b, const float* c, const float* d, size_t n) {
   float acc[kLanes] = {};
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    for (size_t j = 0; j < kLanes; ++j) {
-      const float a = q[i + j] * hi[i + j];
-      const float b = q[i + j] * lo[i + j];
-      acc[j] += a > b ? a : b;
-    }
+    for (size_t j = 0; j < kLanes; ++j) acc[j] += a[i + j] * b[i + j] + c[i + j] * d[i + j];
   }
-  for (size_t j = 0; i + j < n; ++j) {
-    const float a = q[i + j] * hi[i + j];
-    const float b = q[i + j] * lo[i + j];
-    acc[j] += a > b ? a : b;
-  }
+  for (size_t j = 0; i + j < n; ++j) acc[j] += a[i + j] * b[i + j] + c[i + j] * d[i + j];
   return SumLanes(acc);
 }
 

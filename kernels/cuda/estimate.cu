@@ -26,31 +26,35 @@ __global__ void EstimateKernel(EstimateArgs a) {
   const size_t rows = a.reduce == HeadReduce::kGroupSum ? a.n_kv_heads : a.n_q_heads;
   float* out = a.scores + first * rows + (p - first);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  const bool grouped = a.reduce == HeadReduce::kGroupSum;
+  const uint32_t row_heads = grouped ? group : 1u;  // query heads per score row
+  // Rows of KV head g: g (grouped) or g * group + j. A row's score is
+  // pos.hi + neg.lo with pos / neg the positive / negative parts of its
+  // query heads summed (estimate.h).
   for (uint32_t g = warp; g < a.n_kv_heads; g += kWarps) {
     const size_t hi_at = slot + size_t{g} * vecs * d;
-    float group_sum = 0.0f;
-    for (uint32_t j = 0; j < group; ++j) {
-      const uint32_t h = g * group + j;
-      const size_t q_at = (size_t{b} * a.n_q_heads + h) * d;
+    for (uint32_t j0 = 0; j0 < group; j0 += row_heads) {
       float s = 0.0f;
       for (size_t c = lane; c < d; c += 32) {
-        const float q = LoadAsFloat(a.queries, a.query_type, q_at + c);
-        const float hi = LoadAsFloat(a.digests, a.digest_type, hi_at + c);
-        if (vecs == 2) {
-          const float lo = LoadAsFloat(a.digests, a.digest_type, hi_at + d + c);
-          s += fmaxf(q * hi, q * lo);
-        } else {
-          s += q * hi;
+        float pos = 0.0f, neg = 0.0f;
+        for (uint32_t j = j0; j < j0 + row_heads; ++j) {
+          const float q = LoadAsFloat(a.queries, a.query_type,
+                                      (size_t{b} * a.n_q_heads + g * group + j) * d + c);
+          if (vecs == 1) {
+            pos += q;
+          } else {
+            pos += fmaxf(q, 0.0f);
+            neg += fminf(q, 0.0f);
+          }
         }
+        const float hi = LoadAsFloat(a.digests, a.digest_type, hi_at + c);
+        s += pos * hi;
+        if (vecs == 2) s += neg * LoadAsFloat(a.digests, a.digest_type, hi_at + d + c);
       }
       s = WarpSum(s);
-      if (a.reduce == HeadReduce::kPerQueryHead) {
-        if (lane == 0) out[h * n_b] = s;
-      } else {
-        group_sum += s;
-      }
+      const size_t r = grouped ? g : size_t{g} * group + j0;
+      if (lane == 0) out[r * n_b] = s;
     }
-    if (a.reduce == HeadReduce::kGroupSum && lane == 0) out[g * n_b] = group_sum;
   }
 }
 
