@@ -1,0 +1,236 @@
+// CUDA kernel bandwidth as a fraction of the device's HBM peak
+// (2 x memory clock x bus width, from the device attributes).
+//
+// Same shape as kernels_bench (8 KV heads, 32 query heads, head_dim 128,
+// pages of 16, fp16 pages, one sequence). Times come from CUDA events
+// around each call; bytes are those each kernel must read (and write, for
+// copies and quantization). Every benchmark reports `GBps` and
+// `frac_hbm_peak`; without a device each one is skipped with an error.
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <algorithm>
+#include <functional>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <vector>
+
+#include "benchmark/benchmark.h"
+#include "kernels/decode_attention.h"
+#include "kernels/digest.h"
+#include "kernels/estimate.h"
+#include "kernels/gather_scatter.h"
+#include "kernels/quantize.h"
+#include "kernels/testing/cuda_test_util.h"
+#include "kernels/topk.h"
+
+namespace kvtier::kernels {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::Upload;
+
+constexpr uint32_t kPageSize = 16;
+constexpr uint32_t kKvHeads = 8;
+constexpr uint32_t kQHeads = 32;
+constexpr uint32_t kHeadDim = 128;
+constexpr size_t kPageElems = 2 * size_t{kPageSize} * kKvHeads * kHeadDim;
+constexpr size_t kPageBytes = kPageElems * 2;
+
+double HbmPeakBytesPerSecond() {
+  int dev = 0, clock_khz = 0, bus_bits = 0;
+  cudaGetDevice(&dev);
+  cudaDeviceGetAttribute(&clock_khz, cudaDevAttrMemoryClockRate, dev);
+  cudaDeviceGetAttribute(&bus_bits, cudaDevAttrGlobalMemoryBusWidth, dev);
+  return 2.0 * clock_khz * 1e3 * bus_bits / 8.0;
+}
+
+// Runs `call` once per iteration between CUDA events (manual time).
+void TimeLoop(benchmark::State& state, double bytes, const std::function<absl::Status()>& call) {
+  cudaEvent_t start, stop;
+  cudaEventCreate(&start);
+  cudaEventCreate(&stop);
+  if (!call().ok()) state.SkipWithError("kernel failed");  // warm-up
+  for (auto _ : state) {
+    cudaEventRecord(start);
+    const absl::Status st = call();
+    cudaEventRecord(stop);
+    cudaEventSynchronize(stop);
+    if (!st.ok()) {
+      state.SkipWithError(std::string(st.message()).c_str());
+      break;
+    }
+    float ms = 0;
+    cudaEventElapsedTime(&ms, start, stop);
+    state.SetIterationTime(ms / 1e3);
+  }
+  cudaEventDestroy(start);
+  cudaEventDestroy(stop);
+  state.SetBytesProcessed(static_cast<int64_t>(bytes * state.iterations()));
+  state.counters["GBps"] = benchmark::Counter(bytes * state.iterations() / 1e9,
+                                              benchmark::Counter::kIsRate);
+  state.counters["frac_hbm_peak"] = benchmark::Counter(
+      bytes * state.iterations() / HbmPeakBytesPerSecond(), benchmark::Counter::kIsRate);
+}
+
+struct DeviceContext {
+  uint32_t pages = 0;
+  DeviceBuffer pool, query, digests, ids, indptr, scores;
+};
+
+const DeviceContext* GetContext(uint32_t tokens) {
+  static std::map<uint32_t, std::unique_ptr<DeviceContext>> cache;
+  auto& c = cache[tokens];
+  if (c) return c.get();
+  c = std::make_unique<DeviceContext>();
+  c->pages = tokens / kPageSize;
+  std::vector<uint16_t> pool(size_t{c->pages} * kPageElems);
+  for (size_t i = 0; i < pool.size(); ++i) pool[i] = FloatToHalf(std::sin(0.001f * i));
+  std::vector<uint16_t> q(size_t{kQHeads} * kHeadDim);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = FloatToHalf(std::cos(0.01f * i));
+  std::vector<int32_t> ids(c->pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  c->pool = Upload(pool);
+  c->query = Upload(q);
+  c->ids = Upload(ids);
+  c->indptr = Upload(std::vector<int32_t>{0, static_cast<int32_t>(c->pages)});
+  c->digests = DeviceBuffer(size_t{c->pages} *
+                            DigestSlotElements(DigestKind::kMinMax, kKvHeads, kHeadDim) * 4);
+  c->scores = DeviceBuffer(size_t{c->pages} * kKvHeads * 4);
+  DigestArgs d;
+  d.pool = c->pool.get();
+  d.page_stride_bytes = kPageBytes;
+  d.pool_pages = c->pages;
+  d.key_type = ScalarType::kF16;
+  d.page_size = kPageSize;
+  d.n_kv_heads = kKvHeads;
+  d.head_dim = kHeadDim;
+  d.page_ids = c->ids.as<int32_t>();
+  d.n_pages = c->pages;
+  d.digests = c->digests.get();
+  d.digest_slots = c->ids.as<int32_t>();
+  d.digest_capacity = c->pages;
+  if (!ComputeDigestsCuda(d, nullptr).ok() || !testing::Sync().ok()) return nullptr;
+  return c.get();
+}
+
+#define KVTIER_NEED_GPU(c)                                  \
+  if (!testing::HaveGpu() || (c) == nullptr) {              \
+    state.SkipWithError("no CUDA device");                  \
+    return;                                                 \
+  }
+
+EstimateArgs Estimate(const DeviceContext& c) {
+  EstimateArgs a;
+  a.queries = c.query.get();
+  a.query_type = ScalarType::kF16;
+  a.batch = 1;
+  a.n_q_heads = kQHeads;
+  a.n_kv_heads = kKvHeads;
+  a.head_dim = kHeadDim;
+  a.digests = c.digests.get();
+  a.digest_type = ScalarType::kF32;
+  a.kind = DigestKind::kMinMax;
+  a.digest_capacity = c.pages;
+  a.page_indptr = c.indptr.as<int32_t>();
+  a.digest_slots = c.ids.as<int32_t>();
+  a.total_pages = c.pages;
+  a.scores = c.scores.as<float>();
+  return a;
+}
+
+void BM_CudaEstimateTopK(benchmark::State& state) {
+  const DeviceContext* c = testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
+  KVTIER_NEED_GPU(c);
+  const EstimateArgs e = Estimate(*c);
+  DeviceBuffer sel(c->pages / 8 * 4), cnt(4);
+  TopKArgs t;
+  t.scores = c->scores.as<float>();
+  t.page_indptr = c->indptr.as<int32_t>();
+  t.batch = 1;
+  t.total_pages = c->pages;
+  t.n_rows = kKvHeads;
+  t.sum_rows = true;
+  t.k = c->pages / 8;
+  t.sink = 1;
+  t.recent = 2;
+  t.selected = sel.as<int32_t>();
+  t.counts = cnt.as<int32_t>();
+  TimeLoop(state, c->digests.bytes(), [&] {
+    absl::Status st = EstimateScoresCuda(e, nullptr);
+    return st.ok() ? SelectTopKCuda(t, nullptr) : st;
+  });
+}
+BENCHMARK(BM_CudaEstimateTopK)->Arg(8192)->Arg(32768)->Arg(131072)->UseManualTime();
+
+void BM_CudaDecodeAttention(benchmark::State& state) {
+  const DeviceContext* c = testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
+  KVTIER_NEED_GPU(c);
+  const uint32_t div = static_cast<uint32_t>(state.range(1));
+  std::vector<int32_t> list;
+  for (uint32_t p = 0; p < c->pages; p += div) list.push_back(static_cast<int32_t>(p));
+  DeviceBuffer d_list = Upload(list);
+  DeviceBuffer d_indptr = Upload(std::vector<int32_t>{0, static_cast<int32_t>(list.size())});
+  DeviceBuffer d_last = Upload(std::vector<int32_t>{kPageSize});
+  const uint32_t splits = std::max<uint32_t>(1, std::min<uint32_t>(64, list.size() / 16));
+  DeviceBuffer out(kQHeads * kHeadDim * 4), lse(kQHeads * 4);
+  DeviceBuffer ws(DecodeAttentionWorkspaceBytes(1, kQHeads, kHeadDim, splits));
+  DecodeAttentionArgs a;
+  a.queries = c->query.get();
+  a.query_type = ScalarType::kF16;
+  a.batch = 1;
+  a.n_q_heads = kQHeads;
+  a.sm_scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
+  a.kv.pool = c->pool.get();
+  a.kv.kv_type = ScalarType::kF16;
+  a.kv.page_size = kPageSize;
+  a.kv.n_kv_heads = kKvHeads;
+  a.kv.head_dim = kHeadDim;
+  a.kv.page_stride_bytes = kPageBytes;
+  a.kv.pool_pages = c->pages;
+  a.kv.indptr = d_indptr.as<int32_t>();
+  a.kv.indices = d_list.as<int32_t>();
+  a.kv.last_page_len = d_last.as<int32_t>();
+  a.kv.total_entries = static_cast<uint32_t>(list.size());
+  a.num_splits = splits;
+  a.workspace = ws.get();
+  a.workspace_bytes = ws.bytes();
+  a.out = out.as<float>();
+  a.lse = lse.as<float>();
+  TimeLoop(state, static_cast<double>(list.size()) * kPageBytes,
+           [&] { return DecodeAttentionCuda(a, nullptr); });
+}
+BENCHMARK(BM_CudaDecodeAttention)
+    ->ArgsProduct({{8192, 32768, 131072}, {1, 8}})
+    ->UseManualTime();
+
+void BM_CudaQuantize(benchmark::State& state) {
+  const DeviceContext* c = testing::HaveGpu() ? GetContext(32768) : nullptr;
+  KVTIER_NEED_GPU(c);
+  const ScalarType qt = state.range(0) ? ScalarType::kFp8E4M3 : ScalarType::kInt8;
+  const size_t qb = QuantizedPageBytes(kPageSize, kKvHeads, kHeadDim, qt);
+  DeviceBuffer q(c->pages * qb);
+  PageQuantArgs a{kPageSize, kKvHeads, kHeadDim, ScalarType::kF16, qt, c->pages,
+                  c->pool.get(), kPageBytes, q.get(), qb};
+  TimeLoop(state, static_cast<double>(c->pages) * (kPageBytes + qb),
+           [&] { return QuantizePagesCuda(a, nullptr); });
+}
+BENCHMARK(BM_CudaQuantize)->Arg(0)->Arg(1)->UseManualTime();
+
+void BM_CudaGather(benchmark::State& state) {
+  const DeviceContext* c = testing::HaveGpu() ? GetContext(131072) : nullptr;
+  KVTIER_NEED_GPU(c);
+  std::vector<int32_t> ids;
+  for (uint32_t p = 0; p < c->pages; p += 8) ids.push_back(static_cast<int32_t>(p));
+  DeviceBuffer d_ids = Upload(ids), staging(ids.size() * kPageBytes);
+  PageCopyArgs a{c->pool.get(), kPageBytes, c->pages, kPageBytes, d_ids.as<int32_t>(),
+                 static_cast<uint32_t>(ids.size()), staging.get()};
+  TimeLoop(state, 2.0 * ids.size() * kPageBytes, [&] { return GatherPagesCuda(a, nullptr); });
+}
+BENCHMARK(BM_CudaGather)->UseManualTime();
+
+}  // namespace
+}  // namespace kvtier::kernels
+
+BENCHMARK_MAIN();
