@@ -16,9 +16,9 @@ absl::Status ValidateBudgetRequest(const BudgetRequest& r) {
         r.n_layers, " and ", r.n_kv_heads));
   }
   if (r.n_layers > kMaxBudgetLayers || r.n_kv_heads > kMaxBudgetKvHeads) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "budget request shape ", r.n_layers, "x", r.n_kv_heads,
-        " exceeds ", kMaxBudgetLayers, "x", kMaxBudgetKvHeads));
+    return absl::InvalidArgumentError(
+        absl::StrCat("budget request shape ", r.n_layers, "x", r.n_kv_heads,
+                     " exceeds ", kMaxBudgetLayers, "x", kMaxBudgetKvHeads));
   }
   if (r.total <= 0 || r.total > kMaxBudgetTotal) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -75,9 +75,8 @@ absl::StatusOr<std::vector<int64_t>> RoundLargestRemainder(
   }
   if (total < n * min_each || (max_each >= 0 && total > n * max_each)) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "cannot split ", total, " into ", n, " shares within [", min_each,
-        ", ", max_each < 0 ? std::string("inf") : absl::StrCat(max_each),
-        "]"));
+        "cannot split ", total, " into ", n, " shares within [", min_each, ", ",
+        max_each < 0 ? std::string("inf") : absl::StrCat(max_each), "]"));
   }
   std::vector<int64_t> out(n);
   std::vector<double> remainder(n);

@@ -46,7 +46,8 @@ LukvProfile RandomLukv(int layers, int heads, int length) {
     c.length = length;
     c.protected_tokens = 36;
     c.loss.assign(1, 0.0);
-    for (int j = 36; j < length; ++j) c.loss.push_back(c.loss.back() + util(rng));
+    for (int j = 36; j < length; ++j)
+      c.loss.push_back(c.loss.back() + util(rng));
     p.samples[0].push_back(std::move(c));
   }
   return p;
@@ -57,7 +58,8 @@ void BM_XkvAllocate(benchmark::State& state) {
   const int layers = static_cast<int>(state.range(0));
   const int length = static_cast<int>(state.range(1));
   auto xkv = XkvAllocator::Create(RandomXkv(layers, length));
-  const BudgetRequest r{.n_layers = layers, .n_kv_heads = 8,
+  const BudgetRequest r{.n_layers = layers,
+                        .n_kv_heads = 8,
                         .total = int64_t{layers} * length / 8};
   for (auto _ : state) {
     auto a = xkv->Allocate(r);
@@ -87,8 +89,8 @@ BENCHMARK(BM_LukvBuildTable)
 
 void BM_LukvAllocate(benchmark::State& state) {
   auto lukv = LukvAllocator::Create(*BuildLukvTable(RandomLukv(32, 8, 4096)));
-  const BudgetRequest r{.n_layers = 32, .n_kv_heads = 8,
-                        .total = 32 * 8 * 512, .context = 4096};
+  const BudgetRequest r{
+      .n_layers = 32, .n_kv_heads = 8, .total = 32 * 8 * 512, .context = 4096};
   for (auto _ : state) {
     auto a = lukv->Allocate(r);
     benchmark::DoNotOptimize(a);
@@ -102,8 +104,8 @@ void BM_TraceReadPromptLayer(benchmark::State& state) {
   o.n_layers = 2;
   o.prompt_len = static_cast<uint32_t>(state.range(0));
   o.decode_steps = 4;
-  const std::string path = "/tmp/kvtier_bench_trace." +
-                           std::to_string(getpid());
+  const std::string path =
+      "/tmp/kvtier_bench_trace." + std::to_string(getpid());
   if (!GenerateTraceFile(o, path).ok()) {
     state.SkipWithError("trace generation failed");
     return;

@@ -40,29 +40,34 @@ TEST(UniformAllocatorTest, RejectsBadRequests) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      uniform
+          .Allocate({.n_layers = 2, .n_kv_heads = 1, .total = 4, .context = -1})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(uniform
-                .Allocate({.n_layers = 2, .n_kv_heads = 1, .total = 4,
-                           .context = -1})
+                .Allocate({.n_layers = kMaxBudgetLayers + 1,
+                           .n_kv_heads = 1,
+                           .total = 1 << 20})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(uniform.Allocate({.n_layers = kMaxBudgetLayers + 1,
-                              .n_kv_heads = 1, .total = 1 << 20})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(uniform
-                .Allocate({.n_layers = 2, .n_kv_heads = 1, .total = 4,
+                .Allocate({.n_layers = 2,
+                           .n_kv_heads = 1,
+                           .total = 4,
                            .context = kMaxBudgetContext + 1})
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(uniform
-                .Allocate({.n_layers = 2, .n_kv_heads = 1,
-                           .total = kMaxBudgetTotal + 1})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      uniform
+          .Allocate(
+              {.n_layers = 2, .n_kv_heads = 1, .total = kMaxBudgetTotal + 1})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST(RoundLargestRemainderTest, HamiltonTextbookExample) {
@@ -87,18 +92,15 @@ TEST(RoundLargestRemainderTest, MinimumAndMaximumHold) {
 }
 
 TEST(RoundLargestRemainderTest, InfeasibleOrBadSharesAreRejected) {
-  EXPECT_EQ(RoundLargestRemainder(std::vector<double>{1, 1}, 1, 1)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(RoundLargestRemainder(std::vector<double>{1, 1}, 9, 0, 4)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(RoundLargestRemainder(std::vector<double>{-1, 3}, 2, 0)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RoundLargestRemainder(std::vector<double>{1, 1}, 1, 1).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RoundLargestRemainder(std::vector<double>{1, 1}, 9, 0, 4).status().code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      RoundLargestRemainder(std::vector<double>{-1, 3}, 2, 0).status().code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(RoundLargestRemainder({}, 2, 0).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

@@ -35,8 +35,7 @@ class EnvelopeGreedy {
     for (size_t u = 0; u < n_; ++u) {
       const int64_t cap = MaxEvictions(curves[u], o);
       capacity_ += cap;
-      loss_[u].assign(curves[u].loss.begin(),
-                      curves[u].loss.begin() + cap + 1);
+      loss_[u].assign(curves[u].loss.begin(), curves[u].loss.begin() + cap + 1);
       vertices_[u] = LowerConvexHullVertices(loss_[u]);
       PushSegment(u);
     }
@@ -152,9 +151,8 @@ std::vector<double> LowerConvexEnvelope(absl::Span<const double> curve) {
 
 absl::Status ValidateLukvSolverOptions(const LukvSolverOptions& o) {
   if (!(o.floor_fraction >= 0 && o.floor_fraction < 1)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("LU-KV floor_fraction ", o.floor_fraction,
-                     " not in [0, 1)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "LU-KV floor_fraction ", o.floor_fraction, " not in [0, 1)"));
   }
   return absl::OkStatus();
 }
@@ -166,9 +164,9 @@ absl::StatusOr<std::vector<int64_t>> LukvGreedyEvictions(
   RETURN_IF_ERROR(ValidateCurves(curves));
   EnvelopeGreedy greedy(curves, options);
   if (evictions < 0 || evictions > greedy.capacity()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LU-KV evictions ", evictions, " not in [0, ", greedy.capacity(),
-        "] allowed by the floors"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("LU-KV evictions ", evictions, " not in [0, ",
+                     greedy.capacity(), "] allowed by the floors"));
   }
   greedy.RunTo(evictions);
   return greedy.evicted();
@@ -251,9 +249,8 @@ absl::StatusOr<BudgetAllocation> LukvAllocator::Allocate(
   if (request.total >= full) {
     ASSIGN_OR_RETURN(out.budgets,
                      RoundLargestRemainder(
-                         std::vector<double>(units, static_cast<double>(
-                                                        request.total) /
-                                                        units),
+                         std::vector<double>(
+                             units, static_cast<double>(request.total) / units),
                          request.total, request.context));
     return out;
   }
@@ -274,9 +271,9 @@ absl::StatusOr<BudgetAllocation> LukvAllocator::Allocate(
 absl::StatusOr<BudgetAllocation> LukvAllocator::AllocateForRatio(
     double ratio, int64_t context) const {
   if (!(ratio >= 0 && ratio < 1) || context <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "LU-KV needs a ratio in [0, 1) and context > 0, got ", ratio, ", ",
-        context));
+    return absl::InvalidArgumentError(
+        absl::StrCat("LU-KV needs a ratio in [0, 1) and context > 0, got ",
+                     ratio, ", ", context));
   }
   const int row = RowForRatio(ratio);
   const size_t units = size_t{table_.n_layers} * table_.n_kv_heads;
@@ -287,10 +284,11 @@ absl::StatusOr<BudgetAllocation> LukvAllocator::AllocateForRatio(
     ideal[u] = (1.0 - prune) * static_cast<double>(context);
     sum += ideal[u];
   }
-  const int64_t total = std::max<int64_t>(std::llround(sum),
-                                          static_cast<int64_t>(units));
+  const int64_t total =
+      std::max<int64_t>(std::llround(sum), static_cast<int64_t>(units));
   BudgetAllocation out = Empty();
-  ASSIGN_OR_RETURN(out.budgets, RoundLargestRemainder(ideal, total, 1, context));
+  ASSIGN_OR_RETURN(out.budgets,
+                   RoundLargestRemainder(ideal, total, 1, context));
   return out;
 }
 

@@ -12,9 +12,9 @@
 namespace kvtier {
 namespace {
 
+using ::testing::DoubleNear;
 using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
-using ::testing::DoubleNear;
 using ::testing::Pointwise;
 
 LukvCurve Curve(std::vector<double> loss, uint32_t protected_tokens = 0) {
@@ -52,8 +52,8 @@ TEST(ConvexHullTest, CollinearAndConcaveCurvesCollapseToTheChord) {
   EXPECT_THAT(LowerConvexHullVertices(std::vector<double>{5}), ElementsAre(0));
 }
 
-double Cost(const std::vector<LukvCurve>& curves,
-            const std::vector<int64_t>& m, bool envelope) {
+double Cost(const std::vector<LukvCurve>& curves, const std::vector<int64_t>& m,
+            bool envelope) {
   double sum = 0;
   for (size_t u = 0; u < curves.size(); ++u) {
     const std::vector<double> c =
@@ -164,10 +164,9 @@ TEST(LukvGreedyTest, FloorsBoundEvictions) {
   auto half = LukvGreedyEvictions(curves, 100 + 50, {.floor_fraction = 0.5});
   ASSERT_TRUE(half.ok());
   EXPECT_THAT(*half, ElementsAre(100, 50));
-  EXPECT_EQ(LukvGreedyEvictions(curves, 1, {.floor_fraction = 1.0})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      LukvGreedyEvictions(curves, 1, {.floor_fraction = 1.0}).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 LukvProfile TwoLines() {
@@ -265,16 +264,18 @@ TEST(LukvAllocatorTest, RejectsBadInputs) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);  // no context
-  EXPECT_EQ(lukv->Allocate({.n_layers = 2, .n_kv_heads = 2, .total = 80,
-                            .context = 100})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(lukv->Allocate({.n_layers = 1, .n_kv_heads = 2, .total = 1,
-                            .context = 100})
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      lukv->Allocate(
+              {.n_layers = 2, .n_kv_heads = 2, .total = 80, .context = 100})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      lukv->Allocate(
+              {.n_layers = 1, .n_kv_heads = 2, .total = 1, .context = 100})
+          .status()
+          .code(),
+      absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(lukv->AllocateForRatio(1.0, 100).status().code(),
             absl::StatusCode::kInvalidArgument);
   LukvTable bad = *table;

@@ -9,11 +9,11 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
-#include "absl/strings/string_view.h"
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
 namespace kvtier {
@@ -30,8 +30,8 @@ class Tokens {
   explicit Tokens(std::string text) : text_(std::move(text)) {}
 
   absl::StatusOr<absl::string_view> Next() {
-    while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(
-                                      text_[pos_]))) {
+    while (pos_ < text_.size() &&
+           std::isspace(static_cast<unsigned char>(text_[pos_]))) {
       ++pos_;
     }
     if (pos_ >= text_.size()) {
@@ -153,14 +153,14 @@ absl::Status ValidateXkvProfile(const XkvProfile& p) {
   }
   for (size_t s = 0; s < p.samples.size(); ++s) {
     if (p.samples[s].size() != p.n_layers) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "XKV profile sample ", s, " has ", p.samples[s].size(),
-          " layers, expected ", p.n_layers));
+      return absl::InvalidArgumentError(
+          absl::StrCat("XKV profile sample ", s, " has ", p.samples[s].size(),
+                       " layers, expected ", p.n_layers));
     }
     for (uint32_t l = 0; l < p.n_layers; ++l) {
       const std::vector<double>& inc = p.samples[s][l];
-      const std::string where = absl::StrCat("XKV profile sample ", s,
-                                             " layer ", l);
+      const std::string where =
+          absl::StrCat("XKV profile sample ", s, " layer ", l);
       double total = 0;
       for (size_t i = 0; i < inc.size(); ++i) {
         if (!std::isfinite(inc[i]) || inc[i] < 0) {
@@ -190,20 +190,21 @@ absl::Status ValidateLukvProfile(const LukvProfile& p) {
   const size_t units = size_t{p.n_layers} * p.n_kv_heads;
   for (size_t s = 0; s < p.samples.size(); ++s) {
     if (p.samples[s].size() != units) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "LU-KV profile sample ", s, " has ", p.samples[s].size(),
-          " curves, expected ", units));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LU-KV profile sample ", s, " has ", p.samples[s].size(),
+                       " curves, expected ", units));
     }
     for (size_t u = 0; u < units; ++u) {
       const LukvCurve& c = p.samples[s][u];
-      const std::string where = absl::StrCat(
-          "LU-KV profile sample ", s, " layer ", u / p.n_kv_heads, " head ",
-          u % p.n_kv_heads);
+      const std::string where =
+          absl::StrCat("LU-KV profile sample ", s, " layer ", u / p.n_kv_heads,
+                       " head ", u % p.n_kv_heads);
       if (c.length == 0 || c.protected_tokens > c.length ||
           c.loss.size() != size_t{c.length} - c.protected_tokens + 1) {
         return absl::InvalidArgumentError(absl::StrCat(
-            where, ": needs length >= protected and length - protected + 1 "
-                   "loss points"));
+            where,
+            ": needs length >= protected and length - protected + 1 "
+            "loss points"));
       }
       if (c.loss[0] != 0) {
         return absl::InvalidArgumentError(absl::StrCat(where, ": C[0] != 0"));
@@ -211,8 +212,8 @@ absl::Status ValidateLukvProfile(const LukvProfile& p) {
       for (size_t i = 1; i < c.loss.size(); ++i) {
         if (!std::isfinite(c.loss[i]) ||
             c.loss[i] < c.loss[i - 1] - kMonotoneSlack * std::abs(c.loss[i])) {
-          return absl::InvalidArgumentError(absl::StrCat(
-              where, ": loss decreases or is not finite at ", i));
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": loss decreases or is not finite at ", i));
         }
       }
     }
@@ -229,15 +230,15 @@ absl::Status ValidateLukvTable(const LukvTable& t) {
   const size_t units = size_t{t.n_layers} * t.n_kv_heads;
   for (size_t p = 0; p < t.prune.size(); ++p) {
     if (t.prune[p].size() != units) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "LU-KV table level ", p + 1, " has ", t.prune[p].size(),
-          " entries, expected ", units));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LU-KV table level ", p + 1, " has ", t.prune[p].size(),
+                       " entries, expected ", units));
     }
     for (double r : t.prune[p]) {
       if (!(r >= 0 && r < 1)) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "LU-KV table level ", p + 1, " has prune ratio ", r,
-            " outside [0, 1)"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("LU-KV table level ", p + 1, " has prune ratio ", r,
+                         " outside [0, 1)"));
       }
     }
   }
@@ -277,8 +278,8 @@ absl::Status WriteXkvProfile(const std::string& path, const XkvProfile& p) {
                                   p.window, " kernel ", p.kernel, "\n");
   for (size_t s = 0; s < p.samples.size(); ++s) {
     for (uint32_t l = 0; l < p.n_layers; ++l) {
-      absl::StrAppend(&text, "curve ", s, " ", l, " ",
-                      p.samples[s][l].size(), "\n");
+      absl::StrAppend(&text, "curve ", s, " ", l, " ", p.samples[s][l].size(),
+                      "\n");
       AppendDoubles(p.samples[s][l], &text);
     }
   }
@@ -326,15 +327,15 @@ absl::StatusOr<XkvProfile> ReadXkvProfile(const std::string& path) {
 
 absl::Status WriteLukvProfile(const std::string& path, const LukvProfile& p) {
   RETURN_IF_ERROR(ValidateLukvProfile(p));
-  std::string text = absl::StrCat("kvtier-lukv-profile 1\nlayers ", p.n_layers,
-                                  " kv_heads ", p.n_kv_heads, " samples ",
-                                  p.samples.size(), "\n");
+  std::string text =
+      absl::StrCat("kvtier-lukv-profile 1\nlayers ", p.n_layers, " kv_heads ",
+                   p.n_kv_heads, " samples ", p.samples.size(), "\n");
   for (size_t s = 0; s < p.samples.size(); ++s) {
     for (size_t u = 0; u < p.samples[s].size(); ++u) {
       const LukvCurve& c = p.samples[s][u];
       absl::StrAppend(&text, "curve ", s, " ", u / p.n_kv_heads, " ",
-                      u % p.n_kv_heads, " ", c.length, " ",
-                      c.protected_tokens, " ", c.loss.size(), "\n");
+                      u % p.n_kv_heads, " ", c.length, " ", c.protected_tokens,
+                      " ", c.loss.size(), "\n");
       AppendDoubles(c.loss, &text);
     }
   }
@@ -366,9 +367,9 @@ absl::StatusOr<LukvProfile> ReadLukvProfile(const std::string& path) {
     ASSIGN_OR_RETURN(uint32_t h, t.U32());
     if (s >= samples || l >= p.n_layers || h >= p.n_kv_heads ||
         seen[s * units + uint64_t{l} * p.n_kv_heads + h]) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "LU-KV profile: curve (", s, ", ", l, ", ", h,
-          ") out of range or repeated"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("LU-KV profile: curve (", s, ", ", l, ", ", h,
+                       ") out of range or repeated"));
     }
     seen[s * units + uint64_t{l} * p.n_kv_heads + h] = true;
     LukvCurve& c = p.samples[s][uint64_t{l} * p.n_kv_heads + h];
@@ -384,10 +385,9 @@ absl::StatusOr<LukvProfile> ReadLukvProfile(const std::string& path) {
 
 absl::Status WriteLukvTable(const std::string& path, const LukvTable& table) {
   RETURN_IF_ERROR(ValidateLukvTable(table));
-  std::string text = absl::StrCat("kvtier-lukv-table 1\nlayers ",
-                                  table.n_layers, " kv_heads ",
-                                  table.n_kv_heads, " levels ", kLukvLevels,
-                                  "\n");
+  std::string text =
+      absl::StrCat("kvtier-lukv-table 1\nlayers ", table.n_layers, " kv_heads ",
+                   table.n_kv_heads, " levels ", kLukvLevels, "\n");
   for (int p = 0; p < kLukvLevels; ++p) {
     absl::StrAppend(&text, "level ", p + 1, " ");
     AppendDoubles(table.prune[p], &text);

@@ -34,6 +34,9 @@
 //   end
 // Row p holds each (layer, head)'s fraction of its tokens pruned when p% of
 // all tokens are pruned globally.
+//
+// Thread-safety: free functions over caller-owned values; concurrent calls
+// are safe as long as they do not write the same file.
 #ifndef KVTIER_WORKER_PROFILE_H_
 #define KVTIER_WORKER_PROFILE_H_
 

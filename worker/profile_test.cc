@@ -31,8 +31,7 @@ XkvProfile SampleXkv() {
   p.n_layers = 2;
   p.window = 8;
   p.kernel = 7;
-  p.samples = {{{1.0 / 3, 0.1 + 0.2, 1e-300}, {7, 7}},
-               {{5}, {3, 2.5, 2.5, 0}}};
+  p.samples = {{{1.0 / 3, 0.1 + 0.2, 1e-300}, {7, 7}}, {{5}, {3, 2.5, 2.5, 0}}};
   return p;
 }
 
@@ -40,8 +39,9 @@ LukvProfile SampleLukv() {
   LukvProfile p;
   p.n_layers = 1;
   p.n_kv_heads = 2;
-  p.samples = {{{.length = 5, .protected_tokens = 2, .loss = {0, 0.5, 1.0 / 7, 2}},
-                {.length = 3, .protected_tokens = 0, .loss = {0, 1, 1, 4}}}};
+  p.samples = {
+      {{.length = 5, .protected_tokens = 2, .loss = {0, 0.5, 1.0 / 7, 2}},
+       {.length = 3, .protected_tokens = 0, .loss = {0, 1, 1, 4}}}};
   p.samples[0][0].loss[2] = 0.75;
   return p;
 }
@@ -77,23 +77,28 @@ TEST(XkvProfileFileTest, TruncatedIsDataLossMalformedIsInvalid) {
   WriteText(path, "kvtier-lukv-profile 1\n");
   EXPECT_EQ(ReadXkvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
-  WriteText(path, "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
-                  "curve 0 0 2\n1 2\nend\n");  // rises: not concave
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
+            "curve 0 0 2\n1 2\nend\n");  // rises: not concave
   EXPECT_EQ(ReadXkvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
-  WriteText(path, "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
-                  "curve 0 0 2\n2 nan\nend\n");
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
+            "curve 0 0 2\n2 nan\nend\n");
   EXPECT_EQ(ReadXkvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
-  WriteText(path, "kvtier-xkv-profile 1\nlayers 2 samples 1 window 8 kernel 7\n"
-                  "curve 0 0 1\n2\ncurve 0 0 1\n2\nend\n");  // repeated
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 2 samples 1 window 8 kernel 7\n"
+            "curve 0 0 1\n2\ncurve 0 0 1\n2\nend\n");  // repeated
   EXPECT_EQ(ReadXkvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
-  WriteText(path, "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
-                  "curve 0 0 4000000000\n2\nend\n");  // absurd count
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
+            "curve 0 0 4000000000\n2\nend\n");  // absurd count
   EXPECT_EQ(ReadXkvProfile(path).status().code(), absl::StatusCode::kDataLoss);
-  WriteText(path, "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
-                  "curve 0 0 1\n2\nend\nextra\n");
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 1 samples 1 window 8 kernel 7\n"
+            "curve 0 0 1\n2\nend\nextra\n");
   EXPECT_EQ(ReadXkvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
   std::remove(path.c_str());
@@ -138,12 +143,14 @@ TEST(LukvProfileFileTest, RejectsInconsistentCurves) {
   p.samples[0].pop_back();
   EXPECT_EQ(ValidateLukvProfile(p).code(), absl::StatusCode::kInvalidArgument);
   const std::string path = TempPath("lukvbad");
-  WriteText(path, "kvtier-lukv-profile 1\nlayers 1 kv_heads 1 samples 1\n"
-                  "curve 0 0 3 2 0 0 3\n0 1 2\nend\n");  // head 3 of 1
+  WriteText(path,
+            "kvtier-lukv-profile 1\nlayers 1 kv_heads 1 samples 1\n"
+            "curve 0 0 3 2 0 0 3\n0 1 2\nend\n");  // head 3 of 1
   EXPECT_EQ(ReadLukvProfile(path).status().code(),
             absl::StatusCode::kInvalidArgument);
-  WriteText(path, "kvtier-lukv-profile 1\nlayers 1 kv_heads 1 samples 1\n"
-                  "curve 0 0 0 2 0 3\n0 1");
+  WriteText(path,
+            "kvtier-lukv-profile 1\nlayers 1 kv_heads 1 samples 1\n"
+            "curve 0 0 0 2 0 3\n0 1");
   EXPECT_EQ(ReadLukvProfile(path).status().code(), absl::StatusCode::kDataLoss);
   std::remove(path.c_str());
 }

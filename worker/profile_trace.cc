@@ -67,8 +67,7 @@ std::vector<double> SnapKvScores(const TracePromptLayer& p,
 // Per KV head: the mean of its group's SnapKV scores.
 std::vector<std::vector<double>> GroupScores(const TracePromptLayer& p,
                                              const TraceHeader& h,
-                                             uint32_t window,
-                                             uint32_t kernel) {
+                                             uint32_t window, uint32_t kernel) {
   const uint32_t group = h.n_q_heads / h.n_kv_heads;
   std::vector<std::vector<double>> out(h.n_kv_heads);
   for (uint32_t q = 0; q < h.n_q_heads; ++q) {
@@ -80,17 +79,17 @@ std::vector<std::vector<double>> GroupScores(const TracePromptLayer& p,
   return out;
 }
 
-absl::Status CheckWindow(const TraceHeader& h, uint32_t window,
-                         uint32_t kernel, uint32_t protected_lead) {
+absl::Status CheckWindow(const TraceHeader& h, uint32_t window, uint32_t kernel,
+                         uint32_t protected_lead) {
   if (window == 0 || window > h.n_prompt_queries) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "profiling window ", window, " needs 1..", h.n_prompt_queries,
-        " prompt queries in the trace"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("profiling window ", window, " needs 1..",
+                     h.n_prompt_queries, " prompt queries in the trace"));
   }
   if (uint64_t{window} + protected_lead >= h.prompt_len) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "profiling: prompt_len ", h.prompt_len,
-        " leaves no token outside the sinks and window"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("profiling: prompt_len ", h.prompt_len,
+                     " leaves no token outside the sinks and window"));
   }
   if (kernel == 0 || kernel % 2 == 0) {
     return absl::InvalidArgumentError("profiling kernel must be odd");
@@ -147,8 +146,8 @@ absl::StatusOr<std::vector<std::vector<double>>> OracleUtilities(
       }
       Softmax(row, size_t{h.prompt_len} + s + 1);
       for (uint32_t j = o.n_sink; j < end; ++j) {
-        util[g][j] = std::max(util[g][j],
-                              row[j] * vnorm[size_t{j} * h.n_kv_heads + g]);
+        util[g][j] =
+            std::max(util[g][j], row[j] * vnorm[size_t{j} * h.n_kv_heads + g]);
       }
     }
   }

@@ -24,6 +24,8 @@
 //             sinks and window are the curve's protected tokens.
 //
 // Both read the trace record by record; memory is one layer's prompt.
+// Thread-safety: pure functions of the trace (TraceReader is thread-safe),
+// so several profiles may be computed concurrently.
 #ifndef KVTIER_WORKER_PROFILE_TRACE_H_
 #define KVTIER_WORKER_PROFILE_TRACE_H_
 

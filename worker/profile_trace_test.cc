@@ -61,8 +61,7 @@ TEST(ProfileXkvTest, HandTraceScoresExactly) {
   // Kernel 3 with zero padding, divided by 3: (0+.25+.5)/3, (.25+.5+0)/3.
   auto pooled = ProfileXkv(*trace, {.window = 1, .kernel = 3});
   ASSERT_TRUE(pooled.ok());
-  EXPECT_THAT(pooled->samples[0][0],
-              Pointwise(DoubleNear(1e-7), {0.25, 0.25}));
+  EXPECT_THAT(pooled->samples[0][0], Pointwise(DoubleNear(1e-7), {0.25, 0.25}));
   EXPECT_EQ(pooled->kernel, 3u);
   EXPECT_EQ(ProfileXkv(*trace, {.window = 2}).status().code(),
             absl::StatusCode::kInvalidArgument);  // one prompt query only
@@ -139,8 +138,8 @@ TEST_F(GeneratedTraceTest, LukvOracleValuesTheNeedlesMost) {
   const size_t needles = gen->needle_positions().size();
   for (uint32_t l = 0; l < 2; ++l) {
     for (uint32_t g = 0; g < 2; ++g) {
-      const bool hosts_retrieval = gen->IsRetrievalHead(l, 2 * g) ||
-                                   gen->IsRetrievalHead(l, 2 * g + 1);
+      const bool hosts_retrieval =
+          gen->IsRetrievalHead(l, 2 * g) || gen->IsRetrievalHead(l, 2 * g + 1);
       if (!hosts_retrieval) continue;
       const LukvCurve& c = profile->samples[0][l * 2 + g];
       EXPECT_EQ(c.protected_tokens, 36u);

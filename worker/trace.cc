@@ -48,9 +48,9 @@ absl::StatusOr<TraceHeader> DecodeHeader(const uint8_t* in) {
   }
   const uint32_t version = LoadLe32(in + 8);
   if (version != kTraceVersion) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unsupported trace version ", version, " (expected ",
-                     kTraceVersion, ")"));
+    return absl::InvalidArgumentError(absl::StrCat("unsupported trace version ",
+                                                   version, " (expected ",
+                                                   kTraceVersion, ")"));
   }
   if (LoadLe64(in + kHeaderChecksumOffset) !=
       PageChecksum(in, kHeaderChecksumOffset)) {
@@ -115,14 +115,14 @@ absl::Status CheckValues(const std::vector<float>& values, uint64_t expected,
                      " elements, expected ", expected));
   }
   for (float v : values) {
-    const bool fits = dtype == TraceDtype::kF32
-                          ? std::isfinite(v)
-                          : std::isfinite(v) &&
-                                (FloatToHalf(v) & 0x7c00) != 0x7c00;
+    const bool fits =
+        dtype == TraceDtype::kF32
+            ? std::isfinite(v)
+            : std::isfinite(v) && (FloatToHalf(v) & 0x7c00) != 0x7c00;
     if (!fits) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "trace record field ", name, " holds ", v,
-          ", not a finite value of the trace dtype"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("trace record field ", name, " holds ", v,
+                       ", not a finite value of the trace dtype"));
     }
   }
   return absl::OkStatus();
@@ -177,8 +177,10 @@ uint64_t TraceHeader::FileBytes() const {
 
 absl::Status ValidateTraceHeader(const TraceHeader& h) {
   const std::pair<const char*, uint32_t> dims[] = {
-      {"n_layers", h.n_layers},     {"n_q_heads", h.n_q_heads},
-      {"n_kv_heads", h.n_kv_heads}, {"head_dim", h.head_dim},
+      {"n_layers", h.n_layers},
+      {"n_q_heads", h.n_q_heads},
+      {"n_kv_heads", h.n_kv_heads},
+      {"head_dim", h.head_dim},
       {"prompt_len", h.prompt_len}};
   for (const auto& [name, value] : dims) {
     if (value == 0 || value > kTraceMaxDim) {
@@ -200,15 +202,15 @@ absl::Status ValidateTraceHeader(const TraceHeader& h) {
                      " exceeds prompt_len ", h.prompt_len));
   }
   if (h.dtype != TraceDtype::kF32 && h.dtype != TraceDtype::kF16) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown trace dtype ", static_cast<uint32_t>(h.dtype)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown trace dtype ", static_cast<uint32_t>(h.dtype)));
   }
   // With every dimension <= 2^20 a record is < 2^62 bytes, but a whole file
   // could still overflow; 2^50 bytes is far beyond any real trace.
-  const long double bytes = static_cast<long double>(h.PromptRecordBytes()) *
-                                h.n_layers +
-                            static_cast<long double>(h.StepRecordBytes()) *
-                                h.n_layers * h.decode_steps;
+  const long double bytes =
+      static_cast<long double>(h.PromptRecordBytes()) * h.n_layers +
+      static_cast<long double>(h.StepRecordBytes()) * h.n_layers *
+          h.decode_steps;
   if (bytes > static_cast<long double>(uint64_t{1} << 50)) {
     return absl::InvalidArgumentError("trace shape implies a file > 1 PiB");
   }
@@ -221,8 +223,8 @@ absl::StatusOr<TraceWriter> TraceWriter::Create(const std::string& path,
                                                 const TraceHeader& header) {
   RETURN_IF_ERROR(ValidateTraceHeader(header));
   const std::string tmp = path + ".tmp";
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                        0644);
+  const int fd =
+      ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoStatus("open", tmp);
   TraceWriter writer(path, header, fd);
   uint8_t bytes[kTraceHeaderBytes];
@@ -292,9 +294,9 @@ absl::Status TraceWriter::WriteStep(uint32_t step, uint32_t layer,
   if (prompt_layers_written_ != header_.n_layers ||
       step >= header_.decode_steps || layer >= header_.n_layers ||
       index != steps_records_written_) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "decode record (step ", step, ", layer ", layer,
-        ") written out of order or out of range"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("decode record (step ", step, ", layer ", layer,
+                     ") written out of order or out of range"));
   }
   const uint64_t d = header_.head_dim;
   RETURN_IF_ERROR(CheckValues(rec.query, uint64_t{header_.n_q_heads} * d,
@@ -347,6 +349,9 @@ absl::StatusOr<TraceReader> TraceReader::Open(const std::string& path) {
   TraceReader reader(TraceHeader{}, fd);
   struct stat st;
   if (::fstat(fd, &st) != 0) return ErrnoStatus("fstat", path);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(path + " is not a regular file");
+  }
   const uint64_t size = static_cast<uint64_t>(st.st_size);
   if (size < kTraceHeaderBytes) {
     if (size >= sizeof(kTraceMagic)) {
@@ -416,9 +421,8 @@ absl::Status TraceReader::ReadRecord(
 absl::Status TraceReader::ReadPromptLayer(uint32_t layer,
                                           TracePromptLayer* out) const {
   if (layer >= header_.n_layers) {
-    return absl::OutOfRangeError(absl::StrCat("trace layer ", layer,
-                                              " >= n_layers ",
-                                              header_.n_layers));
+    return absl::OutOfRangeError(
+        absl::StrCat("trace layer ", layer, " >= n_layers ", header_.n_layers));
   }
   const uint64_t d = header_.head_dim;
   const uint64_t kv = uint64_t{header_.prompt_len} * header_.n_kv_heads * d;
@@ -438,11 +442,10 @@ absl::Status TraceReader::ReadStep(uint32_t step, uint32_t layer,
   }
   const uint64_t d = header_.head_dim;
   TraceStep rec;
-  RETURN_IF_ERROR(ReadRecord(header_.StepRecordOffset(step, layer),
-                             {&rec.query, &rec.key, &rec.value},
-                             {uint64_t{header_.n_q_heads} * d,
-                              uint64_t{header_.n_kv_heads} * d,
-                              uint64_t{header_.n_kv_heads} * d}));
+  RETURN_IF_ERROR(ReadRecord(
+      header_.StepRecordOffset(step, layer), {&rec.query, &rec.key, &rec.value},
+      {uint64_t{header_.n_q_heads} * d, uint64_t{header_.n_kv_heads} * d,
+       uint64_t{header_.n_kv_heads} * d}));
   *out = std::move(rec);
   return absl::OkStatus();
 }

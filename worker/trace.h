@@ -129,7 +129,8 @@ class TraceWriter {
  private:
   TraceWriter(std::string path, TraceHeader header, int fd)
       : path_(std::move(path)), header_(header), fd_(fd) {}
-  absl::Status AppendRecord(const std::vector<const std::vector<float>*>& parts);
+  absl::Status AppendRecord(
+      const std::vector<const std::vector<float>*>& parts);
 
   std::string path_;
   TraceHeader header_;
@@ -144,9 +145,10 @@ class TraceWriter {
 // nothing on failure (the output is only replaced on success).
 class TraceReader {
  public:
-  // NOT_FOUND when the file is absent; INVALID_ARGUMENT for a file that is
-  // not a v1 trace (magic, version, header fields); DATA_LOSS when the header
-  // checksum fails or the file is truncated or has trailing bytes.
+  // NOT_FOUND when the file is absent; INVALID_ARGUMENT for anything but a
+  // regular file holding a v1 trace (magic, version, header fields);
+  // DATA_LOSS when the header checksum fails or the file is truncated or has
+  // trailing bytes.
   static absl::StatusOr<TraceReader> Open(const std::string& path);
   TraceReader(TraceReader&& other) noexcept;
   TraceReader& operator=(TraceReader&& other) = delete;

@@ -73,15 +73,15 @@ absl::Status ValidateTraceGenOptions(const TraceGenOptions& o) {
   if (o.n_retrieval_heads > o.n_q_heads) {
     return absl::InvalidArgumentError("tracegen n_retrieval_heads > n_q_heads");
   }
-  if (o.n_needles > 0 &&
-      uint64_t{o.prompt_len} <
-          uint64_t{o.needle_margin} + o.n_sink_tokens + o.n_needles) {
+  if (o.n_needles > 0 && uint64_t{o.prompt_len} < uint64_t{o.needle_margin} +
+                                                      o.n_sink_tokens +
+                                                      o.n_needles) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tracegen: ", o.n_needles, " needles do not fit in [n_sink_tokens, ",
         "prompt_len - needle_margin)"));
   }
-  for (double v : {o.sink_logit, o.local_logit, o.needle_logit,
-                   o.noise_logit}) {
+  for (double v :
+       {o.sink_logit, o.local_logit, o.needle_logit, o.noise_logit}) {
     if (!std::isfinite(v) || v < 0 || v > 1e4) {
       return absl::InvalidArgumentError(
           "tracegen logit strengths must lie in [0, 1e4]");
@@ -98,13 +98,13 @@ absl::StatusOr<TraceGenerator> TraceGenerator::Create(
 
 TraceGenerator::TraceGenerator(const TraceGenOptions& o) : options_(o) {
   const double sqrt_d = std::sqrt(static_cast<double>(o.head_dim));
-  // q_c * k_c / sqrt(d) = logit with both sides at amplitude sqrt(logit*sqrt d).
+  // q_c * k_c / sqrt(d) = logit with both sides at amplitude sqrt(logit*sqrt
+  // d).
   sink_amp_ = static_cast<float>(std::sqrt(o.sink_logit * sqrt_d));
   needle_amp_ = static_cast<float>(std::sqrt(o.needle_logit * sqrt_d));
-  rope_amp_ = static_cast<float>(
-      std::sqrt(o.local_logit * sqrt_d / o.n_rope_pairs));
-  const uint32_t n_noise =
-      o.head_dim - kFirstRopeChannel - 2 * o.n_rope_pairs;
+  rope_amp_ =
+      static_cast<float>(std::sqrt(o.local_logit * sqrt_d / o.n_rope_pairs));
+  const uint32_t n_noise = o.head_dim - kFirstRopeChannel - 2 * o.n_rope_pairs;
   noise_sigma_ = static_cast<float>(
       std::sqrt(o.noise_logit * sqrt_d / std::sqrt(double{n_noise})));
 
@@ -123,12 +123,11 @@ TraceGenerator::TraceGenerator(const TraceGenOptions& o) : options_(o) {
 
   needle_.assign(o.prompt_len, false);
   uint64_t state = StreamId(o.seed, kNeedles, 0, 0, 0);
-  const uint32_t span = o.n_needles == 0
-                            ? 0
-                            : o.prompt_len - o.needle_margin - o.n_sink_tokens;
+  const uint32_t span =
+      o.n_needles == 0 ? 0 : o.prompt_len - o.needle_margin - o.n_sink_tokens;
   while (needles_.size() < o.n_needles) {
-    const uint32_t pos = o.n_sink_tokens +
-                         static_cast<uint32_t>(SplitMix64(state) % span);
+    const uint32_t pos =
+        o.n_sink_tokens + static_cast<uint32_t>(SplitMix64(state) % span);
     if (!needle_[pos]) {
       needle_[pos] = true;
       needles_.push_back(pos);

@@ -46,11 +46,11 @@ struct TraceGenOptions {
   uint32_t decode_steps = 16;
   uint64_t seed = 1;
 
-  uint32_t n_sink_tokens = 4;  // < prompt_len
-  double sink_logit = 8.0;     // >= 0: logit every query adds to each sink
-  uint32_t n_rope_pairs = 8;   // >= 1
-  double local_logit = 6.0;    // >= 0: logit at distance 0 from position
-  uint32_t local_window = 64;  // >= 1: decay length of the local signal
+  uint32_t n_sink_tokens = 4;      // < prompt_len
+  double sink_logit = 8.0;         // >= 0: logit every query adds to each sink
+  uint32_t n_rope_pairs = 8;       // >= 1
+  double local_logit = 6.0;        // >= 0: logit at distance 0 from position
+  uint32_t local_window = 64;      // >= 1: decay length of the local signal
   uint32_t n_retrieval_heads = 1;  // per layer, <= n_q_heads
   uint32_t n_needles = 4;
   // Needles lie in [n_sink_tokens, prompt_len - needle_margin).
@@ -90,9 +90,9 @@ class TraceGenerator {
 
   TraceGenOptions options_;
   std::vector<uint32_t> needles_;
-  std::vector<bool> needle_;              // [prompt_len]
-  std::vector<bool> retrieval_;           // [layer * n_q_heads + q_head]
-  std::vector<double> theta_;             // [layer][kv_head][pair]
+  std::vector<bool> needle_;     // [prompt_len]
+  std::vector<bool> retrieval_;  // [layer * n_q_heads + q_head]
+  std::vector<double> theta_;    // [layer][kv_head][pair]
   float sink_amp_ = 0, needle_amp_ = 0, rope_amp_ = 0, noise_sigma_ = 0;
 };
 

@@ -243,6 +243,11 @@ TEST(TraceReaderTest, MissingFileIsNotFound) {
             absl::StatusCode::kNotFound);
 }
 
+TEST(TraceReaderTest, DirectoryIsInvalidArgument) {
+  EXPECT_EQ(TraceReader::Open(::testing::TempDir()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(TraceWriterTest, RejectsOutOfOrderAndMalformedRecords) {
   const TraceHeader h = SmallHeader();
   const std::string path = TempPath("writer");
@@ -297,8 +302,8 @@ TEST(HalfTest, KnownEncodings) {
   EXPECT_EQ(FloatToHalf(65504.0f), 0x7bff);
   EXPECT_EQ(FloatToHalf(0.1f), 0x2e66);
   EXPECT_EQ(FloatToHalf(5.9604645e-08f), 0x0001);  // smallest subnormal
-  EXPECT_EQ(FloatToHalf(2049.0f), 0x6800);          // tie -> even (2048)
-  EXPECT_EQ(FloatToHalf(2051.0f), 0x6802);          // tie -> even (2052)
+  EXPECT_EQ(FloatToHalf(2049.0f), 0x6800);         // tie -> even (2048)
+  EXPECT_EQ(FloatToHalf(2051.0f), 0x6802);         // tie -> even (2052)
   EXPECT_EQ(FloatToHalf(1e6f), 0x7c00);
   EXPECT_EQ(HalfToFloat(0x3555), 0.333251953125f);
   EXPECT_EQ(HalfToFloat(0x0001), 5.9604645e-08f);

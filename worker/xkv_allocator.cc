@@ -118,9 +118,9 @@ absl::StatusOr<BudgetAllocation> XkvAllocator::Allocate(
     const BudgetRequest& request) const {
   RETURN_IF_ERROR(ValidateBudgetRequest(request));
   if (request.n_layers != n_layers()) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "XKV profile has ", n_layers(), " layers, request has ",
-        request.n_layers));
+    return absl::InvalidArgumentError(
+        absl::StrCat("XKV profile has ", n_layers(), " layers, request has ",
+                     request.n_layers));
   }
   if (request.total < int64_t{request.n_layers} * options_.min_per_layer) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -142,9 +142,8 @@ absl::StatusOr<BudgetAllocation> XkvAllocator::Allocate(
       mean[l] += static_cast<double>(b[l]) / gains_.size();
     }
   }
-  ASSIGN_OR_RETURN(out.budgets,
-                   RoundLargestRemainder(mean, request.total,
-                                         options_.min_per_layer));
+  ASSIGN_OR_RETURN(out.budgets, RoundLargestRemainder(mean, request.total,
+                                                      options_.min_per_layer));
   return out;
 }
 

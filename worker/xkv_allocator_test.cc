@@ -93,15 +93,14 @@ TEST(XkvAllocatorTest, RandomConcaveProfilesMatchBruteForce) {
       inc[0] += 0.1;  // never all zero
     }
     const int64_t min_each = trial % 3 == 0 ? 1 : 0;
-    auto xkv = XkvAllocator::Create(OneSample(layers),
-                                    {.min_per_layer = min_each});
+    auto xkv =
+        XkvAllocator::Create(OneSample(layers), {.min_per_layer = min_each});
     ASSERT_TRUE(xkv.ok());
     const int64_t n = static_cast<int64_t>(layers.size());
-    for (int64_t total = n * min_each + (min_each == 0); total <= 12;
-         ++total) {
-      auto a = xkv->Allocate(
-          {.n_layers = static_cast<int32_t>(n), .n_kv_heads = 1,
-           .total = total});
+    for (int64_t total = n * min_each + (min_each == 0); total <= 12; ++total) {
+      auto a = xkv->Allocate({.n_layers = static_cast<int32_t>(n),
+                              .n_kv_heads = 1,
+                              .total = total});
       ASSERT_TRUE(a.ok());
       EXPECT_EQ(a->Total(), total);
       for (int64_t b : a->budgets) EXPECT_GE(b, min_each);

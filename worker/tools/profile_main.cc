@@ -43,8 +43,8 @@ class Flags {
       if (arg.rfind("--", 0) != 0) {
         return absl::InvalidArgumentError("bad argument " + arg);
       }
-      values_[arg.substr(2, eq == std::string::npos ? std::string::npos
-                                                    : eq - 2)] =
+      values_[arg.substr(
+          2, eq == std::string::npos ? std::string::npos : eq - 2)] =
           eq == std::string::npos ? "1" : arg.substr(eq + 1);
     }
     return absl::OkStatus();
@@ -92,8 +92,7 @@ class Flags {
 };
 
 double SecondsSince(std::chrono::steady_clock::time_point start) {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now() -
-                                       start)
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
       .count();
 }
 
@@ -128,8 +127,8 @@ absl::Status RunXkv(Flags& f) {
   const auto start = std::chrono::steady_clock::now();
   ASSIGN_OR_RETURN(XkvProfile p,
                    (ProfileTraces<XkvProfile>(traces, o, ProfileXkv)));
-  std::fprintf(stderr, "xkv profile: %zu samples in %.3f s\n",
-               p.samples.size(), SecondsSince(start));
+  std::fprintf(stderr, "xkv profile: %zu samples in %.3f s\n", p.samples.size(),
+               SecondsSince(start));
   return WriteXkvProfile(out, p);
 }
 

@@ -30,9 +30,10 @@ Setter F64(double* out) {
 }
 
 int Usage(const std::map<std::string, Setter>& flags) {
-  std::fprintf(stderr,
-               "usage: kvtier-tracegen --out=PATH [--flag=value ...]\n"
-               "flags (defaults as in worker/trace_gen.h):\n  --dtype=f32|f16\n");
+  std::fprintf(
+      stderr,
+      "usage: kvtier-tracegen --out=PATH [--flag=value ...]\n"
+      "flags (defaults as in worker/trace_gen.h):\n  --dtype=f32|f16\n");
   for (const auto& [name, setter] : flags) {
     std::fprintf(stderr, "  --%s\n", name.c_str());
   }
