@@ -1,0 +1,48 @@
+# End-to-end check of the kvtier-run CLI (run by CTest with -P):
+#   - stories260K, greedy from BOS over 200 positions: stdout is exactly the
+#     llama2.c output quoted in the model's README (plus llama2.c's final
+#     newline), for the dense reference and the worker's full-cache policy;
+#   - usage errors exit 2, load errors exit 1, and neither writes stdout.
+# Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K).
+
+file(READ "${MODEL_DIR}/README.md" readme)
+string(FIND "${readme}" "## Known output" section)
+string(SUBSTRING "${readme}" ${section} -1 tail)
+string(FIND "${tail}" "```\n" open)
+math(EXPR start "${open} + 4")
+string(SUBSTRING "${tail}" ${start} -1 tail)
+string(FIND "${tail}" "\n```" close)
+string(SUBSTRING "${tail}" 0 ${close} oracle)
+
+foreach(policy dense full)
+  execute_process(
+    COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+            --tokenizer "${MODEL_DIR}/tok512.bin" --steps 200
+            --temperature 0 --policy ${policy}
+    OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "policy ${policy}: exit ${rc}: ${err}")
+  endif()
+  if(NOT out STREQUAL "${oracle}\n")
+    message(FATAL_ERROR "policy ${policy}: stdout differs from the oracle:\n"
+                        "${out}\n--- want ---\n${oracle}")
+  endif()
+endforeach()
+
+function(expect_failure want_rc)
+  execute_process(COMMAND "${KVTIER_RUN}" ${ARGN}
+    OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL want_rc OR NOT out STREQUAL "" OR err STREQUAL "")
+    message(FATAL_ERROR "${ARGN}: exit ${rc} (want ${want_rc}), "
+                        "stdout '${out}', stderr '${err}'")
+  endif()
+endfunction()
+
+expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --policy lru)
+expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --steps zero)
+expect_failure(2 --prompt hi)
+expect_failure(1 --model "${MODEL_DIR}/absent.bin"
+               --tokenizer "${MODEL_DIR}/tok512.bin")
+expect_failure(1 --model "${MODEL_DIR}/stories260K.bin")
+expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
+               --tokenizer "${MODEL_DIR}/tok512.bin")
