@@ -208,6 +208,7 @@ int Run() {
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
+  KVTIER_LOG(INFO) << "rpc server stopped; closing the store";
   store->reset();
   KVTIER_LOG(INFO) << "stopped";
   return 0;

@@ -51,6 +51,9 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
   }
   if (pid == 0) {
     dup2(err_fd, STDERR_FILENO);
+    // Never hold the test's own stdout open (a runner waits for its EOF).
+    const int null_fd = open("/dev/null", O_WRONLY);
+    if (null_fd >= 0) dup2(null_fd, STDOUT_FILENO);
     execv(argv[0], argv.data());
     _exit(127);
   }
