@@ -129,6 +129,26 @@ TEST_F(GeneratedTraceTest, XkvProfileFeedsTheAllocator) {
   std::remove(file.c_str());
 }
 
+TEST_F(GeneratedTraceTest, GqaPoolingAveragesEachGroup) {
+  auto trace = TraceReader::Open(path_);
+  ASSERT_TRUE(trace.ok());
+  auto pooled = ProfileXkv(*trace);
+  auto per_query_head = ProfileXkv(*trace, {.pool_gqa = false});
+  ASSERT_TRUE(pooled.ok() && per_query_head.ok());
+  for (uint32_t l = 0; l < 2; ++l) {
+    const std::vector<double>& a = pooled->samples[0][l];
+    const std::vector<double>& b = per_query_head->samples[0][l];
+    double sum_a = 0, sum_b = 0;
+    for (double v : a) sum_a += v;
+    for (double v : b) sum_b += v;
+    // Group means over G = 2 query heads carry half the total mass.
+    EXPECT_NEAR(sum_b, 2 * sum_a, 1e-9 * sum_b);
+    // Each window query spreads at most 1 over the prefix: 4 heads x 8.
+    EXPECT_LE(sum_b, 32.0);
+    EXPECT_GT(sum_b, 0.0);
+  }
+}
+
 TEST_F(GeneratedTraceTest, LukvOracleValuesTheNeedlesMost) {
   auto gen = TraceGenerator::Create(options_);
   auto trace = TraceReader::Open(path_);
