@@ -58,6 +58,10 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
     return std::unique_ptr<Policy>(std::move(p));
   }
   if (o.policy == "tova") return std::unique_ptr<Policy>(new TovaPolicy());
+  if (o.policy == "arkv") {
+    ASSIGN_OR_RETURN(auto p, ArkvPolicy::Create(o.arkv));
+    return std::unique_ptr<Policy>(std::move(p));
+  }
   if (o.policy == "quest") {
     QuestOptions q = o.quest;
     q.page_budget = o.budget_pages;

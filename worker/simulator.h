@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/arkv_policy.h"
 #include "worker/arkvale_policy.h"
 #include "worker/decode_step.h"
 #include "worker/quest_policy.h"
@@ -42,8 +43,8 @@ std::unique_ptr<TraceSource> FileTraceSource(TraceReader reader);
 std::unique_ptr<TraceSource> SyntheticTraceSource(TraceGenerator generator);
 
 struct SimOptions {
-  // "full", "sliding_window", "streaming_llm", "h2o", "tova", "quest" or
-  // "arkvale".
+  // "full", "sliding_window", "streaming_llm", "h2o", "tova", "arkv",
+  // "quest" or "arkvale".
   std::string policy = "arkvale";
   uint32_t page_size = 32;
   DType pool_dtype = DType::kF16;
@@ -56,6 +57,7 @@ struct SimOptions {
   ArkvaleOptions arkvale;
   QuestOptions quest;
   H2oOptions h2o;
+  ArkvOptions arkv;
   // Latency the in-process store adds to every call.
   int64_t store_latency_us = 0;
   // Kernel threads (1: the calling thread only).

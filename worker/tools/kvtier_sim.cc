@@ -17,7 +17,7 @@
 ABSL_FLAG(std::string, trace, "", "trace file (worker/trace.h); empty with --synthetic");
 ABSL_FLAG(bool, synthetic, false, "generate the trace in memory (worker/trace_gen.h)");
 ABSL_FLAG(std::string, policy, "arkvale",
-          "full, sliding_window, streaming_llm, h2o, tova, quest or arkvale");
+          "full, sliding_window, streaming_llm, h2o, tova, arkv, quest or arkvale");
 ABSL_FLAG(uint32_t, page_size, 32, "tokens per page");
 ABSL_FLAG(std::string, dtype, "f16", "pool dtype: f32, f16 or bf16");
 ABSL_FLAG(uint32_t, budget_pages, 64, "pages per layer (Quest: pages attended)");
