@@ -29,6 +29,9 @@
 // workspace and MergeAttentionStates combines them. Numerically the result is
 // the softmax over the union; the fp32 rounding differs from one split only
 // by summation order.
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_DECODE_ATTENTION_H_
 #define KVTIER_KERNELS_DECODE_ATTENTION_H_
 

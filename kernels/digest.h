@@ -19,6 +19,9 @@
 // Key source layout: page p of the KV pool starts at byte
 // p * page_stride_bytes of `pool`; its K tensor [page_size][n_kv_heads]
 // [head_dim] of `key_type` comes first (common/page_layout.h kKThenV).
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_DIGEST_H_
 #define KVTIER_KERNELS_DIGEST_H_
 

@@ -24,6 +24,9 @@
 //                [R][n_b], R = n_kv_heads (kGroupSum) or n_q_heads
 //                (kPerQueryHead). So scores[(page_indptr[b]*R) + r*n_b + i]
 //                is row r of page i of sequence b.
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_ESTIMATE_H_
 #define KVTIER_KERNELS_ESTIMATE_H_
 

@@ -7,6 +7,9 @@
 //   Scatter: pool page page_ids[i] <- staging entry i
 // Page ids of a scatter must be distinct (else the winner is unspecified).
 // `page_bytes` may be less than the stride (e.g. only the K half of pages).
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_GATHER_SCATTER_H_
 #define KVTIER_KERNELS_GATHER_SCATTER_H_
 

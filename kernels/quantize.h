@@ -21,6 +21,9 @@
 // subnormals; a * 2^-22 covers the fp32 roundings of x / s and q * s.)
 // Dequantizing to fp16/bf16 adds that type's rounding (2^-11, 2^-8 relative).
 // REQUIRES: finite inputs whose groups' magnitudes stay below FLT_MAX.
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_QUANTIZE_H_
 #define KVTIER_KERNELS_QUANTIZE_H_
 

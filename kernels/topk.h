@@ -17,6 +17,9 @@
 //   counts       int32 [batch][out_rows]
 // With sum_rows the row scores are added in row order (fp32) before ranking:
 // ArkVale's n_groups = 1, one ranking shared by all heads of a layer.
+//
+// Thread-safety: the functions keep no state; concurrent calls are safe when
+// their outputs do not overlap.
 #ifndef KVTIER_KERNELS_TOPK_H_
 #define KVTIER_KERNELS_TOPK_H_
 

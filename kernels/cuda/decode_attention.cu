@@ -17,6 +17,44 @@ size_t SharedBytes(uint32_t group, uint32_t dim) {
   return sizeof(float) * (size_t{group} * dim + kWarps * (2 * size_t{group} + size_t{group} * dim));
 }
 
+// Merges the kWarps per-warp states at `states` and writes the block's
+// (out, lse) for its G query heads: to out/lse, or to the split workspace.
+// Thread i handles (head j, channel c) pairs.
+__device__ void WriteMergedState(const DecodeAttentionArgs& a, uint32_t b, uint32_t g,
+                                 uint32_t split, uint32_t group, const float* states) {
+  const uint32_t d = a.kv.head_dim;
+  const size_t stride = 2 * group + size_t{group} * d;
+  for (uint32_t i = threadIdx.x; i < group * d; i += blockDim.x) {
+    const uint32_t j = i / d, c = i % d;
+    float mx = -INFINITY;
+    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, states[w * stride + j]);
+    float total = 0.0f, sum = 0.0f;
+    if (mx != -INFINITY) {
+      for (int w = 0; w < kWarps; ++w) {
+        const float* st = states + w * stride;
+        const float f = expf(st[j] - mx);
+        total += st[group + j] * f;
+        sum += st[2 * group + size_t{j} * d + c] * f;
+      }
+    }
+    const size_t out_row = size_t{b} * a.n_q_heads + size_t{g} * group + j;
+    float* out;
+    float* lse;
+    if (a.num_splits == 1) {
+      out = a.out + out_row * d;
+      lse = a.lse + out_row;
+    } else {
+      float* ws = static_cast<float*>(a.workspace);
+      const size_t state = out_row * a.num_splits + split;
+      out = ws + state * d;
+      lse = ws + size_t{a.batch} * a.n_q_heads * a.num_splits * d + state;
+    }
+    const bool empty = !(total > 0.0f);
+    out[c] = empty ? 0.0f : sum / total;
+    if (c == 0) *lse = empty ? -INFINITY : mx + logf(total);
+  }
+}
+
 // Block (b * n_kv_heads + g, split): the G query heads of KV head g over one
 // run of list entries. Warp w takes the tokens w, w + 4, ... of the run and
 // keeps its own online-softmax state; the warps' states merge at the end.
@@ -83,38 +121,7 @@ __global__ void DecodeKernel(DecodeAttentionArgs a) {
   }
   __syncthreads();
 
-  // Merge the warps' states; thread i handles (head j, channel c) pairs.
-  const size_t stride = 2 * group + size_t{group} * d;
-  float* states = q + size_t{group} * d;
-  for (uint32_t i = threadIdx.x; i < group * d; i += blockDim.x) {
-    const uint32_t j = i / d, c = i % d;
-    float mx = -INFINITY;
-    for (int w = 0; w < kWarps; ++w) mx = fmaxf(mx, states[w * stride + j]);
-    float total = 0.0f, sum = 0.0f;
-    if (mx != -INFINITY) {
-      for (int w = 0; w < kWarps; ++w) {
-        const float* st = states + w * stride;
-        const float f = expf(st[j] - mx);
-        total += st[group + j] * f;
-        sum += st[2 * group + size_t{j} * d + c] * f;
-      }
-    }
-    const size_t out_row = size_t{b} * a.n_q_heads + size_t{g} * group + j;
-    float* out;
-    float* lse;
-    if (a.num_splits == 1) {
-      out = a.out + out_row * d;
-      lse = a.lse + out_row;
-    } else {
-      float* ws = static_cast<float*>(a.workspace);
-      const size_t state = out_row * a.num_splits + split;
-      out = ws + state * d;
-      lse = ws + size_t{a.batch} * a.n_q_heads * a.num_splits * d + state;
-    }
-    const bool empty = !(total > 0.0f);
-    out[c] = empty ? 0.0f : sum / total;
-    if (c == 0) *lse = empty ? -INFINITY : mx + logf(total);
-  }
+  WriteMergedState(a, b, g, split, group, q + size_t{group} * d);
 }
 
 // One block per row; thread c combines channel c of the row's states.

@@ -30,13 +30,45 @@ __device__ __forceinline__ float RowScore(const TopKArgs& a, const float* block,
   return s;
 }
 
-// One block per (sequence, output row). The k_eff-th largest rank among the
-// candidates is found by an 8-pass radix select over its 64 bits (8 bits a
-// pass); then the selected positions are compacted in ascending order.
-__global__ void TopKKernel(TopKArgs a) {
+// The k-th largest rank among positions [lo, hi): an 8-pass radix select
+// over the 64 rank bits, 8 bits a pass. Ranks are distinct, so exactly k
+// positions have a rank >= the result. Called by the whole block.
+__device__ uint64_t KthLargestRank(const TopKArgs& a, const float* block, uint32_t n,
+                                   uint32_t r, uint32_t lo, uint32_t hi, uint32_t k) {
   __shared__ uint32_t hist[256];
   __shared__ uint64_t prefix;
   __shared__ uint32_t remaining;
+  if (threadIdx.x == 0) {
+    prefix = 0;
+    remaining = k;
+  }
+  for (int pass = 7; pass >= 0; --pass) {
+    const int shift = pass * 8;
+    for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0;
+    __syncthreads();
+    const uint64_t mask_hi = pass == 7 ? 0 : (~uint64_t{0} << (shift + 8));
+    const uint64_t want = prefix;
+    for (uint32_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
+      const uint64_t key = Rank(RowScore(a, block, n, r, i), i);
+      if ((key & mask_hi) == want) atomicAdd(&hist[(key >> shift) & 0xff], 1u);
+    }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      uint32_t need = remaining;
+      int digit = 255;
+      for (; digit > 0 && hist[digit] < need; --digit) need -= hist[digit];
+      remaining = need;
+      prefix = want | (uint64_t(digit) << shift);
+    }
+    __syncthreads();
+  }
+  return prefix;
+}
+
+// One block per (sequence, output row): the k_eff-th largest candidate rank
+// is the threshold; forced and passing positions are compacted in ascending
+// order.
+__global__ void TopKKernel(TopKArgs a) {
   __shared__ uint32_t warp_counts[kThreads / 32];
   __shared__ uint32_t written;
   const uint32_t out_rows = a.sum_rows ? 1u : a.n_rows;
@@ -54,34 +86,9 @@ __global__ void TopKKernel(TopKArgs a) {
   }
   const uint32_t k_eff = a.k - a.sink - a.recent;
   const uint32_t lo = a.sink, hi = n - a.recent;
-  uint64_t threshold = ~uint64_t{0};  // nothing passes when k_eff == 0
-  if (k_eff > 0) {
-    if (threadIdx.x == 0) {
-      prefix = 0;
-      remaining = k_eff;
-    }
-    for (int pass = 7; pass >= 0; --pass) {
-      const int shift = pass * 8;
-      for (int j = threadIdx.x; j < 256; j += blockDim.x) hist[j] = 0;
-      __syncthreads();
-      const uint64_t mask_hi = pass == 7 ? 0 : (~uint64_t{0} << (shift + 8));
-      const uint64_t want = prefix;
-      for (uint32_t i = lo + threadIdx.x; i < hi; i += blockDim.x) {
-        const uint64_t key = Rank(RowScore(a, block, n, r, i), i);
-        if ((key & mask_hi) == want) atomicAdd(&hist[(key >> shift) & 0xff], 1u);
-      }
-      __syncthreads();
-      if (threadIdx.x == 0) {
-        uint32_t need = remaining;
-        int digit = 255;
-        for (; digit > 0 && hist[digit] < need; --digit) need -= hist[digit];
-        remaining = need;
-        prefix = want | (uint64_t(digit) << shift);
-      }
-      __syncthreads();
-    }
-    threshold = prefix;  // the k_eff-th largest rank itself
-  }
+  // Nothing passes when k_eff == 0.
+  const uint64_t threshold =
+      k_eff == 0 ? ~uint64_t{0} : KthLargestRank(a, block, n, r, lo, hi, k_eff);
   // Ascending compaction of forced and passing positions.
   if (threadIdx.x == 0) written = 0;
   __syncthreads();
