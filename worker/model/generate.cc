@@ -18,6 +18,7 @@ absl::Status RunLoop(Transformer& model, const Tokenizer& tokenizer,
                    model.Prefill(options.sequence, result.tokens, 0));
   const absl::Time t1 = absl::Now();
   result.prefill_seconds = absl::ToDoubleSeconds(t1 - t0);
+  if (options.on_prompt_logits) options.on_prompt_logits(result.tokens, logits);
   int prev = result.tokens.back();
   for (int pos = n; pos <= options.steps; ++pos) {
     const int next = sampler.Sample(logits);

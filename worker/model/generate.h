@@ -10,10 +10,11 @@
 
 #include <functional>
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "absl/types/span.h"
 #include "worker/model/sampler.h"
 #include "worker/model/tokenizer.h"
 #include "worker/model/transformer.h"
@@ -32,6 +33,10 @@ struct GenerationOptions {
   SequenceId sequence = 0;
   // Called with each emitted piece of text as it is produced; may be empty.
   std::function<void(absl::string_view)> on_text;
+  // Called once after the prompt with its tokens and the next-token logits
+  // (for comparisons with other engines); may be empty.
+  std::function<void(absl::Span<const int>, absl::Span<const float>)>
+      on_prompt_logits;
 };
 
 struct GenerationResult {

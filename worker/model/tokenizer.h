@@ -9,10 +9,10 @@
 #define KVTIER_WORKER_MODEL_TOKENIZER_H_
 
 #include <string>
-#include "absl/strings/string_view.h"
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 
 namespace kvtier::model {
 

@@ -1,8 +1,7 @@
 #include "worker/model/weights.h"
 
-#include "absl/strings/string_view.h"
-
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/status_macros.h"
 
 namespace kvtier::model {

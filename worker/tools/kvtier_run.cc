@@ -14,16 +14,18 @@
 //
 // Exit status: 0 done, 1 a load or run error, 2 a usage error.
 #include <algorithm>
+#include <cstdint>
 #include <cstdio>
-#include <memory>
 #include <cstdlib>
+#include <memory>
 #include <string>
-#include "absl/strings/string_view.h"
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
@@ -50,7 +52,10 @@ constexpr char kUsage[] =
     "                 worker policy: full (default), sliding_window,\n"
     "                 streaming_llm, quest, arkvale, h2o, tova\n"
     "  --budget       KV budget per layer in tokens (default: the context)\n"
-    "  --page-size    tokens per KV page for worker policies (default 16)\n";
+    "  --page-size    tokens per KV page for worker policies (default 16)\n"
+    "  --logits-out   write the prompt's tokens and next-token logits to a\n"
+    "                 file: int32 n, int32 tokens[n], int32 vocab,\n"
+    "                 float32 logits[vocab], little-endian\n";
 
 struct Args {
   std::string model;
@@ -62,6 +67,7 @@ struct Args {
   std::string policy = "full";
   int budget = 0;  // 0 = not given
   int page_size = 16;
+  std::string logits_out;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args& args) {
@@ -88,6 +94,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       ok = absl::SimpleAtof(value, &args.temperature);
     } else if (flag == "--seed") {
       ok = absl::SimpleAtoi(value, &args.seed);
+    } else if (flag == "--logits-out") {
+      args.logits_out = value;
     } else if (flag == "--policy") {
       args.policy = value;
     } else if (flag == "--budget") {
@@ -136,6 +144,24 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
   if (!wb.ok()) return wb.status();
   *worker = wb->get();
   return std::unique_ptr<AttentionBackend>(*std::move(wb));
+}
+
+absl::Status WriteLogits(const std::string& path, absl::Span<const int> tokens,
+                         absl::Span<const float> logits) {
+  std::FILE* f = std::fopen(path.c_str(), "wb");
+  if (f == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat("cannot write ", path));
+  }
+  const int32_t n = tokens.size(), vocab = logits.size();
+  std::vector<int32_t> ids(tokens.begin(), tokens.end());
+  bool ok = std::fwrite(&n, 4, 1, f) == 1 &&
+            std::fwrite(ids.data(), 4, n, f) == static_cast<size_t>(n) &&
+            std::fwrite(&vocab, 4, 1, f) == 1 &&
+            std::fwrite(logits.data(), 4, vocab, f) ==
+                static_cast<size_t>(vocab);
+  ok = (std::fclose(f) == 0) && ok;
+  if (!ok) return absl::DataLossError(absl::StrCat("short write to ", path));
+  return absl::OkStatus();
 }
 
 void PrintWorkerStats(const WorkerAttentionBackend& backend,
@@ -192,12 +218,20 @@ absl::Status Run(const Args& args) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
   };
+  absl::Status dump_status;
+  if (!args.logits_out.empty()) {
+    options.on_prompt_logits = [&](absl::Span<const int> tokens,
+                                   absl::Span<const float> logits) {
+      dump_status = WriteLogits(args.logits_out, tokens, logits);
+    };
+  }
   absl::StatusOr<GenerationResult> result =
       Generate(**transformer, **backend, *model->tokenizer, *sampler,
                args.prompt, options);
   std::fputc('\n', stdout);
   std::fflush(stdout);
   if (!result.ok()) return result.status();
+  if (!dump_status.ok()) return dump_status;
   std::fprintf(stderr,
                "kvtier-run: policy=%s prompt=%d tokens (%.1f tok/s), "
                "generated=%d tokens (%.1f tok/s)\n",
