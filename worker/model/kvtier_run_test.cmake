@@ -2,8 +2,10 @@
 #   - stories260K, greedy from BOS over 200 positions: stdout is exactly the
 #     llama2.c output quoted in the model's README (plus llama2.c's final
 #     newline), for the dense reference and the worker's full-cache policy;
+#   - --logits-out writes the prompt's tokens and logits;
 #   - usage errors exit 2, load errors exit 1, and neither writes stdout.
-# Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K).
+# Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K), WORK_DIR (for
+# the --logits-out file).
 
 file(READ "${MODEL_DIR}/README.md" readme)
 string(FIND "${readme}" "## Known output" section)
@@ -28,6 +30,21 @@ foreach(policy dense full)
                         "${out}\n--- want ---\n${oracle}")
   endif()
 endforeach()
+
+# --logits-out: int32 n=1, the BOS token 1, int32 vocab=512, 512 floats.
+set(dump "${WORK_DIR}/kvtier_run_logits.bin")
+execute_process(
+  COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+          --tokenizer "${MODEL_DIR}/tok512.bin" --steps 2 --policy dense
+          --logits-out "${dump}"
+  OUTPUT_QUIET ERROR_VARIABLE err RESULT_VARIABLE rc)
+file(SIZE "${dump}" dump_bytes)
+file(READ "${dump}" header LIMIT 12 HEX)
+if(NOT rc EQUAL 0 OR NOT dump_bytes EQUAL 2060 OR
+   NOT header STREQUAL "010000000100000000020000")
+  message(FATAL_ERROR "--logits-out: exit ${rc}, ${dump_bytes} bytes, "
+                      "header ${header}: ${err}")
+endif()
 
 function(expect_failure want_rc)
   execute_process(COMMAND "${KVTIER_RUN}" ${ARGN}
