@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "worker/arkv_policy.h"
 #include "worker/arkvale_policy.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/quest_policy.h"
@@ -41,6 +42,10 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "tova") return std::make_unique<worker::TovaPolicy>();
+  if (name == "arkv") {
+    ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create({}));
+    return std::unique_ptr<worker::Policy>(std::move(p));
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown policy '", name, "'; known: ",
                    absl::StrJoin(WorkerPolicyNames(), ", ")));
@@ -51,7 +56,7 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
       "full", "sliding_window", "streaming_llm", "quest",
-      "arkvale", "h2o", "tova"};
+      "arkvale", "h2o", "tova", "arkv"};
   return *names;
 }
 

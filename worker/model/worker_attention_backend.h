@@ -10,7 +10,7 @@
 // so prompt-time selection (token policies, ArkVale) sees the whole prompt.
 //
 // Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
-// h2o, tova. The budget is in tokens and rounds up to whole pages; for
+// h2o, tova, arkv (each with its own defaults). The budget is in tokens and rounds up to whole pages; for
 // quest (which never offloads) it bounds the pages attended per step while
 // every page stays resident; for arkvale the first n_unlimited_layers keep
 // the whole context (ArkVale's own rule) and the top-k is half the budget;

@@ -50,7 +50,7 @@ constexpr char kUsage[] =
     "  --seed         RNG seed for sampling (default 42)\n"
     "  --policy       dense (the runner's exact reference attention) or a\n"
     "                 worker policy: full (default), sliding_window,\n"
-    "                 streaming_llm, quest, arkvale, h2o, tova\n"
+    "                 streaming_llm, quest, arkvale, h2o, tova, arkv\n"
     "  --budget       KV budget per layer in tokens (default: the context)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
     "  --logits-out   write the prompt's tokens and next-token logits to a\n"
