@@ -7,7 +7,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "worker/allocator.h"
 #include "worker/in_process_page_store.h"
+#include "worker/lukv_allocator.h"
+#include "worker/profile.h"
+#include "worker/xkv_allocator.h"
 #include "worker/window_policy.h"
 
 namespace kvtier::worker {
@@ -142,6 +146,52 @@ absl::Status SimOptions::Validate() const {
   if (store_latency_us < 0) return absl::InvalidArgumentError("negative store latency");
   if (threads < 1) return absl::InvalidArgumentError("threads must be >= 1");
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice& choice,
+                                                           uint32_t n_layers, uint32_t n_kv_heads,
+                                                           uint32_t context_tokens,
+                                                           uint32_t page_size) {
+  if (choice.total_pages < n_layers * choice.min_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("total of ", choice.total_pages,
+                                                   " pages is below ", choice.min_pages,
+                                                   " per layer"));
+  }
+  BudgetAllocation allocation;
+  std::vector<uint32_t> pages(n_layers);
+  if (choice.kind == "uniform") {
+    UniformAllocator uniform;
+    ASSIGN_OR_RETURN(allocation, uniform.Allocate({.n_layers = int32_t(n_layers),
+                                                   .n_kv_heads = int32_t(n_kv_heads),
+                                                   .total = choice.total_pages}));
+    for (uint32_t l = 0; l < n_layers; ++l) pages[l] = uint32_t(allocation.LayerBudget(l));
+  } else if (choice.kind == "xkv") {
+    ASSIGN_OR_RETURN(XkvProfile profile, ReadXkvProfile(choice.path));
+    ASSIGN_OR_RETURN(XkvAllocator xkv,
+                     XkvAllocator::Create(profile, XkvOptions{.tokens_per_unit = page_size,
+                                                              .min_per_layer = choice.min_pages}));
+    ASSIGN_OR_RETURN(allocation, xkv.Allocate({.n_layers = int32_t(n_layers),
+                                               .n_kv_heads = int32_t(n_kv_heads),
+                                               .total = choice.total_pages}));
+    for (uint32_t l = 0; l < n_layers; ++l) pages[l] = uint32_t(allocation.LayerBudget(l));
+  } else if (choice.kind == "lukv") {
+    ASSIGN_OR_RETURN(LukvTable table, ReadLukvTable(choice.path));
+    ASSIGN_OR_RETURN(LukvAllocator lukv, LukvAllocator::Create(std::move(table)));
+    const int64_t total_tokens = int64_t{choice.total_pages} * page_size * n_kv_heads;
+    ASSIGN_OR_RETURN(allocation, lukv.Allocate({.n_layers = int32_t(n_layers),
+                                                .n_kv_heads = int32_t(n_kv_heads),
+                                                .total = total_tokens,
+                                                .context = context_tokens}));
+    for (uint32_t l = 0; l < n_layers; ++l) {
+      const int64_t per_head_tokens = (allocation.LayerBudget(l) + n_kv_heads - 1) / n_kv_heads;
+      pages[l] = std::max<uint32_t>(choice.min_pages,
+                                    uint32_t((per_head_tokens + page_size - 1) / page_size));
+    }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown allocator '", choice.kind, "'"));
+  }
+  for (uint32_t& p : pages) p = std::max(p, choice.min_pages);
+  return pages;
 }
 
 absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& o) {

@@ -82,6 +82,26 @@ struct SimReport {
   uint32_t max_pages_in_use = 0;  // over layers, the pool's high water
 };
 
+// Per-layer page budgets from a budget allocator's profile file
+// (worker/profile.h) for a total of `total_pages` over all layers.
+//   kind "xkv":  XKV over a profile from kvtier-profile, in pages
+//                (tokens_per_unit = page_size), at least min_pages per layer.
+//   kind "lukv": LU-KV over a table; its per-(layer, KV head) token budgets
+//                are summed per layer and rounded up to pages ([interp] a page
+//                holds every KV head, so heads of a layer share a page count),
+//                then raised to min_pages.
+//   kind "uniform": total_pages spread evenly.
+struct AllocatorChoice {
+  std::string kind = "uniform";
+  std::string path;
+  uint32_t total_pages = 0;
+  uint32_t min_pages = 1;
+};
+absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice& choice,
+                                                           uint32_t n_layers, uint32_t n_kv_heads,
+                                                           uint32_t context_tokens,
+                                                           uint32_t page_size);
+
 absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& options);
 
 // One line per figure, for logs and the CLI.

@@ -1,6 +1,10 @@
 #include "worker/simulator.h"
 
+#include <cstdio>
+
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "worker/profile.h"
 
 namespace kvtier::worker {
 namespace {
@@ -69,6 +73,32 @@ TEST(SimulatorTest, RejectsBadOptions) {
   EXPECT_EQ(RunSimulation(*source, o).status().code(), absl::StatusCode::kInvalidArgument);
   o = Options("arkvale", 0);
   EXPECT_EQ(RunSimulation(*source, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(AllocateLayerBudgetsTest, XkvGivesPagesWhereRetentionGrowsMost) {
+  XkvProfile profile;
+  profile.n_layers = 2;
+  // Per-token importance increments, concave. In pages of 2 tokens:
+  // layer 0 gains 0.8, 0.15, 0.05; layer 1 gains 0.4, 0.4, 0.2.
+  profile.samples = {{{0.5, 0.3, 0.1, 0.05, 0.03, 0.02}, {0.2, 0.2, 0.2, 0.2, 0.1, 0.1}}};
+  const std::string path = ::testing::TempDir() + "/sim_xkv.prof";
+  ASSERT_TRUE(WriteXkvProfile(path, profile).ok());
+  AllocatorChoice choice{.kind = "xkv", .path = path, .total_pages = 4, .min_pages = 1};
+  auto pages = AllocateLayerBudgets(choice, 2, 1, 12, 2);
+  ASSERT_TRUE(pages.ok()) << pages.status();
+  EXPECT_THAT(*pages, ::testing::ElementsAre(1, 3));
+  choice.kind = "uniform";
+  EXPECT_THAT(*AllocateLayerBudgets(choice, 2, 1, 12, 2), ::testing::ElementsAre(2, 2));
+  choice.total_pages = 1;
+  EXPECT_EQ(AllocateLayerBudgets(choice, 2, 1, 12, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  choice = AllocatorChoice{.kind = "xkv", .path = path + ".missing", .total_pages = 4};
+  EXPECT_EQ(AllocateLayerBudgets(choice, 2, 1, 12, 2).status().code(),
+            absl::StatusCode::kNotFound);
+  choice.kind = "lru";
+  EXPECT_EQ(AllocateLayerBudgets(choice, 2, 1, 12, 2).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::remove(path.c_str());
 }
 
 }  // namespace

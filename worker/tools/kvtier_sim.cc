@@ -22,6 +22,11 @@ ABSL_FLAG(uint32_t, page_size, 32, "tokens per page");
 ABSL_FLAG(std::string, dtype, "f16", "pool dtype: f32, f16 or bf16");
 ABSL_FLAG(uint32_t, budget_pages, 64, "pages per layer (Quest: pages attended)");
 ABSL_FLAG(std::string, layer_budgets, "", "comma-separated pages per layer (overrides)");
+ABSL_FLAG(std::string, allocator, "",
+          "per-layer budgets from an allocator: uniform, xkv or lukv (with --profile and "
+          "--total_pages); overrides --budget_pages");
+ABSL_FLAG(std::string, profile, "", "XKV profile or LU-KV table file for --allocator");
+ABSL_FLAG(uint32_t, total_pages, 0, "pages over all layers for --allocator");
 ABSL_FLAG(uint32_t, topk_pages, 32, "ArkVale top-k (0: budget/2)");
 ABSL_FLAG(uint32_t, sink_pages, 1, "ArkVale sink pages");
 ABSL_FLAG(uint32_t, win_pages, 2, "ArkVale window pages");
@@ -98,6 +103,22 @@ int main(int argc, char** argv) {
     absl::StatusOr<TraceReader> reader = TraceReader::Open(absl::GetFlag(FLAGS_trace));
     if (!reader.ok()) return Fail(reader.status());
     source = FileTraceSource(*std::move(reader));
+  }
+  if (!absl::GetFlag(FLAGS_allocator).empty()) {
+    const TraceHeader h = source->header();
+    AllocatorChoice choice;
+    choice.kind = absl::GetFlag(FLAGS_allocator);
+    choice.path = absl::GetFlag(FLAGS_profile);
+    choice.total_pages = absl::GetFlag(FLAGS_total_pages);
+    // ArkVale needs top-k below every budget.
+    choice.min_pages = o.policy == "arkvale" ? o.arkvale.topk_pages + 1 : 2;
+    absl::StatusOr<std::vector<uint32_t>> budgets = AllocateLayerBudgets(
+        choice, h.n_layers, h.n_kv_heads, h.prompt_len + h.decode_steps, o.page_size);
+    if (!budgets.ok()) return Fail(budgets.status());
+    o.layer_budget_pages = *budgets;
+    std::string line = "layer budgets (pages):";
+    for (uint32_t b : *budgets) line += " " + std::to_string(b);
+    std::puts(line.c_str());
   }
   absl::StatusOr<SimReport> report = RunSimulation(*source, o);
   if (!report.ok()) return Fail(report.status());
