@@ -158,24 +158,31 @@ absl::StatusOr<std::vector<int>> ScoreBpeTokenizer::Encode(
     }
     i += len;
   }
-  // Greedy merges by score, leftmost best pair first.
-  std::string pair;
+  // Greedy merges by score, leftmost best pair first. pair[i] is the
+  // token of seq[i] + seq[i + 1] (or -1); only the neighbours of a merge
+  // change, so each merge costs one scan instead of a lookup per pair.
+  auto pair_id = [&](size_t i) {
+    return Lookup(absl::StrCat(vocab_.pieces[seq[i]], vocab_.pieces[seq[i + 1]]));
+  };
+  std::vector<int> pair(seq.empty() ? 0 : seq.size() - 1);
+  for (size_t i = 0; i < pair.size(); ++i) pair[i] = pair_id(i);
   while (true) {
     float best_score = -1e10f;
     int best_id = -1;
     size_t best_idx = 0;
-    for (size_t i = 0; i + 1 < seq.size(); ++i) {
-      pair = absl::StrCat(vocab_.pieces[seq[i]], vocab_.pieces[seq[i + 1]]);
-      const int id = Lookup(pair);
-      if (id >= 0 && vocab_.scores[id] > best_score) {
-        best_score = vocab_.scores[id];
-        best_id = id;
+    for (size_t i = 0; i < pair.size(); ++i) {
+      if (pair[i] >= 0 && vocab_.scores[pair[i]] > best_score) {
+        best_score = vocab_.scores[pair[i]];
+        best_id = pair[i];
         best_idx = i;
       }
     }
     if (best_id < 0) break;
     seq[best_idx] = best_id;
     seq.erase(seq.begin() + best_idx + 1);
+    pair.erase(pair.begin() + best_idx);
+    if (best_idx < pair.size()) pair[best_idx] = pair_id(best_idx);
+    if (best_idx > 0) pair[best_idx - 1] = pair_id(best_idx - 1);
   }
   tokens.insert(tokens.end(), seq.begin(), seq.end());
   return tokens;
