@@ -85,6 +85,9 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
   // Retries are ours (UNAVAILABLE only, bounded); keep gRPC's off so the
   // attempt count is what the options say.
   args.SetInt(GRPC_ARG_ENABLE_RETRIES, 0);
+  // One client, one connection: clients do not share a global subchannel,
+  // so N clients give N connections (as N workers would).
+  args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   if (channel == nullptr) {

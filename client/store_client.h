@@ -92,8 +92,9 @@ struct LookupReply {
 
 class StoreClient {
  public:
-  // Validates `options` and creates a channel to `target` (host:port). The
-  // connection is made lazily by the first call.
+  // Validates `options` and creates a channel to `target` (host:port) with
+  // its own connection (not shared with other clients). The connection is
+  // made lazily by the first call.
   static absl::StatusOr<std::unique_ptr<StoreClient>> Connect(const std::string& target,
                                                               const ClientOptions& options);
 
