@@ -74,7 +74,11 @@ struct DecodeAttentionArgs {
   float sm_scale = 0.0f;   // usually 1/sqrt(head_dim); finite, > 0
   PagedKv kv;
 
-  // 1 = no split. Larger values expose more parallelism for long lists.
+  // 1 = no split. Larger values expose more parallelism for long lists:
+  // the CPU version runs batch * num_splits tasks with a shared list (each
+  // over all KV heads, so a page is read once) and batch * n_kv_heads *
+  // num_splits with per-head lists; give it at least as many tasks as
+  // threads.
   uint32_t num_splits = 1;  // 1..kMaxSplits
   static constexpr uint32_t kMaxSplits = 256;
   // Partial results of the splits when num_splits > 1: at least

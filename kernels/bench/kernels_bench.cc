@@ -291,7 +291,7 @@ DecodeAttentionArgs MakeAttention(const Context& c, const std::vector<int32_t>& 
 // Splits so that every thread has work when there are few KV heads.
 uint32_t SplitsFor(int threads, size_t pages) {
   const uint32_t t = static_cast<uint32_t>(Pool(threads).num_threads());
-  return static_cast<uint32_t>(std::clamp<size_t>(pages / 64, 1, std::max(1u, t)));
+  return static_cast<uint32_t>(std::clamp<size_t>(pages / 8, 1, std::max(1u, t)));
 }
 
 double SecondsPerCall(const DecodeAttentionArgs& a, int threads, int reps) {

@@ -20,39 +20,61 @@ struct GroupState {
         l(group, 0.0f),
         acc(size_t{group} * head_dim, 0.0f),
         q(size_t{group} * head_dim),
-        k(size_t{page_size} * head_dim),
-        v(size_t{page_size} * head_dim),
         p(page_size) {}
-  std::vector<float> m, l, acc, q, k, v, p;
+  std::vector<float> m, l, acc, q, p;
 };
 
+// KV heads [g0, g1) of sequence b over run `split` of their list. With a
+// shared list a task takes every KV head, so each page is read from memory
+// once, as one contiguous block; with per-head lists it takes one head.
 struct Task {
-  uint32_t b, g, split;
+  uint32_t b, g0, g1, split;
 };
 
-// Copies `tokens` rows of head g of tensor `base` (K or V of one page) to fp32.
-void LoadRows(const DecodeAttentionArgs& a, const char* base, uint32_t g, uint32_t tokens,
-              float* dst) {
+// A page's K and V in fp32: row t of KV head g at k + t * row_stride + g * d
+// (and likewise v).
+struct PageRows {
+  const float* k;
+  const float* v;
+  size_t row_stride;
+};
+
+// Converts the first `tokens` tokens of a page to fp32: every KV head when
+// g1 - g0 > 1 (one sequential pass over the page), else only head g0's rows.
+PageRows LoadPage(const DecodeAttentionArgs& a, const char* page, uint32_t g0, uint32_t g1,
+                  uint32_t tokens, std::vector<float>& buf) {
   const size_t d = a.kv.head_dim;
   const size_t row = size_t{a.kv.n_kv_heads} * d;
-  for (uint32_t t = 0; t < tokens; ++t) {
-    internal::ToFloat(base, a.kv.kv_type, t * row + g * d, d, dst + t * d);
+  const size_t tensor = size_t{a.kv.page_size} * row;
+  if (g1 - g0 > 1) {
+    buf.resize(2 * tensor);
+    internal::ToFloat(page, a.kv.kv_type, 0, tokens * row, buf.data());
+    internal::ToFloat(page, a.kv.kv_type, tensor, tokens * row, buf.data() + tensor);
+    return {buf.data(), buf.data() + tensor, row};
   }
+  buf.resize(2 * size_t{a.kv.page_size} * d);
+  float* k = buf.data();
+  float* v = k + size_t{a.kv.page_size} * d;
+  for (uint32_t t = 0; t < tokens; ++t) {
+    internal::ToFloat(page, a.kv.kv_type, t * row + g0 * d, d, k + t * d);
+    internal::ToFloat(page, a.kv.kv_type, tensor + t * row + g0 * d, d, v + t * d);
+  }
+  // Rows of head g0 at k + t * d: offset back by g0 * d for the common formula.
+  return {k - g0 * d, v - g0 * d, d};
 }
 
-void AttendPage(const DecodeAttentionArgs& a, uint32_t g, const char* page,
-                uint32_t tokens, GroupState& st) {
+KVTIER_KERNELS_MULTIVERSION void AttendPage(const DecodeAttentionArgs& a, uint32_t g,
+                                            const PageRows& rows, uint32_t tokens,
+                                            GroupState& st) {
   const size_t d = a.kv.head_dim;
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
-  const size_t v_offset =
-      size_t{a.kv.page_size} * a.kv.n_kv_heads * d * ScalarBytes(a.kv.kv_type);
-  LoadRows(a, page, g, tokens, st.k.data());
-  LoadRows(a, page + v_offset, g, tokens, st.v.data());
+  const float* k = rows.k + g * d;
+  const float* v = rows.v + g * d;
   for (uint32_t j = 0; j < group; ++j) {
     const float* q = st.q.data() + j * d;
     float page_max = kNegInf;
     for (uint32_t t = 0; t < tokens; ++t) {
-      st.p[t] = internal::Dot(q, st.k.data() + t * d, d);
+      st.p[t] = internal::Dot(q, k + t * rows.row_stride, d);
       page_max = page_max < st.p[t] ? st.p[t] : page_max;
     }
     const float m_new = st.m[j] < page_max ? page_max : st.m[j];
@@ -63,43 +85,33 @@ void AttendPage(const DecodeAttentionArgs& a, uint32_t g, const char* page,
     for (uint32_t t = 0; t < tokens; ++t) {
       const float w = std::exp(st.p[t] - m_new);
       sum += w;
-      const float* v = st.v.data() + t * d;
-      for (size_t c = 0; c < d; ++c) acc[c] += w * v[c];
+      const float* vt = v + t * rows.row_stride;
+      for (size_t c = 0; c < d; ++c) acc[c] += w * vt[c];
     }
     st.l[j] = st.l[j] * rescale + sum;
     st.m[j] = m_new;
   }
 }
 
-void RunTask(const DecodeAttentionArgs& a, const Task& task, GroupState& st) {
-  const PagedKv& kv = a.kv;
-  const size_t d = kv.head_dim;
-  const uint32_t group = a.n_q_heads / kv.n_kv_heads;
-  const uint32_t list = task.b * kv.n_lists() + (kv.per_head_lists ? task.g : 0);
-  const int32_t list_begin = kv.indptr[list];
-  const int32_t list_end = kv.indptr[list + 1];
-  const int32_t chunk =
-      (list_end - list_begin + static_cast<int32_t>(a.num_splits) - 1) /
-      static_cast<int32_t>(a.num_splits);
-  const int32_t e0 = std::min(list_end, list_begin + chunk * static_cast<int32_t>(task.split));
-  const int32_t e1 = std::min(list_end, e0 + chunk);
-
-  const size_t q_first = (size_t{task.b} * a.n_q_heads + size_t{task.g} * group) * d;
+void StartHead(const DecodeAttentionArgs& a, uint32_t b, uint32_t g, GroupState& st) {
+  const size_t d = a.kv.head_dim;
+  const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
+  const size_t q_first = (size_t{b} * a.n_q_heads + size_t{g} * group) * d;
   internal::ToFloat(a.queries, a.query_type, q_first, size_t{group} * d, st.q.data());
   for (float& x : st.q) x *= a.sm_scale;
   std::fill(st.m.begin(), st.m.end(), kNegInf);
   std::fill(st.l.begin(), st.l.end(), 0.0f);
   std::fill(st.acc.begin(), st.acc.end(), 0.0f);
-  for (int32_t e = e0; e < e1; ++e) {
-    const char* page = static_cast<const char*>(kv.pool) +
-                       static_cast<size_t>(kv.indices[e]) * kv.page_stride_bytes;
-    const uint32_t tokens =
-        e == list_end - 1 ? static_cast<uint32_t>(kv.last_page_len[task.b]) : kv.page_size;
-    AttendPage(a, task.g, page, tokens, st);
-  }
+}
 
+// Writes the normalised state of head g's query heads to out/lse, or to the
+// split's slot of the workspace.
+void FinishHead(const DecodeAttentionArgs& a, uint32_t b, uint32_t g, uint32_t split,
+                const GroupState& st) {
+  const size_t d = a.kv.head_dim;
+  const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
   for (uint32_t j = 0; j < group; ++j) {
-    const size_t row = size_t{task.b} * a.n_q_heads + size_t{task.g} * group + j;
+    const size_t row = size_t{b} * a.n_q_heads + size_t{g} * group + j;
     float* out;
     float* lse;
     if (a.num_splits == 1) {
@@ -107,7 +119,7 @@ void RunTask(const DecodeAttentionArgs& a, const Task& task, GroupState& st) {
       lse = a.lse + row;
     } else {
       float* ws = static_cast<float*>(a.workspace);
-      const size_t state = row * a.num_splits + task.split;
+      const size_t state = row * a.num_splits + split;
       out = ws + state * d;
       lse = ws + size_t{a.batch} * a.n_q_heads * a.num_splits * d + state;
     }
@@ -120,6 +132,33 @@ void RunTask(const DecodeAttentionArgs& a, const Task& task, GroupState& st) {
       std::fill_n(out, d, 0.0f);
       *lse = kNegInf;
     }
+  }
+}
+
+void RunTask(const DecodeAttentionArgs& a, const Task& task, std::vector<GroupState>& st,
+             std::vector<float>& page_buf) {
+  const PagedKv& kv = a.kv;
+  const uint32_t list = task.b * kv.n_lists() + (kv.per_head_lists ? task.g0 : 0);
+  const int32_t list_begin = kv.indptr[list];
+  const int32_t list_end = kv.indptr[list + 1];
+  const int32_t chunk =
+      (list_end - list_begin + static_cast<int32_t>(a.num_splits) - 1) /
+      static_cast<int32_t>(a.num_splits);
+  const int32_t e0 = std::min(list_end, list_begin + chunk * static_cast<int32_t>(task.split));
+  const int32_t e1 = std::min(list_end, e0 + chunk);
+  for (uint32_t g = task.g0; g < task.g1; ++g) StartHead(a, task.b, g, st[g - task.g0]);
+  for (int32_t e = e0; e < e1; ++e) {
+    const char* page = static_cast<const char*>(kv.pool) +
+                       static_cast<size_t>(kv.indices[e]) * kv.page_stride_bytes;
+    const uint32_t tokens =
+        e == list_end - 1 ? static_cast<uint32_t>(kv.last_page_len[task.b]) : kv.page_size;
+    const PageRows rows = LoadPage(a, page, task.g0, task.g1, tokens, page_buf);
+    for (uint32_t g = task.g0; g < task.g1; ++g) {
+      AttendPage(a, g, rows, tokens, st[g - task.g0]);
+    }
+  }
+  for (uint32_t g = task.g0; g < task.g1; ++g) {
+    FinishHead(a, task.b, g, task.split, st[g - task.g0]);
   }
 }
 
@@ -208,15 +247,19 @@ absl::Status DecodeAttentionCpu(const DecodeAttentionArgs& args, ThreadPool* poo
     a.workspace = own_workspace.data();
   }
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
-  const size_t tasks = size_t{a.batch} * a.kv.n_kv_heads * a.num_splits;
+  const uint32_t head_tasks = a.kv.per_head_lists ? a.kv.n_kv_heads : 1u;
+  const uint32_t heads_per_task = a.kv.n_kv_heads / head_tasks;
+  const size_t tasks = size_t{a.batch} * head_tasks * a.num_splits;
   internal::ParallelChunks(pool, tasks, 1, [&](size_t begin, size_t end) {
-    GroupState st(group, a.kv.page_size, a.kv.head_dim);
+    std::vector<GroupState> st(heads_per_task,
+                               GroupState(group, a.kv.page_size, a.kv.head_dim));
+    std::vector<float> page_buf;
     for (size_t i = begin; i < end; ++i) {
       const uint32_t split = static_cast<uint32_t>(i % a.num_splits);
-      const size_t bg = i / a.num_splits;
-      const Task task{static_cast<uint32_t>(bg / a.kv.n_kv_heads),
-                      static_cast<uint32_t>(bg % a.kv.n_kv_heads), split};
-      RunTask(a, task, st);
+      const size_t bh = i / a.num_splits;
+      const uint32_t b = static_cast<uint32_t>(bh / head_tasks);
+      const uint32_t g0 = static_cast<uint32_t>(bh % head_tasks) * heads_per_task;
+      RunTask(a, Task{b, g0, g0 + heads_per_task, split}, st, page_buf);
     }
   });
   if (a.num_splits == 1) return absl::OkStatus();

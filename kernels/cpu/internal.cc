@@ -80,7 +80,8 @@ void ParallelChunks(ThreadPool* pool, size_t n, size_t grain,
   });
 }
 
-void ToFloat(const void* src, ScalarType t, size_t offset, size_t n, float* dst) {
+KVTIER_KERNELS_MULTIVERSION void ToFloat(const void* src, ScalarType t, size_t offset, size_t n,
+                                         float* dst) {
   if (t == ScalarType::kF32) {
     std::copy_n(static_cast<const float*>(src) + offset, n, dst);
   } else if (t == ScalarType::kF16) {
