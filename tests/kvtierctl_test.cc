@@ -1,0 +1,127 @@
+// kvtierctl against the real kvtier-server: the demo session the main job
+// runs, the put-file/get-file round trip, lookup, and usage errors.
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/server_process.h"
+
+#ifndef KVTIERCTL_PATH
+#error "KVTIERCTL_PATH must name the kvtierctl binary"
+#endif
+
+namespace kvtier::testing {
+namespace {
+
+using ::testing::HasSubstr;
+
+struct CtlResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr
+};
+
+// Runs kvtierctl to completion (it has per-RPC deadlines, so it ends).
+CtlResult RunCtl(const std::vector<std::string>& args) {
+  std::string cmd = KVTIERCTL_PATH;
+  for (const std::string& a : args) absl::StrAppend(&cmd, " '", a, "'");
+  absl::StrAppend(&cmd, " 2>&1");
+  CtlResult r;
+  FILE* pipe = popen(cmd.c_str(), "r");
+  if (pipe == nullptr) return r;
+  char buf[4096];
+  size_t n = 0;
+  while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) r.output.append(buf, n);
+  const int status = pclose(pipe);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+class KvtierctlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start({"--data_dir=" + dir_.path() + "/data"}, dir_.path());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = std::move(server).value();
+    target_ = "--target=" + server_->target();
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::string target_;
+};
+
+TEST_F(KvtierctlTest, DemoRunsAndVerifiesEveryPage) {
+  CtlResult r = RunCtl({target_, "demo", "--prompt_tokens=256", "--layers=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("-> 16 pages"));
+  EXPECT_THAT(r.output, HasSubstr("lookup before storing: prefix 0 pages"));
+  EXPECT_THAT(r.output, HasSubstr("put 32 pages"));
+  EXPECT_THAT(r.output, HasSubstr("prefix 16 of 16 pages"));
+  EXPECT_THAT(r.output, HasSubstr("reusable prefix 8 pages"));
+  EXPECT_THAT(r.output, HasSubstr("got 32 pages back"));
+  EXPECT_THAT(r.output, HasSubstr("0 mismatches"));
+  EXPECT_THAT(r.output, HasSubstr("FAILED_PRECONDITION"));
+  EXPECT_THAT(r.output, HasSubstr("puts 32 (duplicates 0)"));
+  // Same seed, same keys: the second session finds everything stored.
+  r = RunCtl({target_, "demo", "--prompt_tokens=256", "--layers=2"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("lookup before storing: prefix 16 pages"));
+  EXPECT_THAT(r.output, HasSubstr("32 already stored"));
+}
+
+TEST_F(KvtierctlTest, PutFileGetFileRoundTrip) {
+  const std::string in = dir_.path() + "/in.bin";
+  const std::string out = dir_.path() + "/out.bin";
+  const std::string manifest = dir_.path() + "/in.manifest";
+  std::string content;
+  for (int i = 0; i < 200'000; ++i) content.push_back(static_cast<char>(i * 7 + i / 251));
+  std::ofstream(in, std::ios::binary) << content;
+  CtlResult r = RunCtl({target_, "put-file", in, "--manifest=" + manifest});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // 200000 bytes in 64 KiB pages: 4 pages.
+  EXPECT_THAT(r.output, HasSubstr("in 4 pages of 64.0 KiB (4 new, 0 already stored)"));
+  r = RunCtl({target_, "get-file", out, "--manifest=" + manifest});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  std::ifstream got(out, std::ios::binary);
+  std::stringstream bytes;
+  bytes << got.rdbuf();
+  EXPECT_EQ(bytes.str(), content);
+
+  r = RunCtl({target_, "stats"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("puts 4 (duplicates 0)"));
+}
+
+TEST_F(KvtierctlTest, LookupOfAnUnstoredPromptFindsNoPrefix) {
+  CtlResult r = RunCtl({target_, "lookup", "--tokens=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("17 tokens -> 1 full pages of 16 tokens"));
+  EXPECT_THAT(r.output, HasSubstr("stored prefix: 0 of 1 pages"));
+}
+
+TEST_F(KvtierctlTest, UsageErrorsExitWithTwo) {
+  EXPECT_EQ(RunCtl({target_}).exit_code, 2);
+  EXPECT_EQ(RunCtl({target_, "frobnicate"}).exit_code, 2);
+  CtlResult r = RunCtl({target_, "lookup"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("needs --tokens or --text"));
+  r = RunCtl({target_, "lookup", "--tokens=1,x"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("\"x\" is not a u32"));
+  r = RunCtl({target_, "get-file", dir_.path() + "/nothing"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("needs --manifest"));
+}
+
+}  // namespace
+}  // namespace kvtier::testing
