@@ -16,8 +16,21 @@ int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
 
 }  // namespace
 
-DecodeRunner::DecodeRunner(KvCacheManager* cache, kernels::ThreadPool* threads)
-    : cache_(cache), threads_(threads) {}
+DecodeRunner::DecodeRunner(KvCacheManager* cache, kernels::ThreadPool* threads,
+                           DecodeOptions options)
+    : cache_(cache), threads_(threads), options_(options) {}
+
+absl::Status DecodeRunner::Prefetch(uint64_t seq_id, uint32_t layer, const float* q,
+                                    StepStats* stats) {
+  // Scores from another layer's query only guess this layer's needs; the
+  // real plan of the layer's own step corrects them.
+  RETURN_IF_ERROR(cache_->FinishRecalls(seq_id, layer));
+  ASSIGN_OR_RETURN(PagePlan plan, EstimateAndPlan(seq_id, layer, q, /*prefill=*/false, stats));
+  const int64_t t0 = NowNs();
+  absl::Status s = cache_->ApplyPlan(seq_id, layer, plan);
+  stats->times.recall_ns += NowNs() - t0;
+  return s;
+}
 
 absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t layer,
                                                        const float* q, bool prefill,
@@ -97,7 +110,13 @@ absl::Status DecodeRunner::Prefill(uint64_t seq_id, uint32_t layer, const float*
 absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const float* q,
                                        const float* k, const float* v, float* out, float* lse,
                                        StepStats* stats) {
-  const int64_t t0 = NowNs();
+  const CacheCounters before = cache_->counters();
+  int64_t t0 = NowNs();
+  // Pages prefetched during the previous layer land first.
+  absl::Status prefetched = cache_->FinishRecalls(seq_id, layer);
+  stats->times.recall_ns += NowNs() - t0;
+  RETURN_IF_ERROR(prefetched);
+  t0 = NowNs();
   RETURN_IF_ERROR(cache_->AppendKv(seq_id, layer, k, v, 1));
   stats->times.append_ns += NowNs() - t0;
   ASSIGN_OR_RETURN(PagePlan plan, EstimateAndPlan(seq_id, layer, q, /*prefill=*/false, stats));
@@ -110,10 +129,13 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
   for (int32_t p : plan.attend) {
     (IsResident(before_view.states[p]) ? ready : recalled).push_back(p);
   }
-  const CacheCounters before = cache_->counters();
   int64_t t1 = NowNs();
   RETURN_IF_ERROR(cache_->ApplyPlan(seq_id, layer, plan));
   stats->times.recall_ns += NowNs() - t1;
+  if (options_.prefetch_next_layer && cache_->policy()->offloads() &&
+      layer + 1 < cache_->options().n_layers) {
+    RETURN_IF_ERROR(Prefetch(seq_id, layer + 1, q, stats));
+  }
 
   const KvCacheOptions& o = cache_->options();
   std::vector<float> own_lse;

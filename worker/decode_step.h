@@ -53,10 +53,20 @@ struct StepStats {
   uint64_t bytes_recalled = 0;
 };
 
+struct DecodeOptions {
+  // While layer l attends, start recalling the pages layer l + 1 would
+  // select for layer l's query (ArkVale's code has this, off by default; the
+  // paper does not describe it). Only for policies that offload. The
+  // prefetched pages are installed when layer l + 1's step begins; its own
+  // plan, from its own query, then recalls what the guess missed.
+  bool prefetch_next_layer = false;
+};
+
 class DecodeRunner {
  public:
   // `cache` and `threads` (may be null) must outlive the runner.
-  DecodeRunner(KvCacheManager* cache, kernels::ThreadPool* threads);
+  DecodeRunner(KvCacheManager* cache, kernels::ThreadPool* threads,
+               DecodeOptions options = DecodeOptions());
 
   // Appends the prompt's n tokens of `layer` (k, v: [n][Hkv][D] fp32; their
   // token ids must already be appended) and plans the layer with the last
@@ -76,6 +86,7 @@ class DecodeRunner {
  private:
   absl::StatusOr<PagePlan> EstimateAndPlan(uint64_t seq_id, uint32_t layer, const float* q,
                                            bool prefill, StepStats* stats);
+  absl::Status Prefetch(uint64_t seq_id, uint32_t layer, const float* q, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
   absl::Status AttendPool(const void* pool, size_t page_stride_bytes, uint32_t pool_pages,
@@ -87,6 +98,7 @@ class DecodeRunner {
 
   KvCacheManager* const cache_;
   kernels::ThreadPool* const threads_;
+  const DecodeOptions options_;
   // Scratch reused across steps.
   std::vector<float> row_scores_;
   std::vector<float> scores_;

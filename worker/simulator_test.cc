@@ -35,12 +35,14 @@ SimOptions Options(const std::string& policy, uint32_t budget) {
   return o;
 }
 
-TEST(SimulatorTest, ArkvaleWithBudgetCoveringContextMatchesFullCacheExactly) {
+TEST(SimulatorTest, ArkvaleWithBudgetCoveringContextMatchesFullCache) {
   auto source = SmallTrace();
   auto report = RunSimulation(*source, Options("arkvale", 40));  // 520 tokens = 33 pages
   ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_EQ(report->mean_rel_error, 0.0);
-  EXPECT_EQ(report->max_rel_error, 0.0);
+  // Equal up to the attention kernel's last-ulp rounding (see
+  // kv_cache_manager_test.cc).
+  EXPECT_LT(report->max_rel_error, 1e-6);
+  EXPECT_EQ(report->stats.pages_attended, report->reference_stats.pages_attended);
   EXPECT_EQ(report->stats.pages_recalled, 0u);
   EXPECT_EQ(report->stats.steps, 8u * 3);
   // Every full page of every layer was backed up: 520 / 16 = 32 per layer.
