@@ -33,3 +33,9 @@ if(KVTIER_BUILD_TESTS)
     SOURCES ${_svc_dir}/server_config_test.cc
     LIBS kvtier_server_config)
 endif()
+
+if(KVTIER_BUILD_TESTS AND TARGET kvtier_store_core)
+  kvtier_test(service_test
+    SOURCES ${_svc_dir}/service_test.cc
+    LIBS kvtier_service)
+endif()

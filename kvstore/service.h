@@ -27,8 +27,8 @@ struct ServiceLimits {
   // Longest Lookup chain. Default 65536.
   uint32_t max_lookup_pages = 65536;
   // Most layers in one Lookup (bounds the response to chain x layers
-  // entries). Default 4096, the Store's own bound.
-  uint32_t max_lookup_layers = 4096;
+  // entries). Default: the Store's own bound.
+  uint32_t max_lookup_layers = Store::kMaxLookupLayers;
   // Longest pin TTL. Default 24 h.
   uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
 
