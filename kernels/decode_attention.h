@@ -96,8 +96,8 @@ struct DecodeAttentionArgs {
 
 // Bytes of split partials: batch * n_q_heads * num_splits * (head_dim + 1) * 4
 // (0 when num_splits == 1).
-size_t DecodeAttentionWorkspaceBytes(uint32_t batch, uint32_t n_q_heads,
-                                     uint32_t head_dim, uint32_t num_splits);
+size_t DecodeAttentionWorkspaceBytes(uint32_t batch, uint32_t n_q_heads, uint32_t head_dim,
+                                     uint32_t num_splits);
 
 // REQUIRES: finite queries, keys, values. Also checks indptr, indices and
 // last_page_len (INVALID_ARGUMENT, nothing written).

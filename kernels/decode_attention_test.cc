@@ -103,7 +103,8 @@ struct Problem {
           for (uint32_t t = 0; t < n; ++t) {
             ks.push_back(page + (t * hkv + g) * dim);
             vs.push_back(page + PageElems() / 2 + (t * hkv + g) * dim);
-            for (uint32_t c = 0; c < dim; ++c) vmax = std::max<double>(vmax, std::abs(vs.back()[c]));
+            for (uint32_t c = 0; c < dim; ++c)
+              vmax = std::max<double>(vmax, std::abs(vs.back()[c]));
           }
         }
         std::vector<double> ref(dim);
@@ -126,7 +127,8 @@ constexpr double kOutTol = 2e-5;
 constexpr double kLseTol = 2e-5;
 
 class DenseEquivalence
-    : public ::testing::TestWithParam<std::tuple<uint32_t, uint32_t, uint32_t, ScalarType, bool>> {};
+    : public ::testing::TestWithParam<std::tuple<uint32_t, uint32_t, uint32_t, ScalarType, bool>> {
+};
 
 TEST_P(DenseEquivalence, AllPagesEqualDenseSoftmaxAttention) {
   Problem p;

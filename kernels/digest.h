@@ -49,16 +49,15 @@ constexpr uint32_t DigestVectors(DigestKind kind) {
   return kind == DigestKind::kCentroid ? 1u : 2u;
 }
 
-constexpr size_t DigestSlotElements(DigestKind kind, uint32_t n_kv_heads,
-                                    uint32_t head_dim) {
+constexpr size_t DigestSlotElements(DigestKind kind, uint32_t n_kv_heads, uint32_t head_dim) {
   return size_t{DigestVectors(kind)} * n_kv_heads * head_dim;
 }
 
 struct DigestArgs {
   // KV pool holding the pages; see the file comment for the layout.
   const void* pool = nullptr;
-  size_t page_stride_bytes = 0;  // REQUIRES: >= page_size*n_kv_heads*head_dim*elem
-  uint32_t pool_pages = 0;       // pages in the pool; every page id is < this
+  size_t page_stride_bytes = 0;            // REQUIRES: >= page_size*n_kv_heads*head_dim*elem
+  uint32_t pool_pages = 0;                 // pages in the pool; every page id is < this
   ScalarType key_type = ScalarType::kF16;  // kF32, kF16 or kBF16
   uint32_t page_size = 0;                  // 1..1024
   uint32_t n_kv_heads = 0;                 // 1..256

@@ -47,9 +47,8 @@ Result RunDigest(const DigestCase& s, const std::vector<float>& values) {
     r.ids.push_back(static_cast<int32_t>((i * 3 + 1) % pool_pages));
     r.slots.push_back(static_cast<int32_t>(s.pages - 1 - i));
   }
-  r.digests.assign(s.pages * DigestSlotElements(s.kind, s.heads, s.dim) *
-                       ScalarBytes(s.digest_type),
-                   0xcd);
+  r.digests.assign(
+      s.pages * DigestSlotElements(s.kind, s.heads, s.dim) * ScalarBytes(s.digest_type), 0xcd);
   DigestArgs& a = r.args;
   a.pool = r.pool.data();
   a.page_stride_bytes = 2 * size_t{s.page_size} * s.heads * s.dim * ScalarBytes(s.key_type);

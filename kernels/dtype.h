@@ -40,11 +40,14 @@ enum class ScalarType : uint8_t {
 // Bytes of one element; 0 for a value outside the enum.
 constexpr size_t ScalarBytes(ScalarType t) {
   switch (t) {
-    case ScalarType::kF32: return 4;
+    case ScalarType::kF32:
+      return 4;
     case ScalarType::kF16:
-    case ScalarType::kBF16: return 2;
+    case ScalarType::kBF16:
+      return 2;
     case ScalarType::kFp8E4M3:
-    case ScalarType::kInt8: return 1;
+    case ScalarType::kInt8:
+      return 1;
   }
   return 0;
 }
@@ -85,30 +88,29 @@ KVTIER_HD float HalfToFloat(uint16_t h) {
   // normals and subnormals alike; the multiply by 2^112 is exact.
   const uint32_t sign = uint32_t{h & 0x8000u} << 16;
   const uint32_t em = h & 0x7fffu;
-  const float scaled = BitsToFloat(em << 13) * 5.192296858534828e+33f;  // 2^112
-  const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);  // inf / NaN
+  const float scaled = BitsToFloat(em << 13) * 5.192296858534828e+33f;    // 2^112
+  const uint32_t special = 0x7f800000u | ((em & 0x3ffu) << 13);           // inf / NaN
   const uint32_t is_special = 0u - static_cast<uint32_t>(em >= 0x7c00u);  // mask
   return BitsToFloat(sign | (special & is_special) | (FloatBits(scaled) & ~is_special));
 }
 
 KVTIER_HD uint16_t FloatToHalf(float f) {
+  // Every path is computed and the right one selected, so loops over this
+  // vectorise.
   const uint32_t x = FloatBits(f);
   const uint32_t sign = (x >> 16) & 0x8000u;
-  uint32_t a = x & 0x7fffffffu;
-  if (a >= 0x7f800000u) {  // inf or NaN; NaN keeps its top payload, quiet.
-    return static_cast<uint16_t>(
-        sign | 0x7c00u | (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u));
-  }
-  if (a >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // >= 65520
-  if (a < 0x38800000u) {  // below 2^-14: subnormal or zero in fp16.
-    // Adding 0.5f puts the fp16 subnormal ulp (2^-24) at the fp32 ulp of the
-    // sum, so the FPU's own round-to-nearest-even does the rounding.
-    const float s = BitsToFloat(a) + 0.5f;
-    return static_cast<uint16_t>(sign | (FloatBits(s) - 0x3f000000u));
-  }
-  const uint32_t odd = (a >> 13) & 1u;
-  a += 0xc8000fffu + odd;  // rebias exponent (127 -> 15) and round.
-  return static_cast<uint16_t>(sign | (a >> 13));
+  const uint32_t a = x & 0x7fffffffu;
+  // inf stays inf; NaN keeps its top payload bits and becomes quiet.
+  const uint32_t special = 0x7c00u | (a > 0x7f800000u ? (0x200u | ((a >> 13) & 0x3ffu)) : 0u);
+  // Below 2^-14 (fp16 subnormals): adding 0.5f puts the fp16 subnormal ulp
+  // (2^-24) at the fp32 ulp of the sum, so the FPU rounds to nearest even.
+  const uint32_t sub = FloatBits(BitsToFloat(a) + 0.5f) - 0x3f000000u;
+  // Normals: rebias the exponent (127 -> 15) and round to nearest even.
+  const uint32_t normal = (a + 0xc8000fffu + ((a >> 13) & 1u)) >> 13;
+  uint32_t h = a < 0x38800000u ? sub : normal;
+  h = a >= 0x477ff000u ? 0x7c00u : h;  // >= 65520 rounds to inf
+  h = a >= 0x7f800000u ? special : h;
+  return static_cast<uint16_t>(sign | h);
 }
 
 // The nearest fp16 at or above (`up`) or at or below (!up) v, so that a
@@ -147,26 +149,28 @@ KVTIER_HD float Fp8E4M3ToFloat(uint8_t v) {
   const float sub = static_cast<float>(mant) * 0.001953125f;  // mant * 2^-9
   const uint32_t normal = ((exp + 120u) << 23) | (mant << 20);
   uint32_t bits = exp == 0 ? FloatBits(sub) : normal;
-  if ((v & 0x7fu) == 0x7fu) bits = 0x7fc00000u;
+  bits = (v & 0x7fu) == 0x7fu ? 0x7fc00000u : bits;  // NaN
   return BitsToFloat(sign | bits);
 }
 
 KVTIER_HD uint8_t FloatToFp8E4M3(float f) {
+  // Branch-free like FloatToHalf.
   const uint32_t x = FloatBits(f);
-  const uint8_t sign = static_cast<uint8_t>((x >> 24) & 0x80u);
+  const uint32_t sign = (x >> 24) & 0x80u;
   const uint32_t a = x & 0x7fffffffu;
-  if (a > 0x7f800000u) return static_cast<uint8_t>(sign | 0x7fu);  // NaN
   const float af = BitsToFloat(a);
-  if (af >= kFp8E4M3Max) return static_cast<uint8_t>(sign | 0x7eu);  // saturate
-  if (a < 0x3c800000u) {  // below 2^-6: subnormal; ulp is 2^-9.
-    // A result of 8 is the encoding of 2^-6, the smallest normal: correct.
-    const float q = RoundHalfEven(af * 512.0f);
-    return static_cast<uint8_t>(sign | static_cast<uint8_t>(q));
-  }
-  const uint32_t r = a + 0x7ffffu + ((a >> 20) & 1u);  // round to 3 mantissa bits
-  const uint32_t exp = (r >> 23) - 120u;  // 127 -> 7 bias
-  const uint32_t mant = (r >> 20) & 0x7u;
-  return static_cast<uint8_t>(sign | (exp << 3) | mant);
+  // Below 2^-6 (subnormals, ulp 2^-9). A result of 8 is the encoding of
+  // 2^-6, the smallest normal: still correct. The operand is clamped so that
+  // other inputs (even NaN) give a small finite value, then discarded.
+  const float small = af < 0.015625f ? af : 0.015625f;
+  const uint32_t sub = static_cast<uint32_t>(RoundHalfEven(small * 512.0f));
+  // Normals: round to 3 mantissa bits, rebias the exponent (127 -> 7).
+  const uint32_t r = a + 0x7ffffu + ((a >> 20) & 1u);
+  const uint32_t normal = (((r >> 23) - 120u) << 3) | ((r >> 20) & 0x7u);
+  uint32_t v = a < 0x3c800000u ? sub : normal;
+  v = a >= 0x43e00000u ? 0x7eu : v;  // |f| >= 448 (and inf) saturate
+  v = a > 0x7f800000u ? 0x7fu : v;   // NaN
+  return static_cast<uint8_t>(sign | (v & 0x7fu));
 }
 
 // ---- generic load/store --------------------------------------------------
@@ -183,8 +187,7 @@ KVTIER_HD void StoreFromFloat(void* base, ScalarType t, size_t i, float v) {
   if (t == ScalarType::kF32) {
     static_cast<float*>(base)[i] = v;
   } else {
-    static_cast<uint16_t*>(base)[i] =
-        t == ScalarType::kF16 ? FloatToHalf(v) : FloatToBF16(v);
+    static_cast<uint16_t*>(base)[i] = t == ScalarType::kF16 ? FloatToHalf(v) : FloatToBF16(v);
   }
 }
 

@@ -21,10 +21,10 @@ TEST(HalfTest, KnownValues) {
   EXPECT_EQ(FloatToHalf(65520.0f), 0x7c00);  // ties away from 65504 (odd) to inf
   EXPECT_EQ(FloatToHalf(1e30f), 0x7c00);
   EXPECT_EQ(FloatToHalf(-std::numeric_limits<float>::infinity()), 0xfc00);
-  EXPECT_EQ(FloatToHalf(Pow2(-24)), 0x0001);       // smallest subnormal
-  EXPECT_EQ(FloatToHalf(Pow2(-25)), 0x0000);       // tie -> even (0)
-  EXPECT_EQ(FloatToHalf(3 * Pow2(-25)), 0x0002);   // tie -> even (2)
-  EXPECT_EQ(FloatToHalf(Pow2(-14)), 0x0400);       // smallest normal
+  EXPECT_EQ(FloatToHalf(Pow2(-24)), 0x0001);             // smallest subnormal
+  EXPECT_EQ(FloatToHalf(Pow2(-25)), 0x0000);             // tie -> even (0)
+  EXPECT_EQ(FloatToHalf(3 * Pow2(-25)), 0x0002);         // tie -> even (2)
+  EXPECT_EQ(FloatToHalf(Pow2(-14)), 0x0400);             // smallest normal
   EXPECT_EQ(FloatToHalf(1.0f + Pow2(-11)), 0x3c00);      // tie -> even
   EXPECT_EQ(FloatToHalf(1.0f + 3 * Pow2(-11)), 0x3c02);  // tie -> even
   const uint16_t nan = FloatToHalf(std::numeric_limits<float>::quiet_NaN());
@@ -99,18 +99,18 @@ TEST(Fp8E4M3Test, KnownValues) {
   EXPECT_EQ(FloatToFp8E4M3(-1.0f), 0xb8);
   EXPECT_EQ(FloatToFp8E4M3(448.0f), 0x7e);
   EXPECT_EQ(FloatToFp8E4M3(-448.0f), 0xfe);
-  EXPECT_EQ(FloatToFp8E4M3(460.0f), 0x7e);   // saturates
+  EXPECT_EQ(FloatToFp8E4M3(460.0f), 0x7e);  // saturates
   EXPECT_EQ(FloatToFp8E4M3(1e30f), 0x7e);
   EXPECT_EQ(FloatToFp8E4M3(-INFINITY), 0xfe);
   EXPECT_EQ(FloatToFp8E4M3(NAN), 0x7f);
-  EXPECT_EQ(FloatToFp8E4M3(Pow2(-9)), 0x01);     // smallest subnormal
-  EXPECT_EQ(FloatToFp8E4M3(7 * Pow2(-9)), 0x07);  // largest subnormal
-  EXPECT_EQ(FloatToFp8E4M3(Pow2(-6)), 0x08);     // smallest normal
-  EXPECT_EQ(FloatToFp8E4M3(Pow2(-10)), 0x00);    // tie -> even (0)
-  EXPECT_EQ(FloatToFp8E4M3(3 * Pow2(-10)), 0x02);  // tie -> even (2)
+  EXPECT_EQ(FloatToFp8E4M3(Pow2(-9)), 0x01);        // smallest subnormal
+  EXPECT_EQ(FloatToFp8E4M3(7 * Pow2(-9)), 0x07);    // largest subnormal
+  EXPECT_EQ(FloatToFp8E4M3(Pow2(-6)), 0x08);        // smallest normal
+  EXPECT_EQ(FloatToFp8E4M3(Pow2(-10)), 0x00);       // tie -> even (0)
+  EXPECT_EQ(FloatToFp8E4M3(3 * Pow2(-10)), 0x02);   // tie -> even (2)
   EXPECT_EQ(FloatToFp8E4M3(15 * Pow2(-10)), 0x08);  // tie 7|8 -> 8 = 2^-6
-  EXPECT_EQ(FloatToFp8E4M3(1.0625f), 0x38);  // tie between 1 and 1.125 -> even
-  EXPECT_EQ(FloatToFp8E4M3(1.1875f), 0x3a);  // tie between 1.125 and 1.25 -> even
+  EXPECT_EQ(FloatToFp8E4M3(1.0625f), 0x38);         // tie between 1 and 1.125 -> even
+  EXPECT_EQ(FloatToFp8E4M3(1.1875f), 0x3a);         // tie between 1.125 and 1.25 -> even
   EXPECT_EQ(FloatToFp8E4M3(1.07f), 0x39);
   EXPECT_EQ(Fp8E4M3ToFloat(0x7e), 448.0f);
   EXPECT_EQ(Fp8E4M3ToFloat(0x01), Pow2(-9));

@@ -69,9 +69,7 @@ struct EstimateArgs {
   HeadReduce reduce = HeadReduce::kGroupSum;
   float* scores = nullptr;  // total_pages * rows() floats
 
-  uint32_t rows() const {
-    return reduce == HeadReduce::kGroupSum ? n_kv_heads : n_q_heads;
-  }
+  uint32_t rows() const { return reduce == HeadReduce::kGroupSum ? n_kv_heads : n_q_heads; }
   // Scalar fields and non-null pointers only (usable with device pointers).
   absl::Status Validate() const;
 };

@@ -36,8 +36,8 @@ struct Batch {
     indptr = {0};
     for (uint32_t n : seq_pages) indptr.push_back(indptr.back() + static_cast<int32_t>(n));
     const uint32_t total = indptr.back();
-    pool = MakeTyped(testing::AdversarialFloats(size_t{total} * PageElems(), seed, outlier),
-                     key_type);
+    pool =
+        MakeTyped(testing::AdversarialFloats(size_t{total} * PageElems(), seed, outlier), key_type);
     queries = MakeTyped(testing::AdversarialFloats(seq_pages.size() * hq * dim, seed + 1, 4.0f),
                         ScalarType::kF32);
     for (uint32_t p = 0; p < total; ++p) {
@@ -99,10 +99,14 @@ class UpperBound : public ::testing::TestWithParam<std::tuple<uint32_t, uint32_t
 // For the min/max cuboid, each query head's score bounds max_t q.k_t of the
 // page from above, and the group sum bounds the sum of the heads' maxima.
 TEST_P(UpperBound, MinMaxScoreBoundsEveryTokenDot) {
-  Batch bt{.page_size = std::get<0>(GetParam()), .hkv = 2,
-           .hq = 2 * std::get<1>(GetParam()), .dim = 64,
-           .key_type = std::get<2>(GetParam()), .kind = DigestKind::kMinMax,
-           .digest_type = ScalarType::kF32, .seq_pages = {3, 1, 6}};
+  Batch bt{.page_size = std::get<0>(GetParam()),
+           .hkv = 2,
+           .hq = 2 * std::get<1>(GetParam()),
+           .dim = 64,
+           .key_type = std::get<2>(GetParam()),
+           .kind = DigestKind::kMinMax,
+           .digest_type = ScalarType::kF32,
+           .seq_pages = {3, 1, 6}};
   bt.Build(5, 50.0f);
   ThreadPool pool(2);
   EstimateArgs per_head = bt.Args(HeadReduce::kPerQueryHead);
@@ -152,16 +156,21 @@ TEST_P(UpperBound, MinMaxScoreBoundsEveryTokenDot) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, UpperBound,
-                         ::testing::Combine(::testing::Values(16u, 32u),
-                                            ::testing::Values(1u, 4u),
+                         ::testing::Combine(::testing::Values(16u, 32u), ::testing::Values(1u, 4u),
                                             ::testing::Values(ScalarType::kF16,
                                                               ScalarType::kBF16)));
 
 TEST(EstimateTest, KnownCuboidAndCentroidValues) {
   // One page, one head, d = 2: q = (1, -2), keys (3, 1) and (-1, 4).
   for (DigestKind kind : {DigestKind::kMinMax, DigestKind::kCentroid}) {
-    Batch bt{.page_size = 2, .hkv = 1, .hq = 1, .dim = 2, .key_type = ScalarType::kF32,
-             .kind = kind, .digest_type = ScalarType::kF32, .seq_pages = {1}};
+    Batch bt{.page_size = 2,
+             .hkv = 1,
+             .hq = 1,
+             .dim = 2,
+             .key_type = ScalarType::kF32,
+             .kind = kind,
+             .digest_type = ScalarType::kF32,
+             .seq_pages = {1}};
     bt.Build(1, 1.0f);
     bt.pool.values = {3, 1, -1, 4, 0, 0, 0, 0};
     bt.pool = MakeTyped(bt.pool.values, ScalarType::kF32);
@@ -190,11 +199,15 @@ TEST(EstimateTest, KnownCuboidAndCentroidValues) {
 }
 
 TEST(EstimateTest, MatchesDoubleReferenceForEveryKindAndDigestType) {
-  for (DigestKind kind :
-       {DigestKind::kMinMax, DigestKind::kArkvaleMean, DigestKind::kCentroid}) {
+  for (DigestKind kind : {DigestKind::kMinMax, DigestKind::kArkvaleMean, DigestKind::kCentroid}) {
     for (ScalarType dt : {ScalarType::kF32, ScalarType::kF16}) {
-      Batch bt{.page_size = 16, .hkv = 4, .hq = 32, .dim = 128,
-               .key_type = ScalarType::kF16, .kind = kind, .digest_type = dt,
+      Batch bt{.page_size = 16,
+               .hkv = 4,
+               .hq = 32,
+               .dim = 128,
+               .key_type = ScalarType::kF16,
+               .kind = kind,
+               .digest_type = dt,
                .seq_pages = {9, 0, 17}};
       bt.Build(9, 8.0f);
       ThreadPool pool(4);
@@ -226,8 +239,13 @@ TEST(EstimateTest, MatchesDoubleReferenceForEveryKindAndDigestType) {
 }
 
 TEST(EstimateTest, RejectsBadIndptrAndSlots) {
-  Batch bt{.page_size = 16, .hkv = 1, .hq = 1, .dim = 8, .key_type = ScalarType::kF16,
-           .kind = DigestKind::kMinMax, .digest_type = ScalarType::kF32,
+  Batch bt{.page_size = 16,
+           .hkv = 1,
+           .hq = 1,
+           .dim = 8,
+           .key_type = ScalarType::kF16,
+           .kind = DigestKind::kMinMax,
+           .digest_type = ScalarType::kF32,
            .seq_pages = {2, 2}};
   bt.Build(3, 1.0f);
   EstimateArgs a = bt.Args(HeadReduce::kGroupSum);

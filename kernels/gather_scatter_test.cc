@@ -36,8 +36,8 @@ TEST(GatherScatterTest, GatherThenScatterIsTheIdentity) {
   ThreadPool threads(3);
   ASSERT_TRUE(GatherPagesCpu(a, &threads).ok());
   for (size_t i = 0; i < ids.size(); ++i) {
-    ASSERT_EQ(0, std::memcmp(staging.data() + i * page_bytes, pool.data() + ids[i] * stride,
-                             page_bytes));
+    ASSERT_EQ(
+        0, std::memcmp(staging.data() + i * page_bytes, pool.data() + ids[i] * stride, page_bytes));
   }
   // Scatter into a fresh pool: listed pages equal the original, the rest and
   // the stride gaps keep their old bytes.

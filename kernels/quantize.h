@@ -41,9 +41,9 @@
 namespace kvtier::kernels {
 
 struct PageQuantArgs {
-  uint32_t page_size = 0;   // 1..1024
-  uint32_t n_kv_heads = 0;  // 1..256
-  uint32_t head_dim = 0;    // 1..1024
+  uint32_t page_size = 0;                     // 1..1024
+  uint32_t n_kv_heads = 0;                    // 1..256
+  uint32_t head_dim = 0;                      // 1..1024
   ScalarType float_type = ScalarType::kF16;   // kF32, kF16 or kBF16
   ScalarType quant_type = ScalarType::kInt8;  // kInt8 or kFp8E4M3
 

@@ -66,8 +66,7 @@ double Bound(ScalarType qt, double x, double s, double a) {
   return std::max(std::abs(x) * std::ldexp(1.0, -4), s * std::ldexp(1.0, -10)) + slack;
 }
 
-class RoundTrip
-    : public ::testing::TestWithParam<std::tuple<ScalarType, ScalarType, float>> {};
+class RoundTrip : public ::testing::TestWithParam<std::tuple<ScalarType, ScalarType, float>> {};
 
 TEST_P(RoundTrip, DequantizedWithinStatedBoundAndScalesWhereLayoutSays) {
   Pages p;
@@ -102,7 +101,8 @@ TEST_P(RoundTrip, DequantizedWithinStatedBoundAndScalesWhereLayoutSays) {
       size_t scale_index;
       if (is_k && !fp8) {
         scale_index = jj % row;
-        for (size_t u = 0; u < p.page_size; ++u) a = std::max<double>(a, std::abs(x[u * row + jj % row]));
+        for (size_t u = 0; u < p.page_size; ++u)
+          a = std::max<double>(a, std::abs(x[u * row + jj % row]));
       } else {
         scale_index = (is_k ? 0 : k_scales) + t * p.heads + h;
         const float* grp = x + (is_k ? 0 : e) + (t * p.heads + h) * p.dim;
@@ -135,8 +135,10 @@ TEST(QuantizeTest, ExtremeFiniteFp32ValuesRoundTrip) {
     x[7] = 1e-30f;
     std::vector<uint8_t> q(p.QuantBytes());
     std::vector<float> y(x.size());
-    ASSERT_TRUE(QuantizePagesCpu(p.Args(x.data(), p.FloatBytes(), q.data(), q.size()), nullptr).ok());
-    ASSERT_TRUE(DequantizePagesCpu(p.Args(q.data(), q.size(), y.data(), p.FloatBytes()), nullptr).ok());
+    ASSERT_TRUE(
+        QuantizePagesCpu(p.Args(x.data(), p.FloatBytes(), q.data(), q.size()), nullptr).ok());
+    ASSERT_TRUE(
+        DequantizePagesCpu(p.Args(q.data(), q.size(), y.data(), p.FloatBytes()), nullptr).ok());
     for (size_t i = 0; i < x.size(); ++i) {
       ASSERT_TRUE(std::isfinite(y[i])) << i;
       // The group max is at most 3e38 * 4 sigma; half a step of 3e38 / 127.
@@ -162,10 +164,10 @@ TEST(QuantizeTest, ExactCodesAndZeroGroups) {
   EXPECT_EQ(static_cast<int8_t>(q[4]), 64);   // 1 / (2/127) = 63.5 -> 64
   EXPECT_EQ(static_cast<int8_t>(q[5]), -127);
   EXPECT_EQ(q[6], 0);
-  EXPECT_EQ(ScaleAt(q, 8), 1.0f);             // K channel 0 scale
-  EXPECT_EQ(ScaleAt(q, 12), 0.0f);            // K channel 1 all zero
-  EXPECT_EQ(ScaleAt(q, 16), 2.0f / 127);      // V token 0
-  EXPECT_EQ(ScaleAt(q, 20), 0.0f);            // V token 1
+  EXPECT_EQ(ScaleAt(q, 8), 1.0f);         // K channel 0 scale
+  EXPECT_EQ(ScaleAt(q, 12), 0.0f);        // K channel 1 all zero
+  EXPECT_EQ(ScaleAt(q, 16), 2.0f / 127);  // V token 0
+  EXPECT_EQ(ScaleAt(q, 20), 0.0f);        // V token 1
   std::vector<float> y(8, NAN);
   ASSERT_TRUE(DequantizePagesCpu(p.Args(q.data(), q.size(), y.data(), 32), nullptr).ok());
   EXPECT_EQ(y[0], 127.0f);

@@ -43,8 +43,8 @@ struct TopKArgs {
   uint32_t n_rows = 0;       // score rows per sequence, >= 1
   bool sum_rows = false;
 
-  uint32_t k = 0;       // >= 1
-  uint32_t sink = 0;    // REQUIRES: sink + recent <= k
+  uint32_t k = 0;     // >= 1
+  uint32_t sink = 0;  // REQUIRES: sink + recent <= k
   uint32_t recent = 0;
 
   int32_t* selected = nullptr;

@@ -89,8 +89,8 @@ TEST(TopKTest, MatchesSortedReferenceOnRandomBatches) {
     std::vector<float> scores(size_t{total} * rows);
     for (float& s : scores) {
       const int r = static_cast<int>(rng() % (value_range + 2));
-      s = r == value_range ? NAN : (r == value_range + 1 ? -INFINITY
-                                                          : static_cast<float>(r) * 0.25f);
+      s = r == value_range ? NAN
+                           : (r == value_range + 1 ? -INFINITY : static_cast<float>(r) * 0.25f);
     }
     TopKArgs a;
     a.scores = scores.data();

@@ -85,9 +85,9 @@ double MemcpyBytesPerSecond(int threads) {
 
 void Report(benchmark::State& state, double bytes_per_iter, int threads) {
   state.SetBytesProcessed(static_cast<int64_t>(bytes_per_iter * state.iterations()));
-  state.counters["x_memcpy"] = benchmark::Counter(
-      bytes_per_iter * state.iterations() / MemcpyBytesPerSecond(threads),
-      benchmark::Counter::kIsRate);
+  state.counters["x_memcpy"] =
+      benchmark::Counter(bytes_per_iter * state.iterations() / MemcpyBytesPerSecond(threads),
+                         benchmark::Counter::kIsRate);
   state.counters["memcpy_GBps"] = MemcpyBytesPerSecond(threads) / 1e9;
 }
 
@@ -102,7 +102,7 @@ BENCHMARK(BM_Memcpy)->Arg(1)->Arg(0)->Iterations(1);
 
 struct Context {
   uint32_t pages = 0;
-  std::vector<uint16_t> pool;  // pages * kPageElems fp16
+  std::vector<uint16_t> pool;   // pages * kPageElems fp16
   std::vector<uint16_t> query;  // kQHeads * kHeadDim fp16
   std::vector<float> digests;   // min/max, fp32
   std::vector<int32_t> ids;     // 0..pages-1
@@ -162,7 +162,8 @@ void BM_Digest(benchmark::State& state) {
 }
 BENCHMARK(BM_Digest)->Arg(1)->Arg(0)->Unit(benchmark::kMillisecond)->UseRealTime();
 
-EstimateArgs MakeEstimate(const Context& c, std::vector<float>& scores, std::vector<int32_t>& indptr) {
+EstimateArgs MakeEstimate(const Context& c, std::vector<float>& scores,
+                          std::vector<int32_t>& indptr) {
   indptr = {0, static_cast<int32_t>(c.pages)};
   scores.resize(size_t{c.pages} * kKvHeads);
   EstimateArgs a;
@@ -336,11 +337,13 @@ void BM_DecodeAttention(benchmark::State& state) {
   std::vector<float> out, lse;
   for (const auto& l : lists) indptrs.push_back({0, static_cast<int32_t>(l.size())});
   for (size_t v = 0; v < lists.size(); ++v) {
-    args.push_back(MakeAttention(c, indptrs[v], lists[v], out, lse, SplitsFor(threads, lists[v].size())));
+    args.push_back(
+        MakeAttention(c, indptrs[v], lists[v], out, lse, SplitsFor(threads, lists[v].size())));
   }
   size_t next = 0;
   for (auto _ : state) {
-    if (!DecodeAttentionCpu(args[next], &Pool(threads)).ok()) state.SkipWithError("attention failed");
+    if (!DecodeAttentionCpu(args[next], &Pool(threads)).ok())
+      state.SkipWithError("attention failed");
     next = (next + 1) % args.size();
   }
   Report(state, static_cast<double>(lists[0].size()) * kPageBytes, threads);
@@ -377,14 +380,14 @@ void BM_Quantize(benchmark::State& state) {
   const size_t qbytes = QuantizedPageBytes(kPageSize, kKvHeads, kHeadDim, qt);
   std::vector<uint8_t> q(c.pages * qbytes);
   std::vector<uint16_t> back(c.pool.size());
-  PageQuantArgs a{kPageSize, kKvHeads, kHeadDim, ScalarType::kF16, qt, c.pages,
-                  c.pool.data(), kPageBytes, q.data(), qbytes};
+  PageQuantArgs a{kPageSize, kKvHeads,      kHeadDim,   ScalarType::kF16, qt,
+                  c.pages,   c.pool.data(), kPageBytes, q.data(),         qbytes};
   if (!QuantizePagesCpu(a, &Pool(threads)).ok()) std::abort();
-  PageQuantArgs d{kPageSize, kKvHeads, kHeadDim, ScalarType::kF16, qt, c.pages,
-                  q.data(), qbytes, back.data(), kPageBytes};
+  PageQuantArgs d{kPageSize, kKvHeads, kHeadDim, ScalarType::kF16, qt,
+                  c.pages,   q.data(), qbytes,   back.data(),      kPageBytes};
   for (auto _ : state) {
-    const absl::Status st = dequantize ? DequantizePagesCpu(d, &Pool(threads))
-                                       : QuantizePagesCpu(a, &Pool(threads));
+    const absl::Status st =
+        dequantize ? DequantizePagesCpu(d, &Pool(threads)) : QuantizePagesCpu(a, &Pool(threads));
     if (!st.ok()) state.SkipWithError("quantize failed");
   }
   Report(state, static_cast<double>(c.pages) * kPageBytes, threads);  // fp16 side
@@ -404,10 +407,12 @@ void BM_GatherScatter(benchmark::State& state) {
   for (uint32_t p = 0; p < c.pages; p += 8) ids.push_back(static_cast<int32_t>(p));
   std::vector<uint8_t> staging(ids.size() * kPageBytes);
   std::vector<uint16_t> pool = c.pool;
-  PageCopyArgs a{pool.data(), kPageBytes, c.pages, kPageBytes, ids.data(),
-                 static_cast<uint32_t>(ids.size()), staging.data()};
+  PageCopyArgs a{pool.data(),   kPageBytes, c.pages,
+                 kPageBytes,    ids.data(), static_cast<uint32_t>(ids.size()),
+                 staging.data()};
   for (auto _ : state) {
-    const absl::Status st = scatter ? ScatterPagesCpu(a, &Pool(threads)) : GatherPagesCpu(a, &Pool(threads));
+    const absl::Status st =
+        scatter ? ScatterPagesCpu(a, &Pool(threads)) : GatherPagesCpu(a, &Pool(threads));
     if (!st.ok()) state.SkipWithError("copy failed");
   }
   Report(state, static_cast<double>(ids.size()) * kPageBytes, threads);

@@ -8,8 +8,8 @@
 // `frac_hbm_peak`; without a device each one is skipped with an error.
 #include <cuda_runtime_api.h>
 
-#include <cmath>
 #include <algorithm>
+#include <cmath>
 #include <functional>
 #include <map>
 #include <memory>
@@ -68,8 +68,8 @@ void TimeLoop(benchmark::State& state, double bytes, const std::function<absl::S
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
   state.SetBytesProcessed(static_cast<int64_t>(bytes * state.iterations()));
-  state.counters["GBps"] = benchmark::Counter(bytes * state.iterations() / 1e9,
-                                              benchmark::Counter::kIsRate);
+  state.counters["GBps"] =
+      benchmark::Counter(bytes * state.iterations() / 1e9, benchmark::Counter::kIsRate);
   state.counters["frac_hbm_peak"] = benchmark::Counter(
       bytes * state.iterations() / HbmPeakBytesPerSecond(), benchmark::Counter::kIsRate);
 }
@@ -115,10 +115,10 @@ const DeviceContext* GetContext(uint32_t tokens) {
   return c.get();
 }
 
-#define KVTIER_NEED_GPU(c)                                  \
-  if (!testing::HaveGpu() || (c) == nullptr) {              \
-    state.SkipWithError("no CUDA device");                  \
-    return;                                                 \
+#define KVTIER_NEED_GPU(c)                     \
+  if (!testing::HaveGpu() || (c) == nullptr) { \
+    state.SkipWithError("no CUDA device");     \
+    return;                                    \
   }
 
 EstimateArgs Estimate(const DeviceContext& c) {
@@ -141,7 +141,8 @@ EstimateArgs Estimate(const DeviceContext& c) {
 }
 
 void BM_CudaEstimateTopK(benchmark::State& state) {
-  const DeviceContext* c = testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
+  const DeviceContext* c =
+      testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
   KVTIER_NEED_GPU(c);
   const EstimateArgs e = Estimate(*c);
   DeviceBuffer sel(c->pages / 8 * 4), cnt(4);
@@ -165,7 +166,8 @@ void BM_CudaEstimateTopK(benchmark::State& state) {
 BENCHMARK(BM_CudaEstimateTopK)->Arg(8192)->Arg(32768)->Arg(131072)->UseManualTime();
 
 void BM_CudaDecodeAttention(benchmark::State& state) {
-  const DeviceContext* c = testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
+  const DeviceContext* c =
+      testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
   KVTIER_NEED_GPU(c);
   const uint32_t div = static_cast<uint32_t>(state.range(1));
   std::vector<int32_t> list;
@@ -201,9 +203,7 @@ void BM_CudaDecodeAttention(benchmark::State& state) {
   TimeLoop(state, static_cast<double>(list.size()) * kPageBytes,
            [&] { return DecodeAttentionCuda(a, nullptr); });
 }
-BENCHMARK(BM_CudaDecodeAttention)
-    ->ArgsProduct({{8192, 32768, 131072}, {1, 8}})
-    ->UseManualTime();
+BENCHMARK(BM_CudaDecodeAttention)->ArgsProduct({{8192, 32768, 131072}, {1, 8}})->UseManualTime();
 
 void BM_CudaQuantize(benchmark::State& state) {
   const DeviceContext* c = testing::HaveGpu() ? GetContext(32768) : nullptr;
@@ -211,8 +211,8 @@ void BM_CudaQuantize(benchmark::State& state) {
   const ScalarType qt = state.range(0) ? ScalarType::kFp8E4M3 : ScalarType::kInt8;
   const size_t qb = QuantizedPageBytes(kPageSize, kKvHeads, kHeadDim, qt);
   DeviceBuffer q(c->pages * qb);
-  PageQuantArgs a{kPageSize, kKvHeads, kHeadDim, ScalarType::kF16, qt, c->pages,
-                  c->pool.get(), kPageBytes, q.get(), qb};
+  PageQuantArgs a{kPageSize, kKvHeads,      kHeadDim,   ScalarType::kF16, qt,
+                  c->pages,  c->pool.get(), kPageBytes, q.get(),          qb};
   TimeLoop(state, static_cast<double>(c->pages) * (kPageBytes + qb),
            [&] { return QuantizePagesCuda(a, nullptr); });
 }
@@ -224,8 +224,9 @@ void BM_CudaGather(benchmark::State& state) {
   std::vector<int32_t> ids;
   for (uint32_t p = 0; p < c->pages; p += 8) ids.push_back(static_cast<int32_t>(p));
   DeviceBuffer d_ids = Upload(ids), staging(ids.size() * kPageBytes);
-  PageCopyArgs a{c->pool.get(), kPageBytes, c->pages, kPageBytes, d_ids.as<int32_t>(),
-                 static_cast<uint32_t>(ids.size()), staging.get()};
+  PageCopyArgs a{c->pool.get(), kPageBytes,          c->pages,
+                 kPageBytes,    d_ids.as<int32_t>(), static_cast<uint32_t>(ids.size()),
+                 staging.get()};
   TimeLoop(state, 2.0 * ids.size() * kPageBytes, [&] { return GatherPagesCuda(a, nullptr); });
 }
 BENCHMARK(BM_CudaGather)->UseManualTime();

@@ -64,8 +64,7 @@ PageRows LoadPage(const DecodeAttentionArgs& a, const char* page, uint32_t g0, u
 }
 
 KVTIER_KERNELS_MULTIVERSION void AttendPage(const DecodeAttentionArgs& a, uint32_t g,
-                                            const PageRows& rows, uint32_t tokens,
-                                            GroupState& st) {
+                                            const PageRows& rows, uint32_t tokens, GroupState& st) {
   const size_t d = a.kv.head_dim;
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
   const float* k = rows.k + g * d;
@@ -141,9 +140,8 @@ void RunTask(const DecodeAttentionArgs& a, const Task& task, std::vector<GroupSt
   const uint32_t list = task.b * kv.n_lists() + (kv.per_head_lists ? task.g0 : 0);
   const int32_t list_begin = kv.indptr[list];
   const int32_t list_end = kv.indptr[list + 1];
-  const int32_t chunk =
-      (list_end - list_begin + static_cast<int32_t>(a.num_splits) - 1) /
-      static_cast<int32_t>(a.num_splits);
+  const int32_t chunk = (list_end - list_begin + static_cast<int32_t>(a.num_splits) - 1) /
+                        static_cast<int32_t>(a.num_splits);
   const int32_t e0 = std::min(list_end, list_begin + chunk * static_cast<int32_t>(task.split));
   const int32_t e1 = std::min(list_end, e0 + chunk);
   for (uint32_t g = task.g0; g < task.g1; ++g) StartHead(a, task.b, g, st[g - task.g0]);
@@ -167,14 +165,14 @@ absl::Status CheckLists(const DecodeAttentionArgs& a) {
   const size_t n_lists = size_t{a.batch} * kv.n_lists();
   KVTIER_KERNELS_RETURN_IF_ERROR(
       internal::CheckIndptr(kWhat, "kv.indptr", kv.indptr, n_lists, kv.total_entries));
-  KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckIds(kWhat, "kv.indices", kv.indices,
-                                                    kv.total_entries, kv.pool_pages));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIds(kWhat, "kv.indices", kv.indices, kv.total_entries, kv.pool_pages));
   for (uint32_t b = 0; b < a.batch; ++b) {
     const size_t first = size_t{b} * kv.n_lists();
     if (kv.indptr[first + kv.n_lists()] == kv.indptr[first]) continue;  // no pages
     KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckRange(
-        kWhat, "kv.last_page_len[b]", static_cast<uint64_t>(std::max(0, kv.last_page_len[b])),
-        1, kv.page_size));
+        kWhat, "kv.last_page_len[b]", static_cast<uint64_t>(std::max(0, kv.last_page_len[b])), 1,
+        kv.page_size));
   }
   return absl::OkStatus();
 }
@@ -207,13 +205,11 @@ absl::Status DecodeAttentionArgs::Validate() const {
   if (!(sm_scale > 0.0f) || !std::isfinite(sm_scale)) {
     return absl::InvalidArgumentError("DecodeAttention: sm_scale must be finite and > 0");
   }
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      CheckRange(kWhat, "num_splits", num_splits, 1, kMaxSplits));
-  const size_t page_bytes = 2 * size_t{kv.page_size} * kv.n_kv_heads * kv.head_dim *
-                            ScalarBytes(kv.kv_type);
-  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "kv.page_stride_bytes",
-                                            kv.page_stride_bytes, page_bytes,
-                                            std::numeric_limits<uint64_t>::max()));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "num_splits", num_splits, 1, kMaxSplits));
+  const size_t page_bytes =
+      2 * size_t{kv.page_size} * kv.n_kv_heads * kv.head_dim * ScalarBytes(kv.kv_type);
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "kv.page_stride_bytes", kv.page_stride_bytes,
+                                            page_bytes, std::numeric_limits<uint64_t>::max()));
   KVTIER_KERNELS_RETURN_IF_ERROR(
       CheckRange(kWhat, "kv.total_entries", kv.total_entries, 0, INT32_MAX));
   if (batch == 0) return absl::OkStatus();
@@ -223,10 +219,10 @@ absl::Status DecodeAttentionArgs::Validate() const {
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "out", out));
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "lse", lse));
   if (workspace != nullptr) {
-    KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(
-        kWhat, "workspace_bytes", workspace_bytes,
-        DecodeAttentionWorkspaceBytes(batch, n_q_heads, kv.head_dim, num_splits),
-        std::numeric_limits<uint64_t>::max()));
+    KVTIER_KERNELS_RETURN_IF_ERROR(
+        CheckRange(kWhat, "workspace_bytes", workspace_bytes,
+                   DecodeAttentionWorkspaceBytes(batch, n_q_heads, kv.head_dim, num_splits),
+                   std::numeric_limits<uint64_t>::max()));
   }
   if (kv.total_entries == 0) return absl::OkStatus();
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "kv.pool", kv.pool));
@@ -251,8 +247,7 @@ absl::Status DecodeAttentionCpu(const DecodeAttentionArgs& args, ThreadPool* poo
   const uint32_t heads_per_task = a.kv.n_kv_heads / head_tasks;
   const size_t tasks = size_t{a.batch} * head_tasks * a.num_splits;
   internal::ParallelChunks(pool, tasks, 1, [&](size_t begin, size_t end) {
-    std::vector<GroupState> st(heads_per_task,
-                               GroupState(group, a.kv.page_size, a.kv.head_dim));
+    std::vector<GroupState> st(heads_per_task, GroupState(group, a.kv.page_size, a.kv.head_dim));
     std::vector<float> page_buf;
     for (size_t i = begin; i < end; ++i) {
       const uint32_t split = static_cast<uint32_t>(i % a.num_splits);

@@ -11,8 +11,7 @@ namespace {
 
 constexpr char kWhat[] = "ComputeDigests";
 
-void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t n,
-                 int direction) {
+void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t n, int direction) {
   if (t == ScalarType::kF32) {
     std::copy_n(v, n, static_cast<float*>(base) + offset);
     return;
@@ -82,12 +81,11 @@ absl::Status DigestArgs::Validate() const {
       CheckRange(kWhat, "page_size", page_size, 1, internal::kMaxPageSize));
   KVTIER_KERNELS_RETURN_IF_ERROR(
       CheckRange(kWhat, "n_kv_heads", n_kv_heads, 1, internal::kMaxKvHeads));
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "num_tokens", num_tokens, 0, page_size));
   const size_t k_bytes = size_t{page_size} * n_kv_heads * head_dim * ScalarBytes(key_type);
-  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "page_stride_bytes", page_stride_bytes,
-                                            k_bytes, std::numeric_limits<uint64_t>::max()));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "page_stride_bytes", page_stride_bytes, k_bytes,
+                                            std::numeric_limits<uint64_t>::max()));
   if (kind != DigestKind::kMinMax && kind != DigestKind::kArkvaleMean &&
       kind != DigestKind::kCentroid) {
     return absl::InvalidArgumentError("ComputeDigests: unknown kind");
@@ -109,8 +107,8 @@ absl::Status ComputeDigestsCpu(const DigestArgs& a, ThreadPool* pool) {
   if (a.n_pages == 0) return absl::OkStatus();
   KVTIER_KERNELS_RETURN_IF_ERROR(
       internal::CheckIds(kWhat, "page_ids", a.page_ids, a.n_pages, a.pool_pages));
-  KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckIds(kWhat, "digest_slots", a.digest_slots,
-                                                    a.n_pages, a.digest_capacity));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIds(kWhat, "digest_slots", a.digest_slots, a.n_pages, a.digest_capacity));
   const uint32_t tokens = a.num_tokens == 0 ? a.page_size : a.num_tokens;
   const size_t d = a.head_dim;
   const uint32_t vecs = DigestVectors(a.kind);
@@ -125,8 +123,7 @@ absl::Status ComputeDigestsCpu(const DigestArgs& a, ThreadPool* pool) {
     for (size_t item = begin; item < end; ++item) {
       const size_t i = item / a.n_kv_heads;
       const uint32_t head = static_cast<uint32_t>(item % a.n_kv_heads);
-      const void* page_k =
-          static_cast<const char*>(a.pool) + a.page_ids[i] * a.page_stride_bytes;
+      const void* page_k = static_cast<const char*>(a.pool) + a.page_ids[i] * a.page_stride_bytes;
       DigestOne(a, page_k, head, tokens, scratch, hi, lo, extra);
       const size_t out = a.digest_slots[i] * slot_elems + size_t{head} * vecs * d;
       if (a.kind == DigestKind::kCentroid) {

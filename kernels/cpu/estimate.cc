@@ -59,8 +59,7 @@ absl::Status EstimateArgs::Validate() const {
   if (n_q_heads % n_kv_heads != 0) {
     return absl::InvalidArgumentError("EstimateScores: n_q_heads must be a multiple of n_kv_heads");
   }
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
   if (digest_type != ScalarType::kF32 && digest_type != ScalarType::kF16) {
     return absl::InvalidArgumentError("EstimateScores: digest_type must be f32 or f16");
   }
@@ -87,8 +86,8 @@ absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
   if (a.batch == 0) return absl::OkStatus();
   KVTIER_KERNELS_RETURN_IF_ERROR(
       internal::CheckIndptr(kWhat, "page_indptr", a.page_indptr, a.batch, a.total_pages));
-  KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckIds(kWhat, "digest_slots", a.digest_slots,
-                                                    a.total_pages, a.digest_capacity));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIds(kWhat, "digest_slots", a.digest_slots, a.total_pages, a.digest_capacity));
   if (a.total_pages == 0) return absl::OkStatus();
 
   const size_t d = a.head_dim;
@@ -113,8 +112,7 @@ absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
       if (a.digest_type == ScalarType::kF32) {
         dg = static_cast<const float*>(a.digests) + slot * slot_elems;
       } else {
-        internal::ToFloat(a.digests, a.digest_type, slot * slot_elems, slot_elems,
-                          digest.data());
+        internal::ToFloat(a.digests, a.digest_type, slot * slot_elems, slot_elems, digest.data());
         dg = digest.data();
       }
       float* out = a.scores + first * rows + (p - first);
@@ -125,8 +123,8 @@ absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
         const uint32_t r1 = a.reduce == HeadReduce::kGroupSum ? g + 1 : (g + 1) * group;
         for (uint32_t r = r0; r < r1; ++r) {
           const float* qr = qb + size_t{r} * vecs * d;
-          out[r * n_b] = vecs == 2 ? internal::Dot2(qr, hi, qr + d, hi + d, d)
-                                   : internal::Dot(qr, hi, d);
+          out[r * n_b] =
+              vecs == 2 ? internal::Dot2(qr, hi, qr + d, hi + d, d) : internal::Dot(qr, hi, d);
         }
       }
     }

@@ -20,8 +20,8 @@ absl::Status Copy(const PageCopyArgs& a, ThreadPool* pool, bool gather) {
       internal::CheckIds(kWhat, "page_ids", a.page_ids, a.n_pages, a.pool_pages));
   internal::ParallelChunks(pool, a.n_pages, kPagesPerTask, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
-      char* pooled = static_cast<char*>(a.pool) +
-                     static_cast<size_t>(a.page_ids[i]) * a.page_stride_bytes;
+      char* pooled =
+          static_cast<char*>(a.pool) + static_cast<size_t>(a.page_ids[i]) * a.page_stride_bytes;
       char* staged = static_cast<char*>(a.staging) + i * a.page_bytes;
       if (gather) {
         std::memcpy(staged, pooled, a.page_bytes);

@@ -8,19 +8,23 @@ namespace kvtier::kernels {
 
 const char* ScalarTypeName(ScalarType t) {
   switch (t) {
-    case ScalarType::kF32: return "f32";
-    case ScalarType::kF16: return "f16";
-    case ScalarType::kBF16: return "bf16";
-    case ScalarType::kFp8E4M3: return "fp8_e4m3";
-    case ScalarType::kInt8: return "int8";
+    case ScalarType::kF32:
+      return "f32";
+    case ScalarType::kF16:
+      return "f16";
+    case ScalarType::kBF16:
+      return "bf16";
+    case ScalarType::kFp8E4M3:
+      return "fp8_e4m3";
+    case ScalarType::kInt8:
+      return "int8";
   }
   return "unknown";
 }
 
 namespace internal {
 
-absl::Status CheckRange(const char* what, const char* name, uint64_t v, uint64_t lo,
-                        uint64_t hi) {
+absl::Status CheckRange(const char* what, const char* name, uint64_t v, uint64_t lo, uint64_t hi) {
   if (v >= lo && v <= hi) return absl::OkStatus();
   return absl::InvalidArgumentError(
       absl::StrCat(what, ": ", name, " = ", v, ", want [", lo, ", ", hi, "]"));
@@ -33,26 +37,25 @@ absl::Status CheckNotNull(const char* what, const char* name, const void* p) {
 
 absl::Status CheckFloatType(const char* what, const char* name, ScalarType t) {
   if (IsFloatType(t)) return absl::OkStatus();
-  return absl::InvalidArgumentError(absl::StrCat(
-      what, ": ", name, " = ", ScalarTypeName(t), ", want f32, f16 or bf16"));
+  return absl::InvalidArgumentError(
+      absl::StrCat(what, ": ", name, " = ", ScalarTypeName(t), ", want f32, f16 or bf16"));
 }
 
-absl::Status CheckIndptr(const char* what, const char* name, const int32_t* indptr,
-                         size_t n, uint32_t total) {
+absl::Status CheckIndptr(const char* what, const char* name, const int32_t* indptr, size_t n,
+                         uint32_t total) {
   if (indptr[0] != 0) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": ", name, "[0] = ", indptr[0], ", want 0"));
   }
   for (size_t i = 0; i < n; ++i) {
     if (indptr[i + 1] < indptr[i]) {
-      return absl::InvalidArgumentError(absl::StrCat(what, ": ", name, " decreases at ",
-                                                     i + 1, ": ", indptr[i], " -> ",
-                                                     indptr[i + 1]));
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", name, " decreases at ", i + 1,
+                                                     ": ", indptr[i], " -> ", indptr[i + 1]));
     }
   }
   if (static_cast<uint32_t>(indptr[n]) != total) {
-    return absl::InvalidArgumentError(absl::StrCat(what, ": ", name, "[", n, "] = ",
-                                                   indptr[n], ", want total ", total));
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": ", name, "[", n, "] = ", indptr[n], ", want total ", total));
   }
   return absl::OkStatus();
 }
@@ -61,8 +64,8 @@ absl::Status CheckIds(const char* what, const char* name, const int32_t* ids, si
                       uint32_t limit) {
   for (size_t i = 0; i < n; ++i) {
     if (ids[i] < 0 || static_cast<uint32_t>(ids[i]) >= limit) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          what, ": ", name, "[", i, "] = ", ids[i], ", want [0, ", limit, ")"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": ", name, "[", i, "] = ", ids[i], ", want [0, ", limit, ")"));
     }
   }
   return absl::OkStatus();

@@ -13,9 +13,9 @@
 #include "kernels/thread_pool.h"
 
 // Returns the status of `expr` from the enclosing function unless OK.
-#define KVTIER_KERNELS_RETURN_IF_ERROR(expr)      \
-  do {                                            \
-    ::absl::Status kvtier_kernels_s_ = (expr);    \
+#define KVTIER_KERNELS_RETURN_IF_ERROR(expr)               \
+  do {                                                     \
+    ::absl::Status kvtier_kernels_s_ = (expr);             \
     if (!kvtier_kernels_s_.ok()) return kvtier_kernels_s_; \
   } while (0)
 
@@ -24,8 +24,7 @@
 // assumed. Results do not depend on the clone: the reductions use a fixed
 // lane order and fp contraction stays off (ISO C++ mode).
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
-#define KVTIER_KERNELS_MULTIVERSION \
-  __attribute__((target_clones("avx512f", "avx2", "default")))
+#define KVTIER_KERNELS_MULTIVERSION __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define KVTIER_KERNELS_MULTIVERSION
 #endif
@@ -38,13 +37,12 @@ inline constexpr uint32_t kMaxKvHeads = 256;
 inline constexpr uint32_t kMaxHeadDim = 1024;
 
 // INVALID_ARGUMENT "<what>: <name> = v, want [lo, hi]" unless lo <= v <= hi.
-absl::Status CheckRange(const char* what, const char* name, uint64_t v, uint64_t lo,
-                        uint64_t hi);
+absl::Status CheckRange(const char* what, const char* name, uint64_t v, uint64_t lo, uint64_t hi);
 absl::Status CheckNotNull(const char* what, const char* name, const void* p);
 absl::Status CheckFloatType(const char* what, const char* name, ScalarType t);
 // indptr[0..n] starts at 0, never decreases and ends at `total`.
-absl::Status CheckIndptr(const char* what, const char* name, const int32_t* indptr,
-                         size_t n, uint32_t total);
+absl::Status CheckIndptr(const char* what, const char* name, const int32_t* indptr, size_t n,
+                         uint32_t total);
 // Every ids[i], i < n, lies in [0, limit).
 absl::Status CheckIds(const char* what, const char* name, const int32_t* ids, size_t n,
                       uint32_t limit);

@@ -42,8 +42,7 @@ absl::Status MergeStatesArgs::Validate() const {
   using internal::CheckNotNull;
   using internal::CheckRange;
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "n_states", n_states, 1, 1u << 16));
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
   if (n_rows == 0) return absl::OkStatus();
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "states_out", states_out));
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "states_lse", states_lse));

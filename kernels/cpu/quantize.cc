@@ -1,6 +1,7 @@
 #include "kernels/quantize.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <vector>
@@ -18,18 +19,20 @@ struct Shape {
   size_t row() const { return heads * dim; }
 };
 
-inline float Abs(float x) { return x < 0.0f ? -x : x; }
+inline float Abs(float x) { return std::fabs(x); }
 
-// int8 code of x / s; |x / s| <= 127 up to one fp32 rounding.
-inline int8_t Int8Code(float x, float s) {
-  // Division, not x * (1/s): one rounding keeps the stated bound.
-  float y = s > 0.0f ? x / s : 0.0f;
-  y = std::clamp(y, -127.0f, 127.0f);
-  return static_cast<int8_t>(RoundHalfEven(y));
-}
+// Divisor for a group with scale s. When s is 0 every element of the group
+// is 0 (or so small that x / 1 rounds to code 0), so dividing by 1 gives the
+// right code and keeps the loops free of branches.
+inline float Divisor(float s) { return s > 0.0f ? s : 1.0f; }
 
-inline uint8_t Fp8Code(float x, float s) {
-  return FloatToFp8E4M3(s > 0.0f ? x / s : 0.0f);
+// int8 code of x / div: division, not x * (1/div), so one rounding keeps
+// the stated bound; |x / div| <= 127 up to that rounding.
+inline int8_t Int8Code(float x, float div) {
+  float y = x / div;
+  y = y < -127.0f ? -127.0f : y;
+  y = y > 127.0f ? 127.0f : y;
+  return static_cast<int8_t>(static_cast<int32_t>(RoundHalfEven(y)));
 }
 
 // Scales in the page are fp32 at a byte offset that may be unaligned.
@@ -43,35 +46,59 @@ void GetScales(const char* src, std::vector<float>& scales) {
 // Per channel (int8 K): scale[h*d + c] over the tokens.
 void QuantizePerChannel(const float* x, const Shape& sh, int8_t* q, std::vector<float>& s) {
   const size_t row = sh.row();
+  const size_t tokens = sh.tokens;  // local: int8_t stores may alias `sh`
   std::vector<float> amax(row, 0.0f);
-  for (size_t t = 0; t < sh.tokens; ++t) {
+  for (size_t t = 0; t < tokens; ++t) {
     const float* xt = x + t * row;
     for (size_t i = 0; i < row; ++i) amax[i] = std::max(amax[i], Abs(xt[i]));
   }
-  for (size_t i = 0; i < row; ++i) s[i] = amax[i] / 127.0f;
-  for (size_t t = 0; t < sh.tokens; ++t) {
-    for (size_t i = 0; i < row; ++i) q[t * row + i] = Int8Code(x[t * row + i], s[i]);
+  std::vector<float> div(row);
+  for (size_t i = 0; i < row; ++i) {
+    s[i] = amax[i] / 127.0f;
+    div[i] = Divisor(s[i]);
   }
+  for (size_t t = 0; t < tokens; ++t) {
+    for (size_t i = 0; i < row; ++i) q[t * row + i] = Int8Code(x[t * row + i], div[i]);
+  }
+}
+
+// Largest |x[c]|, c < n, in 16 lanes so that the loop vectorises.
+float AbsMax(const float* x, size_t n) {
+  float lanes[internal::kLanes] = {};
+  size_t i = 0;
+  for (; i + internal::kLanes <= n; i += internal::kLanes) {
+    for (size_t j = 0; j < internal::kLanes; ++j) lanes[j] = std::max(lanes[j], Abs(x[i + j]));
+  }
+  for (size_t j = 0; i + j < n; ++j) lanes[j] = std::max(lanes[j], Abs(x[i + j]));
+  float m = 0.0f;
+  for (float l : lanes) m = std::max(m, l);
+  return m;
 }
 
 // Per (token, head): scale[t*heads + h] over the channels.
 void QuantizePerToken(const float* x, const Shape& sh, bool fp8, uint8_t* q,
                       std::vector<float>& s) {
   const float qmax = fp8 ? kFp8E4M3Max : 127.0f;
-  for (size_t th = 0; th < sh.tokens * sh.heads; ++th) {
-    const float* xr = x + th * sh.dim;
-    float amax = 0.0f;
-    for (size_t c = 0; c < sh.dim; ++c) amax = std::max(amax, Abs(xr[c]));
-    const float scale = amax / qmax;
-    s[th] = scale;
-    uint8_t* qr = q + th * sh.dim;
+  // Locals: the uint8_t stores below may alias anything, `sh` included.
+  const size_t dim = sh.dim;
+  const size_t groups = sh.tokens * sh.heads;
+  for (size_t th = 0; th < groups; ++th) {
+    const float* xr = x + th * dim;
+    s[th] = AbsMax(xr, dim) / qmax;
+    const float div = Divisor(s[th]);
+    uint8_t* qr = q + th * dim;
     if (fp8) {
-      for (size_t c = 0; c < sh.dim; ++c) qr[c] = Fp8Code(xr[c], scale);
+      for (size_t c = 0; c < dim; ++c) qr[c] = FloatToFp8E4M3(xr[c] / div);
     } else {
-      for (size_t c = 0; c < sh.dim; ++c) {
-        qr[c] = static_cast<uint8_t>(Int8Code(xr[c], scale));
-      }
+      for (size_t c = 0; c < dim; ++c) qr[c] = static_cast<uint8_t>(Int8Code(xr[c], div));
     }
+  }
+}
+
+// x[g * dim + c] *= s[g] for the (token, head) groups g.
+void ScalePerToken(float* x, const Shape& sh, const std::vector<float>& s) {
+  for (size_t g = 0; g < sh.tokens * sh.heads; ++g) {
+    for (size_t c = 0; c < sh.dim; ++c) x[g * sh.dim + c] *= s[g];
   }
 }
 
@@ -99,19 +126,30 @@ void DequantizeOne(const PageQuantArgs& a, const Shape& sh, const char* src, cha
   GetScales(src + 2 * e, s1);
   GetScales(src + 2 * e + s1.size() * sizeof(float), s2);
   const uint8_t* q = reinterpret_cast<const uint8_t*>(src);
-  auto code = [fp8](uint8_t v) {
-    return fp8 ? Fp8E4M3ToFloat(v) : static_cast<float>(static_cast<int8_t>(v));
-  };
-  const size_t row = sh.row();
-  for (size_t i = 0; i < e; ++i) {
-    const float scale = fp8 ? s1[i / sh.dim] : s1[i % row];  // K
-    buf[i] = code(q[i]) * scale;
+  // Codes to fp32, then times the scale of each element's group.
+  if (fp8) {
+    for (size_t i = 0; i < 2 * e; ++i) buf[i] = Fp8E4M3ToFloat(q[i]);
+  } else {
+    for (size_t i = 0; i < 2 * e; ++i) buf[i] = static_cast<float>(static_cast<int8_t>(q[i]));
   }
-  for (size_t i = 0; i < e; ++i) buf[e + i] = code(q[e + i]) * s2[i / sh.dim];  // V
+  const size_t row = sh.row();
+  if (fp8) {
+    ScalePerToken(buf.data(), sh, s1);
+  } else {
+    for (size_t t = 0; t < sh.tokens; ++t) {
+      for (size_t i = 0; i < row; ++i) buf[t * row + i] *= s1[i];
+    }
+  }
+  ScalePerToken(buf.data() + e, sh, s2);
   if (a.float_type == ScalarType::kF32) {
     std::memcpy(dst, buf.data(), 2 * e * sizeof(float));
   } else {
-    for (size_t i = 0; i < 2 * e; ++i) StoreFromFloat(dst, a.float_type, i, buf[i]);
+    uint16_t* out = reinterpret_cast<uint16_t*>(dst);
+    if (a.float_type == ScalarType::kF16) {
+      for (size_t i = 0; i < 2 * e; ++i) out[i] = FloatToHalf(buf[i]);
+    } else {
+      for (size_t i = 0; i < 2 * e; ++i) out[i] = FloatToBF16(buf[i]);
+    }
   }
 }
 
@@ -147,8 +185,8 @@ size_t QuantizedPageBytes(uint32_t page_size, uint32_t n_kv_heads, uint32_t head
                           ScalarType quant_type) {
   const size_t elems = size_t{page_size} * n_kv_heads * head_dim;
   const size_t per_token = size_t{page_size} * n_kv_heads;
-  const size_t k_scales = quant_type == ScalarType::kInt8 ? size_t{n_kv_heads} * head_dim
-                                                          : per_token;
+  const size_t k_scales =
+      quant_type == ScalarType::kInt8 ? size_t{n_kv_heads} * head_dim : per_token;
   return 2 * elems + (k_scales + per_token) * sizeof(float);
 }
 
@@ -163,15 +201,14 @@ absl::Status PageQuantArgs::Validate(bool quantizing) const {
       CheckRange(kWhat, "page_size", page_size, 1, internal::kMaxPageSize));
   KVTIER_KERNELS_RETURN_IF_ERROR(
       CheckRange(kWhat, "n_kv_heads", n_kv_heads, 1, internal::kMaxKvHeads));
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
+  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "head_dim", head_dim, 1, internal::kMaxHeadDim));
   const size_t fbytes = FloatPageBytes(page_size, n_kv_heads, head_dim, float_type);
   const size_t qbytes = QuantizedPageBytes(page_size, n_kv_heads, head_dim, quant_type);
   constexpr uint64_t kMax = std::numeric_limits<uint64_t>::max();
-  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "src_stride_bytes", src_stride_bytes,
-                                            quantizing ? fbytes : qbytes, kMax));
-  KVTIER_KERNELS_RETURN_IF_ERROR(CheckRange(kWhat, "dst_stride_bytes", dst_stride_bytes,
-                                            quantizing ? qbytes : fbytes, kMax));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      CheckRange(kWhat, "src_stride_bytes", src_stride_bytes, quantizing ? fbytes : qbytes, kMax));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      CheckRange(kWhat, "dst_stride_bytes", dst_stride_bytes, quantizing ? qbytes : fbytes, kMax));
   if (n_pages == 0) return absl::OkStatus();
   KVTIER_KERNELS_RETURN_IF_ERROR(CheckNotNull(kWhat, "src", src));
   return CheckNotNull(kWhat, "dst", dst);

@@ -16,7 +16,7 @@ constexpr char kWhat[] = "SelectTopK";
 inline uint32_t OrderKey(float s) {
   uint32_t u = FloatBits(s);
   if ((u & 0x7fffffffu) > 0x7f800000u) return 0;  // NaN
-  if (u == 0x80000000u) u = 0;                      // -0 -> +0
+  if (u == 0x80000000u) u = 0;                    // -0 -> +0
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
@@ -27,8 +27,8 @@ inline uint64_t Rank(float s, uint32_t pos) {
 
 // Selects one row of `n` scores into `sel` (k entries, ascending, -1 tail).
 // Returns the count.
-int32_t SelectRow(const float* scores, uint32_t n, const TopKArgs& a,
-                  std::vector<uint64_t>& cand, int32_t* sel) {
+int32_t SelectRow(const float* scores, uint32_t n, const TopKArgs& a, std::vector<uint64_t>& cand,
+                  int32_t* sel) {
   std::fill_n(sel, a.k, -1);
   if (n <= a.k) {
     for (uint32_t i = 0; i < n; ++i) sel[i] = static_cast<int32_t>(i);

@@ -120,8 +120,15 @@ TEST_F(CudaAttentionTest, DecodeAttentionMatchesCpu) {
     for (uint32_t group : {1u, 4u, 8u}) {
       for (uint32_t dim : {64u, 128u}) {
         for (ScalarType t : {ScalarType::kF16, ScalarType::kBF16}) {
-          CompareAttention({page_size, 2, group, dim, t, group == 4, {1000, 1, page_size, 333},
-                            group == 8 ? 4u : 1u, 1.0f});
+          CompareAttention({page_size,
+                            2,
+                            group,
+                            dim,
+                            t,
+                            group == 4,
+                            {1000, 1, page_size, 333},
+                            group == 8 ? 4u : 1u,
+                            1.0f});
         }
       }
     }
@@ -202,8 +209,9 @@ TEST_F(CudaAttentionTest, GatherScatterMatchesCpu) {
     std::mt19937 rng(3);
     for (auto& b : pool) b = static_cast<uint8_t>(rng());
     std::vector<int32_t> ids = {5, 99, 0, 42, 17, 18};
-    PageCopyArgs a{pool.data(), stride, pool_pages, page_bytes, ids.data(),
-                   static_cast<uint32_t>(ids.size()), nullptr};
+    PageCopyArgs a{pool.data(), stride,     pool_pages,
+                   page_bytes,  ids.data(), static_cast<uint32_t>(ids.size()),
+                   nullptr};
     std::vector<uint8_t> staging(ids.size() * page_bytes);
     a.staging = staging.data();
     ASSERT_TRUE(GatherPagesCpu(a, nullptr).ok());

@@ -26,8 +26,6 @@ absl::Status CudaStatus(cudaError_t err, const char* what) {
   }
 }
 
-absl::Status LastLaunchStatus(const char* what) {
-  return CudaStatus(cudaGetLastError(), what);
-}
+absl::Status LastLaunchStatus(const char* what) { return CudaStatus(cudaGetLastError(), what); }
 
 }  // namespace kvtier::kernels

@@ -96,7 +96,8 @@ __global__ void DecodeKernel(DecodeAttentionArgs a) {
     const uint32_t t = uint32_t(s % kv.page_size);
     const uint32_t tokens = e == list_end - 1 ? uint32_t(kv.last_page_len[b]) : kv.page_size;
     if (t >= tokens) continue;  // uniform across the warp
-    const char* page = static_cast<const char*>(kv.pool) + size_t(kv.indices[e]) * kv.page_stride_bytes;
+    const char* page =
+        static_cast<const char*>(kv.pool) + size_t(kv.indices[e]) * kv.page_stride_bytes;
     const size_t k_at = t * row + size_t{g} * d;
     for (uint32_t j = 0; j < group; ++j) {
       float partial = 0.0f;
@@ -109,7 +110,8 @@ __global__ void DecodeKernel(DecodeAttentionArgs a) {
       const float rescale = expf(m_old - m_new);
       const float w = expf(logit - m_new);
       for (uint32_t c = lane; c < d; c += 32) {
-        acc[j * d + c] = acc[j * d + c] * rescale + w * LoadAsFloat(page, kv.kv_type, v_offset + k_at + c);
+        acc[j * d + c] =
+            acc[j * d + c] * rescale + w * LoadAsFloat(page, kv.kv_type, v_offset + k_at + c);
       }
       __syncwarp();
       if (lane == 0) {
@@ -160,10 +162,10 @@ absl::Status DecodeAttentionCuda(const DecodeAttentionArgs& a, cudaStream_t stre
     return absl::UnimplementedError(
         "DecodeAttentionCuda: (n_q_heads / n_kv_heads) * head_dim too large for one block");
   }
-  if (a.num_splits > 1 && (a.workspace == nullptr ||
-                           a.workspace_bytes < DecodeAttentionWorkspaceBytes(
-                                                   a.batch, a.n_q_heads, a.kv.head_dim,
-                                                   a.num_splits))) {
+  if (a.num_splits > 1 &&
+      (a.workspace == nullptr ||
+       a.workspace_bytes <
+           DecodeAttentionWorkspaceBytes(a.batch, a.n_q_heads, a.kv.head_dim, a.num_splits))) {
     return absl::InvalidArgumentError("DecodeAttentionCuda: workspace required for num_splits > 1");
   }
   DecodeKernel<<<dim3(a.batch * a.kv.n_kv_heads, a.num_splits), kWarps * 32, shared, stream>>>(a);

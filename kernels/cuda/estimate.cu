@@ -21,8 +21,8 @@ __global__ void EstimateKernel(EstimateArgs a) {
   const size_t d = a.head_dim;
   const uint32_t group = a.n_q_heads / a.n_kv_heads;
   const uint32_t vecs = DigestVectors(a.kind);
-  const size_t slot = size_t(a.digest_slots[p]) *
-                      DigestSlotElements(a.kind, a.n_kv_heads, a.head_dim);
+  const size_t slot =
+      size_t(a.digest_slots[p]) * DigestSlotElements(a.kind, a.n_kv_heads, a.head_dim);
   const size_t rows = a.reduce == HeadReduce::kGroupSum ? a.n_kv_heads : a.n_q_heads;
   float* out = a.scores + first * rows + (p - first);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;

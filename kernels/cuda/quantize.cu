@@ -36,7 +36,8 @@ __device__ void QuantizeRows(const void* src, ScalarType t, size_t first, size_t
   for (size_t gi = warp; gi < groups; gi += kThreads / 32) {
     const size_t base = first + gi * dim;
     float amax = 0.0f;
-    for (uint32_t c = lane; c < dim; c += 32) amax = fmaxf(amax, fabsf(LoadAsFloat(src, t, base + c)));
+    for (uint32_t c = lane; c < dim; c += 32)
+      amax = fmaxf(amax, fabsf(LoadAsFloat(src, t, base + c)));
     amax = WarpMax(amax);
     const float s = __fdiv_rn(amax, qmax);
     for (uint32_t c = lane; c < dim; c += 32) {

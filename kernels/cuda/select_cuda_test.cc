@@ -81,7 +81,8 @@ TEST_F(CudaSelectTest, DigestsMatchCpu) {
     for (ScalarType kt : {ScalarType::kF16, ScalarType::kBF16, ScalarType::kF32}) {
       for (ScalarType dt : {ScalarType::kF32, ScalarType::kF16}) {
         for (uint32_t dim : {64u, 128u}) {
-          const DigestCase c{32, 8, dim, 37, kt, dt, kind, kt == ScalarType::kF16 ? 60000.0f : 1e4f};
+          const DigestCase c{32, 8,  dim,  37,
+                             kt, dt, kind, kt == ScalarType::kF16 ? 60000.0f : 1e4f};
           std::vector<uint8_t> cpu, gpu;
           RunDigests(c, &cpu, &gpu);
           ASSERT_EQ(cpu.size(), gpu.size());
@@ -134,8 +135,8 @@ TEST_F(CudaSelectTest, EstimateMatchesCpuOnLongBatches) {
         a.scores = cpu.data();
         ThreadPool pool(0);
         ASSERT_TRUE(EstimateScoresCpu(a, &pool).ok());
-        DeviceBuffer dq = Upload(queries.bytes), dd = Upload(digests.bytes),
-                     di = Upload(indptr), ds = Upload(slots);
+        DeviceBuffer dq = Upload(queries.bytes), dd = Upload(digests.bytes), di = Upload(indptr),
+                     ds = Upload(slots);
         DeviceBuffer dout(cpu.size() * sizeof(float));
         a.queries = dq.get();
         a.digests = dd.get();

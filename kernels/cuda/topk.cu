@@ -33,8 +33,8 @@ __device__ __forceinline__ float RowScore(const TopKArgs& a, const float* block,
 // The k-th largest rank among positions [lo, hi): an 8-pass radix select
 // over the 64 rank bits, 8 bits a pass. Ranks are distinct, so exactly k
 // positions have a rank >= the result. Called by the whole block.
-__device__ uint64_t KthLargestRank(const TopKArgs& a, const float* block, uint32_t n,
-                                   uint32_t r, uint32_t lo, uint32_t hi, uint32_t k) {
+__device__ uint64_t KthLargestRank(const TopKArgs& a, const float* block, uint32_t n, uint32_t r,
+                                   uint32_t lo, uint32_t hi, uint32_t k) {
   __shared__ uint32_t hist[256];
   __shared__ uint64_t prefix;
   __shared__ uint32_t remaining;

@@ -38,8 +38,7 @@ inline TypedBuffer MakeTyped(const std::vector<float>& v, ScalarType type) {
   return b;
 }
 
-inline std::vector<float> RandomFloats(size_t n, uint32_t seed, float lo = -1.0f,
-                                       float hi = 1.0f) {
+inline std::vector<float> RandomFloats(size_t n, uint32_t seed, float lo = -1.0f, float hi = 1.0f) {
   std::mt19937 rng(seed);
   std::uniform_real_distribution<float> dist(lo, hi);
   std::vector<float> v(n);
@@ -73,8 +72,7 @@ inline std::vector<float> AdversarialFloats(size_t n, uint32_t seed, float outli
 // Dense reference attention of one query head over `n` keys/values
 // ([n][head_dim], row stride `stride`) in double.
 inline void ReferenceAttention(const float* q, const float* const* k, const float* const* v,
-                               size_t n, size_t head_dim, double scale, double* out,
-                               double* lse) {
+                               size_t n, size_t head_dim, double scale, double* out, double* lse) {
   std::vector<double> logits(n);
   double m = -INFINITY;
   for (size_t t = 0; t < n; ++t) {
