@@ -44,8 +44,9 @@ class WorkerBackendTest : public ::testing::Test {
 
   // Greedy text of `steps` positions with `backend`.
   std::string Run(AttentionBackend& backend, const std::string& prompt,
-                  int steps) {
-    auto t = Transformer::Create(&model_.weights, &backend);
+                  int steps, int max_batch_tokens = 64) {
+    auto t = Transformer::Create(&model_.weights, &backend,
+                                 {.max_batch_tokens = max_batch_tokens});
     EXPECT_TRUE(t.ok()) << t.status();
     if (!t.ok()) return "";
     absl::StatusOr<Sampler> sampler = Sampler::Create(0.0f, 1);
@@ -91,6 +92,20 @@ TEST_F(WorkerBackendTest, FullPolicyWithPromptMatchesDense) {
   const std::string dense = Dense(kPrompt, 160);
   ASSERT_FALSE(dense.empty());
   EXPECT_EQ(Run(*b, kPrompt, 160), dense);
+}
+
+TEST_F(WorkerBackendTest, LongPromptInAnyBatchingMatchesDense) {
+  // 3 x 32 tokens: batches of 64 leave a 32-token chunk, batches of 5 a
+  // single token (which takes the decode path), batches of 1 run the whole
+  // prompt as decode steps.
+  const std::string prompt = std::string(kPrompt) + kPrompt + kPrompt;
+  const std::string dense = Dense(prompt, 260);
+  ASSERT_FALSE(dense.empty());
+  for (int batch : {64, 5, 1}) {
+    auto b = Worker("full", 0);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(Run(*b, prompt, 260, batch), dense) << "batch " << batch;
+  }
 }
 
 TEST_F(WorkerBackendTest, BudgetCoveringTheContextChangesNothing) {
