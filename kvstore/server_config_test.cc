@@ -23,6 +23,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_EQ(s->store.max_lookup_pages, 65536u);
   EXPECT_EQ(s->store.promote_after_reads, 2u);
   EXPECT_EQ(s->store.max_pin_ttl_ms, uint64_t{24} * 3600 * 1000);
+  EXPECT_EQ(s->store.max_pins, 1u << 20);
   EXPECT_TRUE(s->store.verify_on_open);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
@@ -83,6 +84,7 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"max_lookup_pages: 0", "max_lookup_pages"},
       {"promote_after_reads: 0", "promote_after_reads"},
       {"max_pin_ttl_ms: 0", "max_pin_ttl_ms"},
+      {"max_pins: 0", "max_pins"},
       {"max_message_bytes: 1024", "max_message_bytes"},
       {"max_message_bytes: 4294967296", "max_message_bytes"},
       {"log_level: \"loud\"", "log_level"},

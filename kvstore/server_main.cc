@@ -49,6 +49,7 @@ ABSL_FLAG(uint32_t, max_batch_pages, 1024, "Most pages in one batch request");
 ABSL_FLAG(uint32_t, max_lookup_pages, 65536, "Longest Lookup chain");
 ABSL_FLAG(uint32_t, promote_after_reads, 2, "Promote a disk page to RAM on its Nth read");
 ABSL_FLAG(uint64_t, max_pin_ttl_ms, uint64_t{24} * 3600 * 1000, "Longest pin TTL, ms");
+ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
 ABSL_FLAG(bool, verify_on_open, true, "Verify disk page checksums when the index is rebuilt");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
@@ -106,6 +107,7 @@ v1::ServerConfig OverridesFromFlags() {
     c.set_promote_after_reads(absl::GetFlag(FLAGS_promote_after_reads));
   }
   if (Given("max_pin_ttl_ms")) c.set_max_pin_ttl_ms(absl::GetFlag(FLAGS_max_pin_ttl_ms));
+  if (Given("max_pins")) c.set_max_pins(absl::GetFlag(FLAGS_max_pins));
   if (Given("verify_on_open")) c.set_verify_on_open(absl::GetFlag(FLAGS_verify_on_open));
   if (Given("max_message_bytes")) {
     c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
@@ -158,6 +160,34 @@ void KeepPageBuffersOnTheHeap() {
   }
 }
 
+// Null (and *port 0) when the address cannot be bound.
+std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
+                                          KvStoreService* service, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(settings.listen, grpc::InsecureServerCredentials(), port);
+  // Without this, a second server could bind the same port via SO_REUSEPORT
+  // and silently share its traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(settings.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(settings.max_message_bytes));
+  builder.RegisterService(service);
+  return builder.BuildAndStart();
+}
+
+void LogStartup(const ServerSettings& settings, int port, const StoreStats& recovered) {
+  KVTIER_LOG(INFO) << "kvtier-server listening listen=" << settings.listen << " port=" << port
+                   << " data_dir=" << settings.store.data_dir
+                   << " max_batch_pages=" << settings.store.max_batch_pages
+                   << " max_lookup_pages=" << settings.store.max_lookup_pages
+                   << " max_message_bytes=" << settings.max_message_bytes;
+  LogTier("ram", settings.store.ram, recovered.ram);
+  LogTier("disk", settings.store.disk, recovered.disk);
+  KVTIER_LOG(INFO) << "recovered pages=" << recovered.ram.pages + recovered.disk.pages
+                   << " lost_pages=" << recovered.lost_pages;
+}
+
 int Run() {
   KeepPageBuffersOnTheHeap();
   // Block the shutdown signals before gRPC starts threads, so that only
@@ -184,18 +214,8 @@ int Run() {
   const StoreStats recovered = (*store)->Stats();
   KvStoreService service(store->get(), ServiceLimits::FromStoreOptions(settings->store));
 
-  grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(settings->listen, grpc::InsecureServerCredentials(), &port);
-  // Without this, a second server could bind the same port via SO_REUSEPORT
-  // and silently share its traffic.
-  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(settings->max_message_bytes));
-  builder.SetMaxSendMessageSize(static_cast<int>(settings->max_message_bytes));
-  builder.RegisterService(&service);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  std::unique_ptr<grpc::Server> server = BuildServer(*settings, &service, &port);
   if (server == nullptr || port == 0) {
     std::fprintf(stderr,
                  "kvtier-server: cannot listen on %s: address in use or not available\n",
@@ -209,14 +229,7 @@ int Run() {
       return 1;
     }
   }
-  KVTIER_LOG(INFO) << "kvtier-server listening listen=" << settings->listen << " port=" << port
-                   << " data_dir=" << settings->store.data_dir
-                   << " max_batch_pages=" << settings->store.max_batch_pages
-                   << " max_message_bytes=" << settings->max_message_bytes;
-  LogTier("ram", settings->store.ram, recovered.ram);
-  LogTier("disk", settings->store.disk, recovered.disk);
-  KVTIER_LOG(INFO) << "recovered pages=" << recovered.ram.pages + recovered.disk.pages
-                   << " lost_pages=" << recovered.lost_pages;
+  LogStartup(*settings, port, recovered);
 
   int sig = 0;
   sigwait(&signals, &sig);

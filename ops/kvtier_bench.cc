@@ -329,7 +329,8 @@ absl::Status Run() {
   const bool do_get = absl::StrContains(kinds, "get");
   const bool do_lookup = absl::StrContains(kinds, "lookup");
   if (absl::GetFlag(FLAGS_batch_pages) == 0) return absl::InvalidArgumentError("--batch_pages is 0");
-  if (absl::GetFlag(FLAGS_duration_ms) <= 0 && absl::GetFlag(FLAGS_ops) <= 0) {
+  if (absl::GetFlag(FLAGS_ops) < 0) return absl::InvalidArgumentError("--ops is negative");
+  if (absl::GetFlag(FLAGS_duration_ms) <= 0 && absl::GetFlag(FLAGS_ops) == 0) {
     return absl::InvalidArgumentError("need --duration_ms > 0 or --ops > 0");
   }
   std::vector<PageLayout> layouts;

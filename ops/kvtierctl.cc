@@ -294,6 +294,44 @@ std::string DemoPageBytes(const PageLayout& layout, const PageKey& key) {
 
 double Seconds(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
+absl::Status DemoPut(client::StoreClient& client, const PageLayout& layout,
+                     const std::vector<PageKey>& keys, const std::vector<std::string>& bytes) {
+  std::vector<client::PutPage> puts;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    puts.push_back({.key = keys[i], .layout = layout,
+                    .data = {reinterpret_cast<const uint8_t*>(bytes[i].data()), bytes[i].size()}});
+  }
+  const double total = static_cast<double>(keys.size()) * layout.PageBytes();
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(std::vector<client::PutOutcome> put, client.BatchPut(puts));
+  const double secs = Seconds(start);
+  size_t present = 0;
+  for (const client::PutOutcome& o : put) present += o.already_present;
+  std::printf("[3] put %zu pages (%s) in %.3f s, %.2f GB/s; %zu already stored\n", keys.size(),
+              HumanBytes(total).c_str(), secs, total / secs / 1e9, present);
+  return absl::OkStatus();
+}
+
+absl::Status DemoGetAndVerify(client::StoreClient& client, const PageLayout& layout,
+                              const std::vector<PageKey>& keys,
+                              const std::vector<std::string>& bytes) {
+  const double total = static_cast<double>(keys.size()) * layout.PageBytes();
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(std::vector<client::GotPage> got, client.BatchGet(keys, layout.PageBytes()));
+  const double secs = Seconds(start);
+  size_t bad = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    if (got[i].status != v1::PAGE_STATUS_OK || got[i].data != bytes[i] ||
+        PageChecksum(got[i].data.data(), got[i].data.size()) != got[i].checksum) {
+      ++bad;
+    }
+  }
+  std::printf("[6] got %zu pages back in %.3f s, %.2f GB/s; %zu mismatches\n", got.size(), secs,
+              total / secs / 1e9, bad);
+  if (bad != 0) return absl::DataLossError(absl::StrCat(bad, " pages did not come back intact"));
+  return absl::OkStatus();
+}
+
 absl::Status Demo(client::StoreClient& client) {
   ASSIGN_OR_RETURN(PageLayout layout, LayoutFromFlags());
   const uint32_t layers = std::max<uint32_t>(absl::GetFlag(FLAGS_layers), 1);
@@ -324,19 +362,7 @@ absl::Status Demo(client::StoreClient& client) {
       bytes.push_back(DemoPageBytes(layout, keys.back()));
     }
   }
-  std::vector<client::PutPage> puts;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    puts.push_back({.key = keys[i], .layout = layout,
-                    .data = {reinterpret_cast<const uint8_t*>(bytes[i].data()), bytes[i].size()}});
-  }
-  const double total = static_cast<double>(keys.size()) * layout.PageBytes();
-  absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(std::vector<client::PutOutcome> put, client.BatchPut(puts));
-  double secs = Seconds(start);
-  size_t present = 0;
-  for (const client::PutOutcome& o : put) present += o.already_present;
-  std::printf("[3] put %zu pages (%s) in %.3f s, %.2f GB/s; %zu already stored\n", keys.size(),
-              HumanBytes(total).c_str(), secs, total / secs / 1e9, present);
+  RETURN_IF_ERROR(DemoPut(client, layout, keys, bytes));
 
   // 3. The prefix is found, and a second prompt sharing half of it reuses it.
   ASSIGN_OR_RETURN(client::LookupReply after, client.Lookup(chain, 0, layers));
@@ -355,19 +381,7 @@ absl::Status Demo(client::StoreClient& client) {
               prompt.size() / 2, shared.prefix_pages);
 
   // 4. Get everything back and verify.
-  start = absl::Now();
-  ASSIGN_OR_RETURN(std::vector<client::GotPage> got, client.BatchGet(keys, layout.PageBytes()));
-  secs = Seconds(start);
-  size_t bad = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    if (got[i].status != v1::PAGE_STATUS_OK || got[i].data != bytes[i] ||
-        PageChecksum(got[i].data.data(), got[i].data.size()) != got[i].checksum) {
-      ++bad;
-    }
-  }
-  std::printf("[6] got %zu pages back in %.3f s, %.2f GB/s; %zu mismatches\n", got.size(), secs,
-              total / secs / 1e9, bad);
-  if (bad != 0) return absl::DataLossError(absl::StrCat(bad, " pages did not come back intact"));
+  RETURN_IF_ERROR(DemoGetAndVerify(client, layout, keys, bytes));
 
   // 5. Pins keep pages from being deleted.
   const size_t n_pin = std::min<size_t>(keys.size(), 16);
@@ -375,6 +389,9 @@ absl::Status Demo(client::StoreClient& client) {
   absl::Status refused = client.Delete({keys.data(), n_pin}).status();
   std::printf("[7] pinned %zu pages (pin %llu); delete without force -> %s\n", n_pin,
               static_cast<unsigned long long>(pin), refused.ToString().c_str());
+  if (!absl::IsFailedPrecondition(refused)) {
+    return absl::InternalError(absl::StrCat("deleting pinned pages answered ", refused.ToString()));
+  }
   RETURN_IF_ERROR(client.Unpin(pin));
   std::printf("    unpinned\n");
   std::printf("[8] ");
