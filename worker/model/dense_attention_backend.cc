@@ -1,5 +1,8 @@
 #include "worker/model/dense_attention_backend.h"
 
+#include <cblas.h>
+
+#include <algorithm>
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
@@ -39,6 +42,39 @@ void DenseAttention(const AttentionShape& shape, const float* q,
       const float a = scores[t];
       for (int i = 0; i < hd; ++i) oh[i] += a * vt[i];
     }
+  }
+}
+
+void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
+                          const float* keys, const float* values, int n_past,
+                          float* scores, float* out) {
+  const int hd = shape.head_dim;
+  const int q_dim = shape.q_dim();
+  const int kv_dim = shape.kv_dim();
+  const int group = shape.n_heads / shape.n_kv_heads;
+  const int total = n_past + n;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  for (int h = 0; h < shape.n_heads; ++h) {
+    const int kv_off = (h / group) * hd;
+    // scores[i, t] = scale * q_i . k_t for all t; the causal part is used.
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, total, hd, scale,
+                q + h * hd, q_dim, keys + kv_off, kv_dim, 0.0f, scores, total);
+    for (int i = 0; i < n; ++i) {
+      float* row = scores + static_cast<size_t>(i) * total;
+      const int seen = n_past + i + 1;
+      float max_score = -INFINITY;
+      for (int t = 0; t < seen; ++t) max_score = std::max(max_score, row[t]);
+      float sum = 0.0f;
+      for (int t = 0; t < seen; ++t) {
+        row[t] = std::exp(row[t] - max_score);
+        sum += row[t];
+      }
+      for (int t = 0; t < seen; ++t) row[t] /= sum;
+      for (int t = seen; t < total; ++t) row[t] = 0.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, total, 1.0f,
+                scores, total, values + kv_off, kv_dim, 0.0f, out + h * hd,
+                q_dim);
   }
 }
 
@@ -150,6 +186,38 @@ absl::Status DenseAttentionBackend::Attend(SequenceId seq, int layer,
   }
   DenseAttention(shape_, q.data(), cache->k.data(), cache->v.data(),
                  cache->length, scores_.data(), out.data());
+  return absl::OkStatus();
+}
+
+absl::Status DenseAttentionBackend::AppendAndAttendBatch(
+    SequenceId seq, int layer, int pos0, int n_tokens,
+    absl::Span<const float> k, absl::Span<const float> v,
+    absl::Span<const float> q, absl::Span<float> out) {
+  ASSIGN_OR_RETURN(LayerCache * cache, Find(seq, layer));
+  const size_t kv_dim = shape_.kv_dim();
+  const size_t q_dim = shape_.q_dim();
+  if (n_tokens <= 0 || k.size() != kv_dim * n_tokens || v.size() != k.size() ||
+      q.size() != q_dim * n_tokens || out.size() != q.size()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch of ", n_tokens, " tokens has mismatched spans"));
+  }
+  if (pos0 != cache->length) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("batch at position ", pos0, " but layer ", layer,
+                     " of sequence ", seq, " holds ", cache->length));
+  }
+  if (pos0 + n_tokens > max_positions_) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "positions up to ", pos0 + n_tokens, " exceed the dense cache of ",
+        max_positions_));
+  }
+  cache->k.insert(cache->k.end(), k.begin(), k.end());
+  cache->v.insert(cache->v.end(), v.begin(), v.end());
+  cache->length += n_tokens;
+  const size_t need = static_cast<size_t>(n_tokens) * cache->length;
+  if (scores_.size() < need) scores_.resize(need);
+  DenseCausalAttention(shape_, q.data(), n_tokens, cache->k.data(),
+                       cache->v.data(), pos0, scores_.data(), out.data());
   return absl::OkStatus();
 }
 

@@ -26,6 +26,15 @@ void DenseAttention(const AttentionShape& shape, const float* q,
                     const float* keys, const float* values, int n_positions,
                     float* scores, float* out);
 
+// Causal attention of a prompt batch, with BLAS: queries i = 0..n-1
+// ([n, q_dim]) sit at positions n_past + i and see keys/values
+// [0, n_past + i] of `keys`/`values` ([n_past + n, kv_dim]). Same result as
+// DenseAttention per query up to float rounding. `scores` is scratch of at
+// least n * (n_past + n) floats; out is [n, q_dim].
+void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
+                          const float* keys, const float* values, int n_past,
+                          float* scores, float* out);
+
 struct DenseAttentionOptions {
   // Live sequences at once; StartSequence beyond it is RESOURCE_EXHAUSTED.
   // Default 16. Must be positive.
@@ -49,6 +58,12 @@ class DenseAttentionBackend : public AttentionBackend {
                       absl::Span<const float> v) override;
   absl::Status Attend(SequenceId seq, int layer, absl::Span<const float> q,
                       absl::Span<float> out) override;
+  // Appends the batch, then one DenseCausalAttention over it.
+  absl::Status AppendAndAttendBatch(SequenceId seq, int layer, int pos0,
+                                    int n_tokens, absl::Span<const float> k,
+                                    absl::Span<const float> v,
+                                    absl::Span<const float> q,
+                                    absl::Span<float> out) override;
 
   // Positions stored for (seq, layer); NOT_FOUND for an unknown sequence.
   absl::StatusOr<int> Length(SequenceId seq, int layer) const;
@@ -71,7 +86,7 @@ class DenseAttentionBackend : public AttentionBackend {
   const int max_positions_;
 
   absl::flat_hash_map<SequenceId, SequenceCache> sequences_;
-  std::vector<float> scores_;  // scratch, [max_positions]
+  std::vector<float> scores_;  // scratch, grown to the largest batch
 };
 
 }  // namespace kvtier::model

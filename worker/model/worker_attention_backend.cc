@@ -138,7 +138,7 @@ WorkerAttentionBackend::WorkerAttentionBackend(
     : shape_(shape),
       layer_budgets_(std::move(layer_budgets)),
       prefill_query_rows_(prefill_query_rows),
-      scores_(shape.max_positions) {}
+      scores_() {}
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
@@ -263,11 +263,12 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
   }
   s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
   s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
-  for (int i = 0; i < n_tokens; ++i) {
-    DenseAttention(shape_, q.data() + i * q_dim, s->prompt_k.data(),
-                   s->prompt_v.data(), s->prompt_tokens + i + 1,
-                   scores_.data(), out.data() + i * q_dim);
-  }
+  const size_t need =
+      static_cast<size_t>(n_tokens) * (s->prompt_tokens + n_tokens);
+  if (scores_.size() < need) scores_.resize(need);
+  DenseCausalAttention(shape_, q.data(), n_tokens, s->prompt_k.data(),
+                       s->prompt_v.data(), s->prompt_tokens, scores_.data(),
+                       out.data());
   s->prompt_tokens += n_tokens;
   s->positions += n_tokens;
   // Keep the last prefill_query_rows query rows, oldest first.

@@ -120,7 +120,7 @@ class WorkerAttentionBackend : public AttentionBackend {
   std::unique_ptr<worker::KvCacheManager> cache_;
   std::unique_ptr<worker::DecodeRunner> runner_;
   absl::flat_hash_map<SequenceId, SequenceState> sequences_;
-  std::vector<float> scores_;  // dense prompt attention scratch
+  std::vector<float> scores_;  // prompt attention scratch, grown as needed
   worker::StepStats stats_;
 };
 
