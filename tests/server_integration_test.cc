@@ -1,6 +1,8 @@
 // The real kvtier-server through the client: the whole page lifecycle, the
 // health service, and the server's refusals to start (bad config, port in
 // use).
+#include <signal.h>
+
 #include <chrono>
 #include <filesystem>
 #include <fstream>
@@ -156,6 +158,17 @@ TEST_F(ServerIntegrationTest, HealthServiceReportsServing) {
   for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   // HealthCheckResponse{status: SERVING (1)}: field 1, varint 1.
   EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+}
+
+TEST_F(ServerIntegrationTest, SigintShutsDownGracefully) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_TRUE(client_->Stats().ok());
+  client_.reset();
+  absl::StatusOr<ExitResult> exit = server_->Stop(absl::Seconds(60), SIGINT);
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0) << exit->stderr_text;
+  EXPECT_THAT(exit->stderr_text, HasSubstr("shutting down signal=2"));
+  EXPECT_THAT(exit->stderr_text, HasSubstr("stopped"));
 }
 
 TEST_F(ServerIntegrationTest, MalformedConfigExitsNonZeroNamingTheProblem) {

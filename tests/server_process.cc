@@ -144,9 +144,9 @@ absl::StatusOr<ExitResult> ServerProcess::RunToExit(const std::vector<std::strin
   return ExitResult{.exit_code = *code, .stderr_text = ReadFile(stderr_path)};
 }
 
-absl::StatusOr<ExitResult> ServerProcess::Stop(absl::Duration timeout) {
+absl::StatusOr<ExitResult> ServerProcess::Stop(absl::Duration timeout, int signal) {
   if (pid_ < 0) return absl::FailedPreconditionError("not running");
-  kill(pid_, SIGTERM);
+  kill(pid_, signal);
   absl::StatusOr<int> code = WaitExit(pid_, absl::Now() + timeout);
   if (!code.ok()) return code.status();
   pid_ = -1;

@@ -10,6 +10,7 @@
 #ifndef KVTIER_TESTS_SERVER_PROCESS_H_
 #define KVTIER_TESTS_SERVER_PROCESS_H_
 
+#include <signal.h>
 #include <sys/types.h>
 
 #include <memory>
@@ -64,8 +65,9 @@ class ServerProcess {
   int port() const { return port_; }
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
 
-  // SIGTERM, then waits up to `timeout` for the exit.
-  absl::StatusOr<ExitResult> Stop(absl::Duration timeout = absl::Seconds(60));
+  // Sends `signal` (SIGTERM by default), then waits up to `timeout` for the
+  // exit.
+  absl::StatusOr<ExitResult> Stop(absl::Duration timeout = absl::Seconds(60), int signal = SIGTERM);
 
  private:
   ServerProcess(pid_t pid, std::string stderr_path)
