@@ -63,30 +63,29 @@ std::vector<uint32_t> RankDescending(const std::vector<float>& score,
   return order;
 }
 
-}  // namespace
+// Statistics of the last w prompt queries' attention (causal inside the
+// window) restricted to the n - w non-window keys.
+struct WindowStats {
+  double entropy = 0;   // sum of -p log p over heads, window rows, keys
+  double variance = 0;  // sum over heads and keys of var along the rows
+  double kurtosis = 0;  // sum over heads and keys of m4 / m2^2 along the rows
+  std::vector<float> heavy_hitter;  // per key: sum over heads of mean + gamma var
+};
 
-absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, const float* v,
-                                    uint32_t n, const float* queries, uint32_t n_queries) {
-  const KvCacheOptions& o = ctx.cache->options();
-  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
-  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
-  if (cache_size <= options_.window) {
-    return absl::InvalidArgumentError(absl::StrCat("arkv: cache of ", cache_size,
-                                                   " tokens leaves nothing beyond the window"));
-  }
-  const uint32_t hq = o.n_q_heads, hkv = o.layout.n_kv_heads, d = o.layout.head_dim;
+WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* queries,
+                                 uint32_t n_queries, uint32_t w, uint32_t hq, uint32_t hkv,
+                                 uint32_t d, double gamma) {
   const uint32_t group = hq / hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
-  const uint32_t w = std::min({options_.window, n_queries, n});
-  const uint32_t nw = n - w;  // non-window keys
-  double entropy = 0, variance = 0, kurtosis = 0;
-  std::vector<float> hh(nw, 0.0f);
+  const uint32_t nw = n - w;
+  WindowStats st;
+  st.heavy_hitter.assign(nw, 0.0f);
   std::vector<float> p(size_t{w} * nw);  // one head's window rows over non-window keys
   std::vector<float> logits(n);
   for (uint32_t h = 0; h < hq; ++h) {
     for (uint32_t i = 0; i < w; ++i) {
       const float* qi = queries + (size_t{n_queries - w + i} * hq + h) * d;
-      const uint32_t visible = nw + i + 1;  // causal inside the window
+      const uint32_t visible = nw + i + 1;
       float max_logit = -INFINITY;
       for (uint32_t j = 0; j < visible; ++j) {
         const float* kj = k + (size_t{j} * hkv + h / group) * d;
@@ -100,7 +99,7 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
       for (uint32_t j = 0; j < nw; ++j) {
         const float pij = static_cast<float>(std::exp(logits[j] - max_logit) / sum);
         p[size_t{i} * nw + j] = pij;
-        if (pij > 0) entropy -= pij * std::log(pij);
+        if (pij > 0) st.entropy -= pij * std::log(pij);
       }
     }
     for (uint32_t j = 0; j < nw; ++j) {
@@ -113,18 +112,38 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
         m2 += dev * dev;
         m4 += dev * dev * dev * dev;
       }
-      const double var = w > 1 ? m2 / (w - 1) : 0.0;
+      const double var = w > 1 ? m2 / (w - 1) : 0.0;  // torch.var: unbiased
       m2 /= w;
       m4 /= w;
-      variance += var;
-      kurtosis += m2 > 0 ? m4 / (m2 * m2) : 0.0;
-      hh[j] += static_cast<float>(mean + options_.gamma * var);
+      st.variance += var;
+      st.kurtosis += m2 > 0 ? m4 / (m2 * m2) : 0.0;
+      st.heavy_hitter[j] += static_cast<float>(mean + gamma * var);
     }
   }
+  return st;
+}
+
+}  // namespace
+
+absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, const float* v,
+                                    uint32_t n, const float* queries, uint32_t n_queries) {
+  const KvCacheOptions& o = ctx.cache->options();
+  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
+  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
+  if (cache_size <= options_.window) {
+    return absl::InvalidArgumentError(absl::StrCat("arkv: cache of ", cache_size,
+                                                   " tokens leaves nothing beyond the window"));
+  }
+  const uint32_t w = std::min({options_.window, n_queries, n});
+  const uint32_t nw = n - w;  // non-window keys
+  const WindowStats st = WindowAttentionStats(k, n, queries, n_queries, w, o.n_q_heads,
+                                              o.layout.n_kv_heads, o.layout.head_dim,
+                                              options_.gamma);
   Layer& state = layers_[{ctx.seq_id, ctx.layer}];
   state = Layer();
-  state.oq = std::pow(entropy, 1.0 / options_.tau1) * std::pow(variance, 1.0 / options_.tau2) *
-             std::pow(kurtosis, 1.0 / options_.tau3);
+  state.oq = std::pow(st.entropy, 1.0 / options_.tau1) *
+             std::pow(st.variance, 1.0 / options_.tau2) *
+             std::pow(st.kurtosis, 1.0 / options_.tau3);
   std::vector<uint32_t> kept;
   if (n <= cache_size) {
     kept.resize(n);
@@ -132,13 +151,14 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
   } else {
     std::vector<uint32_t> positions(nw);
     std::iota(positions.begin(), positions.end(), 0u);
-    std::vector<uint32_t> order = RankDescending(AvgPool1d(hh, options_.pool_kernel), positions);
+    std::vector<uint32_t> order =
+        RankDescending(AvgPool1d(st.heavy_hitter, options_.pool_kernel), positions);
     order.resize(std::min<size_t>(order.size(), cache_size - w));
     kept = order;
     for (uint32_t j = nw; j < n; ++j) kept.push_back(j);
     std::sort(kept.begin(), kept.end());
   }
-  const size_t row = size_t{hkv} * d;
+  const size_t row = size_t{o.layout.n_kv_heads} * o.layout.head_dim;
   std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
   for (size_t i = 0; i < kept.size(); ++i) {
     std::copy_n(k + kept[i] * row, row, &kk[i * row]);

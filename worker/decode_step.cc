@@ -137,65 +137,72 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
     RETURN_IF_ERROR(Prefetch(seq_id, layer + 1, q, stats));
   }
 
-  const KvCacheOptions& o = cache_->options();
   std::vector<float> own_lse;
   if (lse == nullptr) {
-    own_lse.resize(o.n_q_heads);
+    own_lse.resize(cache_->options().n_q_heads);
     lse = own_lse.data();
   }
   TokenPolicy* token_policy = cache_->policy()->AsTokenPolicy();
   const AuxKv aux = token_policy != nullptr ? token_policy->Auxiliary(seq_id, layer) : AuxKv();
+  RETURN_IF_ERROR(AttendOverlapped(seq_id, layer, q, ready, recalled, aux, out, lse, stats));
+  stats->pages_recalled += cache_->counters().pages_recalled - before.pages_recalled;
+  stats->bytes_recalled += cache_->counters().bytes_recalled - before.bytes_recalled;
+  if (token_policy != nullptr) {
+    const int64_t t2 = NowNs();
+    ASSIGN_OR_RETURN(std::vector<int32_t> all, AllSlots(seq_id, layer));
+    absl::Status s = token_policy->RunAfterAttention(TokenContext{cache_, seq_id, layer}, q, lse,
+                                                     all);
+    stats->times.select_ns += NowNs() - t2;
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeRunner::AttendOverlapped(uint64_t seq_id, uint32_t layer, const float* q,
+                                            const std::vector<int32_t>& ready,
+                                            const std::vector<int32_t>& recalled,
+                                            const AuxKv& aux, float* out, float* lse,
+                                            StepStats* stats) {
+  const KvCacheOptions& o = cache_->options();
+  int64_t t1 = NowNs();
   if (recalled.empty() && aux.n_pages == 0) {
-    t1 = NowNs();
     absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
     stats->times.recall_ns += NowNs() - t1;
     RETURN_IF_ERROR(recall_status);
     t1 = NowNs();
     RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, out, lse));
     stats->times.attention_ns += NowNs() - t1;
-  } else {
-    // Partial states: the ready pages (while the recall runs), the recalled
-    // pages, the policy's auxiliary pages; merged by log-sum-exp.
-    std::vector<std::vector<float>> outs, lses;
-    auto next_state = [&]() -> std::pair<float*, float*> {
-      outs.emplace_back(size_t{o.n_q_heads} * o.layout.head_dim);
-      lses.emplace_back(o.n_q_heads);
-      return {outs.back().data(), lses.back().data()};
-    };
-    t1 = NowNs();
-    auto [o0, l0] = next_state();
-    RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, o0, l0));
-    stats->times.attention_ns += NowNs() - t1;
-    t1 = NowNs();
-    absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
-    stats->times.recall_ns += NowNs() - t1;
-    RETURN_IF_ERROR(recall_status);
-    t1 = NowNs();
-    if (!recalled.empty()) {
-      auto [o1, l1] = next_state();
-      RETURN_IF_ERROR(Attend(seq_id, layer, q, recalled, o1, l1));
-    }
-    if (aux.n_pages > 0) {
-      std::vector<int32_t> aux_pages(aux.n_pages);
-      for (uint32_t i = 0; i < aux.n_pages; ++i) aux_pages[i] = static_cast<int32_t>(i);
-      auto [o2, l2] = next_state();
-      RETURN_IF_ERROR(AttendPool(aux.pool, aux.page_stride_bytes, aux.n_pages, aux_pages,
-                                 aux.last_page_len, q, o2, l2));
-    }
-    RETURN_IF_ERROR(Merge(outs, lses, out, lse));
-    stats->times.attention_ns += NowNs() - t1;
+    return absl::OkStatus();
   }
-  stats->pages_recalled += cache_->counters().pages_recalled - before.pages_recalled;
-  stats->bytes_recalled += cache_->counters().bytes_recalled - before.bytes_recalled;
-  if (token_policy != nullptr) {
-    // slots_ lists every cached page: a token policy attends them all.
-    t1 = NowNs();
-    ASSIGN_OR_RETURN(std::vector<int32_t> all, AllSlots(seq_id, layer));
-    absl::Status s = token_policy->RunAfterAttention(TokenContext{cache_, seq_id, layer}, q, lse,
-                                                     all);
-    stats->times.select_ns += NowNs() - t1;
-    return s;
+  // Partial states: the ready pages (while the recall runs), the recalled
+  // pages, the policy's auxiliary pages; merged by log-sum-exp.
+  std::vector<std::vector<float>> outs, lses;
+  auto next_state = [&]() -> std::pair<float*, float*> {
+    outs.emplace_back(size_t{o.n_q_heads} * o.layout.head_dim);
+    lses.emplace_back(o.n_q_heads);
+    return {outs.back().data(), lses.back().data()};
+  };
+  auto [o0, l0] = next_state();
+  RETURN_IF_ERROR(Attend(seq_id, layer, q, ready, o0, l0));
+  stats->times.attention_ns += NowNs() - t1;
+  t1 = NowNs();
+  absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
+  stats->times.recall_ns += NowNs() - t1;
+  RETURN_IF_ERROR(recall_status);
+  t1 = NowNs();
+  if (!recalled.empty()) {
+    auto [o1, l1] = next_state();
+    RETURN_IF_ERROR(Attend(seq_id, layer, q, recalled, o1, l1));
   }
+  if (aux.n_pages > 0) {
+    std::vector<int32_t> aux_pages(aux.n_pages);
+    for (uint32_t i = 0; i < aux.n_pages; ++i) aux_pages[i] = static_cast<int32_t>(i);
+    auto [o2, l2] = next_state();
+    RETURN_IF_ERROR(AttendPool(aux.pool, aux.page_stride_bytes, aux.n_pages, aux_pages,
+                               aux.last_page_len, q, o2, l2));
+  }
+  RETURN_IF_ERROR(Merge(outs, lses, out, lse));
+  stats->times.attention_ns += NowNs() - t1;
   return absl::OkStatus();
 }
 

@@ -87,6 +87,12 @@ class DecodeRunner {
   absl::StatusOr<PagePlan> EstimateAndPlan(uint64_t seq_id, uint32_t layer, const float* q,
                                            bool prefill, StepStats* stats);
   absl::Status Prefetch(uint64_t seq_id, uint32_t layer, const float* q, StepStats* stats);
+  // Attends `ready` while the recall started by ApplyPlan runs, then the
+  // recalled pages and `aux`, merging the partial states.
+  absl::Status AttendOverlapped(uint64_t seq_id, uint32_t layer, const float* q,
+                                const std::vector<int32_t>& ready,
+                                const std::vector<int32_t>& recalled, const AuxKv& aux,
+                                float* out, float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
   absl::Status AttendPool(const void* pool, size_t page_stride_bytes, uint32_t pool_pages,

@@ -95,7 +95,7 @@ struct Lane {
 
 absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHeader& h,
                        const SimOptions& o, const std::vector<uint32_t>& budgets,
-                       kernels::ThreadPool* threads) {
+                       kernels::ThreadPool* threads, DecodeOptions decode) {
   lane.policy = std::move(policy);
   lane.store.SetLatencyMicros(o.store_latency_us);
   ASSIGN_OR_RETURN(lane.queue, PageTransferQueue::Create(&lane.store, TransferQueueOptions()));
@@ -109,7 +109,7 @@ absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHe
   co.max_sequences = 1;
   ASSIGN_OR_RETURN(lane.cache, KvCacheManager::Create(co, &lane.device, lane.policy.get(),
                                                       lane.queue.get(), threads));
-  lane.runner = std::make_unique<DecodeRunner>(lane.cache.get(), threads);
+  lane.runner = std::make_unique<DecodeRunner>(lane.cache.get(), threads, decode);
   RETURN_IF_ERROR(lane.cache->AddSequence(1, budgets));
   std::vector<uint32_t> ids(h.prompt_len);
   std::iota(ids.begin(), ids.end(), 0u);
@@ -216,9 +216,10 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   kernels::ThreadPool threads(o.threads);
   Lane lane, ref;
   ASSIGN_OR_RETURN(auto policy, MakePolicy(o));
-  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), h, o, budgets, &threads));
+  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), h, o, budgets, &threads, o.decode));
   RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(), h, o,
-                            std::vector<uint32_t>(h.n_layers, context_pages), &threads));
+                            std::vector<uint32_t>(h.n_layers, context_pages), &threads,
+                            DecodeOptions()));
   const size_t qd = size_t{h.n_q_heads} * h.head_dim;
   for (uint32_t l = 0; l < h.n_layers; ++l) {
     TracePromptLayer rec;

@@ -58,6 +58,8 @@ struct SimOptions {
   QuestOptions quest;
   H2oOptions h2o;
   ArkvOptions arkv;
+  // Decode-step options of the policy's run (prefetch).
+  DecodeOptions decode;
   // Latency the in-process store adds to every call.
   int64_t store_latency_us = 0;
   // Kernel threads (1: the calling thread only).

@@ -31,6 +31,7 @@ ABSL_FLAG(uint32_t, topk_pages, 32, "ArkVale top-k (0: budget/2)");
 ABSL_FLAG(uint32_t, sink_pages, 1, "ArkVale sink pages");
 ABSL_FLAG(uint32_t, win_pages, 2, "ArkVale window pages");
 ABSL_FLAG(uint32_t, dense_layers, 2, "ArkVale unlimited / Quest dense layers");
+ABSL_FLAG(bool, prefetch, false, "prefetch the next layer's pages with the current query");
 ABSL_FLAG(int64_t, store_latency_us, 0, "latency added to every store call");
 ABSL_FLAG(int, threads, 1, "kernel threads");
 // Synthetic trace shape.
@@ -83,6 +84,7 @@ int main(int argc, char** argv) {
   o.arkvale.n_unlimited_layers = absl::GetFlag(FLAGS_dense_layers);
   o.quest.n_dense_layers = absl::GetFlag(FLAGS_dense_layers);
   o.store_latency_us = absl::GetFlag(FLAGS_store_latency_us);
+  o.decode.prefetch_next_layer = absl::GetFlag(FLAGS_prefetch);
   o.threads = absl::GetFlag(FLAGS_threads);
 
   std::unique_ptr<TraceSource> source;
