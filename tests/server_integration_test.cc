@@ -130,6 +130,16 @@ TEST_F(ServerIntegrationTest, PutLookupGetPinDelete) {
   EXPECT_THAT(exit->stderr_text, HasSubstr("stopped"));
 }
 
+std::string Flatten(const grpc::ByteBuffer& buffer) {
+  std::vector<grpc::Slice> slices;
+  EXPECT_TRUE(buffer.Dump(&slices).ok());
+  std::string bytes;
+  for (const grpc::Slice& s : slices) {
+    bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
+  }
+  return bytes;
+}
+
 TEST_F(ServerIntegrationTest, HealthServiceReportsServing) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   auto channel = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
@@ -152,12 +162,50 @@ TEST_F(ServerIntegrationTest, HealthServiceReportsServing) {
   absl::MutexLock lock(&mu);
   mu.Await(absl::Condition(&done));
   ASSERT_TRUE(status.ok()) << status.error_message();
-  std::vector<grpc::Slice> slices;
-  ASSERT_TRUE(response.Dump(&slices).ok());
-  std::string bytes;
-  for (const grpc::Slice& s : slices) bytes.append(reinterpret_cast<const char*>(s.begin()), s.size());
   // HealthCheckResponse{status: SERVING (1)}: field 1, varint 1.
-  EXPECT_EQ(bytes, std::string("\x08\x01", 2));
+  EXPECT_EQ(Flatten(response), std::string("\x08\x01", 2));
+}
+
+// Reflection lists the services. Spoken as raw bytes: the reflection protos
+// are not installed for C++. Request: ServerReflectionRequest{list_services:
+// ""} = field 7, empty string.
+TEST_F(ServerIntegrationTest, ReflectionListsTheServices) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  auto channel = grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials());
+  grpc::GenericStub stub(channel);
+  grpc::CompletionQueue cq;
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  auto call = stub.PrepareCall(
+      &context, "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo", &cq);
+  void* tag = nullptr;
+  bool ok = false;
+  auto step = [&](intptr_t want) {
+    ASSERT_TRUE(cq.Next(&tag, &ok));
+    ASSERT_EQ(reinterpret_cast<intptr_t>(tag), want);
+    ASSERT_TRUE(ok);
+  };
+  call->StartCall(reinterpret_cast<void*>(1));
+  ASSERT_NO_FATAL_FAILURE(step(1));
+  grpc::Slice request_slice(std::string("\x3a\x00", 2));
+  grpc::ByteBuffer request(&request_slice, 1);
+  call->Write(request, reinterpret_cast<void*>(2));
+  ASSERT_NO_FATAL_FAILURE(step(2));
+  grpc::ByteBuffer response;
+  call->Read(&response, reinterpret_cast<void*>(3));
+  ASSERT_NO_FATAL_FAILURE(step(3));
+  call->WritesDone(reinterpret_cast<void*>(4));
+  ASSERT_NO_FATAL_FAILURE(step(4));
+  grpc::Status status;
+  call->Finish(&status, reinterpret_cast<void*>(5));
+  ASSERT_NO_FATAL_FAILURE(step(5));
+  EXPECT_TRUE(status.ok()) << status.error_message();
+  const std::string bytes = Flatten(response);
+  EXPECT_THAT(bytes, HasSubstr("kvtier.v1.KvStore"));
+  EXPECT_THAT(bytes, HasSubstr("grpc.health.v1.Health"));
+  cq.Shutdown();
+  while (cq.Next(&tag, &ok)) {
+  }
 }
 
 TEST_F(ServerIntegrationTest, SigintShutsDownGracefully) {
