@@ -63,3 +63,7 @@ expect_failure(1 --model "${MODEL_DIR}/absent.bin"
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin")
 expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin")
+# More prompt tokens than --steps positions: refused before any text.
+expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
+               --tokenizer "${MODEL_DIR}/tok512.bin" --steps 3
+               --prompt "Once upon a time there was a cat")

@@ -214,9 +214,11 @@ absl::Status Run(const Args& args) {
   options.steps = steps;
   options.add_bos = model->add_bos;
   options.stop_tokens = model->stop_tokens;
-  options.on_text = [](absl::string_view piece) {
+  bool wrote_text = false;
+  options.on_text = [&wrote_text](absl::string_view piece) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
+    wrote_text = true;
   };
   absl::Status dump_status;
   if (!args.logits_out.empty()) {
@@ -228,8 +230,12 @@ absl::Status Run(const Args& args) {
   absl::StatusOr<GenerationResult> result =
       Generate(**transformer, **backend, *model->tokenizer, *sampler,
                args.prompt, options);
-  std::fputc('\n', stdout);
-  std::fflush(stdout);
+  // llama2.c ends its output with a newline; a run that failed before any
+  // text leaves stdout empty.
+  if (result.ok() || wrote_text) {
+    std::fputc('\n', stdout);
+    std::fflush(stdout);
+  }
   if (!result.ok()) return result.status();
   if (!dump_status.ok()) return dump_status;
   std::fprintf(stderr,
