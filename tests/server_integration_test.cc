@@ -8,6 +8,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -128,6 +129,57 @@ TEST_F(ServerIntegrationTest, PutLookupGetPinDelete) {
   EXPECT_EQ(exit->exit_code, 0) << exit->stderr_text;
   EXPECT_THAT(exit->stderr_text, HasSubstr("kvtier-server listening"));
   EXPECT_THAT(exit->stderr_text, HasSubstr("stopped"));
+}
+
+// Eight clients on their own connections put, read back and delete their
+// own prompts at the same time; every byte must come back and the counters
+// must add up.
+TEST_F(ServerIntegrationTest, ConcurrentClientsKeepTheirPagesIntact) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  constexpr int kClients = 8;
+  constexpr int kRounds = 5;
+  const PageLayout layout = SmallLayout();
+  std::vector<std::string> errors(kClients);
+  std::vector<std::thread> threads;
+  for (int c = 0; c < kClients; ++c) {
+    threads.emplace_back([&, c] {
+      auto client = client::StoreClient::Connect(server_->target(), client::ClientOptions());
+      if (!client.ok()) {
+        errors[c] = client.status().ToString();
+        return;
+      }
+      for (int round = 0; round < kRounds; ++round) {
+        const PageSet pages =
+            MakePages(layout, PromptChain(layout, 4, 100 + c * kRounds + round), 2);
+        auto put = (*client)->BatchPut(pages.ToPut(layout));
+        auto got = (*client)->BatchGet(pages.keys);
+        if (!put.ok() || !got.ok()) {
+          errors[c] = absl::StrCat(put.status().ToString(), " ", got.status().ToString());
+          return;
+        }
+        for (size_t i = 0; i < pages.keys.size(); ++i) {
+          if ((*got)[i].status != v1::PAGE_STATUS_OK || (*got)[i].data != pages.bytes[i]) {
+            errors[c] = absl::StrCat("round ", round, " page ", i, " differs");
+            return;
+          }
+        }
+        if (round % 2 == 0) {
+          auto deleted = (*client)->Delete(pages.keys);
+          if (!deleted.ok() || *deleted != pages.keys.size()) {
+            errors[c] = absl::StrCat("delete: ", deleted.status().ToString());
+            return;
+          }
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  for (int c = 0; c < kClients; ++c) EXPECT_EQ(errors[c], "") << "client " << c;
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  // 8 pages per round; rounds 0, 2 and 4 deleted theirs.
+  EXPECT_EQ(stats->put_pages(), uint64_t{kClients} * kRounds * 8);
+  EXPECT_EQ(stats->ram().pages() + stats->disk().pages(), uint64_t{kClients} * 2 * 8);
 }
 
 std::string Flatten(const grpc::ByteBuffer& buffer) {
