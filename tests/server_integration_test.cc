@@ -324,6 +324,27 @@ TEST_F(ServerIntegrationTest, FlagOverridesConfigFile) {
   EXPECT_EQ(response.pages_size(), 3);
 }
 
+TEST_F(ServerIntegrationTest, MessagesAboveMaxMessageBytesAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(StartServer({"--max_message_bytes=4194304"}));
+  client::ClientOptions options;
+  options.max_message_bytes = 64 << 20;  // larger than the server's limit
+  auto client = client::StoreClient::Connect(server_->target(), options);
+  ASSERT_TRUE(client.ok());
+  // 1 MiB pages: 2 x page_size 256 x 8 heads x 128 x bf16.
+  const PageLayout layout{.page_size = 256, .n_kv_heads = 8, .head_dim = 128,
+                          .dtype = DType::kBF16};
+  ASSERT_EQ(layout.PageBytes(), 1u << 20);
+  const PageSet pages = MakePages(layout, PromptChain(layout, 5, 3), 1);
+  const std::vector<client::PutPage> puts = pages.ToPut(layout);
+  EXPECT_EQ((*client)->BatchPut(puts).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), 0u);
+  // Within the limit, the same pages go through.
+  EXPECT_TRUE((*client)->BatchPut({puts.data(), 3}).ok());
+}
+
 TEST_F(ServerIntegrationTest, PortInUseExitsNonZeroWithAClearMessage) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   TempDir other;
