@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
 #include "worker/allocator.h"
+#include "worker/digest_recall.h"
 #include "worker/in_process_page_store.h"
 #include "worker/lukv_allocator.h"
 #include "worker/profile.h"
@@ -217,7 +218,9 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   Lane lane, ref;
   ASSIGN_OR_RETURN(auto policy, MakePolicy(o));
   RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), h, o, budgets, &threads, o.decode));
-  RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(), h, o,
+  // The reference keeps the policy's digest kind, to measure digest recall.
+  const kernels::DigestKind kind = lane.policy->digest_kind();
+  RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(kind), h, o,
                             std::vector<uint32_t>(h.n_layers, context_pages), &threads,
                             DecodeOptions()));
   const size_t qd = size_t{h.n_q_heads} * h.head_dim;
@@ -236,7 +239,9 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   report.steps = h.decode_steps;
   report.context_tokens = context;
   double err_sum = 0;
-  std::vector<float> out(qd), out_ref(qd);
+  std::vector<float> out(qd), out_ref(qd), lse_ref(h.n_q_heads);
+  std::vector<double> recall_sum(o.recall_ks.size(), 0.0);
+  std::vector<uint64_t> recall_n(o.recall_ks.size(), 0);
   for (uint32_t s = 0; s < h.decode_steps; ++s) {
     const uint32_t id = h.prompt_len + s;
     for (Lane* x : {&lane, &ref}) RETURN_IF_ERROR(x->cache->AppendTokenIds(1, {id}));
@@ -247,8 +252,18 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
                                                rec.value.data(), out.data(), nullptr,
                                                &lane.stats));
       RETURN_IF_ERROR(ref.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
-                                              rec.value.data(), out_ref.data(), nullptr,
+                                              rec.value.data(), out_ref.data(), lse_ref.data(),
                                               &ref.stats));
+      if (!o.recall_ks.empty()) {
+        ASSIGN_OR_RETURN(std::vector<double> r,
+                         DigestRecallAtK(*ref.cache, 1, l, rec.query.data(), lse_ref.data(),
+                                         o.recall_ks));
+        for (size_t i = 0; i < r.size(); ++i) {
+          if (r[i] < 0) continue;
+          recall_sum[i] += r[i];
+          ++recall_n[i];
+        }
+      }
       const double e = RelError(out, out_ref);
       err_sum += e;
       report.max_rel_error = std::max(report.max_rel_error, e);
@@ -256,6 +271,10 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   }
   const uint64_t n = uint64_t{h.decode_steps} * h.n_layers;
   report.mean_rel_error = n == 0 ? 0 : err_sum / n;
+  report.recall_ks = o.recall_ks;
+  for (size_t i = 0; i < o.recall_ks.size(); ++i) {
+    report.digest_recall.push_back(recall_n[i] == 0 ? -1.0 : recall_sum[i] / recall_n[i]);
+  }
   report.stats = lane.stats;
   report.prefill_stats = lane.prefill_stats;
   report.reference_stats = ref.stats;
@@ -269,7 +288,11 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
 std::string FormatReport(const SimReport& r) {
   const double steps = std::max<uint64_t>(r.stats.steps, 1);
   auto us = [&](int64_t ns) { return ns / 1e3 / steps; };
-  return absl::StrFormat(
+  std::string recall = "digest recall:";
+  for (size_t i = 0; i < r.recall_ks.size(); ++i) {
+    absl::StrAppendFormat(&recall, " @%u=%.3f", r.recall_ks[i], r.digest_recall[i]);
+  }
+  return recall + "\n" + absl::StrFormat(
       "policy=%s layers=%u steps=%u context=%u\n"
       "error: mean_rel=%.6g max_rel=%.6g\n"
       "per layer-step us: estimate=%.2f select=%.2f recall=%.2f attention=%.2f append=%.2f "

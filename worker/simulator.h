@@ -62,6 +62,8 @@ struct SimOptions {
   DecodeOptions decode;
   // Latency the in-process store adds to every call.
   int64_t store_latency_us = 0;
+  // k values of the digest recall measurement (empty: not measured).
+  std::vector<uint32_t> recall_ks = {1, 8, 32};
   // Kernel threads (1: the calling thread only).
   int threads = 1;
 
@@ -82,6 +84,10 @@ struct SimReport {
   StepStats reference_stats; // the full cache's run
   CacheCounters counters;
   uint32_t max_pages_in_use = 0;  // over layers, the pool's high water
+  // Digest recall accuracy (digest_recall.h) of the policy's digest kind on
+  // the full cache, averaged over steps and layers, for k = recall_ks[i].
+  std::vector<uint32_t> recall_ks;
+  std::vector<double> digest_recall;
 };
 
 // Per-layer page budgets from a budget allocator's profile file

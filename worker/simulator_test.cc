@@ -32,6 +32,7 @@ SimOptions Options(const std::string& policy, uint32_t budget) {
   o.budget_pages = budget;
   o.arkvale.topk_pages = 6;
   o.arkvale.n_unlimited_layers = 1;
+  o.recall_ks = {1, 8};
   return o;
 }
 
@@ -43,6 +44,11 @@ TEST(SimulatorTest, ArkvaleWithBudgetCoveringContextMatchesFullCache) {
   // kv_cache_manager_test.cc).
   EXPECT_LT(report->max_rel_error, 1e-6);
   EXPECT_EQ(report->stats.pages_attended, report->reference_stats.pages_attended);
+  ASSERT_EQ(report->digest_recall.size(), 2u);
+  for (double r : report->digest_recall) {
+    EXPECT_GE(r, 0.0);
+    EXPECT_LE(r, 1.0);
+  }
   EXPECT_EQ(report->stats.pages_recalled, 0u);
   EXPECT_EQ(report->stats.steps, 8u * 3);
   // Every full page of every layer was backed up: 520 / 16 = 32 per layer.

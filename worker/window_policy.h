@@ -20,11 +20,20 @@ namespace kvtier::worker {
 
 class FullCachePolicy : public Policy {
  public:
+  // The digests kept for every full page are of `digest_kind`, so a full
+  // cache can also measure how well a digest ranks pages (digest_recall.h).
+  explicit FullCachePolicy(
+      kernels::DigestKind digest_kind = kernels::DigestKind::kArkvaleMean)
+      : digest_kind_(digest_kind) {}
   std::string_view name() const override { return "full"; }
+  kernels::DigestKind digest_kind() const override { return digest_kind_; }
   bool offloads() const override { return false; }
   bool NeedsScores(const LayerView&) const override { return false; }
   absl::StatusOr<PagePlan> Plan(const LayerView& view) override;
   int32_t AppendVictim(const LayerView&) override { return -1; }
+
+ private:
+  const kernels::DigestKind digest_kind_;
 };
 
 struct WindowOptions {
