@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -44,12 +45,16 @@ absl::StatusOr<pid_t> Spawn(const std::vector<std::string>& args,
   // Opened before fork: the child may only make async-signal-safe calls.
   const int err_fd = open(stderr_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (err_fd < 0) return absl::InternalError(absl::StrCat("cannot open ", stderr_path));
+  const pid_t parent = getpid();
   const pid_t pid = fork();
   if (pid < 0) {
     close(err_fd);
     return absl::InternalError("fork failed");
   }
   if (pid == 0) {
+    // A test that crashes must not leave its server running.
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (getppid() != parent) _exit(127);
     dup2(err_fd, STDERR_FILENO);
     // Never hold the test's own stdout open (a runner waits for its EOF).
     const int null_fd = open("/dev/null", O_WRONLY);

@@ -4,7 +4,9 @@
 // --port_file), captures its stderr to a file, and waits (bounded) until
 // the port file appears and the channel connects. Stop() sends SIGTERM and
 // waits (bounded) for the exit status. A process still running at
-// destruction is killed.
+// destruction is killed, and so is one whose test process dies (the kernel
+// kills the server when the thread that started it exits: call Start from a
+// thread that lives as long as the server, e.g. the test's own).
 //
 // Thread-safety: not thread-safe; one test drives one ServerProcess.
 #ifndef KVTIER_TESTS_SERVER_PROCESS_H_
