@@ -396,7 +396,13 @@ absl::Status KvCacheManager::SubmitBackups(Sequence& seq, uint32_t layer,
       return absl::OkStatus();
     }
     // Back-pressure: a full window waits for this sequence's oldest backup.
-    if (!absl::IsResourceExhausted(id.status()) || seq.puts.empty()) return id.status();
+    if (!absl::IsResourceExhausted(id.status()) || seq.puts.empty()) {
+      // The pages are full but will never be stored: fail the sequence
+      // rather than evict them later without a copy.
+      seq.failed = absl::Status(id.status().code(),
+                                absl::StrCat("backup not submitted: ", id.status().message()));
+      return id.status();
+    }
     TransferId oldest = seq.puts.begin()->first;
     for (const auto& [tid, m] : seq.puts) oldest = std::min(oldest, tid);
     RETURN_IF_ERROR(WaitBackup(seq, oldest));

@@ -399,6 +399,46 @@ TEST(KvCacheManagerTest, FailedBackupFailsTheSequence) {
   EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
 }
 
+TEST(KvCacheManagerTest, FullTransferWindowPushesBackThenFailsClearly) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  CpuDevice device;
+  InProcessPageStore store;
+  TransferQueueOptions qopts;
+  qopts.n_threads = 1;
+  qopts.max_inflight_transfers = 1;
+  auto queue = *PageTransferQueue::Create(&store, qopts);
+  KvCacheOptions o;
+  o.layout = PageLayout{.page_size = kPage, .n_kv_heads = kKvHeads, .head_dim = kDim,
+                        .dtype = DType::kF32};
+  o.n_layers = 1;
+  o.n_q_heads = kQHeads;
+  o.pool_pages_per_layer = 12;
+  o.transfer_timeout = absl::Milliseconds(100);
+  auto cache = *KvCacheManager::Create(o, &device, policy.get(), queue.get(), nullptr);
+  ASSERT_TRUE(cache->AddSequence(1, {6}).ok());
+  ASSERT_TRUE(cache->AddSequence(2, {6}).ok());
+  store.SetMode(InProcessPageStore::Mode::kHang);
+  Inputs in(3);
+  std::vector<float> k = in.Next(8 * kRow), v = in.Next(8 * kRow);
+  ASSERT_TRUE(cache->AppendTokenIds(1, std::vector<uint32_t>(8, 1)).ok());
+  ASSERT_TRUE(cache->AppendTokenIds(2, std::vector<uint32_t>(8, 2)).ok());
+  // Sequence 1's first backup takes the only place in the window.
+  ASSERT_TRUE(cache->AppendKv(1, 0, k.data(), v.data(), 4).ok());
+  // Sequence 2 has nothing of its own to wait for: it fails, and stays failed.
+  EXPECT_EQ(cache->AppendKv(2, 0, k.data(), v.data(), 4).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(cache->AppendKv(2, 0, k.data(), v.data(), 1).code(),
+            absl::StatusCode::kFailedPrecondition);
+  // Sequence 1 waits for its own backup, which the hung store never
+  // finishes: the deadline ends the wait.
+  EXPECT_EQ(cache->AppendKv(1, 0, k.data() + 4 * kRow, v.data() + 4 * kRow, 4).code(),
+            absl::StatusCode::kDeadlineExceeded);
+  store.SetMode(InProcessPageStore::Mode::kUp);
+  EXPECT_TRUE(cache->Cancel(1).ok());
+  EXPECT_TRUE(cache->Cancel(2).ok());
+  EXPECT_EQ(cache->pool(0).in_use(), 0u);
+}
+
 TEST(KvCacheManagerTest, FullCacheRefusesToGrowPastItsBudget) {
   FullCachePolicy full;
   Harness h(&full, 1, 4);
