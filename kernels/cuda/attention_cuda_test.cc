@@ -170,10 +170,12 @@ TEST_F(CudaAttentionTest, QuantizeIsByteIdenticalToCpu) {
         const uint32_t heads = 8, dim = 128, n = 9;
         const size_t fb = FloatPageBytes(page_size, heads, dim, ft);
         const size_t qb = QuantizedPageBytes(page_size, heads, dim, qt);
-        const testing::TypedBuffer src = testing::MakeTyped(
-            testing::AdversarialFloats(n * fb / ScalarBytes(ft), 8,
-                                       ft == ScalarType::kF16 ? 65504.0f : 1e30f),
-            ft);
+        std::vector<float> values = testing::AdversarialFloats(
+            n * fb / ScalarBytes(ft), 8, ft == ScalarType::kF16 ? 65504.0f : 1e30f);
+        // All-zero groups, with negative zeros: the scale-0 path.
+        const size_t e = size_t{page_size} * heads * dim;
+        for (size_t c = 0; c < dim; ++c) values[c] = values[e + c] = -0.0f;
+        const testing::TypedBuffer src = testing::MakeTyped(values, ft);
         PageQuantArgs a{page_size, heads, dim, ft, qt, n, src.data(), fb, nullptr, qb + 1};
         std::vector<uint8_t> q(n * (qb + 1), 0);
         a.dst = q.data();

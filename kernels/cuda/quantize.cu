@@ -17,10 +17,13 @@ __device__ __forceinline__ float GetScale(const char* at) {
   return s;
 }
 
+// As the CPU reference: divide by s, or by 1 when s is 0 (the group is all
+// zeros or nearly), so that signed zeros and tiny values code identically.
 __device__ __forceinline__ uint8_t Code(float x, float s, bool fp8) {
-  const float y = s > 0.0f ? __fdiv_rn(x, s) : 0.0f;
+  const float y = __fdiv_rn(x, s > 0.0f ? s : 1.0f);
   if (fp8) return FloatToFp8E4M3(y);
-  return static_cast<uint8_t>(static_cast<int8_t>(RoundHalfEven(fminf(fmaxf(y, -127.0f), 127.0f))));
+  const float clamped = fminf(fmaxf(y, -127.0f), 127.0f);
+  return static_cast<uint8_t>(static_cast<int8_t>(static_cast<int32_t>(RoundHalfEven(clamped))));
 }
 
 __device__ __forceinline__ float Decode(uint8_t v, bool fp8) {
