@@ -31,12 +31,13 @@ struct Task {
   uint32_t b, g0, g1, split;
 };
 
-// A page's K and V in fp32: row t of KV head g at k + t * row_stride + g * d
-// (and likewise v).
+// A page's K and V in fp32: row t of KV head g at
+// k + t * row_stride + (g - first_head) * d (and likewise v).
 struct PageRows {
   const float* k;
   const float* v;
   size_t row_stride;
+  uint32_t first_head;
 };
 
 // Converts the first `tokens` tokens of a page to fp32: every KV head when
@@ -50,7 +51,7 @@ PageRows LoadPage(const DecodeAttentionArgs& a, const char* page, uint32_t g0, u
     buf.resize(2 * tensor);
     internal::ToFloat(page, a.kv.kv_type, 0, tokens * row, buf.data());
     internal::ToFloat(page, a.kv.kv_type, tensor, tokens * row, buf.data() + tensor);
-    return {buf.data(), buf.data() + tensor, row};
+    return {buf.data(), buf.data() + tensor, row, 0};
   }
   buf.resize(2 * size_t{a.kv.page_size} * d);
   float* k = buf.data();
@@ -59,16 +60,15 @@ PageRows LoadPage(const DecodeAttentionArgs& a, const char* page, uint32_t g0, u
     internal::ToFloat(page, a.kv.kv_type, t * row + g0 * d, d, k + t * d);
     internal::ToFloat(page, a.kv.kv_type, tensor + t * row + g0 * d, d, v + t * d);
   }
-  // Rows of head g0 at k + t * d: offset back by g0 * d for the common formula.
-  return {k - g0 * d, v - g0 * d, d};
+  return {k, v, d, g0};
 }
 
 KVTIER_KERNELS_MULTIVERSION void AttendPage(const DecodeAttentionArgs& a, uint32_t g,
                                             const PageRows& rows, uint32_t tokens, GroupState& st) {
   const size_t d = a.kv.head_dim;
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
-  const float* k = rows.k + g * d;
-  const float* v = rows.v + g * d;
+  const float* k = rows.k + (g - rows.first_head) * d;
+  const float* v = rows.v + (g - rows.first_head) * d;
   for (uint32_t j = 0; j < group; ++j) {
     const float* q = st.q.data() + j * d;
     float page_max = kNegInf;
