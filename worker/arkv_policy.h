@@ -31,6 +31,8 @@
 //   - Scores are summed over all query heads (one decision per token, see
 //     token_policy.h) rather than averaged per KV-head group.
 //   - Variance uses the unbiased estimator (torch.var's default).
+//
+// Not thread-safe (see token_policy.h).
 #ifndef KVTIER_WORKER_ARKV_POLICY_H_
 #define KVTIER_WORKER_ARKV_POLICY_H_
 

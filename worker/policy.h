@@ -6,6 +6,8 @@
 // what it adds (when the policy offloads), checks the plan against the
 // budget and the invariants below, and the decode step attends over
 // plan.attend. Policies are stateless across sequences unless they say so.
+// Policies are called from the one decode thread that owns the cache
+// manager and need not be thread-safe.
 //
 // Invariants every plan must keep (the manager rejects a plan that breaks
 // them with INTERNAL):

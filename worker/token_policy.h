@@ -22,7 +22,8 @@
 // made from the mass summed over all heads (TOVA's own choice; for H2O this
 // is the "sum the scores within the group" reading taken layer-wide).
 //
-// State is per (sequence, layer); EndSequence drops it.
+// State is per (sequence, layer); EndSequence drops it. Not thread-safe:
+// driven by the decode thread that owns the cache manager.
 #ifndef KVTIER_WORKER_TOKEN_POLICY_H_
 #define KVTIER_WORKER_TOKEN_POLICY_H_
 
