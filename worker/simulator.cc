@@ -50,7 +50,10 @@ class GeneratorSource : public TraceSource {
   TraceGenerator gen_;
 };
 
+// Policies see one "layer" per (layer, head group), layer-major, so the
+// layer counts of their dense-layer options scale with the groups.
 absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
+  const uint32_t g = o.n_head_groups;
   if (o.policy == "full") return std::unique_ptr<Policy>(new FullCachePolicy());
   if (o.policy == "sliding_window") {
     return std::unique_ptr<Policy>(new WindowPolicy(WindowOptions{.n_sink_pages = 0}));
@@ -70,11 +73,14 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
   if (o.policy == "quest") {
     QuestOptions q = o.quest;
     q.page_budget = o.budget_pages;
+    q.n_dense_layers *= g;
     ASSIGN_OR_RETURN(auto p, QuestPolicy::Create(q));
     return std::unique_ptr<Policy>(std::move(p));
   }
   if (o.policy == "arkvale") {
-    ASSIGN_OR_RETURN(auto p, ArkvalePolicy::Create(o.arkvale));
+    ArkvaleOptions a = o.arkvale;
+    a.n_unlimited_layers *= g;
+    ASSIGN_OR_RETURN(auto p, ArkvalePolicy::Create(a));
     return std::unique_ptr<Policy>(std::move(p));
   }
   return absl::InvalidArgumentError(absl::StrCat("unknown policy '", o.policy, "'"));
@@ -126,6 +132,16 @@ double RelError(const std::vector<float>& out, const std::vector<float>& ref) {
   return den == 0 ? std::sqrt(num) : std::sqrt(num / den);
 }
 
+// Heads [first, first + count) of rows laid out [rows][heads][d].
+std::vector<float> SliceHeads(const float* src, size_t rows, uint32_t heads, uint32_t d,
+                              uint32_t first, uint32_t count) {
+  std::vector<float> out(rows * count * d);
+  for (size_t r = 0; r < rows; ++r) {
+    std::copy_n(src + (r * heads + first) * d, size_t{count} * d, &out[(r * count) * d]);
+  }
+  return out;
+}
+
 }  // namespace
 
 std::unique_ptr<TraceSource> FileTraceSource(TraceReader reader) {
@@ -146,26 +162,35 @@ absl::Status SimOptions::Validate() const {
   }
   if (store_latency_us < 0) return absl::InvalidArgumentError("negative store latency");
   if (threads < 1) return absl::InvalidArgumentError("threads must be >= 1");
+  if (n_head_groups < 1) return absl::InvalidArgumentError("n_head_groups must be >= 1");
   return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice& choice,
                                                            uint32_t n_layers, uint32_t n_kv_heads,
                                                            uint32_t context_tokens,
-                                                           uint32_t page_size) {
+                                                           uint32_t page_size,
+                                                           uint32_t n_groups) {
+  if (n_groups == 0 || n_kv_heads % n_groups != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(n_groups, " head groups do not divide ",
+                                                   n_kv_heads, " KV heads"));
+  }
+  const uint32_t heads_per_group = n_kv_heads / n_groups;
   if (choice.total_pages < n_layers * choice.min_pages) {
     return absl::InvalidArgumentError(absl::StrCat("total of ", choice.total_pages,
                                                    " pages is below ", choice.min_pages,
                                                    " per layer"));
   }
   BudgetAllocation allocation;
-  std::vector<uint32_t> pages(n_layers);
+  std::vector<uint32_t> pages(n_layers * n_groups);
   if (choice.kind == "uniform") {
     UniformAllocator uniform;
     ASSIGN_OR_RETURN(allocation, uniform.Allocate({.n_layers = int32_t(n_layers),
                                                    .n_kv_heads = int32_t(n_kv_heads),
                                                    .total = choice.total_pages}));
-    for (uint32_t l = 0; l < n_layers; ++l) pages[l] = uint32_t(allocation.LayerBudget(l));
+    for (uint32_t u = 0; u < pages.size(); ++u) {
+      pages[u] = uint32_t(allocation.LayerBudget(u / n_groups));
+    }
   } else if (choice.kind == "xkv") {
     ASSIGN_OR_RETURN(XkvProfile profile, ReadXkvProfile(choice.path));
     ASSIGN_OR_RETURN(XkvAllocator xkv,
@@ -174,7 +199,9 @@ absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice
     ASSIGN_OR_RETURN(allocation, xkv.Allocate({.n_layers = int32_t(n_layers),
                                                .n_kv_heads = int32_t(n_kv_heads),
                                                .total = choice.total_pages}));
-    for (uint32_t l = 0; l < n_layers; ++l) pages[l] = uint32_t(allocation.LayerBudget(l));
+    for (uint32_t u = 0; u < pages.size(); ++u) {
+      pages[u] = uint32_t(allocation.LayerBudget(u / n_groups));
+    }
   } else if (choice.kind == "lukv") {
     ASSIGN_OR_RETURN(LukvTable table, ReadLukvTable(choice.path));
     ASSIGN_OR_RETURN(LukvAllocator lukv, LukvAllocator::Create(std::move(table)));
@@ -183,10 +210,14 @@ absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice
                                                 .n_kv_heads = int32_t(n_kv_heads),
                                                 .total = total_tokens,
                                                 .context = context_tokens}));
-    for (uint32_t l = 0; l < n_layers; ++l) {
-      const int64_t per_head_tokens = (allocation.LayerBudget(l) + n_kv_heads - 1) / n_kv_heads;
-      pages[l] = std::max<uint32_t>(choice.min_pages,
-                                    uint32_t((per_head_tokens + page_size - 1) / page_size));
+    for (uint32_t u = 0; u < pages.size(); ++u) {
+      const int32_t layer = static_cast<int32_t>(u / n_groups);
+      int64_t tokens = 0;
+      for (uint32_t h = 0; h < heads_per_group; ++h) {
+        tokens += allocation.HeadBudget(layer, int32_t((u % n_groups) * heads_per_group + h));
+      }
+      const int64_t per_head_tokens = (tokens + heads_per_group - 1) / heads_per_group;
+      pages[u] = uint32_t((per_head_tokens + page_size - 1) / page_size);
     }
   } else {
     return absl::InvalidArgumentError(absl::StrCat("unknown allocator '", choice.kind, "'"));
@@ -199,25 +230,41 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   RETURN_IF_ERROR(o.Validate());
   const TraceHeader h = source.header();
   RETURN_IF_ERROR(ValidateTraceHeader(h));
-  if (!o.layer_budget_pages.empty() && o.layer_budget_pages.size() != h.n_layers) {
+  const uint32_t groups = o.n_head_groups;
+  if (h.n_kv_heads % groups != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(groups, " head groups do not divide ",
+                                                   h.n_kv_heads, " KV heads"));
+  }
+  const uint32_t units = h.n_layers * groups;
+  if (!o.layer_budget_pages.empty() && o.layer_budget_pages.size() != h.n_layers &&
+      o.layer_budget_pages.size() != units) {
     return absl::InvalidArgumentError(absl::StrCat(o.layer_budget_pages.size(),
-                                                   " layer budgets for a trace of ", h.n_layers,
-                                                   " layers"));
+                                                   " budgets for a trace of ", h.n_layers,
+                                                   " layers and ", groups, " head groups"));
   }
   const uint32_t context = h.prompt_len + h.decode_steps;
   const uint32_t context_pages = (context + o.page_size - 1) / o.page_size;
-  std::vector<uint32_t> budgets = o.layer_budget_pages;
-  if (budgets.empty()) budgets.assign(h.n_layers, o.budget_pages);
-  if (o.policy == "quest" || o.policy == "full") budgets.assign(h.n_layers, context_pages);
+  std::vector<uint32_t> budgets(units, o.budget_pages);
+  for (uint32_t u = 0; u < units && !o.layer_budget_pages.empty(); ++u) {
+    budgets[u] = o.layer_budget_pages.size() == units ? o.layer_budget_pages[u]
+                                                       : o.layer_budget_pages[u / groups];
+  }
+  if (o.policy == "quest" || o.policy == "full") budgets.assign(units, context_pages);
   if (o.policy == "arkvale") {
-    for (uint32_t l = 0; l < std::min(o.arkvale.n_unlimited_layers, h.n_layers); ++l) {
-      budgets[l] = context_pages;
+    for (uint32_t u = 0; u < std::min(o.arkvale.n_unlimited_layers * groups, units); ++u) {
+      budgets[u] = context_pages;
     }
   }
+  // The policy's cache holds one "layer" per (layer, head group).
+  TraceHeader grouped = h;
+  grouped.n_layers = units;
+  grouped.n_kv_heads = h.n_kv_heads / groups;
+  grouped.n_q_heads = h.n_q_heads / groups;
+  const uint32_t kv_per_group = grouped.n_kv_heads, q_per_group = grouped.n_q_heads;
   kernels::ThreadPool threads(o.threads);
   Lane lane, ref;
   ASSIGN_OR_RETURN(auto policy, MakePolicy(o));
-  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), h, o, budgets, &threads, o.decode));
+  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), grouped, o, budgets, &threads, o.decode));
   // The reference keeps the policy's digest kind, to measure digest recall.
   const kernels::DigestKind kind = lane.policy->digest_kind();
   RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(kind), h, o,
@@ -227,15 +274,25 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   for (uint32_t l = 0; l < h.n_layers; ++l) {
     TracePromptLayer rec;
     RETURN_IF_ERROR(source.PromptLayer(l, &rec));
-    for (Lane* x : {&lane, &ref}) {
-      RETURN_IF_ERROR(x->runner->Prefill(1, l, rec.keys.data(), rec.values.data(), h.prompt_len,
-                                         rec.queries.data(), h.n_prompt_queries,
-                                         &x->prefill_stats));
+    RETURN_IF_ERROR(ref.runner->Prefill(1, l, rec.keys.data(), rec.values.data(), h.prompt_len,
+                                        rec.queries.data(), h.n_prompt_queries,
+                                        &ref.prefill_stats));
+    for (uint32_t g = 0; g < groups; ++g) {
+      const std::vector<float> k = SliceHeads(rec.keys.data(), h.prompt_len, h.n_kv_heads,
+                                              h.head_dim, g * kv_per_group, kv_per_group);
+      const std::vector<float> v = SliceHeads(rec.values.data(), h.prompt_len, h.n_kv_heads,
+                                              h.head_dim, g * kv_per_group, kv_per_group);
+      const std::vector<float> q = SliceHeads(rec.queries.data(), h.n_prompt_queries,
+                                              h.n_q_heads, h.head_dim, g * q_per_group,
+                                              q_per_group);
+      RETURN_IF_ERROR(lane.runner->Prefill(1, l * groups + g, k.data(), v.data(), h.prompt_len,
+                                           q.data(), h.n_prompt_queries, &lane.prefill_stats));
     }
   }
   SimReport report;
   report.policy = o.policy;
   report.n_layers = h.n_layers;
+  report.n_head_groups = groups;
   report.steps = h.decode_steps;
   report.context_tokens = context;
   double err_sum = 0;
@@ -248,9 +305,19 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
     for (uint32_t l = 0; l < h.n_layers; ++l) {
       TraceStep rec;
       RETURN_IF_ERROR(source.Step(s, l, &rec));
-      RETURN_IF_ERROR(lane.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
-                                               rec.value.data(), out.data(), nullptr,
-                                               &lane.stats));
+      for (uint32_t g = 0; g < groups; ++g) {
+        // A group's query heads are contiguous, and so are its output rows.
+        const std::vector<float> k =
+            SliceHeads(rec.key.data(), 1, h.n_kv_heads, h.head_dim, g * kv_per_group,
+                       kv_per_group);
+        const std::vector<float> v =
+            SliceHeads(rec.value.data(), 1, h.n_kv_heads, h.head_dim, g * kv_per_group,
+                       kv_per_group);
+        const size_t q_offset = size_t{g} * q_per_group * h.head_dim;
+        RETURN_IF_ERROR(lane.runner->DecodeLayer(1, l * groups + g, rec.query.data() + q_offset,
+                                                 k.data(), v.data(), out.data() + q_offset,
+                                                 nullptr, &lane.stats));
+      }
       RETURN_IF_ERROR(ref.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
                                               rec.value.data(), out_ref.data(), lse_ref.data(),
                                               &ref.stats));
@@ -279,8 +346,8 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
   report.prefill_stats = lane.prefill_stats;
   report.reference_stats = ref.stats;
   report.counters = lane.cache->counters();
-  for (uint32_t l = 0; l < h.n_layers; ++l) {
-    report.max_pages_in_use = std::max(report.max_pages_in_use, lane.cache->pool(l).high_water());
+  for (uint32_t u = 0; u < units; ++u) {
+    report.max_pages_in_use = std::max(report.max_pages_in_use, lane.cache->pool(u).high_water());
   }
   return report;
 }
@@ -293,14 +360,14 @@ std::string FormatReport(const SimReport& r) {
     absl::StrAppendFormat(&recall, " @%u=%.3f", r.recall_ks[i], r.digest_recall[i]);
   }
   return recall + "\n" + absl::StrFormat(
-      "policy=%s layers=%u steps=%u context=%u\n"
+      "policy=%s layers=%u head_groups=%u steps=%u context=%u\n"
       "error: mean_rel=%.6g max_rel=%.6g\n"
       "per layer-step us: estimate=%.2f select=%.2f recall=%.2f attention=%.2f append=%.2f "
       "total=%.2f (full cache total=%.2f)\n"
       "decode pages: attended/step=%.2f recalled=%u (%.3f/step) bytes_recalled=%u "
       "(%.0f/step)\n"
       "prefill: recalled=%u us=%.0f; all: backed_up=%u evicted=%u dropped=%u max_in_use=%u\n",
-      r.policy, r.n_layers, r.steps, r.context_tokens, r.mean_rel_error, r.max_rel_error,
+      r.policy, r.n_layers, r.n_head_groups, r.steps, r.context_tokens, r.mean_rel_error, r.max_rel_error,
       us(r.stats.times.estimate_ns), us(r.stats.times.select_ns), us(r.stats.times.recall_ns),
       us(r.stats.times.attention_ns), us(r.stats.times.append_ns), us(r.stats.times.total_ns()),
       r.reference_stats.times.total_ns() / 1e3 / std::max<uint64_t>(r.reference_stats.steps, 1),

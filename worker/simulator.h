@@ -48,8 +48,14 @@ struct SimOptions {
   std::string policy = "arkvale";
   uint32_t page_size = 32;
   DType pool_dtype = DType::kF16;
-  // Budget per layer in pages. layer_budget_pages, when not empty, gives
-  // one per layer (e.g. from an allocator) and overrides budget_pages.
+  // KV-head groups with their own page tables, pools and rankings (ArkVale's
+  // n_groups): 1 shares one ranking per layer; n_kv_heads gives one per KV
+  // head. A group's pages hold only its heads, so its pool, budget and
+  // recalls cover that slice. Must divide the trace's n_kv_heads.
+  uint32_t n_head_groups = 1;
+  // Budget per (layer, head group) in pages. layer_budget_pages, when not
+  // empty, gives one per layer (every group of the layer gets it) or one per
+  // (layer, group), layer-major, and overrides budget_pages.
   // Quest's budget is its attended-page budget (its cache stays full);
   // ArkVale's unlimited layers get the whole context.
   uint32_t budget_pages = 64;
@@ -73,6 +79,7 @@ struct SimOptions {
 struct SimReport {
   std::string policy;
   uint32_t n_layers = 0;
+  uint32_t n_head_groups = 1;
   uint32_t steps = 0;
   uint32_t context_tokens = 0;  // prompt + decode
   // Relative L2 error of each (step, layer) output against the full cache:
@@ -83,7 +90,7 @@ struct SimReport {
   StepStats prefill_stats;   // the policy's prefill (recalls of its final plan)
   StepStats reference_stats; // the full cache's run
   CacheCounters counters;
-  uint32_t max_pages_in_use = 0;  // over layers, the pool's high water
+  uint32_t max_pages_in_use = 0;  // over (layer, group) pools, the high water
   // Digest recall accuracy (digest_recall.h) of the policy's digest kind on
   // the full cache, averaged over steps and layers, for k = recall_ks[i].
   std::vector<uint32_t> recall_ks;
@@ -99,6 +106,10 @@ struct SimReport {
 //                holds every KV head, so heads of a layer share a page count),
 //                then raised to min_pages.
 //   kind "uniform": total_pages spread evenly.
+// With n_groups > 1 the result has one budget per (layer, group),
+// layer-major: LU-KV's per-head budgets are summed per group; the others
+// give every group of a layer the layer's budget. total_pages then counts
+// the pages of one group per layer (a group's page holds only its heads).
 struct AllocatorChoice {
   std::string kind = "uniform";
   std::string path;
@@ -108,7 +119,8 @@ struct AllocatorChoice {
 absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice& choice,
                                                            uint32_t n_layers, uint32_t n_kv_heads,
                                                            uint32_t context_tokens,
-                                                           uint32_t page_size);
+                                                           uint32_t page_size,
+                                                           uint32_t n_groups = 1);
 
 absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& options);
 

@@ -72,6 +72,33 @@ TEST(SimulatorTest, BudgetedPoliciesStayWithinBudgetAndDriftFromFullCache) {
   EXPECT_EQ(quest->max_pages_in_use, 33u);
 }
 
+TEST(SimulatorTest, PerKvHeadGroupsMatchFullCacheWhenTheBudgetCoversTheContext) {
+  auto source = SmallTrace();  // 2 KV heads
+  SimOptions o = Options("arkvale", 40);
+  o.n_head_groups = 2;
+  auto report = RunSimulation(*source, o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_LT(report->max_rel_error, 1e-6);
+  EXPECT_EQ(report->n_head_groups, 2u);
+  // Each (layer, group) backed up its own 32 pages.
+  EXPECT_EQ(report->counters.pages_backed_up, 3u * 2 * 32);
+}
+
+TEST(SimulatorTest, PerKvHeadGroupsKeepTheirOwnBudgets) {
+  auto source = SmallTrace();
+  SimOptions o = Options("arkvale", 8);
+  o.arkvale.n_unlimited_layers = 0;
+  o.n_head_groups = 2;
+  // One budget per (layer, group), layer-major.
+  o.layer_budget_pages = {8, 10, 8, 9, 12, 8};
+  auto report = RunSimulation(*source, o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->max_pages_in_use, 12u);
+  EXPECT_GT(report->mean_rel_error, 0.0);
+  o.n_head_groups = 3;
+  EXPECT_EQ(RunSimulation(*source, o).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(SimulatorTest, RejectsBadOptions) {
   auto source = SmallTrace();
   EXPECT_EQ(RunSimulation(*source, Options("lru", 8)).status().code(),

@@ -31,6 +31,8 @@ ABSL_FLAG(uint32_t, topk_pages, 32, "ArkVale top-k (0: budget/2)");
 ABSL_FLAG(uint32_t, sink_pages, 1, "ArkVale sink pages");
 ABSL_FLAG(uint32_t, win_pages, 2, "ArkVale window pages");
 ABSL_FLAG(uint32_t, dense_layers, 2, "ArkVale unlimited / Quest dense layers");
+ABSL_FLAG(uint32_t, head_groups, 1,
+          "KV-head groups with their own pools and rankings (1 .. n_kv_heads)");
 ABSL_FLAG(bool, prefetch, false, "prefetch the next layer's pages with the current query");
 ABSL_FLAG(int64_t, store_latency_us, 0, "latency added to every store call");
 ABSL_FLAG(int, threads, 1, "kernel threads");
@@ -85,6 +87,7 @@ int main(int argc, char** argv) {
   o.quest.n_dense_layers = absl::GetFlag(FLAGS_dense_layers);
   o.store_latency_us = absl::GetFlag(FLAGS_store_latency_us);
   o.decode.prefetch_next_layer = absl::GetFlag(FLAGS_prefetch);
+  o.n_head_groups = absl::GetFlag(FLAGS_head_groups);
   o.threads = absl::GetFlag(FLAGS_threads);
 
   std::unique_ptr<TraceSource> source;
@@ -115,10 +118,11 @@ int main(int argc, char** argv) {
     // ArkVale needs top-k below every budget.
     choice.min_pages = o.policy == "arkvale" ? o.arkvale.topk_pages + 1 : 2;
     absl::StatusOr<std::vector<uint32_t>> budgets = AllocateLayerBudgets(
-        choice, h.n_layers, h.n_kv_heads, h.prompt_len + h.decode_steps, o.page_size);
+        choice, h.n_layers, h.n_kv_heads, h.prompt_len + h.decode_steps, o.page_size,
+        o.n_head_groups);
     if (!budgets.ok()) return Fail(budgets.status());
     o.layer_budget_pages = *budgets;
-    std::string line = "layer budgets (pages):";
+    std::string line = "budgets per (layer, head group) (pages):";
     for (uint32_t b : *budgets) line += " " + std::to_string(b);
     std::puts(line.c_str());
   }
