@@ -226,10 +226,10 @@ absl::StatusOr<std::vector<uint32_t>> AllocateLayerBudgets(const AllocatorChoice
   return pages;
 }
 
-absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& o) {
-  RETURN_IF_ERROR(o.Validate());
-  const TraceHeader h = source.header();
-  RETURN_IF_ERROR(ValidateTraceHeader(h));
+namespace {
+
+// Budget per (layer, head group), layer-major.
+absl::StatusOr<std::vector<uint32_t>> UnitBudgets(const SimOptions& o, const TraceHeader& h) {
   const uint32_t groups = o.n_head_groups;
   if (h.n_kv_heads % groups != 0) {
     return absl::InvalidArgumentError(absl::StrCat(groups, " head groups do not divide ",
@@ -242,8 +242,7 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
                                                    " budgets for a trace of ", h.n_layers,
                                                    " layers and ", groups, " head groups"));
   }
-  const uint32_t context = h.prompt_len + h.decode_steps;
-  const uint32_t context_pages = (context + o.page_size - 1) / o.page_size;
+  const uint32_t context_pages = (h.prompt_len + h.decode_steps + o.page_size - 1) / o.page_size;
   std::vector<uint32_t> budgets(units, o.budget_pages);
   for (uint32_t u = 0; u < units && !o.layer_budget_pages.empty(); ++u) {
     budgets[u] = o.layer_budget_pages.size() == units ? o.layer_budget_pages[u]
@@ -255,101 +254,154 @@ absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOpti
       budgets[u] = context_pages;
     }
   }
-  // The policy's cache holds one "layer" per (layer, head group).
-  TraceHeader grouped = h;
-  grouped.n_layers = units;
-  grouped.n_kv_heads = h.n_kv_heads / groups;
-  grouped.n_q_heads = h.n_q_heads / groups;
-  const uint32_t kv_per_group = grouped.n_kv_heads, q_per_group = grouped.n_q_heads;
-  kernels::ThreadPool threads(o.threads);
-  Lane lane, ref;
-  ASSIGN_OR_RETURN(auto policy, MakePolicy(o));
-  RETURN_IF_ERROR(SetUpLane(lane, std::move(policy), grouped, o, budgets, &threads, o.decode));
-  // The reference keeps the policy's digest kind, to measure digest recall.
-  const kernels::DigestKind kind = lane.policy->digest_kind();
-  RETURN_IF_ERROR(SetUpLane(ref, std::make_unique<FullCachePolicy>(kind), h, o,
-                            std::vector<uint32_t>(h.n_layers, context_pages), &threads,
-                            DecodeOptions()));
-  const size_t qd = size_t{h.n_q_heads} * h.head_dim;
-  for (uint32_t l = 0; l < h.n_layers; ++l) {
-    TracePromptLayer rec;
-    RETURN_IF_ERROR(source.PromptLayer(l, &rec));
-    RETURN_IF_ERROR(ref.runner->Prefill(1, l, rec.keys.data(), rec.values.data(), h.prompt_len,
-                                        rec.queries.data(), h.n_prompt_queries,
-                                        &ref.prefill_stats));
-    for (uint32_t g = 0; g < groups; ++g) {
-      const std::vector<float> k = SliceHeads(rec.keys.data(), h.prompt_len, h.n_kv_heads,
-                                              h.head_dim, g * kv_per_group, kv_per_group);
-      const std::vector<float> v = SliceHeads(rec.values.data(), h.prompt_len, h.n_kv_heads,
-                                              h.head_dim, g * kv_per_group, kv_per_group);
-      const std::vector<float> q = SliceHeads(rec.queries.data(), h.n_prompt_queries,
-                                              h.n_q_heads, h.head_dim, g * q_per_group,
-                                              q_per_group);
-      RETURN_IF_ERROR(lane.runner->Prefill(1, l * groups + g, k.data(), v.data(), h.prompt_len,
-                                           q.data(), h.n_prompt_queries, &lane.prefill_stats));
-    }
+  return budgets;
+}
+
+// One simulation: the policy's lane (one "layer" per (layer, head group))
+// and the full-cache reference lane (the trace's layers).
+class Simulation {
+ public:
+  Simulation(const TraceSource& source, const SimOptions& o)
+      : source_(source),
+        o_(o),
+        h_(source.header()),
+        groups_(o.n_head_groups),
+        threads_(o.threads),
+        recall_sum_(o.recall_ks.size(), 0.0),
+        recall_n_(o.recall_ks.size(), 0) {}
+
+  absl::Status SetUp() {
+    ASSIGN_OR_RETURN(std::vector<uint32_t> budgets, UnitBudgets(o_, h_));
+    TraceHeader grouped = h_;
+    grouped.n_layers = h_.n_layers * groups_;
+    grouped.n_kv_heads = h_.n_kv_heads / groups_;
+    grouped.n_q_heads = h_.n_q_heads / groups_;
+    ASSIGN_OR_RETURN(auto policy, MakePolicy(o_));
+    RETURN_IF_ERROR(SetUpLane(lane_, std::move(policy), grouped, o_, budgets, &threads_,
+                              o_.decode));
+    // The reference keeps the policy's digest kind, to measure digest recall.
+    const uint32_t context_pages =
+        (h_.prompt_len + h_.decode_steps + o_.page_size - 1) / o_.page_size;
+    return SetUpLane(ref_, std::make_unique<FullCachePolicy>(lane_.policy->digest_kind()), h_,
+                     o_, std::vector<uint32_t>(h_.n_layers, context_pages), &threads_,
+                     DecodeOptions());
   }
-  SimReport report;
-  report.policy = o.policy;
-  report.n_layers = h.n_layers;
-  report.n_head_groups = groups;
-  report.steps = h.decode_steps;
-  report.context_tokens = context;
-  double err_sum = 0;
-  std::vector<float> out(qd), out_ref(qd), lse_ref(h.n_q_heads);
-  std::vector<double> recall_sum(o.recall_ks.size(), 0.0);
-  std::vector<uint64_t> recall_n(o.recall_ks.size(), 0);
-  for (uint32_t s = 0; s < h.decode_steps; ++s) {
-    const uint32_t id = h.prompt_len + s;
-    for (Lane* x : {&lane, &ref}) RETURN_IF_ERROR(x->cache->AppendTokenIds(1, {id}));
-    for (uint32_t l = 0; l < h.n_layers; ++l) {
+
+  absl::Status Prefill() {
+    for (uint32_t l = 0; l < h_.n_layers; ++l) {
+      TracePromptLayer rec;
+      RETURN_IF_ERROR(source_.PromptLayer(l, &rec));
+      RETURN_IF_ERROR(ref_.runner->Prefill(1, l, rec.keys.data(), rec.values.data(),
+                                           h_.prompt_len, rec.queries.data(),
+                                           h_.n_prompt_queries, &ref_.prefill_stats));
+      for (uint32_t g = 0; g < groups_; ++g) {
+        const std::vector<float> k = KvSlice(rec.keys.data(), h_.prompt_len, g);
+        const std::vector<float> v = KvSlice(rec.values.data(), h_.prompt_len, g);
+        const std::vector<float> q = SliceHeads(rec.queries.data(), h_.n_prompt_queries,
+                                                h_.n_q_heads, h_.head_dim, g * QPerGroup(),
+                                                QPerGroup());
+        RETURN_IF_ERROR(lane_.runner->Prefill(1, l * groups_ + g, k.data(), v.data(),
+                                              h_.prompt_len, q.data(), h_.n_prompt_queries,
+                                              &lane_.prefill_stats));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Step(uint32_t s) {
+    const size_t qd = size_t{h_.n_q_heads} * h_.head_dim;
+    std::vector<float> out(qd), out_ref(qd), lse_ref(h_.n_q_heads);
+    for (Lane* x : {&lane_, &ref_}) {
+      RETURN_IF_ERROR(x->cache->AppendTokenIds(1, {h_.prompt_len + s}));
+    }
+    for (uint32_t l = 0; l < h_.n_layers; ++l) {
       TraceStep rec;
-      RETURN_IF_ERROR(source.Step(s, l, &rec));
-      for (uint32_t g = 0; g < groups; ++g) {
+      RETURN_IF_ERROR(source_.Step(s, l, &rec));
+      for (uint32_t g = 0; g < groups_; ++g) {
         // A group's query heads are contiguous, and so are its output rows.
-        const std::vector<float> k =
-            SliceHeads(rec.key.data(), 1, h.n_kv_heads, h.head_dim, g * kv_per_group,
-                       kv_per_group);
-        const std::vector<float> v =
-            SliceHeads(rec.value.data(), 1, h.n_kv_heads, h.head_dim, g * kv_per_group,
-                       kv_per_group);
-        const size_t q_offset = size_t{g} * q_per_group * h.head_dim;
-        RETURN_IF_ERROR(lane.runner->DecodeLayer(1, l * groups + g, rec.query.data() + q_offset,
-                                                 k.data(), v.data(), out.data() + q_offset,
-                                                 nullptr, &lane.stats));
+        const std::vector<float> k = KvSlice(rec.key.data(), 1, g);
+        const std::vector<float> v = KvSlice(rec.value.data(), 1, g);
+        const size_t q_offset = size_t{g} * QPerGroup() * h_.head_dim;
+        RETURN_IF_ERROR(lane_.runner->DecodeLayer(1, l * groups_ + g,
+                                                  rec.query.data() + q_offset, k.data(),
+                                                  v.data(), out.data() + q_offset, nullptr,
+                                                  &lane_.stats));
       }
-      RETURN_IF_ERROR(ref.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
-                                              rec.value.data(), out_ref.data(), lse_ref.data(),
-                                              &ref.stats));
-      if (!o.recall_ks.empty()) {
-        ASSIGN_OR_RETURN(std::vector<double> r,
-                         DigestRecallAtK(*ref.cache, 1, l, rec.query.data(), lse_ref.data(),
-                                         o.recall_ks));
-        for (size_t i = 0; i < r.size(); ++i) {
-          if (r[i] < 0) continue;
-          recall_sum[i] += r[i];
-          ++recall_n[i];
-        }
-      }
+      RETURN_IF_ERROR(ref_.runner->DecodeLayer(1, l, rec.query.data(), rec.key.data(),
+                                               rec.value.data(), out_ref.data(), lse_ref.data(),
+                                               &ref_.stats));
+      RETURN_IF_ERROR(MeasureRecall(l, rec.query.data(), lse_ref.data()));
       const double e = RelError(out, out_ref);
-      err_sum += e;
-      report.max_rel_error = std::max(report.max_rel_error, e);
+      err_sum_ += e;
+      max_err_ = std::max(max_err_, e);
     }
+    return absl::OkStatus();
   }
-  const uint64_t n = uint64_t{h.decode_steps} * h.n_layers;
-  report.mean_rel_error = n == 0 ? 0 : err_sum / n;
-  report.recall_ks = o.recall_ks;
-  for (size_t i = 0; i < o.recall_ks.size(); ++i) {
-    report.digest_recall.push_back(recall_n[i] == 0 ? -1.0 : recall_sum[i] / recall_n[i]);
+
+  SimReport Report() const {
+    SimReport r;
+    r.policy = o_.policy;
+    r.n_layers = h_.n_layers;
+    r.n_head_groups = groups_;
+    r.steps = h_.decode_steps;
+    r.context_tokens = h_.prompt_len + h_.decode_steps;
+    const uint64_t n = uint64_t{h_.decode_steps} * h_.n_layers;
+    r.mean_rel_error = n == 0 ? 0 : err_sum_ / n;
+    r.max_rel_error = max_err_;
+    r.recall_ks = o_.recall_ks;
+    for (size_t i = 0; i < o_.recall_ks.size(); ++i) {
+      r.digest_recall.push_back(recall_n_[i] == 0 ? -1.0 : recall_sum_[i] / recall_n_[i]);
+    }
+    r.stats = lane_.stats;
+    r.prefill_stats = lane_.prefill_stats;
+    r.reference_stats = ref_.stats;
+    r.counters = lane_.cache->counters();
+    for (uint32_t u = 0; u < h_.n_layers * groups_; ++u) {
+      r.max_pages_in_use = std::max(r.max_pages_in_use, lane_.cache->pool(u).high_water());
+    }
+    return r;
   }
-  report.stats = lane.stats;
-  report.prefill_stats = lane.prefill_stats;
-  report.reference_stats = ref.stats;
-  report.counters = lane.cache->counters();
-  for (uint32_t u = 0; u < units; ++u) {
-    report.max_pages_in_use = std::max(report.max_pages_in_use, lane.cache->pool(u).high_water());
+
+ private:
+  uint32_t KvPerGroup() const { return h_.n_kv_heads / groups_; }
+  uint32_t QPerGroup() const { return h_.n_q_heads / groups_; }
+  std::vector<float> KvSlice(const float* rows, size_t n, uint32_t g) const {
+    return SliceHeads(rows, n, h_.n_kv_heads, h_.head_dim, g * KvPerGroup(), KvPerGroup());
   }
-  return report;
+
+  absl::Status MeasureRecall(uint32_t layer, const float* q, const float* lse) {
+    if (o_.recall_ks.empty()) return absl::OkStatus();
+    ASSIGN_OR_RETURN(std::vector<double> r,
+                     DigestRecallAtK(*ref_.cache, 1, layer, q, lse, o_.recall_ks));
+    for (size_t i = 0; i < r.size(); ++i) {
+      if (r[i] < 0) continue;
+      recall_sum_[i] += r[i];
+      ++recall_n_[i];
+    }
+    return absl::OkStatus();
+  }
+
+  const TraceSource& source_;
+  const SimOptions& o_;
+  const TraceHeader h_;
+  const uint32_t groups_;
+  kernels::ThreadPool threads_;
+  Lane lane_, ref_;
+  double err_sum_ = 0, max_err_ = 0;
+  std::vector<double> recall_sum_;
+  std::vector<uint64_t> recall_n_;
+};
+
+}  // namespace
+
+absl::StatusOr<SimReport> RunSimulation(const TraceSource& source, const SimOptions& o) {
+  RETURN_IF_ERROR(o.Validate());
+  RETURN_IF_ERROR(ValidateTraceHeader(source.header()));
+  Simulation sim(source, o);
+  RETURN_IF_ERROR(sim.SetUp());
+  RETURN_IF_ERROR(sim.Prefill());
+  for (uint32_t s = 0; s < source.header().decode_steps; ++s) RETURN_IF_ERROR(sim.Step(s));
+  return sim.Report();
 }
 
 std::string FormatReport(const SimReport& r) {
