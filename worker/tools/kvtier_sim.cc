@@ -4,7 +4,9 @@
 //
 //   kvtier-sim --trace=run.kvtrace --policy=arkvale --budget_pages=64
 //   kvtier-sim --synthetic --prompt_len=8192 --steps=32 --policy=quest
+#include <algorithm>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,13 +54,10 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  absl::ParseCommandLine(argc, argv);
-  using namespace kvtier;
-  using namespace kvtier::worker;
-  SimOptions o;
+// Options from the flags; INVALID_ARGUMENT for a malformed one.
+absl::StatusOr<kvtier::worker::SimOptions> OptionsFromFlags() {
+  using kvtier::DType;
+  kvtier::worker::SimOptions o;
   o.policy = absl::GetFlag(FLAGS_policy);
   o.page_size = absl::GetFlag(FLAGS_page_size);
   const std::string dtype = absl::GetFlag(FLAGS_dtype);
@@ -69,14 +68,14 @@ int main(int argc, char** argv) {
   } else if (dtype == "bf16") {
     o.pool_dtype = DType::kBF16;
   } else {
-    return Fail(absl::InvalidArgumentError("--dtype must be f32, f16 or bf16"));
+    return absl::InvalidArgumentError("--dtype must be f32, f16 or bf16");
   }
   o.budget_pages = absl::GetFlag(FLAGS_budget_pages);
   for (absl::string_view part : absl::StrSplit(absl::GetFlag(FLAGS_layer_budgets), ',',
                                                absl::SkipEmpty())) {
     uint32_t b = 0;
     if (!absl::SimpleAtoi(part, &b)) {
-      return Fail(absl::InvalidArgumentError("--layer_budgets must be numbers"));
+      return absl::InvalidArgumentError("--layer_budgets must be numbers");
     }
     o.layer_budget_pages.push_back(b);
   }
@@ -89,28 +88,43 @@ int main(int argc, char** argv) {
   o.decode.prefetch_next_layer = absl::GetFlag(FLAGS_prefetch);
   o.n_head_groups = absl::GetFlag(FLAGS_head_groups);
   o.threads = absl::GetFlag(FLAGS_threads);
+  return o;
+}
 
-  std::unique_ptr<TraceSource> source;
-  if (absl::GetFlag(FLAGS_synthetic)) {
-    TraceGenOptions g;
-    g.n_layers = absl::GetFlag(FLAGS_layers);
-    g.n_q_heads = absl::GetFlag(FLAGS_q_heads);
-    g.n_kv_heads = absl::GetFlag(FLAGS_kv_heads);
-    g.head_dim = absl::GetFlag(FLAGS_head_dim);
-    g.prompt_len = absl::GetFlag(FLAGS_prompt_len);
-    g.decode_steps = absl::GetFlag(FLAGS_steps);
-    g.seed = absl::GetFlag(FLAGS_seed);
-    g.needle_margin = std::min<uint32_t>(g.needle_margin, g.prompt_len / 4);
-    absl::StatusOr<TraceGenerator> gen = TraceGenerator::Create(g);
-    if (!gen.ok()) return Fail(gen.status());
-    source = SyntheticTraceSource(*std::move(gen));
-  } else {
+// The trace file, or a generator with the synthetic flags.
+absl::StatusOr<std::unique_ptr<kvtier::worker::TraceSource>> SourceFromFlags() {
+  using namespace kvtier;
+  if (!absl::GetFlag(FLAGS_synthetic)) {
     absl::StatusOr<TraceReader> reader = TraceReader::Open(absl::GetFlag(FLAGS_trace));
-    if (!reader.ok()) return Fail(reader.status());
-    source = FileTraceSource(*std::move(reader));
+    if (!reader.ok()) return reader.status();
+    return worker::FileTraceSource(*std::move(reader));
   }
+  TraceGenOptions g;
+  g.n_layers = absl::GetFlag(FLAGS_layers);
+  g.n_q_heads = absl::GetFlag(FLAGS_q_heads);
+  g.n_kv_heads = absl::GetFlag(FLAGS_kv_heads);
+  g.head_dim = absl::GetFlag(FLAGS_head_dim);
+  g.prompt_len = absl::GetFlag(FLAGS_prompt_len);
+  g.decode_steps = absl::GetFlag(FLAGS_steps);
+  g.seed = absl::GetFlag(FLAGS_seed);
+  g.needle_margin = std::min<uint32_t>(g.needle_margin, g.prompt_len / 4);
+  absl::StatusOr<TraceGenerator> gen = TraceGenerator::Create(g);
+  if (!gen.ok()) return gen.status();
+  return worker::SyntheticTraceSource(*std::move(gen));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  absl::ParseCommandLine(argc, argv);
+  using namespace kvtier::worker;
+  absl::StatusOr<SimOptions> options = OptionsFromFlags();
+  if (!options.ok()) return Fail(options.status());
+  SimOptions& o = *options;
+  absl::StatusOr<std::unique_ptr<TraceSource>> source = SourceFromFlags();
+  if (!source.ok()) return Fail(source.status());
   if (!absl::GetFlag(FLAGS_allocator).empty()) {
-    const TraceHeader h = source->header();
+    const kvtier::TraceHeader h = (*source)->header();
     AllocatorChoice choice;
     choice.kind = absl::GetFlag(FLAGS_allocator);
     choice.path = absl::GetFlag(FLAGS_profile);
@@ -126,7 +140,7 @@ int main(int argc, char** argv) {
     for (uint32_t b : *budgets) line += " " + std::to_string(b);
     std::puts(line.c_str());
   }
-  absl::StatusOr<SimReport> report = RunSimulation(*source, o);
+  absl::StatusOr<SimReport> report = RunSimulation(**source, o);
   if (!report.ok()) return Fail(report.status());
   std::fputs(FormatReport(*report).c_str(), stdout);
   return 0;
