@@ -24,29 +24,27 @@ void StoreVector(void* base, ScalarType t, size_t offset, const float* v, size_t
   }
 }
 
-// Digest of one (page, head) over the first `tokens` keys of `page_k`.
-// kCentroid leaves the mean in `centre_or_mean`; the cuboids leave hi, lo.
-void DigestOne(const DigestArgs& a, const void* page_k, uint32_t head, uint32_t tokens,
-               float* scratch, float* hi, float* lo, float* centre_or_mean) {
+// Digest of one (page, head) over `tokens` fp32 keys: key t at
+// keys + t * row. kCentroid leaves the mean in `centre_or_mean`; the cuboids
+// leave hi, lo.
+KVTIER_KERNELS_MULTIVERSION void DigestOne(const DigestArgs& a, const float* keys, size_t row,
+                                           uint32_t tokens, float* hi, float* lo,
+                                           float* centre_or_mean) {
   const size_t d = a.head_dim;
-  const size_t row = size_t{a.n_kv_heads} * d;
-  for (uint32_t t = 0; t < tokens; ++t) {
-    internal::ToFloat(page_k, a.key_type, t * row + head * d, d, scratch + t * d);
-  }
   if (a.kind == DigestKind::kCentroid) {
     std::fill_n(centre_or_mean, d, 0.0f);
     for (uint32_t t = 0; t < tokens; ++t) {
-      const float* k = scratch + t * d;
+      const float* k = keys + t * row;
       for (size_t c = 0; c < d; ++c) centre_or_mean[c] += k[c];
     }
     const float inv = 1.0f / static_cast<float>(tokens);
     for (size_t c = 0; c < d; ++c) centre_or_mean[c] *= inv;
     return;
   }
-  std::copy_n(scratch, d, hi);
-  std::copy_n(scratch, d, lo);
+  std::copy_n(keys, d, hi);
+  std::copy_n(keys, d, lo);
   for (uint32_t t = 1; t < tokens; ++t) {
-    const float* k = scratch + t * d;
+    const float* k = keys + t * row;
     for (size_t c = 0; c < d; ++c) {
       hi[c] = hi[c] < k[c] ? k[c] : hi[c];
       lo[c] = lo[c] > k[c] ? k[c] : lo[c];
@@ -57,7 +55,7 @@ void DigestOne(const DigestArgs& a, const void* page_k, uint32_t head, uint32_t 
   for (size_t c = 0; c < d; ++c) centre[c] = 0.5f * (hi[c] + lo[c]);
   std::fill_n(hi, d, 0.0f);  // hi accumulates sum |k - centre|
   for (uint32_t t = 0; t < tokens; ++t) {
-    const float* k = scratch + t * d;
+    const float* k = keys + t * row;
     for (size_t c = 0; c < d; ++c) {
       const float dev = k[c] - centre[c];
       hi[c] += dev < 0.0f ? -dev : dev;
@@ -113,25 +111,28 @@ absl::Status ComputeDigestsCpu(const DigestArgs& a, ThreadPool* pool) {
   const size_t d = a.head_dim;
   const uint32_t vecs = DigestVectors(a.kind);
   const size_t slot_elems = DigestSlotElements(a.kind, a.n_kv_heads, a.head_dim);
-  const size_t items = size_t{a.n_pages} * a.n_kv_heads;
-  internal::ParallelChunks(pool, items, 16, [&](size_t begin, size_t end) {
-    std::vector<float> buf(size_t{tokens} * d + 3 * d);
-    float* scratch = buf.data();
-    float* hi = scratch + size_t{tokens} * d;
+  const size_t row = size_t{a.n_kv_heads} * d;
+  // A task per page: its K is converted in one sequential pass, then each
+  // head's keys are read from the fp32 copy.
+  internal::ParallelChunks(pool, a.n_pages, 4, [&](size_t begin, size_t end) {
+    std::vector<float> keys(size_t{tokens} * row);
+    std::vector<float> buf(3 * d);
+    float* hi = buf.data();
     float* lo = hi + d;
     float* extra = lo + d;
-    for (size_t item = begin; item < end; ++item) {
-      const size_t i = item / a.n_kv_heads;
-      const uint32_t head = static_cast<uint32_t>(item % a.n_kv_heads);
+    for (size_t i = begin; i < end; ++i) {
       const void* page_k = static_cast<const char*>(a.pool) + a.page_ids[i] * a.page_stride_bytes;
-      DigestOne(a, page_k, head, tokens, scratch, hi, lo, extra);
-      const size_t out = a.digest_slots[i] * slot_elems + size_t{head} * vecs * d;
-      if (a.kind == DigestKind::kCentroid) {
-        StoreVector(a.digests, a.digest_type, out, extra, d, 0);
-      } else {
-        const bool outward = a.kind == DigestKind::kMinMax;
-        StoreVector(a.digests, a.digest_type, out, hi, d, outward ? 1 : 0);
-        StoreVector(a.digests, a.digest_type, out + d, lo, d, outward ? -1 : 0);
+      internal::ToFloat(page_k, a.key_type, 0, keys.size(), keys.data());
+      for (uint32_t head = 0; head < a.n_kv_heads; ++head) {
+        DigestOne(a, keys.data() + size_t{head} * d, row, tokens, hi, lo, extra);
+        const size_t out = a.digest_slots[i] * slot_elems + size_t{head} * vecs * d;
+        if (a.kind == DigestKind::kCentroid) {
+          StoreVector(a.digests, a.digest_type, out, extra, d, 0);
+        } else {
+          const bool outward = a.kind == DigestKind::kMinMax;
+          StoreVector(a.digests, a.digest_type, out, hi, d, outward ? 1 : 0);
+          StoreVector(a.digests, a.digest_type, out + d, lo, d, outward ? -1 : 0);
+        }
       }
     }
   });
