@@ -109,9 +109,13 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
                                  options.prefill_query_rows));
   b->policy_ = std::move(policy);
   if (b->policy_->offloads()) {
-    b->store_ = std::make_unique<worker::InProcessPageStore>();
-    ASSIGN_OR_RETURN(b->transfers_, worker::PageTransferQueue::Create(
-                                        b->store_.get(), {}));
+    worker::PageStoreBackend* store = options.store;
+    if (store == nullptr) {
+      b->store_ = std::make_unique<worker::InProcessPageStore>();
+      store = b->store_.get();
+    }
+    ASSIGN_OR_RETURN(b->transfers_,
+                     worker::PageTransferQueue::Create(store, {}));
   }
   worker::KvCacheOptions o;
   o.layout = PageLayout{.page_size = static_cast<uint32_t>(options.page_size),

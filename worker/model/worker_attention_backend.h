@@ -51,6 +51,9 @@ struct WorkerBackendOptions {
   // the prompt with them; other policies read only the last). Default 32,
   // ARKV's observation window; must be positive.
   int prefill_query_rows = 32;
+  // The store offloading policies back pages up to. Default nullptr: an
+  // in-process store owned by the backend. Not owned; must outlive it.
+  worker::PageStoreBackend* store = nullptr;
 
   absl::Status Validate() const;
 };
