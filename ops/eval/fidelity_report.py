@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Prints kvtier-eval's fidelity JSON as tables and, with --png, plots
+accuracy versus budget per policy.
+
+    fidelity_report.py REPORT.json [--png OUT.png]
+
+Panels: end-to-end greedy agreement and passkey accuracy (when the JSON has
+end-to-end runs), and 1 - mean relative attention-output error on the trace,
+each against the budget fraction, one line per policy (uniform budgets;
+XKV/LU-KV dashed/dotted where present).
+"""
+import argparse
+import json
+import sys
+
+
+def table(rows, cols):
+    widths = [max(len(c), *(len(r[i]) for r in rows)) if rows else len(c)
+              for i, c in enumerate(cols)]
+    out = ["  ".join(c.ljust(w) for c, w in zip(cols, widths)),
+           "  ".join("-" * w for w in widths)]
+    out += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(out)
+
+
+def print_report(rep):
+    t = rep["trace"]
+    print(f"trace: {t['prompt_tokens']} prompt tokens + {t['decode_steps']} decode steps, "
+          f"{t['layers']} layers, {t['q_heads']}/{t['kv_heads']} heads x {t['head_dim']}, "
+          f"pages of {t['page_size']} ({t['task']})\n")
+    print("page estimators vs exact per-page max attention (mean over steps x layers)")
+    rows = [[e["digest"], str(e["k"]), f"{e['recall']:.3f}", f"{e['mass']:.3f}"]
+            for e in rep["estimators"]]
+    print(table(rows, ["digest", "k", "recall@k", "mass@k"]) + "\n")
+    print("policies on the trace (attention output vs full cache, per decode step over all layers)")
+    rows = [[p["policy"], f"1/{p['budget_fraction']}", str(p["budget_pages"]), p["allocator"],
+             f"{p['mean_rel_error']:.4f}", f"{p['max_rel_error']:.4f}",
+             f"{p['pages_attended_per_step']:.0f}", f"{p['pages_recalled_per_step']:.1f}",
+             f"{p['bytes_recalled_per_step'] / 1024:.0f}"]
+            for p in rep["policies"]]
+    print(table(rows, ["policy", "budget", "pages/layer", "alloc", "rel err", "max err",
+                       "attended", "recalled", "KiB recalled"]) + "\n")
+    e2e = rep.get("end_to_end")
+    if e2e:
+        cases = ", ".join(f"{c['prompt_tokens']} tok @ {100 * c['depth']:.0f}%"
+                          for c in e2e["cases"])
+        print(f"end to end: passkey, {len(e2e['cases'])} cases ({cases}), "
+              "teacher-forced on the answer tokens")
+        rows = [[r["policy"], f"1/{r['budget_fraction']}", str(r["budget_tokens"]),
+                 f"{r['greedy_agreement']:.3f}", f"{r['mean_kl']:.4f}",
+                 f"{r['passkey_accuracy']:.2f}", f"{r['pages_recalled_per_step']:.1f}",
+                 f"{r['bytes_recalled_per_step'] / 1024:.0f}"]
+                for r in e2e["results"]]
+        print(table(rows, ["policy", "budget", "tokens", "agreement", "mean KL", "passkey",
+                           "recalled/step", "KiB/step"]))
+
+
+def plot(rep, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e2e = rep.get("end_to_end")
+    panels = [("trace", "1 - mean rel. attention error")]
+    if e2e:
+        panels = [("agreement", "greedy agreement vs full"),
+                  ("passkey", "passkey accuracy")] + panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+    styles = {"uniform": "-", "xkv": "--", "lukv": ":"}
+    for ax, (kind, title) in zip(axes[0], panels):
+        series = {}
+        if kind == "trace":
+            for p in rep["policies"]:
+                if p["policy"] == "full":
+                    continue
+                key = (p["policy"], p["allocator"])
+                series.setdefault(key, []).append((1 / p["budget_fraction"],
+                                                   1 - p["mean_rel_error"]))
+        else:
+            field = "greedy_agreement" if kind == "agreement" else "passkey_accuracy"
+            for r in e2e["results"]:
+                if r["policy"] == "full":
+                    continue
+                series.setdefault((r["policy"], "uniform"), []).append(
+                    (1 / r["budget_fraction"], r[field]))
+        for (policy, alloc), pts in sorted(series.items()):
+            pts.sort()
+            label = policy if alloc == "uniform" else f"{policy} ({alloc})"
+            ax.plot([x for x, _ in pts], [y for _, y in pts], styles.get(alloc, "-"),
+                    marker="o", label=label)
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("KV budget (fraction of the context)")
+        ax.set_title(title)
+        ax.set_ylim(-0.02, 1.02)
+        ax.grid(True, alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="lower right")
+    t = rep["trace"]
+    fig.suptitle(f"kvtier-eval: {t['prompt_tokens'] + t['decode_steps']}-token trace"
+                 + (f", {e2e['context']}-token passkey runs" if e2e else ""))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"plot written to {path}", file=sys.stderr)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("report")
+    ap.add_argument("--png")
+    args = ap.parse_args()
+    with open(args.report) as f:
+        rep = json.load(f)
+    print_report(rep)
+    if args.png:
+        plot(rep, args.png)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,314 @@
+#include "worker/eval/fidelity_eval.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <map>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "worker/eval/fidelity_metrics.h"
+#include "worker/eval/model_session.h"
+#include "worker/eval/passkey.h"
+#include "worker/eval/trace_recorder.h"
+#include "worker/lukv_allocator.h"
+#include "worker/model/dense_attention_backend.h"
+#include "worker/model/worker_attention_backend.h"
+#include "worker/profile.h"
+#include "worker/profile_trace.h"
+#include "worker/simulator.h"
+
+namespace kvtier::eval {
+namespace {
+
+constexpr uint32_t kPromptQueries = 32;
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+absl::Status RecordTrace(const model::LoadedModel& m, const FidelityOptions& o,
+                         const PasskeyPrompt& p) {
+  std::unique_ptr<model::DenseAttentionBackend> dense;
+  ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(m.weights.config.attention_shape()));
+  std::unique_ptr<TraceRecordingBackend> rec;
+  ASSIGN_OR_RETURN(rec, TraceRecordingBackend::Create(dense.get(), o.trace_path,
+                                                      p.tokens.size(), kPromptQueries,
+                                                      o.trace_steps));
+  std::vector<int> generated;
+  ForcedRun run;
+  ASSIGN_OR_RETURN(run, RunForced(m, *rec, p.tokens, {}, o.trace_steps + 1, &generated));
+  RETURN_IF_ERROR(rec->Finish());
+  Progress(absl::StrFormat("trace: %zu prompt tokens in %.1f s (%.0f tok/s), %u decode steps",
+                           p.tokens.size(), run.prefill_seconds,
+                           p.tokens.size() / std::max(run.prefill_seconds, 1e-9), o.trace_steps));
+  return absl::OkStatus();
+}
+
+// Mean recall and mass of every digest kind at every k over all (step,
+// layer) records of the trace.
+absl::StatusOr<std::string> EvaluateEstimators(const TraceReader& r,
+                                               const FidelityOptions& o,
+                                               const std::vector<uint32_t>& ks) {
+  const TraceHeader& h = r.header();
+  const AttentionGeometry g{h.n_q_heads, h.n_kv_heads, h.head_dim, o.page_size};
+  const kernels::DigestKind kinds[] = {kernels::DigestKind::kMinMax,
+                                       kernels::DigestKind::kArkvaleMean,
+                                       kernels::DigestKind::kCentroid};
+  // [kind][k] sums and counts.
+  std::vector<std::vector<double>> recall(3, std::vector<double>(ks.size())),
+      mass(3, std::vector<double>(ks.size())), count(3, std::vector<double>(ks.size()));
+  const absl::Time t0 = absl::Now();
+  for (uint32_t l = 0; l < h.n_layers; ++l) {
+    TracePromptLayer prompt;
+    RETURN_IF_ERROR(r.ReadPromptLayer(l, &prompt));
+    std::vector<float> keys = std::move(prompt.keys);
+    for (uint32_t s = 0; s < h.decode_steps; ++s) {
+      TraceStep step;
+      RETURN_IF_ERROR(r.ReadStep(s, l, &step));
+      keys.insert(keys.end(), step.key.begin(), step.key.end());
+      PageAttention exact;
+      ASSIGN_OR_RETURN(exact, ExactPageAttention(g, keys, step.query));
+      for (int i = 0; i < 3; ++i) {
+        std::vector<float> scores;
+        ASSIGN_OR_RETURN(scores, DigestPageScores(g, kinds[i], keys, step.query));
+        EstimatorQuality q;
+        ASSIGN_OR_RETURN(q, EvaluateEstimator(exact, scores, ks));
+        for (size_t j = 0; j < ks.size(); ++j) {
+          if (q.recall[j] < 0) continue;
+          recall[i][j] += q.recall[j];
+          mass[i][j] += q.mass[j];
+          count[i][j] += 1;
+        }
+      }
+    }
+    Progress(absl::StrFormat("estimators: layer %u/%u (%.0f s)", l + 1, h.n_layers,
+                             absl::ToDoubleSeconds(absl::Now() - t0)));
+  }
+  std::string json = "[";
+  for (int i = 0; i < 3; ++i) {
+    for (size_t j = 0; j < ks.size(); ++j) {
+      const double n = std::max(count[i][j], 1.0);
+      absl::StrAppendFormat(&json, "%s\n    {\"digest\": \"%s\", \"k\": %u, \"recall\": %.4f, "
+                                   "\"mass\": %.4f, \"samples\": %.0f}",
+                            json.size() > 1 ? "," : "", DigestKindName(kinds[i]), ks[j],
+                            recall[i][j] / n, mass[i][j] / n, count[i][j]);
+    }
+  }
+  return json + "\n  ]";
+}
+
+// Profiles the trace for XKV and LU-KV and returns the files' paths.
+absl::StatusOr<std::map<std::string, std::string>> BuildProfiles(const TraceReader& r,
+                                                                 const FidelityOptions& o) {
+  std::map<std::string, std::string> paths{{"uniform", ""}};
+  for (const std::string& a : o.allocators) {
+    if (a == "xkv") {
+      XkvProfile p;
+      ASSIGN_OR_RETURN(p, ProfileXkv(r));
+      paths["xkv"] = o.work_dir + "/kvtier-eval.xkv.prof";
+      RETURN_IF_ERROR(WriteXkvProfile(paths["xkv"], p));
+    } else if (a == "lukv") {
+      LukvProfile p;
+      ASSIGN_OR_RETURN(p, ProfileLukv(r));
+      LukvTable t;
+      ASSIGN_OR_RETURN(t, BuildLukvTable(p, LukvSolverOptions()));
+      paths["lukv"] = o.work_dir + "/kvtier-eval.lukv.table";
+      RETURN_IF_ERROR(WriteLukvTable(paths["lukv"], t));
+    } else if (a != "uniform") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown allocator '", a, "'"));
+    }
+  }
+  return paths;
+}
+
+absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOptions& o,
+                                        const std::string& policy, uint32_t fraction,
+                                        const std::string& allocator, const std::string& path) {
+  const TraceHeader& h = r.header();
+  const uint32_t context = h.prompt_len + h.decode_steps;
+  const uint32_t budget = std::max<uint32_t>(2, o.context / fraction / o.page_size);
+  worker::SimOptions s;
+  s.policy = policy;
+  s.page_size = o.page_size;
+  s.pool_dtype = DType::kF32;
+  s.budget_pages = budget;
+  s.arkvale.topk_pages = 0;  // half the budget, as the model runner
+  s.recall_ks = {};
+  if (allocator != "uniform") {
+    worker::AllocatorChoice c{.kind = allocator, .path = path,
+                              .total_pages = budget * h.n_layers, .min_pages = 2};
+    ASSIGN_OR_RETURN(s.layer_budget_pages, worker::AllocateLayerBudgets(
+                                               c, h.n_layers, h.n_kv_heads, context, o.page_size));
+  }
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<TraceReader> reader = TraceReader::Open(o.trace_path);
+  if (!reader.ok()) return reader.status();
+  worker::SimReport rep;
+  ASSIGN_OR_RETURN(rep, worker::RunSimulation(*worker::FileTraceSource(std::move(*reader)), s));
+  const double steps = std::max<uint32_t>(rep.steps, 1);
+  const double secs = absl::ToDoubleSeconds(absl::Now() - t0);
+  Progress(absl::StrFormat("simulate %s 1/%u %s: rel err %.4f (%.1f s)", policy, fraction,
+                           allocator, rep.mean_rel_error, secs));
+  return absl::StrFormat(
+      "\n    {\"policy\": \"%s\", \"budget_fraction\": %u, \"budget_pages\": %u, "
+      "\"allocator\": \"%s\", \"mean_rel_error\": %.6f, \"max_rel_error\": %.6f, "
+      "\"pages_attended_per_step\": %.2f, \"pages_recalled_per_step\": %.2f, "
+      "\"bytes_recalled_per_step\": %.0f, \"pages_backed_up\": %llu, "
+      "\"prefill_pages_recalled\": %llu, \"seconds\": %.2f}",
+      policy, fraction, budget, allocator, rep.mean_rel_error, rep.max_rel_error,
+      rep.stats.pages_attended / steps, rep.stats.pages_recalled / steps,
+      rep.stats.bytes_recalled / steps,
+      static_cast<unsigned long long>(rep.counters.pages_backed_up),
+      static_cast<unsigned long long>(rep.prefill_stats.pages_recalled), secs);
+}
+
+bool UsesLayerBudgets(const std::string& policy) {
+  return policy != "full" && policy != "quest";
+}
+
+absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOptions& o) {
+  std::map<std::string, std::string> profiles;
+  ASSIGN_OR_RETURN(profiles, BuildProfiles(r, o));
+  std::string json = "[";
+  for (const std::string& policy : o.policies) {
+    for (uint32_t f : o.budget_fractions) {
+      for (const std::string& a : o.allocators) {
+        const bool listed = std::find(o.allocator_policies.begin(), o.allocator_policies.end(),
+                                      policy) != o.allocator_policies.end();
+        if (a != "uniform" && (!listed || !UsesLayerBudgets(policy))) continue;
+        std::string row;
+        ASSIGN_OR_RETURN(row, SimulateOne(r, o, policy, f, a, profiles[a]));
+        absl::StrAppend(&json, json.size() > 1 ? "," : "", row);
+      }
+      if (policy == "full") break;  // one budget: the context
+    }
+  }
+  return json + "\n  ]";
+}
+
+struct E2eTotals {
+  double agree = 0, kl = 0, steps = 0, correct = 0, cases = 0;
+  double pages_recalled = 0, bytes_recalled = 0, decode_seconds = 0;
+};
+
+// One policy at one budget on one case, added to `t`; `ref` is the full
+// cache's run on the same case.
+absl::Status RunE2eCase(const model::LoadedModel& m, const PasskeyPrompt& p, const ForcedRun& ref,
+                        const std::string& policy, int budget_tokens, E2eTotals& t) {
+  std::unique_ptr<model::WorkerAttentionBackend> b;
+  ASSIGN_OR_RETURN(b, model::WorkerAttentionBackend::Create(
+                          m.weights.config.attention_shape(),
+                          {.policy = policy, .budget_tokens = budget_tokens, .page_size = 16,
+                           .max_sequences = 1}));
+  ForcedRun run;
+  ASSIGN_OR_RETURN(run, RunForced(m, *b, p.tokens, p.answer, 0, nullptr));
+  bool correct = true;
+  for (size_t i = 0; i < run.logits.size(); ++i) {
+    NextTokenComparison c;
+    ASSIGN_OR_RETURN(c, CompareNextToken(ref.logits[i], run.logits[i]));
+    t.agree += c.same_argmax ? 1 : 0;
+    t.kl += c.kl;
+    t.steps += 1;
+    correct = correct && Argmax(run.logits[i]) == p.answer[i];
+  }
+  t.correct += correct ? 1 : 0;
+  t.cases += 1;
+  t.pages_recalled += b->stats().pages_recalled;
+  t.bytes_recalled += b->stats().bytes_recalled;
+  t.decode_seconds += run.decode_seconds;
+  return absl::OkStatus();
+}
+
+std::string E2eRow(const std::string& policy, uint32_t fraction, int budget_tokens,
+                   const E2eTotals& t) {
+  const double steps = std::max(t.steps, 1.0);
+  // Decode steps per case: the answer tokens after the first (prefill) one.
+  const double decode_steps = std::max(t.steps - t.cases, 1.0);
+  return absl::StrFormat(
+      "\n    {\"policy\": \"%s\", \"budget_fraction\": %u, \"budget_tokens\": %d, "
+      "\"greedy_agreement\": %.4f, \"mean_kl\": %.6f, \"passkey_accuracy\": %.4f, "
+      "\"cases\": %.0f, \"pages_recalled_per_step\": %.2f, "
+      "\"bytes_recalled_per_step\": %.0f}",
+      policy, fraction, budget_tokens, t.agree / steps, t.kl / steps,
+      t.correct / std::max(t.cases, 1.0), t.cases, t.pages_recalled / decode_steps,
+      t.bytes_recalled / decode_steps);
+}
+
+absl::StatusOr<std::string> RunEndToEnd(const model::LoadedModel& m, const FidelityOptions& o) {
+  std::vector<PasskeyPrompt> prompts;
+  std::vector<ForcedRun> refs;
+  std::string cases = "[";
+  std::unique_ptr<model::DenseAttentionBackend> dense;
+  ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(m.weights.config.attention_shape()));
+  for (const PasskeyCase& c : PasskeyCases(0, o.e2e_cases, o.seed + 1)) {
+    PasskeyPrompt p;
+    ASSIGN_OR_RETURN(p, FitPasskeyPrompt(m, c, o.e2e_context - 16));
+    ForcedRun ref;
+    ASSIGN_OR_RETURN(ref, RunForced(m, *dense, p.tokens, p.answer, 0, nullptr));
+    absl::StrAppendFormat(&cases, "%s\n    {\"depth\": %.3f, \"passkey\": %u, "
+                          "\"prompt_tokens\": %zu, \"answer_tokens\": %zu}",
+                          cases.size() > 1 ? "," : "", p.c.depth, p.c.passkey, p.tokens.size(),
+                          p.answer.size());
+    prompts.push_back(std::move(p));
+    refs.push_back(std::move(ref));
+  }
+  std::string rows = "[";
+  const absl::Time t0 = absl::Now();
+  for (const std::string& policy : o.policies) {
+    for (uint32_t f : o.budget_fractions) {
+      const int budget = policy == "full" ? 0 : static_cast<int>(o.e2e_context / f);
+      E2eTotals t;
+      for (size_t i = 0; i < prompts.size(); ++i) {
+        RETURN_IF_ERROR(RunE2eCase(m, prompts[i], refs[i], policy, budget, t));
+      }
+      Progress(absl::StrFormat("e2e %s 1/%u: agreement %.3f, KL %.4f, passkey %.0f/%.0f "
+                               "(%.0f s)", policy, f, t.agree / std::max(t.steps, 1.0),
+                               t.kl / std::max(t.steps, 1.0), t.correct, t.cases,
+                               absl::ToDoubleSeconds(absl::Now() - t0)));
+      absl::StrAppend(&rows, rows.size() > 1 ? "," : "", E2eRow(policy, f, budget, t));
+      if (policy == "full") break;
+    }
+  }
+  return absl::StrFormat("{\"context\": %u, \"cases\": %s\n  ], \"results\": %s\n  ]}",
+                         o.e2e_context, cases, rows);
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RunFidelity(const model::LoadedModel& m, const FidelityOptions& o) {
+  const uint32_t prompt_target = o.context - o.trace_steps;
+  const PasskeyCase c = PasskeyCases(0, 1, o.seed)[0];
+  PasskeyPrompt p;
+  ASSIGN_OR_RETURN(p, FitPasskeyPrompt(m, {.depth = 0.5, .passkey = c.passkey}, prompt_target));
+  if (!(o.reuse_trace && std::filesystem::exists(o.trace_path))) {
+    Progress(absl::StrFormat("recording a %zu-token passkey prompt + %u steps to %s",
+                             p.tokens.size(), o.trace_steps, o.trace_path));
+    RETURN_IF_ERROR(RecordTrace(m, o, p));
+  }
+  absl::StatusOr<TraceReader> r = TraceReader::Open(o.trace_path);
+  if (!r.ok()) return r.status();
+  const TraceHeader& h = r->header();
+  std::vector<uint32_t> ks = o.recall_ks;
+  for (uint32_t f : o.budget_fractions) ks.push_back(std::max<uint32_t>(1, o.context / f / o.page_size));
+  std::sort(ks.begin(), ks.end());
+  ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
+  std::string estimators, policies, e2e = "null";
+  ASSIGN_OR_RETURN(estimators, EvaluateEstimators(*r, o, ks));
+  ASSIGN_OR_RETURN(policies, SimulateAll(*r, o));
+  if (o.e2e_context > 0 && o.e2e_cases > 0) {
+    ASSIGN_OR_RETURN(e2e, RunEndToEnd(m, o));
+  }
+  return absl::StrFormat(
+      "{\n  \"trace\": {\"path\": \"%s\", \"prompt_tokens\": %u, \"decode_steps\": %u, "
+      "\"layers\": %u, \"q_heads\": %u, \"kv_heads\": %u, \"head_dim\": %u, "
+      "\"page_size\": %u, \"context\": %u, \"task\": \"passkey depth 50%%\"},\n"
+      "  \"estimators\": %s,\n  \"policies\": %s,\n  \"end_to_end\": %s\n}\n",
+      o.trace_path, h.prompt_len, h.decode_steps, h.n_layers, h.n_q_heads, h.n_kv_heads,
+      h.head_dim, o.page_size, o.context, estimators, policies, e2e);
+}
+
+}  // namespace kvtier::eval

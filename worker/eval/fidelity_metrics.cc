@@ -1,0 +1,222 @@
+#include "worker/eval/fidelity_metrics.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/estimate.h"
+
+namespace kvtier::eval {
+
+absl::Status AttentionGeometry::Validate() const {
+  if (n_q_heads == 0 || n_kv_heads == 0 || head_dim == 0 || page_size == 0 ||
+      n_q_heads % n_kv_heads != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "attention geometry: n_q_heads=", n_q_heads, " n_kv_heads=", n_kv_heads,
+        " head_dim=", head_dim, " page_size=", page_size,
+        " (all positive, n_kv_heads divides n_q_heads)"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::StatusOr<uint32_t> CheckInputs(const AttentionGeometry& g, absl::Span<const float> keys,
+                                     absl::Span<const float> q) {
+  RETURN_IF_ERROR(g.Validate());
+  const size_t kv = size_t{g.n_kv_heads} * g.head_dim;
+  if (keys.empty() || keys.size() % kv != 0 || q.size() != size_t{g.n_q_heads} * g.head_dim) {
+    return absl::InvalidArgumentError(absl::StrCat("keys (", keys.size(),
+                                                   " floats) must be whole tokens of ", kv,
+                                                   " and q must hold ", g.n_q_heads * g.head_dim));
+  }
+  return static_cast<uint32_t>(keys.size() / kv);
+}
+
+}  // namespace
+
+absl::StatusOr<PageAttention> ExactPageAttention(const AttentionGeometry& g,
+                                                 absl::Span<const float> keys,
+                                                 absl::Span<const float> q) {
+  uint32_t n;
+  ASSIGN_OR_RETURN(n, CheckInputs(g, keys, q));
+  PageAttention out;
+  out.full_pages = n / g.page_size;
+  out.max_prob.assign(out.full_pages, 0.0);
+  out.mass.assign(out.full_pages, 0.0);
+  const uint32_t group = g.n_q_heads / g.n_kv_heads;
+  const double scale = 1.0 / std::sqrt(static_cast<double>(g.head_dim));
+  std::vector<double> s(n);
+  for (uint32_t h = 0; h < g.n_q_heads; ++h) {
+    const float* qh = q.data() + size_t{h} * g.head_dim;
+    const uint32_t kvh = h / group;
+    double mx = -INFINITY;
+    for (uint32_t t = 0; t < n; ++t) {
+      const float* k = keys.data() + (size_t{t} * g.n_kv_heads + kvh) * g.head_dim;
+      double dot = 0;
+      for (uint32_t c = 0; c < g.head_dim; ++c) dot += double{qh[c]} * k[c];
+      s[t] = dot * scale;
+      mx = std::max(mx, s[t]);
+    }
+    double sum = 0;
+    for (uint32_t t = 0; t < n; ++t) sum += (s[t] = std::exp(s[t] - mx));
+    for (uint32_t page = 0; page < out.full_pages; ++page) {
+      double page_max = 0;
+      for (uint32_t t = page * g.page_size; t < (page + 1) * g.page_size; ++t) {
+        const double p = s[t] / sum;
+        page_max = std::max(page_max, p);
+        out.mass[page] += p / g.n_q_heads;
+      }
+      out.max_prob[page] += page_max / g.n_q_heads;
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
+                                                    kernels::DigestKind kind,
+                                                    absl::Span<const float> keys,
+                                                    absl::Span<const float> q) {
+  uint32_t n;
+  ASSIGN_OR_RETURN(n, CheckInputs(g, keys, q));
+  const uint32_t pages = n / g.page_size;
+  if (pages == 0) return std::vector<float>();
+  std::vector<int32_t> ids(pages);
+  std::iota(ids.begin(), ids.end(), 0);
+  std::vector<float> digests(size_t{pages} *
+                             kernels::DigestSlotElements(kind, g.n_kv_heads, g.head_dim));
+  kernels::DigestArgs d;
+  d.pool = keys.data();
+  d.page_stride_bytes = size_t{g.page_size} * g.n_kv_heads * g.head_dim * sizeof(float);
+  d.pool_pages = pages;
+  d.key_type = kernels::ScalarType::kF32;
+  d.page_size = g.page_size;
+  d.n_kv_heads = g.n_kv_heads;
+  d.head_dim = g.head_dim;
+  d.page_ids = ids.data();
+  d.n_pages = pages;
+  d.kind = kind;
+  d.digests = digests.data();
+  d.digest_type = kernels::ScalarType::kF32;
+  d.digest_slots = ids.data();
+  d.digest_capacity = pages;
+  RETURN_IF_ERROR(kernels::ComputeDigestsCpu(d, nullptr));
+
+  const int32_t indptr[2] = {0, static_cast<int32_t>(pages)};
+  std::vector<float> rows(size_t{pages} * g.n_kv_heads);
+  kernels::EstimateArgs e;
+  e.queries = q.data();
+  e.query_type = kernels::ScalarType::kF32;
+  e.batch = 1;
+  e.n_q_heads = g.n_q_heads;
+  e.n_kv_heads = g.n_kv_heads;
+  e.head_dim = g.head_dim;
+  e.digests = digests.data();
+  e.digest_type = kernels::ScalarType::kF32;
+  e.kind = kind;
+  e.digest_capacity = pages;
+  e.page_indptr = indptr;
+  e.digest_slots = ids.data();
+  e.total_pages = pages;
+  e.reduce = kernels::HeadReduce::kGroupSum;
+  e.scores = rows.data();
+  RETURN_IF_ERROR(kernels::EstimateScoresCpu(e, nullptr));
+  std::vector<float> scores(pages, 0.0f);
+  for (uint32_t r = 0; r < g.n_kv_heads; ++r) {
+    for (uint32_t p = 0; p < pages; ++p) scores[p] += rows[size_t{r} * pages + p];
+  }
+  return scores;
+}
+
+template <typename T>
+std::vector<uint32_t> TopK(absl::Span<const T> scores, uint32_t k) {
+  std::vector<uint32_t> idx(scores.size());
+  std::iota(idx.begin(), idx.end(), 0u);
+  k = std::min<uint32_t>(k, idx.size());
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(), [&](uint32_t a, uint32_t b) {
+    return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+  });
+  idx.resize(k);
+  return idx;
+}
+template std::vector<uint32_t> TopK<float>(absl::Span<const float>, uint32_t);
+template std::vector<uint32_t> TopK<double>(absl::Span<const double>, uint32_t);
+
+absl::StatusOr<EstimatorQuality> EvaluateEstimator(const PageAttention& exact,
+                                                   absl::Span<const float> scores,
+                                                   absl::Span<const uint32_t> ks) {
+  if (scores.size() != exact.full_pages || exact.max_prob.size() != exact.full_pages ||
+      exact.mass.size() != exact.full_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("estimator scores cover ", scores.size(),
+                                                   " pages, the attention ", exact.full_pages));
+  }
+  EstimatorQuality out;
+  for (uint32_t k : ks) {
+    if (k == 0) return absl::InvalidArgumentError("k must be positive");
+    if (exact.full_pages <= k) {
+      out.recall.push_back(-1);
+      out.mass.push_back(-1);
+      continue;
+    }
+    const std::vector<uint32_t> est = TopK(scores, k);
+    std::vector<uint32_t> truth = TopK(absl::MakeConstSpan(exact.max_prob), k);
+    std::sort(truth.begin(), truth.end());
+    uint32_t hits = 0;
+    double mass = 0;
+    for (uint32_t p : est) {
+      hits += std::binary_search(truth.begin(), truth.end(), p) ? 1 : 0;
+      mass += exact.mass[p];
+    }
+    out.recall.push_back(static_cast<double>(hits) / k);
+    out.mass.push_back(mass);
+  }
+  return out;
+}
+
+std::string DigestKindName(kernels::DigestKind kind) {
+  switch (kind) {
+    case kernels::DigestKind::kMinMax:
+      return "minmax";
+    case kernels::DigestKind::kArkvaleMean:
+      return "arkvale";
+    case kernels::DigestKind::kCentroid:
+      return "centroid";
+  }
+  return "unknown";
+}
+
+int Argmax(absl::Span<const float> logits) {
+  return static_cast<int>(std::max_element(logits.begin(), logits.end()) - logits.begin());
+}
+
+absl::StatusOr<NextTokenComparison> CompareNextToken(absl::Span<const float> reference,
+                                                     absl::Span<const float> test) {
+  if (reference.empty() || reference.size() != test.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("logits of ", reference.size(), " and ",
+                                                   test.size(), " entries cannot be compared"));
+  }
+  for (size_t i = 0; i < reference.size(); ++i) {
+    if (!std::isfinite(reference[i]) || !std::isfinite(test[i])) {
+      return absl::InvalidArgumentError(absl::StrCat("non-finite logit at ", i));
+    }
+  }
+  auto log_softmax = [](absl::Span<const float> x) {
+    const double mx = *std::max_element(x.begin(), x.end());
+    double sum = 0;
+    for (float v : x) sum += std::exp(v - mx);
+    std::vector<double> out(x.size());
+    const double lse = mx + std::log(sum);
+    for (size_t i = 0; i < x.size(); ++i) out[i] = x[i] - lse;
+    return out;
+  };
+  const std::vector<double> lp = log_softmax(reference), lq = log_softmax(test);
+  NextTokenComparison c;
+  for (size_t i = 0; i < lp.size(); ++i) c.kl += std::exp(lp[i]) * (lp[i] - lq[i]);
+  c.kl = std::max(c.kl, 0.0);  // rounding can leave a tiny negative
+  c.same_argmax = Argmax(reference) == Argmax(test);
+  return c;
+}
+
+}  // namespace kvtier::eval

@@ -1,0 +1,185 @@
+// kvtier-eval: fidelity of budgeted KV caches against the full cache.
+//
+//   kvtier-eval fidelity --model M [--context 8192] [--trace_steps 16]
+//       [--budgets 4,8,16] [--policies ...] [--allocators uniform,xkv,lukv]
+//       [--e2e_context 2048] [--e2e_cases 2] [--json out.json] [--png out.png]
+//   kvtier-eval logits --model M --text FILE --out FILE [--max_tokens 1024]
+//   kvtier-eval longrun --model M [--target 127.0.0.1:50051] [--prompt_tokens 2048]
+//       [--steps 96] [--budget_fraction 8] [--policy arkvale]
+//
+// Progress goes to stderr; the table (fidelity) to stdout.
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "common/status_macros.h"
+#include "worker/eval/fidelity_eval.h"
+#include "worker/eval/long_run.h"
+#include "worker/eval/model_session.h"
+#include "worker/model/dense_attention_backend.h"
+
+ABSL_FLAG(std::string, model, "", "GGUF file or llama2.c checkpoint");
+ABSL_FLAG(std::string, tokenizer, "", "llama2.c tokenizer (GGUF carries its own)");
+ABSL_FLAG(uint32_t, context, 8192, "fidelity: trace tokens (prompt + decode)");
+ABSL_FLAG(uint32_t, trace_steps, 16, "fidelity: decode steps in the trace");
+ABSL_FLAG(uint32_t, page_size, 16, "tokens per page");
+ABSL_FLAG(std::string, budgets, "4,8,16", "fidelity: budget = context / each");
+ABSL_FLAG(std::string, policies,
+          "full,sliding_window,streaming_llm,h2o,tova,quest,arkvale,arkv", "fidelity: policies");
+ABSL_FLAG(std::string, allocators, "uniform,xkv,lukv", "fidelity: layer budget allocators");
+ABSL_FLAG(std::string, allocator_policies, "sliding_window,streaming_llm,h2o,tova,arkvale,arkv",
+          "fidelity: policies also run with the non-uniform allocators");
+ABSL_FLAG(uint32_t, e2e_context, 2048, "fidelity: end-to-end passkey prompt tokens (0: skip)");
+ABSL_FLAG(uint32_t, e2e_cases, 2, "fidelity: end-to-end passkey cases (depths 0..100%)");
+ABSL_FLAG(std::string, trace, "/tmp/kvtier-eval.kvtrace", "fidelity: trace file");
+ABSL_FLAG(bool, reuse_trace, false, "fidelity: reuse --trace when it exists");
+ABSL_FLAG(std::string, json, "", "fidelity: write the JSON report here");
+ABSL_FLAG(std::string, png, "", "fidelity: plot accuracy vs budget here (needs --json)");
+ABSL_FLAG(std::string, python, ".venv/bin/python", "python with matplotlib, for --png");
+ABSL_FLAG(std::string, text, "", "logits: text file to run");
+ABSL_FLAG(std::string, out, "", "logits: output file");
+ABSL_FLAG(int, max_tokens, 1024, "logits: tokens of the text (BOS included)");
+ABSL_FLAG(std::string, target, "127.0.0.1:50051", "longrun: kvtier-server (empty: in-process)");
+ABSL_FLAG(int, prompt_tokens, 2048, "longrun: prompt tokens");
+ABSL_FLAG(int, steps, 96, "longrun: greedy decode steps");
+ABSL_FLAG(int, budget_fraction, 8, "longrun: budget = context / this");
+ABSL_FLAG(std::string, policy, "arkvale", "longrun: policy");
+ABSL_FLAG(int, progress_every, 16, "longrun: steps between progress lines");
+
+namespace kvtier::eval {
+namespace {
+
+absl::StatusOr<std::vector<uint32_t>> ParseList(const std::string& s) {
+  std::vector<uint32_t> out;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    uint32_t v;
+    if (!absl::SimpleAtoi(part, &v) || v == 0) {
+      return absl::InvalidArgumentError(absl::StrCat("bad number '", part, "' in '", s, "'"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
+std::vector<std::string> Names(const std::string& s) {
+  return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+// Every position's next-token logits: int32 n, int32 ids[n], int32 vocab,
+// float32 logits[n][vocab] (row i follows token i).
+absl::Status RunLogits(const model::LoadedModel& m) {
+  std::ifstream in(absl::GetFlag(FLAGS_text));
+  if (!in) return absl::NotFoundError("cannot read --text " + absl::GetFlag(FLAGS_text));
+  const std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::vector<int> ids;
+  ASSIGN_OR_RETURN(ids, Encode(m, text, true));
+  const int max_tokens = absl::GetFlag(FLAGS_max_tokens);
+  if (max_tokens < 2) return absl::InvalidArgumentError("--max_tokens must be >= 2");
+  if (static_cast<int>(ids.size()) > max_tokens) ids.resize(max_tokens);
+  std::unique_ptr<model::DenseAttentionBackend> dense;
+  ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(m.weights.config.attention_shape()));
+  // Forced run: row i is the prediction after ids[0..i].
+  const std::vector<int> prompt(ids.begin(), ids.begin() + 1);
+  const std::vector<int> forced(ids.begin() + 1, ids.end());
+  ForcedRun run;
+  ASSIGN_OR_RETURN(run, RunForced(m, *dense, prompt, forced, 0, nullptr));
+  std::FILE* f = std::fopen(absl::GetFlag(FLAGS_out).c_str(), "wb");
+  if (f == nullptr) return absl::InvalidArgumentError("cannot write --out");
+  const int32_t n = static_cast<int32_t>(run.logits.size());
+  const int32_t vocab = static_cast<int32_t>(run.logits[0].size());
+  std::vector<int32_t> ids32(ids.begin(), ids.begin() + n);
+  bool ok = std::fwrite(&n, 4, 1, f) == 1 && std::fwrite(ids32.data(), 4, n, f) == size_t(n) &&
+            std::fwrite(&vocab, 4, 1, f) == 1;
+  for (const auto& row : run.logits) ok = ok && std::fwrite(row.data(), 4, vocab, f) == size_t(vocab);
+  ok = std::fclose(f) == 0 && ok;
+  if (!ok) return absl::DataLossError("short write to --out");
+  std::fprintf(stderr, "kvtier-eval: %d positions x %d logits written (%.1f tok/s)\n", n, vocab,
+               n / std::max(run.decode_seconds + run.prefill_seconds, 1e-9));
+  return absl::OkStatus();
+}
+
+absl::Status RunFidelityCommand(const model::LoadedModel& m) {
+  FidelityOptions o;
+  o.trace_path = absl::GetFlag(FLAGS_trace);
+  o.reuse_trace = absl::GetFlag(FLAGS_reuse_trace);
+  o.context = absl::GetFlag(FLAGS_context);
+  o.trace_steps = absl::GetFlag(FLAGS_trace_steps);
+  o.page_size = absl::GetFlag(FLAGS_page_size);
+  ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  o.policies = Names(absl::GetFlag(FLAGS_policies));
+  o.allocators = Names(absl::GetFlag(FLAGS_allocators));
+  o.allocator_policies = Names(absl::GetFlag(FLAGS_allocator_policies));
+  o.e2e_context = absl::GetFlag(FLAGS_e2e_context);
+  o.e2e_cases = absl::GetFlag(FLAGS_e2e_cases);
+  if (o.context <= o.trace_steps + 64 || o.trace_steps == 0 || o.page_size == 0 ||
+      o.context > static_cast<uint32_t>(m.weights.config.max_positions)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--context ", o.context, " must exceed --trace_steps + 64 and fit the model's ",
+        m.weights.config.max_positions, "; --trace_steps and --page_size positive"));
+  }
+  std::string json;
+  ASSIGN_OR_RETURN(json, RunFidelity(m, o));
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  if (!json_path.empty()) {
+    std::ofstream(json_path) << json;
+    std::fprintf(stderr, "kvtier-eval: wrote %s\n", json_path.c_str());
+  }
+  // The table: the plotting script renders it from the same JSON.
+  const std::string tmp = json_path.empty() ? "/tmp/kvtier-eval.json" : json_path;
+  if (json_path.empty()) std::ofstream(tmp) << json;
+  const std::string py = absl::GetFlag(FLAGS_python);
+  const char* root = std::getenv("KVTIER_ROOT");
+  const std::string script =
+      absl::StrCat(root != nullptr ? root : ".", "/ops/eval/fidelity_report.py");
+  std::string cmd = absl::StrCat(py, " ", script, " ", tmp);
+  if (!absl::GetFlag(FLAGS_png).empty()) absl::StrAppend(&cmd, " --png ", absl::GetFlag(FLAGS_png));
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "kvtier-eval: '%s' failed; the JSON is in %s\n", cmd.c_str(),
+                 tmp.c_str());
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Main(const std::string& command) {
+  model::LoadedModel m;
+  ASSIGN_OR_RETURN(m, model::LoadModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer)));
+  if (command == "fidelity") return RunFidelityCommand(m);
+  if (command == "logits") return RunLogits(m);
+  if (command == "longrun") {
+    LongRunOptions o;
+    o.target = absl::GetFlag(FLAGS_target);
+    o.policy = absl::GetFlag(FLAGS_policy);
+    o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+    o.steps = absl::GetFlag(FLAGS_steps);
+    o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
+    o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+    o.progress_every = absl::GetFlag(FLAGS_progress_every);
+    return RunLong(m, o);
+  }
+  return absl::InvalidArgumentError("unknown command '" + command + "'");
+}
+
+}  // namespace
+}  // namespace kvtier::eval
+
+int main(int argc, char** argv) {
+  std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  if (args.size() != 2) {
+    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun --model PATH [flags]\n"
+                         "       (--helpfull lists the flags)\n");
+    return 2;
+  }
+  const absl::Status s = kvtier::eval::Main(args[1]);
+  if (!s.ok()) {
+    std::fprintf(stderr, "kvtier-eval: %s\n", s.ToString().c_str());
+    return 1;
+  }
+  return 0;
+}

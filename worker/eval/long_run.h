@@ -1,0 +1,33 @@
+// The long-context demo of the main job: SmolLM2 (or any model) decodes a
+// long prompt under a budgeted policy whose pages are backed up to and
+// recalled from a running kvtier-server, printing progress, and compares
+// its greedy output with a full-cache run of the same prompt.
+//
+// Thread-safety: none.
+#ifndef KVTIER_WORKER_EVAL_LONG_RUN_H_
+#define KVTIER_WORKER_EVAL_LONG_RUN_H_
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "worker/model/model_loader.h"
+
+namespace kvtier::eval {
+
+struct LongRunOptions {
+  std::string target = "127.0.0.1:50051";  // kvtier-server; empty: in-process store
+  std::string policy = "arkvale";
+  int prompt_tokens = 2048;  // passkey prompt size (at most)
+  int steps = 96;            // greedy decode steps
+  int budget_fraction = 8;   // budget = (prompt + steps) / fraction tokens
+  int page_size = 16;
+  int progress_every = 16;   // decode steps between progress lines
+  absl::Status Validate() const;
+};
+
+// Prints progress and the summary to stderr, both continuations to stdout.
+absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o);
+
+}  // namespace kvtier::eval
+
+#endif  // KVTIER_WORKER_EVAL_LONG_RUN_H_

@@ -1,0 +1,69 @@
+#include "worker/eval/model_session.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "worker/eval/fidelity_metrics.h"
+#include "worker/model/transformer.h"
+
+namespace kvtier::eval {
+
+absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::string& text,
+                                        bool add_bos) {
+  return m.tokenizer->Encode(text, add_bos && m.add_bos);
+}
+
+absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::AttentionBackend& backend,
+                                    const std::vector<int>& prompt,
+                                    const std::vector<int>& forced, int greedy_steps,
+                                    std::vector<int>* generated, const StepCallback& on_step) {
+  const int steps = forced.empty() ? greedy_steps : static_cast<int>(forced.size());
+  if (prompt.empty() || steps < 0 ||
+      prompt.size() + steps > static_cast<size_t>(m.weights.config.max_positions)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("a prompt of ", prompt.size(), " tokens and ", steps,
+                     " steps do not fit the context of ", m.weights.config.max_positions));
+  }
+  std::unique_ptr<model::Transformer> t;
+  ASSIGN_OR_RETURN(t, model::Transformer::Create(&m.weights, &backend));
+  constexpr model::SequenceId kSeq = 1;
+  RETURN_IF_ERROR(backend.StartSequence(kSeq));
+  ForcedRun run;
+  absl::Time t0 = absl::Now();
+  absl::StatusOr<absl::Span<const float>> logits = t->Prefill(kSeq, prompt, 0);
+  if (!logits.ok()) return logits.status();
+  run.prefill_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  t0 = absl::Now();
+  int pos = static_cast<int>(prompt.size());
+  for (int i = 0; i < steps; ++i) {
+    run.logits.emplace_back(logits->begin(), logits->end());
+    const int next = forced.empty() ? Argmax(*logits) : forced[i];
+    if (generated != nullptr && forced.empty()) generated->push_back(next);
+    if (i + 1 == steps) break;
+    logits = t->Forward(kSeq, next, pos++);
+    if (!logits.ok()) return logits.status();
+    if (on_step) on_step(i + 1);
+  }
+  run.decode_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
+  RETURN_IF_ERROR(backend.EndSequence(kSeq));
+  return run;
+}
+
+absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, PasskeyCase c,
+                                        uint32_t max_tokens) {
+  c.filler_chars = 4 * max_tokens;
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    std::string text;
+    ASSIGN_OR_RETURN(text, BuildPasskeyPrompt(c));
+    PasskeyPrompt p{.c = c};
+    ASSIGN_OR_RETURN(p.tokens, Encode(m, text, true));
+    if (p.tokens.size() <= max_tokens) {
+      ASSIGN_OR_RETURN(p.answer, Encode(m, PasskeyAnswer(c.passkey), false));
+      return p;
+    }
+    c.filler_chars = static_cast<uint32_t>(c.filler_chars * 0.995 * max_tokens / p.tokens.size());
+  }
+  return absl::InternalError("passkey prompt does not shrink to the token target");
+}
+
+}  // namespace kvtier::eval

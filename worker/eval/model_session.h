@@ -1,0 +1,60 @@
+// Model runs for the fidelity harness and the long-context demo: a loaded
+// model, its tokenizer and helpers that run one prompt through any
+// AttentionBackend with the continuation forced (teacher forcing), so a
+// budgeted run is compared with the full cache on the same tokens.
+//
+// Thread-safety: none; one run at a time.
+#ifndef KVTIER_WORKER_EVAL_MODEL_SESSION_H_
+#define KVTIER_WORKER_EVAL_MODEL_SESSION_H_
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/model/attention_backend.h"
+#include "worker/eval/passkey.h"
+#include "worker/model/model_loader.h"
+
+namespace kvtier::eval {
+
+// Logits after the prompt and after each forced token but the last:
+// row i predicts forced[i]. Rows are [vocab].
+struct ForcedRun {
+  std::vector<std::vector<float>> logits;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+};
+
+// Called after each decode step with the number of steps done.
+using StepCallback = std::function<void(int done)>;
+
+// Prefills `prompt` (token ids, BOS included when the model wants it) on
+// `backend` and feeds `forced` one token at a time. When `forced` is empty
+// the run continues greedily for `greedy_steps` tokens instead and
+// `generated` receives them. The sequence is started and ended here.
+// INVALID_ARGUMENT when the tokens do not fit the model's context.
+absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::AttentionBackend& backend,
+                                    const std::vector<int>& prompt,
+                                    const std::vector<int>& forced, int greedy_steps,
+                                    std::vector<int>* generated,
+                                    const StepCallback& on_step = nullptr);
+
+// Tokens of `text` without BOS (continuations).
+absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::string& text,
+                                        bool add_bos);
+
+// A passkey prompt of at most `max_tokens` tokens (BOS included): the filler
+// starts at 4 characters per token (Quest) and shrinks by the measured ratio.
+struct PasskeyPrompt {
+  PasskeyCase c;
+  std::vector<int> tokens;
+  std::vector<int> answer;
+};
+// INTERNAL if it cannot be fitted.
+absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, PasskeyCase c,
+                                              uint32_t max_tokens);
+
+}  // namespace kvtier::eval
+
+#endif  // KVTIER_WORKER_EVAL_MODEL_SESSION_H_
