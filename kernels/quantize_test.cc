@@ -43,6 +43,13 @@ float ScaleAt(const std::vector<uint8_t>& q, size_t byte_offset) {
   return s;
 }
 
+// ScalarType mirrors kvtier::DType so callers can cast between them.
+static_assert(static_cast<int>(ScalarType::kF32) == static_cast<int>(DType::kF32));
+static_assert(static_cast<int>(ScalarType::kF16) == static_cast<int>(DType::kF16));
+static_assert(static_cast<int>(ScalarType::kBF16) == static_cast<int>(DType::kBF16));
+static_assert(static_cast<int>(ScalarType::kFp8E4M3) == static_cast<int>(DType::kFp8E4M3));
+static_assert(static_cast<int>(ScalarType::kInt8) == static_cast<int>(DType::kInt8));
+
 TEST(QuantizeTest, PageBytesMatchCommonLayout) {
   for (ScalarType qt : {ScalarType::kInt8, ScalarType::kFp8E4M3}) {
     for (ScalarType ft : {ScalarType::kF16, ScalarType::kBF16, ScalarType::kF32}) {
