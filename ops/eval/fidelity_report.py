@@ -33,26 +33,35 @@ def print_report(rep):
             for e in rep["estimators"]]
     print(table(rows, ["digest", "k", "recall@k", "mass@k"]) + "\n")
     print("policies on the trace (attention output vs full cache, per decode step over all layers)")
+    errors = [f"  {p['policy']} 1/{p['budget_fraction']} {p['allocator']}: {p['error']}"
+              for p in rep["policies"] if "error" in p]
     rows = [[p["policy"], f"1/{p['budget_fraction']}", str(p["budget_pages"]), p["allocator"],
              f"{p['mean_rel_error']:.4f}", f"{p['max_rel_error']:.4f}",
              f"{p['pages_attended_per_step']:.0f}", f"{p['pages_recalled_per_step']:.1f}",
              f"{p['bytes_recalled_per_step'] / 1024:.0f}"]
-            for p in rep["policies"]]
+            for p in rep["policies"] if "error" not in p]
     print(table(rows, ["policy", "budget", "pages/layer", "alloc", "rel err", "max err",
-                       "attended", "recalled", "KiB recalled"]) + "\n")
+                       "attended", "recalled", "KiB recalled"]))
+    if errors:
+        print("not run (the policy refuses the budget):\n" + "\n".join(errors))
+    print()
     e2e = rep.get("end_to_end")
     if e2e:
         cases = ", ".join(f"{c['prompt_tokens']} tok @ {100 * c['depth']:.0f}%"
                           for c in e2e["cases"])
         print(f"end to end: passkey, {len(e2e['cases'])} cases ({cases}), "
               "teacher-forced on the answer tokens")
+        errors = [f"  {r['policy']} 1/{r['budget_fraction']}: {r['error']}"
+                  for r in e2e["results"] if "error" in r]
         rows = [[r["policy"], f"1/{r['budget_fraction']}", str(r["budget_tokens"]),
                  f"{r['greedy_agreement']:.3f}", f"{r['mean_kl']:.4f}",
                  f"{r['passkey_accuracy']:.2f}", f"{r['pages_recalled_per_step']:.1f}",
                  f"{r['bytes_recalled_per_step'] / 1024:.0f}"]
-                for r in e2e["results"]]
+                for r in e2e["results"] if "error" not in r]
         print(table(rows, ["policy", "budget", "tokens", "agreement", "mean KL", "passkey",
                            "recalled/step", "KiB/step"]))
+        if errors:
+            print("not run (the policy refuses the budget):\n" + "\n".join(errors))
 
 
 def plot(rep, path):
@@ -67,11 +76,15 @@ def plot(rep, path):
                   ("passkey", "passkey accuracy")] + panels
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
     styles = {"uniform": "-", "xkv": "--", "lukv": ":"}
+    order = ["full", "sliding_window", "streaming_llm", "h2o", "tova", "quest", "arkvale",
+             "arkv"]
+    cmap = plt.get_cmap("tab10")
+    color = lambda policy: cmap(order.index(policy) if policy in order else 9)
     for ax, (kind, title) in zip(axes[0], panels):
         series = {}
         if kind == "trace":
             for p in rep["policies"]:
-                if p["policy"] == "full":
+                if p["policy"] == "full" or "error" in p:
                     continue
                 key = (p["policy"], p["allocator"])
                 series.setdefault(key, []).append((1 / p["budget_fraction"],
@@ -79,7 +92,7 @@ def plot(rep, path):
         else:
             field = "greedy_agreement" if kind == "agreement" else "passkey_accuracy"
             for r in e2e["results"]:
-                if r["policy"] == "full":
+                if r["policy"] == "full" or "error" in r:
                     continue
                 series.setdefault((r["policy"], "uniform"), []).append(
                     (1 / r["budget_fraction"], r[field]))
@@ -87,13 +100,16 @@ def plot(rep, path):
             pts.sort()
             label = policy if alloc == "uniform" else f"{policy} ({alloc})"
             ax.plot([x for x, _ in pts], [y for _, y in pts], styles.get(alloc, "-"),
-                    marker="o", label=label)
+                    marker="o", label=label, color=color(policy))
         ax.set_xscale("log", base=2)
+        fractions = sorted({p["budget_fraction"] for p in rep["policies"]})
+        ax.set_xticks([1 / f for f in fractions], [f"1/{f}" for f in fractions])
+        ax.minorticks_off()
+        ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("KV budget (fraction of the context)")
         ax.set_title(title)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(True, alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="lower right")
     t = rep["trace"]
     fig.suptitle(f"kvtier-eval: {t['prompt_tokens'] + t['decode_steps']}-token trace"
                  + (f", {e2e['context']}-token passkey runs" if e2e else ""))

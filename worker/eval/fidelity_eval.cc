@@ -5,6 +5,7 @@
 #include <filesystem>
 #include <map>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
@@ -24,6 +25,9 @@ namespace kvtier::eval {
 namespace {
 
 constexpr uint32_t kPromptQueries = 32;
+// Allocators give each layer at least this many pages: ArkVale's top-k (half
+// the budget) must cover its sink and window pages (3).
+constexpr uint32_t kMinLayerPages = 8;
 
 void Progress(const std::string& line) {
   std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
@@ -85,8 +89,10 @@ absl::StatusOr<std::string> EvaluateEstimators(const TraceReader& r,
         }
       }
     }
-    Progress(absl::StrFormat("estimators: layer %u/%u (%.0f s)", l + 1, h.n_layers,
-                             absl::ToDoubleSeconds(absl::Now() - t0)));
+    if ((l + 1) % 10 == 0 || l + 1 == h.n_layers) {
+      Progress(absl::StrFormat("estimators: layer %u/%u (%.0f s)", l + 1, h.n_layers,
+                               absl::ToDoubleSeconds(absl::Now() - t0)));
+    }
   }
   std::string json = "[";
   for (int i = 0; i < 3; ++i) {
@@ -140,7 +146,7 @@ absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOpti
   s.recall_ks = {};
   if (allocator != "uniform") {
     worker::AllocatorChoice c{.kind = allocator, .path = path,
-                              .total_pages = budget * h.n_layers, .min_pages = 2};
+                              .total_pages = budget * h.n_layers, .min_pages = kMinLayerPages};
     ASSIGN_OR_RETURN(s.layer_budget_pages, worker::AllocateLayerBudgets(
                                                c, h.n_layers, h.n_kv_heads, context, o.page_size));
   }
@@ -180,9 +186,17 @@ absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOpti
         const bool listed = std::find(o.allocator_policies.begin(), o.allocator_policies.end(),
                                       policy) != o.allocator_policies.end();
         if (a != "uniform" && (!listed || !UsesLayerBudgets(policy))) continue;
-        std::string row;
-        ASSIGN_OR_RETURN(row, SimulateOne(r, o, policy, f, a, profiles[a]));
-        absl::StrAppend(&json, json.size() > 1 ? "," : "", row);
+        absl::StatusOr<std::string> row = SimulateOne(r, o, policy, f, a, profiles[a]);
+        if (!row.ok()) {
+          // One configuration the policy refuses does not end the sweep.
+          Progress(absl::StrFormat("simulate %s 1/%u %s: %s", policy, f, a,
+                                   row.status().ToString()));
+          row = absl::StrFormat(
+              "\n    {\"policy\": \"%s\", \"budget_fraction\": %u, \"allocator\": \"%s\", "
+              "\"error\": \"%s\"}",
+              policy, f, a, absl::CEscape(row.status().ToString()));
+        }
+        absl::StrAppend(&json, json.size() > 1 ? "," : "", *row);
       }
       if (policy == "full") break;  // one budget: the context
     }
@@ -262,8 +276,19 @@ absl::StatusOr<std::string> RunEndToEnd(const model::LoadedModel& m, const Fidel
     for (uint32_t f : o.budget_fractions) {
       const int budget = policy == "full" ? 0 : static_cast<int>(o.e2e_context / f);
       E2eTotals t;
-      for (size_t i = 0; i < prompts.size(); ++i) {
-        RETURN_IF_ERROR(RunE2eCase(m, prompts[i], refs[i], policy, budget, t));
+      absl::Status status;
+      for (size_t i = 0; i < prompts.size() && status.ok(); ++i) {
+        status = RunE2eCase(m, prompts[i], refs[i], policy, budget, t);
+      }
+      if (!status.ok()) {
+        // A budget the policy refuses does not end the sweep.
+        Progress(absl::StrFormat("e2e %s 1/%u: %s", policy, f, status.ToString()));
+        absl::StrAppendFormat(&rows,
+                              "%s\n    {\"policy\": \"%s\", \"budget_fraction\": %u, "
+                              "\"budget_tokens\": %d, \"error\": \"%s\"}",
+                              rows.size() > 1 ? "," : "", policy, f, budget,
+                              absl::CEscape(status.ToString()));
+        continue;
       }
       Progress(absl::StrFormat("e2e %s 1/%u: agreement %.3f, KL %.4f, passkey %.0f/%.0f "
                                "(%.0f s)", policy, f, t.agree / std::max(t.steps, 1.0),
