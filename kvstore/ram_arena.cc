@@ -4,6 +4,7 @@
 
 #include <bit>
 #include <cassert>
+#include <cerrno>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -11,26 +12,36 @@
 namespace kvtier::store {
 namespace {
 
-constexpr uint64_t kAlignBytes = uint64_t{1} << RamArena::kMinClassShift;
+constexpr uint64_t kUnitBytes = uint64_t{1} << RamArena::kMinClassShift;
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_bytes) {
   if (capacity_bytes == 0) return absl::InvalidArgumentError("RAM arena capacity is 0");
-  const uint64_t rounded = (capacity_bytes + kAlignBytes - 1) / kAlignBytes * kAlignBytes;
-  // MAP_NORESERVE: the region is touched page by page as slots are carved.
+  const uint64_t rounded = (capacity_bytes + kUnitBytes - 1) / kUnitBytes * kUnitBytes;
+  // MAP_NORESERVE: memory is committed as slots are first written.
   void* base = mmap(nullptr, rounded, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(
         absl::StrCat("cannot map a RAM arena of ", rounded, " bytes: ", std::strerror(errno)));
   }
-  return std::unique_ptr<RamArena>(new RamArena(static_cast<uint8_t*>(base), rounded));
+  auto unit_state = std::make_unique<uint8_t[]>(rounded / kUnitBytes);  // zeroed: kNotHead
+  return std::unique_ptr<RamArena>(
+      new RamArena(static_cast<uint8_t*>(base), rounded, std::move(unit_state)));
 }
 
-RamArena::RamArena(uint8_t* base, uint64_t capacity_bytes)
-    : base_(base), capacity_bytes_(capacity_bytes) {
-  free_head_.fill(kNoSlot);
+RamArena::RamArena(uint8_t* base, uint64_t capacity_bytes, std::unique_ptr<uint8_t[]> unit_state)
+    : base_(base), capacity_bytes_(capacity_bytes), unit_state_(std::move(unit_state)) {
+  free_head_.fill(kNone);
+  // Cover the region with the largest aligned blocks that fit.
+  uint64_t offset = 0;
+  while (offset < capacity_bytes_) {
+    int c = kNumClasses - 1;
+    while (offset % ClassBytes(c) != 0 || offset + ClassBytes(c) > capacity_bytes_) --c;
+    PushFree(offset, c);
+    offset += ClassBytes(c);
+  }
 }
 
 RamArena::~RamArena() { munmap(base_, capacity_bytes_); }
@@ -41,36 +52,70 @@ int RamArena::ClassOf(uint64_t bytes) {
   return shift <= kMinClassShift ? 0 : shift - kMinClassShift;
 }
 
+void RamArena::PushFree(uint64_t offset, int size_class) {
+  Links* links = LinksAt(offset);
+  links->next = free_head_[size_class];
+  links->prev = kNone;
+  if (links->next != kNone) LinksAt(links->next)->prev = offset;
+  free_head_[size_class] = offset;
+  StateAt(offset) = kFreeBit | static_cast<uint8_t>(size_class);
+}
+
+void RamArena::RemoveFree(uint64_t offset, int size_class) {
+  const Links* links = LinksAt(offset);
+  if (links->prev != kNone) {
+    LinksAt(links->prev)->next = links->next;
+  } else {
+    free_head_[size_class] = links->next;
+  }
+  if (links->next != kNone) LinksAt(links->next)->prev = links->prev;
+  StateAt(offset) = kNotHead;
+}
+
 bool RamArena::CanAllocate(uint64_t bytes) const {
   const int c = ClassOf(bytes);
   assert(c >= 0);
-  return free_head_[c] != kNoSlot || carved_bytes_ + ClassBytes(c) <= capacity_bytes_;
+  for (int k = c; k < kNumClasses; ++k) {
+    if (free_head_[k] != kNone) return true;
+  }
+  return false;
 }
 
 std::optional<RamArena::Slot> RamArena::Allocate(uint64_t bytes) {
   const int c = ClassOf(bytes);
   assert(c >= 0);
-  const uint64_t class_bytes = ClassBytes(c);
-  Slot slot{.offset = 0, .size_class = static_cast<uint8_t>(c)};
-  if (free_head_[c] != kNoSlot) {
-    slot.offset = free_head_[c];
-    std::memcpy(&free_head_[c], base_ + slot.offset, sizeof(uint64_t));
-  } else if (carved_bytes_ + class_bytes <= capacity_bytes_) {
-    slot.offset = carved_bytes_;
-    carved_bytes_ += class_bytes;
-  } else {
-    return std::nullopt;
+  int k = c;
+  while (k < kNumClasses && free_head_[k] == kNone) ++k;
+  if (k == kNumClasses) return std::nullopt;
+  const uint64_t offset = free_head_[k];
+  RemoveFree(offset, k);
+  // Split down to class c; the upper halves stay free.
+  while (k > c) {
+    --k;
+    PushFree(offset + ClassBytes(k), k);
   }
-  used_bytes_ += class_bytes;
-  return slot;
+  used_bytes_ += ClassBytes(c);
+  return Slot{.offset = offset, .size_class = static_cast<uint8_t>(c)};
 }
 
 void RamArena::Free(const Slot& slot) {
-  assert(slot.size_class < kNumClasses);
-  assert(slot.offset + ClassBytes(slot.size_class) <= carved_bytes_);
-  std::memcpy(base_ + slot.offset, &free_head_[slot.size_class], sizeof(uint64_t));
-  free_head_[slot.size_class] = slot.offset;
-  used_bytes_ -= ClassBytes(slot.size_class);
+  int k = slot.size_class;
+  assert(k < kNumClasses);
+  assert(slot.offset % ClassBytes(k) == 0 && slot.offset + ClassBytes(k) <= capacity_bytes_);
+  assert(StateAt(slot.offset) == kNotHead);
+  used_bytes_ -= ClassBytes(k);
+  uint64_t offset = slot.offset;
+  while (k + 1 < kNumClasses) {
+    const uint64_t buddy = offset ^ ClassBytes(k);
+    if (buddy + ClassBytes(k) > capacity_bytes_ ||
+        StateAt(buddy) != (kFreeBit | static_cast<uint8_t>(k))) {
+      break;
+    }
+    RemoveFree(buddy, k);
+    offset = std::min(offset, buddy);
+    ++k;
+  }
+  PushFree(offset, k);
 }
 
 }  // namespace kvtier::store

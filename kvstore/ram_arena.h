@@ -3,11 +3,13 @@
 // The region is mapped at construction and never grows or moves, so a data
 // plane can register [base(), base() + capacity_bytes()) once. Slots come in
 // slab classes of power-of-two sizes from 4 KiB to 64 MiB; a page of n bytes
-// takes a slot of the smallest class >= n. Slots are carved from the region
-// on first need (a bump pointer) and, once freed, kept on their class's free
-// list, threaded through the free slots themselves: Allocate and Free are
-// O(1) and never call malloc. A carved slot stays in its class (KV pages of
-// one model have one size, so classes do not need rebalancing).
+// takes a slot of the smallest class >= n. Slots are managed as a buddy
+// system: a free slot of class c+1 splits into two of class c, and a freed
+// slot merges with its free buddy, so memory freed by one page size serves
+// any other (several models' layouts can share one arena). Allocate and
+// Free take at most kNumClasses steps and never call malloc: free lists are
+// threaded through the free slots themselves, and the per-4 KiB-unit side
+// table (one byte per unit) is allocated once at Create.
 //
 // Thread-safety: not thread-safe; the owning store serializes every call.
 // Reading and writing the bytes of an allocated slot needs no lock.
@@ -31,7 +33,8 @@ class RamArena {
   static constexpr int kMaxClassShift = 26;  // 64 MiB, PageLayout::kMaxPageBytes
   static constexpr int kNumClasses = kMaxClassShift - kMinClassShift + 1;
 
-  // One allocated slot. `offset` is from base().
+  // One allocated slot. `offset` is from base() and a multiple of the
+  // slot's size.
   struct Slot {
     uint64_t offset = 0;
     uint8_t size_class = 0;
@@ -48,8 +51,8 @@ class RamArena {
   static int ClassOf(uint64_t bytes);
   static uint64_t ClassBytes(int size_class) { return uint64_t{1} << (kMinClassShift + size_class); }
 
-  // A slot for an n-byte page, or nullopt when neither the class's free list
-  // nor the uncarved rest of the region has one. REQUIRES: ClassOf(n) >= 0.
+  // A slot for an n-byte page, or nullopt when no free slot of its class or
+  // larger exists. REQUIRES: ClassOf(n) >= 0.
   std::optional<Slot> Allocate(uint64_t bytes);
   // REQUIRES: `slot` came from Allocate and was not freed since.
   void Free(const Slot& slot);
@@ -65,22 +68,32 @@ class RamArena {
   uint64_t capacity_bytes() const { return capacity_bytes_; }
   // Bytes of allocated slots (slab bytes, not page bytes).
   uint64_t used_bytes() const { return used_bytes_; }
-  // Bytes carved into slots so far (allocated or on a free list).
-  uint64_t carved_bytes() const { return carved_bytes_; }
 
  private:
-  static constexpr uint64_t kNoSlot = ~uint64_t{0};
+  static constexpr uint64_t kNone = ~uint64_t{0};
+  // Side-table byte of a free block's first unit: kFreeBit | class.
+  static constexpr uint8_t kFreeBit = 0x80;
+  static constexpr uint8_t kNotHead = 0;  // allocated heads and inner units
 
-  RamArena(uint8_t* base, uint64_t capacity_bytes);
+  // Doubly linked free-list links, stored in a free block's first bytes.
+  struct Links {
+    uint64_t next;
+    uint64_t prev;
+  };
+
+  RamArena(uint8_t* base, uint64_t capacity_bytes, std::unique_ptr<uint8_t[]> unit_state);
+
+  Links* LinksAt(uint64_t offset) const { return reinterpret_cast<Links*>(base_ + offset); }
+  uint8_t& StateAt(uint64_t offset) const { return unit_state_[offset >> kMinClassShift]; }
+  void PushFree(uint64_t offset, int size_class);
+  void RemoveFree(uint64_t offset, int size_class);
 
   // Const after construction.
   uint8_t* const base_;
   const uint64_t capacity_bytes_;
+  const std::unique_ptr<uint8_t[]> unit_state_;
 
-  uint64_t carved_bytes_ = 0;
   uint64_t used_bytes_ = 0;
-  // Head offset of each class's free list; each free slot's first 8 bytes
-  // hold the next offset (kNoSlot ends the list).
   std::array<uint64_t, kNumClasses> free_head_;
 };
 

@@ -3,9 +3,13 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
+#include <random>
 
 namespace kvtier::store {
 namespace {
+
+constexpr uint64_t kUnit = 4096;
 
 TEST(RamArenaTest, ClassOf) {
   EXPECT_EQ(RamArena::ClassOf(0), -1);
@@ -25,35 +29,92 @@ TEST(RamArenaTest, CreateRejectsZeroAndRoundsUp) {
   EXPECT_EQ((*arena)->capacity_bytes(), 8192u);
 }
 
-TEST(RamArenaTest, CarvesThenReusesFreedSlots) {
-  auto arena = *RamArena::Create(4 * 4096);
-  auto a = arena->Allocate(4096);
+TEST(RamArenaTest, SplitsAndMergesBuddies) {
+  auto arena = *RamArena::Create(4 * kUnit);
+  auto a = arena->Allocate(4096);  // splits 16K -> 8K + 4K + 4K
   auto b = arena->Allocate(3000);
   auto c = arena->Allocate(8192);
   ASSERT_TRUE(a && b && c);
   EXPECT_EQ(a->offset, 0u);
-  EXPECT_EQ(b->offset, 4096u);
-  EXPECT_EQ(c->offset, 8192u);
-  EXPECT_EQ(arena->used_bytes(), 4u * 4096);
+  EXPECT_EQ(b->offset, kUnit);
+  EXPECT_EQ(c->offset, 2 * kUnit);
+  EXPECT_EQ(c->size_class, 1);
+  EXPECT_EQ(arena->used_bytes(), 4 * kUnit);
   EXPECT_FALSE(arena->Allocate(1).has_value());
   EXPECT_FALSE(arena->CanAllocate(1));
   std::memset(arena->Bytes(*a, 4096).data(), 0xab, 4096);
-  arena->Free(*b);
   arena->Free(*a);
-  EXPECT_EQ(arena->used_bytes(), 2u * 4096);
-  // LIFO free list: the last freed slot comes back first.
-  auto d = arena->Allocate(100);
+  EXPECT_FALSE(arena->CanAllocate(8192));  // a's buddy b is in use
+  arena->Free(*b);
+  EXPECT_EQ(arena->used_bytes(), 2 * kUnit);
+  // a and b merged: an 8 KiB page fits where two 4 KiB pages were.
+  auto d = arena->Allocate(8192);
   ASSERT_TRUE(d);
   EXPECT_EQ(d->offset, 0u);
-  auto e = arena->Allocate(100);
-  ASSERT_TRUE(e);
-  EXPECT_EQ(e->offset, 4096u);
-  // An 8 KiB slot is not split into 4 KiB ones.
-  EXPECT_FALSE(arena->Allocate(4096).has_value());
   arena->Free(*c);
-  EXPECT_FALSE(arena->CanAllocate(4096));
-  EXPECT_TRUE(arena->CanAllocate(8000));
-  EXPECT_EQ(arena->carved_bytes(), 4u * 4096);
+  arena->Free(*d);
+  EXPECT_EQ(arena->used_bytes(), 0u);
+  auto whole = arena->Allocate(4 * kUnit);
+  ASSERT_TRUE(whole);
+  EXPECT_EQ(whole->offset, 0u);
+}
+
+TEST(RamArenaTest, UnevenCapacityNeverMergesPastTheEnd) {
+  auto arena = *RamArena::Create(3 * kUnit);  // blocks 8K @0 and 4K @8K
+  EXPECT_FALSE(arena->CanAllocate(4 * kUnit));
+  auto big = arena->Allocate(8192);
+  auto small = arena->Allocate(4096);
+  ASSERT_TRUE(big && small);
+  EXPECT_EQ(big->offset, 0u);
+  EXPECT_EQ(small->offset, 2 * kUnit);
+  arena->Free(*small);
+  arena->Free(*big);
+  EXPECT_FALSE(arena->CanAllocate(4 * kUnit));
+  EXPECT_TRUE(arena->Allocate(8192).has_value());
+  EXPECT_TRUE(arena->Allocate(4096).has_value());
+  EXPECT_FALSE(arena->Allocate(4096).has_value());
+}
+
+// Random allocations and frees of mixed sizes: slots never overlap, stay in
+// the region, and everything merges back once all is freed.
+TEST(RamArenaTest, RandomMixedSizesNeverOverlapAndFullyMerge) {
+  constexpr uint64_t kCapacity = 1000 * kUnit;  // not a power of two
+  auto arena = *RamArena::Create(kCapacity);
+  std::mt19937_64 rng(7);
+  std::map<uint64_t, RamArena::Slot> live;  // offset -> slot
+  uint64_t used = 0;
+  for (int step = 0; step < 20000; ++step) {
+    if (live.empty() || rng() % 3 != 0) {
+      const uint64_t bytes = 1 + rng() % (64 * kUnit);
+      auto slot = arena->Allocate(bytes);
+      if (!slot) continue;
+      const uint64_t size = RamArena::ClassBytes(slot->size_class);
+      ASSERT_GE(size, bytes);
+      ASSERT_LE(slot->offset + size, kCapacity);
+      auto next = live.lower_bound(slot->offset);
+      if (next != live.end()) ASSERT_LE(slot->offset + size, next->first);
+      if (next != live.begin()) {
+        auto prev = std::prev(next);
+        ASSERT_LE(prev->first + RamArena::ClassBytes(prev->second.size_class), slot->offset);
+      }
+      live[slot->offset] = *slot;
+      used += size;
+    } else {
+      auto it = live.begin();
+      std::advance(it, rng() % live.size());
+      used -= RamArena::ClassBytes(it->second.size_class);
+      arena->Free(it->second);
+      live.erase(it);
+    }
+    ASSERT_EQ(arena->used_bytes(), used);
+  }
+  for (auto& [offset, slot] : live) arena->Free(slot);
+  EXPECT_EQ(arena->used_bytes(), 0u);
+  // 1000 units = 512 + 256 + 128 + 64 + 32 + 8: all six blocks are back.
+  for (uint64_t units : {512, 256, 128, 64, 32, 8}) {
+    EXPECT_TRUE(arena->Allocate(units * kUnit).has_value()) << units;
+  }
+  EXPECT_FALSE(arena->CanAllocate(1));
 }
 
 TEST(RamArenaTest, RegionIsOneStableRange) {
