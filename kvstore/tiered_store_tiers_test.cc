@@ -190,6 +190,30 @@ TEST(DiskTierTest, PageLargerThanRamIsResourceExhausted) {
   EXPECT_EQ(store->Stats().reserved_bytes, 0u);
 }
 
+TEST(DiskTierTest, TwoLayoutsShareRam) {
+  TempDir dir;
+  // RAM 4 pages of 4 KiB, high 1.0 low 0.5; plenty of disk.
+  auto store = *Store::Open(Options(dir.path(), 4, 1.0, 0.5, 100, 1.0, 0.5));
+  PutEach(*store, 1, 4);
+  PageLayout big = SmallLayout();
+  big.page_size = 32;  // 8 KiB
+  // RAM is full of 4 KiB slots. Room is made down to the low watermark
+  // with the new page counted (8 KiB - 8 KiB = 0): all four leave, and
+  // their freed slots merge into the 8 KiB one.
+  ASSERT_TRUE(PutPages(*store, {Key(100)}, big).ok());
+  GetResult got = GetOne(*store, Key(100));
+  ASSERT_TRUE(got.status.ok());
+  EXPECT_EQ(got.tier, Tier::kRam);
+  EXPECT_EQ(got.data, AsString(PageBytes(Key(100), big)));
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.ram.used_bytes, 2 * kPage);
+  EXPECT_EQ(stats.ram.pages, 1u);
+  EXPECT_EQ(stats.demotions, 4u);
+  for (uint64_t n = 1; n <= 4; ++n) {
+    EXPECT_EQ(GetOne(*store, Key(n)).data, AsString(PageBytes(Key(n), SmallLayout()))) << n;
+  }
+}
+
 TEST(RecoveryTest, DiskPagesComeBackAfterRestart) {
   TempDir dir;
   StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
