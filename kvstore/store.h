@@ -222,6 +222,12 @@ class Store {
 
   virtual StoreStats Stats() const = 0;
 
+  // The RAM tier's memory: reserved buffers (Reservation::buffer) lie inside
+  // it. Fixed for the store's life, so a data plane registers it once and
+  // addresses slots by their offset from its start. Empty when the store
+  // has no such region.
+  virtual absl::Span<uint8_t> RamRegion() const { return {}; }
+
  protected:
   // For implementations: Reservation's fields are private to Store.
   static Reservation MakeReservation(Store* store, uint64_t id, std::vector<PutSpec> specs,

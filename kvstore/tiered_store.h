@@ -56,6 +56,11 @@ class TieredStore final : public Store {
                                uint64_t pin_id) override;
   absl::Status Unpin(uint64_t pin_id) override;
   StoreStats Stats() const override;
+  // The arena's region never moves or grows, and capacity_bytes() is const
+  // after construction, so no lock is needed.
+  absl::Span<uint8_t> RamRegion() const override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return {ram_base_, arena_->capacity_bytes()};
+  }
 
  protected:
   void AbortById(uint64_t reservation_id) override;
