@@ -1,0 +1,122 @@
+#include "client/ucx/ucx_endpoint.h"
+
+#include <deque>
+
+#include "absl/strings/str_cat.h"
+#include "client/ucx/ucx_status.h"
+#include "common/status_macros.h"
+
+namespace kvtier::ucx {
+
+absl::StatusOr<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Connect(
+    UcxWorker* worker, absl::string_view peer_address) {
+  if (peer_address.empty()) return absl::InvalidArgumentError("peer worker address: empty");
+  std::unique_ptr<UcxEndpoint> endpoint(new UcxEndpoint(worker));
+  ucp_ep_params_t params{};
+  params.field_mask = UCP_EP_PARAM_FIELD_REMOTE_ADDRESS | UCP_EP_PARAM_FIELD_ERR_HANDLING_MODE |
+                      UCP_EP_PARAM_FIELD_ERR_HANDLER;
+  params.address = reinterpret_cast<const ucp_address_t*>(peer_address.data());
+  params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
+  params.err_handler.cb = &UcxEndpoint::OnPeerError;
+  params.err_handler.arg = endpoint.get();
+  ucp_ep_h ep = nullptr;
+  RETURN_IF_ERROR(FromUcsStatus(ucp_ep_create(worker->get(), &params, &ep), "ucp_ep_create"));
+  absl::MutexLock lock(&endpoint->mu_);
+  endpoint->ep_ = ep;
+  return endpoint;
+}
+
+UcxEndpoint::~UcxEndpoint() { Close(); }
+
+ucp_ep_h UcxEndpoint::get() const {
+  absl::MutexLock lock(&mu_);
+  return ep_;
+}
+
+void UcxEndpoint::OnPeerError(void* arg, ucp_ep_h /*ep*/, ucs_status_t /*status*/) {
+  static_cast<UcxEndpoint*>(arg)->failed_.store(true, std::memory_order_release);
+}
+
+absl::Status UcxEndpoint::Wait(void* request, absl::Time deadline, absl::string_view what) {
+  ucs_status_t status;
+  while ((status = ucp_request_check_status(request)) == UCS_INPROGRESS) {
+    if (worker_->Progress() == 0 && absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(what, ": deadline passed"));
+    }
+  }
+  ucp_request_free(request);
+  return FromUcsStatus(status, what);
+}
+
+void UcxEndpoint::Close() {
+  ucp_ep_h ep;
+  {
+    absl::MutexLock lock(&mu_);
+    ep = ep_;
+    ep_ = nullptr;
+  }
+  failed_.store(true, std::memory_order_release);
+  if (ep == nullptr) return;
+  ucp_request_param_t param{};
+  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+  param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+  ucs_status_ptr_t request = ucp_ep_close_nbx(ep, &param);
+  if (UCS_PTR_IS_PTR(request)) {
+    // A forced close does not wait for the peer; it completes locally.
+    while (ucp_request_check_status(request) == UCS_INPROGRESS) worker_->Progress();
+    ucp_request_free(request);
+  }
+}
+
+absl::Status UcxEndpoint::Write(absl::Span<const WriteSegment> segments,
+                                const UcxRemoteKey& rkey, size_t window, absl::Time deadline) {
+  const ucp_ep_h ep = get();
+  if (ep == nullptr || failed()) return absl::UnavailableError("UCX endpoint failed");
+  if (window == 0) window = 1;
+  ucp_request_param_t param{};
+  std::deque<void*> in_flight;
+  absl::Status status;
+  // Poll the oldest request; Wait frees it unless the deadline passed first.
+  auto poll_oldest = [&](absl::string_view what) {
+    status = Wait(in_flight.front(), deadline, what);
+    if (status.code() != absl::StatusCode::kDeadlineExceeded) in_flight.pop_front();
+  };
+  for (const WriteSegment& s : segments) {
+    while (in_flight.size() >= window && status.ok()) poll_oldest("ucp_put_nbx");
+    if (!status.ok()) break;
+    if (failed()) {
+      status = absl::UnavailableError("UCX endpoint failed");
+      break;
+    }
+    ucs_status_ptr_t request =
+        ucp_put_nbx(ep, s.local, s.bytes, s.remote_address, rkey.get(), &param);
+    if (UCS_PTR_IS_ERR(request)) {
+      status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx");
+      break;
+    }
+    if (request != nullptr) in_flight.push_back(request);
+  }
+  while (!in_flight.empty() && status.ok()) poll_oldest("ucp_put_nbx");
+  if (status.ok()) {
+    ucs_status_ptr_t flush = ucp_ep_flush_nbx(ep, &param);
+    if (UCS_PTR_IS_ERR(flush)) {
+      status = FromUcsStatus(UCS_PTR_STATUS(flush), "ucp_ep_flush_nbx");
+    } else if (flush != nullptr) {
+      in_flight.push_back(flush);
+      poll_oldest("ucp_ep_flush_nbx");
+    }
+  }
+  if (status.ok() && failed()) status = absl::UnavailableError("UCX endpoint failed");
+  if (!status.ok()) {
+    // Closing completes whatever is still in flight; then release it, so
+    // no request refers to the caller's buffers after we return.
+    Close();
+    for (void* request : in_flight) {
+      while (ucp_request_check_status(request) == UCS_INPROGRESS) worker_->Progress();
+      ucp_request_free(request);
+    }
+  }
+  return status;
+}
+
+}  // namespace kvtier::ucx

@@ -1,0 +1,96 @@
+// RAII owners of a UCP context and worker, and the thread that progresses a
+// worker so that remote operations against it (RMA emulated over TCP, the
+// endpoint handshake) complete while no local call is waiting.
+//
+// Both are created in UCS_THREAD_MODE_MULTI: the progress thread and any
+// number of callers post and progress on one worker.
+//
+//   ASSIGN_OR_RETURN(auto context, UcxContext::Create());
+//   ASSIGN_OR_RETURN(auto worker, UcxWorker::Create(*context));
+//   UcxProgressThread progress(worker.get());
+//
+// Transports are UCX's choice; UCX_TLS in the environment restricts them
+// (e.g. UCX_TLS=tcp, or UCX_TLS=posix,cma,self for shared memory).
+//
+// Thread-safety: UcxContext and UcxWorker are thread-safe after Create.
+// Destruction order: progress thread, then everything using the worker
+// (endpoints, memory), then the worker, then the context.
+#ifndef KVTIER_CLIENT_UCX_UCX_WORKER_H_
+#define KVTIER_CLIENT_UCX_UCX_WORKER_H_
+
+#include <ucp/api/ucp.h>
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/status/statusor.h"
+
+namespace kvtier::ucx {
+
+class UcxContext {
+ public:
+  // A context with RMA and wakeup features. UNAVAILABLE/INTERNAL (converted
+  // from UCX) when UCX cannot start.
+  static absl::StatusOr<std::unique_ptr<UcxContext>> Create();
+  ~UcxContext();
+  UcxContext(const UcxContext&) = delete;
+  UcxContext& operator=(const UcxContext&) = delete;
+
+  ucp_context_h get() const { return context_; }
+
+ private:
+  explicit UcxContext(ucp_context_h context) : context_(context) {}
+  ucp_context_h const context_;
+};
+
+class UcxWorker {
+ public:
+  // REQUIRES: context outlives the worker.
+  static absl::StatusOr<std::unique_ptr<UcxWorker>> Create(const UcxContext& context);
+  ~UcxWorker();
+  UcxWorker(const UcxWorker&) = delete;
+  UcxWorker& operator=(const UcxWorker&) = delete;
+
+  ucp_worker_h get() const { return worker_; }
+  // The worker's address, for the peer's ucp_ep_create.
+  const std::string& address() const { return address_; }
+  // One round of progress; the number of events processed.
+  unsigned Progress() { return ucp_worker_progress(worker_); }
+  // Blocks until the worker has events or `timeout_ms` passes (after arming
+  // its event fd). Returns at once when events are pending.
+  void WaitForEvents(int timeout_ms);
+
+ private:
+  UcxWorker(ucp_worker_h worker, std::string address, int event_fd)
+      : worker_(worker), address_(std::move(address)), event_fd_(event_fd) {}
+  ucp_worker_h const worker_;
+  const std::string address_;
+  const int event_fd_;
+};
+
+// Progresses a worker until destroyed, sleeping on its event fd when idle.
+// `on_idle` (may be empty) runs at least every `idle_period_ms` on this
+// thread; the server sweeps expired transfers there.
+class UcxProgressThread {
+ public:
+  // REQUIRES: worker outlives this object.
+  explicit UcxProgressThread(UcxWorker* worker, std::function<void()> on_idle = {},
+                             int idle_period_ms = 100);
+  ~UcxProgressThread();  // stops and joins
+  UcxProgressThread(const UcxProgressThread&) = delete;
+  UcxProgressThread& operator=(const UcxProgressThread&) = delete;
+
+ private:
+  void Loop();
+  UcxWorker* const worker_;
+  const std::function<void()> on_idle_;
+  const int idle_period_ms_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+}  // namespace kvtier::ucx
+
+#endif  // KVTIER_CLIENT_UCX_UCX_WORKER_H_
