@@ -22,7 +22,8 @@
 // Hot loops get an AVX2 and an AVX-512 clone besides the baseline one,
 // picked at load time (GCC function multi-versioning), so no -march is
 // assumed. Results do not depend on the clone: the reductions use a fixed
-// lane order and fp contraction stays off (ISO C++ mode). Off under
+// lane order and kernels/CMakeLists.txt turns fp contraction off (GCC fuses
+// a*b+c into FMA by default in C++, even in ISO mode). Off under
 // ThreadSanitizer, whose instrumented ifunc resolvers would run before the
 // sanitizer's runtime is up.
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && \
