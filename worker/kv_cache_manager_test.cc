@@ -175,7 +175,7 @@ TEST(KvCacheManagerTest, ArkvaleWithBudgetCoveringContextEqualsFullCache) {
   auto arkvale = *ArkvalePolicy::Create(SmallArkvale());
   FullCachePolicy full;
   Harness a(arkvale.get(), 3, 64, absl::Seconds(10), DType::kF32,
-            DecodeOptions{.prefetch_next_layer = false});
+            DecodeOptions{.prefetch_next_layer = true});
   Harness f(&full, 3, 64);
   ASSERT_TRUE(a.cache->AddSequence(1, {64, 64, 64}).ok());
   ASSERT_TRUE(f.cache->AddSequence(1, {64, 64, 64}).ok());
