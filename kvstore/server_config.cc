@@ -130,6 +130,14 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   if (config.has_log_level()) {
     ASSIGN_OR_RETURN(s.log_level, ParseLogLevel(config.log_level()));
   }
+  if (config.has_ucx()) s.ucx = config.ucx();
+  if (config.has_ucx_transfer_timeout_ms()) {
+    s.ucx_transfer_timeout_ms = config.ucx_transfer_timeout_ms();
+  }
+  RETURN_IF_ERROR(
+      CheckRange("ucx_transfer_timeout_ms", s.ucx_transfer_timeout_ms, 1, 3'600'000));
+  if (config.has_ucx_max_sessions()) s.ucx_max_sessions = config.ucx_max_sessions();
+  RETURN_IF_ERROR(CheckRange("ucx_max_sessions", s.ucx_max_sessions, 1, 65536));
   return s;
 }
 

@@ -33,6 +33,10 @@ struct ServerSettings {
   StoreOptions store;  // data_dir, tiers, limits
   uint64_t max_message_bytes = uint64_t{256} << 20;
   LogLevel log_level = LogLevel::kInfo;
+  // The UCX data plane (kvstore/ucx_data_plane.h); see config.proto.
+  bool ucx = true;
+  uint64_t ucx_transfer_timeout_ms = 60'000;
+  uint32_t ucx_max_sessions = 1024;
 };
 
 // Parses text-format `text`; `source` names it in errors. INVALID_ARGUMENT

@@ -53,6 +53,10 @@ ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
 ABSL_FLAG(bool, verify_on_open, true, "Verify disk page checksums when the index is rebuilt");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
+ABSL_FLAG(uint64_t, ucx_transfer_timeout_ms, 60'000,
+          "Abort a data-plane put not committed within this many ms");
+ABSL_FLAG(uint32_t, ucx_max_sessions, 1024, "Most open data-plane sessions");
 ABSL_FLAG(std::string, port_file, "", "Write the bound port here once listening");
 
 namespace kvtier::store {
@@ -113,6 +117,11 @@ v1::ServerConfig OverridesFromFlags() {
     c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
   }
   if (Given("log_level")) c.set_log_level(absl::GetFlag(FLAGS_log_level));
+  if (Given("ucx")) c.set_ucx(absl::GetFlag(FLAGS_ucx));
+  if (Given("ucx_transfer_timeout_ms")) {
+    c.set_ucx_transfer_timeout_ms(absl::GetFlag(FLAGS_ucx_transfer_timeout_ms));
+  }
+  if (Given("ucx_max_sessions")) c.set_ucx_max_sessions(absl::GetFlag(FLAGS_ucx_max_sessions));
   return c;
 }
 
@@ -188,6 +197,27 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                    << " lost_pages=" << recovered.lost_pages;
 }
 
+// Null when disabled or when UCX cannot start: bytes then travel inline.
+std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Store* store) {
+  if (!settings.ucx) {
+    KVTIER_LOG(INFO) << "data plane disabled; page bytes travel inline";
+    return nullptr;
+  }
+  DataPlaneOptions options;
+  options.transfer_timeout_ms = settings.ucx_transfer_timeout_ms;
+  options.max_sessions = settings.ucx_max_sessions;
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane = UcxDataPlane::Create(store, options);
+  if (!plane.ok()) {
+    KVTIER_LOG(WARNING) << "UCX data plane unavailable, page bytes travel inline: "
+                        << plane.status();
+    return nullptr;
+  }
+  KVTIER_LOG(INFO) << "UCX data plane ready arena_bytes=" << store->RamRegion().size()
+                   << " transfer_timeout_ms=" << options.transfer_timeout_ms
+                   << " max_sessions=" << options.max_sessions;
+  return std::move(*plane);
+}
+
 int Run() {
   KeepPageBuffersOnTheHeap();
   // Block the shutdown signals before gRPC starts threads, so that only
@@ -212,7 +242,9 @@ int Run() {
     return 1;
   }
   const StoreStats recovered = (*store)->Stats();
-  KvStoreService service(store->get(), ServiceLimits::FromStoreOptions(settings->store));
+  std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get());
+  KvStoreService service(store->get(), ServiceLimits::FromStoreOptions(settings->store),
+                         data_plane.get());
 
   int port = 0;
   std::unique_ptr<grpc::Server> server = BuildServer(*settings, &service, &port);
@@ -237,7 +269,8 @@ int Run() {
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
-  KVTIER_LOG(INFO) << "rpc server stopped; closing the store";
+  KVTIER_LOG(INFO) << "rpc server stopped; closing the data plane and the store";
+  data_plane.reset();
   store->reset();
   KVTIER_LOG(INFO) << "stopped";
   return 0;

@@ -87,8 +87,9 @@ absl::Status ServiceLimits::Validate() const {
   return absl::OkStatus();
 }
 
-KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits)
-    : store_(store), limits_(limits) {}
+KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
+                               UcxDataPlane* data_plane)
+    : store_(store), limits_(limits), data_plane_(data_plane) {}
 
 absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
                                       v1::LookupResponse* response) {
@@ -122,32 +123,42 @@ absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
-                                        v1::BatchPutResponse* response) {
-  const int n = request.pages_size();
+absl::Status KvStoreService::SpecsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::PutPage>& pages, bool inline_bytes,
+    std::vector<PutSpec>* specs) const {
+  const int n = pages.size();
   RETURN_IF_ERROR(CheckBatchSize(n, limits_.max_batch_pages, "pages", /*allow_empty=*/false));
-  std::vector<PutSpec> specs;
-  std::vector<absl::Span<const uint8_t>> data;
-  specs.reserve(n);
-  data.reserve(n);
+  specs->reserve(n);
   absl::flat_hash_set<PageKey> seen;
   for (int i = 0; i < n; ++i) {
-    const v1::PutPage& page = request.pages(i);
+    const v1::PutPage& page = pages[i];
     const std::string where = absl::StrCat("pages[", i, "]");
     PutSpec spec;
     ASSIGN_OR_RETURN(spec.key, KeyFromProto(page.key(), where + ".key"));
     ASSIGN_OR_RETURN(spec.layout, v1::LayoutFromProto(page.layout(), where + ".layout"));
     spec.checksum = page.checksum();
-    if (page.inline_data().size() != spec.layout.PageBytes()) {
+    const uint64_t want = inline_bytes ? spec.layout.PageBytes() : 0;
+    if (page.inline_data().size() != want) {
       return absl::InvalidArgumentError(absl::StrFormat(
-          "%s.inline_data: %d bytes, layout %s needs %d", where, page.inline_data().size(),
-          spec.layout.DebugString(), spec.layout.PageBytes()));
+          "%s.inline_data: %d bytes, layout %s needs %d%s", where, page.inline_data().size(),
+          spec.layout.DebugString(), want, inline_bytes ? "" : " (bytes go over the data plane)"));
     }
     if (!seen.insert(spec.key).second) {
       return absl::InvalidArgumentError(
           absl::StrCat(where, ".key: ", spec.key.DebugString(), " appears twice in the batch"));
     }
-    specs.push_back(spec);
+    specs->push_back(spec);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
+                                        v1::BatchPutResponse* response) {
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/true, &specs));
+  std::vector<absl::Span<const uint8_t>> data;
+  data.reserve(specs.size());
+  for (const v1::PutPage& page : request.pages()) {
     data.emplace_back(reinterpret_cast<const uint8_t*>(page.inline_data().data()),
                       page.inline_data().size());
   }
@@ -165,6 +176,7 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
   ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
+  if (request.has_region()) RETURN_IF_ERROR(CheckRegion(request.region()));
   ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
   if (results.size() != keys.size()) {
     return absl::InternalError(absl::StrFormat("store returned %d results for %d keys",
@@ -179,7 +191,7 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
         page->set_status(v1::PAGE_STATUS_OK);
         v1::LayoutToProto(r.layout, page->mutable_layout());
         page->set_checksum(r.checksum);
-        page->set_inline_data(std::move(r.data));
+        if (!request.has_region()) page->set_inline_data(std::move(r.data));
         page->set_tier(TierToProto(r.tier));
         break;
       case absl::StatusCode::kNotFound:
@@ -193,6 +205,7 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
         return r.status;
     }
   }
+  if (request.has_region()) return WriteRegion(request.region(), &results, response);
   return absl::OkStatus();
 }
 

@@ -9,9 +9,13 @@ set(_svc_dir ${CMAKE_CURRENT_LIST_DIR})
 add_library(kvtier_server_config ${_svc_dir}/server_config.cc)
 target_link_libraries(kvtier_server_config PUBLIC kvtier_proto kvtier_common)
 
-add_library(kvtier_service ${_svc_dir}/service.cc)
+add_library(kvtier_service
+  ${_svc_dir}/service.cc
+  ${_svc_dir}/service_data_plane.cc
+  ${_svc_dir}/ucx_data_plane.cc)
 target_link_libraries(kvtier_service
-  PUBLIC kvtier_proto_convert kvtier_store_core kvtier_common gRPC::grpc++)
+  PUBLIC kvtier_proto_convert kvtier_store_core kvtier_common kvtier_ucx gRPC::grpc++
+         absl::random_random absl::time)
 
 if(TARGET gRPC::grpc++_reflection)
   set(_svc_reflection gRPC::grpc++_reflection)

@@ -9,7 +9,12 @@
 // Handlers run on gRPC's callback threads and call the Store inline: the
 // Store is thread-safe and its calls are bounded by the batch limits below.
 //
-// Thread-safety: thread-safe; the Store must outlive the service.
+// The data-plane RPCs (OpenDataPlane, ReservePut, CommitPut, AbortPut,
+// CloseDataPlane, and BatchGet with a region) delegate to a UcxDataPlane;
+// without one they answer FAILED_PRECONDITION and clients send bytes inline.
+//
+// Thread-safety: thread-safe; the Store (and the data plane) must outlive
+// the service.
 #ifndef KVTIER_KVSTORE_SERVICE_H_
 #define KVTIER_KVSTORE_SERVICE_H_
 
@@ -17,6 +22,7 @@
 
 #include "absl/status/status.h"
 #include "kvstore/store.h"
+#include "kvstore/ucx_data_plane.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
 namespace kvtier::store {
@@ -40,8 +46,9 @@ struct ServiceLimits {
 
 class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
  public:
-  // REQUIRES: store != nullptr, limits.Validate().ok(); store outlives this.
-  KvStoreService(Store* store, const ServiceLimits& limits);
+  // REQUIRES: store != nullptr, limits.Validate().ok(); store and
+  // data_plane (null: bytes inline only) outlive this.
+  KvStoreService(Store* store, const ServiceLimits& limits, UcxDataPlane* data_plane = nullptr);
 
   grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
                                    const v1::LookupRequest* request,
@@ -64,6 +71,21 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
                                   const v1::StatsRequest* request,
                                   v1::StatsResponse* response) override;
+  grpc::ServerUnaryReactor* OpenDataPlane(grpc::CallbackServerContext* context,
+                                          const v1::OpenDataPlaneRequest* request,
+                                          v1::OpenDataPlaneResponse* response) override;
+  grpc::ServerUnaryReactor* CloseDataPlane(grpc::CallbackServerContext* context,
+                                           const v1::CloseDataPlaneRequest* request,
+                                           v1::CloseDataPlaneResponse* response) override;
+  grpc::ServerUnaryReactor* ReservePut(grpc::CallbackServerContext* context,
+                                       const v1::ReservePutRequest* request,
+                                       v1::ReservePutResponse* response) override;
+  grpc::ServerUnaryReactor* CommitPut(grpc::CallbackServerContext* context,
+                                      const v1::CommitPutRequest* request,
+                                      v1::BatchPutResponse* response) override;
+  grpc::ServerUnaryReactor* AbortPut(grpc::CallbackServerContext* context,
+                                     const v1::AbortPutRequest* request,
+                                     v1::AbortPutResponse* response) override;
 
   // The handlers without gRPC, for the reactors above and for tests.
   absl::Status DoLookup(const v1::LookupRequest& request, v1::LookupResponse* response);
@@ -73,11 +95,31 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoPin(const v1::PinRequest& request, v1::PinResponse* response);
   absl::Status DoUnpin(const v1::UnpinRequest& request);
   absl::Status DoStats(v1::StatsResponse* response);
+  // service_data_plane.cc
+  absl::Status DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+                               v1::OpenDataPlaneResponse* response);
+  absl::Status DoCloseDataPlane(const v1::CloseDataPlaneRequest& request);
+  absl::Status DoReservePut(const v1::ReservePutRequest& request,
+                            v1::ReservePutResponse* response);
+  absl::Status DoCommitPut(const v1::CommitPutRequest& request, v1::BatchPutResponse* response);
+  absl::Status DoAbortPut(const v1::AbortPutRequest& request);
 
  private:
+  // Validates `pages` (keys, layouts, duplicates, batch size) into specs.
+  // With `inline_bytes`, each page's inline_data must be its layout's byte
+  // count; without, it must be empty (the bytes come over the data plane).
+  absl::Status SpecsFromProto(const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
+                              bool inline_bytes, std::vector<PutSpec>* specs) const;
+  // BatchGet's region: validated before the store is read.
+  absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
+  // Writes OK pages that fit into the region, marking them in_region.
+  absl::Status WriteRegion(const v1::DataPlaneRegion& region, std::vector<GetResult>* results,
+                           v1::BatchGetResponse* response);
+
   // Const after construction.
   Store* const store_;
   const ServiceLimits limits_;
+  UcxDataPlane* const data_plane_;  // null: no data plane
 };
 
 }  // namespace kvtier::store

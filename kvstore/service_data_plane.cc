@@ -1,0 +1,144 @@
+// KvStoreService's data-plane RPCs: thin adapters over UcxDataPlane.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "kvstore/service.h"
+#include "kvtier/v1/convert.h"
+
+namespace kvtier::store {
+namespace {
+
+constexpr uint64_t kRegionAlignBytes = 64;
+
+absl::Status NoDataPlane() {
+  return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx)");
+}
+
+template <typename Fn>
+grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(v1::ToGrpcStatus(fn()));
+  return reactor;
+}
+
+}  // namespace
+
+absl::Status KvStoreService::DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+                                             v1::OpenDataPlaneResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  ASSIGN_OR_RETURN(UcxDataPlane::OpenReply reply,
+                   data_plane_->Open(request.client_worker_address()));
+  response->set_session_id(reply.session_id);
+  response->set_server_worker_address(std::move(reply.worker_address));
+  response->set_arena_address(reply.arena_address);
+  response->set_arena_bytes(reply.arena_bytes);
+  response->set_arena_rkey(std::move(reply.arena_rkey));
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoCloseDataPlane(const v1::CloseDataPlaneRequest& request) {
+  if (data_plane_ != nullptr) data_plane_->Close(request.session_id());
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
+                                          v1::ReservePutResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
+  ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
+                   data_plane_->ReservePut(request.session_id(), specs));
+  response->set_transfer_id(reply.transfer_id);
+  for (const UcxDataPlane::Slot& slot : reply.slots) {
+    v1::PutSlot* out = response->add_slots();
+    out->set_already_present(slot.already_present);
+    out->set_arena_offset(slot.arena_offset);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request,
+                                         v1::BatchPutResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  ASSIGN_OR_RETURN(std::vector<PutResult> results,
+                   data_plane_->CommitPut(request.session_id(), request.transfer_id()));
+  for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoAbortPut(const v1::AbortPutRequest& request) {
+  if (data_plane_ != nullptr) data_plane_->AbortPut(request.session_id(), request.transfer_id());
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) const {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  if (region.bytes() == 0 || region.address() == 0) {
+    return absl::InvalidArgumentError("region: address and bytes must be > 0");
+  }
+  if (region.address() + region.bytes() < region.address()) {
+    return absl::InvalidArgumentError("region: address + bytes overflows");
+  }
+  return data_plane_->CheckRegion(region.session_id(), region.rkey());
+}
+
+absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
+                                         std::vector<GetResult>* results,
+                                         v1::BatchGetResponse* response) {
+  std::vector<UcxDataPlane::RegionWrite> writes;
+  uint64_t cursor = 0;
+  for (int i = 0; i < response->pages_size(); ++i) {
+    v1::GotPage* page = response->mutable_pages(i);
+    if (page->status() != v1::PAGE_STATUS_OK) continue;
+    std::string& data = (*results)[i].data;
+    const uint64_t offset = (cursor + kRegionAlignBytes - 1) / kRegionAlignBytes * kRegionAlignBytes;
+    if (offset + data.size() <= region.bytes()) {
+      writes.push_back({.bytes = data.data(), .size = data.size(), .region_offset = offset});
+      page->set_in_region(true);
+      page->set_region_offset(offset);
+      cursor = offset + data.size();
+    } else {
+      page->set_inline_data(std::move(data));
+    }
+  }
+  if (writes.empty()) return absl::OkStatus();
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  return data_plane_->WriteToRegion(region.session_id(), region.address(), region.rkey(), writes,
+                                    deadline);
+}
+
+grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* context,
+                                                        const v1::OpenDataPlaneRequest* request,
+                                                        v1::OpenDataPlaneResponse* response) {
+  return Respond(context, [&] { return DoOpenDataPlane(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
+    grpc::CallbackServerContext* context, const v1::CloseDataPlaneRequest* request,
+    v1::CloseDataPlaneResponse* /*response*/) {
+  return Respond(context, [&] { return DoCloseDataPlane(*request); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
+                                                     const v1::ReservePutRequest* request,
+                                                     v1::ReservePutResponse* response) {
+  return Respond(context, [&] { return DoReservePut(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
+                                                    const v1::CommitPutRequest* request,
+                                                    v1::BatchPutResponse* response) {
+  return Respond(context, [&] { return DoCommitPut(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,
+                                                   const v1::AbortPutRequest* request,
+                                                   v1::AbortPutResponse* /*response*/) {
+  return Respond(context, [&] { return DoAbortPut(*request); });
+}
+
+}  // namespace kvtier::store

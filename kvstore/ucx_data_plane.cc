@@ -1,0 +1,300 @@
+#include "kvstore/ucx_data_plane.h"
+
+#include <utility>
+
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace kvtier::store {
+namespace {
+
+// Worker addresses are a few hundred bytes; packed keys smaller still.
+constexpr size_t kMaxWorkerAddressBytes = 64 << 10;
+constexpr size_t kMaxRkeyBytes = 16 << 10;
+
+}  // namespace
+
+// One client connection. Members are destroyed in reverse order: the
+// cached remote key before the endpoint it was unpacked on.
+struct UcxDataPlane::Session {
+  std::unique_ptr<ucx::UcxEndpoint> endpoint;
+  uint64_t last_use = 0;  // guarded by UcxDataPlane::mu_
+  absl::Mutex mu;
+  std::string packed_rkey ABSL_GUARDED_BY(mu);
+  std::shared_ptr<ucx::UcxRemoteKey> rkey ABSL_GUARDED_BY(mu);
+};
+
+absl::Status DataPlaneOptions::Validate() const {
+  if (transfer_timeout_ms == 0 || transfer_timeout_ms > 3'600'000) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ucx_transfer_timeout_ms %d out of range [1, 3600000]", transfer_timeout_ms));
+  }
+  if (max_sessions == 0 || max_sessions > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ucx_max_sessions %d out of range [1, 65536]", max_sessions));
+  }
+  if (max_pending_transfers == 0) {
+    return absl::InvalidArgumentError("max_pending_transfers must be > 0");
+  }
+  if (window == 0) return absl::InvalidArgumentError("window must be > 0");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
+    Store* store, const DataPlaneOptions& options) {
+  RETURN_IF_ERROR(options.Validate());
+  const absl::Span<uint8_t> region = store->RamRegion();
+  if (region.empty()) return absl::InvalidArgumentError("the store has no RAM region");
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxContext> context, ucx::UcxContext::Create());
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxWorker> worker, ucx::UcxWorker::Create(*context));
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxMemory> arena,
+                   ucx::UcxMemory::Register(*context, region.data(), region.size()));
+  std::unique_ptr<UcxDataPlane> plane(new UcxDataPlane(
+      store, options, std::move(context), std::move(worker), std::move(arena)));
+  UcxDataPlane* raw = plane.get();
+  plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
+      plane->worker_.get(), [raw] { raw->SweepExpired(); });
+  return plane;
+}
+
+UcxDataPlane::UcxDataPlane(Store* store, const DataPlaneOptions& options,
+                           std::unique_ptr<ucx::UcxContext> context,
+                           std::unique_ptr<ucx::UcxWorker> worker,
+                           std::unique_ptr<ucx::UcxMemory> arena)
+    : store_(store),
+      options_(options),
+      context_(std::move(context)),
+      worker_(std::move(worker)),
+      arena_(std::move(arena)),
+      arena_base_(arena_->address()) {}
+
+UcxDataPlane::~UcxDataPlane() {
+  progress_.reset();
+  absl::flat_hash_map<uint64_t, Transfer> transfers;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    transfers.swap(transfers_);
+    sessions.swap(sessions_);
+  }
+  for (auto& [id, t] : transfers) store_->Abort(std::move(t.reservation));
+  // Sessions (their endpoints) go before the worker, which members own.
+}
+
+uint64_t UcxDataPlane::NewIdLocked() {
+  uint64_t id = 0;
+  while (id == 0 || sessions_.contains(id) || transfers_.contains(id)) id = gen_();
+  return id;
+}
+
+absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
+    absl::string_view client_worker_address) {
+  if (client_worker_address.empty() || client_worker_address.size() > kMaxWorkerAddressBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "client_worker_address: %d bytes, need 1..%d", client_worker_address.size(),
+        kMaxWorkerAddressBytes));
+  }
+  auto session = std::make_shared<Session>();
+  ASSIGN_OR_RETURN(session->endpoint,
+                   ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));
+  OpenReply reply{.worker_address = worker_->address(),
+                  .arena_address = reinterpret_cast<uint64_t>(arena_->address()),
+                  .arena_bytes = arena_->bytes(),
+                  .arena_rkey = arena_->packed_rkey()};
+  std::vector<std::shared_ptr<Session>> evicted;
+  std::vector<Reservation> aborted;
+  {
+    absl::MutexLock lock(&mu_);
+    if (sessions_.size() >= options_.max_sessions) {
+      auto lru = sessions_.begin();
+      for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+        if (it->second->last_use < lru->second->last_use) lru = it;
+      }
+      KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first;
+      RemoveSessionLocked(lru->first, &evicted, &aborted);
+    }
+    reply.session_id = NewIdLocked();
+    session->last_use = ++use_clock_;
+    sessions_.emplace(reply.session_id, std::move(session));
+  }
+  for (Reservation& r : aborted) store_->Abort(std::move(r));
+  return reply;
+}
+
+void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
+                                       std::vector<std::shared_ptr<Session>>* sessions,
+                                       std::vector<Reservation>* reservations) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  sessions->push_back(std::move(it->second));
+  sessions_.erase(it);
+  for (auto t = transfers_.begin(); t != transfers_.end();) {
+    if (t->second.session_id == session_id) {
+      reservations->push_back(std::move(t->second.reservation));
+      transfers_.erase(t++);
+    } else {
+      ++t;
+    }
+  }
+}
+
+void UcxDataPlane::Close(uint64_t session_id) {
+  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<Reservation> reservations;
+  {
+    absl::MutexLock lock(&mu_);
+    RemoveSessionLocked(session_id, &sessions, &reservations);
+  }
+  for (Reservation& r : reservations) store_->Abort(std::move(r));
+}
+
+std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t session_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return nullptr;
+  it->second->last_use = ++use_clock_;
+  return it->second;
+}
+
+absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
+    uint64_t session_id, absl::Span<const PutSpec> specs) {
+  if (FindSession(session_id) == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (transfers_.size() >= options_.max_pending_transfers) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "%d data-plane transfers pending (max_pending_transfers)", transfers_.size()));
+    }
+  }
+  ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
+  ReserveReply reply;
+  reply.slots.resize(reservation.size());
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    const absl::Span<uint8_t> buffer = reservation.buffer(i);
+    reply.slots[i].already_present = buffer.empty();
+    if (!buffer.empty()) reply.slots[i].arena_offset = buffer.data() - arena_base_;
+  }
+  absl::MutexLock lock(&mu_);
+  if (!sessions_.contains(session_id)) {
+    // Closed meanwhile; the reservation aborts as it goes out of scope.
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+  }
+  reply.transfer_id = NewIdLocked();
+  transfers_.emplace(reply.transfer_id,
+                     Transfer{.session_id = session_id,
+                              .reservation = std::move(reservation),
+                              .expiry = absl::Now() +
+                                        absl::Milliseconds(options_.transfer_timeout_ms)});
+  return reply;
+}
+
+absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(uint64_t session_id,
+                                                               uint64_t transfer_id) {
+  Reservation reservation;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(transfer_id);
+    if (it == transfers_.end() || it->second.session_id != session_id) {
+      return absl::NotFoundError(absl::StrFormat(
+          "transfer %d of session %d is not pending (timed out, aborted or unknown)",
+          transfer_id, session_id));
+    }
+    reservation = std::move(it->second.reservation);
+    transfers_.erase(it);
+  }
+  return store_->Commit(std::move(reservation));
+}
+
+void UcxDataPlane::AbortPut(uint64_t session_id, uint64_t transfer_id) {
+  Reservation reservation;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(transfer_id);
+    if (it == transfers_.end() || it->second.session_id != session_id) return;
+    reservation = std::move(it->second.reservation);
+    transfers_.erase(it);
+  }
+  store_->Abort(std::move(reservation));
+}
+
+void UcxDataPlane::SweepExpired() {
+  std::vector<Reservation> expired;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = transfers_.begin(); it != transfers_.end();) {
+      if (it->second.expiry <= now) {
+        expired.push_back(std::move(it->second.reservation));
+        transfers_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+  }
+  if (!expired.empty()) {
+    KVTIER_LOG(INFO) << "data plane: aborted expired transfers=" << expired.size();
+  }
+  for (Reservation& r : expired) store_->Abort(std::move(r));
+}
+
+absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, absl::string_view rkey) {
+  if (rkey.empty() || rkey.size() > kMaxRkeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("region.rkey: %d bytes, need 1..%d", rkey.size(), kMaxRkeyBytes));
+  }
+  if (FindSession(session_id) == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
+                                         absl::string_view rkey,
+                                         absl::Span<const RegionWrite> pages,
+                                         absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  std::shared_ptr<ucx::UcxRemoteKey> key;
+  {
+    absl::MutexLock lock(&session->mu);
+    // A client keeps its regions, so the last key is usually the one.
+    if (session->rkey == nullptr || session->packed_rkey != rkey) {
+      ucp_ep_h ep = session->endpoint->get();
+      if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
+      ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
+                       ucx::UcxRemoteKey::Unpack(ep, rkey));
+      session->rkey = std::move(unpacked);
+      session->packed_rkey = std::string(rkey);
+    }
+    key = session->rkey;
+  }
+  std::vector<ucx::WriteSegment> segments;
+  segments.reserve(pages.size());
+  for (const RegionWrite& p : pages) {
+    segments.push_back({.local = p.bytes, .bytes = p.size,
+                        .remote_address = address + p.region_offset});
+  }
+  absl::Status status = session->endpoint->Write(segments, *key, options_.window, deadline);
+  if (!status.ok()) {
+    key.reset();
+    Close(session_id);
+  }
+  return status;
+}
+
+size_t UcxDataPlane::pending_transfers() const {
+  absl::MutexLock lock(&mu_);
+  return transfers_.size();
+}
+
+size_t UcxDataPlane::open_sessions() const {
+  absl::MutexLock lock(&mu_);
+  return sessions_.size();
+}
+
+}  // namespace kvtier::store

@@ -1,0 +1,169 @@
+// UcxDataPlane: the store's side of the UCX data plane (see
+// kvstore/DATA_PLANE.md and the "Data plane" section of store.proto).
+//
+// At creation the RAM arena (Store::RamRegion) is registered with UCX once
+// and its remote key packed once. A session is opened per client connection
+// by the OpenDataPlane RPC, i.e. only after the gRPC request was accepted:
+// it gets an endpoint to the client's worker (for gets) and receives the
+// server worker's address, the arena's address and its remote key (for
+// puts). There is no separate UCX listener port: endpoints are created from
+// worker addresses exchanged over gRPC, so the gRPC port is the only one a
+// client needs.
+//
+// Puts: ReservePut reserves arena slots (Store::Reserve) and hands out their
+// offsets; the client writes them with ucp_put_nbx and flushes; CommitPut
+// verifies checksums and publishes (Store::Commit). A pending transfer holds
+// its Reservation here until it is committed, aborted, its session closed,
+// or transfer_timeout_ms passes; the progress thread sweeps expired ones, so
+// a client that vanishes mid-transfer leaves no reserved space behind.
+//
+// Gets: WriteToRegion writes page bytes into a client's registered region
+// through the session's endpoint and flushes before returning.
+//
+// A client that keeps writing after its transfer expired may overwrite a
+// slot given to someone else; checksums (verified on commit and on every
+// read) keep such bytes from ever being committed or returned.
+//
+// Thread-safety: thread-safe. Bounded: at most max_sessions sessions (the
+// least recently used is closed to admit another) and max_pending_transfers
+// transfers. REQUIRES: the Store outlives this object.
+#ifndef KVTIER_KVSTORE_UCX_DATA_PLANE_H_
+#define KVTIER_KVSTORE_UCX_DATA_PLANE_H_
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/random/random.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "client/ucx/ucx_endpoint.h"
+#include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_worker.h"
+#include "kvstore/store.h"
+
+namespace kvtier::store {
+
+struct DataPlaneOptions {
+  // An uncommitted put reservation is aborted after this long. Default
+  // 60000 ms. Range [1, 3600000].
+  uint64_t transfer_timeout_ms = 60'000;
+  // Most open sessions. Default 1024. Range [1, 65536].
+  uint32_t max_sessions = 1024;
+  // Most put transfers pending at once, all sessions together. Default
+  // 4096. Must be > 0.
+  uint32_t max_pending_transfers = 4096;
+  // Writes in flight per WriteToRegion. Default 64. Must be > 0.
+  uint32_t window = 64;
+
+  // INVALID_ARGUMENT naming the first bad option.
+  absl::Status Validate() const;
+};
+
+class UcxDataPlane {
+ public:
+  struct Session;  // defined in the .cc
+
+  struct OpenReply {
+    uint64_t session_id = 0;
+    std::string worker_address;
+    uint64_t arena_address = 0;
+    uint64_t arena_bytes = 0;
+    std::string arena_rkey;
+  };
+  struct Slot {
+    bool already_present = false;
+    uint64_t arena_offset = 0;  // meaningful when !already_present
+  };
+  struct ReserveReply {
+    uint64_t transfer_id = 0;
+    std::vector<Slot> slots;
+  };
+  // One page for WriteToRegion.
+  struct RegionWrite {
+    const void* bytes = nullptr;
+    uint64_t size = 0;
+    uint64_t region_offset = 0;
+  };
+
+  // Starts UCX, registers the store's RAM region and the progress thread.
+  // INVALID_ARGUMENT for bad options or a store without a RAM region; the
+  // converted UCX error when UCX cannot start.
+  static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Create(Store* store,
+                                                              const DataPlaneOptions& options);
+  ~UcxDataPlane();  // aborts pending transfers, closes sessions
+  UcxDataPlane(const UcxDataPlane&) = delete;
+  UcxDataPlane& operator=(const UcxDataPlane&) = delete;
+
+  // INVALID_ARGUMENT (empty or oversized address), UNAVAILABLE (no
+  // endpoint to the client's worker).
+  absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address);
+  void Close(uint64_t session_id);
+
+  // NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (max_pending_transfers,
+  // or the store's own), and Store::Reserve's errors.
+  absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs);
+  // NOT_FOUND (unknown session or transfer), and Store::Commit's errors.
+  absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id);
+  void AbortPut(uint64_t session_id, uint64_t transfer_id);
+
+  // NOT_FOUND (unknown session) when `session_id` is not open; other
+  // errors checked before any byte moves: INVALID_ARGUMENT (bad rkey).
+  absl::Status CheckRegion(uint64_t session_id, absl::string_view rkey);
+  // Writes every page into the client region at `address` (rkey packed by
+  // the client) and flushes. NOT_FOUND (unknown session), UNAVAILABLE or
+  // DEADLINE_EXCEEDED (the endpoint failed; the session is closed).
+  absl::Status WriteToRegion(uint64_t session_id, uint64_t address, absl::string_view rkey,
+                             absl::Span<const RegionWrite> pages, absl::Time deadline);
+
+  // Aborts transfers past their timeout. Called by the progress thread.
+  void SweepExpired() ABSL_LOCKS_EXCLUDED(mu_);
+
+  const DataPlaneOptions& options() const { return options_; }
+  size_t pending_transfers() const ABSL_LOCKS_EXCLUDED(mu_);
+  size_t open_sessions() const ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  struct Transfer {
+    uint64_t session_id = 0;
+    Reservation reservation;
+    absl::Time expiry;
+  };
+
+  UcxDataPlane(Store* store, const DataPlaneOptions& options,
+               std::unique_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
+               std::unique_ptr<ucx::UcxMemory> arena);
+  std::shared_ptr<Session> FindSession(uint64_t session_id) ABSL_LOCKS_EXCLUDED(mu_);
+  uint64_t NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes a session and returns what must be destroyed outside mu_.
+  void RemoveSessionLocked(uint64_t session_id, std::vector<std::shared_ptr<Session>>* sessions,
+                           std::vector<Reservation>* reservations)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Const after construction.
+  Store* const store_;
+  const DataPlaneOptions options_;
+  const std::unique_ptr<ucx::UcxContext> context_;
+  const std::unique_ptr<ucx::UcxWorker> worker_;
+  const std::unique_ptr<ucx::UcxMemory> arena_;
+  const uint8_t* const arena_base_;
+
+  mutable absl::Mutex mu_;
+  absl::BitGen gen_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
+  uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;  // orders sessions by last use
+
+  // Last: stopped first, before anything it touches is destroyed.
+  std::unique_ptr<ucx::UcxProgressThread> progress_;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_UCX_DATA_PLANE_H_
