@@ -40,9 +40,8 @@ TEST(SimulatorTest, ArkvaleWithBudgetCoveringContextMatchesFullCache) {
   auto source = SmallTrace();
   auto report = RunSimulation(*source, Options("arkvale", 40));  // 520 tokens = 33 pages
   ASSERT_TRUE(report.ok()) << report.status();
-  // Equal up to the attention kernel's last-ulp rounding (see
-  // kv_cache_manager_test.cc).
-  EXPECT_LT(report->max_rel_error, 1e-6);
+  // Same pages, same order, same kernel: bit-identical outputs.
+  EXPECT_EQ(report->max_rel_error, 0.0);
   EXPECT_EQ(report->stats.pages_attended, report->reference_stats.pages_attended);
   ASSERT_EQ(report->digest_recall.size(), 2u);
   for (double r : report->digest_recall) {
@@ -78,7 +77,7 @@ TEST(SimulatorTest, PerKvHeadGroupsMatchFullCacheWhenTheBudgetCoversTheContext) 
   o.n_head_groups = 2;
   auto report = RunSimulation(*source, o);
   ASSERT_TRUE(report.ok()) << report.status();
-  EXPECT_LT(report->max_rel_error, 1e-6);
+  EXPECT_EQ(report->max_rel_error, 0.0);
   EXPECT_EQ(report->n_head_groups, 2u);
   // Each (layer, group) backed up its own 32 pages.
   EXPECT_EQ(report->counters.pages_backed_up, 3u * 2 * 32);
