@@ -10,6 +10,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/checksum.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
 #include "kvtier/v1/convert.h"
@@ -72,6 +73,18 @@ absl::Status ClientOptions::Validate() const {
   if (!(jitter >= 0.0 && jitter <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat("jitter %g out of range [0, 1]", jitter));
   }
+  if (ucx_window < 1 || ucx_window > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ucx_window %d out of range [1, 4096]", ucx_window));
+  }
+  if (ucx_region_bytes < (uint64_t{1} << 20) || ucx_region_bytes > (uint64_t{2} << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ucx_region_bytes %d out of range [1 MiB, 2 GiB]", ucx_region_bytes));
+  }
+  if (ucx_reopen_interval_ms <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ucx_reopen_interval_ms %d must be > 0", ucx_reopen_interval_ms));
+  }
   return absl::OkStatus();
 }
 
@@ -97,7 +110,16 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
 }
 
 StoreClient::StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options)
-    : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {}
+    : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {
+  if (options_.use_ucx) {
+    absl::StatusOr<std::unique_ptr<ClientDataPlane>> plane = ClientDataPlane::Create();
+    if (plane.ok()) {
+      data_plane_ = std::move(*plane);
+    } else {
+      KVTIER_LOG(WARNING) << "UCX unavailable, page bytes travel inline: " << plane.status();
+    }
+  }
+}
 
 template <typename Request, typename Response>
 absl::Status StoreClient::Call(Method<Request, Response> method, const Request& request,
@@ -153,26 +175,32 @@ absl::StatusOr<std::vector<PutOutcome>> StoreClient::BatchPut(absl::Span<const P
   std::vector<PutOutcome> out;
   out.reserve(pages.size());
   for (auto [begin, end] : Chunks(sizes, options_.max_batch_pages, PayloadBudget(options_))) {
-    v1::BatchPutRequest request;
-    for (size_t i = begin; i < end; ++i) {
-      const PutPage& page = pages[i];
-      v1::PutPage* wire = request.add_pages();
-      v1::KeyToProto(page.key, wire->mutable_key());
-      v1::LayoutToProto(page.layout, wire->mutable_layout());
-      wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
-      wire->set_inline_data(page.data.data(), page.data.size());
-    }
-    v1::BatchPutResponse response;
-    RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
-    if (response.results_size() != static_cast<int>(end - begin)) {
-      return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
-                                                 response.results_size(), end - begin));
-    }
-    for (const v1::PutResult& r : response.results()) {
-      out.push_back(PutOutcome{.already_present = r.already_present()});
-    }
+    RETURN_IF_ERROR(PutChunk(pages.subspan(begin, end - begin), &out));
   }
   return out;
+}
+
+absl::Status StoreClient::PutChunkInline(absl::Span<const PutPage> pages,
+                                         std::vector<PutOutcome>* out) {
+  v1::BatchPutRequest request;
+  for (const PutPage& page : pages) {
+    v1::PutPage* wire = request.add_pages();
+    v1::KeyToProto(page.key, wire->mutable_key());
+    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+    wire->set_inline_data(page.data.data(), page.data.size());
+  }
+  v1::BatchPutResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
+  if (response.results_size() != static_cast<int>(pages.size())) {
+    return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
+                                               response.results_size(), pages.size()));
+  }
+  for (const v1::PutResult& r : response.results()) {
+    out->push_back(PutOutcome{.already_present = r.already_present()});
+  }
+  counters_.inline_put_pages += pages.size();
+  return absl::OkStatus();
 }
 
 absl::Status StoreClient::GetChunk(absl::Span<const PageKey> keys, std::vector<GotPage>* out) {
@@ -205,6 +233,7 @@ absl::Status StoreClient::GetChunk(absl::Span<const PageKey> keys, std::vector<G
     }
     out->push_back(std::move(page));
   }
+  counters_.inline_get_pages += keys.size();
   return absl::OkStatus();
 }
 
@@ -219,7 +248,7 @@ absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(absl::Span<const Page
   std::vector<GotPage> out;
   out.reserve(keys.size());
   for (size_t begin = 0; begin < keys.size(); begin += per_chunk) {
-    RETURN_IF_ERROR(GetChunk(keys.subspan(begin, per_chunk), &out));
+    RETURN_IF_ERROR(GetChunkAny(keys.subspan(begin, per_chunk), page_bytes_hint, &out));
   }
   return out;
 }
@@ -278,5 +307,25 @@ absl::StatusOr<v1::StatsResponse> StoreClient::Stats() {
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Stats, v1::StatsRequest(), &response));
   return response;
 }
+
+}  // namespace kvtier::client
+
+namespace kvtier::client {
+
+// The data-plane RPCs are issued from store_client_ucx.cc.
+template absl::Status StoreClient::Call(
+    Method<v1::OpenDataPlaneRequest, v1::OpenDataPlaneResponse>, const v1::OpenDataPlaneRequest&,
+    v1::OpenDataPlaneResponse*);
+template absl::Status StoreClient::Call(
+    Method<v1::CloseDataPlaneRequest, v1::CloseDataPlaneResponse>,
+    const v1::CloseDataPlaneRequest&, v1::CloseDataPlaneResponse*);
+template absl::Status StoreClient::Call(Method<v1::ReservePutRequest, v1::ReservePutResponse>,
+                                        const v1::ReservePutRequest&, v1::ReservePutResponse*);
+template absl::Status StoreClient::Call(Method<v1::CommitPutRequest, v1::BatchPutResponse>,
+                                        const v1::CommitPutRequest&, v1::BatchPutResponse*);
+template absl::Status StoreClient::Call(Method<v1::AbortPutRequest, v1::AbortPutResponse>,
+                                        const v1::AbortPutRequest&, v1::AbortPutResponse*);
+template absl::Status StoreClient::Call(Method<v1::BatchGetRequest, v1::BatchGetResponse>,
+                                        const v1::BatchGetRequest&, v1::BatchGetResponse*);
 
 }  // namespace kvtier::client

@@ -17,10 +17,22 @@
 // which may then create a second pin; such a pin expires with its TTL.
 // Each attempt has its own deadline (deadline_ms).
 //
+// Data plane: with use_ucx (the default) the client opens a UCX session on
+// its first BatchPut/BatchGet (OpenDataPlane) and moves page bytes through
+// UCX: puts are written straight from the caller's buffers into the
+// server's RAM arena (ReservePut, ucp_put_nbx + flush, CommitPut), gets are
+// written by the server into a registered region of this client. The
+// session's endpoint is reused by every call; when the server restarts or
+// the endpoint fails, the call opens a new session and repeats the chunk
+// once, then falls back to inline bytes. A server without a data plane, or
+// UCX failing to start here, means inline bytes (the same results). Callers
+// see no difference but speed; data_plane_stats() tells which path ran.
+//
 // Thread-safety: all methods are thread-safe; one client may be shared.
 #ifndef KVTIER_CLIENT_STORE_CLIENT_H_
 #define KVTIER_CLIENT_STORE_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -29,7 +41,10 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
+#include "client/data_plane.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "kvtier/v1/store.grpc.pb.h"
@@ -58,6 +73,17 @@ struct ClientOptions {
   // Each backoff is scaled by a uniform factor in [1 - jitter, 1 + jitter].
   // Default 0.2. Range [0, 1].
   double jitter = 0.2;
+  // Move page bytes over the UCX data plane when the server offers it.
+  // Default true.
+  bool use_ucx = true;
+  // UCX writes in flight per BatchPut chunk. Default 64. Range [1, 4096].
+  uint32_t ucx_window = 64;
+  // Receive region of a BatchGet chunk when no page_bytes_hint is given;
+  // pages beyond it come inline. Default 64 MiB. Range [1 MiB, 2 GiB].
+  uint64_t ucx_region_bytes = uint64_t{64} << 20;
+  // After OpenDataPlane fails, calls use inline bytes for this long before
+  // trying again. Default 1000 ms. Must be > 0.
+  int64_t ucx_reopen_interval_ms = 1000;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -82,6 +108,15 @@ struct GotPage {
   uint64_t checksum = 0;
   v1::Tier tier = v1::TIER_NONE;
   std::string data;
+};
+
+// Which path page bytes took, counted since the client was created.
+struct DataPlaneStats {
+  uint64_t sessions_opened = 0;
+  uint64_t ucx_put_pages = 0;
+  uint64_t ucx_get_pages = 0;
+  uint64_t inline_put_pages = 0;
+  uint64_t inline_get_pages = 0;
 };
 
 struct LookupReply {
@@ -127,8 +162,13 @@ class StoreClient {
   absl::StatusOr<v1::StatsResponse> Stats();
 
   const ClientOptions& options() const { return options_; }
+  DataPlaneStats data_plane_stats() const;
+
+  ~StoreClient();
 
  private:
+  using Connection = ClientDataPlane::Connection;
+
   StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
 
   template <typename Request, typename Response>
@@ -139,11 +179,41 @@ class StoreClient {
   absl::Status Call(Method<Request, Response> method, const Request& request, Response* response);
 
   absl::Status GetChunk(absl::Span<const PageKey> keys, std::vector<GotPage>* out);
+  absl::Status PutChunkInline(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
+
+  // store_client_ucx.cc: the data-plane path.
+  // The current session, opening one if needed; null means inline bytes.
+  std::shared_ptr<const Connection> DataPlaneConnection();
+  // After a failure: forget `connection` and, unless the server is gone,
+  // get a fresh one (null: inline bytes).
+  std::shared_ptr<const Connection> ReplaceConnection(
+      const std::shared_ptr<const Connection>& connection);
+  // Both return UNAVAILABLE or NOT_FOUND when the data plane failed (the
+  // caller replaces the connection), other codes as the inline RPCs.
+  absl::Status PutChunkUcx(const Connection& connection, absl::Span<const PutPage> pages,
+                           std::vector<PutOutcome>* out);
+  absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
+                           uint64_t page_bytes_hint, std::vector<GotPage>* out);
+  absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
+  absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
+                           std::vector<GotPage>* out);
 
   // Const after construction.
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
+  // Null when use_ucx is off or UCX cannot start here.
+  std::unique_ptr<ClientDataPlane> data_plane_;
+
+  absl::Mutex open_mu_;  // one OpenDataPlane at a time
+  absl::Time next_open_ ABSL_GUARDED_BY(open_mu_) = absl::InfinitePast();
+  struct Counters {
+    std::atomic<uint64_t> sessions_opened{0};
+    std::atomic<uint64_t> ucx_put_pages{0};
+    std::atomic<uint64_t> ucx_get_pages{0};
+    std::atomic<uint64_t> inline_put_pages{0};
+    std::atomic<uint64_t> inline_get_pages{0};
+  } counters_;
 };
 
 }  // namespace kvtier::client

@@ -1,0 +1,102 @@
+// ClientDataPlane: the client's side of the UCX data plane (see
+// kvstore/DATA_PLANE.md): one UCX context and worker per StoreClient, a
+// progress thread, the connection to one server session, and a bounded
+// pool of registered receive regions.
+//
+// A Connection is what OpenDataPlane gave: the session id, an endpoint to
+// the server's worker and the unpacked remote key of its RAM arena. It is
+// shared (std::shared_ptr) by the calls using it; Detach drops the client's
+// reference after a failure or a server restart, and the next call opens a
+// new session. Endpoints are reused by every call until then.
+//
+// Receive regions (for BatchGet) are allocated through UCX and registered
+// once; a call leases one and returns it to the pool when done, so a region
+// is written by one call at a time. At most kMaxIdleRegions stay pooled.
+//
+// Thread-safety: thread-safe.
+#ifndef KVTIER_CLIENT_DATA_PLANE_H_
+#define KVTIER_CLIENT_DATA_PLANE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "client/ucx/ucx_endpoint.h"
+#include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_worker.h"
+#include "kvtier/v1/store.pb.h"
+
+namespace kvtier::client {
+
+class ClientDataPlane {
+ public:
+  static constexpr size_t kMaxIdleRegions = 8;
+
+  struct Connection {
+    uint64_t session_id = 0;
+    uint64_t arena_address = 0;
+    uint64_t arena_bytes = 0;
+    // Destroyed in reverse order: the key before the endpoint.
+    std::unique_ptr<ucx::UcxEndpoint> endpoint;
+    std::unique_ptr<ucx::UcxRemoteKey> arena_rkey;
+  };
+
+  // A leased receive region; returns to the pool when destroyed.
+  class RegionLease {
+   public:
+    RegionLease(ClientDataPlane* owner, std::unique_ptr<ucx::UcxMemory> memory)
+        : owner_(owner), memory_(std::move(memory)) {}
+    ~RegionLease();
+    RegionLease(RegionLease&&) = default;
+    RegionLease& operator=(RegionLease&&) = delete;
+    const ucx::UcxMemory& memory() const { return *memory_; }
+
+   private:
+    ClientDataPlane* owner_;
+    std::unique_ptr<ucx::UcxMemory> memory_;
+  };
+
+  // Starts UCX (context, worker, progress thread); the converted UCX error
+  // when it cannot.
+  static absl::StatusOr<std::unique_ptr<ClientDataPlane>> Create();
+  ~ClientDataPlane();
+
+  const std::string& worker_address() const { return worker_->address(); }
+
+  // The current connection, or null when none is attached.
+  std::shared_ptr<const Connection> connection() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Connects to the session `reply` describes and makes it current.
+  // INVALID_ARGUMENT for a reply without address or key.
+  absl::StatusOr<std::shared_ptr<const Connection>> Attach(const v1::OpenDataPlaneResponse& reply)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops `connection` if it is still the current one.
+  void Detach(const std::shared_ptr<const Connection>& connection) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // A region of at least `bytes` (> 0).
+  absl::StatusOr<RegionLease> LeaseRegion(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
+  ClientDataPlane(std::unique_ptr<ucx::UcxContext> context,
+                  std::unique_ptr<ucx::UcxWorker> worker)
+      : context_(std::move(context)), worker_(std::move(worker)) {}
+  void ReturnRegion(std::unique_ptr<ucx::UcxMemory> memory) ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Const after construction.
+  const std::unique_ptr<ucx::UcxContext> context_;
+  const std::unique_ptr<ucx::UcxWorker> worker_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Connection> connection_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::unique_ptr<ucx::UcxMemory>> idle_regions_ ABSL_GUARDED_BY(mu_);
+
+  // Last: stopped first.
+  std::unique_ptr<ucx::UcxProgressThread> progress_;
+};
+
+}  // namespace kvtier::client
+
+#endif  // KVTIER_CLIENT_DATA_PLANE_H_

@@ -1,0 +1,237 @@
+// StoreClient's UCX data-plane path (see store_client.h and
+// kvstore/DATA_PLANE.md).
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "client/store_client.h"
+#include "common/checksum.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "kvtier/v1/convert.h"
+
+namespace kvtier::client {
+namespace {
+
+// Errors after which the session is replaced: the server lost it (NOT_FOUND:
+// restart, timeout, eviction), or the transport failed.
+bool DataPlaneFailure(const absl::Status& s) {
+  return s.code() == absl::StatusCode::kNotFound || s.code() == absl::StatusCode::kUnavailable ||
+         s.code() == absl::StatusCode::kDeadlineExceeded;
+}
+
+}  // namespace
+
+StoreClient::~StoreClient() {
+  if (data_plane_ == nullptr) return;
+  if (std::shared_ptr<const Connection> c = data_plane_->connection(); c != nullptr) {
+    // Best effort, one attempt: the server also drops idle sessions.
+    v1::CloseDataPlaneRequest request;
+    request.set_session_id(c->session_id);
+    v1::CloseDataPlaneResponse response;
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1000));
+    (void)stub_->CloseDataPlane(&context, request, &response);  // result irrelevant at exit
+  }
+}
+
+DataPlaneStats StoreClient::data_plane_stats() const {
+  return DataPlaneStats{.sessions_opened = counters_.sessions_opened.load(),
+                        .ucx_put_pages = counters_.ucx_put_pages.load(),
+                        .ucx_get_pages = counters_.ucx_get_pages.load(),
+                        .inline_put_pages = counters_.inline_put_pages.load(),
+                        .inline_get_pages = counters_.inline_get_pages.load()};
+}
+
+std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
+  if (data_plane_ == nullptr) return nullptr;
+  if (auto c = data_plane_->connection(); c != nullptr) return c;
+  absl::MutexLock lock(&open_mu_);
+  if (auto c = data_plane_->connection(); c != nullptr) return c;  // opened meanwhile
+  if (absl::Now() < next_open_) return nullptr;
+  v1::OpenDataPlaneRequest request;
+  request.set_client_worker_address(data_plane_->worker_address());
+  v1::OpenDataPlaneResponse response;
+  absl::Status status = Call(&v1::KvStore::Stub::OpenDataPlane, request, &response);
+  absl::StatusOr<std::shared_ptr<const Connection>> connection =
+      status.ok() ? data_plane_->Attach(response) : status;
+  if (!connection.ok()) {
+    KVTIER_LOG(INFO) << "data plane not opened, page bytes travel inline: "
+                     << connection.status();
+    next_open_ = absl::Now() + absl::Milliseconds(options_.ucx_reopen_interval_ms);
+    return nullptr;
+  }
+  ++counters_.sessions_opened;
+  return *connection;
+}
+
+std::shared_ptr<const StoreClient::Connection> StoreClient::ReplaceConnection(
+    const std::shared_ptr<const Connection>& connection) {
+  data_plane_->Detach(connection);
+  return DataPlaneConnection();
+}
+
+absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out) {
+  std::shared_ptr<const Connection> connection = DataPlaneConnection();
+  // Two tries over the data plane (the second on a fresh session), then inline.
+  for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
+    const size_t before = out->size();
+    absl::Status status = PutChunkUcx(*connection, pages, out);
+    if (!DataPlaneFailure(status)) return status;
+    out->resize(before);
+    KVTIER_LOG(INFO) << "data-plane put failed, reconnecting: " << status;
+    connection = ReplaceConnection(connection);
+  }
+  return PutChunkInline(pages, out);
+}
+
+absl::Status StoreClient::PutChunkUcx(const Connection& connection,
+                                      absl::Span<const PutPage> pages,
+                                      std::vector<PutOutcome>* out) {
+  v1::ReservePutRequest request;
+  request.set_session_id(connection.session_id);
+  for (const PutPage& page : pages) {
+    if (page.data.size() != page.layout.PageBytes()) {
+      // The server names the mismatch; it needs the inline bytes to see it.
+      return PutChunkInline(pages, out);
+    }
+    v1::PutPage* wire = request.add_pages();
+    v1::KeyToProto(page.key, wire->mutable_key());
+    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+  }
+  v1::ReservePutResponse reserved;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
+  auto abort = [&](absl::Status status) {
+    v1::AbortPutRequest abort_request;
+    abort_request.set_session_id(connection.session_id);
+    abort_request.set_transfer_id(reserved.transfer_id());
+    v1::AbortPutResponse abort_response;
+    // The server also aborts it at its transfer timeout.
+    if (absl::Status a = Call(&v1::KvStore::Stub::AbortPut, abort_request, &abort_response);
+        !a.ok()) {
+      status.SetPayload("kvtier.abort", absl::Cord(a.ToString()));
+    }
+    return status;
+  };
+  if (reserved.slots_size() != static_cast<int>(pages.size())) {
+    return abort(absl::InternalError(absl::StrFormat("ReservePut: %d slots for %d pages",
+                                                     reserved.slots_size(), pages.size())));
+  }
+  std::vector<ucx::WriteSegment> segments;
+  segments.reserve(pages.size());
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const v1::PutSlot& slot = reserved.slots(static_cast<int>(i));
+    if (slot.already_present()) continue;
+    if (slot.arena_offset() > connection.arena_bytes ||
+        pages[i].data.size() > connection.arena_bytes - slot.arena_offset()) {
+      return abort(absl::InternalError(
+          absl::StrFormat("ReservePut: slot %d at offset %d outside the arena", i,
+                          slot.arena_offset())));
+    }
+    segments.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
+                        .remote_address = connection.arena_address + slot.arena_offset()});
+  }
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.deadline_ms);
+  if (absl::Status s = connection.endpoint->Write(segments, *connection.arena_rkey,
+                                                   options_.ucx_window, deadline);
+      !s.ok()) {
+    return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
+  }
+  v1::CommitPutRequest commit;
+  commit.set_session_id(connection.session_id);
+  commit.set_transfer_id(reserved.transfer_id());
+  v1::BatchPutResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::CommitPut, commit, &response));
+  if (response.results_size() != static_cast<int>(pages.size())) {
+    return absl::InternalError(absl::StrFormat("CommitPut: %d results for %d pages",
+                                               response.results_size(), pages.size()));
+  }
+  for (const v1::PutResult& r : response.results()) {
+    out->push_back(PutOutcome{.already_present = r.already_present()});
+  }
+  counters_.ucx_put_pages += pages.size();
+  return absl::OkStatus();
+}
+
+absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
+                                      std::vector<GotPage>* out) {
+  std::shared_ptr<const Connection> connection = DataPlaneConnection();
+  for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
+    const size_t before = out->size();
+    absl::Status status = GetChunkUcx(*connection, keys, page_bytes_hint, out);
+    if (!DataPlaneFailure(status)) {
+      if (status.code() != absl::StatusCode::kResourceExhausted) return status;
+      out->resize(before);
+      break;  // the inline part outgrew the message: GetChunk splits
+    }
+    out->resize(before);
+    KVTIER_LOG(INFO) << "data-plane get failed, reconnecting: " << status;
+    connection = ReplaceConnection(connection);
+  }
+  return GetChunk(keys, out);
+}
+
+absl::Status StoreClient::GetChunkUcx(const Connection& connection,
+                                      absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
+                                      std::vector<GotPage>* out) {
+  constexpr uint64_t kAlign = 64;
+  const uint64_t region_bytes =
+      page_bytes_hint > 0
+          ? std::min<uint64_t>(keys.size() * ((page_bytes_hint + kAlign - 1) / kAlign * kAlign),
+                               uint64_t{2} << 30)
+          : options_.ucx_region_bytes;
+  ASSIGN_OR_RETURN(ClientDataPlane::RegionLease region, data_plane_->LeaseRegion(region_bytes));
+  v1::BatchGetRequest request;
+  for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
+  v1::DataPlaneRegion* wire_region = request.mutable_region();
+  wire_region->set_session_id(connection.session_id);
+  wire_region->set_address(reinterpret_cast<uint64_t>(region.memory().address()));
+  wire_region->set_bytes(region.memory().bytes());
+  wire_region->set_rkey(region.memory().packed_rkey());
+  v1::BatchGetResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, &response));
+  if (response.pages_size() != static_cast<int>(keys.size())) {
+    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
+                                               response.pages_size(), keys.size()));
+  }
+  std::vector<GotPage> pages(keys.size());
+  for (int i = 0; i < response.pages_size(); ++i) {
+    v1::GotPage& wire = *response.mutable_pages(i);
+    GotPage& page = pages[i];
+    page.key = keys[i];
+    page.status = wire.status();
+    if (page.status != v1::PAGE_STATUS_OK) continue;
+    ASSIGN_OR_RETURN(page.layout,
+                     v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
+    page.checksum = wire.checksum();
+    page.tier = wire.tier();
+    if (!wire.in_region()) {
+      page.data = std::move(*wire.mutable_inline_data());
+      continue;
+    }
+    const uint64_t size = page.layout.PageBytes();
+    if (wire.region_offset() > region.memory().bytes() ||
+        size > region.memory().bytes() - wire.region_offset()) {
+      return absl::InternalError(absl::StrFormat("pages[%d]: region offset %d outside the region",
+                                                 i, wire.region_offset()));
+    }
+    page.data.assign(reinterpret_cast<const char*>(region.memory().address()) +
+                         wire.region_offset(),
+                     size);
+    // Bytes that crossed the data plane are checked here too, so a torn or
+    // stale write is never returned as a page.
+    if (PageChecksum(page.data.data(), page.data.size()) != page.checksum) {
+      return absl::UnavailableError(
+          absl::StrFormat("pages[%d]: data-plane bytes fail their checksum", i));
+    }
+  }
+  for (GotPage& page : pages) out->push_back(std::move(page));
+  counters_.ucx_get_pages += keys.size();
+  return absl::OkStatus();
+}
+
+}  // namespace kvtier::client
