@@ -11,7 +11,7 @@ KVTIER_DEBIAN_PACKAGES=(
   libabsl-dev libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   libprotobuf-dev librocksdb-dev libucx-dev ucx-utils libxxhash-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev pybind11-dev
-  python3 python3-venv redis-server redis-tools
+  python3 python3-dev python3-venv redis-server redis-tools
 )
 
 log() { printf '\033[1m[kvtier]\033[0m %s\n' "$*" >&2; }

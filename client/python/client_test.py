@@ -1,0 +1,108 @@
+"""The Python binding against a real kvtier-server on loopback."""
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import kvtier
+
+
+class ServerFixture:
+    def __init__(self):
+        self.dir = tempfile.TemporaryDirectory()
+        port_file = os.path.join(self.dir.name, "port")
+        self.proc = subprocess.Popen(
+            [os.environ["KVTIER_SERVER"], "--listen", "127.0.0.1:0", "--port_file", port_file,
+             "--data_dir", os.path.join(self.dir.name, "data"), "--ram_bytes", str(64 << 20),
+             "--disk_bytes", str(256 << 20)],
+            stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(port_file) and open(port_file).read().strip()):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("kvtier-server did not start")
+            time.sleep(0.05)
+        self.target = "127.0.0.1:" + open(port_file).read().strip()
+
+    def stop(self):
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self.dir.cleanup()
+
+
+class ClientTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.server = ServerFixture()
+        cls.client = kvtier.StoreClient(cls.server.target, deadline_ms=10000)
+
+    @classmethod
+    def tearDownClass(cls):
+        del cls.client  # closes the channel, so the server stops at once
+        cls.server.stop()
+
+    def test_chain_matches_the_specified_vectors(self):
+        layout = kvtier.PageLayout(page_size=16, n_kv_heads=8, head_dim=128, dtype="f16")
+        seed = kvtier.chain_seed(b"tenant-a", b"llama-3.1-8b", layout)
+        self.assertEqual(seed.hex(), "0c47bae97b55d1fbd23f4cbd9c944134")
+        chain = kvtier.chain_hashes(seed, list(range(1, 33)), 16)
+        self.assertEqual([h.hex() for h in chain],
+                         ["872f9101721802484503d21ef5bf71d7", "3ee7fd3d4e7b4c3e0a036a2ea8e80339"])
+
+    def test_put_lookup_get_delete(self):
+        layout = kvtier.PageLayout(page_size=4, n_kv_heads=2, head_dim=8, dtype="f32")
+        self.assertEqual(layout.page_bytes, 2 * 4 * 2 * 8 * 4)
+        seed = kvtier.chain_seed(b"py", b"model", layout)
+        chain = kvtier.chain_hashes(seed, list(range(100, 112)), 4)
+        pages = [bytes([i]) * layout.page_bytes for i in range(3)]
+        present = self.client.batch_put(
+            [(chain[i], 0, layout, pages[i]) for i in range(2)])
+        self.assertEqual(present, [False, False])
+        self.assertEqual(self.client.batch_put([(chain[0], 0, layout, pages[0])]), [True])
+        prefix, tiers = self.client.lookup(chain)
+        self.assertEqual(prefix, 2)
+        self.assertEqual(tiers, ["ram", "ram", "none"])
+        got = self.client.batch_get([(chain[1], 0), (chain[2], 0)])
+        self.assertEqual(got[0], ("ok", "ram", pages[1]))
+        self.assertEqual(got[1], ("not_found", "none", None))
+        self.assertEqual(self.client.delete([(chain[0], 0), (chain[2], 0)]), 1)
+        self.assertEqual(self.client.lookup(chain)[0], 0)
+
+    def test_pins_refuse_deletion_until_released(self):
+        layout = kvtier.PageLayout(page_size=4, n_kv_heads=1, head_dim=4, dtype="f16")
+        seed = kvtier.chain_seed(b"py", b"pins", layout)
+        (h,) = kvtier.chain_hashes(seed, [1, 2, 3, 4], 4)
+        self.client.batch_put([(h, 3, layout, b"\x07" * layout.page_bytes)])
+        pin = self.client.pin([(h, 3)], ttl_ms=60000)
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.delete([(h, 3)])
+        self.assertEqual(err.exception.code, "FAILED_PRECONDITION")
+        self.client.unpin(pin)
+        self.assertEqual(self.client.delete([(h, 3)]), 1)
+
+    def test_bad_inputs_raise_and_change_nothing(self):
+        layout = kvtier.PageLayout(page_size=4, n_kv_heads=1, head_dim=4, dtype="f16")
+        before = self.client.stats()["put_pages"]
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.batch_put([(b"short", 0, layout, b"\x00" * layout.page_bytes)])
+        self.assertEqual(err.exception.code, "INVALID_ARGUMENT")
+        seed = kvtier.chain_seed(b"py", b"bad", layout)
+        (h,) = kvtier.chain_hashes(seed, [9, 9, 9, 9], 4)
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.batch_put([(h, 0, layout, b"\x00" * (layout.page_bytes - 1))])
+        self.assertEqual(err.exception.code, "INVALID_ARGUMENT")
+        with self.assertRaises(kvtier.StoreError) as err:
+            kvtier.PageLayout(page_size=0, n_kv_heads=1, head_dim=4)
+        self.assertEqual(err.exception.code, "INVALID_ARGUMENT")
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.unpin(123456789)
+        self.assertEqual(err.exception.code, "NOT_FOUND")
+        self.assertEqual(self.client.stats()["put_pages"], before)
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=2).result
+    failed = len(result.failures) + len(result.errors)
+    print(f"{result.testsRun - failed} passed, {failed} failed")
+    sys.exit(1 if failed else 0)

@@ -1,0 +1,282 @@
+// Python binding of the kvtier client: `import kvtier`.
+//
+//   import kvtier
+//   layout = kvtier.PageLayout(page_size=16, n_kv_heads=8, head_dim=128, dtype="f16")
+//   seed = kvtier.chain_seed(b"tenant", b"model", layout)
+//   chain = kvtier.chain_hashes(seed, tokens, layout.page_size)   # 16-byte bytes each
+//   client = kvtier.StoreClient("127.0.0.1:50051")
+//   client.batch_put([(chain[0], 0, layout, page_bytes)])
+//   prefix, tiers = client.lookup(chain)
+//   pages = client.batch_get([(chain[0], 0)])
+//
+// Errors from the store raise kvtier.StoreError, whose `code` is the
+// absl/gRPC status code name ("INVALID_ARGUMENT", "NOT_FOUND", ...).
+// The GIL is released while an RPC is in flight.
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "client/store_client.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+
+namespace py = pybind11;
+
+namespace kvtier::python {
+namespace {
+
+PyObject* g_store_error = nullptr;
+
+[[noreturn]] void Raise(const absl::Status& status) {
+  py::object error = py::reinterpret_borrow<py::object>(g_store_error);
+  py::object instance = error(std::string(status.message()));
+  instance.attr("code") = absl::StatusCodeToString(status.code());
+  PyErr_SetObject(g_store_error, instance.ptr());
+  throw py::error_already_set();
+}
+
+template <typename T>
+T ValueOrRaise(absl::StatusOr<T> v) {
+  if (!v.ok()) Raise(v.status());
+  return *std::move(v);
+}
+
+DType ParseDType(const std::string& name) {
+  for (DType d : {DType::kF32, DType::kF16, DType::kBF16, DType::kFp8E4M3, DType::kInt8}) {
+    if (name == DTypeName(d)) return d;
+  }
+  Raise(absl::InvalidArgumentError("unknown dtype '" + name +
+                                   "' (f32, f16, bf16, fp8_e4m3, int8)"));
+}
+
+PageLayout MakeLayout(uint32_t page_size, uint32_t n_kv_heads, uint32_t head_dim,
+                      const std::string& dtype) {
+  PageLayout layout{.page_size = page_size, .n_kv_heads = n_kv_heads, .head_dim = head_dim,
+                    .dtype = ParseDType(dtype)};
+  if (absl::Status s = layout.Validate(); !s.ok()) Raise(s);
+  return layout;
+}
+
+Hash128 HashFromBytes(const py::bytes& b) { return ValueOrRaise(Hash128::FromBytes(b)); }
+
+py::bytes HashToBytes(const Hash128& h) { return py::bytes(h.CanonicalString()); }
+
+PageKey KeyFromTuple(const std::tuple<py::bytes, uint32_t>& t) {
+  return PageKey{HashFromBytes(std::get<0>(t)), std::get<1>(t)};
+}
+
+const char* TierName(v1::Tier tier) {
+  switch (tier) {
+    case v1::TIER_RAM: return "ram";
+    case v1::TIER_DISK: return "disk";
+    default: return "none";
+  }
+}
+
+const char* PageStatusName(v1::PageStatus status) {
+  switch (status) {
+    case v1::PAGE_STATUS_OK: return "ok";
+    case v1::PAGE_STATUS_NOT_FOUND: return "not_found";
+    case v1::PAGE_STATUS_LOST: return "lost";
+    default: return "unspecified";
+  }
+}
+
+class PyStoreClient {
+ public:
+  PyStoreClient(const std::string& target, int64_t deadline_ms, int max_attempts) {
+    client::ClientOptions options;
+    options.deadline_ms = deadline_ms;
+    options.max_attempts = max_attempts;
+    client_ = ValueOrRaise(client::StoreClient::Connect(target, options));
+  }
+
+  // pages: [(hash16, layer, PageLayout, bytes)] -> [already_present]
+  std::vector<bool> BatchPut(
+      const std::vector<std::tuple<py::bytes, uint32_t, PageLayout, py::bytes>>& pages) {
+    std::vector<std::string> data;  // owns the bytes while the GIL is released
+    std::vector<client::PutPage> puts;
+    data.reserve(pages.size());
+    puts.reserve(pages.size());
+    for (const auto& [hash, layer, layout, bytes] : pages) {
+      data.push_back(std::string(bytes));
+      puts.push_back(client::PutPage{
+          PageKey{HashFromBytes(hash), layer}, layout,
+          absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.back().data()),
+                                    data.back().size())});
+    }
+    absl::StatusOr<std::vector<client::PutOutcome>> out;
+    {
+      py::gil_scoped_release release;
+      out = client_->BatchPut(puts);
+    }
+    std::vector<bool> present;
+    for (const auto& o : ValueOrRaise(std::move(out))) present.push_back(o.already_present);
+    return present;
+  }
+
+  // keys: [(hash16, layer)] -> [(status, tier, bytes or None)]
+  py::list BatchGet(const std::vector<std::tuple<py::bytes, uint32_t>>& keys) {
+    std::vector<PageKey> parsed;
+    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    absl::StatusOr<std::vector<client::GotPage>> got;
+    {
+      py::gil_scoped_release release;
+      got = client_->BatchGet(parsed);
+    }
+    py::list out;
+    for (auto& page : ValueOrRaise(std::move(got))) {
+      py::object data = page.status == v1::PAGE_STATUS_OK ? py::object(py::bytes(page.data))
+                                                          : py::object(py::none());
+      out.append(py::make_tuple(PageStatusName(page.status), TierName(page.tier), data));
+    }
+    return out;
+  }
+
+  // -> (prefix_pages, [tier names, page-major])
+  std::tuple<uint32_t, std::vector<std::string>> Lookup(const std::vector<py::bytes>& chain,
+                                                        uint32_t layer_begin,
+                                                        uint32_t layer_count) {
+    std::vector<Hash128> hashes;
+    for (const auto& h : chain) hashes.push_back(HashFromBytes(h));
+    absl::StatusOr<client::LookupReply> reply;
+    {
+      py::gil_scoped_release release;
+      reply = client_->Lookup(hashes, layer_begin, layer_count);
+    }
+    client::LookupReply r = ValueOrRaise(std::move(reply));
+    std::vector<std::string> tiers;
+    for (v1::Tier t : r.tiers) tiers.push_back(TierName(t));
+    return {r.prefix_pages, tiers};
+  }
+
+  uint32_t Delete(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, bool force) {
+    std::vector<PageKey> parsed;
+    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    absl::StatusOr<uint32_t> n;
+    {
+      py::gil_scoped_release release;
+      n = client_->Delete(parsed, force);
+    }
+    return ValueOrRaise(std::move(n));
+  }
+
+  uint64_t Pin(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, uint64_t ttl_ms,
+               uint64_t pin_id) {
+    std::vector<PageKey> parsed;
+    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    absl::StatusOr<uint64_t> id;
+    {
+      py::gil_scoped_release release;
+      id = client_->Pin(parsed, ttl_ms, pin_id);
+    }
+    return ValueOrRaise(std::move(id));
+  }
+
+  void Unpin(uint64_t pin_id) {
+    absl::Status s;
+    {
+      py::gil_scoped_release release;
+      s = client_->Unpin(pin_id);
+    }
+    if (!s.ok()) Raise(s);
+  }
+
+  py::dict Stats() {
+    absl::StatusOr<v1::StatsResponse> stats;
+    {
+      py::gil_scoped_release release;
+      stats = client_->Stats();
+    }
+    v1::StatsResponse s = ValueOrRaise(std::move(stats));
+    auto tier = [](const v1::TierStats& t) {
+      py::dict d;
+      d["pages"] = t.pages();
+      d["used_bytes"] = t.used_bytes();
+      d["capacity_bytes"] = t.capacity_bytes();
+      d["hits"] = t.hits();
+      d["evictions"] = t.evictions();
+      d["pinned_pages"] = t.pinned_pages();
+      return d;
+    };
+    py::dict d;
+    d["ram"] = tier(s.ram());
+    d["disk"] = tier(s.disk());
+    d["put_pages"] = s.put_pages();
+    d["put_duplicate_pages"] = s.put_duplicate_pages();
+    d["get_misses"] = s.get_misses();
+    d["lost_pages"] = s.lost_pages();
+    d["demotions"] = s.demotions();
+    d["promotions"] = s.promotions();
+    d["active_pins"] = s.active_pins();
+    d["lookups"] = s.lookups();
+    return d;
+  }
+
+ private:
+  std::unique_ptr<client::StoreClient> client_;
+};
+
+}  // namespace
+}  // namespace kvtier::python
+
+PYBIND11_MODULE(kvtier, m) {
+  using namespace kvtier;
+  using namespace kvtier::python;
+  m.doc() = "kvtier store client and page-key chain";
+
+  static py::exception<std::runtime_error> store_error(m, "StoreError");
+  g_store_error = store_error.ptr();
+
+  py::class_<PageLayout>(m, "PageLayout")
+      .def(py::init(&MakeLayout), py::arg("page_size"), py::arg("n_kv_heads"),
+           py::arg("head_dim"), py::arg("dtype") = "f16")
+      .def_readonly("page_size", &PageLayout::page_size)
+      .def_readonly("n_kv_heads", &PageLayout::n_kv_heads)
+      .def_readonly("head_dim", &PageLayout::head_dim)
+      .def_property_readonly("dtype", [](const PageLayout& l) { return DTypeName(l.dtype); })
+      .def_property_readonly("page_bytes", &PageLayout::PageBytes)
+      .def("__repr__", &PageLayout::DebugString);
+
+  m.def(
+      "chain_seed",
+      [](const py::bytes& tenant_salt, const py::bytes& model_fingerprint,
+         const PageLayout& layout) {
+        return HashToBytes(KeyChain::Seed(std::string(tenant_salt),
+                                          std::string(model_fingerprint), layout));
+      },
+      py::arg("tenant_salt"), py::arg("model_fingerprint"), py::arg("layout"),
+      "h_{-1} of the key chain (16 canonical bytes).");
+  m.def(
+      "chain_hashes",
+      [](const py::bytes& seed, const std::vector<uint32_t>& tokens, uint32_t page_size) {
+        if (page_size == 0) Raise(absl::InvalidArgumentError("page_size must be > 0"));
+        std::vector<py::bytes> out;
+        for (const Hash128& h : KeyChain::Chain(HashFromBytes(seed), tokens, page_size)) {
+          out.push_back(HashToBytes(h));
+        }
+        return out;
+      },
+      py::arg("seed"), py::arg("tokens"), py::arg("page_size"),
+      "h_0, h_1, ... of every full page of `tokens`.");
+
+  py::class_<PyStoreClient>(m, "StoreClient")
+      .def(py::init<const std::string&, int64_t, int>(), py::arg("target"),
+           py::arg("deadline_ms") = 30000, py::arg("max_attempts") = 4)
+      .def("batch_put", &PyStoreClient::BatchPut, py::arg("pages"),
+           "pages: [(hash16, layer, PageLayout, bytes)] -> [already_present]")
+      .def("batch_get", &PyStoreClient::BatchGet, py::arg("keys"),
+           "keys: [(hash16, layer)] -> [(status, tier, bytes | None)]")
+      .def("lookup", &PyStoreClient::Lookup, py::arg("chain"), py::arg("layer_begin") = 0,
+           py::arg("layer_count") = 1, "-> (prefix_pages, tiers page-major)")
+      .def("delete", &PyStoreClient::Delete, py::arg("keys"), py::arg("force") = false)
+      .def("pin", &PyStoreClient::Pin, py::arg("keys"), py::arg("ttl_ms"),
+           py::arg("pin_id") = 0)
+      .def("unpin", &PyStoreClient::Unpin, py::arg("pin_id"))
+      .def("stats", &PyStoreClient::Stats);
+}
