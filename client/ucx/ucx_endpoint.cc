@@ -20,7 +20,15 @@ absl::StatusOr<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Connect(
   params.err_handler.cb = &UcxEndpoint::OnPeerError;
   params.err_handler.arg = endpoint.get();
   ucp_ep_h ep = nullptr;
-  RETURN_IF_ERROR(FromUcsStatus(ucp_ep_create(worker->get(), &params, &ep), "ucp_ep_create"));
+  ucs_status_t status = ucp_ep_create(worker->get(), &params, &ep);
+  if (status == UCS_ERR_UNREACHABLE) {
+    // Shared-memory RMA (cma) cannot detect peer failure in UCX 1.13, so no
+    // lane qualifies in PEER mode; without it, failures surface as errors
+    // or deadlines of the operations themselves.
+    params.err_mode = UCP_ERR_HANDLING_MODE_NONE;
+    status = ucp_ep_create(worker->get(), &params, &ep);
+  }
+  RETURN_IF_ERROR(FromUcsStatus(status, "ucp_ep_create"));
   absl::MutexLock lock(&endpoint->mu_);
   endpoint->ep_ = ep;
   return endpoint;

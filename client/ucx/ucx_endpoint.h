@@ -11,7 +11,8 @@
 //            failure alike, so the caller's buffers are free again.
 // A deadline that passes, or an error, fails the endpoint: it is closed
 // (forcibly, which completes its outstanding requests) and must be replaced
-// by a new one. Peer failure (UCP_ERR_HANDLING_MODE_PEER) marks it failed.
+// by a new one. Peer failure marks it failed where the transports can
+// detect it (UCP_ERR_HANDLING_MODE_PEER; not shared memory in UCX 1.13).
 //
 // Thread-safety: Write may be called from several threads at once (the
 // worker is in UCS_THREAD_MODE_MULTI); a flush covers the writes of all.

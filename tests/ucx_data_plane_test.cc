@@ -1,0 +1,351 @@
+// The UCX data plane against the real kvtier-server, over shared memory and
+// over TCP (UCX_TLS, set for the server process and the client alike):
+// byte-exact transfers of many odd-sized pages, a restart mid-stream, a
+// batch larger than the arena, an abandoned transfer, and the gRPC fallback
+// giving the same results.
+#include <stdlib.h>
+
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "client/data_plane.h"
+#include "client/store_client.h"
+#include "common/checksum.h"
+#include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
+#include "kvtier/v1/store.grpc.pb.h"
+#include "tests/server_process.h"
+#include "tests/test_pages.h"
+
+namespace kvtier::testing {
+namespace {
+
+// Layouts whose byte counts are not multiples of anything convenient.
+std::vector<PageLayout> OddLayouts() {
+  return {
+      PageLayout{.page_size = 3, .n_kv_heads = 1, .head_dim = 5, .dtype = DType::kF32},    // 120
+      PageLayout{.page_size = 7, .n_kv_heads = 3, .head_dim = 11, .dtype = DType::kF16},   // 924
+      PageLayout{.page_size = 13, .n_kv_heads = 5, .head_dim = 97, .dtype = DType::kBF16}, // 25220
+      PageLayout{.page_size = 33, .n_kv_heads = 7, .head_dim = 129, .dtype = DType::kF32}, // 238392
+  };
+}
+
+struct OddPages {
+  std::vector<client::PutPage> puts;
+  std::vector<PageKey> keys;
+  std::vector<std::string> bytes;
+};
+
+// n pages cycling through OddLayouts(); `prompt` varies the keys.
+OddPages MakeOddPages(int n, uint32_t prompt) {
+  OddPages p;
+  const std::vector<PageLayout> layouts = OddLayouts();
+  p.bytes.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    const PageLayout& layout = layouts[i % layouts.size()];
+    const PageKey key{.hash = PromptChain(layout, 1, prompt * 100000 + i)[0],
+                      .layer = static_cast<uint32_t>(i)};
+    p.keys.push_back(key);
+    p.bytes.push_back(PageBytes(layout, key));
+  }
+  for (int i = 0; i < n; ++i) {
+    p.puts.push_back(client::PutPage{
+        .key = p.keys[i], .layout = layouts[i % layouts.size()],
+        .data = {reinterpret_cast<const uint8_t*>(p.bytes[i].data()), p.bytes[i].size()}});
+  }
+  return p;
+}
+
+class UcxDataPlaneTest : public ::testing::TestWithParam<std::string> {
+ protected:
+  void SetUp() override {
+    // Read by ucp_config_read in this process and inherited by the server.
+    const std::string tls = GetParam() == "tcp" ? "tcp" : "posix,sysv,cma";
+    ASSERT_EQ(setenv("UCX_TLS", tls.c_str(), 1), 0);
+  }
+  void TearDown() override { unsetenv("UCX_TLS"); }
+
+  std::unique_ptr<ServerProcess> Start(std::vector<std::string> args = {}) {
+    args.push_back("--data_dir=" + dir_.path() + "/data");
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(args, dir_.path());
+    EXPECT_TRUE(server.ok()) << server.status();
+    return server.ok() ? std::move(server).value() : nullptr;
+  }
+
+  static std::unique_ptr<client::StoreClient> Connect(const ServerProcess& server,
+                                                      bool use_ucx = true) {
+    client::ClientOptions options;
+    options.use_ucx = use_ucx;
+    options.deadline_ms = 10'000;
+    auto client = client::StoreClient::Connect(server.target(), options);
+    EXPECT_TRUE(client.ok()) << client.status();
+    return client.ok() ? std::move(client).value() : nullptr;
+  }
+
+  TempDir dir_;
+};
+
+TEST_P(UcxDataPlaneTest, ManyOddSizedPagesArriveByteExact) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  const OddPages pages = MakeOddPages(203, 1);
+
+  absl::StatusOr<std::vector<client::PutOutcome>> put = client->BatchPut(pages.puts);
+  ASSERT_TRUE(put.ok()) << put.status();
+  ASSERT_EQ(put->size(), pages.puts.size());
+  for (const client::PutOutcome& o : *put) EXPECT_FALSE(o.already_present);
+  // A second put of the same pages writes nothing and says so.
+  put = client->BatchPut(pages.puts);
+  ASSERT_TRUE(put.ok()) << put.status();
+  for (const client::PutOutcome& o : *put) EXPECT_TRUE(o.already_present);
+
+  for (uint64_t hint : {uint64_t{0}, uint64_t{238392}}) {
+    absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys, hint);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), pages.keys.size());
+    for (size_t i = 0; i < got->size(); ++i) {
+      const client::GotPage& g = (*got)[i];
+      ASSERT_EQ(g.status, v1::PAGE_STATUS_OK) << i;
+      EXPECT_EQ(g.key, pages.keys[i]);
+      EXPECT_EQ(g.layout, pages.puts[i].layout);
+      EXPECT_EQ(g.data, pages.bytes[i]) << "page " << i;
+      EXPECT_EQ(g.checksum, PageChecksum(pages.bytes[i].data(), pages.bytes[i].size()));
+    }
+  }
+  // Every byte took the data plane, over one session.
+  const client::DataPlaneStats stats = client->data_plane_stats();
+  EXPECT_EQ(stats.sessions_opened, 1u);
+  EXPECT_EQ(stats.ucx_put_pages, 2 * pages.puts.size());
+  EXPECT_EQ(stats.ucx_get_pages, 2 * pages.keys.size());
+  EXPECT_EQ(stats.inline_put_pages, 0u);
+  EXPECT_EQ(stats.inline_get_pages, 0u);
+  absl::StatusOr<v1::StatsResponse> server_stats = client->Stats();
+  ASSERT_TRUE(server_stats.ok());
+  EXPECT_EQ(server_stats->put_pages(), pages.puts.size());
+  EXPECT_EQ(server_stats->put_duplicate_pages(), pages.puts.size());
+  EXPECT_EQ(server_stats->reserved_bytes(), 0u);
+}
+
+TEST_P(UcxDataPlaneTest, BatchLargerThanTheArenaIsRefusedAndCommitsNothing) {
+  // 1 MiB of RAM and no room on disk either: 20 pages of 64 KiB cannot fit.
+  std::unique_ptr<ServerProcess> server = Start({"--ram_bytes=1048576", "--disk_bytes=65536"});
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  const PageLayout layout{.page_size = 32, .n_kv_heads = 8, .head_dim = 64, .dtype = DType::kF16};
+  ASSERT_EQ(layout.PageBytes(), 64u << 10);
+  const PageSet pages = MakePages(layout, PromptChain(layout, 20, 5), 1);
+  absl::StatusOr<std::vector<client::PutOutcome>> put = client->BatchPut(pages.ToPut(layout));
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kResourceExhausted) << put.status();
+  absl::StatusOr<v1::StatsResponse> stats = client->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), 0u);
+  EXPECT_EQ(stats->reserved_bytes(), 0u);
+  EXPECT_EQ(stats->ram().pages(), 0u);
+  absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const client::GotPage& g : *got) EXPECT_EQ(g.status, v1::PAGE_STATUS_NOT_FOUND);
+  // The refusal came from the data-plane path (no inline put was tried).
+  EXPECT_EQ(client->data_plane_stats().inline_put_pages, 0u);
+  EXPECT_EQ(client->data_plane_stats().sessions_opened, 1u);
+}
+
+// Polls Stats until reserved_bytes is 0 (bounded); returns the last value.
+uint64_t AwaitNoReservedBytes(client::StoreClient& client) {
+  uint64_t reserved = ~uint64_t{0};
+  for (int i = 0; i < 200 && reserved != 0; ++i) {
+    absl::StatusOr<v1::StatsResponse> stats = client.Stats();
+    EXPECT_TRUE(stats.ok()) << stats.status();
+    if (!stats.ok()) break;
+    reserved = stats->reserved_bytes();
+    if (reserved != 0) absl::SleepFor(absl::Milliseconds(50));
+  }
+  return reserved;
+}
+
+TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
+  std::unique_ptr<ServerProcess> server = Start({"--ucx_transfer_timeout_ms=300"});
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> observer = Connect(*server, /*use_ucx=*/false);
+  ASSERT_NE(observer, nullptr);
+  const OddPages pages = MakeOddPages(12, 2);
+  {
+    // A client that opens a session, reserves, writes some pages and is gone.
+    absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
+        client::ClientDataPlane::Create();
+    ASSERT_TRUE(plane.ok()) << plane.status();
+    auto stub = v1::KvStore::NewStub(
+        grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext open_context;
+    v1::OpenDataPlaneRequest open;
+    open.set_client_worker_address((*plane)->worker_address());
+    v1::OpenDataPlaneResponse opened;
+    ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
+    absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
+        (*plane)->Attach(opened);
+    ASSERT_TRUE(connection.ok()) << connection.status();
+
+    v1::ReservePutRequest reserve;
+    reserve.set_session_id(opened.session_id());
+    for (const client::PutPage& p : pages.puts) {
+      v1::PutPage* wire = reserve.add_pages();
+      wire->mutable_key()->set_hash(p.key.hash.CanonicalString());
+      wire->mutable_key()->set_layer(p.key.layer);
+      wire->mutable_layout()->set_page_size(p.layout.page_size);
+      wire->mutable_layout()->set_n_kv_heads(p.layout.n_kv_heads);
+      wire->mutable_layout()->set_head_dim(p.layout.head_dim);
+      wire->mutable_layout()->set_dtype(static_cast<v1::DType>(p.layout.dtype));
+      wire->mutable_layout()->set_arrangement(v1::ARRANGEMENT_K_THEN_V);
+      wire->set_checksum(PageChecksum(p.data.data(), p.data.size()));
+    }
+    grpc::ClientContext reserve_context;
+    v1::ReservePutResponse reserved;
+    grpc::Status s = stub->ReservePut(&reserve_context, reserve, &reserved);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    ASSERT_EQ(reserved.slots_size(), 12);
+    absl::StatusOr<v1::StatsResponse> stats = observer->Stats();
+    ASSERT_TRUE(stats.ok());
+    EXPECT_GT(stats->reserved_bytes(), 0u);
+    // Half the pages are written; then the client is gone (no commit, no abort).
+    std::vector<ucx::WriteSegment> half;
+    for (int i = 0; i < 6; ++i) {
+      half.push_back({.local = pages.puts[i].data.data(), .bytes = pages.puts[i].data.size(),
+                      .remote_address = opened.arena_address() + reserved.slots(i).arena_offset()});
+    }
+    ASSERT_TRUE((*connection)
+                    ->endpoint->Write(half, *(*connection)->arena_rkey, 4,
+                                      absl::Now() + absl::Seconds(10))
+                    .ok());
+  }
+  EXPECT_EQ(AwaitNoReservedBytes(*observer), 0u);
+  absl::StatusOr<v1::StatsResponse> stats = observer->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), 0u);
+  EXPECT_EQ(stats->ram().pages(), 0u);
+  // The space is usable again, and none of the abandoned pages is visible.
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const client::GotPage& g : *got) EXPECT_EQ(g.status, v1::PAGE_STATUS_NOT_FOUND);
+  ASSERT_TRUE(client->BatchPut(pages.puts).ok());
+  EXPECT_EQ(client->data_plane_stats().ucx_put_pages, pages.puts.size());
+}
+
+TEST_P(UcxDataPlaneTest, ServerRestartMidStreamReconnectsAndNeverReturnsACorruptPage) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  const int port = server->port();
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> verified{0};
+  std::atomic<int> corrupt{0};
+  std::thread stream([&] {
+    for (uint32_t round = 10; !stop.load(); ++round) {
+      const OddPages pages = MakeOddPages(16, round);
+      if (!client->BatchPut(pages.puts).ok()) continue;  // server down: try the next
+      absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+      if (!got.ok()) continue;
+      for (size_t i = 0; i < got->size(); ++i) {
+        const client::GotPage& g = (*got)[i];
+        if (g.status != v1::PAGE_STATUS_OK) continue;  // lost with the restart
+        if (g.data == pages.bytes[i]) {
+          ++verified;
+        } else {
+          ++corrupt;
+        }
+      }
+    }
+  });
+  while (verified.load() < 64) absl::SleepFor(absl::Milliseconds(5));
+  ASSERT_TRUE(server->Stop().ok());
+  server = Start({absl::StrCat("--listen=127.0.0.1:", port)});
+  ASSERT_NE(server, nullptr);
+  const int before = verified.load();
+  const uint64_t sessions_before = client->data_plane_stats().sessions_opened;
+  while (verified.load() < before + 64 ||
+         client->data_plane_stats().sessions_opened == sessions_before) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  stop = true;
+  stream.join();
+  EXPECT_EQ(corrupt.load(), 0);
+  // A new session carried the pages after the restart.
+  const client::DataPlaneStats stats = client->data_plane_stats();
+  EXPECT_GE(stats.sessions_opened, 2u);
+  const OddPages after = MakeOddPages(8, 999999);
+  const uint64_t ucx_before = client->data_plane_stats().ucx_put_pages;
+  ASSERT_TRUE(client->BatchPut(after.puts).ok());
+  EXPECT_EQ(client->data_plane_stats().ucx_put_pages, ucx_before + after.puts.size());
+}
+
+TEST_P(UcxDataPlaneTest, WithoutUcxTheSameOperationsGiveTheSameResults) {
+  // The same sequence against a UCX server with a UCX client, the same
+  // server with an inline client, and a server without a data plane.
+  struct Run {
+    std::vector<std::string> server_args;
+    bool use_ucx;
+  };
+  const std::vector<Run> runs = {{{}, true}, {{}, false}, {{"--noucx"}, true}};
+  std::vector<std::string> transcripts;
+  for (const Run& run : runs) {
+    TempDir dir;
+    std::vector<std::string> args = run.server_args;
+    args.push_back("--data_dir=" + dir.path() + "/data");
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(args, dir.path());
+    ASSERT_TRUE(server.ok()) << server.status();
+    std::unique_ptr<client::StoreClient> client = Connect(**server, run.use_ucx);
+    ASSERT_NE(client, nullptr);
+    const OddPages a = MakeOddPages(40, 7);
+    const OddPages b = MakeOddPages(60, 7);  // a's 40 pages and 20 more
+    std::string t;
+    for (const OddPages* p : {&a, &b}) {
+      absl::StatusOr<std::vector<client::PutOutcome>> put = client->BatchPut(p->puts);
+      ASSERT_TRUE(put.ok()) << put.status();
+      for (const client::PutOutcome& o : *put) t += o.already_present ? 'P' : 'n';
+    }
+    // A page whose bytes do not match its layout: the same refusal.
+    std::vector<client::PutPage> bad = {a.puts[0]};
+    bad[0].data = bad[0].data.subspan(1);
+    t += absl::StrCat("|", client->BatchPut(bad).status().code(), "|");
+    std::vector<PageKey> keys = b.keys;
+    keys.push_back(MakeOddPages(61, 8).keys.back());  // never stored
+    absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (const client::GotPage& g : *got) {
+      t += absl::StrCat(g.status, ":", g.tier, ":", g.checksum, ":", g.data.size(), ";");
+      if (g.status == v1::PAGE_STATUS_OK) {
+        const size_t i = &g - got->data();
+        EXPECT_EQ(g.data, b.bytes[i]);
+      }
+    }
+    absl::StatusOr<v1::StatsResponse> stats = client->Stats();
+    ASSERT_TRUE(stats.ok());
+    t += absl::StrCat("|", stats->put_pages(), ",", stats->put_duplicate_pages(), ",",
+                      stats->reserved_bytes(), ",", stats->ram().pages());
+    const client::DataPlaneStats dp = client->data_plane_stats();
+    const bool ucx_expected = run.use_ucx && run.server_args.empty();
+    EXPECT_EQ(dp.ucx_put_pages > 0, ucx_expected);
+    EXPECT_EQ(dp.inline_get_pages == 0, ucx_expected);
+    transcripts.push_back(t);
+  }
+  EXPECT_EQ(transcripts[0], transcripts[1]);
+  EXPECT_EQ(transcripts[0], transcripts[2]);
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, UcxDataPlaneTest, ::testing::Values("shm", "tcp"),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           return info.param;
+                         });
+
+}  // namespace
+}  // namespace kvtier::testing
