@@ -325,6 +325,8 @@ template absl::Status StoreClient::Call(Method<v1::CommitPutRequest, v1::BatchPu
                                         const v1::CommitPutRequest&, v1::BatchPutResponse*);
 template absl::Status StoreClient::Call(Method<v1::AbortPutRequest, v1::AbortPutResponse>,
                                         const v1::AbortPutRequest&, v1::AbortPutResponse*);
+template absl::Status StoreClient::Call(Method<v1::BatchPutRequest, v1::BatchPutResponse>,
+                                        const v1::BatchPutRequest&, v1::BatchPutResponse*);
 template absl::Status StoreClient::Call(Method<v1::BatchGetRequest, v1::BatchGetResponse>,
                                         const v1::BatchGetRequest&, v1::BatchGetResponse*);
 

@@ -51,6 +51,16 @@
 
 namespace kvtier::client {
 
+// How a BatchPut moves bytes over the data plane (kvstore/DATA_PLANE.md).
+enum class UcxPutMode {
+  // The pages are staged in a registered region of this client and the
+  // server reads them into its arena within one BatchPut RPC.
+  kServerReads,
+  // ReservePut, then this client writes into the server's arena
+  // (ucp_put_nbx, no staging copy), then CommitPut: three steps.
+  kClientWrites,
+};
+
 struct ClientOptions {
   // Deadline of each RPC attempt, ms. Default 30000. Must be > 0.
   int64_t deadline_ms = 30'000;
@@ -76,6 +86,10 @@ struct ClientOptions {
   // Move page bytes over the UCX data plane when the server offers it.
   // Default true.
   bool use_ucx = true;
+  // Default kServerReads: measured faster on shared memory and TCP, where
+  // UCX 1.13 cannot write into memory it did not allocate without
+  // emulating RMA over active messages.
+  UcxPutMode ucx_put_mode = UcxPutMode::kServerReads;
   // UCX writes in flight per BatchPut chunk. Default 64. Range [1, 4096].
   uint32_t ucx_window = 64;
   // Receive region of a BatchGet chunk when no page_bytes_hint is given;
@@ -192,6 +206,10 @@ class StoreClient {
   // caller replaces the connection), other codes as the inline RPCs.
   absl::Status PutChunkUcx(const Connection& connection, absl::Span<const PutPage> pages,
                            std::vector<PutOutcome>* out);
+  absl::Status PutChunkUcxWrite(const Connection& connection, absl::Span<const PutPage> pages,
+                                std::vector<PutOutcome>* out);
+  absl::Status PutChunkUcxStaged(const Connection& connection, absl::Span<const PutPage> pages,
+                                 std::vector<PutOutcome>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
                            uint64_t page_bytes_hint, std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);

@@ -91,13 +91,62 @@ absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<
 absl::Status StoreClient::PutChunkUcx(const Connection& connection,
                                       absl::Span<const PutPage> pages,
                                       std::vector<PutOutcome>* out) {
-  v1::ReservePutRequest request;
-  request.set_session_id(connection.session_id);
   for (const PutPage& page : pages) {
     if (page.data.size() != page.layout.PageBytes()) {
       // The server names the mismatch; it needs the inline bytes to see it.
       return PutChunkInline(pages, out);
     }
+  }
+  return options_.ucx_put_mode == UcxPutMode::kServerReads
+             ? PutChunkUcxStaged(connection, pages, out)
+             : PutChunkUcxWrite(connection, pages, out);
+}
+
+absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
+                                            absl::Span<const PutPage> pages,
+                                            std::vector<PutOutcome>* out) {
+  constexpr uint64_t kAlign = 64;
+  v1::BatchPutRequest request;
+  std::vector<uint64_t> offsets;
+  uint64_t bytes = 0;
+  for (const PutPage& page : pages) {
+    offsets.push_back(bytes);
+    bytes += (page.data.size() + kAlign - 1) / kAlign * kAlign;
+  }
+  ASSIGN_OR_RETURN(ClientDataPlane::RegionLease region, data_plane_->LeaseRegion(bytes));
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const PutPage& page = pages[i];
+    std::memcpy(region.memory().address() + offsets[i], page.data.data(), page.data.size());
+    v1::PutPage* wire = request.add_pages();
+    v1::KeyToProto(page.key, wire->mutable_key());
+    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+    wire->set_region_offset(offsets[i]);
+  }
+  v1::DataPlaneRegion* wire_region = request.mutable_region();
+  wire_region->set_session_id(connection.session_id);
+  wire_region->set_address(reinterpret_cast<uint64_t>(region.memory().address()));
+  wire_region->set_bytes(region.memory().bytes());
+  wire_region->set_rkey(region.memory().packed_rkey());
+  v1::BatchPutResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
+  if (response.results_size() != static_cast<int>(pages.size())) {
+    return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
+                                               response.results_size(), pages.size()));
+  }
+  for (const v1::PutResult& r : response.results()) {
+    out->push_back(PutOutcome{.already_present = r.already_present()});
+  }
+  counters_.ucx_put_pages += pages.size();
+  return absl::OkStatus();
+}
+
+absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection,
+                                           absl::Span<const PutPage> pages,
+                                           std::vector<PutOutcome>* out) {
+  v1::ReservePutRequest request;
+  request.set_session_id(connection.session_id);
+  for (const PutPage& page : pages) {
     v1::PutPage* wire = request.add_pages();
     v1::KeyToProto(page.key, wire->mutable_key());
     v1::LayoutToProto(page.layout, wire->mutable_layout());

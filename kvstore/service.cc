@@ -154,6 +154,7 @@ absl::Status KvStoreService::SpecsFromProto(
 
 absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
                                         v1::BatchPutResponse* response) {
+  if (request.has_region()) return DoBatchPutFromRegion(request, response);
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/true, &specs));
   std::vector<absl::Span<const uint8_t>> data;

@@ -110,6 +110,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // count; without, it must be empty (the bytes come over the data plane).
   absl::Status SpecsFromProto(const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
                               bool inline_bytes, std::vector<PutSpec>* specs) const;
+  // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
+  absl::Status DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+                                    v1::BatchPutResponse* response);
   // BatchGet's region: validated before the store is read.
   absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
   // Writes OK pages that fit into the region, marking them in_region.

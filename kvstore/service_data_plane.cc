@@ -85,6 +85,33 @@ absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) cons
   return data_plane_->CheckRegion(region.session_id(), region.rkey());
 }
 
+absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+                                                  v1::BatchPutResponse* response) {
+  const v1::DataPlaneRegion& region = request.region();
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
+  RETURN_IF_ERROR(CheckRegion(region));
+  std::vector<uint64_t> offsets;
+  offsets.reserve(specs.size());
+  for (int i = 0; i < request.pages_size(); ++i) {
+    const uint64_t offset = request.pages(i).region_offset();
+    const uint64_t bytes = specs[i].layout.PageBytes();
+    if (offset > region.bytes() || bytes > region.bytes() - offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pages[%d].region_offset: %d + %d bytes outside the region of %d bytes", i, offset,
+          bytes, region.bytes()));
+    }
+    offsets.push_back(offset);
+  }
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  ASSIGN_OR_RETURN(std::vector<PutResult> results,
+                   data_plane_->PullPut(region.session_id(), region.address(), region.rkey(),
+                                        specs, offsets, deadline));
+  for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
+  return absl::OkStatus();
+}
+
 absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
                                          std::vector<GetResult>* results,
                                          v1::BatchGetResponse* response) {

@@ -259,20 +259,7 @@ absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
   if (session == nullptr) {
     return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
   }
-  std::shared_ptr<ucx::UcxRemoteKey> key;
-  {
-    absl::MutexLock lock(&session->mu);
-    // A client keeps its regions, so the last key is usually the one.
-    if (session->rkey == nullptr || session->packed_rkey != rkey) {
-      ucp_ep_h ep = session->endpoint->get();
-      if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
-      ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
-                       ucx::UcxRemoteKey::Unpack(ep, rkey));
-      session->rkey = std::move(unpacked);
-      session->packed_rkey = std::string(rkey);
-    }
-    key = session->rkey;
-  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
   std::vector<ucx::WriteSegment> segments;
   segments.reserve(pages.size());
   for (const RegionWrite& p : pages) {
@@ -285,6 +272,49 @@ absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
     Close(session_id);
   }
   return status;
+}
+
+absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
+    Session& session, absl::string_view rkey) {
+  absl::MutexLock lock(&session.mu);
+  // A client keeps its regions, so the last key is usually the one.
+  if (session.rkey == nullptr || session.packed_rkey != rkey) {
+    ucp_ep_h ep = session.endpoint->get();
+    if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
+    ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
+                     ucx::UcxRemoteKey::Unpack(ep, rkey));
+    session.rkey = std::move(unpacked);
+    session.packed_rkey = std::string(rkey);
+  }
+  return session.rkey;
+}
+
+absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
+    uint64_t session_id, uint64_t address, absl::string_view rkey,
+    absl::Span<const PutSpec> specs, absl::Span<const uint64_t> region_offsets,
+    absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
+  ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
+  std::vector<ucx::WriteSegment> segments;
+  segments.reserve(specs.size());
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    const absl::Span<uint8_t> slot = reservation.buffer(i);
+    if (slot.empty()) continue;  // already stored
+    segments.push_back({.local = slot.data(), .bytes = slot.size(),
+                        .remote_address = address + region_offsets[i]});
+  }
+  absl::Status status = session->endpoint->Read(segments, *key, options_.window, deadline);
+  if (!status.ok()) {
+    store_->Abort(std::move(reservation));
+    key.reset();
+    Close(session_id);
+    return status;
+  }
+  return store_->Commit(std::move(reservation));
 }
 
 size_t UcxDataPlane::pending_transfers() const {

@@ -17,6 +17,11 @@
 // or transfer_timeout_ms passes; the progress thread sweeps expired ones, so
 // a client that vanishes mid-transfer leaves no reserved space behind.
 //
+// Puts may also be pulled (PullPut): within one BatchPut RPC the server
+// reserves, reads the bytes from the client's registered region straight
+// into the slots (ucp_get_nbx), and commits; the client's measurements
+// decide which (kvstore/DATA_PLANE.md).
+//
 // Gets: WriteToRegion writes page bytes into a client's registered region
 // through the session's endpoint and flushes before returning.
 //
@@ -122,6 +127,17 @@ class UcxDataPlane {
   absl::Status WriteToRegion(uint64_t session_id, uint64_t address, absl::string_view rkey,
                              absl::Span<const RegionWrite> pages, absl::Time deadline);
 
+  // Reserves the pages, reads each one's bytes from the client region
+  // (address + region_offsets[i], rkey packed by the client) into its slot,
+  // and commits. NOT_FOUND (unknown session), UNAVAILABLE or
+  // DEADLINE_EXCEEDED (the read failed; the session is closed), and
+  // Store::Reserve/Commit's errors. Nothing stays reserved on any error.
+  absl::StatusOr<std::vector<PutResult>> PullPut(uint64_t session_id, uint64_t address,
+                                                 absl::string_view rkey,
+                                                 absl::Span<const PutSpec> specs,
+                                                 absl::Span<const uint64_t> region_offsets,
+                                                 absl::Time deadline);
+
   // Aborts transfers past their timeout. Called by the progress thread.
   void SweepExpired() ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -140,6 +156,9 @@ class UcxDataPlane {
                std::unique_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
                std::unique_ptr<ucx::UcxMemory> arena);
   std::shared_ptr<Session> FindSession(uint64_t session_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The session's endpoint key for `rkey`, unpacked once per distinct key.
+  absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> SessionKey(Session& session,
+                                                                absl::string_view rkey);
   uint64_t NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a session and returns what must be destroyed outside mu_.
   void RemoveSessionLocked(uint64_t session_id, std::vector<std::shared_ptr<Session>>* sessions,

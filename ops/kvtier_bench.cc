@@ -64,6 +64,11 @@ ABSL_FLAG(uint64_t, max_put_bytes, uint64_t{128} << 20, "Put bytes after which a
 ABSL_FLAG(uint64_t, get_working_set_bytes, uint64_t{64} << 20, "Bytes of the get working set");
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
+ABSL_FLAG(std::string, ucx_put_mode, "server_reads",
+          "server_reads (staged, one RPC) or client_writes (ReservePut, put, CommitPut)");
+ABSL_FLAG(bool, ucx, true,
+          "Move page bytes over the UCX data plane when the server offers it (UCX_TLS picks "
+          "the transport); --noucx sends them inline in gRPC");
 
 namespace kvtier::ops {
 namespace {
@@ -340,8 +345,15 @@ absl::Status Run() {
   }
   std::vector<Worker> workers(*std::max_element(clients.begin(), clients.end()));
   for (Worker& w : workers) {
-    ASSIGN_OR_RETURN(w.client, client::StoreClient::Connect(absl::GetFlag(FLAGS_target),
-                                                            client::ClientOptions()));
+    client::ClientOptions options;
+    options.use_ucx = absl::GetFlag(FLAGS_ucx);
+    const std::string mode = absl::GetFlag(FLAGS_ucx_put_mode);
+    if (mode != "server_reads" && mode != "client_writes") {
+      return absl::InvalidArgumentError(absl::StrCat("--ucx_put_mode ", mode, " is unknown"));
+    }
+    options.ucx_put_mode = mode == "server_reads" ? client::UcxPutMode::kServerReads
+                                                  : client::UcxPutMode::kClientWrites;
+    ASSIGN_OR_RETURN(w.client, client::StoreClient::Connect(absl::GetFlag(FLAGS_target), options));
   }
   RETURN_IF_ERROR(workers[0].client->Stats().status());  // fail fast if nothing listens
 
@@ -369,16 +381,32 @@ absl::Status Run() {
     for (int n : clients) RETURN_IF_ERROR(record(LookupCell(workers, n, ++nonce), "lookup", 0));
   }
   PrintTable(cells);
+  // Which path the bytes took: UCX needs both sides to offer it.
+  client::DataPlaneStats paths;
+  for (const Worker& w : workers) {
+    const client::DataPlaneStats d = w.client->data_plane_stats();
+    paths.ucx_put_pages += d.ucx_put_pages;
+    paths.ucx_get_pages += d.ucx_get_pages;
+    paths.inline_put_pages += d.inline_put_pages;
+    paths.inline_get_pages += d.inline_get_pages;
+  }
+  std::fprintf(stderr, "pages over UCX: put %llu get %llu; inline: put %llu get %llu\n",
+               static_cast<unsigned long long>(paths.ucx_put_pages),
+               static_cast<unsigned long long>(paths.ucx_get_pages),
+               static_cast<unsigned long long>(paths.inline_put_pages),
+               static_cast<unsigned long long>(paths.inline_get_pages));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::vector<std::string> rows;
     for (const Cell& c : cells) rows.push_back(CellJson(c));
     std::ofstream out(path, std::ios::trunc);
     out << absl::StrFormat(
         "{\"target\": \"%s\", \"batch_pages\": %d, \"duration_ms\": %d, \"ops\": %d, "
-        "\"lookup_chain\": %d, \"cells\": [\n  %s\n]}\n",
+        "\"lookup_chain\": %d, \"ucx_put_pages\": %d, \"ucx_get_pages\": %d, "
+        "\"inline_put_pages\": %d, \"inline_get_pages\": %d, \"cells\": [\n  %s\n]}\n",
         absl::GetFlag(FLAGS_target), absl::GetFlag(FLAGS_batch_pages),
         absl::GetFlag(FLAGS_duration_ms), absl::GetFlag(FLAGS_ops),
-        absl::GetFlag(FLAGS_lookup_chain), absl::StrJoin(rows, ",\n  "));
+        absl::GetFlag(FLAGS_lookup_chain), paths.ucx_put_pages, paths.ucx_get_pages,
+        paths.inline_put_pages, paths.inline_get_pages, absl::StrJoin(rows, ",\n  "));
     if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();

@@ -76,8 +76,10 @@ void UcxEndpoint::Close() {
   }
 }
 
-absl::Status UcxEndpoint::Write(absl::Span<const WriteSegment> segments,
-                                const UcxRemoteKey& rkey, size_t window, absl::Time deadline) {
+absl::Status UcxEndpoint::Transfer(bool read, absl::Span<const WriteSegment> segments,
+                                   const UcxRemoteKey& rkey, size_t window,
+                                   absl::Time deadline) {
+  const absl::string_view op = read ? "ucp_get_nbx" : "ucp_put_nbx";
   const ucp_ep_h ep = get();
   if (ep == nullptr || failed()) return absl::UnavailableError("UCX endpoint failed");
   if (window == 0) window = 1;
@@ -90,21 +92,24 @@ absl::Status UcxEndpoint::Write(absl::Span<const WriteSegment> segments,
     if (status.code() != absl::StatusCode::kDeadlineExceeded) in_flight.pop_front();
   };
   for (const WriteSegment& s : segments) {
-    while (in_flight.size() >= window && status.ok()) poll_oldest("ucp_put_nbx");
+    while (in_flight.size() >= window && status.ok()) poll_oldest(op);
     if (!status.ok()) break;
     if (failed()) {
       status = absl::UnavailableError("UCX endpoint failed");
       break;
     }
+    // Read segments name writable memory (Read's contract).
     ucs_status_ptr_t request =
-        ucp_put_nbx(ep, s.local, s.bytes, s.remote_address, rkey.get(), &param);
+        read ? ucp_get_nbx(ep, const_cast<void*>(s.local), s.bytes, s.remote_address, rkey.get(),
+                           &param)
+             : ucp_put_nbx(ep, s.local, s.bytes, s.remote_address, rkey.get(), &param);
     if (UCS_PTR_IS_ERR(request)) {
-      status = FromUcsStatus(UCS_PTR_STATUS(request), "ucp_put_nbx");
+      status = FromUcsStatus(UCS_PTR_STATUS(request), op);
       break;
     }
     if (request != nullptr) in_flight.push_back(request);
   }
-  while (!in_flight.empty() && status.ok()) poll_oldest("ucp_put_nbx");
+  while (!in_flight.empty() && status.ok()) poll_oldest(op);
   if (status.ok()) {
     ucs_status_ptr_t flush = ucp_ep_flush_nbx(ep, &param);
     if (UCS_PTR_IS_ERR(flush)) {

@@ -65,10 +65,21 @@ class UcxEndpoint {
   // the endpoint failed (now or before), DEADLINE_EXCEEDED past `deadline`;
   // on any error the endpoint is failed and closed.
   absl::Status Write(absl::Span<const WriteSegment> segments, const UcxRemoteKey& rkey,
-                     size_t window, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
+                     size_t window, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_) {
+    return Transfer(/*read=*/false, segments, rkey, window, deadline);
+  }
+  // The reverse: reads each segment's bytes from remote_address into
+  // `local` (which must be writable), with the same states and errors.
+  absl::Status Read(absl::Span<const WriteSegment> segments, const UcxRemoteKey& rkey,
+                    size_t window, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_) {
+    return Transfer(/*read=*/true, segments, rkey, window, deadline);
+  }
 
  private:
   explicit UcxEndpoint(UcxWorker* worker) : worker_(worker) {}
+  absl::Status Transfer(bool read, absl::Span<const WriteSegment> segments,
+                        const UcxRemoteKey& rkey, size_t window, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
   static void OnPeerError(void* arg, ucp_ep_h ep, ucs_status_t status);
   // Progresses until `request` completes or `deadline`; its status.
   absl::Status Wait(void* request, absl::Time deadline, absl::string_view what);

@@ -74,9 +74,19 @@ UcxProgressThread::~UcxProgressThread() {
 }
 
 void UcxProgressThread::Loop() {
+  // After an event, keep polling this long before sleeping: transfers come
+  // in bursts, and a wakeup per fragment (RMA emulated over active
+  // messages) costs more than the transfer.
+  constexpr auto kSpin = std::chrono::microseconds(500);
   auto last_idle = std::chrono::steady_clock::now();
   while (!stop_.load(std::memory_order_relaxed)) {
-    while (worker_->Progress() != 0) {
+    auto last_event = std::chrono::steady_clock::now();
+    while (!stop_.load(std::memory_order_relaxed)) {
+      if (worker_->Progress() != 0) {
+        last_event = std::chrono::steady_clock::now();
+      } else if (std::chrono::steady_clock::now() - last_event > kSpin) {
+        break;
+      }
     }
     const auto now = std::chrono::steady_clock::now();
     if (on_idle_ && now - last_idle >= std::chrono::milliseconds(idle_period_ms_)) {
