@@ -1,0 +1,185 @@
+#!/usr/bin/env python3
+"""kvtier's UCX data plane vs ucx_perftest and Redis on the same host, in one run.
+
+For each UCX transport (shm: UCX_TLS=posix,sysv,cma; tcp: UCX_TLS=tcp) it
+starts kvtier-server with that UCX_TLS, runs kvtier-bench (put/get, the given
+page sizes and client counts, unbatched and batched), and runs ucx_perftest
+(server and client on loopback, same UCX_TLS) with the same message sizes:
+ucp_get for puts (the server reads the staged pages) and ucp_put_bw for
+gets (the server writes into the client's region), plus tag_bw. It also runs
+redis-benchmark against redis-server with the same value sizes and client
+counts. It prints kvtier/ucx_perftest and kvtier/Redis GB/s ratios and
+writes everything as JSON.
+
+  ops/bench/compare_ucx.py --build_dir build --json compare_ucx.json
+
+ucx_perftest runs one thread: its figure is the single-stream reference for
+every client count. Standard library only; every child has a timeout.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare_redis import (free_port, ratio, run_redis_benchmark, start_redis,  # noqa: E402
+                           stop, wait_until)
+
+TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
+
+
+def start_kvtier(server, tmp, ram_bytes, tls):
+    port_file = os.path.join(tmp, f"kvtier-{tls}.port")
+    log = open(os.path.join(tmp, f"kvtier-{tls}.log"), "w")
+    env = dict(os.environ, UCX_TLS=TRANSPORTS[tls])
+    proc = subprocess.Popen(
+        [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
+         f"--data_dir={os.path.join(tmp, 'data-' + tls)}", f"--ram_bytes={ram_bytes}",
+         "--log_level=warning"], stdout=log, stderr=log, env=env)
+
+    def ready():
+        if proc.poll() is not None:
+            raise RuntimeError(f"kvtier-server exited with {proc.returncode}; see {log.name}")
+        try:
+            with open(port_file) as f:
+                return f.read().strip().isdigit()
+        except OSError:
+            return False
+    wait_until(ready, 60, "kvtier-server's port file")
+    with open(port_file) as f:
+        return proc, int(f.read().strip())
+
+
+def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls):
+    out = os.path.join(tmp, f"bench-{tls}-{batch}.json")
+    cmd = [bench, f"--target=127.0.0.1:{port}", "--page_sizes=" + ",".join(map(str, sizes)),
+           "--clients=" + ",".join(map(str, clients)), "--ops_kinds=put,get",
+           f"--batch_pages={batch}", f"--duration_ms={duration_ms}", f"--json={out}"]
+    budget = 120 + 6 * len(sizes) * len(clients) * duration_ms / 1000
+    subprocess.run(cmd, check=True, timeout=budget, stdout=subprocess.DEVNULL,
+                   env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
+    with open(out) as f:
+        data = json.load(f)
+    if data.get("ucx_put_pages", 0) == 0 or data.get("ucx_get_pages", 0) == 0:
+        raise RuntimeError(f"kvtier-bench did not use UCX over {tls}: {data}")
+    return data
+
+
+def run_perftest(test, size, tls, total_bytes):
+    """GB/s (1e9 bytes) of one ucx_perftest run on loopback."""
+    port = free_port()
+    env = dict(os.environ, UCX_TLS=TRANSPORTS[tls])
+    iters = max(100, min(100_000, total_bytes // size))
+    server = subprocess.Popen(["ucx_perftest", "-p", str(port)], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        time.sleep(0.3)
+        res = subprocess.run(["ucx_perftest", "127.0.0.1", "-p", str(port), "-t", test,
+                              "-s", str(size), "-n", str(iters)],
+                             env=env, timeout=120, capture_output=True, text=True)
+    finally:
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+    for line in res.stdout.splitlines():
+        if line.startswith("Final:"):
+            # iterations, lat 50%, lat avg, lat overall, bw avg, bw overall (MB/s = 2^20)
+            fields = line.split()
+            return float(fields[6]) * (1 << 20) / 1e9
+    raise RuntimeError(f"ucx_perftest {test} -s {size} over {tls}: no result\n{res.stdout}"
+                       f"{res.stderr}")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--build_dir", default="build")
+    p.add_argument("--page_sizes", default="65536,262144,1048576,4194304")
+    p.add_argument("--clients", default="1,2,4,8")
+    p.add_argument("--batches", default="1,8", help="pages per put/get RPC")
+    p.add_argument("--transports", default="shm,tcp")
+    p.add_argument("--duration_ms", type=int, default=500, help="per kvtier cell")
+    p.add_argument("--perftest_bytes", type=int, default=1 << 30)
+    p.add_argument("--redis_bytes", type=int, default=256 << 20)
+    p.add_argument("--ram_bytes", type=int, default=2 << 30)
+    p.add_argument("--json", default="compare_ucx.json")
+    args = p.parse_args()
+    server = os.path.join(args.build_dir, "kvstore", "kvtier-server")
+    bench = os.path.join(args.build_dir, "ops", "kvtier-bench")
+    sizes = [int(s) for s in args.page_sizes.split(",")]
+    clients = [int(c) for c in args.clients.split(",")]
+    batches = [int(b) for b in args.batches.split(",")]
+    transports = args.transports.split(",")
+    for tool in (server, bench, shutil.which("ucx_perftest"), shutil.which("redis-server"),
+                 shutil.which("redis-benchmark")):
+        if not tool or not os.access(tool, os.X_OK):
+            sys.exit(f"compare_ucx: missing executable {tool}")
+
+    tmp = tempfile.mkdtemp(prefix="kvtier-vs-ucx-")
+    started = time.monotonic()
+    rows, perftest, redis_rows = [], {}, {}
+    redis = None
+    try:
+        redis, redis_port = start_redis(tmp)
+        for size in sizes:
+            for n in clients:
+                requests = max(200, min(100_000, args.redis_bytes // size))
+                print(f"redis-benchmark -d {size} -c {n} -n {requests}", file=sys.stderr)
+                redis_rows[(size, n)] = run_redis_benchmark(redis_port, size, n, requests)
+        for tls in transports:
+            for size in sizes:
+                for test in ("ucp_get", "ucp_put_bw", "tag_bw"):
+                    print(f"ucx_perftest -t {test} -s {size} UCX_TLS={TRANSPORTS[tls]}",
+                          file=sys.stderr)
+                    perftest[(tls, test, size)] = run_perftest(test, size, tls,
+                                                               args.perftest_bytes)
+            for batch in batches:
+                kv = None
+                try:
+                    kv, port = start_kvtier(server, tmp, args.ram_bytes, tls)
+                    print(f"kvtier-bench over {tls}, batch {batch}", file=sys.stderr)
+                    data = run_kvtier_bench(bench, port, sizes, clients, batch,
+                                            args.duration_ms, tmp, tls)
+                finally:
+                    stop(kv, "kvtier-server")
+                for c in data["cells"]:
+                    op, size, n = c["op"], c["page_bytes"], c["clients"]
+                    ref_test = "ucp_get" if op == "put" else "ucp_put_bw"
+                    ref = perftest[(tls, ref_test, size)]
+                    r = redis_rows[(size, n)]["SET" if op == "put" else "GET"]
+                    rows.append({
+                        "transport": tls, "op": op, "page_bytes": size, "batch": batch,
+                        "clients": n, "kvtier_gbps": c["gbps"], "kvtier_p99_us": c["p99_us"],
+                        "perftest_test": ref_test, "perftest_gbps": ref,
+                        "perftest_ratio": ratio(c["gbps"], ref),
+                        "tag_bw_gbps": perftest[(tls, "tag_bw", size)],
+                        "redis_gbps": r["gbps"], "redis_ratio": ratio(c["gbps"], r["gbps"]),
+                    })
+    finally:
+        stop(redis, "redis-server")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    print(f"{'tls':<4} {'op':<4} {'page':>9} {'batch':>5} {'cl':>3} {'kvtier':>8} "
+          f"{'perftest':>9} {'x':>6} {'tag_bw':>8} {'redis':>7} {'x':>6} {'p99us':>8}")
+    for r in rows:
+        print(f"{r['transport']:<4} {r['op']:<4} {r['page_bytes'] >> 10:>5} KiB {r['batch']:>5} "
+              f"{r['clients']:>3} {r['kvtier_gbps']:>8.3f} {r['perftest_gbps']:>9.3f} "
+              f"{r['perftest_ratio']:>6.2f} {r['tag_bw_gbps']:>8.3f} {r['redis_gbps']:>7.3f} "
+              f"{r['redis_ratio']:>6.2f} {r['kvtier_p99_us']:>8.0f}")
+    print("GB/s (1e9 B/s). x = kvtier / reference. perftest: ucp_get for put (the server "
+          "reads), ucp_put_bw for get (the server writes), one stream.")
+    with open(args.json, "w") as f:
+        json.dump({"seconds": time.monotonic() - started, "args": vars(args), "rows": rows},
+                  f, indent=1)
+    print(f"wrote {args.json}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
