@@ -35,11 +35,13 @@ TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
 
 def start_kvtier(server, tmp, ram_bytes, tls):
     port_file = os.path.join(tmp, f"kvtier-{tls}.port")
+    if os.path.exists(port_file):
+        os.remove(port_file)  # a previous server's port
     log = open(os.path.join(tmp, f"kvtier-{tls}.log"), "w")
     env = dict(os.environ, UCX_TLS=TRANSPORTS[tls])
     proc = subprocess.Popen(
         [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
-         f"--data_dir={os.path.join(tmp, 'data-' + tls)}", f"--ram_bytes={ram_bytes}",
+         f"--data_dir={tempfile.mkdtemp(dir=tmp)}", f"--ram_bytes={ram_bytes}",
          "--log_level=warning"], stdout=log, stderr=log, env=env)
 
     def ready():
