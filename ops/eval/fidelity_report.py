@@ -68,52 +68,64 @@ def plot(rep, path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     e2e = rep.get("end_to_end")
-    panels = [("trace", "1 - mean rel. attention error")]
+    panels = [("trace", "trace: 1 - mean rel. attention error")]
     if e2e:
-        panels = [("agreement", "greedy agreement vs full"),
-                  ("passkey", "passkey accuracy")] + panels
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.2), squeeze=False)
+        panels = [("agreement", "end to end: greedy agreement vs full"),
+                  ("passkey", "end to end: passkey accuracy")] + panels
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.0 * len(panels) + 2.2, 4.6),
+                             squeeze=False)
     styles = {"uniform": "-", "xkv": "--", "lukv": ":"}
     order = ["full", "sliding_window", "streaming_llm", "h2o", "tova", "quest", "arkvale",
              "arkv"]
+    markers = "osv^DPX*"
     cmap = plt.get_cmap("tab10")
-    color = lambda policy: cmap(order.index(policy) if policy in order else 9)
+    idx = lambda policy: order.index(policy) if policy in order else len(order) - 1
+    seen = set()
     for ax, (kind, title) in zip(axes[0], panels):
         series = {}
         if kind == "trace":
             for p in rep["policies"]:
                 if p["policy"] == "full" or "error" in p:
                     continue
-                key = (p["policy"], p["allocator"])
-                series.setdefault(key, []).append((1 / p["budget_fraction"],
-                                                   1 - p["mean_rel_error"]))
+                series.setdefault((p["policy"], p["allocator"]), []).append(
+                    (p["budget_fraction"], 1 - p["mean_rel_error"]))
         else:
             field = "greedy_agreement" if kind == "agreement" else "passkey_accuracy"
             for r in e2e["results"]:
                 if r["policy"] == "full" or "error" in r:
                     continue
                 series.setdefault((r["policy"], "uniform"), []).append(
-                    (1 / r["budget_fraction"], r[field]))
+                    (r["budget_fraction"], r[field]))
         for (policy, alloc), pts in sorted(series.items()):
-            pts.sort()
-            label = policy if alloc == "uniform" else f"{policy} ({alloc})"
-            ax.plot([x for x, _ in pts], [y for _, y in pts], styles.get(alloc, "-"),
-                    marker="o", label=label, color=color(policy))
+            pts.sort(reverse=True)
+            i = idx(policy)
+            # Policies that coincide stay visible: each is nudged sideways.
+            xs = [(1 / f) * 2 ** (0.035 * (i - 4)) for f, _ in pts]
+            ax.plot(xs, [y for _, y in pts], styles.get(alloc, "-"), marker=markers[i % 8],
+                    color=cmap(i), markersize=5, linewidth=1.4, alpha=0.9)
+            seen.add(policy)
         ax.set_xscale("log", base=2)
         fractions = sorted({p["budget_fraction"] for p in rep["policies"]})
         ax.set_xticks([1 / f for f in fractions], [f"1/{f}" for f in fractions])
         ax.minorticks_off()
-        ax.legend(fontsize=7, loc="lower right")
         ax.set_xlabel("KV budget (fraction of the context)")
-        ax.set_title(title)
-        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title, fontsize=10)
+        ax.set_ylim(-0.03, 1.03)
         ax.grid(True, alpha=0.3)
+    handles = [Line2D([], [], color=cmap(idx(p)), marker=markers[idx(p) % 8], label=p)
+               for p in order if p in seen]
+    handles += [Line2D([], [], color="black", linestyle=styles[a], label=f"{a} budgets")
+                for a in ("uniform", "xkv", "lukv")
+                if any(p.get("allocator") == a for p in rep["policies"])]
+    fig.legend(handles=handles, loc="center right", fontsize=8, frameon=False)
     t = rep["trace"]
     fig.suptitle(f"kvtier-eval: {t['prompt_tokens'] + t['decode_steps']}-token trace"
-                 + (f", {e2e['context']}-token passkey runs" if e2e else ""))
-    fig.tight_layout()
+                 + (f", {e2e['context']}-token passkey runs ({len(e2e['cases'])} cases)"
+                    if e2e else ""))
+    fig.tight_layout(rect=(0, 0, 1 - 2.0 / (5.0 * len(panels) + 2.2), 1))
     fig.savefig(path, dpi=110)
     print(f"plot written to {path}", file=sys.stderr)
 
