@@ -332,6 +332,11 @@ TEST(ClientOptionsTest, ValidateNamesTheBadOption) {
   check([](ClientOptions& o) { o.max_backoff_ms = 10; }, "max_backoff_ms");
   check([](ClientOptions& o) { o.backoff_multiplier = 0.5; }, "backoff_multiplier");
   check([](ClientOptions& o) { o.jitter = 1.5; }, "jitter");
+  check([](ClientOptions& o) { o.ucx_window = 0; }, "ucx_window");
+  check([](ClientOptions& o) { o.ucx_window = 4097; }, "ucx_window");
+  check([](ClientOptions& o) { o.ucx_region_bytes = 1000; }, "ucx_region_bytes");
+  check([](ClientOptions& o) { o.ucx_region_bytes = uint64_t{3} << 30; }, "ucx_region_bytes");
+  check([](ClientOptions& o) { o.ucx_reopen_interval_ms = 0; }, "ucx_reopen_interval_ms");
   EXPECT_EQ(StoreClient::Connect("x:1", ClientOptions{.max_attempts = 0}).status().code(),
             absl::StatusCode::kInvalidArgument);
 }

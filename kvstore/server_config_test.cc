@@ -27,6 +27,9 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_TRUE(s->store.verify_on_open);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
+  EXPECT_TRUE(s->ucx);
+  EXPECT_EQ(s->ucx_transfer_timeout_ms, 60'000u);
+  EXPECT_EQ(s->ucx_max_sessions, 1024u);
 }
 
 TEST(ServerConfigTest, ParsesTextFormatAndOverridesWin) {
@@ -85,6 +88,10 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"promote_after_reads: 0", "promote_after_reads"},
       {"max_pin_ttl_ms: 0", "max_pin_ttl_ms"},
       {"max_pins: 0", "max_pins"},
+      {"ucx_transfer_timeout_ms: 0", "ucx_transfer_timeout_ms"},
+      {"ucx_transfer_timeout_ms: 3600001", "ucx_transfer_timeout_ms"},
+      {"ucx_max_sessions: 0", "ucx_max_sessions"},
+      {"ucx_max_sessions: 65537", "ucx_max_sessions"},
       {"max_message_bytes: 1024", "max_message_bytes"},
       {"max_message_bytes: 4294967296", "max_message_bytes"},
       {"log_level: \"loud\"", "log_level"},

@@ -42,4 +42,7 @@ if(KVTIER_BUILD_TESTS AND TARGET kvtier_store_core)
   kvtier_test(service_test
     SOURCES ${_svc_dir}/service_test.cc
     LIBS kvtier_service)
+  kvtier_test(ucx_data_plane_unit_test
+    SOURCES ${_svc_dir}/ucx_data_plane_test.cc
+    LIBS kvtier_service)
 endif()

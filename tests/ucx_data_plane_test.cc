@@ -77,10 +77,12 @@ class UcxDataPlaneTest : public ::testing::TestWithParam<std::string> {
     return server.ok() ? std::move(server).value() : nullptr;
   }
 
-  static std::unique_ptr<client::StoreClient> Connect(const ServerProcess& server,
-                                                      bool use_ucx = true) {
+  static std::unique_ptr<client::StoreClient> Connect(
+      const ServerProcess& server, bool use_ucx = true,
+      client::UcxPutMode mode = client::UcxPutMode::kServerReads) {
     client::ClientOptions options;
     options.use_ucx = use_ucx;
+    options.ucx_put_mode = mode;
     options.deadline_ms = 10'000;
     auto client = client::StoreClient::Connect(server.target(), options);
     EXPECT_TRUE(client.ok()) << client.status();
@@ -131,6 +133,31 @@ TEST_P(UcxDataPlaneTest, ManyOddSizedPagesArriveByteExact) {
   EXPECT_EQ(server_stats->put_pages(), pages.puts.size());
   EXPECT_EQ(server_stats->put_duplicate_pages(), pages.puts.size());
   EXPECT_EQ(server_stats->reserved_bytes(), 0u);
+}
+
+TEST_P(UcxDataPlaneTest, ClientWritesIntoTheArenaByteExact) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> client =
+      Connect(*server, /*use_ucx=*/true, client::UcxPutMode::kClientWrites);
+  ASSERT_NE(client, nullptr);
+  const OddPages pages = MakeOddPages(101, 3);
+  absl::StatusOr<std::vector<client::PutOutcome>> put = client->BatchPut(pages.puts);
+  ASSERT_TRUE(put.ok()) << put.status();
+  for (const client::PutOutcome& o : *put) EXPECT_FALSE(o.already_present);
+  absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), pages.keys.size());
+  for (size_t i = 0; i < got->size(); ++i) {
+    ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
+    EXPECT_EQ((*got)[i].data, pages.bytes[i]) << "page " << i;
+  }
+  EXPECT_EQ(client->data_plane_stats().ucx_put_pages, pages.puts.size());
+  EXPECT_EQ(client->data_plane_stats().inline_put_pages, 0u);
+  absl::StatusOr<v1::StatsResponse> stats = client->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), pages.puts.size());
+  EXPECT_EQ(stats->reserved_bytes(), 0u);
 }
 
 TEST_P(UcxDataPlaneTest, BatchLargerThanTheArenaIsRefusedAndCommitsNothing) {

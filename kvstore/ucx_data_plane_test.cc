@@ -1,0 +1,172 @@
+// UcxDataPlane in-process over a real TieredStore: option validation, the
+// errors of unknown sessions and transfers, and that reservations end with
+// their transfer (commit, abort, close, expiry) so no reserved byte is left.
+#include "kvstore/ucx_data_plane.h"
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "absl/time/clock.h"
+#include "client/ucx/ucx_worker.h"
+#include "gtest/gtest.h"
+#include "kvstore/store_test_util.h"
+
+namespace kvtier::store {
+namespace {
+
+using testing::Key;
+using testing::PageBytes;
+using testing::Spec;
+using testing::TempDir;
+
+TEST(DataPlaneOptionsTest, ValidateNamesTheBadOption) {
+  EXPECT_TRUE(DataPlaneOptions().Validate().ok());
+  auto code = [](auto mutate) {
+    DataPlaneOptions o;
+    mutate(o);
+    return o.Validate().code();
+  };
+  EXPECT_EQ(code([](auto& o) { o.transfer_timeout_ms = 0; }), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.transfer_timeout_ms = 3'600'001; }),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.max_sessions = 0; }), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.max_sessions = 65537; }), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.max_pending_transfers = 0; }),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.window = 0; }), absl::StatusCode::kInvalidArgument);
+}
+
+class UcxDataPlaneTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    StoreOptions options;
+    options.data_dir = dir_.path();
+    options.ram.capacity_bytes = 1 << 20;
+    absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = std::move(*store);
+  }
+
+  std::unique_ptr<UcxDataPlane> Create(DataPlaneOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+        UcxDataPlane::Create(store_.get(), options);
+    EXPECT_TRUE(plane.ok()) << plane.status();
+    return plane.ok() ? std::move(*plane) : nullptr;
+  }
+
+  // A session whose client is a worker of this process.
+  uint64_t Open(UcxDataPlane& plane) {
+    absl::StatusOr<UcxDataPlane::OpenReply> reply = plane.Open(client_worker_->address());
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    if (!reply.ok()) return 0;
+    EXPECT_NE(reply->session_id, 0u);
+    EXPECT_EQ(reply->arena_address, reinterpret_cast<uint64_t>(store_->RamRegion().data()));
+    EXPECT_EQ(reply->arena_bytes, store_->RamRegion().size());
+    EXPECT_FALSE(reply->arena_rkey.empty());
+    EXPECT_FALSE(reply->worker_address.empty());
+    return reply->session_id;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<ucx::UcxContext> client_context_ = *ucx::UcxContext::Create();
+  std::unique_ptr<ucx::UcxWorker> client_worker_ = *ucx::UcxWorker::Create(*client_context_);
+};
+
+TEST_F(UcxDataPlaneTest, UnknownSessionsAndTransfersAreNotFound) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  EXPECT_EQ(plane->Open("").status().code(), absl::StatusCode::kInvalidArgument);
+  const PutSpec specs[] = {Spec(Key(1))};
+  EXPECT_EQ(plane->ReservePut(12345, specs).status().code(), absl::StatusCode::kNotFound);
+  const uint64_t session = Open(*plane);
+  EXPECT_EQ(plane->CommitPut(session, 999).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(plane->CheckRegion(session, "").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(plane->CheckRegion(session + 1, "k").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+}
+
+TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  const uint64_t session = Open(*plane);
+  const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(session, specs);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  ASSERT_EQ(reserved->slots.size(), 2u);
+  EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+  // Write the bytes where the offsets say (as the client's put would).
+  for (int i = 0; i < 2; ++i) {
+    const std::vector<uint8_t> bytes = PageBytes(specs[i].key, specs[i].layout);
+    std::memcpy(store_->RamRegion().data() + reserved->slots[i].arena_offset, bytes.data(),
+                bytes.size());
+  }
+  // A transfer belongs to its session.
+  EXPECT_EQ(plane->CommitPut(session + 1, reserved->transfer_id).status().code(),
+            absl::StatusCode::kNotFound);
+  absl::StatusOr<std::vector<PutResult>> committed =
+      plane->CommitPut(session, reserved->transfer_id);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(store_->Stats().put_pages, 2u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+  // Already stored: the slot says so and nothing is reserved for it.
+  reserved = plane->ReservePut(session, specs);
+  ASSERT_TRUE(reserved.ok());
+  EXPECT_TRUE(reserved->slots[0].already_present);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  plane->AbortPut(session, reserved->transfer_id);
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+}
+
+TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
+  const PutSpec specs[] = {Spec(Key(7))};
+  {
+    std::unique_ptr<UcxDataPlane> plane = Create();
+    ASSERT_NE(plane, nullptr);
+    const uint64_t a = Open(*plane);
+    ASSERT_TRUE(plane->ReservePut(a, specs).ok());
+    EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+    plane->Close(a);
+    EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+    EXPECT_EQ(plane->open_sessions(), 0u);
+    // Destroying the plane aborts what is still pending.
+    ASSERT_TRUE(plane->ReservePut(Open(*plane), specs).ok());
+    EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+  }
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+
+  DataPlaneOptions options;
+  options.transfer_timeout_ms = 1;
+  std::unique_ptr<UcxDataPlane> plane = Create(options);
+  ASSERT_NE(plane, nullptr);
+  const uint64_t b = Open(*plane);
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(b, specs);
+  ASSERT_TRUE(reserved.ok());
+  absl::SleepFor(absl::Milliseconds(2));  // past the 1 ms timeout
+  plane->SweepExpired();
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(plane->CommitPut(b, reserved->transfer_id).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().put_pages, 0u);
+}
+
+TEST_F(UcxDataPlaneTest, SessionsAreBoundedLeastRecentlyUsedFirst) {
+  DataPlaneOptions options;
+  options.max_sessions = 2;
+  std::unique_ptr<UcxDataPlane> plane = Create(options);
+  ASSERT_NE(plane, nullptr);
+  const uint64_t a = Open(*plane);
+  const uint64_t b = Open(*plane);
+  ASSERT_TRUE(plane->CheckRegion(a, "k").ok());  // a is now the most recent
+  const uint64_t c = Open(*plane);
+  EXPECT_EQ(plane->open_sessions(), 2u);
+  EXPECT_TRUE(plane->CheckRegion(a, "k").ok());
+  EXPECT_EQ(plane->CheckRegion(b, "k").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(plane->CheckRegion(c, "k").ok());
+}
+
+}  // namespace
+}  // namespace kvtier::store
