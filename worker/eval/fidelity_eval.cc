@@ -136,7 +136,10 @@ absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOpti
                                         const std::string& allocator, const std::string& path) {
   const TraceHeader& h = r.header();
   const uint32_t context = h.prompt_len + h.decode_steps;
-  const uint32_t budget = std::max<uint32_t>(2, o.context / fraction / o.page_size);
+  // The full cache's "budget" is the whole context.
+  const uint32_t budget = policy == "full"
+                              ? (context + o.page_size - 1) / o.page_size
+                              : std::max<uint32_t>(2, o.context / fraction / o.page_size);
   worker::SimOptions s;
   s.policy = policy;
   s.page_size = o.page_size;

@@ -53,7 +53,9 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   PasskeyPrompt p;
   ASSIGN_OR_RETURN(p, FitPasskeyPrompt(m, {.depth = 0.5, .passkey = 31415}, o.prompt_tokens));
   const int context = static_cast<int>(p.tokens.size()) + o.steps;
-  const int budget = std::max(2 * o.page_size, context / o.budget_fraction);
+  // The full policy keeps the model's whole context (budget 0).
+  const int budget =
+      o.policy == "full" ? 0 : std::max(2 * o.page_size, context / o.budget_fraction);
   Say(absl::StrFormat("prompt: %zu tokens (passkey 31415 at 50%% depth), %d greedy steps, "
                       "policy %s, budget %d tokens per layer (1/%d of %d), pages of %d tokens",
                       p.tokens.size(), o.steps, o.policy, budget, o.budget_fraction, context,
@@ -108,6 +110,11 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   int same = 0, prefix = 0;
   for (int i = 0; i < o.steps; ++i) same += got[i] == want[i] ? 1 : 0;
   while (prefix < o.steps && got[prefix] == want[prefix]) ++prefix;
+  auto answered = [&](const std::vector<int>& out) {
+    return out.size() >= p.answer.size() && std::equal(p.answer.begin(), p.answer.end(), out.begin());
+  };
+  Say(absl::StrFormat("passkey 31415: budgeted run %s, full cache %s",
+                      answered(got) ? "correct" : "wrong", answered(want) ? "correct" : "wrong"));
   const worker::CacheCounters& c = b->counters();
   std::printf("budgeted (%s): %s\nfull cache:      %s\n", o.policy.c_str(),
               Text(m, p.tokens.back(), got).c_str(), Text(m, p.tokens.back(), want).c_str());
