@@ -14,11 +14,21 @@ namespace {
 
 int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
 
+// Stateless, so one instance serves every runner.
+Device* HostDevice() {
+  static CpuDevice* const host = new CpuDevice();
+  return host;
+}
+
 }  // namespace
 
 DecodeRunner::DecodeRunner(KvCacheManager* cache, kernels::ThreadPool* threads,
                            DecodeOptions options)
-    : cache_(cache), threads_(threads), options_(options) {}
+    : cache_(cache),
+      threads_(threads),
+      options_(options),
+      device_scratch_(cache->device()),
+      host_scratch_(HostDevice()) {}
 
 absl::Status DecodeRunner::Prefetch(uint64_t seq_id, uint32_t layer, const float* q,
                                     StepStats* stats) {
@@ -63,7 +73,7 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
     args.total_pages = n;
     args.reduce = kernels::HeadReduce::kGroupSum;
     args.scores = row_scores_.data();
-    RETURN_IF_ERROR(kernels::EstimateScoresCpu(args, threads_));
+    RETURN_IF_ERROR(EstimateScores(args, &device_scratch_, threads_));
     // One ranking per layer: rows added in head order.
     scores_.assign(n, 0.0f);
     for (uint32_t r = 0; r < o.layout.n_kv_heads; ++r) {
@@ -198,8 +208,8 @@ absl::Status DecodeRunner::AttendOverlapped(uint64_t seq_id, uint32_t layer, con
     std::vector<int32_t> aux_pages(aux.n_pages);
     for (uint32_t i = 0; i < aux.n_pages; ++i) aux_pages[i] = static_cast<int32_t>(i);
     auto [o2, l2] = next_state();
-    RETURN_IF_ERROR(AttendPool(aux.pool, aux.page_stride_bytes, aux.n_pages, aux_pages,
-                               aux.last_page_len, q, o2, l2));
+    RETURN_IF_ERROR(AttendPool(&host_scratch_, aux.pool, aux.page_stride_bytes, aux.n_pages,
+                               aux_pages, aux.last_page_len, q, o2, l2));
   }
   RETURN_IF_ERROR(Merge(outs, lses, out, lse));
   stats->times.attention_ns += NowNs() - t1;
@@ -238,21 +248,22 @@ absl::Status DecodeRunner::Merge(const std::vector<std::vector<float>>& outs,
   merge.head_dim = static_cast<uint32_t>(d);
   merge.out = out;
   merge.lse = lse;
-  return kernels::MergeAttentionStatesCpu(merge, threads_);
+  return MergeAttentionStates(merge, &device_scratch_, threads_);
 }
 
 absl::Status DecodeRunner::Attend(uint64_t seq_id, uint32_t layer, const float* q,
                                   const std::vector<int32_t>& pages, float* out, float* lse) {
   int32_t last_len = 0;
-  if (pages.empty()) return AttendPool(nullptr, 0, 0, {}, 0, q, out, lse);
+  if (pages.empty()) return AttendPool(&host_scratch_, nullptr, 0, 0, {}, 0, q, out, lse);
   RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, pages, &slots_, &last_len));
   const PagePool& pool = cache_->pool(layer);
-  return AttendPool(pool.base(), pool.page_bytes(), pool.capacity(), slots_, last_len, q, out,
-                    lse);
+  // The pool's address is only handed to the kernel of its own backend.
+  return AttendPool(&device_scratch_, pool.base(), pool.page_bytes(), pool.capacity(), slots_,
+                    last_len, q, out, lse);
 }
 
-absl::Status DecodeRunner::AttendPool(const void* pool, size_t page_stride_bytes,
-                                      uint32_t pool_pages, const std::vector<int32_t>& slots,
+absl::Status DecodeRunner::AttendPool(KernelScratch* scratch, const void* pool,
+                                      size_t page_stride_bytes, uint32_t pool_pages, const std::vector<int32_t>& slots,
                                       int32_t last_len, const float* q, float* out, float* lse) {
   const KvCacheOptions& o = cache_->options();
   if (slots.empty()) {
@@ -281,7 +292,7 @@ absl::Status DecodeRunner::AttendPool(const void* pool, size_t page_stride_bytes
   args.kv.total_entries = static_cast<uint32_t>(slots.size());
   args.out = out;
   args.lse = lse;
-  return kernels::DecodeAttentionCpu(args, threads_);
+  return DecodeAttention(args, scratch, threads_);
 }
 
 }  // namespace kvtier::worker

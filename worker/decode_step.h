@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "kernels/thread_pool.h"
+#include "worker/kernel_dispatch.h"
 #include "worker/kv_cache_manager.h"
 #include "worker/token_policy.h"
 
@@ -95,7 +96,9 @@ class DecodeRunner {
                                 float* out, float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
-  absl::Status AttendPool(const void* pool, size_t page_stride_bytes, uint32_t pool_pages,
+  // `scratch` names the device `pool` is memory of.
+  absl::Status AttendPool(KernelScratch* scratch, const void* pool, size_t page_stride_bytes,
+                          uint32_t pool_pages,
                           const std::vector<int32_t>& slots, int32_t last_len, const float* q,
                           float* out, float* lse);
   absl::Status Merge(const std::vector<std::vector<float>>& outs,
@@ -105,6 +108,10 @@ class DecodeRunner {
   KvCacheManager* const cache_;
   kernels::ThreadPool* const threads_;
   const DecodeOptions options_;
+  // Kernels run on the cache's device; auxiliary pages (AuxKv) are host
+  // memory and always run on the CPU.
+  KernelScratch device_scratch_;
+  KernelScratch host_scratch_;
   // Scratch reused across steps.
   std::vector<float> row_scores_;
   std::vector<float> scores_;

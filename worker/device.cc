@@ -2,8 +2,15 @@
 
 #include <cstring>
 #include <new>
+#include <string>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+
+#if KVTIER_WITH_CUDA
+#include "worker/cuda_device.h"
+#endif
 
 namespace kvtier::worker {
 namespace {
@@ -38,6 +45,27 @@ absl::Status CpuDevice::CopyToDevice(void* dst, const void* src, size_t bytes) {
 absl::Status CpuDevice::CopyToHost(void* dst, const void* src, size_t bytes) {
   std::memcpy(dst, src, bytes);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec) {
+  if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice());
+  int ordinal = 0;
+  absl::string_view rest(spec.data(), spec.size());
+  const bool cuda = absl::ConsumePrefix(&rest, "cuda") &&
+                    (rest.empty() || (absl::ConsumePrefix(&rest, ":") &&
+                                      absl::SimpleAtoi(rest, &ordinal) && ordinal >= 0));
+  if (!cuda) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("device '", std::string(spec), "' is not cpu, cuda or cuda:N"));
+  }
+#if KVTIER_WITH_CUDA
+  absl::StatusOr<std::unique_ptr<CudaDevice>> device = CudaDevice::Create(ordinal);
+  if (!device.ok()) return device.status();
+  return std::unique_ptr<Device>(*std::move(device));
+#else
+  return absl::FailedPreconditionError(absl::StrCat(
+      "device '", std::string(spec), "' needs a build with CUDA (configure with -DKVTIER_CUDA=ON)"));
+#endif
 }
 
 }  // namespace kvtier::worker

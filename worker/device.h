@@ -2,13 +2,15 @@
 //
 // The cache manager allocates its pools and moves page bytes only through
 // this interface, so the same runtime runs on the CPU backend (pool in host
-// memory: the reference and the CI path) and, later, on CUDA (pool in device
-// memory, copies on a stream). Kernels are chosen by kind().
+// memory: the reference and the CI path) and on CUDA (cuda_device.h: pool in
+// GPU memory, copies on a stream). Kernels are chosen by kind()
+// (kernel_dispatch.h).
 #ifndef KVTIER_WORKER_DEVICE_H_
 #define KVTIER_WORKER_DEVICE_H_
 
 #include <cstddef>
 #include <memory>
+#include <string_view>
 
 #include "absl/status/statusor.h"
 
@@ -44,6 +46,12 @@ class CpuDevice : public Device {
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override;
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override;
 };
+
+// The device named by `spec`: "cpu", "cuda" (ordinal 0) or "cuda:N".
+// INVALID_ARGUMENT for another spec; for CUDA, FAILED_PRECONDITION in a build
+// without CUDA (KVTIER_WITH_CUDA off), else CudaDevice::Create's errors
+// (UNAVAILABLE when there is no usable GPU).
+absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec);
 
 }  // namespace kvtier::worker
 

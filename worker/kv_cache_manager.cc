@@ -286,19 +286,30 @@ absl::Status KvCacheManager::AppendKv(uint64_t seq_id, uint32_t layer, const flo
   const PageLayout& lay = options_.layout;
   const auto type = static_cast<kernels::ScalarType>(lay.dtype);
   const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;  // elements per token
-  const size_t v_offset = lay.ElementsPerTensor();
+  const size_t row_bytes = row * DTypeBytes(lay.dtype);
+  const size_t v_offset_bytes = lay.ElementsPerTensor() * DTypeBytes(lay.dtype);
   std::vector<StoredPage> backups;
-  for (uint32_t i = 0; i < n; ++i) {
+  // Tokens are converted in host memory and written a page's run at a time
+  // through the device, so a pool in GPU memory is never dereferenced here.
+  std::vector<uint8_t> k_rows, v_rows;
+  for (uint32_t i = 0; i < n;) {
     const uint32_t off = t.n_tokens % lay.page_size;
     if (off == 0) RETURN_IF_ERROR(OpenPage(*seq, layer));
     const int32_t page = static_cast<int32_t>(t.states.size()) - 1;
-    uint8_t* base = pools_[layer]->SlotData(t.slots[page]);
-    for (size_t e = 0; e < row; ++e) {
-      kernels::StoreFromFloat(base, type, off * row + e, k[i * row + e]);
-      kernels::StoreFromFloat(base, type, v_offset + off * row + e, v[i * row + e]);
+    const uint32_t m = std::min(n - i, lay.page_size - off);
+    k_rows.resize(m * row_bytes);
+    v_rows.resize(m * row_bytes);
+    for (size_t e = 0; e < m * row; ++e) {
+      kernels::StoreFromFloat(k_rows.data(), type, e, k[i * row + e]);
+      kernels::StoreFromFloat(v_rows.data(), type, e, v[i * row + e]);
     }
-    ++t.n_tokens;
-    if (off + 1 == lay.page_size) RETURN_IF_ERROR(OnPageFull(*seq, layer, page, &backups));
+    PagePool& pool = *pools_[layer];
+    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], off * row_bytes, k_rows.data(), m * row_bytes));
+    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], v_offset_bytes + off * row_bytes, v_rows.data(),
+                                   m * row_bytes));
+    t.n_tokens += m;
+    i += m;
+    if (off + m == lay.page_size) RETURN_IF_ERROR(OnPageFull(*seq, layer, page, &backups));
     if (backups.size() >= options_.max_put_batch_pages) {
       RETURN_IF_ERROR(SubmitBackups(*seq, layer, std::move(backups)));
       backups.clear();
@@ -316,15 +327,21 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   t.digests.resize((t.n_digested + 1) * digest_slot_floats_);
   const int32_t pool_slot = t.slots[page];
   const int32_t digest_slot = page;
+  // One host copy of the full page serves the digest, the checksum and the
+  // backup, on every backend (digests are host memory: kernel_dispatch.h).
+  const size_t page_bytes = pools_[layer]->page_bytes();
+  std::string bytes(page_bytes, '\0');
+  RETURN_IF_ERROR(pools_[layer]->ReadSlot(pool_slot, 0, bytes.data(), page_bytes));
+  const int32_t staged_page = 0;
   kernels::DigestArgs args;
-  args.pool = pools_[layer]->base();
-  args.page_stride_bytes = pools_[layer]->page_bytes();
-  args.pool_pages = pools_[layer]->capacity();
+  args.pool = bytes.data();
+  args.page_stride_bytes = page_bytes;
+  args.pool_pages = 1;
   args.key_type = static_cast<kernels::ScalarType>(lay.dtype);
   args.page_size = lay.page_size;
   args.n_kv_heads = lay.n_kv_heads;
   args.head_dim = lay.head_dim;
-  args.page_ids = &pool_slot;
+  args.page_ids = &staged_page;
   args.n_pages = 1;
   args.kind = policy_->digest_kind();
   args.digests = t.digests.data();
@@ -334,9 +351,7 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   RETURN_IF_ERROR(kernels::ComputeDigestsCpu(args, nullptr));
   ++t.n_digested;
 
-  const uint8_t* bytes = pools_[layer]->SlotData(pool_slot);
-  const size_t page_bytes = pools_[layer]->page_bytes();
-  t.checksums[page] = PageChecksum(bytes, page_bytes);
+  t.checksums[page] = PageChecksum(bytes.data(), page_bytes);
   if (!policy_->offloads()) {
     t.states[page] = PageState::kResident;
     return absl::OkStatus();
@@ -346,8 +361,7 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   stored.key = PageKey{PageHash(seq, page), layer};
   stored.layout = lay;
   stored.checksum = t.checksums[page];
-  stored.bytes.resize(page_bytes);
-  RETURN_IF_ERROR(device_->CopyToHost(stored.bytes.data(), bytes, page_bytes));
+  stored.bytes = std::move(bytes);
   backups->push_back(std::move(stored));
   return absl::OkStatus();
 }
@@ -488,13 +502,18 @@ absl::Status KvCacheManager::EvictTokens(uint64_t seq_id, uint32_t layer,
   const size_t row_bytes = size_t{lay.n_kv_heads} * lay.head_dim * DTypeBytes(lay.dtype);
   const size_t v_offset = lay.ElementsPerTensor() * DTypeBytes(lay.dtype);
   PagePool& pool = *pools_[layer];
+  std::vector<uint8_t> kv_row(2 * row_bytes);  // the moved token, through host memory
   for (uint32_t s : slots) {
     const uint32_t last = t.n_tokens - 1;
     if (s != last) {
-      uint8_t* dst = pool.SlotData(t.slots[s / p]) + (s % p) * row_bytes;
-      const uint8_t* src = pool.SlotData(t.slots[last / p]) + (last % p) * row_bytes;
-      std::memcpy(dst, src, row_bytes);
-      std::memcpy(dst + v_offset, src + v_offset, row_bytes);
+      const int32_t from = t.slots[last / p];
+      const int32_t to = t.slots[s / p];
+      const size_t src = (last % p) * row_bytes;
+      const size_t dst = (s % p) * row_bytes;
+      RETURN_IF_ERROR(pool.ReadSlot(from, src, kv_row.data(), row_bytes));
+      RETURN_IF_ERROR(pool.ReadSlot(from, v_offset + src, kv_row.data() + row_bytes, row_bytes));
+      RETURN_IF_ERROR(pool.WriteSlot(to, dst, kv_row.data(), row_bytes));
+      RETURN_IF_ERROR(pool.WriteSlot(to, v_offset + dst, kv_row.data() + row_bytes, row_bytes));
     }
     --t.n_tokens;
     if (t.n_tokens % p == 0) {
@@ -529,10 +548,14 @@ absl::Status KvCacheManager::ReadTokens(uint64_t seq_id, uint32_t layer, std::ve
   const size_t v_offset = lay.ElementsPerTensor();
   k->resize(t.n_tokens * row);
   v->resize(t.n_tokens * row);
+  std::vector<uint8_t> page_copy(pools_[layer]->page_bytes());
+  const uint8_t* page = page_copy.data();
   for (uint32_t j = 0; j < t.n_tokens; ++j) {
     const int32_t slot = t.slots[j / lay.page_size];
     if (slot < 0) return absl::FailedPreconditionError("a cached page is not resident");
-    const uint8_t* page = pools_[layer]->SlotData(slot);
+    if (j % lay.page_size == 0) {
+      RETURN_IF_ERROR(pools_[layer]->ReadSlot(slot, 0, page_copy.data(), page_copy.size()));
+    }
     const size_t base = size_t{j % lay.page_size} * row;
     for (size_t e = 0; e < row; ++e) {
       (*k)[j * row + e] = kernels::LoadAsFloat(page, type, base + e);

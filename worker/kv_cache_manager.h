@@ -177,6 +177,7 @@ class KvCacheManager {
 
   const KvCacheOptions& options() const { return options_; }
   const PagePool& pool(uint32_t layer) const { return *pools_[layer]; }
+  Device* device() const { return device_; }
   Policy* policy() const { return policy_; }
   const CacheCounters& counters() const { return counters_; }
   size_t sequence_count() const { return sequences_.size(); }

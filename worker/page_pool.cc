@@ -15,12 +15,13 @@ absl::StatusOr<std::unique_ptr<PagePool>> PagePool::Create(Device* device,
   absl::StatusOr<std::unique_ptr<DeviceBuffer>> buffer =
       device->Allocate(size_t{capacity_pages} * layout.PageBytes());
   if (!buffer.ok()) return buffer.status();
-  return std::unique_ptr<PagePool>(new PagePool(*std::move(buffer), layout, capacity_pages));
+  return std::unique_ptr<PagePool>(new PagePool(device, *std::move(buffer), layout, capacity_pages));
 }
 
-PagePool::PagePool(std::unique_ptr<DeviceBuffer> buffer, const PageLayout& layout,
+PagePool::PagePool(Device* device, std::unique_ptr<DeviceBuffer> buffer, const PageLayout& layout,
                    uint32_t capacity)
-    : buffer_(std::move(buffer)),
+    : device_(device),
+      buffer_(std::move(buffer)),
       layout_(layout),
       page_bytes_(layout.PageBytes()),
       capacity_(capacity),
@@ -60,6 +61,18 @@ void PagePool::Free(int32_t slot) {
   assert(slot >= 0 && static_cast<uint32_t>(slot) < capacity_ && used_[slot]);
   used_[slot] = 0;
   free_.push_back(slot);
+}
+
+absl::Status PagePool::ReadSlot(int32_t slot, size_t offset, void* host_dst,
+                                size_t bytes) const {
+  assert(slot >= 0 && static_cast<uint32_t>(slot) < capacity_ && offset + bytes <= page_bytes_);
+  return device_->CopyToHost(host_dst, SlotData(slot) + offset, bytes);
+}
+
+absl::Status PagePool::WriteSlot(int32_t slot, size_t offset, const void* host_src,
+                                 size_t bytes) {
+  assert(slot >= 0 && static_cast<uint32_t>(slot) < capacity_ && offset + bytes <= page_bytes_);
+  return device_->CopyToDevice(SlotData(slot) + offset, host_src, bytes);
 }
 
 }  // namespace kvtier::worker

@@ -40,11 +40,19 @@ class PagePool {
   // REQUIRES: slot was returned by Allocate and not freed since.
   void Free(int32_t slot);
 
+  // Memory of device(): host-addressable only on the CPU backend. Worker
+  // code reads and writes slot bytes through ReadSlot/WriteSlot.
   uint8_t* SlotData(int32_t slot) { return base_ + size_t(slot) * page_bytes_; }
   const uint8_t* SlotData(int32_t slot) const { return base_ + size_t(slot) * page_bytes_; }
   uint8_t* base() { return base_; }
   const uint8_t* base() const { return base_; }
 
+  // Copies `bytes` at byte `offset` of `slot` to or from host memory through
+  // the device. REQUIRES: offset + bytes <= page_bytes().
+  absl::Status ReadSlot(int32_t slot, size_t offset, void* host_dst, size_t bytes) const;
+  absl::Status WriteSlot(int32_t slot, size_t offset, const void* host_src, size_t bytes);
+
+  Device* device() const { return device_; }
   const PageLayout& layout() const { return layout_; }
   size_t page_bytes() const { return page_bytes_; }
   uint32_t capacity() const { return capacity_; }
@@ -54,8 +62,10 @@ class PagePool {
   uint32_t high_water() const { return high_water_; }
 
  private:
-  PagePool(std::unique_ptr<DeviceBuffer> buffer, const PageLayout& layout, uint32_t capacity);
+  PagePool(Device* device, std::unique_ptr<DeviceBuffer> buffer, const PageLayout& layout,
+           uint32_t capacity);
 
+  Device* const device_;
   std::unique_ptr<DeviceBuffer> buffer_;
   const PageLayout layout_;
   const size_t page_bytes_;

@@ -89,7 +89,7 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
 // One cache with its store, queue and runner.
 struct Lane {
   std::unique_ptr<Policy> policy;
-  CpuDevice device;
+  std::unique_ptr<Device> device;  // outlives the cache and runner below
   InProcessPageStore store;
   std::unique_ptr<PageTransferQueue> queue;
   std::unique_ptr<KvCacheManager> cache;
@@ -104,6 +104,7 @@ absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHe
                        const SimOptions& o, const std::vector<uint32_t>& budgets,
                        kernels::ThreadPool* threads, DecodeOptions decode) {
   lane.policy = std::move(policy);
+  ASSIGN_OR_RETURN(lane.device, CreateDevice(o.device));
   lane.store.SetLatencyMicros(o.store_latency_us);
   ASSIGN_OR_RETURN(lane.queue, PageTransferQueue::Create(&lane.store, TransferQueueOptions()));
   KvCacheOptions co;
@@ -114,7 +115,7 @@ absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHe
   co.pool_pages_per_layer = *std::max_element(budgets.begin(), budgets.end());
   co.max_pages_per_sequence = (h.prompt_len + h.decode_steps) / o.page_size + 1;
   co.max_sequences = 1;
-  ASSIGN_OR_RETURN(lane.cache, KvCacheManager::Create(co, &lane.device, lane.policy.get(),
+  ASSIGN_OR_RETURN(lane.cache, KvCacheManager::Create(co, lane.device.get(), lane.policy.get(),
                                                       lane.queue.get(), threads));
   lane.runner = std::make_unique<DecodeRunner>(lane.cache.get(), threads, decode);
   RETURN_IF_ERROR(lane.cache->AddSequence(1, budgets));

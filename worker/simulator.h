@@ -70,8 +70,12 @@ struct SimOptions {
   int64_t store_latency_us = 0;
   // k values of the digest recall measurement (empty: not measured).
   std::vector<uint32_t> recall_ks = {1, 8, 32};
-  // Kernel threads (1: the calling thread only).
+  // Kernel threads (1: the calling thread only; CPU backend).
   int threads = 1;
+  // Where both runs' page pools live and their kernels run: "cpu", "cuda"
+  // or "cuda:N" (CreateDevice in device.h). The full-cache reference runs
+  // on the same device as the policy.
+  std::string device = "cpu";
 
   absl::Status Validate() const;
 };

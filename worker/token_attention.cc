@@ -21,8 +21,15 @@ absl::Status CachedTokenMass(const PagePool& pool, absl::Span<const int32_t> slo
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const auto type = static_cast<kernels::ScalarType>(lay.dtype);
   mass->assign(n_tokens, 0.0f);
+  // Keys are read through the device, one page's K tensor at a time.
+  std::vector<uint8_t> keys(lay.ElementsPerTensor() * DTypeBytes(lay.dtype));
+  const uint8_t* page = keys.data();
   for (uint32_t j = 0; j < n_tokens; ++j) {
-    const uint8_t* page = pool.SlotData(slots[j / p]);
+    if (j % p == 0) {
+      if (absl::Status s = pool.ReadSlot(slots[j / p], 0, keys.data(), keys.size()); !s.ok()) {
+        return s;
+      }
+    }
     const size_t token_base = size_t{j % p} * hkv * d;
     float total = 0.0f;
     for (uint32_t h = 0; h < n_q_heads; ++h) {

@@ -1,13 +1,17 @@
-// Decode-step time versus page budget at 8K-64K contexts on the CPU backend,
+// Decode-step time versus page budget at 8K-64K contexts on the CPU backend
+// (or the GPU with --device=cuda[:N]),
 // split into estimate / select / recall / attention, with pages recalled and
 // bytes moved per step. Synthetic keys (worker/trace_gen.h: sinks, local
 // windows, retrieval heads) in the shape of SmolLM2-135M (9 query heads, 3
 // KV heads, head_dim 64), fp16 pages of 32 tokens, one budgeted layer.
 //
-//   worker_bench --benchmark_filter=DecodeStep
+//   worker_bench --benchmark_filter=DecodeStep [--device=cpu|cuda|cuda:N]
 // Arguments: context tokens, budget tokens (0 = full cache).
+#include <cstdio>
+#include <cstring>
 #include <memory>
 #include <numeric>
+#include <string>
 #include <vector>
 
 #include "benchmark/benchmark.h"
@@ -23,9 +27,12 @@ namespace {
 constexpr uint32_t kPage = 32;
 constexpr uint32_t kSteps = 64;  // step records cycled through
 
+// --device, checked by main before any benchmark runs.
+std::string g_device = "cpu";
+
 struct Setup {
   std::unique_ptr<Policy> policy;
-  CpuDevice device;
+  std::unique_ptr<Device> device;  // outlives the cache and runner below
   InProcessPageStore store;
   std::unique_ptr<PageTransferQueue> queue;
   std::unique_ptr<KvCacheManager> cache;
@@ -47,6 +54,9 @@ std::unique_ptr<Setup> Build(uint32_t context, uint32_t budget_tokens) {
   g.n_needles = 16;
   auto gen = *TraceGenerator::Create(g);
   auto s = std::make_unique<Setup>();
+  absl::StatusOr<std::unique_ptr<Device>> device = CreateDevice(g_device);
+  if (!device.ok()) return nullptr;
+  s->device = *std::move(device);
   const uint32_t max_pages = (context + 1'000'000) / kPage;
   uint32_t budget = budget_tokens / kPage;
   if (budget_tokens == 0) {
@@ -67,7 +77,7 @@ std::unique_ptr<Setup> Build(uint32_t context, uint32_t budget_tokens) {
   o.pool_pages_per_layer = budget;
   o.max_pages_per_sequence = max_pages;
   o.max_sequences = 1;
-  s->cache = *KvCacheManager::Create(o, &s->device, s->policy.get(), s->queue.get(), nullptr);
+  s->cache = *KvCacheManager::Create(o, s->device.get(), s->policy.get(), s->queue.get(), nullptr);
   s->runner = std::make_unique<DecodeRunner>(s->cache.get(), nullptr);
   if (!s->cache->AddSequence(1, {budget}).ok()) return nullptr;
   std::vector<uint32_t> ids(context);
@@ -133,4 +143,26 @@ BENCHMARK(BM_DecodeStep)->Apply(Args)->Unit(benchmark::kMicrosecond)->MinTime(0.
 }  // namespace
 }  // namespace kvtier::worker
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // --device is ours; the rest goes to the benchmark library.
+  int kept = 1;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--device=", 9) == 0) {
+      kvtier::worker::g_device = argv[i] + 9;
+    } else {
+      argv[kept++] = argv[i];
+    }
+  }
+  argc = kept;
+  if (absl::StatusOr<std::unique_ptr<kvtier::worker::Device>> device =
+          kvtier::worker::CreateDevice(kvtier::worker::g_device);
+      !device.ok()) {
+    std::fprintf(stderr, "worker_bench: %s\n", device.status().ToString().c_str());
+    return 1;
+  }
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -38,6 +38,8 @@ ABSL_FLAG(uint32_t, head_groups, 1,
 ABSL_FLAG(bool, prefetch, false, "prefetch the next layer's pages with the current query");
 ABSL_FLAG(int64_t, store_latency_us, 0, "latency added to every store call");
 ABSL_FLAG(int, threads, 1, "kernel threads");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the page pools live and kernels run: cpu, cuda or cuda:N");
 // Synthetic trace shape.
 ABSL_FLAG(uint32_t, layers, 4, "synthetic: layers");
 ABSL_FLAG(uint32_t, q_heads, 8, "synthetic: query heads");
@@ -88,6 +90,7 @@ absl::StatusOr<kvtier::worker::SimOptions> OptionsFromFlags() {
   o.decode.prefetch_next_layer = absl::GetFlag(FLAGS_prefetch);
   o.n_head_groups = absl::GetFlag(FLAGS_head_groups);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.device = absl::GetFlag(FLAGS_device);
   return o;
 }
 
