@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cassert>
-#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -691,8 +690,7 @@ absl::Status KvCacheManager::InstallRecalled(Sequence& seq, uint32_t layer, int3
     return absl::DataLossError(
         absl::StrCat(where, " does not match the checksum taken when it was backed up"));
   }
-  RETURN_IF_ERROR(device_->CopyToDevice(pools_[layer]->SlotData(t.slots[page]), bytes->data(),
-                                        page_bytes));
+  RETURN_IF_ERROR(pools_[layer]->WriteSlot(t.slots[page], 0, bytes->data(), page_bytes));
   t.states[page] = PageState::kResident;
   ++counters_.pages_recalled;
   counters_.bytes_recalled += page_bytes;
@@ -782,8 +780,7 @@ absl::StatusOr<std::string> KvCacheManager::ResidentPageBytes(uint64_t seq_id, u
     return absl::FailedPreconditionError(absl::StrCat("page ", page, " is not resident"));
   }
   std::string bytes(pools_[layer]->page_bytes(), '\0');
-  RETURN_IF_ERROR(
-      device_->CopyToHost(bytes.data(), pools_[layer]->SlotData(t.slots[page]), bytes.size()));
+  RETURN_IF_ERROR(pools_[layer]->ReadSlot(t.slots[page], 0, bytes.data(), bytes.size()));
   return bytes;
 }
 
