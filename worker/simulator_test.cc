@@ -109,6 +109,21 @@ TEST(SimulatorTest, RejectsBadOptions) {
   EXPECT_EQ(RunSimulation(*source, o).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(SimulatorTest, RunsOnTheNamedDeviceOnly) {
+  auto source = SmallTrace();
+  SimOptions o = Options("arkvale", 8);
+  o.device = "tpu";
+  EXPECT_EQ(RunSimulation(*source, o).status().code(), absl::StatusCode::kInvalidArgument);
+  o.device = "cpu";
+  absl::StatusOr<SimReport> cpu = RunSimulation(*SmallTrace(), o);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  // The default is the CPU backend: the same report, bit for bit.
+  absl::StatusOr<SimReport> dflt = RunSimulation(*SmallTrace(), Options("arkvale", 8));
+  ASSERT_TRUE(dflt.ok()) << dflt.status();
+  EXPECT_EQ(cpu->mean_rel_error, dflt->mean_rel_error);
+  EXPECT_EQ(cpu->stats.pages_recalled, dflt->stats.pages_recalled);
+}
+
 TEST(AllocateLayerBudgetsTest, XkvGivesPagesWhereRetentionGrowsMost) {
   XkvProfile profile;
   profile.n_layers = 2;
