@@ -47,6 +47,68 @@ absl::Status LongRunOptions::Validate() const {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Resident and total KV bytes of a sequence of `tokens` tokens.
+struct Footprint {
+  double resident = 0, total = 0;
+};
+Footprint KvFootprint(const model::WorkerAttentionBackend& b, int tokens, int page_size) {
+  const model::AttentionShape& shape = b.shape();
+  const double page_bytes = 2.0 * page_size * shape.kv_dim() * sizeof(float);
+  const double pages = (tokens + page_size - 1) / page_size;
+  Footprint f;
+  for (uint32_t budget : b.layer_budgets()) f.resident += std::min<double>(budget, pages);
+  f.resident *= page_bytes;
+  f.total = pages * shape.n_layers * page_bytes;
+  return f;
+}
+
+struct Agreement {
+  int same = 0, prefix = 0;
+};
+Agreement Compare(const std::vector<int>& got, const std::vector<int>& want) {
+  Agreement a;
+  const size_t n = std::min(got.size(), want.size());
+  for (size_t i = 0; i < n; ++i) a.same += got[i] == want[i] ? 1 : 0;
+  while (static_cast<size_t>(a.prefix) < n && got[a.prefix] == want[a.prefix]) ++a.prefix;
+  return a;
+}
+
+bool Answered(const PasskeyPrompt& p, const std::vector<int>& out) {
+  return out.size() >= p.answer.size() &&
+         std::equal(p.answer.begin(), p.answer.end(), out.begin());
+}
+
+// The budgeted run, with a progress line every `progress_every` steps.
+absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
+                                      model::WorkerAttentionBackend& b, const PasskeyPrompt& p,
+                                      const LongRunOptions& o, std::vector<int>* got) {
+  const int n0 = static_cast<int>(p.tokens.size());
+  absl::Time t0 = absl::Now();
+  auto on_step = [&](int done) {
+    // The clock starts after the first decode step (the prefill is apart).
+    if (done == 1) t0 = absl::Now();
+    if (done % o.progress_every != 0 && done + 1 != o.steps) return;
+    const Footprint f = KvFootprint(b, n0 + done, o.page_size);
+    const worker::CacheCounters& c = b.counters();
+    Say(absl::StrFormat(
+        "step %3d/%d  %5.1f tok/s  KV resident %s of %s  backed up %llu pages, recalled %llu",
+        done, o.steps, (done - 1) / std::max(absl::ToDoubleSeconds(absl::Now() - t0), 1e-9),
+        Mib(f.resident), Mib(f.total), static_cast<unsigned long long>(c.pages_backed_up),
+        static_cast<unsigned long long>(c.pages_recalled)));
+  };
+  Say("prefill (budgeted run)...");
+  ForcedRun run;
+  ASSIGN_OR_RETURN(run, RunForced(m, b, p.tokens, {}, o.steps, got, on_step));
+  Say(absl::StrFormat("budgeted: prefill %.1f s (%.0f tok/s), decode %.1f tok/s",
+                      run.prefill_seconds, n0 / std::max(run.prefill_seconds, 1e-9),
+                      (o.steps - 1) / std::max(run.decode_seconds, 1e-9)));
+  return run;
+}
+
+}  // namespace
+
 absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   RETURN_IF_ERROR(o.Validate());
   const model::AttentionShape shape = m.weights.config.attention_shape();
@@ -60,7 +122,6 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
                       "policy %s, budget %d tokens per layer (1/%d of %d), pages of %d tokens",
                       p.tokens.size(), o.steps, o.policy, budget, o.budget_fraction, context,
                       o.page_size));
-
   std::unique_ptr<client::StoreClient> client;
   std::unique_ptr<worker::ClientPageStore> store;
   if (!o.target.empty()) {
@@ -73,65 +134,28 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
                           shape, {.policy = o.policy, .budget_tokens = budget,
                                   .page_size = o.page_size, .max_sequences = 1,
                                   .store = store.get()}));
-  const double page_bytes = 2.0 * o.page_size * shape.kv_dim() * sizeof(float);
-  const int n0 = static_cast<int>(p.tokens.size());
-  absl::Time t0;
-  auto on_step = [&](int done) {
-    if (done % o.progress_every != 0 && done + 1 != o.steps) return;
-    const int len = n0 + done;
-    const double pages = (len + o.page_size - 1) / o.page_size;
-    double resident = 0;
-    for (uint32_t lb : b->layer_budgets()) resident += std::min<double>(lb, pages);
-    const worker::CacheCounters& c = b->counters();
-    Say(absl::StrFormat(
-        "step %3d/%d  %5.1f tok/s  KV resident %s of %s  backed up %llu pages, recalled %llu",
-        done, o.steps, done / std::max(absl::ToDoubleSeconds(absl::Now() - t0), 1e-9),
-        Mib(resident * page_bytes), Mib(pages * shape.n_layers * page_bytes),
-        static_cast<unsigned long long>(c.pages_backed_up),
-        static_cast<unsigned long long>(c.pages_recalled)));
-  };
-  // RunForced starts the decode clock after the prefill; mirror it here.
-  Say("prefill (budgeted run)...");
   std::vector<int> got, want;
-  t0 = absl::Now();
-  ForcedRun run;
-  ASSIGN_OR_RETURN(run, RunForced(m, *b, p.tokens, {}, o.steps, &got, [&](int done) {
-    if (done == 1) t0 = absl::Now();
-    on_step(done);
-  }));
-  Say(absl::StrFormat("budgeted: prefill %.1f s (%.0f tok/s), decode %.1f tok/s",
-                      run.prefill_seconds, n0 / std::max(run.prefill_seconds, 1e-9),
-                      (o.steps - 1) / std::max(run.decode_seconds, 1e-9)));
+  ForcedRun run, ref;
+  ASSIGN_OR_RETURN(run, RunBudgeted(m, *b, p, o, &got));
   Say("full-cache reference run...");
   std::unique_ptr<model::DenseAttentionBackend> dense;
   ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(shape));
-  ForcedRun ref;
   ASSIGN_OR_RETURN(ref, RunForced(m, *dense, p.tokens, {}, o.steps, &want));
-  int same = 0, prefix = 0;
-  for (int i = 0; i < o.steps; ++i) same += got[i] == want[i] ? 1 : 0;
-  while (prefix < o.steps && got[prefix] == want[prefix]) ++prefix;
-  auto answered = [&](const std::vector<int>& out) {
-    return out.size() >= p.answer.size() && std::equal(p.answer.begin(), p.answer.end(), out.begin());
-  };
-  Say(absl::StrFormat("passkey 31415: budgeted run %s, full cache %s",
-                      answered(got) ? "correct" : "wrong", answered(want) ? "correct" : "wrong"));
-  const worker::CacheCounters& c = b->counters();
   std::printf("budgeted (%s): %s\nfull cache:      %s\n", o.policy.c_str(),
               Text(m, p.tokens.back(), got).c_str(), Text(m, p.tokens.back(), want).c_str());
+  Say(absl::StrFormat("passkey 31415: budgeted run %s, full cache %s",
+                      Answered(p, got) ? "correct" : "wrong",
+                      Answered(p, want) ? "correct" : "wrong"));
+  const Agreement a = Compare(got, want);
+  const Footprint f = KvFootprint(*b, context, o.page_size);
+  const worker::CacheCounters& c = b->counters();
   Say(absl::StrFormat(
       "summary: greedy agreement with the full cache %d/%d (%.1f%%), identical prefix %d "
-      "tokens; decode %.1f tok/s budgeted vs %.1f tok/s full; KV resident %s of %s; "
-      "pages backed up %llu (%s), recalled %llu (%s)",
-      same, o.steps, 100.0 * same / o.steps, prefix,
+      "tokens; decode %.1f tok/s budgeted vs %.1f tok/s full (dense reference backend); "
+      "KV resident %s of %s; pages backed up %llu (%s), recalled %llu (%s)",
+      a.same, o.steps, 100.0 * a.same / o.steps, a.prefix,
       (o.steps - 1) / std::max(run.decode_seconds, 1e-9),
-      (o.steps - 1) / std::max(ref.decode_seconds, 1e-9),
-      Mib([&] {
-        double r = 0;
-        const double pages = (context + o.page_size - 1) / o.page_size;
-        for (uint32_t lb : b->layer_budgets()) r += std::min<double>(lb, pages);
-        return r * page_bytes;
-      }()),
-      Mib(((context + o.page_size - 1) / o.page_size) * shape.n_layers * page_bytes),
+      (o.steps - 1) / std::max(ref.decode_seconds, 1e-9), Mib(f.resident), Mib(f.total),
       static_cast<unsigned long long>(c.pages_backed_up), Mib(c.bytes_backed_up),
       static_cast<unsigned long long>(c.pages_recalled), Mib(c.bytes_recalled)));
   return absl::OkStatus();
