@@ -31,6 +31,7 @@ class Staging {
   // Offsets are assigned now, pointers after Commit().
   size_t In(const void* host, size_t bytes) { return Add(host, nullptr, bytes); }
   size_t Out(void* host, size_t bytes) { return Add(nullptr, host, bytes); }
+  size_t DeviceOnly(size_t bytes) { return Add(nullptr, nullptr, bytes); }
 
   // Reserves the scratch and copies every input in.
   absl::Status Commit() {
@@ -98,9 +99,9 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   const size_t indptr = st.In(kv.indptr, (lists + 1) * sizeof(int32_t));
   const size_t indices = st.In(kv.indices, size_t{kv.total_entries} * sizeof(int32_t));
   const size_t last = st.In(kv.last_page_len, size_t{args.batch} * sizeof(int32_t));
-  const size_t work = st.Out(nullptr, kernels::DecodeAttentionWorkspaceBytes(
-                                          args.batch, args.n_q_heads, kv.head_dim,
-                                          args.num_splits));
+  const size_t work_bytes = kernels::DecodeAttentionWorkspaceBytes(
+      args.batch, args.n_q_heads, kv.head_dim, args.num_splits);
+  const size_t work = st.DeviceOnly(work_bytes);
   const size_t out = st.Out(args.out, rows * head_dim * sizeof(float));
   const size_t lse = st.Out(args.lse, rows * sizeof(float));
   RETURN_IF_ERROR(st.Commit());
@@ -109,11 +110,8 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   d.kv.indptr = st.At<int32_t>(indptr);
   d.kv.indices = st.At<int32_t>(indices);
   d.kv.last_page_len = st.At<int32_t>(last);
-  d.workspace = args.num_splits > 1 ? st.At<void>(work) : nullptr;
-  d.workspace_bytes = args.num_splits > 1 ? kernels::DecodeAttentionWorkspaceBytes(
-                                                args.batch, args.n_q_heads, kv.head_dim,
-                                                args.num_splits)
-                                          : 0;
+  d.workspace = work_bytes > 0 ? st.At<void>(work) : nullptr;
+  d.workspace_bytes = work_bytes;
   d.out = st.At<float>(out);
   d.lse = st.At<float>(lse);
   RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
