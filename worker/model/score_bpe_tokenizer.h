@@ -43,7 +43,7 @@ class ScoreBpeTokenizer : public Tokenizer {
       Vocab vocab, Convention convention);
 
   // Reads llama2.c's tokenizer file (see worker/model/README or
-  // shared/models/stories260K/README.md) holding `vocab_size` tokens.
+  // worker/model/testdata/stories260K/README.md) holding `vocab_size` tokens.
   // DATA_LOSS when it ends early, INVALID_ARGUMENT on trailing bytes or
   // negative/oversized lengths.
   static absl::StatusOr<std::unique_ptr<ScoreBpeTokenizer>> LoadLlama2c(
