@@ -48,6 +48,7 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   connection->arena_bytes = reply.arena_bytes();
   ASSIGN_OR_RETURN(connection->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), reply.server_worker_address()));
+  connection->am_transport = connection->endpoint->AmTransport();
   ASSIGN_OR_RETURN(connection->arena_rkey,
                    ucx::UcxRemoteKey::Unpack(connection->endpoint->get(), reply.arena_rkey()));
   absl::MutexLock lock(&mu_);

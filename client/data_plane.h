@@ -40,6 +40,9 @@ class ClientDataPlane {
     uint64_t session_id = 0;
     uint64_t arena_address = 0;
     uint64_t arena_bytes = 0;
+    // UcxEndpoint::AmTransport of the endpoint: what StoreClient's automatic
+    // put mode decides by.
+    std::string am_transport;
     // Destroyed in reverse order: the key before the endpoint.
     std::unique_ptr<ucx::UcxEndpoint> endpoint;
     std::unique_ptr<ucx::UcxRemoteKey> arena_rkey;

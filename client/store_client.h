@@ -53,12 +53,20 @@ namespace kvtier::client {
 
 // How a BatchPut moves bytes over the data plane (kvstore/DATA_PLANE.md).
 enum class UcxPutMode {
+  // Per session, by the transport UCX chose for the endpoint: kTagged over
+  // TCP, kServerReads otherwise (measured fastest on each, DATA_PLANE.md).
+  kAuto,
   // The pages are staged in a registered region of this client and the
   // server reads them into its arena within one BatchPut RPC.
   kServerReads,
   // ReservePut, then this client writes into the server's arena
   // (ucp_put_nbx, no staging copy), then CommitPut: three steps.
   kClientWrites,
+  // ReservePut asks the server to post a tagged receive into each slot,
+  // this client sends each page as a tagged message (ucp_tag_send_nbx,
+  // rendezvous for large pages: no staging copy, no emulated RMA), then
+  // CommitPut waits for the receives and commits.
+  kTagged,
 };
 
 struct ClientOptions {
@@ -86,10 +94,9 @@ struct ClientOptions {
   // Move page bytes over the UCX data plane when the server offers it.
   // Default true.
   bool use_ucx = true;
-  // Default kServerReads: measured faster on shared memory and TCP, where
-  // UCX 1.13 cannot write into memory it did not allocate without
-  // emulating RMA over active messages.
-  UcxPutMode ucx_put_mode = UcxPutMode::kServerReads;
+  // Default kAuto: kTagged over TCP, where UCX 1.13 emulates RMA over
+  // active messages, and kServerReads on shared memory and anything else.
+  UcxPutMode ucx_put_mode = UcxPutMode::kAuto;
   // UCX writes in flight per BatchPut chunk. Default 64. Range [1, 4096].
   uint32_t ucx_window = 64;
   // Receive region of a BatchGet chunk when no page_bytes_hint is given;
@@ -206,7 +213,9 @@ class StoreClient {
   // caller replaces the connection), other codes as the inline RPCs.
   absl::Status PutChunkUcx(const Connection& connection, absl::Span<const PutPage> pages,
                            std::vector<PutOutcome>* out);
-  absl::Status PutChunkUcxWrite(const Connection& connection, absl::Span<const PutPage> pages,
+  // `tagged`: kTagged's sends instead of kClientWrites' writes.
+  absl::Status PutChunkUcxWrite(const Connection& connection, bool tagged,
+                                absl::Span<const PutPage> pages,
                                 std::vector<PutOutcome>* out);
   absl::Status PutChunkUcxStaged(const Connection& connection, absl::Span<const PutPage> pages,
                                  std::vector<PutOutcome>* out);

@@ -97,9 +97,20 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
       return PutChunkInline(pages, out);
     }
   }
-  return options_.ucx_put_mode == UcxPutMode::kServerReads
-             ? PutChunkUcxStaged(connection, pages, out)
-             : PutChunkUcxWrite(connection, pages, out);
+  UcxPutMode mode = options_.ucx_put_mode;
+  if (mode == UcxPutMode::kAuto) {
+    mode = connection.am_transport == "tcp" ? UcxPutMode::kTagged : UcxPutMode::kServerReads;
+  }
+  switch (mode) {
+    case UcxPutMode::kAuto:
+    case UcxPutMode::kServerReads:
+      return PutChunkUcxStaged(connection, pages, out);
+    case UcxPutMode::kClientWrites:
+      return PutChunkUcxWrite(connection, /*tagged=*/false, pages, out);
+    case UcxPutMode::kTagged:
+      return PutChunkUcxWrite(connection, /*tagged=*/true, pages, out);
+  }
+  return absl::InternalError("unknown ucx_put_mode");
 }
 
 absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
@@ -141,11 +152,12 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
   return absl::OkStatus();
 }
 
-absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection,
+absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool tagged,
                                            absl::Span<const PutPage> pages,
                                            std::vector<PutOutcome>* out) {
   v1::ReservePutRequest request;
   request.set_session_id(connection.session_id);
+  request.set_tagged(tagged);
   for (const PutPage& page : pages) {
     v1::PutPage* wire = request.add_pages();
     v1::KeyToProto(page.key, wire->mutable_key());
@@ -171,6 +183,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection,
                                                      reserved.slots_size(), pages.size())));
   }
   std::vector<ucx::WriteSegment> segments;
+  std::vector<ucx::SendSegment> sends;
   segments.reserve(pages.size());
   for (size_t i = 0; i < pages.size(); ++i) {
     const v1::PutSlot& slot = reserved.slots(static_cast<int>(i));
@@ -181,12 +194,19 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection,
           absl::StrFormat("ReservePut: slot %d at offset %d outside the arena", i,
                           slot.arena_offset())));
     }
+    if (tagged) {
+      // The server posted the receive for transfer_id + i into the slot.
+      sends.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
+                       .tag = reserved.transfer_id() + i});
+      continue;
+    }
     segments.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
                         .remote_address = connection.arena_address + slot.arena_offset()});
   }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.deadline_ms);
-  if (absl::Status s = connection.endpoint->Write(segments, *connection.arena_rkey,
-                                                   options_.ucx_window, deadline);
+  if (absl::Status s = tagged ? connection.endpoint->Send(sends, options_.ucx_window, deadline)
+                              : connection.endpoint->Write(segments, *connection.arena_rkey,
+                                                           options_.ucx_window, deadline);
       !s.ok()) {
     return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
   }

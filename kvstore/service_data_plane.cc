@@ -50,7 +50,7 @@ absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
   ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
-                   data_plane_->ReservePut(request.session_id(), specs));
+                   data_plane_->ReservePut(request.session_id(), specs, request.tagged()));
   response->set_transfer_id(reply.transfer_id);
   for (const UcxDataPlane::Slot& slot : reply.slots) {
     v1::PutSlot* out = response->add_slots();

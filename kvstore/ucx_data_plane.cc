@@ -2,6 +2,7 @@
 
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -78,13 +79,26 @@ UcxDataPlane::~UcxDataPlane() {
     transfers.swap(transfers_);
     sessions.swap(sessions_);
   }
-  for (auto& [id, t] : transfers) store_->Abort(std::move(t.reservation));
+  std::vector<Transfer> draining;
+  {
+    absl::MutexLock lock(&mu_);
+    draining.swap(draining_);
+  }
+  for (auto& [id, t] : transfers) draining.push_back(std::move(t));
+  for (Transfer& t : draining) {
+    // The progress thread is gone: each receive's destructor cancels it and
+    // progresses the worker until UCX has let go of its slot.
+    t.receives.clear();
+    store_->Abort(std::move(t.reservation));
+  }
   // Sessions (their endpoints) go before the worker, which members own.
 }
 
 uint64_t UcxDataPlane::NewIdLocked() {
   uint64_t id = 0;
-  while (id == 0 || sessions_.contains(id) || transfers_.contains(id)) id = gen_();
+  // Low 32 bits zero: a tagged transfer's tags (id + page index) never
+  // reach another transfer's.
+  while (id == 0 || sessions_.contains(id) || transfers_.contains(id)) id = gen_() << 32;
   return id;
 }
 
@@ -103,7 +117,7 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
                   .arena_bytes = arena_->bytes(),
                   .arena_rkey = arena_->packed_rkey()};
   std::vector<std::shared_ptr<Session>> evicted;
-  std::vector<Reservation> aborted;
+  std::vector<Transfer> aborted;
   {
     absl::MutexLock lock(&mu_);
     if (sessions_.size() >= options_.max_sessions) {
@@ -118,20 +132,20 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
     session->last_use = ++use_clock_;
     sessions_.emplace(reply.session_id, std::move(session));
   }
-  for (Reservation& r : aborted) store_->Abort(std::move(r));
+  for (Transfer& t : aborted) Retire(std::move(t));
   return reply;
 }
 
 void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
                                        std::vector<std::shared_ptr<Session>>* sessions,
-                                       std::vector<Reservation>* reservations) {
+                                       std::vector<Transfer>* transfers) {
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return;
   sessions->push_back(std::move(it->second));
   sessions_.erase(it);
   for (auto t = transfers_.begin(); t != transfers_.end();) {
     if (t->second.session_id == session_id) {
-      reservations->push_back(std::move(t->second.reservation));
+      transfers->push_back(std::move(t->second));
       transfers_.erase(t++);
     } else {
       ++t;
@@ -141,12 +155,12 @@ void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
 
 void UcxDataPlane::Close(uint64_t session_id) {
   std::vector<std::shared_ptr<Session>> sessions;
-  std::vector<Reservation> reservations;
+  std::vector<Transfer> transfers;
   {
     absl::MutexLock lock(&mu_);
-    RemoveSessionLocked(session_id, &sessions, &reservations);
+    RemoveSessionLocked(session_id, &sessions, &transfers);
   }
-  for (Reservation& r : reservations) store_->Abort(std::move(r));
+  for (Transfer& t : transfers) Retire(std::move(t));
 }
 
 std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t session_id) {
@@ -158,15 +172,16 @@ std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t sessio
 }
 
 absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
-    uint64_t session_id, absl::Span<const PutSpec> specs) {
+    uint64_t session_id, absl::Span<const PutSpec> specs, bool tagged) {
   if (FindSession(session_id) == nullptr) {
     return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
   }
   {
     absl::MutexLock lock(&mu_);
-    if (transfers_.size() >= options_.max_pending_transfers) {
-      return absl::ResourceExhaustedError(absl::StrFormat(
-          "%d data-plane transfers pending (max_pending_transfers)", transfers_.size()));
+    if (transfers_.size() + draining_.size() >= options_.max_pending_transfers) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%d data-plane transfers pending (max_pending_transfers)",
+                          transfers_.size() + draining_.size()));
     }
   }
   ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
@@ -183,17 +198,64 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
     return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
   }
   reply.transfer_id = NewIdLocked();
-  transfers_.emplace(reply.transfer_id,
-                     Transfer{.session_id = session_id,
-                              .reservation = std::move(reservation),
-                              .expiry = absl::Now() +
-                                        absl::Milliseconds(options_.transfer_timeout_ms)});
+  Transfer transfer{.session_id = session_id,
+                    .reservation = std::move(reservation),
+                    .expiry = absl::Now() + absl::Milliseconds(options_.transfer_timeout_ms)};
+  // Posted under mu_, so no Close can release the slots before the
+  // receives are on record; posting runs no callback of ours.
+  if (tagged) RETURN_IF_ERROR(PostReceives(reply.transfer_id, &transfer));
+  transfers_.emplace(reply.transfer_id, std::move(transfer));
   return reply;
+}
+
+absl::Status UcxDataPlane::PostReceives(uint64_t transfer_id, Transfer* transfer) {
+  for (size_t i = 0; i < transfer->reservation.size(); ++i) {
+    const absl::Span<uint8_t> slot = transfer->reservation.buffer(i);
+    if (slot.empty()) continue;  // already stored: the client sends nothing
+    absl::StatusOr<std::unique_ptr<ucx::UcxTagReceive>> receive =
+        ucx::UcxTagReceive::Post(worker_.get(), slot.data(), slot.size(), transfer_id + i);
+    if (!receive.ok()) {
+      transfer->receives.clear();  // none matched yet: cancelled at once
+      return receive.status();
+    }
+    transfer->receives.push_back(*std::move(receive));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::AwaitReceives(Transfer* transfer, absl::Time deadline) {
+  for (std::unique_ptr<ucx::UcxTagReceive>& receive : transfer->receives) {
+    while (!receive->done()) {
+      if (worker_->Progress() == 0 && absl::Now() > deadline) {
+        return absl::DeadlineExceededError("tagged put: the pages did not all arrive in time");
+      }
+    }
+    if (!receive->status().ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("tagged put: ", receive->status().ToString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void UcxDataPlane::Retire(Transfer transfer) {
+  bool busy = false;
+  for (auto& receive : transfer.receives) {
+    receive->Cancel();
+    busy = busy || !receive->done();
+  }
+  if (!busy) {
+    transfer.receives.clear();
+    store_->Abort(std::move(transfer.reservation));
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  draining_.push_back(std::move(transfer));
 }
 
 absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(uint64_t session_id,
                                                                uint64_t transfer_id) {
-  Reservation reservation;
+  Transfer transfer;
   {
     absl::MutexLock lock(&mu_);
     auto it = transfers_.find(transfer_id);
@@ -202,42 +264,51 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(uint64_t session_
           "transfer %d of session %d is not pending (timed out, aborted or unknown)",
           transfer_id, session_id));
     }
-    reservation = std::move(it->second.reservation);
+    transfer = std::move(it->second);
     transfers_.erase(it);
   }
-  return store_->Commit(std::move(reservation));
+  if (absl::Status s = AwaitReceives(&transfer, transfer.expiry); !s.ok()) {
+    Retire(std::move(transfer));
+    return s;
+  }
+  transfer.receives.clear();
+  return store_->Commit(std::move(transfer.reservation));
 }
 
 void UcxDataPlane::AbortPut(uint64_t session_id, uint64_t transfer_id) {
-  Reservation reservation;
+  Transfer transfer;
   {
     absl::MutexLock lock(&mu_);
     auto it = transfers_.find(transfer_id);
     if (it == transfers_.end() || it->second.session_id != session_id) return;
-    reservation = std::move(it->second.reservation);
+    transfer = std::move(it->second);
     transfers_.erase(it);
   }
-  store_->Abort(std::move(reservation));
+  Retire(std::move(transfer));
 }
 
 void UcxDataPlane::SweepExpired() {
-  std::vector<Reservation> expired;
+  std::vector<Transfer> expired;
+  std::vector<Transfer> drained;
   const absl::Time now = absl::Now();
   {
     absl::MutexLock lock(&mu_);
     for (auto it = transfers_.begin(); it != transfers_.end();) {
       if (it->second.expiry <= now) {
-        expired.push_back(std::move(it->second.reservation));
+        expired.push_back(std::move(it->second));
         transfers_.erase(it++);
       } else {
         ++it;
       }
     }
+    drained.swap(draining_);
   }
   if (!expired.empty()) {
     KVTIER_LOG(INFO) << "data plane: aborted expired transfers=" << expired.size();
   }
-  for (Reservation& r : expired) store_->Abort(std::move(r));
+  // Retire re-queues those whose receives are still busy.
+  for (Transfer& t : expired) Retire(std::move(t));
+  for (Transfer& t : drained) Retire(std::move(t));
 }
 
 absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, absl::string_view rkey) {
@@ -319,7 +390,7 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
 
 size_t UcxDataPlane::pending_transfers() const {
   absl::MutexLock lock(&mu_);
-  return transfers_.size();
+  return transfers_.size() + draining_.size();
 }
 
 size_t UcxDataPlane::open_sessions() const {

@@ -17,6 +17,14 @@
 // or transfer_timeout_ms passes; the progress thread sweeps expired ones, so
 // a client that vanishes mid-transfer leaves no reserved space behind.
 //
+// A tagged ReservePut also posts one tagged receive per new slot (tag
+// transfer_id + page index) straight into the slot; the client sends the
+// pages as tagged messages, and CommitPut waits (until the transfer's
+// expiry) for every receive before it commits. A transfer given up while a
+// receive is still matched to a message (abort, expiry, session close)
+// drains: its receives are cancelled and its reservation is released only
+// once UCX has let go of every slot, which the progress thread checks.
+//
 // Puts may also be pulled (PullPut): within one BatchPut RPC the server
 // reserves, reads the bytes from the client's registered region straight
 // into the slots (ucp_get_nbx), and commits; the client's measurements
@@ -50,6 +58,7 @@
 #include "absl/types/span.h"
 #include "client/ucx/ucx_endpoint.h"
 #include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_tag_receive.h"
 #include "client/ucx/ucx_worker.h"
 #include "kvstore/store.h"
 
@@ -112,9 +121,14 @@ class UcxDataPlane {
   void Close(uint64_t session_id);
 
   // NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (max_pending_transfers,
-  // or the store's own), and Store::Reserve's errors.
-  absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs);
+  // or the store's own), and Store::Reserve's errors. `tagged`: also posts
+  // a tagged receive into each new slot (tag transfer_id + page index).
+  absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs,
+                                          bool tagged = false);
   // NOT_FOUND (unknown session or transfer), and Store::Commit's errors.
+  // A tagged transfer first waits for its receives: DEADLINE_EXCEEDED past
+  // its expiry, UNAVAILABLE when a receive failed (nothing is committed
+  // then, and the reservation is released once the receives let go).
   absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id);
   void AbortPut(uint64_t session_id, uint64_t transfer_id);
 
@@ -138,10 +152,12 @@ class UcxDataPlane {
                                                  absl::Span<const uint64_t> region_offsets,
                                                  absl::Time deadline);
 
-  // Aborts transfers past their timeout. Called by the progress thread.
+  // Aborts transfers past their timeout and releases drained ones. Called
+  // by the progress thread.
   void SweepExpired() ABSL_LOCKS_EXCLUDED(mu_);
 
   const DataPlaneOptions& options() const { return options_; }
+  // Pending and draining transfers.
   size_t pending_transfers() const ABSL_LOCKS_EXCLUDED(mu_);
   size_t open_sessions() const ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -150,6 +166,9 @@ class UcxDataPlane {
     uint64_t session_id = 0;
     Reservation reservation;
     absl::Time expiry;
+    // Tagged transfers: one posted receive per new slot. Destroyed before
+    // the reservation is released.
+    std::vector<std::unique_ptr<ucx::UcxTagReceive>> receives;
   };
 
   UcxDataPlane(Store* store, const DataPlaneOptions& options,
@@ -162,8 +181,15 @@ class UcxDataPlane {
   uint64_t NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a session and returns what must be destroyed outside mu_.
   void RemoveSessionLocked(uint64_t session_id, std::vector<std::shared_ptr<Session>>* sessions,
-                           std::vector<Reservation>* reservations)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+                           std::vector<Transfer>* transfers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Gives a transfer up: cancels its receives and releases its reservation
+  // now, or (a receive still busy) moves it to draining_.
+  void Retire(Transfer transfer) ABSL_LOCKS_EXCLUDED(mu_);
+  // Posts the receives of a tagged transfer. On error the ones posted are
+  // cancelled and done when this returns.
+  absl::Status PostReceives(uint64_t transfer_id, Transfer* transfer);
+  // Progresses until every receive of `transfer` is done or `deadline`.
+  absl::Status AwaitReceives(Transfer* transfer, absl::Time deadline);
 
   // Const after construction.
   Store* const store_;
@@ -177,6 +203,7 @@ class UcxDataPlane {
   absl::BitGen gen_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
+  std::vector<Transfer> draining_ ABSL_GUARDED_BY(mu_);
   uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;  // orders sessions by last use
 
   // Last: stopped first, before anything it touches is destroyed.

@@ -64,8 +64,10 @@ ABSL_FLAG(uint64_t, max_put_bytes, uint64_t{128} << 20, "Put bytes after which a
 ABSL_FLAG(uint64_t, get_working_set_bytes, uint64_t{64} << 20, "Bytes of the get working set");
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
-ABSL_FLAG(std::string, ucx_put_mode, "server_reads",
-          "server_reads (staged, one RPC) or client_writes (ReservePut, put, CommitPut)");
+ABSL_FLAG(std::string, ucx_put_mode, "auto",
+          "auto (tagged over TCP, else server_reads), server_reads (staged, one RPC), "
+          "client_writes (ReservePut, put, CommitPut) or "
+          "tagged (ReservePut, tagged sends into posted receives, CommitPut)");
 ABSL_FLAG(bool, ucx, true,
           "Move page bytes over the UCX data plane when the server offers it (UCX_TLS picks "
           "the transport); --noucx sends them inline in gRPC");
@@ -348,11 +350,14 @@ absl::Status Run() {
     client::ClientOptions options;
     options.use_ucx = absl::GetFlag(FLAGS_ucx);
     const std::string mode = absl::GetFlag(FLAGS_ucx_put_mode);
-    if (mode != "server_reads" && mode != "client_writes") {
+    if (mode != "auto" && mode != "server_reads" && mode != "client_writes" &&
+        mode != "tagged") {
       return absl::InvalidArgumentError(absl::StrCat("--ucx_put_mode ", mode, " is unknown"));
     }
-    options.ucx_put_mode = mode == "server_reads" ? client::UcxPutMode::kServerReads
-                                                  : client::UcxPutMode::kClientWrites;
+    options.ucx_put_mode = mode == "auto"            ? client::UcxPutMode::kAuto
+                           : mode == "server_reads"  ? client::UcxPutMode::kServerReads
+                           : mode == "client_writes" ? client::UcxPutMode::kClientWrites
+                                                     : client::UcxPutMode::kTagged;
     ASSIGN_OR_RETURN(w.client, client::StoreClient::Connect(absl::GetFlag(FLAGS_target), options));
   }
   RETURN_IF_ERROR(workers[0].client->Stats().status());  // fail fast if nothing listens

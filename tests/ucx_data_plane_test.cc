@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -18,6 +19,7 @@
 #include "common/checksum.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
+#include "kvtier/v1/convert.h"
 #include "kvtier/v1/store.grpc.pb.h"
 #include "tests/server_process.h"
 #include "tests/test_pages.h"
@@ -61,11 +63,15 @@ OddPages MakeOddPages(int n, uint32_t prompt) {
   return p;
 }
 
-class UcxDataPlaneTest : public ::testing::TestWithParam<std::string> {
+// (transport, put mode): every scenario runs over both transports with the
+// staged put path and with tagged messages.
+using Param = std::tuple<std::string, client::UcxPutMode>;
+
+class UcxDataPlaneTest : public ::testing::TestWithParam<Param> {
  protected:
   void SetUp() override {
     // Read by ucp_config_read in this process and inherited by the server.
-    const std::string tls = GetParam() == "tcp" ? "tcp" : "posix,sysv,cma";
+    const std::string tls = std::get<0>(GetParam()) == "tcp" ? "tcp" : "posix,sysv,cma";
     ASSERT_EQ(setenv("UCX_TLS", tls.c_str(), 1), 0);
   }
   void TearDown() override { unsetenv("UCX_TLS"); }
@@ -77,9 +83,12 @@ class UcxDataPlaneTest : public ::testing::TestWithParam<std::string> {
     return server.ok() ? std::move(server).value() : nullptr;
   }
 
-  static std::unique_ptr<client::StoreClient> Connect(
-      const ServerProcess& server, bool use_ucx = true,
-      client::UcxPutMode mode = client::UcxPutMode::kServerReads) {
+  static std::unique_ptr<client::StoreClient> Connect(const ServerProcess& server,
+                                                      bool use_ucx = true) {
+    return Connect(server, use_ucx, std::get<1>(GetParam()));
+  }
+  static std::unique_ptr<client::StoreClient> Connect(const ServerProcess& server, bool use_ucx,
+                                                      client::UcxPutMode mode) {
     client::ClientOptions options;
     options.use_ucx = use_ucx;
     options.ucx_put_mode = mode;
@@ -219,8 +228,10 @@ TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
         (*plane)->Attach(opened);
     ASSERT_TRUE(connection.ok()) << connection.status();
 
+    const bool tagged = std::get<1>(GetParam()) == client::UcxPutMode::kTagged;
     v1::ReservePutRequest reserve;
     reserve.set_session_id(opened.session_id());
+    reserve.set_tagged(tagged);
     for (const client::PutPage& p : pages.puts) {
       v1::PutPage* wire = reserve.add_pages();
       wire->mutable_key()->set_hash(p.key.hash.CanonicalString());
@@ -240,16 +251,22 @@ TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
     absl::StatusOr<v1::StatsResponse> stats = observer->Stats();
     ASSERT_TRUE(stats.ok());
     EXPECT_GT(stats->reserved_bytes(), 0u);
-    // Half the pages are written; then the client is gone (no commit, no abort).
+    // Half the pages are written (or sent into the posted receives); then
+    // the client is gone (no commit, no abort).
     std::vector<ucx::WriteSegment> half;
+    std::vector<ucx::SendSegment> half_sent;
     for (int i = 0; i < 6; ++i) {
       half.push_back({.local = pages.puts[i].data.data(), .bytes = pages.puts[i].data.size(),
                       .remote_address = opened.arena_address() + reserved.slots(i).arena_offset()});
+      half_sent.push_back({.local = pages.puts[i].data.data(),
+                           .bytes = pages.puts[i].data.size(),
+                           .tag = reserved.transfer_id() + i});
     }
-    ASSERT_TRUE((*connection)
-                    ->endpoint->Write(half, *(*connection)->arena_rkey, 4,
-                                      absl::Now() + absl::Seconds(10))
-                    .ok());
+    const absl::Time deadline = absl::Now() + absl::Seconds(10);
+    const absl::Status written =
+        tagged ? (*connection)->endpoint->Send(half_sent, 4, deadline)
+               : (*connection)->endpoint->Write(half, *(*connection)->arena_rkey, 4, deadline);
+    ASSERT_TRUE(written.ok()) << written;
   }
   EXPECT_EQ(AwaitNoReservedBytes(*observer), 0u);
   absl::StatusOr<v1::StatsResponse> stats = observer->Stats();
@@ -264,6 +281,73 @@ TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
   for (const client::GotPage& g : *got) EXPECT_EQ(g.status, v1::PAGE_STATUS_NOT_FOUND);
   ASSERT_TRUE(client->BatchPut(pages.puts).ok());
   EXPECT_EQ(client->data_plane_stats().ucx_put_pages, pages.puts.size());
+}
+
+TEST_P(UcxDataPlaneTest, TaggedCommitWithAPageMissingFailsAndCommitsNothing) {
+  std::unique_ptr<ServerProcess> server = Start({"--ucx_transfer_timeout_ms=500"});
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> observer = Connect(*server, /*use_ucx=*/false);
+  ASSERT_NE(observer, nullptr);
+  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
+      client::ClientDataPlane::Create();
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext open_context;
+  v1::OpenDataPlaneRequest open;
+  open.set_client_worker_address((*plane)->worker_address());
+  v1::OpenDataPlaneResponse opened;
+  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
+  absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
+      (*plane)->Attach(opened);
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  // The automatic put mode decides by this: tagged over TCP only.
+  if (std::get<0>(GetParam()) == "tcp") {
+    EXPECT_EQ((*connection)->am_transport, "tcp");
+  } else {
+    EXPECT_TRUE((*connection)->am_transport == "sysv" ||
+                (*connection)->am_transport == "posix")
+        << (*connection)->am_transport;
+  }
+
+  const OddPages pages = MakeOddPages(4, 4);
+  v1::ReservePutRequest reserve;
+  reserve.set_session_id(opened.session_id());
+  reserve.set_tagged(true);
+  for (const client::PutPage& p : pages.puts) {
+    v1::PutPage* wire = reserve.add_pages();
+    v1::KeyToProto(p.key, wire->mutable_key());
+    v1::LayoutToProto(p.layout, wire->mutable_layout());
+    wire->set_checksum(PageChecksum(p.data.data(), p.data.size()));
+  }
+  grpc::ClientContext reserve_context;
+  v1::ReservePutResponse reserved;
+  ASSERT_TRUE(stub->ReservePut(&reserve_context, reserve, &reserved).ok());
+  ASSERT_EQ(reserved.slots_size(), 4);
+  // Pages 0..2 are sent; page 3 never is.
+  std::vector<ucx::SendSegment> sent;
+  for (int i = 0; i < 3; ++i) {
+    sent.push_back({.local = pages.puts[i].data.data(), .bytes = pages.puts[i].data.size(),
+                    .tag = reserved.transfer_id() + i});
+  }
+  ASSERT_TRUE(
+      (*connection)->endpoint->Send(sent, 2, absl::Now() + absl::Seconds(10)).ok());
+  grpc::ClientContext commit_context;
+  v1::CommitPutRequest commit;
+  commit.set_session_id(opened.session_id());
+  commit.set_transfer_id(reserved.transfer_id());
+  v1::BatchPutResponse committed;
+  const grpc::Status s = stub->CommitPut(&commit_context, commit, &committed);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED) << s.error_message();
+  EXPECT_EQ(AwaitNoReservedBytes(*observer), 0u);
+  absl::StatusOr<v1::StatsResponse> stats = observer->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), 0u);
+  EXPECT_EQ(stats->ram().pages(), 0u);
+  // The transfer is gone: a second commit finds nothing.
+  grpc::ClientContext again_context;
+  EXPECT_EQ(stub->CommitPut(&again_context, commit, &committed).error_code(),
+            grpc::StatusCode::NOT_FOUND);
 }
 
 TEST_P(UcxDataPlaneTest, ServerRestartMidStreamReconnectsAndNeverReturnsACorruptPage) {
@@ -369,10 +453,15 @@ TEST_P(UcxDataPlaneTest, WithoutUcxTheSameOperationsGiveTheSameResults) {
   EXPECT_EQ(transcripts[0], transcripts[2]);
 }
 
-INSTANTIATE_TEST_SUITE_P(Transports, UcxDataPlaneTest, ::testing::Values("shm", "tcp"),
-                         [](const ::testing::TestParamInfo<std::string>& info) {
-                           return info.param;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Transports, UcxDataPlaneTest,
+    ::testing::Combine(::testing::Values("shm", "tcp"),
+                       ::testing::Values(client::UcxPutMode::kServerReads,
+                                         client::UcxPutMode::kTagged)),
+    [](const ::testing::TestParamInfo<Param>& info) {
+      return std::get<0>(info.param) +
+             (std::get<1>(info.param) == client::UcxPutMode::kTagged ? "_tagged" : "_staged");
+    });
 
 }  // namespace
 }  // namespace kvtier::testing

@@ -1,8 +1,12 @@
 #include "client/ucx/ucx_endpoint.h"
 
+#include <cstdio>
+#include <cstdlib>
 #include <deque>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "client/ucx/ucx_status.h"
 #include "common/status_macros.h"
 
@@ -39,6 +43,30 @@ UcxEndpoint::~UcxEndpoint() { Close(); }
 ucp_ep_h UcxEndpoint::get() const {
   absl::MutexLock lock(&mu_);
   return ep_;
+}
+
+std::string UcxEndpoint::AmTransport() const {
+  const ucp_ep_h ep = get();
+  if (ep == nullptr) return "";
+  // UCX 1.13 has no query for an endpoint's transports; its printed lanes
+  // read "lane[0]:  0:tcp/lo.0 md[0] -> md[0]/tcp/sysdev[255] rma_bw#0 am ...".
+  char* text = nullptr;
+  size_t size = 0;
+  FILE* stream = open_memstream(&text, &size);
+  if (stream == nullptr) return "";
+  ucp_ep_print_info(ep, stream);
+  std::fclose(stream);
+  const std::string info(text, size);
+  std::free(text);
+  for (absl::string_view line : absl::StrSplit(info, '\n')) {
+    const size_t lane = line.find("lane[");
+    if (lane == absl::string_view::npos || !absl::StrContains(line, " am ")) continue;
+    const size_t colon = line.find(':', line.find("]:", lane) + 2);
+    const size_t slash = line.find('/', colon);
+    if (colon == absl::string_view::npos || slash == absl::string_view::npos) return "";
+    return std::string(line.substr(colon + 1, slash - colon - 1));
+  }
+  return "";
 }
 
 void UcxEndpoint::OnPeerError(void* arg, ucp_ep_h /*ep*/, ucs_status_t /*status*/) {
@@ -79,7 +107,34 @@ void UcxEndpoint::Close() {
 absl::Status UcxEndpoint::Transfer(bool read, absl::Span<const WriteSegment> segments,
                                    const UcxRemoteKey& rkey, size_t window,
                                    absl::Time deadline) {
-  const absl::string_view op = read ? "ucp_get_nbx" : "ucp_put_nbx";
+  ucp_request_param_t param{};
+  auto post = [&](ucp_ep_h ep, size_t i) {
+    const WriteSegment& s = segments[i];
+    // Read segments name writable memory (Read's contract).
+    return read ? ucp_get_nbx(ep, const_cast<void*>(s.local), s.bytes, s.remote_address,
+                              rkey.get(), &param)
+                : ucp_put_nbx(ep, s.local, s.bytes, s.remote_address, rkey.get(), &param);
+  };
+  return Run(segments.size(), post, read ? "ucp_get_nbx" : "ucp_put_nbx", /*flush=*/true, window,
+             deadline);
+}
+
+absl::Status UcxEndpoint::Send(absl::Span<const SendSegment> segments, size_t window,
+                               absl::Time deadline) {
+  ucp_request_param_t param{};
+  auto post = [&](ucp_ep_h ep, size_t i) {
+    const SendSegment& s = segments[i];
+    return ucp_tag_send_nbx(ep, s.local, s.bytes, s.tag, &param);
+  };
+  // A completed tagged send needs no flush: the receiver matched it, or
+  // (eager sizes) UCX holds its own copy of the bytes.
+  return Run(segments.size(), post, "ucp_tag_send_nbx", /*flush=*/false, window, deadline);
+}
+
+absl::Status UcxEndpoint::Run(size_t count,
+                              absl::FunctionRef<ucs_status_ptr_t(ucp_ep_h, size_t)> post,
+                              absl::string_view op, bool flush, size_t window,
+                              absl::Time deadline) {
   const ucp_ep_h ep = get();
   if (ep == nullptr || failed()) return absl::UnavailableError("UCX endpoint failed");
   if (window == 0) window = 1;
@@ -91,18 +146,14 @@ absl::Status UcxEndpoint::Transfer(bool read, absl::Span<const WriteSegment> seg
     status = Wait(in_flight.front(), deadline, what);
     if (status.code() != absl::StatusCode::kDeadlineExceeded) in_flight.pop_front();
   };
-  for (const WriteSegment& s : segments) {
+  for (size_t i = 0; i < count; ++i) {
     while (in_flight.size() >= window && status.ok()) poll_oldest(op);
     if (!status.ok()) break;
     if (failed()) {
       status = absl::UnavailableError("UCX endpoint failed");
       break;
     }
-    // Read segments name writable memory (Read's contract).
-    ucs_status_ptr_t request =
-        read ? ucp_get_nbx(ep, const_cast<void*>(s.local), s.bytes, s.remote_address, rkey.get(),
-                           &param)
-             : ucp_put_nbx(ep, s.local, s.bytes, s.remote_address, rkey.get(), &param);
+    ucs_status_ptr_t request = post(ep, i);
     if (UCS_PTR_IS_ERR(request)) {
       status = FromUcsStatus(UCS_PTR_STATUS(request), op);
       break;
@@ -110,12 +161,12 @@ absl::Status UcxEndpoint::Transfer(bool read, absl::Span<const WriteSegment> seg
     if (request != nullptr) in_flight.push_back(request);
   }
   while (!in_flight.empty() && status.ok()) poll_oldest(op);
-  if (status.ok()) {
-    ucs_status_ptr_t flush = ucp_ep_flush_nbx(ep, &param);
-    if (UCS_PTR_IS_ERR(flush)) {
-      status = FromUcsStatus(UCS_PTR_STATUS(flush), "ucp_ep_flush_nbx");
-    } else if (flush != nullptr) {
-      in_flight.push_back(flush);
+  if (status.ok() && flush) {
+    ucs_status_ptr_t flush_request = ucp_ep_flush_nbx(ep, &param);
+    if (UCS_PTR_IS_ERR(flush_request)) {
+      status = FromUcsStatus(UCS_PTR_STATUS(flush_request), "ucp_ep_flush_nbx");
+    } else if (flush_request != nullptr) {
+      in_flight.push_back(flush_request);
       poll_oldest("ucp_ep_flush_nbx");
     }
   }

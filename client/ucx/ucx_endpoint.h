@@ -26,8 +26,10 @@
 #include <atomic>
 #include <cstdint>
 #include <memory>
+#include <string>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/synchronization/mutex.h"
@@ -44,6 +46,14 @@ struct WriteSegment {
   uint64_t remote_address = 0;
 };
 
+// One tagged message: `bytes` from `local`, matched by the peer's receive
+// posted for `tag` (UcxTagReceive).
+struct SendSegment {
+  const void* local = nullptr;
+  uint64_t bytes = 0;
+  uint64_t tag = 0;
+};
+
 class UcxEndpoint {
  public:
   // Connects to the worker whose address is `peer_address`
@@ -57,6 +67,10 @@ class UcxEndpoint {
 
   // Null once closed.
   ucp_ep_h get() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The transport of the lane that carries active messages (and so tagged
+  // eager messages and rendezvous control), e.g. "tcp", "sysv", "posix",
+  // "rc_mlx5", read from ucp_ep_print_info; empty when closed or unknown.
+  std::string AmTransport() const ABSL_LOCKS_EXCLUDED(mu_);
   // True after a peer error, a failed write or a deadline: replace it.
   bool failed() const { return failed_.load(std::memory_order_acquire); }
 
@@ -74,11 +88,22 @@ class UcxEndpoint {
                     size_t window, absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_) {
     return Transfer(/*read=*/true, segments, rkey, window, deadline);
   }
+  // Sends each segment as a tagged message (ucp_tag_send_nbx), at most
+  // `window` in flight, and returns once every send completed locally (for
+  // rendezvous-sized messages: once the peer has fetched the bytes), so the
+  // caller's buffers are free again. The same errors as Write; no flush.
+  absl::Status Send(absl::Span<const SendSegment> segments, size_t window, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   explicit UcxEndpoint(UcxWorker* worker) : worker_(worker) {}
   absl::Status Transfer(bool read, absl::Span<const WriteSegment> segments,
                         const UcxRemoteKey& rkey, size_t window, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // The windowed post/poll/release loop shared by Transfer and Send:
+  // post(i) starts segment i; a flush follows when `flush`.
+  absl::Status Run(size_t count, absl::FunctionRef<ucs_status_ptr_t(ucp_ep_h, size_t)> post,
+                   absl::string_view op, bool flush, size_t window, absl::Time deadline)
       ABSL_LOCKS_EXCLUDED(mu_);
   static void OnPeerError(void* arg, ucp_ep_h ep, ucs_status_t status);
   // Progresses until `request` completes or `deadline`; its status.

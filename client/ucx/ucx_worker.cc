@@ -15,7 +15,7 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create() {
   RETURN_IF_ERROR(FromUcsStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
   params.mt_workers_shared = 1;
   ucp_context_h context = nullptr;
   const ucs_status_t status = ucp_init(&params, config, &context);

@@ -31,7 +31,7 @@ namespace kvtier::ucx {
 
 class UcxContext {
  public:
-  // A context with RMA and wakeup features. UNAVAILABLE/INTERNAL (converted
+  // A context with RMA, tag-matching and wakeup features. UNAVAILABLE/INTERNAL (converted
   // from UCX) when UCX cannot start.
   static absl::StatusOr<std::unique_ptr<UcxContext>> Create();
   ~UcxContext();
