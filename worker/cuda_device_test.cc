@@ -19,6 +19,7 @@
 #include "worker/in_process_page_store.h"
 #include "worker/kernel_dispatch.h"
 #include "worker/kv_cache_manager.h"
+#include "worker/window_policy.h"
 #include "worker/token_policy.h"
 
 namespace kvtier::worker {
@@ -293,6 +294,18 @@ void TovaScenario(Device* other) {
   run.ExpectResidentPagesIdentical();
 }
 
+// Long lists: the CUDA dispatch splits them (one split per 32 pages).
+void FullCacheScenario(Device* other) {
+  FullCachePolicy cpu_policy, cuda_policy;
+  CpuVsCuda run(other, &cpu_policy, &cuda_policy, 1, 256, DType::kF16);
+  run.Prefill(901);
+  for (uint32_t step = 0; step < 6; ++step) {
+    run.StepAndCompare(9000 + step);
+    if (::testing::Test::HasFatalFailure()) return;
+  }
+  run.ExpectResidentPagesIdentical();
+}
+
 // The scenarios' own control: two CPU backends agree bit for bit, so a
 // difference on the GPU is the GPU's.
 TEST(WorkerCudaTest, ScenariosAreExactWithTwoCpuBackends) {
@@ -300,6 +313,7 @@ TEST(WorkerCudaTest, ScenariosAreExactWithTwoCpuBackends) {
   ArkvaleScenario(&second);
   RecallScenario(&second);
   TovaScenario(&second);
+  FullCacheScenario(&second);
 }
 
 TEST(WorkerCudaTest, ArkvaleDecodeSelectsTheSamePagesAsTheCpuBackend) {
@@ -318,6 +332,12 @@ TEST(WorkerCudaTest, TovaTokenEvictionMatchesTheCpuBackend) {
   SKIP_WITHOUT_GPU();
   auto gpu = *CudaDevice::Create(0);
   TovaScenario(gpu.get());
+}
+
+TEST(WorkerCudaTest, LongFullCacheAttentionMatchesTheCpuBackend) {
+  SKIP_WITHOUT_GPU();
+  auto gpu = *CudaDevice::Create(0);
+  FullCacheScenario(gpu.get());
 }
 
 }  // namespace

@@ -1,5 +1,6 @@
 #include "worker/kernel_dispatch.h"
 
+#include <algorithm>
 #include <vector>
 
 #include "common/status_macros.h"
@@ -99,8 +100,19 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   const size_t indptr = st.In(kv.indptr, (lists + 1) * sizeof(int32_t));
   const size_t indices = st.In(kv.indices, size_t{kv.total_entries} * sizeof(int32_t));
   const size_t last = st.In(kv.last_page_len, size_t{args.batch} * sizeof(int32_t));
+  // One block per (sequence, KV head) leaves a GPU idle on long lists, so a
+  // caller's single split becomes one per kPagesPerSplit pages; splits change
+  // only the summation order (kernels/decode_attention.h).
+  constexpr uint32_t kPagesPerSplit = 32;
+  constexpr uint32_t kMaxAutoSplits = 64;
+  uint32_t splits = args.num_splits;
+  if (splits == 1 && lists > 0) {
+    const size_t per_list = (kv.total_entries + lists - 1) / lists;
+    splits = static_cast<uint32_t>(std::clamp<size_t>(
+        (per_list + kPagesPerSplit - 1) / kPagesPerSplit, 1, kMaxAutoSplits));
+  }
   const size_t work_bytes = kernels::DecodeAttentionWorkspaceBytes(
-      args.batch, args.n_q_heads, kv.head_dim, args.num_splits);
+      args.batch, args.n_q_heads, kv.head_dim, splits);
   const size_t work = st.DeviceOnly(work_bytes);
   const size_t out = st.Out(args.out, rows * head_dim * sizeof(float));
   const size_t lse = st.Out(args.lse, rows * sizeof(float));
@@ -110,6 +122,7 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   d.kv.indptr = st.At<int32_t>(indptr);
   d.kv.indices = st.At<int32_t>(indices);
   d.kv.last_page_len = st.At<int32_t>(last);
+  d.num_splits = splits;
   d.workspace = work_bytes > 0 ? st.At<void>(work) : nullptr;
   d.workspace_bytes = work_bytes;
   d.out = st.At<float>(out);

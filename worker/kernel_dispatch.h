@@ -47,7 +47,9 @@ class KernelScratch {
 };
 
 // Paged decode attention over a pool of scratch->device(). `threads` is
-// used by the CPU backend only (may be null).
+// used by the CPU backend only (may be null). On CUDA, num_splits = 1 is
+// raised to one split per 32 pages of a list (at most 64), so long lists
+// spread over the GPU; the result differs only in summation order.
 absl::Status DecodeAttention(const kernels::DecodeAttentionArgs& args, KernelScratch* scratch,
                              kernels::ThreadPool* threads);
 
