@@ -100,11 +100,12 @@ def start_redis(tmp):
     return proc, port
 
 
-def run_kvtier_bench(bench, port, sizes, clients, duration_ms, tmp):
+def run_kvtier_bench(bench, port, sizes, clients, duration_ms, transport, tmp):
     out = os.path.join(tmp, "kvtier-bench.json")
     cmd = [bench, f"--target=127.0.0.1:{port}", "--page_sizes=" + ",".join(map(str, sizes)),
            "--clients=" + ",".join(map(str, clients)), "--ops_kinds=put,get",
-           f"--duration_ms={duration_ms}", f"--json={out}"]
+           f"--duration_ms={duration_ms}", f"--json={out}",
+           "--ucx" if transport == "ucx" else "--noucx"]
     budget = 120 + 4 * len(sizes) * len(clients) * duration_ms / 1000
     subprocess.run(cmd, check=True, timeout=budget, stdout=subprocess.DEVNULL)
     with open(out) as f:
@@ -145,6 +146,9 @@ def main():
     p.add_argument("--redis_bytes", type=int, default=1 << 30,
                    help="value bytes per redis-benchmark test (sets -n)")
     p.add_argument("--ram_bytes", type=int, default=2 << 30, help="kvtier RAM tier")
+    p.add_argument("--transport", choices=["inline", "ucx"], default="inline",
+                   help="how kvtier moves page bytes: inline in gRPC messages, or the UCX "
+                        "data plane (compare_ucx.py also compares UCX with ucx_perftest)")
     p.add_argument("--json", default="compare_redis.json")
     args = p.parse_args()
     server = args.server or os.path.join(args.build_dir, "kvstore", "kvtier-server")
@@ -163,7 +167,8 @@ def main():
         redis, redis_port = start_redis(tmp)
         print(f"kvtier-server on {kv_port}, redis-server on {redis_port}, temp {tmp}",
               file=sys.stderr)
-        kvtier = run_kvtier_bench(bench, kv_port, sizes, clients, args.duration_ms, tmp)
+        kvtier = run_kvtier_bench(bench, kv_port, sizes, clients, args.duration_ms,
+                                  args.transport, tmp)
         cells = {(c["op"], c["page_bytes"], c["clients"]): c for c in kvtier["cells"]}
         rows = []
         for size in sizes:
@@ -186,6 +191,7 @@ def main():
         stop(redis, "redis-server")
     shutil.rmtree(tmp, ignore_errors=True)
 
+    print(f"kvtier page bytes: {'inline in gRPC' if args.transport == 'inline' else 'UCX data plane'}")
     print(f"{'op':<4} {'page':>9} {'clients':>7} {'kvtier GB/s':>12} {'redis GB/s':>11} "
           f"{'ratio':>6} {'kvtier p99us':>13} {'redis p99us':>12} {'ratio':>6}")
     for r in rows:
@@ -195,6 +201,7 @@ def main():
     print("ratio = kvtier / redis (GB/s: higher is better for kvtier; p99: lower is better)")
     with open(args.json, "w") as f:
         json.dump({"seconds": time.monotonic() - started, "duration_ms": args.duration_ms,
+                   "transport": args.transport,
                    "redis_bytes": args.redis_bytes, "rows": rows}, f, indent=1)
     print(f"wrote {args.json}", file=sys.stderr)
 
