@@ -27,9 +27,25 @@ absl::StatusOr<std::unique_ptr<ClientDataPlane>> ClientDataPlane::Create() {
 
 ClientDataPlane::~ClientDataPlane() {
   progress_.reset();
+  std::vector<std::unique_ptr<Parked>> parked;
+  {
+    absl::MutexLock lock(&mu_);
+    parked.swap(parked_);
+  }
+  // Each receive's destructor progresses the worker until it is done; the
+  // regions then return to the pool, which is cleared below.
+  parked.clear();
   absl::MutexLock lock(&mu_);
   connection_.reset();
   idle_regions_.clear();
+}
+
+void ClientDataPlane::Park(RegionLease region,
+                           std::vector<std::unique_ptr<ucx::UcxTagReceive>> receives) {
+  for (auto& receive : receives) receive->Cancel();
+  absl::MutexLock lock(&mu_);
+  parked_.push_back(std::unique_ptr<Parked>(
+      new Parked{.region = std::move(region), .receives = std::move(receives)}));
 }
 
 std::shared_ptr<const ClientDataPlane::Connection> ClientDataPlane::connection() const {
@@ -62,6 +78,21 @@ void ClientDataPlane::Detach(const std::shared_ptr<const Connection>& connection
 }
 
 absl::StatusOr<ClientDataPlane::RegionLease> ClientDataPlane::LeaseRegion(uint64_t bytes) {
+  std::vector<std::unique_ptr<Parked>> reaped;  // destroyed outside mu_: their regions return to the pool
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = parked_.begin(); it != parked_.end();) {
+      bool done = true;
+      for (auto& receive : (*it)->receives) done = receive->done() && done;
+      if (done) {
+        reaped.push_back(std::move(*it));
+        it = parked_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  reaped.clear();
   {
     absl::MutexLock lock(&mu_);
     // The smallest idle region that is large enough.

@@ -17,6 +17,7 @@
 #ifndef KVTIER_CLIENT_DATA_PLANE_H_
 #define KVTIER_CLIENT_DATA_PLANE_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -27,6 +28,7 @@
 #include "absl/synchronization/mutex.h"
 #include "client/ucx/ucx_endpoint.h"
 #include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_tag_receive.h"
 #include "client/ucx/ucx_worker.h"
 #include "kvtier/v1/store.pb.h"
 
@@ -69,6 +71,16 @@ class ClientDataPlane {
   ~ClientDataPlane();
 
   const std::string& worker_address() const { return worker_->address(); }
+  // For tagged receives (UcxTagReceive::Post) and progressing while waiting.
+  ucx::UcxWorker* worker() const { return worker_.get(); }
+  // A tag base no earlier call returned; its low 32 bits are zero, for the
+  // page index.
+  uint64_t NewTagBase() { return (next_tag_.fetch_add(1) + 1) << 32; }
+  // Keeps `region` out of the pool until every receive into it is done
+  // (cancelled first); reaped by later LeaseRegion calls and at destruction.
+  // For receives a failed call could not wait for.
+  void Park(RegionLease region, std::vector<std::unique_ptr<ucx::UcxTagReceive>> receives)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   // The current connection, or null when none is attached.
   std::shared_ptr<const Connection> connection() const ABSL_LOCKS_EXCLUDED(mu_);
@@ -95,6 +107,12 @@ class ClientDataPlane {
   mutable absl::Mutex mu_;
   std::shared_ptr<const Connection> connection_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<ucx::UcxMemory>> idle_regions_ ABSL_GUARDED_BY(mu_);
+  struct Parked {
+    RegionLease region;  // destroyed after the receives into it
+    std::vector<std::unique_ptr<ucx::UcxTagReceive>> receives;
+  };
+  std::vector<std::unique_ptr<Parked>> parked_ ABSL_GUARDED_BY(mu_);
+  std::atomic<uint64_t> next_tag_{0};
 
   // Last: stopped first.
   std::unique_ptr<ucx::UcxProgressThread> progress_;

@@ -65,7 +65,8 @@ enum class UcxPutMode {
   // ReservePut asks the server to post a tagged receive into each slot,
   // this client sends each page as a tagged message (ucp_tag_send_nbx,
   // rendezvous for large pages: no staging copy, no emulated RMA), then
-  // CommitPut waits for the receives and commits.
+  // CommitPut waits for the receives and commits. Gets are tagged too: this
+  // client posts a receive per key into its region and the server sends.
   kTagged,
 };
 
@@ -219,6 +220,14 @@ class StoreClient {
                                 std::vector<PutOutcome>* out);
   absl::Status PutChunkUcxStaged(const Connection& connection, absl::Span<const PutPage> pages,
                                  std::vector<PutOutcome>* out);
+  // kAuto resolved for this connection's transport.
+  UcxPutMode ResolvePutMode(const Connection& connection) const;
+  // GetChunkUcx's RPC into `region`; with a nonzero `tag`, page i arrives in
+  // receives[i] at i * slot_bytes.
+  absl::Status GetChunkUcxInto(const Connection& connection, absl::Span<const PageKey> keys,
+                               const ucx::UcxMemory& region, uint64_t tag, uint64_t slot_bytes,
+                               absl::Span<const std::unique_ptr<ucx::UcxTagReceive>> receives,
+                               std::vector<GotPage>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
                            uint64_t page_bytes_hint, std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);

@@ -23,6 +23,23 @@ bool DataPlaneFailure(const absl::Status& s) {
          s.code() == absl::StatusCode::kDeadlineExceeded;
 }
 
+// Progresses until `receive` is done; UNAVAILABLE unless exactly `bytes`
+// arrived, DEADLINE_EXCEEDED past `deadline`.
+absl::Status AwaitReceive(ucx::UcxTagReceive& receive, uint64_t bytes, absl::Time deadline,
+                          ucx::UcxWorker* worker) {
+  while (!receive.done()) {
+    if (worker->Progress() == 0 && absl::Now() > deadline) {
+      return absl::DeadlineExceededError("tagged get: a page did not arrive in time");
+    }
+  }
+  if (!receive.status().ok() || receive.length() != bytes) {
+    return absl::UnavailableError(absl::StrFormat("tagged get: %s, %d of %d bytes",
+                                                  receive.status().ToString(), receive.length(),
+                                                  bytes));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 StoreClient::~StoreClient() {
@@ -97,11 +114,7 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
       return PutChunkInline(pages, out);
     }
   }
-  UcxPutMode mode = options_.ucx_put_mode;
-  if (mode == UcxPutMode::kAuto) {
-    mode = connection.am_transport == "tcp" ? UcxPutMode::kTagged : UcxPutMode::kServerReads;
-  }
-  switch (mode) {
+  switch (ResolvePutMode(connection)) {
     case UcxPutMode::kAuto:
     case UcxPutMode::kServerReads:
       return PutChunkUcxStaged(connection, pages, out);
@@ -111,6 +124,11 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
       return PutChunkUcxWrite(connection, /*tagged=*/true, pages, out);
   }
   return absl::InternalError("unknown ucx_put_mode");
+}
+
+UcxPutMode StoreClient::ResolvePutMode(const Connection& connection) const {
+  if (options_.ucx_put_mode != UcxPutMode::kAuto) return options_.ucx_put_mode;
+  return connection.am_transport == "tcp" ? UcxPutMode::kTagged : UcxPutMode::kServerReads;
 }
 
 absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
@@ -254,13 +272,50 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
                                uint64_t{2} << 30)
           : options_.ucx_region_bytes;
   ASSIGN_OR_RETURN(ClientDataPlane::RegionLease region, data_plane_->LeaseRegion(region_bytes));
+  uint64_t tag = 0;
+  uint64_t slot = 0;
+  if (ResolvePutMode(connection) == UcxPutMode::kTagged) {
+    slot = region.memory().bytes() / keys.size() / kAlign * kAlign;
+    if (slot > 0) tag = data_plane_->NewTagBase();
+  }
+  // Declared after the region: destroyed (all done) before it returns.
+  std::vector<std::unique_ptr<ucx::UcxTagReceive>> receives;
+  absl::Status status;
+  for (size_t i = 0; tag != 0 && i < keys.size() && status.ok(); ++i) {
+    absl::StatusOr<std::unique_ptr<ucx::UcxTagReceive>> receive =
+        ucx::UcxTagReceive::Post(data_plane_->worker(), region.memory().address() + i * slot,
+                                 slot, tag + i, /*exact=*/false);
+    if (receive.ok()) receives.push_back(*std::move(receive));
+    status = receive.status();
+  }
+  if (status.ok()) {
+    status = GetChunkUcxInto(connection, keys, region.memory(), tag, slot, receives, out);
+  }
+  // Receives not waited for (pages that came inline or failed) are
+  // cancelled; one UCX still holds keeps the region out of the pool.
+  bool busy = false;
+  for (auto& receive : receives) {
+    receive->Cancel();
+    busy = !receive->done() || busy;
+  }
+  if (busy) data_plane_->Park(std::move(region), std::move(receives));
+  return status;
+}
+
+absl::Status StoreClient::GetChunkUcxInto(
+    const Connection& connection, absl::Span<const PageKey> keys, const ucx::UcxMemory& region,
+    uint64_t tag, uint64_t slot_bytes,
+    absl::Span<const std::unique_ptr<ucx::UcxTagReceive>> receives, std::vector<GotPage>* out) {
+  const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.deadline_ms);
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   v1::DataPlaneRegion* wire_region = request.mutable_region();
   wire_region->set_session_id(connection.session_id);
-  wire_region->set_address(reinterpret_cast<uint64_t>(region.memory().address()));
-  wire_region->set_bytes(region.memory().bytes());
-  wire_region->set_rkey(region.memory().packed_rkey());
+  wire_region->set_address(reinterpret_cast<uint64_t>(region.address()));
+  wire_region->set_bytes(region.bytes());
+  wire_region->set_rkey(region.packed_rkey());
+  wire_region->set_tag(tag);
+  wire_region->set_slot_bytes(slot_bytes);
   v1::BatchGetResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, &response));
   if (response.pages_size() != static_cast<int>(keys.size())) {
@@ -283,13 +338,18 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
       continue;
     }
     const uint64_t size = page.layout.PageBytes();
-    if (wire.region_offset() > region.memory().bytes() ||
-        size > region.memory().bytes() - wire.region_offset()) {
+    if (wire.region_offset() > region.bytes() || size > region.bytes() - wire.region_offset()) {
       return absl::InternalError(absl::StrFormat("pages[%d]: region offset %d outside the region",
                                                  i, wire.region_offset()));
     }
-    page.data.assign(reinterpret_cast<const char*>(region.memory().address()) +
-                         wire.region_offset(),
+    if (tag != 0) {
+      if (wire.region_offset() != i * slot_bytes) {
+        return absl::InternalError(absl::StrFormat("pages[%d]: region offset %d is not its slot",
+                                                   i, wire.region_offset()));
+      }
+      RETURN_IF_ERROR(AwaitReceive(*receives[i], size, deadline, data_plane_->worker()));
+    }
+    page.data.assign(reinterpret_cast<const char*>(region.address()) + wire.region_offset(),
                      size);
     // Bytes that crossed the data plane are checked here too, so a torn or
     // stale write is never returned as a page.

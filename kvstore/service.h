@@ -118,6 +118,10 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Writes OK pages that fit into the region, marking them in_region.
   absl::Status WriteRegion(const v1::DataPlaneRegion& region, std::vector<GetResult>* results,
                            v1::BatchGetResponse* response);
+  // WriteRegion for a region with a tag: sends page i as a tagged message
+  // (tag + i) into the client's receive at slot i.
+  absl::Status SendToRegion(const v1::DataPlaneRegion& region, std::vector<GetResult>* results,
+                            v1::BatchGetResponse* response);
 
   // Const after construction.
   Store* const store_;

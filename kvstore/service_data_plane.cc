@@ -82,6 +82,10 @@ absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) cons
   if (region.address() + region.bytes() < region.address()) {
     return absl::InvalidArgumentError("region: address + bytes overflows");
   }
+  if (region.tag() != 0 && (region.slot_bytes() == 0 || region.slot_bytes() > region.bytes())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "region.slot_bytes %d: need 1..%d with a tag", region.slot_bytes(), region.bytes()));
+  }
   return data_plane_->CheckRegion(region.session_id(), region.rkey());
 }
 
@@ -112,9 +116,38 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& req
   return absl::OkStatus();
 }
 
+absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
+                                          std::vector<GetResult>* results,
+                                          v1::BatchGetResponse* response) {
+  const uint64_t slot = region.slot_bytes();
+  if (static_cast<uint64_t>(response->pages_size()) > region.bytes() / slot) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("region: %d slots of %d bytes overrun its %d bytes",
+                        response->pages_size(), slot, region.bytes()));
+  }
+  std::vector<ucx::SendSegment> sends;
+  for (int i = 0; i < response->pages_size(); ++i) {
+    v1::GotPage* page = response->mutable_pages(i);
+    if (page->status() != v1::PAGE_STATUS_OK) continue;
+    std::string& data = (*results)[i].data;
+    if (data.size() > slot) {
+      page->set_inline_data(std::move(data));
+      continue;
+    }
+    sends.push_back({.local = data.data(), .bytes = data.size(), .tag = region.tag() + i});
+    page->set_in_region(true);
+    page->set_region_offset(i * slot);
+  }
+  if (sends.empty()) return absl::OkStatus();
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  return data_plane_->SendToClient(region.session_id(), sends, deadline);
+}
+
 absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
                                          std::vector<GetResult>* results,
                                          v1::BatchGetResponse* response) {
+  if (region.tag() != 0) return SendToRegion(region, results, response);
   std::vector<UcxDataPlane::RegionWrite> writes;
   uint64_t cursor = 0;
   for (int i = 0; i < response->pages_size(); ++i) {

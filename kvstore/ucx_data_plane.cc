@@ -345,6 +345,18 @@ absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
   return status;
 }
 
+absl::Status UcxDataPlane::SendToClient(uint64_t session_id,
+                                        absl::Span<const ucx::SendSegment> pages,
+                                        absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  absl::Status status = session->endpoint->Send(pages, options_.window, deadline);
+  if (!status.ok()) Close(session_id);
+  return status;
+}
+
 absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
     Session& session, absl::string_view rkey) {
   absl::MutexLock lock(&session.mu);

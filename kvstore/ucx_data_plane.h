@@ -141,6 +141,13 @@ class UcxDataPlane {
   absl::Status WriteToRegion(uint64_t session_id, uint64_t address, absl::string_view rkey,
                              absl::Span<const RegionWrite> pages, absl::Time deadline);
 
+  // Sends every page as a tagged message on the session's endpoint (the
+  // client posted the receives) and waits until each send completed.
+  // NOT_FOUND (unknown session), UNAVAILABLE or DEADLINE_EXCEEDED (the
+  // endpoint failed; the session is closed).
+  absl::Status SendToClient(uint64_t session_id, absl::Span<const ucx::SendSegment> pages,
+                            absl::Time deadline);
+
   // Reserves the pages, reads each one's bytes from the client region
   // (address + region_offsets[i], rkey packed by the client) into its slot,
   // and commits. NOT_FOUND (unknown session), UNAVAILABLE or

@@ -1,6 +1,7 @@
 // UcxDataPlane in-process over a real TieredStore: option validation, the
 // errors of unknown sessions and transfers, and that reservations end with
-// their transfer (commit, abort, close, expiry) so no reserved byte is left.
+// their transfer (commit, abort, close, expiry) so no reserved byte is left,
+// for written and for tagged transfers.
 #include "kvstore/ucx_data_plane.h"
 
 #include <cstring>
@@ -8,6 +9,7 @@
 #include <vector>
 
 #include "absl/time/clock.h"
+#include "client/ucx/ucx_endpoint.h"
 #include "client/ucx/ucx_worker.h"
 #include "gtest/gtest.h"
 #include "kvstore/store_test_util.h"
@@ -150,6 +152,86 @@ TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
   EXPECT_EQ(plane->CommitPut(b, reserved->transfer_id).status().code(),
             absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Stats().put_pages, 0u);
+}
+
+TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
+      plane->ReservePut(opened->session_id, specs, /*tagged=*/true);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  // Tags are transfer_id + page index: the low 32 bits are the index's.
+  EXPECT_EQ(reserved->transfer_id & 0xffffffffu, 0u);
+  absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<ucx::SendSegment> sends;
+  for (int i = 0; i < 2; ++i) {
+    bytes.push_back(PageBytes(specs[i].key, specs[i].layout));
+    sends.push_back({.local = bytes[i].data(), .bytes = bytes[i].size(),
+                     .tag = reserved->transfer_id + i});
+  }
+  ASSERT_TRUE((*endpoint)->Send(sends, 2, absl::Now() + absl::Seconds(10)).ok());
+  absl::StatusOr<std::vector<PutResult>> committed =
+      plane->CommitPut(opened->session_id, reserved->transfer_id);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(store_->Stats().put_pages, 2u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  for (int i = 0; i < 2; ++i) {
+    EXPECT_EQ(std::memcmp(store_->RamRegion().data() + reserved->slots[i].arena_offset,
+                          bytes[i].data(), bytes[i].size()),
+              0);
+  }
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+}
+
+TEST_F(UcxDataPlaneTest, TaggedReservationsEndWithAbortCloseExpiryAndDestruction) {
+  const PutSpec specs[] = {Spec(Key(3)), Spec(Key(4))};
+  {
+    std::unique_ptr<UcxDataPlane> plane = Create();
+    ASSERT_NE(plane, nullptr);
+    const uint64_t a = Open(*plane);
+    absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(a, specs, true);
+    ASSERT_TRUE(reserved.ok()) << reserved.status();
+    EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+    plane->AbortPut(a, reserved->transfer_id);
+    EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+    ASSERT_TRUE(plane->ReservePut(a, specs, true).ok());
+    plane->Close(a);
+    EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+    EXPECT_EQ(plane->pending_transfers(), 0u);
+    ASSERT_TRUE(plane->ReservePut(Open(*plane), specs, true).ok());
+    EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+  }
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+
+  DataPlaneOptions options;
+  options.transfer_timeout_ms = 1;
+  std::unique_ptr<UcxDataPlane> plane = Create(options);
+  ASSERT_NE(plane, nullptr);
+  const uint64_t b = Open(*plane);
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(b, specs, true);
+  ASSERT_TRUE(reserved.ok());
+  absl::SleepFor(absl::Milliseconds(2));  // past the 1 ms timeout
+  plane->SweepExpired();
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  // A commit whose pages never came: past its expiry, nothing committed.
+  options.transfer_timeout_ms = 200;
+  plane = Create(options);
+  ASSERT_NE(plane, nullptr);
+  const uint64_t c = Open(*plane);
+  reserved = plane->ReservePut(c, specs, true);
+  ASSERT_TRUE(reserved.ok());
+  EXPECT_EQ(plane->CommitPut(c, reserved->transfer_id).status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
   EXPECT_EQ(store_->Stats().put_pages, 0u);
 }
 

@@ -30,11 +30,13 @@ namespace kvtier::ucx {
 
 class UcxTagReceive {
  public:
-  // Posts a receive of exactly `bytes` (> 0) into `buffer` for the message
-  // tagged `tag` (all 64 bits match). INVALID_ARGUMENT for an empty buffer;
-  // the converted UCX error when it cannot be posted.
+  // Posts a receive of `bytes` (> 0) into `buffer` for the message tagged
+  // `tag` (all 64 bits match); `exact`: a shorter message is an error too.
+  // INVALID_ARGUMENT for an empty buffer; the converted UCX error when it
+  // cannot be posted.
   static absl::StatusOr<std::unique_ptr<UcxTagReceive>> Post(UcxWorker* worker, void* buffer,
-                                                            uint64_t bytes, uint64_t tag);
+                                                            uint64_t bytes, uint64_t tag,
+                                                            bool exact = true);
   ~UcxTagReceive();
   UcxTagReceive(const UcxTagReceive&) = delete;
   UcxTagReceive& operator=(const UcxTagReceive&) = delete;
@@ -42,18 +44,25 @@ class UcxTagReceive {
   // True once the receive completed (with data, an error or a cancel); the
   // buffer is free again then. Does not progress the worker.
   bool done();
-  // REQUIRES done(). OK when exactly `bytes` arrived; DATA_LOSS when a
-  // shorter or longer message matched; CANCELLED after Cancel; else the
-  // converted UCX error.
+  // REQUIRES done(). OK when the message fit (exactly `bytes` if `exact`);
+  // DATA_LOSS when a longer (or, if exact, shorter) message matched;
+  // CANCELLED after Cancel; else the converted UCX error.
   const absl::Status& status() const { return status_; }
+  // REQUIRES done() and status() OK: the bytes that arrived.
+  uint64_t length() const { return length_; }
   // Asks UCX to drop the receive if no message matched it yet.
   void Cancel();
 
  private:
-  UcxTagReceive(UcxWorker* worker, uint64_t bytes) : worker_(worker), bytes_(bytes) {}
+  // Records the outcome of a completed receive.
+  void Finish(ucs_status_t status, uint64_t length);
+  UcxTagReceive(UcxWorker* worker, uint64_t bytes, bool exact)
+      : worker_(worker), bytes_(bytes), exact_(exact) {}
 
   UcxWorker* const worker_;
   const uint64_t bytes_;
+  const bool exact_;
+  uint64_t length_ = 0;
   void* request_ = nullptr;  // null once done
   absl::Status status_;
 };
