@@ -1,8 +1,9 @@
 // The UCX data plane against the real kvtier-server, over shared memory and
 // over TCP (UCX_TLS, set for the server process and the client alike):
 // byte-exact transfers of many odd-sized pages, a restart mid-stream, a
-// batch larger than the arena, an abandoned transfer, and the gRPC fallback
-// giving the same results.
+// batch larger than the arena, an abandoned transfer, a tagged commit with a
+// page missing, tagged-get region validation, and the gRPC fallback giving
+// the same results; each with staged, tagged and automatic put modes.
 #include <stdlib.h>
 
 #include <memory>
@@ -64,7 +65,7 @@ OddPages MakeOddPages(int n, uint32_t prompt) {
 }
 
 // (transport, put mode): every scenario runs over both transports with the
-// staged put path and with tagged messages.
+// staged put path, with tagged messages, and with the automatic choice.
 using Param = std::tuple<std::string, client::UcxPutMode>;
 
 class UcxDataPlaneTest : public ::testing::TestWithParam<Param> {
@@ -350,6 +351,44 @@ TEST_P(UcxDataPlaneTest, TaggedCommitWithAPageMissingFailsAndCommitsNothing) {
             grpc::StatusCode::NOT_FOUND);
 }
 
+TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
+      client::ClientDataPlane::Create();
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext open_context;
+  v1::OpenDataPlaneRequest open;
+  open.set_client_worker_address((*plane)->worker_address());
+  v1::OpenDataPlaneResponse opened;
+  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
+  absl::StatusOr<client::ClientDataPlane::RegionLease> region = (*plane)->LeaseRegion(1 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+  const OddPages pages = MakeOddPages(3, 5);
+  auto get = [&](uint64_t slot_bytes) {
+    v1::BatchGetRequest request;
+    for (const PageKey& key : pages.keys) v1::KeyToProto(key, request.add_keys());
+    v1::DataPlaneRegion* r = request.mutable_region();
+    r->set_session_id(opened.session_id());
+    r->set_address(reinterpret_cast<uint64_t>(region->memory().address()));
+    r->set_bytes(region->memory().bytes());
+    r->set_rkey(region->memory().packed_rkey());
+    r->set_tag(uint64_t{7} << 32);
+    r->set_slot_bytes(slot_bytes);
+    grpc::ClientContext context;
+    v1::BatchGetResponse response;
+    return stub->BatchGet(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(get(0), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(get(region->memory().bytes() + 1), grpc::StatusCode::INVALID_ARGUMENT);
+  // Three slots of half the region overrun it.
+  EXPECT_EQ(get(region->memory().bytes() / 2), grpc::StatusCode::INVALID_ARGUMENT);
+  // Fitting slots and no stored page: nothing is sent, the call succeeds.
+  EXPECT_EQ(get(region->memory().bytes() / 4), grpc::StatusCode::OK);
+}
+
 TEST_P(UcxDataPlaneTest, ServerRestartMidStreamReconnectsAndNeverReturnsACorruptPage) {
   std::unique_ptr<ServerProcess> server = Start();
   ASSERT_NE(server, nullptr);
@@ -457,10 +496,16 @@ INSTANTIATE_TEST_SUITE_P(
     Transports, UcxDataPlaneTest,
     ::testing::Combine(::testing::Values("shm", "tcp"),
                        ::testing::Values(client::UcxPutMode::kServerReads,
-                                         client::UcxPutMode::kTagged)),
+                                         client::UcxPutMode::kTagged, client::UcxPutMode::kAuto)),
     [](const ::testing::TestParamInfo<Param>& info) {
-      return std::get<0>(info.param) +
-             (std::get<1>(info.param) == client::UcxPutMode::kTagged ? "_tagged" : "_staged");
+      switch (std::get<1>(info.param)) {
+        case client::UcxPutMode::kTagged:
+          return std::get<0>(info.param) + "_tagged";
+        case client::UcxPutMode::kAuto:
+          return std::get<0>(info.param) + "_auto";
+        default:
+          return std::get<0>(info.param) + "_staged";
+      }
     });
 
 }  // namespace
