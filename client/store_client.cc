@@ -192,14 +192,21 @@ absl::Status StoreClient::PutChunkInline(absl::Span<const PutPage> pages,
   }
   v1::BatchPutResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
-  if (response.results_size() != static_cast<int>(pages.size())) {
-    return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
-                                               response.results_size(), pages.size()));
+  RETURN_IF_ERROR(AppendPutOutcomes("BatchPut", response, pages.size(), out));
+  counters_.inline_put_pages += pages.size();
+  return absl::OkStatus();
+}
+
+absl::Status StoreClient::AppendPutOutcomes(const char* rpc,
+                                            const v1::BatchPutResponse& response,
+                                            size_t n_pages, std::vector<PutOutcome>* out) {
+  if (response.results_size() != static_cast<int>(n_pages)) {
+    return absl::InternalError(
+        absl::StrFormat("%s: %d results for %d pages", rpc, response.results_size(), n_pages));
   }
   for (const v1::PutResult& r : response.results()) {
     out->push_back(PutOutcome{.already_present = r.already_present()});
   }
-  counters_.inline_put_pages += pages.size();
   return absl::OkStatus();
 }
 

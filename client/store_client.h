@@ -202,6 +202,10 @@ class StoreClient {
 
   absl::Status GetChunk(absl::Span<const PageKey> keys, std::vector<GotPage>* out);
   absl::Status PutChunkInline(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
+  // Appends one outcome per page of a put RPC's response; INTERNAL when the
+  // server answered for another number of pages.
+  static absl::Status AppendPutOutcomes(const char* rpc, const v1::BatchPutResponse& response,
+                                        size_t n_pages, std::vector<PutOutcome>* out);
 
   // store_client_ucx.cc: the data-plane path.
   // The current session, opening one if needed; null means inline bytes.

@@ -159,13 +159,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
   wire_region->set_rkey(region.memory().packed_rkey());
   v1::BatchPutResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchPut, request, &response));
-  if (response.results_size() != static_cast<int>(pages.size())) {
-    return absl::InternalError(absl::StrFormat("BatchPut: %d results for %d pages",
-                                               response.results_size(), pages.size()));
-  }
-  for (const v1::PutResult& r : response.results()) {
-    out->push_back(PutOutcome{.already_present = r.already_present()});
-  }
+  RETURN_IF_ERROR(AppendPutOutcomes("BatchPut", response, pages.size(), out));
   counters_.ucx_put_pages += pages.size();
   return absl::OkStatus();
 }
@@ -233,13 +227,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   commit.set_transfer_id(reserved.transfer_id());
   v1::BatchPutResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::CommitPut, commit, &response));
-  if (response.results_size() != static_cast<int>(pages.size())) {
-    return absl::InternalError(absl::StrFormat("CommitPut: %d results for %d pages",
-                                               response.results_size(), pages.size()));
-  }
-  for (const v1::PutResult& r : response.results()) {
-    out->push_back(PutOutcome{.already_present = r.already_present()});
-  }
+  RETURN_IF_ERROR(AppendPutOutcomes("CommitPut", response, pages.size(), out));
   counters_.ucx_put_pages += pages.size();
   return absl::OkStatus();
 }
