@@ -42,7 +42,7 @@ std::vector<double> Attention(const TraceGenerator& gen, uint32_t layer,
     gen.Key(layer, g, j, k.data());
     double dot = 0;
     for (uint32_t c = 0; c < d; ++c) dot += double{q[c]} * k[c];
-    logits[j] = dot / std::sqrt(double{d});
+    logits[j] = dot / std::sqrt(static_cast<double>(d));
   }
   const double mx = *std::max_element(logits.begin(), logits.end());
   double sum = 0;
