@@ -64,14 +64,19 @@ def stop(proc, name):
         proc.wait()
 
 
-def start_kvtier(server, tmp, ram_bytes):
-    port_file = os.path.join(tmp, "kvtier.port")
-    log = open(os.path.join(tmp, "kvtier.log"), "w")
+def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None):
+    """Starts kvtier-server on a free loopback port with a fresh data dir under
+    `tmp`; `name` names its port and log files, `env` its environment."""
+    port_file = os.path.join(tmp, f"{name}.port")
+    if os.path.exists(port_file):
+        os.remove(port_file)  # a previous server's port
+    log = open(os.path.join(tmp, f"{name}.log"), "w")
     proc = subprocess.Popen(
         [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
-         f"--data_dir={os.path.join(tmp, 'kvtier-data')}", f"--ram_bytes={ram_bytes}",
-         "--log_level=warning"],
-        stdout=log, stderr=log)
+         f"--data_dir={tempfile.mkdtemp(prefix=f'{name}-data-', dir=tmp)}",
+         f"--ram_bytes={ram_bytes}", "--log_level=warning"],
+        stdout=log, stderr=log, env=env)
+
     def ready():
         if proc.poll() is not None:
             raise RuntimeError(f"kvtier-server exited with {proc.returncode}; see {log.name}")

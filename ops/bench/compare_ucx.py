@@ -28,8 +28,8 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_redis import (free_port, ratio, run_redis_benchmark, start_redis,  # noqa: E402
-                           stop, wait_until)
+from compare_redis import (free_port, ratio, run_redis_benchmark, start_kvtier,  # noqa: E402
+                           start_redis, stop)
 
 TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
 # The ucx_perftest test that moves bytes the way kvtier's default put and get
@@ -38,30 +38,6 @@ TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
 # region (get); over TCP both are tagged messages into posted receives.
 PUT_REFERENCE = {"shm": "ucp_get", "tcp": "tag_bw"}
 GET_REFERENCE = {"shm": "ucp_put_bw", "tcp": "tag_bw"}
-
-
-def start_kvtier(server, tmp, ram_bytes, tls):
-    port_file = os.path.join(tmp, f"kvtier-{tls}.port")
-    if os.path.exists(port_file):
-        os.remove(port_file)  # a previous server's port
-    log = open(os.path.join(tmp, f"kvtier-{tls}.log"), "w")
-    env = dict(os.environ, UCX_TLS=TRANSPORTS[tls])
-    proc = subprocess.Popen(
-        [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
-         f"--data_dir={tempfile.mkdtemp(dir=tmp)}", f"--ram_bytes={ram_bytes}",
-         "--log_level=warning"], stdout=log, stderr=log, env=env)
-
-    def ready():
-        if proc.poll() is not None:
-            raise RuntimeError(f"kvtier-server exited with {proc.returncode}; see {log.name}")
-        try:
-            with open(port_file) as f:
-                return f.read().strip().isdigit()
-        except OSError:
-            return False
-    wait_until(ready, 60, "kvtier-server's port file")
-    with open(port_file) as f:
-        return proc, int(f.read().strip())
 
 
 def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls):
@@ -152,7 +128,8 @@ def main():
             for batch in batches:
                 kv = None
                 try:
-                    kv, port = start_kvtier(server, tmp, args.ram_bytes, tls)
+                    kv, port = start_kvtier(server, tmp, args.ram_bytes, name=f"kvtier-{tls}",
+                                            env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
                     print(f"kvtier-bench over {tls}, batch {batch}", file=sys.stderr)
                     data = run_kvtier_bench(bench, port, sizes, clients, batch,
                                             args.duration_ms, tmp, tls)
