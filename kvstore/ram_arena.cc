@@ -8,31 +8,80 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 
 namespace kvtier::store {
 namespace {
 
 constexpr uint64_t kUnitBytes = uint64_t{1} << RamArena::kMinClassShift;
 
+class AnonymousMemory final : public ArenaMemory {
+ public:
+  AnonymousMemory(uint8_t* base, uint64_t bytes) : base_(base), bytes_(bytes) {}
+  ~AnonymousMemory() override { munmap(base_, bytes_); }
+  uint8_t* base() const override { return base_; }
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  uint8_t* const base_;
+  const uint64_t bytes_;
+};
+
+// Commits [base, base + bytes) without changing its contents. Before Linux
+// 5.14 (no MADV_POPULATE_WRITE) each page is written with its own value.
+absl::Status Prefault(uint8_t* base, uint64_t bytes) {
+#ifdef MADV_POPULATE_WRITE
+  if (madvise(base, bytes, MADV_POPULATE_WRITE) == 0) return absl::OkStatus();
+  if (errno != EINVAL) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "cannot commit the RAM arena's ", bytes, " bytes: ", std::strerror(errno)));
+  }
+#endif
+  for (uint64_t offset = 0; offset < bytes; offset += kUnitBytes) {
+    volatile uint8_t* byte = base + offset;
+    *byte = *byte;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_bytes) {
-  if (capacity_bytes == 0) return absl::InvalidArgumentError("RAM arena capacity is 0");
-  const uint64_t rounded = (capacity_bytes + kUnitBytes - 1) / kUnitBytes * kUnitBytes;
+absl::StatusOr<std::unique_ptr<ArenaMemory>> MapAnonymousArenaMemory(uint64_t bytes) {
   // MAP_NORESERVE: memory is committed as slots are first written.
-  void* base = mmap(nullptr, rounded, PROT_READ | PROT_WRITE,
+  void* base = mmap(nullptr, bytes, PROT_READ | PROT_WRITE,
                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
   if (base == MAP_FAILED) {
     return absl::ResourceExhaustedError(
-        absl::StrCat("cannot map a RAM arena of ", rounded, " bytes: ", std::strerror(errno)));
+        absl::StrCat("cannot map a RAM arena of ", bytes, " bytes: ", std::strerror(errno)));
   }
-  auto unit_state = std::make_unique<uint8_t[]>(rounded / kUnitBytes);  // zeroed: kNotHead
-  return std::unique_ptr<RamArena>(
-      new RamArena(static_cast<uint8_t*>(base), rounded, std::move(unit_state)));
+  return std::make_unique<AnonymousMemory>(static_cast<uint8_t*>(base), bytes);
 }
 
-RamArena::RamArena(uint8_t* base, uint64_t capacity_bytes, std::unique_ptr<uint8_t[]> unit_state)
-    : base_(base), capacity_bytes_(capacity_bytes), unit_state_(std::move(unit_state)) {
+absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_bytes,
+                                                           const ArenaMemoryProvider& provider,
+                                                           bool prefault) {
+  if (capacity_bytes == 0) return absl::InvalidArgumentError("RAM arena capacity is 0");
+  const uint64_t rounded = (capacity_bytes + kUnitBytes - 1) / kUnitBytes * kUnitBytes;
+  ASSIGN_OR_RETURN(std::unique_ptr<ArenaMemory> memory,
+                   provider ? provider(rounded) : MapAnonymousArenaMemory(rounded));
+  if (memory == nullptr || memory->bytes() < rounded ||
+      reinterpret_cast<uintptr_t>(memory->base()) % kUnitBytes != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "RAM arena memory: need ", rounded, " bytes aligned to ", kUnitBytes, ", got ",
+        memory == nullptr ? 0 : memory->bytes(), " bytes at ",
+        memory == nullptr ? 0 : reinterpret_cast<uintptr_t>(memory->base())));
+  }
+  if (prefault) RETURN_IF_ERROR(Prefault(memory->base(), rounded));
+  auto unit_state = std::make_unique<uint8_t[]>(rounded / kUnitBytes);  // zeroed: kNotHead
+  return std::unique_ptr<RamArena>(new RamArena(std::move(memory), rounded, std::move(unit_state)));
+}
+
+RamArena::RamArena(std::unique_ptr<ArenaMemory> memory, uint64_t capacity_bytes,
+                   std::unique_ptr<uint8_t[]> unit_state)
+    : memory_(std::move(memory)),
+      base_(memory_->base()),
+      capacity_bytes_(capacity_bytes),
+      unit_state_(std::move(unit_state)) {
   free_head_.fill(kNone);
   // Cover the region with the largest aligned blocks that fit.
   uint64_t offset = 0;
@@ -44,7 +93,7 @@ RamArena::RamArena(uint8_t* base, uint64_t capacity_bytes, std::unique_ptr<uint8
   }
 }
 
-RamArena::~RamArena() { munmap(base_, capacity_bytes_); }
+RamArena::~RamArena() = default;
 
 int RamArena::ClassOf(uint64_t bytes) {
   if (bytes == 0 || bytes > ClassBytes(kNumClasses - 1)) return -1;

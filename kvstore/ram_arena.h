@@ -1,7 +1,9 @@
 // RamArena: the host-RAM tier's memory, one contiguous region mapped once.
 //
-// The region is mapped at construction and never grows or moves, so a data
-// plane can register [base(), base() + capacity_bytes()) once. Slots come in
+// The region is obtained once at construction and never grows or moves, so
+// a data plane can register [base(), base() + capacity_bytes()) once. By
+// default it is anonymous memory; a data plane may supply memory its
+// transports can reach one-sidedly (ArenaMemory, kvstore/DATA_PLANE.md). Slots come in
 // slab classes of power-of-two sizes from 4 KiB to 64 MiB; a page of n bytes
 // takes a slot of the smallest class >= n. Slots are managed as a buddy
 // system: a free slot of class c+1 splits into two of class c, and a freed
@@ -19,6 +21,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 
@@ -26,6 +29,22 @@
 #include "absl/types/span.h"
 
 namespace kvtier::store {
+
+// The memory a RamArena lives in; released when destroyed.
+class ArenaMemory {
+ public:
+  virtual ~ArenaMemory() = default;
+  virtual uint8_t* base() const = 0;
+  virtual uint64_t bytes() const = 0;
+};
+
+// Supplies at least `bytes` bytes (a multiple of 4 KiB), 4 KiB aligned.
+using ArenaMemoryProvider =
+    std::function<absl::StatusOr<std::unique_ptr<ArenaMemory>>(uint64_t bytes)>;
+
+// Maps `bytes` of anonymous memory, committed as it is first written.
+// RESOURCE_EXHAUSTED when the mapping fails.
+absl::StatusOr<std::unique_ptr<ArenaMemory>> MapAnonymousArenaMemory(uint64_t bytes);
 
 class RamArena {
  public:
@@ -40,9 +59,15 @@ class RamArena {
     uint8_t size_class = 0;
   };
 
-  // Maps `capacity_bytes` (rounded up to 4 KiB) of anonymous memory.
-  // INVALID_ARGUMENT for 0; RESOURCE_EXHAUSTED when the mapping fails.
-  static absl::StatusOr<std::unique_ptr<RamArena>> Create(uint64_t capacity_bytes);
+  // An arena of `capacity_bytes` (rounded up to 4 KiB) in memory from
+  // `provider` (anonymous memory when empty). `prefault`: commits every
+  // page now (MADV_POPULATE_WRITE), so that no slot's first write pays a
+  // page fault. INVALID_ARGUMENT for 0 or memory that is smaller or
+  // misaligned; RESOURCE_EXHAUSTED when the memory cannot be committed; the
+  // provider's error otherwise.
+  static absl::StatusOr<std::unique_ptr<RamArena>> Create(
+      uint64_t capacity_bytes, const ArenaMemoryProvider& provider = nullptr,
+      bool prefault = false);
   ~RamArena();
   RamArena(const RamArena&) = delete;
   RamArena& operator=(const RamArena&) = delete;
@@ -81,7 +106,8 @@ class RamArena {
     uint64_t prev;
   };
 
-  RamArena(uint8_t* base, uint64_t capacity_bytes, std::unique_ptr<uint8_t[]> unit_state);
+  RamArena(std::unique_ptr<ArenaMemory> memory, uint64_t capacity_bytes,
+           std::unique_ptr<uint8_t[]> unit_state);
 
   Links* LinksAt(uint64_t offset) const { return reinterpret_cast<Links*>(base_ + offset); }
   uint8_t& StateAt(uint64_t offset) const { return unit_state_[offset >> kMinClassShift]; }
@@ -89,6 +115,7 @@ class RamArena {
   void RemoveFree(uint64_t offset, int size_class);
 
   // Const after construction.
+  const std::unique_ptr<ArenaMemory> memory_;
   uint8_t* const base_;
   const uint64_t capacity_bytes_;
   const std::unique_ptr<uint8_t[]> unit_state_;

@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <random>
@@ -115,6 +116,81 @@ TEST(RamArenaTest, RandomMixedSizesNeverOverlapAndFullyMerge) {
     EXPECT_TRUE(arena->Allocate(units * kUnit).has_value()) << units;
   }
   EXPECT_FALSE(arena->CanAllocate(1));
+}
+
+// Memory from a provider, with a flag set when the arena releases it.
+class TestMemory final : public ArenaMemory {
+ public:
+  TestMemory(uint64_t bytes, bool* released)
+      : bytes_(bytes), base_(static_cast<uint8_t*>(std::aligned_alloc(kUnit, bytes))),
+        released_(released) {}
+  ~TestMemory() override {
+    std::free(base_);
+    *released_ = true;
+  }
+  uint8_t* base() const override { return base_; }
+  uint64_t bytes() const override { return bytes_; }
+
+ private:
+  const uint64_t bytes_;
+  uint8_t* const base_;
+  bool* const released_;
+};
+
+TEST(RamArenaTest, LivesInProvidedMemoryUntilDestroyed) {
+  bool released = false;
+  uint64_t asked = 0;
+  uint8_t* base = nullptr;
+  {
+    auto arena = RamArena::Create(
+        4 * kUnit,
+        [&](uint64_t bytes) -> absl::StatusOr<std::unique_ptr<ArenaMemory>> {
+          asked = bytes;
+          auto memory = std::make_unique<TestMemory>(bytes, &released);
+          base = memory->base();
+          std::memset(base, 0x5a, bytes);
+          return memory;
+        },
+        /*prefault=*/true);
+    ASSERT_TRUE(arena.ok()) << arena.status();
+    EXPECT_EQ(asked, 4 * kUnit);
+    EXPECT_EQ((*arena)->base(), base);
+    // Prefaulting keeps the contents; only the free block's links (its
+    // first 16 bytes) were written.
+    EXPECT_EQ(base[kUnit + 100], 0x5a);
+    auto slot = (*arena)->Allocate(kUnit);
+    ASSERT_TRUE(slot);
+    EXPECT_EQ((*arena)->Bytes(*slot, kUnit).data(), base + slot->offset);
+    EXPECT_FALSE(released);
+  }
+  EXPECT_TRUE(released);
+}
+
+TEST(RamArenaTest, RejectsSmallMisalignedOrFailedMemory) {
+  bool released = false;
+  EXPECT_EQ(RamArena::Create(4 * kUnit,
+                             [&](uint64_t bytes) -> absl::StatusOr<std::unique_ptr<ArenaMemory>> {
+                               return std::make_unique<TestMemory>(bytes - kUnit, &released);
+                             })
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_TRUE(released);  // the rejected memory is given back
+  EXPECT_EQ(RamArena::Create(4 * kUnit,
+                             [](uint64_t) -> absl::StatusOr<std::unique_ptr<ArenaMemory>> {
+                               return absl::UnavailableError("no memory today");
+                             })
+                .status()
+                .code(),
+            absl::StatusCode::kUnavailable);
+}
+
+TEST(RamArenaTest, PrefaultedAnonymousArenaStartsUsable) {
+  auto arena = RamArena::Create(1 << 20, nullptr, /*prefault=*/true);
+  ASSERT_TRUE(arena.ok()) << arena.status();
+  auto slot = (*arena)->Allocate(1 << 20);
+  ASSERT_TRUE(slot);
+  EXPECT_EQ((*arena)->Bytes(*slot, 1 << 20)[12345], 0);  // anonymous memory starts zeroed
 }
 
 TEST(RamArenaTest, RegionIsOneStableRange) {

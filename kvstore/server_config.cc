@@ -124,6 +124,7 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   if (config.has_max_pins()) o.max_pins = config.max_pins();
   RETURN_IF_ERROR(CheckRange("max_pins", o.max_pins, 1, UINT32_MAX));
   if (config.has_verify_on_open()) o.verify_on_open = config.verify_on_open();
+  if (config.has_prefault_ram()) o.prefault_ram = config.prefault_ram();
   if (config.has_max_message_bytes()) s.max_message_bytes = config.max_message_bytes();
   RETURN_IF_ERROR(
       CheckRange("max_message_bytes", s.max_message_bytes, kMinMessageBytes, kMaxMessageBytes));

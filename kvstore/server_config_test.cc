@@ -25,6 +25,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_EQ(s->store.max_pin_ttl_ms, uint64_t{24} * 3600 * 1000);
   EXPECT_EQ(s->store.max_pins, 1u << 20);
   EXPECT_TRUE(s->store.verify_on_open);
+  EXPECT_FALSE(s->store.prefault_ram);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
   EXPECT_TRUE(s->ucx);
@@ -38,6 +39,7 @@ TEST(ServerConfigTest, ParsesTextFormatAndOverridesWin) {
       "data_dir: \"/tmp/x\"\n"
       "ram { capacity_bytes: 4096 policy: \"s3fifo\" high_watermark: 0.5 low_watermark: 0.25 }\n"
       "max_batch_pages: 8\n"
+      "prefault_ram: true\n"
       "log_level: \"debug\"\n",
       "test.conf");
   ASSERT_TRUE(c.ok()) << c.status();
@@ -54,6 +56,7 @@ TEST(ServerConfigTest, ParsesTextFormatAndOverridesWin) {
   EXPECT_DOUBLE_EQ(s->store.ram.high_watermark, 0.5);
   EXPECT_DOUBLE_EQ(s->store.ram.low_watermark, 0.25);
   EXPECT_EQ(s->store.max_batch_pages, 16u);
+  EXPECT_TRUE(s->store.prefault_ram);
   EXPECT_EQ(s->log_level, LogLevel::kDebug);
 }
 

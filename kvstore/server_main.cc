@@ -51,6 +51,8 @@ ABSL_FLAG(uint32_t, promote_after_reads, 2, "Promote a disk page to RAM on its N
 ABSL_FLAG(uint64_t, max_pin_ttl_ms, uint64_t{24} * 3600 * 1000, "Longest pin TTL, ms");
 ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
 ABSL_FLAG(bool, verify_on_open, true, "Verify disk page checksums when the index is rebuilt");
+ABSL_FLAG(bool, prefault_ram, false,
+          "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
@@ -113,6 +115,7 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("max_pin_ttl_ms")) c.set_max_pin_ttl_ms(absl::GetFlag(FLAGS_max_pin_ttl_ms));
   if (Given("max_pins")) c.set_max_pins(absl::GetFlag(FLAGS_max_pins));
   if (Given("verify_on_open")) c.set_verify_on_open(absl::GetFlag(FLAGS_verify_on_open));
+  if (Given("prefault_ram")) c.set_prefault_ram(absl::GetFlag(FLAGS_prefault_ram));
   if (Given("max_message_bytes")) {
     c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
   }
@@ -197,8 +200,23 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                    << " lost_pages=" << recovered.lost_pages;
 }
 
+// With the data plane on, the RAM arena is allocated through UCX so that
+// shared-memory clients reach it one-sidedly. Null (the store maps its own
+// memory) when the data plane is off or UCX cannot start.
+std::shared_ptr<UcxArenaMemory> PrepareUcxArena(ServerSettings* settings) {
+  if (!settings->ucx) return nullptr;
+  absl::StatusOr<std::shared_ptr<UcxArenaMemory>> arena = UcxArenaMemory::Create();
+  if (!arena.ok()) {
+    KVTIER_LOG(WARNING) << "UCX cannot start: " << arena.status();
+    return nullptr;
+  }
+  settings->store.ram_memory = (*arena)->Provider();
+  return *std::move(arena);
+}
+
 // Null when disabled or when UCX cannot start: bytes then travel inline.
-std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Store* store) {
+std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Store* store,
+                                             const std::shared_ptr<UcxArenaMemory>& ucx_arena) {
   if (!settings.ucx) {
     KVTIER_LOG(INFO) << "data plane disabled; page bytes travel inline";
     return nullptr;
@@ -206,13 +224,16 @@ std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Sto
   DataPlaneOptions options;
   options.transfer_timeout_ms = settings.ucx_transfer_timeout_ms;
   options.max_sessions = settings.ucx_max_sessions;
-  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane = UcxDataPlane::Create(store, options);
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+      UcxDataPlane::Create(store, options, ucx_arena);
   if (!plane.ok()) {
     KVTIER_LOG(WARNING) << "UCX data plane unavailable, page bytes travel inline: "
                         << plane.status();
     return nullptr;
   }
   KVTIER_LOG(INFO) << "UCX data plane ready arena_bytes=" << store->RamRegion().size()
+                   << " arena_allocated_by_ucx="
+                   << (ucx_arena != nullptr && ucx_arena->memory() != nullptr)
                    << " transfer_timeout_ms=" << options.transfer_timeout_ms
                    << " max_sessions=" << options.max_sessions;
   return std::move(*plane);
@@ -235,6 +256,7 @@ int Run() {
     return 2;
   }
   SetMinLogLevel(settings->log_level);
+  const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
   if (!store.ok()) {
     std::fprintf(stderr, "kvtier-server: cannot open store in %s: %s\n",
@@ -242,7 +264,7 @@ int Run() {
     return 1;
   }
   const StoreStats recovered = (*store)->Stats();
-  std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get());
+  std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
   KvStoreService service(store->get(), ServiceLimits::FromStoreOptions(settings->store),
                          data_plane.get());
 

@@ -12,6 +12,7 @@ target_link_libraries(kvtier_server_config PUBLIC kvtier_proto kvtier_common)
 add_library(kvtier_service
   ${_svc_dir}/service.cc
   ${_svc_dir}/service_data_plane.cc
+  ${_svc_dir}/ucx_arena_memory.cc
   ${_svc_dir}/ucx_data_plane.cc)
 target_link_libraries(kvtier_service
   PUBLIC kvtier_proto_convert kvtier_store_core kvtier_common kvtier_ucx gRPC::grpc++

@@ -48,6 +48,7 @@
 #include "common/clock.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
+#include "kvstore/ram_arena.h"
 
 namespace kvtier::store {
 
@@ -81,8 +82,15 @@ struct StoreOptions {
   uint32_t max_pins = 1 << 20;
   // Verify every disk page's checksum while rebuilding the index at Open.
   bool verify_on_open = true;
+  // Commit the RAM tier's memory at Open instead of on each slot's first
+  // write (RamArena::Create's `prefault`).
+  bool prefault_ram = false;
   // Not owned; must outlive the Store. Null means Clock::Real().
   Clock* clock = nullptr;
+  // Where the RAM tier's memory comes from; empty: anonymous memory. The
+  // UCX data plane supplies memory its shared-memory transports can write
+  // and read one-sidedly (kvstore/ucx_arena_memory.h).
+  ArenaMemoryProvider ram_memory;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;

@@ -18,7 +18,8 @@ uint64_t WatermarkBytes(const TierOptions& tier, double fraction) {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& options) {
-  ASSIGN_OR_RETURN(auto arena, RamArena::Create(options.ram.capacity_bytes));
+  ASSIGN_OR_RETURN(auto arena, RamArena::Create(options.ram.capacity_bytes, options.ram_memory,
+                                                options.prefault_ram));
   ASSIGN_OR_RETURN(auto rocks, RocksTier::Open(options.data_dir));
   ASSIGN_OR_RETURN(auto ram_policy, MakeEvictionPolicy(options.ram.policy));
   ASSIGN_OR_RETURN(auto disk_policy, MakeEvictionPolicy(options.disk.policy));

@@ -43,14 +43,27 @@ absl::Status DataPlaneOptions::Validate() const {
 }
 
 absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
-    Store* store, const DataPlaneOptions& options) {
+    Store* store, const DataPlaneOptions& options,
+    const std::shared_ptr<UcxArenaMemory>& ucx_arena) {
   RETURN_IF_ERROR(options.Validate());
   const absl::Span<uint8_t> region = store->RamRegion();
   if (region.empty()) return absl::InvalidArgumentError("the store has no RAM region");
-  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxContext> context, ucx::UcxContext::Create());
+  std::shared_ptr<ucx::UcxContext> context;
+  std::shared_ptr<const ucx::UcxMemory> arena;
+  if (ucx_arena != nullptr) {
+    context = ucx_arena->context();
+    arena = ucx_arena->memory();
+    if (arena != nullptr &&
+        (arena->address() != region.data() || arena->bytes() < region.size())) {
+      arena = nullptr;  // the store's region is not that allocation
+    }
+  } else {
+    ASSIGN_OR_RETURN(context, ucx::UcxContext::Create());
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxWorker> worker, ucx::UcxWorker::Create(*context));
-  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxMemory> arena,
-                   ucx::UcxMemory::Register(*context, region.data(), region.size()));
+  if (arena == nullptr) {
+    ASSIGN_OR_RETURN(arena, ucx::UcxMemory::Register(*context, region.data(), region.size()));
+  }
   std::unique_ptr<UcxDataPlane> plane(new UcxDataPlane(
       store, options, std::move(context), std::move(worker), std::move(arena)));
   UcxDataPlane* raw = plane.get();
@@ -60,9 +73,9 @@ absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
 }
 
 UcxDataPlane::UcxDataPlane(Store* store, const DataPlaneOptions& options,
-                           std::unique_ptr<ucx::UcxContext> context,
+                           std::shared_ptr<ucx::UcxContext> context,
                            std::unique_ptr<ucx::UcxWorker> worker,
-                           std::unique_ptr<ucx::UcxMemory> arena)
+                           std::shared_ptr<const ucx::UcxMemory> arena)
     : store_(store),
       options_(options),
       context_(std::move(context)),

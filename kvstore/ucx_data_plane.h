@@ -61,6 +61,7 @@
 #include "client/ucx/ucx_tag_receive.h"
 #include "client/ucx/ucx_worker.h"
 #include "kvstore/store.h"
+#include "kvstore/ucx_arena_memory.h"
 
 namespace kvtier::store {
 
@@ -106,11 +107,14 @@ class UcxDataPlane {
     uint64_t region_offset = 0;
   };
 
-  // Starts UCX, registers the store's RAM region and the progress thread.
-  // INVALID_ARGUMENT for bad options or a store without a RAM region; the
-  // converted UCX error when UCX cannot start.
-  static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Create(Store* store,
-                                                              const DataPlaneOptions& options);
+  // Starts UCX (on `ucx_arena`'s context when given), registers the
+  // store's RAM region (or, when it is `ucx_arena`'s allocation, uses that
+  // registration) and starts the progress thread. INVALID_ARGUMENT for bad
+  // options or a store without a RAM region; the converted UCX error when
+  // UCX cannot start.
+  static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Create(
+      Store* store, const DataPlaneOptions& options,
+      const std::shared_ptr<UcxArenaMemory>& ucx_arena = nullptr);
   ~UcxDataPlane();  // aborts pending transfers, closes sessions
   UcxDataPlane(const UcxDataPlane&) = delete;
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
@@ -179,8 +183,8 @@ class UcxDataPlane {
   };
 
   UcxDataPlane(Store* store, const DataPlaneOptions& options,
-               std::unique_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
-               std::unique_ptr<ucx::UcxMemory> arena);
+               std::shared_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
+               std::shared_ptr<const ucx::UcxMemory> arena);
   std::shared_ptr<Session> FindSession(uint64_t session_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The session's endpoint key for `rkey`, unpacked once per distinct key.
   absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> SessionKey(Session& session,
@@ -201,9 +205,9 @@ class UcxDataPlane {
   // Const after construction.
   Store* const store_;
   const DataPlaneOptions options_;
-  const std::unique_ptr<ucx::UcxContext> context_;
+  const std::shared_ptr<ucx::UcxContext> context_;
   const std::unique_ptr<ucx::UcxWorker> worker_;
-  const std::unique_ptr<ucx::UcxMemory> arena_;
+  const std::shared_ptr<const ucx::UcxMemory> arena_;
   const uint8_t* const arena_base_;
 
   mutable absl::Mutex mu_;

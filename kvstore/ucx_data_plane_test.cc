@@ -190,6 +190,73 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
   EXPECT_EQ(plane->pending_transfers(), 0u);
 }
 
+// The arena allocated through UCX: the data plane hands out that
+// allocation's address and key, and a client's one-sided writes into the
+// reserved slots commit byte for byte.
+TEST(UcxArenaMemoryTest, ClientWritesIntoTheUcxAllocatedArena) {
+  TempDir dir;
+  absl::StatusOr<std::shared_ptr<UcxArenaMemory>> ucx_arena = UcxArenaMemory::Create();
+  ASSERT_TRUE(ucx_arena.ok()) << ucx_arena.status();
+  StoreOptions options;
+  options.data_dir = dir.path();
+  options.ram.capacity_bytes = 1 << 20;
+  options.ram_memory = (*ucx_arena)->Provider();
+  options.prefault_ram = true;
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(options);
+  ASSERT_TRUE(store.ok()) << store.status();
+  std::shared_ptr<const ucx::UcxMemory> memory = (*ucx_arena)->memory();
+  ASSERT_NE(memory, nullptr);
+  EXPECT_EQ(memory->address(), (*store)->RamRegion().data());
+  // The provider allocates once.
+  EXPECT_EQ((*ucx_arena)->Provider()(4096).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+      UcxDataPlane::Create(store->get(), DataPlaneOptions(), *ucx_arena);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  std::unique_ptr<ucx::UcxContext> client_context = *ucx::UcxContext::Create();
+  std::unique_ptr<ucx::UcxWorker> client_worker = *ucx::UcxWorker::Create(*client_context);
+  absl::StatusOr<UcxDataPlane::OpenReply> opened = (*plane)->Open(client_worker->address());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  EXPECT_EQ(opened->arena_address, reinterpret_cast<uint64_t>(memory->address()));
+  EXPECT_EQ(opened->arena_rkey, memory->packed_rkey());
+
+  const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2)), Spec(Key(3))};
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
+      (*plane)->ReservePut(opened->session_id, specs);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
+      ucx::UcxEndpoint::Connect(client_worker.get(), opened->worker_address);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  absl::StatusOr<std::unique_ptr<ucx::UcxRemoteKey>> rkey =
+      ucx::UcxRemoteKey::Unpack((*endpoint)->get(), opened->arena_rkey);
+  ASSERT_TRUE(rkey.ok()) << rkey.status();
+  std::vector<std::vector<uint8_t>> bytes;
+  std::vector<ucx::WriteSegment> writes;
+  for (size_t i = 0; i < std::size(specs); ++i) bytes.push_back(PageBytes(specs[i].key, specs[i].layout));
+  for (size_t i = 0; i < std::size(specs); ++i) {
+    writes.push_back({.local = bytes[i].data(), .bytes = bytes[i].size(),
+                      .remote_address = opened->arena_address + reserved->slots[i].arena_offset});
+  }
+  ASSERT_TRUE((*endpoint)->Write(writes, **rkey, 2, absl::Now() + absl::Seconds(10)).ok());
+  absl::StatusOr<std::vector<PutResult>> committed =
+      (*plane)->CommitPut(opened->session_id, reserved->transfer_id);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  absl::StatusOr<std::vector<GetResult>> got = (*store)->BatchGet({Key(1), Key(2), Key(3)});
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < std::size(specs); ++i) {
+    ASSERT_TRUE((*got)[i].status.ok()) << (*got)[i].status;
+    EXPECT_EQ((*got)[i].data, std::string(bytes[i].begin(), bytes[i].end()));
+  }
+  EXPECT_EQ((*store)->Stats().reserved_bytes, 0u);
+  rkey->reset();
+  endpoint->reset();
+  plane->reset();
+  // The store (and its arena) may outlive the plane and the arena object.
+  ucx_arena->reset();
+  EXPECT_EQ((*store)->BatchGet({Key(2)}).value()[0].data,
+            std::string(bytes[1].begin(), bytes[1].end()));
+}
+
 TEST_F(UcxDataPlaneTest, TaggedReservationsEndWithAbortCloseExpiryAndDestruction) {
   const PutSpec specs[] = {Spec(Key(3)), Spec(Key(4))};
   {
