@@ -8,6 +8,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 
 namespace kvtier::store {
@@ -71,7 +73,13 @@ absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_byt
         memory == nullptr ? 0 : memory->bytes(), " bytes at ",
         memory == nullptr ? 0 : reinterpret_cast<uintptr_t>(memory->base())));
   }
-  if (prefault) RETURN_IF_ERROR(Prefault(memory->base(), rounded));
+  if (prefault) {
+    const absl::Time start = absl::Now();
+    KVTIER_LOG(INFO) << "committing the RAM arena's " << rounded << " bytes";
+    RETURN_IF_ERROR(Prefault(memory->base(), rounded));
+    KVTIER_LOG(INFO) << "RAM arena committed in " << absl::ToDoubleSeconds(absl::Now() - start)
+                     << " s";
+  }
   auto unit_state = std::make_unique<uint8_t[]>(rounded / kUnitBytes);  // zeroed: kNotHead
   return std::unique_ptr<RamArena>(new RamArena(std::move(memory), rounded, std::move(unit_state)));
 }
