@@ -67,6 +67,11 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   connection->am_transport = connection->endpoint->AmTransport();
   ASSIGN_OR_RETURN(connection->arena_rkey,
                    ucx::UcxRemoteKey::Unpack(connection->endpoint->get(), reply.arena_rkey()));
+  // Not mapped is the common case off this host; the endpoint serves then.
+  if (absl::StatusOr<uint8_t*> mapped = connection->arena_rkey->MappedAddress(reply.arena_address());
+      mapped.ok()) {
+    connection->arena_mapped = *mapped;
+  }
   absl::MutexLock lock(&mu_);
   connection_ = connection;
   return std::shared_ptr<const Connection>(connection);

@@ -45,6 +45,10 @@ class ClientDataPlane {
     // UcxEndpoint::AmTransport of the endpoint: what StoreClient's automatic
     // put mode decides by.
     std::string am_transport;
+    // The arena mapped into this process (a server on this host reached
+    // over shared memory, arena allocated by UCX): pages are copied into
+    // their slots directly. Null otherwise.
+    uint8_t* arena_mapped = nullptr;
     // Destroyed in reverse order: the key before the endpoint.
     std::unique_ptr<ucx::UcxEndpoint> endpoint;
     std::unique_ptr<ucx::UcxRemoteKey> arena_rkey;

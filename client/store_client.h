@@ -19,9 +19,11 @@
 //
 // Data plane: with use_ucx (the default) the client opens a UCX session on
 // its first BatchPut/BatchGet (OpenDataPlane) and moves page bytes through
-// UCX: puts are written straight from the caller's buffers into the
-// server's RAM arena (ReservePut, ucp_put_nbx + flush, CommitPut), gets are
-// written by the server into a registered region of this client. The
+// UCX as ucx_put_mode says (UcxPutMode): puts are staged in a registered
+// region the server reads, or written straight into the server's RAM arena
+// (ReservePut, copy or ucp_put_nbx, CommitPut); gets are written by the
+// server into a registered region of this client. Where UCX offers only
+// TCP, kAuto keeps the bytes inline (measured faster there). The
 // session's endpoint is reused by every call; when the server restarts or
 // the endpoint fails, the call opens a new session and repeats the chunk
 // once, then falls back to inline bytes. A server without a data plane, or
@@ -53,14 +55,19 @@ namespace kvtier::client {
 
 // How a BatchPut moves bytes over the data plane (kvstore/DATA_PLANE.md).
 enum class UcxPutMode {
-  // Per session, by the transport UCX chose for the endpoint: kTagged over
-  // TCP, kServerReads otherwise (measured fastest on each, DATA_PLANE.md).
+  // By what the session's endpoint can do (measured fastest on each,
+  // DATA_PLANE.md): arena mapped here (shared memory) -> kClientWrites for
+  // chunks of kDirectCopyMinBytes and more, kServerReads for smaller ones;
+  // TCP as UCX's only transport -> page bytes inline in gRPC, puts and
+  // gets; anything else (RDMA) -> kServerReads.
   kAuto,
   // The pages are staged in a registered region of this client and the
   // server reads them into its arena within one BatchPut RPC.
   kServerReads,
-  // ReservePut, then this client writes into the server's arena
-  // (ucp_put_nbx, no staging copy), then CommitPut: three steps.
+  // ReservePut, then this client writes into the server's arena, then
+  // CommitPut: three steps, no staging copy. Into an arena mapped here
+  // each page is hashed while it is copied (its checksum goes with
+  // CommitPut); otherwise ucp_put_nbx + flush.
   kClientWrites,
   // ReservePut asks the server to post a tagged receive into each slot,
   // this client sends each page as a tagged message (ucp_tag_send_nbx,
@@ -95,8 +102,7 @@ struct ClientOptions {
   // Move page bytes over the UCX data plane when the server offers it.
   // Default true.
   bool use_ucx = true;
-  // Default kAuto: kTagged over TCP, where UCX 1.13 emulates RMA over
-  // active messages, and kServerReads on shared memory and anything else.
+  // Default kAuto (see UcxPutMode).
   UcxPutMode ucx_put_mode = UcxPutMode::kAuto;
   // UCX writes in flight per BatchPut chunk. Default 64. Range [1, 4096].
   uint32_t ucx_window = 64;
@@ -139,6 +145,8 @@ struct DataPlaneStats {
   uint64_t ucx_get_pages = 0;
   uint64_t inline_put_pages = 0;
   uint64_t inline_get_pages = 0;
+  // Of ucx_put_pages, those copied straight into an arena mapped here.
+  uint64_t mapped_put_pages = 0;
 };
 
 struct LookupReply {
@@ -224,8 +232,13 @@ class StoreClient {
                                 std::vector<PutOutcome>* out);
   absl::Status PutChunkUcxStaged(const Connection& connection, absl::Span<const PutPage> pages,
                                  std::vector<PutOutcome>* out);
-  // kAuto resolved for this connection's transport.
-  UcxPutMode ResolvePutMode(const Connection& connection) const;
+  // kAuto's threshold for kClientWrites into a mapped arena: below it the
+  // extra RPC costs more than the staging copy it saves (DATA_PLANE.md).
+  static constexpr uint64_t kDirectCopyMinBytes = uint64_t{4} << 20;
+  // kAuto resolved for this connection and a chunk of `chunk_bytes`.
+  UcxPutMode ResolvePutMode(const Connection& connection, uint64_t chunk_bytes) const;
+  // Whether kAuto keeps page bytes inline on this connection.
+  bool AutoInline(const Connection& connection) const;
   // GetChunkUcx's RPC into `region`; with a nonzero `tag`, page i arrives in
   // receives[i] at i * slot_bytes.
   absl::Status GetChunkUcxInto(const Connection& connection, absl::Span<const PageKey> keys,
@@ -250,6 +263,7 @@ class StoreClient {
   struct Counters {
     std::atomic<uint64_t> sessions_opened{0};
     std::atomic<uint64_t> ucx_put_pages{0};
+    std::atomic<uint64_t> mapped_put_pages{0};
     std::atomic<uint64_t> ucx_get_pages{0};
     std::atomic<uint64_t> inline_put_pages{0};
     std::atomic<uint64_t> inline_get_pages{0};

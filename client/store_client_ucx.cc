@@ -60,7 +60,8 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .ucx_put_pages = counters_.ucx_put_pages.load(),
                         .ucx_get_pages = counters_.ucx_get_pages.load(),
                         .inline_put_pages = counters_.inline_put_pages.load(),
-                        .inline_get_pages = counters_.inline_get_pages.load()};
+                        .inline_get_pages = counters_.inline_get_pages.load(),
+                        .mapped_put_pages = counters_.mapped_put_pages.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -93,6 +94,7 @@ std::shared_ptr<const StoreClient::Connection> StoreClient::ReplaceConnection(
 
 absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out) {
   std::shared_ptr<const Connection> connection = DataPlaneConnection();
+  if (connection != nullptr && AutoInline(*connection)) return PutChunkInline(pages, out);
   // Two tries over the data plane (the second on a fresh session), then inline.
   for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
     const size_t before = out->size();
@@ -114,7 +116,9 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
       return PutChunkInline(pages, out);
     }
   }
-  switch (ResolvePutMode(connection)) {
+  uint64_t bytes = 0;
+  for (const PutPage& page : pages) bytes += page.data.size();
+  switch (ResolvePutMode(connection, bytes)) {
     case UcxPutMode::kAuto:
     case UcxPutMode::kServerReads:
       return PutChunkUcxStaged(connection, pages, out);
@@ -126,9 +130,16 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
   return absl::InternalError("unknown ucx_put_mode");
 }
 
-UcxPutMode StoreClient::ResolvePutMode(const Connection& connection) const {
+UcxPutMode StoreClient::ResolvePutMode(const Connection& connection,
+                                       uint64_t chunk_bytes) const {
   if (options_.ucx_put_mode != UcxPutMode::kAuto) return options_.ucx_put_mode;
-  return connection.am_transport == "tcp" ? UcxPutMode::kTagged : UcxPutMode::kServerReads;
+  return connection.arena_mapped != nullptr && chunk_bytes >= kDirectCopyMinBytes
+             ? UcxPutMode::kClientWrites
+             : UcxPutMode::kServerReads;
+}
+
+bool StoreClient::AutoInline(const Connection& connection) const {
+  return options_.ucx_put_mode == UcxPutMode::kAuto && connection.am_transport == "tcp";
 }
 
 absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
@@ -167,6 +178,9 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
 absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool tagged,
                                            absl::Span<const PutPage> pages,
                                            std::vector<PutOutcome>* out) {
+  // Into a mapped arena, each page is hashed as it is copied, and the
+  // checksums travel with CommitPut instead.
+  const bool copy = !tagged && connection.arena_mapped != nullptr;
   v1::ReservePutRequest request;
   request.set_session_id(connection.session_id);
   request.set_tagged(tagged);
@@ -174,7 +188,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     v1::PutPage* wire = request.add_pages();
     v1::KeyToProto(page.key, wire->mutable_key());
     v1::LayoutToProto(page.layout, wire->mutable_layout());
-    wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+    if (!copy) wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
   }
   v1::ReservePutResponse reserved;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
@@ -194,6 +208,9 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     return abort(absl::InternalError(absl::StrFormat("ReservePut: %d slots for %d pages",
                                                      reserved.slots_size(), pages.size())));
   }
+  v1::CommitPutRequest commit;
+  commit.set_session_id(connection.session_id);
+  commit.set_transfer_id(reserved.transfer_id());
   std::vector<ucx::WriteSegment> segments;
   std::vector<ucx::SendSegment> sends;
   segments.reserve(pages.size());
@@ -206,6 +223,13 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
           absl::StrFormat("ReservePut: slot %d at offset %d outside the arena", i,
                           slot.arena_offset())));
     }
+    if (copy) {
+      // Zero for a page already present: its checksum is not checked.
+      while (commit.checksums_size() < static_cast<int>(i)) commit.add_checksums(0);
+      commit.add_checksums(CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
+                                            pages[i].data.data(), pages[i].data.size()));
+      continue;
+    }
     if (tagged) {
       // The server posted the receive for transfer_id + i into the slot.
       sends.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
@@ -216,25 +240,27 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
                         .remote_address = connection.arena_address + slot.arena_offset()});
   }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.deadline_ms);
-  if (absl::Status s = tagged ? connection.endpoint->Send(sends, options_.ucx_window, deadline)
-                              : connection.endpoint->Write(segments, *connection.arena_rkey,
-                                                           options_.ucx_window, deadline);
-      !s.ok()) {
+  if (copy) {
+    while (commit.checksums_size() < static_cast<int>(pages.size())) commit.add_checksums(0);
+  } else if (absl::Status s =
+                 tagged ? connection.endpoint->Send(sends, options_.ucx_window, deadline)
+                        : connection.endpoint->Write(segments, *connection.arena_rkey,
+                                                     options_.ucx_window, deadline);
+             !s.ok()) {
     return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
   }
-  v1::CommitPutRequest commit;
-  commit.set_session_id(connection.session_id);
-  commit.set_transfer_id(reserved.transfer_id());
   v1::BatchPutResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::CommitPut, commit, &response));
   RETURN_IF_ERROR(AppendPutOutcomes("CommitPut", response, pages.size(), out));
   counters_.ucx_put_pages += pages.size();
+  if (copy) counters_.mapped_put_pages += pages.size();
   return absl::OkStatus();
 }
 
 absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                                       std::vector<GotPage>* out) {
   std::shared_ptr<const Connection> connection = DataPlaneConnection();
+  if (connection != nullptr && AutoInline(*connection)) return GetChunk(keys, out);
   for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
     const size_t before = out->size();
     absl::Status status = GetChunkUcx(*connection, keys, page_bytes_hint, out);
@@ -262,7 +288,7 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
   ASSIGN_OR_RETURN(ClientDataPlane::RegionLease region, data_plane_->LeaseRegion(region_bytes));
   uint64_t tag = 0;
   uint64_t slot = 0;
-  if (ResolvePutMode(connection) == UcxPutMode::kTagged) {
+  if (options_.ucx_put_mode == UcxPutMode::kTagged) {
     slot = region.memory().bytes() / keys.size() / kAlign * kAlign;
     if (slot > 0) tag = data_plane_->NewTagBase();
   }

@@ -64,7 +64,8 @@ absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request,
                                          v1::BatchPutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
-                   data_plane_->CommitPut(request.session_id(), request.transfer_id()));
+                   data_plane_->CommitPut(request.session_id(), request.transfer_id(),
+                                          request.checksums()));
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }

@@ -170,6 +170,10 @@ class Reservation {
   // Where page i's bytes go; empty when the key was already stored (nothing
   // needs to be written for it).
   absl::Span<uint8_t> buffer(size_t i) const { return buffers_[i]; }
+  // Declares page i's checksum after its bytes were written, for a writer
+  // that hashes while it copies; Commit verifies against it.
+  // REQUIRES: i < size().
+  void set_checksum(size_t i, uint64_t checksum) { specs_[i].checksum = checksum; }
 
  private:
   friend class Store;

@@ -266,8 +266,8 @@ void UcxDataPlane::Retire(Transfer transfer) {
   draining_.push_back(std::move(transfer));
 }
 
-absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(uint64_t session_id,
-                                                               uint64_t transfer_id) {
+absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
+    uint64_t session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums) {
   Transfer transfer;
   {
     absl::MutexLock lock(&mu_);
@@ -277,9 +277,15 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(uint64_t session_
           "transfer %d of session %d is not pending (timed out, aborted or unknown)",
           transfer_id, session_id));
     }
+    if (!checksums.empty() && checksums.size() != it->second.reservation.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("checksums: %d for a transfer of %d pages", checksums.size(),
+                          it->second.reservation.size()));
+    }
     transfer = std::move(it->second);
     transfers_.erase(it);
   }
+  for (size_t i = 0; i < checksums.size(); ++i) transfer.reservation.set_checksum(i, checksums[i]);
   if (absl::Status s = AwaitReceives(&transfer, transfer.expiry); !s.ok()) {
     Retire(std::move(transfer));
     return s;

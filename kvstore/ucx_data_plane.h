@@ -130,10 +130,13 @@ class UcxDataPlane {
   absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs,
                                           bool tagged = false);
   // NOT_FOUND (unknown session or transfer), and Store::Commit's errors.
+  // `checksums` (empty, or one per page) replace those given at ReservePut;
+  // INVALID_ARGUMENT for another count, and the transfer stays pending.
   // A tagged transfer first waits for its receives: DEADLINE_EXCEEDED past
   // its expiry, UNAVAILABLE when a receive failed (nothing is committed
   // then, and the reservation is released once the receives let go).
-  absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id);
+  absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id,
+                                                   absl::Span<const uint64_t> checksums = {});
   void AbortPut(uint64_t session_id, uint64_t transfer_id);
 
   // NOT_FOUND (unknown session) when `session_id` is not open; other

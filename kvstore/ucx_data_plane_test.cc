@@ -190,6 +190,47 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
   EXPECT_EQ(plane->pending_transfers(), 0u);
 }
 
+// A writer that hashes while it copies declares the checksums at commit:
+// a wrong count changes nothing, a wrong checksum commits nothing, the
+// right ones commit although the reservation declared none.
+TEST_F(UcxDataPlaneTest, ChecksumsGivenAtCommitAreVerified) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  const uint64_t session = Open(*plane);
+  PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
+  std::vector<uint64_t> checksums;
+  for (PutSpec& spec : specs) {
+    checksums.push_back(spec.checksum);
+    spec.checksum = 0;
+  }
+  for (bool right : {false, true}) {
+    absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(session, specs);
+    ASSERT_TRUE(reserved.ok()) << reserved.status();
+    for (int i = 0; i < 2; ++i) {
+      const std::vector<uint8_t> bytes = PageBytes(specs[i].key, specs[i].layout);
+      std::memcpy(store_->RamRegion().data() + reserved->slots[i].arena_offset, bytes.data(),
+                  bytes.size());
+    }
+    const uint64_t one[] = {checksums[0]};
+    EXPECT_EQ(plane->CommitPut(session, reserved->transfer_id, one).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(plane->pending_transfers(), 1u);
+    std::vector<uint64_t> declared = checksums;
+    if (!right) declared[1] ^= 1;
+    absl::StatusOr<std::vector<PutResult>> committed =
+        plane->CommitPut(session, reserved->transfer_id, declared);
+    EXPECT_EQ(plane->pending_transfers(), 0u);
+    EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+    if (!right) {
+      EXPECT_EQ(committed.status().code(), absl::StatusCode::kDataLoss);
+      EXPECT_EQ(store_->Stats().put_pages, 0u);
+    } else {
+      ASSERT_TRUE(committed.ok()) << committed.status();
+      EXPECT_EQ(store_->Stats().put_pages, 2u);
+    }
+  }
+}
+
 // The arena allocated through UCX: the data plane hands out that
 // allocation's address and key, and a client's one-sided writes into the
 // reserved slots commit byte for byte.

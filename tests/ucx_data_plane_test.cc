@@ -164,6 +164,10 @@ TEST_P(UcxDataPlaneTest, ClientWritesIntoTheArenaByteExact) {
   }
   EXPECT_EQ(client->data_plane_stats().ucx_put_pages, pages.puts.size());
   EXPECT_EQ(client->data_plane_stats().inline_put_pages, 0u);
+  // On shared memory the arena (allocated by UCX) is mapped here and the
+  // pages are copied into it; over TCP they are written with ucp_put_nbx.
+  EXPECT_EQ(client->data_plane_stats().mapped_put_pages,
+            std::get<0>(GetParam()) == "shm" ? pages.puts.size() : 0u);
   absl::StatusOr<v1::StatsResponse> stats = client->Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->put_pages(), pages.puts.size());
@@ -492,21 +496,56 @@ TEST_P(UcxDataPlaneTest, WithoutUcxTheSameOperationsGiveTheSameResults) {
   EXPECT_EQ(transcripts[0], transcripts[2]);
 }
 
+// kAuto over TCP keeps bytes inline (AutoKeepsBytesInlineOverTcp), so the
+// data-plane scenarios run it on shared memory only.
 INSTANTIATE_TEST_SUITE_P(
     Transports, UcxDataPlaneTest,
-    ::testing::Combine(::testing::Values("shm", "tcp"),
-                       ::testing::Values(client::UcxPutMode::kServerReads,
-                                         client::UcxPutMode::kTagged, client::UcxPutMode::kAuto)),
+    ::testing::Values(Param{"shm", client::UcxPutMode::kServerReads},
+                      Param{"shm", client::UcxPutMode::kClientWrites},
+                      Param{"shm", client::UcxPutMode::kTagged},
+                      Param{"shm", client::UcxPutMode::kAuto},
+                      Param{"tcp", client::UcxPutMode::kServerReads},
+                      Param{"tcp", client::UcxPutMode::kTagged}),
     [](const ::testing::TestParamInfo<Param>& info) {
       switch (std::get<1>(info.param)) {
         case client::UcxPutMode::kTagged:
           return std::get<0>(info.param) + "_tagged";
         case client::UcxPutMode::kAuto:
           return std::get<0>(info.param) + "_auto";
+        case client::UcxPutMode::kClientWrites:
+          return std::get<0>(info.param) + "_client_writes";
         default:
           return std::get<0>(info.param) + "_staged";
       }
     });
+
+// Over TCP the automatic mode sends page bytes inline (measured faster than
+// UCX's tcp transport, kvstore/DATA_PLANE.md) with the same results, while
+// a session is still opened (an explicit mode would use it).
+TEST(UcxAutoModeTest, AutoKeepsBytesInlineOverTcp) {
+  ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--data_dir=" + dir.path() + "/data"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  client::ClientOptions options;
+  options.deadline_ms = 10'000;
+  absl::StatusOr<std::unique_ptr<client::StoreClient>> client =
+      client::StoreClient::Connect((*server)->target(), options);
+  ASSERT_TRUE(client.ok()) << client.status();
+  const OddPages pages = MakeOddPages(17, 5);
+  ASSERT_TRUE((*client)->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = (*client)->BatchGet(pages.keys);
+  unsetenv("UCX_TLS");
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+  const client::DataPlaneStats stats = (*client)->data_plane_stats();
+  EXPECT_EQ(stats.sessions_opened, 1u);
+  EXPECT_EQ(stats.ucx_put_pages, 0u);
+  EXPECT_EQ(stats.ucx_get_pages, 0u);
+  EXPECT_EQ(stats.inline_put_pages, pages.puts.size());
+  EXPECT_EQ(stats.inline_get_pages, pages.keys.size());
+}
 
 }  // namespace
 }  // namespace kvtier::testing

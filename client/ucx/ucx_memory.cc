@@ -57,4 +57,10 @@ absl::StatusOr<std::unique_ptr<UcxRemoteKey>> UcxRemoteKey::Unpack(ucp_ep_h ep,
   return std::unique_ptr<UcxRemoteKey>(new UcxRemoteKey(rkey));
 }
 
+absl::StatusOr<uint8_t*> UcxRemoteKey::MappedAddress(uint64_t remote_address) const {
+  void* local = nullptr;
+  RETURN_IF_ERROR(FromUcsStatus(ucp_rkey_ptr(rkey_, remote_address, &local), "ucp_rkey_ptr"));
+  return static_cast<uint8_t*>(local);
+}
+
 }  // namespace kvtier::ucx

@@ -68,6 +68,11 @@ class UcxRemoteKey {
   UcxRemoteKey& operator=(const UcxRemoteKey&) = delete;
 
   ucp_rkey_h get() const { return rkey_; }
+  // This process's pointer to the peer's `remote_address` when the peer's
+  // memory is mapped here (shared memory on one host: ucp_rkey_ptr), so it
+  // can be read and written with plain loads and stores. UNAVAILABLE when
+  // it is not mapped (other transports, or memory UCX did not allocate).
+  absl::StatusOr<uint8_t*> MappedAddress(uint64_t remote_address) const;
 
  private:
   explicit UcxRemoteKey(ucp_rkey_h rkey) : rkey_(rkey) {}
