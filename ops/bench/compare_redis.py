@@ -66,7 +66,9 @@ def stop(proc, name):
 
 def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None):
     """Starts kvtier-server on a free loopback port with a fresh data dir under
-    `tmp`; `name` names its port and log files, `env` its environment."""
+    `tmp`; `name` names its port and log files, `env` its environment. Its RAM
+    tier is committed at start (--prefault_ram), as a long-running server's
+    is, and as Redis' memory is after its first writes."""
     port_file = os.path.join(tmp, f"{name}.port")
     if os.path.exists(port_file):
         os.remove(port_file)  # a previous server's port
@@ -74,7 +76,7 @@ def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None):
     proc = subprocess.Popen(
         [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
          f"--data_dir={tempfile.mkdtemp(prefix=f'{name}-data-', dir=tmp)}",
-         f"--ram_bytes={ram_bytes}", "--log_level=warning"],
+         f"--ram_bytes={ram_bytes}", "--prefault_ram", "--log_level=warning"],
         stdout=log, stderr=log, env=env)
 
     def ready():
