@@ -177,14 +177,25 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
   ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
-  if (request.has_region()) RETURN_IF_ERROR(CheckRegion(request.region()));
+  if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
   ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
+  RETURN_IF_ERROR(AddGotPages(keys, results, response));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!results[i].status.ok()) continue;
+    response->mutable_pages(i)->set_inline_data(std::move(results[i].data));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::AddGotPages(absl::Span<const PageKey> keys,
+                                         absl::Span<const GetResult> results,
+                                         v1::BatchGetResponse* response) {
   if (results.size() != keys.size()) {
     return absl::InternalError(absl::StrFormat("store returned %d results for %d keys",
                                                results.size(), keys.size()));
   }
   for (size_t i = 0; i < keys.size(); ++i) {
-    GetResult& r = results[i];
+    const GetResult& r = results[i];
     v1::GotPage* page = response->add_pages();
     KeyToProto(keys[i], page->mutable_key());
     switch (r.status.code()) {
@@ -192,7 +203,6 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
         page->set_status(v1::PAGE_STATUS_OK);
         v1::LayoutToProto(r.layout, page->mutable_layout());
         page->set_checksum(r.checksum);
-        if (!request.has_region()) page->set_inline_data(std::move(r.data));
         page->set_tier(TierToProto(r.tier));
         break;
       case absl::StatusCode::kNotFound:
@@ -206,7 +216,6 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
         return r.status;
     }
   }
-  if (request.has_region()) return WriteRegion(request.region(), &results, response);
   return absl::OkStatus();
 }
 

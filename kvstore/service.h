@@ -21,6 +21,7 @@
 #include <cstdint>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "kvstore/store.h"
 #include "kvstore/ucx_data_plane.h"
 #include "kvtier/v1/store.grpc.pb.h"
@@ -113,14 +114,28 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
   absl::Status DoBatchPutFromRegion(const v1::BatchPutRequest& request,
                                     v1::BatchPutResponse* response);
+  // Appends one page per result (status, layout, checksum, tier; no
+  // bytes). INTERNAL for a result count that is not the key count; a
+  // status no page can carry (an I/O error) is returned as is.
+  absl::Status AddGotPages(absl::Span<const PageKey> keys, absl::Span<const GetResult> results,
+                           v1::BatchGetResponse* response);
   // BatchGet's region: validated before the store is read.
   absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
-  // Writes OK pages that fit into the region, marking them in_region.
-  absl::Status WriteRegion(const v1::DataPlaneRegion& region, std::vector<GetResult>* results,
+  // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
+  // and moves RAM pages from the arena to the client while their leases
+  // hold them, so the server copies no page bytes.
+  absl::Status DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+                                  absl::Span<const PageKey> keys, v1::BatchGetResponse* response);
+  // Writes the OK pages (`bytes`, one per page) that fit into the region,
+  // marking them in_region, and copies the rest inline. Every transfer is
+  // complete when it returns (UcxDataPlane::WriteToRegion flushes).
+  absl::Status WriteRegion(const v1::DataPlaneRegion& region,
+                           absl::Span<const absl::Span<const uint8_t>> bytes,
                            v1::BatchGetResponse* response);
   // WriteRegion for a region with a tag: sends page i as a tagged message
-  // (tag + i) into the client's receive at slot i.
-  absl::Status SendToRegion(const v1::DataPlaneRegion& region, std::vector<GetResult>* results,
+  // (tag + i) into the client's receive at slot i, and waits for the sends.
+  absl::Status SendToRegion(const v1::DataPlaneRegion& region,
+                            absl::Span<const absl::Span<const uint8_t>> bytes,
                             v1::BatchGetResponse* response);
 
   // Const after construction.

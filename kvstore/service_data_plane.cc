@@ -13,6 +13,10 @@ namespace {
 
 constexpr uint64_t kRegionAlignBytes = 64;
 
+std::string AsString(absl::Span<const uint8_t> bytes) {
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
 absl::Status NoDataPlane() {
   return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx)");
 }
@@ -117,8 +121,22 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& req
   return absl::OkStatus();
 }
 
+absl::Status KvStoreService::DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+                                                absl::Span<const PageKey> keys,
+                                                v1::BatchGetResponse* response) {
+  RETURN_IF_ERROR(CheckRegion(region));
+  // The transfers run inside the callback: the leases it runs under keep
+  // every RAM page's slot unchanged until they are complete.
+  auto transfer = [&](absl::Span<const GetResult> results,
+                      absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
+    RETURN_IF_ERROR(AddGotPages(keys, results, response));
+    return WriteRegion(region, bytes, response);
+  };
+  return store_->BatchGetInPlace(keys, transfer).status();
+}
+
 absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
-                                          std::vector<GetResult>* results,
+                                          absl::Span<const absl::Span<const uint8_t>> bytes,
                                           v1::BatchGetResponse* response) {
   const uint64_t slot = region.slot_bytes();
   if (static_cast<uint64_t>(response->pages_size()) > region.bytes() / slot) {
@@ -130,9 +148,9 @@ absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
   for (int i = 0; i < response->pages_size(); ++i) {
     v1::GotPage* page = response->mutable_pages(i);
     if (page->status() != v1::PAGE_STATUS_OK) continue;
-    std::string& data = (*results)[i].data;
+    const absl::Span<const uint8_t> data = bytes[i];
     if (data.size() > slot) {
-      page->set_inline_data(std::move(data));
+      page->set_inline_data(AsString(data));
       continue;
     }
     sends.push_back({.local = data.data(), .bytes = data.size(), .tag = region.tag() + i});
@@ -146,15 +164,15 @@ absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
 }
 
 absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
-                                         std::vector<GetResult>* results,
+                                         absl::Span<const absl::Span<const uint8_t>> bytes,
                                          v1::BatchGetResponse* response) {
-  if (region.tag() != 0) return SendToRegion(region, results, response);
+  if (region.tag() != 0) return SendToRegion(region, bytes, response);
   std::vector<UcxDataPlane::RegionWrite> writes;
   uint64_t cursor = 0;
   for (int i = 0; i < response->pages_size(); ++i) {
     v1::GotPage* page = response->mutable_pages(i);
     if (page->status() != v1::PAGE_STATUS_OK) continue;
-    std::string& data = (*results)[i].data;
+    const absl::Span<const uint8_t> data = bytes[i];
     const uint64_t offset = (cursor + kRegionAlignBytes - 1) / kRegionAlignBytes * kRegionAlignBytes;
     if (offset + data.size() <= region.bytes()) {
       writes.push_back({.bytes = data.data(), .size = data.size(), .region_offset = offset});
@@ -162,7 +180,7 @@ absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
       page->set_region_offset(offset);
       cursor = offset + data.size();
     } else {
-      page->set_inline_data(std::move(data));
+      page->set_inline_data(AsString(data));
     }
   }
   if (writes.empty()) return absl::OkStatus();

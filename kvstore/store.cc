@@ -1,4 +1,5 @@
-// Store::Open, option validation, BatchPut and Reservation.
+// Store::Open, option validation, BatchPut, the copying BatchGetInPlace and
+// Reservation.
 #include <cmath>
 #include <cstring>
 
@@ -78,6 +79,20 @@ absl::StatusOr<std::vector<PutResult>> Store::BatchPut(
     if (!buffer.empty()) std::memcpy(buffer.data(), data[i].data(), buffer.size());
   }
   return Commit(std::move(reservation));
+}
+
+absl::StatusOr<std::vector<GetResult>> Store::BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                              InPlaceUse use) {
+  ASSIGN_OR_RETURN(std::vector<GetResult> results, BatchGet(keys));
+  std::vector<absl::Span<const uint8_t>> bytes(results.size());
+  for (size_t i = 0; i < results.size(); ++i) {
+    const std::string& data = results[i].data;
+    if (results[i].status.ok()) {
+      bytes[i] = {reinterpret_cast<const uint8_t*>(data.data()), data.size()};
+    }
+  }
+  RETURN_IF_ERROR(use(results, bytes));
+  return results;
 }
 
 Reservation Store::MakeReservation(Store* store, uint64_t id, std::vector<PutSpec> specs,

@@ -42,6 +42,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
@@ -219,6 +220,22 @@ class Store {
 
   // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
   virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;
+
+  // BatchGetInPlace's callback: one result per key and, for every OK page,
+  // its verified bytes (empty for the others).
+  using InPlaceUse = absl::FunctionRef<absl::Status(
+      absl::Span<const GetResult> results, absl::Span<const absl::Span<const uint8_t>> bytes)>;
+  // BatchGet without copying RAM pages: a page in RAM is read where it lies
+  // (checksum verified) and stays leased, allocated and unchanged, even if
+  // it is deleted or evicted meanwhile, until `use` returns; bytes[i] points
+  // at it and results[i].data stays empty. Disk pages come back with their
+  // data, as from BatchGet, and bytes[i] points into it. `use` runs exactly
+  // once, without the store's lock (it may call the store), and its error
+  // is returned after the leases are released; the spans are invalid once
+  // it returns. The same errors as BatchGet (then `use` is not called).
+  // The default copies, like BatchGet; TieredStore reads in place.
+  virtual absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                                 InPlaceUse use);
 
   // Deletes stored keys; returns how many were stored. FAILED_PRECONDITION
   // if any key is pinned and !force (nothing deleted).

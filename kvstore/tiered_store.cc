@@ -15,6 +15,10 @@ uint64_t WatermarkBytes(const TierOptions& tier, double fraction) {
   return static_cast<uint64_t>(static_cast<double>(tier.capacity_bytes) * fraction);
 }
 
+absl::Span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& options) {
@@ -256,6 +260,16 @@ void TieredStore::AbortById(uint64_t reservation_id) {
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const PageKey> keys) {
+  return ReadBatch(keys, /*use=*/nullptr);
+}
+
+absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGetInPlace(
+    absl::Span<const PageKey> keys, InPlaceUse use) {
+  return ReadBatch(keys, &use);
+}
+
+absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const PageKey> keys,
+                                                              const InPlaceUse* use) {
   if (keys.empty()) return absl::InvalidArgumentError("empty get batch");
   if (keys.size() > options_.max_batch_pages) {
     return absl::InvalidArgumentError(absl::StrCat("get batch of ", keys.size(),
@@ -268,16 +282,30 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const Pa
     for (size_t i = 0; i < keys.size(); ++i) items[i] = StartReadLocked(keys[i]);
   }
   std::vector<GetResult> results(keys.size());
-  ReadPages(keys, items, &results);
+  std::vector<absl::Span<const uint8_t>> bytes(keys.size());
+  bool any_lost = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, &results[i]);
+    any_lost = any_lost || absl::IsDataLoss(results[i].status);
+  }
+  if (any_lost) {
+    // Before `use`, so that it sees the outcome the caller gets.
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < keys.size(); ++i) ResolveLostLocked(keys[i], items[i], &results[i]);
+  }
+  // The leases taken above keep every RAM page in `bytes` unchanged until
+  // they are returned below.
+  const absl::Status used = use != nullptr ? (*use)(results, bytes) : absl::OkStatus();
   std::vector<Promotion> promotions;
   {
     absl::MutexLock lock(&mu_);
     for (size_t i = 0; i < keys.size(); ++i) {
-      std::optional<RamArena::Slot> slot = FinishReadLocked(keys[i], items[i], &results[i]);
+      std::optional<RamArena::Slot> slot = FinishReadLocked(keys[i], items[i], results[i]);
       if (slot) promotions.push_back(Promotion{.item = i, .slot = *slot});
     }
   }
   if (!promotions.empty()) CompletePromotions(keys, items, results, std::move(promotions));
+  RETURN_IF_ERROR(used);
   return results;
 }
 
@@ -306,65 +334,79 @@ TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key) {
   return item;
 }
 
+void TieredStore::ResolveLostLocked(const PageKey& key, const ReadItem& item,
+                                    GetResult* result) {
+  if (!absl::IsDataLoss(result->status)) return;
+  // A leased RAM slot of a dropped entry becomes a zombie, freed by the
+  // last lease (FinishReadLocked).
+  if (!DropLostLocked(key, item.generation)) {
+    // Deleted or dropped while it was read: simply gone.
+    result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
+    ++counters_.get_misses;
+  }
+}
+
 std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
                                                             const ReadItem& item,
-                                                            GetResult* result) {
+                                                            const GetResult& result) {
   if (item.kind == ReadItem::Kind::kRam) ReleaseLeaseLocked(key, item.generation, item.slot);
-  if (absl::IsDataLoss(result->status)) {
-    if (!DropLostLocked(key, item.generation)) {
-      // Deleted or dropped while it was read: simply gone.
-      result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
-      ++counters_.get_misses;
+  if (!result.status.ok()) {
+    // A lost page was resolved before; any other failure promotes nothing.
+    if (item.promote) {
+      auto it = index_.find(key);
+      if (it != index_.end() && it->second.generation == item.generation) {
+        it->second.promoting = false;
+      }
     }
     return std::nullopt;
   }
-  if (result->status.ok()) {
-    (result->tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
-  }
+  (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
   if (!item.promote) return std::nullopt;
   auto it = index_.find(key);
   if (it == index_.end() || it->second.generation != item.generation) return std::nullopt;
   std::optional<RamArena::Slot> slot;
-  if (result->status.ok() && !it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
+  if (!it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
   if (!slot) it->second.promoting = false;
   return slot;
 }
 
-void TieredStore::ReadPages(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
-                            std::vector<GetResult>* results) {
-  for (size_t i = 0; i < keys.size(); ++i) {
-    const ReadItem& item = items[i];
-    GetResult& result = (*results)[i];
-    result.status = absl::NotFoundError(absl::StrCat("page ", keys[i].DebugString(), " not stored"));
-    if (item.kind == ReadItem::Kind::kMiss) continue;
-    if (item.kind == ReadItem::Kind::kRam) {
-      // The lease keeps the slot allocated and unchanged while it is copied.
-      result.data.assign(reinterpret_cast<const char*>(ram_base_ + item.slot.offset),
-                         item.meta.bytes);
-      result.tier = Tier::kRam;
-    } else {
-      absl::StatusOr<std::string> bytes = rocks_->Get(keys[i]);
-      // A missing value under a live index entry is a lost page (the next
-      // phase tells it from a page dropped meanwhile).
-      if (!bytes.ok() && !absl::IsDataLoss(bytes.status()) && !absl::IsNotFound(bytes.status())) {
-        result.status = bytes.status();
-        continue;
-      }
-      if (bytes.ok()) result.data = *std::move(bytes);
-      result.tier = Tier::kDisk;
+absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadItem& item,
+                                                bool copy_ram, GetResult* result) {
+  result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
+  if (item.kind == ReadItem::Kind::kMiss) return {};
+  absl::Span<const uint8_t> bytes;
+  if (item.kind == ReadItem::Kind::kRam) {
+    // The lease keeps the slot allocated and unchanged while it is read.
+    bytes = {ram_base_ + item.slot.offset, item.meta.bytes};
+    if (copy_ram) {
+      result->data.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      bytes = AsBytes(result->data);  // what is verified is what is returned
     }
-    if (result.data.size() != item.meta.bytes ||
-        PageChecksum(result.data.data(), result.data.size()) != item.meta.checksum) {
-      result.status = absl::DataLossError(
-          absl::StrCat("page ", keys[i].DebugString(), " failed its checksum and was dropped"));
-      result.data.clear();
-      result.tier = Tier::kNone;
-      continue;
+    result->tier = Tier::kRam;
+  } else {
+    absl::StatusOr<std::string> read = rocks_->Get(key);
+    // A missing value under a live index entry is a lost page (the next
+    // phase tells it from a page dropped meanwhile).
+    if (!read.ok() && !absl::IsDataLoss(read.status()) && !absl::IsNotFound(read.status())) {
+      result->status = read.status();
+      return {};
     }
-    result.status = absl::OkStatus();
-    result.layout = item.meta.layout;
-    result.checksum = item.meta.checksum;
+    if (read.ok()) result->data = *std::move(read);
+    bytes = AsBytes(result->data);
+    result->tier = Tier::kDisk;
   }
+  if (bytes.size() != item.meta.bytes ||
+      PageChecksum(bytes.data(), bytes.size()) != item.meta.checksum) {
+    result->status = absl::DataLossError(
+        absl::StrCat("page ", key.DebugString(), " failed its checksum and was dropped"));
+    result->data.clear();
+    result->tier = Tier::kNone;
+    return {};
+  }
+  result->status = absl::OkStatus();
+  result->layout = item.meta.layout;
+  result->checksum = item.meta.checksum;
+  return bytes;
 }
 
 absl::StatusOr<uint32_t> TieredStore::Delete(absl::Span<const PageKey> keys, bool force) {

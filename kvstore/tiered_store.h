@@ -7,8 +7,10 @@
 //   put:     Reserve allocates slots under mu_; the caller writes them;
 //            Commit hashes them without mu_ and publishes under mu_.
 //   get:     a RAM read takes a lease (entry.readers) under mu_, copies and
-//            hashes without it, and returns the lease under mu_; a disk read
-//            needs no lease (RocksDB reads are snapshot reads).
+//            hashes without it (BatchGetInPlace: hashes, and the caller
+//            uses the bytes where they lie), and returns the lease under
+//            mu_; a disk read needs no lease (RocksDB reads are snapshot
+//            reads).
 //   demote:  victims are leased under mu_, written to RocksDB without it,
 //            and their slots freed under mu_.
 //   promote: a slot is allocated under mu_, filled without it, attached
@@ -51,6 +53,8 @@ class TieredStore final : public Store {
   absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) override;
   void Abort(Reservation reservation) override;
   absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) override;
+  absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                         InPlaceUse use) override;
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) override;
   absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                uint64_t pin_id) override;
@@ -77,7 +81,7 @@ class TieredStore final : public Store {
     PageMeta meta;
     RamArena::Slot slot;
   };
-  // One BatchGet key between the locked phases.
+  // One BatchGet/BatchGetInPlace key between the locked phases.
   struct ReadItem {
     enum class Kind { kMiss, kRam, kDisk } kind = Kind::kMiss;
     uint64_t generation = 0;
@@ -137,18 +141,29 @@ class TieredStore final : public Store {
   // entry that was read; false when that entry is gone already.
   bool DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // BatchGet's first locked phase for one key: a lease for a RAM page, the
+  // BatchGet and BatchGetInPlace: `use` null copies RAM pages into their
+  // results; otherwise they are verified in place and handed to `use`
+  // while their leases are held.
+  absl::StatusOr<std::vector<GetResult>> ReadBatch(absl::Span<const PageKey> keys,
+                                                   const InPlaceUse* use) ABSL_LOCKS_EXCLUDED(mu_);
+  // A read's first locked phase for one key: a lease for a RAM page, the
   // admission count for a disk page.
   ReadItem StartReadLocked(const PageKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Its last locked phase: returns the lease, drops a lost page, counts the
-  // hit, and returns a slot when the page is to be promoted.
-  std::optional<RamArena::Slot> FinishReadLocked(const PageKey& key, const ReadItem& item,
-                                                 GetResult* result)
+  // Reads one page without mu_ and verifies its checksum: a RAM page (under
+  // its lease) is copied into result->data when `copy_ram`, else only
+  // hashed where it lies; a disk page is read into result->data. Returns
+  // the verified bytes, empty unless result->status is OK.
+  absl::Span<const uint8_t> ReadPage(const PageKey& key, const ReadItem& item, bool copy_ram,
+                                     GetResult* result) ABSL_LOCKS_EXCLUDED(mu_);
+  // For a page that failed its checksum: drops it, or turns the result into
+  // NOT_FOUND when the entry read is gone already. Leases stay held.
+  void ResolveLostLocked(const PageKey& key, const ReadItem& item, GetResult* result)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Copies RAM pages (under their leases) and reads disk pages, verifying
-  // every checksum; without mu_.
-  void ReadPages(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
-                 std::vector<GetResult>* results) ABSL_LOCKS_EXCLUDED(mu_);
+  // The last locked phase: returns the lease, counts the hit, and returns a
+  // slot when the page is to be promoted.
+  std::optional<RamArena::Slot> FinishReadLocked(const PageKey& key, const ReadItem& item,
+                                                 const GetResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // Const after construction.
   const StoreOptions options_;

@@ -1,6 +1,7 @@
 // The UCX data plane against the real kvtier-server, over shared memory and
 // over TCP (UCX_TLS, set for the server process and the client alike):
-// byte-exact transfers of many odd-sized pages, a restart mid-stream, a
+// byte-exact transfers of many odd-sized pages (RAM pages sent from their
+// arena slots, disk pages from their copies), a restart mid-stream, a
 // batch larger than the arena, an abandoned transfer, a tagged commit with a
 // page missing, tagged-get region validation, and the gRPC fallback giving
 // the same results; each with staged, tagged and automatic put modes.
@@ -127,11 +128,15 @@ TEST_P(UcxDataPlaneTest, ManyOddSizedPagesArriveByteExact) {
       ASSERT_EQ(g.status, v1::PAGE_STATUS_OK) << i;
       EXPECT_EQ(g.key, pages.keys[i]);
       EXPECT_EQ(g.layout, pages.puts[i].layout);
+      // RAM pages go from the arena slot straight to the client.
+      EXPECT_EQ(g.tier, v1::TIER_RAM) << i;
       EXPECT_EQ(g.data, pages.bytes[i]) << "page " << i;
       EXPECT_EQ(g.checksum, PageChecksum(pages.bytes[i].data(), pages.bytes[i].size()));
     }
   }
-  // Every byte took the data plane, over one session.
+  // Every byte took the data plane, over one session: a page the server
+  // sent wrong would fail the client's checksum, and the client would have
+  // reconnected and fallen back to inline bytes.
   const client::DataPlaneStats stats = client->data_plane_stats();
   EXPECT_EQ(stats.sessions_opened, 1u);
   EXPECT_EQ(stats.ucx_put_pages, 2 * pages.puts.size());
@@ -143,6 +148,42 @@ TEST_P(UcxDataPlaneTest, ManyOddSizedPagesArriveByteExact) {
   EXPECT_EQ(server_stats->put_pages(), pages.puts.size());
   EXPECT_EQ(server_stats->put_duplicate_pages(), pages.puts.size());
   EXPECT_EQ(server_stats->reserved_bytes(), 0u);
+}
+
+TEST_P(UcxDataPlaneTest, RamAndDiskPagesInOneGetArriveByteExact) {
+  // 1 MiB of RAM: most of the pages are demoted, so each get mixes pages
+  // sent from their arena slots with pages read back from disk.
+  std::unique_ptr<ServerProcess> server = Start({"--ram_bytes=1048576"});
+  ASSERT_NE(server, nullptr);
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  const OddPages pages = MakeOddPages(48, 4);
+  for (size_t first = 0; first < pages.puts.size(); first += 8) {
+    absl::Span<const client::PutPage> batch(pages.puts.data() + first, 8);
+    ASSERT_TRUE(client->BatchPut(batch).ok()) << first;
+  }
+  for (uint64_t hint : {uint64_t{0}, uint64_t{238392}}) {
+    absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys, hint);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), pages.keys.size());
+    int ram = 0, disk = 0;
+    for (size_t i = 0; i < got->size(); ++i) {
+      const client::GotPage& g = (*got)[i];
+      ASSERT_EQ(g.status, v1::PAGE_STATUS_OK) << i;
+      EXPECT_EQ(g.data, pages.bytes[i]) << "page " << i;
+      (g.tier == v1::TIER_RAM ? ram : disk)++;
+    }
+    EXPECT_GT(ram, 0);
+    EXPECT_GT(disk, 0);
+  }
+  const client::DataPlaneStats stats = client->data_plane_stats();
+  EXPECT_EQ(stats.sessions_opened, 1u);
+  EXPECT_EQ(stats.ucx_get_pages, 2 * pages.keys.size());
+  EXPECT_EQ(stats.inline_get_pages, 0u);
+  absl::StatusOr<v1::StatsResponse> server_stats = client->Stats();
+  ASSERT_TRUE(server_stats.ok());
+  EXPECT_GT(server_stats->demotions(), 0u);
+  EXPECT_EQ(server_stats->lost_pages(), 0u);
 }
 
 TEST_P(UcxDataPlaneTest, ClientWritesIntoTheArenaByteExact) {
