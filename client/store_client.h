@@ -22,7 +22,8 @@
 // UCX as ucx_put_mode says (UcxPutMode): puts are staged in a registered
 // region the server reads, or written straight into the server's RAM arena
 // (ReservePut, copy or ucp_put_nbx, CommitPut); gets are written by the
-// server into a registered region of this client. Where UCX offers only
+// server into a registered region of this client, or, with the arena
+// mapped here, copied out of it by this client. Where UCX offers only
 // TCP, kAuto keeps the bytes inline (measured faster there). The
 // session's endpoint is reused by every call; when the server restarts or
 // the endpoint fails, the call opens a new session and repeats the chunk
@@ -147,6 +148,11 @@ struct DataPlaneStats {
   uint64_t inline_get_pages = 0;
   // Of ucx_put_pages, those copied straight into an arena mapped here.
   uint64_t mapped_put_pages = 0;
+  // Of ucx_get_pages, those copied straight out of an arena mapped here;
+  // and pages whose copy failed its checksum (the slot was reused meanwhile)
+  // and were fetched again inline.
+  uint64_t mapped_get_pages = 0;
+  uint64_t mapped_get_retries = 0;
 };
 
 struct LookupReply {
@@ -247,6 +253,11 @@ class StoreClient {
                                std::vector<GotPage>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
                            uint64_t page_bytes_hint, std::vector<GotPage>* out);
+  // Gets whose RAM pages this client copies out of the mapped arena
+  // (BatchGetRequest.arena_session_id); a copy that fails its checksum is
+  // fetched again inline.
+  absl::Status GetChunkMapped(const Connection& connection, absl::Span<const PageKey> keys,
+                              std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
   absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                            std::vector<GotPage>* out);
@@ -264,6 +275,8 @@ class StoreClient {
     std::atomic<uint64_t> sessions_opened{0};
     std::atomic<uint64_t> ucx_put_pages{0};
     std::atomic<uint64_t> mapped_put_pages{0};
+    std::atomic<uint64_t> mapped_get_pages{0};
+    std::atomic<uint64_t> mapped_get_retries{0};
     std::atomic<uint64_t> ucx_get_pages{0};
     std::atomic<uint64_t> inline_put_pages{0};
     std::atomic<uint64_t> inline_get_pages{0};

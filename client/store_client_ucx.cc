@@ -61,7 +61,9 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .ucx_get_pages = counters_.ucx_get_pages.load(),
                         .inline_put_pages = counters_.inline_put_pages.load(),
                         .inline_get_pages = counters_.inline_get_pages.load(),
-                        .mapped_put_pages = counters_.mapped_put_pages.load()};
+                        .mapped_put_pages = counters_.mapped_put_pages.load(),
+                        .mapped_get_pages = counters_.mapped_get_pages.load(),
+                        .mapped_get_retries = counters_.mapped_get_retries.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -279,6 +281,10 @@ absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t p
 absl::Status StoreClient::GetChunkUcx(const Connection& connection,
                                       absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                                       std::vector<GotPage>* out) {
+  if (connection.arena_mapped != nullptr && (options_.ucx_put_mode == UcxPutMode::kAuto ||
+                                             options_.ucx_put_mode == UcxPutMode::kClientWrites)) {
+    return GetChunkMapped(connection, keys, out);
+  }
   constexpr uint64_t kAlign = 64;
   const uint64_t region_bytes =
       page_bytes_hint > 0
@@ -314,6 +320,63 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
   }
   if (busy) data_plane_->Park(std::move(region), std::move(receives));
   return status;
+}
+
+absl::Status StoreClient::GetChunkMapped(const Connection& connection,
+                                         absl::Span<const PageKey> keys,
+                                         std::vector<GotPage>* out) {
+  v1::BatchGetRequest request;
+  for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
+  request.set_arena_session_id(connection.session_id);
+  v1::BatchGetResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, &response));
+  if (response.pages_size() != static_cast<int>(keys.size())) {
+    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
+                                               response.pages_size(), keys.size()));
+  }
+  std::vector<GotPage> pages(keys.size());
+  std::vector<PageKey> stale;  // copies that failed their checksum
+  std::vector<size_t> stale_at;
+  uint64_t mapped = 0;
+  for (int i = 0; i < response.pages_size(); ++i) {
+    v1::GotPage& wire = *response.mutable_pages(i);
+    GotPage& page = pages[i];
+    page.key = keys[i];
+    page.status = wire.status();
+    if (page.status != v1::PAGE_STATUS_OK) continue;
+    ASSIGN_OR_RETURN(page.layout,
+                     v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
+    page.checksum = wire.checksum();
+    page.tier = wire.tier();
+    if (!wire.in_arena()) {
+      page.data = std::move(*wire.mutable_inline_data());
+      continue;
+    }
+    const uint64_t size = page.layout.PageBytes();
+    if (wire.arena_offset() > connection.arena_bytes ||
+        size > connection.arena_bytes - wire.arena_offset()) {
+      return absl::InternalError(absl::StrFormat("pages[%d]: arena offset %d outside the arena",
+                                                 i, wire.arena_offset()));
+    }
+    page.data.resize(size);
+    if (CopyWithChecksum(page.data.data(), connection.arena_mapped + wire.arena_offset(), size) !=
+        page.checksum) {
+      stale.push_back(keys[i]);
+      stale_at.push_back(i);
+      continue;
+    }
+    ++mapped;
+  }
+  if (!stale.empty()) {
+    std::vector<GotPage> again;
+    RETURN_IF_ERROR(GetChunk(stale, &again));
+    for (size_t j = 0; j < stale_at.size(); ++j) pages[stale_at[j]] = std::move(again[j]);
+    counters_.mapped_get_retries += stale.size();
+  }
+  for (GotPage& page : pages) out->push_back(std::move(page));
+  counters_.ucx_get_pages += keys.size() - stale.size();
+  counters_.mapped_get_pages += mapped;
+  return absl::OkStatus();
 }
 
 absl::Status StoreClient::GetChunkUcxInto(

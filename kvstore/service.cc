@@ -177,7 +177,13 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
   ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
+  if (request.has_region() && request.arena_session_id() != 0) {
+    return absl::InvalidArgumentError("set region or arena_session_id, not both");
+  }
   if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
+  if (request.arena_session_id() != 0) {
+    return DoBatchGetFromArena(request.arena_session_id(), keys, response);
+  }
   ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
   RETURN_IF_ERROR(AddGotPages(keys, results, response));
   for (size_t i = 0; i < keys.size(); ++i) {

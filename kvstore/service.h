@@ -121,6 +121,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                            v1::BatchGetResponse* response);
   // BatchGet's region: validated before the store is read.
   absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
+  // A BatchGet with arena_session_id: RAM pages are located, not copied.
+  absl::Status DoBatchGetFromArena(uint64_t session_id, absl::Span<const PageKey> keys,
+                                   v1::BatchGetResponse* response);
   // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
   // and moves RAM pages from the arena to the client while their leases
   // hold them, so the server copies no page bytes.

@@ -121,6 +121,34 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& req
   return absl::OkStatus();
 }
 
+absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
+                                                 absl::Span<const PageKey> keys,
+                                                 v1::BatchGetResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  RETURN_IF_ERROR(data_plane_->CheckSession(session_id));
+  const absl::Span<const uint8_t> arena = store_->RamRegion();
+  // The client copies and checks RAM pages itself (store.proto: no lease
+  // outlives the response), so the store does not hash them here.
+  auto locate = [&](absl::Span<const GetResult> results,
+                    absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
+    RETURN_IF_ERROR(AddGotPages(keys, results, response));
+    for (int i = 0; i < response->pages_size(); ++i) {
+      v1::GotPage* page = response->mutable_pages(i);
+      if (page->status() != v1::PAGE_STATUS_OK) continue;
+      const absl::Span<const uint8_t> data = bytes[i];
+      if (results[i].tier == Tier::kRam && data.data() >= arena.data() &&
+          data.data() + data.size() <= arena.data() + arena.size()) {
+        page->set_in_arena(true);
+        page->set_arena_offset(static_cast<uint64_t>(data.data() - arena.data()));
+      } else {
+        page->set_inline_data(AsString(data));
+      }
+    }
+    return absl::OkStatus();
+  };
+  return store_->BatchGetInPlace(keys, locate, Store::RamCheck::kCaller).status();
+}
+
 absl::Status KvStoreService::DoBatchGetToRegion(const v1::DataPlaneRegion& region,
                                                 absl::Span<const PageKey> keys,
                                                 v1::BatchGetResponse* response) {

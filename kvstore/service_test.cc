@@ -195,6 +195,18 @@ TEST_F(ServiceTest, GetMapsPerPageStatuses) {
   EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kUnavailable);
 }
 
+// Data-plane get fields on a server without a data plane, and together.
+TEST_F(ServiceTest, ArenaGetsNeedADataPlaneAndExcludeARegion) {
+  v1::BatchGetRequest req;
+  v1::KeyToProto(Key(1), req.add_keys());
+  req.set_arena_session_id(7);
+  v1::BatchGetResponse resp;
+  EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kFailedPrecondition);
+  req.mutable_region()->set_session_id(7);
+  EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(resp.pages_size(), 0);
+}
+
 TEST_F(ServiceTest, LookupConvertsChainAndTiers) {
   v1::LookupRequest req;
   req.add_chain(Key(1).hash.CanonicalString());

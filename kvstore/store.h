@@ -221,6 +221,12 @@ class Store {
   // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
   virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;
 
+  // Who checks RAM pages read in place. kCaller: the store hands them over
+  // without hashing them (they count as OK); the caller checks them against
+  // results[i].checksum, e.g. a client that copies them itself and asks
+  // again through a verifying read on a mismatch, which drops a corrupt
+  // page. Disk pages are always checked.
+  enum class RamCheck { kStore, kCaller };
   // BatchGetInPlace's callback: one result per key and, for every OK page,
   // its verified bytes (empty for the others).
   using InPlaceUse = absl::FunctionRef<absl::Status(
@@ -234,8 +240,12 @@ class Store {
   // is returned after the leases are released; the spans are invalid once
   // it returns. The same errors as BatchGet (then `use` is not called).
   // The default copies, like BatchGet; TieredStore reads in place.
+  absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                         InPlaceUse use) {
+    return BatchGetInPlace(keys, use, RamCheck::kStore);
+  }
   virtual absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
-                                                                 InPlaceUse use);
+                                                                 InPlaceUse use, RamCheck check);
 
   // Deletes stored keys; returns how many were stored. FAILED_PRECONDITION
   // if any key is pinned and !force (nothing deleted).

@@ -260,16 +260,17 @@ void TieredStore::AbortById(uint64_t reservation_id) {
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const PageKey> keys) {
-  return ReadBatch(keys, /*use=*/nullptr);
+  return ReadBatch(keys, /*use=*/nullptr, RamCheck::kStore);
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGetInPlace(
-    absl::Span<const PageKey> keys, InPlaceUse use) {
-  return ReadBatch(keys, &use);
+    absl::Span<const PageKey> keys, InPlaceUse use, RamCheck check) {
+  return ReadBatch(keys, &use, check);
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const PageKey> keys,
-                                                              const InPlaceUse* use) {
+                                                              const InPlaceUse* use,
+                                                              RamCheck check) {
   if (keys.empty()) return absl::InvalidArgumentError("empty get batch");
   if (keys.size() > options_.max_batch_pages) {
     return absl::InvalidArgumentError(absl::StrCat("get batch of ", keys.size(),
@@ -285,7 +286,7 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const P
   std::vector<absl::Span<const uint8_t>> bytes(keys.size());
   bool any_lost = false;
   for (size_t i = 0; i < keys.size(); ++i) {
-    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, &results[i]);
+    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, check, &results[i]);
     any_lost = any_lost || absl::IsDataLoss(results[i].status);
   }
   if (any_lost) {
@@ -371,7 +372,8 @@ std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
 }
 
 absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadItem& item,
-                                                bool copy_ram, GetResult* result) {
+                                                bool copy_ram, RamCheck check,
+                                                GetResult* result) {
   result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
   if (item.kind == ReadItem::Kind::kMiss) return {};
   absl::Span<const uint8_t> bytes;
@@ -395,8 +397,9 @@ absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadIt
     bytes = AsBytes(result->data);
     result->tier = Tier::kDisk;
   }
+  const bool hash = item.kind == ReadItem::Kind::kDisk || copy_ram || check == RamCheck::kStore;
   if (bytes.size() != item.meta.bytes ||
-      PageChecksum(bytes.data(), bytes.size()) != item.meta.checksum) {
+      (hash && PageChecksum(bytes.data(), bytes.size()) != item.meta.checksum)) {
     result->status = absl::DataLossError(
         absl::StrCat("page ", key.DebugString(), " failed its checksum and was dropped"));
     result->data.clear();

@@ -53,8 +53,9 @@ class TieredStore final : public Store {
   absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) override;
   void Abort(Reservation reservation) override;
   absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) override;
+  using Store::BatchGetInPlace;
   absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
-                                                         InPlaceUse use) override;
+                                                         InPlaceUse use, RamCheck check) override;
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) override;
   absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                uint64_t pin_id) override;
@@ -143,18 +144,19 @@ class TieredStore final : public Store {
   void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // BatchGet and BatchGetInPlace: `use` null copies RAM pages into their
   // results; otherwise they are verified in place and handed to `use`
-  // while their leases are held.
+  // while their leases are held (hashed unless `check` is kCaller).
   absl::StatusOr<std::vector<GetResult>> ReadBatch(absl::Span<const PageKey> keys,
-                                                   const InPlaceUse* use) ABSL_LOCKS_EXCLUDED(mu_);
+                                                   const InPlaceUse* use, RamCheck check)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // A read's first locked phase for one key: a lease for a RAM page, the
   // admission count for a disk page.
   ReadItem StartReadLocked(const PageKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads one page without mu_ and verifies its checksum: a RAM page (under
   // its lease) is copied into result->data when `copy_ram`, else only
-  // hashed where it lies; a disk page is read into result->data. Returns
-  // the verified bytes, empty unless result->status is OK.
+  // hashed where it lies (not even that with kCaller); a disk page is read
+  // into result->data. Returns the bytes, empty unless result->status is OK.
   absl::Span<const uint8_t> ReadPage(const PageKey& key, const ReadItem& item, bool copy_ram,
-                                     GetResult* result) ABSL_LOCKS_EXCLUDED(mu_);
+                                     RamCheck check, GetResult* result) ABSL_LOCKS_EXCLUDED(mu_);
   // For a page that failed its checksum: drops it, or turns the result into
   // NOT_FOUND when the entry read is gone already. Leases stay held.
   void ResolveLostLocked(const PageKey& key, const ReadItem& item, GetResult* result)

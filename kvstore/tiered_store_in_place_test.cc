@@ -5,6 +5,7 @@
 #include <atomic>
 #include <thread>
 
+#include "common/checksum.h"
 #include "kvstore/store.h"
 #include "kvstore/store_test_util.h"
 
@@ -150,6 +151,28 @@ TEST_F(InPlaceTest, CorruptRamPageIsDataLossAndDropped) {
   EXPECT_EQ(stats.ram.pages, 1u);
   EXPECT_EQ(stats.ram.used_bytes, kPage);
   EXPECT_EQ((*store_->BatchGet({Key(1)}))[0].status.code(), absl::StatusCode::kNotFound);
+}
+
+// RamCheck::kCaller hands RAM pages over unhashed: the same spoiled page
+// comes back OK with its stored checksum, for the caller to check, and is
+// not dropped; a verifying read then drops it.
+TEST_F(InPlaceTest, CallerCheckedRamPagesAreNotHashed) {
+  ASSERT_TRUE(PutPages(*store_, {Key(1)}).ok());
+  store_->RamRegion()[ArenaOffset(Key(1)) + 100] ^= 0x5a;
+  auto got = store_->BatchGetInPlace(
+      {Key(1)},
+      [&](auto results, auto bytes) {
+        EXPECT_TRUE(results[0].status.ok());
+        EXPECT_EQ(results[0].tier, Tier::kRam);
+        EXPECT_EQ(bytes[0].size(), kPage);
+        EXPECT_NE(PageChecksum(bytes[0].data(), bytes[0].size()), results[0].checksum);
+        return absl::OkStatus();
+      },
+      Store::RamCheck::kCaller);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(store_->Stats().lost_pages, 0u);
+  EXPECT_EQ((*store_->BatchGet({Key(1)}))[0].status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store_->Stats().lost_pages, 1u);
 }
 
 TEST_F(InPlaceTest, DiskPagesComeBackWithTheirDataAndArePromoted) {

@@ -330,15 +330,19 @@ void UcxDataPlane::SweepExpired() {
   for (Transfer& t : drained) Retire(std::move(t));
 }
 
+absl::Status UcxDataPlane::CheckSession(uint64_t session_id) {
+  if (FindSession(session_id) == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, absl::string_view rkey) {
   if (rkey.empty() || rkey.size() > kMaxRkeyBytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("region.rkey: %d bytes, need 1..%d", rkey.size(), kMaxRkeyBytes));
   }
-  if (FindSession(session_id) == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
-  }
-  return absl::OkStatus();
+  return CheckSession(session_id);
 }
 
 absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,

@@ -139,6 +139,8 @@ class UcxDataPlane {
                                                    absl::Span<const uint64_t> checksums = {});
   void AbortPut(uint64_t session_id, uint64_t transfer_id);
 
+  // NOT_FOUND when `session_id` is not open.
+  absl::Status CheckSession(uint64_t session_id);
   // NOT_FOUND (unknown session) when `session_id` is not open; other
   // errors checked before any byte moves: INVALID_ARGUMENT (bad rkey).
   absl::Status CheckRegion(uint64_t session_id, absl::string_view rkey);
