@@ -126,7 +126,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                                    v1::BatchGetResponse* response);
   // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
   // and moves RAM pages from the arena to the client while their leases
-  // hold them, so the server copies no page bytes.
+  // hold them, so the server copies no RAM page. A lease lasts the
+  // transfer (at most the data plane's transfer_timeout_ms), and a leased
+  // page is not evicted meanwhile.
   absl::Status DoBatchGetToRegion(const v1::DataPlaneRegion& region,
                                   absl::Span<const PageKey> keys, v1::BatchGetResponse* response);
   // Writes the OK pages (`bytes`, one per page) that fit into the region,

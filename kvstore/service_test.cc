@@ -300,6 +300,30 @@ TEST_F(ServiceTest, StatsCopiesEveryField) {
   EXPECT_EQ(s.lookups(), 30u);
 }
 
+// Store's own BatchGetInPlace (the one a store without an arena keeps):
+// BatchGet, then every OK page's copy handed to the callback.
+TEST(StoreDefaultTest, BatchGetInPlaceHandsOverTheCopies) {
+  FakeStore store;
+  store.get_statuses = {absl::OkStatus(), absl::NotFoundError("gone")};
+  const std::vector<PageKey> keys = {PageKey{.layer = 1}, PageKey{.layer = 2}};
+  int calls = 0;
+  auto got = store.BatchGetInPlace(keys, [&](absl::Span<const GetResult> results,
+                                             absl::Span<const absl::Span<const uint8_t>> bytes) {
+    ++calls;
+    EXPECT_EQ(bytes.size(), 2u);
+    EXPECT_EQ(std::string(bytes[0].begin(), bytes[0].end()), "0123456789");
+    EXPECT_EQ(static_cast<const void*>(bytes[0].data()), results[0].data.data());
+    EXPECT_TRUE(bytes[1].empty());
+    return absl::OkStatus();
+  });
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(calls, 1);
+  EXPECT_EQ((*got)[0].data, "0123456789");
+  EXPECT_EQ((*got)[1].status.code(), absl::StatusCode::kNotFound);
+  auto failed = store.BatchGetInPlace(keys, [](auto, auto) { return absl::AbortedError("x"); });
+  EXPECT_EQ(failed.status(), absl::AbortedError("x"));
+}
+
 TEST(ServiceLimitsTest, FromStoreOptionsAndValidate) {
   StoreOptions o;
   o.max_batch_pages = 9;

@@ -31,7 +31,9 @@
 // decide which (kvstore/DATA_PLANE.md).
 //
 // Gets: WriteToRegion writes page bytes into a client's registered region
-// through the session's endpoint and flushes before returning.
+// through the session's endpoint and flushes before returning; the service
+// passes RAM pages where they lie in the arena, under read leases that
+// last until these calls (and SendToClient) return.
 //
 // A client that keeps writing after its transfer expired may overwrite a
 // slot given to someone else; checksums (verified on commit and on every
