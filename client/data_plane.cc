@@ -64,6 +64,8 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   connection->arena_bytes = reply.arena_bytes();
   ASSIGN_OR_RETURN(connection->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), reply.server_worker_address()));
+  // UcxEndpoint::Flush: the wireup must be over before the session is used.
+  RETURN_IF_ERROR(connection->endpoint->Flush(absl::Now() + absl::Seconds(10)));
   connection->am_transport = connection->endpoint->AmTransport();
   ASSIGN_OR_RETURN(connection->arena_rkey,
                    ucx::UcxRemoteKey::Unpack(connection->endpoint->get(), reply.arena_rkey()));

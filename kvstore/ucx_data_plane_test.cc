@@ -74,6 +74,9 @@ class UcxDataPlaneTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
   std::unique_ptr<ucx::UcxContext> client_context_ = *ucx::UcxContext::Create();
   std::unique_ptr<ucx::UcxWorker> client_worker_ = *ucx::UcxWorker::Create(*client_context_);
+  // Answers the wireup of the server's endpoint (Open waits for it), as a
+  // real client's progress thread does.
+  ucx::UcxProgressThread client_progress_{client_worker_.get()};
 };
 
 TEST_F(UcxDataPlaneTest, UnknownSessionsAndTransfersAreNotFound) {
@@ -256,6 +259,7 @@ TEST(UcxArenaMemoryTest, ClientWritesIntoTheUcxAllocatedArena) {
   ASSERT_TRUE(plane.ok()) << plane.status();
   std::unique_ptr<ucx::UcxContext> client_context = *ucx::UcxContext::Create();
   std::unique_ptr<ucx::UcxWorker> client_worker = *ucx::UcxWorker::Create(*client_context);
+  ucx::UcxProgressThread client_progress(client_worker.get());
   absl::StatusOr<UcxDataPlane::OpenReply> opened = (*plane)->Open(client_worker->address());
   ASSERT_TRUE(opened.ok()) << opened.status();
   EXPECT_EQ(opened->arena_address, reinterpret_cast<uint64_t>(memory->address()));

@@ -136,6 +136,11 @@ absl::Status UcxEndpoint::Send(absl::Span<const SendSegment> segments, size_t wi
   return Run(segments.size(), post, "ucp_tag_send_nbx", /*flush=*/false, window, deadline);
 }
 
+absl::Status UcxEndpoint::Flush(absl::Time deadline) {
+  auto nothing = [](ucp_ep_h, size_t) -> ucs_status_ptr_t { return nullptr; };
+  return Run(0, nothing, "ucp_ep_flush_nbx", /*flush=*/true, /*window=*/1, deadline);
+}
+
 absl::Status UcxEndpoint::Run(size_t count,
                               absl::FunctionRef<ucs_status_ptr_t(ucp_ep_h, size_t)> post,
                               absl::string_view op, bool flush, size_t window,

@@ -94,6 +94,13 @@ class UcxEndpoint {
   // caller's buffers are free again. The same errors as Write; no flush.
   absl::Status Send(absl::Span<const SendSegment> segments, size_t window, absl::Time deadline)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // Waits until the endpoint is connected (its wireup with the peer done)
+  // and everything posted on it is complete; the peer's worker must be
+  // progressing. Call once after Connect: UCX 1.13 aborts the process when
+  // a peer fails while a wireup message to it is still pending, which an
+  // endpoint that carries no traffic (mapped-arena sessions) would leave
+  // behind. The same errors as Write.
+  absl::Status Flush(absl::Time deadline) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
   explicit UcxEndpoint(UcxWorker* worker) : worker_(worker) {}
