@@ -8,8 +8,8 @@ mode, as the automatic mode keeps bytes inline there), and runs ucx_perftest
 (server and client on loopback, same UCX_TLS) with the same message sizes:
 on shared memory, for puts, ucp_put_bw where the client copies into the
 mapped arena (chunks of 4 MiB and more) and ucp_get where the server reads
-the staged pages, and ucp_put_bw for gets (the server writes into the
-client's region); over TCP tag_bw for both (tagged sends into posted
+the staged pages, and ucp_get for gets (the client reads RAM pages out of
+the mapped arena); over TCP tag_bw for both (tagged sends into posted
 receives); and tag_bw for all. It also runs
 redis-benchmark against redis-server with the same value sizes and client
 counts. It prints kvtier/ucx_perftest and kvtier/Redis GB/s ratios and
@@ -55,8 +55,9 @@ def put_reference(tls, size, batch):
 
 
 def get_reference(tls):
-    # shm: the server writes into the client's region; tcp: tagged sends.
-    return "tag_bw" if tls == "tcp" else "ucp_put_bw"
+    # shm: the client reads RAM pages out of the mapped arena (one-sided
+    # reads); tcp: tagged sends into posted receives.
+    return "tag_bw" if tls == "tcp" else "ucp_get"
 
 
 def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls):
@@ -182,7 +183,8 @@ def main():
               f"{r['redis_ratio']:>6.2f} {r['kvtier_p99_us']:>8.0f}")
     print("GB/s (1e9 B/s). x = kvtier / reference. perftest: shm: for puts ucp_put_bw when "
           "the client copies into the mapped arena (chunks of 4 MiB and more), else ucp_get "
-          "(the server reads the staged pages); ucp_put_bw for gets (the server writes); "
+          "(the server reads the staged pages); ucp_get for gets (the client reads the "
+          "mapped arena); "
           "tcp (kvtier in tagged mode): tag_bw for both; one stream.")
     with open(args.json, "w") as f:
         json.dump({"seconds": time.monotonic() - started, "args": vars(args), "rows": rows},
