@@ -158,11 +158,11 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
   ASSIGN_OR_RETURN(ClientDataPlane::RegionLease region, data_plane_->LeaseRegion(bytes));
   for (size_t i = 0; i < pages.size(); ++i) {
     const PutPage& page = pages[i];
-    std::memcpy(region.memory().address() + offsets[i], page.data.data(), page.data.size());
     v1::PutPage* wire = request.add_pages();
     v1::KeyToProto(page.key, wire->mutable_key());
     v1::LayoutToProto(page.layout, wire->mutable_layout());
-    wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+    wire->set_checksum(CopyWithChecksum(region.memory().address() + offsets[i], page.data.data(),
+                                        page.data.size()));
     wire->set_region_offset(offsets[i]);
   }
   v1::DataPlaneRegion* wire_region = request.mutable_region();
