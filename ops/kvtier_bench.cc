@@ -394,10 +394,18 @@ absl::Status Run() {
     paths.ucx_get_pages += d.ucx_get_pages;
     paths.inline_put_pages += d.inline_put_pages;
     paths.inline_get_pages += d.inline_get_pages;
+    paths.mapped_put_pages += d.mapped_put_pages;
+    paths.mapped_get_pages += d.mapped_get_pages;
+    paths.mapped_get_retries += d.mapped_get_retries;
   }
-  std::fprintf(stderr, "pages over UCX: put %llu get %llu; inline: put %llu get %llu\n",
+  std::fprintf(stderr,
+               "pages over UCX: put %llu get %llu (through the mapped arena: put %llu get %llu, "
+               "copies read again %llu); inline: put %llu get %llu\n",
                static_cast<unsigned long long>(paths.ucx_put_pages),
                static_cast<unsigned long long>(paths.ucx_get_pages),
+               static_cast<unsigned long long>(paths.mapped_put_pages),
+               static_cast<unsigned long long>(paths.mapped_get_pages),
+               static_cast<unsigned long long>(paths.mapped_get_retries),
                static_cast<unsigned long long>(paths.inline_put_pages),
                static_cast<unsigned long long>(paths.inline_get_pages));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
@@ -407,11 +415,13 @@ absl::Status Run() {
     out << absl::StrFormat(
         "{\"target\": \"%s\", \"batch_pages\": %d, \"duration_ms\": %d, \"ops\": %d, "
         "\"lookup_chain\": %d, \"ucx_put_pages\": %d, \"ucx_get_pages\": %d, "
-        "\"inline_put_pages\": %d, \"inline_get_pages\": %d, \"cells\": [\n  %s\n]}\n",
+        "\"inline_put_pages\": %d, \"inline_get_pages\": %d, \"mapped_put_pages\": %d, "
+        "\"mapped_get_pages\": %d, \"mapped_get_retries\": %d, \"cells\": [\n  %s\n]}\n",
         absl::GetFlag(FLAGS_target), absl::GetFlag(FLAGS_batch_pages),
         absl::GetFlag(FLAGS_duration_ms), absl::GetFlag(FLAGS_ops),
         absl::GetFlag(FLAGS_lookup_chain), paths.ucx_put_pages, paths.ucx_get_pages,
-        paths.inline_put_pages, paths.inline_get_pages, absl::StrJoin(rows, ",\n  "));
+        paths.inline_put_pages, paths.inline_get_pages, paths.mapped_put_pages,
+        paths.mapped_get_pages, paths.mapped_get_retries, absl::StrJoin(rows, ",\n  "));
     if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();
