@@ -236,6 +236,10 @@ class StoreClient {
   absl::Status PutChunkUcxWrite(const Connection& connection, bool tagged,
                                 absl::Span<const PutPage> pages,
                                 std::vector<PutOutcome>* out);
+  // Sends AbortPut for a reserved transfer and returns `status`, carrying
+  // the abort's own error as a payload when it failed too.
+  absl::Status AbortTransfer(const Connection& connection, uint64_t transfer_id,
+                             absl::Status status);
   absl::Status PutChunkUcxStaged(const Connection& connection, absl::Span<const PutPage> pages,
                                  std::vector<PutOutcome>* out);
   // kAuto's threshold for kClientWrites into a mapped arena: below it the

@@ -177,6 +177,19 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
   return absl::OkStatus();
 }
 
+absl::Status StoreClient::AbortTransfer(const Connection& connection, uint64_t transfer_id,
+                                        absl::Status status) {
+  v1::AbortPutRequest request;
+  request.set_session_id(connection.session_id);
+  request.set_transfer_id(transfer_id);
+  v1::AbortPutResponse response;
+  // The server also aborts it at its transfer timeout.
+  if (absl::Status a = Call(&v1::KvStore::Stub::AbortPut, request, &response); !a.ok()) {
+    status.SetPayload("kvtier.abort", absl::Cord(a.ToString()));
+  }
+  return status;
+}
+
 absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool tagged,
                                            absl::Span<const PutPage> pages,
                                            std::vector<PutOutcome>* out) {
@@ -195,16 +208,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   v1::ReservePutResponse reserved;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
   auto abort = [&](absl::Status status) {
-    v1::AbortPutRequest abort_request;
-    abort_request.set_session_id(connection.session_id);
-    abort_request.set_transfer_id(reserved.transfer_id());
-    v1::AbortPutResponse abort_response;
-    // The server also aborts it at its transfer timeout.
-    if (absl::Status a = Call(&v1::KvStore::Stub::AbortPut, abort_request, &abort_response);
-        !a.ok()) {
-      status.SetPayload("kvtier.abort", absl::Cord(a.ToString()));
-    }
-    return status;
+    return AbortTransfer(connection, reserved.transfer_id(), std::move(status));
   };
   if (reserved.slots_size() != static_cast<int>(pages.size())) {
     return abort(absl::InternalError(absl::StrFormat("ReservePut: %d slots for %d pages",
@@ -213,6 +217,8 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   v1::CommitPutRequest commit;
   commit.set_session_id(connection.session_id);
   commit.set_transfer_id(reserved.transfer_id());
+  // Zero stays for pages already present: their checksums are not checked.
+  if (copy) commit.mutable_checksums()->Resize(static_cast<int>(pages.size()), 0);
   std::vector<ucx::WriteSegment> segments;
   std::vector<ucx::SendSegment> sends;
   segments.reserve(pages.size());
@@ -226,9 +232,8 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
                           slot.arena_offset())));
     }
     if (copy) {
-      // Zero for a page already present: its checksum is not checked.
-      while (commit.checksums_size() < static_cast<int>(i)) commit.add_checksums(0);
-      commit.add_checksums(CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
+      commit.set_checksums(static_cast<int>(i),
+                           CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
                                             pages[i].data.data(), pages[i].data.size()));
       continue;
     }
@@ -242,13 +247,11 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
                         .remote_address = connection.arena_address + slot.arena_offset()});
   }
   const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.deadline_ms);
-  if (copy) {
-    while (commit.checksums_size() < static_cast<int>(pages.size())) commit.add_checksums(0);
-  } else if (absl::Status s =
-                 tagged ? connection.endpoint->Send(sends, options_.ucx_window, deadline)
-                        : connection.endpoint->Write(segments, *connection.arena_rkey,
-                                                     options_.ucx_window, deadline);
-             !s.ok()) {
+  if (absl::Status s = copy     ? absl::OkStatus()
+                       : tagged ? connection.endpoint->Send(sends, options_.ucx_window, deadline)
+                                : connection.endpoint->Write(segments, *connection.arena_rkey,
+                                                             options_.ucx_window, deadline);
+      !s.ok()) {
     return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
   }
   v1::BatchPutResponse response;
