@@ -257,6 +257,8 @@ class StoreClient {
                                std::vector<GotPage>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
                            uint64_t page_bytes_hint, std::vector<GotPage>* out);
+  // A data-plane BatchGet; INTERNAL unless it answers one page per key.
+  absl::Status CallBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response);
   // Gets whose RAM pages this client copies out of the mapped arena
   // (BatchGetRequest.arena_session_id); a copy that fails its checksum is
   // fetched again inline.

@@ -40,6 +40,24 @@ absl::Status AwaitReceive(ucx::UcxTagReceive& receive, uint64_t bytes, absl::Tim
   return absl::OkStatus();
 }
 
+// Fills `page` from wire page i of a data-plane BatchGet: its key, status
+// and, when OK, layout, checksum, tier and (unless `elsewhere`: the bytes
+// are in the arena or the region) its inline bytes. True when nothing is
+// left to fetch for it.
+absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere, v1::GotPage& wire,
+                                    GotPage* page) {
+  page->key = key;
+  page->status = wire.status();
+  if (page->status != v1::PAGE_STATUS_OK) return true;
+  ASSIGN_OR_RETURN(page->layout,
+                   v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
+  page->checksum = wire.checksum();
+  page->tier = wire.tier();
+  if (elsewhere) return false;
+  page->data = std::move(*wire.mutable_inline_data());
+  return true;
+}
+
 }  // namespace
 
 StoreClient::~StoreClient() {
@@ -325,6 +343,16 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
   return status;
 }
 
+absl::Status StoreClient::CallBatchGet(const v1::BatchGetRequest& request,
+                                       v1::BatchGetResponse* response) {
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, response));
+  if (response->pages_size() != request.keys_size()) {
+    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
+                                               response->pages_size(), request.keys_size()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status StoreClient::GetChunkMapped(const Connection& connection,
                                          absl::Span<const PageKey> keys,
                                          std::vector<GotPage>* out) {
@@ -332,11 +360,7 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   request.set_arena_session_id(connection.session_id);
   v1::BatchGetResponse response;
-  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, &response));
-  if (response.pages_size() != static_cast<int>(keys.size())) {
-    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
-                                               response.pages_size(), keys.size()));
-  }
+  RETURN_IF_ERROR(CallBatchGet(request, &response));
   std::vector<GotPage> pages(keys.size());
   std::vector<PageKey> stale;  // copies that failed their checksum
   std::vector<size_t> stale_at;
@@ -344,17 +368,8 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
   for (int i = 0; i < response.pages_size(); ++i) {
     v1::GotPage& wire = *response.mutable_pages(i);
     GotPage& page = pages[i];
-    page.key = keys[i];
-    page.status = wire.status();
-    if (page.status != v1::PAGE_STATUS_OK) continue;
-    ASSIGN_OR_RETURN(page.layout,
-                     v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
-    page.checksum = wire.checksum();
-    page.tier = wire.tier();
-    if (!wire.in_arena()) {
-      page.data = std::move(*wire.mutable_inline_data());
-      continue;
-    }
+    ASSIGN_OR_RETURN(const bool complete, TakePageHeader(i, keys[i], wire.in_arena(), wire, &page));
+    if (complete) continue;
     const uint64_t size = page.layout.PageBytes();
     if (wire.arena_offset() > connection.arena_bytes ||
         size > connection.arena_bytes - wire.arena_offset()) {
@@ -397,26 +412,13 @@ absl::Status StoreClient::GetChunkUcxInto(
   wire_region->set_tag(tag);
   wire_region->set_slot_bytes(slot_bytes);
   v1::BatchGetResponse response;
-  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::BatchGet, request, &response));
-  if (response.pages_size() != static_cast<int>(keys.size())) {
-    return absl::InternalError(absl::StrFormat("BatchGet: %d pages for %d keys",
-                                               response.pages_size(), keys.size()));
-  }
+  RETURN_IF_ERROR(CallBatchGet(request, &response));
   std::vector<GotPage> pages(keys.size());
   for (int i = 0; i < response.pages_size(); ++i) {
     v1::GotPage& wire = *response.mutable_pages(i);
     GotPage& page = pages[i];
-    page.key = keys[i];
-    page.status = wire.status();
-    if (page.status != v1::PAGE_STATUS_OK) continue;
-    ASSIGN_OR_RETURN(page.layout,
-                     v1::LayoutFromProto(wire.layout(), absl::StrCat("pages[", i, "].layout")));
-    page.checksum = wire.checksum();
-    page.tier = wire.tier();
-    if (!wire.in_region()) {
-      page.data = std::move(*wire.mutable_inline_data());
-      continue;
-    }
+    ASSIGN_OR_RETURN(const bool complete, TakePageHeader(i, keys[i], wire.in_region(), wire, &page));
+    if (complete) continue;
     const uint64_t size = page.layout.PageBytes();
     if (wire.region_offset() > region.bytes() || size > region.bytes() - wire.region_offset()) {
       return absl::InternalError(absl::StrFormat("pages[%d]: region offset %d outside the region",

@@ -65,6 +65,31 @@ OddPages MakeOddPages(int n, uint32_t prompt) {
   return p;
 }
 
+// A data-plane session opened by hand, as a client that then misbehaves
+// (or a test that needs the session's raw pieces) would.
+struct RawSession {
+  std::unique_ptr<client::ClientDataPlane> plane;
+  std::unique_ptr<v1::KvStore::Stub> stub;
+  v1::OpenDataPlaneResponse opened;
+  std::shared_ptr<const client::ClientDataPlane::Connection> connection;
+};
+
+void OpenRawSession(const std::string& target, RawSession* raw) {
+  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
+      client::ClientDataPlane::Create();
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  raw->plane = *std::move(plane);
+  raw->stub = v1::KvStore::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext context;
+  v1::OpenDataPlaneRequest open;
+  open.set_client_worker_address(raw->plane->worker_address());
+  ASSERT_TRUE(raw->stub->OpenDataPlane(&context, open, &raw->opened).ok());
+  absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
+      raw->plane->Attach(raw->opened);
+  ASSERT_TRUE(connection.ok()) << connection.status();
+  raw->connection = *std::move(connection);
+}
+
 // (transport, put mode): every scenario runs over both transports with the
 // staged put path, with tagged messages, and with the automatic choice.
 using Param = std::tuple<std::string, client::UcxPutMode>;
@@ -263,19 +288,9 @@ TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
   const OddPages pages = MakeOddPages(12, 2);
   {
     // A client that opens a session, reserves, writes some pages and is gone.
-    absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-        client::ClientDataPlane::Create();
-    ASSERT_TRUE(plane.ok()) << plane.status();
-    auto stub = v1::KvStore::NewStub(
-        grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
-    grpc::ClientContext open_context;
-    v1::OpenDataPlaneRequest open;
-    open.set_client_worker_address((*plane)->worker_address());
-    v1::OpenDataPlaneResponse opened;
-    ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
-    absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
-        (*plane)->Attach(opened);
-    ASSERT_TRUE(connection.ok()) << connection.status();
+    RawSession raw;
+    ASSERT_NO_FATAL_FAILURE(OpenRawSession(server->target(), &raw));
+    auto& [plane, stub, opened, connection] = raw;
 
     const bool tagged = std::get<1>(GetParam()) == client::UcxPutMode::kTagged;
     v1::ReservePutRequest reserve;
@@ -313,8 +328,8 @@ TEST_P(UcxDataPlaneTest, AClientThatVanishesMidTransferLeavesNoReservedSpace) {
     }
     const absl::Time deadline = absl::Now() + absl::Seconds(10);
     const absl::Status written =
-        tagged ? (*connection)->endpoint->Send(half_sent, 4, deadline)
-               : (*connection)->endpoint->Write(half, *(*connection)->arena_rkey, 4, deadline);
+        tagged ? connection->endpoint->Send(half_sent, 4, deadline)
+               : connection->endpoint->Write(half, *connection->arena_rkey, 4, deadline);
     ASSERT_TRUE(written.ok()) << written;
   }
   EXPECT_EQ(AwaitNoReservedBytes(*observer), 0u);
@@ -337,26 +352,16 @@ TEST_P(UcxDataPlaneTest, TaggedCommitWithAPageMissingFailsAndCommitsNothing) {
   ASSERT_NE(server, nullptr);
   std::unique_ptr<client::StoreClient> observer = Connect(*server, /*use_ucx=*/false);
   ASSERT_NE(observer, nullptr);
-  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-      client::ClientDataPlane::Create();
-  ASSERT_TRUE(plane.ok()) << plane.status();
-  auto stub = v1::KvStore::NewStub(
-      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext open_context;
-  v1::OpenDataPlaneRequest open;
-  open.set_client_worker_address((*plane)->worker_address());
-  v1::OpenDataPlaneResponse opened;
-  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
-  absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
-      (*plane)->Attach(opened);
-  ASSERT_TRUE(connection.ok()) << connection.status();
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server->target(), &raw));
+  auto& [plane, stub, opened, connection] = raw;
   // The automatic put mode decides by this: tagged over TCP only.
   if (std::get<0>(GetParam()) == "tcp") {
-    EXPECT_EQ((*connection)->am_transport, "tcp");
+    EXPECT_EQ(connection->am_transport, "tcp");
   } else {
-    EXPECT_TRUE((*connection)->am_transport == "sysv" ||
-                (*connection)->am_transport == "posix")
-        << (*connection)->am_transport;
+    EXPECT_TRUE(connection->am_transport == "sysv" ||
+                connection->am_transport == "posix")
+        << connection->am_transport;
   }
 
   const OddPages pages = MakeOddPages(4, 4);
@@ -380,7 +385,7 @@ TEST_P(UcxDataPlaneTest, TaggedCommitWithAPageMissingFailsAndCommitsNothing) {
                     .tag = reserved.transfer_id() + i});
   }
   ASSERT_TRUE(
-      (*connection)->endpoint->Send(sent, 2, absl::Now() + absl::Seconds(10)).ok());
+      connection->endpoint->Send(sent, 2, absl::Now() + absl::Seconds(10)).ok());
   grpc::ClientContext commit_context;
   v1::CommitPutRequest commit;
   commit.set_session_id(opened.session_id());
@@ -563,39 +568,44 @@ INSTANTIATE_TEST_SUITE_P(
       }
     });
 
+// A server and a client in the automatic mode over one UCX_TLS.
+class UcxAutoClientTest : public ::testing::Test {
+ protected:
+  void Start(const char* tls) {
+    // Read by ucp_config_read in this process and inherited by the server.
+    ASSERT_EQ(setenv("UCX_TLS", tls, 1), 0);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start({"--data_dir=" + dir_.path() + "/data"}, dir_.path());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client::ClientOptions options;
+    options.deadline_ms = 10'000;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> client =
+        client::StoreClient::Connect(server_->target(), options);
+    ASSERT_TRUE(client.ok()) << client.status();
+    client_ = *std::move(client);
+  }
+  void TearDown() override { unsetenv("UCX_TLS"); }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::StoreClient> client_;
+};
+
 // A page copied out of the mapped arena that does not match its checksum
 // (here: overwritten in the arena behind the store's back, as a reused slot
 // would read) is asked for again through a verifying read: the client never
 // returns the bad bytes, and the store drops the page as lost.
-TEST(UcxMappedGetTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) {
-  ASSERT_EQ(setenv("UCX_TLS", "posix,sysv,cma", 1), 0);
-  TempDir dir;
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start({"--data_dir=" + dir.path() + "/data"}, dir.path());
-  ASSERT_TRUE(server.ok()) << server.status();
-  client::ClientOptions options;
-  options.deadline_ms = 10'000;
-  absl::StatusOr<std::unique_ptr<client::StoreClient>> client =
-      client::StoreClient::Connect((*server)->target(), options);
-  ASSERT_TRUE(client.ok()) << client.status();
+TEST_F(UcxAutoClientTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) {
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
   const OddPages pages = MakeOddPages(4, 11);
-  ASSERT_TRUE((*client)->BatchPut(pages.puts).ok());
+  ASSERT_TRUE(client_->BatchPut(pages.puts).ok());
 
   // A second session of this process, to find page 2's slot and spoil it.
-  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-      client::ClientDataPlane::Create();
-  ASSERT_TRUE(plane.ok()) << plane.status();
-  auto stub = v1::KvStore::NewStub(
-      grpc::CreateChannel((*server)->target(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext open_context;
-  v1::OpenDataPlaneRequest open;
-  open.set_client_worker_address((*plane)->worker_address());
-  v1::OpenDataPlaneResponse opened;
-  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
-  absl::StatusOr<std::shared_ptr<const client::ClientDataPlane::Connection>> connection =
-      (*plane)->Attach(opened);
-  ASSERT_TRUE(connection.ok()) << connection.status();
-  ASSERT_NE((*connection)->arena_mapped, nullptr);
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server_->target(), &raw));
+  auto& [plane, stub, opened, connection] = raw;
+  ASSERT_NE(connection->arena_mapped, nullptr);
   grpc::ClientContext get_context;
   v1::BatchGetRequest locate;
   v1::KeyToProto(pages.keys[2], locate.add_keys());
@@ -603,10 +613,9 @@ TEST(UcxMappedGetTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) {
   v1::BatchGetResponse located;
   ASSERT_TRUE(stub->BatchGet(&get_context, locate, &located).ok());
   ASSERT_TRUE(located.pages(0).in_arena());
-  (*connection)->arena_mapped[located.pages(0).arena_offset() + 7] ^= 0x40;
+  connection->arena_mapped[located.pages(0).arena_offset() + 7] ^= 0x40;
 
-  absl::StatusOr<std::vector<client::GotPage>> got = (*client)->BatchGet(pages.keys);
-  unsetenv("UCX_TLS");
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
   ASSERT_TRUE(got.ok()) << got.status();
   for (int i : {0, 1, 3}) {
     ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
@@ -614,10 +623,10 @@ TEST(UcxMappedGetTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) {
   }
   EXPECT_EQ((*got)[2].status, v1::PAGE_STATUS_LOST);
   EXPECT_TRUE((*got)[2].data.empty());
-  const client::DataPlaneStats stats = (*client)->data_plane_stats();
+  const client::DataPlaneStats stats = client_->data_plane_stats();
   EXPECT_EQ(stats.mapped_get_pages, 3u);
   EXPECT_EQ(stats.mapped_get_retries, 1u);
-  absl::StatusOr<v1::StatsResponse> server_stats = (*client)->Stats();
+  absl::StatusOr<v1::StatsResponse> server_stats = client_->Stats();
   ASSERT_TRUE(server_stats.ok());
   EXPECT_EQ(server_stats->lost_pages(), 1u);
 }
@@ -625,24 +634,14 @@ TEST(UcxMappedGetTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) {
 // Over TCP the automatic mode sends page bytes inline (measured faster than
 // UCX's tcp transport, kvstore/DATA_PLANE.md) with the same results, while
 // a session is still opened (an explicit mode would use it).
-TEST(UcxAutoModeTest, AutoKeepsBytesInlineOverTcp) {
-  ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
-  TempDir dir;
-  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-      ServerProcess::Start({"--data_dir=" + dir.path() + "/data"}, dir.path());
-  ASSERT_TRUE(server.ok()) << server.status();
-  client::ClientOptions options;
-  options.deadline_ms = 10'000;
-  absl::StatusOr<std::unique_ptr<client::StoreClient>> client =
-      client::StoreClient::Connect((*server)->target(), options);
-  ASSERT_TRUE(client.ok()) << client.status();
+TEST_F(UcxAutoClientTest, AutoKeepsBytesInlineOverTcp) {
+  ASSERT_NO_FATAL_FAILURE(Start("tcp"));
   const OddPages pages = MakeOddPages(17, 5);
-  ASSERT_TRUE((*client)->BatchPut(pages.puts).ok());
-  absl::StatusOr<std::vector<client::GotPage>> got = (*client)->BatchGet(pages.keys);
-  unsetenv("UCX_TLS");
+  ASSERT_TRUE(client_->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
   ASSERT_TRUE(got.ok()) << got.status();
   for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
-  const client::DataPlaneStats stats = (*client)->data_plane_stats();
+  const client::DataPlaneStats stats = client_->data_plane_stats();
   EXPECT_EQ(stats.sessions_opened, 1u);
   EXPECT_EQ(stats.ucx_put_pages, 0u);
   EXPECT_EQ(stats.ucx_get_pages, 0u);
