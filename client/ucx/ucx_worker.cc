@@ -15,7 +15,7 @@ absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create() {
   RETURN_IF_ERROR(FromUcsStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-  params.features = UCP_FEATURE_RMA | UCP_FEATURE_TAG | UCP_FEATURE_WAKEUP;
+  params.features = UCP_FEATURE_RMA | UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   params.mt_workers_shared = 1;
   ucp_context_h context = nullptr;
   const ucs_status_t status = ucp_init(&params, config, &context);
@@ -61,8 +61,11 @@ void UcxWorker::WaitForEvents(int timeout_ms) {
 }
 
 UcxProgressThread::UcxProgressThread(UcxWorker* worker, std::function<void()> on_idle,
-                                     int idle_period_ms)
-    : worker_(worker), on_idle_(std::move(on_idle)), idle_period_ms_(idle_period_ms) {
+                                     int idle_period_ms, absl::Duration spin)
+    : worker_(worker),
+      on_idle_(std::move(on_idle)),
+      idle_period_ms_(idle_period_ms),
+      spin_(absl::ToChronoMicroseconds(spin)) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -74,17 +77,13 @@ UcxProgressThread::~UcxProgressThread() {
 }
 
 void UcxProgressThread::Loop() {
-  // After an event, keep polling this long before sleeping: transfers come
-  // in bursts, and a wakeup per fragment (RMA emulated over active
-  // messages) costs more than the transfer.
-  constexpr auto kSpin = std::chrono::microseconds(500);
   auto last_idle = std::chrono::steady_clock::now();
   while (!stop_.load(std::memory_order_relaxed)) {
     auto last_event = std::chrono::steady_clock::now();
     while (!stop_.load(std::memory_order_relaxed)) {
       if (worker_->Progress() != 0) {
         last_event = std::chrono::steady_clock::now();
-      } else if (std::chrono::steady_clock::now() - last_event > kSpin) {
+      } else if (std::chrono::steady_clock::now() - last_event > spin_) {
         break;
       }
     }

@@ -21,11 +21,13 @@
 #include <ucp/api/ucp.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <thread>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 
 namespace kvtier::ucx {
 
@@ -72,12 +74,17 @@ class UcxWorker {
 
 // Progresses a worker until destroyed, sleeping on its event fd when idle.
 // `on_idle` (may be empty) runs at least every `idle_period_ms` on this
-// thread; the server sweeps expired transfers there.
+// thread; the server sweeps expired transfers there. After a wakeup it
+// keeps polling for `spin` before it sleeps again: transfers come in
+// bursts, and a wakeup per fragment (RMA emulated over active messages)
+// costs more than the transfer; a thread that only delivers replies to
+// callers that wait themselves need not spin.
 class UcxProgressThread {
  public:
   // REQUIRES: worker outlives this object.
   explicit UcxProgressThread(UcxWorker* worker, std::function<void()> on_idle = {},
-                             int idle_period_ms = 100);
+                             int idle_period_ms = 100,
+                             absl::Duration spin = absl::Microseconds(500));
   ~UcxProgressThread();  // stops and joins
   UcxProgressThread(const UcxProgressThread&) = delete;
   UcxProgressThread& operator=(const UcxProgressThread&) = delete;
@@ -87,6 +94,7 @@ class UcxProgressThread {
   UcxWorker* const worker_;
   const std::function<void()> on_idle_;
   const int idle_period_ms_;
+  const std::chrono::microseconds spin_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };
