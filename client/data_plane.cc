@@ -1,14 +1,20 @@
 #include "client/data_plane.h"
 
 #include <algorithm>
+#include <cstring>
 #include <utility>
 
+#include "absl/time/clock.h"
 #include "common/status_macros.h"
 
 namespace kvtier::client {
 namespace {
 
 constexpr uint64_t kMinRegionBytes = uint64_t{1} << 20;
+// How long a Call progresses the worker itself before it sleeps until the
+// progress thread delivers its reply.
+constexpr absl::Duration kSpinTime = absl::Microseconds(20);
+
 
 }  // namespace
 
@@ -21,7 +27,12 @@ absl::StatusOr<std::unique_ptr<ClientDataPlane>> ClientDataPlane::Create() {
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxWorker> worker, ucx::UcxWorker::Create(*context));
   std::unique_ptr<ClientDataPlane> plane(
       new ClientDataPlane(std::move(context), std::move(worker)));
-  plane->progress_ = std::make_unique<ucx::UcxProgressThread>(plane->worker_.get());
+  RETURN_IF_ERROR(
+      ucx::SetMessageHandler(plane->worker_.get(), ucx::kReplyMessageId, plane.get()));
+  // Callers wait for their own transfers and replies, progressing the
+  // worker themselves first; this thread needs no spin of its own.
+  plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
+      plane->worker_.get(), /*on_idle=*/nullptr, /*idle_period_ms=*/100, absl::ZeroDuration());
   return plane;
 }
 
@@ -118,6 +129,68 @@ absl::StatusOr<ClientDataPlane::RegionLease> ClientDataPlane::LeaseRegion(uint64
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxMemory> memory,
                    ucx::UcxMemory::Allocate(*context_, std::max(bytes, kMinRegionBytes)));
   return RegionLease(this, std::move(memory));
+}
+
+absl::StatusOr<std::string> ClientDataPlane::Call(const Connection& connection, uint32_t op,
+                                                  std::string request, absl::Time deadline) {
+  auto pending = std::make_shared<PendingReply>();
+  ucx::RequestHeader header{.session_id = connection.session_id, .op = op};
+  {
+    absl::MutexLock lock(&mu_);
+    header.request_id = ++next_request_id_;
+    pending_.emplace(header.request_id, pending);
+  }
+  absl::Status status = ucx::SendMessage(
+      connection.endpoint->get(), ucx::kRequestMessageId,
+      absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
+      std::move(request), /*want_reply=*/true);
+  if (status.ok()) {
+    // Progressing here answers fastest; past kSpinTime the caller sleeps
+    // until the progress thread delivers the reply, so that waiting callers
+    // do not starve the server where cores are few.
+    const absl::Time spin_until = std::min(deadline, absl::Now() + kSpinTime);
+    while (!pending->done.HasBeenNotified() && absl::Now() < spin_until) worker_->Progress();
+    if (!pending->done.WaitForNotificationWithDeadline(deadline)) {
+      status = absl::DeadlineExceededError("no reply to a data-plane request message");
+    }
+  } else {
+    status = absl::UnavailableError(status.message());
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    pending_.erase(header.request_id);
+  }
+  if (!status.ok()) return status;
+  if (pending->code != 0) {
+    const bool known = pending->code > 0 && pending->code <= static_cast<int32_t>(
+                                                                  absl::StatusCode::kUnauthenticated);
+    return absl::Status(known ? static_cast<absl::StatusCode>(pending->code)
+                              : absl::StatusCode::kInternal,
+                        pending->payload);
+  }
+  return std::move(pending->payload);
+}
+
+void ClientDataPlane::OnMessage(const ucx::ReceivedMessage& message) {
+  ucx::ReplyHeader header;
+  if (message.header.size() != sizeof(header)) return;  // not a reply of ours
+  std::memcpy(&header, message.header.data(), sizeof(header));
+  std::shared_ptr<PendingReply> pending;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = pending_.find(header.request_id);
+    if (it == pending_.end()) return;  // its call gave up already
+    pending = it->second;
+  }
+  if (pending->done.HasBeenNotified()) return;  // a duplicate
+  if (message.data_elsewhere) {
+    pending->code = static_cast<int32_t>(absl::StatusCode::kResourceExhausted);
+    pending->payload = "reply too large for a message";
+  } else {
+    pending->code = header.code;
+    pending->payload = std::string(message.data);
+  }
+  pending->done.Notify();
 }
 
 void ClientDataPlane::ReturnRegion(std::unique_ptr<ucx::UcxMemory> memory) {

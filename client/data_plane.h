@@ -24,17 +24,21 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "client/ucx/ucx_endpoint.h"
 #include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_message.h"
 #include "client/ucx/ucx_tag_receive.h"
 #include "client/ucx/ucx_worker.h"
 #include "kvtier/v1/store.pb.h"
 
 namespace kvtier::client {
 
-class ClientDataPlane {
+class ClientDataPlane : private ucx::MessageReceiver {
  public:
   static constexpr size_t kMaxIdleRegions = 8;
 
@@ -72,7 +76,7 @@ class ClientDataPlane {
   // Starts UCX (context, worker, progress thread); the converted UCX error
   // when it cannot.
   static absl::StatusOr<std::unique_ptr<ClientDataPlane>> Create();
-  ~ClientDataPlane();
+  ~ClientDataPlane() override;
 
   const std::string& worker_address() const { return worker_->address(); }
   // For tagged receives (UcxTagReceive::Post) and progressing while waiting.
@@ -98,11 +102,29 @@ class ClientDataPlane {
   // A region of at least `bytes` (> 0).
   absl::StatusOr<RegionLease> LeaseRegion(uint64_t bytes) ABSL_LOCKS_EXCLUDED(mu_);
 
+  // Sends `request` as an active message (ucx_message.h, operation `op`) on
+  // `connection`'s endpoint and waits, progressing the worker, for the
+  // server's reply: its bytes, or the server's error as it sent it.
+  // DEADLINE_EXCEEDED when no reply came by `deadline` (shared memory
+  // cannot tell a dead server), UNAVAILABLE when the send failed.
+  absl::StatusOr<std::string> Call(const Connection& connection, uint32_t op,
+                                   std::string request, absl::Time deadline)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
  private:
   ClientDataPlane(std::unique_ptr<ucx::UcxContext> context,
                   std::unique_ptr<ucx::UcxWorker> worker)
       : context_(std::move(context)), worker_(std::move(worker)) {}
   void ReturnRegion(std::unique_ptr<ucx::UcxMemory> memory) ABSL_LOCKS_EXCLUDED(mu_);
+  // A reply message: completes the call waiting for it, if any still is.
+  void OnMessage(const ucx::ReceivedMessage& message) override ABSL_LOCKS_EXCLUDED(mu_);
+
+  // One Call waiting for its reply.
+  struct PendingReply {
+    absl::Notification done;
+    int32_t code = 0;     // written before `done`
+    std::string payload;  // written before `done`
+  };
 
   // Const after construction.
   const std::unique_ptr<ucx::UcxContext> context_;
@@ -117,6 +139,8 @@ class ClientDataPlane {
   };
   std::vector<std::unique_ptr<Parked>> parked_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> next_tag_{0};
+  uint64_t next_request_id_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<PendingReply>> pending_ ABSL_GUARDED_BY(mu_);
 
   // Last: stopped first.
   std::unique_ptr<ucx::UcxProgressThread> progress_;

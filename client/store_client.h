@@ -153,6 +153,8 @@ struct DataPlaneStats {
   // and were fetched again inline.
   uint64_t mapped_get_pages = 0;
   uint64_t mapped_get_retries = 0;
+  // Mapped gets sent as UCX messages instead of RPCs.
+  uint64_t message_gets = 0;
 };
 
 struct LookupReply {
@@ -257,6 +259,15 @@ class StoreClient {
                                std::vector<GotPage>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
                            uint64_t page_bytes_hint, std::vector<GotPage>* out);
+  // Mapped gets of at most this many keys go as UCX messages (small enough
+  // to travel eagerly); larger ones by RPC.
+  static constexpr size_t kMessageGetMaxKeys = 64;
+  // How long a get message waits for its reply.
+  static constexpr absl::Duration kMessageReplyTimeout = absl::Seconds(1);
+  // A mapped get: as a UCX message when it is small, else (or when the
+  // server takes no messages) as an RPC.
+  absl::Status SendMappedGet(const Connection& connection, const v1::BatchGetRequest& request,
+                             v1::BatchGetResponse* response);
   // A data-plane BatchGet; INTERNAL unless it answers one page per key.
   absl::Status CallBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response);
   // Gets whose RAM pages this client copies out of the mapped arena
@@ -283,6 +294,7 @@ class StoreClient {
     std::atomic<uint64_t> mapped_put_pages{0};
     std::atomic<uint64_t> mapped_get_pages{0};
     std::atomic<uint64_t> mapped_get_retries{0};
+    std::atomic<uint64_t> message_gets{0};
     std::atomic<uint64_t> ucx_get_pages{0};
     std::atomic<uint64_t> inline_put_pages{0};
     std::atomic<uint64_t> inline_get_pages{0};

@@ -81,7 +81,8 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .inline_get_pages = counters_.inline_get_pages.load(),
                         .mapped_put_pages = counters_.mapped_put_pages.load(),
                         .mapped_get_pages = counters_.mapped_get_pages.load(),
-                        .mapped_get_retries = counters_.mapped_get_retries.load()};
+                        .mapped_get_retries = counters_.mapped_get_retries.load(),
+                        .message_gets = counters_.message_gets.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -360,16 +361,26 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   request.set_arena_session_id(connection.session_id);
   v1::BatchGetResponse response;
-  RETURN_IF_ERROR(CallBatchGet(request, &response));
+  RETURN_IF_ERROR(SendMappedGet(connection, request, &response));
   std::vector<GotPage> pages(keys.size());
-  std::vector<PageKey> stale;  // copies that failed their checksum
-  std::vector<size_t> stale_at;
+  // Pages asked for again by RPC: bytes withheld from a message reply, and
+  // copies that failed their checksum (counted apart).
+  std::vector<PageKey> again;
+  std::vector<size_t> again_at;
   uint64_t mapped = 0;
+  uint64_t stale = 0;
   for (int i = 0; i < response.pages_size(); ++i) {
     v1::GotPage& wire = *response.mutable_pages(i);
     GotPage& page = pages[i];
-    ASSIGN_OR_RETURN(const bool complete, TakePageHeader(i, keys[i], wire.in_arena(), wire, &page));
+    ASSIGN_OR_RETURN(const bool complete,
+                     TakePageHeader(i, keys[i], wire.in_arena() || wire.bytes_withheld(), wire,
+                                    &page));
     if (complete) continue;
+    if (!wire.in_arena()) {
+      again.push_back(keys[i]);
+      again_at.push_back(i);
+      continue;
+    }
     const uint64_t size = page.layout.PageBytes();
     if (wire.arena_offset() > connection.arena_bytes ||
         size > connection.arena_bytes - wire.arena_offset()) {
@@ -379,22 +390,48 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
     page.data.resize(size);
     if (CopyWithChecksum(page.data.data(), connection.arena_mapped + wire.arena_offset(), size) !=
         page.checksum) {
-      stale.push_back(keys[i]);
-      stale_at.push_back(i);
+      again.push_back(keys[i]);
+      again_at.push_back(i);
+      ++stale;
       continue;
     }
     ++mapped;
   }
-  if (!stale.empty()) {
-    std::vector<GotPage> again;
-    RETURN_IF_ERROR(GetChunk(stale, &again));
-    for (size_t j = 0; j < stale_at.size(); ++j) pages[stale_at[j]] = std::move(again[j]);
-    counters_.mapped_get_retries += stale.size();
+  if (!again.empty()) {
+    std::vector<GotPage> fetched;
+    RETURN_IF_ERROR(GetChunk(again, &fetched));
+    for (size_t j = 0; j < again_at.size(); ++j) pages[again_at[j]] = std::move(fetched[j]);
   }
   for (GotPage& page : pages) out->push_back(std::move(page));
-  counters_.ucx_get_pages += keys.size() - stale.size();
+  counters_.ucx_get_pages += keys.size() - again.size();
   counters_.mapped_get_pages += mapped;
+  counters_.mapped_get_retries += stale;
   return absl::OkStatus();
+}
+
+absl::Status StoreClient::SendMappedGet(const Connection& connection,
+                                       const v1::BatchGetRequest& request,
+                                       v1::BatchGetResponse* response) {
+  if (request.keys_size() <= static_cast<int>(kMessageGetMaxKeys)) {
+    // A mapped get takes the server microseconds: a missing reply means a
+    // dead server (shared memory cannot tell), so the wait is short.
+    const absl::Time deadline =
+        absl::Now() + std::min(absl::Milliseconds(options_.deadline_ms), kMessageReplyTimeout);
+    absl::StatusOr<std::string> reply =
+        data_plane_->Call(connection, ucx::kMappedGetOp, request.SerializeAsString(), deadline);
+    if (reply.ok()) {
+      if (!response->ParseFromString(*reply) || response->pages_size() != request.keys_size()) {
+        return absl::InternalError("malformed reply to a get message");
+      }
+      ++counters_.message_gets;
+      return absl::OkStatus();
+    }
+    // A lost session or a silent server: the caller reconnects. Anything
+    // else (a server without the message path, a refusal) goes by RPC,
+    // which gives the same answer or the same error.
+    if (DataPlaneFailure(reply.status())) return reply.status();
+  }
+  return CallBatchGet(request, response);
 }
 
 absl::Status StoreClient::GetChunkUcxInto(

@@ -265,11 +265,11 @@ int Run() {
   }
   const StoreStats recovered = (*store)->Stats();
   std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
-  KvStoreService service(store->get(), ServiceLimits::FromStoreOptions(settings->store),
-                         data_plane.get());
+  auto service = std::make_unique<KvStoreService>(
+      store->get(), ServiceLimits::FromStoreOptions(settings->store), data_plane.get());
 
   int port = 0;
-  std::unique_ptr<grpc::Server> server = BuildServer(*settings, &service, &port);
+  std::unique_ptr<grpc::Server> server = BuildServer(*settings, service.get(), &port);
   if (server == nullptr || port == 0) {
     std::fprintf(stderr,
                  "kvtier-server: cannot listen on %s: address in use or not available\n",
@@ -292,6 +292,9 @@ int Run() {
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
   KVTIER_LOG(INFO) << "rpc server stopped; closing the data plane and the store";
+  // The service first: it serves the data plane's request messages.
+  server.reset();
+  service.reset();
   data_plane.reset();
   store->reset();
   KVTIER_LOG(INFO) << "stopped";

@@ -89,7 +89,18 @@ absl::Status ServiceLimits::Validate() const {
 
 KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
                                UcxDataPlane* data_plane)
-    : store_(store), limits_(limits), data_plane_(data_plane) {}
+    : store_(store), limits_(limits), data_plane_(data_plane) {
+  if (data_plane_ != nullptr) {
+    data_plane_->SetRequestHandler(
+        [this](uint64_t session_id, uint32_t op, absl::string_view request) {
+          return ServeMessage(session_id, op, request);
+        });
+  }
+}
+
+KvStoreService::~KvStoreService() {
+  if (data_plane_ != nullptr) data_plane_->SetRequestHandler(nullptr);
+}
 
 absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
                                       v1::LookupResponse* response) {
@@ -172,17 +183,23 @@ absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
-                                        v1::BatchGetResponse* response) {
+absl::StatusOr<std::vector<PageKey>> KvStoreService::GetKeys(
+    const v1::BatchGetRequest& request) const {
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
-  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
   if (request.has_region() && request.arena_session_id() != 0) {
     return absl::InvalidArgumentError("set region or arena_session_id, not both");
   }
+  return KeysFromProto(request.keys());
+}
+
+absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
+                                        v1::BatchGetResponse* response) {
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
   if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
   if (request.arena_session_id() != 0) {
-    return DoBatchGetFromArena(request.arena_session_id(), keys, response);
+    return DoBatchGetFromArena(request.arena_session_id(), keys, /*withhold_disk=*/false,
+                               response);
   }
   ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
   RETURN_IF_ERROR(AddGotPages(keys, results, response));

@@ -48,8 +48,10 @@ struct ServiceLimits {
 class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
  public:
   // REQUIRES: store != nullptr, limits.Validate().ok(); store and
-  // data_plane (null: bytes inline only) outlive this.
+  // data_plane (null: bytes inline only) outlive this. With a data plane,
+  // also serves the gets its clients send as messages (ServeMessage).
   KvStoreService(Store* store, const ServiceLimits& limits, UcxDataPlane* data_plane = nullptr);
+  ~KvStoreService() override;
 
   grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
                                    const v1::LookupRequest* request,
@@ -104,6 +106,11 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                             v1::ReservePutResponse* response);
   absl::Status DoCommitPut(const v1::CommitPutRequest& request, v1::BatchPutResponse* response);
   absl::Status DoAbortPut(const v1::AbortPutRequest& request);
+  // A request that came as a UCX message on `session_id`: a mapped get
+  // (ucx::kMappedGetOp), answered as the RPC would be, except that pages
+  // not in the arena are marked bytes_withheld instead of carried.
+  absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
+                                           absl::string_view request);
 
  private:
   // Validates `pages` (keys, layouts, duplicates, batch size) into specs.
@@ -121,9 +128,13 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                            v1::BatchGetResponse* response);
   // BatchGet's region: validated before the store is read.
   absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
+  // A BatchGet's keys, validated (count, each key, region or arena).
+  absl::StatusOr<std::vector<PageKey>> GetKeys(const v1::BatchGetRequest& request) const;
   // A BatchGet with arena_session_id: RAM pages are located, not copied.
+  // `withhold_disk`: disk pages are not read but marked bytes_withheld (for
+  // replies to request messages, which stay small).
   absl::Status DoBatchGetFromArena(uint64_t session_id, absl::Span<const PageKey> keys,
-                                   v1::BatchGetResponse* response);
+                                   bool withhold_disk, v1::BatchGetResponse* response);
   // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
   // and moves RAM pages from the arena to the client while their leases
   // hold them, so the server copies no RAM page. A lease lasts the

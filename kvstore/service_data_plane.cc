@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_format.h"
+#include "client/ucx/ucx_message.h"
 #include "common/status_macros.h"
 #include "kvstore/service.h"
 #include "kvtier/v1/convert.h"
@@ -121,8 +122,28 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& req
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, uint32_t op,
+                                                         absl::string_view bytes) {
+  if (op != ucx::kMappedGetOp) {
+    return absl::InvalidArgumentError(absl::StrFormat("request message op %d is unknown", op));
+  }
+  v1::BatchGetRequest request;
+  if (!request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+    return absl::InvalidArgumentError("request message: not a BatchGetRequest");
+  }
+  if (request.has_region() || request.arena_session_id() != session_id) {
+    return absl::InvalidArgumentError(
+        "request message: a get by message reads its own session's arena, with no region");
+  }
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+  v1::BatchGetResponse response;
+  RETURN_IF_ERROR(DoBatchGetFromArena(session_id, keys, /*withhold_disk=*/true, &response));
+  return response.SerializeAsString();
+}
+
 absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
                                                  absl::Span<const PageKey> keys,
+                                                 bool withhold_disk,
                                                  v1::BatchGetResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   RETURN_IF_ERROR(data_plane_->CheckSession(session_id));
@@ -140,13 +161,18 @@ absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
           data.data() + data.size() <= arena.data() + arena.size()) {
         page->set_in_arena(true);
         page->set_arena_offset(static_cast<uint64_t>(data.data() - arena.data()));
+      } else if (withhold_disk) {
+        page->set_bytes_withheld(true);
       } else {
         page->set_inline_data(AsString(data));
       }
     }
     return absl::OkStatus();
   };
-  return store_->BatchGetInPlace(keys, locate, Store::RamCheck::kCaller).status();
+  return store_
+      ->BatchGetInPlace(keys, locate,
+                        {.ram_check = Store::RamCheck::kCaller, .skip_disk = withhold_disk})
+      .status();
 }
 
 absl::Status KvStoreService::DoBatchGetToRegion(const v1::DataPlaneRegion& region,

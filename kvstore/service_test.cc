@@ -1,6 +1,7 @@
 // KvStoreService without gRPC: requests are converted into exactly the
 // Store calls they stand for, results are converted back field by field,
 // and a request that fails validation never reaches the Store.
+#include "client/ucx/ucx_message.h"
 #include "kvstore/service.h"
 
 #include <string>
@@ -205,6 +206,28 @@ TEST_F(ServiceTest, ArenaGetsNeedADataPlaneAndExcludeARegion) {
   req.mutable_region()->set_session_id(7);
   EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(resp.pages_size(), 0);
+}
+
+// Request messages name a known op, parse, and read their own session's
+// arena; anything else is refused before the store is read.
+TEST_F(ServiceTest, RequestMessagesAreValidated) {
+  v1::BatchGetRequest req;
+  v1::KeyToProto(Key(1), req.add_keys());
+  req.set_arena_session_id(7);
+  const std::string bytes = req.SerializeAsString();
+  EXPECT_EQ(service_.ServeMessage(7, ucx::kMappedGetOp + 1, bytes).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.ServeMessage(7, ucx::kMappedGetOp, "\xff\xff").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.ServeMessage(8, ucx::kMappedGetOp, bytes).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  req.add_keys();  // an empty key
+  EXPECT_EQ(service_.ServeMessage(7, ucx::kMappedGetOp, req.SerializeAsString()).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A valid one reaches the data plane, which this service lacks.
+  EXPECT_EQ(service_.ServeMessage(7, ucx::kMappedGetOp, bytes).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store_.calls, 0);
 }
 
 TEST_F(ServiceTest, LookupConvertsChainAndTiers) {

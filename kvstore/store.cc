@@ -83,7 +83,7 @@ absl::StatusOr<std::vector<PutResult>> Store::BatchPut(
 
 absl::StatusOr<std::vector<GetResult>> Store::BatchGetInPlace(absl::Span<const PageKey> keys,
                                                               InPlaceUse use,
-                                                              RamCheck /*check*/) {
+                                                              const InPlaceOptions& options) {
   ASSIGN_OR_RETURN(std::vector<GetResult> results, BatchGet(keys));
   std::vector<absl::Span<const uint8_t>> bytes(results.size());
   for (size_t i = 0; i < results.size(); ++i) {

@@ -227,6 +227,13 @@ class Store {
   // again through a verifying read on a mismatch, which drops a corrupt
   // page. Disk pages are always checked.
   enum class RamCheck { kStore, kCaller };
+  struct InPlaceOptions {
+    RamCheck ram_check = RamCheck::kStore;
+    // Disk pages are not read: they come back OK with their layout,
+    // checksum and tier kDisk but no bytes (bytes[i] empty), and the read
+    // neither counts toward their promotion nor promotes them.
+    bool skip_disk = false;
+  };
   // BatchGetInPlace's callback: one result per key and, for every OK page,
   // its verified bytes (empty for the others).
   using InPlaceUse = absl::FunctionRef<absl::Status(
@@ -242,10 +249,11 @@ class Store {
   // The default copies, like BatchGet; TieredStore reads in place.
   absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
                                                          InPlaceUse use) {
-    return BatchGetInPlace(keys, use, RamCheck::kStore);
+    return BatchGetInPlace(keys, use, InPlaceOptions());
   }
   virtual absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
-                                                                 InPlaceUse use, RamCheck check);
+                                                                 InPlaceUse use,
+                                                                 const InPlaceOptions& options);
 
   // Deletes stored keys; returns how many were stored. FAILED_PRECONDITION
   // if any key is pinned and !force (nothing deleted).

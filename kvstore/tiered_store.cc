@@ -260,17 +260,17 @@ void TieredStore::AbortById(uint64_t reservation_id) {
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const PageKey> keys) {
-  return ReadBatch(keys, /*use=*/nullptr, RamCheck::kStore);
+  return ReadBatch(keys, /*use=*/nullptr, InPlaceOptions());
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGetInPlace(
-    absl::Span<const PageKey> keys, InPlaceUse use, RamCheck check) {
-  return ReadBatch(keys, &use, check);
+    absl::Span<const PageKey> keys, InPlaceUse use, const InPlaceOptions& options) {
+  return ReadBatch(keys, &use, options);
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const PageKey> keys,
                                                               const InPlaceUse* use,
-                                                              RamCheck check) {
+                                                              const InPlaceOptions& options) {
   if (keys.empty()) return absl::InvalidArgumentError("empty get batch");
   if (keys.size() > options_.max_batch_pages) {
     return absl::InvalidArgumentError(absl::StrCat("get batch of ", keys.size(),
@@ -280,13 +280,15 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const P
   {
     absl::MutexLock lock(&mu_);
     SweepPinsLocked();
-    for (size_t i = 0; i < keys.size(); ++i) items[i] = StartReadLocked(keys[i]);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      items[i] = StartReadLocked(keys[i], /*count_disk_read=*/!options.skip_disk);
+    }
   }
   std::vector<GetResult> results(keys.size());
   std::vector<absl::Span<const uint8_t>> bytes(keys.size());
   bool any_lost = false;
   for (size_t i = 0; i < keys.size(); ++i) {
-    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, check, &results[i]);
+    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, options, &results[i]);
     any_lost = any_lost || absl::IsDataLoss(results[i].status);
   }
   if (any_lost) {
@@ -310,7 +312,7 @@ absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const P
   return results;
 }
 
-TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key) {
+TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key, bool count_disk_read) {
   ReadItem item;
   auto it = index_.find(key);
   if (it == index_.end()) {
@@ -327,6 +329,8 @@ TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key) {
     ram_policy_->OnAccess(key);
   } else {
     item.kind = ReadItem::Kind::kDisk;
+    item.counted = count_disk_read;
+    if (!count_disk_read) return item;
     ++entry.disk_reads;
     item.promote = entry.disk_reads >= options_.promote_after_reads && !entry.promoting;
     if (item.promote) entry.promoting = true;
@@ -361,6 +365,7 @@ std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
     }
     return std::nullopt;
   }
+  if (!item.counted) return std::nullopt;  // skipped disk page: not a read
   (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
   if (!item.promote) return std::nullopt;
   auto it = index_.find(key);
@@ -372,7 +377,7 @@ std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
 }
 
 absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadItem& item,
-                                                bool copy_ram, RamCheck check,
+                                                bool copy_ram, const InPlaceOptions& options,
                                                 GetResult* result) {
   result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
   if (item.kind == ReadItem::Kind::kMiss) return {};
@@ -385,6 +390,12 @@ absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadIt
       bytes = AsBytes(result->data);  // what is verified is what is returned
     }
     result->tier = Tier::kRam;
+  } else if (options.skip_disk) {
+    result->status = absl::OkStatus();
+    result->layout = item.meta.layout;
+    result->checksum = item.meta.checksum;
+    result->tier = Tier::kDisk;
+    return {};
   } else {
     absl::StatusOr<std::string> read = rocks_->Get(key);
     // A missing value under a live index entry is a lost page (the next
@@ -397,7 +408,8 @@ absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadIt
     bytes = AsBytes(result->data);
     result->tier = Tier::kDisk;
   }
-  const bool hash = item.kind == ReadItem::Kind::kDisk || copy_ram || check == RamCheck::kStore;
+  const bool hash =
+      item.kind == ReadItem::Kind::kDisk || copy_ram || options.ram_check == RamCheck::kStore;
   if (bytes.size() != item.meta.bytes ||
       (hash && PageChecksum(bytes.data(), bytes.size()) != item.meta.checksum)) {
     result->status = absl::DataLossError(

@@ -55,7 +55,8 @@ class TieredStore final : public Store {
   absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) override;
   using Store::BatchGetInPlace;
   absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
-                                                         InPlaceUse use, RamCheck check) override;
+                                                         InPlaceUse use,
+                                                         const InPlaceOptions& options) override;
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) override;
   absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                uint64_t pin_id) override;
@@ -89,6 +90,8 @@ class TieredStore final : public Store {
     PageMeta meta;
     RamArena::Slot slot;
     bool promote = false;
+    // False for a disk page a skip_disk read does not read: no hit counted.
+    bool counted = true;
   };
   struct Promotion {
     size_t item = 0;  // index into the batch
@@ -146,17 +149,22 @@ class TieredStore final : public Store {
   // results; otherwise they are verified in place and handed to `use`
   // while their leases are held (hashed unless `check` is kCaller).
   absl::StatusOr<std::vector<GetResult>> ReadBatch(absl::Span<const PageKey> keys,
-                                                   const InPlaceUse* use, RamCheck check)
+                                                   const InPlaceUse* use,
+                                                   const InPlaceOptions& options)
       ABSL_LOCKS_EXCLUDED(mu_);
   // A read's first locked phase for one key: a lease for a RAM page, the
   // admission count for a disk page.
-  ReadItem StartReadLocked(const PageKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // `count_disk_read` false: a disk page is not going to be read (skip_disk),
+  // so neither its read count nor its policy sees this.
+  ReadItem StartReadLocked(const PageKey& key, bool count_disk_read)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Reads one page without mu_ and verifies its checksum: a RAM page (under
   // its lease) is copied into result->data when `copy_ram`, else only
   // hashed where it lies (not even that with kCaller); a disk page is read
   // into result->data. Returns the bytes, empty unless result->status is OK.
   absl::Span<const uint8_t> ReadPage(const PageKey& key, const ReadItem& item, bool copy_ram,
-                                     RamCheck check, GetResult* result) ABSL_LOCKS_EXCLUDED(mu_);
+                                     const InPlaceOptions& options, GetResult* result)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // For a page that failed its checksum: drops it, or turns the result into
   // NOT_FOUND when the entry read is gone already. Leases stay held.
   void ResolveLostLocked(const PageKey& key, const ReadItem& item, GetResult* result)

@@ -168,7 +168,7 @@ TEST_F(InPlaceTest, CallerCheckedRamPagesAreNotHashed) {
         EXPECT_NE(PageChecksum(bytes[0].data(), bytes[0].size()), results[0].checksum);
         return absl::OkStatus();
       },
-      Store::RamCheck::kCaller);
+      {.ram_check = Store::RamCheck::kCaller});
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ(store_->Stats().lost_pages, 0u);
   EXPECT_EQ((*store_->BatchGet({Key(1)}))[0].status.code(), absl::StatusCode::kDataLoss);
@@ -195,6 +195,35 @@ TEST_F(InPlaceTest, DiskPagesComeBackWithTheirDataAndArePromoted) {
   EXPECT_EQ(store_->Stats().promotions, 1u);
   EXPECT_EQ(store_->Stats().disk.hits, 2u);
   EXPECT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
+}
+
+// skip_disk: a disk page comes back OK with its metadata and no bytes, and
+// such reads neither count as hits nor toward promotion.
+TEST_F(InPlaceTest, SkippedDiskPagesAreNotReadCountedOrPromoted) {
+  for (uint64_t n = 1; n <= 9; ++n) ASSERT_TRUE(PutPages(*store_, {Key(n)}).ok()) << n;
+  ASSERT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kDisk});
+  const uint64_t checksum = PageChecksum(Expected(Key(1)).data(), kPage);
+  for (int read = 1; read <= 3; ++read) {
+    auto got = store_->BatchGetInPlace(
+        {Key(1), Key(9)},
+        [&](auto results, auto bytes) {
+          EXPECT_TRUE(results[0].status.ok());
+          EXPECT_EQ(results[0].tier, Tier::kDisk);
+          EXPECT_EQ(results[0].checksum, checksum);
+          EXPECT_TRUE(bytes[0].empty());
+          EXPECT_TRUE(results[0].data.empty());
+          EXPECT_EQ(Str(bytes[1]), Expected(Key(9)));
+          return absl::OkStatus();
+        },
+        {.skip_disk = true});
+    ASSERT_TRUE(got.ok()) << got.status();
+  }
+  EXPECT_EQ(store_->Stats().disk.hits, 0u);
+  EXPECT_EQ(store_->Stats().promotions, 0u);
+  // One real read is the page's first (promote_after_reads is 2).
+  EXPECT_EQ((*store_->BatchGet({Key(1)}))[0].data, Expected(Key(1)));
+  EXPECT_EQ(store_->Stats().disk.hits, 1u);
+  EXPECT_EQ(store_->Stats().promotions, 0u);
 }
 
 TEST_F(InPlaceTest, UseErrorIsReturnedAfterTheLeasesAreReleased) {

@@ -1,5 +1,6 @@
 #include "kvstore/ucx_data_plane.h"
 
+#include <cstring>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -68,6 +69,8 @@ absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
   }
   std::unique_ptr<UcxDataPlane> plane(new UcxDataPlane(
       store, options, std::move(context), std::move(worker), std::move(arena)));
+  RETURN_IF_ERROR(
+      ucx::SetMessageHandler(plane->worker_.get(), ucx::kRequestMessageId, plane.get()));
   UcxDataPlane* raw = plane.get();
   plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
       plane->worker_.get(), [raw] { raw->SweepExpired(); });
@@ -333,6 +336,55 @@ void UcxDataPlane::SweepExpired() {
   // Retire re-queues those whose receives are still busy.
   for (Transfer& t : expired) Retire(std::move(t));
   for (Transfer& t : drained) Retire(std::move(t));
+}
+
+void UcxDataPlane::SetRequestHandler(RequestHandler handler) {
+  auto shared =
+      handler ? std::make_shared<const RequestHandler>(std::move(handler)) : nullptr;
+  absl::MutexLock lock(&mu_);
+  request_handler_ = std::move(shared);
+}
+
+void UcxDataPlane::OnMessage(const ucx::ReceivedMessage& message) {
+  ucx::RequestHeader header;
+  if (message.header.size() != sizeof(header) || message.reply_ep == nullptr) {
+    // Nothing to answer to: only a client that does not follow
+    // ucx_message.h sends such a message.
+    KVTIER_LOG(WARNING) << "data plane: dropped a request message without a reply endpoint or "
+                        << "with a " << message.header.size() << "-byte header";
+    return;
+  }
+  std::memcpy(&header, message.header.data(), sizeof(header));
+  absl::StatusOr<std::string> served = ServeMessage(header, message);
+  const ucx::ReplyHeader reply{.request_id = header.request_id,
+                               .code = static_cast<int32_t>(served.status().code())};
+  std::string payload = served.ok() ? *std::move(served) : std::string(served.status().message());
+  if (absl::Status s = ucx::SendMessage(
+          message.reply_ep, ucx::kReplyMessageId,
+          absl::string_view(reinterpret_cast<const char*>(&reply), sizeof(reply)),
+          std::move(payload), /*want_reply=*/false);
+      !s.ok()) {
+    // The client's wait for this reply ends at its deadline.
+    KVTIER_LOG(WARNING) << "data plane: cannot answer request " << header.request_id << ": " << s;
+  }
+}
+
+absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const ucx::RequestHeader& header,
+                                                       const ucx::ReceivedMessage& message) {
+  if (message.data_elsewhere) {
+    return absl::ResourceExhaustedError("request too large for a message; send it as an RPC");
+  }
+  if (FindSession(header.session_id) == nullptr) {
+    return absl::NotFoundError(
+        absl::StrFormat("data-plane session %d is not open", header.session_id));
+  }
+  std::shared_ptr<const RequestHandler> handler;
+  {
+    absl::MutexLock lock(&mu_);
+    handler = request_handler_;
+  }
+  if (handler == nullptr) return absl::UnimplementedError("this server takes no request messages");
+  return (*handler)(header.session_id, header.op, message.data);
 }
 
 absl::Status UcxDataPlane::CheckSession(uint64_t session_id) {

@@ -46,6 +46,7 @@
 #define KVTIER_KVSTORE_UCX_DATA_PLANE_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -60,6 +61,7 @@
 #include "absl/types/span.h"
 #include "client/ucx/ucx_endpoint.h"
 #include "client/ucx/ucx_memory.h"
+#include "client/ucx/ucx_message.h"
 #include "client/ucx/ucx_tag_receive.h"
 #include "client/ucx/ucx_worker.h"
 #include "kvstore/store.h"
@@ -83,9 +85,16 @@ struct DataPlaneOptions {
   absl::Status Validate() const;
 };
 
-class UcxDataPlane {
+class UcxDataPlane : private ucx::MessageReceiver {
  public:
   struct Session;  // defined in the .cc
+
+  // Serves one request that came as an active message on an open session
+  // (ucx_message.h): the op, the request's bytes; the reply's bytes or an
+  // error for the client. Runs on a thread progressing the worker: it must
+  // not wait on UCX.
+  using RequestHandler = std::function<absl::StatusOr<std::string>(
+      uint64_t session_id, uint32_t op, absl::string_view request)>;
 
   struct OpenReply {
     uint64_t session_id = 0;
@@ -117,7 +126,7 @@ class UcxDataPlane {
   static absl::StatusOr<std::unique_ptr<UcxDataPlane>> Create(
       Store* store, const DataPlaneOptions& options,
       const std::shared_ptr<UcxArenaMemory>& ucx_arena = nullptr);
-  ~UcxDataPlane();  // aborts pending transfers, closes sessions
+  ~UcxDataPlane() override;  // aborts pending transfers, closes sessions
   UcxDataPlane(const UcxDataPlane&) = delete;
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
@@ -170,6 +179,12 @@ class UcxDataPlane {
                                                  absl::Span<const uint64_t> region_offsets,
                                                  absl::Time deadline);
 
+  // Serves request messages from now on (an empty handler: no more); until
+  // then they are answered UNIMPLEMENTED. Messages of unknown sessions are
+  // answered NOT_FOUND. REQUIRES: what the handler uses outlives this object
+  // or the handler's replacement.
+  void SetRequestHandler(RequestHandler handler) ABSL_LOCKS_EXCLUDED(mu_);
+
   // Aborts transfers past their timeout and releases drained ones. Called
   // by the progress thread.
   void SweepExpired() ABSL_LOCKS_EXCLUDED(mu_);
@@ -206,6 +221,11 @@ class UcxDataPlane {
   // Posts the receives of a tagged transfer. On error the ones posted are
   // cancelled and done when this returns.
   absl::Status PostReceives(uint64_t transfer_id, Transfer* transfer);
+  // A request message: served, then answered on its reply endpoint.
+  void OnMessage(const ucx::ReceivedMessage& message) override ABSL_LOCKS_EXCLUDED(mu_);
+  absl::StatusOr<std::string> ServeMessage(const ucx::RequestHeader& header,
+                                           const ucx::ReceivedMessage& message)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Progresses until every receive of `transfer` is done or `deadline`.
   absl::Status AwaitReceives(Transfer* transfer, absl::Time deadline);
 
@@ -223,6 +243,7 @@ class UcxDataPlane {
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   std::vector<Transfer> draining_ ABSL_GUARDED_BY(mu_);
   uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;  // orders sessions by last use
+  std::shared_ptr<const RequestHandler> request_handler_ ABSL_GUARDED_BY(mu_);
 
   // Last: stopped first, before anything it touches is destroyed.
   std::unique_ptr<ucx::UcxProgressThread> progress_;
