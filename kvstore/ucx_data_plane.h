@@ -2,6 +2,7 @@
 // kvstore/DATA_PLANE.md and the "Data plane" section of store.proto).
 //
 // At creation the RAM arena (Store::RamRegion) is registered with UCX once
+// (or, allocated by UCX through UcxArenaMemory, that registration is used)
 // and its remote key packed once. A session is opened per client connection
 // by the OpenDataPlane RPC, i.e. only after the gRPC request was accepted:
 // it gets an endpoint to the client's worker (for gets) and receives the
@@ -11,7 +12,8 @@
 // client needs.
 //
 // Puts: ReservePut reserves arena slots (Store::Reserve) and hands out their
-// offsets; the client writes them with ucp_put_nbx and flushes; CommitPut
+// offsets; the client writes them (ucp_put_nbx and a flush, or a copy into
+// its mapping of the arena); CommitPut
 // verifies checksums and publishes (Store::Commit). A pending transfer holds
 // its Reservation here until it is committed, aborted, its session closed,
 // or transfer_timeout_ms passes; the progress thread sweeps expired ones, so
@@ -34,6 +36,10 @@
 // through the session's endpoint and flushes before returning; the service
 // passes RAM pages where they lie in the arena, under read leases that
 // last until these calls (and SendToClient) return.
+//
+// Request messages (ucx_message.h) that clients send on their session's
+// endpoint are answered by the thread that receives them, through the
+// handler the service sets (SetRequestHandler).
 //
 // A client that keeps writing after its transfer expired may overwrite a
 // slot given to someone else; checksums (verified on commit and on every
