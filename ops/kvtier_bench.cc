@@ -9,7 +9,9 @@
 // first. Latency is per RPC (--batch_pages pages each); GB/s counts page
 // bytes (1 GB = 1e9 bytes) over the cell's wall time.
 //   put:    new content-addressed pages; a cell stops early after
-//           --max_put_bytes and deletes what it put, so cells do not fill
+//           --max_put_bytes (default: a third of the server's RAM tier, so
+//           that a cell and its warm-up fit) and deletes what it put, so
+//           cells do not fill
 //           the store for the next ones. An unmeasured round runs first so
 //           that the RAM tier's slots are warm.
 //   get:    random pages of a working set of --get_working_set_bytes put
@@ -60,7 +62,8 @@ ABSL_FLAG(std::string, ops_kinds, "put,get,lookup", "Which of put, get, lookup t
 ABSL_FLAG(int64_t, duration_ms, 2000, "Length of each cell, ms");
 ABSL_FLAG(int64_t, ops, 0, "RPCs per client per cell; 0: until --duration_ms");
 ABSL_FLAG(uint32_t, batch_pages, 1, "Pages per put/get RPC");
-ABSL_FLAG(uint64_t, max_put_bytes, uint64_t{128} << 20, "Put bytes after which a put cell stops");
+ABSL_FLAG(uint64_t, max_put_bytes, 0,
+          "Put bytes after which a put cell stops; 0: a third of the server's RAM tier");
 ABSL_FLAG(uint64_t, get_working_set_bytes, uint64_t{64} << 20, "Bytes of the get working set");
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
@@ -204,9 +207,9 @@ std::string RandomBytes(size_t n, uint64_t seed) {
 }
 
 absl::StatusOr<Cell> PutRound(std::vector<Worker>& workers, int n, const PageLayout& layout,
-                              uint64_t nonce) {
+                              uint64_t nonce, uint64_t max_put_bytes) {
   const uint32_t batch = absl::GetFlag(FLAGS_batch_pages);
-  const uint64_t budget = absl::GetFlag(FLAGS_max_put_bytes) / n;
+  const uint64_t budget = max_put_bytes / n;
   std::vector<std::string> data(n);
   for (int c = 0; c < n; ++c) data[c] = RandomBytes(layout.PageBytes(), nonce + c);
   ASSIGN_OR_RETURN(Cell cell, RunCell(workers, n, [&](Worker& w, int c, uint64_t i)
@@ -232,9 +235,11 @@ absl::StatusOr<Cell> PutRound(std::vector<Worker>& workers, int n, const PageLay
 // A first, unmeasured round makes the store carve and touch the RAM slots of
 // this page size, as a long-running server has; the second round is measured.
 absl::StatusOr<Cell> PutCell(std::vector<Worker>& workers, int n, const PageLayout& layout,
+                             uint64_t max_put_bytes,
                              uint64_t nonce) {
-  RETURN_IF_ERROR(PutRound(workers, n, layout, nonce ^ 0x5555555555555555ULL).status());
-  return PutRound(workers, n, layout, nonce);
+  RETURN_IF_ERROR(
+      PutRound(workers, n, layout, nonce ^ 0x5555555555555555ULL, max_put_bytes).status());
+  return PutRound(workers, n, layout, nonce, max_put_bytes);
 }
 
 absl::StatusOr<Cell> GetCell(std::vector<Worker>& workers, int n, const PageLayout& layout,
@@ -360,7 +365,12 @@ absl::Status Run() {
                                                      : client::UcxPutMode::kTagged;
     ASSIGN_OR_RETURN(w.client, client::StoreClient::Connect(absl::GetFlag(FLAGS_target), options));
   }
-  RETURN_IF_ERROR(workers[0].client->Stats().status());  // fail fast if nothing listens
+  // Fails fast if nothing listens. A put cell and its warm-up round must fit
+  // the RAM tier together, or the cell would measure eviction.
+  ASSIGN_OR_RETURN(v1::StatsResponse stats, workers[0].client->Stats());
+  uint64_t max_put_bytes = absl::GetFlag(FLAGS_max_put_bytes);
+  if (max_put_bytes == 0) max_put_bytes = stats.ram().capacity_bytes() / 3;
+  if (max_put_bytes == 0) return absl::FailedPreconditionError("the server has no RAM tier");
 
   const uint64_t run_nonce = std::random_device()() * uint64_t{0x9E3779B97F4A7C15};
   const size_t total = (layouts.size() * (do_put + do_get) + do_lookup) * clients.size();
@@ -378,7 +388,10 @@ absl::Status Run() {
   uint64_t nonce = run_nonce;
   for (const PageLayout& layout : layouts) {
     for (int n : clients) {
-      if (do_put) RETURN_IF_ERROR(record(PutCell(workers, n, layout, ++nonce), "put", layout.PageBytes()));
+      if (do_put) {
+        RETURN_IF_ERROR(
+            record(PutCell(workers, n, layout, max_put_bytes, ++nonce), "put", layout.PageBytes()));
+      }
       if (do_get) RETURN_IF_ERROR(record(GetCell(workers, n, layout, ++nonce), "get", layout.PageBytes()));
     }
   }

@@ -60,15 +60,13 @@ def get_reference(tls):
     return "tag_bw" if tls == "tcp" else "ucp_get"
 
 
-def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls, put_bytes):
+def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls):
     out = os.path.join(tmp, f"bench-{tls}-{batch}.json")
-    # put_bytes bounds each put cell (and its unmeasured warm-up round) so
-    # that it fits the arena without eviction while lasting long enough to
-    # measure: with 4 MiB pages, 128 MiB were only a few RPCs per client.
+    # kvtier-bench sizes each put cell to a third of the server's arena.
     cmd = [bench, f"--target=127.0.0.1:{port}", "--page_sizes=" + ",".join(map(str, sizes)),
            "--clients=" + ",".join(map(str, clients)), "--ops_kinds=put,get",
            f"--batch_pages={batch}", f"--duration_ms={duration_ms}", f"--json={out}",
-           f"--ucx_put_mode={PUT_MODE[tls]}", f"--max_put_bytes={put_bytes}"]
+           f"--ucx_put_mode={PUT_MODE[tls]}"]
     budget = 120 + 6 * len(sizes) * len(clients) * duration_ms / 1000
     subprocess.run(cmd, check=True, timeout=budget, stdout=subprocess.DEVNULL,
                    env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
@@ -156,7 +154,7 @@ def main():
                                             env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
                     print(f"kvtier-bench over {tls}, batch {batch}", file=sys.stderr)
                     data = run_kvtier_bench(bench, port, sizes, clients, batch,
-                                            args.duration_ms, tmp, tls, args.ram_bytes // 3)
+                                            args.duration_ms, tmp, tls)
                 finally:
                     stop(kv, "kvtier-server")
                 for c in data["cells"]:
