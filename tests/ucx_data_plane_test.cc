@@ -18,6 +18,7 @@
 #include "absl/time/clock.h"
 #include "client/data_plane.h"
 #include "client/store_client.h"
+#include "client/ucx/ucx_message.h"
 #include "common/checksum.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -643,6 +644,35 @@ TEST_F(UcxAutoClientTest, ACopyThatFailsItsChecksumIsReadAgainAndNeverReturned) 
   absl::StatusOr<v1::StatsResponse> server_stats = client_->Stats();
   ASSERT_TRUE(server_stats.ok());
   EXPECT_EQ(server_stats->lost_pages(), 1u);
+}
+
+// The request-message protocol's answers besides a served get: an unknown
+// op is refused, a closed session is NOT_FOUND (the client then
+// reconnects), and a server that is gone leaves the call to its deadline.
+TEST_F(UcxAutoClientTest, RequestMessagesReportErrorsAndMissingReplies) {
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server_->target(), &raw));
+  auto call = [&](uint32_t op, absl::Duration timeout) {
+    return raw.plane->Call(*raw.connection, op, "request", absl::Now() + timeout).status();
+  };
+  const absl::Status unknown = call(99, absl::Seconds(10));
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument) << unknown;
+  EXPECT_EQ(call(ucx::kMappedGetOp, absl::Seconds(10)).code(),
+            absl::StatusCode::kInvalidArgument);  // "request" is no BatchGetRequest
+
+  grpc::ClientContext context;
+  v1::CloseDataPlaneRequest close;
+  close.set_session_id(raw.opened.session_id());
+  v1::CloseDataPlaneResponse closed;
+  ASSERT_TRUE(raw.stub->CloseDataPlane(&context, close, &closed).ok());
+  EXPECT_EQ(call(99, absl::Seconds(10)).code(), absl::StatusCode::kNotFound);
+
+  ASSERT_TRUE(server_->Stop().ok());
+  const absl::Status gone = call(99, absl::Milliseconds(300));
+  EXPECT_TRUE(gone.code() == absl::StatusCode::kDeadlineExceeded ||
+              gone.code() == absl::StatusCode::kUnavailable)
+      << gone;
 }
 
 // Over TCP the automatic mode sends page bytes inline (measured faster than
