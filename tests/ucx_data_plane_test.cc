@@ -585,9 +585,14 @@ INSTANTIATE_TEST_SUITE_P(
 // A server and a client in the automatic mode over one UCX_TLS.
 class UcxAutoClientTest : public ::testing::Test {
  protected:
+  // `tls` null: UCX_TLS unset, UCX's (and kvtier's) default transports.
   void Start(const char* tls) {
     // Read by ucp_config_read in this process and inherited by the server.
-    ASSERT_EQ(setenv("UCX_TLS", tls, 1), 0);
+    if (tls == nullptr) {
+      ASSERT_EQ(unsetenv("UCX_TLS"), 0);
+    } else {
+      ASSERT_EQ(setenv("UCX_TLS", tls, 1), 0);
+    }
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start({"--data_dir=" + dir_.path() + "/data"}, dir_.path());
     ASSERT_TRUE(server.ok()) << server.status();
@@ -673,6 +678,21 @@ TEST_F(UcxAutoClientTest, RequestMessagesReportErrorsAndMissingReplies) {
   EXPECT_TRUE(gone.code() == absl::StatusCode::kDeadlineExceeded ||
               gone.code() == absl::StatusCode::kUnavailable)
       << gone;
+}
+
+// With UCX_TLS unset a client on the server's host maps the arena (UCX's
+// tcp transport is left out unless named, so shared memory is chosen).
+TEST_F(UcxAutoClientTest, DefaultTransportsReachTheArenaOverSharedMemory) {
+  ASSERT_NO_FATAL_FAILURE(Start(nullptr));
+  const OddPages pages = MakeOddPages(6, 21);
+  ASSERT_TRUE(client_->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+  const client::DataPlaneStats stats = client_->data_plane_stats();
+  EXPECT_EQ(stats.ucx_put_pages, pages.puts.size());
+  EXPECT_EQ(stats.mapped_get_pages, pages.keys.size());
+  EXPECT_EQ(stats.message_gets, 1u);
 }
 
 // Over TCP the automatic mode sends page bytes inline (measured faster than

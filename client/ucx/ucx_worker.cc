@@ -3,6 +3,7 @@
 #include <poll.h>
 
 #include <chrono>
+#include <cstdlib>
 #include <functional>
 
 #include "client/ucx/ucx_status.h"
@@ -13,6 +14,18 @@ namespace kvtier::ucx {
 absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create() {
   ucp_config_t* config = nullptr;
   RETURN_IF_ERROR(FromUcsStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
+  if (std::getenv("UCX_TLS") == nullptr) {
+    // UCX's tcp transport only where UCX_TLS asks for it: StoreClient's
+    // automatic mode sends bytes inline where UCX would have only TCP
+    // (measured faster, kvstore/DATA_PLANE.md), and with TCP in the set an
+    // endpoint to a peer on this host picks TCP over shared memory, whose
+    // wireup makes UCX 1.13 abort a process whose peer exits mid-wireup.
+    const ucs_status_t status = ucp_config_modify(config, "TLS", "^tcp");
+    if (status != UCS_OK) {
+      ucp_config_release(config);
+      return FromUcsStatus(status, "ucp_config_modify(TLS)");
+    }
+  }
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA | UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
