@@ -15,7 +15,6 @@ constexpr uint64_t kMinRegionBytes = uint64_t{1} << 20;
 // progress thread delivers its reply.
 constexpr absl::Duration kSpinTime = absl::Microseconds(20);
 
-
 }  // namespace
 
 ClientDataPlane::RegionLease::~RegionLease() {
@@ -76,7 +75,7 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   ASSIGN_OR_RETURN(connection->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), reply.server_worker_address()));
   // UcxEndpoint::Flush: the wireup must be over before the session is used.
-  RETURN_IF_ERROR(connection->endpoint->Flush(absl::Now() + absl::Seconds(10)));
+  RETURN_IF_ERROR(connection->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
   connection->am_transport = connection->endpoint->AmTransport();
   ASSIGN_OR_RETURN(connection->arena_rkey,
                    ucx::UcxRemoteKey::Unpack(connection->endpoint->get(), reply.arena_rkey()));

@@ -14,8 +14,6 @@ namespace {
 // Worker addresses are a few hundred bytes; packed keys smaller still.
 constexpr size_t kMaxWorkerAddressBytes = 64 << 10;
 constexpr size_t kMaxRkeyBytes = 16 << 10;
-// How long a new session's endpoint may take to connect to the client.
-constexpr absl::Duration kWireupTimeout = absl::Seconds(10);
 
 }  // namespace
 
@@ -132,7 +130,7 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
                    ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));
   // The client's progress thread answers the wireup while it waits for
   // this reply (UcxEndpoint::Flush says why it must be over).
-  RETURN_IF_ERROR(session->endpoint->Flush(absl::Now() + kWireupTimeout));
+  RETURN_IF_ERROR(session->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
   OpenReply reply{.worker_address = worker_->address(),
                   .arena_address = reinterpret_cast<uint64_t>(arena_->address()),
                   .arena_bytes = arena_->bytes(),

@@ -56,6 +56,10 @@ struct SendSegment {
 
 class UcxEndpoint {
  public:
+  // How long Flush after Connect may take (the peer's progress thread
+  // answers the wireup); used by both ends of a data-plane session.
+  static constexpr absl::Duration kWireupTimeout = absl::Seconds(10);
+
   // Connects to the worker whose address is `peer_address`
   // (UcxWorker::address() of the peer). INVALID_ARGUMENT for an empty
   // address; the converted UCX error when the endpoint cannot be created.
