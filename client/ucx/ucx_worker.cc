@@ -3,37 +3,77 @@
 #include <poll.h>
 
 #include <chrono>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 
+#include "absl/strings/str_cat.h"
 #include "client/ucx/ucx_status.h"
 #include "common/status_macros.h"
 
 namespace kvtier::ucx {
 
-absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create() {
-  ucp_config_t* config = nullptr;
-  RETURN_IF_ERROR(FromUcsStatus(ucp_config_read(nullptr, nullptr, &config), "ucp_config_read"));
-  if (std::getenv("UCX_TLS") == nullptr) {
-    // UCX's tcp transport only where UCX_TLS asks for it: StoreClient's
-    // automatic mode sends bytes inline where UCX would have only TCP
-    // (measured faster, kvstore/DATA_PLANE.md), and with TCP in the set an
-    // endpoint to a peer on this host picks TCP over shared memory, whose
-    // wireup makes UCX 1.13 abort a process whose peer exits mid-wireup.
-    const ucs_status_t status = ucp_config_modify(config, "TLS", "^tcp");
-    if (status != UCS_OK) {
-      ucp_config_release(config);
-      return FromUcsStatus(status, "ucp_config_modify(TLS)");
-    }
+namespace {
+
+struct ConfigRelease {
+  void operator()(ucp_config_t* config) const { ucp_config_release(config); }
+};
+using ConfigPtr = std::unique_ptr<ucp_config_t, ConfigRelease>;
+
+// UCX's configuration from the environment, with kvtier's defaults for the
+// settings the environment leaves to UCX.
+absl::StatusOr<ConfigPtr> ReadConfig() {
+  ucp_config_t* raw = nullptr;
+  RETURN_IF_ERROR(FromUcsStatus(ucp_config_read(nullptr, nullptr, &raw), "ucp_config_read"));
+  ConfigPtr config(raw);
+  struct Default {
+    const char* name;  // without the UCX_ prefix
+    const char* value;
+  };
+  constexpr Default kDefaults[] = {
+      // UCX's tcp transport only where UCX_TLS asks for it: StoreClient's
+      // automatic mode sends bytes inline where UCX would have only TCP
+      // (measured faster, kvstore/DATA_PLANE.md), and with TCP in the set an
+      // endpoint to a peer on this host picks TCP over shared memory, whose
+      // wireup makes UCX 1.13 abort a process whose peer exits mid-wireup.
+      {"TLS", "^tcp"},
+      // Every worker is shared by its callers and a progress thread. UCX's
+      // default lock for that is a spinlock: a holder preempted on a busy
+      // host left the other thread spinning out its time slice (half of all
+      // client CPU and p99 of 7-12 ms with 8 clients on 2 cores).
+      {"USE_MT_MUTEX", "y"},
+  };
+  for (const Default& setting : kDefaults) {
+    if (std::getenv(absl::StrCat("UCX_", setting.name).c_str()) != nullptr) continue;
+    RETURN_IF_ERROR(FromUcsStatus(ucp_config_modify(config.get(), setting.name, setting.value),
+                                  absl::StrCat("ucp_config_modify(", setting.name, ")")));
   }
+  return config;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> UcxContext::DescribeConfig() {
+  ASSIGN_OR_RETURN(ConfigPtr config, ReadConfig());
+  char* text = nullptr;
+  size_t length = 0;
+  FILE* stream = open_memstream(&text, &length);
+  if (stream == nullptr) return absl::InternalError("open_memstream failed");
+  ucp_config_print(config.get(), stream, nullptr, UCS_CONFIG_PRINT_CONFIG);
+  std::fclose(stream);
+  std::string described(text, length);
+  std::free(text);
+  return described;
+}
+
+absl::StatusOr<std::unique_ptr<UcxContext>> UcxContext::Create() {
+  ASSIGN_OR_RETURN(ConfigPtr config, ReadConfig());
   ucp_params_t params{};
   params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
   params.features = UCP_FEATURE_RMA | UCP_FEATURE_TAG | UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
   params.mt_workers_shared = 1;
   ucp_context_h context = nullptr;
-  const ucs_status_t status = ucp_init(&params, config, &context);
-  ucp_config_release(config);
-  RETURN_IF_ERROR(FromUcsStatus(status, "ucp_init"));
+  RETURN_IF_ERROR(FromUcsStatus(ucp_init(&params, config.get(), &context), "ucp_init"));
   return std::unique_ptr<UcxContext>(new UcxContext(context));
 }
 

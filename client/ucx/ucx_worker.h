@@ -9,8 +9,8 @@
 //   ASSIGN_OR_RETURN(auto worker, UcxWorker::Create(*context));
 //   UcxProgressThread progress(worker.get());
 //
-// Transports are UCX's choice; UCX_TLS in the environment restricts them
-// (e.g. UCX_TLS=tcp, or UCX_TLS=posix,cma,self for shared memory).
+// Transports are UCX's choice among all but tcp; UCX_TLS in the environment
+// sets them (e.g. UCX_TLS=tcp, or UCX_TLS=posix,cma,self for shared memory).
 //
 // Thread-safety: UcxContext and UcxWorker are thread-safe after Create.
 // Destruction order: progress thread, then everything using the worker
@@ -36,6 +36,11 @@ class UcxContext {
   // A context with RMA, tag-matching and wakeup features. UNAVAILABLE/INTERNAL (converted
   // from UCX) when UCX cannot start.
   static absl::StatusOr<std::unique_ptr<UcxContext>> Create();
+  // The configuration Create starts UCX with, one `UCX_NAME=value` line per
+  // setting (as `ucx_info -c` prints it): the environment's UCX_* settings,
+  // and kvtier's defaults for two it leaves unset, UCX_TLS=^tcp and
+  // UCX_USE_MT_MUTEX=y (reasons in ucx_worker.cc).
+  static absl::StatusOr<std::string> DescribeConfig();
   ~UcxContext();
   UcxContext(const UcxContext&) = delete;
   UcxContext& operator=(const UcxContext&) = delete;

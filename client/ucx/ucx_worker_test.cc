@@ -1,0 +1,77 @@
+#include "client/ucx/ucx_worker.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace kvtier::ucx {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Sets an environment variable for one test and restores it after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    had_ = std::getenv(name) != nullptr;
+    if (value == nullptr) {
+      unsetenv(name);
+    } else {
+      setenv(name, value, /*overwrite=*/1);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+TEST(UcxContextTest, DefaultsApplyWhereTheEnvironmentIsSilent) {
+  ScopedEnv tls("UCX_TLS", nullptr);
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", nullptr);
+  absl::StatusOr<std::string> config = UcxContext::DescribeConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(*config, HasSubstr("\nUCX_TLS=^tcp\n"));
+  EXPECT_THAT(*config, HasSubstr("\nUCX_USE_MT_MUTEX=y\n"));
+}
+
+TEST(UcxContextTest, TheEnvironmentOverridesTheDefaults) {
+  ScopedEnv tls("UCX_TLS", "posix,self");
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", "n");
+  absl::StatusOr<std::string> config = UcxContext::DescribeConfig();
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(*config, HasSubstr("\nUCX_TLS=posix,self\n"));
+  EXPECT_THAT(*config, HasSubstr("\nUCX_USE_MT_MUTEX=n\n"));
+  EXPECT_THAT(*config, Not(HasSubstr("UCX_TLS=^tcp")));
+}
+
+TEST(UcxContextTest, ABadSettingIsAnError) {
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", "perhaps");
+  EXPECT_FALSE(UcxContext::DescribeConfig().ok());
+  EXPECT_FALSE(UcxContext::Create().ok());
+}
+
+TEST(UcxContextTest, CreatesAWorkerWithTheDefaults) {
+  ScopedEnv tls("UCX_TLS", nullptr);
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", nullptr);
+  absl::StatusOr<std::unique_ptr<UcxContext>> context = UcxContext::Create();
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> worker = UcxWorker::Create(**context);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_FALSE((*worker)->address().empty());
+}
+
+}  // namespace
+}  // namespace kvtier::ucx
