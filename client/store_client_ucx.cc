@@ -82,7 +82,8 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .mapped_put_pages = counters_.mapped_put_pages.load(),
                         .mapped_get_pages = counters_.mapped_get_pages.load(),
                         .mapped_get_retries = counters_.mapped_get_retries.load(),
-                        .message_gets = counters_.message_gets.load()};
+                        .message_gets = counters_.message_gets.load(),
+                        .message_puts = counters_.message_puts.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -139,7 +140,7 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
   }
   uint64_t bytes = 0;
   for (const PutPage& page : pages) bytes += page.data.size();
-  switch (ResolvePutMode(connection, bytes)) {
+  switch (ResolvePutMode(connection, pages.size(), bytes)) {
     case UcxPutMode::kAuto:
     case UcxPutMode::kServerReads:
       return PutChunkUcxStaged(connection, pages, out);
@@ -151,10 +152,11 @@ absl::Status StoreClient::PutChunkUcx(const Connection& connection,
   return absl::InternalError("unknown ucx_put_mode");
 }
 
-UcxPutMode StoreClient::ResolvePutMode(const Connection& connection,
+UcxPutMode StoreClient::ResolvePutMode(const Connection& connection, size_t chunk_pages,
                                        uint64_t chunk_bytes) const {
   if (options_.ucx_put_mode != UcxPutMode::kAuto) return options_.ucx_put_mode;
-  return connection.arena_mapped != nullptr && chunk_bytes >= kDirectCopyMinBytes
+  return connection.arena_mapped != nullptr &&
+                 (PutByMessage(chunk_pages, chunk_bytes) || chunk_bytes >= kDirectCopyMinBytes)
              ? UcxPutMode::kClientWrites
              : UcxPutMode::kServerReads;
 }
@@ -224,8 +226,15 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     v1::LayoutToProto(page.layout, wire->mutable_layout());
     if (!copy) wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
   }
+  // A put copied into the mapped arena waits on nothing at the server:
+  // small ones go as messages, saving two gRPC round trips.
+  uint64_t bytes = 0;
+  for (const PutPage& page : pages) bytes += page.data.size();
+  const bool by_message = copy && PutByMessage(pages.size(), bytes);
   v1::ReservePutResponse reserved;
-  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
+  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, ucx::kReservePutOp,
+                                              &v1::KvStore::Stub::ReservePut, request, &reserved)
+                             : Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
   auto abort = [&](absl::Status status) {
     return AbortTransfer(connection, reserved.transfer_id(), std::move(status));
   };
@@ -274,11 +283,36 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
   }
   v1::BatchPutResponse response;
-  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::CommitPut, commit, &response));
+  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, ucx::kCommitPutOp,
+                                              &v1::KvStore::Stub::CommitPut, commit, &response)
+                             : Call(&v1::KvStore::Stub::CommitPut, commit, &response));
   RETURN_IF_ERROR(AppendPutOutcomes("CommitPut", response, pages.size(), out));
   counters_.ucx_put_pages += pages.size();
   if (copy) counters_.mapped_put_pages += pages.size();
   return absl::OkStatus();
+}
+
+template <typename Request, typename Response>
+absl::Status StoreClient::CallPutMessage(const Connection& connection, uint32_t op,
+                                         Method<Request, Response> method,
+                                         const Request& request, Response* response) {
+  const absl::Time deadline =
+      absl::Now() + std::min(absl::Milliseconds(options_.deadline_ms), kMessageReplyTimeout);
+  absl::StatusOr<std::string> reply =
+      data_plane_->Call(connection, op, request.SerializeAsString(), deadline);
+  if (reply.ok()) {
+    if (!response->ParseFromString(*reply)) {
+      return absl::InternalError(
+          absl::StrCat("malformed reply to a request message: not a ", response->GetTypeName()));
+    }
+    if (op == ucx::kCommitPutOp) ++counters_.message_puts;
+    return absl::OkStatus();
+  }
+  const absl::StatusCode code = reply.status().code();
+  if (code != absl::StatusCode::kUnimplemented && code != absl::StatusCode::kFailedPrecondition) {
+    return reply.status();
+  }
+  return Call(method, request, response);
 }
 
 absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
@@ -412,7 +446,7 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
 absl::Status StoreClient::SendMappedGet(const Connection& connection,
                                        const v1::BatchGetRequest& request,
                                        v1::BatchGetResponse* response) {
-  if (request.keys_size() <= static_cast<int>(kMessageGetMaxKeys)) {
+  if (request.keys_size() <= static_cast<int>(kMessageMaxKeys)) {
     // A mapped get takes the server microseconds: a missing reply means a
     // dead server (shared memory cannot tell), so the wait is short.
     const absl::Time deadline =

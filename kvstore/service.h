@@ -104,11 +104,15 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoCloseDataPlane(const v1::CloseDataPlaneRequest& request);
   absl::Status DoReservePut(const v1::ReservePutRequest& request,
                             v1::ReservePutResponse* response);
-  absl::Status DoCommitPut(const v1::CommitPutRequest& request, v1::BatchPutResponse* response);
+  // `may_wait`: UcxDataPlane::CommitPut's.
+  absl::Status DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
+                           v1::BatchPutResponse* response);
   absl::Status DoAbortPut(const v1::AbortPutRequest& request);
-  // A request that came as a UCX message on `session_id`: a mapped get
-  // (ucx::kMappedGetOp), answered as the RPC would be, except that pages
-  // not in the arena are marked bytes_withheld instead of carried.
+  // A request that came as a UCX message on `session_id` (ops in
+  // ucx_message.h), answered as its RPC would be, with these differences:
+  // a mapped get marks pages not in the arena bytes_withheld instead of
+  // carrying them; a put must name its own session and not be tagged, and
+  // a tagged transfer's commit is FAILED_PRECONDITION (it goes by RPC).
   absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
                                            absl::string_view request);
 

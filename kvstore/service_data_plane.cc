@@ -65,12 +65,12 @@ absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request,
+absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
                                          v1::BatchPutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
                    data_plane_->CommitPut(request.session_id(), request.transfer_id(),
-                                          request.checksums()));
+                                          request.checksums(), may_wait));
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
@@ -124,21 +124,54 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& req
 
 absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, uint32_t op,
                                                          absl::string_view bytes) {
-  if (op != ucx::kMappedGetOp) {
-    return absl::InvalidArgumentError(absl::StrFormat("request message op %d is unknown", op));
+  // A message is answered by the progress thread that receives it, so only
+  // requests that wait on nothing are taken: no region transfer, no tagged
+  // put (their commits wait on UCX).
+  auto parse = [bytes](google::protobuf::MessageLite* request) -> absl::Status {
+    if (!request->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request message: not a ", request->GetTypeName()));
+    }
+    return absl::OkStatus();
+  };
+  switch (op) {
+    case ucx::kMappedGetOp: {
+      v1::BatchGetRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.has_region() || request.arena_session_id() != session_id) {
+        return absl::InvalidArgumentError(
+            "request message: a get by message reads its own session's arena, with no region");
+      }
+      ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+      v1::BatchGetResponse response;
+      RETURN_IF_ERROR(DoBatchGetFromArena(session_id, keys, /*withhold_disk=*/true, &response));
+      return response.SerializeAsString();
+    }
+    case ucx::kReservePutOp: {
+      v1::ReservePutRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.session_id() != session_id || request.tagged()) {
+        return absl::InvalidArgumentError(
+            "request message: a put by message reserves in its own session, not tagged");
+      }
+      v1::ReservePutResponse response;
+      RETURN_IF_ERROR(DoReservePut(request, &response));
+      return response.SerializeAsString();
+    }
+    case ucx::kCommitPutOp: {
+      v1::CommitPutRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.session_id() != session_id) {
+        return absl::InvalidArgumentError(
+            "request message: a put by message commits in its own session");
+      }
+      v1::BatchPutResponse response;
+      RETURN_IF_ERROR(DoCommitPut(request, /*may_wait=*/false, &response));
+      return response.SerializeAsString();
+    }
+    default:
+      return absl::UnimplementedError(absl::StrFormat("request message op %d is unknown", op));
   }
-  v1::BatchGetRequest request;
-  if (!request.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
-    return absl::InvalidArgumentError("request message: not a BatchGetRequest");
-  }
-  if (request.has_region() || request.arena_session_id() != session_id) {
-    return absl::InvalidArgumentError(
-        "request message: a get by message reads its own session's arena, with no region");
-  }
-  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
-  v1::BatchGetResponse response;
-  RETURN_IF_ERROR(DoBatchGetFromArena(session_id, keys, /*withhold_disk=*/true, &response));
-  return response.SerializeAsString();
 }
 
 absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
@@ -265,7 +298,7 @@ grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext
 grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
                                                     const v1::CommitPutRequest* request,
                                                     v1::BatchPutResponse* response) {
-  return Respond(context, [&] { return DoCommitPut(*request, response); });
+  return Respond(context, [&] { return DoCommitPut(*request, /*may_wait=*/true, response); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,

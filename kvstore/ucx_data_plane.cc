@@ -273,7 +273,8 @@ void UcxDataPlane::Retire(Transfer transfer) {
 }
 
 absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
-    uint64_t session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums) {
+    uint64_t session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums,
+    bool may_wait) {
   Transfer transfer;
   {
     absl::MutexLock lock(&mu_);
@@ -287,6 +288,11 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
       return absl::InvalidArgumentError(
           absl::StrFormat("checksums: %d for a transfer of %d pages", checksums.size(),
                           it->second.reservation.size()));
+    }
+    if (!may_wait && !it->second.receives.empty()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "transfer %d is tagged: its commit waits for the transfer, so it goes by RPC",
+          transfer_id));
     }
     transfer = std::move(it->second);
     transfers_.erase(it);

@@ -152,8 +152,11 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // A tagged transfer first waits for its receives: DEADLINE_EXCEEDED past
   // its expiry, UNAVAILABLE when a receive failed (nothing is committed
   // then, and the reservation is released once the receives let go).
+  // `may_wait` false (a caller on the progress thread): a tagged transfer
+  // is FAILED_PRECONDITION instead and stays pending.
   absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id,
-                                                   absl::Span<const uint64_t> checksums = {});
+                                                   absl::Span<const uint64_t> checksums = {},
+                                                   bool may_wait = true);
   void AbortPut(uint64_t session_id, uint64_t transfer_id);
 
   // NOT_FOUND when `session_id` is not open.

@@ -7,6 +7,7 @@
 // the same results; each with staged, tagged and automatic put modes.
 #include <stdlib.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <thread>
@@ -662,7 +663,7 @@ TEST_F(UcxAutoClientTest, RequestMessagesReportErrorsAndMissingReplies) {
     return raw.plane->Call(*raw.connection, op, "request", absl::Now() + timeout).status();
   };
   const absl::Status unknown = call(99, absl::Seconds(10));
-  EXPECT_EQ(unknown.code(), absl::StatusCode::kInvalidArgument) << unknown;
+  EXPECT_EQ(unknown.code(), absl::StatusCode::kUnimplemented) << unknown;
   EXPECT_EQ(call(ucx::kMappedGetOp, absl::Seconds(10)).code(),
             absl::StatusCode::kInvalidArgument);  // "request" is no BatchGetRequest
 
@@ -678,6 +679,110 @@ TEST_F(UcxAutoClientTest, RequestMessagesReportErrorsAndMissingReplies) {
   EXPECT_TRUE(gone.code() == absl::StatusCode::kDeadlineExceeded ||
               gone.code() == absl::StatusCode::kUnavailable)
       << gone;
+}
+
+// Puts by message must reserve in their own session and not be tagged; a
+// tagged transfer's commit by message is refused without losing it, since
+// the commit waits for the transfer: it then commits by RPC.
+TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server_->target(), &raw));
+  const uint64_t session = raw.opened.session_id();
+  auto call = [&](uint32_t op, const google::protobuf::MessageLite& request) {
+    return raw.plane->Call(*raw.connection, op, request.SerializeAsString(),
+                           absl::Now() + absl::Seconds(10));
+  };
+  const OddPages pages = MakeOddPages(1, 31);
+  v1::ReservePutRequest reserve;
+  v1::PutPage* page = reserve.add_pages();
+  v1::KeyToProto(pages.keys[0], page->mutable_key());
+  v1::LayoutToProto(pages.puts[0].layout, page->mutable_layout());
+  page->set_checksum(PageChecksum(pages.bytes[0].data(), pages.bytes[0].size()));
+
+  reserve.set_session_id(session + 1);
+  EXPECT_EQ(call(ucx::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
+  reserve.set_session_id(session);
+  reserve.set_tagged(true);
+  EXPECT_EQ(call(ucx::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(raw.plane->Call(*raw.connection, ucx::kCommitPutOp, "\xff\xff",
+                            absl::Now() + absl::Seconds(10))
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);  // not a CommitPutRequest
+
+  // Tagged, by RPC: the commit by message is refused and the transfer stays.
+  grpc::ClientContext reserve_context;
+  v1::ReservePutResponse reserved;
+  ASSERT_TRUE(raw.stub->ReservePut(&reserve_context, reserve, &reserved).ok());
+  v1::CommitPutRequest commit;
+  commit.set_session_id(session);
+  commit.set_transfer_id(reserved.transfer_id());
+  EXPECT_EQ(call(ucx::kCommitPutOp, commit).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_GE(stats->reserved_bytes(), pages.bytes[0].size());  // arena blocks round up
+  grpc::ClientContext abort_context;
+  v1::AbortPutRequest abort;
+  abort.set_session_id(session);
+  abort.set_transfer_id(reserved.transfer_id());
+  v1::AbortPutResponse aborted;
+  ASSERT_TRUE(raw.stub->AbortPut(&abort_context, abort, &aborted).ok());
+
+  // Not tagged, by message: reserve, copy into the mapped slot, commit.
+  reserve.set_tagged(false);
+  absl::StatusOr<std::string> reply = call(ucx::kReservePutOp, reserve);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  ASSERT_TRUE(reserved.ParseFromString(*reply));
+  ASSERT_EQ(reserved.slots_size(), 1);
+  std::memcpy(raw.connection->arena_mapped + reserved.slots(0).arena_offset(),
+              pages.bytes[0].data(), pages.bytes[0].size());
+  commit.set_transfer_id(reserved.transfer_id());
+  reply = call(ucx::kCommitPutOp, commit);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  v1::BatchPutResponse committed;
+  ASSERT_TRUE(committed.ParseFromString(*reply));
+  ASSERT_EQ(committed.results_size(), 1);
+  EXPECT_FALSE(committed.results(0).already_present());
+  stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->reserved_bytes(), 0u);
+  EXPECT_EQ(stats->put_pages(), 1u);
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)[0].data, pages.bytes[0]);
+}
+
+// Puts copied into the mapped arena go as messages up to
+// StoreClient::kMessagePutMaxBytes (128 KiB) and by RPC beyond; both arrive
+// byte-exact.
+TEST_F(UcxAutoClientTest, SmallPutsGoAsMessagesAndLargeOnesByRpc) {
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
+  // 120, 924, 25220 and 238392 bytes, twice.
+  const OddPages pages = MakeOddPages(8, 41);
+  for (const client::PutPage& page : pages.puts) {
+    absl::StatusOr<std::vector<client::PutOutcome>> put = client_->BatchPut({&page, 1});
+    ASSERT_TRUE(put.ok()) << put.status();
+    EXPECT_FALSE((*put)[0].already_present);
+  }
+  // All eight again, 0.5 MiB in one put: by RPC, every page already there.
+  absl::StatusOr<std::vector<client::PutOutcome>> again = client_->BatchPut(pages.puts);
+  ASSERT_TRUE(again.ok()) << again.status();
+  for (const client::PutOutcome& o : *again) EXPECT_TRUE(o.already_present);
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+  const client::DataPlaneStats stats = client_->data_plane_stats();
+  EXPECT_EQ(stats.message_puts, 6u);
+  EXPECT_EQ(stats.mapped_put_pages, 6u);  // the 238392-byte pages were staged
+  EXPECT_EQ(stats.ucx_put_pages, 16u);
+  EXPECT_EQ(stats.inline_put_pages, 0u);
+  absl::StatusOr<v1::StatsResponse> server_stats = client_->Stats();
+  ASSERT_TRUE(server_stats.ok());
+  EXPECT_EQ(server_stats->put_pages(), 8u);
+  EXPECT_EQ(server_stats->put_duplicate_pages(), 8u);
+  EXPECT_EQ(server_stats->reserved_bytes(), 0u);
 }
 
 // With UCX_TLS unset a client on the server's host maps the arena (UCX's

@@ -27,9 +27,15 @@ namespace kvtier::ucx {
 inline constexpr unsigned kRequestMessageId = 1;  // client -> server
 inline constexpr unsigned kReplyMessageId = 2;    // server -> client
 
-// RequestHeader::op values. kMappedGet: a serialized kvtier.v1
-// BatchGetRequest with arena_session_id, answered by a BatchGetResponse.
+// RequestHeader::op values, each a serialized kvtier.v1 request answered by
+// its serialized response. kMappedGet: a BatchGetRequest with
+// arena_session_id, answered by a BatchGetResponse. kReservePut and
+// kCommitPut: the RPCs of the same names for a put the client copies into
+// the mapped arena itself (not tagged), answered by a ReservePutResponse
+// and a BatchPutResponse.
 inline constexpr uint32_t kMappedGetOp = 1;
+inline constexpr uint32_t kReservePutOp = 2;
+inline constexpr uint32_t kCommitPutOp = 3;
 
 struct RequestHeader {
   uint64_t request_id = 0;
