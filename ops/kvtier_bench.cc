@@ -68,7 +68,9 @@ ABSL_FLAG(uint64_t, get_working_set_bytes, uint64_t{64} << 20, "Bytes of the get
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
 ABSL_FLAG(std::string, ucx_put_mode, "auto",
-          "auto (tagged over TCP, else server_reads), server_reads (staged, one RPC), "
+          "auto (inline bytes where UCX has only TCP; on a mapped arena client_writes for "
+          "puts of up to 128 KiB, by message, and of 4 MiB or more, else server_reads), "
+          "server_reads (staged, one RPC), "
           "client_writes (ReservePut, put, CommitPut) or "
           "tagged (ReservePut, tagged sends into posted receives, CommitPut)");
 ABSL_FLAG(bool, ucx, true,
@@ -410,15 +412,20 @@ absl::Status Run() {
     paths.mapped_put_pages += d.mapped_put_pages;
     paths.mapped_get_pages += d.mapped_get_pages;
     paths.mapped_get_retries += d.mapped_get_retries;
+    paths.message_puts += d.message_puts;
+    paths.message_gets += d.message_gets;
   }
   std::fprintf(stderr,
                "pages over UCX: put %llu get %llu (through the mapped arena: put %llu get %llu, "
-               "copies read again %llu); inline: put %llu get %llu\n",
+               "copies read again %llu); as UCX messages: puts %llu gets %llu; "
+               "inline: put %llu get %llu\n",
                static_cast<unsigned long long>(paths.ucx_put_pages),
                static_cast<unsigned long long>(paths.ucx_get_pages),
                static_cast<unsigned long long>(paths.mapped_put_pages),
                static_cast<unsigned long long>(paths.mapped_get_pages),
                static_cast<unsigned long long>(paths.mapped_get_retries),
+               static_cast<unsigned long long>(paths.message_puts),
+               static_cast<unsigned long long>(paths.message_gets),
                static_cast<unsigned long long>(paths.inline_put_pages),
                static_cast<unsigned long long>(paths.inline_get_pages));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
@@ -429,12 +436,14 @@ absl::Status Run() {
         "{\"target\": \"%s\", \"batch_pages\": %d, \"duration_ms\": %d, \"ops\": %d, "
         "\"lookup_chain\": %d, \"ucx_put_pages\": %d, \"ucx_get_pages\": %d, "
         "\"inline_put_pages\": %d, \"inline_get_pages\": %d, \"mapped_put_pages\": %d, "
-        "\"mapped_get_pages\": %d, \"mapped_get_retries\": %d, \"cells\": [\n  %s\n]}\n",
+        "\"mapped_get_pages\": %d, \"mapped_get_retries\": %d, \"message_puts\": %d, "
+        "\"message_gets\": %d, \"cells\": [\n  %s\n]}\n",
         absl::GetFlag(FLAGS_target), absl::GetFlag(FLAGS_batch_pages),
         absl::GetFlag(FLAGS_duration_ms), absl::GetFlag(FLAGS_ops),
         absl::GetFlag(FLAGS_lookup_chain), paths.ucx_put_pages, paths.ucx_get_pages,
         paths.inline_put_pages, paths.inline_get_pages, paths.mapped_put_pages,
-        paths.mapped_get_pages, paths.mapped_get_retries, absl::StrJoin(rows, ",\n  "));
+        paths.mapped_get_pages, paths.mapped_get_retries, paths.message_puts, paths.message_gets,
+        absl::StrJoin(rows, ",\n  "));
     if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();
