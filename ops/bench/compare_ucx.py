@@ -7,8 +7,8 @@ page sizes and client counts, unbatched and batched; over TCP in tagged
 mode, as the automatic mode keeps bytes inline there), and runs ucx_perftest
 (server and client on loopback, same UCX_TLS) with the same message sizes:
 on shared memory, for puts, ucp_put_bw where the client copies into the
-mapped arena (chunks of 4 MiB and more) and ucp_get where the server reads
-the staged pages, and ucp_get for gets (the client reads RAM pages out of
+mapped arena (chunks of up to 128 KiB, and of 4 MiB and more) and ucp_get
+where the server reads the staged pages, and ucp_get for gets (the client reads RAM pages out of
 the mapped arena); over TCP tag_bw for both (tagged sends into posted
 receives); and tag_bw for all. It also runs
 redis-benchmark against redis-server with the same value sizes and client
@@ -36,12 +36,15 @@ from compare_redis import (free_port, ratio, run_redis_benchmark, start_kvtier, 
 
 TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
 # kvtier-bench's put mode per transport. On shared memory the default
-# (auto): the server reads staged pages for chunks below 4 MiB, the client
-# copies into the mapped arena from 4 MiB. Over TCP auto keeps bytes inline
+# (auto): the client copies into the mapped arena chunks of up to 128 KiB
+# (by message) and of 4 MiB and more; the server reads staged pages of the
+# others. Over TCP auto keeps bytes inline
 # in gRPC (measured faster), so the UCX path is measured with tagged
 # messages, the fastest UCX mode there.
 PUT_MODE = {"shm": "auto", "tcp": "tagged"}
-# StoreClient::kDirectCopyMinBytes: where auto switches on shared memory.
+# StoreClient::kMessagePutMaxBytes and kDirectCopyMinBytes: where auto
+# switches on shared memory.
+MESSAGE_PUT_MAX_BYTES = 128 << 10
 DIRECT_COPY_MIN_BYTES = 4 << 20
 
 
@@ -51,7 +54,9 @@ def put_reference(tls, size, batch):
         return "tag_bw"  # tagged messages into posted receives
     # One-sided writes into the peer (client copies into the mapped arena),
     # or one-sided reads of the staged pages by the server.
-    return "ucp_put_bw" if size * batch >= DIRECT_COPY_MIN_BYTES else "ucp_get"
+    chunk = size * batch
+    copied = chunk <= MESSAGE_PUT_MAX_BYTES or chunk >= DIRECT_COPY_MIN_BYTES
+    return "ucp_put_bw" if copied else "ucp_get"
 
 
 def get_reference(tls):
@@ -183,7 +188,8 @@ def main():
               f"{r['perftest_ratio']:>6.2f} {r['tag_bw_gbps']:>8.3f} {r['redis_gbps']:>7.3f} "
               f"{r['redis_ratio']:>6.2f} {r['kvtier_p99_us']:>8.0f}")
     print("GB/s (1e9 B/s). x = kvtier / reference. perftest: shm: for puts ucp_put_bw when "
-          "the client copies into the mapped arena (chunks of 4 MiB and more), else ucp_get "
+          "the client copies into the mapped arena (chunks of up to 128 KiB, and of 4 MiB and "
+          "more), else ucp_get "
           "(the server reads the staged pages); ucp_get for gets (the client reads the "
           "mapped arena); "
           "tcp (kvtier in tagged mode): tag_bw for both; one stream.")
