@@ -130,14 +130,21 @@ UcxProgressThread::~UcxProgressThread() {
 }
 
 void UcxProgressThread::Loop() {
+  AdaptiveSpin spin(spin_);
   auto last_idle = std::chrono::steady_clock::now();
+  auto last_event = last_idle;
+  bool polled_idle = false;  // a poll found nothing since last_event
   while (!stop_.load(std::memory_order_relaxed)) {
-    auto last_event = std::chrono::steady_clock::now();
     while (!stop_.load(std::memory_order_relaxed)) {
-      if (worker_->Progress() != 0) {
-        last_event = std::chrono::steady_clock::now();
-      } else if (std::chrono::steady_clock::now() - last_event > spin_) {
-        break;
+      const unsigned events = worker_->Progress();
+      const auto now = std::chrono::steady_clock::now();
+      if (events != 0) {
+        if (polled_idle) spin.OnGap(now - last_event);
+        polled_idle = false;
+        last_event = now;
+      } else {
+        polled_idle = true;
+        if (now - last_event >= spin.budget()) break;
       }
     }
     const auto now = std::chrono::steady_clock::now();
