@@ -183,7 +183,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
     v1::KeyToProto(page.key, wire->mutable_key());
     v1::LayoutToProto(page.layout, wire->mutable_layout());
     wire->set_checksum(CopyWithChecksum(region.memory().address() + offsets[i], page.data.data(),
-                                        page.data.size()));
+                                        page.data.size(), HashSide::kSource));
     wire->set_region_offset(offsets[i]);
   }
   v1::DataPlaneRegion* wire_region = request.mutable_region();
@@ -262,7 +262,8 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     if (copy) {
       commit.set_checksums(static_cast<int>(i),
                            CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
-                                            pages[i].data.data(), pages[i].data.size()));
+                                            pages[i].data.data(), pages[i].data.size(),
+                                            HashSide::kSource));
       continue;
     }
     if (tagged) {
@@ -422,8 +423,9 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
                                                  i, wire.arena_offset()));
     }
     page.data.resize(size);
-    if (CopyWithChecksum(page.data.data(), connection.arena_mapped + wire.arena_offset(), size) !=
-        page.checksum) {
+    // The arena slot may be reused under the copy: hash what was copied.
+    if (CopyWithChecksum(page.data.data(), connection.arena_mapped + wire.arena_offset(), size,
+                         HashSide::kCopy) != page.checksum) {
       again.push_back(keys[i]);
       again_at.push_back(i);
       ++stale;

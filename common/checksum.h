@@ -10,11 +10,19 @@ namespace kvtier {
 
 uint64_t PageChecksum(const void* data, size_t bytes);
 
-// Copies `bytes` from `src` to `dst` and returns PageChecksum of them, in
-// one pass over `src`: each chunk is hashed while it is still in cache and
-// then copied, instead of reading a large page from memory twice.
+// Which side of a copy CopyWithChecksum hashes: the one private to the
+// caller, which nothing else can change under the copy. Copying out of
+// shared memory (a mapped arena slot that may be reused meanwhile), hash
+// the copy: a torn copy then fails its checksum instead of passing with the
+// source's. Copying into shared memory, hash the source: the reader's
+// check then catches bytes changed in the destination.
+enum class HashSide { kSource, kCopy };
+
+// Copies `bytes` from `src` to `dst` and returns PageChecksum of the bytes
+// on side `side`, in one pass over `src`: each chunk is hashed while it is
+// still in cache, instead of reading a large page from memory twice.
 // REQUIRES: the ranges do not overlap.
-uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes);
+uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes, HashSide side);
 
 }  // namespace kvtier
 
