@@ -4,6 +4,9 @@
 #include <cstdlib>
 #include <deque>
 
+#include <ucs/debug/log_def.h>
+
+#include "absl/base/call_once.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -11,6 +14,28 @@
 #include "common/status_macros.h"
 
 namespace kvtier::ucx {
+namespace {
+
+// Set while this thread's ucp_ep_create asks for peer-failure detection,
+// which shared-memory transports lack.
+thread_local bool probing_peer_mode = false;
+
+// UCX reports that no lane qualifies for peer-failure detection as an
+// error of its transport selection (select.c), on the thread that creates
+// the endpoint. Connect expects that and retries without detection, so the
+// report would only tell users of an error that is not one.
+ucs_log_func_rc_t QuietPeerModeProbe(const char* file, unsigned /*line*/,
+                                     const char* /*function*/, ucs_log_level_t level,
+                                     const ucs_log_component_config_t* /*comp_conf*/,
+                                     const char* /*message*/, va_list /*ap*/) {
+  if (probing_peer_mode && level <= UCS_LOG_LEVEL_ERROR && file != nullptr &&
+      absl::EndsWith(file, "select.c")) {
+    return UCS_LOG_FUNC_RC_STOP;
+  }
+  return UCS_LOG_FUNC_RC_CONTINUE;
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Connect(
     UcxWorker* worker, absl::string_view peer_address) {
@@ -23,8 +48,12 @@ absl::StatusOr<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Connect(
   params.err_mode = UCP_ERR_HANDLING_MODE_PEER;
   params.err_handler.cb = &UcxEndpoint::OnPeerError;
   params.err_handler.arg = endpoint.get();
+  static absl::once_flag quiet_once;
+  absl::call_once(quiet_once, [] { ucs_log_push_handler(&QuietPeerModeProbe); });
   ucp_ep_h ep = nullptr;
+  probing_peer_mode = true;
   ucs_status_t status = ucp_ep_create(worker->get(), &params, &ep);
+  probing_peer_mode = false;
   if (status == UCS_ERR_UNREACHABLE) {
     // Shared-memory RMA (cma) cannot detect peer failure in UCX 1.13, so no
     // lane qualifies in PEER mode; without it, failures surface as errors

@@ -3,6 +3,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "client/ucx/ucx_endpoint.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -71,6 +72,29 @@ TEST(UcxContextTest, CreatesAWorkerWithTheDefaults) {
   absl::StatusOr<std::unique_ptr<UcxWorker>> worker = UcxWorker::Create(**context);
   ASSERT_TRUE(worker.ok()) << worker.status();
   EXPECT_FALSE((*worker)->address().empty());
+}
+
+// Over shared memory no lane can detect peer failure, so Connect's first
+// attempt (with detection) fails and it connects without. UCX reports that
+// first failure as an error of its own; it must not reach the log, where
+// every session open would show a UCX ERROR line that is not one.
+TEST(UcxEndpointTest, ConnectingOverSharedMemoryLogsNoError) {
+  ScopedEnv tls("UCX_TLS", "posix,sysv,cma");
+  absl::StatusOr<std::unique_ptr<UcxContext>> context = UcxContext::Create();
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> a = UcxWorker::Create(**context);
+  absl::StatusOr<std::unique_ptr<UcxWorker>> b = UcxWorker::Create(**context);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  absl::StatusOr<std::unique_ptr<UcxEndpoint>> endpoint =
+      UcxEndpoint::Connect(a->get(), (*b)->address());
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  EXPECT_THAT(out, Not(HasSubstr("ERROR")));
+  EXPECT_THAT(err, Not(HasSubstr("ERROR")));
+  endpoint->reset();
 }
 
 using std::chrono::microseconds;
