@@ -422,10 +422,10 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
       return absl::InternalError(absl::StrFormat("pages[%d]: arena offset %d outside the arena",
                                                  i, wire.arena_offset()));
     }
-    page.data.resize(size);
     // The arena slot may be reused under the copy: hash what was copied.
-    if (CopyWithChecksum(page.data.data(), connection.arena_mapped + wire.arena_offset(), size,
-                         HashSide::kCopy) != page.checksum) {
+    page.data.clear();
+    if (AppendWithChecksum(&page.data, connection.arena_mapped + wire.arena_offset(), size) !=
+        page.checksum) {
       again.push_back(keys[i]);
       again_at.push_back(i);
       ++stale;

@@ -48,4 +48,18 @@ uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes, HashSide sid
   return XXH3_64bits_digest(&state);
 }
 
+uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes) {
+  const auto* in = static_cast<const char*>(src);
+  out->reserve(out->size() + bytes);
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(kChunkBytes, bytes - done);
+    out->append(in + done, n);
+    XXH3_64bits_update(&state, out->data() + out->size() - n, n);
+    done += n;
+  }
+  return XXH3_64bits_digest(&state);
+}
+
 }  // namespace kvtier

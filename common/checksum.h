@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 
 namespace kvtier {
 
@@ -23,6 +24,11 @@ enum class HashSide { kSource, kCopy };
 // still in cache, instead of reading a large page from memory twice.
 // REQUIRES: the ranges do not overlap.
 uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes, HashSide side);
+
+// Appends `bytes` from `src` to `out` and returns PageChecksum of the bytes
+// appended, hashed from `out` as CopyWithChecksum's HashSide::kCopy does,
+// without first filling `out` with zeros as a resize would.
+uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes);
 
 }  // namespace kvtier
 

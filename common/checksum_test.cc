@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -30,6 +31,20 @@ TEST(ChecksumTest, CopyWithChecksumCopiesAndHashesLikeOneShot) {
   }
 }
 
+// Appending hashes exactly the bytes appended, whatever `out` held.
+TEST(ChecksumTest, AppendWithChecksumAppendsAndHashesTheAppendedBytes) {
+  std::mt19937_64 gen(11);
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{131071}, size_t{131072}, size_t{131073},
+                       (size_t{4} << 20) + 17}) {
+    std::string src(bytes, '\0');
+    for (char& c : src) c = static_cast<char>(gen());
+    std::string out = "prefix";
+    const uint64_t checksum = AppendWithChecksum(&out, src.data(), bytes);
+    EXPECT_EQ(checksum, PageChecksum(src.data(), bytes)) << bytes;
+    EXPECT_EQ(out, "prefix" + src) << bytes;
+  }
+}
+
 // A source that changes under the copy (a shared-memory slot reused
 // meanwhile): hashing the copy, whatever bytes land in `dst`, the checksum
 // returned is theirs, so a torn copy fails its check instead of passing
@@ -49,6 +64,9 @@ TEST(ChecksumTest, HashingTheCopyDescribesItWhenTheSourceChanges) {
     const uint64_t checksum = CopyWithChecksum(dst.data(), src.data(), kBytes, HashSide::kCopy);
     EXPECT_EQ(checksum, PageChecksum(dst.data(), kBytes)) << i;
     if (checksum != PageChecksum(src.data(), kBytes)) ++torn;
+    std::string appended;
+    const uint64_t appended_checksum = AppendWithChecksum(&appended, src.data(), kBytes);
+    EXPECT_EQ(appended_checksum, PageChecksum(appended.data(), appended.size())) << i;
   }
   stop = true;
   writer.join();
