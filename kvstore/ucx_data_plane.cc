@@ -1,5 +1,6 @@
 #include "kvstore/ucx_data_plane.h"
 
+#include <algorithm>
 #include <cstring>
 #include <utility>
 
@@ -23,8 +24,12 @@ struct UcxDataPlane::Session {
   std::unique_ptr<ucx::UcxEndpoint> endpoint;
   uint64_t last_use = 0;  // guarded by UcxDataPlane::mu_
   absl::Mutex mu;
-  std::string packed_rkey ABSL_GUARDED_BY(mu);
-  std::shared_ptr<ucx::UcxRemoteKey> rkey ABSL_GUARDED_BY(mu);
+  // Keys of the client's regions, unpacked, most recently used last.
+  struct Key {
+    std::string packed;
+    std::shared_ptr<ucx::UcxRemoteKey> key;
+  };
+  std::vector<Key> keys ABSL_GUARDED_BY(mu);
 };
 
 absl::Status DataPlaneOptions::Validate() const {
@@ -443,17 +448,26 @@ absl::Status UcxDataPlane::SendToClient(uint64_t session_id,
 
 absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
     Session& session, absl::string_view rkey) {
+  // A client keeps a pool of regions (ClientDataPlane::kMaxIdleRegions, and
+  // those its calls hold), and the clients of a process share a session:
+  // keeping only the last key unpacked had 8 clients' staged puts unpack
+  // (attach and map) a region on almost every RPC.
+  constexpr size_t kMaxKeys = 32;
   absl::MutexLock lock(&session.mu);
-  // A client keeps its regions, so the last key is usually the one.
-  if (session.rkey == nullptr || session.packed_rkey != rkey) {
-    ucp_ep_h ep = session.endpoint->get();
-    if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
-    ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
-                     ucx::UcxRemoteKey::Unpack(ep, rkey));
-    session.rkey = std::move(unpacked);
-    session.packed_rkey = std::string(rkey);
+  std::vector<Session::Key>& keys = session.keys;
+  for (auto it = keys.begin(); it != keys.end(); ++it) {
+    if (it->packed == rkey) {
+      std::rotate(it, it + 1, keys.end());  // now the most recent
+      return keys.back().key;
+    }
   }
-  return session.rkey;
+  ucp_ep_h ep = session.endpoint->get();
+  if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
+                   ucx::UcxRemoteKey::Unpack(ep, rkey));
+  if (keys.size() == kMaxKeys) keys.erase(keys.begin());  // a transfer may still hold it
+  keys.push_back({.packed = std::string(rkey), .key = std::move(unpacked)});
+  return keys.back().key;
 }
 
 absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
