@@ -109,6 +109,19 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   return std::shared_ptr<const Connection>(connection);
 }
 
+absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPlane::ConnectOnce(
+    absl::FunctionRef<absl::StatusOr<v1::OpenDataPlaneResponse>()> open, bool* opened) {
+  *opened = false;
+  absl::MutexLock lock(&open_mu_);
+  if (std::shared_ptr<const Connection> current = connection(); current != nullptr) {
+    return current;  // opened by another client of this plane meanwhile
+  }
+  ASSIGN_OR_RETURN(const v1::OpenDataPlaneResponse reply, open());
+  ASSIGN_OR_RETURN(std::shared_ptr<const Connection> attached, Attach(reply));
+  *opened = true;
+  return attached;
+}
+
 void ClientDataPlane::Detach(const std::shared_ptr<const Connection>& connection) {
   absl::MutexLock lock(&mu_);
   if (connection_ == connection) connection_.reset();

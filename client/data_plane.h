@@ -1,7 +1,9 @@
 // ClientDataPlane: the client's side of the UCX data plane (see
-// kvstore/DATA_PLANE.md): one UCX context and worker per StoreClient, a
-// progress thread, the connection to one server session, and a bounded
-// pool of registered receive regions.
+// kvstore/DATA_PLANE.md): one UCX context and worker, a progress thread,
+// the connection to one server session, and a bounded pool of registered
+// receive regions. The StoreClients of a process share one per target
+// unless told otherwise (ClientOptions::ucx_share_data_plane), and open its
+// session once between them (ConnectOnce).
 //
 // A Connection is what OpenDataPlane gave: the session id, an endpoint to
 // the server's worker and the unpacked remote key of its RAM arena. It is
@@ -25,6 +27,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/functional/function_ref.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
 #include "absl/status/statusor.h"
@@ -96,6 +99,12 @@ class ClientDataPlane : private ucx::MessageReceiver {
   // INVALID_ARGUMENT for a reply without address or key.
   absl::StatusOr<std::shared_ptr<const Connection>> Attach(const v1::OpenDataPlaneResponse& reply)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The current connection, or else one to the session `open` opens (it
+  // runs at most once at a time per plane, so clients sharing a plane open
+  // one session between them). `*opened`: whether `open` ran and succeeded.
+  absl::StatusOr<std::shared_ptr<const Connection>> ConnectOnce(
+      absl::FunctionRef<absl::StatusOr<v1::OpenDataPlaneResponse>()> open, bool* opened)
+      ABSL_LOCKS_EXCLUDED(mu_, open_mu_);
   // Drops `connection` if it is still the current one.
   void Detach(const std::shared_ptr<const Connection>& connection) ABSL_LOCKS_EXCLUDED(mu_);
 
@@ -130,6 +139,7 @@ class ClientDataPlane : private ucx::MessageReceiver {
   const std::unique_ptr<ucx::UcxContext> context_;
   const std::unique_ptr<ucx::UcxWorker> worker_;
 
+  absl::Mutex open_mu_ ABSL_ACQUIRED_BEFORE(mu_);  // one ConnectOnce open at a time
   mutable absl::Mutex mu_;
   std::shared_ptr<const Connection> connection_ ABSL_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<ucx::UcxMemory>> idle_regions_ ABSL_GUARDED_BY(mu_);

@@ -2,11 +2,15 @@
 
 #include <algorithm>
 #include <chrono>
+#include <memory>
+#include <string>
 #include <utility>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/random/random.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/checksum.h"
@@ -106,15 +110,38 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", target));
   }
-  return std::unique_ptr<StoreClient>(new StoreClient(std::move(channel), options));
+  return std::unique_ptr<StoreClient>(new StoreClient(target, std::move(channel), options));
 }
 
-StoreClient::StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options)
+namespace {
+
+// The data plane for `target`: this process's shared one when `share` and
+// one is alive, else a new one (shared from then on when `share`).
+absl::StatusOr<std::shared_ptr<ClientDataPlane>> DataPlaneFor(const std::string& target,
+                                                              bool share) {
+  if (!share) return ClientDataPlane::Create();
+  static absl::Mutex mu(absl::kConstInit);
+  static auto* planes ABSL_GUARDED_BY(mu) =
+      new absl::flat_hash_map<std::string, std::weak_ptr<ClientDataPlane>>();
+  absl::MutexLock lock(&mu);
+  if (auto it = planes->find(target); it != planes->end()) {
+    if (std::shared_ptr<ClientDataPlane> plane = it->second.lock()) return plane;
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ClientDataPlane> plane, ClientDataPlane::Create());
+  (*planes)[target] = plane;
+  return plane;
+}
+
+}  // namespace
+
+StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
+                         const ClientOptions& options)
     : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {
   if (options_.use_ucx) {
-    absl::StatusOr<std::unique_ptr<ClientDataPlane>> plane = ClientDataPlane::Create();
+    absl::StatusOr<std::shared_ptr<ClientDataPlane>> plane =
+        DataPlaneFor(target, options_.ucx_share_data_plane);
     if (plane.ok()) {
-      data_plane_ = std::move(*plane);
+      data_plane_ = *std::move(plane);
     } else {
       KVTIER_LOG(WARNING) << "UCX unavailable, page bytes travel inline: " << plane.status();
     }

@@ -23,9 +23,12 @@
 // region the server reads, or written straight into the server's RAM arena
 // (ReservePut, copy or ucp_put_nbx, CommitPut); gets are written by the
 // server into a registered region of this client, or, with the arena
-// mapped here, copied out of it by this client. Where UCX offers only
-// TCP, kAuto keeps the bytes inline (measured faster there). The
-// session's endpoint is reused by every call; when the server restarts or
+// mapped here, copied out of it by this client; small ones of either go as
+// UCX messages instead of RPCs. Where UCX offers only TCP, kAuto keeps the
+// bytes inline (measured faster there). The clients of one process share
+// one data plane per target (ucx_share_data_plane): one UCX worker, one
+// session, one mapping of the arena. The session's endpoint is reused by
+// every call; when the server restarts or
 // the endpoint fails, the call opens a new session and repeats the chunk
 // once, then falls back to inline bytes. A server without a data plane, or
 // UCX failing to start here, means inline bytes (the same results). Callers
@@ -113,6 +116,11 @@ struct ClientOptions {
   // After OpenDataPlane fails, calls use inline bytes for this long before
   // trying again. Default 1000 ms. Must be > 0.
   int64_t ucx_reopen_interval_ms = 1000;
+  // Share the UCX data plane (worker, progress thread, session, arena
+  // mapping) with this process's other clients of the same target: fewer
+  // threads, one session, and one mapping of the arena to fault in.
+  // Default true.
+  bool ucx_share_data_plane = true;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -141,6 +149,8 @@ struct GotPage {
 
 // Which path page bytes took, counted since the client was created.
 struct DataPlaneStats {
+  // Sessions this client opened (a client sharing a data plane may use one
+  // another client opened).
   uint64_t sessions_opened = 0;
   uint64_t ucx_put_pages = 0;
   uint64_t ucx_get_pages = 0;
@@ -210,7 +220,8 @@ class StoreClient {
  private:
   using Connection = ClientDataPlane::Connection;
 
-  StoreClient(std::shared_ptr<grpc::Channel> channel, const ClientOptions& options);
+  StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
+              const ClientOptions& options);
 
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::KvStore::Stub::*)(grpc::ClientContext*, const Request&,
@@ -308,10 +319,11 @@ class StoreClient {
   const ClientOptions options_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
-  // Null when use_ucx is off or UCX cannot start here.
-  std::unique_ptr<ClientDataPlane> data_plane_;
+  // Null when use_ucx is off or UCX cannot start here. Shared with the
+  // process's other clients of the same target (ucx_share_data_plane).
+  std::shared_ptr<ClientDataPlane> data_plane_;
 
-  absl::Mutex open_mu_;  // one OpenDataPlane at a time
+  absl::Mutex open_mu_;  // guards next_open_
   absl::Time next_open_ ABSL_GUARDED_BY(open_mu_) = absl::InfinitePast();
   struct Counters {
     std::atomic<uint64_t> sessions_opened{0};

@@ -61,7 +61,8 @@ absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere, v
 }  // namespace
 
 StoreClient::~StoreClient() {
-  if (data_plane_ == nullptr) return;
+  // The session is the plane's: the last client using it closes it.
+  if (data_plane_ == nullptr || data_plane_.use_count() > 1) return;
   if (std::shared_ptr<const Connection> c = data_plane_->connection(); c != nullptr) {
     // Best effort, one attempt: the server also drops idle sessions.
     v1::CloseDataPlaneRequest request;
@@ -90,21 +91,24 @@ std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection(
   if (data_plane_ == nullptr) return nullptr;
   if (auto c = data_plane_->connection(); c != nullptr) return c;
   absl::MutexLock lock(&open_mu_);
-  if (auto c = data_plane_->connection(); c != nullptr) return c;  // opened meanwhile
   if (absl::Now() < next_open_) return nullptr;
-  v1::OpenDataPlaneRequest request;
-  request.set_client_worker_address(data_plane_->worker_address());
-  v1::OpenDataPlaneResponse response;
-  absl::Status status = Call(&v1::KvStore::Stub::OpenDataPlane, request, &response);
-  absl::StatusOr<std::shared_ptr<const Connection>> connection =
-      status.ok() ? data_plane_->Attach(response) : status;
+  bool opened = false;
+  absl::StatusOr<std::shared_ptr<const Connection>> connection = data_plane_->ConnectOnce(
+      [&]() -> absl::StatusOr<v1::OpenDataPlaneResponse> {
+        v1::OpenDataPlaneRequest request;
+        request.set_client_worker_address(data_plane_->worker_address());
+        v1::OpenDataPlaneResponse response;
+        RETURN_IF_ERROR(Call(&v1::KvStore::Stub::OpenDataPlane, request, &response));
+        return response;
+      },
+      &opened);
   if (!connection.ok()) {
     KVTIER_LOG(INFO) << "data plane not opened, page bytes travel inline: "
                      << connection.status();
     next_open_ = absl::Now() + absl::Milliseconds(options_.ucx_reopen_interval_ms);
     return nullptr;
   }
-  ++counters_.sessions_opened;
+  if (opened) ++counters_.sessions_opened;
   return *connection;
 }
 

@@ -73,6 +73,9 @@ ABSL_FLAG(std::string, ucx_put_mode, "auto",
           "server_reads (staged, one RPC), "
           "client_writes (ReservePut, put, CommitPut) or "
           "tagged (ReservePut, tagged sends into posted receives, CommitPut)");
+ABSL_FLAG(bool, ucx_share_data_plane, true,
+          "The clients share one UCX data plane (worker, session, arena mapping); "
+          "--noucx_share_data_plane gives each its own");
 ABSL_FLAG(bool, ucx, true,
           "Move page bytes over the UCX data plane when the server offers it (UCX_TLS picks "
           "the transport); --noucx sends them inline in gRPC");
@@ -356,6 +359,7 @@ absl::Status Run() {
   for (Worker& w : workers) {
     client::ClientOptions options;
     options.use_ucx = absl::GetFlag(FLAGS_ucx);
+    options.ucx_share_data_plane = absl::GetFlag(FLAGS_ucx_share_data_plane);
     const std::string mode = absl::GetFlag(FLAGS_ucx_put_mode);
     if (mode != "auto" && mode != "server_reads" && mode != "client_writes" &&
         mode != "tagged") {

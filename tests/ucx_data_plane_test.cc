@@ -785,6 +785,51 @@ TEST_F(UcxAutoClientTest, SmallPutsGoAsMessagesAndLargeOnesByRpc) {
   EXPECT_EQ(server_stats->reserved_bytes(), 0u);
 }
 
+// Clients of one process share a data plane per target: the first opens
+// the session, the others use it, and it outlives the client that opened
+// it. With ucx_share_data_plane off each client opens its own.
+TEST_F(UcxAutoClientTest, ClientsOfAProcessShareOneSession) {
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
+  auto connect = [&](bool share) {
+    client::ClientOptions options;
+    options.deadline_ms = 10'000;
+    options.ucx_share_data_plane = share;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  };
+  std::unique_ptr<client::StoreClient> second = connect(/*share=*/true);
+  std::unique_ptr<client::StoreClient> own = connect(/*share=*/false);
+  ASSERT_NE(second, nullptr);
+  ASSERT_NE(own, nullptr);
+  const OddPages pages = MakeOddPages(6, 51);
+  ASSERT_TRUE(client_->BatchPut(absl::MakeConstSpan(pages.puts).subspan(0, 3)).ok());
+  ASSERT_TRUE(second->BatchPut(absl::MakeConstSpan(pages.puts).subspan(3, 3)).ok());
+  for (client::StoreClient* c : {client_.get(), second.get(), own.get()}) {
+    absl::StatusOr<std::vector<client::GotPage>> got = c->BatchGet(pages.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+  }
+  EXPECT_EQ(client_->data_plane_stats().sessions_opened, 1u);
+  EXPECT_EQ(second->data_plane_stats().sessions_opened, 0u);  // used client_'s
+  EXPECT_EQ(own->data_plane_stats().sessions_opened, 1u);
+  for (client::StoreClient* c : {client_.get(), second.get(), own.get()}) {
+    EXPECT_EQ(c->data_plane_stats().inline_get_pages, 0u);
+    EXPECT_EQ(c->data_plane_stats().mapped_get_pages, pages.keys.size());
+  }
+
+  // The session stays open for `second` when the client that opened it goes.
+  client_.reset();
+  absl::StatusOr<std::vector<client::GotPage>> got = second->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+  const client::DataPlaneStats stats = second->data_plane_stats();
+  EXPECT_EQ(stats.sessions_opened, 0u);
+  EXPECT_EQ(stats.mapped_get_pages, 2 * pages.keys.size());
+  EXPECT_EQ(stats.inline_get_pages, 0u);
+}
+
 // With UCX_TLS unset a client on the server's host maps the arena (UCX's
 // tcp transport is left out unless named, so shared memory is chosen).
 TEST_F(UcxAutoClientTest, DefaultTransportsReachTheArenaOverSharedMemory) {
