@@ -187,7 +187,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
     v1::KeyToProto(page.key, wire->mutable_key());
     v1::LayoutToProto(page.layout, wire->mutable_layout());
     wire->set_checksum(CopyWithChecksum(region.memory().address() + offsets[i], page.data.data(),
-                                        page.data.size(), HashSide::kSource));
+                                        page.data.size()));
     wire->set_region_offset(offsets[i]);
   }
   v1::DataPlaneRegion* wire_region = request.mutable_region();
@@ -266,8 +266,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     if (copy) {
       commit.set_checksums(static_cast<int>(i),
                            CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
-                                            pages[i].data.data(), pages[i].data.size(),
-                                            HashSide::kSource));
+                                            pages[i].data.data(), pages[i].data.size()));
       continue;
     }
     if (tagged) {

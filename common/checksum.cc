@@ -17,32 +17,20 @@ constexpr size_t kChunkBytes = size_t{128} << 10;
 
 uint64_t PageChecksum(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
 
-uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes, HashSide side) {
-  const auto* in = static_cast<const uint8_t*>(src);
-  auto* out = static_cast<uint8_t*>(dst);
-  const uint8_t* hashed = side == HashSide::kSource ? in : out;
+uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes) {
   if (bytes <= kChunkBytes) {
-    // The source is read once either way: hashed and then copied from
-    // cache, or copied and then hashed from the copy.
-    if (side == HashSide::kSource) {
-      const uint64_t checksum = XXH3_64bits(in, bytes);
-      std::memcpy(out, in, bytes);
-      return checksum;
-    }
-    std::memcpy(out, in, bytes);
-    return XXH3_64bits(out, bytes);
+    const uint64_t checksum = XXH3_64bits(src, bytes);
+    std::memcpy(dst, src, bytes);
+    return checksum;
   }
   XXH3_state_t state;
   XXH3_64bits_reset(&state);
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
   for (size_t done = 0; done < bytes;) {
     const size_t n = std::min(kChunkBytes, bytes - done);
-    if (side == HashSide::kSource) {
-      XXH3_64bits_update(&state, hashed + done, n);
-      std::memcpy(out + done, in + done, n);
-    } else {
-      std::memcpy(out + done, in + done, n);
-      XXH3_64bits_update(&state, hashed + done, n);
-    }
+    XXH3_64bits_update(&state, in + done, n);
+    std::memcpy(out + done, in + done, n);
     done += n;
   }
   return XXH3_64bits_digest(&state);

@@ -11,23 +11,20 @@ namespace kvtier {
 
 uint64_t PageChecksum(const void* data, size_t bytes);
 
-// Which side of a copy CopyWithChecksum hashes: the one private to the
-// caller, which nothing else can change under the copy. Copying out of
-// shared memory (a mapped arena slot that may be reused meanwhile), hash
-// the copy: a torn copy then fails its checksum instead of passing with the
-// source's. Copying into shared memory, hash the source: the reader's
-// check then catches bytes changed in the destination.
-enum class HashSide { kSource, kCopy };
-
-// Copies `bytes` from `src` to `dst` and returns PageChecksum of the bytes
-// on side `side`, in one pass over `src`: each chunk is hashed while it is
-// still in cache, instead of reading a large page from memory twice.
-// REQUIRES: the ranges do not overlap.
-uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes, HashSide side);
+// Copies `bytes` from `src` to `dst` and returns PageChecksum of the source
+// bytes, in one pass over `src`: each chunk is hashed while it is still in
+// cache and then copied, instead of reading a large page from memory twice.
+// For copies from the caller's own memory into memory others may change
+// (a mapped arena slot, a staging region): the reader's check then catches
+// bytes changed in the destination. REQUIRES: the ranges do not overlap.
+uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes);
 
 // Appends `bytes` from `src` to `out` and returns PageChecksum of the bytes
-// appended, hashed from `out` as CopyWithChecksum's HashSide::kCopy does,
-// without first filling `out` with zeros as a resize would.
+// appended, each 128 KiB chunk hashed from `out` right after it is copied,
+// without first filling `out` with zeros as a resize would. For copies out
+// of memory others may change (a mapped arena slot reused meanwhile): the
+// checksum is that of the bytes returned, so a torn copy fails its check
+// instead of passing with the source's.
 uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes);
 
 }  // namespace kvtier
