@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/types/span.h"
 #include "common/checksum.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
@@ -76,7 +77,7 @@ inline absl::StatusOr<std::vector<PutResult>> PutPages(Store& store,
   return store.BatchPut(specs, spans);
 }
 
-inline std::string AsString(const std::vector<uint8_t>& bytes) {
+inline std::string AsString(absl::Span<const uint8_t> bytes) {
   return std::string(bytes.begin(), bytes.end());
 }
 

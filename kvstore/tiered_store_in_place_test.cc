@@ -21,8 +21,6 @@ using testing::TempDir;
 
 constexpr uint64_t kPage = 4096;
 
-std::string Str(absl::Span<const uint8_t> bytes) { return std::string(bytes.begin(), bytes.end()); }
-
 std::string Expected(const PageKey& key) { return AsString(PageBytes(key, SmallLayout())); }
 
 class InPlaceTest : public ::testing::Test {
@@ -73,12 +71,12 @@ TEST_F(InPlaceTest, RamPagesAreHandedOverInTheArena) {
         EXPECT_EQ(results[0].layout, SmallLayout());
         EXPECT_EQ(results[0].checksum, testing::Spec(Key(2, 5)).checksum);
         EXPECT_TRUE(results[0].data.empty());
-        EXPECT_EQ(Str(bytes[0]), Expected(Key(2, 5)));
+        EXPECT_EQ(AsString(bytes[0]), Expected(Key(2, 5)));
         EXPECT_GE(bytes[0].data(), arena.data());
         EXPECT_LE(bytes[0].data() + bytes[0].size(), arena.data() + arena.size());
         EXPECT_EQ(results[1].status.code(), absl::StatusCode::kNotFound);
         EXPECT_TRUE(bytes[1].empty());
-        EXPECT_EQ(Str(bytes[2]), Expected(Key(1)));
+        EXPECT_EQ(AsString(bytes[2]), Expected(Key(1)));
         return absl::OkStatus();
       });
   ASSERT_TRUE(got.ok()) << got.status();
@@ -100,7 +98,7 @@ TEST_F(InPlaceTest, ForcedDeleteDuringUseKeepsTheSlotUntilItReturns) {
     // A freed slot would take the free list's links and then the next put
     // of the same size; neither may touch the leased bytes.
     EXPECT_TRUE(PutPages(*store_, {Key(3), Key(4)}).ok());
-    EXPECT_EQ(Str(bytes[0]), Expected(Key(1)));
+    EXPECT_EQ(AsString(bytes[0]), Expected(Key(1)));
     StoreStats stats = store_->Stats();
     EXPECT_EQ(stats.ram.pages, 3u);
     EXPECT_EQ(stats.ram.used_bytes, 4 * kPage);
@@ -125,7 +123,7 @@ TEST_F(InPlaceTest, LeasedPageIsNotEvictedDuringUse) {
     // may leave RAM.
     for (uint64_t n = 10; n < 18; ++n) EXPECT_TRUE(PutPages(*store_, {Key(n)}).ok()) << n;
     EXPECT_GT(store_->Stats().demotions, 0u);
-    EXPECT_EQ(Str(bytes[0]), Expected(Key(1)));
+    EXPECT_EQ(AsString(bytes[0]), Expected(Key(1)));
     return absl::OkStatus();
   });
   ASSERT_TRUE(got.ok()) << got.status();
@@ -141,7 +139,7 @@ TEST_F(InPlaceTest, CorruptRamPageIsDataLossAndDropped) {
     EXPECT_EQ(results[0].tier, Tier::kNone);
     EXPECT_TRUE(bytes[0].empty());
     EXPECT_TRUE(results[1].status.ok());
-    EXPECT_EQ(Str(bytes[1]), Expected(Key(2)));
+    EXPECT_EQ(AsString(bytes[1]), Expected(Key(2)));
     return absl::OkStatus();
   });
   ASSERT_TRUE(got.ok()) << got.status();
@@ -184,7 +182,7 @@ TEST_F(InPlaceTest, DiskPagesComeBackWithTheirDataAndArePromoted) {
       EXPECT_EQ(results[0].data, Expected(Key(1)));
       EXPECT_EQ(static_cast<const void*>(bytes[0].data()), results[0].data.data());
       EXPECT_EQ(results[1].tier, Tier::kRam);
-      EXPECT_EQ(Str(bytes[1]), Expected(Key(9)));
+      EXPECT_EQ(AsString(bytes[1]), Expected(Key(9)));
       return absl::OkStatus();
     });
     ASSERT_TRUE(got.ok()) << got.status();
@@ -212,7 +210,7 @@ TEST_F(InPlaceTest, SkippedDiskPagesAreNotReadCountedOrPromoted) {
           EXPECT_EQ(results[0].checksum, checksum);
           EXPECT_TRUE(bytes[0].empty());
           EXPECT_TRUE(results[0].data.empty());
-          EXPECT_EQ(Str(bytes[1]), Expected(Key(9)));
+          EXPECT_EQ(AsString(bytes[1]), Expected(Key(9)));
           return absl::OkStatus();
         },
         {.skip_disk = true});
@@ -275,11 +273,11 @@ TEST_F(InPlaceTest, ReadsRacingDeletesAndPutsSeeIntactBytesAndLeakNothing) {
         auto got = store_->BatchGetInPlace(keys, [&](auto results, auto bytes) {
           for (size_t k = 0; k < keys.size(); ++k) {
             if (absl::IsDataLoss(results[k].status)) ++bad;
-            if (results[k].status.ok() && Str(bytes[k]) != Expected(keys[k])) ++bad;
+            if (results[k].status.ok() && AsString(bytes[k]) != Expected(keys[k])) ++bad;
           }
           std::this_thread::yield();
           for (size_t k = 0; k < keys.size(); ++k) {
-            if (results[k].status.ok() && Str(bytes[k]) != Expected(keys[k])) ++bad;
+            if (results[k].status.ok() && AsString(bytes[k]) != Expected(keys[k])) ++bad;
           }
           return absl::OkStatus();
         });
