@@ -9,6 +9,7 @@
 
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "kvtier/v1/data_plane.h"
 
 namespace kvtier::client {
 namespace {
@@ -41,13 +42,14 @@ ClientDataPlane::RegionLease::~RegionLease() {
   if (memory_ != nullptr) owner_->ReturnRegion(std::move(memory_));
 }
 
-absl::StatusOr<std::unique_ptr<ClientDataPlane>> ClientDataPlane::Create() {
-  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxContext> context, ucx::UcxContext::Create());
+absl::StatusOr<std::unique_ptr<ClientDataPlane>> ClientDataPlane::Create(
+    const ucx::UcxOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxContext> context, ucx::UcxContext::Create(options));
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxWorker> worker, ucx::UcxWorker::Create(*context));
   std::unique_ptr<ClientDataPlane> plane(
       new ClientDataPlane(std::move(context), std::move(worker)));
   RETURN_IF_ERROR(
-      ucx::SetMessageHandler(plane->worker_.get(), ucx::kReplyMessageId, plane.get()));
+      ucx::SetMessageHandler(plane->worker_.get(), wire::kReplyMessageId, plane.get()));
   // Callers wait for their own transfers and replies, progressing the
   // worker themselves first; this thread needs no spin of its own.
   plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
@@ -166,14 +168,14 @@ absl::StatusOr<ClientDataPlane::RegionLease> ClientDataPlane::LeaseRegion(uint64
 absl::StatusOr<std::string> ClientDataPlane::Call(const Connection& connection, uint32_t op,
                                                   std::string request, absl::Time deadline) {
   auto pending = std::make_shared<PendingReply>();
-  ucx::RequestHeader header{.session_id = connection.session_id, .op = op};
+  wire::RequestHeader header{.session_id = connection.session_id, .op = op};
   {
     absl::MutexLock lock(&mu_);
     header.request_id = ++next_request_id_;
     pending_.emplace(header.request_id, pending);
   }
   absl::Status status = ucx::SendMessage(
-      connection.endpoint->get(), ucx::kRequestMessageId,
+      connection.endpoint->get(), wire::kRequestMessageId,
       absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
       std::move(request), /*want_reply=*/true);
   if (status.ok()) {
@@ -208,7 +210,7 @@ absl::StatusOr<std::string> ClientDataPlane::Call(const Connection& connection, 
 }
 
 void ClientDataPlane::OnMessage(const ucx::ReceivedMessage& message) {
-  ucx::ReplyHeader header;
+  wire::ReplyHeader header;
   if (message.header.size() != sizeof(header)) return;  // not a reply of ours
   std::memcpy(&header, message.header.data(), sizeof(header));
   std::shared_ptr<PendingReply> pending;

@@ -1,5 +1,5 @@
 // ClientDataPlane: the client's side of the UCX data plane (see
-// kvstore/DATA_PLANE.md): one UCX context and worker, a progress thread,
+// kvstore/dataplane/DATA_PLANE.md): one UCX context and worker, a progress thread,
 // the connection to one server session, and a bounded pool of registered
 // receive regions. The StoreClients of a process share one per target
 // unless told otherwise (ClientOptions::ucx_share_data_plane), and open its
@@ -28,16 +28,17 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
-#include "absl/synchronization/notification.h"
-#include "absl/time/time.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
-#include "client/ucx/ucx_endpoint.h"
-#include "client/ucx/ucx_memory.h"
-#include "client/ucx/ucx_message.h"
-#include "client/ucx/ucx_tag_receive.h"
-#include "client/ucx/ucx_worker.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "kvtier/v1/data_plane.h"
 #include "kvtier/v1/store.pb.h"
+#include "ucx/endpoint.h"
+#include "ucx/memory.h"
+#include "ucx/message.h"
+#include "ucx/tag_receive.h"
+#include "ucx/worker.h"
 
 namespace kvtier::client {
 
@@ -76,17 +77,16 @@ class ClientDataPlane : private ucx::MessageReceiver {
     std::unique_ptr<ucx::UcxMemory> memory_;
   };
 
-  // Starts UCX (context, worker, progress thread); the converted UCX error
-  // when it cannot.
-  static absl::StatusOr<std::unique_ptr<ClientDataPlane>> Create();
+  // Starts UCX (context, worker, progress thread); INVALID_ARGUMENT for bad
+  // options, the converted UCX error when UCX cannot start.
+  static absl::StatusOr<std::unique_ptr<ClientDataPlane>> Create(const ucx::UcxOptions& options);
   ~ClientDataPlane() override;
 
   const std::string& worker_address() const { return worker_->address(); }
   // For tagged receives (UcxTagReceive::Post) and progressing while waiting.
   ucx::UcxWorker* worker() const { return worker_.get(); }
-  // A tag base no earlier call returned; its low 32 bits are zero, for the
-  // page index.
-  uint64_t NewTagBase() { return (next_tag_.fetch_add(1) + 1) << 32; }
+  // A tag base (wire::IsTagBase) no earlier call returned.
+  uint64_t NewTagBase() { return wire::NthTagBase(next_tag_.fetch_add(1) + 1); }
   // Keeps `region` out of the pool until every receive into it is done
   // (cancelled first); reaped by later LeaseRegion calls and at destruction.
   // For receives a failed call could not wait for.

@@ -89,7 +89,7 @@ absl::Status ClientOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrFormat("ucx_reopen_interval_ms %d must be > 0", ucx_reopen_interval_ms));
   }
-  return absl::OkStatus();
+  return ucx.Validate();
 }
 
 absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::string& target,
@@ -115,20 +115,25 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
 
 namespace {
 
-// The data plane for `target`: this process's shared one when `share` and
-// one is alive, else a new one (shared from then on when `share`).
+// The data plane for `target`: this process's shared one with the same UCX
+// options when `share` and one is alive, else a new one (shared from then on
+// when `share`).
 absl::StatusOr<std::shared_ptr<ClientDataPlane>> DataPlaneFor(const std::string& target,
+                                                              const ucx::UcxOptions& options,
                                                               bool share) {
-  if (!share) return ClientDataPlane::Create();
+  if (!share) return ClientDataPlane::Create(options);
   static absl::Mutex mu(absl::kConstInit);
   static auto* planes ABSL_GUARDED_BY(mu) =
       new absl::flat_hash_map<std::string, std::weak_ptr<ClientDataPlane>>();
+  // Transports hold no '\n'.
+  const std::string key =
+      absl::StrCat(target, "\n", options.transports, "\n", options.mutex_locks ? "mutex" : "spin");
   absl::MutexLock lock(&mu);
-  if (auto it = planes->find(target); it != planes->end()) {
+  if (auto it = planes->find(key); it != planes->end()) {
     if (std::shared_ptr<ClientDataPlane> plane = it->second.lock()) return plane;
   }
-  ASSIGN_OR_RETURN(std::shared_ptr<ClientDataPlane> plane, ClientDataPlane::Create());
-  (*planes)[target] = plane;
+  ASSIGN_OR_RETURN(std::shared_ptr<ClientDataPlane> plane, ClientDataPlane::Create(options));
+  (*planes)[key] = plane;
   return plane;
 }
 
@@ -139,7 +144,7 @@ StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channe
     : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {
   if (options_.use_ucx) {
     absl::StatusOr<std::shared_ptr<ClientDataPlane>> plane =
-        DataPlaneFor(target, options_.ucx_share_data_plane);
+        DataPlaneFor(target, options_.ucx, options_.ucx_share_data_plane);
     if (plane.ok()) {
       data_plane_ = *std::move(plane);
     } else {

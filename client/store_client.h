@@ -57,7 +57,7 @@
 
 namespace kvtier::client {
 
-// How a BatchPut moves bytes over the data plane (kvstore/DATA_PLANE.md).
+// How a BatchPut moves bytes over the data plane (kvstore/dataplane/DATA_PLANE.md).
 enum class UcxPutMode {
   // By what the session's endpoint can do (measured fastest on each,
   // DATA_PLANE.md): arena mapped here (shared memory) -> kClientWrites for
@@ -121,6 +121,9 @@ struct ClientOptions {
   // threads, one session, and one mapping of the arena to fault in.
   // Default true.
   bool ucx_share_data_plane = true;
+  // The UCX settings of this client's data plane (ucx/context.h documents
+  // each default); clients share a data plane only when these are equal.
+  ucx::UcxOptions ucx{};
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;

@@ -1,5 +1,5 @@
 // StoreClient's UCX data-plane path (see store_client.h and
-// kvstore/DATA_PLANE.md).
+// kvstore/dataplane/DATA_PLANE.md).
 #include <algorithm>
 #include <chrono>
 #include <cstring>
@@ -12,6 +12,7 @@
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "kvtier/v1/convert.h"
+#include "kvtier/v1/data_plane.h"
 
 namespace kvtier::client {
 namespace {
@@ -236,7 +237,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   for (const PutPage& page : pages) bytes += page.data.size();
   const bool by_message = copy && PutByMessage(pages.size(), bytes);
   v1::ReservePutResponse reserved;
-  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, ucx::kReservePutOp,
+  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, wire::kReservePutOp,
                                               &v1::KvStore::Stub::ReservePut, request, &reserved)
                              : Call(&v1::KvStore::Stub::ReservePut, request, &reserved));
   auto abort = [&](absl::Status status) {
@@ -270,9 +271,9 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
       continue;
     }
     if (tagged) {
-      // The server posted the receive for transfer_id + i into the slot.
+      // The server posted the receive for page i into the slot.
       sends.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
-                       .tag = reserved.transfer_id() + i});
+                       .tag = wire::PageTag(reserved.transfer_id(), static_cast<uint32_t>(i))});
       continue;
     }
     segments.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
@@ -287,7 +288,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
     return abort(absl::UnavailableError(absl::StrCat("data-plane write: ", s.message())));
   }
   v1::BatchPutResponse response;
-  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, ucx::kCommitPutOp,
+  RETURN_IF_ERROR(by_message ? CallPutMessage(connection, wire::kCommitPutOp,
                                               &v1::KvStore::Stub::CommitPut, commit, &response)
                              : Call(&v1::KvStore::Stub::CommitPut, commit, &response));
   RETURN_IF_ERROR(AppendPutOutcomes("CommitPut", response, pages.size(), out));
@@ -309,7 +310,7 @@ absl::Status StoreClient::CallPutMessage(const Connection& connection, uint32_t 
       return absl::InternalError(
           absl::StrCat("malformed reply to a request message: not a ", response->GetTypeName()));
     }
-    if (op == ucx::kCommitPutOp) ++counters_.message_puts;
+    if (op == wire::kCommitPutOp) ++counters_.message_puts;
     return absl::OkStatus();
   }
   const absl::StatusCode code = reply.status().code();
@@ -364,7 +365,8 @@ absl::Status StoreClient::GetChunkUcx(const Connection& connection,
   for (size_t i = 0; tag != 0 && i < keys.size() && status.ok(); ++i) {
     absl::StatusOr<std::unique_ptr<ucx::UcxTagReceive>> receive =
         ucx::UcxTagReceive::Post(data_plane_->worker(), region.memory().address() + i * slot,
-                                 slot, tag + i, /*exact=*/false);
+                                 slot, wire::PageTag(tag, static_cast<uint32_t>(i)),
+                                 /*exact=*/false);
     if (receive.ok()) receives.push_back(*std::move(receive));
     status = receive.status();
   }
@@ -457,7 +459,7 @@ absl::Status StoreClient::SendMappedGet(const Connection& connection,
     const absl::Time deadline =
         absl::Now() + std::min(absl::Milliseconds(options_.deadline_ms), kMessageReplyTimeout);
     absl::StatusOr<std::string> reply =
-        data_plane_->Call(connection, ucx::kMappedGetOp, request.SerializeAsString(), deadline);
+        data_plane_->Call(connection, wire::kMappedGetOp, request.SerializeAsString(), deadline);
     if (reply.ok()) {
       if (!response->ParseFromString(*reply) || response->pages_size() != request.keys_size()) {
         return absl::InternalError("malformed reply to a get message");

@@ -56,7 +56,7 @@ struct Hash128 {
 
 // The key of one stored page: a chain hash and a layer index.
 struct PageKey {
-  Hash128 hash;
+  Hash128 hash{};
   uint32_t layer = 0;
 
   // Storage encoding: canonical(hash) then BE-u32 layer (20 bytes), so that

@@ -21,10 +21,11 @@ struct Batch {
   ScalarType digest_type;
   std::vector<uint32_t> seq_pages;
 
-  TypedBuffer pool, queries;
-  std::vector<int32_t> indptr, slots, page_ids;
-  std::vector<uint8_t> digests;
-  std::vector<float> scores;
+  // Built by Build().
+  TypedBuffer pool{}, queries{};
+  std::vector<int32_t> indptr{}, slots{}, page_ids{};
+  std::vector<uint8_t> digests{};
+  std::vector<float> scores{};
 
   size_t PageElems() const { return 2 * size_t{page_size} * hkv * dim; }
   float Key(size_t page, size_t t, size_t h, size_t c) const {

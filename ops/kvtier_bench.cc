@@ -1,7 +1,7 @@
 // kvtier-bench: put, get and lookup throughput and latency of a running
 // kvtier store, over a grid of page sizes x concurrent clients.
 //
-//   kvtier-bench --target 127.0.0.1:50051 --page_sizes 65536,262144 \
+//   kvtier-bench --target 127.0.0.1:50051 --page_sizes 65536,262144
 //                --clients 1,2,4,8 --duration_ms 2000 --json out.json
 //
 // Each client is one StoreClient (its own connection) on its own thread.

@@ -69,14 +69,6 @@ std::string HumanBytes(double bytes) {
   return absl::StrFormat("%.1f %s", bytes, units[u]);
 }
 
-const char* TierName(v1::Tier t) {
-  switch (t) {
-    case v1::TIER_RAM: return "ram";
-    case v1::TIER_DISK: return "disk";
-    default: return "none";
-  }
-}
-
 absl::StatusOr<PageLayout> LayoutFromFlags() {
   PageLayout layout{.page_size = absl::GetFlag(FLAGS_page_size),
                     .n_kv_heads = absl::GetFlag(FLAGS_n_kv_heads),

@@ -16,9 +16,9 @@ install_debian_packages
 fetch_smollm2
 build_kvtier
 
-server="$KVTIER_BUILD_DIR/kvstore/kvtier-server"
-eval_bin="$KVTIER_BUILD_DIR/worker/eval/kvtier-eval"
-ctl="$KVTIER_BUILD_DIR/ops/kvtierctl"
+server="$KVTIER_BUILD_DIR/bin/kvtier-server"
+eval_bin="$KVTIER_BUILD_DIR/bin/kvtier-eval"
+ctl="$KVTIER_BUILD_DIR/bin/kvtierctl"
 target="127.0.0.1:50051"
 
 log "starting kvtier-server (defaults) in $PWD"

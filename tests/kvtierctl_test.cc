@@ -13,7 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "tests/server_process.h"
+#include "testing/server_process.h"
 
 #ifndef KVTIERCTL_PATH
 #error "KVTIERCTL_PATH must name the kvtierctl binary"

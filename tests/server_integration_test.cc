@@ -19,8 +19,8 @@
 #include "grpcpp/generic/generic_stub.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
-#include "tests/server_process.h"
-#include "tests/test_pages.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
 
 namespace kvtier::testing {
 namespace {

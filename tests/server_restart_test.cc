@@ -16,8 +16,8 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "rocksdb/db.h"
-#include "tests/server_process.h"
-#include "tests/test_pages.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
 
 namespace kvtier::testing {
 namespace {
@@ -43,8 +43,9 @@ struct RocksHandle {
     db.reset(raw);
   }
   ~RocksHandle() {
+    if (db == nullptr) return;
     for (rocksdb::ColumnFamilyHandle* h : families) {
-      if (db != nullptr) EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+      EXPECT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
     }
   }
 

@@ -7,12 +7,12 @@
 #include <vector>
 
 #include "common/checksum.h"
-#include "gtest/gtest.h"
 #include "grpcpp/grpcpp.h"
+#include "gtest/gtest.h"
 #include "kvtier/v1/convert.h"
 #include "kvtier/v1/store.grpc.pb.h"
-#include "tests/server_process.h"
-#include "tests/test_pages.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
 
 namespace kvtier::testing {
 namespace {

@@ -14,15 +14,16 @@
 #include "absl/time/clock.h"
 #include "client/data_plane.h"
 #include "client/store_client.h"
-#include "client/ucx/ucx_message.h"
 #include "common/checksum.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvtier/v1/convert.h"
+#include "kvtier/v1/data_plane.h"
 #include "kvtier/v1/store.grpc.pb.h"
-#include "tests/server_process.h"
-#include "tests/test_pages.h"
-#include "tests/ucx_test_util.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
+#include "testing/ucx_test_util.h"
+#include "ucx/message.h"
 
 namespace kvtier::testing {
 namespace {
@@ -108,7 +109,7 @@ TEST_F(UcxAutoClientTest, RequestMessagesReportErrorsAndMissingReplies) {
   };
   const absl::Status unknown = call(99, absl::Seconds(10));
   EXPECT_EQ(unknown.code(), absl::StatusCode::kUnimplemented) << unknown;
-  EXPECT_EQ(call(ucx::kMappedGetOp, absl::Seconds(10)).code(),
+  EXPECT_EQ(call(wire::kMappedGetOp, absl::Seconds(10)).code(),
             absl::StatusCode::kInvalidArgument);  // "request" is no BatchGetRequest
 
   grpc::ClientContext context;
@@ -145,11 +146,11 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
   page->set_checksum(PageChecksum(pages.bytes[0].data(), pages.bytes[0].size()));
 
   reserve.set_session_id(session + 1);
-  EXPECT_EQ(call(ucx::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(call(wire::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
   reserve.set_session_id(session);
   reserve.set_tagged(true);
-  EXPECT_EQ(call(ucx::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(raw.plane->Call(*raw.connection, ucx::kCommitPutOp, "\xff\xff",
+  EXPECT_EQ(call(wire::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(raw.plane->Call(*raw.connection, wire::kCommitPutOp, "\xff\xff",
                             absl::Now() + absl::Seconds(10))
                 .status()
                 .code(),
@@ -162,7 +163,7 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
   v1::CommitPutRequest commit;
   commit.set_session_id(session);
   commit.set_transfer_id(reserved.transfer_id());
-  EXPECT_EQ(call(ucx::kCommitPutOp, commit).status().code(),
+  EXPECT_EQ(call(wire::kCommitPutOp, commit).status().code(),
             absl::StatusCode::kFailedPrecondition);
   absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
   ASSERT_TRUE(stats.ok());
@@ -176,14 +177,14 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
 
   // Not tagged, by message: reserve, copy into the mapped slot, commit.
   reserve.set_tagged(false);
-  absl::StatusOr<std::string> reply = call(ucx::kReservePutOp, reserve);
+  absl::StatusOr<std::string> reply = call(wire::kReservePutOp, reserve);
   ASSERT_TRUE(reply.ok()) << reply.status();
   ASSERT_TRUE(reserved.ParseFromString(*reply));
   ASSERT_EQ(reserved.slots_size(), 1);
   std::memcpy(raw.connection->arena_mapped + reserved.slots(0).arena_offset(),
               pages.bytes[0].data(), pages.bytes[0].size());
   commit.set_transfer_id(reserved.transfer_id());
-  reply = call(ucx::kCommitPutOp, commit);
+  reply = call(wire::kCommitPutOp, commit);
   ASSERT_TRUE(reply.ok()) << reply.status();
   v1::BatchPutResponse committed;
   ASSERT_TRUE(committed.ParseFromString(*reply));
@@ -290,7 +291,7 @@ TEST_F(UcxAutoClientTest, DefaultTransportsReachTheArenaOverSharedMemory) {
 }
 
 // Over TCP the automatic mode sends page bytes inline (measured faster than
-// UCX's tcp transport, kvstore/DATA_PLANE.md) with the same results, while
+// UCX's tcp transport, kvstore/dataplane/DATA_PLANE.md) with the same results, while
 // a session is still opened (an explicit mode would use it).
 TEST_F(UcxAutoClientTest, AutoKeepsBytesInlineOverTcp) {
   ASSERT_NO_FATAL_FAILURE(Start("tcp"));

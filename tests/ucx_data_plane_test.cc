@@ -22,9 +22,9 @@
 #include "gtest/gtest.h"
 #include "kvtier/v1/convert.h"
 #include "kvtier/v1/store.grpc.pb.h"
-#include "tests/server_process.h"
-#include "tests/test_pages.h"
-#include "tests/ucx_test_util.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
+#include "testing/ucx_test_util.h"
 
 namespace kvtier::testing {
 namespace {
@@ -360,7 +360,7 @@ TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
   std::unique_ptr<ServerProcess> server = Start();
   ASSERT_NE(server, nullptr);
   absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-      client::ClientDataPlane::Create();
+      client::ClientDataPlane::Create(ucx::UcxOptions{});
   ASSERT_TRUE(plane.ok()) << plane.status();
   auto stub = v1::KvStore::NewStub(
       grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));

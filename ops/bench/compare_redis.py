@@ -145,8 +145,8 @@ def main():
     p = argparse.ArgumentParser(description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--build_dir", default="build")
-    p.add_argument("--server", help="kvtier-server (default BUILD/kvstore/kvtier-server)")
-    p.add_argument("--bench", help="kvtier-bench (default BUILD/ops/kvtier-bench)")
+    p.add_argument("--server", help="kvtier-server (default BUILD/bin/kvtier-server)")
+    p.add_argument("--bench", help="kvtier-bench (default BUILD/bin/kvtier-bench)")
     p.add_argument("--page_sizes", default="65536,262144,1048576,4194304")
     p.add_argument("--clients", default="1,2,4,8")
     p.add_argument("--duration_ms", type=int, default=1000, help="per kvtier cell")
@@ -158,8 +158,8 @@ def main():
                         "data plane (compare_ucx.py also compares UCX with ucx_perftest)")
     p.add_argument("--json", default="compare_redis.json")
     args = p.parse_args()
-    server = args.server or os.path.join(args.build_dir, "kvstore", "kvtier-server")
-    bench = args.bench or os.path.join(args.build_dir, "ops", "kvtier-bench")
+    server = args.server or os.path.join(args.build_dir, "bin", "kvtier-server")
+    bench = args.bench or os.path.join(args.build_dir, "bin", "kvtier-bench")
     sizes = [int(s) for s in args.page_sizes.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
     for tool in (server, bench, shutil.which("redis-server"), shutil.which("redis-benchmark")):

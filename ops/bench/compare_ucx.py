@@ -123,8 +123,8 @@ def main():
     p.add_argument("--ram_bytes", type=int, default=2 << 30)
     p.add_argument("--json", default="compare_ucx.json")
     args = p.parse_args()
-    server = os.path.join(args.build_dir, "kvstore", "kvtier-server")
-    bench = os.path.join(args.build_dir, "ops", "kvtier-bench")
+    server = os.path.join(args.build_dir, "bin", "kvtier-server")
+    bench = os.path.join(args.build_dir, "bin", "kvtier-bench")
     sizes = [int(s) for s in args.page_sizes.split(",")]
     clients = [int(c) for c in args.clients.split(",")]
     batches = [int(b) for b in args.batches.split(",")]

@@ -88,7 +88,7 @@ def main():
     os.makedirs(args.work, exist_ok=True)
     f32 = os.path.join(args.work, "model.f32.gguf")
     to_f32_gguf(args.gguf, f32)
-    eval_bin = os.path.join(args.build_dir, "worker/eval/kvtier-eval")
+    eval_bin = os.path.join(args.build_dir, "bin/kvtier-eval")
     report = {"text": args.text, "tokens": args.tokens}
     for name, gguf, f32_cache in (("f32", f32, True), ("q4_1", args.gguf, False)):
         out = os.path.join(args.work, f"kvtier.{name}.logits")

@@ -10,16 +10,16 @@
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
+#include "worker/budget/lukv_allocator.h"
+#include "worker/budget/profile.h"
 #include "worker/eval/fidelity_metrics.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
 #include "worker/eval/trace_recorder.h"
-#include "worker/lukv_allocator.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/worker_attention_backend.h"
-#include "worker/profile.h"
-#include "worker/profile_trace.h"
-#include "worker/simulator.h"
+#include "worker/sim/simulator.h"
+#include "worker/trace/trace_profiler.h"
 
 namespace kvtier::eval {
 namespace {

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/model/model_loader.h"
+#include "worker/model/loader/model_loader.h"
 
 namespace kvtier::eval {
 

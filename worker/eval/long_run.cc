@@ -9,11 +9,11 @@
 #include "absl/time/clock.h"
 #include "client/store_client.h"
 #include "common/status_macros.h"
-#include "worker/client_page_store.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/worker_attention_backend.h"
+#include "worker/transfer/client_page_store.h"
 
 namespace kvtier::eval {
 namespace {

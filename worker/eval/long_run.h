@@ -10,7 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
-#include "worker/model/model_loader.h"
+#include "worker/model/loader/model_loader.h"
 
 namespace kvtier::eval {
 

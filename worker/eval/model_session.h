@@ -12,9 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "worker/model/attention_backend.h"
 #include "worker/eval/passkey.h"
-#include "worker/model/model_loader.h"
+#include "worker/model/attention_backend.h"
+#include "worker/model/loader/model_loader.h"
 
 namespace kvtier::eval {
 
@@ -48,8 +48,8 @@ absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::
 // starts at 4 characters per token (Quest) and shrinks by the measured ratio.
 struct PasskeyPrompt {
   PasskeyCase c;
-  std::vector<int> tokens;
-  std::vector<int> answer;
+  std::vector<int> tokens{};
+  std::vector<int> answer{};
 };
 // INTERNAL if it cannot be fitted.
 absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, PasskeyCase c,

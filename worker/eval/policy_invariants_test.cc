@@ -3,20 +3,22 @@
 // every layer, the pages holding a pool slot never exceed the budget, and
 // the pages a policy promises to keep (StreamingLLM's sink and window,
 // the sliding window, ArkVale's sinks and window) are resident.
+#include <unistd.h>
+
 #include <filesystem>
 #include <numeric>
 
 #include "gtest/gtest.h"
-#include "worker/arkvale_policy.h"
-#include "worker/decode_step.h"
-#include "worker/device.h"
+#include "worker/cache/decode_step.h"
+#include "worker/cache/kv_cache_manager.h"
+#include "worker/device/device.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/trace_recorder.h"
-#include "worker/in_process_page_store.h"
-#include "worker/kv_cache_manager.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/page_transfer_queue.h"
-#include "worker/window_policy.h"
+#include "worker/policy/arkvale_policy.h"
+#include "worker/policy/window_policy.h"
+#include "worker/transfer/in_process_page_store.h"
+#include "worker/transfer/page_transfer_queue.h"
 
 namespace kvtier::eval {
 namespace {
@@ -29,7 +31,7 @@ class PolicyInvariantsTest : public ::testing::Test {
     const std::string dir = KVTIER_STORIES260K_DIR;
     auto m = model::LoadModel(dir + "/stories260K.bin", dir + "/tok512.bin");
     ASSERT_TRUE(m.ok()) << m.status();
-    path_ = new std::string(::testing::TempDir() + "/policy_invariants.kvtrace");
+    path_ = new std::string(::testing::TempDir() + "/policy_invariants." + std::to_string(getpid()) + ".kvtrace");
     std::filesystem::remove(*path_);
     auto dense = model::DenseAttentionBackend::Create(m->weights.config.attention_shape());
     ASSERT_TRUE(dense.ok());

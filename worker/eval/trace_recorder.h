@@ -1,6 +1,6 @@
 // TraceRecordingBackend: an AttentionBackend that forwards every call to an
 // inner backend and writes the model's real post-RoPE queries, keys and
-// values to a trace (worker/TRACE_FORMAT.md), so policies and budgets can be
+// values to a trace (worker/trace/README.md), so policies and budgets can be
 // replayed offline (simulator.h) on one prefill.
 //
 // The prompt length, kept prompt queries and decode steps are fixed up
@@ -21,7 +21,7 @@
 
 #include "absl/status/statusor.h"
 #include "worker/model/attention_backend.h"
-#include "worker/trace.h"
+#include "worker/trace/trace.h"
 
 namespace kvtier::eval {
 

@@ -3,14 +3,16 @@
 // unchanged, and every policy replayed on it stays within its budget.
 #include "worker/eval/trace_recorder.h"
 
+#include <unistd.h>
+
 #include <filesystem>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/model/model_loader.h"
-#include "worker/simulator.h"
+#include "worker/model/loader/model_loader.h"
+#include "worker/sim/simulator.h"
 
 namespace kvtier::eval {
 namespace {
@@ -46,7 +48,7 @@ class TraceRecorderTest : public ::testing::Test {
     auto m = model::LoadModel(kDir + "/stories260K.bin", kDir + "/tok512.bin");
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = *std::move(m);
-    path_ = ::testing::TempDir() + "/recorder_test.kvtrace";
+    path_ = ::testing::TempDir() + "/recorder_test." + std::to_string(getpid()) + ".kvtrace";
     std::filesystem::remove(path_);
   }
   model::LoadedModel model_;

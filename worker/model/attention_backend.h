@@ -57,8 +57,8 @@ class AttentionBackend {
   // The token ids at positions pos0, pos0 + 1, ... of `seq`, announced
   // before any layer's K/V of those positions: a paged cache keys its pages
   // by the tokens they hold. The default ignores them.
-  virtual absl::Status AppendTokens(SequenceId seq, int pos0,
-                                    absl::Span<const int> tokens) {
+  virtual absl::Status AppendTokens(SequenceId /*seq*/, int /*pos0*/,
+                                    absl::Span<const int> /*tokens*/) {
     return absl::OkStatus();
   }
 

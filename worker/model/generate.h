@@ -16,7 +16,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "worker/model/sampler.h"
-#include "worker/model/tokenizer.h"
+#include "worker/model/tokenizer/tokenizer.h"
 #include "worker/model/transformer.h"
 
 namespace kvtier::model {

@@ -4,7 +4,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/model/llama2c.h"
+#include "worker/model/loader/llama2c.h"
 
 namespace kvtier::model {
 namespace {

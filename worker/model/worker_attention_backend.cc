@@ -5,12 +5,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
-#include "worker/arkv_policy.h"
-#include "worker/arkvale_policy.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/quest_policy.h"
-#include "worker/token_policy.h"
-#include "worker/window_policy.h"
+#include "worker/policy/arkv_policy.h"
+#include "worker/policy/arkvale_policy.h"
+#include "worker/policy/quest_policy.h"
+#include "worker/policy/token_policy.h"
+#include "worker/policy/window_policy.h"
 
 namespace kvtier::model {
 namespace {
@@ -178,6 +178,13 @@ absl::Status WorkerAttentionBackend::AppendTokens(
     SequenceId seq, int pos0, absl::Span<const int> tokens) {
   if (!sequences_.contains(seq)) {
     return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  // Pages are keyed by the tokens they hold, so the ids must arrive in
+  // order, each position once.
+  ASSIGN_OR_RETURN(const uint32_t known, cache_->TokenIdCount(seq));
+  if (pos0 < 0 || static_cast<uint32_t>(pos0) != known) {
+    return absl::InvalidArgumentError(absl::StrCat("tokens of sequence ", seq, " from position ",
+                                                   pos0, " but ", known, " are known"));
   }
   std::vector<uint32_t> ids;
   ids.reserve(tokens.size());

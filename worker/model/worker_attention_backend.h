@@ -27,13 +27,13 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "kernels/thread_pool.h"
-#include "worker/decode_step.h"
-#include "worker/device.h"
-#include "worker/in_process_page_store.h"
-#include "worker/kv_cache_manager.h"
+#include "worker/cache/decode_step.h"
+#include "worker/cache/kv_cache_manager.h"
+#include "worker/device/device.h"
 #include "worker/model/attention_backend.h"
-#include "worker/page_transfer_queue.h"
-#include "worker/policy.h"
+#include "worker/policy/policy.h"
+#include "worker/transfer/in_process_page_store.h"
+#include "worker/transfer/page_transfer_queue.h"
 
 namespace kvtier::model {
 

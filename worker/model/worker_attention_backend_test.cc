@@ -10,7 +10,7 @@
 #include "gtest/gtest.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
-#include "worker/model/model_loader.h"
+#include "worker/model/loader/model_loader.h"
 #include "worker/model/transformer.h"
 
 namespace kvtier::model {

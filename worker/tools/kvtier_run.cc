@@ -29,7 +29,7 @@
 #include "absl/time/clock.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
-#include "worker/model/model_loader.h"
+#include "worker/model/loader/model_loader.h"
 #include "worker/model/sampler.h"
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"

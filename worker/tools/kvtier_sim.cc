@@ -13,8 +13,9 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
-#include "worker/simulator.h"
+#include "worker/sim/simulator.h"
 
 ABSL_FLAG(std::string, trace, "", "trace file (worker/trace.h); empty with --synthetic");
 ABSL_FLAG(bool, synthetic, false, "generate the trace in memory (worker/trace_gen.h)");
@@ -140,7 +141,7 @@ int main(int argc, char** argv) {
     if (!budgets.ok()) return Fail(budgets.status());
     o.layer_budget_pages = *budgets;
     std::string line = "budgets per (layer, head group) (pages):";
-    for (uint32_t b : *budgets) line += " " + std::to_string(b);
+    for (uint32_t b : *budgets) absl::StrAppend(&line, " ", b);
     std::puts(line.c_str());
   }
   absl::StatusOr<SimReport> report = RunSimulation(**source, o);

@@ -25,11 +25,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
-#include "worker/allocator.h"
-#include "worker/lukv_allocator.h"
-#include "worker/profile.h"
-#include "worker/profile_trace.h"
-#include "worker/xkv_allocator.h"
+#include "worker/budget/allocator.h"
+#include "worker/budget/lukv_allocator.h"
+#include "worker/budget/profile.h"
+#include "worker/budget/xkv_allocator.h"
+#include "worker/trace/trace_profiler.h"
 
 namespace kvtier {
 namespace {

@@ -1,6 +1,6 @@
-// kvtier-tracegen: writes a synthetic decode trace (worker/TRACE_FORMAT.md).
+// kvtier-tracegen: writes a synthetic decode trace (worker/trace/README.md).
 //
-//   kvtier-tracegen --out=trace.kvt --prompt_len=32768 --layers=8 \
+//   kvtier-tracegen --out=trace.kvt --prompt_len=32768 --layers=8
 //       --q_heads=32 --kv_heads=8 --head_dim=128 --steps=64 --seed=7
 //
 // Every option of TraceGenOptions is a flag (see --help); unknown flags and
@@ -13,7 +13,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "worker/trace_gen.h"
+#include "worker/trace/trace_gen.h"
 
 namespace {
 

@@ -1,0 +1,34 @@
+# The checks every kvtier target compiles under (project code only: imported
+# libraries are system headers, generated protobuf code opts out with -w).
+#
+#   KVTIER_WERROR    (ON)  -Wall -Wextra -Werror, and -Werror=unused-result
+#                          with common/status_must_use.h force-included, so a
+#                          dropped absl::Status or StatusOr fails the build.
+#   Clang                  adds -Wthread-safety (abseil's GUARDED_BY and
+#                          friends are checked) and -Wthread-safety-beta.
+#   KVTIER_SANITIZE  ("")  a comma list for -fsanitize=, e.g.
+#                          "address,undefined"; UBSan then aborts on the
+#                          first finding instead of printing and going on.
+option(KVTIER_WERROR "Warnings are errors in project code" ON)
+set(KVTIER_SANITIZE "" CACHE STRING "Sanitizers for -fsanitize= (e.g. address,undefined)")
+
+set(_cxx "$<COMPILE_LANGUAGE:CXX>")
+add_compile_options(
+  "$<${_cxx}:-Wall;-Wextra>"
+  "$<${_cxx}:-include;${PROJECT_SOURCE_DIR}/common/status_must_use.h>")
+if(KVTIER_WERROR)
+  add_compile_options("$<${_cxx}:-Werror>")
+endif()
+# Even without KVTIER_WERROR a dropped Status is an error.
+add_compile_options("$<${_cxx}:-Werror=unused-result>")
+if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+  add_compile_options("$<${_cxx}:-Wthread-safety;-Wthread-safety-beta>")
+endif()
+
+if(KVTIER_SANITIZE)
+  add_compile_options("$<${_cxx}:-fsanitize=${KVTIER_SANITIZE};-fno-omit-frame-pointer>")
+  if(KVTIER_SANITIZE MATCHES "undefined")
+    add_compile_options("$<${_cxx}:-fno-sanitize-recover=undefined>")
+  endif()
+  add_link_options("-fsanitize=${KVTIER_SANITIZE}")
+endif()

@@ -1,0 +1,18 @@
+#include "kvstore/core/eviction_policy.h"
+
+#include "absl/strings/str_cat.h"
+#include "kvstore/core/lru_policy.h"
+#include "kvstore/core/s3fifo_policy.h"
+
+namespace kvtier::store {
+
+bool IsKnownEvictionPolicy(std::string_view name) { return name == "lru" || name == "s3fifo"; }
+
+absl::StatusOr<std::unique_ptr<EvictionPolicy>> MakeEvictionPolicy(std::string_view name) {
+  if (name == "lru") return std::make_unique<LruPolicy>();
+  if (name == "s3fifo") return std::make_unique<S3FifoPolicy>();
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown eviction policy \"", std::string(name), "\" (want lru or s3fifo)"));
+}
+
+}  // namespace kvtier::store

@@ -1,0 +1,47 @@
+#include "kvstore/core/pin_table.h"
+
+#include <cassert>
+
+namespace kvtier::store {
+
+uint64_t PinTable::Create(int64_t expiry_ms) {
+  const uint64_t id = next_id_++;
+  pins_[id].expiry_ms = expiry_ms;
+  by_expiry_.emplace(expiry_ms, id);
+  return id;
+}
+
+void PinTable::SetExpiry(uint64_t pin_id, int64_t expiry_ms) {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  by_expiry_.erase({it->second.expiry_ms, pin_id});
+  it->second.expiry_ms = expiry_ms;
+  by_expiry_.emplace(expiry_ms, pin_id);
+}
+
+bool PinTable::AddKey(uint64_t pin_id, const PageKey& key) {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  return it->second.keys.insert(key).second;
+}
+
+void PinTable::RemoveKey(uint64_t pin_id, const PageKey& key) {
+  auto it = pins_.find(pin_id);
+  if (it != pins_.end()) it->second.keys.erase(key);
+}
+
+absl::flat_hash_set<PageKey> PinTable::Release(uint64_t pin_id) {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  absl::flat_hash_set<PageKey> keys = std::move(it->second.keys);
+  by_expiry_.erase({it->second.expiry_ms, pin_id});
+  pins_.erase(it);
+  return keys;
+}
+
+uint64_t PinTable::FirstExpired(int64_t now_ms) const {
+  if (by_expiry_.empty() || by_expiry_.begin()->first > now_ms) return 0;
+  return by_expiry_.begin()->second;
+}
+
+}  // namespace kvtier::store

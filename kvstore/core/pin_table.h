@@ -1,0 +1,51 @@
+// PinTable: pins by id, each a TTL and a set of page keys.
+//
+// The table knows nothing of pages: the store keeps each page's pin ids in
+// its index entry and updates both sides together.
+//
+// Thread-safety: not thread-safe; the owning store serializes every call.
+#ifndef KVTIER_KVSTORE_CORE_PIN_TABLE_H_
+#define KVTIER_KVSTORE_CORE_PIN_TABLE_H_
+
+#include <cstdint>
+#include <set>
+#include <utility>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/container/node_hash_map.h"
+#include "common/page_key.h"
+
+namespace kvtier::store {
+
+class PinTable {
+ public:
+  // A new, empty pin expiring at `expiry_ms`; returns its id (never 0).
+  uint64_t Create(int64_t expiry_ms);
+  bool Contains(uint64_t pin_id) const { return pins_.contains(pin_id); }
+  // REQUIRES: Contains(pin_id).
+  void SetExpiry(uint64_t pin_id, int64_t expiry_ms);
+  // True when `key` was not yet in the pin. REQUIRES: Contains(pin_id).
+  bool AddKey(uint64_t pin_id, const PageKey& key);
+  // Forgets `key` in one pin (a page deleted under it); no-op if absent.
+  void RemoveKey(uint64_t pin_id, const PageKey& key);
+  // Removes a pin and returns its keys. REQUIRES: Contains(pin_id).
+  absl::flat_hash_set<PageKey> Release(uint64_t pin_id);
+  // The id of a pin whose expiry is <= now_ms, or 0 when none.
+  uint64_t FirstExpired(int64_t now_ms) const;
+  size_t size() const { return pins_.size(); }
+
+ private:
+  struct Pin {
+    int64_t expiry_ms = 0;
+    absl::flat_hash_set<PageKey> keys;
+  };
+
+  uint64_t next_id_ = 1;
+  absl::node_hash_map<uint64_t, Pin> pins_;
+  // (expiry_ms, pin id) of every pin.
+  std::set<std::pair<int64_t, uint64_t>> by_expiry_;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_CORE_PIN_TABLE_H_

@@ -1,0 +1,199 @@
+#include "kvstore/core/rocks_tier.h"
+
+#include "absl/strings/str_cat.h"
+#include "common/endian.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "rocksdb/db.h"
+#include "rocksdb/options.h"
+#include "rocksdb/slice.h"
+#include "rocksdb/write_batch.h"
+
+namespace kvtier::store {
+namespace {
+
+constexpr size_t kPagesIndex = 1;
+constexpr size_t kMetaIndex = 2;
+
+rocksdb::Slice AsSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
+
+rocksdb::ColumnFamilyOptions PagesFamilyOptions() {
+  rocksdb::ColumnFamilyOptions options;
+  options.enable_blob_files = true;
+  options.min_blob_size = RocksTier::kMinBlobBytes;
+  options.blob_file_size = uint64_t{256} << 20;
+  // KV pages are dense floats; compression would cost CPU for little gain.
+  options.compression = rocksdb::kNoCompression;
+  options.blob_compression_type = rocksdb::kNoCompression;
+  options.enable_blob_garbage_collection = true;
+  options.write_buffer_size = uint64_t{64} << 20;
+  return options;
+}
+
+}  // namespace
+
+absl::Status FromRocksStatus(const rocksdb::Status& status) {
+  if (status.ok()) return absl::OkStatus();
+  const std::string message = absl::StrCat("rocksdb: ", status.ToString());
+  switch (status.code()) {
+    case rocksdb::Status::kNotFound:
+      return absl::NotFoundError(message);
+    case rocksdb::Status::kCorruption:
+      return absl::DataLossError(message);
+    case rocksdb::Status::kInvalidArgument:
+      return absl::InvalidArgumentError(message);
+    case rocksdb::Status::kNotSupported:
+      return absl::UnimplementedError(message);
+    case rocksdb::Status::kBusy:
+    case rocksdb::Status::kTimedOut:
+    case rocksdb::Status::kTryAgain:
+      return absl::UnavailableError(message);
+    case rocksdb::Status::kAborted:
+      return absl::AbortedError(message);
+    case rocksdb::Status::kIOError:
+      if (status.IsNoSpace()) return absl::ResourceExhaustedError(message);
+      return absl::InternalError(message);
+    default:
+      return absl::InternalError(message);
+  }
+}
+
+absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& dir) {
+  rocksdb::DBOptions db_options;
+  db_options.create_if_missing = true;
+  db_options.create_missing_column_families = true;
+  db_options.max_background_jobs = 2;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {kPagesFamily, PagesFamilyOptions()},
+      {kMetaFamily, rocksdb::ColumnFamilyOptions()},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw_db = nullptr;
+  RETURN_IF_ERROR(FromRocksStatus(rocksdb::DB::Open(db_options, dir, families, &handles, &raw_db)));
+  return std::unique_ptr<RocksTier>(new RocksTier(std::unique_ptr<rocksdb::DB>(raw_db), handles));
+}
+
+RocksTier::RocksTier(std::unique_ptr<rocksdb::DB> db,
+                     std::vector<rocksdb::ColumnFamilyHandle*> handles)
+    : db_(std::move(db)), handles_(std::move(handles)) {}
+
+RocksTier::~RocksTier() {
+  // Failures at shutdown cannot be returned; they are logged.
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    absl::Status s = FromRocksStatus(db_->DestroyColumnFamilyHandle(handle));
+    if (!s.ok()) {
+      KVTIER_LOG(ERROR) << "closing a column family: " << s;
+    }
+  }
+  absl::Status s = FromRocksStatus(db_->Close());
+  if (!s.ok()) {
+    KVTIER_LOG(ERROR) << "closing the page database: " << s;
+  }
+}
+
+std::string RocksTier::EncodeMeta(const PageMeta& meta) {
+  std::string out(kMetaValueBytes, '\0');
+  auto* p = reinterpret_cast<uint8_t*>(out.data());
+  p[0] = kFormatVersion;
+  meta.layout.Encode(p + 1);
+  StoreLe64(p + 1 + PageLayout::kEncodedBytes, meta.bytes);
+  StoreLe64(p + 9 + PageLayout::kEncodedBytes, meta.checksum);
+  return out;
+}
+
+absl::StatusOr<PageMeta> RocksTier::DecodeMeta(std::string_view value) {
+  if (value.size() != kMetaValueBytes) {
+    return absl::DataLossError(absl::StrCat("page metadata of ", value.size(), " bytes"));
+  }
+  const auto* p = reinterpret_cast<const uint8_t*>(value.data());
+  if (p[0] != kFormatVersion) {
+    return absl::DataLossError(absl::StrCat("page metadata format ", int{p[0]}));
+  }
+  PageMeta meta;
+  absl::Status layout = PageLayout::Decode(p + 1, &meta.layout);
+  if (!layout.ok()) return absl::DataLossError(absl::StrCat("page metadata: ", layout.message()));
+  meta.bytes = LoadLe64(p + 1 + PageLayout::kEncodedBytes);
+  meta.checksum = LoadLe64(p + 9 + PageLayout::kEncodedBytes);
+  if (meta.bytes != meta.layout.PageBytes()) {
+    return absl::DataLossError("page metadata byte count does not match its layout");
+  }
+  return meta;
+}
+
+absl::Status RocksTier::Put(absl::Span<const PageWrite> pages) {
+  rocksdb::WriteBatch batch;
+  const char header = static_cast<char>(kFormatVersion);
+  for (const PageWrite& page : pages) {
+    const std::string key = page.key.Encode();
+    const std::string meta = EncodeMeta(page.meta);
+    // SliceParts: the page bytes go into the batch without a staging copy.
+    rocksdb::Slice key_slice = AsSlice(key);
+    rocksdb::Slice value_parts[2] = {
+        rocksdb::Slice(&header, 1),
+        rocksdb::Slice(reinterpret_cast<const char*>(page.bytes.data()), page.bytes.size())};
+    RETURN_IF_ERROR(FromRocksStatus(batch.Put(handles_[kPagesIndex],
+                                              rocksdb::SliceParts(&key_slice, 1),
+                                              rocksdb::SliceParts(value_parts, 2))));
+    RETURN_IF_ERROR(
+        FromRocksStatus(batch.Put(handles_[kMetaIndex], AsSlice(key), AsSlice(meta))));
+  }
+  return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
+}
+
+absl::StatusOr<std::string> RocksTier::Get(const PageKey& key) {
+  rocksdb::PinnableSlice value;
+  RETURN_IF_ERROR(FromRocksStatus(
+      db_->Get(rocksdb::ReadOptions(), handles_[kPagesIndex], AsSlice(key.Encode()), &value)));
+  if (value.size() < 1 || static_cast<uint8_t>(value.data()[0]) != kFormatVersion) {
+    return absl::DataLossError(absl::StrCat("malformed page value for ", key.DebugString()));
+  }
+  return std::string(value.data() + 1, value.size() - 1);
+}
+
+absl::StatusOr<PageMeta> RocksTier::GetMeta(const PageKey& key) {
+  rocksdb::PinnableSlice value;
+  RETURN_IF_ERROR(FromRocksStatus(
+      db_->Get(rocksdb::ReadOptions(), handles_[kMetaIndex], AsSlice(key.Encode()), &value)));
+  return DecodeMeta(value.ToStringView());
+}
+
+absl::Status RocksTier::Delete(absl::Span<const PageKey> keys) {
+  if (keys.empty()) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  for (const PageKey& key : keys) {
+    const std::string encoded = key.Encode();
+    RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kPagesIndex], AsSlice(encoded))));
+    RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kMetaIndex], AsSlice(encoded))));
+  }
+  return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
+}
+
+absl::Status RocksTier::ForEachMeta(absl::FunctionRef<void(const PageKey&, const PageMeta&)> fn,
+                                    uint64_t* malformed) {
+  std::vector<std::string> bad_keys;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), handles_[kMetaIndex]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      absl::StatusOr<PageKey> key = PageKey::Decode(it->key().ToStringView());
+      absl::StatusOr<PageMeta> meta = DecodeMeta(it->value().ToStringView());
+      if (!key.ok() || !meta.ok()) {
+        bad_keys.push_back(it->key().ToString());
+        continue;
+      }
+      fn(*key, *meta);
+    }
+    RETURN_IF_ERROR(FromRocksStatus(it->status()));
+  }
+  if (malformed != nullptr) *malformed = bad_keys.size();
+  if (bad_keys.empty()) return absl::OkStatus();
+  rocksdb::WriteBatch batch;
+  for (const std::string& key : bad_keys) {
+    RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kPagesIndex], key)));
+    RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kMetaIndex], key)));
+  }
+  return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
+}
+
+}  // namespace kvtier::store

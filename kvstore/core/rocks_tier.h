@@ -1,0 +1,97 @@
+// RocksTier: the disk tier, pages in RocksDB.
+//
+// Two column families:
+//   "pages" (integrated BlobDB: values of 4 KiB and more live in blob files,
+//           so compaction does not rewrite page bytes):
+//           PageKey::Encode() -> u8 format version (1) || page bytes
+//   "meta": PageKey::Encode() -> u8 format version (1) || layout16
+//           || LE-u64 page bytes || LE-u64 checksum          (33 bytes)
+// Both records of a page are written in one WriteBatch, so a page is on disk
+// with its metadata or not at all. Recovery iterates "meta" only.
+// Writes go through the WAL without fsync: pages survive a process restart,
+// and a machine crash may lose the most recent writes (the store is a cache).
+//
+// Thread-safety: all methods are thread-safe (RocksDB is).
+#ifndef KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
+#define KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+
+namespace rocksdb {
+class ColumnFamilyHandle;
+class DB;
+class Status;
+}  // namespace rocksdb
+
+namespace kvtier::store {
+
+// The one conversion of RocksDB errors into the kvtier error model.
+absl::Status FromRocksStatus(const rocksdb::Status& status);
+
+struct PageMeta {
+  PageLayout layout;
+  uint64_t bytes = 0;
+  uint64_t checksum = 0;
+};
+
+class RocksTier {
+ public:
+  static constexpr char kPagesFamily[] = "pages";
+  static constexpr char kMetaFamily[] = "meta";
+  static constexpr uint8_t kFormatVersion = 1;
+  static constexpr size_t kMetaValueBytes = 1 + PageLayout::kEncodedBytes + 8 + 8;
+  // Page values at least this large go to blob files.
+  static constexpr uint64_t kMinBlobBytes = 4096;
+
+  struct PageWrite {
+    PageKey key;
+    PageMeta meta;
+    absl::Span<const uint8_t> bytes;  // meta.bytes long
+  };
+
+  // Opens or creates the database in `dir`.
+  static absl::StatusOr<std::unique_ptr<RocksTier>> Open(const std::string& dir);
+  ~RocksTier();
+  RocksTier(const RocksTier&) = delete;
+  RocksTier& operator=(const RocksTier&) = delete;
+
+  // Writes every page and its metadata in one atomic batch.
+  absl::Status Put(absl::Span<const PageWrite> pages);
+  // The page bytes (without header). NOT_FOUND when absent; DATA_LOSS when
+  // the stored value is malformed. Does not verify the checksum.
+  absl::StatusOr<std::string> Get(const PageKey& key);
+  // The metadata of one page; NOT_FOUND, or DATA_LOSS when malformed.
+  absl::StatusOr<PageMeta> GetMeta(const PageKey& key);
+  // Deletes pages and their metadata in one atomic batch; absent keys are
+  // no-ops.
+  absl::Status Delete(absl::Span<const PageKey> keys);
+  // Calls fn for every page's metadata in key order. Records that do not
+  // decode are deleted and counted in *malformed (may be null).
+  absl::Status ForEachMeta(absl::FunctionRef<void(const PageKey&, const PageMeta&)> fn,
+                           uint64_t* malformed);
+
+  static std::string EncodeMeta(const PageMeta& meta);
+  static absl::StatusOr<PageMeta> DecodeMeta(std::string_view value);
+
+ private:
+  RocksTier(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  // Const after construction.
+  std::unique_ptr<rocksdb::DB> db_;
+  // [default, pages, meta]; owned, destroyed before db_.
+  std::vector<rocksdb::ColumnFamilyHandle*> handles_;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_CORE_ROCKS_TIER_H_

@@ -1,0 +1,294 @@
+// Store: the tiered page store core (host-RAM tier, then RocksDB on disk).
+//
+// It knows pages, keys, tiers, pins and leases, and nothing of models,
+// policies or RPC: the gRPC service (kvstore/service/service.h) is a thin adapter
+// over this class.
+//
+// Lifecycle of a page:
+//   Reserve -> (caller writes bytes into the reserved RAM slot) -> Commit.
+//   A reserved page is invisible to Lookup and Get until its batch commits;
+//   Abort (or destroying an uncommitted Reservation) releases the space.
+//   Committed pages live in RAM and/or on disk. Past the RAM tier's high
+//   watermark the eviction policy picks victims that are demoted to disk
+//   until usage is under the low watermark; past the disk tier's high
+//   watermark unpinned disk pages are dropped. A pinned page is demoted,
+//   never dropped. A disk page read often enough is promoted back to RAM
+//   (the admission filter: a single scan cannot flush the hot set).
+//   Every read verifies the page checksum; a corrupt page is dropped,
+//   counted and reported as lost, never returned.
+//   Pages on disk survive a restart: Open() rebuilds the index from RocksDB.
+//
+// Persistence: a put is not written through. A page reaches RocksDB when it
+// is demoted, and only pages on disk survive a restart; pages that were in
+// the RAM tier alone are gone after it (the store is a cache, and writing
+// every put twice would halve put bandwidth). A page read back into RAM
+// keeps its disk copy, so leaving RAM again costs no write.
+//
+// Making room happens in the call that needs it: a Reserve that takes RAM
+// past its high watermark demotes (writes to disk) down to the low watermark
+// before it returns; a demotion that takes the disk past its high watermark
+// first drops unpinned disk pages down to the disk's low watermark. When the
+// disk cannot take a page even then, an unpinned RAM page is dropped and a
+// pinned one stays in RAM. Promotion (StoreOptions::promote_after_reads)
+// only displaces RAM pages that are already on disk and never fills RAM past
+// its high watermark.
+//
+// Thread-safety: all methods are thread-safe.
+#ifndef KVTIER_KVSTORE_CORE_STORE_H_
+#define KVTIER_KVSTORE_CORE_STORE_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/clock.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+#include "kvstore/core/ram_arena.h"
+
+namespace kvtier::store {
+
+enum class Tier : uint8_t { kNone = 0, kRam = 1, kDisk = 2 };
+
+struct TierOptions {
+  uint64_t capacity_bytes = 0;
+  // Past high_watermark * capacity, pages leave the tier until usage is at
+  // most low_watermark * capacity. REQUIRES: 0 < low <= high <= 1.
+  double high_watermark = 0.90;
+  double low_watermark = 0.80;
+  // Eviction policy: "lru" or "s3fifo".
+  std::string policy = "lru";
+};
+
+struct StoreOptions {
+  // RocksDB lives here; created if missing.
+  std::string data_dir = "kvtier-data";
+  TierOptions ram{.capacity_bytes = uint64_t{1} << 30};
+  TierOptions disk{.capacity_bytes = uint64_t{8} << 30};
+  // Largest number of pages in one Put/Get/Delete/Pin batch.
+  uint32_t max_batch_pages = 1024;
+  // Largest key chain one Lookup accepts.
+  uint32_t max_lookup_pages = 65536;
+  // A disk-only page is copied back to RAM on its Nth read while on disk.
+  // 1 promotes on every read.
+  uint32_t promote_after_reads = 2;
+  uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+  // Most live pins at once; Pin creating one more answers
+  // RESOURCE_EXHAUSTED. Bounds the pin table's memory.
+  uint32_t max_pins = 1 << 20;
+  // Verify every disk page's checksum while rebuilding the index at Open.
+  bool verify_on_open = true;
+  // Commit the RAM tier's memory at Open instead of on each slot's first
+  // write (RamArena::Create's `prefault`).
+  bool prefault_ram = false;
+  // Not owned; must outlive the Store. Null means Clock::Real().
+  Clock* clock = nullptr;
+  // Where the RAM tier's memory comes from; empty: anonymous memory. The
+  // UCX data plane supplies memory its shared-memory transports can write
+  // and read one-sidedly (kvstore/ucx_arena_memory.h).
+  ArenaMemoryProvider ram_memory;
+
+  // INVALID_ARGUMENT naming the first bad option.
+  absl::Status Validate() const;
+};
+
+// What a writer declares for one page before sending its bytes.
+struct PutSpec {
+  PageKey key;
+  PageLayout layout;
+  uint64_t checksum = 0;  // XXH3-64 of the bytes (common/checksum.h)
+};
+
+struct PutResult {
+  // The key was stored when the batch was reserved, or was committed by a
+  // concurrent put before this batch committed; its bytes were not written.
+  bool already_present = false;
+};
+
+struct GetResult {
+  // OK, NOT_FOUND, or DATA_LOSS (the page failed its checksum and was dropped).
+  absl::Status status;
+  PageLayout layout;
+  uint64_t checksum = 0;
+  Tier tier = Tier::kNone;  // tier the page was served from
+  std::string data;
+};
+
+struct LookupResult {
+  uint32_t prefix_pages = 0;
+  // tiers[page * layer_count + (layer - layer_begin)] for every chain page.
+  std::vector<Tier> tiers;
+};
+
+struct TierStats {
+  uint64_t pages = 0;
+  // RAM: slab bytes of allocated slots, reserved (uncommitted) ones
+  // included. Disk: page bytes, demotions in flight included.
+  uint64_t used_bytes = 0;
+  uint64_t capacity_bytes = 0;
+  uint64_t high_watermark_bytes = 0;
+  uint64_t low_watermark_bytes = 0;
+  uint64_t hits = 0;
+  uint64_t evictions = 0;
+  uint64_t pinned_pages = 0;
+};
+
+struct StoreStats {
+  TierStats ram;
+  TierStats disk;
+  uint64_t put_pages = 0;
+  uint64_t put_duplicate_pages = 0;
+  uint64_t get_misses = 0;
+  uint64_t lost_pages = 0;
+  uint64_t demotions = 0;
+  uint64_t promotions = 0;
+  uint64_t dropped_pages = 0;
+  uint64_t reserved_bytes = 0;
+  uint64_t active_pins = 0;
+  uint64_t lookups = 0;
+};
+
+class Store;
+
+// The RAM slots of one reserved batch. Move-only. Destroying an uncommitted
+// Reservation aborts it. REQUIRES: the Store outlives it.
+class Reservation {
+ public:
+  Reservation() = default;
+  Reservation(Reservation&& other) noexcept;
+  Reservation& operator=(Reservation&& other) noexcept;
+  Reservation(const Reservation&) = delete;
+  Reservation& operator=(const Reservation&) = delete;
+  ~Reservation();
+
+  size_t size() const { return specs_.size(); }
+  const PutSpec& spec(size_t i) const { return specs_[i]; }
+  // Where page i's bytes go; empty when the key was already stored (nothing
+  // needs to be written for it).
+  absl::Span<uint8_t> buffer(size_t i) const { return buffers_[i]; }
+  // Declares page i's checksum after its bytes were written, for a writer
+  // that hashes while it copies; Commit verifies against it.
+  // REQUIRES: i < size().
+  void set_checksum(size_t i, uint64_t checksum) { specs_[i].checksum = checksum; }
+
+ private:
+  friend class Store;
+  Store* store_ = nullptr;
+  uint64_t id_ = 0;
+  std::vector<PutSpec> specs_;
+  std::vector<absl::Span<uint8_t>> buffers_;
+};
+
+class Store {
+ public:
+  // Largest layer_count one Lookup accepts (bounds the size of its answer).
+  static constexpr uint32_t kMaxLookupLayers = 4096;
+
+  // Opens (creating if needed) the store under options.data_dir and rebuilds
+  // the index from RocksDB. INVALID_ARGUMENT for bad options; the RocksDB
+  // error (converted) when the directory cannot be opened.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const StoreOptions& options);
+
+  virtual ~Store() = default;
+
+  // Longest stored prefix of `chain` over layers [layer_begin,
+  // layer_begin + max(layer_count, 1)), and every (page, layer)'s tier.
+  // INVALID_ARGUMENT when the chain exceeds max_lookup_pages.
+  virtual absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain,
+                                              uint32_t layer_begin, uint32_t layer_count) = 0;
+
+  // Phase one of a put: validates every spec (INVALID_ARGUMENT: empty,
+  // too many, bad layout, duplicate key) and reserves RAM for the pages not
+  // yet stored, demoting or dropping unpinned pages to make room
+  // (RESOURCE_EXHAUSTED when that cannot be done; nothing stays reserved).
+  virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) = 0;
+  // Phase two: verifies every written page against its checksum (DATA_LOSS
+  // and nothing committed on a mismatch) and makes the batch visible at once.
+  virtual absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) = 0;
+  // Releases a reservation without committing anything.
+  virtual void Abort(Reservation reservation) = 0;
+
+  // Reserve + copy + Commit. `data[i]` must be exactly specs[i].layout's
+  // byte count (INVALID_ARGUMENT otherwise; nothing stored).
+  absl::StatusOr<std::vector<PutResult>> BatchPut(absl::Span<const PutSpec> specs,
+                                                  absl::Span<const absl::Span<const uint8_t>> data);
+
+  // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
+  virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;
+
+  // Who checks RAM pages read in place. kCaller: the store hands them over
+  // without hashing them (they count as OK); the caller checks them against
+  // results[i].checksum, e.g. a client that copies them itself and asks
+  // again through a verifying read on a mismatch, which drops a corrupt
+  // page. Disk pages are always checked.
+  enum class RamCheck { kStore, kCaller };
+  struct InPlaceOptions {
+    RamCheck ram_check = RamCheck::kStore;
+    // Disk pages are not read: they come back OK with their layout,
+    // checksum and tier kDisk but no bytes (bytes[i] empty), and the read
+    // neither counts toward their promotion nor promotes them.
+    bool skip_disk = false;
+  };
+  // BatchGetInPlace's callback: one result per key and, for every OK page,
+  // its verified bytes (empty for the others).
+  using InPlaceUse = absl::FunctionRef<absl::Status(
+      absl::Span<const GetResult> results, absl::Span<const absl::Span<const uint8_t>> bytes)>;
+  // BatchGet without copying RAM pages: a page in RAM is read where it lies
+  // (checksum verified) and stays leased, allocated and unchanged, even if
+  // it is deleted or evicted meanwhile, until `use` returns; bytes[i] points
+  // at it and results[i].data stays empty. Disk pages come back with their
+  // data, as from BatchGet, and bytes[i] points into it. `use` runs exactly
+  // once, without the store's lock (it may call the store), and its error
+  // is returned after the leases are released; the spans are invalid once
+  // it returns. The same errors as BatchGet (then `use` is not called).
+  // The default copies, like BatchGet; TieredStore reads in place.
+  absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                         InPlaceUse use) {
+    return BatchGetInPlace(keys, use, InPlaceOptions());
+  }
+  virtual absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                                 InPlaceUse use,
+                                                                 const InPlaceOptions& options);
+
+  // Deletes stored keys; returns how many were stored. FAILED_PRECONDITION
+  // if any key is pinned and !force (nothing deleted).
+  virtual absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) = 0;
+
+  // Creates (pin_id 0) or extends a pin over `keys`; returns its id.
+  // INVALID_ARGUMENT (ttl_ms 0 or above max_pin_ttl_ms, too many keys),
+  // NOT_FOUND (a key not stored, pin_id unknown or expired; nothing pinned),
+  // RESOURCE_EXHAUSTED (max_pins live pins already).
+  virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                       uint64_t pin_id) = 0;
+  virtual absl::Status Unpin(uint64_t pin_id) = 0;
+
+  virtual StoreStats Stats() const = 0;
+
+  // The RAM tier's memory: reserved buffers (Reservation::buffer) lie inside
+  // it. Fixed for the store's life, so a data plane registers it once and
+  // addresses slots by their offset from its start. Empty when the store
+  // has no such region.
+  virtual absl::Span<uint8_t> RamRegion() const { return {}; }
+
+ protected:
+  // For implementations: Reservation's fields are private to Store.
+  static Reservation MakeReservation(Store* store, uint64_t id, std::vector<PutSpec> specs,
+                                     std::vector<absl::Span<uint8_t>> buffers);
+  static uint64_t ReservationId(const Reservation& r) { return r.id_; }
+  // The store an uncommitted reservation belongs to; null once committed,
+  // aborted or moved from.
+  static const Store* ReservationOwner(const Reservation& r) { return r.store_; }
+  static void DisarmReservation(Reservation& r) { r.store_ = nullptr; }
+  // Called by ~Reservation for an uncommitted reservation.
+  virtual void AbortById(uint64_t reservation_id) = 0;
+  friend class Reservation;
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_CORE_STORE_H_

@@ -1,0 +1,602 @@
+#include "kvstore/core/tiered_store.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/checksum.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+
+namespace kvtier::store {
+namespace {
+
+uint64_t WatermarkBytes(const TierOptions& tier, double fraction) {
+  return static_cast<uint64_t>(static_cast<double>(tier.capacity_bytes) * fraction);
+}
+
+absl::Span<const uint8_t> AsBytes(const std::string& s) {
+  return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& options) {
+  ASSIGN_OR_RETURN(auto arena, RamArena::Create(options.ram.capacity_bytes, options.ram_memory,
+                                                options.prefault_ram));
+  ASSIGN_OR_RETURN(auto rocks, RocksTier::Open(options.data_dir));
+  ASSIGN_OR_RETURN(auto ram_policy, MakeEvictionPolicy(options.ram.policy));
+  ASSIGN_OR_RETURN(auto disk_policy, MakeEvictionPolicy(options.disk.policy));
+  Clock* clock = options.clock != nullptr ? options.clock : Clock::Real();
+  std::unique_ptr<TieredStore> store(new TieredStore(options, clock, std::move(arena),
+                                                     std::move(rocks), std::move(ram_policy),
+                                                     std::move(disk_policy)));
+  RETURN_IF_ERROR(store->Recover());
+  return store;
+}
+
+TieredStore::TieredStore(const StoreOptions& options, Clock* clock,
+                         std::unique_ptr<RamArena> arena, std::unique_ptr<RocksTier> rocks,
+                         std::unique_ptr<EvictionPolicy> ram_policy,
+                         std::unique_ptr<EvictionPolicy> disk_policy)
+    : options_(options),
+      clock_(clock),
+      ram_high_bytes_(WatermarkBytes(options.ram, options.ram.high_watermark)),
+      ram_low_bytes_(WatermarkBytes(options.ram, options.ram.low_watermark)),
+      disk_high_bytes_(WatermarkBytes(options.disk, options.disk.high_watermark)),
+      disk_low_bytes_(WatermarkBytes(options.disk, options.disk.low_watermark)),
+      ram_base_(arena->base()),
+      rocks_(std::move(rocks)),
+      arena_(std::move(arena)),
+      ram_policy_(std::move(ram_policy)),
+      disk_policy_(std::move(disk_policy)) {}
+
+TieredStore::~TieredStore() = default;
+
+absl::Status TieredStore::Recover() {
+  std::vector<std::pair<PageKey, PageMeta>> found;
+  uint64_t malformed = 0;
+  RETURN_IF_ERROR(rocks_->ForEachMeta(
+      [&](const PageKey& key, const PageMeta& meta) { found.emplace_back(key, meta); },
+      &malformed));
+  std::vector<PageKey> corrupt;
+  std::vector<std::pair<PageKey, PageMeta>> good;
+  for (auto& [key, meta] : found) {
+    if (options_.verify_on_open) {
+      absl::StatusOr<std::string> bytes = rocks_->Get(key);
+      if (!bytes.ok() && !absl::IsDataLoss(bytes.status()) && !absl::IsNotFound(bytes.status())) {
+        return bytes.status();
+      }
+      if (!bytes.ok() || bytes->size() != meta.bytes ||
+          PageChecksum(bytes->data(), bytes->size()) != meta.checksum) {
+        corrupt.push_back(key);
+        continue;
+      }
+    }
+    good.emplace_back(key, meta);
+  }
+  RETURN_IF_ERROR(rocks_->Delete(corrupt));
+  absl::MutexLock lock(&mu_);
+  for (auto& [key, meta] : good) {
+    PageEntry& entry = index_[key];
+    entry.meta = meta;
+    entry.generation = NextGeneration();
+    entry.on_disk = true;
+    disk_policy_->OnInsert(key);
+    disk_used_bytes_ += meta.bytes;
+  }
+  counters_.lost_pages += corrupt.size() + malformed;
+  KVTIER_LOG(INFO) << "store recovered pages=" << good.size() << " disk_bytes=" << disk_used_bytes_
+                   << " lost=" << corrupt.size() + malformed;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain,
+                                                 uint32_t layer_begin, uint32_t layer_count) {
+  if (chain.size() > options_.max_lookup_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("lookup chain of ", chain.size(),
+                                                   " pages exceeds ", options_.max_lookup_pages));
+  }
+  const uint32_t layers = std::max<uint32_t>(layer_count, 1);
+  if (layers > kMaxLookupLayers || uint64_t{layer_begin} + layers > (uint64_t{1} << 32)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("lookup layers [", layer_begin, ", +", layers, ") out of range"));
+  }
+  LookupResult result;
+  result.tiers.resize(chain.size() * layers, Tier::kNone);
+  bool prefix_open = true;
+  absl::MutexLock lock(&mu_);
+  ++counters_.lookups;
+  for (size_t page = 0; page < chain.size(); ++page) {
+    bool all_stored = true;
+    for (uint32_t l = 0; l < layers; ++l) {
+      auto it = index_.find(PageKey{.hash = chain[page], .layer = layer_begin + l});
+      Tier tier = Tier::kNone;
+      if (it != index_.end()) tier = it->second.in_ram ? Tier::kRam : Tier::kDisk;
+      result.tiers[page * layers + l] = tier;
+      all_stored = all_stored && tier != Tier::kNone;
+    }
+    prefix_open = prefix_open && all_stored;
+    if (prefix_open) result.prefix_pages = page + 1;
+  }
+  return result;
+}
+
+absl::Status TieredStore::ValidateSpecs(absl::Span<const PutSpec> specs) const {
+  if (specs.empty()) return absl::InvalidArgumentError("empty put batch");
+  if (specs.size() > options_.max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("put batch of ", specs.size(),
+                                                   " pages exceeds ", options_.max_batch_pages));
+  }
+  absl::flat_hash_set<PageKey> seen;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    absl::Status layout = specs[i].layout.Validate();
+    if (!layout.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, ": ", layout.message()));
+    }
+    if (!seen.insert(specs[i].key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page ", i, ": key ", specs[i].key.DebugString(), " twice in one batch"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs) {
+  RETURN_IF_ERROR(ValidateSpecs(specs));
+  // Each round either reserves or makes progress evicting; concurrent puts
+  // may take the room a round freed, hence a bounded retry.
+  constexpr int kMaxRounds = 16;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    std::vector<Demotion> demotions;
+    std::optional<Reservation> reserved;
+    {
+      absl::MutexLock lock(&mu_);
+      SweepPinsLocked();
+      std::vector<std::optional<RamArena::Slot>> slots;
+      if (AllocateSlotsLocked(specs, &slots)) {
+        std::vector<absl::Span<uint8_t>> buffers(specs.size());
+        PendingReservation pending;
+        for (size_t i = 0; i < specs.size(); ++i) {
+          if (!slots[i]) continue;
+          buffers[i] = arena_->Bytes(*slots[i], specs[i].layout.PageBytes());
+          pending.slot_bytes += RamArena::ClassBytes(slots[i]->size_class);
+        }
+        pending.slots = std::move(slots);
+        const uint64_t id = next_reservation_id_++;
+        counters_.reserved_bytes += pending.slot_bytes;
+        reservations_.emplace(id, std::move(pending));
+        reserved = MakeReservation(this, id, std::vector<PutSpec>(specs.begin(), specs.end()),
+                                   std::move(buffers));
+        if (arena_->used_bytes() > ram_high_bytes_) EvictRamLocked(ram_low_bytes_, &demotions);
+      } else {
+        uint64_t need = 0;
+        for (const PutSpec& spec : specs) {
+          if (!index_.contains(spec.key)) {
+            need += RamArena::ClassBytes(RamArena::ClassOf(spec.layout.PageBytes()));
+          }
+        }
+        if (need > arena_->capacity_bytes()) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "batch needs ", need, " bytes of RAM; the tier has ", arena_->capacity_bytes()));
+        }
+        const uint64_t target = ram_low_bytes_ > need ? ram_low_bytes_ - need : 0;
+        if (!EvictRamLocked(target, &demotions)) {
+          return absl::ResourceExhaustedError(absl::StrCat(
+              "no room for ", need, " bytes: RAM and disk hold only pinned or busy pages"));
+        }
+      }
+    }
+    CompleteDemotions(std::move(demotions));
+    if (reserved) return std::move(*reserved);
+  }
+  return absl::ResourceExhaustedError("no room: concurrent puts took every freed slot");
+}
+
+absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservation) {
+  if (ReservationOwner(reservation) != this) {
+    return absl::FailedPreconditionError("reservation is not pending in this store");
+  }
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    absl::Span<uint8_t> bytes = reservation.buffer(i);
+    if (bytes.empty()) continue;
+    if (PageChecksum(bytes.data(), bytes.size()) != reservation.spec(i).checksum) {
+      // `reservation` aborts itself when it goes out of scope.
+      return absl::DataLossError(absl::StrCat("page ", i, " (",
+                                              reservation.spec(i).key.DebugString(),
+                                              "): bytes do not match the checksum"));
+    }
+  }
+  const uint64_t id = ReservationId(reservation);
+  DisarmReservation(reservation);
+  absl::MutexLock lock(&mu_);
+  auto pending = reservations_.find(id);
+  if (pending == reservations_.end()) {
+    return absl::FailedPreconditionError("reservation is not pending (committed or aborted)");
+  }
+  std::vector<PutResult> results(reservation.size());
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    const PutSpec& spec = reservation.spec(i);
+    const std::optional<RamArena::Slot>& slot = pending->second.slots[i];
+    if (!slot || index_.contains(spec.key)) {
+      // Stored before this batch reserved it, or committed by a concurrent
+      // put since: content-addressed, so the bytes are the same.
+      if (slot) arena_->Free(*slot);
+      results[i].already_present = true;
+      ++counters_.put_duplicate_pages;
+      continue;
+    }
+    PageEntry& entry = index_[spec.key];
+    entry.meta = PageMeta{.layout = spec.layout,
+                          .bytes = spec.layout.PageBytes(),
+                          .checksum = spec.checksum};
+    entry.generation = NextGeneration();
+    entry.in_ram = true;
+    entry.slot = *slot;
+    ram_policy_->OnInsert(spec.key);
+    ++counters_.put_pages;
+  }
+  counters_.reserved_bytes -= pending->second.slot_bytes;
+  reservations_.erase(pending);
+  return results;
+}
+
+void TieredStore::Abort(Reservation reservation) {
+  if (ReservationOwner(reservation) != this) return;  // its own store aborts it
+  const uint64_t id = ReservationId(reservation);
+  DisarmReservation(reservation);
+  AbortById(id);
+}
+
+void TieredStore::AbortById(uint64_t reservation_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = reservations_.find(reservation_id);
+  if (it == reservations_.end()) return;
+  for (const std::optional<RamArena::Slot>& slot : it->second.slots) {
+    if (slot) arena_->Free(*slot);
+  }
+  counters_.reserved_bytes -= it->second.slot_bytes;
+  reservations_.erase(it);
+}
+
+absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const PageKey> keys) {
+  return ReadBatch(keys, /*use=*/nullptr, InPlaceOptions());
+}
+
+absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGetInPlace(
+    absl::Span<const PageKey> keys, InPlaceUse use, const InPlaceOptions& options) {
+  return ReadBatch(keys, &use, options);
+}
+
+absl::StatusOr<std::vector<GetResult>> TieredStore::ReadBatch(absl::Span<const PageKey> keys,
+                                                              const InPlaceUse* use,
+                                                              const InPlaceOptions& options) {
+  if (keys.empty()) return absl::InvalidArgumentError("empty get batch");
+  if (keys.size() > options_.max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("get batch of ", keys.size(),
+                                                   " keys exceeds ", options_.max_batch_pages));
+  }
+  std::vector<ReadItem> items(keys.size());
+  {
+    absl::MutexLock lock(&mu_);
+    SweepPinsLocked();
+    for (size_t i = 0; i < keys.size(); ++i) {
+      items[i] = StartReadLocked(keys[i], /*count_disk_read=*/!options.skip_disk);
+    }
+  }
+  std::vector<GetResult> results(keys.size());
+  std::vector<absl::Span<const uint8_t>> bytes(keys.size());
+  bool any_lost = false;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    bytes[i] = ReadPage(keys[i], items[i], /*copy_ram=*/use == nullptr, options, &results[i]);
+    any_lost = any_lost || absl::IsDataLoss(results[i].status);
+  }
+  if (any_lost) {
+    // Before `use`, so that it sees the outcome the caller gets.
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < keys.size(); ++i) ResolveLostLocked(keys[i], items[i], &results[i]);
+  }
+  // The leases taken above keep every RAM page in `bytes` unchanged until
+  // they are returned below.
+  const absl::Status used = use != nullptr ? (*use)(results, bytes) : absl::OkStatus();
+  std::vector<Promotion> promotions;
+  {
+    absl::MutexLock lock(&mu_);
+    for (size_t i = 0; i < keys.size(); ++i) {
+      std::optional<RamArena::Slot> slot = FinishReadLocked(keys[i], items[i], results[i]);
+      if (slot) promotions.push_back(Promotion{.item = i, .slot = *slot});
+    }
+  }
+  if (!promotions.empty()) CompletePromotions(keys, items, results, std::move(promotions));
+  RETURN_IF_ERROR(used);
+  return results;
+}
+
+TieredStore::ReadItem TieredStore::StartReadLocked(const PageKey& key, bool count_disk_read) {
+  ReadItem item;
+  auto it = index_.find(key);
+  if (it == index_.end()) {
+    ++counters_.get_misses;
+    return item;
+  }
+  PageEntry& entry = it->second;
+  item.generation = entry.generation;
+  item.meta = entry.meta;
+  if (entry.in_ram) {
+    item.kind = ReadItem::Kind::kRam;
+    item.slot = entry.slot;
+    ++entry.readers;
+    ram_policy_->OnAccess(key);
+  } else {
+    item.kind = ReadItem::Kind::kDisk;
+    item.counted = count_disk_read;
+    if (!count_disk_read) return item;
+    ++entry.disk_reads;
+    item.promote = entry.disk_reads >= options_.promote_after_reads && !entry.promoting;
+    if (item.promote) entry.promoting = true;
+    disk_policy_->OnAccess(key);
+  }
+  return item;
+}
+
+void TieredStore::ResolveLostLocked(const PageKey& key, const ReadItem& item,
+                                    GetResult* result) {
+  if (!absl::IsDataLoss(result->status)) return;
+  // A leased RAM slot of a dropped entry becomes a zombie, freed by the
+  // last lease (FinishReadLocked).
+  if (!DropLostLocked(key, item.generation)) {
+    // Deleted or dropped while it was read: simply gone.
+    result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
+    ++counters_.get_misses;
+  }
+}
+
+std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
+                                                            const ReadItem& item,
+                                                            const GetResult& result) {
+  if (item.kind == ReadItem::Kind::kRam) ReleaseLeaseLocked(key, item.generation, item.slot);
+  if (!result.status.ok()) {
+    // A lost page was resolved before; any other failure promotes nothing.
+    if (item.promote) {
+      auto it = index_.find(key);
+      if (it != index_.end() && it->second.generation == item.generation) {
+        it->second.promoting = false;
+      }
+    }
+    return std::nullopt;
+  }
+  if (!item.counted) return std::nullopt;  // skipped disk page: not a read
+  (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
+  if (!item.promote) return std::nullopt;
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second.generation != item.generation) return std::nullopt;
+  std::optional<RamArena::Slot> slot;
+  if (!it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
+  if (!slot) it->second.promoting = false;
+  return slot;
+}
+
+absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadItem& item,
+                                                bool copy_ram, const InPlaceOptions& options,
+                                                GetResult* result) {
+  result->status = absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " not stored"));
+  if (item.kind == ReadItem::Kind::kMiss) return {};
+  absl::Span<const uint8_t> bytes;
+  if (item.kind == ReadItem::Kind::kRam) {
+    // The lease keeps the slot allocated and unchanged while it is read.
+    bytes = {ram_base_ + item.slot.offset, item.meta.bytes};
+    if (copy_ram) {
+      result->data.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+      bytes = AsBytes(result->data);  // what is verified is what is returned
+    }
+    result->tier = Tier::kRam;
+  } else if (options.skip_disk) {
+    result->status = absl::OkStatus();
+    result->layout = item.meta.layout;
+    result->checksum = item.meta.checksum;
+    result->tier = Tier::kDisk;
+    return {};
+  } else {
+    absl::StatusOr<std::string> read = rocks_->Get(key);
+    // A missing value under a live index entry is a lost page (the next
+    // phase tells it from a page dropped meanwhile).
+    if (!read.ok() && !absl::IsDataLoss(read.status()) && !absl::IsNotFound(read.status())) {
+      result->status = read.status();
+      return {};
+    }
+    if (read.ok()) result->data = *std::move(read);
+    bytes = AsBytes(result->data);
+    result->tier = Tier::kDisk;
+  }
+  const bool hash =
+      item.kind == ReadItem::Kind::kDisk || copy_ram || options.ram_check == RamCheck::kStore;
+  if (bytes.size() != item.meta.bytes ||
+      (hash && PageChecksum(bytes.data(), bytes.size()) != item.meta.checksum)) {
+    result->status = absl::DataLossError(
+        absl::StrCat("page ", key.DebugString(), " failed its checksum and was dropped"));
+    result->data.clear();
+    result->tier = Tier::kNone;
+    return {};
+  }
+  result->status = absl::OkStatus();
+  result->layout = item.meta.layout;
+  result->checksum = item.meta.checksum;
+  return bytes;
+}
+
+absl::StatusOr<uint32_t> TieredStore::Delete(absl::Span<const PageKey> keys, bool force) {
+  if (keys.size() > options_.max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("delete batch of ", keys.size(),
+                                                   " keys exceeds ", options_.max_batch_pages));
+  }
+  absl::MutexLock lock(&mu_);
+  SweepPinsLocked();
+  std::vector<PageKey> on_disk;
+  for (const PageKey& key : keys) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    if (it->second.pinned() && !force) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("page ", key.DebugString(), " is pinned; nothing deleted"));
+    }
+    if (it->second.on_disk) on_disk.push_back(key);
+  }
+  RETURN_IF_ERROR(rocks_->Delete(on_disk));
+  uint32_t deleted = 0;
+  for (const PageKey& key : keys) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    RemoveEntryLocked(it);
+    ++deleted;
+  }
+  return deleted;
+}
+
+absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                          uint64_t pin_id) {
+  if (ttl_ms == 0 || ttl_ms > options_.max_pin_ttl_ms) {
+    return absl::InvalidArgumentError(absl::StrCat("pin ttl_ms ", ttl_ms, " not in [1, ",
+                                                   options_.max_pin_ttl_ms, "]"));
+  }
+  if (keys.size() > options_.max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("pin of ", keys.size(), " keys exceeds ",
+                                                   options_.max_batch_pages));
+  }
+  absl::MutexLock lock(&mu_);
+  SweepPinsLocked();
+  if (pin_id != 0 && !pins_.Contains(pin_id)) {
+    return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
+  }
+  for (const PageKey& key : keys) {
+    if (!index_.contains(key)) {
+      return absl::NotFoundError(
+          absl::StrCat("page ", key.DebugString(), " is not stored; nothing pinned"));
+    }
+  }
+  const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
+  if (pin_id == 0) {
+    if (pins_.size() >= options_.max_pins) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
+    }
+    pin_id = pins_.Create(expiry_ms);
+  } else {
+    pins_.SetExpiry(pin_id, expiry_ms);
+  }
+  for (const PageKey& key : keys) {
+    if (pins_.AddKey(pin_id, key)) index_[key].pin_ids.push_back(pin_id);
+  }
+  return pin_id;
+}
+
+absl::Status TieredStore::Unpin(uint64_t pin_id) {
+  absl::MutexLock lock(&mu_);
+  SweepPinsLocked();
+  if (!pins_.Contains(pin_id)) {
+    return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
+  }
+  ReleasePinLocked(pin_id);
+  return absl::OkStatus();
+}
+
+StoreStats TieredStore::Stats() const {
+  absl::MutexLock lock(&mu_);
+  // Releasing expired pins changes nothing a caller could observe other
+  // than through these figures, so Stats stays logically const.
+  const_cast<TieredStore*>(this)->SweepPinsLocked();
+  StoreStats stats = counters_;
+  for (const auto& [key, entry] : index_) {
+    if (entry.in_ram) {
+      ++stats.ram.pages;
+      if (entry.pinned()) ++stats.ram.pinned_pages;
+    }
+    if (entry.on_disk) {
+      ++stats.disk.pages;
+      if (entry.pinned()) ++stats.disk.pinned_pages;
+    }
+  }
+  stats.ram.used_bytes = arena_->used_bytes();
+  stats.ram.capacity_bytes = arena_->capacity_bytes();
+  stats.ram.high_watermark_bytes = ram_high_bytes_;
+  stats.ram.low_watermark_bytes = ram_low_bytes_;
+  stats.disk.used_bytes = disk_used_bytes_;
+  stats.disk.capacity_bytes = options_.disk.capacity_bytes;
+  stats.disk.high_watermark_bytes = disk_high_bytes_;
+  stats.disk.low_watermark_bytes = disk_low_bytes_;
+  stats.active_pins = pins_.size();
+  return stats;
+}
+
+void TieredStore::SweepPinsLocked() {
+  const int64_t now_ms = clock_->NowMillis();
+  while (uint64_t pin_id = pins_.FirstExpired(now_ms)) ReleasePinLocked(pin_id);
+}
+
+void TieredStore::ReleasePinLocked(uint64_t pin_id) {
+  for (const PageKey& key : pins_.Release(pin_id)) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    auto& ids = it->second.pin_ids;
+    ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
+  }
+}
+
+void TieredStore::FreeRamLocked(PageEntry& entry) {
+  if (entry.readers > 0) {
+    auto& zombie = zombie_slots_[entry.slot.offset];
+    zombie.first = entry.slot;
+    zombie.second = entry.readers;
+  } else {
+    arena_->Free(entry.slot);
+  }
+  entry.in_ram = false;
+  entry.readers = 0;
+}
+
+void TieredStore::RemoveEntryLocked(PageIndex::iterator it) {
+  const PageKey key = it->first;
+  PageEntry& entry = it->second;
+  for (uint64_t pin_id : entry.pin_ids) pins_.RemoveKey(pin_id, key);
+  if (entry.in_ram) {
+    ram_policy_->OnRemove(key);
+    FreeRamLocked(entry);
+  }
+  if (entry.on_disk) {
+    disk_policy_->OnRemove(key);
+    disk_used_bytes_ -= entry.meta.bytes;
+  }
+  index_.erase(it);
+}
+
+void TieredStore::ReleaseLeaseLocked(const PageKey& key, uint64_t generation,
+                                     const RamArena::Slot& slot) {
+  auto it = index_.find(key);
+  if (it != index_.end() && it->second.generation == generation && it->second.in_ram &&
+      it->second.readers > 0) {
+    --it->second.readers;
+    return;
+  }
+  auto zombie = zombie_slots_.find(slot.offset);
+  if (zombie == zombie_slots_.end()) return;
+  if (--zombie->second.second == 0) {
+    arena_->Free(zombie->second.first);
+    zombie_slots_.erase(zombie);
+  }
+}
+
+bool TieredStore::DropLostLocked(const PageKey& key, uint64_t generation) {
+  auto it = index_.find(key);
+  if (it == index_.end() || it->second.generation != generation) return false;
+  if (it->second.on_disk || it->second.demoting) {
+    absl::Status s = rocks_->Delete({key});
+    if (!s.ok()) {
+      KVTIER_LOG(ERROR) << "cannot delete lost page " << key.DebugString() << ": " << s;
+    }
+  }
+  KVTIER_LOG(WARNING) << "page " << key.DebugString() << " failed its checksum; dropped";
+  ++counters_.lost_pages;
+  RemoveEntryLocked(it);
+  return true;
+}
+
+}  // namespace kvtier::store

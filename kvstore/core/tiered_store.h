@@ -1,0 +1,211 @@
+// TieredStore: the Store implementation (RAM arena, then RocksDB).
+//
+// Locking: one mutex, mu_, guards the index, the arena's allocator, both
+// eviction policies, the pin table, reservations and counters (page_index.h
+// says why it is not sharded). Page bytes are never copied, hashed or
+// written under mu_:
+//   put:     Reserve allocates slots under mu_; the caller writes them;
+//            Commit hashes them without mu_ and publishes under mu_.
+//   get:     a RAM read takes a lease (entry.readers) under mu_, copies and
+//            hashes without it (BatchGetInPlace: hashes, and the caller
+//            uses the bytes where they lie), and returns the lease under
+//            mu_; a disk read needs no lease (RocksDB reads are snapshot
+//            reads).
+//   demote:  victims are leased under mu_, written to RocksDB without it,
+//            and their slots freed under mu_.
+//   promote: a slot is allocated under mu_, filled without it, attached
+//            under mu_.
+// RocksDB deletes (small tombstone writes) are issued under mu_ so that the
+// index and the disk never disagree about a dropped page.
+//
+// Demotion is synchronous: the Reserve that finds RAM past its high
+// watermark demotes down to the low watermark before it returns. Promotion
+// only evicts RAM pages that are already on disk (no write on the read
+// path) and never fills RAM past the high watermark.
+#ifndef KVTIER_KVSTORE_CORE_TIERED_STORE_H_
+#define KVTIER_KVSTORE_CORE_TIERED_STORE_H_
+
+#include <memory>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
+#include "absl/synchronization/mutex.h"
+#include "kvstore/core/eviction_policy.h"
+#include "kvstore/core/page_index.h"
+#include "kvstore/core/pin_table.h"
+#include "kvstore/core/ram_arena.h"
+#include "kvstore/core/rocks_tier.h"
+#include "kvstore/core/store.h"
+
+namespace kvtier::store {
+
+class TieredStore final : public Store {
+ public:
+  // REQUIRES: options.Validate().ok().
+  static absl::StatusOr<std::unique_ptr<TieredStore>> Open(const StoreOptions& options);
+  ~TieredStore() override;
+
+  absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain, uint32_t layer_begin,
+                                      uint32_t layer_count) override;
+  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) override;
+  absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) override;
+  void Abort(Reservation reservation) override;
+  absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) override;
+  using Store::BatchGetInPlace;
+  absl::StatusOr<std::vector<GetResult>> BatchGetInPlace(absl::Span<const PageKey> keys,
+                                                         InPlaceUse use,
+                                                         const InPlaceOptions& options) override;
+  absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) override;
+  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                               uint64_t pin_id) override;
+  absl::Status Unpin(uint64_t pin_id) override;
+  StoreStats Stats() const override;
+  // The arena's region never moves or grows, and capacity_bytes() is const
+  // after construction, so no lock is needed.
+  absl::Span<uint8_t> RamRegion() const override ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return {ram_base_, arena_->capacity_bytes()};
+  }
+
+ protected:
+  void AbortById(uint64_t reservation_id) override;
+
+ private:
+  struct PendingReservation {
+    std::vector<std::optional<RamArena::Slot>> slots;  // per spec; nullopt: already stored
+    uint64_t slot_bytes = 0;
+  };
+  // One RAM page on its way to disk; holds a lease on its slot.
+  struct Demotion {
+    PageKey key;
+    uint64_t generation = 0;
+    PageMeta meta;
+    RamArena::Slot slot;
+  };
+  // One BatchGet/BatchGetInPlace key between the locked phases.
+  struct ReadItem {
+    enum class Kind { kMiss, kRam, kDisk } kind = Kind::kMiss;
+    uint64_t generation = 0;
+    PageMeta meta;
+    RamArena::Slot slot;
+    bool promote = false;
+    // False for a disk page a skip_disk read does not read: no hit counted.
+    bool counted = true;
+  };
+  struct Promotion {
+    size_t item = 0;  // index into the batch
+    RamArena::Slot slot;
+  };
+
+  TieredStore(const StoreOptions& options, Clock* clock, std::unique_ptr<RamArena> arena,
+              std::unique_ptr<RocksTier> rocks, std::unique_ptr<EvictionPolicy> ram_policy,
+              std::unique_ptr<EvictionPolicy> disk_policy);
+
+  absl::Status Recover();
+  absl::Status ValidateSpecs(absl::Span<const PutSpec> specs) const;
+  uint64_t NextGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_generation_++; }
+
+  // tiered_store_room.cc: making room in either tier.
+  // Allocates a slot for every new page (nullopt: key already stored), or
+  // allocates nothing and returns false.
+  bool AllocateSlotsLocked(absl::Span<const PutSpec> specs,
+                           std::vector<std::optional<RamArena::Slot>>* slots)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Evicts RAM pages until the arena's used bytes, less those of pages
+  // already leaving, are at most `target_bytes`. Clean pages are freed at
+  // once; dirty ones are leased and appended to *demotions; unpinned dirty
+  // pages the disk cannot take are dropped. False when nothing could leave.
+  bool EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes leased pages to RocksDB (without mu_), then frees their slots.
+  void CompleteDemotions(std::vector<Demotion> demotions) ABSL_LOCKS_EXCLUDED(mu_);
+  // Drops unpinned disk pages past the disk high watermark and reserves
+  // `bytes` of disk. False (nothing reserved) when the disk cannot take them.
+  bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A slot for promoting a page of `bytes`, evicting only clean RAM pages and
+  // staying under the RAM high watermark.
+  std::optional<RamArena::Slot> PromotionSlotLocked(uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Fills and attaches promoted slots (copies without mu_).
+  void CompletePromotions(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
+                          absl::Span<const GetResult> results, std::vector<Promotion> promotions)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
+  // tiered_store.cc helpers.
+  void SweepPinsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void ReleasePinLocked(uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes an entry from the index, its tiers' policies and its pins. The
+  // caller deletes its RocksDB records first when it is on disk.
+  void RemoveEntryLocked(PageIndex::iterator it) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Returns a RAM lease taken on (key, generation, slot).
+  void ReleaseLeaseLocked(const PageKey& key, uint64_t generation, const RamArena::Slot& slot)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops a page whose bytes failed their checksum, if it is still the
+  // entry that was read; false when that entry is gone already.
+  bool DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // BatchGet and BatchGetInPlace: `use` null copies RAM pages into their
+  // results; otherwise they are verified in place and handed to `use`
+  // while their leases are held (hashed unless `check` is kCaller).
+  absl::StatusOr<std::vector<GetResult>> ReadBatch(absl::Span<const PageKey> keys,
+                                                   const InPlaceUse* use,
+                                                   const InPlaceOptions& options)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A read's first locked phase for one key: a lease for a RAM page, the
+  // admission count for a disk page.
+  // `count_disk_read` false: a disk page is not going to be read (skip_disk),
+  // so neither its read count nor its policy sees this.
+  ReadItem StartReadLocked(const PageKey& key, bool count_disk_read)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reads one page without mu_ and verifies its checksum: a RAM page (under
+  // its lease) is copied into result->data when `copy_ram`, else only
+  // hashed where it lies (not even that with kCaller); a disk page is read
+  // into result->data. Returns the bytes, empty unless result->status is OK.
+  absl::Span<const uint8_t> ReadPage(const PageKey& key, const ReadItem& item, bool copy_ram,
+                                     const InPlaceOptions& options, GetResult* result)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // For a page that failed its checksum: drops it, or turns the result into
+  // NOT_FOUND when the entry read is gone already. Leases stay held.
+  void ResolveLostLocked(const PageKey& key, const ReadItem& item, GetResult* result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The last locked phase: returns the lease, counts the hit, and returns a
+  // slot when the page is to be promoted.
+  std::optional<RamArena::Slot> FinishReadLocked(const PageKey& key, const ReadItem& item,
+                                                 const GetResult& result)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // Const after construction.
+  const StoreOptions options_;
+  Clock* const clock_;
+  const uint64_t ram_high_bytes_;
+  const uint64_t ram_low_bytes_;
+  const uint64_t disk_high_bytes_;
+  const uint64_t disk_low_bytes_;
+  // The arena's region: slot bytes are read and written through it without
+  // mu_ by whoever holds the slot (a reservation, a lease).
+  uint8_t* const ram_base_;
+  const std::unique_ptr<RocksTier> rocks_;  // thread-safe
+
+  mutable absl::Mutex mu_;
+  const std::unique_ptr<RamArena> arena_ ABSL_PT_GUARDED_BY(mu_);
+  const std::unique_ptr<EvictionPolicy> ram_policy_ ABSL_PT_GUARDED_BY(mu_);
+  const std::unique_ptr<EvictionPolicy> disk_policy_ ABSL_PT_GUARDED_BY(mu_);
+  PageIndex index_ ABSL_GUARDED_BY(mu_);
+  PinTable pins_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<uint64_t, PendingReservation> reservations_ ABSL_GUARDED_BY(mu_);
+  // Slots of removed entries that readers still copy from: offset ->
+  // (slot, readers). The last reader frees the slot.
+  absl::flat_hash_map<uint64_t, std::pair<RamArena::Slot, uint32_t>> zombie_slots_
+      ABSL_GUARDED_BY(mu_);
+  uint64_t next_reservation_id_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
+  // Page bytes on disk, including demotions in flight.
+  uint64_t disk_used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Counters; the per-tier page counts are computed by Stats().
+  StoreStats counters_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_CORE_TIERED_STORE_H_

@@ -1,0 +1,203 @@
+// TieredStore: making room in the RAM and disk tiers (demotion, dropping,
+// promotion).
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "common/log.h"
+#include "kvstore/core/tiered_store.h"
+
+namespace kvtier::store {
+
+bool TieredStore::AllocateSlotsLocked(absl::Span<const PutSpec> specs,
+                                      std::vector<std::optional<RamArena::Slot>>* slots) {
+  slots->assign(specs.size(), std::nullopt);
+  for (size_t i = 0; i < specs.size(); ++i) {
+    if (index_.contains(specs[i].key)) continue;
+    const uint64_t bytes = specs[i].layout.PageBytes();
+    (*slots)[i] = arena_->Allocate(bytes);
+    if (!(*slots)[i]) {
+      for (const std::optional<RamArena::Slot>& slot : *slots) {
+        if (slot) arena_->Free(*slot);
+      }
+      slots->clear();
+      return false;
+    }
+  }
+  return true;
+}
+
+bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions) {
+  bool progress = false;
+  uint64_t leaving_bytes = 0;
+  // Pinned dirty pages the disk cannot take this time; put back afterwards.
+  std::vector<PageKey> kept;
+  absl::flat_hash_set<PageKey> kept_set;
+  auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const PageEntry& entry = index_.at(key);
+    return entry.readers > 0 || entry.demoting || kept_set.contains(key);
+  };
+  while (arena_->used_bytes() - leaving_bytes > target_bytes) {
+    std::optional<PageKey> victim = ram_policy_->Evict(skip);
+    if (!victim) break;
+    auto it = index_.find(*victim);
+    PageEntry& entry = it->second;
+    const uint64_t slot_bytes = RamArena::ClassBytes(entry.slot.size_class);
+    if (entry.on_disk) {
+      FreeRamLocked(entry);
+      ++counters_.ram.evictions;
+      progress = true;
+    } else if (ReserveDiskLocked(entry.meta.bytes)) {
+      entry.demoting = true;
+      ++entry.readers;
+      leaving_bytes += slot_bytes;
+      demotions->push_back(Demotion{.key = *victim,
+                                    .generation = entry.generation,
+                                    .meta = entry.meta,
+                                    .slot = entry.slot});
+      progress = true;
+    } else if (!entry.pinned()) {
+      // The disk is full of pinned pages: an unpinned page goes to nothing.
+      ++counters_.ram.evictions;
+      ++counters_.dropped_pages;
+      RemoveEntryLocked(it);
+      progress = true;
+    } else {
+      kept.push_back(*victim);
+      kept_set.insert(*victim);
+    }
+  }
+  for (const PageKey& key : kept) ram_policy_->OnInsert(key);
+  return progress;
+}
+
+void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
+  if (demotions.empty()) return;
+  std::vector<RocksTier::PageWrite> writes;
+  writes.reserve(demotions.size());
+  for (const Demotion& d : demotions) {
+    // The demotion's lease keeps the slot's bytes in place during the write.
+    writes.push_back(RocksTier::PageWrite{
+        .key = d.key,
+        .meta = d.meta,
+        .bytes = absl::Span<const uint8_t>(ram_base_ + d.slot.offset, d.meta.bytes)});
+  }
+  const absl::Status written = rocks_->Put(writes);
+  if (!written.ok()) {
+    KVTIER_LOG(ERROR) << "demotion of " << writes.size() << " pages failed: " << written;
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<PageKey> orphans;
+  for (const Demotion& d : demotions) {
+    auto it = index_.find(d.key);
+    const bool same = it != index_.end() && it->second.generation == d.generation;
+    if (!same) {
+      // Removed while in flight: its disk reservation and lease are ours to
+      // return, and its records (if written) ours to delete, unless a newer
+      // put of the same key is on disk or on its way.
+      disk_used_bytes_ -= d.meta.bytes;
+      ReleaseLeaseLocked(d.key, d.generation, d.slot);
+      if (written.ok() &&
+          (it == index_.end() || (!it->second.on_disk && !it->second.demoting))) {
+        orphans.push_back(d.key);
+      }
+      continue;
+    }
+    PageEntry& entry = it->second;
+    entry.demoting = false;
+    --entry.readers;
+    if (!written.ok()) {
+      disk_used_bytes_ -= d.meta.bytes;
+      ram_policy_->OnInsert(d.key);
+      continue;
+    }
+    entry.on_disk = true;
+    disk_policy_->OnInsert(d.key);
+    ++counters_.demotions;
+    if (entry.readers == 0) {
+      FreeRamLocked(entry);
+      ++counters_.ram.evictions;
+    } else {
+      ram_policy_->OnInsert(d.key);  // still being read; now clean
+    }
+  }
+  absl::Status s = rocks_->Delete(orphans);
+  if (!s.ok()) {
+    KVTIER_LOG(ERROR) << "cannot delete " << orphans.size() << " orphan pages: " << s;
+  }
+}
+
+bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
+  if (disk_used_bytes_ + bytes > disk_high_bytes_) {
+    auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return index_.at(key).pinned();
+    };
+    while (disk_used_bytes_ + bytes > disk_low_bytes_) {
+      std::optional<PageKey> victim = disk_policy_->Evict(skip);
+      if (!victim) break;
+      absl::Status s = rocks_->Delete({*victim});
+      if (!s.ok()) {
+        KVTIER_LOG(ERROR) << "cannot drop disk page " << victim->DebugString() << ": " << s;
+        disk_policy_->OnInsert(*victim);
+        break;
+      }
+      auto it = index_.find(*victim);
+      ++counters_.disk.evictions;
+      if (it->second.in_ram) {
+        // Still in RAM: the page loses only its disk copy.
+        it->second.on_disk = false;
+        disk_used_bytes_ -= it->second.meta.bytes;
+      } else {
+        ++counters_.dropped_pages;
+        RemoveEntryLocked(it);
+      }
+    }
+  }
+  if (disk_used_bytes_ + bytes > options_.disk.capacity_bytes) return false;
+  disk_used_bytes_ += bytes;
+  return true;
+}
+
+std::optional<RamArena::Slot> TieredStore::PromotionSlotLocked(uint64_t bytes) {
+  const uint64_t slot_bytes = RamArena::ClassBytes(RamArena::ClassOf(bytes));
+  auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const PageEntry& entry = index_.at(key);
+    return !entry.on_disk || entry.readers > 0 || entry.demoting;
+  };
+  while (arena_->used_bytes() + slot_bytes > ram_high_bytes_ || !arena_->CanAllocate(bytes)) {
+    std::optional<PageKey> victim = ram_policy_->Evict(skip);
+    if (!victim) return std::nullopt;
+    FreeRamLocked(index_.at(*victim));
+    ++counters_.ram.evictions;
+  }
+  return arena_->Allocate(bytes);
+}
+
+void TieredStore::CompletePromotions(absl::Span<const PageKey> keys,
+                                     absl::Span<const ReadItem> items,
+                                     absl::Span<const GetResult> results,
+                                     std::vector<Promotion> promotions) {
+  for (const Promotion& p : promotions) {
+    // The slot is ours alone until it is attached below.
+    const std::string& data = results[p.item].data;
+    std::memcpy(ram_base_ + p.slot.offset, data.data(), data.size());
+  }
+  absl::MutexLock lock(&mu_);
+  for (const Promotion& p : promotions) {
+    const PageKey& key = keys[p.item];
+    auto it = index_.find(key);
+    if (it == index_.end() || it->second.generation != items[p.item].generation ||
+        it->second.in_ram) {
+      arena_->Free(p.slot);
+      continue;
+    }
+    PageEntry& entry = it->second;
+    entry.promoting = false;
+    entry.in_ram = true;
+    entry.slot = p.slot;
+    entry.disk_reads = 0;
+    ram_policy_->OnInsert(key);
+    ++counters_.promotions;
+  }
+}
+
+}  // namespace kvtier::store

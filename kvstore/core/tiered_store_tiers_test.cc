@@ -1,0 +1,330 @@
+// Pages moving between tiers: demotion past the RAM high watermark,
+// promotion on read, disk drops, pinned exhaustion, restart and corruption.
+#include <gtest/gtest.h>
+
+#include <memory>
+
+#include "kvstore/core/rocks_tier.h"
+#include "kvstore/core/store.h"
+#include "rocksdb/db.h"
+#include "testing/store_test_util.h"
+
+namespace kvtier::store {
+namespace {
+
+using testing::AsString;
+using testing::Key;
+using testing::PageBytes;
+using testing::PutPages;
+using testing::SmallLayout;
+using testing::TempDir;
+
+constexpr uint64_t kPage = 4096;
+
+StoreOptions Options(const std::string& dir, uint64_t ram_pages, double ram_high, double ram_low,
+                     uint64_t disk_pages, double disk_high, double disk_low) {
+  StoreOptions o;
+  o.data_dir = dir;
+  o.ram = {.capacity_bytes = ram_pages * kPage, .high_watermark = ram_high,
+           .low_watermark = ram_low};
+  o.disk = {.capacity_bytes = disk_pages * kPage, .high_watermark = disk_high,
+            .low_watermark = disk_low};
+  return o;
+}
+
+std::vector<Tier> Tiers(Store& store, uint64_t first, uint64_t last) {
+  std::vector<Hash128> chain;
+  for (uint64_t n = first; n <= last; ++n) chain.push_back(Key(n).hash);
+  return store.Lookup(chain, 0, 1)->tiers;
+}
+
+GetResult GetOne(Store& store, const PageKey& key) { return (*store.BatchGet({key}))[0]; }
+
+void PutEach(Store& store, uint64_t first, uint64_t last) {
+  for (uint64_t n = first; n <= last; ++n) ASSERT_TRUE(PutPages(store, {Key(n)}).ok()) << n;
+}
+
+class DemotionTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(DemotionTest, PastHighWatermarkDemotesDownToLow) {
+  TempDir dir;
+  // 10 pages; high 8, low 5.
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.ram.policy = GetParam();
+  auto store = *Store::Open(o);
+  PutEach(*store, 1, 8);
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.ram.pages, 8u);
+  EXPECT_EQ(stats.demotions, 0u);
+  PutEach(*store, 9, 9);
+  stats = store->Stats();
+  EXPECT_EQ(stats.demotions, 4u);
+  EXPECT_EQ(stats.ram.pages, 5u);
+  EXPECT_EQ(stats.ram.used_bytes, 5 * kPage);
+  EXPECT_EQ(stats.ram.evictions, 4u);
+  EXPECT_EQ(stats.disk.pages, 4u);
+  EXPECT_EQ(stats.disk.used_bytes, 4 * kPage);
+  EXPECT_EQ(stats.dropped_pages, 0u);
+  // Both policies demote the four oldest pages (never accessed).
+  const Tier D = Tier::kDisk, R = Tier::kRam;
+  EXPECT_EQ(Tiers(*store, 1, 9), (std::vector<Tier>{D, D, D, D, R, R, R, R, R}));
+  for (uint64_t n = 1; n <= 9; ++n) {
+    GetResult got = GetOne(*store, Key(n));
+    ASSERT_TRUE(got.status.ok()) << n;
+    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
+    EXPECT_EQ(got.tier, n <= 4 ? Tier::kDisk : Tier::kRam);
+  }
+  EXPECT_EQ(store->Stats().disk.hits, 4u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, DemotionTest, ::testing::Values("lru", "s3fifo"));
+
+TEST(PromotionTest, DiskPageIsPromotedOnItsNthRead) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.promote_after_reads = 2;
+  auto store = *Store::Open(o);
+  PutEach(*store, 1, 9);  // 1..4 on disk
+  EXPECT_EQ(GetOne(*store, Key(1)).tier, Tier::kDisk);
+  EXPECT_EQ(store->Stats().promotions, 0u);
+  GetResult second = GetOne(*store, Key(1));
+  EXPECT_EQ(second.tier, Tier::kDisk);
+  EXPECT_EQ(second.data, AsString(PageBytes(Key(1), SmallLayout())));
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.promotions, 1u);
+  EXPECT_EQ(stats.ram.pages, 6u);
+  EXPECT_EQ(stats.disk.pages, 4u);  // the disk copy stays
+  GetResult third = GetOne(*store, Key(1));
+  EXPECT_EQ(third.tier, Tier::kRam);
+  EXPECT_EQ(third.data, AsString(PageBytes(Key(1), SmallLayout())));
+  EXPECT_EQ(Tiers(*store, 1, 2), (std::vector<Tier>{Tier::kRam, Tier::kDisk}));
+  // One read of another disk page does not promote it (the admission filter).
+  EXPECT_EQ(GetOne(*store, Key(2)).tier, Tier::kDisk);
+  EXPECT_EQ(store->Stats().promotions, 1u);
+}
+
+TEST(PromotionTest, PromotedCleanPageLeavesRamWithoutAWrite) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.promote_after_reads = 1;
+  auto store = *Store::Open(o);
+  PutEach(*store, 1, 9);  // RAM 5..9, disk 1..4
+  ASSERT_EQ(GetOne(*store, Key(1)).tier, Tier::kDisk);
+  ASSERT_EQ(store->Stats().promotions, 1u);  // RAM 5..9, 1
+  // LRU, oldest first: 5 6 7 8 9 1. Page 12 demotes 5..8 (four writes);
+  // page 16 evicts 9, 1, 10, 11 and writes only three: 1 is already on disk.
+  PutEach(*store, 10, 16);
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.ram.pages, 5u);
+  EXPECT_EQ(stats.demotions, 4u + 4u + 3u);
+  EXPECT_EQ(stats.ram.evictions, 4u + 4u + 4u);
+  EXPECT_EQ(stats.disk.pages, 11u);
+  EXPECT_EQ(Tiers(*store, 1, 1), std::vector<Tier>{Tier::kDisk});
+}
+
+TEST(DiskTierTest, PastDiskWatermarkDropsUnpinnedPagesOnly) {
+  TempDir dir;
+  // RAM 4 pages (high 3, low 2); disk 4 pages (high 3, low 2).
+  auto store = *Store::Open(Options(dir.path(), 4, 0.75, 0.5, 4, 0.75, 0.5));
+  PutEach(*store, 1, 4);  // RAM 3, 4; disk 1, 2
+  EXPECT_EQ(Tiers(*store, 1, 4),
+            (std::vector<Tier>{Tier::kDisk, Tier::kDisk, Tier::kRam, Tier::kRam}));
+  ASSERT_TRUE(store->Pin({Key(1)}, 60'000, 0).ok());
+  // Page 6 demotes 3 and 4; room for 4 drops unpinned 2 but never pinned 1.
+  PutEach(*store, 5, 6);
+  const Tier D = Tier::kDisk, R = Tier::kRam, N = Tier::kNone;
+  EXPECT_EQ(Tiers(*store, 1, 6), (std::vector<Tier>{D, N, D, D, R, R}));
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.dropped_pages, 1u);
+  EXPECT_EQ(stats.disk.evictions, 1u);
+  EXPECT_EQ(stats.disk.pages, 3u);
+  EXPECT_EQ(stats.disk.used_bytes, 3 * kPage);
+  EXPECT_EQ(stats.disk.pinned_pages, 1u);
+  EXPECT_EQ(GetOne(*store, Key(2)).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetOne(*store, Key(1)).data, AsString(PageBytes(Key(1), SmallLayout())));
+}
+
+TEST(DiskTierTest, BothTiersFullOfPinnedPagesRejectsPuts) {
+  TempDir dir;
+  // RAM and disk: 2 pages each, high 1.0, low 0.5.
+  auto store = *Store::Open(Options(dir.path(), 2, 1.0, 0.5, 2, 1.0, 0.5));
+  auto pin_each = [&](uint64_t first, uint64_t last) {
+    std::vector<uint64_t> ids;
+    for (uint64_t n = first; n <= last; ++n) ids.push_back(*store->Pin({Key(n)}, 60'000, 0));
+    return ids;
+  };
+  PutEach(*store, 1, 2);
+  std::vector<uint64_t> pins = pin_each(1, 2);
+  PutEach(*store, 3, 4);  // 1, 2 demoted (pinned pages move, never drop)
+  pin_each(3, 4);
+  const Tier D = Tier::kDisk, R = Tier::kRam;
+  ASSERT_EQ(Tiers(*store, 1, 4), (std::vector<Tier>{D, D, R, R}));
+  StoreStats before = store->Stats();
+  EXPECT_EQ(before.ram.pinned_pages, 2u);
+  EXPECT_EQ(before.disk.pinned_pages, 2u);
+
+  auto put = PutPages(*store, {Key(5)});
+  EXPECT_EQ(put.status().code(), absl::StatusCode::kResourceExhausted);
+  StoreStats after = store->Stats();
+  EXPECT_EQ(after.put_pages, 4u);
+  EXPECT_EQ(after.reserved_bytes, 0u);
+  EXPECT_EQ(after.dropped_pages, 0u);
+  EXPECT_EQ(after.ram.used_bytes, 2 * kPage);
+  EXPECT_EQ(GetOne(*store, Key(5)).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Tiers(*store, 1, 4), (std::vector<Tier>{D, D, R, R}));
+
+  // Unpinning page 1 lets the disk drop it to take page 3.
+  ASSERT_TRUE(store->Unpin(pins[0]).ok());
+  ASSERT_TRUE(PutPages(*store, {Key(5)}).ok());
+  EXPECT_EQ(Tiers(*store, 1, 5), (std::vector<Tier>{Tier::kNone, D, D, R, R}));
+  EXPECT_EQ(store->Stats().dropped_pages, 1u);
+}
+
+TEST(DiskTierTest, PageLargerThanRamIsResourceExhausted) {
+  TempDir dir;
+  auto store = *Store::Open(Options(dir.path(), 2, 1.0, 0.5, 100, 1.0, 0.5));
+  PageLayout big = SmallLayout();
+  big.page_size = 64;  // 16 KiB
+  EXPECT_EQ(PutPages(*store, {Key(1)}, big).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store->Stats().reserved_bytes, 0u);
+}
+
+TEST(DiskTierTest, TwoLayoutsShareRam) {
+  TempDir dir;
+  // RAM 4 pages of 4 KiB, high 1.0 low 0.5; plenty of disk.
+  auto store = *Store::Open(Options(dir.path(), 4, 1.0, 0.5, 100, 1.0, 0.5));
+  PutEach(*store, 1, 4);
+  PageLayout big = SmallLayout();
+  big.page_size = 32;  // 8 KiB
+  // RAM is full of 4 KiB slots. Room is made down to the low watermark
+  // with the new page counted (8 KiB - 8 KiB = 0): all four leave, and
+  // their freed slots merge into the 8 KiB one.
+  ASSERT_TRUE(PutPages(*store, {Key(100)}, big).ok());
+  GetResult got = GetOne(*store, Key(100));
+  ASSERT_TRUE(got.status.ok());
+  EXPECT_EQ(got.tier, Tier::kRam);
+  EXPECT_EQ(got.data, AsString(PageBytes(Key(100), big)));
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.ram.used_bytes, 2 * kPage);
+  EXPECT_EQ(stats.ram.pages, 1u);
+  EXPECT_EQ(stats.demotions, 4u);
+  for (uint64_t n = 1; n <= 4; ++n) {
+    EXPECT_EQ(GetOne(*store, Key(n)).data, AsString(PageBytes(Key(n), SmallLayout()))) << n;
+  }
+}
+
+TEST(RecoveryTest, DiskPagesComeBackAfterRestart) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 9);  // 1..4 on disk, 5..9 in RAM only
+  }
+  auto store = *Store::Open(o);
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.disk.pages, 4u);
+  EXPECT_EQ(stats.disk.used_bytes, 4 * kPage);
+  EXPECT_EQ(stats.ram.pages, 0u);
+  EXPECT_EQ(stats.lost_pages, 0u);
+  for (uint64_t n = 1; n <= 9; ++n) {
+    GetResult got = GetOne(*store, Key(n));
+    if (n <= 4) {
+      ASSERT_TRUE(got.status.ok()) << n;
+      EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
+      EXPECT_EQ(got.checksum, testing::Spec(Key(n)).checksum);
+      EXPECT_EQ(got.tier, Tier::kDisk);
+    } else {
+      EXPECT_EQ(got.status.code(), absl::StatusCode::kNotFound) << n;
+    }
+  }
+}
+
+// Flips one byte of a page's stored value, opening RocksDB directly.
+void CorruptOnDisk(const std::string& dir, const PageKey& key) {
+  rocksdb::DBOptions db_options;
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
+      {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+  };
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;
+  rocksdb::DB* raw = nullptr;
+  ASSERT_TRUE(rocksdb::DB::Open(db_options, dir, families, &handles, &raw).ok());
+  std::unique_ptr<rocksdb::DB> db(raw);
+  std::string value;
+  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[1], key.Encode(), &value).ok());
+  value[value.size() / 2] ^= 0x40;
+  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1], key.Encode(), value).ok());
+  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+  ASSERT_TRUE(db->Close().ok());
+}
+
+TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.verify_on_open = false;
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 9);  // 1..4 on disk
+  }
+  {
+    rocksdb::DBOptions db_options;
+    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+        {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
+        {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+    };
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(db_options, dir.path(), families, &handles, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[1], Key(3).Encode()).ok());
+    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  auto store = *Store::Open(o);
+  EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->Stats().lost_pages, 1u);
+  EXPECT_EQ(store->Stats().disk.pages, 3u);
+  EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kNotFound);
+}
+
+class CorruptionOnDiskTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(CorruptionOnDiskTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
+  const bool verify_on_open = GetParam();
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  o.verify_on_open = verify_on_open;
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 9);  // 1..4 on disk
+  }
+  CorruptOnDisk(dir.path(), Key(2));
+  auto store = *Store::Open(o);
+  EXPECT_EQ(store->Stats().lost_pages, verify_on_open ? 1u : 0u);
+  auto got = store->BatchGet({Key(1), Key(2), Key(3)});
+  ASSERT_TRUE(got.ok());
+  EXPECT_TRUE((*got)[0].status.ok());
+  EXPECT_TRUE((*got)[2].status.ok());
+  EXPECT_EQ((*got)[1].status.code(),
+            verify_on_open ? absl::StatusCode::kNotFound : absl::StatusCode::kDataLoss);
+  EXPECT_TRUE((*got)[1].data.empty());
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.lost_pages, 1u);
+  EXPECT_EQ(stats.disk.pages, 3u);
+  EXPECT_EQ(stats.disk.used_bytes, 3 * kPage);
+  EXPECT_EQ(Tiers(*store, 2, 2), std::vector<Tier>{Tier::kNone});
+  EXPECT_EQ(GetOne(*store, Key(2)).status.code(), absl::StatusCode::kNotFound);
+  // The bad records are gone from RocksDB: a restart does not see them.
+  store.reset();
+  store = *Store::Open(o);
+  EXPECT_EQ(store->Stats().disk.pages, 3u);
+  EXPECT_EQ(store->Stats().lost_pages, 0u);
+}
+
+INSTANTIATE_TEST_SUITE_P(VerifyOnOpen, CorruptionOnDiskTest, ::testing::Bool());
+
+}  // namespace
+}  // namespace kvtier::store

@@ -1,0 +1,515 @@
+#include "kvstore/dataplane/ucx_data_plane.h"
+
+#include <algorithm>
+#include <cstring>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "kvtier/v1/data_plane.h"
+
+namespace kvtier::store {
+namespace {
+
+// Worker addresses are a few hundred bytes; packed keys smaller still.
+constexpr size_t kMaxWorkerAddressBytes = 64 << 10;
+constexpr size_t kMaxRkeyBytes = 16 << 10;
+
+}  // namespace
+
+// One client connection. Members are destroyed in reverse order: the
+// cached remote key before the endpoint it was unpacked on.
+struct UcxDataPlane::Session {
+  std::unique_ptr<ucx::UcxEndpoint> endpoint;
+  uint64_t last_use = 0;  // guarded by UcxDataPlane::mu_
+  absl::Mutex mu;
+  // Keys of the client's regions, unpacked, most recently used last.
+  struct Key {
+    std::string packed;
+    std::shared_ptr<ucx::UcxRemoteKey> key;
+  };
+  std::vector<Key> keys ABSL_GUARDED_BY(mu);
+};
+
+absl::Status DataPlaneOptions::Validate() const {
+  if (transfer_timeout_ms == 0 || transfer_timeout_ms > 3'600'000) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ucx_transfer_timeout_ms %d out of range [1, 3600000]", transfer_timeout_ms));
+  }
+  if (max_sessions == 0 || max_sessions > 65536) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("ucx_max_sessions %d out of range [1, 65536]", max_sessions));
+  }
+  if (max_pending_transfers == 0) {
+    return absl::InvalidArgumentError("max_pending_transfers must be > 0");
+  }
+  if (window == 0) return absl::InvalidArgumentError("window must be > 0");
+  return ucx.Validate();
+}
+
+absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
+    Store* store, const DataPlaneOptions& options,
+    const std::shared_ptr<UcxArenaMemory>& ucx_arena) {
+  RETURN_IF_ERROR(options.Validate());
+  const absl::Span<uint8_t> region = store->RamRegion();
+  if (region.empty()) return absl::InvalidArgumentError("the store has no RAM region");
+  std::shared_ptr<ucx::UcxContext> context;
+  std::shared_ptr<const ucx::UcxMemory> arena;
+  if (ucx_arena != nullptr) {
+    context = ucx_arena->context();
+    arena = ucx_arena->memory();
+    if (arena != nullptr &&
+        (arena->address() != region.data() || arena->bytes() < region.size())) {
+      arena = nullptr;  // the store's region is not that allocation
+    }
+  } else {
+    ASSIGN_OR_RETURN(context, ucx::UcxContext::Create(options.ucx));
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxWorker> worker, ucx::UcxWorker::Create(*context));
+  if (arena == nullptr) {
+    ASSIGN_OR_RETURN(arena, ucx::UcxMemory::Register(*context, region.data(), region.size()));
+  }
+  std::unique_ptr<UcxDataPlane> plane(new UcxDataPlane(
+      store, options, std::move(context), std::move(worker), std::move(arena)));
+  RETURN_IF_ERROR(
+      ucx::SetMessageHandler(plane->worker_.get(), wire::kRequestMessageId, plane.get()));
+  UcxDataPlane* raw = plane.get();
+  plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
+      plane->worker_.get(), [raw] { raw->SweepExpired(); });
+  return plane;
+}
+
+UcxDataPlane::UcxDataPlane(Store* store, const DataPlaneOptions& options,
+                           std::shared_ptr<ucx::UcxContext> context,
+                           std::unique_ptr<ucx::UcxWorker> worker,
+                           std::shared_ptr<const ucx::UcxMemory> arena)
+    : store_(store),
+      options_(options),
+      context_(std::move(context)),
+      worker_(std::move(worker)),
+      arena_(std::move(arena)),
+      arena_base_(arena_->address()) {}
+
+UcxDataPlane::~UcxDataPlane() {
+  progress_.reset();
+  absl::flat_hash_map<uint64_t, Transfer> transfers;
+  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions;
+  {
+    absl::MutexLock lock(&mu_);
+    transfers.swap(transfers_);
+    sessions.swap(sessions_);
+  }
+  std::vector<Transfer> draining;
+  {
+    absl::MutexLock lock(&mu_);
+    draining.swap(draining_);
+  }
+  for (auto& [id, t] : transfers) draining.push_back(std::move(t));
+  for (Transfer& t : draining) {
+    // The progress thread is gone: each receive's destructor cancels it and
+    // progresses the worker until UCX has let go of its slot.
+    t.receives.clear();
+    store_->Abort(std::move(t.reservation));
+  }
+  // Sessions (their endpoints) go before the worker, which members own.
+}
+
+uint64_t UcxDataPlane::NewIdLocked() {
+  uint64_t id = 0;
+  // A tag base: a tagged transfer's tags (wire::PageTag) never reach
+  // another transfer's.
+  while (id == 0 || sessions_.contains(id) || transfers_.contains(id)) {
+    id = wire::NthTagBase(gen_());
+  }
+  return id;
+}
+
+absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
+    absl::string_view client_worker_address) {
+  if (client_worker_address.empty() || client_worker_address.size() > kMaxWorkerAddressBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "client_worker_address: %d bytes, need 1..%d", client_worker_address.size(),
+        kMaxWorkerAddressBytes));
+  }
+  auto session = std::make_shared<Session>();
+  ASSIGN_OR_RETURN(session->endpoint,
+                   ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));
+  // The client's progress thread answers the wireup while it waits for
+  // this reply (UcxEndpoint::Flush says why it must be over).
+  RETURN_IF_ERROR(session->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
+  OpenReply reply{.worker_address = worker_->address(),
+                  .arena_address = reinterpret_cast<uint64_t>(arena_->address()),
+                  .arena_bytes = arena_->bytes(),
+                  .arena_rkey = arena_->packed_rkey()};
+  std::vector<std::shared_ptr<Session>> evicted;
+  std::vector<Transfer> aborted;
+  {
+    absl::MutexLock lock(&mu_);
+    if (sessions_.size() >= options_.max_sessions) {
+      auto lru = sessions_.begin();
+      for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
+        if (it->second->last_use < lru->second->last_use) lru = it;
+      }
+      KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first;
+      RemoveSessionLocked(lru->first, &evicted, &aborted);
+    }
+    reply.session_id = NewIdLocked();
+    session->last_use = ++use_clock_;
+    sessions_.emplace(reply.session_id, std::move(session));
+  }
+  for (Transfer& t : aborted) Retire(std::move(t));
+  return reply;
+}
+
+void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
+                                       std::vector<std::shared_ptr<Session>>* sessions,
+                                       std::vector<Transfer>* transfers) {
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return;
+  sessions->push_back(std::move(it->second));
+  sessions_.erase(it);
+  for (auto t = transfers_.begin(); t != transfers_.end();) {
+    if (t->second.session_id == session_id) {
+      transfers->push_back(std::move(t->second));
+      transfers_.erase(t++);
+    } else {
+      ++t;
+    }
+  }
+}
+
+void UcxDataPlane::Close(uint64_t session_id) {
+  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<Transfer> transfers;
+  {
+    absl::MutexLock lock(&mu_);
+    RemoveSessionLocked(session_id, &sessions, &transfers);
+  }
+  for (Transfer& t : transfers) Retire(std::move(t));
+}
+
+std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t session_id) {
+  absl::MutexLock lock(&mu_);
+  auto it = sessions_.find(session_id);
+  if (it == sessions_.end()) return nullptr;
+  it->second->last_use = ++use_clock_;
+  return it->second;
+}
+
+absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
+    uint64_t session_id, absl::Span<const PutSpec> specs, bool tagged) {
+  if (FindSession(session_id) == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    if (transfers_.size() + draining_.size() >= options_.max_pending_transfers) {
+      return absl::ResourceExhaustedError(
+          absl::StrFormat("%d data-plane transfers pending (max_pending_transfers)",
+                          transfers_.size() + draining_.size()));
+    }
+  }
+  ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
+  ReserveReply reply;
+  reply.slots.resize(reservation.size());
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    const absl::Span<uint8_t> buffer = reservation.buffer(i);
+    reply.slots[i].already_present = buffer.empty();
+    if (!buffer.empty()) reply.slots[i].arena_offset = buffer.data() - arena_base_;
+  }
+  absl::MutexLock lock(&mu_);
+  if (!sessions_.contains(session_id)) {
+    // Closed meanwhile; the reservation aborts as it goes out of scope.
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+  }
+  reply.transfer_id = NewIdLocked();
+  Transfer transfer{.session_id = session_id,
+                    .reservation = std::move(reservation),
+                    .expiry = absl::Now() + absl::Milliseconds(options_.transfer_timeout_ms)};
+  // Posted under mu_, so no Close can release the slots before the
+  // receives are on record; posting runs no callback of ours.
+  if (tagged) RETURN_IF_ERROR(PostReceives(reply.transfer_id, &transfer));
+  transfers_.emplace(reply.transfer_id, std::move(transfer));
+  return reply;
+}
+
+absl::Status UcxDataPlane::PostReceives(uint64_t transfer_id, Transfer* transfer) {
+  for (size_t i = 0; i < transfer->reservation.size(); ++i) {
+    const absl::Span<uint8_t> slot = transfer->reservation.buffer(i);
+    if (slot.empty()) continue;  // already stored: the client sends nothing
+    absl::StatusOr<std::unique_ptr<ucx::UcxTagReceive>> receive =
+        ucx::UcxTagReceive::Post(worker_.get(), slot.data(), slot.size(),
+                                 wire::PageTag(transfer_id, static_cast<uint32_t>(i)));
+    if (!receive.ok()) {
+      transfer->receives.clear();  // none matched yet: cancelled at once
+      return receive.status();
+    }
+    transfer->receives.push_back(*std::move(receive));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::AwaitReceives(Transfer* transfer, absl::Time deadline) {
+  for (std::unique_ptr<ucx::UcxTagReceive>& receive : transfer->receives) {
+    while (!receive->done()) {
+      if (worker_->Progress() == 0 && absl::Now() > deadline) {
+        return absl::DeadlineExceededError("tagged put: the pages did not all arrive in time");
+      }
+    }
+    if (!receive->status().ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("tagged put: ", receive->status().ToString()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void UcxDataPlane::Retire(Transfer transfer) {
+  bool busy = false;
+  for (auto& receive : transfer.receives) {
+    receive->Cancel();
+    busy = busy || !receive->done();
+  }
+  if (!busy) {
+    transfer.receives.clear();
+    store_->Abort(std::move(transfer.reservation));
+    return;
+  }
+  absl::MutexLock lock(&mu_);
+  draining_.push_back(std::move(transfer));
+}
+
+absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
+    uint64_t session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums,
+    bool may_wait) {
+  Transfer transfer;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(transfer_id);
+    if (it == transfers_.end() || it->second.session_id != session_id) {
+      return absl::NotFoundError(absl::StrFormat(
+          "transfer %d of session %d is not pending (timed out, aborted or unknown)",
+          transfer_id, session_id));
+    }
+    if (!checksums.empty() && checksums.size() != it->second.reservation.size()) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("checksums: %d for a transfer of %d pages", checksums.size(),
+                          it->second.reservation.size()));
+    }
+    if (!may_wait && !it->second.receives.empty()) {
+      return absl::FailedPreconditionError(absl::StrFormat(
+          "transfer %d is tagged: its commit waits for the transfer, so it goes by RPC",
+          transfer_id));
+    }
+    transfer = std::move(it->second);
+    transfers_.erase(it);
+  }
+  for (size_t i = 0; i < checksums.size(); ++i) transfer.reservation.set_checksum(i, checksums[i]);
+  if (absl::Status s = AwaitReceives(&transfer, transfer.expiry); !s.ok()) {
+    Retire(std::move(transfer));
+    return s;
+  }
+  transfer.receives.clear();
+  return store_->Commit(std::move(transfer.reservation));
+}
+
+void UcxDataPlane::AbortPut(uint64_t session_id, uint64_t transfer_id) {
+  Transfer transfer;
+  {
+    absl::MutexLock lock(&mu_);
+    auto it = transfers_.find(transfer_id);
+    if (it == transfers_.end() || it->second.session_id != session_id) return;
+    transfer = std::move(it->second);
+    transfers_.erase(it);
+  }
+  Retire(std::move(transfer));
+}
+
+void UcxDataPlane::SweepExpired() {
+  std::vector<Transfer> expired;
+  std::vector<Transfer> drained;
+  const absl::Time now = absl::Now();
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto it = transfers_.begin(); it != transfers_.end();) {
+      if (it->second.expiry <= now) {
+        expired.push_back(std::move(it->second));
+        transfers_.erase(it++);
+      } else {
+        ++it;
+      }
+    }
+    drained.swap(draining_);
+  }
+  if (!expired.empty()) {
+    KVTIER_LOG(INFO) << "data plane: aborted expired transfers=" << expired.size();
+  }
+  // Retire re-queues those whose receives are still busy.
+  for (Transfer& t : expired) Retire(std::move(t));
+  for (Transfer& t : drained) Retire(std::move(t));
+}
+
+void UcxDataPlane::SetRequestHandler(RequestHandler handler) {
+  auto shared =
+      handler ? std::make_shared<const RequestHandler>(std::move(handler)) : nullptr;
+  absl::MutexLock lock(&mu_);
+  request_handler_ = std::move(shared);
+}
+
+void UcxDataPlane::OnMessage(const ucx::ReceivedMessage& message) {
+  wire::RequestHeader header;
+  if (message.header.size() != sizeof(header) || message.reply_ep == nullptr) {
+    // Nothing to answer to: only a client that does not follow
+    // ucx_message.h sends such a message.
+    KVTIER_LOG(WARNING) << "data plane: dropped a request message without a reply endpoint or "
+                        << "with a " << message.header.size() << "-byte header";
+    return;
+  }
+  std::memcpy(&header, message.header.data(), sizeof(header));
+  absl::StatusOr<std::string> served = ServeMessage(header, message);
+  const wire::ReplyHeader reply{.request_id = header.request_id,
+                               .code = static_cast<int32_t>(served.status().code())};
+  std::string payload = served.ok() ? *std::move(served) : std::string(served.status().message());
+  if (absl::Status s = ucx::SendMessage(
+          message.reply_ep, wire::kReplyMessageId,
+          absl::string_view(reinterpret_cast<const char*>(&reply), sizeof(reply)),
+          std::move(payload), /*want_reply=*/false);
+      !s.ok()) {
+    // The client's wait for this reply ends at its deadline.
+    KVTIER_LOG(WARNING) << "data plane: cannot answer request " << header.request_id << ": " << s;
+  }
+}
+
+absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader& header,
+                                                       const ucx::ReceivedMessage& message) {
+  if (message.data_elsewhere) {
+    return absl::ResourceExhaustedError("request too large for a message; send it as an RPC");
+  }
+  if (FindSession(header.session_id) == nullptr) {
+    return absl::NotFoundError(
+        absl::StrFormat("data-plane session %d is not open", header.session_id));
+  }
+  std::shared_ptr<const RequestHandler> handler;
+  {
+    absl::MutexLock lock(&mu_);
+    handler = request_handler_;
+  }
+  if (handler == nullptr) return absl::UnimplementedError("this server takes no request messages");
+  return (*handler)(header.session_id, header.op, message.data);
+}
+
+absl::Status UcxDataPlane::CheckSession(uint64_t session_id) {
+  if (FindSession(session_id) == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, absl::string_view rkey) {
+  if (rkey.empty() || rkey.size() > kMaxRkeyBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("region.rkey: %d bytes, need 1..%d", rkey.size(), kMaxRkeyBytes));
+  }
+  return CheckSession(session_id);
+}
+
+absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
+                                         absl::string_view rkey,
+                                         absl::Span<const RegionWrite> pages,
+                                         absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
+  std::vector<ucx::WriteSegment> segments;
+  segments.reserve(pages.size());
+  for (const RegionWrite& p : pages) {
+    segments.push_back({.local = p.bytes, .bytes = p.size,
+                        .remote_address = address + p.region_offset});
+  }
+  absl::Status status = session->endpoint->Write(segments, *key, options_.window, deadline);
+  if (!status.ok()) {
+    key.reset();
+    Close(session_id);
+  }
+  return status;
+}
+
+absl::Status UcxDataPlane::SendToClient(uint64_t session_id,
+                                        absl::Span<const ucx::SendSegment> pages,
+                                        absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  absl::Status status = session->endpoint->Send(pages, options_.window, deadline);
+  if (!status.ok()) Close(session_id);
+  return status;
+}
+
+absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
+    Session& session, absl::string_view rkey) {
+  // A client keeps a pool of regions (ClientDataPlane::kMaxIdleRegions, and
+  // those its calls hold), and the clients of a process share a session:
+  // keeping only the last key unpacked had 8 clients' staged puts unpack
+  // (attach and map) a region on almost every RPC.
+  constexpr size_t kMaxKeys = 32;
+  absl::MutexLock lock(&session.mu);
+  std::vector<Session::Key>& keys = session.keys;
+  for (auto it = keys.begin(); it != keys.end(); ++it) {
+    if (it->packed == rkey) {
+      std::rotate(it, it + 1, keys.end());  // now the most recent
+      return keys.back().key;
+    }
+  }
+  ucp_ep_h ep = session.endpoint->get();
+  if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
+  ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
+                   ucx::UcxRemoteKey::Unpack(ep, rkey));
+  if (keys.size() == kMaxKeys) keys.erase(keys.begin());  // a transfer may still hold it
+  keys.push_back({.packed = std::string(rkey), .key = std::move(unpacked)});
+  return keys.back().key;
+}
+
+absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
+    uint64_t session_id, uint64_t address, absl::string_view rkey,
+    absl::Span<const PutSpec> specs, absl::Span<const uint64_t> region_offsets,
+    absl::Time deadline) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
+  ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
+  std::vector<ucx::WriteSegment> segments;
+  segments.reserve(specs.size());
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    const absl::Span<uint8_t> slot = reservation.buffer(i);
+    if (slot.empty()) continue;  // already stored
+    segments.push_back({.local = slot.data(), .bytes = slot.size(),
+                        .remote_address = address + region_offsets[i]});
+  }
+  absl::Status status = session->endpoint->Read(segments, *key, options_.window, deadline);
+  if (!status.ok()) {
+    store_->Abort(std::move(reservation));
+    key.reset();
+    Close(session_id);
+    return status;
+  }
+  return store_->Commit(std::move(reservation));
+}
+
+size_t UcxDataPlane::pending_transfers() const {
+  absl::MutexLock lock(&mu_);
+  return transfers_.size() + draining_.size();
+}
+
+size_t UcxDataPlane::open_sessions() const {
+  absl::MutexLock lock(&mu_);
+  return sessions_.size();
+}
+
+}  // namespace kvtier::store

@@ -1,0 +1,150 @@
+#include "kvstore/service/server_config.h"
+
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "common/status_macros.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace kvtier::store {
+namespace {
+
+// Collects parser errors as "source:line:column: message" (1-based).
+class ErrorCollector : public google::protobuf::io::ErrorCollector {
+ public:
+  explicit ErrorCollector(absl::string_view source) : source_(source) {}
+  void AddError(int line, google::protobuf::io::ColumnNumber column,
+                const std::string& message) override {
+    errors_.push_back(absl::StrFormat("%s:%d:%d: %s", source_, line + 1, column + 1, message));
+  }
+  void AddWarning(int line, google::protobuf::io::ColumnNumber column,
+                  const std::string& message) override {
+    AddError(line, column, message);
+  }
+  std::string Joined() const { return absl::StrJoin(errors_, "; "); }
+
+ private:
+  std::string source_;
+  std::vector<std::string> errors_;
+};
+
+absl::Status ResolveTier(const v1::TierConfig& in, absl::string_view name,
+                         uint64_t default_capacity, TierOptions* out) {
+  out->capacity_bytes = in.has_capacity_bytes() ? in.capacity_bytes() : default_capacity;
+  if (in.has_high_watermark()) out->high_watermark = in.high_watermark();
+  if (in.has_low_watermark()) out->low_watermark = in.low_watermark();
+  if (in.has_policy()) out->policy = in.policy();
+  if (out->capacity_bytes == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ".capacity_bytes must be > 0"));
+  }
+  // Written so that NaN fails too.
+  if (!(out->high_watermark > 0 && out->high_watermark <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s.high_watermark %g out of range (0, 1]", name, out->high_watermark));
+  }
+  if (!(out->low_watermark > 0 && out->low_watermark <= out->high_watermark)) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s.low_watermark %g out of range (0, high_watermark %g]", name,
+                        out->low_watermark, out->high_watermark));
+  }
+  if (out->policy != "lru" && out->policy != "s3fifo") {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%s.policy \"%s\" unknown; expected \"lru\" or \"s3fifo\"", name, out->policy));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckRange(absl::string_view name, uint64_t value, uint64_t lo, uint64_t hi) {
+  if (value < lo || value > hi) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s %d out of range [%d, %d]", name, value, lo, hi));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
+  if (name == "debug") return LogLevel::kDebug;
+  if (name == "info") return LogLevel::kInfo;
+  if (name == "warning") return LogLevel::kWarning;
+  if (name == "error") return LogLevel::kError;
+  return absl::InvalidArgumentError(absl::StrFormat(
+      "log_level \"%s\" unknown; expected debug, info, warning or error", name));
+}
+
+absl::StatusOr<v1::ServerConfig> ParseServerConfigText(absl::string_view text,
+                                                       absl::string_view source) {
+  v1::ServerConfig config;
+  ErrorCollector errors(source);
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &config)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("malformed config: ", errors.Joined()));
+  }
+  return config;
+}
+
+absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
+  std::ostringstream text;
+  text << in.rdbuf();
+  if (in.bad()) return absl::NotFoundError(absl::StrCat("error reading config file ", path));
+  return ParseServerConfigText(text.str(), path);
+}
+
+absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& config) {
+  ServerSettings s;
+  if (config.has_listen()) s.listen = config.listen();
+  if (s.listen.empty() || s.listen.rfind(':') == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("listen \"%s\" is not host:port", s.listen));
+  }
+  StoreOptions& o = s.store;
+  o.data_dir = config.has_data_dir() ? config.data_dir() : "./kvtier-data";
+  if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
+  RETURN_IF_ERROR(ResolveTier(config.ram(), "ram", uint64_t{1} << 30, &o.ram));
+  RETURN_IF_ERROR(ResolveTier(config.disk(), "disk", uint64_t{8} << 30, &o.disk));
+  if (config.has_max_batch_pages()) o.max_batch_pages = config.max_batch_pages();
+  RETURN_IF_ERROR(CheckRange("max_batch_pages", o.max_batch_pages, 1, 1 << 20));
+  if (config.has_max_lookup_pages()) o.max_lookup_pages = config.max_lookup_pages();
+  RETURN_IF_ERROR(CheckRange("max_lookup_pages", o.max_lookup_pages, 1, 1 << 24));
+  if (config.has_promote_after_reads()) o.promote_after_reads = config.promote_after_reads();
+  RETURN_IF_ERROR(CheckRange("promote_after_reads", o.promote_after_reads, 1, UINT32_MAX));
+  if (config.has_max_pin_ttl_ms()) o.max_pin_ttl_ms = config.max_pin_ttl_ms();
+  RETURN_IF_ERROR(CheckRange("max_pin_ttl_ms", o.max_pin_ttl_ms, 1, UINT64_MAX));
+  if (config.has_max_pins()) o.max_pins = config.max_pins();
+  RETURN_IF_ERROR(CheckRange("max_pins", o.max_pins, 1, UINT32_MAX));
+  if (config.has_verify_on_open()) o.verify_on_open = config.verify_on_open();
+  if (config.has_prefault_ram()) o.prefault_ram = config.prefault_ram();
+  if (config.has_max_message_bytes()) s.max_message_bytes = config.max_message_bytes();
+  RETURN_IF_ERROR(
+      CheckRange("max_message_bytes", s.max_message_bytes, kMinMessageBytes, kMaxMessageBytes));
+  if (config.has_log_level()) {
+    ASSIGN_OR_RETURN(s.log_level, ParseLogLevel(config.log_level()));
+  }
+  if (config.has_ucx()) s.ucx = config.ucx();
+  if (config.has_ucx_transfer_timeout_ms()) {
+    s.ucx_transfer_timeout_ms = config.ucx_transfer_timeout_ms();
+  }
+  RETURN_IF_ERROR(
+      CheckRange("ucx_transfer_timeout_ms", s.ucx_transfer_timeout_ms, 1, 3'600'000));
+  if (config.has_ucx_max_sessions()) s.ucx_max_sessions = config.ucx_max_sessions();
+  RETURN_IF_ERROR(CheckRange("ucx_max_sessions", s.ucx_max_sessions, 1, 65536));
+  if (config.has_ucx_transports()) s.ucx_options.transports = config.ucx_transports();
+  if (absl::Status valid = s.ucx_options.Validate(); !valid.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("ucx_transports: ", valid.message()));
+  }
+  if (config.has_ucx_mutex_locks()) s.ucx_options.mutex_locks = config.ucx_mutex_locks();
+  return s;
+}
+
+}  // namespace kvtier::store

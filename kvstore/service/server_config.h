@@ -1,0 +1,61 @@
+// Configuration of kvtier-server: a v1::ServerConfig read from a file in
+// protobuf text format, overridden by command-line flags (merged with
+// proto MergeFrom: a field set in the override wins), then resolved to
+// defaults and validated into ServerSettings.
+//
+//   ASSIGN_OR_RETURN(v1::ServerConfig config, LoadServerConfigFile(path));
+//   config.MergeFrom(overrides_from_flags);
+//   ASSIGN_OR_RETURN(ServerSettings settings, ResolveServerConfig(config));
+//
+// Thread-safety: pure functions, thread-safe.
+#ifndef KVTIER_KVSTORE_SERVICE_SERVER_CONFIG_H_
+#define KVTIER_KVSTORE_SERVICE_SERVER_CONFIG_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+#include "common/log.h"
+#include "kvstore/core/store.h"
+#include "kvtier/v1/config.pb.h"
+#include "ucx/context.h"
+
+namespace kvtier::store {
+
+// Bounds of ServerConfig.max_message_bytes: a 4 MiB page must fit, and gRPC
+// sizes are ints.
+inline constexpr uint64_t kMinMessageBytes = uint64_t{4} << 20;
+inline constexpr uint64_t kMaxMessageBytes = (uint64_t{2} << 30) - 1;
+
+// A fully resolved, validated server configuration.
+struct ServerSettings {
+  std::string listen = "127.0.0.1:50051";
+  StoreOptions store;  // data_dir, tiers, limits
+  uint64_t max_message_bytes = uint64_t{256} << 20;
+  LogLevel log_level = LogLevel::kInfo;
+  // The UCX data plane (kvstore/dataplane/ucx_data_plane.h); see config.proto.
+  bool ucx = true;
+  uint64_t ucx_transfer_timeout_ms = 60'000;
+  uint32_t ucx_max_sessions = 1024;
+  ucx::UcxOptions ucx_options;  // ucx_transports, ucx_mutex_locks
+};
+
+// Parses text-format `text`; `source` names it in errors. INVALID_ARGUMENT
+// with "source:line:column: message" on a syntax error or unknown field.
+absl::StatusOr<v1::ServerConfig> ParseServerConfigText(absl::string_view text,
+                                                       absl::string_view source);
+
+// Reads and parses `path`. NOT_FOUND when it cannot be read.
+absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path);
+
+// Applies the defaults documented in config.proto and validates every field:
+// INVALID_ARGUMENT naming the first bad field and its value.
+absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& config);
+
+// "debug", "info", "warning", "error" (case-sensitive).
+absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name);
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_SERVICE_SERVER_CONFIG_H_

@@ -1,0 +1,144 @@
+#include "kvstore/service/server_config.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <string>
+
+#include "gtest/gtest.h"
+
+namespace kvtier::store {
+namespace {
+
+TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(v1::ServerConfig());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->listen, "127.0.0.1:50051");
+  EXPECT_EQ(s->store.data_dir, "./kvtier-data");
+  EXPECT_EQ(s->store.ram.capacity_bytes, uint64_t{1} << 30);
+  EXPECT_EQ(s->store.disk.capacity_bytes, uint64_t{8} << 30);
+  EXPECT_DOUBLE_EQ(s->store.ram.high_watermark, 0.90);
+  EXPECT_DOUBLE_EQ(s->store.ram.low_watermark, 0.80);
+  EXPECT_EQ(s->store.ram.policy, "lru");
+  EXPECT_EQ(s->store.max_batch_pages, 1024u);
+  EXPECT_EQ(s->store.max_lookup_pages, 65536u);
+  EXPECT_EQ(s->store.promote_after_reads, 2u);
+  EXPECT_EQ(s->store.max_pin_ttl_ms, uint64_t{24} * 3600 * 1000);
+  EXPECT_EQ(s->store.max_pins, 1u << 20);
+  EXPECT_TRUE(s->store.verify_on_open);
+  EXPECT_FALSE(s->store.prefault_ram);
+  EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
+  EXPECT_EQ(s->log_level, LogLevel::kInfo);
+  EXPECT_TRUE(s->ucx);
+  EXPECT_EQ(s->ucx_transfer_timeout_ms, 60'000u);
+  EXPECT_EQ(s->ucx_max_sessions, 1024u);
+  EXPECT_EQ(s->ucx_options.transports, "^tcp");
+  EXPECT_TRUE(s->ucx_options.mutex_locks);
+}
+
+TEST(ServerConfigTest, UcxOptionsAreTakenFromTheConfig) {
+  absl::StatusOr<v1::ServerConfig> c = ParseServerConfigText(
+      "ucx_transports: \"posix,cma,self\"\nucx_mutex_locks: false\n", "t");
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(*c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->ucx_options.transports, "posix,cma,self");
+  EXPECT_FALSE(s->ucx_options.mutex_locks);
+}
+
+TEST(ServerConfigTest, ParsesTextFormatAndOverridesWin) {
+  absl::StatusOr<v1::ServerConfig> c = ParseServerConfigText(
+      "listen: \"0.0.0.0:7000\"\n"
+      "data_dir: \"/tmp/x\"\n"
+      "ram { capacity_bytes: 4096 policy: \"s3fifo\" high_watermark: 0.5 low_watermark: 0.25 }\n"
+      "max_batch_pages: 8\n"
+      "prefault_ram: true\n"
+      "log_level: \"debug\"\n",
+      "test.conf");
+  ASSERT_TRUE(c.ok()) << c.status();
+  v1::ServerConfig overrides;
+  overrides.set_max_batch_pages(16);
+  overrides.mutable_ram()->set_capacity_bytes(8192);
+  c->MergeFrom(overrides);
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(*c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->listen, "0.0.0.0:7000");
+  EXPECT_EQ(s->store.data_dir, "/tmp/x");
+  EXPECT_EQ(s->store.ram.capacity_bytes, 8192u);
+  EXPECT_EQ(s->store.ram.policy, "s3fifo");  // file value kept under the override
+  EXPECT_DOUBLE_EQ(s->store.ram.high_watermark, 0.5);
+  EXPECT_DOUBLE_EQ(s->store.ram.low_watermark, 0.25);
+  EXPECT_EQ(s->store.max_batch_pages, 16u);
+  EXPECT_TRUE(s->store.prefault_ram);
+  EXPECT_EQ(s->log_level, LogLevel::kDebug);
+}
+
+TEST(ServerConfigTest, SyntaxErrorNamesLineAndColumn) {
+  absl::StatusOr<v1::ServerConfig> c =
+      ParseServerConfigText("listen: \"a:1\"\nmax_batch_pages: \"many\"\n", "bad.conf");
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("bad.conf:2:"), std::string::npos) << c.status();
+}
+
+TEST(ServerConfigTest, UnknownFieldIsAnError) {
+  absl::StatusOr<v1::ServerConfig> c = ParseServerConfigText("ram_size: 5\n", "u.conf");
+  ASSERT_EQ(c.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(c.status().message().find("ram_size"), std::string::npos) << c.status();
+  EXPECT_NE(c.status().message().find("u.conf:1:"), std::string::npos) << c.status();
+}
+
+struct BadCase {
+  const char* text;
+  const char* field;
+};
+
+TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
+  const BadCase cases[] = {
+      {"ram { capacity_bytes: 0 }", "ram.capacity_bytes"},
+      {"disk { high_watermark: 1.5 }", "disk.high_watermark"},
+      {"ram { high_watermark: 0.5 low_watermark: 0.6 }", "ram.low_watermark"},
+      {"ram { low_watermark: 0 }", "ram.low_watermark"},
+      {"disk { policy: \"fifo\" }", "disk.policy"},
+      {"max_batch_pages: 0", "max_batch_pages"},
+      {"max_lookup_pages: 0", "max_lookup_pages"},
+      {"promote_after_reads: 0", "promote_after_reads"},
+      {"max_pin_ttl_ms: 0", "max_pin_ttl_ms"},
+      {"max_pins: 0", "max_pins"},
+      {"ucx_transfer_timeout_ms: 0", "ucx_transfer_timeout_ms"},
+      {"ucx_transfer_timeout_ms: 3600001", "ucx_transfer_timeout_ms"},
+      {"ucx_max_sessions: 0", "ucx_max_sessions"},
+      {"ucx_max_sessions: 65537", "ucx_max_sessions"},
+      {"ucx_transports: \"\"", "ucx_transports"},
+      {"ucx_transports: \"tcp\\nUCX_X=1\"", "ucx_transports"},
+      {"max_message_bytes: 1024", "max_message_bytes"},
+      {"max_message_bytes: 4294967296", "max_message_bytes"},
+      {"log_level: \"loud\"", "log_level"},
+      {"listen: \"nowhere\"", "listen"},
+      {"data_dir: \"\"", "data_dir"},
+  };
+  for (const BadCase& c : cases) {
+    absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(c.text, "t");
+    ASSERT_TRUE(config.ok()) << c.text << ": " << config.status();
+    absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
+    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_EQ(s.status().message().rfind(c.field, 0), 0u) << c.text << ": " << s.status();
+  }
+}
+
+TEST(ServerConfigTest, LoadFileMissingAndPresent) {
+  EXPECT_EQ(LoadServerConfigFile("/nonexistent/kvtier.conf").status().code(),
+            absl::StatusCode::kNotFound);
+  const std::string path = ::testing::TempDir() + "/server_config_test." + std::to_string(getpid()) + ".conf";
+  {
+    std::ofstream out(path);
+    out << "# comment\nmax_lookup_pages: 77\n";
+  }
+  absl::StatusOr<v1::ServerConfig> c = LoadServerConfigFile(path);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->max_lookup_pages(), 77u);
+  std::remove(path.c_str());
+}
+
+}  // namespace
+}  // namespace kvtier::store

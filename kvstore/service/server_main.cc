@@ -1,0 +1,320 @@
+// kvtier-server: the store behind its gRPC service.
+//
+//   kvtier-server [--config FILE] [--listen HOST:PORT] [--data_dir DIR] ...
+//
+// Flags given on the command line override the config file; unset fields
+// take the defaults documented in proto/kvtier/v1/config.proto. SIGINT and
+// SIGTERM shut the server down gracefully: in-flight calls finish, then the
+// store closes.
+#include <malloc.h>
+#include <pthread.h>
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <memory>
+#include <string>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/grpcpp.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "kvstore/core/store.h"
+#include "kvstore/service/server_config.h"
+#include "kvstore/service/service.h"
+
+ABSL_FLAG(std::string, config, "", "Server config file (protobuf text format, see config.proto)");
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to listen on; port 0 picks one");
+ABSL_FLAG(std::string, data_dir, "./kvtier-data", "Directory of the RocksDB tier");
+ABSL_FLAG(uint64_t, ram_bytes, uint64_t{1} << 30, "Capacity of the host-RAM tier, bytes");
+ABSL_FLAG(uint64_t, disk_bytes, uint64_t{8} << 30, "Capacity of the disk tier, bytes");
+ABSL_FLAG(double, ram_high_watermark, 0.90, "RAM tier high watermark (fraction)");
+ABSL_FLAG(double, ram_low_watermark, 0.80, "RAM tier low watermark (fraction)");
+ABSL_FLAG(double, disk_high_watermark, 0.90, "Disk tier high watermark (fraction)");
+ABSL_FLAG(double, disk_low_watermark, 0.80, "Disk tier low watermark (fraction)");
+ABSL_FLAG(std::string, ram_policy, "lru", "RAM tier eviction policy: lru or s3fifo");
+ABSL_FLAG(std::string, disk_policy, "lru", "Disk tier eviction policy: lru or s3fifo");
+ABSL_FLAG(uint32_t, max_batch_pages, 1024, "Most pages in one batch request");
+ABSL_FLAG(uint32_t, max_lookup_pages, 65536, "Longest Lookup chain");
+ABSL_FLAG(uint32_t, promote_after_reads, 2, "Promote a disk page to RAM on its Nth read");
+ABSL_FLAG(uint64_t, max_pin_ttl_ms, uint64_t{24} * 3600 * 1000, "Longest pin TTL, ms");
+ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
+ABSL_FLAG(bool, verify_on_open, true, "Verify disk page checksums when the index is rebuilt");
+ABSL_FLAG(bool, prefault_ram, false,
+          "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
+ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
+ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
+ABSL_FLAG(uint64_t, ucx_transfer_timeout_ms, 60'000,
+          "Abort a data-plane put not committed within this many ms");
+ABSL_FLAG(uint32_t, ucx_max_sessions, 1024, "Most open data-plane sessions");
+ABSL_FLAG(std::string, ucx_transports, "^tcp",
+          "UCX transports of the data plane (UCX_TLS syntax; UCX_TLS in the environment wins)");
+ABSL_FLAG(bool, ucx_mutex_locks, true,
+          "Mutex (else spinlock) for the data plane's UCX worker (UCX_USE_MT_MUTEX wins)");
+ABSL_FLAG(std::string, port_file, "", "Write the bound port here once listening");
+
+namespace kvtier::store {
+namespace {
+
+// Names of the flags given on the command line ("--x", "--x=v", "-x",
+// "--nox"); absl does not expose this publicly in the Debian version.
+absl::flat_hash_set<std::string>& GivenFlags() {
+  static auto* given = new absl::flat_hash_set<std::string>();
+  return *given;
+}
+
+void RecordGivenFlags(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view arg = argv[i];
+    if (arg == "--") break;
+    if (!absl::ConsumePrefix(&arg, "--")) {
+      if (!absl::ConsumePrefix(&arg, "-")) continue;
+    }
+    arg = arg.substr(0, arg.find('='));
+    GivenFlags().insert(std::string(arg));
+    if (absl::ConsumePrefix(&arg, "no")) GivenFlags().insert(std::string(arg));
+  }
+}
+
+bool Given(absl::string_view name) { return GivenFlags().contains(name); }
+
+// The config fields whose flags were given on the command line.
+v1::ServerConfig OverridesFromFlags() {
+  v1::ServerConfig c;
+  if (Given("listen")) c.set_listen(absl::GetFlag(FLAGS_listen));
+  if (Given("data_dir")) c.set_data_dir(absl::GetFlag(FLAGS_data_dir));
+  if (Given("ram_bytes")) c.mutable_ram()->set_capacity_bytes(absl::GetFlag(FLAGS_ram_bytes));
+  if (Given("disk_bytes")) c.mutable_disk()->set_capacity_bytes(absl::GetFlag(FLAGS_disk_bytes));
+  if (Given("ram_high_watermark")) {
+    c.mutable_ram()->set_high_watermark(absl::GetFlag(FLAGS_ram_high_watermark));
+  }
+  if (Given("ram_low_watermark")) {
+    c.mutable_ram()->set_low_watermark(absl::GetFlag(FLAGS_ram_low_watermark));
+  }
+  if (Given("disk_high_watermark")) {
+    c.mutable_disk()->set_high_watermark(absl::GetFlag(FLAGS_disk_high_watermark));
+  }
+  if (Given("disk_low_watermark")) {
+    c.mutable_disk()->set_low_watermark(absl::GetFlag(FLAGS_disk_low_watermark));
+  }
+  if (Given("ram_policy")) c.mutable_ram()->set_policy(absl::GetFlag(FLAGS_ram_policy));
+  if (Given("disk_policy")) c.mutable_disk()->set_policy(absl::GetFlag(FLAGS_disk_policy));
+  if (Given("max_batch_pages")) c.set_max_batch_pages(absl::GetFlag(FLAGS_max_batch_pages));
+  if (Given("max_lookup_pages")) c.set_max_lookup_pages(absl::GetFlag(FLAGS_max_lookup_pages));
+  if (Given("promote_after_reads")) {
+    c.set_promote_after_reads(absl::GetFlag(FLAGS_promote_after_reads));
+  }
+  if (Given("max_pin_ttl_ms")) c.set_max_pin_ttl_ms(absl::GetFlag(FLAGS_max_pin_ttl_ms));
+  if (Given("max_pins")) c.set_max_pins(absl::GetFlag(FLAGS_max_pins));
+  if (Given("verify_on_open")) c.set_verify_on_open(absl::GetFlag(FLAGS_verify_on_open));
+  if (Given("prefault_ram")) c.set_prefault_ram(absl::GetFlag(FLAGS_prefault_ram));
+  if (Given("max_message_bytes")) {
+    c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
+  }
+  if (Given("log_level")) c.set_log_level(absl::GetFlag(FLAGS_log_level));
+  if (Given("ucx")) c.set_ucx(absl::GetFlag(FLAGS_ucx));
+  if (Given("ucx_transfer_timeout_ms")) {
+    c.set_ucx_transfer_timeout_ms(absl::GetFlag(FLAGS_ucx_transfer_timeout_ms));
+  }
+  if (Given("ucx_max_sessions")) c.set_ucx_max_sessions(absl::GetFlag(FLAGS_ucx_max_sessions));
+  if (Given("ucx_transports")) c.set_ucx_transports(absl::GetFlag(FLAGS_ucx_transports));
+  if (Given("ucx_mutex_locks")) c.set_ucx_mutex_locks(absl::GetFlag(FLAGS_ucx_mutex_locks));
+  return c;
+}
+
+absl::StatusOr<ServerSettings> LoadSettings() {
+  v1::ServerConfig config;
+  if (const std::string path = absl::GetFlag(FLAGS_config); !path.empty()) {
+    ASSIGN_OR_RETURN(config, LoadServerConfigFile(path));
+  }
+  config.MergeFrom(OverridesFromFlags());
+  return ResolveServerConfig(config);
+}
+
+// Written to a temporary name first, so a reader never sees a partial port.
+absl::Status WritePortFile(const std::string& path, int port) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream out(tmp, std::ios::trunc);
+    out << port << "\n";
+    if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", tmp));
+  }
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot rename ", tmp, " to ", path));
+  }
+  return absl::OkStatus();
+}
+
+void LogTier(const char* name, const TierOptions& t, const TierStats& s) {
+  KVTIER_LOG(INFO) << "tier name=" << name << " capacity_bytes=" << t.capacity_bytes
+                   << " high_watermark=" << t.high_watermark
+                   << " low_watermark=" << t.low_watermark << " policy=" << t.policy
+                   << " pages=" << s.pages << " used_bytes=" << s.used_bytes;
+}
+
+// Every RPC allocates message buffers the size of its pages (up to 64 MiB).
+// By default glibc serves such blocks with a fresh mmap and returns them
+// with munmap, so each message pays page faults on every 4 KiB it touches;
+// keeping them on the heap more than doubles put throughput for 1 MiB+
+// pages. The heap keeps up to kTrimBytes of freed memory for reuse.
+void KeepPageBuffersOnTheHeap() {
+  constexpr int kMmapThresholdBytes = 96 << 20;
+  constexpr int kTrimBytes = 512 << 20;
+  if (mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes) != 1 ||
+      mallopt(M_TRIM_THRESHOLD, kTrimBytes) != 1) {
+    KVTIER_LOG(WARNING) << "mallopt failed; large messages will be slower";
+  }
+}
+
+// Null (and *port 0) when the address cannot be bound.
+std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
+                                          KvStoreService* service, int* port) {
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(settings.listen, grpc::InsecureServerCredentials(), port);
+  // Without this, a second server could bind the same port via SO_REUSEPORT
+  // and silently share its traffic.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(settings.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(settings.max_message_bytes));
+  builder.RegisterService(service);
+  return builder.BuildAndStart();
+}
+
+void LogStartup(const ServerSettings& settings, int port, const StoreStats& recovered) {
+  KVTIER_LOG(INFO) << "kvtier-server listening listen=" << settings.listen << " port=" << port
+                   << " data_dir=" << settings.store.data_dir
+                   << " max_batch_pages=" << settings.store.max_batch_pages
+                   << " max_lookup_pages=" << settings.store.max_lookup_pages
+                   << " max_message_bytes=" << settings.max_message_bytes;
+  LogTier("ram", settings.store.ram, recovered.ram);
+  LogTier("disk", settings.store.disk, recovered.disk);
+  KVTIER_LOG(INFO) << "recovered pages=" << recovered.ram.pages + recovered.disk.pages
+                   << " lost_pages=" << recovered.lost_pages;
+}
+
+// With the data plane on, the RAM arena is allocated through UCX so that
+// shared-memory clients reach it one-sidedly. Null (the store maps its own
+// memory) when the data plane is off or UCX cannot start.
+std::shared_ptr<UcxArenaMemory> PrepareUcxArena(ServerSettings* settings) {
+  if (!settings->ucx) return nullptr;
+  absl::StatusOr<std::shared_ptr<UcxArenaMemory>> arena =
+      UcxArenaMemory::Create(settings->ucx_options);
+  if (!arena.ok()) {
+    KVTIER_LOG(WARNING) << "UCX cannot start: " << arena.status();
+    return nullptr;
+  }
+  settings->store.ram_memory = (*arena)->Provider();
+  return *std::move(arena);
+}
+
+// Null when disabled or when UCX cannot start: bytes then travel inline.
+std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Store* store,
+                                             const std::shared_ptr<UcxArenaMemory>& ucx_arena) {
+  if (!settings.ucx) {
+    KVTIER_LOG(INFO) << "data plane disabled; page bytes travel inline";
+    return nullptr;
+  }
+  DataPlaneOptions options;
+  options.transfer_timeout_ms = settings.ucx_transfer_timeout_ms;
+  options.max_sessions = settings.ucx_max_sessions;
+  options.ucx = settings.ucx_options;
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+      UcxDataPlane::Create(store, options, ucx_arena);
+  if (!plane.ok()) {
+    KVTIER_LOG(WARNING) << "UCX data plane unavailable, page bytes travel inline: "
+                        << plane.status();
+    return nullptr;
+  }
+  KVTIER_LOG(INFO) << "UCX data plane ready arena_bytes=" << store->RamRegion().size()
+                   << " arena_allocated_by_ucx="
+                   << (ucx_arena != nullptr && ucx_arena->memory() != nullptr)
+                   << " transfer_timeout_ms=" << options.transfer_timeout_ms
+                   << " max_sessions=" << options.max_sessions;
+  return std::move(*plane);
+}
+
+int Run() {
+  KeepPageBuffersOnTheHeap();
+  // Block the shutdown signals before gRPC starts threads, so that only
+  // sigwait below receives them.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  absl::StatusOr<ServerSettings> settings = LoadSettings();
+  if (!settings.ok()) {
+    std::fprintf(stderr, "kvtier-server: invalid configuration: %s\n",
+                 std::string(settings.status().message()).c_str());
+    return 2;
+  }
+  SetMinLogLevel(settings->log_level);
+  const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
+  absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
+  if (!store.ok()) {
+    std::fprintf(stderr, "kvtier-server: cannot open store in %s: %s\n",
+                 settings->store.data_dir.c_str(), store.status().ToString().c_str());
+    return 1;
+  }
+  const StoreStats recovered = (*store)->Stats();
+  std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
+  auto service = std::make_unique<KvStoreService>(
+      store->get(), ServiceLimits::FromStoreOptions(settings->store), data_plane.get());
+
+  int port = 0;
+  std::unique_ptr<grpc::Server> server = BuildServer(*settings, service.get(), &port);
+  if (server == nullptr || port == 0) {
+    std::fprintf(stderr,
+                 "kvtier-server: cannot listen on %s: address in use or not available\n",
+                 settings->listen.c_str());
+    return 1;
+  }
+  if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
+    if (absl::Status s = WritePortFile(path, port); !s.ok()) {
+      std::fprintf(stderr, "kvtier-server: %s\n", s.ToString().c_str());
+      server->Shutdown();
+      return 1;
+    }
+  }
+  LogStartup(*settings, port, recovered);
+
+  int sig = 0;
+  sigwait(&signals, &sig);
+  KVTIER_LOG(INFO) << "shutting down signal=" << sig;
+  server->GetHealthCheckService()->SetServingStatus(false);
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  server->Wait();
+  KVTIER_LOG(INFO) << "rpc server stopped; closing the data plane and the store";
+  // The service first: it serves the data plane's request messages.
+  server.reset();
+  service.reset();
+  data_plane.reset();
+  store->reset();
+  KVTIER_LOG(INFO) << "stopped";
+  return 0;
+}
+
+}  // namespace
+}  // namespace kvtier::store
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage("kvtier store server (see proto/kvtier/v1/config.proto)");
+  kvtier::store::RecordGivenFlags(argc, argv);
+  absl::ParseCommandLine(argc, argv);
+  return kvtier::store::Run();
+}

@@ -1,0 +1,339 @@
+#include "kvstore/service/service.h"
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_set.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "kvtier/v1/convert.h"
+
+namespace kvtier::store {
+namespace {
+
+using ::kvtier::v1::KeyFromProto;
+using ::kvtier::v1::KeyToProto;
+using ::kvtier::v1::ToGrpcStatus;
+
+v1::Tier TierToProto(Tier tier) {
+  switch (tier) {
+    case Tier::kRam: return v1::TIER_RAM;
+    case Tier::kDisk: return v1::TIER_DISK;
+    case Tier::kNone: break;
+  }
+  return v1::TIER_NONE;
+}
+
+void TierStatsToProto(const TierStats& s, v1::TierStats* out) {
+  out->set_pages(s.pages);
+  out->set_used_bytes(s.used_bytes);
+  out->set_capacity_bytes(s.capacity_bytes);
+  out->set_high_watermark_bytes(s.high_watermark_bytes);
+  out->set_low_watermark_bytes(s.low_watermark_bytes);
+  out->set_hits(s.hits);
+  out->set_evictions(s.evictions);
+  out->set_pinned_pages(s.pinned_pages);
+}
+
+absl::Status CheckBatchSize(size_t n, uint32_t max, absl::string_view what, bool allow_empty) {
+  if (n == 0 && !allow_empty) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": empty batch"));
+  }
+  if (n > max) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d entries exceed max_batch_pages %d", what, n, max));
+  }
+  return absl::OkStatus();
+}
+
+// Converts every key, naming the first bad one by index.
+absl::StatusOr<std::vector<PageKey>> KeysFromProto(
+    const google::protobuf::RepeatedPtrField<v1::PageKey>& keys) {
+  std::vector<PageKey> out;
+  out.reserve(keys.size());
+  for (int i = 0; i < keys.size(); ++i) {
+    ASSIGN_OR_RETURN(PageKey key, KeyFromProto(keys[i], absl::StrCat("keys[", i, "]")));
+    out.push_back(key);
+  }
+  return out;
+}
+
+template <typename Fn>
+grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(fn()));
+  return reactor;
+}
+
+}  // namespace
+
+ServiceLimits ServiceLimits::FromStoreOptions(const StoreOptions& options) {
+  ServiceLimits limits;
+  limits.max_batch_pages = options.max_batch_pages;
+  limits.max_lookup_pages = options.max_lookup_pages;
+  limits.max_pin_ttl_ms = options.max_pin_ttl_ms;
+  return limits;
+}
+
+absl::Status ServiceLimits::Validate() const {
+  if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
+  if (max_lookup_pages == 0) return absl::InvalidArgumentError("max_lookup_pages must be > 0");
+  if (max_lookup_layers == 0) {
+    return absl::InvalidArgumentError("max_lookup_layers must be > 0");
+  }
+  if (max_pin_ttl_ms == 0) return absl::InvalidArgumentError("max_pin_ttl_ms must be > 0");
+  return absl::OkStatus();
+}
+
+KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
+                               UcxDataPlane* data_plane)
+    : store_(store), limits_(limits), data_plane_(data_plane) {
+  if (data_plane_ != nullptr) {
+    data_plane_->SetRequestHandler(
+        [this](uint64_t session_id, uint32_t op, absl::string_view request) {
+          return ServeMessage(session_id, op, request);
+        });
+  }
+}
+
+KvStoreService::~KvStoreService() {
+  if (data_plane_ != nullptr) data_plane_->SetRequestHandler(nullptr);
+}
+
+absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
+                                      v1::LookupResponse* response) {
+  const int n = request.chain_size();
+  if (static_cast<uint64_t>(n) > limits_.max_lookup_pages) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "chain: %d pages exceed max_lookup_pages %d", n, limits_.max_lookup_pages));
+  }
+  const uint32_t layer_count = request.layer_count() == 0 ? 1 : request.layer_count();
+  if (layer_count > limits_.max_lookup_layers) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layer_count %d exceeds %d", layer_count, limits_.max_lookup_layers));
+  }
+  if (uint64_t{request.layer_begin()} + layer_count > uint64_t{UINT32_MAX} + 1) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "layers [%d, %d + %d) overflow the layer index", request.layer_begin(),
+        request.layer_begin(), layer_count));
+  }
+  std::vector<Hash128> chain;
+  chain.reserve(n);
+  for (int i = 0; i < n; ++i) {
+    ASSIGN_OR_RETURN(Hash128 h,
+                     v1::HashFromProto(request.chain(i), absl::StrCat("chain[", i, "]")));
+    chain.push_back(h);
+  }
+  ASSIGN_OR_RETURN(LookupResult result,
+                   store_->Lookup(chain, request.layer_begin(), layer_count));
+  response->set_prefix_pages(result.prefix_pages);
+  response->mutable_tiers()->Reserve(static_cast<int>(result.tiers.size()));
+  for (Tier t : result.tiers) response->add_tiers(TierToProto(t));
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::SpecsFromProto(
+    const google::protobuf::RepeatedPtrField<v1::PutPage>& pages, bool inline_bytes,
+    std::vector<PutSpec>* specs) const {
+  const int n = pages.size();
+  RETURN_IF_ERROR(CheckBatchSize(n, limits_.max_batch_pages, "pages", /*allow_empty=*/false));
+  specs->reserve(n);
+  absl::flat_hash_set<PageKey> seen;
+  for (int i = 0; i < n; ++i) {
+    const v1::PutPage& page = pages[i];
+    const std::string where = absl::StrCat("pages[", i, "]");
+    PutSpec spec;
+    ASSIGN_OR_RETURN(spec.key, KeyFromProto(page.key(), where + ".key"));
+    ASSIGN_OR_RETURN(spec.layout, v1::LayoutFromProto(page.layout(), where + ".layout"));
+    spec.checksum = page.checksum();
+    const uint64_t want = inline_bytes ? spec.layout.PageBytes() : 0;
+    if (page.inline_data().size() != want) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "%s.inline_data: %d bytes, layout %s needs %d%s", where, page.inline_data().size(),
+          spec.layout.DebugString(), want, inline_bytes ? "" : " (bytes go over the data plane)"));
+    }
+    if (!seen.insert(spec.key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(where, ".key: ", spec.key.DebugString(), " appears twice in the batch"));
+    }
+    specs->push_back(spec);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
+                                        v1::BatchPutResponse* response) {
+  if (request.has_region()) return DoBatchPutFromRegion(request, response);
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/true, &specs));
+  std::vector<absl::Span<const uint8_t>> data;
+  data.reserve(specs.size());
+  for (const v1::PutPage& page : request.pages()) {
+    data.emplace_back(reinterpret_cast<const uint8_t*>(page.inline_data().data()),
+                      page.inline_data().size());
+  }
+  ASSIGN_OR_RETURN(std::vector<PutResult> results, store_->BatchPut(specs, data));
+  if (results.size() != specs.size()) {
+    return absl::InternalError(absl::StrFormat("store returned %d results for %d pages",
+                                               results.size(), specs.size()));
+  }
+  for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PageKey>> KvStoreService::GetKeys(
+    const v1::BatchGetRequest& request) const {
+  RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
+                                 /*allow_empty=*/false));
+  if (request.has_region() && request.arena_session_id() != 0) {
+    return absl::InvalidArgumentError("set region or arena_session_id, not both");
+  }
+  return KeysFromProto(request.keys());
+}
+
+absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
+                                        v1::BatchGetResponse* response) {
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+  if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
+  if (request.arena_session_id() != 0) {
+    return DoBatchGetFromArena(request.arena_session_id(), keys, /*withhold_disk=*/false,
+                               response);
+  }
+  ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
+  RETURN_IF_ERROR(AddGotPages(keys, results, response));
+  for (size_t i = 0; i < keys.size(); ++i) {
+    if (!results[i].status.ok()) continue;
+    response->mutable_pages(i)->set_inline_data(std::move(results[i].data));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::AddGotPages(absl::Span<const PageKey> keys,
+                                         absl::Span<const GetResult> results,
+                                         v1::BatchGetResponse* response) {
+  if (results.size() != keys.size()) {
+    return absl::InternalError(absl::StrFormat("store returned %d results for %d keys",
+                                               results.size(), keys.size()));
+  }
+  for (size_t i = 0; i < keys.size(); ++i) {
+    const GetResult& r = results[i];
+    v1::GotPage* page = response->add_pages();
+    KeyToProto(keys[i], page->mutable_key());
+    switch (r.status.code()) {
+      case absl::StatusCode::kOk:
+        page->set_status(v1::PAGE_STATUS_OK);
+        v1::LayoutToProto(r.layout, page->mutable_layout());
+        page->set_checksum(r.checksum);
+        page->set_tier(TierToProto(r.tier));
+        break;
+      case absl::StatusCode::kNotFound:
+        page->set_status(v1::PAGE_STATUS_NOT_FOUND);
+        break;
+      case absl::StatusCode::kDataLoss:
+        page->set_status(v1::PAGE_STATUS_LOST);
+        break;
+      default:
+        // Not a per-page outcome the wire can express (e.g. an I/O error).
+        return r.status;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoDelete(const v1::DeleteRequest& request,
+                                      v1::DeleteResponse* response) {
+  RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
+                                 /*allow_empty=*/true));
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
+  if (keys.empty()) {
+    response->set_deleted_pages(0);
+    return absl::OkStatus();
+  }
+  ASSIGN_OR_RETURN(uint32_t deleted, store_->Delete(keys, request.force()));
+  response->set_deleted_pages(deleted);
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoPin(const v1::PinRequest& request, v1::PinResponse* response) {
+  RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
+                                 /*allow_empty=*/true));
+  if (request.ttl_ms() == 0 || request.ttl_ms() > limits_.max_pin_ttl_ms) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "ttl_ms %d out of range [1, %d]", request.ttl_ms(), limits_.max_pin_ttl_ms));
+  }
+  if (request.pin_id() == 0 && request.keys_size() == 0) {
+    return absl::InvalidArgumentError("keys: a new pin (pin_id 0) needs at least one key");
+  }
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
+  ASSIGN_OR_RETURN(uint64_t pin_id, store_->Pin(keys, request.ttl_ms(), request.pin_id()));
+  response->set_pin_id(pin_id);
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoUnpin(const v1::UnpinRequest& request) {
+  if (request.pin_id() == 0) return absl::NotFoundError("pin_id 0 is never a pin");
+  return store_->Unpin(request.pin_id());
+}
+
+absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
+  const StoreStats s = store_->Stats();
+  TierStatsToProto(s.ram, response->mutable_ram());
+  TierStatsToProto(s.disk, response->mutable_disk());
+  response->set_put_pages(s.put_pages);
+  response->set_put_duplicate_pages(s.put_duplicate_pages);
+  response->set_get_misses(s.get_misses);
+  response->set_lost_pages(s.lost_pages);
+  response->set_demotions(s.demotions);
+  response->set_promotions(s.promotions);
+  response->set_dropped_pages(s.dropped_pages);
+  response->set_reserved_bytes(s.reserved_bytes);
+  response->set_active_pins(s.active_pins);
+  response->set_lookups(s.lookups);
+  return absl::OkStatus();
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* context,
+                                                 const v1::LookupRequest* request,
+                                                 v1::LookupResponse* response) {
+  return Respond(context, [&] { return DoLookup(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* context,
+                                                   const v1::BatchPutRequest* request,
+                                                   v1::BatchPutResponse* response) {
+  return Respond(context, [&] { return DoBatchPut(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* context,
+                                                   const v1::BatchGetRequest* request,
+                                                   v1::BatchGetResponse* response) {
+  return Respond(context, [&] { return DoBatchGet(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* context,
+                                                 const v1::DeleteRequest* request,
+                                                 v1::DeleteResponse* response) {
+  return Respond(context, [&] { return DoDelete(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* context,
+                                              const v1::PinRequest* request,
+                                              v1::PinResponse* response) {
+  return Respond(context, [&] { return DoPin(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* context,
+                                                const v1::UnpinRequest* request,
+                                                v1::UnpinResponse* /*response*/) {
+  return Respond(context, [&] { return DoUnpin(*request); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* context,
+                                                const v1::StatsRequest* /*request*/,
+                                                v1::StatsResponse* response) {
+  return Respond(context, [&] { return DoStats(response); });
+}
+
+}  // namespace kvtier::store

@@ -1,0 +1,169 @@
+// KvStoreService: the gRPC control plane of the store, a thin adapter over
+// kvtier::store::Store. Each RPC validates the whole request (keys of 16
+// bytes, layouts, layer ranges, batch sizes, byte counts) and converts it
+// with proto/kvtier/v1/convert.h, calls the Store once, and converts the
+// result. A request that fails validation never reaches the Store, so it
+// changes nothing. Status codes are those documented per RPC in
+// proto/kvtier/v1/store.proto.
+//
+// Handlers run on gRPC's callback threads and call the Store inline: the
+// Store is thread-safe and its calls are bounded by the batch limits below.
+//
+// The data-plane RPCs (OpenDataPlane, ReservePut, CommitPut, AbortPut,
+// CloseDataPlane, and BatchGet with a region) delegate to a UcxDataPlane;
+// without one they answer FAILED_PRECONDITION and clients send bytes inline.
+//
+// Thread-safety: thread-safe; the Store (and the data plane) must outlive
+// the service.
+#ifndef KVTIER_KVSTORE_SERVICE_SERVICE_H_
+#define KVTIER_KVSTORE_SERVICE_SERVICE_H_
+
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "kvstore/core/store.h"
+#include "kvstore/dataplane/ucx_data_plane.h"
+#include "kvtier/v1/store.grpc.pb.h"
+
+namespace kvtier::store {
+
+struct ServiceLimits {
+  // Most pages or keys in one BatchPut/BatchGet/Delete/Pin. Default 1024.
+  uint32_t max_batch_pages = 1024;
+  // Longest Lookup chain. Default 65536.
+  uint32_t max_lookup_pages = 65536;
+  // Most layers in one Lookup (bounds the response to chain x layers
+  // entries). Default: the Store's own bound.
+  uint32_t max_lookup_layers = Store::kMaxLookupLayers;
+  // Longest pin TTL. Default 24 h.
+  uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+
+  // The limits the Store itself enforces, so both agree.
+  static ServiceLimits FromStoreOptions(const StoreOptions& options);
+  // INVALID_ARGUMENT naming the first zero limit.
+  absl::Status Validate() const;
+};
+
+class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
+ public:
+  // REQUIRES: store != nullptr, limits.Validate().ok(); store and
+  // data_plane (null: bytes inline only) outlive this. With a data plane,
+  // also serves the gets its clients send as messages (ServeMessage).
+  KvStoreService(Store* store, const ServiceLimits& limits, UcxDataPlane* data_plane = nullptr);
+  ~KvStoreService() override;
+
+  grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
+                                   const v1::LookupRequest* request,
+                                   v1::LookupResponse* response) override;
+  grpc::ServerUnaryReactor* BatchPut(grpc::CallbackServerContext* context,
+                                     const v1::BatchPutRequest* request,
+                                     v1::BatchPutResponse* response) override;
+  grpc::ServerUnaryReactor* BatchGet(grpc::CallbackServerContext* context,
+                                     const v1::BatchGetRequest* request,
+                                     v1::BatchGetResponse* response) override;
+  grpc::ServerUnaryReactor* Delete(grpc::CallbackServerContext* context,
+                                   const v1::DeleteRequest* request,
+                                   v1::DeleteResponse* response) override;
+  grpc::ServerUnaryReactor* Pin(grpc::CallbackServerContext* context,
+                                const v1::PinRequest* request,
+                                v1::PinResponse* response) override;
+  grpc::ServerUnaryReactor* Unpin(grpc::CallbackServerContext* context,
+                                  const v1::UnpinRequest* request,
+                                  v1::UnpinResponse* response) override;
+  grpc::ServerUnaryReactor* Stats(grpc::CallbackServerContext* context,
+                                  const v1::StatsRequest* request,
+                                  v1::StatsResponse* response) override;
+  grpc::ServerUnaryReactor* OpenDataPlane(grpc::CallbackServerContext* context,
+                                          const v1::OpenDataPlaneRequest* request,
+                                          v1::OpenDataPlaneResponse* response) override;
+  grpc::ServerUnaryReactor* CloseDataPlane(grpc::CallbackServerContext* context,
+                                           const v1::CloseDataPlaneRequest* request,
+                                           v1::CloseDataPlaneResponse* response) override;
+  grpc::ServerUnaryReactor* ReservePut(grpc::CallbackServerContext* context,
+                                       const v1::ReservePutRequest* request,
+                                       v1::ReservePutResponse* response) override;
+  grpc::ServerUnaryReactor* CommitPut(grpc::CallbackServerContext* context,
+                                      const v1::CommitPutRequest* request,
+                                      v1::BatchPutResponse* response) override;
+  grpc::ServerUnaryReactor* AbortPut(grpc::CallbackServerContext* context,
+                                     const v1::AbortPutRequest* request,
+                                     v1::AbortPutResponse* response) override;
+
+  // The handlers without gRPC, for the reactors above and for tests.
+  absl::Status DoLookup(const v1::LookupRequest& request, v1::LookupResponse* response);
+  absl::Status DoBatchPut(const v1::BatchPutRequest& request, v1::BatchPutResponse* response);
+  absl::Status DoBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response);
+  absl::Status DoDelete(const v1::DeleteRequest& request, v1::DeleteResponse* response);
+  absl::Status DoPin(const v1::PinRequest& request, v1::PinResponse* response);
+  absl::Status DoUnpin(const v1::UnpinRequest& request);
+  absl::Status DoStats(v1::StatsResponse* response);
+  // service_data_plane.cc
+  absl::Status DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+                               v1::OpenDataPlaneResponse* response);
+  absl::Status DoCloseDataPlane(const v1::CloseDataPlaneRequest& request);
+  absl::Status DoReservePut(const v1::ReservePutRequest& request,
+                            v1::ReservePutResponse* response);
+  // `may_wait`: UcxDataPlane::CommitPut's.
+  absl::Status DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
+                           v1::BatchPutResponse* response);
+  absl::Status DoAbortPut(const v1::AbortPutRequest& request);
+  // A request that came as a UCX message on `session_id` (ops in
+  // ucx_message.h), answered as its RPC would be, with these differences:
+  // a mapped get marks pages not in the arena bytes_withheld instead of
+  // carrying them; a put must name its own session and not be tagged, and
+  // a tagged transfer's commit is FAILED_PRECONDITION (it goes by RPC).
+  absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
+                                           absl::string_view request);
+
+ private:
+  // Validates `pages` (keys, layouts, duplicates, batch size) into specs.
+  // With `inline_bytes`, each page's inline_data must be its layout's byte
+  // count; without, it must be empty (the bytes come over the data plane).
+  absl::Status SpecsFromProto(const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
+                              bool inline_bytes, std::vector<PutSpec>* specs) const;
+  // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
+  absl::Status DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+                                    v1::BatchPutResponse* response);
+  // Appends one page per result (status, layout, checksum, tier; no
+  // bytes). INTERNAL for a result count that is not the key count; a
+  // status no page can carry (an I/O error) is returned as is.
+  absl::Status AddGotPages(absl::Span<const PageKey> keys, absl::Span<const GetResult> results,
+                           v1::BatchGetResponse* response);
+  // BatchGet's region: validated before the store is read.
+  absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
+  // A BatchGet's keys, validated (count, each key, region or arena).
+  absl::StatusOr<std::vector<PageKey>> GetKeys(const v1::BatchGetRequest& request) const;
+  // A BatchGet with arena_session_id: RAM pages are located, not copied.
+  // `withhold_disk`: disk pages are not read but marked bytes_withheld (for
+  // replies to request messages, which stay small).
+  absl::Status DoBatchGetFromArena(uint64_t session_id, absl::Span<const PageKey> keys,
+                                   bool withhold_disk, v1::BatchGetResponse* response);
+  // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
+  // and moves RAM pages from the arena to the client while their leases
+  // hold them, so the server copies no RAM page. A lease lasts the
+  // transfer (at most the data plane's transfer_timeout_ms), and a leased
+  // page is not evicted meanwhile.
+  absl::Status DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+                                  absl::Span<const PageKey> keys, v1::BatchGetResponse* response);
+  // Writes the OK pages (`bytes`, one per page) that fit into the region,
+  // marking them in_region, and copies the rest inline. Every transfer is
+  // complete when it returns (UcxDataPlane::WriteToRegion flushes).
+  absl::Status WriteRegion(const v1::DataPlaneRegion& region,
+                           absl::Span<const absl::Span<const uint8_t>> bytes,
+                           v1::BatchGetResponse* response);
+  // WriteRegion for a region with a tag: sends page i as a tagged message
+  // (tag + i) into the client's receive at slot i, and waits for the sends.
+  absl::Status SendToRegion(const v1::DataPlaneRegion& region,
+                            absl::Span<const absl::Span<const uint8_t>> bytes,
+                            v1::BatchGetResponse* response);
+
+  // Const after construction.
+  Store* const store_;
+  const ServiceLimits limits_;
+  UcxDataPlane* const data_plane_;  // null: no data plane
+};
+
+}  // namespace kvtier::store
+
+#endif  // KVTIER_KVSTORE_SERVICE_SERVICE_H_

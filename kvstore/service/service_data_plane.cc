@@ -1,0 +1,315 @@
+// KvStoreService's data-plane RPCs: thin adapters over UcxDataPlane.
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "common/status_macros.h"
+#include "kvstore/service/service.h"
+#include "kvtier/v1/convert.h"
+#include "kvtier/v1/data_plane.h"
+#include "ucx/message.h"
+
+namespace kvtier::store {
+namespace {
+
+constexpr uint64_t kRegionAlignBytes = 64;
+
+std::string AsString(absl::Span<const uint8_t> bytes) {
+  return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+}
+
+absl::Status NoDataPlane() {
+  return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx)");
+}
+
+template <typename Fn>
+grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context, Fn&& fn) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(v1::ToGrpcStatus(fn()));
+  return reactor;
+}
+
+}  // namespace
+
+absl::Status KvStoreService::DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+                                             v1::OpenDataPlaneResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  ASSIGN_OR_RETURN(UcxDataPlane::OpenReply reply,
+                   data_plane_->Open(request.client_worker_address()));
+  response->set_session_id(reply.session_id);
+  response->set_server_worker_address(std::move(reply.worker_address));
+  response->set_arena_address(reply.arena_address);
+  response->set_arena_bytes(reply.arena_bytes);
+  response->set_arena_rkey(std::move(reply.arena_rkey));
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoCloseDataPlane(const v1::CloseDataPlaneRequest& request) {
+  if (data_plane_ != nullptr) data_plane_->Close(request.session_id());
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
+                                          v1::ReservePutResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
+  ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
+                   data_plane_->ReservePut(request.session_id(), specs, request.tagged()));
+  response->set_transfer_id(reply.transfer_id);
+  for (const UcxDataPlane::Slot& slot : reply.slots) {
+    v1::PutSlot* out = response->add_slots();
+    out->set_already_present(slot.already_present);
+    out->set_arena_offset(slot.arena_offset);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
+                                         v1::BatchPutResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  ASSIGN_OR_RETURN(std::vector<PutResult> results,
+                   data_plane_->CommitPut(request.session_id(), request.transfer_id(),
+                                          request.checksums(), may_wait));
+  for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoAbortPut(const v1::AbortPutRequest& request) {
+  if (data_plane_ != nullptr) data_plane_->AbortPut(request.session_id(), request.transfer_id());
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) const {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  if (region.bytes() == 0 || region.address() == 0) {
+    return absl::InvalidArgumentError("region: address and bytes must be > 0");
+  }
+  if (region.address() + region.bytes() < region.address()) {
+    return absl::InvalidArgumentError("region: address + bytes overflows");
+  }
+  if (region.tag() != 0 && !wire::IsTagBase(region.tag())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "region.tag %#x: the low %d bits must be zero", region.tag(), wire::kTagIndexBits));
+  }
+  if (region.tag() != 0 && (region.slot_bytes() == 0 || region.slot_bytes() > region.bytes())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "region.slot_bytes %d: need 1..%d with a tag", region.slot_bytes(), region.bytes()));
+  }
+  return data_plane_->CheckRegion(region.session_id(), region.rkey());
+}
+
+absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+                                                  v1::BatchPutResponse* response) {
+  const v1::DataPlaneRegion& region = request.region();
+  std::vector<PutSpec> specs;
+  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
+  RETURN_IF_ERROR(CheckRegion(region));
+  std::vector<uint64_t> offsets;
+  offsets.reserve(specs.size());
+  for (int i = 0; i < request.pages_size(); ++i) {
+    const uint64_t offset = request.pages(i).region_offset();
+    const uint64_t bytes = specs[i].layout.PageBytes();
+    if (offset > region.bytes() || bytes > region.bytes() - offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pages[%d].region_offset: %d + %d bytes outside the region of %d bytes", i, offset,
+          bytes, region.bytes()));
+    }
+    offsets.push_back(offset);
+  }
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  ASSIGN_OR_RETURN(std::vector<PutResult> results,
+                   data_plane_->PullPut(region.session_id(), region.address(), region.rkey(),
+                                        specs, offsets, deadline));
+  for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, uint32_t op,
+                                                         absl::string_view bytes) {
+  // A message is answered by the progress thread that receives it, so only
+  // requests that wait on nothing are taken: no region transfer, no tagged
+  // put (their commits wait on UCX).
+  auto parse = [bytes](google::protobuf::MessageLite* request) -> absl::Status {
+    if (!request->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("request message: not a ", request->GetTypeName()));
+    }
+    return absl::OkStatus();
+  };
+  switch (op) {
+    case wire::kMappedGetOp: {
+      v1::BatchGetRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.has_region() || request.arena_session_id() != session_id) {
+        return absl::InvalidArgumentError(
+            "request message: a get by message reads its own session's arena, with no region");
+      }
+      ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+      v1::BatchGetResponse response;
+      RETURN_IF_ERROR(DoBatchGetFromArena(session_id, keys, /*withhold_disk=*/true, &response));
+      return response.SerializeAsString();
+    }
+    case wire::kReservePutOp: {
+      v1::ReservePutRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.session_id() != session_id || request.tagged()) {
+        return absl::InvalidArgumentError(
+            "request message: a put by message reserves in its own session, not tagged");
+      }
+      v1::ReservePutResponse response;
+      RETURN_IF_ERROR(DoReservePut(request, &response));
+      return response.SerializeAsString();
+    }
+    case wire::kCommitPutOp: {
+      v1::CommitPutRequest request;
+      RETURN_IF_ERROR(parse(&request));
+      if (request.session_id() != session_id) {
+        return absl::InvalidArgumentError(
+            "request message: a put by message commits in its own session");
+      }
+      v1::BatchPutResponse response;
+      RETURN_IF_ERROR(DoCommitPut(request, /*may_wait=*/false, &response));
+      return response.SerializeAsString();
+    }
+    default:
+      return absl::UnimplementedError(absl::StrFormat("request message op %d is unknown", op));
+  }
+}
+
+absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
+                                                 absl::Span<const PageKey> keys,
+                                                 bool withhold_disk,
+                                                 v1::BatchGetResponse* response) {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  RETURN_IF_ERROR(data_plane_->CheckSession(session_id));
+  const absl::Span<const uint8_t> arena = store_->RamRegion();
+  // The client copies and checks RAM pages itself (store.proto: no lease
+  // outlives the response), so the store does not hash them here.
+  auto locate = [&](absl::Span<const GetResult> results,
+                    absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
+    RETURN_IF_ERROR(AddGotPages(keys, results, response));
+    for (int i = 0; i < response->pages_size(); ++i) {
+      v1::GotPage* page = response->mutable_pages(i);
+      if (page->status() != v1::PAGE_STATUS_OK) continue;
+      const absl::Span<const uint8_t> data = bytes[i];
+      if (results[i].tier == Tier::kRam && data.data() >= arena.data() &&
+          data.data() + data.size() <= arena.data() + arena.size()) {
+        page->set_in_arena(true);
+        page->set_arena_offset(static_cast<uint64_t>(data.data() - arena.data()));
+      } else if (withhold_disk) {
+        page->set_bytes_withheld(true);
+      } else {
+        page->set_inline_data(AsString(data));
+      }
+    }
+    return absl::OkStatus();
+  };
+  return store_
+      ->BatchGetInPlace(keys, locate,
+                        {.ram_check = Store::RamCheck::kCaller, .skip_disk = withhold_disk})
+      .status();
+}
+
+absl::Status KvStoreService::DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+                                                absl::Span<const PageKey> keys,
+                                                v1::BatchGetResponse* response) {
+  RETURN_IF_ERROR(CheckRegion(region));
+  // The transfers run inside the callback: the leases it runs under keep
+  // every RAM page's slot unchanged until they are complete.
+  auto transfer = [&](absl::Span<const GetResult> results,
+                      absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
+    RETURN_IF_ERROR(AddGotPages(keys, results, response));
+    return WriteRegion(region, bytes, response);
+  };
+  return store_->BatchGetInPlace(keys, transfer).status();
+}
+
+absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
+                                          absl::Span<const absl::Span<const uint8_t>> bytes,
+                                          v1::BatchGetResponse* response) {
+  const uint64_t slot = region.slot_bytes();
+  if (static_cast<uint64_t>(response->pages_size()) > region.bytes() / slot) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("region: %d slots of %d bytes overrun its %d bytes",
+                        response->pages_size(), slot, region.bytes()));
+  }
+  std::vector<ucx::SendSegment> sends;
+  for (int i = 0; i < response->pages_size(); ++i) {
+    v1::GotPage* page = response->mutable_pages(i);
+    if (page->status() != v1::PAGE_STATUS_OK) continue;
+    const absl::Span<const uint8_t> data = bytes[i];
+    if (data.size() > slot) {
+      page->set_inline_data(AsString(data));
+      continue;
+    }
+    sends.push_back({.local = data.data(), .bytes = data.size(), .tag = wire::PageTag(region.tag(), i)});
+    page->set_in_region(true);
+    page->set_region_offset(i * slot);
+  }
+  if (sends.empty()) return absl::OkStatus();
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  return data_plane_->SendToClient(region.session_id(), sends, deadline);
+}
+
+absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
+                                         absl::Span<const absl::Span<const uint8_t>> bytes,
+                                         v1::BatchGetResponse* response) {
+  if (region.tag() != 0) return SendToRegion(region, bytes, response);
+  std::vector<UcxDataPlane::RegionWrite> writes;
+  uint64_t cursor = 0;
+  for (int i = 0; i < response->pages_size(); ++i) {
+    v1::GotPage* page = response->mutable_pages(i);
+    if (page->status() != v1::PAGE_STATUS_OK) continue;
+    const absl::Span<const uint8_t> data = bytes[i];
+    const uint64_t offset = (cursor + kRegionAlignBytes - 1) / kRegionAlignBytes * kRegionAlignBytes;
+    if (offset + data.size() <= region.bytes()) {
+      writes.push_back({.bytes = data.data(), .size = data.size(), .region_offset = offset});
+      page->set_in_region(true);
+      page->set_region_offset(offset);
+      cursor = offset + data.size();
+    } else {
+      page->set_inline_data(AsString(data));
+    }
+  }
+  if (writes.empty()) return absl::OkStatus();
+  const absl::Time deadline =
+      absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
+  return data_plane_->WriteToRegion(region.session_id(), region.address(), region.rkey(), writes,
+                                    deadline);
+}
+
+grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* context,
+                                                        const v1::OpenDataPlaneRequest* request,
+                                                        v1::OpenDataPlaneResponse* response) {
+  return Respond(context, [&] { return DoOpenDataPlane(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
+    grpc::CallbackServerContext* context, const v1::CloseDataPlaneRequest* request,
+    v1::CloseDataPlaneResponse* /*response*/) {
+  return Respond(context, [&] { return DoCloseDataPlane(*request); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
+                                                     const v1::ReservePutRequest* request,
+                                                     v1::ReservePutResponse* response) {
+  return Respond(context, [&] { return DoReservePut(*request, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
+                                                    const v1::CommitPutRequest* request,
+                                                    v1::BatchPutResponse* response) {
+  return Respond(context, [&] { return DoCommitPut(*request, /*may_wait=*/true, response); });
+}
+
+grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,
+                                                   const v1::AbortPutRequest* request,
+                                                   v1::AbortPutResponse* /*response*/) {
+  return Respond(context, [&] { return DoAbortPut(*request); });
+}
+
+}  // namespace kvtier::store

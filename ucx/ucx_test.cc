@@ -1,0 +1,155 @@
+#include "ucx/context.h"
+
+#include <cstdlib>
+#include <string>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "ucx/endpoint.h"
+#include "ucx/worker.h"
+
+namespace kvtier::ucx {
+namespace {
+
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+// Sets an environment variable for one test and restores it after.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (const char* old = std::getenv(name)) old_ = old;
+    had_ = std::getenv(name) != nullptr;
+    if (value == nullptr) {
+      unsetenv(name);
+    } else {
+      setenv(name, value, /*overwrite=*/1);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      setenv(name_, old_.c_str(), 1);
+    } else {
+      unsetenv(name_);
+    }
+  }
+
+ private:
+  const char* name_;
+  std::string old_;
+  bool had_ = false;
+};
+
+TEST(UcxContextTest, DefaultsApplyWhereTheEnvironmentIsSilent) {
+  ScopedEnv tls("UCX_TLS", nullptr);
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", nullptr);
+  absl::StatusOr<std::string> config = UcxContext::DescribeConfig(UcxOptions{});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(*config, HasSubstr("\nUCX_TLS=^tcp\n"));
+  EXPECT_THAT(*config, HasSubstr("\nUCX_USE_MT_MUTEX=y\n"));
+}
+
+TEST(UcxContextTest, TheEnvironmentOverridesTheDefaults) {
+  ScopedEnv tls("UCX_TLS", "posix,self");
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", "n");
+  absl::StatusOr<std::string> config = UcxContext::DescribeConfig(UcxOptions{});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(*config, HasSubstr("\nUCX_TLS=posix,self\n"));
+  EXPECT_THAT(*config, HasSubstr("\nUCX_USE_MT_MUTEX=n\n"));
+  EXPECT_THAT(*config, Not(HasSubstr("UCX_TLS=^tcp")));
+}
+
+TEST(UcxContextTest, OptionsApplyWhereTheEnvironmentIsSilent) {
+  ScopedEnv tls("UCX_TLS", nullptr);
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", nullptr);
+  absl::StatusOr<std::string> config =
+      UcxContext::DescribeConfig(UcxOptions{.transports = "posix,cma,self", .mutex_locks = false});
+  ASSERT_TRUE(config.ok()) << config.status();
+  EXPECT_THAT(*config, HasSubstr("\nUCX_TLS=posix,cma,self\n"));
+  EXPECT_THAT(*config, HasSubstr("\nUCX_USE_MT_MUTEX=n\n"));
+}
+
+TEST(UcxContextTest, BadOptionsAreRejectedBeforeUcxStarts) {
+  for (const char* transports : {"", "tcp\nUCX_LOG_LEVEL=trace", "tcp posix", "tcp;rm"}) {
+    const UcxOptions options{.transports = transports};
+    EXPECT_EQ(options.Validate().code(), absl::StatusCode::kInvalidArgument) << transports;
+    EXPECT_EQ(UcxContext::Create(options).status().code(), absl::StatusCode::kInvalidArgument)
+        << transports;
+  }
+  EXPECT_TRUE(UcxOptions{}.Validate().ok());
+}
+
+TEST(UcxContextTest, ABadSettingIsAnError) {
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", "perhaps");
+  EXPECT_FALSE(UcxContext::DescribeConfig(UcxOptions{}).ok());
+  EXPECT_FALSE(UcxContext::Create(UcxOptions{}).ok());
+}
+
+TEST(UcxContextTest, CreatesAWorkerWithTheDefaults) {
+  ScopedEnv tls("UCX_TLS", nullptr);
+  ScopedEnv mutex("UCX_USE_MT_MUTEX", nullptr);
+  absl::StatusOr<std::unique_ptr<UcxContext>> context = UcxContext::Create(UcxOptions{});
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> worker = UcxWorker::Create(**context);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  EXPECT_FALSE((*worker)->address().empty());
+}
+
+// Over shared memory no lane can detect peer failure, so Connect's first
+// attempt (with detection) fails and it connects without. UCX reports that
+// first failure as an error of its own; it must not reach the log, where
+// every session open would show a UCX ERROR line that is not one.
+TEST(UcxEndpointTest, ConnectingOverSharedMemoryLogsNoError) {
+  ScopedEnv tls("UCX_TLS", "posix,sysv,cma");
+  absl::StatusOr<std::unique_ptr<UcxContext>> context = UcxContext::Create(UcxOptions{});
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> a = UcxWorker::Create(**context);
+  absl::StatusOr<std::unique_ptr<UcxWorker>> b = UcxWorker::Create(**context);
+  ASSERT_TRUE(a.ok() && b.ok());
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  absl::StatusOr<std::unique_ptr<UcxEndpoint>> endpoint =
+      UcxEndpoint::Connect(a->get(), (*b)->address());
+  const std::string out = ::testing::internal::GetCapturedStdout();
+  const std::string err = ::testing::internal::GetCapturedStderr();
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  EXPECT_THAT(out, Not(HasSubstr("ERROR")));
+  EXPECT_THAT(err, Not(HasSubstr("ERROR")));
+  endpoint->reset();
+}
+
+using std::chrono::microseconds;
+using std::chrono::milliseconds;
+
+TEST(AdaptiveSpinTest, PollsUntilEventsComeFurtherApartThanItsLimit) {
+  AdaptiveSpin spin(microseconds(500));
+  EXPECT_EQ(spin.budget(), microseconds(500));  // a new thread polls
+  spin.OnGap(microseconds(20));
+  EXPECT_EQ(spin.budget(), microseconds(500));
+  spin.OnGap(milliseconds(17));  // a worker's next decode step
+  EXPECT_EQ(spin.budget(), microseconds(0));
+}
+
+TEST(AdaptiveSpinTest, AStreamOfCloseEventsBringsPollingBack) {
+  AdaptiveSpin spin(microseconds(500));
+  spin.OnGap(milliseconds(17));  // mean 4250 us
+  ASSERT_EQ(spin.budget(), microseconds(0));
+  // Each 20 us gap takes a quarter of the distance: 3192, 2399, 1804, 1358,
+  // 1023, 772, 584, then 443 us, below the limit.
+  for (int i = 0; i < 7; ++i) {
+    spin.OnGap(microseconds(20));
+    EXPECT_EQ(spin.budget(), microseconds(0)) << i;
+  }
+  spin.OnGap(microseconds(20));
+  EXPECT_EQ(spin.budget(), microseconds(500));
+}
+
+TEST(AdaptiveSpinTest, ZeroLimitNeverPolls) {
+  AdaptiveSpin spin(microseconds(0));
+  EXPECT_EQ(spin.budget(), microseconds(0));
+  spin.OnGap(microseconds(1));
+  EXPECT_EQ(spin.budget(), microseconds(0));
+}
+
+}  // namespace
+}  // namespace kvtier::ucx

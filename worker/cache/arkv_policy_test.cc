@@ -1,0 +1,192 @@
+#include "worker/policy/arkv_policy.h"
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <set>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/cache/decode_step.h"
+#include "worker/cache/kv_cache_manager.h"
+
+namespace kvtier::worker {
+namespace {
+
+using ::testing::ElementsAre;
+
+TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
+  const std::vector<float> out = AvgPool1d({5, 0, 0, 0, 10}, 5);
+  EXPECT_THAT(out, ElementsAre(1.0f, 1.0f, 3.0f, 2.0f, 2.0f));
+}
+
+struct ArkvHarness {
+  explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1) {
+    ArkvOptions a;
+    a.window = 4;
+    policy = *ArkvPolicy::Create(a);
+    KvCacheOptions o;
+    o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = DType::kF16};
+    o.n_layers = n_layers;
+    o.n_q_heads = 4;
+    o.pool_pages_per_layer = budget_pages;
+    cache = *KvCacheManager::Create(o, &device, policy.get(), nullptr, nullptr);
+    runner = std::make_unique<DecodeRunner>(cache.get(), nullptr);
+    EXPECT_TRUE(cache->AddSequence(1, std::vector<uint32_t>(n_layers, budget_pages)).ok());
+  }
+  std::vector<float> Random(size_t n) {
+    std::normal_distribution<float> dist;
+    std::vector<float> out(n);
+    for (float& x : out) x = dist(rng);
+    return out;
+  }
+  absl::Status Prefill(uint32_t n, uint32_t n_queries) {
+    if (absl::Status s = cache->AppendTokenIds(1, std::vector<uint32_t>(n, 3)); !s.ok()) return s;
+    for (uint32_t l = 0; l < cache->options().n_layers; ++l) {
+      std::vector<float> k = Random(n * 16), v = Random(n * 16), q = Random(n_queries * 32);
+      absl::Status s = runner->Prefill(1, l, k.data(), v.data(), n, q.data(), n_queries, &stats);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Step(std::vector<float>* out = nullptr) {
+    if (absl::Status s = cache->AppendTokenIds(1, {4}); !s.ok()) return s;
+    for (uint32_t l = 0; l < cache->options().n_layers; ++l) {
+      std::vector<float> q = Random(32), k = Random(16), v = Random(16), o(32);
+      absl::Status s = runner->DecodeLayer(1, l, q.data(), k.data(), v.data(), o.data(), nullptr,
+                                           &stats);
+      if (!s.ok()) return s;
+      if (out != nullptr) *out = o;
+    }
+    return absl::OkStatus();
+  }
+
+  std::mt19937 rng{5};
+  CpuDevice device;
+  std::unique_ptr<ArkvPolicy> policy;
+  std::unique_ptr<KvCacheManager> cache;
+  std::unique_ptr<DecodeRunner> runner;
+  StepStats stats;
+};
+
+TEST(ArkvPolicyTest, OverflowSplitsTokensIntoFullQuantizedAndEvicted) {
+  ArkvHarness h(5);  // 20 slots: cache_size 19, window 4
+  ASSERT_TRUE(h.Prefill(19, 8).ok());
+  EXPECT_EQ(h.cache->View(1, 0)->n_tokens, 19u);
+  EXPECT_GT(h.policy->OqScore(1, 0), 0.0);
+  ASSERT_TRUE(h.Step().ok());
+  // 20 tokens > 19: past = 16, keep = 12; one layer so rho = 1 and
+  // origin_budget = 15, full precision = min(15 - 4, 12) = 11 + window 4.
+  EXPECT_EQ(h.cache->View(1, 0)->n_tokens, 15u);
+  EXPECT_EQ(h.policy->QuantizedTokens(1, 0), 1u);
+  std::vector<uint32_t> fp = h.policy->FullPrecisionPositions(1, 0);
+  std::vector<uint32_t> qt = h.policy->QuantizedPositions(1, 0);
+  // The window (positions 16..19) stays in full precision.
+  for (uint32_t p = 16; p < 20; ++p) EXPECT_NE(std::find(fp.begin(), fp.end(), p), fp.end());
+  std::set<uint32_t> all(fp.begin(), fp.end());
+  all.insert(qt.begin(), qt.end());
+  EXPECT_EQ(all.size(), 16u);  // disjoint tiers, 4 tokens evicted
+  // One fp8 page of 4 tokens: elements 2*4*2*8 bytes + scales 2*4*2*4 bytes.
+  EXPECT_EQ(h.policy->QuantizedBytes(1, 0), 128u + 64u);
+}
+
+TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {
+  ArkvHarness h(5);
+  ASSERT_TRUE(h.Prefill(40, 8).ok());  // longer than the cache: top 15 + window
+  EXPECT_EQ(h.cache->View(1, 0)->n_tokens, 19u);
+  for (int step = 0; step < 30; ++step) {
+    ASSERT_TRUE(h.Step().ok());
+    const uint32_t total =
+        h.cache->View(1, 0)->n_tokens + h.policy->QuantizedTokens(1, 0);
+    EXPECT_LE(total, 19u);
+    EXPECT_LE(h.cache->pool(0).high_water(), 5u);
+  }
+  EXPECT_GT(h.policy->QuantizedTokens(1, 0), 0u);
+  ASSERT_TRUE(h.cache->Cancel(1).ok());
+  EXPECT_EQ(h.policy->QuantizedTokens(1, 0), 0u);
+  EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
+}
+
+// Attention of a step equals a softmax over the full-precision tier (read
+// back from the pool), the new token and the dequantized tier.
+TEST(ArkvPolicyTest, AttentionCoversBothTiers) {
+  ArkvHarness h(5);
+  ASSERT_TRUE(h.Prefill(19, 8).ok());
+  ASSERT_TRUE(h.Step().ok());  // rebuild: 15 full precision + 1 quantized
+  ASSERT_EQ(h.policy->QuantizedTokens(1, 0), 1u);
+  std::vector<float> keys, values;
+  ASSERT_TRUE(h.cache->ReadTokens(1, 0, &keys, &values).ok());
+  const AuxKv aux = h.policy->Auxiliary(1, 0);
+  ASSERT_EQ(aux.n_pages, 1u);
+  ASSERT_EQ(aux.last_page_len, 1);
+  const auto* page = static_cast<const uint8_t*>(aux.pool);
+  for (int e = 0; e < 16; ++e) {
+    keys.push_back(kernels::LoadAsFloat(page, kernels::ScalarType::kF16, e));
+    values.push_back(kernels::LoadAsFloat(page, kernels::ScalarType::kF16, 64 + e));
+  }
+  std::vector<float> q = h.Random(32), k = h.Random(16), v = h.Random(16), out(32);
+  for (int e = 0; e < 16; ++e) {
+    keys.push_back(kernels::HalfToFloat(kernels::FloatToHalf(k[e])));
+    values.push_back(kernels::HalfToFloat(kernels::FloatToHalf(v[e])));
+  }
+  ASSERT_TRUE(h.cache->AppendTokenIds(1, {4}).ok());
+  ASSERT_TRUE(
+      h.runner->DecodeLayer(1, 0, q.data(), k.data(), v.data(), out.data(), nullptr, &h.stats)
+          .ok());
+  const size_t n = keys.size() / 16;  // 17 tokens
+  ASSERT_EQ(n, 17u);
+  for (int head = 0; head < 4; ++head) {
+    const int g = head / 2;
+    std::vector<double> logit(n);
+    double max_logit = -1e30;
+    for (size_t j = 0; j < n; ++j) {
+      double dot = 0;
+      for (int c = 0; c < 8; ++c) dot += double(q[head * 8 + c]) * keys[j * 16 + g * 8 + c];
+      logit[j] = dot / std::sqrt(8.0);
+      max_logit = std::max(max_logit, logit[j]);
+    }
+    double sum = 0;
+    for (size_t j = 0; j < n; ++j) sum += std::exp(logit[j] - max_logit);
+    for (int c = 0; c < 8; ++c) {
+      double expect = 0;
+      for (size_t j = 0; j < n; ++j) {
+        expect += std::exp(logit[j] - max_logit) / sum * values[j * 16 + g * 8 + c];
+      }
+      EXPECT_NEAR(out[head * 8 + c], expect, 1e-4) << "head " << head << " channel " << c;
+    }
+  }
+}
+
+TEST(ArkvPolicyTest, LayerWithLowerOqKeepsFewerTokensInFullPrecision) {
+  ArkvHarness h(5, 2);
+  ASSERT_TRUE(h.Prefill(19, 8).ok());
+  ASSERT_TRUE(h.Step().ok());
+  const double oq0 = h.policy->OqScore(1, 0), oq1 = h.policy->OqScore(1, 1);
+  ASSERT_NE(oq0, oq1);
+  const uint32_t low = oq0 < oq1 ? 0 : 1;
+  const uint32_t high = 1 - low;
+  // The layer with the largest OQ has rho = 1: 11 + 4 in full precision.
+  EXPECT_EQ(h.cache->View(1, high)->n_tokens, 15u);
+  const double rho = std::min(oq0, oq1) / std::max(oq0, oq1);
+  const int64_t budget = std::lround(rho * 15);
+  const uint32_t expected_fp = static_cast<uint32_t>(std::clamp<int64_t>(budget - 4, 0, 12));
+  EXPECT_EQ(h.cache->View(1, low)->n_tokens, expected_fp + 4);
+  EXPECT_EQ(h.policy->QuantizedTokens(1, low), 12 - expected_fp);
+}
+
+TEST(ArkvPolicyTest, RejectsBadOptions) {
+  ArkvOptions o;
+  o.pool_kernel = 4;
+  EXPECT_EQ(ArkvPolicy::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o = ArkvOptions();
+  o.keep_fraction = 0;
+  EXPECT_EQ(ArkvPolicy::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o = ArkvOptions();
+  o.quant_type = kernels::ScalarType::kF16;
+  EXPECT_EQ(ArkvPolicy::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  ArkvHarness h(1);  // 3 tokens: nothing beyond a window of 4
+  EXPECT_EQ(h.Prefill(2, 1).code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvtier::worker

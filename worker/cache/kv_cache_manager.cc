@@ -1,0 +1,593 @@
+#include "worker/cache/kv_cache_manager.h"
+
+#include <algorithm>
+#include <cassert>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/mutex.h"
+#include "common/checksum.h"
+#include "common/log.h"
+#include "common/status_macros.h"
+#include "kernels/digest.h"
+#include "kernels/dtype.h"
+#include "worker/policy/token_policy.h"
+
+namespace kvtier::worker {
+
+// The store pin of one sequence. Shared with backup transfers, which create
+// or extend it after their put; mu serialises them so one pin id results.
+struct KvCacheManager::PinState {
+  absl::Mutex mu;
+  uint64_t pin_id ABSL_GUARDED_BY(mu) = 0;
+};
+
+struct KvCacheManager::Sequence {
+  uint64_t id = 0;
+  std::vector<uint32_t> tokens;
+  std::vector<Hash128> hashes;  // per full page, computed on demand
+  std::vector<PageTable> layers;
+  std::shared_ptr<PinState> pin = std::make_shared<PinState>();
+  // In-flight backups: transfer -> (layer, page) of each page in it.
+  absl::flat_hash_map<TransferId, std::vector<std::pair<uint32_t, int32_t>>> puts;
+  // Set by a failed backup; every later call on the sequence reports it.
+  absl::Status failed;
+};
+
+absl::StatusOr<std::unique_ptr<KvCacheManager>> KvCacheManager::Create(
+    const KvCacheOptions& options, Device* device, Policy* policy, PageTransferQueue* transfers,
+    kernels::ThreadPool* threads) {
+  RETURN_IF_ERROR(options.Validate());
+  if (device == nullptr || policy == nullptr) {
+    return absl::InvalidArgumentError("device and policy are required");
+  }
+  if (policy->offloads() && transfers == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("policy ", std::string(policy->name()), " offloads pages and needs a transfer queue"));
+  }
+  std::unique_ptr<KvCacheManager> manager(
+      new KvCacheManager(options, device, policy, transfers, threads));
+  for (uint32_t l = 0; l < options.n_layers; ++l) {
+    ASSIGN_OR_RETURN(std::unique_ptr<PagePool> pool,
+                     PagePool::Create(device, options.layout, options.pool_pages_per_layer));
+    manager->pools_.push_back(std::move(pool));
+  }
+  return manager;
+}
+
+KvCacheManager::KvCacheManager(const KvCacheOptions& options, Device* device, Policy* policy,
+                               PageTransferQueue* transfers, kernels::ThreadPool* threads)
+    : options_(options),
+      device_(device),
+      policy_(policy),
+      transfers_(transfers),
+      threads_(threads),
+      chain_seed_(KeyChain::Seed(options.tenant_salt, options.model_fingerprint, options.layout)),
+      digest_slot_floats_(kernels::DigestSlotElements(
+          policy->digest_kind(), options.layout.n_kv_heads, options.layout.head_dim)) {}
+
+KvCacheManager::~KvCacheManager() {
+  std::vector<uint64_t> ids;
+  for (const auto& [id, seq] : sequences_) ids.push_back(id);
+  for (uint64_t id : ids) {
+    if (absl::Status s = Cancel(id); !s.ok()) {
+      KVTIER_LOG(WARNING) << "cancel at shutdown failed seq=" << id << " status=" << s;
+    }
+  }
+}
+
+absl::StatusOr<KvCacheManager::Sequence*> KvCacheManager::Find(uint64_t seq_id) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", seq_id));
+  if (!it->second->failed.ok()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("sequence ", seq_id, " has failed: ", it->second->failed.ToString()));
+  }
+  return it->second.get();
+}
+
+absl::StatusOr<const KvCacheManager::Sequence*> KvCacheManager::Find(uint64_t seq_id) const {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", seq_id));
+  return it->second.get();
+}
+
+absl::Status KvCacheManager::AddSequence(uint64_t seq_id,
+                                         absl::Span<const uint32_t> budget_pages) {
+  if (budget_pages.size() != options_.n_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("budget list has ", budget_pages.size(),
+                                                   " layers, the cache ", options_.n_layers));
+  }
+  for (uint32_t l = 0; l < options_.n_layers; ++l) {
+    if (budget_pages[l] < 1) {
+      return absl::InvalidArgumentError(absl::StrCat("budget of layer ", l, " is 0 pages"));
+    }
+  }
+  if (sequences_.contains(seq_id)) {
+    return absl::AlreadyExistsError(absl::StrCat("sequence ", seq_id, " exists"));
+  }
+  if (sequences_.size() >= options_.max_sequences) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("sequence table full (", options_.max_sequences, ")"));
+  }
+  for (uint32_t l = 0; l < options_.n_layers; ++l) {
+    if (absl::Status s = pools_[l]->Reserve(budget_pages[l]); !s.ok()) {
+      for (uint32_t j = 0; j < l; ++j) pools_[j]->Unreserve(budget_pages[j]);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("layer ", l, " cannot admit sequence ", seq_id, ": ", s.message()));
+    }
+  }
+  auto seq = std::make_unique<Sequence>();
+  seq->id = seq_id;
+  seq->layers.resize(options_.n_layers);
+  for (uint32_t l = 0; l < options_.n_layers; ++l) seq->layers[l].budget_pages = budget_pages[l];
+  sequences_.emplace(seq_id, std::move(seq));
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::AppendTokenIds(uint64_t seq_id, absl::Span<const uint32_t> tokens) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  const size_t max_tokens = size_t{options_.max_pages_per_sequence} * options_.layout.page_size;
+  if (seq->tokens.size() + tokens.size() > max_tokens) {
+    return absl::ResourceExhaustedError(absl::StrCat("sequence ", seq_id, " would exceed ",
+                                                     max_tokens, " tokens"));
+  }
+  seq->tokens.insert(seq->tokens.end(), tokens.begin(), tokens.end());
+  return absl::OkStatus();
+}
+
+const Hash128& KvCacheManager::PageHash(Sequence& seq, uint32_t page) {
+  const uint32_t p = options_.layout.page_size;
+  while (seq.hashes.size() <= page) {
+    const size_t i = seq.hashes.size();
+    const Hash128& prev = i == 0 ? chain_seed_ : seq.hashes[i - 1];
+    seq.hashes.push_back(
+        KeyChain::Next(prev, absl::MakeConstSpan(seq.tokens.data() + i * p, p)));
+  }
+  return seq.hashes[page];
+}
+
+absl::StatusOr<LayerView> KvCacheManager::View(uint64_t seq_id, uint32_t layer) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  return seq->layers[layer].View(layer, options_.layout.page_size);
+}
+
+absl::StatusOr<const float*> KvCacheManager::Digests(uint64_t seq_id, uint32_t layer) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  return seq->layers[layer].digests.data();
+}
+
+absl::Status KvCacheManager::OpenPage(Sequence& seq, uint32_t layer) {
+  PageTable& t = seq.layers[layer];
+  if (t.states.size() >= options_.max_pages_per_sequence) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "sequence ", seq.id, " layer ", layer, " reached ", options_.max_pages_per_sequence,
+        " pages"));
+  }
+  if (t.slots_held >= t.budget_pages) {
+    const int32_t victim = policy_->AppendVictim(t.View(layer, options_.layout.page_size));
+    if (victim < 0 || static_cast<size_t>(victim) >= t.states.size() ||
+        !IsResident(t.states[victim]) || t.states[victim] == PageState::kFilling) {
+      return absl::ResourceExhaustedError(absl::StrFormat(
+          "sequence %d layer %d: budget of %d pages is full and policy %s frees none", seq.id,
+          layer, t.budget_pages, std::string(policy_->name())));
+    }
+    RETURN_IF_ERROR(Evict(seq, layer, victim));
+  }
+  ASSIGN_OR_RETURN(int32_t slot, pools_[layer]->Allocate());
+  t.states.push_back(PageState::kFilling);
+  t.slots.push_back(slot);
+  t.checksums.push_back(0);
+  t.puts.push_back(0);
+  ++t.slots_held;
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::Evict(Sequence& seq, uint32_t layer, int32_t page) {
+  PageTable& t = seq.layers[layer];
+  const PageState state = t.states[page];
+  if (state != PageState::kBackingUp && state != PageState::kResident) {
+    return absl::InternalError(absl::StrCat("cannot evict page ", page, " of sequence ", seq.id,
+                                            " layer ", layer, " in state ",
+                                            PageStateName(state)));
+  }
+  // A page whose put is in flight keeps its copy in the transfer.
+  const bool stored = policy_->offloads() || state == PageState::kBackingUp;
+  t.FreeSlot(*pools_[layer], page,
+             state == PageState::kBackingUp ? PageState::kEvictedBackingUp
+             : stored                       ? PageState::kEvicted
+                                            : PageState::kDropped);
+  ++(stored ? counters_.pages_evicted : counters_.pages_dropped);
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::AppendKv(uint64_t seq_id, uint32_t layer, const float* k,
+                                      const float* v, uint32_t n) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  if (n > 0 && (k == nullptr || v == nullptr)) return absl::InvalidArgumentError("null k or v");
+  PageTable& t = seq->layers[layer];
+  if (t.n_tokens + n > seq->tokens.size()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("layer ", layer, " would hold ", t.n_tokens + n, " tokens but only ",
+                     seq->tokens.size(), " token ids are known"));
+  }
+  RETURN_IF_ERROR(ReapBackups(seq_id, /*wait=*/false));
+  const PageLayout& lay = options_.layout;
+  const auto type = static_cast<kernels::ScalarType>(lay.dtype);
+  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;  // elements per token
+  const size_t row_bytes = row * DTypeBytes(lay.dtype);
+  const size_t v_offset_bytes = lay.ElementsPerTensor() * DTypeBytes(lay.dtype);
+  std::vector<StoredPage> backups;
+  // Tokens are converted in host memory and written a page's run at a time
+  // through the device, so a pool in GPU memory is never dereferenced here.
+  std::vector<uint8_t> k_rows, v_rows;
+  for (uint32_t i = 0; i < n;) {
+    const uint32_t off = t.n_tokens % lay.page_size;
+    if (off == 0) RETURN_IF_ERROR(OpenPage(*seq, layer));
+    const int32_t page = static_cast<int32_t>(t.states.size()) - 1;
+    const uint32_t m = std::min(n - i, lay.page_size - off);
+    k_rows.resize(m * row_bytes);
+    v_rows.resize(m * row_bytes);
+    for (size_t e = 0; e < m * row; ++e) {
+      kernels::StoreFromFloat(k_rows.data(), type, e, k[i * row + e]);
+      kernels::StoreFromFloat(v_rows.data(), type, e, v[i * row + e]);
+    }
+    PagePool& pool = *pools_[layer];
+    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], off * row_bytes, k_rows.data(), m * row_bytes));
+    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], v_offset_bytes + off * row_bytes, v_rows.data(),
+                                   m * row_bytes));
+    t.n_tokens += m;
+    i += m;
+    if (off + m == lay.page_size) RETURN_IF_ERROR(OnPageFull(*seq, layer, page, &backups));
+    if (backups.size() >= options_.max_put_batch_pages) {
+      RETURN_IF_ERROR(SubmitBackups(*seq, layer, std::move(backups)));
+      backups.clear();
+    }
+  }
+  if (!backups.empty()) RETURN_IF_ERROR(SubmitBackups(*seq, layer, std::move(backups)));
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t page,
+                                        std::vector<StoredPage>* backups) {
+  PageTable& t = seq.layers[layer];
+  const PageLayout& lay = options_.layout;
+  // One host copy of the full page serves the digest, the checksum and the
+  // backup, on every backend (digests are host memory: kernel_dispatch.h).
+  const size_t page_bytes = pools_[layer]->page_bytes();
+  std::string bytes(page_bytes, '\0');
+  RETURN_IF_ERROR(pools_[layer]->ReadSlot(t.slots[page], 0, bytes.data(), page_bytes));
+  RETURN_IF_ERROR(t.AppendDigest(bytes.data(), lay, policy_->digest_kind(), digest_slot_floats_));
+
+  t.checksums[page] = PageChecksum(bytes.data(), page_bytes);
+  if (!policy_->offloads()) {
+    t.states[page] = PageState::kResident;
+    return absl::OkStatus();
+  }
+  t.states[page] = PageState::kBackingUp;
+  StoredPage stored;
+  stored.key = PageKey{PageHash(seq, page), layer};
+  stored.layout = lay;
+  stored.checksum = t.checksums[page];
+  stored.bytes = std::move(bytes);
+  backups->push_back(std::move(stored));
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::SubmitBackups(Sequence& seq, uint32_t layer,
+                                           std::vector<StoredPage> pages) {
+  std::vector<std::pair<uint32_t, int32_t>> members;
+  std::vector<PageKey> keys;
+  uint64_t bytes = 0;
+  for (const StoredPage& p : pages) {
+    // The pages of one call are consecutive and end at the newest full page.
+    keys.push_back(p.key);
+    bytes += p.bytes.size();
+  }
+  const int32_t last_full = static_cast<int32_t>(seq.layers[layer].n_digested) - 1;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    members.emplace_back(layer, last_full - static_cast<int32_t>(pages.size() - 1 - i));
+  }
+  const int n = static_cast<int>(pages.size());
+  auto shared = std::make_shared<std::vector<StoredPage>>(std::move(pages));
+  std::shared_ptr<PinState> pin = seq.pin;
+  const uint64_t ttl_ms = options_.pin_ttl_ms;
+  PageTransferQueue::Work work = [shared, pin, keys, ttl_ms](PageStoreBackend* backend) {
+    TransferResult result{backend->Put(*shared), {}};
+    if (!result.status.ok()) return result;
+    // Pin only what is stored, so a pin never refers to a missing page.
+    absl::MutexLock lock(&pin->mu);
+    absl::StatusOr<uint64_t> id = backend->Pin(keys, ttl_ms, pin->pin_id);
+    if (id.ok()) {
+      pin->pin_id = *id;
+    } else {
+      result.status = id.status();
+    }
+    return result;
+  };
+  const std::string what = absl::StrCat("backup of ", n, " pages of sequence ", seq.id,
+                                        " layer ", layer);
+  while (true) {
+    absl::StatusOr<TransferId> id =
+        transfers_->Submit(what, n, options_.transfer_timeout, work);
+    if (id.ok()) {
+      for (const auto& [l, p] : members) seq.layers[l].puts[p] = *id;
+      seq.puts.emplace(*id, std::move(members));
+      counters_.pages_backed_up += n;
+      counters_.bytes_backed_up += bytes;
+      return absl::OkStatus();
+    }
+    // Back-pressure: a full window waits for this sequence's oldest backup.
+    if (!absl::IsResourceExhausted(id.status()) || seq.puts.empty()) {
+      // The pages are full but will never be stored: fail the sequence
+      // rather than evict them later without a copy.
+      seq.failed = absl::Status(id.status().code(),
+                                absl::StrCat("backup not submitted: ", id.status().message()));
+      return id.status();
+    }
+    TransferId oldest = seq.puts.begin()->first;
+    for (const auto& [tid, m] : seq.puts) oldest = std::min(oldest, tid);
+    RETURN_IF_ERROR(WaitBackup(seq, oldest));
+  }
+}
+
+absl::Status KvCacheManager::WaitBackup(Sequence& seq, TransferId id) {
+  TransferResult result = transfers_->Wait(id);
+  return ApplyBackupResult(seq, id, result);
+}
+
+absl::Status KvCacheManager::ApplyBackupResult(Sequence& seq, TransferId id,
+                                               const TransferResult& result) {
+  auto it = seq.puts.find(id);
+  if (it == seq.puts.end()) return absl::OkStatus();
+  for (const auto& [layer, page] : it->second) {
+    seq.layers[layer].OnBackupDone(page, result.status.ok());
+  }
+  seq.puts.erase(it);
+  if (!result.status.ok() && seq.failed.ok()) {
+    seq.failed = absl::Status(result.status.code(),
+                              absl::StrCat("backup failed: ", result.status.message()));
+  }
+  return result.status;
+}
+
+absl::Status KvCacheManager::ReapBackups(uint64_t seq_id, bool wait) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  std::vector<TransferId> ids;
+  for (const auto& [id, members] : seq->puts) ids.push_back(id);
+  std::sort(ids.begin(), ids.end());
+  absl::Status first;
+  for (TransferId id : ids) {
+    if (!wait) {
+      absl::StatusOr<TransferState> state = transfers_->State(id);
+      if (state.ok() && (*state == TransferState::kQueued || *state == TransferState::kRunning)) {
+        continue;
+      }
+    }
+    first.Update(WaitBackup(*seq, id));
+  }
+  return first;
+}
+
+absl::StatusOr<uint32_t> KvCacheManager::TokenIdCount(uint64_t seq_id) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  return static_cast<uint32_t>(seq->tokens.size());
+}
+
+absl::Status KvCacheManager::ApplyPlan(uint64_t seq_id, uint32_t layer, const PagePlan& plan) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  PageTable& t = seq->layers[layer];
+  const uint32_t n_pages = t.n_pages();
+  RETURN_IF_ERROR(t.CheckPlan(plan, policy_->name()));
+  if (!t.recalls.empty()) return absl::FailedPreconditionError("recalls of the last plan pending");
+  // Evict first: the freed slots take the recalled pages.
+  std::vector<uint8_t> keep(n_pages, 0);
+  for (int32_t p : plan.resident) keep[p] = 1;
+  for (uint32_t p = 0; p < n_pages; ++p) {
+    if (!keep[p] && HoldsSlot(t.states[p])) RETURN_IF_ERROR(Evict(*seq, layer, p));
+  }
+  std::vector<int32_t> recall;
+  for (int32_t p : plan.resident) {
+    PageState state = t.states[p];
+    if (state == PageState::kEvictedBackingUp) {
+      // A page still on its way out: its put must land before it can be read back.
+      RETURN_IF_ERROR(WaitBackup(*seq, t.puts[p]));
+      state = t.states[p];
+    }
+    if (HoldsSlot(state)) continue;
+    if (state != PageState::kEvicted) {
+      return absl::DataLossError(absl::StrCat("page ", p, " of sequence ", seq_id, " layer ",
+                                              layer, " cannot be recalled: it is ",
+                                              PageStateName(state)));
+    }
+    recall.push_back(p);
+  }
+  const int max_batch = static_cast<int>(options_.max_put_batch_pages);
+  for (size_t begin = 0; begin < recall.size(); begin += max_batch) {
+    const size_t end = std::min(recall.size(), begin + max_batch);
+    std::vector<int32_t> pages(recall.begin() + begin, recall.begin() + end);
+    std::vector<PageKey> keys;
+    for (int32_t p : pages) keys.push_back(PageKey{PageHash(*seq, p), layer});
+    ASSIGN_OR_RETURN(TransferId id,
+                     transfers_->SubmitGet(std::move(keys), options_.transfer_timeout));
+    for (int32_t p : pages) {
+      ASSIGN_OR_RETURN(t.slots[p], pools_[layer]->Allocate());
+      t.states[p] = PageState::kRecalling;
+      ++t.slots_held;
+    }
+    t.recalls.emplace_back(id, std::move(pages));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::FinishRecalls(uint64_t seq_id, uint32_t layer) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  PageTable& t = seq->layers[layer];
+  absl::Status first;
+  auto give_back = [&](int32_t p, PageState state) { t.FreeSlot(*pools_[layer], p, state); };
+  for (auto& [id, pages] : t.recalls) {
+    TransferResult result = transfers_->Wait(id);
+    if (!result.status.ok()) {
+      for (int32_t p : pages) give_back(p, PageState::kEvicted);
+      first.Update(absl::Status(
+          result.status.code(),
+          absl::StrCat("recall of ", pages.size(), " pages of sequence ", seq_id, " layer ",
+                       layer, " failed: ", result.status.message())));
+      continue;
+    }
+    for (size_t i = 0; i < pages.size(); ++i) {
+      absl::Status s = i < result.pages.size()
+                           ? InstallRecalled(*seq, layer, pages[i], result.pages[i])
+                           : absl::InternalError("store answered fewer pages than asked");
+      if (!s.ok()) {
+        give_back(pages[i], PageState::kLost);
+        first.Update(s);
+      }
+    }
+  }
+  t.recalls.clear();
+  return first;
+}
+
+absl::Status KvCacheManager::InstallRecalled(Sequence& seq, uint32_t layer, int32_t page,
+                                             const FetchedPage& fetched) {
+  PageTable& t = seq.layers[layer];
+  const size_t page_bytes = pools_[layer]->page_bytes();
+  const std::string where =
+      absl::StrCat("page ", page, " of sequence ", seq.id, " layer ", layer);
+  std::string recomputed;
+  const std::string* bytes = &fetched.bytes;
+  if (fetched.status != FetchStatus::kOk) {
+    if (!recomputer_) {
+      return absl::DataLossError(absl::StrCat(where, " is ", FetchStatusName(fetched.status),
+                                              " in the store and no recomputer is set"));
+    }
+    ASSIGN_OR_RETURN(recomputed, recomputer_(seq.id, layer, page));
+    bytes = &recomputed;
+    ++counters_.pages_recomputed;
+  } else if (!(fetched.layout == options_.layout)) {
+    return absl::DataLossError(absl::StrCat(where, " came back with layout ",
+                                            fetched.layout.DebugString()));
+  }
+  // The bytes must be exactly those backed up, whatever their source.
+  if (bytes->size() != page_bytes ||
+      PageChecksum(bytes->data(), bytes->size()) != t.checksums[page]) {
+    return absl::DataLossError(
+        absl::StrCat(where, " does not match the checksum taken when it was backed up"));
+  }
+  RETURN_IF_ERROR(pools_[layer]->WriteSlot(t.slots[page], 0, bytes->data(), page_bytes));
+  t.states[page] = PageState::kResident;
+  ++counters_.pages_recalled;
+  counters_.bytes_recalled += page_bytes;
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::AttentionPages(uint64_t seq_id, uint32_t layer,
+                                            absl::Span<const int32_t> pages,
+                                            std::vector<int32_t>* slots,
+                                            int32_t* last_page_len) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  return seq->layers[layer].AttentionSlots(pages, options_.layout.page_size, slots,
+                                           last_page_len);
+}
+
+void KvCacheManager::ReleaseAll(Sequence& seq) {
+  for (uint32_t l = 0; l < options_.n_layers; ++l) {
+    PageTable& t = seq.layers[l];
+    for (auto& [id, pages] : t.recalls) transfers_->Abandon(id);
+    t.recalls.clear();
+    t.ReleaseSlots(*pools_[l]);
+  }
+}
+
+absl::Status KvCacheManager::Cancel(uint64_t seq_id) {
+  auto it = sequences_.find(seq_id);
+  if (it == sequences_.end()) return absl::NotFoundError(absl::StrCat("unknown sequence ", seq_id));
+  Sequence& seq = *it->second;
+  absl::Status first;
+  // Let in-flight backups finish so that no pin is created after the unpin.
+  std::vector<TransferId> puts;
+  for (const auto& [id, members] : seq.puts) puts.push_back(id);
+  for (TransferId id : puts) {
+    // A failed backup no longer matters: the pages are dropped with the sequence.
+    if (absl::Status s = WaitBackup(seq, id); !s.ok()) {
+      KVTIER_LOG(INFO) << "backup failed during cancel seq=" << seq_id << " status=" << s;
+    }
+  }
+  ReleaseAll(seq);
+  if (TokenPolicy* tp = policy_->AsTokenPolicy(); tp != nullptr) tp->EndSequence(seq_id);
+  uint64_t pin_id = 0;
+  {
+    absl::MutexLock lock(&seq.pin->mu);
+    pin_id = seq.pin->pin_id;
+    seq.pin->pin_id = 0;
+  }
+  if (pin_id != 0) {
+    absl::StatusOr<TransferId> id = transfers_->Submit(
+        absl::StrCat("unpin of sequence ", seq_id), 0, options_.transfer_timeout,
+        [pin_id](PageStoreBackend* b) { return TransferResult{b->Unpin(pin_id), {}}; });
+    first.Update(id.ok() ? transfers_->Wait(*id).status : id.status());
+  }
+  sequences_.erase(it);
+  if (!first.ok()) {
+    return absl::Status(first.code(), absl::StrCat("sequence ", seq_id,
+                                                   " released, but its store pin was not: ",
+                                                   first.message()));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> KvCacheManager::ResidentPageBytes(uint64_t seq_id, uint32_t layer,
+                                                              uint32_t page) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  const PageTable& t = seq->layers[layer];
+  if (page >= t.states.size() || !IsResident(t.states[page])) {
+    return absl::FailedPreconditionError(absl::StrCat("page ", page, " is not resident"));
+  }
+  std::string bytes(pools_[layer]->page_bytes(), '\0');
+  RETURN_IF_ERROR(pools_[layer]->ReadSlot(t.slots[page], 0, bytes.data(), bytes.size()));
+  return bytes;
+}
+
+absl::StatusOr<PageKey> KvCacheManager::KeyOf(uint64_t seq_id, uint32_t layer,
+                                              uint32_t page) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  if (page >= seq->hashes.size()) {
+    return absl::FailedPreconditionError(absl::StrCat("page ", page, " has no key yet"));
+  }
+  return PageKey{seq->hashes[page], layer};
+}
+
+absl::StatusOr<uint64_t> KvCacheManager::PinId(uint64_t seq_id) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  absl::MutexLock lock(&seq->pin->mu);
+  return seq->pin->pin_id;
+}
+
+absl::Status KvCacheManager::EvictTokens(uint64_t seq_id, uint32_t layer,
+                                         absl::Span<const uint32_t> slots) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  if (policy_->offloads()) {
+    return absl::FailedPreconditionError("token eviction would rewrite backed-up pages");
+  }
+  return seq->layers[layer].EvictTokens(*pools_[layer], slots, digest_slot_floats_);
+}
+
+absl::Status KvCacheManager::ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,
+                                        std::vector<float>* v) const {
+  ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  return seq->layers[layer].ReadTokens(*pools_[layer], k, v);
+}
+
+}  // namespace kvtier::worker

@@ -1,0 +1,95 @@
+// PageTable: the page table of one (sequence, layer) in the cache manager:
+// per page its state (policy/page_state.h), pool slot, backup checksum and
+// in-flight put, the digests of its full pages, and the recalls a plan
+// started. The cache manager (kv_cache_manager.h) moves pages between
+// states; this class holds the table and the operations that need nothing
+// but the table and the layer's pool.
+//
+// Invariants: states, slots, checksums and puts have one entry per page;
+// slots[p] >= 0 exactly when HoldsSlot(states[p]); slots_held counts them
+// and never exceeds budget_pages; n_tokens fills pages [0, states.size())
+// with only the last one partial; digests hold n_digested slots.
+//
+// Thread-safety: not thread-safe; owned by the manager's decode thread.
+#ifndef KVTIER_WORKER_CACHE_PAGE_TABLE_H_
+#define KVTIER_WORKER_CACHE_PAGE_TABLE_H_
+
+#include <cstdint>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/types/span.h"
+#include "common/page_layout.h"
+#include "kernels/digest.h"
+#include "worker/cache/page_pool.h"
+#include "worker/policy/page_state.h"
+#include "worker/policy/policy.h"
+#include "worker/transfer/page_transfer_queue.h"
+
+namespace kvtier::worker {
+
+struct PageTable {
+  uint32_t budget_pages = 0;
+  uint32_t n_tokens = 0;
+  uint32_t slots_held = 0;  // pages in a slot-holding state
+  // Per page, index = page number.
+  std::vector<PageState> states;
+  std::vector<int32_t> slots;       // pool slot, -1 when none
+  std::vector<uint64_t> checksums;  // of the bytes backed up
+  std::vector<TransferId> puts;     // in-flight backup, 0 when none
+  std::vector<float> digests;       // n_digested * digest slot floats
+  uint32_t n_digested = 0;
+  // Recalls started by a plan and not yet finished: (transfer, pages).
+  std::vector<std::pair<TransferId, std::vector<int32_t>>> recalls;
+
+  uint32_t n_pages() const { return static_cast<uint32_t>(states.size()); }
+
+  // The policy's view of this table (scores left empty).
+  LayerView View(uint32_t layer, uint32_t page_size) const;
+
+  // INTERNAL unless `plan` keeps policy.h's invariants for this table:
+  // ascending page lists, at most budget_pages resident, the last page
+  // resident, attend a subset of resident. `policy` names the planner.
+  absl::Status CheckPlan(const PagePlan& plan, std::string_view policy) const;
+
+  // Pool slots of `pages` (all resident, any order) and the valid tokens in
+  // the last one; FAILED_PRECONDITION for a page that is not resident.
+  absl::Status AttentionSlots(absl::Span<const int32_t> pages, uint32_t page_size,
+                              std::vector<int32_t>* slots, int32_t* last_page_len) const;
+
+  // Frees `page`'s slot in `pool`; the page goes to `state` (one that holds
+  // no slot). REQUIRES: HoldsSlot(states[page]).
+  void FreeSlot(PagePool& pool, int32_t page, PageState state);
+  // Frees every slot and the budget's reservation in `pool` (the sequence
+  // ends).
+  void ReleaseSlots(PagePool& pool);
+
+  // Digests the next full page, whose bytes (`layout`) are at `page_bytes`,
+  // into digest slot n_digested (fp32, `kind`, `digest_floats` per slot).
+  absl::Status AppendDigest(const void* page_bytes, const PageLayout& layout,
+                            kernels::DigestKind kind, size_t digest_floats);
+
+  // A backup of `page` finished: kBackingUp becomes kResident and
+  // kEvictedBackingUp kEvicted when it succeeded; kEvictedBackingUp becomes
+  // kLost when it failed (its only copy was in the transfer).
+  void OnBackupDone(int32_t page, bool ok);
+
+  // Token-level caches (policy/token_cache.h). Removes the cached tokens in
+  // `token_slots` (strictly descending), each by moving the newest token
+  // into it through `pool`; a page left empty is freed and digests of
+  // rewritten pages are dropped (`digest_floats` per page).
+  // INVALID_ARGUMENT for a bad slot list.
+  absl::Status EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
+                           size_t digest_floats);
+  // The cached tokens in slot order as fp32, k (and v unless null)
+  // [n_tokens][n_kv_heads][head_dim]. FAILED_PRECONDITION when a page is
+  // not resident.
+  absl::Status ReadTokens(const PagePool& pool, std::vector<float>* k,
+                          std::vector<float>* v) const;
+};
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_CACHE_PAGE_TABLE_H_

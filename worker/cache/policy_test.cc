@@ -1,0 +1,277 @@
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "worker/cache/decode_step.h"
+#include "worker/cache/kv_cache_manager.h"
+#include "worker/policy/arkvale_policy.h"
+#include "worker/policy/quest_policy.h"
+#include "worker/policy/token_policy.h"
+#include "worker/policy/window_policy.h"
+
+namespace kvtier::worker {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::ElementsAreArray;
+
+// A view over `states`, which must outlive it.
+LayerView MakeView(uint32_t layer, const std::vector<PageState>& states, uint32_t n_tokens,
+                   uint32_t budget, const std::vector<float>& scores) {
+  LayerView view;
+  view.layer = layer;
+  view.n_pages = static_cast<uint32_t>(states.size());
+  view.n_tokens = n_tokens;
+  view.page_size = 4;
+  view.budget_pages = budget;
+  view.states = states;
+  view.n_digested = n_tokens / 4;
+  view.scores = scores;
+  return view;
+}
+
+constexpr PageState R = PageState::kResident;
+constexpr PageState E = PageState::kEvicted;
+constexpr PageState F = PageState::kFilling;
+
+ArkvaleOptions Ark() {
+  ArkvaleOptions o;
+  o.n_sink_pages = 1;
+  o.n_win_pages = 2;
+  o.topk_pages = 4;
+  o.n_unlimited_layers = 1;
+  return o;
+}
+
+TEST(ArkvalePolicyTest, KeepsSinksWindowTopKAndEvictsLowestResident) {
+  auto policy = *ArkvalePolicy::Create(Ark());
+  // 10 pages, the last partial; pages 3, 5, 6, 7 are evicted.
+  std::vector<PageState> states = {R, R, R, E, R, E, E, E, R, F};
+  std::vector<float> scores = {0.0f, 0.5f, 2.0f, 10.0f, 1.0f, 0.1f, 5.0f, 0.2f, -1.0f};
+  LayerView view = MakeView(3, states, 38, 6, scores);
+  ASSERT_TRUE(policy->NeedsScores(view));
+  auto plan = policy->Plan(view);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  // Forced: sink 0, window 8 and 9. k_eff = 4 - 1 - 1 = 2 winners: 3 and 6.
+  // The last slot goes to the best resident other (page 2); 1 and 4 leave.
+  EXPECT_THAT(plan->resident, ElementsAre(0, 2, 3, 6, 8, 9));
+  EXPECT_EQ(plan->attend, plan->resident);
+}
+
+TEST(ArkvalePolicyTest, PrefillGivesTheWholeBudgetToTheBestPages) {
+  auto policy = *ArkvalePolicy::Create(Ark());
+  std::vector<PageState> states = {R, R, R, E, R, E, E, E, R, F};
+  std::vector<float> scores = {0.0f, 0.5f, 2.0f, 10.0f, 1.0f, 0.1f, 5.0f, 0.2f, -1.0f};
+  LayerView view = MakeView(3, states, 38, 6, scores);
+  view.prefill = true;
+  auto plan = policy->Plan(view);
+  ASSERT_TRUE(plan.ok());
+  // budget - ns - nw = 3 winners: 3, 6, 2.
+  EXPECT_THAT(plan->resident, ElementsAre(0, 2, 3, 6, 8, 9));
+}
+
+TEST(ArkvalePolicyTest, DenseLayersAndShortSequencesKeepEverything) {
+  auto policy = *ArkvalePolicy::Create(Ark());
+  std::vector<PageState> states = {R, R, R, F};
+  LayerView short_view = MakeView(3, states, 14, 6, {});
+  EXPECT_FALSE(policy->NeedsScores(short_view));
+  EXPECT_THAT(policy->Plan(short_view)->resident, ElementsAre(0, 1, 2, 3));
+  std::vector<PageState> long_states(10, R);
+  LayerView dense = MakeView(0, long_states, 40, 6, {});
+  EXPECT_FALSE(policy->NeedsScores(dense));
+  EXPECT_EQ(policy->AppendVictim(dense), -1);
+}
+
+TEST(ArkvalePolicyTest, AppendVictimIsThePageLeavingTheWindow) {
+  auto policy = *ArkvalePolicy::Create(Ark());
+  std::vector<PageState> states = {R, E, R, R, R, R};
+  // New page 6: the window becomes {5, 6}, page 4 leaves it.
+  EXPECT_EQ(policy->AppendVictim(MakeView(2, states, 24, 5, {})), 4);
+  // When that page is gone already, the oldest evictable page goes.
+  states[4] = E;
+  EXPECT_EQ(policy->AppendVictim(MakeView(2, states, 24, 5, {})), 2);
+}
+
+TEST(ArkvalePolicyTest, RejectsInconsistentOptionsAndBudgets) {
+  ArkvaleOptions o = Ark();
+  o.n_win_pages = 1;
+  EXPECT_EQ(ArkvalePolicy::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  o = Ark();
+  o.topk_pages = 2;
+  EXPECT_EQ(ArkvalePolicy::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  auto policy = *ArkvalePolicy::Create(Ark());
+  std::vector<PageState> states(10, R);
+  std::vector<float> scores(10, 0.0f);
+  // top-k 4 is not below a budget of 4.
+  EXPECT_EQ(policy->Plan(MakeView(3, states, 40, 4, scores)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  o = Ark();
+  o.topk_pages = 0;
+  EXPECT_EQ((*ArkvalePolicy::Create(o))->TopK(64), 32u);
+}
+
+TEST(QuestPolicyTest, AttendsLastPagePlusTopScoresAndKeepsAllResident) {
+  auto policy = *QuestPolicy::Create(QuestOptions{.page_budget = 4, .n_dense_layers = 2});
+  std::vector<PageState> states(10, R);
+  states[9] = F;
+  std::vector<float> scores = {3.0f, 0.0f, 9.0f, 1.0f, 0.0f, 0.0f, 7.0f, 0.0f, 8.0f};
+  LayerView view = MakeView(2, states, 38, 10, scores);
+  ASSERT_TRUE(policy->NeedsScores(view));
+  auto plan = policy->Plan(view);
+  ASSERT_TRUE(plan.ok());
+  EXPECT_THAT(plan->resident, ElementsAreArray(AllPages(10)));
+  EXPECT_THAT(plan->attend, ElementsAre(2, 6, 8, 9));
+  // Dense layers and prefill attend everything.
+  EXPECT_FALSE(policy->NeedsScores(MakeView(1, states, 38, 10, scores)));
+  view.prefill = true;
+  EXPECT_THAT(policy->Plan(view)->attend, ElementsAreArray(AllPages(10)));
+  EXPECT_EQ(QuestPolicy::Create(QuestOptions{.page_budget = 1}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(WindowPolicyTest, DropsTheOldestPageButNeverTheSinks) {
+  WindowPolicy streaming(WindowOptions{.n_sink_pages = 1});
+  WindowPolicy sliding(WindowOptions{.n_sink_pages = 0});
+  std::vector<PageState> states = {R, PageState::kDropped, R, R};
+  LayerView view = MakeView(0, states, 16, 3, {});
+  EXPECT_EQ(streaming.AppendVictim(view), 2);
+  EXPECT_EQ(sliding.AppendVictim(view), 0);
+  EXPECT_THAT(streaming.Plan(view)->resident, ElementsAre(0, 2, 3));
+  EXPECT_EQ(streaming.name(), "streaming_llm");
+  EXPECT_EQ(sliding.name(), "sliding_window");
+}
+
+// Both policies see the same history: token 0 was the prompt's heavy
+// hitter, but the current query ignores it.
+TEST(TokenPolicyTest, H2oKeepsHeavyHittersTovaDropsLowestCurrentScore) {
+  auto h2o = *H2oPolicy::Create(H2oOptions{.recent_fraction = 1.0 / 3.0});
+  TovaPolicy tova;
+  const std::vector<float> prompt_mass = {0.8f, 0.1f, 0.1f};
+  const std::vector<float> step_mass = {0.0f, 0.3f, 0.3f, 0.4f};
+  for (TokenPolicy* p : std::vector<TokenPolicy*>{h2o.get(), &tova}) {
+    auto kept = p->SelectPrefill(1, 0, /*capacity=*/4, prompt_mass);
+    ASSERT_TRUE(kept.ok());
+    EXPECT_THAT(*kept, ElementsAre(0, 1, 2));
+  }
+  // H2O: accumulated 0.8, 0.4, 0.4, 0.4; the newest (position 3) is recent;
+  // of the rest the lowest, oldest first, is slot 1.
+  EXPECT_THAT(*h2o->AfterAttention(1, 0, 4, 3, step_mass), ElementsAre(1));
+  // TOVA: the current query gives slot 0 nothing.
+  EXPECT_THAT(*tova.AfterAttention(1, 0, 4, 3, step_mass), ElementsAre(0));
+  // The slot arrays followed the swap-remove: H2O now holds positions
+  // 0, 3, 2, so a step that favours slot 1 (position 3) keeps it.
+  EXPECT_THAT(*h2o->AfterAttention(1, 0, 4, 4, {0.0f, 0.5f, 0.0f, 0.5f}), ElementsAre(2));
+}
+
+TEST(TokenPolicyTest, PrefillOverCapacityKeepsRecentAndHeavy) {
+  auto h2o = *H2oPolicy::Create(H2oOptions{.recent_fraction = 0.5});
+  TovaPolicy tova;
+  const std::vector<float> mass = {0.1f, 0.9f, 0.05f, 0.6f, 0.02f, 0.01f, 0.2f, 0.3f};
+  // capacity 5: 4 kept; H2O: 2 recent (6, 7) + 2 heavy (1, 3).
+  EXPECT_THAT(*h2o->SelectPrefill(1, 0, 5, mass), ElementsAre(1, 3, 6, 7));
+  // TOVA: the 4 largest: 1, 3, 7, 6.
+  EXPECT_THAT(*tova.SelectPrefill(1, 0, 5, mass), ElementsAre(1, 3, 6, 7));
+  const std::vector<float> mass2 = {0.5f, 0.9f, 0.05f, 0.6f, 0.02f, 0.01f, 0.2f, 0.3f};
+  EXPECT_THAT(*h2o->SelectPrefill(2, 0, 5, mass2), ElementsAre(1, 3, 6, 7));
+  EXPECT_THAT(*tova.SelectPrefill(2, 0, 5, mass2), ElementsAre(0, 1, 3, 7));
+  EXPECT_EQ(tova.SelectPrefill(3, 0, 1, mass).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(H2oPolicy::Create(H2oOptions{.recent_fraction = 2.0}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TokenPolicyTest, MismatchedMassIsAnError) {
+  TovaPolicy tova;
+  ASSERT_TRUE(tova.SelectPrefill(1, 0, 8, {0.5f, 0.5f}).ok());
+  EXPECT_EQ(tova.AfterAttention(1, 0, 8, 2, {1.0f}).status().code(),
+            absl::StatusCode::kInternal);
+}
+
+KvCacheOptions TokenCacheOptions() {
+  KvCacheOptions o;
+  o.layout = PageLayout{.page_size = 4, .n_kv_heads = 1, .head_dim = 2, .dtype = DType::kF32};
+  o.n_layers = 1;
+  o.n_q_heads = 1;
+  o.pool_pages_per_layer = 4;
+  return o;
+}
+
+TEST(TokenEvictionTest, EvictTokensMovesTheNewestIntoTheHoles) {
+  TovaPolicy tova;
+  CpuDevice device;
+  auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, &tova, nullptr, nullptr);
+  ASSERT_TRUE(cache->AddSequence(1, {3}).ok());
+  std::vector<float> k(16), v(16);
+  for (int i = 0; i < 16; ++i) {
+    k[i] = static_cast<float>(i / 2);  // token t's key is (t, t)
+    v[i] = 100.0f + static_cast<float>(i / 2);
+  }
+  ASSERT_TRUE(cache->AppendTokenIds(1, std::vector<uint32_t>(8, 0)).ok());
+  ASSERT_TRUE(cache->AppendKv(1, 0, k.data(), v.data(), 8).ok());
+  const std::vector<uint32_t> victims = {5, 2};
+  ASSERT_TRUE(cache->EvictTokens(1, 0, victims).ok());
+  LayerView view = *cache->View(1, 0);
+  EXPECT_EQ(view.n_tokens, 6u);
+  EXPECT_EQ(view.n_pages, 2u);
+  EXPECT_EQ(view.states[1], PageState::kFilling);
+  // Slots now hold tokens 0, 1, 6, 3 | 4, 7.
+  std::string p0 = *cache->ResidentPageBytes(1, 0, 0);
+  std::string p1 = *cache->ResidentPageBytes(1, 0, 1);
+  auto key = [](const std::string& page, int slot) {
+    float f;
+    std::memcpy(&f, page.data() + slot * 2 * sizeof(float), sizeof(f));
+    return f;
+  };
+  auto value = [](const std::string& page, int slot) {
+    float f;
+    std::memcpy(&f, page.data() + (8 + slot * 2) * sizeof(float), sizeof(f));
+    return f;
+  };
+  EXPECT_EQ(key(p0, 2), 6.0f);
+  EXPECT_EQ(value(p0, 2), 106.0f);
+  EXPECT_EQ(key(p1, 0), 4.0f);
+  EXPECT_EQ(key(p1, 1), 7.0f);
+  // Evicting two more empties the second page, which goes back to the pool.
+  ASSERT_TRUE(cache->EvictTokens(1, 0, std::vector<uint32_t>{5, 4}).ok());
+  EXPECT_EQ(cache->View(1, 0)->n_pages, 1u);
+  EXPECT_EQ(cache->pool(0).in_use(), 1u);
+  EXPECT_EQ(cache->EvictTokens(1, 0, std::vector<uint32_t>{1, 2}).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(TokenEvictionTest, TokenPolicyStaysWithinItsTokenBudgetEveryStep) {
+  for (int which = 0; which < 2; ++which) {
+    auto h2o = *H2oPolicy::Create({});
+    TovaPolicy tova;
+    Policy* policy = which == 0 ? static_cast<Policy*>(h2o.get()) : &tova;
+    CpuDevice device;
+    auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, policy, nullptr, nullptr);
+    DecodeRunner runner(cache.get(), nullptr);
+    ASSERT_TRUE(cache->AddSequence(1, {3}).ok());  // 12 tokens
+    std::vector<float> k(40), v(40), q(2);
+    for (int i = 0; i < 40; ++i) {
+      k[i] = static_cast<float>((i * 7) % 5) - 2.0f;
+      v[i] = static_cast<float>(i);
+    }
+    q = {0.5f, -0.25f};
+    StepStats stats;
+    ASSERT_TRUE(cache->AppendTokenIds(1, std::vector<uint32_t>(20, 0)).ok());
+    ASSERT_TRUE(runner.Prefill(1, 0, k.data(), v.data(), 20, q.data(), 1, &stats).ok());
+    EXPECT_EQ(cache->View(1, 0)->n_tokens, 11u) << policy->name();
+    for (int step = 0; step < 10; ++step) {
+      ASSERT_TRUE(cache->AppendTokenIds(1, {1}).ok());
+      std::vector<float> out(2);
+      const float kv[2] = {static_cast<float>(step % 3), 1.0f};
+      ASSERT_TRUE(runner.DecodeLayer(1, 0, q.data(), kv, kv, out.data(), nullptr, &stats).ok());
+      EXPECT_EQ(cache->View(1, 0)->n_tokens, 11u);
+      EXPECT_LE(cache->pool(0).high_water(), 3u);
+    }
+    ASSERT_TRUE(cache->Cancel(1).ok());
+    EXPECT_EQ(cache->pool(0).in_use(), 0u);
+  }
+}
+
+}  // namespace
+}  // namespace kvtier::worker

@@ -1,0 +1,65 @@
+// CudaDevice: the CUDA backend of Device. The page pool lives in the memory
+// of one GPU; copies to and from host memory run on the device's own stream
+// and return once they are complete, so callers see the same synchronous
+// contract as CpuDevice.
+//
+// Built only when KVTIER_WITH_CUDA. CUDA runtime errors become absl::Status
+// in kernels/cuda/cuda_status.h (the one conversion in kvtier).
+//
+// Thread-safety: thread-safe. Every call selects the device on the calling
+// thread first; the stream is shared, so concurrent copies serialise on it.
+#ifndef KVTIER_WORKER_DEVICE_CUDA_DEVICE_H_
+#define KVTIER_WORKER_DEVICE_CUDA_DEVICE_H_
+
+#include <cuda_runtime_api.h>
+
+#include <cstddef>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "worker/device/device.h"
+
+namespace kvtier::worker {
+
+class CudaDevice : public Device {
+ public:
+  // The GPU `device_ordinal` with a new non-blocking stream.
+  // INVALID_ARGUMENT for a negative ordinal, UNAVAILABLE when the CUDA
+  // runtime reports no usable device (no GPU or no driver),
+  // FAILED_PRECONDITION when the ordinal is not below the device count.
+  static absl::StatusOr<std::unique_ptr<CudaDevice>> Create(int device_ordinal);
+  // Synchronizes and destroys the stream. REQUIRES: every buffer this device
+  // allocated has been released (they free their memory on this device).
+  ~CudaDevice() override;
+  CudaDevice(const CudaDevice&) = delete;
+  CudaDevice& operator=(const CudaDevice&) = delete;
+
+  DeviceKind kind() const override { return DeviceKind::kCuda; }
+  // cudaMalloc'ed and zero-filled; RESOURCE_EXHAUSTED when GPU memory is short.
+  absl::StatusOr<std::unique_ptr<DeviceBuffer>> Allocate(size_t bytes) override;
+  // `dst` (CopyToDevice) or `src` (CopyToHost) is memory of this device, the
+  // other side host memory (pageable or pinned).
+  absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override;
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override;
+
+  // The stream kernels over this device's memory run on.
+  cudaStream_t stream() const { return stream_; }
+  int ordinal() const { return ordinal_; }
+  // Makes this device current on the calling thread.
+  absl::Status Select() const;
+  // Waits for everything queued on stream(); the status of the work.
+  absl::Status Synchronize() const;
+
+ private:
+  CudaDevice(int ordinal, cudaStream_t stream) : ordinal_(ordinal), stream_(stream) {}
+  absl::Status Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
+                    const char* what);
+
+  const int ordinal_;
+  const cudaStream_t stream_;
+};
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_DEVICE_CUDA_DEVICE_H_

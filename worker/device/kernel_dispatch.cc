@@ -1,0 +1,230 @@
+#include "worker/device/kernel_dispatch.h"
+
+#include <algorithm>
+#include <vector>
+
+#include "common/status_macros.h"
+#include "kernels/dtype.h"
+
+#if KVTIER_WITH_CUDA
+#include "worker/device/cuda_device.h"
+#endif
+
+namespace kvtier::worker {
+
+absl::StatusOr<uint8_t*> KernelScratch::Reserve(size_t bytes) {
+  if (buffer_ == nullptr || buffer_->bytes() < bytes) {
+    ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger, device_->Allocate(bytes));
+    buffer_ = std::move(bigger);
+  }
+  return static_cast<uint8_t*>(buffer_->data());
+}
+
+#if KVTIER_WITH_CUDA
+namespace {
+
+// Lays out the host arrays of one call in the scratch, copies the inputs
+// in, and after the kernel copies the outputs back.
+class Staging {
+ public:
+  explicit Staging(KernelScratch* scratch) : scratch_(scratch) {}
+
+  // Offsets are assigned now, pointers after Commit().
+  size_t In(const void* host, size_t bytes) { return Add(host, nullptr, bytes); }
+  size_t Out(void* host, size_t bytes) { return Add(nullptr, host, bytes); }
+  size_t DeviceOnly(size_t bytes) { return Add(nullptr, nullptr, bytes); }
+
+  // Reserves the scratch and copies every input in.
+  absl::Status Commit() {
+    ASSIGN_OR_RETURN(base_, scratch_->Reserve(total_));
+    for (const Region& r : regions_) {
+      if (r.in != nullptr && r.bytes > 0) {
+        RETURN_IF_ERROR(scratch_->device()->CopyToDevice(base_ + r.offset, r.in, r.bytes));
+      }
+    }
+    return absl::OkStatus();
+  }
+  template <typename T>
+  T* At(size_t offset) const {
+    return reinterpret_cast<T*>(base_ + offset);
+  }
+  // Copies every output back (the copies wait for the kernel on the stream).
+  absl::Status Finish() {
+    for (const Region& r : regions_) {
+      if (r.out != nullptr && r.bytes > 0) {
+        RETURN_IF_ERROR(scratch_->device()->CopyToHost(r.out, base_ + r.offset, r.bytes));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  struct Region {
+    const void* in;
+    void* out;
+    size_t bytes;
+    size_t offset;
+  };
+  size_t Add(const void* in, void* out, size_t bytes) {
+    constexpr size_t kAlign = 256;  // cudaMalloc's alignment, for vector loads
+    const size_t offset = total_;
+    regions_.push_back({in, out, bytes, offset});
+    total_ += (bytes + kAlign - 1) / kAlign * kAlign;
+    return offset;
+  }
+
+  KernelScratch* const scratch_;
+  std::vector<Region> regions_;
+  size_t total_ = 0;
+  uint8_t* base_ = nullptr;
+};
+
+CudaDevice& AsCuda(Device* device) { return *static_cast<CudaDevice*>(device); }
+
+absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
+                                   KernelScratch* scratch) {
+  RETURN_IF_ERROR(args.Validate());
+  const kernels::PagedKv& kv = args.kv;
+  // The CUDA kernel trusts its page ids; a bad one would read outside the pool.
+  for (uint32_t i = 0; i < kv.total_entries; ++i) {
+    if (kv.indices[i] < 0 || static_cast<uint32_t>(kv.indices[i]) >= kv.pool_pages) {
+      return absl::InvalidArgumentError("attention page id outside the pool");
+    }
+  }
+  const size_t lists = size_t{args.batch} * kv.n_lists();
+  const size_t rows = size_t{args.batch} * args.n_q_heads;
+  const size_t head_dim = kv.head_dim;
+  Staging st(scratch);
+  const size_t q = st.In(args.queries,
+                         rows * head_dim * kernels::ScalarBytes(args.query_type));
+  const size_t indptr = st.In(kv.indptr, (lists + 1) * sizeof(int32_t));
+  const size_t indices = st.In(kv.indices, size_t{kv.total_entries} * sizeof(int32_t));
+  const size_t last = st.In(kv.last_page_len, size_t{args.batch} * sizeof(int32_t));
+  // One block per (sequence, KV head) leaves a GPU idle on long lists, so a
+  // caller's single split becomes one per kPagesPerSplit pages; splits change
+  // only the summation order (kernels/decode_attention.h).
+  constexpr uint32_t kPagesPerSplit = 32;
+  constexpr uint32_t kMaxAutoSplits = 64;
+  uint32_t splits = args.num_splits;
+  if (splits == 1 && lists > 0) {
+    const size_t per_list = (kv.total_entries + lists - 1) / lists;
+    splits = static_cast<uint32_t>(std::clamp<size_t>(
+        (per_list + kPagesPerSplit - 1) / kPagesPerSplit, 1, kMaxAutoSplits));
+  }
+  const size_t work_bytes = kernels::DecodeAttentionWorkspaceBytes(
+      args.batch, args.n_q_heads, kv.head_dim, splits);
+  const size_t work = st.DeviceOnly(work_bytes);
+  const size_t out = st.Out(args.out, rows * head_dim * sizeof(float));
+  const size_t lse = st.Out(args.lse, rows * sizeof(float));
+  RETURN_IF_ERROR(st.Commit());
+  kernels::DecodeAttentionArgs d = args;
+  d.queries = st.At<void>(q);
+  d.kv.indptr = st.At<int32_t>(indptr);
+  d.kv.indices = st.At<int32_t>(indices);
+  d.kv.last_page_len = st.At<int32_t>(last);
+  d.num_splits = splits;
+  d.workspace = work_bytes > 0 ? st.At<void>(work) : nullptr;
+  d.workspace_bytes = work_bytes;
+  d.out = st.At<float>(out);
+  d.lse = st.At<float>(lse);
+  RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
+  RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, AsCuda(scratch->device()).stream()));
+  return st.Finish();
+}
+
+absl::Status MergeOnCuda(const kernels::MergeStatesArgs& args, KernelScratch* scratch) {
+  RETURN_IF_ERROR(args.Validate());
+  const size_t states = size_t{args.n_rows} * args.n_states;
+  Staging st(scratch);
+  const size_t so = st.In(args.states_out, states * args.head_dim * sizeof(float));
+  const size_t sl = st.In(args.states_lse, states * sizeof(float));
+  const size_t out = st.Out(args.out, size_t{args.n_rows} * args.head_dim * sizeof(float));
+  const size_t lse = st.Out(args.lse, size_t{args.n_rows} * sizeof(float));
+  RETURN_IF_ERROR(st.Commit());
+  kernels::MergeStatesArgs d = args;
+  d.states_out = st.At<float>(so);
+  d.states_lse = st.At<float>(sl);
+  d.out = st.At<float>(out);
+  d.lse = st.At<float>(lse);
+  RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
+  RETURN_IF_ERROR(kernels::MergeAttentionStatesCuda(d, AsCuda(scratch->device()).stream()));
+  return st.Finish();
+}
+
+absl::Status EstimateOnCuda(const kernels::EstimateArgs& args, KernelScratch* scratch) {
+  RETURN_IF_ERROR(args.Validate());
+  const size_t q_bytes = size_t{args.batch} * args.n_q_heads * args.head_dim *
+                         kernels::ScalarBytes(args.query_type);
+  const size_t digest_bytes =
+      size_t{args.digest_capacity} *
+      kernels::DigestSlotElements(args.kind, args.n_kv_heads, args.head_dim) *
+      kernels::ScalarBytes(args.digest_type);
+  Staging st(scratch);
+  const size_t q = st.In(args.queries, q_bytes);
+  const size_t dg = st.In(args.digests, digest_bytes);
+  const size_t indptr = st.In(args.page_indptr, (size_t{args.batch} + 1) * sizeof(int32_t));
+  const size_t slots = st.In(args.digest_slots, size_t{args.total_pages} * sizeof(int32_t));
+  const size_t scores =
+      st.Out(args.scores, size_t{args.total_pages} * args.rows() * sizeof(float));
+  RETURN_IF_ERROR(st.Commit());
+  kernels::EstimateArgs d = args;
+  d.queries = st.At<void>(q);
+  d.digests = st.At<void>(dg);
+  d.page_indptr = st.At<int32_t>(indptr);
+  d.digest_slots = st.At<int32_t>(slots);
+  d.scores = st.At<float>(scores);
+  RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
+  RETURN_IF_ERROR(kernels::EstimateScoresCuda(d, AsCuda(scratch->device()).stream()));
+  return st.Finish();
+}
+
+}  // namespace
+#endif  // KVTIER_WITH_CUDA
+
+#if !KVTIER_WITH_CUDA
+namespace {
+
+absl::Status NotBuiltWithCuda() {
+  return absl::FailedPreconditionError("a CUDA device in a build without CUDA");
+}
+
+}  // namespace
+#endif
+
+absl::Status DecodeAttention(const kernels::DecodeAttentionArgs& args, KernelScratch* scratch,
+                             kernels::ThreadPool* threads) {
+  if (scratch->device()->kind() == DeviceKind::kCpu) {
+    return kernels::DecodeAttentionCpu(args, threads);
+  }
+#if KVTIER_WITH_CUDA
+  return DecodeAttentionOnCuda(args, scratch);
+#else
+  return NotBuiltWithCuda();
+#endif
+}
+
+absl::Status MergeAttentionStates(const kernels::MergeStatesArgs& args, KernelScratch* scratch,
+                                  kernels::ThreadPool* threads) {
+  if (scratch->device()->kind() == DeviceKind::kCpu) {
+    return kernels::MergeAttentionStatesCpu(args, threads);
+  }
+#if KVTIER_WITH_CUDA
+  return MergeOnCuda(args, scratch);
+#else
+  return NotBuiltWithCuda();
+#endif
+}
+
+absl::Status EstimateScores(const kernels::EstimateArgs& args, KernelScratch* scratch,
+                            kernels::ThreadPool* threads) {
+  if (scratch->device()->kind() == DeviceKind::kCpu) {
+    return kernels::EstimateScoresCpu(args, threads);
+  }
+#if KVTIER_WITH_CUDA
+  return EstimateOnCuda(args, scratch);
+#else
+  return NotBuiltWithCuda();
+#endif
+}
+
+}  // namespace kvtier::worker

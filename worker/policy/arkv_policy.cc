@@ -1,0 +1,354 @@
+#include "worker/policy/arkv_policy.h"
+
+#include <algorithm>
+#include <cmath>
+#include <numeric>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "kernels/quantize.h"
+#include "worker/policy/token_attention.h"
+
+namespace kvtier::worker {
+
+absl::Status ArkvOptions::Validate() const {
+  if (window == 0) return absl::InvalidArgumentError("arkv window must be positive");
+  if (!(tau1 > 0 && tau2 > 0 && tau3 > 0)) {
+    return absl::InvalidArgumentError("arkv tau exponents must be positive");
+  }
+  if (!(gamma >= 0)) return absl::InvalidArgumentError("arkv gamma must be >= 0");
+  if (!(keep_fraction > 0 && keep_fraction <= 1)) {
+    return absl::InvalidArgumentError("arkv keep_fraction must be in (0, 1]");
+  }
+  if (pool_kernel == 0 || pool_kernel % 2 == 0) {
+    return absl::InvalidArgumentError("arkv pool_kernel must be odd");
+  }
+  if (quant_type != kernels::ScalarType::kFp8E4M3 && quant_type != kernels::ScalarType::kInt8) {
+    return absl::InvalidArgumentError("arkv quant_type must be fp8 e4m3 or int8");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<ArkvPolicy>> ArkvPolicy::Create(ArkvOptions options) {
+  RETURN_IF_ERROR(options.Validate());
+  return std::unique_ptr<ArkvPolicy>(new ArkvPolicy(options));
+}
+
+std::vector<float> AvgPool1d(const std::vector<float>& in, uint32_t kernel) {
+  const int64_t n = static_cast<int64_t>(in.size());
+  const int64_t half = kernel / 2;
+  std::vector<float> out(in.size(), 0.0f);
+  for (int64_t j = 0; j < n; ++j) {
+    float sum = 0.0f;
+    for (int64_t t = j - half; t <= j + half; ++t) {
+      if (t >= 0 && t < n) sum += in[t];
+    }
+    out[j] = sum / static_cast<float>(kernel);
+  }
+  return out;
+}
+
+namespace {
+
+// Indices of `score` ordered best first; ties go to the later position.
+std::vector<uint32_t> RankDescending(const std::vector<float>& score,
+                                     const std::vector<uint32_t>& position) {
+  std::vector<uint32_t> order(score.size());
+  std::iota(order.begin(), order.end(), 0u);
+  std::sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    if (score[a] != score[b]) return score[a] > score[b];
+    return position[a] > position[b];
+  });
+  return order;
+}
+
+// Statistics of the last w prompt queries' attention (causal inside the
+// window) restricted to the n - w non-window keys.
+struct WindowStats {
+  double entropy = 0;   // sum of -p log p over heads, window rows, keys
+  double variance = 0;  // sum over heads and keys of var along the rows
+  double kurtosis = 0;  // sum over heads and keys of m4 / m2^2 along the rows
+  std::vector<float> heavy_hitter;  // per key: sum over heads of mean + gamma var
+};
+
+WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* queries,
+                                 uint32_t n_queries, uint32_t w, uint32_t hq, uint32_t hkv,
+                                 uint32_t d, double gamma) {
+  const uint32_t group = hq / hkv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
+  const uint32_t nw = n - w;
+  WindowStats st;
+  st.heavy_hitter.assign(nw, 0.0f);
+  std::vector<float> p(size_t{w} * nw);  // one head's window rows over non-window keys
+  std::vector<float> logits(n);
+  for (uint32_t h = 0; h < hq; ++h) {
+    for (uint32_t i = 0; i < w; ++i) {
+      const float* qi = queries + (size_t{n_queries - w + i} * hq + h) * d;
+      const uint32_t visible = nw + i + 1;
+      float max_logit = -INFINITY;
+      for (uint32_t j = 0; j < visible; ++j) {
+        const float* kj = k + (size_t{j} * hkv + h / group) * d;
+        float dot = 0;
+        for (uint32_t c = 0; c < d; ++c) dot += qi[c] * kj[c];
+        logits[j] = scale * dot;
+        max_logit = std::max(max_logit, logits[j]);
+      }
+      double sum = 0;
+      for (uint32_t j = 0; j < visible; ++j) sum += std::exp(logits[j] - max_logit);
+      for (uint32_t j = 0; j < nw; ++j) {
+        const float pij = static_cast<float>(std::exp(logits[j] - max_logit) / sum);
+        p[size_t{i} * nw + j] = pij;
+        if (pij > 0) st.entropy -= pij * std::log(pij);
+      }
+    }
+    for (uint32_t j = 0; j < nw; ++j) {
+      double mean = 0;
+      for (uint32_t i = 0; i < w; ++i) mean += p[size_t{i} * nw + j];
+      mean /= w;
+      double m2 = 0, m4 = 0;
+      for (uint32_t i = 0; i < w; ++i) {
+        const double dev = p[size_t{i} * nw + j] - mean;
+        m2 += dev * dev;
+        m4 += dev * dev * dev * dev;
+      }
+      const double var = w > 1 ? m2 / (w - 1) : 0.0;  // torch.var: unbiased
+      m2 /= w;
+      m4 /= w;
+      st.variance += var;
+      st.kurtosis += m2 > 0 ? m4 / (m2 * m2) : 0.0;
+      st.heavy_hitter[j] += static_cast<float>(mean + gamma * var);
+    }
+  }
+  return st;
+}
+
+}  // namespace
+
+absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, const float* v,
+                                    uint32_t n, const float* queries, uint32_t n_queries) {
+  const PageLayout& lay = ctx.cache->layout();
+  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
+  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
+  if (cache_size <= options_.window) {
+    return absl::InvalidArgumentError(absl::StrCat("arkv: cache of ", cache_size,
+                                                   " tokens leaves nothing beyond the window"));
+  }
+  const uint32_t w = std::min({options_.window, n_queries, n});
+  const uint32_t nw = n - w;  // non-window keys
+  const WindowStats st = WindowAttentionStats(k, n, queries, n_queries, w, ctx.cache->n_q_heads(),
+                                              lay.n_kv_heads, lay.head_dim, options_.gamma);
+  Layer& state = layers_[{ctx.seq_id, ctx.layer}];
+  state = Layer();
+  state.oq = std::pow(st.entropy, 1.0 / options_.tau1) *
+             std::pow(st.variance, 1.0 / options_.tau2) *
+             std::pow(st.kurtosis, 1.0 / options_.tau3);
+  std::vector<uint32_t> kept;
+  if (n <= cache_size) {
+    kept.resize(n);
+    std::iota(kept.begin(), kept.end(), 0u);
+  } else {
+    std::vector<uint32_t> positions(nw);
+    std::iota(positions.begin(), positions.end(), 0u);
+    std::vector<uint32_t> order =
+        RankDescending(AvgPool1d(st.heavy_hitter, options_.pool_kernel), positions);
+    order.resize(std::min<size_t>(order.size(), cache_size - w));
+    kept = order;
+    for (uint32_t j = nw; j < n; ++j) kept.push_back(j);
+    std::sort(kept.begin(), kept.end());
+  }
+  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
+  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
+  for (size_t i = 0; i < kept.size(); ++i) {
+    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
+    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
+  }
+  state.origin_pos = kept;
+  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
+                             static_cast<uint32_t>(kept.size()));
+}
+
+uint32_t ArkvPolicy::OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const {
+  double max_oq = 0;
+  for (const auto& [key, state] : layers_) {
+    if (key.first == seq_id) max_oq = std::max(max_oq, state.oq);
+  }
+  const double rho = max_oq > 0 ? layers_.at({seq_id, layer}).oq / max_oq : 1.0;
+  return static_cast<uint32_t>(std::lround(rho * (cache_size - options_.window)));
+}
+
+absl::Status ArkvPolicy::RunAfterAttention(const TokenContext& ctx, const float* q,
+                                           const float* lse) {
+  auto it = layers_.find(Key{ctx.seq_id, ctx.layer});
+  if (it == layers_.end()) return absl::FailedPreconditionError("arkv: layer was not prefilled");
+  Layer& state = it->second;
+  ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
+  ASSIGN_OR_RETURN(uint32_t n_ids, ctx.cache->TokenIdCount(ctx.seq_id));
+  state.origin_pos.push_back(n_ids - 1);  // this step's token
+  if (state.origin_pos.size() != view.n_tokens) {
+    return absl::InternalError(absl::StrCat("arkv: ", view.n_tokens,
+                                            " cached tokens but the policy tracks ",
+                                            state.origin_pos.size()));
+  }
+  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
+  if (state.origin_pos.size() + state.quant_pos.size() <= cache_size) return absl::OkStatus();
+  return Rebuild(ctx, state, q, lse);
+}
+
+absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const float* q,
+                                 const float* lse) {
+  TokenCache& cache = *ctx.cache;
+  const PageLayout& lay = cache.layout();
+  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
+  // Both tiers as fp32 rows: full precision first, then the dequantized tier.
+  std::vector<float> k, v;
+  RETURN_IF_ERROR(cache.ReadTokens(ctx.seq_id, ctx.layer, &k, &v));
+  const auto type = static_cast<kernels::ScalarType>(lay.dtype);
+  const size_t fbytes = lay.PageBytes();
+  for (size_t j = 0; j < state.quant_pos.size(); ++j) {
+    const uint8_t* page = state.dequant.data() + (j / lay.page_size) * fbytes;
+    const size_t base = (j % lay.page_size) * row;
+    for (size_t e = 0; e < row; ++e) {
+      k.push_back(kernels::LoadAsFloat(page, type, base + e));
+      v.push_back(kernels::LoadAsFloat(page, type, lay.ElementsPerTensor() + base + e));
+    }
+  }
+  std::vector<uint32_t> pos = state.origin_pos;
+  pos.insert(pos.end(), state.quant_pos.begin(), state.quant_pos.end());
+  const uint32_t total = static_cast<uint32_t>(pos.size());
+  std::vector<float> mass;
+  RowTokenMass(k.data(), total, lay.n_kv_heads, cache.n_q_heads(), lay.head_dim, q, lse, &mass);
+
+  std::vector<uint32_t> by_pos(total);
+  std::iota(by_pos.begin(), by_pos.end(), 0u);
+  std::sort(by_pos.begin(), by_pos.end(), [&](uint32_t a, uint32_t b) { return pos[a] < pos[b]; });
+  const uint32_t w = std::min(options_.window, total);
+  const uint32_t past = total - w;
+  std::vector<float> hh(past);
+  std::vector<uint32_t> hh_pos(past);
+  for (uint32_t i = 0; i < past; ++i) {
+    hh[i] = mass[by_pos[i]];
+    hh_pos[i] = pos[by_pos[i]];
+  }
+  const std::vector<uint32_t> order = RankDescending(AvgPool1d(hh, options_.pool_kernel), hh_pos);
+  ASSIGN_OR_RETURN(LayerView view, cache.View(ctx.seq_id, ctx.layer));
+  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
+  const uint32_t keep = static_cast<uint32_t>(options_.keep_fraction * past);
+  const int64_t origin_budget = OriginBudget(ctx.seq_id, ctx.layer, cache_size);
+  const uint32_t n_fp = static_cast<uint32_t>(
+      std::clamp<int64_t>(origin_budget - options_.window, 0, keep));
+  std::vector<uint32_t> fp_rows, quant_rows;
+  for (uint32_t r = 0; r < keep; ++r) (r < n_fp ? fp_rows : quant_rows).push_back(by_pos[order[r]]);
+  for (uint32_t i = past; i < total; ++i) fp_rows.push_back(by_pos[i]);
+  auto by_position = [&](uint32_t a, uint32_t b) { return pos[a] < pos[b]; };
+  std::sort(fp_rows.begin(), fp_rows.end(), by_position);
+  std::sort(quant_rows.begin(), quant_rows.end(), by_position);
+
+  // Rewrite the full-precision tier in the pool.
+  std::vector<uint32_t> all_slots(view.n_tokens);
+  std::iota(all_slots.rbegin(), all_slots.rend(), 0u);
+  RETURN_IF_ERROR(cache.EvictTokens(ctx.seq_id, ctx.layer, all_slots));
+  std::vector<float> kk(fp_rows.size() * row), vv(fp_rows.size() * row);
+  for (size_t i = 0; i < fp_rows.size(); ++i) {
+    std::copy_n(&k[fp_rows[i] * row], row, &kk[i * row]);
+    std::copy_n(&v[fp_rows[i] * row], row, &vv[i * row]);
+  }
+  RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
+                                 static_cast<uint32_t>(fp_rows.size())));
+  RETURN_IF_ERROR(StoreQuantized(cache, state, k, v, quant_rows));
+  state.origin_pos.clear();
+  for (uint32_t r : fp_rows) state.origin_pos.push_back(pos[r]);
+  std::vector<uint32_t> new_quant_pos;
+  for (uint32_t r : quant_rows) new_quant_pos.push_back(pos[r]);
+  state.quant_pos = std::move(new_quant_pos);
+  return absl::OkStatus();
+}
+
+absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
+                                        const std::vector<float>& k, const std::vector<float>& v,
+                                        const std::vector<uint32_t>& rows) {
+  const PageLayout& lay = cache.layout();
+  const auto float_type = static_cast<kernels::ScalarType>(lay.dtype);
+  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
+  const uint32_t p = lay.page_size;
+  const uint32_t n_pages = static_cast<uint32_t>((rows.size() + p - 1) / p);
+  const size_t fbytes = kernels::FloatPageBytes(p, lay.n_kv_heads, lay.head_dim, float_type);
+  const size_t qbytes =
+      kernels::QuantizedPageBytes(p, lay.n_kv_heads, lay.head_dim, options_.quant_type);
+  std::vector<uint8_t> staging(n_pages * fbytes, 0);
+  for (size_t i = 0; i < rows.size(); ++i) {
+    uint8_t* page = staging.data() + (i / p) * fbytes;
+    const size_t base = (i % p) * row;
+    for (size_t e = 0; e < row; ++e) {
+      kernels::StoreFromFloat(page, float_type, base + e, k[rows[i] * row + e]);
+      kernels::StoreFromFloat(page, float_type, lay.ElementsPerTensor() + base + e,
+                              v[rows[i] * row + e]);
+    }
+  }
+  state.quant.assign(n_pages * qbytes, 0);
+  state.dequant.assign(n_pages * fbytes, 0);
+  state.quant_pages = n_pages;
+  state.page_size = p;
+  if (n_pages == 0) return absl::OkStatus();
+  kernels::PageQuantArgs args;
+  args.page_size = p;
+  args.n_kv_heads = lay.n_kv_heads;
+  args.head_dim = lay.head_dim;
+  args.float_type = float_type;
+  args.quant_type = options_.quant_type;
+  args.n_pages = n_pages;
+  args.src = staging.data();
+  args.src_stride_bytes = fbytes;
+  args.dst = state.quant.data();
+  args.dst_stride_bytes = qbytes;
+  RETURN_IF_ERROR(kernels::QuantizePagesCpu(args, nullptr));
+  // Attention reads exactly what a dequantization of the stored tier gives.
+  args.src = state.quant.data();
+  args.src_stride_bytes = qbytes;
+  args.dst = state.dequant.data();
+  args.dst_stride_bytes = fbytes;
+  return kernels::DequantizePagesCpu(args, nullptr);
+}
+
+AuxKv ArkvPolicy::Auxiliary(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  if (it == layers_.end() || it->second.quant_pos.empty()) return AuxKv();
+  const Layer& state = it->second;
+  AuxKv aux;
+  aux.pool = state.dequant.data();
+  aux.page_stride_bytes = state.dequant.size() / state.quant_pages;
+  aux.n_pages = state.quant_pages;
+  aux.last_page_len = static_cast<int32_t>(state.quant_pos.size() -
+                                           size_t{state.quant_pages - 1} * state.page_size);
+  return aux;
+}
+
+void ArkvPolicy::EndSequence(uint64_t seq_id) {
+  absl::erase_if(layers_, [seq_id](const auto& entry) { return entry.first.first == seq_id; });
+}
+
+double ArkvPolicy::OqScore(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  return it == layers_.end() ? 0.0 : it->second.oq;
+}
+
+uint32_t ArkvPolicy::QuantizedTokens(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  return it == layers_.end() ? 0 : static_cast<uint32_t>(it->second.quant_pos.size());
+}
+
+size_t ArkvPolicy::QuantizedBytes(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  return it == layers_.end() ? 0 : it->second.quant.size();
+}
+
+std::vector<uint32_t> ArkvPolicy::FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  return it == layers_.end() ? std::vector<uint32_t>{} : it->second.origin_pos;
+}
+
+std::vector<uint32_t> ArkvPolicy::QuantizedPositions(uint64_t seq_id, uint32_t layer) const {
+  auto it = layers_.find(Key{seq_id, layer});
+  return it == layers_.end() ? std::vector<uint32_t>{} : it->second.quant_pos;
+}
+
+}  // namespace kvtier::worker

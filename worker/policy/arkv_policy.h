@@ -1,0 +1,126 @@
+// ArkvPolicy: per-token tri-state — full precision, quantized or evicted
+// (ARKV, arXiv 2603.08727; ALGORITHMS.md §4), on the packed token cache of
+// token_policy.h.
+//
+// Prefill, per layer: the last W = min(window, prompt rows given) queries'
+// attention over the non-window keys gives the layer's OQ score
+//   OQ = entropy^(1/tau1) * variance^(1/tau2) * kurtosis^(1/tau3)
+// (entropy summed over all entries, variance and Pearson kurtosis along the
+// query axis summed over heads and keys), and a heavy-hitter score per key
+// mean_q(A) + gamma * var_q(A), average-pooled (kernel 5). A prompt longer
+// than cache_size keeps the top cache_size - W keys plus the window, all in
+// full precision.
+// Decode: when the cache (both tiers) exceeds cache_size, every non-window
+// token is scored by the current query's attention (pooled, not
+// accumulated); of past = len - W tokens the top keep = floor(0.75 past)
+// survive, the best min(origin_budget - W, keep) of them in full precision
+// and the rest quantized; the window stays in full precision. origin_budget
+// = round(rho * (cache_size - W)), rho = OQ / max OQ over the sequence's
+// layers (W is subtracted twice, as in the authors' code).
+//
+// Choices ([interp]):
+//   - cache_size = budget_pages * page_size - 1 tokens (one slot stays free
+//     for the next token, as for every token policy), counting both tiers,
+//     as ARKV's cache_size does. The full-precision tier lives in the page
+//     pool; the quantized tier in pages of quant_type (fp8 e4m3 with
+//     per-token scales by default, or int8; the kernels' page quantizer)
+//     held by the policy, plus a dequantized copy that attention reads as
+//     auxiliary pages (ARKV dequantizes before attention too).
+//   - Tokens are re-ranked from their dequantized values, so a quantized
+//     token that wins a full-precision place is stored from those values.
+//   - Scores are summed over all query heads (one decision per token, see
+//     token_policy.h) rather than averaged per KV-head group.
+//   - Variance uses the unbiased estimator (torch.var's default).
+//
+// Not thread-safe (see token_policy.h).
+#ifndef KVTIER_WORKER_POLICY_ARKV_POLICY_H_
+#define KVTIER_WORKER_POLICY_ARKV_POLICY_H_
+
+#include <cstdint>
+#include <memory>
+#include <utility>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "kernels/dtype.h"
+#include "worker/policy/token_policy.h"
+
+namespace kvtier::worker {
+
+struct ArkvOptions {
+  // Recent tokens always kept in full precision (W).
+  uint32_t window = 32;
+  // OQ exponents and the heavy-hitter variance weight: the authors' tuned
+  // values (fallback in their code: tau = 1, gamma = 200).
+  double tau1 = 7.774;
+  double tau2 = 5.407;
+  double tau3 = 5.528;
+  double gamma = 263.8;
+  // Share of the non-window tokens kept when the cache overflows.
+  double keep_fraction = 0.75;
+  // Average-pooling width of the heavy-hitter score (odd).
+  uint32_t pool_kernel = 5;
+  // kFp8E4M3 (the authors') or kInt8.
+  kernels::ScalarType quant_type = kernels::ScalarType::kFp8E4M3;
+
+  absl::Status Validate() const;
+};
+
+class ArkvPolicy : public TokenPolicy {
+ public:
+  static absl::StatusOr<std::unique_ptr<ArkvPolicy>> Create(ArkvOptions options);
+  std::string_view name() const override { return "arkv"; }
+
+  absl::Status RunPrefill(const TokenContext& ctx, const float* k, const float* v, uint32_t n,
+                          const float* queries, uint32_t n_queries) override;
+  absl::Status RunAfterAttention(const TokenContext& ctx, const float* q,
+                                 const float* lse) override;
+  AuxKv Auxiliary(uint64_t seq_id, uint32_t layer) const override;
+  void EndSequence(uint64_t seq_id) override;
+
+  // Observers (tests, reports).
+  double OqScore(uint64_t seq_id, uint32_t layer) const;
+  uint32_t QuantizedTokens(uint64_t seq_id, uint32_t layer) const;
+  // Bytes of the quantized tier of a layer.
+  size_t QuantizedBytes(uint64_t seq_id, uint32_t layer) const;
+  // Original positions of the tokens in each tier (full precision in slot
+  // order, quantized in tier order).
+  std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const;
+  std::vector<uint32_t> QuantizedPositions(uint64_t seq_id, uint32_t layer) const;
+
+ protected:
+  // Not used: RunPrefill and RunAfterAttention are overridden.
+  void Score(Slots&, absl::Span<const float>) override {}
+  std::vector<uint32_t> Victims(const Slots&, uint32_t, uint32_t) override { return {}; }
+
+ private:
+  struct Layer {
+    double oq = 0;
+    std::vector<uint32_t> origin_pos;  // by pool cache slot
+    std::vector<uint32_t> quant_pos;   // by quantized-tier slot
+    std::vector<uint8_t> quant;        // quantized pages
+    std::vector<uint8_t> dequant;      // the same pages dequantized (pool dtype)
+    uint32_t quant_pages = 0;
+    uint32_t page_size = 0;
+  };
+  using Key = std::pair<uint64_t, uint32_t>;
+
+  explicit ArkvPolicy(ArkvOptions options) : options_(options) {}
+  absl::Status Rebuild(const TokenContext& ctx, Layer& state, const float* q, const float* lse);
+  absl::Status StoreQuantized(const TokenCache& cache, Layer& state,
+                              const std::vector<float>& k, const std::vector<float>& v,
+                              const std::vector<uint32_t>& rows);
+  uint32_t OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const;
+
+  const ArkvOptions options_;
+  absl::flat_hash_map<Key, Layer> layers_;
+};
+
+// The heavy-hitter pooling: out[j] = mean of in[j - k/2 .. j + k/2] with
+// zero padding counted (torch avg_pool1d's default).
+std::vector<float> AvgPool1d(const std::vector<float>& in, uint32_t kernel);
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_POLICY_ARKV_POLICY_H_

@@ -1,0 +1,49 @@
+// QuestPolicy: query-aware page selection without eviction (Quest, ICML'24;
+// ALGORITHMS.md §2). The whole cache stays resident (the budget must cover
+// the context); each decode step attends only the last page plus the
+// top-(page_budget - 1) other pages by the min/max digest's upper bound of
+// q.k. Prefill, the first n_dense_layers layers and sequences of at most
+// page_budget pages attend densely.
+//
+// [interp] GQA: Quest selects per query head and its kernel is MHA-only.
+// We rank pages once per layer by the score summed over all query heads
+// (one page list shared by all heads, like ArkVale's n_groups = 1).
+#ifndef KVTIER_WORKER_POLICY_QUEST_POLICY_H_
+#define KVTIER_WORKER_POLICY_QUEST_POLICY_H_
+
+#include <memory>
+
+#include "absl/status/status.h"
+#include "worker/policy/policy.h"
+
+namespace kvtier::worker {
+
+struct QuestOptions {
+  // Pages attended per step, the last page included: token_budget / P.
+  // Quest's kernel path; >= 2.
+  uint32_t page_budget = 64;
+  // Layers that always attend densely (Quest: layers 0 and 1).
+  uint32_t n_dense_layers = 2;
+
+  absl::Status Validate() const;
+};
+
+class QuestPolicy : public Policy {
+ public:
+  static absl::StatusOr<std::unique_ptr<QuestPolicy>> Create(QuestOptions options);
+
+  std::string_view name() const override { return "quest"; }
+  bool offloads() const override { return false; }
+  kernels::DigestKind digest_kind() const override { return kernels::DigestKind::kMinMax; }
+  bool NeedsScores(const LayerView& view) const override;
+  absl::StatusOr<PagePlan> Plan(const LayerView& view) override;
+  int32_t AppendVictim(const LayerView&) override { return -1; }
+
+ private:
+  explicit QuestPolicy(QuestOptions options) : options_(options) {}
+  const QuestOptions options_;
+};
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_POLICY_QUEST_POLICY_H_

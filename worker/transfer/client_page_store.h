@@ -1,0 +1,38 @@
+// ClientPageStore: the PageStoreBackend over the store's client library
+// (client/store_client.h), for workers that talk to a real kvtier store.
+//
+// The client's own retries and per-RPC deadlines apply inside each call;
+// the transfer queue's deadline bounds the whole call from the worker's
+// side. gRPC statuses already arrive as absl::Status from the client; this
+// adapter only maps the per-page status enum.
+//
+// Thread-safety: thread-safe (the client is).
+#ifndef KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_
+#define KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_
+
+#include <memory>
+#include <vector>
+
+#include "client/store_client.h"
+#include "worker/transfer/page_store.h"
+
+namespace kvtier::worker {
+
+class ClientPageStore : public PageStoreBackend {
+ public:
+  // `client` must outlive this object.
+  explicit ClientPageStore(client::StoreClient* client) : client_(client) {}
+
+  absl::Status Put(absl::Span<const StoredPage> pages) override;
+  absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) override;
+  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                               uint64_t pin_id) override;
+  absl::Status Unpin(uint64_t pin_id) override;
+
+ private:
+  client::StoreClient* const client_;
+};
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_

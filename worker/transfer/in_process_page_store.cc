@@ -1,0 +1,193 @@
+#include "worker/transfer/in_process_page_store.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "common/checksum.h"
+
+namespace kvtier::worker {
+
+const char* FetchStatusName(FetchStatus status) {
+  switch (status) {
+    case FetchStatus::kOk: return "ok";
+    case FetchStatus::kNotFound: return "not_found";
+    case FetchStatus::kLost: return "lost";
+  }
+  return "unknown";
+}
+
+InProcessPageStore::~InProcessPageStore() {
+  absl::MutexLock lock(&mu_);
+  shutting_down_ = true;
+  // Hung callers belong to other threads (the transfer queue's); wait until
+  // they have left so none touches freed members.
+  mu_.Await(absl::Condition(
+      +[](int* active) { return *active == 0; }, &active_calls_));
+}
+
+absl::Status InProcessPageStore::EnterCall() {
+  mu_.Await(absl::Condition(this, &InProcessPageStore::NotHung));
+  if (shutting_down_) return absl::UnavailableError("in-process page store is shutting down");
+  if (mode_ == Mode::kDown) return absl::UnavailableError("in-process page store is down");
+  if (latency_us_ > 0) {
+    const int64_t latency_us = latency_us_;
+    mu_.Unlock();
+    absl::SleepFor(absl::Microseconds(latency_us));
+    mu_.Lock();
+    if (shutting_down_) return absl::UnavailableError("in-process page store is shutting down");
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+// Decrements the active-call count on every exit path.
+class CallScope {
+ public:
+  explicit CallScope(int* active) : active_(active) { ++*active_; }
+  ~CallScope() { --*active_; }
+
+ private:
+  int* active_;
+};
+}  // namespace
+
+absl::Status InProcessPageStore::Put(absl::Span<const StoredPage> pages) {
+  absl::MutexLock lock(&mu_);
+  CallScope scope(&active_calls_);
+  if (absl::Status s = EnterCall(); !s.ok()) return s;
+  ++put_calls_;
+  if (pages.empty()) return absl::InvalidArgumentError("empty put batch");
+  absl::flat_hash_set<PageKey> seen;
+  for (const StoredPage& page : pages) {
+    if (absl::Status s = page.layout.Validate(); !s.ok()) return s;
+    if (page.bytes.size() != page.layout.PageBytes()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page ", page.key.DebugString(), " has ", page.bytes.size(),
+                       " bytes, its layout needs ", page.layout.PageBytes()));
+    }
+    if (PageChecksum(page.bytes.data(), page.bytes.size()) != page.checksum) {
+      return absl::DataLossError(
+          absl::StrCat("checksum mismatch for page ", page.key.DebugString()));
+    }
+    if (!seen.insert(page.key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("key ", page.key.DebugString(), " twice in one batch"));
+    }
+  }
+  for (const StoredPage& page : pages) {
+    pages_.try_emplace(page.key, page);
+    lost_.erase(page.key);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<FetchedPage>> InProcessPageStore::Get(
+    absl::Span<const PageKey> keys) {
+  absl::MutexLock lock(&mu_);
+  CallScope scope(&active_calls_);
+  if (absl::Status s = EnterCall(); !s.ok()) return s;
+  ++get_calls_;
+  if (keys.empty()) return absl::InvalidArgumentError("empty get batch");
+  std::vector<FetchedPage> out(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    out[i].key = keys[i];
+    if (lost_.erase(keys[i]) > 0) {
+      pages_.erase(keys[i]);
+      out[i].status = FetchStatus::kLost;
+      continue;
+    }
+    auto it = pages_.find(keys[i]);
+    if (it == pages_.end()) {
+      out[i].status = FetchStatus::kNotFound;
+      continue;
+    }
+    out[i].status = FetchStatus::kOk;
+    out[i].layout = it->second.layout;
+    out[i].checksum = it->second.checksum;
+    out[i].bytes = it->second.bytes;
+  }
+  return out;
+}
+
+absl::StatusOr<uint64_t> InProcessPageStore::Pin(absl::Span<const PageKey> keys,
+                                                 uint64_t ttl_ms, uint64_t pin_id) {
+  absl::MutexLock lock(&mu_);
+  CallScope scope(&active_calls_);
+  if (absl::Status s = EnterCall(); !s.ok()) return s;
+  if (ttl_ms == 0) return absl::InvalidArgumentError("pin ttl_ms must be positive");
+  for (const PageKey& key : keys) {
+    if (!pages_.contains(key)) {
+      return absl::NotFoundError(absl::StrCat("cannot pin missing page ", key.DebugString()));
+    }
+  }
+  if (pin_id != 0 && !pins_.contains(pin_id)) {
+    return absl::NotFoundError(absl::StrCat("unknown pin ", pin_id));
+  }
+  // TTLs are not enforced here: a pin lives until Unpin, the strictest case
+  // for tests that check every pin is released.
+  if (pin_id == 0) pin_id = next_pin_id_++;
+  std::vector<PageKey>& pinned = pins_[pin_id];
+  pinned.insert(pinned.end(), keys.begin(), keys.end());
+  return pin_id;
+}
+
+absl::Status InProcessPageStore::Unpin(uint64_t pin_id) {
+  absl::MutexLock lock(&mu_);
+  CallScope scope(&active_calls_);
+  if (absl::Status s = EnterCall(); !s.ok()) return s;
+  if (pins_.erase(pin_id) == 0) return absl::NotFoundError(absl::StrCat("unknown pin ", pin_id));
+  return absl::OkStatus();
+}
+
+void InProcessPageStore::SetMode(Mode mode) {
+  absl::MutexLock lock(&mu_);
+  mode_ = mode;
+}
+
+void InProcessPageStore::SetLatencyMicros(int64_t latency_us) {
+  absl::MutexLock lock(&mu_);
+  latency_us_ = latency_us;
+}
+
+absl::Status InProcessPageStore::MarkLost(const PageKey& key) {
+  absl::MutexLock lock(&mu_);
+  if (!pages_.contains(key)) {
+    return absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " is not stored"));
+  }
+  lost_.insert(key);
+  return absl::OkStatus();
+}
+
+bool InProcessPageStore::Contains(const PageKey& key) const {
+  absl::MutexLock lock(&mu_);
+  return pages_.contains(key);
+}
+
+size_t InProcessPageStore::page_count() const {
+  absl::MutexLock lock(&mu_);
+  return pages_.size();
+}
+
+size_t InProcessPageStore::pinned_key_count() const {
+  absl::MutexLock lock(&mu_);
+  absl::flat_hash_set<PageKey> keys;
+  for (const auto& [id, pinned] : pins_) keys.insert(pinned.begin(), pinned.end());
+  return keys.size();
+}
+
+size_t InProcessPageStore::live_pin_count() const {
+  absl::MutexLock lock(&mu_);
+  return pins_.size();
+}
+
+uint64_t InProcessPageStore::put_calls() const {
+  absl::MutexLock lock(&mu_);
+  return put_calls_;
+}
+
+uint64_t InProcessPageStore::get_calls() const {
+  absl::MutexLock lock(&mu_);
+  return get_calls_;
+}
+
+}  // namespace kvtier::worker

@@ -1,0 +1,82 @@
+// PageStoreBackend: the worker's synchronous view of a KV page store.
+//
+// The cache manager never calls a backend directly: it goes through
+// PageTransferQueue (page_transfer_queue.h), which runs backend calls on its
+// own threads with a bounded in-flight window and deadlines. Two backends
+// exist: InProcessPageStore (tests and the simulator) and
+// ClientPageStore (over client/StoreClient, in kvtier_worker_client).
+//
+// Semantics follow proto/kvtier/v1/store.proto: a put batch is atomic,
+// pages are content-addressed (putting a stored key again is not an
+// error), gets report missing and lost pages per page, pins keep stored
+// pages until released or expired.
+#ifndef KVTIER_WORKER_TRANSFER_PAGE_STORE_H_
+#define KVTIER_WORKER_TRANSFER_PAGE_STORE_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+
+namespace kvtier::worker {
+
+// One page on its way to the store.
+struct StoredPage {
+  PageKey key;
+  PageLayout layout;
+  uint64_t checksum = 0;  // PageChecksum(bytes), computed by the writer
+  std::string bytes;      // exactly layout.PageBytes() bytes
+};
+
+enum class FetchStatus : uint8_t {
+  kOk = 0,
+  kNotFound = 1,
+  // The store held the page but its bytes failed their checksum; the page
+  // is gone. The caller must recompute it or fail; never use other bytes.
+  kLost = 2,
+};
+
+const char* FetchStatusName(FetchStatus status);
+
+// One page on its way back. `layout`, `checksum` and `bytes` are set only
+// when status is kOk.
+struct FetchedPage {
+  PageKey key;
+  FetchStatus status = FetchStatus::kNotFound;
+  PageLayout layout;
+  uint64_t checksum = 0;
+  std::string bytes;
+};
+
+// Thread-safe: every method may be called from several threads at once.
+// Calls block; a backend that cannot reach its store returns UNAVAILABLE
+// (or blocks until its own transport timeout, which the transfer queue's
+// deadline bounds from the caller's side).
+class PageStoreBackend {
+ public:
+  virtual ~PageStoreBackend() = default;
+
+  // Stores every page or none. REQUIRES: !pages.empty().
+  virtual absl::Status Put(absl::Span<const StoredPage> pages) = 0;
+
+  // One result per key, same order. REQUIRES: !keys.empty().
+  virtual absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) = 0;
+
+  // Pins `keys` for `ttl_ms`. pin_id 0 creates a pin; otherwise the pin is
+  // extended and `keys` added to it. Returns the pin id. NOT_FOUND when a
+  // key is not stored or the pin is unknown (nothing is pinned then).
+  virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                       uint64_t pin_id) = 0;
+
+  // Releases a pin. NOT_FOUND for an unknown or expired pin.
+  virtual absl::Status Unpin(uint64_t pin_id) = 0;
+};
+
+}  // namespace kvtier::worker
+
+#endif  // KVTIER_WORKER_TRANSFER_PAGE_STORE_H_
