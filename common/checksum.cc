@@ -20,7 +20,8 @@ uint64_t PageChecksum(const void* data, size_t bytes) { return XXH3_64bits(data,
 uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes) {
   if (bytes <= kChunkBytes) {
     const uint64_t checksum = XXH3_64bits(src, bytes);
-    std::memcpy(dst, src, bytes);
+    // An empty copy may come with null pointers, which memcpy must not see.
+    if (bytes != 0) std::memcpy(dst, src, bytes);
     return checksum;
   }
   XXH3_state_t state;

@@ -1,7 +1,7 @@
 // Decode-step time versus page budget at 8K-64K contexts on the CPU backend
 // (or the GPU with --device=cuda[:N]),
 // split into estimate / select / recall / attention, with pages recalled and
-// bytes moved per step. Synthetic keys (worker/trace_gen.h: sinks, local
+// bytes moved per step. Synthetic keys (worker/trace/trace_gen.h: sinks, local
 // windows, retrieval heads) in the shape of SmolLM2-135M (9 query heads, 3
 // KV heads, head_dim 64), fp16 pages of 32 tokens, one budgeted layer.
 //
@@ -77,7 +77,7 @@ std::unique_ptr<Setup> Build(uint32_t context, uint32_t budget_tokens) {
   o.pool_pages_per_layer = budget;
   o.max_pages_per_sequence = max_pages;
   o.max_sequences = 1;
-  s->cache = *KvCacheManager::Create(o, s->device.get(), s->policy.get(), s->queue.get(), nullptr);
+  s->cache = *KvCacheManager::Create(o, s->device.get(), s->policy.get(), s->queue.get());
   s->runner = std::make_unique<DecodeRunner>(s->cache.get(), nullptr);
   if (!s->cache->AddSequence(1, {budget}).ok()) return nullptr;
   std::vector<uint32_t> ids(context);

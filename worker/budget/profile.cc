@@ -126,7 +126,8 @@ absl::Status WriteAtomically(const std::string& path, const std::string& text) {
 
 void AppendDoubles(const std::vector<double>& values, std::string* out) {
   for (size_t i = 0; i < values.size(); ++i) {
-    absl::StrAppendFormat(out, i == 0 ? "%.17g" : " %.17g", values[i]);
+    if (i > 0) out->push_back(' ');
+    absl::StrAppendFormat(out, "%.17g", values[i]);
   }
   out->push_back('\n');
 }

@@ -30,7 +30,7 @@ struct ArkvHarness {
     o.n_layers = n_layers;
     o.n_q_heads = 4;
     o.pool_pages_per_layer = budget_pages;
-    cache = *KvCacheManager::Create(o, &device, policy.get(), nullptr, nullptr);
+    cache = *KvCacheManager::Create(o, &device, policy.get(), nullptr);
     runner = std::make_unique<DecodeRunner>(cache.get(), nullptr);
     EXPECT_TRUE(cache->AddSequence(1, std::vector<uint32_t>(n_layers, budget_pages)).ok());
   }

@@ -116,7 +116,7 @@ struct Run {
     o.n_q_heads = kQHeads;
     o.pool_pages_per_layer = pool_pages;
     o.max_pages_per_sequence = 256;
-    auto created = KvCacheManager::Create(o, device, policy, queue.get(), nullptr);
+    auto created = KvCacheManager::Create(o, device, policy, queue.get());
     EXPECT_TRUE(created.ok()) << created.status();
     cache = *std::move(created);
     runner = std::make_unique<DecodeRunner>(cache.get(), nullptr);

@@ -36,8 +36,8 @@ struct KvCacheManager::Sequence {
 };
 
 absl::StatusOr<std::unique_ptr<KvCacheManager>> KvCacheManager::Create(
-    const KvCacheOptions& options, Device* device, Policy* policy, PageTransferQueue* transfers,
-    kernels::ThreadPool* threads) {
+    const KvCacheOptions& options, Device* device, Policy* policy,
+    PageTransferQueue* transfers) {
   RETURN_IF_ERROR(options.Validate());
   if (device == nullptr || policy == nullptr) {
     return absl::InvalidArgumentError("device and policy are required");
@@ -47,7 +47,7 @@ absl::StatusOr<std::unique_ptr<KvCacheManager>> KvCacheManager::Create(
         absl::StrCat("policy ", std::string(policy->name()), " offloads pages and needs a transfer queue"));
   }
   std::unique_ptr<KvCacheManager> manager(
-      new KvCacheManager(options, device, policy, transfers, threads));
+      new KvCacheManager(options, device, policy, transfers));
   for (uint32_t l = 0; l < options.n_layers; ++l) {
     ASSIGN_OR_RETURN(std::unique_ptr<PagePool> pool,
                      PagePool::Create(device, options.layout, options.pool_pages_per_layer));
@@ -57,12 +57,11 @@ absl::StatusOr<std::unique_ptr<KvCacheManager>> KvCacheManager::Create(
 }
 
 KvCacheManager::KvCacheManager(const KvCacheOptions& options, Device* device, Policy* policy,
-                               PageTransferQueue* transfers, kernels::ThreadPool* threads)
+                               PageTransferQueue* transfers)
     : options_(options),
       device_(device),
       policy_(policy),
       transfers_(transfers),
-      threads_(threads),
       chain_seed_(KeyChain::Seed(options.tenant_salt, options.model_fingerprint, options.layout)),
       digest_slot_floats_(kernels::DigestSlotElements(
           policy->digest_kind(), options.layout.n_kv_heads, options.layout.head_dim)) {}

@@ -40,7 +40,6 @@
 #include "absl/types/span.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
-#include "kernels/thread_pool.h"
 #include "worker/cache/kv_cache_options.h"
 #include "worker/cache/page_pool.h"
 #include "worker/cache/page_table.h"
@@ -59,12 +58,10 @@ using PageRecomputer =
 class KvCacheManager : public TokenCache {
  public:
   // `device` and `policy` must outlive the manager; so must `transfers`
-  // when the policy offloads (it may be null otherwise) and `threads` (may
-  // be null: kernels then run on the calling thread).
+  // when the policy offloads (it may be null otherwise).
   static absl::StatusOr<std::unique_ptr<KvCacheManager>> Create(const KvCacheOptions& options,
                                                                 Device* device, Policy* policy,
-                                                                PageTransferQueue* transfers,
-                                                                kernels::ThreadPool* threads);
+                                                                PageTransferQueue* transfers);
   // Cancels every live sequence.
   ~KvCacheManager() override;
   KvCacheManager(const KvCacheManager&) = delete;
@@ -151,7 +148,7 @@ class KvCacheManager : public TokenCache {
   struct Sequence;
 
   KvCacheManager(const KvCacheOptions& options, Device* device, Policy* policy,
-                 PageTransferQueue* transfers, kernels::ThreadPool* threads);
+                 PageTransferQueue* transfers);
 
   absl::StatusOr<Sequence*> Find(uint64_t seq_id);
   absl::StatusOr<const Sequence*> Find(uint64_t seq_id) const;
@@ -171,7 +168,6 @@ class KvCacheManager : public TokenCache {
   Device* const device_;
   Policy* const policy_;
   PageTransferQueue* const transfers_;
-  kernels::ThreadPool* const threads_;
   const Hash128 chain_seed_;
   const size_t digest_slot_floats_;
   std::vector<std::unique_ptr<PagePool>> pools_;

@@ -53,7 +53,7 @@ struct Harness {
     o.pool_pages_per_layer = pool_pages;
     o.max_pages_per_sequence = 256;
     o.transfer_timeout = timeout;
-    auto created = KvCacheManager::Create(o, &device, policy, queue.get(), nullptr);
+    auto created = KvCacheManager::Create(o, &device, policy, queue.get());
     EXPECT_TRUE(created.ok()) << created.status();
     cache = *std::move(created);
     runner = std::make_unique<DecodeRunner>(cache.get(), nullptr, decode);
@@ -411,7 +411,7 @@ TEST(KvCacheManagerTest, FullTransferWindowPushesBackThenFailsClearly) {
   o.n_q_heads = kQHeads;
   o.pool_pages_per_layer = 12;
   o.transfer_timeout = absl::Milliseconds(100);
-  auto cache = *KvCacheManager::Create(o, &device, policy.get(), queue.get(), nullptr);
+  auto cache = *KvCacheManager::Create(o, &device, policy.get(), queue.get());
   ASSERT_TRUE(cache->AddSequence(1, {6}).ok());
   ASSERT_TRUE(cache->AddSequence(2, {6}).ok());
   store.SetMode(InProcessPageStore::Mode::kHang);
@@ -490,7 +490,7 @@ TEST(KvCacheManagerTest, OptionsAreValidated) {
   o.transfer_timeout = absl::Seconds(1);
   CpuDevice device;
   auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  EXPECT_EQ(KvCacheManager::Create(o, &device, policy.get(), nullptr, nullptr).status().code(),
+  EXPECT_EQ(KvCacheManager::Create(o, &device, policy.get(), nullptr).status().code(),
             absl::StatusCode::kInvalidArgument);
 }
 

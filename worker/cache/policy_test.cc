@@ -201,7 +201,7 @@ KvCacheOptions TokenCacheOptions() {
 TEST(TokenEvictionTest, EvictTokensMovesTheNewestIntoTheHoles) {
   TovaPolicy tova;
   CpuDevice device;
-  auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, &tova, nullptr, nullptr);
+  auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, &tova, nullptr);
   ASSERT_TRUE(cache->AddSequence(1, {3}).ok());
   std::vector<float> k(16), v(16);
   for (int i = 0; i < 16; ++i) {
@@ -247,7 +247,7 @@ TEST(TokenEvictionTest, TokenPolicyStaysWithinItsTokenBudgetEveryStep) {
     TovaPolicy tova;
     Policy* policy = which == 0 ? static_cast<Policy*>(h2o.get()) : &tova;
     CpuDevice device;
-    auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, policy, nullptr, nullptr);
+    auto cache = *KvCacheManager::Create(TokenCacheOptions(), &device, policy, nullptr);
     DecodeRunner runner(cache.get(), nullptr);
     ASSERT_TRUE(cache->AddSequence(1, {3}).ok());  // 12 tokens
     std::vector<float> k(40), v(40), q(2);

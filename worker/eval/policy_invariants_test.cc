@@ -66,7 +66,7 @@ class PolicyInvariantsTest : public ::testing::Test {
     co.pool_pages_per_layer = kBudget;
     co.max_pages_per_sequence = (h.prompt_len + h.decode_steps) / kPageSize + 1;
     co.max_sequences = 1;
-    auto cache = worker::KvCacheManager::Create(co, &device, policy, queue->get(), nullptr);
+    auto cache = worker::KvCacheManager::Create(co, &device, policy, queue->get());
     ASSERT_TRUE(cache.ok()) << cache.status();
     worker::DecodeRunner runner(cache->get(), nullptr);
     ASSERT_TRUE((*cache)->AddSequence(1, std::vector<uint32_t>(h.n_layers, kBudget)).ok());

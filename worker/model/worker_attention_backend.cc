@@ -131,7 +131,7 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   o.max_sequences = options.max_sequences;
   ASSIGN_OR_RETURN(b->cache_, worker::KvCacheManager::Create(
                                   o, &b->device_, b->policy_.get(),
-                                  b->transfers_.get(), nullptr));
+                                  b->transfers_.get()));
   b->runner_ = std::make_unique<worker::DecodeRunner>(b->cache_.get(), nullptr);
   return b;
 }

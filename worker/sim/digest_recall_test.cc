@@ -19,7 +19,7 @@ TEST(DigestRecallTest, FindsThePageHoldingTheDominantKey) {
   o.n_layers = 1;
   o.n_q_heads = 1;
   o.pool_pages_per_layer = 8;
-  auto cache = *KvCacheManager::Create(o, &device, &full, nullptr, nullptr);
+  auto cache = *KvCacheManager::Create(o, &device, &full, nullptr);
   ASSERT_TRUE(cache->AddSequence(1, {8}).ok());
   // 17 tokens: 4 full pages and one partial; only token 9 (page 2) points
   // along the query.

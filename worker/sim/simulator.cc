@@ -116,7 +116,7 @@ absl::Status SetUpLane(Lane& lane, std::unique_ptr<Policy> policy, const TraceHe
   co.max_pages_per_sequence = (h.prompt_len + h.decode_steps) / o.page_size + 1;
   co.max_sequences = 1;
   ASSIGN_OR_RETURN(lane.cache, KvCacheManager::Create(co, lane.device.get(), lane.policy.get(),
-                                                      lane.queue.get(), threads));
+                                                      lane.queue.get()));
   lane.runner = std::make_unique<DecodeRunner>(lane.cache.get(), threads, decode);
   RETURN_IF_ERROR(lane.cache->AddSequence(1, budgets));
   std::vector<uint32_t> ids(h.prompt_len);

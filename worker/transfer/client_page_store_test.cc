@@ -41,7 +41,7 @@ class ClientPageStoreTest : public ::testing::Test {
     o.n_q_heads = 4;
     o.pool_pages_per_layer = 6;
     o.transfer_timeout = absl::Seconds(3);
-    cache_ = *KvCacheManager::Create(o, &device_, policy_.get(), queue_.get(), nullptr);
+    cache_ = *KvCacheManager::Create(o, &device_, policy_.get(), queue_.get());
     ASSERT_TRUE(cache_->AddSequence(1, {6}).ok());
   }
   void TearDown() override { cache_.reset(); }
