@@ -1,9 +1,11 @@
 # The checks every kvtier target compiles under (project code only: imported
 # libraries are system headers, generated protobuf code opts out with -w).
 #
-#   KVTIER_WERROR    (ON)  -Wall -Wextra -Werror, and -Werror=unused-result
-#                          with common/status_must_use.h force-included, so a
-#                          dropped absl::Status or StatusOr fails the build.
+#   KVTIER_WERROR    (ON)  -Wall -Wextra -Werror.
+#   always                 -Werror=unused-result: abseil declares Status and
+#                          StatusOr [[nodiscard]] (status_internal.h,
+#                          statusor.h), so a dropped one fails the build
+#                          (checked by the status_must_use test).
 #   Clang                  adds -Wthread-safety (abseil's GUARDED_BY and
 #                          friends are checked) and -Wthread-safety-beta.
 #   KVTIER_SANITIZE  ("")  a comma list for -fsanitize=, e.g.
@@ -13,9 +15,7 @@ option(KVTIER_WERROR "Warnings are errors in project code" ON)
 set(KVTIER_SANITIZE "" CACHE STRING "Sanitizers for -fsanitize= (e.g. address,undefined)")
 
 set(_cxx "$<COMPILE_LANGUAGE:CXX>")
-add_compile_options(
-  "$<${_cxx}:-Wall;-Wextra>"
-  "$<${_cxx}:-include;${PROJECT_SOURCE_DIR}/common/status_must_use.h>")
+add_compile_options("$<${_cxx}:-Wall;-Wextra>")
 if(KVTIER_WERROR)
   add_compile_options("$<${_cxx}:-Werror>")
 endif()

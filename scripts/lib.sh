@@ -12,6 +12,7 @@ KVTIER_DEBIAN_PACKAGES=(
   libprotobuf-dev librocksdb-dev libucx-dev ucx-utils libxxhash-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev pybind11-dev
   python3 python3-dev python3-venv redis-server redis-tools
+  clang libclang-rt-14-dev
 )
 
 log() { printf '\033[1m[kvtier]\033[0m %s\n' "$*" >&2; }
@@ -39,17 +40,39 @@ install_debian_packages() {
     "${missing[@]}"
 }
 
-# Release build with tests and benchmarks. CUDA kernels are compiled when
-# nvcc is found (the CUDA toolkit puts it under /usr/local/cuda/bin).
-build_kvtier() {
+use_cuda_toolkit() {
   if ! command -v nvcc >/dev/null 2>&1 && [ -x /usr/local/cuda/bin/nvcc ]; then
     export PATH="/usr/local/cuda/bin:$PATH"
   fi
-  log "configuring $KVTIER_BUILD_DIR"
+}
+
+# Release build (GCC, warnings as errors) with tests and benchmarks. CUDA
+# kernels are compiled when nvcc is found (the CUDA toolkit puts it under
+# /usr/local/cuda/bin).
+build_kvtier() {
+  use_cuda_toolkit
+  log "configuring $KVTIER_BUILD_DIR (GCC, Release)"
   cmake -S "$KVTIER_ROOT" -B "$KVTIER_BUILD_DIR" -G Ninja \
     -DCMAKE_BUILD_TYPE=Release -DKVTIER_BUILD_TESTS=ON -DKVTIER_BUILD_BENCHMARKS=ON >/dev/null
   log "building with $(nproc) jobs"
   cmake --build "$KVTIER_BUILD_DIR" -j "$(nproc)"
+}
+
+# The checked build: every target compiled by Clang with its thread-safety
+# analysis (-Wthread-safety, warnings as errors), in Debug with asserts on,
+# instrumented by AddressSanitizer and UndefinedBehaviorSanitizer. The CUDA
+# kernels are nvcc's and stay uninstrumented; the Python module is left out
+# (an instrumented module cannot load into an uninstrumented interpreter).
+KVTIER_CHECKED_BUILD_DIR="${KVTIER_CHECKED_BUILD_DIR:-$KVTIER_ROOT/build-checked}"
+build_kvtier_checked() {
+  use_cuda_toolkit
+  log "configuring $KVTIER_CHECKED_BUILD_DIR (Clang, Debug, -Wthread-safety, ASan+UBSan)"
+  cmake -S "$KVTIER_ROOT" -B "$KVTIER_CHECKED_BUILD_DIR" -G Ninja \
+    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
+    -DKVTIER_SANITIZE=address,undefined -DKVTIER_BUILD_PYTHON=OFF \
+    -DKVTIER_BUILD_TESTS=ON -DKVTIER_BUILD_BENCHMARKS=ON >/dev/null
+  log "building with $(nproc) jobs"
+  cmake --build "$KVTIER_CHECKED_BUILD_DIR" -j "$(nproc)"
 }
 
 # The git-ignored virtualenv .venv/ with the Python packages the tools use

@@ -1,11 +1,44 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test suite (unit,
-# integration; GPU tests skip themselves when no GPU is present).
+# Installs what is missing, builds, and runs every test suite, then checks
+# the code the ways the house rules ask:
+#   1. Release build with GCC, -Wall -Wextra -Werror, a dropped absl::Status
+#      a compile error; every suite (GPU tests skip themselves without a GPU)
+#   2. the checked build: Clang, -Wthread-safety -Werror, Debug (asserts on),
+#      AddressSanitizer + UndefinedBehaviorSanitizer, every target
+#   3. the unit and integration suites again in the checked build
+# and prints how long each step took.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-install_debian_packages
-build_kvtier
-log "running the test suites"
-cd "$KVTIER_BUILD_DIR"
-ctest --output-on-failure --timeout 600 -j "$(nproc)"
+declare -a step_names=() step_seconds=()
+step() {
+  local name=$1; shift
+  local start=$SECONDS
+  log "== $name"
+  "$@"
+  step_names+=("$name")
+  step_seconds+=($((SECONDS - start)))
+}
+summary() {
+  log "step times:"
+  for i in "${!step_names[@]}"; do
+    awk -v s="${step_seconds[$i]}" -v n="${step_names[$i]}" \
+      'BEGIN { printf "  %6.1f min  %s\n", s / 60, n }' >&2
+  done
+}
+trap summary EXIT
+
+run_suites() {
+  local dir=$1; shift
+  (cd "$dir" && ctest --output-on-failure --timeout 600 -j "$(nproc)" "$@")
+}
+
+step "install missing packages" install_debian_packages
+step "release build (GCC, -Werror)" build_kvtier
+step "every suite, release build" run_suites "$KVTIER_BUILD_DIR"
+step "checked build (Clang thread-safety, Debug, ASan+UBSan)" build_kvtier_checked
+# Sanitizer findings fail the test that hit them; leaks too.
+export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
+step "unit and integration suites, checked build" \
+  run_suites "$KVTIER_CHECKED_BUILD_DIR" -L 'unit|integration'
