@@ -1,8 +1,9 @@
-// Store::Open, option validation, BatchPut, the copying BatchGetInPlace and
-// Reservation.
+// Store::Open, option and put-batch validation, BatchPut, the copying
+// BatchGetInPlace and Reservation.
 #include <cmath>
 #include <cstring>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kvstore/core/eviction_policy.h"
@@ -47,6 +48,26 @@ absl::Status StoreOptions::Validate() const {
   }
   if (max_pin_ttl_ms == 0) return absl::InvalidArgumentError("max_pin_ttl_ms must be > 0");
   if (max_pins == 0) return absl::InvalidArgumentError("max_pins must be > 0");
+  return absl::OkStatus();
+}
+
+absl::Status ValidatePutSpecs(absl::Span<const PutSpec> specs, uint32_t max_batch_pages) {
+  if (specs.empty()) return absl::InvalidArgumentError("empty put batch");
+  if (specs.size() > max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("put batch of ", specs.size(),
+                                                   " pages exceeds ", max_batch_pages));
+  }
+  absl::flat_hash_set<PageKey> seen;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    absl::Status layout = specs[i].layout.Validate();
+    if (!layout.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("page ", i, ": ", layout.message()));
+    }
+    if (!seen.insert(specs[i].key).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("page ", i, ": key ", specs[i].key.DebugString(), " twice in one batch"));
+    }
+  }
   return absl::OkStatus();
 }
 

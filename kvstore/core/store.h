@@ -90,7 +90,7 @@ struct StoreOptions {
   Clock* clock = nullptr;
   // Where the RAM tier's memory comes from; empty: anonymous memory. The
   // UCX data plane supplies memory its shared-memory transports can write
-  // and read one-sidedly (kvstore/ucx_arena_memory.h).
+  // and read one-sidedly (kvstore/dataplane/ucx_arena_memory.h).
   ArenaMemoryProvider ram_memory;
 
   // INVALID_ARGUMENT naming the first bad option.
@@ -103,6 +103,10 @@ struct PutSpec {
   PageLayout layout;
   uint64_t checksum = 0;  // XXH3-64 of the bytes (common/checksum.h)
 };
+
+// INVALID_ARGUMENT unless `specs` is a batch every Store accepts for
+// Reserve: 1..max_batch_pages pages, valid layouts, no key twice.
+absl::Status ValidatePutSpecs(absl::Span<const PutSpec> specs, uint32_t max_batch_pages);
 
 struct PutResult {
   // The key was stored when the batch was reserved, or was committed by a

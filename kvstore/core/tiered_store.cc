@@ -122,28 +122,8 @@ absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain
   return result;
 }
 
-absl::Status TieredStore::ValidateSpecs(absl::Span<const PutSpec> specs) const {
-  if (specs.empty()) return absl::InvalidArgumentError("empty put batch");
-  if (specs.size() > options_.max_batch_pages) {
-    return absl::InvalidArgumentError(absl::StrCat("put batch of ", specs.size(),
-                                                   " pages exceeds ", options_.max_batch_pages));
-  }
-  absl::flat_hash_set<PageKey> seen;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    absl::Status layout = specs[i].layout.Validate();
-    if (!layout.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("page ", i, ": ", layout.message()));
-    }
-    if (!seen.insert(specs[i].key).second) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("page ", i, ": key ", specs[i].key.DebugString(), " twice in one batch"));
-    }
-  }
-  return absl::OkStatus();
-}
-
 absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs) {
-  RETURN_IF_ERROR(ValidateSpecs(specs));
+  RETURN_IF_ERROR(ValidatePutSpecs(specs, options_.max_batch_pages));
   // Each round either reserves or makes progress evicting; concurrent puts
   // may take the room a round freed, hence a bounded retry.
   constexpr int kMaxRounds = 16;

@@ -103,7 +103,6 @@ class TieredStore final : public Store {
               std::unique_ptr<EvictionPolicy> disk_policy);
 
   absl::Status Recover();
-  absl::Status ValidateSpecs(absl::Span<const PutSpec> specs) const;
   uint64_t NextGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_generation_++; }
 
   // tiered_store_room.cc: making room in either tier.
