@@ -458,7 +458,7 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   // Page-sized message buffers stay on the heap instead of a fresh mmap per
-  // message (see kvstore/server_main.cc); a worker would do the same.
+  // message (see kvstore/service/server_main.cc); a worker would do the same.
   mallopt(M_MMAP_THRESHOLD, 96 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
   absl::SetProgramUsageMessage("kvtier-bench --target HOST:PORT [--page_sizes ..] [--clients ..]");

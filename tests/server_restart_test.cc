@@ -3,7 +3,7 @@
 // RocksDB API, while the server is stopped) is reported LOST and counted,
 // never returned. The RAM tier is a few pages large so that pages are
 // demoted to disk; the disk format is the one documented in
-// kvstore/rocks_tier.h.
+// kvstore/core/rocks_tier.h.
 #include <algorithm>
 #include <memory>
 #include <set>

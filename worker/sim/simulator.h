@@ -1,5 +1,5 @@
-// Simulator: replays a Q/K/V trace (worker/trace.h, or a synthetic one from
-// worker/trace_gen.h) through any policy and budget, next to a full-cache
+// Simulator: replays a Q/K/V trace (worker/trace/trace.h, or a synthetic one from
+// worker/trace/trace_gen.h) through any policy and budget, next to a full-cache
 // reference, and reports how far the attention outputs drift, how many
 // pages and bytes moved, and where the decode time went.
 //
@@ -102,7 +102,7 @@ struct SimReport {
 };
 
 // Per-layer page budgets from a budget allocator's profile file
-// (worker/profile.h) for a total of `total_pages` over all layers.
+// (worker/budget/profile.h) for a total of `total_pages` over all layers.
 //   kind "xkv":  XKV over a profile from kvtier-profile, in pages
 //                (tokens_per_unit = page_size), at least min_pages per layer.
 //   kind "lukv": LU-KV over a table; its per-(layer, KV head) token budgets

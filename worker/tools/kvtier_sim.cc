@@ -17,8 +17,8 @@
 #include "absl/strings/str_split.h"
 #include "worker/sim/simulator.h"
 
-ABSL_FLAG(std::string, trace, "", "trace file (worker/trace.h); empty with --synthetic");
-ABSL_FLAG(bool, synthetic, false, "generate the trace in memory (worker/trace_gen.h)");
+ABSL_FLAG(std::string, trace, "", "trace file (worker/trace/trace.h); empty with --synthetic");
+ABSL_FLAG(bool, synthetic, false, "generate the trace in memory (worker/trace/trace_gen.h)");
 ABSL_FLAG(std::string, policy, "arkvale",
           "full, sliding_window, streaming_llm, h2o, tova, arkv, quest or arkvale");
 ABSL_FLAG(uint32_t, page_size, 32, "tokens per page");

@@ -12,7 +12,7 @@
 //        | --lukv_table=lukv.table --context=C
 //        | --uniform)
 //
-// Files are described in worker/profile.h; allocate prints one line per
+// Files are described in worker/budget/profile.h; allocate prints one line per
 // layer ("layer <l> <budget>" or "layer <l> head <h> <budget>").
 #include <chrono>
 #include <cstdio>

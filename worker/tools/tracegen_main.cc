@@ -33,7 +33,7 @@ int Usage(const std::map<std::string, Setter>& flags) {
   std::fprintf(
       stderr,
       "usage: kvtier-tracegen --out=PATH [--flag=value ...]\n"
-      "flags (defaults as in worker/trace_gen.h):\n  --dtype=f32|f16\n");
+      "flags (defaults as in worker/trace/trace_gen.h):\n  --dtype=f32|f16\n");
   for (const auto& [name, setter] : flags) {
     std::fprintf(stderr, "  --%s\n", name.c_str());
   }
