@@ -7,7 +7,6 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
-#include "client/store_client.h"
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
@@ -122,11 +121,9 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
                       "policy %s, budget %d tokens per layer (1/%d of %d), pages of %d tokens",
                       p.tokens.size(), o.steps, o.policy, budget, o.budget_fraction, context,
                       o.page_size));
-  std::unique_ptr<client::StoreClient> client;
   std::unique_ptr<worker::ClientPageStore> store;
   if (!o.target.empty()) {
-    ASSIGN_OR_RETURN(client, client::StoreClient::Connect(o.target, client::ClientOptions()));
-    store = std::make_unique<worker::ClientPageStore>(client.get());
+    ASSIGN_OR_RETURN(store, worker::ClientPageStore::Connect(o.target));
     Say("pages are backed up to and recalled from kvtier-server at " + o.target);
   }
   std::unique_ptr<model::WorkerAttentionBackend> b;

@@ -2,8 +2,18 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/checksum.h"
+#include "common/status_macros.h"
 
 namespace kvtier::worker {
+
+absl::StatusOr<std::unique_ptr<ClientPageStore>> ClientPageStore::Connect(
+    const std::string& target, const client::ClientOptions& options) {
+  ASSIGN_OR_RETURN(std::unique_ptr<client::StoreClient> client,
+                   client::StoreClient::Connect(target, options));
+  auto store = std::make_unique<ClientPageStore>(client.get());
+  store->owned_ = std::move(client);
+  return store;
+}
 
 absl::Status ClientPageStore::Put(absl::Span<const StoredPage> pages) {
   std::vector<client::PutPage> puts;

@@ -11,6 +11,7 @@
 #define KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_
 
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "client/store_client.h"
@@ -20,6 +21,10 @@ namespace kvtier::worker {
 
 class ClientPageStore : public PageStoreBackend {
  public:
+  // A store over a client of its own, connected to `target` (host:port)
+  // with `options`; the client's errors (INVALID_ARGUMENT for bad options).
+  static absl::StatusOr<std::unique_ptr<ClientPageStore>> Connect(
+      const std::string& target, const client::ClientOptions& options = {});
   // `client` must outlive this object.
   explicit ClientPageStore(client::StoreClient* client) : client_(client) {}
 
@@ -30,6 +35,7 @@ class ClientPageStore : public PageStoreBackend {
   absl::Status Unpin(uint64_t pin_id) override;
 
  private:
+  std::unique_ptr<client::StoreClient> owned_;  // set by Connect
   client::StoreClient* const client_;
 };
 

@@ -7,6 +7,7 @@
 #include <random>
 #include <vector>
 
+#include "common/checksum.h"
 #include "gtest/gtest.h"
 #include "testing/server_process.h"
 #include "worker/cache/decode_step.h"
@@ -110,6 +111,28 @@ TEST_F(ClientPageStoreTest, StoppedServerMakesRecallFailWithoutHanging) {
   EXPECT_TRUE(absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) << s;
   EXPECT_NE(s.message().find("recall of 1 pages"), std::string::npos) << s;
   EXPECT_EQ(cache_->View(1, 0)->states[1], PageState::kEvicted);
+}
+
+TEST_F(ClientPageStoreTest, ConnectOwnsItsClient) {
+  client::ClientOptions bad;
+  bad.max_attempts = 0;
+  EXPECT_EQ(ClientPageStore::Connect(server_->target(), bad).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  absl::StatusOr<std::unique_ptr<ClientPageStore>> store =
+      ClientPageStore::Connect(server_->target());
+  ASSERT_TRUE(store.ok()) << store.status();
+  const PageLayout layout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = DType::kF16};
+  const std::string bytes(layout.PageBytes(), '\x5a');
+  StoredPage page{.key = PageKey{.hash = Hash128{.hi = 9, .lo = 7}, .layer = 3},
+                  .layout = layout,
+                  .checksum = PageChecksum(bytes.data(), bytes.size()),
+                  .bytes = bytes};
+  ASSERT_TRUE((*store)->Put({page}).ok());
+  absl::StatusOr<std::vector<FetchedPage>> got = (*store)->Get({page.key});
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 1u);
+  EXPECT_EQ((*got)[0].status, FetchStatus::kOk);
+  EXPECT_EQ((*got)[0].bytes, bytes);
 }
 
 }  // namespace
