@@ -119,6 +119,9 @@ std::shared_ptr<const StoreClient::Connection> StoreClient::ReplaceConnection(
   return DataPlaneConnection();
 }
 
+// Rounds of a data-plane put whose commit the server aborted.
+constexpr int kMaxAbortedPutRounds = 4;
+
 absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out) {
   std::shared_ptr<const Connection> connection = DataPlaneConnection();
   if (connection != nullptr && AutoInline(*connection)) return PutChunkInline(pages, out);
@@ -126,6 +129,12 @@ absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<
   for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
     const size_t before = out->size();
     absl::Status status = PutChunkUcx(*connection, pages, out);
+    // ABORTED: a page the server found stored at reserve time was removed
+    // before the commit, which stored nothing; the next round writes it.
+    for (int round = 1; round < kMaxAbortedPutRounds && absl::IsAborted(status); ++round) {
+      out->resize(before);
+      status = PutChunkUcx(*connection, pages, out);
+    }
     if (!DataPlaneFailure(status)) return status;
     out->resize(before);
     KVTIER_LOG(INFO) << "data-plane put failed, reconnecting: " << status;

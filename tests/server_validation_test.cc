@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "common/checksum.h"
+#include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvtier/v1/convert.h"
@@ -259,6 +260,35 @@ TEST_F(ServerValidationTest, LookupLimits) {
   EXPECT_EQ(found.prefix_pages(), static_cast<uint32_t>(kMaxLookup));
   EXPECT_EQ(found.tiers_size(), kMaxLookup);
   ExpectUnchanged();
+}
+
+// The server's defaults: a chain and a layer count each within bounds whose
+// product is not is refused before any work (65,536 pages x 4,096 layers
+// would be 2^28 entries from a 1.1 MiB request).
+TEST(ServerLookupBoundTest, ChainTimesLayersIsBoundedByDefault) {
+  TempDir dir;
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+      ServerProcess::Start({"--data_dir=" + dir.path() + "/data"}, dir.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel((*server)->target(), grpc::InsecureChannelCredentials()));
+  v1::LookupRequest lookup;
+  const std::string hash = Hash128{.hi = 1, .lo = 2}.CanonicalString();
+  for (int i = 0; i < 65536; ++i) lookup.add_chain(hash);
+  lookup.set_layer_count(4096);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+  v1::LookupResponse found;
+  const grpc::Status status = stub->Lookup(&context, lookup, &found);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << status.error_message();
+  EXPECT_THAT(status.error_message(), ::testing::HasSubstr("max_lookup_entries"));
+  lookup.set_layer_count(16);  // 2^20 entries: the default bound, served
+  grpc::ClientContext again;
+  again.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  const grpc::Status ok = stub->Lookup(&again, lookup, &found);
+  ASSERT_TRUE(ok.ok()) << ok.error_message();
+  EXPECT_EQ(found.prefix_pages(), 0u);
+  EXPECT_EQ(found.tiers_size(), 65536 * 16);
 }
 
 TEST_F(ServerValidationTest, PinAndUnpinErrors) {

@@ -43,6 +43,9 @@ absl::Status StoreOptions::Validate() const {
   }
   if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
   if (max_lookup_pages == 0) return absl::InvalidArgumentError("max_lookup_pages must be > 0");
+  if (max_lookup_entries == 0) {
+    return absl::InvalidArgumentError("max_lookup_entries must be > 0");
+  }
   if (promote_after_reads == 0) {
     return absl::InvalidArgumentError("promote_after_reads must be > 0");
   }
@@ -94,12 +97,20 @@ absl::StatusOr<std::vector<PutResult>> Store::BatchPut(
                                                      specs[i].layout.PageBytes()));
     }
   }
-  ASSIGN_OR_RETURN(Reservation reservation, Reserve(specs));
-  for (size_t i = 0; i < reservation.size(); ++i) {
-    absl::Span<uint8_t> buffer = reservation.buffer(i);
-    if (!buffer.empty()) std::memcpy(buffer.data(), data[i].data(), buffer.size());
+  // A page found stored at Reserve and removed before Commit aborts the
+  // commit; the bytes are here, so the next round writes it.
+  constexpr int kMaxRounds = 4;
+  absl::StatusOr<std::vector<PutResult>> committed;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    ASSIGN_OR_RETURN(Reservation reservation, Reserve(specs));
+    for (size_t i = 0; i < reservation.size(); ++i) {
+      absl::Span<uint8_t> buffer = reservation.buffer(i);
+      if (!buffer.empty()) std::memcpy(buffer.data(), data[i].data(), buffer.size());
+    }
+    committed = Commit(std::move(reservation));
+    if (!absl::IsAborted(committed.status())) break;
   }
-  return Commit(std::move(reservation));
+  return committed;
 }
 
 absl::StatusOr<std::vector<GetResult>> Store::BatchGetInPlace(absl::Span<const PageKey> keys,

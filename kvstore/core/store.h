@@ -74,6 +74,10 @@ struct StoreOptions {
   uint32_t max_batch_pages = 1024;
   // Largest key chain one Lookup accepts.
   uint32_t max_lookup_pages = 65536;
+  // Most (page, layer) entries one Lookup asks for: chain length times
+  // layer count, checked before any work. Default 2^20 (a 32K-token prompt
+  // in pages of 32 over 1024 layers, or 64K pages over 16 layers).
+  uint32_t max_lookup_entries = uint32_t{1} << 20;
   // A disk-only page is copied back to RAM on its Nth read while on disk.
   // 1 promotes on every read.
   uint32_t promote_after_reads = 2;
@@ -202,7 +206,8 @@ class Store {
 
   // Longest stored prefix of `chain` over layers [layer_begin,
   // layer_begin + max(layer_count, 1)), and every (page, layer)'s tier.
-  // INVALID_ARGUMENT when the chain exceeds max_lookup_pages.
+  // INVALID_ARGUMENT when the chain exceeds max_lookup_pages or chain x
+  // layers exceeds max_lookup_entries.
   virtual absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain,
                                               uint32_t layer_begin, uint32_t layer_count) = 0;
 
@@ -213,12 +218,17 @@ class Store {
   virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) = 0;
   // Phase two: verifies every written page against its checksum (DATA_LOSS
   // and nothing committed on a mismatch) and makes the batch visible at once.
+  // A page that was stored at Reserve (no slot, nothing written) and has
+  // since been deleted or dropped makes the commit ABORTED with nothing
+  // committed: the store never reports a page present that it does not
+  // hold. The caller puts the batch again.
   virtual absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) = 0;
   // Releases a reservation without committing anything.
   virtual void Abort(Reservation reservation) = 0;
 
-  // Reserve + copy + Commit. `data[i]` must be exactly specs[i].layout's
-  // byte count (INVALID_ARGUMENT otherwise; nothing stored).
+  // Reserve + copy + Commit, again from Reserve when Commit is ABORTED (a
+  // few rounds). `data[i]` must be exactly specs[i].layout's byte count
+  // (INVALID_ARGUMENT otherwise; nothing stored).
   absl::StatusOr<std::vector<PutResult>> BatchPut(absl::Span<const PutSpec> specs,
                                                   absl::Span<const absl::Span<const uint8_t>> data);
 

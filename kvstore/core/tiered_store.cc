@@ -102,22 +102,39 @@ absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain
     return absl::InvalidArgumentError(
         absl::StrCat("lookup layers [", layer_begin, ", +", layers, ") out of range"));
   }
+  if (uint64_t{chain.size()} * layers > options_.max_lookup_entries) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "lookup of ", chain.size(), " pages x ", layers, " layers exceeds ",
+        options_.max_lookup_entries, " entries"));
+  }
   LookupResult result;
   result.tiers.resize(chain.size() * layers, Tier::kNone);
+  {
+    absl::MutexLock lock(&mu_);
+    ++counters_.lookups;
+  }
+  // The index is read a bounded run of pages at a time, so one long lookup
+  // never holds the store's lock for long; a page stored or removed
+  // meanwhile is seen or not, as if the lookup had run a moment earlier or
+  // later.
+  constexpr size_t kEntriesPerLock = 4096;
+  const size_t pages_per_lock = std::max<size_t>(1, kEntriesPerLock / layers);
   bool prefix_open = true;
-  absl::MutexLock lock(&mu_);
-  ++counters_.lookups;
-  for (size_t page = 0; page < chain.size(); ++page) {
-    bool all_stored = true;
-    for (uint32_t l = 0; l < layers; ++l) {
-      auto it = index_.find(PageKey{.hash = chain[page], .layer = layer_begin + l});
-      Tier tier = Tier::kNone;
-      if (it != index_.end()) tier = it->second.in_ram ? Tier::kRam : Tier::kDisk;
-      result.tiers[page * layers + l] = tier;
-      all_stored = all_stored && tier != Tier::kNone;
+  for (size_t begin = 0; begin < chain.size(); begin += pages_per_lock) {
+    const size_t end = std::min(chain.size(), begin + pages_per_lock);
+    absl::MutexLock lock(&mu_);
+    for (size_t page = begin; page < end; ++page) {
+      bool all_stored = true;
+      for (uint32_t l = 0; l < layers; ++l) {
+        auto it = index_.find(PageKey{.hash = chain[page], .layer = layer_begin + l});
+        Tier tier = Tier::kNone;
+        if (it != index_.end()) tier = it->second.in_ram ? Tier::kRam : Tier::kDisk;
+        result.tiers[page * layers + l] = tier;
+        all_stored = all_stored && tier != Tier::kNone;
+      }
+      prefix_open = prefix_open && all_stored;
+      if (prefix_open) result.prefix_pages = page + 1;
     }
-    prefix_open = prefix_open && all_stored;
-    if (prefix_open) result.prefix_pages = page + 1;
   }
   return result;
 }
@@ -194,13 +211,27 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
   if (pending == reservations_.end()) {
     return absl::FailedPreconditionError("reservation is not pending (committed or aborted)");
   }
+  for (size_t i = 0; i < reservation.size(); ++i) {
+    if (!pending->second.slots[i] && !index_.contains(reservation.spec(i).key)) {
+      // Found stored at Reserve, so nothing was written for it, and removed
+      // since: committing would report a page the store does not hold.
+      for (const std::optional<RamArena::Slot>& slot : pending->second.slots) {
+        if (slot) arena_->Free(*slot);
+      }
+      counters_.reserved_bytes -= pending->second.slot_bytes;
+      reservations_.erase(pending);
+      return absl::AbortedError(absl::StrCat("page ", i, " (",
+                                             reservation.spec(i).key.DebugString(),
+                                             ") was removed after Reserve; put the batch again"));
+    }
+  }
   std::vector<PutResult> results(reservation.size());
   for (size_t i = 0; i < reservation.size(); ++i) {
     const PutSpec& spec = reservation.spec(i);
     const std::optional<RamArena::Slot>& slot = pending->second.slots[i];
     if (!slot || index_.contains(spec.key)) {
-      // Stored before this batch reserved it, or committed by a concurrent
-      // put since: content-addressed, so the bytes are the same.
+      // Stored before this batch reserved it (and still), or committed by a
+      // concurrent put since: content-addressed, so the bytes are the same.
       if (slot) arena_->Free(*slot);
       results[i].already_present = true;
       ++counters_.put_duplicate_pages;

@@ -102,6 +102,38 @@ TEST_F(StoreTest, LookupGivesLongestPrefixAndEveryTier) {
   EXPECT_EQ(store_->Stats().lookups, 3u);
 }
 
+// Chain length and layer count are each bounded, and so is their product.
+TEST_F(StoreTest, LookupEntriesAreBoundedAndLongLookupsSeeEveryPage) {
+  store_.reset();
+  options_.ram.capacity_bytes = 64 << 20;
+  options_.max_lookup_pages = 8192;
+  options_.max_lookup_entries = 3 * 8192;
+  store_ = *Store::Open(options_);
+  std::vector<Hash128> chain(8192);
+  for (uint64_t i = 0; i < chain.size(); ++i) chain[i] = Key(100 + i).hash;
+  EXPECT_EQ(store_->Lookup(chain, 0, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Stats().lookups, 0u);
+  // Pages 0..2999 of layers 0-2 stored: a lookup that spans several lock
+  // rounds still finds the exact prefix and every tier.
+  for (uint64_t first = 0; first < 3000; first += 8) {
+    std::vector<PageKey> keys;
+    for (uint64_t i = first; i < std::min<uint64_t>(first + 8, 3000); ++i) {
+      for (uint32_t l = 0; l < 3; ++l) keys.push_back(Key(100 + i, l));
+    }
+    for (size_t k = 0; k < keys.size(); k += 8) {
+      std::vector<PageKey> batch(keys.begin() + k, keys.begin() + std::min(keys.size(), k + 8));
+      ASSERT_TRUE(PutPages(*store_, batch).ok());
+    }
+  }
+  auto found = store_->Lookup(chain, 0, 3);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->prefix_pages, 3000u);
+  ASSERT_EQ(found->tiers.size(), 3u * 8192);
+  EXPECT_EQ(found->tiers[3 * 2999 + 2], Tier::kRam);
+  EXPECT_EQ(found->tiers[3 * 3000], Tier::kNone);
+  EXPECT_EQ(store_->Stats().lookups, 1u);
+}
+
 TEST_F(StoreTest, InvalidBatchesStoreNothing) {
   auto code = [&](std::vector<PutSpec> specs, std::vector<std::vector<uint8_t>> data) {
     std::vector<absl::Span<const uint8_t>> spans(data.begin(), data.end());
@@ -196,6 +228,33 @@ TEST_F(StoreTest, ReservedPagesAreInvisibleUntilCommit) {
   // A moved-from or default reservation cannot be committed.
   EXPECT_EQ(store_->Commit(Reservation()).status().code(),
             absl::StatusCode::kFailedPrecondition);
+}
+
+// A page found stored at Reserve gets no buffer; if it is gone by Commit,
+// reporting it present would acknowledge a page the store does not hold.
+TEST_F(StoreTest, CommitOfAPageRemovedSinceReserveIsAbortedAndStoresNothing) {
+  ASSERT_TRUE(PutPages(*store_, {Key(1)}).ok());
+  auto r = store_->Reserve({Spec(Key(1)), Spec(Key(2))});
+  ASSERT_TRUE(r.ok());
+  ASSERT_TRUE(r->buffer(0).empty());
+  const auto bytes = PageBytes(Key(2), SmallLayout());
+  std::copy(bytes.begin(), bytes.end(), r->buffer(1).begin());
+  ASSERT_EQ(*store_->Delete({Key(1)}, /*force=*/false), 1u);
+  EXPECT_EQ(store_->Commit(*std::move(r)).status().code(), absl::StatusCode::kAborted);
+  EXPECT_EQ(GetOne(Key(1)).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetOne(Key(2)).status.code(), absl::StatusCode::kNotFound);
+  const StoreStats stats = store_->Stats();
+  EXPECT_EQ(stats.reserved_bytes, 0u);
+  EXPECT_EQ(stats.put_pages, 1u);
+  EXPECT_EQ(stats.put_duplicate_pages, 0u);
+  EXPECT_EQ(stats.ram.used_bytes, 0u);
+
+  // Put again, the pages are written and stored.
+  auto again = PutPages(*store_, {Key(1), Key(2)});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE((*again)[0].already_present);
+  EXPECT_EQ(GetOne(Key(1)).data, AsString(PageBytes(Key(1), SmallLayout())));
+  EXPECT_EQ(GetOne(Key(2)).data, AsString(bytes));
 }
 
 TEST_F(StoreTest, ReservationOfAnotherStoreIsRefused) {

@@ -117,6 +117,8 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(CheckRange("max_batch_pages", o.max_batch_pages, 1, 1 << 20));
   if (config.has_max_lookup_pages()) o.max_lookup_pages = config.max_lookup_pages();
   RETURN_IF_ERROR(CheckRange("max_lookup_pages", o.max_lookup_pages, 1, 1 << 24));
+  if (config.has_max_lookup_entries()) o.max_lookup_entries = config.max_lookup_entries();
+  RETURN_IF_ERROR(CheckRange("max_lookup_entries", o.max_lookup_entries, 1, uint32_t{1} << 26));
   if (config.has_promote_after_reads()) o.promote_after_reads = config.promote_after_reads();
   RETURN_IF_ERROR(CheckRange("promote_after_reads", o.promote_after_reads, 1, UINT32_MAX));
   if (config.has_max_pin_ttl_ms()) o.max_pin_ttl_ms = config.max_pin_ttl_ms();

@@ -23,6 +23,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_EQ(s->store.ram.policy, "lru");
   EXPECT_EQ(s->store.max_batch_pages, 1024u);
   EXPECT_EQ(s->store.max_lookup_pages, 65536u);
+  EXPECT_EQ(s->store.max_lookup_entries, 1u << 20);
   EXPECT_EQ(s->store.promote_after_reads, 2u);
   EXPECT_EQ(s->store.max_pin_ttl_ms, uint64_t{24} * 3600 * 1000);
   EXPECT_EQ(s->store.max_pins, 1u << 20);
@@ -102,6 +103,8 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"disk { policy: \"fifo\" }", "disk.policy"},
       {"max_batch_pages: 0", "max_batch_pages"},
       {"max_lookup_pages: 0", "max_lookup_pages"},
+      {"max_lookup_entries: 0", "max_lookup_entries"},
+      {"max_lookup_entries: 67108865", "max_lookup_entries"},
       {"promote_after_reads: 0", "promote_after_reads"},
       {"max_pin_ttl_ms: 0", "max_pin_ttl_ms"},
       {"max_pins: 0", "max_pins"},

@@ -47,6 +47,8 @@ ABSL_FLAG(std::string, ram_policy, "lru", "RAM tier eviction policy: lru or s3fi
 ABSL_FLAG(std::string, disk_policy, "lru", "Disk tier eviction policy: lru or s3fifo");
 ABSL_FLAG(uint32_t, max_batch_pages, 1024, "Most pages in one batch request");
 ABSL_FLAG(uint32_t, max_lookup_pages, 65536, "Longest Lookup chain");
+ABSL_FLAG(uint32_t, max_lookup_entries, uint32_t{1} << 20,
+          "Most chain x layers entries in one Lookup");
 ABSL_FLAG(uint32_t, promote_after_reads, 2, "Promote a disk page to RAM on its Nth read");
 ABSL_FLAG(uint64_t, max_pin_ttl_ms, uint64_t{24} * 3600 * 1000, "Longest pin TTL, ms");
 ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
@@ -113,6 +115,9 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("disk_policy")) c.mutable_disk()->set_policy(absl::GetFlag(FLAGS_disk_policy));
   if (Given("max_batch_pages")) c.set_max_batch_pages(absl::GetFlag(FLAGS_max_batch_pages));
   if (Given("max_lookup_pages")) c.set_max_lookup_pages(absl::GetFlag(FLAGS_max_lookup_pages));
+  if (Given("max_lookup_entries")) {
+    c.set_max_lookup_entries(absl::GetFlag(FLAGS_max_lookup_entries));
+  }
   if (Given("promote_after_reads")) {
     c.set_promote_after_reads(absl::GetFlag(FLAGS_promote_after_reads));
   }

@@ -73,6 +73,7 @@ ServiceLimits ServiceLimits::FromStoreOptions(const StoreOptions& options) {
   ServiceLimits limits;
   limits.max_batch_pages = options.max_batch_pages;
   limits.max_lookup_pages = options.max_lookup_pages;
+  limits.max_lookup_entries = options.max_lookup_entries;
   limits.max_pin_ttl_ms = options.max_pin_ttl_ms;
   return limits;
 }
@@ -80,6 +81,9 @@ ServiceLimits ServiceLimits::FromStoreOptions(const StoreOptions& options) {
 absl::Status ServiceLimits::Validate() const {
   if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
   if (max_lookup_pages == 0) return absl::InvalidArgumentError("max_lookup_pages must be > 0");
+  if (max_lookup_entries == 0) {
+    return absl::InvalidArgumentError("max_lookup_entries must be > 0");
+  }
   if (max_lookup_layers == 0) {
     return absl::InvalidArgumentError("max_lookup_layers must be > 0");
   }
@@ -118,6 +122,12 @@ absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
     return absl::InvalidArgumentError(absl::StrFormat(
         "layers [%d, %d + %d) overflow the layer index", request.layer_begin(),
         request.layer_begin(), layer_count));
+  }
+  // Before any key is decoded: the work and the response are chain x layers.
+  if (static_cast<uint64_t>(n) * layer_count > limits_.max_lookup_entries) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "%d pages x %d layers exceed max_lookup_entries %d", n, layer_count,
+        limits_.max_lookup_entries));
   }
   std::vector<Hash128> chain;
   chain.reserve(n);

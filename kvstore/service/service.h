@@ -33,9 +33,11 @@ struct ServiceLimits {
   uint32_t max_batch_pages = 1024;
   // Longest Lookup chain. Default 65536.
   uint32_t max_lookup_pages = 65536;
-  // Most layers in one Lookup (bounds the response to chain x layers
-  // entries). Default: the Store's own bound.
+  // Most layers in one Lookup. Default: the Store's own bound.
   uint32_t max_lookup_layers = Store::kMaxLookupLayers;
+  // Most chain x layers entries in one Lookup (bounds the work and the
+  // response). Default 2^20, as StoreOptions.
+  uint32_t max_lookup_entries = uint32_t{1} << 20;
   // Longest pin TTL. Default 24 h.
   uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
 

@@ -113,6 +113,7 @@ class ServiceTest : public ::testing::Test {
     l.max_batch_pages = 2;
     l.max_lookup_pages = 3;
     l.max_lookup_layers = 4;
+    l.max_lookup_entries = 6;
     l.max_pin_ttl_ms = 100;
     return l;
   }
@@ -255,6 +256,16 @@ TEST_F(ServiceTest, LookupConvertsChainAndTiers) {
   overflow.set_layer_begin(UINT32_MAX);
   overflow.set_layer_count(2);
   EXPECT_EQ(service_.DoLookup(overflow, &resp).code(), absl::StatusCode::kInvalidArgument);
+  // 3 pages and 4 layers are each within their bounds, 12 entries are not;
+  // refused before a key is decoded (the last one is not a key at all).
+  v1::LookupRequest product = req;
+  product.add_chain("not a key");
+  product.set_layer_count(4);
+  absl::Status refused = service_.DoLookup(product, &resp);
+  EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(refused.message(), ::testing::HasSubstr("max_lookup_entries"));
+  product.set_layer_count(2);  // 6 entries: the bad key is what is refused
+  EXPECT_THAT(service_.DoLookup(product, &resp).message(), ::testing::HasSubstr("chain[2]"));
   EXPECT_EQ(store_.calls, calls);
 }
 
@@ -352,14 +363,19 @@ TEST(ServiceLimitsTest, FromStoreOptionsAndValidate) {
   StoreOptions o;
   o.max_batch_pages = 9;
   o.max_lookup_pages = 10;
+  o.max_lookup_entries = 12;
   o.max_pin_ttl_ms = 11;
   ServiceLimits l = ServiceLimits::FromStoreOptions(o);
   EXPECT_EQ(l.max_batch_pages, 9u);
   EXPECT_EQ(l.max_lookup_pages, 10u);
+  EXPECT_EQ(l.max_lookup_entries, 12u);
   EXPECT_EQ(l.max_pin_ttl_ms, 11u);
   EXPECT_EQ(l.max_lookup_layers, Store::kMaxLookupLayers);
   EXPECT_TRUE(l.Validate().ok());
   l.max_batch_pages = 0;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l.max_batch_pages = 9;
+  l.max_lookup_entries = 0;
   EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
