@@ -100,14 +100,18 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   RETURN_IF_ERROR(connection->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
   connection->am_transport = connection->endpoint->AmTransport();
   ASSIGN_OR_RETURN(connection->arena_rkey,
-                   ucx::UcxRemoteKey::Unpack(connection->endpoint->get(), reply.arena_rkey()));
+                   connection->endpoint->UnpackKey(reply.arena_rkey()));
   // Not mapped is the common case off this host; the endpoint serves then.
   if (absl::StatusOr<uint8_t*> mapped = connection->arena_rkey->MappedAddress(reply.arena_address());
       mapped.ok()) {
     connection->arena_mapped = *mapped;
   }
-  absl::MutexLock lock(&mu_);
-  connection_ = connection;
+  std::shared_ptr<const Connection> replaced;  // closed outside mu_ (ReturnRegion says why)
+  {
+    absl::MutexLock lock(&mu_);
+    replaced = std::move(connection_);
+    connection_ = connection;
+  }
   return std::shared_ptr<const Connection>(connection);
 }
 
@@ -125,26 +129,31 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
 }
 
 void ClientDataPlane::Detach(const std::shared_ptr<const Connection>& connection) {
+  std::shared_ptr<const Connection> detached;  // closed outside mu_ (ReturnRegion says why)
   absl::MutexLock lock(&mu_);
-  if (connection_ == connection) connection_.reset();
+  if (connection_ == connection) detached = std::move(connection_);
 }
 
 absl::StatusOr<ClientDataPlane::RegionLease> ClientDataPlane::LeaseRegion(uint64_t bytes) {
-  std::vector<std::unique_ptr<Parked>> reaped;  // destroyed outside mu_: their regions return to the pool
+  // Parked receives are tested without mu_: testing takes UCX's worker
+  // lock, which the thread delivering a reply holds while it waits for mu_.
+  std::vector<std::unique_ptr<Parked>> parked;
   {
     absl::MutexLock lock(&mu_);
-    for (auto it = parked_.begin(); it != parked_.end();) {
-      bool done = true;
-      for (auto& receive : (*it)->receives) done = receive->done() && done;
-      if (done) {
-        reaped.push_back(std::move(*it));
-        it = parked_.erase(it);
-      } else {
-        ++it;
-      }
-    }
+    parked.swap(parked_);
   }
-  reaped.clear();
+  std::vector<std::unique_ptr<Parked>> busy;
+  for (std::unique_ptr<Parked>& p : parked) {
+    bool done = true;
+    for (auto& receive : p->receives) done = receive->done() && done;
+    // Done: destroyed below, returning its region to the pool.
+    if (!done) busy.push_back(std::move(p));
+  }
+  parked.clear();
+  if (!busy.empty()) {
+    absl::MutexLock lock(&mu_);
+    for (std::unique_ptr<Parked>& p : busy) parked_.push_back(std::move(p));
+  }
   {
     absl::MutexLock lock(&mu_);
     // The smallest idle region that is large enough.
@@ -174,10 +183,12 @@ absl::StatusOr<std::string> ClientDataPlane::Call(const Connection& connection, 
     header.request_id = ++next_request_id_;
     pending_.emplace(header.request_id, pending);
   }
-  absl::Status status = ucx::SendMessage(
-      connection.endpoint->get(), wire::kRequestMessageId,
-      absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
-      std::move(request), /*want_reply=*/true);
+  absl::Status status = connection.endpoint->Use([&](ucp_ep_h ep) {
+    return ucx::SendMessage(
+        ep, wire::kRequestMessageId,
+        absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
+        std::move(request), /*want_reply=*/true);
+  });
   if (status.ok()) {
     // Progressing here answers fastest; past kSpinTime, or at once where
     // enough other calls spin already, the caller sleeps until the progress
@@ -232,6 +243,10 @@ void ClientDataPlane::OnMessage(const ucx::ReceivedMessage& message) {
 }
 
 void ClientDataPlane::ReturnRegion(std::unique_ptr<ucx::UcxMemory> memory) {
+  // UCX objects are released without mu_: releasing takes UCX's locks, which
+  // the thread delivering a reply holds while it waits for mu_. Declared
+  // before the lock, `unused` is destroyed after it is released.
+  std::unique_ptr<ucx::UcxMemory> unused;
   absl::MutexLock lock(&mu_);
   if (idle_regions_.size() < kMaxIdleRegions) {
     idle_regions_.push_back(std::move(memory));
@@ -240,7 +255,12 @@ void ClientDataPlane::ReturnRegion(std::unique_ptr<ucx::UcxMemory> memory) {
   // Full: keep the larger ones.
   auto smallest = std::min_element(idle_regions_.begin(), idle_regions_.end(),
                                    [](const auto& a, const auto& b) { return a->bytes() < b->bytes(); });
-  if ((*smallest)->bytes() < memory->bytes()) *smallest = std::move(memory);
+  if ((*smallest)->bytes() < memory->bytes()) {
+    unused = std::move(*smallest);
+    *smallest = std::move(memory);
+  } else {
+    unused = std::move(memory);
+  }
 }
 
 }  // namespace kvtier::client

@@ -15,7 +15,9 @@
 // once; a call leases one and returns it to the pool when done, so a region
 // is written by one call at a time. At most kMaxIdleRegions stay pooled.
 //
-// Thread-safety: thread-safe.
+// Thread-safety: thread-safe. mu_ is never held across a UCX call (testing
+// or releasing a request, closing an endpoint or a region): the thread that
+// delivers a reply holds UCX's worker lock while it takes mu_.
 #ifndef KVTIER_CLIENT_DATA_PLANE_H_
 #define KVTIER_CLIENT_DATA_PLANE_H_
 

@@ -69,22 +69,35 @@ absl::StatusOr<std::unique_ptr<UcxEndpoint>> UcxEndpoint::Connect(
 
 UcxEndpoint::~UcxEndpoint() { Close(); }
 
-ucp_ep_h UcxEndpoint::get() const {
-  absl::MutexLock lock(&mu_);
-  return ep_;
+absl::Status UcxEndpoint::Use(absl::FunctionRef<absl::Status(ucp_ep_h)> post) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (ep_ == nullptr) return absl::UnavailableError("UCX endpoint closed");
+  return post(ep_);
+}
+
+absl::StatusOr<std::unique_ptr<UcxRemoteKey>> UcxEndpoint::UnpackKey(
+    absl::string_view packed) const {
+  absl::ReaderMutexLock lock(&mu_);
+  if (ep_ == nullptr) return absl::UnavailableError("UCX endpoint closed");
+  return UcxRemoteKey::Unpack(ep_, packed);
 }
 
 std::string UcxEndpoint::AmTransport() const {
-  const ucp_ep_h ep = get();
-  if (ep == nullptr) return "";
   // UCX 1.13 has no query for an endpoint's transports; its printed lanes
   // read "lane[0]:  0:tcp/lo.0 md[0] -> md[0]/tcp/sysdev[255] rma_bw#0 am ...".
   char* text = nullptr;
   size_t size = 0;
   FILE* stream = open_memstream(&text, &size);
   if (stream == nullptr) return "";
-  ucp_ep_print_info(ep, stream);
+  const absl::Status printed = Use([stream](ucp_ep_h ep) {
+    ucp_ep_print_info(ep, stream);
+    return absl::OkStatus();
+  });
   std::fclose(stream);
+  if (!printed.ok()) {
+    std::free(text);
+    return "";
+  }
   const std::string info(text, size);
   std::free(text);
   for (absl::string_view line : absl::StrSplit(info, '\n')) {
@@ -114,18 +127,18 @@ absl::Status UcxEndpoint::Wait(void* request, absl::Time deadline, absl::string_
 }
 
 void UcxEndpoint::Close() {
-  ucp_ep_h ep;
+  failed_.store(true, std::memory_order_release);
+  ucs_status_ptr_t request = nullptr;
   {
+    // Exclusive: no Use is posting on the endpoint while it closes.
     absl::MutexLock lock(&mu_);
-    ep = ep_;
+    if (ep_ == nullptr) return;
+    ucp_request_param_t param{};
+    param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
+    param.flags = UCP_EP_CLOSE_FLAG_FORCE;
+    request = ucp_ep_close_nbx(ep_, &param);
     ep_ = nullptr;
   }
-  failed_.store(true, std::memory_order_release);
-  if (ep == nullptr) return;
-  ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
-  param.flags = UCP_EP_CLOSE_FLAG_FORCE;
-  ucs_status_ptr_t request = ucp_ep_close_nbx(ep, &param);
   if (UCS_PTR_IS_PTR(request)) {
     // A forced close does not wait for the peer; it completes locally.
     while (ucp_request_check_status(request) == UCS_INPROGRESS) worker_->Progress();
@@ -174,8 +187,7 @@ absl::Status UcxEndpoint::Run(size_t count,
                               absl::FunctionRef<ucs_status_ptr_t(ucp_ep_h, size_t)> post,
                               absl::string_view op, bool flush, size_t window,
                               absl::Time deadline) {
-  const ucp_ep_h ep = get();
-  if (ep == nullptr || failed()) return absl::UnavailableError("UCX endpoint failed");
+  if (failed()) return absl::UnavailableError("UCX endpoint failed");
   if (window == 0) window = 1;
   ucp_request_param_t param{};
   std::deque<void*> in_flight;
@@ -192,22 +204,25 @@ absl::Status UcxEndpoint::Run(size_t count,
       status = absl::UnavailableError("UCX endpoint failed");
       break;
     }
-    ucs_status_ptr_t request = post(ep, i);
-    if (UCS_PTR_IS_ERR(request)) {
-      status = FromUcsStatus(UCS_PTR_STATUS(request), op);
-      break;
-    }
-    if (request != nullptr) in_flight.push_back(request);
+    status = Use([&](ucp_ep_h ep) {
+      ucs_status_ptr_t request = post(ep, i);
+      if (UCS_PTR_IS_ERR(request)) return FromUcsStatus(UCS_PTR_STATUS(request), op);
+      if (request != nullptr) in_flight.push_back(request);
+      return absl::OkStatus();
+    });
+    if (!status.ok()) break;
   }
   while (!in_flight.empty() && status.ok()) poll_oldest(op);
   if (status.ok() && flush) {
-    ucs_status_ptr_t flush_request = ucp_ep_flush_nbx(ep, &param);
-    if (UCS_PTR_IS_ERR(flush_request)) {
-      status = FromUcsStatus(UCS_PTR_STATUS(flush_request), "ucp_ep_flush_nbx");
-    } else if (flush_request != nullptr) {
-      in_flight.push_back(flush_request);
-      poll_oldest("ucp_ep_flush_nbx");
-    }
+    status = Use([&](ucp_ep_h ep) {
+      ucs_status_ptr_t flush_request = ucp_ep_flush_nbx(ep, &param);
+      if (UCS_PTR_IS_ERR(flush_request)) {
+        return FromUcsStatus(UCS_PTR_STATUS(flush_request), "ucp_ep_flush_nbx");
+      }
+      if (flush_request != nullptr) in_flight.push_back(flush_request);
+      return absl::OkStatus();
+    });
+    if (status.ok() && !in_flight.empty()) poll_oldest("ucp_ep_flush_nbx");
   }
   if (status.ok() && failed()) status = absl::UnavailableError("UCX endpoint failed");
   if (!status.ok()) {

@@ -69,8 +69,19 @@ class UcxEndpoint {
   UcxEndpoint(const UcxEndpoint&) = delete;
   UcxEndpoint& operator=(const UcxEndpoint&) = delete;
 
-  // Null once closed.
-  ucp_ep_h get() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Runs `post` with the endpoint while it is open, and keeps Close (this
+  // thread's or another's) waiting until `post` returns; UNAVAILABLE when it
+  // is closed. `post` may only start operations (ucp_*_nbx, unpack keys,
+  // print): it must not progress the worker or wait.
+  absl::Status Use(absl::FunctionRef<absl::Status(ucp_ep_h)> post) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // A peer's packed remote key, unpacked for this endpoint. UNAVAILABLE
+  // when closed; UcxRemoteKey::Unpack's errors.
+  absl::StatusOr<std::unique_ptr<UcxRemoteKey>> UnpackKey(absl::string_view packed) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Closes the endpoint forcibly (its outstanding requests complete with an
+  // error) once no Use is running; later calls get UNAVAILABLE. Idempotent.
+  void Close() ABSL_LOCKS_EXCLUDED(mu_);
   // The transport of the lane that carries active messages (and so tagged
   // eager messages and rendezvous control), e.g. "tcp", "sysv", "posix",
   // "rc_mlx5", read from ucp_ep_print_info; empty when closed or unknown.
@@ -119,11 +130,12 @@ class UcxEndpoint {
   static void OnPeerError(void* arg, ucp_ep_h ep, ucs_status_t status);
   // Progresses until `request` completes or `deadline`; its status.
   absl::Status Wait(void* request, absl::Time deadline, absl::string_view what);
-  // Closes the endpoint forcibly (completing its outstanding requests).
-  void Close() ABSL_LOCKS_EXCLUDED(mu_);
 
   UcxWorker* const worker_;
   std::atomic<bool> failed_{false};
+  // Operations are posted under a reader lock and the endpoint is closed
+  // under the writer lock, so no thread posts on an endpoint another thread
+  // closed. UCX's worker lock is always taken inside mu_, never around it.
   mutable absl::Mutex mu_;
   ucp_ep_h ep_ ABSL_GUARDED_BY(mu_) = nullptr;
 };

@@ -1,8 +1,12 @@
 #include "ucx/context.h"
 
+#include <atomic>
 #include <cstdlib>
 #include <string>
+#include <thread>
 
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ucx/endpoint.h"
@@ -116,6 +120,49 @@ TEST(UcxEndpointTest, ConnectingOverSharedMemoryLogsNoError) {
   EXPECT_THAT(out, Not(HasSubstr("ERROR")));
   EXPECT_THAT(err, Not(HasSubstr("ERROR")));
   endpoint->reset();
+}
+
+// Close waits for a Use in progress (a post on the endpoint must never meet
+// another thread's close), and every later use is refused.
+TEST(UcxEndpointTest, CloseWaitsForAUseInProgressAndLaterUsesAreRefused) {
+  absl::StatusOr<std::unique_ptr<UcxContext>> context = UcxContext::Create(UcxOptions{});
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<UcxWorker>> a = UcxWorker::Create(**context);
+  absl::StatusOr<std::unique_ptr<UcxWorker>> b = UcxWorker::Create(**context);
+  ASSERT_TRUE(a.ok() && b.ok());
+  UcxProgressThread progress_b(b->get());
+  absl::StatusOr<std::unique_ptr<UcxEndpoint>> endpoint =
+      UcxEndpoint::Connect(a->get(), (*b)->address());
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  ASSERT_TRUE((*endpoint)->Flush(absl::Now() + absl::Seconds(10)).ok());
+
+  absl::Notification inside, closed;
+  std::atomic<bool> open_throughout{false};
+  std::thread user([&] {
+    absl::Status used = (*endpoint)->Use([&](ucp_ep_h ep) {
+      inside.Notify();
+      absl::SleepFor(absl::Milliseconds(200));
+      open_throughout = ep != nullptr && !closed.HasBeenNotified();
+      return absl::OkStatus();
+    });
+    EXPECT_TRUE(used.ok()) << used;
+  });
+  inside.WaitForNotification();
+  std::thread closer([&] {
+    (*endpoint)->Close();
+    closed.Notify();
+  });
+  user.join();
+  closer.join();
+  EXPECT_TRUE(open_throughout);
+  EXPECT_TRUE((*endpoint)->failed());
+  EXPECT_EQ((*endpoint)->Use([](ucp_ep_h) { return absl::OkStatus(); }).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*endpoint)->Flush(absl::Now() + absl::Seconds(1)).code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*endpoint)->UnpackKey("x").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*endpoint)->AmTransport(), "");
+  (*endpoint)->Close();  // idempotent
 }
 
 using std::chrono::microseconds;

@@ -120,7 +120,8 @@ uint64_t UcxDataPlane::NewIdLocked() {
   uint64_t id = 0;
   // A tag base: a tagged transfer's tags (wire::PageTag) never reach
   // another transfer's.
-  while (id == 0 || sessions_.contains(id) || transfers_.contains(id)) {
+  while (id == 0 || sessions_.contains(id) || transfers_.contains(id) ||
+         posting_ids_.contains(id)) {
     id = wire::NthTagBase(gen_());
   }
   return id;
@@ -219,20 +220,35 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
     reply.slots[i].already_present = buffer.empty();
     if (!buffer.empty()) reply.slots[i].arena_offset = buffer.data() - arena_base_;
   }
-  absl::MutexLock lock(&mu_);
-  if (!sessions_.contains(session_id)) {
-    // Closed meanwhile; the reservation aborts as it goes out of scope.
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+  {
+    absl::MutexLock lock(&mu_);
+    if (!sessions_.contains(session_id)) {
+      // Closed meanwhile; the reservation aborts as it goes out of scope.
+      return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+    }
+    reply.transfer_id = NewIdLocked();
+    posting_ids_.insert(reply.transfer_id);
   }
-  reply.transfer_id = NewIdLocked();
   Transfer transfer{.session_id = session_id,
                     .reservation = std::move(reservation),
                     .expiry = absl::Now() + absl::Milliseconds(options_.transfer_timeout_ms)};
-  // Posted under mu_, so no Close can release the slots before the
-  // receives are on record; posting runs no callback of ours.
-  if (tagged) RETURN_IF_ERROR(PostReceives(reply.transfer_id, &transfer));
-  transfers_.emplace(reply.transfer_id, std::move(transfer));
-  return reply;
+  // Receives are posted without mu_: posting takes UCX's worker lock, which
+  // a thread delivering a request message holds while it waits for mu_.
+  const absl::Status posted =
+      tagged ? PostReceives(reply.transfer_id, &transfer) : absl::OkStatus();
+  {
+    absl::MutexLock lock(&mu_);
+    posting_ids_.erase(reply.transfer_id);
+    if (posted.ok() && sessions_.contains(session_id)) {
+      transfers_.emplace(reply.transfer_id, std::move(transfer));
+      return reply;
+    }
+  }
+  // The session closed while the receives were posted (or posting failed):
+  // give the transfer up, waiting for its receives outside mu_.
+  Retire(std::move(transfer));
+  RETURN_IF_ERROR(posted);
+  return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
 }
 
 absl::Status UcxDataPlane::PostReceives(uint64_t transfer_id, Transfer* transfer) {
@@ -465,10 +481,8 @@ absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
       return keys.back().key;
     }
   }
-  ucp_ep_h ep = session.endpoint->get();
-  if (ep == nullptr) return absl::UnavailableError("data-plane endpoint closed");
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
-                   ucx::UcxRemoteKey::Unpack(ep, rkey));
+                   session.endpoint->UnpackKey(rkey));
   if (keys.size() == kMaxKeys) keys.erase(keys.begin());  // a transfer may still hold it
   keys.push_back({.packed = std::string(rkey), .key = std::move(unpacked)});
   return keys.back().key;

@@ -45,7 +45,11 @@
 // slot given to someone else; checksums (verified on commit and on every
 // read) keep such bytes from ever being committed or returned.
 //
-// Thread-safety: thread-safe. Bounded: at most max_sessions sessions (the
+// Thread-safety: thread-safe. Lock order: mu_ is never held across a UCX
+// call (posting, testing or releasing a request, closing an endpoint),
+// since the thread progressing the worker holds UCX's worker lock while it
+// delivers a request message, and serving it takes mu_. Bounded: at most
+// max_sessions sessions (the
 // least recently used is closed to admit another) and max_pending_transfers
 // transfers. REQUIRES: the Store outlives this object.
 #ifndef KVTIER_KVSTORE_DATAPLANE_UCX_DATA_PLANE_H_
@@ -60,6 +64,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -254,6 +259,8 @@ class UcxDataPlane : private ucx::MessageReceiver {
   absl::BitGen gen_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
+  // Ids of transfers whose receives are being posted (not yet in transfers_).
+  absl::flat_hash_set<uint64_t> posting_ids_ ABSL_GUARDED_BY(mu_);
   std::vector<Transfer> draining_ ABSL_GUARDED_BY(mu_);
   uint64_t use_clock_ ABSL_GUARDED_BY(mu_) = 0;  // orders sessions by last use
   std::shared_ptr<const RequestHandler> request_handler_ ABSL_GUARDED_BY(mu_);

@@ -4,14 +4,20 @@
 // for written and for tagged transfers.
 #include "kvstore/dataplane/ucx_data_plane.h"
 
+#include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <thread>
 #include <vector>
 
+#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
+#include "kvtier/v1/data_plane.h"
 #include "testing/store_test_util.h"
 #include "ucx/endpoint.h"
+#include "ucx/message.h"
 #include "ucx/worker.h"
 
 namespace kvtier::store {
@@ -21,6 +27,12 @@ using testing::Key;
 using testing::PageBytes;
 using testing::Spec;
 using testing::TempDir;
+
+// Replies the data plane sends to this test's client worker.
+class IgnoreReplies : public ucx::MessageReceiver {
+ public:
+  void OnMessage(const ucx::ReceivedMessage&) override {}
+};
 
 TEST(DataPlaneOptionsTest, ValidateNamesTheBadOption) {
   EXPECT_TRUE(DataPlaneOptions().Validate().ok());
@@ -123,6 +135,63 @@ TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
   plane->AbortPut(session, reserved->transfer_id);
   EXPECT_EQ(plane->pending_transfers(), 0u);
+}
+
+// The thread that delivers a request message holds UCX's worker lock while
+// the handler runs. A tagged ReservePut posting its receives meanwhile must
+// not hold the data plane's lock, or the handler's next call into the plane
+// (CheckSession here, FindSession for the next message) waits forever.
+TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  const uint64_t session = opened->session_id;
+  absl::Notification entered, release;
+  std::atomic<bool> checked{false};
+  plane->SetRequestHandler([&](uint64_t id, uint32_t, absl::string_view) {
+    entered.Notify();
+    release.WaitForNotificationWithTimeout(absl::Seconds(10));
+    checked = plane->CheckSession(id).ok();
+    return absl::StatusOr<std::string>(std::string());
+  });
+  IgnoreReplies ignore;
+  ASSERT_TRUE(ucx::SetMessageHandler(client_worker_.get(), wire::kReplyMessageId, &ignore).ok());
+  absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  ASSERT_TRUE((*endpoint)->Flush(absl::Now() + absl::Seconds(10)).ok());
+  const wire::RequestHeader header{.request_id = 1, .session_id = session, .op = 99};
+  ASSERT_TRUE((*endpoint)
+                  ->Use([&](ucp_ep_h ep) {
+                    return ucx::SendMessage(
+                        ep, wire::kRequestMessageId,
+                        absl::string_view(reinterpret_cast<const char*>(&header), sizeof(header)),
+                        "", /*want_reply=*/true);
+                  })
+                  .ok());
+  ASSERT_TRUE(entered.WaitForNotificationWithTimeout(absl::Seconds(10)));
+
+  const PutSpec specs[] = {Spec(Key(3))};
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved;
+  absl::Notification done;
+  std::thread reserve([&] {
+    reserved = plane->ReservePut(session, specs, /*tagged=*/true);
+    done.Notify();
+  });
+  absl::SleepFor(absl::Milliseconds(300));  // the reserve now waits for the worker lock
+  release.Notify();
+  if (!done.WaitForNotificationWithTimeout(absl::Seconds(20))) {
+    ADD_FAILURE() << "ReservePut and the message handler deadlocked";
+    std::abort();  // the threads cannot be joined
+  }
+  reserve.join();
+  EXPECT_TRUE(checked);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  plane->AbortPut(session, reserved->transfer_id);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  plane->SetRequestHandler(nullptr);
+  endpoint->reset();
 }
 
 TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
@@ -273,7 +342,7 @@ TEST(UcxArenaMemoryTest, ClientWritesIntoTheUcxAllocatedArena) {
       ucx::UcxEndpoint::Connect(client_worker.get(), opened->worker_address);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   absl::StatusOr<std::unique_ptr<ucx::UcxRemoteKey>> rkey =
-      ucx::UcxRemoteKey::Unpack((*endpoint)->get(), opened->arena_rkey);
+      (*endpoint)->UnpackKey(opened->arena_rkey);
   ASSERT_TRUE(rkey.ok()) << rkey.status();
   std::vector<std::vector<uint8_t>> bytes;
   std::vector<ucx::WriteSegment> writes;
