@@ -8,6 +8,7 @@
 #include <stdlib.h>
 
 #include <memory>
+#include <random>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -372,7 +373,7 @@ TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
   absl::StatusOr<client::ClientDataPlane::RegionLease> region = (*plane)->LeaseRegion(1 << 20);
   ASSERT_TRUE(region.ok()) << region.status();
   const OddPages pages = MakeOddPages(3, 5);
-  auto get = [&](uint64_t slot_bytes) {
+  auto get = [&](uint64_t slot_bytes, uint64_t tag = uint64_t{7} << 32) {
     v1::BatchGetRequest request;
     for (const PageKey& key : pages.keys) v1::KeyToProto(key, request.add_keys());
     v1::DataPlaneRegion* r = request.mutable_region();
@@ -380,7 +381,7 @@ TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
     r->set_address(reinterpret_cast<uint64_t>(region->memory().address()));
     r->set_bytes(region->memory().bytes());
     r->set_rkey(region->memory().packed_rkey());
-    r->set_tag(uint64_t{7} << 32);
+    r->set_tag(tag);
     r->set_slot_bytes(slot_bytes);
     grpc::ClientContext context;
     v1::BatchGetResponse response;
@@ -392,6 +393,45 @@ TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
   EXPECT_EQ(get(region->memory().bytes() / 2), grpc::StatusCode::INVALID_ARGUMENT);
   // Fitting slots and no stored page: nothing is sent, the call succeeds.
   EXPECT_EQ(get(region->memory().bytes() / 4), grpc::StatusCode::OK);
+  // A tag base has no page-index bits (wire::IsTagBase): page tags of two
+  // gets could meet otherwise.
+  EXPECT_EQ(get(region->memory().bytes() / 4, (uint64_t{7} << 32) | 5),
+            grpc::StatusCode::INVALID_ARGUMENT);
+}
+
+// Any bytes may arrive as a client's worker address; the server answers
+// INVALID_ARGUMENT and keeps serving (UCX alone aborts on most of them).
+TEST_P(UcxDataPlaneTest, MalformedWorkerAddressesAreRefusedAndTheServerKeepsServing) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  std::mt19937_64 rng(11);
+  std::vector<std::string> addresses = {std::string(1, '\x01'), std::string(16, '\xff')};
+  for (size_t length : {2, 9, 150, 4000}) {
+    std::string random(length, '\0');
+    for (char& c : random) c = static_cast<char>(rng());
+    addresses.push_back(random);
+  }
+  for (const std::string& address : addresses) {
+    grpc::ClientContext context;
+    v1::OpenDataPlaneRequest open;
+    open.set_client_worker_address(address);
+    v1::OpenDataPlaneResponse opened;
+    EXPECT_EQ(stub->OpenDataPlane(&context, open, &opened).error_code(),
+              grpc::StatusCode::INVALID_ARGUMENT)
+        << address.size() << " bytes";
+  }
+  // Still up, and a real client's session still opens and moves pages.
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  const OddPages pages = MakeOddPages(2, 3);
+  ASSERT_TRUE(client->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]);
+  EXPECT_EQ(client->data_plane_stats().sessions_opened, 1u);
+  EXPECT_EQ(client->data_plane_stats().inline_get_pages, 0u);
 }
 
 TEST_P(UcxDataPlaneTest, ServerRestartMidStreamReconnectsAndNeverReturnsACorruptPage) {

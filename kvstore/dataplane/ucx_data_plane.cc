@@ -8,6 +8,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "kvstore/dataplane/ucx_address_probe.h"
 #include "kvtier/v1/data_plane.h"
 
 namespace kvtier::store {
@@ -46,6 +47,9 @@ absl::Status DataPlaneOptions::Validate() const {
     return absl::InvalidArgumentError("max_pending_transfers must be > 0");
   }
   if (window == 0) return absl::InvalidArgumentError("window must be > 0");
+  if (address_probe_timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("address_probe_timeout must be > 0");
+  }
   return ucx.Validate();
 }
 
@@ -90,7 +94,9 @@ UcxDataPlane::UcxDataPlane(Store* store, const DataPlaneOptions& options,
       context_(std::move(context)),
       worker_(std::move(worker)),
       arena_(std::move(arena)),
-      arena_base_(arena_->address()) {}
+      arena_base_(arena_->address()),
+      probe_path_(options.address_probe.empty() ? DefaultUcxProbePath()
+                                                : options.address_probe) {}
 
 UcxDataPlane::~UcxDataPlane() {
   progress_.reset();
@@ -134,6 +140,9 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
         "client_worker_address: %d bytes, need 1..%d", client_worker_address.size(),
         kMaxWorkerAddressBytes));
   }
+  // UCX parses an address trusting it; a throwaway process parses it first.
+  RETURN_IF_ERROR(ProbeUcxAddress(probe_path_, client_worker_address, options_.ucx,
+                                  options_.address_probe_timeout));
   auto session = std::make_shared<Session>();
   ASSIGN_OR_RETURN(session->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));

@@ -94,7 +94,13 @@ struct DataPlaneOptions {
   uint32_t window = 64;
   // The UCX settings of the context Create starts when it is given no
   // arena (ucx/context.h documents each default).
-  ucx::UcxOptions ucx;
+  ucx::UcxOptions ucx{};
+  // The program that tries every client worker address before this
+  // process's UCX sees it (ucx_address_probe.h). Default ""
+  // (DefaultUcxProbePath(): kvtier-ucx-probe next to the executable).
+  std::string address_probe;
+  // How long a probe may take. Default 10 s. Must be > 0.
+  absl::Duration address_probe_timeout = absl::Seconds(10);
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -145,8 +151,9 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane(const UcxDataPlane&) = delete;
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
-  // INVALID_ARGUMENT (empty or oversized address), UNAVAILABLE (no
-  // endpoint to the client's worker).
+  // INVALID_ARGUMENT (empty, oversized, or an address UCX refuses or
+  // chokes on in the probe), UNAVAILABLE (no probe, or no endpoint to the
+  // client's worker).
   absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address);
   void Close(uint64_t session_id);
 
@@ -254,6 +261,7 @@ class UcxDataPlane : private ucx::MessageReceiver {
   const std::unique_ptr<ucx::UcxWorker> worker_;
   const std::shared_ptr<const ucx::UcxMemory> arena_;
   const uint8_t* const arena_base_;
+  const std::string probe_path_;
 
   mutable absl::Mutex mu_;
   absl::BitGen gen_ ABSL_GUARDED_BY(mu_);

@@ -8,6 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <memory>
+#include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -27,6 +29,12 @@ using testing::Key;
 using testing::PageBytes;
 using testing::Spec;
 using testing::TempDir;
+
+DataPlaneOptions ProbingOptions() {
+  DataPlaneOptions options;
+  options.address_probe = KVTIER_UCX_PROBE_PATH;
+  return options;
+}
 
 // Replies the data plane sends to this test's client worker.
 class IgnoreReplies : public ucx::MessageReceiver {
@@ -49,6 +57,8 @@ TEST(DataPlaneOptionsTest, ValidateNamesTheBadOption) {
   EXPECT_EQ(code([](auto& o) { o.max_pending_transfers = 0; }),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](auto& o) { o.window = 0; }), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.address_probe_timeout = absl::ZeroDuration(); }),
+            absl::StatusCode::kInvalidArgument);
 }
 
 class UcxDataPlaneTest : public ::testing::Test {
@@ -63,6 +73,7 @@ class UcxDataPlaneTest : public ::testing::Test {
   }
 
   std::unique_ptr<UcxDataPlane> Create(DataPlaneOptions options = {}) {
+    options.address_probe = KVTIER_UCX_PROBE_PATH;
     absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
         UcxDataPlane::Create(store_.get(), options);
     EXPECT_TRUE(plane.ok()) << plane.status();
@@ -135,6 +146,40 @@ TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
   plane->AbortPut(session, reserved->transfer_id);
   EXPECT_EQ(plane->pending_transfers(), 0u);
+}
+
+// Addresses UCX aborts on (its parser trusts its input) are refused with
+// INVALID_ARGUMENT, the server keeps running, and a real client still
+// connects afterwards.
+TEST_F(UcxDataPlaneTest, MalformedClientAddressesAreRefusedAndTheServerSurvives) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  std::vector<std::string> bad = {std::string(1, '\x01'), std::string(16, '\xff'),
+                                  client_worker_->address().substr(0, 20)};
+  std::mt19937_64 rng(7);
+  for (size_t length : {3, 64, 145, 1000}) {
+    std::string random(length, '\0');
+    for (char& c : random) c = static_cast<char>(rng());
+    bad.push_back(random);
+  }
+  for (const std::string& address : bad) {
+    absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(address);
+    EXPECT_EQ(opened.status().code(), absl::StatusCode::kInvalidArgument)
+        << address.size() << " bytes: " << opened.status();
+  }
+  EXPECT_EQ(plane->open_sessions(), 0u);
+  EXPECT_NE(Open(*plane), 0u);
+  EXPECT_EQ(plane->open_sessions(), 1u);
+}
+
+TEST_F(UcxDataPlaneTest, AMissingProbeRefusesSessionsInsteadOfTrustingAddresses) {
+  DataPlaneOptions options;
+  options.address_probe = dir_.path() + "/no-such-probe";
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane = UcxDataPlane::Create(store_.get(), options);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  EXPECT_EQ((*plane)->Open(client_worker_->address()).status().code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ((*plane)->open_sessions(), 0u);
 }
 
 // The thread that delivers a request message holds UCX's worker lock while
@@ -324,7 +369,7 @@ TEST(UcxArenaMemoryTest, ClientWritesIntoTheUcxAllocatedArena) {
   EXPECT_EQ((*ucx_arena)->Provider()(4096).status().code(), absl::StatusCode::kFailedPrecondition);
 
   absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
-      UcxDataPlane::Create(store->get(), DataPlaneOptions(), *ucx_arena);
+      UcxDataPlane::Create(store->get(), ProbingOptions(), *ucx_arena);
   ASSERT_TRUE(plane.ok()) << plane.status();
   std::unique_ptr<ucx::UcxContext> client_context = *ucx::UcxContext::Create(ucx::UcxOptions{});
   std::unique_ptr<ucx::UcxWorker> client_worker = *ucx::UcxWorker::Create(*client_context);
