@@ -129,12 +129,13 @@ absl::Status PrintStats(client::StoreClient& client) {
               static_cast<unsigned long long>(s.get_misses()),
               static_cast<unsigned long long>(s.lost_pages()));
   std::printf("  demotions %llu  promotions %llu  dropped %llu  active pins %llu  "
-              "reserved %s\n",
+              "reserved %s  quarantined %s\n",
               static_cast<unsigned long long>(s.demotions()),
               static_cast<unsigned long long>(s.promotions()),
               static_cast<unsigned long long>(s.dropped_pages()),
               static_cast<unsigned long long>(s.active_pins()),
-              HumanBytes(s.reserved_bytes()).c_str());
+              HumanBytes(s.reserved_bytes()).c_str(),
+              HumanBytes(s.quarantined_bytes()).c_str());
   return absl::OkStatus();
 }
 

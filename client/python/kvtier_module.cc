@@ -214,6 +214,7 @@ class PyStoreClient {
     d["demotions"] = s.demotions();
     d["promotions"] = s.promotions();
     d["active_pins"] = s.active_pins();
+    d["quarantined_bytes"] = s.quarantined_bytes();
     d["lookups"] = s.lookups();
     return d;
   }

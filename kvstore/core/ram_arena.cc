@@ -63,6 +63,10 @@ absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_byt
                                                            const ArenaMemoryProvider& provider,
                                                            bool prefault) {
   if (capacity_bytes == 0) return absl::InvalidArgumentError("RAM arena capacity is 0");
+  if (capacity_bytes > kMaxCapacityBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("RAM arena capacity ", capacity_bytes,
+                                                   " exceeds ", kMaxCapacityBytes));
+  }
   const uint64_t rounded = (capacity_bytes + kUnitBytes - 1) / kUnitBytes * kUnitBytes;
   ASSIGN_OR_RETURN(std::unique_ptr<ArenaMemory> memory,
                    provider ? provider(rounded) : MapAnonymousArenaMemory(rounded));
@@ -81,15 +85,18 @@ absl::StatusOr<std::unique_ptr<RamArena>> RamArena::Create(uint64_t capacity_byt
                      << " s";
   }
   auto unit_state = std::make_unique<uint8_t[]>(rounded / kUnitBytes);  // zeroed: kNotHead
-  return std::unique_ptr<RamArena>(new RamArena(std::move(memory), rounded, std::move(unit_state)));
+  auto links = std::make_unique<Links[]>(rounded / kUnitBytes);
+  return std::unique_ptr<RamArena>(
+      new RamArena(std::move(memory), rounded, std::move(unit_state), std::move(links)));
 }
 
 RamArena::RamArena(std::unique_ptr<ArenaMemory> memory, uint64_t capacity_bytes,
-                   std::unique_ptr<uint8_t[]> unit_state)
+                   std::unique_ptr<uint8_t[]> unit_state, std::unique_ptr<Links[]> links)
     : memory_(std::move(memory)),
       base_(memory_->base()),
       capacity_bytes_(capacity_bytes),
-      unit_state_(std::move(unit_state)) {
+      unit_state_(std::move(unit_state)),
+      links_(std::move(links)) {
   free_head_.fill(kNone);
   // Cover the region with the largest aligned blocks that fit.
   uint64_t offset = 0;
@@ -110,22 +117,24 @@ int RamArena::ClassOf(uint64_t bytes) {
 }
 
 void RamArena::PushFree(uint64_t offset, int size_class) {
-  Links* links = LinksAt(offset);
-  links->next = free_head_[size_class];
-  links->prev = kNone;
-  if (links->next != kNone) LinksAt(links->next)->prev = offset;
+  Links& links = LinksAt(offset);
+  const uint64_t head = free_head_[size_class];
+  links.next = head == kNone ? kNoUnit : UnitOf(head);
+  links.prev = kNoUnit;
+  if (head != kNone) LinksAt(head).prev = UnitOf(offset);
   free_head_[size_class] = offset;
   StateAt(offset) = kFreeBit | static_cast<uint8_t>(size_class);
 }
 
 void RamArena::RemoveFree(uint64_t offset, int size_class) {
-  const Links* links = LinksAt(offset);
-  if (links->prev != kNone) {
-    LinksAt(links->prev)->next = links->next;
+  const Links links = LinksAt(offset);
+  if (links.prev != kNoUnit) {
+    links_[links.prev].next = links.next;
   } else {
-    free_head_[size_class] = links->next;
+    free_head_[size_class] = links.next == kNoUnit ? kNone : OffsetOf(links.next);
   }
-  if (links->next != kNone) LinksAt(links->next)->prev = links->prev;
+  if (links.next != kNoUnit) links_[links.next].prev = links.prev;
+  LinksAt(offset) = Links();
   StateAt(offset) = kNotHead;
 }
 

@@ -45,6 +45,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/clock.h"
 #include "common/page_key.h"
@@ -157,11 +158,24 @@ struct StoreStats {
   uint64_t promotions = 0;
   uint64_t dropped_pages = 0;
   uint64_t reserved_bytes = 0;
+  // RAM of reservations that ended uncommitted, held back from reuse for
+  // their release delay (ReserveOptions).
+  uint64_t quarantined_bytes = 0;
   uint64_t active_pins = 0;
   uint64_t lookups = 0;
 };
 
 class Store;
+
+// How the slots of one reservation may be written.
+struct ReserveOptions {
+  // Slots that end uncommitted (abort, a failed commit, a reservation
+  // dropped) return to the free lists only this long later, unused
+  // meanwhile: a writer the store cannot stop (a data-plane client copying
+  // into its mapping of the arena) may still be writing them, and its late
+  // bytes must land in no other page. Default 0: at once. Must be >= 0.
+  absl::Duration release_delay = absl::ZeroDuration();
+};
 
 // The RAM slots of one reserved batch. Move-only. Destroying an uncommitted
 // Reservation aborts it. REQUIRES: the Store outlives it.
@@ -215,7 +229,12 @@ class Store {
   // too many, bad layout, duplicate key) and reserves RAM for the pages not
   // yet stored, demoting or dropping unpinned pages to make room
   // (RESOURCE_EXHAUSTED when that cannot be done; nothing stays reserved).
-  virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) = 0;
+  // INVALID_ARGUMENT also for a negative release delay.
+  virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
+                                              const ReserveOptions& options) = 0;
+  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) {
+    return Reserve(specs, ReserveOptions());
+  }
   // Phase two: verifies every written page against its checksum (DATA_LOSS
   // and nothing committed on a mismatch) and makes the batch visible at once.
   // A page that was stored at Reserve (no slot, nothing written) and has

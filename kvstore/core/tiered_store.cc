@@ -139,8 +139,12 @@ absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain
   return result;
 }
 
-absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs) {
+absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs,
+                                                 const ReserveOptions& reserve_options) {
   RETURN_IF_ERROR(ValidatePutSpecs(specs, options_.max_batch_pages));
+  if (reserve_options.release_delay < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("release_delay must be >= 0");
+  }
   // Each round either reserves or makes progress evicting; concurrent puts
   // may take the room a round freed, hence a bounded retry.
   constexpr int kMaxRounds = 16;
@@ -150,6 +154,7 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
     {
       absl::MutexLock lock(&mu_);
       SweepPinsLocked();
+      ReleaseQuarantineLocked();
       std::vector<std::optional<RamArena::Slot>> slots;
       if (AllocateSlotsLocked(specs, &slots)) {
         std::vector<absl::Span<uint8_t>> buffers(specs.size());
@@ -160,6 +165,7 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
           pending.slot_bytes += RamArena::ClassBytes(slots[i]->size_class);
         }
         pending.slots = std::move(slots);
+        pending.release_delay_us = absl::ToInt64Microseconds(reserve_options.release_delay);
         const uint64_t id = next_reservation_id_++;
         counters_.reserved_bytes += pending.slot_bytes;
         reservations_.emplace(id, std::move(pending));
@@ -215,10 +221,7 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     if (!pending->second.slots[i] && !index_.contains(reservation.spec(i).key)) {
       // Found stored at Reserve, so nothing was written for it, and removed
       // since: committing would report a page the store does not hold.
-      for (const std::optional<RamArena::Slot>& slot : pending->second.slots) {
-        if (slot) arena_->Free(*slot);
-      }
-      counters_.reserved_bytes -= pending->second.slot_bytes;
+      ReleaseReservationLocked(pending->second);
       reservations_.erase(pending);
       return absl::AbortedError(absl::StrCat("page ", i, " (",
                                              reservation.spec(i).key.DebugString(),
@@ -263,11 +266,32 @@ void TieredStore::AbortById(uint64_t reservation_id) {
   absl::MutexLock lock(&mu_);
   auto it = reservations_.find(reservation_id);
   if (it == reservations_.end()) return;
-  for (const std::optional<RamArena::Slot>& slot : it->second.slots) {
-    if (slot) arena_->Free(*slot);
-  }
-  counters_.reserved_bytes -= it->second.slot_bytes;
+  ReleaseReservationLocked(it->second);
   reservations_.erase(it);
+}
+
+void TieredStore::ReleaseReservationLocked(PendingReservation& pending) {
+  const int64_t release_us = clock_->NowMicros() + pending.release_delay_us;
+  for (const std::optional<RamArena::Slot>& slot : pending.slots) {
+    if (!slot) continue;
+    if (pending.release_delay_us == 0) {
+      arena_->Free(*slot);
+    } else {
+      quarantine_.push_back(QuarantinedSlot{.slot = *slot, .release_us = release_us});
+      counters_.quarantined_bytes += RamArena::ClassBytes(slot->size_class);
+    }
+  }
+  counters_.reserved_bytes -= pending.slot_bytes;
+  ReleaseQuarantineLocked();
+}
+
+void TieredStore::ReleaseQuarantineLocked() {
+  const int64_t now_us = clock_->NowMicros();
+  while (!quarantine_.empty() && quarantine_.front().release_us <= now_us) {
+    arena_->Free(quarantine_.front().slot);
+    counters_.quarantined_bytes -= RamArena::ClassBytes(quarantine_.front().slot.size_class);
+    quarantine_.pop_front();
+  }
 }
 
 absl::StatusOr<std::vector<GetResult>> TieredStore::BatchGet(absl::Span<const PageKey> keys) {

@@ -25,6 +25,7 @@
 #ifndef KVTIER_KVSTORE_CORE_TIERED_STORE_H_
 #define KVTIER_KVSTORE_CORE_TIERED_STORE_H_
 
+#include <deque>
 #include <memory>
 #include <vector>
 
@@ -49,7 +50,9 @@ class TieredStore final : public Store {
 
   absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain, uint32_t layer_begin,
                                       uint32_t layer_count) override;
-  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) override;
+  using Store::Reserve;
+  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
+                                      const ReserveOptions& options) override;
   absl::StatusOr<std::vector<PutResult>> Commit(Reservation reservation) override;
   void Abort(Reservation reservation) override;
   absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) override;
@@ -75,6 +78,12 @@ class TieredStore final : public Store {
   struct PendingReservation {
     std::vector<std::optional<RamArena::Slot>> slots;  // per spec; nullopt: already stored
     uint64_t slot_bytes = 0;
+    int64_t release_delay_us = 0;  // ReserveOptions::release_delay
+  };
+  // A slot of an ended reservation, free again at release_us.
+  struct QuarantinedSlot {
+    RamArena::Slot slot;
+    int64_t release_us = 0;
   };
   // One RAM page on its way to disk; holds a lease on its slot.
   struct Demotion {
@@ -130,6 +139,12 @@ class TieredStore final : public Store {
   void CompletePromotions(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
                           absl::Span<const GetResult> results, std::vector<Promotion> promotions)
       ABSL_LOCKS_EXCLUDED(mu_);
+
+  // Ends a pending reservation without committing it: its slots go back to
+  // the arena, or to the quarantine for its release delay.
+  void ReleaseReservationLocked(PendingReservation& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Frees the quarantined slots whose time has come.
+  void ReleaseQuarantineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // tiered_store.cc helpers.
   void SweepPinsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -193,6 +208,9 @@ class TieredStore final : public Store {
   PageIndex index_ ABSL_GUARDED_BY(mu_);
   PinTable pins_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, PendingReservation> reservations_ ABSL_GUARDED_BY(mu_);
+  // In release order: every reservation's delay is its own, so a later one
+  // may end sooner; released from the front while due, the rest wait.
+  std::deque<QuarantinedSlot> quarantine_ ABSL_GUARDED_BY(mu_);
   // Slots of removed entries that readers still copy from: offset ->
   // (slot, readers). The last reader frees the slot.
   absl::flat_hash_map<uint64_t, std::pair<RamArena::Slot, uint32_t>> zombie_slots_

@@ -257,6 +257,49 @@ TEST_F(StoreTest, CommitOfAPageRemovedSinceReserveIsAbortedAndStoresNothing) {
   EXPECT_EQ(GetOne(Key(2)).data, AsString(bytes));
 }
 
+// Slots a writer the store cannot stop may still be writing stay out of use
+// for the reservation's release delay, whichever way it ended.
+TEST_F(StoreTest, SlotsOfEndedReservationsWaitOutTheirReleaseDelay) {
+  EXPECT_EQ(store_->Reserve({Spec(Key(1))}, {.release_delay = absl::Seconds(-1)}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  const ReserveOptions late{.release_delay = absl::Seconds(5)};
+  auto aborted = store_->Reserve({Spec(Key(1))}, late);
+  ASSERT_TRUE(aborted.ok());
+  uint8_t* const first = aborted->buffer(0).data();
+  store_->Abort(*std::move(aborted));
+  // A commit that fails its checksum ends the same way.
+  auto failed = store_->Reserve({Spec(Key(2))}, late);
+  ASSERT_TRUE(failed.ok());
+  uint8_t* const second = failed->buffer(0).data();
+  EXPECT_NE(second, first);
+  std::fill(failed->buffer(0).begin(), failed->buffer(0).end(), 0x5a);
+  EXPECT_EQ(store_->Commit(*std::move(failed)).status().code(), absl::StatusCode::kDataLoss);
+  StoreStats stats = store_->Stats();
+  EXPECT_EQ(stats.reserved_bytes, 0u);
+  EXPECT_EQ(stats.quarantined_bytes, 2u * 4096);
+  // Meanwhile no other put gets those slots.
+  std::vector<PageKey> keys;
+  for (uint64_t i = 10; i < 10 + 200; ++i) keys.push_back(Key(i));
+  for (size_t k = 0; k < keys.size(); k += 8) {
+    const std::vector<PageKey> batch(keys.begin() + k, keys.begin() + k + 8);
+    auto r = store_->Reserve([&] {
+      std::vector<PutSpec> specs;
+      for (const PageKey& key : batch) specs.push_back(Spec(key));
+      return specs;
+    }());
+    ASSERT_TRUE(r.ok()) << r.status();
+    for (size_t i = 0; i < r->size(); ++i) {
+      EXPECT_NE(r->buffer(i).data(), first);
+      EXPECT_NE(r->buffer(i).data(), second);
+    }
+  }
+  clock_.AdvanceMillis(5000);
+  ASSERT_TRUE(PutPages(*store_, {Key(3)}).ok());  // a Reserve releases what is due
+  stats = store_->Stats();
+  EXPECT_EQ(stats.quarantined_bytes, 0u);
+  EXPECT_EQ(stats.reserved_bytes, 0u);
+}
+
 TEST_F(StoreTest, ReservationOfAnotherStoreIsRefused) {
   TempDir other_dir;
   StoreOptions other_options = options_;

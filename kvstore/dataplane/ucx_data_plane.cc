@@ -50,6 +50,9 @@ absl::Status DataPlaneOptions::Validate() const {
   if (address_probe_timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("address_probe_timeout must be > 0");
   }
+  if (released_slot_quarantine < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("released_slot_quarantine must be >= 0");
+  }
   return ucx.Validate();
 }
 
@@ -221,7 +224,8 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
                           transfers_.size() + draining_.size()));
     }
   }
-  ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
+  ASSIGN_OR_RETURN(Reservation reservation,
+                   store_->Reserve(specs, {.release_delay = options_.released_slot_quarantine}));
   ReserveReply reply;
   reply.slots.resize(reservation.size());
   for (size_t i = 0; i < reservation.size(); ++i) {

@@ -41,9 +41,11 @@
 // endpoint are answered by the thread that receives them, through the
 // handler the service sets (SetRequestHandler).
 //
-// A client that keeps writing after its transfer expired may overwrite a
-// slot given to someone else; checksums (verified on commit and on every
-// read) keep such bytes from ever being committed or returned.
+// Slots of a transfer that ends uncommitted are quarantined for
+// released_slot_quarantine before reuse (a client may still be copying into
+// its mapping of them); bytes written even later land at worst in another
+// page's slot, and checksums (verified on commit and on every read) keep
+// them from ever being committed or returned.
 //
 // Thread-safety: thread-safe. Lock order: mu_ is never held across a UCX
 // call (posting, testing or releasing a request, closing an endpoint),
@@ -101,6 +103,11 @@ struct DataPlaneOptions {
   std::string address_probe;
   // How long a probe may take. Default 10 s. Must be > 0.
   absl::Duration address_probe_timeout = absl::Seconds(10);
+  // Slots of a put transfer that ends uncommitted (aborted, expired, its
+  // session closed, its commit failed) stay out of use this long
+  // (ReserveOptions::release_delay): a client that copies into its mapping
+  // of the arena may still be writing them. Default 10 s. Must be >= 0.
+  absl::Duration released_slot_quarantine = absl::Seconds(10);
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;

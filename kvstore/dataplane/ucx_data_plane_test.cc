@@ -59,6 +59,8 @@ TEST(DataPlaneOptionsTest, ValidateNamesTheBadOption) {
   EXPECT_EQ(code([](auto& o) { o.window = 0; }), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(code([](auto& o) { o.address_probe_timeout = absl::ZeroDuration(); }),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(code([](auto& o) { o.released_slot_quarantine = absl::Seconds(-1); }),
+            absl::StatusCode::kInvalidArgument);
 }
 
 class UcxDataPlaneTest : public ::testing::Test {
@@ -270,6 +272,37 @@ TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
   EXPECT_EQ(plane->CommitPut(b, reserved->transfer_id).status().code(),
             absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().put_pages, 0u);
+}
+
+// A client may still be copying into the slots of a transfer that ended
+// under it: they stay out of use for released_slot_quarantine, and the
+// next put gets other slots.
+TEST_F(UcxDataPlaneTest, SlotsOfEndedTransfersAreQuarantined) {
+  const PutSpec specs[] = {Spec(Key(7))};
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  const uint64_t session = Open(*plane);
+  absl::StatusOr<UcxDataPlane::ReserveReply> first = plane->ReservePut(session, specs);
+  ASSERT_TRUE(first.ok());
+  plane->AbortPut(session, first->transfer_id);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(store_->Stats().quarantined_bytes, 4096u);
+  absl::StatusOr<UcxDataPlane::ReserveReply> second = plane->ReservePut(session, specs);
+  ASSERT_TRUE(second.ok());
+  EXPECT_NE(second->slots[0].arena_offset, first->slots[0].arena_offset);
+  plane->Close(session);
+  EXPECT_EQ(store_->Stats().quarantined_bytes, 2u * 4096);
+
+  DataPlaneOptions at_once;
+  at_once.released_slot_quarantine = absl::ZeroDuration();
+  std::unique_ptr<UcxDataPlane> trusting = Create(at_once);
+  ASSERT_NE(trusting, nullptr);
+  const uint64_t other = Open(*trusting);
+  absl::StatusOr<UcxDataPlane::ReserveReply> third =
+      trusting->ReservePut(other, {Spec(Key(8))});
+  ASSERT_TRUE(third.ok());
+  trusting->AbortPut(other, third->transfer_id);
+  EXPECT_EQ(store_->Stats().quarantined_bytes, 2u * 4096);
 }
 
 TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {

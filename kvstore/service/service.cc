@@ -300,6 +300,7 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   response->set_dropped_pages(s.dropped_pages);
   response->set_reserved_bytes(s.reserved_bytes);
   response->set_active_pins(s.active_pins);
+  response->set_quarantined_bytes(s.quarantined_bytes);
   response->set_lookups(s.lookups);
   return absl::OkStatus();
 }

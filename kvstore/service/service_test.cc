@@ -31,7 +31,9 @@ class FakeStore final : public Store {
     }
     return r;
   }
-  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs) override {
+  using Store::Reserve;
+  absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
+                                      const ReserveOptions&) override {
     ++calls;
     buffers.assign(specs.size(), std::string());
     std::vector<absl::Span<uint8_t>> spans;
