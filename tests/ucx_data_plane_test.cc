@@ -434,6 +434,69 @@ TEST_P(UcxDataPlaneTest, MalformedWorkerAddressesAreRefusedAndTheServerKeepsServ
   EXPECT_EQ(client->data_plane_stats().inline_get_pages, 0u);
 }
 
+// A region's packed key comes from the client too; UCX crashes unpacking a
+// malformed one, so the server refuses it and keeps serving.
+TEST_P(UcxDataPlaneTest, MalformedRegionKeysAreRefusedAndTheServerKeepsServing) {
+  std::unique_ptr<ServerProcess> server = Start();
+  ASSERT_NE(server, nullptr);
+  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
+      client::ClientDataPlane::Create(ucx::UcxOptions{});
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  auto stub = v1::KvStore::NewStub(
+      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
+  grpc::ClientContext open_context;
+  v1::OpenDataPlaneRequest open;
+  open.set_client_worker_address((*plane)->worker_address());
+  v1::OpenDataPlaneResponse opened;
+  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
+  absl::StatusOr<client::ClientDataPlane::RegionLease> region = (*plane)->LeaseRegion(1 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+  const OddPages pages = MakeOddPages(2, 9);
+  const std::string good = region->memory().packed_rkey();
+  for (const std::string& rkey : {std::string(16, '\xff'), good.substr(0, good.size() / 2)}) {
+    v1::BatchGetRequest get;
+    for (const PageKey& key : pages.keys) v1::KeyToProto(key, get.add_keys());
+    v1::DataPlaneRegion* r = get.mutable_region();
+    r->set_session_id(opened.session_id());
+    r->set_address(reinterpret_cast<uint64_t>(region->memory().address()));
+    r->set_bytes(region->memory().bytes());
+    r->set_rkey(rkey);
+    grpc::ClientContext get_context;
+    v1::BatchGetResponse got;
+    // Nothing stored: the key is checked only when a page is to be written.
+    EXPECT_TRUE(stub->BatchGet(&get_context, get, &got).ok());
+
+    v1::BatchPutRequest put;
+    uint64_t offset = 0;
+    for (const client::PutPage& page : pages.puts) {
+      v1::PutPage* p = put.add_pages();
+      v1::KeyToProto(page.key, p->mutable_key());
+      v1::LayoutToProto(page.layout, p->mutable_layout());
+      p->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+      p->set_region_offset(offset);
+      offset += page.data.size();
+    }
+    *put.mutable_region() = *r;
+    grpc::ClientContext put_context;
+    v1::BatchPutResponse put_reply;
+    // Shared memory: the key is refused. TCP emulates RMA and unpacks any
+    // key, so the server reads whatever the address holds, and the
+    // checksums refuse those bytes. Nothing is stored either way.
+    const grpc::StatusCode code = stub->BatchPut(&put_context, put, &put_reply).error_code();
+    EXPECT_EQ(code, std::get<0>(GetParam()) == "tcp" ? grpc::StatusCode::DATA_LOSS
+                                                     : grpc::StatusCode::INVALID_ARGUMENT)
+        << rkey.size() << " bytes";
+  }
+  std::unique_ptr<client::StoreClient> client = Connect(*server);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->Stats()->put_pages(), 0u);
+  ASSERT_TRUE(client->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = client->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]);
+  EXPECT_EQ(client->Stats()->reserved_bytes(), 0u);
+}
+
 TEST_P(UcxDataPlaneTest, ServerRestartMidStreamReconnectsAndNeverReturnsACorruptPage) {
   std::unique_ptr<ServerProcess> server = Start();
   ASSERT_NE(server, nullptr);

@@ -76,8 +76,20 @@ std::string DefaultUcxProbePath() {
   return (self.parent_path() / "kvtier-ucx-probe").string();
 }
 
-absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view address,
-                             const ucx::UcxOptions& options, absl::Duration timeout) {
+std::string ProbeInput(absl::string_view address, absl::string_view rkey) {
+  std::string input(4, '\0');
+  const uint32_t length = static_cast<uint32_t>(address.size());
+  for (int i = 0; i < 4; ++i) input[i] = static_cast<char>((length >> (8 * i)) & 0xff);
+  absl::StrAppend(&input, address, rkey);
+  return input;
+}
+
+namespace {
+
+// Runs the probe on `input`; `what` names the field in errors.
+absl::Status RunProbe(const std::string& probe_path, const std::string& input,
+                      absl::string_view what, const ucx::UcxOptions& options,
+                      absl::Duration timeout) {
   if (probe_path.empty()) {
     return absl::UnavailableError("no UCX address probe program is configured");
   }
@@ -109,8 +121,8 @@ absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view ad
   static absl::once_flag ignore_sigpipe;
   absl::call_once(ignore_sigpipe, [] { signal(SIGPIPE, SIG_IGN); });
   size_t written = 0;
-  while (written < address.size()) {
-    const ssize_t n = write(in.fds[1], address.data() + written, address.size() - written);
+  while (written < input.size()) {
+    const ssize_t n = write(in.fds[1], input.data() + written, input.size() - written);
     if (n <= 0) break;
     written += static_cast<size_t>(n);
   }
@@ -140,16 +152,31 @@ absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view ad
   }
   if (timed_out) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "client_worker_address: UCX did not answer within ", absl::FormatDuration(timeout)));
+        what, ": UCX did not answer within ", absl::FormatDuration(timeout)));
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
   if (WIFEXITED(status)) {
     return absl::InvalidArgumentError(
-        absl::StrCat("client_worker_address: UCX refused it: ", LastLine(output)));
+        absl::StrCat(what, ": UCX refused it: ", LastLine(output)));
   }
   return absl::InvalidArgumentError(absl::StrCat(
-      "client_worker_address: malformed (UCX ", WIFSIGNALED(status) ? "aborted on it, signal " : "",
+      what, ": malformed (UCX ", WIFSIGNALED(status) ? "aborted on it, signal " : "",
       WIFSIGNALED(status) ? WTERMSIG(status) : status, ")"));
+}
+
+}  // namespace
+
+absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view address,
+                             const ucx::UcxOptions& options, absl::Duration timeout) {
+  return RunProbe(probe_path, ProbeInput(address, ""), "client_worker_address", options,
+                  timeout);
+}
+
+absl::Status ProbeUcxRkey(const std::string& probe_path, absl::string_view address,
+                          absl::string_view rkey, const ucx::UcxOptions& options,
+                          absl::Duration timeout) {
+  if (rkey.empty()) return absl::InvalidArgumentError("region.rkey: empty");
+  return RunProbe(probe_path, ProbeInput(address, rkey), "region.rkey", options, timeout);
 }
 
 }  // namespace kvtier::store

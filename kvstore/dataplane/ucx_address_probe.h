@@ -1,12 +1,13 @@
-// ProbeUcxAddress: whether UCX can create an endpoint from a worker address
-// a client sent, tried in a throwaway process first.
+// ProbeUcxAddress, ProbeUcxRkey: whether UCX can use a worker address or a
+// packed remote key a client sent, tried in a throwaway process first.
 //
-// UCX's address parser trusts its input: ucp_ep_create reads a packed
-// address without a length and asserts on what it does not expect (one
-// byte, 16 bytes of 0xff or random bytes abort the process). The server
-// therefore never hands a client's address to UCX before the probe program
-// (kvtier-ucx-probe, ucx_address_probe_main.cc) has created an endpoint
-// from the same bytes with the same UCX options and exited cleanly.
+// UCX's parsers trust their input: ucp_ep_create reads a packed address
+// without a length and asserts on what it does not expect (one byte, 16
+// bytes of 0xff or random bytes abort the process), and ucp_ep_rkey_unpack
+// crashes on a malformed key (16 bytes of 0xff or random bytes segfault).
+// The server therefore never hands a client's address or key to UCX before
+// the probe program (kvtier-ucx-probe, ucx_address_probe_main.cc) has used
+// the same bytes with the same UCX options and exited cleanly.
 //
 // Thread-safety: thread-safe; at most kMaxConcurrentProbes run at once
 // (the others wait), so a flood of OpenDataPlane calls cannot fork without
@@ -37,6 +38,17 @@ std::string DefaultUcxProbePath();
 // is killed); UNAVAILABLE when the probe cannot be started.
 absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view address,
                              const ucx::UcxOptions& options, absl::Duration timeout);
+
+// The same for a remote key packed by the worker at `address` (which passed
+// ProbeUcxAddress): the probe connects to that worker and unpacks `rkey`.
+// INVALID_ARGUMENT names the key ("region.rkey") instead of the address.
+absl::Status ProbeUcxRkey(const std::string& probe_path, absl::string_view address,
+                          absl::string_view rkey, const ucx::UcxOptions& options,
+                          absl::Duration timeout);
+
+// The probe's input: a little-endian u32 address length, the address, then
+// the remote key (empty: probe the address alone).
+std::string ProbeInput(absl::string_view address, absl::string_view rkey);
 
 }  // namespace kvtier::store
 

@@ -1,9 +1,13 @@
 // kvtier-ucx-probe: creates a UCX endpoint from the worker address on stdin
-// and exits 0, or prints UCX's error and exits 1. kvtier-server runs it on
-// every client address before its own UCX sees the bytes
-// (ucx_address_probe.h); whatever makes UCX abort, aborts this process.
+// and, when a remote key follows, unpacks it on that endpoint; exits 0, or
+// prints UCX's error and exits 1. kvtier-server runs it on every client
+// address and key before its own UCX sees the bytes (ucx_address_probe.h);
+// whatever makes UCX abort or crash, does so to this process.
 //
-//   kvtier-ucx-probe [--ucx_transports=T] [--ucx_mutex_locks=0|1] < address
+//   kvtier-ucx-probe [--ucx_transports=T] [--ucx_mutex_locks=0|1] < input
+//
+// Input (ProbeInput): a little-endian u32 address length, the address, then
+// the remote key (possibly empty).
 #include <unistd.h>
 
 #include <cstdio>
@@ -18,8 +22,8 @@
 
 namespace {
 
-// Far above any worker address (a few hundred bytes).
-constexpr size_t kMaxAddressBytes = 64 << 10;
+// Far above any worker address and key (a few hundred bytes).
+constexpr size_t kMaxInputBytes = 128 << 10;
 
 int Fail(const std::string& message) {
   std::fprintf(stderr, "%s\n", message.c_str());
@@ -40,13 +44,21 @@ int main(int argc, char** argv) {
       return Fail("usage: kvtier-ucx-probe [--ucx_transports=T] [--ucx_mutex_locks=0|1] < address");
     }
   }
-  std::string address;
+  std::string input;
   char buffer[4096];
   ssize_t n;
   while ((n = read(STDIN_FILENO, buffer, sizeof(buffer))) > 0) {
-    address.append(buffer, static_cast<size_t>(n));
-    if (address.size() > kMaxAddressBytes) return Fail("address too long");
+    input.append(buffer, static_cast<size_t>(n));
+    if (input.size() > kMaxInputBytes) return Fail("input too long");
   }
+  if (input.size() < 4) return Fail("input shorter than its length field");
+  uint32_t address_bytes = 0;
+  for (int i = 0; i < 4; ++i) {
+    address_bytes |= uint32_t{static_cast<uint8_t>(input[i])} << (8 * i);
+  }
+  if (address_bytes > input.size() - 4) return Fail("address length beyond the input");
+  const std::string address = input.substr(4, address_bytes);
+  const std::string rkey = input.substr(4 + address_bytes);
   absl::StatusOr<std::unique_ptr<kvtier::ucx::UcxContext>> context =
       kvtier::ucx::UcxContext::Create(options);
   if (!context.ok()) return Fail(std::string(context.status().message()));
@@ -56,6 +68,10 @@ int main(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<kvtier::ucx::UcxEndpoint>> endpoint =
       kvtier::ucx::UcxEndpoint::Connect(worker->get(), address);
   if (!endpoint.ok()) return Fail(std::string(endpoint.status().message()));
+  if (!rkey.empty()) {
+    absl::StatusOr<std::unique_ptr<kvtier::ucx::UcxRemoteKey>> key = (*endpoint)->UnpackKey(rkey);
+    if (!key.ok()) return Fail(std::string(key.status().message()));
+  }
   (*endpoint)->Close();
   return 0;
 }

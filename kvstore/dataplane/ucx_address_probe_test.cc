@@ -8,6 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "ucx/context.h"
+#include "ucx/memory.h"
 #include "ucx/worker.h"
 
 namespace kvtier::store {
@@ -41,6 +42,29 @@ TEST_F(UcxAddressProbeTest, AnAddressUcxRefusesIsInvalidArgumentWithItsReason) {
       ProbeUcxAddress(KVTIER_UCX_PROBE_PATH, std::string(1, '\x01'), ucx::UcxOptions{}, kTimeout);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("refused"));
+}
+
+TEST_F(UcxAddressProbeTest, RemoteKeysAreProbedOnAnEndpointToTheirWorker) {
+  ucx::UcxProgressThread progress(worker_.get());
+  absl::StatusOr<std::unique_ptr<ucx::UcxMemory>> region =
+      ucx::UcxMemory::Allocate(*context_, 1 << 20);
+  ASSERT_TRUE(region.ok()) << region.status();
+  EXPECT_TRUE(ProbeUcxRkey(KVTIER_UCX_PROBE_PATH, worker_->address(), (*region)->packed_rkey(),
+                           ucx::UcxOptions{}, kTimeout)
+                  .ok());
+  const std::string good = (*region)->packed_rkey();
+  for (const std::string& bad : {std::string(16, '\xff'), good.substr(0, good.size() / 2),
+                                 std::string("")}) {
+    const absl::Status status =
+        ProbeUcxRkey(KVTIER_UCX_PROBE_PATH, worker_->address(), bad, ucx::UcxOptions{}, kTimeout);
+    EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << bad.size();
+    EXPECT_THAT(status.message(), HasSubstr("region.rkey")) << status;
+  }
+}
+
+TEST(UcxProbeInputTest, FramesAddressAndKey) {
+  EXPECT_EQ(ProbeInput("ab", "xyz"), std::string("\x02\0\0\0abxyz", 9));
+  EXPECT_EQ(ProbeInput("", ""), std::string(4, '\0'));
 }
 
 TEST_F(UcxAddressProbeTest, NoProbeIsUnavailable) {

@@ -23,6 +23,7 @@ constexpr size_t kMaxRkeyBytes = 16 << 10;
 // One client connection. Members are destroyed in reverse order: the
 // cached remote key before the endpoint it was unpacked on.
 struct UcxDataPlane::Session {
+  std::string client_address;  // as probed at Open
   std::unique_ptr<ucx::UcxEndpoint> endpoint;
   uint64_t last_use = 0;  // guarded by UcxDataPlane::mu_
   absl::Mutex mu;
@@ -147,6 +148,7 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
   RETURN_IF_ERROR(ProbeUcxAddress(probe_path_, client_worker_address, options_.ucx,
                                   options_.address_probe_timeout));
   auto session = std::make_shared<Session>();
+  session->client_address = std::string(client_worker_address);
   ASSIGN_OR_RETURN(session->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));
   // The client's progress thread answers the wireup while it waits for
@@ -486,16 +488,30 @@ absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
   // keeping only the last key unpacked had 8 clients' staged puts unpack
   // (attach and map) a region on almost every RPC.
   constexpr size_t kMaxKeys = 32;
-  absl::MutexLock lock(&session.mu);
-  std::vector<Session::Key>& keys = session.keys;
-  for (auto it = keys.begin(); it != keys.end(); ++it) {
-    if (it->packed == rkey) {
-      std::rotate(it, it + 1, keys.end());  // now the most recent
-      return keys.back().key;
+  auto cached = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(session.mu)
+      -> std::shared_ptr<ucx::UcxRemoteKey> {
+    std::vector<Session::Key>& keys = session.keys;
+    for (auto it = keys.begin(); it != keys.end(); ++it) {
+      if (it->packed == rkey) {
+        std::rotate(it, it + 1, keys.end());  // now the most recent
+        return keys.back().key;
+      }
     }
+    return nullptr;
+  };
+  {
+    absl::MutexLock lock(&session.mu);
+    if (std::shared_ptr<ucx::UcxRemoteKey> key = cached()) return key;
   }
+  // UCX unpacks a key trusting it; a throwaway process unpacks it first
+  // (without the session's lock: it takes tens of ms).
+  RETURN_IF_ERROR(ProbeUcxRkey(probe_path_, session.client_address, rkey, options_.ucx,
+                               options_.address_probe_timeout));
+  absl::MutexLock lock(&session.mu);
+  if (std::shared_ptr<ucx::UcxRemoteKey> key = cached()) return key;  // another call was first
   ASSIGN_OR_RETURN(std::unique_ptr<ucx::UcxRemoteKey> unpacked,
                    session.endpoint->UnpackKey(rkey));
+  std::vector<Session::Key>& keys = session.keys;
   if (keys.size() == kMaxKeys) keys.erase(keys.begin());  // a transfer may still hold it
   keys.push_back({.packed = std::string(rkey), .key = std::move(unpacked)});
   return keys.back().key;
