@@ -11,6 +11,9 @@
 #   KVTIER_SANITIZE  ("")  a comma list for -fsanitize=, e.g.
 #                          "address,undefined"; UBSan then aborts on the
 #                          first finding instead of printing and going on.
+#   KVTIER_FUZZ     (OFF)  Clang only: project code gets libFuzzer's
+#                          coverage instrumentation and fuzz/ builds its
+#                          targets (fuzz/README.md).
 option(KVTIER_WERROR "Warnings are errors in project code" ON)
 set(KVTIER_SANITIZE "" CACHE STRING "Sanitizers for -fsanitize= (e.g. address,undefined)")
 
@@ -23,6 +26,14 @@ endif()
 add_compile_options("$<${_cxx}:-Werror=unused-result>")
 if(CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
   add_compile_options("$<${_cxx}:-Wthread-safety;-Wthread-safety-beta>")
+endif()
+
+option(KVTIER_FUZZ "Build the libFuzzer targets of fuzz/ (Clang)" OFF)
+if(KVTIER_FUZZ)
+  if(NOT CMAKE_CXX_COMPILER_ID STREQUAL "Clang")
+    message(FATAL_ERROR "KVTIER_FUZZ needs Clang (libFuzzer)")
+  endif()
+  add_compile_options("$<${_cxx}:-fsanitize=fuzzer-no-link>")
 endif()
 
 if(KVTIER_SANITIZE)

@@ -60,16 +60,17 @@ build_kvtier() {
 
 # The checked build: every target compiled by Clang with its thread-safety
 # analysis (-Wthread-safety, warnings as errors), in Debug with asserts on,
-# instrumented by AddressSanitizer and UndefinedBehaviorSanitizer. The CUDA
-# kernels are nvcc's and stay uninstrumented; the Python module is left out
-# (an instrumented module cannot load into an uninstrumented interpreter).
+# instrumented by AddressSanitizer and UndefinedBehaviorSanitizer, and with
+# libFuzzer's coverage so that fuzz/ builds its targets. The CUDA kernels
+# are nvcc's and stay uninstrumented; the Python module is left out (an
+# instrumented module cannot load into an uninstrumented interpreter).
 KVTIER_CHECKED_BUILD_DIR="${KVTIER_CHECKED_BUILD_DIR:-$KVTIER_ROOT/build-checked}"
 build_kvtier_checked() {
   use_cuda_toolkit
   log "configuring $KVTIER_CHECKED_BUILD_DIR (Clang, Debug, -Wthread-safety, ASan+UBSan)"
   cmake -S "$KVTIER_ROOT" -B "$KVTIER_CHECKED_BUILD_DIR" -G Ninja \
     -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=Debug \
-    -DKVTIER_SANITIZE=address,undefined -DKVTIER_BUILD_PYTHON=OFF \
+    -DKVTIER_SANITIZE=address,undefined -DKVTIER_FUZZ=ON -DKVTIER_BUILD_PYTHON=OFF \
     -DKVTIER_BUILD_TESTS=ON -DKVTIER_BUILD_BENCHMARKS=ON >/dev/null
   log "building with $(nproc) jobs"
   cmake --build "$KVTIER_CHECKED_BUILD_DIR" -j "$(nproc)"

@@ -6,6 +6,7 @@
 #   2. the checked build: Clang, -Wthread-safety -Werror, Debug (asserts on),
 #      AddressSanitizer + UndefinedBehaviorSanitizer, every target
 #   3. the unit and integration suites again in the checked build
+#   4. every fuzz target over its committed corpus, FUZZ_SECONDS (20) each
 # and prints how long each step took.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
@@ -42,3 +43,5 @@ export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"
 export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}"
 step "unit and integration suites, checked build" \
   run_suites "$KVTIER_CHECKED_BUILD_DIR" -L 'unit|integration'
+step "fuzz targets, ${FUZZ_SECONDS:-20} s each" \
+  "$KVTIER_ROOT/fuzz/run.sh" "$KVTIER_CHECKED_BUILD_DIR/fuzz" "$KVTIER_ROOT/fuzz/corpus"
