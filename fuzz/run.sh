@@ -39,6 +39,9 @@ run_one() {
 }
 export -f run_one
 export work seconds corpus_dir artifacts
+# UCX catches SIGSEGV, SIGILL and friends to print its own backtrace, which
+# would keep libFuzzer from saving the input that crashed.
+export UCX_ERROR_SIGNALS=""
 export LSAN_OPTIONS="suppressions=$(cd "$(dirname "$0")" && pwd)/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 
 targets=$(ls "$bin_dir"/*_fuzz 2>/dev/null)

@@ -41,6 +41,10 @@ absl::Status StoreOptions::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("ram.capacity_bytes must be at least ",
                                                    RamArena::ClassBytes(0), " (one 4 KiB slot)"));
   }
+  if (ram.capacity_bytes > RamArena::kMaxCapacityBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("ram.capacity_bytes must be at most ",
+                                                   RamArena::kMaxCapacityBytes));
+  }
   if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
   if (max_lookup_pages == 0) return absl::InvalidArgumentError("max_lookup_pages must be > 0");
   if (max_lookup_entries == 0) {

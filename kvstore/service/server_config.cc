@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -33,6 +34,24 @@ class ErrorCollector : public google::protobuf::io::ErrorCollector {
   std::string source_;
   std::vector<std::string> errors_;
 };
+
+// host:port with a host (a name, an IPv4 address or a bracketed IPv6 one)
+// and a decimal port in [0, 65535].
+absl::Status CheckListenAddress(const std::string& listen) {
+  const size_t colon = listen.rfind(':');
+  uint32_t port = 0;
+  const bool ok = colon != std::string::npos && colon > 0 && colon + 1 < listen.size() &&
+                  listen.size() - colon - 1 <= 5 &&
+                  listen.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                  absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) &&
+                  port <= 65535 &&
+                  listen.find_first_of(" \t\n\r/") == std::string::npos;
+  if (!ok) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("listen \"%s\" is not host:port (port 0-65535)", listen));
+  }
+  return absl::OkStatus();
+}
 
 absl::Status ResolveTier(const v1::TierConfig& in, absl::string_view name,
                          uint64_t default_capacity, TierOptions* out) {
@@ -104,10 +123,7 @@ absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path) {
 absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& config) {
   ServerSettings s;
   if (config.has_listen()) s.listen = config.listen();
-  if (s.listen.empty() || s.listen.rfind(':') == std::string::npos) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("listen \"%s\" is not host:port", s.listen));
-  }
+  RETURN_IF_ERROR(CheckListenAddress(s.listen));
   StoreOptions& o = s.store;
   o.data_dir = config.has_data_dir() ? config.data_dir() : "./kvtier-data";
   if (o.data_dir.empty()) return absl::InvalidArgumentError("data_dir must not be empty");
@@ -146,6 +162,9 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
     return absl::InvalidArgumentError(absl::StrCat("ucx_transports: ", valid.message()));
   }
   if (config.has_ucx_mutex_locks()) s.ucx_options.mutex_locks = config.ucx_mutex_locks();
+  // The store's own checks (e.g. the RAM tier's smallest and largest size),
+  // so that a configuration that resolves is one the store opens with.
+  RETURN_IF_ERROR(o.Validate());
   return s;
 }
 

@@ -38,6 +38,16 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_TRUE(s->ucx_options.mutex_locks);
 }
 
+TEST(ServerConfigTest, ListenAcceptsNamesIpv4AndBracketedIpv6) {
+  for (const char* listen : {"localhost:0", "10.1.2.3:65535", "[::1]:50051", "[::]:7"}) {
+    v1::ServerConfig c;
+    c.set_listen(listen);
+    absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
+    ASSERT_TRUE(s.ok()) << listen << ": " << s.status();
+    EXPECT_EQ(s->listen, listen);
+  }
+}
+
 TEST(ServerConfigTest, UcxOptionsAreTakenFromTheConfig) {
   absl::StatusOr<v1::ServerConfig> c = ParseServerConfigText(
       "ucx_transports: \"posix,cma,self\"\nucx_mutex_locks: false\n", "t");
@@ -118,6 +128,13 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"max_message_bytes: 4294967296", "max_message_bytes"},
       {"log_level: \"loud\"", "log_level"},
       {"listen: \"nowhere\"", "listen"},
+      {"listen: \"0.0.0.0:p/kvtier\"", "listen"},
+      {"listen: \":50051\"", "listen"},
+      {"listen: \"host:\"", "listen"},
+      {"listen: \"host:65536\"", "listen"},
+      {"listen: \"host:-1\"", "listen"},
+      {"ram { capacity_bytes: 41 }", "ram.capacity_bytes"},
+      {"ram { capacity_bytes: 18446744073709551615 }", "ram.capacity_bytes"},
       {"data_dir: \"\"", "data_dir"},
   };
   for (const BadCase& c : cases) {
