@@ -16,19 +16,12 @@
 
 namespace kvtier::worker {
 
-// The store pin of one sequence. Shared with backup transfers, which create
-// or extend it after their put; mu serialises them so one pin id results.
-struct KvCacheManager::PinState {
-  absl::Mutex mu;
-  uint64_t pin_id ABSL_GUARDED_BY(mu) = 0;
-};
-
 struct KvCacheManager::Sequence {
   uint64_t id = 0;
   std::vector<uint32_t> tokens;
   std::vector<Hash128> hashes;  // per full page, computed on demand
   std::vector<PageTable> layers;
-  std::shared_ptr<PinState> pin = std::make_shared<PinState>();
+  std::shared_ptr<SequencePin> pin = std::make_shared<SequencePin>();
   // In-flight backups: transfer -> (layer, page) of each page in it.
   absl::flat_hash_map<TransferId, std::vector<std::pair<uint32_t, int32_t>>> puts;
   // Set by a failed backup; every later call on the sequence reports it.
@@ -52,6 +45,13 @@ absl::StatusOr<std::unique_ptr<KvCacheManager>> KvCacheManager::Create(
     ASSIGN_OR_RETURN(std::unique_ptr<PagePool> pool,
                      PagePool::Create(device, options.layout, options.pool_pages_per_layer));
     manager->pools_.push_back(std::move(pool));
+  }
+  if (policy->offloads()) {
+    // Three extensions per TTL: a late or failed one leaves two more.
+    const absl::Duration period =
+        std::max(absl::Milliseconds(options.pin_ttl_ms) / 3, absl::Milliseconds(10));
+    manager->pin_keeper_ = std::make_unique<PinKeeper>(transfers, options.pin_ttl_ms, period,
+                                                       options.transfer_timeout);
   }
   return manager;
 }
@@ -121,6 +121,7 @@ absl::Status KvCacheManager::AddSequence(uint64_t seq_id,
   seq->id = seq_id;
   seq->layers.resize(options_.n_layers);
   for (uint32_t l = 0; l < options_.n_layers; ++l) seq->layers[l].budget_pages = budget_pages[l];
+  if (pin_keeper_ != nullptr) pin_keeper_->Keep(seq->pin);
   sequences_.emplace(seq_id, std::move(seq));
   return absl::OkStatus();
 }
@@ -293,13 +294,20 @@ absl::Status KvCacheManager::SubmitBackups(Sequence& seq, uint32_t layer,
   }
   const int n = static_cast<int>(pages.size());
   auto shared = std::make_shared<std::vector<StoredPage>>(std::move(pages));
-  std::shared_ptr<PinState> pin = seq.pin;
+  std::shared_ptr<SequencePin> pin = seq.pin;
   const uint64_t ttl_ms = options_.pin_ttl_ms;
   PageTransferQueue::Work work = [shared, pin, keys, ttl_ms](PageStoreBackend* backend) {
     TransferResult result{backend->Put(*shared), {}};
     if (!result.status.ok()) return result;
-    // Pin only what is stored, so a pin never refers to a missing page.
+    // Pin only what is stored, so a pin never refers to a missing page;
+    // never after the sequence ended (a backup past its deadline); and while
+    // the pin is lost, leave the pages to RepinIfLost.
     absl::MutexLock lock(&pin->mu);
+    if (pin->released) return result;
+    if (pin->lost) {
+      pin->uncovered.insert(pin->uncovered.end(), keys.begin(), keys.end());
+      return result;
+    }
     absl::StatusOr<uint64_t> id = backend->Pin(keys, ttl_ms, pin->pin_id);
     if (id.ok()) {
       pin->pin_id = *id;
@@ -354,8 +362,61 @@ absl::Status KvCacheManager::ApplyBackupResult(Sequence& seq, TransferId id,
   return result.status;
 }
 
+absl::Status KvCacheManager::RepinIfLost(Sequence& seq) {
+  {
+    absl::MutexLock lock(&seq.pin->mu);
+    if (!seq.pin->lost) return absl::OkStatus();
+  }
+  // Every page whose backup completed; pages still on their way out are
+  // pinned by their own backups.
+  std::vector<PageKey> keys;
+  for (uint32_t l = 0; l < options_.n_layers; ++l) {
+    const PageTable& t = seq.layers[l];
+    for (uint32_t p = 0; p < t.n_pages(); ++p) {
+      const PageState state = t.states[p];
+      if (t.puts[p] == 0 && (state == PageState::kResident || state == PageState::kEvicted ||
+                             state == PageState::kRecalling)) {
+        keys.push_back(PageKey{PageHash(seq, p), l});
+      }
+    }
+  }
+  std::shared_ptr<SequencePin> pin = seq.pin;
+  const uint64_t ttl_ms = options_.pin_ttl_ms;
+  auto keys_shared = std::make_shared<std::vector<PageKey>>(std::move(keys));
+  const size_t batch = options_.max_put_batch_pages;
+  PageTransferQueue::Work work = [pin, ttl_ms, keys_shared, batch](PageStoreBackend* backend) {
+    absl::MutexLock lock(&pin->mu);
+    if (pin->released || !pin->lost) return TransferResult{};
+    std::vector<PageKey> all = *keys_shared;
+    all.insert(all.end(), pin->uncovered.begin(), pin->uncovered.end());
+    uint64_t id = 0;  // a new pin: the old id is unknown to the store
+    for (size_t begin = 0; begin < all.size(); begin += batch) {
+      const size_t end = std::min(all.size(), begin + batch);
+      absl::StatusOr<uint64_t> pinned = backend->Pin(
+          absl::MakeConstSpan(all.data() + begin, end - begin), ttl_ms, id);
+      if (!pinned.ok()) return TransferResult{pinned.status(), {}};
+      id = *pinned;
+    }
+    pin->pin_id = id;  // 0 when nothing was stored yet: the next backup pins
+    pin->lost = false;
+    pin->uncovered.clear();
+    return TransferResult{};
+  };
+  ASSIGN_OR_RETURN(TransferId id,
+                   transfers_->Submit(absl::StrCat("re-pin of sequence ", seq.id), 0,
+                                      options_.transfer_timeout, std::move(work)));
+  const TransferResult result = transfers_->Wait(id);
+  if (!result.status.ok()) {
+    return absl::Status(result.status.code(),
+                        absl::StrCat("sequence ", seq.id, " lost its store pin and could not pin "
+                                     "its pages again: ", result.status.message()));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvCacheManager::ReapBackups(uint64_t seq_id, bool wait) {
   ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  RETURN_IF_ERROR(RepinIfLost(*seq));
   std::vector<TransferId> ids;
   for (const auto& [id, members] : seq->puts) ids.push_back(id);
   std::sort(ids.begin(), ids.end());
@@ -527,6 +588,7 @@ absl::Status KvCacheManager::Cancel(uint64_t seq_id) {
     absl::MutexLock lock(&seq.pin->mu);
     pin_id = seq.pin->pin_id;
     seq.pin->pin_id = 0;
+    seq.pin->released = true;
   }
   if (pin_id != 0) {
     absl::StatusOr<TransferId> id = transfers_->Submit(

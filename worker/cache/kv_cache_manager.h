@@ -47,6 +47,7 @@
 #include "worker/policy/policy.h"
 #include "worker/policy/token_cache.h"
 #include "worker/transfer/page_transfer_queue.h"
+#include "worker/transfer/pin_keeper.h"
 
 namespace kvtier::worker {
 
@@ -144,7 +145,6 @@ class KvCacheManager : public TokenCache {
   size_t sequence_count() const { return sequences_.size(); }
 
  private:
-  struct PinState;
   struct Sequence;
 
   KvCacheManager(const KvCacheOptions& options, Device* device, Policy* policy,
@@ -158,6 +158,9 @@ class KvCacheManager : public TokenCache {
                           std::vector<StoredPage>* backups);
   absl::Status SubmitBackups(Sequence& seq, uint32_t layer, std::vector<StoredPage> pages);
   absl::Status ApplyBackupResult(Sequence& seq, TransferId id, const TransferResult& result);
+  // When the store lost the sequence's pin (SequencePin::lost), pins every
+  // page whose backup completed under a new one, waiting for it.
+  absl::Status RepinIfLost(Sequence& seq);
   absl::Status WaitBackup(Sequence& seq, TransferId id);
   absl::Status InstallRecalled(Sequence& seq, uint32_t layer, int32_t page,
                                const FetchedPage& fetched);
@@ -171,6 +174,9 @@ class KvCacheManager : public TokenCache {
   const Hash128 chain_seed_;
   const size_t digest_slot_floats_;
   std::vector<std::unique_ptr<PagePool>> pools_;
+  // Extends the pins of waiting sequences (null when the policy does not
+  // offload); it holds only weak references to them.
+  std::unique_ptr<PinKeeper> pin_keeper_;
   absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   PageRecomputer recomputer_;
   CacheCounters counters_;

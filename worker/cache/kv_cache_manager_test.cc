@@ -3,8 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <random>
+#include <thread>
 #include <vector>
 
 #include "absl/time/clock.h"
@@ -41,7 +43,7 @@ class Inputs {
 struct Harness {
   Harness(Policy* policy, uint32_t n_layers, uint32_t pool_pages,
           absl::Duration timeout = absl::Seconds(10), DType dtype = DType::kF32,
-          DecodeOptions decode = DecodeOptions()) {
+          DecodeOptions decode = DecodeOptions(), uint64_t pin_ttl_ms = 600'000) {
     TransferQueueOptions qopts;
     qopts.n_threads = 2;
     queue = *PageTransferQueue::Create(&store, qopts);
@@ -53,6 +55,7 @@ struct Harness {
     o.pool_pages_per_layer = pool_pages;
     o.max_pages_per_sequence = 256;
     o.transfer_timeout = timeout;
+    o.pin_ttl_ms = pin_ttl_ms;
     auto created = KvCacheManager::Create(o, &device, policy, queue.get());
     EXPECT_TRUE(created.ok()) << created.status();
     cache = *std::move(created);
@@ -259,6 +262,85 @@ TEST(KvCacheManagerTest, CancelReleasesPinsAndPages) {
   EXPECT_EQ(h.store.live_pin_count(), 0u);
   EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
   EXPECT_EQ(h.cache->pool(1).reserved(), 0u);
+}
+
+// Polls `done` every 20 ms for up to 20 s.
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(20);
+  while (absl::Now() < deadline) {
+    if (done()) return true;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return done();
+}
+
+// A sequence that makes no calls (a paused request) keeps its pin: the
+// manager extends it on its own every third of the TTL.
+TEST(KvCacheManagerTest, AWaitingSequenceKeepsItsPinAlive) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 1, 8, absl::Seconds(10), DType::kF32, DecodeOptions(),
+            /*pin_ttl_ms=*/300);
+  ASSERT_TRUE(h.cache->AddSequence(1, {6}).ok());
+  Inputs in(3);
+  ASSERT_TRUE(h.Prefill(1, 20, in).ok());
+  ASSERT_TRUE(h.cache->ReapBackups(1, true).ok());
+  const uint64_t pin = *h.cache->PinId(1);
+  ASSERT_NE(pin, 0u);
+  const uint64_t pin_calls = h.store.pin_calls();
+  // No call into the manager from here on.
+  EXPECT_TRUE(Eventually([&] { return h.store.pin_calls() >= pin_calls + 3; }));
+  EXPECT_EQ(*h.cache->PinId(1), pin);
+  EXPECT_EQ(h.store.live_pin_count(), 1u);
+}
+
+// When the store no longer knows the pin, the next call pins every stored
+// page of the sequence under a new one.
+TEST(KvCacheManagerTest, ALostPinIsReplacedCoveringEveryStoredPage) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 2, 12, absl::Seconds(10), DType::kF32, DecodeOptions(),
+            /*pin_ttl_ms=*/300);
+  ASSERT_TRUE(h.cache->AddSequence(1, {6, 6}).ok());
+  Inputs in(4);
+  ASSERT_TRUE(h.Prefill(1, 26, in).ok());  // 6 full pages per layer
+  ASSERT_TRUE(h.cache->ReapBackups(1, true).ok());
+  const uint64_t old_pin = *h.cache->PinId(1);
+  ASSERT_TRUE(h.store.Unpin(old_pin).ok());  // the store forgets it
+  ASSERT_EQ(h.store.live_pin_count(), 0u);
+  EXPECT_TRUE(Eventually([&] {
+    EXPECT_TRUE(h.cache->ReapBackups(1, true).ok());
+    return h.store.live_pin_count() == 1u;
+  }));
+  EXPECT_NE(*h.cache->PinId(1), old_pin);
+  EXPECT_EQ(h.store.pinned_key_count(), 2u * 6);
+  ASSERT_TRUE(h.cache->Cancel(1).ok());
+  EXPECT_EQ(h.store.live_pin_count(), 0u);
+}
+
+// A backup that outlives its deadline and the sequence must not pin after
+// Cancel released the pin: nobody would release that one.
+TEST(KvCacheManagerTest, ABackupThatOutlivesCancelPinsNothing) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 1, 8, /*timeout=*/absl::Seconds(1));
+  ASSERT_TRUE(h.cache->AddSequence(1, {6}).ok());
+  Inputs in(5);
+  ASSERT_TRUE(h.Prefill(1, 8, in).ok());
+  ASSERT_TRUE(h.cache->ReapBackups(1, true).ok());
+  ASSERT_EQ(h.store.live_pin_count(), 1u);
+  h.store.SetMode(InProcessPageStore::Mode::kHang);
+  // One more full page: its backup hangs in the store.
+  ASSERT_TRUE(h.cache->AppendTokenIds(1, std::vector<uint32_t>(4, 9)).ok());
+  std::vector<float> k = in.Next(4 * kRow), v = in.Next(4 * kRow);
+  ASSERT_TRUE(h.cache->AppendKv(1, 0, k.data(), v.data(), 4).ok());
+  const uint64_t pin_calls = h.store.pin_calls();
+  std::thread cancel([&] { EXPECT_TRUE(h.cache->Cancel(1).ok()); });
+  // Cancel gives the backup up at its 1 s deadline, releases the pin and
+  // submits the unpin, which waits for the store too.
+  absl::SleepFor(absl::Milliseconds(1500));
+  h.store.SetMode(InProcessPageStore::Mode::kUp);
+  cancel.join();
+  EXPECT_TRUE(Eventually([&] { return h.queue->inflight_transfers() == 0; }));
+  EXPECT_EQ(h.store.pin_calls(), pin_calls);
+  EXPECT_EQ(h.store.live_pin_count(), 0u);
 }
 
 // Evicts page 1 of a 1-layer sequence and returns a plan that recalls it.

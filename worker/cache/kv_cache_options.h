@@ -26,8 +26,9 @@ struct KvCacheOptions {
   uint32_t max_sequences = 64;
   // Deadline of every backup and recall transfer.
   absl::Duration transfer_timeout = absl::Seconds(10);
-  // TTL of the store pins that keep a live sequence's pages. Refreshed by
-  // every backup of the sequence.
+  // TTL of the store pins that keep a live sequence's pages. Extended by
+  // every backup of the sequence and, while it waits, every third of the
+  // TTL (PinKeeper).
   uint64_t pin_ttl_ms = 600'000;
   // Pages per put batch when many pages fill at once (prefill).
   uint32_t max_put_batch_pages = 64;

@@ -114,6 +114,7 @@ absl::StatusOr<uint64_t> InProcessPageStore::Pin(absl::Span<const PageKey> keys,
   absl::MutexLock lock(&mu_);
   CallScope scope(&active_calls_);
   if (absl::Status s = EnterCall(); !s.ok()) return s;
+  ++pin_calls_;
   if (ttl_ms == 0) return absl::InvalidArgumentError("pin ttl_ms must be positive");
   for (const PageKey& key : keys) {
     if (!pages_.contains(key)) {
@@ -188,6 +189,11 @@ uint64_t InProcessPageStore::put_calls() const {
 uint64_t InProcessPageStore::get_calls() const {
   absl::MutexLock lock(&mu_);
   return get_calls_;
+}
+
+uint64_t InProcessPageStore::pin_calls() const {
+  absl::MutexLock lock(&mu_);
+  return pin_calls_;
 }
 
 }  // namespace kvtier::worker

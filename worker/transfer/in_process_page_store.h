@@ -56,6 +56,8 @@ class InProcessPageStore : public PageStoreBackend {
   size_t live_pin_count() const;
   uint64_t put_calls() const;
   uint64_t get_calls() const;
+  // Pin calls that reached the store (creating or extending a pin).
+  uint64_t pin_calls() const;
 
  private:
   // Blocks while the mode is kHang; UNAVAILABLE when kDown or shut down.
@@ -75,6 +77,7 @@ class InProcessPageStore : public PageStoreBackend {
   uint64_t next_pin_id_ ABSL_GUARDED_BY(mu_) = 1;
   uint64_t put_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t get_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t pin_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int active_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

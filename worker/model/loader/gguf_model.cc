@@ -78,6 +78,14 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const GgufFile& f) {
   if (f.FindTensor("output.weight") != nullptr) {
     ASSIGN_OR_RETURN(w.classifier, f.ReadTensor("output.weight", {dim, vocab}));
   }
+  // Nine tensors per block: a block count the file cannot hold is refused
+  // before anything is sized by it (block_count is metadata, any number).
+  constexpr uint64_t kTensorsPerBlock = 9;
+  if (static_cast<uint64_t>(c.n_layers) * kTensorsPerBlock > f.tensors().size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GGUF block_count ", c.n_layers, " needs ", uint64_t{kTensorsPerBlock} * c.n_layers,
+        " block tensors; the file has ", f.tensors().size(), " tensors in all"));
+  }
   w.layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {
     LayerWeights& l = w.layers[i];

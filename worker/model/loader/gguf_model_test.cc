@@ -187,6 +187,27 @@ TEST_F(GgufModelTest, WrongShapeIsInvalidArgument) {
   EXPECT_THAT(weights.status().message(), HasSubstr("attn_k"));
 }
 
+// block_count is metadata: a count the file's tensors cannot back is refused
+// before anything is sized by it (a fuzzed file asked for 3.6 GB).
+TEST(GgufModelConfigTest, BlockCountBeyondTheTensorsIsRefusedBeforeAllocating) {
+  GgufTestWriter w;
+  w.AddString("general.architecture", "llama");
+  w.AddUint32("llama.embedding_length", 8);
+  w.AddUint32("llama.feed_forward_length", 16);
+  w.AddUint32("llama.block_count", 10'000'000);
+  w.AddUint32("llama.attention.head_count", 2);
+  w.AddUint32("llama.attention.head_count_kv", 1);
+  w.AddUint32("llama.context_length", 16);
+  w.AddFloat32("llama.attention.layer_norm_rms_epsilon", 1e-5f);
+  w.AddF32Tensor("token_embd.weight", {8, 4}, std::vector<float>(32, 0.5f));
+  w.AddF32Tensor("output_norm.weight", {8}, std::vector<float>(8, 1.0f));
+  auto file = GgufFile::Open(WriteTemp("blocks.gguf", w.Build()));
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<ModelWeights> weights = LoadGgufWeights(**file);
+  EXPECT_EQ(weights.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(weights.status().message(), HasSubstr("block_count 10000000"));
+}
+
 TEST(GgufModelConfigTest, OtherArchitectureIsRejected) {
   GgufTestWriter w;
   w.AddString("general.architecture", "gpt2");
