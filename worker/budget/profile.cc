@@ -78,6 +78,19 @@ class Tokens {
   // reader allocate more than the file could hold.
   size_t MaxTokensLeft() const { return (text_.size() - pos_) / 2 + 1; }
 
+  // A header that announces `records` records of at least
+  // `tokens_per_record` tokens each must fit in what is left of the file,
+  // so a damaged count fails here instead of making the reader allocate
+  // and initialise millions of empty records.
+  absl::Status CheckRecordsFit(uint64_t records, size_t tokens_per_record,
+                               absl::string_view what) const {
+    if (records > MaxTokensLeft() / tokens_per_record) {
+      return absl::DataLossError(absl::StrCat(
+          "profile: ", records, " ", what, " announced, file is shorter"));
+    }
+    return absl::OkStatus();
+  }
+
   absl::Status ExpectEnd() {
     RETURN_IF_ERROR(Expect("end"));
     while (pos_ < text_.size()) {
@@ -305,6 +318,9 @@ absl::StatusOr<XkvProfile> ReadXkvProfile(const std::string& path) {
       uint64_t{p.n_layers} * samples > (uint64_t{1} << 24)) {
     return absl::InvalidArgumentError("XKV profile: bad layers/samples");
   }
+  // "curve s l n" and the n numbers.
+  RETURN_IF_ERROR(t.CheckRecordsFit(uint64_t{p.n_layers} * samples, 4,
+                                    "XKV curves"));
   p.samples.assign(samples, std::vector<std::vector<double>>(p.n_layers));
   std::vector<bool> seen(size_t{samples} * p.n_layers, false);
   for (size_t k = 0; k < seen.size(); ++k) {
@@ -359,6 +375,8 @@ absl::StatusOr<LukvProfile> ReadLukvProfile(const std::string& path) {
   if (units == 0 || samples == 0 || units * samples > (uint64_t{1} << 24)) {
     return absl::InvalidArgumentError("LU-KV profile: bad shape");
   }
+  // "curve s l h length protected n" and the n numbers.
+  RETURN_IF_ERROR(t.CheckRecordsFit(units * samples, 7, "LU-KV curves"));
   p.samples.assign(samples, std::vector<LukvCurve>(units));
   std::vector<bool> seen(units * samples, false);
   for (size_t k = 0; k < seen.size(); ++k) {

@@ -155,6 +155,24 @@ TEST(LukvProfileFileTest, RejectsInconsistentCurves) {
   std::remove(path.c_str());
 }
 
+// A header that announces more curves than the file can hold fails before
+// the reader sets aside room for them (a damaged count once made it build
+// eleven million empty samples).
+TEST(ProfileFileTest, AnnouncedCurvesMustFitInTheFile) {
+  const std::string path = TempPath("announced");
+  WriteText(path,
+            "kvtier-lukv-profile 1\nlayers 1 kv_heads 1 samples 11303462\n"
+            "curve 0 0 0 2 0 3\n0 1 2\nend\n");
+  auto lukv = ReadLukvProfile(path);
+  EXPECT_EQ(lukv.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(lukv.status().message(), ::testing::HasSubstr("11303462"));
+  WriteText(path,
+            "kvtier-xkv-profile 1\nlayers 4 samples 4000000 window 8 "
+            "kernel 7\ncurve 0 0 1\n2\nend\n");
+  EXPECT_EQ(ReadXkvProfile(path).status().code(), absl::StatusCode::kDataLoss);
+  std::remove(path.c_str());
+}
+
 TEST(LukvTableFileTest, RoundTripsAndValidates) {
   const std::string path = TempPath("table");
   ASSERT_TRUE(WriteLukvTable(path, SampleTable()).ok());
