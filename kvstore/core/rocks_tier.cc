@@ -1,5 +1,7 @@
 #include "kvstore/core/rocks_tier.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/endian.h"
 #include "common/log.h"
@@ -17,18 +19,26 @@ constexpr size_t kMetaIndex = 2;
 
 rocksdb::Slice AsSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
-rocksdb::ColumnFamilyOptions PagesFamilyOptions() {
+rocksdb::ColumnFamilyOptions PagesFamilyOptions(const RocksTierOptions& tier) {
   rocksdb::ColumnFamilyOptions options;
   options.enable_blob_files = true;
   options.min_blob_size = RocksTier::kMinBlobBytes;
-  options.blob_file_size = uint64_t{256} << 20;
+  options.blob_file_size = tier.blob_file_bytes;
   // KV pages are dense floats; compression would cost CPU for little gain.
   options.compression = rocksdb::kNoCompression;
   options.blob_compression_type = rocksdb::kNoCompression;
+  // Compactions rewrite the live pages of the oldest quarter of blob
+  // files, and a file that is at least `blob_garbage_threshold` garbage is
+  // compacted even when no size trigger fires: a cache deletes at the rate
+  // it writes, so garbage would otherwise dominate the disk.
   options.enable_blob_garbage_collection = true;
-  options.write_buffer_size = uint64_t{64} << 20;
+  options.blob_garbage_collection_age_cutoff = 0.25;
+  options.blob_garbage_collection_force_threshold = tier.blob_garbage_threshold;
+  options.write_buffer_size = tier.write_buffer_bytes;
   return options;
 }
+
+uint64_t Clamp(uint64_t v, uint64_t lo, uint64_t hi) { return std::min(std::max(v, lo), hi); }
 
 }  // namespace
 
@@ -58,14 +68,27 @@ absl::Status FromRocksStatus(const rocksdb::Status& status) {
   }
 }
 
-absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& dir) {
+RocksTierOptions RocksTierOptions::ForCapacity(uint64_t capacity_bytes) {
+  constexpr uint64_t kMiB = uint64_t{1} << 20;
+  RocksTierOptions options;
+  options.write_buffer_bytes = Clamp(capacity_bytes / 32, kMiB, 64 * kMiB);
+  options.blob_file_bytes = Clamp(capacity_bytes / 32, kMiB, 256 * kMiB);
+  options.max_wal_bytes = Clamp(capacity_bytes / 16, 4 * kMiB, 256 * kMiB);
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& dir,
+                                                           const RocksTierOptions& options) {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
+  // The small "meta" family rarely fills its memtable; without this bound
+  // it would keep every WAL file, page bytes included, alive.
+  db_options.max_total_wal_size = options.max_wal_bytes;
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kPagesFamily, PagesFamilyOptions()},
+      {kPagesFamily, PagesFamilyOptions(options)},
       {kMetaFamily, rocksdb::ColumnFamilyOptions()},
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;

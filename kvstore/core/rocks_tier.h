@@ -11,6 +11,23 @@
 // Writes go through the WAL without fsync: pages survive a process restart,
 // and a machine crash may lose the most recent writes (the store is a cache).
 //
+// Space: page bytes are written twice before they settle (WAL, then a blob
+// file at flush), and a deleted page's bytes stay in their blob file until
+// RocksDB drops the file (all garbage) or compaction rewrites its live
+// pages elsewhere. RocksTierOptions::ForCapacity scales the sizes with the
+// disk cap: the WAL is bounded (RocksDB flushes the families that keep the
+// oldest WAL alive; without the bound the small meta family kept every WAL
+// file, page bytes included, and a 16 MiB cap grew a 279 MiB directory),
+// memtables and blob files are small relative to the cap, and RocksDB's
+// blob garbage collection rewrites the oldest quarter of the blob files.
+// With 16x the cap written, the directory peaked at 1.7-1.9x a 16 MiB cap,
+// 1.6-1.8x a 64 MiB cap and 1.5-1.9x a 256 MiB cap, the higher figures
+// with pinned pages scattered in every blob file; tiered_store_caps_test.cc
+// checks 2x the cap + 16 MiB.
+// Age-ordered collection rewrites pages that eviction is about to delete;
+// a collector that picks files by their garbage is future work (README,
+// "Known robustness gaps").
+//
 // Thread-safety: all methods are thread-safe (RocksDB is).
 #ifndef KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
 #define KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
@@ -38,6 +55,24 @@ namespace kvtier::store {
 // The one conversion of RocksDB errors into the kvtier error model.
 absl::Status FromRocksStatus(const rocksdb::Status& status);
 
+// How RocksDB is sized. From a disk cap: RocksTierOptions::ForCapacity.
+struct RocksTierOptions {
+  // Memtable size of the pages family; also the unit in which page bytes
+  // reach blob files.
+  uint64_t write_buffer_bytes = uint64_t{64} << 20;
+  uint64_t blob_file_bytes = uint64_t{256} << 20;
+  // Bound on all WAL files together; past it RocksDB flushes the families
+  // that keep the oldest WAL alive.
+  uint64_t max_wal_bytes = uint64_t{256} << 20;
+  // Among the oldest quarter of blob files, ones at least this fraction
+  // garbage are compacted even when no size trigger fires (RocksDB's
+  // blob_garbage_collection_force_threshold).
+  double blob_garbage_threshold = 0.25;
+
+  // Sizes scaled to a disk cap (see "Space" above).
+  static RocksTierOptions ForCapacity(uint64_t capacity_bytes);
+};
+
 struct PageMeta {
   PageLayout layout;
   uint64_t bytes = 0;
@@ -60,7 +95,8 @@ class RocksTier {
   };
 
   // Opens or creates the database in `dir`.
-  static absl::StatusOr<std::unique_ptr<RocksTier>> Open(const std::string& dir);
+  static absl::StatusOr<std::unique_ptr<RocksTier>> Open(const std::string& dir,
+                                                          const RocksTierOptions& options = {});
   ~RocksTier();
   RocksTier(const RocksTier&) = delete;
   RocksTier& operator=(const RocksTier&) = delete;

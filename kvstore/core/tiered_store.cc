@@ -24,7 +24,9 @@ absl::Span<const uint8_t> AsBytes(const std::string& s) {
 absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& options) {
   ASSIGN_OR_RETURN(auto arena, RamArena::Create(options.ram.capacity_bytes, options.ram_memory,
                                                 options.prefault_ram));
-  ASSIGN_OR_RETURN(auto rocks, RocksTier::Open(options.data_dir));
+  ASSIGN_OR_RETURN(auto rocks,
+                   RocksTier::Open(options.data_dir,
+                                   RocksTierOptions::ForCapacity(options.disk.capacity_bytes)));
   ASSIGN_OR_RETURN(auto ram_policy, MakeEvictionPolicy(options.ram.policy));
   ASSIGN_OR_RETURN(auto disk_policy, MakeEvictionPolicy(options.disk.policy));
   Clock* clock = options.clock != nullptr ? options.clock : Clock::Real();
