@@ -6,7 +6,7 @@
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 #include "kvstore/core/ram_arena.h"
 #include "kvstore/core/store.h"
 #include "kvstore/core/tiered_store.h"

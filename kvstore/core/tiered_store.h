@@ -33,7 +33,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 #include "kvstore/core/page_index.h"
 #include "kvstore/core/pin_table.h"
 #include "kvstore/core/ram_arena.h"

@@ -1,8 +1,8 @@
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 
 #include "absl/strings/str_cat.h"
-#include "kvstore/core/lru_policy.h"
-#include "kvstore/core/s3fifo_policy.h"
+#include "kvstore/eviction/lru_policy.h"
+#include "kvstore/eviction/s3fifo_policy.h"
 
 namespace kvtier::store {
 

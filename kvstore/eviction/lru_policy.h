@@ -1,13 +1,13 @@
 // LruPolicy: least recently inserted or accessed page leaves first.
 //
 // Thread-safety: not thread-safe (see EvictionPolicy).
-#ifndef KVTIER_KVSTORE_CORE_LRU_POLICY_H_
-#define KVTIER_KVSTORE_CORE_LRU_POLICY_H_
+#ifndef KVTIER_KVSTORE_EVICTION_LRU_POLICY_H_
+#define KVTIER_KVSTORE_EVICTION_LRU_POLICY_H_
 
 #include <list>
 
 #include "absl/container/flat_hash_map.h"
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 
 namespace kvtier::store {
 
@@ -27,4 +27,4 @@ class LruPolicy final : public EvictionPolicy {
 
 }  // namespace kvtier::store
 
-#endif  // KVTIER_KVSTORE_CORE_LRU_POLICY_H_
+#endif  // KVTIER_KVSTORE_EVICTION_LRU_POLICY_H_

@@ -1,10 +1,10 @@
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 
 #include <gtest/gtest.h>
 
 #include "absl/container/flat_hash_set.h"
-#include "kvstore/core/lru_policy.h"
-#include "kvstore/core/s3fifo_policy.h"
+#include "kvstore/eviction/lru_policy.h"
+#include "kvstore/eviction/s3fifo_policy.h"
 
 namespace kvtier::store {
 namespace {

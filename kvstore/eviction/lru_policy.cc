@@ -1,4 +1,4 @@
-#include "kvstore/core/lru_policy.h"
+#include "kvstore/eviction/lru_policy.h"
 
 #include <cassert>
 

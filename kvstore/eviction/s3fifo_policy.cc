@@ -1,4 +1,4 @@
-#include "kvstore/core/s3fifo_policy.h"
+#include "kvstore/eviction/s3fifo_policy.h"
 
 #include <algorithm>
 #include <cassert>

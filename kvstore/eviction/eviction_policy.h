@@ -6,8 +6,8 @@
 // (pinned pages on the last tier, pages with active readers).
 //
 // Thread-safety: not thread-safe; the owning store serializes every call.
-#ifndef KVTIER_KVSTORE_CORE_EVICTION_POLICY_H_
-#define KVTIER_KVSTORE_CORE_EVICTION_POLICY_H_
+#ifndef KVTIER_KVSTORE_EVICTION_EVICTION_POLICY_H_
+#define KVTIER_KVSTORE_EVICTION_EVICTION_POLICY_H_
 
 #include <cstddef>
 #include <memory>
@@ -48,4 +48,4 @@ bool IsKnownEvictionPolicy(std::string_view name);
 
 }  // namespace kvtier::store
 
-#endif  // KVTIER_KVSTORE_CORE_EVICTION_POLICY_H_
+#endif  // KVTIER_KVSTORE_EVICTION_EVICTION_POLICY_H_

@@ -21,14 +21,14 @@
 // unchanged (a full rotation of skipped pages restores the order).
 //
 // Thread-safety: not thread-safe (see EvictionPolicy).
-#ifndef KVTIER_KVSTORE_CORE_S3FIFO_POLICY_H_
-#define KVTIER_KVSTORE_CORE_S3FIFO_POLICY_H_
+#ifndef KVTIER_KVSTORE_EVICTION_S3FIFO_POLICY_H_
+#define KVTIER_KVSTORE_EVICTION_S3FIFO_POLICY_H_
 
 #include <cstdint>
 #include <list>
 
 #include "absl/container/flat_hash_map.h"
-#include "kvstore/core/eviction_policy.h"
+#include "kvstore/eviction/eviction_policy.h"
 
 namespace kvtier::store {
 
@@ -72,4 +72,4 @@ class S3FifoPolicy final : public EvictionPolicy {
 
 }  // namespace kvtier::store
 
-#endif  // KVTIER_KVSTORE_CORE_S3FIFO_POLICY_H_
+#endif  // KVTIER_KVSTORE_EVICTION_S3FIFO_POLICY_H_
