@@ -1,9 +1,11 @@
 // Persistence of the real kvtier-server: pages on the disk tier survive a
-// restart with valid checksums, and a page corrupted on disk (through the
+// restart with valid checksums, pinned pages survive kill -9, and a page corrupted on disk (through the
 // RocksDB API, while the server is stopped) is reported LOST and counted,
 // never returned. The RAM tier is a few pages large so that pages are
 // demoted to disk; the disk format is the one documented in
 // kvstore/core/rocks_tier.h.
+#include <signal.h>
+
 #include <algorithm>
 #include <memory>
 #include <set>
@@ -160,6 +162,48 @@ TEST_F(ServerRestartTest, DiskPagesComeBackAfterRestart) {
     EXPECT_EQ(g.data, BytesOf(keys[i]));
     EXPECT_EQ(g.checksum, PageChecksum(g.data.data(), g.data.size()));
     EXPECT_EQ(g.layout, layout_);
+  }
+  StopServer();
+}
+
+// A pin's reply means its pages are on disk: pinned pages that were only in
+// RAM survive kill -9; unpinned RAM-only pages do not (the store is a
+// cache), and pins themselves are gone after the restart.
+TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  ASSERT_NO_FATAL_FAILURE(PutPages());
+  absl::StatusOr<client::LookupReply> lookup = client_->Lookup(chain_, 0, 2);
+  ASSERT_TRUE(lookup.ok());
+  std::vector<PageKey> ram_only;
+  for (size_t i = 0; i < pages_.keys.size(); ++i) {
+    if (lookup->tiers[i] == v1::TIER_RAM) ram_only.push_back(pages_.keys[i]);
+  }
+  ASSERT_GE(ram_only.size(), 2u);
+  const std::vector<PageKey> pinned(ram_only.begin(), ram_only.begin() + ram_only.size() / 2);
+  const std::vector<PageKey> unpinned(ram_only.begin() + ram_only.size() / 2, ram_only.end());
+  ASSERT_TRUE(client_->Pin(pinned, 600'000).ok());
+
+  client_.reset();
+  absl::StatusOr<ExitResult> killed = server_->Stop(absl::Seconds(60), SIGKILL);
+  ASSERT_TRUE(killed.ok()) << killed.status();
+  EXPECT_EQ(killed->exit_code, -1);
+  server_.reset();
+
+  ASSERT_NO_FATAL_FAILURE(StartServer());
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->active_pins(), 0u);
+  EXPECT_EQ(stats->lost_pages(), 0u);
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pinned);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < pinned.size(); ++i) {
+    ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << pinned[i].DebugString();
+    EXPECT_EQ((*got)[i].data, BytesOf(pinned[i]));
+  }
+  got = client_->BatchGet(unpinned);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < unpinned.size(); ++i) {
+    EXPECT_EQ((*got)[i].status, v1::PAGE_STATUS_NOT_FOUND) << unpinned[i].DebugString();
   }
   StopServer();
 }

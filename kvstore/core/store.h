@@ -292,10 +292,15 @@ class Store {
   // if any key is pinned and !force (nothing deleted).
   virtual absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) = 0;
 
-  // Creates (pin_id 0) or extends a pin over `keys`; returns its id.
+  // Creates (pin_id 0) or extends a pin over `keys`; returns its id. A
+  // pinned page held only in RAM is written to disk before Pin returns
+  // (write-through), so an acknowledged pin's pages survive a restart or a
+  // killed process (the pin itself does not: clients pin again).
   // INVALID_ARGUMENT (ttl_ms 0 or above max_pin_ttl_ms, too many keys),
   // NOT_FOUND (a key not stored, pin_id unknown or expired; nothing pinned),
-  // RESOURCE_EXHAUSTED (max_pins live pins already).
+  // RESOURCE_EXHAUSTED (max_pins live pins already, or the disk tier is full
+  // of pinned pages; nothing pinned), UNAVAILABLE (a disk write failed;
+  // nothing pinned).
   virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                        uint64_t pin_id) = 0;
   virtual absl::Status Unpin(uint64_t pin_id) = 0;

@@ -188,7 +188,7 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
         }
       }
     }
-    CompleteDemotions(std::move(demotions));
+    CompleteDemotions(std::move(demotions)).IgnoreError();  // logged; pages stay in RAM
     if (reserved) return std::move(*reserved);
   }
   return absl::ResourceExhaustedError("no room: concurrent puts took every freed slot");
@@ -330,31 +330,107 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
     return absl::InvalidArgumentError(absl::StrCat("pin of ", keys.size(), " keys exceeds ",
                                                    options_.max_batch_pages));
   }
-  absl::MutexLock lock(&mu_);
-  SweepPinsLocked();
-  if (pin_id != 0 && !pins_.Contains(pin_id)) {
-    return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
-  }
-  for (const PageKey& key : keys) {
-    if (!index_.contains(key)) {
-      return absl::NotFoundError(
-          absl::StrCat("page ", key.DebugString(), " is not stored; nothing pinned"));
+  bool created = false;
+  std::vector<PageKey> added;
+  std::vector<Demotion> copies;
+  {
+    absl::MutexLock lock(&mu_);
+    SweepPinsLocked();
+    if (pin_id != 0 && !pins_.Contains(pin_id)) {
+      return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
     }
-  }
-  const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
-  if (pin_id == 0) {
-    if (pins_.size() >= options_.max_pins) {
+    for (const PageKey& key : keys) {
+      if (!index_.contains(key)) {
+        return absl::NotFoundError(
+            absl::StrCat("page ", key.DebugString(), " is not stored; nothing pinned"));
+      }
+    }
+    const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
+    if (pin_id == 0) {
+      if (pins_.size() >= options_.max_pins) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
+      }
+      pin_id = pins_.Create(expiry_ms);
+      created = true;
+    } else {
+      pins_.SetExpiry(pin_id, expiry_ms);
+    }
+    for (const PageKey& key : keys) {
+      if (pins_.AddKey(pin_id, key)) {
+        index_[key].pin_ids.push_back(pin_id);
+        added.push_back(key);
+      }
+    }
+    // Write-through: a pinned page whose only copy is in RAM goes to disk
+    // before the pin is acknowledged, so that it survives a restart or a
+    // killed server. Being pinned, it cannot be dropped to make that room.
+    uint64_t no_room = 0;
+    for (const PageKey& key : added) {
+      PageEntry& entry = index_.at(key);
+      if (!entry.in_ram || entry.on_disk || entry.demoting) continue;
+      if (!ReserveDiskLocked(entry.meta.bytes)) {
+        ++no_room;
+        continue;
+      }
+      entry.demoting = true;
+      ++entry.readers;
+      copies.push_back(Demotion{
+          .key = key, .generation = entry.generation, .meta = entry.meta, .slot = entry.slot});
+    }
+    if (no_room > 0) {
+      for (const Demotion& d : copies) {
+        PageEntry& entry = index_.at(d.key);
+        entry.demoting = false;
+        --entry.readers;
+        disk_used_bytes_ -= d.meta.bytes;
+      }
+      UndoPinLocked(pin_id, created, added);
       return absl::ResourceExhaustedError(
-          absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
+          absl::StrCat("the disk tier has no room for ", no_room,
+                       " pinned pages held only in RAM (it is full of pinned pages); "
+                       "nothing pinned"));
     }
-    pin_id = pins_.Create(expiry_ms);
-  } else {
-    pins_.SetExpiry(pin_id, expiry_ms);
   }
-  for (const PageKey& key : keys) {
-    if (pins_.AddKey(pin_id, key)) index_[key].pin_ids.push_back(pin_id);
+  const absl::Status written = CompleteDemotions(std::move(copies), /*keep_in_ram=*/true);
+  absl::MutexLock lock(&mu_);
+  // Pages an eviction was demoting when they were pinned are durable only
+  // once that write ends.
+  auto settled = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (const PageKey& key : added) {
+      auto it = index_.find(key);
+      if (it != index_.end() && it->second.demoting) return false;
+    }
+    return true;
+  };
+  mu_.Await(absl::Condition(&settled));
+  uint64_t ram_only = 0;
+  for (const PageKey& key : added) {
+    auto it = index_.find(key);
+    if (it != index_.end() && it->second.in_ram && !it->second.on_disk) ++ram_only;
+  }
+  if (ram_only > 0) {
+    if (pins_.Contains(pin_id)) UndoPinLocked(pin_id, created, added);
+    return absl::UnavailableError(absl::StrCat(ram_only,
+                                               " pinned pages could not be written to disk (",
+                                               written.ok() ? "a demotion failed" : written.ToString(),
+                                               "); nothing pinned"));
   }
   return pin_id;
+}
+
+void TieredStore::UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const PageKey> added) {
+  if (created) {
+    ReleasePinLocked(pin_id);
+    return;
+  }
+  for (const PageKey& key : added) {
+    pins_.RemoveKey(pin_id, key);
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    auto& ids = it->second.pin_ids;
+    ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
+  }
 }
 
 absl::Status TieredStore::Unpin(uint64_t pin_id) {

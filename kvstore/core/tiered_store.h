@@ -126,8 +126,15 @@ class TieredStore final : public Store {
   // pages the disk cannot take are dropped. False when nothing could leave.
   bool EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes leased pages to RocksDB (without mu_), then frees their slots.
-  void CompleteDemotions(std::vector<Demotion> demotions) ABSL_LOCKS_EXCLUDED(mu_);
+  // Writes leased pages to RocksDB (without mu_), then frees their slots,
+  // or with keep_in_ram leaves them in RAM as clean pages (a pin's
+  // write-through). Returns the write's status (also logged).
+  absl::Status CompleteDemotions(std::vector<Demotion> demotions, bool keep_in_ram = false)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Removes `added` keys from pin_id, or the whole pin when it was created
+  // by the failing call; for a Pin that cannot keep its promise.
+  void UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const PageKey> added)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages past the disk high watermark and reserves
   // `bytes` of disk. False (nothing reserved) when the disk cannot take them.
   bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -70,8 +70,8 @@ bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* d
   return progress;
 }
 
-void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
-  if (demotions.empty()) return;
+absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, bool keep_in_ram) {
+  if (demotions.empty()) return absl::OkStatus();
   std::vector<RocksTier::PageWrite> writes;
   writes.reserve(demotions.size());
   for (const Demotion& d : demotions) {
@@ -107,12 +107,13 @@ void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
     --entry.readers;
     if (!written.ok()) {
       disk_used_bytes_ -= d.meta.bytes;
-      ram_policy_->OnInsert(d.key);
+      if (!keep_in_ram) ram_policy_->OnInsert(d.key);
       continue;
     }
     entry.on_disk = true;
     disk_policy_->OnInsert(d.key);
     ++counters_.demotions;
+    if (keep_in_ram) continue;  // never left the RAM policy
     if (entry.readers == 0) {
       FreeRamLocked(entry);
       ++counters_.ram.evictions;
@@ -124,6 +125,7 @@ void TieredStore::CompleteDemotions(std::vector<Demotion> demotions) {
   if (!s.ok()) {
     KVTIER_LOG(ERROR) << "cannot delete " << orphans.size() << " orphan pages: " << s;
   }
+  return written;
 }
 
 bool TieredStore::ReserveDiskLocked(uint64_t bytes) {

@@ -144,40 +144,50 @@ TEST(DiskTierTest, PastDiskWatermarkDropsUnpinnedPagesOnly) {
   EXPECT_EQ(GetOne(*store, Key(1)).data, AsString(PageBytes(Key(1), SmallLayout())));
 }
 
-TEST(DiskTierTest, BothTiersFullOfPinnedPagesRejectsPuts) {
+// A pin writes RAM-only pages through to disk, so pinned pages always have
+// a disk copy: when the disk is full of pinned pages, a pin that would need
+// more is refused and pins nothing, and RAM can always make room.
+TEST(DiskTierTest, DiskFullOfPinnedPagesRefusesPinsNotPuts) {
   TempDir dir;
   // RAM and disk: 2 pages each, high 1.0, low 0.5.
   auto store = *Store::Open(Options(dir.path(), 2, 1.0, 0.5, 2, 1.0, 0.5));
-  auto pin_each = [&](uint64_t first, uint64_t last) {
-    std::vector<uint64_t> ids;
-    for (uint64_t n = first; n <= last; ++n) ids.push_back(*store->Pin({Key(n)}, 60'000, 0));
-    return ids;
-  };
   PutEach(*store, 1, 2);
-  std::vector<uint64_t> pins = pin_each(1, 2);
-  PutEach(*store, 3, 4);  // 1, 2 demoted (pinned pages move, never drop)
-  pin_each(3, 4);
-  const Tier D = Tier::kDisk, R = Tier::kRam;
+  absl::StatusOr<uint64_t> pin1 = store->Pin({Key(1)}, 60'000, 0);
+  absl::StatusOr<uint64_t> pin2 = store->Pin({Key(2)}, 60'000, 0);
+  ASSERT_TRUE(pin1.ok()) << pin1.status();
+  ASSERT_TRUE(pin2.ok()) << pin2.status();
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.ram.pinned_pages, 2u);
+  EXPECT_EQ(stats.disk.pinned_pages, 2u);
+  EXPECT_EQ(stats.demotions, 2u);
+
+  PutEach(*store, 3, 4);  // 1 and 2 leave RAM without a write
+  const Tier D = Tier::kDisk, R = Tier::kRam, N = Tier::kNone;
   ASSERT_EQ(Tiers(*store, 1, 4), (std::vector<Tier>{D, D, R, R}));
-  StoreStats before = store->Stats();
-  EXPECT_EQ(before.ram.pinned_pages, 2u);
-  EXPECT_EQ(before.disk.pinned_pages, 2u);
+  EXPECT_EQ(store->Stats().demotions, 2u);
 
-  auto put = PutPages(*store, {Key(5)});
-  EXPECT_EQ(put.status().code(), absl::StatusCode::kResourceExhausted);
-  StoreStats after = store->Stats();
-  EXPECT_EQ(after.put_pages, 4u);
-  EXPECT_EQ(after.reserved_bytes, 0u);
-  EXPECT_EQ(after.dropped_pages, 0u);
-  EXPECT_EQ(after.ram.used_bytes, 2 * kPage);
-  EXPECT_EQ(GetOne(*store, Key(5)).status.code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(Tiers(*store, 1, 4), (std::vector<Tier>{D, D, R, R}));
+  absl::StatusOr<uint64_t> refused = store->Pin({Key(3)}, 60'000, 0);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  refused = store->Pin({Key(4)}, 60'000, *pin1);  // extending: the key is not added
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  stats = store->Stats();
+  EXPECT_EQ(stats.active_pins, 2u);
+  EXPECT_EQ(stats.ram.pinned_pages, 0u);
+  EXPECT_EQ(*store->Delete({Key(4)}, /*force=*/false), 1u);  // not pinned
 
-  // Unpinning page 1 lets the disk drop it to take page 3.
-  ASSERT_TRUE(store->Unpin(pins[0]).ok());
-  ASSERT_TRUE(PutPages(*store, {Key(5)}).ok());
-  EXPECT_EQ(Tiers(*store, 1, 5), (std::vector<Tier>{Tier::kNone, D, D, R, R}));
+  // A put still finds room: unpinned page 3 goes to nothing.
+  ASSERT_TRUE(PutPages(*store, {Key(5), Key(6)}).ok());
+  EXPECT_EQ(Tiers(*store, 1, 6), (std::vector<Tier>{D, D, N, N, R, R}));
   EXPECT_EQ(store->Stats().dropped_pages, 1u);
+
+  // Unpinning page 1 lets the disk drop it to take the next pinned page.
+  ASSERT_TRUE(store->Unpin(*pin1).ok());
+  ASSERT_TRUE(store->Pin({Key(5)}, 60'000, *pin2).ok());
+  stats = store->Stats();
+  EXPECT_EQ(stats.disk.pinned_pages, 2u);
+  EXPECT_EQ(stats.dropped_pages, 2u);
+  EXPECT_EQ(GetOne(*store, Key(1)).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(GetOne(*store, Key(5)).data, AsString(PageBytes(Key(5), SmallLayout())));
 }
 
 TEST(DiskTierTest, PageLargerThanRamIsResourceExhausted) {
@@ -238,6 +248,38 @@ TEST(RecoveryTest, DiskPagesComeBackAfterRestart) {
       EXPECT_EQ(got.status.code(), absl::StatusCode::kNotFound) << n;
     }
   }
+}
+
+// Pages only in RAM are lost at a restart unless pinned: Pin (new or
+// extended) writes them through to disk before it returns.
+TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 4);
+    ASSERT_EQ(store->Stats().disk.pages, 0u);
+    absl::StatusOr<uint64_t> pin = store->Pin({Key(1), Key(2), Key(1)}, 60'000, 0);
+    ASSERT_TRUE(pin.ok()) << pin.status();
+    ASSERT_TRUE(store->Pin({Key(3)}, 60'000, *pin).ok());
+    StoreStats stats = store->Stats();
+    EXPECT_EQ(stats.disk.pages, 3u);
+    EXPECT_EQ(stats.disk.used_bytes, 3 * kPage);
+    EXPECT_EQ(stats.disk.pinned_pages, 3u);
+    EXPECT_EQ(stats.ram.pages, 4u);  // still served from RAM
+    EXPECT_EQ(GetOne(*store, Key(1)).tier, Tier::kRam);
+    // Pinning again writes nothing more.
+    ASSERT_TRUE(store->Pin({Key(1)}, 60'000, 0).ok());
+    EXPECT_EQ(store->Stats().demotions, 3u);
+  }
+  auto store = *Store::Open(o);
+  EXPECT_EQ(store->Stats().disk.pages, 3u);
+  for (uint64_t n = 1; n <= 3; ++n) {
+    GetResult got = GetOne(*store, Key(n));
+    ASSERT_TRUE(got.status.ok()) << n << ": " << got.status;
+    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
+  }
+  EXPECT_EQ(GetOne(*store, Key(4)).status.code(), absl::StatusCode::kNotFound);
 }
 
 // Flips one byte of a page's stored value, opening RocksDB directly.
