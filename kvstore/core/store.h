@@ -86,7 +86,10 @@ struct StoreOptions {
   // Most live pins at once; Pin creating one more answers
   // RESOURCE_EXHAUSTED. Bounds the pin table's memory.
   uint32_t max_pins = 1 << 20;
-  // Verify every disk page's checksum while rebuilding the index at Open.
+  // Verify the checksum of every disk page found at Open, in a background
+  // thread: the store serves meanwhile (every read verifies its page
+  // anyway), and a page that fails is dropped and counted lost.
+  // StoreStats::unverified_disk_pages shows the progress.
   bool verify_on_open = true;
   // Commit the RAM tier's memory at Open instead of on each slot's first
   // write (RamArena::Create's `prefault`).
@@ -163,6 +166,9 @@ struct StoreStats {
   uint64_t quarantined_bytes = 0;
   uint64_t active_pins = 0;
   uint64_t lookups = 0;
+  // Disk pages found at Open that the background check (verify_on_open)
+  // has not read yet; 0 once it is done.
+  uint64_t unverified_disk_pages = 0;
 };
 
 class Store;

@@ -4,6 +4,8 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -49,7 +51,13 @@ TieredStore::TieredStore(const StoreOptions& options, Clock* clock,
       ram_policy_(std::move(ram_policy)),
       disk_policy_(std::move(disk_policy)) {}
 
-TieredStore::~TieredStore() = default;
+TieredStore::~TieredStore() {
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (verifier_.joinable()) verifier_.join();
+}
 
 absl::Status TieredStore::Recover() {
   std::vector<std::pair<PageKey, PageMeta>> found;
@@ -57,36 +65,69 @@ absl::Status TieredStore::Recover() {
   RETURN_IF_ERROR(rocks_->ForEachMeta(
       [&](const PageKey& key, const PageMeta& meta) { found.emplace_back(key, meta); },
       &malformed));
-  std::vector<PageKey> corrupt;
-  std::vector<std::pair<PageKey, PageMeta>> good;
-  for (auto& [key, meta] : found) {
-    if (options_.verify_on_open) {
-      absl::StatusOr<std::string> bytes = rocks_->Get(key);
-      if (!bytes.ok() && !absl::IsDataLoss(bytes.status()) && !absl::IsNotFound(bytes.status())) {
-        return bytes.status();
-      }
-      if (!bytes.ok() || bytes->size() != meta.bytes ||
-          PageChecksum(bytes->data(), bytes->size()) != meta.checksum) {
-        corrupt.push_back(key);
-        continue;
+  std::vector<FoundPage> unverified;
+  uint64_t disk_bytes = 0;
+  {
+    absl::MutexLock lock(&mu_);
+    for (auto& [key, meta] : found) {
+      PageEntry& entry = index_[key];
+      entry.meta = meta;
+      entry.generation = NextGeneration();
+      entry.on_disk = true;
+      disk_policy_->OnInsert(key);
+      disk_used_bytes_ += meta.bytes;
+      disk_bytes += meta.bytes;
+      if (options_.verify_on_open) unverified.push_back({key, entry.generation, meta});
+    }
+    counters_.lost_pages += malformed;
+    counters_.unverified_disk_pages = unverified.size();
+  }
+  KVTIER_LOG(INFO) << "store recovered pages=" << found.size()
+                   << " disk_bytes=" << disk_bytes
+                   << " malformed=" << malformed
+                   << (unverified.empty() ? "" : "; verifying disk pages in the background");
+  if (!unverified.empty()) {
+    verifier_ = std::thread([this, pages = std::move(unverified)]() mutable {
+      VerifyDiskPages(std::move(pages));
+    });
+  }
+  return absl::OkStatus();
+}
+
+void TieredStore::VerifyDiskPages(std::vector<FoundPage> pages) {
+  const absl::Time start = absl::Now();
+  absl::Time last_report = start;
+  uint64_t lost = 0;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    const FoundPage& page = pages[i];
+    absl::StatusOr<std::string> bytes = rocks_->Get(page.key);
+    const bool unreadable =
+        !bytes.ok() && !absl::IsDataLoss(bytes.status()) && !absl::IsNotFound(bytes.status());
+    const bool good = bytes.ok() && bytes->size() == page.meta.bytes &&
+                      PageChecksum(bytes->data(), bytes->size()) == page.meta.checksum;
+    absl::MutexLock lock(&mu_);
+    if (stopping_) return;
+    --counters_.unverified_disk_pages;
+    if (unreadable) {
+      KVTIER_LOG(ERROR) << "cannot verify disk page " << page.key.DebugString() << ": "
+                        << bytes.status() << "; its reads will check it";
+    } else if (!good) {
+      // Unless deleted, replaced or read (and judged) by a client meanwhile;
+      // a page promoted meanwhile passed a verifying read and stays.
+      auto it = index_.find(page.key);
+      if (it != index_.end() && it->second.generation == page.generation &&
+          it->second.on_disk && !it->second.in_ram && DropLostLocked(page.key, page.generation)) {
+        ++lost;
       }
     }
-    good.emplace_back(key, meta);
+    if (absl::Now() - last_report > absl::Seconds(10)) {
+      last_report = absl::Now();
+      KVTIER_LOG(INFO) << "verified " << i + 1 << " of " << pages.size() << " disk pages, lost "
+                       << lost;
+    }
   }
-  RETURN_IF_ERROR(rocks_->Delete(corrupt));
-  absl::MutexLock lock(&mu_);
-  for (auto& [key, meta] : good) {
-    PageEntry& entry = index_[key];
-    entry.meta = meta;
-    entry.generation = NextGeneration();
-    entry.on_disk = true;
-    disk_policy_->OnInsert(key);
-    disk_used_bytes_ += meta.bytes;
-  }
-  counters_.lost_pages += corrupt.size() + malformed;
-  KVTIER_LOG(INFO) << "store recovered pages=" << good.size() << " disk_bytes=" << disk_used_bytes_
-                   << " lost=" << corrupt.size() + malformed;
-  return absl::OkStatus();
+  KVTIER_LOG(INFO) << "verified " << pages.size() << " disk pages in "
+                   << absl::FormatDuration(absl::Now() - start) << ", lost " << lost;
 }
 
 absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain,

@@ -18,6 +18,10 @@
 // RocksDB deletes (small tombstone writes) are issued under mu_ so that the
 // index and the disk never disagree about a dropped page.
 //
+// Open verifies the disk pages it found in a background thread
+// (VerifyDiskPages): it reads each page without mu_ and drops a bad one
+// under mu_ only if the entry is still the one it read (its generation).
+//
 // Demotion is synchronous: the Reserve that finds RAM past its high
 // watermark demotes down to the low watermark before it returns. Promotion
 // only evicts RAM pages that are already on disk (no write on the read
@@ -27,6 +31,8 @@
 
 #include <deque>
 #include <memory>
+#include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -112,6 +118,15 @@ class TieredStore final : public Store {
               std::unique_ptr<EvictionPolicy> disk_policy);
 
   absl::Status Recover();
+  // A disk page found at Open, as the index entry made for it.
+  struct FoundPage {
+    PageKey key;
+    uint64_t generation = 0;
+    PageMeta meta;
+  };
+  // Reads each page found at Open and drops those whose bytes fail their
+  // checksum; stops early when the store is destroyed.
+  void VerifyDiskPages(std::vector<FoundPage> pages) ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t NextGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_generation_++; }
 
   // tiered_store_room.cc: making room in either tier.
@@ -228,6 +243,8 @@ class TieredStore final : public Store {
   uint64_t disk_used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Counters; the per-tier page counts are computed by Stats().
   StoreStats counters_ ABSL_GUARDED_BY(mu_);
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // the destructor has begun
+  std::thread verifier_;                         // VerifyDiskPages, if running
 };
 
 }  // namespace kvtier::store

@@ -4,6 +4,8 @@
 
 #include <memory>
 
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "kvstore/core/rocks_tier.h"
 #include "kvstore/core/store.h"
 #include "rocksdb/db.h"
@@ -332,6 +334,15 @@ TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
   EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kNotFound);
 }
 
+// Waits for the background check of the pages found at Open.
+void AwaitVerified(Store& store) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);  // a hang, not a speed
+  while (store.Stats().unverified_disk_pages > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  ASSERT_EQ(store.Stats().unverified_disk_pages, 0u);
+}
+
 class CorruptionOnDiskTest : public ::testing::TestWithParam<bool> {};
 
 TEST_P(CorruptionOnDiskTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
@@ -345,6 +356,7 @@ TEST_P(CorruptionOnDiskTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
   }
   CorruptOnDisk(dir.path(), Key(2));
   auto store = *Store::Open(o);
+  ASSERT_NO_FATAL_FAILURE(AwaitVerified(*store));
   EXPECT_EQ(store->Stats().lost_pages, verify_on_open ? 1u : 0u);
   auto got = store->BatchGet({Key(1), Key(2), Key(3)});
   ASSERT_TRUE(got.ok());
@@ -367,6 +379,56 @@ TEST_P(CorruptionOnDiskTest, CorruptDiskPageIsDroppedCountedAndNeverReturned) {
 }
 
 INSTANTIATE_TEST_SUITE_P(VerifyOnOpen, CorruptionOnDiskTest, ::testing::Bool());
+
+// The store serves while the background check runs: a read racing it gets
+// the good pages and never the bad one, which is counted lost once, by
+// whichever finds it first.
+TEST(BackgroundVerifyTest, ReadsDuringTheCheckNeverReturnABadPage) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 1000, 0.9, 0.8);
+  uint64_t disk_pages = 0;
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 200);  // the first 190 or so only on disk
+    disk_pages = store->Stats().disk.pages;
+  }
+  ASSERT_GT(disk_pages, 180u);
+  CorruptOnDisk(dir.path(), Key(7));
+  auto store = *Store::Open(o);
+  EXPECT_LE(store->Stats().unverified_disk_pages, disk_pages);
+  auto got = store->BatchGet({Key(7), Key(8), Key(180)});
+  ASSERT_TRUE(got.ok());
+  EXPECT_FALSE((*got)[0].status.ok());
+  EXPECT_TRUE((*got)[0].data.empty());
+  EXPECT_TRUE((*got)[1].status.ok()) << (*got)[1].status;
+  EXPECT_TRUE((*got)[2].status.ok()) << (*got)[2].status;
+  EXPECT_EQ((*got)[1].data, AsString(PageBytes(Key(8), SmallLayout())));
+  EXPECT_EQ((*got)[2].data, AsString(PageBytes(Key(180), SmallLayout())));
+  ASSERT_NO_FATAL_FAILURE(AwaitVerified(*store));
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.lost_pages, 1u);
+  EXPECT_EQ(stats.disk.pages, disk_pages - 1);
+  EXPECT_EQ(GetOne(*store, Key(7)).status.code(), absl::StatusCode::kNotFound);
+}
+
+// Destroying the store stops the check without waiting for it to finish.
+TEST(BackgroundVerifyTest, ClosingDuringTheCheckIsClean) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 1000, 0.9, 0.8);
+  uint64_t disk_pages = 0;
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 200);
+    disk_pages = store->Stats().disk.pages;
+  }
+  for (int i = 0; i < 3; ++i) {
+    auto store = *Store::Open(o);
+    EXPECT_EQ(store->Stats().disk.pages, disk_pages);
+  }
+  auto store = *Store::Open(o);
+  ASSERT_NO_FATAL_FAILURE(AwaitVerified(*store));
+  EXPECT_EQ(store->Stats().lost_pages, 0u);
+}
 
 }  // namespace
 }  // namespace kvtier::store

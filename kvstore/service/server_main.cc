@@ -52,7 +52,8 @@ ABSL_FLAG(uint32_t, max_lookup_entries, uint32_t{1} << 20,
 ABSL_FLAG(uint32_t, promote_after_reads, 2, "Promote a disk page to RAM on its Nth read");
 ABSL_FLAG(uint64_t, max_pin_ttl_ms, uint64_t{24} * 3600 * 1000, "Longest pin TTL, ms");
 ABSL_FLAG(uint32_t, max_pins, 1 << 20, "Most live pins at once");
-ABSL_FLAG(bool, verify_on_open, true, "Verify disk page checksums when the index is rebuilt");
+ABSL_FLAG(bool, verify_on_open, true,
+          "Verify disk page checksums in the background after start (reads always verify)");
 ABSL_FLAG(bool, prefault_ram, false,
           "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
@@ -208,7 +209,8 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
   LogTier("ram", settings.store.ram, recovered.ram);
   LogTier("disk", settings.store.disk, recovered.disk);
   KVTIER_LOG(INFO) << "recovered pages=" << recovered.ram.pages + recovered.disk.pages
-                   << " lost_pages=" << recovered.lost_pages;
+                   << " lost_pages=" << recovered.lost_pages
+                   << " verifying_in_background=" << recovered.unverified_disk_pages;
 }
 
 // With the data plane on, the RAM arena is allocated through UCX so that

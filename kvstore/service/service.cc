@@ -302,6 +302,7 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   response->set_active_pins(s.active_pins);
   response->set_quarantined_bytes(s.quarantined_bytes);
   response->set_lookups(s.lookups);
+  response->set_unverified_disk_pages(s.unverified_disk_pages);
   return absl::OkStatus();
 }
 

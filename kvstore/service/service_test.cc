@@ -91,6 +91,8 @@ class FakeStore final : public Store {
     s.reserved_bytes = 28;
     s.active_pins = 29;
     s.lookups = 30;
+    s.quarantined_bytes = 31;
+    s.unverified_disk_pages = 32;
     return s;
   }
 
@@ -335,6 +337,8 @@ TEST_F(ServiceTest, StatsCopiesEveryField) {
   EXPECT_EQ(s.reserved_bytes(), 28u);
   EXPECT_EQ(s.active_pins(), 29u);
   EXPECT_EQ(s.lookups(), 30u);
+  EXPECT_EQ(s.quarantined_bytes(), 31u);
+  EXPECT_EQ(s.unverified_disk_pages(), 32u);
 }
 
 // Store's own BatchGetInPlace (the one a store without an arena keeps):
