@@ -194,17 +194,12 @@ TEST_P(UcxDataPlaneTest, TaggedCommitWithAPageMissingFailsAndCommitsNothing) {
 TEST_P(UcxDataPlaneTest, TaggedGetRegionsAreValidated) {
   std::unique_ptr<ServerProcess> server = Start();
   ASSERT_NE(server, nullptr);
-  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-      client::ClientDataPlane::Create(ucx::UcxOptions{});
-  ASSERT_TRUE(plane.ok()) << plane.status();
-  auto stub = v1::KvStore::NewStub(
-      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext open_context;
-  v1::OpenDataPlaneRequest open;
-  open.set_client_worker_address((*plane)->worker_address());
-  v1::OpenDataPlaneResponse opened;
-  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
-  absl::StatusOr<client::ClientDataPlane::RegionLease> region = (*plane)->LeaseRegion(1 << 20);
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server->target(), &raw));
+  // Plain references, not structured bindings, so that lambdas capture them.
+  v1::KvStore::Stub* stub = raw.stub.get();
+  const v1::OpenDataPlaneResponse& opened = raw.opened;
+  absl::StatusOr<client::ClientDataPlane::RegionLease> region = raw.plane->LeaseRegion(1 << 20);
   ASSERT_TRUE(region.ok()) << region.status();
   const OddPages pages = MakeOddPages(3, 5);
   auto get = [&](uint64_t slot_bytes, uint64_t tag = uint64_t{7} << 32) {
@@ -273,17 +268,12 @@ TEST_P(UcxDataPlaneTest, MalformedWorkerAddressesAreRefusedAndTheServerKeepsServ
 TEST_P(UcxDataPlaneTest, MalformedRegionKeysAreRefusedAndTheServerKeepsServing) {
   std::unique_ptr<ServerProcess> server = Start();
   ASSERT_NE(server, nullptr);
-  absl::StatusOr<std::unique_ptr<client::ClientDataPlane>> plane =
-      client::ClientDataPlane::Create(ucx::UcxOptions{});
-  ASSERT_TRUE(plane.ok()) << plane.status();
-  auto stub = v1::KvStore::NewStub(
-      grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials()));
-  grpc::ClientContext open_context;
-  v1::OpenDataPlaneRequest open;
-  open.set_client_worker_address((*plane)->worker_address());
-  v1::OpenDataPlaneResponse opened;
-  ASSERT_TRUE(stub->OpenDataPlane(&open_context, open, &opened).ok());
-  absl::StatusOr<client::ClientDataPlane::RegionLease> region = (*plane)->LeaseRegion(1 << 20);
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server->target(), &raw));
+  // Plain references, not structured bindings, so that lambdas capture them.
+  v1::KvStore::Stub* stub = raw.stub.get();
+  const v1::OpenDataPlaneResponse& opened = raw.opened;
+  absl::StatusOr<client::ClientDataPlane::RegionLease> region = raw.plane->LeaseRegion(1 << 20);
   ASSERT_TRUE(region.ok()) << region.status();
   const OddPages pages = MakeOddPages(2, 9);
   const std::string good = region->memory().packed_rkey();
