@@ -452,10 +452,10 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
   }
   if (ram_only > 0) {
     if (pins_.Contains(pin_id)) UndoPinLocked(pin_id, created, added);
-    return absl::UnavailableError(absl::StrCat(ram_only,
-                                               " pinned pages could not be written to disk (",
-                                               written.ok() ? "a demotion failed" : written.ToString(),
-                                               "); nothing pinned"));
+    return absl::UnavailableError(
+        absl::StrCat(ram_only, " pinned pages could not be written to disk (",
+                     written.ok() ? "a demotion failed" : written.ToString(),
+                     "); nothing pinned"));
   }
   return pin_id;
 }
@@ -467,10 +467,7 @@ void TieredStore::UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const 
   }
   for (const PageKey& key : added) {
     pins_.RemoveKey(pin_id, key);
-    auto it = index_.find(key);
-    if (it == index_.end()) continue;
-    auto& ids = it->second.pin_ids;
-    ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
+    UnlinkPinLocked(key, pin_id);
   }
 }
 
@@ -518,12 +515,14 @@ void TieredStore::SweepPinsLocked() {
 }
 
 void TieredStore::ReleasePinLocked(uint64_t pin_id) {
-  for (const PageKey& key : pins_.Release(pin_id)) {
-    auto it = index_.find(key);
-    if (it == index_.end()) continue;
-    auto& ids = it->second.pin_ids;
-    ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
-  }
+  for (const PageKey& key : pins_.Release(pin_id)) UnlinkPinLocked(key, pin_id);
+}
+
+void TieredStore::UnlinkPinLocked(const PageKey& key, uint64_t pin_id) {
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  auto& ids = it->second.pin_ids;
+  ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
 }
 
 void TieredStore::FreeRamLocked(PageEntry& entry) {

@@ -150,6 +150,8 @@ class TieredStore final : public Store {
   // by the failing call; for a Pin that cannot keep its promise.
   void UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const PageKey> added)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Removes pin_id from key's index entry, if the key is still stored.
+  void UnlinkPinLocked(const PageKey& key, uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages past the disk high watermark and reserves
   // `bytes` of disk. False (nothing reserved) when the disk cannot take them.
   bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
