@@ -38,8 +38,6 @@ rocksdb::ColumnFamilyOptions PagesFamilyOptions(const RocksTierOptions& tier) {
   return options;
 }
 
-uint64_t Clamp(uint64_t v, uint64_t lo, uint64_t hi) { return std::min(std::max(v, lo), hi); }
-
 }  // namespace
 
 absl::Status FromRocksStatus(const rocksdb::Status& status) {
@@ -71,9 +69,9 @@ absl::Status FromRocksStatus(const rocksdb::Status& status) {
 RocksTierOptions RocksTierOptions::ForCapacity(uint64_t capacity_bytes) {
   constexpr uint64_t kMiB = uint64_t{1} << 20;
   RocksTierOptions options;
-  options.write_buffer_bytes = Clamp(capacity_bytes / 32, kMiB, 64 * kMiB);
-  options.blob_file_bytes = Clamp(capacity_bytes / 32, kMiB, 256 * kMiB);
-  options.max_wal_bytes = Clamp(capacity_bytes / 16, 4 * kMiB, 256 * kMiB);
+  options.write_buffer_bytes = std::clamp(capacity_bytes / 32, kMiB, 64 * kMiB);
+  options.blob_file_bytes = std::clamp(capacity_bytes / 32, kMiB, 256 * kMiB);
+  options.max_wal_bytes = std::clamp(capacity_bytes / 16, 4 * kMiB, 256 * kMiB);
   return options;
 }
 
