@@ -1,5 +1,9 @@
 // RocksTier throughput: GB/s of page writes and reads for 64 KiB..4 MiB
-// pages, into a fresh directory under $TMPDIR (or /tmp).
+// pages, into a fresh directory under $TMPDIR (or /tmp). And what a pin's
+// write-through costs (BM_PutBatch): batches of 16 pages put into a
+// Store's RAM tier, with and without a pin of the batch (which writes the
+// pages to RocksDB before it returns); the ratio of the two rates is the
+// cost of a durable pin.
 //
 //   rocks_tier_bench --benchmark_counters_tabular=true
 #include <benchmark/benchmark.h>
@@ -11,6 +15,7 @@
 
 #include "common/checksum.h"
 #include "kvstore/core/rocks_tier.h"
+#include "kvstore/core/store.h"
 
 namespace kvtier::store {
 namespace {
@@ -32,6 +37,12 @@ std::string FreshDir(const char* name) {
   return dir.string();
 }
 
+std::vector<uint8_t> PatternBytes(int64_t bytes) {
+  std::vector<uint8_t> out(bytes);
+  for (size_t i = 0; i < out.size(); ++i) out[i] = static_cast<uint8_t>(i * 131 + 7);
+  return out;
+}
+
 PageKey KeyOf(uint64_t n) { return PageKey{.hash = {.hi = 0xbe7c, .lo = n}, .layer = 0}; }
 
 // Enough pages to exceed the memtable, so reads hit blob files.
@@ -45,8 +56,7 @@ void BM_Write(benchmark::State& state) {
     state.SkipWithError(std::string(tier.status().message()).c_str());
     return;
   }
-  std::vector<uint8_t> bytes(page_bytes);
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 131 + 7);
+  const std::vector<uint8_t> bytes = PatternBytes(page_bytes);
   const PageMeta meta{.layout = LayoutOf(page_bytes),
                       .bytes = static_cast<uint64_t>(page_bytes),
                       .checksum = PageChecksum(bytes.data(), bytes.size())};
@@ -91,8 +101,55 @@ void BM_Read(benchmark::State& state) {
   std::filesystem::remove_all(dir);
 }
 
+// range(0): page bytes; range(1): 1 to pin every batch after its put.
+void BM_PutBatch(benchmark::State& state) {
+  constexpr int kBatch = 16;
+  const int64_t page_bytes = state.range(0);
+  const bool pin = state.range(1) != 0;
+  const std::string dir = FreshDir(pin ? "pin" : "put");
+  StoreOptions options;
+  options.data_dir = dir;
+  options.ram.capacity_bytes = uint64_t{1} << 30;
+  options.disk.capacity_bytes = uint64_t{8} << 30;
+  auto store = Store::Open(options);
+  if (!store.ok()) {
+    state.SkipWithError(std::string(store.status().message()).c_str());
+    return;
+  }
+  const std::vector<uint8_t> bytes = PatternBytes(page_bytes);
+  const PageLayout layout = LayoutOf(page_bytes);
+  const uint64_t checksum = PageChecksum(bytes.data(), bytes.size());
+  const std::vector<absl::Span<const uint8_t>> data(kBatch, bytes);
+  uint64_t n = 0;
+  for (auto _ : state) {
+    std::vector<PutSpec> specs;
+    std::vector<PageKey> keys;
+    for (int i = 0; i < kBatch; ++i) {
+      keys.push_back(KeyOf(n++));
+      specs.push_back(PutSpec{.key = keys.back(), .layout = layout, .checksum = checksum});
+    }
+    auto put = (*store)->BatchPut(specs, data);
+    if (!put.ok()) state.SkipWithError(std::string(put.status().message()).c_str());
+    if (pin) {
+      auto pinned = (*store)->Pin(keys, 60'000, 0);
+      if (!pinned.ok()) state.SkipWithError(std::string(pinned.status().message()).c_str());
+    }
+    state.PauseTiming();  // keep both tiers from filling
+    auto deleted = (*store)->Delete(keys, /*force=*/true);
+    if (!deleted.ok()) state.SkipWithError(std::string(deleted.status().message()).c_str());
+    state.ResumeTiming();
+  }
+  state.SetBytesProcessed(state.iterations() * kBatch * page_bytes);
+  store->reset();
+  std::filesystem::remove_all(dir);
+}
+
 BENCHMARK(BM_Write)->RangeMultiplier(4)->Range(64 << 10, 4 << 20)->UseRealTime();
 BENCHMARK(BM_Read)->RangeMultiplier(4)->Range(64 << 10, 4 << 20)->UseRealTime();
+BENCHMARK(BM_PutBatch)
+    ->ArgsProduct({{64 << 10, 256 << 10, 1 << 20}, {0, 1}})
+    ->ArgNames({"page_bytes", "pin"})
+    ->UseRealTime();
 
 }  // namespace
 }  // namespace kvtier::store
