@@ -66,7 +66,6 @@ absl::Status TieredStore::Recover() {
       [&](const PageKey& key, const PageMeta& meta) { found.emplace_back(key, meta); },
       &malformed));
   std::vector<FoundPage> unverified;
-  uint64_t disk_bytes = 0;
   {
     absl::MutexLock lock(&mu_);
     for (auto& [key, meta] : found) {
@@ -76,16 +75,14 @@ absl::Status TieredStore::Recover() {
       entry.on_disk = true;
       disk_policy_->OnInsert(key);
       disk_used_bytes_ += meta.bytes;
-      disk_bytes += meta.bytes;
       if (options_.verify_on_open) unverified.push_back({key, entry.generation, meta});
     }
     counters_.lost_pages += malformed;
     counters_.unverified_disk_pages = unverified.size();
+    KVTIER_LOG(INFO) << "store recovered pages=" << found.size()
+                     << " disk_bytes=" << disk_used_bytes_ << " malformed=" << malformed
+                     << (unverified.empty() ? "" : "; verifying disk pages in the background");
   }
-  KVTIER_LOG(INFO) << "store recovered pages=" << found.size()
-                   << " disk_bytes=" << disk_bytes
-                   << " malformed=" << malformed
-                   << (unverified.empty() ? "" : "; verifying disk pages in the background");
   if (!unverified.empty()) {
     verifier_ = std::thread([this, pages = std::move(unverified)]() mutable {
       VerifyDiskPages(std::move(pages));
