@@ -143,7 +143,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::ReservePutResponse out;
       if (!r.ParseFromString(bytes)) break;
       fuzz::UseSession(r, h->session);
-      if (s.DoReservePut(r, &out).ok()) {
+      if (s.DoReservePut(r, /*make_room=*/true, &out).ok()) {
         v1::AbortPutRequest abort;
         abort.set_session_id(r.session_id());
         abort.set_transfer_id(out.transfer_id());

@@ -32,15 +32,16 @@ namespace {
 class UcxAutoClientTest : public ::testing::Test {
  protected:
   // `tls` null: UCX_TLS unset, UCX's (and kvtier's) default transports.
-  void Start(const char* tls) {
+  void Start(const char* tls, std::vector<std::string> extra_flags = {}) {
     // Read by ucp_config_read in this process and inherited by the server.
     if (tls == nullptr) {
       ASSERT_EQ(unsetenv("UCX_TLS"), 0);
     } else {
       ASSERT_EQ(setenv("UCX_TLS", tls, 1), 0);
     }
+    extra_flags.push_back("--data_dir=" + dir_.path() + "/data");
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
-        ServerProcess::Start({"--data_dir=" + dir_.path() + "/data"}, dir_.path());
+        ServerProcess::Start(extra_flags, dir_.path());
     ASSERT_TRUE(server.ok()) << server.status();
     server_ = *std::move(server);
     client::ClientOptions options;
@@ -197,6 +198,58 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
   absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ((*got)[0].data, pages.bytes[0]);
+}
+
+// The progress thread that answers request messages never writes to disk:
+// a put by message that would take RAM past its high watermark is refused
+// (FAILED_PRECONDITION), and the client puts it by RPC instead, whose
+// handler makes room. Every put still lands.
+TEST_F(UcxAutoClientTest, PutsByMessageNeverMakeRoomOnDisk) {
+  // 1 MiB of RAM, high watermark 0.9 (14.4 pages of 64 KiB), low 0.5.
+  ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma", {"--ram_bytes=1048576",
+                                                   "--ram_low_watermark=0.5"}));
+  const PageLayout layout{.page_size = 16, .n_kv_heads = 8, .head_dim = 128};  // 64 KiB
+  ASSERT_EQ(layout.PageBytes(), 65536u);
+  const PageSet pages = MakePages(layout, PromptChain(layout, 40, 5), 1);
+  const std::vector<client::PutPage> puts = pages.ToPut(layout);
+
+  // Raw: 15 pages in one reservation pass the watermark: refused by message.
+  RawSession raw;
+  ASSERT_NO_FATAL_FAILURE(OpenRawSession(server_->target(), &raw));
+  v1::ReservePutRequest reserve;
+  reserve.set_session_id(raw.opened.session_id());
+  for (int i = 0; i < 15; ++i) {
+    v1::PutPage* page = reserve.add_pages();
+    v1::KeyToProto(pages.keys[i], page->mutable_key());
+    v1::LayoutToProto(layout, page->mutable_layout());
+    page->set_checksum(PageChecksum(pages.bytes[i].data(), pages.bytes[i].size()));
+  }
+  absl::StatusOr<std::string> refused =
+      raw.plane->Call(*raw.connection, wire::kReservePutOp, reserve.SerializeAsString(),
+                      absl::Now() + absl::Seconds(10));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->reserved_bytes(), 0u);
+
+  // Through the client, one page per put: all 40 land, the ones past the
+  // watermark by RPC, which demotes.
+  for (const client::PutPage& page : puts) {
+    absl::StatusOr<std::vector<client::PutOutcome>> put = client_->BatchPut({&page, 1});
+    ASSERT_TRUE(put.ok()) << put.status();
+  }
+  stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->put_pages(), 40u);
+  EXPECT_GT(stats->demotions(), 0u);
+  EXPECT_EQ(stats->reserved_bytes(), 0u);
+  EXPECT_EQ(stats->ram().pages() + stats->disk().pages(), 40u);
+  const client::DataPlaneStats plane = client_->data_plane_stats();
+  EXPECT_GT(plane.message_puts, 0u);
+  EXPECT_EQ(plane.inline_put_pages, 0u);
+  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < got->size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
 }
 
 // Puts copied into the mapped arena go as messages up to

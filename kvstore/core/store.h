@@ -181,6 +181,12 @@ struct ReserveOptions {
   // into its mapping of the arena) may still be writing them, and its late
   // bytes must land in no other page. Default 0: at once. Must be >= 0.
   absl::Duration release_delay = absl::ZeroDuration();
+  // False: this call does no disk I/O. A batch that would take RAM past its
+  // high watermark (and so make room by writing pages to disk) is
+  // FAILED_PRECONDITION instead, with nothing reserved; the caller sends it
+  // again from a thread that may wait on the disk. For callers that must
+  // not block, such as the data plane's progress thread. Default true.
+  bool make_room = true;
 };
 
 // The RAM slots of one reserved batch. Move-only. Destroying an uncommitted

@@ -191,6 +191,12 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
       absl::MutexLock lock(&mu_);
       SweepPinsLocked();
       ReleaseQuarantineLocked();
+      if (!reserve_options.make_room &&
+          arena_->used_bytes() + NewSlotBytesLocked(specs) > ram_high_bytes_) {
+        return absl::FailedPreconditionError(
+            "RAM is at its high watermark: making room writes to disk, which this caller may "
+            "not wait for (put the batch by RPC)");
+      }
       std::vector<std::optional<RamArena::Slot>> slots;
       if (AllocateSlotsLocked(specs, &slots)) {
         std::vector<absl::Span<uint8_t>> buffers(specs.size());
@@ -208,13 +214,12 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
         reserved = MakeReservation(this, id, std::vector<PutSpec>(specs.begin(), specs.end()),
                                    std::move(buffers));
         if (arena_->used_bytes() > ram_high_bytes_) EvictRamLocked(ram_low_bytes_, &demotions);
+      } else if (!reserve_options.make_room) {
+        // Under the watermark but too fragmented for the batch.
+        return absl::FailedPreconditionError(
+            "no free RAM slot without making room on disk (put the batch by RPC)");
       } else {
-        uint64_t need = 0;
-        for (const PutSpec& spec : specs) {
-          if (!index_.contains(spec.key)) {
-            need += RamArena::ClassBytes(RamArena::ClassOf(spec.layout.PageBytes()));
-          }
-        }
+        const uint64_t need = NewSlotBytesLocked(specs);
         if (need > arena_->capacity_bytes()) {
           return absl::ResourceExhaustedError(absl::StrCat(
               "batch needs ", need, " bytes of RAM; the tier has ", arena_->capacity_bytes()));

@@ -23,7 +23,8 @@
 // under mu_ only if the entry is still the one it read (its generation).
 //
 // Demotion is synchronous: the Reserve that finds RAM past its high
-// watermark demotes down to the low watermark before it returns. Promotion
+// watermark demotes down to the low watermark before it returns (one with
+// ReserveOptions.make_room false refuses instead). Promotion
 // only evicts RAM pages that are already on disk (no write on the read
 // path) and never fills RAM past the high watermark.
 #ifndef KVTIER_KVSTORE_CORE_TIERED_STORE_H_
@@ -134,6 +135,9 @@ class TieredStore final : public Store {
   // allocates nothing and returns false.
   bool AllocateSlotsLocked(absl::Span<const PutSpec> specs,
                            std::vector<std::optional<RamArena::Slot>>* slots)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arena bytes (size classes) the pages of `specs` not yet stored need.
+  uint64_t NewSlotBytesLocked(absl::Span<const PutSpec> specs) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Evicts RAM pages until the arena's used bytes, less those of pages
   // already leaving, are at most `target_bytes`. Clean pages are freed at

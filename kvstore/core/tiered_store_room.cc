@@ -26,6 +26,16 @@ bool TieredStore::AllocateSlotsLocked(absl::Span<const PutSpec> specs,
   return true;
 }
 
+uint64_t TieredStore::NewSlotBytesLocked(absl::Span<const PutSpec> specs) const {
+  uint64_t bytes = 0;
+  for (const PutSpec& spec : specs) {
+    if (!index_.contains(spec.key)) {
+      bytes += RamArena::ClassBytes(RamArena::ClassOf(spec.layout.PageBytes()));
+    }
+  }
+  return bytes;
+}
+
 bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions) {
   bool progress = false;
   uint64_t leaving_bytes = 0;

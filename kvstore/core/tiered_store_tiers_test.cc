@@ -2,6 +2,7 @@
 // promotion on read, disk drops, pinned exhaustion, restart and corruption.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
 
 #include "absl/time/clock.h"
@@ -80,6 +81,35 @@ TEST_P(DemotionTest, PastHighWatermarkDemotesDownToLow) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, DemotionTest, ::testing::Values("lru", "s3fifo"));
+
+TEST(MakeRoomTest, ReserveThatMayNotMakeRoomRefusesInsteadOfWriting) {
+  TempDir dir;
+  // 10 pages; high 8, low 5.
+  auto store = *Store::Open(Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8));
+  PutEach(*store, 1, 7);
+  const ReserveOptions no_io{.make_room = false};
+  // The 8th page reaches the high watermark without passing it.
+  absl::StatusOr<Reservation> eighth = store->Reserve({testing::Spec(Key(8))}, no_io);
+  ASSERT_TRUE(eighth.ok()) << eighth.status();
+  const std::vector<uint8_t> bytes = PageBytes(Key(8), SmallLayout());
+  std::copy(bytes.begin(), bytes.end(), eighth->buffer(0).begin());
+  ASSERT_TRUE(store->Commit(*std::move(eighth)).ok());
+  // The 9th would pass it: refused, nothing reserved, nothing written.
+  absl::StatusOr<Reservation> ninth = store->Reserve({testing::Spec(Key(9))}, no_io);
+  EXPECT_EQ(ninth.status().code(), absl::StatusCode::kFailedPrecondition);
+  StoreStats stats = store->Stats();
+  EXPECT_EQ(stats.demotions, 0u);
+  EXPECT_EQ(stats.disk.pages, 0u);
+  EXPECT_EQ(stats.reserved_bytes, 0u);
+  EXPECT_EQ(stats.ram.pages, 8u);
+  // A page already stored needs no slot, so it is never refused.
+  EXPECT_TRUE(store->Reserve({testing::Spec(Key(3))}, no_io).ok());
+  // The same put allowed to make room demotes as before.
+  ASSERT_TRUE(PutPages(*store, {Key(9)}).ok());
+  stats = store->Stats();
+  EXPECT_EQ(stats.demotions, 4u);
+  EXPECT_EQ(stats.ram.pages, 5u);
+}
 
 TEST(PromotionTest, DiskPageIsPromotedOnItsNthRead) {
   TempDir dir;

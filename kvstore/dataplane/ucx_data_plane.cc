@@ -214,7 +214,7 @@ std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t sessio
 }
 
 absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
-    uint64_t session_id, absl::Span<const PutSpec> specs, bool tagged) {
+    uint64_t session_id, absl::Span<const PutSpec> specs, bool tagged, bool make_room) {
   if (FindSession(session_id) == nullptr) {
     return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
   }
@@ -227,7 +227,8 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
     }
   }
   ASSIGN_OR_RETURN(Reservation reservation,
-                   store_->Reserve(specs, {.release_delay = options_.released_slot_quarantine}));
+                   store_->Reserve(specs, {.release_delay = options_.released_slot_quarantine,
+                                           .make_room = make_room}));
   ReserveReply reply;
   reply.slots.resize(reservation.size());
   for (size_t i = 0; i < reservation.size(); ++i) {

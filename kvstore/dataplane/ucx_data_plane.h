@@ -167,8 +167,9 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (max_pending_transfers,
   // or the store's own), and Store::Reserve's errors. `tagged`: also posts
   // a tagged receive into each new slot (tag transfer_id + page index).
+  // `make_room` false (a caller on the progress thread): ReserveOptions'.
   absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs,
-                                          bool tagged = false);
+                                          bool tagged = false, bool make_room = true);
   // NOT_FOUND (unknown session or transfer), and Store::Commit's errors.
   // `checksums` (empty, or one per page) replace those given at ReservePut;
   // INVALID_ARGUMENT for another count, and the transfer stays pending.

@@ -104,7 +104,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
                                v1::OpenDataPlaneResponse* response);
   absl::Status DoCloseDataPlane(const v1::CloseDataPlaneRequest& request);
-  absl::Status DoReservePut(const v1::ReservePutRequest& request,
+  // `make_room`: ReserveOptions'; false for requests on the progress thread.
+  absl::Status DoReservePut(const v1::ReservePutRequest& request, bool make_room,
                             v1::ReservePutResponse* response);
   // `may_wait`: UcxDataPlane::CommitPut's.
   absl::Status DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,

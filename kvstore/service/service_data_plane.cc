@@ -51,12 +51,13 @@ absl::Status KvStoreService::DoCloseDataPlane(const v1::CloseDataPlaneRequest& r
 }
 
 absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
-                                          v1::ReservePutResponse* response) {
+                                          bool make_room, v1::ReservePutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
   ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
-                   data_plane_->ReservePut(request.session_id(), specs, request.tagged()));
+                   data_plane_->ReservePut(request.session_id(), specs, request.tagged(),
+                                           make_room));
   response->set_transfer_id(reply.transfer_id);
   for (const UcxDataPlane::Slot& slot : reply.slots) {
     v1::PutSlot* out = response->add_slots();
@@ -131,7 +132,9 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
                                                          absl::string_view bytes) {
   // A message is answered by the progress thread that receives it, so only
   // requests that wait on nothing are taken: no region transfer, no tagged
-  // put (their commits wait on UCX).
+  // put (their commits wait on UCX), no put that must make room on disk
+  // (FAILED_PRECONDITION, which the client answers with the RPC), no disk
+  // page read (withheld).
   auto parse = [bytes](google::protobuf::MessageLite* request) -> absl::Status {
     if (!request->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return absl::InvalidArgumentError(
@@ -160,7 +163,7 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
             "request message: a put by message reserves in its own session, not tagged");
       }
       v1::ReservePutResponse response;
-      RETURN_IF_ERROR(DoReservePut(request, &response));
+      RETURN_IF_ERROR(DoReservePut(request, /*make_room=*/false, &response));
       return response.SerializeAsString();
     }
     case wire::kCommitPutOp: {
@@ -297,7 +300,7 @@ grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
 grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
                                                      const v1::ReservePutRequest* request,
                                                      v1::ReservePutResponse* response) {
-  return Respond(context, [&] { return DoReservePut(*request, response); });
+  return Respond(context, [&] { return DoReservePut(*request, /*make_room=*/true, response); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
