@@ -266,6 +266,15 @@ class Store {
   // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
   virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;
 
+  // The bytes a read of `keys` would return now, by where they lie: for
+  // admission control before the read (absent keys count 0). A key listed
+  // twice counts twice.
+  struct StoredBytes {
+    uint64_t ram = 0;        // pages in RAM (and possibly on disk too)
+    uint64_t disk_only = 0;  // pages a read must fetch from disk
+  };
+  virtual StoredBytes BytesOf(absl::Span<const PageKey> keys) const = 0;
+
   // Who checks RAM pages read in place. kCaller: the store hands them over
   // without hashing them (they count as OK); the caller checks them against
   // results[i].checksum, e.g. a client that copies them itself and asks

@@ -182,4 +182,15 @@ absl::Span<const uint8_t> TieredStore::ReadPage(const PageKey& key, const ReadIt
   return bytes;
 }
 
+Store::StoredBytes TieredStore::BytesOf(absl::Span<const PageKey> keys) const {
+  StoredBytes out;
+  absl::MutexLock lock(&mu_);
+  for (const PageKey& key : keys) {
+    auto it = index_.find(key);
+    if (it == index_.end()) continue;
+    (it->second.in_ram ? out.ram : out.disk_only) += it->second.meta.bytes;
+  }
+  return out;
+}
+
 }  // namespace kvtier::store

@@ -111,6 +111,17 @@ TEST(MakeRoomTest, ReserveThatMayNotMakeRoomRefusesInsteadOfWriting) {
   EXPECT_EQ(stats.ram.pages, 5u);
 }
 
+TEST(MakeRoomTest, BytesOfSplitsRamFromDiskOnly) {
+  TempDir dir;
+  auto store = *Store::Open(Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8));
+  PutEach(*store, 1, 9);  // 1-4 demoted to disk, 5-9 in RAM
+  const uint64_t page = SmallLayout().PageBytes();
+  const Store::StoredBytes bytes = store->BytesOf({Key(1), Key(9), Key(99), Key(9), Key(2)});
+  EXPECT_EQ(bytes.ram, 2 * page);
+  EXPECT_EQ(bytes.disk_only, 2 * page);
+  EXPECT_EQ(store->BytesOf({Key(99)}).ram + store->BytesOf({Key(99)}).disk_only, 0u);
+}
+
 TEST(PromotionTest, DiskPageIsPromotedOnItsNthRead) {
   TempDir dir;
   StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);

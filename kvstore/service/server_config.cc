@@ -146,6 +146,9 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   if (config.has_max_message_bytes()) s.max_message_bytes = config.max_message_bytes();
   RETURN_IF_ERROR(
       CheckRange("max_message_bytes", s.max_message_bytes, kMinMessageBytes, kMaxMessageBytes));
+  if (config.has_max_inflight_bytes()) s.max_inflight_bytes = config.max_inflight_bytes();
+  RETURN_IF_ERROR(CheckRange("max_inflight_bytes", s.max_inflight_bytes, s.max_message_bytes,
+                             uint64_t{1} << 40));
   if (config.has_log_level()) {
     ASSIGN_OR_RETURN(s.log_level, ParseLogLevel(config.log_level()));
   }

@@ -30,6 +30,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_TRUE(s->store.verify_on_open);
   EXPECT_FALSE(s->store.prefault_ram);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
+  EXPECT_EQ(s->max_inflight_bytes, uint64_t{512} << 20);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
   EXPECT_TRUE(s->ucx);
   EXPECT_EQ(s->ucx_transfer_timeout_ms, 60'000u);
@@ -126,6 +127,10 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"ucx_transports: \"tcp\\nUCX_X=1\"", "ucx_transports"},
       {"max_message_bytes: 1024", "max_message_bytes"},
       {"max_message_bytes: 4294967296", "max_message_bytes"},
+      // Below the largest message: a lone put of that size could never fit.
+      {"max_inflight_bytes: 268435455", "max_inflight_bytes"},
+      {"max_message_bytes: 8388608 max_inflight_bytes: 8388607", "max_inflight_bytes"},
+      {"max_inflight_bytes: 1099511627777", "max_inflight_bytes"},
       {"log_level: \"loud\"", "log_level"},
       {"listen: \"nowhere\"", "listen"},
       {"listen: \"0.0.0.0:p/kvtier\"", "listen"},

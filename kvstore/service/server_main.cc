@@ -57,6 +57,8 @@ ABSL_FLAG(bool, verify_on_open, true,
 ABSL_FLAG(bool, prefault_ram, false,
           "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
+ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{512} << 20,
+          "Most page bytes requests and replies hold at once outside the tiers");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
 ABSL_FLAG(uint64_t, ucx_transfer_timeout_ms, 60'000,
@@ -126,6 +128,9 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("max_pins")) c.set_max_pins(absl::GetFlag(FLAGS_max_pins));
   if (Given("verify_on_open")) c.set_verify_on_open(absl::GetFlag(FLAGS_verify_on_open));
   if (Given("prefault_ram")) c.set_prefault_ram(absl::GetFlag(FLAGS_prefault_ram));
+  if (Given("max_inflight_bytes")) {
+    c.set_max_inflight_bytes(absl::GetFlag(FLAGS_max_inflight_bytes));
+  }
   if (Given("max_message_bytes")) {
     c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
   }
@@ -194,6 +199,11 @@ std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
   // Without this, a second server could bind the same port via SO_REUSEPORT
   // and silently share its traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  // gRPC's buffers for requests still arriving and replies being sent; past
+  // it gRPC refuses new connections and cancels calls.
+  grpc::ResourceQuota quota("kvtier-server");
+  quota.Resize(settings.max_inflight_bytes);
+  builder.SetResourceQuota(quota);
   builder.SetMaxReceiveMessageSize(static_cast<int>(settings.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(settings.max_message_bytes));
   builder.RegisterService(service);
@@ -205,7 +215,8 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                    << " data_dir=" << settings.store.data_dir
                    << " max_batch_pages=" << settings.store.max_batch_pages
                    << " max_lookup_pages=" << settings.store.max_lookup_pages
-                   << " max_message_bytes=" << settings.max_message_bytes;
+                   << " max_message_bytes=" << settings.max_message_bytes
+                   << " max_inflight_bytes=" << settings.max_inflight_bytes;
   LogTier("ram", settings.store.ram, recovered.ram);
   LogTier("disk", settings.store.disk, recovered.disk);
   KVTIER_LOG(INFO) << "recovered pages=" << recovered.ram.pages + recovered.disk.pages
@@ -280,8 +291,9 @@ int Run() {
   }
   const StoreStats recovered = (*store)->Stats();
   std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
-  auto service = std::make_unique<KvStoreService>(
-      store->get(), ServiceLimits::FromStoreOptions(settings->store), data_plane.get());
+  ServiceLimits limits = ServiceLimits::FromStoreOptions(settings->store);
+  limits.max_inflight_bytes = settings->max_inflight_bytes;
+  auto service = std::make_unique<KvStoreService>(store->get(), limits, data_plane.get());
 
   int port = 0;
   std::unique_ptr<grpc::Server> server = BuildServer(*settings, service.get(), &port);

@@ -60,14 +60,31 @@ absl::StatusOr<std::vector<PageKey>> KeysFromProto(
   return out;
 }
 
-template <typename Fn>
-grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context, Fn&& fn) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(ToGrpcStatus(fn()));
+// Holds a call's in-flight bytes until gRPC is done with its request and
+// response, then deletes itself.
+class HoldingReactor final : public grpc::ServerUnaryReactor {
+ public:
+  void OnDone() override { delete this; }
+  InflightBytes::Grant held;
+};
+
+}  // namespace
+
+grpc::ServerUnaryReactor* KvStoreService::Respond(Handler handler) {
+  auto* reactor = new HoldingReactor;
+  reactor->Finish(ToGrpcStatus(std::move(handler)(&reactor->held)));
   return reactor;
 }
 
-}  // namespace
+grpc::ServerUnaryReactor* KvStoreService::RespondAfterWaiting(Handler handler) {
+  auto* reactor = new HoldingReactor;
+  absl::Status queued =
+      waiting_.Submit([reactor, handler = std::move(handler)]() mutable {
+        reactor->Finish(ToGrpcStatus(std::move(handler)(&reactor->held)));
+      });
+  if (!queued.ok()) reactor->Finish(ToGrpcStatus(queued));
+  return reactor;
+}
 
 ServiceLimits ServiceLimits::FromStoreOptions(const StoreOptions& options) {
   ServiceLimits limits;
@@ -88,12 +105,23 @@ absl::Status ServiceLimits::Validate() const {
     return absl::InvalidArgumentError("max_lookup_layers must be > 0");
   }
   if (max_pin_ttl_ms == 0) return absl::InvalidArgumentError("max_pin_ttl_ms must be > 0");
+  if (max_inflight_bytes == 0) {
+    return absl::InvalidArgumentError("max_inflight_bytes must be > 0");
+  }
+  if (waiting_threads == 0) return absl::InvalidArgumentError("waiting_threads must be > 0");
+  if (max_waiting_requests == 0) {
+    return absl::InvalidArgumentError("max_waiting_requests must be > 0");
+  }
   return absl::OkStatus();
 }
 
 KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
                                UcxDataPlane* data_plane)
-    : store_(store), limits_(limits), data_plane_(data_plane) {
+    : store_(store),
+      limits_(limits),
+      data_plane_(data_plane),
+      inflight_(limits.max_inflight_bytes),
+      waiting_(static_cast<int>(limits.waiting_threads), limits.max_waiting_requests) {
   if (data_plane_ != nullptr) {
     data_plane_->SetRequestHandler(
         [this](uint64_t session_id, uint32_t op, absl::string_view request) {
@@ -174,10 +202,15 @@ absl::Status KvStoreService::SpecsFromProto(
 }
 
 absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
-                                        v1::BatchPutResponse* response) {
+                                        v1::BatchPutResponse* response,
+                                        InflightBytes::Grant* held) {
   if (request.has_region()) return DoBatchPutFromRegion(request, response);
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/true, &specs));
+  uint64_t bytes = 0;
+  for (const v1::PutPage& page : request.pages()) bytes += page.inline_data().size();
+  ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(bytes, "BatchPut"));
+  if (held != nullptr) *held = std::move(grant);
   std::vector<absl::Span<const uint8_t>> data;
   data.reserve(specs.size());
   for (const v1::PutPage& page : request.pages()) {
@@ -204,8 +237,16 @@ absl::StatusOr<std::vector<PageKey>> KvStoreService::GetKeys(
 }
 
 absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
-                                        v1::BatchGetResponse* response) {
+                                        v1::BatchGetResponse* response,
+                                        InflightBytes::Grant* held) {
   ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+  // Bytes the reply will carry, or (region) the server will stage.
+  // Arena gets carry RAM pages by reference.
+  const Store::StoredBytes stored = store_->BytesOf(keys);
+  const uint64_t bytes =
+      stored.disk_only + (request.arena_session_id() != 0 ? 0 : stored.ram);
+  ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(bytes, "BatchGet"));
+  if (held != nullptr) *held = std::move(grant);
   if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
   if (request.arena_session_id() != 0) {
     return DoBatchGetFromArena(request.arena_session_id(), keys, /*withhold_disk=*/false,
@@ -306,46 +347,56 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* /*context*/,
                                                  const v1::LookupRequest* request,
                                                  v1::LookupResponse* response) {
-  return Respond(context, [&] { return DoLookup(*request, response); });
+  return Respond([&](InflightBytes::Grant*) { return DoLookup(*request, response); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* /*context*/,
                                                    const v1::BatchPutRequest* request,
                                                    v1::BatchPutResponse* response) {
-  return Respond(context, [&] { return DoBatchPut(*request, response); });
+  if (request->has_region()) {  // the server pulls the bytes over UCX
+    return RespondAfterWaiting([this, request, response](InflightBytes::Grant* held) {
+      return DoBatchPut(*request, response, held);
+    });
+  }
+  return Respond([&](InflightBytes::Grant* held) { return DoBatchPut(*request, response, held); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* /*context*/,
                                                    const v1::BatchGetRequest* request,
                                                    v1::BatchGetResponse* response) {
-  return Respond(context, [&] { return DoBatchGet(*request, response); });
+  if (request->has_region()) {  // the server writes the bytes over UCX
+    return RespondAfterWaiting([this, request, response](InflightBytes::Grant* held) {
+      return DoBatchGet(*request, response, held);
+    });
+  }
+  return Respond([&](InflightBytes::Grant* held) { return DoBatchGet(*request, response, held); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* /*context*/,
                                                  const v1::DeleteRequest* request,
                                                  v1::DeleteResponse* response) {
-  return Respond(context, [&] { return DoDelete(*request, response); });
+  return Respond([&](InflightBytes::Grant*) { return DoDelete(*request, response); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* /*context*/,
                                               const v1::PinRequest* request,
                                               v1::PinResponse* response) {
-  return Respond(context, [&] { return DoPin(*request, response); });
+  return Respond([&](InflightBytes::Grant*) { return DoPin(*request, response); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* /*context*/,
                                                 const v1::UnpinRequest* request,
                                                 v1::UnpinResponse* /*response*/) {
-  return Respond(context, [&] { return DoUnpin(*request); });
+  return Respond([&](InflightBytes::Grant*) { return DoUnpin(*request); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* /*context*/,
                                                 const v1::StatsRequest* /*request*/,
                                                 v1::StatsResponse* response) {
-  return Respond(context, [&] { return DoStats(response); });
+  return Respond([&](InflightBytes::Grant*) { return DoStats(response); });
 }
 
 }  // namespace kvtier::store

@@ -8,6 +8,10 @@
 //
 // Handlers run on gRPC's callback threads and call the Store inline: the
 // Store is thread-safe and its calls are bounded by the batch limits below.
+// Handlers that wait on UCX run on the service's own WaitingPool instead,
+// so that no gRPC callback thread blocks on the data plane. The page bytes
+// requests hold outside the store are bounded (ServiceLimits::
+// max_inflight_bytes, admission.h).
 //
 // The data-plane RPCs (OpenDataPlane, ReservePut, CommitPut, AbortPut,
 // CloseDataPlane, and BatchGet with a region) delegate to a UcxDataPlane;
@@ -22,8 +26,10 @@
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
+#include "absl/functional/any_invocable.h"
 #include "kvstore/core/store.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
+#include "kvstore/service/admission.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
 namespace kvtier::store {
@@ -40,6 +46,15 @@ struct ServiceLimits {
   uint32_t max_lookup_entries = uint32_t{1} << 20;
   // Longest pin TTL. Default 24 h.
   uint64_t max_pin_ttl_ms = 24 * 3600 * 1000;
+  // Most page bytes that requests and replies hold at once outside the
+  // store's tiers (inline puts, gets that return bytes); a request past it
+  // is RESOURCE_EXHAUSTED. Default 512 MiB.
+  uint64_t max_inflight_bytes = uint64_t{512} << 20;
+  // Threads for the requests that wait on UCX (region transfers, tagged
+  // commits, opening and closing sessions), and how many such requests may
+  // queue for them before RESOURCE_EXHAUSTED. Defaults 16 and 1024.
+  uint32_t waiting_threads = 16;
+  uint32_t max_waiting_requests = 1024;
 
   // The limits the Store itself enforces, so both agree.
   static ServiceLimits FromStoreOptions(const StoreOptions& options);
@@ -94,8 +109,13 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
 
   // The handlers without gRPC, for the reactors above and for tests.
   absl::Status DoLookup(const v1::LookupRequest& request, v1::LookupResponse* response);
-  absl::Status DoBatchPut(const v1::BatchPutRequest& request, v1::BatchPutResponse* response);
-  absl::Status DoBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response);
+  // `held` (optional) receives the call's in-flight bytes, to be released
+  // once gRPC is done with the request and response; else released on
+  // return.
+  absl::Status DoBatchPut(const v1::BatchPutRequest& request, v1::BatchPutResponse* response,
+                          InflightBytes::Grant* held = nullptr);
+  absl::Status DoBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response,
+                          InflightBytes::Grant* held = nullptr);
   absl::Status DoDelete(const v1::DeleteRequest& request, v1::DeleteResponse* response);
   absl::Status DoPin(const v1::PinRequest& request, v1::PinResponse* response);
   absl::Status DoUnpin(const v1::UnpinRequest& request);
@@ -118,6 +138,10 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // a tagged transfer's commit is FAILED_PRECONDITION (it goes by RPC).
   absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
                                            absl::string_view request);
+
+  // Admission state, for tests and stats.
+  const InflightBytes& inflight() const { return inflight_; }
+  const WaitingPool& waiting() const { return waiting_; }
 
  private:
   // Validates `pages` (keys, layouts, duplicates, batch size) into specs.
@@ -161,10 +185,20 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                             absl::Span<const absl::Span<const uint8_t>> bytes,
                             v1::BatchGetResponse* response);
 
+  // A handler of a call that may hold in-flight bytes until it is done.
+  using Handler = absl::AnyInvocable<absl::Status(InflightBytes::Grant* held) &&>;
+  // Finishes the call with `handler`'s status, run here or on waiting_
+  // (RESOURCE_EXHAUSTED when its queue is full).
+  static grpc::ServerUnaryReactor* Respond(Handler handler);
+  grpc::ServerUnaryReactor* RespondAfterWaiting(Handler handler);
+
   // Const after construction.
   Store* const store_;
   const ServiceLimits limits_;
   UcxDataPlane* const data_plane_;  // null: no data plane
+  InflightBytes inflight_;
+  // Last: its threads finish the queued calls before the rest goes.
+  WaitingPool waiting_;
 };
 
 }  // namespace kvtier::store

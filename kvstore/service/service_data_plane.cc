@@ -23,13 +23,6 @@ absl::Status NoDataPlane() {
   return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx)");
 }
 
-template <typename Fn>
-grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context, Fn&& fn) {
-  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-  reactor->Finish(v1::ToGrpcStatus(fn()));
-  return reactor;
-}
-
 }  // namespace
 
 absl::Status KvStoreService::DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
@@ -285,34 +278,44 @@ absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
                                     deadline);
 }
 
-grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* /*context*/,
                                                         const v1::OpenDataPlaneRequest* request,
                                                         v1::OpenDataPlaneResponse* response) {
-  return Respond(context, [&] { return DoOpenDataPlane(*request, response); });
+  // The probe and the endpoint's creation wait on UCX.
+  return RespondAfterWaiting([this, request, response](InflightBytes::Grant*) {
+    return DoOpenDataPlane(*request, response);
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
-    grpc::CallbackServerContext* context, const v1::CloseDataPlaneRequest* request,
+    grpc::CallbackServerContext* /*context*/, const v1::CloseDataPlaneRequest* request,
     v1::CloseDataPlaneResponse* /*response*/) {
-  return Respond(context, [&] { return DoCloseDataPlane(*request); });
+  // Closing the endpoint waits on UCX.
+  return RespondAfterWaiting(
+      [this, request](InflightBytes::Grant*) { return DoCloseDataPlane(*request); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* /*context*/,
                                                      const v1::ReservePutRequest* request,
                                                      v1::ReservePutResponse* response) {
-  return Respond(context, [&] { return DoReservePut(*request, /*make_room=*/true, response); });
+  return Respond([&](InflightBytes::Grant*) {
+    return DoReservePut(*request, /*make_room=*/true, response);
+  });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* /*context*/,
                                                     const v1::CommitPutRequest* request,
                                                     v1::BatchPutResponse* response) {
-  return Respond(context, [&] { return DoCommitPut(*request, /*may_wait=*/true, response); });
+  // A tagged transfer's commit waits for its receives.
+  return RespondAfterWaiting([this, request, response](InflightBytes::Grant*) {
+    return DoCommitPut(*request, /*may_wait=*/true, response);
+  });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,
+grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* /*context*/,
                                                    const v1::AbortPutRequest* request,
                                                    v1::AbortPutResponse* /*response*/) {
-  return Respond(context, [&] { return DoAbortPut(*request); });
+  return Respond([&](InflightBytes::Grant*) { return DoAbortPut(*request); });
 }
 
 }  // namespace kvtier::store

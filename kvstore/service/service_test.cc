@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "common/checksum.h"
+#include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kvtier/v1/convert.h"
@@ -31,6 +33,7 @@ class FakeStore final : public Store {
     }
     return r;
   }
+  StoredBytes BytesOf(absl::Span<const PageKey>) const override { return stored_bytes; }
   using Store::Reserve;
   absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
                                       const ReserveOptions&) override {
@@ -104,6 +107,7 @@ class FakeStore final : public Store {
   std::vector<absl::Status> get_statuses = {absl::OkStatus()};
   bool delete_force = false;
   std::tuple<size_t, uint64_t, uint64_t> pin_args;
+  StoredBytes stored_bytes = {.ram = 10};  // what BatchGet returns
 
  protected:
   void AbortById(uint64_t) override {}
@@ -365,6 +369,63 @@ TEST(StoreDefaultTest, BatchGetInPlaceHandsOverTheCopies) {
   EXPECT_EQ(failed.status(), absl::AbortedError("x"));
 }
 
+// Over gRPC: the calls that wait on UCX (region transfers, commits,
+// opening and closing sessions) run on the service's waiting pool, never on
+// a gRPC callback thread; the others run inline.
+TEST(ServiceThreadsTest, CallsThatWaitOnUcxRunOnTheWaitingPool) {
+  FakeStore store;
+  KvStoreService service(&store, ServiceLimits());
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ASSERT_NE(server, nullptr);
+  auto stub = v1::KvStore::NewStub(grpc::CreateChannel(absl::StrCat("127.0.0.1:", port),
+                                                       grpc::InsecureChannelCredentials()));
+  auto code = [](const grpc::Status& s) { return s.error_code(); };
+  {
+    grpc::ClientContext context;
+    v1::BatchGetRequest request;
+    v1::KeyToProto(PageKey{.hash = {.hi = 1, .lo = 2}}, request.add_keys());
+    v1::BatchGetResponse response;
+    EXPECT_EQ(code(stub->BatchGet(&context, request, &response)), grpc::StatusCode::OK);
+    EXPECT_EQ(service.waiting().started(), 0u);
+    request.mutable_region()->set_address(4096);
+    request.mutable_region()->set_bytes(4096);
+    grpc::ClientContext region_context;
+    // No data plane here: answered FAILED_PRECONDITION, from the pool.
+    EXPECT_EQ(code(stub->BatchGet(&region_context, request, &response)),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(service.waiting().started(), 1u);
+  }
+  {
+    grpc::ClientContext context;
+    v1::CommitPutRequest request;
+    v1::BatchPutResponse response;
+    EXPECT_EQ(code(stub->CommitPut(&context, request, &response)),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(service.waiting().started(), 2u);
+  }
+  {
+    grpc::ClientContext context;
+    v1::OpenDataPlaneRequest request;
+    v1::OpenDataPlaneResponse response;
+    EXPECT_EQ(code(stub->OpenDataPlane(&context, request, &response)),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(service.waiting().started(), 3u);
+  }
+  {
+    grpc::ClientContext context;
+    v1::ReservePutRequest request;
+    v1::ReservePutResponse response;
+    EXPECT_EQ(code(stub->ReservePut(&context, request, &response)),
+              grpc::StatusCode::FAILED_PRECONDITION);
+    EXPECT_EQ(service.waiting().started(), 3u);  // inline: posting waits on nothing
+  }
+  server->Shutdown();
+}
+
 TEST(ServiceLimitsTest, FromStoreOptionsAndValidate) {
   StoreOptions o;
   o.max_batch_pages = 9;
@@ -383,6 +444,75 @@ TEST(ServiceLimitsTest, FromStoreOptionsAndValidate) {
   l.max_batch_pages = 9;
   l.max_lookup_entries = 0;
   EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l.max_lookup_entries = 12;
+  l.max_inflight_bytes = 0;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l.max_inflight_bytes = 1;
+  l.waiting_threads = 0;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l.waiting_threads = 1;
+  l.max_waiting_requests = 0;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// Inline puts and gets take their page bytes from max_inflight_bytes for
+// as long as gRPC holds the request or reply; one that does not fit beside
+// the others is RESOURCE_EXHAUSTED and never reaches the store.
+TEST(ServiceInflightTest, BytesPastTheBudgetAreRefusedBeforeTheStore) {
+  FakeStore store;
+  ServiceLimits limits;
+  const uint64_t page = PageLayout{.page_size = 16, .n_kv_heads = 1, .head_dim = 8}.PageBytes();
+  limits.max_inflight_bytes = 2 * page + 10;
+  KvStoreService service(&store, limits);
+  auto put_of = [&](uint64_t first, int n) {
+    v1::BatchPutRequest req;
+    for (int i = 0; i < n; ++i) {
+      v1::PutPage* p = req.add_pages();
+      v1::KeyToProto(PageKey{.hash = {.hi = first + i, .lo = 1}, .layer = 0}, p->mutable_key());
+      v1::LayoutToProto(PageLayout{.page_size = 16, .n_kv_heads = 1, .head_dim = 8},
+                        p->mutable_layout());
+      p->set_inline_data(std::string(page, 'x'));
+      p->set_checksum(PageChecksum(p->inline_data().data(), page));
+    }
+    return req;
+  };
+  // Three pages never fit.
+  v1::BatchPutResponse put_resp;
+  EXPECT_EQ(service.DoBatchPut(put_of(1, 3), &put_resp).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store.calls, 0);
+  // Two fit; held (as gRPC holds them until the call is done), they leave
+  // room for a 10-byte get but not an 11-byte one, nor another put.
+  InflightBytes::Grant put_held;
+  ASSERT_TRUE(service.DoBatchPut(put_of(1, 2), &put_resp, &put_held).ok());
+  EXPECT_EQ(put_held.bytes(), 2 * page);
+  EXPECT_EQ(service.inflight().held_bytes(), 2 * page);
+  const int calls_after_put = store.calls;
+  v1::BatchGetRequest get;
+  v1::KeyToProto(PageKey{.hash = {.hi = 1, .lo = 1}, .layer = 0}, get.add_keys());
+  v1::BatchGetResponse get_resp;
+  {
+    InflightBytes::Grant get_held;
+    ASSERT_TRUE(service.DoBatchGet(get, &get_resp, &get_held).ok());
+    EXPECT_EQ(get_held.bytes(), 10u);
+    EXPECT_EQ(service.inflight().held_bytes(), 2 * page + 10);
+  }
+  store.stored_bytes = {.ram = 6, .disk_only = 5};
+  get_resp.Clear();
+  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(service.DoBatchPut(put_of(5, 1), &put_resp).code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(store.calls, calls_after_put + 1);  // the one get that fitted
+  EXPECT_EQ(service.inflight().refused(), 3u);
+  // An arena get carries RAM pages by reference: only disk bytes count
+  // (this service has no data plane, which it says once admitted).
+  store.stored_bytes = {.ram = 1000, .disk_only = 10};
+  get.set_arena_session_id(7);
+  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kFailedPrecondition);
+  store.stored_bytes = {.ram = 0, .disk_only = 11};
+  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
+  put_held = InflightBytes::Grant();
+  EXPECT_EQ(service.inflight().held_bytes(), 0u);
 }
 
 }  // namespace
