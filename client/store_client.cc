@@ -13,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/absl_cycle_clock.h"
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -105,6 +106,7 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
   // One client, one connection: clients do not share a global subchannel,
   // so N clients give N connections (as N workers would).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  InitAbslCycleClock();  // before any connect: common/absl_cycle_clock.h
   std::shared_ptr<grpc::Channel> channel =
       grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
   if (channel == nullptr) {

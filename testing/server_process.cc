@@ -17,6 +17,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "common/absl_cycle_clock.h"
 #include "absl/time/clock.h"
 #include "grpcpp/grpcpp.h"
 
@@ -127,6 +128,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
+  InitAbslCycleClock();  // before any connect: common/absl_cycle_clock.h
   auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
   if (!channel->WaitForConnected(absl::ToChronoTime(deadline))) {
     return absl::DeadlineExceededError("kvtier-server did not accept a connection");

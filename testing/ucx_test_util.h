@@ -12,6 +12,7 @@
 
 #include "client/data_plane.h"
 #include "client/store_client.h"
+#include "common/absl_cycle_clock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
 #include "kvtier/v1/store.grpc.pb.h"
@@ -70,6 +71,7 @@ inline void OpenRawSession(const std::string& target, RawSession* raw) {
       client::ClientDataPlane::Create(ucx::UcxOptions{});
   ASSERT_TRUE(plane.ok()) << plane.status();
   raw->plane = *std::move(plane);
+  InitAbslCycleClock();
   raw->stub = v1::KvStore::NewStub(grpc::CreateChannel(target, grpc::InsecureChannelCredentials()));
   grpc::ClientContext context;
   v1::OpenDataPlaneRequest open;
