@@ -262,7 +262,8 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     if (!pending->second.slots[i] && !index_.contains(reservation.spec(i).key)) {
       // Found stored at Reserve, so nothing was written for it, and removed
       // since: committing would report a page the store does not hold.
-      ReleaseReservationLocked(pending->second);
+      // The caller's writes are over (it asked to commit): no quarantine.
+      ReleaseReservationLocked(pending->second, /*writers_done=*/true);
       reservations_.erase(pending);
       return absl::AbortedError(absl::StrCat("page ", i, " (",
                                              reservation.spec(i).key.DebugString(),
@@ -311,11 +312,11 @@ void TieredStore::AbortById(uint64_t reservation_id) {
   reservations_.erase(it);
 }
 
-void TieredStore::ReleaseReservationLocked(PendingReservation& pending) {
+void TieredStore::ReleaseReservationLocked(PendingReservation& pending, bool writers_done) {
   const int64_t release_us = clock_->NowMicros() + pending.release_delay_us;
   for (const std::optional<RamArena::Slot>& slot : pending.slots) {
     if (!slot) continue;
-    if (pending.release_delay_us == 0) {
+    if (pending.release_delay_us == 0 || writers_done) {
       arena_->Free(*slot);
     } else {
       quarantine_.push_back(QuarantinedSlot{.slot = *slot, .release_us = release_us});
@@ -488,6 +489,9 @@ StoreStats TieredStore::Stats() const {
   // Releasing expired pins changes nothing a caller could observe other
   // than through these figures, so Stats stays logically const.
   const_cast<TieredStore*>(this)->SweepPinsLocked();
+  // Likewise slots whose quarantine is over, so that an idle store reports
+  // none.
+  const_cast<TieredStore*>(this)->ReleaseQuarantineLocked();
   StoreStats stats = counters_;
   for (const auto& [key, entry] : index_) {
     if (entry.in_ram) {

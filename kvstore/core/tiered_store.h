@@ -170,8 +170,10 @@ class TieredStore final : public Store {
       ABSL_LOCKS_EXCLUDED(mu_);
 
   // Ends a pending reservation without committing it: its slots go back to
-  // the arena, or to the quarantine for its release delay.
-  void ReleaseReservationLocked(PendingReservation& pending) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // the arena, or to the quarantine for its release delay unless
+  // `writers_done` (a commit was asked for, so every writer had finished).
+  void ReleaseReservationLocked(PendingReservation& pending, bool writers_done = false)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Frees the quarantined slots whose time has come.
   void ReleaseQuarantineLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

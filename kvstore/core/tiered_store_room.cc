@@ -170,6 +170,7 @@ bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
 }
 
 std::optional<RamArena::Slot> TieredStore::PromotionSlotLocked(uint64_t bytes) {
+  ReleaseQuarantineLocked();
   const uint64_t slot_bytes = RamArena::ClassBytes(RamArena::ClassOf(bytes));
   auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
     const PageEntry& entry = index_.at(key);
