@@ -1,6 +1,8 @@
 // ProbeUcxAddress against the real probe program.
 #include "kvstore/dataplane/ucx_address_probe.h"
 
+#include <stdlib.h>
+
 #include <string>
 #include <thread>
 #include <vector>
@@ -42,6 +44,23 @@ TEST_F(UcxAddressProbeTest, AnAddressUcxRefusesIsInvalidArgumentWithItsReason) {
       ProbeUcxAddress(KVTIER_UCX_PROBE_PATH, std::string(1, '\x01'), ucx::UcxOptions{}, kTimeout);
   EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(status.message(), HasSubstr("refused"));
+}
+
+TEST_F(UcxAddressProbeTest, AWorkerOnTransportsTheServerLacksIsUnavailable) {
+  if (getenv("UCX_TLS") != nullptr) GTEST_SKIP() << "UCX_TLS overrides the transports";
+  // A client whose UCX runs only over TCP; the server leaves TCP out.
+  ucx::UcxOptions tcp_only;
+  tcp_only.transports = "tcp";
+  absl::StatusOr<std::unique_ptr<ucx::UcxContext>> context = ucx::UcxContext::Create(tcp_only);
+  ASSERT_TRUE(context.ok()) << context.status();
+  absl::StatusOr<std::unique_ptr<ucx::UcxWorker>> worker = ucx::UcxWorker::Create(**context);
+  ASSERT_TRUE(worker.ok()) << worker.status();
+  ucx::UcxOptions server;
+  server.transports = "^tcp";
+  const absl::Status status =
+      ProbeUcxAddress(KVTIER_UCX_PROBE_PATH, (*worker)->address(), server, kTimeout);
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_THAT(status.message(), HasSubstr("unreachable")) << status;
 }
 
 TEST_F(UcxAddressProbeTest, RemoteKeysAreProbedOnAnEndpointToTheirWorker) {
