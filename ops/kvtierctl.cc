@@ -136,6 +136,10 @@ absl::Status PrintStats(client::StoreClient& client) {
               static_cast<unsigned long long>(s.active_pins()),
               HumanBytes(s.reserved_bytes()).c_str(),
               HumanBytes(s.quarantined_bytes()).c_str());
+  if (s.set_aside_files() > 0) {
+    std::printf("  data directory was damaged: %llu files set aside in its quarantine/ folder\n",
+                static_cast<unsigned long long>(s.set_aside_files()));
+  }
   if (s.unverified_disk_pages() > 0) {
     std::printf("  verifying disk pages: %llu left\n",
                 static_cast<unsigned long long>(s.unverified_disk_pages()));

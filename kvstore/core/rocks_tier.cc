@@ -9,6 +9,7 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
+#include "rocksdb/wal_filter.h"
 #include "rocksdb/write_batch.h"
 
 namespace kvtier::store {
@@ -75,9 +76,51 @@ RocksTierOptions RocksTierOptions::ForCapacity(uint64_t capacity_bytes) {
   return options;
 }
 
-absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& dir,
-                                                           const RocksTierOptions& options) {
+namespace {
+
+// Counts the entries of WAL records that recovery skipped as corrupt: each
+// write batch consumes one sequence number per entry, so a record that
+// follows a skipped one starts past the expected number. (A damaged last
+// record leaves no gap behind it and is not counted.)
+class WalGapCounter final : public rocksdb::WalFilter {
+ public:
+  WalProcessingOption LogRecordFound(unsigned long long /*log_number*/,
+                                     const std::string& /*log_file_name*/,
+                                     const rocksdb::WriteBatch& batch,
+                                     rocksdb::WriteBatch* /*new_batch*/,
+                                     bool* /*batch_changed*/) override {
+    // A batch's data starts with its LE-u64 sequence number and LE-u32
+    // entry count (RocksDB's WriteBatch format).
+    const std::string& rep = batch.Data();
+    if (rep.size() >= 12) {
+      const uint64_t sequence = LoadLe64(reinterpret_cast<const uint8_t*>(rep.data()));
+      if (next_ != 0 && sequence > next_) skipped_ += sequence - next_;
+      next_ = std::max(next_, sequence + batch.Count());
+    }
+    return WalProcessingOption::kContinueProcessing;
+  }
+  const char* Name() const override { return "kvtier-wal-gap-counter"; }
+  uint64_t skipped() const { return skipped_; }
+
+ private:
+  uint64_t next_ = 0;
+  uint64_t skipped_ = 0;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string& dir,
+                                                               const RocksTierOptions& options,
+                                                               bool best_efforts,
+                                                               uint64_t* skipped_wal_entries) {
   rocksdb::DBOptions db_options;
+  // A WAL record that fails its checksum is skipped, not the end of
+  // recovery: each record is whole pages with their metadata, so the
+  // records after it are as good as before.
+  db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords;
+  WalGapCounter gaps;
+  db_options.wal_filter = &gaps;
+  db_options.best_efforts_recovery = best_efforts;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
   db_options.max_background_jobs = 2;
@@ -92,6 +135,7 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
   RETURN_IF_ERROR(FromRocksStatus(rocksdb::DB::Open(db_options, dir, families, &handles, &raw_db)));
+  if (skipped_wal_entries != nullptr) *skipped_wal_entries = gaps.skipped();
   return std::unique_ptr<RocksTier>(new RocksTier(std::unique_ptr<rocksdb::DB>(raw_db), handles));
 }
 
@@ -164,8 +208,13 @@ absl::Status RocksTier::Put(absl::Span<const PageWrite> pages) {
 
 absl::StatusOr<std::string> RocksTier::Get(const PageKey& key) {
   rocksdb::PinnableSlice value;
-  RETURN_IF_ERROR(FromRocksStatus(
-      db_->Get(rocksdb::ReadOptions(), handles_[kPagesIndex], AsSlice(key.Encode()), &value)));
+  const rocksdb::Status status =
+      db_->Get(rocksdb::ReadOptions(), handles_[kPagesIndex], AsSlice(key.Encode()), &value);
+  if (status.IsIOError() && status.IsPathNotFound()) {
+    // The blob file that held the bytes is gone from the directory.
+    return absl::DataLossError(absl::StrCat("page ", key.DebugString(), ": ", status.ToString()));
+  }
+  RETURN_IF_ERROR(FromRocksStatus(status));
   if (value.size() < 1 || static_cast<uint8_t>(value.data()[0]) != kFormatVersion) {
     return absl::DataLossError(absl::StrCat("malformed page value for ", key.DebugString()));
   }
@@ -215,6 +264,39 @@ absl::Status RocksTier::ForEachMeta(absl::FunctionRef<void(const PageKey&, const
     RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kMetaIndex], key)));
   }
   return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
+}
+
+absl::Status RocksTier::ReadAllMeta() {
+  std::unique_ptr<rocksdb::Iterator> it(
+      db_->NewIterator(rocksdb::ReadOptions(), handles_[kMetaIndex]));
+  for (it->SeekToFirst(); it->Valid(); it->Next()) {
+  }
+  return FromRocksStatus(it->status());
+}
+
+absl::StatusOr<uint64_t> RocksTier::DropPagesWithoutMeta() {
+  std::vector<std::string> orphans;
+  {
+    std::unique_ptr<rocksdb::Iterator> it(
+        db_->NewIterator(rocksdb::ReadOptions(), handles_[kPagesIndex]));
+    std::string meta;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) {
+      const rocksdb::Status s =
+          db_->Get(rocksdb::ReadOptions(), handles_[kMetaIndex], it->key(), &meta);
+      if (s.IsNotFound()) {
+        orphans.push_back(it->key().ToString());
+      } else {
+        RETURN_IF_ERROR(FromRocksStatus(s));
+      }
+    }
+    RETURN_IF_ERROR(FromRocksStatus(it->status()));
+  }
+  rocksdb::WriteBatch batch;
+  for (const std::string& key : orphans) {
+    RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kPagesIndex], key)));
+  }
+  RETURN_IF_ERROR(FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch)));
+  return orphans.size();
 }
 
 }  // namespace kvtier::store

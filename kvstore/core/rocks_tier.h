@@ -73,6 +73,22 @@ struct RocksTierOptions {
   static RocksTierOptions ForCapacity(uint64_t capacity_bytes);
 };
 
+// What RocksTier::Open found wrong with a data directory and did about it.
+struct RecoveryReport {
+  // The damage RocksDB reported; empty when the directory opened as it was.
+  std::string damage;
+  // Where the files of a damaged directory were set aside (hard links, made
+  // before anything was changed), and how many.
+  std::string quarantine_dir;
+  uint64_t quarantined_files = 0;
+  // Pages known lost to the damage: WAL records skipped (sequence gaps),
+  // page records left without metadata, and, when the directory had to
+  // start empty, the metadata records still readable in its tables.
+  uint64_t lost_pages = 0;
+  // The directory could not be opened even in part and starts empty.
+  bool started_empty = false;
+};
+
 struct PageMeta {
   PageLayout layout;
   uint64_t bytes = 0;
@@ -94,9 +110,19 @@ class RocksTier {
     absl::Span<const uint8_t> bytes;  // meta.bytes long
   };
 
-  // Opens or creates the database in `dir`.
+  // Opens or creates the database in `dir`, and starts on a damaged one
+  // (rocks_recovery.cc): WAL records that fail their checksums are skipped;
+  // when RocksDB cannot open the directory, or its metadata cannot be read
+  // in full, every file is first linked into dir/quarantine/<time>/, a
+  // table named in the error is set aside, and RocksDB recovers the newest
+  // consistent state it can (best-efforts recovery, which drops the WAL);
+  // page records without metadata are then deleted. When even that fails
+  // the directory starts empty. `report` (optional) says what happened.
+  // Errors that are not damage (a lock held by another process, no
+  // permission) are returned as they are, and nothing is changed.
   static absl::StatusOr<std::unique_ptr<RocksTier>> Open(const std::string& dir,
-                                                          const RocksTierOptions& options = {});
+                                                          const RocksTierOptions& options = {},
+                                                          RecoveryReport* report = nullptr);
   ~RocksTier();
   RocksTier(const RocksTier&) = delete;
   RocksTier& operator=(const RocksTier&) = delete;
@@ -104,7 +130,8 @@ class RocksTier {
   // Writes every page and its metadata in one atomic batch.
   absl::Status Put(absl::Span<const PageWrite> pages);
   // The page bytes (without header). NOT_FOUND when absent; DATA_LOSS when
-  // the stored value is malformed. Does not verify the checksum.
+  // the stored value is malformed or its blob file is missing. Does not
+  // verify the checksum.
   absl::StatusOr<std::string> Get(const PageKey& key);
   // The metadata of one page; NOT_FOUND, or DATA_LOSS when malformed.
   absl::StatusOr<PageMeta> GetMeta(const PageKey& key);
@@ -121,6 +148,17 @@ class RocksTier {
 
  private:
   RocksTier(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles);
+
+  // One attempt to open `dir`; *skipped_wal_entries (may be null) counts
+  // the entries of WAL records skipped as corrupt, from sequence gaps.
+  static absl::StatusOr<std::unique_ptr<RocksTier>> OpenOnce(const std::string& dir,
+                                                              const RocksTierOptions& options,
+                                                              bool best_efforts,
+                                                              uint64_t* skipped_wal_entries);
+  // Reads the whole metadata family; DATA_LOSS (naming the file) on damage.
+  absl::Status ReadAllMeta();
+  // Deletes page records that have no metadata; returns how many.
+  absl::StatusOr<uint64_t> DropPagesWithoutMeta();
 
   // Const after construction.
   std::unique_ptr<rocksdb::DB> db_;

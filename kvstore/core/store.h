@@ -169,6 +169,9 @@ struct StoreStats {
   // Disk pages found at Open that the background check (verify_on_open)
   // has not read yet; 0 once it is done.
   uint64_t unverified_disk_pages = 0;
+  // Files of a damaged data directory set aside at start, in
+  // data_dir/quarantine/ (RocksTier::Open); 0 when it opened as it was.
+  uint64_t set_aside_files = 0;
 };
 
 class Store;

@@ -119,7 +119,9 @@ class TieredStore final : public Store {
               std::unique_ptr<RocksTier> rocks, std::unique_ptr<EvictionPolicy> ram_policy,
               std::unique_ptr<EvictionPolicy> disk_policy);
 
-  absl::Status Recover();
+  // Builds the index from the disk tier's metadata; `damage`: what
+  // RocksTier::Open found and did (counted in the stats).
+  absl::Status Recover(const RecoveryReport& damage);
   // A disk page found at Open, as the index entry made for it.
   struct FoundPage {
     PageKey key;

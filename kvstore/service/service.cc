@@ -344,6 +344,7 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   response->set_quarantined_bytes(s.quarantined_bytes);
   response->set_lookups(s.lookups);
   response->set_unverified_disk_pages(s.unverified_disk_pages);
+  response->set_set_aside_files(s.set_aside_files);
   return absl::OkStatus();
 }
 

@@ -96,6 +96,7 @@ class FakeStore final : public Store {
     s.lookups = 30;
     s.quarantined_bytes = 31;
     s.unverified_disk_pages = 32;
+    s.set_aside_files = 33;
     return s;
   }
 
@@ -343,6 +344,7 @@ TEST_F(ServiceTest, StatsCopiesEveryField) {
   EXPECT_EQ(s.lookups(), 30u);
   EXPECT_EQ(s.quarantined_bytes(), 31u);
   EXPECT_EQ(s.unverified_disk_pages(), 32u);
+  EXPECT_EQ(s.set_aside_files(), 33u);
 }
 
 // Store's own BatchGetInPlace (the one a store without an arena keeps):
