@@ -7,6 +7,7 @@
 #include <signal.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <memory>
 #include <set>
 #include <string>
@@ -166,6 +167,42 @@ TEST_F(ServerRestartTest, DiskPagesComeBackAfterRestart) {
     EXPECT_EQ(g.layout, layout_);
   }
   StopServer();
+}
+
+// With shutdown_demote_ms, a graceful stop writes the pages held only in
+// RAM to disk, so every page comes back after the restart; without it,
+// those pages are gone.
+TEST_F(ServerRestartTest, ShutdownDemotionKeepsRamPages) {
+  for (const bool demote : {false, true}) {
+    SCOPED_TRACE(demote ? "shutdown_demote_ms=60000" : "default");
+    std::filesystem::remove_all(DataDir());
+    std::vector<std::string> args;
+    if (demote) args.push_back("--shutdown_demote_ms=60000");
+    ASSERT_NO_FATAL_FAILURE(StartServer(args));
+    ASSERT_NO_FATAL_FAILURE(PutPages());
+    absl::StatusOr<v1::StatsResponse> before = client_->Stats();
+    ASSERT_TRUE(before.ok());
+    absl::StatusOr<client::LookupReply> lookup = client_->Lookup(chain_, 0, 2);
+    ASSERT_TRUE(lookup.ok());
+    uint64_t ram_only = 0;
+    for (v1::Tier t : lookup->tiers) ram_only += t == v1::TIER_RAM ? 1 : 0;
+    ASSERT_GT(ram_only, 0u);
+    ASSERT_NO_FATAL_FAILURE(StopServer());
+    ASSERT_NO_FATAL_FAILURE(StartServer());
+    absl::StatusOr<v1::StatsResponse> after = client_->Stats();
+    ASSERT_TRUE(after.ok());
+    EXPECT_EQ(after->disk().pages(), demote ? 32u : 32u - ram_only);
+    absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages_.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    uint64_t back = 0;
+    for (size_t i = 0; i < pages_.keys.size(); ++i) {
+      if ((*got)[i].status != v1::PAGE_STATUS_OK) continue;
+      EXPECT_EQ((*got)[i].data, pages_.bytes[i]);
+      ++back;
+    }
+    EXPECT_EQ(back, demote ? 32u : 32u - ram_only);
+    ASSERT_NO_FATAL_FAILURE(StopServer());
+  }
 }
 
 // A pin's reply means its pages are on disk: pinned pages that were only in

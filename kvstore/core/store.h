@@ -329,6 +329,13 @@ class Store {
                                        uint64_t pin_id) = 0;
   virtual absl::Status Unpin(uint64_t pin_id) = 0;
 
+  // Writes pages held only in RAM to disk, in batches, until none is left
+  // or `deadline` passes, so that a graceful shutdown keeps them (pinned
+  // pages are on disk already). The disk makes room as for any demotion;
+  // pages it cannot take stay RAM-only. Pages stay in RAM too. Returns how
+  // many were written; UNAVAILABLE when a disk write fails.
+  virtual absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) = 0;
+
   virtual StoreStats Stats() const = 0;
 
   // The RAM tier's memory: reserved buffers (Reservation::buffer) lie inside

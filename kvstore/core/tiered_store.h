@@ -71,6 +71,7 @@ class TieredStore final : public Store {
   absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                uint64_t pin_id) override;
   absl::Status Unpin(uint64_t pin_id) override;
+  absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
   StoredBytes BytesOf(absl::Span<const PageKey> keys) const override ABSL_LOCKS_EXCLUDED(mu_);
   StoreStats Stats() const override;
   // The arena's region never moves or grows, and capacity_bytes() is const

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "common/log.h"
 #include "kvstore/core/tiered_store.h"
 
@@ -211,6 +212,48 @@ void TieredStore::CompletePromotions(absl::Span<const PageKey> keys,
     ram_policy_->OnInsert(key);
     ++counters_.promotions;
   }
+}
+
+absl::StatusOr<uint64_t> TieredStore::DemoteAll(absl::Time deadline) {
+  constexpr size_t kBatchPages = 64;
+  std::vector<PageKey> candidates;
+  {
+    absl::MutexLock lock(&mu_);
+    for (const auto& [key, entry] : index_) {
+      if (entry.in_ram && !entry.on_disk) candidates.push_back(key);
+    }
+  }
+  uint64_t written = 0;
+  size_t next = 0;
+  while (next < candidates.size() && absl::Now() < deadline) {
+    std::vector<Demotion> batch;
+    bool disk_full = false;
+    {
+      absl::MutexLock lock(&mu_);
+      for (; next < candidates.size() && batch.size() < kBatchPages; ++next) {
+        auto it = index_.find(candidates[next]);
+        if (it == index_.end()) continue;
+        PageEntry& entry = it->second;
+        if (!entry.in_ram || entry.on_disk || entry.demoting) continue;
+        if (!ReserveDiskLocked(entry.meta.bytes)) {
+          disk_full = true;
+          break;
+        }
+        entry.demoting = true;
+        ++entry.readers;
+        batch.push_back(Demotion{.key = it->first, .generation = entry.generation,
+                                 .meta = entry.meta, .slot = entry.slot});
+      }
+    }
+    const size_t n = batch.size();
+    if (n > 0) {
+      const absl::Status s = CompleteDemotions(std::move(batch), /*keep_in_ram=*/true);
+      if (!s.ok()) return absl::UnavailableError(absl::StrCat("demoting RAM pages: ", s.message()));
+      written += n;
+    }
+    if (disk_full) break;
+  }
+  return written;
 }
 
 }  // namespace kvtier::store

@@ -122,6 +122,33 @@ TEST(MakeRoomTest, BytesOfSplitsRamFromDiskOnly) {
   EXPECT_EQ(store->BytesOf({Key(99)}).ram + store->BytesOf({Key(99)}).disk_only, 0u);
 }
 
+TEST(RecoveryTest, DemoteAllWritesRamOnlyPagesWithinItsDeadline) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);
+  {
+    auto store = *Store::Open(o);
+    PutEach(*store, 1, 9);  // 1-4 on disk, 5-9 only in RAM
+    ASSERT_EQ(store->Stats().disk.pages, 4u);
+    absl::StatusOr<uint64_t> none = store->DemoteAll(absl::InfinitePast());
+    ASSERT_TRUE(none.ok());
+    EXPECT_EQ(*none, 0u);
+    absl::StatusOr<uint64_t> written = store->DemoteAll(absl::Now() + absl::Seconds(60));
+    ASSERT_TRUE(written.ok()) << written.status();
+    EXPECT_EQ(*written, 5u);
+    const StoreStats stats = store->Stats();
+    EXPECT_EQ(stats.disk.pages, 9u);
+    EXPECT_EQ(stats.ram.pages, 5u);  // still served from RAM
+    EXPECT_EQ(*store->DemoteAll(absl::Now() + absl::Seconds(60)), 0u);  // nothing left
+  }
+  auto store = *Store::Open(o);
+  EXPECT_EQ(store->Stats().disk.pages, 9u);
+  for (uint64_t n = 1; n <= 9; ++n) {
+    GetResult got = GetOne(*store, Key(n));
+    ASSERT_TRUE(got.status.ok()) << n << ": " << got.status;
+    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
+  }
+}
+
 TEST(PromotionTest, DiskPageIsPromotedOnItsNthRead) {
   TempDir dir;
   StoreOptions o = Options(dir.path(), 10, 0.8, 0.5, 100, 0.9, 0.8);

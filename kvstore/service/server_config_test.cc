@@ -31,6 +31,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_FALSE(s->store.prefault_ram);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
   EXPECT_EQ(s->max_inflight_bytes, uint64_t{512} << 20);
+  EXPECT_EQ(s->shutdown_demote_ms, 0u);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
   EXPECT_TRUE(s->ucx);
   EXPECT_EQ(s->ucx_transfer_timeout_ms, 60'000u);
@@ -131,6 +132,7 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"max_inflight_bytes: 268435455", "max_inflight_bytes"},
       {"max_message_bytes: 8388608 max_inflight_bytes: 8388607", "max_inflight_bytes"},
       {"max_inflight_bytes: 1099511627777", "max_inflight_bytes"},
+      {"shutdown_demote_ms: 3600001", "shutdown_demote_ms"},
       {"log_level: \"loud\"", "log_level"},
       {"listen: \"nowhere\"", "listen"},
       {"listen: \"0.0.0.0:p/kvtier\"", "listen"},

@@ -25,6 +25,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
@@ -59,6 +61,8 @@ ABSL_FLAG(bool, prefault_ram, false,
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
 ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{512} << 20,
           "Most page bytes requests and replies hold at once outside the tiers");
+ABSL_FLAG(uint64_t, shutdown_demote_ms, 0,
+          "At shutdown, write RAM-only pages to disk for at most this many ms (0: off)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
 ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
 ABSL_FLAG(uint64_t, ucx_transfer_timeout_ms, 60'000,
@@ -128,6 +132,9 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("max_pins")) c.set_max_pins(absl::GetFlag(FLAGS_max_pins));
   if (Given("verify_on_open")) c.set_verify_on_open(absl::GetFlag(FLAGS_verify_on_open));
   if (Given("prefault_ram")) c.set_prefault_ram(absl::GetFlag(FLAGS_prefault_ram));
+  if (Given("shutdown_demote_ms")) {
+    c.set_shutdown_demote_ms(absl::GetFlag(FLAGS_shutdown_demote_ms));
+  }
   if (Given("max_inflight_bytes")) {
     c.set_max_inflight_bytes(absl::GetFlag(FLAGS_max_inflight_bytes));
   }
@@ -323,6 +330,17 @@ int Run() {
   server.reset();
   service.reset();
   data_plane.reset();
+  if (settings->shutdown_demote_ms > 0) {
+    // No request and no data-plane writer is left: RAM is quiet.
+    const absl::Time start = absl::Now();
+    absl::StatusOr<uint64_t> demoted = (*store)->DemoteAll(
+        start + absl::Milliseconds(static_cast<int64_t>(settings->shutdown_demote_ms)));
+    const StoreStats left = (*store)->Stats();
+    KVTIER_LOG(INFO) << "shutdown demotion pages_written=" << demoted.value_or(0)
+                     << " status=" << demoted.status() << " seconds="
+                     << absl::ToDoubleSeconds(absl::Now() - start)
+                     << " ram_pages=" << left.ram.pages << " disk_pages=" << left.disk.pages;
+  }
   store->reset();
   KVTIER_LOG(INFO) << "stopped";
   return 0;

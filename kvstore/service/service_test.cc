@@ -76,6 +76,7 @@ class FakeStore final : public Store {
     pin_args = {keys.size(), ttl_ms, pin_id};
     return 1234;
   }
+  absl::StatusOr<uint64_t> DemoteAll(absl::Time) override { return 0; }
   absl::Status Unpin(uint64_t pin_id) override {
     ++calls;
     return pin_id == 1234 ? absl::OkStatus() : absl::NotFoundError("no pin");
