@@ -81,6 +81,20 @@ class ClientTest(unittest.TestCase):
         self.client.unpin(pin)
         self.assertEqual(self.client.delete([(h, 3)]), 1)
 
+    def test_stats_has_every_field_of_the_reply(self):
+        stats = self.client.stats()
+        for name in ("put_pages", "put_duplicate_pages", "get_misses", "lost_pages",
+                     "demotions", "promotions", "dropped_pages", "reserved_bytes",
+                     "active_pins", "lookups", "quarantined_bytes", "unverified_disk_pages",
+                     "set_aside_files"):
+            self.assertIsInstance(stats[name], int, name)
+        for tier in ("ram", "disk"):
+            self.assertEqual(set(stats[tier]), {
+                "pages", "used_bytes", "capacity_bytes", "high_watermark_bytes",
+                "low_watermark_bytes", "hits", "evictions", "pinned_pages"})
+        self.assertGreater(stats["ram"]["capacity_bytes"], 0)
+        self.assertEqual(stats["reserved_bytes"], 0)
+
     def test_bad_inputs_raise_and_change_nothing(self):
         layout = kvtier.PageLayout(page_size=4, n_kv_heads=1, head_dim=4, dtype="f16")
         before = self.client.stats()["put_pages"]

@@ -87,6 +87,33 @@ const char* PageStatusName(v1::PageStatus status) {
   }
 }
 
+// Every field of a stats message (nested messages as dicts), by name, so
+// that the dict has whatever the server reports.
+py::dict MessageToDict(const google::protobuf::Message& message) {
+  py::dict d;
+  const google::protobuf::Descriptor* descriptor = message.GetDescriptor();
+  const google::protobuf::Reflection* reflection = message.GetReflection();
+  for (int i = 0; i < descriptor->field_count(); ++i) {
+    const google::protobuf::FieldDescriptor* field = descriptor->field(i);
+    if (field->is_repeated()) continue;
+    const char* name = field->name().c_str();
+    switch (field->cpp_type()) {
+      case google::protobuf::FieldDescriptor::CPPTYPE_MESSAGE:
+        d[name] = MessageToDict(reflection->GetMessage(message, field));
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_UINT64:
+        d[name] = reflection->GetUInt64(message, field);
+        break;
+      case google::protobuf::FieldDescriptor::CPPTYPE_UINT32:
+        d[name] = reflection->GetUInt32(message, field);
+        break;
+      default:
+        break;  // stats hold counters only
+    }
+  }
+  return d;
+}
+
 class PyStoreClient {
  public:
   PyStoreClient(const std::string& target, int64_t deadline_ms, int max_attempts) {
@@ -193,30 +220,7 @@ class PyStoreClient {
       py::gil_scoped_release release;
       stats = client_->Stats();
     }
-    v1::StatsResponse s = ValueOrRaise(std::move(stats));
-    auto tier = [](const v1::TierStats& t) {
-      py::dict d;
-      d["pages"] = t.pages();
-      d["used_bytes"] = t.used_bytes();
-      d["capacity_bytes"] = t.capacity_bytes();
-      d["hits"] = t.hits();
-      d["evictions"] = t.evictions();
-      d["pinned_pages"] = t.pinned_pages();
-      return d;
-    };
-    py::dict d;
-    d["ram"] = tier(s.ram());
-    d["disk"] = tier(s.disk());
-    d["put_pages"] = s.put_pages();
-    d["put_duplicate_pages"] = s.put_duplicate_pages();
-    d["get_misses"] = s.get_misses();
-    d["lost_pages"] = s.lost_pages();
-    d["demotions"] = s.demotions();
-    d["promotions"] = s.promotions();
-    d["active_pins"] = s.active_pins();
-    d["quarantined_bytes"] = s.quarantined_bytes();
-    d["lookups"] = s.lookups();
-    return d;
+    return MessageToDict(ValueOrRaise(std::move(stats)));
   }
 
  private:
