@@ -187,23 +187,48 @@ absl::StatusOr<PageMeta> RocksTier::DecodeMeta(std::string_view value) {
 }
 
 absl::Status RocksTier::Put(absl::Span<const PageWrite> pages) {
-  rocksdb::WriteBatch batch;
+  // A write batch copies its page bytes, and RocksDB's memtable copies
+  // them again: a demotion of a whole watermark gap in one batch held
+  // tens of MiB per demoting thread. Batches of at most kMaxBatchBytes.
+  constexpr uint64_t kMaxBatchBytes = uint64_t{4} << 20;
   const char header = static_cast<char>(kFormatVersion);
-  for (const PageWrite& page : pages) {
-    const std::string key = page.key.Encode();
-    const std::string meta = EncodeMeta(page.meta);
-    // SliceParts: the page bytes go into the batch without a staging copy.
-    rocksdb::Slice key_slice = AsSlice(key);
-    rocksdb::Slice value_parts[2] = {
-        rocksdb::Slice(&header, 1),
-        rocksdb::Slice(reinterpret_cast<const char*>(page.bytes.data()), page.bytes.size())};
-    RETURN_IF_ERROR(FromRocksStatus(batch.Put(handles_[kPagesIndex],
-                                              rocksdb::SliceParts(&key_slice, 1),
-                                              rocksdb::SliceParts(value_parts, 2))));
-    RETURN_IF_ERROR(
-        FromRocksStatus(batch.Put(handles_[kMetaIndex], AsSlice(key), AsSlice(meta))));
+  size_t written = 0;  // pages in batches already written
+  size_t next = 0;
+  while (next < pages.size()) {
+    rocksdb::WriteBatch batch;
+    uint64_t bytes = 0;
+    size_t end = next;
+    for (; end < pages.size() && (end == next || bytes + pages[end].bytes.size() <= kMaxBatchBytes);
+         ++end) {
+      const PageWrite& page = pages[end];
+      const std::string key = page.key.Encode();
+      const std::string meta = EncodeMeta(page.meta);
+      // SliceParts: the page bytes go into the batch without a staging copy.
+      rocksdb::Slice key_slice = AsSlice(key);
+      rocksdb::Slice value_parts[2] = {
+          rocksdb::Slice(&header, 1),
+          rocksdb::Slice(reinterpret_cast<const char*>(page.bytes.data()), page.bytes.size())};
+      RETURN_IF_ERROR(FromRocksStatus(batch.Put(handles_[kPagesIndex],
+                                                rocksdb::SliceParts(&key_slice, 1),
+                                                rocksdb::SliceParts(value_parts, 2))));
+      RETURN_IF_ERROR(
+          FromRocksStatus(batch.Put(handles_[kMetaIndex], AsSlice(key), AsSlice(meta))));
+      bytes += page.bytes.size();
+    }
+    if (absl::Status s = FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch)); !s.ok()) {
+      // All or nothing for the caller: take back the batches written.
+      std::vector<PageKey> undo;
+      for (size_t i = 0; i < written; ++i) undo.push_back(pages[i].key);
+      if (absl::Status d = Delete(undo); !d.ok()) {
+        KVTIER_LOG(ERROR) << "cannot take back " << undo.size() << " pages after a failed write: "
+                          << d;
+      }
+      return s;
+    }
+    written = end;
+    next = end;
   }
-  return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> RocksTier::Get(const PageKey& key) {

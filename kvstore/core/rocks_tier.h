@@ -127,7 +127,9 @@ class RocksTier {
   RocksTier(const RocksTier&) = delete;
   RocksTier& operator=(const RocksTier&) = delete;
 
-  // Writes every page and its metadata in one atomic batch.
+  // Writes every page with its metadata, in atomic batches of at most
+  // 4 MiB (one page each at least); on an error the batches already
+  // written are deleted again, so the call writes all or nothing.
   absl::Status Put(absl::Span<const PageWrite> pages);
   // The page bytes (without header). NOT_FOUND when absent; DATA_LOSS when
   // the stored value is malformed or its blob file is missing. Does not

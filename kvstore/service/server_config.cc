@@ -147,8 +147,9 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(
       CheckRange("max_message_bytes", s.max_message_bytes, kMinMessageBytes, kMaxMessageBytes));
   if (config.has_max_inflight_bytes()) s.max_inflight_bytes = config.max_inflight_bytes();
-  RETURN_IF_ERROR(CheckRange("max_inflight_bytes", s.max_inflight_bytes, s.max_message_bytes,
-                             uint64_t{1} << 40));
+  // Half for gRPC, half for the service: the largest message fits either.
+  RETURN_IF_ERROR(CheckRange("max_inflight_bytes", s.max_inflight_bytes,
+                             2 * s.max_message_bytes, uint64_t{1} << 40));
   if (config.has_shutdown_demote_ms()) s.shutdown_demote_ms = config.shutdown_demote_ms();
   RETURN_IF_ERROR(CheckRange("shutdown_demote_ms", s.shutdown_demote_ms, 0, 3'600'000));
   if (config.has_log_level()) {

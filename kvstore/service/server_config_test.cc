@@ -128,9 +128,10 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"ucx_transports: \"tcp\\nUCX_X=1\"", "ucx_transports"},
       {"max_message_bytes: 1024", "max_message_bytes"},
       {"max_message_bytes: 4294967296", "max_message_bytes"},
-      // Below the largest message: a lone put of that size could never fit.
-      {"max_inflight_bytes: 268435455", "max_inflight_bytes"},
-      {"max_message_bytes: 8388608 max_inflight_bytes: 8388607", "max_inflight_bytes"},
+      // Half of it below the largest message: a lone put of that size
+      // could never fit.
+      {"max_inflight_bytes: 536870911", "max_inflight_bytes"},
+      {"max_message_bytes: 8388608 max_inflight_bytes: 16777215", "max_inflight_bytes"},
       {"max_inflight_bytes: 1099511627777", "max_inflight_bytes"},
       {"shutdown_demote_ms: 3600001", "shutdown_demote_ms"},
       {"log_level: \"loud\"", "log_level"},

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -60,7 +61,7 @@ ABSL_FLAG(bool, prefault_ram, false,
           "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
 ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{512} << 20,
-          "Most page bytes requests and replies hold at once outside the tiers");
+          "Most bytes requests and replies hold at once outside the tiers (half gRPC's)");
 ABSL_FLAG(uint64_t, shutdown_demote_ms, 0,
           "At shutdown, write RAM-only pages to disk for at most this many ms (0: off)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
@@ -186,12 +187,18 @@ void LogTier(const char* name, const TierOptions& t, const TierStats& s) {
 // By default glibc serves such blocks with a fresh mmap and returns them
 // with munmap, so each message pays page faults on every 4 KiB it touches;
 // keeping them on the heap more than doubles put throughput for 1 MiB+
-// pages. The heap keeps up to kTrimBytes of freed memory for reuse.
-void KeepPageBuffersOnTheHeap() {
+// pages. What the heap keeps for reuse is bounded by the in-flight budget:
+// at most kArenas malloc arenas (gRPC's many threads would otherwise each
+// get one), each trimmed once it holds more than an eighth of the budget
+// free at its top; under overload the arenas held 4-8x the budget without
+// these bounds.
+void KeepPageBuffersOnTheHeap(uint64_t max_inflight_bytes) {
   constexpr int kMmapThresholdBytes = 96 << 20;
-  constexpr int kTrimBytes = 512 << 20;
+  constexpr int kArenas = 4;
+  const int trim_bytes = static_cast<int>(
+      std::clamp<uint64_t>(max_inflight_bytes / 8, uint64_t{16} << 20, uint64_t{512} << 20));
   if (mallopt(M_MMAP_THRESHOLD, kMmapThresholdBytes) != 1 ||
-      mallopt(M_TRIM_THRESHOLD, kTrimBytes) != 1) {
+      mallopt(M_TRIM_THRESHOLD, trim_bytes) != 1 || mallopt(M_ARENA_MAX, kArenas) != 1) {
     KVTIER_LOG(WARNING) << "mallopt failed; large messages will be slower";
   }
 }
@@ -206,10 +213,11 @@ std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
   // Without this, a second server could bind the same port via SO_REUSEPORT
   // and silently share its traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
-  // gRPC's buffers for requests still arriving and replies being sent; past
-  // it gRPC refuses new connections and cancels calls.
+  // Half the in-flight budget for gRPC's buffers of requests still arriving
+  // and replies being sent (past it gRPC refuses new connections and closes
+  // some); the service's own accounting takes the other half.
   grpc::ResourceQuota quota("kvtier-server");
-  quota.Resize(settings.max_inflight_bytes);
+  quota.Resize(settings.max_inflight_bytes / 2);
   builder.SetResourceQuota(quota);
   builder.SetMaxReceiveMessageSize(static_cast<int>(settings.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(settings.max_message_bytes));
@@ -273,7 +281,6 @@ std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Sto
 }
 
 int Run() {
-  KeepPageBuffersOnTheHeap();
   // Block the shutdown signals before gRPC starts threads, so that only
   // sigwait below receives them.
   sigset_t signals;
@@ -289,6 +296,7 @@ int Run() {
     return 2;
   }
   SetMinLogLevel(settings->log_level);
+  KeepPageBuffersOnTheHeap(settings->max_inflight_bytes);
   const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
   if (!store.ok()) {
@@ -299,7 +307,7 @@ int Run() {
   const StoreStats recovered = (*store)->Stats();
   std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
   ServiceLimits limits = ServiceLimits::FromStoreOptions(settings->store);
-  limits.max_inflight_bytes = settings->max_inflight_bytes;
+  limits.max_inflight_bytes = settings->max_inflight_bytes / 2;  // gRPC's quota has the rest
   auto service = std::make_unique<KvStoreService>(store->get(), limits, data_plane.get());
 
   int port = 0;
