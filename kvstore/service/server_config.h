@@ -33,7 +33,7 @@ struct ServerSettings {
   std::string listen = "127.0.0.1:50051";
   StoreOptions store;  // data_dir, tiers, limits
   uint64_t max_message_bytes = uint64_t{256} << 20;
-  uint64_t max_inflight_bytes = uint64_t{512} << 20;
+  uint64_t max_inflight_bytes = uint64_t{1} << 30;
   uint64_t shutdown_demote_ms = 0;
   LogLevel log_level = LogLevel::kInfo;
   // The UCX data plane (kvstore/dataplane/ucx_data_plane.h); see config.proto.

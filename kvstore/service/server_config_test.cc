@@ -30,7 +30,7 @@ TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   EXPECT_TRUE(s->store.verify_on_open);
   EXPECT_FALSE(s->store.prefault_ram);
   EXPECT_EQ(s->max_message_bytes, uint64_t{256} << 20);
-  EXPECT_EQ(s->max_inflight_bytes, uint64_t{512} << 20);
+  EXPECT_EQ(s->max_inflight_bytes, uint64_t{1} << 30);
   EXPECT_EQ(s->shutdown_demote_ms, 0u);
   EXPECT_EQ(s->log_level, LogLevel::kInfo);
   EXPECT_TRUE(s->ucx);

@@ -60,7 +60,7 @@ ABSL_FLAG(bool, verify_on_open, true,
 ABSL_FLAG(bool, prefault_ram, false,
           "Commit the whole RAM tier at start, so that no put pays a first-touch page fault");
 ABSL_FLAG(uint64_t, max_message_bytes, uint64_t{256} << 20, "Largest gRPC message, bytes");
-ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{512} << 20,
+ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{1} << 30,
           "Most bytes requests and replies hold at once outside the tiers (half gRPC's)");
 ABSL_FLAG(uint64_t, shutdown_demote_ms, 0,
           "At shutdown, write RAM-only pages to disk for at most this many ms (0: off)");
