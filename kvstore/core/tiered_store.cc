@@ -420,10 +420,7 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
         ++no_room;
         continue;
       }
-      entry.demoting = true;
-      ++entry.readers;
-      copies.push_back(Demotion{
-          .key = key, .generation = entry.generation, .meta = entry.meta, .slot = entry.slot});
+      copies.push_back(LeaseForDemotionLocked(key, entry));
     }
     if (no_room > 0) {
       for (const Demotion& d : copies) {

@@ -149,6 +149,11 @@ class TieredStore final : public Store {
   // pages the disk cannot take are dropped. False when nothing could leave.
   bool EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Marks `entry` (RAM, dirty) as leaving for disk and leases its slot, so
+  // its bytes stay in place until CompleteDemotions writes them. The
+  // caller has reserved the disk bytes.
+  Demotion LeaseForDemotionLocked(const PageKey& key, PageEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes leased pages to RocksDB (without mu_), then frees their slots,
   // or with keep_in_ram leaves them in RAM as clean pages (a pin's
   // write-through). Returns the write's status (also logged).

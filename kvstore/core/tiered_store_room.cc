@@ -58,13 +58,8 @@ bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* d
       ++counters_.ram.evictions;
       progress = true;
     } else if (ReserveDiskLocked(entry.meta.bytes)) {
-      entry.demoting = true;
-      ++entry.readers;
       leaving_bytes += slot_bytes;
-      demotions->push_back(Demotion{.key = *victim,
-                                    .generation = entry.generation,
-                                    .meta = entry.meta,
-                                    .slot = entry.slot});
+      demotions->push_back(LeaseForDemotionLocked(*victim, entry));
       progress = true;
     } else if (!entry.pinned()) {
       // The disk is full of pinned pages: an unpinned page goes to nothing.
@@ -79,6 +74,13 @@ bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* d
   }
   for (const PageKey& key : kept) ram_policy_->OnInsert(key);
   return progress;
+}
+
+TieredStore::Demotion TieredStore::LeaseForDemotionLocked(const PageKey& key, PageEntry& entry) {
+  entry.demoting = true;
+  ++entry.readers;
+  return Demotion{.key = key, .generation = entry.generation, .meta = entry.meta,
+                  .slot = entry.slot};
 }
 
 absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, bool keep_in_ram) {
@@ -239,10 +241,7 @@ absl::StatusOr<uint64_t> TieredStore::DemoteAll(absl::Time deadline) {
           disk_full = true;
           break;
         }
-        entry.demoting = true;
-        ++entry.readers;
-        batch.push_back(Demotion{.key = it->first, .generation = entry.generation,
-                                 .meta = entry.meta, .slot = entry.slot});
+        batch.push_back(LeaseForDemotionLocked(it->first, entry));
       }
     }
     const size_t n = batch.size();
