@@ -5,7 +5,8 @@
 // holds, are returned unchanged and nothing is touched):
 //   1. Open as it is. WAL records that fail their checksums are skipped
 //      (kSkipAnyCorruptedRecords) and counted from the sequence gaps they
-//      leave; then the metadata family is read in full.
+//      leave; then the metadata family is read in full (into the report,
+//      from which the store builds its index).
 //   2. Set aside: every file is hard-linked into dir/quarantine/<time>/
 //      (no copy; the damaged bytes stay there for an operator), a table
 //      named in the error is removed from the directory, and RocksDB's
@@ -114,6 +115,15 @@ uint64_t CountMetaRecords(const std::string& folder) {
   return records;
 }
 
+// Reads the metadata of every page into report->pages: the probe for
+// damage the open did not notice (DATA_LOSS naming the file).
+absl::Status ReadMeta(RocksTier& tier, RecoveryReport* report) {
+  report->pages.clear();
+  return tier.ForEachMeta(
+      [&](const PageKey& key, const PageMeta& meta) { report->pages.emplace_back(key, meta); },
+      &report->malformed_records);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& dir,
@@ -131,7 +141,7 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   {
     absl::StatusOr<std::unique_ptr<RocksTier>> tier =
         OpenOnce(dir, options, /*best_efforts=*/false, &skipped_entries);
-    if (tier.ok()) damage = (*tier)->ReadAllMeta();
+    if (tier.ok()) damage = ReadMeta(**tier, report);
     if (tier.ok() && damage.ok()) {
       if (skipped_entries > 0) {
         report->damage = absl::StrCat("WAL records that failed their checksums: ",
@@ -161,7 +171,7 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
     absl::StatusOr<std::unique_ptr<RocksTier>> tier =
         OpenOnce(dir, options, /*best_efforts=*/true, nullptr);
     absl::Status step = tier.status();
-    if (tier.ok()) step = (*tier)->ReadAllMeta();
+    if (tier.ok()) step = ReadMeta(**tier, report);
     if (step.ok()) {
       absl::StatusOr<uint64_t> orphans = (*tier)->DropPagesWithoutMeta();
       step = orphans.status();
@@ -181,6 +191,8 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   }
 
   // 3. Start empty.
+  report->pages.clear();
+  report->malformed_records = 0;
   RETURN_IF_ERROR(RemoveDatabaseFiles(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<RocksTier> tier,
                    OpenOnce(dir, options, /*best_efforts=*/false, nullptr));

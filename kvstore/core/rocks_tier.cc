@@ -291,14 +291,6 @@ absl::Status RocksTier::ForEachMeta(absl::FunctionRef<void(const PageKey&, const
   return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
 }
 
-absl::Status RocksTier::ReadAllMeta() {
-  std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions(), handles_[kMetaIndex]));
-  for (it->SeekToFirst(); it->Valid(); it->Next()) {
-  }
-  return FromRocksStatus(it->status());
-}
-
 absl::StatusOr<uint64_t> RocksTier::DropPagesWithoutMeta() {
   std::vector<std::string> orphans;
   {

@@ -35,6 +35,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -73,8 +74,20 @@ struct RocksTierOptions {
   static RocksTierOptions ForCapacity(uint64_t capacity_bytes);
 };
 
-// What RocksTier::Open found wrong with a data directory and did about it.
+struct PageMeta {
+  PageLayout layout;
+  uint64_t bytes = 0;
+  uint64_t checksum = 0;
+};
+
+// What RocksTier::Open found in a data directory, and did about damage.
 struct RecoveryReport {
+  // The metadata of every page found, read once at Open (the probe for
+  // damage), so that the store builds its index from it without a second
+  // scan. Records that did not decode were deleted and are counted in
+  // malformed_records.
+  std::vector<std::pair<PageKey, PageMeta>> pages;
+  uint64_t malformed_records = 0;
   // The damage RocksDB reported; empty when the directory opened as it was.
   std::string damage;
   // Where the files of a damaged directory were set aside (hard links, made
@@ -87,12 +100,6 @@ struct RecoveryReport {
   uint64_t lost_pages = 0;
   // The directory could not be opened even in part and starts empty.
   bool started_empty = false;
-};
-
-struct PageMeta {
-  PageLayout layout;
-  uint64_t bytes = 0;
-  uint64_t checksum = 0;
 };
 
 class RocksTier {
@@ -157,8 +164,6 @@ class RocksTier {
                                                               const RocksTierOptions& options,
                                                               bool best_efforts,
                                                               uint64_t* skipped_wal_entries);
-  // Reads the whole metadata family; DATA_LOSS (naming the file) on damage.
-  absl::Status ReadAllMeta();
   // Deletes page records that have no metadata; returns how many.
   absl::StatusOr<uint64_t> DropPagesWithoutMeta();
 

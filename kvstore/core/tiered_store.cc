@@ -22,18 +22,18 @@ uint64_t WatermarkBytes(const TierOptions& tier, double fraction) {
 absl::StatusOr<std::unique_ptr<TieredStore>> TieredStore::Open(const StoreOptions& options) {
   ASSIGN_OR_RETURN(auto arena, RamArena::Create(options.ram.capacity_bytes, options.ram_memory,
                                                 options.prefault_ram));
-  RecoveryReport damage;
+  RecoveryReport found;
   ASSIGN_OR_RETURN(auto rocks,
                    RocksTier::Open(options.data_dir,
                                    RocksTierOptions::ForCapacity(options.disk.capacity_bytes),
-                                   &damage));
+                                   &found));
   ASSIGN_OR_RETURN(auto ram_policy, MakeEvictionPolicy(options.ram.policy));
   ASSIGN_OR_RETURN(auto disk_policy, MakeEvictionPolicy(options.disk.policy));
   Clock* clock = options.clock != nullptr ? options.clock : Clock::Real();
   std::unique_ptr<TieredStore> store(new TieredStore(options, clock, std::move(arena),
                                                      std::move(rocks), std::move(ram_policy),
                                                      std::move(disk_policy)));
-  RETURN_IF_ERROR(store->Recover(damage));
+  store->Recover(found);
   return store;
 }
 
@@ -61,16 +61,11 @@ TieredStore::~TieredStore() {
   if (verifier_.joinable()) verifier_.join();
 }
 
-absl::Status TieredStore::Recover(const RecoveryReport& damage) {
-  std::vector<std::pair<PageKey, PageMeta>> found;
-  uint64_t malformed = 0;
-  RETURN_IF_ERROR(rocks_->ForEachMeta(
-      [&](const PageKey& key, const PageMeta& meta) { found.emplace_back(key, meta); },
-      &malformed));
+void TieredStore::Recover(const RecoveryReport& found) {
   std::vector<FoundPage> unverified;
   {
     absl::MutexLock lock(&mu_);
-    for (auto& [key, meta] : found) {
+    for (const auto& [key, meta] : found.pages) {
       PageEntry& entry = index_[key];
       entry.meta = meta;
       entry.generation = NextGeneration();
@@ -79,11 +74,12 @@ absl::Status TieredStore::Recover(const RecoveryReport& damage) {
       disk_used_bytes_ += meta.bytes;
       if (options_.verify_on_open) unverified.push_back({key, entry.generation, meta});
     }
-    counters_.lost_pages += malformed + damage.lost_pages;
-    counters_.set_aside_files = damage.quarantined_files;
+    counters_.lost_pages += found.malformed_records + found.lost_pages;
+    counters_.set_aside_files = found.quarantined_files;
     counters_.unverified_disk_pages = unverified.size();
-    KVTIER_LOG(INFO) << "store recovered pages=" << found.size()
-                     << " disk_bytes=" << disk_used_bytes_ << " malformed=" << malformed
+    KVTIER_LOG(INFO) << "store recovered pages=" << found.pages.size()
+                     << " disk_bytes=" << disk_used_bytes_
+                     << " malformed=" << found.malformed_records
                      << (unverified.empty() ? "" : "; verifying disk pages in the background");
   }
   if (!unverified.empty()) {
@@ -91,7 +87,6 @@ absl::Status TieredStore::Recover(const RecoveryReport& damage) {
       VerifyDiskPages(std::move(pages));
     });
   }
-  return absl::OkStatus();
 }
 
 void TieredStore::VerifyDiskPages(std::vector<FoundPage> pages) {

@@ -120,9 +120,9 @@ class TieredStore final : public Store {
               std::unique_ptr<RocksTier> rocks, std::unique_ptr<EvictionPolicy> ram_policy,
               std::unique_ptr<EvictionPolicy> disk_policy);
 
-  // Builds the index from the disk tier's metadata; `damage`: what
-  // RocksTier::Open found and did (counted in the stats).
-  absl::Status Recover(const RecoveryReport& damage);
+  // Builds the index from the pages RocksTier::Open found, and counts what
+  // it lost to damage.
+  void Recover(const RecoveryReport& found);
   // A disk page found at Open, as the index entry made for it.
   struct FoundPage {
     PageKey key;
