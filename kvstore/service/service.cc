@@ -70,7 +70,14 @@ class HoldingReactor final : public grpc::ServerUnaryReactor {
 
 }  // namespace
 
-grpc::ServerUnaryReactor* KvStoreService::Respond(Handler handler) {
+grpc::ServerUnaryReactor* KvStoreService::Respond(grpc::CallbackServerContext* context,
+                                                  absl::FunctionRef<absl::Status()> handler) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  reactor->Finish(ToGrpcStatus(handler()));
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* KvStoreService::RespondHolding(Handler handler) {
   auto* reactor = new HoldingReactor;
   reactor->Finish(ToGrpcStatus(std::move(handler)(&reactor->held)));
   return reactor;
@@ -348,10 +355,10 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   return absl::OkStatus();
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* context,
                                                  const v1::LookupRequest* request,
                                                  v1::LookupResponse* response) {
-  return Respond([&](InflightBytes::Grant*) { return DoLookup(*request, response); });
+  return Respond(context, [&] { return DoLookup(*request, response); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* /*context*/,
@@ -362,7 +369,8 @@ grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* 
       return DoBatchPut(*request, response, held);
     });
   }
-  return Respond([&](InflightBytes::Grant* held) { return DoBatchPut(*request, response, held); });
+  return RespondHolding(
+      [&](InflightBytes::Grant* held) { return DoBatchPut(*request, response, held); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* /*context*/,
@@ -373,31 +381,32 @@ grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* 
       return DoBatchGet(*request, response, held);
     });
   }
-  return Respond([&](InflightBytes::Grant* held) { return DoBatchGet(*request, response, held); });
+  return RespondHolding(
+      [&](InflightBytes::Grant* held) { return DoBatchGet(*request, response, held); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* context,
                                                  const v1::DeleteRequest* request,
                                                  v1::DeleteResponse* response) {
-  return Respond([&](InflightBytes::Grant*) { return DoDelete(*request, response); });
+  return Respond(context, [&] { return DoDelete(*request, response); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* context,
                                               const v1::PinRequest* request,
                                               v1::PinResponse* response) {
-  return Respond([&](InflightBytes::Grant*) { return DoPin(*request, response); });
+  return Respond(context, [&] { return DoPin(*request, response); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* context,
                                                 const v1::UnpinRequest* request,
                                                 v1::UnpinResponse* /*response*/) {
-  return Respond([&](InflightBytes::Grant*) { return DoUnpin(*request); });
+  return Respond(context, [&] { return DoUnpin(*request); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* context,
                                                 const v1::StatsRequest* /*request*/,
                                                 v1::StatsResponse* response) {
-  return Respond([&](InflightBytes::Grant*) { return DoStats(response); });
+  return Respond(context, [&] { return DoStats(response); });
 }
 
 }  // namespace kvtier::store

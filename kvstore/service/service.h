@@ -27,6 +27,7 @@
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "absl/functional/any_invocable.h"
+#include "absl/functional/function_ref.h"
 #include "kvstore/core/store.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/admission.h"
@@ -187,9 +188,12 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
 
   // A handler of a call that may hold in-flight bytes until it is done.
   using Handler = absl::AnyInvocable<absl::Status(InflightBytes::Grant* held) &&>;
-  // Finishes the call with `handler`'s status, run here or on waiting_
-  // (RESOURCE_EXHAUSTED when its queue is full).
-  static grpc::ServerUnaryReactor* Respond(Handler handler);
+  // Finish the call with the handler's status: run here with gRPC's default
+  // reactor (a call that holds no in-flight bytes); run here holding them;
+  // or run on waiting_ (RESOURCE_EXHAUSTED when its queue is full).
+  static grpc::ServerUnaryReactor* Respond(grpc::CallbackServerContext* context,
+                                           absl::FunctionRef<absl::Status()> handler);
+  static grpc::ServerUnaryReactor* RespondHolding(Handler handler);
   grpc::ServerUnaryReactor* RespondAfterWaiting(Handler handler);
 
   // Const after construction.

@@ -295,12 +295,10 @@ grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
       [this, request](InflightBytes::Grant*) { return DoCloseDataPlane(*request); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
                                                      const v1::ReservePutRequest* request,
                                                      v1::ReservePutResponse* response) {
-  return Respond([&](InflightBytes::Grant*) {
-    return DoReservePut(*request, /*make_room=*/true, response);
-  });
+  return Respond(context, [&] { return DoReservePut(*request, /*make_room=*/true, response); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* /*context*/,
@@ -312,10 +310,10 @@ grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext*
   });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,
                                                    const v1::AbortPutRequest* request,
                                                    v1::AbortPutResponse* /*response*/) {
-  return Respond([&](InflightBytes::Grant*) { return DoAbortPut(*request); });
+  return Respond(context, [&] { return DoAbortPut(*request); });
 }
 
 }  // namespace kvtier::store
