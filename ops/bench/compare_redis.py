@@ -27,11 +27,7 @@ import sys
 import tempfile
 import time
 
-
-def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from benchutil import free_port
 
 
 def wait_until(predicate, timeout_s, what):

@@ -31,8 +31,9 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare_redis import (free_port, ratio, run_redis_benchmark, start_kvtier,  # noqa: E402
-                           start_redis, stop)
+from benchutil import free_port  # noqa: E402
+from compare_redis import (ratio, run_redis_benchmark, start_kvtier, start_redis,  # noqa: E402
+                           stop)
 
 TRANSPORTS = {"shm": "posix,sysv,cma", "tcp": "tcp"}
 # kvtier-bench's put mode per transport. On shared memory the default

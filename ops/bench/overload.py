@@ -26,7 +26,6 @@ import json
 import multiprocessing as mp
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,14 +33,9 @@ import threading
 import time
 
 import kvtier
+from benchutil import dir_bytes, free_port, memory_of
 
 MIB = 1 << 20
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def page_bytes(key, size):
@@ -97,25 +91,6 @@ def client_main(args, target, index, phase, first, count, out):
     out.put(("done", done, refused, dropped, errors))
 
 
-def dir_bytes(path):
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for f in files:
-            try:
-                total += os.lstat(os.path.join(root, f)).st_size
-            except FileNotFoundError:
-                pass
-    return total
-
-
-def rss_bytes(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", default="build")
@@ -152,7 +127,7 @@ def main():
     def sample():
         while not stop.is_set():
             try:
-                rss = rss_bytes(server.pid)
+                rss = memory_of(server.pid).get("VmRSS", 0)
                 if rss > peak["rss"] and args.pmap:
                     # What the server's memory is at its peak: mappings by size.
                     with open(args.pmap, "w") as f:
