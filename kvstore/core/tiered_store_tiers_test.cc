@@ -43,6 +43,15 @@ std::vector<Tier> Tiers(Store& store, uint64_t first, uint64_t last) {
 
 GetResult GetOne(Store& store, const PageKey& key) { return (*store.BatchGet({key}))[0]; }
 
+// Pages first..last come back with the bytes PutEach gave them.
+void ExpectPagesBack(Store& store, uint64_t first, uint64_t last) {
+  for (uint64_t n = first; n <= last; ++n) {
+    GetResult got = GetOne(store, Key(n));
+    ASSERT_TRUE(got.status.ok()) << n << ": " << got.status;
+    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
+  }
+}
+
 void PutEach(Store& store, uint64_t first, uint64_t last) {
   for (uint64_t n = first; n <= last; ++n) ASSERT_TRUE(PutPages(store, {Key(n)}).ok()) << n;
 }
@@ -142,11 +151,7 @@ TEST(RecoveryTest, DemoteAllWritesRamOnlyPagesWithinItsDeadline) {
   }
   auto store = *Store::Open(o);
   EXPECT_EQ(store->Stats().disk.pages, 9u);
-  for (uint64_t n = 1; n <= 9; ++n) {
-    GetResult got = GetOne(*store, Key(n));
-    ASSERT_TRUE(got.status.ok()) << n << ": " << got.status;
-    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectPagesBack(*store, 1, 9));
 }
 
 TEST(PromotionTest, DiskPageIsPromotedOnItsNthRead) {
@@ -344,11 +349,7 @@ TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
   }
   auto store = *Store::Open(o);
   EXPECT_EQ(store->Stats().disk.pages, 3u);
-  for (uint64_t n = 1; n <= 3; ++n) {
-    GetResult got = GetOne(*store, Key(n));
-    ASSERT_TRUE(got.status.ok()) << n << ": " << got.status;
-    EXPECT_EQ(got.data, AsString(PageBytes(Key(n), SmallLayout())));
-  }
+  ASSERT_NO_FATAL_FAILURE(ExpectPagesBack(*store, 1, 3));
   EXPECT_EQ(GetOne(*store, Key(4)).status.code(), absl::StatusCode::kNotFound);
 }
 
