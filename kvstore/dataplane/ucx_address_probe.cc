@@ -155,10 +155,6 @@ absl::Status RunProbe(const std::string& probe_path, const std::string& input,
         what, ": UCX did not answer within ", absl::FormatDuration(timeout)));
   }
   if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return absl::OkStatus();
-  if (WIFEXITED(status) && WEXITSTATUS(status) == 3) {
-    return absl::UnavailableError(
-        absl::StrCat(what, ": unreachable from this server: ", LastLine(output)));
-  }
   if (WIFEXITED(status)) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, ": UCX refused it: ", LastLine(output)));

@@ -35,9 +35,7 @@ std::string DefaultUcxProbePath();
 // Runs `probe_path` on `address` with `options`. OK when the probe created
 // an endpoint; INVALID_ARGUMENT naming what happened when UCX refused the
 // address, the probe crashed or aborted, or it ran past `timeout` (then it
-// is killed); UNAVAILABLE when the probe cannot be started, or when the
-// address is well formed but names no transport this side can reach (a
-// client whose UCX uses only transports the server's lacks).
+// is killed); UNAVAILABLE when the probe cannot be started.
 absl::Status ProbeUcxAddress(const std::string& probe_path, absl::string_view address,
                              const ucx::UcxOptions& options, absl::Duration timeout);
 

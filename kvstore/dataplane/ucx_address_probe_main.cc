@@ -1,7 +1,6 @@
 // kvtier-ucx-probe: creates a UCX endpoint from the worker address on stdin
 // and, when a remote key follows, unpacks it on that endpoint; exits 0, or
-// prints UCX's error and exits 1, or 3 when the address is well formed but
-// names no transport this side can reach. kvtier-server runs it on every client
+// prints UCX's error and exits 1. kvtier-server runs it on every client
 // address and key before its own UCX sees the bytes (ucx_address_probe.h);
 // whatever makes UCX abort or crash, does so to this process.
 //
@@ -22,9 +21,6 @@
 #include "ucx/worker.h"
 
 namespace {
-
-// Exit status for an address UCX understands but cannot reach.
-constexpr int kExitUnreachable = 3;
 
 // Far above any worker address and key (a few hundred bytes).
 constexpr size_t kMaxInputBytes = 128 << 10;
@@ -71,10 +67,7 @@ int main(int argc, char** argv) {
   if (!worker.ok()) return Fail(std::string(worker.status().message()));
   absl::StatusOr<std::unique_ptr<kvtier::ucx::UcxEndpoint>> endpoint =
       kvtier::ucx::UcxEndpoint::Connect(worker->get(), address);
-  if (!endpoint.ok()) {
-    const int code = Fail(std::string(endpoint.status().message()));
-    return endpoint.status().code() == absl::StatusCode::kUnavailable ? kExitUnreachable : code;
-  }
+  if (!endpoint.ok()) return Fail(std::string(endpoint.status().message()));
   if (!rkey.empty()) {
     absl::StatusOr<std::unique_ptr<kvtier::ucx::UcxRemoteKey>> key = (*endpoint)->UnpackKey(rkey);
     if (!key.ok()) return Fail(std::string(key.status().message()));

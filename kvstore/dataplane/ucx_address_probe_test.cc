@@ -46,9 +46,10 @@ TEST_F(UcxAddressProbeTest, AnAddressUcxRefusesIsInvalidArgumentWithItsReason) {
   EXPECT_THAT(status.message(), HasSubstr("refused"));
 }
 
-TEST_F(UcxAddressProbeTest, AWorkerOnTransportsTheServerLacksIsUnavailable) {
+// A real worker address on transports the server lacks is refused like any
+// address UCX cannot use, with UCX's reason.
+TEST_F(UcxAddressProbeTest, AWorkerOnTransportsTheServerLacksIsRefused) {
   if (getenv("UCX_TLS") != nullptr) GTEST_SKIP() << "UCX_TLS overrides the transports";
-  // A client whose UCX runs only over TCP; the server leaves TCP out.
   ucx::UcxOptions tcp_only;
   tcp_only.transports = "tcp";
   absl::StatusOr<std::unique_ptr<ucx::UcxContext>> context = ucx::UcxContext::Create(tcp_only);
@@ -59,7 +60,8 @@ TEST_F(UcxAddressProbeTest, AWorkerOnTransportsTheServerLacksIsUnavailable) {
   server.transports = "^tcp";
   const absl::Status status =
       ProbeUcxAddress(KVTIER_UCX_PROBE_PATH, (*worker)->address(), server, kTimeout);
-  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+  EXPECT_EQ(status.code(), absl::StatusCode::kInvalidArgument) << status;
+  EXPECT_THAT(status.message(), HasSubstr("refused")) << status;
   EXPECT_THAT(status.message(), HasSubstr("unreachable")) << status;
 }
 

@@ -159,8 +159,7 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
   // INVALID_ARGUMENT (empty, oversized, or an address UCX refuses or
-  // chokes on in the probe), UNAVAILABLE (no probe, an address on
-  // transports this server cannot reach, or no endpoint to the
+  // chokes on in the probe), UNAVAILABLE (no probe, or no endpoint to the
   // client's worker).
   absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address);
   void Close(uint64_t session_id);
