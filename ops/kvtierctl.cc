@@ -136,6 +136,11 @@ absl::Status PrintStats(client::StoreClient& client) {
               static_cast<unsigned long long>(s.active_pins()),
               HumanBytes(s.reserved_bytes()).c_str(),
               HumanBytes(s.quarantined_bytes()).c_str());
+  std::printf("  data directory %s of its bound %s  blob rewrites %llu  pages refused at the "
+              "bound %llu\n",
+              HumanBytes(s.data_dir_bytes()).c_str(), HumanBytes(s.data_dir_bound_bytes()).c_str(),
+              static_cast<unsigned long long>(s.disk_garbage_collections()),
+              static_cast<unsigned long long>(s.disk_space_refusals()));
   if (s.set_aside_files() > 0) {
     std::printf("  data directory was damaged: %llu files set aside in its quarantine/ folder\n",
                 static_cast<unsigned long long>(s.set_aside_files()));

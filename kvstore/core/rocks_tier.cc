@@ -28,13 +28,13 @@ rocksdb::ColumnFamilyOptions PagesFamilyOptions(const RocksTierOptions& tier) {
   // KV pages are dense floats; compression would cost CPU for little gain.
   options.compression = rocksdb::kNoCompression;
   options.blob_compression_type = rocksdb::kNoCompression;
-  // Compactions rewrite the live pages of the oldest quarter of blob
-  // files, and a file that is at least `blob_garbage_threshold` garbage is
-  // compacted even when no size trigger fires: a cache deletes at the rate
-  // it writes, so garbage would otherwise dominate the disk.
-  options.enable_blob_garbage_collection = true;
-  options.blob_garbage_collection_age_cutoff = 0.25;
-  options.blob_garbage_collection_force_threshold = tier.blob_garbage_threshold;
+  // No blob GC in automatic compactions: the collector (rocks_space.cc)
+  // chooses which files to rewrite. Every flush is compacted at once: the
+  // tables hold only keys and blob references, so this is cheap, and it is
+  // what registers deleted pages as garbage, so that a blob file whose
+  // pages are all gone is dropped one flush later.
+  options.enable_blob_garbage_collection = false;
+  options.level0_file_num_compaction_trigger = 1;
   options.write_buffer_size = tier.write_buffer_bytes;
   return options;
 }
@@ -71,8 +71,12 @@ RocksTierOptions RocksTierOptions::ForCapacity(uint64_t capacity_bytes) {
   constexpr uint64_t kMiB = uint64_t{1} << 20;
   RocksTierOptions options;
   options.write_buffer_bytes = std::clamp(capacity_bytes / 32, kMiB, 64 * kMiB);
-  options.blob_file_bytes = std::clamp(capacity_bytes / 32, kMiB, 256 * kMiB);
-  options.max_wal_bytes = std::clamp(capacity_bytes / 16, 4 * kMiB, 256 * kMiB);
+  options.blob_file_bytes = std::clamp(capacity_bytes / 64, kMiB, 64 * kMiB);
+  options.max_wal_bytes = std::clamp(capacity_bytes / 32, 4 * kMiB, 128 * kMiB);
+  // 1.1 x the cap + 64 MiB, less 16 MiB for what is written between two
+  // measures of the directory.
+  options.directory_bound_bytes = capacity_bytes + capacity_bytes / 10 + 48 * kMiB;
+  options.collect_garbage_bytes = std::max(2 * options.blob_file_bytes, capacity_bytes / 16);
   return options;
 }
 
@@ -127,6 +131,11 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
   // The small "meta" family rarely fills its memtable; without this bound
   // it would keep every WAL file, page bytes included, alive.
   db_options.max_total_wal_size = options.max_wal_bytes;
+  // Every flush and compaction appends to the MANIFEST, and RocksDB's info
+  // log grows without end by default: both are bounded.
+  db_options.max_manifest_file_size = 4 << 20;
+  db_options.max_log_file_size = 4 << 20;
+  db_options.keep_log_file_num = 2;
   std::vector<rocksdb::ColumnFamilyDescriptor> families = {
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {kPagesFamily, PagesFamilyOptions(options)},
@@ -136,14 +145,20 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
   rocksdb::DB* raw_db = nullptr;
   RETURN_IF_ERROR(FromRocksStatus(rocksdb::DB::Open(db_options, dir, families, &handles, &raw_db)));
   if (skipped_wal_entries != nullptr) *skipped_wal_entries = gaps.skipped();
-  return std::unique_ptr<RocksTier>(new RocksTier(std::unique_ptr<rocksdb::DB>(raw_db), handles));
+  return std::unique_ptr<RocksTier>(
+      new RocksTier(std::unique_ptr<rocksdb::DB>(raw_db), handles, dir, options));
 }
 
 RocksTier::RocksTier(std::unique_ptr<rocksdb::DB> db,
-                     std::vector<rocksdb::ColumnFamilyHandle*> handles)
-    : db_(std::move(db)), handles_(std::move(handles)) {}
+                     std::vector<rocksdb::ColumnFamilyHandle*> handles, std::string dir,
+                     const RocksTierOptions& options)
+    : db_(std::move(db)), handles_(std::move(handles)), dir_(std::move(dir)), options_(options) {
+  sizer_ = std::thread([this] { Measure(); });
+  collector_ = std::thread([this] { Collect(); });
+}
 
 RocksTier::~RocksTier() {
+  StopSpaceThreads();
   // Failures at shutdown cannot be returned; they are logged.
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     absl::Status s = FromRocksStatus(db_->DestroyColumnFamilyHandle(handle));
@@ -215,6 +230,9 @@ absl::Status RocksTier::Put(absl::Span<const PageWrite> pages) {
           FromRocksStatus(batch.Put(handles_[kMetaIndex], AsSlice(key), AsSlice(meta))));
       bytes += page.bytes.size();
     }
+    // Twice: in the WAL, and in a blob file once flushed, until RocksDB
+    // deletes the WAL file.
+    written_since_measure_.fetch_add(2 * bytes, std::memory_order_relaxed);
     if (absl::Status s = FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch)); !s.ok()) {
       // All or nothing for the caller: take back the batches written.
       std::vector<PageKey> undo;

@@ -172,6 +172,15 @@ struct StoreStats {
   // Files of a damaged data directory set aside at start, in
   // data_dir/quarantine/ (RocksTier::Open); 0 when it opened as it was.
   uint64_t set_aside_files = 0;
+  // The data directory's size on disk as last measured, and its bound
+  // (1.1 x the disk cap + 64 MiB, less a margin; rocks_tier.h, "Space").
+  uint64_t data_dir_bytes = 0;
+  uint64_t data_dir_bound_bytes = 0;
+  // Pages the disk tier refused because the directory was at its bound
+  // (they were dropped like pages the disk has no room for, or kept in RAM
+  // when pinned), and rewrites of old blob files that freed its garbage.
+  uint64_t disk_space_refusals = 0;
+  uint64_t disk_garbage_collections = 0;
 };
 
 class Store;

@@ -423,11 +423,13 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
         entry.demoting = false;
         --entry.readers;
         disk_used_bytes_ -= d.meta.bytes;
+        demoting_bytes_ -= d.meta.bytes;
       }
       UndoPinLocked(pin_id, created, added);
       return absl::ResourceExhaustedError(
           absl::StrCat("the disk tier has no room for ", no_room,
-                       " pinned pages held only in RAM (it is full of pinned pages); "
+                       " pinned pages held only in RAM (it is full of pinned pages, or its "
+                       "directory is at its bound until deleted pages' bytes are freed); "
                        "nothing pinned"));
     }
   }
@@ -507,6 +509,9 @@ StoreStats TieredStore::Stats() const {
   stats.disk.high_watermark_bytes = disk_high_bytes_;
   stats.disk.low_watermark_bytes = disk_low_bytes_;
   stats.active_pins = pins_.size();
+  stats.data_dir_bytes = rocks_->directory_bytes();
+  stats.data_dir_bound_bytes = rocks_->directory_bound_bytes();
+  stats.disk_garbage_collections = rocks_->garbage_collections();
   return stats;
 }
 

@@ -166,8 +166,13 @@ class TieredStore final : public Store {
   // Removes pin_id from key's index entry, if the key is still stored.
   void UnlinkPinLocked(const PageKey& key, uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages past the disk high watermark and reserves
-  // `bytes` of disk. False (nothing reserved) when the disk cannot take them.
+  // `bytes` of disk. False (nothing reserved) when the disk cannot take
+  // them: full of pinned pages, or its directory at its bound (then the
+  // oldest `bytes` of disk pages are dropped for the next page).
   bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops unpinned disk pages in policy order until the disk's page bytes
+  // are at most target_bytes, or only pinned pages are left.
+  void EvictDiskLocked(uint64_t target_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // A slot for promoting a page of `bytes`, evicting only clean RAM pages and
   // staying under the RAM high watermark.
   std::optional<RamArena::Slot> PromotionSlotLocked(uint64_t bytes)
@@ -258,6 +263,8 @@ class TieredStore final : public Store {
   uint64_t next_generation_ ABSL_GUARDED_BY(mu_) = 1;
   // Page bytes on disk, including demotions in flight.
   uint64_t disk_used_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  // Page bytes of demotions leased but not yet written (or failed).
+  uint64_t demoting_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   // Counters; the per-tier page counts are computed by Stats().
   StoreStats counters_ ABSL_GUARDED_BY(mu_);
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;  // the destructor has begun

@@ -1,8 +1,9 @@
 // The disk cap bounds the data directory, not only the pages the index
 // counts: under churn of 8-16x the cap, with and without pinned pages in
 // every blob file, RocksDB's write-ahead log, memtables and blob garbage
-// keep the directory within 2x the cap + 16 MiB (rocks_tier.h, "Space").
-// Before the WAL was bounded, a 16 MiB cap grew a 279 MiB directory.
+// keep the directory within 1.1 x the cap + 64 MiB (rocks_tier.h, "Space").
+// Before the WAL was bounded, a 16 MiB cap grew a 279 MiB directory; before
+// the collector, pinned pages kept every blob file they were in alive.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -80,7 +81,13 @@ TEST_P(DiskCapTest, ChurnKeepsTheDirectoryNearTheCap) {
   // page is in both tiers here (nothing is read back).
   EXPECT_EQ(stats.dropped_pages, n - (stats.disk.pages + stats.ram.pages - stats.ram.pinned_pages))
       << "pages only leave by eviction";
-  EXPECT_LE(peak, 2 * churn.disk_cap + 16 * kMiB) << "peak " << (peak >> 20) << " MiB";
+  EXPECT_LE(peak, churn.disk_cap + churn.disk_cap / 10 + 64 * kMiB)
+      << "peak " << (peak >> 20) << " MiB";
+  EXPECT_EQ(stats.data_dir_bound_bytes, churn.disk_cap + churn.disk_cap / 10 + 48 * kMiB);
+  if (churn.pin_every != 0) {
+    // Only rewriting the files that hold pinned pages frees the rest.
+    EXPECT_GT(stats.disk_garbage_collections, 0u);
+  }
   // Every pinned page and the newest page are still readable.
   std::vector<PageKey> check = {Key(n - 1)};
   for (uint64_t p = 0; churn.pin_every != 0 && p < n; p += churn.pin_every) check.push_back(Key(p));

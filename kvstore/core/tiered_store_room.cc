@@ -62,7 +62,8 @@ bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* d
       demotions->push_back(LeaseForDemotionLocked(*victim, entry));
       progress = true;
     } else if (!entry.pinned()) {
-      // The disk is full of pinned pages: an unpinned page goes to nothing.
+      // The disk is full of pinned pages, or its directory at its bound: an
+      // unpinned page goes to nothing.
       ++counters_.ram.evictions;
       ++counters_.dropped_pages;
       RemoveEntryLocked(it);
@@ -79,6 +80,7 @@ bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* d
 TieredStore::Demotion TieredStore::LeaseForDemotionLocked(const PageKey& key, PageEntry& entry) {
   entry.demoting = true;
   ++entry.readers;
+  demoting_bytes_ += entry.meta.bytes;
   return Demotion{.key = key, .generation = entry.generation, .meta = entry.meta,
                   .slot = entry.slot};
 }
@@ -99,6 +101,7 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
     KVTIER_LOG(ERROR) << "demotion of " << writes.size() << " pages failed: " << written;
   }
   absl::MutexLock lock(&mu_);
+  for (const Demotion& d : demotions) demoting_bytes_ -= d.meta.bytes;
   std::vector<PageKey> orphans;
   for (const Demotion& d : demotions) {
     auto it = index_.find(d.key);
@@ -141,33 +144,47 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
   return written;
 }
 
-bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
-  if (disk_used_bytes_ + bytes > disk_high_bytes_) {
-    auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-      return index_.at(key).pinned();
-    };
-    while (disk_used_bytes_ + bytes > disk_low_bytes_) {
-      std::optional<PageKey> victim = disk_policy_->Evict(skip);
-      if (!victim) break;
-      absl::Status s = rocks_->Delete({*victim});
-      if (!s.ok()) {
-        KVTIER_LOG(ERROR) << "cannot drop disk page " << victim->DebugString() << ": " << s;
-        disk_policy_->OnInsert(*victim);
-        break;
-      }
-      auto it = index_.find(*victim);
-      ++counters_.disk.evictions;
-      if (it->second.in_ram) {
-        // Still in RAM: the page loses only its disk copy.
-        it->second.on_disk = false;
-        disk_used_bytes_ -= it->second.meta.bytes;
-      } else {
-        ++counters_.dropped_pages;
-        RemoveEntryLocked(it);
-      }
+void TieredStore::EvictDiskLocked(uint64_t target_bytes) {
+  auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return index_.at(key).pinned();
+  };
+  while (disk_used_bytes_ > target_bytes) {
+    std::optional<PageKey> victim = disk_policy_->Evict(skip);
+    if (!victim) break;
+    absl::Status s = rocks_->Delete({*victim});
+    if (!s.ok()) {
+      KVTIER_LOG(ERROR) << "cannot drop disk page " << victim->DebugString() << ": " << s;
+      disk_policy_->OnInsert(*victim);
+      break;
+    }
+    auto it = index_.find(*victim);
+    ++counters_.disk.evictions;
+    if (it->second.in_ram) {
+      // Still in RAM: the page loses only its disk copy.
+      it->second.on_disk = false;
+      disk_used_bytes_ -= it->second.meta.bytes;
+    } else {
+      ++counters_.dropped_pages;
+      RemoveEntryLocked(it);
     }
   }
+}
+
+bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
+  if (disk_used_bytes_ + bytes > disk_high_bytes_) {
+    EvictDiskLocked(disk_low_bytes_ > bytes ? disk_low_bytes_ - bytes : 0);
+  }
   if (disk_used_bytes_ + bytes > options_.disk.capacity_bytes) return false;
+  // Demotions reserved but not yet written are not in the directory yet.
+  if (!rocks_->HasRoomFor(demoting_bytes_ + bytes)) {
+    // The directory is at its bound until RocksDB drops or rewrites blob
+    // files (rocks_tier.h, "Space"). The oldest disk pages make way (their
+    // blob files die first), so that the next page finds room, and this
+    // one is refused.
+    ++counters_.disk_space_refusals;
+    EvictDiskLocked(disk_used_bytes_ > bytes ? disk_used_bytes_ - bytes : 0);
+    return false;
+  }
   disk_used_bytes_ += bytes;
   return true;
 }

@@ -352,6 +352,10 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   response->set_lookups(s.lookups);
   response->set_unverified_disk_pages(s.unverified_disk_pages);
   response->set_set_aside_files(s.set_aside_files);
+  response->set_data_dir_bytes(s.data_dir_bytes);
+  response->set_data_dir_bound_bytes(s.data_dir_bound_bytes);
+  response->set_disk_space_refusals(s.disk_space_refusals);
+  response->set_disk_garbage_collections(s.disk_garbage_collections);
   return absl::OkStatus();
 }
 

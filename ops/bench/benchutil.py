@@ -22,15 +22,22 @@ def memory_of(pid):
         return {}
 
 
-
-def dir_bytes(path):
-    """Bytes the files under `path` take on disk (allocated blocks, as du)."""
-    total = 0
+def dir_bytes_by_kind(path):
+    """{kind: bytes on disk (allocated blocks, as du)} of the files under
+    `path`, by kind: RocksDB's blob files, tables and WAL, and the rest."""
+    kinds = {".blob": "blob", ".sst": "sst", ".log": "wal"}
+    total = {}
     for root, _, files in os.walk(path):
         for name in files:
+            kind = kinds.get(os.path.splitext(name)[1], "other")
             try:
-                total += os.lstat(os.path.join(root, name)).st_blocks * 512
+                total[kind] = total.get(kind, 0) + os.lstat(os.path.join(root, name)).st_blocks * 512
             except OSError:
                 pass
     return total
+
+
+def dir_bytes(path):
+    """Bytes the files under `path` take on disk (allocated blocks, as du)."""
+    return sum(dir_bytes_by_kind(path).values())
 

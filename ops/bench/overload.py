@@ -33,7 +33,7 @@ import threading
 import time
 
 import kvtier
-from benchutil import dir_bytes, free_port, memory_of
+from benchutil import dir_bytes_by_kind, free_port, memory_of
 
 MIB = 1 << 20
 
@@ -121,7 +121,7 @@ def main():
          f"--max_message_bytes={min(args.inflight_mib // 2, 256) * MIB}", "--noucx",
          "--log_level=warning"],
         stdout=open(os.path.join(work, "server.log"), "w"), stderr=subprocess.STDOUT)
-    peak = {"rss": 0, "dir": 0}
+    peak = {"rss": 0, "dir": 0, "dir_kinds": {}}
     stop = threading.Event()
 
     def sample():
@@ -133,7 +133,10 @@ def main():
                     with open(args.pmap, "w") as f:
                         subprocess.run(["pmap", "-x", str(server.pid)], stdout=f, check=False)
                 peak["rss"] = max(peak["rss"], rss)
-                peak["dir"] = max(peak["dir"], dir_bytes(data_dir))
+                kinds = dir_bytes_by_kind(data_dir)
+                if sum(kinds.values()) > peak["dir"]:
+                    peak["dir"] = sum(kinds.values())
+                    peak["dir_kinds"] = kinds
             except (FileNotFoundError, ProcessLookupError):
                 pass
             stop.wait(0.2)
@@ -196,10 +199,17 @@ def main():
     report = {"args": vars(args), "phases": results,
               "peak_rss_bytes": peak["rss"], "rss_bound_bytes": int(rss_bound),
               "peak_dir_bytes": peak["dir"], "dir_bound_bytes": int(dir_bound),
-              "demotions": stats["demotions"]}
+              "peak_dir_bytes_by_kind": peak["dir_kinds"],
+              "demotions": stats["demotions"], "dropped_pages": stats["dropped_pages"],
+              "disk_space_refusals": stats["disk_space_refusals"],
+              "disk_garbage_collections": stats["disk_garbage_collections"]}
     print(f"RSS peak {peak['rss'] / MIB:.0f} MiB, bound {rss_bound / MIB:.0f} MiB "
           f"(ratio {peak['rss'] / rss_bound:.2f}); data dir peak {peak['dir'] / MIB:.0f} MiB, "
-          f"bound {dir_bound / MIB:.0f} MiB (ratio {peak['dir'] / dir_bound:.2f})")
+          f"bound {dir_bound / MIB:.0f} MiB (ratio {peak['dir'] / dir_bound:.2f}; at the peak "
+          + ", ".join(f"{k} {v / MIB:.0f}" for k, v in sorted(peak["dir_kinds"].items())) + " MiB)")
+    print(f"store: {stats['demotions']} demotions, {stats['dropped_pages']} pages dropped, "
+          f"{stats['disk_space_refusals']} refused at the directory's bound, "
+          f"{stats['disk_garbage_collections']} blob file rewrites")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)
