@@ -1,0 +1,146 @@
+// TieredStore: pins (a TTL and a set of pages that are never dropped while
+// it lives; a pinned page is written through to disk before the pin is
+// acknowledged).
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "kvstore/core/tiered_store.h"
+
+namespace kvtier::store {
+
+absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                          uint64_t pin_id) {
+  if (ttl_ms == 0 || ttl_ms > options_.max_pin_ttl_ms) {
+    return absl::InvalidArgumentError(absl::StrCat("pin ttl_ms ", ttl_ms, " not in [1, ",
+                                                   options_.max_pin_ttl_ms, "]"));
+  }
+  if (keys.size() > options_.max_batch_pages) {
+    return absl::InvalidArgumentError(absl::StrCat("pin of ", keys.size(), " keys exceeds ",
+                                                   options_.max_batch_pages));
+  }
+  bool created = false;
+  std::vector<PageKey> added;
+  std::vector<Demotion> copies;
+  {
+    absl::MutexLock lock(&mu_);
+    SweepPinsLocked();
+    if (pin_id != 0 && !pins_.Contains(pin_id)) {
+      return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
+    }
+    for (const PageKey& key : keys) {
+      if (!index_.contains(key)) {
+        return absl::NotFoundError(
+            absl::StrCat("page ", key.DebugString(), " is not stored; nothing pinned"));
+      }
+    }
+    const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
+    if (pin_id == 0) {
+      if (pins_.size() >= options_.max_pins) {
+        return absl::ResourceExhaustedError(
+            absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
+      }
+      pin_id = pins_.Create(expiry_ms);
+      created = true;
+    } else {
+      pins_.SetExpiry(pin_id, expiry_ms);
+    }
+    for (const PageKey& key : keys) {
+      if (pins_.AddKey(pin_id, key)) {
+        index_[key].pin_ids.push_back(pin_id);
+        added.push_back(key);
+      }
+    }
+    // Write-through: a pinned page whose only copy is in RAM goes to disk
+    // before the pin is acknowledged, so that it survives a restart or a
+    // killed server. Being pinned, it cannot be dropped to make that room.
+    uint64_t no_room = 0;
+    for (const PageKey& key : added) {
+      PageEntry& entry = index_.at(key);
+      if (!entry.in_ram || entry.on_disk || entry.demoting) continue;
+      if (!ReserveDiskLocked(entry.meta.bytes)) {
+        ++no_room;
+        continue;
+      }
+      copies.push_back(LeaseForDemotionLocked(key, entry));
+    }
+    if (no_room > 0) {
+      for (const Demotion& d : copies) {
+        PageEntry& entry = index_.at(d.key);
+        entry.demoting = false;
+        --entry.readers;
+        disk_used_bytes_ -= d.meta.bytes;
+        demoting_bytes_ -= d.meta.bytes;
+      }
+      UndoPinLocked(pin_id, created, added);
+      return absl::ResourceExhaustedError(
+          absl::StrCat("the disk tier has no room for ", no_room,
+                       " pinned pages held only in RAM (it is full of pinned pages, or its "
+                       "directory is at its bound until deleted pages' bytes are freed); "
+                       "nothing pinned"));
+    }
+  }
+  const absl::Status written = CompleteDemotions(std::move(copies), /*keep_in_ram=*/true);
+  absl::MutexLock lock(&mu_);
+  // Pages an eviction was demoting when they were pinned are durable only
+  // once that write ends.
+  auto settled = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (const PageKey& key : added) {
+      auto it = index_.find(key);
+      if (it != index_.end() && it->second.demoting) return false;
+    }
+    return true;
+  };
+  mu_.Await(absl::Condition(&settled));
+  uint64_t ram_only = 0;
+  for (const PageKey& key : added) {
+    auto it = index_.find(key);
+    if (it != index_.end() && it->second.in_ram && !it->second.on_disk) ++ram_only;
+  }
+  if (ram_only > 0) {
+    if (pins_.Contains(pin_id)) UndoPinLocked(pin_id, created, added);
+    return absl::UnavailableError(
+        absl::StrCat(ram_only, " pinned pages could not be written to disk (",
+                     written.ok() ? "a demotion failed" : written.ToString(),
+                     "); nothing pinned"));
+  }
+  return pin_id;
+}
+
+void TieredStore::UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const PageKey> added) {
+  if (created) {
+    ReleasePinLocked(pin_id);
+    return;
+  }
+  for (const PageKey& key : added) {
+    pins_.RemoveKey(pin_id, key);
+    UnlinkPinLocked(key, pin_id);
+  }
+}
+
+absl::Status TieredStore::Unpin(uint64_t pin_id) {
+  absl::MutexLock lock(&mu_);
+  SweepPinsLocked();
+  if (!pins_.Contains(pin_id)) {
+    return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
+  }
+  ReleasePinLocked(pin_id);
+  return absl::OkStatus();
+}
+
+void TieredStore::SweepPinsLocked() {
+  const int64_t now_ms = clock_->NowMillis();
+  while (uint64_t pin_id = pins_.FirstExpired(now_ms)) ReleasePinLocked(pin_id);
+}
+
+void TieredStore::ReleasePinLocked(uint64_t pin_id) {
+  for (const PageKey& key : pins_.Release(pin_id)) UnlinkPinLocked(key, pin_id);
+}
+
+void TieredStore::UnlinkPinLocked(const PageKey& key, uint64_t pin_id) {
+  auto it = index_.find(key);
+  if (it == index_.end()) return;
+  auto& ids = it->second.pin_ids;
+  ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
+}
+
+}  // namespace kvtier::store
