@@ -1,9 +1,9 @@
 // Persistence of the real kvtier-server: pages on the disk tier survive a
-// restart with valid checksums, pinned pages survive kill -9, and a page corrupted on disk (through the
-// RocksDB API, while the server is stopped) is reported LOST and counted,
-// never returned. The RAM tier is a few pages large so that pages are
-// demoted to disk; the disk format is the one documented in
-// kvstore/core/rocks_tier.h.
+// restart with valid checksums, pinned pages and their pins survive kill -9,
+// and a page corrupted on disk (through the RocksDB API, while the server
+// is stopped) is reported LOST and counted, never returned. The RAM tier
+// is a few pages large so that pages are demoted to disk; the disk format
+// is the one documented in kvstore/core/rocks_tier.h.
 #include <signal.h>
 
 #include <algorithm>
@@ -31,17 +31,19 @@ using ::testing::HasSubstr;
 
 constexpr char kPagesFamily[] = "pages";
 constexpr char kMetaFamily[] = "meta";
+constexpr char kPinsFamily[] = "pins";
 
 // Opens the stopped server's database with its column families.
 struct RocksHandle {
   std::unique_ptr<rocksdb::DB> db;
-  std::vector<rocksdb::ColumnFamilyHandle*> families;  // default, pages, meta
+  std::vector<rocksdb::ColumnFamilyHandle*> families;  // default, pages, meta, pins
 
   explicit RocksHandle(const std::string& dir) {
     std::vector<rocksdb::ColumnFamilyDescriptor> descriptors = {
         {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
         {kPagesFamily, rocksdb::ColumnFamilyOptions()},
-        {kMetaFamily, rocksdb::ColumnFamilyOptions()}};
+        {kMetaFamily, rocksdb::ColumnFamilyOptions()},
+        {kPinsFamily, rocksdb::ColumnFamilyOptions()}};
     rocksdb::DB* raw = nullptr;
     rocksdb::Status s = rocksdb::DB::Open(rocksdb::DBOptions(), dir, descriptors, &families, &raw);
     EXPECT_TRUE(s.ok()) << s.ToString();
@@ -205,9 +207,10 @@ TEST_F(ServerRestartTest, ShutdownDemotionKeepsRamPages) {
   }
 }
 
-// A pin's reply means its pages are on disk: pinned pages that were only in
-// RAM survive kill -9; unpinned RAM-only pages do not (the store is a
-// cache), and pins themselves are gone after the restart.
+// A pin's reply means its pages and the pin are on disk: pinned pages that
+// were only in RAM survive kill -9 and are still pinned after it (the same
+// id unpins them); unpinned RAM-only pages do not survive (the store is a
+// cache).
 TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   ASSERT_NO_FATAL_FAILURE(PutPages());
@@ -220,7 +223,8 @@ TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
   ASSERT_GE(ram_only.size(), 2u);
   const std::vector<PageKey> pinned(ram_only.begin(), ram_only.begin() + ram_only.size() / 2);
   const std::vector<PageKey> unpinned(ram_only.begin() + ram_only.size() / 2, ram_only.end());
-  ASSERT_TRUE(client_->Pin(pinned, 600'000).ok());
+  absl::StatusOr<uint64_t> pin_id = client_->Pin(pinned, 600'000);
+  ASSERT_TRUE(pin_id.ok()) << pin_id.status();
 
   client_.reset();
   absl::StatusOr<ExitResult> killed = server_->Stop(absl::Seconds(60), SIGKILL);
@@ -231,7 +235,8 @@ TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
   ASSERT_NO_FATAL_FAILURE(StartServer());
   absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
   ASSERT_TRUE(stats.ok());
-  EXPECT_EQ(stats->active_pins(), 0u);
+  EXPECT_EQ(stats->active_pins(), 1u);
+  EXPECT_EQ(stats->disk().pinned_pages(), pinned.size());
   EXPECT_EQ(stats->lost_pages(), 0u);
   absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pinned);
   ASSERT_TRUE(got.ok()) << got.status();
@@ -244,6 +249,10 @@ TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
   for (size_t i = 0; i < unpinned.size(); ++i) {
     EXPECT_EQ((*got)[i].status, v1::PAGE_STATUS_NOT_FOUND) << unpinned[i].DebugString();
   }
+  ASSERT_TRUE(client_->Unpin(*pin_id).ok());
+  stats = client_->Stats();
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->active_pins(), 0u);
   StopServer();
 }
 

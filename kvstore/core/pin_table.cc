@@ -11,6 +11,23 @@ uint64_t PinTable::Create(int64_t expiry_ms) {
   return id;
 }
 
+void PinTable::Restore(uint64_t pin_id, int64_t expiry_ms) {
+  assert(pin_id != 0 && !pins_.contains(pin_id));
+  pins_[pin_id].expiry_ms = expiry_ms;
+  by_expiry_.emplace(expiry_ms, pin_id);
+  SkipIdsThrough(pin_id);
+}
+
+void PinTable::SkipIdsThrough(uint64_t pin_id) {
+  if (pin_id >= next_id_) next_id_ = pin_id + 1;
+}
+
+int64_t PinTable::expiry_ms(uint64_t pin_id) const {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  return it->second.expiry_ms;
+}
+
 void PinTable::SetExpiry(uint64_t pin_id, int64_t expiry_ms) {
   auto it = pins_.find(pin_id);
   assert(it != pins_.end());

@@ -21,6 +21,14 @@ class PinTable {
  public:
   // A new, empty pin expiring at `expiry_ms`; returns its id (never 0).
   uint64_t Create(int64_t expiry_ms);
+  // An empty pin with a given id (one recorded before a restart).
+  // REQUIRES: pin_id != 0 and !Contains(pin_id).
+  void Restore(uint64_t pin_id, int64_t expiry_ms);
+  // Create never returns an id <= pin_id from now on (ids of pins that
+  // expired while the store was down are not given to anyone else).
+  void SkipIdsThrough(uint64_t pin_id);
+  // REQUIRES: Contains(pin_id).
+  int64_t expiry_ms(uint64_t pin_id) const;
   bool Contains(uint64_t pin_id) const { return pins_.contains(pin_id); }
   // REQUIRES: Contains(pin_id).
   void SetExpiry(uint64_t pin_id, int64_t expiry_ms);

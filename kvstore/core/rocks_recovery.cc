@@ -119,9 +119,10 @@ uint64_t CountMetaRecords(const std::string& folder) {
 // damage the open did not notice (DATA_LOSS naming the file).
 absl::Status ReadMeta(RocksTier& tier, RecoveryReport* report) {
   report->pages.clear();
-  return tier.ForEachMeta(
+  RETURN_IF_ERROR(tier.ForEachMeta(
       [&](const PageKey& key, const PageMeta& meta) { report->pages.emplace_back(key, meta); },
-      &report->malformed_records);
+      &report->malformed_records));
+  return tier.ReadPins(&report->pins, &report->malformed_pin_records);
 }
 
 }  // namespace
@@ -193,6 +194,8 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   // 3. Start empty.
   report->pages.clear();
   report->malformed_records = 0;
+  report->pins.clear();
+  report->malformed_pin_records = 0;
   RETURN_IF_ERROR(RemoveDatabaseFiles(dir));
   ASSIGN_OR_RETURN(std::unique_ptr<RocksTier> tier,
                    OpenOnce(dir, options, /*best_efforts=*/false, nullptr));

@@ -140,6 +140,7 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
       {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
       {kPagesFamily, PagesFamilyOptions(options)},
       {kMetaFamily, rocksdb::ColumnFamilyOptions()},
+      {kPinsFamily, rocksdb::ColumnFamilyOptions()},
   };
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;

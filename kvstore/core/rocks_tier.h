@@ -1,13 +1,18 @@
 // RocksTier: the disk tier, pages in RocksDB.
 //
-// Two column families:
+// Three column families:
 //   "pages" (integrated BlobDB: values of 4 KiB and more live in blob files,
 //           so compaction does not rewrite page bytes):
 //           PageKey::Encode() -> u8 format version (1) || page bytes
 //   "meta": PageKey::Encode() -> u8 format version (1) || layout16
 //           || LE-u64 page bytes || LE-u64 checksum          (33 bytes)
+//   "pins": BE-u64 pin id -> u8 format version (1) || LE-i64 expiry in
+//           Unix milliseconds                                  (9 bytes)
+//           BE-u64 pin id || PageKey::Encode() -> u8 format version (1)
+//           (one record per pinned page; big-endian ids keep a pin's
+//           records together, after its expiry record)
 // Both records of a page are written in one WriteBatch, so a page is on disk
-// with its metadata or not at all. Recovery iterates "meta" only.
+// with its metadata or not at all. Recovery iterates "meta" and "pins".
 // Writes go through the WAL without fsync: pages survive a process restart,
 // and a machine crash may lose the most recent writes (the store is a cache).
 //
@@ -101,6 +106,13 @@ struct BlobFileUse {
 // stops where the live ones begin.
 size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t min_garbage_bytes);
 
+// A pin as the "pins" family holds it.
+struct StoredPin {
+  uint64_t id = 0;
+  int64_t expiry_unix_ms = 0;
+  std::vector<PageKey> keys;
+};
+
 struct PageMeta {
   PageLayout layout;
   uint64_t bytes = 0;
@@ -115,6 +127,10 @@ struct RecoveryReport {
   // malformed_records.
   std::vector<std::pair<PageKey, PageMeta>> pages;
   uint64_t malformed_records = 0;
+  // Every pin recorded, expired ones included, in id order. Pin records
+  // that did not decode were deleted and are counted here.
+  std::vector<StoredPin> pins;
+  uint64_t malformed_pin_records = 0;
   // The damage RocksDB reported; empty when the directory opened as it was.
   std::string damage;
   // Where the files of a damaged directory were set aside (hard links, made
@@ -133,6 +149,7 @@ class RocksTier {
  public:
   static constexpr char kPagesFamily[] = "pages";
   static constexpr char kMetaFamily[] = "meta";
+  static constexpr char kPinsFamily[] = "pins";
   static constexpr uint8_t kFormatVersion = 1;
   static constexpr size_t kMetaValueBytes = 1 + PageLayout::kEncodedBytes + 8 + 8;
   // Page values at least this large go to blob files.
@@ -192,6 +209,16 @@ class RocksTier {
     return garbage_collections_.load(std::memory_order_relaxed);
   }
 
+  // rocks_pins.cc. Records pin_id's expiry and adds `added` to its pages,
+  // in one atomic write.
+  absl::Status SavePin(uint64_t pin_id, int64_t expiry_unix_ms, absl::Span<const PageKey> added);
+  // Deletes every record of pin_id (one range tombstone); no-op if absent.
+  absl::Status DeletePin(uint64_t pin_id);
+  // Every recorded pin in id order. Records that do not decode, and page
+  // records of a pin without an expiry record, are deleted and counted in
+  // *malformed (may be null).
+  absl::Status ReadPins(std::vector<StoredPin>* pins, uint64_t* malformed);
+
   static std::string EncodeMeta(const PageMeta& meta);
   static absl::StatusOr<PageMeta> DecodeMeta(std::string_view value);
 
@@ -222,7 +249,7 @@ class RocksTier {
 
   // Const after construction.
   std::unique_ptr<rocksdb::DB> db_;
-  // [default, pages, meta]; owned, destroyed before db_.
+  // [default, pages, meta, pins]; owned, destroyed before db_.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const std::string dir_;
   const RocksTierOptions options_;

@@ -74,6 +74,7 @@ void TieredStore::Recover(const RecoveryReport& found) {
       disk_used_bytes_ += meta.bytes;
       if (options_.verify_on_open) unverified.push_back({key, entry.generation, meta});
     }
+    RestorePinsLocked(found.pins);
     counters_.lost_pages += found.malformed_records + found.lost_pages;
     counters_.set_aside_files = found.quarantined_files;
     counters_.unverified_disk_pages = unverified.size();

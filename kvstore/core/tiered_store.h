@@ -192,6 +192,12 @@ class TieredStore final : public Store {
 
   // tiered_store.cc helpers.
   void SweepPinsLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // tiered_store_pins.cc: pins recorded on disk. An expiry on the store's
+  // clock as Unix milliseconds (a record must outlive the process).
+  int64_t UnixMillisOf(int64_t expiry_ms) const;
+  // Recreates the pins recorded before a restart over the pages found;
+  // expired ones are deleted, and no id recorded is ever given out again.
+  void RestorePinsLocked(absl::Span<const StoredPin> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void ReleasePinLocked(uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes an entry from the index, its tiers' policies and its pins. The
   // caller deletes its RocksDB records first when it is on disk.

@@ -4,6 +4,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "common/log.h"
 #include "kvstore/core/tiered_store.h"
 
 namespace kvtier::store {
@@ -103,7 +105,58 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
                      written.ok() ? "a demotion failed" : written.ToString(),
                      "); nothing pinned"));
   }
+  // The pin itself is durable too (under mu_, so that records of one pin
+  // are written in the order its calls were made).
+  if (pins_.Contains(pin_id)) {
+    const absl::Status saved =
+        rocks_->SavePin(pin_id, UnixMillisOf(pins_.expiry_ms(pin_id)), added);
+    if (!saved.ok()) {
+      UndoPinLocked(pin_id, created, added);
+      return absl::UnavailableError(
+          absl::StrCat("the pin could not be recorded on disk (", saved.ToString(),
+                       "); nothing pinned"));
+    }
+  }
   return pin_id;
+}
+
+int64_t TieredStore::UnixMillisOf(int64_t expiry_ms) const {
+  return absl::ToUnixMillis(absl::Now()) + (expiry_ms - clock_->NowMillis());
+}
+
+void TieredStore::RestorePinsLocked(absl::Span<const StoredPin> stored) {
+  const int64_t now_unix_ms = absl::ToUnixMillis(absl::Now());
+  uint64_t restored = 0;
+  uint64_t expired = 0;
+  uint64_t pinned_pages = 0;
+  for (const StoredPin& pin : stored) {
+    pins_.SkipIdsThrough(pin.id);
+    const int64_t left_ms = pin.expiry_unix_ms - now_unix_ms;
+    if (left_ms <= 0) {
+      ++expired;
+      if (absl::Status s = rocks_->DeletePin(pin.id); !s.ok()) {
+        KVTIER_LOG(ERROR) << "cannot delete expired pin " << pin.id << ": " << s;
+      }
+      continue;
+    }
+    // A record from a clock far ahead, or damaged, lives no longer than
+    // any pin may.
+    const int64_t ttl_ms = std::min<int64_t>(left_ms, options_.max_pin_ttl_ms);
+    pins_.Restore(pin.id, clock_->NowMillis() + ttl_ms);
+    ++restored;
+    for (const PageKey& key : pin.keys) {
+      // A page deleted (forced) while pinned is gone; its record stays
+      // until the pin ends.
+      auto it = index_.find(key);
+      if (it == index_.end() || !pins_.AddKey(pin.id, key)) continue;
+      it->second.pin_ids.push_back(pin.id);
+      ++pinned_pages;
+    }
+  }
+  if (!stored.empty()) {
+    KVTIER_LOG(INFO) << "restored " << restored << " pins over " << pinned_pages
+                     << " pages; " << expired << " had expired";
+  }
 }
 
 void TieredStore::UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const PageKey> added) {
@@ -134,6 +187,10 @@ void TieredStore::SweepPinsLocked() {
 
 void TieredStore::ReleasePinLocked(uint64_t pin_id) {
   for (const PageKey& key : pins_.Release(pin_id)) UnlinkPinLocked(key, pin_id);
+  // Should this fail, the pin comes back at a restart until its TTL ends.
+  if (absl::Status s = rocks_->DeletePin(pin_id); !s.ok()) {
+    KVTIER_LOG(ERROR) << "cannot delete the record of pin " << pin_id << ": " << s;
+  }
 }
 
 void TieredStore::UnlinkPinLocked(const PageKey& key, uint64_t pin_id) {

@@ -10,6 +10,7 @@
 #include "kvstore/core/rocks_tier.h"
 #include "kvstore/core/store.h"
 #include "rocksdb/db.h"
+#include "testing/raw_rocks.h"
 #include "testing/store_test_util.h"
 
 namespace kvtier::store {
@@ -355,22 +356,13 @@ TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
 
 // Flips one byte of a page's stored value, opening RocksDB directly.
 void CorruptOnDisk(const std::string& dir, const PageKey& key) {
-  rocksdb::DBOptions db_options;
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
-      {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
-  };
-  std::vector<rocksdb::ColumnFamilyHandle*> handles;
-  rocksdb::DB* raw = nullptr;
-  ASSERT_TRUE(rocksdb::DB::Open(db_options, dir, families, &handles, &raw).ok());
-  std::unique_ptr<rocksdb::DB> db(raw);
+  testing::RawRocks raw(dir);
+  ASSERT_TRUE(raw.ok()) << raw.status();
+  const auto pages = raw.family(testing::RawRocks::kPages);
   std::string value;
-  ASSERT_TRUE(db->Get(rocksdb::ReadOptions(), handles[1], key.Encode(), &value).ok());
+  ASSERT_TRUE(raw.db().Get(rocksdb::ReadOptions(), pages, key.Encode(), &value).ok());
   value[value.size() / 2] ^= 0x40;
-  ASSERT_TRUE(db->Put(rocksdb::WriteOptions(), handles[1], key.Encode(), value).ok());
-  for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-  ASSERT_TRUE(db->Close().ok());
+  ASSERT_TRUE(raw.db().Put(rocksdb::WriteOptions(), pages, key.Encode(), value).ok());
 }
 
 TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
@@ -382,19 +374,12 @@ TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
     PutEach(*store, 1, 9);  // 1..4 on disk
   }
   {
-    rocksdb::DBOptions db_options;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-        {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
-        {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
-    };
-    std::vector<rocksdb::ColumnFamilyHandle*> handles;
-    rocksdb::DB* raw = nullptr;
-    ASSERT_TRUE(rocksdb::DB::Open(db_options, dir.path(), families, &handles, &raw).ok());
-    std::unique_ptr<rocksdb::DB> db(raw);
-    ASSERT_TRUE(db->Delete(rocksdb::WriteOptions(), handles[1], Key(3).Encode()).ok());
-    for (auto* h : handles) ASSERT_TRUE(db->DestroyColumnFamilyHandle(h).ok());
-    ASSERT_TRUE(db->Close().ok());
+    testing::RawRocks raw(dir.path());
+    ASSERT_TRUE(raw.ok()) << raw.status();
+    ASSERT_TRUE(raw.db()
+                    .Delete(rocksdb::WriteOptions(), raw.family(testing::RawRocks::kPages),
+                            Key(3).Encode())
+                    .ok());
   }
   auto store = *Store::Open(o);
   EXPECT_EQ(GetOne(*store, Key(3)).status.code(), absl::StatusCode::kDataLoss);
