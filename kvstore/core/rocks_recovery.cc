@@ -6,7 +6,15 @@
 //   1. Open as it is. WAL records that fail their checksums are skipped
 //      (kSkipAnyCorruptedRecords) and counted from the sequence gaps they
 //      leave; then the metadata family is read in full (into the report,
-//      from which the store builds its index).
+//      from which the store builds its index). RocksDB reads a MANIFEST
+//      whose last record is damaged as if it ended before it, opens an
+//      older state and deletes the files only the lost record listed, with
+//      no error: so the table and blob files are hard-linked aside before
+//      the open (compactions stay off until Start), and those the opened
+//      database does not hold are set aside in quarantine with the old
+//      MANIFEST, and the pages their metadata names that did not come back
+//      are counted lost. (Files a crash left behind, such as a flush's
+//      output not yet recorded, are set aside the same way.)
 //   2. Set aside: every file is hard-linked into dir/quarantine/<time>/
 //      (no copy; the damaged bytes stay there for an operator), a table
 //      named in the error is removed from the directory, and RocksDB's
@@ -24,6 +32,7 @@
 #include <filesystem>
 #include <system_error>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -54,9 +63,8 @@ std::string TableNamedIn(absl::string_view message) {
   return std::string(message.substr(from, end + 4 - from));
 }
 
-// Hard-links every regular file of `dir` (but LOCK) into a new folder
-// dir/quarantine/<UTC time>-<pid>/; returns the folder and the count.
-absl::StatusOr<std::pair<std::string, uint64_t>> LinkIntoQuarantine(const std::string& dir) {
+// A new folder dir/quarantine/<UTC time>-<pid>/.
+absl::StatusOr<std::string> NewQuarantineFolder(const std::string& dir) {
   const std::string folder = absl::StrCat(
       dir, "/quarantine/", absl::FormatTime("%Y%m%dT%H%M%SZ", absl::Now(), absl::UTCTimeZone()),
       "-", getpid());
@@ -65,6 +73,14 @@ absl::StatusOr<std::pair<std::string, uint64_t>> LinkIntoQuarantine(const std::s
   if (error) {
     return absl::InternalError(absl::StrCat("cannot create ", folder, ": ", error.message()));
   }
+  return folder;
+}
+
+// Hard-links every regular file of `dir` (but LOCK) into a new quarantine
+// folder; returns the folder and the count.
+absl::StatusOr<std::pair<std::string, uint64_t>> LinkIntoQuarantine(const std::string& dir) {
+  ASSIGN_OR_RETURN(const std::string folder, NewQuarantineFolder(dir));
+  std::error_code error;
   uint64_t linked = 0;
   for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
     if (!entry.is_regular_file() || entry.path().filename() == "LOCK") continue;
@@ -96,12 +112,13 @@ absl::Status RemoveDatabaseFiles(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// Metadata records still readable in the tables of `folder`: what a
-// directory that starts empty lost, as far as it can be known. A record
-// that several tables hold (before compaction merged them) counts more
-// than once, so this errs high.
-uint64_t CountMetaRecords(const std::string& folder) {
-  uint64_t records = 0;
+// Pages whose metadata records are still readable in the tables of
+// `folder` but are not among `present`: what the directory lost, as far as
+// it can be known. A page deleted after the table was written counts too,
+// so this errs high.
+uint64_t CountMetaRecords(const std::string& folder,
+                          const std::vector<std::pair<PageKey, PageMeta>>& present = {}) {
+  absl::flat_hash_set<std::string> keys;
   std::error_code error;
   for (const fs::directory_entry& entry : fs::directory_iterator(folder, error)) {
     if (entry.path().extension() != ".sst") continue;
@@ -110,9 +127,118 @@ uint64_t CountMetaRecords(const std::string& folder) {
     std::shared_ptr<const rocksdb::TableProperties> properties = reader.GetTableProperties();
     if (properties == nullptr || properties->column_family_name != RocksTier::kMetaFamily) continue;
     std::unique_ptr<rocksdb::Iterator> it(reader.NewIterator(rocksdb::ReadOptions()));
-    for (it->SeekToFirst(); it->Valid(); it->Next()) ++records;
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.insert(it->key().ToString());
   }
-  return records;
+  for (const auto& [key, meta] : present) keys.erase(key.Encode());
+  return keys.size();
+}
+
+constexpr char kStagingPrefix[] = ".opening-";
+
+bool IsTableOrBlob(const fs::path& path) {
+  return path.extension() == ".sst" || path.extension() == ".blob";
+}
+
+// Hard links of a directory's table and blob files and its MANIFEST, made
+// before RocksDB opens it (which writes a new MANIFEST and deletes the
+// files no longer listed), in dir/.opening-<pid>/; the folder goes with
+// this object.
+class Staged {
+ public:
+  static absl::StatusOr<std::unique_ptr<Staged>> Make(const std::string& dir) {
+    auto staged = std::unique_ptr<Staged>(
+        new Staged(fs::path(dir) / absl::StrCat(kStagingPrefix, getpid())));
+    std::error_code error;
+    fs::remove_all(staged->folder_, error);
+    if (!error) fs::create_directories(staged->folder_, error);
+    if (error) {
+      return absl::InternalError(
+          absl::StrCat("cannot make ", staged->folder_.string(), ": ", error.message()));
+    }
+    for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+      const std::string name = entry.path().filename().string();
+      const bool manifest = name.rfind("MANIFEST-", 0) == 0;
+      if (!entry.is_regular_file() || !(manifest || IsTableOrBlob(entry.path()))) continue;
+      fs::create_hard_link(entry.path(), staged->folder_ / name, error);
+      if (error) {
+        return absl::InternalError(absl::StrCat("cannot link ", entry.path().string(), " into ",
+                                                staged->folder_.string(), ": ", error.message()));
+      }
+      (manifest ? staged->manifests_ : staged->names_).push_back(name);
+    }
+    if (error) {
+      return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", error.message()));
+    }
+    return staged;
+  }
+  ~Staged() {
+    std::error_code error;
+    fs::remove_all(folder_, error);
+  }
+  Staged(const Staged&) = delete;
+  Staged& operator=(const Staged&) = delete;
+
+  const fs::path& folder() const { return folder_; }
+  // Table and blob files.
+  const std::vector<std::string>& names() const { return names_; }
+  const std::vector<std::string>& manifests() const { return manifests_; }
+
+ private:
+  explicit Staged(fs::path folder) : folder_(std::move(folder)) {}
+  const fs::path folder_;
+  std::vector<std::string> names_;
+  std::vector<std::string> manifests_;
+};
+
+// Staging folders of opens that crashed (the caller holds the database's
+// lock, so no other open is running).
+void RemoveStaleStaging(const std::string& dir) {
+  std::error_code error;
+  std::vector<fs::path> stale;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    if (entry.is_directory() && entry.path().filename().string().rfind(kStagingPrefix, 0) == 0) {
+      stale.push_back(entry.path());
+    }
+  }
+  for (const fs::path& folder : stale) fs::remove_all(folder, error);
+}
+
+// After an open that succeeded: the staged files the database does not
+// hold (dropped by a damaged MANIFEST, or left by a job a crash
+// interrupted) go into a quarantine folder, and the pages their metadata
+// names that did not come back are counted lost.
+absl::Status SetAsideDropped(const std::string& dir, const Staged& staged,
+                             const std::vector<std::string>& live, RecoveryReport* report) {
+  const absl::flat_hash_set<std::string> held(live.begin(), live.end());
+  std::vector<std::string> dropped;
+  for (const std::string& name : staged.names()) {
+    if (!held.contains(name)) dropped.push_back(name);
+  }
+  std::error_code error;
+  if (!dropped.empty()) {
+    ASSIGN_OR_RETURN(const std::string folder, NewQuarantineFolder(dir));
+    // The MANIFEST that did not list them goes too, for an operator.
+    const size_t tables = dropped.size();
+    dropped.insert(dropped.end(), staged.manifests().begin(), staged.manifests().end());
+    for (const std::string& name : dropped) {
+      fs::rename(staged.folder() / name, fs::path(folder) / name, error);
+      if (error) {
+        return absl::InternalError(
+            absl::StrCat("cannot move ", name, " into ", folder, ": ", error.message()));
+      }
+    }
+    report->quarantine_dir = folder;
+    report->quarantined_files = dropped.size();
+    report->lost_pages = CountMetaRecords(folder, report->pages);
+    report->damage = absl::StrCat(tables,
+                                  " table and blob files in the directory are not part of the "
+                                  "database (a damaged MANIFEST, or files of a job a crash "
+                                  "interrupted)");
+    KVTIER_LOG(ERROR) << "data directory " << dir << ": " << report->damage << "; set aside in "
+                      << folder << ", " << report->lost_pages << " pages lost";
+  }
+  RemoveStaleStaging(dir);
+  return absl::OkStatus();
 }
 
 // Reads the metadata of every page into report->pages: the probe for
@@ -133,6 +259,14 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   RecoveryReport local;
   if (report == nullptr) report = &local;
   *report = RecoveryReport();
+  ASSIGN_OR_RETURN(std::unique_ptr<RocksTier> tier, OpenOrRecover(dir, options, report));
+  RETURN_IF_ERROR(tier->Start());
+  return tier;
+}
+
+absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::string& dir,
+                                                                    const RocksTierOptions& options,
+                                                                    RecoveryReport* report) {
   // Each page record and its metadata are one batch of two entries.
   constexpr uint64_t kEntriesPerPage = 2;
 
@@ -140,14 +274,20 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::Open(const std::string& di
   uint64_t skipped_entries = 0;
   absl::Status damage;
   {
+    ASSIGN_OR_RETURN(const std::unique_ptr<Staged> staged, Staged::Make(dir));
     absl::StatusOr<std::unique_ptr<RocksTier>> tier =
         OpenOnce(dir, options, /*best_efforts=*/false, &skipped_entries);
     if (tier.ok()) damage = ReadMeta(**tier, report);
     if (tier.ok() && damage.ok()) {
+      // A MANIFEST whose last record is damaged reads as if it ended
+      // before that record: RocksDB opens an older state and deletes the
+      // files only the lost records named. Those were linked aside first.
+      ASSIGN_OR_RETURN(const std::vector<std::string> live, (*tier)->LiveFileNames());
+      RETURN_IF_ERROR(SetAsideDropped(dir, *staged, live, report));
       if (skipped_entries > 0) {
         report->damage = absl::StrCat("WAL records that failed their checksums: ",
                                       skipped_entries, " entries skipped");
-        report->lost_pages = (skipped_entries + kEntriesPerPage - 1) / kEntriesPerPage;
+        report->lost_pages += (skipped_entries + kEntriesPerPage - 1) / kEntriesPerPage;
         KVTIER_LOG(ERROR) << "data directory " << dir << ": " << report->damage << "; "
                           << report->lost_pages << " pages lost";
       }

@@ -1,12 +1,14 @@
 #include "kvstore/core/rocks_tier.h"
 
 #include <algorithm>
+#include <filesystem>
 
 #include "absl/strings/str_cat.h"
 #include "common/endian.h"
 #include "common/log.h"
 #include "common/status_macros.h"
 #include "rocksdb/db.h"
+#include "rocksdb/metadata.h"
 #include "rocksdb/options.h"
 #include "rocksdb/slice.h"
 #include "rocksdb/wal_filter.h"
@@ -122,8 +124,10 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
   // recovery: each record is whole pages with their metadata, so the
   // records after it are as good as before.
   db_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords;
-  WalGapCounter gaps;
-  db_options.wal_filter = &gaps;
+  // RocksDB keeps the filter in its options (and serializes them whenever
+  // they change), so it lives as long as the database.
+  auto gaps = std::make_unique<WalGapCounter>();
+  db_options.wal_filter = gaps.get();
   db_options.best_efforts_recovery = best_efforts;
   db_options.create_if_missing = true;
   db_options.create_missing_column_families = true;
@@ -142,20 +146,54 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
       {kMetaFamily, rocksdb::ColumnFamilyOptions()},
       {kPinsFamily, rocksdb::ColumnFamilyOptions()},
   };
+  // No compaction deletes a file until Start: Open compares the files the
+  // database holds with those the directory held (rocks_recovery.cc).
+  for (rocksdb::ColumnFamilyDescriptor& family : families) {
+    family.options.disable_auto_compactions = true;
+  }
   std::vector<rocksdb::ColumnFamilyHandle*> handles;
   rocksdb::DB* raw_db = nullptr;
   RETURN_IF_ERROR(FromRocksStatus(rocksdb::DB::Open(db_options, dir, families, &handles, &raw_db)));
-  if (skipped_wal_entries != nullptr) *skipped_wal_entries = gaps.skipped();
+  if (skipped_wal_entries != nullptr) *skipped_wal_entries = gaps->skipped();
   return std::unique_ptr<RocksTier>(
-      new RocksTier(std::unique_ptr<rocksdb::DB>(raw_db), handles, dir, options));
+      new RocksTier(std::move(gaps), std::unique_ptr<rocksdb::DB>(raw_db), handles, dir, options));
 }
 
-RocksTier::RocksTier(std::unique_ptr<rocksdb::DB> db,
+RocksTier::RocksTier(std::unique_ptr<rocksdb::WalFilter> wal_filter,
+                     std::unique_ptr<rocksdb::DB> db,
                      std::vector<rocksdb::ColumnFamilyHandle*> handles, std::string dir,
                      const RocksTierOptions& options)
-    : db_(std::move(db)), handles_(std::move(handles)), dir_(std::move(dir)), options_(options) {
+    : wal_filter_(std::move(wal_filter)),
+      db_(std::move(db)),
+      handles_(std::move(handles)),
+      dir_(std::move(dir)),
+      options_(options) {}
+
+absl::Status RocksTier::Start() {
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    RETURN_IF_ERROR(
+        FromRocksStatus(db_->SetOptions(handle, {{"disable_auto_compactions", "false"}})));
+  }
   sizer_ = std::thread([this] { Measure(); });
   collector_ = std::thread([this] { Collect(); });
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> RocksTier::LiveFileNames() {
+  std::vector<std::string> names;
+  for (rocksdb::ColumnFamilyHandle* handle : handles_) {
+    rocksdb::ColumnFamilyMetaData meta;
+    db_->GetColumnFamilyMetaData(handle, &meta);
+    for (const rocksdb::LevelMetaData& level : meta.levels) {
+      for (const rocksdb::SstFileMetaData& table : level.files) {
+        names.push_back(std::filesystem::path(table.relative_filename).filename().string());
+      }
+    }
+    for (const rocksdb::BlobMetaData& blob : meta.blob_files) {
+      names.push_back(std::filesystem::path(blob.blob_file_name).filename().string());
+    }
+  }
+  return names;
 }
 
 RocksTier::~RocksTier() {

@@ -65,6 +65,7 @@ namespace rocksdb {
 class ColumnFamilyHandle;
 class DB;
 class Status;
+class WalFilter;
 }  // namespace rocksdb
 
 namespace kvtier::store {
@@ -223,10 +224,19 @@ class RocksTier {
   static absl::StatusOr<PageMeta> DecodeMeta(std::string_view value);
 
  private:
-  // Starts the sizer and the collector.
-  RocksTier(std::unique_ptr<rocksdb::DB> db, std::vector<rocksdb::ColumnFamilyHandle*> handles,
-            std::string dir, const RocksTierOptions& options);
+  // Opened with automatic compactions off; Start turns them on and starts
+  // the sizer and the collector.
+  RocksTier(std::unique_ptr<rocksdb::WalFilter> wal_filter, std::unique_ptr<rocksdb::DB> db,
+            std::vector<rocksdb::ColumnFamilyHandle*> handles, std::string dir,
+            const RocksTierOptions& options);
+  absl::Status Start();
+  // File names (no folder) of the table and blob files the database holds.
+  absl::StatusOr<std::vector<std::string>> LiveFileNames();
 
+  // rocks_recovery.cc: Open's ladder, before Start.
+  static absl::StatusOr<std::unique_ptr<RocksTier>> OpenOrRecover(const std::string& dir,
+                                                                  const RocksTierOptions& options,
+                                                                  RecoveryReport* report);
   // One attempt to open `dir`; *skipped_wal_entries (may be null) counts
   // the entries of WAL records skipped as corrupt, from sequence gaps.
   static absl::StatusOr<std::unique_ptr<RocksTier>> OpenOnce(const std::string& dir,
@@ -247,7 +257,9 @@ class RocksTier {
   bool WaitOrStop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(space_mu_);
   void StopSpaceThreads() ABSL_LOCKS_EXCLUDED(space_mu_);
 
-  // Const after construction.
+  // Const after construction. The WAL filter is in db_'s options: it goes
+  // after db_ is closed.
+  std::unique_ptr<rocksdb::WalFilter> wal_filter_;
   std::unique_ptr<rocksdb::DB> db_;
   // [default, pages, meta, pins]; owned, destroyed before db_.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
