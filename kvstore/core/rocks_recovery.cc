@@ -19,16 +19,20 @@
 //      (no copy; the damaged bytes stay there for an operator), a table
 //      named in the error is removed from the directory, and RocksDB's
 //      best-efforts recovery opens the newest state whose files are all
-//      present. That recovery drops the WAL. Page records whose metadata
-//      did not survive are deleted and counted lost.
+//      present. That recovery drops the WAL, so the WAL is first replayed
+//      (metadata only) into a scratch database in the quarantine folder,
+//      and the pages it held that do not come back are counted lost; page
+//      records whose metadata did not survive are deleted and counted lost.
 //   3. Start empty: the directory's files (all linked in quarantine) are
-//      removed and a new database is created; the metadata records still
-//      readable in the quarantined tables are counted lost.
+//      removed and a new database is created; the pages whose metadata is
+//      still readable in the quarantined tables or WAL are counted lost.
 // Every page that does come back is still verified against its checksum
 // by the store (in the background and on every read), so damage that
 // RocksDB did not notice is never served either.
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <system_error>
 
@@ -42,7 +46,10 @@
 #include "rocksdb/db.h"
 #include "rocksdb/options.h"
 #include "rocksdb/sst_file_reader.h"
+#include "rocksdb/comparator.h"
 #include "rocksdb/table_properties.h"
+#include "rocksdb/wal_filter.h"
+#include "rocksdb/write_batch.h"
 
 namespace kvtier::store {
 namespace {
@@ -112,12 +119,10 @@ absl::Status RemoveDatabaseFiles(const std::string& dir) {
   return absl::OkStatus();
 }
 
-// Pages whose metadata records are still readable in the tables of
-// `folder` but are not among `present`: what the directory lost, as far as
-// it can be known. A page deleted after the table was written counts too,
-// so this errs high.
-uint64_t CountMetaRecords(const std::string& folder,
-                          const std::vector<std::pair<PageKey, PageMeta>>& present = {}) {
+// Encoded keys of the pages whose metadata records are still readable in
+// the tables of `folder`. A page deleted after a table was written is
+// there too, so counts made from this err high.
+absl::flat_hash_set<std::string> TableMetaKeys(const std::string& folder) {
   absl::flat_hash_set<std::string> keys;
   std::error_code error;
   for (const fs::directory_entry& entry : fs::directory_iterator(folder, error)) {
@@ -129,6 +134,148 @@ uint64_t CountMetaRecords(const std::string& folder,
     std::unique_ptr<rocksdb::Iterator> it(reader.NewIterator(rocksdb::ReadOptions()));
     for (it->SeekToFirst(); it->Valid(); it->Next()) keys.insert(it->key().ToString());
   }
+  return keys;
+}
+
+// Keeps only the metadata family's entries of each WAL record (the page
+// bytes are not needed to know which pages the WAL held).
+class MetaOnlyWalFilter final : public rocksdb::WalFilter {
+ public:
+  explicit MetaOnlyWalFilter(uint32_t meta_family_id) : meta_id_(meta_family_id) {}
+  WalProcessingOption LogRecordFound(unsigned long long /*log_number*/,
+                                     const std::string& /*log_file_name*/,
+                                     const rocksdb::WriteBatch& batch,
+                                     rocksdb::WriteBatch* new_batch,
+                                     bool* batch_changed) override {
+    Copier copier(meta_id_, new_batch);
+    if (!batch.Iterate(&copier).ok()) return WalProcessingOption::kIgnoreCurrentRecord;
+    *batch_changed = true;
+    return WalProcessingOption::kContinueProcessing;
+  }
+  const char* Name() const override { return "kvtier-meta-only"; }
+
+ private:
+  class Copier final : public rocksdb::WriteBatch::Handler {
+   public:
+    Copier(uint32_t meta_id, rocksdb::WriteBatch* out) : meta_id_(meta_id), out_(out) {}
+    rocksdb::Status PutCF(uint32_t family, const rocksdb::Slice& key,
+                          const rocksdb::Slice& value) override {
+      return family == meta_id_ ? out_->Put(Family(), key, value) : rocksdb::Status::OK();
+    }
+    rocksdb::Status DeleteCF(uint32_t family, const rocksdb::Slice& key) override {
+      return family == meta_id_ ? out_->Delete(Family(), key) : rocksdb::Status::OK();
+    }
+    // Everything else kvtier never writes to the metadata family.
+    void LogData(const rocksdb::Slice& /*blob*/) override {}
+
+   private:
+    // The replay database has the same families in the same order, so the
+    // id carries over; WriteBatch needs a handle, which the id stands for.
+    rocksdb::ColumnFamilyHandle* Family() { return &handle_; }
+    class IdHandle final : public rocksdb::ColumnFamilyHandle {
+     public:
+      explicit IdHandle(uint32_t id) : id_(id) {}
+      const std::string& GetName() const override { return name_; }
+      uint32_t GetID() const override { return id_; }
+      rocksdb::Status GetDescriptor(rocksdb::ColumnFamilyDescriptor*) override {
+        return rocksdb::Status::NotSupported();
+      }
+      const rocksdb::Comparator* GetComparator() const override {
+        return rocksdb::BytewiseComparator();
+      }
+
+     private:
+      uint32_t id_;
+      std::string name_ = RocksTier::kMetaFamily;
+    };
+    uint32_t meta_id_;
+    rocksdb::WriteBatch* out_;
+    IdHandle handle_{meta_id_};
+  };
+  uint32_t meta_id_;
+};
+
+// File number of a RocksDB file name ("000012.log", "MANIFEST-000005"), or 0.
+uint64_t FileNumberOf(const std::string& name) {
+  const size_t digits = name.find_first_of("0123456789");
+  if (digits == std::string::npos) return 0;
+  uint64_t number = 0;
+  for (size_t i = digits; i < name.size() && name[i] >= '0' && name[i] <= '9'; ++i) {
+    number = number * 10 + static_cast<uint64_t>(name[i] - '0');
+  }
+  return number;
+}
+
+// Encoded keys of the pages whose metadata the WAL files of `folder` (a
+// quarantine folder) still hold, as the WAL leaves them: RocksDB replays
+// them into a new database in folder/wal-replay/, which is removed after.
+// Records that fail their checksums are skipped.
+absl::StatusOr<absl::flat_hash_set<std::string>> WalMetaKeys(const std::string& folder) {
+  std::vector<fs::path> logs;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(folder, error)) {
+    if (entry.path().extension() == ".log") logs.push_back(entry.path());
+  }
+  std::sort(logs.begin(), logs.end(), [](const fs::path& a, const fs::path& b) {
+    return FileNumberOf(a.filename().string()) < FileNumberOf(b.filename().string());
+  });
+  absl::flat_hash_set<std::string> keys;
+  if (logs.empty()) return keys;
+  const fs::path replay = fs::path(folder) / "wal-replay";
+  fs::remove_all(replay, error);
+  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
+      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
+      {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
+      {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
+      {RocksTier::kPinsFamily, rocksdb::ColumnFamilyOptions()},
+  };
+  auto open = [&](rocksdb::DBOptions db_options) -> absl::Status {
+    db_options.create_if_missing = true;
+    db_options.create_missing_column_families = true;
+    std::vector<rocksdb::ColumnFamilyHandle*> handles;
+    rocksdb::DB* raw = nullptr;
+    RETURN_IF_ERROR(FromRocksStatus(
+        rocksdb::DB::Open(db_options, replay.string(), families, &handles, &raw)));
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
+    for (it->SeekToFirst(); it->Valid(); it->Next()) keys.insert(it->key().ToString());
+    absl::Status status = FromRocksStatus(it->status());
+    it.reset();
+    for (rocksdb::ColumnFamilyHandle* handle : handles) {
+      status.Update(FromRocksStatus(db->DestroyColumnFamilyHandle(handle)));
+    }
+    status.Update(FromRocksStatus(db->Close()));
+    return status;
+  };
+  // A new database, then the old WAL files linked in after its own
+  // numbers, in their order: the next open replays them.
+  RETURN_IF_ERROR(open(rocksdb::DBOptions()));
+  uint64_t next = 0;
+  for (const fs::directory_entry& entry : fs::directory_iterator(replay, error)) {
+    next = std::max(next, FileNumberOf(entry.path().filename().string()));
+  }
+  for (const fs::path& log : logs) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "%06llu.log", static_cast<unsigned long long>(++next));
+    fs::create_hard_link(log, replay / name, error);
+    if (error) {
+      return absl::InternalError(absl::StrCat("cannot link ", log.string(), ": ", error.message()));
+    }
+  }
+  MetaOnlyWalFilter filter(/*meta_family_id=*/2);
+  rocksdb::DBOptions replay_options;
+  replay_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords;
+  replay_options.wal_filter = &filter;
+  keys.clear();
+  const absl::Status replayed = open(replay_options);
+  fs::remove_all(replay, error);
+  RETURN_IF_ERROR(replayed);
+  return keys;
+}
+
+// How many of `keys` are not among `present`.
+uint64_t CountMissing(absl::flat_hash_set<std::string> keys,
+                      const std::vector<std::pair<PageKey, PageMeta>>& present) {
   for (const auto& [key, meta] : present) keys.erase(key.Encode());
   return keys.size();
 }
@@ -229,7 +376,7 @@ absl::Status SetAsideDropped(const std::string& dir, const Staged& staged,
     }
     report->quarantine_dir = folder;
     report->quarantined_files = dropped.size();
-    report->lost_pages = CountMetaRecords(folder, report->pages);
+    report->lost_pages = CountMissing(TableMetaKeys(folder), report->pages);
     report->damage = absl::StrCat(tables,
                                   " table and blob files in the directory are not part of the "
                                   "database (a damaged MANIFEST, or files of a job a crash "
@@ -304,6 +451,15 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
   ASSIGN_OR_RETURN(auto quarantine, LinkIntoQuarantine(dir));
   report->quarantine_dir = quarantine.first;
   report->quarantined_files = quarantine.second;
+  // What the WAL held, read before anything replaces it.
+  absl::flat_hash_set<std::string> wal_keys;
+  if (absl::StatusOr<absl::flat_hash_set<std::string>> keys = WalMetaKeys(report->quarantine_dir);
+      keys.ok()) {
+    wal_keys = *std::move(keys);
+  } else {
+    KVTIER_LOG(ERROR) << "cannot read the WAL of " << dir << " (" << keys.status()
+                      << "); pages only in it are lost uncounted";
+  }
   if (const std::string table = TableNamedIn(damage.message()); !table.empty()) {
     std::error_code error;
     fs::remove(table, error);  // linked in quarantine; best-efforts recovery goes without it
@@ -317,12 +473,14 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
       absl::StatusOr<uint64_t> orphans = (*tier)->DropPagesWithoutMeta();
       step = orphans.status();
       if (orphans.ok()) {
-        report->lost_pages = *orphans;
+        // Best-efforts recovery does not replay the WAL.
+        const uint64_t wal_only = CountMissing(wal_keys, report->pages);
+        report->lost_pages = *orphans + wal_only;
         KVTIER_LOG(ERROR) << "data directory " << dir << " recovered in part: "
                           << report->quarantined_files << " files set aside in "
-                          << report->quarantine_dir << ", " << report->lost_pages
-                          << " pages without metadata dropped (pages only in the WAL are "
-                          << "gone uncounted)";
+                          << report->quarantine_dir << "; " << *orphans
+                          << " pages without metadata dropped, " << wal_only
+                          << " pages that were only in the WAL lost";
         return tier;
       }
     }
@@ -340,10 +498,12 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
   ASSIGN_OR_RETURN(std::unique_ptr<RocksTier> tier,
                    OpenOnce(dir, options, /*best_efforts=*/false, nullptr));
   report->started_empty = true;
-  report->lost_pages = CountMetaRecords(report->quarantine_dir);
+  absl::flat_hash_set<std::string> lost = TableMetaKeys(report->quarantine_dir);
+  lost.insert(wal_keys.begin(), wal_keys.end());
+  report->lost_pages = lost.size();
   KVTIER_LOG(ERROR) << "data directory " << dir << " started empty; its files are in "
                     << report->quarantine_dir << "; about " << report->lost_pages
-                    << " pages lost (metadata records still readable there)";
+                    << " pages lost (metadata still readable in its tables and WAL)";
   return tier;
 }
 

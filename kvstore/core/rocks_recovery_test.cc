@@ -238,6 +238,26 @@ TEST(DamagedDirectoryTest, CorruptWalRecordIsSkippedAndCounted) {
       << "found " << o.found << ", lost " << o.stats.lost_pages;
 }
 
+// Recovery that cannot replay the WAL (best-efforts recovery, or starting
+// empty) still counts the pages that lived only there.
+TEST(DamagedDirectoryTest, PagesOnlyInTheWalOfADamagedDirectoryAreCounted) {
+  for (const char* damage : {"no CURRENT", "flipped MANIFEST"}) {
+    TempDir dir;
+    uint64_t on_disk = 0;
+    ASSERT_NO_FATAL_FAILURE(Fill(dir.path(), /*settle=*/false, &on_disk));
+    ASSERT_FALSE(Files(dir.path(), "", ".log").empty());
+    if (std::string(damage) == "no CURRENT") {
+      fs::remove(dir.path() + "/CURRENT");
+    } else {
+      ASSERT_NO_FATAL_FAILURE(FlipByte(Files(dir.path(), "MANIFEST", "").back(), 0.5));
+    }
+    const Outcome o = Reopen(dir.path());
+    EXPECT_GT(o.stats.set_aside_files, 0u) << damage;
+    EXPECT_EQ(o.found + o.stats.lost_pages, on_disk)
+        << damage << ": found " << o.found << ", lost " << o.stats.lost_pages;
+  }
+}
+
 TEST(DamagedDirectoryTest, ADirectoryInUseIsNotDamageAndIsLeftAlone) {
   TempDir dir;
   uint64_t on_disk = 0;
