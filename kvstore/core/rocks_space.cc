@@ -18,6 +18,8 @@ namespace {
 
 constexpr absl::Duration kMeasureEvery = absl::Milliseconds(50);
 constexpr absl::Duration kCollectEvery = absl::Milliseconds(200);
+// Flushes forced near the bound are at most this frequent.
+constexpr absl::Duration kFlushEvery = absl::Seconds(1);
 
 // Bytes the regular files directly in `dir` take on disk (allocated blocks,
 // as du counts them). A file RocksDB deletes during the walk counts 0.
@@ -88,7 +90,7 @@ void RocksTier::Measure() {
 }
 
 void RocksTier::Collect() {
-  if (options_.collect_garbage_bytes == 0) return;
+  if (options_.collect_garbage_bytes == 0 && options_.directory_bound_bytes == 0) return;
   while (WaitOrStop(kCollectEvery)) {
     if (absl::Status s = CollectOnce(); !s.ok()) {
       KVTIER_LOG(WARNING) << "blob garbage collection in " << dir_ << ": " << s;
@@ -98,6 +100,23 @@ void RocksTier::Collect() {
 
 absl::Status RocksTier::CollectOnce() {
   constexpr size_t kPagesIndex = 1;
+  // Near the bound: deleted pages free their bytes only once their
+  // tombstones are flushed and compacted, and flushing also frees WAL
+  // files. Without writes nothing would flush, and a directory at its
+  // bound (refusing writes) would stay there.
+  const uint64_t bound = options_.directory_bound_bytes;
+  if (bound != 0 && !HasRoomFor(bound / 8) && absl::Now() - last_pressure_flush_ > kFlushEvery) {
+    last_pressure_flush_ = absl::Now();
+    rocksdb::FlushOptions flush;
+    RETURN_IF_ERROR(FromRocksStatus(db_->Flush(flush, handles_)));
+    rocksdb::CompactRangeOptions compact;
+    compact.exclusive_manual_compaction = false;
+    compact.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kDisable;
+    const rocksdb::Status s = db_->CompactRange(compact, handles_[kPagesIndex], nullptr, nullptr);
+    if (s.IsIncomplete()) return absl::OkStatus();  // stopping
+    RETURN_IF_ERROR(FromRocksStatus(s));
+    pressure_flushes_.fetch_add(1, std::memory_order_relaxed);
+  }
   rocksdb::ColumnFamilyMetaData meta;
   db_->GetColumnFamilyMetaData(handles_[kPagesIndex], &meta);
   std::vector<BlobFileUse> files;

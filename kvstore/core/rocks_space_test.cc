@@ -79,6 +79,41 @@ TEST(RocksSpaceTest, HasRoomForSaysNoPastTheBoundOnceMeasured) {
   EXPECT_FALSE((*tier)->HasRoomFor(4096));
 }
 
+// A directory past its bound refuses writes, so nothing would flush: the
+// collector flushes and compacts, and deleted pages free their bytes.
+TEST(RocksSpaceTest, ADirectoryAtItsBoundShrinksWithoutWrites) {
+  TempDir dir;
+  RocksTierOptions options;  // 64 MiB memtables: 16 MiB never flush alone
+  options.blob_file_bytes = kMiB;
+  options.directory_bound_bytes = 8 * kMiB;
+  auto tier = RocksTier::Open(dir.path(), options);
+  ASSERT_TRUE(tier.ok()) << tier.status();
+  const PageLayout layout{.page_size = 64, .n_kv_heads = 4, .head_dim = 64, .dtype = DType::kF16};
+  std::vector<PageKey> keys;
+  std::vector<std::vector<uint8_t>> bytes;
+  for (uint64_t n = 0; n < 256; ++n) {  // 16 MiB of 64 KiB pages
+    keys.push_back(testing::Key(n));
+    bytes.push_back(testing::PageBytes(keys.back(), layout));
+  }
+  std::vector<RocksTier::PageWrite> writes;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    writes.push_back({.key = keys[i],
+                      .meta = {.layout = layout, .bytes = bytes[i].size(), .checksum = 1},
+                      .bytes = bytes[i]});
+  }
+  ASSERT_TRUE((*tier)->Put(writes).ok());
+  ASSERT_TRUE((*tier)->Delete(keys).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (((*tier)->directory_bytes() == 0 || (*tier)->directory_bytes() > 6 * kMiB) &&
+         absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  // What is left is RocksDB's MANIFEST, preallocated 4 MiB, and small
+  // files; the 16 MiB of pages (WAL, blob files) are gone.
+  EXPECT_LE((*tier)->directory_bytes(), 6 * kMiB);
+  EXPECT_GT((*tier)->pressure_flushes(), 0u);
+}
+
 TEST(RocksSpaceTest, NoBoundAlwaysHasRoom) {
   TempDir dir;
   auto tier = RocksTier::Open(dir.path());

@@ -27,7 +27,11 @@
 //     unpinned pages instead of writing them (StoreStats::disk_space_refusals);
 //   - the collector rewrites the oldest blob files once their garbage passes
 //     collect_garbage_bytes (OldestBlobFilesToCollect), never moving more
-//     live bytes than it frees.
+//     live bytes than it frees; and when the directory is within an eighth
+//     of its bound it flushes every family and compacts (at most once a
+//     second), because deleted pages count as garbage only once their
+//     tombstones are compacted, and a directory refusing writes would
+//     otherwise never flush.
 // RocksDB's own blob GC is off: it moved the live pages of the oldest
 // quarter of the files at every compaction, pages that LRU eviction was
 // about to delete anyway, and those copies held a 256 MiB cap's directory
@@ -205,10 +209,12 @@ class RocksTier {
   // a quarantine folder is the operator's); 0 before the first measure.
   uint64_t directory_bytes() const { return directory_bytes_.load(std::memory_order_relaxed); }
   uint64_t directory_bound_bytes() const { return options_.directory_bound_bytes; }
-  // Rewrites of old blob files the collector has run.
+  // Rewrites of old blob files the collector has run, and flushes it forced
+  // near the bound.
   uint64_t garbage_collections() const {
     return garbage_collections_.load(std::memory_order_relaxed);
   }
+  uint64_t pressure_flushes() const { return pressure_flushes_.load(std::memory_order_relaxed); }
 
   // rocks_pins.cc. Records pin_id's expiry and adds `added` to its pages,
   // in one atomic write.
@@ -270,6 +276,9 @@ class RocksTier {
   // Twice the page bytes written since the last measure began.
   std::atomic<uint64_t> written_since_measure_{0};
   std::atomic<uint64_t> garbage_collections_{0};
+  std::atomic<uint64_t> pressure_flushes_{0};
+  // Collector thread only.
+  absl::Time last_pressure_flush_ = absl::InfinitePast();
   absl::Mutex space_mu_;
   bool stopping_ ABSL_GUARDED_BY(space_mu_) = false;
   std::thread sizer_;

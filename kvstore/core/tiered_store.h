@@ -167,8 +167,7 @@ class TieredStore final : public Store {
   void UnlinkPinLocked(const PageKey& key, uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages past the disk high watermark and reserves
   // `bytes` of disk. False (nothing reserved) when the disk cannot take
-  // them: full of pinned pages, or its directory at its bound (then the
-  // oldest `bytes` of disk pages are dropped for the next page).
+  // them: full of pinned pages, or its directory at its bound.
   bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages in policy order until the disk's page bytes
   // are at most target_bytes, or only pinned pages are left.

@@ -178,11 +178,10 @@ bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
   // Demotions reserved but not yet written are not in the directory yet.
   if (!rocks_->HasRoomFor(demoting_bytes_ + bytes)) {
     // The directory is at its bound until RocksDB drops or rewrites blob
-    // files (rocks_tier.h, "Space"). The oldest disk pages make way (their
-    // blob files die first), so that the next page finds room, and this
-    // one is refused.
+    // files (rocks_tier.h, "Space"; the collector flushes and compacts
+    // when the directory nears its bound, so that pages already evicted
+    // free their bytes). Evicting more would not help before that.
     ++counters_.disk_space_refusals;
-    EvictDiskLocked(disk_used_bytes_ > bytes ? disk_used_bytes_ - bytes : 0);
     return false;
   }
   disk_used_bytes_ += bytes;
