@@ -16,8 +16,10 @@
 #include "common/absl_cycle_clock.h"
 #include "common/checksum.h"
 #include "common/log.h"
+#include "common/pem_file.h"
 #include "common/status_macros.h"
 #include "grpcpp/grpcpp.h"
+#include "grpcpp/security/credentials.h"
 #include "kvtier/v1/convert.h"
 
 namespace kvtier::client {
@@ -54,6 +56,14 @@ std::vector<std::pair<size_t, size_t>> Chunks(absl::Span<const uint64_t> sizes,
 }  // namespace
 
 absl::Status ClientOptions::Validate() const {
+  if (!tls && !(tls_ca_file.empty() && tls_cert_file.empty() && tls_key_file.empty() &&
+                tls_server_name.empty())) {
+    return absl::InvalidArgumentError("tls_ca_file, tls_cert_file, tls_key_file and "
+                                      "tls_server_name need tls");
+  }
+  if (tls_cert_file.empty() != tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert_file and tls_key_file go together");
+  }
   if (deadline_ms <= 0) {
     return absl::InvalidArgumentError(absl::StrFormat("deadline_ms %d must be > 0", deadline_ms));
   }
@@ -106,9 +116,24 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
   // One client, one connection: clients do not share a global subchannel,
   // so N clients give N connections (as N workers would).
   args.SetInt(GRPC_ARG_USE_LOCAL_SUBCHANNEL_POOL, 1);
+  std::shared_ptr<grpc::ChannelCredentials> credentials = grpc::InsecureChannelCredentials();
+  if (options.tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.tls_ca_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_root_certs, ReadPemFile(options.tls_ca_file, "tls_ca_file"));
+    }
+    if (!options.tls_cert_file.empty()) {
+      ASSIGN_OR_RETURN(ssl.pem_cert_chain, ReadPemFile(options.tls_cert_file, "tls_cert_file"));
+      ASSIGN_OR_RETURN(ssl.pem_private_key, ReadPemFile(options.tls_key_file, "tls_key_file"));
+    }
+    credentials = grpc::SslCredentials(ssl);
+    if (!options.tls_server_name.empty()) {
+      args.SetSslTargetNameOverride(options.tls_server_name);
+    }
+  }
   InitAbslCycleClock();  // before any connect: common/absl_cycle_clock.h
   std::shared_ptr<grpc::Channel> channel =
-      grpc::CreateCustomChannel(target, grpc::InsecureChannelCredentials(), args);
+      grpc::CreateCustomChannel(target, credentials, args);
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", target));
   }

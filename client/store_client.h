@@ -125,6 +125,19 @@ struct ClientOptions {
   // each default); clients share a data plane only when these are equal.
   ucx::UcxOptions ucx{};
 
+  // TLS, for a server with tls_cert_file (config.proto). Default false:
+  // plaintext, which servers accept only on loopback addresses.
+  bool tls = false;
+  // CAs that sign the server's certificate (PEM); empty: the system's.
+  std::string tls_ca_file{};
+  // mTLS (a server with tls_client_ca_file): this client's certificate
+  // chain and private key (PEM). Both or neither.
+  std::string tls_cert_file{};
+  std::string tls_key_file{};
+  // The name the server's certificate must carry, when the target's host
+  // is not it (an IP address, say). Empty: the target's host.
+  std::string tls_server_name{};
+
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
 };

@@ -1,9 +1,12 @@
 #include "testing/server_process.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -19,7 +22,6 @@
 #include "absl/strings/strip.h"
 #include "common/absl_cycle_clock.h"
 #include "absl/time/clock.h"
-#include "grpcpp/grpcpp.h"
 
 #ifndef KVTIER_SERVER_PATH
 #error "KVTIER_SERVER_PATH must name the kvtier-server binary"
@@ -98,6 +100,23 @@ TempDir::~TempDir() {
 
 std::string ServerProcess::BinaryPath() { return KVTIER_SERVER_PATH; }
 
+namespace {
+
+bool AcceptsConnections(int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  const bool connected =
+      connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
+  close(fd);
+  return connected;
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::vector<std::string>& args, const std::string& work_dir, absl::Duration timeout) {
   const std::string port_file = work_dir + "/port";
@@ -128,10 +147,14 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     }
     absl::SleepFor(absl::Milliseconds(10));
   }
-  InitAbslCycleClock();  // before any connect: common/absl_cycle_clock.h
-  auto channel = grpc::CreateChannel(server->target(), grpc::InsecureChannelCredentials());
-  if (!channel->WaitForConnected(absl::ToChronoTime(deadline))) {
-    return absl::DeadlineExceededError("kvtier-server did not accept a connection");
+  // Tests connect their own gRPC channels next (common/absl_cycle_clock.h).
+  InitAbslCycleClock();
+  // A TCP connect, not a gRPC channel: the server may speak TLS.
+  while (!AcceptsConnections(server->port_)) {
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError("kvtier-server did not accept a connection");
+    }
+    absl::SleepFor(absl::Milliseconds(10));
   }
   return server;
 }

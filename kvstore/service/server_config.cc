@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -49,6 +50,58 @@ absl::Status CheckListenAddress(const std::string& listen) {
   if (!ok) {
     return absl::InvalidArgumentError(
         absl::StrFormat("listen \"%s\" is not host:port (port 0-65535)", listen));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool IsLoopbackAddress(absl::string_view listen) {
+  const size_t colon = listen.rfind(':');
+  if (colon == absl::string_view::npos) return false;
+  const absl::string_view host = listen.substr(0, colon);
+  if (host == "localhost" || host == "[::1]") return true;
+  // 127.a.b.c with every part a decimal byte.
+  std::vector<absl::string_view> parts = absl::StrSplit(host, '.');
+  if (parts.size() != 4 || parts[0] != "127") return false;
+  for (absl::string_view part : parts) {
+    uint32_t value = 0;
+    if (part.empty() || part.size() > 3 || !absl::SimpleAtoi(part, &value) || value > 255 ||
+        part.find_first_not_of("0123456789") != absl::string_view::npos) {
+      return false;
+    }
+  }
+  return true;
+}
+
+namespace {
+
+absl::Status ResolveTls(const v1::ServerConfig& config, ServerSettings* s) {
+  s->tls_cert_file = config.tls_cert_file();
+  s->tls_key_file = config.tls_key_file();
+  s->tls_client_ca_file = config.tls_client_ca_file();
+  s->allow_insecure = config.allow_insecure();
+  s->enable_reflection = config.enable_reflection();
+  if (s->tls_cert_file.empty() != s->tls_key_file.empty()) {
+    return absl::InvalidArgumentError("tls_cert_file and tls_key_file go together");
+  }
+  if (!s->tls_client_ca_file.empty() && !s->tls()) {
+    return absl::InvalidArgumentError(
+        "tls_client_ca_file (mTLS) needs tls_cert_file and tls_key_file");
+  }
+  if (!s->tls() && !s->allow_insecure && !IsLoopbackAddress(s->listen)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "listen \"%s\" is not a loopback address and TLS is off: anyone who reaches it could "
+        "read and write every page; set tls_cert_file and tls_key_file, or allow_insecure",
+        s->listen));
+  }
+  if (s->tls() && s->ucx) {
+    if (config.has_ucx() && config.ucx() && !s->allow_insecure) {
+      return absl::InvalidArgumentError(
+          "ucx with TLS: the UCX data plane does not encrypt page bytes; leave ucx unset (page "
+          "bytes then travel inside TLS) or set allow_insecure");
+    }
+    if (!(config.has_ucx() && config.ucx())) s->ucx = false;
   }
   return absl::OkStatus();
 }
@@ -168,6 +221,7 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
     return absl::InvalidArgumentError(absl::StrCat("ucx_transports: ", valid.message()));
   }
   if (config.has_ucx_mutex_locks()) s.ucx_options.mutex_locks = config.ucx_mutex_locks();
+  RETURN_IF_ERROR(ResolveTls(config, &s));
   // The store's own checks (e.g. the RAM tier's smallest and largest size),
   // so that a configuration that resolves is one the store opens with.
   RETURN_IF_ERROR(o.Validate());

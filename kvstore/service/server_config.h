@@ -41,7 +41,19 @@ struct ServerSettings {
   uint64_t ucx_transfer_timeout_ms = 60'000;
   uint32_t ucx_max_sessions = 1024;
   ucx::UcxOptions ucx_options;  // ucx_transports, ucx_mutex_locks
+  // TLS (config.proto); all empty: plaintext.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
+  bool allow_insecure = false;
+  bool enable_reflection = false;
+
+  bool tls() const { return !tls_cert_file.empty(); }
 };
+
+// Whether the host of a host:port address is loopback: "localhost",
+// 127.0.0.0/8 in dotted decimal, or [::1].
+bool IsLoopbackAddress(absl::string_view listen);
 
 // Parses text-format `text`; `source` names it in errors. INVALID_ARGUMENT
 // with "source:line:column: message" on a syntax error or unknown field.

@@ -6,10 +6,13 @@
 #include <fstream>
 #include <string>
 
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
 namespace kvtier::store {
 namespace {
+
+using ::testing::HasSubstr;
 
 TEST(ServerConfigTest, EmptyConfigGivesDocumentedDefaults) {
   absl::StatusOr<ServerSettings> s = ResolveServerConfig(v1::ServerConfig());
@@ -44,10 +47,67 @@ TEST(ServerConfigTest, ListenAcceptsNamesIpv4AndBracketedIpv6) {
   for (const char* listen : {"localhost:0", "10.1.2.3:65535", "[::1]:50051", "[::]:7"}) {
     v1::ServerConfig c;
     c.set_listen(listen);
+    c.set_allow_insecure(true);  // plaintext beyond loopback
     absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
     ASSERT_TRUE(s.ok()) << listen << ": " << s.status();
     EXPECT_EQ(s->listen, listen);
   }
+}
+
+TEST(ServerConfigTest, PlaintextIsOnlyForLoopbackUnlessAllowed) {
+  for (const char* listen : {"localhost:1", "127.0.0.1:0", "127.255.0.9:2", "[::1]:3"}) {
+    v1::ServerConfig c;
+    c.set_listen(listen);
+    EXPECT_TRUE(ResolveServerConfig(c).ok()) << listen;
+    EXPECT_TRUE(IsLoopbackAddress(listen)) << listen;
+  }
+  for (const char* listen : {"0.0.0.0:1", "10.0.0.1:2", "[::]:3", "example.com:4", "127.0.0:5",
+                             "127.0.0.256:6", "127.0.0.1.2:7", "128.0.0.1:8", "127.0.0.01x:9"}) {
+    v1::ServerConfig c;
+    c.set_listen(listen);
+    EXPECT_FALSE(IsLoopbackAddress(listen)) << listen;
+    absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << listen;
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("not a loopback address")) << listen;
+    c.set_allow_insecure(true);
+    EXPECT_TRUE(ResolveServerConfig(c).ok()) << listen;
+    c.set_allow_insecure(false);
+    c.set_tls_cert_file("cert.pem");
+    c.set_tls_key_file("key.pem");
+    EXPECT_TRUE(ResolveServerConfig(c).ok()) << listen;
+  }
+}
+
+TEST(ServerConfigTest, TlsFilesGoTogetherAndTurnTheDataPlaneOff) {
+  v1::ServerConfig c;
+  c.set_tls_cert_file("cert.pem");
+  EXPECT_EQ(ResolveServerConfig(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.clear_tls_cert_file();
+  c.set_tls_client_ca_file("ca.pem");
+  EXPECT_EQ(ResolveServerConfig(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.set_tls_cert_file("cert.pem");
+  c.set_tls_key_file("key.pem");
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->tls());
+  EXPECT_EQ(s->tls_client_ca_file, "ca.pem");
+  // Page bytes stay inside TLS: no UCX data plane by default...
+  EXPECT_FALSE(s->ucx);
+  // ...and asking for it needs allow_insecure.
+  c.set_ucx(true);
+  EXPECT_EQ(ResolveServerConfig(c).status().code(), absl::StatusCode::kInvalidArgument);
+  c.set_allow_insecure(true);
+  s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_TRUE(s->ucx);
+}
+
+TEST(ServerConfigTest, ReflectionIsOffByDefault) {
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(v1::ServerConfig());
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->enable_reflection);
+  EXPECT_FALSE(s->tls());
+  EXPECT_FALSE(s->allow_insecure);
 }
 
 TEST(ServerConfigTest, UcxOptionsAreTakenFromTheConfig) {
@@ -67,7 +127,8 @@ TEST(ServerConfigTest, ParsesTextFormatAndOverridesWin) {
       "ram { capacity_bytes: 4096 policy: \"s3fifo\" high_watermark: 0.5 low_watermark: 0.25 }\n"
       "max_batch_pages: 8\n"
       "prefault_ram: true\n"
-      "log_level: \"debug\"\n",
+      "log_level: \"debug\"\n"
+      "allow_insecure: true\n",
       "test.conf");
   ASSERT_TRUE(c.ok()) << c.status();
   v1::ServerConfig overrides;

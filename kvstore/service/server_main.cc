@@ -30,7 +30,9 @@
 #include "absl/time/time.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "common/pem_file.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/security/server_credentials.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kvstore/core/store.h"
@@ -74,6 +76,13 @@ ABSL_FLAG(std::string, ucx_transports, "^tcp",
 ABSL_FLAG(bool, ucx_mutex_locks, true,
           "Mutex (else spinlock) for the data plane's UCX worker (UCX_USE_MT_MUTEX wins)");
 ABSL_FLAG(std::string, port_file, "", "Write the bound port here once listening");
+ABSL_FLAG(std::string, tls_cert_file, "", "TLS: the server's certificate chain (PEM)");
+ABSL_FLAG(std::string, tls_key_file, "", "TLS: the server's private key (PEM)");
+ABSL_FLAG(std::string, tls_client_ca_file, "",
+          "mTLS: CAs (PEM) that sign the client certificates the server requires");
+ABSL_FLAG(bool, allow_insecure, false,
+          "Allow plaintext on a non-loopback address, and the UCX data plane beside TLS");
+ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection");
 
 namespace kvtier::store {
 namespace {
@@ -150,6 +159,15 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("ucx_max_sessions")) c.set_ucx_max_sessions(absl::GetFlag(FLAGS_ucx_max_sessions));
   if (Given("ucx_transports")) c.set_ucx_transports(absl::GetFlag(FLAGS_ucx_transports));
   if (Given("ucx_mutex_locks")) c.set_ucx_mutex_locks(absl::GetFlag(FLAGS_ucx_mutex_locks));
+  if (Given("tls_cert_file")) c.set_tls_cert_file(absl::GetFlag(FLAGS_tls_cert_file));
+  if (Given("tls_key_file")) c.set_tls_key_file(absl::GetFlag(FLAGS_tls_key_file));
+  if (Given("tls_client_ca_file")) {
+    c.set_tls_client_ca_file(absl::GetFlag(FLAGS_tls_client_ca_file));
+  }
+  if (Given("allow_insecure")) c.set_allow_insecure(absl::GetFlag(FLAGS_allow_insecure));
+  if (Given("enable_reflection")) {
+    c.set_enable_reflection(absl::GetFlag(FLAGS_enable_reflection));
+  }
   return c;
 }
 
@@ -203,13 +221,33 @@ void KeepPageBuffersOnTheHeap(uint64_t max_inflight_bytes) {
   }
 }
 
-// Null (and *port 0) when the address cannot be bound.
+// TLS credentials from the configured PEM files (checked here, so that a
+// bad file is a clear error), or plaintext.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
+    const ServerSettings& settings) {
+  if (!settings.tls()) return grpc::InsecureServerCredentials();
+  grpc::SslServerCredentialsOptions ssl;
+  grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+  ASSIGN_OR_RETURN(pair.cert_chain, ReadPemFile(settings.tls_cert_file, "tls_cert_file"));
+  ASSIGN_OR_RETURN(pair.private_key, ReadPemFile(settings.tls_key_file, "tls_key_file"));
+  ssl.pem_key_cert_pairs.push_back(std::move(pair));
+  if (!settings.tls_client_ca_file.empty()) {
+    ASSIGN_OR_RETURN(ssl.pem_root_certs,
+                     ReadPemFile(settings.tls_client_ca_file, "tls_client_ca_file"));
+    ssl.client_certificate_request = GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY;
+  }
+  return grpc::SslServerCredentials(ssl);
+}
+
+// Null (and *port 0) when the address cannot be bound, or the TLS
+// certificate and key do not load.
 std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
+                                          std::shared_ptr<grpc::ServerCredentials> credentials,
                                           KvStoreService* service, int* port) {
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  if (settings.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(settings.listen, grpc::InsecureServerCredentials(), port);
+  builder.AddListeningPort(settings.listen, std::move(credentials), port);
   // Without this, a second server could bind the same port via SO_REUSEPORT
   // and silently share its traffic.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
@@ -227,6 +265,10 @@ std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
 
 void LogStartup(const ServerSettings& settings, int port, const StoreStats& recovered) {
   KVTIER_LOG(INFO) << "kvtier-server listening listen=" << settings.listen << " port=" << port
+                   << " tls=" << (settings.tls() ? (settings.tls_client_ca_file.empty()
+                                                        ? "on"
+                                                        : "on, client certificates required")
+                                                 : "off (plaintext)")
                    << " data_dir=" << settings.store.data_dir
                    << " max_batch_pages=" << settings.store.max_batch_pages
                    << " max_lookup_pages=" << settings.store.max_lookup_pages
@@ -296,6 +338,13 @@ int Run() {
     return 2;
   }
   SetMinLogLevel(settings->log_level);
+  absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
+      ServerCredentials(*settings);
+  if (!credentials.ok()) {
+    std::fprintf(stderr, "kvtier-server: %s\n",
+                 std::string(credentials.status().message()).c_str());
+    return 2;
+  }
   KeepPageBuffersOnTheHeap(settings->max_inflight_bytes);
   const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
@@ -311,11 +360,13 @@ int Run() {
   auto service = std::make_unique<KvStoreService>(store->get(), limits, data_plane.get());
 
   int port = 0;
-  std::unique_ptr<grpc::Server> server = BuildServer(*settings, service.get(), &port);
+  std::unique_ptr<grpc::Server> server =
+      BuildServer(*settings, *std::move(credentials), service.get(), &port);
   if (server == nullptr || port == 0) {
     std::fprintf(stderr,
-                 "kvtier-server: cannot listen on %s: address in use or not available\n",
-                 settings->listen.c_str());
+                 "kvtier-server: cannot listen on %s: address in use or not available%s\n",
+                 settings->listen.c_str(),
+                 settings->tls() ? ", or the TLS certificate and key do not load or match" : "");
     return 1;
   }
   if (const std::string path = absl::GetFlag(FLAGS_port_file); !path.empty()) {
