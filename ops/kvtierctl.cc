@@ -34,6 +34,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/store_client.h"
+#include "client/tls_flags.h"
 #include "common/checksum.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
@@ -92,6 +93,7 @@ Hash128 SeedFromFlags(const PageLayout& layout) {
 
 absl::StatusOr<std::unique_ptr<client::StoreClient>> ConnectFromFlags() {
   client::ClientOptions options;
+  client::ApplyTlsFlags(&options);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.max_batch_pages = absl::GetFlag(FLAGS_batch_pages);
   return client::StoreClient::Connect(absl::GetFlag(FLAGS_target), options);

@@ -1,6 +1,9 @@
 // Transport security of the real kvtier-server: TLS and mTLS through gRPC's
 // credentials (testing/tls/ holds the test certificates), plaintext only on
 // loopback unless --allow_insecure, and clear errors for bad files.
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -107,9 +110,7 @@ TEST_F(TlsTest, PagesRoundTripOverTls) {
 
 TEST_F(TlsTest, PlaintextBeyondLoopbackNeedsAllowInsecure) {
   absl::StatusOr<ExitResult> refused = ServerProcess::RunToExit(
-      {ServerProcess::BinaryPath(), "--listen=0.0.0.0:0", "--data_dir=" + dir_.path() + "/d",
-       "--noucx"},
-      dir_.path());
+      {"--listen=0.0.0.0:0", "--data_dir=" + dir_.path() + "/d", "--noucx"}, dir_.path());
   ASSERT_TRUE(refused.ok()) << refused.status();
   EXPECT_EQ(refused->exit_code, 2);
   EXPECT_THAT(refused->stderr_text, HasSubstr("not a loopback address"));
@@ -135,14 +136,34 @@ TEST_F(TlsTest, BadTlsFilesStopTheServerWithAClearError) {
        "TLS certificate and key do not load or match"},
   };
   for (const Case& c : cases) {
-    std::vector<std::string> args = {ServerProcess::BinaryPath(), "--listen=127.0.0.1:0",
-                                     "--data_dir=" + dir_.path() + "/d", "--noucx"};
+    std::vector<std::string> args = {"--listen=127.0.0.1:0", "--data_dir=" + dir_.path() + "/d",
+                                     "--noucx"};
     args.insert(args.end(), c.flags.begin(), c.flags.end());
     absl::StatusOr<ExitResult> exit = ServerProcess::RunToExit(args, dir_.path());
     ASSERT_TRUE(exit.ok()) << exit.status();
     EXPECT_NE(exit->exit_code, 0) << c.message;
     EXPECT_THAT(exit->stderr_text, HasSubstr(c.message));
   }
+}
+
+TEST_F(TlsTest, KvtierctlTakesTheTlsFlags) {
+  std::vector<std::string> args = ServerTls();
+  args.push_back("--tls_client_ca_file=" + Tls("ca.pem"));
+  ASSERT_NO_FATAL_FAILURE(Start(args));
+  // kvtierctl's exit status (it has per-RPC deadlines, so it ends).
+  auto run = [&](const std::vector<std::string>& flags) {
+    std::string cmd = absl::StrCat(KVTIERCTL_PATH, " --target=", server_->target(),
+                                   " --deadline_ms=5000");
+    for (const std::string& f : flags) absl::StrAppend(&cmd, " '", f, "'");
+    absl::StrAppend(&cmd, " stats > /dev/null 2>&1");
+    const int status = std::system(cmd.c_str());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  };
+  EXPECT_EQ(run({"--tls", "--tls_ca_file=" + Tls("ca.pem"), "--tls_cert_file=" + Tls("client.pem"),
+                 "--tls_key_file=" + Tls("client.key")}),
+            0);
+  EXPECT_NE(run({}), 0);
+  EXPECT_NE(run({"--tls", "--tls_ca_file=" + Tls("ca.pem")}), 0);
 }
 
 TEST_F(TlsTest, ClientTlsOptionsAreChecked) {

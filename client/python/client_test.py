@@ -9,14 +9,17 @@ import unittest
 import kvtier
 
 
+TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testing", "tls")
+
+
 class ServerFixture:
-    def __init__(self):
+    def __init__(self, extra=()):
         self.dir = tempfile.TemporaryDirectory()
         port_file = os.path.join(self.dir.name, "port")
         self.proc = subprocess.Popen(
             [os.environ["KVTIER_SERVER"], "--listen", "127.0.0.1:0", "--port_file", port_file,
              "--data_dir", os.path.join(self.dir.name, "data"), "--ram_bytes", str(64 << 20),
-             "--disk_bytes", str(256 << 20)],
+             "--disk_bytes", str(256 << 20), *extra],
             stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 30
         while not (os.path.exists(port_file) and open(port_file).read().strip()):
@@ -113,6 +116,49 @@ class ClientTest(unittest.TestCase):
             self.client.unpin(123456789)
         self.assertEqual(err.exception.code, "NOT_FOUND")
         self.assertEqual(self.client.stats()["put_pages"], before)
+
+
+class TlsClientTest(unittest.TestCase):
+    """The binding's TLS options against a server with mTLS."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = ServerFixture([
+            "--tls_cert_file", os.path.join(TLS_DIR, "server.pem"),
+            "--tls_key_file", os.path.join(TLS_DIR, "server.key"),
+            "--tls_client_ca_file", os.path.join(TLS_DIR, "ca.pem")])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+
+    def client(self, **tls):
+        return kvtier.StoreClient(self.server.target, deadline_ms=10000, max_attempts=1, **tls)
+
+    def test_mutual_tls_round_trip(self):
+        c = self.client(tls=True, tls_ca_file=os.path.join(TLS_DIR, "ca.pem"),
+                        tls_cert_file=os.path.join(TLS_DIR, "client.pem"),
+                        tls_key_file=os.path.join(TLS_DIR, "client.key"))
+        layout = kvtier.PageLayout(page_size=4, n_kv_heads=2, head_dim=8, dtype="f32")
+        key = bytes(range(16))
+        c.batch_put([(key, 0, layout, b"\x07" * layout.page_bytes)])
+        [(status, _tier, data)] = c.batch_get([(key, 0)])
+        self.assertEqual(status, "ok")
+        self.assertEqual(data, b"\x07" * layout.page_bytes)
+
+    def test_refused_without_tls_or_a_client_certificate(self):
+        for tls in ({}, {"tls": True, "tls_ca_file": os.path.join(TLS_DIR, "ca.pem")}):
+            with self.assertRaises(kvtier.StoreError) as caught:
+                self.client(**tls).stats()
+            self.assertEqual(caught.exception.code, "UNAVAILABLE")
+
+    def test_bad_options_raise_with_their_code(self):
+        with self.assertRaises(kvtier.StoreError) as caught:
+            self.client(tls_ca_file=os.path.join(TLS_DIR, "ca.pem"))  # without tls=True
+        self.assertEqual(caught.exception.code, "INVALID_ARGUMENT")
+        with self.assertRaises(kvtier.StoreError) as caught:
+            self.client(tls=True, tls_ca_file=os.path.join(TLS_DIR, "missing.pem"))
+        self.assertEqual(caught.exception.code, "NOT_FOUND")
 
 
 if __name__ == "__main__":

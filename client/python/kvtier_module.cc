@@ -116,10 +116,17 @@ py::dict MessageToDict(const google::protobuf::Message& message) {
 
 class PyStoreClient {
  public:
-  PyStoreClient(const std::string& target, int64_t deadline_ms, int max_attempts) {
+  PyStoreClient(const std::string& target, int64_t deadline_ms, int max_attempts, bool tls,
+                const std::string& tls_ca_file, const std::string& tls_cert_file,
+                const std::string& tls_key_file, const std::string& tls_server_name) {
     client::ClientOptions options;
     options.deadline_ms = deadline_ms;
     options.max_attempts = max_attempts;
+    options.tls = tls;
+    options.tls_ca_file = tls_ca_file;
+    options.tls_cert_file = tls_cert_file;
+    options.tls_key_file = tls_key_file;
+    options.tls_server_name = tls_server_name;
     client_ = ValueOrRaise(client::StoreClient::Connect(target, options));
   }
 
@@ -271,8 +278,15 @@ PYBIND11_MODULE(kvtier, m) {
       "h_0, h_1, ... of every full page of `tokens`.");
 
   py::class_<PyStoreClient>(m, "StoreClient")
-      .def(py::init<const std::string&, int64_t, int>(), py::arg("target"),
-           py::arg("deadline_ms") = 30000, py::arg("max_attempts") = 4)
+      .def(py::init<const std::string&, int64_t, int, bool, const std::string&,
+                    const std::string&, const std::string&, const std::string&>(),
+           py::arg("target"), py::arg("deadline_ms") = 30000, py::arg("max_attempts") = 4,
+           py::arg("tls") = false, py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
+           py::arg("tls_key_file") = "", py::arg("tls_server_name") = "",
+           "A client of kvtier-server at `target`. tls: connect with TLS; tls_ca_file: CAs "
+           "(PEM) that sign the server's certificate (empty: the system's); tls_cert_file, "
+           "tls_key_file: this client's certificate and key for mTLS; tls_server_name: the "
+           "name the server's certificate carries when the target's host is not it.")
       .def("batch_put", &PyStoreClient::BatchPut, py::arg("pages"),
            "pages: [(hash16, layer, PageLayout, bytes)] -> [already_present]")
       .def("batch_get", &PyStoreClient::BatchGet, py::arg("keys"),

@@ -20,7 +20,7 @@ std::string AsString(absl::Span<const uint8_t> bytes) {
 }
 
 absl::Status NoDataPlane() {
-  return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx)");
+  return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx, or TLS without allow_insecure)");
 }
 
 }  // namespace

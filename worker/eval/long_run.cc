@@ -123,7 +123,7 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
                       o.page_size));
   std::unique_ptr<worker::ClientPageStore> store;
   if (!o.target.empty()) {
-    ASSIGN_OR_RETURN(store, worker::ClientPageStore::Connect(o.target));
+    ASSIGN_OR_RETURN(store, worker::ClientPageStore::Connect(o.target, o.client));
     Say("pages are backed up to and recalled from kvtier-server at " + o.target);
   }
   std::unique_ptr<model::WorkerAttentionBackend> b;

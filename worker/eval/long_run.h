@@ -10,12 +10,14 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "client/store_client.h"
 #include "worker/model/loader/model_loader.h"
 
 namespace kvtier::eval {
 
 struct LongRunOptions {
   std::string target = "127.0.0.1:50051";  // kvtier-server; empty: in-process store
+  client::ClientOptions client;             // how to reach it (TLS)
   std::string policy = "arkvale";
   int prompt_tokens = 2048;  // passkey prompt size (at most)
   int steps = 96;            // greedy decode steps
