@@ -37,7 +37,8 @@ uint64_t DirectoryBytes(const std::string& dir) {
 
 }  // namespace
 
-size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t min_garbage_bytes) {
+size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t min_garbage_bytes,
+                                uint64_t max_moved_bytes) {
   uint64_t all_garbage = 0;
   for (const BlobFileUse& file : files) all_garbage += std::min(file.garbage_bytes, file.bytes);
   if (min_garbage_bytes == 0 || all_garbage < min_garbage_bytes) return 0;
@@ -52,6 +53,7 @@ size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t mi
     // A prefix never ends in a file that is mostly live: moving it would
     // free less than it copies.
     const bool worth_it = 2 * file_garbage >= file.bytes;
+    if (live > max_moved_bytes) break;
     if (worth_it && garbage >= min_garbage_bytes / 2 && live <= garbage) longest = k;
   }
   return longest;
@@ -128,7 +130,17 @@ absl::Status RocksTier::CollectOnce() {
   }
   std::sort(files.begin(), files.end(),
             [](const BlobFileUse& a, const BlobFileUse& b) { return a.number < b.number; });
-  const size_t oldest = OldestBlobFilesToCollect(files, options_.collect_garbage_bytes);
+  // The rewrite writes the pages it moves before RocksDB deletes the old
+  // files: it may use at most half the room left under the bound (the rest
+  // is for writes meanwhile). Near the bound only nearly dead files go.
+  uint64_t max_moved = UINT64_MAX;
+  if (bound != 0) {
+    const uint64_t used = directory_bytes_.load(std::memory_order_relaxed) +
+                          written_since_measure_.load(std::memory_order_relaxed);
+    max_moved = used < bound ? (bound - used) / 2 : 0;
+  }
+  const size_t oldest =
+      OldestBlobFilesToCollect(files, options_.collect_garbage_bytes, max_moved);
   if (oldest == 0) return absl::OkStatus();
   uint64_t garbage = 0;
   uint64_t bytes = 0;

@@ -58,6 +58,17 @@ TEST(OldestBlobFilesToCollectTest, TooLittleGarbageInAnyPrefixIsNotWorthARewrite
   EXPECT_EQ(OldestBlobFilesToCollect(Files({{8, 1}, {8, 1}, {8, 1}, {8, 3}}), 6 * kMiB), 0u);
 }
 
+TEST(OldestBlobFilesToCollectTest, MovesNoMoreThanTheRoomAllows) {
+  // Each file 1 MiB live: with room to move 2 MiB, two files; with none,
+  // none.
+  const auto files = Files({{8, 7}, {8, 7}, {8, 7}, {8, 7}});
+  EXPECT_EQ(OldestBlobFilesToCollect(files, 4 * kMiB), 4u);
+  EXPECT_EQ(OldestBlobFilesToCollect(files, 4 * kMiB, 2 * kMiB), 2u);
+  EXPECT_EQ(OldestBlobFilesToCollect(files, 4 * kMiB, kMiB / 2), 0u);
+  // Dead files move nothing and always go.
+  EXPECT_EQ(OldestBlobFilesToCollect(Files({{8, 8}, {8, 8}, {8, 4}}), 4 * kMiB, 0), 2u);
+}
+
 TEST(OldestBlobFilesToCollectTest, GarbagePastTheFileSizeCountsAsTheFile) {
   EXPECT_EQ(OldestBlobFilesToCollect(Files({{4, 9}, {4, 0}}), 4 * kMiB), 1u);
 }

@@ -27,7 +27,9 @@
 //     unpinned pages instead of writing them (StoreStats::disk_space_refusals);
 //   - the collector rewrites the oldest blob files once their garbage passes
 //     collect_garbage_bytes (OldestBlobFilesToCollect), never moving more
-//     live bytes than it frees; and when the directory is within an eighth
+//     live bytes than it frees, nor than half the room left under the bound
+//     (a rewrite writes the new files before the old ones go: unbounded,
+//     rewrites took a soak's directory to 1.2x its bound); and when the directory is within an eighth
 //     of its bound it flushes every family and compacts (at most once a
 //     second), because deleted pages count as garbage only once their
 //     tombstones are compacted, and a directory refusing writes would
@@ -106,10 +108,11 @@ struct BlobFileUse {
 // How many of the oldest blob files (sorted by number) to rewrite, or 0:
 // none while their garbage is below min_garbage_bytes in all. The longest
 // prefix that frees at least half of min_garbage_bytes, moves no more live
-// bytes than it frees, and ends in a file at least half garbage: under LRU
-// churn the oldest files are mostly garbage and the newest all live, so it
-// stops where the live ones begin.
-size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t min_garbage_bytes);
+// bytes than it frees nor than max_moved_bytes, and ends in a file at least
+// half garbage: under LRU churn the oldest files are mostly garbage and the
+// newest all live, so it stops where the live ones begin.
+size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t min_garbage_bytes,
+                                uint64_t max_moved_bytes = UINT64_MAX);
 
 // A pin as the "pins" family holds it.
 struct StoredPin {

@@ -21,7 +21,7 @@ import tempfile
 import time
 import traceback
 
-from benchutil import dir_bytes, memory_of
+from benchutil import dir_bytes_by_kind, memory_of
 from soak_client import (EXPECTED, LAYERS, OWN_KEYS, QUARANTINE_S, SHARED_KEYS, KeySpace, Pages,
                          client_main)
 
@@ -66,6 +66,7 @@ class Soak:
             self.server, self.target = start_server(args, self.run_dir)
         self.failures, self.notes = [], []
         self.peak_hwm = self.peak_dir = 0
+        self.peak_dir_kinds = {}
         n = args.inline_every
         self.inline = {c for c in range(args.clients) if n > 0 and c % n == n - 1}
 
@@ -78,8 +79,10 @@ class Soak:
         """Peak server RSS and data dir size; the current values."""
         mem = memory_of(self.server.pid) if self.server else {}
         self.peak_hwm = max(self.peak_hwm, mem.get("VmHWM", 0))
-        size = dir_bytes(self.data_dir) if self.server else 0
-        self.peak_dir = max(self.peak_dir, size)
+        kinds = dir_bytes_by_kind(self.data_dir) if self.server else {}
+        size = sum(kinds.values())
+        if size > self.peak_dir:
+            self.peak_dir, self.peak_dir_kinds = size, kinds
         return mem.get("VmRSS", 0), size
 
     def run_clients(self, ctl):
@@ -295,6 +298,8 @@ class Soak:
                   "peak %s" % ("yes" if alive else "NO", human(rss), human(self.peak_hwm),
                                self.peak_hwm / ram_cap, human(ram_cap), human(size),
                                human(self.peak_dir)))
+            print("  data dir at its peak: " + ", ".join(
+                "%s %s" % (k, human(v)) for k, v in sorted(self.peak_dir_kinds.items())))
             log = open(os.path.join(self.run_dir, "server.log")).read().splitlines()
             bad = [line for line in log if " WARNING " in line or " ERROR " in line]
             print("  server log: %d lines, %d warnings/errors%s" % (
