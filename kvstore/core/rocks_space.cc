@@ -18,6 +18,8 @@ namespace {
 
 constexpr absl::Duration kMeasureEvery = absl::Milliseconds(50);
 constexpr absl::Duration kCollectEvery = absl::Milliseconds(200);
+// A rewrite may always move this much (see CollectOnce).
+constexpr uint64_t kMinMoveBytes = uint64_t{8} << 20;
 // Flushes forced near the bound are at most this frequent.
 constexpr absl::Duration kFlushEvery = absl::Seconds(1);
 
@@ -131,13 +133,15 @@ absl::Status RocksTier::CollectOnce() {
   std::sort(files.begin(), files.end(),
             [](const BlobFileUse& a, const BlobFileUse& b) { return a.number < b.number; });
   // The rewrite writes the pages it moves before RocksDB deletes the old
-  // files: it may use at most half the room left under the bound (the rest
-  // is for writes meanwhile). Near the bound only nearly dead files go.
+  // files: it may use half the room left under the bound (the rest is for
+  // writes meanwhile), and at least kMinMoveBytes, a quarter of the margin between
+  // the bound and the directory's documented limit, so that a directory
+  // at its bound, full of files partly dead, still gets its room back.
   uint64_t max_moved = UINT64_MAX;
   if (bound != 0) {
     const uint64_t used = directory_bytes_.load(std::memory_order_relaxed) +
                           written_since_measure_.load(std::memory_order_relaxed);
-    max_moved = used < bound ? (bound - used) / 2 : 0;
+    max_moved = std::max(used < bound ? (bound - used) / 2 : 0, kMinMoveBytes);
   }
   const size_t oldest =
       OldestBlobFilesToCollect(files, options_.collect_garbage_bytes, max_moved);

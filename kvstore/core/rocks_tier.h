@@ -28,8 +28,10 @@
 //   - the collector rewrites the oldest blob files once their garbage passes
 //     collect_garbage_bytes (OldestBlobFilesToCollect), never moving more
 //     live bytes than it frees, nor than half the room left under the bound
-//     (a rewrite writes the new files before the old ones go: unbounded,
-//     rewrites took a soak's directory to 1.2x its bound); and when the directory is within an eighth
+//     but at least 8 MiB (a rewrite writes the new files before the old ones
+//     go: unbounded, rewrites took a soak's directory to 1.2x its bound;
+//     with no floor, a directory at its bound full of partly dead files
+//     could never rewrite them, and the disk tier emptied); and when the directory is within an eighth
 //     of its bound it flushes every family and compacts (at most once a
 //     second), because deleted pages count as garbage only once their
 //     tombstones are compacted, and a directory refusing writes would

@@ -11,6 +11,7 @@
 #include <memory>
 #include <system_error>
 
+#include "absl/time/clock.h"
 #include "kvstore/core/store.h"
 #include "testing/store_test_util.h"
 
@@ -69,7 +70,15 @@ TEST_P(DiskCapTest, ChurnKeepsTheDirectoryNearTheCap) {
     for (uint64_t i = 0; i < kBatch; ++i) keys.push_back(Key(n + i));
     ASSERT_TRUE(PutPages(*store, keys, Layout64K()).ok()) << n;
     if (churn.pin_every != 0 && n % churn.pin_every == 0) {
-      ASSERT_TRUE(store->Pin({Key(n)}, 3'600'000, 0).ok()) << n;
+      // A pin writes its page through to disk; while the directory is at
+      // its bound (this loop writes faster than RocksDB frees blob files)
+      // that is RESOURCE_EXHAUSTED, and a client tries again, as here.
+      absl::StatusOr<uint64_t> pin = store->Pin({Key(n)}, 3'600'000, 0);
+      for (int tries = 0; absl::IsResourceExhausted(pin.status()) && tries < 1000; ++tries) {
+        absl::SleepFor(absl::Milliseconds(10));
+        pin = store->Pin({Key(n)}, 3'600'000, 0);
+      }
+      ASSERT_TRUE(pin.ok()) << n << ": " << pin.status();
       ++pinned;
     }
     if (n % 64 == 0) peak = std::max(peak, DirectoryBytes(dir.path()));
@@ -83,7 +92,7 @@ TEST_P(DiskCapTest, ChurnKeepsTheDirectoryNearTheCap) {
       << "pages only leave by eviction";
   EXPECT_LE(peak, churn.disk_cap + churn.disk_cap / 10 + 64 * kMiB)
       << "peak " << (peak >> 20) << " MiB";
-  EXPECT_EQ(stats.data_dir_bound_bytes, churn.disk_cap + churn.disk_cap / 10 + 48 * kMiB);
+  EXPECT_EQ(stats.data_dir_bound_bytes, churn.disk_cap + churn.disk_cap / 10 + 32 * kMiB);
   if (churn.pin_every != 0) {
     // Only rewriting the files that hold pinned pages frees the rest.
     EXPECT_GT(stats.disk_garbage_collections, 0u);
