@@ -60,9 +60,12 @@ std::vector<std::string> ServerTls() {
 TEST_F(TlsTest, ATlsServerServesTlsClientsOnly) {
   ASSERT_NO_FATAL_FAILURE(Start(ServerTls()));
   EXPECT_EQ(StatsCode(TrustingClient()), absl::StatusCode::kOk);
-  // The certificate names localhost and 127.0.0.1: both targets verify.
-  EXPECT_EQ(StatsCode(TrustingClient(), absl::StrCat("localhost:", server_->port())),
-            absl::StatusCode::kOk);
+  // The certificate names localhost and 127.0.0.1: both verify. (The
+  // name is given, not resolved: gRPC's resolver, c-ares, leaks a few
+  // bytes per lookup that LeakSanitizer reports.)
+  client::ClientOptions by_name = TrustingClient();
+  by_name.tls_server_name = "localhost";
+  EXPECT_EQ(StatsCode(by_name), absl::StatusCode::kOk);
   // Plaintext never gets an answer.
   EXPECT_EQ(StatsCode(client::ClientOptions()), absl::StatusCode::kUnavailable);
   // Nor does a client that does not trust the server's CA.

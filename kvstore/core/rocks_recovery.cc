@@ -470,17 +470,23 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
     absl::Status step = tier.status();
     if (tier.ok()) step = ReadMeta(**tier, report);
     if (step.ok()) {
-      absl::StatusOr<uint64_t> orphans = (*tier)->DropPagesWithoutMeta();
+      absl::StatusOr<std::vector<std::string>> orphans = (*tier)->DropPagesWithoutMeta();
       step = orphans.status();
       if (orphans.ok()) {
-        // Best-efforts recovery does not replay the WAL.
-        const uint64_t wal_only = CountMissing(wal_keys, report->pages);
-        report->lost_pages = *orphans + wal_only;
+        // Best-efforts recovery does not replay the WAL. A page counts
+        // once, whether its record lost its metadata, or lived only in the
+        // WAL, or both (a record flushed, its metadata not).
+        absl::flat_hash_set<std::string> lost = wal_keys;
+        for (const auto& [key, meta] : report->pages) lost.erase(key.Encode());
+        const uint64_t wal_only = lost.size();
+        lost.insert(orphans->begin(), orphans->end());
+        report->lost_pages = lost.size();
         KVTIER_LOG(ERROR) << "data directory " << dir << " recovered in part: "
                           << report->quarantined_files << " files set aside in "
-                          << report->quarantine_dir << "; " << *orphans
+                          << report->quarantine_dir << "; " << orphans->size()
                           << " pages without metadata dropped, " << wal_only
-                          << " pages that were only in the WAL lost";
+                          << " pages that were only in the WAL lost, " << report->lost_pages
+                          << " lost in all";
         return tier;
       }
     }

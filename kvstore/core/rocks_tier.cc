@@ -350,7 +350,7 @@ absl::Status RocksTier::ForEachMeta(absl::FunctionRef<void(const PageKey&, const
   return FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch));
 }
 
-absl::StatusOr<uint64_t> RocksTier::DropPagesWithoutMeta() {
+absl::StatusOr<std::vector<std::string>> RocksTier::DropPagesWithoutMeta() {
   std::vector<std::string> orphans;
   {
     std::unique_ptr<rocksdb::Iterator> it(
@@ -372,7 +372,7 @@ absl::StatusOr<uint64_t> RocksTier::DropPagesWithoutMeta() {
     RETURN_IF_ERROR(FromRocksStatus(batch.Delete(handles_[kPagesIndex], key)));
   }
   RETURN_IF_ERROR(FromRocksStatus(db_->Write(rocksdb::WriteOptions(), &batch)));
-  return orphans.size();
+  return orphans;
 }
 
 }  // namespace kvtier::store

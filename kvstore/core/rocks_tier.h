@@ -254,8 +254,8 @@ class RocksTier {
                                                               const RocksTierOptions& options,
                                                               bool best_efforts,
                                                               uint64_t* skipped_wal_entries);
-  // Deletes page records that have no metadata; returns how many.
-  absl::StatusOr<uint64_t> DropPagesWithoutMeta();
+  // Deletes page records that have no metadata; returns their encoded keys.
+  absl::StatusOr<std::vector<std::string>> DropPagesWithoutMeta();
 
   // rocks_space.cc: the threads that keep the directory within its bound.
   // Measures the directory every kMeasureEvery until stopping.
