@@ -154,6 +154,9 @@ class TieredStore final : public Store {
   // caller has reserved the disk bytes.
   Demotion LeaseForDemotionLocked(const PageKey& key, PageEntry& entry)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Undoes LeaseForDemotionLocked and the caller's disk reservation for a
+  // demotion that will not be written.
+  void CancelDemotionLocked(const Demotion& demotion) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Writes leased pages to RocksDB (without mu_), then frees their slots,
   // or with keep_in_ram leaves them in RAM as clean pages (a pin's
   // write-through). Returns the write's status (also logged).

@@ -66,13 +66,7 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
       copies.push_back(LeaseForDemotionLocked(key, entry));
     }
     if (no_room > 0) {
-      for (const Demotion& d : copies) {
-        PageEntry& entry = index_.at(d.key);
-        entry.demoting = false;
-        --entry.readers;
-        disk_used_bytes_ -= d.meta.bytes;
-        demoting_bytes_ -= d.meta.bytes;
-      }
+      for (const Demotion& d : copies) CancelDemotionLocked(d);
       UndoPinLocked(pin_id, created, added);
       return absl::ResourceExhaustedError(
           absl::StrCat("the disk tier has no room for ", no_room,

@@ -85,6 +85,14 @@ TieredStore::Demotion TieredStore::LeaseForDemotionLocked(const PageKey& key, Pa
                   .slot = entry.slot};
 }
 
+void TieredStore::CancelDemotionLocked(const Demotion& d) {
+  PageEntry& entry = index_.at(d.key);
+  entry.demoting = false;
+  --entry.readers;
+  disk_used_bytes_ -= d.meta.bytes;
+  demoting_bytes_ -= d.meta.bytes;
+}
+
 absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, bool keep_in_ram) {
   if (demotions.empty()) return absl::OkStatus();
   std::vector<RocksTier::PageWrite> writes;
