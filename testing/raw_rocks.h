@@ -17,21 +17,14 @@ namespace kvtier::store::testing {
 
 class RawRocks {
  public:
-  // Family indexes, in RocksTier's order.
-  static constexpr size_t kPages = 1;
-  static constexpr size_t kMeta = 2;
-  static constexpr size_t kPins = 3;
-
   // Check ok() (an ASSERT inside a constructor cannot stop the test).
   explicit RawRocks(const std::string& dir) {
     rocksdb::DBOptions db_options;
     db_options.create_missing_column_families = true;
-    std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-        {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-        {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
-        {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
-        {RocksTier::kPinsFamily, rocksdb::ColumnFamilyOptions()},
-    };
+    std::vector<rocksdb::ColumnFamilyDescriptor> families;
+    for (const char* name : RocksTier::kFamilies) {
+      families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+    }
     rocksdb::DB* raw = nullptr;
     status_ = rocksdb::DB::Open(db_options, dir, families, &handles_, &raw);
     db_.reset(raw);
@@ -48,6 +41,7 @@ class RawRocks {
   bool ok() const { return status_.ok(); }
   std::string status() const { return status_.ToString(); }
   rocksdb::DB& db() { return *db_; }
+  // index: RocksTier::kPagesIndex, kMetaIndex or kPinsIndex.
   rocksdb::ColumnFamilyHandle* family(size_t index) { return handles_[index]; }
 
  private:

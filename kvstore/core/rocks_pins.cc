@@ -14,7 +14,6 @@
 namespace kvtier::store {
 namespace {
 
-constexpr size_t kPinsIndex = 3;
 constexpr size_t kIdBytes = 8;
 constexpr size_t kExpiryValueBytes = 1 + 8;
 // Pin ids count up from 1; one past this is damage, not a pin, and would

@@ -37,6 +37,7 @@
 #include <system_error>
 
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -83,23 +84,34 @@ absl::StatusOr<std::string> NewQuarantineFolder(const std::string& dir) {
   return folder;
 }
 
+// Hard-links the regular files of `dir` whose names `keep` accepts into
+// `folder`; returns their names.
+absl::StatusOr<std::vector<std::string>> LinkFiles(
+    const std::string& dir, const fs::path& folder,
+    absl::FunctionRef<bool(const std::string& name)> keep) {
+  std::vector<std::string> names;
+  std::error_code error;
+  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
+    const std::string name = entry.path().filename().string();
+    if (!entry.is_regular_file() || !keep(name)) continue;
+    fs::create_hard_link(entry.path(), folder / name, error);
+    if (error) {
+      return absl::InternalError(absl::StrCat("cannot link ", entry.path().string(), " into ",
+                                              folder.string(), ": ", error.message()));
+    }
+    names.push_back(name);
+  }
+  if (error) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", error.message()));
+  return names;
+}
+
 // Hard-links every regular file of `dir` (but LOCK) into a new quarantine
 // folder; returns the folder and the count.
 absl::StatusOr<std::pair<std::string, uint64_t>> LinkIntoQuarantine(const std::string& dir) {
   ASSIGN_OR_RETURN(const std::string folder, NewQuarantineFolder(dir));
-  std::error_code error;
-  uint64_t linked = 0;
-  for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
-    if (!entry.is_regular_file() || entry.path().filename() == "LOCK") continue;
-    fs::create_hard_link(entry.path(), fs::path(folder) / entry.path().filename(), error);
-    if (error) {
-      return absl::InternalError(absl::StrCat("cannot link ", entry.path().string(), " into ",
-                                              folder, ": ", error.message()));
-    }
-    ++linked;
-  }
-  if (error) return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", error.message()));
-  return std::make_pair(folder, linked);
+  ASSIGN_OR_RETURN(const std::vector<std::string> linked,
+                   LinkFiles(dir, folder, [](const std::string& name) { return name != "LOCK"; }));
+  return std::make_pair(folder, uint64_t{linked.size()});
 }
 
 // Removes every regular file of `dir` but LOCK (each is linked in
@@ -223,12 +235,10 @@ absl::StatusOr<absl::flat_hash_set<std::string>> WalMetaKeys(const std::string& 
   if (logs.empty()) return keys;
   const fs::path replay = fs::path(folder) / "wal-replay";
   fs::remove_all(replay, error);
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {RocksTier::kPagesFamily, rocksdb::ColumnFamilyOptions()},
-      {RocksTier::kMetaFamily, rocksdb::ColumnFamilyOptions()},
-      {RocksTier::kPinsFamily, rocksdb::ColumnFamilyOptions()},
-  };
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : RocksTier::kFamilies) {
+    families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  }
   auto open = [&](rocksdb::DBOptions db_options) -> absl::Status {
     db_options.create_if_missing = true;
     db_options.create_missing_column_families = true;
@@ -237,7 +247,8 @@ absl::StatusOr<absl::flat_hash_set<std::string>> WalMetaKeys(const std::string& 
     RETURN_IF_ERROR(FromRocksStatus(
         rocksdb::DB::Open(db_options, replay.string(), families, &handles, &raw)));
     std::unique_ptr<rocksdb::DB> db(raw);
-    std::unique_ptr<rocksdb::Iterator> it(db->NewIterator(rocksdb::ReadOptions(), handles[2]));
+    std::unique_ptr<rocksdb::Iterator> it(
+        db->NewIterator(rocksdb::ReadOptions(), handles[RocksTier::kMetaIndex]));
     for (it->SeekToFirst(); it->Valid(); it->Next()) keys.insert(it->key().ToString());
     absl::Status status = FromRocksStatus(it->status());
     it.reset();
@@ -262,7 +273,7 @@ absl::StatusOr<absl::flat_hash_set<std::string>> WalMetaKeys(const std::string& 
       return absl::InternalError(absl::StrCat("cannot link ", log.string(), ": ", error.message()));
     }
   }
-  MetaOnlyWalFilter filter(/*meta_family_id=*/2);
+  MetaOnlyWalFilter filter(RocksTier::kMetaIndex);
   rocksdb::DBOptions replay_options;
   replay_options.wal_recovery_mode = rocksdb::WALRecoveryMode::kSkipAnyCorruptedRecords;
   replay_options.wal_filter = &filter;
@@ -273,18 +284,21 @@ absl::StatusOr<absl::flat_hash_set<std::string>> WalMetaKeys(const std::string& 
   return keys;
 }
 
-// How many of `keys` are not among `present`.
-uint64_t CountMissing(absl::flat_hash_set<std::string> keys,
-                      const std::vector<std::pair<PageKey, PageMeta>>& present) {
+// `keys` (encoded) less those among `present`.
+absl::flat_hash_set<std::string> Missing(absl::flat_hash_set<std::string> keys,
+                                         const std::vector<std::pair<PageKey, PageMeta>>& present) {
   for (const auto& [key, meta] : present) keys.erase(key.Encode());
-  return keys.size();
+  return keys;
 }
 
 constexpr char kStagingPrefix[] = ".opening-";
 
-bool IsTableOrBlob(const fs::path& path) {
-  return path.extension() == ".sst" || path.extension() == ".blob";
+bool IsTableOrBlob(const std::string& name) {
+  const std::string extension = fs::path(name).extension().string();
+  return extension == ".sst" || extension == ".blob";
 }
+
+bool IsManifest(const std::string& name) { return name.rfind("MANIFEST-", 0) == 0; }
 
 // Hard links of a directory's table and blob files and its MANIFEST, made
 // before RocksDB opens it (which writes a new MANIFEST and deletes the
@@ -302,19 +316,12 @@ class Staged {
       return absl::InternalError(
           absl::StrCat("cannot make ", staged->folder_.string(), ": ", error.message()));
     }
-    for (const fs::directory_entry& entry : fs::directory_iterator(dir, error)) {
-      const std::string name = entry.path().filename().string();
-      const bool manifest = name.rfind("MANIFEST-", 0) == 0;
-      if (!entry.is_regular_file() || !(manifest || IsTableOrBlob(entry.path()))) continue;
-      fs::create_hard_link(entry.path(), staged->folder_ / name, error);
-      if (error) {
-        return absl::InternalError(absl::StrCat("cannot link ", entry.path().string(), " into ",
-                                                staged->folder_.string(), ": ", error.message()));
-      }
-      (manifest ? staged->manifests_ : staged->names_).push_back(name);
-    }
-    if (error) {
-      return absl::InternalError(absl::StrCat("cannot list ", dir, ": ", error.message()));
+    ASSIGN_OR_RETURN(std::vector<std::string> linked,
+                     LinkFiles(dir, staged->folder_, [](const std::string& name) {
+                       return IsManifest(name) || IsTableOrBlob(name);
+                     }));
+    for (std::string& name : linked) {
+      (IsManifest(name) ? staged->manifests_ : staged->names_).push_back(std::move(name));
     }
     return staged;
   }
@@ -376,7 +383,7 @@ absl::Status SetAsideDropped(const std::string& dir, const Staged& staged,
     }
     report->quarantine_dir = folder;
     report->quarantined_files = dropped.size();
-    report->lost_pages = CountMissing(TableMetaKeys(folder), report->pages);
+    report->lost_pages = Missing(TableMetaKeys(folder), report->pages).size();
     report->damage = absl::StrCat(tables,
                                   " table and blob files in the directory are not part of the "
                                   "database (a damaged MANIFEST, or files of a job a crash "
@@ -384,7 +391,6 @@ absl::Status SetAsideDropped(const std::string& dir, const Staged& staged,
     KVTIER_LOG(ERROR) << "data directory " << dir << ": " << report->damage << "; set aside in "
                       << folder << ", " << report->lost_pages << " pages lost";
   }
-  RemoveStaleStaging(dir);
   return absl::OkStatus();
 }
 
@@ -429,8 +435,8 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
       // A MANIFEST whose last record is damaged reads as if it ended
       // before that record: RocksDB opens an older state and deletes the
       // files only the lost records named. Those were linked aside first.
-      ASSIGN_OR_RETURN(const std::vector<std::string> live, (*tier)->LiveFileNames());
-      RETURN_IF_ERROR(SetAsideDropped(dir, *staged, live, report));
+      RETURN_IF_ERROR(SetAsideDropped(dir, *staged, (*tier)->LiveFileNames(), report));
+      RemoveStaleStaging(dir);
       if (skipped_entries > 0) {
         report->damage = absl::StrCat("WAL records that failed their checksums: ",
                                       skipped_entries, " entries skipped");
@@ -476,8 +482,7 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOrRecover(const std::s
         // Best-efforts recovery does not replay the WAL. A page counts
         // once, whether its record lost its metadata, or lived only in the
         // WAL, or both (a record flushed, its metadata not).
-        absl::flat_hash_set<std::string> lost = wal_keys;
-        for (const auto& [key, meta] : report->pages) lost.erase(key.Encode());
+        absl::flat_hash_set<std::string> lost = Missing(wal_keys, report->pages);
         const uint64_t wal_only = lost.size();
         lost.insert(orphans->begin(), orphans->end());
         report->lost_pages = lost.size();

@@ -61,11 +61,14 @@ size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t mi
   return longest;
 }
 
+uint64_t RocksTier::UsedBytes() const {
+  return directory_bytes_.load(std::memory_order_relaxed) +
+         written_since_measure_.load(std::memory_order_relaxed);
+}
+
 bool RocksTier::HasRoomFor(uint64_t bytes) const {
   if (options_.directory_bound_bytes == 0) return true;
-  return directory_bytes_.load(std::memory_order_relaxed) +
-             written_since_measure_.load(std::memory_order_relaxed) + bytes <=
-         options_.directory_bound_bytes;
+  return UsedBytes() + bytes <= options_.directory_bound_bytes;
 }
 
 bool RocksTier::WaitOrStop(absl::Duration interval) {
@@ -103,24 +106,33 @@ void RocksTier::Collect() {
 }
 
 absl::Status RocksTier::CollectOnce() {
-  constexpr size_t kPagesIndex = 1;
-  // Near the bound: deleted pages free their bytes only once their
-  // tombstones are flushed and compacted, and flushing also frees WAL
-  // files. Without writes nothing would flush, and a directory at its
-  // bound (refusing writes) would stay there.
+  RETURN_IF_ERROR(FlushNearBound());
+  return RewriteOldestBlobFiles();
+}
+
+absl::Status RocksTier::FlushNearBound() {
+  // Deleted pages free their bytes only once their tombstones are flushed
+  // and compacted, and flushing also frees WAL files. Without writes
+  // nothing would flush, and a directory at its bound (refusing writes)
+  // would stay there.
   const uint64_t bound = options_.directory_bound_bytes;
-  if (bound != 0 && !HasRoomFor(bound / 8) && absl::Now() - last_pressure_flush_ > kFlushEvery) {
-    last_pressure_flush_ = absl::Now();
-    rocksdb::FlushOptions flush;
-    RETURN_IF_ERROR(FromRocksStatus(db_->Flush(flush, handles_)));
-    rocksdb::CompactRangeOptions compact;
-    compact.exclusive_manual_compaction = false;
-    compact.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kDisable;
-    const rocksdb::Status s = db_->CompactRange(compact, handles_[kPagesIndex], nullptr, nullptr);
-    if (s.IsIncomplete()) return absl::OkStatus();  // stopping
-    RETURN_IF_ERROR(FromRocksStatus(s));
-    pressure_flushes_.fetch_add(1, std::memory_order_relaxed);
+  if (bound == 0 || HasRoomFor(bound / 8) || absl::Now() - last_pressure_flush_ <= kFlushEvery) {
+    return absl::OkStatus();
   }
+  last_pressure_flush_ = absl::Now();
+  RETURN_IF_ERROR(FromRocksStatus(db_->Flush(rocksdb::FlushOptions(), handles_)));
+  rocksdb::CompactRangeOptions compact;
+  compact.exclusive_manual_compaction = false;
+  compact.blob_garbage_collection_policy = rocksdb::BlobGarbageCollectionPolicy::kDisable;
+  const rocksdb::Status s = db_->CompactRange(compact, handles_[kPagesIndex], nullptr, nullptr);
+  if (s.IsIncomplete()) return absl::OkStatus();  // stopping
+  RETURN_IF_ERROR(FromRocksStatus(s));
+  pressure_flushes_.fetch_add(1, std::memory_order_relaxed);
+  return absl::OkStatus();
+}
+
+absl::Status RocksTier::RewriteOldestBlobFiles() {
+  const uint64_t bound = options_.directory_bound_bytes;
   rocksdb::ColumnFamilyMetaData meta;
   db_->GetColumnFamilyMetaData(handles_[kPagesIndex], &meta);
   std::vector<BlobFileUse> files;
@@ -134,13 +146,13 @@ absl::Status RocksTier::CollectOnce() {
             [](const BlobFileUse& a, const BlobFileUse& b) { return a.number < b.number; });
   // The rewrite writes the pages it moves before RocksDB deletes the old
   // files: it may use half the room left under the bound (the rest is for
-  // writes meanwhile), and at least kMinMoveBytes, a quarter of the margin between
-  // the bound and the directory's documented limit, so that a directory
-  // at its bound, full of files partly dead, still gets its room back.
+  // writes meanwhile), and at least kMinMoveBytes, a quarter of the margin
+  // between the bound and the directory's documented limit, so that a
+  // directory at its bound, full of files partly dead, still gets its
+  // room back.
   uint64_t max_moved = UINT64_MAX;
   if (bound != 0) {
-    const uint64_t used = directory_bytes_.load(std::memory_order_relaxed) +
-                          written_since_measure_.load(std::memory_order_relaxed);
+    const uint64_t used = UsedBytes();
     max_moved = std::max(used < bound ? (bound - used) / 2 : 0, kMinMoveBytes);
   }
   const size_t oldest =
@@ -167,8 +179,8 @@ absl::Status RocksTier::CollectOnce() {
   RETURN_IF_ERROR(FromRocksStatus(s));
   garbage_collections_.fetch_add(1, std::memory_order_relaxed);
   KVTIER_LOG(DEBUG) << "rewrote the " << oldest << " oldest of " << files.size()
-                   << " blob files: " << (garbage >> 20) << " MiB garbage freed, "
-                   << ((bytes - garbage) >> 20) << " MiB of pages moved";
+                    << " blob files: " << (garbage >> 20) << " MiB garbage freed, "
+                    << ((bytes - garbage) >> 20) << " MiB of pages moved";
   return absl::OkStatus();
 }
 

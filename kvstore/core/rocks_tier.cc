@@ -17,8 +17,6 @@
 namespace kvtier::store {
 namespace {
 
-constexpr size_t kPagesIndex = 1;
-constexpr size_t kMetaIndex = 2;
 
 rocksdb::Slice AsSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.size()); }
 
@@ -142,12 +140,9 @@ absl::StatusOr<std::unique_ptr<RocksTier>> RocksTier::OpenOnce(const std::string
   db_options.max_manifest_file_size = 4 << 20;
   db_options.max_log_file_size = 4 << 20;
   db_options.keep_log_file_num = 2;
-  std::vector<rocksdb::ColumnFamilyDescriptor> families = {
-      {rocksdb::kDefaultColumnFamilyName, rocksdb::ColumnFamilyOptions()},
-      {kPagesFamily, PagesFamilyOptions(options)},
-      {kMetaFamily, rocksdb::ColumnFamilyOptions()},
-      {kPinsFamily, rocksdb::ColumnFamilyOptions()},
-  };
+  std::vector<rocksdb::ColumnFamilyDescriptor> families;
+  for (const char* name : kFamilies) families.emplace_back(name, rocksdb::ColumnFamilyOptions());
+  families[kPagesIndex].options = PagesFamilyOptions(options);
   // No compaction deletes a file until Start: Open compares the files the
   // database holds with those the directory held (rocks_recovery.cc).
   for (rocksdb::ColumnFamilyDescriptor& family : families) {
@@ -181,7 +176,7 @@ absl::Status RocksTier::Start() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<std::string>> RocksTier::LiveFileNames() {
+std::vector<std::string> RocksTier::LiveFileNames() {
   std::vector<std::string> names;
   for (rocksdb::ColumnFamilyHandle* handle : handles_) {
     rocksdb::ColumnFamilyMetaData meta;

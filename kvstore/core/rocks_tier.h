@@ -51,6 +51,7 @@
 #ifndef KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
 #define KVTIER_KVSTORE_CORE_ROCKS_TIER_H_
 
+#include <array>
 #include <atomic>
 #include <cstdint>
 #include <memory>
@@ -160,6 +161,14 @@ class RocksTier {
   static constexpr char kPagesFamily[] = "pages";
   static constexpr char kMetaFamily[] = "meta";
   static constexpr char kPinsFamily[] = "pins";
+  // Every column family, in the order the database was created with them:
+  // a family's index here is its RocksDB id and its handle's index.
+  // ("default" is RocksDB's own, unused.)
+  static constexpr std::array<const char*, 4> kFamilies = {"default", kPagesFamily, kMetaFamily,
+                                                           kPinsFamily};
+  static constexpr size_t kPagesIndex = 1;
+  static constexpr size_t kMetaIndex = 2;
+  static constexpr size_t kPinsIndex = 3;
   static constexpr uint8_t kFormatVersion = 1;
   static constexpr size_t kMetaValueBytes = 1 + PageLayout::kEncodedBytes + 8 + 8;
   // Page values at least this large go to blob files.
@@ -242,7 +251,7 @@ class RocksTier {
             const RocksTierOptions& options);
   absl::Status Start();
   // File names (no folder) of the table and blob files the database holds.
-  absl::StatusOr<std::vector<std::string>> LiveFileNames();
+  std::vector<std::string> LiveFileNames();
 
   // rocks_recovery.cc: Open's ladder, before Start.
   static absl::StatusOr<std::unique_ptr<RocksTier>> OpenOrRecover(const std::string& dir,
@@ -262,8 +271,16 @@ class RocksTier {
   void Measure() ABSL_LOCKS_EXCLUDED(space_mu_);
   // Collects blob garbage when due, checking every kCollectEvery.
   void Collect() ABSL_LOCKS_EXCLUDED(space_mu_);
-  // One look at the blob files, and a rewrite of the oldest when due.
+  // One round of the collector: FlushNearBound, then
+  // RewriteOldestBlobFiles.
   absl::Status CollectOnce();
+  // Flushes every family and compacts the pages, when the directory is
+  // within an eighth of its bound (at most once every kFlushEvery).
+  absl::Status FlushNearBound();
+  // Rewrites the oldest blob files when OldestBlobFilesToCollect says so.
+  absl::Status RewriteOldestBlobFiles();
+  // The directory as last measured plus what was written since (twice).
+  uint64_t UsedBytes() const;
   // Waits `interval` or until stopping; false once stopping.
   bool WaitOrStop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(space_mu_);
   void StopSpaceThreads() ABSL_LOCKS_EXCLUDED(space_mu_);
@@ -272,7 +289,7 @@ class RocksTier {
   // after db_ is closed.
   std::unique_ptr<rocksdb::WalFilter> wal_filter_;
   std::unique_ptr<rocksdb::DB> db_;
-  // [default, pages, meta, pins]; owned, destroyed before db_.
+  // One per kFamilies entry; owned, destroyed before db_.
   std::vector<rocksdb::ColumnFamilyHandle*> handles_;
   const std::string dir_;
   const RocksTierOptions options_;

@@ -151,7 +151,7 @@ TEST(PinPersistenceTest, MalformedPinRecordsAreDeletedAndCounted) {
   {
     RawRocks raw(dir.path());
     ASSERT_TRUE(raw.ok()) << raw.status();
-    auto* pins = raw.family(RawRocks::kPins);
+    auto* pins = raw.family(RocksTier::kPinsIndex);
     auto put = [&](const std::string& k, const std::string& v) {
       ASSERT_TRUE(raw.db().Put(rocksdb::WriteOptions(), pins, k, v).ok());
     };

@@ -358,7 +358,7 @@ TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
 void CorruptOnDisk(const std::string& dir, const PageKey& key) {
   testing::RawRocks raw(dir);
   ASSERT_TRUE(raw.ok()) << raw.status();
-  const auto pages = raw.family(testing::RawRocks::kPages);
+  const auto pages = raw.family(RocksTier::kPagesIndex);
   std::string value;
   ASSERT_TRUE(raw.db().Get(rocksdb::ReadOptions(), pages, key.Encode(), &value).ok());
   value[value.size() / 2] ^= 0x40;
@@ -377,7 +377,7 @@ TEST(CorruptionTest, MissingDiskValueIsLostNotNotFound) {
     testing::RawRocks raw(dir.path());
     ASSERT_TRUE(raw.ok()) << raw.status();
     ASSERT_TRUE(raw.db()
-                    .Delete(rocksdb::WriteOptions(), raw.family(testing::RawRocks::kPages),
+                    .Delete(rocksdb::WriteOptions(), raw.family(RocksTier::kPagesIndex),
                             Key(3).Encode())
                     .ok());
   }
