@@ -9,7 +9,7 @@ KVTIER_BUILD_DIR="${KVTIER_BUILD_DIR:-$KVTIER_ROOT/build}"
 KVTIER_DEBIAN_PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libabsl-dev libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc
-  libprotobuf-dev librocksdb-dev libucx-dev ucx-utils libxxhash-dev
+  libprotobuf-dev librocksdb-dev libucx-dev ucx-utils libxxhash-dev libssl-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev pybind11-dev
   python3 python3-dev python3-venv redis-server redis-tools
   clang libclang-rt-14-dev
