@@ -87,8 +87,13 @@ std::shared_ptr<const ClientDataPlane::Connection> ClientDataPlane::connection()
 
 absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPlane::Attach(
     const v1::OpenDataPlaneResponse& reply) {
-  if (reply.session_id() == 0 || reply.arena_bytes() == 0) {
-    return absl::InvalidArgumentError("OpenDataPlane reply without session or arena");
+  if (reply.session_id() == 0) {
+    return absl::InvalidArgumentError("OpenDataPlane reply without a session");
+  }
+  // A server that does not trust its clients with its memory sends no arena.
+  const bool arena = reply.arena_bytes() != 0 || !reply.arena_rkey().empty();
+  if (arena && (reply.arena_bytes() == 0 || reply.arena_rkey().empty())) {
+    return absl::InvalidArgumentError("OpenDataPlane reply with half an arena");
   }
   auto connection = std::make_shared<Connection>();
   connection->session_id = reply.session_id();
@@ -99,12 +104,15 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
   // UcxEndpoint::Flush: the wireup must be over before the session is used.
   RETURN_IF_ERROR(connection->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
   connection->am_transport = connection->endpoint->AmTransport();
-  ASSIGN_OR_RETURN(connection->arena_rkey,
-                   connection->endpoint->UnpackKey(reply.arena_rkey()));
-  // Not mapped is the common case off this host; the endpoint serves then.
-  if (absl::StatusOr<uint8_t*> mapped = connection->arena_rkey->MappedAddress(reply.arena_address());
-      mapped.ok()) {
-    connection->arena_mapped = *mapped;
+  if (arena) {
+    ASSIGN_OR_RETURN(connection->arena_rkey,
+                     connection->endpoint->UnpackKey(reply.arena_rkey()));
+    // Not mapped is the common case off this host; the endpoint serves then.
+    if (absl::StatusOr<uint8_t*> mapped =
+            connection->arena_rkey->MappedAddress(reply.arena_address());
+        mapped.ok()) {
+      connection->arena_mapped = *mapped;
+    }
   }
   std::shared_ptr<const Connection> replaced;  // closed outside mu_ (ReturnRegion says why)
   {

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <fstream>
 #include <memory>
 #include <string>
 #include <utility>
@@ -53,9 +54,39 @@ std::vector<std::pair<size_t, size_t>> Chunks(absl::Span<const uint64_t> sizes,
   return out;
 }
 
+// What servers accept as a token (kvstore/access: ValidateToken); checked
+// here too so that a bad one fails at Connect, not at every call.
+absl::Status CheckToken(absl::string_view token, absl::string_view what) {
+  if (token.size() < 16 || token.size() > 4096) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("%s: %d characters, need 16..4096", what, token.size()));
+  }
+  for (const char c : token) {
+    if (c < 0x21 || c > 0x7e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, ": only printable ASCII without spaces"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+// The first line of `path`, without its line ending.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat("token_file ", path, ": cannot read it"));
+  std::string line;
+  std::getline(in, line);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  RETURN_IF_ERROR(CheckToken(line, absl::StrCat("token_file ", path)));
+  return line;
+}
+
 }  // namespace
 
 absl::Status ClientOptions::Validate() const {
+  if (!token.empty() && !token_file.empty()) {
+    return absl::InvalidArgumentError("token and token_file: give one");
+  }
   if (!tls && !(tls_ca_file.empty() && tls_cert_file.empty() && tls_key_file.empty() &&
                 tls_server_name.empty())) {
     return absl::InvalidArgumentError("tls_ca_file, tls_cert_file, tls_key_file and "
@@ -137,7 +168,18 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
   if (channel == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat("cannot create a channel to ", target));
   }
-  return std::unique_ptr<StoreClient>(new StoreClient(target, std::move(channel), options));
+  std::string token = options.token;
+  if (!options.token_file.empty()) {
+    ASSIGN_OR_RETURN(token, ReadTokenFile(options.token_file));
+  }
+  if (!token.empty()) RETURN_IF_ERROR(CheckToken(token, "token"));
+  return std::unique_ptr<StoreClient>(
+      new StoreClient(target, std::move(channel), options, std::move(token)));
+}
+
+void StoreClient::AddCallMetadata(grpc::ClientContext* context) const {
+  if (!token_.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
+  if (options_.shared_namespace) context->AddMetadata("kvtier-namespace", "shared");
 }
 
 namespace {
@@ -167,8 +209,11 @@ absl::StatusOr<std::shared_ptr<ClientDataPlane>> DataPlaneFor(const std::string&
 }  // namespace
 
 StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
-                         const ClientOptions& options)
-    : options_(options), channel_(std::move(channel)), stub_(v1::KvStore::NewStub(channel_)) {
+                         const ClientOptions& options, std::string token)
+    : options_(options),
+      token_(std::move(token)),
+      channel_(std::move(channel)),
+      stub_(v1::KvStore::NewStub(channel_)) {
   if (options_.use_ucx) {
     absl::StatusOr<std::shared_ptr<ClientDataPlane>> plane =
         DataPlaneFor(target, options_.ucx, options_.ucx_share_data_plane);
@@ -190,6 +235,7 @@ absl::Status StoreClient::Call(Method<Request, Response> method, const Request& 
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() +
                          std::chrono::milliseconds(options_.deadline_ms));
+    AddCallMetadata(&context);
     response->Clear();
     status = v1::FromGrpcStatus((stub_.get()->*method)(&context, request, response));
     if (status.code() != absl::StatusCode::kUnavailable || attempt >= options_.max_attempts) {
@@ -334,9 +380,10 @@ absl::StatusOr<uint32_t> StoreClient::Delete(absl::Span<const PageKey> keys, boo
   return deleted;
 }
 
-absl::StatusOr<uint64_t> StoreClient::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                                          uint64_t pin_id) {
-  const bool create = pin_id == 0;
+absl::StatusOr<std::string> StoreClient::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                             std::string_view pin_id) {
+  const bool create = pin_id.empty();
+  std::string id(pin_id);
   size_t begin = 0;
   do {
     v1::PinRequest request;
@@ -344,26 +391,30 @@ absl::StatusOr<uint64_t> StoreClient::Pin(absl::Span<const PageKey> keys, uint64
       v1::KeyToProto(key, request.add_keys());
     }
     request.set_ttl_ms(ttl_ms);
-    request.set_pin_id(pin_id);
+    request.set_pin_id(id);
     v1::PinResponse response;
     absl::Status status = Call(&v1::KvStore::Stub::Pin, request, &response);
+    if (status.ok() && response.pin_id().empty()) {
+      // Else the next chunk would create a second pin instead of extending.
+      status = absl::InternalError("Pin: the server answered an empty pin_id");
+    }
     if (!status.ok()) {
-      if (create && pin_id != 0) {
+      if (create && !id.empty()) {
         // Best effort: the pin also expires with its TTL if this fails.
-        absl::Status released = Unpin(pin_id);
+        absl::Status released = Unpin(id);
         if (!released.ok()) status.SetPayload("kvtier.unpin", absl::Cord(released.ToString()));
       }
       return status;
     }
-    pin_id = response.pin_id();
+    id = std::move(*response.mutable_pin_id());
     begin += options_.max_batch_pages;
   } while (begin < keys.size());
-  return pin_id;
+  return id;
 }
 
-absl::Status StoreClient::Unpin(uint64_t pin_id) {
+absl::Status StoreClient::Unpin(std::string_view pin_id) {
   v1::UnpinRequest request;
-  request.set_pin_id(pin_id);
+  request.set_pin_id(pin_id.data(), pin_id.size());
   v1::UnpinResponse response;
   return Call(&v1::KvStore::Stub::Unpin, request, &response);
 }

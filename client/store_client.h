@@ -13,8 +13,9 @@
 //
 // Retries: an RPC that fails with UNAVAILABLE is retried with exponential
 // backoff and jitter, up to max_attempts in all. Every RPC of this API is
-// safe to repeat (pages are content-addressed) except Pin with pin_id 0,
-// which may then create a second pin; such a pin expires with its TTL.
+// safe to repeat (pages are content-addressed) except Pin with an empty
+// pin_id, which may then create a second pin; such a pin expires with its
+// TTL.
 // Each attempt has its own deadline (deadline_ms).
 //
 // Data plane: with use_ucx (the default) the client opens a UCX session on
@@ -42,6 +43,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -114,7 +116,9 @@ struct ClientOptions {
   // pages beyond it come inline. Default 64 MiB. Range [1 MiB, 2 GiB].
   uint64_t ucx_region_bytes = uint64_t{64} << 20;
   // After OpenDataPlane fails, calls use inline bytes for this long before
-  // trying again. Default 1000 ms. Must be > 0.
+  // trying again, twice as long after each further failure in a row (at
+  // most 64 times as long: a server whose data plane cannot reach this
+  // client is not asked every second). Default 1000 ms. Must be > 0.
   int64_t ucx_reopen_interval_ms = 1000;
   // Share the UCX data plane (worker, progress thread, session, arena
   // mapping) with this process's other clients of the same target: fewer
@@ -137,6 +141,18 @@ struct ClientOptions {
   // The name the server's certificate must carry, when the target's host
   // is not it (an IP address, say). Empty: the target's host.
   std::string tls_server_name{};
+
+  // Credentials, for a server with an access_file (config.proto): a bearer
+  // token sent with every call, given as is or as a file whose first line
+  // it is (so that it stays out of command lines). At most one; 16..4096
+  // printable ASCII characters without spaces. Default: none (a server
+  // without access_file, or mTLS with a client certificate it names).
+  std::string token{};
+  std::string token_file{};
+  // Act on the shared namespace instead of the caller's tenant (reading
+  // needs the credential's shared=read, writing shared=write). Default
+  // false.
+  bool shared_namespace = false;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -219,12 +235,18 @@ class StoreClient {
   // Returns how many of `keys` were stored and are now deleted.
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force = false);
 
-  // Creates (pin_id 0) or extends a pin; returns its id. A split request
-  // creates the pin with the first chunk and extends it with the others; if
-  // a later chunk fails, a pin created here is released again.
-  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                               uint64_t pin_id = 0);
-  absl::Status Unpin(uint64_t pin_id);
+  // Creates (empty pin_id) or extends a pin; returns its id, opaque bytes
+  // (the server's are 16) that only the pinning tenant can use. A split
+  // request creates the pin with the first chunk and extends it with the
+  // others; if a later chunk fails, a pin created here is released again.
+  // The server's codes (store.proto), e.g. INVALID_ARGUMENT for a pin_id
+  // that is not 16 bytes, NOT_FOUND for an unknown one; INTERNAL if the
+  // server answers an empty id.
+  absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                  std::string_view pin_id = {});
+  // NOT_FOUND for an empty, unknown or expired pin_id; INVALID_ARGUMENT for
+  // one that is neither empty nor 16 bytes.
+  absl::Status Unpin(std::string_view pin_id);
 
   absl::StatusOr<v1::StatsResponse> Stats();
 
@@ -237,7 +259,9 @@ class StoreClient {
   using Connection = ClientDataPlane::Connection;
 
   StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
-              const ClientOptions& options);
+              const ClientOptions& options, std::string token);
+  // The credentials and namespace every call carries.
+  void AddCallMetadata(grpc::ClientContext* context) const;
 
   template <typename Request, typename Response>
   using Method = grpc::Status (v1::KvStore::Stub::*)(grpc::ClientContext*, const Request&,
@@ -333,14 +357,17 @@ class StoreClient {
 
   // Const after construction.
   const ClientOptions options_;
+  // options_.token, or the one read from options_.token_file.
+  const std::string token_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::KvStore::Stub> stub_;
   // Null when use_ucx is off or UCX cannot start here. Shared with the
   // process's other clients of the same target (ucx_share_data_plane).
   std::shared_ptr<ClientDataPlane> data_plane_;
 
-  absl::Mutex open_mu_;  // guards next_open_
+  absl::Mutex open_mu_;
   absl::Time next_open_ ABSL_GUARDED_BY(open_mu_) = absl::InfinitePast();
+  int open_failures_ ABSL_GUARDED_BY(open_mu_) = 0;  // in a row
   struct Counters {
     std::atomic<uint64_t> sessions_opened{0};
     std::atomic<uint64_t> ucx_put_pages{0};

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/synchronization/mutex.h"
 #include "common/checksum.h"
 #include "gmock/gmock.h"
@@ -17,6 +18,15 @@
 
 namespace kvtier::client {
 namespace {
+
+constexpr size_t kPinIdBytes = 16;
+
+// `n` big-endian in 16 bytes: ids with NUL and high bytes in them.
+std::string PinIdBytes(uint64_t n) {
+  std::string id(kPinIdBytes, '\xff');
+  for (int i = 0; i < 8; ++i) id[kPinIdBytes - 1 - i] = static_cast<char>(n >> (8 * i));
+  return id;
+}
 
 // Keeps pages in a map; records the size of every batch it receives; fails
 // the next `fail_next` calls with `fail_code`.
@@ -58,21 +68,37 @@ class RecordingStore final : public v1::KvStore::Service {
     }
     return grpc::Status::OK;
   }
+  // Pin ids as the server's contract has them (store.proto): empty creates
+  // a pin with a fresh 16-byte id, other lengths are INVALID_ARGUMENT,
+  // unknown ids NOT_FOUND.
   grpc::Status Pin(grpc::ServerContext*, const v1::PinRequest* req,
                    v1::PinResponse* resp) override {
     absl::MutexLock lock(&mu_);
     if (grpc::Status s = MaybeFail(); !s.ok()) return s;
     pin_requests_.push_back(*req);
-    resp->set_pin_id(req->pin_id() == 0 ? 42 : req->pin_id());
-    if (fail_pin_extend_ && req->pin_id() != 0) {
-      return grpc::Status(grpc::StatusCode::NOT_FOUND, "key not stored");
+    std::string id = req->pin_id();
+    if (id.empty()) {
+      id = PinIdBytes(created_pins_.size() + 1);
+      created_pins_.push_back(id);
+      live_pins_.insert(id);
+    } else if (id.size() != kPinIdBytes) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "pin_id length");
+    } else if (fail_pin_extend_ || !live_pins_.contains(id)) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown pin or key not stored");
     }
+    if (!answer_empty_pin_id_) resp->set_pin_id(id);
     return grpc::Status::OK;
   }
   grpc::Status Unpin(grpc::ServerContext*, const v1::UnpinRequest* req,
                      v1::UnpinResponse*) override {
     absl::MutexLock lock(&mu_);
     unpinned_.push_back(req->pin_id());
+    if (!req->pin_id().empty() && req->pin_id().size() != kPinIdBytes) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "pin_id length");
+    }
+    if (live_pins_.erase(req->pin_id()) == 0) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "unknown pin");
+    }
     return grpc::Status::OK;
   }
   grpc::Status Stats(grpc::ServerContext*, const v1::StatsRequest*,
@@ -95,10 +121,13 @@ class RecordingStore final : public v1::KvStore::Service {
   std::vector<int> put_batches_ ABSL_GUARDED_BY(mu_);
   std::vector<int> get_batches_ ABSL_GUARDED_BY(mu_);
   std::vector<v1::PinRequest> pin_requests_ ABSL_GUARDED_BY(mu_);
-  std::vector<uint64_t> unpinned_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> unpinned_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::string> created_pins_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_set<std::string> live_pins_ ABSL_GUARDED_BY(mu_);
   int stats_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int failed_calls_ ABSL_GUARDED_BY(mu_) = 0;
   bool fail_pin_extend_ ABSL_GUARDED_BY(mu_) = false;
+  bool answer_empty_pin_id_ ABSL_GUARDED_BY(mu_) = false;
 
  private:
   grpc::Status MaybeFail() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -284,22 +313,74 @@ TEST_F(StoreClientTest, SplitPinExtendsThePinAndReleasesItOnFailure) {
   options.max_batch_pages = 2;
   std::unique_ptr<StoreClient> client = Connect(options);
   std::vector<PageKey> keys = {Key(1), Key(2), Key(3)};
-  absl::StatusOr<uint64_t> pin = client->Pin(keys, 1000);
+  absl::StatusOr<std::string> pin = client->Pin(keys, 1000);
   ASSERT_TRUE(pin.ok()) << pin.status();
-  EXPECT_EQ(*pin, 42u);
+  EXPECT_EQ(*pin, PinIdBytes(1));
   {
     absl::MutexLock lock(&service_.mu_);
     ASSERT_EQ(service_.pin_requests_.size(), 2u);
-    EXPECT_EQ(service_.pin_requests_[0].pin_id(), 0u);
+    EXPECT_EQ(service_.pin_requests_[0].pin_id(), "");
     EXPECT_EQ(service_.pin_requests_[0].keys_size(), 2);
-    EXPECT_EQ(service_.pin_requests_[1].pin_id(), 42u);
+    EXPECT_EQ(service_.pin_requests_[1].pin_id(), PinIdBytes(1));
     EXPECT_EQ(service_.pin_requests_[1].keys_size(), 1);
     EXPECT_EQ(service_.pin_requests_[1].ttl_ms(), 1000u);
     service_.fail_pin_extend_ = true;
   }
   EXPECT_EQ(client->Pin(keys, 1000).status().code(), absl::StatusCode::kNotFound);
   absl::MutexLock lock(&service_.mu_);
-  EXPECT_THAT(service_.unpinned_, ::testing::ElementsAre(42u));
+  // The second pin, created by the failed call's first chunk, is released.
+  EXPECT_THAT(service_.unpinned_, ::testing::ElementsAre(PinIdBytes(2)));
+  EXPECT_THAT(service_.live_pins_, ::testing::UnorderedElementsAre(PinIdBytes(1)));
+}
+
+TEST_F(StoreClientTest, PinIdsAreTheServersBytesUnchanged) {
+  std::unique_ptr<StoreClient> client = Connect(ClientOptions());
+  absl::StatusOr<std::string> first = client->Pin({Key(1)}, 1000);
+  absl::StatusOr<std::string> second = client->Pin({Key(1)}, 1000);
+  ASSERT_TRUE(first.ok()) << first.status();
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(first->size(), 16u);
+  EXPECT_EQ(*first, PinIdBytes(1));  // NUL bytes included
+  EXPECT_EQ(*second, PinIdBytes(2));
+  EXPECT_NE(*first, *second);
+  // Extending sends the id as given and returns it.
+  absl::StatusOr<std::string> extended = client->Pin({Key(2)}, 500, *first);
+  ASSERT_TRUE(extended.ok()) << extended.status();
+  EXPECT_EQ(*extended, *first);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    ASSERT_EQ(service_.pin_requests_.size(), 3u);
+    EXPECT_EQ(service_.pin_requests_[2].pin_id(), *first);
+    EXPECT_EQ(service_.pin_requests_[2].ttl_ms(), 500u);
+  }
+  EXPECT_TRUE(client->Unpin(*first).ok());
+  EXPECT_EQ(client->Unpin(*first).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->Pin({Key(2)}, 500, *first).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->Pin({Key(2)}, 500, "short").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreClientTest, UnpinReturnsTheServersCodeForBadIds) {
+  std::unique_ptr<StoreClient> client = Connect(ClientOptions());
+  EXPECT_EQ(client->Unpin("12345").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(client->Unpin(PinIdBytes(77)).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(client->Unpin("").code(), absl::StatusCode::kNotFound);
+  absl::MutexLock lock(&service_.mu_);
+  EXPECT_THAT(service_.unpinned_, ::testing::ElementsAre("12345", PinIdBytes(77), ""));
+}
+
+TEST_F(StoreClientTest, AnEmptyPinIdFromTheServerIsInternal) {
+  ClientOptions options;
+  options.max_batch_pages = 1;
+  std::unique_ptr<StoreClient> client = Connect(options);
+  {
+    absl::MutexLock lock(&service_.mu_);
+    service_.answer_empty_pin_id_ = true;
+  }
+  EXPECT_EQ(client->Pin({Key(1), Key(2)}, 1000).status().code(), absl::StatusCode::kInternal);
+  absl::MutexLock lock(&service_.mu_);
+  // Stopped after the first chunk: a second would have created another pin.
+  EXPECT_EQ(service_.pin_requests_.size(), 1u);
 }
 
 TEST_F(StoreClientTest, UnreachableServerIsUnavailableAfterBoundedAttempts) {

@@ -106,9 +106,13 @@ std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection(
   if (!connection.ok()) {
     KVTIER_LOG(INFO) << "data plane not opened, page bytes travel inline: "
                      << connection.status();
-    next_open_ = absl::Now() + absl::Milliseconds(options_.ucx_reopen_interval_ms);
+    constexpr int kMaxBackoffDoublings = 6;
+    next_open_ = absl::Now() + absl::Milliseconds(options_.ucx_reopen_interval_ms)
+                                   * (int64_t{1} << std::min(open_failures_, kMaxBackoffDoublings));
+    ++open_failures_;
     return nullptr;
   }
+  open_failures_ = 0;
   if (opened) ++counters_.sessions_opened;
   return *connection;
 }
@@ -231,6 +235,11 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   // Into a mapped arena, each page is hashed as it is copied, and the
   // checksums travel with CommitPut instead.
   const bool copy = !tagged && connection.arena_mapped != nullptr;
+  if (!tagged && connection.arena_rkey == nullptr) {
+    return absl::FailedPreconditionError(
+        "ucx_put_mode client_writes: the server gives clients no access to its arena "
+        "(trusted_local_clients is off); use server_reads or tagged");
+  }
   v1::ReservePutRequest request;
   request.set_session_id(connection.session_id);
   request.set_tagged(tagged);
@@ -267,6 +276,12 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   for (size_t i = 0; i < pages.size(); ++i) {
     const v1::PutSlot& slot = reserved.slots(static_cast<int>(i));
     if (slot.already_present()) continue;
+    if (tagged) {
+      // The server posted the receive for page i into the slot.
+      sends.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
+                       .tag = wire::PageTag(reserved.transfer_id(), static_cast<uint32_t>(i))});
+      continue;
+    }
     if (slot.arena_offset() > connection.arena_bytes ||
         pages[i].data.size() > connection.arena_bytes - slot.arena_offset()) {
       return abort(absl::InternalError(
@@ -277,12 +292,6 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
       commit.set_checksums(static_cast<int>(i),
                            CopyWithChecksum(connection.arena_mapped + slot.arena_offset(),
                                             pages[i].data.data(), pages[i].data.size()));
-      continue;
-    }
-    if (tagged) {
-      // The server posted the receive for page i into the slot.
-      sends.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),
-                       .tag = wire::PageTag(reserved.transfer_id(), static_cast<uint32_t>(i))});
       continue;
     }
     segments.push_back({.local = pages[i].data.data(), .bytes = pages[i].data.size(),

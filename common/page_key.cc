@@ -71,19 +71,30 @@ std::string Hash128::CanonicalString() const {
 std::string Hash128::ToHex() const { return absl::BytesToHexString(CanonicalString()); }
 
 std::string PageKey::Encode() const {
-  std::string out = hash.CanonicalString();
-  out.resize(kEncodedBytes);
-  for (int i = 0; i < 4; ++i) out[16 + i] = static_cast<char>(layer >> (8 * (3 - i)));
+  std::string out;
+  out.reserve(kTenantedBytes);
+  if (tenant != 0) {
+    for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>(tenant >> (8 * (7 - i))));
+  }
+  out += hash.CanonicalString();
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>(layer >> (8 * (3 - i))));
   return out;
 }
 
 absl::StatusOr<PageKey> PageKey::Decode(std::string_view bytes) {
-  if (bytes.size() != kEncodedBytes) {
+  if (bytes.size() != kUntenantedBytes && bytes.size() != kTenantedBytes) {
     return absl::InvalidArgumentError(
-        absl::StrFormat("encoded page key must be %zu bytes, got %zu", kEncodedBytes,
-                        bytes.size()));
+        absl::StrFormat("encoded page key must be %zu or %zu bytes, got %zu", kUntenantedBytes,
+                        kTenantedBytes, bytes.size()));
   }
   PageKey key;
+  if (bytes.size() == kTenantedBytes) {
+    for (int i = 0; i < 8; ++i) key.tenant = (key.tenant << 8) | static_cast<uint8_t>(bytes[i]);
+    if (key.tenant == 0) {
+      return absl::InvalidArgumentError("encoded page key of 28 bytes names tenant 0");
+    }
+    bytes.remove_prefix(8);
+  }
   key.hash = Hash128::FromCanonical(reinterpret_cast<const uint8_t*>(bytes.data()));
   for (int i = 0; i < 4; ++i) {
     key.layer = (key.layer << 8) | static_cast<uint8_t>(bytes[16 + i]);
@@ -92,7 +103,8 @@ absl::StatusOr<PageKey> PageKey::Decode(std::string_view bytes) {
 }
 
 std::string PageKey::DebugString() const {
-  return absl::StrFormat("%s/%u", hash.ToHex(), layer);
+  if (tenant == 0) return absl::StrFormat("%s/%u", hash.ToHex(), layer);
+  return absl::StrFormat("%016x:%s/%u", tenant, hash.ToHex(), layer);
 }
 
 Hash128 KeyChain::Seed(std::string_view tenant_salt, std::string_view model_fingerprint,

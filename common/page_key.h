@@ -54,15 +54,26 @@ struct Hash128 {
   }
 };
 
-// The key of one stored page: a chain hash and a layer index.
+// The key of one stored page: the tenant whose key space holds it, a chain
+// hash and a layer index. Clients name pages by (hash, layer) only; the
+// server sets `tenant` from the caller's authenticated identity, so two
+// tenants' equal prompts are two different pages.
 struct PageKey {
+  // The owning tenant's tag (kvstore/access: TenantTag). 0 is the
+  // anonymous tenant of a server without access control.
+  uint64_t tenant = 0;
   Hash128 hash{};
   uint32_t layer = 0;
 
-  // Storage encoding: canonical(hash) then BE-u32 layer (20 bytes), so that
-  // byte order groups a page's layers together.
-  static constexpr size_t kEncodedBytes = 20;
+  // Storage encoding: [BE-u64 tenant] canonical(hash) BE-u32 layer, so that
+  // byte order groups a tenant's pages, and a page's layers, together. The
+  // tenant is left out when it is 0 (20 bytes, the encoding of directories
+  // written before tenants existed, which keep their pages); else 28 bytes.
+  static constexpr size_t kUntenantedBytes = 20;
+  static constexpr size_t kTenantedBytes = 28;
   std::string Encode() const;
+  // INVALID_ARGUMENT unless `bytes` is a 20-byte encoding or a 28-byte one
+  // with a nonzero tenant (each key has exactly one encoding).
   static absl::StatusOr<PageKey> Decode(std::string_view bytes);
   std::string DebugString() const;
 
@@ -70,7 +81,7 @@ struct PageKey {
   friend auto operator<=>(const PageKey&, const PageKey&) = default;
   template <typename H>
   friend H AbslHashValue(H h, const PageKey& k) {
-    return H::combine(std::move(h), k.hash, k.layer);
+    return H::combine(std::move(h), k.tenant, k.hash, k.layer);
   }
 };
 

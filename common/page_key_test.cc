@@ -81,14 +81,30 @@ TEST(Hash128Test, FromBytesRejectsWrongLength) {
 }
 
 TEST(PageKeyTest, EncodeIsHashThenBigEndianLayer) {
-  PageKey key{Hash128{1, 2}, 0x01020304};
+  PageKey key{.hash = Hash128{1, 2}, .layer = 0x01020304};
   std::string enc = key.Encode();
-  ASSERT_EQ(enc.size(), PageKey::kEncodedBytes);
+  ASSERT_EQ(enc.size(), PageKey::kUntenantedBytes);
+  EXPECT_EQ(enc.substr(0, 16), key.hash.CanonicalString());
   EXPECT_EQ(enc.substr(16), std::string("\x01\x02\x03\x04", 4));
   auto back = PageKey::Decode(enc);
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(*back, key);
   EXPECT_EQ(PageKey::Decode("abc").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(PageKeyTest, ATenantPrefixesItsKeys) {
+  PageKey key{.tenant = 0x0a0b0c0d0e0f1011, .hash = Hash128{1, 2}, .layer = 5};
+  std::string enc = key.Encode();
+  ASSERT_EQ(enc.size(), PageKey::kTenantedBytes);
+  EXPECT_EQ(enc.substr(0, 8), std::string("\x0a\x0b\x0c\x0d\x0e\x0f\x10\x11", 8));
+  EXPECT_EQ(enc.substr(8, 16), key.hash.CanonicalString());
+  EXPECT_EQ(enc.substr(24), std::string("\0\0\0\x05", 4));
+  EXPECT_EQ(*PageKey::Decode(enc), key);
+  // Each key has one encoding: tenant 0 is never written with its prefix.
+  EXPECT_EQ(PageKey::Decode(std::string(8, '\0') + enc.substr(8)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(PageKey::Decode(enc + "x").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(key, (PageKey{.hash = key.hash, .layer = key.layer}));
 }
 
 TEST(ChecksumTest, MatchesFixedVector) {

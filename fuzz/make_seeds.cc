@@ -85,7 +85,7 @@ void ServiceSeeds() {
   pin.set_ttl_ms(1000);
   seed(4, 0, pin, "pin");
   v1::UnpinRequest unpin;
-  unpin.set_pin_id(1);
+  unpin.set_pin_id(std::string(16, '\x01'));
   seed(5, 0, unpin, "unpin");
   v1::StatsRequest stats;
   seed(6, 0, stats, "stats");

@@ -39,6 +39,8 @@ struct Harness {
     plane_options.transfer_timeout_ms = 1000;
     plane_options.max_sessions = 4;
     plane_options.max_pending_transfers = 64;
+    // Every arena path open to the fuzzer too.
+    plane_options.expose_arena = true;
     plane = *store::UcxDataPlane::Create(store.get(), plane_options);
     service = std::make_unique<store::KvStoreService>(
         store.get(), store::ServiceLimits::FromStoreOptions(options), plane.get());
@@ -72,11 +74,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint32_t op = data[1];
   const std::string bytes(reinterpret_cast<const char*>(data + 2), size - 2);
   store::KvStoreService& s = *h->service;
+  // The session is tenant 0's: a call of tenant 1 must find it absent.
+  const store::Caller caller{.tenant = op % 4 == 3 ? 1u : 0u, .admin = true, .name = ""};
   switch (call % 14) {
     case 0: {
       v1::LookupRequest r;
       v1::LookupResponse out;
-      if (r.ParseFromString(bytes)) s.DoLookup(r, &out).IgnoreError();
+      if (r.ParseFromString(bytes)) s.DoLookup(caller, r, &out).IgnoreError();
       break;
     }
     case 1: {
@@ -84,7 +88,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::BatchPutResponse out;
       if (!r.ParseFromString(bytes)) break;
       if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session);
-      s.DoBatchPut(r, &out).IgnoreError();
+      s.DoBatchPut(caller, r, &out).IgnoreError();
       break;
     }
     case 2: {
@@ -93,24 +97,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!r.ParseFromString(bytes)) break;
       if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session);
       if (r.arena_session_id() == 1) r.set_arena_session_id(h->session);
-      s.DoBatchGet(r, &out).IgnoreError();
+      s.DoBatchGet(caller, r, &out).IgnoreError();
       break;
     }
     case 3: {
       v1::DeleteRequest r;
       v1::DeleteResponse out;
-      if (r.ParseFromString(bytes)) s.DoDelete(r, &out).IgnoreError();
+      if (r.ParseFromString(bytes)) s.DoDelete(caller, r, &out).IgnoreError();
       break;
     }
     case 4: {
       v1::PinRequest r;
       v1::PinResponse out;
-      if (r.ParseFromString(bytes)) s.DoPin(r, &out).IgnoreError();
+      if (r.ParseFromString(bytes)) s.DoPin(caller, r, &out).IgnoreError();
       break;
     }
     case 5: {
       v1::UnpinRequest r;
-      if (r.ParseFromString(bytes)) s.DoUnpin(r).IgnoreError();
+      if (r.ParseFromString(bytes)) s.DoUnpin(caller, r).IgnoreError();
       break;
     }
     case 6: {
@@ -123,10 +127,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (op % 8 != 0) break;
       v1::OpenDataPlaneRequest r;
       v1::OpenDataPlaneResponse out;
-      if (r.ParseFromString(bytes) && s.DoOpenDataPlane(r, &out).ok()) {
+      if (r.ParseFromString(bytes) && s.DoOpenDataPlane(caller, r, &out).ok()) {
         v1::CloseDataPlaneRequest close;
         close.set_session_id(out.session_id());
-        s.DoCloseDataPlane(close).IgnoreError();
+        s.DoCloseDataPlane(caller, close).IgnoreError();
       }
       break;
     }
@@ -134,7 +138,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::CloseDataPlaneRequest r;
       // Closing the open session would end the harness's reach.
       if (r.ParseFromString(bytes) && r.session_id() != h->session) {
-        s.DoCloseDataPlane(r).IgnoreError();
+        s.DoCloseDataPlane(caller, r).IgnoreError();
       }
       break;
     }
@@ -143,11 +147,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::ReservePutResponse out;
       if (!r.ParseFromString(bytes)) break;
       fuzz::UseSession(r, h->session);
-      if (s.DoReservePut(r, /*make_room=*/true, &out).ok()) {
+      if (s.DoReservePut(caller, r, /*make_room=*/true, &out).ok()) {
         v1::AbortPutRequest abort;
         abort.set_session_id(r.session_id());
         abort.set_transfer_id(out.transfer_id());
-        s.DoAbortPut(abort).IgnoreError();
+        s.DoAbortPut(caller, abort).IgnoreError();
       }
       break;
     }
@@ -156,14 +160,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::BatchPutResponse out;
       if (!r.ParseFromString(bytes)) break;
       fuzz::UseSession(r, h->session);
-      s.DoCommitPut(r, /*may_wait=*/false, &out).IgnoreError();
+      s.DoCommitPut(caller, r, /*may_wait=*/false, &out).IgnoreError();
       break;
     }
     case 11: {
       v1::AbortPutRequest r;
       if (!r.ParseFromString(bytes)) break;
       fuzz::UseSession(r, h->session);
-      s.DoAbortPut(r).IgnoreError();
+      s.DoAbortPut(caller, r).IgnoreError();
       break;
     }
     default:

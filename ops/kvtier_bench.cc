@@ -51,7 +51,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/store_client.h"
-#include "client/tls_flags.h"
+#include "client/security_flags.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
@@ -359,7 +359,7 @@ absl::Status Run() {
   std::vector<Worker> workers(*std::max_element(clients.begin(), clients.end()));
   for (Worker& w : workers) {
     client::ClientOptions options;
-    client::ApplyTlsFlags(&options);
+    client::ApplySecurityFlags(&options);
     options.use_ucx = absl::GetFlag(FLAGS_ucx);
     options.ucx_share_data_plane = absl::GetFlag(FLAGS_ucx_share_data_plane);
     const std::string mode = absl::GetFlag(FLAGS_ucx_put_mode);

@@ -9,7 +9,11 @@
 // Keys follow common/page_key.h. A text file is tokenized as one token per
 // byte (enough to compute reproducible chains without a model). Exit status
 // 0 on success, 1 on a failed call or check, 2 on a usage error.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -34,11 +38,13 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/store_client.h"
-#include "client/tls_flags.h"
+#include "client/security_flags.h"
 #include "common/checksum.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
+#include "common/secure_random.h"
 #include "common/status_macros.h"
+#include "kvstore/access/access_table.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
 ABSL_FLAG(int64_t, deadline_ms, 30000, "Deadline of each RPC, ms");
@@ -52,6 +58,8 @@ ABSL_FLAG(uint32_t, head_dim, 128, "Head dimension");
 ABSL_FLAG(std::string, dtype, "bf16", "f32, f16, bf16, fp8_e4m3 or int8");
 ABSL_FLAG(uint32_t, layers, 4, "Layers per page position (lookup, demo)");
 ABSL_FLAG(std::string, tokens, "", "lookup: comma-separated token ids");
+ABSL_FLAG(std::string, role, "tenant", "new-token: tenant or admin");
+ABSL_FLAG(std::string, shared, "none", "new-token: rights on the shared namespace: none, read, write");
 ABSL_FLAG(std::string, text, "", "lookup: a text file, one token per byte");
 ABSL_FLAG(std::string, manifest, "", "put-file/get-file: manifest path (default FILE.manifest)");
 ABSL_FLAG(uint32_t, prompt_tokens, 2048, "demo: tokens of the synthetic prompt");
@@ -93,7 +101,7 @@ Hash128 SeedFromFlags(const PageLayout& layout) {
 
 absl::StatusOr<std::unique_ptr<client::StoreClient>> ConnectFromFlags() {
   client::ClientOptions options;
-  client::ApplyTlsFlags(&options);
+  client::ApplySecurityFlags(&options);
   options.deadline_ms = absl::GetFlag(FLAGS_deadline_ms);
   options.max_batch_pages = absl::GetFlag(FLAGS_batch_pages);
   return client::StoreClient::Connect(absl::GetFlag(FLAGS_target), options);
@@ -393,17 +401,67 @@ absl::Status Demo(client::StoreClient& client) {
 
   // 5. Pins keep pages from being deleted.
   const size_t n_pin = std::min<size_t>(keys.size(), 16);
-  ASSIGN_OR_RETURN(uint64_t pin, client.Pin({keys.data(), n_pin}, 60'000));
+  ASSIGN_OR_RETURN(const std::string pin, client.Pin({keys.data(), n_pin}, 60'000));
   absl::Status refused = client.Delete({keys.data(), n_pin}).status();
-  std::printf("[7] pinned %zu pages (pin %llu); delete without force -> %s\n", n_pin,
-              static_cast<unsigned long long>(pin), refused.ToString().c_str());
+  std::printf("[7] pinned %zu pages (pin %s); delete without force -> %s\n", n_pin,
+              absl::BytesToHexString(pin).c_str(), refused.ToString().c_str());
   if (!absl::IsFailedPrecondition(refused)) {
     return absl::InternalError(absl::StrCat("deleting pinned pages answered ", refused.ToString()));
   }
   RETURN_IF_ERROR(client.Unpin(pin));
   std::printf("    unpinned\n");
   std::printf("[8] ");
-  return PrintStats(client);
+  absl::Status stats = PrintStats(client);
+  if (absl::IsPermissionDenied(stats)) {
+    // A tenant's session ends here: the store's counters are an admin's.
+    std::printf("store stats need the admin role; done\n");
+    return absl::OkStatus();
+  }
+  return stats;
+}
+
+// new-token TENANT OUT: a fresh random token (256 bits, hex) written to OUT,
+// readable by its owner only, and the access-file line that admits it,
+// which holds only its hash.
+absl::Status NewToken(const std::string& tenant, const std::string& out_path) {
+  RETURN_IF_ERROR(access::ValidateTenantName(tenant));
+  const std::string role = absl::GetFlag(FLAGS_role);
+  const std::string shared = absl::GetFlag(FLAGS_shared);
+  if (role != "tenant" && role != "admin") {
+    return absl::InvalidArgumentError(absl::StrCat("--role: \"", role, "\" is not tenant or admin"));
+  }
+  if (shared != "none" && shared != "read" && shared != "write") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--shared: \"", shared, "\" is not none, read or write"));
+  }
+  uint8_t bytes[32];
+  SecureRandomBytes(absl::MakeSpan(bytes));
+  const std::string token =
+      absl::BytesToHexString(std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
+  // O_EXCL: an existing token file is never overwritten.
+  const int fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create ", out_path, ": ", std::strerror(errno)));
+  }
+  const std::string line = token + "\n";
+  const bool written = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  if (close(fd) != 0 || !written) {
+    return absl::UnavailableError(absl::StrCat("cannot write ", out_path));
+  }
+  std::printf("tenant=%s role=%s token_sha256=%s shared=%s\n", tenant.c_str(), role.c_str(),
+              access::HashToken(token).c_str(), shared.c_str());
+  return absl::OkStatus();
+}
+
+// hash-token: the access-file hash of the token on standard input.
+absl::Status HashTokenFromStdin() {
+  std::string token;
+  std::getline(std::cin, token);
+  if (!token.empty() && token.back() == '\r') token.pop_back();
+  RETURN_IF_ERROR(access::ValidateToken(token));
+  std::printf("%s\n", access::HashToken(token).c_str());
+  return absl::OkStatus();
 }
 
 int Main(const std::vector<char*>& args) {
@@ -413,6 +471,16 @@ int Main(const std::vector<char*>& args) {
   };
   if (args.size() < 2) return usage();
   const std::string command = args[1];
+  // Commands that reach no server.
+  if ((command == "new-token" && args.size() == 4) || (command == "hash-token" && args.size() == 2)) {
+    const absl::Status status =
+        command == "new-token" ? NewToken(args[2], args[3]) : HashTokenFromStdin();
+    if (!status.ok()) {
+      std::fprintf(stderr, "kvtierctl %s: %s\n", command.c_str(), status.ToString().c_str());
+      return absl::IsInvalidArgument(status) ? 2 : 1;
+    }
+    return 0;
+  }
   absl::StatusOr<std::unique_ptr<client::StoreClient>> client = ConnectFromFlags();
   if (!client.ok()) {
     std::fprintf(stderr, "kvtierctl: %s\n", client.status().ToString().c_str());
@@ -449,6 +517,11 @@ int main(int argc, char** argv) {
       "  lookup --tokens 1,2,.. | --text FILE  stored prefix and tiers of a prompt\n"
       "  put-file FILE [--manifest PATH]       store FILE as pages, print keys\n"
       "  get-file OUT --manifest PATH          fetch, verify and write the pages\n"
-      "  demo [--prompt_tokens N] [--layers L] a short visible session");
+      "  demo [--prompt_tokens N] [--layers L] a short visible session\n"
+      "  new-token TENANT OUT [--role R] [--shared S]\n"
+      "                                        write a new token to OUT (mode 0600) and print\n"
+      "                                        the access-file line that admits it\n"
+      "  hash-token                            the access-file hash of the token on stdin\n"
+      "Credentials: --token_file FILE, or mTLS (--tls_cert_file, --tls_key_file).");
   return kvtier::ops::Main(absl::ParseCommandLine(argc, argv));
 }

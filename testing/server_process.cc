@@ -174,6 +174,19 @@ absl::StatusOr<ExitResult> ServerProcess::RunToExit(const std::vector<std::strin
   return ExitResult{.exit_code = *code, .stderr_text = ReadFile(stderr_path)};
 }
 
+std::string ServerProcess::StderrText() const {
+  std::ifstream in(stderr_path_);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::Status ServerProcess::Signal(int signal) {
+  if (pid_ < 0) return absl::FailedPreconditionError("not running");
+  if (kill(pid_, signal) != 0) return absl::ErrnoToStatus(errno, "kill");
+  return absl::OkStatus();
+}
+
 absl::StatusOr<ExitResult> ServerProcess::Stop(absl::Duration timeout, int signal) {
   if (pid_ < 0) return absl::FailedPreconditionError("not running");
   kill(pid_, signal);

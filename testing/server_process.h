@@ -65,7 +65,14 @@ class ServerProcess {
   ServerProcess& operator=(const ServerProcess&) = delete;
 
   int port() const { return port_; }
+  pid_t pid() const { return pid_; }
+  // What the server has written to stderr so far.
+  std::string StderrText() const;
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
+
+  // Sends `signal` and returns (SIGHUP: reload the access file).
+  // FAILED_PRECONDITION when the server is not running.
+  absl::Status Signal(int signal);
 
   // Sends `signal` (SIGTERM by default), then waits up to `timeout` for the
   // exit.

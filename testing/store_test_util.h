@@ -46,11 +46,12 @@ inline PageKey Key(uint64_t n, uint32_t layer = 0) {
   return PageKey{.hash = {.hi = 0x5eed, .lo = n}, .layer = layer};
 }
 
-// Deterministic bytes that differ for every (key, layout); eight at a time,
+// Deterministic bytes that differ for every (key, layout), the tenant
+// included; eight at a time,
 // so that tests writing hundreds of MiB stay fast in the checked build.
 inline std::vector<uint8_t> PageBytes(const PageKey& key, const PageLayout& layout) {
   std::vector<uint8_t> bytes(layout.PageBytes());
-  uint64_t x = key.hash.lo * 0x9e3779b97f4a7c15ull + key.layer + 1;
+  uint64_t x = key.hash.lo * 0x9e3779b97f4a7c15ull + key.layer + 1 + key.tenant * 0x2545f491ull;
   for (size_t i = 0; i < bytes.size(); i += sizeof(x)) {
     x ^= x << 13;
     x ^= x >> 7;

@@ -1,5 +1,6 @@
 // kvtierctl against the real kvtier-server: the demo session the main job
 // runs, the put-file/get-file round trip, lookup, and usage errors.
+#include <sys/stat.h>
 #include <sys/wait.h>
 
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kvstore/access/access_table.h"
 #include "testing/server_process.h"
 
 #ifndef KVTIERCTL_PATH
@@ -121,6 +123,83 @@ TEST_F(KvtierctlTest, UsageErrorsExitWithTwo) {
   r = RunCtl({target_, "get-file", dir_.path() + "/nothing"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_THAT(r.output, HasSubstr("needs --manifest"));
+}
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path);
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// new-token writes a fresh token readable by its owner only and prints the
+// access-file line that admits it; that line, in a server's access file,
+// lets kvtierctl in with --token_file and no other way.
+TEST(KvtierctlTokenTest, NewTokenAdmitsItsHolderAsItsTenantAndRole) {
+  TempDir dir;
+  const std::string admin_token = dir.path() + "/admin.token";
+  const std::string tenant_token = dir.path() + "/acme.token";
+  CtlResult admin = RunCtl({"new-token", "ops", admin_token, "--role=admin"});
+  ASSERT_EQ(admin.exit_code, 0) << admin.output;
+  CtlResult tenant = RunCtl({"new-token", "acme", tenant_token, "--shared=read"});
+  ASSERT_EQ(tenant.exit_code, 0) << tenant.output;
+  struct stat info;
+  ASSERT_EQ(stat(tenant_token.c_str(), &info), 0);
+  EXPECT_EQ(info.st_mode & 0777, 0600u);
+  const std::string token = ReadAll(tenant_token);
+  ASSERT_EQ(token.size(), 65u);  // 64 hex digits and a newline
+  const std::string bare = token.substr(0, 64);
+  EXPECT_EQ(bare.find_first_not_of("0123456789abcdef"), std::string::npos);
+  EXPECT_NE(bare, ReadAll(admin_token).substr(0, 64));
+  EXPECT_EQ(tenant.output.find(bare), std::string::npos);  // only its hash is printed
+
+  absl::StatusOr<access::AccessTable> table =
+      access::AccessTable::Parse(admin.output + tenant.output, "printed");
+  ASSERT_TRUE(table.ok()) << table.status();
+  const std::optional<access::Identity> found = table->FindToken(bare);
+  ASSERT_TRUE(found.has_value());
+  EXPECT_EQ(found->tenant, "acme");
+  EXPECT_EQ(found->role, access::Role::kTenant);
+  EXPECT_EQ(found->shared, access::SharedAccess::kRead);
+
+  // hash-token agrees; an existing file is never overwritten; bad flags
+  // are usage errors.
+  CtlResult hashed;
+  {
+    const std::string cmd = absl::StrCat(KVTIERCTL_PATH, " hash-token < '", tenant_token, "'");
+    FILE* pipe = popen(cmd.c_str(), "r");
+    ASSERT_NE(pipe, nullptr);
+    char buf[256];
+    size_t n = 0;
+    while ((n = fread(buf, 1, sizeof(buf), pipe)) > 0) hashed.output.append(buf, n);
+    hashed.exit_code = WEXITSTATUS(pclose(pipe));
+  }
+  EXPECT_EQ(hashed.exit_code, 0);
+  EXPECT_EQ(hashed.output, access::HashToken(bare) + "\n");
+  EXPECT_EQ(RunCtl({"new-token", "acme", tenant_token}).exit_code, 1);
+  EXPECT_EQ(ReadAll(tenant_token), token);
+  EXPECT_EQ(RunCtl({"new-token", "acme", dir.path() + "/x", "--role=root"}).exit_code, 2);
+  EXPECT_EQ(RunCtl({"new-token", "bad name", dir.path() + "/y"}).exit_code, 2);
+
+  std::ofstream(dir.path() + "/access.txt") << admin.output << tenant.output;
+  absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+      {"--data_dir=" + dir.path() + "/data", "--access_file=" + dir.path() + "/access.txt"},
+      dir.path());
+  ASSERT_TRUE(server.ok()) << server.status();
+  const std::string target = "--target=" + (*server)->target();
+  CtlResult stats = RunCtl({target, "--token_file=" + admin_token, "stats"});
+  EXPECT_EQ(stats.exit_code, 0) << stats.output;
+  stats = RunCtl({target, "--token_file=" + tenant_token, "stats"});
+  EXPECT_EQ(stats.exit_code, 1);
+  EXPECT_THAT(stats.output, HasSubstr("PERMISSION_DENIED"));
+  stats = RunCtl({target, "stats"});
+  EXPECT_EQ(stats.exit_code, 1);
+  EXPECT_THAT(stats.output, HasSubstr("UNAUTHENTICATED"));
+  CtlResult demo = RunCtl({target, "--token_file=" + tenant_token, "demo", "--prompt_tokens=64",
+                           "--layers=1"});
+  EXPECT_EQ(demo.exit_code, 0) << demo.output;
+  EXPECT_THAT(demo.output, HasSubstr("0 mismatches"));
+  EXPECT_THAT(demo.output, HasSubstr("store stats need the admin role"));
 }
 
 }  // namespace

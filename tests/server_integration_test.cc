@@ -88,9 +88,9 @@ TEST_F(ServerIntegrationTest, PutLookupGetPinDelete) {
   ASSERT_TRUE(put.ok());
   for (const client::PutOutcome& o : *put) EXPECT_TRUE(o.already_present);
 
-  absl::StatusOr<uint64_t> pin = client_->Pin({pages.keys.data(), 4}, 600'000);
+  absl::StatusOr<std::string> pin = client_->Pin({pages.keys.data(), 4}, 600'000);
   ASSERT_TRUE(pin.ok()) << pin.status();
-  EXPECT_NE(*pin, 0u);
+  EXPECT_EQ(pin->size(), 16u);
   absl::StatusOr<v1::StatsResponse> stats = client_->Stats();
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->put_pages(), 16u);

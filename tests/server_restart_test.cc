@@ -223,7 +223,7 @@ TEST_F(ServerRestartTest, PinnedPagesSurviveKill9) {
   ASSERT_GE(ram_only.size(), 2u);
   const std::vector<PageKey> pinned(ram_only.begin(), ram_only.begin() + ram_only.size() / 2);
   const std::vector<PageKey> unpinned(ram_only.begin() + ram_only.size() / 2, ram_only.end());
-  absl::StatusOr<uint64_t> pin_id = client_->Pin(pinned, 600'000);
+  absl::StatusOr<std::string> pin_id = client_->Pin(pinned, 600'000);
   ASSERT_TRUE(pin_id.ok()) << pin_id.status();
 
   client_.reset();

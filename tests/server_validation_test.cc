@@ -306,17 +306,23 @@ TEST_F(ServerValidationTest, PinAndUnpinErrors) {
   EXPECT_EQ(Call(&v1::KvStore::Stub::Pin, pin, &pinned).error_code(),
             grpc::StatusCode::NOT_FOUND);
   pin.mutable_keys()->RemoveLast();
-  pin.set_pin_id(987654321);  // unknown pin to extend
+  pin.set_pin_id(std::string(16, '\x5a'));  // unknown pin to extend
   EXPECT_EQ(Call(&v1::KvStore::Stub::Pin, pin, &pinned).error_code(),
             grpc::StatusCode::NOT_FOUND);
+  pin.set_pin_id("not-16-bytes");
+  EXPECT_EQ(Call(&v1::KvStore::Stub::Pin, pin, &pinned).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   v1::UnpinRequest unpin;
   v1::UnpinResponse unpinned;
-  unpin.set_pin_id(987654321);
+  unpin.set_pin_id(std::string(16, '\x5a'));
   EXPECT_EQ(Call(&v1::KvStore::Stub::Unpin, unpin, &unpinned).error_code(),
             grpc::StatusCode::NOT_FOUND);
-  unpin.set_pin_id(0);
+  unpin.set_pin_id("");
   EXPECT_EQ(Call(&v1::KvStore::Stub::Unpin, unpin, &unpinned).error_code(),
             grpc::StatusCode::NOT_FOUND);
+  unpin.set_pin_id(std::string(15, '\x5a'));
+  EXPECT_EQ(Call(&v1::KvStore::Stub::Unpin, unpin, &unpinned).error_code(),
+            grpc::StatusCode::INVALID_ARGUMENT);
   ExpectUnchanged();
   EXPECT_EQ(Stats().active_pins(), 0u);
 }

@@ -40,6 +40,8 @@ class UcxAutoClientTest : public ::testing::Test {
       ASSERT_EQ(setenv("UCX_TLS", tls, 1), 0);
     }
     extra_flags.push_back("--data_dir=" + dir_.path() + "/data");
+    // The automatic choice among every path, the arena's own included.
+    extra_flags.push_back("--trusted_local_clients");
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
         ServerProcess::Start(extra_flags, dir_.path());
     ASSERT_TRUE(server.ok()) << server.status();

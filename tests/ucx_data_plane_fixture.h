@@ -33,8 +33,11 @@ class UcxDataPlaneTest : public ::testing::TestWithParam<Param> {
   }
   void TearDown() override { unsetenv("UCX_TLS"); }
 
+  // The suites exercise every path, the arena's own included: clients are
+  // trusted with it (secure_data_plane_test.cc covers the default).
   std::unique_ptr<ServerProcess> Start(std::vector<std::string> args = {}) {
     args.push_back("--data_dir=" + dir_.path() + "/data");
+    args.push_back("--trusted_local_clients");
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(args, dir_.path());
     EXPECT_TRUE(server.ok()) << server.status();
     return server.ok() ? std::move(server).value() : nullptr;

@@ -221,6 +221,7 @@ TEST_P(UcxDataPlaneTest, WithoutUcxTheSameOperationsGiveTheSameResults) {
     TempDir dir;
     std::vector<std::string> args = run.server_args;
     args.push_back("--data_dir=" + dir.path() + "/data");
+    args.push_back("--trusted_local_clients");
     absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(args, dir.path());
     ASSERT_TRUE(server.ok()) << server.status();
     std::unique_ptr<client::StoreClient> client = Connect(**server, run.use_ucx);

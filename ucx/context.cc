@@ -36,6 +36,11 @@ absl::StatusOr<ConfigPtr> ReadConfig(const UcxOptions& options) {
         FromUcsStatus(ucp_config_modify(config.get(), setting.name, setting.value.c_str()),
                       absl::StrCat("ucp_config_modify(", setting.name, ")")));
   }
+  if (!options.shared_memory) {
+    // Whatever the environment says: no intra-node device at all.
+    RETURN_IF_ERROR(FromUcsStatus(ucp_config_modify(config.get(), "SHM_DEVICES", ""),
+                                  "ucp_config_modify(SHM_DEVICES)"));
+  }
   return config;
 }
 

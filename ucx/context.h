@@ -39,6 +39,13 @@ struct UcxOptions {
   // slice (half of all client CPU and p99 of 7-12 ms with 8 clients on 2
   // cores).
   bool mutex_locks = true;
+  // Shared-memory transports (sysv, posix, cma, and any other intra-node
+  // device). Default true. False excludes them whatever UCX_TLS and
+  // UCX_SHM_DEVICES say: through them a peer's worker address and remote
+  // keys name a process and memory segments on this host, so a hostile
+  // peer could make this process read or write another process's memory
+  // (or its own). Network transports (RDMA, TCP) reach only the peer.
+  bool shared_memory = true;
 
   // INVALID_ARGUMENT for empty transports or characters UCX_TLS cannot hold.
   absl::Status Validate() const;

@@ -78,10 +78,19 @@ class ClientTest(unittest.TestCase):
         (h,) = kvtier.chain_hashes(seed, [1, 2, 3, 4], 4)
         self.client.batch_put([(h, 3, layout, b"\x07" * layout.page_bytes)])
         pin = self.client.pin([(h, 3)], ttl_ms=60000)
+        self.assertIsInstance(pin, bytes)
+        self.assertEqual(len(pin), 16)
+        other = self.client.pin([(h, 3)], ttl_ms=60000)
+        self.assertNotEqual(other, pin)
+        self.client.unpin(other)
+        self.assertEqual(self.client.pin([], ttl_ms=60000, pin_id=pin), pin)  # extends
         with self.assertRaises(kvtier.StoreError) as err:
             self.client.delete([(h, 3)])
         self.assertEqual(err.exception.code, "FAILED_PRECONDITION")
         self.client.unpin(pin)
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.unpin(pin)
+        self.assertEqual(err.exception.code, "NOT_FOUND")
         self.assertEqual(self.client.delete([(h, 3)]), 1)
 
     def test_stats_has_every_field_of_the_reply(self):
@@ -113,8 +122,16 @@ class ClientTest(unittest.TestCase):
             kvtier.PageLayout(page_size=0, n_kv_heads=1, head_dim=4)
         self.assertEqual(err.exception.code, "INVALID_ARGUMENT")
         with self.assertRaises(kvtier.StoreError) as err:
-            self.client.unpin(123456789)
+            self.client.unpin(b"\x01" * 16)
         self.assertEqual(err.exception.code, "NOT_FOUND")
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.unpin(b"")
+        self.assertEqual(err.exception.code, "NOT_FOUND")
+        with self.assertRaises(kvtier.StoreError) as err:
+            self.client.unpin(b"short")
+        self.assertEqual(err.exception.code, "INVALID_ARGUMENT")
+        with self.assertRaises(TypeError):
+            self.client.unpin(123456789)  # ids are bytes now
         self.assertEqual(self.client.stats()["put_pages"], before)
 
 
@@ -159,6 +176,64 @@ class TlsClientTest(unittest.TestCase):
         with self.assertRaises(kvtier.StoreError) as caught:
             self.client(tls=True, tls_ca_file=os.path.join(TLS_DIR, "missing.pem"))
         self.assertEqual(caught.exception.code, "NOT_FOUND")
+
+
+class TokenClientTest(unittest.TestCase):
+    """Bearer tokens and tenants through the binding."""
+
+    TOKEN_A = "a" * 32
+    TOKEN_B = "b" * 32
+
+    @classmethod
+    def setUpClass(cls):
+        import hashlib
+        cls.tmp = tempfile.TemporaryDirectory()
+        access = os.path.join(cls.tmp.name, "access.txt")
+        with open(access, "w") as f:
+            for tenant, token in (("acme", cls.TOKEN_A), ("globex", cls.TOKEN_B)):
+                digest = hashlib.sha256(token.encode()).hexdigest()
+                f.write(f"tenant={tenant} role=tenant token_sha256={digest}\n")
+        cls.token_file = os.path.join(cls.tmp.name, "token")
+        with open(cls.token_file, "w") as f:
+            f.write(cls.TOKEN_B + "\n")
+        cls.server = ServerFixture(["--access_file", access])
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.server.stop()
+        cls.tmp.cleanup()
+
+    def client(self, **kw):
+        return kvtier.StoreClient(self.server.target, deadline_ms=10000, max_attempts=1, **kw)
+
+    def test_tenants_see_only_their_pages(self):
+        layout = kvtier.PageLayout(page_size=4, n_kv_heads=2, head_dim=8, dtype="f32")
+        key = bytes(range(32, 48))
+        a = self.client(token=self.TOKEN_A)
+        b = self.client(token_file=self.token_file)
+        a.batch_put([(key, 0, layout, b"\x01" * layout.page_bytes)])
+        self.assertEqual(b.batch_get([(key, 0)]), [("not_found", "none", None)])
+        self.assertEqual(b.lookup([key])[0], 0)
+        b.batch_put([(key, 0, layout, b"\x02" * layout.page_bytes)])
+        self.assertEqual(a.batch_get([(key, 0)])[0][2], b"\x01" * layout.page_bytes)
+        self.assertEqual(b.batch_get([(key, 0)])[0][2], b"\x02" * layout.page_bytes)
+        pin = a.pin([(key, 0)], 60000)
+        with self.assertRaises(kvtier.StoreError) as caught:
+            b.unpin(pin)
+        self.assertEqual(caught.exception.code, "NOT_FOUND")
+        a.unpin(pin)
+
+    def test_missing_or_wrong_tokens_are_unauthenticated(self):
+        for kw in ({}, {"token": "c" * 32}):
+            with self.assertRaises(kvtier.StoreError) as caught:
+                self.client(**kw).lookup([bytes(16)])
+            self.assertEqual(caught.exception.code, "UNAUTHENTICATED")
+        with self.assertRaises(kvtier.StoreError) as caught:
+            self.client(token=self.TOKEN_A).stats()  # an admin RPC
+        self.assertEqual(caught.exception.code, "PERMISSION_DENIED")
+        with self.assertRaises(kvtier.StoreError) as caught:
+            self.client(token="short")
+        self.assertEqual(caught.exception.code, "INVALID_ARGUMENT")
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ Hash128 HashFromBytes(const py::bytes& b) { return ValueOrRaise(Hash128::FromByt
 py::bytes HashToBytes(const Hash128& h) { return py::bytes(h.CanonicalString()); }
 
 PageKey KeyFromTuple(const std::tuple<py::bytes, uint32_t>& t) {
-  return PageKey{HashFromBytes(std::get<0>(t)), std::get<1>(t)};
+  return PageKey{.hash = HashFromBytes(std::get<0>(t)), .layer = std::get<1>(t)};
 }
 
 const char* TierName(v1::Tier tier) {
@@ -118,8 +118,12 @@ class PyStoreClient {
  public:
   PyStoreClient(const std::string& target, int64_t deadline_ms, int max_attempts, bool tls,
                 const std::string& tls_ca_file, const std::string& tls_cert_file,
-                const std::string& tls_key_file, const std::string& tls_server_name) {
+                const std::string& tls_key_file, const std::string& tls_server_name,
+                const std::string& token, const std::string& token_file, bool shared_namespace) {
     client::ClientOptions options;
+    options.token = token;
+    options.token_file = token_file;
+    options.shared_namespace = shared_namespace;
     options.deadline_ms = deadline_ms;
     options.max_attempts = max_attempts;
     options.tls = tls;
@@ -140,7 +144,7 @@ class PyStoreClient {
     for (const auto& [hash, layer, layout, bytes] : pages) {
       data.push_back(std::string(bytes));
       puts.push_back(client::PutPage{
-          PageKey{HashFromBytes(hash), layer}, layout,
+          PageKey{.hash = HashFromBytes(hash), .layer = layer}, layout,
           absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.back().data()),
                                     data.back().size())});
     }
@@ -200,23 +204,26 @@ class PyStoreClient {
     return ValueOrRaise(std::move(n));
   }
 
-  uint64_t Pin(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, uint64_t ttl_ms,
-               uint64_t pin_id) {
+  // Pin ids are opaque bytes: b"" is "no pin", the server's are 16 bytes.
+  py::bytes Pin(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, uint64_t ttl_ms,
+                const py::bytes& pin_id) {
     std::vector<PageKey> parsed;
     for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
-    absl::StatusOr<uint64_t> id;
+    const std::string existing(pin_id);
+    absl::StatusOr<std::string> id;
     {
       py::gil_scoped_release release;
-      id = client_->Pin(parsed, ttl_ms, pin_id);
+      id = client_->Pin(parsed, ttl_ms, existing);
     }
-    return ValueOrRaise(std::move(id));
+    return py::bytes(ValueOrRaise(std::move(id)));
   }
 
-  void Unpin(uint64_t pin_id) {
+  void Unpin(const py::bytes& pin_id) {
+    const std::string id(pin_id);
     absl::Status s;
     {
       py::gil_scoped_release release;
-      s = client_->Unpin(pin_id);
+      s = client_->Unpin(id);
     }
     if (!s.ok()) Raise(s);
   }
@@ -279,14 +286,20 @@ PYBIND11_MODULE(kvtier, m) {
 
   py::class_<PyStoreClient>(m, "StoreClient")
       .def(py::init<const std::string&, int64_t, int, bool, const std::string&,
-                    const std::string&, const std::string&, const std::string&>(),
+                    const std::string&, const std::string&, const std::string&,
+                    const std::string&, const std::string&, bool>(),
            py::arg("target"), py::arg("deadline_ms") = 30000, py::arg("max_attempts") = 4,
            py::arg("tls") = false, py::arg("tls_ca_file") = "", py::arg("tls_cert_file") = "",
            py::arg("tls_key_file") = "", py::arg("tls_server_name") = "",
+           py::arg("token") = "", py::arg("token_file") = "",
+           py::arg("shared_namespace") = false,
            "A client of kvtier-server at `target`. tls: connect with TLS; tls_ca_file: CAs "
            "(PEM) that sign the server's certificate (empty: the system's); tls_cert_file, "
            "tls_key_file: this client's certificate and key for mTLS; tls_server_name: the "
-           "name the server's certificate carries when the target's host is not it.")
+           "name the server's certificate carries when the target's host is not it. token, "
+           "token_file (one of them): the bearer token a server with an access file admits, "
+           "or a file whose first line it is. shared_namespace: act on the shared namespace "
+           "instead of this client's tenant.")
       .def("batch_put", &PyStoreClient::BatchPut, py::arg("pages"),
            "pages: [(hash16, layer, PageLayout, bytes)] -> [already_present]")
       .def("batch_get", &PyStoreClient::BatchGet, py::arg("keys"),
@@ -295,7 +308,11 @@ PYBIND11_MODULE(kvtier, m) {
            py::arg("layer_count") = 1, "-> (prefix_pages, tiers page-major)")
       .def("delete", &PyStoreClient::Delete, py::arg("keys"), py::arg("force") = false)
       .def("pin", &PyStoreClient::Pin, py::arg("keys"), py::arg("ttl_ms"),
-           py::arg("pin_id") = 0)
-      .def("unpin", &PyStoreClient::Unpin, py::arg("pin_id"))
+           py::arg("pin_id") = py::bytes(),
+           "keys: [(hash16, layer)]; pin_id: b\"\" creates a pin, else the 16-byte id of a "
+           "pin to extend (and add keys to) -> the pin's id, 16 bytes")
+      .def("unpin", &PyStoreClient::Unpin, py::arg("pin_id"),
+           "pin_id: bytes from pin(). NOT_FOUND for an empty, unknown or expired id; "
+           "INVALID_ARGUMENT for one that is not 16 bytes")
       .def("stats", &PyStoreClient::Stats);
 }

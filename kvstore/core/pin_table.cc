@@ -4,18 +4,48 @@
 
 namespace kvtier::store {
 
-uint64_t PinTable::Create(int64_t expiry_ms) {
+void PinTable::Insert(uint64_t pin_id, int64_t expiry_ms, uint64_t tenant,
+                      const PinId& public_id) {
+  Pin& pin = pins_[pin_id];
+  pin.expiry_ms = expiry_ms;
+  pin.tenant = tenant;
+  pin.public_id = public_id;
+  by_expiry_.emplace(expiry_ms, pin_id);
+  by_public_id_.emplace(Owned{tenant, public_id}, pin_id);
+}
+
+uint64_t PinTable::Create(int64_t expiry_ms, uint64_t tenant) {
+  PinId public_id = PinId::Random();
+  // 2^-128 per pin; but an id given twice would be one pin for two owners.
+  while (Find(tenant, public_id) != 0) public_id = PinId::Random();
   const uint64_t id = next_id_++;
-  pins_[id].expiry_ms = expiry_ms;
-  by_expiry_.emplace(expiry_ms, id);
+  Insert(id, expiry_ms, tenant, public_id);
   return id;
 }
 
-void PinTable::Restore(uint64_t pin_id, int64_t expiry_ms) {
+void PinTable::Restore(uint64_t pin_id, int64_t expiry_ms, uint64_t tenant,
+                       const PinId& public_id) {
   assert(pin_id != 0 && !pins_.contains(pin_id));
-  pins_[pin_id].expiry_ms = expiry_ms;
-  by_expiry_.emplace(expiry_ms, pin_id);
+  assert(!public_id.IsZero() && Find(tenant, public_id) == 0);
+  Insert(pin_id, expiry_ms, tenant, public_id);
   SkipIdsThrough(pin_id);
+}
+
+uint64_t PinTable::Find(uint64_t tenant, const PinId& public_id) const {
+  auto it = by_public_id_.find(Owned{tenant, public_id});
+  return it == by_public_id_.end() ? 0 : it->second;
+}
+
+uint64_t PinTable::tenant(uint64_t pin_id) const {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  return it->second.tenant;
+}
+
+const PinId& PinTable::public_id(uint64_t pin_id) const {
+  auto it = pins_.find(pin_id);
+  assert(it != pins_.end());
+  return it->second.public_id;
 }
 
 void PinTable::SkipIdsThrough(uint64_t pin_id) {
@@ -52,6 +82,7 @@ absl::flat_hash_set<PageKey> PinTable::Release(uint64_t pin_id) {
   assert(it != pins_.end());
   absl::flat_hash_set<PageKey> keys = std::move(it->second.keys);
   by_expiry_.erase({it->second.expiry_ms, pin_id});
+  by_public_id_.erase(Owned{it->second.tenant, it->second.public_id});
   pins_.erase(it);
   return keys;
 }

@@ -15,7 +15,8 @@ namespace kvtier::store {
 namespace {
 
 constexpr size_t kIdBytes = 8;
-constexpr size_t kExpiryValueBytes = 1 + 8;
+constexpr size_t kUnownedValueBytes = 1 + 8;
+constexpr size_t kOwnedValueBytes = 1 + 8 + 8 + PinId::kBytes;
 // Pin ids count up from 1; one past this is damage, not a pin, and would
 // run the store's id counter out.
 constexpr uint64_t kMaxPinId = uint64_t{1} << 62;
@@ -38,13 +39,16 @@ rocksdb::Slice AsSlice(std::string_view s) { return rocksdb::Slice(s.data(), s.s
 
 }  // namespace
 
-absl::Status RocksTier::SavePin(uint64_t pin_id, int64_t expiry_unix_ms,
+absl::Status RocksTier::SavePin(uint64_t pin_id, const StoredPin& pin,
                                 absl::Span<const PageKey> added) {
   rocksdb::WriteBatch batch;
   const std::string id_key = PinIdKey(pin_id);
-  std::string expiry(kExpiryValueBytes, '\0');
+  std::string expiry(kOwnedValueBytes, '\0');
   expiry[0] = static_cast<char>(kFormatVersion);
-  StoreLe64(reinterpret_cast<uint8_t*>(expiry.data() + 1), static_cast<uint64_t>(expiry_unix_ms));
+  auto* p = reinterpret_cast<uint8_t*>(expiry.data());
+  StoreLe64(p + 1, static_cast<uint64_t>(pin.expiry_unix_ms));
+  StoreLe64(p + 9, pin.tenant);
+  expiry.replace(17, PinId::kBytes, pin.public_id.Bytes());
   RETURN_IF_ERROR(
       FromRocksStatus(batch.Put(handles_[kPinsIndex], AsSlice(id_key), AsSlice(expiry))));
   const std::string version(1, static_cast<char>(kFormatVersion));
@@ -58,7 +62,7 @@ absl::Status RocksTier::SavePin(uint64_t pin_id, int64_t expiry_unix_ms,
 absl::Status RocksTier::DeletePin(uint64_t pin_id) {
   // Every record of the pin sorts in [id, id || 0xff x (key bytes + 1)).
   const std::string begin = PinIdKey(pin_id);
-  const std::string end = begin + std::string(PageKey::kEncodedBytes + 1, '\xff');
+  const std::string end = begin + std::string(PageKey::kTenantedBytes + 1, '\xff');
   return FromRocksStatus(db_->DeleteRange(rocksdb::WriteOptions(), handles_[kPinsIndex],
                                           AsSlice(begin), AsSlice(end)));
 }
@@ -73,17 +77,22 @@ absl::Status RocksTier::ReadPins(std::vector<StoredPin>* pins, uint64_t* malform
       const std::string_view key = it->key().ToStringView();
       const std::string_view value = it->value().ToStringView();
       const bool versioned = !value.empty() && static_cast<uint8_t>(value[0]) == kFormatVersion;
-      if (key.size() == kIdBytes && versioned && value.size() == kExpiryValueBytes &&
+      const bool owned = value.size() == kOwnedValueBytes;
+      if (key.size() == kIdBytes && versioned && (owned || value.size() == kUnownedValueBytes) &&
           PinIdOf(key) != 0 && PinIdOf(key) <= kMaxPinId) {
-        pins->push_back(StoredPin{
-            .id = PinIdOf(key),
-            .expiry_unix_ms = static_cast<int64_t>(
-                LoadLe64(reinterpret_cast<const uint8_t*>(value.data() + 1))),
-            .keys = {}});
+        const auto* p = reinterpret_cast<const uint8_t*>(value.data());
+        StoredPin pin;
+        pin.id = PinIdOf(key);
+        pin.expiry_unix_ms = static_cast<int64_t>(LoadLe64(p + 1));
+        if (owned) {
+          pin.tenant = LoadLe64(p + 9);
+          pin.public_id = *PinId::FromBytes(value.substr(17));
+        }
+        pins->push_back(std::move(pin));
         continue;
       }
-      if (key.size() == kIdBytes + PageKey::kEncodedBytes && versioned && value.size() == 1 &&
-          !pins->empty() && pins->back().id == PinIdOf(key)) {
+      if (key.size() > kIdBytes && versioned && value.size() == 1 && !pins->empty() &&
+          pins->back().id == PinIdOf(key)) {
         absl::StatusOr<PageKey> page = PageKey::Decode(key.substr(kIdBytes));
         if (page.ok()) {
           pins->back().keys.push_back(*page);

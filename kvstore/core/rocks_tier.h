@@ -7,7 +7,9 @@
 //   "meta": PageKey::Encode() -> u8 format version (1) || layout16
 //           || LE-u64 page bytes || LE-u64 checksum          (33 bytes)
 //   "pins": BE-u64 pin id -> u8 format version (1) || LE-i64 expiry in
-//           Unix milliseconds                                  (9 bytes)
+//           Unix milliseconds || LE-u64 owner tenant || PinId::Bytes()
+//           (33 bytes; 9, without the owner, from before tenants: such a
+//           pin belongs to tenant 0 and gets a new public id)
 //           BE-u64 pin id || PageKey::Encode() -> u8 format version (1)
 //           (one record per pinned page; big-endian ids keep a pin's
 //           records together, after its expiry record)
@@ -69,6 +71,7 @@
 #include "absl/types/span.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
+#include "kvstore/core/pin_id.h"
 
 namespace rocksdb {
 class ColumnFamilyHandle;
@@ -119,8 +122,11 @@ size_t OldestBlobFilesToCollect(absl::Span<const BlobFileUse> files, uint64_t mi
 
 // A pin as the "pins" family holds it.
 struct StoredPin {
-  uint64_t id = 0;
+  uint64_t id = 0;  // the local id (PinTable)
   int64_t expiry_unix_ms = 0;
+  uint64_t tenant = 0;
+  // Zero for a pin recorded before pins had public ids.
+  PinId public_id;
   std::vector<PageKey> keys;
 };
 
@@ -230,9 +236,9 @@ class RocksTier {
   }
   uint64_t pressure_flushes() const { return pressure_flushes_.load(std::memory_order_relaxed); }
 
-  // rocks_pins.cc. Records pin_id's expiry and adds `added` to its pages,
-  // in one atomic write.
-  absl::Status SavePin(uint64_t pin_id, int64_t expiry_unix_ms, absl::Span<const PageKey> added);
+  // rocks_pins.cc. Records pin_id's expiry and owner and adds `added` to
+  // its pages, in one atomic write.
+  absl::Status SavePin(uint64_t pin_id, const StoredPin& pin, absl::Span<const PageKey> added);
   // Deletes every record of pin_id (one range tombstone); no-op if absent.
   absl::Status DeletePin(uint64_t pin_id);
   // Every recorded pin in id order. Records that do not decode, and page

@@ -131,7 +131,7 @@ void BM_PutBatch(benchmark::State& state) {
     auto put = (*store)->BatchPut(specs, data);
     if (!put.ok()) state.SkipWithError(std::string(put.status().message()).c_str());
     if (pin) {
-      auto pinned = (*store)->Pin(keys, 60'000, 0);
+      auto pinned = (*store)->Pin(0, keys, 60'000, PinId{});
       if (!pinned.ok()) state.SkipWithError(std::string(pinned.status().message()).c_str());
     }
     state.PauseTiming();  // keep both tiers from filling

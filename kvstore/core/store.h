@@ -50,6 +50,7 @@
 #include "common/clock.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
+#include "kvstore/core/pin_id.h"
 #include "kvstore/core/ram_arena.h"
 
 namespace kvtier::store {
@@ -246,7 +247,8 @@ class Store {
   // layer_begin + max(layer_count, 1)), and every (page, layer)'s tier.
   // INVALID_ARGUMENT when the chain exceeds max_lookup_pages or chain x
   // layers exceeds max_lookup_entries.
-  virtual absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain,
+  // The chain's pages are `tenant`'s (PageKey::tenant).
+  virtual absl::StatusOr<LookupResult> Lookup(uint64_t tenant, absl::Span<const Hash128> chain,
                                               uint32_t layer_begin, uint32_t layer_count) = 0;
 
   // Phase one of a put: validates every spec (INVALID_ARGUMENT: empty,
@@ -325,18 +327,22 @@ class Store {
   // if any key is pinned and !force (nothing deleted).
   virtual absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) = 0;
 
-  // Creates (pin_id 0) or extends a pin over `keys`; returns its id. A
+  // Creates (pin_id zero) or extends `tenant`'s pin over `keys`, which must
+  // all be `tenant`'s (INVALID_ARGUMENT otherwise); returns its id. A
   // pinned page held only in RAM is written to disk before Pin returns
   // (write-through), so an acknowledged pin's pages survive a restart or a
   // killed process (the pin itself does not: clients pin again).
   // INVALID_ARGUMENT (ttl_ms 0 or above max_pin_ttl_ms, too many keys),
-  // NOT_FOUND (a key not stored, pin_id unknown or expired; nothing pinned),
+  // NOT_FOUND (a key not stored, pin_id unknown, expired or another
+  // tenant's; nothing pinned),
   // RESOURCE_EXHAUSTED (max_pins live pins already, or the disk tier is full
   // of pinned pages; nothing pinned), UNAVAILABLE (a disk write failed;
   // nothing pinned).
-  virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                                       uint64_t pin_id) = 0;
-  virtual absl::Status Unpin(uint64_t pin_id) = 0;
+  virtual absl::StatusOr<PinId> Pin(uint64_t tenant, absl::Span<const PageKey> keys,
+                                    uint64_t ttl_ms, const PinId& pin_id) = 0;
+  // NOT_FOUND when `tenant` has no such pin (unknown, expired or another
+  // tenant's: the same answer).
+  virtual absl::Status Unpin(uint64_t tenant, const PinId& pin_id) = 0;
 
   // Writes pages held only in RAM to disk, in batches, until none is left
   // or `deadline` passes, so that a graceful shutdown keeps them (pinned

@@ -126,7 +126,8 @@ void TieredStore::VerifyDiskPages(std::vector<FoundPage> pages) {
                    << absl::FormatDuration(absl::Now() - start) << ", lost " << lost;
 }
 
-absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain,
+absl::StatusOr<LookupResult> TieredStore::Lookup(uint64_t tenant,
+                                                 absl::Span<const Hash128> chain,
                                                  uint32_t layer_begin, uint32_t layer_count) {
   if (chain.size() > options_.max_lookup_pages) {
     return absl::InvalidArgumentError(absl::StrCat("lookup chain of ", chain.size(),
@@ -161,7 +162,8 @@ absl::StatusOr<LookupResult> TieredStore::Lookup(absl::Span<const Hash128> chain
     for (size_t page = begin; page < end; ++page) {
       bool all_stored = true;
       for (uint32_t l = 0; l < layers; ++l) {
-        auto it = index_.find(PageKey{.hash = chain[page], .layer = layer_begin + l});
+        auto it = index_.find(
+            PageKey{.tenant = tenant, .hash = chain[page], .layer = layer_begin + l});
         Tier tier = Tier::kNone;
         if (it != index_.end()) tier = it->second.in_ram ? Tier::kRam : Tier::kDisk;
         result.tiers[page * layers + l] = tier;

@@ -55,8 +55,8 @@ class TieredStore final : public Store {
   static absl::StatusOr<std::unique_ptr<TieredStore>> Open(const StoreOptions& options);
   ~TieredStore() override;
 
-  absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain, uint32_t layer_begin,
-                                      uint32_t layer_count) override;
+  absl::StatusOr<LookupResult> Lookup(uint64_t tenant, absl::Span<const Hash128> chain,
+                                      uint32_t layer_begin, uint32_t layer_count) override;
   using Store::Reserve;
   absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
                                       const ReserveOptions& options) override;
@@ -68,9 +68,9 @@ class TieredStore final : public Store {
                                                          InPlaceUse use,
                                                          const InPlaceOptions& options) override;
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force) override;
-  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                               uint64_t pin_id) override;
-  absl::Status Unpin(uint64_t pin_id) override;
+  absl::StatusOr<PinId> Pin(uint64_t tenant, absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                            const PinId& pin_id) override;
+  absl::Status Unpin(uint64_t tenant, const PinId& pin_id) override;
   absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
   StoredBytes BytesOf(absl::Span<const PageKey> keys) const override ABSL_LOCKS_EXCLUDED(mu_);
   StoreStats Stats() const override;
@@ -197,6 +197,7 @@ class TieredStore final : public Store {
   // tiered_store_pins.cc: pins recorded on disk. An expiry on the store's
   // clock as Unix milliseconds (a record must outlive the process).
   int64_t UnixMillisOf(int64_t expiry_ms) const;
+  static absl::Status UnknownPinError(const PinId& public_id);
   // Recreates the pins recorded before a restart over the pages found;
   // expired ones are deleted, and no id recorded is ever given out again.
   void RestorePinsLocked(absl::Span<const StoredPin> stored) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

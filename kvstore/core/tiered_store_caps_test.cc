@@ -73,10 +73,10 @@ TEST_P(DiskCapTest, ChurnKeepsTheDirectoryNearTheCap) {
       // A pin writes its page through to disk; while the directory is at
       // its bound (this loop writes faster than RocksDB frees blob files)
       // that is RESOURCE_EXHAUSTED, and a client tries again, as here.
-      absl::StatusOr<uint64_t> pin = store->Pin({Key(n)}, 3'600'000, 0);
+      absl::StatusOr<PinId> pin = store->Pin(0, {Key(n)}, 3'600'000, PinId{});
       for (int tries = 0; absl::IsResourceExhausted(pin.status()) && tries < 1000; ++tries) {
         absl::SleepFor(absl::Milliseconds(10));
-        pin = store->Pin({Key(n)}, 3'600'000, 0);
+        pin = store->Pin(0, {Key(n)}, 3'600'000, PinId{});
       }
       ASSERT_TRUE(pin.ok()) << n << ": " << pin.status();
       ++pinned;

@@ -92,7 +92,7 @@ TEST_F(InPlaceTest, RamPagesAreHandedOverInTheArena) {
 
 TEST_F(InPlaceTest, ForcedDeleteDuringUseKeepsTheSlotUntilItReturns) {
   ASSERT_TRUE(PutPages(*store_, {Key(1), Key(2)}).ok());
-  ASSERT_TRUE(store_->Pin({Key(1)}, 1000, 0).ok());
+  ASSERT_TRUE(store_->Pin(0, {Key(1)}, 1000, PinId{}).ok());
   auto got = store_->BatchGetInPlace({Key(1)}, [&](auto, auto bytes) {
     EXPECT_EQ(store_->Delete({Key(1)}, /*force=*/true).value(), 1u);
     // A freed slot would take the free list's links and then the next put
@@ -127,7 +127,7 @@ TEST_F(InPlaceTest, LeasedPageIsNotEvictedDuringUse) {
     return absl::OkStatus();
   });
   ASSERT_TRUE(got.ok()) << got.status();
-  EXPECT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
+  EXPECT_EQ(store_->Lookup(0, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
 }
 
 TEST_F(InPlaceTest, CorruptRamPageIsDataLossAndDropped) {
@@ -175,7 +175,7 @@ TEST_F(InPlaceTest, CallerCheckedRamPagesAreNotHashed) {
 
 TEST_F(InPlaceTest, DiskPagesComeBackWithTheirDataAndArePromoted) {
   for (uint64_t n = 1; n <= 9; ++n) ASSERT_TRUE(PutPages(*store_, {Key(n)}).ok()) << n;
-  ASSERT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kDisk});
+  ASSERT_EQ(store_->Lookup(0, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kDisk});
   for (int read = 1; read <= 2; ++read) {
     auto got = store_->BatchGetInPlace({Key(1), Key(9)}, [&](auto results, auto bytes) {
       EXPECT_EQ(results[0].tier, Tier::kDisk);
@@ -192,14 +192,14 @@ TEST_F(InPlaceTest, DiskPagesComeBackWithTheirDataAndArePromoted) {
   // The second read promoted the disk page.
   EXPECT_EQ(store_->Stats().promotions, 1u);
   EXPECT_EQ(store_->Stats().disk.hits, 2u);
-  EXPECT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
+  EXPECT_EQ(store_->Lookup(0, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
 }
 
 // skip_disk: a disk page comes back OK with its metadata and no bytes, and
 // such reads neither count as hits nor toward promotion.
 TEST_F(InPlaceTest, SkippedDiskPagesAreNotReadCountedOrPromoted) {
   for (uint64_t n = 1; n <= 9; ++n) ASSERT_TRUE(PutPages(*store_, {Key(n)}).ok()) << n;
-  ASSERT_EQ(store_->Lookup({Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kDisk});
+  ASSERT_EQ(store_->Lookup(0, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kDisk});
   const uint64_t checksum = PageChecksum(Expected(Key(1)).data(), kPage);
   for (int read = 1; read <= 3; ++read) {
     auto got = store_->BatchGetInPlace(

@@ -10,8 +10,8 @@
 
 namespace kvtier::store {
 
-absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                                          uint64_t pin_id) {
+absl::StatusOr<PinId> TieredStore::Pin(uint64_t tenant, absl::Span<const PageKey> keys,
+                                       uint64_t ttl_ms, const PinId& public_id) {
   if (ttl_ms == 0 || ttl_ms > options_.max_pin_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrCat("pin ttl_ms ", ttl_ms, " not in [1, ",
                                                    options_.max_pin_ttl_ms, "]"));
@@ -20,14 +20,24 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
     return absl::InvalidArgumentError(absl::StrCat("pin of ", keys.size(), " keys exceeds ",
                                                    options_.max_batch_pages));
   }
+  for (const PageKey& key : keys) {
+    if (key.tenant != tenant) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "page ", key.DebugString(), " is not the pinning tenant's; a pin holds its own "
+          "tenant's pages only"));
+    }
+  }
   bool created = false;
+  uint64_t pin_id = 0;
+  PinId result;
   std::vector<PageKey> added;
   std::vector<Demotion> copies;
   {
     absl::MutexLock lock(&mu_);
     SweepPinsLocked();
-    if (pin_id != 0 && !pins_.Contains(pin_id)) {
-      return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
+    if (!public_id.IsZero()) {
+      pin_id = pins_.Find(tenant, public_id);
+      if (pin_id == 0) return UnknownPinError(public_id);
     }
     for (const PageKey& key : keys) {
       if (!index_.contains(key)) {
@@ -41,11 +51,12 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
         return absl::ResourceExhaustedError(
             absl::StrCat(pins_.size(), " live pins, the most max_pins allows"));
       }
-      pin_id = pins_.Create(expiry_ms);
+      pin_id = pins_.Create(expiry_ms, tenant);
       created = true;
     } else {
       pins_.SetExpiry(pin_id, expiry_ms);
     }
+    result = pins_.public_id(pin_id);
     for (const PageKey& key : keys) {
       if (pins_.AddKey(pin_id, key)) {
         index_[key].pin_ids.push_back(pin_id);
@@ -102,8 +113,11 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
   // The pin itself is durable too (under mu_, so that records of one pin
   // are written in the order its calls were made).
   if (pins_.Contains(pin_id)) {
-    const absl::Status saved =
-        rocks_->SavePin(pin_id, UnixMillisOf(pins_.expiry_ms(pin_id)), added);
+    StoredPin record;
+    record.expiry_unix_ms = UnixMillisOf(pins_.expiry_ms(pin_id));
+    record.tenant = tenant;
+    record.public_id = pins_.public_id(pin_id);
+    const absl::Status saved = rocks_->SavePin(pin_id, record, added);
     if (!saved.ok()) {
       UndoPinLocked(pin_id, created, added);
       return absl::UnavailableError(
@@ -111,7 +125,13 @@ absl::StatusOr<uint64_t> TieredStore::Pin(absl::Span<const PageKey> keys, uint64
                        "); nothing pinned"));
     }
   }
-  return pin_id;
+  // (A pin that expired while its pages were written ended as a pin does.)
+  return result;
+}
+
+absl::Status TieredStore::UnknownPinError(const PinId& public_id) {
+  return absl::NotFoundError(
+      absl::StrCat("pin ", public_id.DebugString(), " is unknown or expired"));
 }
 
 int64_t TieredStore::UnixMillisOf(int64_t expiry_ms) const {
@@ -136,7 +156,13 @@ void TieredStore::RestorePinsLocked(absl::Span<const StoredPin> stored) {
     // A record from a clock far ahead, or damaged, lives no longer than
     // any pin may.
     const int64_t ttl_ms = std::min<int64_t>(left_ms, options_.max_pin_ttl_ms);
-    pins_.Restore(pin.id, clock_->NowMillis() + ttl_ms);
+    PinId public_id = pin.public_id;
+    // A pin recorded before public ids (or a damaged id) gets a fresh one:
+    // nobody can name it, and it protects its pages until its TTL ends.
+    while (public_id.IsZero() || pins_.Find(pin.tenant, public_id) != 0) {
+      public_id = PinId::Random();
+    }
+    pins_.Restore(pin.id, clock_->NowMillis() + ttl_ms, pin.tenant, public_id);
     ++restored;
     for (const PageKey& key : pin.keys) {
       // A page deleted (forced) while pinned is gone; its record stays
@@ -164,12 +190,11 @@ void TieredStore::UndoPinLocked(uint64_t pin_id, bool created, absl::Span<const 
   }
 }
 
-absl::Status TieredStore::Unpin(uint64_t pin_id) {
+absl::Status TieredStore::Unpin(uint64_t tenant, const PinId& public_id) {
   absl::MutexLock lock(&mu_);
   SweepPinsLocked();
-  if (!pins_.Contains(pin_id)) {
-    return absl::NotFoundError(absl::StrCat("pin ", pin_id, " is unknown or expired"));
-  }
+  const uint64_t pin_id = public_id.IsZero() ? 0 : pins_.Find(tenant, public_id);
+  if (pin_id == 0) return UnknownPinError(public_id);
   ReleasePinLocked(pin_id);
   return absl::OkStatus();
 }

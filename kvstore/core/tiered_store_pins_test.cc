@@ -43,11 +43,11 @@ bool Readable(Store& store, const PageKey& key) {
 
 TEST(PinPersistenceTest, APinComesBackWithItsIdAndPages) {
   TempDir dir;
-  uint64_t pin_id = 0;
+  PinId pin_id;
   {
     auto store = *Store::Open(Options(dir.path()));
     PutEach(*store, 1, 3);
-    pin_id = *store->Pin({Key(1), Key(2)}, kHourMs, 0);
+    pin_id = *store->Pin(0, {Key(1), Key(2)}, kHourMs, PinId{});
   }
   {
     auto store = *Store::Open(Options(dir.path()));
@@ -57,16 +57,16 @@ TEST(PinPersistenceTest, APinComesBackWithItsIdAndPages) {
     // The same id works, and a new pin gets another. (Page 3 was only in
     // RAM, and unpinned: gone.)
     EXPECT_FALSE(Readable(*store, Key(3)));
-    const absl::StatusOr<uint64_t> other = store->Pin({Key(1)}, kHourMs, 0);
+    const absl::StatusOr<PinId> other = store->Pin(0, {Key(1)}, kHourMs, PinId{});
     ASSERT_TRUE(other.ok()) << other.status();
     EXPECT_NE(*other, pin_id);
-    ASSERT_TRUE(store->Unpin(pin_id).ok());
+    ASSERT_TRUE(store->Unpin(0, pin_id).ok());
     EXPECT_EQ(store->Stats().disk.pinned_pages, 1u);
   }
   // Unpinned before the restart: gone after it.
   auto store = *Store::Open(Options(dir.path()));
   EXPECT_EQ(store->Stats().active_pins, 1u);
-  EXPECT_EQ(store->Unpin(pin_id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Unpin(0, pin_id).code(), absl::StatusCode::kNotFound);
 }
 
 TEST(PinPersistenceTest, ARestoredPinKeepsItsPagesThroughChurn) {
@@ -74,7 +74,7 @@ TEST(PinPersistenceTest, ARestoredPinKeepsItsPagesThroughChurn) {
   {
     auto store = *Store::Open(Options(dir.path(), /*disk_pages=*/20));
     PutEach(*store, 1, 2);
-    ASSERT_TRUE(store->Pin({Key(1), Key(2)}, kHourMs, 0).ok());
+    ASSERT_TRUE(store->Pin(0, {Key(1), Key(2)}, kHourMs, PinId{}).ok());
   }
   auto store = *Store::Open(Options(dir.path(), /*disk_pages=*/20));
   PutEach(*store, 3, 200);  // ten times both tiers
@@ -86,19 +86,19 @@ TEST(PinPersistenceTest, ARestoredPinKeepsItsPagesThroughChurn) {
 
 TEST(PinPersistenceTest, AnExpiredPinIsDroppedAndItsIdNeverReused) {
   TempDir dir;
-  uint64_t pin_id = 0;
+  PinId pin_id;
   {
     auto store = *Store::Open(Options(dir.path()));
     PutEach(*store, 1, 1);
-    pin_id = *store->Pin({Key(1)}, 50, 0);
+    pin_id = *store->Pin(0, {Key(1)}, 50, PinId{});
   }
   absl::SleepFor(absl::Milliseconds(100));
   {
     auto store = *Store::Open(Options(dir.path()));
     EXPECT_EQ(store->Stats().active_pins, 0u);
     EXPECT_EQ(store->Stats().disk.pinned_pages, 0u);
-    EXPECT_EQ(store->Unpin(pin_id).code(), absl::StatusCode::kNotFound);
-    EXPECT_GT(*store->Pin({Key(1)}, kHourMs, 0), pin_id);
+    EXPECT_EQ(store->Unpin(0, pin_id).code(), absl::StatusCode::kNotFound);
+    EXPECT_NE(*store->Pin(0, {Key(1)}, kHourMs, PinId{}), pin_id);
   }
 }
 
@@ -107,9 +107,9 @@ TEST(PinPersistenceTest, ExtensionsAndAddedPagesAreRecorded) {
   {
     auto store = *Store::Open(Options(dir.path()));
     PutEach(*store, 1, 2);
-    const uint64_t pin_id = *store->Pin({Key(1)}, 50, 0);
+    const PinId pin_id = *store->Pin(0, {Key(1)}, 50, PinId{});
     // Extends the pin to an hour and adds page 2.
-    ASSERT_TRUE(store->Pin({Key(2)}, kHourMs, pin_id).ok());
+    ASSERT_TRUE(store->Pin(0, {Key(2)}, kHourMs, pin_id).ok());
   }
   absl::SleepFor(absl::Milliseconds(100));  // past the first expiry
   auto store = *Store::Open(Options(dir.path()));
@@ -122,13 +122,43 @@ TEST(PinPersistenceTest, APinnedPageDeletedByForceStaysDeleted) {
   {
     auto store = *Store::Open(Options(dir.path()));
     PutEach(*store, 1, 2);
-    ASSERT_TRUE(store->Pin({Key(1), Key(2)}, kHourMs, 0).ok());
+    ASSERT_TRUE(store->Pin(0, {Key(1), Key(2)}, kHourMs, PinId{}).ok());
     ASSERT_EQ(*store->Delete({Key(1)}, /*force=*/true), 1u);
   }
   auto store = *Store::Open(Options(dir.path()));
   EXPECT_EQ(store->Stats().active_pins, 1u);
   EXPECT_EQ(store->Stats().disk.pinned_pages, 1u);
   EXPECT_FALSE(Readable(*store, Key(1)));
+}
+
+PageKey TenantKey(uint64_t tenant, uint64_t n) {
+  PageKey key = Key(n);
+  key.tenant = tenant;
+  return key;
+}
+
+TEST(PinPersistenceTest, APinStaysItsTenantsAcrossARestart) {
+  TempDir dir;
+  PinId pin_id;
+  {
+    auto store = *Store::Open(Options(dir.path()));
+    ASSERT_TRUE(PutPages(*store, {TenantKey(7, 1), TenantKey(8, 1)}).ok());
+    // A pin holds its own tenant's pages only.
+    EXPECT_EQ(store->Pin(7, {TenantKey(8, 1)}, kHourMs, PinId{}).status().code(),
+              absl::StatusCode::kInvalidArgument);
+    pin_id = *store->Pin(7, {TenantKey(7, 1)}, kHourMs, PinId{});
+    // Another tenant can neither extend nor end it.
+    EXPECT_EQ(store->Pin(8, {}, kHourMs, pin_id).status().code(), absl::StatusCode::kNotFound);
+    EXPECT_EQ(store->Unpin(8, pin_id).code(), absl::StatusCode::kNotFound);
+  }
+  auto store = *Store::Open(Options(dir.path()));
+  EXPECT_EQ(store->Stats().active_pins, 1u);
+  EXPECT_EQ(store->Stats().disk.pinned_pages, 1u);
+  EXPECT_EQ(store->Unpin(8, pin_id).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store->Unpin(0, pin_id).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store->Pin(7, {}, kHourMs, pin_id).ok());
+  EXPECT_TRUE(store->Unpin(7, pin_id).ok());
+  EXPECT_EQ(store->Stats().active_pins, 0u);
 }
 
 std::string BigEndianId(uint64_t id) {
@@ -155,7 +185,7 @@ TEST(PinPersistenceTest, MalformedPinRecordsAreDeletedAndCounted) {
     auto put = [&](const std::string& k, const std::string& v) {
       ASSERT_TRUE(raw.db().Put(rocksdb::WriteOptions(), pins, k, v).ok());
     };
-    // One good pin with one page.
+    // One good pin with one page (a record of before tenants: tenant 0).
     put(BigEndianId(5), ExpiryValue(later));
     put(BigEndianId(5) + Key(9).Encode(), std::string(1, '\1'));
     // Bad: a page record of a pin that has no expiry record; an unknown

@@ -46,6 +46,44 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+PageKey OfTenant(uint64_t tenant, PageKey key) {
+  key.tenant = tenant;
+  return key;
+}
+
+// Two tenants' equal keys are two pages: neither sees, reads, pins or
+// deletes the other's, and both survive a restart as they were.
+TEST_F(StoreTest, TenantsHaveSeparateKeySpaces) {
+  const PageKey a = OfTenant(7, Key(1));
+  const PageKey b = OfTenant(8, Key(1));
+  ASSERT_TRUE(PutPages(*store_, {a}).ok());
+  // Tenant 8 sees an absent key, exactly as for a key nobody stored.
+  EXPECT_EQ(GetOne(b).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Lookup(8, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kNone});
+  EXPECT_EQ(store_->Lookup(7, {Key(1).hash}, 0, 1)->tiers, std::vector<Tier>{Tier::kRam});
+  EXPECT_EQ(store_->Lookup(0, {Key(1).hash}, 0, 1)->prefix_pages, 0u);
+  EXPECT_EQ(store_->Pin(8, {b}, 100, PinId{}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(*store_->Delete({b}, /*force=*/true), 0u);
+  // Its own put of the same key is a new page with its own bytes.
+  auto put = PutPages(*store_, {b});
+  ASSERT_TRUE(put.ok());
+  EXPECT_FALSE((*put)[0].already_present);
+  EXPECT_EQ(GetOne(a).data, AsString(PageBytes(a, SmallLayout())));
+  EXPECT_EQ(GetOne(b).data, AsString(PageBytes(b, SmallLayout())));
+  EXPECT_NE(GetOne(a).data, GetOne(b).data);
+  EXPECT_EQ(store_->Stats().ram.pages, 2u);
+  // Through the disk tier and a restart, each keeps its own.
+  ASSERT_EQ(*store_->DemoteAll(absl::InfiniteFuture()), 2u);
+  store_.reset();
+  store_ = *Store::Open(options_);
+  EXPECT_EQ(store_->Stats().disk.pages, 2u);
+  EXPECT_EQ(GetOne(a).data, AsString(PageBytes(a, SmallLayout())));
+  EXPECT_EQ(GetOne(b).data, AsString(PageBytes(b, SmallLayout())));
+  EXPECT_EQ(*store_->Delete({a}, /*force=*/false), 1u);
+  EXPECT_EQ(GetOne(a).status.code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(GetOne(b).status.ok());
+}
+
 TEST_F(StoreTest, PutThenGetReturnsIdenticalBytes) {
   auto put = PutPages(*store_, {Key(1), Key(2, 5)});
   ASSERT_TRUE(put.ok()) << put.status();
@@ -79,25 +117,25 @@ TEST_F(StoreTest, PutThenGetReturnsIdenticalBytes) {
 TEST_F(StoreTest, LookupGivesLongestPrefixAndEveryTier) {
   const Hash128 h1{.hi = 0x5eed, .lo = 1}, h2{.hi = 0x5eed, .lo = 2}, h3{.hi = 0x5eed, .lo = 3};
   ASSERT_TRUE(PutPages(*store_, {Key(1, 4), Key(1, 5), Key(2, 4), Key(3, 4), Key(3, 5)}).ok());
-  auto r = store_->Lookup({h1, h2, h3}, 4, 2);
+  auto r = store_->Lookup(0, {h1, h2, h3}, 4, 2);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->prefix_pages, 1u);
   EXPECT_EQ(r->tiers, (std::vector<Tier>{Tier::kRam, Tier::kRam, Tier::kRam, Tier::kNone,
                                          Tier::kRam, Tier::kRam}));
-  auto one_layer = store_->Lookup({h1, h2, h3}, 4, 0);  // 0 means 1
+  auto one_layer = store_->Lookup(0, {h1, h2, h3}, 4, 0);  // 0 means 1
   ASSERT_TRUE(one_layer.ok());
   EXPECT_EQ(one_layer->prefix_pages, 3u);
   EXPECT_EQ(one_layer->tiers.size(), 3u);
-  auto none = store_->Lookup({h2}, 9, 1);
+  auto none = store_->Lookup(0, {h2}, 9, 1);
   ASSERT_TRUE(none.ok());
   EXPECT_EQ(none->prefix_pages, 0u);
   EXPECT_EQ(none->tiers, std::vector<Tier>{Tier::kNone});
 
   std::vector<Hash128> too_long(17, h1);
-  EXPECT_EQ(store_->Lookup(too_long, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Lookup({h1}, 0, Store::kMaxLookupLayers + 1).status().code(),
+  EXPECT_EQ(store_->Lookup(0, too_long, 0, 1).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Lookup(0, {h1}, 0, Store::kMaxLookupLayers + 1).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Lookup({h1}, 0xffffffffu, 2).status().code(),
+  EXPECT_EQ(store_->Lookup(0, {h1}, 0xffffffffu, 2).status().code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Stats().lookups, 3u);
 }
@@ -111,7 +149,7 @@ TEST_F(StoreTest, LookupEntriesAreBoundedAndLongLookupsSeeEveryPage) {
   store_ = *Store::Open(options_);
   std::vector<Hash128> chain(8192);
   for (uint64_t i = 0; i < chain.size(); ++i) chain[i] = Key(100 + i).hash;
-  EXPECT_EQ(store_->Lookup(chain, 0, 4).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Lookup(0, chain, 0, 4).status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Stats().lookups, 0u);
   // Pages 0..2999 of layers 0-2 stored: a lookup that spans several lock
   // rounds still finds the exact prefix and every tier.
@@ -125,7 +163,7 @@ TEST_F(StoreTest, LookupEntriesAreBoundedAndLongLookupsSeeEveryPage) {
       ASSERT_TRUE(PutPages(*store_, batch).ok());
     }
   }
-  auto found = store_->Lookup(chain, 0, 3);
+  auto found = store_->Lookup(0, chain, 0, 3);
   ASSERT_TRUE(found.ok()) << found.status();
   EXPECT_EQ(found->prefix_pages, 3000u);
   ASSERT_EQ(found->tiers.size(), 3u * 8192);
@@ -199,7 +237,7 @@ TEST_F(StoreTest, ReservedPagesAreInvisibleUntilCommit) {
   }
   EXPECT_EQ(store_->Stats().reserved_bytes, 2u * 4096);
   EXPECT_EQ(GetOne(Key(1)).status.code(), absl::StatusCode::kNotFound);
-  auto lookup = store_->Lookup({Key(1).hash}, 0, 1);
+  auto lookup = store_->Lookup(0, {Key(1).hash}, 0, 1);
   EXPECT_EQ(lookup->tiers[0], Tier::kNone);
   auto committed = store_->Commit(*std::move(r));
   ASSERT_TRUE(committed.ok()) << committed.status();
@@ -335,20 +373,20 @@ TEST_F(StoreTest, ReservationOfAnotherStoreIsRefused) {
 
 TEST_F(StoreTest, PinsExpireWithTheClock) {
   ASSERT_TRUE(PutPages(*store_, {Key(1), Key(2)}).ok());
-  EXPECT_EQ(store_->Pin({Key(1)}, 0, 0).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Pin({Key(1)}, 10'001, 0).status().code(),
+  EXPECT_EQ(store_->Pin(0, {Key(1)}, 0, PinId{}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->Pin(0, {Key(1)}, 10'001, PinId{}).status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(store_->Pin({Key(1), Key(9)}, 100, 0).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(store_->Pin({Key(1)}, 100, 12345).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Pin(0, {Key(1), Key(9)}, 100, PinId{}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Pin(0, {Key(1)}, 100, PinId{.hi = 0, .lo = 12345}).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().active_pins, 0u);
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 0u);
 
-  auto pin = store_->Pin({Key(1)}, 100, 0);
+  auto pin = store_->Pin(0, {Key(1)}, 100, PinId{});
   ASSERT_TRUE(pin.ok());
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 1u);
   clock_.AdvanceMillis(60);
   // Extending restarts the TTL and adds keys.
-  EXPECT_EQ(store_->Pin({Key(2)}, 100, *pin).value(), *pin);
+  EXPECT_EQ(store_->Pin(0, {Key(2)}, 100, *pin).value(), *pin);
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 2u);
   clock_.AdvanceMillis(99);
   EXPECT_EQ(store_->Delete({Key(1)}, false).status().code(),
@@ -358,7 +396,7 @@ TEST_F(StoreTest, PinsExpireWithTheClock) {
   StoreStats stats = store_->Stats();
   EXPECT_EQ(stats.active_pins, 0u);
   EXPECT_EQ(stats.ram.pinned_pages, 0u);
-  EXPECT_EQ(store_->Unpin(*pin).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->Unpin(0, *pin).code(), absl::StatusCode::kNotFound);
   stats = store_->Stats();
   EXPECT_EQ(stats.active_pins, 0u);
   EXPECT_EQ(stats.ram.pinned_pages, 0u);
@@ -367,15 +405,15 @@ TEST_F(StoreTest, PinsExpireWithTheClock) {
 
 TEST_F(StoreTest, UnpinReleasesAndUnknownIsNotFound) {
   ASSERT_TRUE(PutPages(*store_, {Key(1)}).ok());
-  EXPECT_EQ(store_->Unpin(77).code(), absl::StatusCode::kNotFound);
-  auto a = store_->Pin({Key(1)}, 1000, 0);
-  auto b = store_->Pin({Key(1)}, 1000, 0);
+  EXPECT_EQ(store_->Unpin(0, PinId{.hi = 0, .lo = 77}).code(), absl::StatusCode::kNotFound);
+  auto a = store_->Pin(0, {Key(1)}, 1000, PinId{});
+  auto b = store_->Pin(0, {Key(1)}, 1000, PinId{});
   ASSERT_TRUE(a.ok() && b.ok());
   EXPECT_NE(*a, *b);
-  EXPECT_TRUE(store_->Unpin(*a).ok());
-  EXPECT_EQ(store_->Unpin(*a).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->Unpin(0, *a).ok());
+  EXPECT_EQ(store_->Unpin(0, *a).code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 1u);  // still under b
-  EXPECT_TRUE(store_->Unpin(*b).ok());
+  EXPECT_TRUE(store_->Unpin(0, *b).ok());
   EXPECT_EQ(store_->Stats().ram.pinned_pages, 0u);
 }
 
@@ -389,18 +427,18 @@ TEST(StorePinLimitTest, MaxPinsBoundsLivePins) {
   options.clock = &clock;
   auto store = *Store::Open(options);
   ASSERT_TRUE(PutPages(*store, {Key(1)}).ok());
-  auto a = store->Pin({Key(1)}, 100, 0);
+  auto a = store->Pin(0, {Key(1)}, 100, PinId{});
   ASSERT_TRUE(a.ok());
-  ASSERT_TRUE(store->Pin({Key(1)}, 200, 0).ok());
-  EXPECT_EQ(store->Pin({Key(1)}, 100, 0).status().code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_TRUE(store->Pin({}, 100, *a).ok());  // extending is not a new pin
+  ASSERT_TRUE(store->Pin(0, {Key(1)}, 200, PinId{}).ok());
+  EXPECT_EQ(store->Pin(0, {Key(1)}, 100, PinId{}).status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_TRUE(store->Pin(0, {}, 100, *a).ok());  // extending is not a new pin
   clock.AdvanceMillis(150);                   // the first pin expires
-  EXPECT_TRUE(store->Pin({Key(1)}, 100, 0).ok());
+  EXPECT_TRUE(store->Pin(0, {Key(1)}, 100, PinId{}).ok());
 }
 
 TEST_F(StoreTest, DeletePinnedNeedsForce) {
   ASSERT_TRUE(PutPages(*store_, {Key(1), Key(2), Key(3)}).ok());
-  auto pin = store_->Pin({Key(2)}, 1000, 0);
+  auto pin = store_->Pin(0, {Key(2)}, 1000, PinId{});
   ASSERT_TRUE(pin.ok());
   EXPECT_EQ(store_->Delete({Key(1), Key(2)}, false).status().code(),
             absl::StatusCode::kFailedPrecondition);
@@ -416,7 +454,7 @@ TEST_F(StoreTest, DeletePinnedNeedsForce) {
   // The pin lives on, without the deleted key; a re-put key is not pinned.
   ASSERT_TRUE(PutPages(*store_, {Key(2)}).ok());
   EXPECT_EQ(store_->Delete({Key(2)}, false).value(), 1u);
-  EXPECT_TRUE(store_->Unpin(*pin).ok());
+  EXPECT_TRUE(store_->Unpin(0, *pin).ok());
   std::vector<PageKey> nine(9, Key(3));
   EXPECT_EQ(store_->Delete(nine, false).status().code(), absl::StatusCode::kInvalidArgument);
 }
@@ -473,7 +511,7 @@ TEST(StoreConcurrencyTest, ConcurrentPutsAndGetsStayConsistent) {
   EXPECT_EQ(stats.disk.used_bytes, stats.disk.pages * 4096);
   std::vector<Hash128> chain;
   for (uint64_t n = 0; n < unique; ++n) chain.push_back(Key(n).hash);
-  auto lookup = store->Lookup(chain, 0, 1);
+  auto lookup = store->Lookup(0, chain, 0, 1);
   ASSERT_TRUE(lookup.ok());
   EXPECT_EQ(lookup->prefix_pages, unique);
   for (uint64_t n = 0; n < unique; n += 37) {
@@ -526,8 +564,8 @@ TEST(StoreConcurrencyTest, DeletesAndPinsRacingReadsLeakNothing) {
             }
             break;
           default: {
-            auto pin = store->Pin({key}, 1000, 0);
-            if (pin.ok() && (x >> 40) % 2 == 0) (void)store->Unpin(*pin);
+            auto pin = store->Pin(0, {key}, 1000, PinId{});
+            if (pin.ok() && (x >> 40) % 2 == 0) (void)store->Unpin(0, *pin);
             break;
           }
         }

@@ -39,7 +39,7 @@ StoreOptions Options(const std::string& dir, uint64_t ram_pages, double ram_high
 std::vector<Tier> Tiers(Store& store, uint64_t first, uint64_t last) {
   std::vector<Hash128> chain;
   for (uint64_t n = first; n <= last; ++n) chain.push_back(Key(n).hash);
-  return store.Lookup(chain, 0, 1)->tiers;
+  return store.Lookup(0, chain, 0, 1)->tiers;
 }
 
 GetResult GetOne(Store& store, const PageKey& key) { return (*store.BatchGet({key}))[0]; }
@@ -205,7 +205,7 @@ TEST(DiskTierTest, PastDiskWatermarkDropsUnpinnedPagesOnly) {
   PutEach(*store, 1, 4);  // RAM 3, 4; disk 1, 2
   EXPECT_EQ(Tiers(*store, 1, 4),
             (std::vector<Tier>{Tier::kDisk, Tier::kDisk, Tier::kRam, Tier::kRam}));
-  ASSERT_TRUE(store->Pin({Key(1)}, 60'000, 0).ok());
+  ASSERT_TRUE(store->Pin(0, {Key(1)}, 60'000, PinId{}).ok());
   // Page 6 demotes 3 and 4; room for 4 drops unpinned 2 but never pinned 1.
   PutEach(*store, 5, 6);
   const Tier D = Tier::kDisk, R = Tier::kRam, N = Tier::kNone;
@@ -228,8 +228,8 @@ TEST(DiskTierTest, DiskFullOfPinnedPagesRefusesPinsNotPuts) {
   // RAM and disk: 2 pages each, high 1.0, low 0.5.
   auto store = *Store::Open(Options(dir.path(), 2, 1.0, 0.5, 2, 1.0, 0.5));
   PutEach(*store, 1, 2);
-  absl::StatusOr<uint64_t> pin1 = store->Pin({Key(1)}, 60'000, 0);
-  absl::StatusOr<uint64_t> pin2 = store->Pin({Key(2)}, 60'000, 0);
+  absl::StatusOr<PinId> pin1 = store->Pin(0, {Key(1)}, 60'000, PinId{});
+  absl::StatusOr<PinId> pin2 = store->Pin(0, {Key(2)}, 60'000, PinId{});
   ASSERT_TRUE(pin1.ok()) << pin1.status();
   ASSERT_TRUE(pin2.ok()) << pin2.status();
   StoreStats stats = store->Stats();
@@ -242,9 +242,9 @@ TEST(DiskTierTest, DiskFullOfPinnedPagesRefusesPinsNotPuts) {
   ASSERT_EQ(Tiers(*store, 1, 4), (std::vector<Tier>{D, D, R, R}));
   EXPECT_EQ(store->Stats().demotions, 2u);
 
-  absl::StatusOr<uint64_t> refused = store->Pin({Key(3)}, 60'000, 0);
+  absl::StatusOr<PinId> refused = store->Pin(0, {Key(3)}, 60'000, PinId{});
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
-  refused = store->Pin({Key(4)}, 60'000, *pin1);  // extending: the key is not added
+  refused = store->Pin(0, {Key(4)}, 60'000, *pin1);  // extending: the key is not added
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
   stats = store->Stats();
   EXPECT_EQ(stats.active_pins, 2u);
@@ -257,8 +257,8 @@ TEST(DiskTierTest, DiskFullOfPinnedPagesRefusesPinsNotPuts) {
   EXPECT_EQ(store->Stats().dropped_pages, 1u);
 
   // Unpinning page 1 lets the disk drop it to take the next pinned page.
-  ASSERT_TRUE(store->Unpin(*pin1).ok());
-  ASSERT_TRUE(store->Pin({Key(5)}, 60'000, *pin2).ok());
+  ASSERT_TRUE(store->Unpin(0, *pin1).ok());
+  ASSERT_TRUE(store->Pin(0, {Key(5)}, 60'000, *pin2).ok());
   stats = store->Stats();
   EXPECT_EQ(stats.disk.pinned_pages, 2u);
   EXPECT_EQ(stats.dropped_pages, 2u);
@@ -335,9 +335,9 @@ TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
     auto store = *Store::Open(o);
     PutEach(*store, 1, 4);
     ASSERT_EQ(store->Stats().disk.pages, 0u);
-    absl::StatusOr<uint64_t> pin = store->Pin({Key(1), Key(2), Key(1)}, 60'000, 0);
+    absl::StatusOr<PinId> pin = store->Pin(0, {Key(1), Key(2), Key(1)}, 60'000, PinId{});
     ASSERT_TRUE(pin.ok()) << pin.status();
-    ASSERT_TRUE(store->Pin({Key(3)}, 60'000, *pin).ok());
+    ASSERT_TRUE(store->Pin(0, {Key(3)}, 60'000, *pin).ok());
     StoreStats stats = store->Stats();
     EXPECT_EQ(stats.disk.pages, 3u);
     EXPECT_EQ(stats.disk.used_bytes, 3 * kPage);
@@ -345,7 +345,7 @@ TEST(RecoveryTest, PinnedRamPagesComeBackAfterRestart) {
     EXPECT_EQ(stats.ram.pages, 4u);  // still served from RAM
     EXPECT_EQ(GetOne(*store, Key(1)).tier, Tier::kRam);
     // Pinning again writes nothing more.
-    ASSERT_TRUE(store->Pin({Key(1)}, 60'000, 0).ok());
+    ASSERT_TRUE(store->Pin(0, {Key(1)}, 60'000, PinId{}).ok());
     EXPECT_EQ(store->Stats().demotions, 3u);
   }
   auto store = *Store::Open(o);

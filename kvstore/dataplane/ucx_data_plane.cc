@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "common/secure_random.h"
 #include "common/status_macros.h"
 #include "kvstore/dataplane/ucx_address_probe.h"
 #include "kvtier/v1/data_plane.h"
@@ -24,6 +25,7 @@ constexpr size_t kMaxRkeyBytes = 16 << 10;
 // cached remote key before the endpoint it was unpacked on.
 struct UcxDataPlane::Session {
   std::string client_address;  // as probed at Open
+  uint64_t owner = 0;
   std::unique_ptr<ucx::UcxEndpoint> endpoint;
   uint64_t last_use = 0;  // guarded by UcxDataPlane::mu_
   absl::Mutex mu;
@@ -138,7 +140,7 @@ uint64_t UcxDataPlane::NewIdLocked() {
 }
 
 absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
-    absl::string_view client_worker_address) {
+    absl::string_view client_worker_address, uint64_t owner) {
   if (client_worker_address.empty() || client_worker_address.size() > kMaxWorkerAddressBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "client_worker_address: %d bytes, need 1..%d", client_worker_address.size(),
@@ -149,15 +151,19 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
                                   options_.address_probe_timeout));
   auto session = std::make_shared<Session>();
   session->client_address = std::string(client_worker_address);
+  session->owner = owner;
   ASSIGN_OR_RETURN(session->endpoint,
                    ucx::UcxEndpoint::Connect(worker_.get(), client_worker_address));
   // The client's progress thread answers the wireup while it waits for
   // this reply (UcxEndpoint::Flush says why it must be over).
   RETURN_IF_ERROR(session->endpoint->Flush(absl::Now() + ucx::UcxEndpoint::kWireupTimeout));
-  OpenReply reply{.worker_address = worker_->address(),
-                  .arena_address = reinterpret_cast<uint64_t>(arena_->address()),
-                  .arena_bytes = arena_->bytes(),
-                  .arena_rkey = arena_->packed_rkey()};
+  OpenReply reply;
+  reply.worker_address = worker_->address();
+  if (options_.expose_arena) {
+    reply.arena_address = reinterpret_cast<uint64_t>(arena_->address());
+    reply.arena_bytes = arena_->bytes();
+    reply.arena_rkey = arena_->packed_rkey();
+  }
   std::vector<std::shared_ptr<Session>> evicted;
   std::vector<Transfer> aborted;
   {
@@ -170,7 +176,11 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
       KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first;
       RemoveSessionLocked(lru->first, &evicted, &aborted);
     }
-    reply.session_id = NewIdLocked();
+    // Unpredictable: an id is all a call needs to use a session of its
+    // tenant (ids need not be tag bases: only transfers' tags are).
+    do {
+      reply.session_id = SecureRandom64();
+    } while (reply.session_id == 0 || sessions_.contains(reply.session_id));
     session->last_use = ++use_clock_;
     sessions_.emplace(reply.session_id, std::move(session));
   }
@@ -430,6 +440,14 @@ absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader
   }
   if (handler == nullptr) return absl::UnimplementedError("this server takes no request messages");
   return (*handler)(header.session_id, header.op, message.data);
+}
+
+absl::StatusOr<uint64_t> UcxDataPlane::SessionOwner(uint64_t session_id) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  if (session == nullptr) {
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
+  return session->owner;
 }
 
 absl::Status UcxDataPlane::CheckSession(uint64_t session_id) {

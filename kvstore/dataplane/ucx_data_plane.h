@@ -109,6 +109,15 @@ struct DataPlaneOptions {
   // of the arena may still be writing them. Default 10 s. Must be >= 0.
   absl::Duration released_slot_quarantine = absl::Seconds(10);
 
+  // Whether clients are trusted with the whole arena (the server option
+  // trusted_local_clients): OpenDataPlane then gives them its address and
+  // remote key, and they write reserved slots and read RAM pages
+  // themselves (mapped on one host), which is the fastest path; such a
+  // client can read and write every page of every tenant. Default false:
+  // the server moves every byte itself, between its arena and memory the
+  // client registered (region writes and reads, tagged messages).
+  bool expose_arena = false;
+
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
 };
@@ -158,10 +167,14 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane(const UcxDataPlane&) = delete;
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
+  // Opens a session for `owner` (the tenant whose calls may use it; see
+  // SessionOwner). Its id is 64 bits from the kernel's CSPRNG.
   // INVALID_ARGUMENT (empty, oversized, or an address UCX refuses or
   // chokes on in the probe), UNAVAILABLE (no probe, or no endpoint to the
   // client's worker).
-  absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address);
+  absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address, uint64_t owner = 0);
+  // The owner given to Open; NOT_FOUND when `session_id` is not open.
+  absl::StatusOr<uint64_t> SessionOwner(uint64_t session_id);
   void Close(uint64_t session_id);
 
   // NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (max_pending_transfers,

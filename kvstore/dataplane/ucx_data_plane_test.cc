@@ -33,6 +33,7 @@ using testing::TempDir;
 DataPlaneOptions ProbingOptions() {
   DataPlaneOptions options;
   options.address_probe = KVTIER_UCX_PROBE_PATH;
+  options.expose_arena = true;
   return options;
 }
 
@@ -74,8 +75,10 @@ class UcxDataPlaneTest : public ::testing::Test {
     store_ = std::move(*store);
   }
 
+  // These tests drive the arena's own paths: clients are trusted with it.
   std::unique_ptr<UcxDataPlane> Create(DataPlaneOptions options = {}) {
     options.address_probe = KVTIER_UCX_PROBE_PATH;
+    options.expose_arena = true;
     absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
         UcxDataPlane::Create(store_.get(), options);
     EXPECT_TRUE(plane.ok()) << plane.status();
@@ -115,6 +118,28 @@ TEST_F(UcxDataPlaneTest, UnknownSessionsAndTransfersAreNotFound) {
   EXPECT_EQ(plane->CheckRegion(session, "").code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(plane->CheckRegion(session + 1, "k").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+}
+
+TEST_F(UcxDataPlaneTest, UntrustedClientsGetNoArenaAndSessionsKeepTheirOwner) {
+  DataPlaneOptions options;
+  options.address_probe = KVTIER_UCX_PROBE_PATH;
+  ASSERT_FALSE(options.expose_arena);  // the default
+  absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+      UcxDataPlane::Create(store_.get(), options);
+  ASSERT_TRUE(plane.ok()) << plane.status();
+  absl::StatusOr<UcxDataPlane::OpenReply> a = (*plane)->Open(client_worker_->address(), 7);
+  absl::StatusOr<UcxDataPlane::OpenReply> b = (*plane)->Open(client_worker_->address(), 8);
+  ASSERT_TRUE(a.ok()) << a.status();
+  ASSERT_TRUE(b.ok()) << b.status();
+  EXPECT_EQ(a->arena_address, 0u);
+  EXPECT_EQ(a->arena_bytes, 0u);
+  EXPECT_TRUE(a->arena_rkey.empty());
+  EXPECT_FALSE(a->worker_address.empty());
+  EXPECT_NE(a->session_id, b->session_id);
+  EXPECT_EQ(*(*plane)->SessionOwner(a->session_id), 7u);
+  EXPECT_EQ(*(*plane)->SessionOwner(b->session_id), 8u);
+  (*plane)->Close(a->session_id);
+  EXPECT_EQ((*plane)->SessionOwner(a->session_id).status().code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {

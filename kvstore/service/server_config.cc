@@ -82,6 +82,9 @@ absl::Status ResolveTls(const v1::ServerConfig& config, ServerSettings* s) {
   s->tls_client_ca_file = config.tls_client_ca_file();
   s->allow_insecure = config.allow_insecure();
   s->enable_reflection = config.enable_reflection();
+  s->access_file = config.access_file();
+  s->trusted_local_clients = config.trusted_local_clients();
+  s->ucx_options.shared_memory = s->trusted_local_clients;
   if (s->tls_cert_file.empty() != s->tls_key_file.empty()) {
     return absl::InvalidArgumentError("tls_cert_file and tls_key_file go together");
   }
@@ -93,6 +96,12 @@ absl::Status ResolveTls(const v1::ServerConfig& config, ServerSettings* s) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "listen \"%s\" is not a loopback address and TLS is off: anyone who reaches it could "
         "read and write every page; set tls_cert_file and tls_key_file, or allow_insecure",
+        s->listen));
+  }
+  if (s->access_file.empty() && !s->allow_insecure && !IsLoopbackAddress(s->listen)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "listen \"%s\" is not a loopback address and there is no access_file: every caller "
+        "would be an admin of one shared tenant; set access_file, or allow_insecure",
         s->listen));
   }
   if (s->tls() && s->ucx) {

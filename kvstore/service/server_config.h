@@ -47,6 +47,8 @@ struct ServerSettings {
   std::string tls_client_ca_file;
   bool allow_insecure = false;
   bool enable_reflection = false;
+  std::string access_file;  // empty: no access control
+  bool trusted_local_clients = false;
 
   bool tls() const { return !tls_cert_file.empty(); }
 };

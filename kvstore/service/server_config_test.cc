@@ -74,8 +74,35 @@ TEST(ServerConfigTest, PlaintextIsOnlyForLoopbackUnlessAllowed) {
     c.set_allow_insecure(false);
     c.set_tls_cert_file("cert.pem");
     c.set_tls_key_file("key.pem");
+    // TLS alone is not enough: without an access file every caller would
+    // be an admin of one tenant.
+    s = ResolveServerConfig(c);
+    EXPECT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << listen;
+    EXPECT_THAT(std::string(s.status().message()), HasSubstr("no access_file")) << listen;
+    c.set_access_file("access.txt");
     EXPECT_TRUE(ResolveServerConfig(c).ok()) << listen;
+    c.clear_tls_cert_file();
+    c.clear_tls_key_file();
+    // An access file without TLS: tokens would cross the network in the clear.
+    EXPECT_EQ(ResolveServerConfig(c).status().code(), absl::StatusCode::kInvalidArgument)
+        << listen;
   }
+}
+
+TEST(ServerConfigTest, OnlyTrustedClientsGetTheArenaAndSharedMemory) {
+  v1::ServerConfig c;
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok());
+  EXPECT_FALSE(s->trusted_local_clients);
+  EXPECT_FALSE(s->ucx_options.shared_memory);
+  EXPECT_TRUE(s->access_file.empty());
+  c.set_trusted_local_clients(true);
+  c.set_access_file("access.txt");
+  s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok());
+  EXPECT_TRUE(s->trusted_local_clients);
+  EXPECT_TRUE(s->ucx_options.shared_memory);
+  EXPECT_EQ(s->access_file, "access.txt");
 }
 
 TEST(ServerConfigTest, TlsFilesGoTogetherAndTurnTheDataPlaneOff) {

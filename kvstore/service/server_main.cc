@@ -5,7 +5,7 @@
 // Flags given on the command line override the config file; unset fields
 // take the defaults documented in proto/kvtier/v1/config.proto. SIGINT and
 // SIGTERM shut the server down gracefully: in-flight calls finish, then the
-// store closes.
+// store closes. SIGHUP reloads the access file.
 #include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
@@ -83,6 +83,12 @@ ABSL_FLAG(std::string, tls_client_ca_file, "",
 ABSL_FLAG(bool, allow_insecure, false,
           "Allow plaintext on a non-loopback address, and the UCX data plane beside TLS");
 ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection");
+ABSL_FLAG(std::string, access_file, "",
+          "Tokens and client certificates allowed in, with their tenants and roles "
+          "(reloaded on SIGHUP)");
+ABSL_FLAG(bool, trusted_local_clients, false,
+          "Give data-plane clients the RAM arena (fastest; each can read and write every page "
+          "of every tenant)");
 
 namespace kvtier::store {
 namespace {
@@ -167,6 +173,10 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("allow_insecure")) c.set_allow_insecure(absl::GetFlag(FLAGS_allow_insecure));
   if (Given("enable_reflection")) {
     c.set_enable_reflection(absl::GetFlag(FLAGS_enable_reflection));
+  }
+  if (Given("access_file")) c.set_access_file(absl::GetFlag(FLAGS_access_file));
+  if (Given("trusted_local_clients")) {
+    c.set_trusted_local_clients(absl::GetFlag(FLAGS_trusted_local_clients));
   }
   return c;
 }
@@ -269,6 +279,9 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                                                         ? "on"
                                                         : "on, client certificates required")
                                                  : "off (plaintext)")
+                   << " access=" << (settings.access_file.empty()
+                                         ? std::string("none (one anonymous tenant)")
+                                         : settings.access_file)
                    << " data_dir=" << settings.store.data_dir
                    << " max_batch_pages=" << settings.store.max_batch_pages
                    << " max_lookup_pages=" << settings.store.max_lookup_pages
@@ -281,11 +294,12 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                    << " verifying_in_background=" << recovered.unverified_disk_pages;
 }
 
-// With the data plane on, the RAM arena is allocated through UCX so that
-// shared-memory clients reach it one-sidedly. Null (the store maps its own
-// memory) when the data plane is off or UCX cannot start.
+// With the data plane on and clients trusted with the arena, the RAM arena
+// is allocated through UCX so that shared-memory clients reach it
+// one-sidedly. Null (the store maps private memory, which no other process
+// can attach) otherwise, or when UCX cannot start.
 std::shared_ptr<UcxArenaMemory> PrepareUcxArena(ServerSettings* settings) {
-  if (!settings->ucx) return nullptr;
+  if (!settings->ucx || !settings->trusted_local_clients) return nullptr;
   absl::StatusOr<std::shared_ptr<UcxArenaMemory>> arena =
       UcxArenaMemory::Create(settings->ucx_options);
   if (!arena.ok()) {
@@ -307,6 +321,7 @@ std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Sto
   options.transfer_timeout_ms = settings.ucx_transfer_timeout_ms;
   options.max_sessions = settings.ucx_max_sessions;
   options.ucx = settings.ucx_options;
+  options.expose_arena = settings.trusted_local_clients;
   absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
       UcxDataPlane::Create(store, options, ucx_arena);
   if (!plane.ok()) {
@@ -317,6 +332,7 @@ std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Sto
   KVTIER_LOG(INFO) << "UCX data plane ready arena_bytes=" << store->RamRegion().size()
                    << " arena_allocated_by_ucx="
                    << (ucx_arena != nullptr && ucx_arena->memory() != nullptr)
+                   << " trusted_local_clients=" << options.expose_arena
                    << " transfer_timeout_ms=" << options.transfer_timeout_ms
                    << " max_sessions=" << options.max_sessions;
   return std::move(*plane);
@@ -329,6 +345,7 @@ int Run() {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   absl::StatusOr<ServerSettings> settings = LoadSettings();
@@ -345,6 +362,17 @@ int Run() {
                  std::string(credentials.status().message()).c_str());
     return 2;
   }
+  std::unique_ptr<access::AccessControl> access;
+  if (!settings->access_file.empty()) {
+    absl::StatusOr<std::unique_ptr<access::AccessControl>> opened =
+        access::AccessControl::Open(settings->access_file);
+    if (!opened.ok()) {
+      std::fprintf(stderr, "kvtier-server: access_file: %s\n",
+                   std::string(opened.status().message()).c_str());
+      return 2;
+    }
+    access = *std::move(opened);
+  }
   KeepPageBuffersOnTheHeap(settings->max_inflight_bytes);
   const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
@@ -357,7 +385,8 @@ int Run() {
   std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
   ServiceLimits limits = ServiceLimits::FromStoreOptions(settings->store);
   limits.max_inflight_bytes = settings->max_inflight_bytes / 2;  // gRPC's quota has the rest
-  auto service = std::make_unique<KvStoreService>(store->get(), limits, data_plane.get());
+  auto service =
+      std::make_unique<KvStoreService>(store->get(), limits, data_plane.get(), access.get());
 
   int port = 0;
   std::unique_ptr<grpc::Server> server =
@@ -379,7 +408,20 @@ int Run() {
   LogStartup(*settings, port, recovered);
 
   int sig = 0;
-  sigwait(&signals, &sig);
+  while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
+    if (access == nullptr) {
+      KVTIER_LOG(INFO) << "SIGHUP: no access_file to reload";
+      continue;
+    }
+    if (absl::Status reloaded = access->Reload(); !reloaded.ok()) {
+      KVTIER_LOG(ERROR) << "SIGHUP: access file not reloaded, the previous one stays: "
+                        << reloaded;
+      continue;
+    }
+    const std::shared_ptr<const access::AccessTable> table = access->Current();
+    KVTIER_LOG(INFO) << "SIGHUP: access file reloaded tokens=" << table->token_count()
+                     << " certificates=" << table->certificate_count();
+  }
   KVTIER_LOG(INFO) << "shutting down signal=" << sig;
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));

@@ -48,13 +48,15 @@ absl::Status CheckBatchSize(size_t n, uint32_t max, absl::string_view what, bool
   return absl::OkStatus();
 }
 
-// Converts every key, naming the first bad one by index.
+// Converts every key into the caller's key space, naming the first bad one
+// by index.
 absl::StatusOr<std::vector<PageKey>> KeysFromProto(
-    const google::protobuf::RepeatedPtrField<v1::PageKey>& keys) {
+    const Caller& caller, const google::protobuf::RepeatedPtrField<v1::PageKey>& keys) {
   std::vector<PageKey> out;
   out.reserve(keys.size());
   for (int i = 0; i < keys.size(); ++i) {
     ASSIGN_OR_RETURN(PageKey key, KeyFromProto(keys[i], absl::StrCat("keys[", i, "]")));
+    key.tenant = caller.tenant;
     out.push_back(key);
   }
   return out;
@@ -123,10 +125,11 @@ absl::Status ServiceLimits::Validate() const {
 }
 
 KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
-                               UcxDataPlane* data_plane)
+                               UcxDataPlane* data_plane, const access::AccessControl* access)
     : store_(store),
       limits_(limits),
       data_plane_(data_plane),
+      authenticator_(access),
       inflight_(limits.max_inflight_bytes),
       waiting_(static_cast<int>(limits.waiting_threads), limits.max_waiting_requests) {
   if (data_plane_ != nullptr) {
@@ -141,7 +144,7 @@ KvStoreService::~KvStoreService() {
   if (data_plane_ != nullptr) data_plane_->SetRequestHandler(nullptr);
 }
 
-absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
+absl::Status KvStoreService::DoLookup(const Caller& caller, const v1::LookupRequest& request,
                                       v1::LookupResponse* response) {
   const int n = request.chain_size();
   if (static_cast<uint64_t>(n) > limits_.max_lookup_pages) {
@@ -172,7 +175,7 @@ absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
     chain.push_back(h);
   }
   ASSIGN_OR_RETURN(LookupResult result,
-                   store_->Lookup(chain, request.layer_begin(), layer_count));
+                   store_->Lookup(caller.tenant, chain, request.layer_begin(), layer_count));
   response->set_prefix_pages(result.prefix_pages);
   response->mutable_tiers()->Reserve(static_cast<int>(result.tiers.size()));
   for (Tier t : result.tiers) response->add_tiers(TierToProto(t));
@@ -180,8 +183,8 @@ absl::Status KvStoreService::DoLookup(const v1::LookupRequest& request,
 }
 
 absl::Status KvStoreService::SpecsFromProto(
-    const google::protobuf::RepeatedPtrField<v1::PutPage>& pages, bool inline_bytes,
-    std::vector<PutSpec>* specs) const {
+    const Caller& caller, const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
+    bool inline_bytes, std::vector<PutSpec>* specs) const {
   const int n = pages.size();
   RETURN_IF_ERROR(CheckBatchSize(n, limits_.max_batch_pages, "pages", /*allow_empty=*/false));
   specs->reserve(n);
@@ -191,6 +194,7 @@ absl::Status KvStoreService::SpecsFromProto(
     const std::string where = absl::StrCat("pages[", i, "]");
     PutSpec spec;
     ASSIGN_OR_RETURN(spec.key, KeyFromProto(page.key(), where + ".key"));
+    spec.key.tenant = caller.tenant;
     ASSIGN_OR_RETURN(spec.layout, v1::LayoutFromProto(page.layout(), where + ".layout"));
     spec.checksum = page.checksum();
     const uint64_t want = inline_bytes ? spec.layout.PageBytes() : 0;
@@ -208,12 +212,12 @@ absl::Status KvStoreService::SpecsFromProto(
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
+absl::Status KvStoreService::DoBatchPut(const Caller& caller, const v1::BatchPutRequest& request,
                                         v1::BatchPutResponse* response,
                                         InflightBytes::Grant* held) {
-  if (request.has_region()) return DoBatchPutFromRegion(request, response);
+  if (request.has_region()) return DoBatchPutFromRegion(caller, request, response);
   std::vector<PutSpec> specs;
-  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/true, &specs));
+  RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/true, &specs));
   uint64_t bytes = 0;
   for (const v1::PutPage& page : request.pages()) bytes += page.inline_data().size();
   ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(bytes, "BatchPut"));
@@ -234,19 +238,19 @@ absl::Status KvStoreService::DoBatchPut(const v1::BatchPutRequest& request,
 }
 
 absl::StatusOr<std::vector<PageKey>> KvStoreService::GetKeys(
-    const v1::BatchGetRequest& request) const {
+    const Caller& caller, const v1::BatchGetRequest& request) const {
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
   if (request.has_region() && request.arena_session_id() != 0) {
     return absl::InvalidArgumentError("set region or arena_session_id, not both");
   }
-  return KeysFromProto(request.keys());
+  return KeysFromProto(caller, request.keys());
 }
 
-absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
+absl::Status KvStoreService::DoBatchGet(const Caller& caller, const v1::BatchGetRequest& request,
                                         v1::BatchGetResponse* response,
                                         InflightBytes::Grant* held) {
-  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(caller, request));
   // Bytes the reply will carry, or (region) the server will stage.
   // Arena gets carry RAM pages by reference.
   const Store::StoredBytes stored = store_->BytesOf(keys);
@@ -254,10 +258,12 @@ absl::Status KvStoreService::DoBatchGet(const v1::BatchGetRequest& request,
       stored.disk_only + (request.arena_session_id() != 0 ? 0 : stored.ram);
   ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(bytes, "BatchGet"));
   if (held != nullptr) *held = std::move(grant);
-  if (request.has_region()) return DoBatchGetToRegion(request.region(), keys, response);
+  if (request.has_region()) {
+    return DoBatchGetToRegion(caller, request.region(), keys, response);
+  }
   if (request.arena_session_id() != 0) {
-    return DoBatchGetFromArena(request.arena_session_id(), keys, /*withhold_disk=*/false,
-                               response);
+    return DoBatchGetFromArena(caller, request.arena_session_id(), keys,
+                               /*withhold_disk=*/false, response);
   }
   ASSIGN_OR_RETURN(std::vector<GetResult> results, store_->BatchGet(keys));
   RETURN_IF_ERROR(AddGotPages(keys, results, response));
@@ -300,11 +306,11 @@ absl::Status KvStoreService::AddGotPages(absl::Span<const PageKey> keys,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoDelete(const v1::DeleteRequest& request,
+absl::Status KvStoreService::DoDelete(const Caller& caller, const v1::DeleteRequest& request,
                                       v1::DeleteResponse* response) {
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/true));
-  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(caller, request.keys()));
   if (keys.empty()) {
     response->set_deleted_pages(0);
     return absl::OkStatus();
@@ -314,25 +320,28 @@ absl::Status KvStoreService::DoDelete(const v1::DeleteRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoPin(const v1::PinRequest& request, v1::PinResponse* response) {
+absl::Status KvStoreService::DoPin(const Caller& caller, const v1::PinRequest& request,
+                                   v1::PinResponse* response) {
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/true));
   if (request.ttl_ms() == 0 || request.ttl_ms() > limits_.max_pin_ttl_ms) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "ttl_ms %d out of range [1, %d]", request.ttl_ms(), limits_.max_pin_ttl_ms));
   }
-  if (request.pin_id() == 0 && request.keys_size() == 0) {
-    return absl::InvalidArgumentError("keys: a new pin (pin_id 0) needs at least one key");
+  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytes(request.pin_id()));
+  if (pin_id.IsZero() && request.keys_size() == 0) {
+    return absl::InvalidArgumentError("keys: a new pin (no pin_id) needs at least one key");
   }
-  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(request.keys()));
-  ASSIGN_OR_RETURN(uint64_t pin_id, store_->Pin(keys, request.ttl_ms(), request.pin_id()));
-  response->set_pin_id(pin_id);
+  ASSIGN_OR_RETURN(std::vector<PageKey> keys, KeysFromProto(caller, request.keys()));
+  ASSIGN_OR_RETURN(const PinId pinned, store_->Pin(caller.tenant, keys, request.ttl_ms(), pin_id));
+  response->set_pin_id(pinned.Bytes());
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoUnpin(const v1::UnpinRequest& request) {
-  if (request.pin_id() == 0) return absl::NotFoundError("pin_id 0 is never a pin");
-  return store_->Unpin(request.pin_id());
+absl::Status KvStoreService::DoUnpin(const Caller& caller, const v1::UnpinRequest& request) {
+  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytes(request.pin_id()));
+  if (pin_id.IsZero()) return absl::NotFoundError("an empty pin_id is never a pin");
+  return store_->Unpin(caller.tenant, pin_id);
 }
 
 absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
@@ -362,55 +371,76 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
 grpc::ServerUnaryReactor* KvStoreService::Lookup(grpc::CallbackServerContext* context,
                                                  const v1::LookupRequest* request,
                                                  v1::LookupResponse* response) {
-  return Respond(context, [&] { return DoLookup(*request, response); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kRead));
+    return DoLookup(caller, *request, response);
+  });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::BatchPut(grpc::CallbackServerContext* context,
                                                    const v1::BatchPutRequest* request,
                                                    v1::BatchPutResponse* response) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kWrite);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   if (request->has_region()) {  // the server pulls the bytes over UCX
-    return RespondAfterWaiting([this, request, response](InflightBytes::Grant* held) {
-      return DoBatchPut(*request, response, held);
-    });
+    return RespondAfterWaiting(
+        [this, caller = *std::move(caller), request, response](InflightBytes::Grant* held) {
+          return DoBatchPut(caller, *request, response, held);
+        });
   }
   return RespondHolding(
-      [&](InflightBytes::Grant* held) { return DoBatchPut(*request, response, held); });
+      [&](InflightBytes::Grant* held) { return DoBatchPut(*caller, *request, response, held); });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::BatchGet(grpc::CallbackServerContext* context,
                                                    const v1::BatchGetRequest* request,
                                                    v1::BatchGetResponse* response) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kRead);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   if (request->has_region()) {  // the server writes the bytes over UCX
-    return RespondAfterWaiting([this, request, response](InflightBytes::Grant* held) {
-      return DoBatchGet(*request, response, held);
-    });
+    return RespondAfterWaiting(
+        [this, caller = *std::move(caller), request, response](InflightBytes::Grant* held) {
+          return DoBatchGet(caller, *request, response, held);
+        });
   }
   return RespondHolding(
-      [&](InflightBytes::Grant* held) { return DoBatchGet(*request, response, held); });
+      [&](InflightBytes::Grant* held) { return DoBatchGet(*caller, *request, response, held); });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Delete(grpc::CallbackServerContext* context,
                                                  const v1::DeleteRequest* request,
                                                  v1::DeleteResponse* response) {
-  return Respond(context, [&] { return DoDelete(*request, response); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kWrite));
+    return DoDelete(caller, *request, response);
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Pin(grpc::CallbackServerContext* context,
                                               const v1::PinRequest* request,
                                               v1::PinResponse* response) {
-  return Respond(context, [&] { return DoPin(*request, response); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kWrite));
+    return DoPin(caller, *request, response);
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Unpin(grpc::CallbackServerContext* context,
                                                 const v1::UnpinRequest* request,
                                                 v1::UnpinResponse* /*response*/) {
-  return Respond(context, [&] { return DoUnpin(*request); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kWrite));
+    return DoUnpin(caller, *request);
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::Stats(grpc::CallbackServerContext* context,
                                                 const v1::StatsRequest* /*request*/,
                                                 v1::StatsResponse* response) {
-  return Respond(context, [&] { return DoStats(response); });
+  return Respond(context, [&]() -> absl::Status {
+    RETURN_IF_ERROR(authenticator_.Authenticate(*context, Need::kAdmin).status());
+    return DoStats(response);
+  });
 }
 
 }  // namespace kvtier::store

@@ -31,6 +31,7 @@
 #include "kvstore/core/store.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/admission.h"
+#include "kvstore/service/caller.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
 namespace kvtier::store {
@@ -65,10 +66,12 @@ struct ServiceLimits {
 
 class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
  public:
-  // REQUIRES: store != nullptr, limits.Validate().ok(); store and
-  // data_plane (null: bytes inline only) outlive this. With a data plane,
-  // also serves the gets its clients send as messages (ServeMessage).
-  KvStoreService(Store* store, const ServiceLimits& limits, UcxDataPlane* data_plane = nullptr);
+  // REQUIRES: store != nullptr, limits.Validate().ok(); store, data_plane
+  // (null: bytes inline only) and access (null: no access control, every
+  // caller is Caller::Anonymous()) outlive this. With a data plane, also
+  // serves the gets its clients send as messages (ServeMessage).
+  KvStoreService(Store* store, const ServiceLimits& limits, UcxDataPlane* data_plane = nullptr,
+                 const access::AccessControl* access = nullptr);
   ~KvStoreService() override;
 
   grpc::ServerUnaryReactor* Lookup(grpc::CallbackServerContext* context,
@@ -109,29 +112,36 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                                      v1::AbortPutResponse* response) override;
 
   // The handlers without gRPC, for the reactors above and for tests.
-  absl::Status DoLookup(const v1::LookupRequest& request, v1::LookupResponse* response);
+  // Each acts for `caller` (caller.h): its keys are the caller's tenant's.
+  absl::Status DoLookup(const Caller& caller, const v1::LookupRequest& request,
+                        v1::LookupResponse* response);
   // `held` (optional) receives the call's in-flight bytes, to be released
   // once gRPC is done with the request and response; else released on
   // return.
-  absl::Status DoBatchPut(const v1::BatchPutRequest& request, v1::BatchPutResponse* response,
-                          InflightBytes::Grant* held = nullptr);
-  absl::Status DoBatchGet(const v1::BatchGetRequest& request, v1::BatchGetResponse* response,
-                          InflightBytes::Grant* held = nullptr);
-  absl::Status DoDelete(const v1::DeleteRequest& request, v1::DeleteResponse* response);
-  absl::Status DoPin(const v1::PinRequest& request, v1::PinResponse* response);
-  absl::Status DoUnpin(const v1::UnpinRequest& request);
+  absl::Status DoBatchPut(const Caller& caller, const v1::BatchPutRequest& request,
+                          v1::BatchPutResponse* response, InflightBytes::Grant* held = nullptr);
+  absl::Status DoBatchGet(const Caller& caller, const v1::BatchGetRequest& request,
+                          v1::BatchGetResponse* response, InflightBytes::Grant* held = nullptr);
+  absl::Status DoDelete(const Caller& caller, const v1::DeleteRequest& request,
+                        v1::DeleteResponse* response);
+  absl::Status DoPin(const Caller& caller, const v1::PinRequest& request,
+                     v1::PinResponse* response);
+  absl::Status DoUnpin(const Caller& caller, const v1::UnpinRequest& request);
+  // Admin only (the store's figures span every tenant).
   absl::Status DoStats(v1::StatsResponse* response);
   // service_data_plane.cc
-  absl::Status DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+  // A session belongs to the caller that opened it: for any other caller
+  // it does not exist (NOT_FOUND, as for an unknown id).
+  absl::Status DoOpenDataPlane(const Caller& caller, const v1::OpenDataPlaneRequest& request,
                                v1::OpenDataPlaneResponse* response);
-  absl::Status DoCloseDataPlane(const v1::CloseDataPlaneRequest& request);
+  absl::Status DoCloseDataPlane(const Caller& caller, const v1::CloseDataPlaneRequest& request);
   // `make_room`: ReserveOptions'; false for requests on the progress thread.
-  absl::Status DoReservePut(const v1::ReservePutRequest& request, bool make_room,
-                            v1::ReservePutResponse* response);
+  absl::Status DoReservePut(const Caller& caller, const v1::ReservePutRequest& request,
+                            bool make_room, v1::ReservePutResponse* response);
   // `may_wait`: UcxDataPlane::CommitPut's.
-  absl::Status DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
-                           v1::BatchPutResponse* response);
-  absl::Status DoAbortPut(const v1::AbortPutRequest& request);
+  absl::Status DoCommitPut(const Caller& caller, const v1::CommitPutRequest& request,
+                           bool may_wait, v1::BatchPutResponse* response);
+  absl::Status DoAbortPut(const Caller& caller, const v1::AbortPutRequest& request);
   // A request that came as a UCX message on `session_id` (ops in
   // ucx_message.h), answered as its RPC would be, with these differences:
   // a mapped get marks pages not in the arena bytes_withheld instead of
@@ -148,10 +158,11 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Validates `pages` (keys, layouts, duplicates, batch size) into specs.
   // With `inline_bytes`, each page's inline_data must be its layout's byte
   // count; without, it must be empty (the bytes come over the data plane).
-  absl::Status SpecsFromProto(const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
+  absl::Status SpecsFromProto(const Caller& caller,
+                              const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
                               bool inline_bytes, std::vector<PutSpec>* specs) const;
   // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
-  absl::Status DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+  absl::Status DoBatchPutFromRegion(const Caller& caller, const v1::BatchPutRequest& request,
                                     v1::BatchPutResponse* response);
   // Appends one page per result (status, layout, checksum, tier; no
   // bytes). INTERNAL for a result count that is not the key count; a
@@ -159,20 +170,24 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status AddGotPages(absl::Span<const PageKey> keys, absl::Span<const GetResult> results,
                            v1::BatchGetResponse* response);
   // BatchGet's region: validated before the store is read.
-  absl::Status CheckRegion(const v1::DataPlaneRegion& region) const;
+  absl::Status CheckRegion(const Caller& caller, const v1::DataPlaneRegion& region) const;
+  // NOT_FOUND unless `session_id` is open and the caller's.
+  absl::Status CheckSession(const Caller& caller, uint64_t session_id) const;
   // A BatchGet's keys, validated (count, each key, region or arena).
-  absl::StatusOr<std::vector<PageKey>> GetKeys(const v1::BatchGetRequest& request) const;
+  absl::StatusOr<std::vector<PageKey>> GetKeys(const Caller& caller,
+                                               const v1::BatchGetRequest& request) const;
   // A BatchGet with arena_session_id: RAM pages are located, not copied.
   // `withhold_disk`: disk pages are not read but marked bytes_withheld (for
   // replies to request messages, which stay small).
-  absl::Status DoBatchGetFromArena(uint64_t session_id, absl::Span<const PageKey> keys,
+  absl::Status DoBatchGetFromArena(const Caller& caller, uint64_t session_id,
+                                   absl::Span<const PageKey> keys,
                                    bool withhold_disk, v1::BatchGetResponse* response);
   // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
   // and moves RAM pages from the arena to the client while their leases
   // hold them, so the server copies no RAM page. A lease lasts the
   // transfer (at most the data plane's transfer_timeout_ms), and a leased
   // page is not evicted meanwhile.
-  absl::Status DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+  absl::Status DoBatchGetToRegion(const Caller& caller, const v1::DataPlaneRegion& region,
                                   absl::Span<const PageKey> keys, v1::BatchGetResponse* response);
   // Writes the OK pages (`bytes`, one per page) that fit into the region,
   // marking them in_region, and copies the rest inline. Every transfer is
@@ -200,6 +215,7 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   Store* const store_;
   const ServiceLimits limits_;
   UcxDataPlane* const data_plane_;  // null: no data plane
+  const Authenticator authenticator_;
   InflightBytes inflight_;
   // Last: its threads finish the queued calls before the rest goes.
   WaitingPool waiting_;

@@ -19,17 +19,25 @@ std::string AsString(absl::Span<const uint8_t> bytes) {
   return std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size());
 }
 
+// For the paths where a client reaches the arena itself.
+absl::Status ArenaNotExposed() {
+  return absl::FailedPreconditionError(
+      "this server gives clients no access to its memory (trusted_local_clients is off): put "
+      "with a region or tagged, get with a region");
+}
+
 absl::Status NoDataPlane() {
   return absl::FailedPreconditionError("this server runs without a UCX data plane (--noucx, or TLS without allow_insecure)");
 }
 
 }  // namespace
 
-absl::Status KvStoreService::DoOpenDataPlane(const v1::OpenDataPlaneRequest& request,
+absl::Status KvStoreService::DoOpenDataPlane(const Caller& caller,
+                                             const v1::OpenDataPlaneRequest& request,
                                              v1::OpenDataPlaneResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   ASSIGN_OR_RETURN(UcxDataPlane::OpenReply reply,
-                   data_plane_->Open(request.client_worker_address()));
+                   data_plane_->Open(request.client_worker_address(), caller.tenant));
   response->set_session_id(reply.session_id);
   response->set_server_worker_address(std::move(reply.worker_address));
   response->set_arena_address(reply.arena_address);
@@ -38,16 +46,32 @@ absl::Status KvStoreService::DoOpenDataPlane(const v1::OpenDataPlaneRequest& req
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoCloseDataPlane(const v1::CloseDataPlaneRequest& request) {
-  if (data_plane_ != nullptr) data_plane_->Close(request.session_id());
+absl::Status KvStoreService::CheckSession(const Caller& caller, uint64_t session_id) const {
+  if (data_plane_ == nullptr) return NoDataPlane();
+  ASSIGN_OR_RETURN(const uint64_t owner, data_plane_->SessionOwner(session_id));
+  if (owner != caller.tenant) {
+    // Exactly the answer for an id that is not open.
+    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+  }
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
-                                          bool make_room, v1::ReservePutResponse* response) {
+absl::Status KvStoreService::DoCloseDataPlane(const Caller& caller,
+                                              const v1::CloseDataPlaneRequest& request) {
+  // Another tenant's session, like an unknown one, is ignored.
+  if (CheckSession(caller, request.session_id()).ok()) data_plane_->Close(request.session_id());
+  return absl::OkStatus();
+}
+
+absl::Status KvStoreService::DoReservePut(const Caller& caller,
+                                          const v1::ReservePutRequest& request, bool make_room,
+                                          v1::ReservePutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   std::vector<PutSpec> specs;
-  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
+  RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
+  RETURN_IF_ERROR(CheckSession(caller, request.session_id()));
+  // An untagged reservation is written by the client into the arena.
+  if (!request.tagged() && !data_plane_->options().expose_arena) return ArenaNotExposed();
   ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
                    data_plane_->ReservePut(request.session_id(), specs, request.tagged(),
                                            make_room));
@@ -60,9 +84,11 @@ absl::Status KvStoreService::DoReservePut(const v1::ReservePutRequest& request,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request, bool may_wait,
+absl::Status KvStoreService::DoCommitPut(const Caller& caller,
+                                         const v1::CommitPutRequest& request, bool may_wait,
                                          v1::BatchPutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
+  RETURN_IF_ERROR(CheckSession(caller, request.session_id()));
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
                    data_plane_->CommitPut(request.session_id(), request.transfer_id(),
                                           request.checksums(), may_wait));
@@ -70,12 +96,16 @@ absl::Status KvStoreService::DoCommitPut(const v1::CommitPutRequest& request, bo
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoAbortPut(const v1::AbortPutRequest& request) {
-  if (data_plane_ != nullptr) data_plane_->AbortPut(request.session_id(), request.transfer_id());
+absl::Status KvStoreService::DoAbortPut(const Caller& caller,
+                                        const v1::AbortPutRequest& request) {
+  if (CheckSession(caller, request.session_id()).ok()) {
+    data_plane_->AbortPut(request.session_id(), request.transfer_id());
+  }
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) const {
+absl::Status KvStoreService::CheckRegion(const Caller& caller,
+                                         const v1::DataPlaneRegion& region) const {
   if (data_plane_ == nullptr) return NoDataPlane();
   if (region.bytes() == 0 || region.address() == 0) {
     return absl::InvalidArgumentError("region: address and bytes must be > 0");
@@ -91,15 +121,17 @@ absl::Status KvStoreService::CheckRegion(const v1::DataPlaneRegion& region) cons
     return absl::InvalidArgumentError(absl::StrFormat(
         "region.slot_bytes %d: need 1..%d with a tag", region.slot_bytes(), region.bytes()));
   }
-  return data_plane_->CheckRegion(region.session_id(), region.rkey());
+  RETURN_IF_ERROR(data_plane_->CheckRegion(region.session_id(), region.rkey()));
+  return CheckSession(caller, region.session_id());
 }
 
-absl::Status KvStoreService::DoBatchPutFromRegion(const v1::BatchPutRequest& request,
+absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
+                                                  const v1::BatchPutRequest& request,
                                                   v1::BatchPutResponse* response) {
   const v1::DataPlaneRegion& region = request.region();
   std::vector<PutSpec> specs;
-  RETURN_IF_ERROR(SpecsFromProto(request.pages(), /*inline_bytes=*/false, &specs));
-  RETURN_IF_ERROR(CheckRegion(region));
+  RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
+  RETURN_IF_ERROR(CheckRegion(caller, region));
   std::vector<uint64_t> offsets;
   offsets.reserve(specs.size());
   for (int i = 0; i < request.pages_size(); ++i) {
@@ -135,6 +167,22 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
     }
     return absl::OkStatus();
   };
+  // The caller is the session's owner: its id reached the client only
+  // through the owner's authenticated OpenDataPlane. Every request message
+  // works on the arena (a mapped get, a put the client copies into its
+  // slots), so it needs clients trusted with it.
+  auto session_caller = [&]() -> absl::StatusOr<Caller> {
+    if (data_plane_ == nullptr) return NoDataPlane();
+    if (!data_plane_->options().expose_arena) return ArenaNotExposed();
+    ASSIGN_OR_RETURN(const uint64_t owner, data_plane_->SessionOwner(session_id));
+    // Opening a session needs only read rights (OpenDataPlane): a put by
+    // message cannot show write rights on the shared namespace.
+    if (owner == access::kSharedTag && op != wire::kMappedGetOp) {
+      return absl::PermissionDeniedError(
+          "request message: puts into the shared namespace go by RPC");
+    }
+    return Caller{.tenant = owner, .admin = false, .name = ""};
+  };
   switch (op) {
     case wire::kMappedGetOp: {
       v1::BatchGetRequest request;
@@ -143,9 +191,13 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
         return absl::InvalidArgumentError(
             "request message: a get by message reads its own session's arena, with no region");
       }
-      ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(request));
+      // The keys are validated first, then moved to the caller's key space.
+      ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(Caller(), request));
+      ASSIGN_OR_RETURN(const Caller caller, session_caller());
+      for (PageKey& key : keys) key.tenant = caller.tenant;
       v1::BatchGetResponse response;
-      RETURN_IF_ERROR(DoBatchGetFromArena(session_id, keys, /*withhold_disk=*/true, &response));
+      RETURN_IF_ERROR(
+          DoBatchGetFromArena(caller, session_id, keys, /*withhold_disk=*/true, &response));
       return response.SerializeAsString();
     }
     case wire::kReservePutOp: {
@@ -155,8 +207,9 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
         return absl::InvalidArgumentError(
             "request message: a put by message reserves in its own session, not tagged");
       }
+      ASSIGN_OR_RETURN(const Caller caller, session_caller());
       v1::ReservePutResponse response;
-      RETURN_IF_ERROR(DoReservePut(request, /*make_room=*/false, &response));
+      RETURN_IF_ERROR(DoReservePut(caller, request, /*make_room=*/false, &response));
       return response.SerializeAsString();
     }
     case wire::kCommitPutOp: {
@@ -166,8 +219,9 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
         return absl::InvalidArgumentError(
             "request message: a put by message commits in its own session");
       }
+      ASSIGN_OR_RETURN(const Caller caller, session_caller());
       v1::BatchPutResponse response;
-      RETURN_IF_ERROR(DoCommitPut(request, /*may_wait=*/false, &response));
+      RETURN_IF_ERROR(DoCommitPut(caller, request, /*may_wait=*/false, &response));
       return response.SerializeAsString();
     }
     default:
@@ -175,12 +229,12 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
   }
 }
 
-absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
+absl::Status KvStoreService::DoBatchGetFromArena(const Caller& caller, uint64_t session_id,
                                                  absl::Span<const PageKey> keys,
                                                  bool withhold_disk,
                                                  v1::BatchGetResponse* response) {
-  if (data_plane_ == nullptr) return NoDataPlane();
-  RETURN_IF_ERROR(data_plane_->CheckSession(session_id));
+  RETURN_IF_ERROR(CheckSession(caller, session_id));
+  if (!data_plane_->options().expose_arena) return ArenaNotExposed();
   const absl::Span<const uint8_t> arena = store_->RamRegion();
   // The client copies and checks RAM pages itself (store.proto: no lease
   // outlives the response), so the store does not hash them here.
@@ -209,10 +263,11 @@ absl::Status KvStoreService::DoBatchGetFromArena(uint64_t session_id,
       .status();
 }
 
-absl::Status KvStoreService::DoBatchGetToRegion(const v1::DataPlaneRegion& region,
+absl::Status KvStoreService::DoBatchGetToRegion(const Caller& caller,
+                                                const v1::DataPlaneRegion& region,
                                                 absl::Span<const PageKey> keys,
                                                 v1::BatchGetResponse* response) {
-  RETURN_IF_ERROR(CheckRegion(region));
+  RETURN_IF_ERROR(CheckRegion(caller, region));
   // The transfers run inside the callback: the leases it runs under keep
   // every RAM page's slot unchanged until they are complete.
   auto transfer = [&](absl::Span<const GetResult> results,
@@ -278,42 +333,59 @@ absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
                                     deadline);
 }
 
-grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* context,
                                                         const v1::OpenDataPlaneRequest* request,
                                                         v1::OpenDataPlaneResponse* response) {
+  // Read rights suffice: what a session may do is checked per call, and
+  // puts by message into the shared namespace are refused (ServeMessage).
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kRead);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   // The probe and the endpoint's creation wait on UCX.
-  return RespondAfterWaiting([this, request, response](InflightBytes::Grant*) {
-    return DoOpenDataPlane(*request, response);
-  });
+  return RespondAfterWaiting(
+      [this, caller = *std::move(caller), request, response](InflightBytes::Grant*) {
+        return DoOpenDataPlane(caller, *request, response);
+      });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::CloseDataPlane(
-    grpc::CallbackServerContext* /*context*/, const v1::CloseDataPlaneRequest* request,
+    grpc::CallbackServerContext* context, const v1::CloseDataPlaneRequest* request,
     v1::CloseDataPlaneResponse* /*response*/) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kWrite);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   // Closing the endpoint waits on UCX.
-  return RespondAfterWaiting(
-      [this, request](InflightBytes::Grant*) { return DoCloseDataPlane(*request); });
+  return RespondAfterWaiting([this, caller = *std::move(caller), request](InflightBytes::Grant*) {
+    return DoCloseDataPlane(caller, *request);
+  });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::ReservePut(grpc::CallbackServerContext* context,
                                                      const v1::ReservePutRequest* request,
                                                      v1::ReservePutResponse* response) {
-  return Respond(context, [&] { return DoReservePut(*request, /*make_room=*/true, response); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kWrite));
+    return DoReservePut(caller, *request, /*make_room=*/true, response);
+  });
 }
 
-grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* /*context*/,
+grpc::ServerUnaryReactor* KvStoreService::CommitPut(grpc::CallbackServerContext* context,
                                                     const v1::CommitPutRequest* request,
                                                     v1::BatchPutResponse* response) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kWrite);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   // A tagged transfer's commit waits for its receives.
-  return RespondAfterWaiting([this, request, response](InflightBytes::Grant*) {
-    return DoCommitPut(*request, /*may_wait=*/true, response);
-  });
+  return RespondAfterWaiting(
+      [this, caller = *std::move(caller), request, response](InflightBytes::Grant*) {
+        return DoCommitPut(caller, *request, /*may_wait=*/true, response);
+      });
 }
 
 grpc::ServerUnaryReactor* KvStoreService::AbortPut(grpc::CallbackServerContext* context,
                                                    const v1::AbortPutRequest* request,
                                                    v1::AbortPutResponse* /*response*/) {
-  return Respond(context, [&] { return DoAbortPut(*request); });
+  return Respond(context, [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(const Caller caller, authenticator_.Authenticate(*context, Need::kWrite));
+    return DoAbortPut(caller, *request);
+  });
 }
 
 }  // namespace kvtier::store

@@ -18,12 +18,15 @@
 namespace kvtier::store {
 namespace {
 
+const Caller kAnon = Caller::Anonymous();
+
 // Records every call; answers with canned results.
 class FakeStore final : public Store {
  public:
-  absl::StatusOr<LookupResult> Lookup(absl::Span<const Hash128> chain, uint32_t layer_begin,
-                                      uint32_t layer_count) override {
+  absl::StatusOr<LookupResult> Lookup(uint64_t tenant, absl::Span<const Hash128> chain,
+                                      uint32_t layer_begin, uint32_t layer_count) override {
     ++calls;
+    lookup_tenant = tenant;
     lookup_chain.assign(chain.begin(), chain.end());
     lookup_layers = {layer_begin, layer_count};
     LookupResult r;
@@ -70,16 +73,18 @@ class FakeStore final : public Store {
     delete_force = force;
     return static_cast<uint32_t>(keys.size());
   }
-  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                               uint64_t pin_id) override {
+  absl::StatusOr<PinId> Pin(uint64_t tenant, absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                            const PinId& pin_id) override {
     ++calls;
     pin_args = {keys.size(), ttl_ms, pin_id};
-    return 1234;
+    pin_tenant = tenant;
+    return kPin;
   }
   absl::StatusOr<uint64_t> DemoteAll(absl::Time) override { return 0; }
-  absl::Status Unpin(uint64_t pin_id) override {
+  absl::Status Unpin(uint64_t tenant, const PinId& pin_id) override {
     ++calls;
-    return pin_id == 1234 ? absl::OkStatus() : absl::NotFoundError("no pin");
+    pin_tenant = tenant;
+    return pin_id == kPin ? absl::OkStatus() : absl::NotFoundError("no pin");
   }
   StoreStats Stats() const override {
     StoreStats s;
@@ -101,14 +106,17 @@ class FakeStore final : public Store {
     return s;
   }
 
+  static constexpr PinId kPin{.hi = 0x1234, .lo = 0x5678};
   int calls = 0;
+  uint64_t lookup_tenant = 99;
+  uint64_t pin_tenant = 99;
   std::vector<Hash128> lookup_chain;
   std::pair<uint32_t, uint32_t> lookup_layers;
   std::vector<std::string> buffers;
   std::vector<PutSpec> committed;
   std::vector<absl::Status> get_statuses = {absl::OkStatus()};
   bool delete_force = false;
-  std::tuple<size_t, uint64_t, uint64_t> pin_args;
+  std::tuple<size_t, uint64_t, PinId> pin_args;
   StoredBytes stored_bytes = {.ram = 10};  // what BatchGet returns
 
  protected:
@@ -147,7 +155,7 @@ TEST_F(ServiceTest, PutCopiesBytesAndConvertsResults) {
   *req.add_pages() = Page(1);
   *req.add_pages() = Page(2);
   v1::BatchPutResponse resp;
-  ASSERT_TRUE(service_.DoBatchPut(req, &resp).ok());
+  ASSERT_TRUE(service_.DoBatchPut(kAnon, req, &resp).ok());
   ASSERT_EQ(store_.committed.size(), 2u);
   EXPECT_EQ(store_.committed[1].key, Key(2));
   EXPECT_EQ(store_.committed[1].layout, Layout());
@@ -174,7 +182,7 @@ TEST_F(ServiceTest, BadPutsNeverReachTheStore) {
   bad[5].mutable_pages(0)->mutable_layout()->set_head_dim(0);
   for (size_t i = 0; i < bad.size(); ++i) {
     v1::BatchPutResponse resp;
-    EXPECT_EQ(service_.DoBatchPut(bad[i], &resp).code(), absl::StatusCode::kInvalidArgument)
+    EXPECT_EQ(service_.DoBatchPut(kAnon, bad[i], &resp).code(), absl::StatusCode::kInvalidArgument)
         << i;
     EXPECT_EQ(resp.results_size(), 0);
   }
@@ -188,7 +196,7 @@ TEST_F(ServiceTest, GetMapsPerPageStatuses) {
   v1::KeyToProto(Key(1), req.add_keys());
   v1::KeyToProto(Key(2), req.add_keys());
   v1::BatchGetResponse resp;
-  ASSERT_TRUE(service_.DoBatchGet(req, &resp).ok());
+  ASSERT_TRUE(service_.DoBatchGet(kAnon, req, &resp).ok());
   ASSERT_EQ(resp.pages_size(), 2);
   EXPECT_EQ(resp.pages(0).status(), v1::PAGE_STATUS_OK);
   EXPECT_EQ(resp.pages(0).inline_data(), "0123456789");
@@ -200,12 +208,12 @@ TEST_F(ServiceTest, GetMapsPerPageStatuses) {
   EXPECT_EQ(resp.pages(1).key().layer(), 2u);
   store_.get_statuses = {absl::OkStatus(), absl::DataLossError("y")};
   resp.Clear();
-  ASSERT_TRUE(service_.DoBatchGet(req, &resp).ok());
+  ASSERT_TRUE(service_.DoBatchGet(kAnon, req, &resp).ok());
   EXPECT_EQ(resp.pages(1).status(), v1::PAGE_STATUS_LOST);
   // An error that is no per-page outcome fails the call.
   store_.get_statuses = {absl::OkStatus(), absl::UnavailableError("disk gone")};
   resp.Clear();
-  EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(service_.DoBatchGet(kAnon, req, &resp).code(), absl::StatusCode::kUnavailable);
 }
 
 // Data-plane get fields on a server without a data plane, and together.
@@ -214,9 +222,9 @@ TEST_F(ServiceTest, ArenaGetsNeedADataPlaneAndExcludeARegion) {
   v1::KeyToProto(Key(1), req.add_keys());
   req.set_arena_session_id(7);
   v1::BatchGetResponse resp;
-  EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(service_.DoBatchGet(kAnon, req, &resp).code(), absl::StatusCode::kFailedPrecondition);
   req.mutable_region()->set_session_id(7);
-  EXPECT_EQ(service_.DoBatchGet(req, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoBatchGet(kAnon, req, &resp).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(resp.pages_size(), 0);
 }
 
@@ -249,7 +257,7 @@ TEST_F(ServiceTest, LookupConvertsChainAndTiers) {
   req.set_layer_begin(5);
   req.set_layer_count(0);  // means 1
   v1::LookupResponse resp;
-  ASSERT_TRUE(service_.DoLookup(req, &resp).ok());
+  ASSERT_TRUE(service_.DoLookup(kAnon, req, &resp).ok());
   EXPECT_THAT(store_.lookup_chain, ::testing::ElementsAre(Key(1).hash, Key(2).hash));
   EXPECT_EQ(store_.lookup_layers, std::make_pair(5u, 1u));
   EXPECT_EQ(resp.prefix_pages(), 1u);
@@ -258,24 +266,24 @@ TEST_F(ServiceTest, LookupConvertsChainAndTiers) {
   const int calls = store_.calls;
   v1::LookupRequest too_long = req;
   for (int i = 0; i < 2; ++i) too_long.add_chain(Key(9).hash.CanonicalString());
-  EXPECT_EQ(service_.DoLookup(too_long, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoLookup(kAnon, too_long, &resp).code(), absl::StatusCode::kInvalidArgument);
   v1::LookupRequest many_layers = req;
   many_layers.set_layer_count(5);
-  EXPECT_EQ(service_.DoLookup(many_layers, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoLookup(kAnon, many_layers, &resp).code(), absl::StatusCode::kInvalidArgument);
   v1::LookupRequest overflow = req;
   overflow.set_layer_begin(UINT32_MAX);
   overflow.set_layer_count(2);
-  EXPECT_EQ(service_.DoLookup(overflow, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoLookup(kAnon, overflow, &resp).code(), absl::StatusCode::kInvalidArgument);
   // 3 pages and 4 layers are each within their bounds, 12 entries are not;
   // refused before a key is decoded (the last one is not a key at all).
   v1::LookupRequest product = req;
   product.add_chain("not a key");
   product.set_layer_count(4);
-  absl::Status refused = service_.DoLookup(product, &resp);
+  absl::Status refused = service_.DoLookup(kAnon, product, &resp);
   EXPECT_EQ(refused.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(refused.message(), ::testing::HasSubstr("max_lookup_entries"));
   product.set_layer_count(2);  // 6 entries: the bad key is what is refused
-  EXPECT_THAT(service_.DoLookup(product, &resp).message(), ::testing::HasSubstr("chain[2]"));
+  EXPECT_THAT(service_.DoLookup(kAnon, product, &resp).message(), ::testing::HasSubstr("chain[2]"));
   EXPECT_EQ(store_.calls, calls);
 }
 
@@ -284,38 +292,44 @@ TEST_F(ServiceTest, PinValidatesTtlAndKeys) {
   v1::KeyToProto(Key(1), req.add_keys());
   v1::PinResponse resp;
   req.set_ttl_ms(0);
-  EXPECT_EQ(service_.DoPin(req, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoPin(kAnon, req, &resp).code(), absl::StatusCode::kInvalidArgument);
   req.set_ttl_ms(101);
-  EXPECT_EQ(service_.DoPin(req, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoPin(kAnon, req, &resp).code(), absl::StatusCode::kInvalidArgument);
   v1::PinRequest empty;
   empty.set_ttl_ms(10);
-  EXPECT_EQ(service_.DoPin(empty, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(service_.DoPin(kAnon, empty, &resp).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_.calls, 0);
   req.set_ttl_ms(100);
-  ASSERT_TRUE(service_.DoPin(req, &resp).ok());
-  EXPECT_EQ(resp.pin_id(), 1234u);
-  EXPECT_EQ(store_.pin_args, std::make_tuple(size_t{1}, uint64_t{100}, uint64_t{0}));
-  empty.set_pin_id(1234);  // extending with no keys is allowed
-  ASSERT_TRUE(service_.DoPin(empty, &resp).ok());
-  EXPECT_EQ(store_.pin_args, std::make_tuple(size_t{0}, uint64_t{10}, uint64_t{1234}));
+  ASSERT_TRUE(service_.DoPin(kAnon, req, &resp).ok());
+  EXPECT_EQ(resp.pin_id(), FakeStore::kPin.Bytes());
+  EXPECT_EQ(store_.pin_args, std::make_tuple(size_t{1}, uint64_t{100}, PinId{}));
+  empty.set_pin_id(FakeStore::kPin.Bytes());  // extending with no keys is allowed
+  ASSERT_TRUE(service_.DoPin(kAnon, empty, &resp).ok());
+  EXPECT_EQ(store_.pin_args, std::make_tuple(size_t{0}, uint64_t{10}, FakeStore::kPin));
+  const int calls = store_.calls;
+  empty.set_pin_id("short");
+  EXPECT_EQ(service_.DoPin(kAnon, empty, &resp).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_.calls, calls);
 
   v1::UnpinRequest unpin;
-  EXPECT_EQ(service_.DoUnpin(unpin).code(), absl::StatusCode::kNotFound);  // id 0
-  unpin.set_pin_id(1234);
-  EXPECT_TRUE(service_.DoUnpin(unpin).ok());
-  unpin.set_pin_id(5);
-  EXPECT_EQ(service_.DoUnpin(unpin).code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(service_.DoUnpin(kAnon, unpin).code(), absl::StatusCode::kNotFound);  // empty id
+  unpin.set_pin_id(std::string(17, 'x'));
+  EXPECT_EQ(service_.DoUnpin(kAnon, unpin).code(), absl::StatusCode::kInvalidArgument);
+  unpin.set_pin_id(FakeStore::kPin.Bytes());
+  EXPECT_TRUE(service_.DoUnpin(kAnon, unpin).ok());
+  unpin.set_pin_id(PinId{.hi = 5, .lo = 5}.Bytes());
+  EXPECT_EQ(service_.DoUnpin(kAnon, unpin).code(), absl::StatusCode::kNotFound);
 }
 
 TEST_F(ServiceTest, DeletePassesForceAndAcceptsEmpty) {
   v1::DeleteRequest req;
   v1::DeleteResponse resp;
-  ASSERT_TRUE(service_.DoDelete(req, &resp).ok());
+  ASSERT_TRUE(service_.DoDelete(kAnon, req, &resp).ok());
   EXPECT_EQ(resp.deleted_pages(), 0u);
   EXPECT_EQ(store_.calls, 0);
   v1::KeyToProto(Key(1), req.add_keys());
   req.set_force(true);
-  ASSERT_TRUE(service_.DoDelete(req, &resp).ok());
+  ASSERT_TRUE(service_.DoDelete(kAnon, req, &resp).ok());
   EXPECT_EQ(resp.deleted_pages(), 1u);
   EXPECT_TRUE(store_.delete_force);
 }
@@ -481,13 +495,13 @@ TEST(ServiceInflightTest, BytesPastTheBudgetAreRefusedBeforeTheStore) {
   };
   // Three pages never fit.
   v1::BatchPutResponse put_resp;
-  EXPECT_EQ(service.DoBatchPut(put_of(1, 3), &put_resp).code(),
+  EXPECT_EQ(service.DoBatchPut(kAnon, put_of(1, 3), &put_resp).code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(store.calls, 0);
   // Two fit; held (as gRPC holds them until the call is done), they leave
   // room for a 10-byte get but not an 11-byte one, nor another put.
   InflightBytes::Grant put_held;
-  ASSERT_TRUE(service.DoBatchPut(put_of(1, 2), &put_resp, &put_held).ok());
+  ASSERT_TRUE(service.DoBatchPut(kAnon, put_of(1, 2), &put_resp, &put_held).ok());
   EXPECT_EQ(put_held.bytes(), 2 * page);
   EXPECT_EQ(service.inflight().held_bytes(), 2 * page);
   const int calls_after_put = store.calls;
@@ -496,14 +510,14 @@ TEST(ServiceInflightTest, BytesPastTheBudgetAreRefusedBeforeTheStore) {
   v1::BatchGetResponse get_resp;
   {
     InflightBytes::Grant get_held;
-    ASSERT_TRUE(service.DoBatchGet(get, &get_resp, &get_held).ok());
+    ASSERT_TRUE(service.DoBatchGet(kAnon, get, &get_resp, &get_held).ok());
     EXPECT_EQ(get_held.bytes(), 10u);
     EXPECT_EQ(service.inflight().held_bytes(), 2 * page + 10);
   }
   store.stored_bytes = {.ram = 6, .disk_only = 5};
   get_resp.Clear();
-  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(service.DoBatchPut(put_of(5, 1), &put_resp).code(),
+  EXPECT_EQ(service.DoBatchGet(kAnon, get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(service.DoBatchPut(kAnon, put_of(5, 1), &put_resp).code(),
             absl::StatusCode::kResourceExhausted);
   EXPECT_EQ(store.calls, calls_after_put + 1);  // the one get that fitted
   EXPECT_EQ(service.inflight().refused(), 3u);
@@ -511,9 +525,9 @@ TEST(ServiceInflightTest, BytesPastTheBudgetAreRefusedBeforeTheStore) {
   // (this service has no data plane, which it says once admitted).
   store.stored_bytes = {.ram = 1000, .disk_only = 10};
   get.set_arena_session_id(7);
-  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(service.DoBatchGet(kAnon, get, &get_resp).code(), absl::StatusCode::kFailedPrecondition);
   store.stored_bytes = {.ram = 0, .disk_only = 11};
-  EXPECT_EQ(service.DoBatchGet(get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ(service.DoBatchGet(kAnon, get, &get_resp).code(), absl::StatusCode::kResourceExhausted);
   put_held = InflightBytes::Grant();
   EXPECT_EQ(service.inflight().held_bytes(), 0u);
 }

@@ -103,7 +103,7 @@ class Client:
         self.own_put = set()                 # own indices put and not since gone
         self.recent = collections.deque(maxlen=256)
         self.cursor = 0
-        self.pins = {}                       # pin id -> {"keys": set, "expiry": monotonic}
+        self.pins = {}                       # pin id (bytes) -> {"keys": set, "expiry": monotonic}
         self.client = None
 
     def connect(self):
@@ -183,8 +183,8 @@ class Client:
                 self.counts["get_not_found"] += 1
                 for pin_id, pin in self.pins.items():
                     if (h, layer) in pin["keys"] and pin["expiry"] - sent > PIN_MARGIN_S:
-                        self.violation("pinned page %s NOT_FOUND; pin %d has %.1f s to live"
-                                       % (name, pin_id, pin["expiry"] - sent))
+                        self.violation("pinned page %s NOT_FOUND; pin %s has %.1f s to live"
+                                       % (name, pin_id.hex(), pin["expiry"] - sent))
             if space == "own":
                 self.own_put.discard(i)
 
@@ -238,8 +238,8 @@ class Client:
             pin["expiry"] = sent + ttl / 1000
         elif code == "NOT_FOUND" and not keys:  # the pin is unknown or expired
             if pin["expiry"] - sent > PIN_MARGIN_S:
-                self.violation("extending pin %d: NOT_FOUND with %.1f s to live"
-                               % (pin_id, pin["expiry"] - sent))
+                self.violation("extending pin %s: NOT_FOUND with %.1f s to live"
+                               % (pin_id.hex(), pin["expiry"] - sent))
             del self.pins[pin_id]
         elif code == "NOT_FOUND" and pin["expiry"] < sent:
             del self.pins[pin_id]
@@ -253,8 +253,8 @@ class Client:
         sent = time.monotonic()
         _, code = self.call("unpin", self.client.unpin, pin_id)
         if code == "NOT_FOUND" and pin["expiry"] - sent > PIN_MARGIN_S:
-            self.violation("unpin %d: NOT_FOUND with %.1f s to live"
-                           % (pin_id, pin["expiry"] - sent))
+            self.violation("unpin %s: NOT_FOUND with %.1f s to live"
+                           % (pin_id.hex(), pin["expiry"] - sent))
 
     def op_stats(self):
         self.call("stats", self.client.stats)

@@ -259,7 +259,7 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   }
   t.states[page] = PageState::kBackingUp;
   StoredPage stored;
-  stored.key = PageKey{PageHash(seq, page), layer};
+  stored.key = PageKey{.hash = PageHash(seq, page), .layer = layer};
   stored.layout = lay;
   stored.checksum = t.checksums[page];
   stored.bytes = std::move(bytes);
@@ -307,14 +307,13 @@ absl::Status KvCacheManager::Cancel(uint64_t seq_id) {
   }
   ReleaseAll(seq);
   if (TokenPolicy* tp = policy_->AsTokenPolicy(); tp != nullptr) tp->EndSequence(seq_id);
-  uint64_t pin_id = 0;
+  std::string pin_id;
   {
     absl::MutexLock lock(&seq.pin->mu);
-    pin_id = seq.pin->pin_id;
-    seq.pin->pin_id = 0;
+    pin_id = std::exchange(seq.pin->pin_id, std::string());
     seq.pin->released = true;
   }
-  if (pin_id != 0) {
+  if (!pin_id.empty()) {
     absl::StatusOr<TransferId> id = transfers_->Submit(
         absl::StrCat("unpin of sequence ", seq_id), 0, options_.transfer_timeout,
         [pin_id](PageStoreBackend* b) { return TransferResult{b->Unpin(pin_id), {}}; });
@@ -349,10 +348,10 @@ absl::StatusOr<PageKey> KvCacheManager::KeyOf(uint64_t seq_id, uint32_t layer,
   if (page >= seq->hashes.size()) {
     return absl::FailedPreconditionError(absl::StrCat("page ", page, " has no key yet"));
   }
-  return PageKey{seq->hashes[page], layer};
+  return PageKey{.hash = seq->hashes[page], .layer = layer};
 }
 
-absl::StatusOr<uint64_t> KvCacheManager::PinId(uint64_t seq_id) const {
+absl::StatusOr<std::string> KvCacheManager::PinId(uint64_t seq_id) const {
   ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
   absl::MutexLock lock(&seq->pin->mu);
   return seq->pin->pin_id;

@@ -134,8 +134,9 @@ class KvCacheManager : public TokenCache {
   absl::StatusOr<std::string> ResidentPageBytes(uint64_t seq_id, uint32_t layer,
                                                 uint32_t page) const;
   absl::StatusOr<PageKey> KeyOf(uint64_t seq_id, uint32_t layer, uint32_t page) const;
-  // Pin id of the sequence in the store, 0 before its first backup.
-  absl::StatusOr<uint64_t> PinId(uint64_t seq_id) const;
+  // Pin id of the sequence in the store (opaque bytes), empty before its
+  // first backup.
+  absl::StatusOr<std::string> PinId(uint64_t seq_id) const;
 
   const KvCacheOptions& options() const { return options_; }
   const PagePool& pool(uint32_t layer) const { return *pools_[layer]; }

@@ -44,9 +44,9 @@ absl::Status KvCacheManager::SubmitBackups(Sequence& seq, uint32_t layer,
       pin->uncovered.insert(pin->uncovered.end(), keys.begin(), keys.end());
       return result;
     }
-    absl::StatusOr<uint64_t> id = backend->Pin(keys, ttl_ms, pin->pin_id);
+    absl::StatusOr<std::string> id = backend->Pin(keys, ttl_ms, pin->pin_id);
     if (id.ok()) {
-      pin->pin_id = *id;
+      pin->pin_id = *std::move(id);
     } else {
       result.status = id.status();
     }
@@ -112,7 +112,7 @@ absl::Status KvCacheManager::RepinIfLost(Sequence& seq) {
       const PageState state = t.states[p];
       if (t.puts[p] == 0 && (state == PageState::kResident || state == PageState::kEvicted ||
                              state == PageState::kRecalling)) {
-        keys.push_back(PageKey{PageHash(seq, p), l});
+        keys.push_back(PageKey{.hash = PageHash(seq, p), .layer = l});
       }
     }
   }
@@ -125,15 +125,15 @@ absl::Status KvCacheManager::RepinIfLost(Sequence& seq) {
     if (pin->released || !pin->lost) return TransferResult{};
     std::vector<PageKey> all = *keys_shared;
     all.insert(all.end(), pin->uncovered.begin(), pin->uncovered.end());
-    uint64_t id = 0;  // a new pin: the old id is unknown to the store
+    std::string id;  // a new pin: the old id is unknown to the store
     for (size_t begin = 0; begin < all.size(); begin += batch) {
       const size_t end = std::min(all.size(), begin + batch);
-      absl::StatusOr<uint64_t> pinned = backend->Pin(
+      absl::StatusOr<std::string> pinned = backend->Pin(
           absl::MakeConstSpan(all.data() + begin, end - begin), ttl_ms, id);
       if (!pinned.ok()) return TransferResult{pinned.status(), {}};
-      id = *pinned;
+      id = *std::move(pinned);
     }
-    pin->pin_id = id;  // 0 when nothing was stored yet: the next backup pins
+    pin->pin_id = std::move(id);  // empty when nothing was stored yet: the next backup pins
     pin->lost = false;
     pin->uncovered.clear();
     return TransferResult{};
@@ -203,7 +203,7 @@ absl::Status KvCacheManager::ApplyPlan(uint64_t seq_id, uint32_t layer, const Pa
     const size_t end = std::min(recall.size(), begin + max_batch);
     std::vector<int32_t> pages(recall.begin() + begin, recall.begin() + end);
     std::vector<PageKey> keys;
-    for (int32_t p : pages) keys.push_back(PageKey{PageHash(*seq, p), layer});
+    for (int32_t p : pages) keys.push_back(PageKey{.hash = PageHash(*seq, p), .layer = layer});
     ASSIGN_OR_RETURN(TransferId id,
                      transfers_->SubmitGet(std::move(keys), options_.transfer_timeout));
     for (int32_t p : pages) {

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -247,7 +248,8 @@ TEST(KvCacheManagerTest, CancelReleasesPinsAndPages) {
   // Sequence 1: 35 tokens = 8 full pages on 2 layers. Sequence 2's two
   // pages have the same tokens as sequence 1's first two, hence the same keys.
   EXPECT_EQ(h.store.pinned_key_count(), 2u * 8);
-  EXPECT_NE(*h.cache->PinId(1), 0u);
+  EXPECT_EQ(h.cache->PinId(1)->size(), 16u);
+  EXPECT_NE(*h.cache->PinId(1), *h.cache->PinId(2));
 
   ASSERT_TRUE(h.cache->Cancel(1).ok());
   EXPECT_EQ(h.store.live_pin_count(), 1u);
@@ -284,8 +286,8 @@ TEST(KvCacheManagerTest, AWaitingSequenceKeepsItsPinAlive) {
   Inputs in(3);
   ASSERT_TRUE(h.Prefill(1, 20, in).ok());
   ASSERT_TRUE(h.cache->ReapBackups(1, true).ok());
-  const uint64_t pin = *h.cache->PinId(1);
-  ASSERT_NE(pin, 0u);
+  const std::string pin = *h.cache->PinId(1);
+  ASSERT_FALSE(pin.empty());
   const uint64_t pin_calls = h.store.pin_calls();
   // No call into the manager from here on.
   EXPECT_TRUE(Eventually([&] { return h.store.pin_calls() >= pin_calls + 3; }));
@@ -303,7 +305,7 @@ TEST(KvCacheManagerTest, ALostPinIsReplacedCoveringEveryStoredPage) {
   Inputs in(4);
   ASSERT_TRUE(h.Prefill(1, 26, in).ok());  // 6 full pages per layer
   ASSERT_TRUE(h.cache->ReapBackups(1, true).ok());
-  const uint64_t old_pin = *h.cache->PinId(1);
+  const std::string old_pin = *h.cache->PinId(1);
   ASSERT_TRUE(h.store.Unpin(old_pin).ok());  // the store forgets it
   ASSERT_EQ(h.store.live_pin_count(), 0u);
   EXPECT_TRUE(Eventually([&] {

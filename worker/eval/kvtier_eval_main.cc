@@ -16,7 +16,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "client/tls_flags.h"
+#include "client/security_flags.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -156,7 +156,7 @@ absl::Status Main(const std::string& command) {
   if (command == "longrun") {
     LongRunOptions o;
     o.target = absl::GetFlag(FLAGS_target);
-    client::ApplyTlsFlags(&o.client);
+    client::ApplySecurityFlags(&o.client);
     o.policy = absl::GetFlag(FLAGS_policy);
     o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
     o.steps = absl::GetFlag(FLAGS_steps);

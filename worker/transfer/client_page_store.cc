@@ -63,11 +63,11 @@ absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::Get(absl::Span<const P
   return out;
 }
 
-absl::StatusOr<uint64_t> ClientPageStore::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                                              uint64_t pin_id) {
+absl::StatusOr<std::string> ClientPageStore::Pin(absl::Span<const PageKey> keys,
+                                                 uint64_t ttl_ms, std::string_view pin_id) {
   return client_->Pin(keys, ttl_ms, pin_id);
 }
 
-absl::Status ClientPageStore::Unpin(uint64_t pin_id) { return client_->Unpin(pin_id); }
+absl::Status ClientPageStore::Unpin(std::string_view pin_id) { return client_->Unpin(pin_id); }
 
 }  // namespace kvtier::worker

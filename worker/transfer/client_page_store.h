@@ -12,6 +12,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "client/store_client.h"
@@ -30,9 +31,9 @@ class ClientPageStore : public PageStoreBackend {
 
   absl::Status Put(absl::Span<const StoredPage> pages) override;
   absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) override;
-  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                               uint64_t pin_id) override;
-  absl::Status Unpin(uint64_t pin_id) override;
+  absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                  std::string_view pin_id) override;
+  absl::Status Unpin(std::string_view pin_id) override;
 
  private:
   std::unique_ptr<client::StoreClient> owned_;  // set by Connect

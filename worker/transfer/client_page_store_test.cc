@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "common/checksum.h"
@@ -93,8 +94,8 @@ TEST_F(ClientPageStoreTest, RecallFromTheServerIsBitIdenticalAndCancelUnpins) {
   ASSERT_TRUE(cache_->ApplyPlan(1, 0, plan).ok());
   ASSERT_TRUE(cache_->FinishRecalls(1, 0).ok());
   EXPECT_EQ(*cache_->ResidentPageBytes(1, 0, 1), page1_);
-  const uint64_t pin = *cache_->PinId(1);
-  ASSERT_NE(pin, 0u);
+  const std::string pin = *cache_->PinId(1);
+  ASSERT_EQ(pin.size(), 16u);
   ASSERT_TRUE(cache_->Cancel(1).ok());
   // The pin is gone on the server: releasing it again is NOT_FOUND.
   EXPECT_EQ(client_->Unpin(pin).code(), absl::StatusCode::kNotFound);

@@ -1,5 +1,6 @@
 #include "worker/transfer/in_process_page_store.h"
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -109,34 +110,55 @@ absl::StatusOr<std::vector<FetchedPage>> InProcessPageStore::Get(
   return out;
 }
 
-absl::StatusOr<uint64_t> InProcessPageStore::Pin(absl::Span<const PageKey> keys,
-                                                 uint64_t ttl_ms, uint64_t pin_id) {
+namespace {
+constexpr size_t kPinIdBytes = 16;
+
+// INVALID_ARGUMENT unless `pin_id` is empty or 16 bytes, as a real store.
+absl::Status CheckPinIdLength(std::string_view pin_id) {
+  if (pin_id.empty() || pin_id.size() == kPinIdBytes) return absl::OkStatus();
+  return absl::InvalidArgumentError(
+      absl::StrCat("pin_id must be empty or ", kPinIdBytes, " bytes, got ", pin_id.size()));
+}
+
+absl::Status UnknownPin(const std::string& pin_id) {
+  return absl::NotFoundError(absl::StrCat("unknown pin ", absl::BytesToHexString(pin_id)));
+}
+}  // namespace
+
+absl::StatusOr<std::string> InProcessPageStore::Pin(absl::Span<const PageKey> keys,
+                                                    uint64_t ttl_ms, std::string_view pin_id) {
   absl::MutexLock lock(&mu_);
   CallScope scope(&active_calls_);
   if (absl::Status s = EnterCall(); !s.ok()) return s;
   ++pin_calls_;
   if (ttl_ms == 0) return absl::InvalidArgumentError("pin ttl_ms must be positive");
+  if (absl::Status s = CheckPinIdLength(pin_id); !s.ok()) return s;
   for (const PageKey& key : keys) {
     if (!pages_.contains(key)) {
       return absl::NotFoundError(absl::StrCat("cannot pin missing page ", key.DebugString()));
     }
   }
-  if (pin_id != 0 && !pins_.contains(pin_id)) {
-    return absl::NotFoundError(absl::StrCat("unknown pin ", pin_id));
+  std::string id(pin_id);
+  if (!id.empty() && !pins_.contains(id)) return UnknownPin(id);
+  if (id.empty()) {
+    id.assign(kPinIdBytes, '\0');
+    const uint64_t n = ++pins_created_;
+    for (int i = 0; i < 8; ++i) id[kPinIdBytes - 1 - i] = static_cast<char>(n >> (8 * i));
   }
   // TTLs are not enforced here: a pin lives until Unpin, the strictest case
   // for tests that check every pin is released.
-  if (pin_id == 0) pin_id = next_pin_id_++;
-  std::vector<PageKey>& pinned = pins_[pin_id];
+  std::vector<PageKey>& pinned = pins_[id];
   pinned.insert(pinned.end(), keys.begin(), keys.end());
-  return pin_id;
+  return id;
 }
 
-absl::Status InProcessPageStore::Unpin(uint64_t pin_id) {
+absl::Status InProcessPageStore::Unpin(std::string_view pin_id) {
   absl::MutexLock lock(&mu_);
   CallScope scope(&active_calls_);
   if (absl::Status s = EnterCall(); !s.ok()) return s;
-  if (pins_.erase(pin_id) == 0) return absl::NotFoundError(absl::StrCat("unknown pin ", pin_id));
+  if (absl::Status s = CheckPinIdLength(pin_id); !s.ok()) return s;
+  const std::string id(pin_id);
+  if (pins_.erase(id) == 0) return UnknownPin(id);
   return absl::OkStatus();
 }
 

@@ -11,6 +11,8 @@
 #define KVTIER_WORKER_TRANSFER_IN_PROCESS_PAGE_STORE_H_
 
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -36,9 +38,10 @@ class InProcessPageStore : public PageStoreBackend {
 
   absl::Status Put(absl::Span<const StoredPage> pages) override;
   absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) override;
-  absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                               uint64_t pin_id) override;
-  absl::Status Unpin(uint64_t pin_id) override;
+  // Ids are 16 bytes, as a real store's: a counter, big-endian.
+  absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                  std::string_view pin_id) override;
+  absl::Status Unpin(std::string_view pin_id) override;
 
   // Fault injection.
   void SetMode(Mode mode);
@@ -73,8 +76,8 @@ class InProcessPageStore : public PageStoreBackend {
   int64_t latency_us_ ABSL_GUARDED_BY(mu_) = 0;
   absl::flat_hash_map<PageKey, StoredPage> pages_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_set<PageKey> lost_ ABSL_GUARDED_BY(mu_);
-  absl::flat_hash_map<uint64_t, std::vector<PageKey>> pins_ ABSL_GUARDED_BY(mu_);
-  uint64_t next_pin_id_ ABSL_GUARDED_BY(mu_) = 1;
+  absl::flat_hash_map<std::string, std::vector<PageKey>> pins_ ABSL_GUARDED_BY(mu_);
+  uint64_t pins_created_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t put_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t get_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pin_calls_ ABSL_GUARDED_BY(mu_) = 0;

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -67,14 +68,17 @@ class PageStoreBackend {
   // One result per key, same order. REQUIRES: !keys.empty().
   virtual absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) = 0;
 
-  // Pins `keys` for `ttl_ms`. pin_id 0 creates a pin; otherwise the pin is
-  // extended and `keys` added to it. Returns the pin id. NOT_FOUND when a
-  // key is not stored or the pin is unknown (nothing is pinned then).
-  virtual absl::StatusOr<uint64_t> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
-                                       uint64_t pin_id) = 0;
+  // Pins `keys` for `ttl_ms`. An empty pin_id creates a pin; otherwise the
+  // pin is extended and `keys` added to it. Returns the pin id: opaque,
+  // never empty, 16 bytes from a real store. NOT_FOUND when a key is not
+  // stored or the pin is unknown, INVALID_ARGUMENT for a pin_id that is
+  // not 16 bytes (nothing is pinned then).
+  virtual absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
+                                          std::string_view pin_id) = 0;
 
-  // Releases a pin. NOT_FOUND for an unknown or expired pin.
-  virtual absl::Status Unpin(uint64_t pin_id) = 0;
+  // Releases a pin. NOT_FOUND for an empty, unknown or expired pin_id;
+  // INVALID_ARGUMENT for one that is not 16 bytes.
+  virtual absl::Status Unpin(std::string_view pin_id) = 0;
 };
 
 }  // namespace kvtier::worker

@@ -16,7 +16,7 @@ PageLayout Layout() {
 
 StoredPage MakePage(uint64_t id, char fill) {
   StoredPage page;
-  page.key = PageKey{Hash128{id, id * 7}, 3};
+  page.key = PageKey{.hash = Hash128{id, id * 7}, .layer = 3};
   page.layout = Layout();
   page.bytes.assign(page.layout.PageBytes(), fill);
   page.checksum = PageChecksum(page.bytes.data(), page.bytes.size());
@@ -168,15 +168,39 @@ TEST(InProcessPageStoreTest, PutIsAtomicAndVerifiesChecksums) {
 TEST(InProcessPageStoreTest, PinsNeedStoredPagesAndUnpinReleases) {
   InProcessPageStore store;
   StoredPage page = MakePage(1, 'a');
-  EXPECT_EQ(store.Pin({page.key}, 1000, 0).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.Pin({page.key}, 1000, "").status().code(), absl::StatusCode::kNotFound);
   ASSERT_TRUE(store.Put({page}).ok());
-  auto pin = store.Pin({page.key}, 1000, 0);
+  absl::StatusOr<std::string> pin = store.Pin({page.key}, 1000, "");
   ASSERT_TRUE(pin.ok());
   EXPECT_EQ(store.pinned_key_count(), 1u);
-  EXPECT_EQ(store.Pin({}, 1000, *pin + 100).status().code(), absl::StatusCode::kNotFound);
+  std::string unknown = *pin;
+  unknown.back() ^= 1;
+  EXPECT_EQ(store.Pin({}, 1000, unknown).status().code(), absl::StatusCode::kNotFound);
   EXPECT_TRUE(store.Unpin(*pin).ok());
   EXPECT_EQ(store.live_pin_count(), 0u);
   EXPECT_EQ(store.Unpin(*pin).code(), absl::StatusCode::kNotFound);
+}
+
+// Ids as a real store's (store.proto): 16 bytes, each pin its own; an
+// empty id is never a pin, one of another length is INVALID_ARGUMENT.
+TEST(InProcessPageStoreTest, PinIdsAreSixteenBytesAndChecked) {
+  InProcessPageStore store;
+  StoredPage page = MakePage(1, 'a');
+  ASSERT_TRUE(store.Put({page}).ok());
+  absl::StatusOr<std::string> first = store.Pin({page.key}, 1000, "");
+  absl::StatusOr<std::string> second = store.Pin({page.key}, 1000, "");
+  ASSERT_TRUE(first.ok());
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(first->size(), 16u);
+  EXPECT_EQ(second->size(), 16u);
+  EXPECT_NE(*first, *second);
+  EXPECT_EQ(*store.Pin({page.key}, 1000, *first), *first);  // extends, same id
+  EXPECT_EQ(store.live_pin_count(), 2u);
+  EXPECT_EQ(store.Pin({page.key}, 1000, "12345").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.Unpin("12345").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store.Unpin("").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store.live_pin_count(), 2u);
 }
 
 }  // namespace

@@ -64,8 +64,8 @@ void PinKeeper::ExtendNow() {
   for (std::shared_ptr<SequencePin>& pin : live) {
     PageTransferQueue::Work work = [pin, ttl_ms](PageStoreBackend* backend) {
       absl::MutexLock lock(&pin->mu);
-      if (pin->released || pin->lost || pin->pin_id == 0) return TransferResult{};
-      absl::StatusOr<uint64_t> id = backend->Pin({}, ttl_ms, pin->pin_id);
+      if (pin->released || pin->lost || pin->pin_id.empty()) return TransferResult{};
+      absl::StatusOr<std::string> id = backend->Pin({}, ttl_ms, pin->pin_id);
       if (absl::IsNotFound(id.status())) pin->lost = true;
       return TransferResult{id.status(), {}};
     };

@@ -15,6 +15,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -28,8 +29,9 @@ namespace kvtier::worker {
 
 struct SequencePin {
   absl::Mutex mu;
-  // 0 until the sequence's first backup pins its pages.
-  uint64_t pin_id ABSL_GUARDED_BY(mu) = 0;
+  // The store's id of the pin (opaque bytes); empty until the sequence's
+  // first backup pins its pages.
+  std::string pin_id ABSL_GUARDED_BY(mu);
   // Set when the sequence ends: nothing pins for it any more, so a backup
   // that outlived its deadline cannot create a pin nobody releases.
   bool released ABSL_GUARDED_BY(mu) = false;

@@ -4,6 +4,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 
 #include "absl/time/clock.h"
 #include "common/checksum.h"
@@ -37,10 +38,10 @@ class PinKeeperTest : public ::testing::Test {
 
   std::shared_ptr<SequencePin> NewPin() {
     auto pin = std::make_shared<SequencePin>();
-    absl::StatusOr<uint64_t> id = store_.Pin({key_}, 1000, 0);
+    absl::StatusOr<std::string> id = store_.Pin({key_}, 1000, "");
     EXPECT_TRUE(id.ok());
     absl::MutexLock lock(&pin->mu);
-    pin->pin_id = *id;
+    pin->pin_id = *std::move(id);
     return pin;
   }
 
@@ -57,7 +58,7 @@ TEST_F(PinKeeperTest, ExtendsLivePinsOnly) {
     absl::MutexLock lock(&released->mu);
     released->released = true;
   }
-  std::shared_ptr<SequencePin> unpinned = std::make_shared<SequencePin>();  // pin_id 0
+  std::shared_ptr<SequencePin> unpinned = std::make_shared<SequencePin>();  // no pin_id yet
   keeper.Keep(live);
   keeper.Keep(released);
   keeper.Keep(unpinned);
@@ -82,7 +83,7 @@ TEST_F(PinKeeperTest, TheTimerExtendsWithoutBeingAsked) {
 TEST_F(PinKeeperTest, APinTheStoreForgotIsMarkedLost) {
   PinKeeper keeper(queue_.get(), 1000, absl::Milliseconds(20), absl::Seconds(5));
   std::shared_ptr<SequencePin> pin = NewPin();
-  uint64_t id = 0;
+  std::string id;
   {
     absl::MutexLock lock(&pin->mu);
     id = pin->pin_id;

@@ -1,0 +1,178 @@
+// The data-plane RPCs' trust boundary, through the service's handlers onto
+// a real store and UCX data plane: a session is its opener's tenant's and
+// answers any other caller as an unknown one, and a data plane that does
+// not trust its clients gives them no address or key of server memory and
+// refuses every path where a client would reach the arena itself.
+#include <gtest/gtest.h>
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "kvstore/core/store.h"
+#include "kvstore/dataplane/ucx_data_plane.h"
+#include "kvstore/service/service.h"
+#include "kvtier/v1/convert.h"
+#include "kvtier/v1/data_plane.h"
+#include "testing/store_test_util.h"
+#include "ucx/context.h"
+#include "ucx/worker.h"
+
+namespace kvtier::store {
+namespace {
+
+using testing::Key;
+using testing::PageBytes;
+using testing::PutPages;
+using testing::SmallLayout;
+using testing::TempDir;
+
+const Caller kAcme{.tenant = 0xac, .admin = false, .name = "acme"};
+const Caller kGlobex{.tenant = 0x91, .admin = false, .name = "globex"};
+
+class ServiceDataPlaneTest : public ::testing::TestWithParam<bool> {
+ protected:
+  bool trusted() const { return GetParam(); }
+
+  void SetUp() override {
+    StoreOptions options;
+    options.data_dir = dir_.path();
+    options.ram.capacity_bytes = 4 << 20;
+    store_ = *Store::Open(options);
+    DataPlaneOptions plane_options;
+    plane_options.address_probe = KVTIER_UCX_PROBE_PATH;
+    plane_options.expose_arena = trusted();
+    absl::StatusOr<std::unique_ptr<UcxDataPlane>> plane =
+        UcxDataPlane::Create(store_.get(), plane_options);
+    ASSERT_TRUE(plane.ok()) << plane.status();
+    plane_ = *std::move(plane);
+    service_ = std::make_unique<KvStoreService>(
+        store_.get(), ServiceLimits::FromStoreOptions(options), plane_.get());
+  }
+
+  uint64_t Open(const Caller& caller, v1::OpenDataPlaneResponse* reply) {
+    v1::OpenDataPlaneRequest request;
+    request.set_client_worker_address(client_worker_->address());
+    absl::Status opened = service_->DoOpenDataPlane(caller, request, reply);
+    EXPECT_TRUE(opened.ok()) << opened;
+    return reply->session_id();
+  }
+
+  v1::ReservePutRequest Reserve(uint64_t session, bool tagged, PageKey key) {
+    v1::ReservePutRequest request;
+    request.set_session_id(session);
+    request.set_tagged(tagged);
+    v1::PutPage* page = request.add_pages();
+    v1::KeyToProto(key, page->mutable_key());
+    v1::LayoutToProto(SmallLayout(), page->mutable_layout());
+    key.tenant = kAcme.tenant;
+    const std::vector<uint8_t> bytes = PageBytes(key, SmallLayout());
+    page->set_checksum(PageChecksum(bytes.data(), bytes.size()));
+    return request;
+  }
+
+  TempDir dir_;
+  std::unique_ptr<Store> store_;
+  std::unique_ptr<UcxDataPlane> plane_;
+  std::unique_ptr<KvStoreService> service_;
+  std::unique_ptr<ucx::UcxContext> client_context_ = *ucx::UcxContext::Create(ucx::UcxOptions{});
+  std::unique_ptr<ucx::UcxWorker> client_worker_ = *ucx::UcxWorker::Create(*client_context_);
+  ucx::UcxProgressThread client_progress_{client_worker_.get()};
+};
+
+TEST_P(ServiceDataPlaneTest, ASessionIsItsOpenersAndAbsentForEveryoneElse) {
+  v1::OpenDataPlaneResponse reply;
+  const uint64_t session = Open(kAcme, &reply);
+  ASSERT_NE(session, 0u);
+  // A tagged reservation works in both modes; globex can neither reserve
+  // in acme's session nor commit or abort acme's transfer.
+  v1::ReservePutResponse reserved;
+  EXPECT_EQ(service_->DoReservePut(kGlobex, Reserve(session, true, Key(1)), true, &reserved)
+                .code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(service_->DoReservePut(kAcme, Reserve(session, true, Key(1)), true, &reserved).ok());
+  v1::CommitPutRequest commit;
+  commit.set_session_id(session);
+  commit.set_transfer_id(reserved.transfer_id());
+  v1::BatchPutResponse committed;
+  EXPECT_EQ(service_->DoCommitPut(kGlobex, commit, /*may_wait=*/false, &committed).code(),
+            absl::StatusCode::kNotFound);
+  v1::AbortPutRequest abort;
+  abort.set_session_id(session);
+  abort.set_transfer_id(reserved.transfer_id());
+  ASSERT_TRUE(service_->DoAbortPut(kGlobex, abort).ok());  // ignored, as for an unknown one
+  EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+  ASSERT_TRUE(service_->DoAbortPut(kAcme, abort).ok());
+  // Gets through acme's session, by region or arena: unknown to globex.
+  ASSERT_TRUE(PutPages(*store_, {[] { PageKey k = Key(2); k.tenant = 0xac; return k; }()}).ok());
+  v1::BatchGetRequest get;
+  v1::KeyToProto(Key(2), get.add_keys());
+  get.mutable_region()->set_session_id(session);
+  get.mutable_region()->set_address(4096);
+  get.mutable_region()->set_bytes(1 << 20);
+  get.mutable_region()->set_rkey("k");
+  v1::BatchGetResponse got;
+  EXPECT_EQ(service_->DoBatchGet(kGlobex, get, &got).code(), absl::StatusCode::kNotFound);
+  get.clear_region();
+  get.set_arena_session_id(session);
+  got.Clear();
+  EXPECT_EQ(service_->DoBatchGet(kGlobex, get, &got).code(), absl::StatusCode::kNotFound);
+  got.Clear();
+  const absl::Status own = service_->DoBatchGet(kAcme, get, &got);
+  if (trusted()) {
+    ASSERT_TRUE(own.ok()) << own;
+    EXPECT_TRUE(got.pages(0).in_arena());
+  } else {
+    EXPECT_EQ(own.code(), absl::StatusCode::kFailedPrecondition);
+  }
+  // Closing it is acme's alone.
+  v1::CloseDataPlaneRequest close;
+  close.set_session_id(session);
+  ASSERT_TRUE(service_->DoCloseDataPlane(kGlobex, close).ok());
+  EXPECT_EQ(*plane_->SessionOwner(session), kAcme.tenant);
+  ASSERT_TRUE(service_->DoCloseDataPlane(kAcme, close).ok());
+  EXPECT_EQ(plane_->SessionOwner(session).status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST_P(ServiceDataPlaneTest, OnlyTrustedClientsReachTheArena) {
+  v1::OpenDataPlaneResponse reply;
+  const uint64_t session = Open(kAcme, &reply);
+  ASSERT_NE(session, 0u);
+  EXPECT_FALSE(reply.server_worker_address().empty());
+  EXPECT_EQ(reply.arena_address() != 0, trusted());
+  EXPECT_EQ(reply.arena_bytes() != 0, trusted());
+  EXPECT_EQ(!reply.arena_rkey().empty(), trusted());
+  // An untagged reservation is written by the client into the arena.
+  v1::ReservePutResponse reserved;
+  const absl::Status untagged =
+      service_->DoReservePut(kAcme, Reserve(session, false, Key(3)), true, &reserved);
+  if (trusted()) {
+    EXPECT_TRUE(untagged.ok()) << untagged;
+  } else {
+    EXPECT_EQ(untagged.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  }
+  // Request messages all work on the arena; the session's owner is the caller.
+  ASSERT_TRUE(PutPages(*store_, {[] { PageKey k = Key(4); k.tenant = 0xac; return k; }()}).ok());
+  v1::BatchGetRequest get;
+  v1::KeyToProto(Key(4), get.add_keys());
+  get.set_arena_session_id(session);
+  absl::StatusOr<std::string> answer =
+      service_->ServeMessage(session, wire::kMappedGetOp, get.SerializeAsString());
+  if (trusted()) {
+    ASSERT_TRUE(answer.ok()) << answer.status();
+    v1::BatchGetResponse got;
+    ASSERT_TRUE(got.ParseFromString(*answer));
+    EXPECT_EQ(got.pages(0).status(), v1::PAGE_STATUS_OK);  // acme's page, found as acme
+  } else {
+    EXPECT_EQ(answer.status().code(), absl::StatusCode::kFailedPrecondition);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, ServiceDataPlaneTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? "trusted" : "untrusted";
+                         });
+
+}  // namespace
+}  // namespace kvtier::store

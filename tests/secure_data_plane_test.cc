@@ -1,0 +1,111 @@
+// The real kvtier-server's data plane in its default, untrusting mode: its
+// RAM arena is private memory no other process can attach (with
+// --trusted_local_clients it is a UCX SysV segment), its UCX uses no
+// shared-memory transport, and clients still put and get every page, over
+// UCX where a network transport reaches them and inline otherwise, never
+// through a mapping of server memory.
+#include <stdlib.h>
+
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "client/store_client.h"
+#include "gtest/gtest.h"
+#include "testing/server_process.h"
+#include "testing/ucx_test_util.h"
+
+namespace kvtier::testing {
+namespace {
+
+std::string MapsOf(pid_t pid) {
+  std::ifstream in(absl::StrCat("/proc/", pid, "/maps"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+class SecureDataPlaneTest : public ::testing::Test {
+ protected:
+  void TearDown() override { unsetenv("UCX_TLS"); }
+
+  void Start(std::vector<std::string> extra = {},
+             client::UcxPutMode mode = client::UcxPutMode::kAuto) {
+    extra.push_back("--data_dir=" + dir_.path() + "/data");
+    extra.push_back("--ram_bytes=8388608");
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(extra, dir_.path());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    client::ClientOptions options;
+    options.deadline_ms = 10'000;
+    options.ucx_put_mode = mode;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = *std::move(c);
+  }
+
+  // Puts and reads back pages of odd sizes, byte-exact.
+  void RoundTrip() {
+    const OddPages pages = MakeOddPages(6, 3);
+    ASSERT_TRUE(client_->BatchPut(pages.puts).ok());
+    absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(pages.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < pages.keys.size(); ++i) {
+      ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
+      EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<ServerProcess> server_;
+  std::unique_ptr<client::StoreClient> client_;
+};
+
+TEST_F(SecureDataPlaneTest, TheArenaIsASharedSegmentOnlyForTrustedClients) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_NO_FATAL_FAILURE(RoundTrip());
+  EXPECT_EQ(MapsOf(server_->pid()).find("SYSV"), std::string::npos);
+  // Shared memory reaches no untrusting server: the bytes went inline.
+  const client::DataPlaneStats stats = client_->data_plane_stats();
+  EXPECT_EQ(stats.ucx_put_pages + stats.ucx_get_pages, 0u);
+  EXPECT_EQ(stats.inline_put_pages, 6u);
+  EXPECT_EQ(stats.inline_get_pages, 6u);
+
+  client_.reset();
+  ASSERT_TRUE(server_->Stop().ok());
+  ASSERT_NO_FATAL_FAILURE(Start({"--trusted_local_clients"}));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip());
+  EXPECT_NE(MapsOf(server_->pid()).find("SYSV"), std::string::npos);
+  EXPECT_EQ(client_->data_plane_stats().mapped_get_pages, 6u);
+}
+
+TEST_F(SecureDataPlaneTest, OverANetworkTransportTheServerMovesTheBytes) {
+  // Read by ucp_config_read in this process and inherited by the server.
+  ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
+  for (client::UcxPutMode mode : {client::UcxPutMode::kServerReads, client::UcxPutMode::kTagged}) {
+    ASSERT_NO_FATAL_FAILURE(Start({}, mode));
+    ASSERT_NO_FATAL_FAILURE(RoundTrip());
+    const client::DataPlaneStats stats = client_->data_plane_stats();
+    EXPECT_EQ(stats.sessions_opened, 1u);
+    EXPECT_EQ(stats.ucx_put_pages, 6u);  // read or received by the server
+    EXPECT_EQ(stats.ucx_get_pages, 6u);  // written or sent by the server
+    EXPECT_EQ(stats.mapped_put_pages + stats.mapped_get_pages, 0u);
+    EXPECT_EQ(MapsOf(server_->pid()).find("SYSV"), std::string::npos);
+    client_.reset();
+    ASSERT_TRUE(server_->Stop().ok());
+  }
+  // Writing into the arena is refused, with a message that says what to do.
+  ASSERT_NO_FATAL_FAILURE(Start({}, client::UcxPutMode::kClientWrites));
+  const OddPages pages = MakeOddPages(2, 5);
+  const absl::Status refused = client_->BatchPut(pages.puts).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("trusted_local_clients"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace kvtier::testing
