@@ -60,9 +60,10 @@ def stop(proc, name):
         proc.wait()
 
 
-def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None):
+def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None, extra_args=()):
     """Starts kvtier-server on a free loopback port with a fresh data dir under
-    `tmp`; `name` names its port and log files, `env` its environment. Its RAM
+    `tmp`; `name` names its port and log files, `env` its environment,
+    `extra_args` are more flags. Its RAM
     tier is committed at start (--prefault_ram), as a long-running server's
     is, and as Redis' memory is after its first writes."""
     port_file = os.path.join(tmp, f"{name}.port")
@@ -72,7 +73,7 @@ def start_kvtier(server, tmp, ram_bytes, name="kvtier", env=None):
     proc = subprocess.Popen(
         [server, "--listen=127.0.0.1:0", f"--port_file={port_file}",
          f"--data_dir={tempfile.mkdtemp(prefix=f'{name}-data-', dir=tmp)}",
-         f"--ram_bytes={ram_bytes}", "--prefault_ram", "--log_level=warning"],
+         f"--ram_bytes={ram_bytes}", "--prefault_ram", "--log_level=warning", *extra_args],
         stdout=log, stderr=log, env=env)
 
     def ready():

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """kvtier's UCX data plane vs ucx_perftest and Redis on the same host, in one run.
 
-For each UCX transport (shm: UCX_TLS=posix,sysv,cma; tcp: UCX_TLS=tcp) it
-starts kvtier-server with that UCX_TLS, runs kvtier-bench (put/get, the given
+For each UCX transport (shm: UCX_TLS=posix,sysv,cma; tcp: UCX_TLS=tcp) and
+server mode (secure, the default; trusted, --trusted_local_clients: clients
+map the arena) it starts kvtier-server with that UCX_TLS, runs kvtier-bench (put/get, the given
 page sizes and client counts, unbatched and batched; over TCP in tagged
 mode, as the automatic mode keeps bytes inline there), and runs ucx_perftest
 (server and client on loopback, same UCX_TLS) with the same message sizes:
@@ -10,7 +11,7 @@ on shared memory, for puts, ucp_put_bw where the client copies into the
 mapped arena (chunks of up to 128 KiB, and of 4 MiB and more) and ucp_get
 where the server reads the staged pages, and ucp_get for gets (the client reads RAM pages out of
 the mapped arena); over TCP tag_bw for both (tagged sends into posted
-receives); and tag_bw for all. It also runs
+receives); and tag_bw for all, the reference of the secure mode. It also runs
 redis-benchmark against redis-server with the same value sizes and client
 counts. It prints kvtier/ucx_perftest and kvtier/Redis GB/s ratios and
 writes everything as JSON.
@@ -58,6 +59,14 @@ def put_reference(tls, size, batch):
     chunk = size * batch
     copied = chunk <= MESSAGE_PUT_MAX_BYTES or chunk >= DIRECT_COPY_MIN_BYTES
     return "ucp_put_bw" if copied else "ucp_get"
+
+
+# Server modes: "trusted" (--trusted_local_clients: clients map the arena
+# on one host) and "secure", the default (no client gets server memory; on
+# one host the server's UCX has no transport without shared memory, so bytes
+# travel inline, and the reference is tag_bw, a stream into the receiver's
+# memory).
+MODE_ARGS = {"trusted": ["--trusted_local_clients"], "secure": []}
 
 
 def get_reference(tls):
@@ -118,6 +127,7 @@ def main():
     p.add_argument("--clients", default="1,2,4,8")
     p.add_argument("--batches", default="1,8", help="pages per put/get RPC")
     p.add_argument("--transports", default="shm,tcp")
+    p.add_argument("--modes", default="secure,trusted", help="server modes (MODE_ARGS)")
     p.add_argument("--duration_ms", type=int, default=500, help="per kvtier cell")
     p.add_argument("--perftest_bytes", type=int, default=1 << 30)
     p.add_argument("--redis_bytes", type=int, default=256 << 20)
@@ -153,24 +163,29 @@ def main():
                           file=sys.stderr)
                     perftest[(tls, test, size)] = run_perftest(test, size, tls,
                                                                args.perftest_bytes)
-            for batch in batches:
+            for mode, batch in [(m, b) for m in args.modes.split(",") for b in batches]:
                 kv = None
                 try:
                     kv, port = start_kvtier(server, tmp, args.ram_bytes, name=f"kvtier-{tls}",
-                                            env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
-                    print(f"kvtier-bench over {tls}, batch {batch}", file=sys.stderr)
+                                            env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]),
+                                            extra_args=MODE_ARGS[mode])
+                    print(f"kvtier-bench over {tls}, {mode}, batch {batch}", file=sys.stderr)
                     data = run_kvtier_bench(bench, port, sizes, clients, batch,
                                             args.duration_ms, tmp, tls)
                 finally:
                     stop(kv, "kvtier-server")
                 for c in data["cells"]:
                     op, size, n = c["op"], c["page_bytes"], c["clients"]
-                    ref_test = (put_reference(tls, size, batch) if op == "put"
-                                else get_reference(tls))
+                    if mode == "secure":
+                        ref_test = "tag_bw"
+                    else:
+                        ref_test = (put_reference(tls, size, batch) if op == "put"
+                                    else get_reference(tls))
                     ref = perftest[(tls, ref_test, size)]
                     r = redis_rows[(size, n)]["SET" if op == "put" else "GET"]
                     rows.append({
-                        "transport": tls, "op": op, "page_bytes": size, "batch": batch,
+                        "mode": mode, "transport": tls, "op": op, "page_bytes": size,
+                        "batch": batch,
                         "clients": n, "kvtier_gbps": c["gbps"], "kvtier_p99_us": c["p99_us"],
                         "perftest_test": ref_test, "perftest_gbps": ref,
                         "perftest_ratio": ratio(c["gbps"], ref),
@@ -181,10 +196,10 @@ def main():
         stop(redis, "redis-server")
     shutil.rmtree(tmp, ignore_errors=True)
 
-    print(f"{'tls':<4} {'op':<4} {'page':>9} {'batch':>5} {'cl':>3} {'kvtier':>8} "
+    print(f"{'mode':<7} {'tls':<4} {'op':<4} {'page':>9} {'batch':>5} {'cl':>3} {'kvtier':>8} "
           f"{'perftest':>9} {'x':>6} {'tag_bw':>8} {'redis':>7} {'x':>6} {'p99us':>8}")
     for r in rows:
-        print(f"{r['transport']:<4} {r['op']:<4} {r['page_bytes'] >> 10:>5} KiB {r['batch']:>5} "
+        print(f"{r['mode']:<7} {r['transport']:<4} {r['op']:<4} {r['page_bytes'] >> 10:>5} KiB {r['batch']:>5} "
               f"{r['clients']:>3} {r['kvtier_gbps']:>8.3f} {r['perftest_gbps']:>9.3f} "
               f"{r['perftest_ratio']:>6.2f} {r['tag_bw_gbps']:>8.3f} {r['redis_gbps']:>7.3f} "
               f"{r['redis_ratio']:>6.2f} {r['kvtier_p99_us']:>8.0f}")
@@ -193,7 +208,8 @@ def main():
           "more), else ucp_get "
           "(the server reads the staged pages); ucp_get for gets (the client reads the "
           "mapped arena); "
-          "tcp (kvtier in tagged mode): tag_bw for both; one stream.")
+          "tcp (kvtier in tagged mode): tag_bw for both; one stream. Mode secure (the "
+          "default server): tag_bw for both.")
     with open(args.json, "w") as f:
         json.dump({"seconds": time.monotonic() - started, "args": vars(args), "rows": rows},
                   f, indent=1)
