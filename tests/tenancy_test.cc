@@ -321,6 +321,22 @@ TEST_F(TenancyTest, AVerifiedClientCertificateNamesItsTenant) {
   EXPECT_EQ(by_certificate->Stats().status().code(), absl::StatusCode::kPermissionDenied);
 }
 
+TEST_F(TenancyTest, PinQuotasHoldEachTenantAlone) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--tenant_max_pins=1"}));
+  std::unique_ptr<client::StoreClient> acme = Client(kAcme);
+  std::unique_ptr<client::StoreClient> globex = Client(kGlobex);
+  ASSERT_TRUE(acme->BatchPut({PageOf(1, 'a'), PageOf(2, 'b')}).ok());
+  ASSERT_TRUE(globex->BatchPut({PageOf(1, 'g')}).ok());
+  absl::StatusOr<std::string> pin = acme->Pin({KeyOf(1)}, 600'000);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  const absl::Status refused = acme->Pin({KeyOf(2)}, 600'000).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("tenant_max_pins"));
+  EXPECT_TRUE(globex->Pin({KeyOf(1)}, 600'000).ok());
+  EXPECT_TRUE(acme->Pin({KeyOf(2)}, 600'000, *pin).ok());  // extending is no new pin
+  EXPECT_EQ(Client(kOps)->Stats()->active_pins(), 2u);
+}
+
 TEST_F(TenancyTest, AnUnreadableAccessFileStopsTheStart) {
   WriteAccess("tenant=acme role=tenant\n");
   absl::StatusOr<ExitResult> exit = ServerProcess::RunToExit(

@@ -12,6 +12,12 @@ void PinTable::Insert(uint64_t pin_id, int64_t expiry_ms, uint64_t tenant,
   pin.public_id = public_id;
   by_expiry_.emplace(expiry_ms, pin_id);
   by_public_id_.emplace(Owned{tenant, public_id}, pin_id);
+  ++count_by_tenant_[tenant];
+}
+
+size_t PinTable::CountOf(uint64_t tenant) const {
+  auto it = count_by_tenant_.find(tenant);
+  return it == count_by_tenant_.end() ? 0 : it->second;
 }
 
 uint64_t PinTable::Create(int64_t expiry_ms, uint64_t tenant) {
@@ -83,6 +89,9 @@ absl::flat_hash_set<PageKey> PinTable::Release(uint64_t pin_id) {
   absl::flat_hash_set<PageKey> keys = std::move(it->second.keys);
   by_expiry_.erase({it->second.expiry_ms, pin_id});
   by_public_id_.erase(Owned{it->second.tenant, it->second.public_id});
+  if (auto count = count_by_tenant_.find(it->second.tenant); --count->second == 0) {
+    count_by_tenant_.erase(count);
+  }
   pins_.erase(it);
   return keys;
 }

@@ -55,6 +55,8 @@ class PinTable {
   // The id of a pin whose expiry is <= now_ms, or 0 when none.
   uint64_t FirstExpired(int64_t now_ms) const;
   size_t size() const { return pins_.size(); }
+  // Live pins of `tenant`.
+  size_t CountOf(uint64_t tenant) const;
 
  private:
   struct Pin {
@@ -78,6 +80,7 @@ class PinTable {
   uint64_t next_id_ = 1;
   absl::node_hash_map<uint64_t, Pin> pins_;
   absl::flat_hash_map<Owned, uint64_t> by_public_id_;
+  absl::flat_hash_map<uint64_t, size_t> count_by_tenant_;  // no zero counts
   // (expiry_ms, pin id) of every pin.
   std::set<std::pair<int64_t, uint64_t>> by_expiry_;
 };

@@ -87,6 +87,12 @@ struct StoreOptions {
   // Most live pins at once; Pin creating one more answers
   // RESOURCE_EXHAUSTED. Bounds the pin table's memory.
   uint32_t max_pins = 1 << 20;
+  // Quotas of each tenant (PageKey::tenant): live pins, and bytes of its
+  // pages that are pinned. Past either a Pin of that tenant answers
+  // RESOURCE_EXHAUSTED and pins nothing; other tenants are not affected.
+  // Default 0: no quota (max_pins alone bounds the pins).
+  uint32_t tenant_max_pins = 0;
+  uint64_t tenant_max_pinned_bytes = 0;
   // Verify the checksum of every disk page found at Open, in a background
   // thread: the store serves meanwhile (every read verifies its page
   // anyway), and a page that fails is dropped and counted lost.
@@ -335,7 +341,8 @@ class Store {
   // INVALID_ARGUMENT (ttl_ms 0 or above max_pin_ttl_ms, too many keys),
   // NOT_FOUND (a key not stored, pin_id unknown, expired or another
   // tenant's; nothing pinned),
-  // RESOURCE_EXHAUSTED (max_pins live pins already, or the disk tier is full
+  // RESOURCE_EXHAUSTED (max_pins live pins already, the tenant's pin quotas
+  // reached (StoreOptions::tenant_max_*), or the disk tier is full
   // of pinned pages; nothing pinned), UNAVAILABLE (a disk write failed;
   // nothing pinned).
   virtual absl::StatusOr<PinId> Pin(uint64_t tenant, absl::Span<const PageKey> keys,

@@ -415,6 +415,7 @@ void TieredStore::RemoveEntryLocked(PageIndex::iterator it) {
   const PageKey key = it->first;
   PageEntry& entry = it->second;
   for (uint64_t pin_id : entry.pin_ids) pins_.RemoveKey(pin_id, key);
+  if (entry.pinned()) UncountPinnedLocked(key, entry);
   if (entry.in_ram) {
     ram_policy_->OnRemove(key);
     FreeRamLocked(entry);

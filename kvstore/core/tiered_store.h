@@ -168,6 +168,17 @@ class TieredStore final : public Store {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes pin_id from key's index entry, if the key is still stored.
   void UnlinkPinLocked(const PageKey& key, uint64_t pin_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Adds pin_id to an entry's pins; with its first pin the page's bytes
+  // count in its tenant's pinned bytes (UnlinkPinLocked and
+  // RemoveEntryLocked take them out again).
+  void LinkPinLocked(const PageKey& key, PageEntry& entry, uint64_t pin_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void UncountPinnedLocked(const PageKey& key, const PageEntry& entry)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // RESOURCE_EXHAUSTED when pinning `keys` (all stored) would take their
+  // tenant past a quota: one more pin (`new_pin`), or more pinned bytes.
+  absl::Status CheckPinQuotasLocked(uint64_t tenant, absl::Span<const PageKey> keys,
+                                    bool new_pin) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages past the disk high watermark and reserves
   // `bytes` of disk. False (nothing reserved) when the disk cannot take
   // them: full of pinned pages, or its directory at its bound.
@@ -260,6 +271,8 @@ class TieredStore final : public Store {
   const std::unique_ptr<EvictionPolicy> disk_policy_ ABSL_PT_GUARDED_BY(mu_);
   PageIndex index_ ABSL_GUARDED_BY(mu_);
   PinTable pins_ ABSL_GUARDED_BY(mu_);
+  // Bytes of each tenant's pinned pages (tenants with none are absent).
+  absl::flat_hash_map<uint64_t, uint64_t> pinned_bytes_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, PendingReservation> reservations_ ABSL_GUARDED_BY(mu_);
   // In release order: every reservation's delay is its own, so a later one
   // may end sooner; released from the front while due, the rest wait.

@@ -3,9 +3,11 @@
 // acknowledged).
 #include <algorithm>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/log.h"
+#include "common/status_macros.h"
 #include "kvstore/core/tiered_store.h"
 
 namespace kvtier::store {
@@ -45,6 +47,7 @@ absl::StatusOr<PinId> TieredStore::Pin(uint64_t tenant, absl::Span<const PageKey
             absl::StrCat("page ", key.DebugString(), " is not stored; nothing pinned"));
       }
     }
+    RETURN_IF_ERROR(CheckPinQuotasLocked(tenant, keys, /*new_pin=*/pin_id == 0));
     const int64_t expiry_ms = clock_->NowMillis() + static_cast<int64_t>(ttl_ms);
     if (pin_id == 0) {
       if (pins_.size() >= options_.max_pins) {
@@ -59,7 +62,7 @@ absl::StatusOr<PinId> TieredStore::Pin(uint64_t tenant, absl::Span<const PageKey
     result = pins_.public_id(pin_id);
     for (const PageKey& key : keys) {
       if (pins_.AddKey(pin_id, key)) {
-        index_[key].pin_ids.push_back(pin_id);
+        LinkPinLocked(key, index_.at(key), pin_id);
         added.push_back(key);
       }
     }
@@ -169,7 +172,7 @@ void TieredStore::RestorePinsLocked(absl::Span<const StoredPin> stored) {
       // until the pin ends.
       auto it = index_.find(key);
       if (it == index_.end() || !pins_.AddKey(pin.id, key)) continue;
-      it->second.pin_ids.push_back(pin.id);
+      LinkPinLocked(key, it->second, pin.id);
       ++pinned_pages;
     }
   }
@@ -216,7 +219,47 @@ void TieredStore::UnlinkPinLocked(const PageKey& key, uint64_t pin_id) {
   auto it = index_.find(key);
   if (it == index_.end()) return;
   auto& ids = it->second.pin_ids;
+  const bool was_pinned = !ids.empty();
   ids.erase(std::remove(ids.begin(), ids.end(), pin_id), ids.end());
+  if (was_pinned && ids.empty()) UncountPinnedLocked(key, it->second);
+}
+
+void TieredStore::LinkPinLocked(const PageKey& key, PageEntry& entry, uint64_t pin_id) {
+  if (entry.pin_ids.empty()) pinned_bytes_[key.tenant] += entry.meta.bytes;
+  entry.pin_ids.push_back(pin_id);
+}
+
+void TieredStore::UncountPinnedLocked(const PageKey& key, const PageEntry& entry) {
+  auto it = pinned_bytes_.find(key.tenant);
+  if (it == pinned_bytes_.end()) return;
+  it->second -= std::min(it->second, entry.meta.bytes);
+  if (it->second == 0) pinned_bytes_.erase(it);
+}
+
+absl::Status TieredStore::CheckPinQuotasLocked(uint64_t tenant, absl::Span<const PageKey> keys,
+                                               bool new_pin) {
+  if (new_pin && options_.tenant_max_pins != 0 &&
+      pins_.CountOf(tenant) >= options_.tenant_max_pins) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the tenant has ", pins_.CountOf(tenant), " live pins, its quota (tenant_max_pins); "
+        "nothing pinned"));
+  }
+  if (options_.tenant_max_pinned_bytes == 0) return absl::OkStatus();
+  uint64_t adding = 0;
+  absl::flat_hash_set<PageKey> counted;
+  for (const PageKey& key : keys) {
+    const PageEntry& entry = index_.at(key);
+    if (!entry.pinned() && counted.insert(key).second) adding += entry.meta.bytes;
+  }
+  auto it = pinned_bytes_.find(tenant);
+  const uint64_t pinned = it == pinned_bytes_.end() ? 0 : it->second;
+  if (pinned + adding > options_.tenant_max_pinned_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "pinning ", adding, " more bytes would take the tenant's pinned pages to ",
+        pinned + adding, " bytes, past its quota of ", options_.tenant_max_pinned_bytes,
+        " (tenant_max_pinned_bytes); nothing pinned"));
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvtier::store

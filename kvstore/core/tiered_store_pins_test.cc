@@ -161,6 +161,47 @@ TEST(PinPersistenceTest, APinStaysItsTenantsAcrossARestart) {
   EXPECT_EQ(store->Stats().active_pins, 0u);
 }
 
+// Quotas are per tenant: one tenant at its pin count or pinned bytes is
+// refused, with nothing pinned, while another pins on.
+TEST(PinQuotaTest, ATenantAtItsQuotaIsRefusedAndNoOtherIs) {
+  TempDir dir;
+  StoreOptions options = Options(dir.path());
+  options.tenant_max_pins = 2;
+  options.tenant_max_pinned_bytes = 3 * kPage;
+  {
+    auto store = *Store::Open(options);
+    ASSERT_TRUE(PutPages(*store, {TenantKey(7, 1), TenantKey(7, 2), TenantKey(7, 3),
+                                  TenantKey(7, 4), TenantKey(8, 1), TenantKey(8, 2)})
+                    .ok());
+    const PinId first = *store->Pin(7, {TenantKey(7, 1), TenantKey(7, 2)}, kHourMs, PinId{});
+    // A second pin of a page already pinned adds no pinned bytes.
+    const PinId second = *store->Pin(7, {TenantKey(7, 2)}, kHourMs, PinId{});
+    EXPECT_EQ(store->Pin(7, {TenantKey(7, 3)}, kHourMs, PinId{}).status().code(),
+              absl::StatusCode::kResourceExhausted);  // a third pin
+    // Two more pages would make 4 pinned pages (3 allowed): nothing pinned.
+    EXPECT_EQ(store->Pin(7, {TenantKey(7, 3), TenantKey(7, 4)}, kHourMs, first).status().code(),
+              absl::StatusCode::kResourceExhausted);
+    EXPECT_EQ(store->Stats().ram.pinned_pages, 2u);  // (written through: on disk too)
+    ASSERT_TRUE(store->Pin(7, {TenantKey(7, 3), TenantKey(7, 3)}, kHourMs, first).ok());
+    // The other tenant is not affected.
+    ASSERT_TRUE(store->Pin(8, {TenantKey(8, 1)}, kHourMs, PinId{}).ok());
+    ASSERT_TRUE(store->Pin(8, {TenantKey(8, 2)}, kHourMs, PinId{}).ok());
+    // Ending a pin, or deleting a pinned page, gives the room back.
+    ASSERT_TRUE(store->Unpin(7, second).ok());
+    EXPECT_EQ(store->Pin(7, {TenantKey(7, 4)}, kHourMs, PinId{}).status().code(),
+              absl::StatusCode::kResourceExhausted);  // 3 pinned pages already
+    ASSERT_EQ(*store->Delete({TenantKey(7, 3)}, /*force=*/true), 1u);
+    ASSERT_TRUE(store->Pin(7, {TenantKey(7, 4)}, kHourMs, PinId{}).ok());
+    EXPECT_EQ(store->Stats().active_pins, 4u);
+  }
+  // A restart counts the restored pins and pinned pages again.
+  auto store = *Store::Open(options);
+  EXPECT_EQ(store->Stats().active_pins, 4u);
+  ASSERT_TRUE(PutPages(*store, {TenantKey(7, 5)}).ok());
+  EXPECT_EQ(store->Pin(7, {TenantKey(7, 5)}, kHourMs, PinId{}).status().code(),
+            absl::StatusCode::kResourceExhausted);  // 2 pins already
+}
+
 std::string BigEndianId(uint64_t id) {
   std::string out(8, '\0');
   for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(id >> (8 * (7 - i)));

@@ -203,6 +203,8 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(CheckRange("max_pin_ttl_ms", o.max_pin_ttl_ms, 1, UINT64_MAX));
   if (config.has_max_pins()) o.max_pins = config.max_pins();
   RETURN_IF_ERROR(CheckRange("max_pins", o.max_pins, 1, UINT32_MAX));
+  o.tenant_max_pins = config.tenant_max_pins();
+  o.tenant_max_pinned_bytes = config.tenant_max_pinned_bytes();
   if (config.has_verify_on_open()) o.verify_on_open = config.verify_on_open();
   if (config.has_prefault_ram()) o.prefault_ram = config.prefault_ram();
   if (config.has_max_message_bytes()) s.max_message_bytes = config.max_message_bytes();

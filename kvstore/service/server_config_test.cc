@@ -89,6 +89,20 @@ TEST(ServerConfigTest, PlaintextIsOnlyForLoopbackUnlessAllowed) {
   }
 }
 
+TEST(ServerConfigTest, TenantQuotasReachTheStore) {
+  v1::ServerConfig c;
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->store.tenant_max_pins, 0u);
+  EXPECT_EQ(s->store.tenant_max_pinned_bytes, 0u);
+  c.set_tenant_max_pins(3);
+  c.set_tenant_max_pinned_bytes(uint64_t{5} << 30);
+  s = ResolveServerConfig(c);
+  ASSERT_TRUE(s.ok());
+  EXPECT_EQ(s->store.tenant_max_pins, 3u);
+  EXPECT_EQ(s->store.tenant_max_pinned_bytes, uint64_t{5} << 30);
+}
+
 TEST(ServerConfigTest, OnlyTrustedClientsGetTheArenaAndSharedMemory) {
   v1::ServerConfig c;
   absl::StatusOr<ServerSettings> s = ResolveServerConfig(c);

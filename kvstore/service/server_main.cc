@@ -86,6 +86,9 @@ ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection");
 ABSL_FLAG(std::string, access_file, "",
           "Tokens and client certificates allowed in, with their tenants and roles "
           "(reloaded on SIGHUP)");
+ABSL_FLAG(uint32_t, tenant_max_pins, 0, "Most live pins of one tenant; 0: no quota");
+ABSL_FLAG(uint64_t, tenant_max_pinned_bytes, 0,
+          "Most bytes of one tenant's pinned pages; 0: no quota");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -175,6 +178,10 @@ v1::ServerConfig OverridesFromFlags() {
     c.set_enable_reflection(absl::GetFlag(FLAGS_enable_reflection));
   }
   if (Given("access_file")) c.set_access_file(absl::GetFlag(FLAGS_access_file));
+  if (Given("tenant_max_pins")) c.set_tenant_max_pins(absl::GetFlag(FLAGS_tenant_max_pins));
+  if (Given("tenant_max_pinned_bytes")) {
+    c.set_tenant_max_pinned_bytes(absl::GetFlag(FLAGS_tenant_max_pinned_bytes));
+  }
   if (Given("trusted_local_clients")) {
     c.set_trusted_local_clients(absl::GetFlag(FLAGS_trusted_local_clients));
   }
