@@ -227,7 +227,9 @@ TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
     checked = plane->CheckSession(id).ok();
     return absl::StatusOr<std::string>(std::string());
   });
-  IgnoreReplies ignore;
+  // The reply may reach the client worker's progress thread after this
+  // body returns, so the receiver outlives the fixture.
+  static IgnoreReplies ignore;
   ASSERT_TRUE(ucx::SetMessageHandler(client_worker_.get(), wire::kReplyMessageId, &ignore).ok());
   absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
       ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
