@@ -169,11 +169,21 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
   {
     absl::MutexLock lock(&mu_);
     if (sessions_.size() >= options_.max_sessions) {
-      auto lru = sessions_.begin();
+      // The owner holding the most sessions (the new one counted) gives up
+      // its least recently used, so that no tenant opening sessions can
+      // close another tenant's while it holds more itself.
+      absl::flat_hash_map<uint64_t, size_t> held;
+      for (const auto& [id, s] : sessions_) ++held[s->owner];
+      ++held[owner];
+      size_t most = 0;
+      for (const auto& [who, count] : held) most = std::max(most, count);
+      auto lru = sessions_.end();
       for (auto it = sessions_.begin(); it != sessions_.end(); ++it) {
-        if (it->second->last_use < lru->second->last_use) lru = it;
+        if (held[it->second->owner] != most) continue;
+        if (lru == sessions_.end() || it->second->last_use < lru->second->last_use) lru = it;
       }
-      KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first;
+      KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first
+                       << " of the owner holding the most (" << most << ")";
       RemoveSessionLocked(lru->first, &evicted, &aborted);
     }
     // Unpredictable: an id is all a call needs to use a session of its

@@ -87,7 +87,9 @@ struct DataPlaneOptions {
   // An uncommitted put reservation is aborted after this long. Default
   // 60000 ms. Range [1, 3600000].
   uint64_t transfer_timeout_ms = 60'000;
-  // Most open sessions. Default 1024. Range [1, 65536].
+  // Most open sessions. Opening one more closes the least recently used
+  // session of the owner (tenant) holding the most, the new one counted.
+  // Default 1024. Range [1, 65536].
   uint32_t max_sessions = 1024;
   // Most put transfers pending at once, all sessions together. Default
   // 4096. Must be > 0.

@@ -142,6 +142,35 @@ TEST_F(UcxDataPlaneTest, UntrustedClientsGetNoArenaAndSessionsKeepTheirOwner) {
   EXPECT_EQ((*plane)->SessionOwner(a->session_id).status().code(), absl::StatusCode::kNotFound);
 }
 
+// At the session bound the owner holding the most sessions gives one up:
+// a tenant that keeps opening sessions closes its own, not another's.
+TEST_F(UcxDataPlaneTest, AtTheBoundTheHeaviestOwnerLosesASession) {
+  DataPlaneOptions options;
+  options.max_sessions = 2;
+  std::unique_ptr<UcxDataPlane> plane = Create(options);
+  ASSERT_NE(plane, nullptr);
+  auto open = [&](uint64_t owner) {
+    absl::StatusOr<UcxDataPlane::OpenReply> reply = plane->Open(client_worker_->address(), owner);
+    EXPECT_TRUE(reply.ok()) << reply.status();
+    return reply.ok() ? reply->session_id : 0;
+  };
+  auto open_now = [&](uint64_t id) { return plane->SessionOwner(id).ok(); };
+  const uint64_t a1 = open(7);
+  const uint64_t b1 = open(8);
+  const uint64_t a2 = open(7);  // 7 would hold two: its own oldest goes
+  EXPECT_FALSE(open_now(a1));
+  EXPECT_TRUE(open_now(b1));
+  const uint64_t a3 = open(7);
+  EXPECT_FALSE(open_now(a2));
+  EXPECT_TRUE(open_now(b1));
+  EXPECT_TRUE(open_now(a3));
+  const uint64_t b2 = open(8);  // now 8 would hold two
+  EXPECT_FALSE(open_now(b1));
+  EXPECT_TRUE(open_now(a3));
+  EXPECT_TRUE(open_now(b2));
+  EXPECT_EQ(plane->open_sessions(), 2u);
+}
+
 TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
