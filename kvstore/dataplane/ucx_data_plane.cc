@@ -439,10 +439,7 @@ absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader
   if (message.data_elsewhere) {
     return absl::ResourceExhaustedError("request too large for a message; send it as an RPC");
   }
-  if (FindSession(header.session_id) == nullptr) {
-    return absl::NotFoundError(
-        absl::StrFormat("data-plane session %d is not open", header.session_id));
-  }
+  if (FindSession(header.session_id) == nullptr) return SessionNotOpen(header.session_id);
   std::shared_ptr<const RequestHandler> handler;
   {
     absl::MutexLock lock(&mu_);
@@ -452,27 +449,30 @@ absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader
   return (*handler)(header.session_id, header.op, message.data);
 }
 
+absl::Status UcxDataPlane::SessionNotOpen(uint64_t session_id) {
+  return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+}
+
 absl::StatusOr<uint64_t> UcxDataPlane::SessionOwner(uint64_t session_id) {
   std::shared_ptr<Session> session = FindSession(session_id);
-  if (session == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
-  }
+  if (session == nullptr) return SessionNotOpen(session_id);
   return session->owner;
 }
 
-absl::Status UcxDataPlane::CheckSession(uint64_t session_id) {
-  if (FindSession(session_id) == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
-  }
+absl::Status UcxDataPlane::CheckSession(uint64_t session_id, uint64_t owner) {
+  std::shared_ptr<Session> session = FindSession(session_id);
+  // Another owner's session answers exactly as one that is not open.
+  if (session == nullptr || session->owner != owner) return SessionNotOpen(session_id);
   return absl::OkStatus();
 }
 
-absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, absl::string_view rkey) {
+absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, uint64_t owner,
+                                       absl::string_view rkey) {
   if (rkey.empty() || rkey.size() > kMaxRkeyBytes) {
     return absl::InvalidArgumentError(
         absl::StrFormat("region.rkey: %d bytes, need 1..%d", rkey.size(), kMaxRkeyBytes));
   }
-  return CheckSession(session_id);
+  return CheckSession(session_id, owner);
 }
 
 absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,

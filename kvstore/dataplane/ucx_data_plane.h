@@ -198,11 +198,12 @@ class UcxDataPlane : private ucx::MessageReceiver {
                                                    bool may_wait = true);
   void AbortPut(uint64_t session_id, uint64_t transfer_id);
 
-  // NOT_FOUND when `session_id` is not open.
-  absl::Status CheckSession(uint64_t session_id);
-  // NOT_FOUND (unknown session) when `session_id` is not open; other
-  // errors checked before any byte moves: INVALID_ARGUMENT (bad rkey).
-  absl::Status CheckRegion(uint64_t session_id, absl::string_view rkey);
+  // NOT_FOUND when `session_id` is not open or is not `owner`'s (the same
+  // answer for both).
+  absl::Status CheckSession(uint64_t session_id, uint64_t owner);
+  // CheckSession's NOT_FOUND; other errors checked before any byte moves:
+  // INVALID_ARGUMENT (bad rkey).
+  absl::Status CheckRegion(uint64_t session_id, uint64_t owner, absl::string_view rkey);
   // Writes every page into the client region at `address` (rkey packed by
   // the client) and flushes. NOT_FOUND (unknown session), UNAVAILABLE or
   // DEADLINE_EXCEEDED (the endpoint failed; the session is closed).
@@ -256,6 +257,8 @@ class UcxDataPlane : private ucx::MessageReceiver {
                std::shared_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
                std::shared_ptr<const ucx::UcxMemory> arena);
   std::shared_ptr<Session> FindSession(uint64_t session_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The one answer for a session id that is not open (or not the caller's).
+  static absl::Status SessionNotOpen(uint64_t session_id);
   // The session's endpoint key for `rkey`, unpacked once per distinct key.
   absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> SessionKey(Session& session,
                                                                 absl::string_view rkey);

@@ -115,8 +115,8 @@ TEST_F(UcxDataPlaneTest, UnknownSessionsAndTransfersAreNotFound) {
   EXPECT_EQ(plane->ReservePut(12345, specs).status().code(), absl::StatusCode::kNotFound);
   const uint64_t session = Open(*plane);
   EXPECT_EQ(plane->CommitPut(session, 999).status().code(), absl::StatusCode::kNotFound);
-  EXPECT_EQ(plane->CheckRegion(session, "").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(plane->CheckRegion(session + 1, "k").code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(plane->CheckRegion(session, 0, "").code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(plane->CheckRegion(session + 1, 0, "k").code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
 }
 
@@ -138,6 +138,11 @@ TEST_F(UcxDataPlaneTest, UntrustedClientsGetNoArenaAndSessionsKeepTheirOwner) {
   EXPECT_NE(a->session_id, b->session_id);
   EXPECT_EQ(*(*plane)->SessionOwner(a->session_id), 7u);
   EXPECT_EQ(*(*plane)->SessionOwner(b->session_id), 8u);
+  // Another owner's session answers as one that is not open, message and all.
+  EXPECT_TRUE((*plane)->CheckSession(a->session_id, 7).ok());
+  const absl::Status theirs = (*plane)->CheckSession(a->session_id, 8);
+  EXPECT_EQ(theirs.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(theirs, (*plane)->CheckRegion(a->session_id, 8, "k"));
   (*plane)->Close(a->session_id);
   EXPECT_EQ((*plane)->SessionOwner(a->session_id).status().code(), absl::StatusCode::kNotFound);
 }
@@ -253,7 +258,7 @@ TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
   plane->SetRequestHandler([&](uint64_t id, uint32_t, absl::string_view) {
     entered.Notify();
     release.WaitForNotificationWithTimeout(absl::Seconds(10));
-    checked = plane->CheckSession(id).ok();
+    checked = plane->CheckSession(id, 0).ok();
     return absl::StatusOr<std::string>(std::string());
   });
   // The reply may reach the client worker's progress thread after this
@@ -557,12 +562,12 @@ TEST_F(UcxDataPlaneTest, SessionsAreBoundedLeastRecentlyUsedFirst) {
   ASSERT_NE(plane, nullptr);
   const uint64_t a = Open(*plane);
   const uint64_t b = Open(*plane);
-  ASSERT_TRUE(plane->CheckRegion(a, "k").ok());  // a is now the most recent
+  ASSERT_TRUE(plane->CheckRegion(a, 0, "k").ok());  // a is now the most recent
   const uint64_t c = Open(*plane);
   EXPECT_EQ(plane->open_sessions(), 2u);
-  EXPECT_TRUE(plane->CheckRegion(a, "k").ok());
-  EXPECT_EQ(plane->CheckRegion(b, "k").code(), absl::StatusCode::kNotFound);
-  EXPECT_TRUE(plane->CheckRegion(c, "k").ok());
+  EXPECT_TRUE(plane->CheckRegion(a, 0, "k").ok());
+  EXPECT_EQ(plane->CheckRegion(b, 0, "k").code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(plane->CheckRegion(c, 0, "k").ok());
 }
 
 }  // namespace

@@ -48,12 +48,7 @@ absl::Status KvStoreService::DoOpenDataPlane(const Caller& caller,
 
 absl::Status KvStoreService::CheckSession(const Caller& caller, uint64_t session_id) const {
   if (data_plane_ == nullptr) return NoDataPlane();
-  ASSIGN_OR_RETURN(const uint64_t owner, data_plane_->SessionOwner(session_id));
-  if (owner != caller.tenant) {
-    // Exactly the answer for an id that is not open.
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
-  }
-  return absl::OkStatus();
+  return data_plane_->CheckSession(session_id, caller.tenant);
 }
 
 absl::Status KvStoreService::DoCloseDataPlane(const Caller& caller,
@@ -121,8 +116,7 @@ absl::Status KvStoreService::CheckRegion(const Caller& caller,
     return absl::InvalidArgumentError(absl::StrFormat(
         "region.slot_bytes %d: need 1..%d with a tag", region.slot_bytes(), region.bytes()));
   }
-  RETURN_IF_ERROR(data_plane_->CheckRegion(region.session_id(), region.rkey()));
-  return CheckSession(caller, region.session_id());
+  return data_plane_->CheckRegion(region.session_id(), caller.tenant, region.rkey());
 }
 
 absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
