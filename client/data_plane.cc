@@ -1,13 +1,12 @@
 #include "client/data_plane.h"
 
-#include <sched.h>
-
 #include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <utility>
 
 #include "absl/time/clock.h"
+#include "common/spin.h"
 #include "common/status_macros.h"
 #include "kvtier/v1/data_plane.h"
 
@@ -18,23 +17,6 @@ constexpr uint64_t kMinRegionBytes = uint64_t{1} << 20;
 // How long a Call progresses the worker itself before it sleeps until the
 // progress thread delivers its reply.
 constexpr absl::Duration kSpinTime = absl::Microseconds(20);
-
-// Calls of every plane in this process now waiting for a reply.
-std::atomic<int> waiting_calls{0};
-
-// How many of those may spin at once: half the cores this process may run
-// on, at least one. The others sleep at once, so that spinning callers
-// never take the cores the server and the copies need (measured on 2
-// cores: 8 spinning callers cost 8-client gets a third of their rate).
-int SpinningCallsAllowed() {
-  static const int allowed = [] {
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    const int cores = sched_getaffinity(0, sizeof(set), &set) == 0 ? CPU_COUNT(&set) : 1;
-    return std::max(1, cores / 2);
-  }();
-  return allowed;
-}
 
 }  // namespace
 
@@ -202,14 +184,17 @@ absl::StatusOr<std::string> ClientDataPlane::Call(const Connection& connection, 
     // enough other calls spin already, the caller sleeps until the progress
     // thread delivers the reply, so that waiting callers do not starve the
     // server where cores are few.
-    if (waiting_calls.fetch_add(1, std::memory_order_relaxed) < SpinningCallsAllowed()) {
+    // (SpinGate::Waiters: half the cores this process may run on; measured
+    // on 2 cores: 8 spinning callers cost 8-client gets a third of their
+    // rate.)
+    const SpinGate::Pass pass(SpinGate::Waiters());
+    if (pass.may_spin()) {
       const absl::Time spin_until = std::min(deadline, absl::Now() + kSpinTime);
       while (!pending->done.HasBeenNotified() && absl::Now() < spin_until) worker_->Progress();
     }
     if (!pending->done.WaitForNotificationWithDeadline(deadline)) {
       status = absl::DeadlineExceededError("no reply to a data-plane request message");
     }
-    waiting_calls.fetch_sub(1, std::memory_order_relaxed);
   } else {
     status = absl::UnavailableError(status.message());
   }

@@ -165,38 +165,6 @@ TEST(UcxEndpointTest, CloseWaitsForAUseInProgressAndLaterUsesAreRefused) {
   (*endpoint)->Close();  // idempotent
 }
 
-using std::chrono::microseconds;
-using std::chrono::milliseconds;
-
-TEST(AdaptiveSpinTest, PollsUntilEventsComeFurtherApartThanItsLimit) {
-  AdaptiveSpin spin(microseconds(500));
-  EXPECT_EQ(spin.budget(), microseconds(500));  // a new thread polls
-  spin.OnGap(microseconds(20));
-  EXPECT_EQ(spin.budget(), microseconds(500));
-  spin.OnGap(milliseconds(17));  // a worker's next decode step
-  EXPECT_EQ(spin.budget(), microseconds(0));
-}
-
-TEST(AdaptiveSpinTest, AStreamOfCloseEventsBringsPollingBack) {
-  AdaptiveSpin spin(microseconds(500));
-  spin.OnGap(milliseconds(17));  // mean 4250 us
-  ASSERT_EQ(spin.budget(), microseconds(0));
-  // Each 20 us gap takes a quarter of the distance: 3192, 2399, 1804, 1358,
-  // 1023, 772, 584, then 443 us, below the limit.
-  for (int i = 0; i < 7; ++i) {
-    spin.OnGap(microseconds(20));
-    EXPECT_EQ(spin.budget(), microseconds(0)) << i;
-  }
-  spin.OnGap(microseconds(20));
-  EXPECT_EQ(spin.budget(), microseconds(500));
-}
-
-TEST(AdaptiveSpinTest, ZeroLimitNeverPolls) {
-  AdaptiveSpin spin(microseconds(0));
-  EXPECT_EQ(spin.budget(), microseconds(0));
-  spin.OnGap(microseconds(1));
-  EXPECT_EQ(spin.budget(), microseconds(0));
-}
 
 }  // namespace
 }  // namespace kvtier::ucx

@@ -26,9 +26,12 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/spin.h"
 #include "ucx/context.h"
 
 namespace kvtier::ucx {
+
+using ::kvtier::AdaptiveSpin;
 
 class UcxWorker {
  public:
@@ -53,30 +56,6 @@ class UcxWorker {
   ucp_worker_h const worker_;
   const std::string address_;
   const int event_fd_;
-};
-
-// How long a progress thread keeps polling after its last event before it
-// sleeps: up to `max` while events have lately come within `max` of each
-// other (a stream of requests is then served without a wakeup each), not at
-// all while they come further apart (occasional requests then cost no core:
-// polling 500 us after each of a CPU-bound worker's few requests per step
-// took a fifth of its decode rate on 2 cores). The gaps are averaged
-// (weight 1/4 for the newest), starting from 0: a new thread polls.
-class AdaptiveSpin {
- public:
-  explicit AdaptiveSpin(std::chrono::microseconds max) : max_(max) {}
-  // An event came `gap` after the previous one, with an idle poll between.
-  void OnGap(std::chrono::nanoseconds gap) {
-    mean_gap_us_ += (std::chrono::duration<double, std::micro>(gap).count() - mean_gap_us_) / 4;
-  }
-  std::chrono::microseconds budget() const {
-    return mean_gap_us_ < static_cast<double>(max_.count()) ? max_
-                                                            : std::chrono::microseconds(0);
-  }
-
- private:
-  const std::chrono::microseconds max_;
-  double mean_gap_us_ = 0;
 };
 
 // Progresses a worker until destroyed, sleeping on its event fd when idle.
