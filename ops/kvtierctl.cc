@@ -127,6 +127,25 @@ void PrintTierStats(const char* name, const v1::TierStats& t) {
               static_cast<unsigned long long>(t.pinned_pages()));
 }
 
+// "12.0 KiB of 64.0 KiB", or "of no quota" for a quota of 0.
+std::string BytesOfQuota(uint64_t bytes, uint64_t quota) {
+  return absl::StrCat(HumanBytes(bytes), " of ", quota == 0 ? "no quota" : HumanBytes(quota));
+}
+
+void PrintTenantStats(const v1::TenantStats& t) {
+  const std::string max_pins = t.max_pins() == 0 ? "no quota" : absl::StrCat(t.max_pins());
+  std::printf("  tenant %s: ram %s (%llu pages)  disk %s (%llu pages)  pins %llu of %s  "
+              "pinned %s  quota refusals %llu\n",
+              t.tenant().c_str(), BytesOfQuota(t.ram_bytes(), t.max_ram_bytes()).c_str(),
+              static_cast<unsigned long long>(t.ram_pages()),
+              BytesOfQuota(t.disk_bytes(), t.max_disk_bytes()).c_str(),
+              static_cast<unsigned long long>(t.disk_pages()),
+              static_cast<unsigned long long>(t.pins()),
+              max_pins.c_str(),
+              BytesOfQuota(t.pinned_bytes(), t.max_pinned_bytes()).c_str(),
+              static_cast<unsigned long long>(t.quota_refusals()));
+}
+
 absl::Status PrintStats(client::StoreClient& client) {
   ASSIGN_OR_RETURN(v1::StatsResponse s, client.Stats());
   std::printf("store %s\n", absl::GetFlag(FLAGS_target).c_str());
@@ -159,6 +178,7 @@ absl::Status PrintStats(client::StoreClient& client) {
     std::printf("  verifying disk pages: %llu left\n",
                 static_cast<unsigned long long>(s.unverified_disk_pages()));
   }
+  for (const v1::TenantStats& t : s.tenants()) PrintTenantStats(t);
   return absl::OkStatus();
 }
 

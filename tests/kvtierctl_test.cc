@@ -102,6 +102,9 @@ TEST_F(KvtierctlTest, PutFileGetFileRoundTrip) {
   r = RunCtl({target_, "stats"});
   ASSERT_EQ(r.exit_code, 0) << r.output;
   EXPECT_THAT(r.output, HasSubstr("puts 4 (duplicates 0)"));
+  // One line per tenant: here the anonymous one, without quotas.
+  EXPECT_THAT(r.output, HasSubstr("tenant anonymous: ram 256.0 KiB of no quota (4 pages)  "
+                                  "disk 0.0 B of no quota (0 pages)  pins 0 of no quota"));
 }
 
 TEST_F(KvtierctlTest, LookupOfAnUnstoredPromptFindsNoPrefix) {

@@ -337,6 +337,80 @@ TEST_F(TenancyTest, PinQuotasHoldEachTenantAlone) {
   EXPECT_EQ(Client(kOps)->Stats()->active_pins(), 2u);
 }
 
+// The entry Stats gives `tenant`; fails the test when there is none.
+v1::TenantStats TenantIn(const v1::StatsResponse& stats, const std::string& tenant) {
+  for (const v1::TenantStats& t : stats.tenants()) {
+    if (t.tenant() == tenant) return t;
+  }
+  ADD_FAILURE() << "no tenant " << tenant << " in " << stats.DebugString();
+  return v1::TenantStats();
+}
+
+// Byte quotas: acme's own from the access file, the server's default for
+// the others; each tenant's put makes room from its own pages or is
+// refused alone; Stats shows each tenant by name; a reload changes them.
+TEST_F(TenancyTest, ByteQuotasHoldEachTenantAloneAndFollowTheAccessFile) {
+  constexpr uint64_t kSlot = 4096;  // a page of Layout() takes the smallest RAM slot
+  auto acme_line = [](const std::string& quotas) {
+    return absl::StrCat("tenant=acme role=tenant token_sha256=", access::HashToken(kAcme), " ",
+                        quotas, "\n");
+  };
+  WriteAccess(acme_line(absl::StrCat("max_ram_bytes=", 2 * kSlot, " max_pins=1")) +
+              Line("globex", "tenant", kGlobex) + Line("ops", "admin", kOps, "write"));
+  ASSERT_NO_FATAL_FAILURE(Start({absl::StrCat("--tenant_max_ram_bytes=", 4 * kSlot)}));
+  std::unique_ptr<client::StoreClient> acme = Client(kAcme);
+  std::unique_ptr<client::StoreClient> globex = Client(kGlobex);
+  for (uint64_t n = 1; n <= 3; ++n) ASSERT_TRUE(acme->BatchPut({PageOf(n, 'a')}).ok()) << n;
+  absl::StatusOr<std::string> pin = acme->Pin({KeyOf(2), KeyOf(3)}, 600'000);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  // acme's RAM holds only pinned pages: its put is refused, globex's are not.
+  const absl::Status refused = acme->BatchPut({PageOf(4, 'a')}).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("RAM quota of 8192 bytes"));
+  for (uint64_t n = 1; n <= 4; ++n) ASSERT_TRUE(globex->BatchPut({PageOf(n, 'g')}).ok()) << n;
+  ASSERT_TRUE(Client(kOps, /*shared=*/true)->BatchPut({PageOf(9, 's')}).ok());
+  absl::StatusOr<client::LookupReply> tiers =
+      acme->Lookup({KeyOf(1).hash, KeyOf(2).hash, KeyOf(3).hash, KeyOf(4).hash}, 0, 1);
+  ASSERT_TRUE(tiers.ok());
+  EXPECT_EQ(tiers->tiers,
+            (std::vector<v1::Tier>{v1::TIER_DISK, v1::TIER_RAM, v1::TIER_RAM, v1::TIER_NONE}));
+
+  absl::StatusOr<v1::StatsResponse> stats = Client(kOps)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  ASSERT_EQ(stats->tenants_size(), 3);  // ops stored nothing in its own namespace
+  const v1::TenantStats a = TenantIn(*stats, "acme");
+  EXPECT_EQ(a.ram_bytes(), 2 * kSlot);
+  EXPECT_EQ(a.ram_pages(), 2u);
+  EXPECT_EQ(a.disk_bytes(), 3 * Layout().PageBytes());  // one demoted, two written through
+  EXPECT_EQ(a.disk_pages(), 3u);
+  EXPECT_EQ(a.pins(), 1u);
+  EXPECT_EQ(a.pinned_bytes(), 2 * Layout().PageBytes());
+  EXPECT_EQ(a.max_ram_bytes(), 2 * kSlot);
+  EXPECT_EQ(a.max_disk_bytes(), 0u);
+  EXPECT_EQ(a.max_pins(), 1u);
+  EXPECT_EQ(a.quota_refusals(), 1u);
+  const v1::TenantStats g = TenantIn(*stats, "globex");
+  EXPECT_EQ(g.ram_bytes(), 4 * kSlot);
+  EXPECT_EQ(g.ram_pages(), 4u);
+  EXPECT_EQ(g.max_ram_bytes(), 4 * kSlot);
+  EXPECT_EQ(g.max_pins(), 0u);
+  EXPECT_EQ(g.quota_refusals(), 0u);
+  EXPECT_EQ(TenantIn(*stats, "shared").ram_pages(), 1u);
+
+  // A reload gives acme the default RAM quota, and its put room.
+  WriteAccess(acme_line("max_disk_bytes=1048576") + Line("globex", "tenant", kGlobex) +
+              Line("ops", "admin", kOps, "write"));
+  ASSERT_TRUE(server_->Signal(SIGHUP).ok());
+  ASSERT_NO_FATAL_FAILURE(AwaitLog("tenants_with_own_quotas=1"));
+  stats = Client(kOps)->Stats();
+  ASSERT_TRUE(stats.ok()) << stats.status();
+  EXPECT_EQ(TenantIn(*stats, "acme").max_ram_bytes(), 4 * kSlot);
+  EXPECT_EQ(TenantIn(*stats, "acme").max_disk_bytes(), 1048576u);
+  EXPECT_EQ(TenantIn(*stats, "acme").max_pins(), 0u);
+  ASSERT_TRUE(acme->BatchPut({PageOf(4, 'a')}).ok());
+  EXPECT_EQ(TenantIn(*Client(kOps)->Stats(), "acme").ram_pages(), 3u);
+}
+
 TEST_F(TenancyTest, AnUnreadableAccessFileStopsTheStart) {
   WriteAccess("tenant=acme role=tenant\n");
   absl::StatusOr<ExitResult> exit = ServerProcess::RunToExit(

@@ -11,6 +11,7 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
@@ -175,6 +176,7 @@ class AccessTable::Parser {
     }
     line = line.substr(0, line.find('#'));
     std::optional<std::string_view> tenant, role, token_sha256, cert_cn, shared;
+    std::optional<std::string_view> max_ram_bytes, max_disk_bytes, max_pins, max_pinned_bytes;
     bool any_field = false;
     for (absl::string_view piece :
          absl::StrSplit(AsAbsl(line), absl::ByAnyChar(" \t"), absl::SkipEmpty())) {
@@ -185,12 +187,16 @@ class AccessTable::Parser {
         return Error(number, absl::StrCat("field ", Quoted(field), " has no '='"));
       }
       const std::string_view key = field.substr(0, equals);
-      std::optional<std::string_view>* slot = key == "tenant"         ? &tenant
-                                              : key == "role"         ? &role
-                                              : key == "token_sha256" ? &token_sha256
-                                              : key == "cert_cn"      ? &cert_cn
-                                              : key == "shared"       ? &shared
-                                                                      : nullptr;
+      std::optional<std::string_view>* slot = key == "tenant"             ? &tenant
+                                              : key == "role"             ? &role
+                                              : key == "token_sha256"     ? &token_sha256
+                                              : key == "cert_cn"          ? &cert_cn
+                                              : key == "shared"           ? &shared
+                                              : key == "max_ram_bytes"    ? &max_ram_bytes
+                                              : key == "max_disk_bytes"   ? &max_disk_bytes
+                                              : key == "max_pins"         ? &max_pins
+                                              : key == "max_pinned_bytes" ? &max_pinned_bytes
+                                                                          : nullptr;
       if (slot == nullptr) return Error(number, absl::StrCat("unknown key ", Quoted(key)));
       if (slot->has_value()) {
         return Error(number, absl::StrCat("key ", AsAbsl(key), " given twice"));
@@ -227,6 +233,16 @@ class AccessTable::Parser {
       return Error(number, "no credential: give token_sha256= or cert_cn=");
     }
     RETURN_IF_ERROR(CheckTag(identity, number));
+    TenantQuotaOverrides& quotas = table_.quota_overrides_[identity.tenant_tag];
+    RETURN_IF_ERROR(SetQuota("max_ram_bytes", max_ram_bytes, UINT64_MAX, identity, number,
+                             &quotas.max_ram_bytes));
+    RETURN_IF_ERROR(SetQuota("max_disk_bytes", max_disk_bytes, UINT64_MAX, identity, number,
+                             &quotas.max_disk_bytes));
+    RETURN_IF_ERROR(
+        SetQuota("max_pins", max_pins, UINT32_MAX, identity, number, &quotas.max_pins));
+    RETURN_IF_ERROR(SetQuota("max_pinned_bytes", max_pinned_bytes, UINT64_MAX, identity, number,
+                             &quotas.max_pinned_bytes));
+    if (quotas == TenantQuotaOverrides()) table_.quota_overrides_.erase(identity.tenant_tag);
     if (token_sha256.has_value()) return AddToken(*token_sha256, std::move(identity), number);
     return AddCertificate(*cert_cn, std::move(identity), number);
   }
@@ -249,12 +265,38 @@ class AccessTable::Parser {
       return Error(number, absl::StrCat("tenant ", Quoted(identity.tenant),
                                         " has the reserved tag ", absl::Hex(identity.tenant_tag)));
     }
-    const auto [it, added] = tenant_by_tag_.try_emplace(identity.tenant_tag, identity.tenant);
+    const auto [it, added] =
+        table_.tenant_names_.try_emplace(identity.tenant_tag, identity.tenant);
     if (!added && it->second != identity.tenant) {
       return Error(number,
                    absl::StrCat("tenants ", Quoted(it->second), " and ", Quoted(identity.tenant),
                                 " have the same tag ", absl::Hex(identity.tenant_tag)));
     }
+    return absl::OkStatus();
+  }
+
+  // Sets one quota key of a tenant from `value` (absent: the line gives
+  // none), which must be decimal, at most `max`, and what the tenant's
+  // earlier lines gave for that key, if any.
+  template <typename T>
+  absl::Status SetQuota(std::string_view key, std::optional<std::string_view> value, uint64_t max,
+                        const Identity& identity, int number, std::optional<T>* quota) {
+    if (!value.has_value()) return absl::OkStatus();
+    uint64_t parsed = 0;
+    if (value->empty() || value->size() > 20 ||
+        value->find_first_not_of("0123456789") != std::string_view::npos ||
+        !absl::SimpleAtoi(AsAbsl(*value), &parsed) || parsed > max) {
+      return Error(number, absl::StrCat(AsAbsl(key), " is a decimal number of at most ", max,
+                                        ", not ", Quoted(*value)));
+    }
+    const auto [it, added] =
+        quota_lines_.try_emplace(std::make_pair(identity.tenant_tag, std::string(key)), number);
+    if (!added && **quota != parsed) {
+      return Error(number, absl::StrCat(AsAbsl(key), "=", parsed, " disagrees with line ",
+                                        it->second, " of tenant ", Quoted(identity.tenant),
+                                        " (", AsAbsl(key), "=", **quota, ")"));
+    }
+    *quota = static_cast<T>(parsed);
     return absl::OkStatus();
   }
 
@@ -288,7 +330,8 @@ class AccessTable::Parser {
   AccessTable table_;
   absl::flat_hash_map<Sha256, int> token_lines_;
   absl::flat_hash_map<std::string, int> certificate_lines_;
-  absl::flat_hash_map<uint64_t, std::string> tenant_by_tag_;
+  // The line that first gave a (tenant tag, quota key).
+  absl::flat_hash_map<std::pair<uint64_t, std::string>, int> quota_lines_;
 };
 
 absl::StatusOr<AccessTable> internal::ParseWithTagFunction(std::string_view text,
@@ -325,6 +368,12 @@ std::optional<Identity> AccessTable::FindToken(std::string_view token) const {
   }
   if (!valid || match == tokens_.size()) return std::nullopt;
   return tokens_[match].identity;
+}
+
+std::optional<std::string_view> AccessTable::TenantName(uint64_t tag) const {
+  const auto it = tenant_names_.find(tag);
+  if (it == tenant_names_.end()) return std::nullopt;
+  return std::string_view(it->second);
 }
 
 std::optional<Identity> AccessTable::FindCertificate(std::string_view common_name) const {

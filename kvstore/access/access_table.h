@@ -13,6 +13,7 @@
 //   tenant=acme  role=tenant   token_sha256=2e032a40...2c37    shared=read
 //   tenant=acme  role=tenant   token_sha256=sha256:fa7e...2c93  # rotation
 //   tenant=ops   role=admin    cert_cn=ops-client.example.com
+//   tenant=beta  role=tenant   token_sha256=9b71...0e4f  max_ram_bytes=1073741824
 //
 // Write a token's line with HashToken (or `printf '%s' TOKEN | sha256sum`).
 //
@@ -25,6 +26,13 @@
 //                  without `#`, which starts a comment).
 //   shared=        optional; rights on the shared namespace: `none`
 //                  (default), `read` or `write` (which implies read).
+//   max_ram_bytes=, max_disk_bytes=, max_pins=, max_pinned_bytes=
+//                  optional; the tenant's own quotas, in place of the
+//                  server's tenant_max_* (config.proto): decimal, 0 for no
+//                  quota, max_pins at most 2^32 - 1. They are the tenant's,
+//                  not the line's: a key given on any of its lines holds
+//                  for all of them, and two of its lines must not give one
+//                  key different values.
 //
 // Each line has exactly one of token_sha256= and cert_cn=. A tenant may have
 // several lines (several tokens during a rotation; a token and a
@@ -33,7 +41,9 @@
 // twice on a line, a field without '=', a missing tenant= or role=, a bad
 // value, both or neither credential, a token hash or cert_cn that an earlier
 // line already holds, a line over 4096 bytes, a tenant whose tag is reserved
-// (kAnonymousTag, kSharedTag) or equal to another tenant's; and with
+// (kAnonymousTag, kSharedTag) or equal to another tenant's, a quota that is
+// not a decimal number in range or that disagrees with one an earlier line
+// of its tenant gave; and with
 // "<source>: no credentials" on a file without a single entry.
 //
 // Thread-safety: every method is const, and an AccessTable is safe to use
@@ -94,6 +104,17 @@ std::string HashToken(std::string_view token);
 // without spaces (0x21..0x7e).
 absl::Status ValidateToken(std::string_view token);
 
+// A tenant's own quotas from its lines; a key no line gives is absent (the
+// server's default holds for it). 0 is no quota.
+struct TenantQuotaOverrides {
+  std::optional<uint64_t> max_ram_bytes;
+  std::optional<uint64_t> max_disk_bytes;
+  std::optional<uint32_t> max_pins;
+  std::optional<uint64_t> max_pinned_bytes;
+
+  friend bool operator==(const TenantQuotaOverrides&, const TenantQuotaOverrides&) = default;
+};
+
 class AccessTable;
 
 namespace internal {
@@ -129,6 +150,14 @@ class AccessTable {
   // nullopt. (A name is no secret: the lookup is an ordinary map find.)
   std::optional<Identity> FindCertificate(std::string_view common_name) const;
 
+  // The name of the tenant tagged `tag`, or nullopt when no line names it.
+  std::optional<std::string_view> TenantName(uint64_t tag) const;
+
+  // The tenants whose lines give quotas, by tag (none with no key given).
+  const absl::flat_hash_map<uint64_t, TenantQuotaOverrides>& quota_overrides() const {
+    return quota_overrides_;
+  }
+
   size_t token_count() const { return tokens_.size(); }
   size_t certificate_count() const { return certificates_.size(); }
 
@@ -148,6 +177,8 @@ class AccessTable {
   // Token hashes are distinct; so are certificate names.
   std::vector<TokenEntry> tokens_;
   absl::flat_hash_map<std::string, Identity> certificates_;
+  absl::flat_hash_map<uint64_t, std::string> tenant_names_;  // by tag; tags distinct
+  absl::flat_hash_map<uint64_t, TenantQuotaOverrides> quota_overrides_;
 };
 
 }  // namespace kvtier::access

@@ -242,6 +242,70 @@ TEST(AccessTableTest, EveryMistakeIsInvalidArgumentNamingItsLine) {
   }
 }
 
+TEST(AccessTableTest, QuotasAreTheTenantsAcrossItsLines) {
+  absl::StatusOr<AccessTable> table = AccessTable::Parse(
+      absl::StrCat("tenant=acme role=tenant token_sha256=", kAcmeHash,
+                   " max_ram_bytes=1048576 max_pins=0\n",
+                   // Another line of acme: the same value again, and a key of its own.
+                   "tenant=acme role=admin cert_cn=acme max_ram_bytes=1048576 "
+                   "max_disk_bytes=18446744073709551615\n",
+                   "tenant=ops role=admin token_sha256=", kOpsHash, "\n",
+                   "tenant=writer role=tenant cert_cn=w max_pins=4294967295 "
+                   "max_pinned_bytes=0012  # leading zeros are decimal too\n"),
+      "access.txt");
+  ASSERT_TRUE(table.ok()) << table.status();
+  const auto& quotas = table->quota_overrides();
+  ASSERT_EQ(quotas.size(), 2u);  // ops gives none
+  TenantQuotaOverrides acme;
+  acme.max_ram_bytes = 1048576;
+  acme.max_disk_bytes = UINT64_MAX;
+  acme.max_pins = 0;
+  EXPECT_EQ(quotas.at(kAcmeTag), acme);
+  TenantQuotaOverrides writer;
+  writer.max_pins = UINT32_MAX;
+  writer.max_pinned_bytes = 12;
+  EXPECT_EQ(quotas.at(TenantTag("writer")), writer);
+  EXPECT_EQ(table->TenantName(kAcmeTag), "acme");
+  EXPECT_EQ(table->TenantName(kOpsTag), "ops");
+  EXPECT_EQ(table->TenantName(TenantTag("nobody")), std::nullopt);
+}
+
+TEST(AccessTableTest, EveryQuotaMistakeIsInvalidArgumentNamingItsLine) {
+  const std::string acme = absl::StrCat("tenant=acme role=tenant token_sha256=", kAcmeHash);
+  const std::string ops = absl::StrCat("tenant=ops role=admin token_sha256=", kOpsHash);
+  const std::vector<BadFile> cases = {
+      {acme + " max_ram_bytes=",
+       "access.txt:1: max_ram_bytes is a decimal number of at most 18446744073709551615, not "
+       "\"\""},
+      {acme + " max_ram_bytes=-1",
+       "access.txt:1: max_ram_bytes is a decimal number of at most 18446744073709551615, not "
+       "\"-1\""},
+      {acme + " max_disk_bytes=+5",
+       "access.txt:1: max_disk_bytes is a decimal number of at most 18446744073709551615, not "
+       "\"+5\""},
+      {acme + " max_disk_bytes=1e9",
+       "access.txt:1: max_disk_bytes is a decimal number of at most 18446744073709551615, not "
+       "\"1e9\""},
+      {acme + " max_pinned_bytes=18446744073709551616",
+       "access.txt:1: max_pinned_bytes is a decimal number of at most 18446744073709551615, "
+       "not \"18446744073709551616\""},
+      {acme + " max_pins=4294967296",
+       "access.txt:1: max_pins is a decimal number of at most 4294967295, not \"4294967296\""},
+      {acme + " max_pins=1 max_pins=1", "access.txt:1: key max_pins given twice"},
+      {acme + " max_ram_bytes=1048576\n" + ops + "\n" +
+           "tenant=acme role=tenant cert_cn=acme max_ram_bytes=2097152",
+       "access.txt:3: max_ram_bytes=2097152 disagrees with line 1 of tenant \"acme\" "
+       "(max_ram_bytes=1048576)"},
+      {acme + " max_pins=0\ntenant=acme role=tenant cert_cn=acme max_pins=1",
+       "access.txt:2: max_pins=1 disagrees with line 1 of tenant \"acme\" (max_pins=0)"},
+  };
+  for (const BadFile& bad : cases) {
+    const absl::StatusOr<AccessTable> table = AccessTable::Parse(bad.text, "access.txt");
+    EXPECT_EQ(table.status().code(), absl::StatusCode::kInvalidArgument) << bad.text;
+    EXPECT_EQ(table.status().message(), bad.message) << bad.text;
+  }
+}
+
 // Tags SHA-256 never gives in practice, from a stand-in tag function.
 uint64_t ReservedTags(std::string_view name) {
   if (name == "zero") return kAnonymousTag;

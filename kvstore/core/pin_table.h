@@ -57,6 +57,10 @@ class PinTable {
   size_t size() const { return pins_.size(); }
   // Live pins of `tenant`.
   size_t CountOf(uint64_t tenant) const;
+  // Live pins of every tenant that has some.
+  const absl::flat_hash_map<uint64_t, size_t>& count_by_tenant() const {
+    return count_by_tenant_;
+  }
 
  private:
   struct Pin {

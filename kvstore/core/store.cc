@@ -58,6 +58,15 @@ absl::Status StoreOptions::Validate() const {
   return absl::OkStatus();
 }
 
+TenantQuotas StoreOptions::DefaultTenantQuotas() const {
+  TenantQuotas quotas;
+  quotas.max_ram_bytes = tenant_max_ram_bytes;
+  quotas.max_disk_bytes = tenant_max_disk_bytes;
+  quotas.max_pins = tenant_max_pins;
+  quotas.max_pinned_bytes = tenant_max_pinned_bytes;
+  return quotas;
+}
+
 absl::Status ValidatePutSpecs(absl::Span<const PutSpec> specs, uint32_t max_batch_pages) {
   if (specs.empty()) return absl::InvalidArgumentError("empty put batch");
   if (specs.size() > max_batch_pages) {

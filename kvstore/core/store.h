@@ -33,6 +33,15 @@
 // only displaces RAM pages that are already on disk and never fills RAM past
 // its high watermark.
 //
+// Tenant quotas (StoreOptions::tenant_max_ram_bytes, tenant_max_disk_bytes,
+// SetTenantQuotas) make room the same way within one tenant: a put that
+// would take its tenant past its RAM quota first demotes that tenant's own
+// unpinned RAM pages (or drops them when the disk cannot take them); a
+// demotion past its disk quota first drops that tenant's own unpinned disk
+// pages. Another tenant's pages are never moved for it. A promotion past the
+// RAM quota frees only the tenant's own unpinned pages already on disk, or
+// does not happen (the read is served from disk).
+//
 // Thread-safety: all methods are thread-safe.
 #ifndef KVTIER_KVSTORE_CORE_STORE_H_
 #define KVTIER_KVSTORE_CORE_STORE_H_
@@ -42,6 +51,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/container/flat_hash_map.h"
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -65,6 +75,18 @@ struct TierOptions {
   double low_watermark = 0.80;
   // Eviction policy: "lru" or "s3fifo".
   std::string policy = "lru";
+};
+
+// One tenant's quotas (PageKey::tenant); 0 is no quota. StoreOptions'
+// tenant_max_* are every tenant's unless Store::SetTenantQuotas gives it
+// its own.
+struct TenantQuotas {
+  uint64_t max_ram_bytes = 0;
+  uint64_t max_disk_bytes = 0;
+  uint32_t max_pins = 0;
+  uint64_t max_pinned_bytes = 0;
+
+  friend bool operator==(const TenantQuotas&, const TenantQuotas&) = default;
 };
 
 struct StoreOptions {
@@ -93,6 +115,16 @@ struct StoreOptions {
   // Default 0: no quota (max_pins alone bounds the pins).
   uint32_t tenant_max_pins = 0;
   uint64_t tenant_max_pinned_bytes = 0;
+  // Byte quotas of each tenant in each tier, counted as the tier caps count
+  // (TierStats::used_bytes): RAM, the slab bytes of its pages and of its
+  // reservations; disk, the page bytes of its pages, demotions in flight
+  // included. A put (or promotion) that would take a tenant past its quota
+  // first makes room from that tenant's own unpinned pages, in policy
+  // order; when they cannot make it, the put answers RESOURCE_EXHAUSTED
+  // (and a promotion does not happen). Other tenants' pages are never
+  // moved for it. Default 0: no quota (the tier caps alone bound a tenant).
+  uint64_t tenant_max_ram_bytes = 0;
+  uint64_t tenant_max_disk_bytes = 0;
   // Verify the checksum of every disk page found at Open, in a background
   // thread: the store serves meanwhile (every read verifies its page
   // anyway), and a page that fails is dropped and counted lost.
@@ -110,6 +142,8 @@ struct StoreOptions {
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
+  // The tenant_max_* above: the quotas of a tenant without its own.
+  TenantQuotas DefaultTenantQuotas() const;
 };
 
 // What a writer declares for one page before sending its bytes.
@@ -157,6 +191,24 @@ struct TierStats {
   uint64_t pinned_pages = 0;
 };
 
+// One tenant's share of the tiers. Bytes are counted as the tiers count
+// them (TierStats::used_bytes), so ram_bytes includes its reservations;
+// pages are committed pages. The RAM of ended reservations in quarantine,
+// and of removed pages still being read, counts in the tier but in no
+// tenant.
+struct TenantStats {
+  uint64_t tenant = 0;  // PageKey::tenant
+  uint64_t ram_bytes = 0;
+  uint64_t disk_bytes = 0;
+  uint64_t ram_pages = 0;
+  uint64_t disk_pages = 0;
+  uint64_t pins = 0;
+  uint64_t pinned_bytes = 0;
+  TenantQuotas quotas;  // in effect
+  // Puts refused because they would have taken the tenant past a quota.
+  uint64_t quota_refusals = 0;
+};
+
 struct StoreStats {
   TierStats ram;
   TierStats disk;
@@ -188,6 +240,9 @@ struct StoreStats {
   // when pinned), and rewrites of old blob files that freed its garbage.
   uint64_t disk_space_refusals = 0;
   uint64_t disk_garbage_collections = 0;
+  // Every tenant with pages, reservations, pins, quota refusals or quotas
+  // of its own, by ascending tag.
+  std::vector<TenantStats> tenants;
 };
 
 class Store;
@@ -201,7 +256,8 @@ struct ReserveOptions {
   // bytes must land in no other page. Default 0: at once. Must be >= 0.
   absl::Duration release_delay = absl::ZeroDuration();
   // False: this call does no disk I/O. A batch that would take RAM past its
-  // high watermark (and so make room by writing pages to disk) is
+  // high watermark, or a tenant past its RAM quota (and so make room by
+  // writing pages to disk) is
   // FAILED_PRECONDITION instead, with nothing reserved; the caller sends it
   // again from a thread that may wait on the disk. For callers that must
   // not block, such as the data plane's progress thread. Default true.
@@ -261,6 +317,11 @@ class Store {
   // too many, bad layout, duplicate key) and reserves RAM for the pages not
   // yet stored, demoting or dropping unpinned pages to make room
   // (RESOURCE_EXHAUSTED when that cannot be done; nothing stays reserved).
+  // The reserved slots count in their tenants' RAM bytes at once, so that
+  // reservations never take a tenant past its RAM quota; a tenant that
+  // would pass it makes room from its own unpinned RAM pages first, and
+  // gets RESOURCE_EXHAUSTED naming the quota when they cannot make it
+  // (FAILED_PRECONDITION instead when ReserveOptions.make_room is false).
   // INVALID_ARGUMENT also for a negative release delay.
   virtual absl::StatusOr<Reservation> Reserve(absl::Span<const PutSpec> specs,
                                               const ReserveOptions& options) = 0;
@@ -359,6 +420,11 @@ class Store {
   virtual absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) = 0;
 
   virtual StoreStats Stats() const = 0;
+
+  // Replaces every tenant's own quotas: tenants absent from `quotas` get
+  // StoreOptions' defaults. A quota lowered below a tenant's usage deletes
+  // nothing at once; the tenant's next put makes room or is refused.
+  virtual void SetTenantQuotas(absl::flat_hash_map<uint64_t, TenantQuotas> quotas) = 0;
 
   // The RAM tier's memory: reserved buffers (Reservation::buffer) lie inside
   // it. Fixed for the store's life, so a data plane registers it once and

@@ -47,6 +47,7 @@ TieredStore::TieredStore(const StoreOptions& options, Clock* clock,
       ram_low_bytes_(WatermarkBytes(options.ram, options.ram.low_watermark)),
       disk_high_bytes_(WatermarkBytes(options.disk, options.disk.high_watermark)),
       disk_low_bytes_(WatermarkBytes(options.disk, options.disk.low_watermark)),
+      default_quotas_(options.DefaultTenantQuotas()),
       ram_base_(arena->base()),
       rocks_(std::move(rocks)),
       arena_(std::move(arena)),
@@ -71,7 +72,7 @@ void TieredStore::Recover(const RecoveryReport& found) {
       entry.generation = NextGeneration();
       entry.on_disk = true;
       disk_policy_->OnInsert(key);
-      disk_used_bytes_ += meta.bytes;
+      ChargeDiskLocked(key.tenant, meta.bytes);
       if (options_.verify_on_open) unverified.push_back({key, entry.generation, meta});
     }
     RestorePinsLocked(found.pins);
@@ -188,54 +189,74 @@ absl::StatusOr<Reservation> TieredStore::Reserve(absl::Span<const PutSpec> specs
   for (int round = 0; round < kMaxRounds; ++round) {
     std::vector<Demotion> demotions;
     std::optional<Reservation> reserved;
+    absl::Status status;
     {
       absl::MutexLock lock(&mu_);
-      SweepPinsLocked();
-      ReleaseQuarantineLocked();
-      if (!reserve_options.make_room &&
-          arena_->used_bytes() + NewSlotBytesLocked(specs) > ram_high_bytes_) {
-        return absl::FailedPreconditionError(
-            "RAM is at its high watermark: making room writes to disk, which this caller may "
-            "not wait for (put the batch by RPC)");
-      }
-      std::vector<std::optional<RamArena::Slot>> slots;
-      if (AllocateSlotsLocked(specs, &slots)) {
-        std::vector<absl::Span<uint8_t>> buffers(specs.size());
-        PendingReservation pending;
-        for (size_t i = 0; i < specs.size(); ++i) {
-          if (!slots[i]) continue;
-          buffers[i] = arena_->Bytes(*slots[i], specs[i].layout.PageBytes());
-          pending.slot_bytes += RamArena::ClassBytes(slots[i]->size_class);
-        }
-        pending.slots = std::move(slots);
-        pending.release_delay_us = absl::ToInt64Microseconds(reserve_options.release_delay);
-        const uint64_t id = next_reservation_id_++;
-        counters_.reserved_bytes += pending.slot_bytes;
-        reservations_.emplace(id, std::move(pending));
-        reserved = MakeReservation(this, id, std::vector<PutSpec>(specs.begin(), specs.end()),
-                                   std::move(buffers));
-        if (arena_->used_bytes() > ram_high_bytes_) EvictRamLocked(ram_low_bytes_, &demotions);
-      } else if (!reserve_options.make_room) {
-        // Under the watermark but too fragmented for the batch.
-        return absl::FailedPreconditionError(
-            "no free RAM slot without making room on disk (put the batch by RPC)");
-      } else {
-        const uint64_t need = NewSlotBytesLocked(specs);
-        if (need > arena_->capacity_bytes()) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "batch needs ", need, " bytes of RAM; the tier has ", arena_->capacity_bytes()));
-        }
-        const uint64_t target = ram_low_bytes_ > need ? ram_low_bytes_ - need : 0;
-        if (!EvictRamLocked(target, &demotions)) {
-          return absl::ResourceExhaustedError(absl::StrCat(
-              "no room for ", need, " bytes: RAM and disk hold only pinned or busy pages"));
-        }
-      }
+      status = ReserveRoundLocked(specs, reserve_options, &demotions, &reserved);
     }
+    // Even when the round failed: what it leased must be written or given back.
     CompleteDemotions(std::move(demotions)).IgnoreError();  // logged; pages stay in RAM
+    RETURN_IF_ERROR(status);
     if (reserved) return std::move(*reserved);
   }
   return absl::ResourceExhaustedError("no room: concurrent puts took every freed slot");
+}
+
+absl::Status TieredStore::ReserveRoundLocked(absl::Span<const PutSpec> specs,
+                                             const ReserveOptions& reserve_options,
+                                             std::vector<Demotion>* demotions,
+                                             std::optional<Reservation>* reserved) {
+  SweepPinsLocked();
+  ReleaseQuarantineLocked();
+  bool fits = false;
+  RETURN_IF_ERROR(
+      FitTenantQuotasLocked(specs, reserve_options.make_room, demotions, &fits));
+  if (!fits) return absl::OkStatus();  // room is being made: another round
+  if (!reserve_options.make_room &&
+      arena_->used_bytes() + NewSlotBytesLocked(specs) > ram_high_bytes_) {
+    return absl::FailedPreconditionError(
+        "RAM is at its high watermark: making room writes to disk, which this caller may "
+        "not wait for (put the batch by RPC)");
+  }
+  std::vector<std::optional<RamArena::Slot>> slots;
+  if (AllocateSlotsLocked(specs, &slots)) {
+    std::vector<absl::Span<uint8_t>> buffers(specs.size());
+    PendingReservation pending;
+    pending.tenants.resize(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      pending.tenants[i] = specs[i].key.tenant;
+      if (!slots[i]) continue;
+      buffers[i] = arena_->Bytes(*slots[i], specs[i].layout.PageBytes());
+      const uint64_t slot_bytes = RamArena::ClassBytes(slots[i]->size_class);
+      pending.slot_bytes += slot_bytes;
+      ChargeRamLocked(specs[i].key.tenant, slot_bytes);
+    }
+    pending.slots = std::move(slots);
+    pending.release_delay_us = absl::ToInt64Microseconds(reserve_options.release_delay);
+    const uint64_t id = next_reservation_id_++;
+    counters_.reserved_bytes += pending.slot_bytes;
+    reservations_.emplace(id, std::move(pending));
+    *reserved = MakeReservation(this, id, std::vector<PutSpec>(specs.begin(), specs.end()),
+                                std::move(buffers));
+    if (arena_->used_bytes() > ram_high_bytes_) EvictRamLocked(ram_low_bytes_, demotions);
+    return absl::OkStatus();
+  }
+  if (!reserve_options.make_room) {
+    // Under the watermark but too fragmented for the batch.
+    return absl::FailedPreconditionError(
+        "no free RAM slot without making room on disk (put the batch by RPC)");
+  }
+  const uint64_t need = NewSlotBytesLocked(specs);
+  if (need > arena_->capacity_bytes()) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "batch needs ", need, " bytes of RAM; the tier has ", arena_->capacity_bytes()));
+  }
+  const uint64_t target = ram_low_bytes_ > need ? ram_low_bytes_ - need : 0;
+  if (!EvictRamLocked(target, demotions)) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "no room for ", need, " bytes: RAM and disk hold only pinned or busy pages"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservation) {
@@ -278,7 +299,10 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     if (!slot || index_.contains(spec.key)) {
       // Stored before this batch reserved it (and still), or committed by a
       // concurrent put since: content-addressed, so the bytes are the same.
-      if (slot) arena_->Free(*slot);
+      if (slot) {
+        arena_->Free(*slot);
+        CreditRamLocked(spec.key.tenant, RamArena::ClassBytes(slot->size_class));
+      }
       results[i].already_present = true;
       ++counters_.put_duplicate_pages;
       continue;
@@ -315,8 +339,11 @@ void TieredStore::AbortById(uint64_t reservation_id) {
 
 void TieredStore::ReleaseReservationLocked(PendingReservation& pending, bool writers_done) {
   const int64_t release_us = clock_->NowMicros() + pending.release_delay_us;
-  for (const std::optional<RamArena::Slot>& slot : pending.slots) {
+  for (size_t i = 0; i < pending.slots.size(); ++i) {
+    const std::optional<RamArena::Slot>& slot = pending.slots[i];
     if (!slot) continue;
+    // Quarantined or not, the slot is no longer its tenant's.
+    CreditRamLocked(pending.tenants[i], RamArena::ClassBytes(slot->size_class));
     if (pending.release_delay_us == 0 || writers_done) {
       arena_->Free(*slot);
     } else {
@@ -396,10 +423,12 @@ StoreStats TieredStore::Stats() const {
   stats.data_dir_bytes = rocks_->directory_bytes();
   stats.data_dir_bound_bytes = rocks_->directory_bound_bytes();
   stats.disk_garbage_collections = rocks_->garbage_collections();
+  stats.tenants = TenantStatsLocked();
   return stats;
 }
 
-void TieredStore::FreeRamLocked(PageEntry& entry) {
+void TieredStore::FreeRamLocked(const PageKey& key, PageEntry& entry) {
+  CreditRamLocked(key.tenant, RamArena::ClassBytes(entry.slot.size_class));
   if (entry.readers > 0) {
     auto& zombie = zombie_slots_[entry.slot.offset];
     zombie.first = entry.slot;
@@ -418,11 +447,11 @@ void TieredStore::RemoveEntryLocked(PageIndex::iterator it) {
   if (entry.pinned()) UncountPinnedLocked(key, entry);
   if (entry.in_ram) {
     ram_policy_->OnRemove(key);
-    FreeRamLocked(entry);
+    FreeRamLocked(key, entry);
   }
   if (entry.on_disk) {
     disk_policy_->OnRemove(key);
-    disk_used_bytes_ -= entry.meta.bytes;
+    CreditDiskLocked(key.tenant, entry.meta.bytes);
   }
   index_.erase(it);
 }

@@ -27,11 +27,26 @@
 // ReserveOptions.make_room false refuses instead). Promotion
 // only evicts RAM pages that are already on disk (no write on the read
 // path) and never fills RAM past the high watermark.
+//
+// Tenants (tiered_store_tenants.cc): tenant_bytes_ holds each tenant's
+// bytes in each tier, counted as the tier caps count them: RAM, the slab
+// bytes of its committed RAM pages, of its pending reservations' slots and
+// of promotion slots not yet attached (all allocated in the arena); disk,
+// the page bytes of its pages on disk and of its demotions in flight (the
+// bytes ReserveDiskLocked charged). A slot leaves its tenant's share when
+// its page or reservation ends, even if it stays allocated a while longer
+// (quarantine_, zombie_slots_). Every change of arena_->used_bytes() or
+// disk_used_bytes_ for a page changes its tenant's figure with it. A
+// reservation counts when it is reserved, so reservations cannot take a
+// tenant past its quota. Making room within one tenant's quota walks the
+// tier's policy past every other tenant's pages (EvictionPolicy::Evict's
+// skip): its cost grows with the tier's page count, not the tenant's.
 #ifndef KVTIER_KVSTORE_CORE_TIERED_STORE_H_
 #define KVTIER_KVSTORE_CORE_TIERED_STORE_H_
 
 #include <deque>
 #include <memory>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -74,6 +89,8 @@ class TieredStore final : public Store {
   absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
   StoredBytes BytesOf(absl::Span<const PageKey> keys) const override ABSL_LOCKS_EXCLUDED(mu_);
   StoreStats Stats() const override;
+  void SetTenantQuotas(absl::flat_hash_map<uint64_t, TenantQuotas> quotas) override
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The arena's region never moves or grows, and capacity_bytes() is const
   // after construction, so no lock is needed.
   absl::Span<uint8_t> RamRegion() const override ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -86,8 +103,14 @@ class TieredStore final : public Store {
  private:
   struct PendingReservation {
     std::vector<std::optional<RamArena::Slot>> slots;  // per spec; nullopt: already stored
+    std::vector<uint64_t> tenants;  // per spec: its key's tenant
     uint64_t slot_bytes = 0;
     int64_t release_delay_us = 0;  // ReserveOptions::release_delay
+  };
+  // A tenant's bytes in each tier (the file comment says what counts).
+  struct TenantBytes {
+    uint64_t ram = 0;
+    uint64_t disk = 0;
   };
   // A slot of an ended reservation, free again at release_us.
   struct QuarantinedSlot {
@@ -133,6 +156,14 @@ class TieredStore final : public Store {
   // checksum; stops early when the store is destroyed.
   void VerifyDiskPages(std::vector<FoundPage> pages) ABSL_LOCKS_EXCLUDED(mu_);
   uint64_t NextGeneration() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_generation_++; }
+  // One round of Reserve: sets *reserved, or leases the demotions that make
+  // room into *demotions (the caller completes them, then tries again), or
+  // returns why the batch cannot be reserved.
+  absl::Status ReserveRoundLocked(absl::Span<const PutSpec> specs,
+                                  const ReserveOptions& reserve_options,
+                                  std::vector<Demotion>* demotions,
+                                  std::optional<Reservation>* reserved)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   // tiered_store_room.cc: making room in either tier.
   // Allocates a slot for every new page (nullopt: key already stored), or
@@ -147,7 +178,10 @@ class TieredStore final : public Store {
   // already leaving, are at most `target_bytes`. Clean pages are freed at
   // once; dirty ones are leased and appended to *demotions; unpinned dirty
   // pages the disk cannot take are dropped. False when nothing could leave.
-  bool EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions)
+  // With `tenant`: only that tenant's unpinned pages leave, until its RAM
+  // bytes less those leaving are at most `target_bytes`.
+  bool EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions,
+                      std::optional<uint64_t> tenant = std::nullopt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks `entry` (RAM, dirty) as leaving for disk and leases its slot, so
   // its bytes stay in place until CompleteDemotions writes them. The
@@ -179,17 +213,45 @@ class TieredStore final : public Store {
   // tenant past a quota: one more pin (`new_pin`), or more pinned bytes.
   absl::Status CheckPinQuotasLocked(uint64_t tenant, absl::Span<const PageKey> keys,
                                     bool new_pin) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Drops unpinned disk pages past the disk high watermark and reserves
-  // `bytes` of disk. False (nothing reserved) when the disk cannot take
-  // them: full of pinned pages, or its directory at its bound.
-  bool ReserveDiskLocked(uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reserves `bytes` of disk for `key`'s page, charged to its tenant:
+  // first drops unpinned disk pages past the disk high watermark, and the
+  // tenant's own past its disk quota. False (nothing reserved) when the
+  // disk cannot take them: full of pinned pages, the tenant's quota full of
+  // its pinned pages, or the directory at its bound.
+  bool ReserveDiskLocked(const PageKey& key, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops unpinned disk pages in policy order until the disk's page bytes
-  // are at most target_bytes, or only pinned pages are left.
-  void EvictDiskLocked(uint64_t target_bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // A slot for promoting a page of `bytes`, evicting only clean RAM pages and
-  // staying under the RAM high watermark.
-  std::optional<RamArena::Slot> PromotionSlotLocked(uint64_t bytes)
+  // are at most target_bytes, or only pinned pages are left. With
+  // `tenant`: only that tenant's, until its disk bytes are at most
+  // target_bytes.
+  void EvictDiskLocked(uint64_t target_bytes, std::optional<uint64_t> tenant = std::nullopt)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A slot for promoting `key`'s page of `bytes`, evicting only clean RAM
+  // pages, staying under the RAM high watermark and within the tenant's
+  // RAM quota (making room there from its own unpinned clean pages only).
+  std::optional<RamArena::Slot> PromotionSlotLocked(const PageKey& key, uint64_t bytes)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // tiered_store_tenants.cc: tenants' bytes, quotas and stats.
+  TenantQuotas QuotasOfLocked(uint64_t tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  TenantBytes BytesOfTenantLocked(uint64_t tenant) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Arena slab bytes entering or leaving `tenant`'s RAM share.
+  void ChargeRamLocked(uint64_t tenant, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CreditRamLocked(uint64_t tenant, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Page bytes entering or leaving the disk, for disk_used_bytes_ and
+  // `tenant`'s share together.
+  void ChargeDiskLocked(uint64_t tenant, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void CreditDiskLocked(uint64_t tenant, uint64_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Reserve's quota step. Sets *fits when every tenant of `specs` has room
+  // in its RAM quota for its new slots. Otherwise makes room from the
+  // over-quota tenants' own pages (demotions leased into *demotions, for
+  // the caller to complete before it tries again) and returns OK, or
+  // returns RESOURCE_EXHAUSTED (counted as the tenant's refusal) when they
+  // cannot, FAILED_PRECONDITION when room is needed and !make_room.
+  absl::Status FitTenantQuotasLocked(absl::Span<const PutSpec> specs, bool make_room,
+                                     std::vector<Demotion>* demotions, bool* fits)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The tenants' figures for Stats (index page counts included).
+  std::vector<TenantStats> TenantStatsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills and attaches promoted slots (copies without mu_).
   void CompletePromotions(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
                           absl::Span<const GetResult> results, std::vector<Promotion> promotions)
@@ -222,7 +284,8 @@ class TieredStore final : public Store {
   // Drops a page whose bytes failed their checksum, if it is still the
   // entry that was read; false when that entry is gone already.
   bool DropLostLocked(const PageKey& key, uint64_t generation) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void FreeRamLocked(PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes `key`'s page out of RAM (its slot freed, or a zombie while read).
+  void FreeRamLocked(const PageKey& key, PageEntry& entry) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // BatchGet and BatchGetInPlace: `use` null copies RAM pages into their
   // results; otherwise they are verified in place and handed to `use`
   // while their leases are held (hashed unless `check` is kCaller).
@@ -260,6 +323,7 @@ class TieredStore final : public Store {
   const uint64_t ram_low_bytes_;
   const uint64_t disk_high_bytes_;
   const uint64_t disk_low_bytes_;
+  const TenantQuotas default_quotas_;  // options_.DefaultTenantQuotas()
   // The arena's region: slot bytes are read and written through it without
   // mu_ by whoever holds the slot (a reservation, a lease).
   uint8_t* const ram_base_;
@@ -273,6 +337,12 @@ class TieredStore final : public Store {
   PinTable pins_ ABSL_GUARDED_BY(mu_);
   // Bytes of each tenant's pinned pages (tenants with none are absent).
   absl::flat_hash_map<uint64_t, uint64_t> pinned_bytes_ ABSL_GUARDED_BY(mu_);
+  // Each tenant's bytes in the tiers (tenants with none are absent).
+  absl::flat_hash_map<uint64_t, TenantBytes> tenant_bytes_ ABSL_GUARDED_BY(mu_);
+  // Tenants' own quotas (SetTenantQuotas); the others have default_quotas_.
+  absl::flat_hash_map<uint64_t, TenantQuotas> tenant_quotas_ ABSL_GUARDED_BY(mu_);
+  // Puts refused for each tenant's quotas (tenants with none are absent).
+  absl::flat_hash_map<uint64_t, uint64_t> quota_refusals_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, PendingReservation> reservations_ ABSL_GUARDED_BY(mu_);
   // In release order: every reservation's delay is its own, so a later one
   // may end sooner; released from the front while due, the rest wait.

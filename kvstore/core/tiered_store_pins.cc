@@ -73,7 +73,7 @@ absl::StatusOr<PinId> TieredStore::Pin(uint64_t tenant, absl::Span<const PageKey
     for (const PageKey& key : added) {
       PageEntry& entry = index_.at(key);
       if (!entry.in_ram || entry.on_disk || entry.demoting) continue;
-      if (!ReserveDiskLocked(entry.meta.bytes)) {
+      if (!ReserveDiskLocked(key, entry.meta.bytes)) {
         ++no_room;
         continue;
       }
@@ -84,9 +84,9 @@ absl::StatusOr<PinId> TieredStore::Pin(uint64_t tenant, absl::Span<const PageKey
       UndoPinLocked(pin_id, created, added);
       return absl::ResourceExhaustedError(
           absl::StrCat("the disk tier has no room for ", no_room,
-                       " pinned pages held only in RAM (it is full of pinned pages, or its "
-                       "directory is at its bound until deleted pages' bytes are freed); "
-                       "nothing pinned"));
+                       " pinned pages held only in RAM (it is full of pinned pages, the "
+                       "tenant's disk quota is full of its pinned pages, or the directory is "
+                       "at its bound until deleted pages' bytes are freed); nothing pinned"));
     }
   }
   const absl::Status written = CompleteDemotions(std::move(copies), /*keep_in_ram=*/true);
@@ -238,13 +238,13 @@ void TieredStore::UncountPinnedLocked(const PageKey& key, const PageEntry& entry
 
 absl::Status TieredStore::CheckPinQuotasLocked(uint64_t tenant, absl::Span<const PageKey> keys,
                                                bool new_pin) {
-  if (new_pin && options_.tenant_max_pins != 0 &&
-      pins_.CountOf(tenant) >= options_.tenant_max_pins) {
+  const TenantQuotas quotas = QuotasOfLocked(tenant);
+  if (new_pin && quotas.max_pins != 0 && pins_.CountOf(tenant) >= quotas.max_pins) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "the tenant has ", pins_.CountOf(tenant), " live pins, its quota (tenant_max_pins); "
         "nothing pinned"));
   }
-  if (options_.tenant_max_pinned_bytes == 0) return absl::OkStatus();
+  if (quotas.max_pinned_bytes == 0) return absl::OkStatus();
   uint64_t adding = 0;
   absl::flat_hash_set<PageKey> counted;
   for (const PageKey& key : keys) {
@@ -253,10 +253,10 @@ absl::Status TieredStore::CheckPinQuotasLocked(uint64_t tenant, absl::Span<const
   }
   auto it = pinned_bytes_.find(tenant);
   const uint64_t pinned = it == pinned_bytes_.end() ? 0 : it->second;
-  if (pinned + adding > options_.tenant_max_pinned_bytes) {
+  if (pinned + adding > quotas.max_pinned_bytes) {
     return absl::ResourceExhaustedError(absl::StrCat(
         "pinning ", adding, " more bytes would take the tenant's pinned pages to ",
-        pinned + adding, " bytes, past its quota of ", options_.tenant_max_pinned_bytes,
+        pinned + adding, " bytes, past its quota of ", quotas.max_pinned_bytes,
         " (tenant_max_pinned_bytes); nothing pinned"));
   }
   return absl::OkStatus();

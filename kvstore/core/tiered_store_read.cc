@@ -129,7 +129,7 @@ std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
   auto it = index_.find(key);
   if (it == index_.end() || it->second.generation != item.generation) return std::nullopt;
   std::optional<RamArena::Slot> slot;
-  if (!it->second.in_ram) slot = PromotionSlotLocked(item.meta.bytes);
+  if (!it->second.in_ram) slot = PromotionSlotLocked(key, item.meta.bytes);
   if (!slot) it->second.promoting = false;
   return slot;
 }

@@ -37,27 +37,35 @@ uint64_t TieredStore::NewSlotBytesLocked(absl::Span<const PutSpec> specs) const 
   return bytes;
 }
 
-bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions) {
+bool TieredStore::EvictRamLocked(uint64_t target_bytes, std::vector<Demotion>* demotions,
+                                 std::optional<uint64_t> tenant) {
   bool progress = false;
   uint64_t leaving_bytes = 0;
   // Pinned dirty pages the disk cannot take this time; put back afterwards.
   std::vector<PageKey> kept;
   absl::flat_hash_set<PageKey> kept_set;
+  // Within a tenant's quota only its own unpinned pages leave: the walk
+  // passes over every other tenant's pages.
   auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (tenant && key.tenant != *tenant) return true;
     const PageEntry& entry = index_.at(key);
-    return entry.readers > 0 || entry.demoting || kept_set.contains(key);
+    return entry.readers > 0 || entry.demoting || kept_set.contains(key) ||
+           (tenant && entry.pinned());
   };
-  while (arena_->used_bytes() - leaving_bytes > target_bytes) {
+  auto used_bytes = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return tenant ? BytesOfTenantLocked(*tenant).ram : arena_->used_bytes();
+  };
+  while (used_bytes() - leaving_bytes > target_bytes) {
     std::optional<PageKey> victim = ram_policy_->Evict(skip);
     if (!victim) break;
     auto it = index_.find(*victim);
     PageEntry& entry = it->second;
     const uint64_t slot_bytes = RamArena::ClassBytes(entry.slot.size_class);
     if (entry.on_disk) {
-      FreeRamLocked(entry);
+      FreeRamLocked(*victim, entry);
       ++counters_.ram.evictions;
       progress = true;
-    } else if (ReserveDiskLocked(entry.meta.bytes)) {
+    } else if (ReserveDiskLocked(*victim, entry.meta.bytes)) {
       leaving_bytes += slot_bytes;
       demotions->push_back(LeaseForDemotionLocked(*victim, entry));
       progress = true;
@@ -89,7 +97,7 @@ void TieredStore::CancelDemotionLocked(const Demotion& d) {
   PageEntry& entry = index_.at(d.key);
   entry.demoting = false;
   --entry.readers;
-  disk_used_bytes_ -= d.meta.bytes;
+  CreditDiskLocked(d.key.tenant, d.meta.bytes);
   demoting_bytes_ -= d.meta.bytes;
 }
 
@@ -118,7 +126,7 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
       // Removed while in flight: its disk reservation and lease are ours to
       // return, and its records (if written) ours to delete, unless a newer
       // put of the same key is on disk or on its way.
-      disk_used_bytes_ -= d.meta.bytes;
+      CreditDiskLocked(d.key.tenant, d.meta.bytes);
       ReleaseLeaseLocked(d.key, d.generation, d.slot);
       if (written.ok() &&
           (it == index_.end() || (!it->second.on_disk && !it->second.demoting))) {
@@ -130,7 +138,7 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
     entry.demoting = false;
     --entry.readers;
     if (!written.ok()) {
-      disk_used_bytes_ -= d.meta.bytes;
+      CreditDiskLocked(d.key.tenant, d.meta.bytes);
       if (!keep_in_ram) ram_policy_->OnInsert(d.key);
       continue;
     }
@@ -139,7 +147,7 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
     ++counters_.demotions;
     if (keep_in_ram) continue;  // never left the RAM policy
     if (entry.readers == 0) {
-      FreeRamLocked(entry);
+      FreeRamLocked(d.key, entry);
       ++counters_.ram.evictions;
     } else {
       ram_policy_->OnInsert(d.key);  // still being read; now clean
@@ -152,11 +160,15 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
   return written;
 }
 
-void TieredStore::EvictDiskLocked(uint64_t target_bytes) {
+void TieredStore::EvictDiskLocked(uint64_t target_bytes, std::optional<uint64_t> tenant) {
+  // Within a tenant's quota the walk passes over every other tenant's pages.
   auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    return index_.at(key).pinned();
+    return (tenant && key.tenant != *tenant) || index_.at(key).pinned();
   };
-  while (disk_used_bytes_ > target_bytes) {
+  auto used_bytes = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    return tenant ? BytesOfTenantLocked(*tenant).disk : disk_used_bytes_;
+  };
+  while (used_bytes() > target_bytes) {
     std::optional<PageKey> victim = disk_policy_->Evict(skip);
     if (!victim) break;
     absl::Status s = rocks_->Delete({*victim});
@@ -170,7 +182,7 @@ void TieredStore::EvictDiskLocked(uint64_t target_bytes) {
     if (it->second.in_ram) {
       // Still in RAM: the page loses only its disk copy.
       it->second.on_disk = false;
-      disk_used_bytes_ -= it->second.meta.bytes;
+      CreditDiskLocked(victim->tenant, it->second.meta.bytes);
     } else {
       ++counters_.dropped_pages;
       RemoveEntryLocked(it);
@@ -178,7 +190,16 @@ void TieredStore::EvictDiskLocked(uint64_t target_bytes) {
   }
 }
 
-bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
+bool TieredStore::ReserveDiskLocked(const PageKey& key, uint64_t bytes) {
+  // The tenant's quota first: when its own pages cannot make room, nobody
+  // else's are dropped for nothing.
+  if (const uint64_t quota = QuotasOfLocked(key.tenant).max_disk_bytes; quota != 0) {
+    if (bytes > quota) return false;
+    if (BytesOfTenantLocked(key.tenant).disk + bytes > quota) {
+      EvictDiskLocked(quota - bytes, key.tenant);
+    }
+    if (BytesOfTenantLocked(key.tenant).disk + bytes > quota) return false;
+  }
   if (disk_used_bytes_ + bytes > disk_high_bytes_) {
     EvictDiskLocked(disk_low_bytes_ > bytes ? disk_low_bytes_ - bytes : 0);
   }
@@ -192,24 +213,43 @@ bool TieredStore::ReserveDiskLocked(uint64_t bytes) {
     ++counters_.disk_space_refusals;
     return false;
   }
-  disk_used_bytes_ += bytes;
+  ChargeDiskLocked(key.tenant, bytes);
   return true;
 }
 
-std::optional<RamArena::Slot> TieredStore::PromotionSlotLocked(uint64_t bytes) {
+std::optional<RamArena::Slot> TieredStore::PromotionSlotLocked(const PageKey& key,
+                                                               uint64_t bytes) {
   ReleaseQuarantineLocked();
+  const uint64_t tenant = key.tenant;
   const uint64_t slot_bytes = RamArena::ClassBytes(RamArena::ClassOf(bytes));
-  auto skip = [&](const PageKey& key) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-    const PageEntry& entry = index_.at(key);
-    return !entry.on_disk || entry.readers > 0 || entry.demoting;
+  auto clean = [&](const PageKey& k) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    const PageEntry& entry = index_.at(k);
+    return entry.on_disk && entry.readers == 0 && !entry.demoting;
   };
+  if (const uint64_t quota = QuotasOfLocked(tenant).max_ram_bytes; quota != 0) {
+    if (slot_bytes > quota) return std::nullopt;
+    // Room within the quota comes from the tenant's own unpinned clean
+    // pages (the walk passes over every other tenant's).
+    auto skip = [&](const PageKey& k) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+      return k.tenant != tenant || !clean(k) || index_.at(k).pinned();
+    };
+    while (BytesOfTenantLocked(tenant).ram + slot_bytes > quota) {
+      std::optional<PageKey> victim = ram_policy_->Evict(skip);
+      if (!victim) return std::nullopt;
+      FreeRamLocked(*victim, index_.at(*victim));
+      ++counters_.ram.evictions;
+    }
+  }
+  auto skip = [&](const PageKey& k) { return !clean(k); };
   while (arena_->used_bytes() + slot_bytes > ram_high_bytes_ || !arena_->CanAllocate(bytes)) {
     std::optional<PageKey> victim = ram_policy_->Evict(skip);
     if (!victim) return std::nullopt;
-    FreeRamLocked(index_.at(*victim));
+    FreeRamLocked(*victim, index_.at(*victim));
     ++counters_.ram.evictions;
   }
-  return arena_->Allocate(bytes);
+  std::optional<RamArena::Slot> slot = arena_->Allocate(bytes);
+  if (slot) ChargeRamLocked(tenant, RamArena::ClassBytes(slot->size_class));
+  return slot;
 }
 
 void TieredStore::CompletePromotions(absl::Span<const PageKey> keys,
@@ -228,6 +268,7 @@ void TieredStore::CompletePromotions(absl::Span<const PageKey> keys,
     if (it == index_.end() || it->second.generation != items[p.item].generation ||
         it->second.in_ram) {
       arena_->Free(p.slot);
+      CreditRamLocked(key.tenant, RamArena::ClassBytes(p.slot.size_class));
       continue;
     }
     PageEntry& entry = it->second;
@@ -261,7 +302,7 @@ absl::StatusOr<uint64_t> TieredStore::DemoteAll(absl::Time deadline) {
         if (it == index_.end()) continue;
         PageEntry& entry = it->second;
         if (!entry.in_ram || entry.on_disk || entry.demoting) continue;
-        if (!ReserveDiskLocked(entry.meta.bytes)) {
+        if (!ReserveDiskLocked(it->first, entry.meta.bytes)) {
           disk_full = true;
           break;
         }

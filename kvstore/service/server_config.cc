@@ -205,6 +205,8 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(CheckRange("max_pins", o.max_pins, 1, UINT32_MAX));
   o.tenant_max_pins = config.tenant_max_pins();
   o.tenant_max_pinned_bytes = config.tenant_max_pinned_bytes();
+  o.tenant_max_ram_bytes = config.tenant_max_ram_bytes();
+  o.tenant_max_disk_bytes = config.tenant_max_disk_bytes();
   if (config.has_verify_on_open()) o.verify_on_open = config.verify_on_open();
   if (config.has_prefault_ram()) o.prefault_ram = config.prefault_ram();
   if (config.has_max_message_bytes()) s.max_message_bytes = config.max_message_bytes();

@@ -95,12 +95,24 @@ TEST(ServerConfigTest, TenantQuotasReachTheStore) {
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->store.tenant_max_pins, 0u);
   EXPECT_EQ(s->store.tenant_max_pinned_bytes, 0u);
+  EXPECT_EQ(s->store.tenant_max_ram_bytes, 0u);
+  EXPECT_EQ(s->store.tenant_max_disk_bytes, 0u);
   c.set_tenant_max_pins(3);
   c.set_tenant_max_pinned_bytes(uint64_t{5} << 30);
+  c.set_tenant_max_ram_bytes(uint64_t{6} << 30);
+  c.set_tenant_max_disk_bytes(UINT64_MAX);
   s = ResolveServerConfig(c);
   ASSERT_TRUE(s.ok());
   EXPECT_EQ(s->store.tenant_max_pins, 3u);
   EXPECT_EQ(s->store.tenant_max_pinned_bytes, uint64_t{5} << 30);
+  EXPECT_EQ(s->store.tenant_max_ram_bytes, uint64_t{6} << 30);
+  EXPECT_EQ(s->store.tenant_max_disk_bytes, UINT64_MAX);
+  TenantQuotas defaults;
+  defaults.max_ram_bytes = uint64_t{6} << 30;
+  defaults.max_disk_bytes = UINT64_MAX;
+  defaults.max_pins = 3;
+  defaults.max_pinned_bytes = uint64_t{5} << 30;
+  EXPECT_EQ(s->store.DefaultTenantQuotas(), defaults);
 }
 
 TEST(ServerConfigTest, OnlyTrustedClientsGetTheArenaAndSharedMemory) {

@@ -38,6 +38,7 @@
 #include "kvstore/core/store.h"
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
+#include "kvstore/service/tenants.h"
 
 ABSL_FLAG(std::string, config, "", "Server config file (protobuf text format, see config.proto)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to listen on; port 0 picks one");
@@ -89,6 +90,12 @@ ABSL_FLAG(std::string, access_file, "",
 ABSL_FLAG(uint32_t, tenant_max_pins, 0, "Most live pins of one tenant; 0: no quota");
 ABSL_FLAG(uint64_t, tenant_max_pinned_bytes, 0,
           "Most bytes of one tenant's pinned pages; 0: no quota");
+ABSL_FLAG(uint64_t, tenant_max_ram_bytes, 0,
+          "Most bytes of one tenant in the RAM tier (its puts demote its own pages first); "
+          "0: no quota");
+ABSL_FLAG(uint64_t, tenant_max_disk_bytes, 0,
+          "Most bytes of one tenant in the disk tier (its own pages are dropped first); "
+          "0: no quota");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -181,6 +188,12 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("tenant_max_pins")) c.set_tenant_max_pins(absl::GetFlag(FLAGS_tenant_max_pins));
   if (Given("tenant_max_pinned_bytes")) {
     c.set_tenant_max_pinned_bytes(absl::GetFlag(FLAGS_tenant_max_pinned_bytes));
+  }
+  if (Given("tenant_max_ram_bytes")) {
+    c.set_tenant_max_ram_bytes(absl::GetFlag(FLAGS_tenant_max_ram_bytes));
+  }
+  if (Given("tenant_max_disk_bytes")) {
+    c.set_tenant_max_disk_bytes(absl::GetFlag(FLAGS_tenant_max_disk_bytes));
   }
   if (Given("trusted_local_clients")) {
     c.set_trusted_local_clients(absl::GetFlag(FLAGS_trusted_local_clients));
@@ -388,6 +401,7 @@ int Run() {
                  settings->store.data_dir.c_str(), store.status().ToString().c_str());
     return 1;
   }
+  if (access != nullptr) ApplyTenantQuotas(*access->Current(), settings->store, store->get());
   const StoreStats recovered = (*store)->Stats();
   std::unique_ptr<UcxDataPlane> data_plane = StartDataPlane(*settings, store->get(), ucx_arena);
   ServiceLimits limits = ServiceLimits::FromStoreOptions(settings->store);
@@ -426,8 +440,10 @@ int Run() {
       continue;
     }
     const std::shared_ptr<const access::AccessTable> table = access->Current();
+    ApplyTenantQuotas(*table, settings->store, store->get());
     KVTIER_LOG(INFO) << "SIGHUP: access file reloaded tokens=" << table->token_count()
-                     << " certificates=" << table->certificate_count();
+                     << " certificates=" << table->certificate_count()
+                     << " tenants_with_own_quotas=" << table->quota_overrides().size();
   }
   KVTIER_LOG(INFO) << "shutting down signal=" << sig;
   server->GetHealthCheckService()->SetServingStatus(false);

@@ -1,5 +1,6 @@
 #include "kvstore/service/service.h"
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -8,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/status_macros.h"
+#include "kvstore/service/tenants.h"
 #include "kvtier/v1/convert.h"
 
 namespace kvtier::store {
@@ -129,6 +131,7 @@ KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
     : store_(store),
       limits_(limits),
       data_plane_(data_plane),
+      access_(access),
       authenticator_(access),
       inflight_(limits.max_inflight_bytes),
       waiting_(static_cast<int>(limits.waiting_threads), limits.max_waiting_requests) {
@@ -365,6 +368,23 @@ absl::Status KvStoreService::DoStats(v1::StatsResponse* response) {
   response->set_data_dir_bound_bytes(s.data_dir_bound_bytes);
   response->set_disk_space_refusals(s.disk_space_refusals);
   response->set_disk_garbage_collections(s.disk_garbage_collections);
+  const std::shared_ptr<const access::AccessTable> table =
+      access_ != nullptr ? access_->Current() : nullptr;
+  for (const TenantStats& t : s.tenants) {
+    v1::TenantStats* out = response->add_tenants();
+    out->set_tenant(TenantLabel(table.get(), t.tenant));
+    out->set_ram_bytes(t.ram_bytes);
+    out->set_disk_bytes(t.disk_bytes);
+    out->set_ram_pages(t.ram_pages);
+    out->set_disk_pages(t.disk_pages);
+    out->set_pins(t.pins);
+    out->set_pinned_bytes(t.pinned_bytes);
+    out->set_max_ram_bytes(t.quotas.max_ram_bytes);
+    out->set_max_disk_bytes(t.quotas.max_disk_bytes);
+    out->set_max_pins(t.quotas.max_pins);
+    out->set_max_pinned_bytes(t.quotas.max_pinned_bytes);
+    out->set_quota_refusals(t.quota_refusals);
+  }
   return absl::OkStatus();
 }
 

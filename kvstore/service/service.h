@@ -127,7 +127,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoPin(const Caller& caller, const v1::PinRequest& request,
                      v1::PinResponse* response);
   absl::Status DoUnpin(const Caller& caller, const v1::UnpinRequest& request);
-  // Admin only (the store's figures span every tenant).
+  // Admin only (the store's figures span every tenant). Tenants are named
+  // by the current access table (tenants.h, TenantLabel).
   absl::Status DoStats(v1::StatsResponse* response);
   // service_data_plane.cc
   // A session belongs to the caller that opened it: for any other caller
@@ -215,6 +216,7 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   Store* const store_;
   const ServiceLimits limits_;
   UcxDataPlane* const data_plane_;  // null: no data plane
+  const access::AccessControl* const access_;  // null: no access control
   const Authenticator authenticator_;
   InflightBytes inflight_;
   // Last: its threads finish the queued calls before the rest goes.

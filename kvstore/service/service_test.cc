@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "common/checksum.h"
 #include "grpcpp/grpcpp.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kvstore/access/access_table.h"
+#include "kvstore/service/tenants.h"
 #include "kvtier/v1/convert.h"
 
 namespace kvtier::store {
@@ -103,7 +106,28 @@ class FakeStore final : public Store {
     s.quarantined_bytes = 31;
     s.unverified_disk_pages = 32;
     s.set_aside_files = 33;
+    TenantStats t;
+    t.tenant = access::kAnonymousTag;
+    t.ram_bytes = 41;
+    t.disk_bytes = 42;
+    t.ram_pages = 43;
+    t.disk_pages = 44;
+    t.pins = 45;
+    t.pinned_bytes = 46;
+    t.quotas.max_ram_bytes = 47;
+    t.quotas.max_disk_bytes = 48;
+    t.quotas.max_pins = 49;
+    t.quotas.max_pinned_bytes = 50;
+    t.quota_refusals = 51;
+    s.tenants.push_back(t);
+    for (uint64_t tag : {uint64_t{0x0123456789abcdef}, access::kSharedTag}) {
+      s.tenants.emplace_back();
+      s.tenants.back().tenant = tag;
+    }
     return s;
+  }
+  void SetTenantQuotas(absl::flat_hash_map<uint64_t, TenantQuotas> quotas) override {
+    tenant_quotas = std::move(quotas);
   }
 
   static constexpr PinId kPin{.hi = 0x1234, .lo = 0x5678};
@@ -118,6 +142,7 @@ class FakeStore final : public Store {
   bool delete_force = false;
   std::tuple<size_t, uint64_t, PinId> pin_args;
   StoredBytes stored_bytes = {.ram = 10};  // what BatchGet returns
+  absl::flat_hash_map<uint64_t, TenantQuotas> tenant_quotas;
 
  protected:
   void AbortById(uint64_t) override {}
@@ -360,6 +385,65 @@ TEST_F(ServiceTest, StatsCopiesEveryField) {
   EXPECT_EQ(s.quarantined_bytes(), 31u);
   EXPECT_EQ(s.unverified_disk_pages(), 32u);
   EXPECT_EQ(s.set_aside_files(), 33u);
+  ASSERT_EQ(s.tenants_size(), 3);
+  const v1::TenantStats& t = s.tenants(0);
+  EXPECT_EQ(t.tenant(), "anonymous");
+  EXPECT_EQ(t.ram_bytes(), 41u);
+  EXPECT_EQ(t.disk_bytes(), 42u);
+  EXPECT_EQ(t.ram_pages(), 43u);
+  EXPECT_EQ(t.disk_pages(), 44u);
+  EXPECT_EQ(t.pins(), 45u);
+  EXPECT_EQ(t.pinned_bytes(), 46u);
+  EXPECT_EQ(t.max_ram_bytes(), 47u);
+  EXPECT_EQ(t.max_disk_bytes(), 48u);
+  EXPECT_EQ(t.max_pins(), 49u);
+  EXPECT_EQ(t.max_pinned_bytes(), 50u);
+  EXPECT_EQ(t.quota_refusals(), 51u);
+  // Without an access table no tag has a name.
+  EXPECT_EQ(s.tenants(1).tenant(), "tag:0123456789abcdef");
+  EXPECT_EQ(s.tenants(2).tenant(), "shared");
+}
+
+// The access file's quotas over the server's defaults, key by key; and the
+// names Stats gives tags.
+TEST(TenantsTest, QuotasOfTheAccessFileOverTheDefaults) {
+  absl::StatusOr<access::AccessTable> table = access::AccessTable::Parse(
+      "tenant=acme role=tenant cert_cn=a max_ram_bytes=4096\n"
+      "tenant=acme role=tenant cert_cn=b max_pins=0 max_ram_bytes=4096\n"
+      "tenant=globex role=tenant cert_cn=g\n"
+      "tenant=initech role=tenant cert_cn=i max_disk_bytes=0 max_pinned_bytes=7\n",
+      "access.txt");
+  ASSERT_TRUE(table.ok()) << table.status();
+  TenantQuotas defaults;
+  defaults.max_ram_bytes = 1;
+  defaults.max_disk_bytes = 2;
+  defaults.max_pins = 3;
+  defaults.max_pinned_bytes = 4;
+  const absl::flat_hash_map<uint64_t, TenantQuotas> quotas = TenantQuotasOf(*table, defaults);
+  ASSERT_EQ(quotas.size(), 2u);  // globex has none of its own
+  TenantQuotas acme = defaults;
+  acme.max_ram_bytes = 4096;
+  acme.max_pins = 0;
+  EXPECT_EQ(quotas.at(access::TenantTag("acme")), acme);
+  TenantQuotas initech = defaults;
+  initech.max_disk_bytes = 0;
+  initech.max_pinned_bytes = 7;
+  EXPECT_EQ(quotas.at(access::TenantTag("initech")), initech);
+
+  StoreOptions options;
+  options.tenant_max_ram_bytes = 1;
+  FakeStore store;
+  ApplyTenantQuotas(*table, options, &store);
+  EXPECT_EQ(store.tenant_quotas.size(), 2u);
+  EXPECT_EQ(store.tenant_quotas.at(access::TenantTag("acme")).max_ram_bytes, 4096u);
+  EXPECT_EQ(store.tenant_quotas.at(access::TenantTag("initech")).max_ram_bytes, 1u);
+
+  EXPECT_EQ(TenantLabel(&*table, access::TenantTag("globex")), "globex");
+  EXPECT_EQ(TenantLabel(&*table, access::kAnonymousTag), "anonymous");
+  EXPECT_EQ(TenantLabel(&*table, access::kSharedTag), "shared");
+  EXPECT_EQ(TenantLabel(&*table, 0xab), "tag:00000000000000ab");
+  EXPECT_EQ(TenantLabel(nullptr, access::TenantTag("globex")),
+            absl::StrFormat("tag:%016x", access::TenantTag("globex")));
 }
 
 // Store's own BatchGetInPlace (the one a store without an arena keeps):
