@@ -37,6 +37,24 @@ uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes) {
   return XXH3_64bits_digest(&state);
 }
 
+uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes) {
+  const auto* in = static_cast<const uint8_t*>(src);
+  auto* out = static_cast<uint8_t*>(dst);
+  if (bytes <= kChunkBytes) {
+    if (bytes != 0) std::memcpy(out, in, bytes);
+    return XXH3_64bits(out, bytes);
+  }
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  for (size_t done = 0; done < bytes;) {
+    const size_t n = std::min(kChunkBytes, bytes - done);
+    std::memcpy(out + done, in + done, n);
+    XXH3_64bits_update(&state, out + done, n);
+    done += n;
+  }
+  return XXH3_64bits_digest(&state);
+}
+
 uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes) {
   const auto* in = static_cast<const char*>(src);
   out->reserve(out->size() + bytes);

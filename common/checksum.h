@@ -19,6 +19,13 @@ uint64_t PageChecksum(const void* data, size_t bytes);
 // bytes changed in the destination. REQUIRES: the ranges do not overlap.
 uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes);
 
+// Copies `bytes` from `src` to `dst` and returns PageChecksum of the bytes
+// written to `dst`, each 128 KiB chunk hashed from `dst` right after it is
+// copied (still in cache). For copies out of memory others may change (a
+// client's segment) into memory only the caller writes: the checksum then
+// describes exactly what was stored. REQUIRES: the ranges do not overlap.
+uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes);
+
 // Appends `bytes` from `src` to `out` and returns PageChecksum of the bytes
 // appended, each 128 KiB chunk hashed from `out` right after it is copied,
 // without first filling `out` with zeros as a resize would. For copies out

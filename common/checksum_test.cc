@@ -68,5 +68,42 @@ TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
   EXPECT_GT(torn, 0);
 }
 
+TEST(ChecksumTest, CopyAndHashCopyCopiesAndHashesLikeOneShot) {
+  std::mt19937_64 gen(13);
+  for (size_t bytes : {size_t{0}, size_t{1}, size_t{131071}, size_t{131072}, size_t{131073},
+                       (size_t{4} << 20) + 17}) {
+    std::vector<uint8_t> src(bytes);
+    for (uint8_t& b : src) b = static_cast<uint8_t>(gen());
+    std::vector<uint8_t> dst(bytes + 1, 0xee);
+    EXPECT_EQ(CopyAndHashCopy(dst.data(), src.data(), bytes), PageChecksum(src.data(), bytes))
+        << bytes;
+    EXPECT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << bytes;
+    EXPECT_EQ(dst[bytes], 0xee) << "wrote past the end at " << bytes;
+  }
+}
+
+// A source another process changes under the copy (a local lane's
+// segment): the checksum returned is always that of the bytes written.
+TEST(ChecksumTest, CopyAndHashCopyDescribesTheCopyWhenTheSourceChanges) {
+  constexpr size_t kBytes = size_t{1} << 20;
+  std::vector<std::atomic<uint64_t>> src(kBytes / sizeof(uint64_t));
+  std::atomic<bool> stop{false};
+  std::thread writer([&] {
+    for (uint64_t v = 1; !stop.load(std::memory_order_relaxed); ++v) {
+      for (size_t i = 0; i < src.size(); i += 512) src[i].store(v, std::memory_order_relaxed);
+    }
+  });
+  int torn = 0;
+  std::vector<uint8_t> dst(kBytes);
+  for (int i = 0; i < 200; ++i) {
+    const uint64_t checksum = CopyAndHashCopy(dst.data(), src.data(), kBytes);
+    EXPECT_EQ(checksum, PageChecksum(dst.data(), kBytes)) << i;
+    if (checksum != PageChecksum(src.data(), kBytes)) ++torn;
+  }
+  stop = true;
+  writer.join();
+  EXPECT_GT(torn, 0);
+}
+
 }  // namespace
 }  // namespace kvtier

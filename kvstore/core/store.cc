@@ -5,6 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
+#include "common/checksum.h"
 #include "common/status_macros.h"
 #include "kvstore/eviction/eviction_policy.h"
 #include "kvstore/core/ram_arena.h"
@@ -116,10 +117,19 @@ absl::StatusOr<std::vector<PutResult>> Store::BatchPut(
   absl::StatusOr<std::vector<PutResult>> committed;
   for (int round = 0; round < kMaxRounds; ++round) {
     ASSIGN_OR_RETURN(Reservation reservation, Reserve(specs));
+    // Each page is hashed on its copy in the store's memory, in one pass
+    // with the copy: the source may be memory a client can still change
+    // (a local lane's segment), and what is checked is what is stored.
     for (size_t i = 0; i < reservation.size(); ++i) {
       absl::Span<uint8_t> buffer = reservation.buffer(i);
-      if (!buffer.empty()) std::memcpy(buffer.data(), data[i].data(), buffer.size());
+      if (buffer.empty()) continue;
+      if (CopyAndHashCopy(buffer.data(), data[i].data(), buffer.size()) != specs[i].checksum) {
+        // `reservation` aborts itself when it goes out of scope.
+        return absl::DataLossError(absl::StrCat("page ", i, " (", specs[i].key.DebugString(),
+                                                "): bytes do not match the checksum"));
+      }
     }
+    reservation.verified_ = true;
     committed = Commit(std::move(reservation));
     if (!absl::IsAborted(committed.status())) break;
   }
@@ -156,7 +166,8 @@ Reservation::Reservation(Reservation&& other) noexcept
     : store_(other.store_),
       id_(other.id_),
       specs_(std::move(other.specs_)),
-      buffers_(std::move(other.buffers_)) {
+      buffers_(std::move(other.buffers_)),
+      verified_(other.verified_) {
   other.store_ = nullptr;
   other.id_ = 0;
 }
@@ -168,6 +179,7 @@ Reservation& Reservation::operator=(Reservation&& other) noexcept {
   id_ = other.id_;
   specs_ = std::move(other.specs_);
   buffers_ = std::move(other.buffers_);
+  verified_ = other.verified_;
   other.store_ = nullptr;
   other.id_ = 0;
   return *this;

@@ -291,6 +291,9 @@ class Reservation {
   uint64_t id_ = 0;
   std::vector<PutSpec> specs_;
   std::vector<absl::Span<uint8_t>> buffers_;
+  // Every buffer was written and hashed by the store itself (BatchPut), so
+  // Commit need not read them again.
+  bool verified_ = false;
 };
 
 class Store {
@@ -441,6 +444,8 @@ class Store {
   // aborted or moved from.
   static const Store* ReservationOwner(const Reservation& r) { return r.store_; }
   static void DisarmReservation(Reservation& r) { r.store_ = nullptr; }
+  // Whether BatchPut wrote and verified every buffer itself.
+  static bool ReservationVerified(const Reservation& r) { return r.verified_; }
   // Called by ~Reservation for an uncommitted reservation.
   virtual void AbortById(uint64_t reservation_id) = 0;
   friend class Reservation;

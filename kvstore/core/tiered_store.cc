@@ -263,7 +263,7 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
   if (ReservationOwner(reservation) != this) {
     return absl::FailedPreconditionError("reservation is not pending in this store");
   }
-  for (size_t i = 0; i < reservation.size(); ++i) {
+  for (size_t i = 0; i < reservation.size() && !ReservationVerified(reservation); ++i) {
     absl::Span<uint8_t> bytes = reservation.buffer(i);
     if (bytes.empty()) continue;
     if (PageChecksum(bytes.data(), bytes.size()) != reservation.spec(i).checksum) {
