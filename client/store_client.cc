@@ -185,18 +185,22 @@ void StoreClient::AddCallMetadata(grpc::ClientContext* context) const {
 namespace {
 
 // The data plane for `target`: this process's shared one with the same UCX
-// options when `share` and one is alive, else a new one (shared from then on
-// when `share`).
+// options and the same identity when `share` and one is alive, else a new
+// one (shared from then on when `share`). `identity` names whom the
+// plane's session acts for (the token and the namespace): the server binds
+// a session to the tenant that opened it, so clients of two tenants must
+// not share one.
 absl::StatusOr<std::shared_ptr<ClientDataPlane>> DataPlaneFor(const std::string& target,
                                                               const ucx::UcxOptions& options,
+                                                              const std::string& identity,
                                                               bool share) {
   if (!share) return ClientDataPlane::Create(options);
   static absl::Mutex mu(absl::kConstInit);
   static auto* planes ABSL_GUARDED_BY(mu) =
       new absl::flat_hash_map<std::string, std::weak_ptr<ClientDataPlane>>();
   // Transports hold no '\n'.
-  const std::string key =
-      absl::StrCat(target, "\n", options.transports, "\n", options.mutex_locks ? "mutex" : "spin");
+  const std::string key = absl::StrCat(target, "\n", options.transports, "\n",
+                                       options.mutex_locks ? "mutex" : "spin", "\n", identity);
   absl::MutexLock lock(&mu);
   if (auto it = planes->find(key); it != planes->end()) {
     if (std::shared_ptr<ClientDataPlane> plane = it->second.lock()) return plane;
@@ -216,7 +220,10 @@ StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channe
       stub_(v1::KvStore::NewStub(channel_)) {
   if (options_.use_ucx) {
     absl::StatusOr<std::shared_ptr<ClientDataPlane>> plane =
-        DataPlaneFor(target, options_.ucx, options_.ucx_share_data_plane);
+        DataPlaneFor(target, options_.ucx,
+                     absl::StrCat(options_.shared_namespace ? "shared\n" : "own\n",
+                                  options_.tls_cert_file, "\n", token_),
+                     options_.ucx_share_data_plane);
     if (plane.ok()) {
       data_plane_ = *std::move(plane);
     } else {

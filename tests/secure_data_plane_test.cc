@@ -14,6 +14,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "client/store_client.h"
+#include "kvstore/access/access_table.h"
 #include "gtest/gtest.h"
 #include "testing/server_process.h"
 #include "testing/ucx_test_util.h"
@@ -105,6 +106,40 @@ TEST_F(SecureDataPlaneTest, OverANetworkTransportTheServerMovesTheBytes) {
   const absl::Status refused = client_->BatchPut(pages.puts).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_NE(refused.message().find("trusted_local_clients"), std::string::npos);
+}
+
+// Clients of one process share a data plane only when they act for the
+// same tenant: a session is its opener's, and a request message acts for
+// the session's owner.
+TEST_F(SecureDataPlaneTest, ClientsOfTwoTenantsInOneProcessShareNoSession) {
+  const std::string access = dir_.path() + "/access.txt";
+  std::ofstream(access) << "tenant=acme role=tenant token_sha256="
+                        << access::HashToken("acme-token-0123456789") << "\n"
+                        << "tenant=globex role=tenant token_sha256="
+                        << access::HashToken("globex-token-0123456789") << "\n";
+  ASSERT_NO_FATAL_FAILURE(Start({"--trusted_local_clients", "--access_file=" + access}));
+  auto connect = [&](const std::string& token) {
+    client::ClientOptions options;
+    options.deadline_ms = 10'000;
+    options.token = token;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  };
+  std::unique_ptr<client::StoreClient> acme = connect("acme-token-0123456789");
+  std::unique_ptr<client::StoreClient> globex = connect("globex-token-0123456789");
+  const OddPages pages = MakeOddPages(4, 9);
+  ASSERT_TRUE(acme->BatchPut(pages.puts).ok());
+  absl::StatusOr<std::vector<client::GotPage>> got = globex->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const client::GotPage& page : *got) EXPECT_EQ(page.status, v1::PAGE_STATUS_NOT_FOUND);
+  EXPECT_EQ(acme->data_plane_stats().sessions_opened, 1u);
+  EXPECT_EQ(globex->data_plane_stats().sessions_opened, 1u);
+  got = acme->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_OK);
+  EXPECT_EQ(acme->data_plane_stats().mapped_get_pages, 4u);
 }
 
 }  // namespace
