@@ -119,6 +119,14 @@ absl::Status ClientOptions::Validate() const {
   if (!(jitter >= 0.0 && jitter <= 1.0)) {
     return absl::InvalidArgumentError(absl::StrFormat("jitter %g out of range [0, 1]", jitter));
   }
+  if (local_max_lanes < 1 || local_max_lanes > 256) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("local_max_lanes %d out of range [1, 256]", local_max_lanes));
+  }
+  if (local_segment_bytes < (uint64_t{1} << 20) || local_segment_bytes > (uint64_t{1} << 30)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "local_segment_bytes %d out of range [1 MiB, 1 GiB]", local_segment_bytes));
+  }
   if (ucx_window < 1 || ucx_window > 4096) {
     return absl::InvalidArgumentError(
         absl::StrFormat("ucx_window %d out of range [1, 4096]", ucx_window));
@@ -229,6 +237,14 @@ StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channe
     } else {
       KVTIER_LOG(WARNING) << "UCX unavailable, page bytes travel inline: " << plane.status();
     }
+  }
+  if (options_.local_lanes) {
+    lanes_ = std::make_unique<LanePool>(
+        LanePool::Options{.max_lanes = options_.local_max_lanes,
+                          .segment_bytes = options_.local_segment_bytes,
+                          .timeout = absl::Milliseconds(options_.deadline_ms),
+                          .retry_interval = absl::Milliseconds(options_.ucx_reopen_interval_ms)},
+        [this] { return OpenLocalLane(); });
   }
 }
 
@@ -436,7 +452,8 @@ absl::StatusOr<v1::StatsResponse> StoreClient::Stats() {
 
 namespace kvtier::client {
 
-// The data-plane RPCs are issued from store_client_ucx.cc.
+// The data-plane and lane RPCs are issued from store_client_ucx.cc and
+// store_client_lanes.cc.
 template absl::Status StoreClient::Call(
     Method<v1::OpenDataPlaneRequest, v1::OpenDataPlaneResponse>, const v1::OpenDataPlaneRequest&,
     v1::OpenDataPlaneResponse*);
@@ -447,6 +464,9 @@ template absl::Status StoreClient::Call(Method<v1::ReservePutRequest, v1::Reserv
                                         const v1::ReservePutRequest&, v1::ReservePutResponse*);
 template absl::Status StoreClient::Call(Method<v1::CommitPutRequest, v1::BatchPutResponse>,
                                         const v1::CommitPutRequest&, v1::BatchPutResponse*);
+template absl::Status StoreClient::Call(
+    Method<v1::OpenLocalLaneRequest, v1::OpenLocalLaneResponse>, const v1::OpenLocalLaneRequest&,
+    v1::OpenLocalLaneResponse*);
 template absl::Status StoreClient::Call(Method<v1::AbortPutRequest, v1::AbortPutResponse>,
                                         const v1::AbortPutRequest&, v1::AbortPutResponse*);
 template absl::Status StoreClient::Call(Method<v1::BatchPutRequest, v1::BatchPutResponse>,

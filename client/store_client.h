@@ -53,6 +53,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "client/data_plane.h"
+#include "client/local_lane.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "kvtier/v1/store.grpc.pb.h"
@@ -154,6 +155,20 @@ struct ClientOptions {
   // false.
   bool shared_namespace = false;
 
+  // Local lanes (local_lane.h): on the server's host, move page bytes
+  // through memory segments of this process that the server copies into
+  // and out of, when the server keeps its own memory to itself (the
+  // default; a server with trusted_local_clients is used through its
+  // mapped arena instead). Up to local_max_lanes lanes (one request each
+  // at a time), each with a segment of local_segment_bytes (pages are sent
+  // in batches that fit it; a larger page goes by the other paths). On
+  // another host, or against a server without lanes, the other paths
+  // serve, and opening is tried again after 1 s, doubling to 64 s.
+  // Defaults: on, 4, 64 MiB.
+  bool local_lanes = true;
+  uint32_t local_max_lanes = 4;
+  uint64_t local_segment_bytes = uint64_t{64} << 20;
+
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
 };
@@ -200,6 +215,10 @@ struct DataPlaneStats {
   // CommitPut).
   uint64_t message_gets = 0;
   uint64_t message_puts = 0;
+  // Local lanes opened, and pages moved through them.
+  uint64_t lanes_opened = 0;
+  uint64_t lane_put_pages = 0;
+  uint64_t lane_get_pages = 0;
 };
 
 struct LookupReply {
@@ -352,6 +371,23 @@ class StoreClient {
   absl::Status GetChunkMapped(const Connection& connection, absl::Span<const PageKey> keys,
                               std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
+  // Fills `page` from wire page i of a data-plane or lane BatchGet: its
+  // key, status and, when OK, layout, checksum, tier and (unless
+  // `elsewhere`: the bytes are in the arena, a region or a segment, or
+  // withheld) its inline bytes. True when nothing is left to fetch for it.
+  static absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere,
+                                             v1::GotPage& wire, GotPage* page);
+  // store_client_lanes.cc. A lane when this client uses lanes and one can
+  // be had now; an empty lease otherwise.
+  LanePool::Lease LocalLaneLease();
+  absl::StatusOr<LocalLane::Grant> OpenLocalLane();
+  // A chunk through a lane, in batches that fit its segment (a page larger
+  // than the segment goes inline). After an error with the lane broken
+  // (lane->broken()) or UNAVAILABLE, the caller sends the chunk otherwise.
+  absl::Status PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
+                            std::vector<PutOutcome>* out);
+  absl::Status GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
+                            std::vector<GotPage>* out);
   absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                            std::vector<GotPage>* out);
 
@@ -364,6 +400,10 @@ class StoreClient {
   // Null when use_ucx is off or UCX cannot start here. Shared with the
   // process's other clients of the same target (ucx_share_data_plane).
   std::shared_ptr<ClientDataPlane> data_plane_;
+  // Null when local_lanes is off. lanes_declined_: the server trusts local
+  // clients with its arena, which serves them better.
+  std::unique_ptr<LanePool> lanes_;
+  std::atomic<bool> lanes_declined_{false};
 
   absl::Mutex open_mu_;
   absl::Time next_open_ ABSL_GUARDED_BY(open_mu_) = absl::InfinitePast();
@@ -376,6 +416,8 @@ class StoreClient {
     std::atomic<uint64_t> mapped_get_retries{0};
     std::atomic<uint64_t> message_gets{0};
     std::atomic<uint64_t> message_puts{0};
+    std::atomic<uint64_t> lane_put_pages{0};
+    std::atomic<uint64_t> lane_get_pages{0};
     std::atomic<uint64_t> ucx_get_pages{0};
     std::atomic<uint64_t> inline_put_pages{0};
     std::atomic<uint64_t> inline_get_pages{0};

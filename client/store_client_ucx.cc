@@ -41,12 +41,11 @@ absl::Status AwaitReceive(ucx::UcxTagReceive& receive, uint64_t bytes, absl::Tim
   return absl::OkStatus();
 }
 
-// Fills `page` from wire page i of a data-plane BatchGet: its key, status
-// and, when OK, layout, checksum, tier and (unless `elsewhere`: the bytes
-// are in the arena or the region) its inline bytes. True when nothing is
-// left to fetch for it.
-absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere, v1::GotPage& wire,
-                                    GotPage* page) {
+
+}  // namespace
+
+absl::StatusOr<bool> StoreClient::TakePageHeader(int i, const PageKey& key, bool elsewhere,
+                                                v1::GotPage& wire, GotPage* page) {
   page->key = key;
   page->status = wire.status();
   if (page->status != v1::PAGE_STATUS_OK) return true;
@@ -58,8 +57,6 @@ absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere, v
   page->data = std::move(*wire.mutable_inline_data());
   return true;
 }
-
-}  // namespace
 
 StoreClient::~StoreClient() {
   // The session is the plane's: the last client using it closes it.
@@ -85,7 +82,10 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .mapped_get_pages = counters_.mapped_get_pages.load(),
                         .mapped_get_retries = counters_.mapped_get_retries.load(),
                         .message_gets = counters_.message_gets.load(),
-                        .message_puts = counters_.message_puts.load()};
+                        .message_puts = counters_.message_puts.load(),
+                        .lanes_opened = lanes_ != nullptr ? lanes_->lanes_opened() : 0,
+                        .lane_put_pages = counters_.lane_put_pages.load(),
+                        .lane_get_pages = counters_.lane_get_pages.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -127,6 +127,17 @@ std::shared_ptr<const StoreClient::Connection> StoreClient::ReplaceConnection(
 constexpr int kMaxAbortedPutRounds = 4;
 
 absl::Status StoreClient::PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out) {
+  // Two tries through lanes (a lane that failed is dropped, so the second
+  // is a fresh one unless another is idle), then the other paths.
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    LanePool::Lease lane = LocalLaneLease();
+    if (!lane) break;
+    const size_t before = out->size();
+    absl::Status status = PutChunkLane(*lane, pages, out);
+    if (status.ok() || !(lane->broken() || absl::IsUnavailable(status))) return status;
+    out->resize(before);
+    KVTIER_LOG(INFO) << "local lane put failed: " << status;
+  }
   std::shared_ptr<const Connection> connection = DataPlaneConnection();
   if (connection != nullptr && AutoInline(*connection)) return PutChunkInline(pages, out);
   // Two tries over the data plane (the second on a fresh session), then inline.
@@ -340,6 +351,15 @@ absl::Status StoreClient::CallPutMessage(const Connection& connection, uint32_t 
 
 absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                                       std::vector<GotPage>* out) {
+  for (int attempt = 0; attempt < 2; ++attempt) {  // as PutChunk
+    LanePool::Lease lane = LocalLaneLease();
+    if (!lane) break;
+    const size_t before = out->size();
+    absl::Status status = GetChunkLane(*lane, keys, out);
+    if (status.ok() || !(lane->broken() || absl::IsUnavailable(status))) return status;
+    out->resize(before);
+    KVTIER_LOG(INFO) << "local lane get failed: " << status;
+  }
   std::shared_ptr<const Connection> connection = DataPlaneConnection();
   if (connection != nullptr && AutoInline(*connection)) return GetChunk(keys, out);
   for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {

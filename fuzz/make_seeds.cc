@@ -105,6 +105,12 @@ void ServiceSeeds() {
   seed(12, 1, arena_get, "message_get");
   seed(12, 2, reserve, "message_reserve");
   seed(12, 3, commit, "message_commit");
+  // Local lanes: a put whose bytes lie in the segment, and a get.
+  v1::BatchPutRequest lane_put;
+  *lane_put.add_pages() = WirePage(6, false);
+  lane_put.mutable_pages(0)->set_region_offset(4096);
+  seed(14, 1, lane_put, "lane_put");
+  seed(14, 2, get, "lane_get");
 }
 
 void ConfigSeeds() {

@@ -1,5 +1,5 @@
-// Every RPC of the store's service, and every request message of the data
-// plane, with fuzzed bytes: through the service's validation into a real
+// Every RPC of the store's service, every request message of the data
+// plane and every request of a local lane, with fuzzed bytes: through the service's validation into a real
 // TieredStore on a temporary directory, with a real UCX data plane and one
 // open session (a request naming session 1 is given that session's id, so
 // the fuzzer reaches what lies behind the session check). Nothing may
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "fuzz/fuzz_util.h"
 #include "kvstore/core/store.h"
@@ -76,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   store::KvStoreService& s = *h->service;
   // The session is tenant 0's: a call of tenant 1 must find it absent.
   const store::Caller caller{.tenant = op % 4 == 3 ? 1u : 0u, .admin = true, .name = ""};
-  switch (call % 14) {
+  switch (call % 15) {
     case 0: {
       v1::LookupRequest r;
       v1::LookupResponse out;
@@ -168,6 +169,15 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (!r.ParseFromString(bytes)) break;
       fuzz::UseSession(r, h->session);
       s.DoAbortPut(caller, r).IgnoreError();
+      break;
+    }
+    case 14: {
+      // A local lane's request against a segment, for a caller with or
+      // without write rights.
+      static auto* segment = new std::vector<uint8_t>(1 << 20);
+      const store::LaneOwner owner{
+          .tenant = caller.tenant, .admin = false, .may_write = (op & 4) == 0, .name = ""};
+      s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment)).status().IgnoreError();
       break;
     }
     default:

@@ -2,8 +2,9 @@
 // RAM arena is private memory no other process can attach (with
 // --trusted_local_clients it is a UCX SysV segment), its UCX uses no
 // shared-memory transport, and clients still put and get every page, over
-// UCX where a network transport reaches them and inline otherwise, never
-// through a mapping of server memory.
+// UCX where a network transport reaches them, through local lanes on the
+// server's host, and inline otherwise, never through a mapping of server
+// memory.
 #include <stdlib.h>
 
 #include <fstream>
@@ -34,7 +35,7 @@ class SecureDataPlaneTest : public ::testing::Test {
   void TearDown() override { unsetenv("UCX_TLS"); }
 
   void Start(std::vector<std::string> extra = {},
-             client::UcxPutMode mode = client::UcxPutMode::kAuto) {
+             client::UcxPutMode mode = client::UcxPutMode::kAuto, bool lanes = true) {
     extra.push_back("--data_dir=" + dir_.path() + "/data");
     extra.push_back("--ram_bytes=8388608");
     absl::StatusOr<std::unique_ptr<ServerProcess>> server =
@@ -44,6 +45,7 @@ class SecureDataPlaneTest : public ::testing::Test {
     client::ClientOptions options;
     options.deadline_ms = 10'000;
     options.ucx_put_mode = mode;
+    options.local_lanes = lanes;
     absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
         client::StoreClient::Connect(server_->target(), options);
     ASSERT_TRUE(c.ok()) << c.status();
@@ -71,8 +73,18 @@ TEST_F(SecureDataPlaneTest, TheArenaIsASharedSegmentOnlyForTrustedClients) {
   ASSERT_NO_FATAL_FAILURE(Start());
   ASSERT_NO_FATAL_FAILURE(RoundTrip());
   EXPECT_EQ(MapsOf(server_->pid()).find("SYSV"), std::string::npos);
-  // Shared memory reaches no untrusting server: the bytes went inline.
-  const client::DataPlaneStats stats = client_->data_plane_stats();
+  // Shared memory reaches no untrusting server: the bytes went through a
+  // local lane, memory of the client's.
+  client::DataPlaneStats stats = client_->data_plane_stats();
+  EXPECT_EQ(stats.ucx_put_pages + stats.ucx_get_pages, 0u);
+  EXPECT_EQ(stats.lane_put_pages, 6u);
+  EXPECT_EQ(stats.lane_get_pages, 6u);
+  // Without lanes, inline.
+  client_.reset();
+  ASSERT_TRUE(server_->Stop().ok());
+  ASSERT_NO_FATAL_FAILURE(Start({}, client::UcxPutMode::kAuto, /*lanes=*/false));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip());
+  stats = client_->data_plane_stats();
   EXPECT_EQ(stats.ucx_put_pages + stats.ucx_get_pages, 0u);
   EXPECT_EQ(stats.inline_put_pages, 6u);
   EXPECT_EQ(stats.inline_get_pages, 6u);
@@ -89,7 +101,7 @@ TEST_F(SecureDataPlaneTest, OverANetworkTransportTheServerMovesTheBytes) {
   // Read by ucp_config_read in this process and inherited by the server.
   ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
   for (client::UcxPutMode mode : {client::UcxPutMode::kServerReads, client::UcxPutMode::kTagged}) {
-    ASSERT_NO_FATAL_FAILURE(Start({}, mode));
+    ASSERT_NO_FATAL_FAILURE(Start({}, mode, /*lanes=*/false));
     ASSERT_NO_FATAL_FAILURE(RoundTrip());
     const client::DataPlaneStats stats = client_->data_plane_stats();
     EXPECT_EQ(stats.sessions_opened, 1u);
@@ -101,7 +113,7 @@ TEST_F(SecureDataPlaneTest, OverANetworkTransportTheServerMovesTheBytes) {
     ASSERT_TRUE(server_->Stop().ok());
   }
   // Writing into the arena is refused, with a message that says what to do.
-  ASSERT_NO_FATAL_FAILURE(Start({}, client::UcxPutMode::kClientWrites));
+  ASSERT_NO_FATAL_FAILURE(Start({}, client::UcxPutMode::kClientWrites, /*lanes=*/false));
   const OddPages pages = MakeOddPages(2, 5);
   const absl::Status refused = client_->BatchPut(pages.puts).status();
   EXPECT_EQ(refused.code(), absl::StatusCode::kFailedPrecondition);

@@ -328,7 +328,9 @@ TEST_F(ServerIntegrationTest, MessagesAboveMaxMessageBytesAreRefused) {
   ASSERT_NO_FATAL_FAILURE(StartServer({"--max_message_bytes=4194304"}));
   client::ClientOptions options;
   options.max_message_bytes = 64 << 20;  // larger than the server's limit
-  options.use_ucx = false;  // the limit is on inline bytes; UCX bypasses it
+  // The limit is on inline bytes; UCX and local lanes bypass it.
+  options.use_ucx = false;
+  options.local_lanes = false;
   auto client = client::StoreClient::Connect(server_->target(), options);
   ASSERT_TRUE(client.ok());
   // 1 MiB pages: 2 x page_size 256 x 8 heads x 128 x bf16.

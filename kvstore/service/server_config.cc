@@ -234,6 +234,14 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
     return absl::InvalidArgumentError(absl::StrCat("ucx_transports: ", valid.message()));
   }
   if (config.has_ucx_mutex_locks()) s.ucx_options.mutex_locks = config.ucx_mutex_locks();
+  if (config.has_local_lanes()) s.local_lanes = config.local_lanes();
+  if (config.has_local_max_lanes()) s.local_max_lanes = config.local_max_lanes();
+  RETURN_IF_ERROR(CheckRange("local_max_lanes", s.local_max_lanes, 1, 4096));
+  if (config.has_local_max_lanes_per_tenant()) {
+    s.local_max_lanes_per_tenant = config.local_max_lanes_per_tenant();
+  }
+  RETURN_IF_ERROR(CheckRange("local_max_lanes_per_tenant", s.local_max_lanes_per_tenant, 1,
+                             s.local_max_lanes));
   RETURN_IF_ERROR(ResolveTls(config, &s));
   // The store's own checks (e.g. the RAM tier's smallest and largest size),
   // so that a configuration that resolves is one the store opens with.

@@ -49,6 +49,10 @@ struct ServerSettings {
   bool enable_reflection = false;
   std::string access_file;  // empty: no access control
   bool trusted_local_clients = false;
+  // Local lanes (config.proto).
+  bool local_lanes = true;
+  uint32_t local_max_lanes = 64;
+  uint32_t local_max_lanes_per_tenant = 16;
 
   bool tls() const { return !tls_cert_file.empty(); }
 };

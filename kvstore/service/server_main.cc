@@ -96,6 +96,11 @@ ABSL_FLAG(uint64_t, tenant_max_ram_bytes, 0,
 ABSL_FLAG(uint64_t, tenant_max_disk_bytes, 0,
           "Most bytes of one tenant in the disk tier (its own pages are dropped first); "
           "0: no quota");
+ABSL_FLAG(bool, local_lanes, true,
+          "Serve local lanes: same-host clients move page bytes through memory of their own "
+          "that the server copies (not with trusted_local_clients)");
+ABSL_FLAG(uint32_t, local_max_lanes, 64, "Most local lanes open at once");
+ABSL_FLAG(uint32_t, local_max_lanes_per_tenant, 16, "Most local lanes of one tenant");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -197,6 +202,11 @@ v1::ServerConfig OverridesFromFlags() {
   }
   if (Given("trusted_local_clients")) {
     c.set_trusted_local_clients(absl::GetFlag(FLAGS_trusted_local_clients));
+  }
+  if (Given("local_lanes")) c.set_local_lanes(absl::GetFlag(FLAGS_local_lanes));
+  if (Given("local_max_lanes")) c.set_local_max_lanes(absl::GetFlag(FLAGS_local_max_lanes));
+  if (Given("local_max_lanes_per_tenant")) {
+    c.set_local_max_lanes_per_tenant(absl::GetFlag(FLAGS_local_max_lanes_per_tenant));
   }
   return c;
 }
@@ -314,6 +324,27 @@ void LogStartup(const ServerSettings& settings, int port, const StoreStats& reco
                    << " verifying_in_background=" << recovered.unverified_disk_pages;
 }
 
+// Local lanes for same-host clients unless they are trusted with the arena
+// (which serves them better); the server runs on without them if the socket
+// cannot be made.
+void StartLocalLanes(const ServerSettings& settings, KvStoreService* service) {
+  if (!settings.local_lanes || settings.trusted_local_clients) {
+    KVTIER_LOG(INFO) << "local lanes off"
+                     << (settings.trusted_local_clients ? " (trusted_local_clients)" : "");
+    return;
+  }
+  LocalLaneOptions options;
+  options.max_lanes = settings.local_max_lanes;
+  options.max_lanes_per_tenant = settings.local_max_lanes_per_tenant;
+  if (absl::Status started = service->StartLocalLanes(options); !started.ok()) {
+    KVTIER_LOG(WARNING) << "local lanes not started, same-host clients use the other paths: "
+                        << started;
+    return;
+  }
+  KVTIER_LOG(INFO) << "local lanes on max_lanes=" << options.max_lanes
+                   << " max_lanes_per_tenant=" << options.max_lanes_per_tenant;
+}
+
 // With the data plane on and clients trusted with the arena, the RAM arena
 // is allocated through UCX so that shared-memory clients reach it
 // one-sidedly. Null (the store maps private memory, which no other process
@@ -408,6 +439,7 @@ int Run() {
   limits.max_inflight_bytes = settings->max_inflight_bytes / 2;  // gRPC's quota has the rest
   auto service =
       std::make_unique<KvStoreService>(store->get(), limits, data_plane.get(), access.get());
+  StartLocalLanes(*settings, service.get());
 
   int port = 0;
   std::unique_ptr<grpc::Server> server =
@@ -441,6 +473,9 @@ int Run() {
     }
     const std::shared_ptr<const access::AccessTable> table = access->Current();
     ApplyTenantQuotas(*table, settings->store, store->get());
+    // Open lanes act for credentials of the old table: their clients open
+    // new ones, authenticated against the new one.
+    service->CloseLocalLanes();
     KVTIER_LOG(INFO) << "SIGHUP: access file reloaded tokens=" << table->token_count()
                      << " certificates=" << table->certificate_count()
                      << " tenants_with_own_quotas=" << table->quota_overrides().size();

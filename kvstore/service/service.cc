@@ -144,6 +144,7 @@ KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
 }
 
 KvStoreService::~KvStoreService() {
+  lanes_.reset();
   if (data_plane_ != nullptr) data_plane_->SetRequestHandler(nullptr);
 }
 

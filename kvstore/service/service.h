@@ -29,6 +29,7 @@
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
 #include "kvstore/core/store.h"
+#include "kvstore/dataplane/local_lanes.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/admission.h"
 #include "kvstore/service/caller.h"
@@ -110,6 +111,18 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   grpc::ServerUnaryReactor* AbortPut(grpc::CallbackServerContext* context,
                                      const v1::AbortPutRequest* request,
                                      v1::AbortPutResponse* response) override;
+  grpc::ServerUnaryReactor* OpenLocalLane(grpc::CallbackServerContext* context,
+                                          const v1::OpenLocalLaneRequest* request,
+                                          v1::OpenLocalLaneResponse* response) override;
+
+  // service_local_lanes.cc. Serves local lanes from now on (OpenLocalLane
+  // answers FAILED_PRECONDITION before). Call once, before serving.
+  absl::Status StartLocalLanes(const LocalLaneOptions& options);
+  // Closes every open lane and forgets unspent tickets (their clients open
+  // new ones, authenticated again): after the access file changed.
+  void CloseLocalLanes();
+  // Null before StartLocalLanes.
+  const LocalLanes* local_lanes() const { return lanes_.get(); }
 
   // The handlers without gRPC, for the reactors above and for tests.
   // Each acts for `caller` (caller.h): its keys are the caller's tenant's.
@@ -150,6 +163,13 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // a tagged transfer's commit is FAILED_PRECONDITION (it goes by RPC).
   absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
                                            absl::string_view request);
+  // Local lanes: a ticket for a lane acting for `caller` (`may_write`: it
+  // may store pages in the caller's namespace), and one request a lane
+  // carried (kvtier/v1/local_lane.h ops) against its segment.
+  absl::Status DoOpenLocalLane(const Caller& caller, bool may_write,
+                               v1::OpenLocalLaneResponse* response);
+  absl::StatusOr<std::string> ServeLane(const LaneOwner& owner, uint32_t op,
+                                        absl::string_view request, absl::Span<uint8_t> segment);
 
   // Admission state, for tests and stats.
   const InflightBytes& inflight() const { return inflight_; }
@@ -165,6 +185,16 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
   absl::Status DoBatchPutFromRegion(const Caller& caller, const v1::BatchPutRequest& request,
                                     v1::BatchPutResponse* response);
+  // A lane's put: the pages' bytes lie in the segment at their
+  // region_offset; the store copies and verifies them.
+  absl::Status DoBatchPutFromSegment(const Caller& caller, const v1::BatchPutRequest& request,
+                                     absl::Span<const uint8_t> segment,
+                                     v1::BatchPutResponse* response);
+  // A lane's get: OK pages are copied into the segment one after another
+  // (in_region), those that do not fit come inline, and a RAM page whose
+  // copy fails its checksum is withheld (bytes_withheld: ask by RPC).
+  absl::Status DoBatchGetToSegment(const Caller& caller, const v1::BatchGetRequest& request,
+                                   absl::Span<uint8_t> segment, v1::BatchGetResponse* response);
   // Appends one page per result (status, layout, checksum, tier; no
   // bytes). INTERNAL for a result count that is not the key count; a
   // status no page can carry (an I/O error) is returned as is.
@@ -221,6 +251,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   InflightBytes inflight_;
   // Last: its threads finish the queued calls before the rest goes.
   WaitingPool waiting_;
+  // Set once by StartLocalLanes, before serving; closed first on
+  // destruction (its threads call the handlers above).
+  std::unique_ptr<LocalLanes> lanes_;
 };
 
 }  // namespace kvtier::store

@@ -63,9 +63,10 @@ def put_reference(tls, size, batch):
 
 # Server modes: "trusted" (--trusted_local_clients: clients map the arena
 # on one host) and "secure", the default (no client gets server memory; on
-# one host the server's UCX has no transport without shared memory, so bytes
-# travel inline, and the reference is tag_bw, a stream into the receiver's
-# memory).
+# one host clients move bytes through local lanes, memory of their own the
+# server copies into and out of, and the reference is tag_bw, a stream into
+# the receiver's memory). Over TCP the bench turns lanes off, so that the
+# UCX path is what it measures.
 MODE_ARGS = {"trusted": ["--trusted_local_clients"], "secure": []}
 
 
@@ -81,19 +82,22 @@ def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls, 
     cmd = [bench, f"--target=127.0.0.1:{port}", "--page_sizes=" + ",".join(map(str, sizes)),
            "--clients=" + ",".join(map(str, clients)), "--ops_kinds=put,get",
            f"--batch_pages={batch}", f"--duration_ms={duration_ms}", f"--json={out}",
-           f"--ucx_put_mode={PUT_MODE[tls]}"]
+           f"--ucx_put_mode={PUT_MODE[tls]}", f"--local_lanes={str(tls == 'shm').lower()}"]
     budget = 120 + 6 * len(sizes) * len(clients) * duration_ms / 1000
     subprocess.run(cmd, check=True, timeout=budget, stdout=subprocess.DEVNULL,
                    env=dict(os.environ, UCX_TLS=TRANSPORTS[tls]))
     with open(out) as f:
         data = json.load(f)
     used_ucx = data.get("ucx_put_pages", 0) > 0 and data.get("ucx_get_pages", 0) > 0
+    used_lanes = data.get("lane_put_pages", 0) > 0 and data.get("lane_get_pages", 0) > 0
     # A secure server's UCX has no shared-memory transport: on one host the
-    # bytes go inline, and any UCX page would mean the arena was reachable.
-    expect_ucx = not (mode == "secure" and tls == "shm")
-    if used_ucx != expect_ucx:
-        raise RuntimeError(f"kvtier-bench over {tls} ({mode}): UCX used {used_ucx}, "
-                           f"expected {expect_ucx}: {data}")
+    # bytes go through local lanes, and any UCX page would mean the arena
+    # was reachable. A trusted server offers no lanes.
+    expect_lanes = mode == "secure" and tls == "shm"
+    expect_ucx = not expect_lanes
+    if used_ucx != expect_ucx or used_lanes != expect_lanes:
+        raise RuntimeError(f"kvtier-bench over {tls} ({mode}): UCX used {used_ucx}, lanes "
+                           f"{used_lanes}, expected {expect_ucx}, {expect_lanes}: {data}")
     return data
 
 

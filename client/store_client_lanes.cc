@@ -1,0 +1,144 @@
+// StoreClient's local-lane path (client/local_lane.h,
+// kvstore/dataplane/DATA_PLANE.md "Local lanes").
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_format.h"
+#include "client/store_client.h"
+#include "common/checksum.h"
+#include "common/status_macros.h"
+#include "kvtier/v1/convert.h"
+#include "kvtier/v1/local_lane.h"
+
+namespace kvtier::client {
+namespace {
+
+uint64_t AlignUp(uint64_t n) {
+  return (n + wire::kLaneAlignBytes - 1) / wire::kLaneAlignBytes * wire::kLaneAlignBytes;
+}
+
+}  // namespace
+
+absl::StatusOr<LocalLane::Grant> StoreClient::OpenLocalLane() {
+  v1::OpenLocalLaneRequest request;
+  v1::OpenLocalLaneResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::OpenLocalLane, request, &response));
+  return LocalLane::Grant{.socket_name = response.socket_name(),
+                          .ticket = response.ticket(),
+                          .server_proof = response.server_proof()};
+}
+
+LanePool::Lease StoreClient::LocalLaneLease() {
+  if (lanes_ == nullptr || lanes_declined_.load(std::memory_order_relaxed)) return {};
+  // A server that maps its arena into trusted clients serves them better
+  // that way (one copy per get instead of two).
+  if (data_plane_ != nullptr) {
+    std::shared_ptr<const Connection> connection = data_plane_->connection();
+    if (connection != nullptr && connection->arena_mapped != nullptr) {
+      lanes_declined_ = true;
+      return {};
+    }
+  }
+  return lanes_->Acquire();
+}
+
+absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
+                                       std::vector<PutOutcome>* out) {
+  for (const PutPage& page : pages) {
+    if (page.data.size() != page.layout.PageBytes()) {
+      // The server names the mismatch; it needs the inline bytes to see it.
+      return PutChunkInline(pages, out);
+    }
+  }
+  const absl::Span<uint8_t> segment = lane.segment();
+  const absl::Duration timeout = absl::Milliseconds(options_.deadline_ms);
+  for (size_t begin = 0; begin < pages.size();) {
+    v1::BatchPutRequest request;
+    uint64_t cursor = 0;
+    size_t end = begin;
+    for (; end < pages.size(); ++end) {
+      const PutPage& page = pages[end];
+      const uint64_t offset = AlignUp(cursor);
+      if (offset > segment.size() || page.data.size() > segment.size() - offset) break;
+      v1::PutPage* wire = request.add_pages();
+      v1::KeyToProto(page.key, wire->mutable_key());
+      v1::LayoutToProto(page.layout, wire->mutable_layout());
+      wire->set_checksum(
+          CopyWithChecksum(segment.data() + offset, page.data.data(), page.data.size()));
+      wire->set_region_offset(offset);
+      cursor = offset + page.data.size();
+    }
+    if (end == begin) {  // a page larger than the whole segment
+      RETURN_IF_ERROR(PutChunkInline(pages.subspan(begin, 1), out));
+      ++begin;
+      continue;
+    }
+    ASSIGN_OR_RETURN(const std::string reply, lane.Call(wire::kLanePutOp, request, timeout));
+    v1::BatchPutResponse response;
+    if (!response.ParseFromString(reply)) {
+      return absl::UnavailableError("local lane: a put reply that does not parse");
+    }
+    RETURN_IF_ERROR(AppendPutOutcomes("local lane put", response, end - begin, out));
+    counters_.lane_put_pages += end - begin;
+    begin = end;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
+                                       std::vector<GotPage>* out) {
+  v1::BatchGetRequest request;
+  for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
+  ASSIGN_OR_RETURN(const std::string reply,
+                   lane.Call(wire::kLaneGetOp, request, absl::Milliseconds(options_.deadline_ms)));
+  v1::BatchGetResponse response;
+  if (!response.ParseFromString(reply)) {
+    return absl::UnavailableError("local lane: a get reply that does not parse");
+  }
+  if (response.pages_size() != static_cast<int>(keys.size())) {
+    return absl::UnavailableError(absl::StrFormat("local lane: %d pages for %d keys",
+                                                  response.pages_size(), keys.size()));
+  }
+  const absl::Span<const uint8_t> segment = lane.segment();
+  std::vector<GotPage> pages(keys.size());
+  // Withheld pages (their copy failed its checksum at the server) are asked
+  // for again by RPC, whose verifying read drops a corrupt page.
+  std::vector<PageKey> again;
+  std::vector<size_t> again_at;
+  for (int i = 0; i < response.pages_size(); ++i) {
+    v1::GotPage& wire = *response.mutable_pages(i);
+    GotPage& page = pages[i];
+    ASSIGN_OR_RETURN(const bool complete,
+                     TakePageHeader(i, keys[i], wire.in_region() || wire.bytes_withheld(), wire,
+                                    &page));
+    if (complete) continue;
+    if (!wire.in_region()) {
+      again.push_back(keys[i]);
+      again_at.push_back(i);
+      continue;
+    }
+    const uint64_t size = page.layout.PageBytes();
+    if (wire.region_offset() > segment.size() || size > segment.size() - wire.region_offset()) {
+      return absl::UnavailableError(absl::StrFormat(
+          "local lane: pages[%d] at offset %d outside the segment", i, wire.region_offset()));
+    }
+    // Checked here too, so that bytes changed in the segment are never
+    // returned as the page.
+    page.data.clear();
+    if (AppendWithChecksum(&page.data, segment.data() + wire.region_offset(), size) !=
+        page.checksum) {
+      return absl::UnavailableError(
+          absl::StrFormat("local lane: pages[%d] fails its checksum in the segment", i));
+    }
+  }
+  if (!again.empty()) {
+    std::vector<GotPage> fetched;
+    RETURN_IF_ERROR(GetChunk(again, &fetched));
+    for (size_t j = 0; j < again_at.size(); ++j) pages[again_at[j]] = std::move(fetched[j]);
+  }
+  for (GotPage& page : pages) out->push_back(std::move(page));
+  counters_.lane_get_pages += keys.size() - again.size();
+  return absl::OkStatus();
+}
+
+}  // namespace kvtier::client

@@ -1,0 +1,265 @@
+// Local lanes between the real kvtier-server and StoreClient: page bytes of
+// a same-host client move through memory of its own (no address, key or
+// mapping of server memory), for its tenant only, and every failure falls
+// back to the other paths without losing a page.
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "client/local_lane.h"
+#include "client/store_client.h"
+#include "gtest/gtest.h"
+#include "kvstore/access/access_table.h"
+#include "kvtier/v1/local_lane.h"
+#include "testing/server_process.h"
+#include "testing/ucx_test_util.h"
+
+namespace kvtier::testing {
+namespace {
+
+constexpr char kAcme[] = "acme-token-0123456789abcdef";
+constexpr char kGlobex[] = "globex-token-0123456789abcdef";
+
+std::string Line(const std::string& tenant, const std::string& token,
+                 const std::string& shared = "none") {
+  return absl::StrCat("tenant=", tenant, " role=tenant token_sha256=", access::HashToken(token),
+                      " shared=", shared, "\n");
+}
+
+class LocalLaneTest : public ::testing::Test {
+ protected:
+  void Start(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args = {"--data_dir=" + dir_.path() + "/data",
+                                     "--ram_bytes=33554432"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server =
+        ServerProcess::Start(args, dir_.path());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+  }
+
+  std::unique_ptr<client::StoreClient> Client(client::ClientOptions options = {}) {
+    options.deadline_ms = 10'000;
+    options.local_segment_bytes = uint64_t{1} << 20;  // several batches per chunk
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // Puts `pages` and reads them back byte-exact.
+  static void RoundTrip(client::StoreClient& c, const OddPages& pages) {
+    ASSERT_TRUE(c.BatchPut(pages.puts).ok());
+    absl::StatusOr<std::vector<client::GotPage>> got = c.BatchGet(pages.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < pages.keys.size(); ++i) {
+      ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
+      EXPECT_EQ((*got)[i].data, pages.bytes[i]) << i;
+    }
+  }
+
+  void WriteAccess(const std::string& text) {
+    std::ofstream(access_path_, std::ios::trunc) << text;
+  }
+
+  void AwaitLog(const std::string& text) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (server_->StderrText().find(text) == std::string::npos) {
+      ASSERT_LT(absl::Now(), deadline) << "no \"" << text << "\" in the server's log";
+      absl::SleepFor(absl::Milliseconds(20));
+    }
+  }
+
+  TempDir dir_;
+  const std::string access_path_ = dir_.path() + "/access.txt";
+  std::unique_ptr<ServerProcess> server_;
+};
+
+TEST_F(LocalLaneTest, TheDefaultServerMovesSameHostPagesThroughLanes) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::unique_ptr<client::StoreClient> c = Client();
+  // 40 pages of odd sizes: more than one segment's worth per chunk.
+  const OddPages pages = MakeOddPages(40, 1);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, pages));
+  const client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lanes_opened, 1u);
+  EXPECT_EQ(stats.lane_put_pages, 40u);
+  EXPECT_EQ(stats.lane_get_pages, 40u);
+  EXPECT_EQ(stats.inline_put_pages + stats.inline_get_pages, 0u);
+  EXPECT_EQ(stats.ucx_put_pages + stats.ucx_get_pages + stats.sessions_opened, 0u);
+  // Puts of stored pages say so, as on every path.
+  absl::StatusOr<std::vector<client::PutOutcome>> again = c->BatchPut(pages.puts);
+  ASSERT_TRUE(again.ok());
+  for (const client::PutOutcome& o : *again) EXPECT_TRUE(o.already_present);
+}
+
+TEST_F(LocalLaneTest, APageLargerThanTheSegmentGoesInline) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::unique_ptr<client::StoreClient> c = Client();
+  const PageLayout big{.page_size = 128, .n_kv_heads = 16, .head_dim = 128, .dtype = DType::kF32};
+  ASSERT_GT(big.PageBytes(), uint64_t{1} << 20);
+  const std::string bytes(big.PageBytes(), 'b');
+  OddPages pages = MakeOddPages(3, 2);
+  const PageKey key{.hash = {.hi = 9, .lo = 9}, .layer = 0};
+  pages.puts.push_back({.key = key, .layout = big,
+                        .data = {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}});
+  pages.keys.push_back(key);
+  pages.bytes.push_back(bytes);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, pages));
+  const client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lane_put_pages, 3u);
+  EXPECT_EQ(stats.inline_put_pages, 1u);
+  // The server sends what does not fit the segment inline in the reply.
+  EXPECT_EQ(stats.lane_get_pages, 4u);
+}
+
+TEST_F(LocalLaneTest, ClientsFallBackWhereThereAreNoLanes) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--nolocal_lanes", "--noucx"}));
+  std::unique_ptr<client::StoreClient> c = Client();
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, MakeOddPages(5, 3)));
+  const client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lanes_opened, 0u);
+  EXPECT_EQ(stats.inline_put_pages, 5u);
+  EXPECT_EQ(stats.inline_get_pages, 5u);
+  EXPECT_NE(server_->StderrText().find("local lanes off"), std::string::npos);
+}
+
+TEST_F(LocalLaneTest, TrustedClientsUseTheMappedArenaInstead) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--trusted_local_clients", "--prefault_ram"}));
+  std::unique_ptr<client::StoreClient> c = Client();
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, MakeOddPages(5, 4)));
+  const client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lanes_opened, 0u);
+  EXPECT_EQ(stats.lane_put_pages + stats.lane_get_pages, 0u);
+}
+
+TEST_F(LocalLaneTest, ALaneActsForItsTenantOnly) {
+  WriteAccess(Line("acme", kAcme) + Line("globex", kGlobex, "read"));
+  ASSERT_NO_FATAL_FAILURE(Start({"--access_file=" + access_path_}));
+  client::ClientOptions acme_options;
+  acme_options.token = kAcme;
+  std::unique_ptr<client::StoreClient> acme = Client(acme_options);
+  client::ClientOptions globex_options;
+  globex_options.token = kGlobex;
+  std::unique_ptr<client::StoreClient> globex = Client(globex_options);
+  const OddPages pages = MakeOddPages(4, 5);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*acme, pages));
+  // globex asks for acme's keys through its own lane: absent, as any key
+  // it never stored.
+  absl::StatusOr<std::vector<client::GotPage>> got = globex->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const client::GotPage& page : *got) EXPECT_EQ(page.status, v1::PAGE_STATUS_NOT_FOUND);
+  EXPECT_EQ(globex->data_plane_stats().lane_get_pages, 4u);
+  // Its own pages under the same keys are its own.
+  OddPages mine = MakeOddPages(4, 5);
+  for (std::string& bytes : mine.bytes) std::fill(bytes.begin(), bytes.end(), 'g');
+  for (size_t i = 0; i < mine.puts.size(); ++i) {
+    mine.puts[i].data = {reinterpret_cast<const uint8_t*>(mine.bytes[i].data()),
+                         mine.bytes[i].size()};
+  }
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*globex, mine));
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*acme, pages));
+
+  // With read rights only on the shared namespace, a lane reads it and
+  // cannot write it: the same answer as an RPC's.
+  globex_options.shared_namespace = true;
+  std::unique_ptr<client::StoreClient> shared_reader = Client(globex_options);
+  EXPECT_EQ(shared_reader->BatchPut(pages.puts).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  got = shared_reader->BatchGet(pages.keys);
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_NOT_FOUND);
+  EXPECT_EQ(shared_reader->data_plane_stats().lane_get_pages, 4u);
+}
+
+TEST_F(LocalLaneTest, ReloadingTheAccessFileClosesLanesOfRevokedCredentials) {
+  WriteAccess(Line("acme", kAcme) + Line("globex", kGlobex));
+  ASSERT_NO_FATAL_FAILURE(Start({"--access_file=" + access_path_}));
+  client::ClientOptions options;
+  options.token = kGlobex;
+  options.max_attempts = 1;
+  std::unique_ptr<client::StoreClient> globex = Client(options);
+  const OddPages pages = MakeOddPages(2, 6);
+  ASSERT_TRUE(globex->BatchPut(pages.puts).ok());
+  ASSERT_EQ(globex->data_plane_stats().lane_put_pages, 2u);
+  WriteAccess(Line("acme", kAcme));
+  ASSERT_TRUE(server_->Signal(SIGHUP).ok());
+  ASSERT_NO_FATAL_FAILURE(AwaitLog("access file reloaded"));
+  // The open lane is gone with the credential it was opened with.
+  EXPECT_EQ(globex->BatchGet(pages.keys).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(globex->data_plane_stats().lane_get_pages, 0u);
+}
+
+TEST_F(LocalLaneTest, ARestartedServerGetsANewLane) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  client::ClientOptions options;
+  options.ucx_reopen_interval_ms = 10;
+  std::unique_ptr<client::StoreClient> c = Client(options);
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, MakeOddPages(3, 7)));
+  // Same port, same directory: the lane the client holds is dead.
+  const int port = server_->port();
+  ASSERT_TRUE(server_->Stop().ok());
+  server_.reset();
+  ASSERT_NO_FATAL_FAILURE(Start({"--listen=127.0.0.1:" + std::to_string(port)}));
+  // The dead lane fails; the put goes through a fresh one.
+  ASSERT_NO_FATAL_FAILURE(RoundTrip(*c, MakeOddPages(3, 8)));
+  const client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lanes_opened, 2u);
+  EXPECT_EQ(stats.lane_put_pages, 6u);
+  EXPECT_EQ(stats.inline_put_pages, 0u);
+}
+
+// A process that binds the socket name a client was given (on a host where
+// the server is not) cannot pass for the server: it lacks the proof.
+TEST(LocalLaneOpenTest, APeerWithoutTheServersProofIsRefused) {
+  const std::string name = absl::StrCat("kvtier-lane-test-", getpid());
+  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(bind(listener, reinterpret_cast<const sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  std::thread impostor([listener] {
+    const int sock = accept(listener, nullptr, nullptr);
+    wire::LaneHello hello;
+    ASSERT_EQ(recv(sock, &hello, sizeof(hello), 0), static_cast<ssize_t>(sizeof(hello)));
+    wire::LaneWelcome welcome;
+    welcome.segment_bytes = uint64_t{1} << 20;
+    welcome.max_frame_bytes = 1 << 20;
+    std::memset(welcome.server_proof, 0x5a, sizeof(welcome.server_proof));
+    ASSERT_EQ(send(sock, &welcome, sizeof(welcome), MSG_NOSIGNAL),
+              static_cast<ssize_t>(sizeof(welcome)));
+    close(sock);
+  });
+  const client::LocalLane::Grant grant{.socket_name = name,
+                                       .ticket = std::string(16, 't'),
+                                       .server_proof = std::string(16, 'p')};
+  absl::StatusOr<std::unique_ptr<client::LocalLane>> lane =
+      client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10));
+  impostor.join();
+  close(listener);
+  EXPECT_EQ(lane.status().code(), absl::StatusCode::kPermissionDenied) << lane.status();
+}
+
+TEST(LocalLaneOpenTest, NoServerOnThisHostIsUnavailable) {
+  const client::LocalLane::Grant grant{.socket_name = "kvtier-lane-test-nobody-listens",
+                                       .ticket = std::string(16, 't'),
+                                       .server_proof = std::string(16, 'p')};
+  EXPECT_EQ(client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10)).status().code(),
+            absl::StatusCode::kUnavailable);
+}
+
+}  // namespace
+}  // namespace kvtier::testing
