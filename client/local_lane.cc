@@ -17,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/log.h"
+#include "common/socket_io.h"
 #include "common/spin.h"
 #include "common/status_macros.h"
 #include "kvtier/v1/local_lane.h"
@@ -54,41 +55,15 @@ class Fd {
 };
 
 absl::Status SetTimeout(int fd, int option, absl::Duration timeout) {
-  const timeval tv = absl::ToTimeval(std::max(timeout, absl::Milliseconds(1)));
-  if (setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv)) != 0) return Errno("setsockopt", errno);
-  return absl::OkStatus();
+  // Zero would mean no bound at all.
+  return SetSocketTimeout(fd, option, std::max(timeout, absl::Milliseconds(1)));
 }
 
-absl::Status ReadExact(int fd, void* out, size_t bytes) {
-  auto* p = static_cast<uint8_t*>(out);
-  for (size_t done = 0; done < bytes;) {
-    const ssize_t n = recv(fd, p + done, bytes - done, 0);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n == 0) {
-      return absl::UnavailableError("local lane: the server closed the lane");
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return absl::DeadlineExceededError("local lane: no reply in time");
-    } else if (errno != EINTR) {
-      return Errno("recv", errno);
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WriteAll(int fd, const void* data, size_t bytes) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t done = 0; done < bytes;) {
-    const ssize_t n = send(fd, p + done, bytes - done, MSG_NOSIGNAL);
-    if (n >= 0) {
-      done += static_cast<size_t>(n);
-    } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return absl::DeadlineExceededError("local lane: the server does not read");
-    } else if (errno != EINTR) {
-      return Errno("send", errno);
-    }
-  }
-  return absl::OkStatus();
+// RecvExact, with a server that closes between messages UNAVAILABLE too.
+absl::Status Recv(int fd, void* out, size_t bytes) {
+  absl::Status status = RecvExact(fd, out, bytes, "local lane");
+  if (absl::IsNotFound(status)) return absl::UnavailableError("local lane: the server closed it");
+  return status;
 }
 
 }  // namespace
@@ -158,7 +133,7 @@ absl::StatusOr<std::unique_ptr<LocalLane>> LocalLane::Open(const Grant& grant,
   if (sent != static_cast<ssize_t>(sizeof(hello))) return Errno("hello", errno);
 
   wire::LaneWelcome welcome;
-  RETURN_IF_ERROR(ReadExact(sock.get(), &welcome, sizeof(welcome)));
+  RETURN_IF_ERROR(Recv(sock.get(), &welcome, sizeof(welcome)));
   if (welcome.magic != wire::kLaneMagic) {
     return absl::UnavailableError("local lane: the peer does not speak the lane protocol");
   }
@@ -206,21 +181,21 @@ absl::StatusOr<std::string> LocalLane::Call(uint32_t op,
   // Any failure from here on leaves the stream where it cannot be resumed.
   broken_ = true;
   RETURN_IF_ERROR(SetTimeout(fd_, SO_RCVTIMEO, timeout));
-  RETURN_IF_ERROR(WriteAll(fd_, buffer_.data(), buffer_.size()));
+  RETURN_IF_ERROR(SendAll(fd_, {absl::Span<const char>(buffer_)}, "local lane"));
   // A reply to a small request comes sooner than a wakeup would.
   if (lanes_in_use.load(std::memory_order_relaxed) <= SpinGate::HalfTheCores()) {
     SpinUntilReadable(fd_, kReplySpin);
   }
   wire::FrameHeader reply_frame;
-  RETURN_IF_ERROR(ReadExact(fd_, &reply_frame, sizeof(reply_frame)));
+  RETURN_IF_ERROR(Recv(fd_, &reply_frame, sizeof(reply_frame)));
   if (reply_frame.bytes < sizeof(wire::LaneReplyHeader) || reply_frame.bytes > max_frame_bytes_) {
     return absl::UnavailableError(
         absl::StrFormat("local lane: a reply frame of %d bytes", reply_frame.bytes));
   }
   wire::LaneReplyHeader reply;
-  RETURN_IF_ERROR(ReadExact(fd_, &reply, sizeof(reply)));
+  RETURN_IF_ERROR(Recv(fd_, &reply, sizeof(reply)));
   std::string payload(reply_frame.bytes - sizeof(reply), '\0');
-  RETURN_IF_ERROR(ReadExact(fd_, payload.data(), payload.size()));
+  RETURN_IF_ERROR(Recv(fd_, payload.data(), payload.size()));
   if (reply.request_id != header.request_id) {
     return absl::UnavailableError("local lane: a reply to another request");
   }

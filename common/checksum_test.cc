@@ -7,25 +7,34 @@
 #include <random>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 namespace kvtier {
 namespace {
 
-// Sizes around the chunk boundary and odd tails: the copy is exact and the
-// checksum equals the one-shot checksum of the same bytes.
-TEST(ChecksumTest, CopyWithChecksumCopiesAndHashesLikeOneShot) {
-  std::mt19937_64 gen(7);
+// Sizes around the chunk boundary and odd tails: `copy` copies exactly and
+// returns the one-shot checksum of the same bytes.
+template <typename Copy>
+void ExpectCopiesAndHashesLikeOneShot(Copy copy, uint64_t seed) {
+  std::mt19937_64 gen(seed);
   for (size_t bytes : {size_t{0}, size_t{1}, size_t{4096}, size_t{131071}, size_t{131072},
                        size_t{131073}, size_t{1} << 20, (size_t{4} << 20) + 17}) {
     std::vector<uint8_t> src(bytes);
     for (uint8_t& b : src) b = static_cast<uint8_t>(gen());
     std::vector<uint8_t> dst(bytes + 1, 0xee);
-    EXPECT_EQ(CopyWithChecksum(dst.data(), src.data(), bytes), PageChecksum(src.data(), bytes))
-        << bytes;
+    EXPECT_EQ(copy(dst.data(), src.data(), bytes), PageChecksum(src.data(), bytes)) << bytes;
     EXPECT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << bytes;
     EXPECT_EQ(dst[bytes], 0xee) << "wrote past the end at " << bytes;
   }
+}
+
+TEST(ChecksumTest, CopyWithChecksumCopiesAndHashesLikeOneShot) {
+  ExpectCopiesAndHashesLikeOneShot(CopyWithChecksum, 7);
+}
+
+TEST(ChecksumTest, CopyAndHashCopyCopiesAndHashesLikeOneShot) {
+  ExpectCopiesAndHashesLikeOneShot(CopyAndHashCopy, 13);
 }
 
 // Appending hashes exactly the bytes appended, whatever `out` held.
@@ -43,9 +52,11 @@ TEST(ChecksumTest, AppendWithChecksumAppendsAndHashesTheAppendedBytes) {
 }
 
 // A source that changes under the copy (a shared-memory slot reused
-// meanwhile): whatever bytes are appended, the checksum returned is theirs,
-// so a torn copy fails its check instead of passing with the source's.
-TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
+// meanwhile, a local lane's segment): `copy` (returning its checksum and
+// the bytes it wrote) describes the bytes it wrote, whatever they are, so
+// a torn copy fails its check instead of passing with the source's.
+template <typename Copy>
+void ExpectChecksumOfTheCopyWhileTheSourceChanges(Copy copy) {
   constexpr size_t kBytes = size_t{1} << 20;
   std::vector<std::atomic<uint64_t>> src(kBytes / sizeof(uint64_t));
   std::atomic<bool> stop{false};
@@ -56,9 +67,8 @@ TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
   });
   int torn = 0;
   for (int i = 0; i < 200; ++i) {
-    std::string appended;
-    const uint64_t checksum = AppendWithChecksum(&appended, src.data(), kBytes);
-    EXPECT_EQ(checksum, PageChecksum(appended.data(), appended.size())) << i;
+    const auto [checksum, copied] = copy(src.data(), kBytes);
+    EXPECT_EQ(checksum, PageChecksum(copied.data(), copied.size())) << i;
     if (checksum != PageChecksum(src.data(), kBytes)) ++torn;
   }
   stop = true;
@@ -68,41 +78,20 @@ TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
   EXPECT_GT(torn, 0);
 }
 
-TEST(ChecksumTest, CopyAndHashCopyCopiesAndHashesLikeOneShot) {
-  std::mt19937_64 gen(13);
-  for (size_t bytes : {size_t{0}, size_t{1}, size_t{131071}, size_t{131072}, size_t{131073},
-                       (size_t{4} << 20) + 17}) {
-    std::vector<uint8_t> src(bytes);
-    for (uint8_t& b : src) b = static_cast<uint8_t>(gen());
-    std::vector<uint8_t> dst(bytes + 1, 0xee);
-    EXPECT_EQ(CopyAndHashCopy(dst.data(), src.data(), bytes), PageChecksum(src.data(), bytes))
-        << bytes;
-    EXPECT_TRUE(std::equal(src.begin(), src.end(), dst.begin())) << bytes;
-    EXPECT_EQ(dst[bytes], 0xee) << "wrote past the end at " << bytes;
-  }
+TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
+  ExpectChecksumOfTheCopyWhileTheSourceChanges([](const void* src, size_t bytes) {
+    std::string appended;
+    const uint64_t checksum = AppendWithChecksum(&appended, src, bytes);
+    return std::make_pair(checksum, appended);
+  });
 }
 
-// A source another process changes under the copy (a local lane's
-// segment): the checksum returned is always that of the bytes written.
 TEST(ChecksumTest, CopyAndHashCopyDescribesTheCopyWhenTheSourceChanges) {
-  constexpr size_t kBytes = size_t{1} << 20;
-  std::vector<std::atomic<uint64_t>> src(kBytes / sizeof(uint64_t));
-  std::atomic<bool> stop{false};
-  std::thread writer([&] {
-    for (uint64_t v = 1; !stop.load(std::memory_order_relaxed); ++v) {
-      for (size_t i = 0; i < src.size(); i += 512) src[i].store(v, std::memory_order_relaxed);
-    }
+  ExpectChecksumOfTheCopyWhileTheSourceChanges([](const void* src, size_t bytes) {
+    std::string copied(bytes, '\0');
+    const uint64_t checksum = CopyAndHashCopy(copied.data(), src, bytes);
+    return std::make_pair(checksum, copied);
   });
-  int torn = 0;
-  std::vector<uint8_t> dst(kBytes);
-  for (int i = 0; i < 200; ++i) {
-    const uint64_t checksum = CopyAndHashCopy(dst.data(), src.data(), kBytes);
-    EXPECT_EQ(checksum, PageChecksum(dst.data(), kBytes)) << i;
-    if (checksum != PageChecksum(src.data(), kBytes)) ++torn;
-  }
-  stop = true;
-  writer.join();
-  EXPECT_GT(torn, 0);
 }
 
 }  // namespace

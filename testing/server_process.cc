@@ -181,6 +181,17 @@ std::string ServerProcess::StderrText() const {
   return text.str();
 }
 
+absl::Status ServerProcess::AwaitStderr(const std::string& text, absl::Duration timeout) const {
+  const absl::Time deadline = absl::Now() + timeout;
+  while (StderrText().find(text) == std::string::npos) {
+    if (absl::Now() >= deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("no \"", text, "\" in the server's log"));
+    }
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status ServerProcess::Signal(int signal) {
   if (pid_ < 0) return absl::FailedPreconditionError("not running");
   if (kill(pid_, signal) != 0) return absl::ErrnoToStatus(errno, "kill");

@@ -68,6 +68,10 @@ class ServerProcess {
   pid_t pid() const { return pid_; }
   // What the server has written to stderr so far.
   std::string StderrText() const;
+  // Waits until the server's stderr shows `text`: DEADLINE_EXCEEDED (with
+  // the text asked for) after `timeout`.
+  absl::Status AwaitStderr(const std::string& text,
+                           absl::Duration timeout = absl::Seconds(30)) const;
   std::string target() const { return "127.0.0.1:" + std::to_string(port_); }
 
   // Sends `signal` and returns (SIGHUP: reload the access file).

@@ -98,13 +98,7 @@ class TenancyTest : public ::testing::Test {
   }
 
   // Waits (bounded) until the server's log shows `text`.
-  void AwaitLog(const std::string& text) {
-    const absl::Time deadline = absl::Now() + absl::Seconds(30);
-    while (server_->StderrText().find(text) == std::string::npos) {
-      ASSERT_LT(absl::Now(), deadline) << "no \"" << text << "\" in the server's log";
-      absl::SleepFor(absl::Milliseconds(20));
-    }
-  }
+  void AwaitLog(const std::string& text) { ASSERT_TRUE(server_->AwaitStderr(text).ok()) << text; }
 
   TempDir dir_;
   const std::string access_path_ = dir_.path() + "/access.txt";

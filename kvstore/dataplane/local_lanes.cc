@@ -7,7 +7,6 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -24,6 +23,7 @@
 #include "absl/strings/str_format.h"
 #include "common/log.h"
 #include "common/secure_random.h"
+#include "common/socket_io.h"
 #include "common/spin.h"
 #include "common/status_macros.h"
 
@@ -41,73 +41,16 @@ absl::Status ErrnoStatus(absl::string_view what, int err) {
 }
 
 void SetTimeout(int fd, int option, absl::Duration timeout) {
-  const timeval tv = absl::ToTimeval(timeout);
   // Failing leaves the socket blocking without a bound, which only the
   // lane's own client can exploit; logged.
-  if (setsockopt(fd, SOL_SOCKET, option, &tv, sizeof(tv)) != 0) {
-    KVTIER_LOG(WARNING) << "local lane: setsockopt: " << std::strerror(errno);
+  if (absl::Status s = SetSocketTimeout(fd, option, timeout); !s.ok()) {
+    KVTIER_LOG(WARNING) << "local lane: " << s;
   }
 }
 
-// Reads exactly `bytes`. NOT_FOUND on end of stream before the first byte
-// (the client closed the lane between requests), UNAVAILABLE otherwise.
-absl::Status ReadExact(int fd, void* out, size_t bytes) {
-  auto* p = static_cast<uint8_t*>(out);
-  for (size_t done = 0; done < bytes;) {
-    const ssize_t n = recv(fd, p + done, bytes - done, 0);
-    if (n > 0) {
-      done += static_cast<size_t>(n);
-    } else if (n == 0) {
-      return done == 0 ? absl::NotFoundError("closed")
-                       : absl::UnavailableError("local lane: the stream ended inside a frame");
-    } else if (errno != EINTR) {
-      return ErrnoStatus("local lane: recv", errno);
-    }
-  }
-  return absl::OkStatus();
-}
-
-absl::Status WriteAll(int fd, const void* data, size_t bytes) {
-  const auto* p = static_cast<const uint8_t*>(data);
-  for (size_t done = 0; done < bytes;) {
-    const ssize_t n = send(fd, p + done, bytes - done, MSG_NOSIGNAL);
-    if (n >= 0) {
-      done += static_cast<size_t>(n);
-    } else if (errno != EINTR) {
-      return ErrnoStatus("local lane: send", errno);
-    }
-  }
-  return absl::OkStatus();
-}
-
-// One frame in one call where the socket takes it: header, reply header, payload.
-absl::Status SendFrame(int fd, const wire::LaneReplyHeader& reply, absl::string_view payload) {
-  const wire::FrameHeader header{static_cast<uint32_t>(sizeof(reply) + payload.size())};
-  iovec parts[3] = {
-      {.iov_base = const_cast<wire::FrameHeader*>(&header), .iov_len = sizeof(header)},
-      {.iov_base = const_cast<wire::LaneReplyHeader*>(&reply), .iov_len = sizeof(reply)},
-      {.iov_base = const_cast<char*>(payload.data()), .iov_len = payload.size()}};
-  size_t first = 0;
-  while (first < 3) {
-    msghdr msg{};
-    msg.msg_iov = parts + first;
-    msg.msg_iovlen = 3 - first;
-    ssize_t n = sendmsg(fd, &msg, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoStatus("local lane: send", errno);
-    }
-    // Skip what went out; a part partly sent continues where it stopped.
-    while (first < 3 && static_cast<size_t>(n) >= parts[first].iov_len) {
-      n -= static_cast<ssize_t>(parts[first].iov_len);
-      ++first;
-    }
-    if (first < 3) {
-      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + n;
-      parts[first].iov_len -= static_cast<size_t>(n);
-    }
-  }
-  return absl::OkStatus();
+template <typename T>
+absl::Span<const char> BytesOf(const T& value) {
+  return {reinterpret_cast<const char*>(&value), sizeof(value)};
 }
 
 uint64_t SecretId(const uint8_t* secret) {
@@ -439,7 +382,7 @@ void LocalLanes::ServeLane(Lane* lane) {
     ++lanes_opened_;
     ++open_lanes_;
   }
-  absl::Status status = WriteAll(fd, &welcome, sizeof(welcome));
+  absl::Status status = SendAll(fd, {BytesOf(welcome)}, "local lane");
   if (opened.ok()) {
     // Requests may be far apart; replies must not wait on a client that
     // stopped reading.
@@ -459,7 +402,7 @@ void LocalLanes::ServeLane(Lane* lane) {
         if (pass.may_spin()) SpinUntilReadable(fd, absl::FromChrono(spin.budget()));
       }
       wire::FrameHeader header;
-      status = ReadExact(fd, &header, sizeof(header));
+      status = RecvExact(fd, &header, sizeof(header), "local lane");
       if (!status.ok()) break;
       spin.OnGap(std::chrono::steady_clock::now() - idle_since);
       if (header.bytes < sizeof(wire::LaneRequestHeader) ||
@@ -469,7 +412,7 @@ void LocalLanes::ServeLane(Lane* lane) {
         break;
       }
       frame.resize(header.bytes);
-      status = ReadExact(fd, frame.data(), frame.size());
+      status = RecvExact(fd, frame.data(), frame.size(), "local lane");
       if (!status.ok()) break;
       wire::LaneRequestHeader request;
       std::memcpy(&request, frame.data(), sizeof(request));
@@ -488,7 +431,8 @@ void LocalLanes::ServeLane(Lane* lane) {
             "local lane: a reply of %d bytes exceeds max_frame_bytes %d; ask for fewer pages",
             payload.size(), options_.max_frame_bytes);
       }
-      status = SendFrame(fd, reply, payload);
+      const wire::FrameHeader out{static_cast<uint32_t>(sizeof(reply) + payload.size())};
+      status = SendAll(fd, {BytesOf(out), BytesOf(reply), payload}, "local lane");
     }
     if (!absl::IsNotFound(status)) {
       KVTIER_LOG(INFO) << "local lane closed: " << status;

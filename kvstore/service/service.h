@@ -182,6 +182,12 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status SpecsFromProto(const Caller& caller,
                               const google::protobuf::RepeatedPtrField<v1::PutPage>& pages,
                               bool inline_bytes, std::vector<PutSpec>* specs) const;
+  // Where each page's bytes lie (its region_offset) in a region or segment
+  // of `bytes` bytes (`what`, for the message): INVALID_ARGUMENT for a page
+  // that does not lie wholly inside.
+  static absl::StatusOr<std::vector<uint64_t>> PageOffsetsWithin(
+      const v1::BatchPutRequest& request, absl::Span<const PutSpec> specs, uint64_t bytes,
+      const char* what);
   // BatchPut with a region: the server pulls the bytes (UcxDataPlane::PullPut).
   absl::Status DoBatchPutFromRegion(const Caller& caller, const v1::BatchPutRequest& request,
                                     v1::BatchPutResponse* response);

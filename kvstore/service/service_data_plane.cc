@@ -126,18 +126,8 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
   RETURN_IF_ERROR(CheckRegion(caller, region));
-  std::vector<uint64_t> offsets;
-  offsets.reserve(specs.size());
-  for (int i = 0; i < request.pages_size(); ++i) {
-    const uint64_t offset = request.pages(i).region_offset();
-    const uint64_t bytes = specs[i].layout.PageBytes();
-    if (offset > region.bytes() || bytes > region.bytes() - offset) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "pages[%d].region_offset: %d + %d bytes outside the region of %d bytes", i, offset,
-          bytes, region.bytes()));
-    }
-    offsets.push_back(offset);
-  }
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> offsets,
+                   PageOffsetsWithin(request, specs, region.bytes(), "region"));
   const absl::Time deadline =
       absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
@@ -145,6 +135,24 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
                                         specs, offsets, deadline));
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint64_t>> KvStoreService::PageOffsetsWithin(
+    const v1::BatchPutRequest& request, absl::Span<const PutSpec> specs, uint64_t bytes,
+    const char* what) {
+  std::vector<uint64_t> offsets;
+  offsets.reserve(specs.size());
+  for (int i = 0; i < request.pages_size(); ++i) {
+    const uint64_t offset = request.pages(i).region_offset();
+    const uint64_t page_bytes = specs[i].layout.PageBytes();
+    if (offset > bytes || page_bytes > bytes - offset) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "pages[%d].region_offset: %d + %d bytes outside the %s of %d bytes", i, offset,
+          page_bytes, what, bytes));
+    }
+    offsets.push_back(offset);
+  }
+  return offsets;
 }
 
 absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, uint32_t op,

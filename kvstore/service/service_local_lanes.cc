@@ -91,17 +91,12 @@ absl::Status KvStoreService::DoBatchPutFromSegment(const Caller& caller,
                                                    v1::BatchPutResponse* response) {
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
+  ASSIGN_OR_RETURN(const std::vector<uint64_t> offsets,
+                   PageOffsetsWithin(request, specs, segment.size(), "segment"));
   std::vector<absl::Span<const uint8_t>> data;
   data.reserve(specs.size());
-  for (int i = 0; i < request.pages_size(); ++i) {
-    const uint64_t offset = request.pages(i).region_offset();
-    const uint64_t bytes = specs[i].layout.PageBytes();
-    if (offset > segment.size() || bytes > segment.size() - offset) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "pages[%d].region_offset: %d + %d bytes outside the segment of %d bytes", i, offset,
-          bytes, segment.size()));
-    }
-    data.push_back(segment.subspan(offset, bytes));
+  for (size_t i = 0; i < specs.size(); ++i) {
+    data.push_back(segment.subspan(offsets[i], specs[i].layout.PageBytes()));
   }
   // The client may change its segment while the store copies it: Commit
   // verifies each page's checksum on the copy in the arena, which only the
