@@ -401,13 +401,24 @@ StoreStats TieredStore::Stats() const {
   // none.
   const_cast<TieredStore*>(this)->ReleaseQuarantineLocked();
   StoreStats stats = counters_;
+  // One walk of the index (under the lock: O(pages)) for the tiers' and
+  // the tenants' page counts. Keys of one tenant mostly come in a row.
+  absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>> tenant_pages;
+  uint64_t last_tenant = 0;
+  std::pair<uint64_t, uint64_t>* pages = &tenant_pages[last_tenant];
   for (const auto& [key, entry] : index_) {
+    if (key.tenant != last_tenant) {
+      last_tenant = key.tenant;
+      pages = &tenant_pages[last_tenant];
+    }
     if (entry.in_ram) {
       ++stats.ram.pages;
+      ++pages->first;
       if (entry.pinned()) ++stats.ram.pinned_pages;
     }
     if (entry.on_disk) {
       ++stats.disk.pages;
+      ++pages->second;
       if (entry.pinned()) ++stats.disk.pinned_pages;
     }
   }
@@ -423,7 +434,7 @@ StoreStats TieredStore::Stats() const {
   stats.data_dir_bytes = rocks_->directory_bytes();
   stats.data_dir_bound_bytes = rocks_->directory_bound_bytes();
   stats.disk_garbage_collections = rocks_->garbage_collections();
-  stats.tenants = TenantStatsLocked();
+  stats.tenants = TenantStatsLocked(tenant_pages);
   return stats;
 }
 

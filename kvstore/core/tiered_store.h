@@ -250,8 +250,12 @@ class TieredStore final : public Store {
   absl::Status FitTenantQuotasLocked(absl::Span<const PutSpec> specs, bool make_room,
                                      std::vector<Demotion>* demotions, bool* fits)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // The tenants' figures for Stats (index page counts included).
-  std::vector<TenantStats> TenantStatsLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The tenants' figures for Stats.
+  // `pages`: each tenant's pages in RAM (first) and on disk (second), as
+  // Stats counted them in its one walk of the index.
+  std::vector<TenantStats> TenantStatsLocked(
+      const absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>>& pages) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Fills and attaches promoted slots (copies without mu_).
   void CompletePromotions(absl::Span<const PageKey> keys, absl::Span<const ReadItem> items,
                           absl::Span<const GetResult> results, std::vector<Promotion> promotions)

@@ -99,7 +99,8 @@ absl::Status TieredStore::FitTenantQuotasLocked(absl::Span<const PutSpec> specs,
   return absl::OkStatus();
 }
 
-std::vector<TenantStats> TieredStore::TenantStatsLocked() const {
+std::vector<TenantStats> TieredStore::TenantStatsLocked(
+    const absl::flat_hash_map<uint64_t, std::pair<uint64_t, uint64_t>>& pages) const {
   absl::flat_hash_map<uint64_t, TenantStats> by_tag;
   auto of = [&](uint64_t tenant) -> TenantStats& {
     TenantStats& stats = by_tag[tenant];
@@ -110,10 +111,11 @@ std::vector<TenantStats> TieredStore::TenantStatsLocked() const {
     of(tenant).ram_bytes = bytes.ram;
     of(tenant).disk_bytes = bytes.disk;
   }
-  for (const auto& [key, entry] : index_) {
-    TenantStats& stats = of(key.tenant);
-    if (entry.in_ram) ++stats.ram_pages;
-    if (entry.on_disk) ++stats.disk_pages;
+  for (const auto& [tenant, counts] : pages) {
+    if (counts.first == 0 && counts.second == 0) continue;  // no entry for a tenant with none
+    TenantStats& stats = of(tenant);
+    stats.ram_pages = counts.first;
+    stats.disk_pages = counts.second;
   }
   for (const auto& [tenant, count] : pins_.count_by_tenant()) of(tenant).pins = count;
   for (const auto& [tenant, bytes] : pinned_bytes_) of(tenant).pinned_bytes = bytes;
