@@ -19,6 +19,7 @@
 #include "common/log.h"
 #include "common/pem_file.h"
 #include "common/status_macros.h"
+#include "kvtier/v1/credentials.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/security/credentials.h"
 #include "kvtier/v1/convert.h"
@@ -54,15 +55,16 @@ std::vector<std::pair<size_t, size_t>> Chunks(absl::Span<const uint64_t> sizes,
   return out;
 }
 
-// What servers accept as a token (kvstore/access: ValidateToken); checked
-// here too so that a bad one fails at Connect, not at every call.
+// What servers accept as a token (kvtier/v1/credentials.h); checked here
+// too so that a bad one fails at Connect, not at every call.
 absl::Status CheckToken(absl::string_view token, absl::string_view what) {
-  if (token.size() < 16 || token.size() > 4096) {
-    return absl::InvalidArgumentError(
-        absl::StrFormat("%s: %d characters, need 16..4096", what, token.size()));
+  if (token.size() < wire::kMinTokenBytes || token.size() > wire::kMaxTokenBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s: %d characters, need %d..%d", what,
+                                                      token.size(), wire::kMinTokenBytes,
+                                                      wire::kMaxTokenBytes));
   }
   for (const char c : token) {
-    if (c < 0x21 || c > 0x7e) {
+    if (!wire::IsTokenByte(c)) {
       return absl::InvalidArgumentError(
           absl::StrCat(what, ": only printable ASCII without spaces"));
     }
@@ -186,8 +188,13 @@ absl::StatusOr<std::unique_ptr<StoreClient>> StoreClient::Connect(const std::str
 }
 
 void StoreClient::AddCallMetadata(grpc::ClientContext* context) const {
-  if (!token_.empty()) context->AddMetadata("authorization", absl::StrCat("Bearer ", token_));
-  if (options_.shared_namespace) context->AddMetadata("kvtier-namespace", "shared");
+  if (!token_.empty()) {
+    context->AddMetadata(wire::kTokenMetadata,
+                         absl::StrCat(std::string(wire::kBearerPrefix), token_));
+  }
+  if (options_.shared_namespace) {
+    context->AddMetadata(wire::kNamespaceMetadata, wire::kSharedNamespace);
+  }
 }
 
 namespace {

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "kvtier/v1/credentials.h"
 
 namespace kvtier::access {
 namespace {
@@ -22,8 +23,8 @@ namespace {
 constexpr size_t kMaxLineBytes = 4096;
 constexpr size_t kMaxFileBytes = size_t{1} << 20;
 constexpr size_t kMaxTenantNameBytes = 64;
-constexpr size_t kMinTokenBytes = 16;
-constexpr size_t kMaxTokenBytes = 4096;
+using wire::kMaxTokenBytes;
+using wire::kMinTokenBytes;
 constexpr size_t kMaxCommonNameBytes = 255;
 constexpr std::string_view kHashPrefix = "sha256:";
 // "kvtier.tenant.v1" and the 0x00 that ends it.
@@ -45,7 +46,7 @@ Digest Sha256Of(std::string_view bytes) {
 // Bytes 0x21..0x7e: printable ASCII without the space.
 bool IsVisibleAscii(std::string_view bytes) {
   for (char c : bytes) {
-    if (c < 0x21 || c > 0x7e) return false;
+    if (!wire::IsTokenByte(c)) return false;
   }
   return true;
 }

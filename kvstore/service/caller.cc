@@ -9,7 +9,7 @@
 namespace kvtier::store {
 namespace {
 
-constexpr std::string_view kBearer = "Bearer ";
+constexpr std::string_view kBearer = wire::kBearerPrefix;
 
 std::optional<std::string_view> Metadata(const grpc::ServerContextBase& context,
                                          std::string_view key) {

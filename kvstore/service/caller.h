@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "grpcpp/server_context.h"
 #include "kvstore/access/access_control.h"
+#include "kvtier/v1/credentials.h"
 
 namespace kvtier::store {
 
@@ -53,9 +54,10 @@ class Authenticator {
   absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context, Need need) const;
 
   // The metadata keys and the namespace value clients send.
-  static constexpr char kTokenMetadata[] = "authorization";
-  static constexpr char kNamespaceMetadata[] = "kvtier-namespace";
-  static constexpr char kSharedNamespace[] = "shared";
+  // (kvtier/v1/credentials.h: the same for clients.)
+  static constexpr const char* kTokenMetadata = wire::kTokenMetadata;
+  static constexpr const char* kNamespaceMetadata = wire::kNamespaceMetadata;
+  static constexpr const char* kSharedNamespace = wire::kSharedNamespace;
 
  private:
   const access::AccessControl* const access_;
