@@ -13,6 +13,7 @@ KVTIER_DEBIAN_PACKAGES=(
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev pybind11-dev
   python3 python3-dev python3-venv redis-server redis-tools
   clang libclang-rt-14-dev
+  etcd-server golang-etcd-server-dev
 )
 
 log() { printf '\033[1m[kvtier]\033[0m %s\n' "$*" >&2; }
