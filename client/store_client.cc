@@ -229,7 +229,8 @@ absl::StatusOr<std::shared_ptr<ClientDataPlane>> DataPlaneFor(const std::string&
 
 StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
                          const ClientOptions& options, std::string token)
-    : options_(options),
+    : target_(target),
+      options_(options),
       token_(std::move(token)),
       channel_(std::move(channel)),
       stub_(v1::KvStore::NewStub(channel_)) {
@@ -452,6 +453,12 @@ absl::Status StoreClient::Unpin(std::string_view pin_id) {
 absl::StatusOr<v1::StatsResponse> StoreClient::Stats() {
   v1::StatsResponse response;
   RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Stats, v1::StatsRequest(), &response));
+  return response;
+}
+
+absl::StatusOr<v1::MembersResponse> StoreClient::Members() {
+  v1::MembersResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::Members, v1::MembersRequest(), &response));
   return response;
 }
 

@@ -269,6 +269,12 @@ class StoreClient {
 
   absl::StatusOr<v1::StatsResponse> Stats();
 
+  // The cluster's members as the server sees them (ClusterClient routes
+  // with it).
+  absl::StatusOr<v1::MembersResponse> Members();
+
+  const std::string& target() const { return target_; }
+
   const ClientOptions& options() const { return options_; }
   DataPlaneStats data_plane_stats() const;
 
@@ -392,6 +398,7 @@ class StoreClient {
                            std::vector<GotPage>* out);
 
   // Const after construction.
+  const std::string target_;
   const ClientOptions options_;
   // options_.token, or the one read from options_.token_file.
   const std::string token_;

@@ -1,0 +1,151 @@
+// ClusterClient: the client of a kvtier cluster. It keeps the cluster's
+// member view (from the Members RPC of any node it reaches) and sends each
+// page straight to the members that hold it (placement.h: the owner and
+// replicas by rendezvous hashing of the page's chain hash over the up
+// members), with one StoreClient per member.
+//
+//   ClusterOptions options;   // R = 2 replicas, W = 2 acknowledgements
+//   ASSIGN_OR_RETURN(auto cluster, ClusterClient::Connect({"10.0.0.1:50051"}, options));
+//   ASSIGN_OR_RETURN(auto outcomes, cluster->BatchPut(pages));
+//   ASSIGN_OR_RETURN(ClusterLookupReply found, cluster->Lookup(chain, 0, n_layers));
+//   ASSIGN_OR_RETURN(auto got, cluster->BatchGet(keys));
+//
+// Writes: every page goes to its R owners at once (one BatchPut per member,
+// the members in parallel), and the put succeeds when W of them stored it.
+// A member that fails with UNAVAILABLE or DEADLINE_EXCEEDED (down, or not
+// yet known to be down) is skipped for the rest of the call and the pages
+// it missed go to the next members in their ranking until each has W
+// copies; any other error (a bad page, a quota) is returned as it is.
+// With fewer up members than W, every up member must store the page.
+//
+// Reads fail over: a key asked of its owner that is missing there, lost, or
+// whose owner fails is asked of its next replica, and so on through its R
+// owners and then the draining and joining members (which may still hold
+// pages placed on them under an earlier view). Lookup finds the longest
+// prefix of a key chain stored anywhere in the cluster, asking each owner
+// for all of its pages in one RPC per round (rounds run only for the pages
+// still missing) and saying where each page lives.
+//
+// The view: refreshed every view_refresh_ms in the background and at once
+// (at most every 100 ms) after a member failed; a reply with a lower etcd
+// revision than the view's is ignored, so a node with a stale view cannot
+// roll the client back.
+//
+// Not here yet: Delete and Pin across members (use a StoreClient of a
+// member, members()), and the data plane's own member routing (each
+// StoreClient uses its member's data plane as usual).
+//
+// Thread-safety: thread-safe; one ClusterClient may be shared.
+#ifndef KVTIER_CLIENT_CLUSTER_CLIENT_H_
+#define KVTIER_CLIENT_CLUSTER_CLIENT_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "client/store_client.h"
+#include "kvtier/v1/store.pb.h"
+
+namespace kvtier::client {
+
+struct ClusterOptions {
+  // Options of each member's StoreClient. The defaults here are those of
+  // ClientOptions except deadline_ms 5000 and max_attempts 2: a call to a
+  // dead member should fail over soon, not retry for long.
+  ClientOptions client = DefaultMemberOptions();
+  // Copies of each page (R). Default 2; range [1, 16].
+  uint32_t replicas = 2;
+  // Copies stored before a put succeeds (W). Default 2; range [1, replicas].
+  uint32_t write_quorum = 2;
+  // How often the member view is refreshed in the background. Default
+  // 1000 ms; range [10, 3,600,000].
+  int64_t view_refresh_ms = 1000;
+  // Puts place their first copy on this member when it is up (a worker's
+  // own node, for its sequence's private pages). Default: none.
+  std::string prefer_member_id{};
+
+  static ClientOptions DefaultMemberOptions();
+  // INVALID_ARGUMENT naming the first bad option.
+  absl::Status Validate() const;
+};
+
+struct ClusterLookupReply {
+  // Leading chain pages stored, with every requested layer, on some member.
+  uint32_t prefix_pages = 0;
+  // For every chain page: the id of a member that holds all its requested
+  // layers, or empty when none was found (pages after the first gap are
+  // reported only where a round happened to ask their holder).
+  std::vector<std::string> holders;
+};
+
+class ClusterClient {
+ public:
+  // Reads the member view from the first of `seeds` (host:port) that
+  // answers Members. UNAVAILABLE when none does; INVALID_ARGUMENT for bad
+  // options or no seeds.
+  static absl::StatusOr<std::unique_ptr<ClusterClient>> Connect(
+      const std::vector<std::string>& seeds, const ClusterOptions& options);
+
+  // One outcome per page, same order (already_present: the first member
+  // that stored it had it already). UNAVAILABLE when a page could not get
+  // W copies.
+  absl::StatusOr<std::vector<PutOutcome>> BatchPut(absl::Span<const PutPage> pages);
+
+  // One result per key, same order: OK from the first member that had it,
+  // else NOT_FOUND (LOST when a member lost it and none had it).
+  // UNAVAILABLE when no member that may hold a missing key answered.
+  absl::StatusOr<std::vector<GotPage>> BatchGet(absl::Span<const PageKey> keys,
+                                                uint64_t page_bytes_hint = 0);
+
+  // layer_count 0 means 1. UNAVAILABLE when a page's every owner failed
+  // before the prefix was settled.
+  absl::StatusOr<ClusterLookupReply> Lookup(absl::Span<const Hash128> chain,
+                                            uint32_t layer_begin = 0, uint32_t layer_count = 1);
+
+  // Asks the members for their view now. UNAVAILABLE when none answers.
+  absl::Status RefreshView();
+  // The current view: members sorted by id, and its etcd revision.
+  v1::MembersResponse view() const;
+  // The StoreClient of member `id` (for per-member calls: Stats, Pin);
+  // NOT_FOUND for an id not in the view.
+  absl::StatusOr<std::shared_ptr<StoreClient>> member(const std::string& id);
+
+  ~ClusterClient();
+
+ private:
+  struct View;
+  ClusterClient(const ClusterOptions& options, std::vector<std::string> seeds);
+
+  std::shared_ptr<const View> CurrentView() const;
+  // After a member failed: refresh unless the last refresh was < 100 ms ago.
+  void RefreshSoon();
+  // The StoreClient for `member`, made on first use; a member whose address
+  // changed gets a new one.
+  absl::StatusOr<std::shared_ptr<StoreClient>> ClientFor(const v1::Member& member);
+  void RefreshLoop();
+
+  // Const after construction.
+  const ClusterOptions options_;
+  const std::vector<std::string> seeds_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, std::shared_ptr<StoreClient>> clients_ ABSL_GUARDED_BY(mu_);
+  absl::Time last_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+
+  absl::Notification stop_;
+  std::thread refresher_;
+};
+
+}  // namespace kvtier::client
+
+#endif  // KVTIER_CLIENT_CLUSTER_CLIENT_H_
