@@ -1,10 +1,13 @@
 #include "kvstore/service/server_config.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -37,17 +40,20 @@ class ErrorCollector : public google::protobuf::io::ErrorCollector {
 };
 
 // host:port with a host (a name, an IPv4 address or a bracketed IPv6 one)
-// and a decimal port in [0, 65535].
-absl::Status CheckListenAddress(const std::string& listen) {
-  const size_t colon = listen.rfind(':');
+// of at most 255 bytes without spaces or '/', and a decimal port in
+// [min_port, 65535].
+bool IsHostPort(absl::string_view address, uint32_t min_port) {
+  const size_t colon = address.rfind(':');
   uint32_t port = 0;
-  const bool ok = colon != std::string::npos && colon > 0 && colon + 1 < listen.size() &&
-                  listen.size() - colon - 1 <= 5 &&
-                  listen.find_first_not_of("0123456789", colon + 1) == std::string::npos &&
-                  absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) &&
-                  port <= 65535 &&
-                  listen.find_first_of(" \t\n\r/") == std::string::npos;
-  if (!ok) {
+  return colon != absl::string_view::npos && colon > 0 && colon + 1 < address.size() &&
+         address.size() <= 255 && address.size() - colon - 1 <= 5 &&
+         address.find_first_not_of("0123456789", colon + 1) == absl::string_view::npos &&
+         absl::SimpleAtoi(address.substr(colon + 1), &port) && port >= min_port &&
+         port <= 65535 && address.find_first_of(" \t\n\r/") == absl::string_view::npos;
+}
+
+absl::Status CheckListenAddress(const std::string& listen) {
+  if (!IsHostPort(listen, 0)) {
     return absl::InvalidArgumentError(
         absl::StrFormat("listen \"%s\" is not host:port (port 0-65535)", listen));
   }
@@ -149,6 +155,89 @@ absl::Status CheckRange(absl::string_view name, uint64_t value, uint64_t lo, uin
   return absl::OkStatus();
 }
 
+// A cluster name or node id: 1..64 of [A-Za-z0-9._-].
+bool IsMemberName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') {
+      return false;
+    }
+  }
+  return true;
+}
+
+absl::Status ResolveCluster(const v1::ServerConfig& config, ServerSettings* s) {
+  if (config.has_node_id()) s->node_id = config.node_id();
+  if (!IsMemberName(s->node_id)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "node_id \"%s\": must be 1..64 of [A-Za-z0-9._-]", absl::CEscape(s->node_id)));
+  }
+  if (config.has_cluster_name()) s->cluster_name = config.cluster_name();
+  if (!IsMemberName(s->cluster_name)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "cluster_name \"%s\": must be 1..64 of [A-Za-z0-9._-]", absl::CEscape(s->cluster_name)));
+  }
+  if (config.has_lease_ttl_s()) s->lease_ttl_s = config.lease_ttl_s();
+  RETURN_IF_ERROR(CheckRange("lease_ttl_s", s->lease_ttl_s, 2, 300));
+  s->advertise_address = config.advertise_address();
+  if (!s->advertise_address.empty() && !IsHostPort(s->advertise_address, 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "advertise_address \"%s\": must be host:port", absl::CEscape(s->advertise_address)));
+  }
+  for (const std::string& endpoint : config.etcd_endpoints()) {
+    if (!IsHostPort(endpoint, 1)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "etcd_endpoints \"%s\": must be host:port", absl::CEscape(endpoint)));
+    }
+    s->etcd_endpoints.push_back(endpoint);
+  }
+  for (const std::string& entry : config.static_members()) {
+    const size_t eq = entry.find('=');
+    v1::Member member;
+    member.set_state(v1::MEMBER_UP);
+    if (eq != std::string::npos) {
+      member.set_id(entry.substr(0, eq));
+      member.set_address(entry.substr(eq + 1));
+    }
+    if (eq == std::string::npos || !IsMemberName(member.id()) ||
+        !IsHostPort(member.address(), 1)) {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "static_members \"%s\": must be id=host:port with an id of 1..64 of [A-Za-z0-9._-]",
+          absl::CEscape(entry)));
+    }
+    s->static_members.push_back(std::move(member));
+  }
+  std::sort(s->static_members.begin(), s->static_members.end(),
+            [](const v1::Member& a, const v1::Member& b) { return a.id() < b.id(); });
+  for (size_t i = 1; i < s->static_members.size(); ++i) {
+    if (s->static_members[i].id() == s->static_members[i - 1].id()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("static_members: id \"", s->static_members[i].id(), "\" given twice"));
+    }
+  }
+  if (!s->etcd_endpoints.empty() && !s->static_members.empty()) {
+    return absl::InvalidArgumentError("etcd_endpoints and static_members exclude each other");
+  }
+  if (!s->clustered()) return absl::OkStatus();
+  if (!config.has_node_id()) {
+    return absl::InvalidArgumentError("node_id: required with etcd_endpoints or static_members");
+  }
+  if (!s->static_members.empty() &&
+      std::none_of(s->static_members.begin(), s->static_members.end(),
+                   [&](const v1::Member& m) { return m.id() == s->node_id; })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("static_members: this node (node_id \"", s->node_id, "\") is not listed"));
+  }
+  const absl::string_view host = absl::string_view(s->listen).substr(0, s->listen.rfind(':'));
+  if (s->advertise_address.empty() && (host == "0.0.0.0" || host == "[::]" || host.empty())) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "advertise_address: required in a cluster when listen \"%s\" is a wildcard address",
+        s->listen));
+  }
+  return absl::OkStatus();
+}
+
+
 }  // namespace
 
 absl::StatusOr<LogLevel> ParseLogLevel(absl::string_view name) {
@@ -243,6 +332,7 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(CheckRange("local_max_lanes_per_tenant", s.local_max_lanes_per_tenant, 1,
                              s.local_max_lanes));
   RETURN_IF_ERROR(ResolveTls(config, &s));
+  RETURN_IF_ERROR(ResolveCluster(config, &s));
   // The store's own checks (e.g. the RAM tier's smallest and largest size),
   // so that a configuration that resolves is one the store opens with.
   RETURN_IF_ERROR(o.Validate());

@@ -13,12 +13,14 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "common/log.h"
 #include "kvstore/core/store.h"
 #include "kvtier/v1/config.pb.h"
+#include "kvtier/v1/store.pb.h"
 #include "ucx/context.h"
 
 namespace kvtier::store {
@@ -53,8 +55,17 @@ struct ServerSettings {
   bool local_lanes = true;
   uint32_t local_max_lanes = 64;
   uint32_t local_max_lanes_per_tenant = 16;
+  // Cluster (config.proto).
+  std::string node_id = "local";
+  std::string advertise_address;  // empty: the listen address, bound port
+  std::vector<std::string> etcd_endpoints;
+  std::string cluster_name = "default";
+  uint32_t lease_ttl_s = 10;
+  // From static_members, state MEMBER_UP, sorted by id.
+  std::vector<v1::Member> static_members;
 
   bool tls() const { return !tls_cert_file.empty(); }
+  bool clustered() const { return !etcd_endpoints.empty() || !static_members.empty(); }
 };
 
 // Whether the host of a host:port address is loopback: "localhost",

@@ -220,6 +220,72 @@ struct BadCase {
   const char* field;
 };
 
+TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(v1::ServerConfig());
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->node_id, "local");
+  EXPECT_EQ(s->cluster_name, "default");
+  EXPECT_EQ(s->lease_ttl_s, 10u);
+  EXPECT_TRUE(s->advertise_address.empty());
+  EXPECT_TRUE(s->etcd_endpoints.empty());
+  EXPECT_TRUE(s->static_members.empty());
+  EXPECT_FALSE(s->clustered());
+}
+
+TEST(ServerConfigTest, StaticMembersAreParsedAndSortedById) {
+  absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(
+      "node_id: \"b\" static_members: \"c=10.0.0.3:7000\" static_members: \"b=127.0.0.1:7001\" "
+      "static_members: \"a=[::1]:7002\"",
+      "t");
+  ASSERT_TRUE(config.ok()) << config.status();
+  absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
+  ASSERT_TRUE(s.ok()) << s.status();
+  ASSERT_EQ(s->static_members.size(), 3u);
+  EXPECT_EQ(s->static_members[0].id(), "a");
+  EXPECT_EQ(s->static_members[0].address(), "[::1]:7002");
+  EXPECT_EQ(s->static_members[1].id(), "b");
+  EXPECT_EQ(s->static_members[2].address(), "10.0.0.3:7000");
+  EXPECT_EQ(s->static_members[2].state(), v1::MEMBER_UP);
+  EXPECT_TRUE(s->clustered());
+}
+
+TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
+  const BadCase cases[] = {
+      {"node_id: \"\"", "node_id"},
+      {"node_id: \"a/b\"", "node_id"},
+      {"node_id: \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"", "node_id"},
+      {"cluster_name: \"x y\"", "cluster_name"},
+      {"lease_ttl_s: 1", "lease_ttl_s"},
+      {"lease_ttl_s: 301", "lease_ttl_s"},
+      {"advertise_address: \"host\"", "advertise_address"},
+      {"advertise_address: \"host:0\"", "advertise_address"},
+      {"etcd_endpoints: \"127.0.0.1\"", "etcd_endpoints"},
+      {"etcd_endpoints: \"127.0.0.1:2379/x\"", "etcd_endpoints"},
+      {"node_id: \"a\" static_members: \"a\"", "static_members"},
+      {"node_id: \"a\" static_members: \"=h:1\"", "static_members"},
+      {"node_id: \"a\" static_members: \"a=h:1\" static_members: \"a=h:2\"", "static_members"},
+      {"node_id: \"a\" static_members: \"b=h:1\"", "static_members"},
+      {"node_id: \"a\" static_members: \"a=h:1\" etcd_endpoints: \"h:2379\"", "etcd_endpoints"},
+      {"etcd_endpoints: \"h:2379\"", "node_id"},
+      {"node_id: \"a\" etcd_endpoints: \"h:2379\" listen: \"0.0.0.0:1\" allow_insecure: true",
+       "advertise_address"},
+  };
+  for (const BadCase& c : cases) {
+    absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(c.text, "t");
+    ASSERT_TRUE(config.ok()) << c.text << ": " << config.status();
+    absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
+    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_EQ(s.status().message().rfind(c.field, 0), 0u) << c.text << ": " << s.status();
+  }
+  // A wildcard listen address is fine once the node says where to dial it.
+  absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(
+      "node_id: \"a\" etcd_endpoints: \"h:2379\" listen: \"0.0.0.0:1\" allow_insecure: true "
+      "advertise_address: \"10.0.0.1:1\"",
+      "t");
+  ASSERT_TRUE(config.ok());
+  EXPECT_TRUE(ResolveServerConfig(*config).ok());
+}
+
 TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
   const BadCase cases[] = {
       {"ram { capacity_bytes: 0 }", "ram.capacity_bytes"},

@@ -17,6 +17,7 @@
 #include <fstream>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/flags/flag.h"
@@ -35,6 +36,7 @@
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "kvstore/cluster/membership.h"
 #include "kvstore/core/store.h"
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
@@ -101,6 +103,15 @@ ABSL_FLAG(bool, local_lanes, true,
           "that the server copies (not with trusted_local_clients)");
 ABSL_FLAG(uint32_t, local_max_lanes, 64, "Most local lanes open at once");
 ABSL_FLAG(uint32_t, local_max_lanes_per_tenant, 16, "Most local lanes of one tenant");
+ABSL_FLAG(std::string, node_id, "local", "This node's id in the cluster ([A-Za-z0-9._-], 1..64)");
+ABSL_FLAG(std::string, advertise_address, "",
+          "host:port other nodes and clients dial for this node (default: listen, bound port)");
+ABSL_FLAG(std::vector<std::string>, etcd_endpoints, {},
+          "etcd client endpoints host:port,... to register and watch members in");
+ABSL_FLAG(std::string, cluster_name, "default", "Members register under /kvtier/NAME/members/");
+ABSL_FLAG(uint32_t, lease_ttl_s, 10, "Seconds after its last keep-alive a silent node is down");
+ABSL_FLAG(std::vector<std::string>, static_members, {},
+          "A fixed member list id=host:port,... (this node among them), instead of etcd");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -207,6 +218,16 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("local_max_lanes")) c.set_local_max_lanes(absl::GetFlag(FLAGS_local_max_lanes));
   if (Given("local_max_lanes_per_tenant")) {
     c.set_local_max_lanes_per_tenant(absl::GetFlag(FLAGS_local_max_lanes_per_tenant));
+  }
+  if (Given("node_id")) c.set_node_id(absl::GetFlag(FLAGS_node_id));
+  if (Given("advertise_address")) c.set_advertise_address(absl::GetFlag(FLAGS_advertise_address));
+  if (Given("etcd_endpoints")) {
+    for (const std::string& e : absl::GetFlag(FLAGS_etcd_endpoints)) c.add_etcd_endpoints(e);
+  }
+  if (Given("cluster_name")) c.set_cluster_name(absl::GetFlag(FLAGS_cluster_name));
+  if (Given("lease_ttl_s")) c.set_lease_ttl_s(absl::GetFlag(FLAGS_lease_ttl_s));
+  if (Given("static_members")) {
+    for (const std::string& m : absl::GetFlag(FLAGS_static_members)) c.add_static_members(m);
   }
   return c;
 }
@@ -389,6 +410,58 @@ std::unique_ptr<UcxDataPlane> StartDataPlane(const ServerSettings& settings, Sto
   return std::move(*plane);
 }
 
+// The member record this node publishes: its dialable address (the listen
+// address with the port bound, unless advertise_address names one) and its
+// tiers' capacities.
+v1::Member SelfMember(const ServerSettings& settings, int port) {
+  v1::Member self;
+  self.set_id(settings.node_id);
+  std::string address = settings.advertise_address;
+  if (address.empty()) {
+    address = absl::StrCat(settings.listen.substr(0, settings.listen.rfind(':')), ":", port);
+  }
+  self.set_address(address);
+  self.set_state(v1::MEMBER_JOINING);
+  self.set_ram_capacity_bytes(settings.store.ram.capacity_bytes);
+  self.set_disk_capacity_bytes(settings.store.disk.capacity_bytes);
+  self.set_started_unix_ms(static_cast<uint64_t>(absl::ToUnixMillis(absl::Now())));
+  return self;
+}
+
+// Registers this node (etcd, a static list, or a list of one when it is not
+// part of a cluster) and marks it up: it serves its recovered pages from
+// the start.
+absl::StatusOr<std::unique_ptr<cluster::Membership>> JoinCluster(const ServerSettings& settings,
+                                                                 int port,
+                                                                 const StoreStats& recovered) {
+  v1::Member self = SelfMember(settings, port);
+  std::unique_ptr<cluster::Membership> membership;
+  if (!settings.etcd_endpoints.empty()) {
+    cluster::EtcdMembershipOptions options;
+    options.endpoints = settings.etcd_endpoints;
+    options.prefix = absl::StrCat("/kvtier/", settings.cluster_name, "/members/");
+    options.lease_ttl = absl::Seconds(settings.lease_ttl_s);
+    ASSIGN_OR_RETURN(membership, cluster::StartEtcdMembership(options, self));
+  } else {
+    std::vector<v1::Member> members = settings.static_members;
+    if (members.empty()) members.push_back(self);
+    for (v1::Member& member : members) {
+      if (member.id() == self.id()) member = self;
+    }
+    ASSIGN_OR_RETURN(membership, cluster::StartStaticMembership(std::move(members), self.id()));
+  }
+  RETURN_IF_ERROR(membership->SetSelfState(v1::MEMBER_UP));
+  const std::shared_ptr<const cluster::MemberView> view = membership->View();
+  KVTIER_LOG(INFO) << "member up node_id=" << self.id() << " address=" << self.address()
+                   << " source="
+                   << (settings.etcd_endpoints.empty()
+                           ? (settings.static_members.empty() ? "none (one node)" : "static list")
+                           : "etcd")
+                   << " members=" << view->members.size() << " revision=" << view->revision
+                   << " pages=" << recovered.ram.pages + recovered.disk.pages;
+  return membership;
+}
+
 int Run() {
   // Block the shutdown signals before gRPC starts threads, so that only
   // sigwait below receives them.
@@ -459,6 +532,15 @@ int Run() {
     }
   }
   LogStartup(*settings, port, recovered);
+  absl::StatusOr<std::unique_ptr<cluster::Membership>> membership =
+      JoinCluster(*settings, port, recovered);
+  if (!membership.ok()) {
+    std::fprintf(stderr, "kvtier-server: cannot join the cluster: %s\n",
+                 membership.status().ToString().c_str());
+    server->Shutdown();
+    return 1;
+  }
+  service->SetMembership(membership->get());
 
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
@@ -481,6 +563,11 @@ int Run() {
                      << " tenants_with_own_quotas=" << table->quota_overrides().size();
   }
   KVTIER_LOG(INFO) << "shutting down signal=" << sig;
+  // Placement skips a draining member at once; its record goes when the
+  // server has stopped serving.
+  if (absl::Status draining = (*membership)->SetSelfState(v1::MEMBER_DRAINING); !draining.ok()) {
+    KVTIER_LOG(WARNING) << "cannot announce draining: " << draining;
+  }
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
@@ -488,6 +575,7 @@ int Run() {
   // The service first: it serves the data plane's request messages.
   server.reset();
   service.reset();
+  (*membership)->Leave();
   data_plane.reset();
   if (settings->shutdown_demote_ms > 0) {
     // No request and no data-plane writer is left: RAM is quiet.

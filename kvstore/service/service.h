@@ -22,12 +22,14 @@
 #ifndef KVTIER_KVSTORE_SERVICE_SERVICE_H_
 #define KVTIER_KVSTORE_SERVICE_SERVICE_H_
 
+#include <atomic>
 #include <cstdint>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
 #include "absl/functional/any_invocable.h"
 #include "absl/functional/function_ref.h"
+#include "kvstore/cluster/membership.h"
 #include "kvstore/core/store.h"
 #include "kvstore/dataplane/local_lanes.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
@@ -114,6 +116,15 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   grpc::ServerUnaryReactor* OpenLocalLane(grpc::CallbackServerContext* context,
                                           const v1::OpenLocalLaneRequest* request,
                                           v1::OpenLocalLaneResponse* response) override;
+  grpc::ServerUnaryReactor* Members(grpc::CallbackServerContext* context,
+                                    const v1::MembersRequest* request,
+                                    v1::MembersResponse* response) override;
+
+  // service_members.cc. The membership Members answers from (UNAVAILABLE
+  // before this is called). `membership` must outlive the service.
+  void SetMembership(const cluster::Membership* membership);
+  // Any authenticated caller: clients route keys with the view.
+  absl::Status DoMembers(v1::MembersResponse* response) const;
 
   // service_local_lanes.cc. Serves local lanes from now on (OpenLocalLane
   // answers FAILED_PRECONDITION before). Call once, before serving.
@@ -260,6 +271,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Set once by StartLocalLanes, before serving; closed first on
   // destruction (its threads call the handlers above).
   std::unique_ptr<LocalLanes> lanes_;
+  // Set once by SetMembership, after the server bound its port.
+  std::atomic<const cluster::Membership*> membership_{nullptr};
 };
 
 }  // namespace kvtier::store

@@ -1,0 +1,348 @@
+// The cluster with real processes on loopback: a real etcd and three or
+// five kvtier-server nodes registered in it, driven by ClusterClients.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "client/cluster_client.h"
+#include "client/placement.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "testing/etcd_process.h"
+#include "testing/server_process.h"
+#include "testing/test_pages.h"
+
+namespace kvtier {
+namespace {
+
+using client::ClusterClient;
+using client::ClusterOptions;
+using client::StoreClient;
+using testing::EtcdProcess;
+using testing::MakePages;
+using testing::PageSet;
+using testing::PromptChain;
+using testing::ServerProcess;
+using testing::SmallLayout;
+using testing::TempDir;
+
+constexpr int kLeaseTtlS = 2;
+
+class ClusterTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (access(EtcdProcess::kBinary, X_OK) != 0) {
+      GTEST_SKIP() << EtcdProcess::kBinary << " is absent (Debian: etcd-server)";
+    }
+    absl::StatusOr<std::unique_ptr<EtcdProcess>> etcd = EtcdProcess::Start(dir_.path() + "/etcd");
+    ASSERT_TRUE(etcd.ok()) << etcd.status();
+    etcd_ = *std::move(etcd);
+  }
+
+  std::string NodeId(int i) const { return absl::StrCat("node-", i); }
+
+  // Starts node i (again, after a kill: same id and data directory).
+  void StartNode(int i) {
+    const std::string work = absl::StrCat(dir_.path(), "/", NodeId(i));
+    std::filesystem::create_directories(work);
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
+        {"--data_dir=" + work + "/data", "--ram_bytes=67108864", "--shutdown_demote_ms=10000",
+         "--node_id=" + NodeId(i),
+         "--etcd_endpoints=" + etcd_->endpoint(), absl::StrCat("--lease_ttl_s=", kLeaseTtlS),
+         "--cluster_name=test"},
+        work);
+    ASSERT_TRUE(server.ok()) << server.status();
+    ASSERT_TRUE((*server)->AwaitStderr("member up").ok()) << (*server)->StderrText();
+    if (nodes_.size() <= static_cast<size_t>(i)) nodes_.resize(i + 1);
+    nodes_[i] = *std::move(server);
+  }
+
+  void StartNodes(int n) {
+    for (int i = 0; i < n; ++i) StartNode(i);
+  }
+
+  std::unique_ptr<ClusterClient> Connect(int seed, ClusterOptions options = {}) {
+    absl::StatusOr<std::unique_ptr<ClusterClient>> cluster =
+        ClusterClient::Connect({nodes_[seed]->target()}, options);
+    EXPECT_TRUE(cluster.ok()) << cluster.status();
+    return cluster.ok() ? *std::move(cluster) : nullptr;
+  }
+
+  // Waits until the client's view shows `count` members up and, when
+  // `down` is set, that member down.
+  void AwaitView(ClusterClient& cluster, int up_count, const std::string& down = {}) {
+    const absl::Time deadline = absl::Now() + absl::Seconds(30);
+    while (true) {
+      ASSERT_TRUE(cluster.RefreshView().ok());
+      const v1::MembersResponse view = cluster.view();
+      int up = 0;
+      bool down_seen = down.empty();
+      for (const v1::Member& m : view.members()) {
+        up += m.state() == v1::MEMBER_UP;
+        if (m.id() == down && m.state() == v1::MEMBER_DOWN) down_seen = true;
+      }
+      if (up == up_count && down_seen) return;
+      ASSERT_LT(absl::Now(), deadline) << view.DebugString();
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+
+  // A StoreClient straight to node i.
+  std::unique_ptr<StoreClient> Direct(int i) {
+    absl::StatusOr<std::unique_ptr<StoreClient>> c =
+        StoreClient::Connect(nodes_[i]->target(), client::ClientOptions());
+    EXPECT_TRUE(c.ok());
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // Whether node i stores `key` (asked directly).
+  bool Holds(int i, const PageKey& key) {
+    absl::StatusOr<std::vector<client::GotPage>> got = Direct(i)->BatchGet({key});
+    return got.ok() && (*got)[0].status == v1::PAGE_STATUS_OK;
+  }
+
+  void ExpectAllReadable(ClusterClient& cluster, const PageSet& pages) {
+    absl::StatusOr<std::vector<client::GotPage>> got = cluster.BatchGet(pages.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), pages.keys.size());
+    for (size_t i = 0; i < got->size(); ++i) {
+      ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
+      ASSERT_EQ((*got)[i].data, pages.bytes[i]) << i;
+    }
+  }
+
+  TempDir dir_;
+  std::unique_ptr<EtcdProcess> etcd_;
+  std::vector<std::unique_ptr<ServerProcess>> nodes_;
+};
+
+TEST_F(ClusterTest, EveryNodeListsEveryMemberUp) {
+  StartNodes(3);
+  for (int i = 0; i < 3; ++i) {
+    std::unique_ptr<ClusterClient> cluster = Connect(i);
+    ASSERT_NE(cluster, nullptr);
+    AwaitView(*cluster, 3);
+    absl::StatusOr<v1::MembersResponse> view = Direct(i)->Members();
+    ASSERT_TRUE(view.ok()) << view.status();
+    ASSERT_EQ(view->members_size(), 3);
+    EXPECT_EQ(view->self_id(), NodeId(i));
+    EXPECT_GT(view->revision(), 0);
+    for (int m = 0; m < 3; ++m) {
+      EXPECT_EQ(view->members(m).id(), NodeId(m));
+      EXPECT_EQ(view->members(m).state(), v1::MEMBER_UP);
+      EXPECT_EQ(view->members(m).address(), nodes_[m]->target());
+      EXPECT_EQ(view->members(m).ram_capacity_bytes(), uint64_t{64} << 20);
+    }
+  }
+}
+
+TEST_F(ClusterTest, PagesLiveOnTheirOwnersAndAnyNodeFindsThem) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> writer = Connect(0);
+  std::unique_ptr<ClusterClient> reader = Connect(2);
+  ASSERT_NE(writer, nullptr);
+  ASSERT_NE(reader, nullptr);
+  AwaitView(*writer, 3);
+  AwaitView(*reader, 3);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 48, 1), 2);
+  ASSERT_TRUE(writer->BatchPut(pages.ToPut(SmallLayout())).ok());
+
+  // Each page on exactly its two owners by rendezvous hashing.
+  const v1::MembersResponse view = writer->view();
+  const std::vector<v1::Member> members(view.members().begin(), view.members().end());
+  const client::Placement placement(members);
+  std::map<std::string, int> per_node;
+  for (const PageKey& key : pages.keys) {
+    std::set<std::string> owners;
+    for (size_t m : placement.Owners(key.hash, 2)) owners.insert(placement.member(m).id());
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(Holds(i, key), owners.contains(NodeId(i))) << NodeId(i);
+      per_node[NodeId(i)] += owners.contains(NodeId(i));
+    }
+  }
+  for (const auto& [id, count] : per_node) EXPECT_GT(count, 0) << id;
+  ExpectAllReadable(*reader, pages);
+
+  // One Lookup finds the whole chain and where each page lives.
+  const std::vector<Hash128> chain = PromptChain(SmallLayout(), 48, 1);
+  absl::StatusOr<client::ClusterLookupReply> found = reader->Lookup(chain, 0, 2);
+  ASSERT_TRUE(found.ok()) << found.status();
+  EXPECT_EQ(found->prefix_pages, 48u);
+  for (size_t p = 0; p < chain.size(); ++p) {
+    const std::vector<size_t> owners = placement.Owners(chain[p], 2);
+    EXPECT_EQ(found->holders[p], placement.member(owners[0]).id()) << p;
+  }
+  // A third layer that was never written: no prefix at all.
+  found = reader->Lookup(chain, 0, 3);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->prefix_pages, 0u);
+
+  // Page 30 deleted from both owners: the prefix ends there.
+  for (int i = 0; i < 3; ++i) {
+    ASSERT_TRUE(Direct(i)->Delete({PageKey{.hash = chain[30], .layer = 0}}).ok());
+  }
+  found = reader->Lookup(chain, 0, 2);
+  ASSERT_TRUE(found.ok());
+  EXPECT_EQ(found->prefix_pages, 30u);
+  EXPECT_EQ(found->holders[30], "");
+}
+
+TEST_F(ClusterTest, SigkillOfANodeUnderLoadLosesNoAcknowledgedPage) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> writer = Connect(1);
+  std::unique_ptr<ClusterClient> reader = Connect(2);
+  ASSERT_NE(writer, nullptr);
+  ASSERT_NE(reader, nullptr);
+  AwaitView(*writer, 3);
+  AwaitView(*reader, 3);
+
+  // Writes and reads go on while node-0 dies; every put that succeeded is
+  // remembered, and every read must return exact bytes or a miss.
+  absl::Mutex mu;
+  std::vector<PageSet> acknowledged;
+  std::atomic<bool> stop{false};
+  std::atomic<int> wrong_bytes{0};
+  std::atomic<int> failed_puts{0};
+  std::thread load([&] {
+    for (uint32_t prompt = 100; !stop.load(); ++prompt) {
+      PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 8, prompt), 2);
+      if (!writer->BatchPut(pages.ToPut(SmallLayout())).ok()) {
+        ++failed_puts;
+        continue;
+      }
+      absl::StatusOr<std::vector<client::GotPage>> got = reader->BatchGet(pages.keys);
+      if (got.ok()) {
+        for (size_t i = 0; i < got->size(); ++i) {
+          if ((*got)[i].status == v1::PAGE_STATUS_OK && (*got)[i].data != pages.bytes[i]) {
+            ++wrong_bytes;
+          }
+        }
+      }
+      absl::MutexLock lock(&mu);
+      acknowledged.push_back(std::move(pages));
+    }
+  });
+  absl::SleepFor(absl::Milliseconds(500));
+  ASSERT_TRUE(nodes_[0]->Signal(SIGKILL).ok());
+  // Until the lease expires the view still lists node-0 up: puts and gets
+  // fail over past it meanwhile.
+  AwaitView(*reader, 2, NodeId(0));
+  absl::SleepFor(absl::Milliseconds(500));
+  stop = true;
+  load.join();
+
+  EXPECT_EQ(wrong_bytes.load(), 0);
+  EXPECT_EQ(failed_puts.load(), 0);
+  absl::MutexLock lock(&mu);
+  ASSERT_GT(acknowledged.size(), 2u);
+  for (const PageSet& pages : acknowledged) ExpectAllReadable(*reader, pages);
+  // Writes after the death land on the two survivors.
+  const PageSet after = MakePages(SmallLayout(), PromptChain(SmallLayout(), 8, 99), 1);
+  ASSERT_TRUE(writer->BatchPut(after.ToPut(SmallLayout())).ok());
+  for (const PageKey& key : after.keys) {
+    EXPECT_TRUE(Holds(1, key));
+    EXPECT_TRUE(Holds(2, key));
+  }
+}
+
+TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 32, 7), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  std::vector<PageKey> on_node2;
+  for (const PageKey& key : pages.keys) {
+    if (Holds(2, key)) on_node2.push_back(key);
+  }
+  ASSERT_FALSE(on_node2.empty());
+
+  // A graceful stop: the RAM tier is written to disk first.
+  ASSERT_TRUE(nodes_[2]->Stop().ok());
+  AwaitView(*cluster, 2, NodeId(2));
+  StartNode(2);
+  AwaitView(*cluster, 3);
+  for (const PageKey& key : on_node2) EXPECT_TRUE(Holds(2, key));
+  ExpectAllReadable(*cluster, pages);
+}
+
+TEST_F(ClusterTest, MembershipSurvivesAnEtcdRestart) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  etcd_->Kill();
+  // Without etcd the nodes keep their views and keep serving.
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 8, 3), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  ASSERT_TRUE(etcd_->Restart().ok());
+  // Back with etcd: all three still members, and a change is seen again.
+  AwaitView(*cluster, 3);
+  ASSERT_TRUE(nodes_[1]->Signal(SIGKILL).ok());
+  AwaitView(*cluster, 2, NodeId(1));
+  ExpectAllReadable(*cluster, pages);
+}
+
+TEST_F(ClusterTest, FiveNodesSpreadPagesAndSurviveOneDeath) {
+  StartNodes(5);
+  std::unique_ptr<ClusterClient> cluster = Connect(4);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 5);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 100, 11), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  int copies = 0;
+  for (const PageKey& key : pages.keys) {
+    for (int i = 0; i < 5; ++i) copies += Holds(i, key);
+  }
+  EXPECT_EQ(copies, 200);
+  // A stale view: node-3 dies, the client reads before it hears of it.
+  ASSERT_TRUE(nodes_[3]->Signal(SIGKILL).ok());
+  ExpectAllReadable(*cluster, pages);
+}
+
+TEST_F(ClusterTest, BadClusterFlagsAreRefused) {
+  absl::StatusOr<testing::ExitResult> exit = ServerProcess::RunToExit(
+      {"--listen=127.0.0.1:0", "--etcd_endpoints=" + etcd_->endpoint(), "--data_dir=" +
+       dir_.path() + "/bad"},
+      dir_.path());
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code, 2);
+  EXPECT_THAT(exit->stderr_text, ::testing::HasSubstr("node_id: required"));
+  exit = ServerProcess::RunToExit({"--listen=127.0.0.1:0", "--node_id=a",
+                                   "--static_members=b=127.0.0.1:1", "--data_dir=" +
+                                   dir_.path() + "/bad"},
+                                  dir_.path());
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code, 2);
+  EXPECT_THAT(exit->stderr_text, ::testing::HasSubstr("is not listed"));
+}
+
+TEST(ClusterClientOptionsTest, BadOptionsAreRefused) {
+  ClusterOptions options;
+  options.write_quorum = 3;
+  EXPECT_TRUE(absl::IsInvalidArgument(ClusterClient::Connect({"127.0.0.1:1"}, options).status()));
+  options = ClusterOptions();
+  options.replicas = 0;
+  EXPECT_TRUE(absl::IsInvalidArgument(ClusterClient::Connect({"127.0.0.1:1"}, options).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(ClusterClient::Connect({}, ClusterOptions()).status()));
+  // Nobody answers at a closed port.
+  EXPECT_TRUE(absl::IsUnavailable(
+      ClusterClient::Connect({absl::StrCat("127.0.0.1:", testing::PickFreePort().value_or(1))},
+                             ClusterOptions())
+          .status()));
+}
+
+}  // namespace
+}  // namespace kvtier
