@@ -209,6 +209,13 @@ struct TenantStats {
   uint64_t quota_refusals = 0;
 };
 
+// A stored page and, when pinned, when its last pin ends (Unix ms; 0: not
+// pinned): what a cluster node copies to a page's new owner.
+struct HeldPage {
+  PageKey key;
+  int64_t pin_expiry_ms = 0;
+};
+
 struct StoreStats {
   TierStats ram;
   TierStats disk;
@@ -423,6 +430,11 @@ class Store {
   virtual absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) = 0;
 
   virtual StoreStats Stats() const = 0;
+
+  // Every committed page (or, with `pinned_only`, every page with a live
+  // pin), with its latest pin's expiry, in no order. O(pages) under the
+  // store's lock.
+  virtual std::vector<HeldPage> HeldPages(bool pinned_only) const = 0;
 
   // Replaces every tenant's own quotas: tenants absent from `quotas` get
   // StoreOptions' defaults. A quota lowered below a tenant's usage deletes

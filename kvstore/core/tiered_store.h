@@ -89,6 +89,7 @@ class TieredStore final : public Store {
   absl::StatusOr<uint64_t> DemoteAll(absl::Time deadline) override ABSL_LOCKS_EXCLUDED(mu_);
   StoredBytes BytesOf(absl::Span<const PageKey> keys) const override ABSL_LOCKS_EXCLUDED(mu_);
   StoreStats Stats() const override;
+  std::vector<HeldPage> HeldPages(bool pinned_only) const override;
   void SetTenantQuotas(absl::flat_hash_map<uint64_t, TenantQuotas> quotas) override
       ABSL_LOCKS_EXCLUDED(mu_);
   // The arena's region never moves or grows, and capacity_bytes() is const

@@ -202,6 +202,26 @@ absl::Status TieredStore::Unpin(uint64_t tenant, const PinId& public_id) {
   return absl::OkStatus();
 }
 
+std::vector<HeldPage> TieredStore::HeldPages(bool pinned_only) const {
+  absl::MutexLock lock(&mu_);
+  const int64_t now_ms = clock_->NowMillis();
+  // Expiries on the store's clock, reported as Unix time.
+  const int64_t unix_now_ms = absl::ToUnixMillis(absl::Now());
+  std::vector<HeldPage> held;
+  for (const auto& [key, entry] : index_) {
+    int64_t expiry_ms = 0;
+    for (uint64_t pin_id : entry.pin_ids) {
+      if (pins_.Contains(pin_id)) expiry_ms = std::max(expiry_ms, pins_.expiry_ms(pin_id));
+    }
+    // A pin past its expiry but not yet swept holds nothing.
+    const int64_t unix_expiry_ms = expiry_ms > now_ms ? unix_now_ms + (expiry_ms - now_ms) : 0;
+    if (unix_expiry_ms > 0 || !pinned_only) {
+      held.push_back(HeldPage{.key = key, .pin_expiry_ms = unix_expiry_ms});
+    }
+  }
+  return held;
+}
+
 void TieredStore::SweepPinsLocked() {
   const int64_t now_ms = clock_->NowMillis();
   while (uint64_t pin_id = pins_.FirstExpired(now_ms)) ReleasePinLocked(pin_id);

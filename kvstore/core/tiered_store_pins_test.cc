@@ -3,7 +3,9 @@
 // with its id and expiry, after it.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <memory>
+#include <vector>
 #include <string>
 
 #include "absl/time/clock.h"
@@ -82,6 +84,49 @@ TEST(PinPersistenceTest, ARestoredPinKeepsItsPagesThroughChurn) {
   EXPECT_TRUE(Readable(*store, Key(1)));
   EXPECT_TRUE(Readable(*store, Key(2)));
   EXPECT_FALSE(Readable(*store, Key(3)));
+}
+
+TEST(HeldPagesTest, ListsEachPageOnceWithItsLatestPinExpiry) {
+  TempDir dir;
+  auto store = *Store::Open(Options(dir.path()));
+  PutEach(*store, 1, 4);
+  const int64_t before_ms = absl::ToUnixMillis(absl::Now());
+  ASSERT_TRUE(store->Pin(0, {Key(1), Key(2)}, kHourMs, PinId{}).ok());
+  ASSERT_TRUE(store->Pin(0, {Key(2)}, 2 * kHourMs, PinId{}).ok());
+  const PinId short_pin = *store->Pin(0, {Key(3)}, kHourMs, PinId{});
+  ASSERT_TRUE(store->Unpin(0, short_pin).ok());
+  const int64_t after_ms = absl::ToUnixMillis(absl::Now());
+
+  std::vector<HeldPage> pinned = store->HeldPages(/*pinned_only=*/true);
+  auto by_key = [](const HeldPage& a, const HeldPage& b) { return a.key < b.key; };
+  std::sort(pinned.begin(), pinned.end(), by_key);
+  ASSERT_EQ(pinned.size(), 2u);  // page 3's pin is gone, page 4 never had one
+  EXPECT_EQ(pinned[0].key, std::min(Key(1), Key(2)));
+  EXPECT_EQ(pinned[1].key, std::max(Key(1), Key(2)));
+  for (const HeldPage& page : pinned) {
+    const int64_t ttl_ms = page.key == Key(2) ? 2 * kHourMs : kHourMs;
+    EXPECT_GE(page.pin_expiry_ms, before_ms + ttl_ms);
+    EXPECT_LE(page.pin_expiry_ms, after_ms + ttl_ms);
+  }
+  // Every page, the unpinned ones with expiry 0.
+  std::vector<HeldPage> all = store->HeldPages(/*pinned_only=*/false);
+  std::sort(all.begin(), all.end(), by_key);
+  ASSERT_EQ(all.size(), 4u);
+  for (const HeldPage& page : all) {
+    EXPECT_EQ(page.pin_expiry_ms > 0, page.key == Key(1) || page.key == Key(2));
+  }
+}
+
+TEST(HeldPagesTest, AnExpiredPinHoldsNothing) {
+  TempDir dir;
+  auto store = *Store::Open(Options(dir.path()));
+  PutEach(*store, 1, 1);
+  ASSERT_TRUE(store->Pin(0, {Key(1)}, 30, PinId{}).ok());
+  ASSERT_EQ(store->HeldPages(/*pinned_only=*/true).size(), 1u);
+  absl::SleepFor(absl::Milliseconds(60));
+  EXPECT_TRUE(store->HeldPages(/*pinned_only=*/true).empty());
+  ASSERT_EQ(store->HeldPages(/*pinned_only=*/false).size(), 1u);
+  EXPECT_EQ(store->HeldPages(/*pinned_only=*/false)[0].pin_expiry_ms, 0);
 }
 
 TEST(PinPersistenceTest, AnExpiredPinIsDroppedAndItsIdNeverReused) {

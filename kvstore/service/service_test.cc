@@ -89,6 +89,7 @@ class FakeStore final : public Store {
     pin_tenant = tenant;
     return pin_id == kPin ? absl::OkStatus() : absl::NotFoundError("no pin");
   }
+  std::vector<HeldPage> HeldPages(bool /*pinned_only*/) const override { return {}; }
   StoreStats Stats() const override {
     StoreStats s;
     s.ram = {1, 2, 3, 4, 5, 6, 7, 8};
