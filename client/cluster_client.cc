@@ -28,6 +28,13 @@ struct ClusterClient::View {
     return out;
   }
 
+  // The ids of the members that take pages, in view order.
+  std::vector<std::string> UpIds() const {
+    std::vector<std::string> ids;
+    for (size_t i = 0; i < placement.size(); ++i) ids.push_back(placement.member(i).id());
+    return ids;
+  }
+
   const v1::MembersResponse response;
   const std::vector<v1::Member> members;
   const Placement placement;
@@ -111,6 +118,10 @@ absl::Status ClusterOptions::Validate() const {
   if (write_quorum < 1 || write_quorum > replicas) {
     return absl::InvalidArgumentError(
         absl::StrCat("write_quorum ", write_quorum, ": must be 1..replicas (", replicas, ")"));
+  }
+  if (repair_window_ms < 0 || repair_window_ms > 86'400'000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("repair_window_ms ", repair_window_ms, ": must be 0..86400000"));
   }
   if (view_refresh_ms < 10 || view_refresh_ms > 3'600'000) {
     return absl::InvalidArgumentError(
@@ -209,7 +220,14 @@ absl::Status ClusterClient::RefreshView() {
     absl::MutexLock lock(&mu_);
     last_refresh_ = absl::Now();
     if (view_ == nullptr || reply->revision() >= view_->response.revision()) {
-      view_ = std::make_shared<const View>(*std::move(reply));
+      auto next = std::make_shared<const View>(*std::move(reply));
+      // A first view with members that are not up (down, draining,
+      // joining) counts as a change too: pages may still sit where they
+      // were.
+      const bool changed = view_ != nullptr ? view_->UpIds() != next->UpIds()
+                                            : next->UpIds().size() != next->members.size();
+      if (changed) up_changed_ = absl::Now();
+      view_ = std::move(next);
     }
     return absl::OkStatus();
   }
@@ -271,6 +289,7 @@ absl::StatusOr<std::vector<PutOutcome>> ClusterClient::BatchPut(absl::Span<const
       if (!results[t].ok()) {
         if (!FailsOver(results[t].status())) return WithMember(results[t].status(), member);
         failed[m] = true;
+        failovers_.fetch_add(1, std::memory_order_relaxed);
         last_failure = WithMember(results[t].status(), member);
         for (size_t i : by_member[m]) lacking.push_back(i);
       } else {
@@ -316,8 +335,11 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
   std::vector<GotPage> got(keys.size());
   std::vector<bool> done(keys.size(), false);
   std::vector<bool> answered(keys.size(), false);
+  // Owners (up, among the key's R) that answered that they lack the key.
+  std::vector<std::vector<const v1::Member*>> lacking(keys.size());
   absl::flat_hash_set<std::string> failed;
   absl::Status last_failure = absl::UnavailableError("no member holds these pages");
+  const size_t owners = std::min<size_t>(options_.replicas, view->placement.size());
   for (size_t i = 0; i < keys.size(); ++i) {
     candidates[i] = view->Candidates(keys[i].hash, options_.replicas, {}, true);
     got[i].key = keys[i];
@@ -349,6 +371,7 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
       if (!results[g].ok()) {
         if (!FailsOver(results[g].status())) return WithMember(results[g].status(), member);
         failed.insert(member.id());
+        failovers_.fetch_add(1, std::memory_order_relaxed);
         last_failure = WithMember(results[g].status(), member);
         any_failed = true;
         continue;
@@ -357,12 +380,14 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
         const size_t i = groups.items[g][k];
         GotPage& page = (*results[g])[k];
         answered[i] = true;
+        const bool is_owner = next[i] < owners;
         ++next[i];
         if (page.status == v1::PAGE_STATUS_OK) {
           got[i] = std::move(page);
           done[i] = true;
-        } else if (page.status == v1::PAGE_STATUS_LOST) {
-          got[i].status = v1::PAGE_STATUS_LOST;
+        } else {
+          if (page.status == v1::PAGE_STATUS_LOST) got[i].status = v1::PAGE_STATUS_LOST;
+          if (is_owner) lacking[i].push_back(&member);
         }
       }
     }
@@ -374,8 +399,97 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
           absl::StrCat("key ", i, ": no member that may hold it answered; ",
                        last_failure.message()));
     }
+    if (!done[i] || !options_.read_repair) lacking[i].clear();
   }
+  if (options_.read_repair && InRepairWindow()) {
+    std::vector<std::vector<const v1::Member*>> unasked(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (!done[i]) continue;
+      for (size_t c = next[i]; c < owners && c < candidates[i].size(); ++c) {
+        if (!failed.contains(candidates[i][c]->id())) unasked[i].push_back(candidates[i][c]);
+      }
+    }
+    FindLacking(got, unasked, &lacking);
+  }
+  Repair(got, lacking);
   return got;
+}
+
+bool ClusterClient::InRepairWindow() const {
+  absl::MutexLock lock(&mu_);
+  return absl::Now() - up_changed_ < absl::Milliseconds(options_.repair_window_ms);
+}
+
+void ClusterClient::FindLacking(const std::vector<GotPage>& pages,
+                                const std::vector<std::vector<const v1::Member*>>& unasked,
+                                std::vector<std::vector<const v1::Member*>>* repair) {
+  // One Lookup per (member, layer): it answers for a chain of hashes and
+  // one layer range.
+  struct Probe {
+    const v1::Member* member;
+    uint32_t layer;
+    std::vector<size_t> items;
+  };
+  std::vector<Probe> probes;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    for (const v1::Member* member : unasked[i]) {
+      auto it = std::find_if(probes.begin(), probes.end(), [&](const Probe& p) {
+        return p.member->id() == member->id() && p.layer == pages[i].key.layer;
+      });
+      if (it == probes.end()) {
+        probes.push_back(Probe{member, pages[i].key.layer, {}});
+        it = probes.end() - 1;
+      }
+      it->items.push_back(i);
+    }
+  }
+  if (probes.empty()) return;
+  std::vector<absl::StatusOr<LookupReply>> results(probes.size(), absl::UnknownError("not sent"));
+  RunEach(probes.size(), [&](size_t p) {
+    std::vector<Hash128> chain;
+    for (size_t i : probes[p].items) chain.push_back(pages[i].key.hash);
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*probes[p].member);
+    results[p] = client.ok() ? (*client)->Lookup(chain, probes[p].layer, 1)
+                             : absl::StatusOr<LookupReply>(client.status());
+  });
+  for (size_t p = 0; p < probes.size(); ++p) {
+    // A member that does not answer is not written to either.
+    if (!results[p].ok() || results[p]->tiers.size() != probes[p].items.size()) continue;
+    for (size_t k = 0; k < probes[p].items.size(); ++k) {
+      if (results[p]->tiers[k] == v1::TIER_NONE) {
+        (*repair)[probes[p].items[k]].push_back(probes[p].member);
+      }
+    }
+  }
+}
+
+void ClusterClient::Repair(const std::vector<GotPage>& pages,
+                           const std::vector<std::vector<const v1::Member*>>& repair) {
+  Groups groups;
+  for (size_t i = 0; i < pages.size(); ++i) {
+    for (const v1::Member* member : repair[i]) groups.Add(member, i);
+  }
+  if (groups.members.empty()) return;
+  RunEach(groups.members.size(), [&](size_t g) {
+    std::vector<PutPage> put;
+    put.reserve(groups.items[g].size());
+    for (size_t i : groups.items[g]) {
+      put.push_back(PutPage{.key = pages[i].key,
+                            .layout = pages[i].layout,
+                            .data = {reinterpret_cast<const uint8_t*>(pages[i].data.data()),
+                                     pages[i].data.size()}});
+    }
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*groups.members[g]);
+    const bool stored = client.ok() && (*client)->BatchPut(put).ok();
+    (stored ? repaired_pages_ : repair_failures_)
+        .fetch_add(put.size(), std::memory_order_relaxed);
+  });
+}
+
+ClusterStats ClusterClient::stats() const {
+  return ClusterStats{.failovers = failovers_.load(std::memory_order_relaxed),
+                      .repaired_pages = repaired_pages_.load(std::memory_order_relaxed),
+                      .repair_failures = repair_failures_.load(std::memory_order_relaxed)};
 }
 
 absl::StatusOr<ClusterLookupReply> ClusterClient::Lookup(absl::Span<const Hash128> chain,
@@ -425,6 +539,7 @@ absl::StatusOr<ClusterLookupReply> ClusterClient::Lookup(absl::Span<const Hash12
       if (!results[g].ok()) {
         if (!FailsOver(results[g].status())) return WithMember(results[g].status(), member);
         failed.insert(member.id());
+        failovers_.fetch_add(1, std::memory_order_relaxed);
         last_failure = WithMember(results[g].status(), member);
         any_failed = true;
         continue;

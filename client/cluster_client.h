@@ -21,7 +21,14 @@
 // Reads fail over: a key asked of its owner that is missing there, lost, or
 // whose owner fails is asked of its next replica, and so on through its R
 // owners and then the draining and joining members (which may still hold
-// pages placed on them under an earlier view). Lookup finds the longest
+// pages placed on them under an earlier view). Read repair (read_repair):
+// a page found is written, before BatchGet returns, to those of its R
+// owners that lack it: the owners asked before the one that had it, and,
+// for repair_window_ms after the set of up members changed (or after a
+// first view that lists members not up), the owners not asked too (one
+// Lookup per owner and layer finds which lack it).
+// After a member died, joined or began draining, each page read moves to
+// where the view places it. Lookup finds the longest
 // prefix of a key chain stored anywhere in the cluster, asking each owner
 // for all of its pages in one RPC per round (rounds run only for the pages
 // still missing) and saying where each page lives.
@@ -39,6 +46,7 @@
 #ifndef KVTIER_CLIENT_CLUSTER_CLIENT_H_
 #define KVTIER_CLIENT_CLUSTER_CLIENT_H_
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -72,6 +80,12 @@ struct ClusterOptions {
   // Puts place their first copy on this member when it is up (a worker's
   // own node, for its sequence's private pages). Default: none.
   std::string prefer_member_id{};
+  // Write pages a read found away from their owners to those owners (see
+  // above). Default true.
+  bool read_repair = true;
+  // How long after the up members changed reads also check the owners they
+  // did not ask. Default 600,000 ms (10 min); range [0, 86,400,000].
+  int64_t repair_window_ms = 600'000;
 
   static ClientOptions DefaultMemberOptions();
   // INVALID_ARGUMENT naming the first bad option.
@@ -85,6 +99,17 @@ struct ClusterLookupReply {
   // layers, or empty when none was found (pages after the first gap are
   // reported only where a round happened to ask their holder).
   std::vector<std::string> holders;
+};
+
+// Counted since the client was created.
+struct ClusterStats {
+  // Calls to a member that failed with UNAVAILABLE or DEADLINE_EXCEEDED and
+  // went on with the next member.
+  uint64_t failovers = 0;
+  // Pages read repair wrote to an owner that lacked them, and those it
+  // could not write (the owner failed too; a later read tries again).
+  uint64_t repaired_pages = 0;
+  uint64_t repair_failures = 0;
 };
 
 class ClusterClient {
@@ -115,6 +140,7 @@ class ClusterClient {
   absl::Status RefreshView();
   // The current view: members sorted by id, and its etcd revision.
   v1::MembersResponse view() const;
+  ClusterStats stats() const;
   // The StoreClient of member `id` (for per-member calls: Stats, Pin);
   // NOT_FOUND for an id not in the view.
   absl::StatusOr<std::shared_ptr<StoreClient>> member(const std::string& id);
@@ -132,6 +158,16 @@ class ClusterClient {
   // changed gets a new one.
   absl::StatusOr<std::shared_ptr<StoreClient>> ClientFor(const v1::Member& member);
   void RefreshLoop();
+  // Whether reads now check the owners they did not ask.
+  bool InRepairWindow() const;
+  // Adds to repair[i] each of `unasked[i]` (owners of page i) that lacks
+  // it, asking them by Lookup.
+  void FindLacking(const std::vector<GotPage>& pages,
+                   const std::vector<std::vector<const v1::Member*>>& unasked,
+                   std::vector<std::vector<const v1::Member*>>* repair);
+  // Writes page i of `pages` to each member of repair[i] (read repair).
+  void Repair(const std::vector<GotPage>& pages,
+              const std::vector<std::vector<const v1::Member*>>& repair);
 
   // Const after construction.
   const ClusterOptions options_;
@@ -141,6 +177,13 @@ class ClusterClient {
   std::shared_ptr<const View> view_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, std::shared_ptr<StoreClient>> clients_ ABSL_GUARDED_BY(mu_);
   absl::Time last_refresh_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+  // When the set of up members last changed (InfinitePast: not since the
+  // first view).
+  absl::Time up_changed_ ABSL_GUARDED_BY(mu_) = absl::InfinitePast();
+
+  std::atomic<uint64_t> failovers_{0};
+  std::atomic<uint64_t> repaired_pages_{0};
+  std::atomic<uint64_t> repair_failures_{0};
 
   absl::Notification stop_;
   std::thread refresher_;

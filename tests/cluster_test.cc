@@ -256,6 +256,74 @@ TEST_F(ClusterTest, SigkillOfANodeUnderLoadLosesNoAcknowledgedPage) {
   }
 }
 
+// Owner ids of `key` under the client's current view.
+std::set<std::string> OwnersOf(const ClusterClient& cluster, const PageKey& key) {
+  const v1::MembersResponse view = cluster.view();
+  const std::vector<v1::Member> members(view.members().begin(), view.members().end());
+  const client::Placement placement(members);
+  std::set<std::string> owners;
+  for (size_t m : placement.Owners(key.hash, 2)) owners.insert(placement.member(m).id());
+  return owners;
+}
+
+TEST_F(ClusterTest, ReadRepairGivesADeadMembersPagesTheirSecondCopy) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 21), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  uint64_t affected = 0;
+  for (const PageKey& key : pages.keys) affected += OwnersOf(*cluster, key).contains(NodeId(0));
+  ASSERT_GT(affected, 0u);
+
+  ASSERT_TRUE(nodes_[0]->Signal(SIGKILL).ok());
+  AwaitView(*cluster, 2, NodeId(0));
+  ExpectAllReadable(*cluster, pages);
+  EXPECT_EQ(cluster->stats().repaired_pages, affected);
+  EXPECT_EQ(cluster->stats().repair_failures, 0u);
+  for (const PageKey& key : pages.keys) {
+    EXPECT_TRUE(Holds(1, key));
+    EXPECT_TRUE(Holds(2, key));
+  }
+  // Nothing is left to repair.
+  ExpectAllReadable(*cluster, pages);
+  EXPECT_EQ(cluster->stats().repaired_pages, affected);
+}
+
+TEST_F(ClusterTest, AJoiningMemberTakesItsShareAsPagesAreRead) {
+  StartNode(0);
+  StartNode(1);
+  ClusterOptions no_repair;
+  no_repair.read_repair = false;
+  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  std::unique_ptr<ClusterClient> plain = Connect(0, no_repair);
+  ASSERT_NE(cluster, nullptr);
+  ASSERT_NE(plain, nullptr);
+  AwaitView(*cluster, 2);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 22), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+
+  StartNode(2);
+  AwaitView(*cluster, 3);
+  AwaitView(*plain, 3);
+  // Without read repair every page is still found (on its former owners)
+  // and the new member gets nothing.
+  ExpectAllReadable(*plain, pages);
+  EXPECT_EQ(plain->stats().repaired_pages, 0u);
+  for (const PageKey& key : pages.keys) EXPECT_FALSE(Holds(2, key));
+
+  ExpectAllReadable(*cluster, pages);
+  uint64_t share = 0;
+  for (const PageKey& key : pages.keys) {
+    const bool owned = OwnersOf(*cluster, key).contains(NodeId(2));
+    share += owned;
+    EXPECT_EQ(Holds(2, key), owned);
+  }
+  EXPECT_GT(share, 0u);
+  EXPECT_EQ(cluster->stats().repaired_pages, share);
+}
+
 TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
   StartNodes(3);
   std::unique_ptr<ClusterClient> cluster = Connect(0);
