@@ -462,6 +462,13 @@ absl::StatusOr<v1::MembersResponse> StoreClient::Members() {
   return response;
 }
 
+absl::StatusOr<v1::ReplicaPutResponse> StoreClient::ReplicaPut(
+    const v1::ReplicaPutRequest& request) {
+  v1::ReplicaPutResponse response;
+  RETURN_IF_ERROR(Call(&v1::KvStore::Stub::ReplicaPut, request, &response));
+  return response;
+}
+
 }  // namespace kvtier::client
 
 namespace kvtier::client {

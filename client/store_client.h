@@ -272,6 +272,9 @@ class StoreClient {
   // The cluster's members as the server sees them (ClusterClient routes
   // with it).
   absl::StatusOr<v1::MembersResponse> Members();
+  // Cluster-internal (an admin credential; store.proto): stores pages in the
+  // key space of request.tenant, bytes inline, as one RPC.
+  absl::StatusOr<v1::ReplicaPutResponse> ReplicaPut(const v1::ReplicaPutRequest& request);
 
   const std::string& target() const { return target_; }
 

@@ -111,6 +111,12 @@ void ServiceSeeds() {
   lane_put.mutable_pages(0)->set_region_offset(4096);
   seed(14, 1, lane_put, "lane_put");
   seed(14, 2, get, "lane_get");
+  // A node's copy of a pinned page into tenant 1.
+  v1::ReplicaPutRequest replica;
+  replica.set_tenant(1);
+  *replica.add_pages() = WirePage(7, true);
+  replica.add_pin_expiry_unix_ms(int64_t{1} << 42);
+  seed(15, 0, replica, "replica_put");
 }
 
 void ConfigSeeds() {

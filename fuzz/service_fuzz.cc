@@ -77,7 +77,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   store::KvStoreService& s = *h->service;
   // The session is tenant 0's: a call of tenant 1 must find it absent.
   const store::Caller caller{.tenant = op % 4 == 3 ? 1u : 0u, .admin = true, .name = ""};
-  switch (call % 15) {
+  switch (call % 16) {
     case 0: {
       v1::LookupRequest r;
       v1::LookupResponse out;
@@ -178,6 +178,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const store::LaneOwner owner{
           .tenant = caller.tenant, .admin = false, .may_write = (op & 4) == 0, .name = ""};
       s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment)).status().IgnoreError();
+      break;
+    }
+    case 15: {
+      // Another node's copy, into any tenant's key space.
+      v1::ReplicaPutRequest r;
+      v1::ReplicaPutResponse out;
+      if (r.ParseFromString(bytes)) s.DoReplicaPut(r, &out).IgnoreError();
       break;
     }
     default:

@@ -324,6 +324,82 @@ TEST_F(ClusterTest, AJoiningMemberTakesItsShareAsPagesAreRead) {
   EXPECT_EQ(cluster->stats().repaired_pages, share);
 }
 
+TEST_F(ClusterTest, ADeadMembersPinnedPagesGetTheirSecondCopyBackUnread) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  const PageSet pinned = MakePages(SmallLayout(), PromptChain(SmallLayout(), 40, 31), 1);
+  const PageSet unpinned = MakePages(SmallLayout(), PromptChain(SmallLayout(), 40, 32), 1);
+  ASSERT_TRUE(cluster->BatchPut(pinned.ToPut(SmallLayout())).ok());
+  ASSERT_TRUE(cluster->BatchPut(unpinned.ToPut(SmallLayout())).ok());
+  // Each owner pins its pages, as a client pinning through every owner
+  // would.
+  std::map<std::string, std::vector<PageKey>> by_owner;
+  for (const PageKey& key : pinned.keys) {
+    for (const std::string& id : OwnersOf(*cluster, key)) by_owner[id].push_back(key);
+  }
+  for (const auto& [id, keys] : by_owner) {
+    absl::StatusOr<std::shared_ptr<StoreClient>> member = cluster->member(id);
+    ASSERT_TRUE(member.ok());
+    ASSERT_TRUE((*member)->Pin(keys, 600'000).ok()) << id;
+  }
+  std::vector<PageKey> unpinned_moved;  // unpinned pages node-0 owned
+  for (const PageKey& key : unpinned.keys) {
+    if (OwnersOf(*cluster, key).contains(NodeId(0))) unpinned_moved.push_back(key);
+  }
+  ASSERT_FALSE(unpinned_moved.empty());
+
+  ASSERT_TRUE(nodes_[0]->Signal(SIGKILL).ok());
+  AwaitView(*cluster, 2, NodeId(0));
+  // No client reads anything: the survivors copy the pinned pages between
+  // them, pinned.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  for (int node : {1, 2}) {
+    while (true) {
+      absl::StatusOr<v1::StatsResponse> stats = Direct(node)->Stats();
+      ASSERT_TRUE(stats.ok());
+      if (stats->disk().pinned_pages() == pinned.keys.size()) break;
+      ASSERT_LT(absl::Now(), deadline) << NodeId(node) << " " << stats->DebugString();
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+    for (const PageKey& key : pinned.keys) EXPECT_TRUE(Holds(node, key));
+  }
+  // Unpinned pages wait for a read (read repair) to move.
+  int moved = 0;
+  for (const PageKey& key : unpinned_moved) moved += Holds(1, key) && Holds(2, key);
+  EXPECT_EQ(moved, 0);
+  EXPECT_THAT(nodes_[1]->StderrText() + nodes_[2]->StderrText(),
+              ::testing::HasSubstr("replication round"));
+}
+
+TEST_F(ClusterTest, ADrainingMemberHandsEveryPageOnBeforeItStops) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 41), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  size_t owned_by_0 = 0;
+  for (const PageKey& key : pages.keys) owned_by_0 += OwnersOf(*cluster, key).contains(NodeId(0));
+  ASSERT_GT(owned_by_0, 0u);
+
+  absl::StatusOr<testing::ExitResult> exit = nodes_[0]->Stop();
+  ASSERT_TRUE(exit.ok());
+  EXPECT_EQ(exit->exit_code, 0);
+  EXPECT_THAT(exit->stderr_text,
+              ::testing::HasSubstr(absl::StrCat("drain done pages_copied=", owned_by_0,
+                                                " copy_failures=0")));
+  // Every page is on both survivors before any read.
+  for (const PageKey& key : pages.keys) {
+    EXPECT_TRUE(Holds(1, key));
+    EXPECT_TRUE(Holds(2, key));
+  }
+  AwaitView(*cluster, 2);
+  ExpectAllReadable(*cluster, pages);
+  EXPECT_EQ(cluster->stats().repaired_pages, 0u);
+}
+
 TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
   StartNodes(3);
   std::unique_ptr<ClusterClient> cluster = Connect(0);

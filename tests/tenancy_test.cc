@@ -15,6 +15,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/time/clock.h"
 #include "client/store_client.h"
+#include "common/checksum.h"
 #include "gmock/gmock.h"
 #include "grpcpp/grpcpp.h"
 #include "gtest/gtest.h"
@@ -116,6 +117,59 @@ grpc::Status RawLookup(const std::string& target, const std::string& authorizati
   request.add_chain(std::string(16, 'x'));
   v1::LookupResponse response;
   return stub->Lookup(&context, request, &response);
+}
+
+// Another node's copy: admins only, into the named tenant's key space, its
+// pin expiries honoured, and a malformed request changes nothing.
+TEST_F(TenancyTest, ReplicaPutIsForAdminsAndStoresInTheNamedTenant) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const client::PutPage page = PageOf(7, 'r');
+  v1::ReplicaPutRequest request;
+  request.set_tenant(access::TenantTag("acme"));
+  v1::PutPage* wire = request.add_pages();
+  v1::KeyToProto(page.key, wire->mutable_key());
+  v1::LayoutToProto(page.layout, wire->mutable_layout());
+  wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+  wire->set_inline_data(std::string(page.data.begin(), page.data.end()));
+  request.add_pin_expiry_unix_ms(absl::ToUnixMillis(absl::Now() + absl::Minutes(10)));
+
+  EXPECT_EQ(Client(kAcme)->ReplicaPut(request).status().code(),
+            absl::StatusCode::kPermissionDenied);
+  v1::ReplicaPutRequest two_expiries = request;
+  two_expiries.add_pin_expiry_unix_ms(1);
+  EXPECT_EQ(Client(kOps)->ReplicaPut(two_expiries).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::ReplicaPutRequest negative = request;
+  negative.set_pin_expiry_unix_ms(0, -5);
+  EXPECT_EQ(Client(kOps)->ReplicaPut(negative).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  v1::ReplicaPutRequest corrupt = request;
+  corrupt.mutable_pages(0)->set_checksum(wire->checksum() ^ 1);
+  EXPECT_EQ(Client(kOps)->ReplicaPut(corrupt).status().code(),
+            absl::StatusCode::kDataLoss);
+  absl::StatusOr<std::vector<client::GotPage>> got = Client(kAcme)->BatchGet({page.key});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_NOT_FOUND);
+
+  absl::StatusOr<v1::ReplicaPutResponse> stored = Client(kOps)->ReplicaPut(request);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  EXPECT_EQ(stored->stored_pages(), 1u);
+  EXPECT_EQ(stored->present_pages(), 0u);
+  EXPECT_EQ(stored->pinned_pages(), 1u);
+  // acme reads it; globex, whose key space it is not in, does not.
+  got = Client(kAcme)->BatchGet({page.key});
+  ASSERT_TRUE(got.ok());
+  ASSERT_EQ((*got)[0].status, v1::PAGE_STATUS_OK);
+  EXPECT_EQ((*got)[0].data, std::string(page.data.begin(), page.data.end()));
+  got = Client(kGlobex)->BatchGet({page.key});
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_NOT_FOUND);
+  // Pinned: acme cannot delete it without force.
+  EXPECT_EQ(Client(kAcme)->Delete({page.key}).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  stored = Client(kOps)->ReplicaPut(request);
+  ASSERT_TRUE(stored.ok());
+  EXPECT_EQ(stored->present_pages(), 1u);
 }
 
 TEST_F(TenancyTest, CallsWithoutAKnownCredentialAreUnauthenticated) {

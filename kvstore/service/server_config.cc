@@ -218,7 +218,23 @@ absl::Status ResolveCluster(const v1::ServerConfig& config, ServerSettings* s) {
   if (!s->etcd_endpoints.empty() && !s->static_members.empty()) {
     return absl::InvalidArgumentError("etcd_endpoints and static_members exclude each other");
   }
+  if (config.has_replicas()) s->replicas = config.replicas();
+  RETURN_IF_ERROR(CheckRange("replicas", s->replicas, 1, 16));
+  if (config.has_drain_timeout_s()) s->drain_timeout_s = config.drain_timeout_s();
+  RETURN_IF_ERROR(CheckRange("drain_timeout_s", s->drain_timeout_s, 0, 3600));
+  s->peer_token_file = config.peer_token_file();
+  s->peer_tls_ca_file = config.peer_tls_ca_file();
   if (!s->clustered()) return absl::OkStatus();
+  if (s->tls() && s->peer_tls_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "peer_tls_ca_file: required in a cluster with TLS, to verify the peers this node "
+        "copies pages to");
+  }
+  if (!s->access_file.empty() && s->peer_token_file.empty() && s->tls_client_ca_file.empty()) {
+    return absl::InvalidArgumentError(
+        "peer_token_file: required in a cluster with an access_file and without client "
+        "certificates: peers take copies from admins only");
+  }
   if (!config.has_node_id()) {
     return absl::InvalidArgumentError("node_id: required with etcd_endpoints or static_members");
   }

@@ -63,6 +63,10 @@ struct ServerSettings {
   uint32_t lease_ttl_s = 10;
   // From static_members, state MEMBER_UP, sorted by id.
   std::vector<v1::Member> static_members;
+  uint32_t replicas = 2;
+  std::string peer_token_file;
+  std::string peer_tls_ca_file;
+  uint32_t drain_timeout_s = 30;
 
   bool tls() const { return !tls_cert_file.empty(); }
   bool clustered() const { return !etcd_endpoints.empty() || !static_members.empty(); }

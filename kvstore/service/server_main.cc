@@ -37,6 +37,7 @@
 #include "grpcpp/grpcpp.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "kvstore/cluster/membership.h"
+#include "kvstore/cluster/replicator.h"
 #include "kvstore/core/store.h"
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
@@ -112,6 +113,11 @@ ABSL_FLAG(std::string, cluster_name, "default", "Members register under /kvtier/
 ABSL_FLAG(uint32_t, lease_ttl_s, 10, "Seconds after its last keep-alive a silent node is down");
 ABSL_FLAG(std::vector<std::string>, static_members, {},
           "A fixed member list id=host:port,... (this node among them), instead of etcd");
+ABSL_FLAG(uint32_t, replicas, 2, "Copies of each page the cluster keeps");
+ABSL_FLAG(std::string, peer_token_file, "", "Admin token this node presents to its peers");
+ABSL_FLAG(std::string, peer_tls_ca_file, "", "CA of the peers' certificates (TLS clusters)");
+ABSL_FLAG(uint32_t, drain_timeout_s, 30,
+          "On SIGTERM in a cluster: most seconds to hand pages to their new owners");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -229,6 +235,10 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("static_members")) {
     for (const std::string& m : absl::GetFlag(FLAGS_static_members)) c.add_static_members(m);
   }
+  if (Given("replicas")) c.set_replicas(absl::GetFlag(FLAGS_replicas));
+  if (Given("peer_token_file")) c.set_peer_token_file(absl::GetFlag(FLAGS_peer_token_file));
+  if (Given("peer_tls_ca_file")) c.set_peer_tls_ca_file(absl::GetFlag(FLAGS_peer_tls_ca_file));
+  if (Given("drain_timeout_s")) c.set_drain_timeout_s(absl::GetFlag(FLAGS_drain_timeout_s));
   return c;
 }
 
@@ -462,6 +472,47 @@ absl::StatusOr<std::unique_ptr<cluster::Membership>> JoinCluster(const ServerSet
   return membership;
 }
 
+// The replicator of a node in a cluster (null outside one), fed every view.
+std::unique_ptr<cluster::Replicator> StartReplicator(const ServerSettings& settings, Store* store,
+                                                     cluster::Membership* membership) {
+  if (!settings.clustered()) return nullptr;
+  cluster::ReplicatorOptions options;
+  options.replicas = settings.replicas;
+  options.peer.token_file = settings.peer_token_file;
+  if (settings.tls()) {
+    options.peer.tls = true;
+    options.peer.tls_ca_file = settings.peer_tls_ca_file;
+    if (!settings.tls_client_ca_file.empty()) {
+      options.peer.tls_cert_file = settings.tls_cert_file;
+      options.peer.tls_key_file = settings.tls_key_file;
+    }
+  }
+  auto replicator = std::make_unique<cluster::Replicator>(store, settings.node_id,
+                                                          membership->View(), options);
+  membership->SetListener([r = replicator.get()](std::shared_ptr<const cluster::MemberView> view) {
+    r->OnView(std::move(view));
+  });
+  return replicator;
+}
+
+// In a cluster: marks this node draining (placement skips it at once) and
+// waits, at most drain_timeout_s, while its pages go to their new owners.
+void Drain(const ServerSettings& settings, cluster::Membership* membership,
+           cluster::Replicator* replicator) {
+  if (absl::Status draining = membership->SetSelfState(v1::MEMBER_DRAINING); !draining.ok()) {
+    KVTIER_LOG(WARNING) << "cannot announce draining: " << draining;
+    return;
+  }
+  if (replicator == nullptr) return;
+  const absl::Time start = absl::Now();
+  replicator->OnView(membership->View());
+  const bool done = replicator->AwaitIdle(start + absl::Seconds(settings.drain_timeout_s));
+  const cluster::ReplicatorStats stats = replicator->stats();
+  KVTIER_LOG(INFO) << "drain " << (done ? "done" : "timed out") << " pages_copied="
+                   << stats.pages_copied << " copy_failures=" << stats.copy_failures
+                   << " seconds=" << absl::ToDoubleSeconds(absl::Now() - start);
+}
+
 int Run() {
   // Block the shutdown signals before gRPC starts threads, so that only
   // sigwait below receives them.
@@ -541,6 +592,8 @@ int Run() {
     return 1;
   }
   service->SetMembership(membership->get());
+  std::unique_ptr<cluster::Replicator> replicator =
+      StartReplicator(*settings, store->get(), membership->get());
 
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
@@ -563,11 +616,8 @@ int Run() {
                      << " tenants_with_own_quotas=" << table->quota_overrides().size();
   }
   KVTIER_LOG(INFO) << "shutting down signal=" << sig;
-  // Placement skips a draining member at once; its record goes when the
-  // server has stopped serving.
-  if (absl::Status draining = (*membership)->SetSelfState(v1::MEMBER_DRAINING); !draining.ok()) {
-    KVTIER_LOG(WARNING) << "cannot announce draining: " << draining;
-  }
+  // Its record goes when the server has stopped serving.
+  Drain(*settings, membership->get(), replicator.get());
   server->GetHealthCheckService()->SetServingStatus(false);
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
@@ -575,7 +625,9 @@ int Run() {
   // The service first: it serves the data plane's request messages.
   server.reset();
   service.reset();
+  (*membership)->SetListener(nullptr);
   (*membership)->Leave();
+  replicator.reset();
   data_plane.reset();
   if (settings->shutdown_demote_ms > 0) {
     // No request and no data-plane writer is left: RAM is quiet.

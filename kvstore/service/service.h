@@ -119,12 +119,20 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   grpc::ServerUnaryReactor* Members(grpc::CallbackServerContext* context,
                                     const v1::MembersRequest* request,
                                     v1::MembersResponse* response) override;
+  grpc::ServerUnaryReactor* ReplicaPut(grpc::CallbackServerContext* context,
+                                       const v1::ReplicaPutRequest* request,
+                                       v1::ReplicaPutResponse* response) override;
 
-  // service_members.cc. The membership Members answers from (UNAVAILABLE
+  // service_cluster.cc. The membership Members answers from (UNAVAILABLE
   // before this is called). `membership` must outlive the service.
   void SetMembership(const cluster::Membership* membership);
   // Any authenticated caller: clients route keys with the view.
   absl::Status DoMembers(v1::MembersResponse* response) const;
+  // Admin callers only (another node): stores pages in request.tenant's key
+  // space. `held` as DoBatchPut's.
+  absl::Status DoReplicaPut(const v1::ReplicaPutRequest& request,
+                            v1::ReplicaPutResponse* response,
+                            InflightBytes::Grant* held = nullptr);
 
   // service_local_lanes.cc. Serves local lanes from now on (OpenLocalLane
   // answers FAILED_PRECONDITION before). Call once, before serving.

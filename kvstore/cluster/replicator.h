@@ -1,0 +1,105 @@
+// Replicator: a node's part in keeping pages where the member view places
+// them (client/placement.h: a page's R owners by rendezvous hashing over
+// the up members).
+//
+// On each view whose set of up members differs from the last one handled,
+// the node looks at the pages it holds and, for each page it owned under
+// that last view, computes the page's owners before and after. The
+// best-ranked former owner still up (or, when this node drains, this node)
+// copies the page to each new owner that was not an owner before, with one
+// ReplicaPut per peer, tenant and batch (store.proto; pinned pages arrive
+// pinned until their pin here ends). Which pages:
+//   - pinned ones, always: after a member dies they get their R copies
+//     back, and a member that joins gets its share of them;
+//   - every page, when this node itself is draining: it hands each page to
+//     its new owners before it leaves.
+// Unpinned pages otherwise move lazily (ClusterClient's read repair).
+//
+// Work runs on the replicator's own thread; a view that arrives while it
+// works is handled next (views in between are skipped: only the latest
+// matters). Nothing is retried: a copy that fails is counted, and the next
+// change of the view looks again.
+//
+// Thread-safety: thread-safe. The store must outlive the replicator.
+#ifndef KVTIER_KVSTORE_CLUSTER_REPLICATOR_H_
+#define KVTIER_KVSTORE_CLUSTER_REPLICATOR_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "client/store_client.h"
+#include "kvstore/cluster/membership.h"
+#include "kvstore/core/store.h"
+
+namespace kvtier::cluster {
+
+struct ReplicatorOptions {
+  // Copies of each page (R), as the cluster's clients place them. Default 2;
+  // range [1, 16].
+  uint32_t replicas = 2;
+  // Most pages per ReplicaPut. Default 64; range [1, 1024].
+  uint32_t batch_pages = 64;
+  // How this node dials its peers: credentials (an admin token or an mTLS
+  // certificate the peers' access files name as admin) and TLS. Page bytes
+  // go inline (use_ucx and local_lanes are turned off).
+  client::ClientOptions peer{};
+};
+
+struct ReplicatorStats {
+  uint64_t rounds = 0;          // views handled that changed the up members
+  uint64_t pages_copied = 0;    // copies stored at a new owner
+  uint64_t copy_failures = 0;   // copies that failed (peer down, page gone)
+};
+
+class Replicator {
+ public:
+  // `baseline`: the view the node started with (nothing is copied for it).
+  Replicator(store::Store* store, std::string self_id, std::shared_ptr<const MemberView> baseline,
+             const ReplicatorOptions& options);
+  ~Replicator();
+  Replicator(const Replicator&) = delete;
+  Replicator& operator=(const Replicator&) = delete;
+
+  // A new view (Membership's listener); returns at once.
+  void OnView(std::shared_ptr<const MemberView> view);
+
+  // Waits until every view given so far is handled: true, or false when
+  // `deadline` passed first.
+  bool AwaitIdle(absl::Time deadline);
+
+  ReplicatorStats stats() const;
+
+ private:
+  void Loop();
+  // Copies what `after` asks of this node, given that `before` was handled.
+  void Handle(const MemberView& before, const MemberView& after);
+  // One batch of one tenant's pages to `to`.
+  void Copy(const v1::Member& to, uint64_t tenant, absl::Span<const store::HeldPage> pages);
+  absl::StatusOr<std::shared_ptr<client::StoreClient>> PeerFor(const v1::Member& member);
+
+  // Const after construction.
+  store::Store* const store_;
+  const std::string self_id_;
+  const ReplicatorOptions options_;
+
+  mutable absl::Mutex mu_;
+  // The last view handled, and the newest one waiting (null: none).
+  std::shared_ptr<const MemberView> handled_ ABSL_GUARDED_BY(mu_);
+  std::shared_ptr<const MemberView> pending_ ABSL_GUARDED_BY(mu_);
+  bool busy_ ABSL_GUARDED_BY(mu_) = false;
+  bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  ReplicatorStats stats_ ABSL_GUARDED_BY(mu_);
+  // Peers by id; only the replicator's thread uses it.
+  absl::flat_hash_map<std::string, std::shared_ptr<client::StoreClient>> peers_;
+
+  std::thread thread_;
+};
+
+}  // namespace kvtier::cluster
+
+#endif  // KVTIER_KVSTORE_CLUSTER_REPLICATOR_H_
