@@ -229,6 +229,10 @@ TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
   EXPECT_TRUE(s->advertise_address.empty());
   EXPECT_TRUE(s->etcd_endpoints.empty());
   EXPECT_TRUE(s->static_members.empty());
+  EXPECT_EQ(s->replicas, 2u);
+  EXPECT_EQ(s->drain_timeout_s, 30u);
+  EXPECT_TRUE(s->peer_token_file.empty());
+  EXPECT_TRUE(s->peer_tls_ca_file.empty());
   EXPECT_FALSE(s->clustered());
 }
 
@@ -267,6 +271,12 @@ TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
       {"node_id: \"a\" static_members: \"b=h:1\"", "static_members"},
       {"node_id: \"a\" static_members: \"a=h:1\" etcd_endpoints: \"h:2379\"", "etcd_endpoints"},
       {"etcd_endpoints: \"h:2379\"", "node_id"},
+      {"replicas: 0", "replicas"},
+      {"replicas: 17", "replicas"},
+      {"drain_timeout_s: 3601", "drain_timeout_s"},
+      {"node_id: \"a\" static_members: \"a=h:1\" tls_cert_file: \"c\" tls_key_file: \"k\"",
+       "peer_tls_ca_file"},
+      {"node_id: \"a\" static_members: \"a=h:1\" access_file: \"f\"", "peer_token_file"},
       {"node_id: \"a\" etcd_endpoints: \"h:2379\" listen: \"0.0.0.0:1\" allow_insecure: true",
        "advertise_address"},
   };
