@@ -41,6 +41,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cluster_client.h"
+#include "client/placement.h"
 #include "client/store_client.h"
 #include "client/security_flags.h"
 #include "common/checksum.h"
@@ -69,6 +70,7 @@ ABSL_FLAG(std::string, manifest, "", "put-file/get-file: manifest path (default 
 ABSL_FLAG(uint32_t, prompt_tokens, 2048, "demo: tokens of the synthetic prompt");
 ABSL_FLAG(uint32_t, replicas, 2, "cluster-put/get: copies of each page");
 ABSL_FLAG(uint32_t, write_quorum, 2, "cluster-put: copies stored before a put succeeds");
+ABSL_FLAG(uint64_t, pin_ttl_ms, 0, "cluster-put: also pin the pages on their owners this long");
 ABSL_FLAG(uint64_t, seed, 1, "demo: seed of the synthetic prompt (same seed, same keys)");
 
 namespace kvtier::ops {
@@ -518,6 +520,23 @@ absl::Status ClusterPut() {
   for (const client::PutOutcome& o : outcomes) present += o.already_present;
   ASSIGN_OR_RETURN(client::ClusterLookupReply found,
                    cluster->Lookup(pages.chain, 0, absl::GetFlag(FLAGS_layers)));
+  if (const uint64_t ttl_ms = absl::GetFlag(FLAGS_pin_ttl_ms); ttl_ms > 0) {
+    // Each owner pins the pages it holds.
+    const v1::MembersResponse view = cluster->view();
+    const std::vector<v1::Member> members(view.members().begin(), view.members().end());
+    const client::Placement placement(members);
+    std::map<std::string, std::vector<PageKey>> by_owner;
+    for (const PageKey& key : pages.keys) {
+      for (size_t m : placement.Owners(key.hash, absl::GetFlag(FLAGS_replicas))) {
+        by_owner[placement.member(m).id()].push_back(key);
+      }
+    }
+    for (const auto& [id, keys] : by_owner) {
+      ASSIGN_OR_RETURN(std::shared_ptr<client::StoreClient> member, cluster->member(id));
+      RETURN_IF_ERROR(member->Pin(keys, ttl_ms).status());
+    }
+    std::printf("pinned for %llu ms on their owners\n", static_cast<unsigned long long>(ttl_ms));
+  }
   std::printf("stored %zu pages x %u layers through %s (%zu already present) in %.1f ms; "
               "owners: %s\n",
               pages.chain.size(), absl::GetFlag(FLAGS_layers),
@@ -667,6 +686,7 @@ int main(int argc, char** argv) {
       "  demo [--prompt_tokens N] [--layers L] a short visible session\n"
       "  members                               the cluster's members as the target sees them\n"
       "  cluster-put --tokens .. | --text FILE store a prompt's pages on their owners\n"
+      "            [--pin_ttl_ms MS]           and pin them there\n"
       "  cluster-get --tokens .. | --text FILE its longest stored prefix anywhere, where it\n"
       "                                        lives, and its bytes fetched and verified\n"
       "  new-token TENANT OUT [--role R] [--shared S]\n"
