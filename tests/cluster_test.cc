@@ -400,6 +400,74 @@ TEST_F(ClusterTest, ADrainingMemberHandsEveryPageOnBeforeItStops) {
   EXPECT_EQ(cluster->stats().repaired_pages, 0u);
 }
 
+TEST_F(ClusterTest, AFrozenMemberIsDeclaredDownItsPinnedPagesCopiedAndItReturns) {
+  StartNodes(3);
+  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 3);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 30, 51), 1);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  std::map<std::string, std::vector<PageKey>> by_owner;
+  for (const PageKey& key : pages.keys) {
+    for (const std::string& id : OwnersOf(*cluster, key)) by_owner[id].push_back(key);
+  }
+  for (const auto& [id, keys] : by_owner) {
+    ASSERT_TRUE((*cluster->member(id))->Pin(keys, 600'000).ok()) << id;
+  }
+
+  // Frozen, not dead: its process holds its pages, but its lease lapses.
+  ASSERT_TRUE(nodes_[0]->Signal(SIGSTOP).ok());
+  AwaitView(*cluster, 2, NodeId(0));
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  for (int node : {1, 2}) {
+    while ((*Direct(node)->Stats()).disk().pinned_pages() != pages.keys.size()) {
+      ASSERT_LT(absl::Now(), deadline) << NodeId(node);
+      absl::SleepFor(absl::Milliseconds(50));
+    }
+  }
+  ExpectAllReadable(*cluster, pages);
+  // Thawed, it registers again and is up, with its pages.
+  ASSERT_TRUE(nodes_[0]->Signal(SIGCONT).ok());
+  AwaitView(*cluster, 3);
+  for (const PageKey& key : by_owner[NodeId(0)]) EXPECT_TRUE(Holds(0, key));
+  ExpectAllReadable(*cluster, pages);
+}
+
+TEST_F(ClusterTest, LookupsDuringAJoinFindTheWholePrefix) {
+  StartNode(0);
+  StartNode(1);
+  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 2);
+  const std::vector<Hash128> chain = PromptChain(SmallLayout(), 64, 61);
+  const PageSet pages = MakePages(SmallLayout(), chain, 2);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> lookups{0};
+  std::atomic<int> short_prefixes{0};
+  std::atomic<int> errors{0};
+  std::thread looker([&] {
+    while (!stop.load()) {
+      absl::StatusOr<client::ClusterLookupReply> found = cluster->Lookup(chain, 0, 2);
+      ++lookups;
+      if (!found.ok()) {
+        ++errors;
+      } else if (found->prefix_pages != chain.size()) {
+        ++short_prefixes;
+      }
+    }
+  });
+  StartNode(2);
+  AwaitView(*cluster, 3);
+  absl::SleepFor(absl::Milliseconds(300));
+  stop = true;
+  looker.join();
+  EXPECT_GT(lookups.load(), 0);
+  EXPECT_EQ(errors.load(), 0);
+  EXPECT_EQ(short_prefixes.load(), 0);
+}
+
 TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
   StartNodes(3);
   std::unique_ptr<ClusterClient> cluster = Connect(0);
