@@ -369,10 +369,7 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
     for (size_t g = 0; g < groups.members.size(); ++g) {
       const v1::Member& member = *groups.members[g];
       if (!results[g].ok()) {
-        if (!FailsOver(results[g].status())) return WithMember(results[g].status(), member);
-        failed.insert(member.id());
-        failovers_.fetch_add(1, std::memory_order_relaxed);
-        last_failure = WithMember(results[g].status(), member);
+        RETURN_IF_ERROR(NoteFailure(results[g].status(), member, &failed, &last_failure));
         any_failed = true;
         continue;
       }
@@ -413,6 +410,16 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
   }
   Repair(got, lacking);
   return got;
+}
+
+absl::Status ClusterClient::NoteFailure(const absl::Status& status, const v1::Member& member,
+                                        absl::flat_hash_set<std::string>* failed,
+                                        absl::Status* last_failure) {
+  if (!FailsOver(status)) return WithMember(status, member);
+  failed->insert(member.id());
+  failovers_.fetch_add(1, std::memory_order_relaxed);
+  *last_failure = WithMember(status, member);
+  return absl::OkStatus();
 }
 
 bool ClusterClient::InRepairWindow() const {
@@ -537,10 +544,7 @@ absl::StatusOr<ClusterLookupReply> ClusterClient::Lookup(absl::Span<const Hash12
         results[g] = absl::InternalError("Lookup answered for another number of pages");
       }
       if (!results[g].ok()) {
-        if (!FailsOver(results[g].status())) return WithMember(results[g].status(), member);
-        failed.insert(member.id());
-        failovers_.fetch_add(1, std::memory_order_relaxed);
-        last_failure = WithMember(results[g].status(), member);
+        RETURN_IF_ERROR(NoteFailure(results[g].status(), member, &failed, &last_failure));
         any_failed = true;
         continue;
       }

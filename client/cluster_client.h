@@ -54,6 +54,7 @@
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
@@ -158,6 +159,11 @@ class ClusterClient {
   // changed gets a new one.
   absl::StatusOr<std::shared_ptr<StoreClient>> ClientFor(const v1::Member& member);
   void RefreshLoop();
+  // After `member`'s call failed with `status`: a code that fails over
+  // (down, or not yet known to be) marks it failed for this call, counts
+  // it, and is OK (the call goes on); any other code is returned.
+  absl::Status NoteFailure(const absl::Status& status, const v1::Member& member,
+                           absl::flat_hash_set<std::string>* failed, absl::Status* last_failure);
   // Whether reads now check the owners they did not ask.
   bool InRepairWindow() const;
   // Adds to repair[i] each of `unasked[i]` (owners of page i) that lacks

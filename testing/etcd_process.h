@@ -18,14 +18,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "testing/loopback.h"
 
 namespace kvtier::testing {
-
-// A loopback TCP port nothing listened on a moment ago.
-absl::StatusOr<int> PickFreePort();
-
-// Whether a TCP connect to 127.0.0.1:port succeeds.
-bool AcceptsLoopbackConnection(int port);
 
 // A child process, killed (SIGKILL) and reaped at destruction.
 class ChildProcess {

@@ -22,6 +22,7 @@
 #include "absl/strings/strip.h"
 #include "common/absl_cycle_clock.h"
 #include "absl/time/clock.h"
+#include "testing/loopback.h"
 
 #ifndef KVTIER_SERVER_PATH
 #error "KVTIER_SERVER_PATH must name the kvtier-server binary"
@@ -100,23 +101,6 @@ TempDir::~TempDir() {
 
 std::string ServerProcess::BinaryPath() { return KVTIER_SERVER_PATH; }
 
-namespace {
-
-bool AcceptsConnections(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool connected =
-      connect(fd, reinterpret_cast<const sockaddr*>(&address), sizeof(address)) == 0;
-  close(fd);
-  return connected;
-}
-
-}  // namespace
-
 absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
     const std::vector<std::string>& args, const std::string& work_dir, absl::Duration timeout) {
   const std::string port_file = work_dir + "/port";
@@ -150,7 +134,7 @@ absl::StatusOr<std::unique_ptr<ServerProcess>> ServerProcess::Start(
   // Tests connect their own gRPC channels next (common/absl_cycle_clock.h).
   InitAbslCycleClock();
   // A TCP connect, not a gRPC channel: the server may speak TLS.
-  while (!AcceptsConnections(server->port_)) {
+  while (!AcceptsLoopbackConnection(server->port_)) {
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError("kvtier-server did not accept a connection");
     }

@@ -72,6 +72,14 @@ class ClusterTest : public ::testing::Test {
     for (int i = 0; i < n; ++i) StartNode(i);
   }
 
+  // Starts n nodes and a client seeded with node `seed` that sees them all.
+  std::unique_ptr<ClusterClient> StartCluster(int n, int seed) {
+    StartNodes(n);
+    std::unique_ptr<ClusterClient> cluster = Connect(seed);
+    if (cluster != nullptr) AwaitView(*cluster, n);
+    return cluster;
+  }
+
   std::unique_ptr<ClusterClient> Connect(int seed, ClusterOptions options = {}) {
     absl::StatusOr<std::unique_ptr<ClusterClient>> cluster =
         ClusterClient::Connect({nodes_[seed]->target()}, options);
@@ -266,11 +274,25 @@ std::set<std::string> OwnersOf(const ClusterClient& cluster, const PageKey& key)
   return owners;
 }
 
+// Each owner of each key pins it (for 10 min), as a client pinning through
+// every owner would; `by_owner` (optional) receives the keys per owner.
+void PinOnOwners(ClusterClient& cluster, const std::vector<PageKey>& keys,
+                 std::map<std::string, std::vector<PageKey>>* by_owner = nullptr) {
+  std::map<std::string, std::vector<PageKey>> owned;
+  for (const PageKey& key : keys) {
+    for (const std::string& id : OwnersOf(cluster, key)) owned[id].push_back(key);
+  }
+  for (const auto& [id, owned_keys] : owned) {
+    absl::StatusOr<std::shared_ptr<StoreClient>> member = cluster.member(id);
+    ASSERT_TRUE(member.ok()) << member.status();
+    ASSERT_TRUE((*member)->Pin(owned_keys, 600'000).ok()) << id;
+  }
+  if (by_owner != nullptr) *by_owner = std::move(owned);
+}
+
 TEST_F(ClusterTest, ReadRepairGivesADeadMembersPagesTheirSecondCopy) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 21), 1);
   ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
   uint64_t affected = 0;
@@ -325,25 +347,13 @@ TEST_F(ClusterTest, AJoiningMemberTakesItsShareAsPagesAreRead) {
 }
 
 TEST_F(ClusterTest, ADeadMembersPinnedPagesGetTheirSecondCopyBackUnread) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   const PageSet pinned = MakePages(SmallLayout(), PromptChain(SmallLayout(), 40, 31), 1);
   const PageSet unpinned = MakePages(SmallLayout(), PromptChain(SmallLayout(), 40, 32), 1);
   ASSERT_TRUE(cluster->BatchPut(pinned.ToPut(SmallLayout())).ok());
   ASSERT_TRUE(cluster->BatchPut(unpinned.ToPut(SmallLayout())).ok());
-  // Each owner pins its pages, as a client pinning through every owner
-  // would.
-  std::map<std::string, std::vector<PageKey>> by_owner;
-  for (const PageKey& key : pinned.keys) {
-    for (const std::string& id : OwnersOf(*cluster, key)) by_owner[id].push_back(key);
-  }
-  for (const auto& [id, keys] : by_owner) {
-    absl::StatusOr<std::shared_ptr<StoreClient>> member = cluster->member(id);
-    ASSERT_TRUE(member.ok());
-    ASSERT_TRUE((*member)->Pin(keys, 600'000).ok()) << id;
-  }
+  ASSERT_NO_FATAL_FAILURE(PinOnOwners(*cluster, pinned.keys));
   std::vector<PageKey> unpinned_moved;  // unpinned pages node-0 owned
   for (const PageKey& key : unpinned.keys) {
     if (OwnersOf(*cluster, key).contains(NodeId(0))) unpinned_moved.push_back(key);
@@ -374,10 +384,8 @@ TEST_F(ClusterTest, ADeadMembersPinnedPagesGetTheirSecondCopyBackUnread) {
 }
 
 TEST_F(ClusterTest, ADrainingMemberHandsEveryPageOnBeforeItStops) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 41), 1);
   ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
   size_t owned_by_0 = 0;
@@ -401,19 +409,12 @@ TEST_F(ClusterTest, ADrainingMemberHandsEveryPageOnBeforeItStops) {
 }
 
 TEST_F(ClusterTest, AFrozenMemberIsDeclaredDownItsPinnedPagesCopiedAndItReturns) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(1);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 30, 51), 1);
   ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
   std::map<std::string, std::vector<PageKey>> by_owner;
-  for (const PageKey& key : pages.keys) {
-    for (const std::string& id : OwnersOf(*cluster, key)) by_owner[id].push_back(key);
-  }
-  for (const auto& [id, keys] : by_owner) {
-    ASSERT_TRUE((*cluster->member(id))->Pin(keys, 600'000).ok()) << id;
-  }
+  ASSERT_NO_FATAL_FAILURE(PinOnOwners(*cluster, pages.keys, &by_owner));
 
   // Frozen, not dead: its process holds its pages, but its lease lapses.
   ASSERT_TRUE(nodes_[0]->Signal(SIGSTOP).ok());
@@ -469,10 +470,8 @@ TEST_F(ClusterTest, LookupsDuringAJoinFindTheWholePrefix) {
 }
 
 TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 0);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 32, 7), 1);
   ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
   std::vector<PageKey> on_node2;
@@ -491,10 +490,8 @@ TEST_F(ClusterTest, ARestartedNodeRejoinsWithItsPages) {
 }
 
 TEST_F(ClusterTest, MembershipSurvivesAnEtcdRestart) {
-  StartNodes(3);
-  std::unique_ptr<ClusterClient> cluster = Connect(0);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 0);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 3);
   etcd_->Kill();
   // Without etcd the nodes keep their views and keep serving.
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 8, 3), 1);
@@ -508,10 +505,8 @@ TEST_F(ClusterTest, MembershipSurvivesAnEtcdRestart) {
 }
 
 TEST_F(ClusterTest, FiveNodesSpreadPagesAndSurviveOneDeath) {
-  StartNodes(5);
-  std::unique_ptr<ClusterClient> cluster = Connect(4);
+  std::unique_ptr<ClusterClient> cluster = StartCluster(5, 4);
   ASSERT_NE(cluster, nullptr);
-  AwaitView(*cluster, 5);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 100, 11), 1);
   ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
   int copies = 0;

@@ -6,6 +6,7 @@
 #include <fstream>
 #include <string>
 
+#include "absl/types/span.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -220,6 +221,18 @@ struct BadCase {
   const char* field;
 };
 
+// Each case's text parses, and resolving it is INVALID_ARGUMENT with a
+// message that starts with the field's name.
+void ExpectEachRefusedNamingItsField(absl::Span<const BadCase> cases) {
+  for (const BadCase& c : cases) {
+    absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(c.text, "t");
+    ASSERT_TRUE(config.ok()) << c.text << ": " << config.status();
+    absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
+    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
+    EXPECT_EQ(s.status().message().rfind(c.field, 0), 0u) << c.text << ": " << s.status();
+  }
+}
+
 TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
   absl::StatusOr<ServerSettings> s = ResolveServerConfig(v1::ServerConfig());
   ASSERT_TRUE(s.ok()) << s.status();
@@ -280,13 +293,7 @@ TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
       {"node_id: \"a\" etcd_endpoints: \"h:2379\" listen: \"0.0.0.0:1\" allow_insecure: true",
        "advertise_address"},
   };
-  for (const BadCase& c : cases) {
-    absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(c.text, "t");
-    ASSERT_TRUE(config.ok()) << c.text << ": " << config.status();
-    absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
-    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
-    EXPECT_EQ(s.status().message().rfind(c.field, 0), 0u) << c.text << ": " << s.status();
-  }
+  ExpectEachRefusedNamingItsField(cases);
   // A wildcard listen address is fine once the node says where to dial it.
   absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(
       "node_id: \"a\" etcd_endpoints: \"h:2379\" listen: \"0.0.0.0:1\" allow_insecure: true "
@@ -335,13 +342,7 @@ TEST(ServerConfigTest, OutOfRangeValuesNameTheField) {
       {"ram { capacity_bytes: 18446744073709551615 }", "ram.capacity_bytes"},
       {"data_dir: \"\"", "data_dir"},
   };
-  for (const BadCase& c : cases) {
-    absl::StatusOr<v1::ServerConfig> config = ParseServerConfigText(c.text, "t");
-    ASSERT_TRUE(config.ok()) << c.text << ": " << config.status();
-    absl::StatusOr<ServerSettings> s = ResolveServerConfig(*config);
-    ASSERT_EQ(s.status().code(), absl::StatusCode::kInvalidArgument) << c.text;
-    EXPECT_EQ(s.status().message().rfind(c.field, 0), 0u) << c.text << ": " << s.status();
-  }
+  ExpectEachRefusedNamingItsField(cases);
 }
 
 TEST(ServerConfigTest, LoadFileMissingAndPresent) {

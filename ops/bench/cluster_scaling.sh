@@ -10,50 +10,27 @@
 # On a host with fewer cores than nodes + clients, the nodes share the
 # cores, which bounds what a member can do; the ratios say so.
 set -euo pipefail
-build="${1:-build}"
+export KVTIER_BUILD_DIR="$(realpath "${1:-build}")"
 shift || true
 [ "${1:-}" = "--" ] && shift
-server="$build/bin/kvtier-server"
-bench="$build/bin/kvtier-cluster-bench"
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
 work="$(mktemp -d /tmp/kvtier-scaling.XXXXXX)"
-pids=()
-stop_all() {
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$pid" 2>/dev/null || true
-  done
-  pids=()
-}
-trap 'stop_all; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap 'stop_local_processes; rm -rf "$work"' EXIT
 
 run_cluster() {
-  local n=$1 dir="$work/n$1"
+  local n=$1 dir="$work/n$1" seeds=""
   shift
-  mkdir -p "$dir"
-  local cport peer
-  cport="$(free_port)"; peer="$(free_port)"
-  etcd --name=default --data-dir="$dir/etcd" --listen-client-urls="http://127.0.0.1:$cport" \
-    --advertise-client-urls="http://127.0.0.1:$cport" --listen-peer-urls="http://127.0.0.1:$peer" \
-    --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
-    --initial-cluster="default=http://127.0.0.1:$peer" 2>"$dir/etcd.log" &
-  pids+=($!); disown
-  for _ in $(seq 1 100); do grep -q "ready to serve client requests" "$dir/etcd.log" && break; sleep 0.1; done
-  local seeds=""
+  start_local_etcd "$dir/etcd"
   for i in $(seq 1 "$n"); do
-    mkdir -p "$dir/node$i"
-    "$server" --listen=127.0.0.1:0 --port_file="$dir/node$i/port" --data_dir="$dir/node$i/data" \
-      --ram_bytes=$((1 << 30)) --node_id="node$i" --etcd_endpoints="127.0.0.1:$cport" \
-      2>"$dir/node$i/log" &
-    pids+=($!); disown
-    for _ in $(seq 1 300); do grep -q "member up" "$dir/node$i/log" 2>/dev/null && break; sleep 0.1; done
-    seeds="$seeds${seeds:+,}127.0.0.1:$(cat "$dir/node$i/port")"
+    start_local_node "$dir/node$i" --ram_bytes=$((1 << 30)) --node_id="node$i" \
+      --etcd_endpoints="$KVTIER_ETCD_ENDPOINT"
+    seeds="$seeds${seeds:+,}$KVTIER_NODE_ADDR"
   done
   local r=$(( n < 2 ? n : 2 ))
-  "$bench" --seeds="$seeds" --replicas="$r" --write_quorum="$r" --json="$dir/result.json" "$@"
+  "$KVTIER_BUILD_DIR/bin/kvtier-cluster-bench" --seeds="$seeds" --replicas="$r" \
+    --write_quorum="$r" --json="$dir/result.json" "$@"
   cat "$dir/result.json"
-  stop_all
+  stop_local_processes
 }
 
 echo "== 1 node"; run_cluster 1 "$@"

@@ -8,43 +8,31 @@
 #
 #   ops/bench/failover_time.sh [BUILD_DIR]    (env: LEASE_TTL_S, PAGES)
 set -euo pipefail
-build="${1:-build}"
-server="$build/bin/kvtier-server"
-ctl="$build/bin/kvtierctl"
+export KVTIER_BUILD_DIR="$(realpath "${1:-build}")"
+source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/lib.sh"
+ctl="$KVTIER_BUILD_DIR/bin/kvtierctl"
 ttl="${LEASE_TTL_S:-10}"
 pages="${PAGES:-2048}"
 work="$(mktemp -d /tmp/kvtier-failover.XXXXXX)"
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-  rm -rf "$work"
-}
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+trap 'stop_local_processes; rm -rf "$work"' EXIT
 now() { date +%s.%N; }
 
-cport="$(free_port)"; peer="$(free_port)"
-etcd --name=default --data-dir="$work/etcd" --listen-client-urls="http://127.0.0.1:$cport" \
-  --advertise-client-urls="http://127.0.0.1:$cport" --listen-peer-urls="http://127.0.0.1:$peer" \
-  --initial-advertise-peer-urls="http://127.0.0.1:$peer" \
-  --initial-cluster="default=http://127.0.0.1:$peer" 2>"$work/etcd.log" &
-pids+=($!); disown
-for _ in $(seq 1 100); do grep -q "ready to serve client requests" "$work/etcd.log" && break; sleep 0.1; done
+start_local_etcd "$work/etcd"
 declare -A pid addr
 for n in A B C; do
-  mkdir -p "$work/$n"
-  "$server" --listen=127.0.0.1:0 --port_file="$work/$n/port" --data_dir="$work/$n/data" \
-    --ram_bytes=$((256 << 20)) --node_id="node-$n" --etcd_endpoints="127.0.0.1:$cport" \
-    --lease_ttl_s="$ttl" 2>"$work/$n/log" &
-  pid[$n]=$!; pids+=($!); disown
-  for _ in $(seq 1 300); do grep -q "member up" "$work/$n/log" 2>/dev/null && break; sleep 0.1; done
-  addr[$n]="127.0.0.1:$(cat "$work/$n/port")"
+  start_local_node "$work/$n" --ram_bytes=$((256 << 20)) --node_id="node-$n" \
+    --etcd_endpoints="$KVTIER_ETCD_ENDPOINT" --lease_ttl_s="$ttl"
+  pid[$n]=$KVTIER_NODE_PID
+  addr[$n]=$KVTIER_NODE_ADDR
 done
 python3 -c "import sys; sys.stdout.write(''.join(chr(65 + i % 26) for i in range($pages * 16)))" \
   >"$work/prompt.txt"
 layout=(--n_kv_heads=2 --head_dim=64 --dtype=f16 --layers=2 --text="$work/prompt.txt")
 "$ctl" --target="${addr[A]}" "${layout[@]}" --pin_ttl_ms=3600000 cluster-put
-pinned_on() { "$ctl" --target="$1" stats | awk '/^  disk/ { for (i = 1; i <= NF; ++i) if ($i == "pinned") print $(i + 1) }'; }
+pinned_on() {
+  "$ctl" --target="$1" stats |
+    awk '/^  disk/ { for (i = 1; i <= NF; ++i) if ($i == "pinned") print $(i + 1) }'
+}
 want=$((pages * 2))
 
 start="$(now)"
