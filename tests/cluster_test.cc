@@ -37,7 +37,9 @@ using testing::ServerProcess;
 using testing::SmallLayout;
 using testing::TempDir;
 
-constexpr int kLeaseTtlS = 2;
+// Short, so that deaths are noticed soon, but long enough that a node slowed
+// by sanitizers and a busy host keeps its lease.
+constexpr int kLeaseTtlS = 3;
 
 class ClusterTest : public ::testing::Test {
  protected:
