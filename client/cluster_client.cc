@@ -28,6 +28,14 @@ struct ClusterClient::View {
     return out;
   }
 
+  // The member with `id`, or null.
+  const v1::Member* Find(const std::string& id) const {
+    for (const v1::Member& member : members) {
+      if (member.id() == id) return &member;
+    }
+    return nullptr;
+  }
+
   // The ids of the members that take pages, in view order.
   std::vector<std::string> UpIds() const {
     std::vector<std::string> ids;
@@ -179,10 +187,9 @@ absl::StatusOr<std::shared_ptr<StoreClient>> ClusterClient::ClientFor(const v1::
 
 absl::StatusOr<std::shared_ptr<StoreClient>> ClusterClient::member(const std::string& id) {
   const std::shared_ptr<const View> view = CurrentView();
-  for (const v1::Member& member : view->members) {
-    if (member.id() == id) return ClientFor(member);
-  }
-  return absl::NotFoundError(absl::StrCat("no member ", id, " in the view"));
+  const v1::Member* found = view->Find(id);
+  if (found == nullptr) return absl::NotFoundError(absl::StrCat("no member ", id, " in the view"));
+  return ClientFor(*found);
 }
 
 absl::Status ClusterClient::RefreshView() {
@@ -406,7 +413,10 @@ absl::StatusOr<std::vector<GotPage>> ClusterClient::BatchGet(absl::Span<const Pa
         if (!failed.contains(candidates[i][c]->id())) unasked[i].push_back(candidates[i][c]);
       }
     }
-    FindLacking(got, unasked, &lacking);
+    std::vector<PageKey> found_keys;
+    found_keys.reserve(got.size());
+    for (const GotPage& page : got) found_keys.push_back(page.key);
+    Probe(found_keys, unasked, nullptr, &lacking);
   }
   Repair(got, lacking);
   return got;
@@ -427,47 +437,162 @@ bool ClusterClient::InRepairWindow() const {
   return absl::Now() - up_changed_ < absl::Milliseconds(options_.repair_window_ms);
 }
 
-void ClusterClient::FindLacking(const std::vector<GotPage>& pages,
-                                const std::vector<std::vector<const v1::Member*>>& unasked,
-                                std::vector<std::vector<const v1::Member*>>* repair) {
+void ClusterClient::Probe(absl::Span<const PageKey> keys,
+                          const std::vector<std::vector<const v1::Member*>>& asked,
+                          std::vector<std::vector<const v1::Member*>>* holding,
+                          std::vector<std::vector<const v1::Member*>>* lacking) {
   // One Lookup per (member, layer): it answers for a chain of hashes and
   // one layer range.
-  struct Probe {
+  struct Question {
     const v1::Member* member;
     uint32_t layer;
     std::vector<size_t> items;
   };
-  std::vector<Probe> probes;
-  for (size_t i = 0; i < pages.size(); ++i) {
-    for (const v1::Member* member : unasked[i]) {
-      auto it = std::find_if(probes.begin(), probes.end(), [&](const Probe& p) {
-        return p.member->id() == member->id() && p.layer == pages[i].key.layer;
+  std::vector<Question> questions;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (const v1::Member* member : asked[i]) {
+      auto it = std::find_if(questions.begin(), questions.end(), [&](const Question& q) {
+        return q.member->id() == member->id() && q.layer == keys[i].layer;
       });
-      if (it == probes.end()) {
-        probes.push_back(Probe{member, pages[i].key.layer, {}});
-        it = probes.end() - 1;
+      if (it == questions.end()) {
+        questions.push_back(Question{member, keys[i].layer, {}});
+        it = questions.end() - 1;
       }
       it->items.push_back(i);
     }
   }
-  if (probes.empty()) return;
-  std::vector<absl::StatusOr<LookupReply>> results(probes.size(), absl::UnknownError("not sent"));
-  RunEach(probes.size(), [&](size_t p) {
+  if (questions.empty()) return;
+  std::vector<absl::StatusOr<LookupReply>> results(questions.size(),
+                                                   absl::UnknownError("not sent"));
+  RunEach(questions.size(), [&](size_t q) {
     std::vector<Hash128> chain;
-    for (size_t i : probes[p].items) chain.push_back(pages[i].key.hash);
-    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*probes[p].member);
-    results[p] = client.ok() ? (*client)->Lookup(chain, probes[p].layer, 1)
+    for (size_t i : questions[q].items) chain.push_back(keys[i].hash);
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*questions[q].member);
+    results[q] = client.ok() ? (*client)->Lookup(chain, questions[q].layer, 1)
                              : absl::StatusOr<LookupReply>(client.status());
   });
-  for (size_t p = 0; p < probes.size(); ++p) {
-    // A member that does not answer is not written to either.
-    if (!results[p].ok() || results[p]->tiers.size() != probes[p].items.size()) continue;
-    for (size_t k = 0; k < probes[p].items.size(); ++k) {
-      if (results[p]->tiers[k] == v1::TIER_NONE) {
-        (*repair)[probes[p].items[k]].push_back(probes[p].member);
-      }
+  for (size_t q = 0; q < questions.size(); ++q) {
+    if (!results[q].ok() || results[q]->tiers.size() != questions[q].items.size()) continue;
+    for (size_t k = 0; k < questions[q].items.size(); ++k) {
+      auto* out = results[q]->tiers[k] == v1::TIER_NONE ? lacking : holding;
+      if (out != nullptr) (*out)[questions[q].items[k]].push_back(questions[q].member);
     }
   }
+}
+
+absl::StatusOr<ClusterPin> ClusterClient::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms) {
+  if (keys.empty()) return absl::InvalidArgumentError("Pin of no key");
+  const std::shared_ptr<const View> view = CurrentView();
+  std::vector<std::vector<const v1::Member*>> owners(keys.size());
+  Groups groups;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    owners[i] = view->Candidates(keys[i].hash, options_.replicas, {}, false);
+    for (const v1::Member* member : owners[i]) groups.Add(member, i);
+  }
+  ClusterPin made;
+  std::vector<bool> pinned(keys.size(), false);
+  std::vector<bool> answered(keys.size(), false);
+  absl::Mutex made_mu;
+  std::vector<absl::Status> errors(groups.members.size());
+  RunEach(groups.members.size(), [&](size_t g) {
+    const v1::Member& member = *groups.members[g];
+    std::vector<PageKey> subset;
+    for (size_t i : groups.items[g]) subset.push_back(keys[i]);
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(member);
+    absl::StatusOr<std::string> pin_id =
+        client.ok() ? (*client)->Pin(subset, ttl_ms) : absl::StatusOr<std::string>(client.status());
+    std::vector<size_t> done = groups.items[g];
+    if (absl::IsNotFound(pin_id.status()) && client.ok()) {
+      // The member lacks some of them: pin those it holds.
+      std::vector<std::vector<const v1::Member*>> asked(subset.size(), {&member});
+      std::vector<std::vector<const v1::Member*>> holding(subset.size());
+      Probe(subset, asked, &holding, nullptr);
+      std::vector<PageKey> held;
+      done.clear();
+      for (size_t k = 0; k < subset.size(); ++k) {
+        if (!holding[k].empty()) {
+          held.push_back(subset[k]);
+          done.push_back(groups.items[g][k]);
+        }
+      }
+      pin_id = held.empty() ? absl::StatusOr<std::string>(absl::NotFoundError("none held"))
+                            : (*client)->Pin(held, ttl_ms);
+    }
+    absl::MutexLock lock(&made_mu);
+    if (pin_id.ok()) {
+      made.pins.push_back({member.id(), *pin_id});
+      for (size_t i : done) pinned[i] = true;
+    }
+    if (pin_id.ok() || absl::IsNotFound(pin_id.status())) {
+      for (size_t i : groups.items[g]) answered[i] = true;
+    } else if (!FailsOver(pin_id.status())) {
+      errors[g] = WithMember(pin_id.status(), member);
+    }
+  });
+  absl::Status failed = absl::OkStatus();
+  for (const absl::Status& error : errors) failed.Update(error);
+  for (size_t i = 0; failed.ok() && i < keys.size(); ++i) {
+    if (pinned[i]) continue;
+    failed = answered[i]
+                 ? absl::NotFoundError(absl::StrCat("key ", i, " is held by none of its owners"))
+                 : absl::UnavailableError(absl::StrCat("key ", i, ": none of its owners answered"));
+  }
+  if (!failed.ok()) {
+    ReleaseQuietly(made);
+    return failed;
+  }
+  return made;
+}
+
+void ClusterClient::ReleaseQuietly(const ClusterPin& pins) {
+  // Whatever fails here ends with the pin's TTL.
+  Unpin(pins).IgnoreError();
+}
+
+absl::Status ClusterClient::Unpin(const ClusterPin& pin) {
+  const std::shared_ptr<const View> view = CurrentView();
+  absl::Status first = absl::OkStatus();
+  for (const ClusterPin::MemberPin& member_pin : pin.pins) {
+    const v1::Member* member = view->Find(member_pin.member_id);
+    if (member == nullptr) continue;  // gone from the view
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*member);
+    absl::Status status = client.ok() ? (*client)->Unpin(member_pin.pin_id) : client.status();
+    if (!status.ok() && !absl::IsNotFound(status) && !FailsOver(status)) {
+      first.Update(WithMember(status, *member));
+    }
+  }
+  return first;
+}
+
+absl::StatusOr<uint32_t> ClusterClient::Delete(absl::Span<const PageKey> keys, bool force) {
+  if (keys.empty()) return 0u;
+  const std::shared_ptr<const View> view = CurrentView();
+  Groups groups;
+  for (size_t i = 0; i < keys.size(); ++i) {
+    for (const v1::Member* member : view->Candidates(keys[i].hash, options_.replicas, {}, true)) {
+      groups.Add(member, i);
+    }
+  }
+  std::vector<absl::StatusOr<uint32_t>> results(groups.members.size(),
+                                                absl::UnknownError("not sent"));
+  RunEach(groups.members.size(), [&](size_t g) {
+    std::vector<PageKey> subset;
+    for (size_t i : groups.items[g]) subset.push_back(keys[i]);
+    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*groups.members[g]);
+    results[g] = client.ok() ? (*client)->Delete(subset, force)
+                             : absl::StatusOr<uint32_t>(client.status());
+  });
+  uint32_t deleted = 0;
+  absl::Status first = absl::OkStatus();
+  for (size_t g = 0; g < groups.members.size(); ++g) {
+    if (results[g].ok()) {
+      deleted += *results[g];
+    } else if (!FailsOver(results[g].status())) {
+      first.Update(WithMember(results[g].status(), *groups.members[g]));
+    }
+  }
+  if (!first.ok()) return first;
+  return deleted;
 }
 
 void ClusterClient::Repair(const std::vector<GotPage>& pages,

@@ -38,9 +38,11 @@
 // revision than the view's is ignored, so a node with a stale view cannot
 // roll the client back.
 //
-// Not here yet: Delete and Pin across members (use a StoreClient of a
-// member, members()), and the data plane's own member routing (each
-// StoreClient uses its member's data plane as usual).
+// Pins and deletes reach every member that may hold a key: Pin pins each
+// key on those of its R owners that hold it (ClusterPin keeps each member's
+// pin id; when members change, the nodes' replicators copy pinned pages to
+// their new owners, pinned), and Delete deletes every copy. Each
+// StoreClient uses its member's data plane as usual.
 //
 // Thread-safety: thread-safe; one ClusterClient may be shared.
 #ifndef KVTIER_CLIENT_CLUSTER_CLIENT_H_
@@ -113,6 +115,15 @@ struct ClusterStats {
   uint64_t repair_failures = 0;
 };
 
+// A pin across members: each member's own pin over the keys it holds.
+struct ClusterPin {
+  struct MemberPin {
+    std::string member_id;
+    std::string pin_id;
+  };
+  std::vector<MemberPin> pins;
+};
+
 class ClusterClient {
  public:
   // Reads the member view from the first of `seeds` (host:port) that
@@ -136,6 +147,23 @@ class ClusterClient {
   // before the prefix was settled.
   absl::StatusOr<ClusterLookupReply> Lookup(absl::Span<const Hash128> chain,
                                             uint32_t layer_begin = 0, uint32_t layer_count = 1);
+
+  // Pins each key for ttl_ms on every one of its R owners that holds it (a
+  // member that lacks some keys pins the others). NOT_FOUND when a key is
+  // held by no owner that answered, UNAVAILABLE when none of its owners
+  // answered, or a member's own error (INVALID_ARGUMENT, RESOURCE_EXHAUSTED,
+  // ...): in each case every pin made here is released again.
+  absl::StatusOr<ClusterPin> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms);
+  // Releases each member's pin. Pins of members that are gone, or that
+  // expired, are skipped (they end with their TTL); other errors are
+  // returned after every member was asked.
+  absl::Status Unpin(const ClusterPin& pin);
+  // Deletes every copy of `keys` from the members that may hold them (their
+  // R owners, then the draining and joining members); returns how many
+  // copies were deleted. A member's error (FAILED_PRECONDITION for a pinned
+  // page without `force`) is returned after every member was asked; members
+  // that are down are skipped.
+  absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force = false);
 
   // Asks the members for their view now. UNAVAILABLE when none answers.
   absl::Status RefreshView();
@@ -166,11 +194,15 @@ class ClusterClient {
                            absl::flat_hash_set<std::string>* failed, absl::Status* last_failure);
   // Whether reads now check the owners they did not ask.
   bool InRepairWindow() const;
-  // Adds to repair[i] each of `unasked[i]` (owners of page i) that lacks
-  // it, asking them by Lookup.
-  void FindLacking(const std::vector<GotPage>& pages,
-                   const std::vector<std::vector<const v1::Member*>>& unasked,
-                   std::vector<std::vector<const v1::Member*>>* repair);
+  // Asks each member of asked[i] by Lookup (one per member and layer)
+  // whether it holds keys[i]: adds it to holding[i] or lacking[i] (either
+  // may be null); members that do not answer go to neither.
+  void Probe(absl::Span<const PageKey> keys,
+             const std::vector<std::vector<const v1::Member*>>& asked,
+             std::vector<std::vector<const v1::Member*>>* holding,
+             std::vector<std::vector<const v1::Member*>>* lacking);
+  // Releases `pins`, ignoring errors (an error path's clean-up).
+  void ReleaseQuietly(const ClusterPin& pins);
   // Writes page i of `pages` to each member of repair[i] (read repair).
   void Repair(const std::vector<GotPage>& pages,
               const std::vector<std::vector<const v1::Member*>>& repair);

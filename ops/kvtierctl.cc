@@ -41,7 +41,6 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cluster_client.h"
-#include "client/placement.h"
 #include "client/store_client.h"
 #include "client/security_flags.h"
 #include "common/checksum.h"
@@ -521,21 +520,9 @@ absl::Status ClusterPut() {
   ASSIGN_OR_RETURN(client::ClusterLookupReply found,
                    cluster->Lookup(pages.chain, 0, absl::GetFlag(FLAGS_layers)));
   if (const uint64_t ttl_ms = absl::GetFlag(FLAGS_pin_ttl_ms); ttl_ms > 0) {
-    // Each owner pins the pages it holds.
-    const v1::MembersResponse view = cluster->view();
-    const std::vector<v1::Member> members(view.members().begin(), view.members().end());
-    const client::Placement placement(members);
-    std::map<std::string, std::vector<PageKey>> by_owner;
-    for (const PageKey& key : pages.keys) {
-      for (size_t m : placement.Owners(key.hash, absl::GetFlag(FLAGS_replicas))) {
-        by_owner[placement.member(m).id()].push_back(key);
-      }
-    }
-    for (const auto& [id, keys] : by_owner) {
-      ASSIGN_OR_RETURN(std::shared_ptr<client::StoreClient> member, cluster->member(id));
-      RETURN_IF_ERROR(member->Pin(keys, ttl_ms).status());
-    }
-    std::printf("pinned for %llu ms on their owners\n", static_cast<unsigned long long>(ttl_ms));
+    ASSIGN_OR_RETURN(const client::ClusterPin pin, cluster->Pin(pages.keys, ttl_ms));
+    std::printf("pinned for %llu ms on their owners (%zu member pins)\n",
+                static_cast<unsigned long long>(ttl_ms), pin.pins.size());
   }
   std::printf("stored %zu pages x %u layers through %s (%zu already present) in %.1f ms; "
               "owners: %s\n",

@@ -276,20 +276,73 @@ std::set<std::string> OwnersOf(const ClusterClient& cluster, const PageKey& key)
   return owners;
 }
 
-// Each owner of each key pins it (for 10 min), as a client pinning through
-// every owner would; `by_owner` (optional) receives the keys per owner.
+// Pins every key through the cluster client (for 10 min); `by_owner`
+// (optional) receives the keys of each owner.
 void PinOnOwners(ClusterClient& cluster, const std::vector<PageKey>& keys,
                  std::map<std::string, std::vector<PageKey>>* by_owner = nullptr) {
-  std::map<std::string, std::vector<PageKey>> owned;
+  absl::StatusOr<client::ClusterPin> pin = cluster.Pin(keys, 600'000);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  if (by_owner == nullptr) return;
   for (const PageKey& key : keys) {
-    for (const std::string& id : OwnersOf(cluster, key)) owned[id].push_back(key);
+    for (const std::string& id : OwnersOf(cluster, key)) (*by_owner)[id].push_back(key);
   }
-  for (const auto& [id, owned_keys] : owned) {
-    absl::StatusOr<std::shared_ptr<StoreClient>> member = cluster.member(id);
-    ASSERT_TRUE(member.ok()) << member.status();
-    ASSERT_TRUE((*member)->Pin(owned_keys, 600'000).ok()) << id;
+}
+
+// Pinned pages on node i, from its Stats.
+uint64_t PinnedPagesOn(StoreClient& node) {
+  absl::StatusOr<v1::StatsResponse> stats = node.Stats();
+  EXPECT_TRUE(stats.ok()) << stats.status();
+  return stats.ok() ? stats->disk().pinned_pages() : 0;
+}
+
+TEST_F(ClusterTest, PinsAndDeletesReachEveryCopy) {
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 2);
+  ASSERT_NE(cluster, nullptr);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 20, 71), 2);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+  std::map<std::string, uint64_t> owned;
+  for (const PageKey& key : pages.keys) {
+    for (const std::string& id : OwnersOf(*cluster, key)) ++owned[id];
   }
-  if (by_owner != nullptr) *by_owner = std::move(owned);
+
+  absl::StatusOr<client::ClusterPin> pin = cluster->Pin(pages.keys, 600'000);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  EXPECT_EQ(pin->pins.size(), 3u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(PinnedPagesOn(*Direct(i)), owned[NodeId(i)]) << i;
+  EXPECT_EQ(cluster->Delete(pages.keys).status().code(), absl::StatusCode::kFailedPrecondition);
+
+  ASSERT_TRUE(cluster->Unpin(*pin).ok());
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(PinnedPagesOn(*Direct(i)), 0u) << i;
+  absl::StatusOr<uint32_t> deleted = cluster->Delete(pages.keys);
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_EQ(*deleted, 2 * pages.keys.size());
+  for (const PageKey& key : pages.keys) {
+    for (int i = 0; i < 3; ++i) EXPECT_FALSE(Holds(i, key));
+  }
+  deleted = cluster->Delete(pages.keys);
+  ASSERT_TRUE(deleted.ok());
+  EXPECT_EQ(*deleted, 0u);
+}
+
+TEST_F(ClusterTest, APinOfAMissingKeyPinsNothing) {
+  std::unique_ptr<ClusterClient> cluster = StartCluster(3, 0);
+  ASSERT_NE(cluster, nullptr);
+  const PageSet stored = MakePages(SmallLayout(), PromptChain(SmallLayout(), 10, 72), 1);
+  ASSERT_TRUE(cluster->BatchPut(stored.ToPut(SmallLayout())).ok());
+  std::vector<PageKey> keys = stored.keys;
+  keys.push_back(PageKey{.hash = PromptChain(SmallLayout(), 1, 73)[0], .layer = 0});
+  EXPECT_EQ(cluster->Pin(keys, 600'000).status().code(), absl::StatusCode::kNotFound);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(PinnedPagesOn(*Direct(i)), 0u) << i;
+  // A page held by only one of its owners is pinned there.
+  const PageKey& first = stored.keys[0];
+  const std::set<std::string> owners = OwnersOf(*cluster, first);
+  const int dropped = owners.contains(NodeId(0)) ? 0 : 1;
+  ASSERT_TRUE(Direct(dropped)->Delete({first}).ok());
+  absl::StatusOr<client::ClusterPin> pin = cluster->Pin({first}, 600'000);
+  ASSERT_TRUE(pin.ok()) << pin.status();
+  ASSERT_EQ(pin->pins.size(), 1u);
+  EXPECT_NE(pin->pins[0].member_id, NodeId(dropped));
+  EXPECT_TRUE(cluster->Unpin(*pin).ok());
 }
 
 TEST_F(ClusterTest, ReadRepairGivesADeadMembersPagesTheirSecondCopy) {
