@@ -5,7 +5,7 @@
 
 #include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
-#include "client/placement.h"
+#include "placement/placement.h"
 #include "common/status_macros.h"
 
 namespace kvtier::client {
@@ -45,7 +45,7 @@ struct ClusterClient::View {
 
   const v1::MembersResponse response;
   const std::vector<v1::Member> members;
-  const Placement placement;
+  const placement::Placement placement;
 };
 
 namespace {

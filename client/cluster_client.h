@@ -1,6 +1,6 @@
 // ClusterClient: the client of a kvtier cluster. It keeps the cluster's
 // member view (from the Members RPC of any node it reaches) and sends each
-// page straight to the members that hold it (placement.h: the owner and
+// page straight to the members that hold it (placement/placement.h: the owner and
 // replicas by rendezvous hashing of the page's chain hash over the up
 // members), with one StoreClient per member.
 //

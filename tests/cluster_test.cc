@@ -16,7 +16,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/cluster_client.h"
-#include "client/placement.h"
+#include "placement/placement.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "testing/etcd_process.h"
@@ -171,7 +171,7 @@ TEST_F(ClusterTest, PagesLiveOnTheirOwnersAndAnyNodeFindsThem) {
   // Each page on exactly its two owners by rendezvous hashing.
   const v1::MembersResponse view = writer->view();
   const std::vector<v1::Member> members(view.members().begin(), view.members().end());
-  const client::Placement placement(members);
+  const placement::Placement placement(members);
   std::map<std::string, int> per_node;
   for (const PageKey& key : pages.keys) {
     std::set<std::string> owners;
@@ -270,7 +270,7 @@ TEST_F(ClusterTest, SigkillOfANodeUnderLoadLosesNoAcknowledgedPage) {
 std::set<std::string> OwnersOf(const ClusterClient& cluster, const PageKey& key) {
   const v1::MembersResponse view = cluster.view();
   const std::vector<v1::Member> members(view.members().begin(), view.members().end());
-  const client::Placement placement(members);
+  const placement::Placement placement(members);
   std::set<std::string> owners;
   for (size_t m : placement.Owners(key.hash, 2)) owners.insert(placement.member(m).id());
   return owners;

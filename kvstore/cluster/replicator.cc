@@ -7,9 +7,8 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "client/placement.h"
+#include "placement/placement.h"
 #include "common/log.h"
-#include "common/status_macros.h"
 #include "kvtier/v1/convert.h"
 
 namespace kvtier::cluster {
@@ -23,7 +22,7 @@ std::set<std::string> UpIds(const MemberView& view) {
   return ids;
 }
 
-std::vector<std::string> OwnerIds(const client::Placement& placement, const Hash128& hash,
+std::vector<std::string> OwnerIds(const placement::Placement& placement, const Hash128& hash,
                                   size_t count) {
   std::vector<std::string> ids;
   for (size_t i : placement.Owners(hash, count)) ids.push_back(placement.member(i).id());
@@ -95,8 +94,8 @@ void Replicator::Handle(const MemberView& before, const MemberView& after) {
   if (UpIds(before) == up_after) return;
   const v1::Member* self = after.Find(self_id_);
   const bool draining = self != nullptr && self->state() == v1::MEMBER_DRAINING;
-  const client::Placement old_placement(before.members);
-  const client::Placement new_placement(after.members);
+  const placement::Placement old_placement(before.members);
+  const placement::Placement new_placement(after.members);
   std::map<std::string, const v1::Member*> members;
   for (const v1::Member& m : after.members) members[m.id()] = &m;
 
@@ -156,8 +155,7 @@ void Replicator::Copy(const v1::Member& to, uint64_t tenant,
   }
   absl::Status status = got.status();
   if (status.ok() && request.pages_size() > 0) {
-    absl::StatusOr<std::shared_ptr<client::StoreClient>> peer = PeerFor(to);
-    status = peer.ok() ? (*peer)->ReplicaPut(request).status() : peer.status();
+    status = options_.send(to, request);
   }
   const uint64_t sent = status.ok() ? static_cast<uint64_t>(request.pages_size()) : 0;
   if (!status.ok()) {
@@ -167,19 +165,6 @@ void Replicator::Copy(const v1::Member& to, uint64_t tenant,
   absl::MutexLock lock(&mu_);
   stats_.pages_copied += sent;
   stats_.copy_failures += pages.size() - sent;
-}
-
-absl::StatusOr<std::shared_ptr<client::StoreClient>> Replicator::PeerFor(const v1::Member& member) {
-  auto it = peers_.find(member.id());
-  if (it != peers_.end() && it->second->target() == member.address()) return it->second;
-  client::ClientOptions options = options_.peer;
-  options.use_ucx = false;
-  options.local_lanes = false;
-  ASSIGN_OR_RETURN(std::unique_ptr<client::StoreClient> made,
-                   client::StoreClient::Connect(member.address(), options));
-  std::shared_ptr<client::StoreClient> peer = std::move(made);
-  peers_[member.id()] = peer;
-  return peer;
 }
 
 }  // namespace kvtier::cluster

@@ -1,5 +1,5 @@
 // Replicator: a node's part in keeping pages where the member view places
-// them (client/placement.h: a page's R owners by rendezvous hashing over
+// them (placement/placement.h: a page's R owners by rendezvous hashing over
 // the up members).
 //
 // On each view whose set of up members differs from the last one handled,
@@ -25,16 +25,16 @@
 #define KVTIER_KVSTORE_CLUSTER_REPLICATOR_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
 
-#include "absl/container/flat_hash_map.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "client/store_client.h"
 #include "kvstore/cluster/membership.h"
 #include "kvstore/core/store.h"
+#include "kvtier/v1/store.pb.h"
 
 namespace kvtier::cluster {
 
@@ -44,10 +44,9 @@ struct ReplicatorOptions {
   uint32_t replicas = 2;
   // Most pages per ReplicaPut. Default 64; range [1, 1024].
   uint32_t batch_pages = 64;
-  // How this node dials its peers: credentials (an admin token or an mTLS
-  // certificate the peers' access files name as admin) and TLS. Page bytes
-  // go inline (use_ucx and local_lanes are turned off).
-  client::ClientOptions peer{};
+  // Stores a ReplicaPut at member `to` (peers/replica_sender.h dials the
+  // peers). Called from the replicator's thread only. Required.
+  std::function<absl::Status(const v1::Member& to, const v1::ReplicaPutRequest& request)> send;
 };
 
 struct ReplicatorStats {
@@ -80,7 +79,6 @@ class Replicator {
   void Handle(const MemberView& before, const MemberView& after);
   // One batch of one tenant's pages to `to`.
   void Copy(const v1::Member& to, uint64_t tenant, absl::Span<const store::HeldPage> pages);
-  absl::StatusOr<std::shared_ptr<client::StoreClient>> PeerFor(const v1::Member& member);
 
   // Const after construction.
   store::Store* const store_;
@@ -94,8 +92,6 @@ class Replicator {
   bool busy_ ABSL_GUARDED_BY(mu_) = false;
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
   ReplicatorStats stats_ ABSL_GUARDED_BY(mu_);
-  // Peers by id; only the replicator's thread uses it.
-  absl::flat_hash_map<std::string, std::shared_ptr<client::StoreClient>> peers_;
 
   std::thread thread_;
 };

@@ -42,6 +42,7 @@
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
 #include "kvstore/service/tenants.h"
+#include "peers/replica_sender.h"
 
 ABSL_FLAG(std::string, config, "", "Server config file (protobuf text format, see config.proto)");
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "host:port to listen on; port 0 picks one");
@@ -478,15 +479,17 @@ std::unique_ptr<cluster::Replicator> StartReplicator(const ServerSettings& setti
   if (!settings.clustered()) return nullptr;
   cluster::ReplicatorOptions options;
   options.replicas = settings.replicas;
-  options.peer.token_file = settings.peer_token_file;
+  peers::PeerCredentials credentials;
+  credentials.token_file = settings.peer_token_file;
   if (settings.tls()) {
-    options.peer.tls = true;
-    options.peer.tls_ca_file = settings.peer_tls_ca_file;
+    credentials.tls = true;
+    credentials.tls_ca_file = settings.peer_tls_ca_file;
     if (!settings.tls_client_ca_file.empty()) {
-      options.peer.tls_cert_file = settings.tls_cert_file;
-      options.peer.tls_key_file = settings.tls_key_file;
+      credentials.tls_cert_file = settings.tls_cert_file;
+      credentials.tls_key_file = settings.tls_key_file;
     }
   }
+  options.send = peers::MakeReplicaSender(credentials);
   auto replicator = std::make_unique<cluster::Replicator>(store, settings.node_id,
                                                           membership->View(), options);
   membership->SetListener([r = replicator.get()](std::shared_ptr<const cluster::MemberView> view) {

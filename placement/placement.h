@@ -12,8 +12,8 @@
 // layers live together and one Lookup per owner answers for all of them.
 //
 // Thread-safety: immutable after construction; share freely.
-#ifndef KVTIER_CLIENT_PLACEMENT_H_
-#define KVTIER_CLIENT_PLACEMENT_H_
+#ifndef KVTIER_PLACEMENT_PLACEMENT_H_
+#define KVTIER_PLACEMENT_PLACEMENT_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -25,7 +25,7 @@
 #include "common/page_key.h"
 #include "kvtier/v1/store.pb.h"
 
-namespace kvtier::client {
+namespace kvtier::placement {
 
 // The rendezvous score of `hash` on the member with `id`.
 uint64_t RendezvousScore(std::string_view id, const Hash128& hash);
@@ -61,6 +61,6 @@ class Placement {
   std::vector<v1::Member> others_;
 };
 
-}  // namespace kvtier::client
+}  // namespace kvtier::placement
 
-#endif  // KVTIER_CLIENT_PLACEMENT_H_
+#endif  // KVTIER_PLACEMENT_PLACEMENT_H_

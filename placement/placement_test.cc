@@ -1,4 +1,4 @@
-#include "client/placement.h"
+#include "placement/placement.h"
 
 #include <algorithm>
 #include <map>
@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
-namespace kvtier::client {
+namespace kvtier::placement {
 namespace {
 
 using ::testing::ElementsAre;
@@ -143,4 +143,4 @@ TEST(PlacementTest, ScoresAreFixedFunctionsOfIdAndHash) {
 }
 
 }  // namespace
-}  // namespace kvtier::client
+}  // namespace kvtier::placement

@@ -1,4 +1,4 @@
-#include "client/placement.h"
+#include "placement/placement.h"
 
 #include <algorithm>
 #include <array>
@@ -6,7 +6,7 @@
 
 #include "xxhash.h"
 
-namespace kvtier::client {
+namespace kvtier::placement {
 namespace {
 
 uint64_t MemberSeed(std::string_view id) { return XXH3_64bits(id.data(), id.size()); }
@@ -64,4 +64,4 @@ std::vector<size_t> Placement::Owners(const Hash128& hash, size_t count,
   return owners;
 }
 
-}  // namespace kvtier::client
+}  // namespace kvtier::placement
