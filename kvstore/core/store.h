@@ -65,6 +65,8 @@
 
 namespace kvtier::store {
 
+class CacheEventLog;
+
 enum class Tier : uint8_t { kNone = 0, kRam = 1, kDisk = 2 };
 
 struct TierOptions {
@@ -135,6 +137,9 @@ struct StoreOptions {
   bool prefault_ram = false;
   // Not owned; must outlive the Store. Null means Clock::Real().
   Clock* clock = nullptr;
+  // Not owned; must outlive the Store. The store appends every page it
+  // stores and removes to it (cache_events.h). Null: no events.
+  CacheEventLog* events = nullptr;
   // Where the RAM tier's memory comes from; empty: anonymous memory. The
   // UCX data plane supplies memory its shared-memory transports can write
   // and read one-sidedly (kvstore/dataplane/ucx_arena_memory.h).

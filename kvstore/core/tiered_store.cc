@@ -9,6 +9,7 @@
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/status_macros.h"
+#include "kvstore/core/cache_events.h"
 
 namespace kvtier::store {
 namespace {
@@ -293,6 +294,8 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     }
   }
   std::vector<PutResult> results(reservation.size());
+  std::vector<PageKey> stored;
+  if (options_.events != nullptr) stored.reserve(reservation.size());
   for (size_t i = 0; i < reservation.size(); ++i) {
     const PutSpec& spec = reservation.spec(i);
     const std::optional<RamArena::Slot>& slot = pending->second.slots[i];
@@ -316,7 +319,9 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     entry.slot = *slot;
     ram_policy_->OnInsert(spec.key);
     ++counters_.put_pages;
+    if (options_.events != nullptr) stored.push_back(spec.key);
   }
+  if (options_.events != nullptr) options_.events->AppendAll(CacheEvent::Kind::kStored, stored);
   counters_.reserved_bytes -= pending->second.slot_bytes;
   reservations_.erase(pending);
   return results;
@@ -465,6 +470,7 @@ void TieredStore::RemoveEntryLocked(PageIndex::iterator it) {
     CreditDiskLocked(key.tenant, entry.meta.bytes);
   }
   index_.erase(it);
+  if (options_.events != nullptr) options_.events->Append(CacheEvent::Kind::kRemoved, key);
 }
 
 void TieredStore::ReleaseLeaseLocked(const PageKey& key, uint64_t generation,
