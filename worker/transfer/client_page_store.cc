@@ -1,5 +1,7 @@
 #include "worker/transfer/client_page_store.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/checksum.h"
 #include "common/status_macros.h"
@@ -69,5 +71,14 @@ absl::StatusOr<std::string> ClientPageStore::Pin(absl::Span<const PageKey> keys,
 }
 
 absl::Status ClientPageStore::Unpin(std::string_view pin_id) { return client_->Unpin(pin_id); }
+
+absl::StatusOr<uint32_t> ClientPageStore::LookupPrefix(absl::Span<const Hash128> chain,
+                                                       uint32_t n_layers) {
+  if (n_layers == 0) return absl::InvalidArgumentError("lookup of no layers");
+  if (chain.empty()) return 0u;
+  ASSIGN_OR_RETURN(client::LookupReply reply, client_->Lookup(chain, 0, n_layers));
+  // The answer is untrusted: never more pages than were asked about.
+  return std::min<uint32_t>(reply.prefix_pages, static_cast<uint32_t>(chain.size()));
+}
 
 }  // namespace kvtier::worker

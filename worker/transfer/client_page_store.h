@@ -34,6 +34,9 @@ class ClientPageStore : public PageStoreBackend {
   absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                   std::string_view pin_id) override;
   absl::Status Unpin(std::string_view pin_id) override;
+  // One Lookup RPC over layers [0, n_layers).
+  absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const Hash128> chain,
+                                        uint32_t n_layers) override;
 
  private:
   std::unique_ptr<client::StoreClient> owned_;  // set by Connect

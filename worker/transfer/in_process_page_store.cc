@@ -181,6 +181,48 @@ absl::Status InProcessPageStore::MarkLost(const PageKey& key) {
   return absl::OkStatus();
 }
 
+absl::Status InProcessPageStore::Corrupt(const PageKey& key, std::string bytes) {
+  absl::MutexLock lock(&mu_);
+  auto it = pages_.find(key);
+  if (it == pages_.end()) {
+    return absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " is not stored"));
+  }
+  it->second.bytes = std::move(bytes);
+  return absl::OkStatus();
+}
+
+absl::Status InProcessPageStore::SetLayout(const PageKey& key, const PageLayout& layout) {
+  absl::MutexLock lock(&mu_);
+  auto it = pages_.find(key);
+  if (it == pages_.end()) {
+    return absl::NotFoundError(absl::StrCat("page ", key.DebugString(), " is not stored"));
+  }
+  it->second.layout = layout;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint32_t> InProcessPageStore::LookupPrefix(absl::Span<const Hash128> chain,
+                                                          uint32_t n_layers) {
+  absl::MutexLock lock(&mu_);
+  CallScope scope(&active_calls_);
+  if (absl::Status s = EnterCall(); !s.ok()) return s;
+  ++lookup_calls_;
+  if (n_layers == 0) return absl::InvalidArgumentError("lookup of no layers");
+  uint32_t pages = 0;
+  for (const Hash128& h : chain) {
+    for (uint32_t l = 0; l < n_layers; ++l) {
+      if (!pages_.contains(PageKey{.hash = h, .layer = l})) return pages;
+    }
+    ++pages;
+  }
+  return pages;
+}
+
+uint64_t InProcessPageStore::lookup_calls() const {
+  absl::MutexLock lock(&mu_);
+  return lookup_calls_;
+}
+
 bool InProcessPageStore::Contains(const PageKey& key) const {
   absl::MutexLock lock(&mu_);
   return pages_.contains(key);

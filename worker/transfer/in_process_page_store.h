@@ -42,6 +42,8 @@ class InProcessPageStore : public PageStoreBackend {
   absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                   std::string_view pin_id) override;
   absl::Status Unpin(std::string_view pin_id) override;
+  absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const Hash128> chain,
+                                        uint32_t n_layers) override;
 
   // Fault injection.
   void SetMode(Mode mode);
@@ -50,6 +52,13 @@ class InProcessPageStore : public PageStoreBackend {
   // The next Get of `key` reports kLost and the page is dropped, as a store
   // does when the stored bytes fail their checksum. NOT_FOUND if not stored.
   absl::Status MarkLost(const PageKey& key);
+  // Replaces the stored bytes of `key` by `bytes`, keeping the stored
+  // layout and checksum, as a store whose memory was damaged after the
+  // checksum was taken would answer. NOT_FOUND if not stored.
+  absl::Status Corrupt(const PageKey& key, std::string bytes);
+  // Replaces the stored layout of `key` (a page written by a worker with
+  // another page shape). NOT_FOUND if not stored.
+  absl::Status SetLayout(const PageKey& key, const PageLayout& layout);
 
   // Observers for tests.
   bool Contains(const PageKey& key) const;
@@ -59,6 +68,7 @@ class InProcessPageStore : public PageStoreBackend {
   size_t live_pin_count() const;
   uint64_t put_calls() const;
   uint64_t get_calls() const;
+  uint64_t lookup_calls() const;
   // Pin calls that reached the store (creating or extending a pin).
   uint64_t pin_calls() const;
 
@@ -80,6 +90,7 @@ class InProcessPageStore : public PageStoreBackend {
   uint64_t pins_created_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t put_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t get_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t lookup_calls_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t pin_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int active_calls_ ABSL_GUARDED_BY(mu_) = 0;
 };

@@ -79,6 +79,13 @@ class PageStoreBackend {
   // Releases a pin. NOT_FOUND for an empty, unknown or expired pin_id;
   // INVALID_ARGUMENT for one that is not 16 bytes.
   virtual absl::Status Unpin(std::string_view pin_id) = 0;
+
+  // How many leading pages of `chain` are stored for every layer in
+  // [0, n_layers): the prefix a new sequence may load instead of
+  // recomputing. One round trip; the answer is a hint (a page may be
+  // evicted before it is read). REQUIRES: n_layers > 0.
+  virtual absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const Hash128> chain,
+                                                uint32_t n_layers) = 0;
 };
 
 }  // namespace kvtier::worker
