@@ -126,6 +126,10 @@ absl::Status KvCacheManager::AppendTokenIds(uint64_t seq_id, absl::Span<const ui
   return absl::OkStatus();
 }
 
+std::vector<Hash128> KvCacheManager::PrefixChain(absl::Span<const uint32_t> tokens) const {
+  return KeyChain::Chain(chain_seed_, tokens, options_.layout.page_size);
+}
+
 const Hash128& KvCacheManager::PageHash(Sequence& seq, uint32_t page) {
   const uint32_t p = options_.layout.page_size;
   while (seq.hashes.size() <= page) {
@@ -253,6 +257,12 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   RETURN_IF_ERROR(t.AppendDigest(bytes.data(), lay, policy_->digest_kind(), digest_slot_floats_));
 
   t.checksums[page] = PageChecksum(bytes.data(), page_bytes);
+  if (static_cast<uint32_t>(page) < seq.stored_prefix_pages) {
+    // Loaded from the store: the stored copy is these bytes under this key.
+    t.states[page] = PageState::kResident;
+    ++counters_.pages_adopted;
+    return absl::OkStatus();
+  }
   if (!policy_->offloads()) {
     t.states[page] = PageState::kResident;
     return absl::OkStatus();

@@ -80,6 +80,20 @@ class KvCacheManager : public TokenCache {
   // may only be appended for tokens whose ids are known.
   absl::Status AppendTokenIds(uint64_t seq_id, absl::Span<const uint32_t> tokens);
 
+  // The chain hashes of every full page of `tokens` under this cache's
+  // seed (tenant salt, model fingerprint, layout): the keys a sequence of
+  // these tokens gives its pages.
+  std::vector<Hash128> PrefixChain(absl::Span<const uint32_t> tokens) const;
+
+  // Declares that pages [0, n_pages) of every layer are already in the
+  // store (loaded from it): when they fill they are digested and
+  // checksummed as usual but not backed up, and, when the policy offloads,
+  // the sequence's pin takes them at once (asynchronously; a failed pin
+  // fails the sequence like a failed backup). REQUIRES: no K/V appended
+  // yet and the token ids of those pages known; FAILED_PRECONDITION
+  // otherwise.
+  absl::Status AdoptStoredPrefix(uint64_t seq_id, uint32_t n_pages);
+
   // Appends `n` tokens of one layer: k and v are [n][n_kv_heads][head_dim]
   // fp32, stored in the pool's dtype. A page that fills is digested and,
   // when the policy offloads, backed up. A new page at budget takes the

@@ -78,6 +78,53 @@ absl::Status KvCacheManager::SubmitBackups(Sequence& seq, uint32_t layer,
   }
 }
 
+absl::Status KvCacheManager::AdoptStoredPrefix(uint64_t seq_id, uint32_t n_pages) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  const uint32_t p = options_.layout.page_size;
+  for (const PageTable& t : seq->layers) {
+    if (t.n_tokens != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("sequence ", seq_id, " already holds K/V; a stored prefix comes first"));
+    }
+  }
+  if (size_t{n_pages} * p > seq->tokens.size()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a stored prefix of ", n_pages, " pages needs ", size_t{n_pages} * p,
+        " token ids; sequence ", seq_id, " has ", seq->tokens.size()));
+  }
+  seq->stored_prefix_pages = n_pages;
+  if (!policy_->offloads() || n_pages == 0) return absl::OkStatus();
+  std::vector<PageKey> keys;
+  keys.reserve(size_t{n_pages} * options_.n_layers);
+  for (uint32_t page = 0; page < n_pages; ++page) {
+    const Hash128& h = PageHash(*seq, page);
+    for (uint32_t l = 0; l < options_.n_layers; ++l) keys.push_back(PageKey{.hash = h, .layer = l});
+  }
+  std::shared_ptr<SequencePin> pin = seq->pin;
+  const uint64_t ttl_ms = options_.pin_ttl_ms;
+  auto shared = std::make_shared<std::vector<PageKey>>(std::move(keys));
+  PageTransferQueue::Work work = [shared, pin, ttl_ms](PageStoreBackend* backend) {
+    absl::MutexLock lock(&pin->mu);
+    if (pin->released) return TransferResult{};
+    if (pin->lost) {
+      pin->uncovered.insert(pin->uncovered.end(), shared->begin(), shared->end());
+      return TransferResult{};
+    }
+    absl::StatusOr<std::string> id = backend->Pin(*shared, ttl_ms, pin->pin_id);
+    if (!id.ok()) return TransferResult{id.status(), {}};
+    pin->pin_id = *std::move(id);
+    return TransferResult{};
+  };
+  // Tracked as a backup with no pages: Cancel waits for it, and a failure
+  // fails the sequence (its evicted prefix pages would have no safe copy).
+  ASSIGN_OR_RETURN(TransferId id,
+                   transfers_->Submit(absl::StrCat("pin of the stored prefix of sequence ",
+                                                   seq_id),
+                                      0, options_.transfer_timeout, std::move(work)));
+  seq->puts.emplace(id, std::vector<std::pair<uint32_t, int32_t>>());
+  return absl::OkStatus();
+}
+
 absl::Status KvCacheManager::WaitBackup(Sequence& seq, TransferId id) {
   TransferResult result = transfers_->Wait(id);
   return ApplyBackupResult(seq, id, result);

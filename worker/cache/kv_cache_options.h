@@ -48,6 +48,7 @@ struct CacheCounters {
   uint64_t pages_evicted = 0;   // left the pool with a stored copy
   uint64_t pages_dropped = 0;   // left the pool for good
   uint64_t pages_recomputed = 0;
+  uint64_t pages_adopted = 0;   // filled from a stored prefix: no backup
 };
 
 }  // namespace kvtier::worker

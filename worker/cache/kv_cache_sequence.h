@@ -23,6 +23,8 @@ struct KvCacheManager::Sequence {
   std::vector<uint32_t> tokens;
   std::vector<Hash128> hashes;  // per full page, computed on demand
   std::vector<PageTable> layers;
+  // Pages [0, stored_prefix_pages) of every layer came from the store.
+  uint32_t stored_prefix_pages = 0;
   std::shared_ptr<SequencePin> pin = std::make_shared<SequencePin>();
   // In-flight backups: transfer -> (layer, page) of each page in it.
   absl::flat_hash_map<TransferId, std::vector<std::pair<uint32_t, int32_t>>> puts;
