@@ -15,7 +15,9 @@ absl::Status RunLoop(Transformer& model, const Tokenizer& tokenizer,
   const absl::Time t0 = absl::Now();
   const int n = result.tokens.size();
   ASSIGN_OR_RETURN(absl::Span<const float> logits,
-                   model.Prefill(options.sequence, result.tokens, 0));
+                   options.prefill
+                       ? options.prefill(options.sequence, result.tokens)
+                       : model.Prefill(options.sequence, result.tokens, 0));
   const absl::Time t1 = absl::Now();
   result.prefill_seconds = absl::ToDoubleSeconds(t1 - t0);
   if (options.on_prompt_logits) options.on_prompt_logits(result.tokens, logits);

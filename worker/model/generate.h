@@ -37,6 +37,12 @@ struct GenerationOptions {
   // (for comparisons with other engines); may be empty.
   std::function<void(absl::Span<const int>, absl::Span<const float>)>
       on_prompt_logits;
+  // Prefills the prompt (its tokens, from position 0) in place of
+  // Transformer::Prefill and returns the logits after it, e.g. loading a
+  // stored prefix first (prefix_reuse.h); may be empty.
+  std::function<absl::StatusOr<absl::Span<const float>>(SequenceId,
+                                                        absl::Span<const int>)>
+      prefill;
 };
 
 struct GenerationResult {

@@ -50,6 +50,8 @@ class Transformer {
                                                   int pos0);
 
   const ModelConfig& config() const { return weights_.config; }
+  // Prefill batches start at pos0 and every max_batch_tokens() after it.
+  int max_batch_tokens() const { return max_batch_; }
 
  private:
   Transformer(const ModelWeights& weights, AttentionBackend* backend,

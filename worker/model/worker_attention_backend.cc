@@ -69,7 +69,7 @@ absl::Status WorkerBackendOptions::Validate() const {
         max_sequences, " (> 0), prefill_query_rows=", prefill_query_rows,
         " (> 0)"));
   }
-  return absl::OkStatus();
+  return prefix_fetch.Validate();
 }
 
 absl::StatusOr<std::unique_ptr<WorkerAttentionBackend>>
@@ -108,7 +108,8 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
       new WorkerAttentionBackend(shape, std::move(layer_budgets),
                                  options.prefill_query_rows));
   b->policy_ = std::move(policy);
-  if (b->policy_->offloads()) {
+  b->prefix_fetch_ = options.prefix_fetch;
+  if (b->policy_->offloads() || options.store != nullptr) {
     worker::PageStoreBackend* store = options.store;
     if (store == nullptr) {
       b->store_ = std::make_unique<worker::InProcessPageStore>();
@@ -225,6 +226,7 @@ absl::Status WorkerAttentionBackend::Append(SequenceId seq, int layer, int pos,
         seq, " expects ", s->positions,
         s->pending ? " after attending the pending token" : ""));
   }
+  if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));
   if (!s->decoding) RETURN_IF_ERROR(FlushPrompt(seq, layer, *s));
   s->k.assign(k.begin(), k.end());
   s->v.assign(v.begin(), v.end());
@@ -272,6 +274,7 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
         "batch at position ", pos0, " of ", n_tokens, " tokens; expected ",
         s->positions, " and at most ", shape_.max_positions, " in all"));
   }
+  if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));
   s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
   s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
   const size_t need =
@@ -291,5 +294,121 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
   }
   return absl::OkStatus();
 }
+
+std::vector<Hash128> WorkerAttentionBackend::PrefixChain(absl::Span<const int> prompt) const {
+  std::vector<uint32_t> ids;
+  ids.reserve(prompt.size());
+  for (int t : prompt) ids.push_back(static_cast<uint32_t>(t));
+  return cache_->PrefixChain(ids);
+}
+
+absl::StatusOr<uint32_t> WorkerAttentionBackend::LookupPrefix(absl::Span<const int> prompt,
+                                                              uint32_t max_pages) {
+  if (transfers_ == nullptr) {
+    return absl::FailedPreconditionError("prefix reuse needs a page store");
+  }
+  std::vector<uint32_t> ids(prompt.begin(), prompt.end());
+  std::vector<Hash128> chain = cache_->PrefixChain(ids);
+  if (chain.size() > max_pages) chain.resize(max_pages);
+  if (chain.empty()) return 0u;
+  const uint32_t n_layers = static_cast<uint32_t>(shape_.n_layers);
+  auto found = std::make_shared<uint32_t>(0);
+  ASSIGN_OR_RETURN(
+      worker::TransferId id,
+      transfers_->Submit("prefix lookup", 0, cache_->options().transfer_timeout,
+                         [chain = std::move(chain), n_layers, found](worker::PageStoreBackend* b) {
+                           absl::StatusOr<uint32_t> n = b->LookupPrefix(chain, n_layers);
+                           if (!n.ok()) return worker::TransferResult{n.status(), {}};
+                           *found = std::min<uint32_t>(*n, chain.size());
+                           return worker::TransferResult{};
+                         }));
+  const worker::TransferResult result = transfers_->Wait(id);
+  RETURN_IF_ERROR(result.status);
+  return *found;
+}
+
+absl::StatusOr<PrefixFetchStats> WorkerAttentionBackend::ProbePrefix(
+    absl::Span<const int> prompt, uint32_t n_pages) {
+  if (transfers_ == nullptr) {
+    return absl::FailedPreconditionError("prefix reuse needs a page store");
+  }
+  const size_t tokens = size_t{n_pages} * page_size();
+  if (n_pages == 0 || tokens > prompt.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("probe of ", n_pages, " pages"));
+  }
+  std::vector<uint32_t> ids(prompt.begin(), prompt.begin() + tokens);
+  ASSIGN_OR_RETURN(std::unique_ptr<PrefixFetch> fetch,
+                   PrefixFetch::Start(transfers_.get(), cache_->PrefixChain(ids), 1,
+                                      cache_->layout(), prefix_fetch_));
+  std::vector<float> k, v;
+  RETURN_IF_ERROR(fetch->TakeLayer(0, &k, &v));
+  return fetch->stats();
+}
+
+absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const int> prompt,
+                                                uint32_t n_pages) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  if (transfers_ == nullptr) {
+    return absl::FailedPreconditionError("prefix reuse needs a page store");
+  }
+  SequenceState& state = it->second;
+  const size_t tokens = size_t{n_pages} * page_size();
+  if (n_pages == 0 || tokens > prompt.size() || state.fetch != nullptr ||
+      state.layers[0].positions != 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "a prefix of ", n_pages, " pages loads only into an empty sequence of at least ",
+        tokens, " prompt tokens"));
+  }
+  std::vector<uint32_t> ids;
+  for (size_t i = 0; i < tokens; ++i) {
+    if (prompt[i] < 0) return absl::InvalidArgumentError("negative token id");
+    ids.push_back(static_cast<uint32_t>(prompt[i]));
+  }
+  std::vector<Hash128> chain = cache_->PrefixChain(ids);
+  RETURN_IF_ERROR(cache_->AppendTokenIds(seq, ids));
+  RETURN_IF_ERROR(cache_->AdoptStoredPrefix(seq, n_pages));
+  ASSIGN_OR_RETURN(state.fetch,
+                   PrefixFetch::Start(transfers_.get(), std::move(chain), shape_.n_layers,
+                                      cache_->layout(), prefix_fetch_));
+  for (LayerState& l : state.layers) {
+    l.awaiting_prefix = true;
+    l.prompt_tokens = static_cast<int>(tokens);
+    l.positions = static_cast<int>(tokens);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WorkerAttentionBackend::TakePrefix(SequenceId seq, int layer, LayerState& s) {
+  SequenceState& state = sequences_.at(seq);
+  s.awaiting_prefix = false;
+  absl::Status taken = state.fetch->TakeLayer(layer, &s.prompt_k, &s.prompt_v);
+  if (layer + 1 == shape_.n_layers || !taken.ok()) {
+    state.fetch_stats = state.fetch->stats();
+    if (layer + 1 == shape_.n_layers) state.fetch.reset();
+  }
+  if (!taken.ok()) state.reuse_failed = true;
+  return taken;
+}
+
+absl::StatusOr<bool> WorkerAttentionBackend::reuse_failed(SequenceId seq) const {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  return it->second.reuse_failed;
+}
+
+absl::StatusOr<PrefixFetchStats> WorkerAttentionBackend::prefix_stats(SequenceId seq) const {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  return it->second.fetch != nullptr ? it->second.fetch->stats() : it->second.fetch_stats;
+}
+
+uint64_t WorkerAttentionBackend::page_bytes() const { return cache_->layout().PageBytes(); }
 
 }  // namespace kvtier::model

@@ -16,6 +16,18 @@
 // the whole context (ArkVale's own rule) and the top-k is half the budget;
 // for full it must cover the context (0 means exactly the context).
 //
+// Prefix reuse (driven by prefix_reuse.h): LookupPrefix asks the store how
+// much of a prompt's key chain it holds for every layer; LoadPrefix starts
+// a sequence from those pages instead of computing them. The loaded K/V
+// become the sequence's first prompt rows, each layer's taken from the
+// fetch when the model first reaches that layer (so later layers load
+// while earlier ones prefill the rest of the prompt); at the first decode
+// token they enter the cache like any prompt, except that the cache knows
+// them as stored (KvCacheManager::AdoptStoredPrefix): not backed up again,
+// pinned, evicted and recalled like any stored page, digested from the
+// loaded bytes. A load the fetch rejects fails that layer's call and
+// marks the sequence (reuse_failed); the caller then starts over.
+//
 // Thread-safety: none (one decode thread, as KvCacheManager).
 #ifndef KVTIER_WORKER_MODEL_WORKER_ATTENTION_BACKEND_H_
 #define KVTIER_WORKER_MODEL_WORKER_ATTENTION_BACKEND_H_
@@ -31,6 +43,7 @@
 #include "worker/cache/kv_cache_manager.h"
 #include "worker/device/device.h"
 #include "worker/model/attention_backend.h"
+#include "worker/model/prefix_fetch.h"
 #include "worker/policy/policy.h"
 #include "worker/transfer/in_process_page_store.h"
 #include "worker/transfer/page_transfer_queue.h"
@@ -53,7 +66,10 @@ struct WorkerBackendOptions {
   int prefill_query_rows = 32;
   // The store offloading policies back pages up to. Default nullptr: an
   // in-process store owned by the backend. Not owned; must outlive it.
+  // With a store given, every policy can load stored prefixes.
   worker::PageStoreBackend* store = nullptr;
+  // How stored prefixes are fetched.
+  PrefixFetchOptions prefix_fetch{};
 
   absl::Status Validate() const;
 };
@@ -85,6 +101,29 @@ class WorkerAttentionBackend : public AttentionBackend {
                                     absl::Span<const float> q,
                                     absl::Span<float> out) override;
 
+  // The chain hashes of `prompt`'s full pages, as this backend keys them.
+  std::vector<Hash128> PrefixChain(absl::Span<const int> prompt) const;
+  // Prefix reuse. Pages of the longest prefix of `prompt` stored for every
+  // layer, at most `max_pages`; FAILED_PRECONDITION without a store.
+  absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const int> prompt, uint32_t max_pages);
+  // Starts `seq` (started, nothing appended) from the stored pages
+  // [0, n_pages) of `prompt`: their token ids are appended and every layer
+  // continues at position n_pages * page_size.
+  absl::Status LoadPrefix(SequenceId seq, absl::Span<const int> prompt, uint32_t n_pages);
+  // Fetches pages [0, n_pages) of `prompt`'s layer 0 and drops them: a
+  // probe of the store's get bandwidth (busy_s, bytes_loaded).
+  absl::StatusOr<PrefixFetchStats> ProbePrefix(absl::Span<const int> prompt, uint32_t n_pages);
+  const PrefixFetchOptions& prefix_fetch_options() const { return prefix_fetch_; }
+  // Whether a prefix load of `seq` was rejected (NOT_FOUND for a sequence
+  // that is not live).
+  absl::StatusOr<bool> reuse_failed(SequenceId seq) const;
+  // The fetch figures of `seq`'s prefix load (zeros without one).
+  absl::StatusOr<PrefixFetchStats> prefix_stats(SequenceId seq) const;
+  // Bytes of one stored page (one layer).
+  uint64_t page_bytes() const;
+  int page_size() const { return static_cast<int>(cache_->layout().page_size); }
+  worker::PageTransferQueue* transfers() const { return transfers_.get(); }
+
   const worker::StepStats& stats() const { return stats_; }
   const worker::CacheCounters& counters() const { return cache_->counters(); }
   // Resident pages per layer of each sequence (ArkVale's first layers and
@@ -102,9 +141,13 @@ class WorkerAttentionBackend : public AttentionBackend {
     std::vector<float> k, v;  // the pending decode token
     bool pending = false;
     int positions = 0;  // tokens seen by this layer
+    bool awaiting_prefix = false;  // the loaded prefix is not taken yet
   };
   struct SequenceState {
     std::vector<LayerState> layers;
+    std::unique_ptr<PrefixFetch> fetch;  // while layers await the prefix
+    PrefixFetchStats fetch_stats;
+    bool reuse_failed = false;
   };
 
   WorkerAttentionBackend(const AttentionShape& shape,
@@ -112,10 +155,13 @@ class WorkerAttentionBackend : public AttentionBackend {
                          int prefill_query_rows);
   absl::StatusOr<LayerState*> Find(SequenceId seq, int layer);
   absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
+  // Moves the loaded prefix of `layer` into its prompt rows.
+  absl::Status TakePrefix(SequenceId seq, int layer, LayerState& state);
 
   const AttentionShape shape_;
   const std::vector<uint32_t> layer_budgets_;
   const int prefill_query_rows_;
+  PrefixFetchOptions prefix_fetch_;
   std::unique_ptr<worker::Policy> policy_;
   worker::CpuDevice device_;
   std::unique_ptr<worker::InProcessPageStore> store_;  // offloading only

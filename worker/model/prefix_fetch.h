@@ -1,0 +1,119 @@
+// PrefixFetch: loads the stored pages of a prompt prefix, every layer, as
+// batched asynchronous gets through a PageTransferQueue, in layer order, so
+// the model can prefill the rest of the prompt layer by layer while later
+// layers are still on their way (the loads overlap the prefill).
+//
+// Every page from the store is untrusted. TakeLayer serves a layer only
+// when each of its pages came back kOk under the key asked for, with the
+// cache's layout, exactly layout.PageBytes() bytes and bytes whose XXH3
+// matches the checksum the store reported; otherwise it names the first
+// bad page (NOT_FOUND when the store no longer holds it, DATA_LOSS for a
+// wrong key, layout, size or checksum), counts it, and serves nothing of
+// that layer.
+//
+// Bounds: at most `window_pages` pages in flight (and whatever the queue's
+// own window admits; a full queue makes the fetch wait for its oldest
+// batch). Thread-safety: none; one admission thread. The queue must
+// outlive the fetch; the destructor abandons batches still in flight.
+#ifndef KVTIER_WORKER_MODEL_PREFIX_FETCH_H_
+#define KVTIER_WORKER_MODEL_PREFIX_FETCH_H_
+
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "common/page_key.h"
+#include "common/page_layout.h"
+#include "worker/transfer/page_transfer_queue.h"
+
+namespace kvtier::model {
+
+struct PrefixFetchOptions {
+  // Pages per get batch. Default 256; 1..the queue's max_batch_pages.
+  uint32_t batch_pages = 256;
+  // Pages in flight at once. Default 4096; >= batch_pages.
+  uint32_t window_pages = 4096;
+  // Deadline of each batch. Default 10 s.
+  absl::Duration timeout = absl::Seconds(10);
+
+  absl::Status Validate() const;
+};
+
+struct PrefixFetchStats {
+  uint64_t pages_loaded = 0;  // served by TakeLayer
+  uint64_t bytes_loaded = 0;
+  uint64_t batches = 0;
+  uint64_t pages_missing = 0;   // not found or lost in the store
+  uint64_t pages_rejected = 0;  // wrong key, layout, size or checksum
+  // Time at least one batch was inside the store call: the load itself.
+  double busy_s = 0;
+  // Time TakeLayer spent waiting for batches (load not hidden by compute).
+  double wait_s = 0;
+};
+
+class PrefixFetch {
+ public:
+  // Starts fetching pages [0, chain.size()) of layers [0, n_layers).
+  static absl::StatusOr<std::unique_ptr<PrefixFetch>> Start(worker::PageTransferQueue* queue,
+                                                            std::vector<Hash128> chain,
+                                                            uint32_t n_layers,
+                                                            const PageLayout& layout,
+                                                            const PrefixFetchOptions& options);
+  ~PrefixFetch();
+  PrefixFetch(const PrefixFetch&) = delete;
+  PrefixFetch& operator=(const PrefixFetch&) = delete;
+
+  // Waits for `layer`'s pages, checks them and appends their K and V as
+  // fp32 rows ([tokens][n_kv_heads * head_dim]) to `k` and `v`.
+  // REQUIRES: layers are taken in order 0, 1, ..., each once.
+  absl::Status TakeLayer(uint32_t layer, std::vector<float>* k, std::vector<float>* v);
+
+  uint32_t n_pages() const { return static_cast<uint32_t>(chain_.size()); }
+  // Busy time is final once every layer was taken.
+  PrefixFetchStats stats() const;
+
+ private:
+  struct Batch {
+    uint32_t layer = 0;
+    uint32_t begin = 0;  // first page
+    uint32_t count = 0;
+    worker::TransferId id = 0;
+  };
+  // Store-call intervals, written by the queue's threads.
+  struct Clock {
+    absl::Mutex mu;
+    int active ABSL_GUARDED_BY(mu) = 0;
+    absl::Time busy_since ABSL_GUARDED_BY(mu);
+    absl::Duration busy ABSL_GUARDED_BY(mu);
+  };
+
+  PrefixFetch(worker::PageTransferQueue* queue, std::vector<Hash128> chain, uint32_t n_layers,
+              const PageLayout& layout, const PrefixFetchOptions& options);
+  // Submits batches in (layer, page) order while the window has room.
+  // Returns false when the queue refused one (full).
+  absl::StatusOr<bool> TopUp();
+  absl::Status CheckAndCopy(const Batch& batch, const worker::TransferResult& result,
+                            std::vector<float>* k, std::vector<float>* v);
+
+  worker::PageTransferQueue* const queue_;
+  const std::vector<Hash128> chain_;
+  const uint32_t n_layers_;
+  const PageLayout layout_;
+  const PrefixFetchOptions options_;
+  std::shared_ptr<Clock> clock_ = std::make_shared<Clock>();
+  std::deque<Batch> in_flight_;  // submission order
+  uint32_t next_layer_ = 0;      // next batch to submit
+  uint32_t next_page_ = 0;
+  uint32_t pages_in_flight_ = 0;
+  uint32_t next_take_ = 0;
+  PrefixFetchStats stats_;
+};
+
+}  // namespace kvtier::model
+
+#endif  // KVTIER_WORKER_MODEL_PREFIX_FETCH_H_
