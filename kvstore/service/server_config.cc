@@ -347,6 +347,15 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   }
   RETURN_IF_ERROR(CheckRange("local_max_lanes_per_tenant", s.local_max_lanes_per_tenant, 1,
                              s.local_max_lanes));
+  if (config.has_event_log_capacity()) s.event_log_capacity = config.event_log_capacity();
+  RETURN_IF_ERROR(CheckRange("event_log_capacity", s.event_log_capacity, 0, uint64_t{1} << 26));
+  if (config.has_max_event_watchers()) s.max_event_watchers = config.max_event_watchers();
+  RETURN_IF_ERROR(CheckRange("max_event_watchers", s.max_event_watchers, 1, 4096));
+  if (config.has_max_event_watchers_per_tenant()) {
+    s.max_event_watchers_per_tenant = config.max_event_watchers_per_tenant();
+  }
+  RETURN_IF_ERROR(CheckRange("max_event_watchers_per_tenant", s.max_event_watchers_per_tenant, 1,
+                             s.max_event_watchers));
   RETURN_IF_ERROR(ResolveTls(config, &s));
   RETURN_IF_ERROR(ResolveCluster(config, &s));
   // The store's own checks (e.g. the RAM tier's smallest and largest size),

@@ -67,6 +67,10 @@ struct ServerSettings {
   std::string peer_token_file;
   std::string peer_tls_ca_file;
   uint32_t drain_timeout_s = 30;
+  // Cache events (config.proto); event_log_capacity 0: none.
+  uint32_t event_log_capacity = 1 << 18;
+  uint32_t max_event_watchers = 64;
+  uint32_t max_event_watchers_per_tenant = 8;
 
   bool tls() const { return !tls_cert_file.empty(); }
   bool clustered() const { return !etcd_endpoints.empty() || !static_members.empty(); }

@@ -244,6 +244,9 @@ TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
   EXPECT_TRUE(s->static_members.empty());
   EXPECT_EQ(s->replicas, 2u);
   EXPECT_EQ(s->drain_timeout_s, 30u);
+  EXPECT_EQ(s->event_log_capacity, 1u << 18);
+  EXPECT_EQ(s->max_event_watchers, 64u);
+  EXPECT_EQ(s->max_event_watchers_per_tenant, 8u);
   EXPECT_TRUE(s->peer_token_file.empty());
   EXPECT_TRUE(s->peer_tls_ca_file.empty());
   EXPECT_FALSE(s->clustered());
@@ -287,6 +290,11 @@ TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
       {"replicas: 0", "replicas"},
       {"replicas: 17", "replicas"},
       {"drain_timeout_s: 3601", "drain_timeout_s"},
+      {"event_log_capacity: 67108865", "event_log_capacity"},
+      {"max_event_watchers: 0", "max_event_watchers"},
+      {"max_event_watchers: 4097", "max_event_watchers"},
+      {"max_event_watchers_per_tenant: 0", "max_event_watchers_per_tenant"},
+      {"max_event_watchers: 4 max_event_watchers_per_tenant: 5", "max_event_watchers_per_tenant"},
       {"node_id: \"a\" static_members: \"a=h:1\" tls_cert_file: \"c\" tls_key_file: \"k\"",
        "peer_tls_ca_file"},
       {"node_id: \"a\" static_members: \"a=h:1\" access_file: \"f\"", "peer_token_file"},

@@ -38,6 +38,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "kvstore/cluster/membership.h"
 #include "kvstore/cluster/replicator.h"
+#include "kvstore/core/cache_events.h"
 #include "kvstore/core/store.h"
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
@@ -119,6 +120,10 @@ ABSL_FLAG(std::string, peer_token_file, "", "Admin token this node presents to i
 ABSL_FLAG(std::string, peer_tls_ca_file, "", "CA of the peers' certificates (TLS clusters)");
 ABSL_FLAG(uint32_t, drain_timeout_s, 30,
           "On SIGTERM in a cluster: most seconds to hand pages to their new owners");
+ABSL_FLAG(uint32_t, event_log_capacity, 1 << 18,
+          "Cache events kept for WatchCacheEvents streams to resume from; 0: none");
+ABSL_FLAG(uint32_t, max_event_watchers, 64, "Most open cache event streams");
+ABSL_FLAG(uint32_t, max_event_watchers_per_tenant, 8, "Most open cache event streams of a tenant");
 ABSL_FLAG(bool, trusted_local_clients, false,
           "Give data-plane clients the RAM arena (fastest; each can read and write every page "
           "of every tenant)");
@@ -240,6 +245,15 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("peer_token_file")) c.set_peer_token_file(absl::GetFlag(FLAGS_peer_token_file));
   if (Given("peer_tls_ca_file")) c.set_peer_tls_ca_file(absl::GetFlag(FLAGS_peer_tls_ca_file));
   if (Given("drain_timeout_s")) c.set_drain_timeout_s(absl::GetFlag(FLAGS_drain_timeout_s));
+  if (Given("event_log_capacity")) {
+    c.set_event_log_capacity(absl::GetFlag(FLAGS_event_log_capacity));
+  }
+  if (Given("max_event_watchers")) {
+    c.set_max_event_watchers(absl::GetFlag(FLAGS_max_event_watchers));
+  }
+  if (Given("max_event_watchers_per_tenant")) {
+    c.set_max_event_watchers_per_tenant(absl::GetFlag(FLAGS_max_event_watchers_per_tenant));
+  }
   return c;
 }
 
@@ -553,6 +567,12 @@ int Run() {
   }
   KeepPageBuffersOnTheHeap(settings->max_inflight_bytes);
   const std::shared_ptr<UcxArenaMemory> ucx_arena = PrepareUcxArena(&*settings);
+  // Outlives the store, which appends to it.
+  std::unique_ptr<CacheEventLog> events;
+  if (settings->event_log_capacity > 0) {
+    events = std::make_unique<CacheEventLog>(settings->event_log_capacity);
+    settings->store.events = events.get();
+  }
   absl::StatusOr<std::unique_ptr<Store>> store = Store::Open(settings->store);
   if (!store.ok()) {
     std::fprintf(stderr, "kvtier-server: cannot open store in %s: %s\n",
@@ -567,6 +587,15 @@ int Run() {
   auto service =
       std::make_unique<KvStoreService>(store->get(), limits, data_plane.get(), access.get());
   StartLocalLanes(*settings, service.get());
+  if (events != nullptr) {
+    service->StartCacheEvents(
+        events.get(), CacheEventFeedOptions{
+                          .node_id = settings->node_id,
+                          .max_watchers = settings->max_event_watchers,
+                          .max_watchers_per_tenant = settings->max_event_watchers_per_tenant,
+                          .interval = absl::Milliseconds(10),
+                          .heartbeat = absl::Seconds(5)});
+  }
 
   int port = 0;
   std::unique_ptr<grpc::Server> server =
@@ -622,6 +651,9 @@ int Run() {
   // Its record goes when the server has stopped serving.
   Drain(*settings, membership->get(), replicator.get());
   server->GetHealthCheckService()->SetServingStatus(false);
+  // Event streams never end by themselves: end them before the server
+  // waits for its calls.
+  service->StopCacheEvents();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   server->Wait();
   KVTIER_LOG(INFO) << "rpc server stopped; closing the data plane and the store";

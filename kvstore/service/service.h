@@ -34,6 +34,7 @@
 #include "kvstore/dataplane/local_lanes.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/admission.h"
+#include "kvstore/service/cache_event_feed.h"
 #include "kvstore/service/caller.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
@@ -122,6 +123,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   grpc::ServerUnaryReactor* ReplicaPut(grpc::CallbackServerContext* context,
                                        const v1::ReplicaPutRequest* request,
                                        v1::ReplicaPutResponse* response) override;
+  grpc::ServerWriteReactor<v1::CacheEventBatch>* WatchCacheEvents(
+      grpc::CallbackServerContext* context, const v1::WatchCacheEventsRequest* request) override;
 
   // service_cluster.cc. The membership Members answers from (UNAVAILABLE
   // before this is called). `membership` must outlive the service.
@@ -133,6 +136,16 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoReplicaPut(const v1::ReplicaPutRequest& request,
                             v1::ReplicaPutResponse* response,
                             InflightBytes::Grant* held = nullptr);
+
+  // Serves WatchCacheEvents from `log`, the one the store appends to
+  // (StoreOptions::events), from now on (FAILED_PRECONDITION before). Call
+  // once, before serving; `log` must outlive the service.
+  void StartCacheEvents(CacheEventLog* log, const CacheEventFeedOptions& options);
+  // Ends every event stream (UNAVAILABLE) and refuses new ones: before the
+  // server shuts down, which waits for open calls.
+  void StopCacheEvents();
+  // Null before StartCacheEvents.
+  const CacheEventFeed* cache_events() const { return feed_.get(); }
 
   // service_local_lanes.cc. Serves local lanes from now on (OpenLocalLane
   // answers FAILED_PRECONDITION before). Call once, before serving.
@@ -279,6 +292,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Set once by StartLocalLanes, before serving; closed first on
   // destruction (its threads call the handlers above).
   std::unique_ptr<LocalLanes> lanes_;
+  // Set once by StartCacheEvents, before serving.
+  std::unique_ptr<CacheEventFeed> feed_;
   // Set once by SetMembership, after the server bound its port.
   std::atomic<const cluster::Membership*> membership_{nullptr};
 };

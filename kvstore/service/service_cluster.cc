@@ -1,5 +1,6 @@
 // KvStoreService's cluster RPCs: Members (the member view as this node
-// holds it) and ReplicaPut (pages another node copies here).
+// holds it), ReplicaPut (pages another node copies here) and
+// WatchCacheEvents (the pages this node stores and removes, for routers).
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
@@ -95,6 +96,25 @@ grpc::ServerUnaryReactor* KvStoreService::ReplicaPut(grpc::CallbackServerContext
   if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
   return RespondHolding(
       [&](InflightBytes::Grant* held) { return DoReplicaPut(*request, response, held); });
+}
+
+void KvStoreService::StartCacheEvents(CacheEventLog* log, const CacheEventFeedOptions& options) {
+  feed_ = std::make_unique<CacheEventFeed>(log, store_, options);
+}
+
+void KvStoreService::StopCacheEvents() {
+  if (feed_ != nullptr) feed_->Stop();
+}
+
+grpc::ServerWriteReactor<v1::CacheEventBatch>* KvStoreService::WatchCacheEvents(
+    grpc::CallbackServerContext* context, const v1::WatchCacheEventsRequest* request) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kRead);
+  absl::Status refused = caller.status();
+  if (refused.ok() && feed_ == nullptr) {
+    refused = absl::FailedPreconditionError("this node keeps no cache event log");
+  }
+  if (!refused.ok()) return CacheEventFeed::Refuse(refused);
+  return feed_->Watch(context, caller->tenant, *request);
 }
 
 }  // namespace kvtier::store
