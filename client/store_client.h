@@ -227,6 +227,33 @@ struct LookupReply {
   std::vector<v1::Tier> tiers;
 };
 
+// One WatchCacheEvents call (StoreClient::WatchCacheEvents).
+//
+// Thread-safety: Next and Finish from one thread; Cancel from any.
+class CacheEventStream {
+ public:
+  CacheEventStream(std::unique_ptr<grpc::ClientContext> context,
+                   std::unique_ptr<grpc::ClientReader<v1::CacheEventBatch>> reader);
+  ~CacheEventStream();  // cancels a stream still open
+  CacheEventStream(const CacheEventStream&) = delete;
+  CacheEventStream& operator=(const CacheEventStream&) = delete;
+
+  // Waits for the next batch; false once the stream has ended (Finish then
+  // says why).
+  bool Next(v1::CacheEventBatch* batch);
+  // After Next returned false: the call's status (CANCELLED after Cancel,
+  // UNAVAILABLE when the node stopped or could not be reached, or the
+  // server's code for the request).
+  absl::Status Finish();
+  // Ends the stream: a Next blocked in another thread returns false.
+  void Cancel();
+
+ private:
+  std::unique_ptr<grpc::ClientContext> context_;
+  std::unique_ptr<grpc::ClientReader<v1::CacheEventBatch>> reader_;
+  bool finished_ = false;
+};
+
 class StoreClient {
  public:
   // Validates `options` and creates a channel to `target` (host:port) with
@@ -275,6 +302,12 @@ class StoreClient {
   // Cluster-internal (an admin credential; store.proto): stores pages in the
   // key space of request.tenant, bytes inline, as one RPC.
   absl::StatusOr<v1::ReplicaPutResponse> ReplicaPut(const v1::ReplicaPutRequest& request);
+
+  // WatchCacheEvents (store.proto) from this node: the pages of the
+  // caller's key space it stores and removes. The stream has no deadline
+  // (heartbeats keep it alive); CacheEventStream::Cancel ends it from any
+  // thread. cache_event_view.h applies its batches.
+  std::unique_ptr<CacheEventStream> WatchCacheEvents(const v1::WatchCacheEventsRequest& request);
 
   const std::string& target() const { return target_; }
 
