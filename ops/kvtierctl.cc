@@ -7,6 +7,10 @@
 //   kvtierctl demo [--prompt_tokens N] [--layers L] a short visible session
 //   kvtierctl members                             the cluster's member view
 //   kvtierctl cluster-put|cluster-get (--tokens .. | --text FILE)  through the cluster
+//   kvtierctl route (--tokens .. | --text FILE)   which members hold the prompt's prefix
+//   kvtierctl events [--layer L] [--follow_s S]   the target's cache event stream
+//
+// The cluster commands live in kvtierctl_cluster.cc.
 //
 // Keys follow common/page_key.h. A text file is tokenized as one token per
 // byte (enough to compute reproducible chains without a model). Exit status
@@ -40,7 +44,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "client/cluster_client.h"
 #include "client/store_client.h"
 #include "client/security_flags.h"
 #include "common/checksum.h"
@@ -49,6 +52,7 @@
 #include "common/secure_random.h"
 #include "common/status_macros.h"
 #include "kvstore/access/access_table.h"
+#include "ops/kvtierctl.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
 ABSL_FLAG(int64_t, deadline_ms, 30000, "Deadline of each RPC, ms");
@@ -70,10 +74,11 @@ ABSL_FLAG(uint32_t, prompt_tokens, 2048, "demo: tokens of the synthetic prompt")
 ABSL_FLAG(uint32_t, replicas, 2, "cluster-put/get: copies of each page");
 ABSL_FLAG(uint32_t, write_quorum, 2, "cluster-put: copies stored before a put succeeds");
 ABSL_FLAG(uint64_t, pin_ttl_ms, 0, "cluster-put: also pin the pages on their owners this long");
+ABSL_FLAG(int32_t, layer, -1, "events: only this layer (-1: every layer); route: default 0");
+ABSL_FLAG(uint32_t, follow_s, 0, "events: keep printing events this many seconds");
 ABSL_FLAG(uint64_t, seed, 1, "demo: seed of the synthetic prompt (same seed, same keys)");
 
 namespace kvtier::ops {
-namespace {
 
 std::string HumanBytes(double bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -121,6 +126,8 @@ absl::StatusOr<std::string> ReadFile(const std::string& path) {
   out << in.rdbuf();
   return out.str();
 }
+
+namespace {
 
 void PrintTierStats(const char* name, const v1::TierStats& t) {
   std::printf("  %-5s pages %-10llu used %-12s of %-12s (high %s, low %s)  hits %llu  "
@@ -189,6 +196,8 @@ absl::Status PrintStats(client::StoreClient& client) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
 absl::StatusOr<std::vector<uint32_t>> TokensFromFlags() {
   std::vector<uint32_t> tokens;
   if (const std::string list = absl::GetFlag(FLAGS_tokens); !list.empty()) {
@@ -207,6 +216,8 @@ absl::StatusOr<std::vector<uint32_t>> TokensFromFlags() {
   }
   return tokens;
 }
+
+namespace {
 
 absl::Status Lookup(client::StoreClient& client) {
   ASSIGN_OR_RETURN(PageLayout layout, LayoutFromFlags());
@@ -324,6 +335,8 @@ absl::Status GetFile(client::StoreClient& client, const std::string& out_path) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
 // Bytes of one synthetic page, a function of its key.
 std::string DemoPageBytes(const PageLayout& layout, const PageKey& key) {
   std::string bytes(layout.PageBytes(), '\0');
@@ -334,6 +347,8 @@ std::string DemoPageBytes(const PageLayout& layout, const PageKey& key) {
   }
   return bytes;
 }
+
+namespace {
 
 double Seconds(absl::Time start) { return absl::ToDoubleSeconds(absl::Now() - start); }
 
@@ -447,126 +462,6 @@ absl::Status Demo(client::StoreClient& client) {
   return stats;
 }
 
-// members: the cluster's member view as the target holds it.
-absl::Status PrintMembers(client::StoreClient& client) {
-  ASSIGN_OR_RETURN(v1::MembersResponse view, client.Members());
-  std::printf("members of %s (node %s, revision %lld)\n", absl::GetFlag(FLAGS_target).c_str(),
-              view.self_id().c_str(), static_cast<long long>(view.revision()));
-  for (const v1::Member& m : view.members()) {
-    std::printf("  %-16s %-22s %-16s ram %-10s disk %s\n", m.id().c_str(), m.address().c_str(),
-                v1::MemberState_Name(m.state()).c_str(), HumanBytes(m.ram_capacity_bytes()).c_str(),
-                HumanBytes(m.disk_capacity_bytes()).c_str());
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::unique_ptr<client::ClusterClient>> ConnectClusterFromFlags() {
-  client::ClusterOptions options;
-  client::ApplySecurityFlags(&options.client);
-  options.client.deadline_ms = std::min<int64_t>(absl::GetFlag(FLAGS_deadline_ms), 5000);
-  options.client.max_batch_pages = absl::GetFlag(FLAGS_batch_pages);
-  options.replicas = absl::GetFlag(FLAGS_replicas);
-  options.write_quorum = absl::GetFlag(FLAGS_write_quorum);
-  return client::ClusterClient::Connect({absl::GetFlag(FLAGS_target)}, options);
-}
-
-// Every (page, layer) of the prompt's chain, with synthetic bytes.
-struct PromptPages {
-  std::vector<Hash128> chain;
-  std::vector<PageKey> keys;
-  std::vector<std::string> bytes;
-};
-
-absl::StatusOr<PromptPages> PromptPagesFromFlags(const PageLayout& layout) {
-  ASSIGN_OR_RETURN(std::vector<uint32_t> tokens, TokensFromFlags());
-  PromptPages pages;
-  pages.chain = KeyChain::Chain(SeedFromFlags(layout), tokens, layout.page_size);
-  if (pages.chain.empty()) return absl::InvalidArgumentError("the prompt is less than one page");
-  for (const Hash128& h : pages.chain) {
-    for (uint32_t l = 0; l < absl::GetFlag(FLAGS_layers); ++l) {
-      pages.keys.push_back({.hash = h, .layer = l});
-      pages.bytes.push_back(DemoPageBytes(layout, pages.keys.back()));
-    }
-  }
-  return pages;
-}
-
-// "node-0 12, node-1 20": pages per holder.
-std::string CountByHolder(const std::vector<std::string>& holders) {
-  std::map<std::string, int> counts;
-  for (const std::string& h : holders) {
-    if (!h.empty()) ++counts[h];
-  }
-  std::string out;
-  for (const auto& [id, n] : counts) absl::StrAppend(&out, out.empty() ? "" : ", ", id, " ", n);
-  return out.empty() ? "none" : out;
-}
-
-// cluster-put: stores every (page, layer) of the prompt on its owners.
-absl::Status ClusterPut() {
-  ASSIGN_OR_RETURN(const PageLayout layout, LayoutFromFlags());
-  ASSIGN_OR_RETURN(const PromptPages pages, PromptPagesFromFlags(layout));
-  ASSIGN_OR_RETURN(std::unique_ptr<client::ClusterClient> cluster, ConnectClusterFromFlags());
-  std::vector<client::PutPage> put;
-  for (size_t i = 0; i < pages.keys.size(); ++i) {
-    put.push_back({.key = pages.keys[i], .layout = layout,
-                   .data = {reinterpret_cast<const uint8_t*>(pages.bytes[i].data()),
-                            pages.bytes[i].size()}});
-  }
-  const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(std::vector<client::PutOutcome> outcomes, cluster->BatchPut(put));
-  size_t present = 0;
-  for (const client::PutOutcome& o : outcomes) present += o.already_present;
-  ASSIGN_OR_RETURN(client::ClusterLookupReply found,
-                   cluster->Lookup(pages.chain, 0, absl::GetFlag(FLAGS_layers)));
-  if (const uint64_t ttl_ms = absl::GetFlag(FLAGS_pin_ttl_ms); ttl_ms > 0) {
-    ASSIGN_OR_RETURN(const client::ClusterPin pin, cluster->Pin(pages.keys, ttl_ms));
-    std::printf("pinned for %llu ms on their owners (%zu member pins)\n",
-                static_cast<unsigned long long>(ttl_ms), pin.pins.size());
-  }
-  std::printf("stored %zu pages x %u layers through %s (%zu already present) in %.1f ms; "
-              "owners: %s\n",
-              pages.chain.size(), absl::GetFlag(FLAGS_layers),
-              absl::GetFlag(FLAGS_target).c_str(), present,
-              absl::ToDoubleMilliseconds(absl::Now() - start),
-              CountByHolder(found.holders).c_str());
-  return absl::OkStatus();
-}
-
-// cluster-get: the longest stored prefix anywhere in the cluster, where its
-// pages live, and its bytes fetched and verified.
-absl::Status ClusterGet() {
-  ASSIGN_OR_RETURN(const PageLayout layout, LayoutFromFlags());
-  ASSIGN_OR_RETURN(const PromptPages pages, PromptPagesFromFlags(layout));
-  ASSIGN_OR_RETURN(std::unique_ptr<client::ClusterClient> cluster, ConnectClusterFromFlags());
-  const uint32_t layers = absl::GetFlag(FLAGS_layers);
-  const absl::Time start = absl::Now();
-  ASSIGN_OR_RETURN(client::ClusterLookupReply found, cluster->Lookup(pages.chain, 0, layers));
-  const double lookup_ms = absl::ToDoubleMilliseconds(absl::Now() - start);
-  const std::vector<PageKey> keys(pages.keys.begin(),
-                                  pages.keys.begin() + size_t{found.prefix_pages} * layers);
-  size_t verified = 0;
-  if (!keys.empty()) {
-    ASSIGN_OR_RETURN(std::vector<client::GotPage> got, cluster->BatchGet(keys));
-    for (size_t i = 0; i < got.size(); ++i) {
-      if (got[i].status != v1::PAGE_STATUS_OK || got[i].data != pages.bytes[i]) {
-        return absl::DataLossError(absl::StrCat("page ", i / layers, " layer ", i % layers,
-                                                " came back wrong or missing"));
-      }
-      ++verified;
-    }
-  }
-  const client::ClusterStats stats = cluster->stats();
-  std::printf("prefix %u of %zu pages found through %s in %.1f ms; held by: %s; %zu page-layers "
-              "fetched and verified; %llu failovers; %llu page-layers copied to owners that "
-              "lacked them\n",
-              found.prefix_pages, pages.chain.size(), absl::GetFlag(FLAGS_target).c_str(),
-              lookup_ms, CountByHolder(found.holders).c_str(), verified,
-              static_cast<unsigned long long>(stats.failovers),
-              static_cast<unsigned long long>(stats.repaired_pages));
-  return absl::OkStatus();
-}
-
 // new-token TENANT OUT: a fresh random token (256 bits, hex) written to OUT,
 // readable by its owner only, and the access-file line that admits it,
 // which holds only its hash.
@@ -650,6 +545,10 @@ int Main(const std::vector<char*>& args) {
     status = ClusterPut();
   } else if (command == "cluster-get" && args.size() == 2) {
     status = ClusterGet();
+  } else if (command == "route" && args.size() == 2) {
+    status = Route();
+  } else if (command == "events" && args.size() == 2) {
+    status = PrintEvents(**client);
   } else {
     return usage();
   }
@@ -676,6 +575,10 @@ int main(int argc, char** argv) {
       "            [--pin_ttl_ms MS]           and pin them there\n"
       "  cluster-get --tokens .. | --text FILE its longest stored prefix anywhere, where it\n"
       "                                        lives, and its bytes fetched and verified\n"
+      "  route --tokens .. | --text FILE       which members hold how much of a prompt, from\n"
+      "                                        their cache event streams (--layer, default 0)\n"
+      "  events [--layer L] [--follow_s S]     the target's pages of this tenant, then what it\n"
+      "                                        stores and removes for S seconds\n"
       "  new-token TENANT OUT [--role R] [--shared S]\n"
       "                                        write a new token to OUT (mode 0600) and print\n"
       "                                        the access-file line that admits it\n"

@@ -114,6 +114,34 @@ TEST_F(KvtierctlTest, LookupOfAnUnstoredPromptFindsNoPrefix) {
   EXPECT_THAT(r.output, HasSubstr("stored prefix: 0 of 1 pages"));
 }
 
+// events prints the node's pages of the tenant from its cache event
+// stream; route finds a stored prompt on the member that holds it.
+TEST_F(KvtierctlTest, EventsAndRouteShowWhatTheNodeHolds) {
+  std::string tokens = "--tokens=";
+  for (int t = 0; t < 50; ++t) absl::StrAppend(&tokens, t == 0 ? "" : ",", t);
+  CtlResult r = RunCtl({target_, "events"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("node local holds 0 pages of this tenant"));
+  // 50 tokens: 3 full pages of 16, in 2 layers.
+  r = RunCtl({target_, "cluster-put", tokens, "--layers=2", "--replicas=1", "--write_quorum=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCtl({target_, "events"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("node local holds 6 pages of this tenant"));
+  r = RunCtl({target_, "events", "--layer=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("node local holds 3 pages of layer 1 of this tenant"));
+  r = RunCtl({target_, "route", tokens});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("local            holds the first 3 of 3 pages"));
+  r = RunCtl({target_, "route", "--tokens=9,9,9,9,9,9,9,9,9,9,9,9,9,9,9,9"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("no member holds its first page"));
+  r = RunCtl({target_, "events", "--layer=-2"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.output, HasSubstr("--layer"));
+}
+
 TEST_F(KvtierctlTest, UsageErrorsExitWithTwo) {
   EXPECT_EQ(RunCtl({target_}).exit_code, 2);
   EXPECT_EQ(RunCtl({target_, "frobnicate"}).exit_code, 2);
