@@ -21,17 +21,17 @@ uint64_t RandomEpoch() {
 }  // namespace
 
 CacheEventLog::CacheEventLog(size_t capacity)
-    : epoch_(RandomEpoch()), ring_(std::max<size_t>(capacity, 1)) {}
+    : epoch_(RandomEpoch()), capacity_(std::max<size_t>(capacity, 1)), ring_(capacity_) {}
 
 uint64_t CacheEventLog::oldest_seq() const {
   absl::MutexLock lock(&mu_);
   const uint64_t next = next_seq_.load(std::memory_order_relaxed);
-  return next - std::min<uint64_t>(next - 1, ring_.size());
+  return next - std::min<uint64_t>(next - 1, capacity_);
 }
 
 void CacheEventLog::AppendLocked(CacheEvent::Kind kind, const PageKey& key) {
   const uint64_t seq = next_seq_.load(std::memory_order_relaxed);
-  ring_[(seq - 1) % ring_.size()] = Entry{.key = key, .kind = kind};
+  ring_[(seq - 1) % capacity_] = Entry{.key = key, .kind = kind};
   next_seq_.store(seq + 1, std::memory_order_release);
 }
 
@@ -52,7 +52,7 @@ CacheEventLog::Slice CacheEventLog::Read(uint64_t from, uint64_t tenant,
   Slice slice;
   absl::MutexLock lock(&mu_);
   const uint64_t next = next_seq_.load(std::memory_order_relaxed);
-  const uint64_t oldest = next - std::min<uint64_t>(next - 1, ring_.size());
+  const uint64_t oldest = next - std::min<uint64_t>(next - 1, capacity_);
   if (from < oldest || from > next) {
     slice.lost = true;
     return slice;
@@ -60,7 +60,7 @@ CacheEventLog::Slice CacheEventLog::Read(uint64_t from, uint64_t tenant,
   uint64_t seq = from;
   for (size_t scanned = 0; seq < next && scanned < max_scan && slice.events.size() < max_events;
        ++seq, ++scanned) {
-    const Entry& entry = ring_[(seq - 1) % ring_.size()];
+    const Entry& entry = ring_[(seq - 1) % capacity_];
     if (entry.key.tenant != tenant) continue;
     if (layer.has_value() && entry.key.layer != *layer) continue;
     slice.events.push_back(CacheEvent{.seq = seq, .kind = entry.kind, .key = entry.key});

@@ -57,7 +57,7 @@ class CacheEventLog {
   CacheEventLog(const CacheEventLog&) = delete;
   CacheEventLog& operator=(const CacheEventLog&) = delete;
 
-  size_t capacity() const { return ring_.size(); }
+  size_t capacity() const { return capacity_; }
   // Random, nonzero, fixed for the log's life.
   uint64_t epoch() const { return epoch_; }
   // The sequence number the next event gets (1 for an empty log).
@@ -94,8 +94,9 @@ class CacheEventLog {
   void AppendLocked(CacheEvent::Kind kind, const PageKey& key) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const uint64_t epoch_;
+  const size_t capacity_;
   mutable absl::Mutex mu_;
-  // Event `seq` lives at ring_[(seq - 1) % capacity]; its size is fixed.
+  // Event `seq` lives at ring_[(seq - 1) % capacity_]; capacity_ entries.
   std::vector<Entry> ring_ ABSL_GUARDED_BY(mu_);
   // Written under mu_; read without it by next_seq().
   std::atomic<uint64_t> next_seq_{1};
