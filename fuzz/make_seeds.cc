@@ -138,6 +138,35 @@ void WireSeeds() {
   Write("wire_fuzz", "key", Key(9).Encode());
 }
 
+// Length-prefixed CacheEventBatch messages: a snapshot in two batches,
+// then live events.
+void CacheEventSeeds() {
+  auto batch = [](bool reset, bool done, uint64_t next_seq,
+                  std::vector<std::pair<v1::CacheEvent::Kind, uint64_t>> events) {
+    v1::CacheEventBatch b;
+    b.set_node_id("n1");
+    b.set_epoch(0xe90c);
+    b.set_reset(reset);
+    b.set_snapshot_done(done);
+    b.set_next_seq(next_seq);
+    for (const auto& [kind, n] : events) {
+      v1::CacheEvent* e = b.add_events();
+      e->set_kind(kind);
+      v1::KeyToProto(Key(n), e->mutable_key());
+    }
+    const std::string bytes = b.SerializeAsString();
+    return std::string{static_cast<char>(bytes.size() & 0xff),
+                       static_cast<char>(bytes.size() >> 8)} + bytes;
+  };
+  const auto S = v1::CacheEvent::STORED;
+  const auto R = v1::CacheEvent::REMOVED;
+  Write("cache_event_fuzz", "snapshot_then_events",
+        batch(true, false, 0, {{S, 1}, {S, 2}}) + batch(false, true, 7, {{S, 3}}) +
+            batch(false, false, 9, {{R, 2}, {S, 4}}));
+  Write("cache_event_fuzz", "reset_twice",
+        batch(true, true, 3, {{S, 1}}) + batch(true, true, 5, {}));
+}
+
 void GgufSeeds() {
   // A tiny Llama: dim 8, one layer, two heads (one KV head), vocab 4.
   model::GgufTestWriter w;
@@ -265,6 +294,7 @@ int main(int argc, char** argv) {
   kvtier::ServiceSeeds();
   kvtier::ConfigSeeds();
   kvtier::WireSeeds();
+  kvtier::CacheEventSeeds();
   kvtier::GgufSeeds();
   kvtier::Llama2cSeeds();
   kvtier::TraceAndProfileSeeds();
