@@ -11,6 +11,12 @@
 //   get:    --duration_ms of BatchGets of random pages from those put.
 //   lookup: --lookup_reps Lookups of one stored chain of --lookup_chain
 //           pages (one layer) spread over the members; p50 and p99.
+//   route:  a PrefixRouter following every member's cache event stream:
+//           how long its snapshots of everything stored so far take; the
+//           latency of its in-memory Locate of the same chain (beside the
+//           Lookup's); and, over --route_reps puts of a fresh 16-page
+//           prompt, the time from the put's acknowledgement until Locate
+//           finds the whole prompt (the events' lag; p50 and p99).
 // The pages put are deleted from every member at the end. Progress to
 // stderr; one JSON object to stdout (or --json FILE).
 #include <algorithm>
@@ -33,6 +39,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cluster_client.h"
+#include "client/prefix_router.h"
 #include "client/security_flags.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
@@ -49,6 +56,7 @@ ABSL_FLAG(uint32_t, replicas, 2, "Copies of each page (R)");
 ABSL_FLAG(uint32_t, write_quorum, 2, "Copies stored before a put succeeds (W)");
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Pages of the looked-up chain");
 ABSL_FLAG(int, lookup_reps, 50, "Lookups of the chain");
+ABSL_FLAG(int, route_reps, 50, "Prompts put to measure the router's lag (0: no route phase)");
 ABSL_FLAG(std::string, json, "", "Write the JSON result here instead of stdout");
 
 namespace kvtier::ops {
@@ -202,8 +210,58 @@ absl::Status Run() {
     }
   }
 
+  // The router: snapshots, Locate, and the lag of its events.
+  std::vector<double> locate_us;
+  std::vector<double> lag_us;
+  double sync_ms = 0;
+  std::vector<Hash128> route_hashes;
+  if (const int reps = absl::GetFlag(FLAGS_route_reps); reps > 0) {
+    const absl::Time t0 = absl::Now();
+    client::PrefixRouter router(clients[0].get(), client::PrefixRouterOptions{});
+    if (!router.AwaitSynced(absl::Seconds(60))) {
+      return absl::DeadlineExceededError("the router did not sync within 60 s");
+    }
+    sync_ms = absl::ToDoubleMilliseconds(absl::Now() - t0);
+    for (int r = 0; r < absl::GetFlag(FLAGS_lookup_reps) && !chain.empty(); ++r) {
+      const absl::Time t1 = absl::Now();
+      const std::vector<client::NodePrefix> where = router.Locate(chain);
+      locate_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - t1));
+      if (where.empty()) return absl::DataLossError("the router found no member with the chain");
+    }
+    for (int r = 0; r < reps; ++r) {
+      std::vector<Hash128> prompt;
+      std::vector<client::PutPage> prompt_put;
+      for (uint32_t p = 0; p < 16; ++p) {
+        prompt.push_back(Hash128{.hi = nonce ^ 0x7007eull, .lo = uint64_t(r) * 16 + p});
+        route_hashes.push_back(prompt.back());
+        prompt_put.push_back({.key = {.hash = prompt.back(), .layer = 0}, .layout = small,
+                              .data = {reinterpret_cast<const uint8_t*>(small_data.data()),
+                                       small_data.size()}});
+      }
+      RETURN_IF_ERROR(clients[0]->BatchPut(prompt_put).status());
+      const absl::Time acked = absl::Now();
+      const absl::Time deadline = acked + absl::Seconds(10);
+      // The prompt's owners vary by page, so "found" means every page is
+      // known somewhere: the first page's best member has some prefix, and
+      // each page is held by a member the router follows.
+      while (true) {
+        bool all = true;
+        for (uint32_t p = 0; p < prompt.size() && all; ++p) {
+          all = !router.Locate({prompt.data() + p, 1}).empty();
+        }
+        if (all) break;
+        if (absl::Now() > deadline) {
+          return absl::DeadlineExceededError("the router did not learn a prompt within 10 s");
+        }
+        absl::SleepFor(absl::Microseconds(100));
+      }
+      lag_us.push_back(absl::ToDoubleMicroseconds(absl::Now() - acked));
+    }
+  }
+
   // Clean up on every member (a page's copies may sit anywhere).
   std::vector<PageKey> all_keys;
+  for (const Hash128& h : route_hashes) all_keys.push_back({.hash = h, .layer = 0});
   for (int c = 0; c < n_clients; ++c) {
     for (uint64_t i = 0; i < put_count[c]; ++i) all_keys.push_back(key_of(c, i));
   }
@@ -226,25 +284,32 @@ absl::Status Run() {
   std::fprintf(stderr,
                "put %.3f GB/s (%.0f pages/s, %.0f copies/s per member, p99 %.0f us)\n"
                "get %.3f GB/s (%.0f pages/s, %.0f pages/s per member, p99 %.0f us)\n"
-               "lookup of %u pages: p50 %.0f us, p99 %.0f us\n",
+               "lookup of %u pages: p50 %.0f us, p99 %.0f us\n"
+               "router: snapshots %.1f ms, locate p50 %.1f us p99 %.1f us, event lag p50 "
+               "%.0f us p99 %.0f us\n",
                put_gbps, static_cast<double>(put.pages) / put.seconds, copies_per_node_s,
                Percentile(put.latencies_us, 0.99), get_gbps,
                static_cast<double>(get.pages) / get.seconds, gets_per_node_s,
                Percentile(get.latencies_us, 0.99), chain_pages, Percentile(lookup_us, 0.5),
-               Percentile(lookup_us, 0.99));
+               Percentile(lookup_us, 0.99), sync_ms, Percentile(locate_us, 0.5),
+               Percentile(locate_us, 0.99), Percentile(lag_us, 0.5), Percentile(lag_us, 0.99));
   const std::string json = absl::StrFormat(
       "{\"members_up\": %d, \"replicas\": %u, \"write_quorum\": %u, \"clients\": %d, "
       "\"page_bytes\": %d, \"batch_pages\": %u, \"put_gbps\": %.4f, \"put_pages_per_s\": %.1f, "
       "\"put_copies_per_member_per_s\": %.1f, \"put_p50_us\": %.1f, \"put_p99_us\": %.1f, "
       "\"get_gbps\": %.4f, \"get_pages_per_s\": %.1f, \"get_pages_per_member_per_s\": %.1f, "
       "\"get_p50_us\": %.1f, \"get_p99_us\": %.1f, \"lookup_chain\": %u, "
-      "\"lookup_p50_us\": %.1f, \"lookup_p99_us\": %.1f}\n",
+      "\"lookup_p50_us\": %.1f, \"lookup_p99_us\": %.1f, \"router_sync_ms\": %.1f, "
+      "\"locate_p50_us\": %.2f, \"locate_p99_us\": %.2f, \"event_lag_p50_us\": %.0f, "
+      "\"event_lag_p99_us\": %.0f}\n",
       up, copies, options.write_quorum, n_clients, layout.PageBytes(), batch, put_gbps,
       static_cast<double>(put.pages) / put.seconds, copies_per_node_s,
       Percentile(put.latencies_us, 0.5), Percentile(put.latencies_us, 0.99), get_gbps,
       static_cast<double>(get.pages) / get.seconds, gets_per_node_s,
       Percentile(get.latencies_us, 0.5), Percentile(get.latencies_us, 0.99), chain_pages,
-      Percentile(lookup_us, 0.5), Percentile(lookup_us, 0.99));
+      Percentile(lookup_us, 0.5), Percentile(lookup_us, 0.99), sync_ms,
+      Percentile(locate_us, 0.5), Percentile(locate_us, 0.99), Percentile(lag_us, 0.5),
+      Percentile(lag_us, 0.99));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::ofstream out(path, std::ios::trunc);
     out << json;
