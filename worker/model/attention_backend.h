@@ -43,6 +43,14 @@ struct AttentionShape {
 
 using SequenceId = uint64_t;
 
+// Prefill computes its rows in blocks of this many positions, aligned to
+// multiples of it (dense layers and attention alike), so a row's result
+// depends on its position's block and the rows before it, never on the
+// batch it was prefilled in: two requests that prefill the same tokens
+// give bit-identical K/V pages (pages hold a multiple of it), and a prompt
+// resumed after a stored prefix gives the logits of prefilling it whole.
+inline constexpr int kPrefillRowBlock = 16;
+
 class AttentionBackend {
  public:
   virtual ~AttentionBackend() = default;

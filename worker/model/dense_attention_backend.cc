@@ -52,29 +52,37 @@ void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
   const int q_dim = shape.q_dim();
   const int kv_dim = shape.kv_dim();
   const int group = shape.n_heads / shape.n_kv_heads;
-  const int total = n_past + n;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
-  for (int h = 0; h < shape.n_heads; ++h) {
-    const int kv_off = (h / group) * hd;
-    // scores[i, t] = scale * q_i . k_t for all t; the causal part is used.
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, total, hd, scale,
-                q + h * hd, q_dim, keys + kv_off, kv_dim, 0.0f, scores, total);
-    for (int i = 0; i < n; ++i) {
-      float* row = scores + static_cast<size_t>(i) * total;
-      const int seen = n_past + i + 1;
-      float max_score = -INFINITY;
-      for (int t = 0; t < seen; ++t) max_score = std::max(max_score, row[t]);
-      float sum = 0.0f;
-      for (int t = 0; t < seen; ++t) {
-        row[t] = std::exp(row[t] - max_score);
-        sum += row[t];
+  // Rows in aligned blocks of kPrefillRowBlock positions, each over the
+  // keys up to its last row: a row's arithmetic does not depend on n.
+  for (int b0 = 0; b0 < n;) {
+    const int b1 = std::min(n, b0 + kPrefillRowBlock - (n_past + b0) % kPrefillRowBlock);
+    const int m = b1 - b0;
+    const int total = n_past + b1;
+    for (int h = 0; h < shape.n_heads; ++h) {
+      const int kv_off = (h / group) * hd;
+      // scores[i, t] = scale * q_i . k_t for all t; the causal part is used.
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, total, hd, scale,
+                  q + static_cast<size_t>(b0) * q_dim + h * hd, q_dim, keys + kv_off, kv_dim,
+                  0.0f, scores, total);
+      for (int i = 0; i < m; ++i) {
+        float* row = scores + static_cast<size_t>(i) * total;
+        const int seen = n_past + b0 + i + 1;
+        float max_score = -INFINITY;
+        for (int t = 0; t < seen; ++t) max_score = std::max(max_score, row[t]);
+        float sum = 0.0f;
+        for (int t = 0; t < seen; ++t) {
+          row[t] = std::exp(row[t] - max_score);
+          sum += row[t];
+        }
+        for (int t = 0; t < seen; ++t) row[t] /= sum;
+        for (int t = seen; t < total; ++t) row[t] = 0.0f;
       }
-      for (int t = 0; t < seen; ++t) row[t] /= sum;
-      for (int t = seen; t < total; ++t) row[t] = 0.0f;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, total, 1.0f,
+                  scores, total, values + kv_off, kv_dim, 0.0f,
+                  out + static_cast<size_t>(b0) * q_dim + h * hd, q_dim);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, total, 1.0f,
-                scores, total, values + kv_off, kv_dim, 0.0f, out + h * hd,
-                q_dim);
+    b0 = b1;
   }
 }
 

@@ -15,10 +15,11 @@ namespace {
 
 double Since(absl::Time t0) { return absl::ToDoubleSeconds(absl::Now() - t0); }
 
-// The longest prefix worth asking about: whole pages and whole prefill
-// batches, leaving at least the last prompt token to compute.
-uint32_t ReusableTokens(uint32_t stored_pages, int page_size, int batch_tokens) {
-  const uint32_t align = static_cast<uint32_t>(std::lcm(page_size, batch_tokens));
+// The stored prefix in whole pages that end on a prefill row block
+// (attention_backend.h), so the rest of the prompt computes exactly as in
+// a whole prefill.
+uint32_t ReusableTokens(uint32_t stored_pages, int page_size) {
+  const uint32_t align = static_cast<uint32_t>(std::lcm(page_size, kPrefillRowBlock));
   return stored_pages * static_cast<uint32_t>(page_size) / align * align;
 }
 
@@ -57,7 +58,7 @@ absl::StatusOr<absl::Span<const float>> PrefillWithReuse(
     r.lookup_s = Since(t0);
     // A store that cannot answer costs this request its reuse, not its answer.
     if (stored.ok()) r.stored_pages = *stored;
-    r.reusable_tokens = ReusableTokens(r.stored_pages, page, transformer.max_batch_tokens());
+    r.reusable_tokens = ReusableTokens(r.stored_pages, page);
   }
   if (r.reusable_tokens > 0) {
     const uint32_t pages = r.reusable_tokens / page;

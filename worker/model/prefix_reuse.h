@@ -3,11 +3,12 @@
 // started from them instead of being prefilled from scratch.
 //
 //   1. the prompt's key chain is looked up (one Lookup for every layer);
-//   2. the reusable prefix is the stored pages, cut to a whole number of
-//      prefill batches (Transformer::max_batch_tokens, pages too) and to at
-//      most the prompt less one token, so the rest of the prompt (the
-//      partial last page included) runs in exactly the batches a full
-//      prefill would use: on the CPU the logits are bit-identical;
+//   2. the reusable prefix is the stored pages, cut to a multiple of the
+//      prefill row block (kPrefillRowBlock, attention_backend.h) and to at
+//      most the prompt less one token; since prefill rows never depend on
+//      how the prompt was batched, the rest of the prompt (the partial last
+//      page included) computes exactly as in a whole prefill: on the CPU
+//      the logits are bit-identical;
 //   3. the ReuseEstimator compares loading those bytes with recomputing
 //      that prefix (the first request measures the store with a probe get
 //      of layer 0's pages); a prefix is loaded only when that is faster;

@@ -57,14 +57,14 @@ TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
       testing::RunRequest(m->weights, **b2, testing::SharedPrefixPrompt(2), kSteps, *est);
   ASSERT_TRUE(second.ok()) << second.status();
   EXPECT_EQ(second->report.stored_pages, 18u);
-  EXPECT_EQ(second->report.reused_tokens, 256u);
-  EXPECT_EQ(second->report.fetch.pages_loaded, 16u * 5);
+  EXPECT_EQ(second->report.reused_tokens, 288u);
+  EXPECT_EQ(second->report.fetch.pages_loaded, 18u * 5);
   EXPECT_EQ(second->report.fallbacks, 0u);
   ASSERT_EQ(second->logits.size(), ref->logits.size());
   for (size_t i = 0; i < ref->logits.size(); ++i) {
     EXPECT_EQ(second->logits[i], ref->logits[i]) << "row " << i;
   }
-  EXPECT_EQ((*b2)->counters().pages_adopted, 16u * 5);
+  EXPECT_EQ((*b2)->counters().pages_adopted, 18u * 5);
 }
 
 }  // namespace

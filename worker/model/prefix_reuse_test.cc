@@ -5,6 +5,7 @@
 // the estimator recompute without loading anything.
 #include "worker/model/prefix_reuse.h"
 
+#include <cstdlib>
 #include <string>
 #include <vector>
 
@@ -69,15 +70,15 @@ TEST_F(PrefixReuseTest, LoadedPrefixGivesTheLogitsOfRecomputing) {
   auto r = Second(1e12);
   ASSERT_TRUE(r.ok()) << r.status();
   const PrefixReuseReport& rep = r->report;
-  // 320 tokens; pages 0..17 hold only shared tokens; the prefix is cut to
-  // whole 64-token prefill batches: 256 tokens, 16 pages of 5 layers.
+  // 320 tokens; pages 0..17 hold only shared tokens: 288 tokens, 18 pages
+  // of 5 layers.
   EXPECT_EQ(rep.stored_pages, 18u);
-  EXPECT_EQ(rep.reusable_tokens, 256u);
+  EXPECT_EQ(rep.reusable_tokens, 288u);
   ASSERT_TRUE(rep.decided);
   EXPECT_TRUE(rep.decision.load);
-  EXPECT_EQ(rep.reused_tokens, 256u);
-  EXPECT_EQ(rep.fetch.pages_loaded, 16u * kLayers);
-  EXPECT_EQ(rep.fetch.bytes_loaded, 16u * kLayers * testing::StoriesLayout().PageBytes());
+  EXPECT_EQ(rep.reused_tokens, 288u);
+  EXPECT_EQ(rep.fetch.pages_loaded, 18u * kLayers);
+  EXPECT_EQ(rep.fetch.bytes_loaded, 18u * kLayers * testing::StoriesLayout().PageBytes());
   EXPECT_EQ(rep.fallbacks, 0u);
   // Every logit row, after the prompt and after each decode step.
   ASSERT_EQ(r->logits.size(), reference_.size());
@@ -87,8 +88,8 @@ TEST_F(PrefixReuseTest, LoadedPrefixGivesTheLogitsOfRecomputing) {
   // The loaded pages entered the cache as stored: not backed up again.
   // 325 tokens went into the cache: 20 full pages a layer.
   const worker::CacheCounters& c = backend_->counters();
-  EXPECT_EQ(c.pages_adopted, 16u * kLayers);
-  EXPECT_EQ(c.pages_backed_up, (20u - 16u) * kLayers);
+  EXPECT_EQ(c.pages_adopted, 18u * kLayers);
+  EXPECT_EQ(c.pages_backed_up, (20u - 18u) * kLayers);
   // Past the budget of 8 pages the loaded pages were evicted, with a
   // stored copy, and can be recalled.
   EXPECT_GT(c.pages_evicted, 0u);
@@ -181,6 +182,48 @@ TEST_F(PrefixReuseTest, DisabledReuseNeverLooksUp) {
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(store_.lookup_calls(), lookups);
   EXPECT_EQ(r->report.stored_pages, 0u);
+}
+
+// SmolLM2-135M (skipped unless KVTIER_SMOLLM2_GGUF names its GGUF): the
+// loaded prefix gives the recomputed logits bit for bit, and a request of
+// another length that recomputes the shared prefix writes bit-identical
+// pages, so recalling the copies request 1 stored passes their checksums.
+TEST(PrefixReuseSmolLM2Test, ExactLogitsAndIdenticalPagesAcrossRequests) {
+  const char* path = std::getenv("KVTIER_SMOLLM2_GGUF");
+  if (path == nullptr || *path == '\0') {
+    GTEST_SKIP() << "set KVTIER_SMOLLM2_GGUF to SmolLM2-135M-Instruct's GGUF";
+  }
+  auto m = LoadModel(path, "");
+  ASSERT_TRUE(m.ok()) << m.status();
+  auto prompt = [](int question, int question_tokens) {
+    std::vector<int> ids;
+    for (int i = 0; i < 600; ++i) ids.push_back(100 + (i * 37) % 40000);
+    for (int i = 0; i < question_tokens; ++i) ids.push_back(100 + (i * 11 + question * 101) % 40000);
+    return ids;
+  };
+  worker::InProcessPageStore store, empty;
+  auto est = FixedEstimator(m->weights.config, 1e12);
+  ASSERT_TRUE(est.ok());
+  auto b1 = MakeBackend(m->weights, &store);
+  ASSERT_TRUE(b1.ok()) << b1.status();
+  ASSERT_TRUE(RunRequest(m->weights, **b1, prompt(1, 20), kSteps, *est).ok());
+  auto ref_backend = MakeBackend(m->weights, &empty);
+  auto ref = RunRequest(m->weights, **ref_backend, prompt(2, 20), kSteps, *est,
+                        {.enabled = false, .probe_pages = 64});
+  ASSERT_TRUE(ref.ok()) << ref.status();
+  auto b2 = MakeBackend(m->weights, &store);
+  auto reused = RunRequest(m->weights, **b2, prompt(2, 20), kSteps, *est);
+  ASSERT_TRUE(reused.ok()) << reused.status();
+  EXPECT_EQ(reused->report.reused_tokens, 592u);  // 37 pages; the 38th holds question tokens
+  for (size_t i = 0; i < ref->logits.size(); ++i) {
+    EXPECT_EQ(reused->logits[i], ref->logits[i]) << "row " << i;
+  }
+  // Another length, recomputed: its prefill batches split differently.
+  auto b3 = MakeBackend(m->weights, &store);
+  auto other = RunRequest(m->weights, **b3, prompt(3, 45), kSteps, *est,
+                          {.enabled = false, .probe_pages = 64});
+  ASSERT_TRUE(other.ok()) << other.status();
+  EXPECT_GT((*b3)->counters().pages_recalled, 0u);
 }
 
 TEST(ReuseEstimatorTest, PrefillFlopsCountLayersAndCausalAttention) {

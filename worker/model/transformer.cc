@@ -23,15 +23,23 @@ void RmsNorm(float* out, const float* x, const float* weight, int size,
   for (int j = 0; j < size; ++j) out[j] = weight[j] * (ss * x[j]);
 }
 
-// out[n, rows] = in[n, cols] * w[rows, cols]^T.
+// out[n, rows] = in[n, cols] * w[rows, cols]^T, input row i being position
+// pos0 + i: one BLAS call per aligned block of kPrefillRowBlock positions,
+// so each row's result is independent of n (attention_backend.h).
 void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
-            int rows, int cols) {
-  if (n == 1) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
-                in, 1, 0.0f, out, 1);
-  } else {
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, rows, cols, 1.0f,
-                in, cols, w.data(), cols, 0.0f, out, rows);
+            int rows, int cols, int pos0) {
+  for (int b0 = 0; b0 < n;) {
+    const int b1 = std::min(n, b0 + kPrefillRowBlock - (pos0 + b0) % kPrefillRowBlock);
+    const float* block_in = in + static_cast<size_t>(b0) * cols;
+    float* block_out = out + static_cast<size_t>(b0) * rows;
+    if (b1 - b0 == 1) {
+      cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
+                  block_in, 1, 0.0f, block_out, 1);
+    } else {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, rows, cols,
+                  1.0f, block_in, cols, w.data(), cols, 0.0f, block_out, rows);
+    }
+    b0 = b1;
   }
 }
 
@@ -117,9 +125,9 @@ absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n,
     RmsNorm(xb_.data() + i * c.dim, x_.data() + i * c.dim, lw.rms_att.data(),
             c.dim, c.rms_eps);
   }
-  MatMul(q_.data(), xb_.data(), lw.wq, n, q_dim, c.dim);
-  MatMul(k_.data(), xb_.data(), lw.wk, n, kv_dim, c.dim);
-  MatMul(v_.data(), xb_.data(), lw.wv, n, kv_dim, c.dim);
+  MatMul(q_.data(), xb_.data(), lw.wq, n, q_dim, c.dim, pos0);
+  MatMul(k_.data(), xb_.data(), lw.wk, n, kv_dim, c.dim, pos0);
+  MatMul(v_.data(), xb_.data(), lw.wv, n, kv_dim, c.dim, pos0);
   for (int i = 0; i < n; ++i) {
     ApplyRope(q_.data() + i * q_dim, c.n_heads, pos0 + i);
     ApplyRope(k_.data() + i * kv_dim, c.n_kv_heads, pos0 + i);
@@ -136,32 +144,32 @@ absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n,
         seq, layer, pos0, n, {k_.data(), nkv}, {v_.data(), nkv},
         {q_.data(), nq}, {att_.data(), nq}));
   }
-  MatMul(xb_.data(), att_.data(), lw.wo, n, c.dim, q_dim);
+  MatMul(xb_.data(), att_.data(), lw.wo, n, c.dim, q_dim, pos0);
   for (size_t j = 0; j < static_cast<size_t>(n) * c.dim; ++j) x_[j] += xb_[j];
   return absl::OkStatus();
 }
 
-void Transformer::RunFeedForward(const LayerWeights& lw, int n) {
+void Transformer::RunFeedForward(const LayerWeights& lw, int n, int pos0) {
   const ModelConfig& c = weights_.config;
   for (int i = 0; i < n; ++i) {
     RmsNorm(xb_.data() + i * c.dim, x_.data() + i * c.dim, lw.rms_ffn.data(),
             c.dim, c.rms_eps);
   }
-  MatMul(hb_.data(), xb_.data(), lw.w_gate, n, c.hidden_dim, c.dim);
-  MatMul(hb2_.data(), xb_.data(), lw.w_up, n, c.hidden_dim, c.dim);
+  MatMul(hb_.data(), xb_.data(), lw.w_gate, n, c.hidden_dim, c.dim, pos0);
+  MatMul(hb2_.data(), xb_.data(), lw.w_up, n, c.hidden_dim, c.dim, pos0);
   for (size_t j = 0; j < static_cast<size_t>(n) * c.hidden_dim; ++j) {
     float val = hb_[j];
     val *= 1.0f / (1.0f + std::exp(-val));  // SiLU
     hb_[j] = val * hb2_[j];
   }
-  MatMul(xb_.data(), hb_.data(), lw.w_down, n, c.dim, c.hidden_dim);
+  MatMul(xb_.data(), hb_.data(), lw.w_down, n, c.dim, c.hidden_dim, pos0);
   for (size_t j = 0; j < static_cast<size_t>(n) * c.dim; ++j) x_[j] += xb_[j];
 }
 
 absl::Status Transformer::RunLayers(SequenceId seq, int n, int pos0) {
   for (int l = 0; l < weights_.config.n_layers; ++l) {
     RETURN_IF_ERROR(RunAttention(seq, l, n, pos0));
-    RunFeedForward(weights_.layers[l], n);
+    RunFeedForward(weights_.layers[l], n, pos0);
   }
   return absl::OkStatus();
 }

@@ -6,7 +6,8 @@
 // through the AttentionBackend (the runner keeps no KV cache), output
 // projection, residual; RMSNorm, SwiGLU feed-forward, residual. Then a final
 // RMSNorm and the classifier. Dense layers use OpenBLAS (sgemv per token,
-// sgemm for a prefill batch).
+// sgemm per aligned block of kPrefillRowBlock prefill positions, so that
+// results never depend on how a prompt was batched: attention_backend.h).
 //
 // Thread-safety: none; one Transformer serves one thread. `weights` and
 // `backend` must outlive it.
@@ -50,8 +51,6 @@ class Transformer {
                                                   int pos0);
 
   const ModelConfig& config() const { return weights_.config; }
-  // Prefill batches start at pos0 and every max_batch_tokens() after it.
-  int max_batch_tokens() const { return max_batch_; }
 
  private:
   Transformer(const ModelWeights& weights, AttentionBackend* backend,
@@ -60,7 +59,7 @@ class Transformer {
   // residual stream of each token in x_.
   absl::Status RunLayers(SequenceId seq, int n, int pos0);
   absl::Status RunAttention(SequenceId seq, int layer, int n, int pos0);
-  void RunFeedForward(const LayerWeights& lw, int n);
+  void RunFeedForward(const LayerWeights& lw, int n, int pos0);
   void ApplyRope(float* vec, int n_heads, int pos) const;
   absl::StatusOr<absl::Span<const float>> Logits(int row);
   absl::Status CheckToken(int token) const;
