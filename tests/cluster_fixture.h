@@ -50,12 +50,12 @@ class ClusterTest : public ::testing::Test {
   void StartNode(int i) {
     const std::string work = absl::StrCat(dir_.path(), "/", NodeId(i));
     std::filesystem::create_directories(work);
-    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(
-        {"--data_dir=" + work + "/data", "--ram_bytes=67108864", "--shutdown_demote_ms=10000",
-         "--node_id=" + NodeId(i),
-         "--etcd_endpoints=" + etcd_->endpoint(), absl::StrCat("--lease_ttl_s=", kLeaseTtlS),
-         "--cluster_name=test"},
-        work);
+    std::vector<std::string> args = {
+        "--data_dir=" + work + "/data", "--ram_bytes=67108864", "--shutdown_demote_ms=10000",
+        "--node_id=" + NodeId(i), "--etcd_endpoints=" + etcd_->endpoint(),
+        absl::StrCat("--lease_ttl_s=", kLeaseTtlS), "--cluster_name=test"};
+    args.insert(args.end(), node_flags_.begin(), node_flags_.end());
+    absl::StatusOr<std::unique_ptr<ServerProcess>> server = ServerProcess::Start(args, work);
     ASSERT_TRUE(server.ok()) << server.status();
     ASSERT_TRUE((*server)->AwaitStderr("member up").ok()) << (*server)->StderrText();
     if (nodes_.size() <= static_cast<size_t>(i)) nodes_.resize(i + 1);
@@ -124,6 +124,8 @@ class ClusterTest : public ::testing::Test {
     }
   }
 
+  // Flags every node started from now on gets besides the fixture's own.
+  std::vector<std::string> node_flags_;
   TempDir dir_;
   std::unique_ptr<EtcdProcess> etcd_;
   std::vector<std::unique_ptr<ServerProcess>> nodes_;

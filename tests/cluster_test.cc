@@ -250,6 +250,8 @@ TEST_F(ClusterTest, APinOfAMissingKeyPinsNothing) {
 }
 
 TEST_F(ClusterTest, ReadRepairGivesADeadMembersPagesTheirSecondCopy) {
+  // Unpinned pages move only as they are read.
+  node_flags_ = {"--rebalance_bytes_per_s=0"};
   std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
   const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 21), 1);
@@ -273,6 +275,8 @@ TEST_F(ClusterTest, ReadRepairGivesADeadMembersPagesTheirSecondCopy) {
 }
 
 TEST_F(ClusterTest, AJoiningMemberTakesItsShareAsPagesAreRead) {
+  // Unpinned pages move only as they are read.
+  node_flags_ = {"--rebalance_bytes_per_s=0"};
   StartNode(0);
   StartNode(1);
   ClusterOptions no_repair;
@@ -305,7 +309,54 @@ TEST_F(ClusterTest, AJoiningMemberTakesItsShareAsPagesAreRead) {
   EXPECT_EQ(cluster->stats().repaired_pages, share);
 }
 
+// With the default background pass, a joiner gets its share of unpinned
+// pages from their former owners without a single read.
+TEST_F(ClusterTest, AJoiningMemberGetsItsShareOfUnpinnedPagesUnread) {
+  StartNode(0);
+  StartNode(1);
+  ClusterOptions no_repair;
+  no_repair.read_repair = false;
+  std::unique_ptr<ClusterClient> cluster = Connect(0, no_repair);
+  ASSERT_NE(cluster, nullptr);
+  AwaitView(*cluster, 2);
+  const PageSet pages = MakePages(SmallLayout(), PromptChain(SmallLayout(), 60, 23), 2);
+  ASSERT_TRUE(cluster->BatchPut(pages.ToPut(SmallLayout())).ok());
+
+  StartNode(2);
+  AwaitView(*cluster, 3);
+  std::unique_ptr<StoreClient> joiner = Direct(2);
+  std::vector<PageKey> share;
+  for (const PageKey& key : pages.keys) {
+    if (OwnersOf(*cluster, key).contains(NodeId(2))) share.push_back(key);
+  }
+  ASSERT_FALSE(share.empty());
+  // Lookups (no reads) until the joiner holds its whole share.
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  size_t held = 0;
+  while (absl::Now() < deadline) {
+    held = 0;
+    for (const PageKey& key : share) {
+      absl::StatusOr<client::LookupReply> found = joiner->Lookup({key.hash}, key.layer, 1);
+      ASSERT_TRUE(found.ok()) << found.status();
+      held += found->prefix_pages;
+    }
+    if (held == share.size()) break;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  EXPECT_EQ(held, share.size());
+  // Only its share: nothing it does not own was copied to it.
+  for (const PageKey& key : pages.keys) {
+    if (!OwnersOf(*cluster, key).contains(NodeId(2))) {
+      EXPECT_FALSE(Holds(2, key));
+    }
+  }
+  EXPECT_EQ(cluster->stats().repaired_pages, 0u);
+  ExpectAllReadable(*cluster, pages);
+}
+
 TEST_F(ClusterTest, ADeadMembersPinnedPagesGetTheirSecondCopyBackUnread) {
+  // Without the background pass, only pinned pages move unread.
+  node_flags_ = {"--rebalance_bytes_per_s=0"};
   std::unique_ptr<ClusterClient> cluster = StartCluster(3, 1);
   ASSERT_NE(cluster, nullptr);
   const PageSet pinned = MakePages(SmallLayout(), PromptChain(SmallLayout(), 40, 31), 1);

@@ -222,6 +222,9 @@ absl::Status ResolveCluster(const v1::ServerConfig& config, ServerSettings* s) {
   RETURN_IF_ERROR(CheckRange("replicas", s->replicas, 1, 16));
   if (config.has_drain_timeout_s()) s->drain_timeout_s = config.drain_timeout_s();
   RETURN_IF_ERROR(CheckRange("drain_timeout_s", s->drain_timeout_s, 0, 3600));
+  if (config.has_rebalance_bytes_per_s()) s->rebalance_bytes_per_s = config.rebalance_bytes_per_s();
+  RETURN_IF_ERROR(
+      CheckRange("rebalance_bytes_per_s", s->rebalance_bytes_per_s, 0, uint64_t{1} << 40));
   s->peer_token_file = config.peer_token_file();
   s->peer_tls_ca_file = config.peer_tls_ca_file();
   if (!s->clustered()) return absl::OkStatus();

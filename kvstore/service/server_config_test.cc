@@ -244,6 +244,7 @@ TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
   EXPECT_TRUE(s->static_members.empty());
   EXPECT_EQ(s->replicas, 2u);
   EXPECT_EQ(s->drain_timeout_s, 30u);
+  EXPECT_EQ(s->rebalance_bytes_per_s, uint64_t{128} << 20);
   EXPECT_EQ(s->event_log_capacity, 1u << 18);
   EXPECT_EQ(s->max_event_watchers, 64u);
   EXPECT_EQ(s->max_event_watchers_per_tenant, 8u);
@@ -291,6 +292,7 @@ TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
       {"replicas: 17", "replicas"},
       {"drain_timeout_s: 3601", "drain_timeout_s"},
       {"event_log_capacity: 67108865", "event_log_capacity"},
+      {"rebalance_bytes_per_s: 1099511627777", "rebalance_bytes_per_s"},
       {"max_event_watchers: 0", "max_event_watchers"},
       {"max_event_watchers: 4097", "max_event_watchers"},
       {"max_event_watchers_per_tenant: 0", "max_event_watchers_per_tenant"},

@@ -120,6 +120,9 @@ ABSL_FLAG(std::string, peer_token_file, "", "Admin token this node presents to i
 ABSL_FLAG(std::string, peer_tls_ca_file, "", "CA of the peers' certificates (TLS clusters)");
 ABSL_FLAG(uint32_t, drain_timeout_s, 30,
           "On SIGTERM in a cluster: most seconds to hand pages to their new owners");
+ABSL_FLAG(uint64_t, rebalance_bytes_per_s, uint64_t{128} << 20,
+          "After members change: bytes/s of unpinned pages copied to their new owners in the "
+          "background; 0: they move as they are read");
 ABSL_FLAG(uint32_t, event_log_capacity, 1 << 18,
           "Cache events kept for WatchCacheEvents streams to resume from; 0: none");
 ABSL_FLAG(uint32_t, max_event_watchers, 64, "Most open cache event streams");
@@ -245,6 +248,9 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("peer_token_file")) c.set_peer_token_file(absl::GetFlag(FLAGS_peer_token_file));
   if (Given("peer_tls_ca_file")) c.set_peer_tls_ca_file(absl::GetFlag(FLAGS_peer_tls_ca_file));
   if (Given("drain_timeout_s")) c.set_drain_timeout_s(absl::GetFlag(FLAGS_drain_timeout_s));
+  if (Given("rebalance_bytes_per_s")) {
+    c.set_rebalance_bytes_per_s(absl::GetFlag(FLAGS_rebalance_bytes_per_s));
+  }
   if (Given("event_log_capacity")) {
     c.set_event_log_capacity(absl::GetFlag(FLAGS_event_log_capacity));
   }
@@ -493,6 +499,7 @@ std::unique_ptr<cluster::Replicator> StartReplicator(const ServerSettings& setti
   if (!settings.clustered()) return nullptr;
   cluster::ReplicatorOptions options;
   options.replicas = settings.replicas;
+  options.unpinned_bytes_per_s = settings.rebalance_bytes_per_s;
   peers::PeerCredentials credentials;
   credentials.token_file = settings.peer_token_file;
   if (settings.tls()) {
