@@ -5,7 +5,9 @@
 # through node A, finds and verifies them through node C, kills A with
 # SIGKILL, shows every page still served from its other copy, waits until
 # etcd's lease expiry marks A down, reads again (pages A held are copied
-# to their new owners as they are read), and stops everything. Work files
+# to their new owners as they are read), shows where a router following
+# the nodes' cache event streams would send the prompt before and after,
+# and stops everything. Work files
 # live in a temporary directory that is removed at the end.
 #
 # Environment: KVTIER_CLUSTER_TEXT (default README.md: the "prompt", one
@@ -40,6 +42,8 @@ log "storing the prompt's pages through node-A (R=2, W=2)"
 "$ctl" --target="${node_addr[A]}" "${layout[@]}" cluster-put
 log "finding them through node-C"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
+log "where a router sends this prompt: every node's cache event stream, followed from node-C"
+"$ctl" --target="${node_addr[C]}" "${layout[@]}" route
 
 log "killing node-A (SIGKILL)"
 kill -9 "${node_pid[A]}"
@@ -55,4 +59,6 @@ log "reading again with the new view: pages node-A held get their second copy (r
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
 log "and again: every page has its two copies, nothing left to repair"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
+log "the router's view now: node-A is gone, its pages are on B and C"
+"$ctl" --target="${node_addr[C]}" "${layout[@]}" route
 log "stopping the nodes and etcd"
