@@ -5,10 +5,10 @@
 # through node A, finds and verifies them through node C, kills A with
 # SIGKILL, shows every page still served from its other copy, waits until
 # etcd's lease expiry marks A down, reads again (pages A held are copied
-# to their new owners as they are read), shows where a router following
-# the nodes' cache event streams would send the prompt before and after,
-# and stops everything. Work files
-# live in a temporary directory that is removed at the end.
+# to their new owners in the background and as they are read), shows
+# where a router following the nodes' cache event streams would send the
+# prompt before and after, and stops everything. Work files live in a
+# temporary directory that is removed at the end.
 #
 # Environment: KVTIER_CLUSTER_TEXT (default README.md: the "prompt", one
 # token per byte, its first 16 KiB).
@@ -42,7 +42,8 @@ log "storing the prompt's pages through node-A (R=2, W=2)"
 "$ctl" --target="${node_addr[A]}" "${layout[@]}" cluster-put
 log "finding them through node-C"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
-log "where a router sends this prompt: every node's cache event stream, followed from node-C"
+log "where a router sends this prompt, from every node's cache event stream (each page"
+log "lives on its own two owners, so a node holds the prompt up to its first page elsewhere)"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" route
 
 log "killing node-A (SIGKILL)"
@@ -55,7 +56,8 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 "$ctl" --target="${node_addr[C]}" members
-log "reading again with the new view: pages node-A held get their second copy (read repair)"
+log "reading again with the new view: the survivors copied node-A's pages between them in"
+log "the background (read repair copies any they had not reached yet)"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
 log "and again: every page has its two copies, nothing left to repair"
 "$ctl" --target="${node_addr[C]}" "${layout[@]}" cluster-get
