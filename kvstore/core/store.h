@@ -194,6 +194,10 @@ struct TierStats {
   uint64_t hits = 0;
   uint64_t evictions = 0;
   uint64_t pinned_pages = 0;
+  // Page bytes that entered the tier (RAM: puts and promotions; disk:
+  // demotions and pin write-throughs) and that reads were served from it.
+  uint64_t bytes_in = 0;
+  uint64_t bytes_out = 0;
 };
 
 // One tenant's share of the tiers. Bytes are counted as the tiers count

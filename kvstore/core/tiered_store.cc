@@ -319,6 +319,7 @@ absl::StatusOr<std::vector<PutResult>> TieredStore::Commit(Reservation reservati
     entry.slot = *slot;
     ram_policy_->OnInsert(spec.key);
     ++counters_.put_pages;
+    counters_.ram.bytes_in += entry.meta.bytes;
     if (options_.events != nullptr) stored.push_back(spec.key);
   }
   if (options_.events != nullptr) options_.events->AppendAll(CacheEvent::Kind::kStored, stored);

@@ -124,7 +124,9 @@ std::optional<RamArena::Slot> TieredStore::FinishReadLocked(const PageKey& key,
     return std::nullopt;
   }
   if (!item.counted) return std::nullopt;  // skipped disk page: not a read
-  (result.tier == Tier::kRam ? counters_.ram.hits : counters_.disk.hits)++;
+  TierStats& served = result.tier == Tier::kRam ? counters_.ram : counters_.disk;
+  ++served.hits;
+  served.bytes_out += item.meta.bytes;
   if (!item.promote) return std::nullopt;
   auto it = index_.find(key);
   if (it == index_.end() || it->second.generation != item.generation) return std::nullopt;

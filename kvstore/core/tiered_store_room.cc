@@ -145,6 +145,7 @@ absl::Status TieredStore::CompleteDemotions(std::vector<Demotion> demotions, boo
     entry.on_disk = true;
     disk_policy_->OnInsert(d.key);
     ++counters_.demotions;
+    counters_.disk.bytes_in += d.meta.bytes;
     if (keep_in_ram) continue;  // never left the RAM policy
     if (entry.readers == 0) {
       FreeRamLocked(d.key, entry);
@@ -278,6 +279,7 @@ void TieredStore::CompletePromotions(absl::Span<const PageKey> keys,
     entry.disk_reads = 0;
     ram_policy_->OnInsert(key);
     ++counters_.promotions;
+    counters_.ram.bytes_in += entry.meta.bytes;
   }
 }
 

@@ -198,6 +198,42 @@ TEST(PromotionTest, PromotedCleanPageLeavesRamWithoutAWrite) {
   EXPECT_EQ(Tiers(*store, 1, 1), std::vector<Tier>{Tier::kDisk});
 }
 
+// Bytes in and out of each tier: puts and promotions enter RAM, demotions
+// enter the disk, and each read counts where it was served from.
+TEST(TierBytesTest, EachTierCountsTheBytesThatEnterAndLeaveIt) {
+  TempDir dir;
+  StoreOptions o = Options(dir.path(), 16, 0.9, 0.8, 16, 0.9, 0.8);
+  o.promote_after_reads = 1;
+  auto store = *Store::Open(o);
+  PutEach(*store, 1, 3);
+  ASSERT_TRUE(PutPages(*store, {Key(1)}).ok());  // a duplicate enters nothing
+  StoreStats s = store->Stats();
+  EXPECT_EQ(s.ram.bytes_in, 3 * kPage);
+  EXPECT_EQ(s.disk.bytes_in, 0u);
+  ExpectPagesBack(*store, 1, 2);
+  ASSERT_EQ(GetOne(*store, Key(9)).status.code(), absl::StatusCode::kNotFound);  // a miss
+  s = store->Stats();
+  EXPECT_EQ(s.ram.bytes_out, 2 * kPage);
+  EXPECT_EQ(s.disk.bytes_out, 0u);
+  // Demoted to disk (and kept in RAM), then evicted from RAM: reads come
+  // from the disk and promote the page back (promote_after_reads 1).
+  ASSERT_EQ(*store->DemoteAll(absl::InfiniteFuture()), 3u);
+  s = store->Stats();
+  EXPECT_EQ(s.disk.bytes_in, 3 * kPage);
+  ASSERT_TRUE(store->Pin(0, {Key(3)}, 60'000, PinId{}).ok());  // on disk already: no write
+  EXPECT_EQ(store->Stats().disk.bytes_in, 3 * kPage);
+  // More puts push page 1 (clean, least recent) out of RAM without a write.
+  PutEach(*store, 4, 18);
+  ASSERT_EQ(Tiers(*store, 1, 1), std::vector<Tier>{Tier::kDisk});
+  const StoreStats before = store->Stats();
+  ExpectPagesBack(*store, 1, 1);
+  s = store->Stats();
+  EXPECT_EQ(s.disk.bytes_out - before.disk.bytes_out, kPage);
+  EXPECT_EQ(s.ram.bytes_out, before.ram.bytes_out);
+  EXPECT_EQ(s.promotions - before.promotions, 1u);
+  EXPECT_EQ(s.ram.bytes_in - before.ram.bytes_in, kPage);  // the promotion
+}
+
 TEST(DiskTierTest, PastDiskWatermarkDropsUnpinnedPagesOnly) {
   TempDir dir;
   // RAM 4 pages (high 3, low 2); disk 4 pages (high 3, low 2).

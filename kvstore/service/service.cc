@@ -37,6 +37,8 @@ void TierStatsToProto(const TierStats& s, v1::TierStats* out) {
   out->set_hits(s.hits);
   out->set_evictions(s.evictions);
   out->set_pinned_pages(s.pinned_pages);
+  out->set_bytes_in(s.bytes_in);
+  out->set_bytes_out(s.bytes_out);
 }
 
 absl::Status CheckBatchSize(size_t n, uint32_t max, absl::string_view what, bool allow_empty) {
