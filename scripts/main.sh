@@ -4,7 +4,10 @@
 # RAM tier, 8 GiB disk tier, 127.0.0.1:50051), runs SmolLM2-135M-Instruct
 # over a long prompt with the ArkVale policy at 1/8 of the KV cache, its
 # evicted pages backed up to and recalled from that server, compares the
-# output with a full-cache run, then stops the server. The first run
+# output with a full-cache run, then asks the same document a second
+# question, once loading its stored prefix from the server (prefix reuse)
+# and once recomputing it, and prints both times to first token, the pages
+# loaded and the answer; then stops the server. The first run
 # downloads the model (~93 MB) into .cache/; later runs reuse it.
 #
 # Environment: KVTIER_PROMPT_TOKENS (default 2048), KVTIER_STEPS (96),

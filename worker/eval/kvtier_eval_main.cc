@@ -5,7 +5,9 @@
 //       [--e2e_context 2048] [--e2e_cases 2] [--json out.json] [--png out.png]
 //   kvtier-eval logits --model M --text FILE --out FILE [--max_tokens 1024]
 //   kvtier-eval longrun --model M [--target 127.0.0.1:50051] [--prompt_tokens 2048]
-//       [--steps 96] [--budget_fraction 8] [--policy arkvale]
+//       [--steps 96] [--budget_fraction 8] [--policy arkvale] [--second_question true]
+//   kvtier-eval prefix --model M [--target 127.0.0.1:50051]
+//       [--prefix_lengths 1024,2048,4096,8064] [--answer_steps 8] [--json out.json] [--png out.png]
 //
 // Progress goes to stderr; the table (fidelity) to stdout.
 #include <cstdio>
@@ -24,6 +26,7 @@
 #include "worker/eval/fidelity_eval.h"
 #include "worker/eval/long_run.h"
 #include "worker/eval/model_session.h"
+#include "worker/eval/prefix_eval.h"
 #include "worker/model/dense_attention_backend.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF file or llama2.c checkpoint");
@@ -53,6 +56,10 @@ ABSL_FLAG(int, steps, 96, "longrun: greedy decode steps");
 ABSL_FLAG(int, budget_fraction, 8, "longrun: budget = context / this");
 ABSL_FLAG(std::string, policy, "arkvale", "longrun: policy");
 ABSL_FLAG(int, progress_every, 16, "longrun: steps between progress lines");
+ABSL_FLAG(bool, second_question, true,
+          "longrun: then ask the same document another question, with prefix reuse and without");
+ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared prefix tokens");
+ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
 
 namespace kvtier::eval {
 namespace {
@@ -148,6 +155,33 @@ absl::Status RunFidelityCommand(const model::LoadedModel& m) {
   return absl::OkStatus();
 }
 
+absl::Status RunPrefixCommand(const model::LoadedModel& m) {
+  PrefixEvalOptions o;
+  o.target = absl::GetFlag(FLAGS_target);
+  client::ApplySecurityFlags(&o.client);
+  o.policy = absl::GetFlag(FLAGS_policy);
+  o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
+  o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.steps = absl::GetFlag(FLAGS_answer_steps);
+  ASSIGN_OR_RETURN(std::vector<uint32_t> lengths, ParseList(absl::GetFlag(FLAGS_prefix_lengths)));
+  o.prefix_tokens.assign(lengths.begin(), lengths.end());
+  std::string json;
+  ASSIGN_OR_RETURN(json, RunPrefixEval(m, o));
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  const std::string tmp = json_path.empty() ? "/tmp/kvtier-eval-prefix.json" : json_path;
+  std::ofstream(tmp) << json;
+  std::fprintf(stderr, "kvtier-eval: wrote %s\n", tmp.c_str());
+  const char* root = std::getenv("KVTIER_ROOT");
+  std::string cmd = absl::StrCat(absl::GetFlag(FLAGS_python), " ",
+                                 root != nullptr ? root : ".", "/ops/eval/prefix_report.py ", tmp);
+  if (!absl::GetFlag(FLAGS_png).empty()) absl::StrAppend(&cmd, " --png ", absl::GetFlag(FLAGS_png));
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "kvtier-eval: '%s' failed; the JSON is in %s\n", cmd.c_str(),
+                 tmp.c_str());
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Main(const std::string& command) {
   model::LoadedModel m;
   ASSIGN_OR_RETURN(m, model::LoadModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer)));
@@ -163,8 +197,11 @@ absl::Status Main(const std::string& command) {
     o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
     o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
     o.progress_every = absl::GetFlag(FLAGS_progress_every);
+    o.second_question = absl::GetFlag(FLAGS_second_question);
+    o.answer_steps = absl::GetFlag(FLAGS_answer_steps);
     return RunLong(m, o);
   }
+  if (command == "prefix") return RunPrefixCommand(m);
   return absl::InvalidArgumentError("unknown command '" + command + "'");
 }
 
@@ -174,7 +211,7 @@ absl::Status Main(const std::string& command) {
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun --model PATH [flags]\n"
+    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun|prefix --model PATH [flags]\n"
                          "       (--helpfull lists the flags)\n");
     return 2;
   }

@@ -10,6 +10,7 @@
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
+#include "worker/eval/prefix_eval.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/worker_attention_backend.h"
 #include "worker/transfer/client_page_store.h"
@@ -37,11 +38,12 @@ std::string Mib(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (1 <<
 
 absl::Status LongRunOptions::Validate() const {
   if (prompt_tokens < 64 || steps < 1 || budget_fraction < 1 || page_size < 1 ||
-      progress_every < 1) {
+      progress_every < 1 || answer_steps < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
         "long run: prompt_tokens=", prompt_tokens, " (>= 64), steps=", steps,
         " (>= 1), budget_fraction=", budget_fraction, " (>= 1), page_size=", page_size,
-        " (>= 1), progress_every=", progress_every, " (>= 1)"));
+        " (>= 1), progress_every=", progress_every, " (>= 1), answer_steps=", answer_steps,
+        " (>= 1)"));
   }
   return absl::OkStatus();
 }
@@ -106,6 +108,41 @@ absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
   return run;
 }
 
+// The same document, another question: once admitted with prefix reuse
+// (the pages the budgeted run stored), once recomputed.
+absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend& b,
+                      const PasskeyPrompt& p, double first_prefill_s, const LongRunOptions& o) {
+  std::string text;
+  ASSIGN_OR_RETURN(text, BuildPasskeyPrompt(p.c));
+  text = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
+  std::vector<int> prompt;
+  ASSIGN_OR_RETURN(prompt, Encode(m, text, true));
+  ASSIGN_OR_RETURN(model::ReuseEstimator estimator, model::ReuseEstimator::Create(m.weights.config));
+  // The budgeted run measured the prefill speed.
+  estimator.ObservePrefill(0, static_cast<uint32_t>(p.tokens.size()), first_prefill_s);
+  Say(absl::StrFormat("second request: the same document, another question (%zu tokens):%s",
+                      prompt.size(), kQuestion2));
+  Answer reused, computed;
+  ASSIGN_OR_RETURN(reused, Ask(m, b, prompt, o.answer_steps, estimator, true));
+  Say("  with prefix reuse: " + reused.report.DebugString());
+  ASSIGN_OR_RETURN(computed, Ask(m, b, prompt, o.answer_steps, estimator, false));
+  Say(absl::StrFormat("  recomputed: TTFT %.3f s", computed.report.ttft_s));
+  const std::string answer = Text(m, prompt.back(), reused.tokens);
+  std::printf("second question, with reuse:%s\nsecond question, recomputed:%s\n", answer.c_str(),
+              Text(m, prompt.back(), computed.tokens).c_str());
+  Say(absl::StrFormat(
+      "second request: TTFT %.3f s with reuse vs %.3f s recomputing (%.1fx); %s, %u of %zu "
+      "prompt tokens loaded (%llu pages, %s); answer%s (%s the recomputed one)",
+      reused.report.ttft_s, computed.report.ttft_s,
+      computed.report.ttft_s / std::max(reused.report.ttft_s, 1e-9),
+      reused.report.decided ? reused.report.decision.DebugString() : "nothing stored",
+      reused.report.reused_tokens, prompt.size(),
+      static_cast<unsigned long long>(reused.report.fetch.pages_loaded),
+      Mib(reused.report.fetch.bytes_loaded), answer,
+      reused.tokens == computed.tokens ? "identical to" : "DIFFERS from"));
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
@@ -155,7 +192,8 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
       (o.steps - 1) / std::max(ref.decode_seconds, 1e-9), Mib(f.resident), Mib(f.total),
       static_cast<unsigned long long>(c.pages_backed_up), Mib(c.bytes_backed_up),
       static_cast<unsigned long long>(c.pages_recalled), Mib(c.bytes_recalled)));
-  return absl::OkStatus();
+  if (!o.second_question) return absl::OkStatus();
+  return AskAgain(m, *b, p, run.prefill_seconds, o);
 }
 
 }  // namespace kvtier::eval

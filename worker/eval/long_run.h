@@ -24,6 +24,10 @@ struct LongRunOptions {
   int budget_fraction = 8;   // budget = (prompt + steps) / fraction tokens
   int page_size = 16;
   int progress_every = 16;   // decode steps between progress lines
+  // Then the same document with another question, admitted with prefix
+  // reuse and recomputed, side by side (TTFT, pages loaded, answers).
+  bool second_question = true;
+  int answer_steps = 8;      // greedy tokens of each answer
   absl::Status Validate() const;
 };
 

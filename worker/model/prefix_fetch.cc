@@ -155,6 +155,10 @@ absl::Status PrefixFetch::TakeLayer(uint32_t layer, std::vector<float>* k,
         absl::StrCat("prefix layer ", layer, " taken out of order (next ", next_take_, ")"));
   }
   const absl::Time t0 = absl::Now();
+  const size_t elements = size_t{n_pages()} * layout_.page_size * layout_.n_kv_heads *
+                          layout_.head_dim;
+  k->reserve(k->size() + elements);
+  v->reserve(v->size() + elements);
   absl::Status status;
   uint32_t pages_taken = 0;
   while (pages_taken < n_pages()) {

@@ -3,11 +3,14 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
-//              [--page-size P]
+//              [--page-size P] [--target ADDR] [--reuse BOOL]
 //
 // --policy dense uses the runner's own exact full-cache attention (the
 // reference); every other name runs the worker runtime's policy of that
-// name (worker_attention_backend.h).
+// name (worker_attention_backend.h). With --target the worker backs its
+// pages up to the kvtier-server at ADDR and admits the prompt with prefix
+// reuse (prefix_reuse.h): a prefix some earlier run stored is loaded
+// instead of recomputed when the estimate says loading is faster.
 //
 // stdout carries only the generated text (and a final newline, as llama2.c
 // prints); load and speed figures go to stderr.
@@ -30,9 +33,11 @@
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
 #include "worker/model/loader/model_loader.h"
+#include "worker/model/prefix_reuse.h"
 #include "worker/model/sampler.h"
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"
+#include "worker/transfer/client_page_store.h"
 
 namespace kvtier::model {
 namespace {
@@ -53,6 +58,10 @@ constexpr char kUsage[] =
     "                 streaming_llm, quest, arkvale, h2o, tova, arkv\n"
     "  --budget       KV budget per layer in tokens (default: the context)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
+    "  --target       kvtier-server host:port: pages are backed up there and\n"
+    "                 stored prompt prefixes are reused (worker policies)\n"
+    "  --reuse        with --target: true (default) loads stored prefixes\n"
+    "                 when faster, false always recomputes\n"
     "  --logits-out   write the prompt's tokens and next-token logits to a\n"
     "                 file: int32 n, int32 tokens[n], int32 vocab,\n"
     "                 float32 logits[vocab], little-endian\n";
@@ -68,6 +77,8 @@ struct Args {
   int budget = 0;  // 0 = not given
   int page_size = 16;
   std::string logits_out;
+  std::string target;
+  bool reuse = true;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args& args) {
@@ -100,6 +111,10 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       args.policy = value;
     } else if (flag == "--budget") {
       ok = absl::SimpleAtoi(value, &args.budget) && args.budget > 0;
+    } else if (flag == "--target") {
+      args.target = value;
+    } else if (flag == "--reuse") {
+      ok = absl::SimpleAtob(value, &args.reuse);
     } else if (flag == "--page-size") {
       ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
     } else {
@@ -120,6 +135,10 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
         "unknown --policy '", args.policy, "'; known: dense, ",
         absl::StrJoin(names, ", ")));
   }
+  if (args.policy == "dense" && !args.target.empty()) {
+    return absl::InvalidArgumentError(
+        "--target needs a worker policy; 'dense' keeps no pages");
+  }
   if (args.policy == "dense" && args.budget != 0) {
     return absl::InvalidArgumentError(
         "--budget does not apply to 'dense', which keeps every position");
@@ -130,7 +149,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
 // The attention backend --policy names; `worker` is set when it is the
 // worker runtime's.
 absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
-    const Args& args, const ModelConfig& c, WorkerAttentionBackend** worker) {
+    const Args& args, const ModelConfig& c, worker::PageStoreBackend* store,
+    WorkerAttentionBackend** worker) {
   if (args.policy == "dense") {
     auto dense = DenseAttentionBackend::Create(c.attention_shape());
     if (!dense.ok()) return dense.status();
@@ -140,7 +160,10 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
       c.attention_shape(), {.policy = args.policy,
                             .budget_tokens = args.budget,
                             .page_size = args.page_size,
-                            .max_sequences = 1});
+                            .max_sequences = 1,
+                            .prefill_query_rows = 32,
+                            .store = store,
+                            .prefix_fetch = {}});
   if (!wb.ok()) return wb.status();
   *worker = wb->get();
   return std::unique_ptr<AttentionBackend>(*std::move(wb));
@@ -201,9 +224,15 @@ absl::Status Run(const Args& args) {
                  steps, c.max_positions);
     steps = c.max_positions;
   }
+  std::unique_ptr<worker::ClientPageStore> store;
+  if (!args.target.empty()) {
+    auto connected = worker::ClientPageStore::Connect(args.target, {});
+    if (!connected.ok()) return connected.status();
+    store = *std::move(connected);
+  }
   WorkerAttentionBackend* worker_backend = nullptr;
   absl::StatusOr<std::unique_ptr<AttentionBackend>> backend =
-      MakeBackend(args, c, &worker_backend);
+      MakeBackend(args, c, store.get(), &worker_backend);
   if (!backend.ok()) return backend.status();
   auto transformer = Transformer::Create(&model->weights, backend->get());
   if (!transformer.ok()) return transformer.status();
@@ -220,6 +249,25 @@ absl::Status Run(const Args& args) {
     std::fflush(stdout);
     wrote_text = true;
   };
+  std::unique_ptr<ReuseEstimator> estimator;
+  PrefixReuseReport reuse_report;
+  if (store != nullptr) {
+    auto est = ReuseEstimator::Create(c);
+    if (!est.ok()) return est.status();
+    estimator = std::make_unique<ReuseEstimator>(*std::move(est));
+    // The estimate needs the prefill speed before the first request.
+    if (args.reuse) {
+      if (absl::Status s = CalibratePrefill(model->weights, std::min(32, c.max_positions),
+                                            *estimator);
+          !s.ok()) {
+        return s;
+      }
+    }
+    options.prefill = [&](SequenceId seq, absl::Span<const int> tokens) {
+      return PrefillWithReuse(**transformer, *worker_backend, seq, tokens, *estimator,
+                              {.enabled = args.reuse, .probe_pages = 64}, &reuse_report);
+    };
+  }
   absl::Status dump_status;
   if (!args.logits_out.empty()) {
     options.on_prompt_logits = [&](absl::Span<const int> tokens,
@@ -247,6 +295,10 @@ absl::Status Run(const Args& args) {
                result->generated_tokens /
                    std::max(result->decode_seconds, 1e-9));
   if (worker_backend != nullptr) PrintWorkerStats(*worker_backend, args);
+  if (store != nullptr) {
+    std::fprintf(stderr, "kvtier-run: prefix reuse: %s\n",
+                 reuse_report.DebugString().c_str());
+  }
   return absl::OkStatus();
 }
 

@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Prints kvtier-eval prefix's JSON as a table and, with --png, plots time
+to first token with and without prefix reuse against the shared prefix.
+
+    prefix_report.py REPORT.json [--png OUT.png]
+"""
+import argparse
+import json
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("report")
+    ap.add_argument("--png")
+    args = ap.parse_args()
+    with open(args.report) as f:
+        rep = json.load(f)
+    rows = rep["results"]
+    cols = ["prefix", "TTFT recompute s", "TTFT reuse s", "speedup", "estimate",
+            "reused tok", "pages", "MiB", "load s", "get MiB/s", "load/ideal"]
+    table = []
+    for r in rows:
+        est = ("load" if r["load"] else "recompute") if r["decided"] else "-"
+        table.append([str(r["prefix_tokens"]), f"{r['ttft_recompute_s']:.3f}",
+                      f"{r['ttft_reuse_s']:.3f}", f"{r['speedup']:.1f}x", est,
+                      str(r["reused_tokens"]), str(r["pages_loaded"]),
+                      f"{r['bytes_loaded'] / 2**20:.1f}", f"{r['load_busy_s']:.3f}",
+                      f"{r['get_bytes_per_s'] / 2**20:.0f}", f"{r['load_vs_bandwidth']:.2f}"])
+    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
+              for i, c in enumerate(cols)]
+    print(f"store {rep['store']}, policy {rep['policy']} at 1/{rep['budget_fraction']}, "
+          f"pages of {rep['page_size']} tokens")
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    if not args.png:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    xs = [r["prefix_tokens"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(xs, [r["ttft_recompute_s"] for r in rows], "o-", label="recompute")
+    ax.plot(xs, [r["ttft_reuse_s"] for r in rows], "s-", label="prefix reuse")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("shared prefix (tokens)")
+    ax.set_ylabel("time to first token (s)")
+    ax.set_title(f"TTFT, {rep['policy']} at 1/{rep['budget_fraction']}, store {rep['store']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()
