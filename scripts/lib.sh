@@ -11,9 +11,10 @@ KVTIER_DEBIAN_PACKAGES=(
   libabsl-dev libgrpc++-dev libgrpc-dev protobuf-compiler protobuf-compiler-grpc
   libprotobuf-dev librocksdb-dev libucx-dev ucx-utils libxxhash-dev libssl-dev
   libopenblas-dev libgtest-dev libgmock-dev libbenchmark-dev pybind11-dev
-  python3 python3-dev python3-venv redis-server redis-tools
+  python3 python3-dev python3-venv python3-grpcio redis-server redis-tools
   clang libclang-rt-14-dev
   etcd-server golang-etcd-server-dev
+  prometheus-cpp-dev prometheus
 )
 
 log() { printf '\033[1m[kvtier]\033[0m %s\n' "$*" >&2; }
@@ -89,6 +90,21 @@ ensure_venv() {
   if ! "$KVTIER_VENV/bin/python" -c 'import numpy, matplotlib' 2>/dev/null; then
     log "installing Python packages: ${KVTIER_PY_PACKAGES[*]}"
     "$KVTIER_VENV/bin/pip" install -q "${KVTIER_PY_PACKAGES[@]}"
+  fi
+}
+
+# The Helm chart's checks (helm/tests/chart_test.py), in the same
+# virtualenv: Helm's own template engine and linter (helm-python-sdk: Helm
+# 4 built as a C library; no helm binary is packaged in Debian), the
+# Kubernetes API schemas (kubernetes-validate) and jsonschema.
+KVTIER_CHART_PY_PACKAGES=(helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 jsonschema==4.26.0
+                          PyYAML==6.0.4)
+ensure_chart_tools() {
+  ensure_venv
+  if ! "$KVTIER_VENV/bin/python" -c 'import helm_python, kubernetes_validate, jsonschema, yaml' \
+      2>/dev/null; then
+    log "installing Python packages: ${KVTIER_CHART_PY_PACKAGES[*]}"
+    "$KVTIER_VENV/bin/pip" install -q "${KVTIER_CHART_PY_PACKAGES[@]}"
   fi
 }
 

@@ -36,6 +36,7 @@ run_suites() {
 
 step "install missing packages" install_debian_packages
 step "release build (GCC, -Werror)" build_kvtier
+step "Python packages of the chart checks" ensure_chart_tools
 step "every suite, release build" run_suites "$KVTIER_BUILD_DIR"
 step "checked build (Clang thread-safety, Debug, ASan+UBSan)" build_kvtier_checked
 # Sanitizer findings fail the test that hit them; leaks too.
