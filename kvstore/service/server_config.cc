@@ -350,6 +350,11 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   }
   RETURN_IF_ERROR(CheckRange("local_max_lanes_per_tenant", s.local_max_lanes_per_tenant, 1,
                              s.local_max_lanes));
+  s.metrics_listen = config.metrics_listen();
+  if (!s.metrics_listen.empty() && !IsHostPort(s.metrics_listen, 0)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "metrics_listen \"%s\": must be host:port", absl::CEscape(s.metrics_listen)));
+  }
   if (config.has_event_log_capacity()) s.event_log_capacity = config.event_log_capacity();
   RETURN_IF_ERROR(CheckRange("event_log_capacity", s.event_log_capacity, 0, uint64_t{1} << 26));
   if (config.has_max_event_watchers()) s.max_event_watchers = config.max_event_watchers();

@@ -68,6 +68,7 @@ struct ServerSettings {
   std::string peer_tls_ca_file;
   uint32_t drain_timeout_s = 30;
   uint64_t rebalance_bytes_per_s = uint64_t{128} << 20;
+  std::string metrics_listen;  // empty: no /metrics endpoint
   // Cache events (config.proto); event_log_capacity 0: none.
   uint32_t event_log_capacity = 1 << 18;
   uint32_t max_event_watchers = 64;

@@ -40,6 +40,7 @@
 #include "kvstore/cluster/replicator.h"
 #include "kvstore/core/cache_events.h"
 #include "kvstore/core/store.h"
+#include "kvstore/metrics/server_metrics.h"
 #include "kvstore/service/server_config.h"
 #include "kvstore/service/service.h"
 #include "kvstore/service/tenants.h"
@@ -120,6 +121,8 @@ ABSL_FLAG(std::string, peer_token_file, "", "Admin token this node presents to i
 ABSL_FLAG(std::string, peer_tls_ca_file, "", "CA of the peers' certificates (TLS clusters)");
 ABSL_FLAG(uint32_t, drain_timeout_s, 30,
           "On SIGTERM in a cluster: most seconds to hand pages to their new owners");
+ABSL_FLAG(std::string, metrics_listen, "",
+          "host:port of the Prometheus /metrics endpoint (no authentication); empty: none");
 ABSL_FLAG(uint64_t, rebalance_bytes_per_s, uint64_t{128} << 20,
           "After members change: bytes/s of unpinned pages copied to their new owners in the "
           "background; 0: they move as they are read");
@@ -248,6 +251,7 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("peer_token_file")) c.set_peer_token_file(absl::GetFlag(FLAGS_peer_token_file));
   if (Given("peer_tls_ca_file")) c.set_peer_tls_ca_file(absl::GetFlag(FLAGS_peer_tls_ca_file));
   if (Given("drain_timeout_s")) c.set_drain_timeout_s(absl::GetFlag(FLAGS_drain_timeout_s));
+  if (Given("metrics_listen")) c.set_metrics_listen(absl::GetFlag(FLAGS_metrics_listen));
   if (Given("rebalance_bytes_per_s")) {
     c.set_rebalance_bytes_per_s(absl::GetFlag(FLAGS_rebalance_bytes_per_s));
   }
@@ -335,7 +339,8 @@ absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> ServerCredentials(
 // certificate and key do not load.
 std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
                                           std::shared_ptr<grpc::ServerCredentials> credentials,
-                                          KvStoreService* service, int* port) {
+                                          KvStoreService* service, ServerMetrics* metrics,
+                                          int* port) {
   grpc::EnableDefaultHealthCheckService(true);
   if (settings.enable_reflection) grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -352,6 +357,9 @@ std::unique_ptr<grpc::Server> BuildServer(const ServerSettings& settings,
   builder.SetMaxReceiveMessageSize(static_cast<int>(settings.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(settings.max_message_bytes));
   builder.RegisterService(service);
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(metrics->RpcInterceptorFactory());
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
   return builder.BuildAndStart();
 }
 
@@ -604,9 +612,17 @@ int Run() {
                           .heartbeat = absl::Seconds(5)});
   }
 
+  absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics =
+      ServerMetrics::Start(settings->metrics_listen);
+  if (!metrics.ok()) {
+    std::fprintf(stderr, "kvtier-server: %s\n", metrics.status().ToString().c_str());
+    return 1;
+  }
+  (*metrics)->SetStore(store->get(), service.get(), access.get());
+
   int port = 0;
   std::unique_ptr<grpc::Server> server =
-      BuildServer(*settings, *std::move(credentials), service.get(), &port);
+      BuildServer(*settings, *std::move(credentials), service.get(), metrics->get(), &port);
   if (server == nullptr || port == 0) {
     std::fprintf(stderr,
                  "kvtier-server: cannot listen on %s: address in use or not available%s\n",
@@ -622,6 +638,11 @@ int Run() {
     }
   }
   LogStartup(*settings, port, recovered);
+  if ((*metrics)->port() != 0) {
+    KVTIER_LOG(INFO) << "metrics at http://"
+                     << settings->metrics_listen.substr(0, settings->metrics_listen.rfind(':'))
+                     << ":" << (*metrics)->port() << "/metrics";
+  }
   absl::StatusOr<std::unique_ptr<cluster::Membership>> membership =
       JoinCluster(*settings, port, recovered);
   if (!membership.ok()) {
@@ -633,6 +654,7 @@ int Run() {
   service->SetMembership(membership->get());
   std::unique_ptr<cluster::Replicator> replicator =
       StartReplicator(*settings, store->get(), membership->get());
+  (*metrics)->SetCluster(membership->get(), replicator.get());
 
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {
@@ -666,6 +688,8 @@ int Run() {
   KVTIER_LOG(INFO) << "rpc server stopped; closing the data plane and the store";
   // The service first: it serves the data plane's request messages.
   server.reset();
+  // Scrapes read the service, the membership and the replicator.
+  metrics->reset();
   service.reset();
   (*membership)->SetListener(nullptr);
   (*membership)->Leave();

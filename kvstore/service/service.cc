@@ -183,6 +183,7 @@ absl::Status KvStoreService::DoLookup(const Caller& caller, const v1::LookupRequ
   ASSIGN_OR_RETURN(LookupResult result,
                    store_->Lookup(caller.tenant, chain, request.layer_begin(), layer_count));
   response->set_prefix_pages(result.prefix_pages);
+  counters_.AddLookup(static_cast<uint64_t>(n), result.prefix_pages);
   response->mutable_tiers()->Reserve(static_cast<int>(result.tiers.size()));
   for (Tier t : result.tiers) response->add_tiers(TierToProto(t));
   return absl::OkStatus();
@@ -239,6 +240,7 @@ absl::Status KvStoreService::DoBatchPut(const Caller& caller, const v1::BatchPut
     return absl::InternalError(absl::StrFormat("store returned %d results for %d pages",
                                                results.size(), specs.size()));
   }
+  counters_.AddPut(BytePath::kInline, bytes);
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
@@ -277,7 +279,24 @@ absl::Status KvStoreService::DoBatchGet(const Caller& caller, const v1::BatchGet
     if (!results[i].status.ok()) continue;
     response->mutable_pages(i)->set_inline_data(std::move(results[i].data));
   }
+  CountGot(BytePath::kInline, *response);
   return absl::OkStatus();
+}
+
+void KvStoreService::CountGot(BytePath path, const v1::BatchGetResponse& response) {
+  uint64_t inline_bytes = 0;
+  uint64_t path_bytes = 0;
+  for (const v1::GotPage& page : response.pages()) {
+    if (page.status() != v1::PAGE_STATUS_OK || page.bytes_withheld()) continue;
+    if (!page.inline_data().empty()) {
+      inline_bytes += page.inline_data().size();
+    } else if (absl::StatusOr<PageLayout> layout = v1::LayoutFromProto(page.layout(), "layout");
+               layout.ok()) {
+      path_bytes += layout->PageBytes();
+    }
+  }
+  counters_.AddGet(BytePath::kInline, inline_bytes);
+  if (path != BytePath::kInline) counters_.AddGet(path, path_bytes);
 }
 
 absl::Status KvStoreService::AddGotPages(absl::Span<const PageKey> keys,

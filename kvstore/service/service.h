@@ -36,6 +36,7 @@
 #include "kvstore/service/admission.h"
 #include "kvstore/service/cache_event_feed.h"
 #include "kvstore/service/caller.h"
+#include "kvstore/service/service_counters.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
 namespace kvtier::store {
@@ -205,6 +206,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
 
   // Admission state, for tests and stats.
   const InflightBytes& inflight() const { return inflight_; }
+  // Bytes moved by path and Lookup prefixes, for metrics.
+  ServiceCounters::Snapshot counters() const { return counters_.Read(); }
   const WaitingPool& waiting() const { return waiting_; }
 
  private:
@@ -233,6 +236,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // copy fails its checksum is withheld (bytes_withheld: ask by RPC).
   absl::Status DoBatchGetToSegment(const Caller& caller, const v1::BatchGetRequest& request,
                                    absl::Span<uint8_t> segment, v1::BatchGetResponse* response);
+  // Counts a get's OK pages: those carried inline as kInline, the others
+  // (not withheld) as `path`.
+  void CountGot(BytePath path, const v1::BatchGetResponse& response);
   // Appends one page per result (status, layout, checksum, tier; no
   // bytes). INTERNAL for a result count that is not the key count; a
   // status no page can carry (an I/O error) is returned as is.
@@ -287,6 +293,7 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   const access::AccessControl* const access_;  // null: no access control
   const Authenticator authenticator_;
   InflightBytes inflight_;
+  ServiceCounters counters_;
   // Last: its threads finish the queued calls before the rest goes.
   WaitingPool waiting_;
   // Set once by StartLocalLanes, before serving; closed first on

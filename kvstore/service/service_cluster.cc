@@ -67,6 +67,7 @@ absl::Status KvStoreService::DoReplicaPut(const v1::ReplicaPutRequest& request,
     return absl::InternalError(absl::StrFormat("store returned %d results for %d pages",
                                                results.size(), specs.size()));
   }
+  counters_.AddPut(BytePath::kReplica, bytes);
   uint32_t present = 0;
   for (const PutResult& r : results) present += r.already_present;
   response->set_stored_pages(static_cast<uint32_t>(results.size()) - present);

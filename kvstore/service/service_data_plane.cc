@@ -71,6 +71,12 @@ absl::Status KvStoreService::DoReservePut(const Caller& caller,
                    data_plane_->ReservePut(request.session_id(), specs, request.tagged(),
                                            make_room));
   response->set_transfer_id(reply.transfer_id);
+  // Counted when reserved: the bytes the client is to write.
+  uint64_t bytes = 0;
+  for (size_t i = 0; i < reply.slots.size() && i < specs.size(); ++i) {
+    if (!reply.slots[i].already_present) bytes += specs[i].layout.PageBytes();
+  }
+  counters_.AddPut(BytePath::kDataPlane, bytes);
   for (const UcxDataPlane::Slot& slot : reply.slots) {
     v1::PutSlot* out = response->add_slots();
     out->set_already_present(slot.already_present);
@@ -133,6 +139,9 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
                    data_plane_->PullPut(region.session_id(), region.address(), region.rkey(),
                                         specs, offsets, deadline));
+  uint64_t bytes = 0;
+  for (const PutSpec& spec : specs) bytes += spec.layout.PageBytes();
+  counters_.AddPut(BytePath::kDataPlane, bytes);
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
@@ -259,10 +268,13 @@ absl::Status KvStoreService::DoBatchGetFromArena(const Caller& caller, uint64_t 
     }
     return absl::OkStatus();
   };
-  return store_
-      ->BatchGetInPlace(keys, locate,
-                        {.ram_check = Store::RamCheck::kCaller, .skip_disk = withhold_disk})
-      .status();
+  RETURN_IF_ERROR(
+      store_
+          ->BatchGetInPlace(keys, locate,
+                            {.ram_check = Store::RamCheck::kCaller, .skip_disk = withhold_disk})
+          .status());
+  CountGot(BytePath::kMapped, *response);
+  return absl::OkStatus();
 }
 
 absl::Status KvStoreService::DoBatchGetToRegion(const Caller& caller,
@@ -277,7 +289,9 @@ absl::Status KvStoreService::DoBatchGetToRegion(const Caller& caller,
     RETURN_IF_ERROR(AddGotPages(keys, results, response));
     return WriteRegion(region, bytes, response);
   };
-  return store_->BatchGetInPlace(keys, transfer).status();
+  RETURN_IF_ERROR(store_->BatchGetInPlace(keys, transfer).status());
+  CountGot(BytePath::kDataPlane, *response);
+  return absl::OkStatus();
 }
 
 absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,

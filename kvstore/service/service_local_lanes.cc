@@ -103,6 +103,9 @@ absl::Status KvStoreService::DoBatchPutFromSegment(const Caller& caller,
   // server writes, so a page is stored exactly as its checksum says or not
   // at all (DATA_LOSS).
   ASSIGN_OR_RETURN(std::vector<PutResult> results, store_->BatchPut(specs, data));
+  uint64_t bytes = 0;
+  for (const auto& d : data) bytes += d.size();
+  counters_.AddPut(BytePath::kLane, bytes);
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
@@ -148,9 +151,12 @@ absl::Status KvStoreService::DoBatchGetToSegment(const Caller& caller,
     }
     return absl::OkStatus();
   };
-  return store_->BatchGetInPlace(keys, copy, {.ram_check = Store::RamCheck::kCaller,
-                                              .skip_disk = false})
-      .status();
+  RETURN_IF_ERROR(store_
+                      ->BatchGetInPlace(keys, copy, {.ram_check = Store::RamCheck::kCaller,
+                                                     .skip_disk = false})
+                      .status());
+  CountGot(BytePath::kLane, *response);
+  return absl::OkStatus();
 }
 
 grpc::ServerUnaryReactor* KvStoreService::OpenLocalLane(grpc::CallbackServerContext* context,
