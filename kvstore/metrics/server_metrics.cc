@@ -162,22 +162,27 @@ class ServerMetrics::RpcRecorder {
         calls_(prometheus::BuildCounter()
                    .Name(kRpcs)
                    .Help("RPCs finished, by method and status code")
-                   .Register(registry)) {}
+                   .Register(registry)) {
+    // Every method's series exist from the start, so that dashboards and
+    // alerts see zeros rather than nothing.
+    for (const char* method : kMethods) {
+      calls_.Add({{"method", method}, {"code", CodeLabel(grpc::StatusCode::OK)}});
+      durations_.Add({{"method", method}}, Buckets());
+    }
+  }
 
   void Record(const std::string& method, grpc::StatusCode code, absl::Duration duration,
               bool unary) {
     calls_.Add({{"method", method}, {"code", CodeLabel(code)}}).Increment();
-    if (unary) {
-      durations_
-          .Add({{"method", method}},
-               prometheus::Histogram::BucketBoundaries{0.00005, 0.0001, 0.00025, 0.0005, 0.001,
-                                                       0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-                                                       0.25, 0.5, 1, 2.5, 5, 10})
-          .Observe(absl::ToDoubleSeconds(duration));
-    }
+    if (unary) durations_.Add({{"method", method}}, Buckets()).Observe(absl::ToDoubleSeconds(duration));
   }
 
  private:
+  static prometheus::Histogram::BucketBoundaries Buckets() {
+    return {0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+            0.05,    0.1,    0.25,    0.5,    1,     2.5,    5,      10};
+  }
+
   prometheus::Family<prometheus::Histogram>& durations_;
   prometheus::Family<prometheus::Counter>& calls_;
 };
