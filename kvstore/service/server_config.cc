@@ -326,6 +326,14 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
                              2 * s.max_message_bytes, uint64_t{1} << 40));
   if (config.has_shutdown_demote_ms()) s.shutdown_demote_ms = config.shutdown_demote_ms();
   RETURN_IF_ERROR(CheckRange("shutdown_demote_ms", s.shutdown_demote_ms, 0, 3'600'000));
+  if (config.has_log_format()) {
+    if (config.log_format() == "json") {
+      s.log_format = LogFormat::kJson;
+    } else if (config.log_format() != "text") {
+      return absl::InvalidArgumentError(absl::StrFormat(
+          "log_format \"%s\" unknown; expected text or json", absl::CEscape(config.log_format())));
+    }
+  }
   if (config.has_log_level()) {
     ASSIGN_OR_RETURN(s.log_level, ParseLogLevel(config.log_level()));
   }

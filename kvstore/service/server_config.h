@@ -38,6 +38,7 @@ struct ServerSettings {
   uint64_t max_inflight_bytes = uint64_t{1} << 30;
   uint64_t shutdown_demote_ms = 0;
   LogLevel log_level = LogLevel::kInfo;
+  LogFormat log_format = LogFormat::kText;
   // The UCX data plane (kvstore/dataplane/ucx_data_plane.h); see config.proto.
   bool ucx = true;
   uint64_t ucx_transfer_timeout_ms = 60'000;

@@ -246,6 +246,7 @@ TEST(ServerConfigTest, ClusterDefaultsToOneNodeWithoutMembership) {
   EXPECT_EQ(s->drain_timeout_s, 30u);
   EXPECT_EQ(s->rebalance_bytes_per_s, uint64_t{128} << 20);
   EXPECT_EQ(s->metrics_listen, "");
+  EXPECT_EQ(s->log_format, LogFormat::kText);
   EXPECT_EQ(s->event_log_capacity, 1u << 18);
   EXPECT_EQ(s->max_event_watchers, 64u);
   EXPECT_EQ(s->max_event_watchers_per_tenant, 8u);
@@ -295,6 +296,7 @@ TEST(ServerConfigTest, BadClusterSettingsNameTheField) {
       {"event_log_capacity: 67108865", "event_log_capacity"},
       {"rebalance_bytes_per_s: 1099511627777", "rebalance_bytes_per_s"},
       {"metrics_listen: \"9464\"", "metrics_listen"},
+      {"log_format: \"xml\"", "log_format"},
       {"metrics_listen: \"host:99999\"", "metrics_listen"},
       {"max_event_watchers: 0", "max_event_watchers"},
       {"max_event_watchers: 4097", "max_event_watchers"},

@@ -74,6 +74,7 @@ ABSL_FLAG(uint64_t, max_inflight_bytes, uint64_t{1} << 30,
 ABSL_FLAG(uint64_t, shutdown_demote_ms, 0,
           "At shutdown, write RAM-only pages to disk for at most this many ms (0: off)");
 ABSL_FLAG(std::string, log_level, "info", "debug, info, warning or error");
+ABSL_FLAG(std::string, log_format, "text", "text, or json: one JSON object per line");
 ABSL_FLAG(bool, ucx, true, "Serve page bytes over the UCX data plane (else inline in gRPC)");
 ABSL_FLAG(uint64_t, ucx_transfer_timeout_ms, 60'000,
           "Abort a data-plane put not committed within this many ms");
@@ -202,6 +203,7 @@ v1::ServerConfig OverridesFromFlags() {
     c.set_max_message_bytes(absl::GetFlag(FLAGS_max_message_bytes));
   }
   if (Given("log_level")) c.set_log_level(absl::GetFlag(FLAGS_log_level));
+  if (Given("log_format")) c.set_log_format(absl::GetFlag(FLAGS_log_format));
   if (Given("ucx")) c.set_ucx(absl::GetFlag(FLAGS_ucx));
   if (Given("ucx_transfer_timeout_ms")) {
     c.set_ucx_transfer_timeout_ms(absl::GetFlag(FLAGS_ucx_transfer_timeout_ms));
@@ -562,6 +564,7 @@ int Run() {
     return 2;
   }
   SetMinLogLevel(settings->log_level);
+  SetLogFormat(settings->log_format);
   absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> credentials =
       ServerCredentials(*settings);
   if (!credentials.ok()) {
