@@ -299,6 +299,10 @@ class StoreClient {
   // The cluster's members as the server sees them (ClusterClient routes
   // with it).
   absl::StatusOr<v1::MembersResponse> Members();
+  // Admin (store.proto): marks the node draining and waits up to wait_s
+  // for its pages to reach their new owners; the call's deadline is
+  // wait_s plus deadline_ms. FAILED_PRECONDITION outside a cluster.
+  absl::StatusOr<v1::DrainResponse> Drain(uint32_t wait_s);
   // Cluster-internal (an admin credential; store.proto): stores pages in the
   // key space of request.tenant, bytes inline, as one RPC.
   absl::StatusOr<v1::ReplicaPutResponse> ReplicaPut(const v1::ReplicaPutRequest& request);

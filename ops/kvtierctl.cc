@@ -9,8 +9,10 @@
 //   kvtierctl cluster-put|cluster-get (--tokens .. | --text FILE)  through the cluster
 //   kvtierctl route (--tokens .. | --text FILE)   which members hold the prompt's prefix
 //   kvtierctl events [--layer L] [--follow_s S]   the target's cache event stream
+//   kvtierctl pin (--tokens .. | --text FILE) / unpin PIN_ID / drain / bench
 //
-// The cluster commands live in kvtierctl_cluster.cc.
+// The cluster commands live in kvtierctl_cluster.cc, pin, unpin and bench
+// in kvtierctl_pages.cc.
 //
 // Keys follow common/page_key.h. A text file is tokenized as one token per
 // byte (enough to compute reproducible chains without a model). Exit status
@@ -76,6 +78,8 @@ ABSL_FLAG(uint32_t, write_quorum, 2, "cluster-put: copies stored before a put su
 ABSL_FLAG(uint64_t, pin_ttl_ms, 0, "cluster-put: also pin the pages on their owners this long");
 ABSL_FLAG(int32_t, layer, -1, "events: only this layer (-1: every layer); route: default 0");
 ABSL_FLAG(uint32_t, follow_s, 0, "events: keep printing events this many seconds");
+ABSL_FLAG(uint32_t, wait_s, 60, "drain: seconds to wait for the hand-off");
+ABSL_FLAG(uint32_t, bench_ops, 64, "bench: batches put and read back");
 ABSL_FLAG(uint64_t, seed, 1, "demo: seed of the synthetic prompt (same seed, same keys)");
 
 namespace kvtier::ops {
@@ -193,6 +197,22 @@ absl::Status PrintStats(client::StoreClient& client) {
                 static_cast<unsigned long long>(s.unverified_disk_pages()));
   }
   for (const v1::TenantStats& t : s.tenants()) PrintTenantStats(t);
+  // The cluster as this node sees it (a node outside one lists itself).
+  if (absl::StatusOr<v1::MembersResponse> view = client.Members(); view.ok()) {
+    std::map<std::string, int> by_state;
+    std::string self_state = "unknown";
+    for (const v1::Member& m : view->members()) {
+      ++by_state[v1::MemberState_Name(m.state())];
+      if (m.id() == view->self_id()) self_state = v1::MemberState_Name(m.state());
+    }
+    std::string states;
+    for (const auto& [state, n] : by_state) absl::StrAppend(&states, " ", state, " ", n);
+    std::printf("  cluster: node %s (%s) of %d members:%s; view revision %lld\n",
+                view->self_id().c_str(), self_state.c_str(), view->members_size(), states.c_str(),
+                static_cast<long long>(view->revision()));
+  } else {
+    std::printf("  cluster: no member view (%s)\n", view.status().ToString().c_str());
+  }
   return absl::OkStatus();
 }
 
@@ -549,6 +569,14 @@ int Main(const std::vector<char*>& args) {
     status = Route();
   } else if (command == "events" && args.size() == 2) {
     status = PrintEvents(**client);
+  } else if (command == "drain" && args.size() == 2) {
+    status = DrainTarget(**client);
+  } else if (command == "pin" && args.size() == 2) {
+    status = PinPrompt(**client);
+  } else if (command == "unpin" && args.size() == 3) {
+    status = UnpinById(**client, args[2]);
+  } else if (command == "bench" && args.size() == 2) {
+    status = Bench(**client);
   } else {
     return usage();
   }
@@ -579,6 +607,12 @@ int main(int argc, char** argv) {
       "                                        their cache event streams (--layer, default 0)\n"
       "  events [--layer L] [--follow_s S]     the target's pages of this tenant, then what it\n"
       "                                        stores and removes for S seconds\n"
+      "  pin --tokens .. | --text FILE         pin a prompt's pages (--layers, --pin_ttl_ms,\n"
+      "                                        default 10 min); prints the pin id\n"
+      "  unpin PIN_ID                          release a pin\n"
+      "  drain [--wait_s 60]                   (admin) hand the target's pages to their new\n"
+      "                                        owners; exit 1 if not done within wait_s\n"
+      "  bench [--bench_ops N] [--batch_pages B] put, read back and verify N batches\n"
       "  new-token TENANT OUT [--role R] [--shared S]\n"
       "                                        write a new token to OUT (mode 0600) and print\n"
       "                                        the access-file line that admits it\n"

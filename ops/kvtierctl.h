@@ -1,5 +1,6 @@
 // kvtierctl's pieces shared between its files: the flags and helpers of
-// kvtierctl.cc, and the cluster commands of kvtierctl_cluster.cc.
+// kvtierctl.cc, the cluster commands of kvtierctl_cluster.cc and the page
+// commands of kvtierctl_pages.cc.
 #ifndef KVTIER_OPS_KVTIERCTL_H_
 #define KVTIER_OPS_KVTIERCTL_H_
 
@@ -24,6 +25,8 @@ ABSL_DECLARE_FLAG(uint32_t, write_quorum);
 ABSL_DECLARE_FLAG(uint64_t, pin_ttl_ms);
 ABSL_DECLARE_FLAG(int32_t, layer);
 ABSL_DECLARE_FLAG(uint32_t, follow_s);
+ABSL_DECLARE_FLAG(uint32_t, wait_s);
+ABSL_DECLARE_FLAG(uint32_t, bench_ops);
 
 namespace kvtier::ops {
 
@@ -46,6 +49,12 @@ absl::Status ClusterPut();
 absl::Status ClusterGet();
 absl::Status Route();
 absl::Status PrintEvents(client::StoreClient& client);
+absl::Status DrainTarget(client::StoreClient& client);
+
+// kvtierctl_pages.cc
+absl::Status PinPrompt(client::StoreClient& client);
+absl::Status UnpinById(client::StoreClient& client, const std::string& hex);
+absl::Status Bench(client::StoreClient& client);
 
 }  // namespace kvtier::ops
 

@@ -1,5 +1,5 @@
-// kvtierctl's cluster commands: members, cluster-put, cluster-get, route
-// and events.
+// kvtierctl's cluster commands: members, cluster-put, cluster-get, route,
+// events and drain.
 #include <algorithm>
 #include <cstdio>
 #include <map>
@@ -236,6 +236,23 @@ absl::Status PrintEvents(client::StoreClient& client) {
     return absl::DeadlineExceededError("no snapshot from the target within --deadline_ms");
   }
   return absl::OkStatus();
+}
+
+// drain: the target hands its pages to their new owners and leaves
+// placement; waits --wait_s for the hand-off.
+absl::Status DrainTarget(client::StoreClient& client) {
+  const uint32_t wait_s = absl::GetFlag(FLAGS_wait_s);
+  ASSIGN_OR_RETURN(const v1::DrainResponse drained, client.Drain(wait_s));
+  std::printf("node %s is draining: %s; %llu copies made, %llu failed\n",
+              drained.node_id().c_str(),
+              drained.handed_off() ? "every page it owned is with its new owners"
+                                   : absl::StrCat("hand-off still running after ", wait_s, " s")
+                                         .c_str(),
+              static_cast<unsigned long long>(drained.pages_copied()),
+              static_cast<unsigned long long>(drained.copy_failures()));
+  return drained.handed_off()
+             ? absl::OkStatus()
+             : absl::DeadlineExceededError("the hand-off has not finished; run drain again");
 }
 
 }  // namespace kvtier::ops

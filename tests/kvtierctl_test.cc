@@ -142,6 +142,42 @@ TEST_F(KvtierctlTest, EventsAndRouteShowWhatTheNodeHolds) {
   EXPECT_THAT(r.output, HasSubstr("--layer"));
 }
 
+// pin and unpin a stored prompt, bench a round trip, and drain, which a
+// node outside a cluster refuses.
+TEST_F(KvtierctlTest, PinUnpinBenchAndDrainExitCodes) {
+  std::string tokens = "--tokens=";
+  for (int t = 0; t < 40; ++t) absl::StrAppend(&tokens, t == 0 ? "" : ",", t);
+  CtlResult r = RunCtl({target_, "pin", tokens, "--layers=2"});
+  EXPECT_EQ(r.exit_code, 1) << r.output;  // nothing stored yet
+  EXPECT_THAT(r.output, HasSubstr("NOT_FOUND"));
+  r = RunCtl({target_, "cluster-put", tokens, "--layers=2", "--replicas=1", "--write_quorum=1"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  r = RunCtl({target_, "pin", tokens, "--layers=2", "--pin_ttl_ms=60000"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("pinned 2 pages x 2 layers for 60000 ms"));
+  const size_t at = r.output.find("pin id ");
+  ASSERT_NE(at, std::string::npos);
+  const std::string id = r.output.substr(at + 7, 32);
+  r = RunCtl({target_, "stats"});
+  EXPECT_THAT(r.output, HasSubstr("active pins 1"));
+  EXPECT_THAT(r.output, HasSubstr("cluster: node local (MEMBER_UP) of 1 members: MEMBER_UP 1"));
+  EXPECT_EQ(RunCtl({target_, "unpin", id}).exit_code, 0);
+  r = RunCtl({target_, "unpin", id});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("NOT_FOUND"));
+  EXPECT_EQ(RunCtl({target_, "unpin", "not-hex"}).exit_code, 2);
+
+  r = RunCtl({target_, "bench", "--bench_ops=4", "--batch_pages=4"});
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_THAT(r.output, HasSubstr("4 batches of 4 pages of 64.0 KiB"));
+  EXPECT_THAT(r.output, HasSubstr("0 pages wrong or missing"));
+  EXPECT_EQ(RunCtl({target_, "bench", "--bench_ops=0"}).exit_code, 2);
+
+  r = RunCtl({target_, "drain"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_THAT(r.output, HasSubstr("FAILED_PRECONDITION: this node is not in a cluster"));
+}
+
 TEST_F(KvtierctlTest, UsageErrorsExitWithTwo) {
   EXPECT_EQ(RunCtl({target_}).exit_code, 2);
   EXPECT_EQ(RunCtl({target_, "frobnicate"}).exit_code, 2);

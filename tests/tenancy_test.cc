@@ -119,6 +119,15 @@ grpc::Status RawLookup(const std::string& target, const std::string& authorizati
   return stub->Lookup(&context, request, &response);
 }
 
+// Drain is an operator's: a tenant is refused, an admin gets the node's
+// answer (this node is in no cluster).
+TEST_F(TenancyTest, DrainIsForAdminsOnly) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  EXPECT_EQ(Client(kAcme)->Drain(0).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(Client("")->Drain(0).status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(Client(kOps)->Drain(0).status().code(), absl::StatusCode::kFailedPrecondition);
+}
+
 // Another node's copy: admins only, into the named tenant's key space, its
 // pin expiries honoured, and a malformed request changes nothing.
 TEST_F(TenancyTest, ReplicaPutIsForAdminsAndStoresInTheNamedTenant) {

@@ -531,20 +531,37 @@ std::unique_ptr<cluster::Replicator> StartReplicator(const ServerSettings& setti
 
 // In a cluster: marks this node draining (placement skips it at once) and
 // waits, at most drain_timeout_s, while its pages go to their new owners.
-void Drain(const ServerSettings& settings, cluster::Membership* membership,
-           cluster::Replicator* replicator) {
+// Marks this node draining and waits at most `wait` while the replicator
+// hands its pages to their new owners (SIGTERM, and the Drain RPC).
+absl::Status DrainNode(cluster::Membership* membership, cluster::Replicator* replicator,
+                       absl::Duration wait, v1::DrainResponse* response) {
   if (absl::Status draining = membership->SetSelfState(v1::MEMBER_DRAINING); !draining.ok()) {
     KVTIER_LOG(WARNING) << "cannot announce draining: " << draining;
-    return;
+    return draining;
   }
-  if (replicator == nullptr) return;
+  response->set_node_id(membership->self_id());
+  if (replicator == nullptr) {
+    response->set_handed_off(true);
+    return absl::OkStatus();
+  }
   const absl::Time start = absl::Now();
   replicator->OnView(membership->View());
-  const bool done = replicator->AwaitIdle(start + absl::Seconds(settings.drain_timeout_s));
+  const bool done = replicator->AwaitIdle(start + wait);
   const cluster::ReplicatorStats stats = replicator->stats();
-  KVTIER_LOG(INFO) << "drain " << (done ? "done" : "timed out") << " pages_copied="
+  response->set_handed_off(done);
+  response->set_pages_copied(stats.pages_copied);
+  response->set_copy_failures(stats.copy_failures);
+  KVTIER_LOG(INFO) << "drain " << (done ? "done" : "not done yet") << " pages_copied="
                    << stats.pages_copied << " copy_failures=" << stats.copy_failures
                    << " seconds=" << absl::ToDoubleSeconds(absl::Now() - start);
+  return absl::OkStatus();
+}
+
+void Drain(const ServerSettings& settings, cluster::Membership* membership,
+           cluster::Replicator* replicator) {
+  v1::DrainResponse ignored;
+  DrainNode(membership, replicator, absl::Seconds(settings.drain_timeout_s), &ignored)
+      .IgnoreError();
 }
 
 int Run() {
@@ -658,6 +675,12 @@ int Run() {
   std::unique_ptr<cluster::Replicator> replicator =
       StartReplicator(*settings, store->get(), membership->get());
   (*metrics)->SetCluster(membership->get(), replicator.get());
+  if (settings->clustered()) {
+    service->SetDrainHandler([m = membership->get(), r = replicator.get()](
+                                 absl::Duration wait, v1::DrainResponse* response) {
+      return DrainNode(m, r, wait, response);
+    });
+  }
 
   int sig = 0;
   while (sigwait(&signals, &sig) == 0 && sig == SIGHUP) {

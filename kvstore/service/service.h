@@ -24,6 +24,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -126,6 +127,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
                                        v1::ReplicaPutResponse* response) override;
   grpc::ServerWriteReactor<v1::CacheEventBatch>* WatchCacheEvents(
       grpc::CallbackServerContext* context, const v1::WatchCacheEventsRequest* request) override;
+  grpc::ServerUnaryReactor* Drain(grpc::CallbackServerContext* context,
+                                  const v1::DrainRequest* request,
+                                  v1::DrainResponse* response) override;
 
   // service_cluster.cc. The membership Members answers from (UNAVAILABLE
   // before this is called). `membership` must outlive the service.
@@ -137,6 +141,15 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoReplicaPut(const v1::ReplicaPutRequest& request,
                             v1::ReplicaPutResponse* response,
                             InflightBytes::Grant* held = nullptr);
+
+  // What Drain does on this node: mark it draining, hand its pages on and
+  // wait up to `wait` for that; fills the response. Set once the node has
+  // joined its cluster; until then Drain answers FAILED_PRECONDITION.
+  using DrainHandler =
+      std::function<absl::Status(absl::Duration wait, v1::DrainResponse* response)>;
+  void SetDrainHandler(DrainHandler handler) ABSL_LOCKS_EXCLUDED(drain_mu_);
+  // Admin callers only; runs on the waiting pool (it may wait).
+  absl::Status DoDrain(const v1::DrainRequest& request, v1::DrainResponse* response);
 
   // Serves WatchCacheEvents from `log`, the one the store appends to
   // (StoreOptions::events), from now on (FAILED_PRECONDITION before). Call
@@ -299,6 +312,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Set once by StartLocalLanes, before serving; closed first on
   // destruction (its threads call the handlers above).
   std::unique_ptr<LocalLanes> lanes_;
+  mutable absl::Mutex drain_mu_;
+  std::shared_ptr<const DrainHandler> drain_ ABSL_GUARDED_BY(drain_mu_);
   // Set once by StartCacheEvents, before serving.
   std::unique_ptr<CacheEventFeed> feed_;
   // Set once by SetMembership, after the server bound its port.

@@ -1,6 +1,7 @@
 // KvStoreService's cluster RPCs: Members (the member view as this node
-// holds it), ReplicaPut (pages another node copies here) and
-// WatchCacheEvents (the pages this node stores and removes, for routers).
+// holds it), ReplicaPut (pages another node copies here),
+// WatchCacheEvents (the pages this node stores and removes, for routers)
+// and Drain (an operator's hand-off before a node is stopped).
 #include <algorithm>
 
 #include "absl/strings/str_format.h"
@@ -116,6 +117,36 @@ grpc::ServerWriteReactor<v1::CacheEventBatch>* KvStoreService::WatchCacheEvents(
   }
   if (!refused.ok()) return CacheEventFeed::Refuse(refused);
   return feed_->Watch(context, caller->tenant, *request);
+}
+
+absl::Status KvStoreService::DoDrain(const v1::DrainRequest& request,
+                                     v1::DrainResponse* response) {
+  if (request.wait_s() > 3600) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("wait_s %d exceeds 3600", request.wait_s()));
+  }
+  std::shared_ptr<const DrainHandler> drain;
+  {
+    absl::MutexLock lock(&drain_mu_);
+    drain = drain_;
+  }
+  if (drain == nullptr) return absl::FailedPreconditionError("this node is not in a cluster");
+  return (*drain)(absl::Seconds(request.wait_s()), response);
+}
+
+void KvStoreService::SetDrainHandler(DrainHandler handler) {
+  auto shared = std::make_shared<const DrainHandler>(std::move(handler));
+  absl::MutexLock lock(&drain_mu_);
+  drain_ = std::move(shared);
+}
+
+grpc::ServerUnaryReactor* KvStoreService::Drain(grpc::CallbackServerContext* context,
+                                                const v1::DrainRequest* request,
+                                                v1::DrainResponse* response) {
+  absl::StatusOr<Caller> caller = authenticator_.Authenticate(*context, Need::kAdmin);
+  if (!caller.ok()) return Respond(context, [&] { return caller.status(); });
+  return RespondAfterWaiting(
+      [this, request, response](InflightBytes::Grant*) { return DoDrain(*request, response); });
 }
 
 }  // namespace kvtier::store

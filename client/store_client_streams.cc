@@ -1,5 +1,8 @@
-// StoreClient's WatchCacheEvents stream.
+// StoreClient's streaming and long-waiting calls: WatchCacheEvents, Drain.
+#include <chrono>
+
 #include "client/store_client.h"
+#include "common/status_macros.h"
 #include "kvtier/v1/convert.h"
 
 namespace kvtier::client {
@@ -39,6 +42,18 @@ std::unique_ptr<CacheEventStream> StoreClient::WatchCacheEvents(
   std::unique_ptr<grpc::ClientReader<v1::CacheEventBatch>> reader =
       stub_->WatchCacheEvents(context.get(), request);
   return std::make_unique<CacheEventStream>(std::move(context), std::move(reader));
+}
+
+absl::StatusOr<v1::DrainResponse> StoreClient::Drain(uint32_t wait_s) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(wait_s) +
+                       std::chrono::milliseconds(options_.deadline_ms));
+  AddCallMetadata(&context);
+  v1::DrainRequest request;
+  request.set_wait_s(wait_s);
+  v1::DrainResponse response;
+  RETURN_IF_ERROR(v1::FromGrpcStatus(stub_->Drain(&context, request, &response)));
+  return response;
 }
 
 }  // namespace kvtier::client
