@@ -209,6 +209,7 @@ absl::Status KvCacheManager::AppendKv(uint64_t seq_id, uint32_t layer, const flo
                      seq->tokens.size(), " token ids are known"));
   }
   RETURN_IF_ERROR(ReapBackups(seq_id, /*wait=*/false));
+  if (seq->prefix_pin_pending) RETURN_IF_ERROR(PinStoredPrefix(*seq));
   const PageLayout& lay = options_.layout;
   const auto type = static_cast<kernels::ScalarType>(lay.dtype);
   const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;  // elements per token

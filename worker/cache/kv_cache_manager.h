@@ -88,8 +88,9 @@ class KvCacheManager : public TokenCache {
   // Declares that pages [0, n_pages) of every layer are already in the
   // store (loaded from it): when they fill they are digested and
   // checksummed as usual but not backed up, and, when the policy offloads,
-  // the sequence's pin takes them at once (asynchronously; a failed pin
-  // fails the sequence like a failed backup). REQUIRES: no K/V appended
+  // the sequence's pin takes them when the first K/V is appended (one
+  // asynchronous pin; a failed pin fails the sequence like a failed
+  // backup). REQUIRES: no K/V appended
   // yet and the token ids of those pages known; FAILED_PRECONDITION
   // otherwise.
   absl::Status AdoptStoredPrefix(uint64_t seq_id, uint32_t n_pages);
@@ -176,6 +177,8 @@ class KvCacheManager : public TokenCache {
   // When the store lost the sequence's pin (SequencePin::lost), pins every
   // page whose backup completed under a new one, waiting for it.
   absl::Status RepinIfLost(Sequence& seq);
+  // Pins the keys of the sequence's stored prefix (AdoptStoredPrefix).
+  absl::Status PinStoredPrefix(Sequence& seq);
   absl::Status WaitBackup(Sequence& seq, TransferId id);
   absl::Status InstallRecalled(Sequence& seq, uint32_t layer, int32_t page,
                                const FetchedPage& fetched);

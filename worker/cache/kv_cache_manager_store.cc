@@ -93,14 +93,21 @@ absl::Status KvCacheManager::AdoptStoredPrefix(uint64_t seq_id, uint32_t n_pages
         " token ids; sequence ", seq_id, " has ", seq->tokens.size()));
   }
   seq->stored_prefix_pages = n_pages;
-  if (!policy_->offloads() || n_pages == 0) return absl::OkStatus();
+  seq->prefix_pin_pending = policy_->offloads() && n_pages > 0;
+  return absl::OkStatus();
+}
+
+absl::Status KvCacheManager::PinStoredPrefix(Sequence& seq) {
+  seq.prefix_pin_pending = false;
+  const uint64_t seq_id = seq.id;
+  const uint32_t n_pages = seq.stored_prefix_pages;
   std::vector<PageKey> keys;
   keys.reserve(size_t{n_pages} * options_.n_layers);
   for (uint32_t page = 0; page < n_pages; ++page) {
-    const Hash128& h = PageHash(*seq, page);
+    const Hash128& h = PageHash(seq, page);
     for (uint32_t l = 0; l < options_.n_layers; ++l) keys.push_back(PageKey{.hash = h, .layer = l});
   }
-  std::shared_ptr<SequencePin> pin = seq->pin;
+  std::shared_ptr<SequencePin> pin = seq.pin;
   const uint64_t ttl_ms = options_.pin_ttl_ms;
   auto shared = std::make_shared<std::vector<PageKey>>(std::move(keys));
   PageTransferQueue::Work work = [shared, pin, ttl_ms](PageStoreBackend* backend) {
@@ -121,7 +128,7 @@ absl::Status KvCacheManager::AdoptStoredPrefix(uint64_t seq_id, uint32_t n_pages
                    transfers_->Submit(absl::StrCat("pin of the stored prefix of sequence ",
                                                    seq_id),
                                       0, options_.transfer_timeout, std::move(work)));
-  seq->puts.emplace(id, std::vector<std::pair<uint32_t, int32_t>>());
+  seq.puts.emplace(id, std::vector<std::pair<uint32_t, int32_t>>());
   return absl::OkStatus();
 }
 

@@ -25,6 +25,9 @@ struct KvCacheManager::Sequence {
   std::vector<PageTable> layers;
   // Pages [0, stored_prefix_pages) of every layer came from the store.
   uint32_t stored_prefix_pages = 0;
+  // Their pin is taken when the first K/V enters the cache: after the load,
+  // which it would otherwise compete with for the store.
+  bool prefix_pin_pending = false;
   std::shared_ptr<SequencePin> pin = std::make_shared<SequencePin>();
   // In-flight backups: transfer -> (layer, page) of each page in it.
   absl::flat_hash_map<TransferId, std::vector<std::pair<uint32_t, int32_t>>> puts;
