@@ -52,7 +52,7 @@ TEST_F(ClusterTest, DrainHandsEveryPageOnAndTheNodeKeepsServing) {
   EXPECT_EQ(cluster->stats().repaired_pages, 0u);
 
   // A second drain finds nothing left to move.
-  absl::StatusOr<v1::DrainResponse> again = node0->Drain(0);
+  absl::StatusOr<v1::DrainResponse> again = node0->Drain(10);
   ASSERT_TRUE(again.ok()) << again.status();
   EXPECT_TRUE(again->handed_off());
   EXPECT_EQ(again->pages_copied(), drained->pages_copied());
