@@ -1,17 +1,15 @@
 #include "kvstore/metrics/server_metrics.h"
 
-#include <arpa/inet.h>
-
 #include <array>
-#include <exception>
 #include <map>
 #include <utility>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "common/metrics_endpoint.h"
+#include "common/status_macros.h"
 #include "kvstore/service/tenants.h"
 #include "prometheus/collectable.h"
 #include "prometheus/counter.h"
@@ -381,36 +379,11 @@ ServerMetrics::~ServerMetrics() = default;
 absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string& listen) {
   std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   if (listen.empty()) return metrics;
-  const size_t colon = listen.rfind(':');
-  int port = -1;
-  if (colon == std::string::npos || colon == 0 ||
-      !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("metrics_listen \"", listen, "\": must be host:port"));
-  }
-  // The exposer takes a numeric address and quietly binds every interface
-  // for one it cannot parse: only literal addresses (and localhost) pass.
-  std::string host = listen.substr(0, colon);
-  if (host == "localhost") host = "127.0.0.1";
-  in6_addr v6;
-  in_addr v4;
-  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
-  if (!(bracketed ? inet_pton(AF_INET6, host.substr(1, host.size() - 2).c_str(), &v6) == 1
-                  : inet_pton(AF_INET, host.c_str(), &v4) == 1)) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "metrics_listen \"", listen, "\": the host must be an IPv4 address, [IPv6] or localhost"));
-  }
-  const std::string bind = absl::StrCat(host, ":", port);
-  try {
-    metrics->exposer_ = std::make_unique<prometheus::Exposer>(bind, /*num_threads=*/2);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
-  }
+  ASSIGN_OR_RETURN(MetricsEndpoint endpoint, StartMetricsEndpoint(listen));
+  metrics->exposer_ = std::move(endpoint.exposer);
+  metrics->port_ = endpoint.port;
   metrics->exposer_->RegisterCollectable(metrics->registry_);
   metrics->exposer_->RegisterCollectable(metrics->collector_);
-  const std::vector<int> ports = metrics->exposer_->GetListeningPorts();
-  metrics->port_ = ports.empty() ? 0 : ports.front();
   return metrics;
 }
 
