@@ -2,7 +2,11 @@
 // families it lists, and refuses an address it cannot use.
 #include "worker/metrics/worker_metrics.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <set>
 #include <string>
@@ -61,6 +65,27 @@ TEST(WorkerMetricsTest, BadAddressesAreRefused) {
   absl::StatusOr<std::unique_ptr<WorkerMetrics>> bound = WorkerMetrics::Start("127.0.0.1:0");
   ASSERT_TRUE(bound.ok()) << bound.status();
   EXPECT_GT((*bound)->port(), 0);
+}
+
+// The endpoint answers GET /metrics with the source's figures.
+TEST(WorkerMetricsTest, TheEndpointServesTheFigures) {
+  std::unique_ptr<WorkerMetrics> metrics = *WorkerMetrics::Start("127.0.0.1:0");
+  metrics->SetSource([] { return WorkerSnapshot{.decode_steps = 7}; });
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(fd, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(metrics->port()));
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
+  std::string reply;
+  char buffer[4096];
+  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) reply.append(buffer, n);
+  close(fd);
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 200")) << reply.substr(0, 200);
+  EXPECT_NE(reply.find("\nkvtier_worker_decode_steps_total 7\n"), std::string::npos) << reply;
 }
 
 }  // namespace
