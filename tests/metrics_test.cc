@@ -1,11 +1,6 @@
 // kvtier-server's /metrics endpoint, scraped over HTTP after a known
 // workload through the real client: store figures and the per-RPC counts
 // and durations the gRPC interceptor records, error codes included.
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <memory>
 #include <regex>
 #include <string>
@@ -15,37 +10,11 @@
 #include "absl/strings/str_split.h"
 #include "client/store_client.h"
 #include "gtest/gtest.h"
+#include "testing/metrics_scrape.h"
 #include "testing/server_process.h"
 
 namespace kvtier::testing {
 namespace {
-
-std::string Scrape(int port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) return "";
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  std::string reply;
-  if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-    if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
-      char buffer[8192];
-      for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) reply.append(buffer, n);
-    }
-  }
-  close(fd);
-  return reply;
-}
-
-std::string ValueOf(const std::string& text, const std::string& line_start) {
-  const std::vector<std::string> lines = absl::StrSplit(text, '\n');
-  for (const std::string& line : lines) {
-    if (line.starts_with(line_start + " ")) return line.substr(line_start.size() + 1);
-  }
-  return "absent";
-}
 
 TEST(MetricsTest, ScrapeAfterAKnownWorkload) {
   TempDir dir;
@@ -82,24 +51,24 @@ TEST(MetricsTest, ScrapeAfterAKnownWorkload) {
   EXPECT_EQ(c->Pin({PageKey{.hash = {.hi = 7, .lo = 42}}}, 1000).status().code(),
             absl::StatusCode::kNotFound);
 
-  const std::string text = Scrape(port);
+  const std::string text = ScrapeMetrics(port);
   ASSERT_TRUE(text.starts_with("HTTP/1.1 200")) << text.substr(0, 200);
-  EXPECT_EQ(ValueOf(text, "kvtier_rpcs_total{code=\"OK\",method=\"BatchPut\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpcs_total{code=\"OK\",method=\"BatchGet\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpcs_total{code=\"OK\",method=\"Lookup\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpcs_total{code=\"NOT_FOUND\",method=\"Unpin\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpcs_total{code=\"NOT_FOUND\",method=\"Pin\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpc_duration_seconds_count{method=\"BatchPut\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_rpc_duration_seconds_bucket{method=\"BatchPut\",le=\"+Inf\"}"),
+  EXPECT_EQ(MetricValue(text, "kvtier_rpcs_total{code=\"OK\",method=\"BatchPut\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpcs_total{code=\"OK\",method=\"BatchGet\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpcs_total{code=\"OK\",method=\"Lookup\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpcs_total{code=\"NOT_FOUND\",method=\"Unpin\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpcs_total{code=\"NOT_FOUND\",method=\"Pin\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpc_duration_seconds_count{method=\"BatchPut\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_rpc_duration_seconds_bucket{method=\"BatchPut\",le=\"+Inf\"}"),
             "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_put_pages_total"), "3");
-  EXPECT_EQ(ValueOf(text, "kvtier_put_bytes_total{path=\"inline\"}"), "768");
-  EXPECT_EQ(ValueOf(text, "kvtier_get_bytes_total{path=\"inline\"}"), "512");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_hits_total{tier=\"ram\"}"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_total"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_chain_pages_total"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_pages_total"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_bytes_total{path=\"inline\"}"), "768");
+  EXPECT_EQ(MetricValue(text, "kvtier_get_bytes_total{path=\"inline\"}"), "512");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_hits_total{tier=\"ram\"}"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_total"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_chain_pages_total"), "3");
   // A node outside a cluster still reports its one-member view.
-  EXPECT_EQ(ValueOf(text, "kvtier_cluster_members{state=\"up\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_cluster_members{state=\"up\"}"), "1");
   absl::StatusOr<ExitResult> exit = (*server)->Stop();
   ASSERT_TRUE(exit.ok());
   EXPECT_EQ(exit->exit_code, 0) << exit->stderr_text;

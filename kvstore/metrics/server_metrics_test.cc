@@ -3,11 +3,7 @@
 // and an exposer that serves them over HTTP.
 #include "kvstore/metrics/server_metrics.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <set>
 #include <string>
@@ -16,11 +12,13 @@
 #include "absl/strings/str_split.h"
 #include "common/checksum.h"
 #include "kvtier/v1/convert.h"
+#include "testing/metrics_scrape.h"
 #include "testing/store_test_util.h"
 
 namespace kvtier::store {
 namespace {
 
+using ::kvtier::testing::MetricValue;
 using testing::TempDir;
 
 PageLayout Layout() {  // 16 tokens x 1 head x 64 dims x f16 x (K, V) = 4096 bytes
@@ -39,15 +37,6 @@ v1::BatchPutRequest PutRequest(uint64_t first, uint64_t last) {
     page->set_checksum(PageChecksum(page->inline_data().data(), page->inline_data().size()));
   }
   return request;
-}
-
-// The value of the sample `line_start` ("name{labels}") in `text`.
-std::string ValueOf(const std::string& text, const std::string& line_start) {
-  const std::vector<std::string> lines = absl::StrSplit(text, '\n');
-  for (const std::string& line : lines) {
-    if (line.starts_with(line_start + " ")) return line.substr(line_start.size() + 1);
-  }
-  return "absent";
 }
 
 class ServerMetricsTest : public ::testing::Test {
@@ -96,32 +85,32 @@ TEST_F(ServerMetricsTest, AKnownWorkloadGivesExactValues) {
   ASSERT_NO_FATAL_FAILURE(Workload());
   const std::string text = (*metrics)->Render();
 
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_pages{tier=\"ram\"}"), "4");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_pages{tier=\"disk\"}"), "0");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_hits_total{tier=\"ram\"}"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_in_bytes_total{tier=\"ram\"}"), "16384");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_out_bytes_total{tier=\"ram\"}"), "8192");
-  EXPECT_EQ(ValueOf(text, "kvtier_get_misses_total"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_put_pages_total"), "4");
-  EXPECT_EQ(ValueOf(text, "kvtier_put_duplicate_pages_total"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_tier_capacity_bytes{tier=\"ram\"}"), "16777216");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_pages{tier=\"ram\"}"), "4");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_pages{tier=\"disk\"}"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_hits_total{tier=\"ram\"}"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_in_bytes_total{tier=\"ram\"}"), "16384");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_out_bytes_total{tier=\"ram\"}"), "8192");
+  EXPECT_EQ(MetricValue(text, "kvtier_get_misses_total"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_pages_total"), "4");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_duplicate_pages_total"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_tier_capacity_bytes{tier=\"ram\"}"), "16777216");
   // Both puts' bytes came inline (the duplicate's too); both got pages went
   // back inline.
-  EXPECT_EQ(ValueOf(text, "kvtier_put_bytes_total{path=\"inline\"}"), "20480");
-  EXPECT_EQ(ValueOf(text, "kvtier_put_bytes_total{path=\"lane\"}"), "0");
-  EXPECT_EQ(ValueOf(text, "kvtier_get_bytes_total{path=\"inline\"}"), "8192");
-  EXPECT_EQ(ValueOf(text, "kvtier_tenant_pages{tenant=\"anonymous\",tier=\"ram\"}"), "4");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_bytes_total{path=\"inline\"}"), "20480");
+  EXPECT_EQ(MetricValue(text, "kvtier_put_bytes_total{path=\"lane\"}"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_get_bytes_total{path=\"inline\"}"), "8192");
+  EXPECT_EQ(MetricValue(text, "kvtier_tenant_pages{tenant=\"anonymous\",tier=\"ram\"}"), "4");
   // Lookups: prefixes of 4, 0 and 2 pages of chains of 5, 1 and 3.
-  EXPECT_EQ(ValueOf(text, "kvtier_lookups_total"), "3");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_chain_pages_total"), "9");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_total"), "6");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_bucket{le=\"0\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_bucket{le=\"1\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_bucket{le=\"3\"}"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_bucket{le=\"7\"}"), "3");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_bucket{le=\"+Inf\"}"), "3");
-  EXPECT_EQ(ValueOf(text, "kvtier_lookup_prefix_pages_sum"), "6");
-  EXPECT_EQ(ValueOf(text, "kvtier_event_watchers"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookups_total"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_chain_pages_total"), "9");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_total"), "6");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_bucket{le=\"0\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_bucket{le=\"1\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_bucket{le=\"3\"}"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_bucket{le=\"7\"}"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_bucket{le=\"+Inf\"}"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_lookup_prefix_pages_sum"), "6");
+  EXPECT_EQ(MetricValue(text, "kvtier_event_watchers"), "0");
   // No cluster was given: no cluster families.
   EXPECT_EQ(text.find("kvtier_cluster_members"), std::string::npos);
 }
@@ -146,11 +135,11 @@ TEST_F(ServerMetricsTest, ClusterFamiliesCountMembersByState) {
   std::unique_ptr<ServerMetrics> metrics = *ServerMetrics::Start("");
   metrics->SetCluster(membership->get(), &replicator);
   const std::string text = metrics->Render();
-  EXPECT_EQ(ValueOf(text, "kvtier_cluster_members{state=\"up\"}"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_cluster_members{state=\"draining\"}"), "1");
-  EXPECT_EQ(ValueOf(text, "kvtier_cluster_members{state=\"down\"}"), "0");
-  EXPECT_EQ(ValueOf(text, "kvtier_replication_pages_copied_total"), "0");
-  EXPECT_EQ(ValueOf(text, "kvtier_replication_copy_failures_total"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_cluster_members{state=\"up\"}"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_cluster_members{state=\"draining\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_cluster_members{state=\"down\"}"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_replication_pages_copied_total"), "0");
+  EXPECT_EQ(MetricValue(text, "kvtier_replication_copy_failures_total"), "0");
   // No store was given: no store families.
   EXPECT_EQ(text.find("kvtier_tier_pages"), std::string::npos);
 }
@@ -182,19 +171,7 @@ TEST_F(ServerMetricsTest, TheExposerServesMetricsOverHttp) {
   (*metrics)->SetStore(store_.get(), service_.get(), nullptr);
   ASSERT_NO_FATAL_FAILURE(Workload());
 
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>((*metrics)->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string reply;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) reply.append(buffer, n);
-  close(fd);
+  const std::string reply = ::kvtier::testing::ScrapeMetrics((*metrics)->port());
   EXPECT_TRUE(reply.starts_with("HTTP/1.1 200")) << reply.substr(0, 100);
   EXPECT_NE(reply.find("\nkvtier_put_pages_total 4\n"), std::string::npos);
 

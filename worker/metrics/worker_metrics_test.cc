@@ -2,28 +2,19 @@
 // families it lists, and refuses an address it cannot use.
 #include "worker/metrics/worker_metrics.h"
 
-#include <arpa/inet.h>
 #include <gtest/gtest.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
 
 #include <set>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "testing/metrics_scrape.h"
 
 namespace kvtier::worker {
 namespace {
 
-std::string ValueOf(const std::string& text, const std::string& line_start) {
-  const std::vector<std::string> lines = absl::StrSplit(text, '\n');
-  for (const std::string& line : lines) {
-    if (line.starts_with(line_start + " ")) return line.substr(line_start.size() + 1);
-  }
-  return "absent";
-}
+using ::kvtier::testing::MetricValue;
 
 TEST(WorkerMetricsTest, RendersTheSourcesFigures) {
   std::unique_ptr<WorkerMetrics> metrics = *WorkerMetrics::Start("");
@@ -36,15 +27,15 @@ TEST(WorkerMetricsTest, RendersTheSourcesFigures) {
                           .prefix_pages_rejected = 2, .prefix_loads = 3, .prefix_recomputes = 1};
   });
   const std::string text = metrics->Render();
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_pages_recalled_total"), "12");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_recall_seconds_total"), "0.25");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_decode_steps_total"), "30");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_budget_pages"), "16");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_resident_pages"), "15");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_prefix_pages_loaded_total"), "64");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_prefix_pages_rejected_total"), "2");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_prefix_decisions_total{decision=\"load\"}"), "3");
-  EXPECT_EQ(ValueOf(text, "kvtier_worker_prefix_decisions_total{decision=\"recompute\"}"), "1");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_pages_recalled_total"), "12");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_recall_seconds_total"), "0.25");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_decode_steps_total"), "30");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_budget_pages"), "16");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_resident_pages"), "15");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_prefix_pages_loaded_total"), "64");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_prefix_pages_rejected_total"), "2");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_prefix_decisions_total{decision=\"load\"}"), "3");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_prefix_decisions_total{decision=\"recompute\"}"), "1");
   const std::vector<std::string> names = WorkerMetrics::FamilyNames();
   const std::set<std::string> known(names.begin(), names.end());
   size_t families = 0;
@@ -71,19 +62,7 @@ TEST(WorkerMetricsTest, BadAddressesAreRefused) {
 TEST(WorkerMetricsTest, TheEndpointServesTheFigures) {
   std::unique_ptr<WorkerMetrics> metrics = *WorkerMetrics::Start("127.0.0.1:0");
   metrics->SetSource([] { return WorkerSnapshot{.decode_steps = 7}; });
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  ASSERT_GE(fd, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(metrics->port()));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
-  const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
-  ASSERT_EQ(write(fd, request.data(), request.size()), static_cast<ssize_t>(request.size()));
-  std::string reply;
-  char buffer[4096];
-  for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) reply.append(buffer, n);
-  close(fd);
+  const std::string reply = ::kvtier::testing::ScrapeMetrics(metrics->port());
   EXPECT_TRUE(reply.starts_with("HTTP/1.1 200")) << reply.substr(0, 200);
   EXPECT_NE(reply.find("\nkvtier_worker_decode_steps_total 7\n"), std::string::npos) << reply;
 }
