@@ -3,7 +3,7 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
-//              [--page-size P] [--target ADDR] [--reuse BOOL]
+//              [--page-size P] [--target ADDR] [--cluster BOOL] [--reuse BOOL]
 //
 // --policy dense uses the runner's own exact full-cache attention (the
 // reference); every other name runs the worker runtime's policy of that
@@ -38,6 +38,7 @@
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"
 #include "worker/transfer/client_page_store.h"
+#include "worker/transfer/cluster_page_store.h"
 
 namespace kvtier::model {
 namespace {
@@ -60,6 +61,8 @@ constexpr char kUsage[] =
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
     "  --target       kvtier-server host:port: pages are backed up there and\n"
     "                 stored prompt prefixes are reused (worker policies)\n"
+    "  --cluster      with --target: true treats ADDR as one member of a\n"
+    "                 cluster, whose pages live on their owners (default false)\n"
     "  --reuse        with --target: true (default) loads stored prefixes\n"
     "                 when faster, false always recomputes\n"
     "  --logits-out   write the prompt's tokens and next-token logits to a\n"
@@ -78,6 +81,7 @@ struct Args {
   int page_size = 16;
   std::string logits_out;
   std::string target;
+  bool cluster = false;
   bool reuse = true;
 };
 
@@ -115,6 +119,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       args.target = value;
     } else if (flag == "--reuse") {
       ok = absl::SimpleAtob(value, &args.reuse);
+    } else if (flag == "--cluster") {
+      ok = absl::SimpleAtob(value, &args.cluster);
     } else if (flag == "--page-size") {
       ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
     } else {
@@ -224,8 +230,12 @@ absl::Status Run(const Args& args) {
                  steps, c.max_positions);
     steps = c.max_positions;
   }
-  std::unique_ptr<worker::ClientPageStore> store;
-  if (!args.target.empty()) {
+  std::unique_ptr<worker::PageStoreBackend> store;
+  if (!args.target.empty() && args.cluster) {
+    auto connected = worker::ClusterPageStore::Connect({args.target});
+    if (!connected.ok()) return connected.status();
+    store = *std::move(connected);
+  } else if (!args.target.empty()) {
     auto connected = worker::ClientPageStore::Connect(args.target, {});
     if (!connected.ok()) return connected.status();
     store = *std::move(connected);
