@@ -38,8 +38,11 @@ std::string StateOf(const v1::StatsResponse& s) {
   v1::StatsResponse state = s;
   state.clear_get_misses();
   state.clear_lookups();
+  // Reads count, and what they served.
   state.mutable_ram()->clear_hits();
   state.mutable_disk()->clear_hits();
+  state.mutable_ram()->clear_bytes_out();
+  state.mutable_disk()->clear_bytes_out();
   // The directory's measured size moves with RocksDB's own background work
   // (flushes, log preallocation), not with requests.
   state.clear_data_dir_bytes();

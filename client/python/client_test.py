@@ -103,7 +103,8 @@ class ClientTest(unittest.TestCase):
         for tier in ("ram", "disk"):
             self.assertEqual(set(stats[tier]), {
                 "pages", "used_bytes", "capacity_bytes", "high_watermark_bytes",
-                "low_watermark_bytes", "hits", "evictions", "pinned_pages"})
+                "low_watermark_bytes", "hits", "evictions", "pinned_pages", "bytes_in",
+                "bytes_out"})
         self.assertGreater(stats["ram"]["capacity_bytes"], 0)
         self.assertEqual(stats["reserved_bytes"], 0)
 
