@@ -3,8 +3,8 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
-#include "common/checksum.h"
 #include "common/status_macros.h"
+#include "worker/transfer/client_pages.h"
 
 namespace kvtier::worker {
 
@@ -18,51 +18,14 @@ absl::StatusOr<std::unique_ptr<ClientPageStore>> ClientPageStore::Connect(
 }
 
 absl::Status ClientPageStore::Put(absl::Span<const StoredPage> pages) {
-  std::vector<client::PutPage> puts;
-  puts.reserve(pages.size());
-  for (const StoredPage& page : pages) {
-    // The client recomputes the checksum from the bytes; refuse bytes that
-    // already disagree with the one taken when the page was filled.
-    if (PageChecksum(page.bytes.data(), page.bytes.size()) != page.checksum) {
-      return absl::DataLossError(
-          absl::StrCat("page ", page.key.DebugString(), " changed since it was checksummed"));
-    }
-    puts.push_back(client::PutPage{
-        page.key, page.layout,
-        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(page.bytes.data()),
-                            page.bytes.size())});
-  }
-  absl::StatusOr<std::vector<client::PutOutcome>> outcomes = client_->BatchPut(puts);
-  return outcomes.status();
+  absl::StatusOr<std::vector<client::PutPage>> puts = ToPutPages(pages);
+  if (!puts.ok()) return puts.status();
+  return client_->BatchPut(*puts).status();
 }
 
 absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::Get(absl::Span<const PageKey> keys) {
-  absl::StatusOr<std::vector<client::GotPage>> got = client_->BatchGet(keys);
-  if (!got.ok()) return got.status();
-  if (got->size() != keys.size()) {
-    return absl::InternalError(absl::StrCat("store answered ", got->size(), " pages for ",
-                                            keys.size(), " keys"));
-  }
-  std::vector<FetchedPage> out(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    client::GotPage& g = (*got)[i];
-    out[i].key = keys[i];
-    switch (g.status) {
-      case v1::PAGE_STATUS_OK:
-        out[i].status = FetchStatus::kOk;
-        out[i].layout = g.layout;
-        out[i].checksum = g.checksum;
-        out[i].bytes = std::move(g.data);
-        break;
-      case v1::PAGE_STATUS_LOST:
-        out[i].status = FetchStatus::kLost;
-        break;
-      default:
-        out[i].status = FetchStatus::kNotFound;
-        break;
-    }
-  }
-  return out;
+  ASSIGN_OR_RETURN(std::vector<client::GotPage> got, client_->BatchGet(keys));
+  return ToFetchedPages(keys, std::move(got));
 }
 
 absl::StatusOr<std::string> ClientPageStore::Pin(absl::Span<const PageKey> keys,

@@ -5,9 +5,9 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
-#include "common/checksum.h"
 #include "common/secure_random.h"
 #include "common/status_macros.h"
+#include "worker/transfer/client_pages.h"
 
 namespace kvtier::worker {
 
@@ -21,46 +21,14 @@ absl::StatusOr<std::unique_ptr<ClusterPageStore>> ClusterPageStore::Connect(
 }
 
 absl::Status ClusterPageStore::Put(absl::Span<const StoredPage> pages) {
-  std::vector<client::PutPage> puts;
-  puts.reserve(pages.size());
-  for (const StoredPage& page : pages) {
-    if (PageChecksum(page.bytes.data(), page.bytes.size()) != page.checksum) {
-      return absl::DataLossError(
-          absl::StrCat("page ", page.key.DebugString(), " changed since it was checksummed"));
-    }
-    puts.push_back(client::PutPage{
-        page.key, page.layout,
-        absl::MakeConstSpan(reinterpret_cast<const uint8_t*>(page.bytes.data()),
-                            page.bytes.size())});
-  }
-  return cluster_->BatchPut(puts).status();
+  absl::StatusOr<std::vector<client::PutPage>> puts = ToPutPages(pages);
+  if (!puts.ok()) return puts.status();
+  return cluster_->BatchPut(*puts).status();
 }
 
 absl::StatusOr<std::vector<FetchedPage>> ClusterPageStore::Get(absl::Span<const PageKey> keys) {
   ASSIGN_OR_RETURN(std::vector<client::GotPage> got, cluster_->BatchGet(keys));
-  if (got.size() != keys.size()) {
-    return absl::InternalError(
-        absl::StrCat("cluster answered ", got.size(), " pages for ", keys.size(), " keys"));
-  }
-  std::vector<FetchedPage> out(keys.size());
-  for (size_t i = 0; i < keys.size(); ++i) {
-    out[i].key = keys[i];
-    switch (got[i].status) {
-      case v1::PAGE_STATUS_OK:
-        out[i].status = FetchStatus::kOk;
-        out[i].layout = got[i].layout;
-        out[i].checksum = got[i].checksum;
-        out[i].bytes = std::move(got[i].data);
-        break;
-      case v1::PAGE_STATUS_LOST:
-        out[i].status = FetchStatus::kLost;
-        break;
-      default:
-        out[i].status = FetchStatus::kNotFound;
-        break;
-    }
-  }
-  return out;
+  return ToFetchedPages(keys, std::move(got));
 }
 
 absl::StatusOr<std::string> ClusterPageStore::Pin(absl::Span<const PageKey> keys,
