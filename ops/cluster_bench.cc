@@ -44,6 +44,7 @@
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
+#include "ops/percentile.h"
 
 ABSL_FLAG(std::string, seeds, "127.0.0.1:50051", "Members to read the view from, host:port,...");
 ABSL_FLAG(int, clients, 4, "Concurrent ClusterClients");
@@ -61,12 +62,6 @@ ABSL_FLAG(std::string, json, "", "Write the JSON result here instead of stdout")
 
 namespace kvtier::ops {
 namespace {
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
-}
 
 absl::StatusOr<PageLayout> LayoutOf(uint64_t page_bytes) {
   // 2 (K, V) x 16 tokens x heads x 128 x 2 bytes = page_bytes.

@@ -55,6 +55,7 @@
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
+#include "ops/percentile.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
 ABSL_FLAG(std::string, page_sizes, "65536,262144,1048576,4194304", "Page sizes, bytes");
@@ -129,13 +130,6 @@ absl::StatusOr<PageLayout> LayoutOfBytes(uint64_t bytes) {
     }
   }
   return absl::InvalidArgumentError(absl::StrCat("no page layout has ", bytes, " bytes"));
-}
-
-double Percentile(std::vector<double>& v, double q) {
-  if (v.empty()) return 0;
-  const size_t i = std::min(v.size() - 1, static_cast<size_t>(q * v.size()));
-  std::nth_element(v.begin(), v.begin() + i, v.end());
-  return v[i];
 }
 
 // Unique keys: a run nonce, the client index and a counter.

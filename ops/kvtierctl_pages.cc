@@ -12,17 +12,9 @@
 #include "absl/time/time.h"
 #include "common/status_macros.h"
 #include "ops/kvtierctl.h"
+#include "ops/percentile.h"
 
 namespace kvtier::ops {
-namespace {
-
-double Percentile(std::vector<double> v, double q) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(q * static_cast<double>(v.size())))];
-}
-
-}  // namespace
 
 // pin: pins every (page, layer) of the prompt held by the target for
 // --pin_ttl_ms (default 10 minutes); prints the pin id to unpin it with.
