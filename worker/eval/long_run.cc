@@ -23,15 +23,6 @@ void Say(const std::string& line) {
   std::fflush(stderr);
 }
 
-std::string Text(const model::LoadedModel& m, int prev, const std::vector<int>& tokens) {
-  std::string out;
-  for (int t : tokens) {
-    out += m.tokenizer->Decode(prev, t);
-    prev = t;
-  }
-  return out;
-}
-
 std::string Mib(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (1 << 20)); }
 
 }  // namespace
@@ -117,7 +108,8 @@ absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend
   text = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
   std::vector<int> prompt;
   ASSIGN_OR_RETURN(prompt, Encode(m, text, true));
-  ASSIGN_OR_RETURN(model::ReuseEstimator estimator, model::ReuseEstimator::Create(m.weights.config));
+  ASSIGN_OR_RETURN(model::ReuseEstimator estimator,
+                   model::ReuseEstimator::Create(m.weights.config));
   // The budgeted run measured the prefill speed.
   estimator.ObservePrefill(0, static_cast<uint32_t>(p.tokens.size()), first_prefill_s);
   Say(absl::StrFormat("second request: the same document, another question (%zu tokens):%s",
@@ -127,9 +119,9 @@ absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend
   Say("  with prefix reuse: " + reused.report.DebugString());
   ASSIGN_OR_RETURN(computed, Ask(m, b, prompt, o.answer_steps, estimator, false));
   Say(absl::StrFormat("  recomputed: TTFT %.3f s", computed.report.ttft_s));
-  const std::string answer = Text(m, prompt.back(), reused.tokens);
+  const std::string answer = DecodeText(m, prompt.back(), reused.tokens);
   std::printf("second question, with reuse:%s\nsecond question, recomputed:%s\n", answer.c_str(),
-              Text(m, prompt.back(), computed.tokens).c_str());
+              DecodeText(m, prompt.back(), computed.tokens).c_str());
   Say(absl::StrFormat(
       "second request: TTFT %.3f s with reuse vs %.3f s recomputing (%.1fx); %s, %u of %zu "
       "prompt tokens loaded (%llu pages, %s); answer%s (%s the recomputed one)",
@@ -176,7 +168,8 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(shape));
   ASSIGN_OR_RETURN(ref, RunForced(m, *dense, p.tokens, {}, o.steps, &want));
   std::printf("budgeted (%s): %s\nfull cache:      %s\n", o.policy.c_str(),
-              Text(m, p.tokens.back(), got).c_str(), Text(m, p.tokens.back(), want).c_str());
+              DecodeText(m, p.tokens.back(), got).c_str(),
+              DecodeText(m, p.tokens.back(), want).c_str());
   Say(absl::StrFormat("passkey 31415: budgeted run %s, full cache %s",
                       Answered(p, got) ? "correct" : "wrong",
                       Answered(p, want) ? "correct" : "wrong"));

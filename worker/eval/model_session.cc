@@ -8,6 +8,15 @@
 
 namespace kvtier::eval {
 
+std::string DecodeText(const model::LoadedModel& m, int prev, const std::vector<int>& tokens) {
+  std::string out;
+  for (int t : tokens) {
+    out += m.tokenizer->Decode(prev, t);
+    prev = t;
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::string& text,
                                         bool add_bos) {
   return m.tokenizer->Encode(text, add_bos && m.add_bos);

@@ -44,6 +44,9 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
 absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::string& text,
                                         bool add_bos);
 
+// The text of `tokens` continuing after token `prev`.
+std::string DecodeText(const model::LoadedModel& m, int prev, const std::vector<int>& tokens);
+
 // A passkey prompt of at most `max_tokens` tokens (BOS included): the filler
 // starts at 4 characters per token (Quest) and shrinks by the measured ratio.
 struct PasskeyPrompt {

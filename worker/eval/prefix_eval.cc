@@ -49,15 +49,6 @@ absl::StatusOr<double> MeasureGetBandwidth(worker::PageStoreBackend& store,
   return s > 0 ? *bytes / s : 0.0;
 }
 
-std::string Text(const model::LoadedModel& m, int prev, const std::vector<int>& tokens) {
-  std::string out;
-  for (int t : tokens) {
-    out += m.tokenizer->Decode(prev, t);
-    prev = t;
-  }
-  return out;
-}
-
 std::string JsonString(const std::string& s) {
   std::string out = "\"";
   for (char c : s) {
@@ -145,7 +136,8 @@ absl::StatusOr<std::string> RunPrefixEval(const model::LoadedModel& m,
   Say(absl::StrCat("store: ", o.target.empty() ? "in-process" : "kvtier-server at " + o.target,
                    "; policy ", o.policy, ", budget 1/", o.budget_fraction, ", pages of ",
                    o.page_size, " tokens"));
-  ASSIGN_OR_RETURN(model::ReuseEstimator estimator, model::ReuseEstimator::Create(m.weights.config));
+  ASSIGN_OR_RETURN(model::ReuseEstimator estimator,
+                   model::ReuseEstimator::Create(m.weights.config));
   ASSIGN_OR_RETURN(std::vector<int> q1, Encode(m, kQuestion1, false));
   ASSIGN_OR_RETURN(std::vector<int> q2, Encode(m, kQuestion2, false));
   std::string rows;
@@ -193,8 +185,8 @@ absl::StatusOr<std::string> RunPrefixEval(const model::LoadedModel& m,
         n, r.ttft_s, a1.report.ttft_s, a1.report.ttft_s / std::max(r.ttft_s, 1e-9),
         static_cast<unsigned long long>(r.fetch.pages_loaded), r.fetch.bytes_loaded / 1048576.0,
         r.fetch.busy_s, bandwidth / 1048576.0, ideal_s,
-        ideal_s > 0 ? r.fetch.busy_s / ideal_s : 0.0, Text(m, p1.back(), a1.tokens),
-        Text(m, p2.back(), a2.tokens)));
+        ideal_s > 0 ? r.fetch.busy_s / ideal_s : 0.0, DecodeText(m, p1.back(), a1.tokens),
+        DecodeText(m, p2.back(), a2.tokens)));
     absl::StrAppend(
         &rows, rows.empty() ? "" : ",\n",
         absl::StrFormat(
@@ -213,7 +205,8 @@ absl::StatusOr<std::string> RunPrefixEval(const model::LoadedModel& m,
             static_cast<unsigned long long>(r.fetch.bytes_loaded), r.fetch.busy_s,
             r.fetch.wait_s, r.lookup_s, r.probe_s, r.prefill_s, bandwidth,
             ideal_s > 0 ? r.fetch.busy_s / ideal_s : 0.0, r.fallbacks,
-            JsonString(Text(m, p1.back(), a1.tokens)), JsonString(Text(m, p2.back(), a2.tokens))));
+            JsonString(DecodeText(m, p1.back(), a1.tokens)),
+            JsonString(DecodeText(m, p2.back(), a2.tokens))));
   }
   return absl::StrCat("{\n  \"store\": ", JsonString(o.target.empty() ? "in-process" : o.target),
                       ",\n  \"policy\": ", JsonString(o.policy),

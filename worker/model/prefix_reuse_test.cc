@@ -226,7 +226,8 @@ TEST(PrefixReuseSmolLM2Test, ExactLogitsAndIdenticalPagesAcrossRequests) {
   EXPECT_GT((*b3)->counters().pages_recalled, 0u);
 }
 
-TEST(ReuseEstimatorTest, PrefillFlopsCountLayersAndCausalAttention) {
+// Two layers of dim 4, hidden 6, two query heads over one KV head of 2.
+ModelConfig TinyConfig() {
   ModelConfig c;
   c.dim = 4;
   c.hidden_dim = 6;
@@ -234,6 +235,11 @@ TEST(ReuseEstimatorTest, PrefillFlopsCountLayersAndCausalAttention) {
   c.n_heads = 2;
   c.n_kv_heads = 1;
   c.head_dim = 2;
+  return c;
+}
+
+TEST(ReuseEstimatorTest, PrefillFlopsCountLayersAndCausalAttention) {
+  const ModelConfig c = TinyConfig();
   auto est = ReuseEstimator::Create(c, {});
   ASSERT_TRUE(est.ok());
   // Weights per layer: wq, wo 4x4 each, wk, wv 2x4 each, three 4x6: 120.
@@ -246,13 +252,7 @@ TEST(ReuseEstimatorTest, PrefillFlopsCountLayersAndCausalAttention) {
 }
 
 TEST(ReuseEstimatorTest, DecidesOnlyWithBothRatesAndPrefersTheFaster) {
-  ModelConfig c;
-  c.dim = 4;
-  c.hidden_dim = 6;
-  c.n_layers = 2;
-  c.n_heads = 2;
-  c.n_kv_heads = 1;
-  c.head_dim = 2;
+  const ModelConfig c = TinyConfig();
   auto est = ReuseEstimator::Create(c, {.get_bytes_per_s = 0, .prefill_flops_per_s = 0,
                                         .batch_latency_s = 0, .smoothing = 1.0});
   ASSERT_TRUE(est.ok());
