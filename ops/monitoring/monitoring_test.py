@@ -15,12 +15,10 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
-import tempfile
-import time
 import unittest
-import urllib.request
+
+from metrics_node import MetricsNode
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -29,47 +27,15 @@ METRIC = re.compile(r"\bkvtier_[a-z0-9_]+")
 SUFFIXES = ("_bucket", "_sum", "_count")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def exported_families():
     """Family names from a scrape of a fresh one-member cluster node after
     `kvtierctl demo` (puts, gets, lookups, a pin), so that the families of
     tenants and RPCs have samples."""
-    work = tempfile.mkdtemp(prefix="kvtier-monitoring-")
-    port = free_port()
-    log_path = os.path.join(work, "server.log")
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            [SERVER, f"--listen=127.0.0.1:{port}", f"--data_dir={work}/data",
-             "--ram_bytes=8388608", "--noucx", "--metrics_listen=127.0.0.1:0",
-             "--node_id=n1", f"--static_members=n1=127.0.0.1:{port}"],
-            stderr=log)
-    try:
-        metrics_port = None
-        for _ in range(300):
-            text = open(log_path).read()
-            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/metrics", text)
-            if m:
-                metrics_port = int(m.group(1))
-                break
-            if server.poll() is not None:
-                raise RuntimeError("kvtier-server exited:\n" + text)
-            time.sleep(0.1)
-        if metrics_port is None:
-            raise RuntimeError("no metrics endpoint in the log:\n" + open(log_path).read())
+    with MetricsNode(SERVER, ram_bytes=8 << 20) as node:
         ctl = os.path.join(os.path.dirname(SERVER), "kvtierctl")
-        subprocess.run([ctl, f"--target=127.0.0.1:{port}", "demo", "--prompt_tokens=256",
+        subprocess.run([ctl, f"--target={node.target}", "demo", "--prompt_tokens=256",
                         "--layers=2"], check=True, capture_output=True)
-        body = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics",
-                                      timeout=10).read().decode()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
+        body = node.scrape()
     families = set()
     for line in body.splitlines():
         if line.startswith("# TYPE "):

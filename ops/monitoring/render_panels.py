@@ -12,18 +12,15 @@ import argparse
 import math
 import os
 import re
-import shutil
-import socket
 import subprocess
-import tempfile
 import time
-import urllib.request
 from collections import defaultdict
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from metrics_node import MetricsNode  # noqa: E402
 
 SAMPLE = re.compile(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})? (\S+)$')
 LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
@@ -39,12 +36,6 @@ def parse(text):
         labels = frozenset(LABEL.findall(m.group(3) or ""))
         out[(m.group(1), labels)] = float(m.group(4))
     return out
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def series(scrapes, name, by):
@@ -101,26 +92,10 @@ def main():
     ap.add_argument("--seconds", type=int, default=20)
     args = ap.parse_args()
     bindir = os.path.join(os.path.abspath(args.build_dir), "bin")
-    work = tempfile.mkdtemp(prefix="kvtier-panels-")
-    port = free_port()
-    log_path = os.path.join(work, "server.log")
-    server = subprocess.Popen(
-        [os.path.join(bindir, "kvtier-server"), f"--listen=127.0.0.1:{port}",
-         f"--data_dir={work}/data", "--ram_bytes=268435456", "--disk_bytes=1073741824",
-         "--noucx", "--metrics_listen=127.0.0.1:0", "--node_id=n1",
-         f"--static_members=n1=127.0.0.1:{port}"], stderr=open(log_path, "w"))
-    try:
-        mport = None
-        for _ in range(300):
-            m = re.search(r"metrics at http://127\.0\.0\.1:(\d+)/", open(log_path).read())
-            if m:
-                mport = int(m.group(1))
-                break
-            time.sleep(0.1)
-        assert mport, open(log_path).read()
-        target = f"127.0.0.1:{port}"
+    with MetricsNode(os.path.join(bindir, "kvtier-server"), ram_bytes=256 << 20,
+                     extra=["--disk_bytes=1073741824"]) as node:
         bench = subprocess.Popen(
-            [os.path.join(bindir, "kvtier-bench"), f"--target={target}", "--noucx",
+            [os.path.join(bindir, "kvtier-bench"), f"--target={node.target}", "--noucx",
              "--nolocal_lanes", "--page_sizes=65536,262144", "--clients=1,4",
              "--duration_ms=2500",
              "--ops_kinds=put,get,lookup", "--batch_pages=8"],
@@ -128,10 +103,10 @@ def main():
         scrapes, start = [], time.time()
         while time.time() - start < args.seconds:
             if int(time.time() - start) % 5 == 0:
-                subprocess.run([os.path.join(bindir, "kvtierctl"), f"--target={target}", "demo",
-                                "--prompt_tokens=512", "--layers=2",
+                subprocess.run([os.path.join(bindir, "kvtierctl"), f"--target={node.target}",
+                                "demo", "--prompt_tokens=512", "--layers=2",
                                 f"--seed={int(time.time())}"], capture_output=True)
-            body = urllib.request.urlopen(f"http://127.0.0.1:{mport}/metrics").read().decode()
+            body = node.scrape()
             scrapes.append((time.time() - start, parse(body)))
             time.sleep(1)
         bench.wait(timeout=120)
@@ -141,10 +116,6 @@ def main():
             if m and not line.startswith("#"):
                 base = re.sub(r"_(bucket|sum|count)$", "", m.group(1))
                 families.setdefault(base, line)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(work, ignore_errors=True)
 
     fig, axes = plt.subplots(3, 2, figsize=(13, 11))
     ax = axes[0][0]
