@@ -1,4 +1,5 @@
 #include "client/cluster_client.h"
+#include "client/cluster_client_internal.h"
 
 #include <algorithm>
 #include <utility>
@@ -10,58 +11,14 @@
 
 namespace kvtier::client {
 
-struct ClusterClient::View {
-  explicit View(v1::MembersResponse reply)
-      : response(std::move(reply)),
-        members(response.members().begin(), response.members().end()),
-        placement(members) {}
-
-  // Up to `owners` up members that hold `hash`, best first, then (when
-  // `with_others`) the draining and joining members.
-  std::vector<const v1::Member*> Candidates(const Hash128& hash, size_t owners,
-                                            std::string_view prefer, bool with_others) const {
-    std::vector<const v1::Member*> out;
-    for (size_t i : placement.Owners(hash, owners, prefer)) out.push_back(&placement.member(i));
-    if (with_others) {
-      for (const v1::Member& other : placement.others()) out.push_back(&other);
-    }
-    return out;
-  }
-
-  // The member with `id`, or null.
-  const v1::Member* Find(const std::string& id) const {
-    for (const v1::Member& member : members) {
-      if (member.id() == id) return &member;
-    }
-    return nullptr;
-  }
-
-  // The ids of the members that take pages, in view order.
-  std::vector<std::string> UpIds() const {
-    std::vector<std::string> ids;
-    for (size_t i = 0; i < placement.size(); ++i) ids.push_back(placement.member(i).id());
-    return ids;
-  }
-
-  const v1::MembersResponse response;
-  const std::vector<v1::Member> members;
-  const placement::Placement placement;
-};
+using cluster_internal::FailsOver;
+using cluster_internal::Groups;
+using cluster_internal::RunEach;
+using cluster_internal::WithMember;
 
 namespace {
 
 constexpr absl::Duration kMinRefreshInterval = absl::Milliseconds(100);
-
-// A member that answers these is down or unreachable (or not yet known to
-// be down): the call goes on with the next member.
-bool FailsOver(const absl::Status& status) {
-  return absl::IsUnavailable(status) || absl::IsDeadlineExceeded(status);
-}
-
-absl::Status WithMember(const absl::Status& status, const v1::Member& member) {
-  return absl::Status(status.code(), absl::StrCat("member ", member.id(), " (", member.address(),
-                                                  "): ", status.message()));
-}
 
 // A Members reply is another process's word: ids of 1..64 printable
 // characters, unique, and an address for each.
@@ -78,36 +35,6 @@ absl::Status CheckMembersReply(const v1::MembersResponse& reply) {
   }
   return absl::OkStatus();
 }
-
-// Runs fn(0) .. fn(n - 1), each on a thread of its own when n > 1.
-template <typename Fn>
-void RunEach(size_t n, Fn fn) {
-  if (n == 1) {
-    fn(0);
-    return;
-  }
-  std::vector<std::thread> threads;
-  threads.reserve(n);
-  for (size_t i = 0; i < n; ++i) threads.emplace_back([&fn, i] { fn(i); });
-  for (std::thread& thread : threads) thread.join();
-}
-
-// Items grouped by the member they go to next, in first-seen order.
-struct Groups {
-  std::vector<const v1::Member*> members;
-  std::vector<std::vector<size_t>> items;
-
-  void Add(const v1::Member* member, size_t item) {
-    for (size_t g = 0; g < members.size(); ++g) {
-      if (members[g]->id() == member->id()) {
-        items[g].push_back(item);
-        return;
-      }
-    }
-    members.push_back(member);
-    items.push_back({item});
-  }
-};
 
 }  // namespace
 
@@ -478,121 +405,6 @@ void ClusterClient::Probe(absl::Span<const PageKey> keys,
       if (out != nullptr) (*out)[questions[q].items[k]].push_back(questions[q].member);
     }
   }
-}
-
-absl::StatusOr<ClusterPin> ClusterClient::Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms) {
-  if (keys.empty()) return absl::InvalidArgumentError("Pin of no key");
-  const std::shared_ptr<const View> view = CurrentView();
-  std::vector<std::vector<const v1::Member*>> owners(keys.size());
-  Groups groups;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    owners[i] = view->Candidates(keys[i].hash, options_.replicas, {}, false);
-    for (const v1::Member* member : owners[i]) groups.Add(member, i);
-  }
-  ClusterPin made;
-  std::vector<bool> pinned(keys.size(), false);
-  std::vector<bool> answered(keys.size(), false);
-  absl::Mutex made_mu;
-  std::vector<absl::Status> errors(groups.members.size());
-  RunEach(groups.members.size(), [&](size_t g) {
-    const v1::Member& member = *groups.members[g];
-    std::vector<PageKey> subset;
-    for (size_t i : groups.items[g]) subset.push_back(keys[i]);
-    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(member);
-    absl::StatusOr<std::string> pin_id =
-        client.ok() ? (*client)->Pin(subset, ttl_ms) : absl::StatusOr<std::string>(client.status());
-    std::vector<size_t> done = groups.items[g];
-    if (absl::IsNotFound(pin_id.status()) && client.ok()) {
-      // The member lacks some of them: pin those it holds.
-      std::vector<std::vector<const v1::Member*>> asked(subset.size(), {&member});
-      std::vector<std::vector<const v1::Member*>> holding(subset.size());
-      Probe(subset, asked, &holding, nullptr);
-      std::vector<PageKey> held;
-      done.clear();
-      for (size_t k = 0; k < subset.size(); ++k) {
-        if (!holding[k].empty()) {
-          held.push_back(subset[k]);
-          done.push_back(groups.items[g][k]);
-        }
-      }
-      pin_id = held.empty() ? absl::StatusOr<std::string>(absl::NotFoundError("none held"))
-                            : (*client)->Pin(held, ttl_ms);
-    }
-    absl::MutexLock lock(&made_mu);
-    if (pin_id.ok()) {
-      made.pins.push_back({member.id(), *pin_id});
-      for (size_t i : done) pinned[i] = true;
-    }
-    if (pin_id.ok() || absl::IsNotFound(pin_id.status())) {
-      for (size_t i : groups.items[g]) answered[i] = true;
-    } else if (!FailsOver(pin_id.status())) {
-      errors[g] = WithMember(pin_id.status(), member);
-    }
-  });
-  absl::Status failed = absl::OkStatus();
-  for (const absl::Status& error : errors) failed.Update(error);
-  for (size_t i = 0; failed.ok() && i < keys.size(); ++i) {
-    if (pinned[i]) continue;
-    failed = answered[i]
-                 ? absl::NotFoundError(absl::StrCat("key ", i, " is held by none of its owners"))
-                 : absl::UnavailableError(absl::StrCat("key ", i, ": none of its owners answered"));
-  }
-  if (!failed.ok()) {
-    ReleaseQuietly(made);
-    return failed;
-  }
-  return made;
-}
-
-void ClusterClient::ReleaseQuietly(const ClusterPin& pins) {
-  // Whatever fails here ends with the pin's TTL.
-  Unpin(pins).IgnoreError();
-}
-
-absl::Status ClusterClient::Unpin(const ClusterPin& pin) {
-  const std::shared_ptr<const View> view = CurrentView();
-  absl::Status first = absl::OkStatus();
-  for (const ClusterPin::MemberPin& member_pin : pin.pins) {
-    const v1::Member* member = view->Find(member_pin.member_id);
-    if (member == nullptr) continue;  // gone from the view
-    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*member);
-    absl::Status status = client.ok() ? (*client)->Unpin(member_pin.pin_id) : client.status();
-    if (!status.ok() && !absl::IsNotFound(status) && !FailsOver(status)) {
-      first.Update(WithMember(status, *member));
-    }
-  }
-  return first;
-}
-
-absl::StatusOr<uint32_t> ClusterClient::Delete(absl::Span<const PageKey> keys, bool force) {
-  if (keys.empty()) return 0u;
-  const std::shared_ptr<const View> view = CurrentView();
-  Groups groups;
-  for (size_t i = 0; i < keys.size(); ++i) {
-    for (const v1::Member* member : view->Candidates(keys[i].hash, options_.replicas, {}, true)) {
-      groups.Add(member, i);
-    }
-  }
-  std::vector<absl::StatusOr<uint32_t>> results(groups.members.size(),
-                                                absl::UnknownError("not sent"));
-  RunEach(groups.members.size(), [&](size_t g) {
-    std::vector<PageKey> subset;
-    for (size_t i : groups.items[g]) subset.push_back(keys[i]);
-    absl::StatusOr<std::shared_ptr<StoreClient>> client = ClientFor(*groups.members[g]);
-    results[g] = client.ok() ? (*client)->Delete(subset, force)
-                             : absl::StatusOr<uint32_t>(client.status());
-  });
-  uint32_t deleted = 0;
-  absl::Status first = absl::OkStatus();
-  for (size_t g = 0; g < groups.members.size(); ++g) {
-    if (results[g].ok()) {
-      deleted += *results[g];
-    } else if (!FailsOver(results[g].status())) {
-      first.Update(WithMember(results[g].status(), *groups.members[g]));
-    }
-  }
-  if (!first.ok()) return first;
-  return deleted;
 }
 
 void ClusterClient::Repair(const std::vector<GotPage>& pages,
