@@ -17,15 +17,11 @@
 // Keys follow common/page_key.h. A text file is tokenized as one token per
 // byte (enough to compute reproducible chains without a model). Exit status
 // 0 on success, 1 on a failed call or check, 2 on a usage error.
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
-#include <iostream>
 #include <map>
 #include <memory>
 #include <random>
@@ -51,9 +47,7 @@
 #include "common/checksum.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
-#include "common/secure_random.h"
 #include "common/status_macros.h"
-#include "kvstore/access/access_table.h"
 #include "ops/kvtierctl.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
@@ -68,8 +62,6 @@ ABSL_FLAG(uint32_t, head_dim, 128, "Head dimension");
 ABSL_FLAG(std::string, dtype, "bf16", "f32, f16, bf16, fp8_e4m3 or int8");
 ABSL_FLAG(uint32_t, layers, 4, "Layers per page position (lookup, demo)");
 ABSL_FLAG(std::string, tokens, "", "lookup: comma-separated token ids");
-ABSL_FLAG(std::string, role, "tenant", "new-token: tenant or admin");
-ABSL_FLAG(std::string, shared, "none", "new-token: rights on the shared namespace: none, read, write");
 ABSL_FLAG(std::string, text, "", "lookup: a text file, one token per byte");
 ABSL_FLAG(std::string, manifest, "", "put-file/get-file: manifest path (default FILE.manifest)");
 ABSL_FLAG(uint32_t, prompt_tokens, 2048, "demo: tokens of the synthetic prompt");
@@ -480,50 +472,6 @@ absl::Status Demo(client::StoreClient& client) {
     return absl::OkStatus();
   }
   return stats;
-}
-
-// new-token TENANT OUT: a fresh random token (256 bits, hex) written to OUT,
-// readable by its owner only, and the access-file line that admits it,
-// which holds only its hash.
-absl::Status NewToken(const std::string& tenant, const std::string& out_path) {
-  RETURN_IF_ERROR(access::ValidateTenantName(tenant));
-  const std::string role = absl::GetFlag(FLAGS_role);
-  const std::string shared = absl::GetFlag(FLAGS_shared);
-  if (role != "tenant" && role != "admin") {
-    return absl::InvalidArgumentError(absl::StrCat("--role: \"", role, "\" is not tenant or admin"));
-  }
-  if (shared != "none" && shared != "read" && shared != "write") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--shared: \"", shared, "\" is not none, read or write"));
-  }
-  uint8_t bytes[32];
-  SecureRandomBytes(absl::MakeSpan(bytes));
-  const std::string token =
-      absl::BytesToHexString(std::string(reinterpret_cast<const char*>(bytes), sizeof(bytes)));
-  // O_EXCL: an existing token file is never overwritten.
-  const int fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create ", out_path, ": ", std::strerror(errno)));
-  }
-  const std::string line = token + "\n";
-  const bool written = write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-  if (close(fd) != 0 || !written) {
-    return absl::UnavailableError(absl::StrCat("cannot write ", out_path));
-  }
-  std::printf("tenant=%s role=%s token_sha256=%s shared=%s\n", tenant.c_str(), role.c_str(),
-              access::HashToken(token).c_str(), shared.c_str());
-  return absl::OkStatus();
-}
-
-// hash-token: the access-file hash of the token on standard input.
-absl::Status HashTokenFromStdin() {
-  std::string token;
-  std::getline(std::cin, token);
-  if (!token.empty() && token.back() == '\r') token.pop_back();
-  RETURN_IF_ERROR(access::ValidateToken(token));
-  std::printf("%s\n", access::HashToken(token).c_str());
-  return absl::OkStatus();
 }
 
 int Main(const std::vector<char*>& args) {

@@ -1,6 +1,7 @@
 // kvtierctl's pieces shared between its files: the flags and helpers of
-// kvtierctl.cc, the cluster commands of kvtierctl_cluster.cc and the page
-// commands of kvtierctl_pages.cc.
+// kvtierctl.cc, the cluster commands of kvtierctl_cluster.cc, the page
+// commands of kvtierctl_pages.cc and the credential commands of
+// kvtierctl_tokens.cc.
 #ifndef KVTIER_OPS_KVTIERCTL_H_
 #define KVTIER_OPS_KVTIERCTL_H_
 
@@ -50,6 +51,10 @@ absl::Status ClusterGet();
 absl::Status Route();
 absl::Status PrintEvents(client::StoreClient& client);
 absl::Status DrainTarget(client::StoreClient& client);
+
+// kvtierctl_tokens.cc
+absl::Status NewToken(const std::string& tenant, const std::string& out_path);
+absl::Status HashTokenFromStdin();
 
 // kvtierctl_pages.cc
 absl::Status PinPrompt(client::StoreClient& client);
