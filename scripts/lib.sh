@@ -78,16 +78,17 @@ build_kvtier_checked() {
   cmake --build "$KVTIER_CHECKED_BUILD_DIR" -j "$(nproc)"
 }
 
-# The git-ignored virtualenv .venv/ with the Python packages the tools use
-# (ops/eval plots: matplotlib, numpy). Created once; later calls only check.
+# The git-ignored virtualenv .venv/ with the Python packages the tools and
+# suites use (ops/eval plots: matplotlib, numpy; the Python package's
+# suites: pytest). Created once; later calls only check.
 KVTIER_VENV="$KVTIER_ROOT/.venv"
-KVTIER_PY_PACKAGES=(numpy matplotlib)
+KVTIER_PY_PACKAGES=(numpy matplotlib pytest)
 ensure_venv() {
   if [ ! -x "$KVTIER_VENV/bin/python" ]; then
     log "creating the virtualenv $KVTIER_VENV"
     python3 -m venv "$KVTIER_VENV"
   fi
-  if ! "$KVTIER_VENV/bin/python" -c 'import numpy, matplotlib' 2>/dev/null; then
+  if ! "$KVTIER_VENV/bin/python" -c 'import numpy, matplotlib, pytest' 2>/dev/null; then
     log "installing Python packages: ${KVTIER_PY_PACKAGES[*]}"
     "$KVTIER_VENV/bin/pip" install -q "${KVTIER_PY_PACKAGES[@]}"
   fi

@@ -1,26 +1,31 @@
-// Python binding of the kvtier client: `import kvtier`.
+// The native part of the Python package `kvtier` (kvtier/__init__.py wraps
+// it): kvtier._native.
 //
-//   import kvtier
 //   layout = kvtier.PageLayout(page_size=16, n_kv_heads=8, head_dim=128, dtype="f16")
 //   seed = kvtier.chain_seed(b"tenant", b"model", layout)
 //   chain = kvtier.chain_hashes(seed, tokens, layout.page_size)   # 16-byte bytes each
 //   client = kvtier.StoreClient("127.0.0.1:50051")
-//   client.batch_put([(chain[0], 0, layout, page_bytes)])
+//   client.put_pages([(chain[0], 0)], layout, [page])     # any C-contiguous buffer
 //   prefix, tiers = client.lookup(chain)
-//   pages = client.batch_get([(chain[0], 0)])
+//   client.get_pages([(chain[0], 0)], [out])              # into writable buffers
 //
-// Errors from the store raise kvtier.StoreError, whose `code` is the
-// absl/gRPC status code name ("INVALID_ARGUMENT", "NOT_FOUND", ...).
-// The GIL is released while an RPC is in flight.
+// put_pages and get_pages hold the buffers' own memory (the buffer
+// protocol), so page bytes are not copied into Python objects; batch_put
+// and batch_get take and return bytes. Errors from the store raise
+// kvtier.StoreError, whose `code` is the absl/gRPC status code name
+// ("INVALID_ARGUMENT", "NOT_FOUND", ...). The GIL is released while an RPC
+// is in flight.
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <cstring>
 #include <memory>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_format.h"
 #include "client/store_client.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
@@ -68,6 +73,54 @@ py::bytes HashToBytes(const Hash128& h) { return py::bytes(h.CanonicalString());
 
 PageKey KeyFromTuple(const std::tuple<py::bytes, uint32_t>& t) {
   return PageKey{.hash = HashFromBytes(std::get<0>(t)), .layer = std::get<1>(t)};
+}
+
+// A C-contiguous view of a Python buffer, held (and the exporter's memory
+// pinned) until destroyed; destroyed with the GIL held.
+class BufferView {
+ public:
+  BufferView(const py::handle& object, bool writable, size_t index) {
+    const int flags = PyBUF_C_CONTIGUOUS | (writable ? PyBUF_WRITABLE : 0);
+    if (PyObject_GetBuffer(object.ptr(), &view_, flags) != 0) {
+      PyErr_Clear();
+      Raise(absl::InvalidArgumentError(absl::StrFormat(
+          "pages[%d]: not a C-contiguous%s buffer (%s)", index, writable ? " writable" : "",
+          std::string(py::str(py::type::handle_of(object).attr("__name__"))))));
+    }
+    held_ = true;
+  }
+  BufferView(const BufferView&) = delete;
+  BufferView& operator=(const BufferView&) = delete;
+  ~BufferView() {
+    if (held_) PyBuffer_Release(&view_);
+  }
+  uint8_t* data() const { return static_cast<uint8_t*>(view_.buf); }
+  size_t size() const { return static_cast<size_t>(view_.len); }
+
+ private:
+  Py_buffer view_{};
+  bool held_ = false;
+};
+
+std::vector<PageKey> ParseKeys(const std::vector<std::tuple<py::bytes, uint32_t>>& keys) {
+  std::vector<PageKey> parsed;
+  parsed.reserve(keys.size());
+  for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+  return parsed;
+}
+
+std::vector<std::unique_ptr<BufferView>> ViewPages(const py::sequence& pages, size_t count,
+                                                   bool writable) {
+  if (py::len(pages) != count) {
+    Raise(absl::InvalidArgumentError(absl::StrFormat("%d keys but %d pages", count,
+                                                     py::len(pages))));
+  }
+  std::vector<std::unique_ptr<BufferView>> views;
+  views.reserve(count);
+  for (size_t i = 0; i < count; ++i) {
+    views.push_back(std::make_unique<BufferView>(pages[i], writable, i));
+  }
+  return views;
 }
 
 const char* TierName(v1::Tier tier) {
@@ -158,6 +211,64 @@ class PyStoreClient {
     return present;
   }
 
+  // keys: [(hash16, layer)], pages: [buffer of layout.PageBytes()] ->
+  // [already_present]. The buffers are read in place.
+  std::vector<bool> PutPages(const std::vector<std::tuple<py::bytes, uint32_t>>& keys,
+                             const PageLayout& layout, const py::sequence& pages) {
+    if (keys.empty()) Raise(absl::InvalidArgumentError("put_pages: no keys"));
+    const std::vector<PageKey> parsed = ParseKeys(keys);
+    const std::vector<std::unique_ptr<BufferView>> views = ViewPages(pages, keys.size(), false);
+    std::vector<client::PutPage> puts;
+    puts.reserve(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (views[i]->size() != layout.PageBytes()) {
+        Raise(absl::InvalidArgumentError(
+            absl::StrFormat("pages[%d]: %d bytes, but the layout's pages are %d", i,
+                            views[i]->size(), layout.PageBytes())));
+      }
+      puts.push_back(client::PutPage{parsed[i], layout,
+                                     absl::Span<const uint8_t>(views[i]->data(), views[i]->size())});
+    }
+    absl::StatusOr<std::vector<client::PutOutcome>> out;
+    {
+      py::gil_scoped_release release;
+      out = client_->BatchPut(puts);
+    }
+    std::vector<bool> present;
+    for (const auto& o : ValueOrRaise(std::move(out))) present.push_back(o.already_present);
+    return present;
+  }
+
+  // keys: [(hash16, layer)], out: [writable buffer] -> [status]; "ok" pages
+  // are copied into their buffer (the only copy after the transfer).
+  std::vector<std::string> GetPages(const std::vector<std::tuple<py::bytes, uint32_t>>& keys,
+                                    const py::sequence& out) {
+    if (keys.empty()) Raise(absl::InvalidArgumentError("get_pages: no keys"));
+    const std::vector<PageKey> parsed = ParseKeys(keys);
+    const std::vector<std::unique_ptr<BufferView>> views = ViewPages(out, keys.size(), true);
+    std::vector<std::string> statuses(keys.size());
+    absl::Status status;
+    {
+      py::gil_scoped_release release;
+      absl::StatusOr<std::vector<client::GotPage>> got =
+          client_->BatchGet(parsed, views[0]->size());
+      status = got.status();
+      for (size_t i = 0; status.ok() && i < got->size(); ++i) {
+        const client::GotPage& page = (*got)[i];
+        if (page.status != v1::PAGE_STATUS_OK) {
+          statuses[i] = PageStatusName(page.status);
+        } else if (page.data.size() != views[i]->size()) {
+          statuses[i] = "size_mismatch";
+        } else {
+          std::memcpy(views[i]->data(), page.data.data(), page.data.size());
+          statuses[i] = "ok";
+        }
+      }
+    }
+    if (!status.ok()) Raise(status);
+    return statuses;
+  }
+
   // keys: [(hash16, layer)] -> [(status, tier, bytes or None)]
   py::list BatchGet(const std::vector<std::tuple<py::bytes, uint32_t>>& keys) {
     std::vector<PageKey> parsed;
@@ -244,7 +355,7 @@ class PyStoreClient {
 }  // namespace
 }  // namespace kvtier::python
 
-PYBIND11_MODULE(kvtier, m) {
+PYBIND11_MODULE(_native, m) {
   using namespace kvtier;
   using namespace kvtier::python;
   m.doc() = "kvtier store client and page-key chain";
@@ -302,6 +413,13 @@ PYBIND11_MODULE(kvtier, m) {
            "instead of this client's tenant.")
       .def("batch_put", &PyStoreClient::BatchPut, py::arg("pages"),
            "pages: [(hash16, layer, PageLayout, bytes)] -> [already_present]")
+      .def("put_pages", &PyStoreClient::PutPages, py::arg("keys"), py::arg("layout"),
+           py::arg("pages"),
+           "keys: [(hash16, layer)]; pages: C-contiguous buffers of layout.page_bytes each, "
+           "read in place -> [already_present]")
+      .def("get_pages", &PyStoreClient::GetPages, py::arg("keys"), py::arg("out"),
+           "keys: [(hash16, layer)]; out: writable C-contiguous buffers, one per key -> "
+           "[\"ok\" | \"not_found\" | \"lost\" | \"size_mismatch\"]; only ok pages are written")
       .def("batch_get", &PyStoreClient::BatchGet, py::arg("keys"),
            "keys: [(hash16, layer)] -> [(status, tier, bytes | None)]")
       .def("lookup", &PyStoreClient::Lookup, py::arg("chain"), py::arg("layer_begin") = 0,

@@ -16,7 +16,7 @@ counted and retried after a pause, as are connections gRPC's quota
 closes (UNAVAILABLE); any other error, or a page read back with wrong
 bytes, fails the run. Exit status 0 when both bounds hold.
 
-  PYTHONPATH=build/client/python ops/bench/overload.py [--build build]
+  PYTHONPATH=build/python ops/bench/overload.py [--build build]
       [--ram_mib 256] [--disk_mib 256] [--inflight_mib 128] [--clients 16]
       [--batch_pages 64] [--page_kib 256] [--churn 4] [--json out.json]
 """

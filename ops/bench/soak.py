@@ -6,7 +6,7 @@
 
 ops/README.md (soak.py) describes what the clients do and what is checked.
 Exits 0 when every check passes, 1 otherwise, 2 on a usage error.
-Standard library and the kvtier binding (build/client/python) only.
+Standard library and the kvtier binding (build/python) only.
 """
 
 import argparse

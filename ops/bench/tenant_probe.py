@@ -9,7 +9,7 @@ reference (true hits). Prints the latency distribution (p10, p50, p90, p99,
 in microseconds) of each kind of probe and the ratio of B's medians, A's
 keys over absent keys; 1.0 means B sees no difference.
 
-  PYTHONPATH=build/client/python ops/bench/tenant_probe.py --build_dir build
+  PYTHONPATH=build/python ops/bench/tenant_probe.py --build_dir build
 
 Standard library and the kvtier binding only.
 """

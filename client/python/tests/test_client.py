@@ -9,7 +9,7 @@ import unittest
 import kvtier
 
 
-TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "testing", "tls")
+TLS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "testing", "tls")
 
 
 class ServerFixture:
