@@ -380,9 +380,14 @@ absl::Status StoreClient::GetChunk(absl::Span<const PageKey> keys, std::vector<G
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(absl::Span<const PageKey> keys,
-                                                           uint64_t page_bytes_hint) {
+absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(
+    absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
+    absl::Span<const absl::Span<uint8_t>> destinations) {
   if (keys.empty()) return absl::InvalidArgumentError("BatchGet: empty batch");
+  if (!destinations.empty() && destinations.size() != keys.size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("BatchGet: %d destinations for %d keys",
+                                                      destinations.size(), keys.size()));
+  }
   size_t per_chunk = options_.max_batch_pages;
   if (page_bytes_hint > 0) {
     const uint64_t fit = PayloadBudget(options_) / (page_bytes_hint + kPerPageOverheadBytes);
@@ -391,7 +396,10 @@ absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(absl::Span<const Page
   std::vector<GotPage> out;
   out.reserve(keys.size());
   for (size_t begin = 0; begin < keys.size(); begin += per_chunk) {
-    RETURN_IF_ERROR(GetChunkAny(keys.subspan(begin, per_chunk), page_bytes_hint, &out));
+    RETURN_IF_ERROR(GetChunkAny(keys.subspan(begin, per_chunk), page_bytes_hint,
+                                destinations.empty() ? destinations
+                                                     : destinations.subspan(begin, per_chunk),
+                                &out));
   }
   return out;
 }

@@ -192,6 +192,9 @@ struct GotPage {
   uint64_t checksum = 0;
   v1::Tier tier = v1::TIER_NONE;
   std::string data;
+  // The bytes went straight into the caller's destination (BatchGet's
+  // `destinations`); `data` is empty then.
+  bool in_destination = false;
 };
 
 // Which path page bytes took, counted since the client was created.
@@ -275,8 +278,16 @@ class StoreClient {
   // One result per key, same order. `page_bytes_hint` (the expected size of
   // one page, 0 if unknown) keeps each response within max_message_bytes;
   // without it, a chunk whose response is too large is split and re-sent.
-  absl::StatusOr<std::vector<GotPage>> BatchGet(absl::Span<const PageKey> keys,
-                                                uint64_t page_bytes_hint = 0);
+  //
+  // `destinations` is empty or holds one buffer per key: a page whose bytes
+  // are copied out of shared memory (a local lane's segment, a mapped arena)
+  // and whose size equals its buffer's is copied straight into it, saving a
+  // copy (GotPage::in_destination); other pages come in GotPage::data. The
+  // buffer of a page that is not returned OK may still have been written by
+  // an attempt that failed and was retried.
+  absl::StatusOr<std::vector<GotPage>> BatchGet(
+      absl::Span<const PageKey> keys, uint64_t page_bytes_hint = 0,
+      absl::Span<const absl::Span<uint8_t>> destinations = {});
 
   // Returns how many of `keys` were stored and are now deleted.
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force = false);
@@ -323,6 +334,8 @@ class StoreClient {
  private:
   using Connection = ClientDataPlane::Connection;
 
+  // BatchGet's destinations for one chunk: empty, or one buffer per key.
+  using Destinations = absl::Span<const absl::Span<uint8_t>>;
   StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
               const ClientOptions& options, std::string token);
   // The credentials and namespace every call carries.
@@ -379,7 +392,8 @@ class StoreClient {
                                absl::Span<const std::unique_ptr<ucx::UcxTagReceive>> receives,
                                std::vector<GotPage>* out);
   absl::Status GetChunkUcx(const Connection& connection, absl::Span<const PageKey> keys,
-                           uint64_t page_bytes_hint, std::vector<GotPage>* out);
+                           uint64_t page_bytes_hint, Destinations destinations,
+                           std::vector<GotPage>* out);
   // Mapped gets of at most this many keys, and puts into the mapped arena
   // of at most this many pages, go as UCX messages (small enough to travel
   // eagerly); larger ones by RPC.
@@ -415,7 +429,7 @@ class StoreClient {
   // (BatchGetRequest.arena_session_id); a copy that fails its checksum is
   // fetched again inline.
   absl::Status GetChunkMapped(const Connection& connection, absl::Span<const PageKey> keys,
-                              std::vector<GotPage>* out);
+                              Destinations destinations, std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
   // Fills `page` from wire page i of a data-plane or lane BatchGet: its
   // key, status and, when OK, layout, checksum, tier and (unless
@@ -423,6 +437,11 @@ class StoreClient {
   // withheld) its inline bytes. True when nothing is left to fetch for it.
   static absl::StatusOr<bool> TakePageHeader(int i, const PageKey& key, bool elsewhere,
                                              v1::GotPage& wire, GotPage* page);
+  // Copies page i's `size` bytes out of shared memory at `src` into
+  // destinations[i] when it has that size, else into page->data; returns
+  // the checksum of the copy (which is what the caller then holds).
+  static uint64_t TakePageBytes(size_t i, const uint8_t* src, size_t size,
+                                Destinations destinations, GotPage* page);
   // store_client_lanes.cc. A lane when this client uses lanes and one can
   // be had now; an empty lease otherwise.
   LanePool::Lease LocalLaneLease();
@@ -433,9 +452,9 @@ class StoreClient {
   absl::Status PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
                             std::vector<PutOutcome>* out);
   absl::Status GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                            std::vector<GotPage>* out);
+                            Destinations destinations, std::vector<GotPage>* out);
   absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
-                           std::vector<GotPage>* out);
+                           Destinations destinations, std::vector<GotPage>* out);
 
   // Const after construction.
   const std::string target_;

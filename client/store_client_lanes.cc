@@ -86,7 +86,7 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
 }
 
 absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                                       std::vector<GotPage>* out) {
+                                       Destinations destinations, std::vector<GotPage>* out) {
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   ASSIGN_OR_RETURN(const std::string reply,
@@ -124,8 +124,7 @@ absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey
     }
     // Checked here too, so that bytes changed in the segment are never
     // returned as the page.
-    page.data.clear();
-    if (AppendWithChecksum(&page.data, segment.data() + wire.region_offset(), size) !=
+    if (TakePageBytes(i, segment.data() + wire.region_offset(), size, destinations, &page) !=
         page.checksum) {
       return absl::UnavailableError(
           absl::StrFormat("local lane: pages[%d] fails its checksum in the segment", i));

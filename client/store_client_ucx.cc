@@ -58,6 +58,18 @@ absl::StatusOr<bool> StoreClient::TakePageHeader(int i, const PageKey& key, bool
   return true;
 }
 
+uint64_t StoreClient::TakePageBytes(size_t i, const uint8_t* src, size_t size,
+                                    Destinations destinations, GotPage* page) {
+  if (i < destinations.size() && destinations[i].size() == size) {
+    page->data.clear();
+    page->in_destination = true;
+    return CopyAndHashCopy(destinations[i].data(), src, size);
+  }
+  page->data.clear();
+  page->in_destination = false;
+  return AppendWithChecksum(&page->data, src, size);
+}
+
 StoreClient::~StoreClient() {
   // The session is the plane's: the last client using it closes it.
   if (data_plane_ == nullptr || data_plane_.use_count() > 1) return;
@@ -350,12 +362,12 @@ absl::Status StoreClient::CallPutMessage(const Connection& connection, uint32_t 
 }
 
 absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
-                                      std::vector<GotPage>* out) {
+                                      Destinations destinations, std::vector<GotPage>* out) {
   for (int attempt = 0; attempt < 2; ++attempt) {  // as PutChunk
     LanePool::Lease lane = LocalLaneLease();
     if (!lane) break;
     const size_t before = out->size();
-    absl::Status status = GetChunkLane(*lane, keys, out);
+    absl::Status status = GetChunkLane(*lane, keys, destinations, out);
     if (status.ok() || !(lane->broken() || absl::IsUnavailable(status))) return status;
     out->resize(before);
     KVTIER_LOG(INFO) << "local lane get failed: " << status;
@@ -364,7 +376,7 @@ absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t p
   if (connection != nullptr && AutoInline(*connection)) return GetChunk(keys, out);
   for (int attempt = 0; attempt < 2 && connection != nullptr; ++attempt) {
     const size_t before = out->size();
-    absl::Status status = GetChunkUcx(*connection, keys, page_bytes_hint, out);
+    absl::Status status = GetChunkUcx(*connection, keys, page_bytes_hint, destinations, out);
     if (!DataPlaneFailure(status)) {
       if (status.code() != absl::StatusCode::kResourceExhausted) return status;
       out->resize(before);
@@ -379,10 +391,10 @@ absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t p
 
 absl::Status StoreClient::GetChunkUcx(const Connection& connection,
                                       absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
-                                      std::vector<GotPage>* out) {
+                                      Destinations destinations, std::vector<GotPage>* out) {
   if (connection.arena_mapped != nullptr && (options_.ucx_put_mode == UcxPutMode::kAuto ||
                                              options_.ucx_put_mode == UcxPutMode::kClientWrites)) {
-    return GetChunkMapped(connection, keys, out);
+    return GetChunkMapped(connection, keys, destinations, out);
   }
   constexpr uint64_t kAlign = 64;
   const uint64_t region_bytes =
@@ -434,7 +446,7 @@ absl::Status StoreClient::CallBatchGet(const v1::BatchGetRequest& request,
 
 absl::Status StoreClient::GetChunkMapped(const Connection& connection,
                                          absl::Span<const PageKey> keys,
-                                         std::vector<GotPage>* out) {
+                                         Destinations destinations, std::vector<GotPage>* out) {
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   request.set_arena_session_id(connection.session_id);
@@ -466,9 +478,8 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
                                                  i, wire.arena_offset()));
     }
     // The arena slot may be reused under the copy: hash what was copied.
-    page.data.clear();
-    if (AppendWithChecksum(&page.data, connection.arena_mapped + wire.arena_offset(), size) !=
-        page.checksum) {
+    if (TakePageBytes(i, connection.arena_mapped + wire.arena_offset(), size, destinations,
+                      &page) != page.checksum) {
       again.push_back(keys[i]);
       again_at.push_back(i);
       ++stale;

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/types/span.h"
 #include "absl/time/clock.h"
 #include "client/local_lane.h"
 #include "client/store_client.h"
@@ -136,6 +137,56 @@ TEST_F(LocalLaneTest, TrustedClientsUseTheMappedArenaInstead) {
   const client::DataPlaneStats stats = c->data_plane_stats();
   EXPECT_EQ(stats.lanes_opened, 0u);
   EXPECT_EQ(stats.lane_put_pages + stats.lane_get_pages, 0u);
+}
+
+// BatchGet with destinations: pages copied out of shared memory land in
+// the caller's buffers; others, and buffers of another size, come as data.
+void GetsInto(client::StoreClient& c, const OddPages& pages, bool shared_memory) {
+  ASSERT_TRUE(c.BatchPut(pages.puts).ok());
+  std::vector<std::string> buffers;
+  for (const std::string& bytes : pages.bytes) buffers.emplace_back(bytes.size(), '\0');
+  buffers.back().resize(buffers.back().size() + 1);  // one buffer of the wrong size
+  std::vector<absl::Span<uint8_t>> destinations;
+  for (std::string& b : buffers) {
+    destinations.emplace_back(reinterpret_cast<uint8_t*>(b.data()), b.size());
+  }
+  absl::StatusOr<std::vector<client::GotPage>> got = c.BatchGet(pages.keys, 0, destinations);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < pages.keys.size(); ++i) {
+    const client::GotPage& page = (*got)[i];
+    ASSERT_EQ(page.status, v1::PAGE_STATUS_OK) << i;
+    const bool into = shared_memory && i + 1 < pages.keys.size();
+    EXPECT_EQ(page.in_destination, into) << i;
+    EXPECT_EQ(into ? buffers[i] : page.data, pages.bytes[i]) << i;
+    if (into) {
+      EXPECT_TRUE(page.data.empty()) << i;
+    }
+  }
+  EXPECT_EQ(c.BatchGet(pages.keys, 0, absl::MakeSpan(destinations).subspan(1)).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LocalLaneTest, GetsThroughALaneLandInTheCallersBuffers) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  // A segment that holds the whole batch: what does not fit would come inline.
+  absl::StatusOr<std::unique_ptr<client::StoreClient>> c = client::StoreClient::Connect(
+      server_->target(), {.deadline_ms = 10'000, .local_segment_bytes = uint64_t{64} << 20});
+  ASSERT_TRUE(c.ok()) << c.status();
+  ASSERT_NO_FATAL_FAILURE(GetsInto(**c, MakeOddPages(30, 7), /*shared_memory=*/true));
+  EXPECT_EQ((*c)->data_plane_stats().lane_get_pages, 30u);
+}
+
+TEST_F(LocalLaneTest, GetsOutOfAMappedArenaLandInTheCallersBuffers) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--trusted_local_clients", "--prefault_ram"}));
+  std::unique_ptr<client::StoreClient> c = Client();
+  ASSERT_NO_FATAL_FAILURE(GetsInto(*c, MakeOddPages(12, 8), /*shared_memory=*/true));
+  EXPECT_EQ(c->data_plane_stats().mapped_get_pages, 12u);
+}
+
+TEST_F(LocalLaneTest, InlineGetsComeAsDataBesideDestinations) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--nolocal_lanes", "--noucx"}));
+  std::unique_ptr<client::StoreClient> c = Client();
+  ASSERT_NO_FATAL_FAILURE(GetsInto(*c, MakeOddPages(6, 9), /*shared_memory=*/false));
 }
 
 TEST_F(LocalLaneTest, ALaneActsForItsTenantOnly) {

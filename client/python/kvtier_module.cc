@@ -109,19 +109,39 @@ std::vector<PageKey> ParseKeys(const std::vector<std::tuple<py::bytes, uint32_t>
   return parsed;
 }
 
-std::vector<std::unique_ptr<BufferView>> ViewPages(const py::sequence& pages, size_t count,
-                                                   bool writable) {
-  if (py::len(pages) != count) {
-    Raise(absl::InvalidArgumentError(absl::StrFormat("%d keys but %d pages", count,
-                                                     py::len(pages))));
+// The pages of a call: a sequence of buffers, one per page, or one buffer
+// (a 2-D array) cut into `count` equal pages.
+class PageViews {
+ public:
+  PageViews(const py::object& pages, size_t count, bool writable) {
+    if (PyObject_CheckBuffer(pages.ptr())) {
+      whole_ = std::make_unique<BufferView>(pages, writable, 0);
+      if (whole_->size() % count != 0) {
+        Raise(absl::InvalidArgumentError(absl::StrFormat(
+            "one buffer of %d bytes does not split into %d pages", whole_->size(), count)));
+      }
+      const size_t each = whole_->size() / count;
+      for (size_t i = 0; i < count; ++i) spans_.emplace_back(whole_->data() + i * each, each);
+      return;
+    }
+    const py::sequence sequence = py::reinterpret_borrow<py::sequence>(pages);
+    if (!py::isinstance<py::sequence>(pages) || py::len(sequence) != count) {
+      Raise(absl::InvalidArgumentError(absl::StrFormat(
+          "%d keys but %s pages", count,
+          py::isinstance<py::sequence>(pages) ? std::to_string(py::len(sequence)) : "no")));
+    }
+    for (size_t i = 0; i < count; ++i) {
+      views_.push_back(std::make_unique<BufferView>(sequence[i], writable, i));
+      spans_.emplace_back(views_.back()->data(), views_.back()->size());
+    }
   }
-  std::vector<std::unique_ptr<BufferView>> views;
-  views.reserve(count);
-  for (size_t i = 0; i < count; ++i) {
-    views.push_back(std::make_unique<BufferView>(pages[i], writable, i));
-  }
-  return views;
-}
+  const std::vector<absl::Span<uint8_t>>& spans() const { return spans_; }
+
+ private:
+  std::unique_ptr<BufferView> whole_;
+  std::vector<std::unique_ptr<BufferView>> views_;
+  std::vector<absl::Span<uint8_t>> spans_;
+};
 
 const char* TierName(v1::Tier tier) {
   switch (tier) {
@@ -214,20 +234,20 @@ class PyStoreClient {
   // keys: [(hash16, layer)], pages: [buffer of layout.PageBytes()] ->
   // [already_present]. The buffers are read in place.
   std::vector<bool> PutPages(const std::vector<std::tuple<py::bytes, uint32_t>>& keys,
-                             const PageLayout& layout, const py::sequence& pages) {
+                             const PageLayout& layout, const py::object& pages) {
     if (keys.empty()) Raise(absl::InvalidArgumentError("put_pages: no keys"));
     const std::vector<PageKey> parsed = ParseKeys(keys);
-    const std::vector<std::unique_ptr<BufferView>> views = ViewPages(pages, keys.size(), false);
+    const PageViews views(pages, keys.size(), /*writable=*/false);
     std::vector<client::PutPage> puts;
     puts.reserve(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
-      if (views[i]->size() != layout.PageBytes()) {
+      const absl::Span<uint8_t> page = views.spans()[i];
+      if (page.size() != layout.PageBytes()) {
         Raise(absl::InvalidArgumentError(
             absl::StrFormat("pages[%d]: %d bytes, but the layout's pages are %d", i,
-                            views[i]->size(), layout.PageBytes())));
+                            page.size(), layout.PageBytes())));
       }
-      puts.push_back(client::PutPage{parsed[i], layout,
-                                     absl::Span<const uint8_t>(views[i]->data(), views[i]->size())});
+      puts.push_back(client::PutPage{parsed[i], layout, page});
     }
     absl::StatusOr<std::vector<client::PutOutcome>> out;
     {
@@ -239,28 +259,32 @@ class PyStoreClient {
     return present;
   }
 
-  // keys: [(hash16, layer)], out: [writable buffer] -> [status]; "ok" pages
-  // are copied into their buffer (the only copy after the transfer).
+  // keys: [(hash16, layer)], out: [writable buffer] -> [status]. Pages
+  // copied out of shared memory (lanes, a mapped arena) go straight into
+  // their buffer; pages that came another way are copied into it.
   std::vector<std::string> GetPages(const std::vector<std::tuple<py::bytes, uint32_t>>& keys,
-                                    const py::sequence& out) {
+                                    const py::object& out) {
     if (keys.empty()) Raise(absl::InvalidArgumentError("get_pages: no keys"));
     const std::vector<PageKey> parsed = ParseKeys(keys);
-    const std::vector<std::unique_ptr<BufferView>> views = ViewPages(out, keys.size(), true);
+    const PageViews views(out, keys.size(), /*writable=*/true);
+    const std::vector<absl::Span<uint8_t>>& destinations = views.spans();
     std::vector<std::string> statuses(keys.size());
     absl::Status status;
     {
       py::gil_scoped_release release;
       absl::StatusOr<std::vector<client::GotPage>> got =
-          client_->BatchGet(parsed, views[0]->size());
+          client_->BatchGet(parsed, destinations[0].size(), destinations);
       status = got.status();
       for (size_t i = 0; status.ok() && i < got->size(); ++i) {
         const client::GotPage& page = (*got)[i];
         if (page.status != v1::PAGE_STATUS_OK) {
           statuses[i] = PageStatusName(page.status);
-        } else if (page.data.size() != views[i]->size()) {
+        } else if (page.in_destination) {
+          statuses[i] = "ok";
+        } else if (page.data.size() != destinations[i].size()) {
           statuses[i] = "size_mismatch";
         } else {
-          std::memcpy(views[i]->data(), page.data.data(), page.data.size());
+          std::memcpy(destinations[i].data(), page.data.data(), page.data.size());
           statuses[i] = "ok";
         }
       }
@@ -416,9 +440,10 @@ PYBIND11_MODULE(_native, m) {
       .def("put_pages", &PyStoreClient::PutPages, py::arg("keys"), py::arg("layout"),
            py::arg("pages"),
            "keys: [(hash16, layer)]; pages: C-contiguous buffers of layout.page_bytes each, "
-           "read in place -> [already_present]")
+           "or one buffer of len(keys) pages, read in place -> [already_present]")
       .def("get_pages", &PyStoreClient::GetPages, py::arg("keys"), py::arg("out"),
-           "keys: [(hash16, layer)]; out: writable C-contiguous buffers, one per key -> "
+           "keys: [(hash16, layer)]; out: writable C-contiguous buffers, one per key, or one "
+           "buffer of len(keys) equal pages -> "
            "[\"ok\" | \"not_found\" | \"lost\" | \"size_mismatch\"]; only ok pages are written")
       .def("batch_get", &PyStoreClient::BatchGet, py::arg("keys"),
            "keys: [(hash16, layer)] -> [(status, tier, bytes | None)]")

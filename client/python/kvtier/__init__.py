@@ -75,8 +75,8 @@ class StoreClient(_native.StoreClient):
         """Stores ``pages[i]`` under ``keys[i]`` = (hash16, layer), all of ``layout``.
 
         ``pages`` is a sequence of buffers or CPU tensors, each exactly
-        ``layout.page_bytes`` long and C-contiguous, or one 2-D array/tensor
-        whose rows are the pages. Nothing is copied in Python; the bytes are
+        ``layout.page_bytes`` long and C-contiguous, or one buffer or tensor
+        holding all of them (a 2-D array whose rows are the pages). Nothing is copied in Python; the bytes are
         read while the call runs. Returns, per page, whether the store
         already held it. Raises StoreError (INVALID_ARGUMENT before anything
         is sent for a bad key, size or layout).
@@ -89,13 +89,21 @@ class StoreClient(_native.StoreClient):
         Returns one status per key: "ok" (``out[i]`` holds the page),
         "not_found", "lost" (the store had it and lost it), or
         "size_mismatch" (the stored page is not ``len(out[i])`` bytes); only
-        "ok" pages are written. ``out`` may be one 2-D array whose rows are
-        the pages.
+        "ok" pages are written (a page whose transfer failed and was retried
+        may have been written too). ``out`` may be one buffer or tensor cut
+        into ``len(keys)`` equal pages (a 2-D array whose rows are the pages).
         """
         return super().get_pages(keys, _pages(out, len(keys), writable=True))
 
 
 def _pages(pages, count, writable):
-    if hasattr(pages, "ndim") and getattr(pages, "ndim", 0) >= 2 and len(pages) == count:
-        return [page_view(pages[i], writable) for i in range(count)]
-    return [page_view(page, writable) for page in pages]
+    """One buffer (cut into ``count`` equal pages by the native code) when
+    ``pages`` is one contiguous buffer or tensor; else one buffer per page."""
+    if isinstance(pages, (list, tuple)):
+        return [page_view(page, writable) for page in pages]
+    whole = page_view(pages, writable)
+    with memoryview(whole) as view:
+        contiguous = view.c_contiguous
+    if not contiguous and getattr(pages, "ndim", 0) >= 2 and len(pages) == count:
+        return [page_view(pages[i], writable) for i in range(count)]  # strided rows
+    return whole

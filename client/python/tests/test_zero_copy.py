@@ -47,6 +47,18 @@ def test_rows_of_one_array_round_trip(client):
     np.testing.assert_array_equal(out, data)
 
 
+def test_rows_of_a_strided_array_and_one_flat_buffer(client):
+    keys = keys_for("strided", 3)
+    data = pages(6, 8)[::2]  # every other row: rows contiguous, the array not
+    client.put_pages(keys, LAYOUT, data)
+    flat = bytearray(3 * LAYOUT.page_bytes)  # one buffer, cut into three pages
+    assert client.get_pages(keys, flat) == ["ok"] * 3
+    assert bytes(flat) == data.tobytes()
+    with pytest.raises(kvtier.StoreError, match="does not split into 2 pages") as caught:
+        client.get_pages(keys[:2], bytearray(LAYOUT.page_bytes + 1))
+    assert caught.value.code == "INVALID_ARGUMENT"
+
+
 def test_every_buffer_kind_goes_in_and_out(client):
     keys = keys_for("kinds", 4)
     data = pages(4, 2)
