@@ -402,3 +402,21 @@ def test_configuration_errors_raise_value_error(server):
         worker.register_kv_caches({name: np.zeros((2, NUM_BLOCKS * 2, BLOCK, HEADS, HEAD_DIM),
                                                   np.float16)[:, ::2] for name in NAMES})
     assert KvtierConnector.get_required_kvcache_layout(None) == "NHD"
+
+
+def test_long_prompt_is_looked_up_in_chunks_with_the_documented_keys(server):
+    prompt = list(range(100_000, 100_000 + 4100 * BLOCK))  # 4100 blocks: two lookups
+    layout = kvtier.PageLayout(BLOCK, HEADS, HEAD_DIM, "f16")
+    seed = kvtier.chain_seed(b"", b"vllm|test/model-7b|tp=1", layout)
+    chain = kvtier.chain_hashes(seed, prompt, BLOCK)
+    client = kvtier.StoreClient(server.target)
+
+    def store(blocks):
+        keys = [(chain[i], layer) for i in blocks for layer in range(LAYERS)]
+        client.put_pages(keys, layout, np.zeros((len(keys), layout.page_bytes), np.uint8))
+
+    store([0, 1, 4096, 4097])
+    scheduler = Engine(server.target, seed=1).scheduler
+    assert scheduler.get_num_new_matched_tokens(request("a", prompt), 0) == (2 * BLOCK, False)
+    store(range(2, 4096))
+    assert scheduler.get_num_new_matched_tokens(request("b", prompt), 0) == (4098 * BLOCK, False)
