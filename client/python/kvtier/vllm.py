@@ -263,7 +263,10 @@ class KvtierConnector(KVConnectorBase_V1):
 
     def update_state_after_alloc(self, request: Any, blocks: Any,
                                  num_external_tokens: int) -> None:
-        """Queues the loads of the matched blocks into the blocks just allocated."""
+        """Queues the loads of the matched blocks into the blocks just allocated.
+
+        REQUIRES: get_num_new_matched_tokens was called for ``request`` (vLLM's order).
+        """
         if num_external_tokens == 0:
             return
         state = self._requests[request.request_id]
