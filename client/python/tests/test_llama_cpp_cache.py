@@ -46,7 +46,8 @@ def prompt(llm, question):
 
 
 def answer(llm, tokens):
-    return llm.create_completion(tokens, max_tokens=MAX_TOKENS, temperature=0.0)["choices"][0]["text"]
+    completion = llm.create_completion(tokens, max_tokens=MAX_TOKENS, temperature=0.0)
+    return completion["choices"][0]["text"]
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +77,8 @@ def test_second_llama_restores_the_shared_pages_and_answers_as_without_cache(
         fresh_server, prompts, uncached_second_answer):
     first, first_cache = cached_llama(fresh_server.target)
     answer(first, prompts[0])
-    assert (first_cache.stats.hits, first_cache.stats.misses, first_cache.stats.saved_states) == (0, 1, 1)
+    stats = first_cache.stats
+    assert (stats.hits, stats.misses, stats.saved_states) == (0, 1, 1)
 
     second, second_cache = cached_llama(fresh_server.target)
     text = answer(second, prompts[1])
@@ -111,11 +113,23 @@ def test_a_damaged_blob_is_a_miss_and_is_deleted(fresh_server, prompts, uncached
     assert (second_cache.stats.hits, second_cache.stats.misses) == (0, 1)
     assert (second_cache.stats.damaged, second_cache.stats.loaded_bytes) == (1, 0)
     assert text == uncached_second_answer
-    assert client.get_pages(chunk_keys, [chunk] * len(chunk_keys)) == ["not_found"] * len(chunk_keys)
+    statuses = client.get_pages(chunk_keys, [chunk] * len(chunk_keys))
+    assert statuses == ["not_found"] * len(chunk_keys)
     # The second llama saved its own state; a third finds it.
     third, third_cache = cached_llama(fresh_server.target)
     assert answer(third, prompts[1]) == uncached_second_answer
     assert third_cache.stats.restored_tokens == len(prompts[1]) // PAGE_TOKENS * PAGE_TOKENS
+
+
+def test_a_state_longer_than_the_context_is_a_miss(fresh_server, prompts):
+    first, _ = cached_llama(fresh_server.target)
+    answer(first, prompts[0])
+    small = make_llama(n_ctx=256)
+    cache = KvtierLlamaCache(small, fresh_server.target, page_tokens=PAGE_TOKENS)
+    small.set_cache(cache)
+    assert prompts[0][:200] in cache  # indexed, but its state holds > 256 tokens
+    answer(small, prompts[0][:200])
+    assert (cache.stats.hits, cache.stats.misses, cache.stats.loaded_bytes) == (0, 1, 0)
 
 
 def test_a_store_outage_is_a_miss_and_a_skipped_save(prompts):
