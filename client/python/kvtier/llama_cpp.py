@@ -11,7 +11,7 @@
 llama.cpp saves a context as one opaque state (K and V of every layer and
 token, in its own format), so a state is stored whole, as a blob, and indexed
 by its tokens' key chain: a prompt that shares k full pages (`page_tokens`
-tokens each) with a stored state finds it with one Lookup and restores exactly
+tokens each) with a stored state finds it by a Lookup and restores exactly
 k * page_tokens tokens; llama evaluates the rest of the prompt.
 
 Store layout (integers little-endian):
@@ -212,13 +212,13 @@ class KvtierLlamaCache(BaseLlamaCache):
                                    self._page_tokens)
 
     def __contains__(self, key: Sequence[int]) -> bool:
-        """Whether the store indexes a page-aligned prefix of `key` (one Lookup;
+        """Whether the store indexes a page-aligned prefix of `key` (Lookups only;
         the blob may still turn out gone or damaged)."""
         chain = self.chain(key)
         if not chain:
             return False
         try:
-            return self._client.lookup(chain, INDEX_LAYER, 1)[0] > 0
+            return self._client.lookup_prefix(chain, INDEX_LAYER, 1) > 0
         except kvtier.StoreError as error:
             self._store_failed("lookup", error)
             return False
@@ -250,7 +250,7 @@ class KvtierLlamaCache(BaseLlamaCache):
             return
         chain = self.chain(ids[: n_pages * self._page_tokens])
         try:
-            indexed = self._client.lookup(chain, INDEX_LAYER, 1)[0]
+            indexed = self._client.lookup_prefix(chain, INDEX_LAYER, 1)
             if indexed == n_pages:
                 return
             blob, record = self._encode(value, ids)
@@ -271,7 +271,7 @@ class KvtierLlamaCache(BaseLlamaCache):
             return None
         matched, record = 0, None
         try:
-            matched = self._client.lookup(chain, INDEX_LAYER, 1)[0]
+            matched = self._client.lookup_prefix(chain, INDEX_LAYER, 1)
             if matched * self._page_tokens <= self._live_prefix(tokens):
                 return None  # llama would keep its own context
             record = self._read_index(chain[matched - 1])
