@@ -6,6 +6,8 @@ llama-cpp-python or the GGUF file (KVTIER_SMOLLM2_GGUF, default the
 repository's .cache copy).
 """
 import os
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -154,3 +156,23 @@ def test_the_fingerprint_ignores_n_ctx_and_follows_the_kv_type():
 def test_llamas_that_keep_every_tokens_logits_are_refused(fresh_server):
     with pytest.raises(ValueError, match="logits_all"):
         KvtierLlamaCache(make_llama(logits_all=True), fresh_server.target)
+
+
+def test_the_example_in_short_form(fresh_server):
+    """examples/llama_cpp_prefix_reuse.py itself: two processes, a 256-token document."""
+    example = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
+                           "examples", "llama_cpp_prefix_reuse.py")
+    run = subprocess.run(
+        [sys.executable, example, "--target", fresh_server.target, "--model", MODEL,
+         "--prefix_tokens", "256", "--verify"],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert run.returncode == 0, run.stdout + run.stderr
+    table = [line.split() for line in run.stdout.splitlines()]
+    rows = {row[0]: row for row in table
+            if len(row) > 4 and row[0] in ("first", "second") and row[1].isdigit()}
+    restored = {name: int(row[3]) for name, row in rows.items()}
+    assert restored["first"] == 0
+    assert restored["second"] >= 256 // PAGE_TOKENS * PAGE_TOKENS - PAGE_TOKENS
+    assert restored["second"] % PAGE_TOKENS == 0
+    assert "second answer equals the answer without cache" in run.stdout
