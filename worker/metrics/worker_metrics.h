@@ -1,10 +1,9 @@
 // WorkerMetrics: a worker program's Prometheus metrics, served on their
 // own port.
 //
-// No program serves them yet: wired into kvtier-run, the exposer's
-// (civetweb's) worker thread crashed in vsnprintf on the first scrape,
-// before or during generation, while the same endpoint serves kvtier-server
-// and this library's test. The cause is not found; the hook waits for it.
+// kvtier-run serves them (--metrics-listen; worker/tools/run_metrics.h). A
+// worker program loads OpenBLAS, whose static TLS the exposer's threads
+// must make room for: common/metrics_endpoint.cc says how they do.
 //
 //   ASSIGN_OR_RETURN(auto metrics, WorkerMetrics::Start("127.0.0.1:9465"));
 //   metrics->SetSource([&] { return SnapshotOf(session); });  // read at each scrape

@@ -147,6 +147,20 @@ WorkerAttentionBackend::WorkerAttentionBackend(
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
+uint64_t WorkerAttentionBackend::resident_pages() const {
+  uint64_t pages = 0;
+  for (int l = 0; l < shape_.n_layers; ++l) pages += cache_->pool(static_cast<uint32_t>(l)).in_use();
+  return pages;
+}
+
+uint64_t WorkerAttentionBackend::pool_capacity_pages() const {
+  uint64_t pages = 0;
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    pages += cache_->pool(static_cast<uint32_t>(l)).capacity();
+  }
+  return pages;
+}
+
 absl::Status WorkerAttentionBackend::StartSequence(SequenceId seq) {
   if (sequences_.contains(seq)) {
     return absl::AlreadyExistsError(absl::StrCat("sequence ", seq, " is live"));

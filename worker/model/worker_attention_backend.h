@@ -129,6 +129,9 @@ class WorkerAttentionBackend : public AttentionBackend {
   // Resident pages per layer of each sequence (ArkVale's first layers and
   // Quest keep the whole context).
   const std::vector<uint32_t>& layer_budgets() const { return layer_budgets_; }
+  // Pages the layers' device pools hold now, and may hold, all layers.
+  uint64_t resident_pages() const;
+  uint64_t pool_capacity_pages() const;
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the

@@ -4,13 +4,16 @@
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
 //              [--page-size P] [--target ADDR] [--cluster BOOL] [--reuse BOOL]
+//              [--metrics-listen HOST:PORT] [--metrics-hold-s S]
 //
 // --policy dense uses the runner's own exact full-cache attention (the
 // reference); every other name runs the worker runtime's policy of that
 // name (worker_attention_backend.h). With --target the worker backs its
 // pages up to the kvtier-server at ADDR and admits the prompt with prefix
 // reuse (prefix_reuse.h): a prefix some earlier run stored is loaded
-// instead of recomputed when the estimate says loading is faster.
+// instead of recomputed when the estimate says loading is faster. With
+// --metrics-listen it serves the worker's Prometheus metrics while it runs
+// (and --metrics-hold-s seconds after, for a last scrape).
 //
 // stdout carries only the generated text (and a final newline, as llama2.c
 // prints); load and speed figures go to stderr.
@@ -30,6 +33,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
 #include "worker/model/loader/model_loader.h"
@@ -37,6 +41,7 @@
 #include "worker/model/sampler.h"
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"
+#include "worker/tools/run_metrics.h"
 #include "worker/transfer/client_page_store.h"
 #include "worker/transfer/cluster_page_store.h"
 
@@ -67,7 +72,11 @@ constexpr char kUsage[] =
     "                 when faster, false always recomputes\n"
     "  --logits-out   write the prompt's tokens and next-token logits to a\n"
     "                 file: int32 n, int32 tokens[n], int32 vocab,\n"
-    "                 float32 logits[vocab], little-endian\n";
+    "                 float32 logits[vocab], little-endian\n"
+    "  --metrics-listen  serve the worker's Prometheus /metrics on HOST:PORT\n"
+    "                 (port 0 picks one; stderr names it; no authentication)\n"
+    "  --metrics-hold-s  with --metrics-listen: keep serving this many\n"
+    "                 seconds after the run (default 0, at most 3600)\n";
 
 struct Args {
   std::string model;
@@ -83,6 +92,8 @@ struct Args {
   std::string target;
   bool cluster = false;
   bool reuse = true;
+  std::string metrics_listen;
+  int metrics_hold_s = 0;
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args& args) {
@@ -121,6 +132,11 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       ok = absl::SimpleAtob(value, &args.reuse);
     } else if (flag == "--cluster") {
       ok = absl::SimpleAtob(value, &args.cluster);
+    } else if (flag == "--metrics-listen") {
+      args.metrics_listen = value;
+    } else if (flag == "--metrics-hold-s") {
+      ok = absl::SimpleAtoi(value, &args.metrics_hold_s) && args.metrics_hold_s >= 0 &&
+           args.metrics_hold_s <= 3600;
     } else if (flag == "--page-size") {
       ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
     } else {
@@ -144,6 +160,9 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
   if (args.policy == "dense" && !args.target.empty()) {
     return absl::InvalidArgumentError(
         "--target needs a worker policy; 'dense' keeps no pages");
+  }
+  if (args.metrics_hold_s > 0 && args.metrics_listen.empty()) {
+    return absl::InvalidArgumentError("--metrics-hold-s needs --metrics-listen");
   }
   if (args.policy == "dense" && args.budget != 0) {
     return absl::InvalidArgumentError(
@@ -249,18 +268,26 @@ absl::Status Run(const Args& args) {
   absl::StatusOr<Sampler> sampler = Sampler::Create(args.temperature, args.seed);
   if (!sampler.ok()) return sampler.status();
 
+  std::unique_ptr<RunMetrics> metrics;
+  if (!args.metrics_listen.empty()) {
+    absl::StatusOr<std::unique_ptr<RunMetrics>> started = RunMetrics::Start(args.metrics_listen);
+    if (!started.ok()) return started.status();
+    metrics = *std::move(started);
+    std::fprintf(stderr, "kvtier-run: metrics on port %d\n", metrics->port());
+  }
+  PrefixReuseReport reuse_report;
   GenerationOptions options;
   options.steps = steps;
   options.add_bos = model->add_bos;
   options.stop_tokens = model->stop_tokens;
   bool wrote_text = false;
-  options.on_text = [&wrote_text](absl::string_view piece) {
+  options.on_text = [&](absl::string_view piece) {
     std::fwrite(piece.data(), 1, piece.size(), stdout);
     std::fflush(stdout);
     wrote_text = true;
+    if (metrics != nullptr) metrics->Publish(worker_backend, reuse_report);
   };
   std::unique_ptr<ReuseEstimator> estimator;
-  PrefixReuseReport reuse_report;
   if (store != nullptr) {
     auto est = ReuseEstimator::Create(c);
     if (!est.ok()) return est.status();
@@ -294,6 +321,7 @@ absl::Status Run(const Args& args) {
     std::fputc('\n', stdout);
     std::fflush(stdout);
   }
+  if (metrics != nullptr) metrics->Publish(worker_backend, reuse_report);
   if (!result.ok()) return result.status();
   if (!dump_status.ok()) return dump_status;
   std::fprintf(stderr,
@@ -308,6 +336,10 @@ absl::Status Run(const Args& args) {
   if (store != nullptr) {
     std::fprintf(stderr, "kvtier-run: prefix reuse: %s\n",
                  reuse_report.DebugString().c_str());
+  }
+  if (metrics != nullptr && args.metrics_hold_s > 0) {
+    std::fprintf(stderr, "kvtier-run: serving metrics for %d s more\n", args.metrics_hold_s);
+    absl::SleepFor(absl::Seconds(args.metrics_hold_s));
   }
   return absl::OkStatus();
 }
