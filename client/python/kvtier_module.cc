@@ -221,6 +221,11 @@ class PyStoreClient {
           absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(data.back().data()),
                                     data.back().size())});
     }
+    return PutAll(puts);
+  }
+
+  // Stores `puts` with the GIL released -> [already_present].
+  std::vector<bool> PutAll(const std::vector<client::PutPage>& puts) {
     absl::StatusOr<std::vector<client::PutOutcome>> out;
     {
       py::gil_scoped_release release;
@@ -249,14 +254,7 @@ class PyStoreClient {
       }
       puts.push_back(client::PutPage{parsed[i], layout, page});
     }
-    absl::StatusOr<std::vector<client::PutOutcome>> out;
-    {
-      py::gil_scoped_release release;
-      out = client_->BatchPut(puts);
-    }
-    std::vector<bool> present;
-    for (const auto& o : ValueOrRaise(std::move(out))) present.push_back(o.already_present);
-    return present;
+    return PutAll(puts);
   }
 
   // keys: [(hash16, layer)], out: [writable buffer] -> [status]. Pages

@@ -118,6 +118,18 @@ class StoreClient(_native.StoreClient):
         return prefix_pages
 
 
+# StoreClient's connection options as the adapters take them from their
+# engine's configuration: name -> (type, default).
+CLIENT_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "token": (str, ""),                # bearer token (or token_file, its first line)
+    "token_file": (str, ""),
+    "tls": (bool, False),
+    "tls_ca_file": (str, ""),
+    "tls_cert_file": (str, ""),
+    "tls_key_file": (str, ""),
+    "tls_server_name": (str, ""),
+}
+
 # The server's default limits on one Lookup: chain pages, and pages x layers.
 _MAX_LOOKUP_PAGES = 4096
 _MAX_LOOKUP_ENTRIES = 1 << 20

@@ -105,13 +105,7 @@ _OPTIONS: dict[str, tuple[Any, Any]] = {
     "layout": ((dict, kvtier.PageLayout), None),  # one slice of a page; required
     "layer_num": (int, 1),                      # slices per page
     "namespace": (str, None),                   # default: see the module doc
-    "token": (str, ""),
-    "token_file": (str, ""),
-    "tls": (bool, False),
-    "tls_ca_file": (str, ""),
-    "tls_cert_file": (str, ""),
-    "tls_key_file": (str, ""),
-    "tls_server_name": (str, ""),
+    **kvtier.CLIENT_OPTIONS,
     "deadline_ms": (int, 10000),
     "max_attempts": (int, 4),
 }

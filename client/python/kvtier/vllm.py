@@ -130,13 +130,7 @@ _BASE_TAKES_KV_CACHE_CONFIG = (
 # kv_connector_extra_config keys: (type, default). "target" is required.
 _OPTIONS: dict[str, tuple[type, Any]] = {
     "target": (str, None),             # host:port of kvtier-server
-    "token": (str, ""),                # bearer token (or token_file, its first line)
-    "token_file": (str, ""),
-    "tls": (bool, False),
-    "tls_ca_file": (str, ""),
-    "tls_cert_file": (str, ""),
-    "tls_key_file": (str, ""),
-    "tls_server_name": (str, ""),
+    **kvtier.CLIENT_OPTIONS,
     "deadline_ms": (int, 5000),        # per attempt; bounds a scheduler stall
     "max_attempts": (int, 2),          # UNAVAILABLE is retried up to this many tries
     "model_fingerprint": (str, None),  # default: vllm_config.model_config.model
