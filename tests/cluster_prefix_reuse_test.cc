@@ -12,7 +12,6 @@
 #include "worker/model/prefix_reuse.h"
 #include "worker/model/prefix_reuse_testing.h"
 #include "worker/transfer/cluster_page_store.h"
-#include "worker/transfer/in_process_page_store.h"
 
 namespace kvtier {
 namespace {
@@ -42,11 +41,7 @@ TEST_F(ClusterTest, AWorkerOnNodeCReusesAPrefixWrittenThroughNodeA) {
   b1->reset();
 
   // The reference: the second prompt recomputed against an empty store.
-  worker::InProcessPageStore empty;
-  auto ref_backend = reuse::MakeBackend(m->weights, &empty);
-  ASSERT_TRUE(ref_backend.ok());
-  auto ref = reuse::RunRequest(m->weights, **ref_backend, reuse::SharedPrefixPrompt(2), kSteps,
-                               *est, {.enabled = false, .probe_pages = 64});
+  auto ref = reuse::RecomputedRequest(m->weights, reuse::SharedPrefixPrompt(2), kSteps, *est);
   ASSERT_TRUE(ref.ok()) << ref.status();
 
   auto run_through_c = [&]() -> absl::StatusOr<reuse::Request> {

@@ -10,7 +10,6 @@
 #include "worker/model/prefix_reuse.h"
 #include "worker/model/prefix_reuse_testing.h"
 #include "worker/transfer/client_page_store.h"
-#include "worker/transfer/in_process_page_store.h"
 
 namespace kvtier::model {
 namespace {
@@ -41,11 +40,7 @@ TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
   b1->reset();
 
   // The reference: the second prompt recomputed against an empty store.
-  worker::InProcessPageStore empty;
-  auto ref_backend = testing::MakeBackend(m->weights, &empty);
-  ASSERT_TRUE(ref_backend.ok());
-  auto ref = testing::RunRequest(m->weights, **ref_backend, testing::SharedPrefixPrompt(2),
-                                 kSteps, *est, {.enabled = false, .probe_pages = 64});
+  auto ref = testing::RecomputedRequest(m->weights, testing::SharedPrefixPrompt(2), kSteps, *est);
   ASSERT_TRUE(ref.ok()) << ref.status();
 
   // Worker 2, its own client, loads the shared prefix.

@@ -21,6 +21,7 @@ using ::testing::HasSubstr;
 using testing::FixedEstimator;
 using testing::MakeBackend;
 using testing::PageHashOf;
+using testing::RecomputedRequest;
 using testing::RunRequest;
 using testing::SharedPrefixPrompt;
 
@@ -44,11 +45,7 @@ class PrefixReuseTest : public ::testing::Test {
     ASSERT_TRUE(r.ok()) << r.status();
     EXPECT_EQ(r->report.reused_tokens, 0u);
     // The reference: the second prompt recomputed, with its own empty store.
-    worker::InProcessPageStore empty;
-    auto ref_backend = MakeBackend(model_.weights, &empty);
-    ASSERT_TRUE(ref_backend.ok());
-    auto ref = RunRequest(model_.weights, **ref_backend, SharedPrefixPrompt(2), kSteps, *est,
-                          {.enabled = false, .probe_pages = 64});
+    auto ref = RecomputedRequest(model_.weights, SharedPrefixPrompt(2), kSteps, *est);
     ASSERT_TRUE(ref.ok()) << ref.status();
     reference_ = ref->logits;
   }
@@ -201,15 +198,13 @@ TEST(PrefixReuseSmolLM2Test, ExactLogitsAndIdenticalPagesAcrossRequests) {
     for (int i = 0; i < question_tokens; ++i) ids.push_back(100 + (i * 11 + question * 101) % 40000);
     return ids;
   };
-  worker::InProcessPageStore store, empty;
+  worker::InProcessPageStore store;
   auto est = FixedEstimator(m->weights.config, 1e12);
   ASSERT_TRUE(est.ok());
   auto b1 = MakeBackend(m->weights, &store);
   ASSERT_TRUE(b1.ok()) << b1.status();
   ASSERT_TRUE(RunRequest(m->weights, **b1, prompt(1, 20), kSteps, *est).ok());
-  auto ref_backend = MakeBackend(m->weights, &empty);
-  auto ref = RunRequest(m->weights, **ref_backend, prompt(2, 20), kSteps, *est,
-                        {.enabled = false, .probe_pages = 64});
+  auto ref = RecomputedRequest(m->weights, prompt(2, 20), kSteps, *est);
   ASSERT_TRUE(ref.ok()) << ref.status();
   auto b2 = MakeBackend(m->weights, &store);
   auto reused = RunRequest(m->weights, **b2, prompt(2, 20), kSteps, *est);

@@ -16,6 +16,7 @@
 #include "worker/model/prefix_reuse.h"
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"
+#include "worker/transfer/in_process_page_store.h"
 
 namespace kvtier::model::testing {
 
@@ -78,6 +79,17 @@ inline absl::StatusOr<Request> RunRequest(const ModelWeights& weights,
   }
   RETURN_IF_ERROR(backend.EndSequence(1));
   return r;
+}
+
+// The reference for a request: `prompt` recomputed (reuse off) against an
+// empty store of its own.
+inline absl::StatusOr<Request> RecomputedRequest(const ModelWeights& weights,
+                                                 const std::vector<int>& prompt, int steps,
+                                                 ReuseEstimator& estimator) {
+  worker::InProcessPageStore empty;
+  ASSIGN_OR_RETURN(std::unique_ptr<WorkerAttentionBackend> backend, MakeBackend(weights, &empty));
+  return RunRequest(weights, *backend, prompt, steps, estimator,
+                    {.enabled = false, .probe_pages = 64});
 }
 
 // An estimator whose rates are fixed: loading always wins unless the
