@@ -10,6 +10,18 @@
 #include "worker/transfer/client_pages.h"
 
 namespace kvtier::worker {
+namespace {
+
+// Ids this store hands out are 16 bytes; empty asks for a new pin.
+absl::Status CheckPinId(std::string_view pin_id) {
+  if (!pin_id.empty() && pin_id.size() != 16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pin id of ", pin_id.size(), " bytes; ids are 16"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<ClusterPageStore>> ClusterPageStore::Connect(
     const std::vector<std::string>& seeds, const client::ClusterOptions& options) {
@@ -33,10 +45,7 @@ absl::StatusOr<std::vector<FetchedPage>> ClusterPageStore::Get(absl::Span<const 
 
 absl::StatusOr<std::string> ClusterPageStore::Pin(absl::Span<const PageKey> keys,
                                                   uint64_t ttl_ms, std::string_view pin_id) {
-  if (!pin_id.empty() && pin_id.size() != 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pin id of ", pin_id.size(), " bytes; ids are 16"));
-  }
+  RETURN_IF_ERROR(CheckPinId(pin_id));
   const absl::Time now = absl::Now();
   std::string id(pin_id);
   {
@@ -60,10 +69,7 @@ absl::StatusOr<std::string> ClusterPageStore::Pin(absl::Span<const PageKey> keys
 }
 
 absl::Status ClusterPageStore::Unpin(std::string_view pin_id) {
-  if (!pin_id.empty() && pin_id.size() != 16) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("pin id of ", pin_id.size(), " bytes; ids are 16"));
-  }
+  RETURN_IF_ERROR(CheckPinId(pin_id));
   PinRecord record;
   {
     absl::MutexLock lock(&mu_);
