@@ -60,14 +60,10 @@ absl::StatusOr<bool> StoreClient::TakePageHeader(int i, const PageKey& key, bool
 
 uint64_t StoreClient::TakePageBytes(size_t i, const uint8_t* src, size_t size,
                                     Destinations destinations, GotPage* page) {
-  if (i < destinations.size() && destinations[i].size() == size) {
-    page->data.clear();
-    page->in_destination = true;
-    return CopyAndHashCopy(destinations[i].data(), src, size);
-  }
   page->data.clear();
-  page->in_destination = false;
-  return AppendWithChecksum(&page->data, src, size);
+  page->in_destination = i < destinations.size() && destinations[i].size() == size;
+  return page->in_destination ? CopyAndHashCopy(destinations[i].data(), src, size)
+                              : AppendWithChecksum(&page->data, src, size);
 }
 
 StoreClient::~StoreClient() {

@@ -293,8 +293,7 @@ class PyStoreClient {
 
   // keys: [(hash16, layer)] -> [(status, tier, bytes or None)]
   py::list BatchGet(const std::vector<std::tuple<py::bytes, uint32_t>>& keys) {
-    std::vector<PageKey> parsed;
-    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    const std::vector<PageKey> parsed = ParseKeys(keys);
     absl::StatusOr<std::vector<client::GotPage>> got;
     {
       py::gil_scoped_release release;
@@ -327,8 +326,7 @@ class PyStoreClient {
   }
 
   uint32_t Delete(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, bool force) {
-    std::vector<PageKey> parsed;
-    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    const std::vector<PageKey> parsed = ParseKeys(keys);
     absl::StatusOr<uint32_t> n;
     {
       py::gil_scoped_release release;
@@ -340,8 +338,7 @@ class PyStoreClient {
   // Pin ids are opaque bytes: b"" is "no pin", the server's are 16 bytes.
   py::bytes Pin(const std::vector<std::tuple<py::bytes, uint32_t>>& keys, uint64_t ttl_ms,
                 const py::bytes& pin_id) {
-    std::vector<PageKey> parsed;
-    for (const auto& k : keys) parsed.push_back(KeyFromTuple(k));
+    const std::vector<PageKey> parsed = ParseKeys(keys);
     const std::string existing(pin_id);
     absl::StatusOr<std::string> id;
     {
