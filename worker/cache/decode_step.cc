@@ -80,6 +80,7 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
       for (uint32_t i = 0; i < n; ++i) scores_[i] += row_scores_[size_t{r} * n + i];
     }
     view.scores = scores_;
+    view.head_scores = row_scores_;
   }
   const int64_t t1 = NowNs();
   absl::StatusOr<PagePlan> plan = policy->Plan(view);
@@ -151,6 +152,19 @@ absl::Status DecodeRunner::DecodeLayer(uint64_t seq_id, uint32_t layer, const fl
   if (lse == nullptr) {
     own_lse.resize(cache_->options().n_q_heads);
     lse = own_lse.data();
+  }
+  if (!plan.head_attend.empty()) {
+    // Per-head lists read every page in one launch: recalls land first.
+    t1 = NowNs();
+    absl::Status recall_status = cache_->FinishRecalls(seq_id, layer);
+    stats->times.recall_ns += NowNs() - t1;
+    RETURN_IF_ERROR(recall_status);
+    stats->pages_recalled += cache_->counters().pages_recalled - before.pages_recalled;
+    stats->bytes_recalled += cache_->counters().bytes_recalled - before.bytes_recalled;
+    t1 = NowNs();
+    RETURN_IF_ERROR(AttendHeads(seq_id, layer, q, plan.head_attend, out, lse));
+    stats->times.attention_ns += NowNs() - t1;
+    return absl::OkStatus();
   }
   TokenPolicy* token_policy = cache_->policy()->AsTokenPolicy();
   const AuxKv aux = token_policy != nullptr ? token_policy->Auxiliary(seq_id, layer) : AuxKv();
@@ -252,9 +266,29 @@ absl::Status DecodeRunner::Attend(uint64_t seq_id, uint32_t layer, const float* 
                     last_len, q, out, lse);
 }
 
+absl::Status DecodeRunner::AttendHeads(uint64_t seq_id, uint32_t layer, const float* q,
+                                       const std::vector<std::vector<int32_t>>& lists,
+                                       float* out, float* lse) {
+  head_slots_.clear();
+  head_indptr_.assign(1, 0);
+  int32_t last_len = 0;
+  for (const std::vector<int32_t>& pages : lists) {
+    // Every list ends with the sequence's last page (CheckPlan), so each
+    // gives the same last_len.
+    RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, pages, &slots_, &last_len));
+    head_slots_.insert(head_slots_.end(), slots_.begin(), slots_.end());
+    head_indptr_.push_back(static_cast<int32_t>(head_slots_.size()));
+  }
+  const PagePool& pool = cache_->pool(layer);
+  return AttendPool(&device_scratch_, pool.base(), pool.page_bytes(), pool.capacity(),
+                    head_slots_, last_len, q, out, lse, head_indptr_);
+}
+
 absl::Status DecodeRunner::AttendPool(KernelScratch* scratch, const void* pool,
-                                      size_t page_stride_bytes, uint32_t pool_pages, const std::vector<int32_t>& slots,
-                                      int32_t last_len, const float* q, float* out, float* lse) {
+                                      size_t page_stride_bytes, uint32_t pool_pages,
+                                      const std::vector<int32_t>& slots, int32_t last_len,
+                                      const float* q, float* out, float* lse,
+                                      absl::Span<const int32_t> head_indptr) {
   const KvCacheOptions& o = cache_->options();
   if (slots.empty()) {
     // Nothing to attend: the empty softmax state, which a merge ignores.
@@ -262,7 +296,7 @@ absl::Status DecodeRunner::AttendPool(KernelScratch* scratch, const void* pool,
     std::fill_n(lse, o.n_q_heads, -INFINITY);
     return absl::OkStatus();
   }
-  const int32_t indptr[2] = {0, static_cast<int32_t>(slots.size())};
+  const int32_t shared_indptr[2] = {0, static_cast<int32_t>(slots.size())};
   kernels::DecodeAttentionArgs args;
   args.queries = q;
   args.query_type = kernels::ScalarType::kF32;
@@ -276,7 +310,8 @@ absl::Status DecodeRunner::AttendPool(KernelScratch* scratch, const void* pool,
   args.kv.head_dim = o.layout.head_dim;
   args.kv.page_stride_bytes = page_stride_bytes;
   args.kv.pool_pages = pool_pages;
-  args.kv.indptr = indptr;
+  args.kv.per_head_lists = !head_indptr.empty();
+  args.kv.indptr = head_indptr.empty() ? shared_indptr : head_indptr.data();
   args.kv.indices = slots.data();
   args.kv.last_page_len = &last_len;
   args.kv.total_entries = static_cast<uint32_t>(slots.size());

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/types/span.h"
 #include "kernels/thread_pool.h"
 #include "worker/cache/kv_cache_manager.h"
 #include "worker/device/kernel_dispatch.h"
@@ -96,11 +97,16 @@ class DecodeRunner {
                                 float* out, float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
-  // `scratch` names the device `pool` is memory of.
+  // Attends with one page list per KV head (PagePlan::head_attend).
+  absl::Status AttendHeads(uint64_t seq_id, uint32_t layer, const float* q,
+                           const std::vector<std::vector<int32_t>>& lists, float* out,
+                           float* lse);
+  // `scratch` names the device `pool` is memory of. With `head_indptr`
+  // (n_kv_heads + 1 entries) `slots` holds one list per KV head.
   absl::Status AttendPool(KernelScratch* scratch, const void* pool, size_t page_stride_bytes,
-                          uint32_t pool_pages,
-                          const std::vector<int32_t>& slots, int32_t last_len, const float* q,
-                          float* out, float* lse);
+                          uint32_t pool_pages, const std::vector<int32_t>& slots,
+                          int32_t last_len, const float* q, float* out, float* lse,
+                          absl::Span<const int32_t> head_indptr = {});
   absl::Status Merge(const std::vector<std::vector<float>>& outs,
                      const std::vector<std::vector<float>>& lses, float* out, float* lse);
 
@@ -115,6 +121,8 @@ class DecodeRunner {
   std::vector<float> row_scores_;
   std::vector<float> scores_;
   std::vector<int32_t> slots_;
+  std::vector<int32_t> head_slots_;
+  std::vector<int32_t> head_indptr_;
   std::vector<float> partial_out_;
   std::vector<float> partial_lse_;
 };

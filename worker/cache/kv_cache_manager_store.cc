@@ -228,7 +228,7 @@ absl::Status KvCacheManager::ApplyPlan(uint64_t seq_id, uint32_t layer, const Pa
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
   PageTable& t = seq->layers[layer];
   const uint32_t n_pages = t.n_pages();
-  RETURN_IF_ERROR(t.CheckPlan(plan, policy_->name()));
+  RETURN_IF_ERROR(t.CheckPlan(plan, policy_->name(), options_.layout.n_kv_heads));
   if (!t.recalls.empty()) return absl::FailedPreconditionError("recalls of the last plan pending");
   // Evict first: the freed slots take the recalled pages.
   std::vector<uint8_t> keep(n_pages, 0);

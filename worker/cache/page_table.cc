@@ -37,7 +37,8 @@ LayerView PageTable::View(uint32_t layer, uint32_t page_size) const {
   return view;
 }
 
-absl::Status PageTable::CheckPlan(const PagePlan& plan, std::string_view policy) const {
+absl::Status PageTable::CheckPlan(const PagePlan& plan, std::string_view policy,
+                                  uint32_t n_kv_heads) const {
   RETURN_IF_ERROR(CheckAscending(plan.resident, n_pages(), "resident"));
   RETURN_IF_ERROR(CheckAscending(plan.attend, n_pages(), "attend"));
   if (plan.resident.size() > budget_pages) {
@@ -52,6 +53,22 @@ absl::Status PageTable::CheckPlan(const PagePlan& plan, std::string_view policy)
   if (!std::includes(plan.resident.begin(), plan.resident.end(), plan.attend.begin(),
                      plan.attend.end())) {
     return absl::InternalError("plan attends pages it does not keep resident");
+  }
+  if (plan.head_attend.empty()) return absl::OkStatus();
+  if (plan.head_attend.size() != n_kv_heads) {
+    return absl::InternalError(absl::StrCat("plan has ", plan.head_attend.size(),
+                                            " per-head lists for ", n_kv_heads, " KV heads"));
+  }
+  for (const std::vector<int32_t>& list : plan.head_attend) {
+    RETURN_IF_ERROR(CheckAscending(list, n_pages(), "per-head attend"));
+    // The kernel reads the sequence's partial page as the last entry of
+    // every list, so every list must end with it.
+    if (list.empty() || list.back() != static_cast<int32_t>(n_pages() - 1)) {
+      return absl::InternalError("a per-head attend list does not end with the last page");
+    }
+    if (!std::includes(plan.attend.begin(), plan.attend.end(), list.begin(), list.end())) {
+      return absl::InternalError("a per-head attend list holds pages outside attend");
+    }
   }
   return absl::OkStatus();
 }

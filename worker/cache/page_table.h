@@ -51,8 +51,11 @@ struct PageTable {
 
   // INTERNAL unless `plan` keeps policy.h's invariants for this table:
   // ascending page lists, at most budget_pages resident, the last page
-  // resident, attend a subset of resident. `policy` names the planner.
-  absl::Status CheckPlan(const PagePlan& plan, std::string_view policy) const;
+  // resident, attend a subset of resident, head_attend empty or one list
+  // per KV head (n_kv_heads), each a subset of attend that ends with the
+  // last page. `policy` names the planner.
+  absl::Status CheckPlan(const PagePlan& plan, std::string_view policy,
+                         uint32_t n_kv_heads) const;
 
   // Pool slots of `pages` (all resident, any order) and the valid tokens in
   // the last one; FAILED_PRECONDITION for a page that is not resident.

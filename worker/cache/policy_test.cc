@@ -131,6 +131,29 @@ TEST(QuestPolicyTest, AttendsLastPagePlusTopScoresAndKeepsAllResident) {
             absl::StatusCode::kInvalidArgument);
 }
 
+TEST(QuestPolicyTest, PerKvHeadGivesEachHeadItsOwnTopPages) {
+  auto policy = *QuestPolicy::Create(
+      QuestOptions{.page_budget = 3, .n_dense_layers = 0, .per_kv_head = true});
+  std::vector<PageState> states(6, R);
+  states[5] = F;
+  const std::vector<float> scores = {0, 0, 0, 0, 0};
+  // Two KV heads, 5 digested pages each.
+  const std::vector<float> heads = {5, 1, 4, 0, 2,   //
+                                    0, 9, 1, 8, 3};
+  LayerView view = MakeView(0, states, 22, 6, scores);
+  view.head_scores = heads;
+  auto plan = policy->Plan(view);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->resident, ElementsAreArray(AllPages(6)));
+  ASSERT_EQ(plan->head_attend.size(), 2u);
+  EXPECT_THAT(plan->head_attend[0], ElementsAre(0, 2, 5));
+  EXPECT_THAT(plan->head_attend[1], ElementsAre(1, 3, 5));
+  EXPECT_THAT(plan->attend, ElementsAre(0, 1, 2, 3, 5));
+  // Without per-head scores it cannot plan.
+  view.head_scores = {};
+  EXPECT_EQ(policy->Plan(view).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(WindowPolicyTest, DropsTheOldestPageButNeverTheSinks) {
   WindowPolicy streaming(WindowOptions{.n_sink_pages = 1});
   WindowPolicy sliding(WindowOptions{.n_sink_pages = 0});

@@ -176,7 +176,7 @@ absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOpti
 }
 
 bool UsesLayerBudgets(const std::string& policy) {
-  return policy != "full" && policy != "quest";
+  return policy != "full" && policy != "quest" && policy != "quest_per_head";
 }
 
 absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOptions& o) {

@@ -26,9 +26,10 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     return std::make_unique<worker::WindowPolicy>(worker::WindowOptions{
         .n_sink_pages = name == "streaming_llm" ? 1u : 0u});
   }
-  if (name == "quest") {
+  if (name == "quest" || name == "quest_per_head") {
     ASSIGN_OR_RETURN(auto p, worker::QuestPolicy::Create(
-                                 {.page_budget = budget_pages}));
+                                 {.page_budget = budget_pages,
+                                  .per_kv_head = name == "quest_per_head"}));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "arkvale") {
@@ -56,7 +57,7 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
       "full", "sliding_window", "streaming_llm", "quest",
-      "arkvale", "h2o", "tova", "arkv"};
+      "quest_per_head", "arkvale", "h2o", "tova", "arkv"};
   return *names;
 }
 
@@ -88,12 +89,13 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
         "policy 'full' keeps the whole context of ", shape.max_positions,
         " tokens; a budget of ", options.budget_tokens, " is too small"));
   }
-  // Quest keeps every page resident and bounds only what it attends.
-  const uint32_t resident_pages =
-      options.policy == "quest" ? context_pages : budget_pages;
-  std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
   std::unique_ptr<worker::Policy> policy;
   ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages));
+  // Quest keeps every page resident and bounds only what it attends.
+  const uint32_t resident_pages =
+      dynamic_cast<const worker::QuestPolicy*>(policy.get()) != nullptr ? context_pages
+                                                                         : budget_pages;
+  std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
   if (const auto* ark = dynamic_cast<const worker::ArkvalePolicy*>(policy.get());
       ark != nullptr) {
     // ArkVale's first layers keep a full cache: they get the context.

@@ -14,6 +14,8 @@
 //   - |resident| <= budget_pages of the (sequence, layer);
 //   - the sequence's last page (the one being filled) is resident;
 //   - attend is a subset of resident;
+//   - head_attend, when not empty, holds one ascending list per KV head,
+//     each a subset of attend that ends with the sequence's last page;
 //   - pages the policy cannot recall (offloads() false, or not stored) are
 //     never added to resident once they have left it.
 #ifndef KVTIER_WORKER_POLICY_POLICY_H_
@@ -46,6 +48,10 @@ struct LayerView {
   // all heads of the estimate; see estimate.h), n_digested entries. Empty
   // when the policy does not need scores for this layer or step.
   absl::Span<const float> scores;
+  // The same estimate per KV head (the sum over its query heads):
+  // n_kv_heads rows of n_digested, row g at g * n_digested. Filled whenever
+  // scores is.
+  absl::Span<const float> head_scores;
   // True for the plan that ends a prefill (scores from the last prompt
   // token's query), false for decode steps.
   bool prefill = false;
@@ -54,6 +60,10 @@ struct LayerView {
 struct PagePlan {
   std::vector<int32_t> resident;  // ascending page numbers
   std::vector<int32_t> attend;    // ascending page numbers
+  // Empty: every KV head attends `attend`. Else KV head g attends
+  // head_attend[g] (per-head selection, Quest's per-head top-k), and
+  // `attend` is the union of the lists.
+  std::vector<std::vector<int32_t>> head_attend;
 };
 
 class TokenPolicy;

@@ -5,9 +5,13 @@
 // q.k. Prefill, the first n_dense_layers layers and sequences of at most
 // page_budget pages attend densely.
 //
-// [interp] GQA: Quest selects per query head and its kernel is MHA-only.
-// We rank pages once per layer by the score summed over all query heads
-// (one page list shared by all heads, like ArkVale's n_groups = 1).
+// GQA: Quest selects per query head and its kernel is MHA-only. [interp]
+// By default one ranking by the score summed over all heads serves every
+// head (like ArkVale's n_groups = 1). With per_kv_head each KV head takes
+// its own top pages by the score summed over its query heads (the
+// group-mean option of ALGORITHMS.md: Quest's per-head lists where G = 1).
+// On SmolLM2 passkey prompts per-KV-head lists found fewer keys than the
+// shared ranking (worker/policy/README.md), so they are not the default.
 #ifndef KVTIER_WORKER_POLICY_QUEST_POLICY_H_
 #define KVTIER_WORKER_POLICY_QUEST_POLICY_H_
 
@@ -24,6 +28,8 @@ struct QuestOptions {
   uint32_t page_budget = 64;
   // Layers that always attend densely (Quest: layers 0 and 1).
   uint32_t n_dense_layers = 2;
+  // One page list per KV head (true) or one shared by all heads.
+  bool per_kv_head = false;
 
   absl::Status Validate() const;
 };

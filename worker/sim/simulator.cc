@@ -70,8 +70,9 @@ absl::StatusOr<std::unique_ptr<Policy>> MakePolicy(const SimOptions& o) {
     ASSIGN_OR_RETURN(auto p, ArkvPolicy::Create(o.arkv));
     return std::unique_ptr<Policy>(std::move(p));
   }
-  if (o.policy == "quest") {
+  if (o.policy == "quest" || o.policy == "quest_per_head") {
     QuestOptions q = o.quest;
+    q.per_kv_head = q.per_kv_head || o.policy == "quest_per_head";
     q.page_budget = o.budget_pages;
     q.n_dense_layers *= g;
     ASSIGN_OR_RETURN(auto p, QuestPolicy::Create(q));
@@ -249,7 +250,7 @@ absl::StatusOr<std::vector<uint32_t>> UnitBudgets(const SimOptions& o, const Tra
     budgets[u] = o.layer_budget_pages.size() == units ? o.layer_budget_pages[u]
                                                        : o.layer_budget_pages[u / groups];
   }
-  if (o.policy == "quest" || o.policy == "full") budgets.assign(units, context_pages);
+  if (o.policy == "quest" || o.policy == "quest_per_head" || o.policy == "full") budgets.assign(units, context_pages);
   if (o.policy == "arkvale") {
     for (uint32_t u = 0; u < std::min(o.arkvale.n_unlimited_layers * groups, units); ++u) {
       budgets[u] = context_pages;

@@ -44,7 +44,7 @@ std::unique_ptr<TraceSource> SyntheticTraceSource(TraceGenerator generator);
 
 struct SimOptions {
   // "full", "sliding_window", "streaming_llm", "h2o", "tova", "arkv",
-  // "quest" or "arkvale".
+  // "quest", "quest_per_head" (QuestOptions::per_kv_head) or "arkvale".
   std::string policy = "arkvale";
   uint32_t page_size = 32;
   DType pool_dtype = DType::kF16;
