@@ -216,26 +216,15 @@ struct E2eTotals {
 // cache's run on the same case.
 absl::Status RunE2eCase(const model::LoadedModel& m, const PasskeyPrompt& p, const ForcedRun& ref,
                         const std::string& policy, int budget_tokens, E2eTotals& t) {
-  std::unique_ptr<model::WorkerAttentionBackend> b;
-  ASSIGN_OR_RETURN(b, model::WorkerAttentionBackend::Create(
-                          m.weights.config.attention_shape(),
-                          {.policy = policy, .budget_tokens = budget_tokens, .page_size = 16,
-                           .max_sequences = 1}));
-  ForcedRun run;
-  ASSIGN_OR_RETURN(run, RunForced(m, *b, p.tokens, p.answer, 0, nullptr));
-  bool correct = true;
-  for (size_t i = 0; i < run.logits.size(); ++i) {
-    NextTokenComparison c;
-    ASSIGN_OR_RETURN(c, CompareNextToken(ref.logits[i], run.logits[i]));
-    t.agree += c.same_argmax ? 1 : 0;
-    t.kl += c.kl;
-    t.steps += 1;
-    correct = correct && Argmax(run.logits[i]) == p.answer[i];
-  }
-  t.correct += correct ? 1 : 0;
+  PolicyRun run;
+  ASSIGN_OR_RETURN(run, RunPolicy(m, p.tokens, p.answer, ref, policy, budget_tokens, 16));
+  t.agree += run.agree;
+  t.kl += run.kl;
+  t.steps += run.steps;
+  t.correct += run.correct ? 1 : 0;
   t.cases += 1;
-  t.pages_recalled += b->stats().pages_recalled;
-  t.bytes_recalled += b->stats().bytes_recalled;
+  t.pages_recalled += run.pages_recalled;
+  t.bytes_recalled += run.bytes_recalled;
   t.decode_seconds += run.decode_seconds;
   return absl::OkStatus();
 }

@@ -8,6 +8,10 @@
 //       [--steps 96] [--budget_fraction 8] [--policy arkvale] [--second_question true]
 //   kvtier-eval prefix --model M [--target 127.0.0.1:50051]
 //       [--prefix_lengths 1024,2048,4096,8064] [--answer_steps 8] [--json out.json] [--png out.png]
+//   kvtier-eval needles --model M [--needle_contexts 1024,4096] [--cases 18]
+//       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
+//       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
+//       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
 //
 // Progress goes to stderr; the table (fidelity) to stdout.
 #include <cstdio>
@@ -26,6 +30,7 @@
 #include "worker/eval/fidelity_eval.h"
 #include "worker/eval/long_run.h"
 #include "worker/eval/model_session.h"
+#include "worker/eval/needle_eval.h"
 #include "worker/eval/prefix_eval.h"
 #include "worker/model/dense_attention_backend.h"
 
@@ -34,9 +39,10 @@ ABSL_FLAG(std::string, tokenizer, "", "llama2.c tokenizer (GGUF carries its own)
 ABSL_FLAG(uint32_t, context, 8192, "fidelity: trace tokens (prompt + decode)");
 ABSL_FLAG(uint32_t, trace_steps, 16, "fidelity: decode steps in the trace");
 ABSL_FLAG(uint32_t, page_size, 16, "tokens per page");
-ABSL_FLAG(std::string, budgets, "4,8,16", "fidelity: budget = context / each");
+ABSL_FLAG(std::string, budgets, "4,8,16", "fidelity, needles: budget = context / each");
 ABSL_FLAG(std::string, policies,
-          "full,sliding_window,streaming_llm,h2o,tova,quest,arkvale,arkv", "fidelity: policies");
+          "full,sliding_window,streaming_llm,h2o,tova,quest,arkvale,arkv",
+          "fidelity, needles: policies");
 ABSL_FLAG(std::string, allocators, "uniform,xkv,lukv", "fidelity: layer budget allocators");
 ABSL_FLAG(std::string, allocator_policies, "sliding_window,streaming_llm,h2o,tova,arkvale,arkv",
           "fidelity: policies also run with the non-uniform allocators");
@@ -60,6 +66,13 @@ ABSL_FLAG(bool, second_question, true,
           "longrun: then ask the same document another question, with prefix reuse and without");
 ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared prefix tokens");
 ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
+ABSL_FLAG(std::string, needle_contexts, "1024", "needles: prompt + answer tokens of each case");
+ABSL_FLAG(std::string, tasks, "passkey,kv", "needles: tasks (passkey, kv)");
+ABSL_FLAG(std::string, fillers, "landmark,travel,workshop", "needles: fillers");
+ABSL_FLAG(std::string, key_formats, "digits,words,uuid", "needles: key formats");
+ABSL_FLAG(std::string, depths, "0,0.25,0.5,0.75,1", "needles: needle depths (0..1)");
+ABSL_FLAG(uint32_t, cases, 18, "needles: cases per context");
+ABSL_FLAG(uint64_t, seed, 42, "needles: seed of the cases");
 
 namespace kvtier::eval {
 namespace {
@@ -78,6 +91,24 @@ absl::StatusOr<std::vector<uint32_t>> ParseList(const std::string& s) {
 
 std::vector<std::string> Names(const std::string& s) {
   return absl::StrSplit(s, ',', absl::SkipEmpty());
+}
+
+// Writes `json` to --json (or `fallback`) and renders its table (and --png)
+// with ops/eval/`script`; a failing script leaves the JSON and says so.
+void WriteAndReport(const std::string& json, const std::string& fallback,
+                    const std::string& script) {
+  const std::string json_path = absl::GetFlag(FLAGS_json);
+  const std::string path = json_path.empty() ? fallback : json_path;
+  std::ofstream(path) << json;
+  std::fprintf(stderr, "kvtier-eval: wrote %s\n", path.c_str());
+  const char* root = std::getenv("KVTIER_ROOT");
+  std::string cmd = absl::StrCat(absl::GetFlag(FLAGS_python), " ", root != nullptr ? root : ".",
+                                 "/ops/eval/", script, " ", path);
+  if (!absl::GetFlag(FLAGS_png).empty()) absl::StrAppend(&cmd, " --png ", absl::GetFlag(FLAGS_png));
+  if (std::system(cmd.c_str()) != 0) {
+    std::fprintf(stderr, "kvtier-eval: '%s' failed; the JSON is in %s\n", cmd.c_str(),
+                 path.c_str());
+  }
 }
 
 // Every position's next-token logits: int32 n, int32 ids[n], int32 vocab,
@@ -134,24 +165,7 @@ absl::Status RunFidelityCommand(const model::LoadedModel& m) {
   }
   std::string json;
   ASSIGN_OR_RETURN(json, RunFidelity(m, o));
-  const std::string json_path = absl::GetFlag(FLAGS_json);
-  if (!json_path.empty()) {
-    std::ofstream(json_path) << json;
-    std::fprintf(stderr, "kvtier-eval: wrote %s\n", json_path.c_str());
-  }
-  // The table: the plotting script renders it from the same JSON.
-  const std::string tmp = json_path.empty() ? "/tmp/kvtier-eval.json" : json_path;
-  if (json_path.empty()) std::ofstream(tmp) << json;
-  const std::string py = absl::GetFlag(FLAGS_python);
-  const char* root = std::getenv("KVTIER_ROOT");
-  const std::string script =
-      absl::StrCat(root != nullptr ? root : ".", "/ops/eval/fidelity_report.py");
-  std::string cmd = absl::StrCat(py, " ", script, " ", tmp);
-  if (!absl::GetFlag(FLAGS_png).empty()) absl::StrAppend(&cmd, " --png ", absl::GetFlag(FLAGS_png));
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "kvtier-eval: '%s' failed; the JSON is in %s\n", cmd.c_str(),
-                 tmp.c_str());
-  }
+  WriteAndReport(json, "/tmp/kvtier-eval.json", "fidelity_report.py");
   return absl::OkStatus();
 }
 
@@ -167,18 +181,49 @@ absl::Status RunPrefixCommand(const model::LoadedModel& m) {
   o.prefix_tokens.assign(lengths.begin(), lengths.end());
   std::string json;
   ASSIGN_OR_RETURN(json, RunPrefixEval(m, o));
-  const std::string json_path = absl::GetFlag(FLAGS_json);
-  const std::string tmp = json_path.empty() ? "/tmp/kvtier-eval-prefix.json" : json_path;
-  std::ofstream(tmp) << json;
-  std::fprintf(stderr, "kvtier-eval: wrote %s\n", tmp.c_str());
-  const char* root = std::getenv("KVTIER_ROOT");
-  std::string cmd = absl::StrCat(absl::GetFlag(FLAGS_python), " ",
-                                 root != nullptr ? root : ".", "/ops/eval/prefix_report.py ", tmp);
-  if (!absl::GetFlag(FLAGS_png).empty()) absl::StrAppend(&cmd, " --png ", absl::GetFlag(FLAGS_png));
-  if (std::system(cmd.c_str()) != 0) {
-    std::fprintf(stderr, "kvtier-eval: '%s' failed; the JSON is in %s\n", cmd.c_str(),
-                 tmp.c_str());
+  WriteAndReport(json, "/tmp/kvtier-eval-prefix.json", "prefix_report.py");
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<double>> ParseDepths(const std::string& s) {
+  std::vector<double> out;
+  for (absl::string_view part : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    double v;
+    if (!absl::SimpleAtod(part, &v) || !(v >= 0 && v <= 1)) {
+      return absl::InvalidArgumentError(absl::StrCat("bad depth '", part, "' in '", s,
+                                                     "' (0..1)"));
+    }
+    out.push_back(v);
   }
+  return out;
+}
+
+template <typename T>
+absl::StatusOr<std::vector<T>> ParseEach(const std::string& s,
+                                         absl::StatusOr<T> (*parse)(const std::string&)) {
+  std::vector<T> out;
+  for (const std::string& name : Names(s)) {
+    ASSIGN_OR_RETURN(T v, parse(name));
+    out.push_back(v);
+  }
+  return out;
+}
+
+absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
+  NeedleEvalOptions o;
+  ASSIGN_OR_RETURN(o.contexts, ParseList(absl::GetFlag(FLAGS_needle_contexts)));
+  ASSIGN_OR_RETURN(o.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
+  ASSIGN_OR_RETURN(o.fillers, ParseEach(absl::GetFlag(FLAGS_fillers), &ParseNeedleFiller));
+  ASSIGN_OR_RETURN(o.formats, ParseEach(absl::GetFlag(FLAGS_key_formats), &ParseKeyFormat));
+  ASSIGN_OR_RETURN(o.depths, ParseDepths(absl::GetFlag(FLAGS_depths)));
+  o.cases = absl::GetFlag(FLAGS_cases);
+  o.policies = Names(absl::GetFlag(FLAGS_policies));
+  ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.seed = absl::GetFlag(FLAGS_seed);
+  std::string json;
+  ASSIGN_OR_RETURN(json, RunNeedleEval(m, o));
+  WriteAndReport(json, "/tmp/kvtier-eval-needles.json", "needle_report.py");
   return absl::OkStatus();
 }
 
@@ -202,6 +247,7 @@ absl::Status Main(const std::string& command) {
     return RunLong(m, o);
   }
   if (command == "prefix") return RunPrefixCommand(m);
+  if (command == "needles") return RunNeedlesCommand(m);
   return absl::InvalidArgumentError("unknown command '" + command + "'");
 }
 
@@ -211,7 +257,7 @@ absl::Status Main(const std::string& command) {
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun|prefix --model PATH [flags]\n"
+    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun|prefix|needles --model PATH [flags]\n"
                          "       (--helpfull lists the flags)\n");
     return 2;
   }

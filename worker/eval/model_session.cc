@@ -5,6 +5,7 @@
 #include "common/status_macros.h"
 #include "worker/eval/fidelity_metrics.h"
 #include "worker/model/transformer.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 
@@ -56,6 +57,38 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
   run.decode_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   RETURN_IF_ERROR(backend.EndSequence(kSeq));
   return run;
+}
+
+absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
+                                    const std::vector<int>& answer, const ForcedRun& ref,
+                                    const std::string& policy, int budget_tokens,
+                                    int page_size) {
+  if (ref.logits.size() != answer.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("reference run of ", ref.logits.size(),
+                                                   " steps for an answer of ", answer.size()));
+  }
+  std::unique_ptr<model::WorkerAttentionBackend> b;
+  ASSIGN_OR_RETURN(b, model::WorkerAttentionBackend::Create(
+                          m.weights.config.attention_shape(),
+                          {.policy = policy, .budget_tokens = budget_tokens,
+                           .page_size = page_size, .max_sequences = 1}));
+  ForcedRun run;
+  ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr));
+  PolicyRun out;
+  out.correct = true;
+  for (size_t i = 0; i < run.logits.size(); ++i) {
+    NextTokenComparison c;
+    ASSIGN_OR_RETURN(c, CompareNextToken(ref.logits[i], run.logits[i]));
+    out.agree += c.same_argmax ? 1 : 0;
+    out.kl += c.kl;
+    out.steps += 1;
+    out.correct = out.correct && Argmax(run.logits[i]) == answer[i];
+  }
+  out.pages_recalled = b->stats().pages_recalled;
+  out.bytes_recalled = b->stats().bytes_recalled;
+  out.decode_seconds = run.decode_seconds;
+  out.peak_resident_bytes = b->peak_resident_pages() * b->page_bytes();
+  return out;
 }
 
 absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, PasskeyCase c,

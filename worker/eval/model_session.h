@@ -47,6 +47,26 @@ absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::
 // The text of `tokens` continuing after token `prev`.
 std::string DecodeText(const model::LoadedModel& m, int prev, const std::vector<int>& tokens);
 
+// One worker policy at one budget on `prompt` with `answer` forced,
+// compared token by token with `ref`, the full cache's run on the same
+// tokens (ref.logits.size() == answer.size()).
+struct PolicyRun {
+  bool correct = false;  // every answer token was the run's argmax
+  uint32_t agree = 0;    // steps whose argmax equals ref's
+  double kl = 0;         // summed KL(ref || run) over the steps
+  uint32_t steps = 0;
+  uint64_t pages_recalled = 0;
+  uint64_t bytes_recalled = 0;
+  double decode_seconds = 0;
+  // The most KV bytes the layers' pools held at once (pages of every
+  // layer at the backend's fp32 page size).
+  uint64_t peak_resident_bytes = 0;
+};
+absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
+                                    const std::vector<int>& answer, const ForcedRun& ref,
+                                    const std::string& policy, int budget_tokens,
+                                    int page_size);
+
 // A passkey prompt of at most `max_tokens` tokens (BOS included): the filler
 // starts at 4 characters per token (Quest) and shrinks by the measured ratio.
 struct PasskeyPrompt {

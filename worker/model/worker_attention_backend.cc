@@ -155,6 +155,14 @@ uint64_t WorkerAttentionBackend::resident_pages() const {
   return pages;
 }
 
+uint64_t WorkerAttentionBackend::peak_resident_pages() const {
+  uint64_t pages = 0;
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    pages += cache_->pool(static_cast<uint32_t>(l)).high_water();
+  }
+  return pages;
+}
+
 uint64_t WorkerAttentionBackend::pool_capacity_pages() const {
   uint64_t pages = 0;
   for (int l = 0; l < shape_.n_layers; ++l) {

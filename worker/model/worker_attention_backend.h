@@ -132,6 +132,9 @@ class WorkerAttentionBackend : public AttentionBackend {
   // Pages the layers' device pools hold now, and may hold, all layers.
   uint64_t resident_pages() const;
   uint64_t pool_capacity_pages() const;
+  // The most pages the layers' pools held at once since the backend was
+  // made, summed over layers (each pool's high-water mark).
+  uint64_t peak_resident_pages() const;
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the

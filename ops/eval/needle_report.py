@@ -1,0 +1,80 @@
+#!/usr/bin/env python3
+"""Prints kvtier-eval needles' JSON as a table and, with --png, plots each
+policy's accuracy (with its 95% Wilson interval) against the budget.
+
+    needle_report.py REPORT.json [--png OUT.png]
+"""
+import argparse
+import json
+
+
+def split(tally):
+    return " ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(tally.items()))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("report")
+    ap.add_argument("--png")
+    args = ap.parse_args()
+    with open(args.report) as f:
+        rep = json.load(f)
+    rows = rep["results"]
+    cols = ["context", "policy", "budget", "found", "accuracy", "95% CI", "resident",
+            "agreement", "KL", "by task", "by filler", "by format"]
+    table = []
+    for r in rows:
+        budget = "all" if r["policy"] == "full" else f"1/{r['budget_fraction']}"
+        if "error" in r:
+            table.append([str(r["context"]), r["policy"], budget, "-", "-", "-", "-", "-",
+                          "-", r["error"], "", ""])
+            continue
+        lo, hi = r["ci95"]
+        table.append([str(r["context"]), r["policy"], budget, f"{r['correct']}/{r['cases']}",
+                      f"{r['accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}",
+                      f"{r['resident_fraction']:.3f}", f"{r['greedy_agreement']:.3f}",
+                      f"{r['mean_kl']:.4f}", split(r["by_task"]), split(r["by_filler"]),
+                      split(r["by_format"])])
+    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
+              for i, c in enumerate(cols)]
+    print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; resident = peak KV "
+          f"bytes held / the full cache's")
+    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
+    print("  ".join("-" * w for w in widths))
+    for t in table:
+        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    if not args.png:
+        return
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    ok = [r for r in rows if "error" not in r]
+    contexts = sorted({r["context"] for r in ok})
+    fig, axes = plt.subplots(1, len(contexts), figsize=(6 * len(contexts), 4), squeeze=False)
+    for ax, context in zip(axes[0], contexts):
+        here = [r for r in ok if r["context"] == context]
+        full = [r for r in here if r["policy"] == "full"]
+        for name in sorted({r["policy"] for r in here} - {"full"}):
+            pts = sorted((r for r in here if r["policy"] == name),
+                         key=lambda r: r["budget_fraction"])
+            xs = [1 / r["budget_fraction"] for r in pts]
+            ys = [r["accuracy"] for r in pts]
+            err = [[r["accuracy"] - r["ci95"][0] for r in pts],
+                   [r["ci95"][1] - r["accuracy"] for r in pts]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=name)
+        if full:
+            ax.axhline(full[0]["accuracy"], color="k", linestyle="--", label="full cache")
+        ax.set_xscale("log", base=2)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("budget (fraction of the context per layer)")
+        ax.set_ylabel("retrieval accuracy")
+        ax.set_title(f"{context}-token prompts, {here[0]['cases']} cases")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(args.png, dpi=120)
+    print(f"wrote {args.png}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+#!/usr/bin/env python3
+"""kvtier-eval needles on stories260K: the cases it builds, the rows it
+reports (the full cache agrees with the dense reference and holds the whole
+context; budgeted policies hold less; counts, accuracy and Wilson intervals
+agree with the outcomes) and the errors bad flags give.
+
+Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
+KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+
+BIN = os.path.join(os.environ["KVTIER_BIN_DIR"], "kvtier-eval")
+MODEL = os.environ["MODEL_DIR"]
+BASE = [BIN, "needles", "--model", os.path.join(MODEL, "stories260K.bin"), "--tokenizer",
+        os.path.join(MODEL, "tok512.bin"), "--python", sys.executable]
+
+
+def wilson(c, n, z=1.96):
+    p = c / n
+    d = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / d
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def check(cond, what):
+    if not cond:
+        raise AssertionError(what)
+
+
+def main():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "needles.json")
+        run = subprocess.run(
+            BASE + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
+                    "--policies", "full,quest,arkvale,streaming_llm", "--budgets", "4",
+                    "--json", out], capture_output=True, text=True, timeout=600)
+        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        check("needles 512 arkvale 1/4:" in run.stderr, run.stderr[-2000:])
+        rep = json.load(open(out))
+        cases = rep["cases"]
+        check(len(cases) == 3, cases)
+        check([c["task"] for c in cases] == ["passkey", "kv", "passkey"], cases)
+        check([c["filler"] for c in cases] == ["landmark", "landmark", "travel"], cases)
+        check([c["depth"] for c in cases] == [0.0, 0.5, 1.0], cases)
+        for c in cases:
+            check(c["prompt_tokens"] + c["answer_tokens"] <= 512, c)
+            check(c["prompt_tokens"] > 448, c)  # the filler fills the context
+            check(len(c["key"]) == 6 and c["key"].isdigit(), c)
+        rows = {r["policy"]: r for r in rep["results"]}
+        check(sorted(rows) == ["arkvale", "full", "quest", "streaming_llm"], rows.keys())
+        full = rows["full"]
+        check(full["greedy_agreement"] == 1.0 and full["mean_kl"] < 1e-6, full)
+        check(full["resident_fraction"] == 1.0, full)
+        check(rows["quest"]["resident_fraction"] == 1.0, rows["quest"])  # Quest evicts nothing
+        for name in ("arkvale", "streaming_llm"):
+            check(rows[name]["resident_fraction"] < 0.9, rows[name])
+            check(rows[name]["budget_tokens"] == 128, rows[name])
+        for r in rows.values():
+            check(r["cases"] == 3 and len(r["outcomes"]) == 3, r)
+            check(r["outcomes"].count("1") == r["correct"], r)
+            check(abs(r["accuracy"] - r["correct"] / 3) < 1e-4, r)
+            lo, hi = wilson(r["correct"], 3)
+            check(abs(r["ci95"][0] - lo) < 1e-4 and abs(r["ci95"][1] - hi) < 1e-4, r)
+            check(sum(n for _, n in r["by_task"].values()) == 3, r)
+            check(r["by_task"]["kv"][1] == 1 and r["by_task"]["passkey"][1] == 2, r)
+        # The report script printed the table.
+        check("resident" in run.stdout and "arkvale" in run.stdout, run.stdout)
+
+        for flags, message in ((["--depths", "0,2"], "bad depth"),
+                               (["--tasks", "haystack"], "unknown task"),
+                               (["--key_formats", "hex"], "unknown key format"),
+                               (["--needle_contexts", "32"], "outside [64")):
+            bad = subprocess.run(BASE + flags + ["--json", os.path.join(tmp, "bad.json")],
+                                 capture_output=True, text=True, timeout=120)
+            check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))
+            check(not os.path.exists(os.path.join(tmp, "bad.json")), flags)
+    print("kvtier-eval needles: ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+#include "worker/eval/needle_eval.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <memory>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "common/status_macros.h"
+#include "worker/eval/model_session.h"
+#include "worker/model/dense_attention_backend.h"
+
+namespace kvtier::eval {
+namespace {
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
+  std::fflush(stderr);
+}
+
+struct FittedCase {
+  NeedleCase c;
+  NeedleText text;
+  std::vector<int> tokens;
+  std::vector<int> answer;
+  ForcedRun ref;
+  uint64_t full_bytes = 0;  // KV bytes of the whole prompt + answer, all layers
+};
+
+// The case's prompt with as much filler as fits `context` tokens together
+// with its answer: the filler starts at 4 characters per token (Quest) and
+// shrinks by the measured ratio.
+absl::StatusOr<FittedCase> Fit(const model::LoadedModel& m, const NeedleCase& c,
+                               uint32_t context) {
+  FittedCase f;
+  f.c = c;
+  uint32_t chars = 4 * context;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    ASSIGN_OR_RETURN(f.text, BuildNeedleText(c, chars));
+    ASSIGN_OR_RETURN(f.tokens, Encode(m, f.text.prompt, true));
+    ASSIGN_OR_RETURN(f.answer, Encode(m, f.text.answer, false));
+    if (f.tokens.size() + f.answer.size() <= context) return f;
+    chars = static_cast<uint32_t>(chars * 0.99 * context / (f.tokens.size() + f.answer.size()));
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("a ", NeedleTaskName(c.task), " case does not fit ", context, " tokens"));
+}
+
+// Correct cases and cases of one slice (a task, filler, format or depth).
+using Tally = std::map<std::string, std::pair<uint32_t, uint32_t>>;
+
+std::string TallyJson(const Tally& t) {
+  std::string out = "{";
+  for (const auto& [name, cn] : t) {
+    absl::StrAppendFormat(&out, "%s\"%s\": [%u, %u]", out.size() > 1 ? ", " : "", name, cn.first,
+                          cn.second);
+  }
+  return out + "}";
+}
+
+struct Row {
+  uint32_t correct = 0, cases = 0, agree = 0, steps = 0;
+  double kl = 0, resident_fraction = 0, decode_seconds = 0;
+  Tally by_task, by_filler, by_format, by_depth;
+  std::string outcomes;  // one '0' or '1' per case, in case order
+};
+
+void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
+  const uint32_t ok = run.correct ? 1 : 0;
+  row.correct += ok;
+  row.cases += 1;
+  row.agree += run.agree;
+  row.steps += run.steps;
+  row.kl += run.kl;
+  row.decode_seconds += run.decode_seconds;
+  row.resident_fraction += static_cast<double>(run.peak_resident_bytes) / f.full_bytes;
+  for (auto [tally, key] : {std::pair{&row.by_task, NeedleTaskName(f.c.task)},
+                            std::pair{&row.by_filler, NeedleFillerName(f.c.filler)},
+                            std::pair{&row.by_format, KeyFormatName(f.c.format)},
+                            std::pair{&row.by_depth, absl::StrFormat("%.2f", f.c.depth)}}) {
+    (*tally)[key].first += ok;
+    (*tally)[key].second += 1;
+  }
+  row.outcomes += run.correct ? '1' : '0';
+}
+
+std::string RowJson(const std::string& policy, uint32_t context, uint32_t fraction,
+                    int budget_tokens, const Row& r) {
+  const auto [lo, hi] = WilsonInterval(r.correct, r.cases);
+  const double cases = std::max<double>(r.cases, 1);
+  return absl::StrFormat(
+      "\n    {\"policy\": \"%s\", \"context\": %u, \"budget_fraction\": %u, "
+      "\"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, \"accuracy\": %.4f, "
+      "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
+      "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
+      "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\"}",
+      policy, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases, lo, hi,
+      static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
+      r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
+      TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
+      TallyJson(r.by_depth), r.outcomes);
+}
+
+absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
+  if (o.contexts.empty() || o.cases == 0 || o.policies.empty() || o.budget_fractions.empty()) {
+    return absl::InvalidArgumentError("needles: contexts, cases, policies and budgets are needed");
+  }
+  for (uint32_t c : o.contexts) {
+    if (c < 64 || c > static_cast<uint32_t>(m.weights.config.max_positions)) {
+      return absl::InvalidArgumentError(absl::StrCat("needles: context ", c, " outside [64, ",
+                                                     m.weights.config.max_positions, "]"));
+    }
+  }
+  for (uint32_t f : o.budget_fractions) {
+    if (f == 0) return absl::InvalidArgumentError("needles: a budget fraction of 0");
+  }
+  if (o.page_size < 1) return absl::InvalidArgumentError("needles: page_size below 1");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
+                                          const NeedleEvalOptions& o) {
+  RETURN_IF_ERROR(Validate(o, m));
+  std::vector<NeedleCase> cases;
+  ASSIGN_OR_RETURN(cases,
+                   NeedleCases(o.tasks, o.fillers, o.formats, o.depths, o.cases, o.seed));
+  const model::AttentionShape shape = m.weights.config.attention_shape();
+  // fp32 K and V of one token, all layers (the worker backend's pages).
+  const uint64_t token_bytes =
+      uint64_t{2} * shape.n_kv_heads * shape.head_dim * sizeof(float) * shape.n_layers;
+  std::unique_ptr<model::DenseAttentionBackend> dense;
+  ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(shape));
+  std::string case_json = "[", rows = "[";
+  const absl::Time t0 = absl::Now();
+  for (uint32_t context : o.contexts) {
+    std::vector<FittedCase> fitted;
+    for (const NeedleCase& c : cases) {
+      FittedCase f;
+      ASSIGN_OR_RETURN(f, Fit(m, c, context));
+      ASSIGN_OR_RETURN(f.ref, RunForced(m, *dense, f.tokens, f.answer, 0, nullptr));
+      const uint64_t tokens = f.tokens.size() + f.answer.size() - 1;
+      const uint64_t pages = (tokens + o.page_size - 1) / o.page_size;
+      f.full_bytes = pages * o.page_size * token_bytes;
+      absl::StrAppendFormat(
+          &case_json,
+          "%s\n    {\"context\": %u, \"task\": \"%s\", \"filler\": \"%s\", \"format\": \"%s\", "
+          "\"depth\": %.3f, \"key\": \"%s\", \"prompt_tokens\": %zu, \"answer_tokens\": %zu}",
+          case_json.size() > 1 ? "," : "", context, NeedleTaskName(c.task),
+          NeedleFillerName(c.filler), KeyFormatName(c.format), c.depth,
+          absl::CEscape(f.text.key), f.tokens.size(), f.answer.size());
+      fitted.push_back(std::move(f));
+      Progress(absl::StrFormat("needles %u: reference %zu/%zu (%.0f s)", context, fitted.size(),
+                               cases.size(), absl::ToDoubleSeconds(absl::Now() - t0)));
+    }
+    for (const std::string& policy : o.policies) {
+      for (uint32_t fraction : o.budget_fractions) {
+        const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
+        Row row;
+        absl::Status status;
+        for (size_t i = 0; i < fitted.size() && status.ok(); ++i) {
+          const FittedCase& f = fitted[i];
+          absl::StatusOr<PolicyRun> run =
+              RunPolicy(m, f.tokens, f.answer, f.ref, policy, budget, o.page_size);
+          if (!run.ok()) {
+            status = run.status();
+            break;
+          }
+          Add(row, f, *run);
+        }
+        if (!status.ok()) {
+          Progress(absl::StrFormat("needles %u %s 1/%u: %s", context, policy, fraction,
+                                   status.ToString()));
+          absl::StrAppendFormat(&rows,
+                                "%s\n    {\"policy\": \"%s\", \"context\": %u, "
+                                "\"budget_fraction\": %u, \"budget_tokens\": %d, "
+                                "\"error\": \"%s\"}",
+                                rows.size() > 1 ? "," : "", policy, context, fraction, budget,
+                                absl::CEscape(status.ToString()));
+          continue;
+        }
+        const auto [lo, hi] = WilsonInterval(row.correct, row.cases);
+        Progress(absl::StrFormat(
+            "needles %u %s 1/%u: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
+            "resident %.3f of full (%.0f s)",
+            context, policy, fraction, row.correct, row.cases, lo, hi,
+            static_cast<double>(row.agree) / std::max<uint32_t>(row.steps, 1),
+            row.resident_fraction / std::max<uint32_t>(row.cases, 1),
+            absl::ToDoubleSeconds(absl::Now() - t0)));
+        absl::StrAppend(&rows, rows.size() > 1 ? "," : "",
+                        RowJson(policy, context, fraction, budget, row));
+        if (policy == "full") break;  // one budget: the context
+      }
+    }
+  }
+  return absl::StrFormat("{\n  \"page_size\": %d,\n  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
+                         o.page_size, case_json, rows);
+}
+
+}  // namespace kvtier::eval

@@ -1,0 +1,49 @@
+// `kvtier-eval needles`: the retrieval suite of needle_suite.h run through
+// the model under every (policy, budget), beside the exact dense reference.
+//
+// For each context length, `cases` prompts are fitted to the length (the
+// answer's tokens fit after them), the dense reference runs each once with
+// the answer forced, and each policy at each budget (context / fraction
+// tokens per layer; "full" runs once, at the whole context) runs each case
+// with the answer forced. A case is correct when every answer token is the
+// run's greedy choice. Rows report the cases, accuracy with its 95% Wilson
+// interval, the same split by task, filler, key format and depth, greedy
+// agreement and KL with the reference, and the peak KV bytes resident (all
+// layers) as a fraction of what the full cache holds for the case.
+//
+// Thread-safety: none.
+#ifndef KVTIER_WORKER_EVAL_NEEDLE_EVAL_H_
+#define KVTIER_WORKER_EVAL_NEEDLE_EVAL_H_
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/eval/needle_suite.h"
+#include "worker/model/loader/model_loader.h"
+
+namespace kvtier::eval {
+
+struct NeedleEvalOptions {
+  std::vector<uint32_t> contexts = {1024};  // prompt + answer tokens, each
+  std::vector<NeedleTask> tasks = {NeedleTask::kPasskey, NeedleTask::kKeyValue};
+  std::vector<NeedleFiller> fillers = {NeedleFiller::kLandmark, NeedleFiller::kTravel,
+                                       NeedleFiller::kWorkshop};
+  std::vector<KeyFormat> formats = {KeyFormat::kDigits, KeyFormat::kWords, KeyFormat::kUuid};
+  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
+  uint32_t cases = 18;  // per context
+  std::vector<std::string> policies = {"full", "streaming_llm", "h2o", "tova",
+                                       "quest", "arkvale", "arkv"};
+  std::vector<uint32_t> budget_fractions = {8};
+  int page_size = 16;
+  uint64_t seed = 42;
+};
+
+// The report as JSON text (schema in worker/eval/README.md). A policy that
+// refuses a budget gets a row with "error" and the sweep goes on.
+absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
+                                          const NeedleEvalOptions& o);
+
+}  // namespace kvtier::eval
+
+#endif  // KVTIER_WORKER_EVAL_NEEDLE_EVAL_H_
