@@ -88,6 +88,7 @@ TEST(ArkvPolicyTest, OverflowSplitsTokensIntoFullQuantizedAndEvicted) {
   EXPECT_EQ(all.size(), 16u);  // disjoint tiers, 4 tokens evicted
   // One fp8 page of 4 tokens: elements 2*4*2*8 bytes + scales 2*4*2*4 bytes.
   EXPECT_EQ(h.policy->QuantizedBytes(1, 0), 128u + 64u);
+  EXPECT_EQ(h.policy->peak_own_kv_bytes(), 128u + 64u);
 }
 
 TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {
@@ -102,8 +103,13 @@ TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {
     EXPECT_LE(h.cache->pool(0).high_water(), 5u);
   }
   EXPECT_GT(h.policy->QuantizedTokens(1, 0), 0u);
+  // The peak covers the tier's most: at least what it holds now, at most
+  // the 19 cached tokens quantized (5 pages of 4).
+  EXPECT_GE(h.policy->peak_own_kv_bytes(), h.policy->QuantizedBytes(1, 0));
+  EXPECT_LE(h.policy->peak_own_kv_bytes(), 5u * (128u + 64u));
   ASSERT_TRUE(h.cache->Cancel(1).ok());
   EXPECT_EQ(h.policy->QuantizedTokens(1, 0), 0u);
+  EXPECT_GT(h.policy->peak_own_kv_bytes(), 0u);  // a peak outlives the sequence
   EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
 }
 

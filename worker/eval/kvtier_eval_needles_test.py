@@ -37,7 +37,7 @@ def main():
         out = os.path.join(tmp, "needles.json")
         run = subprocess.run(
             BASE + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
-                    "--policies", "full,quest,arkvale,streaming_llm", "--budgets", "4",
+                    "--policies", "full,quest,arkvale,streaming_llm,arkv", "--budgets", "4",
                     "--json", out], capture_output=True, text=True, timeout=600)
         check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
         check("needles 512 arkvale 1/4:" in run.stderr, run.stderr[-2000:])
@@ -52,12 +52,12 @@ def main():
             check(c["prompt_tokens"] > 448, c)  # the filler fills the context
             check(len(c["key"]) == 6 and c["key"].isdigit(), c)
         rows = {r["policy"]: r for r in rep["results"]}
-        check(sorted(rows) == ["arkvale", "full", "quest", "streaming_llm"], rows.keys())
+        check(sorted(rows) == ["arkv", "arkvale", "full", "quest", "streaming_llm"], rows.keys())
         full = rows["full"]
         check(full["greedy_agreement"] == 1.0 and full["mean_kl"] < 1e-6, full)
         check(full["resident_fraction"] == 1.0, full)
         check(rows["quest"]["resident_fraction"] == 1.0, rows["quest"])  # Quest evicts nothing
-        for name in ("arkvale", "streaming_llm"):
+        for name in ("arkvale", "streaming_llm", "arkv"):
             check(rows[name]["resident_fraction"] < 0.9, rows[name])
             check(rows[name]["budget_tokens"] == 128, rows[name])
         for r in rows.values():

@@ -87,7 +87,7 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
   out.pages_recalled = b->stats().pages_recalled;
   out.bytes_recalled = b->stats().bytes_recalled;
   out.decode_seconds = run.decode_seconds;
-  out.peak_resident_bytes = b->peak_resident_pages() * b->page_bytes();
+  out.peak_resident_bytes = b->peak_resident_bytes();
   return out;
 }
 

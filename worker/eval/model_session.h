@@ -58,8 +58,8 @@ struct PolicyRun {
   uint64_t pages_recalled = 0;
   uint64_t bytes_recalled = 0;
   double decode_seconds = 0;
-  // The most KV bytes the layers' pools held at once (pages of every
-  // layer at the backend's fp32 page size).
+  // The most KV bytes held at once: the layers' pools (fp32 pages) and
+  // the policy's own tier (WorkerAttentionBackend::peak_resident_bytes).
   uint64_t peak_resident_bytes = 0;
 };
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,

@@ -163,6 +163,10 @@ uint64_t WorkerAttentionBackend::peak_resident_pages() const {
   return pages;
 }
 
+uint64_t WorkerAttentionBackend::peak_resident_bytes() const {
+  return peak_resident_pages() * page_bytes() + policy_->peak_own_kv_bytes();
+}
+
 uint64_t WorkerAttentionBackend::pool_capacity_pages() const {
   uint64_t pages = 0;
   for (int l = 0; l < shape_.n_layers; ++l) {

@@ -135,6 +135,10 @@ class WorkerAttentionBackend : public AttentionBackend {
   // The most pages the layers' pools held at once since the backend was
   // made, summed over layers (each pool's high-water mark).
   uint64_t peak_resident_pages() const;
+  // Those pages' bytes plus the most the policy held outside the pools
+  // (ARKV's quantized tier): an upper bound of the KV bytes resident at
+  // once.
+  uint64_t peak_resident_bytes() const;
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the

@@ -286,6 +286,9 @@ absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
   }
   state.quant.assign(n_pages * qbytes, 0);
   state.dequant.assign(n_pages * fbytes, 0);
+  uint64_t held = 0;
+  for (const auto& [key, layer] : layers_) held += layer.quant.size();
+  peak_quant_bytes_ = std::max(peak_quant_bytes_, held);
   state.quant_pages = n_pages;
   state.page_size = p;
   if (n_pages == 0) return absl::OkStatus();

@@ -82,8 +82,10 @@ class ArkvPolicy : public TokenPolicy {
   // Observers (tests, reports).
   double OqScore(uint64_t seq_id, uint32_t layer) const;
   uint32_t QuantizedTokens(uint64_t seq_id, uint32_t layer) const;
-  // Bytes of the quantized tier of a layer.
+  // Bytes of the quantized tier of a layer (codes and scales; the
+  // dequantized copy attention reads is not counted).
   size_t QuantizedBytes(uint64_t seq_id, uint32_t layer) const;
+  uint64_t peak_own_kv_bytes() const override { return peak_quant_bytes_; }
   // Original positions of the tokens in each tier (full precision in slot
   // order, quantized in tier order).
   std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const;
@@ -115,6 +117,7 @@ class ArkvPolicy : public TokenPolicy {
 
   const ArkvOptions options_;
   absl::flat_hash_map<Key, Layer> layers_;
+  uint64_t peak_quant_bytes_ = 0;
 };
 
 // The heavy-hitter pooling: out[j] = mean of in[j - k/2 .. j + k/2] with

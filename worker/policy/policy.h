@@ -91,6 +91,11 @@ class Policy {
   // (the manager then fails the append with RESOURCE_EXHAUSTED).
   virtual int32_t AppendVictim(const LayerView& view) = 0;
 
+  // KV bytes the policy keeps outside the page pool (ARKV's quantized
+  // tier), the most it held at once over all its sequences and layers; 0
+  // for policies that keep none.
+  virtual uint64_t peak_own_kv_bytes() const { return 0; }
+
   // Non-null for token-level policies (token_policy.h), which the decode
   // step drives differently.
   virtual TokenPolicy* AsTokenPolicy() { return nullptr; }
