@@ -38,6 +38,7 @@ class TraceRecordingBackend : public model::AttentionBackend {
   absl::Status EndSequence(model::SequenceId seq) override;
   absl::Status AppendTokens(model::SequenceId seq, int pos0,
                             absl::Span<const int> tokens) override;
+  absl::Status EndPrefill(model::SequenceId seq) override { return inner_->EndPrefill(seq); }
   absl::Status Append(model::SequenceId seq, int layer, int pos, absl::Span<const float> k,
                       absl::Span<const float> v) override;
   absl::Status Attend(model::SequenceId seq, int layer, absl::Span<const float> q,

@@ -70,6 +70,12 @@ class AttentionBackend {
     return absl::OkStatus();
   }
 
+  // The prompt of `seq` is complete (Transformer::Prefill calls this after
+  // its last batch): a backend that plans a budget over the prompt does it
+  // now, so that the work counts toward the prefill, not the first decode
+  // step. Default: nothing to do.
+  virtual absl::Status EndPrefill(SequenceId /*seq*/) { return absl::OkStatus(); }
+
   // Stores the K/V of the token at `pos` in `layer`.
   // REQUIRES: positions are appended in order 0, 1, 2, ... per layer;
   // anything else is INVALID_ARGUMENT. RESOURCE_EXHAUSTED past the backend's

@@ -217,6 +217,7 @@ absl::StatusOr<absl::Span<const float>> Transformer::Prefill(
     }
     RETURN_IF_ERROR(RunLayers(seq, n, pos0 + start));
   }
+  RETURN_IF_ERROR(backend_->EndPrefill(seq));
   return Logits(n - 1);
 }
 

@@ -239,6 +239,15 @@ absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
   return absl::OkStatus();
 }
 
+absl::Status WorkerAttentionBackend::EndPrefill(SequenceId seq) {
+  for (int layer = 0; layer < shape_.n_layers; ++layer) {
+    ASSIGN_OR_RETURN(LayerState * s, Find(seq, layer));
+    if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));
+    if (!s->decoding) RETURN_IF_ERROR(FlushPrompt(seq, layer, *s));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WorkerAttentionBackend::Append(SequenceId seq, int layer, int pos,
                                             absl::Span<const float> k,
                                             absl::Span<const float> v) {

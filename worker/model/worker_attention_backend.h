@@ -95,6 +95,9 @@ class WorkerAttentionBackend : public AttentionBackend {
                       absl::Span<const float> v) override;
   absl::Status Attend(SequenceId seq, int layer, absl::Span<const float> q,
                       absl::Span<float> out) override;
+  // Hands every layer's prompt to the decode runner, which plans the budget
+  // over it (the policy's prefill: selection, backups, recalls).
+  absl::Status EndPrefill(SequenceId seq) override;
   absl::Status AppendAndAttendBatch(SequenceId seq, int layer, int pos0,
                                     int n_tokens, absl::Span<const float> k,
                                     absl::Span<const float> v,

@@ -146,6 +146,33 @@ TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
   }
 }
 
+TEST_F(WorkerBackendTest, PrefillPlansTheBudgetBeforeTheFirstDecodeStep) {
+  // The policy's prefill (selection, eviction) belongs to the prompt: once
+  // Transformer::Prefill returns, every layer holds its budgeted pages.
+  for (const char* policy : {"arkvale", "h2o", "arkv", "full"}) {
+    auto b = Worker(policy, std::string(policy) == "full" ? 0 : 128);
+    ASSERT_NE(b, nullptr);
+    auto t = Transformer::Create(&model_.weights, b.get(), {.max_batch_tokens = 64});
+    ASSERT_TRUE(t.ok());
+    std::string text = kPrompt;
+    for (int i = 0; i < 5; ++i) text = text + " " + kPrompt;
+    auto ids = model_.tokenizer->Encode(text, true);
+    ASSERT_TRUE(ids.ok());
+    ASSERT_GT(ids->size(), 128u + 16u);
+    ASSERT_TRUE(b->StartSequence(1).ok());
+    EXPECT_EQ(b->resident_pages(), 0u) << policy;
+    auto prefilled = (*t)->Prefill(1, *ids, 0);
+    ASSERT_TRUE(prefilled.ok()) << policy << ": " << prefilled.status();
+    const uint64_t prompt_pages = (ids->size() + 15) / 16;
+    uint64_t want = 0;
+    for (uint32_t budget : b->layer_budgets()) want += std::min<uint64_t>(budget, prompt_pages);
+    EXPECT_EQ(b->resident_pages(), want) << policy;
+    // A second prompt batch after the plan is refused, as after decoding.
+    EXPECT_FALSE((*t)->Prefill(1, *ids, static_cast<int>(ids->size())).ok()) << policy;
+    ASSERT_TRUE(b->EndSequence(1).ok());
+  }
+}
+
 TEST_F(WorkerBackendTest, CreateRejectsBadConfigurations) {
   const AttentionShape shape = model_.weights.config.attention_shape();
   auto unknown = WorkerAttentionBackend::Create(shape, {.policy = "lru"});
