@@ -12,6 +12,9 @@
 //       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
 //       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
 //       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
+//   kvtier-eval continuation --model M [--continuation_context 1024] [--lengths 16,64,256]
+//       [--prompts 3] [--tasks passkey,kv] [--continuation_fillers travel,workshop]
+//       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
 //
 // Progress goes to stderr; the table (fidelity) to stdout.
 #include <cstdio>
@@ -27,6 +30,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "worker/eval/continuation_eval.h"
 #include "worker/eval/fidelity_eval.h"
 #include "worker/eval/long_run.h"
 #include "worker/eval/model_session.h"
@@ -67,12 +71,17 @@ ABSL_FLAG(bool, second_question, true,
 ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared prefix tokens");
 ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
 ABSL_FLAG(std::string, needle_contexts, "1024", "needles: prompt + answer tokens of each case");
-ABSL_FLAG(std::string, tasks, "passkey,kv", "needles: tasks (passkey, kv)");
+ABSL_FLAG(std::string, tasks, "passkey,kv", "needles, continuation: tasks (passkey, kv)");
 ABSL_FLAG(std::string, fillers, "landmark,travel,workshop", "needles: fillers");
 ABSL_FLAG(std::string, key_formats, "digits,words,uuid", "needles: key formats");
 ABSL_FLAG(std::string, depths, "0,0.25,0.5,0.75,1", "needles: needle depths (0..1)");
 ABSL_FLAG(uint32_t, cases, 18, "needles: cases per context");
-ABSL_FLAG(uint64_t, seed, 42, "needles: seed of the cases");
+ABSL_FLAG(uint64_t, seed, 42, "needles, continuation: seed of the cases");
+ABSL_FLAG(uint32_t, continuation_context, 1024,
+          "continuation: prompt + the longest continuation, tokens");
+ABSL_FLAG(std::string, lengths, "16,64,256", "continuation: continuation lengths compared");
+ABSL_FLAG(uint32_t, prompts, 3, "continuation: prompts");
+ABSL_FLAG(std::string, continuation_fillers, "travel,workshop", "continuation: fillers");
 
 namespace kvtier::eval {
 namespace {
@@ -227,6 +236,24 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   return absl::OkStatus();
 }
 
+absl::Status RunContinuationCommand(const model::LoadedModel& m) {
+  ContinuationOptions o;
+  o.context = absl::GetFlag(FLAGS_continuation_context);
+  ASSIGN_OR_RETURN(o.lengths, ParseList(absl::GetFlag(FLAGS_lengths)));
+  o.prompts = absl::GetFlag(FLAGS_prompts);
+  ASSIGN_OR_RETURN(o.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
+  ASSIGN_OR_RETURN(o.fillers,
+                   ParseEach(absl::GetFlag(FLAGS_continuation_fillers), &ParseNeedleFiller));
+  o.policies = Names(absl::GetFlag(FLAGS_policies));
+  ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.seed = absl::GetFlag(FLAGS_seed);
+  std::string json;
+  ASSIGN_OR_RETURN(json, RunContinuationEval(m, o));
+  WriteAndReport(json, "/tmp/kvtier-eval-continuation.json", "continuation_report.py");
+  return absl::OkStatus();
+}
+
 absl::Status Main(const std::string& command) {
   model::LoadedModel m;
   ASSIGN_OR_RETURN(m, model::LoadModel(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_tokenizer)));
@@ -248,6 +275,7 @@ absl::Status Main(const std::string& command) {
   }
   if (command == "prefix") return RunPrefixCommand(m);
   if (command == "needles") return RunNeedlesCommand(m);
+  if (command == "continuation") return RunContinuationCommand(m);
   return absl::InvalidArgumentError("unknown command '" + command + "'");
 }
 
@@ -257,8 +285,9 @@ absl::Status Main(const std::string& command) {
 int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
-    std::fprintf(stderr, "usage: kvtier-eval fidelity|logits|longrun|prefix|needles --model PATH [flags]\n"
-                         "       (--helpfull lists the flags)\n");
+    std::fprintf(stderr,
+                 "usage: kvtier-eval fidelity|logits|longrun|prefix|needles|continuation\n"
+                 "       --model PATH [flags]  (--helpfull lists the flags)\n");
     return 2;
   }
   const absl::Status s = kvtier::eval::Main(args[1]);

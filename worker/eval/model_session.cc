@@ -5,7 +5,6 @@
 #include "common/status_macros.h"
 #include "worker/eval/fidelity_metrics.h"
 #include "worker/model/transformer.h"
-#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 
@@ -59,6 +58,14 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
   return run;
 }
 
+absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
+    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size) {
+  return model::WorkerAttentionBackend::Create(
+      m.weights.config.attention_shape(),
+      {.policy = policy, .budget_tokens = budget_tokens, .page_size = page_size,
+       .max_sequences = 1});
+}
+
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
                                     const std::string& policy, int budget_tokens,
@@ -68,10 +75,7 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
                                                    " steps for an answer of ", answer.size()));
   }
   std::unique_ptr<model::WorkerAttentionBackend> b;
-  ASSIGN_OR_RETURN(b, model::WorkerAttentionBackend::Create(
-                          m.weights.config.attention_shape(),
-                          {.policy = policy, .budget_tokens = budget_tokens,
-                           .page_size = page_size, .max_sequences = 1}));
+  ASSIGN_OR_RETURN(b, MakeWorker(m, policy, budget_tokens, page_size));
   ForcedRun run;
   ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr));
   PolicyRun out;
@@ -82,6 +86,8 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
     out.agree += c.same_argmax ? 1 : 0;
     out.kl += c.kl;
     out.steps += 1;
+    out.step_agree.push_back(c.same_argmax ? 1 : 0);
+    out.step_kl.push_back(c.kl);
     out.correct = out.correct && Argmax(run.logits[i]) == answer[i];
   }
   out.pages_recalled = b->stats().pages_recalled;
@@ -106,6 +112,23 @@ absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, Pass
     c.filler_chars = static_cast<uint32_t>(c.filler_chars * 0.995 * max_tokens / p.tokens.size());
   }
   return absl::InternalError("passkey prompt does not shrink to the token target");
+}
+
+absl::StatusOr<NeedlePrompt> FitNeedlePrompt(const model::LoadedModel& m, const NeedleCase& c,
+                                             uint32_t max_tokens) {
+  NeedlePrompt p;
+  p.c = c;
+  uint32_t chars = 4 * max_tokens;
+  for (int attempt = 0; attempt < 10; ++attempt) {
+    ASSIGN_OR_RETURN(p.text, BuildNeedleText(c, chars));
+    ASSIGN_OR_RETURN(p.tokens, Encode(m, p.text.prompt, true));
+    ASSIGN_OR_RETURN(p.answer, Encode(m, p.text.answer, false));
+    const size_t total = p.tokens.size() + p.answer.size();
+    if (total <= max_tokens) return p;
+    chars = static_cast<uint32_t>(chars * 0.99 * max_tokens / total);
+  }
+  return absl::InvalidArgumentError(absl::StrCat("a ", NeedleTaskName(c.task),
+                                                 " case does not fit ", max_tokens, " tokens"));
 }
 
 }  // namespace kvtier::eval

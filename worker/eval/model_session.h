@@ -12,9 +12,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "worker/eval/needle_suite.h"
 #include "worker/eval/passkey.h"
 #include "worker/model/attention_backend.h"
 #include "worker/model/loader/model_loader.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 
@@ -55,6 +57,8 @@ struct PolicyRun {
   uint32_t agree = 0;    // steps whose argmax equals ref's
   double kl = 0;         // summed KL(ref || run) over the steps
   uint32_t steps = 0;
+  std::vector<uint8_t> step_agree;  // per step: argmax equals ref's
+  std::vector<double> step_kl;      // per step: KL(ref || run)
   uint64_t pages_recalled = 0;
   uint64_t bytes_recalled = 0;
   double decode_seconds = 0;
@@ -62,6 +66,10 @@ struct PolicyRun {
   // the policy's own tier (WorkerAttentionBackend::peak_resident_bytes).
   uint64_t peak_resident_bytes = 0;
 };
+// A worker backend for one sequence under `policy` at `budget_tokens` per
+// layer (0: the context).
+absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
+    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size);
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
                                     const std::string& policy, int budget_tokens,
@@ -77,6 +85,18 @@ struct PasskeyPrompt {
 // INTERNAL if it cannot be fitted.
 absl::StatusOr<PasskeyPrompt> FitPasskeyPrompt(const model::LoadedModel& m, PasskeyCase c,
                                               uint32_t max_tokens);
+
+// A needle-suite case (needle_suite.h) fitted so that its prompt and answer
+// take at most `max_tokens` tokens: the filler starts at 4 characters per
+// token and shrinks by the measured ratio. INVALID_ARGUMENT if it cannot.
+struct NeedlePrompt {
+  NeedleCase c;
+  NeedleText text;
+  std::vector<int> tokens{};  // the prompt, BOS included when the model wants it
+  std::vector<int> answer{};
+};
+absl::StatusOr<NeedlePrompt> FitNeedlePrompt(const model::LoadedModel& m, const NeedleCase& c,
+                                             uint32_t max_tokens);
 
 }  // namespace kvtier::eval
 

@@ -22,32 +22,10 @@ void Progress(const std::string& line) {
 }
 
 struct FittedCase {
-  NeedleCase c;
-  NeedleText text;
-  std::vector<int> tokens;
-  std::vector<int> answer;
+  NeedlePrompt p;
   ForcedRun ref;
   uint64_t full_bytes = 0;  // KV bytes of the whole prompt + answer, all layers
 };
-
-// The case's prompt with as much filler as fits `context` tokens together
-// with its answer: the filler starts at 4 characters per token (Quest) and
-// shrinks by the measured ratio.
-absl::StatusOr<FittedCase> Fit(const model::LoadedModel& m, const NeedleCase& c,
-                               uint32_t context) {
-  FittedCase f;
-  f.c = c;
-  uint32_t chars = 4 * context;
-  for (int attempt = 0; attempt < 10; ++attempt) {
-    ASSIGN_OR_RETURN(f.text, BuildNeedleText(c, chars));
-    ASSIGN_OR_RETURN(f.tokens, Encode(m, f.text.prompt, true));
-    ASSIGN_OR_RETURN(f.answer, Encode(m, f.text.answer, false));
-    if (f.tokens.size() + f.answer.size() <= context) return f;
-    chars = static_cast<uint32_t>(chars * 0.99 * context / (f.tokens.size() + f.answer.size()));
-  }
-  return absl::InvalidArgumentError(
-      absl::StrCat("a ", NeedleTaskName(c.task), " case does not fit ", context, " tokens"));
-}
 
 // Correct cases and cases of one slice (a task, filler, format or depth).
 using Tally = std::map<std::string, std::pair<uint32_t, uint32_t>>;
@@ -77,10 +55,11 @@ void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
   row.kl += run.kl;
   row.decode_seconds += run.decode_seconds;
   row.resident_fraction += static_cast<double>(run.peak_resident_bytes) / f.full_bytes;
-  for (auto [tally, key] : {std::pair{&row.by_task, NeedleTaskName(f.c.task)},
-                            std::pair{&row.by_filler, NeedleFillerName(f.c.filler)},
-                            std::pair{&row.by_format, KeyFormatName(f.c.format)},
-                            std::pair{&row.by_depth, absl::StrFormat("%.2f", f.c.depth)}}) {
+  const NeedleCase& c = f.p.c;
+  for (auto [tally, key] : {std::pair{&row.by_task, NeedleTaskName(c.task)},
+                            std::pair{&row.by_filler, NeedleFillerName(c.filler)},
+                            std::pair{&row.by_format, KeyFormatName(c.format)},
+                            std::pair{&row.by_depth, absl::StrFormat("%.2f", c.depth)}}) {
     (*tally)[key].first += ok;
     (*tally)[key].second += 1;
   }
@@ -141,9 +120,9 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
     std::vector<FittedCase> fitted;
     for (const NeedleCase& c : cases) {
       FittedCase f;
-      ASSIGN_OR_RETURN(f, Fit(m, c, context));
-      ASSIGN_OR_RETURN(f.ref, RunForced(m, *dense, f.tokens, f.answer, 0, nullptr));
-      const uint64_t tokens = f.tokens.size() + f.answer.size() - 1;
+      ASSIGN_OR_RETURN(f.p, FitNeedlePrompt(m, c, context));
+      ASSIGN_OR_RETURN(f.ref, RunForced(m, *dense, f.p.tokens, f.p.answer, 0, nullptr));
+      const uint64_t tokens = f.p.tokens.size() + f.p.answer.size() - 1;
       const uint64_t pages = (tokens + o.page_size - 1) / o.page_size;
       f.full_bytes = pages * o.page_size * token_bytes;
       absl::StrAppendFormat(
@@ -152,7 +131,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
           "\"depth\": %.3f, \"key\": \"%s\", \"prompt_tokens\": %zu, \"answer_tokens\": %zu}",
           case_json.size() > 1 ? "," : "", context, NeedleTaskName(c.task),
           NeedleFillerName(c.filler), KeyFormatName(c.format), c.depth,
-          absl::CEscape(f.text.key), f.tokens.size(), f.answer.size());
+          absl::CEscape(f.p.text.key), f.p.tokens.size(), f.p.answer.size());
       fitted.push_back(std::move(f));
       Progress(absl::StrFormat("needles %u: reference %zu/%zu (%.0f s)", context, fitted.size(),
                                cases.size(), absl::ToDoubleSeconds(absl::Now() - t0)));
@@ -165,7 +144,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
         for (size_t i = 0; i < fitted.size() && status.ok(); ++i) {
           const FittedCase& f = fitted[i];
           absl::StatusOr<PolicyRun> run =
-              RunPolicy(m, f.tokens, f.answer, f.ref, policy, budget, o.page_size);
+              RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget, o.page_size);
           if (!run.ok()) {
             status = run.status();
             break;

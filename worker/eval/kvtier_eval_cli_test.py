@@ -1,8 +1,12 @@
 #!/usr/bin/env python3
-"""kvtier-eval needles on stories260K: the cases it builds, the rows it
-reports (the full cache agrees with the dense reference and holds the whole
-context; budgeted policies hold less; counts, accuracy and Wilson intervals
-agree with the outcomes) and the errors bad flags give.
+"""kvtier-eval needles and continuation on stories260K.
+
+needles: the cases it builds, the rows it reports (the full cache agrees
+with the dense reference and holds the whole context; budgeted policies hold
+less; counts, accuracy and Wilson intervals agree with the outcomes) and the
+errors bad flags give. continuation: the full cache reproduces the
+reference over every length, budgeted rows are well formed, bad lengths are
+refused.
 
 Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
 KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
@@ -15,8 +19,9 @@ import tempfile
 
 BIN = os.path.join(os.environ["KVTIER_BIN_DIR"], "kvtier-eval")
 MODEL = os.environ["MODEL_DIR"]
-BASE = [BIN, "needles", "--model", os.path.join(MODEL, "stories260K.bin"), "--tokenizer",
-        os.path.join(MODEL, "tok512.bin"), "--python", sys.executable]
+MODEL_FLAGS = ["--model", os.path.join(MODEL, "stories260K.bin"), "--tokenizer",
+               os.path.join(MODEL, "tok512.bin"), "--python", sys.executable]
+BASE = [BIN, "needles"] + MODEL_FLAGS
 
 
 def wilson(c, n, z=1.96):
@@ -32,7 +37,7 @@ def check(cond, what):
         raise AssertionError(what)
 
 
-def main():
+def needles():
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "needles.json")
         run = subprocess.run(
@@ -82,5 +87,41 @@ def main():
     print("kvtier-eval needles: ok")
 
 
+def continuation():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "continuation.json")
+        run = subprocess.run(
+            [BIN, "continuation"] + MODEL_FLAGS +
+            ["--continuation_context", "512", "--lengths", "8,32,128", "--prompts", "2",
+             "--policies", "full,arkvale,quest", "--budgets", "4", "--json", out],
+            capture_output=True, text=True, timeout=600)
+        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        rep = json.load(open(out))
+        check(rep["lengths"] == [8, 32, 128] and len(rep["prompts"]) == 2, rep["prompts"])
+        check([p["task"] for p in rep["prompts"]] == ["passkey", "kv"], rep["prompts"])
+        for p in rep["prompts"]:
+            check(p["prompt_tokens"] + 128 <= 512 and p["prompt_tokens"] > 256, p)
+        rows = {r["policy"]: r for r in rep["results"]}
+        check(sorted(rows) == ["arkvale", "full", "quest"], rows.keys())
+        full = rows["full"]
+        check(full["agreement"] == [1.0, 1.0, 1.0], full)
+        check(all(k < 1e-6 for k in full["mean_kl"]), full)
+        check(full["identical_prefix"] == 128.0, full)
+        check(full["repetition"] == full["reference_repetition"], full)
+        for r in rows.values():
+            check(len(r["agreement"]) == 3 and all(0 <= a <= 1 for a in r["agreement"]), r)
+            check(0 <= r["identical_prefix"] <= 128 and 0 <= r["repetition"] <= 1, r)
+            check(r["budget_tokens"] == (0 if r["policy"] == "full" else 128), r)
+        check("agree@128" in run.stdout, run.stdout)
+        for flags, message in ((["--lengths", "8,0"], "bad number"),
+                               (["--lengths", "512"], "must hold the longest")):
+            bad = subprocess.run([BIN, "continuation"] + MODEL_FLAGS + flags +
+                                 ["--continuation_context", "512"],
+                                 capture_output=True, text=True, timeout=120)
+            check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))
+    print("kvtier-eval continuation: ok")
+
+
 if __name__ == "__main__":
-    main()
+    needles()
+    continuation()
