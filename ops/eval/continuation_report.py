@@ -8,6 +8,8 @@ continuation length.
 import argparse
 import json
 
+from report_table import table
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -19,25 +21,20 @@ def main():
     lengths = rep["lengths"]
     cols = (["policy", "budget"] + [f"agree@{n}" for n in lengths] +
             [f"KL@{n}" for n in lengths] + ["identical", "repetition", "reference rep."])
-    table = []
+    rows_text = []
     for r in rep["results"]:
         budget = "all" if r["policy"] == "full" else f"1/{r['budget_fraction']}"
         if "error" in r:
-            table.append([r["policy"], budget, r["error"]] + [""] * (len(cols) - 3))
+            rows_text.append([r["policy"], budget, r["error"]] + [""] * (len(cols) - 3))
             continue
-        table.append([r["policy"], budget] + [f"{a:.3f}" for a in r["agreement"]] +
+        rows_text.append([r["policy"], budget] + [f"{a:.3f}" for a in r["agreement"]] +
                      [f"{k:.4f}" for k in r["mean_kl"]] +
                      [f"{r['identical_prefix']:.1f}", f"{r['repetition']:.3f}",
                       f"{r['reference_repetition']:.3f}"])
-    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
-              for i, c in enumerate(cols)]
     print(f"{len(rep['prompts'])} prompts, context {rep['context']} tokens; agreement and KL "
           f"teacher-forced on the full cache's greedy tokens; identical = tokens a free run "
           f"shares with it; repetition = share of repeated 4-grams in a free run")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(table(rows_text, cols))
     if not args.png:
         return
     import matplotlib

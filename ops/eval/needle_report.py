@@ -7,6 +7,8 @@ policy's accuracy (with its 95% Wilson interval) against the budget.
 import argparse
 import json
 
+from report_table import table
+
 
 def split(tally):
     return " ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(tally.items()))
@@ -22,27 +24,22 @@ def main():
     rows = rep["results"]
     cols = ["context", "policy", "budget", "found", "accuracy", "95% CI", "resident",
             "agreement", "KL", "by task", "by filler", "by format"]
-    table = []
+    rows_text = []
     for r in rows:
         budget = "all" if r["policy"] == "full" else f"1/{r['budget_fraction']}"
         if "error" in r:
-            table.append([str(r["context"]), r["policy"], budget, "-", "-", "-", "-", "-",
+            rows_text.append([str(r["context"]), r["policy"], budget, "-", "-", "-", "-", "-",
                           "-", r["error"], "", ""])
             continue
         lo, hi = r["ci95"]
-        table.append([str(r["context"]), r["policy"], budget, f"{r['correct']}/{r['cases']}",
+        rows_text.append([str(r["context"]), r["policy"], budget, f"{r['correct']}/{r['cases']}",
                       f"{r['accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}",
                       f"{r['resident_fraction']:.3f}", f"{r['greedy_agreement']:.3f}",
                       f"{r['mean_kl']:.4f}", split(r["by_task"]), split(r["by_filler"]),
                       split(r["by_format"])])
-    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
-              for i, c in enumerate(cols)]
     print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; resident = peak KV "
           f"bytes held / the full cache's")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(table(rows_text, cols))
     if not args.png:
         return
     import matplotlib

@@ -7,6 +7,8 @@ to first token with and without prefix reuse against the shared prefix.
 import argparse
 import json
 
+from report_table import table
+
 
 def main():
     ap = argparse.ArgumentParser()
@@ -18,22 +20,17 @@ def main():
     rows = rep["results"]
     cols = ["prefix", "TTFT recompute s", "TTFT reuse s", "speedup", "estimate",
             "reused tok", "pages", "MiB", "load s", "get MiB/s", "load/ideal"]
-    table = []
+    rows_text = []
     for r in rows:
         est = ("load" if r["load"] else "recompute") if r["decided"] else "-"
-        table.append([str(r["prefix_tokens"]), f"{r['ttft_recompute_s']:.3f}",
+        rows_text.append([str(r["prefix_tokens"]), f"{r['ttft_recompute_s']:.3f}",
                       f"{r['ttft_reuse_s']:.3f}", f"{r['speedup']:.1f}x", est,
                       str(r["reused_tokens"]), str(r["pages_loaded"]),
                       f"{r['bytes_loaded'] / 2**20:.1f}", f"{r['load_busy_s']:.3f}",
                       f"{r['get_bytes_per_s'] / 2**20:.0f}", f"{r['load_vs_bandwidth']:.2f}"])
-    widths = [max(len(c), *(len(t[i]) for t in table)) if table else len(c)
-              for i, c in enumerate(cols)]
     print(f"store {rep['store']}, policy {rep['policy']} at 1/{rep['budget_fraction']}, "
           f"pages of {rep['page_size']} tokens")
-    print("  ".join(c.ljust(w) for c, w in zip(cols, widths)))
-    print("  ".join("-" * w for w in widths))
-    for t in table:
-        print("  ".join(v.ljust(w) for v, w in zip(t, widths)))
+    print(table(rows_text, cols))
     if not args.png:
         return
     import matplotlib
