@@ -18,11 +18,6 @@
 namespace kvtier::eval {
 namespace {
 
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 struct Reference {
   NeedlePrompt p;
   std::vector<int> tokens;  // the dense reference's greedy continuation

@@ -29,11 +29,6 @@ constexpr uint32_t kPromptQueries = 32;
 // the budget) must cover its sink and window pages (3).
 constexpr uint32_t kMinLayerPages = 8;
 
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 absl::Status RecordTrace(const model::LoadedModel& m, const FidelityOptions& o,
                          const PasskeyPrompt& p) {
   std::unique_ptr<model::DenseAttentionBackend> dense;

@@ -1,5 +1,7 @@
 #include "worker/eval/model_session.h"
 
+#include <cstdio>
+
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
@@ -7,6 +9,11 @@
 #include "worker/model/transformer.h"
 
 namespace kvtier::eval {
+
+void Progress(const std::string& line) {
+  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
+  std::fflush(stderr);
+}
 
 std::string DecodeText(const model::LoadedModel& m, int prev, const std::vector<int>& tokens) {
   std::string out;

@@ -20,6 +20,9 @@
 
 namespace kvtier::eval {
 
+// Writes "kvtier-eval: LINE" to stderr at once (the eval's progress).
+void Progress(const std::string& line);
+
 // Logits after the prompt and after each forced token but the last:
 // row i predicts forced[i]. Rows are [vocab].
 struct ForcedRun {

@@ -16,11 +16,6 @@
 namespace kvtier::eval {
 namespace {
 
-void Progress(const std::string& line) {
-  std::fprintf(stderr, "kvtier-eval: %s\n", line.c_str());
-  std::fflush(stderr);
-}
-
 struct FittedCase {
   NeedlePrompt p;
   ForcedRun ref;
