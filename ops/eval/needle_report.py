@@ -51,10 +51,13 @@ def main():
     for ax, context in zip(axes[0], contexts):
         here = [r for r in ok if r["context"] == context]
         full = [r for r in here if r["policy"] == "full"]
-        for name in sorted({r["policy"] for r in here} - {"full"}):
+        names = sorted({r["policy"] for r in here} - {"full"})
+        for i, name in enumerate(names):
             pts = sorted((r for r in here if r["policy"] == name),
                          key=lambda r: r["budget_fraction"])
-            xs = [1 / r["budget_fraction"] for r in pts]
+            # Policies side by side around each budget, so the bars do not hide each other.
+            shift = 2 ** (0.05 * (i - (len(names) - 1) / 2))
+            xs = [shift / r["budget_fraction"] for r in pts]
             ys = [r["accuracy"] for r in pts]
             err = [[r["accuracy"] - r["ci95"][0] for r in pts],
                    [r["ci95"][1] - r["accuracy"] for r in pts]]
