@@ -6,14 +6,15 @@
 #include <memory>
 #include <set>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 namespace {
@@ -54,6 +55,12 @@ absl::Status Validate(const ContinuationOptions& o, const model::LoadedModel& m)
   for (uint32_t f : o.budget_fractions) {
     if (f == 0) return absl::InvalidArgumentError("continuation: a budget fraction of 0");
   }
+  for (const std::string& p : o.policies) {
+    const auto& known = model::WorkerPolicyNames();
+    if (std::find(known.begin(), known.end(), p) == known.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("continuation: unknown policy ", JsonQuoted(p)));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -91,10 +98,10 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
     r.repetition = RepeatedFourGrams(r.tokens);
     absl::StrAppendFormat(&prompt_json,
                           "%s\n    {\"task\": \"%s\", \"filler\": \"%s\", \"prompt_tokens\": %zu, "
-                          "\"repetition\": %.4f, \"text\": \"%s\"}",
+                          "\"repetition\": %.4f, \"text\": %s}",
                           prompt_json.size() > 1 ? "," : "", NeedleTaskName(c.task),
                           NeedleFillerName(c.filler), r.p.tokens.size(), r.repetition,
-                          absl::CEscape(DecodeText(m, r.p.tokens.back(), r.tokens)));
+                          JsonQuoted(DecodeText(m, r.p.tokens.back(), r.tokens)));
     refs.push_back(std::move(r));
     Progress(absl::StrFormat("continuation: reference %zu/%zu (%.0f s)", refs.size(),
                              cases.size(), absl::ToDoubleSeconds(absl::Now() - t0)));
@@ -141,9 +148,9 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
                                  status.ToString()));
         absl::StrAppendFormat(&rows,
                               "%s\n    {\"policy\": \"%s\", \"budget_fraction\": %u, "
-                              "\"budget_tokens\": %d, \"error\": \"%s\"}",
+                              "\"budget_tokens\": %d, \"error\": %s}",
                               rows.size() > 1 ? "," : "", policy, fraction, budget,
-                              absl::CEscape(status.ToString()));
+                              JsonQuoted(status.ToString()));
         continue;
       }
       Progress(absl::StrFormat(

@@ -5,10 +5,10 @@
 #include <filesystem>
 #include <map>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/budget/lukv_allocator.h"
 #include "worker/budget/profile.h"
@@ -191,8 +191,8 @@ absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOpti
                                    row.status().ToString()));
           row = absl::StrFormat(
               "\n    {\"policy\": \"%s\", \"budget_fraction\": %u, \"allocator\": \"%s\", "
-              "\"error\": \"%s\"}",
-              policy, f, a, absl::CEscape(row.status().ToString()));
+              "\"error\": %s}",
+              policy, f, a, JsonQuoted(row.status().ToString()));
         }
         absl::StrAppend(&json, json.size() > 1 ? "," : "", *row);
       }
@@ -272,9 +272,9 @@ absl::StatusOr<std::string> RunEndToEnd(const model::LoadedModel& m, const Fidel
         Progress(absl::StrFormat("e2e %s 1/%u: %s", policy, f, status.ToString()));
         absl::StrAppendFormat(&rows,
                               "%s\n    {\"policy\": \"%s\", \"budget_fraction\": %u, "
-                              "\"budget_tokens\": %d, \"error\": \"%s\"}",
+                              "\"budget_tokens\": %d, \"error\": %s}",
                               rows.size() > 1 ? "," : "", policy, f, budget,
-                              absl::CEscape(status.ToString()));
+                              JsonQuoted(status.ToString()));
         continue;
       }
       Progress(absl::StrFormat("e2e %s 1/%u: agreement %.3f, KL %.4f, passkey %.0f/%.0f "

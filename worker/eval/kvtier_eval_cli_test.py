@@ -79,7 +79,9 @@ def needles():
         for flags, message in ((["--depths", "0,2"], "bad depth"),
                                (["--tasks", "haystack"], "unknown task"),
                                (["--key_formats", "hex"], "unknown key format"),
-                               (["--needle_contexts", "32"], "outside [64")):
+                               (["--needle_contexts", "32"], "outside [64"),
+                               (["--needle_contexts", "512", "--policies", "full,lru\"x"],
+                                'unknown policy "lru\\"x"')):
             bad = subprocess.run(BASE + flags + ["--json", os.path.join(tmp, "bad.json")],
                                  capture_output=True, text=True, timeout=120)
             check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))

@@ -5,13 +5,14 @@
 #include <map>
 #include <memory>
 
-#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 namespace {
@@ -92,6 +93,12 @@ absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
     if (f == 0) return absl::InvalidArgumentError("needles: a budget fraction of 0");
   }
   if (o.page_size < 1) return absl::InvalidArgumentError("needles: page_size below 1");
+  for (const std::string& p : o.policies) {
+    const auto& known = model::WorkerPolicyNames();
+    if (std::find(known.begin(), known.end(), p) == known.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("needles: unknown policy ", JsonQuoted(p)));
+    }
+  }
   return absl::OkStatus();
 }
 
@@ -123,10 +130,10 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
       absl::StrAppendFormat(
           &case_json,
           "%s\n    {\"context\": %u, \"task\": \"%s\", \"filler\": \"%s\", \"format\": \"%s\", "
-          "\"depth\": %.3f, \"key\": \"%s\", \"prompt_tokens\": %zu, \"answer_tokens\": %zu}",
+          "\"depth\": %.3f, \"key\": %s, \"prompt_tokens\": %zu, \"answer_tokens\": %zu}",
           case_json.size() > 1 ? "," : "", context, NeedleTaskName(c.task),
           NeedleFillerName(c.filler), KeyFormatName(c.format), c.depth,
-          absl::CEscape(f.p.text.key), f.p.tokens.size(), f.p.answer.size());
+          JsonQuoted(f.p.text.key), f.p.tokens.size(), f.p.answer.size());
       fitted.push_back(std::move(f));
       Progress(absl::StrFormat("needles %u: reference %zu/%zu (%.0f s)", context, fitted.size(),
                                cases.size(), absl::ToDoubleSeconds(absl::Now() - t0)));
@@ -152,9 +159,9 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
           absl::StrAppendFormat(&rows,
                                 "%s\n    {\"policy\": \"%s\", \"context\": %u, "
                                 "\"budget_fraction\": %u, \"budget_tokens\": %d, "
-                                "\"error\": \"%s\"}",
+                                "\"error\": %s}",
                                 rows.size() > 1 ? "," : "", policy, context, fraction, budget,
-                                absl::CEscape(status.ToString()));
+                                JsonQuoted(status.ToString()));
           continue;
         }
         const auto [lo, hi] = WilsonInterval(row.correct, row.cases);
