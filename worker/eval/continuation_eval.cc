@@ -14,7 +14,6 @@
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 namespace {
@@ -40,9 +39,9 @@ std::string Doubles(const std::vector<double>& v, int digits) {
 
 absl::Status Validate(const ContinuationOptions& o, const model::LoadedModel& m) {
   if (o.lengths.empty() || o.prompts == 0 || o.policies.empty() ||
-      o.budget_fractions.empty() || o.page_size < 1) {
+      o.budget_fractions.empty()) {
     return absl::InvalidArgumentError(
-        "continuation: lengths, prompts, policies, budgets and a page size are needed");
+        "continuation: lengths, prompts, policies and budgets are needed");
   }
   const uint32_t longest = *std::max_element(o.lengths.begin(), o.lengths.end());
   if (*std::min_element(o.lengths.begin(), o.lengths.end()) == 0 ||
@@ -52,16 +51,7 @@ absl::Status Validate(const ContinuationOptions& o, const model::LoadedModel& m)
         "continuation: context ", o.context, " must hold the longest continuation (", longest,
         ") and 64 prompt tokens, and fit the model's ", m.weights.config.max_positions));
   }
-  for (uint32_t f : o.budget_fractions) {
-    if (f == 0) return absl::InvalidArgumentError("continuation: a budget fraction of 0");
-  }
-  for (const std::string& p : o.policies) {
-    const auto& known = model::WorkerPolicyNames();
-    if (std::find(known.begin(), known.end(), p) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("continuation: unknown policy ", JsonQuoted(p)));
-    }
-  }
-  return absl::OkStatus();
+  return CheckSweep("continuation", o.policies, o.budget_fractions, o.page_size);
 }
 
 }  // namespace

@@ -80,6 +80,8 @@ def needles():
                                (["--tasks", "haystack"], "unknown task"),
                                (["--key_formats", "hex"], "unknown key format"),
                                (["--needle_contexts", "32"], "outside [64"),
+                               (["--needle_contexts", "512", "--page_size", "0"],
+                                "page_size below 1"),
                                (["--needle_contexts", "512", "--policies", "full,lru\"x"],
                                 'unknown policy "lru\\"x"')):
             bad = subprocess.run(BASE + flags + ["--json", os.path.join(tmp, "bad.json")],

@@ -1,9 +1,11 @@
 #include "worker/eval/model_session.h"
 
+#include <algorithm>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/eval/fidelity_metrics.h"
 #include "worker/model/transformer.h"
@@ -63,6 +65,22 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
   run.decode_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   RETURN_IF_ERROR(backend.EndSequence(kSeq));
   return run;
+}
+
+absl::Status CheckSweep(const std::string& command, const std::vector<std::string>& policies,
+                        const std::vector<uint32_t>& budget_fractions, int page_size) {
+  const std::vector<std::string>& known = model::WorkerPolicyNames();
+  for (const std::string& p : policies) {
+    if (std::find(known.begin(), known.end(), p) == known.end()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(command, ": unknown policy ", JsonQuoted(p)));
+    }
+  }
+  for (uint32_t f : budget_fractions) {
+    if (f == 0) return absl::InvalidArgumentError(absl::StrCat(command, ": a budget fraction of 0"));
+  }
+  if (page_size < 1) return absl::InvalidArgumentError(absl::StrCat(command, ": page_size below 1"));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(

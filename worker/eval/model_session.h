@@ -52,6 +52,12 @@ absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::
 // The text of `tokens` continuing after token `prev`.
 std::string DecodeText(const model::LoadedModel& m, int prev, const std::vector<int>& tokens);
 
+// INVALID_ARGUMENT, naming `command`, for a policy the worker backend does
+// not know, a budget fraction of 0 or a page size below 1: a sweep checks
+// them before it runs anything.
+absl::Status CheckSweep(const std::string& command, const std::vector<std::string>& policies,
+                        const std::vector<uint32_t>& budget_fractions, int page_size);
+
 // One worker policy at one budget on `prompt` with `answer` forced,
 // compared token by token with `ref`, the full cache's run on the same
 // tokens (ref.logits.size() == answer.size()).

@@ -12,7 +12,6 @@
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
-#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 namespace {
@@ -89,17 +88,7 @@ absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
                                                      m.weights.config.max_positions, "]"));
     }
   }
-  for (uint32_t f : o.budget_fractions) {
-    if (f == 0) return absl::InvalidArgumentError("needles: a budget fraction of 0");
-  }
-  if (o.page_size < 1) return absl::InvalidArgumentError("needles: page_size below 1");
-  for (const std::string& p : o.policies) {
-    const auto& known = model::WorkerPolicyNames();
-    if (std::find(known.begin(), known.end(), p) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("needles: unknown policy ", JsonQuoted(p)));
-    }
-  }
-  return absl::OkStatus();
+  return CheckSweep("needles", o.policies, o.budget_fractions, o.page_size);
 }
 
 }  // namespace
