@@ -213,9 +213,9 @@ absl::Status RunE2eCase(const model::LoadedModel& m, const PasskeyPrompt& p, con
                         const std::string& policy, int budget_tokens, E2eTotals& t) {
   PolicyRun run;
   ASSIGN_OR_RETURN(run, RunPolicy(m, p.tokens, p.answer, ref, policy, budget_tokens, 16));
-  t.agree += run.agree;
-  t.kl += run.kl;
-  t.steps += run.steps;
+  t.agree += run.agree();
+  t.kl += run.kl();
+  t.steps += run.steps();
   t.correct += run.correct ? 1 : 0;
   t.cases += 1;
   t.pages_recalled += run.pages_recalled;

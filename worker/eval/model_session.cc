@@ -108,9 +108,6 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
   for (size_t i = 0; i < run.logits.size(); ++i) {
     NextTokenComparison c;
     ASSIGN_OR_RETURN(c, CompareNextToken(ref.logits[i], run.logits[i]));
-    out.agree += c.same_argmax ? 1 : 0;
-    out.kl += c.kl;
-    out.steps += 1;
     out.step_agree.push_back(c.same_argmax ? 1 : 0);
     out.step_kl.push_back(c.kl);
     out.correct = out.correct && Argmax(run.logits[i]) == answer[i];

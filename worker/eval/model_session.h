@@ -7,7 +7,9 @@
 #ifndef KVTIER_WORKER_EVAL_MODEL_SESSION_H_
 #define KVTIER_WORKER_EVAL_MODEL_SESSION_H_
 
+#include <algorithm>
 #include <functional>
+#include <numeric>
 #include <string>
 #include <vector>
 
@@ -63,11 +65,15 @@ absl::Status CheckSweep(const std::string& command, const std::vector<std::strin
 // tokens (ref.logits.size() == answer.size()).
 struct PolicyRun {
   bool correct = false;  // every answer token was the run's argmax
-  uint32_t agree = 0;    // steps whose argmax equals ref's
-  double kl = 0;         // summed KL(ref || run) over the steps
-  uint32_t steps = 0;
   std::vector<uint8_t> step_agree;  // per step: argmax equals ref's
   std::vector<double> step_kl;      // per step: KL(ref || run)
+  uint32_t steps() const { return static_cast<uint32_t>(step_agree.size()); }
+  // Steps whose argmax equals ref's.
+  uint32_t agree() const {
+    return static_cast<uint32_t>(std::count(step_agree.begin(), step_agree.end(), 1));
+  }
+  // KL(ref || run) summed over the steps.
+  double kl() const { return std::accumulate(step_kl.begin(), step_kl.end(), 0.0); }
   uint64_t pages_recalled = 0;
   uint64_t bytes_recalled = 0;
   double decode_seconds = 0;

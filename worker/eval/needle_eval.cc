@@ -45,9 +45,9 @@ void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
   const uint32_t ok = run.correct ? 1 : 0;
   row.correct += ok;
   row.cases += 1;
-  row.agree += run.agree;
-  row.steps += run.steps;
-  row.kl += run.kl;
+  row.agree += run.agree();
+  row.steps += run.steps();
+  row.kl += run.kl();
   row.decode_seconds += run.decode_seconds;
   row.resident_fraction += static_cast<double>(run.peak_resident_bytes) / f.full_bytes;
   const NeedleCase& c = f.p.c;
@@ -132,7 +132,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
         const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
         Row row;
         absl::Status status;
-        for (size_t i = 0; i < fitted.size() && status.ok(); ++i) {
+        for (size_t i = 0; i < fitted.size(); ++i) {
           const FittedCase& f = fitted[i];
           absl::StatusOr<PolicyRun> run =
               RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget, o.page_size);
