@@ -22,9 +22,9 @@ def print_report(rep):
           f"{t['layers']} layers, {t['q_heads']}/{t['kv_heads']} heads x {t['head_dim']}, "
           f"pages of {t['page_size']} ({t['task']})\n")
     print("page estimators vs exact per-page max attention (mean over steps x layers)")
-    rows = [[e["digest"], str(e["k"]), f"{e['recall']:.3f}", f"{e['mass']:.3f}"]
-            for e in rep["estimators"]]
-    print(table(rows, ["digest", "k", "recall@k", "mass@k"]) + "\n")
+    rows = [[e["digest"], e.get("selection", "shared"), str(e["k"]), f"{e['recall']:.3f}",
+             f"{e['mass']:.3f}"] for e in rep["estimators"]]
+    print(table(rows, ["digest", "selection", "k", "recall@k", "mass@k"]) + "\n")
     print("policies on the trace (attention output vs full cache, per decode step over all layers)")
     errors = [f"  {p['policy']} 1/{p['budget_fraction']} {p['allocator']}: {p['error']}"
               for p in rep["policies"] if "error" in p]

@@ -12,7 +12,7 @@
 #include "common/status_macros.h"
 #include "worker/budget/lukv_allocator.h"
 #include "worker/budget/profile.h"
-#include "worker/eval/fidelity_metrics.h"
+#include "worker/eval/digest_study.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
 #include "worker/eval/trace_recorder.h"
@@ -47,59 +47,24 @@ absl::Status RecordTrace(const model::LoadedModel& m, const FidelityOptions& o,
   return absl::OkStatus();
 }
 
-// Mean recall and mass of every digest kind at every k over all (step,
-// layer) records of the trace.
-absl::StatusOr<std::string> EvaluateEstimators(const TraceReader& r,
-                                               const FidelityOptions& o,
-                                               const std::vector<uint32_t>& ks) {
+// Recall and mass of every digest kind and selection over all (step, layer)
+// records of the trace, at the recall ks and the budgets.
+absl::StatusOr<std::string> EvaluateEstimators(const TraceReader& r, const FidelityOptions& o) {
   const TraceHeader& h = r.header();
-  const AttentionGeometry g{h.n_q_heads, h.n_kv_heads, h.head_dim, o.page_size};
-  const kernels::DigestKind kinds[] = {kernels::DigestKind::kMinMax,
-                                       kernels::DigestKind::kArkvaleMean,
-                                       kernels::DigestKind::kCentroid};
-  // [kind][k] sums and counts.
-  std::vector<std::vector<double>> recall(3, std::vector<double>(ks.size())),
-      mass(3, std::vector<double>(ks.size())), count(3, std::vector<double>(ks.size()));
+  DigestStudyOptions so;
+  so.page_sizes = {o.page_size};
+  so.ks = o.recall_ks;
+  so.budget_fractions = o.budget_fractions;
+  ASSIGN_OR_RETURN(DigestStudy study,
+                   DigestStudy::Create(h.n_q_heads, h.n_kv_heads, h.head_dim, so));
   const absl::Time t0 = absl::Now();
-  for (uint32_t l = 0; l < h.n_layers; ++l) {
-    TracePromptLayer prompt;
-    RETURN_IF_ERROR(r.ReadPromptLayer(l, &prompt));
-    std::vector<float> keys = std::move(prompt.keys);
-    for (uint32_t s = 0; s < h.decode_steps; ++s) {
-      TraceStep step;
-      RETURN_IF_ERROR(r.ReadStep(s, l, &step));
-      keys.insert(keys.end(), step.key.begin(), step.key.end());
-      PageAttention exact;
-      ASSIGN_OR_RETURN(exact, ExactPageAttention(g, keys, step.query));
-      for (int i = 0; i < 3; ++i) {
-        std::vector<float> scores;
-        ASSIGN_OR_RETURN(scores, DigestPageScores(g, kinds[i], keys, step.query));
-        EstimatorQuality q;
-        ASSIGN_OR_RETURN(q, EvaluateEstimator(exact, scores, ks));
-        for (size_t j = 0; j < ks.size(); ++j) {
-          if (q.recall[j] < 0) continue;
-          recall[i][j] += q.recall[j];
-          mass[i][j] += q.mass[j];
-          count[i][j] += 1;
-        }
-      }
-    }
+  RETURN_IF_ERROR(study.AddTrace(r, [&](uint32_t l) {
     if ((l + 1) % 10 == 0 || l + 1 == h.n_layers) {
       Progress(absl::StrFormat("estimators: layer %u/%u (%.0f s)", l + 1, h.n_layers,
                                absl::ToDoubleSeconds(absl::Now() - t0)));
     }
-  }
-  std::string json = "[";
-  for (int i = 0; i < 3; ++i) {
-    for (size_t j = 0; j < ks.size(); ++j) {
-      const double n = std::max(count[i][j], 1.0);
-      absl::StrAppendFormat(&json, "%s\n    {\"digest\": \"%s\", \"k\": %u, \"recall\": %.4f, "
-                                   "\"mass\": %.4f, \"samples\": %.0f}",
-                            json.size() > 1 ? "," : "", DigestKindName(kinds[i]), ks[j],
-                            recall[i][j] / n, mass[i][j] / n, count[i][j]);
-    }
-  }
-  return json + "\n  ]";
+  }));
+  return study.Json();
 }
 
 // Profiles the trace for XKV and LU-KV and returns the files' paths.
@@ -304,12 +269,8 @@ absl::StatusOr<std::string> RunFidelity(const model::LoadedModel& m, const Fidel
   absl::StatusOr<TraceReader> r = TraceReader::Open(o.trace_path);
   if (!r.ok()) return r.status();
   const TraceHeader& h = r->header();
-  std::vector<uint32_t> ks = o.recall_ks;
-  for (uint32_t f : o.budget_fractions) ks.push_back(std::max<uint32_t>(1, o.context / f / o.page_size));
-  std::sort(ks.begin(), ks.end());
-  ks.erase(std::unique(ks.begin(), ks.end()), ks.end());
   std::string estimators, policies, e2e = "null";
-  ASSIGN_OR_RETURN(estimators, EvaluateEstimators(*r, o, ks));
+  ASSIGN_OR_RETURN(estimators, EvaluateEstimators(*r, o));
   ASSIGN_OR_RETURN(policies, SimulateAll(*r, o));
   if (o.e2e_context > 0 && o.e2e_cases > 0) {
     ASSIGN_OR_RETURN(e2e, RunEndToEnd(m, o));

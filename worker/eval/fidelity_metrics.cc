@@ -46,6 +46,8 @@ absl::StatusOr<PageAttention> ExactPageAttention(const AttentionGeometry& g,
   out.full_pages = n / g.page_size;
   out.max_prob.assign(out.full_pages, 0.0);
   out.mass.assign(out.full_pages, 0.0);
+  out.head_max_prob.assign(size_t{g.n_q_heads} * out.full_pages, 0.0);
+  out.head_mass.assign(size_t{g.n_q_heads} * out.full_pages, 0.0);
   const uint32_t group = g.n_q_heads / g.n_kv_heads;
   const double scale = 1.0 / std::sqrt(static_cast<double>(g.head_dim));
   std::vector<double> s(n);
@@ -63,13 +65,16 @@ absl::StatusOr<PageAttention> ExactPageAttention(const AttentionGeometry& g,
     double sum = 0;
     for (uint32_t t = 0; t < n; ++t) sum += (s[t] = std::exp(s[t] - mx));
     for (uint32_t page = 0; page < out.full_pages; ++page) {
-      double page_max = 0;
+      double page_max = 0, page_mass = 0;
       for (uint32_t t = page * g.page_size; t < (page + 1) * g.page_size; ++t) {
         const double p = s[t] / sum;
         page_max = std::max(page_max, p);
-        out.mass[page] += p / g.n_q_heads;
+        page_mass += p;
       }
+      out.mass[page] += page_mass / g.n_q_heads;
       out.max_prob[page] += page_max / g.n_q_heads;
+      out.head_mass[size_t{h} * out.full_pages + page] = page_mass;
+      out.head_max_prob[size_t{h} * out.full_pages + page] = page_max;
     }
   }
   return out;
@@ -79,6 +84,14 @@ absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
                                                     kernels::DigestKind kind,
                                                     absl::Span<const float> keys,
                                                     absl::Span<const float> q) {
+  return DigestPageRows(g, kind, keys, q, Selection::kShared);
+}
+
+absl::StatusOr<std::vector<float>> DigestPageRows(const AttentionGeometry& g,
+                                                  kernels::DigestKind kind,
+                                                  absl::Span<const float> keys,
+                                                  absl::Span<const float> q,
+                                                  Selection selection) {
   uint32_t n;
   ASSIGN_OR_RETURN(n, CheckInputs(g, keys, q));
   const uint32_t pages = n / g.page_size;
@@ -105,7 +118,9 @@ absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
   RETURN_IF_ERROR(kernels::ComputeDigestsCpu(d, nullptr));
 
   const int32_t indptr[2] = {0, static_cast<int32_t>(pages)};
-  std::vector<float> rows(size_t{pages} * g.n_kv_heads);
+  const bool per_query_head = selection == Selection::kPerQueryHead;
+  const uint32_t n_rows = per_query_head ? g.n_q_heads : g.n_kv_heads;
+  std::vector<float> rows(size_t{pages} * n_rows);
   kernels::EstimateArgs e;
   e.queries = q.data();
   e.query_type = kernels::ScalarType::kF32;
@@ -120,9 +135,10 @@ absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
   e.page_indptr = indptr;
   e.digest_slots = ids.data();
   e.total_pages = pages;
-  e.reduce = kernels::HeadReduce::kGroupSum;
+  e.reduce = per_query_head ? kernels::HeadReduce::kPerQueryHead : kernels::HeadReduce::kGroupSum;
   e.scores = rows.data();
   RETURN_IF_ERROR(kernels::EstimateScoresCpu(e, nullptr));
+  if (selection != Selection::kShared) return rows;
   std::vector<float> scores(pages, 0.0f);
   for (uint32_t r = 0; r < g.n_kv_heads; ++r) {
     for (uint32_t p = 0; p < pages; ++p) scores[p] += rows[size_t{r} * pages + p];
@@ -144,6 +160,43 @@ std::vector<uint32_t> TopK(absl::Span<const T> scores, uint32_t k) {
 template std::vector<uint32_t> TopK<float>(absl::Span<const float>, uint32_t);
 template std::vector<uint32_t> TopK<double>(absl::Span<const double>, uint32_t);
 
+namespace {
+
+// Adds recall@k and mass@k of ranking `scores` against `truth` and `mass`
+// (one entry per page) to `out`, weighted by `weight`; -1 where the pages
+// do not exceed k.
+void AddQuality(absl::Span<const double> truth, absl::Span<const double> mass,
+                absl::Span<const float> scores, absl::Span<const uint32_t> ks, double weight,
+                EstimatorQuality* out) {
+  for (size_t j = 0; j < ks.size(); ++j) {
+    const uint32_t k = ks[j];
+    if (truth.size() <= k) {
+      out->recall[j] = out->mass[j] = -1;
+      continue;
+    }
+    const std::vector<uint32_t> est = TopK(scores, k);
+    std::vector<uint32_t> best = TopK(truth, k);
+    std::sort(best.begin(), best.end());
+    uint32_t hits = 0;
+    double held = 0;
+    for (uint32_t p : est) {
+      hits += std::binary_search(best.begin(), best.end(), p) ? 1 : 0;
+      held += mass[p];
+    }
+    out->recall[j] += weight * hits / k;
+    out->mass[j] += weight * held;
+  }
+}
+
+absl::Status CheckKs(absl::Span<const uint32_t> ks) {
+  for (uint32_t k : ks) {
+    if (k == 0) return absl::InvalidArgumentError("k must be positive");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<EstimatorQuality> EvaluateEstimator(const PageAttention& exact,
                                                    absl::Span<const float> scores,
                                                    absl::Span<const uint32_t> ks) {
@@ -152,27 +205,55 @@ absl::StatusOr<EstimatorQuality> EvaluateEstimator(const PageAttention& exact,
     return absl::InvalidArgumentError(absl::StrCat("estimator scores cover ", scores.size(),
                                                    " pages, the attention ", exact.full_pages));
   }
-  EstimatorQuality out;
-  for (uint32_t k : ks) {
-    if (k == 0) return absl::InvalidArgumentError("k must be positive");
-    if (exact.full_pages <= k) {
-      out.recall.push_back(-1);
-      out.mass.push_back(-1);
-      continue;
+  RETURN_IF_ERROR(CheckKs(ks));
+  EstimatorQuality out{std::vector<double>(ks.size()), std::vector<double>(ks.size())};
+  AddQuality(exact.max_prob, exact.mass, scores, ks, 1.0, &out);
+  return out;
+}
+
+absl::StatusOr<EstimatorQuality> EvaluateSelection(const AttentionGeometry& g,
+                                                   const PageAttention& exact,
+                                                   absl::Span<const float> rows,
+                                                   Selection selection,
+                                                   absl::Span<const uint32_t> ks) {
+  RETURN_IF_ERROR(g.Validate());
+  if (selection == Selection::kShared) return EvaluateEstimator(exact, rows, ks);
+  const size_t n = exact.full_pages;
+  const uint32_t n_rows = selection == Selection::kPerQueryHead ? g.n_q_heads : g.n_kv_heads;
+  const uint32_t heads_per_row = g.n_q_heads / n_rows;
+  if (rows.size() != n * n_rows || exact.head_max_prob.size() != n * g.n_q_heads ||
+      exact.head_mass.size() != n * g.n_q_heads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "per-head scores (", rows.size(), ") and attention (", exact.head_max_prob.size(),
+        ") must cover ", n, " pages for ", n_rows, " rankings and ", g.n_q_heads, " heads"));
+  }
+  RETURN_IF_ERROR(CheckKs(ks));
+  EstimatorQuality out{std::vector<double>(ks.size()), std::vector<double>(ks.size())};
+  std::vector<double> truth(n), mass(n);
+  for (uint32_t r = 0; r < n_rows; ++r) {
+    std::fill(truth.begin(), truth.end(), 0.0);
+    std::fill(mass.begin(), mass.end(), 0.0);
+    for (uint32_t h = r * heads_per_row; h < (r + 1) * heads_per_row; ++h) {
+      for (size_t p = 0; p < n; ++p) {
+        truth[p] += exact.head_max_prob[h * n + p] / heads_per_row;
+        mass[p] += exact.head_mass[h * n + p] / heads_per_row;
+      }
     }
-    const std::vector<uint32_t> est = TopK(scores, k);
-    std::vector<uint32_t> truth = TopK(absl::MakeConstSpan(exact.max_prob), k);
-    std::sort(truth.begin(), truth.end());
-    uint32_t hits = 0;
-    double mass = 0;
-    for (uint32_t p : est) {
-      hits += std::binary_search(truth.begin(), truth.end(), p) ? 1 : 0;
-      mass += exact.mass[p];
-    }
-    out.recall.push_back(static_cast<double>(hits) / k);
-    out.mass.push_back(mass);
+    AddQuality(truth, mass, rows.subspan(r * n, n), ks, 1.0 / n_rows, &out);
   }
   return out;
+}
+
+std::string SelectionName(Selection s) {
+  switch (s) {
+    case Selection::kShared:
+      return "shared";
+    case Selection::kPerKvHead:
+      return "kv_head";
+    case Selection::kPerQueryHead:
+      return "q_head";
+  }
+  return "unknown";
 }
 
 std::string DigestKindName(kernels::DigestKind kind) {

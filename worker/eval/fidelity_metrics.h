@@ -12,6 +12,11 @@
 //   mass@k     = attention probability (averaged over query heads) held by
 //                the estimator's top k full pages; the partial last page is
 //                not a candidate (every policy keeps it).
+// Selection granularity: one ranking shared by all heads (ArkVale's
+// n_groups = 1, Quest's default here), one per KV head (the sum over its
+// query heads), or one per query head (Quest's evaluation path). A ranking
+// is judged against the mean true importance of the query heads it serves,
+// and recall and mass are averaged over the rankings.
 // Rankings break ties toward the lower page index.
 //
 // Next-token distributions: greedy agreement and KL(reference || test) in
@@ -39,11 +44,19 @@ struct AttentionGeometry {
   absl::Status Validate() const;
 };
 
+// Which query heads share one page ranking.
+enum class Selection { kShared, kPerKvHead, kPerQueryHead };
+// "shared", "kv_head", "q_head".
+std::string SelectionName(Selection s);
+
 // Exact attention of one query over n_tokens keys, summarised per page.
 struct PageAttention {
   uint32_t full_pages = 0;       // floor(n_tokens / page_size): the candidates
   std::vector<double> max_prob;  // [full_pages]: the true importance
   std::vector<double> mass;      // [full_pages]: probability held by the page
+  // The same per query head, [n_q_heads][full_pages] (not averaged).
+  std::vector<double> head_max_prob;
+  std::vector<double> head_mass;
 };
 
 // keys: [n_tokens][n_kv_heads][head_dim], q: [n_q_heads][head_dim]. Scores are
@@ -57,6 +70,14 @@ absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
                                                     kernels::DigestKind kind,
                                                     absl::Span<const float> keys,
                                                     absl::Span<const float> q);
+
+// Digest scores for per-`selection` rankings: [rows][full pages] with rows
+// 1 (the sum over every head), n_kv_heads (the sum over each KV head's
+// query heads) or n_q_heads.
+absl::StatusOr<std::vector<float>> DigestPageRows(const AttentionGeometry& g,
+                                                  kernels::DigestKind kind,
+                                                  absl::Span<const float> keys,
+                                                  absl::Span<const float> q, Selection selection);
 
 // Indices of the k highest scores, ties to the lower index. k is clamped to
 // the number of scores.
@@ -72,6 +93,14 @@ struct EstimatorQuality {
 // is zero.
 absl::StatusOr<EstimatorQuality> EvaluateEstimator(const PageAttention& exact,
                                                    absl::Span<const float> scores,
+                                                   absl::Span<const uint32_t> ks);
+
+// The same for the rankings of DigestPageRows(selection); `exact` must come
+// from ExactPageAttention with geometry `g` (per-head arrays filled).
+absl::StatusOr<EstimatorQuality> EvaluateSelection(const AttentionGeometry& g,
+                                                   const PageAttention& exact,
+                                                   absl::Span<const float> rows,
+                                                   Selection selection,
                                                    absl::Span<const uint32_t> ks);
 
 // "minmax", "arkvale", "centroid".

@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""kvtier-eval needles and continuation on stories260K.
+"""kvtier-eval needles, continuation and digests on stories260K.
 
 needles: the cases it builds, the rows it reports (the full cache agrees
 with the dense reference and holds the whole context; budgeted policies hold
 less; counts, accuracy and Wilson intervals agree with the outcomes) and the
 errors bad flags give. continuation: the full cache reproduces the
 reference over every length, budgeted rows are well formed, bad lengths are
-refused.
+refused. digests: one row per (page size, digest, selection, k), every
+query ranked, recall and mass in range and mass growing with k, bad page
+sizes refused.
 
 Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
 KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
@@ -126,6 +128,40 @@ def continuation():
     print("kvtier-eval continuation: ok")
 
 
+def digests():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "digests.json")
+        run = subprocess.run(
+            [BIN, "digests"] + MODEL_FLAGS +
+            ["--needle_contexts", "512", "--cases", "2", "--digest_page_sizes", "16,32",
+             "--budgets", "4,8", "--json", out], capture_output=True, text=True, timeout=600)
+        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        check("digests 512: case 2/2" in run.stderr, run.stderr[-2000:])
+        rep = json.load(open(out))
+        check(len(rep["contexts"]) == 1, rep["contexts"])
+        ctx = rep["contexts"][0]
+        check(ctx["context"] == 512 and ctx["cases"] == 2, ctx)
+        # Each case: the last prompt query and every answer step, every layer.
+        check(ctx["queries"] >= 2 * rep["model"]["layers"] * 2, ctx)
+        rows = ctx["rows"]
+        check(len(rows) == 2 * 3 * 3 * 3, len(rows))
+        cells = {(r["page_size"], r["digest"], r["selection"], r["k"]): r for r in rows}
+        check(len(cells) == len(rows), "duplicate rows")
+        for (page, digest, selection, k), r in cells.items():
+            check(0 <= r["recall"] <= 1 and 0 <= r["mass"] <= 1, r)
+            check(r["samples"] == ctx["queries"], r)  # 512 tokens leave > k pages
+            if k == "1/8":
+                wider = cells[(page, digest, selection, "1/4")]
+                check(wider["mass"] >= r["mass"] - 1e-4, (wider, r))
+        check("recall@1/8" in run.stdout and "q_head" in run.stdout, run.stdout)
+        bad = subprocess.run([BIN, "digests"] + MODEL_FLAGS +
+                             ["--needle_contexts", "512", "--digest_page_sizes", "16,0"],
+                             capture_output=True, text=True, timeout=120)
+        check(bad.returncode == 1 and "bad number" in bad.stderr, bad.stderr[-500:])
+    print("kvtier-eval digests: ok")
+
+
 if __name__ == "__main__":
     needles()
     continuation()
+    digests()

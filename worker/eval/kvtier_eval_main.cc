@@ -12,6 +12,9 @@
 //       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
 //       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
 //       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
+//   kvtier-eval digests --model M [--needle_contexts 1024,4096] [--cases 18]
+//       [--digest_page_sizes 16,32] [--recall_ks 1] [--budgets 4,8,16] [--json out.json]
+//       (and the needles' --tasks, --fillers, --key_formats, --depths)
 //   kvtier-eval continuation --model M [--continuation_context 1024] [--lengths 16,64,256]
 //       [--prompts 3] [--tasks passkey,kv] [--continuation_fillers travel,workshop]
 //       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
@@ -31,6 +34,7 @@
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "worker/eval/continuation_eval.h"
+#include "worker/eval/digest_eval.h"
 #include "worker/eval/fidelity_eval.h"
 #include "worker/eval/long_run.h"
 #include "worker/eval/model_session.h"
@@ -70,7 +74,10 @@ ABSL_FLAG(bool, second_question, true,
           "longrun: then ask the same document another question, with prefix reuse and without");
 ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared prefix tokens");
 ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
-ABSL_FLAG(std::string, needle_contexts, "1024", "needles: prompt + answer tokens of each case");
+ABSL_FLAG(std::string, needle_contexts, "1024",
+          "needles, digests: prompt + answer tokens of each case");
+ABSL_FLAG(std::string, digest_page_sizes, "16,32", "digests: page sizes compared");
+ABSL_FLAG(std::string, recall_ks, "1", "digests: absolute k of recall@k (besides the budgets)");
 ABSL_FLAG(std::string, tasks, "passkey,kv", "needles, continuation: tasks (passkey, kv)");
 ABSL_FLAG(std::string, fillers, "landmark,travel,workshop", "needles: fillers");
 ABSL_FLAG(std::string, key_formats, "digits,words,uuid", "needles: key formats");
@@ -236,6 +243,24 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   return absl::OkStatus();
 }
 
+absl::Status RunDigestsCommand(const model::LoadedModel& m) {
+  DigestEvalOptions o;
+  ASSIGN_OR_RETURN(o.contexts, ParseList(absl::GetFlag(FLAGS_needle_contexts)));
+  ASSIGN_OR_RETURN(o.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
+  ASSIGN_OR_RETURN(o.fillers, ParseEach(absl::GetFlag(FLAGS_fillers), &ParseNeedleFiller));
+  ASSIGN_OR_RETURN(o.formats, ParseEach(absl::GetFlag(FLAGS_key_formats), &ParseKeyFormat));
+  ASSIGN_OR_RETURN(o.depths, ParseDepths(absl::GetFlag(FLAGS_depths)));
+  o.cases = absl::GetFlag(FLAGS_cases);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  ASSIGN_OR_RETURN(o.study.page_sizes, ParseList(absl::GetFlag(FLAGS_digest_page_sizes)));
+  ASSIGN_OR_RETURN(o.study.ks, ParseList(absl::GetFlag(FLAGS_recall_ks)));
+  ASSIGN_OR_RETURN(o.study.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  std::string json;
+  ASSIGN_OR_RETURN(json, RunDigestEval(m, o));
+  WriteAndReport(json, "/tmp/kvtier-eval-digests.json", "digest_report.py");
+  return absl::OkStatus();
+}
+
 absl::Status RunContinuationCommand(const model::LoadedModel& m) {
   ContinuationOptions o;
   o.context = absl::GetFlag(FLAGS_continuation_context);
@@ -276,6 +301,7 @@ absl::Status Main(const std::string& command) {
   if (command == "prefix") return RunPrefixCommand(m);
   if (command == "needles") return RunNeedlesCommand(m);
   if (command == "continuation") return RunContinuationCommand(m);
+  if (command == "digests") return RunDigestsCommand(m);
   return absl::InvalidArgumentError("unknown command '" + command + "'");
 }
 
@@ -286,7 +312,7 @@ int main(int argc, char** argv) {
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr,
-                 "usage: kvtier-eval fidelity|logits|longrun|prefix|needles|continuation\n"
+                 "usage: kvtier-eval fidelity|logits|longrun|prefix|needles|continuation|digests\n"
                  "       --model PATH [flags]  (--helpfull lists the flags)\n");
     return 2;
   }
