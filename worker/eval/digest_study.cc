@@ -1,5 +1,6 @@
 #include "worker/eval/digest_study.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -7,6 +8,23 @@
 #include "common/status_macros.h"
 
 namespace kvtier::eval {
+namespace {
+
+// Rankings by the exact attention mass, laid out as DigestPageRows'.
+std::vector<float> ExactMassRows(const PageAttention& exact, Selection selection,
+                                 uint32_t group) {
+  const size_t n = exact.full_pages;
+  if (selection == Selection::kShared) return {exact.mass.begin(), exact.mass.end()};
+  const size_t heads = exact.head_mass.size() / std::max<size_t>(n, 1);
+  const size_t per_row = selection == Selection::kPerQueryHead ? 1 : group;
+  std::vector<float> rows(heads / per_row * n, 0.0f);
+  for (size_t h = 0; h < heads; ++h) {
+    for (size_t p = 0; p < n; ++p) rows[h / per_row * n + p] += exact.head_mass[h * n + p];
+  }
+  return rows;
+}
+
+}  // namespace
 
 absl::StatusOr<DigestStudy> DigestStudy::Create(uint32_t n_q_heads, uint32_t n_kv_heads,
                                                 uint32_t head_dim,
@@ -37,12 +55,10 @@ DigestStudy::DigestStudy(uint32_t n_q_heads, uint32_t n_kv_heads, uint32_t head_
       n_kv_heads_(n_kv_heads),
       head_dim_(head_dim),
       options_(std::move(options)),
-      cells_(options_.page_sizes.size() * options_.kinds.size() * options_.selections.size() *
-             n_k()) {}
+      cells_(options_.page_sizes.size() * n_rankings() * options_.selections.size() * n_k()) {}
 
 size_t DigestStudy::CellIndex(size_t page_size, size_t kind, size_t selection, size_t k) const {
-  return ((page_size * options_.kinds.size() + kind) * options_.selections.size() + selection) *
-             n_k() + k;
+  return ((page_size * n_rankings() + kind) * options_.selections.size() + selection) * n_k() + k;
 }
 
 absl::Status DigestStudy::Add(absl::Span<const float> keys, absl::Span<const float> q) {
@@ -52,10 +68,15 @@ absl::Status DigestStudy::Add(absl::Span<const float> keys, absl::Span<const flo
     if (exact.full_pages == 0) continue;
     std::vector<uint32_t> ks = options_.ks;
     for (uint32_t f : options_.budget_fractions) ks.push_back((exact.full_pages + f - 1) / f);
-    for (size_t ki = 0; ki < options_.kinds.size(); ++ki) {
+    for (size_t ki = 0; ki < n_rankings(); ++ki) {
       for (size_t si = 0; si < options_.selections.size(); ++si) {
-        ASSIGN_OR_RETURN(std::vector<float> rows,
-                         DigestPageRows(g, options_.kinds[ki], keys, q, options_.selections[si]));
+        std::vector<float> rows;
+        if (ki < options_.kinds.size()) {
+          ASSIGN_OR_RETURN(rows, DigestPageRows(g, options_.kinds[ki], keys, q,
+                                                options_.selections[si]));
+        } else {
+          rows = ExactMassRows(exact, options_.selections[si], n_q_heads_ / n_kv_heads_);
+        }
         ASSIGN_OR_RETURN(EstimatorQuality quality,
                          EvaluateSelection(g, exact, rows, options_.selections[si], ks));
         for (size_t j = 0; j < ks.size(); ++j) {
@@ -103,7 +124,9 @@ absl::Status DigestStudy::AddTrace(const TraceReader& trace,
 std::string DigestStudy::Json() const {
   std::string json = "[";
   for (size_t pi = 0; pi < options_.page_sizes.size(); ++pi) {
-    for (size_t ki = 0; ki < options_.kinds.size(); ++ki) {
+    for (size_t ki = 0; ki < n_rankings(); ++ki) {
+      const std::string digest =
+          ki < options_.kinds.size() ? DigestKindName(options_.kinds[ki]) : "exact";
       for (size_t si = 0; si < options_.selections.size(); ++si) {
         for (size_t j = 0; j < n_k(); ++j) {
           const Cell& c = cells_[CellIndex(pi, ki, si, j)];
@@ -115,8 +138,8 @@ std::string DigestStudy::Json() const {
               &json,
               "%s\n    {\"page_size\": %u, \"digest\": \"%s\", \"selection\": \"%s\", "
               "\"k\": \"%s\", \"recall\": %.4f, \"mass\": %.4f, \"samples\": %.0f}",
-              json.size() > 1 ? "," : "", options_.page_sizes[pi],
-              DigestKindName(options_.kinds[ki]), SelectionName(options_.selections[si]), k,
+              json.size() > 1 ? "," : "", options_.page_sizes[pi], digest,
+              SelectionName(options_.selections[si]), k,
               c.recall / n, c.mass / n, c.samples);
         }
       }

@@ -32,6 +32,9 @@ struct DigestStudyOptions {
                                             kernels::DigestKind::kCentroid};
   std::vector<Selection> selections = {Selection::kShared, Selection::kPerKvHead,
                                        Selection::kPerQueryHead};
+  // Also rank by the exact attention mass (digest "exact"): the most mass
+  // any ranking can hold at k, the bound the digests are measured against.
+  bool exact_ranking = true;
 };
 
 class DigestStudy {
@@ -63,6 +66,7 @@ class DigestStudy {
               DigestStudyOptions options);
   size_t CellIndex(size_t page_size, size_t kind, size_t selection, size_t k) const;
   size_t n_k() const { return options_.ks.size() + options_.budget_fractions.size(); }
+  size_t n_rankings() const { return options_.kinds.size() + (options_.exact_ranking ? 1 : 0); }
 
   uint32_t n_q_heads_, n_kv_heads_, head_dim_;
   DigestStudyOptions options_;

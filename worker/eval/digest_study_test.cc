@@ -104,6 +104,7 @@ DigestStudyOptions SmallStudy() {
   o.budget_fractions = {2};
   o.kinds = {kernels::DigestKind::kMinMax};
   o.selections = {Selection::kShared, Selection::kPerKvHead};
+  o.exact_ranking = false;
   return o;
 }
 
@@ -133,6 +134,27 @@ TEST(DigestStudyTest, RowsPerCellAndSamplesOnlyWhereKLeavesAChoice) {
     ++rows;
   }
   EXPECT_EQ(rows, 8u);
+}
+
+TEST(DigestStudyTest, ExactRankingHoldsTheMostMass) {
+  // Pages of 2, q = 1, keys (ln 2.5, ln 2.5, ln 3, 0, 0, 0): exp 2.5, 2.5,
+  // 3, 1, 1, 1 (sum 11). Page 1 has the largest token (3/11) and min/max
+  // picks it (mass 4/11); page 0 holds the most mass (5/11).
+  DigestStudyOptions o = SmallStudy();
+  o.page_sizes = {2};
+  o.budget_fractions.clear();
+  o.selections = {Selection::kShared};
+  o.exact_ranking = true;
+  auto study = DigestStudy::Create(1, 1, 1, o);
+  ASSERT_TRUE(study.ok()) << study.status();
+  const float ln25 = std::log(2.5f);
+  ASSERT_TRUE(study->Add(std::vector<float>{ln25, ln25, kLn3, 0, 0, 0}, std::vector<float>{1})
+                  .ok());
+  const std::string json = study->Json();
+  EXPECT_THAT(json, HasSubstr("\"digest\": \"minmax\", \"selection\": \"shared\", "
+                              "\"k\": \"1\", \"recall\": 1.0000, \"mass\": 0.3636"));
+  EXPECT_THAT(json, HasSubstr("\"digest\": \"exact\", \"selection\": \"shared\", "
+                              "\"k\": \"1\", \"recall\": 0.0000, \"mass\": 0.4545"));
 }
 
 TEST(DigestStudyTest, RejectsEmptyOrZeroOptions) {

@@ -144,7 +144,7 @@ def digests():
         # Each case: the last prompt query and every answer step, every layer.
         check(ctx["queries"] >= 2 * rep["model"]["layers"] * 2, ctx)
         rows = ctx["rows"]
-        check(len(rows) == 2 * 3 * 3 * 3, len(rows))
+        check(len(rows) == 2 * 4 * 3 * 3, len(rows))  # 3 digests and the exact ranking
         cells = {(r["page_size"], r["digest"], r["selection"], r["k"]): r for r in rows}
         check(len(cells) == len(rows), "duplicate rows")
         for (page, digest, selection, k), r in cells.items():
@@ -153,6 +153,9 @@ def digests():
             if k == "1/8":
                 wider = cells[(page, digest, selection, "1/4")]
                 check(wider["mass"] >= r["mass"] - 1e-4, (wider, r))
+            if digest != "exact":  # no ranking holds more mass than the exact one
+                best = cells[(page, "exact", selection, k)]
+                check(best["mass"] >= r["mass"] - 1e-4, (best, r))
         check("recall@1/8" in run.stdout and "q_head" in run.stdout, run.stdout)
         bad = subprocess.run([BIN, "digests"] + MODEL_FLAGS +
                              ["--needle_contexts", "512", "--digest_page_sizes", "16,0"],
