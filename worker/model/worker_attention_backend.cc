@@ -92,10 +92,30 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   std::unique_ptr<worker::Policy> policy;
   ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages));
   // Quest keeps every page resident and bounds only what it attends.
-  const uint32_t resident_pages =
-      dynamic_cast<const worker::QuestPolicy*>(policy.get()) != nullptr ? context_pages
-                                                                         : budget_pages;
+  const bool keeps_every_page =
+      options.policy == "full" ||
+      dynamic_cast<const worker::QuestPolicy*>(policy.get()) != nullptr;
+  const uint32_t resident_pages = keeps_every_page ? context_pages : budget_pages;
   std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
+  if (!options.layer_budget_tokens.empty()) {
+    if (keeps_every_page) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "policy '", options.policy, "' keeps every page resident; per-layer budgets do not apply"));
+    }
+    if (options.layer_budget_tokens.size() != static_cast<size_t>(shape.n_layers)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(options.layer_budget_tokens.size(), " per-layer budgets for ",
+                       shape.n_layers, " layers"));
+    }
+    for (int l = 0; l < shape.n_layers; ++l) {
+      const int tokens = options.layer_budget_tokens[l];
+      if (tokens < 1) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("layer ", l, " budget of ", tokens, " tokens: must be positive"));
+      }
+      layer_budgets[l] = std::min(context_pages, PagesFor(tokens, options.page_size));
+    }
+  }
   if (const auto* ark = dynamic_cast<const worker::ArkvalePolicy*>(policy.get());
       ark != nullptr) {
     // ArkVale's first layers keep a full cache: they get the context.

@@ -56,6 +56,11 @@ struct WorkerBackendOptions {
   // KV budget per (sequence, layer) in tokens; 0 (the default) means the
   // model's context. Must be >= 0.
   int budget_tokens = 0;
+  // Per-layer budgets in tokens (one per layer, each positive), as a budget
+  // allocator (XKV, LU-KV) gives them; empty (the default): budget_tokens
+  // for every layer. Refused for "full" and Quest, which keep every page.
+  // ArkVale's first layers keep the context either way.
+  std::vector<int> layer_budget_tokens{};
   // Tokens per page. Default 16; 1..1024.
   int page_size = 16;
   // Sequences alive at once. Default 4; must be positive.

@@ -173,6 +173,39 @@ TEST_F(WorkerBackendTest, PrefillPlansTheBudgetBeforeTheFirstDecodeStep) {
   }
 }
 
+TEST_F(WorkerBackendTest, PerLayerBudgetsBoundEachLayer) {
+  // stories260K: 5 layers, 512 positions (32 pages of 16).
+  auto h2o = WorkerAttentionBackend::Create(
+      model_.weights.config.attention_shape(),
+      {.policy = "h2o", .layer_budget_tokens = {32, 64, 17, 48, 4096}});
+  ASSERT_TRUE(h2o.ok()) << h2o.status();
+  EXPECT_EQ((*h2o)->layer_budgets(), (std::vector<uint32_t>{2, 4, 2, 3, 32}));
+  EXPECT_FALSE(Run(**h2o, kPrompt, 200).empty());
+  // ArkVale's first two layers keep the context whatever the allocation.
+  auto ark = WorkerAttentionBackend::Create(
+      model_.weights.config.attention_shape(),
+      {.policy = "arkvale", .layer_budget_tokens = {128, 128, 128, 256, 160}});
+  ASSERT_TRUE(ark.ok()) << ark.status();
+  EXPECT_EQ((*ark)->layer_budgets(), (std::vector<uint32_t>{32, 32, 8, 16, 10}));
+  for (const char* policy : {"full", "quest", "quest_per_head"}) {
+    auto keeps_all = WorkerAttentionBackend::Create(
+        model_.weights.config.attention_shape(),
+        {.policy = policy, .layer_budget_tokens = {64, 64, 64, 64, 64}});
+    EXPECT_EQ(keeps_all.status().code(), absl::StatusCode::kInvalidArgument) << policy;
+    EXPECT_THAT(keeps_all.status().message(), HasSubstr("keeps every page")) << policy;
+  }
+  auto short_list = WorkerAttentionBackend::Create(
+      model_.weights.config.attention_shape(),
+      {.policy = "h2o", .layer_budget_tokens = {64, 64}});
+  EXPECT_EQ(short_list.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(short_list.status().message(), HasSubstr("2 per-layer budgets for 5 layers"));
+  auto zero = WorkerAttentionBackend::Create(
+      model_.weights.config.attention_shape(),
+      {.policy = "tova", .layer_budget_tokens = {64, 0, 64, 64, 64}});
+  EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(zero.status().message(), HasSubstr("layer 1 budget of 0"));
+}
+
 TEST_F(WorkerBackendTest, CreateRejectsBadConfigurations) {
   const AttentionShape shape = model_.weights.config.attention_shape();
   auto unknown = WorkerAttentionBackend::Create(shape, {.policy = "lru"});
