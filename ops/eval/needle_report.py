@@ -10,6 +10,12 @@ import json
 from report_table import table
 
 
+def label(r):
+    """The policy, with its layer budget allocator unless uniform."""
+    a = r.get("allocator", "uniform")
+    return r["policy"] if a == "uniform" else f"{r['policy']}+{a}"
+
+
 def split(tally):
     return " ".join(f"{k} {c}/{n}" for k, (c, n) in sorted(tally.items()))
 
@@ -28,11 +34,11 @@ def main():
     for r in rows:
         budget = "all" if r["policy"] == "full" else f"1/{r['budget_fraction']}"
         if "error" in r:
-            rows_text.append([str(r["context"]), r["policy"], budget, "-", "-", "-", "-", "-",
+            rows_text.append([str(r["context"]), label(r), budget, "-", "-", "-", "-", "-",
                           "-", r["error"], "", ""])
             continue
         lo, hi = r["ci95"]
-        rows_text.append([str(r["context"]), r["policy"], budget, f"{r['correct']}/{r['cases']}",
+        rows_text.append([str(r["context"]), label(r), budget, f"{r['correct']}/{r['cases']}",
                       f"{r['accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}",
                       f"{r['resident_fraction']:.3f}", f"{r['greedy_agreement']:.3f}",
                       f"{r['mean_kl']:.4f}", split(r["by_task"]), split(r["by_filler"]),
@@ -51,9 +57,9 @@ def main():
     for ax, context in zip(axes[0], contexts):
         here = [r for r in ok if r["context"] == context]
         full = [r for r in here if r["policy"] == "full"]
-        names = sorted({r["policy"] for r in here} - {"full"})
+        names = sorted({label(r) for r in here} - {"full"})
         for i, name in enumerate(names):
-            pts = sorted((r for r in here if r["policy"] == name),
+            pts = sorted((r for r in here if label(r) == name),
                          key=lambda r: r["budget_fraction"])
             # Policies side by side around each budget, so the bars do not hide each other.
             shift = 2 ** (0.05 * (i - (len(names) - 1) / 2))

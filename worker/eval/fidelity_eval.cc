@@ -10,16 +10,13 @@
 #include "absl/time/clock.h"
 #include "common/json_text.h"
 #include "common/status_macros.h"
-#include "worker/budget/lukv_allocator.h"
-#include "worker/budget/profile.h"
+#include "worker/eval/allocator_profiles.h"
 #include "worker/eval/digest_study.h"
 #include "worker/eval/model_session.h"
 #include "worker/eval/passkey.h"
-#include "worker/eval/trace_recorder.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/worker_attention_backend.h"
 #include "worker/sim/simulator.h"
-#include "worker/trace/trace_profiler.h"
 
 namespace kvtier::eval {
 namespace {
@@ -28,24 +25,6 @@ constexpr uint32_t kPromptQueries = 32;
 // Allocators give each layer at least this many pages: ArkVale's top-k (half
 // the budget) must cover its sink and window pages (3).
 constexpr uint32_t kMinLayerPages = 8;
-
-absl::Status RecordTrace(const model::LoadedModel& m, const FidelityOptions& o,
-                         const PasskeyPrompt& p) {
-  std::unique_ptr<model::DenseAttentionBackend> dense;
-  ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(m.weights.config.attention_shape()));
-  std::unique_ptr<TraceRecordingBackend> rec;
-  ASSIGN_OR_RETURN(rec, TraceRecordingBackend::Create(dense.get(), o.trace_path,
-                                                      p.tokens.size(), kPromptQueries,
-                                                      o.trace_steps));
-  std::vector<int> generated;
-  ForcedRun run;
-  ASSIGN_OR_RETURN(run, RunForced(m, *rec, p.tokens, {}, o.trace_steps + 1, &generated));
-  RETURN_IF_ERROR(rec->Finish());
-  Progress(absl::StrFormat("trace: %zu prompt tokens in %.1f s (%.0f tok/s), %u decode steps",
-                           p.tokens.size(), run.prefill_seconds,
-                           p.tokens.size() / std::max(run.prefill_seconds, 1e-9), o.trace_steps));
-  return absl::OkStatus();
-}
 
 // Recall and mass of every digest kind and selection over all (step, layer)
 // records of the trace, at the recall ks and the budgets.
@@ -65,30 +44,6 @@ absl::StatusOr<std::string> EvaluateEstimators(const TraceReader& r, const Fidel
     }
   }));
   return study.Json();
-}
-
-// Profiles the trace for XKV and LU-KV and returns the files' paths.
-absl::StatusOr<std::map<std::string, std::string>> BuildProfiles(const TraceReader& r,
-                                                                 const FidelityOptions& o) {
-  std::map<std::string, std::string> paths{{"uniform", ""}};
-  for (const std::string& a : o.allocators) {
-    if (a == "xkv") {
-      XkvProfile p;
-      ASSIGN_OR_RETURN(p, ProfileXkv(r));
-      paths["xkv"] = o.work_dir + "/kvtier-eval.xkv.prof";
-      RETURN_IF_ERROR(WriteXkvProfile(paths["xkv"], p));
-    } else if (a == "lukv") {
-      LukvProfile p;
-      ASSIGN_OR_RETURN(p, ProfileLukv(r));
-      LukvTable t;
-      ASSIGN_OR_RETURN(t, BuildLukvTable(p, LukvSolverOptions()));
-      paths["lukv"] = o.work_dir + "/kvtier-eval.lukv.table";
-      RETURN_IF_ERROR(WriteLukvTable(paths["lukv"], t));
-    } else if (a != "uniform") {
-      return absl::InvalidArgumentError(absl::StrCat("unknown allocator '", a, "'"));
-    }
-  }
-  return paths;
 }
 
 absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOptions& o,
@@ -141,7 +96,7 @@ bool UsesLayerBudgets(const std::string& policy) {
 
 absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOptions& o) {
   std::map<std::string, std::string> profiles;
-  ASSIGN_OR_RETURN(profiles, BuildProfiles(r, o));
+  ASSIGN_OR_RETURN(profiles, BuildAllocatorProfiles(r, o.allocators, o.work_dir + "/kvtier-eval"));
   std::string json = "[";
   for (const std::string& policy : o.policies) {
     for (uint32_t f : o.budget_fractions) {
@@ -264,7 +219,7 @@ absl::StatusOr<std::string> RunFidelity(const model::LoadedModel& m, const Fidel
   if (!(o.reuse_trace && std::filesystem::exists(o.trace_path))) {
     Progress(absl::StrFormat("recording a %zu-token passkey prompt + %u steps to %s",
                              p.tokens.size(), o.trace_steps, o.trace_path));
-    RETURN_IF_ERROR(RecordTrace(m, o, p));
+    RETURN_IF_ERROR(RecordGreedyTrace(m, p.tokens, o.trace_path, kPromptQueries, o.trace_steps));
   }
   absl::StatusOr<TraceReader> r = TraceReader::Open(o.trace_path);
   if (!r.ok()) return r.status();

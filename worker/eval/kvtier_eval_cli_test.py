@@ -4,7 +4,9 @@
 needles: the cases it builds, the rows it reports (the full cache agrees
 with the dense reference and holds the whole context; budgeted policies hold
 less; counts, accuracy and Wilson intervals agree with the outcomes) and the
-errors bad flags give. continuation: the full cache reproduces the
+errors bad flags give; with XKV and LU-KV budgets, the policies that budget
+layers run once per allocator and the calibration files are removed.
+continuation: the full cache reproduces the
 reference over every length, budgeted rows are well formed, bad lengths are
 refused. digests: one row per (page size, digest, selection, k), every
 query ranked, recall and mass in range and mass growing with k, bad page
@@ -12,6 +14,7 @@ sizes refused.
 
 Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
 KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
+import glob
 import json
 import math
 import os
@@ -47,7 +50,7 @@ def needles():
                     "--policies", "full,quest,arkvale,streaming_llm,arkv", "--budgets", "4",
                     "--json", out], capture_output=True, text=True, timeout=600)
         check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
-        check("needles 512 arkvale 1/4:" in run.stderr, run.stderr[-2000:])
+        check("needles 512 arkvale 1/4 uniform:" in run.stderr, run.stderr[-2000:])
         rep = json.load(open(out))
         cases = rep["cases"]
         check(len(cases) == 3, cases)
@@ -91,6 +94,34 @@ def needles():
             check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))
             check(not os.path.exists(os.path.join(tmp, "bad.json")), flags)
     print("kvtier-eval needles: ok")
+
+
+def needle_allocators():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "alloc.json")
+        before = set(glob.glob("/tmp/kvtier-needles.*"))
+        run = subprocess.run(
+            BASE + ["--needle_contexts", "512", "--cases", "2", "--policies", "full,h2o,quest",
+                    "--budgets", "4", "--needle_allocators", "uniform,xkv,lukv", "--json", out],
+            capture_output=True, text=True, timeout=600)
+        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        rep = json.load(open(out))
+        got = sorted((r["policy"], r["allocator"]) for r in rep["results"])
+        # Quest and the full cache keep every page: uniform only.
+        check(got == [("full", "uniform"), ("h2o", "lukv"), ("h2o", "uniform"), ("h2o", "xkv"),
+                      ("quest", "uniform")], got)
+        for r in rep["results"]:
+            check("error" not in r and r["cases"] == 2, r)
+            if r["policy"] == "h2o":
+                check(r["resident_fraction"] < 0.9, r)
+        check("needles 512 h2o 1/4 lukv:" in run.stderr, run.stderr[-2000:])
+        check("trace: " in run.stderr, run.stderr[-2000:])  # the calibration case ran
+        check(set(glob.glob("/tmp/kvtier-needles.*")) == before, "calibration files left")
+        bad = subprocess.run(BASE + ["--needle_contexts", "512", "--needle_allocators", "pyramid"],
+                             capture_output=True, text=True, timeout=120)
+        check(bad.returncode == 1 and 'unknown allocator "pyramid"' in bad.stderr,
+              bad.stderr[-500:])
+    print("kvtier-eval needles with allocators: ok")
 
 
 def continuation():
@@ -166,5 +197,6 @@ def digests():
 
 if __name__ == "__main__":
     needles()
+    needle_allocators()
     continuation()
     digests()

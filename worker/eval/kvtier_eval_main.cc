@@ -11,7 +11,8 @@
 //   kvtier-eval needles --model M [--needle_contexts 1024,4096] [--cases 18]
 //       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
 //       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
-//       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
+//       [--policies ...] [--budgets 4,8,16] [--needle_allocators uniform,xkv,lukv]
+//       [--json out.json] [--png out.png]
 //   kvtier-eval digests --model M [--needle_contexts 1024,4096] [--cases 18]
 //       [--digest_page_sizes 16,32] [--recall_ks 1] [--budgets 4,8,16] [--json out.json]
 //       (and the needles' --tasks, --fillers, --key_formats, --depths)
@@ -76,6 +77,8 @@ ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared pr
 ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
 ABSL_FLAG(std::string, needle_contexts, "1024",
           "needles, digests: prompt + answer tokens of each case");
+ABSL_FLAG(std::string, needle_allocators, "uniform",
+          "needles: layer budget allocators (uniform, xkv, lukv)");
 ABSL_FLAG(std::string, digest_page_sizes, "16,32", "digests: page sizes compared");
 ABSL_FLAG(std::string, recall_ks, "1", "digests: absolute k of recall@k (besides the budgets)");
 ABSL_FLAG(std::string, tasks, "passkey,kv", "needles, continuation: tasks (passkey, kv)");
@@ -235,6 +238,7 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   o.cases = absl::GetFlag(FLAGS_cases);
   o.policies = Names(absl::GetFlag(FLAGS_policies));
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  o.allocators = Names(absl::GetFlag(FLAGS_needle_allocators));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
   o.seed = absl::GetFlag(FLAGS_seed);
   std::string json;

@@ -84,23 +84,24 @@ absl::Status CheckSweep(const std::string& command, const std::vector<std::strin
 }
 
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
-    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size) {
+    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size,
+    const std::vector<int>& layer_budget_tokens) {
   return model::WorkerAttentionBackend::Create(
       m.weights.config.attention_shape(),
-      {.policy = policy, .budget_tokens = budget_tokens, .page_size = page_size,
-       .max_sequences = 1});
+      {.policy = policy, .budget_tokens = budget_tokens,
+       .layer_budget_tokens = layer_budget_tokens, .page_size = page_size, .max_sequences = 1});
 }
 
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
                                     const std::string& policy, int budget_tokens,
-                                    int page_size) {
+                                    int page_size, const std::vector<int>& layer_budget_tokens) {
   if (ref.logits.size() != answer.size()) {
     return absl::InvalidArgumentError(absl::StrCat("reference run of ", ref.logits.size(),
                                                    " steps for an answer of ", answer.size()));
   }
   std::unique_ptr<model::WorkerAttentionBackend> b;
-  ASSIGN_OR_RETURN(b, MakeWorker(m, policy, budget_tokens, page_size));
+  ASSIGN_OR_RETURN(b, MakeWorker(m, policy, budget_tokens, page_size, layer_budget_tokens));
   ForcedRun run;
   ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr));
   PolicyRun out;

@@ -82,13 +82,16 @@ struct PolicyRun {
   uint64_t peak_resident_bytes = 0;
 };
 // A worker backend for one sequence under `policy` at `budget_tokens` per
-// layer (0: the context).
+// layer (0: the context), or at `layer_budget_tokens` when not empty (one
+// per layer, from an allocator).
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
-    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size);
+    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size,
+    const std::vector<int>& layer_budget_tokens = {});
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
                                     const std::string& policy, int budget_tokens,
-                                    int page_size);
+                                    int page_size,
+                                    const std::vector<int>& layer_budget_tokens = {});
 
 // A passkey prompt of at most `max_tokens` tokens (BOS included): the filler
 // starts at 4 characters per token (Quest) and shrinks by the measured ratio.

@@ -1,15 +1,21 @@
 #include "worker/eval/needle_eval.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
+
+#include "absl/cleanup/cleanup.h"
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "common/json_text.h"
 #include "common/status_macros.h"
+#include "worker/eval/allocator_profiles.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
 
@@ -61,17 +67,17 @@ void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
   row.outcomes += run.correct ? '1' : '0';
 }
 
-std::string RowJson(const std::string& policy, uint32_t context, uint32_t fraction,
-                    int budget_tokens, const Row& r) {
+std::string RowJson(const std::string& policy, const std::string& allocator, uint32_t context,
+                    uint32_t fraction, int budget_tokens, const Row& r) {
   const auto [lo, hi] = WilsonInterval(r.correct, r.cases);
   const double cases = std::max<double>(r.cases, 1);
   return absl::StrFormat(
-      "\n    {\"policy\": \"%s\", \"context\": %u, \"budget_fraction\": %u, "
-      "\"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, \"accuracy\": %.4f, "
+      "\n    {\"policy\": \"%s\", \"allocator\": \"%s\", \"context\": %u, "
+      "\"budget_fraction\": %u, \"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, \"accuracy\": %.4f, "
       "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
       "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
       "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\"}",
-      policy, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases, lo, hi,
+      policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases, lo, hi,
       static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
       r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
       TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
@@ -88,7 +94,66 @@ absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
                                                      m.weights.config.max_positions, "]"));
     }
   }
+  for (const std::string& a : o.allocators) {
+    if (a != "uniform" && a != "xkv" && a != "lukv") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("needles: unknown allocator ", JsonQuoted(a), " (uniform, xkv, lukv)"));
+    }
+  }
+  if (o.allocators.empty()) return absl::InvalidArgumentError("needles: no allocator");
   return CheckSweep("needles", o.policies, o.budget_fractions, o.page_size);
+}
+
+// Whether `policy` takes per-layer budgets (Quest and the full cache keep
+// every page).
+bool BudgetsLayers(const std::string& policy) {
+  return policy != "full" && policy != "quest" && policy != "quest_per_head";
+}
+
+// The allocators' profiles for one context, from a calibration case drawn
+// with another seed than the test cases ("" for uniform).
+absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
+    const model::LoadedModel& m, const NeedleEvalOptions& o, uint32_t context,
+    const std::string& stem) {
+  if (std::all_of(o.allocators.begin(), o.allocators.end(),
+                  [](const std::string& a) { return a == "uniform"; })) {
+    return std::map<std::string, std::string>{{"uniform", ""}};
+  }
+  constexpr uint32_t kSteps = 16;  // LU-KV's oracle reads decode steps
+  std::vector<NeedleCase> calibration;
+  ASSIGN_OR_RETURN(calibration, NeedleCases(o.tasks, o.fillers, o.formats, o.depths, 1,
+                                            o.seed + 0x9e3779b97f4a7c15ULL));
+  ASSIGN_OR_RETURN(NeedlePrompt p, FitNeedlePrompt(m, calibration[0], context - kSteps));
+  const std::string trace = stem + ".kvtrace";
+  RETURN_IF_ERROR(RecordGreedyTrace(m, p.tokens, trace, 32, kSteps));
+  ASSIGN_OR_RETURN(TraceReader r, TraceReader::Open(trace));
+  return BuildAllocatorProfiles(r, o.allocators, stem);
+}
+
+// Every fitted case of `context` under `policy` at `budget` tokens per
+// layer, or at the per-layer budgets `allocator` gives for budget x layers
+// from `profile`.
+absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions& o,
+                           const std::vector<FittedCase>& fitted, uint32_t context,
+                           const std::string& policy, int budget, const std::string& allocator,
+                           const std::string& profile) {
+  std::vector<int> layer_tokens;
+  if (allocator != "uniform") {
+    const model::AttentionShape shape = m.weights.config.attention_shape();
+    ASSIGN_OR_RETURN(layer_tokens,
+                     AllocatedLayerTokens(allocator, profile, (budget + o.page_size - 1) / o.page_size,
+                                          policy == "arkvale" ? 8 : 2,
+                                          static_cast<uint32_t>(shape.n_layers),
+                                          static_cast<uint32_t>(shape.n_kv_heads), context,
+                                          static_cast<uint32_t>(o.page_size)));
+  }
+  Row row;
+  for (const FittedCase& f : fitted) {
+    ASSIGN_OR_RETURN(PolicyRun run, RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget,
+                                              o.page_size, layer_tokens));
+    Add(row, f, run);
+  }
+  return row;
 }
 
 }  // namespace
@@ -107,6 +172,14 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
   ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(shape));
   std::string case_json = "[", rows = "[";
   const absl::Time t0 = absl::Now();
+  const std::string stem =
+      (std::filesystem::path(o.work_dir) / absl::StrCat("kvtier-needles.", getpid())).string();
+  absl::Cleanup remove_files = [&stem] {
+    std::error_code ignored;
+    for (const char* suffix : {".kvtrace", ".xkv.prof", ".lukv.table"}) {
+      std::filesystem::remove(stem + suffix, ignored);
+    }
+  };
   for (uint32_t context : o.contexts) {
     std::vector<FittedCase> fitted;
     for (const NeedleCase& c : cases) {
@@ -127,42 +200,37 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
       Progress(absl::StrFormat("needles %u: reference %zu/%zu (%.0f s)", context, fitted.size(),
                                cases.size(), absl::ToDoubleSeconds(absl::Now() - t0)));
     }
+    std::map<std::string, std::string> profiles;
+    ASSIGN_OR_RETURN(profiles, CalibrateAllocators(m, o, context, stem));
     for (const std::string& policy : o.policies) {
       for (uint32_t fraction : o.budget_fractions) {
-        const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
-        Row row;
-        absl::Status status;
-        for (size_t i = 0; i < fitted.size(); ++i) {
-          const FittedCase& f = fitted[i];
-          absl::StatusOr<PolicyRun> run =
-              RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget, o.page_size);
-          if (!run.ok()) {
-            status = run.status();
-            break;
+        for (const std::string& allocator : o.allocators) {
+          if (allocator != "uniform" && !BudgetsLayers(policy)) continue;
+          const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
+          absl::StatusOr<Row> row =
+              RunRow(m, o, fitted, context, policy, budget, allocator, profiles[allocator]);
+          if (!row.ok()) {
+            Progress(absl::StrFormat("needles %u %s 1/%u %s: %s", context, policy, fraction,
+                                     allocator, row.status().ToString()));
+            absl::StrAppendFormat(&rows,
+                                  "%s\n    {\"policy\": \"%s\", \"allocator\": \"%s\", "
+                                  "\"context\": %u, \"budget_fraction\": %u, "
+                                  "\"budget_tokens\": %d, \"error\": %s}",
+                                  rows.size() > 1 ? "," : "", policy, allocator, context,
+                                  fraction, budget, JsonQuoted(row.status().ToString()));
+            continue;
           }
-          Add(row, f, *run);
+          const auto [lo, hi] = WilsonInterval(row->correct, row->cases);
+          Progress(absl::StrFormat(
+              "needles %u %s 1/%u %s: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
+              "resident %.3f of full (%.0f s)",
+              context, policy, fraction, allocator, row->correct, row->cases, lo, hi,
+              static_cast<double>(row->agree) / std::max<uint32_t>(row->steps, 1),
+              row->resident_fraction / std::max<uint32_t>(row->cases, 1),
+              absl::ToDoubleSeconds(absl::Now() - t0)));
+          absl::StrAppend(&rows, rows.size() > 1 ? "," : "",
+                          RowJson(policy, allocator, context, fraction, budget, *row));
         }
-        if (!status.ok()) {
-          Progress(absl::StrFormat("needles %u %s 1/%u: %s", context, policy, fraction,
-                                   status.ToString()));
-          absl::StrAppendFormat(&rows,
-                                "%s\n    {\"policy\": \"%s\", \"context\": %u, "
-                                "\"budget_fraction\": %u, \"budget_tokens\": %d, "
-                                "\"error\": %s}",
-                                rows.size() > 1 ? "," : "", policy, context, fraction, budget,
-                                JsonQuoted(status.ToString()));
-          continue;
-        }
-        const auto [lo, hi] = WilsonInterval(row.correct, row.cases);
-        Progress(absl::StrFormat(
-            "needles %u %s 1/%u: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
-            "resident %.3f of full (%.0f s)",
-            context, policy, fraction, row.correct, row.cases, lo, hi,
-            static_cast<double>(row.agree) / std::max<uint32_t>(row.steps, 1),
-            row.resident_fraction / std::max<uint32_t>(row.cases, 1),
-            absl::ToDoubleSeconds(absl::Now() - t0)));
-        absl::StrAppend(&rows, rows.size() > 1 ? "," : "",
-                        RowJson(policy, context, fraction, budget, row));
         if (policy == "full") break;  // one budget: the context
       }
     }

@@ -9,7 +9,8 @@
 // run's greedy choice. Rows report the cases, accuracy with its 95% Wilson
 // interval, the same split by task, filler, key format and depth, greedy
 // agreement and KL with the reference, and the peak KV bytes resident (all
-// layers) as a fraction of what the full cache holds for the case.
+// layers) as a fraction of what the full cache holds for the case. With
+// allocators, each policy that budgets layers runs once per allocator.
 //
 // Thread-safety: none.
 #ifndef KVTIER_WORKER_EVAL_NEEDLE_EVAL_H_
@@ -35,8 +36,15 @@ struct NeedleEvalOptions {
   std::vector<std::string> policies = {"full", "streaming_llm", "h2o", "tova",
                                        "quest", "arkvale", "arkv"};
   std::vector<uint32_t> budget_fractions = {8};
+  // Layer budget allocators: "uniform" (budget_tokens in every layer),
+  // "xkv", "lukv". The latter two are profiled, per context, on a
+  // calibration case drawn apart from the test cases, and give each layer
+  // its share of budget x layers pages (at least 2; ArkVale 8, which its
+  // top-k needs). Quest and the full cache keep every page and run uniform.
+  std::vector<std::string> allocators = {"uniform"};
   int page_size = 16;
   uint64_t seed = 42;
+  std::string work_dir = "/tmp";  // the calibration trace and profiles, removed after use
 };
 
 // The report as JSON text (schema in worker/eval/README.md). A policy that
