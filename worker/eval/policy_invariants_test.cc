@@ -45,7 +45,11 @@ class PolicyInvariantsTest : public ::testing::Test {
     ASSERT_TRUE(RunForced(*m, **rec, *prompt, {}, kSteps + 1, &generated).ok());
     ASSERT_TRUE((*rec)->Finish().ok());
   }
-  static void TearDownTestSuite() { delete path_; }
+  static void TearDownTestSuite() {
+    std::filesystem::remove(*path_);
+    delete path_;
+    path_ = nullptr;
+  }
 
   // Replays the trace under `policy`; `check` sees each layer's view after
   // the prefill and after every step.
