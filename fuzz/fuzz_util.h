@@ -7,16 +7,27 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <system_error>
 
 namespace kvtier::fuzz {
 
 // Writes the input to this process's scratch file and returns its path,
-// for decoders that read files (the same path every call).
+// for decoders that read files (the same path every call). The file is
+// removed at exit.
 inline std::string WriteScratchFile(const uint8_t* data, size_t size) {
   static const std::string path = (std::filesystem::temp_directory_path() /
                                    ("kvtier_fuzz_" + std::to_string(getpid()))).string();
+  // Registered after `path` is built, so it runs before `path` is destroyed.
+  static const bool removed_at_exit = [] {
+    return std::atexit([] {
+             std::error_code ignored;
+             std::filesystem::remove(path, ignored);
+           }) == 0;
+  }();
+  (void)removed_at_exit;
   std::FILE* f = std::fopen(path.c_str(), "wb");
   if (f == nullptr) std::abort();
   if (size > 0 && std::fwrite(data, 1, size, f) != size) std::abort();
