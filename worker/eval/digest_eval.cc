@@ -18,15 +18,8 @@ namespace kvtier::eval {
 
 absl::StatusOr<std::string> RunDigestEval(const model::LoadedModel& m,
                                           const DigestEvalOptions& o) {
-  if (o.contexts.empty() || o.cases == 0) {
-    return absl::InvalidArgumentError("digests: contexts and cases are needed");
-  }
-  for (uint32_t c : o.contexts) {
-    if (c < 64 || c > static_cast<uint32_t>(m.weights.config.max_positions)) {
-      return absl::InvalidArgumentError(absl::StrCat("digests: context ", c, " outside [64, ",
-                                                     m.weights.config.max_positions, "]"));
-    }
-  }
+  RETURN_IF_ERROR(
+      o.suite.Validate("digests", static_cast<uint32_t>(m.weights.config.max_positions)));
   const model::AttentionShape shape = m.weights.config.attention_shape();
   const auto q_heads = static_cast<uint32_t>(shape.n_heads);
   const auto kv_heads = static_cast<uint32_t>(shape.n_kv_heads);
@@ -34,7 +27,7 @@ absl::StatusOr<std::string> RunDigestEval(const model::LoadedModel& m,
   // Refuses bad page sizes and ks before any prompt runs.
   RETURN_IF_ERROR(DigestStudy::Create(q_heads, kv_heads, head_dim, o.study).status());
   std::vector<NeedleCase> cases;
-  ASSIGN_OR_RETURN(cases, NeedleCases(o.tasks, o.fillers, o.formats, o.depths, o.cases, o.seed));
+  ASSIGN_OR_RETURN(cases, o.suite.Cases());
   std::unique_ptr<model::DenseAttentionBackend> dense;
   ASSIGN_OR_RETURN(dense, model::DenseAttentionBackend::Create(shape));
   const std::string trace_path =
@@ -46,7 +39,7 @@ absl::StatusOr<std::string> RunDigestEval(const model::LoadedModel& m,
   };
   const absl::Time t0 = absl::Now();
   std::string contexts = "[";
-  for (uint32_t context : o.contexts) {
+  for (uint32_t context : o.suite.contexts) {
     ASSIGN_OR_RETURN(DigestStudy study, DigestStudy::Create(q_heads, kv_heads, head_dim, o.study));
     uint64_t prompt_tokens = 0, queries = 0;
     for (size_t i = 0; i < cases.size(); ++i) {

@@ -21,14 +21,7 @@
 namespace kvtier::eval {
 
 struct DigestEvalOptions {
-  std::vector<uint32_t> contexts = {1024, 4096};  // prompt + answer tokens
-  std::vector<NeedleTask> tasks = {NeedleTask::kPasskey, NeedleTask::kKeyValue};
-  std::vector<NeedleFiller> fillers = {NeedleFiller::kLandmark, NeedleFiller::kTravel,
-                                       NeedleFiller::kWorkshop};
-  std::vector<KeyFormat> formats = {KeyFormat::kDigits, KeyFormat::kWords, KeyFormat::kUuid};
-  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
-  uint32_t cases = 6;  // per context
-  uint64_t seed = 42;
+  NeedleSuiteOptions suite;
   DigestStudyOptions study;
   std::string work_dir = "/tmp";  // one trace at a time, removed after use
 };

@@ -228,19 +228,26 @@ absl::StatusOr<std::vector<T>> ParseEach(const std::string& s,
   return out;
 }
 
+// The needle suite's flags.
+absl::StatusOr<NeedleSuiteOptions> SuiteFlags() {
+  NeedleSuiteOptions s;
+  ASSIGN_OR_RETURN(s.contexts, ParseList(absl::GetFlag(FLAGS_needle_contexts)));
+  ASSIGN_OR_RETURN(s.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
+  ASSIGN_OR_RETURN(s.fillers, ParseEach(absl::GetFlag(FLAGS_fillers), &ParseNeedleFiller));
+  ASSIGN_OR_RETURN(s.formats, ParseEach(absl::GetFlag(FLAGS_key_formats), &ParseKeyFormat));
+  ASSIGN_OR_RETURN(s.depths, ParseDepths(absl::GetFlag(FLAGS_depths)));
+  s.cases = absl::GetFlag(FLAGS_cases);
+  s.seed = absl::GetFlag(FLAGS_seed);
+  return s;
+}
+
 absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   NeedleEvalOptions o;
-  ASSIGN_OR_RETURN(o.contexts, ParseList(absl::GetFlag(FLAGS_needle_contexts)));
-  ASSIGN_OR_RETURN(o.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
-  ASSIGN_OR_RETURN(o.fillers, ParseEach(absl::GetFlag(FLAGS_fillers), &ParseNeedleFiller));
-  ASSIGN_OR_RETURN(o.formats, ParseEach(absl::GetFlag(FLAGS_key_formats), &ParseKeyFormat));
-  ASSIGN_OR_RETURN(o.depths, ParseDepths(absl::GetFlag(FLAGS_depths)));
-  o.cases = absl::GetFlag(FLAGS_cases);
+  ASSIGN_OR_RETURN(o.suite, SuiteFlags());
   o.policies = Names(absl::GetFlag(FLAGS_policies));
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
   o.allocators = Names(absl::GetFlag(FLAGS_needle_allocators));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
-  o.seed = absl::GetFlag(FLAGS_seed);
   std::string json;
   ASSIGN_OR_RETURN(json, RunNeedleEval(m, o));
   WriteAndReport(json, "/tmp/kvtier-eval-needles.json", "needle_report.py");
@@ -249,13 +256,7 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
 
 absl::Status RunDigestsCommand(const model::LoadedModel& m) {
   DigestEvalOptions o;
-  ASSIGN_OR_RETURN(o.contexts, ParseList(absl::GetFlag(FLAGS_needle_contexts)));
-  ASSIGN_OR_RETURN(o.tasks, ParseEach(absl::GetFlag(FLAGS_tasks), &ParseNeedleTask));
-  ASSIGN_OR_RETURN(o.fillers, ParseEach(absl::GetFlag(FLAGS_fillers), &ParseNeedleFiller));
-  ASSIGN_OR_RETURN(o.formats, ParseEach(absl::GetFlag(FLAGS_key_formats), &ParseKeyFormat));
-  ASSIGN_OR_RETURN(o.depths, ParseDepths(absl::GetFlag(FLAGS_depths)));
-  o.cases = absl::GetFlag(FLAGS_cases);
-  o.seed = absl::GetFlag(FLAGS_seed);
+  ASSIGN_OR_RETURN(o.suite, SuiteFlags());
   ASSIGN_OR_RETURN(o.study.page_sizes, ParseList(absl::GetFlag(FLAGS_digest_page_sizes)));
   ASSIGN_OR_RETURN(o.study.ks, ParseList(absl::GetFlag(FLAGS_recall_ks)));
   ASSIGN_OR_RETURN(o.study.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));

@@ -85,14 +85,10 @@ std::string RowJson(const std::string& policy, const std::string& allocator, uin
 }
 
 absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
-  if (o.contexts.empty() || o.cases == 0 || o.policies.empty() || o.budget_fractions.empty()) {
-    return absl::InvalidArgumentError("needles: contexts, cases, policies and budgets are needed");
-  }
-  for (uint32_t c : o.contexts) {
-    if (c < 64 || c > static_cast<uint32_t>(m.weights.config.max_positions)) {
-      return absl::InvalidArgumentError(absl::StrCat("needles: context ", c, " outside [64, ",
-                                                     m.weights.config.max_positions, "]"));
-    }
+  RETURN_IF_ERROR(
+      o.suite.Validate("needles", static_cast<uint32_t>(m.weights.config.max_positions)));
+  if (o.policies.empty() || o.budget_fractions.empty()) {
+    return absl::InvalidArgumentError("needles: policies and budgets are needed");
   }
   for (const std::string& a : o.allocators) {
     if (a != "uniform" && a != "xkv" && a != "lukv") {
@@ -121,8 +117,10 @@ absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
   }
   constexpr uint32_t kSteps = 16;  // LU-KV's oracle reads decode steps
   std::vector<NeedleCase> calibration;
-  ASSIGN_OR_RETURN(calibration, NeedleCases(o.tasks, o.fillers, o.formats, o.depths, 1,
-                                            o.seed + 0x9e3779b97f4a7c15ULL));
+  NeedleSuiteOptions apart = o.suite;
+  apart.cases = 1;
+  apart.seed += 0x9e3779b97f4a7c15ULL;
+  ASSIGN_OR_RETURN(calibration, apart.Cases());
   ASSIGN_OR_RETURN(NeedlePrompt p, FitNeedlePrompt(m, calibration[0], context - kSteps));
   const std::string trace = stem + ".kvtrace";
   RETURN_IF_ERROR(RecordGreedyTrace(m, p.tokens, trace, 32, kSteps));
@@ -163,7 +161,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
   RETURN_IF_ERROR(Validate(o, m));
   std::vector<NeedleCase> cases;
   ASSIGN_OR_RETURN(cases,
-                   NeedleCases(o.tasks, o.fillers, o.formats, o.depths, o.cases, o.seed));
+                   o.suite.Cases());
   const model::AttentionShape shape = m.weights.config.attention_shape();
   // fp32 K and V of one token, all layers (the worker backend's pages).
   const uint64_t token_bytes =
@@ -180,7 +178,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
       std::filesystem::remove(stem + suffix, ignored);
     }
   };
-  for (uint32_t context : o.contexts) {
+  for (uint32_t context : o.suite.contexts) {
     std::vector<FittedCase> fitted;
     for (const NeedleCase& c : cases) {
       FittedCase f;

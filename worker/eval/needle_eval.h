@@ -26,13 +26,7 @@
 namespace kvtier::eval {
 
 struct NeedleEvalOptions {
-  std::vector<uint32_t> contexts = {1024};  // prompt + answer tokens, each
-  std::vector<NeedleTask> tasks = {NeedleTask::kPasskey, NeedleTask::kKeyValue};
-  std::vector<NeedleFiller> fillers = {NeedleFiller::kLandmark, NeedleFiller::kTravel,
-                                       NeedleFiller::kWorkshop};
-  std::vector<KeyFormat> formats = {KeyFormat::kDigits, KeyFormat::kWords, KeyFormat::kUuid};
-  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
-  uint32_t cases = 18;  // per context
+  NeedleSuiteOptions suite;
   std::vector<std::string> policies = {"full", "streaming_llm", "h2o", "tova",
                                        "quest", "arkvale", "arkv"};
   std::vector<uint32_t> budget_fractions = {8};

@@ -224,4 +224,22 @@ std::pair<double, double> WilsonInterval(uint32_t successes, uint32_t n, double 
   return {std::max(0.0, centre - half), std::min(1.0, centre + half)};
 }
 
+absl::Status NeedleSuiteOptions::Validate(const std::string& command,
+                                          uint32_t max_positions) const {
+  if (contexts.empty() || cases == 0) {
+    return absl::InvalidArgumentError(absl::StrCat(command, ": contexts and cases are needed"));
+  }
+  for (uint32_t c : contexts) {
+    if (c < 64 || c > max_positions) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(command, ": context ", c, " outside [64, ", max_positions, "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<NeedleCase>> NeedleSuiteOptions::Cases() const {
+  return NeedleCases(tasks, fillers, formats, depths, cases, seed);
+}
+
 }  // namespace kvtier::eval

@@ -71,6 +71,24 @@ absl::StatusOr<std::vector<NeedleCase>> NeedleCases(const std::vector<NeedleTask
                                                     const std::vector<double>& depths,
                                                     uint32_t count, uint64_t seed);
 
+// Which cases a run of the suite takes, at each context length.
+struct NeedleSuiteOptions {
+  std::vector<uint32_t> contexts = {1024};  // prompt + answer tokens, each
+  std::vector<NeedleTask> tasks = {NeedleTask::kPasskey, NeedleTask::kKeyValue};
+  std::vector<NeedleFiller> fillers = {NeedleFiller::kLandmark, NeedleFiller::kTravel,
+                                       NeedleFiller::kWorkshop};
+  std::vector<KeyFormat> formats = {KeyFormat::kDigits, KeyFormat::kWords, KeyFormat::kUuid};
+  std::vector<double> depths = {0, 0.25, 0.5, 0.75, 1};
+  uint32_t cases = 18;  // per context
+  uint64_t seed = 42;
+
+  // INVALID_ARGUMENT, prefixed with `command`, without contexts or cases or
+  // for a context outside [64, max_positions].
+  absl::Status Validate(const std::string& command, uint32_t max_positions) const;
+  // NeedleCases of these options.
+  absl::StatusOr<std::vector<NeedleCase>> Cases() const;
+};
+
 // The Wilson score interval of `successes` out of `n` at z (1.96: 95%);
 // {0, 1} for n = 0.
 std::pair<double, double> WilsonInterval(uint32_t successes, uint32_t n, double z = 1.96);
