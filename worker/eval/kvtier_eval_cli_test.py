@@ -101,20 +101,34 @@ def needle_allocators():
         out = os.path.join(tmp, "alloc.json")
         before = set(glob.glob("/tmp/kvtier-needles.*"))
         run = subprocess.run(
-            BASE + ["--needle_contexts", "512", "--cases", "2", "--policies", "full,h2o,quest",
-                    "--budgets", "4", "--needle_allocators", "uniform,xkv,lukv", "--json", out],
+            BASE + ["--needle_contexts", "512", "--cases", "2", "--policies", "full,h2o,arkv,quest",
+                    "--budgets", "12", "--needle_allocators", "uniform,xkv,lukv", "--json", out],
             capture_output=True, text=True, timeout=600)
         check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
         rep = json.load(open(out))
         got = sorted((r["policy"], r["allocator"]) for r in rep["results"])
         # Quest and the full cache keep every page: uniform only.
-        check(got == [("full", "uniform"), ("h2o", "lukv"), ("h2o", "uniform"), ("h2o", "xkv"),
-                      ("quest", "uniform")], got)
+        check(got == [("arkv", "lukv"), ("arkv", "uniform"), ("arkv", "xkv"), ("full", "uniform"),
+                      ("h2o", "lukv"), ("h2o", "uniform"), ("h2o", "xkv"), ("quest", "uniform")],
+              got)
         for r in rep["results"]:
             check("error" not in r and r["cases"] == 2, r)
-            if r["policy"] == "h2o":
+            if r["policy"] in ("h2o", "arkv"):
                 check(r["resident_fraction"] < 0.9, r)
-        check("needles 512 h2o 1/4 lukv:" in run.stderr, run.stderr[-2000:])
+            layers = r["layer_budget_tokens"]
+            if r["allocator"] == "uniform":
+                check(layers == [], r)
+                continue
+            # stories260K: 5 layers sharing 5 x 3 pages (42 tokens a layer
+            # rounded up); every layer keeps enough for its policy: H2O 2
+            # pages, ARKV 3 (a cache beyond its 32-token window), which XKV
+            # would otherwise go below.
+            check(len(layers) == 5 and all(t % 16 == 0 for t in layers), layers)
+            check(5 * 48 <= sum(layers) <= 5 * 48 + 5 * 16, layers)
+            check(min(layers) >= (48 if r["policy"] == "arkv" else 32), (r["policy"], layers))
+            if r["policy"] == "h2o":
+                check(len(set(layers)) > 1, layers)  # the allocator did allocate
+        check("needles 512 h2o 1/12 lukv:" in run.stderr, run.stderr[-2000:])
         check("trace: " in run.stderr, run.stderr[-2000:])  # the calibration case ran
         check(set(glob.glob("/tmp/kvtier-needles.*")) == before, "calibration files left")
         bad = subprocess.run(BASE + ["--needle_contexts", "512", "--needle_allocators", "pyramid"],

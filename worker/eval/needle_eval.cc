@@ -12,12 +12,14 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/eval/allocator_profiles.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
+#include "worker/policy/arkv_policy.h"
 
 namespace kvtier::eval {
 namespace {
@@ -45,6 +47,7 @@ struct Row {
   double kl = 0, resident_fraction = 0, decode_seconds = 0;
   Tally by_task, by_filler, by_format, by_depth;
   std::string outcomes;  // one '0' or '1' per case, in case order
+  std::vector<int> layer_tokens;  // an allocator's per-layer budgets (empty: uniform)
 };
 
 void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
@@ -76,12 +79,13 @@ std::string RowJson(const std::string& policy, const std::string& allocator, uin
       "\"budget_fraction\": %u, \"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, \"accuracy\": %.4f, "
       "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
       "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
-      "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\"}",
+      "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\", "
+      "\"layer_budget_tokens\": [%s]}",
       policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases, lo, hi,
       static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
       r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
       TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
-      TallyJson(r.by_depth), r.outcomes);
+      TallyJson(r.by_depth), r.outcomes, absl::StrJoin(r.layer_tokens, ", "));
 }
 
 absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
@@ -128,6 +132,16 @@ absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
   return BuildAllocatorProfiles(r, o.allocators, stem);
 }
 
+// The fewest pages an allocator may leave `policy` in a layer: ArkVale's
+// top-k (half the budget) must exceed its sink and window pages, ARKV's
+// cache must hold more than its window, the rest need a page beside the
+// one being written.
+uint32_t MinLayerPages(const std::string& policy, int page_size) {
+  if (policy == "arkvale") return 8;
+  if (policy == "arkv") return (worker::ArkvOptions().window + 1) / page_size + 1;
+  return 2;
+}
+
 // Every fitted case of `context` under `policy` at `budget` tokens per
 // layer, or at the per-layer budgets `allocator` gives for budget x layers
 // from `profile`.
@@ -140,12 +154,13 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
     const model::AttentionShape shape = m.weights.config.attention_shape();
     ASSIGN_OR_RETURN(layer_tokens,
                      AllocatedLayerTokens(allocator, profile, (budget + o.page_size - 1) / o.page_size,
-                                          policy == "arkvale" ? 8 : 2,
+                                          MinLayerPages(policy, o.page_size),
                                           static_cast<uint32_t>(shape.n_layers),
                                           static_cast<uint32_t>(shape.n_kv_heads), context,
                                           static_cast<uint32_t>(o.page_size)));
   }
   Row row;
+  row.layer_tokens = layer_tokens;
   for (const FittedCase& f : fitted) {
     ASSIGN_OR_RETURN(PolicyRun run, RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget,
                                               o.page_size, layer_tokens));
