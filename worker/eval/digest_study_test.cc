@@ -176,14 +176,8 @@ TEST(DigestStudyTest, TraceGivesTheLastPromptQueryAndEveryStepOfEveryLayer) {
   const std::string path = (std::filesystem::temp_directory_path() /
                             ("digest_study." + std::to_string(getpid()) + ".kvtrace"))
                                .string();
-  TraceHeader h;
-  h.n_layers = 2;
-  h.n_q_heads = 2;
-  h.n_kv_heads = 2;
-  h.head_dim = 1;
-  h.prompt_len = 4;
-  h.n_prompt_queries = 2;
-  h.decode_steps = 3;
+  const TraceHeader h{.n_layers = 2, .n_q_heads = 2, .n_kv_heads = 2, .head_dim = 1,
+                      .prompt_len = 4, .n_prompt_queries = 2, .decode_steps = 3};
   {
     auto w = TraceWriter::Create(path, h);
     ASSERT_TRUE(w.ok()) << w.status();
