@@ -1,10 +1,13 @@
 #include "worker/eval/allocator_profiles.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <memory>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/json_text.h"
 #include "common/status_macros.h"
 #include "worker/budget/lukv_allocator.h"
 #include "worker/budget/profile.h"
@@ -15,6 +18,12 @@
 #include "worker/trace/trace_profiler.h"
 
 namespace kvtier::eval {
+namespace {
+
+constexpr char kXkvSuffix[] = ".xkv.prof";
+constexpr char kLukvSuffix[] = ".lukv.table";
+
+}  // namespace
 
 absl::Status RecordGreedyTrace(const model::LoadedModel& m, const std::vector<int>& prompt,
                                const std::string& path, uint32_t n_prompt_queries,
@@ -36,28 +45,43 @@ absl::Status RecordGreedyTrace(const model::LoadedModel& m, const std::vector<in
   return absl::OkStatus();
 }
 
+absl::Status CheckAllocatorNames(const std::vector<std::string>& allocators) {
+  for (const std::string& a : allocators) {
+    if (a != "uniform" && a != "xkv" && a != "lukv") {
+      return absl::InvalidArgumentError(
+          absl::StrCat("unknown allocator ", JsonQuoted(a), " (uniform, xkv, lukv)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::map<std::string, std::string>> BuildAllocatorProfiles(
     const TraceReader& trace, const std::vector<std::string>& allocators,
     const std::string& path_stem) {
+  RETURN_IF_ERROR(CheckAllocatorNames(allocators));
   std::map<std::string, std::string> paths;
   for (const std::string& a : allocators) {
     if (a == "uniform") {
       paths[a] = "";
     } else if (a == "xkv") {
       ASSIGN_OR_RETURN(XkvProfile p, ProfileXkv(trace));
-      paths[a] = path_stem + ".xkv.prof";
+      paths[a] = path_stem + kXkvSuffix;
       RETURN_IF_ERROR(WriteXkvProfile(paths[a], p));
     } else if (a == "lukv") {
       ASSIGN_OR_RETURN(LukvProfile p, ProfileLukv(trace));
       ASSIGN_OR_RETURN(LukvTable t, BuildLukvTable(p, LukvSolverOptions()));
-      paths[a] = path_stem + ".lukv.table";
+      paths[a] = path_stem + kLukvSuffix;
       RETURN_IF_ERROR(WriteLukvTable(paths[a], t));
-    } else {
-      return absl::InvalidArgumentError(
-          absl::StrCat("unknown allocator '", a, "' (uniform, xkv, lukv)"));
     }
   }
   return paths;
+}
+
+void RemoveAllocatorProfiles(const std::string& path_stem) {
+  std::error_code ignored;
+  for (const char* suffix : {kXkvSuffix, kLukvSuffix}) {
+    std::filesystem::remove(path_stem + suffix, ignored);
+  }
 }
 
 absl::StatusOr<std::vector<int>> AllocatedLayerTokens(const std::string& allocator,

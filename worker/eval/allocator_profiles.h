@@ -25,6 +25,10 @@ absl::Status RecordGreedyTrace(const model::LoadedModel& m, const std::vector<in
                                const std::string& path, uint32_t n_prompt_queries,
                                uint32_t decode_steps);
 
+// INVALID_ARGUMENT naming the first of `allocators` that is not
+// "uniform", "xkv" or "lukv".
+absl::Status CheckAllocatorNames(const std::vector<std::string>& allocators);
+
 // Profiles `trace` for each of `allocators` ("uniform" needs none, "xkv",
 // "lukv") and writes the files `path_stem` + ".xkv.prof" / ".lukv.table".
 // Returns each allocator's file ("" for uniform). INVALID_ARGUMENT for an
@@ -32,6 +36,9 @@ absl::Status RecordGreedyTrace(const model::LoadedModel& m, const std::vector<in
 absl::StatusOr<std::map<std::string, std::string>> BuildAllocatorProfiles(
     const TraceReader& trace, const std::vector<std::string>& allocators,
     const std::string& path_stem);
+
+// Removes whichever files BuildAllocatorProfiles wrote for `path_stem`.
+void RemoveAllocatorProfiles(const std::string& path_stem);
 
 // Per-layer budgets in tokens (whole pages) from `allocator`'s `profile`
 // for a total of budget_pages x n_layers pages, each layer at least

@@ -90,10 +90,6 @@ absl::StatusOr<std::string> SimulateOne(const TraceReader& r, const FidelityOpti
       static_cast<unsigned long long>(rep.prefill_stats.pages_recalled), secs);
 }
 
-bool UsesLayerBudgets(const std::string& policy) {
-  return policy != "full" && policy != "quest" && policy != "quest_per_head";
-}
-
 absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOptions& o) {
   std::map<std::string, std::string> profiles;
   ASSIGN_OR_RETURN(profiles, BuildAllocatorProfiles(r, o.allocators, o.work_dir + "/kvtier-eval"));
@@ -103,7 +99,7 @@ absl::StatusOr<std::string> SimulateAll(const TraceReader& r, const FidelityOpti
       for (const std::string& a : o.allocators) {
         const bool listed = std::find(o.allocator_policies.begin(), o.allocator_policies.end(),
                                       policy) != o.allocator_policies.end();
-        if (a != "uniform" && (!listed || !UsesLayerBudgets(policy))) continue;
+        if (a != "uniform" && (!listed || model::PolicyKeepsEveryPage(policy))) continue;
         absl::StatusOr<std::string> row = SimulateOne(r, o, policy, f, a, profiles[a]);
         if (!row.ok()) {
           // One configuration the policy refuses does not end the sweep.

@@ -9,7 +9,6 @@
 #include <memory>
 
 #include "absl/cleanup/cleanup.h"
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -19,6 +18,7 @@
 #include "worker/eval/allocator_profiles.h"
 #include "worker/eval/model_session.h"
 #include "worker/model/dense_attention_backend.h"
+#include "worker/model/worker_attention_backend.h"
 #include "worker/policy/arkv_policy.h"
 
 namespace kvtier::eval {
@@ -76,12 +76,14 @@ std::string RowJson(const std::string& policy, const std::string& allocator, uin
   const double cases = std::max<double>(r.cases, 1);
   return absl::StrFormat(
       "\n    {\"policy\": \"%s\", \"allocator\": \"%s\", \"context\": %u, "
-      "\"budget_fraction\": %u, \"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, \"accuracy\": %.4f, "
+      "\"budget_fraction\": %u, \"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, "
+      "\"accuracy\": %.4f, "
       "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
       "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
       "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\", "
       "\"layer_budget_tokens\": [%s]}",
-      policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases, lo, hi,
+      policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases,
+      lo, hi,
       static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
       r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
       TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
@@ -94,20 +96,11 @@ absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {
   if (o.policies.empty() || o.budget_fractions.empty()) {
     return absl::InvalidArgumentError("needles: policies and budgets are needed");
   }
-  for (const std::string& a : o.allocators) {
-    if (a != "uniform" && a != "xkv" && a != "lukv") {
-      return absl::InvalidArgumentError(
-          absl::StrCat("needles: unknown allocator ", JsonQuoted(a), " (uniform, xkv, lukv)"));
-    }
-  }
   if (o.allocators.empty()) return absl::InvalidArgumentError("needles: no allocator");
+  if (absl::Status s = CheckAllocatorNames(o.allocators); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("needles: ", s.message()));
+  }
   return CheckSweep("needles", o.policies, o.budget_fractions, o.page_size);
-}
-
-// Whether `policy` takes per-layer budgets (Quest and the full cache keep
-// every page).
-bool BudgetsLayers(const std::string& policy) {
-  return policy != "full" && policy != "quest" && policy != "quest_per_head";
 }
 
 // The allocators' profiles for one context, from a calibration case drawn
@@ -152,8 +145,9 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
   std::vector<int> layer_tokens;
   if (allocator != "uniform") {
     const model::AttentionShape shape = m.weights.config.attention_shape();
+    const uint32_t budget_pages = (budget + o.page_size - 1) / o.page_size;
     ASSIGN_OR_RETURN(layer_tokens,
-                     AllocatedLayerTokens(allocator, profile, (budget + o.page_size - 1) / o.page_size,
+                     AllocatedLayerTokens(allocator, profile, budget_pages,
                                           MinLayerPages(policy, o.page_size),
                                           static_cast<uint32_t>(shape.n_layers),
                                           static_cast<uint32_t>(shape.n_kv_heads), context,
@@ -175,8 +169,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
                                           const NeedleEvalOptions& o) {
   RETURN_IF_ERROR(Validate(o, m));
   std::vector<NeedleCase> cases;
-  ASSIGN_OR_RETURN(cases,
-                   o.suite.Cases());
+  ASSIGN_OR_RETURN(cases, o.suite.Cases());
   const model::AttentionShape shape = m.weights.config.attention_shape();
   // fp32 K and V of one token, all layers (the worker backend's pages).
   const uint64_t token_bytes =
@@ -189,9 +182,8 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
       (std::filesystem::path(o.work_dir) / absl::StrCat("kvtier-needles.", getpid())).string();
   absl::Cleanup remove_files = [&stem] {
     std::error_code ignored;
-    for (const char* suffix : {".kvtrace", ".xkv.prof", ".lukv.table"}) {
-      std::filesystem::remove(stem + suffix, ignored);
-    }
+    std::filesystem::remove(stem + ".kvtrace", ignored);
+    RemoveAllocatorProfiles(stem);
   };
   for (uint32_t context : o.suite.contexts) {
     std::vector<FittedCase> fitted;
@@ -218,7 +210,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
     for (const std::string& policy : o.policies) {
       for (uint32_t fraction : o.budget_fractions) {
         for (const std::string& allocator : o.allocators) {
-          if (allocator != "uniform" && !BudgetsLayers(policy)) continue;
+          if (allocator != "uniform" && model::PolicyKeepsEveryPage(policy)) continue;
           const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
           absl::StatusOr<Row> row =
               RunRow(m, o, fitted, context, policy, budget, allocator, profiles[allocator]);
@@ -248,8 +240,9 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
       }
     }
   }
-  return absl::StrFormat("{\n  \"page_size\": %d,\n  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
-                         o.page_size, case_json, rows);
+  return absl::StrFormat(
+      "{\n  \"page_size\": %d,\n  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
+      o.page_size, case_json, rows);
 }
 
 }  // namespace kvtier::eval

@@ -61,6 +61,10 @@ const std::vector<std::string>& WorkerPolicyNames() {
   return *names;
 }
 
+bool PolicyKeepsEveryPage(const std::string& name) {
+  return name == "full" || name == "quest" || name == "quest_per_head";
+}
+
 absl::Status WorkerBackendOptions::Validate() const {
   if (budget_tokens < 0 || page_size < 1 || page_size > 1024 ||
       max_sequences < 1 || prefill_query_rows < 1) {
@@ -91,16 +95,14 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   }
   std::unique_ptr<worker::Policy> policy;
   ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages));
-  // Quest keeps every page resident and bounds only what it attends.
-  const bool keeps_every_page =
-      options.policy == "full" ||
-      dynamic_cast<const worker::QuestPolicy*>(policy.get()) != nullptr;
+  const bool keeps_every_page = PolicyKeepsEveryPage(options.policy);
   const uint32_t resident_pages = keeps_every_page ? context_pages : budget_pages;
   std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
   if (!options.layer_budget_tokens.empty()) {
     if (keeps_every_page) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "policy '", options.policy, "' keeps every page resident; per-layer budgets do not apply"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("policy '", options.policy,
+                       "' keeps every page resident; per-layer budgets do not apply"));
     }
     if (options.layer_budget_tokens.size() != static_cast<size_t>(shape.n_layers)) {
       return absl::InvalidArgumentError(

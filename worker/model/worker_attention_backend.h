@@ -82,6 +82,11 @@ struct WorkerBackendOptions {
 // The worker policy names this backend accepts, in the order above.
 const std::vector<std::string>& WorkerPolicyNames();
 
+// Whether policy `name` keeps every page of the context resident (the full
+// cache and Quest, which bounds only what it attends), so per-layer budgets
+// do not apply to it.
+bool PolicyKeepsEveryPage(const std::string& name);
+
 class WorkerAttentionBackend : public AttentionBackend {
  public:
   // INVALID_ARGUMENT for a bad shape, options, unknown policy, or a budget
