@@ -80,13 +80,6 @@ absl::StatusOr<PageAttention> ExactPageAttention(const AttentionGeometry& g,
   return out;
 }
 
-absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
-                                                    kernels::DigestKind kind,
-                                                    absl::Span<const float> keys,
-                                                    absl::Span<const float> q) {
-  return DigestPageRows(g, kind, keys, q, Selection::kShared);
-}
-
 absl::StatusOr<std::vector<float>> DigestPageRows(const AttentionGeometry& g,
                                                   kernels::DigestKind kind,
                                                   absl::Span<const float> keys,

@@ -65,13 +65,8 @@ absl::StatusOr<PageAttention> ExactPageAttention(const AttentionGeometry& g,
                                                  absl::Span<const float> keys,
                                                  absl::Span<const float> q);
 
-// Digest score of every full page for `q` with the kernels' digest of `kind`.
-absl::StatusOr<std::vector<float>> DigestPageScores(const AttentionGeometry& g,
-                                                    kernels::DigestKind kind,
-                                                    absl::Span<const float> keys,
-                                                    absl::Span<const float> q);
-
-// Digest scores for per-`selection` rankings: [rows][full pages] with rows
+// Digest scores of every full page for `q` with the kernels' digest of
+// `kind`, for per-`selection` rankings: [rows][full pages] with rows
 // 1 (the sum over every head), n_kv_heads (the sum over each KV head's
 // query heads) or n_q_heads.
 absl::StatusOr<std::vector<float>> DigestPageRows(const AttentionGeometry& g,

@@ -45,21 +45,21 @@ TEST(ExactPageAttentionTest, RejectsBadShapes) {
             absl::StatusCode::kInvalidArgument);
 }
 
-TEST(DigestPageScoresTest, EachKindOnKnownKeys) {
+TEST(DigestPageRowsTest, EachKindOnKnownKeys) {
   // d = 2, pages of 2: page 0 keys (1,0), (0,1); page 1 keys (2,2), (2,2).
   const AttentionGeometry g{1, 1, 2, 2};
   const std::vector<float> keys = {1, 0, 0, 1, 2, 2, 2, 2};
   const std::vector<float> q = {1, -1};
   // min/max: page 0 hi (1,1) lo (0,0) -> 1 + 0; page 1 hi = lo = (2,2) -> 2 - 2.
-  auto mm = DigestPageScores(g, kernels::DigestKind::kMinMax, keys, q);
+  auto mm = DigestPageRows(g, kernels::DigestKind::kMinMax, keys, q, Selection::kShared);
   ASSERT_TRUE(mm.ok()) << mm.status();
   EXPECT_THAT(*mm, ElementsAre(FloatNear(1, 1e-6), FloatNear(0, 1e-6)));
   // ArkVale: centre (0.5,0.5), mean deviation 0.5 -> the same cuboid.
-  auto ark = DigestPageScores(g, kernels::DigestKind::kArkvaleMean, keys, q);
+  auto ark = DigestPageRows(g, kernels::DigestKind::kArkvaleMean, keys, q, Selection::kShared);
   ASSERT_TRUE(ark.ok());
   EXPECT_THAT(*ark, ElementsAre(FloatNear(1, 1e-6), FloatNear(0, 1e-6)));
   // Centroid: (0.5,0.5).q = 0 and (2,2).q = 0.
-  auto cen = DigestPageScores(g, kernels::DigestKind::kCentroid, keys, q);
+  auto cen = DigestPageRows(g, kernels::DigestKind::kCentroid, keys, q, Selection::kShared);
   ASSERT_TRUE(cen.ok());
   EXPECT_THAT(*cen, ElementsAre(FloatNear(0, 1e-6), FloatNear(0, 1e-6)));
 }
