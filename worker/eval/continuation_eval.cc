@@ -161,7 +161,8 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
   std::vector<std::string> lengths;
   for (uint32_t n : o.lengths) lengths.push_back(absl::StrCat(n));
   return absl::StrFormat(
-      "{\n  \"context\": %u,\n  \"lengths\": [%s],\n  \"prompts\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
+      "{\n  \"context\": %u,\n  \"lengths\": [%s],\n  \"prompts\": %s\n  ],\n"
+      "  \"results\": %s\n  ]\n}\n",
       o.context, absl::StrJoin(lengths, ", "), prompt_json, rows);
 }
 

@@ -97,8 +97,8 @@ absl::Status DigestStudy::AddTrace(const TraceReader& trace,
   const TraceHeader& h = trace.header();
   if (h.n_q_heads != n_q_heads_ || h.n_kv_heads != n_kv_heads_ || h.head_dim != head_dim_) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "trace heads ", h.n_q_heads, "/", h.n_kv_heads, " x ", h.head_dim, " differ from the study's ",
-        n_q_heads_, "/", n_kv_heads_, " x ", head_dim_));
+        "trace heads ", h.n_q_heads, "/", h.n_kv_heads, " x ", h.head_dim,
+        " differ from the study's ", n_q_heads_, "/", n_kv_heads_, " x ", head_dim_));
   }
   const size_t q_elems = size_t{h.n_q_heads} * h.head_dim;
   for (uint32_t l = 0; l < h.n_layers; ++l) {
@@ -130,9 +130,9 @@ std::string DigestStudy::Json() const {
       for (size_t si = 0; si < options_.selections.size(); ++si) {
         for (size_t j = 0; j < n_k(); ++j) {
           const Cell& c = cells_[CellIndex(pi, ki, si, j)];
-          const std::string k = j < options_.ks.size()
-                                    ? absl::StrCat(options_.ks[j])
-                                    : absl::StrCat("1/", options_.budget_fractions[j - options_.ks.size()]);
+          const size_t nks = options_.ks.size();
+          const std::string k = j < nks ? absl::StrCat(options_.ks[j])
+                                        : absl::StrCat("1/", options_.budget_fractions[j - nks]);
           const double n = c.samples > 0 ? c.samples : 1.0;
           absl::StrAppendFormat(
               &json,

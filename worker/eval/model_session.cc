@@ -77,9 +77,13 @@ absl::Status CheckSweep(const std::string& command, const std::vector<std::strin
     }
   }
   for (uint32_t f : budget_fractions) {
-    if (f == 0) return absl::InvalidArgumentError(absl::StrCat(command, ": a budget fraction of 0"));
+    if (f == 0) {
+      return absl::InvalidArgumentError(absl::StrCat(command, ": a budget fraction of 0"));
+    }
   }
-  if (page_size < 1) return absl::InvalidArgumentError(absl::StrCat(command, ": page_size below 1"));
+  if (page_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat(command, ": page_size below 1"));
+  }
   return absl::OkStatus();
 }
 
