@@ -5,19 +5,11 @@ continuation length.
 
     continuation_report.py REPORT.json [--png OUT.png]
 """
-import argparse
-import json
-
-from report_table import table
+from report_table import load_report, pyplot, save_figure, table
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("report")
-    ap.add_argument("--png")
-    args = ap.parse_args()
-    with open(args.report) as f:
-        rep = json.load(f)
+    rep, png = load_report(__doc__)
     lengths = rep["lengths"]
     cols = (["policy", "budget"] + [f"agree@{n}" for n in lengths] +
             [f"KL@{n}" for n in lengths] + ["identical", "repetition", "reference rep."])
@@ -35,11 +27,9 @@ def main():
           f"teacher-forced on the full cache's greedy tokens; identical = tokens a free run "
           f"shares with it; repetition = share of repeated 4-grams in a free run")
     print(table(rows_text, cols))
-    if not args.png:
+    if not png:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))
     for r in rep["results"]:
         if "error" in r or r["policy"] == "full":
@@ -51,9 +41,7 @@ def main():
     ax.set_ylabel("greedy agreement with the full cache")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.png, dpi=120)
-    print(f"wrote {args.png}")
+    save_figure(fig, png)
 
 
 if __name__ == "__main__":

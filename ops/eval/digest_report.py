@@ -4,19 +4,11 @@
 
     digest_report.py REPORT.json
 """
-import argparse
-import json
-
-from report_table import table
+from report_table import load_report, table
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("report")
-    ap.add_argument("--png", help="not drawn: the digest study prints tables only")
-    args = ap.parse_args()
-    with open(args.report) as f:
-        rep = json.load(f)
+    rep, _ = load_report(__doc__, png_help="not drawn: the digest study prints tables only")
     m = rep["model"]
     print(f"model: {m['layers']} layers, {m['q_heads']}/{m['kv_heads']} heads x {m['head_dim']}")
     for ctx in rep["contexts"]:

@@ -9,11 +9,9 @@ end-to-end runs), and 1 - mean relative attention-output error on the trace,
 each against the budget fraction, one line per policy (uniform budgets;
 XKV/LU-KV dashed/dotted where present).
 """
-import argparse
-import json
 import sys
 
-from report_table import table
+from report_table import load_report, pyplot, table
 
 
 def print_report(rep):
@@ -58,9 +56,7 @@ def print_report(rep):
 
 
 def plot(rep, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     e2e = rep.get("end_to_end")
@@ -124,15 +120,10 @@ def plot(rep, path):
 
 
 def main():
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("report")
-    ap.add_argument("--png")
-    args = ap.parse_args()
-    with open(args.report) as f:
-        rep = json.load(f)
+    rep, png = load_report(__doc__)
     print_report(rep)
-    if args.png:
-        plot(rep, args.png)
+    if png:
+        plot(rep, png)
 
 
 if __name__ == "__main__":

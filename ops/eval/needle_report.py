@@ -4,10 +4,7 @@ policy's accuracy (with its 95% Wilson interval) against the budget.
 
     needle_report.py REPORT.json [--png OUT.png]
 """
-import argparse
-import json
-
-from report_table import table
+from report_table import load_report, pyplot, save_figure, table
 
 
 def label(r):
@@ -21,12 +18,7 @@ def split(tally):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("report")
-    ap.add_argument("--png")
-    args = ap.parse_args()
-    with open(args.report) as f:
-        rep = json.load(f)
+    rep, png = load_report(__doc__)
     rows = rep["results"]
     cols = ["context", "policy", "budget", "found", "accuracy", "95% CI", "resident",
             "agreement", "KL", "by task", "by filler", "by format"]
@@ -46,11 +38,9 @@ def main():
     print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; resident = peak KV "
           f"bytes held / the full cache's")
     print(table(rows_text, cols))
-    if not args.png:
+    if not png:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     ok = [r for r in rows if "error" not in r]
     contexts = sorted({r["context"] for r in ok})
     fig, axes = plt.subplots(1, len(contexts), figsize=(6 * len(contexts), 4), squeeze=False)
@@ -77,9 +67,7 @@ def main():
         ax.set_title(f"{context}-token prompts, {here[0]['cases']} cases")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(args.png, dpi=120)
-    print(f"wrote {args.png}")
+    save_figure(fig, png)
 
 
 if __name__ == "__main__":

@@ -4,19 +4,11 @@ to first token with and without prefix reuse against the shared prefix.
 
     prefix_report.py REPORT.json [--png OUT.png]
 """
-import argparse
-import json
-
-from report_table import table
+from report_table import load_report, pyplot, save_figure, table
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("report")
-    ap.add_argument("--png")
-    args = ap.parse_args()
-    with open(args.report) as f:
-        rep = json.load(f)
+    rep, png = load_report(__doc__)
     rows = rep["results"]
     cols = ["prefix", "TTFT recompute s", "TTFT reuse s", "speedup", "estimate",
             "reused tok", "pages", "MiB", "load s", "get MiB/s", "load/ideal"]
@@ -31,11 +23,9 @@ def main():
     print(f"store {rep['store']}, policy {rep['policy']} at 1/{rep['budget_fraction']}, "
           f"pages of {rep['page_size']} tokens")
     print(table(rows_text, cols))
-    if not args.png:
+    if not png:
         return
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     xs = [r["prefix_tokens"] for r in rows]
     fig, ax = plt.subplots(figsize=(6, 4))
     ax.plot(xs, [r["ttft_recompute_s"] for r in rows], "o-", label="recompute")
@@ -47,9 +37,7 @@ def main():
     ax.set_title(f"TTFT, {rep['policy']} at 1/{rep['budget_fraction']}, store {rep['store']}")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(args.png, dpi=120)
-    print(f"wrote {args.png}")
+    save_figure(fig, png)
 
 
 if __name__ == "__main__":
