@@ -26,7 +26,7 @@ BIN = os.path.join(os.environ["KVTIER_BIN_DIR"], "kvtier-eval")
 MODEL = os.environ["MODEL_DIR"]
 MODEL_FLAGS = ["--model", os.path.join(MODEL, "stories260K.bin"), "--tokenizer",
                os.path.join(MODEL, "tok512.bin"), "--python", sys.executable]
-BASE = [BIN, "needles"] + MODEL_FLAGS
+NEEDLES = ["needles"] + MODEL_FLAGS
 
 
 def wilson(c, n, z=1.96):
@@ -42,16 +42,29 @@ def check(cond, what):
         raise AssertionError(what)
 
 
+def run_eval(args, out):
+    """Runs kvtier-eval with `args` writing its JSON to `out`; it must
+    succeed. Returns the process and the report."""
+    run = subprocess.run([BIN] + args + ["--json", out], capture_output=True, text=True,
+                         timeout=600)
+    check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+    with open(out) as f:
+        return run, json.load(f)
+
+
+def expect_refused(args, message):
+    """kvtier-eval with `args` exits 1 naming `message`."""
+    bad = subprocess.run([BIN] + args, capture_output=True, text=True, timeout=120)
+    check(bad.returncode == 1 and message in bad.stderr, (args, bad.stderr[-500:]))
+
+
 def needles():
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "needles.json")
-        run = subprocess.run(
-            BASE + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
-                    "--policies", "full,quest,arkvale,streaming_llm,arkv", "--budgets", "4",
-                    "--json", out], capture_output=True, text=True, timeout=600)
-        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        run, rep = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
+                       "--policies", "full,quest,arkvale,streaming_llm,arkv", "--budgets", "4"],
+            os.path.join(tmp, "needles.json"))
         check("needles 512 arkvale 1/4 uniform:" in run.stderr, run.stderr[-2000:])
-        rep = json.load(open(out))
         cases = rep["cases"]
         check(len(cases) == 3, cases)
         check([c["task"] for c in cases] == ["passkey", "kv", "passkey"], cases)
@@ -89,23 +102,18 @@ def needles():
                                 "page_size below 1"),
                                (["--needle_contexts", "512", "--policies", "full,lru\"x"],
                                 'unknown policy "lru\\"x"')):
-            bad = subprocess.run(BASE + flags + ["--json", os.path.join(tmp, "bad.json")],
-                                 capture_output=True, text=True, timeout=120)
-            check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))
+            expect_refused(NEEDLES + flags + ["--json", os.path.join(tmp, "bad.json")], message)
             check(not os.path.exists(os.path.join(tmp, "bad.json")), flags)
     print("kvtier-eval needles: ok")
 
 
 def needle_allocators():
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "alloc.json")
         before = set(glob.glob("/tmp/kvtier-needles.*"))
-        run = subprocess.run(
-            BASE + ["--needle_contexts", "512", "--cases", "2", "--policies", "full,h2o,arkv,quest",
-                    "--budgets", "12", "--needle_allocators", "uniform,xkv,lukv", "--json", out],
-            capture_output=True, text=True, timeout=600)
-        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
-        rep = json.load(open(out))
+        run, rep = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "2", "--policies",
+                       "full,h2o,arkv,quest", "--budgets", "12", "--needle_allocators",
+                       "uniform,xkv,lukv"], os.path.join(tmp, "alloc.json"))
         got = sorted((r["policy"], r["allocator"]) for r in rep["results"])
         # Quest and the full cache keep every page: uniform only.
         check(got == [("arkv", "lukv"), ("arkv", "uniform"), ("arkv", "xkv"), ("full", "uniform"),
@@ -131,23 +139,18 @@ def needle_allocators():
         check("needles 512 h2o 1/12 lukv:" in run.stderr, run.stderr[-2000:])
         check("trace: " in run.stderr, run.stderr[-2000:])  # the calibration case ran
         check(set(glob.glob("/tmp/kvtier-needles.*")) == before, "calibration files left")
-        bad = subprocess.run(BASE + ["--needle_contexts", "512", "--needle_allocators", "pyramid"],
-                             capture_output=True, text=True, timeout=120)
-        check(bad.returncode == 1 and 'unknown allocator "pyramid"' in bad.stderr,
-              bad.stderr[-500:])
+        expect_refused(NEEDLES + ["--needle_contexts", "512", "--needle_allocators", "pyramid"],
+                       'unknown allocator "pyramid"')
     print("kvtier-eval needles with allocators: ok")
 
 
 def continuation():
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "continuation.json")
-        run = subprocess.run(
-            [BIN, "continuation"] + MODEL_FLAGS +
+        run, rep = run_eval(
+            ["continuation"] + MODEL_FLAGS +
             ["--continuation_context", "512", "--lengths", "8,32,128", "--prompts", "2",
-             "--policies", "full,arkvale,quest", "--budgets", "4", "--json", out],
-            capture_output=True, text=True, timeout=600)
-        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
-        rep = json.load(open(out))
+             "--policies", "full,arkvale,quest", "--budgets", "4"],
+            os.path.join(tmp, "continuation.json"))
         check(rep["lengths"] == [8, 32, 128] and len(rep["prompts"]) == 2, rep["prompts"])
         check([p["task"] for p in rep["prompts"]] == ["passkey", "kv"], rep["prompts"])
         for p in rep["prompts"]:
@@ -166,23 +169,18 @@ def continuation():
         check("agree@128" in run.stdout, run.stdout)
         for flags, message in ((["--lengths", "8,0"], "bad number"),
                                (["--lengths", "512"], "must hold the longest")):
-            bad = subprocess.run([BIN, "continuation"] + MODEL_FLAGS + flags +
-                                 ["--continuation_context", "512"],
-                                 capture_output=True, text=True, timeout=120)
-            check(bad.returncode == 1 and message in bad.stderr, (flags, bad.stderr[-500:]))
+            expect_refused(["continuation"] + MODEL_FLAGS + flags +
+                           ["--continuation_context", "512"], message)
     print("kvtier-eval continuation: ok")
 
 
 def digests():
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "digests.json")
-        run = subprocess.run(
-            [BIN, "digests"] + MODEL_FLAGS +
+        run, rep = run_eval(
+            ["digests"] + MODEL_FLAGS +
             ["--needle_contexts", "512", "--cases", "2", "--digest_page_sizes", "16,32",
-             "--budgets", "4,8", "--json", out], capture_output=True, text=True, timeout=600)
-        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+             "--budgets", "4,8"], os.path.join(tmp, "digests.json"))
         check("digests 512: case 2/2" in run.stderr, run.stderr[-2000:])
-        rep = json.load(open(out))
         check(len(rep["contexts"]) == 1, rep["contexts"])
         ctx = rep["contexts"][0]
         check(ctx["context"] == 512 and ctx["cases"] == 2, ctx)
@@ -202,10 +200,8 @@ def digests():
                 best = cells[(page, "exact", selection, k)]
                 check(best["mass"] >= r["mass"] - 1e-4, (best, r))
         check("recall@1/8" in run.stdout and "q_head" in run.stdout, run.stdout)
-        bad = subprocess.run([BIN, "digests"] + MODEL_FLAGS +
-                             ["--needle_contexts", "512", "--digest_page_sizes", "16,0"],
-                             capture_output=True, text=True, timeout=120)
-        check(bad.returncode == 1 and "bad number" in bad.stderr, bad.stderr[-500:])
+        expect_refused(["digests"] + MODEL_FLAGS +
+                       ["--needle_contexts", "512", "--digest_page_sizes", "16,0"], "bad number")
     print("kvtier-eval digests: ok")
 
 
