@@ -3,6 +3,13 @@
 // For XXH3_state_t on the stack (the streaming API without an allocation).
 #define XXH_STATIC_LINKING_ONLY
 #include <xxhash.h>
+#if defined(__x86_64__)
+// libxxhash's entry points that pick the widest vector unit the CPU has at
+// run time (AVX2, AVX-512) and name them XXH3_64bits and
+// XXH3_64bits_update here: the plain ones are built for baseline x86-64
+// (SSE2), about 3x slower on page-sized input. Same hash values.
+#include <xxh_x86dispatch.h>
+#endif
 
 #include <algorithm>
 #include <cstring>
