@@ -136,6 +136,22 @@ absl::StatusOr<std::vector<PutResult>> Store::BatchPut(
   return committed;
 }
 
+absl::StatusOr<std::vector<PutResult>> Store::BatchPutFilled(absl::Span<const PutSpec> specs,
+                                                            FillFn fill) {
+  // A commit ABORTED because a page stored at Reserve was removed since is
+  // tried again from Reserve: `fill` can write the bytes again.
+  constexpr int kMaxRounds = 4;
+  absl::StatusOr<std::vector<PutResult>> committed;
+  for (int round = 0; round < kMaxRounds; ++round) {
+    ASSIGN_OR_RETURN(Reservation reservation, Reserve(specs));
+    // On an error `reservation` aborts itself when it goes out of scope.
+    RETURN_IF_ERROR(fill(reservation));
+    committed = Commit(std::move(reservation));
+    if (!absl::IsAborted(committed.status())) break;
+  }
+  return committed;
+}
+
 absl::StatusOr<std::vector<GetResult>> Store::BatchGetInPlace(absl::Span<const PageKey> keys,
                                                               InPlaceUse use,
                                                               const InPlaceOptions& /*options*/) {

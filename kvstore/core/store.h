@@ -362,6 +362,14 @@ class Store {
   // (INVALID_ARGUMENT otherwise; nothing stored).
   absl::StatusOr<std::vector<PutResult>> BatchPut(absl::Span<const PutSpec> specs,
                                                   absl::Span<const absl::Span<const uint8_t>> data);
+  // Reserve + `fill` + Commit, likewise, for bytes the store cannot read
+  // itself (another process's memory, a remote region): `fill` writes the
+  // reserved buffers (Reservation::buffer; empty ones need nothing), and
+  // Commit verifies every page against its checksum. An error of `fill`
+  // aborts the reservation and is returned.
+  using FillFn = absl::FunctionRef<absl::Status(const Reservation& reservation)>;
+  absl::StatusOr<std::vector<PutResult>> BatchPutFilled(absl::Span<const PutSpec> specs,
+                                                        FillFn fill);
 
   // One result per key. INVALID_ARGUMENT for an empty or oversized batch.
   virtual absl::StatusOr<std::vector<GetResult>> BatchGet(absl::Span<const PageKey> keys) = 0;

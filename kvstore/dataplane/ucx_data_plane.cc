@@ -555,29 +555,26 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
     return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
   }
   ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
-  // A commit ABORTED because a page stored at Reserve was removed since is
-  // tried again from Reserve: the bytes are still in the client's region.
-  constexpr int kMaxRounds = 4;
-  absl::StatusOr<std::vector<PutResult>> committed;
-  for (int round = 0; round < kMaxRounds; ++round) {
-    ASSIGN_OR_RETURN(Reservation reservation, store_->Reserve(specs));
-    std::vector<ucx::WriteSegment> segments;
-    segments.reserve(specs.size());
-    for (size_t i = 0; i < reservation.size(); ++i) {
-      const absl::Span<uint8_t> slot = reservation.buffer(i);
-      if (slot.empty()) continue;  // already stored
-      segments.push_back({.local = slot.data(), .bytes = slot.size(),
-                          .remote_address = address + region_offsets[i]});
-    }
-    absl::Status status = session->endpoint->Read(segments, *key, options_.window, deadline);
-    if (!status.ok()) {
-      store_->Abort(std::move(reservation));
-      key.reset();
-      Close(session_id);
-      return status;
-    }
-    committed = store_->Commit(std::move(reservation));
-    if (!absl::IsAborted(committed.status())) break;
+  // Each round of BatchPutFilled reads the bytes again from the client's
+  // region; a failed read closes the session.
+  bool read_failed = false;
+  absl::StatusOr<std::vector<PutResult>> committed =
+      store_->BatchPutFilled(specs, [&](const Reservation& reservation) -> absl::Status {
+        std::vector<ucx::WriteSegment> segments;
+        segments.reserve(specs.size());
+        for (size_t i = 0; i < reservation.size(); ++i) {
+          const absl::Span<uint8_t> slot = reservation.buffer(i);
+          if (slot.empty()) continue;  // already stored
+          segments.push_back({.local = slot.data(), .bytes = slot.size(),
+                              .remote_address = address + region_offsets[i]});
+        }
+        absl::Status status = session->endpoint->Read(segments, *key, options_.window, deadline);
+        read_failed = !status.ok();
+        return status;
+      });
+  if (read_failed) {
+    key.reset();
+    Close(session_id);
   }
   return committed;
 }
