@@ -70,7 +70,8 @@ absl::Status Recv(int fd, void* out, size_t bytes) {
 
 absl::StatusOr<std::unique_ptr<LocalLane>> LocalLane::Open(const Grant& grant,
                                                            uint64_t segment_bytes,
-                                                           absl::Duration timeout) {
+                                                           absl::Duration timeout,
+                                                           bool offer_direct) {
   if (grant.ticket.size() != wire::kLaneSecretBytes ||
       grant.server_proof.size() != wire::kLaneSecretBytes || grant.socket_name.empty() ||
       grant.socket_name.size() + 1 > sizeof(sockaddr_un::sun_path)) {
@@ -113,6 +114,9 @@ absl::StatusOr<std::unique_ptr<LocalLane>> LocalLane::Open(const Grant& grant,
 
   wire::LaneHello hello;
   std::memcpy(hello.ticket, grant.ticket.data(), wire::kLaneSecretBytes);
+  // The server reads the ticket back from here (it stays until the
+  // welcome): proof that this process is the one it will copy pages to.
+  if (offer_direct) hello.probe_address = reinterpret_cast<uintptr_t>(&hello.ticket[0]);
   alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
   iovec iov{.iov_base = &hello, .iov_len = sizeof(hello)};
   msghdr msg{};
@@ -148,12 +152,14 @@ absl::StatusOr<std::unique_ptr<LocalLane>> LocalLane::Open(const Grant& grant,
         "local lane: the peer is not the server that issued the ticket (wrong proof)");
   }
   if (welcome.segment_bytes != segment_bytes ||
-      welcome.max_frame_bytes < sizeof(wire::LaneRequestHeader)) {
+      welcome.max_frame_bytes < sizeof(wire::LaneRequestHeader) || welcome.direct > 1 ||
+      (welcome.direct == 1 && !offer_direct)) {
     return absl::UnavailableError("local lane: the welcome does not match the hello");
   }
   unmap.p = nullptr;
   return std::unique_ptr<LocalLane>(new LocalLane(
-      sock.release(), static_cast<uint8_t*>(mapped), segment_bytes, welcome.max_frame_bytes));
+      sock.release(), static_cast<uint8_t*>(mapped), segment_bytes, welcome.max_frame_bytes,
+      welcome.direct == 1));
 }
 
 LocalLane::~LocalLane() {
@@ -226,7 +232,8 @@ LanePool::Lease LanePool::Acquire() {
   }
   absl::StatusOr<std::unique_ptr<LocalLane>> lane = [&]() -> absl::StatusOr<std::unique_ptr<LocalLane>> {
     ASSIGN_OR_RETURN(const LocalLane::Grant grant, grant_());
-    return LocalLane::Open(grant, options_.segment_bytes, options_.timeout);
+    return LocalLane::Open(grant, options_.segment_bytes, options_.timeout,
+                           options_.offer_direct);
   }();
   absl::MutexLock lock(&mu_);
   if (!lane.ok()) {

@@ -40,14 +40,17 @@ class LocalLane {
 
   // Creates the segment (a memfd of `segment_bytes`, sealed against
   // shrinking and growing), connects, presents the ticket with the segment
-  // and checks the server's proof. UNAVAILABLE when the socket cannot be
+  // and checks the server's proof. With `offer_direct` the hello offers
+  // direct transfers (the server copies pages between this process's own
+  // buffers and its store, where the kernel lets it; direct()). UNAVAILABLE when the socket cannot be
   // reached (the server is on another host or in another network
   // namespace); the server's code and message when it refused the lane;
   // PERMISSION_DENIED when the peer's proof is wrong (whoever answered is
   // not the server that issued the ticket; nothing was written).
   static absl::StatusOr<std::unique_ptr<LocalLane>> Open(const Grant& grant,
                                                          uint64_t segment_bytes,
-                                                         absl::Duration timeout);
+                                                         absl::Duration timeout,
+                                                         bool offer_direct);
   ~LocalLane();
   LocalLane(const LocalLane&) = delete;
   LocalLane& operator=(const LocalLane&) = delete;
@@ -63,16 +66,22 @@ class LocalLane {
   absl::StatusOr<std::string> Call(uint32_t op, const google::protobuf::MessageLite& request,
                                    absl::Duration timeout);
   bool broken() const { return broken_; }
+  // The server accepted direct transfers on this lane: puts may name pages
+  // by address (PutPage.client_address), gets may name destination buffers
+  // (BatchGetRequest.lane_destinations).
+  bool direct() const { return direct_; }
 
  private:
-  LocalLane(int fd, uint8_t* segment, uint64_t segment_bytes, uint32_t max_frame_bytes)
+  LocalLane(int fd, uint8_t* segment, uint64_t segment_bytes, uint32_t max_frame_bytes,
+            bool direct)
       : fd_(fd), segment_(segment), segment_bytes_(segment_bytes),
-        max_frame_bytes_(max_frame_bytes) {}
+        max_frame_bytes_(max_frame_bytes), direct_(direct) {}
 
   const int fd_;
   uint8_t* const segment_;
   const uint64_t segment_bytes_;
   const uint32_t max_frame_bytes_;
+  const bool direct_;
   uint64_t next_request_ = 1;
   bool broken_ = false;
   std::string buffer_;
@@ -84,6 +93,7 @@ class LanePool {
     uint32_t max_lanes = 4;
     uint64_t segment_bytes = uint64_t{64} << 20;
     absl::Duration timeout = absl::Seconds(30);
+    bool offer_direct = true;  // LocalLane::Open's
     // After a failure to open a lane, no new try for this long, doubling
     // with each failure in a row up to 64 times.
     absl::Duration retry_interval = absl::Seconds(1);

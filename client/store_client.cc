@@ -251,6 +251,7 @@ StoreClient::StoreClient(const std::string& target, std::shared_ptr<grpc::Channe
         LanePool::Options{.max_lanes = options_.local_max_lanes,
                           .segment_bytes = options_.local_segment_bytes,
                           .timeout = absl::Milliseconds(options_.deadline_ms),
+                          .offer_direct = options_.local_direct_transfers,
                           .retry_interval = absl::Milliseconds(options_.ucx_reopen_interval_ms)},
         [this] { return OpenLocalLane(); });
   }

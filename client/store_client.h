@@ -164,10 +164,23 @@ struct ClientOptions {
   // in batches that fit it; a larger page goes by the other paths). On
   // another host, or against a server without lanes, the other paths
   // serve, and opening is tried again after 1 s, doubling to 64 s.
-  // Defaults: on, 4, 64 MiB.
+  // With local_direct_transfers the lanes offer the server direct
+  // transfers: where the kernel lets it (same user, no ptrace restriction
+  // in the way), the server copies pages straight between this process's
+  // buffers and its store, one copy instead of two through the segment:
+  // gets into BatchGet's destinations, or into each GotPage::data when
+  // page_bytes_hint is given, and with local_direct_puts also puts from
+  // PutPage::data where it lies. That gives the server's process access to
+  // this process's memory, which the kernel grants such a process anyway.
+  // Direct puts are off by default: with pages in cache the kernel's copy
+  // ran slower than the two copies through the segment
+  // (kvstore/dataplane/DATA_PLANE.md, "Direct transfers").
+  // Defaults: on, 4, 64 MiB, on, off.
   bool local_lanes = true;
   uint32_t local_max_lanes = 4;
   uint64_t local_segment_bytes = uint64_t{64} << 20;
+  bool local_direct_transfers = true;
+  bool local_direct_puts = false;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -222,6 +235,12 @@ struct DataPlaneStats {
   uint64_t lanes_opened = 0;
   uint64_t lane_put_pages = 0;
   uint64_t lane_get_pages = 0;
+  // Of lane_put_pages and lane_get_pages, those the server copied straight
+  // from or into this process's buffers (direct transfers), and direct
+  // gets whose bytes failed their checksum here (fetched again by RPC).
+  uint64_t lane_direct_put_pages = 0;
+  uint64_t lane_direct_get_pages = 0;
+  uint64_t lane_direct_get_retries = 0;
 };
 
 struct LookupReply {
@@ -452,7 +471,8 @@ class StoreClient {
   absl::Status PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
                             std::vector<PutOutcome>* out);
   absl::Status GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                            Destinations destinations, std::vector<GotPage>* out);
+                            uint64_t page_bytes_hint, Destinations destinations,
+                            std::vector<GotPage>* out);
   absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                            Destinations destinations, std::vector<GotPage>* out);
 
@@ -484,6 +504,9 @@ class StoreClient {
     std::atomic<uint64_t> message_puts{0};
     std::atomic<uint64_t> lane_put_pages{0};
     std::atomic<uint64_t> lane_get_pages{0};
+    std::atomic<uint64_t> lane_direct_put_pages{0};
+    std::atomic<uint64_t> lane_direct_get_pages{0};
+    std::atomic<uint64_t> lane_direct_get_retries{0};
     std::atomic<uint64_t> ucx_get_pages{0};
     std::atomic<uint64_t> inline_put_pages{0};
     std::atomic<uint64_t> inline_get_pages{0};

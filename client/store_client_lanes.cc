@@ -50,8 +50,29 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
       return PutChunkInline(pages, out);
     }
   }
-  const absl::Span<uint8_t> segment = lane.segment();
   const absl::Duration timeout = absl::Milliseconds(options_.deadline_ms);
+  if (lane.direct() && options_.local_direct_puts) {
+    // The server reads each page where it lies, one copy into its store,
+    // and verifies it there against the checksum computed here.
+    v1::BatchPutRequest request;
+    for (const PutPage& page : pages) {
+      v1::PutPage* wire = request.add_pages();
+      v1::KeyToProto(page.key, wire->mutable_key());
+      v1::LayoutToProto(page.layout, wire->mutable_layout());
+      wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
+      wire->set_client_address(reinterpret_cast<uintptr_t>(page.data.data()));
+    }
+    ASSIGN_OR_RETURN(const std::string reply, lane.Call(wire::kLanePutOp, request, timeout));
+    v1::BatchPutResponse response;
+    if (!response.ParseFromString(reply)) {
+      return absl::UnavailableError("local lane: a put reply that does not parse");
+    }
+    RETURN_IF_ERROR(AppendPutOutcomes("local lane put", response, pages.size(), out));
+    counters_.lane_put_pages += pages.size();
+    counters_.lane_direct_put_pages += pages.size();
+    return absl::OkStatus();
+  }
+  const absl::Span<uint8_t> segment = lane.segment();
   for (size_t begin = 0; begin < pages.size();) {
     v1::BatchPutRequest request;
     uint64_t cursor = 0;
@@ -86,9 +107,31 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
 }
 
 absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                                       Destinations destinations, std::vector<GotPage>* out) {
+                                       uint64_t page_bytes_hint, Destinations destinations,
+                                       std::vector<GotPage>* out) {
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
+  std::vector<GotPage> pages(keys.size());
+  // Direct: the server writes each page into its buffer here, the caller's
+  // destination or (with a size hint) the page's own data.
+  const bool direct = lane.direct() && (!destinations.empty() || page_bytes_hint > 0);
+  std::vector<absl::Span<uint8_t>> buffers;
+  if (direct) {
+    buffers.reserve(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      absl::Span<uint8_t> buffer;
+      if (!destinations.empty()) {
+        buffer = destinations[i];
+      } else {
+        pages[i].data.resize(page_bytes_hint);
+        buffer = {reinterpret_cast<uint8_t*>(pages[i].data.data()), pages[i].data.size()};
+      }
+      buffers.push_back(buffer);
+      v1::ClientBuffer* wire = request.add_lane_destinations();
+      wire->set_address(reinterpret_cast<uintptr_t>(buffer.data()));
+      wire->set_bytes(buffer.size());
+    }
+  }
   ASSIGN_OR_RETURN(const std::string reply,
                    lane.Call(wire::kLaneGetOp, request, absl::Milliseconds(options_.deadline_ms)));
   v1::BatchGetResponse response;
@@ -100,24 +143,43 @@ absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey
                                                   response.pages_size(), keys.size()));
   }
   const absl::Span<const uint8_t> segment = lane.segment();
-  std::vector<GotPage> pages(keys.size());
-  // Withheld pages (their copy failed its checksum at the server) are asked
-  // for again by RPC, whose verifying read drops a corrupt page.
+  // Withheld pages (their copy failed its checksum at the server) and
+  // direct ones that fail it here are asked for again by RPC, whose
+  // verifying read drops a corrupt page.
   std::vector<PageKey> again;
   std::vector<size_t> again_at;
+  uint64_t direct_pages = 0;
   for (int i = 0; i < response.pages_size(); ++i) {
     v1::GotPage& wire = *response.mutable_pages(i);
     GotPage& page = pages[i];
-    ASSIGN_OR_RETURN(const bool complete,
-                     TakePageHeader(i, keys[i], wire.in_region() || wire.bytes_withheld(), wire,
-                                    &page));
+    const bool elsewhere = wire.in_region() || wire.bytes_withheld() || wire.in_destination();
+    if (!elsewhere) page.data.clear();  // the size hint's buffer, not used
+    ASSIGN_OR_RETURN(const bool complete, TakePageHeader(i, keys[i], elsewhere, wire, &page));
     if (complete) continue;
+    const uint64_t size = page.layout.PageBytes();
+    if (wire.in_destination()) {
+      if (!direct || buffers[i].size() != size) {
+        return absl::UnavailableError(absl::StrFormat(
+            "local lane: pages[%d] reported in a destination it does not fit", i));
+      }
+      // The server copied without hashing: this is the check.
+      if (PageChecksum(buffers[i].data(), size) != page.checksum) {
+        page.data.clear();
+        ++counters_.lane_direct_get_retries;
+        again.push_back(keys[i]);
+        again_at.push_back(i);
+        continue;
+      }
+      page.in_destination = !destinations.empty();
+      ++direct_pages;
+      continue;
+    }
+    page.data.clear();
     if (!wire.in_region()) {
       again.push_back(keys[i]);
       again_at.push_back(i);
       continue;
     }
-    const uint64_t size = page.layout.PageBytes();
     if (wire.region_offset() > segment.size() || size > segment.size() - wire.region_offset()) {
       return absl::UnavailableError(absl::StrFormat(
           "local lane: pages[%d] at offset %d outside the segment", i, wire.region_offset()));
@@ -137,6 +199,7 @@ absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey
   }
   for (GotPage& page : pages) out->push_back(std::move(page));
   counters_.lane_get_pages += keys.size() - again.size();
+  counters_.lane_direct_get_pages += direct_pages;
   return absl::OkStatus();
 }
 

@@ -93,7 +93,10 @@ DataPlaneStats StoreClient::data_plane_stats() const {
                         .message_puts = counters_.message_puts.load(),
                         .lanes_opened = lanes_ != nullptr ? lanes_->lanes_opened() : 0,
                         .lane_put_pages = counters_.lane_put_pages.load(),
-                        .lane_get_pages = counters_.lane_get_pages.load()};
+                        .lane_get_pages = counters_.lane_get_pages.load(),
+                        .lane_direct_put_pages = counters_.lane_direct_put_pages.load(),
+                        .lane_direct_get_pages = counters_.lane_direct_get_pages.load(),
+                        .lane_direct_get_retries = counters_.lane_direct_get_retries.load()};
 }
 
 std::shared_ptr<const StoreClient::Connection> StoreClient::DataPlaneConnection() {
@@ -363,7 +366,7 @@ absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t p
     LanePool::Lease lane = LocalLaneLease();
     if (!lane) break;
     const size_t before = out->size();
-    absl::Status status = GetChunkLane(*lane, keys, destinations, out);
+    absl::Status status = GetChunkLane(*lane, keys, page_bytes_hint, destinations, out);
     if (status.ok() || !(lane->broken() || absl::IsUnavailable(status))) return status;
     out->resize(before);
     KVTIER_LOG(INFO) << "local lane get failed: " << status;

@@ -173,11 +173,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 14: {
       // A local lane's request against a segment, for a caller with or
-      // without write rights.
+      // without write rights, on a lane without direct transfers (their
+      // copies are the kernel's; client_memory_test covers hostile ranges).
       static auto* segment = new std::vector<uint8_t>(1 << 20);
       const store::LaneOwner owner{
           .tenant = caller.tenant, .admin = false, .may_write = (op & 4) == 0, .name = ""};
-      s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment)).status().IgnoreError();
+      s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment), /*client=*/nullptr)
+          .status()
+          .IgnoreError();
       break;
     }
     case 15: {

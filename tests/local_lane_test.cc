@@ -20,9 +20,13 @@
 #include "absl/time/clock.h"
 #include "client/local_lane.h"
 #include "client/store_client.h"
+#include "common/checksum.h"
+#include "grpcpp/create_channel.h"
 #include "gtest/gtest.h"
 #include "kvstore/access/access_table.h"
+#include "kvtier/v1/convert.h"
 #include "kvtier/v1/local_lane.h"
+#include "kvtier/v1/store.grpc.pb.h"
 #include "testing/server_process.h"
 #include "testing/ucx_test_util.h"
 
@@ -101,7 +105,9 @@ TEST_F(LocalLaneTest, TheDefaultServerMovesSameHostPagesThroughLanes) {
 
 TEST_F(LocalLaneTest, APageLargerThanTheSegmentGoesInline) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  std::unique_ptr<client::StoreClient> c = Client();
+  client::ClientOptions options;
+  options.local_direct_transfers = false;  // through the segment
+  std::unique_ptr<client::StoreClient> c = Client(options);
   const PageLayout big{.page_size = 128, .n_kv_heads = 16, .head_dim = 128, .dtype = DType::kF32};
   ASSERT_GT(big.PageBytes(), uint64_t{1} << 20);
   const std::string bytes(big.PageBytes(), 'b');
@@ -168,12 +174,23 @@ void GetsInto(client::StoreClient& c, const OddPages& pages, bool shared_memory)
 
 TEST_F(LocalLaneTest, GetsThroughALaneLandInTheCallersBuffers) {
   ASSERT_NO_FATAL_FAILURE(Start());
-  // A segment that holds the whole batch: what does not fit would come inline.
-  absl::StatusOr<std::unique_ptr<client::StoreClient>> c = client::StoreClient::Connect(
-      server_->target(), {.deadline_ms = 10'000, .local_segment_bytes = uint64_t{64} << 20});
-  ASSERT_TRUE(c.ok()) << c.status();
-  ASSERT_NO_FATAL_FAILURE(GetsInto(**c, MakeOddPages(30, 7), /*shared_memory=*/true));
-  EXPECT_EQ((*c)->data_plane_stats().lane_get_pages, 30u);
+  // Through the segment, and written there by the server directly.
+  for (const bool direct : {false, true}) {
+    // A segment that holds the whole batch: what does not fit would come inline.
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c = client::StoreClient::Connect(
+        server_->target(), {.deadline_ms = 10'000,
+                            .local_segment_bytes = uint64_t{64} << 20,
+                            .local_direct_transfers = direct});
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_NO_FATAL_FAILURE(GetsInto(**c, MakeOddPages(30, direct ? 17 : 7),
+                                     /*shared_memory=*/true));
+    const client::DataPlaneStats stats = (*c)->data_plane_stats();
+    EXPECT_EQ(stats.lane_get_pages, 30u);
+    // All but the page whose buffer is a byte too long; puts go through
+    // the segment unless asked otherwise.
+    EXPECT_EQ(stats.lane_direct_get_pages, direct ? 29u : 0u);
+    EXPECT_EQ(stats.lane_direct_put_pages, 0u);
+  }
 }
 
 TEST_F(LocalLaneTest, GetsOutOfAMappedArenaLandInTheCallersBuffers) {
@@ -265,6 +282,186 @@ TEST_F(LocalLaneTest, ARestartedServerGetsANewLane) {
   EXPECT_EQ(stats.inline_put_pages, 0u);
 }
 
+TEST_F(LocalLaneTest, DirectTransfersMovePagesBetweenTheClientsOwnBuffersAndTheStore) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  client::ClientOptions options;
+  options.local_direct_puts = true;
+  std::unique_ptr<client::StoreClient> c = Client(options);  // segments of 1 MiB
+  // Odd pages and one larger than the whole segment: all go directly.
+  OddPages pages = MakeOddPages(40, 21);
+  const PageLayout big{.page_size = 128, .n_kv_heads = 16, .head_dim = 128, .dtype = DType::kF32};
+  const std::string bytes(big.PageBytes(), 'B');
+  const PageKey key{.hash = {.hi = 21, .lo = 21}, .layer = 0};
+  pages.puts.push_back({.key = key, .layout = big,
+                        .data = {reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size()}});
+  pages.keys.push_back(key);
+  pages.bytes.push_back(bytes);
+  ASSERT_TRUE(c->BatchPut(pages.puts).ok());
+  client::DataPlaneStats stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lane_direct_put_pages, 41u);
+  EXPECT_EQ(stats.inline_put_pages, 0u);
+  // Into the caller's buffers, and (with a size hint) into each page's data.
+  std::vector<std::string> buffers;
+  std::vector<absl::Span<uint8_t>> destinations;
+  for (const std::string& b : pages.bytes) buffers.emplace_back(b.size(), '\0');
+  for (std::string& b : buffers) {
+    destinations.emplace_back(reinterpret_cast<uint8_t*>(b.data()), b.size());
+  }
+  absl::StatusOr<std::vector<client::GotPage>> got = c->BatchGet(pages.keys, 0, destinations);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < pages.keys.size(); ++i) {
+    ASSERT_EQ((*got)[i].status, v1::PAGE_STATUS_OK) << i;
+    EXPECT_TRUE((*got)[i].in_destination) << i;
+    EXPECT_EQ(buffers[i], pages.bytes[i]) << i;
+  }
+  const std::vector<PageKey> big_keys = {key, key};  // twice: each its own copy
+  got = c->BatchGet(big_keys, big.PageBytes());
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (const client::GotPage& page : *got) {
+    EXPECT_FALSE(page.in_destination);
+    EXPECT_EQ(page.data, bytes);
+  }
+  stats = c->data_plane_stats();
+  EXPECT_EQ(stats.lane_direct_get_pages, 43u);
+  EXPECT_EQ(stats.lane_direct_get_retries, 0u);
+  EXPECT_EQ(stats.inline_get_pages, 0u);
+  // A page that is not stored leaves its buffer as it was.
+  std::string untouched(64, 'u');
+  const absl::Span<uint8_t> one(reinterpret_cast<uint8_t*>(untouched.data()), untouched.size());
+  const PageKey absent{.hash = {.hi = 22, .lo = 22}, .layer = 0};
+  got = c->BatchGet({&absent, 1}, 0, {&one, 1});
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_NOT_FOUND);
+  EXPECT_EQ(untouched, std::string(64, 'u'));
+}
+
+// A lane opened by hand, to send what a StoreClient never would.
+class RawLaneTest : public LocalLaneTest {
+ protected:
+  std::unique_ptr<client::LocalLane> OpenLane(bool offer_direct) {
+    auto stub = v1::KvStore::NewStub(
+        grpc::CreateChannel(server_->target(), grpc::InsecureChannelCredentials()));
+    grpc::ClientContext context;
+    v1::OpenLocalLaneResponse response;
+    const grpc::Status status = stub->OpenLocalLane(&context, {}, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    absl::StatusOr<std::unique_ptr<client::LocalLane>> lane = client::LocalLane::Open(
+        {.socket_name = response.socket_name(),
+         .ticket = response.ticket(),
+         .server_proof = response.server_proof()},
+        uint64_t{1} << 20, absl::Seconds(10), offer_direct);
+    EXPECT_TRUE(lane.ok()) << lane.status();
+    return lane.ok() ? *std::move(lane) : nullptr;
+  }
+
+  // A direct put of `pages` with each page's address and checksum as given.
+  static v1::BatchPutRequest DirectPut(const OddPages& pages,
+                                       const std::vector<uint64_t>& addresses) {
+    v1::BatchPutRequest request;
+    for (size_t i = 0; i < pages.puts.size(); ++i) {
+      v1::PutPage* wire = request.add_pages();
+      v1::KeyToProto(pages.keys[i], wire->mutable_key());
+      v1::LayoutToProto(pages.puts[i].layout, wire->mutable_layout());
+      wire->set_checksum(PageChecksum(pages.bytes[i].data(), pages.bytes[i].size()));
+      wire->set_client_address(addresses[i]);
+    }
+    return request;
+  }
+
+  // How many of `keys` the server holds (a plain client's get).
+  int Stored(const std::vector<PageKey>& keys) {
+    std::unique_ptr<client::StoreClient> c = Client();
+    absl::StatusOr<std::vector<client::GotPage>> got = c->BatchGet(keys);
+    EXPECT_TRUE(got.ok()) << got.status();
+    int n = 0;
+    for (const client::GotPage& page : got.value_or(std::vector<client::GotPage>())) {
+      n += page.status == v1::PAGE_STATUS_OK;
+    }
+    return n;
+  }
+};
+
+uint64_t AddressOf(const std::string& bytes) { return reinterpret_cast<uintptr_t>(bytes.data()); }
+
+TEST_F(RawLaneTest, BadDirectPutsAreRefusedAndStoreNothing) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::unique_ptr<client::LocalLane> lane = OpenLane(/*offer_direct=*/true);
+  ASSERT_NE(lane, nullptr);
+  ASSERT_TRUE(lane->direct());
+  const absl::Duration timeout = absl::Seconds(10);
+  const OddPages pages = MakeOddPages(3, 23);
+  const std::vector<uint64_t> good = {AddressOf(pages.bytes[0]), AddressOf(pages.bytes[1]),
+                                      AddressOf(pages.bytes[2])};
+  // The second page's address is not mapped in this process.
+  std::vector<uint64_t> addresses = good;
+  addresses[1] = 4096;
+  EXPECT_EQ(lane->Call(wire::kLanePutOp, DirectPut(pages, addresses), timeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // The third page's bytes are not those its checksum names.
+  addresses = good;
+  addresses[2] = AddressOf(pages.bytes[0]);
+  EXPECT_EQ(lane->Call(wire::kLanePutOp, DirectPut(pages, addresses), timeout).status().code(),
+            absl::StatusCode::kDataLoss);
+  // Some pages by address, others in the segment.
+  v1::BatchPutRequest mixed = DirectPut(pages, good);
+  mixed.mutable_pages(0)->set_client_address(0);
+  EXPECT_EQ(lane->Call(wire::kLanePutOp, mixed, timeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Stored(pages.keys), 0);
+  EXPECT_FALSE(lane->broken());  // each error is that request's
+  ASSERT_TRUE(lane->Call(wire::kLanePutOp, DirectPut(pages, good), timeout).ok());
+  EXPECT_EQ(Stored(pages.keys), 3);
+
+  // A lane that did not offer direct transfers has none.
+  std::unique_ptr<client::LocalLane> plain = OpenLane(/*offer_direct=*/false);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_FALSE(plain->direct());
+  EXPECT_EQ(plain->Call(wire::kLanePutOp, DirectPut(pages, good), timeout).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(RawLaneTest, BadDirectGetsAreRefused) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::unique_ptr<client::StoreClient> c = Client();
+  const OddPages pages = MakeOddPages(2, 24);
+  ASSERT_TRUE(c->BatchPut(pages.puts).ok());
+  std::unique_ptr<client::LocalLane> lane = OpenLane(/*offer_direct=*/true);
+  ASSERT_NE(lane, nullptr);
+  const absl::Duration timeout = absl::Seconds(10);
+  std::string buffer(pages.bytes[0].size(), '\0');
+  v1::BatchGetRequest request;
+  for (const PageKey& key : pages.keys) v1::KeyToProto(key, request.add_keys());
+  v1::ClientBuffer* into = request.add_lane_destinations();
+  into->set_address(AddressOf(buffer));
+  into->set_bytes(buffer.size());
+  // One destination for two keys.
+  EXPECT_EQ(lane->Call(wire::kLaneGetOp, request, timeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // A destination this process does not map.
+  v1::ClientBuffer* nowhere = request.add_lane_destinations();
+  nowhere->set_address(4096);
+  nowhere->set_bytes(pages.bytes[1].size());
+  EXPECT_EQ(lane->Call(wire::kLaneGetOp, request, timeout).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  // Both where they belong: the bytes arrive, and the reply says so.
+  std::string second(pages.bytes[1].size(), '\0');
+  nowhere->set_address(AddressOf(second));
+  absl::StatusOr<std::string> reply = lane->Call(wire::kLaneGetOp, request, timeout);
+  ASSERT_TRUE(reply.ok()) << reply.status();
+  v1::BatchGetResponse response;
+  ASSERT_TRUE(response.ParseFromString(*reply));
+  ASSERT_EQ(response.pages_size(), 2);
+  EXPECT_TRUE(response.pages(0).in_destination());
+  EXPECT_TRUE(response.pages(1).in_destination());
+  EXPECT_EQ(buffer, pages.bytes[0]);
+  EXPECT_EQ(second, pages.bytes[1]);
+  // Not on a lane without direct transfers.
+  std::unique_ptr<client::LocalLane> plain = OpenLane(/*offer_direct=*/false);
+  ASSERT_NE(plain, nullptr);
+  EXPECT_EQ(plain->Call(wire::kLaneGetOp, request, timeout).status().code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 // A process that binds the socket name a client was given (on a host where
 // the server is not) cannot pass for the server: it lacks the proof.
 TEST(LocalLaneOpenTest, APeerWithoutTheServersProofIsRefused) {
@@ -292,7 +489,7 @@ TEST(LocalLaneOpenTest, APeerWithoutTheServersProofIsRefused) {
                                        .ticket = std::string(16, 't'),
                                        .server_proof = std::string(16, 'p')};
   absl::StatusOr<std::unique_ptr<client::LocalLane>> lane =
-      client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10));
+      client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10), true);
   impostor.join();
   close(listener);
   EXPECT_EQ(lane.status().code(), absl::StatusCode::kPermissionDenied) << lane.status();
@@ -302,7 +499,9 @@ TEST(LocalLaneOpenTest, NoServerOnThisHostIsUnavailable) {
   const client::LocalLane::Grant grant{.socket_name = "kvtier-lane-test-nobody-listens",
                                        .ticket = std::string(16, 't'),
                                        .server_proof = std::string(16, 'p')};
-  EXPECT_EQ(client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10)).status().code(),
+  EXPECT_EQ(client::LocalLane::Open(grant, uint64_t{1} << 20, absl::Seconds(10), true)
+                .status()
+                .code(),
             absl::StatusCode::kUnavailable);
 }
 

@@ -180,6 +180,8 @@ LocalLanes::Stats LocalLanes::stats() const {
   stats.lanes_opened = lanes_opened_.load();
   stats.hellos_refused = hellos_refused_.load();
   stats.requests = requests_.load();
+  stats.direct_lanes = direct_lanes_.load();
+  stats.direct_declined = direct_declined_.load();
   absl::MutexLock lock(&mu_);
   stats.mapped_bytes = mapped_bytes_;
   return stats;
@@ -355,10 +357,25 @@ absl::StatusOr<LocalLanes::Opened> LocalLanes::Welcome(int fd) {
     return absl::InvalidArgumentError(
         absl::StrCat("local lane: cannot map the segment: ", std::strerror(err)));
   }
-  return Opened{.owner = std::move(ticket.owner),
+  Opened opened{.owner = std::move(ticket.owner),
                 .proof = ticket.proof,
                 .segment = static_cast<uint8_t*>(mapped),
-                .segment_bytes = bytes};
+                .segment_bytes = bytes,
+                .client = nullptr};
+  if (options_.direct_transfers && hello.probe_address != 0) {
+    // The process must hold the ticket it presented where it says: that
+    // ties the memory the server will copy to and from to this lane.
+    absl::StatusOr<std::unique_ptr<ClientMemory>> client =
+        ClientMemory::Attach(fd, hello.probe_address, secret);
+    if (client.ok()) {
+      opened.client = *std::move(client);
+      ++direct_lanes_;
+    } else {
+      ++direct_declined_;
+      KVTIER_LOG(INFO) << "local lane without direct transfers: " << client.status();
+    }
+  }
+  return opened;
 }
 
 void LocalLanes::ServeLane(Lane* lane) {
@@ -369,6 +386,7 @@ void LocalLanes::ServeLane(Lane* lane) {
     std::memcpy(welcome.server_proof, opened->proof.data(), opened->proof.size());
     welcome.segment_bytes = opened->segment_bytes;
     welcome.max_frame_bytes = options_.max_frame_bytes;
+    welcome.direct = opened->client != nullptr ? 1 : 0;
   } else {
     ++hellos_refused_;
     welcome.code = static_cast<int32_t>(opened.status().code());
@@ -419,7 +437,8 @@ void LocalLanes::ServeLane(Lane* lane) {
       ++requests_;
       absl::StatusOr<std::string> answer =
           handler_(opened->owner, request.op,
-                   absl::string_view(frame).substr(sizeof(request)), segment);
+                   absl::string_view(frame).substr(sizeof(request)), segment,
+                   opened->client.get());
       wire::LaneReplyHeader reply{.request_id = request.request_id,
                                   .code = static_cast<int32_t>(answer.status().code()),
                                   .reserved = 0};

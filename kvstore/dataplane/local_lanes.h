@@ -41,6 +41,7 @@
 #include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "common/spin.h"
+#include "kvstore/dataplane/client_memory.h"
 #include "kvtier/v1/local_lane.h"
 
 namespace kvtier::store {
@@ -58,6 +59,8 @@ struct LocalLaneOptions {
   // A ticket's life; how long the hello and each reply may take.
   absl::Duration ticket_ttl = absl::Seconds(10);
   absl::Duration io_timeout = absl::Seconds(10);
+  // Direct transfers (ClientMemory) for clients that offer them.
+  bool direct_transfers = true;
 
   // INVALID_ARGUMENT naming the first bad option.
   absl::Status Validate() const;
@@ -74,11 +77,13 @@ struct LaneOwner {
 class LocalLanes {
  public:
   // Answers one request: op and payload as received, the lane's segment
-  // (the server's mapping of it). Its result is the reply's payload; an
-  // error goes back as the reply's code and message, and the lane stays.
+  // (the server's mapping of it), and the client's memory when the lane
+  // has direct transfers (null otherwise). Its result is the reply's
+  // payload; an error goes back as the reply's code and message, and the
+  // lane stays.
   using Handler = std::function<absl::StatusOr<std::string>(
       const LaneOwner& owner, uint32_t op, absl::string_view request,
-      absl::Span<uint8_t> segment)>;
+      absl::Span<uint8_t> segment, const ClientMemory* client)>;
 
   // Binds a fresh abstract socket name and starts accepting.
   static absl::StatusOr<std::unique_ptr<LocalLanes>> Start(const LocalLaneOptions& options,
@@ -107,6 +112,10 @@ class LocalLanes {
     uint64_t hellos_refused = 0;
     uint64_t requests = 0;
     uint64_t mapped_bytes = 0;
+    // Lanes opened with direct transfers, and offers of them declined (the
+    // kernel refused the access, or the probe did not hold the ticket).
+    uint64_t direct_lanes = 0;
+    uint64_t direct_declined = 0;
   };
   Stats stats() const;
   const std::string& socket_name() const { return socket_name_; }
@@ -136,6 +145,7 @@ class LocalLanes {
     Secret proof;
     uint8_t* segment = nullptr;
     uint64_t segment_bytes = 0;
+    std::unique_ptr<ClientMemory> client;  // null: no direct transfers
   };
   absl::StatusOr<Opened> Welcome(int fd);
   absl::StatusOr<PendingTicket> SpendTicket(const Secret& secret);
@@ -167,6 +177,8 @@ class LocalLanes {
   std::atomic<uint64_t> hellos_refused_{0};
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> open_lanes_{0};
+  std::atomic<uint64_t> direct_lanes_{0};
+  std::atomic<uint64_t> direct_declined_{0};
   // Lane threads polling for their next request, at most half the cores.
   SpinGate spin_gate_{SpinGate::HalfTheCores()};
 

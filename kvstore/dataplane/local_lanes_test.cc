@@ -11,12 +11,14 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <string>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "common/status_macros.h"
 #include "gtest/gtest.h"
 
 namespace kvtier::store {
@@ -126,7 +128,8 @@ class LocalLanesTest : public ::testing::Test {
     // writes the payload at the segment's start; op 3 fails.
     auto lanes = LocalLanes::Start(
         options, [this](const LaneOwner& owner, uint32_t op, absl::string_view request,
-                        absl::Span<uint8_t> segment) -> absl::StatusOr<std::string> {
+                        absl::Span<uint8_t> segment,
+                        const ClientMemory* client) -> absl::StatusOr<std::string> {
           {
             absl::MutexLock lock(&mu_);
             segment_sizes_.push_back(segment.size());
@@ -138,6 +141,19 @@ class LocalLanesTest : public ::testing::Test {
             case 2:
               std::memcpy(segment.data(), request.data(), request.size());
               return std::string("written");
+            case 4: {
+              // Writes the payload after its first 8 bytes (an address in
+              // the client's memory) there.
+              if (client == nullptr) return absl::FailedPreconditionError("no direct transfers");
+              uint64_t address;
+              std::memcpy(&address, request.data(), sizeof(address));
+              const absl::string_view text = request.substr(sizeof(address));
+              const absl::Span<const uint8_t> from(
+                  reinterpret_cast<const uint8_t*>(text.data()), text.size());
+              const ClientRange to{.address = address, .bytes = text.size()};
+              RETURN_IF_ERROR(client->Write({&from, 1}, {&to, 1}));
+              return std::string("written directly");
+            }
             default:
               return absl::InvalidArgumentError("op 3 fails");
           }
@@ -186,6 +202,19 @@ class LocalLanesTest : public ::testing::Test {
     EXPECT_EQ(welcome.segment_bytes, kSegment);
     mappings_.push_back(open.segment);
     return open;
+  }
+
+  // Opens a lane for `tenant` whose hello offers direct transfers with the
+  // probe address `probe` gives for the ticket; the welcome.
+  wire::LaneWelcome OpenOffering(uint64_t tenant,
+                                 const std::function<uint64_t(const std::string&)>& probe,
+                                 int* sock) {
+    const LocalLanes::Ticket ticket = Issue(tenant);
+    *sock = Track(Connect(ticket.socket_name));
+    wire::LaneHello hello;
+    hello.probe_address = probe(ticket.ticket);
+    SendHello(*sock, ticket.ticket, {MakeMemfd(kSegment, F_SEAL_SHRINK)}, hello);
+    return ReadWelcome(*sock);
   }
 
   // The code of the welcome a hello with `fds` (and `hello`) gets.
@@ -397,6 +426,81 @@ TEST(LocalLaneOptionsTest, ValidateNamesTheBadOption) {
   options = LocalLaneOptions();
   options.ticket_ttl = absl::ZeroDuration();
   EXPECT_EQ(options.Validate().code(), absl::StatusCode::kInvalidArgument);
+}
+
+std::string DirectWrite(uint64_t address, absl::string_view text) {
+  std::string request(reinterpret_cast<const char*>(&address), sizeof(address));
+  request.append(text.data(), text.size());
+  return request;
+}
+
+TEST_F(LocalLanesTest, DirectTransfersNeedTheTicketWhereTheClientSaysItIs) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  // The probe's memory: the ticket, and the ticket with its last byte off.
+  std::string held;
+  std::string wrong;
+  char target[16] = "..............";
+  int sock = -1;
+  wire::LaneWelcome welcome = OpenOffering(
+      1,
+      [&](const std::string& ticket) {
+        held = ticket;
+        return reinterpret_cast<uintptr_t>(held.data());
+      },
+      &sock);
+  ASSERT_EQ(welcome.code, 0) << welcome.message;
+  EXPECT_EQ(welcome.direct, 1u);
+  Reply reply = Call(sock, 4, DirectWrite(reinterpret_cast<uintptr_t>(target), "DIRECT"));
+  EXPECT_EQ(reply.code, 0) << reply.payload;
+  EXPECT_EQ(reply.payload, "written directly");
+  EXPECT_EQ(std::string(target, 8), "DIRECT..");
+  // A range the process does not map: an error for that request only.
+  reply = Call(sock, 4, DirectWrite(8, "x"));
+  EXPECT_EQ(reply.code, kInvalidArgument) << reply.payload;
+  EXPECT_EQ(Call(sock, 4, DirectWrite(reinterpret_cast<uintptr_t>(target) + 6, "!")).code, 0);
+  EXPECT_EQ(std::string(target, 8), "DIRECT!.");
+
+  // Other bytes, an unmapped address, or none: the lane opens without.
+  welcome = OpenOffering(
+      1,
+      [&](const std::string& ticket) {
+        wrong = ticket;
+        wrong.back() ^= 1;
+        return reinterpret_cast<uintptr_t>(wrong.data());
+      },
+      &sock);
+  ASSERT_EQ(welcome.code, 0) << welcome.message;
+  EXPECT_EQ(welcome.direct, 0u);
+  constexpr int32_t kFailedPrecondition =
+      static_cast<int32_t>(absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(Call(sock, 4, DirectWrite(reinterpret_cast<uintptr_t>(target), "NO")).code,
+            kFailedPrecondition);
+  EXPECT_EQ(OpenOffering(1, [](const std::string&) { return uint64_t{8}; }, &sock).direct, 0u);
+  EXPECT_EQ(OpenOffering(1, [](const std::string&) { return uint64_t{0}; }, &sock).direct, 0u);
+  EXPECT_EQ(std::string(target, 8), "DIRECT!.");
+  const LocalLanes::Stats stats = lanes_->stats();
+  EXPECT_EQ(stats.direct_lanes, 1u);
+  EXPECT_EQ(stats.direct_declined, 2u);  // not counted: the hello that offered none
+  EXPECT_EQ(stats.lanes_opened, 4u);
+}
+
+TEST_F(LocalLanesTest, AServerWithoutDirectTransfersDeclinesTheOffer) {
+  LocalLaneOptions options;
+  options.direct_transfers = false;
+  ASSERT_NO_FATAL_FAILURE(Start(options));
+  std::string held;
+  int sock = -1;
+  const wire::LaneWelcome welcome = OpenOffering(
+      1,
+      [&](const std::string& ticket) {
+        held = ticket;
+        return reinterpret_cast<uintptr_t>(held.data());
+      },
+      &sock);
+  ASSERT_EQ(welcome.code, 0) << welcome.message;
+  EXPECT_EQ(welcome.direct, 0u);
+  EXPECT_EQ(lanes_->stats().direct_lanes, 0u);
+  EXPECT_EQ(lanes_->stats().direct_declined, 0u);
 }
 
 }  // namespace

@@ -358,6 +358,9 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   }
   RETURN_IF_ERROR(CheckRange("local_max_lanes_per_tenant", s.local_max_lanes_per_tenant, 1,
                              s.local_max_lanes));
+  if (config.has_local_direct_transfers()) {
+    s.local_direct_transfers = config.local_direct_transfers();
+  }
   s.metrics_listen = config.metrics_listen();
   if (!s.metrics_listen.empty() && !IsHostPort(s.metrics_listen, 0)) {
     return absl::InvalidArgumentError(absl::StrFormat(

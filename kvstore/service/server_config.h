@@ -56,6 +56,7 @@ struct ServerSettings {
   bool local_lanes = true;
   uint32_t local_max_lanes = 64;
   uint32_t local_max_lanes_per_tenant = 16;
+  bool local_direct_transfers = true;
   // Cluster (config.proto).
   std::string node_id = "local";
   std::string advertise_address;  // empty: the listen address, bound port

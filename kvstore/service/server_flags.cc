@@ -72,6 +72,9 @@ ABSL_FLAG(bool, local_lanes, true,
           "that the server copies (not with trusted_local_clients)");
 ABSL_FLAG(uint32_t, local_max_lanes, 64, "Most local lanes open at once");
 ABSL_FLAG(uint32_t, local_max_lanes_per_tenant, 16, "Most local lanes of one tenant");
+ABSL_FLAG(bool, local_direct_transfers, true,
+          "On local lanes, copy pages straight between a same-user client's own buffers and "
+          "the store (cross-memory attach) where the kernel allows it");
 ABSL_FLAG(std::string, node_id, "local", "This node's id in the cluster ([A-Za-z0-9._-], 1..64)");
 ABSL_FLAG(std::string, advertise_address, "",
           "host:port other nodes and clients dial for this node (default: listen, bound port)");
@@ -189,6 +192,9 @@ v1::ServerConfig OverridesFromFlags() {
   if (Given("local_max_lanes")) c.set_local_max_lanes(absl::GetFlag(FLAGS_local_max_lanes));
   if (Given("local_max_lanes_per_tenant")) {
     c.set_local_max_lanes_per_tenant(absl::GetFlag(FLAGS_local_max_lanes_per_tenant));
+  }
+  if (Given("local_direct_transfers")) {
+    c.set_local_direct_transfers(absl::GetFlag(FLAGS_local_direct_transfers));
   }
   if (Given("node_id")) c.set_node_id(absl::GetFlag(FLAGS_node_id));
   if (Given("advertise_address")) c.set_advertise_address(absl::GetFlag(FLAGS_advertise_address));

@@ -168,13 +168,15 @@ void StartLocalLanes(const ServerSettings& settings, KvStoreService* service) {
   LocalLaneOptions options;
   options.max_lanes = settings.local_max_lanes;
   options.max_lanes_per_tenant = settings.local_max_lanes_per_tenant;
+  options.direct_transfers = settings.local_direct_transfers;
   if (absl::Status started = service->StartLocalLanes(options); !started.ok()) {
     KVTIER_LOG(WARNING) << "local lanes not started, same-host clients use the other paths: "
                         << started;
     return;
   }
   KVTIER_LOG(INFO) << "local lanes on max_lanes=" << options.max_lanes
-                   << " max_lanes_per_tenant=" << options.max_lanes_per_tenant;
+                   << " max_lanes_per_tenant=" << options.max_lanes_per_tenant
+                   << " direct_transfers=" << options.direct_transfers;
 }
 
 // With the data plane on and clients trusted with the arena, the RAM arena

@@ -215,7 +215,8 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoOpenLocalLane(const Caller& caller, bool may_write,
                                v1::OpenLocalLaneResponse* response);
   absl::StatusOr<std::string> ServeLane(const LaneOwner& owner, uint32_t op,
-                                        absl::string_view request, absl::Span<uint8_t> segment);
+                                        absl::string_view request, absl::Span<uint8_t> segment,
+                                        const ClientMemory* client);
 
   // Admission state, for tests and stats.
   const InflightBytes& inflight() const { return inflight_; }
@@ -240,15 +241,20 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   absl::Status DoBatchPutFromRegion(const Caller& caller, const v1::BatchPutRequest& request,
                                     v1::BatchPutResponse* response);
   // A lane's put: the pages' bytes lie in the segment at their
-  // region_offset; the store copies and verifies them.
-  absl::Status DoBatchPutFromSegment(const Caller& caller, const v1::BatchPutRequest& request,
-                                     absl::Span<const uint8_t> segment,
-                                     v1::BatchPutResponse* response);
-  // A lane's get: OK pages are copied into the segment one after another
-  // (in_region), those that do not fit come inline, and a RAM page whose
-  // copy fails its checksum is withheld (bytes_withheld: ask by RPC).
-  absl::Status DoBatchGetToSegment(const Caller& caller, const v1::BatchGetRequest& request,
-                                   absl::Span<uint8_t> segment, v1::BatchGetResponse* response);
+  // region_offset, or (direct transfers) in the client's memory at their
+  // client_address; the store copies and verifies them.
+  absl::Status DoBatchPutFromLane(const Caller& caller, const v1::BatchPutRequest& request,
+                                  absl::Span<const uint8_t> segment, const ClientMemory* client,
+                                  v1::BatchPutResponse* response);
+  // A lane's get: OK pages are written into the client's lane_destinations
+  // where the request names one of their size (direct transfers,
+  // in_destination, not hashed here), the others copied into the segment
+  // one after another (in_region); those that do not fit come inline, and
+  // a RAM page whose copy into the segment fails its checksum is withheld
+  // (bytes_withheld: ask by RPC).
+  absl::Status DoBatchGetToLane(const Caller& caller, const v1::BatchGetRequest& request,
+                                absl::Span<uint8_t> segment, const ClientMemory* client,
+                                v1::BatchGetResponse* response);
   // Counts a get's OK pages: those carried inline as kInline, the others
   // (not withheld) as `path`.
   void CountGot(BytePath path, const v1::BatchGetResponse& response);

@@ -1,5 +1,6 @@
 // KvStoreService's local lanes (kvstore/dataplane/local_lanes.h): the
 // OpenLocalLane RPC and the requests lanes carry, as thin adapters.
+#include <algorithm>
 #include <string>
 #include <utility>
 #include <vector>
@@ -17,8 +18,9 @@ absl::Status KvStoreService::StartLocalLanes(const LocalLaneOptions& options) {
   if (lanes_ != nullptr) return absl::FailedPreconditionError("local lanes run already");
   ASSIGN_OR_RETURN(lanes_, LocalLanes::Start(options, [this](const LaneOwner& owner, uint32_t op,
                                                              absl::string_view request,
-                                                             absl::Span<uint8_t> segment) {
-                     return ServeLane(owner, op, request, segment);
+                                                             absl::Span<uint8_t> segment,
+                                                             const ClientMemory* client) {
+                     return ServeLane(owner, op, request, segment, client);
                    }));
   return absl::OkStatus();
 }
@@ -45,7 +47,8 @@ absl::Status KvStoreService::DoOpenLocalLane(const Caller& caller, bool may_writ
 
 absl::StatusOr<std::string> KvStoreService::ServeLane(const LaneOwner& owner, uint32_t op,
                                                       absl::string_view bytes,
-                                                      absl::Span<uint8_t> segment) {
+                                                      absl::Span<uint8_t> segment,
+                                                      const ClientMemory* client) {
   auto parse = [bytes](google::protobuf::MessageLite* request) -> absl::Status {
     if (!request->ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
       return absl::InvalidArgumentError(
@@ -66,7 +69,7 @@ absl::StatusOr<std::string> KvStoreService::ServeLane(const LaneOwner& owner, ui
         return absl::InvalidArgumentError("local lane: a put names offsets in the segment, no region");
       }
       v1::BatchPutResponse response;
-      RETURN_IF_ERROR(DoBatchPutFromSegment(caller, request, segment, &response));
+      RETURN_IF_ERROR(DoBatchPutFromLane(caller, request, segment, client, &response));
       return response.SerializeAsString();
     }
     case wire::kLaneGetOp: {
@@ -77,7 +80,7 @@ absl::StatusOr<std::string> KvStoreService::ServeLane(const LaneOwner& owner, ui
             "local lane: a get is written into the segment, with no region or arena session");
       }
       v1::BatchGetResponse response;
-      RETURN_IF_ERROR(DoBatchGetToSegment(caller, request, segment, &response));
+      RETURN_IF_ERROR(DoBatchGetToLane(caller, request, segment, client, &response));
       return response.SerializeAsString();
     }
     default:
@@ -85,59 +88,121 @@ absl::StatusOr<std::string> KvStoreService::ServeLane(const LaneOwner& owner, ui
   }
 }
 
-absl::Status KvStoreService::DoBatchPutFromSegment(const Caller& caller,
-                                                   const v1::BatchPutRequest& request,
-                                                   absl::Span<const uint8_t> segment,
-                                                   v1::BatchPutResponse* response) {
+absl::Status KvStoreService::DoBatchPutFromLane(const Caller& caller,
+                                                const v1::BatchPutRequest& request,
+                                                absl::Span<const uint8_t> segment,
+                                                const ClientMemory* client,
+                                                v1::BatchPutResponse* response) {
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
-  ASSIGN_OR_RETURN(const std::vector<uint64_t> offsets,
-                   PageOffsetsWithin(request, specs, segment.size(), "segment"));
-  std::vector<absl::Span<const uint8_t>> data;
-  data.reserve(specs.size());
-  for (size_t i = 0; i < specs.size(); ++i) {
-    data.push_back(segment.subspan(offsets[i], specs[i].layout.PageBytes()));
-  }
-  // The client may change its segment while the store copies it: Commit
-  // verifies each page's checksum on the copy in the arena, which only the
-  // server writes, so a page is stored exactly as its checksum says or not
-  // at all (DATA_LOSS).
-  ASSIGN_OR_RETURN(std::vector<PutResult> results, store_->BatchPut(specs, data));
+  const auto direct = static_cast<size_t>(
+      std::count_if(request.pages().begin(), request.pages().end(),
+                    [](const v1::PutPage& page) { return page.client_address() != 0; }));
   uint64_t bytes = 0;
-  for (const auto& d : data) bytes += d.size();
+  for (const PutSpec& spec : specs) bytes += spec.layout.PageBytes();
+  std::vector<PutResult> results;
+  if (direct > 0) {
+    if (direct != specs.size()) {
+      return absl::InvalidArgumentError(
+          "local lane: a put names every page by client_address or none");
+    }
+    if (client == nullptr) {
+      return absl::FailedPreconditionError(
+          "local lane: this lane has no direct transfers; put through the segment");
+    }
+    std::vector<ClientRange> ranges;
+    ranges.reserve(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      ranges.push_back({.address = request.pages(static_cast<int>(i)).client_address(),
+                        .bytes = specs[i].layout.PageBytes()});
+    }
+    // One copy from the client's memory into the reserved slots; Commit
+    // verifies each page there, on memory only the server writes.
+    ASSIGN_OR_RETURN(results, store_->BatchPutFilled(specs, [&](const Reservation& reservation) {
+      std::vector<ClientRange> from;
+      std::vector<absl::Span<uint8_t>> to;
+      for (size_t i = 0; i < reservation.size(); ++i) {
+        if (reservation.buffer(i).empty()) continue;  // stored already
+        from.push_back(ranges[i]);
+        to.push_back(reservation.buffer(i));
+      }
+      return client->Read(from, to);
+    }));
+  } else {
+    ASSIGN_OR_RETURN(const std::vector<uint64_t> offsets,
+                     PageOffsetsWithin(request, specs, segment.size(), "segment"));
+    std::vector<absl::Span<const uint8_t>> data;
+    data.reserve(specs.size());
+    for (size_t i = 0; i < specs.size(); ++i) {
+      data.push_back(segment.subspan(offsets[i], specs[i].layout.PageBytes()));
+    }
+    // The client may change its segment while the store copies it: the
+    // store hashes each page on its copy in the arena, which only the
+    // server writes, so a page is stored exactly as its checksum says or
+    // not at all (DATA_LOSS).
+    ASSIGN_OR_RETURN(results, store_->BatchPut(specs, data));
+  }
   counters_.AddPut(BytePath::kLane, bytes);
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::DoBatchGetToSegment(const Caller& caller,
-                                                 const v1::BatchGetRequest& request,
-                                                 absl::Span<uint8_t> segment,
-                                                 v1::BatchGetResponse* response) {
+absl::Status KvStoreService::DoBatchGetToLane(const Caller& caller,
+                                              const v1::BatchGetRequest& request,
+                                              absl::Span<uint8_t> segment,
+                                              const ClientMemory* client,
+                                              v1::BatchGetResponse* response) {
   ASSIGN_OR_RETURN(std::vector<PageKey> keys, GetKeys(caller, request));
+  const bool direct = request.lane_destinations_size() > 0;
+  if (direct && request.lane_destinations_size() != request.keys_size()) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("local lane: %d lane_destinations for %d keys",
+                        request.lane_destinations_size(), request.keys_size()));
+  }
+  if (direct && client == nullptr) {
+    return absl::FailedPreconditionError(
+        "local lane: this lane has no direct transfers; get without lane_destinations");
+  }
   // Pages that do not fit the segment come inline: they count against the
-  // bytes replies may hold, as an inline get's do.
+  // bytes replies may hold, as an inline get's do. A direct get sends none
+  // inline (it withholds them instead), since what the client's buffers
+  // will take is not known before the read.
   const Store::StoredBytes stored = store_->BytesOf(keys);
-  const uint64_t inline_bound = stored.ram + stored.disk_only > segment.size()
+  const uint64_t inline_bound = !direct && stored.ram + stored.disk_only > segment.size()
                                     ? stored.ram + stored.disk_only - segment.size()
                                     : 0;
   ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(inline_bound, "BatchGet"));
-  // RAM pages are copied where they lie, under the read's leases, and
-  // hashed while they are copied (one pass); a page whose copy does not
-  // hash to its checksum is withheld, and the client asks for it by RPC,
-  // whose verifying read drops a corrupt page (PAGE_STATUS_LOST).
+  // RAM pages are copied where they lie, under the read's leases. Into the
+  // segment they are hashed while they are copied (one pass); a page whose
+  // copy does not hash to its checksum is withheld, and the client asks for
+  // it by RPC, whose verifying read drops a corrupt page
+  // (PAGE_STATUS_LOST). Into the client's own buffers they go in one copy
+  // by the kernel, and the client checks them.
   auto copy = [&](absl::Span<const GetResult> results,
                   absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
     RETURN_IF_ERROR(AddGotPages(keys, results, response));
+    std::vector<absl::Span<const uint8_t>> direct_from;
+    std::vector<ClientRange> direct_to;
     uint64_t cursor = 0;
     for (int i = 0; i < response->pages_size(); ++i) {
       v1::GotPage* page = response->mutable_pages(i);
       if (page->status() != v1::PAGE_STATUS_OK) continue;
       const absl::Span<const uint8_t> data = bytes[i];
+      if (direct && request.lane_destinations(i).bytes() == data.size()) {
+        direct_from.push_back(data);
+        direct_to.push_back({.address = request.lane_destinations(i).address(),
+                             .bytes = data.size()});
+        page->set_in_destination(true);
+        continue;
+      }
       const uint64_t offset =
           (cursor + wire::kLaneAlignBytes - 1) / wire::kLaneAlignBytes * wire::kLaneAlignBytes;
       if (offset > segment.size() || data.size() > segment.size() - offset) {
-        page->set_inline_data(data.data(), data.size());
+        if (direct) {
+          page->set_bytes_withheld(true);
+        } else {
+          page->set_inline_data(data.data(), data.size());
+        }
         continue;
       }
       if (CopyWithChecksum(segment.data() + offset, data.data(), data.size()) !=
@@ -149,7 +214,8 @@ absl::Status KvStoreService::DoBatchGetToSegment(const Caller& caller,
       page->set_region_offset(offset);
       cursor = offset + data.size();
     }
-    return absl::OkStatus();
+    if (direct_from.empty()) return absl::OkStatus();
+    return client->Write(direct_from, direct_to);
   };
   RETURN_IF_ERROR(store_
                       ->BatchGetInPlace(keys, copy, {.ram_check = Store::RamCheck::kCaller,

@@ -27,6 +27,16 @@
 // request is in flight (a put whose bytes change meanwhile fails its
 // checksum; nothing else is at risk but the client's own pages).
 //
+// Direct transfers: a client whose hello names a probe address (where its
+// own copy of the ticket lies) offers the server its memory; when the
+// server can read the ticket there (ClientMemory: the peer process of the
+// socket, same user, no ptrace restriction in the way) LaneWelcome.direct
+// is 1, and then a put may name each page's bytes by its address in the
+// client's memory (PutPage.client_address) and a get may name a buffer of
+// the client's per key (BatchGetRequest.lane_destinations): the server
+// copies between those and its own memory directly, one copy, and still
+// verifies what it stores; the client verifies what it gets.
+//
 // Headers travel as their in-memory bytes: both ends are the same build on
 // one little-endian host, and a header of another size or magic is refused.
 #ifndef KVTIER_PROTO_KVTIER_V1_LOCAL_LANE_H_
@@ -37,7 +47,7 @@
 namespace kvtier::wire {
 
 inline constexpr uint32_t kLaneMagic = 0x4c54564b;  // "KVTL"
-inline constexpr uint32_t kLaneVersion = 1;
+inline constexpr uint32_t kLaneVersion = 2;
 inline constexpr int kLaneSecretBytes = 16;
 
 struct LaneHello {
@@ -45,8 +55,11 @@ struct LaneHello {
   uint32_t version = kLaneVersion;
   // OpenLocalLaneResponse.ticket: single use, valid for a few seconds.
   uint8_t ticket[kLaneSecretBytes] = {};
+  // Where this process keeps the same ticket bytes, to be read back by the
+  // server for direct transfers; 0 asks for none.
+  uint64_t probe_address = 0;
 };
-static_assert(sizeof(LaneHello) == 24);
+static_assert(sizeof(LaneHello) == 32);
 
 struct LaneWelcome {
   uint32_t magic = kLaneMagic;
@@ -57,7 +70,7 @@ struct LaneWelcome {
   uint8_t server_proof[kLaneSecretBytes] = {};
   uint64_t segment_bytes = 0;  // the segment's size as the server mapped it
   uint32_t max_frame_bytes = 0;
-  uint32_t reserved = 0;
+  uint32_t direct = 0;  // 1: direct transfers are on for this lane
   char message[96] = {};  // why not, NUL-terminated, when code is not 0
 };
 static_assert(sizeof(LaneWelcome) == 136);
