@@ -71,6 +71,11 @@ ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
 ABSL_FLAG(bool, local_lanes, true,
           "Use local lanes where the server offers them (same host, untrusting server)");
+ABSL_FLAG(bool, local_direct_transfers, true,
+          "Offer the server direct transfers on local lanes (it copies pages straight between "
+          "this process's buffers and its store where the kernel allows)");
+ABSL_FLAG(bool, local_direct_puts, false,
+          "With local_direct_transfers, puts too (the server reads each page where it lies)");
 ABSL_FLAG(std::string, ucx_put_mode, "auto",
           "auto (inline bytes where UCX has only TCP; on a mapped arena client_writes for "
           "puts of up to 128 KiB, by message, and of 4 MiB or more, else server_reads), "
@@ -358,6 +363,8 @@ absl::Status Run() {
     client::ApplySecurityFlags(&options);
     options.use_ucx = absl::GetFlag(FLAGS_ucx);
     options.local_lanes = absl::GetFlag(FLAGS_local_lanes);
+    options.local_direct_transfers = absl::GetFlag(FLAGS_local_direct_transfers);
+    options.local_direct_puts = absl::GetFlag(FLAGS_local_direct_puts);
     options.ucx_share_data_plane = absl::GetFlag(FLAGS_ucx_share_data_plane);
     const std::string mode = absl::GetFlag(FLAGS_ucx_put_mode);
     if (mode != "auto" && mode != "server_reads" && mode != "client_writes" &&
@@ -419,11 +426,14 @@ absl::Status Run() {
     paths.message_gets += d.message_gets;
     paths.lane_put_pages += d.lane_put_pages;
     paths.lane_get_pages += d.lane_get_pages;
+    paths.lane_direct_put_pages += d.lane_direct_put_pages;
+    paths.lane_direct_get_pages += d.lane_direct_get_pages;
   }
   std::fprintf(stderr,
                "pages over UCX: put %llu get %llu (through the mapped arena: put %llu get %llu, "
                "copies read again %llu); as UCX messages: puts %llu gets %llu; "
-               "inline: put %llu get %llu; through local lanes: put %llu get %llu\n",
+               "inline: put %llu get %llu; through local lanes: put %llu get %llu (directly: "
+               "put %llu get %llu)\n",
                static_cast<unsigned long long>(paths.ucx_put_pages),
                static_cast<unsigned long long>(paths.ucx_get_pages),
                static_cast<unsigned long long>(paths.mapped_put_pages),
@@ -434,7 +444,9 @@ absl::Status Run() {
                static_cast<unsigned long long>(paths.inline_put_pages),
                static_cast<unsigned long long>(paths.inline_get_pages),
                static_cast<unsigned long long>(paths.lane_put_pages),
-               static_cast<unsigned long long>(paths.lane_get_pages));
+               static_cast<unsigned long long>(paths.lane_get_pages),
+               static_cast<unsigned long long>(paths.lane_direct_put_pages),
+               static_cast<unsigned long long>(paths.lane_direct_get_pages));
   if (const std::string path = absl::GetFlag(FLAGS_json); !path.empty()) {
     std::vector<std::string> rows;
     for (const Cell& c : cells) rows.push_back(CellJson(c));
@@ -445,13 +457,15 @@ absl::Status Run() {
         "\"inline_put_pages\": %d, \"inline_get_pages\": %d, \"mapped_put_pages\": %d, "
         "\"mapped_get_pages\": %d, \"mapped_get_retries\": %d, \"message_puts\": %d, "
         "\"message_gets\": %d, \"lane_put_pages\": %d, \"lane_get_pages\": %d, "
+        "\"lane_direct_put_pages\": %d, \"lane_direct_get_pages\": %d, "
         "\"cells\": [\n  %s\n]}\n",
         absl::GetFlag(FLAGS_target), absl::GetFlag(FLAGS_batch_pages),
         absl::GetFlag(FLAGS_duration_ms), absl::GetFlag(FLAGS_ops),
         absl::GetFlag(FLAGS_lookup_chain), paths.ucx_put_pages, paths.ucx_get_pages,
         paths.inline_put_pages, paths.inline_get_pages, paths.mapped_put_pages,
         paths.mapped_get_pages, paths.mapped_get_retries, paths.message_puts, paths.message_gets,
-        paths.lane_put_pages, paths.lane_get_pages, absl::StrJoin(rows, ",\n  "));
+        paths.lane_put_pages, paths.lane_get_pages, paths.lane_direct_put_pages,
+        paths.lane_direct_get_pages, absl::StrJoin(rows, ",\n  "));
     if (!out.flush()) return absl::InternalError(absl::StrCat("cannot write ", path));
   }
   return absl::OkStatus();

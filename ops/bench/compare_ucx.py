@@ -2,8 +2,9 @@
 """kvtier's UCX data plane vs ucx_perftest and Redis on the same host, in one run.
 
 For each UCX transport (shm: UCX_TLS=posix,sysv,cma; tcp: UCX_TLS=tcp) and
-server mode (secure, the default; trusted, --trusted_local_clients: clients
-map the arena) it starts kvtier-server with that UCX_TLS, runs kvtier-bench (put/get, the given
+server mode (secure, the default; segment, the default without direct
+transfers on local lanes; trusted, --trusted_local_clients: clients map the
+arena) it starts kvtier-server with that UCX_TLS, runs kvtier-bench (put/get, the given
 page sizes and client counts, unbatched and batched; over TCP in tagged
 mode, as the automatic mode keeps bytes inline there), and runs ucx_perftest
 (server and client on loopback, same UCX_TLS) with the same message sizes:
@@ -65,9 +66,14 @@ def put_reference(tls, size, batch):
 # on one host) and "secure", the default (no client gets server memory; on
 # one host clients move bytes through local lanes, memory of their own the
 # server copies into and out of, and the reference is tag_bw, a stream into
-# the receiver's memory). Over TCP the bench turns lanes off, so that the
-# UCX path is what it measures.
-MODE_ARGS = {"trusted": ["--trusted_local_clients"], "secure": []}
+# the receiver's memory; where the kernel lets it, the server copies
+# straight between the client's own buffers and its store), and "segment",
+# the secure server with lanes' direct transfers off (every page through
+# the lane's segment: two copies). Over TCP the bench turns lanes off, so
+# that the UCX path is what it measures.
+MODE_ARGS = {"trusted": ["--trusted_local_clients"], "secure": [],
+             "segment": ["--nolocal_direct_transfers"]}
+SECURE_MODES = ("secure", "segment")
 
 
 def get_reference(tls):
@@ -93,11 +99,17 @@ def run_kvtier_bench(bench, port, sizes, clients, batch, duration_ms, tmp, tls, 
     # A secure server's UCX has no shared-memory transport: on one host the
     # bytes go through local lanes, and any UCX page would mean the arena
     # was reachable. A trusted server offers no lanes.
-    expect_lanes = mode == "secure" and tls == "shm"
+    expect_lanes = mode in SECURE_MODES and tls == "shm"
     expect_ucx = not expect_lanes
     if used_ucx != expect_ucx or used_lanes != expect_lanes:
         raise RuntimeError(f"kvtier-bench over {tls} ({mode}): UCX used {used_ucx}, lanes "
                            f"{used_lanes}, expected {expect_ucx}, {expect_lanes}: {data}")
+    direct = data.get("lane_direct_put_pages", 0) + data.get("lane_direct_get_pages", 0)
+    if mode == "segment" and direct > 0:
+        raise RuntimeError(f"kvtier-bench ({mode}): {direct} pages moved directly")
+    if mode == "secure" and expect_lanes and direct == 0:
+        print("note: the kernel refused direct transfers; secure rows went through "
+              "segments", file=sys.stderr)
     return data
 
 
@@ -185,7 +197,7 @@ def main():
                     stop(kv, "kvtier-server")
                 for c in data["cells"]:
                     op, size, n = c["op"], c["page_bytes"], c["clients"]
-                    if mode == "secure":
+                    if mode in SECURE_MODES:
                         ref_test = "tag_bw"
                     else:
                         ref_test = (put_reference(tls, size, batch) if op == "put"
@@ -217,8 +229,8 @@ def main():
           "more), else ucp_get "
           "(the server reads the staged pages); ucp_get for gets (the client reads the "
           "mapped arena); "
-          "tcp (kvtier in tagged mode): tag_bw for both; one stream. Mode secure (the "
-          "default server): tag_bw for both.")
+          "tcp (kvtier in tagged mode): tag_bw for both; one stream. Modes secure (the "
+          "default server) and segment: tag_bw for both.")
     with open(args.json, "w") as f:
         json.dump({"seconds": time.monotonic() - started, "args": vars(args), "rows": rows},
                   f, indent=1)
