@@ -67,6 +67,9 @@ ABSL_FLAG(uint32_t, batch_pages, 1, "Pages per put/get RPC");
 ABSL_FLAG(uint64_t, max_put_bytes, 0,
           "Put bytes after which a put cell stops; 0: a third of the server's RAM tier");
 ABSL_FLAG(uint64_t, get_working_set_bytes, uint64_t{64} << 20, "Bytes of the get working set");
+ABSL_FLAG(bool, get_into_buffers, false,
+          "Gets land in buffers each client allocates once (BatchGet's destinations), as a "
+          "worker's staging slots do; otherwise in each page's own data");
 ABSL_FLAG(uint32_t, lookup_chain, 4096, "Keys per lookup chain");
 ABSL_FLAG(std::string, json, "", "Write the results here as JSON");
 ABSL_FLAG(bool, local_lanes, true,
@@ -269,14 +272,24 @@ absl::StatusOr<Cell> GetCell(std::vector<Worker>& workers, int n, const PageLayo
   }
   std::vector<std::mt19937_64> gens;
   for (int c = 0; c < n; ++c) gens.emplace_back(nonce * 31 + c);
+  const bool into_buffers = absl::GetFlag(FLAGS_get_into_buffers);
+  std::vector<std::vector<std::string>> buffers(n);
+  std::vector<std::vector<absl::Span<uint8_t>>> destinations(n);
+  for (int c = 0; c < n && into_buffers; ++c) {
+    buffers[c].assign(batch, std::string(layout.PageBytes(), '\0'));
+    for (std::string& b : buffers[c]) {
+      destinations[c].emplace_back(reinterpret_cast<uint8_t*>(b.data()), b.size());
+    }
+  }
   absl::StatusOr<Cell> cell = RunCell(workers, n, [&](Worker& w, int c, uint64_t)
                                                       -> absl::StatusOr<uint64_t> {
     std::vector<PageKey> want;
     for (uint32_t j = 0; j < batch; ++j) want.push_back(keys[gens[c]() % keys.size()]);
     ASSIGN_OR_RETURN(std::vector<client::GotPage> got,
-                     w.client->BatchGet(want, layout.PageBytes()));
+                     w.client->BatchGet(want, layout.PageBytes(), destinations[c]));
     for (const client::GotPage& g : got) {
-      if (g.status != v1::PAGE_STATUS_OK || g.data.size() != layout.PageBytes()) {
+      const uint64_t size = g.in_destination ? layout.PageBytes() : g.data.size();
+      if (g.status != v1::PAGE_STATUS_OK || size != layout.PageBytes()) {
         return absl::InternalError(absl::StrCat("get of a working-set page returned ",
                                                 v1::PageStatus_Name(g.status)));
       }
