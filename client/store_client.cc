@@ -317,13 +317,17 @@ absl::StatusOr<std::vector<PutOutcome>> StoreClient::BatchPut(absl::Span<const P
   return out;
 }
 
+void StoreClient::SetKeyAndLayout(const PutPage& page, v1::PutPage* wire) {
+  v1::KeyToProto(page.key, wire->mutable_key());
+  v1::LayoutToProto(page.layout, wire->mutable_layout());
+}
+
 absl::Status StoreClient::PutChunkInline(absl::Span<const PutPage> pages,
                                          std::vector<PutOutcome>* out) {
   v1::BatchPutRequest request;
   for (const PutPage& page : pages) {
     v1::PutPage* wire = request.add_pages();
-    v1::KeyToProto(page.key, wire->mutable_key());
-    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    SetKeyAndLayout(page, wire);
     wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
     wire->set_inline_data(page.data.data(), page.data.size());
   }

@@ -450,6 +450,8 @@ class StoreClient {
   absl::Status GetChunkMapped(const Connection& connection, absl::Span<const PageKey> keys,
                               Destinations destinations, std::vector<GotPage>* out);
   absl::Status PutChunk(absl::Span<const PutPage> pages, std::vector<PutOutcome>* out);
+  // The key and layout of `page`, on its way out.
+  static void SetKeyAndLayout(const PutPage& page, v1::PutPage* wire);
   // Fills `page` from wire page i of a data-plane or lane BatchGet: its
   // key, status and, when OK, layout, checksum, tier and (unless
   // `elsewhere`: the bytes are in the arena, a region or a segment, or

@@ -57,8 +57,7 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
     v1::BatchPutRequest request;
     for (const PutPage& page : pages) {
       v1::PutPage* wire = request.add_pages();
-      v1::KeyToProto(page.key, wire->mutable_key());
-      v1::LayoutToProto(page.layout, wire->mutable_layout());
+      SetKeyAndLayout(page, wire);
       wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
       wire->set_client_address(reinterpret_cast<uintptr_t>(page.data.data()));
     }
@@ -82,8 +81,7 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
       const uint64_t offset = AlignUp(cursor);
       if (offset > segment.size() || page.data.size() > segment.size() - offset) break;
       v1::PutPage* wire = request.add_pages();
-      v1::KeyToProto(page.key, wire->mutable_key());
-      v1::LayoutToProto(page.layout, wire->mutable_layout());
+      SetKeyAndLayout(page, wire);
       wire->set_checksum(
           CopyWithChecksum(segment.data() + offset, page.data.data(), page.data.size()));
       wire->set_region_offset(offset);

@@ -220,8 +220,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
   for (size_t i = 0; i < pages.size(); ++i) {
     const PutPage& page = pages[i];
     v1::PutPage* wire = request.add_pages();
-    v1::KeyToProto(page.key, wire->mutable_key());
-    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    SetKeyAndLayout(page, wire);
     wire->set_checksum(CopyWithChecksum(region.memory().address() + offsets[i], page.data.data(),
                                         page.data.size()));
     wire->set_region_offset(offsets[i]);
@@ -267,8 +266,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
   request.set_tagged(tagged);
   for (const PutPage& page : pages) {
     v1::PutPage* wire = request.add_pages();
-    v1::KeyToProto(page.key, wire->mutable_key());
-    v1::LayoutToProto(page.layout, wire->mutable_layout());
+    SetKeyAndLayout(page, wire);
     if (!copy) wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
   }
   // A put copied into the mapped arena waits on nothing at the server:
