@@ -1,20 +1,32 @@
 // Every RPC of the store's service, every request message of the data
-// plane and every request of a local lane, with fuzzed bytes: through the service's validation into a real
-// TieredStore on a temporary directory, with a real UCX data plane and one
-// open session (a request naming session 1 is given that session's id, so
-// the fuzzer reaches what lies behind the session check). Nothing may
+// plane and every request of a local lane, with fuzzed bytes: through the
+// service's validation into a real TieredStore on a temporary directory,
+// with a real UCX data plane and one open session (a request naming
+// session 1 is given that session's id, so the fuzzer reaches what lies
+// behind the session check). Lane requests run with and without direct
+// transfers; direct ones reach the memory of a child process kept for
+// that, so whatever addresses they name, the fuzzer's memory is not
+// theirs. Nothing may
 // crash, leak or trip a sanitizer; every answer is a status.
 //
 // Input: one byte picks the call, one byte the message op, the rest is the
 // serialized request.
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "fuzz/fuzz_util.h"
 #include "kvstore/core/store.h"
+#include "kvstore/dataplane/client_memory.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/service.h"
 #include "ucx/context.h"
@@ -22,6 +34,39 @@
 
 namespace kvtier::fuzz {
 namespace {
+
+// The same address in the child (a fork's copy): the probe's bytes.
+char probe[16] = "kvtier-fuzzlane";
+
+// A child process that connects to us and then waits to die with us; its
+// memory, attached as a lane client's. Null when the kernel refuses.
+std::unique_ptr<store::ClientMemory> SacrificialClient() {
+  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string name = "kvtier-service-fuzz-" + std::to_string(getpid());
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (listener < 0 || bind(listener, reinterpret_cast<const sockaddr*>(&addr), len) != 0 ||
+      listen(listener, 1) != 0) {
+    return nullptr;
+  }
+  const pid_t child = fork();
+  if (child == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL);
+    const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(s, reinterpret_cast<const sockaddr*>(&addr), len) != 0) _exit(1);
+    while (true) pause();
+  }
+  const int fd = child > 0 ? accept4(listener, nullptr, nullptr, SOCK_CLOEXEC) : -1;
+  close(listener);
+  if (fd < 0) return nullptr;
+  absl::StatusOr<std::unique_ptr<store::ClientMemory>> memory = store::ClientMemory::Attach(
+      fd, reinterpret_cast<uintptr_t>(probe),
+      {reinterpret_cast<const uint8_t*>(probe), sizeof(probe)});
+  close(fd);  // the pidfd holds the process
+  return memory.ok() ? *std::move(memory) : nullptr;
+}
 
 struct Harness {
   Harness() {
@@ -56,6 +101,7 @@ struct Harness {
   std::unique_ptr<store::UcxDataPlane> plane;
   std::unique_ptr<store::KvStoreService> service;
   uint64_t session = 0;
+  std::unique_ptr<store::ClientMemory> lane_client = SacrificialClient();
 };
 
 // Session 1 stands for the open session.
@@ -173,12 +219,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     }
     case 14: {
       // A local lane's request against a segment, for a caller with or
-      // without write rights, on a lane without direct transfers (their
-      // copies are the kernel's; client_memory_test covers hostile ranges).
+      // without write rights, on a lane with or without direct transfers.
       static auto* segment = new std::vector<uint8_t>(1 << 20);
       const store::LaneOwner owner{
           .tenant = caller.tenant, .admin = false, .may_write = (op & 4) == 0, .name = ""};
-      s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment), /*client=*/nullptr)
+      const store::ClientMemory* client = (op & 8) != 0 ? h->lane_client.get() : nullptr;
+      s.ServeLane(owner, op % 4, bytes, absl::MakeSpan(*segment), client)
           .status()
           .IgnoreError();
       break;
