@@ -20,11 +20,19 @@ absl::StatusOr<std::unique_ptr<ClientPageStore>> ClientPageStore::Connect(
 absl::Status ClientPageStore::Put(absl::Span<const StoredPage> pages) {
   absl::StatusOr<std::vector<client::PutPage>> puts = ToPutPages(pages);
   if (!puts.ok()) return puts.status();
+  if (!pages.empty()) page_bytes_.store(pages[0].bytes.size(), std::memory_order_relaxed);
   return client_->BatchPut(*puts).status();
 }
 
 absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::Get(absl::Span<const PageKey> keys) {
-  ASSIGN_OR_RETURN(std::vector<client::GotPage> got, client_->BatchGet(keys));
+  ASSIGN_OR_RETURN(std::vector<client::GotPage> got,
+                   client_->BatchGet(keys, page_bytes_.load(std::memory_order_relaxed)));
+  for (const client::GotPage& page : got) {
+    if (page.status == v1::PAGE_STATUS_OK) {
+      page_bytes_.store(page.data.size(), std::memory_order_relaxed);
+      break;
+    }
+  }
   return ToFetchedPages(keys, std::move(got));
 }
 

@@ -4,12 +4,17 @@
 // The client's own retries and per-RPC deadlines apply inside each call;
 // the transfer queue's deadline bounds the whole call from the worker's
 // side. gRPC statuses already arrive as absl::Status from the client; this
-// adapter only maps the per-page status enum.
+// adapter maps the per-page status enum, and tells the client the size of
+// the pages it last put or got (a worker's pages share one layout), so
+// that gets can land in each page's buffer directly (ClientOptions
+// local_direct_transfers).
 //
 // Thread-safety: thread-safe (the client is).
 #ifndef KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_
 #define KVTIER_WORKER_TRANSFER_CLIENT_PAGE_STORE_H_
 
+#include <atomic>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,6 +46,8 @@ class ClientPageStore : public PageStoreBackend {
  private:
   std::unique_ptr<client::StoreClient> owned_;  // set by Connect
   client::StoreClient* const client_;
+  // BatchGet's page_bytes_hint: the size of the pages last seen, 0 at first.
+  std::atomic<uint64_t> page_bytes_{0};
 };
 
 }  // namespace kvtier::worker
