@@ -9,6 +9,7 @@
 // XXH3_64bits_update here: the plain ones are built for baseline x86-64
 // (SSE2), about 3x slower on page-sized input. Same hash values.
 #include <xxh_x86dispatch.h>
+#include <immintrin.h>
 #endif
 
 #include <algorithm>
@@ -20,11 +21,33 @@ namespace {
 // Small enough to stay in a core's L2 between hashing and copying.
 constexpr size_t kChunkBytes = size_t{128} << 10;
 
+#if defined(__x86_64__)
+// The dispatched XXH3 returns with the upper halves of the vector
+// registers dirty (its AVX-512 path ends without vzeroupper). Legacy-SSE
+// code that runs next on the same thread, such as OpenBLAS's SSE3 kernels,
+// then pays a state-transition penalty on every instruction: the prefill
+// that follows a prefix load, whose pages that thread had hashed, ran its
+// attention 10x slower. Every function here clears them as it returns.
+__attribute__((target("avx"))) void ZeroUpperAvx() { _mm256_zeroupper(); }
+const bool kHasAvx = __builtin_cpu_supports("avx");
+struct CleanVectorStateOnReturn {
+  ~CleanVectorStateOnReturn() {
+    if (kHasAvx) ZeroUpperAvx();
+  }
+};
+#else
+struct CleanVectorStateOnReturn {};
+#endif
+
 }  // namespace
 
-uint64_t PageChecksum(const void* data, size_t bytes) { return XXH3_64bits(data, bytes); }
+uint64_t PageChecksum(const void* data, size_t bytes) {
+  const CleanVectorStateOnReturn clean;
+  return XXH3_64bits(data, bytes);
+}
 
 uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes) {
+  const CleanVectorStateOnReturn clean;
   if (bytes <= kChunkBytes) {
     const uint64_t checksum = XXH3_64bits(src, bytes);
     // An empty copy may come with null pointers, which memcpy must not see.
@@ -45,6 +68,7 @@ uint64_t CopyWithChecksum(void* dst, const void* src, size_t bytes) {
 }
 
 uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes) {
+  const CleanVectorStateOnReturn clean;
   const auto* in = static_cast<const uint8_t*>(src);
   auto* out = static_cast<uint8_t*>(dst);
   if (bytes <= kChunkBytes) {
@@ -63,6 +87,7 @@ uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes) {
 }
 
 uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes) {
+  const CleanVectorStateOnReturn clean;
   const auto* in = static_cast<const char*>(src);
   out->reserve(out->size() + bytes);
   XXH3_state_t state;

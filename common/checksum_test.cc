@@ -2,6 +2,10 @@
 
 #include <gtest/gtest.h>
 
+#if defined(__x86_64__)
+#include <cpuid.h>
+#endif
+
 #include <atomic>
 #include <cstdint>
 #include <random>
@@ -28,6 +32,49 @@ void ExpectCopiesAndHashesLikeOneShot(Copy copy, uint64_t seed) {
     EXPECT_EQ(dst[bytes], 0xee) << "wrote past the end at " << bytes;
   }
 }
+
+#if defined(__x86_64__)
+// Which extended vector state is in use now (XGETBV with ECX=1): bit 2 the
+// upper halves of YMM0-15, bit 6 the upper halves of ZMM0-15 (bit 7,
+// ZMM16-31, which glibc's string functions use and legacy SSE cannot
+// touch, costs nothing). False when the CPU cannot say.
+bool VectorStateInUse(uint64_t* in_use) {
+  unsigned int eax, ebx, ecx, edx;
+  if (__get_cpuid_count(0xd, 1, &eax, &ebx, &ecx, &edx) == 0 || (eax & (1u << 2)) == 0) {
+    return false;
+  }
+  uint32_t lo, hi;
+  __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(1));
+  *in_use = (uint64_t{hi} << 32) | lo;
+  return true;
+}
+
+// Hashing leaves no dirty upper vector state behind: legacy-SSE code that
+// runs next on the thread (OpenBLAS's SSE3 kernels) would pay a transition
+// penalty on every instruction.
+TEST(ChecksumTest, EveryFunctionLeavesTheUpperVectorStateClean) {
+  std::mt19937_64 gen(5);
+  std::string page(1 << 20, '\0');
+  for (char& c : page) c = static_cast<char>(gen());
+  std::string copy(page.size(), '\0');
+  constexpr uint64_t kUpper = (1u << 2) | (1u << 6);
+  uint64_t in_use = 0;
+  if (!VectorStateInUse(&in_use)) GTEST_SKIP() << "this CPU does not report its vector state";
+  PageChecksum(page.data(), page.size());
+  ASSERT_TRUE(VectorStateInUse(&in_use));
+  EXPECT_EQ(in_use & kUpper, 0u) << "PageChecksum";
+  CopyWithChecksum(copy.data(), page.data(), page.size());
+  ASSERT_TRUE(VectorStateInUse(&in_use));
+  EXPECT_EQ(in_use & kUpper, 0u) << "CopyWithChecksum";
+  CopyAndHashCopy(copy.data(), page.data(), page.size());
+  ASSERT_TRUE(VectorStateInUse(&in_use));
+  EXPECT_EQ(in_use & kUpper, 0u) << "CopyAndHashCopy";
+  std::string appended;
+  AppendWithChecksum(&appended, page.data(), page.size());
+  ASSERT_TRUE(VectorStateInUse(&in_use));
+  EXPECT_EQ(in_use & kUpper, 0u) << "AppendWithChecksum";
+}
+#endif
 
 TEST(ChecksumTest, CopyWithChecksumCopiesAndHashesLikeOneShot) {
   ExpectCopiesAndHashesLikeOneShot(CopyWithChecksum, 7);
