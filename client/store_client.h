@@ -472,6 +472,9 @@ class StoreClient {
   // (lane->broken()) or UNAVAILABLE, the caller sends the chunk otherwise.
   absl::Status PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
                             std::vector<PutOutcome>* out);
+  // Sends one lane put and appends its outcomes (counted in lane_put_pages).
+  absl::Status CallLanePut(LocalLane& lane, const v1::BatchPutRequest& request,
+                           absl::Duration timeout, std::vector<PutOutcome>* out);
   absl::Status GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
                             uint64_t page_bytes_hint, Destinations destinations,
                             std::vector<GotPage>* out);

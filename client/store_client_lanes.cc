@@ -42,6 +42,19 @@ LanePool::Lease StoreClient::LocalLaneLease() {
   return lanes_->Acquire();
 }
 
+absl::Status StoreClient::CallLanePut(LocalLane& lane, const v1::BatchPutRequest& request,
+                                      absl::Duration timeout, std::vector<PutOutcome>* out) {
+  ASSIGN_OR_RETURN(const std::string reply, lane.Call(wire::kLanePutOp, request, timeout));
+  v1::BatchPutResponse response;
+  if (!response.ParseFromString(reply)) {
+    return absl::UnavailableError("local lane: a put reply that does not parse");
+  }
+  const auto pages = static_cast<size_t>(request.pages_size());
+  RETURN_IF_ERROR(AppendPutOutcomes("local lane put", response, pages, out));
+  counters_.lane_put_pages += pages;
+  return absl::OkStatus();
+}
+
 absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage> pages,
                                        std::vector<PutOutcome>* out) {
   for (const PutPage& page : pages) {
@@ -61,13 +74,7 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
       wire->set_checksum(PageChecksum(page.data.data(), page.data.size()));
       wire->set_client_address(reinterpret_cast<uintptr_t>(page.data.data()));
     }
-    ASSIGN_OR_RETURN(const std::string reply, lane.Call(wire::kLanePutOp, request, timeout));
-    v1::BatchPutResponse response;
-    if (!response.ParseFromString(reply)) {
-      return absl::UnavailableError("local lane: a put reply that does not parse");
-    }
-    RETURN_IF_ERROR(AppendPutOutcomes("local lane put", response, pages.size(), out));
-    counters_.lane_put_pages += pages.size();
+    RETURN_IF_ERROR(CallLanePut(lane, request, timeout, out));
     counters_.lane_direct_put_pages += pages.size();
     return absl::OkStatus();
   }
@@ -92,13 +99,7 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
       ++begin;
       continue;
     }
-    ASSIGN_OR_RETURN(const std::string reply, lane.Call(wire::kLanePutOp, request, timeout));
-    v1::BatchPutResponse response;
-    if (!response.ParseFromString(reply)) {
-      return absl::UnavailableError("local lane: a put reply that does not parse");
-    }
-    RETURN_IF_ERROR(AppendPutOutcomes("local lane put", response, end - begin, out));
-    counters_.lane_put_pages += end - begin;
+    RETURN_IF_ERROR(CallLanePut(lane, request, timeout, out));
     begin = end;
   }
   return absl::OkStatus();
