@@ -429,6 +429,14 @@ TEST(LocalLaneOptionsTest, ValidateNamesTheBadOption) {
   EXPECT_EQ(options.Validate().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// A probe that keeps the ticket in `*held` and names where it lies.
+std::function<uint64_t(const std::string&)> HoldAt(std::string* held) {
+  return [held](const std::string& ticket) {
+    *held = ticket;
+    return reinterpret_cast<uintptr_t>(held->data());
+  };
+}
+
 std::string DirectWrite(uint64_t address, absl::string_view text) {
   std::string request(reinterpret_cast<const char*>(&address), sizeof(address));
   request.append(text.data(), text.size());
@@ -445,13 +453,7 @@ TEST_F(LocalLanesTest, DirectTransfersNeedTheTicketWhereTheClientSaysItIs) {
   std::string wrong;
   char target[16] = "..............";
   int sock = -1;
-  wire::LaneWelcome welcome = OpenOffering(
-      1,
-      [&](const std::string& ticket) {
-        held = ticket;
-        return reinterpret_cast<uintptr_t>(held.data());
-      },
-      &sock);
+  wire::LaneWelcome welcome = OpenOffering(1, HoldAt(&held), &sock);
   ASSERT_EQ(welcome.code, 0) << welcome.message;
   EXPECT_EQ(welcome.direct, 1u);
   Reply reply = Call(sock, 4, DirectWrite(reinterpret_cast<uintptr_t>(target), "DIRECT"));
@@ -494,13 +496,7 @@ TEST_F(LocalLanesTest, AServerWithoutDirectTransfersDeclinesTheOffer) {
   ASSERT_NO_FATAL_FAILURE(Start(options));
   std::string held;
   int sock = -1;
-  const wire::LaneWelcome welcome = OpenOffering(
-      1,
-      [&](const std::string& ticket) {
-        held = ticket;
-        return reinterpret_cast<uintptr_t>(held.data());
-      },
-      &sock);
+  const wire::LaneWelcome welcome = OpenOffering(1, HoldAt(&held), &sock);
   ASSERT_EQ(welcome.code, 0) << welcome.message;
   EXPECT_EQ(welcome.direct, 0u);
   EXPECT_EQ(lanes_->stats().direct_lanes, 0u);

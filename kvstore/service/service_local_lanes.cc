@@ -110,21 +110,18 @@ absl::Status KvStoreService::DoBatchPutFromLane(const Caller& caller,
       return absl::FailedPreconditionError(
           "local lane: this lane has no direct transfers; put through the segment");
     }
-    std::vector<ClientRange> ranges;
-    ranges.reserve(specs.size());
-    for (size_t i = 0; i < specs.size(); ++i) {
-      ranges.push_back({.address = request.pages(static_cast<int>(i)).client_address(),
-                        .bytes = specs[i].layout.PageBytes()});
-    }
-    // One copy from the client's memory into the reserved slots; Commit
-    // verifies each page there, on memory only the server writes.
+    // One copy from the client's memory into the reserved slots (each its
+    // page's size); Commit verifies each page there, on memory only the
+    // server writes.
     ASSIGN_OR_RETURN(results, store_->BatchPutFilled(specs, [&](const Reservation& reservation) {
       std::vector<ClientRange> from;
       std::vector<absl::Span<uint8_t>> to;
       for (size_t i = 0; i < reservation.size(); ++i) {
-        if (reservation.buffer(i).empty()) continue;  // stored already
-        from.push_back(ranges[i]);
-        to.push_back(reservation.buffer(i));
+        const absl::Span<uint8_t> slot = reservation.buffer(i);
+        if (slot.empty()) continue;  // stored already
+        from.push_back({.address = request.pages(static_cast<int>(i)).client_address(),
+                        .bytes = slot.size()});
+        to.push_back(slot);
       }
       return client->Read(from, to);
     }));
