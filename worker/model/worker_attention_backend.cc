@@ -432,7 +432,12 @@ absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const
   ASSIGN_OR_RETURN(state.fetch,
                    PrefixFetch::Start(transfers_.get(), std::move(chain), shape_.n_layers,
                                       cache_->layout(), prefix_fetch_));
+  // Room for the whole prompt, so that the rest's rows append without
+  // moving the loaded prefix (several hundred MiB at 8K tokens).
+  const size_t prompt_floats = prompt.size() * shape_.kv_dim();
   for (LayerState& l : state.layers) {
+    l.prompt_k.reserve(prompt_floats);
+    l.prompt_v.reserve(prompt_floats);
     l.awaiting_prefix = true;
     l.prompt_tokens = static_cast<int>(tokens);
     l.positions = static_cast<int>(tokens);
