@@ -41,6 +41,7 @@
 #include "worker/eval/model_session.h"
 #include "worker/eval/needle_eval.h"
 #include "worker/eval/prefix_eval.h"
+#include "worker/model/blas_kernels.h"
 #include "worker/model/dense_attention_backend.h"
 
 ABSL_FLAG(std::string, model, "", "GGUF file or llama2.c checkpoint");
@@ -321,6 +322,7 @@ int main(int argc, char** argv) {
                  "       --model PATH [flags]  (--helpfull lists the flags)\n");
     return 2;
   }
+  kvtier::model::UseCpuBlasKernels("kvtier-eval", argv);
   const absl::Status s = kvtier::eval::Main(args[1]);
   if (!s.ok()) {
     std::fprintf(stderr, "kvtier-eval: %s\n", s.ToString().c_str());

@@ -37,6 +37,7 @@
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/generate.h"
 #include "worker/model/loader/model_loader.h"
+#include "worker/model/blas_kernels.h"
 #include "worker/model/prefix_reuse.h"
 #include "worker/model/sampler.h"
 #include "worker/model/transformer.h"
@@ -362,6 +363,7 @@ int main(int argc, char** argv) {
                  kvtier::model::kUsage);
     return 2;
   }
+  kvtier::model::UseCpuBlasKernels("kvtier-run", argv);
   absl::Status status = kvtier::model::Run(args);
   if (!status.ok()) {
     std::fprintf(stderr, "kvtier-run: %s\n", status.ToString().c_str());

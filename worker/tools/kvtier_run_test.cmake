@@ -3,7 +3,8 @@
 #     llama2.c output quoted in the model's README (plus llama2.c's final
 #     newline), for the dense reference and the worker's full-cache policy;
 #   - --logits-out writes the prompt's tokens and logits;
-#   - usage errors exit 2, load errors exit 1, and neither writes stdout.
+#   - usage errors exit 2, load errors exit 1, and neither writes stdout;
+#   - on an AVX2 CPU the dense layers run on OpenBLAS kernels that use it.
 # Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K), WORK_DIR (for
 # the --logits-out file).
 
@@ -67,3 +68,27 @@ expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin" --steps 3
                --prompt "Once upon a time there was a cat")
+
+# The dense layers run on OpenBLAS kernels that use the CPU's vectors: where
+# the CPU has AVX2 and FMA and OPENBLAS_CORETYPE is unset, the kernel set
+# OpenBLAS reports last (after kvtier-run has run itself again, if it had
+# to) is none of its pre-AVX2 fallbacks.
+file(READ "/proc/cpuinfo" cpuinfo)
+if(cpuinfo MATCHES "flags[^\n]* avx2[ \n]" AND cpuinfo MATCHES "flags[^\n]* fma[ \n]")
+  execute_process(
+    COMMAND "${CMAKE_COMMAND}" -E env --unset=OPENBLAS_CORETYPE OPENBLAS_VERBOSE=2
+            "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+            --tokenizer "${MODEL_DIR}/tok512.bin" --steps 2 --policy dense
+    OUTPUT_QUIET ERROR_VARIABLE err RESULT_VARIABLE rc)
+  string(REGEX MATCHALL "Core: [A-Za-z0-9]+" cores "${err}")
+  list(LENGTH cores n_cores)
+  if(NOT rc EQUAL 0 OR n_cores EQUAL 0)
+    message(FATAL_ERROR "kernel choice: exit ${rc}, no 'Core:' line: ${err}")
+  endif()
+  list(GET cores -1 last)
+  string(TOLOWER "${last}" last)
+  string(REPLACE "core: " "" last "${last}")
+  if(last MATCHES "^(prescott|core2|penryn|dunnington|nehalem|atom|sandybridge)$")
+    message(FATAL_ERROR "kvtier-run runs OpenBLAS's ${last} kernels on an AVX2 CPU: ${err}")
+  endif()
+endif()
