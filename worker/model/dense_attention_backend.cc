@@ -4,11 +4,43 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
 namespace kvtier::model {
+namespace {
+
+// row[0, seen) becomes the softmax of its scores and row[seen, total) zero.
+// Maxima and sums run in kLanes interleaved partials (a fixed order, so the
+// result depends only on the row), which the compiler keeps in vectors.
+void SoftmaxPrefix(float* row, int seen, int total) {
+  constexpr int kLanes = 8;
+  float lane[kLanes];
+  for (float& l : lane) l = -INFINITY;
+  int t = 0;
+  for (; t + kLanes <= seen; t += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] = std::max(lane[l], row[t + l]);
+  }
+  float max_score = -INFINITY;
+  for (float l : lane) max_score = std::max(max_score, l);
+  for (; t < seen; ++t) max_score = std::max(max_score, row[t]);
+  for (t = 0; t < seen; ++t) row[t] = std::exp(row[t] - max_score);
+  for (float& l : lane) l = 0.0f;
+  for (t = 0; t + kLanes <= seen; t += kLanes) {
+    for (int l = 0; l < kLanes; ++l) lane[l] += row[t + l];
+  }
+  float sum = 0.0f;
+  for (float l : lane) sum += l;
+  for (; t < seen; ++t) sum += row[t];
+  const float inv = 1.0f / sum;
+  for (t = 0; t < seen; ++t) row[t] *= inv;
+  for (t = seen; t < total; ++t) row[t] = 0.0f;
+}
+
+}  // namespace
 
 void DenseAttention(const AttentionShape& shape, const float* q,
                     const float* keys, const float* values, int n_positions,
@@ -47,40 +79,48 @@ void DenseAttention(const AttentionShape& shape, const float* q,
 
 void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
                           const float* keys, const float* values, int n_past,
-                          float* scores, float* out) {
+                          std::vector<float>* scratch, float* out) {
   const int hd = shape.head_dim;
   const int q_dim = shape.q_dim();
   const int kv_dim = shape.kv_dim();
   const int group = shape.n_heads / shape.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
+  const size_t row_bytes = sizeof(float) * hd;
   // Rows in aligned blocks of kPrefillRowBlock positions, each over the
-  // keys up to its last row: a row's arithmetic does not depend on n.
+  // keys up to its last row: a row's arithmetic does not depend on n. The
+  // query heads that share a KV head go through BLAS together, so each
+  // block reads (and BLAS packs) every key and value once, not per head.
   for (int b0 = 0; b0 < n;) {
     const int b1 = std::min(n, b0 + kPrefillRowBlock - (n_past + b0) % kPrefillRowBlock);
     const int m = b1 - b0;
     const int total = n_past + b1;
-    for (int h = 0; h < shape.n_heads; ++h) {
-      const int kv_off = (h / group) * hd;
-      // scores[i, t] = scale * q_i . k_t for all t; the causal part is used.
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, total, hd, scale,
-                  q + static_cast<size_t>(b0) * q_dim + h * hd, q_dim, keys + kv_off, kv_dim,
-                  0.0f, scores, total);
-      for (int i = 0; i < m; ++i) {
-        float* row = scores + static_cast<size_t>(i) * total;
-        const int seen = n_past + b0 + i + 1;
-        float max_score = -INFINITY;
-        for (int t = 0; t < seen; ++t) max_score = std::max(max_score, row[t]);
-        float sum = 0.0f;
-        for (int t = 0; t < seen; ++t) {
-          row[t] = std::exp(row[t] - max_score);
-          sum += row[t];
+    const size_t rows = static_cast<size_t>(group) * m;  // row j * m + i: head j, query i
+    const size_t need = rows * (2 * hd + total);
+    if (scratch->size() < need) scratch->resize(need);
+    float* group_q = scratch->data();
+    float* group_out = group_q + rows * hd;
+    float* scores = group_out + rows * hd;
+    for (int g = 0; g < shape.n_kv_heads; ++g) {
+      for (int j = 0; j < group; ++j) {
+        for (int i = 0; i < m; ++i) {
+          std::memcpy(group_q + (static_cast<size_t>(j) * m + i) * hd,
+                      q + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd, row_bytes);
         }
-        for (int t = 0; t < seen; ++t) row[t] /= sum;
-        for (int t = seen; t < total; ++t) row[t] = 0.0f;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, total, 1.0f,
-                  scores, total, values + kv_off, kv_dim, 0.0f,
-                  out + static_cast<size_t>(b0) * q_dim + h * hd, q_dim);
+      // scores[r, t] = scale * q_r . k_t for all t; the causal part is used.
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), total, hd,
+                  scale, group_q, hd, keys + g * hd, kv_dim, 0.0f, scores, total);
+      for (size_t r = 0; r < rows; ++r) {
+        SoftmaxPrefix(scores + r * total, n_past + b0 + static_cast<int>(r % m) + 1, total);
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), hd, total,
+                  1.0f, scores, total, values + g * hd, kv_dim, 0.0f, group_out, hd);
+      for (int j = 0; j < group; ++j) {
+        for (int i = 0; i < m; ++i) {
+          std::memcpy(out + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd,
+                      group_out + (static_cast<size_t>(j) * m + i) * hd, row_bytes);
+        }
+      }
     }
     b0 = b1;
   }
@@ -222,10 +262,8 @@ absl::Status DenseAttentionBackend::AppendAndAttendBatch(
   cache->k.insert(cache->k.end(), k.begin(), k.end());
   cache->v.insert(cache->v.end(), v.begin(), v.end());
   cache->length += n_tokens;
-  const size_t need = static_cast<size_t>(n_tokens) * cache->length;
-  if (scores_.size() < need) scores_.resize(need);
   DenseCausalAttention(shape_, q.data(), n_tokens, cache->k.data(),
-                       cache->v.data(), pos0, scores_.data(), out.data());
+                       cache->v.data(), pos0, &scores_, out.data());
   return absl::OkStatus();
 }
 

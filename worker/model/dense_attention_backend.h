@@ -29,11 +29,12 @@ void DenseAttention(const AttentionShape& shape, const float* q,
 // Causal attention of a prompt batch, with BLAS: queries i = 0..n-1
 // ([n, q_dim]) sit at positions n_past + i and see keys/values
 // [0, n_past + i] of `keys`/`values` ([n_past + n, kv_dim]). Same result as
-// DenseAttention per query up to float rounding. `scores` is scratch of at
-// least n * (n_past + n) floats; out is [n, q_dim].
+// DenseAttention per query up to float rounding. `scratch` is grown as
+// needed (to about group * kPrefillRowBlock * (n_past + n) floats); out is
+// [n, q_dim].
 void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
                           const float* keys, const float* values, int n_past,
-                          float* scores, float* out);
+                          std::vector<float>* scratch, float* out);
 
 struct DenseAttentionOptions {
   // Live sequences at once; StartSequence beyond it is RESOURCE_EXHAUSTED.

@@ -336,12 +336,8 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
   if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));
   s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
   s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
-  const size_t need =
-      static_cast<size_t>(n_tokens) * (s->prompt_tokens + n_tokens);
-  if (scores_.size() < need) scores_.resize(need);
   DenseCausalAttention(shape_, q.data(), n_tokens, s->prompt_k.data(),
-                       s->prompt_v.data(), s->prompt_tokens, scores_.data(),
-                       out.data());
+                       s->prompt_v.data(), s->prompt_tokens, &scores_, out.data());
   s->prompt_tokens += n_tokens;
   s->positions += n_tokens;
   // Keep the last prefill_query_rows query rows, oldest first.
