@@ -168,13 +168,14 @@ struct ClientOptions {
   // transfers: where the kernel lets it (same user, no ptrace restriction
   // in the way), the server copies pages straight between this process's
   // buffers and its store, one copy instead of two through the segment:
-  // gets into BatchGet's destinations, or into each GotPage::data when
-  // page_bytes_hint is given, and with local_direct_puts also puts from
-  // PutPage::data where it lies. That gives the server's process access to
-  // this process's memory, which the kernel grants such a process anyway.
-  // Direct puts are off by default: with pages in cache the kernel's copy
-  // ran slower than the two copies through the segment
-  // (kvstore/dataplane/DATA_PLANE.md, "Direct transfers").
+  // gets into BatchGet's destinations, and with local_direct_puts also
+  // puts from PutPage::data where it lies. That gives the server's process
+  // access to this process's memory, which the kernel grants such a
+  // process anyway. Gets without destinations and, by default, puts go
+  // through the segment: with pages in cache the kernel's copy (plus, for
+  // a get, zeroing a fresh buffer for it) ran slower than the two copies
+  // through the segment (kvstore/dataplane/DATA_PLANE.md, "Direct
+  // transfers").
   // Defaults: on, 4, 64 MiB, on, off.
   bool local_lanes = true;
   uint32_t local_max_lanes = 4;
@@ -476,8 +477,7 @@ class StoreClient {
   absl::Status CallLanePut(LocalLane& lane, const v1::BatchPutRequest& request,
                            absl::Duration timeout, std::vector<PutOutcome>* out);
   absl::Status GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                            uint64_t page_bytes_hint, Destinations destinations,
-                            std::vector<GotPage>* out);
+                            Destinations destinations, std::vector<GotPage>* out);
   absl::Status GetChunkAny(absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
                            Destinations destinations, std::vector<GotPage>* out);
 

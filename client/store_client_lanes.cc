@@ -106,25 +106,19 @@ absl::Status StoreClient::PutChunkLane(LocalLane& lane, absl::Span<const PutPage
 }
 
 absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey> keys,
-                                       uint64_t page_bytes_hint, Destinations destinations,
-                                       std::vector<GotPage>* out) {
+                                       Destinations destinations, std::vector<GotPage>* out) {
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   std::vector<GotPage> pages(keys.size());
-  // Direct: the server writes each page into its buffer here, the caller's
-  // destination or (with a size hint) the page's own data.
-  const bool direct = lane.direct() && (!destinations.empty() || page_bytes_hint > 0);
+  // Direct: the server writes each page into the caller's destination.
+  // Pages without one come through the segment: a fresh buffer would be
+  // zeroed first, and that pass cost more than the copy direct saves.
+  const bool direct = lane.direct() && !destinations.empty();
   std::vector<absl::Span<uint8_t>> buffers;
   if (direct) {
     buffers.reserve(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
-      absl::Span<uint8_t> buffer;
-      if (!destinations.empty()) {
-        buffer = destinations[i];
-      } else {
-        pages[i].data.resize(page_bytes_hint);
-        buffer = {reinterpret_cast<uint8_t*>(pages[i].data.data()), pages[i].data.size()};
-      }
+      const absl::Span<uint8_t> buffer = destinations[i];
       buffers.push_back(buffer);
       v1::ClientBuffer* wire = request.add_lane_destinations();
       wire->set_address(reinterpret_cast<uintptr_t>(buffer.data()));
@@ -152,7 +146,6 @@ absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey
     v1::GotPage& wire = *response.mutable_pages(i);
     GotPage& page = pages[i];
     const bool elsewhere = wire.in_region() || wire.bytes_withheld() || wire.in_destination();
-    if (!elsewhere) page.data.clear();  // the size hint's buffer, not used
     ASSIGN_OR_RETURN(const bool complete, TakePageHeader(i, keys[i], elsewhere, wire, &page));
     if (complete) continue;
     const uint64_t size = page.layout.PageBytes();

@@ -364,7 +364,7 @@ absl::Status StoreClient::GetChunkAny(absl::Span<const PageKey> keys, uint64_t p
     LanePool::Lease lane = LocalLaneLease();
     if (!lane) break;
     const size_t before = out->size();
-    absl::Status status = GetChunkLane(*lane, keys, page_bytes_hint, destinations, out);
+    absl::Status status = GetChunkLane(*lane, keys, destinations, out);
     if (status.ok() || !(lane->broken() || absl::IsUnavailable(status))) return status;
     out->resize(before);
     KVTIER_LOG(INFO) << "local lane get failed: " << status;

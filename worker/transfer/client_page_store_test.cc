@@ -10,7 +10,6 @@
 
 #include "common/checksum.h"
 #include "gtest/gtest.h"
-#include "testing/cross_memory.h"
 #include "testing/server_process.h"
 #include "worker/cache/decode_step.h"
 #include "worker/cache/kv_cache_manager.h"
@@ -95,11 +94,11 @@ TEST_F(ClientPageStoreTest, RecallFromTheServerIsBitIdenticalAndCancelUnpins) {
   ASSERT_TRUE(cache_->ApplyPlan(1, 0, plan).ok());
   ASSERT_TRUE(cache_->FinishRecalls(1, 0).ok());
   EXPECT_EQ(*cache_->ResidentPageBytes(1, 0, 1), page1_);
-  // The backend knew the pages' size from its puts: on this host the recall
-  // landed in the page's buffer directly.
-  if (testing::CrossMemoryAttachWorks()) {
-    EXPECT_EQ(client_->data_plane_stats().lane_direct_get_pages, 1u);
-  }
+  // The recall came through the lane's segment, as the get above did: a
+  // page without a buffer of the caller's is never written directly into a
+  // fresh one.
+  EXPECT_EQ(client_->data_plane_stats().lane_get_pages, 2u);
+  EXPECT_EQ(client_->data_plane_stats().lane_direct_get_pages, 0u);
   const std::string pin = *cache_->PinId(1);
   ASSERT_EQ(pin.size(), 16u);
   ASSERT_TRUE(cache_->Cancel(1).ok());
