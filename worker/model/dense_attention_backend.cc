@@ -10,8 +10,58 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+// glibc's libmvec (linked through libm): expf over 16 (AVX-512) or 8 (AVX2)
+// lanes, the entry points GCC calls when it vectorises std::exp.
+extern "C" __attribute__((target("avx512f"))) __m512 _ZGVeN16v_expf(__m512 x);
+extern "C" __attribute__((target("avx2,fma"))) __m256 _ZGVdN8v_expf(__m256 x);
+#endif
+
 namespace kvtier::model {
 namespace {
+
+using ExpShiftFn = void (*)(float* row, int n, float shift);
+
+// row[t] = exp(row[t] - shift) for t < n.
+void ExpShiftScalar(float* row, int n, float shift) {
+  for (int t = 0; t < n; ++t) row[t] = std::exp(row[t] - shift);
+}
+
+#if defined(__x86_64__)
+__attribute__((target("avx512f"))) void ExpShiftAvx512(float* row, int n, float shift) {
+  const __m512 s = _mm512_set1_ps(shift);
+  int t = 0;
+  for (; t + 16 <= n; t += 16) {
+    _mm512_storeu_ps(row + t, _ZGVeN16v_expf(_mm512_sub_ps(_mm512_loadu_ps(row + t), s)));
+  }
+  ExpShiftScalar(row + t, n - t, shift);
+}
+
+__attribute__((target("avx2,fma"))) void ExpShiftAvx2(float* row, int n, float shift) {
+  const __m256 s = _mm256_set1_ps(shift);
+  int t = 0;
+  for (; t + 8 <= n; t += 8) {
+    _mm256_storeu_ps(row + t, _ZGVdN8v_expf(_mm256_sub_ps(_mm256_loadu_ps(row + t), s)));
+  }
+  ExpShiftScalar(row + t, n - t, shift);
+}
+#endif
+
+// The widest the CPU runs. An element's result depends only on the row's
+// length and its place in it, so equal rows give equal results.
+ExpShiftFn ExpShift() {
+  static const ExpShiftFn fn = [] {
+#if defined(__x86_64__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f")) return &ExpShiftAvx512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ExpShiftAvx2;
+#endif
+    return &ExpShiftScalar;
+  }();
+  return fn;
+}
 
 // row[0, seen) becomes the softmax of its scores and row[seen, total) zero.
 // Maxima and sums run in kLanes interleaved partials (a fixed order, so the
@@ -27,7 +77,7 @@ void SoftmaxPrefix(float* row, int seen, int total) {
   float max_score = -INFINITY;
   for (float l : lane) max_score = std::max(max_score, l);
   for (; t < seen; ++t) max_score = std::max(max_score, row[t]);
-  for (t = 0; t < seen; ++t) row[t] = std::exp(row[t] - max_score);
+  ExpShift()(row, seen, max_score);
   for (float& l : lane) l = 0.0f;
   for (t = 0; t + kLanes <= seen; t += kLanes) {
     for (int l = 0; l < kLanes; ++l) lane[l] += row[t + l];
