@@ -463,6 +463,44 @@ TEST(KvCacheManagerTest, WrongRecomputedBytesAreRejected) {
   EXPECT_EQ(h.cache->FinishRecalls(3, 0).code(), absl::StatusCode::kDataLoss);
 }
 
+TEST(KvCacheManagerTest, APageAnotherWriterStoredFirstIsServedAsStored) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 1, 6);
+  // Another writer prefills the same tokens with other K/V (its kernels
+  // round differently) and stores its pages first; the store keeps them.
+  ASSERT_TRUE(h.cache->AddSequence(5, {6}).ok());
+  Inputs other(11);
+  ASSERT_TRUE(h.Prefill(5, 24, other).ok());
+  ASSERT_TRUE(h.cache->ReapBackups(5, true).ok());
+  const std::string theirs = *h.cache->ResidentPageBytes(5, 0, 1);
+  const PageKey key = *h.cache->KeyOf(5, 0, 1);
+  ASSERT_TRUE(h.cache->Cancel(5).ok());
+  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
+  Inputs in(4);
+  PagePlan plan = EvictPageOne(h, 3, in);
+  ASSERT_EQ(*h.cache->KeyOf(3, 0, 1), key);
+  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
+  ASSERT_TRUE(h.cache->FinishRecalls(3, 0).ok());
+  EXPECT_EQ(*h.cache->ResidentPageBytes(3, 0, 1), theirs);
+  EXPECT_EQ(h.cache->counters().pages_recalled_foreign, 1u);
+  EXPECT_EQ(h.cache->counters().pages_recalled, 1u);
+}
+
+TEST(KvCacheManagerTest, StoredBytesThatFailTheirOwnChecksumAreRejected) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 1, 6);
+  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
+  Inputs in(4);
+  PagePlan plan = EvictPageOne(h, 3, in);
+  // Damaged in the store: the bytes changed, the stored checksum did not.
+  ASSERT_TRUE(
+      h.store.Corrupt(*h.cache->KeyOf(3, 0, 1), std::string(h.cache->pool(0).page_bytes(), 'x'))
+          .ok());
+  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
+  EXPECT_EQ(h.cache->FinishRecalls(3, 0).code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(h.cache->counters().pages_recalled_foreign, 0u);
+}
+
 TEST(KvCacheManagerTest, FailedBackupFailsTheSequence) {
   auto policy = *ArkvalePolicy::Create(SmallArkvale());
   Harness h(policy.get(), 1, 6);

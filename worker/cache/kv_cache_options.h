@@ -49,6 +49,9 @@ struct CacheCounters {
   uint64_t pages_dropped = 0;   // left the pool for good
   uint64_t pages_recomputed = 0;
   uint64_t pages_adopted = 0;   // filled from a stored prefix: no backup
+  // Recalled pages whose key another writer had stored first (the store
+  // kept its bytes, which round differently): served as stored.
+  uint64_t pages_recalled_foreign = 0;
 };
 
 }  // namespace kvtier::worker
