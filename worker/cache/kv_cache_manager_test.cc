@@ -5,7 +5,6 @@
 #include <cstring>
 #include <functional>
 #include <memory>
-#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -13,6 +12,7 @@
 #include "absl/time/clock.h"
 #include "gtest/gtest.h"
 #include "worker/cache/decode_step.h"
+#include "worker/cache/kv_cache_manager_testing.h"
 #include "worker/policy/arkvale_policy.h"
 #include "worker/policy/window_policy.h"
 #include "worker/transfer/in_process_page_store.h"
@@ -20,100 +20,12 @@
 namespace kvtier::worker {
 namespace {
 
-constexpr uint32_t kPage = 4;
-constexpr uint32_t kKvHeads = 2;
-constexpr uint32_t kQHeads = 4;
-constexpr uint32_t kDim = 8;
-constexpr uint32_t kRow = kKvHeads * kDim;
-
-// Deterministic random K, V and queries.
-class Inputs {
- public:
-  explicit Inputs(uint32_t seed) : rng_(seed) {}
-  std::vector<float> Next(size_t n) {
-    std::normal_distribution<float> dist(0.0f, 1.0f);
-    std::vector<float> out(n);
-    for (float& x : out) x = dist(rng_);
-    return out;
-  }
-
- private:
-  std::mt19937 rng_;
-};
-
-struct Harness {
-  Harness(Policy* policy, uint32_t n_layers, uint32_t pool_pages,
-          absl::Duration timeout = absl::Seconds(10), DType dtype = DType::kF32,
-          DecodeOptions decode = DecodeOptions(), uint64_t pin_ttl_ms = 600'000) {
-    TransferQueueOptions qopts;
-    qopts.n_threads = 2;
-    queue = *PageTransferQueue::Create(&store, qopts);
-    KvCacheOptions o;
-    o.layout = PageLayout{.page_size = kPage, .n_kv_heads = kKvHeads, .head_dim = kDim,
-                          .dtype = dtype};
-    o.n_layers = n_layers;
-    o.n_q_heads = kQHeads;
-    o.pool_pages_per_layer = pool_pages;
-    o.max_pages_per_sequence = 256;
-    o.transfer_timeout = timeout;
-    o.pin_ttl_ms = pin_ttl_ms;
-    auto created = KvCacheManager::Create(o, &device, policy, queue.get());
-    EXPECT_TRUE(created.ok()) << created.status();
-    cache = *std::move(created);
-    runner = std::make_unique<DecodeRunner>(cache.get(), nullptr, decode);
-  }
-  ~Harness() {
-    cache.reset();  // cancels sequences while the queue and store live
-  }
-
-  // Prefill of n tokens on every layer, token ids 1000 + i.
-  absl::Status Prefill(uint64_t seq, uint32_t n, Inputs& in) {
-    std::vector<uint32_t> ids(n);
-    for (uint32_t i = 0; i < n; ++i) ids[i] = 1000 + i;
-    if (absl::Status s = cache->AppendTokenIds(seq, ids); !s.ok()) return s;
-    for (uint32_t l = 0; l < cache->options().n_layers; ++l) {
-      std::vector<float> k = in.Next(n * kRow), v = in.Next(n * kRow), q = in.Next(kQHeads * kDim);
-      if (absl::Status s = runner->Prefill(seq, l, k.data(), v.data(), n, q.data(), 1, &stats);
-          !s.ok()) {
-        return s;
-      }
-    }
-    return absl::OkStatus();
-  }
-
-  // One decode step on every layer; outputs appended to `outs`.
-  absl::Status Step(uint64_t seq, uint32_t token, Inputs& in, std::vector<float>* outs) {
-    if (absl::Status s = cache->AppendTokenIds(seq, {token}); !s.ok()) return s;
-    for (uint32_t l = 0; l < cache->options().n_layers; ++l) {
-      std::vector<float> q = in.Next(kQHeads * kDim), k = in.Next(kRow), v = in.Next(kRow);
-      std::vector<float> out(kQHeads * kDim);
-      if (absl::Status s =
-              runner->DecodeLayer(seq, l, q.data(), k.data(), v.data(), out.data(), nullptr,
-                                  &stats);
-          !s.ok()) {
-        return s;
-      }
-      if (outs != nullptr) outs->insert(outs->end(), out.begin(), out.end());
-    }
-    return absl::OkStatus();
-  }
-
-  CpuDevice device;
-  InProcessPageStore store;
-  std::unique_ptr<PageTransferQueue> queue;
-  std::unique_ptr<KvCacheManager> cache;
-  std::unique_ptr<DecodeRunner> runner;
-  StepStats stats;
-};
-
-ArkvaleOptions SmallArkvale() {
-  ArkvaleOptions o;
-  o.n_sink_pages = 1;
-  o.n_win_pages = 2;
-  o.topk_pages = 4;
-  o.n_unlimited_layers = 0;
-  return o;
-}
+using testing::Harness;
+using testing::Inputs;
+using testing::kDim;
+using testing::kQHeads;
+using testing::kRow;
+using testing::SmallArkvale;
 
 uint32_t HeldPages(const LayerView& view) {
   uint32_t n = 0;
@@ -346,218 +258,6 @@ TEST(KvCacheManagerTest, ABackupThatOutlivesCancelPinsNothing) {
 }
 
 // Evicts page 1 of a 1-layer sequence and returns a plan that recalls it.
-PagePlan EvictPageOne(Harness& h, uint64_t seq, Inputs& in) {
-  EXPECT_TRUE(h.Prefill(seq, 24, in).ok());
-  EXPECT_TRUE(h.cache->ReapBackups(seq, true).ok());
-  std::vector<float> k = in.Next(8 * kRow), v = in.Next(8 * kRow);
-  EXPECT_TRUE(h.cache->AppendTokenIds(seq, std::vector<uint32_t>(8, 77)).ok());
-  EXPECT_TRUE(h.cache->AppendKv(seq, 0, k.data(), v.data(), 8).ok());
-  PagePlan drop;
-  drop.resident = {0, 2, 3, 6, 7};
-  EXPECT_TRUE(h.cache->ApplyPlan(seq, 0, drop).ok());
-  EXPECT_FALSE(IsResident(h.cache->View(seq, 0)->states[1]));
-  PagePlan plan;
-  plan.resident = {0, 1, 2, 6, 7};
-  plan.attend = plan.resident;
-  return plan;
-}
-
-TEST(KvCacheManagerTest, StoreDownMakesRecallFailClearly) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  h.store.SetMode(InProcessPageStore::Mode::kDown);
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  absl::Status s = h.cache->FinishRecalls(3, 0);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
-  EXPECT_NE(s.message().find("recall of 1 pages of sequence 3 layer 0 failed"),
-            std::string::npos)
-      << s;
-  // Nothing half-installed: the page is evicted again and its slot free.
-  EXPECT_EQ(h.cache->View(3, 0)->states[1], PageState::kEvicted);
-  EXPECT_EQ(h.cache->pool(0).in_use(), 4u);
-  // Once the store is back, the same plan succeeds.
-  h.store.SetMode(InProcessPageStore::Mode::kUp);
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  EXPECT_TRUE(h.cache->FinishRecalls(3, 0).ok());
-}
-
-TEST(KvCacheManagerTest, HungStoreMakesRecallFailAtTheDeadline) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6, absl::Milliseconds(100));
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  h.store.SetMode(InProcessPageStore::Mode::kHang);
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  EXPECT_EQ(h.cache->FinishRecalls(3, 0).code(), absl::StatusCode::kDeadlineExceeded);
-  EXPECT_EQ(h.cache->View(3, 0)->states[1], PageState::kEvicted);
-  h.store.SetMode(InProcessPageStore::Mode::kUp);
-}
-
-TEST(KvCacheManagerTest, LostPageIsAnErrorWithoutRecomputer) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  ASSERT_TRUE(h.store.MarkLost(*h.cache->KeyOf(3, 0, 1)).ok());
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  absl::Status s = h.cache->FinishRecalls(3, 0);
-  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss) << s;
-  EXPECT_EQ(h.cache->View(3, 0)->states[1], PageState::kLost);
-  // A plan may not ask for a lost page again.
-  EXPECT_EQ(h.cache->ApplyPlan(3, 0, plan).code(), absl::StatusCode::kDataLoss);
-}
-
-TEST(KvCacheManagerTest, LostPageIsRecomputedAndVerified) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  // Keep the original bytes as the "model" would recompute them.
-  ASSERT_TRUE(h.Prefill(3, 8, in).ok());
-  const std::string page1 = *h.cache->ResidentPageBytes(3, 0, 1);
-  Inputs rest(5);
-  std::vector<float> k = rest.Next(24 * kRow), v = rest.Next(24 * kRow);
-  ASSERT_TRUE(h.cache->AppendTokenIds(3, std::vector<uint32_t>(24, 9)).ok());
-  ASSERT_TRUE(h.cache->AppendKv(3, 0, k.data(), v.data(), 24).ok());
-  ASSERT_TRUE(h.cache->ReapBackups(3, true).ok());
-  PagePlan drop;
-  drop.resident = {0, 2, 3, 6, 7};
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, drop).ok());
-  ASSERT_EQ(h.cache->View(3, 0)->states[1], PageState::kEvicted);
-  int calls = 0;
-  h.cache->set_recomputer([&](uint64_t seq, uint32_t layer, uint32_t page)
-                              -> absl::StatusOr<std::string> {
-    ++calls;
-    EXPECT_EQ(seq, 3u);
-    EXPECT_EQ(layer, 0u);
-    EXPECT_EQ(page, 1u);
-    return page1;
-  });
-  ASSERT_TRUE(h.store.MarkLost(*h.cache->KeyOf(3, 0, 1)).ok());
-  PagePlan plan;
-  plan.resident = {0, 1, 6, 7};
-  plan.attend = plan.resident;
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  ASSERT_TRUE(h.cache->FinishRecalls(3, 0).ok());
-  EXPECT_EQ(calls, 1);
-  EXPECT_EQ(h.cache->counters().pages_recomputed, 1u);
-  EXPECT_EQ(*h.cache->ResidentPageBytes(3, 0, 1), page1);
-}
-
-TEST(KvCacheManagerTest, WrongRecomputedBytesAreRejected) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  h.cache->set_recomputer([&](uint64_t, uint32_t, uint32_t) -> absl::StatusOr<std::string> {
-    return std::string(h.cache->pool(0).page_bytes(), '\0');
-  });
-  ASSERT_TRUE(h.store.MarkLost(*h.cache->KeyOf(3, 0, 1)).ok());
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  EXPECT_EQ(h.cache->FinishRecalls(3, 0).code(), absl::StatusCode::kDataLoss);
-}
-
-TEST(KvCacheManagerTest, APageAnotherWriterStoredFirstIsServedAsStored) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  // Another writer prefills the same tokens with other K/V (its kernels
-  // round differently) and stores its pages first; the store keeps them.
-  ASSERT_TRUE(h.cache->AddSequence(5, {6}).ok());
-  Inputs other(11);
-  ASSERT_TRUE(h.Prefill(5, 24, other).ok());
-  ASSERT_TRUE(h.cache->ReapBackups(5, true).ok());
-  const std::string theirs = *h.cache->ResidentPageBytes(5, 0, 1);
-  const PageKey key = *h.cache->KeyOf(5, 0, 1);
-  ASSERT_TRUE(h.cache->Cancel(5).ok());
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  ASSERT_EQ(*h.cache->KeyOf(3, 0, 1), key);
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  ASSERT_TRUE(h.cache->FinishRecalls(3, 0).ok());
-  EXPECT_EQ(*h.cache->ResidentPageBytes(3, 0, 1), theirs);
-  EXPECT_EQ(h.cache->counters().pages_recalled_foreign, 1u);
-  EXPECT_EQ(h.cache->counters().pages_recalled, 1u);
-}
-
-TEST(KvCacheManagerTest, StoredBytesThatFailTheirOwnChecksumAreRejected) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  Inputs in(4);
-  PagePlan plan = EvictPageOne(h, 3, in);
-  // Damaged in the store: the bytes changed, the stored checksum did not.
-  ASSERT_TRUE(
-      h.store.Corrupt(*h.cache->KeyOf(3, 0, 1), std::string(h.cache->pool(0).page_bytes(), 'x'))
-          .ok());
-  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, plan).ok());
-  EXPECT_EQ(h.cache->FinishRecalls(3, 0).code(), absl::StatusCode::kDataLoss);
-  EXPECT_EQ(h.cache->counters().pages_recalled_foreign, 0u);
-}
-
-TEST(KvCacheManagerTest, FailedBackupFailsTheSequence) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  Harness h(policy.get(), 1, 6);
-  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
-  h.store.SetMode(InProcessPageStore::Mode::kDown);
-  Inputs in(4);
-  ASSERT_TRUE(h.Prefill(3, 8, in).ok());  // the puts fail asynchronously
-  absl::Status s = h.cache->ReapBackups(3, true);
-  EXPECT_EQ(s.code(), absl::StatusCode::kUnavailable);
-  absl::Status later = h.Step(3, 1, in, nullptr);
-  EXPECT_EQ(later.code(), absl::StatusCode::kFailedPrecondition);
-  EXPECT_NE(later.message().find("backup failed"), std::string::npos) << later;
-  h.store.SetMode(InProcessPageStore::Mode::kUp);
-  EXPECT_TRUE(h.cache->Cancel(3).ok());
-  EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
-}
-
-TEST(KvCacheManagerTest, FullTransferWindowPushesBackThenFailsClearly) {
-  auto policy = *ArkvalePolicy::Create(SmallArkvale());
-  CpuDevice device;
-  InProcessPageStore store;
-  TransferQueueOptions qopts;
-  qopts.n_threads = 1;
-  qopts.max_inflight_transfers = 1;
-  auto queue = *PageTransferQueue::Create(&store, qopts);
-  KvCacheOptions o;
-  o.layout = PageLayout{.page_size = kPage, .n_kv_heads = kKvHeads, .head_dim = kDim,
-                        .dtype = DType::kF32};
-  o.n_layers = 1;
-  o.n_q_heads = kQHeads;
-  o.pool_pages_per_layer = 12;
-  o.transfer_timeout = absl::Milliseconds(100);
-  auto cache = *KvCacheManager::Create(o, &device, policy.get(), queue.get());
-  ASSERT_TRUE(cache->AddSequence(1, {6}).ok());
-  ASSERT_TRUE(cache->AddSequence(2, {6}).ok());
-  store.SetMode(InProcessPageStore::Mode::kHang);
-  Inputs in(3);
-  std::vector<float> k = in.Next(8 * kRow), v = in.Next(8 * kRow);
-  ASSERT_TRUE(cache->AppendTokenIds(1, std::vector<uint32_t>(8, 1)).ok());
-  ASSERT_TRUE(cache->AppendTokenIds(2, std::vector<uint32_t>(8, 2)).ok());
-  // Sequence 1's first backup takes the only place in the window.
-  ASSERT_TRUE(cache->AppendKv(1, 0, k.data(), v.data(), 4).ok());
-  // Sequence 2 has nothing of its own to wait for: it fails, and stays failed.
-  EXPECT_EQ(cache->AppendKv(2, 0, k.data(), v.data(), 4).code(),
-            absl::StatusCode::kResourceExhausted);
-  EXPECT_EQ(cache->AppendKv(2, 0, k.data(), v.data(), 1).code(),
-            absl::StatusCode::kFailedPrecondition);
-  // Sequence 1 waits for its own backup, which the hung store never
-  // finishes: the deadline ends the wait.
-  EXPECT_EQ(cache->AppendKv(1, 0, k.data() + 4 * kRow, v.data() + 4 * kRow, 4).code(),
-            absl::StatusCode::kDeadlineExceeded);
-  store.SetMode(InProcessPageStore::Mode::kUp);
-  EXPECT_TRUE(cache->Cancel(1).ok());
-  EXPECT_TRUE(cache->Cancel(2).ok());
-  EXPECT_EQ(cache->pool(0).in_use(), 0u);
-}
-
 TEST(KvCacheManagerTest, FullCacheRefusesToGrowPastItsBudget) {
   FullCachePolicy full;
   Harness h(&full, 1, 4);
