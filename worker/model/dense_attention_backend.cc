@@ -9,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/model/blas_kernels.h"
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -51,12 +52,13 @@ __attribute__((target("avx2,fma"))) void ExpShiftAvx2(float* row, int n, float s
 
 // The widest the CPU runs. An element's result depends only on the row's
 // length and its place in it, so equal rows give equal results.
+// The CPU's levels are those the BLAS kernels are chosen by.
 ExpShiftFn ExpShift() {
   static const ExpShiftFn fn = [] {
 #if defined(__x86_64__)
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f")) return &ExpShiftAvx512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return &ExpShiftAvx2;
+    const CpuVectorFeatures cpu = DetectCpuVectorFeatures();
+    if (cpu.avx512) return &ExpShiftAvx512;
+    if (cpu.avx2_fma) return &ExpShiftAvx2;
 #endif
     return &ExpShiftScalar;
   }();
