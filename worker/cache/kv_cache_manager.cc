@@ -224,16 +224,22 @@ absl::Status KvCacheManager::AppendKv(uint64_t seq_id, uint32_t layer, const flo
     if (off == 0) RETURN_IF_ERROR(OpenPage(*seq, layer));
     const int32_t page = static_cast<int32_t>(t.states.size()) - 1;
     const uint32_t m = std::min(n - i, lay.page_size - off);
-    k_rows.resize(m * row_bytes);
-    v_rows.resize(m * row_bytes);
-    for (size_t e = 0; e < m * row; ++e) {
-      kernels::StoreFromFloat(k_rows.data(), type, e, k[i * row + e]);
-      kernels::StoreFromFloat(v_rows.data(), type, e, v[i * row + e]);
+    const void* k_src = k + i * row;
+    const void* v_src = v + i * row;
+    if (lay.dtype != DType::kF32) {  // fp32 rows are the page's bytes as they are
+      k_rows.resize(m * row_bytes);
+      v_rows.resize(m * row_bytes);
+      for (size_t e = 0; e < m * row; ++e) {
+        kernels::StoreFromFloat(k_rows.data(), type, e, k[i * row + e]);
+        kernels::StoreFromFloat(v_rows.data(), type, e, v[i * row + e]);
+      }
+      k_src = k_rows.data();
+      v_src = v_rows.data();
     }
     PagePool& pool = *pools_[layer];
-    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], off * row_bytes, k_rows.data(), m * row_bytes));
-    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], v_offset_bytes + off * row_bytes, v_rows.data(),
-                                   m * row_bytes));
+    RETURN_IF_ERROR(pool.WriteSlot(t.slots[page], off * row_bytes, k_src, m * row_bytes));
+    RETURN_IF_ERROR(
+        pool.WriteSlot(t.slots[page], v_offset_bytes + off * row_bytes, v_src, m * row_bytes));
     t.n_tokens += m;
     i += m;
     if (off + m == lay.page_size) RETURN_IF_ERROR(OnPageFull(*seq, layer, page, &backups));
@@ -252,12 +258,19 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   const PageLayout& lay = options_.layout;
   // One host copy of the full page serves the digest, the checksum and the
   // backup, on every backend (digests are host memory: kernel_dispatch.h).
-  const size_t page_bytes = pools_[layer]->page_bytes();
-  std::string bytes(page_bytes, '\0');
-  RETURN_IF_ERROR(pools_[layer]->ReadSlot(t.slots[page], 0, bytes.data(), page_bytes));
-  RETURN_IF_ERROR(t.AppendDigest(bytes.data(), lay, policy_->digest_kind(), digest_slot_floats_));
+  // On the CPU backend that is the slot itself. It is copied only for a
+  // backup: loaded prefix pages need none.
+  PagePool& pool = *pools_[layer];
+  const size_t page_bytes = pool.page_bytes();
+  const char* bytes = reinterpret_cast<const char*>(pool.SlotData(t.slots[page]));
+  if (pool.device()->kind() != DeviceKind::kCpu) {
+    page_scratch_.resize(page_bytes);
+    RETURN_IF_ERROR(pool.ReadSlot(t.slots[page], 0, page_scratch_.data(), page_bytes));
+    bytes = page_scratch_.data();
+  }
+  RETURN_IF_ERROR(t.AppendDigest(bytes, lay, policy_->digest_kind(), digest_slot_floats_));
 
-  t.checksums[page] = PageChecksum(bytes.data(), page_bytes);
+  t.checksums[page] = PageChecksum(bytes, page_bytes);
   if (static_cast<uint32_t>(page) < seq.stored_prefix_pages) {
     // Loaded from the store: the stored copy is these bytes under this key.
     t.states[page] = PageState::kResident;
@@ -273,7 +286,7 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
   stored.key = PageKey{.hash = PageHash(seq, page), .layer = layer};
   stored.layout = lay;
   stored.checksum = t.checksums[page];
-  stored.bytes = std::move(bytes);
+  stored.bytes.assign(bytes, page_bytes);
   backups->push_back(std::move(stored));
   return absl::OkStatus();
 }

@@ -198,6 +198,9 @@ class KvCacheManager : public TokenCache {
   absl::flat_hash_map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   PageRecomputer recomputer_;
   CacheCounters counters_;
+  // A full page read back from a device pool's slot for its digest and
+  // checksum (a CPU pool's slot is read in place).
+  std::vector<char> page_scratch_;
 };
 
 }  // namespace kvtier::worker

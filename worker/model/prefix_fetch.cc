@@ -129,14 +129,16 @@ absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::Transfe
       ++stats_.pages_rejected;
       return absl::DataLossError(absl::StrCat(where, " ", bad, "; not served"));
     }
-    const size_t at = k->size();
-    k->resize(at + tensor);
-    v->resize(at + tensor);
     const auto* bytes = reinterpret_cast<const uint8_t*>(page.bytes.data());
     if (layout_.dtype == DType::kF32) {
-      std::memcpy(k->data() + at, bytes, tensor * sizeof(float));
-      std::memcpy(v->data() + at, bytes + tensor * sizeof(float), tensor * sizeof(float));
+      // Appended as they are: no zero fill of several hundred MiB first.
+      const auto* kf = reinterpret_cast<const float*>(bytes);
+      k->insert(k->end(), kf, kf + tensor);
+      v->insert(v->end(), kf + tensor, kf + 2 * tensor);
     } else {
+      const size_t at = k->size();
+      k->resize(at + tensor);
+      v->resize(at + tensor);
       for (size_t e = 0; e < tensor; ++e) {
         (*k)[at + e] = kernels::LoadAsFloat(bytes, type, e);
         (*v)[at + e] = kernels::LoadAsFloat(bytes, type, tensor + e);
