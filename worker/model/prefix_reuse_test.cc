@@ -92,6 +92,32 @@ TEST_F(PrefixReuseTest, LoadedPrefixGivesTheLogitsOfRecomputing) {
   EXPECT_GT(c.pages_evicted, 0u);
 }
 
+TEST_F(PrefixReuseTest, AWorkerReusesItsPromptBuffersAndStaysExact) {
+  // One worker serves an unrelated prompt, then the shared one: the second
+  // prompt's rows land in the buffers the first left (prompt_buffers.h).
+  auto b = MakeBackend(model_.weights, &store_);
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto est = FixedEstimator(model_.weights.config, 1e12);
+  ASSERT_TRUE(est.ok());
+  std::vector<int> other = SharedPrefixPrompt(1);
+  for (size_t i = 1; i < other.size(); ++i) other[i] = 3 + (other[i] * 7) % 500;
+  auto first = RunRequest(model_.weights, **b, other, 2, *est);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->report.reused_tokens, 0u);
+  auto second = RunRequest(model_.weights, **b, SharedPrefixPrompt(2), kSteps, *est);
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_EQ(second->report.reused_tokens, 288u);
+  ASSERT_EQ(second->logits.size(), reference_.size());
+  for (size_t i = 0; i < reference_.size(); ++i) {
+    EXPECT_EQ(second->logits[i], reference_[i]) << "row " << i;
+  }
+  // A prompt computed in recycled buffers gives the logits of fresh ones.
+  auto again = RunRequest(model_.weights, **b, other, 2, *est,
+                          {.enabled = false, .probe_pages = 64});
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->logits, first->logits);
+}
+
 TEST_F(PrefixReuseTest, ChecksumMismatchFallsBackToRecompute) {
   const PageKey key{.hash = PageHashOf(SharedPrefixPrompt(2), 3), .layer = 2};
   const std::vector<PageKey> keys{key};

@@ -130,7 +130,7 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   }
   std::unique_ptr<WorkerAttentionBackend> b(
       new WorkerAttentionBackend(shape, std::move(layer_budgets),
-                                 options.prefill_query_rows));
+                                 options.prefill_query_rows, options.max_sequences));
   b->policy_ = std::move(policy);
   b->prefix_fetch_ = options.prefix_fetch;
   if (b->policy_->offloads() || options.store != nullptr) {
@@ -163,11 +163,12 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
 
 WorkerAttentionBackend::WorkerAttentionBackend(
     const AttentionShape& shape, std::vector<uint32_t> layer_budgets,
-    int prefill_query_rows)
+    int prefill_query_rows, int max_sequences)
     : shape_(shape),
       layer_budgets_(std::move(layer_budgets)),
       prefill_query_rows_(prefill_query_rows),
-      scores_() {}
+      scores_(),
+      prompt_buffers_(size_t{2} * shape.n_layers * std::max(1, max_sequences)) {}
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
@@ -207,9 +208,15 @@ absl::Status WorkerAttentionBackend::StartSequence(SequenceId seq) {
 }
 
 absl::Status WorkerAttentionBackend::EndSequence(SequenceId seq) {
-  if (sequences_.erase(seq) == 0) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
   }
+  for (LayerState& l : it->second.layers) {
+    prompt_buffers_.Release(l.prompt_k);
+    prompt_buffers_.Release(l.prompt_v);
+  }
+  sequences_.erase(it);
   return cache_->Cancel(seq);
 }
 
@@ -254,8 +261,8 @@ absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
                                      s.prompt_v.data(), s.prompt_tokens,
                                      s.recent_q.data(), rows, &stats_));
   }
-  s.prompt_k = {};
-  s.prompt_v = {};
+  prompt_buffers_.Release(s.prompt_k);
+  prompt_buffers_.Release(s.prompt_v);
   s.recent_q = {};
   s.decoding = true;
   return absl::OkStatus();
@@ -334,6 +341,11 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
         s->positions, " and at most ", shape_.max_positions, " in all"));
   }
   if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));
+  if (s->prompt_k.size() + k.size() > s->prompt_k.capacity()) {
+    const size_t floats = std::max(s->prompt_k.size() + k.size(), 2 * s->prompt_k.capacity());
+    prompt_buffers_.Reserve(s->prompt_k, floats);
+    prompt_buffers_.Reserve(s->prompt_v, floats);
+  }
   s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
   s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
   DenseCausalAttention(shape_, q.data(), n_tokens, s->prompt_k.data(),
@@ -432,8 +444,8 @@ absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const
   // moving the loaded prefix (several hundred MiB at 8K tokens).
   const size_t prompt_floats = prompt.size() * shape_.kv_dim();
   for (LayerState& l : state.layers) {
-    l.prompt_k.reserve(prompt_floats);
-    l.prompt_v.reserve(prompt_floats);
+    prompt_buffers_.Reserve(l.prompt_k, prompt_floats);
+    prompt_buffers_.Reserve(l.prompt_v, prompt_floats);
     l.awaiting_prefix = true;
     l.prompt_tokens = static_cast<int>(tokens);
     l.positions = static_cast<int>(tokens);

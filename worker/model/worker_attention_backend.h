@@ -43,6 +43,7 @@
 #include "worker/cache/kv_cache_manager.h"
 #include "worker/device/device.h"
 #include "worker/model/attention_backend.h"
+#include "worker/model/prompt_buffers.h"
 #include "worker/model/prefix_fetch.h"
 #include "worker/policy/policy.h"
 #include "worker/transfer/in_process_page_store.h"
@@ -175,7 +176,7 @@ class WorkerAttentionBackend : public AttentionBackend {
 
   WorkerAttentionBackend(const AttentionShape& shape,
                          std::vector<uint32_t> layer_budgets,
-                         int prefill_query_rows);
+                         int prefill_query_rows, int max_sequences);
   absl::StatusOr<LayerState*> Find(SequenceId seq, int layer);
   absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
   // Moves the loaded prefix of `layer` into its prompt rows.
@@ -193,6 +194,8 @@ class WorkerAttentionBackend : public AttentionBackend {
   std::unique_ptr<worker::DecodeRunner> runner_;
   absl::flat_hash_map<SequenceId, SequenceState> sequences_;
   std::vector<float> scores_;  // prompt attention scratch, grown as needed
+  // prompt_k / prompt_v between prefills: two a layer for each sequence.
+  PromptBufferPool prompt_buffers_;
   worker::StepStats stats_;
 };
 
