@@ -48,6 +48,9 @@ class WorkerMetrics::Collector final : public prometheus::Collectable {
     std::vector<MetricFamily> out = {
         Family("kvtier_worker_pages_recalled_total", "Pages recalled from the store", C,
                static_cast<double>(s.pages_recalled)),
+        Family("kvtier_worker_pages_recalled_foreign_total",
+               "Recalled pages whose stored bytes another writer put first", C,
+               static_cast<double>(s.pages_recalled_foreign)),
         Family("kvtier_worker_recalled_bytes_total", "Bytes recalled from the store", C,
                static_cast<double>(s.bytes_recalled)),
         Family("kvtier_worker_recall_seconds_total", "Time decode steps spent recalling pages", C,
@@ -111,12 +114,19 @@ std::string WorkerMetrics::Render() const {
 }
 
 std::vector<std::string> WorkerMetrics::FamilyNames() {
-  return {"kvtier_worker_pages_recalled_total",     "kvtier_worker_recalled_bytes_total",
-          "kvtier_worker_recall_seconds_total",     "kvtier_worker_decode_steps_total",
-          "kvtier_worker_pages_backed_up_total",    "kvtier_worker_pages_evicted_total",
-          "kvtier_worker_pages_dropped_total",      "kvtier_worker_budget_pages",
-          "kvtier_worker_resident_pages",           "kvtier_worker_prefix_pages_loaded_total",
-          "kvtier_worker_prefix_loaded_bytes_total", "kvtier_worker_prefix_pages_rejected_total",
+  return {"kvtier_worker_pages_recalled_total",
+          "kvtier_worker_pages_recalled_foreign_total",
+          "kvtier_worker_recalled_bytes_total",
+          "kvtier_worker_recall_seconds_total",
+          "kvtier_worker_decode_steps_total",
+          "kvtier_worker_pages_backed_up_total",
+          "kvtier_worker_pages_evicted_total",
+          "kvtier_worker_pages_dropped_total",
+          "kvtier_worker_budget_pages",
+          "kvtier_worker_resident_pages",
+          "kvtier_worker_prefix_pages_loaded_total",
+          "kvtier_worker_prefix_loaded_bytes_total",
+          "kvtier_worker_prefix_pages_rejected_total",
           "kvtier_worker_prefix_decisions_total"};
 }
 

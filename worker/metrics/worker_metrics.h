@@ -44,6 +44,9 @@ namespace kvtier::worker {
 // What the worker has done so far (cumulative, except the two gauges).
 struct WorkerSnapshot {
   uint64_t pages_recalled = 0;
+  // Of those, pages another writer had stored first under the same key,
+  // with bytes of its own that passed the store's checksum.
+  uint64_t pages_recalled_foreign = 0;
   uint64_t bytes_recalled = 0;
   double recall_seconds = 0;
   uint64_t decode_steps = 0;

@@ -20,7 +20,8 @@ TEST(WorkerMetricsTest, RendersTheSourcesFigures) {
   std::unique_ptr<WorkerMetrics> metrics = *WorkerMetrics::Start("");
   EXPECT_EQ(metrics->Render(), "");  // no source yet
   metrics->SetSource([] {
-    return WorkerSnapshot{.pages_recalled = 12, .bytes_recalled = 49152, .recall_seconds = 0.25,
+    return WorkerSnapshot{.pages_recalled = 12, .pages_recalled_foreign = 5,
+                          .bytes_recalled = 49152, .recall_seconds = 0.25,
                           .decode_steps = 30, .pages_backed_up = 40, .pages_evicted = 20,
                           .pages_dropped = 1, .budget_pages = 16, .resident_pages = 15,
                           .prefix_pages_loaded = 64, .prefix_bytes_loaded = 262144,
@@ -28,6 +29,7 @@ TEST(WorkerMetricsTest, RendersTheSourcesFigures) {
   });
   const std::string text = metrics->Render();
   EXPECT_EQ(MetricValue(text, "kvtier_worker_pages_recalled_total"), "12");
+  EXPECT_EQ(MetricValue(text, "kvtier_worker_pages_recalled_foreign_total"), "5");
   EXPECT_EQ(MetricValue(text, "kvtier_worker_recall_seconds_total"), "0.25");
   EXPECT_EQ(MetricValue(text, "kvtier_worker_decode_steps_total"), "30");
   EXPECT_EQ(MetricValue(text, "kvtier_worker_budget_pages"), "16");

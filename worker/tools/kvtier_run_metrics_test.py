@@ -84,6 +84,9 @@ def main():
                 expect(f"{name}: recalled", got["kvtier_worker_pages_recalled_total"], recalled)
                 expect(f"{name}: evicted", got["kvtier_worker_pages_evicted_total"], evicted)
                 expect(f"{name}: dropped", got["kvtier_worker_pages_dropped_total"], dropped)
+                # One writer: every recalled page is its own.
+                expect(f"{name}: foreign recalls",
+                       got["kvtier_worker_pages_recalled_foreign_total"], 0)
                 expect(f"{name}: decode steps", got["kvtier_worker_decode_steps_total"], steps)
                 expect(f"{name}: evictions happened", evicted > 0, True)
                 expect(f"{name}: budget known", got["kvtier_worker_budget_pages"] > 0, True)

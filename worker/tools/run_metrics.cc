@@ -23,6 +23,7 @@ void RunMetrics::Publish(const WorkerAttentionBackend* backend, const PrefixReus
     const worker::CacheCounters& cc = backend->counters();
     const worker::StepStats& st = backend->stats();
     s.pages_recalled = cc.pages_recalled;
+    s.pages_recalled_foreign = cc.pages_recalled_foreign;
     s.bytes_recalled = cc.bytes_recalled;
     s.recall_seconds = st.times.recall_ns / 1e9;
     s.decode_steps = st.steps;
