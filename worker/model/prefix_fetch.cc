@@ -1,6 +1,5 @@
 #include "worker/model/prefix_fetch.h"
 
-#include <cstring>
 #include <thread>
 #include <utility>
 
