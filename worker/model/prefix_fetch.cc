@@ -56,7 +56,9 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
       keys.push_back(PageKey{.hash = chain_[p], .layer = next_layer_});
     }
     std::shared_ptr<Clock> clock = clock_;
-    auto work = [keys = std::move(keys), clock](worker::PageStoreBackend* backend) {
+    auto checksum_ok = std::make_shared<std::vector<uint8_t>>();
+    auto work = [keys = std::move(keys), clock,
+                 checksum_ok](worker::PageStoreBackend* backend) {
       {
         absl::MutexLock lock(&clock->mu);
         if (clock->active++ == 0) clock->busy_since = absl::Now();
@@ -67,6 +69,11 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
         if (--clock->active == 0) clock->busy += absl::Now() - clock->busy_since;
       }
       if (!got.ok()) return worker::TransferResult{got.status(), {}};
+      checksum_ok->reserve(got->size());
+      for (const worker::FetchedPage& page : *got) {
+        checksum_ok->push_back(
+            PageChecksum(page.bytes.data(), page.bytes.size()) == page.checksum ? 1 : 0);
+      }
       return worker::TransferResult{absl::OkStatus(), *std::move(got)};
     };
     absl::StatusOr<worker::TransferId> id =
@@ -74,7 +81,11 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
                        static_cast<int>(count), options_.timeout, std::move(work));
     if (absl::IsResourceExhausted(id.status())) return false;
     if (!id.ok()) return id.status();
-    in_flight_.push_back(Batch{.layer = next_layer_, .begin = next_page_, .count = count, .id = *id});
+    in_flight_.push_back(Batch{.layer = next_layer_,
+                               .begin = next_page_,
+                               .count = count,
+                               .id = *id,
+                               .checksum_ok = std::move(checksum_ok)});
     pages_in_flight_ += count;
     ++stats_.batches;
     next_page_ += count;
@@ -121,7 +132,8 @@ absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::Transfe
       bad = "has another layout";
     } else if (page.bytes.size() != page_bytes) {
       bad = "has the wrong size";
-    } else if (PageChecksum(page.bytes.data(), page.bytes.size()) != page.checksum) {
+    } else if (batch.checksum_ok->size() != result.pages.size() ||
+               (*batch.checksum_ok)[i] == 0) {
       bad = "does not match its checksum";
     }
     if (bad != nullptr) {

@@ -83,6 +83,10 @@ class PrefixFetch {
     uint32_t begin = 0;  // first page
     uint32_t count = 0;
     worker::TransferId id = 0;
+    // Per page, whether its bytes hash to the checksum the store reported;
+    // written by the queue's thread before the batch completes, so that
+    // hashing several hundred MiB overlaps the prefill.
+    std::shared_ptr<std::vector<uint8_t>> checksum_ok;
   };
   // Store-call intervals, written by the queue's threads.
   struct Clock {
