@@ -50,6 +50,8 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
   absl::Time t0 = absl::Now();
   absl::StatusOr<absl::Span<const float>> logits = t->Prefill(kSeq, prompt, 0);
   if (!logits.ok()) return logits.status();
+  // The logits stay valid: the hand-off touches only the backend.
+  RETURN_IF_ERROR(backend.HandOffPrompt(kSeq));
   run.prefill_seconds = absl::ToDoubleSeconds(absl::Now() - t0);
   t0 = absl::Now();
   int pos = static_cast<int>(prompt.size());

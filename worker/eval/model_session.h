@@ -29,7 +29,7 @@ void Progress(const std::string& line);
 // row i predicts forced[i]. Rows are [vocab].
 struct ForcedRun {
   std::vector<std::vector<float>> logits;
-  double prefill_seconds = 0;
+  double prefill_seconds = 0;  // the prompt's hand-off to the cache included
   double decode_seconds = 0;
 };
 

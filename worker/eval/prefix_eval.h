@@ -48,6 +48,7 @@ absl::StatusOr<std::vector<int>> PasskeyDocument(const model::LoadedModel& m,
 struct Answer {
   model::PrefixReuseReport report;
   std::vector<int> tokens;
+  double handoff_s = 0;  // the prompt's hand-off, after the first token
   double decode_s = 0;
 };
 absl::StatusOr<Answer> Ask(const model::LoadedModel& m, model::WorkerAttentionBackend& backend,

@@ -71,10 +71,17 @@ class AttentionBackend {
   }
 
   // The prompt of `seq` is complete (Transformer::Prefill calls this after
-  // its last batch): a backend that plans a budget over the prompt does it
-  // now, so that the work counts toward the prefill, not the first decode
-  // step. Default: nothing to do.
+  // its last batch). Cheap: a backend that has work left on the prompt
+  // keeps it for HandOffPrompt. Default: nothing to do.
   virtual absl::Status EndPrefill(SequenceId /*seq*/) { return absl::OkStatus(); }
+
+  // Does the work a complete prompt left: a page cache places the prompt's
+  // pages under its budget, plans them and backs them up. The first token
+  // needs none of it, so callers run it after taking that token: it delays
+  // neither the first token nor counts as decoding. If they do not, the
+  // next Append does it, and EndSequence for a complete prompt (so its
+  // pages are stored all the same). Default: nothing to do.
+  virtual absl::Status HandOffPrompt(SequenceId /*seq*/) { return absl::OkStatus(); }
 
   // Stores the K/V of the token at `pos` in `layer`.
   // REQUIRES: positions are appended in order 0, 1, 2, ... per layer;

@@ -9,16 +9,16 @@
 namespace kvtier::model {
 namespace {
 
-absl::Status RunLoop(Transformer& model, const Tokenizer& tokenizer,
-                     Sampler& sampler, const GenerationOptions& options,
-                     GenerationResult& result) {
+absl::Status RunLoop(Transformer& model, AttentionBackend& backend,
+                     const Tokenizer& tokenizer, Sampler& sampler,
+                     const GenerationOptions& options, GenerationResult& result) {
   const absl::Time t0 = absl::Now();
   const int n = result.tokens.size();
   ASSIGN_OR_RETURN(absl::Span<const float> logits,
                    options.prefill
                        ? options.prefill(options.sequence, result.tokens)
                        : model.Prefill(options.sequence, result.tokens, 0));
-  const absl::Time t1 = absl::Now();
+  absl::Time t1 = absl::Now();
   result.prefill_seconds = absl::ToDoubleSeconds(t1 - t0);
   if (options.on_prompt_logits) options.on_prompt_logits(result.tokens, logits);
   int prev = result.tokens.back();
@@ -33,6 +33,13 @@ absl::Status RunLoop(Transformer& model, const Tokenizer& tokenizer,
     const std::string piece = tokenizer.Decode(prev, next);
     result.text += piece;
     if (options.on_text) options.on_text(piece);
+    if (pos == n) {
+      // The first token is out: now the prompt's hand-off, timed apart.
+      const absl::Time th = absl::Now();
+      RETURN_IF_ERROR(backend.HandOffPrompt(options.sequence));
+      result.handoff_seconds = absl::ToDoubleSeconds(absl::Now() - th);
+      t1 += absl::Now() - th;
+    }
     if (pos == options.steps) break;  // no position left to run it at
     ASSIGN_OR_RETURN(logits, model.Forward(options.sequence, next, pos));
     prev = next;
@@ -64,7 +71,7 @@ absl::StatusOr<GenerationResult> Generate(Transformer& model,
         model.config().max_positions));
   }
   RETURN_IF_ERROR(backend.StartSequence(options.sequence));
-  absl::Status status = RunLoop(model, tokenizer, sampler, options, result);
+  absl::Status status = RunLoop(model, backend, tokenizer, sampler, options, result);
   absl::Status end = backend.EndSequence(options.sequence);
   RETURN_IF_ERROR(status);
   RETURN_IF_ERROR(end);

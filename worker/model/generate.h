@@ -50,7 +50,10 @@ struct GenerationResult {
   std::vector<int> tokens;   // prompt tokens then generated tokens
   int prompt_tokens = 0;
   int generated_tokens = 0;  // emitted (the stop token excluded)
-  double prefill_seconds = 0;
+  double prefill_seconds = 0;  // prompt in, first token's logits out
+  // The prompt's hand-off to the backend (AttentionBackend::HandOffPrompt),
+  // run after the first token is emitted; in neither figure around it.
+  double handoff_seconds = 0;
   double decode_seconds = 0;
 };
 

@@ -212,12 +212,21 @@ absl::Status WorkerAttentionBackend::EndSequence(SequenceId seq) {
   if (it == sequences_.end()) {
     return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
   }
+  // A complete prompt never handed off still gives the store its pages.
+  absl::Status handed_off;
+  if (it->second.prompt_complete && !it->second.reuse_failed) handed_off = HandOffPrompt(seq);
   for (LayerState& l : it->second.layers) {
     prompt_buffers_.Release(l.prompt_k);
     prompt_buffers_.Release(l.prompt_v);
   }
   sequences_.erase(it);
-  return cache_->Cancel(seq);
+  absl::Status cancelled = cache_->Cancel(seq);
+  if (!handed_off.ok()) {
+    return absl::Status(handed_off.code(), absl::StrCat("sequence ", seq, " ended, but its "
+                                                        "prompt was not handed to the cache: ",
+                                                        handed_off.message()));
+  }
+  return cancelled;
 }
 
 absl::StatusOr<WorkerAttentionBackend::LayerState*>
@@ -269,6 +278,15 @@ absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
 }
 
 absl::Status WorkerAttentionBackend::EndPrefill(SequenceId seq) {
+  auto it = sequences_.find(seq);
+  if (it == sequences_.end()) {
+    return absl::NotFoundError(absl::StrCat("sequence ", seq, " is not live"));
+  }
+  it->second.prompt_complete = true;
+  return absl::OkStatus();
+}
+
+absl::Status WorkerAttentionBackend::HandOffPrompt(SequenceId seq) {
   for (int layer = 0; layer < shape_.n_layers; ++layer) {
     ASSIGN_OR_RETURN(LayerState * s, Find(seq, layer));
     if (s->awaiting_prefix) RETURN_IF_ERROR(TakePrefix(seq, layer, *s));

@@ -5,9 +5,11 @@
 // Decode tokens go through DecodeRunner::DecodeLayer (append, estimate,
 // select, recall, paged attention over the plan). A prompt processed in a
 // batch is attended densely and exactly here (prefill attention is the
-// model's business), its K/V held until the first decode token of that
-// layer, then handed to DecodeRunner::Prefill with the last prompt queries,
-// so prompt-time selection (token policies, ArkVale) sees the whole prompt.
+// model's business), its K/V held until HandOffPrompt (after the first
+// token is taken; else the first decode token of that layer, or
+// EndSequence), then handed to DecodeRunner::Prefill with the last prompt
+// queries, so prompt-time selection (token policies, ArkVale) sees the
+// whole prompt and the first token waits for none of it.
 //
 // Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
 // h2o, tova, arkv (each with its own defaults). The budget is in tokens and rounds up to whole pages; for
@@ -109,6 +111,7 @@ class WorkerAttentionBackend : public AttentionBackend {
   // Hands every layer's prompt to the decode runner, which plans the budget
   // over it (the policy's prefill: selection, backups, recalls).
   absl::Status EndPrefill(SequenceId seq) override;
+  absl::Status HandOffPrompt(SequenceId seq) override;
   absl::Status AppendAndAttendBatch(SequenceId seq, int layer, int pos0,
                                     int n_tokens, absl::Span<const float> k,
                                     absl::Span<const float> v,
@@ -172,6 +175,7 @@ class WorkerAttentionBackend : public AttentionBackend {
     std::unique_ptr<PrefixFetch> fetch;  // while layers await the prefix
     PrefixFetchStats fetch_stats;
     bool reuse_failed = false;
+    bool prompt_complete = false;  // EndPrefill was called
   };
 
   WorkerAttentionBackend(const AttentionShape& shape,

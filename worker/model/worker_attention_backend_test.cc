@@ -12,6 +12,7 @@
 #include "worker/model/generate.h"
 #include "worker/model/loader/model_loader.h"
 #include "worker/model/transformer.h"
+#include "worker/transfer/in_process_page_store.h"
 
 namespace kvtier::model {
 namespace {
@@ -146,9 +147,11 @@ TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
   }
 }
 
-TEST_F(WorkerBackendTest, PrefillPlansTheBudgetBeforeTheFirstDecodeStep) {
-  // The policy's prefill (selection, eviction) belongs to the prompt: once
-  // Transformer::Prefill returns, every layer holds its budgeted pages.
+TEST_F(WorkerBackendTest, TheFirstTokenWaitsForNoHandOff) {
+  // Transformer::Prefill returns the first token's logits with the prompt
+  // still outside the cache; HandOffPrompt then places the budgeted pages
+  // (selection, eviction), and a prompt batch after it is refused, as
+  // after decoding.
   for (const char* policy : {"arkvale", "h2o", "arkv", "full"}) {
     auto b = Worker(policy, std::string(policy) == "full" ? 0 : 128);
     ASSERT_NE(b, nullptr);
@@ -160,16 +163,59 @@ TEST_F(WorkerBackendTest, PrefillPlansTheBudgetBeforeTheFirstDecodeStep) {
     ASSERT_TRUE(ids.ok());
     ASSERT_GT(ids->size(), 128u + 16u);
     ASSERT_TRUE(b->StartSequence(1).ok());
-    EXPECT_EQ(b->resident_pages(), 0u) << policy;
     auto prefilled = (*t)->Prefill(1, *ids, 0);
     ASSERT_TRUE(prefilled.ok()) << policy << ": " << prefilled.status();
+    EXPECT_EQ(b->resident_pages(), 0u) << policy;
+    ASSERT_TRUE(b->HandOffPrompt(1).ok()) << policy;
     const uint64_t prompt_pages = (ids->size() + 15) / 16;
     uint64_t want = 0;
     for (uint32_t budget : b->layer_budgets()) want += std::min<uint64_t>(budget, prompt_pages);
     EXPECT_EQ(b->resident_pages(), want) << policy;
-    // A second prompt batch after the plan is refused, as after decoding.
+    ASSERT_TRUE(b->HandOffPrompt(1).ok()) << policy;  // once is enough
+    EXPECT_EQ(b->resident_pages(), want) << policy;
     EXPECT_FALSE((*t)->Prefill(1, *ids, static_cast<int>(ids->size())).ok()) << policy;
     ASSERT_TRUE(b->EndSequence(1).ok());
+  }
+}
+
+TEST_F(WorkerBackendTest, EndingASequenceStoresTheCompletePromptItNeverHandedOff) {
+  // A request that ends right after its first token still leaves its
+  // prompt's full pages in the store, for every layer; one whose prefill
+  // never completed leaves nothing.
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  auto ids = model_.tokenizer->Encode(std::string(kPrompt) + " " + kPrompt + " " + kPrompt,
+                                      true);
+  ASSERT_TRUE(ids.ok());
+  const uint32_t full_pages = static_cast<uint32_t>(ids->size() / 16);
+  ASSERT_GE(full_pages, 2u);
+  for (bool complete : {true, false}) {
+    worker::InProcessPageStore store;
+    auto b = WorkerAttentionBackend::Create(
+        shape, {.policy = "arkvale", .budget_tokens = 128, .store = &store});
+    ASSERT_TRUE(b.ok()) << b.status();
+    auto t = Transformer::Create(&model_.weights, b->get(), {.max_batch_tokens = 64});
+    ASSERT_TRUE(t.ok());
+    ASSERT_TRUE((*b)->StartSequence(1).ok());
+    if (complete) {
+      ASSERT_TRUE((*t)->Prefill(1, *ids, 0).ok());
+    } else {
+      // The prompt's rows are in, but no EndPrefill said it was complete.
+      ASSERT_TRUE((*b)->AppendTokens(1, 0, *ids).ok());
+      const size_t n = ids->size();
+      std::vector<float> k(n * shape.kv_dim(), 0.5f), v(n * shape.kv_dim(), 0.25f);
+      std::vector<float> q(n * shape.q_dim(), 0.1f), out(q.size());
+      for (int layer = 0; layer < shape.n_layers; ++layer) {
+        ASSERT_TRUE((*b)->AppendAndAttendBatch(1, layer, 0, static_cast<int>(n), k, v, q,
+                                               absl::MakeSpan(out))
+                        .ok());
+      }
+    }
+    EXPECT_EQ(store.page_count(), 0u) << complete;
+    ASSERT_TRUE((*b)->EndSequence(1).ok()) << complete;
+    auto stored = (*b)->LookupPrefix(*ids, full_pages);
+    ASSERT_TRUE(stored.ok()) << stored.status();
+    EXPECT_EQ(*stored, complete ? full_pages : 0u);
+    EXPECT_EQ(store.page_count(), complete ? size_t{full_pages} * shape.n_layers : 0u);
   }
 }
 

@@ -329,11 +329,11 @@ absl::Status Run(const Args& args) {
   if (!result.ok()) return result.status();
   if (!dump_status.ok()) return dump_status;
   std::fprintf(stderr,
-               "kvtier-run: policy=%s prompt=%d tokens (%.1f tok/s), "
-               "generated=%d tokens (%.1f tok/s)\n",
+               "kvtier-run: policy=%s prompt=%d tokens (%.1f tok/s; hand-off to the cache "
+               "%.3f s after the first token), generated=%d tokens (%.1f tok/s)\n",
                args.policy.c_str(), result->prompt_tokens,
                result->prompt_tokens / std::max(result->prefill_seconds, 1e-9),
-               result->generated_tokens,
+               result->handoff_seconds, result->generated_tokens,
                result->generated_tokens /
                    std::max(result->decode_seconds, 1e-9));
   if (worker_backend != nullptr) PrintWorkerStats(*worker_backend, args);
