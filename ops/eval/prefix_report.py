@@ -11,7 +11,8 @@ def main():
     rep, png = load_report(__doc__)
     rows = rep["results"]
     cols = ["prefix", "TTFT recompute s", "TTFT reuse s", "speedup", "estimate",
-            "reused tok", "pages", "MiB", "load s", "get MiB/s", "load/ideal"]
+            "reused tok", "pages", "MiB", "load s", "get MiB/s", "load/ideal",
+            "hand-off s"]
     rows_text = []
     for r in rows:
         est = ("load" if r["load"] else "recompute") if r["decided"] else "-"
@@ -19,7 +20,9 @@ def main():
                       f"{r['ttft_reuse_s']:.3f}", f"{r['speedup']:.1f}x", est,
                       str(r["reused_tokens"]), str(r["pages_loaded"]),
                       f"{r['bytes_loaded'] / 2**20:.1f}", f"{r['load_busy_s']:.3f}",
-                      f"{r['get_bytes_per_s'] / 2**20:.0f}", f"{r['load_vs_bandwidth']:.2f}"])
+                      f"{r['get_bytes_per_s'] / 2**20:.0f}", f"{r['load_vs_bandwidth']:.2f}",
+                      # the reuse request's hand-off to the cache, after its first token
+                      f"{r['handoff_reuse_s']:.3f}" if "handoff_reuse_s" in r else "-"])
     print(f"store {rep['store']}, policy {rep['policy']} at 1/{rep['budget_fraction']}, "
           f"pages of {rep['page_size']} tokens")
     print(table(rows_text, cols))

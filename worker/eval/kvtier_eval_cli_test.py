@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kvtier-eval needles, continuation and digests on stories260K.
+"""kvtier-eval needles, continuation, digests and prefix on stories260K.
 
 needles: the cases it builds, the rows it reports (the full cache agrees
 with the dense reference and holds the whole context; budgeted policies hold
@@ -10,7 +10,8 @@ continuation: the full cache reproduces the
 reference over every length, budgeted rows are well formed, bad lengths are
 refused. digests: one row per (page size, digest, selection, k), every
 query ranked, recall and mass in range and mass growing with k, bad page
-sizes refused.
+sizes refused. prefix: one shared document through an in-process store,
+its row consistent with what was loaded, the hand-off timed apart.
 
 Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
 KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
@@ -205,8 +206,32 @@ def digests():
     print("kvtier-eval digests: ok")
 
 
+def prefix():
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "prefix.json")
+        # An in-process store; a 448-token document is 28 pages of 16.
+        run, rep = run_eval(["prefix"] + MODEL_FLAGS + ["--target", "", "--prefix_lengths", "448"],
+                            out)
+        check(rep["store"] == "in-process" and rep["policy"] == "arkvale", rep)
+        check(len(rep["results"]) == 1, rep["results"])
+        r = rep["results"][0]
+        check(r["prefix_tokens"] == 448 and r["document_tokens"] == 448, r)
+        check(r["decided"] and r["fallbacks"] == 0, r)
+        if r["load"]:  # the estimate's choice rests on measured speeds
+            check(r["reused_tokens"] == 448 and r["pages_loaded"] == 28 * 5, r)
+            check(r["bytes_loaded"] == r["pages_loaded"] * 16 * 4 * 8 * 2 * 4, r)
+        else:
+            check(r["reused_tokens"] == 0 and r["pages_loaded"] == 0, r)
+        # Both requests hand their prompt to the cache after the first token.
+        check(r["handoff_recompute_s"] >= 0 and r["handoff_reuse_s"] >= 0, r)
+        check("handing the prompt to the cache" in run.stderr, run.stderr[-2000:])
+        check("hand-off s" in run.stdout, run.stdout)
+    print("kvtier-eval prefix: ok")
+
+
 if __name__ == "__main__":
     needles()
     needle_allocators()
     continuation()
     digests()
+    prefix()
