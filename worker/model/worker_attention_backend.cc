@@ -174,7 +174,9 @@ WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
 uint64_t WorkerAttentionBackend::resident_pages() const {
   uint64_t pages = 0;
-  for (int l = 0; l < shape_.n_layers; ++l) pages += cache_->pool(static_cast<uint32_t>(l)).in_use();
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    pages += cache_->pool(static_cast<uint32_t>(l)).in_use();
+  }
   return pages;
 }
 
