@@ -89,6 +89,17 @@ TEST(ArkvPolicyTest, OverflowSplitsTokensIntoFullQuantizedAndEvicted) {
   // One fp8 page of 4 tokens: elements 2*4*2*8 bytes + scales 2*4*2*4 bytes.
   EXPECT_EQ(h.policy->QuantizedBytes(1, 0), 128u + 64u);
   EXPECT_EQ(h.policy->peak_own_kv_bytes(), 128u + 64u);
+  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(0), 128u + 64u);
+  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(1), 0u);  // no such layer
+}
+
+TEST(ArkvPolicyTest, PerLayerPeaksAddUpToAtLeastTheWholePeak) {
+  ArkvHarness h(5, /*n_layers=*/2);
+  ASSERT_TRUE(h.Prefill(19, 8).ok());
+  ASSERT_TRUE(h.Step().ok());  // both layers overflow: one fp8 page each
+  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(0), 128u + 64u);
+  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(1), 128u + 64u);
+  EXPECT_EQ(h.policy->peak_own_kv_bytes(), 2u * (128u + 64u));
 }
 
 TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {

@@ -84,6 +84,22 @@ def needles():
         for name in ("arkvale", "streaming_llm", "arkv"):
             check(rows[name]["resident_fraction"] < 0.9, rows[name])
             check(rows[name]["budget_tokens"] == 128, rows[name])
+        # Per layer (stories260K: 5): the full cache and Quest hold every
+        # layer's context, ArkVale its two dense first layers; pools alone
+        # average to the whole row's fraction.
+        for name, r in rows.items():
+            check(len(r["resident_fraction_by_layer"]) == 5, r)
+        for name in ("full", "quest"):
+            check(rows[name]["resident_fraction_by_layer"] == [1.0] * 5, rows[name])
+        ark = rows["arkvale"]["resident_fraction_by_layer"]
+        check(ark[:2] == [1.0, 1.0] and max(ark[2:]) < 0.5, ark)
+        for name in ("full", "quest", "arkvale", "streaming_llm"):
+            by_layer = rows[name]["resident_fraction_by_layer"]
+            check(abs(sum(by_layer) / 5 - rows[name]["resident_fraction"]) < 1e-3, rows[name])
+        # ARKV's quantized tier counts in the layers that held it.
+        arkv = rows["arkv"]
+        check(sum(arkv["resident_fraction_by_layer"]) / 5 >= arkv["resident_fraction"] - 1e-3,
+              arkv)
         for r in rows.values():
             check(r["cases"] == 3 and len(r["outcomes"]) == 3, r)
             check(r["outcomes"].count("1") == r["correct"], r)

@@ -123,6 +123,7 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
   out.bytes_recalled = b->stats().bytes_recalled;
   out.decode_seconds = run.decode_seconds;
   out.peak_resident_bytes = b->peak_resident_bytes();
+  out.peak_resident_layer_bytes = b->peak_resident_layer_bytes();
   return out;
 }
 

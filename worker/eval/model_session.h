@@ -80,6 +80,8 @@ struct PolicyRun {
   // The most KV bytes held at once: the layers' pools (fp32 pages) and
   // the policy's own tier (WorkerAttentionBackend::peak_resident_bytes).
   uint64_t peak_resident_bytes = 0;
+  // The same per layer (WorkerAttentionBackend::peak_resident_layer_bytes).
+  std::vector<uint64_t> peak_resident_layer_bytes;
 };
 // A worker backend for one sequence under `policy` at `budget_tokens` per
 // layer (0: the context), or at `layer_budget_tokens` when not empty (one

@@ -48,6 +48,9 @@ struct Row {
   Tally by_task, by_filler, by_format, by_depth;
   std::string outcomes;  // one '0' or '1' per case, in case order
   std::vector<int> layer_tokens;  // an allocator's per-layer budgets (empty: uniform)
+  // Per layer, summed over cases: its peak resident bytes over the full
+  // cache's bytes of one layer.
+  std::vector<double> layer_fraction;
 };
 
 void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
@@ -59,6 +62,12 @@ void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
   row.kl += run.kl();
   row.decode_seconds += run.decode_seconds;
   row.resident_fraction += static_cast<double>(run.peak_resident_bytes) / f.full_bytes;
+  const size_t layers = run.peak_resident_layer_bytes.size();
+  row.layer_fraction.resize(layers, 0.0);
+  for (size_t l = 0; l < layers; ++l) {
+    row.layer_fraction[l] +=
+        static_cast<double>(run.peak_resident_layer_bytes[l]) * layers / f.full_bytes;
+  }
   const NeedleCase& c = f.p.c;
   for (auto [tally, key] : {std::pair{&row.by_task, NeedleTaskName(c.task)},
                             std::pair{&row.by_filler, NeedleFillerName(c.filler)},
@@ -81,13 +90,16 @@ std::string RowJson(const std::string& policy, const std::string& allocator, uin
       "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
       "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
       "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\", "
-      "\"layer_budget_tokens\": [%s]}",
+      "\"layer_budget_tokens\": [%s], \"resident_fraction_by_layer\": [%s]}",
       policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases,
       lo, hi,
       static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
       r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
       TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
-      TallyJson(r.by_depth), r.outcomes, absl::StrJoin(r.layer_tokens, ", "));
+      TallyJson(r.by_depth), r.outcomes, absl::StrJoin(r.layer_tokens, ", "),
+      absl::StrJoin(r.layer_fraction, ", ", [cases](std::string* out, double sum) {
+        absl::StrAppendFormat(out, "%.4f", sum / cases);
+      }));
 }
 
 absl::Status Validate(const NeedleEvalOptions& o, const model::LoadedModel& m) {

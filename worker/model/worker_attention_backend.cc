@@ -192,6 +192,16 @@ uint64_t WorkerAttentionBackend::peak_resident_bytes() const {
   return peak_resident_pages() * page_bytes() + policy_->peak_own_kv_bytes();
 }
 
+std::vector<uint64_t> WorkerAttentionBackend::peak_resident_layer_bytes() const {
+  std::vector<uint64_t> bytes;
+  for (int l = 0; l < shape_.n_layers; ++l) {
+    const auto layer = static_cast<uint32_t>(l);
+    bytes.push_back(cache_->pool(layer).high_water() * page_bytes() +
+                    policy_->peak_own_layer_kv_bytes(layer));
+  }
+  return bytes;
+}
+
 uint64_t WorkerAttentionBackend::pool_capacity_pages() const {
   uint64_t pages = 0;
   for (int l = 0; l < shape_.n_layers; ++l) {

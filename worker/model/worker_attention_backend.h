@@ -157,6 +157,9 @@ class WorkerAttentionBackend : public AttentionBackend {
   // (ARKV's quantized tier): an upper bound of the KV bytes resident at
   // once.
   uint64_t peak_resident_bytes() const;
+  // Per layer: its pool's high-water pages' bytes plus the most the policy
+  // held outside the pool for that layer.
+  std::vector<uint64_t> peak_resident_layer_bytes() const;
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the

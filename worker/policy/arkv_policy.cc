@@ -254,7 +254,7 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   }
   RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
                                  static_cast<uint32_t>(fp_rows.size())));
-  RETURN_IF_ERROR(StoreQuantized(cache, state, k, v, quant_rows));
+  RETURN_IF_ERROR(StoreQuantized(cache, ctx.layer, state, k, v, quant_rows));
   state.origin_pos.clear();
   for (uint32_t r : fp_rows) state.origin_pos.push_back(pos[r]);
   std::vector<uint32_t> new_quant_pos;
@@ -263,7 +263,7 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   return absl::OkStatus();
 }
 
-absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
+absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, uint32_t layer, Layer& state,
                                         const std::vector<float>& k, const std::vector<float>& v,
                                         const std::vector<uint32_t>& rows) {
   const PageLayout& lay = cache.layout();
@@ -286,9 +286,14 @@ absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
   }
   state.quant.assign(n_pages * qbytes, 0);
   state.dequant.assign(n_pages * fbytes, 0);
-  uint64_t held = 0;
-  for (const auto& [key, layer] : layers_) held += layer.quant.size();
+  uint64_t held = 0, held_here = 0;
+  for (const auto& [key, other] : layers_) {
+    held += other.quant.size();
+    if (key.second == layer) held_here += other.quant.size();
+  }
   peak_quant_bytes_ = std::max(peak_quant_bytes_, held);
+  uint64_t& layer_peak = peak_layer_quant_bytes_[layer];
+  layer_peak = std::max(layer_peak, held_here);
   state.quant_pages = n_pages;
   state.page_size = p;
   if (n_pages == 0) return absl::OkStatus();
@@ -323,6 +328,11 @@ AuxKv ArkvPolicy::Auxiliary(uint64_t seq_id, uint32_t layer) const {
   aux.last_page_len = static_cast<int32_t>(state.quant_pos.size() -
                                            size_t{state.quant_pages - 1} * state.page_size);
   return aux;
+}
+
+uint64_t ArkvPolicy::peak_own_layer_kv_bytes(uint32_t layer) const {
+  auto it = peak_layer_quant_bytes_.find(layer);
+  return it == peak_layer_quant_bytes_.end() ? 0 : it->second;
 }
 
 void ArkvPolicy::EndSequence(uint64_t seq_id) {

@@ -86,6 +86,7 @@ class ArkvPolicy : public TokenPolicy {
   // dequantized copy attention reads is not counted).
   size_t QuantizedBytes(uint64_t seq_id, uint32_t layer) const;
   uint64_t peak_own_kv_bytes() const override { return peak_quant_bytes_; }
+  uint64_t peak_own_layer_kv_bytes(uint32_t layer) const override;
   // Original positions of the tokens in each tier (full precision in slot
   // order, quantized in tier order).
   std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const;
@@ -110,7 +111,7 @@ class ArkvPolicy : public TokenPolicy {
 
   explicit ArkvPolicy(ArkvOptions options) : options_(options) {}
   absl::Status Rebuild(const TokenContext& ctx, Layer& state, const float* q, const float* lse);
-  absl::Status StoreQuantized(const TokenCache& cache, Layer& state,
+  absl::Status StoreQuantized(const TokenCache& cache, uint32_t layer, Layer& state,
                               const std::vector<float>& k, const std::vector<float>& v,
                               const std::vector<uint32_t>& rows);
   uint32_t OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const;
@@ -118,6 +119,7 @@ class ArkvPolicy : public TokenPolicy {
   const ArkvOptions options_;
   absl::flat_hash_map<Key, Layer> layers_;
   uint64_t peak_quant_bytes_ = 0;
+  absl::flat_hash_map<uint32_t, uint64_t> peak_layer_quant_bytes_;  // by layer
 };
 
 // The heavy-hitter pooling: out[j] = mean of in[j - k/2 .. j + k/2] with
