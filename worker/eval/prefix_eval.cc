@@ -115,11 +115,9 @@ absl::StatusOr<Answer> Ask(const model::LoadedModel& m, model::WorkerAttentionBa
   RETURN_IF_ERROR(backend.HandOffPrompt(kSeq));
   const absl::Time t0 = absl::Now();
   a.handoff_s = absl::ToDoubleSeconds(t0 - th);
-  for (int i = 0; i < steps; ++i) {
-    if (i > 0) a.tokens.push_back(Argmax(logits));
-    if (i + 1 == steps) break;
-    const int next = a.tokens.back();
-    ASSIGN_OR_RETURN(logits, t->Forward(kSeq, next, pos++));
+  for (int i = 1; i < steps; ++i) {
+    ASSIGN_OR_RETURN(logits, t->Forward(kSeq, a.tokens.back(), pos++));
+    a.tokens.push_back(Argmax(logits));
   }
   a.decode_s = absl::ToDoubleSeconds(absl::Now() - t0);
   RETURN_IF_ERROR(backend.EndSequence(kSeq));

@@ -37,8 +37,9 @@ absl::Status RunLoop(Transformer& model, AttentionBackend& backend,
       // The first token is out: now the prompt's hand-off, timed apart.
       const absl::Time th = absl::Now();
       RETURN_IF_ERROR(backend.HandOffPrompt(options.sequence));
-      result.handoff_seconds = absl::ToDoubleSeconds(absl::Now() - th);
-      t1 += absl::Now() - th;
+      const absl::Duration handoff = absl::Now() - th;
+      result.handoff_seconds = absl::ToDoubleSeconds(handoff);
+      t1 += handoff;
     }
     if (pos == options.steps) break;  // no position left to run it at
     ASSIGN_OR_RETURN(logits, model.Forward(options.sequence, next, pos));
