@@ -21,12 +21,14 @@ TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
 }
 
 struct ArkvHarness {
-  explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1) {
+  explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1, bool at_cost = false,
+                       DType dtype = DType::kF16) {
     ArkvOptions a;
     a.window = 4;
+    a.count_quantized_at_cost = at_cost;
     policy = *ArkvPolicy::Create(a);
     KvCacheOptions o;
-    o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = DType::kF16};
+    o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = dtype};
     o.n_layers = n_layers;
     o.n_q_heads = 4;
     o.pool_pages_per_layer = budget_pages;
@@ -88,18 +90,56 @@ TEST(ArkvPolicyTest, OverflowSplitsTokensIntoFullQuantizedAndEvicted) {
   EXPECT_EQ(all.size(), 16u);  // disjoint tiers, 4 tokens evicted
   // One fp8 page of 4 tokens: elements 2*4*2*8 bytes + scales 2*4*2*4 bytes.
   EXPECT_EQ(h.policy->QuantizedBytes(1, 0), 128u + 64u);
-  EXPECT_EQ(h.policy->peak_own_kv_bytes(), 128u + 64u);
-  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(0), 128u + 64u);
-  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(1), 0u);  // no such layer
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(0), 128u + 64u);
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(1), 0u);  // no such layer
 }
 
-TEST(ArkvPolicyTest, PerLayerPeaksAddUpToAtLeastTheWholePeak) {
+TEST(ArkvPolicyTest, OwnBytesAreCountedPerLayer) {
   ArkvHarness h(5, /*n_layers=*/2);
   ASSERT_TRUE(h.Prefill(19, 8).ok());
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(0), 0u);
   ASSERT_TRUE(h.Step().ok());  // both layers overflow: one fp8 page each
-  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(0), 128u + 64u);
-  EXPECT_EQ(h.policy->peak_own_layer_kv_bytes(1), 128u + 64u);
-  EXPECT_EQ(h.policy->peak_own_kv_bytes(), 2u * (128u + 64u));
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(0), 128u + 64u);
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(1), 128u + 64u);
+}
+
+// Counting a quantized token at its bytes (an fp8 page with scales, 192 B,
+// against an fp32 page's 512: c = 0.375) keeps more quantized tokens, and
+// both tiers in whole pages never exceed the pool's 5 pages.
+TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
+  ArkvHarness tokens(5, 1, /*at_cost=*/false, DType::kF32);
+  ArkvHarness bytes(5, 1, /*at_cost=*/true, DType::kF32);
+  ASSERT_TRUE(tokens.Prefill(19, 8).ok());
+  ASSERT_TRUE(bytes.Prefill(19, 8).ok());
+  // At cost the tiers may hold 20 - 4 - 0.375 * 3 = 14.875 token units:
+  // the prompt's top 10 and the window of 4.
+  EXPECT_EQ(tokens.cache->View(1, 0)->n_tokens, 19u);
+  EXPECT_EQ(bytes.cache->View(1, 0)->n_tokens, 14u);
+  ASSERT_TRUE(tokens.Step().ok());
+  ASSERT_TRUE(bytes.Step().ok());
+  // The authors' rule: past 16, keep 12, 11 of them full precision, 1
+  // quantized. At cost: past 11 costing 11, survivors worth 8.25: full
+  // precision min(10 - 4, 8) = 6, then floor(2.25 / 0.375) = 6 quantized,
+  // of which 5 remain.
+  EXPECT_EQ(tokens.cache->View(1, 0)->n_tokens, 15u);
+  EXPECT_EQ(tokens.policy->QuantizedTokens(1, 0), 1u);
+  EXPECT_EQ(bytes.cache->View(1, 0)->n_tokens, 10u);
+  EXPECT_EQ(bytes.policy->QuantizedTokens(1, 0), 5u);
+  uint32_t most_tokens = 0, most_bytes = 0;
+  for (int step = 0; step < 40; ++step) {
+    ASSERT_TRUE(tokens.Step().ok());
+    ASSERT_TRUE(bytes.Step().ok());
+    const uint32_t full = bytes.cache->View(1, 0)->n_tokens;
+    const uint32_t quantized = bytes.policy->QuantizedTokens(1, 0);
+    EXPECT_LE(full + 0.375 * quantized, 14.875) << "step " << step;
+    EXPECT_EQ(bytes.policy->own_layer_kv_bytes(0), (quantized + 3) / 4 * 192u);
+    EXPECT_LE((full + 1 + 3) / 4 * 512u + (quantized + 3) / 4 * 192u, 5u * 512u)
+        << "step " << step;
+    EXPECT_LE(tokens.cache->View(1, 0)->n_tokens + tokens.policy->QuantizedTokens(1, 0), 19u);
+    most_tokens = std::max(most_tokens, tokens.policy->QuantizedTokens(1, 0));
+    most_bytes = std::max(most_bytes, quantized);
+  }
+  EXPECT_GT(most_bytes, most_tokens);
 }
 
 TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {
@@ -114,13 +154,10 @@ TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {
     EXPECT_LE(h.cache->pool(0).high_water(), 5u);
   }
   EXPECT_GT(h.policy->QuantizedTokens(1, 0), 0u);
-  // The peak covers the tier's most: at least what it holds now, at most
-  // the 19 cached tokens quantized (5 pages of 4).
-  EXPECT_GE(h.policy->peak_own_kv_bytes(), h.policy->QuantizedBytes(1, 0));
-  EXPECT_LE(h.policy->peak_own_kv_bytes(), 5u * (128u + 64u));
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(0), h.policy->QuantizedBytes(1, 0));
   ASSERT_TRUE(h.cache->Cancel(1).ok());
   EXPECT_EQ(h.policy->QuantizedTokens(1, 0), 0u);
-  EXPECT_GT(h.policy->peak_own_kv_bytes(), 0u);  // a peak outlives the sequence
+  EXPECT_EQ(h.policy->own_layer_kv_bytes(0), 0u);
   EXPECT_EQ(h.cache->pool(0).in_use(), 0u);
 }
 

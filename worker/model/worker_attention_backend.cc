@@ -20,7 +20,7 @@ uint32_t PagesFor(int tokens, int page_size) {
 }
 
 absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
-    const std::string& name, uint32_t budget_pages) {
+    const std::string& name, uint32_t budget_pages, BudgetUnit unit) {
   if (name == "full") return std::make_unique<worker::FullCachePolicy>();
   if (name == "sliding_window" || name == "streaming_llm") {
     return std::make_unique<worker::WindowPolicy>(worker::WindowOptions{
@@ -44,7 +44,8 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
   }
   if (name == "tova") return std::make_unique<worker::TovaPolicy>();
   if (name == "arkv") {
-    ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create({}));
+    ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create(
+                                 {.count_quantized_at_cost = unit == BudgetUnit::kResidentMemory}));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   return absl::InvalidArgumentError(
@@ -52,7 +53,43 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
                    absl::StrJoin(WorkerPolicyNames(), ", ")));
 }
 
+// ArkVale under a memory budget: its first n_dense layers keep the
+// context and are paid from the sum of `budgets`; the other layers share
+// what remains in proportion to their budgets, each at least min_pages.
+absl::Status PayForDenseLayers(uint32_t n_dense, uint32_t context_pages, uint32_t min_pages,
+                               std::vector<uint32_t>& budgets) {
+  uint64_t total = 0, others = 0;
+  for (size_t l = 0; l < budgets.size(); ++l) {
+    total += budgets[l];
+    if (l >= n_dense) others += budgets[l];
+  }
+  const uint64_t dense = uint64_t{n_dense} * context_pages;
+  const uint64_t rest = total > dense ? total - dense : 0;
+  for (size_t l = n_dense; l < budgets.size(); ++l) {
+    const uint64_t share = others == 0 ? 0 : budgets[l] * rest / others;
+    if (share < min_pages) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "arkvale under a memory budget of ", total, " pages: its ", n_dense,
+          " dense layers keep the context (", dense, " pages), leaving layer ", l, " ", share,
+          " pages, below the ", min_pages, " its top-k needs"));
+    }
+    budgets[l] = static_cast<uint32_t>(share);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::StatusOr<BudgetUnit> ParseBudgetUnit(std::string_view name) {
+  if (name == "layer_tokens") return BudgetUnit::kLayerTokens;
+  if (name == "memory") return BudgetUnit::kResidentMemory;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown budget unit '", std::string(name), "'; known: layer_tokens, memory"));
+}
+
+const char* BudgetUnitName(BudgetUnit unit) {
+  return unit == BudgetUnit::kResidentMemory ? "memory" : "layer_tokens";
+}
 
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
@@ -93,9 +130,15 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
         "policy 'full' keeps the whole context of ", shape.max_positions,
         " tokens; a budget of ", options.budget_tokens, " is too small"));
   }
-  std::unique_ptr<worker::Policy> policy;
-  ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages));
   const bool keeps_every_page = PolicyKeepsEveryPage(options.policy);
+  const bool memory = options.budget_unit == BudgetUnit::kResidentMemory;
+  if (memory && keeps_every_page && options.policy != "full") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "policy '", options.policy, "' keeps every page resident: a memory budget cannot bound "
+        "it (under the layer_tokens unit its budget bounds the pages it attends)"));
+  }
+  std::unique_ptr<worker::Policy> policy;
+  ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages, options.budget_unit));
   const uint32_t resident_pages = keeps_every_page ? context_pages : budget_pages;
   std::vector<uint32_t> layer_budgets(shape.n_layers, resident_pages);
   if (!options.layer_budget_tokens.empty()) {
@@ -121,12 +164,15 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   if (const auto* ark = dynamic_cast<const worker::ArkvalePolicy*>(policy.get());
       ark != nullptr) {
     // ArkVale's first layers keep a full cache: they get the context.
-    for (uint32_t l = 0;
-         l < std::min<uint32_t>(ark->options().n_unlimited_layers,
-                                shape.n_layers);
-         ++l) {
-      layer_budgets[l] = context_pages;
+    const worker::ArkvaleOptions& a = ark->options();
+    const uint32_t n_dense = std::min<uint32_t>(a.n_unlimited_layers, shape.n_layers);
+    if (memory) {
+      // Top-k (half the budget unless set) in [sinks + window, budget).
+      const uint32_t min_pages =
+          a.topk_pages == 0 ? 2 * (a.n_sink_pages + a.n_win_pages) : a.topk_pages + 1;
+      RETURN_IF_ERROR(PayForDenseLayers(n_dense, context_pages, min_pages, layer_budgets));
     }
+    for (uint32_t l = 0; l < n_dense; ++l) layer_budgets[l] = context_pages;
   }
   std::unique_ptr<WorkerAttentionBackend> b(
       new WorkerAttentionBackend(shape, std::move(layer_budgets),
@@ -168,7 +214,9 @@ WorkerAttentionBackend::WorkerAttentionBackend(
       layer_budgets_(std::move(layer_budgets)),
       prefill_query_rows_(prefill_query_rows),
       scores_(),
-      prompt_buffers_(size_t{2} * shape.n_layers * std::max(1, max_sequences)) {}
+      prompt_buffers_(size_t{2} * shape.n_layers * std::max(1, max_sequences)),
+      layer_bytes_(shape.n_layers, 0),
+      layer_peak_bytes_(shape.n_layers, 0) {}
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
@@ -188,18 +236,14 @@ uint64_t WorkerAttentionBackend::peak_resident_pages() const {
   return pages;
 }
 
-uint64_t WorkerAttentionBackend::peak_resident_bytes() const {
-  return peak_resident_pages() * page_bytes() + policy_->peak_own_kv_bytes();
-}
-
-std::vector<uint64_t> WorkerAttentionBackend::peak_resident_layer_bytes() const {
-  std::vector<uint64_t> bytes;
-  for (int l = 0; l < shape_.n_layers; ++l) {
-    const auto layer = static_cast<uint32_t>(l);
-    bytes.push_back(cache_->pool(layer).high_water() * page_bytes() +
-                    policy_->peak_own_layer_kv_bytes(layer));
-  }
-  return bytes;
+void WorkerAttentionBackend::SampleResident(int layer) {
+  const auto l = static_cast<uint32_t>(layer);
+  const uint64_t now =
+      cache_->pool(l).in_use() * page_bytes() + policy_->own_layer_kv_bytes(l);
+  resident_bytes_ = resident_bytes_ - layer_bytes_[l] + now;
+  layer_bytes_[l] = now;
+  layer_peak_bytes_[l] = std::max(layer_peak_bytes_[l], now);
+  peak_bytes_ = std::max(peak_bytes_, resident_bytes_);
 }
 
 uint64_t WorkerAttentionBackend::pool_capacity_pages() const {
@@ -233,6 +277,7 @@ absl::Status WorkerAttentionBackend::EndSequence(SequenceId seq) {
   }
   sequences_.erase(it);
   absl::Status cancelled = cache_->Cancel(seq);
+  for (int layer = 0; layer < shape_.n_layers; ++layer) SampleResident(layer);
   if (!handed_off.ok()) {
     return absl::Status(handed_off.code(), absl::StrCat("sequence ", seq, " ended, but its "
                                                         "prompt was not handed to the cache: ",
@@ -281,6 +326,7 @@ absl::Status WorkerAttentionBackend::FlushPrompt(SequenceId seq, int layer,
     RETURN_IF_ERROR(runner_->Prefill(seq, layer, s.prompt_k.data(),
                                      s.prompt_v.data(), s.prompt_tokens,
                                      s.recent_q.data(), rows, &stats_));
+    SampleResident(layer);
   }
   prompt_buffers_.Release(s.prompt_k);
   prompt_buffers_.Release(s.prompt_v);
@@ -344,8 +390,10 @@ absl::Status WorkerAttentionBackend::Attend(SequenceId seq, int layer,
         "attend needs the token's K/V appended first");
   }
   s->pending = false;
-  return runner_->DecodeLayer(seq, layer, q.data(), s->k.data(), s->v.data(),
-                              out.data(), nullptr, &stats_);
+  RETURN_IF_ERROR(runner_->DecodeLayer(seq, layer, q.data(), s->k.data(), s->v.data(),
+                                       out.data(), nullptr, &stats_));
+  SampleResident(layer);
+  return absl::OkStatus();
 }
 
 absl::Status WorkerAttentionBackend::AppendAndAttendBatch(

@@ -17,7 +17,9 @@
 // the pages attended per step while every page stays resident; for arkvale
 // the first n_unlimited_layers keep the whole context (ArkVale's own rule)
 // and the top-k is half the budget; for full it must cover the context (0
-// means exactly the context).
+// means exactly the context). That is the kLayerTokens unit; under
+// kResidentMemory the budget bounds all layers' KV bytes together
+// (BudgetUnit).
 //
 // Prefix reuse (driven by prefix_reuse.h): LookupPrefix asks the store how
 // much of a prompt's key chain it holds for every layer; LoadPrefix starts
@@ -37,6 +39,7 @@
 
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/container/flat_hash_map.h"
@@ -54,12 +57,33 @@
 
 namespace kvtier::model {
 
+// What budget_tokens bounds.
+enum class BudgetUnit {
+  // Each budgeted layer's pool holds at most budget_tokens (the papers'
+  // convention): ArkVale's dense layers and Quest keep the context beyond
+  // it, and ARKV's quantized tier comes on top of it.
+  kLayerTokens,
+  // Every KV byte a sequence holds, all layers together, stays within
+  // budget_tokens x n_layers full-precision tokens: ArkVale's dense layers
+  // are paid from it (its other layers share what remains, in proportion
+  // to their budgets), ARKV counts a quantized token at its bytes
+  // (ArkvOptions::count_quantized_at_cost), and Quest, which keeps every
+  // page, is refused. Policies that hold budget_tokens in every layer and
+  // nothing beside the pool run as under kLayerTokens.
+  kResidentMemory,
+};
+// "layer_tokens" or "memory"; INVALID_ARGUMENT for another name.
+absl::StatusOr<BudgetUnit> ParseBudgetUnit(std::string_view name);
+const char* BudgetUnitName(BudgetUnit unit);
+
 struct WorkerBackendOptions {
   // Policy name (see the file comment). Default "full".
   std::string policy = "full";
   // KV budget per (sequence, layer) in tokens; 0 (the default) means the
   // model's context. Must be >= 0.
   int budget_tokens = 0;
+  // What the budget bounds. Default kLayerTokens.
+  BudgetUnit budget_unit = BudgetUnit::kLayerTokens;
   // Per-layer budgets in tokens (one per layer, each positive), as a budget
   // allocator (XKV, LU-KV) gives them; empty (the default): budget_tokens
   // for every layer. Refused for "full" and Quest, which keep every page.
@@ -153,13 +177,12 @@ class WorkerAttentionBackend : public AttentionBackend {
   // The most pages the layers' pools held at once since the backend was
   // made, summed over layers (each pool's high-water mark).
   uint64_t peak_resident_pages() const;
-  // Those pages' bytes plus the most the policy held outside the pools
-  // (ARKV's quantized tier): an upper bound of the KV bytes resident at
-  // once.
-  uint64_t peak_resident_bytes() const;
-  // Per layer: its pool's high-water pages' bytes plus the most the policy
-  // held outside the pool for that layer.
-  std::vector<uint64_t> peak_resident_layer_bytes() const;
+  // The most KV bytes held at once since the backend was made: the layers'
+  // pools (whole pages) and what the policy holds beside them (ARKV's
+  // quantized tier), taken after every call that changes either.
+  uint64_t peak_resident_bytes() const { return peak_bytes_; }
+  // The same per layer: each layer's most at once.
+  const std::vector<uint64_t>& peak_resident_layer_bytes() const { return layer_peak_bytes_; }
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the
@@ -189,6 +212,8 @@ class WorkerAttentionBackend : public AttentionBackend {
   absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
   // Moves the loaded prefix of `layer` into its prompt rows.
   absl::Status TakePrefix(SequenceId seq, int layer, LayerState& state);
+  // Takes the resident bytes of `layer` now into the peaks.
+  void SampleResident(int layer);
 
   const AttentionShape shape_;
   const std::vector<uint32_t> layer_budgets_;
@@ -205,6 +230,10 @@ class WorkerAttentionBackend : public AttentionBackend {
   // prompt_k / prompt_v between prefills: two a layer for each sequence.
   PromptBufferPool prompt_buffers_;
   worker::StepStats stats_;
+  // Resident KV bytes (pool pages and the policy's own) per layer now, their
+  // sum, and the peaks (SampleResident).
+  std::vector<uint64_t> layer_bytes_, layer_peak_bytes_;
+  uint64_t resident_bytes_ = 0, peak_bytes_ = 0;
 };
 
 }  // namespace kvtier::model

@@ -4,6 +4,7 @@
 #include "worker/model/worker_attention_backend.h"
 
 #include <fstream>
+#include <numeric>
 #include <sstream>
 
 #include "gmock/gmock.h"
@@ -250,6 +251,97 @@ TEST_F(WorkerBackendTest, PerLayerBudgetsBoundEachLayer) {
       {.policy = "tova", .layer_budget_tokens = {64, 0, 64, 64, 64}});
   EXPECT_EQ(zero.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(zero.status().message(), HasSubstr("layer 1 budget of 0"));
+}
+
+TEST_F(WorkerBackendTest, AMemoryBudgetPaysForArkvalesDenseLayers) {
+  // stories260K: 5 layers of 32 context pages. 384 tokens a layer is 24
+  // pages, 120 in all; the two dense layers take 64, the other three share
+  // 56: 18 each, or in proportion to an allocator's budgets.
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  auto tokens = WorkerAttentionBackend::Create(shape, {.policy = "arkvale", .budget_tokens = 384});
+  ASSERT_TRUE(tokens.ok()) << tokens.status();
+  EXPECT_EQ((*tokens)->layer_budgets(), (std::vector<uint32_t>{32, 32, 24, 24, 24}));
+  auto memory = WorkerAttentionBackend::Create(
+      shape,
+      {.policy = "arkvale", .budget_tokens = 384, .budget_unit = BudgetUnit::kResidentMemory});
+  ASSERT_TRUE(memory.ok()) << memory.status();
+  EXPECT_EQ((*memory)->layer_budgets(), (std::vector<uint32_t>{32, 32, 18, 18, 18}));
+  auto allocated = WorkerAttentionBackend::Create(
+      shape, {.policy = "arkvale",
+              .budget_unit = BudgetUnit::kResidentMemory,
+              .layer_budget_tokens = {384, 384, 256, 512, 384}});
+  ASSERT_TRUE(allocated.ok()) << allocated.status();
+  // 16, 32 and 24 pages asked for; 56 of their 72 pages remain.
+  EXPECT_EQ((*allocated)->layer_budgets(), (std::vector<uint32_t>{32, 32, 12, 24, 18}));
+  // 256 tokens: 80 pages, 16 left for three layers; ArkVale's top-k (half
+  // a layer's budget) must cover its sink and window pages (1 + 2).
+  auto small = WorkerAttentionBackend::Create(
+      shape,
+      {.policy = "arkvale", .budget_tokens = 256, .budget_unit = BudgetUnit::kResidentMemory});
+  EXPECT_EQ(small.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(small.status().message(), HasSubstr("leaving layer 2 5 pages, below the 6"));
+  // A whole run stays within the 120 pages.
+  EXPECT_FALSE(Run(**memory, std::string(kPrompt) + " " + kPrompt, 500).empty());
+  EXPECT_GT((*memory)->counters().pages_recalled, 0u);
+  EXPECT_LE((*memory)->peak_resident_bytes(), 120 * (*memory)->page_bytes());
+  EXPECT_GT((*memory)->peak_resident_bytes(), 100 * (*memory)->page_bytes());
+}
+
+TEST_F(WorkerBackendTest, AMemoryBudgetRefusesQuestAndLeavesLayerPoliciesAsTheyAre) {
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  for (const char* policy : {"quest", "quest_per_head"}) {
+    auto quest = WorkerAttentionBackend::Create(
+        shape, {.policy = policy, .budget_tokens = 64,
+                .budget_unit = BudgetUnit::kResidentMemory});
+    EXPECT_EQ(quest.status().code(), absl::StatusCode::kInvalidArgument) << policy;
+    EXPECT_THAT(quest.status().message(), HasSubstr("a memory budget cannot bound it"));
+  }
+  EXPECT_TRUE(WorkerAttentionBackend::Create(
+                  shape, {.policy = "full", .budget_unit = BudgetUnit::kResidentMemory})
+                  .ok());
+  for (const char* policy : {"h2o", "tova", "arkv", "streaming_llm"}) {
+    auto b = WorkerAttentionBackend::Create(
+        shape, {.policy = policy, .budget_tokens = 64,
+                .budget_unit = BudgetUnit::kResidentMemory});
+    ASSERT_TRUE(b.ok()) << policy << ": " << b.status();
+    EXPECT_EQ((*b)->layer_budgets(), (std::vector<uint32_t>{4, 4, 4, 4, 4})) << policy;
+  }
+  EXPECT_EQ(*ParseBudgetUnit("memory"), BudgetUnit::kResidentMemory);
+  EXPECT_EQ(*ParseBudgetUnit("layer_tokens"), BudgetUnit::kLayerTokens);
+  EXPECT_STREQ(BudgetUnitName(BudgetUnit::kResidentMemory), "memory");
+  EXPECT_THAT(ParseBudgetUnit("bytes").status().message(), HasSubstr("unknown budget unit"));
+}
+
+TEST_F(WorkerBackendTest, PeakResidentBytesAreWhatIsHeldAtOnce) {
+  // Policies that hold nothing beside their pools keep every page they take
+  // until the sequence ends, so the peak is each pool's high-water mark.
+  for (const char* policy : {"arkvale", "h2o", "streaming_llm", "quest", "full"}) {
+    auto b = Worker(policy, std::string(policy) == "full" ? 0 : 128);
+    ASSERT_NE(b, nullptr);
+    EXPECT_FALSE(Run(*b, kPrompt, 300).empty()) << policy;
+    EXPECT_EQ(b->peak_resident_bytes(), b->peak_resident_pages() * b->page_bytes()) << policy;
+    const std::vector<uint64_t>& layers = b->peak_resident_layer_bytes();
+    EXPECT_EQ(std::accumulate(layers.begin(), layers.end(), uint64_t{0}),
+              b->peak_resident_bytes())
+        << policy;
+  }
+  // ARKV's quantized tier grows as its pool shrinks: the peak counts both
+  // as they are at once. Under a memory budget the two tiers together stay
+  // within the pool's pages (5 layers x 4).
+  for (BudgetUnit unit : {BudgetUnit::kLayerTokens, BudgetUnit::kResidentMemory}) {
+    auto arkv = WorkerAttentionBackend::Create(
+        model_.weights.config.attention_shape(),
+        {.policy = "arkv", .budget_tokens = 64, .budget_unit = unit});
+    ASSERT_TRUE(arkv.ok()) << arkv.status();
+    EXPECT_FALSE(Run(**arkv, std::string(kPrompt) + " " + kPrompt, 400).empty());
+    const uint64_t pool_pages = 5 * 4 * (*arkv)->page_bytes();
+    const std::vector<uint64_t>& layers = (*arkv)->peak_resident_layer_bytes();
+    EXPECT_GE(std::accumulate(layers.begin(), layers.end(), uint64_t{0}),
+              (*arkv)->peak_resident_bytes());
+    if (unit == BudgetUnit::kResidentMemory) {
+      EXPECT_LE((*arkv)->peak_resident_bytes(), pool_pages);
+    }
+  }
 }
 
 TEST_F(WorkerBackendTest, CreateRejectsBadConfigurations) {

@@ -128,7 +128,7 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
                                     uint32_t n, const float* queries, uint32_t n_queries) {
   const PageLayout& lay = ctx.cache->layout();
   ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
-  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
+  const uint32_t cache_size = CacheSize(view, lay);
   if (cache_size <= options_.window) {
     return absl::InvalidArgumentError(absl::StrCat("arkv: cache of ", cache_size,
                                                    " tokens leaves nothing beyond the window"));
@@ -167,6 +167,23 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
                              static_cast<uint32_t>(kept.size()));
 }
 
+uint32_t ArkvPolicy::CacheSize(const LayerView& view, const PageLayout& lay) const {
+  const uint32_t slots = view.budget_pages * view.page_size;
+  if (!options_.count_quantized_at_cost) return slots - 1;
+  // Both tiers are held in whole pages, and a slot stays free for the next
+  // token: ceil((full + 1) / P) + c * ceil(quantized / P) <= budget pages
+  // whenever full + c * quantized <= slots - P - c * (P - 1).
+  const double fit = slots - view.page_size - QuantizedCost(lay) * (view.page_size - 1);
+  return fit > 0 ? static_cast<uint32_t>(fit) : 0;
+}
+
+double ArkvPolicy::QuantizedCost(const PageLayout& lay) const {
+  if (!options_.count_quantized_at_cost) return 1.0;
+  return static_cast<double>(kernels::QuantizedPageBytes(lay.page_size, lay.n_kv_heads,
+                                                         lay.head_dim, options_.quant_type)) /
+         static_cast<double>(lay.PageBytes());
+}
+
 uint32_t ArkvPolicy::OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const {
   double max_oq = 0;
   for (const auto& [key, state] : layers_) {
@@ -189,8 +206,11 @@ absl::Status ArkvPolicy::RunAfterAttention(const TokenContext& ctx, const float*
                                             " cached tokens but the policy tracks ",
                                             state.origin_pos.size()));
   }
-  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
-  if (state.origin_pos.size() + state.quant_pos.size() <= cache_size) return absl::OkStatus();
+  const PageLayout& lay = ctx.cache->layout();
+  const uint32_t cache_size = CacheSize(view, lay);
+  const double held =
+      static_cast<double>(state.origin_pos.size()) + QuantizedCost(lay) * state.quant_pos.size();
+  if (held <= cache_size) return absl::OkStatus();
   return Rebuild(ctx, state, q, lse);
 }
 
@@ -231,11 +251,20 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   }
   const std::vector<uint32_t> order = RankDescending(AvgPool1d(hh, options_.pool_kernel), hh_pos);
   ASSIGN_OR_RETURN(LayerView view, cache.View(ctx.seq_id, ctx.layer));
-  const uint32_t cache_size = view.budget_pages * view.page_size - 1;
-  const uint32_t keep = static_cast<uint32_t>(options_.keep_fraction * past);
+  const uint32_t cache_size = CacheSize(view, lay);
+  // The survivors may cost keep_fraction of what the past costs now: the
+  // best n_fp in full precision at 1 each, the next quantized at c each
+  // (c = 1: keep = floor(keep_fraction * past) tokens, as the authors).
+  const double c = QuantizedCost(lay);
+  uint32_t past_fp = 0;
+  for (uint32_t i = 0; i < past; ++i) past_fp += by_pos[i] < state.origin_pos.size() ? 1 : 0;
+  const double keep_cost = options_.keep_fraction * (past_fp + c * (past - past_fp));
   const int64_t origin_budget = OriginBudget(ctx.seq_id, ctx.layer, cache_size);
   const uint32_t n_fp = static_cast<uint32_t>(
-      std::clamp<int64_t>(origin_budget - options_.window, 0, keep));
+      std::clamp<int64_t>(origin_budget - options_.window, 0,
+                          std::min<int64_t>(past, static_cast<int64_t>(keep_cost))));
+  const uint32_t keep = static_cast<uint32_t>(
+      std::min<double>(past, n_fp + std::floor((keep_cost - n_fp) / c)));
   std::vector<uint32_t> fp_rows, quant_rows;
   for (uint32_t r = 0; r < keep; ++r) (r < n_fp ? fp_rows : quant_rows).push_back(by_pos[order[r]]);
   for (uint32_t i = past; i < total; ++i) fp_rows.push_back(by_pos[i]);
@@ -254,7 +283,7 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   }
   RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
                                  static_cast<uint32_t>(fp_rows.size())));
-  RETURN_IF_ERROR(StoreQuantized(cache, ctx.layer, state, k, v, quant_rows));
+  RETURN_IF_ERROR(StoreQuantized(cache, state, k, v, quant_rows));
   state.origin_pos.clear();
   for (uint32_t r : fp_rows) state.origin_pos.push_back(pos[r]);
   std::vector<uint32_t> new_quant_pos;
@@ -263,7 +292,7 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   return absl::OkStatus();
 }
 
-absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, uint32_t layer, Layer& state,
+absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
                                         const std::vector<float>& k, const std::vector<float>& v,
                                         const std::vector<uint32_t>& rows) {
   const PageLayout& lay = cache.layout();
@@ -286,14 +315,6 @@ absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, uint32_t layer,
   }
   state.quant.assign(n_pages * qbytes, 0);
   state.dequant.assign(n_pages * fbytes, 0);
-  uint64_t held = 0, held_here = 0;
-  for (const auto& [key, other] : layers_) {
-    held += other.quant.size();
-    if (key.second == layer) held_here += other.quant.size();
-  }
-  peak_quant_bytes_ = std::max(peak_quant_bytes_, held);
-  uint64_t& layer_peak = peak_layer_quant_bytes_[layer];
-  layer_peak = std::max(layer_peak, held_here);
   state.quant_pages = n_pages;
   state.page_size = p;
   if (n_pages == 0) return absl::OkStatus();
@@ -330,9 +351,12 @@ AuxKv ArkvPolicy::Auxiliary(uint64_t seq_id, uint32_t layer) const {
   return aux;
 }
 
-uint64_t ArkvPolicy::peak_own_layer_kv_bytes(uint32_t layer) const {
-  auto it = peak_layer_quant_bytes_.find(layer);
-  return it == peak_layer_quant_bytes_.end() ? 0 : it->second;
+uint64_t ArkvPolicy::own_layer_kv_bytes(uint32_t layer) const {
+  uint64_t held = 0;
+  for (const auto& [key, state] : layers_) {
+    if (key.second == layer) held += state.quant.size();
+  }
+  return held;
 }
 
 void ArkvPolicy::EndSequence(uint64_t seq_id) {

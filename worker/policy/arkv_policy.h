@@ -63,6 +63,14 @@ struct ArkvOptions {
   uint32_t pool_kernel = 5;
   // kFp8E4M3 (the authors') or kInt8.
   kernels::ScalarType quant_type = kernels::ScalarType::kFp8E4M3;
+  // false (the authors'): cache_size counts a quantized token as one token.
+  // true: at its bytes, c = quantized page bytes / full-precision page
+  // bytes of a token (about 0.27 for fp8 with scales against fp32), so the
+  // cache overflows when full + c * quantized > cache_size, and an overflow
+  // keeps, best first, tokens worth keep_fraction of the past's cost (the
+  // full-precision ones at 1, then quantized ones at c). With c = 1 both
+  // rules are the authors'. An equal-memory budget uses true.
+  bool count_quantized_at_cost = false;
 
   absl::Status Validate() const;
 };
@@ -85,8 +93,7 @@ class ArkvPolicy : public TokenPolicy {
   // Bytes of the quantized tier of a layer (codes and scales; the
   // dequantized copy attention reads is not counted).
   size_t QuantizedBytes(uint64_t seq_id, uint32_t layer) const;
-  uint64_t peak_own_kv_bytes() const override { return peak_quant_bytes_; }
-  uint64_t peak_own_layer_kv_bytes(uint32_t layer) const override;
+  uint64_t own_layer_kv_bytes(uint32_t layer) const override;
   // Original positions of the tokens in each tier (full precision in slot
   // order, quantized in tier order).
   std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const;
@@ -111,15 +118,19 @@ class ArkvPolicy : public TokenPolicy {
 
   explicit ArkvPolicy(ArkvOptions options) : options_(options) {}
   absl::Status Rebuild(const TokenContext& ctx, Layer& state, const float* q, const float* lse);
-  absl::Status StoreQuantized(const TokenCache& cache, uint32_t layer, Layer& state,
+  absl::Status StoreQuantized(const TokenCache& cache, Layer& state,
                               const std::vector<float>& k, const std::vector<float>& v,
                               const std::vector<uint32_t>& rows);
   uint32_t OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const;
+  // What a quantized token counts for in cache_size (see ArkvOptions).
+  double QuantizedCost(const PageLayout& lay) const;
+  // The tokens both tiers may hold, full precision counting 1 and quantized
+  // QuantizedCost: budget_pages * page_size - 1, or at cost what whole
+  // pages of both tiers leave.
+  uint32_t CacheSize(const LayerView& view, const PageLayout& lay) const;
 
   const ArkvOptions options_;
   absl::flat_hash_map<Key, Layer> layers_;
-  uint64_t peak_quant_bytes_ = 0;
-  absl::flat_hash_map<uint32_t, uint64_t> peak_layer_quant_bytes_;  // by layer
 };
 
 // The heavy-hitter pooling: out[j] = mean of in[j - k/2 .. j + k/2] with

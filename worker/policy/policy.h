@@ -91,13 +91,10 @@ class Policy {
   // (the manager then fails the append with RESOURCE_EXHAUSTED).
   virtual int32_t AppendVictim(const LayerView& view) = 0;
 
-  // KV bytes the policy keeps outside the page pool (ARKV's quantized
-  // tier), the most it held at once over all its sequences and layers; 0
-  // for policies that keep none.
-  virtual uint64_t peak_own_kv_bytes() const { return 0; }
-  // The same for one layer (over its sequences): per-layer peaks may add up
-  // to more than peak_own_kv_bytes, as the layers peak at different times.
-  virtual uint64_t peak_own_layer_kv_bytes(uint32_t /*layer*/) const { return 0; }
+  // KV bytes the policy holds now outside the page pool for `layer`, over
+  // all its sequences (ARKV's quantized tier); 0 for policies that keep
+  // none.
+  virtual uint64_t own_layer_kv_bytes(uint32_t /*layer*/) const { return 0; }
 
   // Non-null for token-level policies (token_policy.h), which the decode
   // step drives differently.
