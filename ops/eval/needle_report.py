@@ -35,8 +35,11 @@ def main():
                       f"{r['resident_fraction']:.3f}", f"{r['greedy_agreement']:.3f}",
                       f"{r['mean_kl']:.4f}", split(r["by_task"]), split(r["by_filler"]),
                       split(r["by_format"])])
-    print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; resident = peak KV "
-          f"bytes held / the full cache's")
+    memory = rep.get("budget_unit") == "memory"
+    unit = ("1/N = all layers' KV bytes within 1/N of the full cache's" if memory
+            else "1/N = 1/N of the context in every budgeted layer")
+    print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; budget {unit}; "
+          f"resident = peak KV bytes held / the full cache's")
     print(table(rows_text, cols))
     if not png:
         return
@@ -62,7 +65,8 @@ def main():
             ax.axhline(full[0]["accuracy"], color="k", linestyle="--", label="full cache")
         ax.set_xscale("log", base=2)
         ax.set_ylim(-0.05, 1.05)
-        ax.set_xlabel("budget (fraction of the context per layer)")
+        ax.set_xlabel("budget (fraction of the full cache's memory)" if memory
+                      else "budget (fraction of the context per layer)")
         ax.set_ylabel("retrieval accuracy")
         ax.set_title(f"{context}-token prompts, {here[0]['cases']} cases")
         ax.grid(True, alpha=0.3)

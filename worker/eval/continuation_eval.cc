@@ -102,12 +102,14 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
   for (const std::string& policy : o.policies) {
     for (uint32_t fraction : o.budget_fractions) {
       const int budget = policy == "full" ? 0 : static_cast<int>(o.context / fraction);
+      const RunBudget run_budget = {.policy = policy, .tokens = budget, .unit = o.budget_unit,
+                                    .page_size = o.page_size, .context = o.context};
       std::vector<double> agree(o.lengths.size(), 0), kl(o.lengths.size(), 0);
       double repetition = 0, shared = 0;
       absl::Status status;
       for (const Reference& r : refs) {
         absl::StatusOr<PolicyRun> forced =
-            RunPolicy(m, r.p.tokens, r.tokens, r.run, policy, budget, o.page_size);
+            RunPolicy(m, r.p.tokens, r.tokens, r.run, run_budget);
         if (!forced.ok()) {
           status = forced.status();
           break;
@@ -122,7 +124,7 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
         }
         std::vector<int> own;
         absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> b =
-            MakeWorker(m, policy, budget, o.page_size);
+            MakeWorker(m, run_budget);
         absl::StatusOr<ForcedRun> free =
             b.ok() ? RunForced(m, **b, r.p.tokens, {}, static_cast<int>(longest), &own)
                    : absl::StatusOr<ForcedRun>(b.status());
@@ -144,10 +146,11 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
         continue;
       }
       Progress(absl::StrFormat(
-          "continuation %s 1/%u: agreement %s, KL %s, repetition %.3f (reference %.3f), "
+          "continuation %s 1/%u %s: agreement %s, KL %s, repetition %.3f (reference %.3f), "
           "identical for %.1f tokens (%.0f s)",
-          policy, fraction, Doubles(agree, 3), Doubles(kl, 4), repetition,
-          full_repetition, shared, absl::ToDoubleSeconds(absl::Now() - t0)));
+          policy, fraction, model::BudgetUnitName(o.budget_unit), Doubles(agree, 3),
+          Doubles(kl, 4), repetition, full_repetition, shared,
+          absl::ToDoubleSeconds(absl::Now() - t0)));
       absl::StrAppendFormat(
           &rows,
           "%s\n    {\"policy\": \"%s\", \"budget_fraction\": %u, \"budget_tokens\": %d, "
@@ -161,9 +164,10 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
   std::vector<std::string> lengths;
   for (uint32_t n : o.lengths) lengths.push_back(absl::StrCat(n));
   return absl::StrFormat(
-      "{\n  \"context\": %u,\n  \"lengths\": [%s],\n  \"prompts\": %s\n  ],\n"
-      "  \"results\": %s\n  ]\n}\n",
-      o.context, absl::StrJoin(lengths, ", "), prompt_json, rows);
+      "{\n  \"context\": %u,\n  \"budget_unit\": \"%s\",\n  \"lengths\": [%s],\n"
+      "  \"prompts\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
+      o.context, model::BudgetUnitName(o.budget_unit), absl::StrJoin(lengths, ", "),
+      prompt_json, rows);
 }
 
 }  // namespace kvtier::eval

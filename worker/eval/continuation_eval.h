@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "worker/eval/needle_suite.h"
 #include "worker/model/loader/model_loader.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 
@@ -36,6 +37,8 @@ struct ContinuationOptions {
   std::vector<std::string> policies = {"full", "streaming_llm", "h2o", "tova",
                                        "quest", "arkvale", "arkv"};
   std::vector<uint32_t> budget_fractions = {8};
+  // What the budget bounds (NeedleEvalOptions::budget_unit).
+  model::BudgetUnit budget_unit = model::BudgetUnit::kLayerTokens;
   int page_size = 16;
   uint64_t seed = 42;
 };

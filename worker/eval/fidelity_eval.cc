@@ -128,7 +128,8 @@ struct E2eTotals {
 absl::Status RunE2eCase(const model::LoadedModel& m, const PasskeyPrompt& p, const ForcedRun& ref,
                         const std::string& policy, int budget_tokens, E2eTotals& t) {
   PolicyRun run;
-  ASSIGN_OR_RETURN(run, RunPolicy(m, p.tokens, p.answer, ref, policy, budget_tokens, 16));
+  ASSIGN_OR_RETURN(run, RunPolicy(m, p.tokens, p.answer, ref,
+                                  {.policy = policy, .tokens = budget_tokens}));
   t.agree += run.agree();
   t.kl += run.kl();
   t.steps += run.steps();

@@ -5,7 +5,9 @@ needles: the cases it builds, the rows it reports (the full cache agrees
 with the dense reference and holds the whole context; budgeted policies hold
 less; counts, accuracy and Wilson intervals agree with the outcomes) and the
 errors bad flags give; with XKV and LU-KV budgets, the policies that budget
-layers run once per allocator and the calibration files are removed.
+layers run once per allocator and the calibration files are removed; at
+equal memory (--budget_unit memory) no policy holds more than its share,
+and ArkVale (whose dense layers alone exceed it) and Quest are refused.
 continuation: the full cache reproduces the
 reference over every length, budgeted rows are well formed, bad lengths are
 refused. digests: one row per (page size, digest, selection, k), every
@@ -65,7 +67,7 @@ def needles():
             NEEDLES + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
                        "--policies", "full,quest,arkvale,streaming_llm,arkv", "--budgets", "4"],
             os.path.join(tmp, "needles.json"))
-        check("needles 512 arkvale 1/4 uniform:" in run.stderr, run.stderr[-2000:])
+        check("needles 512 arkvale 1/4 layer_tokens uniform:" in run.stderr, run.stderr[-2000:])
         cases = rep["cases"]
         check(len(cases) == 3, cases)
         check([c["task"] for c in cases] == ["passkey", "kv", "passkey"], cases)
@@ -153,12 +155,45 @@ def needle_allocators():
             check(min(layers) >= (48 if r["policy"] == "arkv" else 32), (r["policy"], layers))
             if r["policy"] == "h2o":
                 check(len(set(layers)) > 1, layers)  # the allocator did allocate
-        check("needles 512 h2o 1/12 lukv:" in run.stderr, run.stderr[-2000:])
+        check("needles 512 h2o 1/12 layer_tokens lukv:" in run.stderr, run.stderr[-2000:])
         check("trace: " in run.stderr, run.stderr[-2000:])  # the calibration case ran
         check(set(glob.glob("/tmp/kvtier-needles.*")) == before, "calibration files left")
         expect_refused(NEEDLES + ["--needle_contexts", "512", "--needle_allocators", "pyramid"],
                        'unknown allocator "pyramid"')
     print("kvtier-eval needles with allocators: ok")
+
+
+def needles_at_equal_memory():
+    with tempfile.TemporaryDirectory() as tmp:
+        run, rep = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "2", "--policies",
+                       "full,quest,arkvale,h2o,arkv", "--budgets", "4", "--budget_unit",
+                       "memory"], os.path.join(tmp, "memory.json"))
+        check(rep["budget_unit"] == "memory", rep.keys())
+        rows = {r["policy"]: r for r in rep["results"]}
+        check(sorted(rows) == ["arkv", "arkvale", "full", "h2o", "quest"], rows.keys())
+        check("memory budget cannot bound it" in rows["quest"].get("error", ""), rows["quest"])
+        # stories260K: 5 layers of 32 pages; a quarter is 40 pages, less
+        # than ArkVale's two dense layers (64).
+        check("dense layers keep the context (64 pages)" in rows["arkvale"].get("error", ""),
+              rows["arkvale"])
+        check(rows["full"]["resident_fraction"] == 1.0, rows["full"])
+        # The rest hold at most a quarter of the context's bytes, 8 pages a
+        # layer, ARKV's quantized tier included; the full cache of a case
+        # holds its own pages.
+        pages = [math.ceil((c["prompt_tokens"] + c["answer_tokens"] - 1) / 16)
+                 for c in rep["cases"]]
+        bound = sum(8 / p for p in pages) / len(pages)
+        for name in ("h2o", "arkv"):
+            r = rows[name]
+            check("error" not in r and r["cases"] == 2, r)
+            check(0.2 < r["resident_fraction"] <= bound + 1e-4, (bound, r))
+            check(max(r["resident_fraction_by_layer"]) <= bound + 1e-4, (bound, r))
+        check("needles 512 arkv 1/4 memory uniform:" in run.stderr, run.stderr[-2000:])
+        check("within 1/N of the full cache's" in run.stdout, run.stdout)
+        expect_refused(NEEDLES + ["--needle_contexts", "512", "--budget_unit", "bytes"],
+                       "unknown budget unit 'bytes'")
+    print("kvtier-eval needles at equal memory: ok")
 
 
 def continuation():
@@ -248,6 +283,7 @@ def prefix():
 if __name__ == "__main__":
     needles()
     needle_allocators()
+    needles_at_equal_memory()
     continuation()
     digests()
     prefix()

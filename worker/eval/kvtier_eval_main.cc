@@ -12,13 +12,14 @@
 //       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
 //       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
 //       [--policies ...] [--budgets 4,8,16] [--needle_allocators uniform,xkv,lukv]
-//       [--json out.json] [--png out.png]
+//       [--budget_unit layer_tokens|memory] [--json out.json] [--png out.png]
 //   kvtier-eval digests --model M [--needle_contexts 1024,4096] [--cases 18]
 //       [--digest_page_sizes 16,32] [--recall_ks 1] [--budgets 4,8,16] [--json out.json]
 //       (and the needles' --tasks, --fillers, --key_formats, --depths)
 //   kvtier-eval continuation --model M [--continuation_context 1024] [--lengths 16,64,256]
 //       [--prompts 3] [--tasks passkey,kv] [--continuation_fillers travel,workshop]
-//       [--policies ...] [--budgets 4,8,16] [--json out.json] [--png out.png]
+//       [--policies ...] [--budgets 4,8,16] [--budget_unit layer_tokens|memory]
+//       [--json out.json] [--png out.png]
 //
 // Progress goes to stderr; the table (fidelity) to stdout.
 #include <cstdio>
@@ -78,6 +79,10 @@ ABSL_FLAG(std::string, prefix_lengths, "1024,2048,4096,8064", "prefix: shared pr
 ABSL_FLAG(int, answer_steps, 8, "prefix, longrun's second question: greedy tokens per answer");
 ABSL_FLAG(std::string, needle_contexts, "1024",
           "needles, digests: prompt + answer tokens of each case");
+ABSL_FLAG(std::string, budget_unit, "layer_tokens",
+          "needles, continuation: what a budget bounds: layer_tokens (context / budget tokens "
+          "in every budgeted layer) or memory (all layers' KV bytes within 1 / budget of the "
+          "full cache's: dense layers and quantized tokens at their cost; Quest not run)");
 ABSL_FLAG(std::string, needle_allocators, "uniform",
           "needles: layer budget allocators (uniform, xkv, lukv)");
 ABSL_FLAG(std::string, digest_page_sizes, "16,32", "digests: page sizes compared");
@@ -248,6 +253,7 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   o.policies = Names(absl::GetFlag(FLAGS_policies));
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
   o.allocators = Names(absl::GetFlag(FLAGS_needle_allocators));
+  ASSIGN_OR_RETURN(o.budget_unit, model::ParseBudgetUnit(absl::GetFlag(FLAGS_budget_unit)));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
   std::string json;
   ASSIGN_OR_RETURN(json, RunNeedleEval(m, o));
@@ -277,6 +283,7 @@ absl::Status RunContinuationCommand(const model::LoadedModel& m) {
                    ParseEach(absl::GetFlag(FLAGS_continuation_fillers), &ParseNeedleFiller));
   o.policies = Names(absl::GetFlag(FLAGS_policies));
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
+  ASSIGN_OR_RETURN(o.budget_unit, model::ParseBudgetUnit(absl::GetFlag(FLAGS_budget_unit)));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
   o.seed = absl::GetFlag(FLAGS_seed);
   std::string json;

@@ -90,24 +90,29 @@ absl::Status CheckSweep(const std::string& command, const std::vector<std::strin
 }
 
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
-    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size,
-    const std::vector<int>& layer_budget_tokens) {
+    const model::LoadedModel& m, const RunBudget& b) {
+  model::AttentionShape shape = m.weights.config.attention_shape();
+  if (b.context > static_cast<uint32_t>(shape.max_positions)) {
+    return absl::InvalidArgumentError(absl::StrCat("a worker for ", b.context,
+                                                   " tokens exceeds the model's context of ",
+                                                   shape.max_positions));
+  }
+  if (b.context > 0) shape.max_positions = static_cast<int>(b.context);
   return model::WorkerAttentionBackend::Create(
-      m.weights.config.attention_shape(),
-      {.policy = policy, .budget_tokens = budget_tokens,
-       .layer_budget_tokens = layer_budget_tokens, .page_size = page_size, .max_sequences = 1});
+      shape, {.policy = b.policy, .budget_tokens = b.tokens, .budget_unit = b.unit,
+              .layer_budget_tokens = b.layer_tokens, .page_size = b.page_size,
+              .max_sequences = 1});
 }
 
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
-                                    const std::string& policy, int budget_tokens,
-                                    int page_size, const std::vector<int>& layer_budget_tokens) {
+                                    const RunBudget& budget) {
   if (ref.logits.size() != answer.size()) {
     return absl::InvalidArgumentError(absl::StrCat("reference run of ", ref.logits.size(),
                                                    " steps for an answer of ", answer.size()));
   }
   std::unique_ptr<model::WorkerAttentionBackend> b;
-  ASSIGN_OR_RETURN(b, MakeWorker(m, policy, budget_tokens, page_size, layer_budget_tokens));
+  ASSIGN_OR_RETURN(b, MakeWorker(m, budget));
   ForcedRun run;
   ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr));
   PolicyRun out;

@@ -83,17 +83,25 @@ struct PolicyRun {
   // The same per layer (WorkerAttentionBackend::peak_resident_layer_bytes).
   std::vector<uint64_t> peak_resident_layer_bytes;
 };
-// A worker backend for one sequence under `policy` at `budget_tokens` per
-// layer (0: the context), or at `layer_budget_tokens` when not empty (one
-// per layer, from an allocator).
+// How a policy run is budgeted.
+struct RunBudget {
+  std::string policy;
+  // Per layer (0: the context), or all layers' memory (`unit`).
+  int tokens = 0;
+  model::BudgetUnit unit = model::BudgetUnit::kLayerTokens;
+  // An allocator's per-layer budgets, one per layer (empty: `tokens`).
+  std::vector<int> layer_tokens = {};
+  int page_size = 16;
+  // The longest sequence the worker is sized for (0: the model's context):
+  // ArkVale's dense layers keep that much, and a memory budget pays for it.
+  uint32_t context = 0;
+};
+// A worker backend for one sequence under `b`.
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
-    const model::LoadedModel& m, const std::string& policy, int budget_tokens, int page_size,
-    const std::vector<int>& layer_budget_tokens = {});
+    const model::LoadedModel& m, const RunBudget& b);
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,
                                     const std::vector<int>& answer, const ForcedRun& ref,
-                                    const std::string& policy, int budget_tokens,
-                                    int page_size,
-                                    const std::vector<int>& layer_budget_tokens = {});
+                                    const RunBudget& b);
 
 // A passkey prompt of at most `max_tokens` tokens (BOS included): the filler
 // starts at 4 characters per token (Quest) and shrinks by the measured ratio.

@@ -168,8 +168,11 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
   Row row;
   row.layer_tokens = layer_tokens;
   for (const FittedCase& f : fitted) {
-    ASSIGN_OR_RETURN(PolicyRun run, RunPolicy(m, f.p.tokens, f.p.answer, f.ref, policy, budget,
-                                              o.page_size, layer_tokens));
+    ASSIGN_OR_RETURN(PolicyRun run,
+                     RunPolicy(m, f.p.tokens, f.p.answer, f.ref,
+                               {.policy = policy, .tokens = budget, .unit = o.budget_unit,
+                                .layer_tokens = layer_tokens, .page_size = o.page_size,
+                                .context = context}));
     Add(row, f, run);
   }
   return row;
@@ -239,9 +242,10 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
           }
           const auto [lo, hi] = WilsonInterval(row->correct, row->cases);
           Progress(absl::StrFormat(
-              "needles %u %s 1/%u %s: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
+              "needles %u %s 1/%u %s %s: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
               "resident %.3f of full (%.0f s)",
-              context, policy, fraction, allocator, row->correct, row->cases, lo, hi,
+              context, policy, fraction, model::BudgetUnitName(o.budget_unit), allocator,
+              row->correct, row->cases, lo, hi,
               static_cast<double>(row->agree) / std::max<uint32_t>(row->steps, 1),
               row->resident_fraction / std::max<uint32_t>(row->cases, 1),
               absl::ToDoubleSeconds(absl::Now() - t0)));
@@ -253,8 +257,9 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
     }
   }
   return absl::StrFormat(
-      "{\n  \"page_size\": %d,\n  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
-      o.page_size, case_json, rows);
+      "{\n  \"page_size\": %d,\n  \"budget_unit\": \"%s\",\n  \"cases\": %s\n  ],\n"
+      "  \"results\": %s\n  ]\n}\n",
+      o.page_size, model::BudgetUnitName(o.budget_unit), case_json, rows);
 }
 
 }  // namespace kvtier::eval

@@ -22,6 +22,7 @@
 #include "absl/status/statusor.h"
 #include "worker/eval/needle_suite.h"
 #include "worker/model/loader/model_loader.h"
+#include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::eval {
 
@@ -30,6 +31,12 @@ struct NeedleEvalOptions {
   std::vector<std::string> policies = {"full", "streaming_llm", "h2o", "tova",
                                        "quest", "arkvale", "arkv"};
   std::vector<uint32_t> budget_fractions = {8};
+  // kLayerTokens: context / fraction tokens in every budgeted layer (the
+  // papers' convention). kResidentMemory: all layers' KV bytes within
+  // 1 / fraction of the full cache's (WorkerBackendOptions::budget_unit):
+  // ArkVale pays for its dense layers, ARKV for its quantized tier, Quest
+  // is not run.
+  model::BudgetUnit budget_unit = model::BudgetUnit::kLayerTokens;
   // Layer budget allocators: "uniform" (budget_tokens in every layer),
   // "xkv", "lukv". The latter two are profiled, per context, on a
   // calibration case drawn apart from the test cases, and give each layer

@@ -3,7 +3,7 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
-//              [--page-size P] [--target ADDR] [--cluster BOOL] [--reuse BOOL]
+//              [--budget-unit U] [--page-size P] [--target ADDR] [--cluster BOOL] [--reuse BOOL]
 //              [--metrics-listen HOST:PORT] [--metrics-hold-s S]
 //
 // --policy dense uses the runner's own exact full-cache attention (the
@@ -52,7 +52,8 @@ namespace {
 constexpr char kUsage[] =
     "usage: kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT]\n"
     "                  [--steps N] [--temperature T] [--seed S]\n"
-    "                  [--policy NAME] [--budget N] [--page-size P]\n"
+    "                  [--policy NAME] [--budget N] [--budget-unit U]\n"
+    "                  [--page-size P]\n"
     "  --model        llama2.c checkpoint or GGUF file\n"
     "  --tokenizer    llama2.c tokenizer file (GGUF carries its own)\n"
     "  --prompt       text to continue (default: empty, BOS only)\n"
@@ -67,6 +68,10 @@ constexpr char kUsage[] =
     "                 streaming_llm, quest, quest_per_head (one page list\n"
     "                 per KV head), arkvale, h2o, tova, arkv\n"
     "  --budget       KV budget per layer in tokens (default: the context)\n"
+    "  --budget-unit  layer_tokens (default): --budget bounds each budgeted\n"
+    "                 layer; memory: all layers' KV bytes stay within --budget\n"
+    "                 x layers tokens, ArkVale's dense layers (sized to --steps)\n"
+    "                 and ARKV's quantized tokens paid from it (not quest)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
     "  --target       kvtier-server host:port: pages are backed up there and\n"
     "                 stored prompt prefixes are reused (worker policies)\n"
@@ -91,6 +96,7 @@ struct Args {
   uint64_t seed = 42;
   std::string policy = "full";
   int budget = 0;  // 0 = not given
+  BudgetUnit budget_unit = BudgetUnit::kLayerTokens;
   int page_size = 16;
   std::string logits_out;
   std::string target;
@@ -130,6 +136,10 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
       args.policy = value;
     } else if (flag == "--budget") {
       ok = absl::SimpleAtoi(value, &args.budget) && args.budget > 0;
+    } else if (flag == "--budget-unit") {
+      absl::StatusOr<BudgetUnit> unit = ParseBudgetUnit(value);
+      if (!unit.ok()) return unit.status();
+      args.budget_unit = *unit;
     } else if (flag == "--target") {
       args.target = value;
     } else if (flag == "--reuse") {
@@ -185,14 +195,20 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
     if (!dense.ok()) return dense.status();
     return std::unique_ptr<AttentionBackend>(*std::move(dense));
   }
-  auto wb = WorkerAttentionBackend::Create(
-      c.attention_shape(), {.policy = args.policy,
-                            .budget_tokens = args.budget,
-                            .page_size = args.page_size,
-                            .max_sequences = 1,
-                            .prefill_query_rows = 32,
-                            .store = store,
-                            .prefix_fetch = {}});
+  AttentionShape shape = c.attention_shape();
+  // A memory budget pays for what ArkVale's dense layers may hold: the run's
+  // positions, not the model's whole context.
+  if (args.budget_unit == BudgetUnit::kResidentMemory) {
+    shape.max_positions = std::min(shape.max_positions, args.steps);
+  }
+  auto wb = WorkerAttentionBackend::Create(shape, {.policy = args.policy,
+                                                   .budget_tokens = args.budget,
+                                                   .budget_unit = args.budget_unit,
+                                                   .page_size = args.page_size,
+                                                   .max_sequences = 1,
+                                                   .prefill_query_rows = 32,
+                                                   .store = store,
+                                                   .prefix_fetch = {}});
   if (!wb.ok()) return wb.status();
   *worker = wb->get();
   return std::unique_ptr<AttentionBackend>(*std::move(wb));
@@ -222,11 +238,13 @@ void PrintWorkerStats(const WorkerAttentionBackend& backend,
   const worker::CacheCounters& cc = backend.counters();
   std::fprintf(stderr,
                "kvtier-run: budget=%u pages of %d tokens (last layer), "
+               "peak resident KV=%.2f MiB (all layers), "
                "decode layer-steps=%llu pages_attended=%llu "
                "pages_recalled=%llu pages_evicted=%llu pages_dropped=%llu "
                "attention=%.1f ms estimate=%.1f ms select=%.1f ms "
                "recall=%.1f ms\n",
                backend.layer_budgets().back(), args.page_size,
+               backend.peak_resident_bytes() / 1048576.0,
                static_cast<unsigned long long>(st.steps),
                static_cast<unsigned long long>(st.pages_attended),
                static_cast<unsigned long long>(cc.pages_recalled),
