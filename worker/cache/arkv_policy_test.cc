@@ -22,10 +22,11 @@ TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
 
 struct ArkvHarness {
   explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1, bool at_cost = false,
-                       DType dtype = DType::kF16) {
+                       DType dtype = DType::kF16, uint32_t score_rows = 0) {
     ArkvOptions a;
     a.window = 4;
     a.count_quantized_at_cost = at_cost;
+    a.score_rows = score_rows;
     policy = *ArkvPolicy::Create(a);
     KvCacheOptions o;
     o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = dtype};
@@ -140,6 +141,53 @@ TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
     most_bytes = std::max(most_bytes, quantized);
   }
   EXPECT_GT(most_bytes, most_tokens);
+}
+
+// With score_rows = 1 the prompt keeps the keys the last prompt query
+// attends to most (softmax per head over every key, summed over heads,
+// pooled), plus the window; the authors' window statistics keep others.
+TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
+  constexpr uint32_t kN = 30, kQueries = 8, kHeads = 4, kDim = 8, kWindow = 4;
+  ArkvHarness last(5, 1, false, DType::kF16, /*score_rows=*/1);
+  ArkvHarness window(5, 1, false, DType::kF16);
+  std::vector<float> k = last.Random(kN * 16), v = last.Random(kN * 16);
+  std::vector<float> q = last.Random(kQueries * 32);
+  for (ArkvHarness* h : {&last, &window}) {
+    ASSERT_TRUE(h->cache->AppendTokenIds(1, std::vector<uint32_t>(kN, 3)).ok());
+    ASSERT_TRUE(h->runner->Prefill(1, 0, k.data(), v.data(), kN, q.data(), kQueries, &h->stats)
+                    .ok());
+  }
+  const uint32_t nw = kN - kWindow;
+  std::vector<float> mass(nw, 0.0f);
+  const float* q_last = q.data() + size_t{kQueries - 1} * kHeads * kDim;
+  for (uint32_t h = 0; h < kHeads; ++h) {
+    std::vector<double> logit(kN);
+    double top = -1e30, sum = 0;
+    for (uint32_t j = 0; j < kN; ++j) {
+      double dot = 0;
+      for (uint32_t c = 0; c < kDim; ++c) {
+        dot += q_last[h * kDim + c] * k[(size_t{j} * 2 + h / 2) * kDim + c];
+      }
+      logit[j] = dot / std::sqrt(static_cast<double>(kDim));
+      top = std::max(top, logit[j]);
+    }
+    for (double l : logit) sum += std::exp(l - top);
+    for (uint32_t j = 0; j < nw; ++j) {
+      mass[j] += static_cast<float>(std::exp(logit[j] - top) / sum);
+    }
+  }
+  const std::vector<float> pooled = AvgPool1d(mass, 5);
+  std::vector<uint32_t> order(nw);
+  std::iota(order.begin(), order.end(), 0u);
+  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+    return pooled[a] != pooled[b] ? pooled[a] > pooled[b] : a > b;
+  });
+  std::vector<uint32_t> want(order.begin(), order.begin() + (19 - kWindow));
+  for (uint32_t j = nw; j < kN; ++j) want.push_back(j);
+  std::sort(want.begin(), want.end());
+  EXPECT_EQ(last.policy->FullPrecisionPositions(1, 0), want);
+  EXPECT_EQ(window.policy->FullPrecisionPositions(1, 0).size(), 19u);
+  EXPECT_NE(window.policy->FullPrecisionPositions(1, 0), want);
 }
 
 TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {

@@ -143,7 +143,7 @@ absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
 // one being written.
 uint32_t MinLayerPages(const std::string& policy, int page_size) {
   if (policy == "arkvale") return 8;
-  if (policy == "arkv") return (worker::ArkvOptions().window + 1) / page_size + 1;
+  if (policy == "arkv" || policy == "arkv_last_query") return (worker::ArkvOptions().window + 1) / page_size + 1;
   return 2;
 }
 
@@ -230,8 +230,9 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
           absl::StatusOr<Row> row =
               RunRow(m, o, fitted, context, policy, budget, allocator, profiles[allocator]);
           if (!row.ok()) {
-            Progress(absl::StrFormat("needles %u %s 1/%u %s: %s", context, policy, fraction,
-                                     allocator, row.status().ToString()));
+            Progress(absl::StrFormat("needles %u %s 1/%u %s %s: %s", context, policy, fraction,
+                                     model::BudgetUnitName(o.budget_unit), allocator,
+                                     row.status().ToString()));
             absl::StrAppendFormat(&rows,
                                   "%s\n    {\"policy\": \"%s\", \"allocator\": \"%s\", "
                                   "\"context\": %u, \"budget_fraction\": %u, "

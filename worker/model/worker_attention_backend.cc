@@ -43,9 +43,11 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "tova") return std::make_unique<worker::TovaPolicy>();
-  if (name == "arkv") {
-    ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create(
-                                 {.count_quantized_at_cost = unit == BudgetUnit::kResidentMemory}));
+  if (name == "arkv" || name == "arkv_last_query") {
+    worker::ArkvOptions options;
+    options.count_quantized_at_cost = unit == BudgetUnit::kResidentMemory;
+    if (name == "arkv_last_query") options.score_rows = 1;
+    ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   return absl::InvalidArgumentError(
@@ -94,7 +96,7 @@ const char* BudgetUnitName(BudgetUnit unit) {
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
       "full", "sliding_window", "streaming_llm", "quest",
-      "quest_per_head", "arkvale", "h2o", "tova", "arkv"};
+      "quest_per_head", "arkvale", "h2o", "tova", "arkv", "arkv_last_query"};
   return *names;
 }
 

@@ -12,9 +12,11 @@
 // whole prompt and the first token waits for none of it.
 //
 // Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
-// h2o, tova, arkv (each with its own defaults). The budget is in tokens
-// and rounds up to whole pages; for quest (which never offloads) it bounds
-// the pages attended per step while every page stays resident; for arkvale
+// h2o, tova, arkv, arkv_last_query (ARKV ranking the prompt's keys by the
+// last prompt query, ArkvOptions::score_rows = 1; each with its own
+// defaults). The budget is in tokens and rounds up to whole pages; for
+// quest (which never offloads) it bounds the pages attended per step while
+// every page stays resident; for arkvale
 // the first n_unlimited_layers keep the whole context (ArkVale's own rule)
 // and the top-k is half the budget; for full it must cover the context (0
 // means exactly the context). That is the kLayerTokens unit; under

@@ -141,7 +141,8 @@ TEST_F(WorkerBackendTest, ArkvaleRecallsUnderTheModel) {
 }
 
 TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
-  for (const char* policy : {"h2o", "tova", "arkv", "quest", "quest_per_head", "streaming_llm"}) {
+  for (const char* policy :
+       {"h2o", "tova", "arkv", "arkv_last_query", "quest", "quest_per_head", "streaming_llm"}) {
     auto b = Worker(policy, 64);
     ASSERT_NE(b, nullptr);
     EXPECT_FALSE(Run(*b, kPrompt, 200).empty()) << policy;

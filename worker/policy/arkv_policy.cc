@@ -68,12 +68,14 @@ struct WindowStats {
   double entropy = 0;   // sum of -p log p over heads, window rows, keys
   double variance = 0;  // sum over heads and keys of var along the rows
   double kurtosis = 0;  // sum over heads and keys of m4 / m2^2 along the rows
-  std::vector<float> heavy_hitter;  // per key: sum over heads of mean + gamma var
+  // Per key: sum over heads of mean + gamma var along the last score_rows
+  // rows (var is 0 for one row).
+  std::vector<float> heavy_hitter;
 };
 
 WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* queries,
                                  uint32_t n_queries, uint32_t w, uint32_t hq, uint32_t hkv,
-                                 uint32_t d, double gamma) {
+                                 uint32_t d, double gamma, uint32_t score_rows) {
   const uint32_t group = hq / hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const uint32_t nw = n - w;
@@ -116,7 +118,19 @@ WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* querie
       m4 /= w;
       st.variance += var;
       st.kurtosis += m2 > 0 ? m4 / (m2 * m2) : 0.0;
-      st.heavy_hitter[j] += static_cast<float>(mean + gamma * var);
+      if (score_rows >= w) {
+        st.heavy_hitter[j] += static_cast<float>(mean + gamma * var);
+        continue;
+      }
+      double score_mean = 0, score_m2 = 0;
+      for (uint32_t i = w - score_rows; i < w; ++i) score_mean += p[size_t{i} * nw + j];
+      score_mean /= score_rows;
+      for (uint32_t i = w - score_rows; i < w; ++i) {
+        const double dev = p[size_t{i} * nw + j] - score_mean;
+        score_m2 += dev * dev;
+      }
+      const double score_var = score_rows > 1 ? score_m2 / (score_rows - 1) : 0.0;
+      st.heavy_hitter[j] += static_cast<float>(score_mean + gamma * score_var);
     }
   }
   return st;
@@ -135,8 +149,10 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
   }
   const uint32_t w = std::min({options_.window, n_queries, n});
   const uint32_t nw = n - w;  // non-window keys
-  const WindowStats st = WindowAttentionStats(k, n, queries, n_queries, w, ctx.cache->n_q_heads(),
-                                              lay.n_kv_heads, lay.head_dim, options_.gamma);
+  const uint32_t score_rows = options_.score_rows == 0 ? w : std::min(options_.score_rows, w);
+  const WindowStats st =
+      WindowAttentionStats(k, n, queries, n_queries, w, ctx.cache->n_q_heads(), lay.n_kv_heads,
+                           lay.head_dim, options_.gamma, score_rows);
   Layer& state = layers_[{ctx.seq_id, ctx.layer}];
   state = Layer();
   state.oq = std::pow(st.entropy, 1.0 / options_.tau1) *

@@ -7,7 +7,8 @@
 //   OQ = entropy^(1/tau1) * variance^(1/tau2) * kurtosis^(1/tau3)
 // (entropy summed over all entries, variance and Pearson kurtosis along the
 // query axis summed over heads and keys), and a heavy-hitter score per key
-// mean_q(A) + gamma * var_q(A), average-pooled (kernel 5). A prompt longer
+// mean_q(A) + gamma * var_q(A), average-pooled (kernel 5), over the window
+// or its last score_rows queries (ArkvOptions::score_rows). A prompt longer
 // than cache_size keeps the top cache_size - W keys plus the window, all in
 // full precision.
 // Decode: when the cache (both tiers) exceeds cache_size, every non-window
@@ -61,6 +62,12 @@ struct ArkvOptions {
   double keep_fraction = 0.75;
   // Average-pooling width of the heavy-hitter score (odd).
   uint32_t pool_kernel = 5;
+  // The last prompt queries whose attention ranks the prompt's keys at
+  // prefill (mean + gamma * var over them): 0 (the authors') = the whole
+  // window; 1 = the last prompt query alone, as TOVA ranks (policy name
+  // "arkv_last_query"; worker/policy/README.md has the measurements). The
+  // OQ score reads the whole window either way.
+  uint32_t score_rows = 0;
   // kFp8E4M3 (the authors') or kInt8.
   kernels::ScalarType quant_type = kernels::ScalarType::kFp8E4M3;
   // false (the authors'): cache_size counts a quantized token as one token.
