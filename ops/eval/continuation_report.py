@@ -23,9 +23,12 @@ def main():
                      [f"{k:.4f}" for k in r["mean_kl"]] +
                      [f"{r['identical_prefix']:.1f}", f"{r['repetition']:.3f}",
                       f"{r['reference_repetition']:.3f}"])
-    print(f"{len(rep['prompts'])} prompts, context {rep['context']} tokens; agreement and KL "
-          f"teacher-forced on the full cache's greedy tokens; identical = tokens a free run "
-          f"shares with it; repetition = share of repeated 4-grams in a free run")
+    unit = ("all layers' KV bytes within 1/N of the full cache's"
+            if rep.get("budget_unit") == "memory" else "1/N of the context in every layer")
+    print(f"{len(rep['prompts'])} prompts, context {rep['context']} tokens; budget 1/N = "
+          f"{unit}; agreement and KL teacher-forced on the full cache's greedy tokens; "
+          f"identical = tokens a free run shares with it; repetition = share of repeated "
+          f"4-grams in a free run")
     print(table(rows_text, cols))
     if not png:
         return

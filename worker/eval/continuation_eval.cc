@@ -136,7 +136,8 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
         shared += static_cast<double>(SharedPrefix(own, r.tokens)) / refs.size();
       }
       if (!status.ok()) {
-        Progress(absl::StrFormat("continuation %s 1/%u: %s", policy, fraction,
+        Progress(absl::StrFormat("continuation %s 1/%u %s: %s", policy, fraction,
+                                 model::BudgetUnitName(o.budget_unit),
                                  status.ToString()));
         absl::StrAppendFormat(&rows,
                               "%s\n    {\"policy\": \"%s\", \"budget_fraction\": %u, "

@@ -219,6 +219,18 @@ def continuation():
             check(0 <= r["identical_prefix"] <= 128 and 0 <= r["repetition"] <= 1, r)
             check(r["budget_tokens"] == (0 if r["policy"] == "full" else 128), r)
         check("agree@128" in run.stdout, run.stdout)
+        check(rep["budget_unit"] == "layer_tokens", rep.keys())
+        # At equal memory Quest is refused and the rest run.
+        run, rep = run_eval(
+            ["continuation"] + MODEL_FLAGS +
+            ["--continuation_context", "512", "--lengths", "8,32", "--prompts", "1",
+             "--policies", "full,quest,h2o", "--budgets", "4", "--budget_unit", "memory"],
+            os.path.join(tmp, "memory.json"))
+        check(rep["budget_unit"] == "memory", rep.keys())
+        rows = {r["policy"]: r for r in rep["results"]}
+        check("memory budget cannot bound it" in rows["quest"].get("error", ""), rows["quest"])
+        check("error" not in rows["h2o"] and rows["h2o"]["budget_tokens"] == 128, rows["h2o"])
+        check("within 1/N of the full cache's" in run.stdout, run.stdout)
         for flags, message in ((["--lengths", "8,0"], "bad number"),
                                (["--lengths", "512"], "must hold the longest")):
             expect_refused(["continuation"] + MODEL_FLAGS + flags +
