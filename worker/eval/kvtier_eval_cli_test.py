@@ -190,6 +190,15 @@ def needles_at_equal_memory():
             check(0.2 < r["resident_fraction"] <= bound + 1e-4, (bound, r))
             check(max(r["resident_fraction_by_layer"]) <= bound + 1e-4, (bound, r))
         check("needles 512 arkv 1/4 memory uniform:" in run.stderr, run.stderr[-2000:])
+        # With an allocator every ARKV layer keeps room for its window once
+        # both tiers' pages are paid for: 4 pages (64 tokens), not 3.
+        run, rep = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "1", "--policies", "arkv",
+                       "--budgets", "8", "--budget_unit", "memory", "--needle_allocators",
+                       "xkv"], os.path.join(tmp, "memory_xkv.json"))
+        (row,) = rep["results"]
+        check("error" not in row and row["allocator"] == "xkv", row)
+        check(len(row["layer_budget_tokens"]) == 5 and min(row["layer_budget_tokens"]) >= 64, row)
         check("within 1/N of the full cache's" in run.stdout, run.stdout)
         expect_refused(NEEDLES + ["--needle_contexts", "512", "--budget_unit", "bytes"],
                        "unknown budget unit 'bytes'")

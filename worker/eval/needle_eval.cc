@@ -139,11 +139,15 @@ absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
 
 // The fewest pages an allocator may leave `policy` in a layer: ArkVale's
 // top-k (half the budget) must exceed its sink and window pages, ARKV's
-// cache must hold more than its window, the rest need a page beside the
-// one being written.
-uint32_t MinLayerPages(const std::string& policy, int page_size) {
+// cache must hold more than its window (under a memory budget one page
+// more, for both tiers' page rounding: ArkvPolicy::CacheSize), the rest
+// need a page beside the one being written.
+uint32_t MinLayerPages(const std::string& policy, int page_size, model::BudgetUnit unit) {
   if (policy == "arkvale") return 8;
-  if (policy == "arkv" || policy == "arkv_last_query") return (worker::ArkvOptions().window + 1) / page_size + 1;
+  if (policy == "arkv" || policy == "arkv_last_query") {
+    const uint32_t spare = unit == model::BudgetUnit::kResidentMemory ? 1 : 0;
+    return (worker::ArkvOptions().window + 1) / page_size + 1 + spare;
+  }
   return 2;
 }
 
@@ -160,7 +164,7 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
     const uint32_t budget_pages = (budget + o.page_size - 1) / o.page_size;
     ASSIGN_OR_RETURN(layer_tokens,
                      AllocatedLayerTokens(allocator, profile, budget_pages,
-                                          MinLayerPages(policy, o.page_size),
+                                          MinLayerPages(policy, o.page_size, o.budget_unit),
                                           static_cast<uint32_t>(shape.n_layers),
                                           static_cast<uint32_t>(shape.n_kv_heads), context,
                                           static_cast<uint32_t>(o.page_size)));
