@@ -4,6 +4,7 @@
 #     newline), for the dense reference and the worker's full-cache policy;
 #   - --logits-out writes the prompt's tokens and logits;
 #   - usage errors exit 2, load errors exit 1, and neither writes stdout;
+#   - --budget-unit memory pays for ArkVale's dense layers, refuses Quest;
 #   - on an AVX2 CPU the dense layers run on OpenBLAS kernels that use it.
 # Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K), WORK_DIR (for
 # the --logits-out file).
@@ -64,6 +65,34 @@ expect_failure(1 --model "${MODEL_DIR}/absent.bin"
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin")
 expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin")
+expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --budget-unit bytes)
+# Quest keeps every page: a memory budget cannot bound it.
+expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
+               --tokenizer "${MODEL_DIR}/tok512.bin" --policy quest --budget 64
+               --budget-unit memory)
+
+# Under a memory budget ArkVale's dense layers are paid for from it: 400
+# positions are 25 pages; 5 layers x 12 pages = 60, the two dense layers
+# take 50, the other three 3 each, below the 6 its top-k needs.
+execute_process(
+  COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+          --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
+          --budget 192 --budget-unit memory
+  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 1 OR NOT err MATCHES "leaving layer 2 3 pages, below the 6")
+  message(FATAL_ERROR "arkvale at 192 tokens of memory: exit ${rc}: ${err}")
+endif()
+# 320 tokens: 100 pages, 50 left, 16 a layer, and the stats line names the
+# peak resident bytes.
+execute_process(
+  COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+          --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
+          --budget 320 --budget-unit memory
+  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT err MATCHES "budget=16 pages of 16 tokens \\(last layer\\), peak resident KV=")
+  message(FATAL_ERROR "arkvale at 320 tokens of memory: exit ${rc}: ${err}")
+endif()
+
 # More prompt tokens than --steps positions: refused before any text.
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin" --steps 3
