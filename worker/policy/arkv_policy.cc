@@ -83,6 +83,26 @@ WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* querie
   st.heavy_hitter.assign(nw, 0.0f);
   std::vector<float> p(size_t{w} * nw);  // one head's window rows over non-window keys
   std::vector<float> logits(n);
+  // Moments of key j's attention along window rows [first, w): the
+  // mean, torch.var's unbiased variance, and the population m2 and m4.
+  struct Moments {
+    double mean = 0, var = 0, m2 = 0, m4 = 0;
+  };
+  auto moments = [&](uint32_t j, uint32_t first) {
+    const uint32_t rows = w - first;
+    Moments r;
+    for (uint32_t i = first; i < w; ++i) r.mean += p[size_t{i} * nw + j];
+    r.mean /= rows;
+    for (uint32_t i = first; i < w; ++i) {
+      const double dev = p[size_t{i} * nw + j] - r.mean;
+      r.m2 += dev * dev;
+      r.m4 += dev * dev * dev * dev;
+    }
+    r.var = rows > 1 ? r.m2 / (rows - 1) : 0.0;
+    r.m2 /= rows;
+    r.m4 /= rows;
+    return r;
+  };
   for (uint32_t h = 0; h < hq; ++h) {
     for (uint32_t i = 0; i < w; ++i) {
       const float* qi = queries + (size_t{n_queries - w + i} * hq + h) * d;
@@ -104,33 +124,11 @@ WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* querie
       }
     }
     for (uint32_t j = 0; j < nw; ++j) {
-      double mean = 0;
-      for (uint32_t i = 0; i < w; ++i) mean += p[size_t{i} * nw + j];
-      mean /= w;
-      double m2 = 0, m4 = 0;
-      for (uint32_t i = 0; i < w; ++i) {
-        const double dev = p[size_t{i} * nw + j] - mean;
-        m2 += dev * dev;
-        m4 += dev * dev * dev * dev;
-      }
-      const double var = w > 1 ? m2 / (w - 1) : 0.0;  // torch.var: unbiased
-      m2 /= w;
-      m4 /= w;
-      st.variance += var;
-      st.kurtosis += m2 > 0 ? m4 / (m2 * m2) : 0.0;
-      if (score_rows >= w) {
-        st.heavy_hitter[j] += static_cast<float>(mean + gamma * var);
-        continue;
-      }
-      double score_mean = 0, score_m2 = 0;
-      for (uint32_t i = w - score_rows; i < w; ++i) score_mean += p[size_t{i} * nw + j];
-      score_mean /= score_rows;
-      for (uint32_t i = w - score_rows; i < w; ++i) {
-        const double dev = p[size_t{i} * nw + j] - score_mean;
-        score_m2 += dev * dev;
-      }
-      const double score_var = score_rows > 1 ? score_m2 / (score_rows - 1) : 0.0;
-      st.heavy_hitter[j] += static_cast<float>(score_mean + gamma * score_var);
+      const Moments all = moments(j, 0);
+      st.variance += all.var;
+      st.kurtosis += all.m2 > 0 ? all.m4 / (all.m2 * all.m2) : 0.0;
+      const Moments score = score_rows >= w ? all : moments(j, w - score_rows);
+      st.heavy_hitter[j] += static_cast<float>(score.mean + gamma * score.var);
     }
   }
   return st;

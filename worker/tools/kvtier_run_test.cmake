@@ -71,27 +71,25 @@ expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin" --policy quest --budget 64
                --budget-unit memory)
 
-# Under a memory budget ArkVale's dense layers are paid for from it: 400
-# positions are 25 pages; 5 layers x 12 pages = 60, the two dense layers
-# take 50, the other three 3 each, below the 6 its top-k needs.
-execute_process(
-  COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
-          --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
-          --budget 192 --budget-unit memory
-  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-if(NOT rc EQUAL 1 OR NOT err MATCHES "leaving layer 2 3 pages, below the 6")
-  message(FATAL_ERROR "arkvale at 192 tokens of memory: exit ${rc}: ${err}")
-endif()
+# Under a memory budget ArkVale's dense layers are paid for from it.
+# ArkVale over 400 positions (25 pages) at `budget` tokens of memory exits
+# `want_rc` with stderr matching `pattern`.
+function(expect_arkvale_memory budget want_rc pattern)
+  execute_process(
+    COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
+            --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
+            --budget ${budget} --budget-unit memory
+    OUTPUT_QUIET ERROR_VARIABLE err RESULT_VARIABLE rc)
+  if(NOT rc EQUAL want_rc OR NOT err MATCHES "${pattern}")
+    message(FATAL_ERROR "arkvale at ${budget} tokens of memory: exit ${rc}: ${err}")
+  endif()
+endfunction()
+# 5 layers x 12 pages = 60; the two dense layers take 50, the other three
+# 3 each, below the 6 its top-k needs.
+expect_arkvale_memory(192 1 "leaving layer 2 3 pages, below the 6")
 # 320 tokens: 100 pages, 50 left, 16 a layer, and the stats line names the
 # peak resident bytes.
-execute_process(
-  COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
-          --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
-          --budget 320 --budget-unit memory
-  OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
-if(NOT rc EQUAL 0 OR NOT err MATCHES "budget=16 pages of 16 tokens \\(last layer\\), peak resident KV=")
-  message(FATAL_ERROR "arkvale at 320 tokens of memory: exit ${rc}: ${err}")
-endif()
+expect_arkvale_memory(320 0 "budget=16 pages of 16 tokens \\(last layer\\), peak resident KV=")
 
 # More prompt tokens than --steps positions: refused before any text.
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
