@@ -1,5 +1,6 @@
 #include <cstring>
 #include <memory>
+#include <random>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -10,6 +11,8 @@
 #include "worker/policy/quest_policy.h"
 #include "worker/policy/token_policy.h"
 #include "worker/policy/window_policy.h"
+#include "worker/transfer/in_process_page_store.h"
+#include "worker/transfer/page_transfer_queue.h"
 
 namespace kvtier::worker {
 namespace {
@@ -152,6 +155,111 @@ TEST(QuestPolicyTest, PerKvHeadGivesEachHeadItsOwnTopPages) {
   // Without per-head scores it cannot plan.
   view.head_scores = {};
   EXPECT_EQ(policy->Plan(view).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST(QuestPolicyTest, OffloadKeepsResidentOnlyWhatItAttends) {
+  auto policy = *QuestPolicy::Create(
+      QuestOptions{.page_budget = 64, .n_dense_layers = 1, .offload = true});
+  EXPECT_TRUE(policy->offloads());
+  // Pages 1 and 6 are evicted; the layer's budget (4), not page_budget,
+  // sets how many pages a step attends.
+  std::vector<PageState> states = {R, E, R, R, R, R, E, R, R, F};
+  std::vector<float> scores = {3.0f, 0.0f, 9.0f, 1.0f, 0.0f, 0.0f, 7.0f, 0.0f, 8.0f};
+  LayerView view = MakeView(2, states, 38, 4, scores);
+  ASSERT_TRUE(policy->NeedsScores(view));
+  auto plan = policy->Plan(view);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->attend, ElementsAre(2, 6, 8, 9));
+  EXPECT_EQ(plan->resident, plan->attend);  // 6 is recalled, 0, 3, 4, 5, 7 leave
+  // The prefill's plan chooses too, since it decides what stays resident.
+  view.prefill = true;
+  ASSERT_TRUE(policy->NeedsScores(view));
+  EXPECT_THAT(policy->Plan(view)->resident, ElementsAre(2, 6, 8, 9));
+  // A new page at budget takes the oldest resident full page's slot; dense
+  // layers give none up.
+  EXPECT_EQ(policy->AppendVictim(MakeView(2, states, 38, 4, {})), 0);
+  states[0] = E;
+  EXPECT_EQ(policy->AppendVictim(MakeView(2, states, 38, 4, {})), 2);
+  EXPECT_EQ(policy->AppendVictim(MakeView(0, states, 38, 4, {})), -1);
+  // Without offload no page ever leaves.
+  auto resident = *QuestPolicy::Create(QuestOptions{.page_budget = 4, .n_dense_layers = 1});
+  EXPECT_FALSE(resident->offloads());
+  EXPECT_EQ(resident->AppendVictim(MakeView(2, states, 38, 4, {})), -1);
+  // Per-head lists could exceed the budget together.
+  EXPECT_EQ(QuestPolicy::Create(QuestOptions{.per_kv_head = true, .offload = true})
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+// One layer of Quest with its own pool (`pool_pages`) and store.
+struct QuestRun {
+  QuestRun(bool offload, uint32_t pool_pages)
+      : policy(*QuestPolicy::Create(
+            {.page_budget = 3, .n_dense_layers = 0, .offload = offload})) {
+    queue = *PageTransferQueue::Create(&store, {});
+    KvCacheOptions o;
+    o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = DType::kF32};
+    o.n_layers = 1;
+    o.n_q_heads = 4;
+    o.pool_pages_per_layer = pool_pages;
+    o.max_pages_per_sequence = 64;
+    cache = *KvCacheManager::Create(o, &device, policy.get(), queue.get());
+    runner = std::make_unique<DecodeRunner>(cache.get(), nullptr);
+    EXPECT_TRUE(cache->AddSequence(1, {pool_pages}).ok());
+  }
+  std::unique_ptr<QuestPolicy> policy;
+  InProcessPageStore store;
+  std::unique_ptr<PageTransferQueue> queue;
+  CpuDevice device;
+  std::unique_ptr<KvCacheManager> cache;
+  std::unique_ptr<DecodeRunner> runner;
+  StepStats stats;
+};
+
+TEST(QuestPolicyTest, OffloadAttendsExactlyWhatResidentQuestAttends) {
+  // Quest attending 3 pages of 4 tokens: once with every page resident,
+  // once with a pool of 3 pages and the rest paged out to the store.
+  QuestRun resident(false, 32), offloaded(true, 3);
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  auto next = [&](size_t n) {
+    std::vector<float> out(n);
+    for (float& x : out) x = dist(rng);
+    return out;
+  };
+  constexpr uint32_t kRow = 2 * 8, kPrompt = 22;
+  const std::vector<float> k = next(kPrompt * kRow), v = next(kPrompt * kRow);
+  const std::vector<float> last_query = next(4 * 8);
+  for (QuestRun* r : {&resident, &offloaded}) {
+    ASSERT_TRUE(r->cache->AppendTokenIds(1, std::vector<uint32_t>(kPrompt, 7)).ok());
+    ASSERT_TRUE(
+        r->runner->Prefill(1, 0, k.data(), v.data(), kPrompt, last_query.data(), 1, &r->stats)
+            .ok());
+  }
+  EXPECT_LE(offloaded.cache->pool(0).in_use(), 3u);
+  for (uint32_t step = 0; step < 14; ++step) {
+    const std::vector<float> q = next(4 * 8), kt = next(kRow), vt = next(kRow);
+    std::vector<float> out[2];
+    QuestRun* runs[2] = {&resident, &offloaded};
+    for (int i = 0; i < 2; ++i) {
+      out[i].resize(4 * 8);
+      ASSERT_TRUE(runs[i]->cache->AppendTokenIds(1, {step}).ok());
+      absl::Status s = runs[i]->runner->DecodeLayer(1, 0, q.data(), kt.data(), vt.data(),
+                                                    out[i].data(), nullptr, &runs[i]->stats);
+      ASSERT_TRUE(s.ok()) << s;
+    }
+    // Recalled pages are attended apart and merged by their LSE, so the
+    // sums round differently; another page would move them by ~0.1.
+    for (size_t i = 0; i < out[0].size(); ++i) {
+      EXPECT_NEAR(out[0][i], out[1][i], 1e-5) << "step " << step << " element " << i;
+    }
+    EXPECT_LE(offloaded.cache->pool(0).high_water(), 3u);
+  }
+  EXPECT_EQ(resident.stats.pages_attended, offloaded.stats.pages_attended);
+  EXPECT_EQ(resident.stats.pages_recalled, 0u);
+  EXPECT_GT(offloaded.stats.pages_recalled, 0u);
+  EXPECT_GT(resident.cache->pool(0).high_water(), 8u);
 }
 
 TEST(WindowPolicyTest, DropsTheOldestPageButNeverTheSinks) {

@@ -13,6 +13,10 @@ absl::Status QuestOptions::Validate() const {
   if (page_budget < 2) {
     return absl::InvalidArgumentError(absl::StrCat("page_budget ", page_budget, " below 2"));
   }
+  if (offload && per_kv_head) {
+    return absl::InvalidArgumentError(
+        "quest: per-KV-head lists cannot offload (their union can exceed the budget)");
+  }
   return absl::OkStatus();
 }
 
@@ -21,9 +25,14 @@ absl::StatusOr<std::unique_ptr<QuestPolicy>> QuestPolicy::Create(QuestOptions op
   return std::unique_ptr<QuestPolicy>(new QuestPolicy(options));
 }
 
+uint32_t QuestPolicy::Attended(const LayerView& view) const {
+  return options_.offload ? view.budget_pages : options_.page_budget;
+}
+
 bool QuestPolicy::NeedsScores(const LayerView& view) const {
-  return !view.prefill && view.layer >= options_.n_dense_layers &&
-         view.n_pages > options_.page_budget;
+  // Offloading, the prefill's plan must choose what stays resident.
+  return (!view.prefill || options_.offload) && view.layer >= options_.n_dense_layers &&
+         view.n_pages > Attended(view);
 }
 
 absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
@@ -33,6 +42,11 @@ absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
     plan.attend = plan.resident;
     return plan;
   }
+  const uint32_t attended = Attended(view);
+  if (attended < 2) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("quest: a budget of ", attended, " pages is below 2"));
+  }
   // Every page but the last is full, hence digested.
   const uint32_t others = view.n_pages - 1;
   if (view.scores.size() < others) {
@@ -40,8 +54,9 @@ absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
   }
   if (!options_.per_kv_head) {
     ASSIGN_OR_RETURN(plan.attend,
-                     TopKPages(view.scores.subspan(0, others), options_.page_budget - 1, 0, 0));
+                     TopKPages(view.scores.subspan(0, others), attended - 1, 0, 0));
     plan.attend.push_back(static_cast<int32_t>(others));
+    if (options_.offload) plan.resident = plan.attend;
     return plan;
   }
   const size_t rows = view.n_digested == 0 ? 0 : view.head_scores.size() / view.n_digested;
@@ -61,6 +76,20 @@ absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
     if (any[p]) plan.attend.push_back(static_cast<int32_t>(p));
   }
   return plan;
+}
+
+int32_t QuestPolicy::AppendVictim(const LayerView& view) {
+  // Without offload every page stays, so its budget covers the context;
+  // dense layers likewise.
+  if (!options_.offload || view.layer < options_.n_dense_layers) return -1;
+  // The next plan re-chooses every page, so the slot goes to the oldest
+  // resident full page (no page is worth more before the query is known).
+  for (uint32_t p = 0; p < view.n_pages; ++p) {
+    if (IsResident(view.states[p]) && view.states[p] != PageState::kFilling) {
+      return static_cast<int32_t>(p);
+    }
+  }
+  return -1;
 }
 
 }  // namespace kvtier::worker

@@ -12,6 +12,14 @@
 // group-mean option of ALGORITHMS.md: Quest's per-head lists where G = 1).
 // On SmolLM2 passkey prompts per-KV-head lists found fewer keys than the
 // shared ranking (worker/policy/README.md), so they are not the default.
+//
+// With `offload` (kvtier's Quest under a memory budget; the paper keeps
+// every page in GPU memory) the pool holds only what a step attends: every
+// full page is backed up, each plan, the one that ends the prefill
+// included, keeps resident exactly the pages it attends (the last page and
+// the top budget_pages - 1 others of the layer's budget), and a page a
+// later step chooses is recalled. Attention reads the same pages as
+// without it; only where they live changes.
 #ifndef KVTIER_WORKER_POLICY_QUEST_POLICY_H_
 #define KVTIER_WORKER_POLICY_QUEST_POLICY_H_
 
@@ -30,6 +38,11 @@ struct QuestOptions {
   uint32_t n_dense_layers = 2;
   // One page list per KV head (true) or one shared by all heads.
   bool per_kv_head = false;
+  // Keep resident only the attended pages, recalling the rest on demand
+  // (the file comment); the layer's budget_pages, not page_budget, then
+  // sets how many pages a step attends. Not with per_kv_head, whose lists'
+  // union can exceed any budget.
+  bool offload = false;
 
   absl::Status Validate() const;
 };
@@ -39,14 +52,16 @@ class QuestPolicy : public Policy {
   static absl::StatusOr<std::unique_ptr<QuestPolicy>> Create(QuestOptions options);
 
   std::string_view name() const override { return "quest"; }
-  bool offloads() const override { return false; }
+  bool offloads() const override { return options_.offload; }
   kernels::DigestKind digest_kind() const override { return kernels::DigestKind::kMinMax; }
   bool NeedsScores(const LayerView& view) const override;
   absl::StatusOr<PagePlan> Plan(const LayerView& view) override;
-  int32_t AppendVictim(const LayerView&) override { return -1; }
+  int32_t AppendVictim(const LayerView& view) override;
 
  private:
   explicit QuestPolicy(QuestOptions options) : options_(options) {}
+  // Pages a step attends: page_budget, or the layer's budget when offloading.
+  uint32_t Attended(const LayerView& view) const;
   const QuestOptions options_;
 };
 
