@@ -82,7 +82,8 @@ ABSL_FLAG(std::string, needle_contexts, "1024",
 ABSL_FLAG(std::string, budget_unit, "layer_tokens",
           "needles, continuation: what a budget bounds: layer_tokens (context / budget tokens "
           "in every budgeted layer) or memory (all layers' KV bytes within 1 / budget of the "
-          "full cache's: dense layers and quantized tokens at their cost; Quest not run)");
+          "full cache's: no dense layers, Quest paging out what it does not attend, quantized "
+          "tokens at their cost)");
 ABSL_FLAG(std::string, needle_allocators, "uniform",
           "needles: layer budget allocators (uniform, xkv, lukv)");
 ABSL_FLAG(std::string, digest_page_sizes, "16,32", "digests: page sizes compared");

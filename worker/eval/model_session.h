@@ -93,7 +93,7 @@ struct RunBudget {
   std::vector<int> layer_tokens = {};
   int page_size = 16;
   // The longest sequence the worker is sized for (0: the model's context):
-  // ArkVale's dense layers keep that much, and a memory budget pays for it.
+  // ArkVale's dense layers keep that much (under kLayerTokens).
   uint32_t context = 0;
 };
 // A worker backend for one sequence under `b`.

@@ -229,7 +229,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
     for (const std::string& policy : o.policies) {
       for (uint32_t fraction : o.budget_fractions) {
         for (const std::string& allocator : o.allocators) {
-          if (allocator != "uniform" && model::PolicyKeepsEveryPage(policy)) continue;
+          if (allocator != "uniform" && model::PolicyKeepsEveryPage(policy, o.budget_unit)) continue;
           const int budget = policy == "full" ? 0 : static_cast<int>(context / fraction);
           absl::StatusOr<Row> row =
               RunRow(m, o, fitted, context, policy, budget, allocator, profiles[allocator]);

@@ -34,8 +34,8 @@ struct NeedleEvalOptions {
   // kLayerTokens: context / fraction tokens in every budgeted layer (the
   // papers' convention). kResidentMemory: all layers' KV bytes within
   // 1 / fraction of the full cache's (WorkerBackendOptions::budget_unit):
-  // ArkVale pays for its dense layers, ARKV for its quantized tier, Quest
-  // is not run.
+  // ArkVale and Quest keep no dense layers, Quest pages out what it does
+  // not attend, ARKV pays for its quantized tier.
   model::BudgetUnit budget_unit = model::BudgetUnit::kLayerTokens;
   // Layer budget allocators: "uniform" (budget_tokens in every layer),
   // "xkv", "lukv". The latter two are profiled, per context, on a

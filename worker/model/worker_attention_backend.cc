@@ -26,15 +26,21 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     return std::make_unique<worker::WindowPolicy>(worker::WindowOptions{
         .n_sink_pages = name == "streaming_llm" ? 1u : 0u});
   }
+  const bool memory = unit == BudgetUnit::kResidentMemory;
   if (name == "quest" || name == "quest_per_head") {
     ASSIGN_OR_RETURN(auto p, worker::QuestPolicy::Create(
                                  {.page_budget = budget_pages,
-                                  .per_kv_head = name == "quest_per_head"}));
+                                  .n_dense_layers = memory ? 0u : 2u,
+                                  .per_kv_head = name == "quest_per_head",
+                                  .offload = memory}));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "arkvale") {
     worker::ArkvaleOptions options;
     options.topk_pages = 0;  // half the budget: valid for any budget
+    // Under a memory budget a dense layer would cost the context's pages
+    // that the other layers then lack (worker/policy/README.md measures it).
+    if (memory) options.n_unlimited_layers = 0;
     ASSIGN_OR_RETURN(auto p, worker::ArkvalePolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
@@ -45,7 +51,7 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
   if (name == "tova") return std::make_unique<worker::TovaPolicy>();
   if (name == "arkv" || name == "arkv_last_query") {
     worker::ArkvOptions options;
-    options.count_quantized_at_cost = unit == BudgetUnit::kResidentMemory;
+    options.count_quantized_at_cost = memory;
     if (name == "arkv_last_query") options.score_rows = 1;
     ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
@@ -53,31 +59,6 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
   return absl::InvalidArgumentError(
       absl::StrCat("unknown policy '", name, "'; known: ",
                    absl::StrJoin(WorkerPolicyNames(), ", ")));
-}
-
-// ArkVale under a memory budget: its first n_dense layers keep the
-// context and are paid from the sum of `budgets`; the other layers share
-// what remains in proportion to their budgets, each at least min_pages.
-absl::Status PayForDenseLayers(uint32_t n_dense, uint32_t context_pages, uint32_t min_pages,
-                               std::vector<uint32_t>& budgets) {
-  uint64_t total = 0, others = 0;
-  for (size_t l = 0; l < budgets.size(); ++l) {
-    total += budgets[l];
-    if (l >= n_dense) others += budgets[l];
-  }
-  const uint64_t dense = uint64_t{n_dense} * context_pages;
-  const uint64_t rest = total > dense ? total - dense : 0;
-  for (size_t l = n_dense; l < budgets.size(); ++l) {
-    const uint64_t share = others == 0 ? 0 : budgets[l] * rest / others;
-    if (share < min_pages) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "arkvale under a memory budget of ", total, " pages: its ", n_dense,
-          " dense layers keep the context (", dense, " pages), leaving layer ", l, " ", share,
-          " pages, below the ", min_pages, " its top-k needs"));
-    }
-    budgets[l] = static_cast<uint32_t>(share);
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -100,8 +81,9 @@ const std::vector<std::string>& WorkerPolicyNames() {
   return *names;
 }
 
-bool PolicyKeepsEveryPage(const std::string& name) {
-  return name == "full" || name == "quest" || name == "quest_per_head";
+bool PolicyKeepsEveryPage(const std::string& name, BudgetUnit unit) {
+  return name == "full" ||
+         (unit == BudgetUnit::kLayerTokens && (name == "quest" || name == "quest_per_head"));
 }
 
 absl::Status WorkerBackendOptions::Validate() const {
@@ -132,13 +114,8 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
         "policy 'full' keeps the whole context of ", shape.max_positions,
         " tokens; a budget of ", options.budget_tokens, " is too small"));
   }
-  const bool keeps_every_page = PolicyKeepsEveryPage(options.policy);
+  const bool keeps_every_page = PolicyKeepsEveryPage(options.policy, options.budget_unit);
   const bool memory = options.budget_unit == BudgetUnit::kResidentMemory;
-  if (memory && keeps_every_page && options.policy != "full") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "policy '", options.policy, "' keeps every page resident: a memory budget cannot bound "
-        "it (under the layer_tokens unit its budget bounds the pages it attends)"));
-  }
   std::unique_ptr<worker::Policy> policy;
   ASSIGN_OR_RETURN(policy, MakePolicy(options.policy, budget_pages, options.budget_unit));
   const uint32_t resident_pages = keeps_every_page ? context_pages : budget_pages;
@@ -168,11 +145,15 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
     // ArkVale's first layers keep a full cache: they get the context.
     const worker::ArkvaleOptions& a = ark->options();
     const uint32_t n_dense = std::min<uint32_t>(a.n_unlimited_layers, shape.n_layers);
-    if (memory) {
-      // Top-k (half the budget unless set) in [sinks + window, budget).
-      const uint32_t min_pages =
-          a.topk_pages == 0 ? 2 * (a.n_sink_pages + a.n_win_pages) : a.topk_pages + 1;
-      RETURN_IF_ERROR(PayForDenseLayers(n_dense, context_pages, min_pages, layer_budgets));
+    // Top-k (half the budget unless set) in [sinks + window, budget).
+    const uint32_t min_pages =
+        a.topk_pages == 0 ? 2 * (a.n_sink_pages + a.n_win_pages) : a.topk_pages + 1;
+    for (size_t l = n_dense; memory && l < layer_budgets.size(); ++l) {
+      if (layer_budgets[l] < min_pages) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "arkvale under a memory budget: layer ", l, " gets ", layer_budgets[l],
+            " pages, below the ", min_pages, " its top-k needs"));
+      }
     }
     for (uint32_t l = 0; l < n_dense; ++l) layer_budgets[l] = context_pages;
   }

@@ -15,10 +15,12 @@
 // h2o, tova, arkv, arkv_last_query (ARKV ranking the prompt's keys by the
 // last prompt query, ArkvOptions::score_rows = 1; each with its own
 // defaults). The budget is in tokens and rounds up to whole pages; for
-// quest (which never offloads) it bounds the pages attended per step while
-// every page stays resident; for arkvale
-// the first n_unlimited_layers keep the whole context (ArkVale's own rule)
-// and the top-k is half the budget; for full it must cover the context (0
+// quest it bounds the pages attended per step while every page stays
+// resident (under kResidentMemory Quest offloads instead and keeps only
+// what it attends: QuestOptions::offload); for arkvale
+// the first n_unlimited_layers keep the whole context (ArkVale's own rule;
+// under kResidentMemory every layer is budgeted, for Quest too) and the
+// top-k is half the budget; for full it must cover the context (0
 // means exactly the context). That is the kLayerTokens unit; under
 // kResidentMemory the budget bounds all layers' KV bytes together
 // (BudgetUnit).
@@ -66,12 +68,14 @@ enum class BudgetUnit {
   // it, and ARKV's quantized tier comes on top of it.
   kLayerTokens,
   // Every KV byte a sequence holds, all layers together, stays within
-  // budget_tokens x n_layers full-precision tokens: ArkVale's dense layers
-  // are paid from it (its other layers share what remains, in proportion
-  // to their budgets), ARKV counts a quantized token at its bytes
-  // (ArkvOptions::count_quantized_at_cost), and Quest, which keeps every
-  // page, is refused. Policies that hold budget_tokens in every layer and
-  // nothing beside the pool run as under kLayerTokens.
+  // budget_tokens x n_layers full-precision tokens. ArkVale and Quest keep
+  // no dense layers (each would cost the context's pages, which the other
+  // layers then lack: worker/policy/README.md), Quest pages out what a
+  // step does not attend (QuestOptions::offload; quest_per_head, whose
+  // lists can exceed any budget, is refused), and ARKV counts a quantized
+  // token at its bytes (ArkvOptions::count_quantized_at_cost). Policies
+  // that hold budget_tokens in every layer and nothing beside the pool run
+  // as under kLayerTokens.
   kResidentMemory,
 };
 // "layer_tokens" or "memory"; INVALID_ARGUMENT for another name.
@@ -88,8 +92,9 @@ struct WorkerBackendOptions {
   BudgetUnit budget_unit = BudgetUnit::kLayerTokens;
   // Per-layer budgets in tokens (one per layer, each positive), as a budget
   // allocator (XKV, LU-KV) gives them; empty (the default): budget_tokens
-  // for every layer. Refused for "full" and Quest, which keep every page.
-  // ArkVale's first layers keep the context either way.
+  // for every layer. Refused for "full", and for Quest under kLayerTokens,
+  // which keep every page. ArkVale's dense layers (kLayerTokens) keep the
+  // context either way.
   std::vector<int> layer_budget_tokens{};
   // Tokens per page. Default 16; 1..1024.
   int page_size = 16;
@@ -112,10 +117,10 @@ struct WorkerBackendOptions {
 // The worker policy names this backend accepts, in the order above.
 const std::vector<std::string>& WorkerPolicyNames();
 
-// Whether policy `name` keeps every page of the context resident (the full
-// cache and Quest, which bounds only what it attends), so per-layer budgets
-// do not apply to it.
-bool PolicyKeepsEveryPage(const std::string& name);
+// Whether policy `name` keeps every page of the context resident under
+// `unit` (the full cache, and Quest under kLayerTokens, where its budget
+// bounds only what it attends), so per-layer budgets do not apply to it.
+bool PolicyKeepsEveryPage(const std::string& name, BudgetUnit unit = BudgetUnit::kLayerTokens);
 
 class WorkerAttentionBackend : public AttentionBackend {
  public:

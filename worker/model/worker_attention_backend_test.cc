@@ -254,10 +254,10 @@ TEST_F(WorkerBackendTest, PerLayerBudgetsBoundEachLayer) {
   EXPECT_THAT(zero.status().message(), HasSubstr("layer 1 budget of 0"));
 }
 
-TEST_F(WorkerBackendTest, AMemoryBudgetPaysForArkvalesDenseLayers) {
+TEST_F(WorkerBackendTest, AMemoryBudgetBudgetsEveryArkvaleLayer) {
   // stories260K: 5 layers of 32 context pages. 384 tokens a layer is 24
-  // pages, 120 in all; the two dense layers take 64, the other three share
-  // 56: 18 each, or in proportion to an allocator's budgets.
+  // pages, 120 in all. Per layer, ArkVale's two dense layers keep the
+  // context; under memory every layer holds its 24, or an allocator's.
   const AttentionShape shape = model_.weights.config.attention_shape();
   auto tokens = WorkerAttentionBackend::Create(shape, {.policy = "arkvale", .budget_tokens = 384});
   ASSERT_TRUE(tokens.ok()) << tokens.status();
@@ -266,37 +266,60 @@ TEST_F(WorkerBackendTest, AMemoryBudgetPaysForArkvalesDenseLayers) {
       shape,
       {.policy = "arkvale", .budget_tokens = 384, .budget_unit = BudgetUnit::kResidentMemory});
   ASSERT_TRUE(memory.ok()) << memory.status();
-  EXPECT_EQ((*memory)->layer_budgets(), (std::vector<uint32_t>{32, 32, 18, 18, 18}));
+  EXPECT_EQ((*memory)->layer_budgets(), (std::vector<uint32_t>{24, 24, 24, 24, 24}));
   auto allocated = WorkerAttentionBackend::Create(
       shape, {.policy = "arkvale",
               .budget_unit = BudgetUnit::kResidentMemory,
-              .layer_budget_tokens = {384, 384, 256, 512, 384}});
+              .layer_budget_tokens = {384, 96, 256, 512, 384}});
   ASSERT_TRUE(allocated.ok()) << allocated.status();
-  // 16, 32 and 24 pages asked for; 56 of their 72 pages remain.
-  EXPECT_EQ((*allocated)->layer_budgets(), (std::vector<uint32_t>{32, 32, 12, 24, 18}));
-  // 256 tokens: 80 pages, 16 left for three layers; ArkVale's top-k (half
-  // a layer's budget) must cover its sink and window pages (1 + 2).
+  EXPECT_EQ((*allocated)->layer_budgets(), (std::vector<uint32_t>{24, 6, 16, 32, 24}));
+  // ArkVale's top-k (half a layer's budget) must cover its sink and window
+  // pages (1 + 2): 64 tokens are 4 pages.
   auto small = WorkerAttentionBackend::Create(
       shape,
-      {.policy = "arkvale", .budget_tokens = 256, .budget_unit = BudgetUnit::kResidentMemory});
+      {.policy = "arkvale", .budget_tokens = 64, .budget_unit = BudgetUnit::kResidentMemory});
   EXPECT_EQ(small.status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(small.status().message(), HasSubstr("leaving layer 2 5 pages, below the 6"));
-  // A whole run stays within the 120 pages.
-  EXPECT_FALSE(Run(**memory, std::string(kPrompt) + " " + kPrompt, 500).empty());
-  EXPECT_GT((*memory)->counters().pages_recalled, 0u);
-  EXPECT_LE((*memory)->peak_resident_bytes(), 120 * (*memory)->page_bytes());
-  EXPECT_GT((*memory)->peak_resident_bytes(), 100 * (*memory)->page_bytes());
+  EXPECT_THAT(small.status().message(), HasSubstr("layer 0 gets 4 pages, below the 6"));
+  auto one_small = WorkerAttentionBackend::Create(
+      shape, {.policy = "arkvale",
+              .budget_unit = BudgetUnit::kResidentMemory,
+              .layer_budget_tokens = {384, 384, 80, 384, 384}});
+  EXPECT_THAT(one_small.status().message(), HasSubstr("layer 2 gets 5 pages"));
+  // A whole run (of more than 256 positions) stays within 16 pages in
+  // every layer, the two first included.
+  auto run = WorkerAttentionBackend::Create(
+      shape,
+      {.policy = "arkvale", .budget_tokens = 256, .budget_unit = BudgetUnit::kResidentMemory});
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_FALSE(Run(**run, std::string(kPrompt) + " " + kPrompt, 500).empty());
+  EXPECT_GT((*run)->counters().pages_evicted, 0u);
+  EXPECT_GT((*run)->counters().pages_recalled, 0u);
+  for (uint64_t layer : (*run)->peak_resident_layer_bytes()) {
+    EXPECT_EQ(layer, 16 * (*run)->page_bytes());
+  }
 }
 
-TEST_F(WorkerBackendTest, AMemoryBudgetRefusesQuestAndLeavesLayerPoliciesAsTheyAre) {
+TEST_F(WorkerBackendTest, AMemoryBudgetPagesQuestOutAndLeavesLayerPoliciesAsTheyAre) {
   const AttentionShape shape = model_.weights.config.attention_shape();
-  for (const char* policy : {"quest", "quest_per_head"}) {
-    auto quest = WorkerAttentionBackend::Create(
-        shape, {.policy = policy, .budget_tokens = 64,
-                .budget_unit = BudgetUnit::kResidentMemory});
-    EXPECT_EQ(quest.status().code(), absl::StatusCode::kInvalidArgument) << policy;
-    EXPECT_THAT(quest.status().message(), HasSubstr("a memory budget cannot bound it"));
-  }
+  // Quest keeps only the pages it attends, in every layer, and recalls.
+  auto quest = WorkerAttentionBackend::Create(
+      shape, {.policy = "quest", .budget_tokens = 64, .budget_unit = BudgetUnit::kResidentMemory});
+  ASSERT_TRUE(quest.ok()) << quest.status();
+  EXPECT_EQ((*quest)->layer_budgets(), (std::vector<uint32_t>{4, 4, 4, 4, 4}));
+  EXPECT_FALSE(Run(**quest, std::string(kPrompt) + " " + kPrompt, 300).empty());
+  EXPECT_GT((*quest)->counters().pages_recalled, 0u);
+  EXPECT_EQ((*quest)->peak_resident_bytes(), 5 * 4 * (*quest)->page_bytes());
+  // Under layer tokens it keeps every page and recalls nothing.
+  auto resident = WorkerAttentionBackend::Create(shape, {.policy = "quest", .budget_tokens = 64});
+  ASSERT_TRUE(resident.ok()) << resident.status();
+  EXPECT_FALSE(Run(**resident, std::string(kPrompt) + " " + kPrompt, 300).empty());
+  EXPECT_EQ((*resident)->counters().pages_recalled, 0u);
+  EXPECT_GT((*resident)->peak_resident_bytes(), 5 * 8 * (*resident)->page_bytes());
+  auto per_head = WorkerAttentionBackend::Create(
+      shape, {.policy = "quest_per_head", .budget_tokens = 64,
+              .budget_unit = BudgetUnit::kResidentMemory});
+  EXPECT_EQ(per_head.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(per_head.status().message(), HasSubstr("per-KV-head lists cannot offload"));
   EXPECT_TRUE(WorkerAttentionBackend::Create(
                   shape, {.policy = "full", .budget_unit = BudgetUnit::kResidentMemory})
                   .ok());

@@ -71,8 +71,9 @@ constexpr char kUsage[] =
     "  --budget       KV budget per layer in tokens (default: the context)\n"
     "  --budget-unit  layer_tokens (default): --budget bounds each budgeted\n"
     "                 layer; memory: all layers' KV bytes stay within --budget\n"
-    "                 x layers tokens, ArkVale's dense layers (sized to --steps)\n"
-    "                 and ARKV's quantized tokens paid from it (not quest)\n"
+    "                 x layers tokens: ArkVale and Quest budget every layer\n"
+    "                 (Quest pages out what it does not attend), ARKV pays\n"
+    "                 for its quantized tokens (not quest_per_head)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
     "  --target       kvtier-server host:port: pages are backed up there and\n"
     "                 stored prompt prefixes are reused (worker policies)\n"
@@ -197,8 +198,9 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
     return std::unique_ptr<AttentionBackend>(*std::move(dense));
   }
   AttentionShape shape = c.attention_shape();
-  // A memory budget pays for what ArkVale's dense layers may hold: the run's
-  // positions, not the model's whole context.
+  // Under a memory budget the worker is sized to the run's positions, not
+  // the model's whole context, so that a budget at or above them reads as
+  // the whole run.
   if (args.budget_unit == BudgetUnit::kResidentMemory) {
     shape.max_positions = std::min(shape.max_positions, args.steps);
   }

@@ -4,7 +4,7 @@
 #     newline), for the dense reference and the worker's full-cache policy;
 #   - --logits-out writes the prompt's tokens and logits;
 #   - usage errors exit 2, load errors exit 1, and neither writes stdout;
-#   - --budget-unit memory pays for ArkVale's dense layers, refuses Quest;
+#   - --budget-unit memory budgets every layer of ArkVale and Quest;
 #   - on an AVX2 CPU the dense layers run on OpenBLAS kernels that use it.
 # Inputs: KVTIER_RUN (the binary), MODEL_DIR (stories260K), WORK_DIR (for
 # the --logits-out file).
@@ -66,30 +66,30 @@ expect_failure(1 --model "${MODEL_DIR}/stories260K.bin")
 expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin")
 expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --budget-unit bytes)
-# Quest keeps every page: a memory budget cannot bound it.
-expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
-               --tokenizer "${MODEL_DIR}/tok512.bin" --policy quest --budget 64
-               --budget-unit memory)
-
-# Under a memory budget ArkVale's dense layers are paid for from it.
-# ArkVale over 400 positions (25 pages) at `budget` tokens of memory exits
-# `want_rc` with stderr matching `pattern`.
-function(expect_arkvale_memory budget want_rc pattern)
+# Under a memory budget ArkVale and Quest keep no dense layers: every layer
+# holds budget tokens. `policy` over 400 positions (25 pages) at `budget`
+# tokens of memory exits `want_rc` with stderr matching `pattern`.
+function(expect_memory policy budget want_rc pattern)
   execute_process(
     COMMAND "${KVTIER_RUN}" --model "${MODEL_DIR}/stories260K.bin"
-            --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy arkvale
+            --tokenizer "${MODEL_DIR}/tok512.bin" --steps 400 --policy ${policy}
             --budget ${budget} --budget-unit memory
     OUTPUT_QUIET ERROR_VARIABLE err RESULT_VARIABLE rc)
   if(NOT rc EQUAL want_rc OR NOT err MATCHES "${pattern}")
-    message(FATAL_ERROR "arkvale at ${budget} tokens of memory: exit ${rc}: ${err}")
+    message(FATAL_ERROR "${policy} at ${budget} tokens of memory: exit ${rc}: ${err}")
   endif()
 endfunction()
-# 5 layers x 12 pages = 60; the two dense layers take 50, the other three
-# 3 each, below the 6 its top-k needs.
-expect_arkvale_memory(192 1 "leaving layer 2 3 pages, below the 6")
-# 320 tokens: 100 pages, 50 left, 16 a layer, and the stats line names the
-# peak resident bytes.
-expect_arkvale_memory(320 0 "budget=16 pages of 16 tokens \\(last layer\\), peak resident KV=")
+# 4 pages a layer: below the 6 ArkVale's top-k needs (its half of the
+# budget must cover the sink and window pages).
+expect_memory(arkvale 64 1 "layer 0 gets 4 pages, below the 6")
+# 320 tokens: 20 pages in every layer (per layer, the first two would keep
+# all 25), and the stats line names the peak resident bytes.
+expect_memory(arkvale 320 0 "budget=20 pages of 16 tokens \\(last layer\\), peak resident KV=")
+# Quest pages out what it does not attend: 4 pages a layer.
+expect_memory(quest 64 0 "budget=4 pages of 16 tokens \\(last layer\\), peak resident KV=")
+expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
+               --tokenizer "${MODEL_DIR}/tok512.bin" --policy quest_per_head --budget 64
+               --budget-unit memory)
 
 # More prompt tokens than --steps positions: refused before any text.
 expect_failure(1 --model "${MODEL_DIR}/stories260K.bin"
