@@ -196,6 +196,17 @@ def needles_at_equal_memory():
         check("error" not in row and row["allocator"] == "xkv", row)
         check(len(row["layer_budget_tokens"]) == 5 and min(row["layer_budget_tokens"]) >= 64, row)
         check("within 1/N of the full cache's" in run.stdout, run.stdout)
+        # LU-KV's per-layer budgets, rounded up to pages, would add up to
+        # more than a quarter of the memory (42 pages of 40): the largest
+        # give pages back, and the JSON lists what the worker applied.
+        run, rep = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "1", "--policies", "h2o",
+                       "--budgets", "4", "--budget_unit", "memory", "--needle_allocators",
+                       "lukv"], os.path.join(tmp, "memory_lukv.json"))
+        (row,) = rep["results"]
+        layers = row["layer_budget_tokens"]
+        check("error" not in row and len(layers) == 5 and len(set(layers)) > 1, row)
+        check(sum(layers) == 5 * 128 and row["resident_fraction"] <= 0.25 + 1e-4, row)
         expect_refused(NEEDLES + ["--needle_contexts", "512", "--budget_unit", "bytes"],
                        "unknown budget unit 'bytes'")
     print("kvtier-eval needles at equal memory: ok")

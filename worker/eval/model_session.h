@@ -82,6 +82,9 @@ struct PolicyRun {
   uint64_t peak_resident_bytes = 0;
   // The same per layer (WorkerAttentionBackend::peak_resident_layer_bytes).
   std::vector<uint64_t> peak_resident_layer_bytes;
+  // Each layer's budget in pages as the worker applied it
+  // (WorkerAttentionBackend::layer_budgets).
+  std::vector<uint32_t> layer_budget_pages;
 };
 // How a policy run is budgeted.
 struct RunBudget {

@@ -170,13 +170,20 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
                                           static_cast<uint32_t>(o.page_size)));
   }
   Row row;
-  row.layer_tokens = layer_tokens;
   for (const FittedCase& f : fitted) {
     ASSIGN_OR_RETURN(PolicyRun run,
                      RunPolicy(m, f.p.tokens, f.p.answer, f.ref,
                                {.policy = policy, .tokens = budget, .unit = o.budget_unit,
                                 .layer_tokens = layer_tokens, .page_size = o.page_size,
                                 .context = context}));
+    if (!layer_tokens.empty()) {
+      // The budgets the worker applied (under a memory budget the largest
+      // may have given pages back to fit it).
+      row.layer_tokens.clear();
+      for (uint32_t pages : run.layer_budget_pages) {
+        row.layer_tokens.push_back(static_cast<int>(pages) * o.page_size);
+      }
+    }
     Add(row, f, run);
   }
   return row;

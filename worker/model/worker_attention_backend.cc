@@ -1,6 +1,7 @@
 #include "worker/model/worker_attention_backend.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -138,6 +139,14 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
             absl::StrCat("layer ", l, " budget of ", tokens, " tokens: must be positive"));
       }
       layer_budgets[l] = std::min(context_pages, PagesFor(tokens, options.page_size));
+    }
+    if (memory && options.budget_tokens > 0) {
+      // Rounded up to whole pages (and raised to each policy's floor by the
+      // allocator), per-layer budgets can add up to more than the memory
+      // budget: the largest give pages back until they fit.
+      const uint64_t total = uint64_t{budget_pages} * shape.n_layers;
+      uint64_t sum = std::accumulate(layer_budgets.begin(), layer_budgets.end(), uint64_t{0});
+      for (; sum > total; --sum) --*std::max_element(layer_budgets.begin(), layer_budgets.end());
     }
   }
   if (const auto* ark = dynamic_cast<const worker::ArkvalePolicy*>(policy.get());

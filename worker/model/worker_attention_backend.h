@@ -94,7 +94,9 @@ struct WorkerBackendOptions {
   // allocator (XKV, LU-KV) gives them; empty (the default): budget_tokens
   // for every layer. Refused for "full", and for Quest under kLayerTokens,
   // which keep every page. ArkVale's dense layers (kLayerTokens) keep the
-  // context either way.
+  // context either way. Each rounds up to whole pages; under
+  // kResidentMemory with budget_tokens set, the largest then give pages
+  // back until all fit within budget_tokens x n_layers.
   std::vector<int> layer_budget_tokens{};
   // Tokens per page. Default 16; 1..1024.
   int page_size = 16;

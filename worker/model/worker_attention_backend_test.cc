@@ -273,6 +273,19 @@ TEST_F(WorkerBackendTest, AMemoryBudgetBudgetsEveryArkvaleLayer) {
               .layer_budget_tokens = {384, 96, 256, 512, 384}});
   ASSERT_TRUE(allocated.ok()) << allocated.status();
   EXPECT_EQ((*allocated)->layer_budgets(), (std::vector<uint32_t>{24, 6, 16, 32, 24}));
+  // Rounded up to pages these come to 103, over a memory budget of 20
+  // pages a layer (100): the largest layer gives 3 back. Per layer they
+  // stand.
+  const std::vector<int> rounded_up = {384, 96, 264, 512, 384};
+  auto capped = WorkerAttentionBackend::Create(
+      shape, {.policy = "arkvale", .budget_tokens = 320,
+              .budget_unit = BudgetUnit::kResidentMemory, .layer_budget_tokens = rounded_up});
+  ASSERT_TRUE(capped.ok()) << capped.status();
+  EXPECT_EQ((*capped)->layer_budgets(), (std::vector<uint32_t>{24, 6, 17, 29, 24}));
+  auto h2o = WorkerAttentionBackend::Create(
+      shape, {.policy = "h2o", .budget_tokens = 320, .layer_budget_tokens = rounded_up});
+  ASSERT_TRUE(h2o.ok()) << h2o.status();
+  EXPECT_EQ((*h2o)->layer_budgets(), (std::vector<uint32_t>{24, 6, 17, 32, 24}));
   // ArkVale's top-k (half a layer's budget) must cover its sink and window
   // pages (1 + 2): 64 tokens are 4 pages.
   auto small = WorkerAttentionBackend::Create(
