@@ -29,11 +29,14 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
   }
   const bool memory = unit == BudgetUnit::kResidentMemory;
   if (name == "quest" || name == "quest_per_head") {
-    ASSIGN_OR_RETURN(auto p, worker::QuestPolicy::Create(
-                                 {.page_budget = budget_pages,
-                                  .n_dense_layers = memory ? 0u : 2u,
-                                  .per_kv_head = name == "quest_per_head",
-                                  .offload = memory}));
+    worker::QuestOptions options;
+    options.page_budget = budget_pages;
+    options.per_kv_head = name == "quest_per_head";
+    // Under a memory budget Quest pages out, and keeps no dense layers for
+    // the reason ArkVale keeps none (below).
+    options.offload = memory;
+    if (memory) options.n_dense_layers = 0;
+    ASSIGN_OR_RETURN(auto p, worker::QuestPolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "arkvale") {

@@ -37,8 +37,8 @@ bool QuestPolicy::NeedsScores(const LayerView& view) const {
 
 absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
   PagePlan plan;
-  plan.resident = AllPages(view.n_pages);
   if (!NeedsScores(view)) {
+    plan.resident = AllPages(view.n_pages);
     plan.attend = plan.resident;
     return plan;
   }
@@ -56,9 +56,11 @@ absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
     ASSIGN_OR_RETURN(plan.attend,
                      TopKPages(view.scores.subspan(0, others), attended - 1, 0, 0));
     plan.attend.push_back(static_cast<int32_t>(others));
-    if (options_.offload) plan.resident = plan.attend;
+    plan.resident = options_.offload ? plan.attend : AllPages(view.n_pages);
     return plan;
   }
+  // Per-head lists never offload (QuestOptions::Validate).
+  plan.resident = AllPages(view.n_pages);
   const size_t rows = view.n_digested == 0 ? 0 : view.head_scores.size() / view.n_digested;
   if (rows == 0 || rows * view.n_digested != view.head_scores.size()) {
     return absl::InvalidArgumentError("quest: per-head scores missing for a sparse step");
@@ -67,7 +69,7 @@ absl::StatusOr<PagePlan> QuestPolicy::Plan(const LayerView& view) {
   for (size_t r = 0; r < rows; ++r) {
     const auto row = view.head_scores.subspan(r * view.n_digested, others);
     ASSIGN_OR_RETURN(std::vector<int32_t> list,
-                     TopKPages(row, options_.page_budget - 1, 0, 0));
+                     TopKPages(row, attended - 1, 0, 0));
     list.push_back(static_cast<int32_t>(others));
     for (int32_t p : list) any[p] = 1;
     plan.head_attend.push_back(std::move(list));
