@@ -250,12 +250,14 @@ absl::StatusOr<std::vector<uint32_t>> UnitBudgets(const SimOptions& o, const Tra
     budgets[u] = o.layer_budget_pages.size() == units ? o.layer_budget_pages[u]
                                                        : o.layer_budget_pages[u / groups];
   }
-  if (o.policy == "quest" || o.policy == "quest_per_head" || o.policy == "full") budgets.assign(units, context_pages);
-  if (o.policy == "arkvale") {
-    for (uint32_t u = 0; u < std::min(o.arkvale.n_unlimited_layers * groups, units); ++u) {
-      budgets[u] = context_pages;
-    }
-  }
+  const bool quest = o.policy == "quest" || o.policy == "quest_per_head";
+  // Quest keeps every page unless it pages out; then only its dense layers
+  // hold the whole context, as ArkVale's unlimited ones do.
+  if (o.policy == "full" || (quest && !o.quest.offload)) budgets.assign(units, context_pages);
+  const uint32_t dense = o.policy == "arkvale" ? o.arkvale.n_unlimited_layers
+                         : quest               ? o.quest.n_dense_layers
+                                               : 0;
+  for (uint32_t u = 0; u < std::min(dense * groups, units); ++u) budgets[u] = context_pages;
   return budgets;
 }
 

@@ -56,8 +56,9 @@ struct SimOptions {
   // Budget per (layer, head group) in pages. layer_budget_pages, when not
   // empty, gives one per layer (every group of the layer gets it) or one per
   // (layer, group), layer-major, and overrides budget_pages.
-  // Quest's budget is its attended-page budget (its cache stays full);
-  // ArkVale's unlimited layers get the whole context.
+  // Quest's budget is its attended-page budget (its cache stays full), or
+  // with quest.offload its resident pages (the attended ones); ArkVale's
+  // unlimited layers and Quest's dense ones get the whole context.
   uint32_t budget_pages = 64;
   std::vector<uint32_t> layer_budget_pages;
   ArkvaleOptions arkvale;

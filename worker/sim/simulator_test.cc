@@ -73,6 +73,44 @@ TEST(SimulatorTest, BudgetedPoliciesStayWithinBudgetAndDriftFromFullCache) {
   EXPECT_EQ(quest->max_pages_in_use, 33u);
 }
 
+TEST(SimulatorTest, OffloadedQuestHoldsItsBudgetAndAttendsWhatResidentQuestAttends) {
+  auto source = SmallTrace();
+  SimOptions resident = Options("quest", 8);
+  resident.quest.n_dense_layers = 1;
+  SimOptions offload = resident;
+  offload.quest.offload = true;
+  auto r = RunSimulation(*source, resident);
+  auto o = RunSimulation(*source, offload);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(o.ok()) << o.status();
+  // The dense layer holds the whole context (520 tokens = 33 pages); the
+  // two sparse ones only their 8 attended pages, recalling the others.
+  EXPECT_EQ(r->max_pages_in_use, 33u);
+  EXPECT_EQ(o->max_pages_in_use, 33u);
+  EXPECT_EQ(r->stats.pages_recalled, 0u);
+  EXPECT_GT(o->stats.pages_recalled, 0u);
+  // Same pages every step; recalled pages merge by their LSE, so only the
+  // rounding differs.
+  EXPECT_EQ(o->stats.pages_attended, r->stats.pages_attended);
+  EXPECT_NEAR(o->mean_rel_error, r->mean_rel_error, 1e-5);
+  EXPECT_GT(o->mean_rel_error, 0.0);
+  // Per-KV-head lists cannot page out.
+  offload.policy = "quest_per_head";
+  EXPECT_EQ(RunSimulation(*source, offload).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(SimulatorTest, OffloadedQuestWithoutDenseLayersStaysWithinItsBudget) {
+  auto source = SmallTrace();
+  SimOptions o = Options("quest", 8);
+  o.quest.n_dense_layers = 0;
+  o.quest.offload = true;
+  auto report = RunSimulation(*source, o);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->max_pages_in_use, 8u);
+  EXPECT_GT(report->stats.pages_recalled, 0u);
+}
+
 TEST(SimulatorTest, PerKvHeadGroupsMatchFullCacheWhenTheBudgetCoversTheContext) {
   auto source = SmallTrace();  // 2 KV heads
   SimOptions o = Options("arkvale", 40);

@@ -23,7 +23,8 @@ ABSL_FLAG(std::string, policy, "arkvale",
           "full, sliding_window, streaming_llm, h2o, tova, arkv, quest or arkvale");
 ABSL_FLAG(uint32_t, page_size, 32, "tokens per page");
 ABSL_FLAG(std::string, dtype, "f16", "pool dtype: f32, f16 or bf16");
-ABSL_FLAG(uint32_t, budget_pages, 64, "pages per layer (Quest: pages attended)");
+ABSL_FLAG(uint32_t, budget_pages, 64,
+          "pages per layer (Quest: pages attended, and with --quest_offload the pages it holds)");
 ABSL_FLAG(std::string, layer_budgets, "", "comma-separated pages per layer (overrides)");
 ABSL_FLAG(std::string, allocator, "",
           "per-layer budgets from an allocator: uniform, xkv or lukv (with --profile and "
@@ -34,6 +35,8 @@ ABSL_FLAG(uint32_t, topk_pages, 32, "ArkVale top-k (0: budget/2)");
 ABSL_FLAG(uint32_t, sink_pages, 1, "ArkVale sink pages");
 ABSL_FLAG(uint32_t, win_pages, 2, "ArkVale window pages");
 ABSL_FLAG(uint32_t, dense_layers, 2, "ArkVale unlimited / Quest dense layers");
+ABSL_FLAG(bool, quest_offload, false,
+          "Quest holds only the pages it attends and recalls the rest (QuestOptions::offload)");
 ABSL_FLAG(uint32_t, head_groups, 1,
           "KV-head groups with their own pools and rankings (1 .. n_kv_heads)");
 ABSL_FLAG(bool, prefetch, false, "prefetch the next layer's pages with the current query");
@@ -87,6 +90,7 @@ absl::StatusOr<kvtier::worker::SimOptions> OptionsFromFlags() {
   o.arkvale.n_win_pages = absl::GetFlag(FLAGS_win_pages);
   o.arkvale.n_unlimited_layers = absl::GetFlag(FLAGS_dense_layers);
   o.quest.n_dense_layers = absl::GetFlag(FLAGS_dense_layers);
+  o.quest.offload = absl::GetFlag(FLAGS_quest_offload);
   o.store_latency_us = absl::GetFlag(FLAGS_store_latency_us);
   o.decode.prefetch_next_layer = absl::GetFlag(FLAGS_prefetch);
   o.n_head_groups = absl::GetFlag(FLAGS_head_groups);
