@@ -8,7 +8,10 @@
 #include <cstdlib>
 #include <cstring>
 
+#include "absl/base/const_init.h"
 #include "absl/strings/ascii.h"
+#include "absl/synchronization/mutex.h"
+#include "kernels/thread_pool.h"
 
 namespace kvtier::model {
 
@@ -56,6 +59,18 @@ void UseCpuBlasKernels(const char* program, char** argv) {
   std::fprintf(stderr, "%s: running again failed (%s); going on with the %s kernels\n", program,
                std::strerror(errno), chosen);
   unsetenv("OPENBLAS_CORETYPE");
+}
+
+void ParallelBlasFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
+  ABSL_CONST_INIT static absl::Mutex mu(absl::kConstInit);
+  // One loop at a time, so that none restores the thread count while
+  // another still runs.
+  absl::MutexLock lock(&mu);
+  static kernels::ThreadPool* const pool = new kernels::ThreadPool(0);
+  const int blas_threads = openblas_get_num_threads();
+  openblas_set_num_threads(1);
+  pool->ParallelFor(n, fn);
+  openblas_set_num_threads(blas_threads);
 }
 
 }  // namespace kvtier::model

@@ -1,7 +1,8 @@
 #ifndef KVTIER_WORKER_MODEL_BLAS_KERNELS_H_
 #define KVTIER_WORKER_MODEL_BLAS_KERNELS_H_
 
-// Which of OpenBLAS's kernel sets the dense layers run on.
+// Which of OpenBLAS's kernel sets the dense layers run on, and how prompt
+// attention shares the cores with it (ParallelBlasFor).
 //
 // OpenBLAS chooses its kernels from the CPU model when it loads. A model
 // newer than its table (Debian 12's 0.3.21 does not know Intel family 6
@@ -11,7 +12,10 @@
 // honours OPENBLAS_CORETYPE, read once when it loads, so a program fixes
 // the choice by running itself again with the variable set.
 
+#include <cstddef>
 #include <string>
+
+#include "absl/functional/function_ref.h"
 
 namespace kvtier::model {
 
@@ -39,6 +43,20 @@ std::string BetterBlasCore(const std::string& chosen, const CpuVectorFeatures& c
 // /proc/self/exe again with the same arguments. Returns where it does not
 // (nothing to change, or the exec failed, which it reports).
 void UseCpuBlasKernels(const char* program, char** argv);
+
+// Runs fn(i) for every i in [0, n) on a process-wide pool of one thread per
+// core, with OpenBLAS on one thread while the loop runs (then back to its
+// count): each fn(i)'s BLAS calls run on the thread that makes them. For
+// prompt work, many products of a few rows each (and the softmax between
+// them), one task per core ran 1.6-2x faster on two cores than OpenBLAS's
+// threads, which mostly wait between such calls; and each fn(i) computes
+// the same bits whichever thread runs it and however many cores the host
+// has. Loops are serialised process-wide. A BLAS call that another thread
+// makes while a loop runs also runs on one thread (its result may then
+// differ from its usual one in the last bits): the model's own calls come
+// from the thread that runs the loops. fn must not call ParallelBlasFor.
+// Thread-safe.
+void ParallelBlasFor(size_t n, absl::FunctionRef<void(size_t)> fn);
 
 }  // namespace kvtier::model
 

@@ -129,53 +129,73 @@ void DenseAttention(const AttentionShape& shape, const float* q,
   }
 }
 
-void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
-                          const float* keys, const float* values, int n_past,
-                          std::vector<float>* scratch, float* out) {
+namespace {
+
+// Rows [b0, b0 + m) of q, a row block, over the keys up to its last row,
+// for the query heads of KV head g: both products go through BLAS for the
+// group's heads together, so the block reads (and BLAS packs) every key
+// and value once, not per head.
+void AttendRowBlock(const AttentionShape& shape, const float* q, int b0, int m,
+                    const float* keys, const float* values, int n_past, int g, float* out) {
   const int hd = shape.head_dim;
   const int q_dim = shape.q_dim();
   const int kv_dim = shape.kv_dim();
   const int group = shape.n_heads / shape.n_kv_heads;
   const float scale = 1.0f / std::sqrt(static_cast<float>(hd));
   const size_t row_bytes = sizeof(float) * hd;
+  const int total = n_past + b0 + m;
+  const size_t rows = static_cast<size_t>(group) * m;  // row j * m + i: head j, query i
+  // Each pool thread keeps its own, grown to the largest block it ran.
+  thread_local std::vector<float> scratch;
+  const size_t need = rows * (2 * hd + total);
+  if (scratch.size() < need) scratch.resize(need);
+  float* group_q = scratch.data();
+  float* group_out = group_q + rows * hd;
+  float* scores = group_out + rows * hd;
+  for (int j = 0; j < group; ++j) {
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(group_q + (static_cast<size_t>(j) * m + i) * hd,
+                  q + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd, row_bytes);
+    }
+  }
+  // scores[r, t] = scale * q_r . k_t for all t; the causal part is used.
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), total, hd, scale,
+              group_q, hd, keys + g * hd, kv_dim, 0.0f, scores, total);
+  for (size_t r = 0; r < rows; ++r) {
+    SoftmaxPrefix(scores + r * total, n_past + b0 + static_cast<int>(r % m) + 1, total);
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), hd, total, 1.0f,
+              scores, total, values + g * hd, kv_dim, 0.0f, group_out, hd);
+  for (int j = 0; j < group; ++j) {
+    for (int i = 0; i < m; ++i) {
+      std::memcpy(out + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd,
+                  group_out + (static_cast<size_t>(j) * m + i) * hd, row_bytes);
+    }
+  }
+}
+
+}  // namespace
+
+void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
+                          const float* keys, const float* values, int n_past, float* out) {
   // Rows in aligned blocks of kPrefillRowBlock positions, each over the
-  // keys up to its last row: a row's arithmetic does not depend on n. The
-  // query heads that share a KV head go through BLAS together, so each
-  // block reads (and BLAS packs) every key and value once, not per head.
+  // keys up to its last row: a row's arithmetic depends neither on n nor on
+  // the thread that computes it. One task per (block, KV head).
+  struct Task {
+    int b0;
+    int m;
+  };
+  std::vector<Task> blocks;
   for (int b0 = 0; b0 < n;) {
     const int b1 = std::min(n, b0 + kPrefillRowBlock - (n_past + b0) % kPrefillRowBlock);
-    const int m = b1 - b0;
-    const int total = n_past + b1;
-    const size_t rows = static_cast<size_t>(group) * m;  // row j * m + i: head j, query i
-    const size_t need = rows * (2 * hd + total);
-    if (scratch->size() < need) scratch->resize(need);
-    float* group_q = scratch->data();
-    float* group_out = group_q + rows * hd;
-    float* scores = group_out + rows * hd;
-    for (int g = 0; g < shape.n_kv_heads; ++g) {
-      for (int j = 0; j < group; ++j) {
-        for (int i = 0; i < m; ++i) {
-          std::memcpy(group_q + (static_cast<size_t>(j) * m + i) * hd,
-                      q + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd, row_bytes);
-        }
-      }
-      // scores[r, t] = scale * q_r . k_t for all t; the causal part is used.
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows), total, hd,
-                  scale, group_q, hd, keys + g * hd, kv_dim, 0.0f, scores, total);
-      for (size_t r = 0; r < rows; ++r) {
-        SoftmaxPrefix(scores + r * total, n_past + b0 + static_cast<int>(r % m) + 1, total);
-      }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows), hd, total,
-                  1.0f, scores, total, values + g * hd, kv_dim, 0.0f, group_out, hd);
-      for (int j = 0; j < group; ++j) {
-        for (int i = 0; i < m; ++i) {
-          std::memcpy(out + static_cast<size_t>(b0 + i) * q_dim + (g * group + j) * hd,
-                      group_out + (static_cast<size_t>(j) * m + i) * hd, row_bytes);
-        }
-      }
-    }
+    blocks.push_back({b0, b1 - b0});
     b0 = b1;
   }
+  const auto heads = static_cast<size_t>(shape.n_kv_heads);
+  ParallelBlasFor(blocks.size() * heads, [&](size_t i) {
+    const Task& t = blocks[i / heads];
+    AttendRowBlock(shape, q, t.b0, t.m, keys, values, n_past, static_cast<int>(i % heads), out);
+  });
 }
 
 absl::StatusOr<std::unique_ptr<DenseAttentionBackend>>
@@ -315,7 +335,7 @@ absl::Status DenseAttentionBackend::AppendAndAttendBatch(
   cache->v.insert(cache->v.end(), v.begin(), v.end());
   cache->length += n_tokens;
   DenseCausalAttention(shape_, q.data(), n_tokens, cache->k.data(),
-                       cache->v.data(), pos0, &scores_, out.data());
+                       cache->v.data(), pos0, out.data());
   return absl::OkStatus();
 }
 

@@ -29,12 +29,12 @@ void DenseAttention(const AttentionShape& shape, const float* q,
 // Causal attention of a prompt batch, with BLAS: queries i = 0..n-1
 // ([n, q_dim]) sit at positions n_past + i and see keys/values
 // [0, n_past + i] of `keys`/`values` ([n_past + n, kv_dim]). Same result as
-// DenseAttention per query up to float rounding. `scratch` is grown as
-// needed (to about group * kPrefillRowBlock * (n_past + n) floats); out is
-// [n, q_dim].
+// DenseAttention per query up to float rounding, and bit for bit the same
+// for a row however the prompt is split into batches. Runs on every core
+// (ParallelBlasFor in blas_kernels.h); each thread keeps scratch of about
+// group * kPrefillRowBlock * (n_past + n) floats. out is [n, q_dim].
 void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
-                          const float* keys, const float* values, int n_past,
-                          std::vector<float>* scratch, float* out);
+                          const float* keys, const float* values, int n_past, float* out);
 
 struct DenseAttentionOptions {
   // Live sequences at once; StartSequence beyond it is RESOURCE_EXHAUSTED.
@@ -87,7 +87,7 @@ class DenseAttentionBackend : public AttentionBackend {
   const int max_positions_;
 
   absl::flat_hash_map<SequenceId, SequenceCache> sequences_;
-  std::vector<float> scores_;  // scratch, grown to the largest batch
+  std::vector<float> scores_;  // Attend's scratch, max_positions floats
 };
 
 }  // namespace kvtier::model

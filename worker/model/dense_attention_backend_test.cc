@@ -1,6 +1,7 @@
 #include "worker/model/dense_attention_backend.h"
 
 #include <cmath>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -101,8 +102,8 @@ TEST(DenseAttentionTest, LongBatchesMatchThePlainLoopsForEveryHead) {
   for (float& f : k) f = next();
   for (float& f : v) f = next();
   for (float& f : q) f = next();
-  std::vector<float> scratch, batch(q.size());
-  DenseCausalAttention(shape, q.data(), n, k.data(), v.data(), past, &scratch, batch.data());
+  std::vector<float> batch(q.size());
+  DenseCausalAttention(shape, q.data(), n, k.data(), v.data(), past, batch.data());
   std::vector<float> scores(total), single(shape.q_dim());
   for (int i = 0; i < n; ++i) {
     DenseAttention(shape, q.data() + i * shape.q_dim(), k.data(), v.data(), past + i + 1,
@@ -111,10 +112,29 @@ TEST(DenseAttentionTest, LongBatchesMatchThePlainLoopsForEveryHead) {
       ASSERT_NEAR(batch[i * shape.q_dim() + e], single[e], 2e-5f) << "query " << i << " " << e;
     }
   }
-  // Again with the scratch as the first call left it: the same bits.
+  // Again with the threads' scratch as the first call left it: the same bits.
   std::vector<float> again(q.size());
-  DenseCausalAttention(shape, q.data(), n, k.data(), v.data(), past, &scratch, again.data());
+  DenseCausalAttention(shape, q.data(), n, k.data(), v.data(), past, again.data());
   EXPECT_EQ(again, batch);
+  // Split where a prompt's batches may split, at block boundaries and
+  // inside a block: each row the same bits as in one call.
+  for (int split : {11, 16 - past % 16, 43}) {
+    std::vector<float> parts(q.size());
+    DenseCausalAttention(shape, q.data(), split, k.data(), v.data(), past, parts.data());
+    DenseCausalAttention(shape, q.data() + split * shape.q_dim(), n - split, k.data(), v.data(),
+                         past + split, parts.data() + split * shape.q_dim());
+    EXPECT_EQ(parts, batch) << "split at " << split;
+  }
+  // And from several threads at once.
+  std::vector<std::vector<float>> outs(3, std::vector<float>(q.size()));
+  std::vector<std::thread> callers;
+  for (auto& o : outs) {
+    callers.emplace_back([&, out = o.data()] {
+      DenseCausalAttention(shape, q.data(), n, k.data(), v.data(), past, out);
+    });
+  }
+  for (std::thread& t : callers) t.join();
+  for (const auto& o : outs) EXPECT_EQ(o, batch);
 }
 
 TEST(DenseAttentionTest, BatchChecksPositionsAndCapacity) {

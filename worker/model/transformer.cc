@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
+#include "worker/model/blas_kernels.h"
 
 namespace kvtier::model {
 namespace {
@@ -24,22 +25,48 @@ void RmsNorm(float* out, const float* x, const float* weight, int size,
 }
 
 // out[n, rows] = in[n, cols] * w[rows, cols]^T, input row i being position
-// pos0 + i: one BLAS call per aligned block of kPrefillRowBlock positions,
-// so each row's result is independent of n (attention_backend.h).
+// pos0 + i: one BLAS call per aligned block of kPrefillRowBlock positions
+// (and, for blocks of several rows, per kOutputChunk outputs), so each
+// row's result is independent of n (attention_backend.h). Blocks of several
+// rows run as tasks on the cores (ParallelBlasFor); a block of one row,
+// which streams the weights once, is one matrix-vector product on
+// OpenBLAS's threads, faster there (decode).
+constexpr int kOutputChunk = 64;
+
 void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
             int rows, int cols, int pos0) {
+  struct Task {
+    int b0;  // first row of the block
+    int m;   // its rows, > 1
+    int r0;  // first output
+    int r;   // outputs
+  };
+  std::vector<Task> tasks;
+  int single_row = -1;  // at most one block of one row: the last
   for (int b0 = 0; b0 < n;) {
     const int b1 = std::min(n, b0 + kPrefillRowBlock - (pos0 + b0) % kPrefillRowBlock);
-    const float* block_in = in + static_cast<size_t>(b0) * cols;
-    float* block_out = out + static_cast<size_t>(b0) * rows;
     if (b1 - b0 == 1) {
-      cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
-                  block_in, 1, 0.0f, block_out, 1);
+      single_row = b0;
     } else {
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b1 - b0, rows, cols,
-                  1.0f, block_in, cols, w.data(), cols, 0.0f, block_out, rows);
+      for (int r0 = 0; r0 < rows; r0 += kOutputChunk) {
+        tasks.push_back({b0, b1 - b0, r0, std::min(kOutputChunk, rows - r0)});
+      }
     }
     b0 = b1;
+  }
+  if (!tasks.empty()) {
+    ParallelBlasFor(tasks.size(), [&](size_t i) {
+      const Task& t = tasks[i];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t.m, t.r, cols, 1.0f,
+                  in + static_cast<size_t>(t.b0) * cols, cols,
+                  w.data() + static_cast<size_t>(t.r0) * cols, cols, 0.0f,
+                  out + static_cast<size_t>(t.b0) * rows + t.r0, rows);
+    });
+  }
+  if (single_row >= 0) {
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
+                in + static_cast<size_t>(single_row) * cols, 1, 0.0f,
+                out + static_cast<size_t>(single_row) * rows, 1);
   }
 }
 

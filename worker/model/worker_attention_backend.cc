@@ -208,7 +208,6 @@ WorkerAttentionBackend::WorkerAttentionBackend(
     : shape_(shape),
       layer_budgets_(std::move(layer_budgets)),
       prefill_query_rows_(prefill_query_rows),
-      scores_(),
       prompt_buffers_(size_t{2} * shape.n_layers * std::max(1, max_sequences)),
       layer_bytes_(shape.n_layers, 0),
       layer_peak_bytes_(shape.n_layers, 0) {}
@@ -422,7 +421,7 @@ absl::Status WorkerAttentionBackend::AppendAndAttendBatch(
   s->prompt_k.insert(s->prompt_k.end(), k.begin(), k.end());
   s->prompt_v.insert(s->prompt_v.end(), v.begin(), v.end());
   DenseCausalAttention(shape_, q.data(), n_tokens, s->prompt_k.data(),
-                       s->prompt_v.data(), s->prompt_tokens, &scores_, out.data());
+                       s->prompt_v.data(), s->prompt_tokens, out.data());
   s->prompt_tokens += n_tokens;
   s->positions += n_tokens;
   // Keep the last prefill_query_rows query rows, oldest first.

@@ -235,7 +235,6 @@ class WorkerAttentionBackend : public AttentionBackend {
   std::unique_ptr<worker::KvCacheManager> cache_;
   std::unique_ptr<worker::DecodeRunner> runner_;
   absl::flat_hash_map<SequenceId, SequenceState> sequences_;
-  std::vector<float> scores_;  // prompt attention scratch, grown as needed
   // prompt_k / prompt_v between prefills: two a layer for each sequence.
   PromptBufferPool prompt_buffers_;
   worker::StepStats stats_;
