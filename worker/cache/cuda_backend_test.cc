@@ -175,6 +175,9 @@ class CpuVsCuda {
       std::vector<float> out[2], lse[2];
       int i = 0;
       for (Run* r : {&cpu_, &cuda_}) {
+        // Both runs plan from settled pages: a backup still in flight in
+        // one and done in the other would change what may be evicted.
+        ASSERT_TRUE(r->cache->ReapBackups(1, /*wait=*/true).ok());
         out[i].resize(kQHeads * kDim);
         lse[i].resize(kQHeads);
         absl::Status s = r->runner->DecodeLayer(1, l, q.data(), k.data(), v.data(),
