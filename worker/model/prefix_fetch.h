@@ -36,8 +36,10 @@ namespace kvtier::model {
 struct PrefixFetchOptions {
   // Pages per get batch. Default 256; 1..the queue's max_batch_pages.
   uint32_t batch_pages = 256;
-  // Pages in flight at once. Default 4096; >= batch_pages.
-  uint32_t window_pages = 4096;
+  // Pages in flight at once. Default 512 (two batches; `kvtier-eval
+  // prefix` measured 4096 slower: the pages in flight land in fresh memory);
+  // >= batch_pages.
+  uint32_t window_pages = 512;
   // Deadline of each batch. Default 10 s.
   absl::Duration timeout = absl::Seconds(10);
 
