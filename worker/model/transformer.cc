@@ -42,11 +42,13 @@ void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
     int r;   // outputs
   };
   std::vector<Task> tasks;
-  int single_row = -1;  // at most one block of one row: the last
+  // Blocks of one row: the last row of a prompt past a boundary, and the
+  // first of one that starts on a block's last position.
+  std::vector<int> single_rows;
   for (int b0 = 0; b0 < n;) {
     const int b1 = std::min(n, b0 + kPrefillRowBlock - (pos0 + b0) % kPrefillRowBlock);
     if (b1 - b0 == 1) {
-      single_row = b0;
+      single_rows.push_back(b0);
     } else {
       for (int r0 = 0; r0 < rows; r0 += kOutputChunk) {
         tasks.push_back({b0, b1 - b0, r0, std::min(kOutputChunk, rows - r0)});
@@ -63,10 +65,10 @@ void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
                   out + static_cast<size_t>(t.b0) * rows + t.r0, rows);
     });
   }
-  if (single_row >= 0) {
+  for (int row : single_rows) {
     cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
-                in + static_cast<size_t>(single_row) * cols, 1, 0.0f,
-                out + static_cast<size_t>(single_row) * rows, 1);
+                in + static_cast<size_t>(row) * cols, 1, 0.0f,
+                out + static_cast<size_t>(row) * rows, 1);
   }
 }
 

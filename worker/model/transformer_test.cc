@@ -52,6 +52,35 @@ TEST_F(TransformerTest, PrefillMatchesTokenByToken) {
   EXPECT_EQ(*(*b1)->Length(0, 4), 20);
 }
 
+// A prefill may resume anywhere. One that starts on a row block's last
+// position and ends one past the next boundary runs blocks of 1, 16 and
+// 1 rows in one call; every one of them counts (up to float rounding:
+// the rows are blocked differently from a whole prefill).
+TEST_F(TransformerTest, ResumedPrefillWithOneRowBlocksMatchesWholePrefill) {
+  std::vector<int> tokens;
+  for (int i = 0; i < 33; ++i) tokens.push_back(1 + (i * 37) % 500);
+  auto whole_b = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  auto split_b = DenseAttentionBackend::Create(weights_.config.attention_shape());
+  ASSERT_TRUE(whole_b.ok() && split_b.ok());
+  auto whole = Transformer::Create(&weights_, whole_b->get());
+  auto split = Transformer::Create(&weights_, split_b->get());
+  ASSERT_TRUE(whole.ok() && split.ok());
+  ASSERT_TRUE((*whole_b)->StartSequence(0).ok());
+  ASSERT_TRUE((*split_b)->StartSequence(0).ok());
+  auto want = (*whole)->Prefill(0, tokens, 0);
+  ASSERT_TRUE(want.ok()) << want.status();
+  const absl::Span<const int> all(tokens);
+  ASSERT_TRUE((*split)->Prefill(0, all.subspan(0, 15), 0).ok());
+  auto got = (*split)->Prefill(0, all.subspan(15), 15);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), want->size());
+  float max_diff = 0;
+  for (size_t i = 0; i < want->size(); ++i) {
+    max_diff = std::max(max_diff, std::fabs((*got)[i] - (*want)[i]));
+  }
+  EXPECT_LT(max_diff, 1e-4f);
+}
+
 TEST_F(TransformerTest, RejectsBadInput) {
   auto b = DenseAttentionBackend::Create(weights_.config.attention_shape());
   ASSERT_TRUE(b.ok());
