@@ -1,5 +1,7 @@
 #include "worker/model/attention_backend.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 
@@ -19,6 +21,16 @@ absl::Status AttentionShape::Validate() const {
                      " is not a multiple of n_kv_heads=", n_kv_heads));
   }
   return absl::OkStatus();
+}
+
+std::vector<PrefillRowBlock> PrefillRowBlocks(int n, int pos0) {
+  std::vector<PrefillRowBlock> blocks;
+  for (int b0 = 0; b0 < n;) {
+    const int b1 = std::min(n, b0 + kPrefillRowBlock - (pos0 + b0) % kPrefillRowBlock);
+    blocks.push_back({b0, b1 - b0});
+    b0 = b1;
+  }
+  return blocks;
 }
 
 absl::Status AttentionBackend::AppendAndAttendBatch(

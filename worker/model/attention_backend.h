@@ -21,6 +21,7 @@
 #define KVTIER_WORKER_MODEL_ATTENTION_BACKEND_H_
 
 #include <cstdint>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/types/span.h"
@@ -50,6 +51,16 @@ using SequenceId = uint64_t;
 // give bit-identical K/V pages (pages hold a multiple of it), and a prompt
 // resumed after a stored prefix gives the logits of prefilling it whole.
 inline constexpr int kPrefillRowBlock = 16;
+
+// Rows [begin, begin + rows) of a prompt batch: one aligned row block, or
+// the part of one the batch holds.
+struct PrefillRowBlock {
+  int begin;
+  int rows;
+};
+// The row blocks of a batch of n rows whose first sits at position pos0,
+// in order. REQUIRES: n >= 0, pos0 >= 0.
+std::vector<PrefillRowBlock> PrefillRowBlocks(int n, int pos0);
 
 class AttentionBackend {
  public:

@@ -181,20 +181,12 @@ void DenseCausalAttention(const AttentionShape& shape, const float* q, int n,
   // Rows in aligned blocks of kPrefillRowBlock positions, each over the
   // keys up to its last row: a row's arithmetic depends neither on n nor on
   // the thread that computes it. One task per (block, KV head).
-  struct Task {
-    int b0;
-    int m;
-  };
-  std::vector<Task> blocks;
-  for (int b0 = 0; b0 < n;) {
-    const int b1 = std::min(n, b0 + kPrefillRowBlock - (n_past + b0) % kPrefillRowBlock);
-    blocks.push_back({b0, b1 - b0});
-    b0 = b1;
-  }
+  const std::vector<PrefillRowBlock> blocks = PrefillRowBlocks(n, n_past);
   const auto heads = static_cast<size_t>(shape.n_kv_heads);
   ParallelBlasFor(blocks.size() * heads, [&](size_t i) {
-    const Task& t = blocks[i / heads];
-    AttendRowBlock(shape, q, t.b0, t.m, keys, values, n_past, static_cast<int>(i % heads), out);
+    const PrefillRowBlock& b = blocks[i / heads];
+    AttendRowBlock(shape, q, b.begin, b.rows, keys, values, n_past, static_cast<int>(i % heads),
+                   out);
   });
 }
 

@@ -45,16 +45,14 @@ void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
   // Blocks of one row: the last row of a prompt past a boundary, and the
   // first of one that starts on a block's last position.
   std::vector<int> single_rows;
-  for (int b0 = 0; b0 < n;) {
-    const int b1 = std::min(n, b0 + kPrefillRowBlock - (pos0 + b0) % kPrefillRowBlock);
-    if (b1 - b0 == 1) {
-      single_rows.push_back(b0);
-    } else {
-      for (int r0 = 0; r0 < rows; r0 += kOutputChunk) {
-        tasks.push_back({b0, b1 - b0, r0, std::min(kOutputChunk, rows - r0)});
-      }
+  for (const PrefillRowBlock& b : PrefillRowBlocks(n, pos0)) {
+    if (b.rows == 1) {
+      single_rows.push_back(b.begin);
+      continue;
     }
-    b0 = b1;
+    for (int r0 = 0; r0 < rows; r0 += kOutputChunk) {
+      tasks.push_back({b.begin, b.rows, r0, std::min(kOutputChunk, rows - r0)});
+    }
   }
   if (!tasks.empty()) {
     ParallelBlasFor(tasks.size(), [&](size_t i) {
