@@ -86,6 +86,26 @@ uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes) {
   return XXH3_64bits_digest(&state);
 }
 
+uint64_t ScatterAndHashCopy(absl::Span<const absl::Span<uint8_t>> pieces, const void* src,
+                            size_t bytes) {
+  const CleanVectorStateOnReturn clean;
+  if (pieces.size() == 1) return CopyAndHashCopy(pieces[0].data(), src, bytes);
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  const auto* in = static_cast<const uint8_t*>(src);
+  size_t done = 0;
+  for (const absl::Span<uint8_t>& piece : pieces) {
+    for (size_t at = 0; at < piece.size() && done < bytes;) {
+      const size_t n = std::min({kChunkBytes, piece.size() - at, bytes - done});
+      std::memcpy(piece.data() + at, in + done, n);
+      XXH3_64bits_update(&state, piece.data() + at, n);
+      at += n;
+      done += n;
+    }
+  }
+  return XXH3_64bits_digest(&state);
+}
+
 uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes) {
   const CleanVectorStateOnReturn clean;
   const auto* in = static_cast<const char*>(src);

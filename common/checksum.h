@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "absl/types/span.h"
+
 namespace kvtier {
 
 uint64_t PageChecksum(const void* data, size_t bytes);
@@ -33,6 +35,14 @@ uint64_t CopyAndHashCopy(void* dst, const void* src, size_t bytes);
 // checksum is that of the bytes returned, so a torn copy fails its check
 // instead of passing with the source's.
 uint64_t AppendWithChecksum(std::string* out, const void* src, size_t bytes);
+
+// Copies `bytes` from `src` into `pieces` in order and returns PageChecksum
+// of the bytes written, hashed as CopyAndHashCopy hashes (from each piece,
+// right after each chunk's copy). For a page that lands split across
+// buffers (common/page_destination.h). REQUIRES: the pieces' sizes add up
+// to `bytes`; no piece overlaps `src` or another piece.
+uint64_t ScatterAndHashCopy(absl::Span<const absl::Span<uint8_t>> pieces, const void* src,
+                            size_t bytes);
 
 }  // namespace kvtier
 

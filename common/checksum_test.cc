@@ -73,6 +73,12 @@ TEST(ChecksumTest, EveryFunctionLeavesTheUpperVectorStateClean) {
   AppendWithChecksum(&appended, page.data(), page.size());
   ASSERT_TRUE(VectorStateInUse(&in_use));
   EXPECT_EQ(in_use & kUpper, 0u) << "AppendWithChecksum";
+  auto* out = reinterpret_cast<uint8_t*>(copy.data());
+  const absl::Span<uint8_t> halves[] = {{out, copy.size() / 2},
+                                        {out + copy.size() / 2, copy.size() / 2}};
+  ScatterAndHashCopy(halves, page.data(), page.size());
+  ASSERT_TRUE(VectorStateInUse(&in_use));
+  EXPECT_EQ(in_use & kUpper, 0u) << "ScatterAndHashCopy";
 }
 #endif
 
@@ -82,6 +88,36 @@ TEST(ChecksumTest, CopyWithChecksumCopiesAndHashesLikeOneShot) {
 
 TEST(ChecksumTest, CopyAndHashCopyCopiesAndHashesLikeOneShot) {
   ExpectCopiesAndHashesLikeOneShot(CopyAndHashCopy, 13);
+}
+
+// The bytes land in the pieces in order, each exactly filled and nothing
+// written around them, and the checksum is the one-shot one of the page:
+// pieces shorter and longer than a chunk, one piece, empty pieces.
+TEST(ChecksumTest, ScatterAndHashCopyFillsThePiecesInOrder) {
+  std::mt19937_64 gen(17);
+  const std::vector<std::vector<size_t>> splits = {
+      {4096},         {0, 4096, 0},       {1, 4095},          {131073, 131071},
+      {12288, 12288}, {3, 131072, 5, 7}, {(size_t{1} << 20) + 17, 1}};
+  for (const std::vector<size_t>& split : splits) {
+    size_t bytes = 0;
+    for (size_t n : split) bytes += n;
+    std::vector<uint8_t> src(bytes);
+    for (uint8_t& b : src) b = static_cast<uint8_t>(gen());
+    // Each piece in a buffer of its own with a guard byte on either side.
+    std::vector<std::vector<uint8_t>> buffers;
+    std::vector<absl::Span<uint8_t>> pieces;
+    for (size_t n : split) buffers.emplace_back(n + 2, 0xee);
+    for (std::vector<uint8_t>& b : buffers) pieces.emplace_back(b.data() + 1, b.size() - 2);
+    EXPECT_EQ(ScatterAndHashCopy(pieces, src.data(), bytes), PageChecksum(src.data(), bytes))
+        << bytes;
+    size_t at = 0;
+    for (const std::vector<uint8_t>& b : buffers) {
+      EXPECT_EQ(b.front(), 0xee);
+      EXPECT_EQ(b.back(), 0xee);
+      EXPECT_TRUE(std::equal(b.begin() + 1, b.end() - 1, src.begin() + at)) << at;
+      at += b.size() - 2;
+    }
+  }
 }
 
 // Appending hashes exactly the bytes appended, whatever `out` held.
@@ -130,6 +166,17 @@ TEST(ChecksumTest, AppendWithChecksumDescribesTheCopyWhenTheSourceChanges) {
     std::string appended;
     const uint64_t checksum = AppendWithChecksum(&appended, src, bytes);
     return std::make_pair(checksum, appended);
+  });
+}
+
+TEST(ChecksumTest, ScatterAndHashCopyDescribesTheCopyWhenTheSourceChanges) {
+  ExpectChecksumOfTheCopyWhileTheSourceChanges([](const void* src, size_t bytes) {
+    std::vector<uint8_t> copied(bytes);
+    const size_t cut = bytes / 3 + 5;
+    const absl::Span<uint8_t> pieces[] = {{copied.data(), cut},
+                                          {copied.data() + cut, bytes - cut}};
+    const uint64_t checksum = ScatterAndHashCopy(pieces, src, bytes);
+    return std::make_pair(checksum, copied);
   });
 }
 
