@@ -388,6 +388,14 @@ absl::Status StoreClient::GetChunk(absl::Span<const PageKey> keys, std::vector<G
 absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(
     absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
     absl::Span<const absl::Span<uint8_t>> destinations) {
+  std::vector<PageDestination> whole(destinations.size());
+  for (size_t i = 0; i < destinations.size(); ++i) whole[i].pieces = {destinations[i]};
+  return BatchGet(keys, page_bytes_hint, absl::MakeConstSpan(whole));
+}
+
+absl::StatusOr<std::vector<GotPage>> StoreClient::BatchGet(
+    absl::Span<const PageKey> keys, uint64_t page_bytes_hint,
+    absl::Span<const PageDestination> destinations) {
   if (keys.empty()) return absl::InvalidArgumentError("BatchGet: empty batch");
   if (!destinations.empty() && destinations.size() != keys.size()) {
     return absl::InvalidArgumentError(absl::StrFormat("BatchGet: %d destinations for %d keys",

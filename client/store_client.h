@@ -54,6 +54,7 @@
 #include "absl/types/span.h"
 #include "client/data_plane.h"
 #include "client/local_lane.h"
+#include "common/page_destination.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "kvtier/v1/store.grpc.pb.h"
@@ -308,6 +309,14 @@ class StoreClient {
   absl::StatusOr<std::vector<GotPage>> BatchGet(
       absl::Span<const PageKey> keys, uint64_t page_bytes_hint = 0,
       absl::Span<const absl::Span<uint8_t>> destinations = {});
+  // As above, with destinations that may be split in pieces
+  // (common/page_destination.h): a page whose size is the pieces' total
+  // fills them in order. A split destination is written by this process
+  // only, never by the server (a lane's direct transfers take one buffer
+  // per page), so no write reaches it after the call returns.
+  absl::StatusOr<std::vector<GotPage>> BatchGet(absl::Span<const PageKey> keys,
+                                                uint64_t page_bytes_hint,
+                                                absl::Span<const PageDestination> destinations);
 
   // Returns how many of `keys` were stored and are now deleted.
   absl::StatusOr<uint32_t> Delete(absl::Span<const PageKey> keys, bool force = false);
@@ -354,8 +363,8 @@ class StoreClient {
  private:
   using Connection = ClientDataPlane::Connection;
 
-  // BatchGet's destinations for one chunk: empty, or one buffer per key.
-  using Destinations = absl::Span<const absl::Span<uint8_t>>;
+  // BatchGet's destinations for one chunk: empty, or one per key.
+  using Destinations = absl::Span<const PageDestination>;
   StoreClient(const std::string& target, std::shared_ptr<grpc::Channel> channel,
               const ClientOptions& options, std::string token);
   // The credentials and namespace every call carries.

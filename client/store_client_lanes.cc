@@ -1,5 +1,6 @@
 // StoreClient's local-lane path (client/local_lane.h,
 // kvstore/dataplane/DATA_PLANE.md "Local lanes").
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -113,12 +114,18 @@ absl::Status StoreClient::GetChunkLane(LocalLane& lane, absl::Span<const PageKey
   // Direct: the server writes each page into the caller's destination.
   // Pages without one come through the segment: a fresh buffer would be
   // zeroed first, and that pass cost more than the copy direct saves.
-  const bool direct = lane.direct() && !destinations.empty();
+  // Destinations split in pieces come through the segment too: the server
+  // writes one buffer per page, and this process copies into the pieces.
+  const bool direct =
+      lane.direct() && !destinations.empty() &&
+      std::all_of(destinations.begin(), destinations.end(),
+                  [](const PageDestination& d) { return d.pieces.size() <= 1; });
   std::vector<absl::Span<uint8_t>> buffers;
   if (direct) {
     buffers.reserve(keys.size());
     for (size_t i = 0; i < keys.size(); ++i) {
-      const absl::Span<uint8_t> buffer = destinations[i];
+      const absl::Span<uint8_t> buffer =
+          destinations[i].pieces.empty() ? absl::Span<uint8_t>() : destinations[i].pieces[0];
       buffers.push_back(buffer);
       v1::ClientBuffer* wire = request.add_lane_destinations();
       wire->set_address(reinterpret_cast<uintptr_t>(buffer.data()));

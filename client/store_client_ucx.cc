@@ -61,8 +61,8 @@ absl::StatusOr<bool> StoreClient::TakePageHeader(int i, const PageKey& key, bool
 uint64_t StoreClient::TakePageBytes(size_t i, const uint8_t* src, size_t size,
                                     Destinations destinations, GotPage* page) {
   page->data.clear();
-  page->in_destination = i < destinations.size() && destinations[i].size() == size;
-  return page->in_destination ? CopyAndHashCopy(destinations[i].data(), src, size)
+  page->in_destination = i < destinations.size() && destinations[i].bytes() == size;
+  return page->in_destination ? ScatterAndHashCopy(destinations[i].pieces, src, size)
                               : AppendWithChecksum(&page->data, src, size);
 }
 

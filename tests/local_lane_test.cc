@@ -7,6 +7,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <array>
 #include <cstddef>
 #include <cstring>
 #include <fstream>
@@ -173,6 +174,50 @@ void GetsInto(client::StoreClient& c, const OddPages& pages, bool shared_memory)
             absl::StatusCode::kInvalidArgument);
 }
 
+// Likewise with each destination split in pieces (a page's K and V halves
+// in two arrays, say): a page whose size is the pieces' total fills them in
+// order, without a byte written around them; one whose pieces add up to a
+// byte too many comes as data and leaves them as they were.
+void GetsIntoPieces(client::StoreClient& c, const OddPages& pages, bool shared_memory) {
+  ASSERT_TRUE(c.BatchPut(pages.puts).ok());
+  constexpr char kUntouched = '\x5a';
+  // Per page three pieces (a third, one byte, the rest), each in a buffer
+  // of its own with a guard byte either side.
+  std::vector<std::array<std::string, 3>> buffers(pages.keys.size());
+  std::vector<PageDestination> destinations(pages.keys.size());
+  for (size_t i = 0; i < pages.keys.size(); ++i) {
+    const size_t size = pages.bytes[i].size() + (i + 1 == pages.keys.size() ? 1 : 0);
+    const size_t cut[3] = {size / 3, 1, size - size / 3 - 1};
+    for (int j = 0; j < 3; ++j) {
+      buffers[i][j].assign(cut[j] + 2, kUntouched);
+      destinations[i].pieces.push_back(
+          absl::MakeSpan(reinterpret_cast<uint8_t*>(buffers[i][j].data()) + 1, cut[j]));
+    }
+  }
+  absl::StatusOr<std::vector<client::GotPage>> got =
+      c.BatchGet(pages.keys, 0, absl::MakeConstSpan(destinations));
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (size_t i = 0; i < pages.keys.size(); ++i) {
+    const client::GotPage& page = (*got)[i];
+    ASSERT_EQ(page.status, v1::PAGE_STATUS_OK) << i;
+    const bool into = shared_memory && i + 1 < pages.keys.size();
+    EXPECT_EQ(page.in_destination, into) << i;
+    std::string landed;
+    for (const std::string& b : buffers[i]) {
+      EXPECT_EQ(b.front(), kUntouched) << i;
+      EXPECT_EQ(b.back(), kUntouched) << i;
+      landed += b.substr(1, b.size() - 2);
+    }
+    if (into) {
+      EXPECT_EQ(landed, pages.bytes[i]) << i;
+      EXPECT_TRUE(page.data.empty()) << i;
+    } else {
+      EXPECT_EQ(page.data, pages.bytes[i]) << i;
+      EXPECT_EQ(landed, std::string(landed.size(), kUntouched)) << i;
+    }
+  }
+}
+
 TEST_F(LocalLaneTest, GetsThroughALaneLandInTheCallersBuffers) {
   ASSERT_NO_FATAL_FAILURE(Start());
   // Through the segment, and written there by the server directly.
@@ -191,6 +236,13 @@ TEST_F(LocalLaneTest, GetsThroughALaneLandInTheCallersBuffers) {
     // the segment unless asked otherwise.
     EXPECT_EQ(stats.lane_direct_get_pages, direct && CrossMemoryAttachWorks() ? 29u : 0u);
     EXPECT_EQ(stats.lane_direct_put_pages, 0u);
+    // Split destinations come through the segment whether or not the lane
+    // has direct transfers: the server writes no piece of this process.
+    ASSERT_NO_FATAL_FAILURE(GetsIntoPieces(**c, MakeOddPages(20, direct ? 19 : 11),
+                                           /*shared_memory=*/true));
+    EXPECT_EQ((*c)->data_plane_stats().lane_get_pages, 50u);
+    EXPECT_EQ((*c)->data_plane_stats().lane_direct_get_pages,
+              direct && CrossMemoryAttachWorks() ? 29u : 0u);
   }
 }
 
@@ -199,12 +251,15 @@ TEST_F(LocalLaneTest, GetsOutOfAMappedArenaLandInTheCallersBuffers) {
   std::unique_ptr<client::StoreClient> c = Client();
   ASSERT_NO_FATAL_FAILURE(GetsInto(*c, MakeOddPages(12, 8), /*shared_memory=*/true));
   EXPECT_EQ(c->data_plane_stats().mapped_get_pages, 12u);
+  ASSERT_NO_FATAL_FAILURE(GetsIntoPieces(*c, MakeOddPages(5, 12), /*shared_memory=*/true));
+  EXPECT_EQ(c->data_plane_stats().mapped_get_pages, 17u);
 }
 
 TEST_F(LocalLaneTest, InlineGetsComeAsDataBesideDestinations) {
   ASSERT_NO_FATAL_FAILURE(Start({"--nolocal_lanes", "--noucx"}));
   std::unique_ptr<client::StoreClient> c = Client();
   ASSERT_NO_FATAL_FAILURE(GetsInto(*c, MakeOddPages(6, 9), /*shared_memory=*/false));
+  ASSERT_NO_FATAL_FAILURE(GetsIntoPieces(*c, MakeOddPages(6, 10), /*shared_memory=*/false));
 }
 
 TEST_F(LocalLaneTest, ALaneActsForItsTenantOnly) {
