@@ -25,11 +25,19 @@ absl::Status ClientPageStore::Put(absl::Span<const StoredPage> pages) {
 }
 
 absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::Get(absl::Span<const PageKey> keys) {
+  return GetInto(keys, {});
+}
+
+absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::GetInto(
+    absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations) {
+  // The client lands a page in its destination only after checking the
+  // bytes it wrote there against the page's checksum.
   ASSIGN_OR_RETURN(std::vector<client::GotPage> got,
-                   client_->BatchGet(keys, page_bytes_.load(std::memory_order_relaxed)));
+                   client_->BatchGet(keys, page_bytes_.load(std::memory_order_relaxed),
+                                     destinations));
   for (const client::GotPage& page : got) {
     if (page.status == v1::PAGE_STATUS_OK) {
-      page_bytes_.store(page.data.size(), std::memory_order_relaxed);
+      page_bytes_.store(page.layout.PageBytes(), std::memory_order_relaxed);
       break;
     }
   }

@@ -36,6 +36,10 @@ class ClientPageStore : public PageStoreBackend {
 
   absl::Status Put(absl::Span<const StoredPage> pages) override;
   absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) override;
+  // Pages copied out of shared memory (a local lane's segment, a mapped
+  // arena) go straight into their destinations.
+  absl::StatusOr<std::vector<FetchedPage>> GetInto(
+      absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations) override;
   absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,
                                   std::string_view pin_id) override;
   absl::Status Unpin(std::string_view pin_id) override;

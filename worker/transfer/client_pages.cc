@@ -38,6 +38,7 @@ absl::StatusOr<std::vector<FetchedPage>> ToFetchedPages(absl::Span<const PageKey
         out[i].layout = got[i].layout;
         out[i].checksum = got[i].checksum;
         out[i].bytes = std::move(got[i].data);
+        out[i].in_destination = got[i].in_destination;
         break;
       case v1::PAGE_STATUS_LOST:
         out[i].status = FetchStatus::kLost;

@@ -8,15 +8,6 @@
 
 namespace kvtier::worker {
 
-const char* FetchStatusName(FetchStatus status) {
-  switch (status) {
-    case FetchStatus::kOk: return "ok";
-    case FetchStatus::kNotFound: return "not_found";
-    case FetchStatus::kLost: return "lost";
-  }
-  return "unknown";
-}
-
 InProcessPageStore::~InProcessPageStore() {
   absl::MutexLock lock(&mu_);
   shutting_down_ = true;

@@ -21,6 +21,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "common/page_destination.h"
 #include "common/page_key.h"
 #include "common/page_layout.h"
 
@@ -52,6 +53,10 @@ struct FetchedPage {
   PageLayout layout;
   uint64_t checksum = 0;
   std::string bytes;
+  // GetInto only: the bytes are in the page's destination instead of
+  // `bytes` (empty then), and the backend checked that what it wrote there
+  // hashes to `checksum`.
+  bool in_destination = false;
 };
 
 // Thread-safe: every method may be called from several threads at once.
@@ -67,6 +72,16 @@ class PageStoreBackend {
 
   // One result per key, same order. REQUIRES: !keys.empty().
   virtual absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) = 0;
+
+  // As Get, and an OK page whose size is its destination's total
+  // (destinations: empty or one per key) may land there instead
+  // (FetchedPage::in_destination); the others come in `bytes`. Writes into
+  // the destinations end when the call returns. A destination whose page
+  // came back otherwise may hold anything. This default gets the pages and
+  // copies those whose copy hashes to their checksum; a backend that can
+  // place the bytes on their way in overrides it.
+  virtual absl::StatusOr<std::vector<FetchedPage>> GetInto(
+      absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations);
 
   // Pins `keys` for `ttl_ms`. An empty pin_id creates a pin; otherwise the
   // pin is extended and `keys` added to it. Returns the pin id: opaque,
