@@ -1,11 +1,13 @@
 #include "worker/model/prefix_fetch.h"
 
+#include <algorithm>
 #include <thread>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/checksum.h"
+#include "common/page_destination.h"
 #include "common/status_macros.h"
 #include "kernels/dtype.h"
 
@@ -22,29 +24,104 @@ absl::Status PrefixFetchOptions::Validate() const {
 
 absl::StatusOr<std::unique_ptr<PrefixFetch>> PrefixFetch::Start(
     worker::PageTransferQueue* queue, std::vector<Hash128> chain, uint32_t n_layers,
-    const PageLayout& layout, const PrefixFetchOptions& options) {
+    const PageLayout& layout, const PrefixFetchOptions& options, std::vector<PrefixRows> rows) {
   RETURN_IF_ERROR(options.Validate());
   if (queue == nullptr || n_layers == 0 || chain.empty()) {
     return absl::InvalidArgumentError("prefix fetch needs a queue, layers and pages");
   }
+  RETURN_IF_ERROR(layout.Validate());
+  if (layout.arrangement != Arrangement::kKThenV || IsQuantized(layout.dtype)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "prefix fetch of ", DTypeName(layout.dtype),
+        " pages: only unquantized pages with K before V load into prompt rows"));
+  }
+  if (rows.size() != n_layers ||
+      std::any_of(rows.begin(), rows.end(),
+                  [](const PrefixRows& r) { return r.k == nullptr || r.v == nullptr; })) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("prefix fetch of ", n_layers, " layers into rows for ", rows.size()));
+  }
   std::unique_ptr<PrefixFetch> fetch(
-      new PrefixFetch(queue, std::move(chain), n_layers, layout, options));
+      new PrefixFetch(queue, std::move(chain), n_layers, layout, options, std::move(rows)));
   RETURN_IF_ERROR(fetch->TopUp().status());
   return fetch;
 }
 
 PrefixFetch::PrefixFetch(worker::PageTransferQueue* queue, std::vector<Hash128> chain,
                          uint32_t n_layers, const PageLayout& layout,
-                         const PrefixFetchOptions& options)
+                         const PrefixFetchOptions& options, std::vector<PrefixRows> rows)
     : queue_(queue),
       chain_(std::move(chain)),
       n_layers_(n_layers),
       layout_(layout),
-      options_(options) {}
+      options_(options),
+      rows_(std::move(rows)) {}
 
 PrefixFetch::~PrefixFetch() {
+  {
+    absl::MutexLock lock(&shared_->mu);
+    shared_->closed = true;
+    shared_->mu.Await(absl::Condition(
+        +[](int* writing) { return *writing == 0; }, &shared_->writing));
+  }
   for (const Batch& b : in_flight_) queue_->Abandon(b.id);
 }
+
+namespace {
+
+// The work of one batch on a queue thread: gets `keys` (pages `begin`..
+// of one layer) and puts each page's K and V into `rows`, recording in
+// `landed` which pages are there and hash to their checksum.
+worker::TransferResult GetIntoRows(worker::PageStoreBackend* backend,
+                                   absl::Span<const PageKey> keys, uint32_t begin,
+                                   const PageLayout& layout, PrefixRows rows,
+                                   std::vector<uint8_t>* landed) {
+  const size_t page_bytes = layout.PageBytes();
+  const size_t tensor = size_t{layout.page_size} * layout.n_kv_heads * layout.head_dim;
+  const bool f32 = layout.dtype == DType::kF32;
+  // An fp32 page is its K rows then its V rows: two pieces.
+  std::vector<PageDestination> places;
+  if (f32) {
+    places.resize(keys.size());
+    for (size_t i = 0; i < keys.size(); ++i) {
+      const size_t at = (begin + i) * tensor;
+      places[i].pieces = {
+          absl::MakeSpan(reinterpret_cast<uint8_t*>(rows.k + at), tensor * sizeof(float)),
+          absl::MakeSpan(reinterpret_cast<uint8_t*>(rows.v + at), tensor * sizeof(float))};
+    }
+  }
+  absl::StatusOr<std::vector<worker::FetchedPage>> got = backend->GetInto(keys, places);
+  if (!got.ok()) return worker::TransferResult{got.status(), {}};
+  landed->assign(got->size(), 0);
+  const auto type = static_cast<kernels::ScalarType>(layout.dtype);
+  for (size_t i = 0; i < got->size() && i < keys.size(); ++i) {
+    const worker::FetchedPage& page = (*got)[i];
+    if (page.status != worker::FetchStatus::kOk) continue;
+    if (page.in_destination) {
+      (*landed)[i] = 1;
+      continue;
+    }
+    if (page.bytes.size() != page_bytes) continue;
+    if (f32) {
+      (*landed)[i] = ScatterAndHashCopy(places[i].pieces, page.bytes.data(), page_bytes) ==
+                             page.checksum
+                         ? 1
+                         : 0;
+      continue;
+    }
+    if (PageChecksum(page.bytes.data(), page_bytes) != page.checksum) continue;
+    const auto* bytes = reinterpret_cast<const uint8_t*>(page.bytes.data());
+    const size_t at = (begin + i) * tensor;
+    for (size_t e = 0; e < tensor; ++e) {
+      rows.k[at + e] = kernels::LoadAsFloat(bytes, type, e);
+      rows.v[at + e] = kernels::LoadAsFloat(bytes, type, tensor + e);
+    }
+    (*landed)[i] = 1;
+  }
+  return worker::TransferResult{absl::OkStatus(), *std::move(got)};
+}
+
+}  // namespace
 
 absl::StatusOr<bool> PrefixFetch::TopUp() {
   while (next_layer_ < n_layers_ &&
@@ -55,26 +132,24 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
     for (uint32_t p = next_page_; p < next_page_ + count; ++p) {
       keys.push_back(PageKey{.hash = chain_[p], .layer = next_layer_});
     }
-    std::shared_ptr<Clock> clock = clock_;
-    auto checksum_ok = std::make_shared<std::vector<uint8_t>>();
-    auto work = [keys = std::move(keys), clock,
-                 checksum_ok](worker::PageStoreBackend* backend) {
+    auto landed = std::make_shared<std::vector<uint8_t>>();
+    auto work = [keys = std::move(keys), shared = shared_, landed, begin = next_page_,
+                 layout = layout_,
+                 rows = rows_[next_layer_]](worker::PageStoreBackend* backend) {
       {
-        absl::MutexLock lock(&clock->mu);
-        if (clock->active++ == 0) clock->busy_since = absl::Now();
+        absl::MutexLock lock(&shared->mu);
+        if (shared->closed) {
+          return worker::TransferResult{absl::CancelledError("prefix load given up"), {}};
+        }
+        ++shared->writing;
+        if (shared->active++ == 0) shared->busy_since = absl::Now();
       }
-      absl::StatusOr<std::vector<worker::FetchedPage>> got = backend->Get(keys);
-      {
-        absl::MutexLock lock(&clock->mu);
-        if (--clock->active == 0) clock->busy += absl::Now() - clock->busy_since;
-      }
-      if (!got.ok()) return worker::TransferResult{got.status(), {}};
-      checksum_ok->reserve(got->size());
-      for (const worker::FetchedPage& page : *got) {
-        checksum_ok->push_back(
-            PageChecksum(page.bytes.data(), page.bytes.size()) == page.checksum ? 1 : 0);
-      }
-      return worker::TransferResult{absl::OkStatus(), *std::move(got)};
+      worker::TransferResult result = GetIntoRows(backend, keys, begin, layout, rows,
+                                                  landed.get());
+      absl::MutexLock lock(&shared->mu);
+      if (--shared->active == 0) shared->busy += absl::Now() - shared->busy_since;
+      --shared->writing;
+      return result;
     };
     absl::StatusOr<worker::TransferId> id =
         queue_->Submit(absl::StrCat("prefix load of ", count, " pages of layer ", next_layer_),
@@ -85,7 +160,7 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
                                .begin = next_page_,
                                .count = count,
                                .id = *id,
-                               .checksum_ok = std::move(checksum_ok)});
+                               .landed = std::move(landed)});
     pages_in_flight_ += count;
     ++stats_.batches;
     next_page_ += count;
@@ -97,8 +172,7 @@ absl::StatusOr<bool> PrefixFetch::TopUp() {
   return true;
 }
 
-absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::TransferResult& result,
-                                       std::vector<float>* k, std::vector<float>* v) {
+absl::Status PrefixFetch::Check(const Batch& batch, const worker::TransferResult& result) {
   if (!result.status.ok()) {
     stats_.pages_missing += batch.count;
     return absl::Status(result.status.code(),
@@ -106,15 +180,12 @@ absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::Transfe
                                      "..", batch.begin + batch.count - 1,
                                      " failed: ", result.status.message()));
   }
-  if (result.pages.size() != batch.count) {
+  if (result.pages.size() != batch.count || batch.landed->size() != batch.count) {
     stats_.pages_rejected += batch.count;
     return absl::DataLossError(absl::StrCat("store answered ", result.pages.size(),
                                             " pages for ", batch.count));
   }
   const size_t page_bytes = layout_.PageBytes();
-  const size_t row = size_t{layout_.n_kv_heads} * layout_.head_dim;
-  const size_t tensor = size_t{layout_.page_size} * row;  // elements of K (or V)
-  const auto type = static_cast<kernels::ScalarType>(layout_.dtype);
   for (uint32_t i = 0; i < batch.count; ++i) {
     const worker::FetchedPage& page = result.pages[i];
     const uint32_t p = batch.begin + i;
@@ -130,30 +201,14 @@ absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::Transfe
       bad = "came back under another key";
     } else if (!(page.layout == layout_)) {
       bad = "has another layout";
-    } else if (page.bytes.size() != page_bytes) {
+    } else if (!page.in_destination && page.bytes.size() != page_bytes) {
       bad = "has the wrong size";
-    } else if (batch.checksum_ok->size() != result.pages.size() ||
-               (*batch.checksum_ok)[i] == 0) {
+    } else if ((*batch.landed)[i] == 0) {
       bad = "does not match its checksum";
     }
     if (bad != nullptr) {
       ++stats_.pages_rejected;
       return absl::DataLossError(absl::StrCat(where, " ", bad, "; not served"));
-    }
-    const auto* bytes = reinterpret_cast<const uint8_t*>(page.bytes.data());
-    if (layout_.dtype == DType::kF32) {
-      // Appended as they are: no zero fill of several hundred MiB first.
-      const auto* kf = reinterpret_cast<const float*>(bytes);
-      k->insert(k->end(), kf, kf + tensor);
-      v->insert(v->end(), kf + tensor, kf + 2 * tensor);
-    } else {
-      const size_t at = k->size();
-      k->resize(at + tensor);
-      v->resize(at + tensor);
-      for (size_t e = 0; e < tensor; ++e) {
-        (*k)[at + e] = kernels::LoadAsFloat(bytes, type, e);
-        (*v)[at + e] = kernels::LoadAsFloat(bytes, type, tensor + e);
-      }
     }
   }
   stats_.pages_loaded += batch.count;
@@ -161,17 +216,12 @@ absl::Status PrefixFetch::CheckAndCopy(const Batch& batch, const worker::Transfe
   return absl::OkStatus();
 }
 
-absl::Status PrefixFetch::TakeLayer(uint32_t layer, std::vector<float>* k,
-                                    std::vector<float>* v) {
+absl::Status PrefixFetch::TakeLayer(uint32_t layer) {
   if (layer != next_take_ || layer >= n_layers_) {
     return absl::FailedPreconditionError(
         absl::StrCat("prefix layer ", layer, " taken out of order (next ", next_take_, ")"));
   }
   const absl::Time t0 = absl::Now();
-  const size_t elements = size_t{n_pages()} * layout_.page_size * layout_.n_kv_heads *
-                          layout_.head_dim;
-  k->reserve(k->size() + elements);
-  v->reserve(v->size() + elements);
   absl::Status status;
   uint32_t pages_taken = 0;
   while (pages_taken < n_pages()) {
@@ -189,7 +239,7 @@ absl::Status PrefixFetch::TakeLayer(uint32_t layer, std::vector<float>* k,
     pages_in_flight_ -= batch.count;
     const worker::TransferResult result = queue_->Wait(batch.id);
     pages_taken += batch.count;
-    if (status.ok()) status = CheckAndCopy(batch, result, k, v);
+    if (status.ok()) status = Check(batch, result);
   }
   ++next_take_;
   stats_.wait_s += absl::ToDoubleSeconds(absl::Now() - t0);
@@ -199,8 +249,8 @@ absl::Status PrefixFetch::TakeLayer(uint32_t layer, std::vector<float>* k,
 
 PrefixFetchStats PrefixFetch::stats() const {
   PrefixFetchStats s = stats_;
-  absl::MutexLock lock(&clock_->mu);
-  s.busy_s = absl::ToDoubleSeconds(clock_->busy);
+  absl::MutexLock lock(&shared_->mu);
+  s.busy_s = absl::ToDoubleSeconds(shared_->busy);
   return s;
 }
 

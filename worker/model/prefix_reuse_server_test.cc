@@ -1,7 +1,9 @@
 // Prefix reuse through a real kvtier-server: a second worker (its own
 // backend and client) that shares a prompt prefix with the first finds it
 // with one Lookup, loads it, and its logits equal those of recomputing
-// the prompt bit for bit.
+// the prompt bit for bit: with the pages copied out of a local lane's
+// segment straight into the prompt rows, and with the pages inline in the
+// replies (copied into the rows on the transfer queue's threads).
 #include <memory>
 #include <string>
 
@@ -17,7 +19,10 @@ namespace {
 const std::string kDir = KVTIER_STORIES260K_DIR;
 constexpr int kSteps = 6;
 
-TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
+class PrefixReuseServerTest : public ::testing::TestWithParam<bool> {};
+
+TEST_P(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
+  const bool lanes = GetParam();
   auto m = LoadModel(kDir + "/stories260K.bin", kDir + "/tok512.bin");
   ASSERT_TRUE(m.ok()) << m.status();
   kvtier::testing::TempDir dir;
@@ -26,6 +31,7 @@ TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
   ASSERT_TRUE(server.ok()) << server.status();
   client::ClientOptions copts;
   copts.deadline_ms = 5000;
+  copts.local_lanes = lanes;
   auto est = testing::FixedEstimator(m->weights.config, 1e12);
   ASSERT_TRUE(est.ok());
 
@@ -44,9 +50,10 @@ TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
   ASSERT_TRUE(ref.ok()) << ref.status();
 
   // Worker 2, its own client, loads the shared prefix.
-  auto store2 = worker::ClientPageStore::Connect((*server)->target(), copts);
-  ASSERT_TRUE(store2.ok()) << store2.status();
-  auto b2 = testing::MakeBackend(m->weights, store2->get());
+  auto client2 = client::StoreClient::Connect((*server)->target(), copts);
+  ASSERT_TRUE(client2.ok()) << client2.status();
+  worker::ClientPageStore store2(client2->get());
+  auto b2 = testing::MakeBackend(m->weights, &store2);
   ASSERT_TRUE(b2.ok()) << b2.status();
   auto second =
       testing::RunRequest(m->weights, **b2, testing::SharedPrefixPrompt(2), kSteps, *est);
@@ -60,7 +67,16 @@ TEST(PrefixReuseServerTest, SecondWorkerLoadsThePrefixAndMatchesRecompute) {
     EXPECT_EQ(second->logits[i], ref->logits[i]) << "row " << i;
   }
   EXPECT_EQ((*b2)->counters().pages_adopted, 18u * 5);
+  // The pages took the path asked for (the probe read layer 0's too).
+  const client::DataPlaneStats paths = (*client2)->data_plane_stats();
+  EXPECT_GE(lanes ? paths.lane_get_pages : paths.inline_get_pages, 18u * 5);
+  EXPECT_EQ(lanes ? paths.inline_get_pages : paths.lane_get_pages, 0u);
 }
+
+INSTANTIATE_TEST_SUITE_P(Paths, PrefixReuseServerTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("LocalLane") : std::string("Inline");
+                         });
 
 }  // namespace
 }  // namespace kvtier::model

@@ -11,7 +11,7 @@ namespace kvtier::model {
 namespace {
 
 // The whole pages inside the buffer's memory go back to the kernel lazily.
-void FreeLazily(std::vector<float>& buffer) {
+void FreeLazily(PromptRows& buffer) {
   static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
   const auto at = reinterpret_cast<uintptr_t>(buffer.data());
   const uintptr_t begin = (at + page - 1) & ~(page - 1);
@@ -22,7 +22,7 @@ void FreeLazily(std::vector<float>& buffer) {
 
 }  // namespace
 
-void PromptBufferPool::Reserve(std::vector<float>& buffer, size_t floats) {
+void PromptBufferPool::Reserve(PromptRows& buffer, size_t floats) {
   if (buffer.capacity() >= floats) return;
   auto best = kept_.end();
   for (auto it = kept_.begin(); it != kept_.end(); ++it) {
@@ -34,7 +34,7 @@ void PromptBufferPool::Reserve(std::vector<float>& buffer, size_t floats) {
     buffer.reserve(floats);
     return;
   }
-  std::vector<float> bigger = std::move(*best);
+  PromptRows bigger = std::move(*best);
   kept_.erase(best);
   bigger.assign(buffer.begin(), buffer.end());
   std::swap(buffer, bigger);
@@ -42,14 +42,14 @@ void PromptBufferPool::Reserve(std::vector<float>& buffer, size_t floats) {
   if (bigger.capacity() > 0) Keep(std::move(bigger));
 }
 
-void PromptBufferPool::Release(std::vector<float>& buffer) {
-  std::vector<float> kept = std::move(buffer);
+void PromptBufferPool::Release(PromptRows& buffer) {
+  PromptRows kept = std::move(buffer);
   buffer = {};
   kept.clear();
   if (kept.capacity() > 0) Keep(std::move(kept));
 }
 
-void PromptBufferPool::Keep(std::vector<float> buffer) {
+void PromptBufferPool::Keep(PromptRows buffer) {
   if (max_buffers_ == 0) return;
   FreeLazily(buffer);
   kept_.push_back(std::move(buffer));

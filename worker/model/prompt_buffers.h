@@ -16,9 +16,41 @@
 // Thread-compatible: one owner, as the attention backend that holds it.
 
 #include <cstddef>
+#include <memory>
+#include <new>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace kvtier::model {
+
+// std::allocator, except that a resize leaves the new elements unwritten
+// instead of zeroing them: a loaded prefix's rows are written by the load
+// itself (PrefixFetch), and zeroing several hundred MiB first would cost
+// about as much as the copy.
+template <typename T>
+class UninitializedAllocator : public std::allocator<T> {
+ public:
+  template <typename U>
+  struct rebind {
+    using other = UninitializedAllocator<U>;
+  };
+  UninitializedAllocator() = default;
+  template <typename U>
+  explicit UninitializedAllocator(const UninitializedAllocator<U>& /*other*/) noexcept {}
+
+  template <typename U>
+  void construct(U* p) noexcept(std::is_nothrow_default_constructible_v<U>) {
+    ::new (static_cast<void*>(p)) U;
+  }
+  template <typename U, typename... Args>
+  void construct(U* p, Args&&... args) {
+    ::new (static_cast<void*>(p)) U(std::forward<Args>(args)...);
+  }
+};
+
+// A prompt's K or V rows of one layer: [tokens][n_kv_heads * head_dim].
+using PromptRows = std::vector<float, UninitializedAllocator<float>>;
 
 class PromptBufferPool {
  public:
@@ -28,18 +60,18 @@ class PromptBufferPool {
   // Gives `buffer` a capacity of at least `floats`, its elements kept: the
   // smallest kept buffer that is large enough replaces it (and it is kept
   // in its place), or it grows as std::vector does.
-  void Reserve(std::vector<float>& buffer, size_t floats);
+  void Reserve(PromptRows& buffer, size_t floats);
 
   // Leaves `buffer` empty and keeps its memory for a later Reserve.
-  void Release(std::vector<float>& buffer);
+  void Release(PromptRows& buffer);
 
   size_t kept() const { return kept_.size(); }
 
  private:
-  void Keep(std::vector<float> buffer);
+  void Keep(PromptRows buffer);
 
   const size_t max_buffers_;
-  std::vector<std::vector<float>> kept_;  // each empty, capacity > 0
+  std::vector<PromptRows> kept_;  // each empty, capacity > 0
 };
 
 }  // namespace kvtier::model

@@ -7,21 +7,21 @@
 namespace kvtier::model {
 namespace {
 
-std::vector<float> Filled(size_t n, float first) {
-  std::vector<float> v(n);
+PromptRows Filled(size_t n, float first) {
+  PromptRows v(n);
   for (size_t i = 0; i < n; ++i) v[i] = first + static_cast<float>(i);
   return v;
 }
 
 TEST(PromptBufferPoolTest, AReleasedBufferServesTheNextReserve) {
   PromptBufferPool pool(4);
-  std::vector<float> a = Filled(1 << 20, 0);
+  PromptRows a = Filled(1 << 20, 0);
   const float* memory = a.data();
   pool.Release(a);
   EXPECT_TRUE(a.empty());
   EXPECT_EQ(a.capacity(), 0u);
   EXPECT_EQ(pool.kept(), 1u);
-  std::vector<float> b;
+  PromptRows b;
   pool.Reserve(b, 1000);
   EXPECT_EQ(b.data(), memory);
   EXPECT_GE(b.capacity(), size_t{1} << 20);
@@ -31,10 +31,10 @@ TEST(PromptBufferPoolTest, AReleasedBufferServesTheNextReserve) {
 
 TEST(PromptBufferPoolTest, ReserveKeepsTheElementsAndKeepsTheSmallerBuffer) {
   PromptBufferPool pool(4);
-  std::vector<float> big = Filled(4096, 0);
+  PromptRows big = Filled(4096, 0);
   const float* big_memory = big.data();
   pool.Release(big);
-  std::vector<float> rows = Filled(100, 7);
+  PromptRows rows = Filled(100, 7);
   rows.shrink_to_fit();
   const float* small_memory = rows.data();
   pool.Reserve(rows, 2000);
@@ -42,27 +42,27 @@ TEST(PromptBufferPoolTest, ReserveKeepsTheElementsAndKeepsTheSmallerBuffer) {
   EXPECT_EQ(rows, Filled(100, 7));
   // The buffer it replaced is kept for a smaller request.
   ASSERT_EQ(pool.kept(), 1u);
-  std::vector<float> next;
+  PromptRows next;
   pool.Reserve(next, 50);
   EXPECT_EQ(next.data(), small_memory);
 }
 
 TEST(PromptBufferPoolTest, TheSmallestLargeEnoughBufferIsChosen) {
   PromptBufferPool pool(4);
-  std::vector<std::vector<float>> bufs = {Filled(300, 0), Filled(100, 0), Filled(200, 0)};
+  std::vector<PromptRows> bufs = {Filled(300, 0), Filled(100, 0), Filled(200, 0)};
   std::vector<const float*> memory;
   for (auto& b : bufs) {
     b.shrink_to_fit();
     memory.push_back(b.data());
     pool.Release(b);
   }
-  std::vector<float> x;
+  PromptRows x;
   pool.Reserve(x, 150);
   EXPECT_EQ(x.data(), memory[2]);  // 200, not 300
-  std::vector<float> y;
+  PromptRows y;
   pool.Reserve(y, 250);
   EXPECT_EQ(y.data(), memory[0]);
-  std::vector<float> z;
+  PromptRows z;
   pool.Reserve(z, 1000);  // none large enough: fresh memory
   EXPECT_GE(z.capacity(), 1000u);
   EXPECT_NE(z.data(), memory[1]);
@@ -72,16 +72,16 @@ TEST(PromptBufferPoolTest, TheSmallestLargeEnoughBufferIsChosen) {
 TEST(PromptBufferPoolTest, KeepsAtMostItsLimitDroppingTheSmallest) {
   PromptBufferPool pool(2);
   for (size_t n : {300, 100, 200}) {
-    std::vector<float> b = Filled(n, 0);
+    PromptRows b = Filled(n, 0);
     b.shrink_to_fit();
     pool.Release(b);
   }
   EXPECT_EQ(pool.kept(), 2u);
-  std::vector<float> x;
+  PromptRows x;
   pool.Reserve(x, 100);
   EXPECT_GE(x.capacity(), 200u);  // the 100 was dropped
   PromptBufferPool none(0);
-  std::vector<float> b = Filled(10, 0);
+  PromptRows b = Filled(10, 0);
   none.Release(b);
   EXPECT_EQ(none.kept(), 0u);
   EXPECT_EQ(b.capacity(), 0u);

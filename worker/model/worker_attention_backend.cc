@@ -265,6 +265,8 @@ absl::Status WorkerAttentionBackend::EndSequence(SequenceId seq) {
   // A complete prompt never handed off still gives the store its pages.
   absl::Status handed_off;
   if (it->second.prompt_complete && !it->second.reuse_failed) handed_off = HandOffPrompt(seq);
+  // Nothing may write into the prompt rows once they go back to the pool.
+  it->second.fetch.reset();
   for (LayerState& l : it->second.layers) {
     prompt_buffers_.Release(l.prompt_k);
     prompt_buffers_.Release(l.prompt_v);
@@ -476,11 +478,13 @@ absl::StatusOr<PrefixFetchStats> WorkerAttentionBackend::ProbePrefix(
     return absl::InvalidArgumentError(absl::StrCat("probe of ", n_pages, " pages"));
   }
   std::vector<uint32_t> ids(prompt.begin(), prompt.begin() + tokens);
+  // Declared before the fetch: its end waits for what still writes here.
+  PromptRows k(tokens * shape_.kv_dim()), v(tokens * shape_.kv_dim());
   ASSIGN_OR_RETURN(std::unique_ptr<PrefixFetch> fetch,
                    PrefixFetch::Start(transfers_.get(), cache_->PrefixChain(ids), 1,
-                                      cache_->layout(), prefix_fetch_));
-  std::vector<float> k, v;
-  RETURN_IF_ERROR(fetch->TakeLayer(0, &k, &v));
+                                      cache_->layout(), prefix_fetch_,
+                                      {PrefixRows{.k = k.data(), .v = v.data()}}));
+  RETURN_IF_ERROR(fetch->TakeLayer(0));
   return fetch->stats();
 }
 
@@ -509,15 +513,30 @@ absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const
   std::vector<Hash128> chain = cache_->PrefixChain(ids);
   RETURN_IF_ERROR(cache_->AppendTokenIds(seq, ids));
   RETURN_IF_ERROR(cache_->AdoptStoredPrefix(seq, n_pages));
-  ASSIGN_OR_RETURN(state.fetch,
-                   PrefixFetch::Start(transfers_.get(), std::move(chain), shape_.n_layers,
-                                      cache_->layout(), prefix_fetch_));
   // Room for the whole prompt, so that the rest's rows append without
-  // moving the loaded prefix (several hundred MiB at 8K tokens).
+  // moving the loaded prefix (several hundred MiB at 8K tokens); the
+  // prefix's rows are the load's to write (not zeroed first).
   const size_t prompt_floats = prompt.size() * shape_.kv_dim();
+  std::vector<PrefixRows> rows;
   for (LayerState& l : state.layers) {
     prompt_buffers_.Reserve(l.prompt_k, prompt_floats);
     prompt_buffers_.Reserve(l.prompt_v, prompt_floats);
+    l.prompt_k.resize(tokens * shape_.kv_dim());
+    l.prompt_v.resize(tokens * shape_.kv_dim());
+    rows.push_back(PrefixRows{.k = l.prompt_k.data(), .v = l.prompt_v.data()});
+  }
+  absl::StatusOr<std::unique_ptr<PrefixFetch>> fetch =
+      PrefixFetch::Start(transfers_.get(), std::move(chain), shape_.n_layers, cache_->layout(),
+                         prefix_fetch_, std::move(rows));
+  if (!fetch.ok()) {
+    for (LayerState& l : state.layers) {
+      l.prompt_k.clear();
+      l.prompt_v.clear();
+    }
+    return fetch.status();
+  }
+  state.fetch = *std::move(fetch);
+  for (LayerState& l : state.layers) {
     l.awaiting_prefix = true;
     l.prompt_tokens = static_cast<int>(tokens);
     l.positions = static_cast<int>(tokens);
@@ -528,7 +547,7 @@ absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const
 absl::Status WorkerAttentionBackend::TakePrefix(SequenceId seq, int layer, LayerState& s) {
   SequenceState& state = sequences_.at(seq);
   s.awaiting_prefix = false;
-  absl::Status taken = state.fetch->TakeLayer(layer, &s.prompt_k, &s.prompt_v);
+  absl::Status taken = state.fetch->TakeLayer(layer);
   if (layer + 1 == shape_.n_layers || !taken.ok()) {
     state.fetch_stats = state.fetch->stats();
     if (layer + 1 == shape_.n_layers) state.fetch.reset();

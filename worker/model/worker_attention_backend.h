@@ -197,7 +197,7 @@ class WorkerAttentionBackend : public AttentionBackend {
   // Per (sequence, layer): the prompt not yet handed to the runner, and the
   // decode token between Append and Attend.
   struct LayerState {
-    std::vector<float> prompt_k, prompt_v;  // [n, kv_dim]
+    PromptRows prompt_k, prompt_v;  // [n, kv_dim]
     std::vector<float> recent_q;  // the last prompt queries, [rows, q_dim]
     int prompt_tokens = 0;
     bool decoding = false;
@@ -219,7 +219,7 @@ class WorkerAttentionBackend : public AttentionBackend {
                          int prefill_query_rows, int max_sequences);
   absl::StatusOr<LayerState*> Find(SequenceId seq, int layer);
   absl::Status FlushPrompt(SequenceId seq, int layer, LayerState& state);
-  // Moves the loaded prefix of `layer` into its prompt rows.
+  // Waits for the loaded prefix of `layer`, which lands in its prompt rows.
   absl::Status TakePrefix(SequenceId seq, int layer, LayerState& state);
   // Takes the resident bytes of `layer` now into the peaks.
   void SampleResident(int layer);
