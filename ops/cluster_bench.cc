@@ -31,7 +31,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +43,7 @@
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
+#include "common/tool_usage.h"
 #include "ops/percentile.h"
 
 ABSL_FLAG(std::string, seeds, "127.0.0.1:50051", "Members to read the view from, host:port,...");
@@ -319,7 +319,7 @@ absl::Status Run() {
 }  // namespace kvtier::ops
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("kvtier-cluster-bench --seeds HOST:PORT[,..] [--clients N]");
+  kvtier::SetToolUsage("kvtier-cluster-bench --seeds HOST:PORT[,..] [--clients N]");
   absl::ParseCommandLine(argc, argv);
   absl::Status s = kvtier::ops::Run();
   if (!s.ok()) {

@@ -39,7 +39,6 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -55,6 +54,7 @@
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
+#include "common/tool_usage.h"
 #include "ops/percentile.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
@@ -492,7 +492,7 @@ int main(int argc, char** argv) {
   // message (see kvstore/service/server_main.cc); a worker would do the same.
   mallopt(M_MMAP_THRESHOLD, 96 << 20);
   mallopt(M_TRIM_THRESHOLD, 512 << 20);
-  absl::SetProgramUsageMessage("kvtier-bench --target HOST:PORT [--page_sizes ..] [--clients ..]");
+  kvtier::SetToolUsage("kvtier-bench --target HOST:PORT [--page_sizes ..] [--clients ..]");
   absl::ParseCommandLine(argc, argv);
   absl::Status s = kvtier::ops::Run();
   if (!s.ok()) {

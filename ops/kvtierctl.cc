@@ -48,6 +48,7 @@
 #include "common/page_key.h"
 #include "common/page_layout.h"
 #include "common/status_macros.h"
+#include "common/tool_usage.h"
 #include "ops/kvtierctl.h"
 
 ABSL_FLAG(std::string, target, "127.0.0.1:50051", "Store address host:port");
@@ -539,7 +540,7 @@ int Main(const std::vector<char*>& args) {
 }  // namespace kvtier::ops
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  kvtier::SetToolUsage(
       "usage: kvtierctl [--target HOST:PORT] COMMAND\n"
       "  stats                                 store counters and tiers\n"
       "  lookup --tokens 1,2,.. | --text FILE  stored prefix and tiers of a prompt\n"

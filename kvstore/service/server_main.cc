@@ -21,15 +21,15 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
 #include "absl/status/status.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "common/log.h"
-#include "common/status_macros.h"
 #include "common/pem_file.h"
+#include "common/status_macros.h"
+#include "common/tool_usage.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/grpcpp.h"
@@ -400,7 +400,7 @@ int Run() {
 }  // namespace kvtier::store
 
 int main(int argc, char** argv) {
-  absl::SetProgramUsageMessage("kvtier store server (see proto/kvtier/v1/config.proto)");
+  kvtier::SetToolUsage("kvtier store server (see proto/kvtier/v1/config.proto)");
   kvtier::store::RecordGivenFlags(argc, argv);
   absl::ParseCommandLine(argc, argv);
   return kvtier::store::Run();

@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status_macros.h"
+#include "common/tool_usage.h"
 #include "worker/eval/continuation_eval.h"
 #include "worker/eval/digest_eval.h"
 #include "worker/eval/fidelity_eval.h"
@@ -323,6 +324,9 @@ absl::Status Main(const std::string& command) {
 }  // namespace kvtier::eval
 
 int main(int argc, char** argv) {
+  kvtier::SetToolUsage(
+      "kvtier-eval fidelity|logits|longrun|prefix|needles|continuation|digests --model PATH "
+      "[flags]");
   std::vector<char*> args = absl::ParseCommandLine(argc, argv);
   if (args.size() != 2) {
     std::fprintf(stderr,

@@ -15,6 +15,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/tool_usage.h"
 #include "worker/sim/simulator.h"
 
 ABSL_FLAG(std::string, trace, "", "trace file (worker/trace/trace.h); empty with --synthetic");
@@ -124,6 +125,8 @@ absl::StatusOr<std::unique_ptr<kvtier::worker::TraceSource>> SourceFromFlags() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  kvtier::SetToolUsage(
+      "kvtier-sim --trace=PATH | --synthetic [--policy=P] [--budget_pages=N] [flags]");
   absl::ParseCommandLine(argc, argv);
   using namespace kvtier::worker;
   absl::StatusOr<SimOptions> options = OptionsFromFlags();
