@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/page_destination.h"
 #include "common/status_macros.h"
 #include "worker/eval/fidelity_metrics.h"
 #include "worker/eval/model_session.h"
@@ -26,24 +27,37 @@ void Say(const std::string& line) {
 constexpr char kQuestionStart[] = " What is the pass key?";
 
 // The store's get bandwidth on `prompt`'s first `pages` pages of every
-// layer: plain batched gets of 256 pages, one after another, timed.
+// layer: batched gets of 256 pages, one after another, timed, each page's
+// K and V halves landing in rows allocated once, as a prefix load's do
+// (PageStoreBackend::GetInto), but with the cores to themselves.
 absl::StatusOr<double> MeasureGetBandwidth(worker::PageStoreBackend& store,
                                            const model::WorkerAttentionBackend& b,
                                            const std::vector<int>& prompt, uint32_t pages,
                                            uint64_t* bytes) {
+  constexpr size_t kBatch = 256;
   std::vector<Hash128> chain = b.PrefixChain(prompt);
   chain.resize(std::min<size_t>(chain.size(), pages));
   std::vector<PageKey> keys;
   for (uint32_t l = 0; l < static_cast<uint32_t>(b.shape().n_layers); ++l) {
     for (const Hash128& h : chain) keys.push_back(PageKey{.hash = h, .layer = l});
   }
+  const size_t half = b.page_bytes() / 2;
+  std::vector<uint8_t> k(kBatch * half), v(kBatch * half);
+  std::vector<PageDestination> places(kBatch);
+  for (size_t i = 0; i < kBatch; ++i) {
+    places[i].pieces = {absl::MakeSpan(k.data() + i * half, half),
+                        absl::MakeSpan(v.data() + i * half, half)};
+  }
   *bytes = 0;
   const absl::Time t0 = absl::Now();
-  for (size_t begin = 0; begin < keys.size(); begin += 256) {
-    const size_t n = std::min<size_t>(256, keys.size() - begin);
+  for (size_t begin = 0; begin < keys.size(); begin += kBatch) {
+    const size_t n = std::min<size_t>(kBatch, keys.size() - begin);
     ASSIGN_OR_RETURN(std::vector<worker::FetchedPage> got,
-                     store.Get(absl::MakeConstSpan(keys.data() + begin, n)));
-    for (const worker::FetchedPage& p : got) *bytes += p.bytes.size();
+                     store.GetInto(absl::MakeConstSpan(keys.data() + begin, n),
+                                   absl::MakeConstSpan(places.data(), n)));
+    for (const worker::FetchedPage& p : got) {
+      if (p.status == worker::FetchStatus::kOk) *bytes += p.layout.PageBytes();
+    }
   }
   const double s = absl::ToDoubleSeconds(absl::Now() - t0);
   return s > 0 ? *bytes / s : 0.0;
