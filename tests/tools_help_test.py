@@ -1,5 +1,6 @@
 """--help of every program that parses its flags with abseil lists that
-program's own flags (common/tool_usage.h), not "No flags matched"."""
+program's own flags (common/tool_usage.h), not "No flags matched";
+kvtier-profile's lists its commands."""
 import os
 import subprocess
 import sys
@@ -31,6 +32,14 @@ class ToolsHelpTest(unittest.TestCase):
                     self.assertIn(flag + " (", text, flag)
                 # abseil's own flags stay under --helpfull.
                 self.assertNotIn("--flagfile (", text)
+
+    def test_profile_help_lists_its_commands(self):
+        run = subprocess.run([os.path.join(BIN_DIR, "kvtier-profile"), "--help"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertEqual(run.returncode, 0)
+        for command in ("xkv --trace", "lukv --trace", "lukv-table --profile",
+                        "allocate --layers"):
+            self.assertIn("kvtier-profile " + command, run.stdout)
 
     def test_helpfull_still_lists_abseils_flags(self):
         run = subprocess.run([os.path.join(BIN_DIR, "kvtier-sim"), "--helpfull"],

@@ -1,19 +1,7 @@
-// kvtier-profile: profiling runs and budget allocation from the command line.
-//
-//   kvtier-profile xkv --trace=a.kvt[,b.kvt...] --out=xkv.prof
-//       [--window=8] [--kernel=7] [--pool_gqa=1]
-//   kvtier-profile lukv --trace=a.kvt[,b.kvt...] --out=lukv.prof
-//       [--sinks=4] [--window=32] [--kernel=5]
-//   kvtier-profile lukv-table --profile=lukv.prof --out=lukv.table
-//       [--floor=0.01]
-//   kvtier-profile allocate --layers=L --kv_heads=H --total=N
-//       (--xkv=xkv.prof [--tokens_per_unit=1] [--min_per_layer=0]
-//        | --xkv=xkv.prof --retention=0.9
-//        | --lukv_table=lukv.table --context=C
-//        | --uniform)
-//
-// Files are described in worker/budget/profile.h; allocate prints one line per
-// layer ("layer <l> <budget>" or "layer <l> head <h> <budget>").
+// kvtier-profile: profiling runs and budget allocation from the command line
+// (xkv and lukv profiles from traces, the LU-KV table, per-layer budgets);
+// kUsage below, which --help prints, lists the commands and their flags.
+// Files are described in worker/budget/profile.h.
 #include <chrono>
 #include <cstdio>
 #include <map>
@@ -224,12 +212,34 @@ absl::Status RunAllocate(Flags& f) {
 }  // namespace
 }  // namespace kvtier
 
+namespace {
+
+constexpr char kUsage[] =
+    "usage:\n"
+    "  kvtier-profile xkv --trace=a.kvt[,b.kvt...] --out=xkv.prof\n"
+    "      [--window=8] [--kernel=7] [--pool_gqa=1]\n"
+    "  kvtier-profile lukv --trace=a.kvt[,b.kvt...] --out=lukv.prof\n"
+    "      [--sinks=4] [--window=32] [--kernel=5]\n"
+    "  kvtier-profile lukv-table --profile=lukv.prof --out=lukv.table [--floor=0.01]\n"
+    "  kvtier-profile allocate --layers=L --kv_heads=H --total=N\n"
+    "      (--xkv=xkv.prof [--tokens_per_unit=1] [--min_per_layer=0]\n"
+    "       | --xkv=xkv.prof --retention=0.9\n"
+    "       | --lukv_table=lukv.table --context=C\n"
+    "       | --uniform)\n"
+    "allocate prints one line per layer (\"layer <l> <budget>\" or\n"
+    "\"layer <l> head <h> <budget>\").\n";
+
+}  // namespace
+
 int main(int argc, char** argv) {
   if (argc < 2) {
-    std::fprintf(stderr,
-                 "usage: kvtier-profile xkv|lukv|lukv-table|allocate "
-                 "--flag=value ... (see the header of profile_main.cc)\n");
+    std::fputs(kUsage, stderr);
     return 2;
+  }
+  const std::string first = argv[1];
+  if (first == "--help" || first == "-h" || first == "help") {
+    std::fputs(kUsage, stdout);
+    return 0;
   }
   kvtier::Flags flags;
   absl::Status status = flags.Parse(argc, argv);
