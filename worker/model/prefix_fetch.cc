@@ -77,7 +77,7 @@ worker::TransferResult GetIntoRows(worker::PageStoreBackend* backend,
                                    const PageLayout& layout, PrefixRows rows,
                                    std::vector<uint8_t>* landed) {
   const size_t page_bytes = layout.PageBytes();
-  const size_t tensor = size_t{layout.page_size} * layout.n_kv_heads * layout.head_dim;
+  const size_t tensor = layout.ElementsPerTensor();
   const bool f32 = layout.dtype == DType::kF32;
   // An fp32 page is its K rows then its V rows: two pieces.
   std::vector<PageDestination> places;
@@ -97,18 +97,13 @@ worker::TransferResult GetIntoRows(worker::PageStoreBackend* backend,
   for (size_t i = 0; i < got->size() && i < keys.size(); ++i) {
     const worker::FetchedPage& page = (*got)[i];
     if (page.status != worker::FetchStatus::kOk) continue;
+    // An fp32 page that fits and is intact is in its rows (GetInto lands
+    // every such page, however it came).
     if (page.in_destination) {
       (*landed)[i] = 1;
       continue;
     }
-    if (page.bytes.size() != page_bytes) continue;
-    if (f32) {
-      (*landed)[i] = ScatterAndHashCopy(places[i].pieces, page.bytes.data(), page_bytes) ==
-                             page.checksum
-                         ? 1
-                         : 0;
-      continue;
-    }
+    if (f32 || page.bytes.size() != page_bytes) continue;
     if (PageChecksum(page.bytes.data(), page_bytes) != page.checksum) continue;
     const auto* bytes = reinterpret_cast<const uint8_t*>(page.bytes.data());
     const size_t at = (begin + i) * tensor;

@@ -30,8 +30,9 @@ absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::Get(absl::Span<const P
 
 absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::GetInto(
     absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations) {
-  // The client lands a page in its destination only after checking the
-  // bytes it wrote there against the page's checksum.
+  // The client lands a page copied out of shared memory in its destination
+  // only after checking the bytes it wrote there against the page's
+  // checksum; pages that came inline are landed here.
   ASSIGN_OR_RETURN(std::vector<client::GotPage> got,
                    client_->BatchGet(keys, page_bytes_.load(std::memory_order_relaxed),
                                      destinations));
@@ -41,7 +42,9 @@ absl::StatusOr<std::vector<FetchedPage>> ClientPageStore::GetInto(
       break;
     }
   }
-  return ToFetchedPages(keys, std::move(got));
+  ASSIGN_OR_RETURN(std::vector<FetchedPage> pages, ToFetchedPages(keys, std::move(got)));
+  LandPages(destinations, pages);
+  return pages;
 }
 
 absl::StatusOr<std::string> ClientPageStore::Pin(absl::Span<const PageKey> keys,

@@ -37,7 +37,8 @@ class ClientPageStore : public PageStoreBackend {
   absl::Status Put(absl::Span<const StoredPage> pages) override;
   absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) override;
   // Pages copied out of shared memory (a local lane's segment, a mapped
-  // arena) go straight into their destinations.
+  // arena) go straight into their destinations; inline ones are landed
+  // after.
   absl::StatusOr<std::vector<FetchedPage>> GetInto(
       absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations) override;
   absl::StatusOr<std::string> Pin(absl::Span<const PageKey> keys, uint64_t ttl_ms,

@@ -24,9 +24,18 @@ absl::StatusOr<std::vector<FetchedPage>> PageStoreBackend::GetInto(
         absl::StrCat("get of ", keys.size(), " pages into ", destinations.size(), " places"));
   }
   ASSIGN_OR_RETURN(std::vector<FetchedPage> pages, Get(keys));
+  LandPages(destinations, pages);
+  return pages;
+}
+
+void PageStoreBackend::LandPages(absl::Span<const PageDestination> destinations,
+                                 std::vector<FetchedPage>& pages) {
   for (size_t i = 0; i < destinations.size() && i < pages.size(); ++i) {
     FetchedPage& page = pages[i];
-    if (page.status != FetchStatus::kOk || page.bytes.size() != destinations[i].bytes()) continue;
+    if (page.status != FetchStatus::kOk || page.in_destination ||
+        page.bytes.size() != destinations[i].bytes()) {
+      continue;
+    }
     // A page that does not hash to its checksum stays in `bytes`, where the
     // caller's own check rejects it.
     if (ScatterAndHashCopy(destinations[i].pieces, page.bytes.data(), page.bytes.size()) !=
@@ -36,7 +45,6 @@ absl::StatusOr<std::vector<FetchedPage>> PageStoreBackend::GetInto(
     page.bytes = {};
     page.in_destination = true;
   }
-  return pages;
 }
 
 }  // namespace kvtier::worker

@@ -73,13 +73,14 @@ class PageStoreBackend {
   // One result per key, same order. REQUIRES: !keys.empty().
   virtual absl::StatusOr<std::vector<FetchedPage>> Get(absl::Span<const PageKey> keys) = 0;
 
-  // As Get, and an OK page whose size is its destination's total
-  // (destinations: empty or one per key) may land there instead
-  // (FetchedPage::in_destination); the others come in `bytes`. Writes into
-  // the destinations end when the call returns. A destination whose page
-  // came back otherwise may hold anything. This default gets the pages and
-  // copies those whose copy hashes to their checksum; a backend that can
-  // place the bytes on their way in overrides it.
+  // As Get, and every OK page whose size is its destination's total
+  // (destinations: empty or one per key) and whose bytes hash to its
+  // checksum lands there instead (FetchedPage::in_destination); the others
+  // come in `bytes`. Writes into the destinations end when the call
+  // returns. A destination whose page came back otherwise may hold
+  // anything. This default gets the pages and lands them (LandPages); a
+  // backend that can place the bytes on their way in overrides it and
+  // lands the rest the same way.
   virtual absl::StatusOr<std::vector<FetchedPage>> GetInto(
       absl::Span<const PageKey> keys, absl::Span<const PageDestination> destinations);
 
@@ -101,6 +102,14 @@ class PageStoreBackend {
   // evicted before it is read). REQUIRES: n_layers > 0.
   virtual absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const Hash128> chain,
                                                 uint32_t n_layers) = 0;
+
+ protected:
+  // Copies each OK page still in `bytes` whose size is its destination's
+  // total into it, and keeps it there (in_destination, bytes emptied) when
+  // the copy hashes to its checksum. REQUIRES: destinations empty or one
+  // per page.
+  static void LandPages(absl::Span<const PageDestination> destinations,
+                        std::vector<FetchedPage>& pages);
 };
 
 }  // namespace kvtier::worker
