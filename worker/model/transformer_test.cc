@@ -1,7 +1,9 @@
 #include "worker/model/transformer.h"
 
+#include <algorithm>
 #include <cmath>
 
+#include "absl/types/span.h"
 #include "gtest/gtest.h"
 #include "worker/model/dense_attention_backend.h"
 #include "worker/model/loader/llama2c.h"
@@ -19,6 +21,14 @@ class TransformerTest : public ::testing::Test {
   }
   ModelWeights weights_;
 };
+
+float MaxAbsDiff(absl::Span<const float> a, absl::Span<const float> b) {
+  float max_diff = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    max_diff = std::max(max_diff, std::fabs(a[i] - b[i]));
+  }
+  return max_diff;
+}
 
 TEST_F(TransformerTest, PrefillMatchesTokenByToken) {
   const std::vector<int> tokens = {1,  403, 407, 261, 378, 11,  269, 291, 40,
@@ -44,11 +54,7 @@ TEST_F(TransformerTest, PrefillMatchesTokenByToken) {
     got = *logits;
   }
   ASSERT_EQ(got.size(), want.size());
-  float max_diff = 0;
-  for (size_t i = 0; i < want.size(); ++i) {
-    max_diff = std::max(max_diff, std::fabs(got[i] - want[i]));
-  }
-  EXPECT_LT(max_diff, 1e-4f);
+  EXPECT_LT(MaxAbsDiff(got, want), 1e-4f);
   EXPECT_EQ(*(*b1)->Length(0, 4), 20);
 }
 
@@ -74,11 +80,7 @@ TEST_F(TransformerTest, ResumedPrefillWithOneRowBlocksMatchesWholePrefill) {
   auto got = (*split)->Prefill(0, all.subspan(15), 15);
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->size(), want->size());
-  float max_diff = 0;
-  for (size_t i = 0; i < want->size(); ++i) {
-    max_diff = std::max(max_diff, std::fabs((*got)[i] - (*want)[i]));
-  }
-  EXPECT_LT(max_diff, 1e-4f);
+  EXPECT_LT(MaxAbsDiff(*got, *want), 1e-4f);
 }
 
 TEST_F(TransformerTest, RejectsBadInput) {
