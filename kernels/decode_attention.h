@@ -74,6 +74,7 @@ struct DecodeAttentionArgs {
   float sm_scale = 0.0f;   // usually 1/sqrt(head_dim); finite, > 0
   PagedKv kv;
 
+  // CPU only (the CUDA version cuts lists as its plan says).
   // 1 = no split. Larger values expose more parallelism for long lists:
   // the CPU version runs batch * num_splits tasks with a shared list (each
   // over all KV heads, so a page is read once) and batch * n_kv_heads *
@@ -125,9 +126,7 @@ struct MergeStatesArgs {
 absl::Status MergeAttentionStatesCpu(const MergeStatesArgs& args, ThreadPool* pool);
 
 #if KVTIER_WITH_CUDA
-// Device pointers; indptr, indices and last_page_len trusted. The workspace
-// is required when num_splits > 1.
-absl::Status DecodeAttentionCuda(const DecodeAttentionArgs& args, cudaStream_t stream);
+// DecodeAttentionCuda runs a plan of work items (kernels/decode_plan.h).
 absl::Status MergeAttentionStatesCuda(const MergeStatesArgs& args, cudaStream_t stream);
 #endif
 

@@ -14,10 +14,13 @@
 #include <map>
 #include <memory>
 #include <numeric>
+#include <string>
+#include <utility>
 #include <vector>
 
 #include "benchmark/benchmark.h"
 #include "kernels/decode_attention.h"
+#include "kernels/decode_plan.h"
 #include "kernels/digest.h"
 #include "kernels/estimate.h"
 #include "kernels/gather_scatter.h"
@@ -165,45 +168,104 @@ void BM_CudaEstimateTopK(benchmark::State& state) {
 }
 BENCHMARK(BM_CudaEstimateTopK)->Arg(8192)->Arg(32768)->Arg(131072)->UseManualTime();
 
+// A pool of `pages` pages of `page_size` tokens (Llama-3-8B layer shape,
+// fp16), filled by a memset: bandwidth does not depend on the values.
+const DeviceBuffer* GetPool(uint32_t pages, uint32_t page_size) {
+  static std::map<std::pair<uint32_t, uint32_t>, std::unique_ptr<DeviceBuffer>> cache;
+  auto& pool = cache[{pages, page_size}];
+  if (pool) return pool.get();
+  const size_t page_bytes = 2 * size_t{page_size} * kKvHeads * kHeadDim * 2;
+  pool = std::make_unique<DeviceBuffer>(size_t{pages} * page_bytes);
+  if (!pool->status().ok() ||
+      cudaMemset(pool->get(), 0x2a, pool->bytes()) != cudaSuccess || !testing::Sync().ok()) {
+    pool.reset();
+    return nullptr;
+  }
+  return pool.get();
+}
+
+// Args: context tokens, budget divisor (1 = every page), batch, page size.
+// Each sequence attends every div-th of its own pages (plan and run; the
+// plan is made once, as a step of fixed shape would). Reports GB/s of KV
+// read and the CTAs the plan launched.
 void BM_CudaDecodeAttention(benchmark::State& state) {
-  const DeviceContext* c =
-      testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
-  KVTIER_NEED_GPU(c);
-  const uint32_t div = static_cast<uint32_t>(state.range(1));
-  std::vector<int32_t> list;
-  for (uint32_t p = 0; p < c->pages; p += div) list.push_back(static_cast<int32_t>(p));
-  DeviceBuffer d_list = Upload(list);
-  DeviceBuffer d_indptr = Upload(std::vector<int32_t>{0, static_cast<int32_t>(list.size())});
-  DeviceBuffer d_last = Upload(std::vector<int32_t>{kPageSize});
-  const uint32_t splits = std::max<uint32_t>(1, std::min<uint32_t>(64, list.size() / 16));
-  DeviceBuffer out(kQHeads * kHeadDim * 4), lse(kQHeads * 4);
-  DeviceBuffer ws(DecodeAttentionWorkspaceBytes(1, kQHeads, kHeadDim, splits));
+  const auto context = static_cast<uint32_t>(state.range(0));
+  const auto div = static_cast<uint32_t>(state.range(1));
+  const auto batch = static_cast<uint32_t>(state.range(2));
+  const auto page_size = static_cast<uint32_t>(state.range(3));
+  const uint32_t seq_pages = context / page_size;
+  const DeviceBuffer* pool = testing::HaveGpu() ? GetPool(batch * seq_pages, page_size) : nullptr;
+  KVTIER_NEED_GPU(pool);
+  const size_t page_bytes = 2 * size_t{page_size} * kKvHeads * kHeadDim * 2;
+  std::vector<int32_t> list, indptr = {0};
+  for (uint32_t b = 0; b < batch; ++b) {
+    for (uint32_t p = 0; p < seq_pages; p += div) list.push_back(static_cast<int32_t>(b * seq_pages + p));
+    indptr.push_back(static_cast<int32_t>(list.size()));
+  }
+  const std::vector<int32_t> last(batch, static_cast<int32_t>(page_size));
+  std::vector<uint16_t> q(size_t{batch} * kQHeads * kHeadDim);
+  for (size_t i = 0; i < q.size(); ++i) q[i] = FloatToHalf(std::cos(0.01f * i));
   DecodeAttentionArgs a;
-  a.queries = c->query.get();
   a.query_type = ScalarType::kF16;
-  a.batch = 1;
+  a.batch = batch;
   a.n_q_heads = kQHeads;
   a.sm_scale = 1.0f / std::sqrt(static_cast<float>(kHeadDim));
-  a.kv.pool = c->pool.get();
+  a.kv.pool = pool->get();
   a.kv.kv_type = ScalarType::kF16;
-  a.kv.page_size = kPageSize;
+  a.kv.page_size = page_size;
   a.kv.n_kv_heads = kKvHeads;
   a.kv.head_dim = kHeadDim;
-  a.kv.page_stride_bytes = kPageBytes;
-  a.kv.pool_pages = c->pages;
+  a.kv.page_stride_bytes = page_bytes;
+  a.kv.pool_pages = batch * seq_pages;
+  a.kv.indptr = indptr.data();
+  a.kv.indices = list.data();
+  a.kv.last_page_len = last.data();
+  a.kv.total_entries = static_cast<uint32_t>(list.size());
+  a.queries = q.data();
+  a.out = reinterpret_cast<float*>(16);  // planning reads only indptr
+  a.lse = reinterpret_cast<float*>(16);
+  DecodePlanOptions options;
+  const absl::StatusOr<uint32_t> target = DecodeAttentionCudaTargetCtas(a);
+  if (!target.ok()) {
+    state.SkipWithError(std::string(target.status().message()).c_str());
+    return;
+  }
+  options.target_ctas = *target;
+  const absl::StatusOr<DecodePlan> plan = PlanDecodeAttention(a, options);
+  if (!plan.ok()) {
+    state.SkipWithError(std::string(plan.status().message()).c_str());
+    return;
+  }
+  std::vector<uint8_t> plan_bytes(plan->DeviceBytes());
+  plan->Serialize(plan_bytes.data());
+  DeviceBuffer d_list = Upload(list), d_indptr = Upload(indptr), d_last = Upload(last),
+               d_q = Upload(q), d_plan = Upload(plan_bytes);
+  DeviceBuffer out(size_t{batch} * kQHeads * kHeadDim * 4), lse(size_t{batch} * kQHeads * 4);
+  DeviceBuffer ws(plan->WorkspaceBytes(kQHeads / kKvHeads, kHeadDim));
+  a.queries = d_q.get();
   a.kv.indptr = d_indptr.as<int32_t>();
   a.kv.indices = d_list.as<int32_t>();
   a.kv.last_page_len = d_last.as<int32_t>();
-  a.kv.total_entries = static_cast<uint32_t>(list.size());
-  a.num_splits = splits;
   a.workspace = ws.get();
   a.workspace_bytes = ws.bytes();
   a.out = out.as<float>();
   a.lse = lse.as<float>();
-  TimeLoop(state, static_cast<double>(list.size()) * kPageBytes,
-           [&] { return DecodeAttentionCuda(a, nullptr); });
+  DecodePlanView view;
+  view.items = d_plan.as<DecodeWorkItem>();
+  view.n_items = static_cast<uint32_t>(plan->items.size());
+  view.merges = reinterpret_cast<const DecodeMergeGroup*>(
+      d_plan.as<uint8_t>() + plan->items.size() * sizeof(DecodeWorkItem));
+  view.n_merges = static_cast<uint32_t>(plan->merges.size());
+  view.n_partials = plan->n_partials;
+  TimeLoop(state, static_cast<double>(list.size()) * page_bytes,
+           [&] { return DecodeAttentionCuda(a, view, nullptr); });
+  state.counters["ctas"] = static_cast<double>(view.n_items);
+  state.counters["target_ctas"] = static_cast<double>(options.target_ctas);
 }
-BENCHMARK(BM_CudaDecodeAttention)->ArgsProduct({{8192, 32768, 131072}, {1, 8}})->UseManualTime();
+BENCHMARK(BM_CudaDecodeAttention)
+    ->ArgNames({"context", "div", "batch", "page"})
+    ->ArgsProduct({{8192, 32768, 131072}, {1, 4, 8, 16}, {1, 16}, {16, 32}})
+    ->UseManualTime();
 
 void BM_CudaQuantize(benchmark::State& state) {
   const DeviceContext* c = testing::HaveGpu() ? GetContext(32768) : nullptr;

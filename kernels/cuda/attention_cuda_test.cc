@@ -7,6 +7,7 @@
 
 #include "gtest/gtest.h"
 #include "kernels/decode_attention.h"
+#include "kernels/decode_plan.h"
 #include "kernels/gather_scatter.h"
 #include "kernels/quantize.h"
 #include "kernels/testing/cuda_test_util.h"
@@ -31,7 +32,7 @@ struct AttnCase {
   ScalarType kv_type;
   bool per_head;
   std::vector<uint32_t> tokens;
-  uint32_t splits;
+  uint32_t target_ctas;  // the plan's; 0 = the device's
   float key_scale;
 };
 
@@ -75,7 +76,6 @@ void CompareAttention(const AttnCase& c) {
   a.kv.pool_pages = pool_pages;
   a.kv.per_head_lists = c.per_head;
   a.kv.total_entries = static_cast<uint32_t>(indices.size());
-  a.num_splits = c.splits;
   const size_t rows = size_t{a.batch} * hq;
   std::vector<float> out(rows * c.dim), lse(rows);
   a.queries = q.data();
@@ -88,10 +88,23 @@ void CompareAttention(const AttnCase& c) {
   ThreadPool threads(0);
   ASSERT_TRUE(DecodeAttentionCpu(a, &threads).ok());
 
+  DecodePlanOptions options;
+  if (c.target_ctas == 0) {
+    const auto target = DecodeAttentionCudaTargetCtas(a);
+    ASSERT_TRUE(target.ok()) << target.status();
+    options.target_ctas = *target;
+  } else {
+    options.target_ctas = c.target_ctas;
+  }
+  const auto plan = PlanDecodeAttention(a, options);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::vector<uint8_t> plan_bytes(plan->DeviceBytes());
+  plan->Serialize(plan_bytes.data());
+
   DeviceBuffer dq = Upload(q.bytes), dpool = Upload(pool.bytes), dindptr = Upload(indptr),
-               dind = Upload(indices), dlast = Upload(last_len);
+               dind = Upload(indices), dlast = Upload(last_len), dplan = Upload(plan_bytes);
   DeviceBuffer dout(out.size() * sizeof(float)), dlse(lse.size() * sizeof(float));
-  const size_t ws = DecodeAttentionWorkspaceBytes(a.batch, hq, c.dim, c.splits);
+  const size_t ws = plan->WorkspaceBytes(c.group, c.dim);
   DeviceBuffer dws(ws);
   ASSERT_TRUE(dpool.status().ok());
   a.queries = dq.get();
@@ -103,7 +116,14 @@ void CompareAttention(const AttnCase& c) {
   a.lse = dlse.as<float>();
   a.workspace = dws.get();
   a.workspace_bytes = ws;
-  ASSERT_TRUE(DecodeAttentionCuda(a, nullptr).ok());
+  DecodePlanView view;
+  view.items = dplan.as<DecodeWorkItem>();
+  view.n_items = static_cast<uint32_t>(plan->items.size());
+  view.merges = reinterpret_cast<const DecodeMergeGroup*>(
+      dplan.as<uint8_t>() + plan->items.size() * sizeof(DecodeWorkItem));
+  view.n_merges = static_cast<uint32_t>(plan->merges.size());
+  view.n_partials = plan->n_partials;
+  ASSERT_TRUE(DecodeAttentionCuda(a, view, nullptr).ok());
   ASSERT_TRUE(testing::Sync().ok());
   const std::vector<float> gout = Download<float>(dout, out.size());
   const std::vector<float> glse = Download<float>(dlse, lse.size());
@@ -116,30 +136,43 @@ void CompareAttention(const AttnCase& c) {
 }
 
 TEST_F(CudaAttentionTest, DecodeAttentionMatchesCpu) {
+  // The pipelined kernel's shapes (fp16/bf16, head_dim 64/128/256, groups
+  // 1/2/3/4/8; group 3 at head_dim 64 has a partial last warp) and the
+  // generic kernel's (fp32 pages, head_dim 80, group 5); plans for 1 or 7
+  // CTAs (lists cut and merged) and for the device's own target.
   for (uint32_t page_size : {16u, 32u}) {
-    for (uint32_t group : {1u, 4u, 8u}) {
-      for (uint32_t dim : {64u, 128u}) {
+    for (uint32_t group : {1u, 2u, 3u, 4u, 8u}) {
+      for (uint32_t dim : {64u, 128u, 256u}) {
         for (ScalarType t : {ScalarType::kF16, ScalarType::kBF16}) {
-          CompareAttention({page_size,
-                            2,
-                            group,
-                            dim,
-                            t,
-                            group == 4,
-                            {1000, 1, page_size, 333},
-                            group == 8 ? 4u : 1u,
-                            1.0f});
+          for (uint32_t target : {7u, 0u}) {
+            CompareAttention({page_size,
+                              2,
+                              group,
+                              dim,
+                              t,
+                              group == 4,
+                              {1000, 1, page_size, 333, 0},
+                              target,
+                              1.0f});
+          }
         }
       }
     }
+  }
+  for (uint32_t target : {1u, 7u, 0u}) {
+    CompareAttention({16, 2, 4, 128, ScalarType::kF32, false, {1000, 17}, target, 1.0f});
+    CompareAttention({16, 2, 5, 80, ScalarType::kF16, true, {1000, 17}, target, 1.0f});
+    CompareAttention({1, 3, 3, 64, ScalarType::kBF16, false, {50, 3}, target, 1.0f});
+    CompareAttention({5, 1, 1, 128, ScalarType::kF16, false, {333, 4}, target, 1.0f});
   }
 }
 
 TEST_F(CudaAttentionTest, DecodeAttentionLongContextsAndExtremeLogits) {
   for (uint32_t context : {8192u, 32768u, 131072u}) {
-    CompareAttention({16, 8, 4, 128, ScalarType::kBF16, false, {context, context - 7}, 16, 1.0f});
+    CompareAttention({16, 8, 4, 128, ScalarType::kBF16, false, {context, context - 7}, 0, 1.0f});
   }
   CompareAttention({32, 1, 8, 128, ScalarType::kF16, false, {131072}, 32, 200.0f});
+  CompareAttention({32, 8, 4, 128, ScalarType::kF16, true, {131072}, 0, 200.0f});
 }
 
 TEST_F(CudaAttentionTest, MergeStatesMatchesCpu) {

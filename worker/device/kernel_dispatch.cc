@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "common/status_macros.h"
+#include "kernels/decode_plan.h"
 #include "kernels/dtype.h"
 
 #if KVTIER_WITH_CUDA
@@ -100,19 +101,16 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   const size_t indptr = st.In(kv.indptr, (lists + 1) * sizeof(int32_t));
   const size_t indices = st.In(kv.indices, size_t{kv.total_entries} * sizeof(int32_t));
   const size_t last = st.In(kv.last_page_len, size_t{args.batch} * sizeof(int32_t));
-  // One block per (sequence, KV head) leaves a GPU idle on long lists, so a
-  // caller's single split becomes one per kPagesPerSplit pages; splits change
-  // only the summation order (kernels/decode_attention.h).
-  constexpr uint32_t kPagesPerSplit = 32;
-  constexpr uint32_t kMaxAutoSplits = 64;
-  uint32_t splits = args.num_splits;
-  if (splits == 1 && lists > 0) {
-    const size_t per_list = (kv.total_entries + lists - 1) / lists;
-    splits = static_cast<uint32_t>(std::clamp<size_t>(
-        (per_list + kPagesPerSplit - 1) / kPagesPerSplit, 1, kMaxAutoSplits));
-  }
-  const size_t work_bytes = kernels::DecodeAttentionWorkspaceBytes(
-      args.batch, args.n_q_heads, kv.head_dim, splits);
+  // The plan cuts long lists so that the CTAs fill the device; cuts change
+  // only the summation order (kernels/decode_plan.h).
+  kernels::DecodePlanOptions options;
+  ASSIGN_OR_RETURN(options.target_ctas, kernels::DecodeAttentionCudaTargetCtas(args));
+  ASSIGN_OR_RETURN(const kernels::DecodePlan plan, kernels::PlanDecodeAttention(args, options));
+  std::vector<uint8_t> plan_bytes(plan.DeviceBytes());
+  plan.Serialize(plan_bytes.data());
+  const size_t plan_at = st.In(plan_bytes.data(), plan_bytes.size());
+  const uint32_t group = args.n_q_heads / kv.n_kv_heads;
+  const size_t work_bytes = plan.WorkspaceBytes(group, kv.head_dim);
   const size_t work = st.DeviceOnly(work_bytes);
   const size_t out = st.Out(args.out, rows * head_dim * sizeof(float));
   const size_t lse = st.Out(args.lse, rows * sizeof(float));
@@ -122,13 +120,19 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   d.kv.indptr = st.At<int32_t>(indptr);
   d.kv.indices = st.At<int32_t>(indices);
   d.kv.last_page_len = st.At<int32_t>(last);
-  d.num_splits = splits;
   d.workspace = work_bytes > 0 ? st.At<void>(work) : nullptr;
   d.workspace_bytes = work_bytes;
   d.out = st.At<float>(out);
   d.lse = st.At<float>(lse);
+  kernels::DecodePlanView view;
+  view.items = st.At<kernels::DecodeWorkItem>(plan_at);
+  view.n_items = static_cast<uint32_t>(plan.items.size());
+  view.merges = reinterpret_cast<const kernels::DecodeMergeGroup*>(
+      st.At<uint8_t>(plan_at) + plan.items.size() * sizeof(kernels::DecodeWorkItem));
+  view.n_merges = static_cast<uint32_t>(plan.merges.size());
+  view.n_partials = plan.n_partials;
   RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
-  RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, AsCuda(scratch->device()).stream()));
+  RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, view, AsCuda(scratch->device()).stream()));
   return st.Finish();
 }
 
