@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The GPU checks and benchmarks of kvtier in one call, for a machine with a
+# CUDA device, the kvtier binaries on PATH (kernels_cuda_test,
+# worker_cuda_test, kernels_cuda_bench) and python3 with PyTorch:
+#
+#   ops/bench/gpu_session.sh [OUT_DIR]     (from the checkout's root)
+#
+# Runs, in order, each step's log under OUT_DIR (default $OUT, else ./gpu-out):
+#   1. the CUDA-vs-CPU tests (kernels_cuda_test, worker_cuda_test);
+#   2. compute-sanitizer memcheck and racecheck on the decode-attention tests;
+#   3. ops/bench/compare_torch_gpu.py (torch SDPA, copies, kernels_cuda_bench);
+# and prints a summary table last. A failing step is reported and the rest
+# still run, so one call gives every answer.
+set -uo pipefail
+out=${1:-${OUT:-gpu-out}}
+mkdir -p "$out"
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+summary=()
+
+step() {  # step NAME TIMEOUT_S COMMAND...
+  local name=$1 limit=$2
+  shift 2
+  local start=$SECONDS
+  timeout "$limit" "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  summary+=("$(printf '%-22s rc=%-3d %4ds  %s' "$name" "$rc" $((SECONDS - start)) \
+    "$(grep -aE 'PASSED|FAILED|ERROR SUMMARY|^\| dense' "$out/$name.log" | tail -1)")")
+}
+
+(nvidia-smi -L || echo "nvidia-smi not found") > "$out/device.txt" 2>&1
+step kernels_cuda_test 300 kernels_cuda_test
+step worker_cuda_test 300 worker_cuda_test
+if command -v compute-sanitizer > /dev/null; then
+  step memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 3 kernels_cuda_test \
+    --gtest_filter='*DecodeAttention*:*Merge*'
+  step racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 3 kernels_cuda_test \
+    --gtest_filter='*DecodeAttentionMatchesCpu'
+fi
+step compare_torch 400 python3 "$here/compare_torch_gpu.py" --bench "$(command -v kernels_cuda_bench)" \
+  --json "$out/compare_torch_gpu.json"
+
+cat "$out/device.txt"
+grep -a '^|' "$out/compare_torch.log" 2>/dev/null
+printf '%s\n' "${summary[@]}"
