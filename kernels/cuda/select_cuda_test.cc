@@ -102,54 +102,67 @@ TEST_F(CudaSelectTest, DigestsMatchCpu) {
 }
 
 TEST_F(CudaSelectTest, EstimateMatchesCpuOnLongBatches) {
-  // 3 sequences up to 128K tokens (8192 pages of 16), GQA 1, 4, 8.
-  for (uint32_t group : {1u, 4u, 8u}) {
-    for (uint32_t dim : {64u, 128u}) {
-      const uint32_t hkv = 4, hq = hkv * group;
-      const std::vector<int32_t> indptr = {0, 8192, 8192 + 17, 8192 + 17 + 1000};
-      const uint32_t total = indptr.back();
-      const size_t slot_elems = DigestSlotElements(DigestKind::kMinMax, hkv, dim);
-      const testing::TypedBuffer digests = testing::MakeTyped(
-          testing::AdversarialFloats(total * slot_elems, dim + group, 100.0f), ScalarType::kF16);
-      const testing::TypedBuffer queries = testing::MakeTyped(
-          testing::RandomFloats(3 * hq * dim, group, -2.0f, 2.0f), ScalarType::kBF16);
-      std::vector<int32_t> slots(total);
-      for (uint32_t p = 0; p < total; ++p) slots[p] = static_cast<int32_t>(total - 1 - p);
-      for (HeadReduce reduce : {HeadReduce::kGroupSum, HeadReduce::kPerQueryHead}) {
-        EstimateArgs a;
-        a.query_type = ScalarType::kBF16;
-        a.batch = 3;
-        a.n_q_heads = hq;
-        a.n_kv_heads = hkv;
-        a.head_dim = dim;
-        a.digest_type = ScalarType::kF16;
-        a.kind = DigestKind::kMinMax;
-        a.digest_capacity = total;
-        a.total_pages = total;
-        a.reduce = reduce;
-        std::vector<float> cpu(size_t{total} * a.rows());
-        a.queries = queries.data();
-        a.digests = digests.data();
-        a.page_indptr = indptr.data();
-        a.digest_slots = slots.data();
-        a.scores = cpu.data();
-        ThreadPool pool(0);
-        ASSERT_TRUE(EstimateScoresCpu(a, &pool).ok());
-        DeviceBuffer dq = Upload(queries.bytes), dd = Upload(digests.bytes), di = Upload(indptr),
-                     ds = Upload(slots);
-        DeviceBuffer dout(cpu.size() * sizeof(float));
-        a.queries = dq.get();
-        a.digests = dd.get();
-        a.page_indptr = di.as<int32_t>();
-        a.digest_slots = ds.as<int32_t>();
-        a.scores = dout.as<float>();
-        ASSERT_TRUE(EstimateScoresCuda(a, nullptr).ok());
-        ASSERT_TRUE(testing::Sync().ok());
-        const std::vector<float> gpu = Download<float>(dout, cpu.size());
-        // Both sum d products of magnitude <= 2 * 100 in fp32, in different
-        // orders: allow d * 2^-22 of the largest possible magnitude per head.
-        const float tol = dim * 2.0f * 100.0f * group * std::ldexp(1.0f, -20);
-        for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(cpu[i], gpu[i], tol) << i;
+  // 3 sequences up to 128K tokens (8192 pages of 16; blocks of pages
+  // straddle the sequences), GQA 1, 4, 8; vector loads (head_dim 64, 128)
+  // and scalar ones (80); fp16 and fp32 cuboids and fp32 centroids.
+  struct Digests {
+    DigestKind kind;
+    ScalarType type;
+  };
+  for (const Digests dg : {Digests{DigestKind::kMinMax, ScalarType::kF16},
+                           Digests{DigestKind::kMinMax, ScalarType::kF32},
+                           Digests{DigestKind::kCentroid, ScalarType::kF32}}) {
+    for (uint32_t group : {1u, 4u, 8u}) {
+      for (uint32_t dim : {64u, 128u, 80u}) {
+        const uint32_t hkv = 4, hq = hkv * group;
+        const std::vector<int32_t> indptr = {0, 8192, 8192 + 17, 8192 + 17 + 1000};
+        const uint32_t total = indptr.back();
+        const size_t slot_elems = DigestSlotElements(dg.kind, hkv, dim);
+        const testing::TypedBuffer digests = testing::MakeTyped(
+            testing::AdversarialFloats(total * slot_elems, dim + group, 100.0f), dg.type);
+        const testing::TypedBuffer queries = testing::MakeTyped(
+            testing::RandomFloats(3 * hq * dim, group, -2.0f, 2.0f), ScalarType::kBF16);
+        std::vector<int32_t> slots(total);
+        for (uint32_t p = 0; p < total; ++p) slots[p] = static_cast<int32_t>(total - 1 - p);
+        for (HeadReduce reduce : {HeadReduce::kGroupSum, HeadReduce::kPerQueryHead}) {
+          EstimateArgs a;
+          a.query_type = ScalarType::kBF16;
+          a.batch = 3;
+          a.n_q_heads = hq;
+          a.n_kv_heads = hkv;
+          a.head_dim = dim;
+          a.digest_type = dg.type;
+          a.kind = dg.kind;
+          a.digest_capacity = total;
+          a.total_pages = total;
+          a.reduce = reduce;
+          std::vector<float> cpu(size_t{total} * a.rows());
+          a.queries = queries.data();
+          a.digests = digests.data();
+          a.page_indptr = indptr.data();
+          a.digest_slots = slots.data();
+          a.scores = cpu.data();
+          ThreadPool pool(0);
+          ASSERT_TRUE(EstimateScoresCpu(a, &pool).ok());
+          DeviceBuffer dq = Upload(queries.bytes), dd = Upload(digests.bytes),
+                       di = Upload(indptr), ds = Upload(slots);
+          DeviceBuffer dout(cpu.size() * sizeof(float));
+          const std::vector<float> poison(cpu.size(), NAN);
+          ASSERT_EQ(cudaMemcpy(dout.get(), poison.data(), dout.bytes(), cudaMemcpyHostToDevice),
+                    cudaSuccess);
+          a.queries = dq.get();
+          a.digests = dd.get();
+          a.page_indptr = di.as<int32_t>();
+          a.digest_slots = ds.as<int32_t>();
+          a.scores = dout.as<float>();
+          ASSERT_TRUE(EstimateScoresCuda(a, nullptr).ok());
+          ASSERT_TRUE(testing::Sync().ok());
+          const std::vector<float> gpu = Download<float>(dout, cpu.size());
+          // Both sum d products of magnitude <= 2 * 100 in fp32, in different
+          // orders: allow d * 2^-22 of the largest possible magnitude per head.
+          const float tol = dim * 2.0f * 100.0f * group * std::ldexp(1.0f, -20);
+          for (size_t i = 0; i < cpu.size(); ++i) ASSERT_NEAR(cpu[i], gpu[i], tol) << i;
+        }
       }
     }
   }
