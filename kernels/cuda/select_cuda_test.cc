@@ -170,11 +170,14 @@ TEST_F(CudaSelectTest, EstimateMatchesCpuOnLongBatches) {
 
 TEST_F(CudaSelectTest, TopKIsIdenticalToCpu) {
   std::mt19937 rng(5);
-  for (int rep = 0; rep < 20; ++rep) {
+  for (int rep = 0; rep < 40; ++rep) {
     const uint32_t batch = 1 + rng() % 4, rows = 1 + rng() % 8;
     std::vector<int32_t> indptr = {0};
     for (uint32_t b = 0; b < batch; ++b) {
-      indptr.push_back(indptr.back() + (rep % 4 == 0 ? 8192 : static_cast<int32_t>(rng() % 600)));
+      // 20000 candidates overflow the kernel's shared-memory keys.
+      const int32_t long_list = rep % 8 == 4 ? 20000 : 8192;
+      indptr.push_back(indptr.back() +
+                       (rep % 4 == 0 ? long_list : static_cast<int32_t>(rng() % 600)));
     }
     const uint32_t total = indptr.back();
     std::vector<float> scores(size_t{total} * rows);
@@ -188,7 +191,7 @@ TEST_F(CudaSelectTest, TopKIsIdenticalToCpu) {
     a.total_pages = total;
     a.n_rows = rows;
     a.sum_rows = rep % 3 == 0;
-    a.k = 1 + rng() % 300;
+    a.k = 1 + rng() % (rep % 5 == 0 ? 3000 : 300);
     a.sink = rng() % (a.k + 1);
     a.recent = rng() % (a.k - a.sink + 1);
     const size_t out = size_t{batch} * a.out_rows();
