@@ -153,6 +153,12 @@ absl::StatusOr<const float*> KvCacheManager::Digests(uint64_t seq_id, uint32_t l
   return seq->layers[layer].digests.data();
 }
 
+absl::StatusOr<const float*> KvCacheManager::DeviceDigests(uint64_t seq_id, uint32_t layer) {
+  ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
+  if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  return seq->layers[layer].MirrorDigests(device_, digest_slot_floats_);
+}
+
 absl::Status KvCacheManager::OpenPage(Sequence& seq, uint32_t layer) {
   PageTable& t = seq.layers[layer];
   if (t.states.size() >= options_.max_pages_per_sequence) {

@@ -109,6 +109,10 @@ class KvCacheManager : public TokenCache {
   // Digests of the sequence's full pages for `layer`: slot i is page i, in
   // the layout of kernels/digest.h (fp32, the policy's digest kind).
   absl::StatusOr<const float*> Digests(uint64_t seq_id, uint32_t layer) const;
+  // The same digests in the memory of device() (a copy kept up to date
+  // incrementally on a GPU; the host digests on the CPU backend), for
+  // estimation there. Valid until the next call that changes the sequence.
+  absl::StatusOr<const float*> DeviceDigests(uint64_t seq_id, uint32_t layer);
 
   // Checks `plan` against the invariants of policy.h, evicts the resident
   // pages it drops and starts recalling the pages it adds (asynchronously).

@@ -133,6 +133,24 @@ absl::Status PageTable::AppendDigest(const void* page_bytes, const PageLayout& l
   return absl::OkStatus();
 }
 
+absl::StatusOr<const float*> PageTable::MirrorDigests(Device* device, size_t digest_floats) {
+  if (device->kind() == DeviceKind::kCpu) return digests.data();
+  const size_t slot_bytes = digest_floats * sizeof(float);
+  const size_t need = size_t{n_digested} * slot_bytes;
+  if (mirror == nullptr || mirror->bytes() < need) {
+    const size_t grown = std::max(need, mirror == nullptr ? 64 * slot_bytes : 2 * mirror->bytes());
+    ASSIGN_OR_RETURN(mirror, device->Allocate(grown));
+    n_mirrored = 0;
+  }
+  if (n_mirrored < n_digested) {
+    auto* dst = static_cast<uint8_t*>(mirror->data()) + size_t{n_mirrored} * slot_bytes;
+    RETURN_IF_ERROR(device->CopyToDevice(dst, digests.data() + size_t{n_mirrored} * digest_floats,
+                                         size_t{n_digested - n_mirrored} * slot_bytes));
+    n_mirrored = n_digested;
+  }
+  return static_cast<const float*>(mirror->data());
+}
+
 void PageTable::OnBackupDone(int32_t page, bool ok) {
   puts[page] = 0;
   PageState& state = states[page];
@@ -186,6 +204,7 @@ absl::Status PageTable::EvictTokens(PagePool& pool, absl::Span<const uint32_t> t
   if (n_digested > full_pages) {
     n_digested = full_pages;
     digests.resize(size_t{full_pages} * digest_floats);
+    n_mirrored = std::min(n_mirrored, full_pages);  // later slots will be new pages
   }
   return absl::OkStatus();
 }

@@ -15,6 +15,7 @@
 #define KVTIER_WORKER_CACHE_PAGE_TABLE_H_
 
 #include <cstdint>
+#include <memory>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "common/page_layout.h"
 #include "kernels/digest.h"
 #include "worker/cache/page_pool.h"
+#include "worker/device/device.h"
 #include "worker/policy/page_state.h"
 #include "worker/policy/policy.h"
 #include "worker/transfer/page_transfer_queue.h"
@@ -41,6 +43,10 @@ struct PageTable {
   std::vector<TransferId> puts;     // in-flight backup, 0 when none
   std::vector<float> digests;       // n_digested * digest slot floats
   uint32_t n_digested = 0;
+  // A copy of the digests in the pool device's memory, for estimation
+  // there (MirrorDigests); its first n_mirrored slots equal `digests`'.
+  std::unique_ptr<DeviceBuffer> mirror;
+  uint32_t n_mirrored = 0;
   // Recalls started by a plan and not yet finished: (transfer, pages).
   std::vector<std::pair<TransferId, std::vector<int32_t>>> recalls;
 
@@ -73,6 +79,12 @@ struct PageTable {
   // into digest slot n_digested (fp32, `kind`, `digest_floats` per slot).
   absl::Status AppendDigest(const void* page_bytes, const PageLayout& layout,
                             kernels::DigestKind kind, size_t digest_floats);
+
+  // The digests in `device`'s memory (`digest_floats` per slot), copying
+  // only the slots digested since the last call; the copy grows by
+  // doubling (a new buffer is filled whole). On the CPU backend, the host
+  // digests themselves. RESOURCE_EXHAUSTED when the device has no room.
+  absl::StatusOr<const float*> MirrorDigests(Device* device, size_t digest_floats);
 
   // A backup of `page` finished: kBackingUp becomes kResident and
   // kEvictedBackingUp kEvicted when it succeeded; kEvictedBackingUp becomes

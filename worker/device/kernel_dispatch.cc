@@ -159,13 +159,8 @@ absl::Status EstimateOnCuda(const kernels::EstimateArgs& args, KernelScratch* sc
   RETURN_IF_ERROR(args.Validate());
   const size_t q_bytes = size_t{args.batch} * args.n_q_heads * args.head_dim *
                          kernels::ScalarBytes(args.query_type);
-  const size_t digest_bytes =
-      size_t{args.digest_capacity} *
-      kernels::DigestSlotElements(args.kind, args.n_kv_heads, args.head_dim) *
-      kernels::ScalarBytes(args.digest_type);
   Staging st(scratch);
   const size_t q = st.In(args.queries, q_bytes);
-  const size_t dg = st.In(args.digests, digest_bytes);
   const size_t indptr = st.In(args.page_indptr, (size_t{args.batch} + 1) * sizeof(int32_t));
   const size_t slots = st.In(args.digest_slots, size_t{args.total_pages} * sizeof(int32_t));
   const size_t scores =
@@ -173,7 +168,6 @@ absl::Status EstimateOnCuda(const kernels::EstimateArgs& args, KernelScratch* sc
   RETURN_IF_ERROR(st.Commit());
   kernels::EstimateArgs d = args;
   d.queries = st.At<void>(q);
-  d.digests = st.At<void>(dg);
   d.page_indptr = st.At<int32_t>(indptr);
   d.digest_slots = st.At<int32_t>(slots);
   d.scores = st.At<float>(scores);

@@ -1,9 +1,9 @@
 // Kernel dispatch: runs a kernel of kernels/ on the backend of a Device.
 //
 // The worker's argument structs are filled the same way on every backend:
-// the page pool (DecodeAttentionArgs::kv.pool) is memory of `device`, and
-// every other pointer (queries, page lists, digests, scores, outputs) is
-// host memory. On the CPU backend the CPU kernel runs on those pointers
+// the page pool (DecodeAttentionArgs::kv.pool) and the digests
+// (EstimateArgs::digests) are memory of `device`, and every other pointer
+// (queries, page lists, scores, outputs) is host memory. On the CPU backend the CPU kernel runs on those pointers
 // as they are. On CUDA the host arrays are staged into the KernelScratch's
 // device memory, the CUDA twin runs on the device's stream, and the outputs
 // are copied back before the call returns, so callers get host results on
@@ -47,9 +47,9 @@ class KernelScratch {
 };
 
 // Paged decode attention over a pool of scratch->device(). `threads` is
-// used by the CPU backend only (may be null). On CUDA, num_splits = 1 is
-// raised to one split per 32 pages of a list (at most 64), so long lists
-// spread over the GPU; the result differs only in summation order.
+// used by the CPU backend only (may be null). On CUDA the call is planned
+// from its page lists (kernels/decode_plan.h) so that long lists spread
+// over the GPU; the result differs only in summation order.
 absl::Status DecodeAttention(const kernels::DecodeAttentionArgs& args, KernelScratch* scratch,
                              kernels::ThreadPool* threads);
 
@@ -57,7 +57,8 @@ absl::Status DecodeAttention(const kernels::DecodeAttentionArgs& args, KernelScr
 absl::Status MergeAttentionStates(const kernels::MergeStatesArgs& args, KernelScratch* scratch,
                                   kernels::ThreadPool* threads);
 
-// Page scores from host digests and queries.
+// Page scores from digests in scratch->device()'s memory
+// (KvCacheManager::DeviceDigests) and host queries.
 absl::Status EstimateScores(const kernels::EstimateArgs& args, KernelScratch* scratch,
                             kernels::ThreadPool* threads);
 
