@@ -1,8 +1,11 @@
 // CUDA kernel bandwidth as a fraction of the device's HBM peak
 // (2 x memory clock x bus width, from the device attributes).
 //
-// Same shape as kernels_bench (8 KV heads, 32 query heads, head_dim 128,
-// pages of 16, fp16 pages, one sequence). Times come from CUDA events
+// A Llama-3-8B layer (8 KV heads, 32 query heads, head_dim 128, fp16
+// pages): attention and estimate + top-k over contexts 8K-128K, batches 1
+// and 16, pages of 16 and 32 (ops/bench/compare_torch_gpu.py puts torch
+// beside them); quantize and gather over one sequence with pages of 16.
+// Times come from CUDA events
 // around each call; bytes are those each kernel must read (and write, for
 // copies and quantization). Every benchmark reports `GBps` and
 // `frac_hbm_peak`; without a device each one is skipped with an error.
@@ -77,9 +80,10 @@ void TimeLoop(benchmark::State& state, double bytes, const std::function<absl::S
       bytes * state.iterations() / HbmPeakBytesPerSecond(), benchmark::Counter::kIsRate);
 }
 
+// A pool of `tokens` tokens in pages of kPageSize with varied fp16 values.
 struct DeviceContext {
   uint32_t pages = 0;
-  DeviceBuffer pool, query, digests, ids, indptr, scores;
+  DeviceBuffer pool;
 };
 
 const DeviceContext* GetContext(uint32_t tokens) {
@@ -90,31 +94,8 @@ const DeviceContext* GetContext(uint32_t tokens) {
   c->pages = tokens / kPageSize;
   std::vector<uint16_t> pool(size_t{c->pages} * kPageElems);
   for (size_t i = 0; i < pool.size(); ++i) pool[i] = FloatToHalf(std::sin(0.001f * i));
-  std::vector<uint16_t> q(size_t{kQHeads} * kHeadDim);
-  for (size_t i = 0; i < q.size(); ++i) q[i] = FloatToHalf(std::cos(0.01f * i));
-  std::vector<int32_t> ids(c->pages);
-  std::iota(ids.begin(), ids.end(), 0);
   c->pool = Upload(pool);
-  c->query = Upload(q);
-  c->ids = Upload(ids);
-  c->indptr = Upload(std::vector<int32_t>{0, static_cast<int32_t>(c->pages)});
-  c->digests = DeviceBuffer(size_t{c->pages} *
-                            DigestSlotElements(DigestKind::kMinMax, kKvHeads, kHeadDim) * 4);
-  c->scores = DeviceBuffer(size_t{c->pages} * kKvHeads * 4);
-  DigestArgs d;
-  d.pool = c->pool.get();
-  d.page_stride_bytes = kPageBytes;
-  d.pool_pages = c->pages;
-  d.key_type = ScalarType::kF16;
-  d.page_size = kPageSize;
-  d.n_kv_heads = kKvHeads;
-  d.head_dim = kHeadDim;
-  d.page_ids = c->ids.as<int32_t>();
-  d.n_pages = c->pages;
-  d.digests = c->digests.get();
-  d.digest_slots = c->ids.as<int32_t>();
-  d.digest_capacity = c->pages;
-  if (!ComputeDigestsCuda(d, nullptr).ok() || !testing::Sync().ok()) return nullptr;
+  if (!c->pool.status().ok() || !testing::Sync().ok()) return nullptr;
   return c.get();
 }
 
@@ -124,49 +105,86 @@ const DeviceContext* GetContext(uint32_t tokens) {
     return;                                    \
   }
 
-EstimateArgs Estimate(const DeviceContext& c) {
-  EstimateArgs a;
-  a.queries = c.query.get();
-  a.query_type = ScalarType::kF16;
-  a.batch = 1;
-  a.n_q_heads = kQHeads;
-  a.n_kv_heads = kKvHeads;
-  a.head_dim = kHeadDim;
-  a.digests = c.digests.get();
-  a.digest_type = ScalarType::kF32;
-  a.kind = DigestKind::kMinMax;
-  a.digest_capacity = c.pages;
-  a.page_indptr = c.indptr.as<int32_t>();
-  a.digest_slots = c.ids.as<int32_t>();
-  a.total_pages = c.pages;
-  a.scores = c.scores.as<float>();
-  return a;
-}
-
+// Args: context tokens, batch, page size, fp16 digests (0/1). Min/max
+// digests of random values for every page of every sequence; each step
+// estimates every page (rows summed per layer, as ArkVale ranks) and keeps
+// 1/8 of them (1 sink, 2 recent). Bytes: the digests read.
 void BM_CudaEstimateTopK(benchmark::State& state) {
-  const DeviceContext* c =
-      testing::HaveGpu() ? GetContext(static_cast<uint32_t>(state.range(0))) : nullptr;
-  KVTIER_NEED_GPU(c);
-  const EstimateArgs e = Estimate(*c);
-  DeviceBuffer sel(c->pages / 8 * 4), cnt(4);
+  const auto context = static_cast<uint32_t>(state.range(0));
+  const auto batch = static_cast<uint32_t>(state.range(1));
+  const auto page_size = static_cast<uint32_t>(state.range(2));
+  const ScalarType digest_type = state.range(3) ? ScalarType::kF16 : ScalarType::kF32;
+  if (!testing::HaveGpu()) {
+    state.SkipWithError("no CUDA device");
+    return;
+  }
+  const uint32_t seq_pages = context / page_size, total = batch * seq_pages;
+  const size_t slot = DigestSlotElements(DigestKind::kMinMax, kKvHeads, kHeadDim);
+  // Random cuboids (hi >= lo) from a fast generator; the values only need
+  // to rank pages differently.
+  uint32_t x = 12345;
+  auto next = [&x] {
+    x = x * 1664525u + 1013904223u;
+    return static_cast<float>(x >> 8) / 16777216.0f - 0.5f;
+  };
+  const size_t elems = size_t{total} * slot;
+  std::vector<uint8_t> digests(elems * ScalarBytes(digest_type));
+  for (size_t i = 0; i < elems; i += 2 * kHeadDim) {
+    for (uint32_t c = 0; c < kHeadDim; ++c) {
+      const float lo = next(), hi = lo + std::abs(next());
+      StoreFromFloat(digests.data(), digest_type, i + c, hi);
+      StoreFromFloat(digests.data(), digest_type, i + kHeadDim + c, lo);
+    }
+  }
+  std::vector<uint16_t> q(size_t{batch} * kQHeads * kHeadDim);
+  for (uint16_t& v : q) v = FloatToHalf(next());
+  std::vector<int32_t> indptr = {0}, slots(total);
+  for (uint32_t b = 0; b < batch; ++b) indptr.push_back(static_cast<int32_t>((b + 1) * seq_pages));
+  std::iota(slots.begin(), slots.end(), 0);
+  DeviceBuffer d_digests = Upload(digests), d_q = Upload(q), d_indptr = Upload(indptr),
+               d_slots = Upload(slots), scores(size_t{total} * kKvHeads * 4);
+  const uint32_t k = seq_pages / 8;
+  DeviceBuffer sel(size_t{batch} * k * 4), cnt(size_t{batch} * 4);
+  if (!d_digests.status().ok() || !scores.status().ok()) {
+    state.SkipWithError("device allocation failed");
+    return;
+  }
+  EstimateArgs e;
+  e.queries = d_q.get();
+  e.query_type = ScalarType::kF16;
+  e.batch = batch;
+  e.n_q_heads = kQHeads;
+  e.n_kv_heads = kKvHeads;
+  e.head_dim = kHeadDim;
+  e.digests = d_digests.get();
+  e.digest_type = digest_type;
+  e.kind = DigestKind::kMinMax;
+  e.digest_capacity = total;
+  e.page_indptr = d_indptr.as<int32_t>();
+  e.digest_slots = d_slots.as<int32_t>();
+  e.total_pages = total;
+  e.scores = scores.as<float>();
   TopKArgs t;
-  t.scores = c->scores.as<float>();
-  t.page_indptr = c->indptr.as<int32_t>();
-  t.batch = 1;
-  t.total_pages = c->pages;
+  t.scores = scores.as<float>();
+  t.page_indptr = d_indptr.as<int32_t>();
+  t.batch = batch;
+  t.total_pages = total;
   t.n_rows = kKvHeads;
   t.sum_rows = true;
-  t.k = c->pages / 8;
+  t.k = k;
   t.sink = 1;
   t.recent = 2;
   t.selected = sel.as<int32_t>();
   t.counts = cnt.as<int32_t>();
-  TimeLoop(state, c->digests.bytes(), [&] {
+  TimeLoop(state, static_cast<double>(digests.size()), [&] {
     absl::Status st = EstimateScoresCuda(e, nullptr);
     return st.ok() ? SelectTopKCuda(t, nullptr) : st;
   });
 }
-BENCHMARK(BM_CudaEstimateTopK)->Arg(8192)->Arg(32768)->Arg(131072)->UseManualTime();
+BENCHMARK(BM_CudaEstimateTopK)
+    ->ArgNames({"context", "batch", "page", "fp16"})
+    ->ArgsProduct({{8192, 32768, 131072}, {1, 16}, {16, 32}, {0, 1}})
+    ->UseManualTime();
 
 // A pool of `pages` pages of `page_size` tokens (Llama-3-8B layer shape,
 // fp16), filled by a memset: bandwidth does not depend on the values.

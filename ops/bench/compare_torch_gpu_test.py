@@ -27,7 +27,10 @@ class CompareTorchGpuTest(unittest.TestCase):
                         250.0, "us", gbps=2800.0, ctas=528),
             bench_entry("BM_CudaDecodeAttention/context:8192/div:1/batch:1/page:16/manual_time",
                         1e9, "ns", error=True),
-            bench_entry("BM_CudaEstimateTopK/131072/manual_time", 100.0, "us", gbps=2000.0),
+            bench_entry("BM_CudaEstimateTopK/context:32768/batch:16/page:32/fp16:1/manual_time",
+                        50.0, "us", gbps=2000.0),
+            bench_entry("BM_CudaEstimateTopK/context:32768/batch:16/page:16/fp16:0/manual_time",
+                        300.0, "us", gbps=900.0),
             bench_entry("BM_CudaGather/manual_time", 5.0, "ms", gbps=1.0),
         ]}
 
@@ -36,8 +39,8 @@ class CompareTorchGpuTest(unittest.TestCase):
         self.assertEqual(sorted(parsed["attention"]), [(32768, 1, 16, 16), (32768, 8, 16, 32)])
         self.assertAlmostEqual(parsed["attention"][(32768, 1, 16, 16)]["s"], 2e-3)
         self.assertEqual(parsed["attention"][(32768, 8, 16, 32)]["ctas"], 528)
-        self.assertEqual(list(parsed["estimate"]), [131072])
-        self.assertAlmostEqual(parsed["estimate"][131072]["s"], 1e-4)
+        self.assertEqual(sorted(parsed["estimate"]), [(32768, 16, 16, 0), (32768, 16, 32, 1)])
+        self.assertAlmostEqual(parsed["estimate"][(32768, 16, 32, 1)]["s"], 5e-5)
 
     def test_ratios_against_torch_and_the_copy(self):
         parsed = ctg.parse_bench(self.report)
@@ -46,13 +49,17 @@ class CompareTorchGpuTest(unittest.TestCase):
         rows = ctg.compare(parsed, torch_results, [32768], [16])
         self.assertEqual([r["what"] for r in rows], [
             "dense decode GB/s / torch SDPA GB/s",
-            "torch SDPA (all) us / kvtier attention (1/8) us",
+            "torch SDPA (all) us / kvtier budgeted step (1/8) us",
             "estimate + top-k GB/s / device copy GB/s"])
         torch_gbps = ctg.kv_bytes(16, 32768) / 3e-3 / 1e9
         self.assertAlmostEqual(rows[0]["reference"], torch_gbps)
         self.assertAlmostEqual(rows[0]["ratio"], 3000.0 / torch_gbps)
         self.assertEqual(rows[0]["target"], 0.9)
-        self.assertAlmostEqual(rows[1]["ratio"], 3e-3 / 250e-6)
+        # The step is attention at 1/8 (250 us) plus estimate + top-k with
+        # fp16 digests and pages of 32 (50 us), not the fp32 / 16 variant.
+        self.assertAlmostEqual(rows[1]["kvtier"], 300.0)
+        self.assertAlmostEqual(rows[1]["ratio"], 3e-3 / 300e-6)
+        self.assertEqual(rows[1]["target"], 4.0)
         self.assertAlmostEqual(rows[2]["ratio"], 0.5)
         self.assertEqual(rows[2]["target"], 0.6)
 
