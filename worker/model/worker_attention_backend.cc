@@ -174,6 +174,7 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
                                  options.prefill_query_rows, options.max_sequences));
   b->policy_ = std::move(policy);
   b->prefix_fetch_ = options.prefix_fetch;
+  ASSIGN_OR_RETURN(b->device_, worker::CreateDevice(options.device));
   if (b->policy_->offloads() || options.store != nullptr) {
     worker::PageStoreBackend* store = options.store;
     if (store == nullptr) {
@@ -196,7 +197,7 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
   o.max_pages_per_sequence = context_pages + 1;
   o.max_sequences = options.max_sequences;
   ASSIGN_OR_RETURN(b->cache_, worker::KvCacheManager::Create(
-                                  o, &b->device_, b->policy_.get(),
+                                  o, b->device_.get(), b->policy_.get(),
                                   b->transfers_.get()));
   b->runner_ = std::make_unique<worker::DecodeRunner>(b->cache_.get(), nullptr);
   return b;

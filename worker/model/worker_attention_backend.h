@@ -112,6 +112,10 @@ struct WorkerBackendOptions {
   worker::PageStoreBackend* store = nullptr;
   // How stored prefixes are fetched.
   PrefixFetchOptions prefix_fetch{};
+  // Where the KV pools live and decode attention, estimation and merges
+  // run (worker/device/device.h): "cpu" (the default), "cuda" or "cuda:N".
+  // Prefill attention and the model's dense layers stay on the CPU.
+  std::string device = "cpu";
 
   absl::Status Validate() const;
 };
@@ -229,7 +233,8 @@ class WorkerAttentionBackend : public AttentionBackend {
   const int prefill_query_rows_;
   PrefixFetchOptions prefix_fetch_;
   std::unique_ptr<worker::Policy> policy_;
-  worker::CpuDevice device_;
+  // Declared before the cache, which allocates its pools there.
+  std::unique_ptr<worker::Device> device_;
   std::unique_ptr<worker::InProcessPageStore> store_;  // offloading only
   std::unique_ptr<worker::PageTransferQueue> transfers_;
   std::unique_ptr<worker::KvCacheManager> cache_;

@@ -399,6 +399,9 @@ TEST_F(WorkerBackendTest, CreateRejectsBadConfigurations) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  auto tpu = WorkerAttentionBackend::Create(shape, {.device = "tpu"});
+  EXPECT_EQ(tpu.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(tpu.status().message(), HasSubstr("'tpu'"));
 }
 
 TEST_F(WorkerBackendTest, CallOrderIsChecked) {

@@ -3,7 +3,8 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
-//              [--budget-unit U] [--page-size P] [--target ADDR] [--cluster BOOL] [--reuse BOOL]
+//              [--budget-unit U] [--page-size P] [--device D] [--target ADDR]
+//              [--cluster BOOL] [--reuse BOOL]
 //              [--metrics-listen HOST:PORT] [--metrics-hold-s S]
 //
 // --policy dense uses the runner's own exact full-cache attention (the
@@ -53,7 +54,7 @@ constexpr char kUsage[] =
     "usage: kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT]\n"
     "                  [--steps N] [--temperature T] [--seed S]\n"
     "                  [--policy NAME] [--budget N] [--budget-unit U]\n"
-    "                  [--page-size P]\n"
+    "                  [--page-size P] [--device D]\n"
     "  --model        llama2.c checkpoint or GGUF file\n"
     "  --tokenizer    llama2.c tokenizer file (GGUF carries its own)\n"
     "  --prompt       text to continue (default: empty, BOS only)\n"
@@ -75,6 +76,9 @@ constexpr char kUsage[] =
     "                 (Quest pages out what it does not attend), ARKV pays\n"
     "                 for its quantized tokens (not quest_per_head)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
+    "  --device       cpu (default), cuda or cuda:N: where a worker policy's\n"
+    "                 KV pools live and its decode attention runs (the dense\n"
+    "                 layers and prefill attention stay on the CPU)\n"
     "  --target       kvtier-server host:port: pages are backed up there and\n"
     "                 stored prompt prefixes are reused (worker policies)\n"
     "  --cluster      with --target: true treats ADDR as one member of a\n"
@@ -106,6 +110,7 @@ struct Args {
   bool reuse = true;
   std::string metrics_listen;
   int metrics_hold_s = 0;
+  std::string device = "cpu";
 };
 
 absl::Status ParseArgs(int argc, char** argv, Args& args) {
@@ -155,6 +160,8 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
            args.metrics_hold_s <= 3600;
     } else if (flag == "--page-size") {
       ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
+    } else if (flag == "--device") {
+      args.device = value;
     } else {
       return absl::InvalidArgumentError(absl::StrCat("unknown flag ", flag));
     }
@@ -179,6 +186,10 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
   }
   if (args.metrics_hold_s > 0 && args.metrics_listen.empty()) {
     return absl::InvalidArgumentError("--metrics-hold-s needs --metrics-listen");
+  }
+  if (args.policy == "dense" && args.device != "cpu") {
+    return absl::InvalidArgumentError(
+        "--device needs a worker policy; 'dense' attends on the CPU");
   }
   if (args.policy == "dense" && args.budget != 0) {
     return absl::InvalidArgumentError(
@@ -211,7 +222,8 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
                                                    .max_sequences = 1,
                                                    .prefill_query_rows = 32,
                                                    .store = store,
-                                                   .prefix_fetch = {}});
+                                                   .prefix_fetch = {},
+                                                   .device = args.device});
   if (!wb.ok()) return wb.status();
   *worker = wb->get();
   return std::unique_ptr<AttentionBackend>(*std::move(wb));
