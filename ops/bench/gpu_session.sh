@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of kvtier in one call, for a machine with a
 # CUDA device, the kvtier binaries on PATH (kernels_cuda_test,
-# worker_cuda_test, kernels_cuda_bench) and python3 with PyTorch:
+# worker_cuda_test, model_worker_cuda_test, kernels_cuda_bench) and python3
+# with PyTorch:
 #
 #   ops/bench/gpu_session.sh [OUT_DIR]     (from the checkout's root)
 #
 # Runs, in order, each step's log under OUT_DIR (default $OUT, else ./gpu-out):
-#   1. the CUDA-vs-CPU tests (kernels_cuda_test, worker_cuda_test);
+#   1. the CUDA-vs-CPU tests (kernels_cuda_test, worker_cuda_test,
+#      model_worker_cuda_test, which reads stories260K from the checkout);
 #   2. compute-sanitizer memcheck and racecheck on the decode-attention tests;
 #   3. ops/bench/compare_torch_gpu.py (torch SDPA, copies, kernels_cuda_bench);
 # and prints a summary table last. A failing step is reported and the rest
@@ -30,6 +32,8 @@ step() {  # step NAME TIMEOUT_S COMMAND...
 (nvidia-smi -L || echo "nvidia-smi not found") > "$out/device.txt" 2>&1
 step kernels_cuda_test 300 kernels_cuda_test
 step worker_cuda_test 300 worker_cuda_test
+KVTIER_STORIES260K_DIR=$PWD/worker/model/testdata/stories260K \
+  step model_worker_cuda_test 300 model_worker_cuda_test
 if command -v compute-sanitizer > /dev/null; then
   step memcheck 300 compute-sanitizer --tool memcheck --error-exitcode 3 kernels_cuda_test \
     --gtest_filter='*DecodeAttention*:*Merge*'

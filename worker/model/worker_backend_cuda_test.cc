@@ -4,6 +4,8 @@
 // for every kind of policy. Skipped without a usable GPU.
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
+#include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -15,13 +17,18 @@
 namespace kvtier::model {
 namespace {
 
-const std::string kDir = KVTIER_STORIES260K_DIR;
+// The build's path, or KVTIER_STORIES260K_DIR where the test runs on
+// another machine than the one that built it.
+std::string ModelDir() {
+  const char* dir = std::getenv("KVTIER_STORIES260K_DIR");
+  return dir != nullptr ? dir : KVTIER_STORIES260K_DIR;
+}
 
 class WorkerBackendCudaTest : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
     if (!worker::CreateDevice("cuda").ok()) GTEST_SKIP() << "no usable CUDA device";
-    auto m = LoadModel(kDir + "/stories260K.bin", kDir + "/tok512.bin");
+    auto m = LoadModel(ModelDir() + "/stories260K.bin", ModelDir() + "/tok512.bin");
     ASSERT_TRUE(m.ok()) << m.status();
     model_ = *std::move(m);
   }
