@@ -103,7 +103,8 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
     for (uint32_t fraction : o.budget_fractions) {
       const int budget = policy == "full" ? 0 : static_cast<int>(o.context / fraction);
       const RunBudget run_budget = {.policy = policy, .tokens = budget, .unit = o.budget_unit,
-                                    .page_size = o.page_size, .context = o.context};
+                                    .page_size = o.page_size, .context = o.context,
+                                    .device = o.device};
       std::vector<double> agree(o.lengths.size(), 0), kl(o.lengths.size(), 0);
       double repetition = 0, shared = 0;
       absl::Status status;

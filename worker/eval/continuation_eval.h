@@ -41,6 +41,9 @@ struct ContinuationOptions {
   model::BudgetUnit budget_unit = model::BudgetUnit::kLayerTokens;
   int page_size = 16;
   uint64_t seed = 42;
+  // Where the worker's KV pools and decode attention run: "cpu", "cuda",
+  // "cuda:N" (model::WorkerBackendOptions::device).
+  std::string device = "cpu";
 };
 
 // The share of the 4-grams of `tokens` equal to an earlier 4-gram of them;

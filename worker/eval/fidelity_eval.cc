@@ -126,10 +126,11 @@ struct E2eTotals {
 // One policy at one budget on one case, added to `t`; `ref` is the full
 // cache's run on the same case.
 absl::Status RunE2eCase(const model::LoadedModel& m, const PasskeyPrompt& p, const ForcedRun& ref,
-                        const std::string& policy, int budget_tokens, E2eTotals& t) {
+                        const std::string& policy, int budget_tokens, const std::string& device,
+                        E2eTotals& t) {
   PolicyRun run;
   ASSIGN_OR_RETURN(run, RunPolicy(m, p.tokens, p.answer, ref,
-                                  {.policy = policy, .tokens = budget_tokens}));
+                                  {.policy = policy, .tokens = budget_tokens, .device = device}));
   t.agree += run.agree();
   t.kl += run.kl();
   t.steps += run.steps();
@@ -182,7 +183,7 @@ absl::StatusOr<std::string> RunEndToEnd(const model::LoadedModel& m, const Fidel
       E2eTotals t;
       absl::Status status;
       for (size_t i = 0; i < prompts.size() && status.ok(); ++i) {
-        status = RunE2eCase(m, prompts[i], refs[i], policy, budget, t);
+        status = RunE2eCase(m, prompts[i], refs[i], policy, budget, o.device, t);
       }
       if (!status.ok()) {
         // A budget the policy refuses does not end the sweep.

@@ -31,6 +31,9 @@ struct FidelityOptions {
   uint32_t e2e_cases = 2;
   uint64_t seed = 42;
   std::string work_dir = "/tmp";
+  // Where the worker's KV pools and decode attention run: "cpu", "cuda",
+  // "cuda:N" (model::WorkerBackendOptions::device).
+  std::string device = "cpu";
 };
 
 // Everything measured, as JSON text (schema in the README).

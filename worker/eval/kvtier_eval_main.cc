@@ -51,6 +51,10 @@ ABSL_FLAG(std::string, tokenizer, "", "llama2.c tokenizer (GGUF carries its own)
 ABSL_FLAG(uint32_t, context, 8192, "fidelity: trace tokens (prompt + decode)");
 ABSL_FLAG(uint32_t, trace_steps, 16, "fidelity: decode steps in the trace");
 ABSL_FLAG(uint32_t, page_size, 16, "tokens per page");
+ABSL_FLAG(std::string, device, "cpu",
+          "where the worker's KV pools and decode attention run: cpu, cuda or cuda:N "
+          "(dense layers and prefill attention stay on the CPU; fidelity, needles, "
+          "continuation, longrun, prefix)");
 ABSL_FLAG(std::string, budgets, "4,8,16", "fidelity, needles: budget = context / each");
 ABSL_FLAG(std::string, policies,
           "full,sliding_window,streaming_llm,h2o,tova,quest,arkvale,arkv",
@@ -178,6 +182,7 @@ absl::Status RunFidelityCommand(const model::LoadedModel& m) {
   o.context = absl::GetFlag(FLAGS_context);
   o.trace_steps = absl::GetFlag(FLAGS_trace_steps);
   o.page_size = absl::GetFlag(FLAGS_page_size);
+  o.device = absl::GetFlag(FLAGS_device);
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
   o.policies = Names(absl::GetFlag(FLAGS_policies));
   o.allocators = Names(absl::GetFlag(FLAGS_allocators));
@@ -203,6 +208,7 @@ absl::Status RunPrefixCommand(const model::LoadedModel& m) {
   o.policy = absl::GetFlag(FLAGS_policy);
   o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.device = absl::GetFlag(FLAGS_device);
   o.steps = absl::GetFlag(FLAGS_answer_steps);
   ASSIGN_OR_RETURN(std::vector<uint32_t> lengths, ParseList(absl::GetFlag(FLAGS_prefix_lengths)));
   o.prefix_tokens.assign(lengths.begin(), lengths.end());
@@ -257,6 +263,7 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   o.allocators = Names(absl::GetFlag(FLAGS_needle_allocators));
   ASSIGN_OR_RETURN(o.budget_unit, model::ParseBudgetUnit(absl::GetFlag(FLAGS_budget_unit)));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.device = absl::GetFlag(FLAGS_device);
   std::string json;
   ASSIGN_OR_RETURN(json, RunNeedleEval(m, o));
   WriteAndReport(json, "/tmp/kvtier-eval-needles.json", "needle_report.py");
@@ -287,6 +294,7 @@ absl::Status RunContinuationCommand(const model::LoadedModel& m) {
   ASSIGN_OR_RETURN(o.budget_fractions, ParseList(absl::GetFlag(FLAGS_budgets)));
   ASSIGN_OR_RETURN(o.budget_unit, model::ParseBudgetUnit(absl::GetFlag(FLAGS_budget_unit)));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  o.device = absl::GetFlag(FLAGS_device);
   o.seed = absl::GetFlag(FLAGS_seed);
   std::string json;
   ASSIGN_OR_RETURN(json, RunContinuationEval(m, o));
@@ -308,6 +316,7 @@ absl::Status Main(const std::string& command) {
     o.steps = absl::GetFlag(FLAGS_steps);
     o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
     o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+    o.device = absl::GetFlag(FLAGS_device);
     o.progress_every = absl::GetFlag(FLAGS_progress_every);
     o.second_question = absl::GetFlag(FLAGS_second_question);
     o.answer_steps = absl::GetFlag(FLAGS_answer_steps);

@@ -159,7 +159,7 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   ASSIGN_OR_RETURN(b, model::WorkerAttentionBackend::Create(
                           shape, {.policy = o.policy, .budget_tokens = budget,
                                   .page_size = o.page_size, .max_sequences = 1,
-                                  .store = store.get()}));
+                                  .store = store.get(), .device = o.device}));
   std::vector<int> got, want;
   ForcedRun run, ref;
   ASSIGN_OR_RETURN(run, RunBudgeted(m, *b, p, o, &got));

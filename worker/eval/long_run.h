@@ -23,6 +23,9 @@ struct LongRunOptions {
   int steps = 96;            // greedy decode steps
   int budget_fraction = 8;   // budget = (prompt + steps) / fraction tokens
   int page_size = 16;
+  // Where the worker's KV pools and decode attention run: "cpu", "cuda",
+  // "cuda:N" (model::WorkerBackendOptions::device).
+  std::string device = "cpu";
   int progress_every = 16;   // decode steps between progress lines
   // Then the same document with another question, admitted with prefix
   // reuse and recomputed, side by side (TTFT, pages loaded, answers).

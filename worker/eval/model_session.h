@@ -98,6 +98,7 @@ struct RunBudget {
   // The longest sequence the worker is sized for (0: the model's context):
   // ArkVale's dense layers keep that much (under kLayerTokens).
   uint32_t context = 0;
+  std::string device = "cpu";  // WorkerBackendOptions::device
 };
 // A worker backend for one sequence under `b`.
 absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(

@@ -175,7 +175,7 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
                      RunPolicy(m, f.p.tokens, f.p.answer, f.ref,
                                {.policy = policy, .tokens = budget, .unit = o.budget_unit,
                                 .layer_tokens = layer_tokens, .page_size = o.page_size,
-                                .context = context}));
+                                .context = context, .device = o.device}));
     if (!layer_tokens.empty()) {
       // The budgets the worker applied (under a memory budget the largest
       // may have given pages back to fit it).

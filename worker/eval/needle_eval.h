@@ -44,6 +44,9 @@ struct NeedleEvalOptions {
   // top-k needs). Quest and the full cache keep every page and run uniform.
   std::vector<std::string> allocators = {"uniform"};
   int page_size = 16;
+  // Where the worker's KV pools and decode attention run: "cpu", "cuda",
+  // "cuda:N" (model::WorkerBackendOptions::device).
+  std::string device = "cpu";
   uint64_t seed = 42;
   std::string work_dir = "/tmp";  // the calibration trace and profiles, removed after use
 };

@@ -177,7 +177,8 @@ absl::StatusOr<std::string> RunPrefixEval(const model::LoadedModel& m,
                      model::WorkerAttentionBackend::Create(
                          shape, {.policy = o.policy, .budget_tokens = budget,
                                  .page_size = o.page_size, .max_sequences = 1,
-                                 .prefill_query_rows = 32, .store = store, .prefix_fetch = {}}));
+                                 .prefill_query_rows = 32, .store = store, .prefix_fetch = {},
+                                 .device = o.device}));
     Say(absl::StrFormat("prefix %d: document %zu tokens; request 1 (%zu tokens) computes it...",
                         n, doc.size(), p1.size()));
     ASSIGN_OR_RETURN(Answer a1, Ask(m, *b, p1, o.steps, estimator, true));

@@ -62,6 +62,9 @@ struct PrefixEvalOptions {
   std::string policy = "arkvale";
   int budget_fraction = 8;  // budget = context / this (full: the context)
   int page_size = 16;
+  // Where the worker's KV pools and decode attention run: "cpu", "cuda",
+  // "cuda:N" (model::WorkerBackendOptions::device).
+  std::string device = "cpu";
   int steps = 8;            // greedy tokens after each prompt
   absl::Status Validate() const;
 };
