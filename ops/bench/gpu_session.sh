@@ -29,6 +29,16 @@ step() {  # step NAME TIMEOUT_S COMMAND...
     "$(grep -aE 'PASSED|FAILED|ERROR SUMMARY|^\| dense' "$out/$name.log" | tail -1)")")
 }
 
+# cuBLAS for the model's dense layers (model_worker_cuda_test): where the
+# binaries came without it, PyTorch's wheel of it, last in the search path.
+cublas_dir=$(python3 -c '
+import glob, os, site
+for base in site.getsitepackages():
+    for lib in sorted(glob.glob(os.path.join(base, "nvidia", "**", "libcublas.so.*"), recursive=True)):
+        print(os.path.dirname(lib)); raise SystemExit
+' 2>/dev/null)
+[ -n "$cublas_dir" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$cublas_dir"
+
 (nvidia-smi -L || echo "nvidia-smi not found") > "$out/device.txt" 2>&1
 step kernels_cuda_test 300 kernels_cuda_test
 step worker_cuda_test 300 worker_cuda_test

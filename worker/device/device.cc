@@ -47,8 +47,8 @@ absl::Status CpuDevice::CopyToHost(void* dst, const void* src, size_t bytes) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec) {
-  if (spec == "cpu") return std::unique_ptr<Device>(new CpuDevice());
+absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec) {
+  if (spec == "cpu") return DeviceSpec{DeviceKind::kCpu, 0};
   int ordinal = 0;
   absl::string_view rest(spec.data(), spec.size());
   const bool cuda = absl::ConsumePrefix(&rest, "cuda") &&
@@ -59,12 +59,23 @@ absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec) {
         absl::StrCat("device '", std::string(spec), "' is not cpu, cuda or cuda:N"));
   }
 #if KVTIER_WITH_CUDA
-  absl::StatusOr<std::unique_ptr<CudaDevice>> device = CudaDevice::Create(ordinal);
-  if (!device.ok()) return device.status();
-  return std::unique_ptr<Device>(*std::move(device));
+  return DeviceSpec{DeviceKind::kCuda, ordinal};
 #else
   return absl::FailedPreconditionError(absl::StrCat(
       "device '", std::string(spec), "' needs a build with CUDA (configure with -DKVTIER_CUDA=ON)"));
+#endif
+}
+
+absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec) {
+  absl::StatusOr<DeviceSpec> parsed = ParseDeviceSpec(spec);
+  if (!parsed.ok()) return parsed.status();
+  if (parsed->kind == DeviceKind::kCpu) return std::unique_ptr<Device>(new CpuDevice());
+#if KVTIER_WITH_CUDA
+  absl::StatusOr<std::unique_ptr<CudaDevice>> device = CudaDevice::Create(parsed->ordinal);
+  if (!device.ok()) return device.status();
+  return std::unique_ptr<Device>(*std::move(device));
+#else
+  return absl::InternalError("a CUDA device spec in a build without CUDA");
 #endif
 }
 

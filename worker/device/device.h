@@ -47,10 +47,17 @@ class CpuDevice : public Device {
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override;
 };
 
-// The device named by `spec`: "cpu", "cuda" (ordinal 0) or "cuda:N".
-// INVALID_ARGUMENT for another spec; for CUDA, FAILED_PRECONDITION in a build
-// without CUDA (KVTIER_WITH_CUDA off), else CudaDevice::Create's errors
-// (UNAVAILABLE when there is no usable GPU).
+struct DeviceSpec {
+  DeviceKind kind = DeviceKind::kCpu;
+  int ordinal = 0;  // CUDA's device number
+};
+// "cpu", "cuda" (ordinal 0) or "cuda:N"; INVALID_ARGUMENT for another
+// spec, and for CUDA FAILED_PRECONDITION in a build without CUDA
+// (KVTIER_WITH_CUDA off).
+absl::StatusOr<DeviceSpec> ParseDeviceSpec(std::string_view spec);
+
+// The device named by `spec` (ParseDeviceSpec's errors; for CUDA then
+// CudaDevice::Create's: UNAVAILABLE when there is no usable GPU).
 absl::StatusOr<std::unique_ptr<Device>> CreateDevice(std::string_view spec);
 
 }  // namespace kvtier::worker

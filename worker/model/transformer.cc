@@ -1,76 +1,12 @@
 #include "worker/model/transformer.h"
 
-#include <cblas.h>
-
 #include <algorithm>
-#include <cmath>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
-#include "worker/model/blas_kernels.h"
 
 namespace kvtier::model {
-namespace {
-
-// llama2.c's rmsnorm, operation for operation.
-void RmsNorm(float* out, const float* x, const float* weight, int size,
-             float eps) {
-  float ss = 0.0f;
-  for (int j = 0; j < size; ++j) ss += x[j] * x[j];
-  ss /= size;
-  ss += eps;
-  ss = 1.0f / std::sqrt(ss);
-  for (int j = 0; j < size; ++j) out[j] = weight[j] * (ss * x[j]);
-}
-
-// out[n, rows] = in[n, cols] * w[rows, cols]^T, input row i being position
-// pos0 + i: one BLAS call per aligned block of kPrefillRowBlock positions
-// (and, for blocks of several rows, per kOutputChunk outputs), so each
-// row's result is independent of n (attention_backend.h). Blocks of several
-// rows run as tasks on the cores (ParallelBlasFor); a block of one row,
-// which streams the weights once, is one matrix-vector product on
-// OpenBLAS's threads, faster there (decode).
-constexpr int kOutputChunk = 64;
-
-void MatMul(float* out, const float* in, const std::vector<float>& w, int n,
-            int rows, int cols, int pos0) {
-  struct Task {
-    int b0;  // first row of the block
-    int m;   // its rows, > 1
-    int r0;  // first output
-    int r;   // outputs
-  };
-  std::vector<Task> tasks;
-  // Blocks of one row: the last row of a prompt past a boundary, and the
-  // first of one that starts on a block's last position.
-  std::vector<int> single_rows;
-  for (const PrefillRowBlock& b : PrefillRowBlocks(n, pos0)) {
-    if (b.rows == 1) {
-      single_rows.push_back(b.begin);
-      continue;
-    }
-    for (int r0 = 0; r0 < rows; r0 += kOutputChunk) {
-      tasks.push_back({b.begin, b.rows, r0, std::min(kOutputChunk, rows - r0)});
-    }
-  }
-  if (!tasks.empty()) {
-    ParallelBlasFor(tasks.size(), [&](size_t i) {
-      const Task& t = tasks[i];
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, t.m, t.r, cols, 1.0f,
-                  in + static_cast<size_t>(t.b0) * cols, cols,
-                  w.data() + static_cast<size_t>(t.r0) * cols, cols, 0.0f,
-                  out + static_cast<size_t>(t.b0) * rows + t.r0, rows);
-    });
-  }
-  for (int row : single_rows) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
-                in + static_cast<size_t>(row) * cols, 1, 0.0f,
-                out + static_cast<size_t>(row) * rows, 1);
-  }
-}
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
     const ModelWeights* weights, AttentionBackend* backend,
@@ -92,29 +28,25 @@ absl::StatusOr<std::unique_ptr<Transformer>> Transformer::Create(
         got.n_heads, "/", got.n_kv_heads, ", head_dim ", got.head_dim,
         ") differs from the model's"));
   }
+  ASSIGN_OR_RETURN(std::unique_ptr<DenseLayers> dense,
+                   CreateDenseLayers(options.device, *weights, options.max_batch_tokens));
   return std::unique_ptr<Transformer>(
-      new Transformer(*weights, backend, options.max_batch_tokens));
+      new Transformer(*weights, backend, std::move(dense), options.max_batch_tokens));
 }
 
-Transformer::Transformer(const ModelWeights& weights,
-                         AttentionBackend* backend, int max_batch_tokens)
-    : weights_(weights), backend_(backend), max_batch_(max_batch_tokens) {
+Transformer::Transformer(const ModelWeights& weights, AttentionBackend* backend,
+                         std::unique_ptr<DenseLayers> dense, int max_batch_tokens)
+    : weights_(weights),
+      backend_(backend),
+      dense_(std::move(dense)),
+      max_batch_(max_batch_tokens) {
   const ModelConfig& c = weights_.config;
-  for (int i = 0; i < c.rope_dim; i += 2) {
-    rope_freq_.push_back(
-        1.0f / std::pow(c.rope_theta, i / static_cast<float>(c.rope_dim)));
-  }
   const size_t b = max_batch_;
   const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
-  x_.resize(b * c.dim);
-  xb_.resize(b * std::max<size_t>(c.dim, q_dim));
   q_.resize(b * q_dim);
   k_.resize(b * c.kv_dim());
   v_.resize(b * c.kv_dim());
   att_.resize(b * q_dim);
-  hb_.resize(b * c.hidden_dim);
-  hb2_.resize(b * c.hidden_dim);
-  logits_.resize(c.vocab_size);
 }
 
 absl::Status Transformer::CheckToken(int token) const {
@@ -126,89 +58,27 @@ absl::Status Transformer::CheckToken(int token) const {
   return absl::OkStatus();
 }
 
-void Transformer::ApplyRope(float* vec, int n_heads, int pos) const {
-  const int hd = weights_.config.head_dim;
-  for (size_t p = 0; p < rope_freq_.size(); ++p) {
-    const float val = pos * rope_freq_[p];
-    const float fcr = std::cos(val);
-    const float fci = std::sin(val);
-    for (int h = 0; h < n_heads; ++h) {
-      float* pair = vec + h * hd + 2 * p;
-      const float v0 = pair[0];
-      const float v1 = pair[1];
-      pair[0] = v0 * fcr - v1 * fci;
-      pair[1] = v0 * fci + v1 * fcr;
-    }
-  }
-}
-
-absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n,
-                                       int pos0) {
+absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n, int pos0) {
   const ModelConfig& c = weights_.config;
-  const LayerWeights& lw = weights_.layers[layer];
-  const int q_dim = c.n_heads * c.head_dim;
-  const int kv_dim = c.kv_dim();
-  for (int i = 0; i < n; ++i) {
-    RmsNorm(xb_.data() + i * c.dim, x_.data() + i * c.dim, lw.rms_att.data(),
-            c.dim, c.rms_eps);
-  }
-  MatMul(q_.data(), xb_.data(), lw.wq, n, q_dim, c.dim, pos0);
-  MatMul(k_.data(), xb_.data(), lw.wk, n, kv_dim, c.dim, pos0);
-  MatMul(v_.data(), xb_.data(), lw.wv, n, kv_dim, c.dim, pos0);
-  for (int i = 0; i < n; ++i) {
-    ApplyRope(q_.data() + i * q_dim, c.n_heads, pos0 + i);
-    ApplyRope(k_.data() + i * kv_dim, c.n_kv_heads, pos0 + i);
-  }
-  const size_t nq = static_cast<size_t>(n) * q_dim;
-  const size_t nkv = static_cast<size_t>(n) * kv_dim;
+  RETURN_IF_ERROR(dense_->AttentionInputs(layer, n, pos0, q_.data(), k_.data(), v_.data()));
+  const size_t nq = static_cast<size_t>(n) * c.n_heads * c.head_dim;
+  const size_t nkv = static_cast<size_t>(n) * c.kv_dim();
   if (n == 1) {
-    RETURN_IF_ERROR(backend_->Append(seq, layer, pos0, {k_.data(), nkv},
-                                     {v_.data(), nkv}));
-    RETURN_IF_ERROR(
-        backend_->Attend(seq, layer, {q_.data(), nq}, {att_.data(), nq}));
+    RETURN_IF_ERROR(backend_->Append(seq, layer, pos0, {k_.data(), nkv}, {v_.data(), nkv}));
+    RETURN_IF_ERROR(backend_->Attend(seq, layer, {q_.data(), nq}, {att_.data(), nq}));
   } else {
-    RETURN_IF_ERROR(backend_->AppendAndAttendBatch(
-        seq, layer, pos0, n, {k_.data(), nkv}, {v_.data(), nkv},
-        {q_.data(), nq}, {att_.data(), nq}));
+    RETURN_IF_ERROR(backend_->AppendAndAttendBatch(seq, layer, pos0, n, {k_.data(), nkv},
+                                                   {v_.data(), nkv}, {q_.data(), nq},
+                                                   {att_.data(), nq}));
   }
-  MatMul(xb_.data(), att_.data(), lw.wo, n, c.dim, q_dim, pos0);
-  for (size_t j = 0; j < static_cast<size_t>(n) * c.dim; ++j) x_[j] += xb_[j];
-  return absl::OkStatus();
-}
-
-void Transformer::RunFeedForward(const LayerWeights& lw, int n, int pos0) {
-  const ModelConfig& c = weights_.config;
-  for (int i = 0; i < n; ++i) {
-    RmsNorm(xb_.data() + i * c.dim, x_.data() + i * c.dim, lw.rms_ffn.data(),
-            c.dim, c.rms_eps);
-  }
-  MatMul(hb_.data(), xb_.data(), lw.w_gate, n, c.hidden_dim, c.dim, pos0);
-  MatMul(hb2_.data(), xb_.data(), lw.w_up, n, c.hidden_dim, c.dim, pos0);
-  for (size_t j = 0; j < static_cast<size_t>(n) * c.hidden_dim; ++j) {
-    float val = hb_[j];
-    val *= 1.0f / (1.0f + std::exp(-val));  // SiLU
-    hb_[j] = val * hb2_[j];
-  }
-  MatMul(xb_.data(), hb_.data(), lw.w_down, n, c.dim, c.hidden_dim, pos0);
-  for (size_t j = 0; j < static_cast<size_t>(n) * c.dim; ++j) x_[j] += xb_[j];
+  return dense_->FinishLayer(layer, n, pos0, att_.data());
 }
 
 absl::Status Transformer::RunLayers(SequenceId seq, int n, int pos0) {
   for (int l = 0; l < weights_.config.n_layers; ++l) {
     RETURN_IF_ERROR(RunAttention(seq, l, n, pos0));
-    RunFeedForward(weights_.layers[l], n, pos0);
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<absl::Span<const float>> Transformer::Logits(int row) {
-  const ModelConfig& c = weights_.config;
-  RmsNorm(xb_.data(), x_.data() + static_cast<size_t>(row) * c.dim,
-          weights_.rms_final.data(), c.dim, c.rms_eps);
-  cblas_sgemv(CblasRowMajor, CblasNoTrans, c.vocab_size, c.dim, 1.0f,
-              weights_.classifier_data(), c.dim, xb_.data(), 1, 0.0f,
-              logits_.data(), 1);
-  return absl::Span<const float>(logits_);
 }
 
 absl::StatusOr<absl::Span<const float>> Transformer::Forward(SequenceId seq,
@@ -216,12 +86,9 @@ absl::StatusOr<absl::Span<const float>> Transformer::Forward(SequenceId seq,
                                                              int pos) {
   RETURN_IF_ERROR(CheckToken(token));
   RETURN_IF_ERROR(backend_->AppendTokens(seq, pos, {&token, 1}));
-  const int dim = weights_.config.dim;
-  std::memcpy(x_.data(),
-              weights_.token_embedding.data() + static_cast<size_t>(token) * dim,
-              dim * sizeof(float));
+  RETURN_IF_ERROR(dense_->Embed({&token, 1}));
   RETURN_IF_ERROR(RunLayers(seq, 1, pos));
-  return Logits(0);
+  return dense_->Logits(0);
 }
 
 absl::StatusOr<absl::Span<const float>> Transformer::Prefill(
@@ -230,22 +97,16 @@ absl::StatusOr<absl::Span<const float>> Transformer::Prefill(
     return absl::InvalidArgumentError("prefill of no tokens");
   }
   for (int t : tokens) RETURN_IF_ERROR(CheckToken(t));
-  const int dim = weights_.config.dim;
   int n = 0;
   for (size_t start = 0; start < tokens.size(); start += n) {
     n = std::min<size_t>(max_batch_, tokens.size() - start);
     RETURN_IF_ERROR(
         backend_->AppendTokens(seq, pos0 + start, tokens.subspan(start, n)));
-    for (int i = 0; i < n; ++i) {
-      std::memcpy(x_.data() + static_cast<size_t>(i) * dim,
-                  weights_.token_embedding.data() +
-                      static_cast<size_t>(tokens[start + i]) * dim,
-                  dim * sizeof(float));
-    }
+    RETURN_IF_ERROR(dense_->Embed(tokens.subspan(start, n)));
     RETURN_IF_ERROR(RunLayers(seq, n, pos0 + start));
   }
   RETURN_IF_ERROR(backend_->EndPrefill(seq));
-  return Logits(n - 1);
+  return dense_->Logits(n - 1);
 }
 
 }  // namespace kvtier::model

@@ -118,6 +118,8 @@ TEST_F(TransformerTest, CreateChecksShapeAndOptions) {
   broken.layers[2].wv.pop_back();
   EXPECT_EQ(Transformer::Create(&broken, ok->get()).status().code(),
             absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(Transformer::Create(&weights_, ok->get(), {.device = "gpu0"}).status().code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 }  // namespace

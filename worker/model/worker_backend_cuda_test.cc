@@ -1,7 +1,8 @@
-// The model under the worker runtime with its KV pools and decode attention
-// on a GPU (WorkerBackendOptions::device = "cuda") against the same run on
-// the CPU backend: equal logits up to fp32 summation order, step by step,
-// for every kind of policy. Skipped without a usable GPU.
+// The model on a GPU against the same run on the CPU: the worker's KV pools
+// and decode attention there (WorkerBackendOptions::device = "cuda") for
+// every kind of policy, and the dense layers there (TransformerOptions::
+// device); equal logits up to fp32 summation order, step by step. Skipped
+// without a usable GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -10,6 +11,7 @@
 
 #include "gtest/gtest.h"
 #include "worker/device/device.h"
+#include "worker/model/dense_attention_backend.h"
 #include "worker/model/loader/model_loader.h"
 #include "worker/model/transformer.h"
 #include "worker/model/worker_attention_backend.h"
@@ -82,6 +84,43 @@ TEST_P(WorkerBackendCudaTest, LogitsMatchTheCpuBackendStepByStep) {
     ASSERT_LT(MaxAbsDiff(logits[0], logits[1]), 1e-3f) << "step " << step;
   }
   EXPECT_EQ(backends[0]->stats().pages_recalled, backends[1]->stats().pages_recalled);
+}
+
+TEST_P(WorkerBackendCudaTest, DenseLayersOnTheGpuMatchTheCpu) {
+  if (std::string(GetParam()) != "full") GTEST_SKIP() << "one policy is enough";
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  std::unique_ptr<DenseAttentionBackend> backends[2];
+  std::unique_ptr<Transformer> models[2];
+  for (int i = 0; i < 2; ++i) {
+    auto b = DenseAttentionBackend::Create(shape);
+    ASSERT_TRUE(b.ok()) << b.status();
+    backends[i] = *std::move(b);
+    auto t = Transformer::Create(&model_.weights, backends[i].get(),
+                                 {.max_batch_tokens = 64, .device = i ? "cuda" : "cpu"});
+    ASSERT_TRUE(t.ok()) << t.status();
+    models[i] = *std::move(t);
+    ASSERT_TRUE(backends[i]->StartSequence(1).ok());
+  }
+  std::vector<int> prompt(150);
+  for (size_t i = 0; i < prompt.size(); ++i) prompt[i] = static_cast<int>(1 + (i * 53) % 500);
+  std::vector<float> logits[2];
+  for (int i = 0; i < 2; ++i) {
+    auto l = models[i]->Prefill(1, prompt, 0);
+    ASSERT_TRUE(l.ok()) << l.status();
+    logits[i].assign(l->begin(), l->end());
+  }
+  ASSERT_LT(MaxAbsDiff(logits[0], logits[1]), 1e-3f);
+  for (int pos = static_cast<int>(prompt.size()); pos < 300; ++pos) {
+    const int token = static_cast<int>(
+        std::max_element(logits[0].begin(), logits[0].end()) - logits[0].begin());
+    for (int i = 0; i < 2; ++i) {
+      auto l = models[i]->Forward(1, token, pos);
+      ASSERT_TRUE(l.ok()) << l.status();
+      logits[i].assign(l->begin(), l->end());
+    }
+    // fp32 on both sides, summed in other orders (cuBLAS, no TF32).
+    ASSERT_LT(MaxAbsDiff(logits[0], logits[1]), 1e-3f) << "position " << pos;
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Policies, WorkerBackendCudaTest,

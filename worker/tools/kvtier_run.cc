@@ -76,9 +76,10 @@ constexpr char kUsage[] =
     "                 (Quest pages out what it does not attend), ARKV pays\n"
     "                 for its quantized tokens (not quest_per_head)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
-    "  --device       cpu (default), cuda or cuda:N: where a worker policy's\n"
-    "                 KV pools live and its decode attention runs (the dense\n"
-    "                 layers and prefill attention stay on the CPU)\n"
+    "  --device       cpu (default), cuda or cuda:N: where the model's dense\n"
+    "                 layers run and a worker policy's KV pools live and its\n"
+    "                 decode attention runs (prefill attention, and 'dense'\n"
+    "                 attention, stay on the CPU)\n"
     "  --target       kvtier-server host:port: pages are backed up there and\n"
     "                 stored prompt prefixes are reused (worker policies)\n"
     "  --cluster      with --target: true treats ADDR as one member of a\n"
@@ -186,10 +187,6 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
   }
   if (args.metrics_hold_s > 0 && args.metrics_listen.empty()) {
     return absl::InvalidArgumentError("--metrics-hold-s needs --metrics-listen");
-  }
-  if (args.policy == "dense" && args.device != "cpu") {
-    return absl::InvalidArgumentError(
-        "--device needs a worker policy; 'dense' attends on the CPU");
   }
   if (args.policy == "dense" && args.budget != 0) {
     return absl::InvalidArgumentError(
@@ -300,7 +297,8 @@ absl::Status Run(const Args& args) {
   absl::StatusOr<std::unique_ptr<AttentionBackend>> backend =
       MakeBackend(args, c, store.get(), &worker_backend);
   if (!backend.ok()) return backend.status();
-  auto transformer = Transformer::Create(&model->weights, backend->get());
+  auto transformer =
+      Transformer::Create(&model->weights, backend->get(), {.device = args.device});
   if (!transformer.ok()) return transformer.status();
   absl::StatusOr<Sampler> sampler = Sampler::Create(args.temperature, args.seed);
   if (!sampler.ok()) return sampler.status();
