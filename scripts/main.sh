@@ -38,9 +38,25 @@ for _ in $(seq 1 100); do
   sleep 0.1
 done
 
-log "SmolLM2 at 1/${KVTIER_BUDGET_FRACTION:-8} of the KV cache with ${KVTIER_POLICY:-arkvale}, pages in kvtier-server"
-"$eval_bin" longrun --model "$KVTIER_SMOLLM2_GGUF" --target "$target" \
-  --prompt_tokens "${KVTIER_PROMPT_TOKENS:-2048}" --steps "${KVTIER_STEPS:-96}" \
-  --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}"
+# The worker runs on a GPU when one is present (KVTIER_DEVICE=cpu|cuda|cuda:N
+# overrides); should the GPU run fail, the demo runs again on the CPU.
+device=${KVTIER_DEVICE:-auto}
+if [ "$device" = auto ]; then
+  device=cpu
+  if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU'; then
+    device=cuda
+  fi
+fi
+run_demo() {
+  log "SmolLM2 at 1/${KVTIER_BUDGET_FRACTION:-8} of the KV cache with ${KVTIER_POLICY:-arkvale} on $1, pages in kvtier-server"
+  "$eval_bin" longrun --model "$KVTIER_SMOLLM2_GGUF" --target "$target" --device "$1" \
+    --prompt_tokens "${KVTIER_PROMPT_TOKENS:-2048}" --steps "${KVTIER_STEPS:-96}" \
+    --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}"
+}
+if ! run_demo "$device"; then
+  [ "$device" = cpu ] && exit 1
+  log "the run on $device failed; running it on the CPU"
+  run_demo cpu
+fi
 "$ctl" --target "$target" stats
 log "stopping kvtier-server"

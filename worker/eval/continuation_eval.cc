@@ -127,7 +127,8 @@ absl::StatusOr<std::string> RunContinuationEval(const model::LoadedModel& m,
         absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> b =
             MakeWorker(m, run_budget);
         absl::StatusOr<ForcedRun> free =
-            b.ok() ? RunForced(m, **b, r.p.tokens, {}, static_cast<int>(longest), &own)
+            b.ok() ? RunForced(m, **b, r.p.tokens, {}, static_cast<int>(longest), &own, nullptr,
+                               o.device)
                    : absl::StatusOr<ForcedRun>(b.status());
         if (!free.ok()) {
           status = free.status();

@@ -52,9 +52,9 @@ ABSL_FLAG(uint32_t, context, 8192, "fidelity: trace tokens (prompt + decode)");
 ABSL_FLAG(uint32_t, trace_steps, 16, "fidelity: decode steps in the trace");
 ABSL_FLAG(uint32_t, page_size, 16, "tokens per page");
 ABSL_FLAG(std::string, device, "cpu",
-          "where the worker's KV pools and decode attention run: cpu, cuda or cuda:N "
-          "(dense layers and prefill attention stay on the CPU; fidelity, needles, "
-          "continuation, longrun, prefix)");
+          "where the model's dense layers and the worker's KV pools and decode attention "
+          "run: cpu, cuda or cuda:N (prefill attention and the dense reference stay on "
+          "the CPU; fidelity, needles, continuation, longrun, prefix)");
 ABSL_FLAG(std::string, budgets, "4,8,16", "fidelity, needles: budget = context / each");
 ABSL_FLAG(std::string, policies,
           "full,sliding_window,streaming_llm,h2o,tova,quest,arkvale,arkv",

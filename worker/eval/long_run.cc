@@ -92,7 +92,7 @@ absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
   };
   Say("prefill (budgeted run)...");
   ForcedRun run;
-  ASSIGN_OR_RETURN(run, RunForced(m, b, p.tokens, {}, o.steps, got, on_step));
+  ASSIGN_OR_RETURN(run, RunForced(m, b, p.tokens, {}, o.steps, got, on_step, o.device));
   Say(absl::StrFormat("budgeted: prefill %.1f s (%.0f tok/s), decode %.1f tok/s",
                       run.prefill_seconds, n0 / std::max(run.prefill_seconds, 1e-9),
                       (o.steps - 1) / std::max(run.decode_seconds, 1e-9)));
@@ -115,9 +115,9 @@ absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend
   Say(absl::StrFormat("second request: the same document, another question (%zu tokens):%s",
                       prompt.size(), kQuestion2));
   Answer reused, computed;
-  ASSIGN_OR_RETURN(reused, Ask(m, b, prompt, o.answer_steps, estimator, true));
+  ASSIGN_OR_RETURN(reused, Ask(m, b, prompt, o.answer_steps, estimator, true, o.device));
   Say("  with prefix reuse: " + reused.report.DebugString());
-  ASSIGN_OR_RETURN(computed, Ask(m, b, prompt, o.answer_steps, estimator, false));
+  ASSIGN_OR_RETURN(computed, Ask(m, b, prompt, o.answer_steps, estimator, false, o.device));
   Say(absl::StrFormat("  recomputed: TTFT %.3f s", computed.report.ttft_s));
   const std::string answer = DecodeText(m, prompt.back(), reused.tokens);
   std::printf("second question, with reuse:%s\nsecond question, recomputed:%s\n", answer.c_str(),

@@ -34,7 +34,8 @@ absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::
 absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::AttentionBackend& backend,
                                     const std::vector<int>& prompt,
                                     const std::vector<int>& forced, int greedy_steps,
-                                    std::vector<int>* generated, const StepCallback& on_step) {
+                                    std::vector<int>* generated, const StepCallback& on_step,
+                                    const std::string& dense_device) {
   const int steps = forced.empty() ? greedy_steps : static_cast<int>(forced.size());
   if (prompt.empty() || steps < 0 ||
       prompt.size() + steps > static_cast<size_t>(m.weights.config.max_positions)) {
@@ -43,7 +44,7 @@ absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::Attentio
                      " steps do not fit the context of ", m.weights.config.max_positions));
   }
   std::unique_ptr<model::Transformer> t;
-  ASSIGN_OR_RETURN(t, model::Transformer::Create(&m.weights, &backend));
+  ASSIGN_OR_RETURN(t, model::Transformer::Create(&m.weights, &backend, {.device = dense_device}));
   constexpr model::SequenceId kSeq = 1;
   RETURN_IF_ERROR(backend.StartSequence(kSeq));
   ForcedRun run;
@@ -114,7 +115,7 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
   std::unique_ptr<model::WorkerAttentionBackend> b;
   ASSIGN_OR_RETURN(b, MakeWorker(m, budget));
   ForcedRun run;
-  ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr));
+  ASSIGN_OR_RETURN(run, RunForced(m, *b, prompt, answer, 0, nullptr, nullptr, budget.device));
   PolicyRun out;
   out.correct = true;
   for (size_t i = 0; i < run.logits.size(); ++i) {

@@ -39,13 +39,15 @@ using StepCallback = std::function<void(int done)>;
 // Prefills `prompt` (token ids, BOS included when the model wants it) on
 // `backend` and feeds `forced` one token at a time. When `forced` is empty
 // the run continues greedily for `greedy_steps` tokens instead and
-// `generated` receives them. The sequence is started and ended here.
+// `generated` receives them. The sequence is started and ended here. The
+// model's dense layers run on `dense_device` (TransformerOptions::device).
 // INVALID_ARGUMENT when the tokens do not fit the model's context.
 absl::StatusOr<ForcedRun> RunForced(const model::LoadedModel& m, model::AttentionBackend& backend,
                                     const std::vector<int>& prompt,
                                     const std::vector<int>& forced, int greedy_steps,
                                     std::vector<int>* generated,
-                                    const StepCallback& on_step = nullptr);
+                                    const StepCallback& on_step = nullptr,
+                                    const std::string& dense_device = "cpu");
 
 // Tokens of `text` without BOS (continuations).
 absl::StatusOr<std::vector<int>> Encode(const model::LoadedModel& m, const std::string& text,

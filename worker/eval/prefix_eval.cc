@@ -110,13 +110,14 @@ absl::StatusOr<std::vector<int>> PasskeyDocument(const model::LoadedModel& m,
 
 absl::StatusOr<Answer> Ask(const model::LoadedModel& m, model::WorkerAttentionBackend& backend,
                            const std::vector<int>& prompt, int steps,
-                           model::ReuseEstimator& estimator, bool reuse) {
+                           model::ReuseEstimator& estimator, bool reuse,
+                           const std::string& dense_device) {
   if (prompt.size() + steps > static_cast<size_t>(m.weights.config.max_positions)) {
     return absl::InvalidArgumentError(absl::StrCat("a prompt of ", prompt.size(), " tokens and ",
                                                    steps, " steps exceed the context"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<model::Transformer> t,
-                   model::Transformer::Create(&m.weights, &backend));
+                   model::Transformer::Create(&m.weights, &backend, {.device = dense_device}));
   constexpr model::SequenceId kSeq = 1;
   RETURN_IF_ERROR(backend.StartSequence(kSeq));
   Answer a;
@@ -181,12 +182,12 @@ absl::StatusOr<std::string> RunPrefixEval(const model::LoadedModel& m,
                                  .device = o.device}));
     Say(absl::StrFormat("prefix %d: document %zu tokens; request 1 (%zu tokens) computes it...",
                         n, doc.size(), p1.size()));
-    ASSIGN_OR_RETURN(Answer a1, Ask(m, *b, p1, o.steps, estimator, true));
+    ASSIGN_OR_RETURN(Answer a1, Ask(m, *b, p1, o.steps, estimator, true, o.device));
     Say(absl::StrFormat("prefix %d: request 1 TTFT %.3f s (then %.3f s handing the prompt to "
                         "the cache), %llu pages backed up",
                         n, a1.report.ttft_s, a1.handoff_s,
                         static_cast<unsigned long long>(b->counters().pages_backed_up)));
-    ASSIGN_OR_RETURN(Answer a2, Ask(m, *b, p2, o.steps, estimator, true));
+    ASSIGN_OR_RETURN(Answer a2, Ask(m, *b, p2, o.steps, estimator, true, o.device));
     const model::PrefixReuseReport& r = a2.report;
     Say(absl::StrFormat("prefix %d: request 2 (%zu tokens): %s; hand-off %.3f s after the first "
                         "token", n, p2.size(), r.DebugString(), a2.handoff_s));

@@ -53,7 +53,8 @@ struct Answer {
 };
 absl::StatusOr<Answer> Ask(const model::LoadedModel& m, model::WorkerAttentionBackend& backend,
                            const std::vector<int>& prompt, int steps,
-                           model::ReuseEstimator& estimator, bool reuse);
+                           model::ReuseEstimator& estimator, bool reuse,
+                           const std::string& dense_device = "cpu");
 
 struct PrefixEvalOptions {
   std::string target = "127.0.0.1:50051";  // kvtier-server; empty: in-process store
