@@ -97,6 +97,18 @@ struct DecodePlanView {
   uint32_t n_partials = 0;
 };
 
+// The view of `plan` once DecodePlan::Serialize's bytes are at
+// `device_bytes` (device memory; 4-byte aligned).
+inline DecodePlanView ViewOnDevice(const DecodePlan& plan, const void* device_bytes) {
+  DecodePlanView view;
+  view.items = static_cast<const DecodeWorkItem*>(device_bytes);
+  view.n_items = static_cast<uint32_t>(plan.items.size());
+  view.merges = reinterpret_cast<const DecodeMergeGroup*>(view.items + plan.items.size());
+  view.n_merges = static_cast<uint32_t>(plan.merges.size());
+  view.n_partials = plan.n_partials;
+  return view;
+}
+
 // Runs `plan`, made by PlanDecodeAttention for `args`' indptr, on device
 // pointers (indices, last_page_len and the plan trusted; args.num_splits
 // ignored). REQUIRES: out and workspace 16-byte aligned; the workspace

@@ -268,13 +268,7 @@ void BM_CudaDecodeAttention(benchmark::State& state) {
   a.workspace_bytes = ws.bytes();
   a.out = out.as<float>();
   a.lse = lse.as<float>();
-  DecodePlanView view;
-  view.items = d_plan.as<DecodeWorkItem>();
-  view.n_items = static_cast<uint32_t>(plan->items.size());
-  view.merges = reinterpret_cast<const DecodeMergeGroup*>(
-      d_plan.as<uint8_t>() + plan->items.size() * sizeof(DecodeWorkItem));
-  view.n_merges = static_cast<uint32_t>(plan->merges.size());
-  view.n_partials = plan->n_partials;
+  const DecodePlanView view = ViewOnDevice(*plan, d_plan.get());
   TimeLoop(state, static_cast<double>(list.size()) * page_bytes,
            [&] { return DecodeAttentionCuda(a, view, nullptr); });
   state.counters["ctas"] = static_cast<double>(view.n_items);

@@ -116,14 +116,7 @@ void CompareAttention(const AttnCase& c) {
   a.lse = dlse.as<float>();
   a.workspace = dws.get();
   a.workspace_bytes = ws;
-  DecodePlanView view;
-  view.items = dplan.as<DecodeWorkItem>();
-  view.n_items = static_cast<uint32_t>(plan->items.size());
-  view.merges = reinterpret_cast<const DecodeMergeGroup*>(
-      dplan.as<uint8_t>() + plan->items.size() * sizeof(DecodeWorkItem));
-  view.n_merges = static_cast<uint32_t>(plan->merges.size());
-  view.n_partials = plan->n_partials;
-  ASSERT_TRUE(DecodeAttentionCuda(a, view, nullptr).ok());
+  ASSERT_TRUE(DecodeAttentionCuda(a, ViewOnDevice(*plan, dplan.get()), nullptr).ok());
   ASSERT_TRUE(testing::Sync().ok());
   const std::vector<float> gout = Download<float>(dout, out.size());
   const std::vector<float> glse = Download<float>(dlse, lse.size());

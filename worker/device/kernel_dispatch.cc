@@ -124,15 +124,9 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   d.workspace_bytes = work_bytes;
   d.out = st.At<float>(out);
   d.lse = st.At<float>(lse);
-  kernels::DecodePlanView view;
-  view.items = st.At<kernels::DecodeWorkItem>(plan_at);
-  view.n_items = static_cast<uint32_t>(plan.items.size());
-  view.merges = reinterpret_cast<const kernels::DecodeMergeGroup*>(
-      st.At<uint8_t>(plan_at) + plan.items.size() * sizeof(kernels::DecodeWorkItem));
-  view.n_merges = static_cast<uint32_t>(plan.merges.size());
-  view.n_partials = plan.n_partials;
   RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
-  RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, view, AsCuda(scratch->device()).stream()));
+  RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, kernels::ViewOnDevice(plan, st.At<void>(plan_at)),
+                                               AsCuda(scratch->device()).stream()));
   return st.Finish();
 }
 
