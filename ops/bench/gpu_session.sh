@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The GPU checks and benchmarks of kvtier in one call, for a machine with a
 # CUDA device, the kvtier binaries on PATH (kernels_cuda_test,
-# worker_cuda_test, model_worker_cuda_test, kernels_cuda_bench) and python3
-# with PyTorch:
+# worker_cuda_test, model_worker_cuda_test, kernels_cuda_bench, worker_bench)
+# and python3 with PyTorch:
 #
 #   ops/bench/gpu_session.sh [OUT_DIR]     (from the checkout's root)
 #
@@ -11,6 +11,8 @@
 #      model_worker_cuda_test, which reads stories260K from the checkout);
 #   2. compute-sanitizer memcheck and racecheck on the decode-attention tests;
 #   3. ops/bench/compare_torch_gpu.py (torch SDPA, copies, kernels_cuda_bench);
+#   4. worker_bench's Llama-3-8B decode steps on the GPU (8K and 32K, 1/8,
+#      batch 1 and 16, pages of 32: the step's phases);
 # and prints a summary table last. A failing step is reported and the rest
 # still run, so one call gives every answer.
 set -uo pipefail
@@ -52,6 +54,12 @@ if command -v compute-sanitizer > /dev/null; then
 fi
 step compare_torch 400 python3 "$here/compare_torch_gpu.py" --bench "$(command -v kernels_cuda_bench)" \
   --json "$out/compare_torch_gpu.json"
+
+if command -v worker_bench > /dev/null; then
+  step worker_bench 300 worker_bench --device=cuda \
+    --benchmark_filter='DecodeStepLlama/context:(8192|32768)/div:8/batch:(1|16)/page:32' \
+    --benchmark_out="$out/worker_bench.json" --benchmark_out_format=json
+fi
 
 cat "$out/device.txt"
 grep -a '^|' "$out/compare_torch.log" 2>/dev/null
