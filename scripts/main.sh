@@ -48,7 +48,8 @@ if [ "$device" = auto ]; then
   fi
 fi
 run_demo() {
-  log "SmolLM2 at 1/${KVTIER_BUDGET_FRACTION:-8} of the KV cache with ${KVTIER_POLICY:-arkvale} on $1, pages in kvtier-server"
+  log "SmolLM2 at 1/${KVTIER_BUDGET_FRACTION:-8} of the KV cache with" \
+    "${KVTIER_POLICY:-arkvale} on $1, pages in kvtier-server"
   "$eval_bin" longrun --model "$KVTIER_SMOLLM2_GGUF" --target "$target" --device "$1" \
     --prompt_tokens "${KVTIER_PROMPT_TOKENS:-2048}" --steps "${KVTIER_STEPS:-96}" \
     --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}"

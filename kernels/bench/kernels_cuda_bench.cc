@@ -217,7 +217,9 @@ void BM_CudaDecodeAttention(benchmark::State& state) {
   const size_t page_bytes = 2 * size_t{page_size} * kKvHeads * kHeadDim * 2;
   std::vector<int32_t> list, indptr = {0};
   for (uint32_t b = 0; b < batch; ++b) {
-    for (uint32_t p = 0; p < seq_pages; p += div) list.push_back(static_cast<int32_t>(b * seq_pages + p));
+    for (uint32_t p = 0; p < seq_pages; p += div) {
+      list.push_back(static_cast<int32_t>(b * seq_pages + p));
+    }
     indptr.push_back(static_cast<int32_t>(list.size()));
   }
   const std::vector<int32_t> last(batch, static_cast<int32_t>(page_size));

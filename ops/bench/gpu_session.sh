@@ -36,7 +36,8 @@ step() {  # step NAME TIMEOUT_S COMMAND...
 cublas_dir=$(python3 -c '
 import glob, os, site
 for base in site.getsitepackages():
-    for lib in sorted(glob.glob(os.path.join(base, "nvidia", "**", "libcublas.so.*"), recursive=True)):
+    libs = glob.glob(os.path.join(base, "nvidia", "**", "libcublas.so.*"), recursive=True)
+    for lib in sorted(libs):
         print(os.path.dirname(lib)); raise SystemExit
 ' 2>/dev/null)
 [ -n "$cublas_dir" ] && export LD_LIBRARY_PATH="${LD_LIBRARY_PATH:+$LD_LIBRARY_PATH:}$cublas_dir"
@@ -52,7 +53,8 @@ if command -v compute-sanitizer > /dev/null; then
   step racecheck 300 compute-sanitizer --tool racecheck --error-exitcode 3 kernels_cuda_test \
     --gtest_filter='*DecodeAttentionMatchesCpu'
 fi
-step compare_torch 400 python3 "$here/compare_torch_gpu.py" --bench "$(command -v kernels_cuda_bench)" \
+step compare_torch 400 python3 "$here/compare_torch_gpu.py" \
+  --bench "$(command -v kernels_cuda_bench)" \
   --json "$out/compare_torch_gpu.json"
 
 if command -v worker_bench > /dev/null; then

@@ -3,11 +3,11 @@
 // The worker's argument structs are filled the same way on every backend:
 // the page pool (DecodeAttentionArgs::kv.pool) and the digests
 // (EstimateArgs::digests) are memory of `device`, and every other pointer
-// (queries, page lists, scores, outputs) is host memory. On the CPU backend the CPU kernel runs on those pointers
-// as they are. On CUDA the host arrays are staged into the KernelScratch's
-// device memory, the CUDA twin runs on the device's stream, and the outputs
-// are copied back before the call returns, so callers get host results on
-// both backends. Results agree with the CPU kernels within the kernels'
+// (queries, page lists, scores, outputs) is host memory. On the CPU
+// backend the CPU kernel runs on those pointers as they are. On CUDA the
+// host arrays are staged into the KernelScratch's device memory, the CUDA
+// twin runs on the device's stream, and the outputs are copied back before
+// the call returns, so callers get host results on both backends. Results agree with the CPU kernels within the kernels'
 // stated tolerances (kernels/README.md: equal up to fp32 summation order).
 //
 // Thread-safety: a KernelScratch is used by one thread at a time; the

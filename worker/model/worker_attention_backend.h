@@ -114,7 +114,8 @@ struct WorkerBackendOptions {
   PrefixFetchOptions prefix_fetch{};
   // Where the KV pools live and decode attention, estimation and merges
   // run (worker/device/device.h): "cpu" (the default), "cuda" or "cuda:N".
-  // Prefill attention and the model's dense layers stay on the CPU.
+  // Prefill attention stays on the CPU; the model's dense layers run where
+  // TransformerOptions::device says.
   std::string device = "cpu";
 
   absl::Status Validate() const;
