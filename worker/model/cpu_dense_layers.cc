@@ -71,11 +71,9 @@ void MatMul(float* out, const float* in, const std::vector<float>& w, int n, int
 
 class CpuDenseLayers : public DenseLayers {
  public:
-  CpuDenseLayers(const ModelWeights& weights, int max_batch) : weights_(weights) {
+  CpuDenseLayers(const ModelWeights& weights, int max_batch)
+      : weights_(weights), rope_freq_(weights.config.RopeFrequencies()) {
     const ModelConfig& c = weights_.config;
-    for (int i = 0; i < c.rope_dim; i += 2) {
-      rope_freq_.push_back(1.0f / std::pow(c.rope_theta, i / static_cast<float>(c.rope_dim)));
-    }
     const size_t b = max_batch;
     const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
     x_.resize(b * c.dim);
@@ -164,7 +162,7 @@ class CpuDenseLayers : public DenseLayers {
   }
 
   const ModelWeights& weights_;
-  std::vector<float> rope_freq_;  // [rope_dim / 2]
+  const std::vector<float> rope_freq_;  // [rope_dim / 2]
   // Scratch, [max_batch, width] row-major.
   std::vector<float> x_, xb_, hb_, hb2_;
   std::vector<float> logits_;

@@ -1,17 +1,19 @@
 // DenseLayers on a GPU: fp32 weights copied there once, projections with
 // cuBLAS (fp32, no TF32), and small kernels for the embedding lookup,
 // RMSNorm, RoPE, SwiGLU and the residual adds. Q/K/V go to the host and
-// the attention output comes back once per layer (dense_layers.h).
+// the attention output comes back once per layer (dense_layers.h). Memory,
+// uploads and the stream are a worker::CudaDevice's.
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
-#include <cmath>
+#include <memory>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "kernels/cuda/cuda_status.h"
+#include "worker/device/cuda_device.h"
 #include "worker/model/dense_layers.h"
 
 namespace kvtier::model {
@@ -85,30 +87,9 @@ __global__ void AddKernel(float* x, const float* y, size_t n) {
 
 unsigned Blocks(size_t n) { return static_cast<unsigned>(std::min<size_t>((n + 255) / 256, 4096)); }
 
-// Device memory owned by one pointer.
-class Buffer {
- public:
-  Buffer() = default;
-  Buffer(const Buffer&) = delete;
-  Buffer& operator=(const Buffer&) = delete;
-  ~Buffer() {
-    if (ptr_ != nullptr) cudaFree(ptr_);
-  }
-  absl::Status Allocate(size_t floats) {
-    return CudaStatus(cudaMalloc(&ptr_, std::max<size_t>(1, floats) * sizeof(float)),
-                      "cudaMalloc (dense layers)");
-  }
-  absl::Status Upload(const std::vector<float>& host) {
-    RETURN_IF_ERROR(Allocate(host.size()));
-    return CudaStatus(
-        cudaMemcpy(ptr_, host.data(), host.size() * sizeof(float), cudaMemcpyHostToDevice),
-        "cudaMemcpy (weights)");
-  }
-  float* get() const { return static_cast<float*>(ptr_); }
+using Buffer = std::unique_ptr<worker::DeviceBuffer>;
 
- private:
-  void* ptr_ = nullptr;
-};
+float* Floats(const Buffer& b) { return static_cast<float*>(b->data()); }
 
 struct LayerBuffers {
   Buffer rms_att, wq, wk, wv, wo, rms_ffn, w_gate, w_up, w_down;
@@ -119,15 +100,14 @@ class CudaDenseLayers : public DenseLayers {
   CudaDenseLayers(const ModelWeights& weights, int max_batch)
       : weights_(weights), max_batch_(max_batch), layers_(weights.config.n_layers) {}
   ~CudaDenseLayers() override {
-    if (tokens_ != nullptr) cudaFree(tokens_);
     if (handle_ != nullptr) cublasDestroy(handle_);
-    if (stream_ != nullptr) cudaStreamDestroy(stream_);
   }
 
   absl::Status Init(int ordinal) {
     const ModelConfig& c = weights_.config;
-    RETURN_IF_ERROR(CudaStatus(cudaSetDevice(ordinal), "cudaSetDevice"));
-    RETURN_IF_ERROR(CudaStatus(cudaStreamCreate(&stream_), "cudaStreamCreate"));
+    ASSIGN_OR_RETURN(device_, worker::CudaDevice::Create(ordinal));
+    RETURN_IF_ERROR(device_->Select());
+    stream_ = device_->stream();
     RETURN_IF_ERROR(CublasStatus(cublasCreate(&handle_), "cublasCreate"));
     RETURN_IF_ERROR(CublasStatus(cublasSetStream(handle_, stream_), "cublasSetStream"));
     // Plain fp32 products, as the CPU computes them (no TF32).
@@ -140,41 +120,40 @@ class CudaDenseLayers : public DenseLayers {
                                {&d.wv, &w.wv}, {&d.wo, &w.wo}, {&d.rms_ffn, &w.rms_ffn},
                                {&d.w_gate, &w.w_gate}, {&d.w_up, &w.w_up},
                                {&d.w_down, &w.w_down}}) {
-        RETURN_IF_ERROR(buf->Upload(*host));
+        ASSIGN_OR_RETURN(*buf, Upload(*host));
       }
     }
-    RETURN_IF_ERROR(embedding_.Upload(weights_.token_embedding));
-    RETURN_IF_ERROR(rms_final_.Upload(weights_.rms_final));
+    ASSIGN_OR_RETURN(embedding_, Upload(weights_.token_embedding));
+    ASSIGN_OR_RETURN(rms_final_, Upload(weights_.rms_final));
     if (!weights_.classifier.empty()) {
-      RETURN_IF_ERROR(classifier_.Upload(weights_.classifier));
+      ASSIGN_OR_RETURN(classifier_, Upload(weights_.classifier));
     }
-    std::vector<float> freq;
-    for (int i = 0; i < c.rope_dim; i += 2) {
-      freq.push_back(1.0f / std::pow(c.rope_theta, i / static_cast<float>(c.rope_dim)));
-    }
-    RETURN_IF_ERROR(rope_freq_.Upload(freq));
+    ASSIGN_OR_RETURN(rope_freq_, Upload(c.RopeFrequencies()));
     const size_t b = max_batch_;
     const size_t q_dim = static_cast<size_t>(c.n_heads) * c.head_dim;
-    RETURN_IF_ERROR(x_.Allocate(b * c.dim));
-    RETURN_IF_ERROR(xb_.Allocate(b * std::max<size_t>(c.dim, q_dim)));
-    RETURN_IF_ERROR(q_.Allocate(b * q_dim));
-    RETURN_IF_ERROR(k_.Allocate(b * c.kv_dim()));
-    RETURN_IF_ERROR(v_.Allocate(b * c.kv_dim()));
-    RETURN_IF_ERROR(hb_.Allocate(b * c.hidden_dim));
-    RETURN_IF_ERROR(hb2_.Allocate(b * c.hidden_dim));
-    RETURN_IF_ERROR(logits_.Allocate(c.vocab_size));
-    RETURN_IF_ERROR(
-        CudaStatus(cudaMalloc(&tokens_, std::max(1, max_batch_) * sizeof(int)), "cudaMalloc"));
+    for (auto [buf, floats] : {std::pair{&x_, b * c.dim},
+                               {&xb_, b * std::max<size_t>(c.dim, q_dim)},
+                               {&q_, b * q_dim},
+                               {&k_, b * c.kv_dim()},
+                               {&v_, b * c.kv_dim()},
+                               {&hb_, b * c.hidden_dim},
+                               {&hb2_, b * c.hidden_dim},
+                               {&logits_, size_t(c.vocab_size)}}) {
+      ASSIGN_OR_RETURN(*buf, device_->Allocate(floats * sizeof(float)));
+    }
+    ASSIGN_OR_RETURN(tokens_, device_->Allocate(b * sizeof(int)));
     host_logits_.resize(c.vocab_size);
     return absl::OkStatus();
   }
 
   absl::Status Embed(absl::Span<const int> tokens) override {
     const int n = static_cast<int>(tokens.size());
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(tokens_, tokens.data(), n * sizeof(int),
-                                                      cudaMemcpyHostToDevice, stream_),
-                                      "cudaMemcpyAsync (tokens)"));
-    EmbedKernel<<<n, kThreads, 0, stream_>>>(x_.get(), embedding_.get(), tokens_,
+    RETURN_IF_ERROR(device_->Select());
+    int* ids = static_cast<int*>(tokens_->data());
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(ids, tokens.data(), n * sizeof(int), cudaMemcpyHostToDevice, stream_),
+        "cudaMemcpyAsync (tokens)"));
+    EmbedKernel<<<n, kThreads, 0, stream_>>>(Floats(x_), Floats(embedding_), ids,
                                              weights_.config.dim);
     return LastLaunchStatus("EmbedKernel");
   }
@@ -184,21 +163,22 @@ class CudaDenseLayers : public DenseLayers {
     const ModelConfig& c = weights_.config;
     const LayerBuffers& w = layers_[layer];
     const int q_dim = c.n_heads * c.head_dim, kv_dim = c.kv_dim();
-    RmsNormKernel<<<n, kThreads, 0, stream_>>>(xb_.get(), x_.get(), w.rms_att.get(), c.dim,
+    RETURN_IF_ERROR(device_->Select());
+    RmsNormKernel<<<n, kThreads, 0, stream_>>>(Floats(xb_), Floats(x_), Floats(w.rms_att), c.dim,
                                                 c.rms_eps);
     RETURN_IF_ERROR(LastLaunchStatus("RmsNormKernel"));
-    RETURN_IF_ERROR(MatMul(q_.get(), xb_.get(), w.wq.get(), n, q_dim, c.dim));
-    RETURN_IF_ERROR(MatMul(k_.get(), xb_.get(), w.wk.get(), n, kv_dim, c.dim));
-    RETURN_IF_ERROR(MatMul(v_.get(), xb_.get(), w.wv.get(), n, kv_dim, c.dim));
+    RETURN_IF_ERROR(MatMul(Floats(q_), Floats(xb_), Floats(w.wq), n, q_dim, c.dim));
+    RETURN_IF_ERROR(MatMul(Floats(k_), Floats(xb_), Floats(w.wk), n, kv_dim, c.dim));
+    RETURN_IF_ERROR(MatMul(Floats(v_), Floats(xb_), Floats(w.wv), n, kv_dim, c.dim));
     const int pairs = c.rope_dim / 2;
-    RopeKernel<<<n * c.n_heads, 64, 0, stream_>>>(q_.get(), c.n_heads, c.head_dim, pairs,
-                                                  rope_freq_.get(), pos0);
-    RopeKernel<<<n * c.n_kv_heads, 64, 0, stream_>>>(k_.get(), c.n_kv_heads, c.head_dim, pairs,
-                                                     rope_freq_.get(), pos0);
+    RopeKernel<<<n * c.n_heads, 64, 0, stream_>>>(Floats(q_), c.n_heads, c.head_dim, pairs,
+                                                  Floats(rope_freq_), pos0);
+    RopeKernel<<<n * c.n_kv_heads, 64, 0, stream_>>>(Floats(k_), c.n_kv_heads, c.head_dim, pairs,
+                                                     Floats(rope_freq_), pos0);
     RETURN_IF_ERROR(LastLaunchStatus("RopeKernel"));
-    RETURN_IF_ERROR(ToHost(q, q_.get(), static_cast<size_t>(n) * q_dim));
-    RETURN_IF_ERROR(ToHost(k, k_.get(), static_cast<size_t>(n) * kv_dim));
-    RETURN_IF_ERROR(ToHost(v, v_.get(), static_cast<size_t>(n) * kv_dim));
+    RETURN_IF_ERROR(ToHost(q, Floats(q_), static_cast<size_t>(n) * q_dim));
+    RETURN_IF_ERROR(ToHost(k, Floats(k_), static_cast<size_t>(n) * kv_dim));
+    RETURN_IF_ERROR(ToHost(v, Floats(v_), static_cast<size_t>(n) * kv_dim));
     return Sync();
   }
 
@@ -208,33 +188,35 @@ class CudaDenseLayers : public DenseLayers {
     const LayerBuffers& w = layers_[layer];
     const int q_dim = c.n_heads * c.head_dim;
     const size_t rows = static_cast<size_t>(n);
-    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(q_.get(), att, rows * q_dim * sizeof(float),
+    RETURN_IF_ERROR(device_->Select());
+    RETURN_IF_ERROR(CudaStatus(cudaMemcpyAsync(Floats(q_), att, rows * q_dim * sizeof(float),
                                                       cudaMemcpyHostToDevice, stream_),
                                       "cudaMemcpyAsync (attention output)"));
-    RETURN_IF_ERROR(MatMul(xb_.get(), q_.get(), w.wo.get(), n, c.dim, q_dim));
-    AddKernel<<<Blocks(rows * c.dim), 256, 0, stream_>>>(x_.get(), xb_.get(), rows * c.dim);
-    RmsNormKernel<<<n, kThreads, 0, stream_>>>(xb_.get(), x_.get(), w.rms_ffn.get(), c.dim,
+    RETURN_IF_ERROR(MatMul(Floats(xb_), Floats(q_), Floats(w.wo), n, c.dim, q_dim));
+    AddKernel<<<Blocks(rows * c.dim), 256, 0, stream_>>>(Floats(x_), Floats(xb_), rows * c.dim);
+    RmsNormKernel<<<n, kThreads, 0, stream_>>>(Floats(xb_), Floats(x_), Floats(w.rms_ffn), c.dim,
                                                 c.rms_eps);
     RETURN_IF_ERROR(LastLaunchStatus("RmsNormKernel"));
-    RETURN_IF_ERROR(MatMul(hb_.get(), xb_.get(), w.w_gate.get(), n, c.hidden_dim, c.dim));
-    RETURN_IF_ERROR(MatMul(hb2_.get(), xb_.get(), w.w_up.get(), n, c.hidden_dim, c.dim));
-    SwiGluKernel<<<Blocks(rows * c.hidden_dim), 256, 0, stream_>>>(hb_.get(), hb2_.get(),
+    RETURN_IF_ERROR(MatMul(Floats(hb_), Floats(xb_), Floats(w.w_gate), n, c.hidden_dim, c.dim));
+    RETURN_IF_ERROR(MatMul(Floats(hb2_), Floats(xb_), Floats(w.w_up), n, c.hidden_dim, c.dim));
+    SwiGluKernel<<<Blocks(rows * c.hidden_dim), 256, 0, stream_>>>(Floats(hb_), Floats(hb2_),
                                                                    rows * c.hidden_dim);
     RETURN_IF_ERROR(LastLaunchStatus("SwiGluKernel"));
-    RETURN_IF_ERROR(MatMul(xb_.get(), hb_.get(), w.w_down.get(), n, c.dim, c.hidden_dim));
-    AddKernel<<<Blocks(rows * c.dim), 256, 0, stream_>>>(x_.get(), xb_.get(), rows * c.dim);
+    RETURN_IF_ERROR(MatMul(Floats(xb_), Floats(hb_), Floats(w.w_down), n, c.dim, c.hidden_dim));
+    AddKernel<<<Blocks(rows * c.dim), 256, 0, stream_>>>(Floats(x_), Floats(xb_), rows * c.dim);
     return LastLaunchStatus("AddKernel");
   }
 
   absl::StatusOr<absl::Span<const float>> Logits(int row) override {
     const ModelConfig& c = weights_.config;
+    RETURN_IF_ERROR(device_->Select());
     RmsNormKernel<<<1, kThreads, 0, stream_>>>(
-        xb_.get(), x_.get() + static_cast<size_t>(row) * c.dim, rms_final_.get(), c.dim,
+        Floats(xb_), Floats(x_) + static_cast<size_t>(row) * c.dim, Floats(rms_final_), c.dim,
         c.rms_eps);
     RETURN_IF_ERROR(LastLaunchStatus("RmsNormKernel"));
-    const float* cls = weights_.classifier.empty() ? embedding_.get() : classifier_.get();
-    RETURN_IF_ERROR(MatMul(logits_.get(), xb_.get(), cls, 1, c.vocab_size, c.dim));
-    RETURN_IF_ERROR(ToHost(host_logits_.data(), logits_.get(), host_logits_.size()));
+    const float* cls = weights_.classifier.empty() ? Floats(embedding_) : Floats(classifier_);
+    RETURN_IF_ERROR(MatMul(Floats(logits_), Floats(xb_), cls, 1, c.vocab_size, c.dim));
+    RETURN_IF_ERROR(ToHost(host_logits_.data(), Floats(logits_), host_logits_.size()));
     RETURN_IF_ERROR(Sync());
     return absl::Span<const float>(host_logits_);
   }
@@ -253,16 +235,23 @@ class CudaDenseLayers : public DenseLayers {
         cudaMemcpyAsync(dst, src, floats * sizeof(float), cudaMemcpyDeviceToHost, stream_),
         "cudaMemcpyAsync (to host)");
   }
-  absl::Status Sync() { return CudaStatus(cudaStreamSynchronize(stream_), "dense layers"); }
+  absl::Status Sync() { return device_->Synchronize(); }
+  absl::StatusOr<Buffer> Upload(const std::vector<float>& host) {
+    ASSIGN_OR_RETURN(Buffer buf, device_->Allocate(host.size() * sizeof(float)));
+    RETURN_IF_ERROR(device_->CopyToDevice(buf->data(), host.data(), host.size() * sizeof(float)));
+    return buf;
+  }
 
   const ModelWeights& weights_;
   const int max_batch_;
-  cudaStream_t stream_ = nullptr;
+  // Declared first: the buffers below free their memory on it.
+  std::unique_ptr<worker::CudaDevice> device_;
+  cudaStream_t stream_ = nullptr;  // the device's
   cublasHandle_t handle_ = nullptr;
   std::vector<LayerBuffers> layers_;
   Buffer embedding_, rms_final_, classifier_, rope_freq_;
   Buffer x_, xb_, q_, k_, v_, hb_, hb2_, logits_;
-  int* tokens_ = nullptr;
+  Buffer tokens_;  // int32 ids of the batch
   std::vector<float> host_logits_;
 };
 

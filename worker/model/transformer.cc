@@ -1,7 +1,6 @@
 #include "worker/model/transformer.h"
 
 #include <algorithm>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
@@ -58,7 +57,7 @@ absl::Status Transformer::CheckToken(int token) const {
   return absl::OkStatus();
 }
 
-absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n, int pos0) {
+absl::Status Transformer::RunLayer(SequenceId seq, int layer, int n, int pos0) {
   const ModelConfig& c = weights_.config;
   RETURN_IF_ERROR(dense_->AttentionInputs(layer, n, pos0, q_.data(), k_.data(), v_.data()));
   const size_t nq = static_cast<size_t>(n) * c.n_heads * c.head_dim;
@@ -76,7 +75,7 @@ absl::Status Transformer::RunAttention(SequenceId seq, int layer, int n, int pos
 
 absl::Status Transformer::RunLayers(SequenceId seq, int n, int pos0) {
   for (int l = 0; l < weights_.config.n_layers; ++l) {
-    RETURN_IF_ERROR(RunAttention(seq, l, n, pos0));
+    RETURN_IF_ERROR(RunLayer(seq, l, n, pos0));
   }
   return absl::OkStatus();
 }

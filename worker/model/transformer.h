@@ -66,7 +66,7 @@ class Transformer {
   // leaves the residual stream of each token there.
   absl::Status RunLayers(SequenceId seq, int n, int pos0);
   // One layer: attention inputs, the backend, then the rest of the layer.
-  absl::Status RunAttention(SequenceId seq, int layer, int n, int pos0);
+  absl::Status RunLayer(SequenceId seq, int layer, int n, int pos0);
   absl::Status CheckToken(int token) const;
 
   const ModelWeights& weights_;

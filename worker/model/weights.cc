@@ -1,5 +1,7 @@
 #include "worker/model/weights.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "common/status_macros.h"
@@ -53,6 +55,14 @@ absl::Status CheckSize(absl::string_view name, const std::vector<float>& t,
 }
 
 }  // namespace
+
+std::vector<float> ModelConfig::RopeFrequencies() const {
+  std::vector<float> freq;
+  for (int i = 0; i < rope_dim; i += 2) {
+    freq.push_back(1.0f / std::pow(rope_theta, i / static_cast<float>(rope_dim)));
+  }
+  return freq;
+}
 
 absl::Status ModelWeights::Validate() const {
   const ModelConfig& c = config;

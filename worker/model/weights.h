@@ -32,6 +32,8 @@ struct ModelConfig {
   float rms_eps = 1e-5f;
 
   int kv_dim() const { return n_kv_heads * head_dim; }
+  // RoPE's frequency of pair p: theta^(-2p / rope_dim), [rope_dim / 2].
+  std::vector<float> RopeFrequencies() const;
   // INVALID_ARGUMENT unless the sizes are positive and consistent.
   absl::Status Validate() const;
   AttentionShape attention_shape() const;
