@@ -120,6 +120,8 @@ absl::Status DecodeAttentionCuda(const DecodeAttentionArgs& args, const DecodePl
 
 // DecodePlanOptions::target_ctas for `args`' shape on the current device:
 // its SMs times the CTAs of the kernel that runs the shape one SM holds.
+// Queried once per device and kernel configuration, then remembered
+// (thread-safe).
 absl::StatusOr<uint32_t> DecodeAttentionCudaTargetCtas(const DecodeAttentionArgs& args);
 #endif
 

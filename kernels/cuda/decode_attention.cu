@@ -16,7 +16,11 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <map>
+#include <tuple>
 
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_status.h"
 #include "kernels/decode_plan.h"
@@ -482,6 +486,18 @@ Launch Choose(const DecodeAttentionArgs& a) {
   return {&GenericDecodeKernel, kGenericWarps * 32, shared};
 }
 
+// DecodeAttentionCudaTargetCtas's answers: (device, kernel, threads,
+// dynamic shared bytes) -> CTAs the device runs at once.
+using TargetKey = std::tuple<int, const void*, uint32_t, size_t>;
+struct TargetCache {
+  absl::Mutex mu;
+  std::map<TargetKey, uint32_t> ctas ABSL_GUARDED_BY(mu);
+};
+TargetCache& Targets() {
+  static auto* cache = new TargetCache;  // never destroyed: used until exit
+  return *cache;
+}
+
 absl::Status TooLarge() {
   return absl::UnimplementedError(
       "DecodeAttentionCuda: (n_q_heads / n_kv_heads) * head_dim too large for one block");
@@ -497,10 +513,20 @@ absl::StatusOr<uint32_t> DecodeAttentionCudaTargetCtas(const DecodeAttentionArgs
   if (!st.ok()) return st;
   const Launch l = Choose(a);
   if (l.kernel == nullptr) return TooLarge();
-  int device = 0, sms = 0, per_sm = 0;
+  int device = 0;
   if (absl::Status got = CudaStatus(cudaGetDevice(&device), "cudaGetDevice"); !got.ok()) {
     return got;
   }
+  // Planned every decode step: the occupancy query runs once per device and
+  // kernel configuration.
+  const TargetKey key{device, reinterpret_cast<const void*>(l.kernel), l.threads,
+                      l.dynamic_shared};
+  TargetCache& cache = Targets();
+  {
+    absl::MutexLock lock(&cache.mu);
+    if (auto it = cache.ctas.find(key); it != cache.ctas.end()) return it->second;
+  }
+  int sms = 0, per_sm = 0;
   if (absl::Status got =
           CudaStatus(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
                      "cudaDeviceGetAttribute(SM count)");
@@ -514,7 +540,10 @@ absl::StatusOr<uint32_t> DecodeAttentionCudaTargetCtas(const DecodeAttentionArgs
       !got.ok()) {
     return got;
   }
-  return static_cast<uint32_t>(std::max(1, sms) * std::max(1, per_sm));
+  const auto ctas = static_cast<uint32_t>(std::max(1, sms) * std::max(1, per_sm));
+  absl::MutexLock lock(&cache.mu);
+  cache.ctas[key] = ctas;
+  return ctas;
 }
 
 absl::Status DecodeAttentionCuda(const DecodeAttentionArgs& args, const DecodePlanView& plan,
