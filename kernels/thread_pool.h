@@ -5,6 +5,17 @@
 // has returned. Callers own the pool and choose its size, so a process can
 // give each worker thread its own pool or share one.
 //
+// Indices are claimed one at a time, and a loop never waits for a worker
+// that has not joined it: the caller runs whatever is left, and once it has
+// claimed the last index it waits only for the workers still running one.
+// On a host whose cores other processes also want, a worker the scheduler
+// leaves waiting therefore costs that loop its share of the parallelism,
+// not a scheduling slice. Between loops a worker polls for the next one
+// for a short while (kSpinMicros) before it sleeps, and a caller polls for
+// the workers still running an index before it sleeps, so loops that
+// follow each other closely (one per matrix product of a decode step) do
+// not each pay thread wake-ups.
+//
 // Thread-safety: ParallelFor may be called from several threads; the loops
 // are serialised (one in flight). fn must not call ParallelFor on the same
 // pool (it would deadlock) and must not throw.
@@ -29,6 +40,8 @@ class ThreadPool {
  public:
   // Largest thread count accepted; larger requests are clamped.
   static constexpr int kMaxThreads = 256;
+  // How long an idle worker polls for the next loop before it sleeps.
+  static constexpr int kSpinMicros = 1000;
 
   // `num_threads` counts the calling thread: 1 runs every loop inline with no
   // worker thread; 0 means std::thread::hardware_concurrency(); negative
@@ -53,16 +66,25 @@ class ThreadPool {
   };
 
   void WorkerMain();
+  // Polls generation_ for up to kSpinMicros; true when it moved past `seen`.
+  bool SpinForLoop(uint64_t seen) const;
+  // Polls joined_ for up to kSpinMicros; true when it reached 0.
+  bool SpinForWorkers() const;
   static void Drain(Loop& loop);
 
   // Serialises loops so that at most one is in flight.
   absl::Mutex run_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   absl::Mutex mu_;
+  // The loop workers may join; null once its caller has claimed every index.
   Loop* loop_ ABSL_GUARDED_BY(mu_) = nullptr;
-  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
-  int busy_workers_ ABSL_GUARDED_BY(mu_) = 0;
+  // Workers inside Drain of the current loop. Changed under mu_; the
+  // caller polls it without the lock before it waits on mu_.
+  std::atomic<int> joined_{0};
   bool stop_ ABSL_GUARDED_BY(mu_) = false;
+  // Counts the loops opened. Written under mu_; idle workers poll it
+  // without the lock.
+  std::atomic<uint64_t> generation_{0};
 
   // Const after construction.
   std::vector<std::thread> workers_;

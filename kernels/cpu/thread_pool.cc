@@ -1,6 +1,9 @@
 #include "kernels/thread_pool.h"
 
+#include <sched.h>
+
 #include <algorithm>
+#include <chrono>
 
 namespace kvtier::kernels {
 
@@ -27,6 +30,35 @@ void ThreadPool::Drain(Loop& loop) {
   }
 }
 
+bool ThreadPool::SpinForLoop(uint64_t seen) const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (generation_.load(std::memory_order_acquire) != seen) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    // Lets another runnable thread have this core while we wait.
+    sched_yield();
+  }
+}
+
+bool ThreadPool::SpinForWorkers() const {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+  for (;;) {
+    for (int i = 0; i < 64; ++i) {
+      if (joined_.load(std::memory_order_acquire) == 0) return true;
+#if defined(__x86_64__) || defined(__i386__)
+      __builtin_ia32_pause();
+#endif
+    }
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    sched_yield();
+  }
+}
+
 void ThreadPool::ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
   if (n == 0) return;
   if (workers_.empty() || n == 1) {
@@ -40,40 +72,51 @@ void ThreadPool::ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
   {
     absl::MutexLock lock(&mu_);
     loop_ = &loop;
-    ++generation_;
-    busy_workers_ = static_cast<int>(workers_.size());
+    generation_.fetch_add(1, std::memory_order_release);
   }
   Drain(loop);
+  // Every index is claimed: close the loop to late workers and wait for
+  // those still running an index (`loop` lives on this stack).
+  {
+    absl::MutexLock lock(&mu_);
+    loop_ = nullptr;
+  }
+  if (SpinForWorkers()) return;
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
-      +[](int* busy) { return *busy == 0; }, &busy_workers_));
-  loop_ = nullptr;
+      +[](std::atomic<int>* joined) { return joined->load(std::memory_order_acquire) == 0; },
+      &joined_));
 }
 
 void ThreadPool::WorkerMain() {
-  // A worker takes part in every loop: the caller waits for all of them, so
-  // a generation can never be skipped.
   struct Wake {
     ThreadPool* pool;
     uint64_t seen;
   };
   Wake wake{this, 0};
   for (;;) {
+    SpinForLoop(wake.seen);
     Loop* loop;
     {
       absl::MutexLock lock(&mu_);
       mu_.Await(absl::Condition(
           +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-            return w->pool->stop_ || w->pool->generation_ != w->seen;
+            return w->pool->stop_ ||
+                   w->pool->generation_.load(std::memory_order_relaxed) != w->seen;
           },
           &wake));
       if (stop_) return;
-      wake.seen = generation_;
+      wake.seen = generation_.load(std::memory_order_relaxed);
+      // Null when the caller finished the loop before this worker came.
       loop = loop_;
+      if (loop == nullptr) continue;
+      joined_.fetch_add(1, std::memory_order_relaxed);
     }
     Drain(*loop);
+    // Under mu_, so that a caller waiting in Await sees it; release, so that
+    // one polling sees this worker's writes.
     absl::MutexLock lock(&mu_);
-    --busy_workers_;
+    joined_.fetch_sub(1, std::memory_order_release);
   }
 }
 
