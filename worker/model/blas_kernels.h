@@ -49,7 +49,9 @@ void UseCpuBlasKernels(const char* program, char** argv);
 // count): each fn(i)'s BLAS calls run on the thread that makes them. For
 // prompt work, many products of a few rows each (and the softmax between
 // them), one task per core ran 1.6-2x faster on two cores than OpenBLAS's
-// threads, which mostly wait between such calls; and each fn(i) computes
+// threads, which mostly wait between such calls; decode's matrix-vector
+// products run here too, because the pool's loops do not wait for a thread
+// the scheduler has not run (worker/model/README.md); and each fn(i) computes
 // the same bits whichever thread runs it and however many cores the host
 // has. Loops are serialised process-wide. A BLAS call that another thread
 // makes while a loop runs also runs on one thread (its result may then

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <thread>
 #include <vector>
 
 #include "worker/model/attention_backend.h"
@@ -23,13 +24,34 @@ void RmsNorm(float* out, const float* x, const float* weight, int size, float ep
   for (int j = 0; j < size; ++j) out[j] = weight[j] * (ss * x[j]);
 }
 
+// out[rows] = w[rows, cols] * in[cols], as tasks on the cores
+// (ParallelBlasFor): each task one single-threaded matrix-vector product
+// over a run of whole kMatVecBlock-row blocks, so an output's bits do not
+// depend on the split. On OpenBLAS's own threads each product waited for
+// all of them: with the cores shared with another process, one thread the
+// scheduler left waiting held every product up for a time slice, and a
+// decode step makes hundreds of them.
+constexpr int kMatVecBlock = 64;
+constexpr int kMatVecTasksPerCore = 4;
+
+void MatVec(float* out, const float* in, const float* w, int rows, int cols) {
+  static const int cores = std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  const int blocks = (rows + kMatVecBlock - 1) / kMatVecBlock;
+  const int tasks = std::min(blocks, cores * kMatVecTasksPerCore);
+  ParallelBlasFor(tasks, [&](size_t i) {
+    const int r0 = static_cast<int>(blocks * i / tasks) * kMatVecBlock;
+    const int r1 = std::min(rows, static_cast<int>(blocks * (i + 1) / tasks) * kMatVecBlock);
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, r1 - r0, cols, 1.0f,
+                w + static_cast<size_t>(r0) * cols, cols, in, 1, 0.0f, out + r0, 1);
+  });
+}
+
 // out[n, rows] = in[n, cols] * w[rows, cols]^T, input row i being position
 // pos0 + i: one BLAS call per aligned block of kPrefillRowBlock positions
 // (and, for blocks of several rows, per kOutputChunk outputs), so each
-// row's result is independent of n (attention_backend.h). Blocks of several
-// rows run as tasks on the cores (ParallelBlasFor); a block of one row,
-// which streams the weights once, is one matrix-vector product on
-// OpenBLAS's threads, faster there (decode).
+// row's result is independent of n (attention_backend.h). Blocks of
+// several rows and the single rows of decode (MatVec) run as tasks on the
+// cores (ParallelBlasFor).
 constexpr int kOutputChunk = 64;
 
 void MatMul(float* out, const float* in, const std::vector<float>& w, int n, int rows, int cols,
@@ -63,9 +85,8 @@ void MatMul(float* out, const float* in, const std::vector<float>& w, int n, int
     });
   }
   for (int row : single_rows) {
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, rows, cols, 1.0f, w.data(), cols,
-                in + static_cast<size_t>(row) * cols, 1, 0.0f,
-                out + static_cast<size_t>(row) * rows, 1);
+    MatVec(out + static_cast<size_t>(row) * rows, in + static_cast<size_t>(row) * cols,
+           w.data(), rows, cols);
   }
 }
 
@@ -138,8 +159,7 @@ class CpuDenseLayers : public DenseLayers {
     const ModelConfig& c = weights_.config;
     RmsNorm(xb_.data(), x_.data() + static_cast<size_t>(row) * c.dim, weights_.rms_final.data(),
             c.dim, c.rms_eps);
-    cblas_sgemv(CblasRowMajor, CblasNoTrans, c.vocab_size, c.dim, 1.0f,
-                weights_.classifier_data(), c.dim, xb_.data(), 1, 0.0f, logits_.data(), 1);
+    MatVec(logits_.data(), xb_.data(), weights_.classifier_data(), c.vocab_size, c.dim);
     return absl::Span<const float>(logits_);
   }
 
