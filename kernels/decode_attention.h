@@ -93,6 +93,12 @@ struct DecodeAttentionArgs {
 
   // Scalar fields and non-null pointers only (usable with device pointers).
   absl::Status Validate() const;
+  // Validate() and the host arrays: kv.indptr (starts at 0, never
+  // decreases, ends at kv.total_entries), every page id inside the pool, and
+  // kv.last_page_len[b] in [1, page_size] for every sequence with pages.
+  // What DecodeAttentionCpu checks; a device kernel trusts these arrays, so
+  // whoever stages them for one checks them here first.
+  absl::Status ValidateHostArrays() const;
 };
 
 // Bytes of split partials: batch * n_q_heads * num_splits * (head_dim + 1) * 4

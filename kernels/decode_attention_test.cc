@@ -247,14 +247,25 @@ TEST(DecodeAttentionTest, RejectsBadListsWithoutWriting) {
   Problem p;
   p.Build(4);
   DecodeAttentionArgs a = p.Args(1);
+  ASSERT_TRUE(a.ValidateHostArrays().ok());
+  // The list checks a device dispatch runs before staging (ValidateHostArrays)
+  // are the CPU kernel's.
   p.indices[3] = static_cast<int32_t>(p.pool_pages);
+  EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(DecodeAttentionCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  p.indices[3] = -1;
+  EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument);
   p.indices[3] = 0;
-  p.last_len[1] = 0;
-  EXPECT_EQ(DecodeAttentionCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
-  p.last_len[1] = static_cast<int32_t>(p.page_size) + 1;
-  EXPECT_EQ(DecodeAttentionCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
+  for (int32_t bad : {0, -1, static_cast<int32_t>(p.page_size) + 1}) {
+    p.last_len[1] = bad;
+    EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(DecodeAttentionCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument) << bad;
+  }
   p.last_len[1] = 1;
+  ASSERT_TRUE(a.ValidateHostArrays().ok());
+  std::swap(p.indptr[1], p.indptr[2]);  // decreasing
+  EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument);
+  std::swap(p.indptr[1], p.indptr[2]);
   a.n_q_heads = 3;
   EXPECT_EQ(DecodeAttentionCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
   a.n_q_heads = p.hq();

@@ -72,6 +72,11 @@ struct EstimateArgs {
   uint32_t rows() const { return reduce == HeadReduce::kGroupSum ? n_kv_heads : n_q_heads; }
   // Scalar fields and non-null pointers only (usable with device pointers).
   absl::Status Validate() const;
+  // Validate() and the host arrays: page_indptr (starts at 0, never
+  // decreases, ends at total_pages) and every digest slot below
+  // digest_capacity. What EstimateScoresCpu checks; staged for a device
+  // kernel, which trusts them, they are checked here first.
+  absl::Status ValidateHostArrays() const;
 };
 
 // REQUIRES: finite queries and digests. Also checks page_indptr and the

@@ -250,14 +250,18 @@ TEST(EstimateTest, RejectsBadIndptrAndSlots) {
            .seq_pages = {2, 2}};
   bt.Build(3, 1.0f);
   EstimateArgs a = bt.Args(HeadReduce::kGroupSum);
+  ASSERT_TRUE(a.ValidateHostArrays().ok());
   bt.indptr[1] = 3;
   bt.indptr[2] = 2;
+  EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(EstimateScoresCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
   bt.indptr = {0, 2, 4};
   a.page_indptr = bt.indptr.data();
   bt.slots[3] = 4;
+  EXPECT_EQ(a.ValidateHostArrays().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(EstimateScoresCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);
   bt.slots[3] = 0;
+  ASSERT_TRUE(a.ValidateHostArrays().ok());
   a.n_q_heads = 3;
   a.n_kv_heads = 2;
   EXPECT_EQ(EstimateScoresCpu(a, nullptr).code(), absl::StatusCode::kInvalidArgument);

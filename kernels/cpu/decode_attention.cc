@@ -160,23 +160,6 @@ void RunTask(const DecodeAttentionArgs& a, const Task& task, std::vector<GroupSt
   }
 }
 
-absl::Status CheckLists(const DecodeAttentionArgs& a) {
-  const PagedKv& kv = a.kv;
-  const size_t n_lists = size_t{a.batch} * kv.n_lists();
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      internal::CheckIndptr(kWhat, "kv.indptr", kv.indptr, n_lists, kv.total_entries));
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      internal::CheckIds(kWhat, "kv.indices", kv.indices, kv.total_entries, kv.pool_pages));
-  for (uint32_t b = 0; b < a.batch; ++b) {
-    const size_t first = size_t{b} * kv.n_lists();
-    if (kv.indptr[first + kv.n_lists()] == kv.indptr[first]) continue;  // no pages
-    KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckRange(
-        kWhat, "kv.last_page_len[b]", static_cast<uint64_t>(std::max(0, kv.last_page_len[b])), 1,
-        kv.page_size));
-  }
-  return absl::OkStatus();
-}
-
 }  // namespace
 
 size_t DecodeAttentionWorkspaceBytes(uint32_t batch, uint32_t n_q_heads, uint32_t head_dim,
@@ -230,10 +213,27 @@ absl::Status DecodeAttentionArgs::Validate() const {
   return CheckRange(kWhat, "kv.pool_pages", kv.pool_pages, 1, INT32_MAX);
 }
 
+absl::Status DecodeAttentionArgs::ValidateHostArrays() const {
+  KVTIER_KERNELS_RETURN_IF_ERROR(Validate());
+  if (batch == 0) return absl::OkStatus();
+  const size_t n_lists = size_t{batch} * kv.n_lists();
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIndptr(kWhat, "kv.indptr", kv.indptr, n_lists, kv.total_entries));
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIds(kWhat, "kv.indices", kv.indices, kv.total_entries, kv.pool_pages));
+  for (uint32_t b = 0; b < batch; ++b) {
+    const size_t first = size_t{b} * kv.n_lists();
+    if (kv.indptr[first + kv.n_lists()] == kv.indptr[first]) continue;  // no pages
+    KVTIER_KERNELS_RETURN_IF_ERROR(internal::CheckRange(
+        kWhat, "kv.last_page_len[b]", static_cast<uint64_t>(std::max(0, kv.last_page_len[b])), 1,
+        kv.page_size));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DecodeAttentionCpu(const DecodeAttentionArgs& args, ThreadPool* pool) {
-  KVTIER_KERNELS_RETURN_IF_ERROR(args.Validate());
+  KVTIER_KERNELS_RETURN_IF_ERROR(args.ValidateHostArrays());
   if (args.batch == 0) return absl::OkStatus();
-  KVTIER_KERNELS_RETURN_IF_ERROR(CheckLists(args));
   DecodeAttentionArgs a = args;
   std::vector<float> own_workspace;
   if (a.num_splits > 1 && a.workspace == nullptr) {

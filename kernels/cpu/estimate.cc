@@ -81,14 +81,17 @@ absl::Status EstimateArgs::Validate() const {
   return CheckRange(kWhat, "digest_capacity", digest_capacity, 1, INT32_MAX);
 }
 
+absl::Status EstimateArgs::ValidateHostArrays() const {
+  KVTIER_KERNELS_RETURN_IF_ERROR(Validate());
+  if (batch == 0) return absl::OkStatus();
+  KVTIER_KERNELS_RETURN_IF_ERROR(
+      internal::CheckIndptr(kWhat, "page_indptr", page_indptr, batch, total_pages));
+  return internal::CheckIds(kWhat, "digest_slots", digest_slots, total_pages, digest_capacity);
+}
+
 absl::Status EstimateScoresCpu(const EstimateArgs& a, ThreadPool* pool) {
-  KVTIER_KERNELS_RETURN_IF_ERROR(a.Validate());
-  if (a.batch == 0) return absl::OkStatus();
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      internal::CheckIndptr(kWhat, "page_indptr", a.page_indptr, a.batch, a.total_pages));
-  KVTIER_KERNELS_RETURN_IF_ERROR(
-      internal::CheckIds(kWhat, "digest_slots", a.digest_slots, a.total_pages, a.digest_capacity));
-  if (a.total_pages == 0) return absl::OkStatus();
+  KVTIER_KERNELS_RETURN_IF_ERROR(a.ValidateHostArrays());
+  if (a.batch == 0 || a.total_pages == 0) return absl::OkStatus();
 
   const size_t d = a.head_dim;
   const uint32_t group = a.n_q_heads / a.n_kv_heads;

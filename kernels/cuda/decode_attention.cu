@@ -18,8 +18,10 @@
 #include <cmath>
 #include <map>
 #include <tuple>
+#include <type_traits>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "kernels/cuda/common.cuh"
 #include "kernels/cuda/cuda_status.h"
@@ -367,41 +369,43 @@ __global__ void GenericDecodeKernel(DecodeAttentionArgs a, const DecodeWorkItem*
 
 // ---- merges -----------------------------------------------------------------
 
-// Block per merge group: thread i takes 4 channels of one of its G rows.
+// Block per merge group: thread i takes kWidth channels (4 where head_dim
+// allows, else 1) of one of its G rows.
+template <int kWidth>
 __global__ void PlanMergeKernel(DecodeAttentionArgs a, const DecodeMergeGroup* merges,
                                 uint32_t n_partials) {
+  using Vec = typename std::conditional<kWidth == 4, float4, float>::type;
   const DecodeMergeGroup mg = merges[blockIdx.x];
   const uint32_t d = a.kv.head_dim;
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
   const float* ws = static_cast<const float*>(a.workspace);
   const float* plse = ws + size_t{n_partials} * group * d;
-  const uint32_t quads = d / 4;
-  for (uint32_t i = threadIdx.x; i < group * quads; i += blockDim.x) {
-    const uint32_t j = i / quads, c = (i % quads) * 4;
+  const uint32_t vecs = d / kWidth;
+  for (uint32_t i = threadIdx.x; i < group * vecs; i += blockDim.x) {
+    const uint32_t j = i / vecs, c = (i % vecs) * kWidth;
     float mx = -INFINITY;
     for (int32_t p = 0; p < mg.n_partials; ++p) {
       mx = fmaxf(mx, plse[size_t(mg.first_partial + p) * group + j]);
     }
     float total = 0.0f;
-    float4 sum = make_float4(0, 0, 0, 0);
+    float sum[kWidth] = {};
     if (mx != -INFINITY) {
       for (int32_t p = 0; p < mg.n_partials; ++p) {
         const size_t state = size_t(mg.first_partial + p) * group + j;
         if (plse[state] == -INFINITY) continue;
         const float f = expf(plse[state] - mx);
-        const float4 v = *reinterpret_cast<const float4*>(ws + state * d + c);
+        const Vec v = *reinterpret_cast<const Vec*>(ws + state * d + c);
+        const float* vf = reinterpret_cast<const float*>(&v);
         total += f;
-        sum.x += f * v.x;
-        sum.y += f * v.y;
-        sum.z += f * v.z;
-        sum.w += f * v.w;
+        for (int w = 0; w < kWidth; ++w) sum[w] += f * vf[w];
       }
     }
     const size_t row = size_t(mg.seq) * a.n_q_heads + size_t(mg.kv_head) * group + j;
     const bool empty = mx == -INFINITY;
-    *reinterpret_cast<float4*>(a.out + row * d + c) =
-        empty ? make_float4(0, 0, 0, 0)
-              : make_float4(sum.x / total, sum.y / total, sum.z / total, sum.w / total);
+    Vec o;
+    float* of = reinterpret_cast<float*>(&o);
+    for (int w = 0; w < kWidth; ++w) of[w] = empty ? 0.0f : sum[w] / total;
+    *reinterpret_cast<Vec*>(a.out + row * d + c) = o;
     if (c == 0) a.lse[row] = empty ? -INFINITY : mx + logf(total);
   }
 }
@@ -470,8 +474,42 @@ Launch ByHeadDim(uint32_t dim, uint32_t group) {
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
+// Dynamic shared memory the generic body may have on the current device.
+// Above 48 KiB a kernel must opt in, which is done here once per device, up
+// to the device's per-block limit.
+absl::StatusOr<size_t> GenericSharedLimit() {
+  int device = 0;
+  if (absl::Status got = CudaStatus(cudaGetDevice(&device), "cudaGetDevice"); !got.ok()) {
+    return got;
+  }
+  ABSL_CONST_INIT static absl::Mutex mu(absl::kConstInit);
+  static auto* limits = new std::map<int, size_t>;  // never destroyed: used until exit
+  absl::MutexLock lock(&mu);
+  if (auto it = limits->find(device); it != limits->end()) return it->second;
+  int optin = 0;
+  if (absl::Status got = CudaStatus(
+          cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+          "cudaDeviceGetAttribute(opt-in shared memory)");
+      !got.ok()) {
+    return got;
+  }
+  size_t limit = kMaxSharedBytes;
+  if (static_cast<size_t>(optin) > kMaxSharedBytes) {
+    if (absl::Status got = CudaStatus(
+            cudaFuncSetAttribute(GenericDecodeKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 optin),
+            "cudaFuncSetAttribute(generic decode shared memory)");
+        !got.ok()) {
+      return got;
+    }
+    limit = static_cast<size_t>(optin);
+  }
+  (*limits)[device] = limit;
+  return limit;
+}
+
 // The body that runs `a`'s shape; kernel == nullptr when none can.
-Launch Choose(const DecodeAttentionArgs& a) {
+absl::StatusOr<Launch> Choose(const DecodeAttentionArgs& a) {
   const uint32_t group = a.n_q_heads / a.kv.n_kv_heads;
   const bool aligned = Aligned16(a.kv.pool) && a.kv.page_stride_bytes % 16 == 0;
   Launch l;
@@ -482,8 +520,12 @@ Launch Choose(const DecodeAttentionArgs& a) {
   }
   if (l.kernel != nullptr) return l;
   const size_t shared = GenericSharedBytes(group, a.kv.head_dim);
-  if (shared > kMaxSharedBytes) return {};
-  return {&GenericDecodeKernel, kGenericWarps * 32, shared};
+  if (shared > kMaxSharedBytes) {
+    absl::StatusOr<size_t> limit = GenericSharedLimit();
+    if (!limit.ok()) return limit.status();
+    if (shared > *limit) return Launch{};
+  }
+  return Launch{&GenericDecodeKernel, kGenericWarps * 32, shared};
 }
 
 // DecodeAttentionCudaTargetCtas's answers: (device, kernel, threads,
@@ -511,7 +553,9 @@ absl::StatusOr<uint32_t> DecodeAttentionCudaTargetCtas(const DecodeAttentionArgs
   a.workspace = nullptr;
   absl::Status st = a.Validate();
   if (!st.ok()) return st;
-  const Launch l = Choose(a);
+  const absl::StatusOr<Launch> chosen = Choose(a);
+  if (!chosen.ok()) return chosen.status();
+  const Launch l = *chosen;
   if (l.kernel == nullptr) return TooLarge();
   int device = 0;
   if (absl::Status got = CudaStatus(cudaGetDevice(&device), "cudaGetDevice"); !got.ok()) {
@@ -566,19 +610,23 @@ absl::Status DecodeAttentionCuda(const DecodeAttentionArgs& args, const DecodePl
           "DecodeAttentionCuda: the plan's partial states need a larger workspace");
     }
   }
-  if (plan.n_merges > 0 && a.kv.head_dim % 4 != 0) {
-    return absl::UnimplementedError("DecodeAttentionCuda: split lists need head_dim % 4 == 0");
-  }
   if (!Aligned16(a.out) || !Aligned16(a.workspace)) {
     return absl::InvalidArgumentError(
         "DecodeAttentionCuda: out and workspace must be 16-byte aligned");
   }
-  const Launch l = Choose(a);
+  const absl::StatusOr<Launch> chosen = Choose(a);
+  if (!chosen.ok()) return chosen.status();
+  const Launch l = *chosen;
   if (l.kernel == nullptr) return TooLarge();
   l.kernel<<<plan.n_items, l.threads, l.dynamic_shared, stream>>>(a, plan.items, plan.n_partials);
   absl::Status launched = LastLaunchStatus("DecodeAttentionCuda");
   if (!launched.ok() || plan.n_merges == 0) return launched;
-  PlanMergeKernel<<<plan.n_merges, 128, 0, stream>>>(a, plan.merges, plan.n_partials);
+  // float4 rows where head_dim allows (out and workspace are 16-byte aligned).
+  if (a.kv.head_dim % 4 == 0) {
+    PlanMergeKernel<4><<<plan.n_merges, 128, 0, stream>>>(a, plan.merges, plan.n_partials);
+  } else {
+    PlanMergeKernel<1><<<plan.n_merges, 128, 0, stream>>>(a, plan.merges, plan.n_partials);
+  }
   return LastLaunchStatus("DecodeAttentionCuda merge");
 }
 
