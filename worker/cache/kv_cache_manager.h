@@ -184,8 +184,12 @@ class KvCacheManager : public TokenCache {
   // Pins the keys of the sequence's stored prefix (AdoptStoredPrefix).
   absl::Status PinStoredPrefix(Sequence& seq);
   absl::Status WaitBackup(Sequence& seq, TransferId id);
-  absl::Status InstallRecalled(Sequence& seq, uint32_t layer, int32_t page,
-                               const FetchedPage& fetched);
+  // The bytes to install for a recalled page: the fetched ones, checked
+  // against its layout, size and backup checksum, or the recomputer's
+  // (appended to `recomputed`, whose capacity must not be exceeded).
+  absl::StatusOr<const std::string*> CheckRecalled(Sequence& seq, uint32_t layer, int32_t page,
+                                                   const FetchedPage& fetched,
+                                                   std::vector<std::string>* recomputed);
   const Hash128& PageHash(Sequence& seq, uint32_t page);
   void ReleaseAll(Sequence& seq);
 

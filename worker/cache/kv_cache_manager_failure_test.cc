@@ -75,6 +75,63 @@ TEST(KvCacheManagerTest, HungStoreMakesRecallFailAtTheDeadline) {
   h.store.SetMode(InProcessPageStore::Mode::kUp);
 }
 
+// Pages 1, 4 and 5 of layer 0 evicted (EvictPageOne); the plan that
+// recalls all three.
+PagePlan RecallThree() {
+  PagePlan plan;
+  plan.resident = {0, 1, 4, 5, 7};
+  plan.attend = plan.resident;
+  return plan;
+}
+
+TEST(KvCacheManagerTest, RecalledPagesReachThePoolInOneUploadWithTheirBytes) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  // The same inputs without evictions give the bytes each page must have.
+  Harness kept(policy.get(), 1, 8);
+  ASSERT_TRUE(kept.cache->AddSequence(3, {8}).ok());
+  Inputs kept_in(4);
+  ASSERT_TRUE(kept.Prefill(3, 24, kept_in).ok());
+  std::vector<float> k = kept_in.Next(8 * kRow), v = kept_in.Next(8 * kRow);
+  ASSERT_TRUE(kept.cache->AppendTokenIds(3, std::vector<uint32_t>(8, 77)).ok());
+  ASSERT_TRUE(kept.cache->AppendKv(3, 0, k.data(), v.data(), 8).ok());
+
+  Harness h(policy.get(), 1, 6);
+  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
+  Inputs in(4);
+  EvictPageOne(h, 3, in);
+  const int uploads = h.device.uploads;
+  const size_t ranges = h.device.ranges_uploaded;
+  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, RecallThree()).ok());
+  ASSERT_TRUE(h.cache->FinishRecalls(3, 0).ok());
+  EXPECT_EQ(h.device.uploads - uploads, 1);
+  EXPECT_EQ(h.device.ranges_uploaded - ranges, 3u);
+  for (uint32_t p : {1u, 4u, 5u}) {
+    EXPECT_EQ(h.cache->View(3, 0)->states[p], PageState::kResident) << p;
+    EXPECT_EQ(*h.cache->ResidentPageBytes(3, 0, p), *kept.cache->ResidentPageBytes(3, 0, p))
+        << p;
+  }
+  EXPECT_EQ(h.cache->counters().pages_recalled, 3u);
+}
+
+TEST(KvCacheManagerTest, AFailedUploadLosesItsPagesAndSaysSo) {
+  auto policy = *ArkvalePolicy::Create(SmallArkvale());
+  Harness h(policy.get(), 1, 6);
+  ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
+  Inputs in(4);
+  EvictPageOne(h, 3, in);
+  h.device.fail_uploads = true;
+  ASSERT_TRUE(h.cache->ApplyPlan(3, 0, RecallThree()).ok());
+  absl::Status s = h.cache->FinishRecalls(3, 0);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInternal) << s;
+  EXPECT_NE(s.message().find("did not reach the pool"), std::string::npos) << s;
+  for (uint32_t p : {1u, 4u, 5u}) {
+    EXPECT_EQ(h.cache->View(3, 0)->states[p], PageState::kLost) << p;
+  }
+  // Their slots are free again: only the kept pages 0 and 7 hold theirs.
+  EXPECT_EQ(h.cache->pool(0).in_use(), 2u);
+  EXPECT_EQ(h.cache->counters().pages_recalled, 0u);
+}
+
 TEST(KvCacheManagerTest, LostPageIsAnErrorWithoutRecomputer) {
   auto policy = *ArkvalePolicy::Create(SmallArkvale());
   Harness h(policy.get(), 1, 6);

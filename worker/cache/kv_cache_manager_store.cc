@@ -286,35 +286,63 @@ absl::Status KvCacheManager::FinishRecalls(uint64_t seq_id, uint32_t layer) {
                        layer, " failed: ", result.status.message())));
       continue;
     }
+    // Every page is checked first, then the batch goes to the pool in one
+    // upload (on a GPU: pinned staging and asynchronous copies).
+    std::vector<std::string> recomputed;
+    recomputed.reserve(pages.size());  // the ranges point into these
+    std::vector<UploadRange> ranges;
+    std::vector<int32_t> checked;
     for (size_t i = 0; i < pages.size(); ++i) {
-      absl::Status s = i < result.pages.size()
-                           ? InstallRecalled(*seq, layer, pages[i], result.pages[i])
-                           : absl::InternalError("store answered fewer pages than asked");
-      if (!s.ok()) {
+      absl::StatusOr<const std::string*> bytes =
+          i < result.pages.size()
+              ? CheckRecalled(*seq, layer, pages[i], result.pages[i], &recomputed)
+              : absl::InternalError("store answered fewer pages than asked");
+      if (!bytes.ok()) {
         give_back(pages[i], PageState::kLost);
-        first.Update(s);
+        first.Update(bytes.status());
+        continue;
       }
+      ranges.push_back(UploadRange{pools_[layer]->SlotData(t.slots[pages[i]]), (*bytes)->data(),
+                                   (*bytes)->size()});
+      checked.push_back(pages[i]);
+    }
+    absl::Status uploaded = device_->Upload(ranges);
+    for (int32_t p : checked) {
+      if (!uploaded.ok()) {
+        give_back(p, PageState::kLost);
+        continue;
+      }
+      t.states[p] = PageState::kResident;
+      ++counters_.pages_recalled;
+      counters_.bytes_recalled += pools_[layer]->page_bytes();
+    }
+    if (!uploaded.ok()) {
+      first.Update(absl::Status(uploaded.code(),
+                                absl::StrCat("recalled pages of sequence ", seq_id, " layer ",
+                                             layer, " did not reach the pool: ",
+                                             uploaded.message())));
     }
   }
   t.recalls.clear();
   return first;
 }
 
-absl::Status KvCacheManager::InstallRecalled(Sequence& seq, uint32_t layer, int32_t page,
-                                             const FetchedPage& fetched) {
+absl::StatusOr<const std::string*> KvCacheManager::CheckRecalled(
+    Sequence& seq, uint32_t layer, int32_t page, const FetchedPage& fetched,
+    std::vector<std::string>* recomputed) {
   PageTable& t = seq.layers[layer];
   const size_t page_bytes = pools_[layer]->page_bytes();
   const std::string where =
       absl::StrCat("page ", page, " of sequence ", seq.id, " layer ", layer);
-  std::string recomputed;
   const std::string* bytes = &fetched.bytes;
   if (fetched.status != FetchStatus::kOk) {
     if (!recomputer_) {
       return absl::DataLossError(absl::StrCat(where, " is ", FetchStatusName(fetched.status),
                                               " in the store and no recomputer is set"));
     }
-    ASSIGN_OR_RETURN(recomputed, recomputer_(seq.id, layer, page));
-    bytes = &recomputed;
+    ASSIGN_OR_RETURN(std::string redone, recomputer_(seq.id, layer, page));
+    recomputed->push_back(std::move(redone));
+    bytes = &recomputed->back();
     ++counters_.pages_recomputed;
   } else if (!(fetched.layout == options_.layout)) {
     return absl::DataLossError(absl::StrCat(where, " came back with layout ",
@@ -340,11 +368,7 @@ absl::Status KvCacheManager::InstallRecalled(Sequence& seq, uint32_t layer, int3
     t.checksums[page] = checksum;
     ++counters_.pages_recalled_foreign;
   }
-  RETURN_IF_ERROR(pools_[layer]->WriteSlot(t.slots[page], 0, bytes->data(), page_bytes));
-  t.states[page] = PageState::kResident;
-  ++counters_.pages_recalled;
-  counters_.bytes_recalled += page_bytes;
-  return absl::OkStatus();
+  return bytes;
 }
 
 }  // namespace kvtier::worker

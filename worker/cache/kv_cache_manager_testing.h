@@ -39,6 +39,22 @@ class Inputs {
   std::mt19937 rng_;
 };
 
+// The CPU backend, counting Upload calls and their ranges; a test can make
+// uploads fail.
+class RecordingDevice : public CpuDevice {
+ public:
+  absl::Status Upload(absl::Span<const UploadRange> ranges) override {
+    ++uploads;
+    ranges_uploaded += ranges.size();
+    if (fail_uploads) return absl::InternalError("upload refused by the test");
+    return CpuDevice::Upload(ranges);
+  }
+
+  int uploads = 0;
+  size_t ranges_uploaded = 0;
+  bool fail_uploads = false;
+};
+
 struct Harness {
   Harness(Policy* policy, uint32_t n_layers, uint32_t pool_pages,
           absl::Duration timeout = absl::Seconds(10), DType dtype = DType::kF32,
@@ -96,7 +112,7 @@ struct Harness {
     return absl::OkStatus();
   }
 
-  CpuDevice device;
+  RecordingDevice device;
   InProcessPageStore store;
   std::unique_ptr<PageTransferQueue> queue;
   std::unique_ptr<KvCacheManager> cache;

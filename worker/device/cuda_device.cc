@@ -1,5 +1,8 @@
 #include "worker/device/cuda_device.h"
 
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -61,8 +64,103 @@ absl::StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(int device_ordina
 
 CudaDevice::~CudaDevice() {
   cudaSetDevice(ordinal_);
+  {
+    absl::MutexLock lock(&upload_mu_);
+    ReleaseUploads();
+  }
   cudaStreamSynchronize(stream_);
   cudaStreamDestroy(stream_);
+}
+
+void CudaDevice::ReleaseUploads() {
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  for (StagingHalf& h : halves_) {
+    if (h.host != nullptr) cudaFreeHost(h.host);
+    if (h.read != nullptr) cudaEventDestroy(h.read);
+    h = StagingHalf();
+  }
+  if (queued_ != nullptr) cudaEventDestroy(queued_);
+  if (copy_stream_ != nullptr) cudaStreamDestroy(copy_stream_);
+  queued_ = nullptr;
+  copy_stream_ = nullptr;
+  half_bytes_ = 0;
+}
+
+absl::Status CudaDevice::PrepareUploads(size_t bytes) {
+  if (copy_stream_ == nullptr) {
+    RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking),
+                               "cudaStreamCreate (uploads)"));
+    RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming),
+                               "cudaEventCreate"));
+    for (StagingHalf& h : halves_) {
+      RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&h.read, cudaEventDisableTiming),
+                                 "cudaEventCreate"));
+    }
+  }
+  const size_t want = std::max(bytes, kUploadHalfBytes);
+  if (half_bytes_ >= want) return absl::OkStatus();
+  // Nothing may still read the old halves.
+  RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(copy_stream_), "cudaStreamSynchronize"));
+  for (StagingHalf& h : halves_) {
+    if (h.host != nullptr) cudaFreeHost(h.host);
+    h.host = nullptr;
+  }
+  half_bytes_ = 0;
+  for (StagingHalf& h : halves_) {
+    RETURN_IF_ERROR(CudaStatus(cudaHostAlloc(&h.host, want, cudaHostAllocDefault),
+                               "cudaHostAlloc (upload staging)"));
+  }
+  half_bytes_ = want;
+  return absl::OkStatus();
+}
+
+absl::Status CudaDevice::ReuseHalf(int h) {
+  return CudaStatus(cudaEventSynchronize(halves_[h].read), "cudaEventSynchronize (staging)");
+}
+
+absl::Status CudaDevice::Upload(absl::Span<const UploadRange> ranges) {
+  size_t largest = 0;
+  for (const UploadRange& r : ranges) largest = std::max(largest, r.bytes);
+  if (largest == 0) return absl::OkStatus();
+  RETURN_IF_ERROR(Select());
+  absl::MutexLock lock(&upload_mu_);
+  absl::Status s = UploadLocked(ranges, largest);
+  // A copy queued before the error may still read a half whose event was
+  // not recorded: let every one finish before the halves are written again.
+  if (!s.ok() && copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
+  return s;
+}
+
+absl::Status CudaDevice::UploadLocked(absl::Span<const UploadRange> ranges, size_t largest) {
+  RETURN_IF_ERROR(PrepareUploads(largest));
+  // Write after read: work already queued on stream_ may read the slots.
+  RETURN_IF_ERROR(CudaStatus(cudaEventRecord(queued_, stream_), "cudaEventRecord"));
+  RETURN_IF_ERROR(
+      CudaStatus(cudaStreamWaitEvent(copy_stream_, queued_, 0), "cudaStreamWaitEvent"));
+  int h = next_half_;
+  RETURN_IF_ERROR(ReuseHalf(h));
+  size_t used = 0;
+  for (const UploadRange& r : ranges) {
+    if (r.bytes == 0) continue;
+    if (used + r.bytes > half_bytes_) {
+      // This half is full: mark where its copies end and fill the other.
+      RETURN_IF_ERROR(
+          CudaStatus(cudaEventRecord(halves_[h].read, copy_stream_), "cudaEventRecord"));
+      h ^= 1;
+      RETURN_IF_ERROR(ReuseHalf(h));
+      used = 0;
+    }
+    uint8_t* staged = static_cast<uint8_t*>(halves_[h].host) + used;
+    std::memcpy(staged, r.src, r.bytes);
+    RETURN_IF_ERROR(CudaStatus(
+        cudaMemcpyAsync(r.dst, staged, r.bytes, cudaMemcpyHostToDevice, copy_stream_),
+        "cudaMemcpyAsync (upload)"));
+    used += r.bytes;
+  }
+  RETURN_IF_ERROR(CudaStatus(cudaEventRecord(halves_[h].read, copy_stream_), "cudaEventRecord"));
+  next_half_ = h ^ 1;
+  // Everything later on stream_ sees the pages.
+  return CudaStatus(cudaStreamWaitEvent(stream_, halves_[h].read, 0), "cudaStreamWaitEvent");
 }
 
 absl::Status CudaDevice::Select() const {

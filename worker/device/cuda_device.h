@@ -6,6 +6,10 @@
 // Built only when KVTIER_WITH_CUDA. CUDA runtime errors become absl::Status
 // in kernels/cuda/cuda_status.h (the one conversion in kvtier).
 //
+// Upload (a batch of recalled pages) is the exception: it copies the pages
+// into pinned staging and queues their copies on a second stream, which the
+// device's stream waits for, and returns without waiting for them to land.
+//
 // Thread-safety: thread-safe. Every call selects the device on the calling
 // thread first; the stream is shared, so concurrent copies serialise on it.
 #ifndef KVTIER_WORKER_DEVICE_CUDA_DEVICE_H_
@@ -17,7 +21,10 @@
 #include <memory>
 
 #include "absl/status/status.h"
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
 #include "worker/device/device.h"
 
 namespace kvtier::worker {
@@ -42,6 +49,12 @@ class CudaDevice : public Device {
   // other side host memory (pageable or pinned).
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override;
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override;
+  // Pinned staging in two halves (at least kUploadHalfBytes each, or the
+  // largest range): while the copy stream reads one, the host fills the
+  // other. The copy stream first waits for the work already queued on
+  // stream() (a slot being rewritten may still be read there).
+  absl::Status Upload(absl::Span<const UploadRange> ranges) override;
+  static constexpr size_t kUploadHalfBytes = size_t{8} << 20;
 
   // The stream kernels over this device's memory run on.
   cudaStream_t stream() const { return stream_; }
@@ -56,8 +69,29 @@ class CudaDevice : public Device {
   absl::Status Copy(void* dst, const void* src, size_t bytes, cudaMemcpyKind kind,
                     const char* what);
 
+  struct StagingHalf {
+    void* host = nullptr;  // pinned (cudaHostAlloc)
+    // Recorded on the copy stream after the last copy that reads `host`.
+    cudaEvent_t read = nullptr;
+  };
+  // Creates the copy stream and events, and grows the halves to `bytes`.
+  absl::Status PrepareUploads(size_t bytes) ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_);
+  absl::Status UploadLocked(absl::Span<const UploadRange> ranges, size_t largest)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_);
+  // Makes half `h` free to overwrite (its last copies have read it).
+  absl::Status ReuseHalf(int h) ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_);
+  void ReleaseUploads() ABSL_EXCLUSIVE_LOCKS_REQUIRED(upload_mu_);
+
   const int ordinal_;
   const cudaStream_t stream_;
+
+  absl::Mutex upload_mu_;
+  cudaStream_t copy_stream_ ABSL_GUARDED_BY(upload_mu_) = nullptr;
+  // Recorded on stream_ when an upload starts; the copy stream waits for it.
+  cudaEvent_t queued_ ABSL_GUARDED_BY(upload_mu_) = nullptr;
+  StagingHalf halves_[2] ABSL_GUARDED_BY(upload_mu_);
+  size_t half_bytes_ ABSL_GUARDED_BY(upload_mu_) = 0;
+  int next_half_ ABSL_GUARDED_BY(upload_mu_) = 0;
 };
 
 }  // namespace kvtier::worker

@@ -29,6 +29,14 @@ class HostBuffer : public DeviceBuffer {
 
 }  // namespace
 
+absl::Status Device::Upload(absl::Span<const UploadRange> ranges) {
+  for (const UploadRange& r : ranges) {
+    absl::Status s = CopyToDevice(r.dst, r.src, r.bytes);
+    if (!s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<DeviceBuffer>> CpuDevice::Allocate(size_t bytes) {
   std::unique_ptr<uint8_t[]> data(new (std::nothrow) uint8_t[bytes == 0 ? 1 : bytes]());
   if (data == nullptr) {

@@ -13,6 +13,7 @@
 #include <string_view>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
 
 namespace kvtier::worker {
 
@@ -26,6 +27,14 @@ class DeviceBuffer {
   virtual size_t bytes() const = 0;
 };
 
+// One range of Device::Upload: `bytes` host bytes at `src` to device
+// memory at `dst`.
+struct UploadRange {
+  void* dst = nullptr;
+  const void* src = nullptr;
+  size_t bytes = 0;
+};
+
 // Thread-safe.
 class Device {
  public:
@@ -36,6 +45,14 @@ class Device {
   // Synchronous copies between host memory and this device's memory.
   virtual absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) = 0;
   virtual absl::Status CopyToHost(void* dst, const void* src, size_t bytes) = 0;
+  // Copies every range's host bytes into this device's memory, for a batch
+  // of pages (recalls). When it returns the host ranges may be reused, and
+  // every later kernel and copy of this device sees the new bytes; it need
+  // not wait for them to land (CudaDevice: pinned staging and a copy
+  // stream that the device's stream waits for). On error the destination
+  // bytes are unspecified. This default copies range by range with
+  // CopyToDevice.
+  virtual absl::Status Upload(absl::Span<const UploadRange> ranges);
 };
 
 // The CPU backend: "device" memory is host memory.
