@@ -23,14 +23,20 @@ using testing::kQHeads;
 using testing::kRow;
 using testing::SmallArkvale;
 
-// Prefills 24 tokens, appends 8 more and evicts page 1 of layer 0; returns
-// the plan that recalls it.
-PagePlan EvictPageOne(Harness& h, uint64_t seq, Inputs& in) {
+// Prefills 24 tokens and appends 8 more to layer 0: 8 full pages, the
+// first 6 backed up.
+void FillEightPages(Harness& h, uint64_t seq, Inputs& in) {
   EXPECT_TRUE(h.Prefill(seq, 24, in).ok());
   EXPECT_TRUE(h.cache->ReapBackups(seq, true).ok());
   std::vector<float> k = in.Next(8 * kRow), v = in.Next(8 * kRow);
   EXPECT_TRUE(h.cache->AppendTokenIds(seq, std::vector<uint32_t>(8, 77)).ok());
   EXPECT_TRUE(h.cache->AppendKv(seq, 0, k.data(), v.data(), 8).ok());
+}
+
+// FillEightPages, then evicts pages 1, 4 and 5 of layer 0; returns the plan
+// that recalls page 1.
+PagePlan EvictPageOne(Harness& h, uint64_t seq, Inputs& in) {
+  FillEightPages(h, seq, in);
   PagePlan drop;
   drop.resident = {0, 2, 3, 6, 7};
   EXPECT_TRUE(h.cache->ApplyPlan(seq, 0, drop).ok());
@@ -75,8 +81,7 @@ TEST(KvCacheManagerTest, HungStoreMakesRecallFailAtTheDeadline) {
   h.store.SetMode(InProcessPageStore::Mode::kUp);
 }
 
-// Pages 1, 4 and 5 of layer 0 evicted (EvictPageOne); the plan that
-// recalls all three.
+// After EvictPageOne, the plan that recalls pages 1, 4 and 5.
 PagePlan RecallThree() {
   PagePlan plan;
   plan.resident = {0, 1, 4, 5, 7};
@@ -90,10 +95,7 @@ TEST(KvCacheManagerTest, RecalledPagesReachThePoolInOneUploadWithTheirBytes) {
   Harness kept(policy.get(), 1, 8);
   ASSERT_TRUE(kept.cache->AddSequence(3, {8}).ok());
   Inputs kept_in(4);
-  ASSERT_TRUE(kept.Prefill(3, 24, kept_in).ok());
-  std::vector<float> k = kept_in.Next(8 * kRow), v = kept_in.Next(8 * kRow);
-  ASSERT_TRUE(kept.cache->AppendTokenIds(3, std::vector<uint32_t>(8, 77)).ok());
-  ASSERT_TRUE(kept.cache->AppendKv(3, 0, k.data(), v.data(), 8).ok());
+  FillEightPages(kept, 3, kept_in);
 
   Harness h(policy.get(), 1, 6);
   ASSERT_TRUE(h.cache->AddSequence(3, {6}).ok());
