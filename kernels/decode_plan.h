@@ -82,7 +82,11 @@ absl::StatusOr<DecodePlan> PlanDecodeAttention(const DecodeAttentionArgs& args,
                                                const DecodePlanOptions& options);
 
 // For a workspace allocated once: WorkspaceBytes(group, head_dim) of any
-// plan made with `options` is at most this (2 * target_ctas partials).
+// plan made with `options` whose (sequence, KV head) lists each hold at
+// most INT32_MAX / page_size entries is at most this (2 * target_ctas
+// partials). Longer lists are cut into items of at most that many entries
+// whatever the target, so their pieces can exceed it; the plan's own
+// WorkspaceBytes is exact.
 size_t DecodePlanMaxWorkspaceBytes(uint32_t group, uint32_t head_dim,
                                    const DecodePlanOptions& options);
 
