@@ -33,7 +33,32 @@ class CudaBuffer : public DeviceBuffer {
   const size_t bytes_;
 };
 
+class PinnedHostBuffer : public DeviceBuffer {
+ public:
+  PinnedHostBuffer(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
+  ~PinnedHostBuffer() override { cudaFreeHost(data_); }
+  void* data() override { return data_; }
+  size_t bytes() const override { return bytes_; }
+
+ private:
+  void* const data_;
+  const size_t bytes_;
+};
+
 }  // namespace
+
+absl::StatusOr<std::unique_ptr<DeviceBuffer>> CudaDevice::AllocatePinnedHost(size_t bytes) {
+  RETURN_IF_ERROR(Select());
+  void* data = nullptr;
+  const cudaError_t err = cudaHostAlloc(&data, bytes == 0 ? 1 : bytes, cudaHostAllocDefault);
+  if (err != cudaSuccess) {
+    cudaGetLastError();
+    return absl::ResourceExhaustedError(
+        absl::StrCat("cannot allocate ", bytes, " bytes of pinned host memory: ",
+                     CudaStatus(err, "cudaHostAlloc").message()));
+  }
+  return std::unique_ptr<DeviceBuffer>(new PinnedHostBuffer(data, bytes));
+}
 
 absl::StatusOr<std::unique_ptr<CudaDevice>> CudaDevice::Create(int device_ordinal) {
   if (device_ordinal < 0) {

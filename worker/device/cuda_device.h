@@ -49,6 +49,10 @@ class CudaDevice : public Device {
   // other side host memory (pageable or pinned).
   absl::Status CopyToDevice(void* dst, const void* src, size_t bytes) override;
   absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override;
+  // Page-locked host memory (cudaHostAlloc), uninitialised; copies from and
+  // to it can run asynchronously on stream(). RESOURCE_EXHAUSTED when it
+  // cannot be had.
+  absl::StatusOr<std::unique_ptr<DeviceBuffer>> AllocatePinnedHost(size_t bytes);
   // Pinned staging in two halves (at least kUploadHalfBytes each, or the
   // largest range): while the copy stream reads one, the host fills the
   // other. The copy stream first waits for the work already queued on

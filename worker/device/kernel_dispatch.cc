@@ -1,6 +1,7 @@
 #include "worker/device/kernel_dispatch.h"
 
 #include <algorithm>
+#include <cstring>
 #include <vector>
 
 #include "common/status_macros.h"
@@ -8,6 +9,7 @@
 #include "kernels/dtype.h"
 
 #if KVTIER_WITH_CUDA
+#include "kernels/cuda/cuda_status.h"
 #include "worker/device/cuda_device.h"
 #endif
 
@@ -21,40 +23,87 @@ absl::StatusOr<uint8_t*> KernelScratch::Reserve(size_t bytes) {
   return static_cast<uint8_t*>(buffer_->data());
 }
 
+absl::StatusOr<uint8_t*> KernelScratch::ReserveHost(size_t bytes) {
+#if KVTIER_WITH_CUDA
+  if (device_->kind() == DeviceKind::kCuda) {
+    if (host_buffer_ == nullptr || host_buffer_->bytes() < bytes) {
+      ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger,
+                       static_cast<CudaDevice*>(device_)->AllocatePinnedHost(bytes));
+      host_buffer_ = std::move(bigger);
+    }
+    return static_cast<uint8_t*>(host_buffer_->data());
+  }
+#endif
+  return absl::FailedPreconditionError("pinned host staging is for CUDA devices");
+}
+
 #if KVTIER_WITH_CUDA
 namespace {
 
-// Lays out the host arrays of one call in the scratch, copies the inputs
-// in, and after the kernel copies the outputs back.
+CudaDevice& AsCuda(Device* device) { return *static_cast<CudaDevice*>(device); }
+
+// Lays out the host arrays of one call in the scratch at the same offsets
+// in its device memory and its pinned host mirror: Commit packs the inputs
+// into the mirror and copies them in with one asynchronous copy; after the
+// kernel, Finish copies the outputs' span back with one and waits for the
+// stream once.
 class Staging {
  public:
   explicit Staging(KernelScratch* scratch) : scratch_(scratch) {}
+  // A call that failed between Commit and Finish: the mirror must not be
+  // rewritten while a copy may still read it.
+  ~Staging() {
+    if (pending_) AsCuda(scratch_->device()).Synchronize().IgnoreError();
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
 
   // Offsets are assigned now, pointers after Commit().
   size_t In(const void* host, size_t bytes) { return Add(host, nullptr, bytes); }
   size_t Out(void* host, size_t bytes) { return Add(nullptr, host, bytes); }
   size_t DeviceOnly(size_t bytes) { return Add(nullptr, nullptr, bytes); }
 
-  // Reserves the scratch and copies every input in.
+  // Reserves the scratch and its mirror and copies every input in.
   absl::Status Commit() {
+    CudaDevice& device = AsCuda(scratch_->device());
     ASSIGN_OR_RETURN(base_, scratch_->Reserve(total_));
+    ASSIGN_OR_RETURN(host_, scratch_->ReserveHost(total_));
+    size_t in_end = 0;
     for (const Region& r : regions_) {
-      if (r.in != nullptr && r.bytes > 0) {
-        RETURN_IF_ERROR(scratch_->device()->CopyToDevice(base_ + r.offset, r.in, r.bytes));
-      }
+      if (r.in == nullptr || r.bytes == 0) continue;
+      std::memcpy(host_ + r.offset, r.in, r.bytes);
+      in_end = std::max(in_end, r.offset + r.bytes);
     }
-    return absl::OkStatus();
+    RETURN_IF_ERROR(device.Select());
+    pending_ = true;
+    if (in_end == 0) return absl::OkStatus();
+    return kernels::CudaStatus(
+        cudaMemcpyAsync(base_, host_, in_end, cudaMemcpyHostToDevice, device.stream()),
+        "cudaMemcpyAsync (kernel inputs)");
   }
   template <typename T>
   T* At(size_t offset) const {
     return reinterpret_cast<T*>(base_ + offset);
   }
-  // Copies every output back (the copies wait for the kernel on the stream).
+  // Copies every output back (the copy waits for the kernel on the stream).
   absl::Status Finish() {
+    CudaDevice& device = AsCuda(scratch_->device());
+    size_t out_begin = total_, out_end = 0;
     for (const Region& r : regions_) {
-      if (r.out != nullptr && r.bytes > 0) {
-        RETURN_IF_ERROR(scratch_->device()->CopyToHost(r.out, base_ + r.offset, r.bytes));
-      }
+      if (r.out == nullptr || r.bytes == 0) continue;
+      out_begin = std::min(out_begin, r.offset);
+      out_end = std::max(out_end, r.offset + r.bytes);
+    }
+    if (out_begin < out_end) {
+      RETURN_IF_ERROR(kernels::CudaStatus(
+          cudaMemcpyAsync(host_ + out_begin, base_ + out_begin, out_end - out_begin,
+                          cudaMemcpyDeviceToHost, device.stream()),
+          "cudaMemcpyAsync (kernel outputs)"));
+    }
+    RETURN_IF_ERROR(device.Synchronize());
+    pending_ = false;
+    for (const Region& r : regions_) {
+      if (r.out != nullptr && r.bytes > 0) std::memcpy(r.out, host_ + r.offset, r.bytes);
     }
     return absl::OkStatus();
   }
@@ -78,9 +127,9 @@ class Staging {
   std::vector<Region> regions_;
   size_t total_ = 0;
   uint8_t* base_ = nullptr;
+  uint8_t* host_ = nullptr;
+  bool pending_ = false;
 };
-
-CudaDevice& AsCuda(Device* device) { return *static_cast<CudaDevice*>(device); }
 
 absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
                                    KernelScratch* scratch) {

@@ -28,9 +28,10 @@
 
 namespace kvtier::worker {
 
-// Device memory the CUDA path stages host arrays through. Grows to the
-// largest call seen and is reused; unused (never allocated) on the CPU
-// backend.
+// Device memory the CUDA path stages host arrays through, and its pinned
+// host mirror: a call's inputs are packed into the mirror and cross in one
+// asynchronous copy, its outputs come back in one. Both grow to the largest
+// call seen and are reused; unused (never allocated) on the CPU backend.
 class KernelScratch {
  public:
   // REQUIRES: device outlives the scratch.
@@ -40,10 +41,14 @@ class KernelScratch {
   // At least `bytes` of device memory, valid until the next call.
   // RESOURCE_EXHAUSTED when it cannot be had (the old buffer is kept).
   absl::StatusOr<uint8_t*> Reserve(size_t bytes);
+  // At least `bytes` of page-locked host memory (CUDA devices only;
+  // FAILED_PRECONDITION otherwise), valid until the next call.
+  absl::StatusOr<uint8_t*> ReserveHost(size_t bytes);
 
  private:
   Device* const device_;
   std::unique_ptr<DeviceBuffer> buffer_;
+  std::unique_ptr<DeviceBuffer> host_buffer_;
 };
 
 // Paged decode attention over a pool of scratch->device(). `threads` is
