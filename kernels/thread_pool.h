@@ -66,10 +66,9 @@ class ThreadPool {
   };
 
   void WorkerMain();
-  // Polls generation_ for up to kSpinMicros; true when it moved past `seen`.
-  bool SpinForLoop(uint64_t seen) const;
-  // Polls joined_ for up to kSpinMicros; true when it reached 0.
-  bool SpinForWorkers() const;
+  // Polls `done` for up to kSpinMicros (the new loop for an idle worker, no
+  // joined worker left for a caller); true once it holds.
+  static bool SpinUntil(absl::FunctionRef<bool()> done);
   static void Drain(Loop& loop);
 
   // Serialises loops so that at most one is in flight.

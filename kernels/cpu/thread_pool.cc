@@ -30,31 +30,17 @@ void ThreadPool::Drain(Loop& loop) {
   }
 }
 
-bool ThreadPool::SpinForLoop(uint64_t seen) const {
+bool ThreadPool::SpinUntil(absl::FunctionRef<bool()> done) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
   for (;;) {
     for (int i = 0; i < 64; ++i) {
-      if (generation_.load(std::memory_order_acquire) != seen) return true;
+      if (done()) return true;
 #if defined(__x86_64__) || defined(__i386__)
       __builtin_ia32_pause();
 #endif
     }
     if (std::chrono::steady_clock::now() >= deadline) return false;
     // Lets another runnable thread have this core while we wait.
-    sched_yield();
-  }
-}
-
-bool ThreadPool::SpinForWorkers() const {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
-  for (;;) {
-    for (int i = 0; i < 64; ++i) {
-      if (joined_.load(std::memory_order_acquire) == 0) return true;
-#if defined(__x86_64__) || defined(__i386__)
-      __builtin_ia32_pause();
-#endif
-    }
-    if (std::chrono::steady_clock::now() >= deadline) return false;
     sched_yield();
   }
 }
@@ -81,7 +67,7 @@ void ThreadPool::ParallelFor(size_t n, absl::FunctionRef<void(size_t)> fn) {
     absl::MutexLock lock(&mu_);
     loop_ = nullptr;
   }
-  if (SpinForWorkers()) return;
+  if (SpinUntil([this] { return joined_.load(std::memory_order_acquire) == 0; })) return;
   absl::MutexLock lock(&mu_);
   mu_.Await(absl::Condition(
       +[](std::atomic<int>* joined) { return joined->load(std::memory_order_acquire) == 0; },
@@ -95,7 +81,7 @@ void ThreadPool::WorkerMain() {
   };
   Wake wake{this, 0};
   for (;;) {
-    SpinForLoop(wake.seen);
+    SpinUntil([&] { return generation_.load(std::memory_order_acquire) != wake.seen; });
     Loop* loop;
     {
       absl::MutexLock lock(&mu_);
