@@ -100,7 +100,6 @@ CudaDevice::~CudaDevice() {
 void CudaDevice::ReleaseUploads() {
   if (copy_stream_ != nullptr) cudaStreamSynchronize(copy_stream_);
   for (StagingHalf& h : halves_) {
-    if (h.host != nullptr) cudaFreeHost(h.host);
     if (h.read != nullptr) cudaEventDestroy(h.read);
     h = StagingHalf();
   }
@@ -126,14 +125,10 @@ absl::Status CudaDevice::PrepareUploads(size_t bytes) {
   if (half_bytes_ >= want) return absl::OkStatus();
   // Nothing may still read the old halves.
   RETURN_IF_ERROR(CudaStatus(cudaStreamSynchronize(copy_stream_), "cudaStreamSynchronize"));
-  for (StagingHalf& h : halves_) {
-    if (h.host != nullptr) cudaFreeHost(h.host);
-    h.host = nullptr;
-  }
   half_bytes_ = 0;
   for (StagingHalf& h : halves_) {
-    RETURN_IF_ERROR(CudaStatus(cudaHostAlloc(&h.host, want, cudaHostAllocDefault),
-                               "cudaHostAlloc (upload staging)"));
+    h.host.reset();
+    ASSIGN_OR_RETURN(h.host, AllocatePinnedHost(want));
   }
   half_bytes_ = want;
   return absl::OkStatus();
@@ -175,7 +170,7 @@ absl::Status CudaDevice::UploadLocked(absl::Span<const UploadRange> ranges, size
       RETURN_IF_ERROR(ReuseHalf(h));
       used = 0;
     }
-    uint8_t* staged = static_cast<uint8_t*>(halves_[h].host) + used;
+    uint8_t* staged = static_cast<uint8_t*>(halves_[h].host->data()) + used;
     std::memcpy(staged, r.src, r.bytes);
     RETURN_IF_ERROR(CudaStatus(
         cudaMemcpyAsync(r.dst, staged, r.bytes, cudaMemcpyHostToDevice, copy_stream_),

@@ -74,7 +74,7 @@ class CudaDevice : public Device {
                     const char* what);
 
   struct StagingHalf {
-    void* host = nullptr;  // pinned (cudaHostAlloc)
+    std::unique_ptr<DeviceBuffer> host;  // AllocatePinnedHost
     // Recorded on the copy stream after the last copy that reads `host`.
     cudaEvent_t read = nullptr;
   };

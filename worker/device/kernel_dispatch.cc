@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <memory>
 #include <vector>
 
+#include "absl/functional/function_ref.h"
 #include "common/status_macros.h"
 #include "kernels/decode_plan.h"
 #include "kernels/dtype.h"
@@ -15,23 +17,32 @@
 
 namespace kvtier::worker {
 
-absl::StatusOr<uint8_t*> KernelScratch::Reserve(size_t bytes) {
-  if (buffer_ == nullptr || buffer_->bytes() < bytes) {
-    ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger, device_->Allocate(bytes));
-    buffer_ = std::move(bigger);
+namespace {
+
+// `*buffer` when it holds `bytes`, else a bigger one from `allocate` (the
+// old one kept when that fails).
+absl::StatusOr<uint8_t*> Grow(
+    std::unique_ptr<DeviceBuffer>* buffer, size_t bytes,
+    absl::FunctionRef<absl::StatusOr<std::unique_ptr<DeviceBuffer>>(size_t)> allocate) {
+  if (*buffer == nullptr || (*buffer)->bytes() < bytes) {
+    ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger, allocate(bytes));
+    *buffer = std::move(bigger);
   }
-  return static_cast<uint8_t*>(buffer_->data());
+  return static_cast<uint8_t*>((*buffer)->data());
+}
+
+}  // namespace
+
+absl::StatusOr<uint8_t*> KernelScratch::Reserve(size_t bytes) {
+  return Grow(&buffer_, bytes, [this](size_t n) { return device_->Allocate(n); });
 }
 
 absl::StatusOr<uint8_t*> KernelScratch::ReserveHost(size_t bytes) {
 #if KVTIER_WITH_CUDA
   if (device_->kind() == DeviceKind::kCuda) {
-    if (host_buffer_ == nullptr || host_buffer_->bytes() < bytes) {
-      ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger,
-                       static_cast<CudaDevice*>(device_)->AllocatePinnedHost(bytes));
-      host_buffer_ = std::move(bigger);
-    }
-    return static_cast<uint8_t*>(host_buffer_->data());
+    return Grow(&host_buffer_, bytes, [this](size_t n) {
+      return static_cast<CudaDevice*>(device_)->AllocatePinnedHost(n);
+    });
   }
 #endif
   return absl::FailedPreconditionError("pinned host staging is for CUDA devices");
@@ -63,7 +74,9 @@ class Staging {
   size_t Out(void* host, size_t bytes) { return Add(nullptr, host, bytes); }
   size_t DeviceOnly(size_t bytes) { return Add(nullptr, nullptr, bytes); }
 
-  // Reserves the scratch and its mirror and copies every input in.
+  // Reserves the scratch and its mirror, makes the device current on this
+  // thread (the kernel launches that follow rely on it) and copies every
+  // input in.
   absl::Status Commit() {
     CudaDevice& device = AsCuda(scratch_->device());
     ASSIGN_OR_RETURN(base_, scratch_->Reserve(total_));
@@ -173,7 +186,6 @@ absl::Status DecodeAttentionOnCuda(const kernels::DecodeAttentionArgs& args,
   d.workspace_bytes = work_bytes;
   d.out = st.At<float>(out);
   d.lse = st.At<float>(lse);
-  RETURN_IF_ERROR(device.Select());
   RETURN_IF_ERROR(kernels::DecodeAttentionCuda(d, kernels::ViewOnDevice(plan, st.At<void>(plan_at)),
                                                device.stream()));
   return st.Finish();
@@ -193,7 +205,6 @@ absl::Status MergeOnCuda(const kernels::MergeStatesArgs& args, KernelScratch* sc
   d.states_lse = st.At<float>(sl);
   d.out = st.At<float>(out);
   d.lse = st.At<float>(lse);
-  RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
   RETURN_IF_ERROR(kernels::MergeAttentionStatesCuda(d, AsCuda(scratch->device()).stream()));
   return st.Finish();
 }
@@ -216,7 +227,6 @@ absl::Status EstimateOnCuda(const kernels::EstimateArgs& args, KernelScratch* sc
   d.page_indptr = st.At<int32_t>(indptr);
   d.digest_slots = st.At<int32_t>(slots);
   d.scores = st.At<float>(scores);
-  RETURN_IF_ERROR(AsCuda(scratch->device()).Select());
   RETURN_IF_ERROR(kernels::EstimateScoresCuda(d, AsCuda(scratch->device()).stream()));
   return st.Finish();
 }
