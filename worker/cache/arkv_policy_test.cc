@@ -1,6 +1,7 @@
 #include "worker/policy/arkv_policy.h"
 
 #include <algorithm>
+#include <iterator>
 #include <numeric>
 #include <random>
 #include <set>
@@ -22,11 +23,13 @@ TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
 
 struct ArkvHarness {
   explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1, bool at_cost = false,
-                       DType dtype = DType::kF16, uint32_t score_rows = 0) {
+                       DType dtype = DType::kF16, uint32_t score_rows = 0,
+                       bool per_kv_head = true) {
     ArkvOptions a;
     a.window = 4;
     a.count_quantized_at_cost = at_cost;
     a.score_rows = score_rows;
+    a.per_kv_head = per_kv_head;
     policy = *ArkvPolicy::Create(a);
     KvCacheOptions o;
     o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = dtype};
@@ -144,50 +147,125 @@ TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
 }
 
 // With score_rows = 1 the prompt keeps the keys the last prompt query
-// attends to most (softmax per head over every key, summed over heads,
-// pooled), plus the window; the authors' window statistics keep others.
+// attends to most (softmax per head over every key, summed over the query
+// heads of each KV head, or of the layer when shared, pooled), plus the
+// window; the authors' window statistics keep others.
 TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
   constexpr uint32_t kN = 30, kQueries = 8, kHeads = 4, kDim = 8, kWindow = 4;
   ArkvHarness last(5, 1, false, DType::kF16, /*score_rows=*/1);
+  ArkvHarness shared(5, 1, false, DType::kF16, /*score_rows=*/1, /*per_kv_head=*/false);
   ArkvHarness window(5, 1, false, DType::kF16);
   std::vector<float> k = last.Random(kN * 16), v = last.Random(kN * 16);
   std::vector<float> q = last.Random(kQueries * 32);
-  for (ArkvHarness* h : {&last, &window}) {
+  for (ArkvHarness* h : {&last, &shared, &window}) {
     ASSERT_TRUE(h->cache->AppendTokenIds(1, std::vector<uint32_t>(kN, 3)).ok());
     ASSERT_TRUE(h->runner->Prefill(1, 0, k.data(), v.data(), kN, q.data(), kQueries, &h->stats)
                     .ok());
   }
   const uint32_t nw = kN - kWindow;
-  std::vector<float> mass(nw, 0.0f);
   const float* q_last = q.data() + size_t{kQueries - 1} * kHeads * kDim;
-  for (uint32_t h = 0; h < kHeads; ++h) {
-    std::vector<double> logit(kN);
-    double top = -1e30, sum = 0;
-    for (uint32_t j = 0; j < kN; ++j) {
-      double dot = 0;
-      for (uint32_t c = 0; c < kDim; ++c) {
-        dot += q_last[h * kDim + c] * k[(size_t{j} * 2 + h / 2) * kDim + c];
+  // The positions kept when query heads [first, end) rank the prompt.
+  auto kept_by = [&](uint32_t first, uint32_t end) {
+    std::vector<float> mass(nw, 0.0f);
+    for (uint32_t h = first; h < end; ++h) {
+      std::vector<double> logit(kN);
+      double top = -1e30, sum = 0;
+      for (uint32_t j = 0; j < kN; ++j) {
+        double dot = 0;
+        for (uint32_t c = 0; c < kDim; ++c) {
+          dot += q_last[h * kDim + c] * k[(size_t{j} * 2 + h / 2) * kDim + c];
+        }
+        logit[j] = dot / std::sqrt(static_cast<double>(kDim));
+        top = std::max(top, logit[j]);
       }
-      logit[j] = dot / std::sqrt(static_cast<double>(kDim));
-      top = std::max(top, logit[j]);
+      for (double l : logit) sum += std::exp(l - top);
+      for (uint32_t j = 0; j < nw; ++j) {
+        mass[j] += static_cast<float>(std::exp(logit[j] - top) / sum);
+      }
     }
-    for (double l : logit) sum += std::exp(l - top);
-    for (uint32_t j = 0; j < nw; ++j) {
-      mass[j] += static_cast<float>(std::exp(logit[j] - top) / sum);
-    }
-  }
-  const std::vector<float> pooled = AvgPool1d(mass, 5);
-  std::vector<uint32_t> order(nw);
-  std::iota(order.begin(), order.end(), 0u);
-  std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-    return pooled[a] != pooled[b] ? pooled[a] > pooled[b] : a > b;
-  });
-  std::vector<uint32_t> want(order.begin(), order.begin() + (19 - kWindow));
-  for (uint32_t j = nw; j < kN; ++j) want.push_back(j);
-  std::sort(want.begin(), want.end());
-  EXPECT_EQ(last.policy->FullPrecisionPositions(1, 0), want);
+    const std::vector<float> pooled = AvgPool1d(mass, 5);
+    std::vector<uint32_t> order(nw);
+    std::iota(order.begin(), order.end(), 0u);
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      return pooled[a] != pooled[b] ? pooled[a] > pooled[b] : a > b;
+    });
+    std::vector<uint32_t> want(order.begin(), order.begin() + (19 - kWindow));
+    for (uint32_t j = nw; j < kN; ++j) want.push_back(j);
+    std::sort(want.begin(), want.end());
+    return want;
+  };
+  EXPECT_EQ(last.policy->FullPrecisionPositions(1, 0, 0), kept_by(0, 2));
+  EXPECT_EQ(last.policy->FullPrecisionPositions(1, 0, 1), kept_by(2, 4));
+  EXPECT_NE(kept_by(0, 2), kept_by(2, 4));
+  EXPECT_EQ(shared.policy->FullPrecisionPositions(1, 0, 0), kept_by(0, 4));
+  EXPECT_EQ(shared.policy->FullPrecisionPositions(1, 0, 1), kept_by(0, 4));
   EXPECT_EQ(window.policy->FullPrecisionPositions(1, 0).size(), 19u);
-  EXPECT_NE(window.policy->FullPrecisionPositions(1, 0), want);
+  EXPECT_NE(window.policy->FullPrecisionPositions(1, 0), kept_by(0, 2));
+}
+
+// Per KV head, each tier holds that head's slices of the tokens its
+// positions name (within fp8's rounding: a token once quantized keeps its
+// dequantized values when it regains full precision); the heads come to
+// keep different tokens.
+TEST(ArkvPolicyTest, EachKvHeadHoldsTheTokensItsPositionsName) {
+  for (bool per_kv_head : {true, false}) {
+    ArkvHarness h(5, 1, false, DType::kF32, 0, per_kv_head);
+    // Every key and value written, by position: [position][2][8].
+    std::vector<float> keys, values;
+    const uint32_t n = 40;
+    keys = h.Random(n * 16);
+    values = h.Random(n * 16);
+    std::vector<float> q = h.Random(8 * 32);
+    ASSERT_TRUE(h.cache->AppendTokenIds(1, std::vector<uint32_t>(n, 3)).ok());
+    ASSERT_TRUE(
+        h.runner->Prefill(1, 0, keys.data(), values.data(), n, q.data(), 8, &h.stats).ok());
+    bool heads_differ = false;
+    for (int step = 0; step < 12; ++step) {
+      for (uint32_t g = 0; g < 2; ++g) {
+        const std::vector<uint32_t> fp = h.policy->FullPrecisionPositions(1, 0, g);
+        const std::vector<uint32_t> qt = h.policy->QuantizedPositions(1, 0, g);
+        heads_differ |= fp != h.policy->FullPrecisionPositions(1, 0, 1 - g);
+        std::vector<float> k, v;
+        ASSERT_TRUE(h.cache->ReadTokens(1, 0, &k, &v).ok());
+        ASSERT_EQ(k.size(), fp.size() * 16);
+        // fp8 e4m3 keeps 3 mantissa bits: within 1/16 of the value, or of
+        // the scale's step for small ones.
+        auto near = [](float want) { return 0.0625 * std::abs(want) + 0.02; };
+        for (size_t j = 0; j < fp.size(); ++j) {
+          for (uint32_t c = 0; c < 8; ++c) {
+            const float want_k = keys[fp[j] * 16 + g * 8 + c];
+            const float want_v = values[fp[j] * 16 + g * 8 + c];
+            ASSERT_NEAR(k[j * 16 + g * 8 + c], want_k, near(want_k)) << "step " << step;
+            ASSERT_NEAR(v[j * 16 + g * 8 + c], want_v, near(want_v)) << "step " << step;
+          }
+        }
+        const AuxKv aux = h.policy->Auxiliary(1, 0);
+        const auto* pages = static_cast<const uint8_t*>(aux.pool);
+        for (size_t j = 0; j < qt.size(); ++j) {
+          const uint8_t* page = pages + (j / 4) * aux.page_stride_bytes;
+          for (uint32_t c = 0; c < 8; ++c) {
+            const size_t e = (j % 4) * 16 + g * 8 + c;
+            const float want = keys[qt[j] * 16 + g * 8 + c];
+            ASSERT_NEAR(kernels::LoadAsFloat(page, kernels::ScalarType::kF32, e), want,
+                        near(want))
+                << "step " << step;
+          }
+        }
+      }
+      ASSERT_EQ(h.policy->FullPrecisionPositions(1, 0, 0).size(),
+                h.policy->FullPrecisionPositions(1, 0, 1).size());
+      std::vector<float> qs = h.Random(32), kn = h.Random(16), vn = h.Random(16), out(32);
+      std::copy(kn.begin(), kn.end(), std::back_inserter(keys));
+      std::copy(vn.begin(), vn.end(), std::back_inserter(values));
+      ASSERT_TRUE(h.cache->AppendTokenIds(1, {4}).ok());
+      ASSERT_TRUE(h.runner
+                      ->DecodeLayer(1, 0, qs.data(), kn.data(), vn.data(), out.data(), nullptr,
+                                    &h.stats)
+                      .ok());
+    }
+    EXPECT_GT(h.policy->QuantizedTokens(1, 0), 0u);
+    EXPECT_EQ(heads_differ, per_kv_head);
+  }
 }
 
 TEST(ArkvPolicyTest, StaysWithinThePoolOverManySteps) {

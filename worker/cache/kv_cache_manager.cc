@@ -389,12 +389,22 @@ absl::StatusOr<std::string> KvCacheManager::PinId(uint64_t seq_id) const {
 
 absl::Status KvCacheManager::EvictTokens(uint64_t seq_id, uint32_t layer,
                                          absl::Span<const uint32_t> slots) {
+  return EvictTokenLists(seq_id, layer, slots, 1);
+}
+
+absl::Status KvCacheManager::EvictHeadTokens(uint64_t seq_id, uint32_t layer,
+                                             absl::Span<const uint32_t> slots_by_head) {
+  return EvictTokenLists(seq_id, layer, slots_by_head, options_.layout.n_kv_heads);
+}
+
+absl::Status KvCacheManager::EvictTokenLists(uint64_t seq_id, uint32_t layer,
+                                             absl::Span<const uint32_t> slots, uint32_t n_lists) {
   ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
   if (policy_->offloads()) {
     return absl::FailedPreconditionError("token eviction would rewrite backed-up pages");
   }
-  return seq->layers[layer].EvictTokens(*pools_[layer], slots, digest_slot_floats_);
+  return seq->layers[layer].EvictTokens(*pools_[layer], slots, n_lists, digest_slot_floats_);
 }
 
 absl::Status KvCacheManager::ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,

@@ -135,6 +135,8 @@ class KvCacheManager : public TokenCache {
   uint32_t n_q_heads() const override { return options_.n_q_heads; }
   absl::Status EvictTokens(uint64_t seq_id, uint32_t layer,
                            absl::Span<const uint32_t> slots) override;
+  absl::Status EvictHeadTokens(uint64_t seq_id, uint32_t layer,
+                               absl::Span<const uint32_t> slots_by_head) override;
   absl::Status ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,
                           std::vector<float>* v) const override;
   absl::StatusOr<uint32_t> TokenIdCount(uint64_t seq_id) const override;
@@ -174,6 +176,9 @@ class KvCacheManager : public TokenCache {
   absl::StatusOr<const Sequence*> Find(uint64_t seq_id) const;
   absl::Status OpenPage(Sequence& seq, uint32_t layer);
   absl::Status Evict(Sequence& seq, uint32_t layer, int32_t page);
+  // EvictTokens (n_lists 1) and EvictHeadTokens (one list per KV head).
+  absl::Status EvictTokenLists(uint64_t seq_id, uint32_t layer, absl::Span<const uint32_t> slots,
+                               uint32_t n_lists);
   absl::Status OnPageFull(Sequence& seq, uint32_t layer, int32_t page,
                           std::vector<StoredPage>* backups);
   absl::Status SubmitBackups(Sequence& seq, uint32_t layer, std::vector<StoredPage> pages);

@@ -163,28 +163,46 @@ void PageTable::OnBackupDone(int32_t page, bool ok) {
 }
 
 absl::Status PageTable::EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
-                                    size_t digest_floats) {
-  for (size_t i = 0; i < token_slots.size(); ++i) {
-    if (token_slots[i] >= n_tokens || (i > 0 && token_slots[i] >= token_slots[i - 1])) {
-      return absl::InvalidArgumentError("token slots must be strictly descending and cached");
+                                    uint32_t n_lists, size_t digest_floats) {
+  const PageLayout& lay = pool.layout();
+  if (n_lists != 1 && n_lists != lay.n_kv_heads) {
+    return absl::InvalidArgumentError(absl::StrCat("token eviction takes one slot list or one per KV"
+                                                   " head (", lay.n_kv_heads, "), not ", n_lists));
+  }
+  if (token_slots.size() % n_lists != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(token_slots.size(), " token slots do not split"
+                                                   " into ", n_lists, " equal lists"));
+  }
+  const size_t count = token_slots.size() / n_lists;
+  for (size_t l = 0; l < n_lists; ++l) {
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t s = token_slots[l * count + i];
+      if (s >= n_tokens - i || (i > 0 && s >= token_slots[l * count + i - 1])) {
+        return absl::InvalidArgumentError("token slots must be strictly descending and cached");
+      }
     }
   }
-  const PageLayout& lay = pool.layout();
   const uint32_t p = lay.page_size;
-  const size_t row_bytes = size_t{lay.n_kv_heads} * lay.head_dim * DTypeBytes(lay.dtype);
-  const size_t v_offset = lay.ElementsPerTensor() * DTypeBytes(lay.dtype);
-  std::vector<uint8_t> kv_row(2 * row_bytes);  // the moved token, through host memory
-  for (uint32_t s : token_slots) {
+  const size_t elem = DTypeBytes(lay.dtype);
+  const size_t row_bytes = size_t{lay.n_kv_heads} * lay.head_dim * elem;
+  // One list moves whole token rows; a list per head moves that head's slice.
+  const size_t move_bytes = row_bytes / n_lists;
+  const size_t v_offset = lay.ElementsPerTensor() * elem;
+  std::vector<uint8_t> kv_part(2 * move_bytes);  // the moved slice, through host memory
+  for (size_t i = 0; i < count; ++i) {
     const uint32_t last = n_tokens - 1;
-    if (s != last) {
+    for (size_t l = 0; l < n_lists; ++l) {
+      const uint32_t s = token_slots[l * count + i];
+      if (s == last) continue;
       const int32_t from = slots[last / p];
       const int32_t to = slots[s / p];
-      const size_t src = (last % p) * row_bytes;
-      const size_t dst = (s % p) * row_bytes;
-      RETURN_IF_ERROR(pool.ReadSlot(from, src, kv_row.data(), row_bytes));
-      RETURN_IF_ERROR(pool.ReadSlot(from, v_offset + src, kv_row.data() + row_bytes, row_bytes));
-      RETURN_IF_ERROR(pool.WriteSlot(to, dst, kv_row.data(), row_bytes));
-      RETURN_IF_ERROR(pool.WriteSlot(to, v_offset + dst, kv_row.data() + row_bytes, row_bytes));
+      const size_t src = (last % p) * row_bytes + l * move_bytes;
+      const size_t dst = (s % p) * row_bytes + l * move_bytes;
+      RETURN_IF_ERROR(pool.ReadSlot(from, src, kv_part.data(), move_bytes));
+      RETURN_IF_ERROR(
+          pool.ReadSlot(from, v_offset + src, kv_part.data() + move_bytes, move_bytes));
+      RETURN_IF_ERROR(pool.WriteSlot(to, dst, kv_part.data(), move_bytes));
+      RETURN_IF_ERROR(pool.WriteSlot(to, v_offset + dst, kv_part.data() + move_bytes, move_bytes));
     }
     --n_tokens;
     if (n_tokens % p == 0) {

@@ -91,13 +91,16 @@ struct PageTable {
   // kLost when it failed (its only copy was in the transfer).
   void OnBackupDone(int32_t page, bool ok);
 
-  // Token-level caches (policy/token_cache.h). Removes the cached tokens in
-  // `token_slots` (strictly descending), each by moving the newest token
-  // into it through `pool`; a page left empty is freed and digests of
-  // rewritten pages are dropped (`digest_floats` per page).
-  // INVALID_ARGUMENT for a bad slot list.
+  // Token-level caches (policy/token_cache.h). Removes `count` cached
+  // tokens: `token_slots` is one list of `count` slots for every KV head
+  // (n_lists 1) or one per KV head ([n_kv_heads][count]; n_lists =
+  // n_kv_heads), each strictly descending. Each slot of a list gets that
+  // list's heads of the newest cached token, moved through `pool`; a page
+  // left empty is freed and digests of rewritten pages are dropped
+  // (`digest_floats` per page). INVALID_ARGUMENT, changing nothing, for a
+  // bad list.
   absl::Status EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
-                           size_t digest_floats);
+                           uint32_t n_lists, size_t digest_floats);
   // The cached tokens in slot order as fp32, k (and v unless null)
   // [n_tokens][n_kv_heads][head_dim]. FAILED_PRECONDITION when a page is
   // not resident.

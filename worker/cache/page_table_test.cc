@@ -120,7 +120,7 @@ TEST(PageTableTest, DigestsDroppedByTokenEvictionAreCopiedAgainWhenRedigested) {
   EXPECT_EQ(t.n_mirrored, 2u);
 
   // The last token goes: page 1 is no longer full and its digest is dropped.
-  ASSERT_TRUE(t.EvictTokens(**pool, std::vector<uint32_t>{7}, DigestFloats()).ok());
+  ASSERT_TRUE(t.EvictTokens(**pool, std::vector<uint32_t>{7}, 1, DigestFloats()).ok());
   EXPECT_EQ(t.n_digested, 1u);
   EXPECT_EQ(t.n_mirrored, 1u);
   // Refilled with other keys, page 1 gets another digest in the same slot.

@@ -68,19 +68,21 @@ struct WindowStats {
   double entropy = 0;   // sum of -p log p over heads, window rows, keys
   double variance = 0;  // sum over heads and keys of var along the rows
   double kurtosis = 0;  // sum over heads and keys of m4 / m2^2 along the rows
-  // Per key: sum over heads of mean + gamma var along the last score_rows
-  // rows (var is 0 for one row).
+  // Per list and key ([n_lists][n - w]): sum over the list's heads (every
+  // query head, or a KV head's group) of mean + gamma var along the last
+  // score_rows rows (var is 0 for one row).
   std::vector<float> heavy_hitter;
 };
 
 WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* queries,
                                  uint32_t n_queries, uint32_t w, uint32_t hq, uint32_t hkv,
-                                 uint32_t d, double gamma, uint32_t score_rows) {
+                                 uint32_t d, double gamma, uint32_t score_rows,
+                                 bool per_kv_head) {
   const uint32_t group = hq / hkv;
   const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   const uint32_t nw = n - w;
   WindowStats st;
-  st.heavy_hitter.assign(nw, 0.0f);
+  st.heavy_hitter.assign(size_t{per_kv_head ? hkv : 1u} * nw, 0.0f);
   std::vector<float> p(size_t{w} * nw);  // one head's window rows over non-window keys
   std::vector<float> logits(n);
   // Moments of key j's attention along window rows [first, w): the
@@ -123,12 +125,13 @@ WindowStats WindowAttentionStats(const float* k, uint32_t n, const float* querie
         if (pij > 0) st.entropy -= pij * std::log(pij);
       }
     }
+    float* heavy = st.heavy_hitter.data() + (per_kv_head ? size_t{h / group} * nw : 0);
     for (uint32_t j = 0; j < nw; ++j) {
       const Moments all = moments(j, 0);
       st.variance += all.var;
       st.kurtosis += all.m2 > 0 ? all.m4 / (all.m2 * all.m2) : 0.0;
       const Moments score = score_rows >= w ? all : moments(j, w - score_rows);
-      st.heavy_hitter[j] += static_cast<float>(score.mean + gamma * score.var);
+      heavy[j] += static_cast<float>(score.mean + gamma * score.var);
     }
   }
   return st;
@@ -148,37 +151,39 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
   const uint32_t w = std::min({options_.window, n_queries, n});
   const uint32_t nw = n - w;  // non-window keys
   const uint32_t score_rows = options_.score_rows == 0 ? w : std::min(options_.score_rows, w);
+  const uint32_t n_lists = options_.per_kv_head ? lay.n_kv_heads : 1;
   const WindowStats st =
       WindowAttentionStats(k, n, queries, n_queries, w, ctx.cache->n_q_heads(), lay.n_kv_heads,
-                           lay.head_dim, options_.gamma, score_rows);
+                           lay.head_dim, options_.gamma, score_rows, options_.per_kv_head);
   Layer& state = layers_[{ctx.seq_id, ctx.layer}];
   state = Layer();
   state.oq = std::pow(st.entropy, 1.0 / options_.tau1) *
              std::pow(st.variance, 1.0 / options_.tau2) *
              std::pow(st.kurtosis, 1.0 / options_.tau3);
-  std::vector<uint32_t> kept;
-  if (n <= cache_size) {
-    kept.resize(n);
-    std::iota(kept.begin(), kept.end(), 0u);
-  } else {
-    std::vector<uint32_t> positions(nw);
-    std::iota(positions.begin(), positions.end(), 0u);
-    std::vector<uint32_t> order =
-        RankDescending(AvgPool1d(st.heavy_hitter, options_.pool_kernel), positions);
-    order.resize(std::min<size_t>(order.size(), cache_size - w));
-    kept = order;
-    for (uint32_t j = nw; j < n; ++j) kept.push_back(j);
-    std::sort(kept.begin(), kept.end());
+  state.origin_pos.assign(n_lists, {});
+  state.quant_pos.assign(n_lists, {});
+  std::vector<uint32_t> kept;  // [n_lists][kept per list]
+  for (uint32_t l = 0; l < n_lists; ++l) {
+    std::vector<uint32_t>& list = state.origin_pos[l];
+    if (n <= cache_size) {
+      list.resize(n);
+      std::iota(list.begin(), list.end(), 0u);
+    } else {
+      std::vector<uint32_t> positions(nw);
+      std::iota(positions.begin(), positions.end(), 0u);
+      const std::vector<float> heavy(st.heavy_hitter.begin() + size_t{l} * nw,
+                                     st.heavy_hitter.begin() + size_t{l + 1} * nw);
+      list = RankDescending(AvgPool1d(heavy, options_.pool_kernel), positions);
+      list.resize(std::min<size_t>(list.size(), cache_size - w));
+      for (uint32_t j = nw; j < n; ++j) list.push_back(j);
+      std::sort(list.begin(), list.end());
+    }
+    kept.insert(kept.end(), list.begin(), list.end());
   }
-  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
-  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
-  for (size_t i = 0; i < kept.size(); ++i) {
-    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
-    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
-  }
-  state.origin_pos = kept;
+  const std::vector<float> kk = GatherHeadRows(k, kept, n_lists, lay.n_kv_heads, lay.head_dim);
+  const std::vector<float> vv = GatherHeadRows(v, kept, n_lists, lay.n_kv_heads, lay.head_dim);
   return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                             static_cast<uint32_t>(kept.size()));
+                             static_cast<uint32_t>(kept.size() / n_lists));
 }
 
 uint32_t ArkvPolicy::CacheSize(const LayerView& view, const PageLayout& lay) const {
@@ -214,16 +219,18 @@ absl::Status ArkvPolicy::RunAfterAttention(const TokenContext& ctx, const float*
   Layer& state = it->second;
   ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
   ASSIGN_OR_RETURN(uint32_t n_ids, ctx.cache->TokenIdCount(ctx.seq_id));
-  state.origin_pos.push_back(n_ids - 1);  // this step's token
-  if (state.origin_pos.size() != view.n_tokens) {
-    return absl::InternalError(absl::StrCat("arkv: ", view.n_tokens,
-                                            " cached tokens but the policy tracks ",
-                                            state.origin_pos.size()));
+  for (std::vector<uint32_t>& list : state.origin_pos) {
+    list.push_back(n_ids - 1);  // this step's token
+    if (list.size() != view.n_tokens) {
+      return absl::InternalError(absl::StrCat("arkv: ", view.n_tokens,
+                                              " cached tokens but the policy tracks ",
+                                              list.size()));
+    }
   }
   const PageLayout& lay = ctx.cache->layout();
   const uint32_t cache_size = CacheSize(view, lay);
-  const double held =
-      static_cast<double>(state.origin_pos.size()) + QuantizedCost(lay) * state.quant_pos.size();
+  const double held = static_cast<double>(view.n_tokens) +
+                      QuantizedCost(lay) * state.quant_pos.front().size();
   if (held <= cache_size) return absl::OkStatus();
   return Rebuild(ctx, state, q, lse);
 }
@@ -233,12 +240,16 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   TokenCache& cache = *ctx.cache;
   const PageLayout& lay = cache.layout();
   const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
-  // Both tiers as fp32 rows: full precision first, then the dequantized tier.
+  const uint32_t n_lists = static_cast<uint32_t>(state.origin_pos.size());
+  // Both tiers as fp32 rows: full precision first, then the dequantized tier
+  // (row r of list l is the token at pos[l][r]).
   std::vector<float> k, v;
   RETURN_IF_ERROR(cache.ReadTokens(ctx.seq_id, ctx.layer, &k, &v));
+  const uint32_t n_fp_held = static_cast<uint32_t>(state.origin_pos.front().size());
+  const uint32_t n_quant_held = static_cast<uint32_t>(state.quant_pos.front().size());
   const auto type = static_cast<kernels::ScalarType>(lay.dtype);
   const size_t fbytes = lay.PageBytes();
-  for (size_t j = 0; j < state.quant_pos.size(); ++j) {
+  for (size_t j = 0; j < n_quant_held; ++j) {
     const uint8_t* page = state.dequant.data() + (j / lay.page_size) * fbytes;
     const size_t base = (j % lay.page_size) * row;
     for (size_t e = 0; e < row; ++e) {
@@ -246,85 +257,109 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
       v.push_back(kernels::LoadAsFloat(page, type, lay.ElementsPerTensor() + base + e));
     }
   }
-  std::vector<uint32_t> pos = state.origin_pos;
-  pos.insert(pos.end(), state.quant_pos.begin(), state.quant_pos.end());
-  const uint32_t total = static_cast<uint32_t>(pos.size());
-  std::vector<float> mass;
-  RowTokenMass(k.data(), total, lay.n_kv_heads, cache.n_q_heads(), lay.head_dim, q, lse, &mass);
-
-  std::vector<uint32_t> by_pos(total);
-  std::iota(by_pos.begin(), by_pos.end(), 0u);
-  std::sort(by_pos.begin(), by_pos.end(), [&](uint32_t a, uint32_t b) { return pos[a] < pos[b]; });
-  const uint32_t w = std::min(options_.window, total);
-  const uint32_t past = total - w;
-  std::vector<float> hh(past);
-  std::vector<uint32_t> hh_pos(past);
-  for (uint32_t i = 0; i < past; ++i) {
-    hh[i] = mass[by_pos[i]];
-    hh_pos[i] = pos[by_pos[i]];
-  }
-  const std::vector<uint32_t> order = RankDescending(AvgPool1d(hh, options_.pool_kernel), hh_pos);
+  const uint32_t total = n_fp_held + n_quant_held;
+  std::vector<float> mass;  // [n_lists][total]
+  RowTokenMass(k.data(), total, lay.n_kv_heads, cache.n_q_heads(), lay.head_dim, q, lse,
+               n_lists > 1, &mass);
   ASSIGN_OR_RETURN(LayerView view, cache.View(ctx.seq_id, ctx.layer));
   const uint32_t cache_size = CacheSize(view, lay);
-  // The survivors may cost keep_fraction of what the past costs now: the
-  // best n_fp in full precision at 1 each, the next quantized at c each
-  // (c = 1: keep = floor(keep_fraction * past) tokens, as the authors).
-  const double c = QuantizedCost(lay);
-  uint32_t past_fp = 0;
-  for (uint32_t i = 0; i < past; ++i) past_fp += by_pos[i] < state.origin_pos.size() ? 1 : 0;
-  const double keep_cost = options_.keep_fraction * (past_fp + c * (past - past_fp));
   const int64_t origin_budget = OriginBudget(ctx.seq_id, ctx.layer, cache_size);
-  const uint32_t n_fp = static_cast<uint32_t>(
-      std::clamp<int64_t>(origin_budget - options_.window, 0,
-                          std::min<int64_t>(past, static_cast<int64_t>(keep_cost))));
-  const uint32_t keep = static_cast<uint32_t>(
-      std::min<double>(past, n_fp + std::floor((keep_cost - n_fp) / c)));
-  std::vector<uint32_t> fp_rows, quant_rows;
-  for (uint32_t r = 0; r < keep; ++r) (r < n_fp ? fp_rows : quant_rows).push_back(by_pos[order[r]]);
-  for (uint32_t i = past; i < total; ++i) fp_rows.push_back(by_pos[i]);
-  auto by_position = [&](uint32_t a, uint32_t b) { return pos[a] < pos[b]; };
-  std::sort(fp_rows.begin(), fp_rows.end(), by_position);
-  std::sort(quant_rows.begin(), quant_rows.end(), by_position);
+  const double c = QuantizedCost(lay);
+  const uint32_t w = std::min(options_.window, total);
+  const uint32_t past = total - w;
+
+  std::vector<std::vector<uint32_t>> pos(n_lists), fp_rows(n_lists), quant_rows(n_lists);
+  for (uint32_t l = 0; l < n_lists; ++l) {
+    pos[l] = state.origin_pos[l];
+    pos[l].insert(pos[l].end(), state.quant_pos[l].begin(), state.quant_pos[l].end());
+    std::vector<uint32_t> by_pos(total);
+    std::iota(by_pos.begin(), by_pos.end(), 0u);
+    std::sort(by_pos.begin(), by_pos.end(),
+              [&](uint32_t a, uint32_t b) { return pos[l][a] < pos[l][b]; });
+    std::vector<float> hh(past);
+    std::vector<uint32_t> hh_pos(past);
+    for (uint32_t i = 0; i < past; ++i) {
+      hh[i] = mass[size_t{l} * total + by_pos[i]];
+      hh_pos[i] = pos[l][by_pos[i]];
+    }
+    const std::vector<uint32_t> order =
+        RankDescending(AvgPool1d(hh, options_.pool_kernel), hh_pos);
+    // The survivors may cost keep_fraction of what the past costs now: the
+    // best n_fp in full precision at 1 each, the next quantized at c each
+    // (c = 1: keep = floor(keep_fraction * past) tokens, as the authors).
+    // Every list holds the window in full precision, so the counts below
+    // are the same in every list.
+    uint32_t past_fp = 0;
+    for (uint32_t i = 0; i < past; ++i) past_fp += by_pos[i] < n_fp_held ? 1 : 0;
+    const double keep_cost = options_.keep_fraction * (past_fp + c * (past - past_fp));
+    const uint32_t n_fp = static_cast<uint32_t>(
+        std::clamp<int64_t>(origin_budget - options_.window, 0,
+                            std::min<int64_t>(past, static_cast<int64_t>(keep_cost))));
+    const uint32_t keep = static_cast<uint32_t>(
+        std::min<double>(past, n_fp + std::floor((keep_cost - n_fp) / c)));
+    for (uint32_t r = 0; r < keep; ++r) {
+      (r < n_fp ? fp_rows[l] : quant_rows[l]).push_back(by_pos[order[r]]);
+    }
+    for (uint32_t i = past; i < total; ++i) fp_rows[l].push_back(by_pos[i]);
+    auto by_position = [&](uint32_t a, uint32_t b) { return pos[l][a] < pos[l][b]; };
+    std::sort(fp_rows[l].begin(), fp_rows[l].end(), by_position);
+    std::sort(quant_rows[l].begin(), quant_rows[l].end(), by_position);
+    if (fp_rows[l].size() != fp_rows[0].size() || quant_rows[l].size() != quant_rows[0].size()) {
+      return absl::InternalError(absl::StrCat("arkv: KV head ", l, " keeps ", fp_rows[l].size(),
+                                              " + ", quant_rows[l].size(), " tokens, head 0 ",
+                                              fp_rows[0].size(), " + ", quant_rows[0].size()));
+    }
+  }
+  auto flat = [](const std::vector<std::vector<uint32_t>>& lists) {
+    std::vector<uint32_t> out;
+    for (const std::vector<uint32_t>& list : lists) out.insert(out.end(), list.begin(), list.end());
+    return out;
+  };
+  const std::vector<uint32_t> fp_flat = flat(fp_rows);
+  const std::vector<uint32_t> quant_flat = flat(quant_rows);
 
   // Rewrite the full-precision tier in the pool.
   std::vector<uint32_t> all_slots(view.n_tokens);
   std::iota(all_slots.rbegin(), all_slots.rend(), 0u);
   RETURN_IF_ERROR(cache.EvictTokens(ctx.seq_id, ctx.layer, all_slots));
-  std::vector<float> kk(fp_rows.size() * row), vv(fp_rows.size() * row);
-  for (size_t i = 0; i < fp_rows.size(); ++i) {
-    std::copy_n(&k[fp_rows[i] * row], row, &kk[i * row]);
-    std::copy_n(&v[fp_rows[i] * row], row, &vv[i * row]);
-  }
+  const std::vector<float> kk =
+      GatherHeadRows(k.data(), fp_flat, n_lists, lay.n_kv_heads, lay.head_dim);
+  const std::vector<float> vv =
+      GatherHeadRows(v.data(), fp_flat, n_lists, lay.n_kv_heads, lay.head_dim);
   RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                                 static_cast<uint32_t>(fp_rows.size())));
-  RETURN_IF_ERROR(StoreQuantized(cache, state, k, v, quant_rows));
-  state.origin_pos.clear();
-  for (uint32_t r : fp_rows) state.origin_pos.push_back(pos[r]);
-  std::vector<uint32_t> new_quant_pos;
-  for (uint32_t r : quant_rows) new_quant_pos.push_back(pos[r]);
-  state.quant_pos = std::move(new_quant_pos);
+                                 static_cast<uint32_t>(fp_rows[0].size())));
+  RETURN_IF_ERROR(StoreQuantized(
+      cache, state, GatherHeadRows(k.data(), quant_flat, n_lists, lay.n_kv_heads, lay.head_dim),
+      GatherHeadRows(v.data(), quant_flat, n_lists, lay.n_kv_heads, lay.head_dim)));
+  for (uint32_t l = 0; l < n_lists; ++l) {
+    state.origin_pos[l].clear();
+    for (uint32_t r : fp_rows[l]) state.origin_pos[l].push_back(pos[l][r]);
+    state.quant_pos[l].clear();
+    for (uint32_t r : quant_rows[l]) state.quant_pos[l].push_back(pos[l][r]);
+  }
   return absl::OkStatus();
 }
 
 absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
-                                        const std::vector<float>& k, const std::vector<float>& v,
-                                        const std::vector<uint32_t>& rows) {
+                                        const std::vector<float>& k,
+                                        const std::vector<float>& v) {
   const PageLayout& lay = cache.layout();
   const auto float_type = static_cast<kernels::ScalarType>(lay.dtype);
   const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
+  const size_t n_rows = k.size() / row;
   const uint32_t p = lay.page_size;
-  const uint32_t n_pages = static_cast<uint32_t>((rows.size() + p - 1) / p);
+  const uint32_t n_pages = static_cast<uint32_t>((n_rows + p - 1) / p);
   const size_t fbytes = kernels::FloatPageBytes(p, lay.n_kv_heads, lay.head_dim, float_type);
   const size_t qbytes =
       kernels::QuantizedPageBytes(p, lay.n_kv_heads, lay.head_dim, options_.quant_type);
   std::vector<uint8_t> staging(n_pages * fbytes, 0);
-  for (size_t i = 0; i < rows.size(); ++i) {
+  for (size_t i = 0; i < n_rows; ++i) {
     uint8_t* page = staging.data() + (i / p) * fbytes;
     const size_t base = (i % p) * row;
     for (size_t e = 0; e < row; ++e) {
-      kernels::StoreFromFloat(page, float_type, base + e, k[rows[i] * row + e]);
+      kernels::StoreFromFloat(page, float_type, base + e, k[i * row + e]);
       kernels::StoreFromFloat(page, float_type, lay.ElementsPerTensor() + base + e,
-                              v[rows[i] * row + e]);
+                              v[i * row + e]);
     }
   }
   state.quant.assign(n_pages * qbytes, 0);
@@ -354,13 +389,16 @@ absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
 
 AuxKv ArkvPolicy::Auxiliary(uint64_t seq_id, uint32_t layer) const {
   auto it = layers_.find(Key{seq_id, layer});
-  if (it == layers_.end() || it->second.quant_pos.empty()) return AuxKv();
+  if (it == layers_.end() || it->second.quant_pos.empty() ||
+      it->second.quant_pos.front().empty()) {
+    return AuxKv();
+  }
   const Layer& state = it->second;
   AuxKv aux;
   aux.pool = state.dequant.data();
   aux.page_stride_bytes = state.dequant.size() / state.quant_pages;
   aux.n_pages = state.quant_pages;
-  aux.last_page_len = static_cast<int32_t>(state.quant_pos.size() -
+  aux.last_page_len = static_cast<int32_t>(state.quant_pos.front().size() -
                                            size_t{state.quant_pages - 1} * state.page_size);
   return aux;
 }
@@ -384,7 +422,8 @@ double ArkvPolicy::OqScore(uint64_t seq_id, uint32_t layer) const {
 
 uint32_t ArkvPolicy::QuantizedTokens(uint64_t seq_id, uint32_t layer) const {
   auto it = layers_.find(Key{seq_id, layer});
-  return it == layers_.end() ? 0 : static_cast<uint32_t>(it->second.quant_pos.size());
+  if (it == layers_.end() || it->second.quant_pos.empty()) return 0;
+  return static_cast<uint32_t>(it->second.quant_pos.front().size());
 }
 
 size_t ArkvPolicy::QuantizedBytes(uint64_t seq_id, uint32_t layer) const {
@@ -392,14 +431,20 @@ size_t ArkvPolicy::QuantizedBytes(uint64_t seq_id, uint32_t layer) const {
   return it == layers_.end() ? 0 : it->second.quant.size();
 }
 
-std::vector<uint32_t> ArkvPolicy::FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const {
+std::vector<uint32_t> ArkvPolicy::FullPrecisionPositions(uint64_t seq_id, uint32_t layer,
+                                                         uint32_t kv_head) const {
   auto it = layers_.find(Key{seq_id, layer});
-  return it == layers_.end() ? std::vector<uint32_t>{} : it->second.origin_pos;
+  if (it == layers_.end() || it->second.origin_pos.empty()) return {};
+  const auto& lists = it->second.origin_pos;
+  return lists[std::min<size_t>(kv_head, lists.size() - 1)];
 }
 
-std::vector<uint32_t> ArkvPolicy::QuantizedPositions(uint64_t seq_id, uint32_t layer) const {
+std::vector<uint32_t> ArkvPolicy::QuantizedPositions(uint64_t seq_id, uint32_t layer,
+                                                     uint32_t kv_head) const {
   auto it = layers_.find(Key{seq_id, layer});
-  return it == layers_.end() ? std::vector<uint32_t>{} : it->second.quant_pos;
+  if (it == layers_.end() || it->second.quant_pos.empty()) return {};
+  const auto& lists = it->second.quant_pos;
+  return lists[std::min<size_t>(kv_head, lists.size() - 1)];
 }
 
 }  // namespace kvtier::worker

@@ -29,8 +29,13 @@
 //     auxiliary pages (ARKV dequantizes before attention too).
 //   - Tokens are re-ranked from their dequantized values, so a quantized
 //     token that wins a full-precision place is stored from those values.
-//   - Scores are summed over all query heads (one decision per token, see
-//     token_policy.h) rather than averaged per KV-head group.
+//   - Per KV head (the authors'; ArkvOptions::per_kv_head): each KV head
+//     ranks its tokens by the heavy-hitter score of its query heads and
+//     keeps its own full-precision and quantized tokens (token_policy.h);
+//     every head keeps as many of each. The counts, the OQ score and
+//     origin_budget are per layer as in the authors' code. The scores are
+//     summed over the group where the authors average it (the same
+//     ranking).
 //   - Variance uses the unbiased estimator (torch.var's default).
 //
 // Not thread-safe (see token_policy.h).
@@ -78,6 +83,10 @@ struct ArkvOptions {
   // full-precision ones at 1, then quantized ones at c). With c = 1 both
   // rules are the authors'. An equal-memory budget uses true.
   bool count_quantized_at_cost = false;
+  // true (the authors'): each KV head selects its own tokens. false (policy
+  // name "arkv_shared"): one decision per token from the scores summed over
+  // every query head, shared by all KV heads.
+  bool per_kv_head = true;
 
   absl::Status Validate() const;
 };
@@ -86,6 +95,7 @@ class ArkvPolicy : public TokenPolicy {
  public:
   static absl::StatusOr<std::unique_ptr<ArkvPolicy>> Create(ArkvOptions options);
   std::string_view name() const override { return "arkv"; }
+  bool per_kv_head() const override { return options_.per_kv_head; }
 
   absl::Status RunPrefill(const TokenContext& ctx, const float* k, const float* v, uint32_t n,
                           const float* queries, uint32_t n_queries) override;
@@ -101,10 +111,13 @@ class ArkvPolicy : public TokenPolicy {
   // dequantized copy attention reads is not counted).
   size_t QuantizedBytes(uint64_t seq_id, uint32_t layer) const;
   uint64_t own_layer_kv_bytes(uint32_t layer) const override;
-  // Original positions of the tokens in each tier (full precision in slot
-  // order, quantized in tier order).
-  std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer) const;
-  std::vector<uint32_t> QuantizedPositions(uint64_t seq_id, uint32_t layer) const;
+  // Original positions of a KV head's tokens in each tier (full precision
+  // in slot order, quantized in tier order); with one shared selection
+  // every head's.
+  std::vector<uint32_t> FullPrecisionPositions(uint64_t seq_id, uint32_t layer,
+                                               uint32_t kv_head = 0) const;
+  std::vector<uint32_t> QuantizedPositions(uint64_t seq_id, uint32_t layer,
+                                           uint32_t kv_head = 0) const;
 
  protected:
   // Not used: RunPrefill and RunAfterAttention are overridden.
@@ -114,8 +127,9 @@ class ArkvPolicy : public TokenPolicy {
  private:
   struct Layer {
     double oq = 0;
-    std::vector<uint32_t> origin_pos;  // by pool cache slot
-    std::vector<uint32_t> quant_pos;   // by quantized-tier slot
+    // One list per selection (1, or one per KV head), all of equal length.
+    std::vector<std::vector<uint32_t>> origin_pos;  // by pool cache slot
+    std::vector<std::vector<uint32_t>> quant_pos;   // by quantized-tier slot
     std::vector<uint8_t> quant;        // quantized pages
     std::vector<uint8_t> dequant;      // the same pages dequantized (pool dtype)
     uint32_t quant_pages = 0;
@@ -125,9 +139,9 @@ class ArkvPolicy : public TokenPolicy {
 
   explicit ArkvPolicy(ArkvOptions options) : options_(options) {}
   absl::Status Rebuild(const TokenContext& ctx, Layer& state, const float* q, const float* lse);
+  // Replaces the quantized tier with k, v ([n][n_kv_heads][head_dim]).
   absl::Status StoreQuantized(const TokenCache& cache, Layer& state,
-                              const std::vector<float>& k, const std::vector<float>& v,
-                              const std::vector<uint32_t>& rows);
+                              const std::vector<float>& k, const std::vector<float>& v);
   uint32_t OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const;
   // What a quantized token counts for in cache_size (see ArkvOptions).
   double QuantizedCost(const PageLayout& lay) const;

@@ -42,8 +42,16 @@ class TokenCache {
   // moving the newest cached token into it; a page left empty is freed.
   virtual absl::Status EvictTokens(uint64_t seq_id, uint32_t layer,
                                    absl::Span<const uint32_t> slots) = 0;
+  // Per-head eviction: `slots_by_head` holds `count` slots for each KV head
+  // ([n_kv_heads][count], each head's strictly descending); head h's slice
+  // of the newest cached token moves into each of head h's slots, so slot j
+  // of different heads may hold different tokens. The cache shrinks by
+  // `count` tokens.
+  virtual absl::Status EvictHeadTokens(uint64_t seq_id, uint32_t layer,
+                                       absl::Span<const uint32_t> slots_by_head) = 0;
   // The cached tokens in slot order as fp32: k (and v unless null) become
-  // [n_tokens][n_kv_heads][head_dim].
+  // [n_tokens][n_kv_heads][head_dim] (after per-head evictions, row j's
+  // heads are each head's slot j).
   virtual absl::Status ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,
                                   std::vector<float>* v) const = 0;
 };

@@ -16,31 +16,55 @@ absl::StatusOr<PagePlan> TokenPolicy::Plan(const LayerView& view) {
   return plan;
 }
 
+std::vector<float> GatherHeadRows(const float* in, absl::Span<const uint32_t> rows,
+                                  uint32_t n_lists, uint32_t n_kv_heads, uint32_t head_dim) {
+  const size_t count = rows.size() / n_lists;
+  const size_t row = size_t{n_kv_heads} * head_dim;
+  std::vector<float> out(count * row);
+  for (size_t i = 0; i < count; ++i) {
+    for (uint32_t h = 0; h < n_kv_heads; ++h) {
+      const uint32_t from = rows[(n_lists == 1 ? 0 : size_t{h}) * count + i];
+      std::copy_n(in + from * row + size_t{h} * head_dim, head_dim,
+                  &out[i * row + size_t{h} * head_dim]);
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<uint32_t>> TokenPolicy::SelectPrefill(uint64_t seq_id, uint32_t layer,
                                                                  uint32_t capacity,
-                                                                 absl::Span<const float> mass) {
+                                                                 absl::Span<const float> mass,
+                                                                 uint32_t n_lists) {
   if (capacity < 2) {
     return absl::InvalidArgumentError(absl::StrCat(std::string(name()), ": capacity ", capacity,
                                                    " tokens leaves no room for a new token"));
   }
-  const uint32_t n = static_cast<uint32_t>(mass.size());
-  Slots all;
-  all.position.resize(n);
-  std::iota(all.position.begin(), all.position.end(), 0u);
-  all.score.assign(n, 0.0f);
-  Score(all, mass);
-  std::vector<uint8_t> evicted(n, 0);
-  if (n > capacity - 1) {
-    for (uint32_t s : Victims(all, capacity, n - (capacity - 1))) evicted[s] = 1;
+  if (n_lists == 0 || mass.size() % n_lists != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(std::string(name()), ": ", mass.size(),
+                                                   " masses do not split into ", n_lists,
+                                                   " lists"));
   }
-  Slots& kept = SlotsOf(seq_id, layer);
-  kept = Slots();
+  const uint32_t n = static_cast<uint32_t>(mass.size() / n_lists);
+  std::vector<Slots>& lists = state_[{seq_id, layer}];
+  lists.assign(n_lists, Slots());
   std::vector<uint32_t> positions;
-  for (uint32_t i = 0; i < n; ++i) {
-    if (evicted[i]) continue;
-    positions.push_back(i);
-    kept.position.push_back(i);
-    kept.score.push_back(all.score[i]);
+  for (uint32_t l = 0; l < n_lists; ++l) {
+    Slots all;
+    all.position.resize(n);
+    std::iota(all.position.begin(), all.position.end(), 0u);
+    all.score.assign(n, 0.0f);
+    Score(all, mass.subspan(size_t{l} * n, n));
+    std::vector<uint8_t> evicted(n, 0);
+    if (n > capacity - 1) {
+      for (uint32_t s : Victims(all, capacity, n - (capacity - 1))) evicted[s] = 1;
+    }
+    Slots& kept = lists[l];
+    for (uint32_t i = 0; i < n; ++i) {
+      if (evicted[i]) continue;
+      positions.push_back(i);
+      kept.position.push_back(i);
+      kept.score.push_back(all.score[i]);
+    }
   }
   return positions;
 }
@@ -48,22 +72,37 @@ absl::StatusOr<std::vector<uint32_t>> TokenPolicy::SelectPrefill(uint64_t seq_id
 absl::StatusOr<std::vector<uint32_t>> TokenPolicy::AfterAttention(uint64_t seq_id, uint32_t layer,
                                                                   uint32_t capacity,
                                                                   uint32_t position,
-                                                                  absl::Span<const float> mass) {
-  Slots& slots = SlotsOf(seq_id, layer);
-  slots.position.push_back(position);
-  slots.score.push_back(0.0f);
-  const uint32_t n = static_cast<uint32_t>(slots.position.size());
-  if (mass.size() != n) {
-    return absl::InternalError(absl::StrCat(std::string(name()), ": ", mass.size(),
-                                            " cached tokens but the policy tracks ", n));
+                                                                  absl::Span<const float> mass,
+                                                                  uint32_t n_lists) {
+  std::vector<Slots>& lists = state_[{seq_id, layer}];
+  if (lists.size() != n_lists) {
+    return absl::InternalError(absl::StrCat(std::string(name()), ": ", n_lists,
+                                            " lists but the policy tracks ", lists.size()));
   }
-  Score(slots, mass);
-  if (n <= capacity - 1) return std::vector<uint32_t>{};
-  std::vector<uint32_t> victims = Victims(slots, capacity, n - (capacity - 1));
-  std::sort(victims.begin(), victims.end(), std::greater<uint32_t>());
-  ApplySwapRemove(slots.position, victims);
-  ApplySwapRemove(slots.score, victims);
-  return victims;
+  std::vector<uint32_t> victims_by_list;
+  for (uint32_t l = 0; l < n_lists; ++l) {
+    Slots& slots = lists[l];
+    slots.position.push_back(position);
+    slots.score.push_back(0.0f);
+    const uint32_t n = static_cast<uint32_t>(slots.position.size());
+    if (mass.size() != size_t{n} * n_lists) {
+      return absl::InternalError(absl::StrCat(std::string(name()), ": ", mass.size() / n_lists,
+                                              " cached tokens but the policy tracks ", n));
+    }
+    Score(slots, mass.subspan(size_t{l} * n, n));
+    if (n <= capacity - 1) continue;
+    std::vector<uint32_t> victims = Victims(slots, capacity, n - (capacity - 1));
+    if (victims.size() != n - (capacity - 1)) {
+      return absl::InternalError(absl::StrCat(std::string(name()), ": ", victims.size(),
+                                              " victims where ", n - (capacity - 1),
+                                              " must go"));
+    }
+    std::sort(victims.begin(), victims.end(), std::greater<uint32_t>());
+    ApplySwapRemove(slots.position, victims);
+    ApplySwapRemove(slots.score, victims);
+    victims_by_list.insert(victims_by_list.end(), victims.begin(), victims.end());
+  }
+  return victims_by_list;
 }
 
 absl::Status TokenPolicy::RunPrefill(const TokenContext& ctx, const float* k, const float* v,
@@ -72,18 +111,16 @@ absl::Status TokenPolicy::RunPrefill(const TokenContext& ctx, const float* k, co
   const uint32_t n_q_heads = ctx.cache->n_q_heads();
   ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
   const float* last_q = queries + size_t{n_queries - 1} * n_q_heads * lay.head_dim;
+  const uint32_t n_lists = per_kv_head() ? lay.n_kv_heads : 1;
   std::vector<float> mass;
-  PromptTokenMass(k, n, lay.n_kv_heads, n_q_heads, lay.head_dim, last_q, &mass);
+  PromptTokenMass(k, n, lay.n_kv_heads, n_q_heads, lay.head_dim, last_q, per_kv_head(), &mass);
   ASSIGN_OR_RETURN(std::vector<uint32_t> kept,
-                   SelectPrefill(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size, mass));
-  const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
-  std::vector<float> kk(kept.size() * row), vv(kept.size() * row);
-  for (size_t i = 0; i < kept.size(); ++i) {
-    std::copy_n(k + kept[i] * row, row, &kk[i * row]);
-    std::copy_n(v + kept[i] * row, row, &vv[i * row]);
-  }
+                   SelectPrefill(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size, mass,
+                                 n_lists));
+  const std::vector<float> kk = GatherHeadRows(k, kept, n_lists, lay.n_kv_heads, lay.head_dim);
+  const std::vector<float> vv = GatherHeadRows(v, kept, n_lists, lay.n_kv_heads, lay.head_dim);
   return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                             static_cast<uint32_t>(kept.size()));
+                             static_cast<uint32_t>(kept.size() / n_lists));
 }
 
 absl::Status TokenPolicy::RunAfterAttention(const TokenContext& ctx, const float* q,
@@ -95,11 +132,13 @@ absl::Status TokenPolicy::RunAfterAttention(const TokenContext& ctx, const float
   RETURN_IF_ERROR(ctx.cache->ReadTokens(ctx.seq_id, ctx.layer, &keys, /*v=*/nullptr));
   std::vector<float> mass;
   RowTokenMass(keys.data(), view.n_tokens, lay.n_kv_heads, ctx.cache->n_q_heads(), lay.head_dim,
-               q, lse, &mass);
+               q, lse, per_kv_head(), &mass);
+  const uint32_t n_lists = per_kv_head() ? lay.n_kv_heads : 1;
   ASSIGN_OR_RETURN(std::vector<uint32_t> victims,
                    AfterAttention(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size,
-                                  n_ids - 1, mass));
-  return ctx.cache->EvictTokens(ctx.seq_id, ctx.layer, victims);
+                                  n_ids - 1, mass, n_lists));
+  if (n_lists == 1) return ctx.cache->EvictTokens(ctx.seq_id, ctx.layer, victims);
+  return ctx.cache->EvictHeadTokens(ctx.seq_id, ctx.layer, victims);
 }
 
 void TokenPolicy::EndSequence(uint64_t seq_id) {

@@ -17,10 +17,14 @@
 // next token. So attention sees up to budget_tokens tokens and the cache
 // holds budget_tokens - 1 between steps.
 //
-// [interp] GQA and per-head state: the authors keep per-head caches; a
-// kvtier page holds every KV head of a token, so one decision per token is
-// made from the mass summed over all heads (TOVA's own choice; for H2O this
-// is the "sum the scores within the group" reading taken layer-wide).
+// GQA and per-head state: a policy either keeps each KV head's own tokens
+// (per_kv_head(): each head ranks its slots by the mass of its group's
+// query heads and evicts its own victims, TokenCache::EvictHeadTokens, so
+// slot j of two heads may hold different tokens; every head holds the same
+// number) or makes one decision per token from the mass summed over all
+// heads, shared by every head. H2O and ARKV keep per-head caches, as their
+// authors do (for GQA, H2O's group sum and ARKV's group mean); TOVA's
+// authors make one decision per token for the whole layer.
 //
 // State is per (sequence, layer); EndSequence drops it. Not thread-safe:
 // driven by the decode thread that owns the cache manager.
@@ -57,6 +61,13 @@ struct AuxKv {
   int32_t last_page_len = 0;
 };
 
+// The rows a selection keeps, for AppendKv: `in` is [n][n_kv_heads][head_dim];
+// `rows` is one list of count rows for every head (n_lists 1) or one list
+// per KV head ([n_kv_heads][count]). Output row i, head h, is input row
+// rows[l][i], head h, with l = h for per-head lists and 0 for one list.
+std::vector<float> GatherHeadRows(const float* in, absl::Span<const uint32_t> rows,
+                                  uint32_t n_lists, uint32_t n_kv_heads, uint32_t head_dim);
+
 // Evicts slots in descending order, each by moving the last element into it.
 // REQUIRES: slots strictly descending, each < v.size().
 template <typename T>
@@ -88,19 +99,27 @@ class TokenPolicy : public Policy {
                                          const float* lse);
   virtual AuxKv Auxiliary(uint64_t /*seq_id*/, uint32_t /*layer*/) const { return AuxKv(); }
 
+  // Whether each KV head keeps its own tokens (see above).
+  virtual bool per_kv_head() const { return false; }
+
   // Prompt of n tokens: `mass` is the last prompt token's attention mass
-  // over the n tokens. Returns the prompt positions to keep, ascending, at
-  // most capacity - 1. The kept tokens are appended in that order.
+  // over the n tokens for each of n_lists selections ([n_lists][n]: one
+  // shared by every head, or one per KV head). Returns the prompt positions
+  // each list keeps, ascending, at most capacity - 1 and as many in every
+  // list ([n_lists][kept]). The kept tokens are appended in that order.
   absl::StatusOr<std::vector<uint32_t>> SelectPrefill(uint64_t seq_id, uint32_t layer,
                                                       uint32_t capacity,
-                                                      absl::Span<const float> mass);
+                                                      absl::Span<const float> mass,
+                                                      uint32_t n_lists);
 
   // After a decode step's attention over the n cached tokens (the newest,
-  // at position `position`, in slot n - 1): the slots to evict, strictly
-  // descending, leaving at most capacity - 1 tokens.
+  // at position `position`, in slot n - 1 of every list), with `mass`
+  // [n_lists][n] as at prefill: the slots to evict, [n_lists][count], each
+  // list strictly descending, leaving at most capacity - 1 tokens.
   absl::StatusOr<std::vector<uint32_t>> AfterAttention(uint64_t seq_id, uint32_t layer,
                                                        uint32_t capacity, uint32_t position,
-                                                       absl::Span<const float> mass);
+                                                       absl::Span<const float> mass,
+                                                       uint32_t n_lists);
 
   virtual void EndSequence(uint64_t seq_id);
 
@@ -119,8 +138,8 @@ class TokenPolicy : public Policy {
                                         uint32_t count) = 0;
 
  private:
-  Slots& SlotsOf(uint64_t seq_id, uint32_t layer) { return state_[{seq_id, layer}]; }
-  absl::flat_hash_map<std::pair<uint64_t, uint32_t>, Slots> state_;
+  // Per (sequence, layer): one Slots per list.
+  absl::flat_hash_map<std::pair<uint64_t, uint32_t>, std::vector<Slots>> state_;
 };
 
 // H2O: keep the `recent` newest tokens plus the `heavy` older tokens with
@@ -131,13 +150,20 @@ struct H2oOptions {
   // [interp] 0.5: neither ArkVale nor Quest gives the split for a fixed
   // budget (H2O's own default is heavy = recent = 0.1 x prompt).
   double recent_fraction = 0.5;
+  // true (the authors'): each KV head keeps its own tokens, scored by the
+  // summed mass of its query heads. false (policy name "h2o_shared"): one
+  // decision per token from the mass of every head.
+  bool per_kv_head = true;
   absl::Status Validate() const;
 };
 
 class H2oPolicy : public TokenPolicy {
  public:
   static absl::StatusOr<std::unique_ptr<H2oPolicy>> Create(H2oOptions options);
-  std::string_view name() const override { return "h2o"; }
+  std::string_view name() const override {
+    return options_.per_kv_head ? "h2o" : "h2o_shared";
+  }
+  bool per_kv_head() const override { return options_.per_kv_head; }
 
  protected:
   void Score(Slots& slots, absl::Span<const float> mass) override;
