@@ -24,7 +24,7 @@ TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
 struct ArkvHarness {
   explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1, bool at_cost = false,
                        DType dtype = DType::kF16, uint32_t score_rows = 0,
-                       bool per_kv_head = true) {
+                       bool per_kv_head = false) {
     ArkvOptions a;
     a.window = 4;
     a.count_quantized_at_cost = at_cost;
@@ -152,8 +152,8 @@ TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
 // window; the authors' window statistics keep others.
 TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
   constexpr uint32_t kN = 30, kQueries = 8, kHeads = 4, kDim = 8, kWindow = 4;
-  ArkvHarness last(5, 1, false, DType::kF16, /*score_rows=*/1);
-  ArkvHarness shared(5, 1, false, DType::kF16, /*score_rows=*/1, /*per_kv_head=*/false);
+  ArkvHarness last(5, 1, false, DType::kF16, /*score_rows=*/1, /*per_kv_head=*/true);
+  ArkvHarness shared(5, 1, false, DType::kF16, /*score_rows=*/1);
   ArkvHarness window(5, 1, false, DType::kF16);
   std::vector<float> k = last.Random(kN * 16), v = last.Random(kN * 16);
   std::vector<float> q = last.Random(kQueries * 32);

@@ -438,8 +438,10 @@ TEST(TokenEvictionTest, EvictHeadTokensMovesEachHeadsNewestIntoItsHoles) {
 
 // Per-head lists: each list keeps and evicts by its own mass.
 TEST(TokenPolicyTest, PerHeadListsChooseTheirOwnTokens) {
-  auto h2o = *H2oPolicy::Create(H2oOptions{.recent_fraction = 0.0});
+  auto h2o = *H2oPolicy::Create(H2oOptions{.recent_fraction = 0.0, .per_kv_head = true});
   EXPECT_TRUE(h2o->per_kv_head());
+  EXPECT_EQ(h2o->name(), "h2o_per_head");
+  EXPECT_FALSE((*H2oPolicy::Create({}))->per_kv_head());
   EXPECT_FALSE(TovaPolicy().per_kv_head());
   // Capacity 3 keeps 2 of 4 prompt tokens per list.
   const std::vector<float> prompt = {0.9f, 0.1f, 0.0f, 0.5f,   // head 0
@@ -465,7 +467,7 @@ TEST(TokenPolicyTest, PerHeadListsChooseTheirOwnTokens) {
 // its own tokens (distinct, whole, its own slices) within the budget, and
 // the heads come to hold different tokens.
 TEST(TokenEvictionTest, PerHeadH2oKeepsEachHeadsOwnTokens) {
-  auto h2o = *H2oPolicy::Create({});
+  auto h2o = *H2oPolicy::Create(H2oOptions{.per_kv_head = true});
   CpuDevice device;
   KvCacheOptions o = TokenCacheOptions();
   o.layout.n_kv_heads = 2;

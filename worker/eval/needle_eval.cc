@@ -144,7 +144,7 @@ absl::StatusOr<std::map<std::string, std::string>> CalibrateAllocators(
 // need a page beside the one being written.
 uint32_t MinLayerPages(const std::string& policy, int page_size, model::BudgetUnit unit) {
   if (policy == "arkvale") return 8;
-  if (policy == "arkv" || policy == "arkv_last_query" || policy == "arkv_shared") {
+  if (policy == "arkv" || policy == "arkv_last_query" || policy == "arkv_per_head") {
     const uint32_t spare = unit == model::BudgetUnit::kResidentMemory ? 1 : 0;
     return (worker::ArkvOptions().window + 1) / page_size + 1 + spare;
   }

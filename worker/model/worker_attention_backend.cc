@@ -48,18 +48,18 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     ASSIGN_OR_RETURN(auto p, worker::ArkvalePolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
-  if (name == "h2o" || name == "h2o_shared") {
+  if (name == "h2o" || name == "h2o_per_head") {
     worker::H2oOptions options;
-    options.per_kv_head = name == "h2o";
+    options.per_kv_head = name == "h2o_per_head";
     ASSIGN_OR_RETURN(auto p, worker::H2oPolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
   if (name == "tova") return std::make_unique<worker::TovaPolicy>();
-  if (name == "arkv" || name == "arkv_last_query" || name == "arkv_shared") {
+  if (name == "arkv" || name == "arkv_last_query" || name == "arkv_per_head") {
     worker::ArkvOptions options;
     options.count_quantized_at_cost = memory;
     if (name == "arkv_last_query") options.score_rows = 1;
-    options.per_kv_head = name != "arkv_shared";
+    options.per_kv_head = name == "arkv_per_head";
     ASSIGN_OR_RETURN(auto p, worker::ArkvPolicy::Create(options));
     return std::unique_ptr<worker::Policy>(std::move(p));
   }
@@ -84,8 +84,8 @@ const char* BudgetUnitName(BudgetUnit unit) {
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
       "full", "sliding_window", "streaming_llm", "quest",
-      "quest_per_head", "arkvale", "h2o", "h2o_shared", "tova", "arkv", "arkv_last_query",
-      "arkv_shared"};
+      "quest_per_head", "arkvale", "h2o", "h2o_per_head", "tova", "arkv", "arkv_last_query",
+      "arkv_per_head"};
   return *names;
 }
 

@@ -13,9 +13,9 @@
 //
 // Policies by name: full, sliding_window, streaming_llm, quest, arkvale,
 // h2o, tova, arkv, arkv_last_query (ARKV ranking the prompt's keys by the
-// last prompt query, ArkvOptions::score_rows = 1), h2o_shared and
-// arkv_shared (one token decision shared by every KV head instead of the
-// authors' per-head caches; each with its own defaults). The budget is in tokens and rounds up to whole pages; for
+// last prompt query, ArkvOptions::score_rows = 1), h2o_per_head and
+// arkv_per_head (each KV head keeps its own tokens, as the authors' caches
+// do, instead of one decision per token; each with its own defaults). The budget is in tokens and rounds up to whole pages; for
 // quest it bounds the pages attended per step while every page stays
 // resident (under kResidentMemory Quest offloads instead and keeps only
 // what it attends: QuestOptions::offload); for arkvale

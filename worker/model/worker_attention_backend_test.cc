@@ -142,7 +142,8 @@ TEST_F(WorkerBackendTest, ArkvaleRecallsUnderTheModel) {
 
 TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
   for (const char* policy :
-       {"h2o", "tova", "arkv", "arkv_last_query", "quest", "quest_per_head", "streaming_llm"}) {
+       {"h2o", "h2o_per_head", "tova", "arkv", "arkv_last_query", "arkv_per_head", "quest",
+        "quest_per_head", "streaming_llm"}) {
     auto b = Worker(policy, 64);
     ASSERT_NE(b, nullptr);
     EXPECT_FALSE(Run(*b, kPrompt, 200).empty()) << policy;

@@ -29,13 +29,12 @@
 //     auxiliary pages (ARKV dequantizes before attention too).
 //   - Tokens are re-ranked from their dequantized values, so a quantized
 //     token that wins a full-precision place is stored from those values.
-//   - Per KV head (the authors'; ArkvOptions::per_kv_head): each KV head
-//     ranks its tokens by the heavy-hitter score of its query heads and
-//     keeps its own full-precision and quantized tokens (token_policy.h);
-//     every head keeps as many of each. The counts, the OQ score and
-//     origin_budget are per layer as in the authors' code. The scores are
-//     summed over the group where the authors average it (the same
-//     ranking).
+//   - Scores are summed over all query heads: one decision per token,
+//     shared by every KV head (token_policy.h). The authors rank per KV
+//     head by the group mean; ArkvOptions::per_kv_head does so (each head
+//     keeps its own full-precision and quantized tokens, as many as every
+//     other head; the OQ score and origin_budget stay per layer), and
+//     found no more needles on SmolLM2 (worker/policy/README.md).
 //   - Variance uses the unbiased estimator (torch.var's default).
 //
 // Not thread-safe (see token_policy.h).
@@ -83,10 +82,10 @@ struct ArkvOptions {
   // full-precision ones at 1, then quantized ones at c). With c = 1 both
   // rules are the authors'. An equal-memory budget uses true.
   bool count_quantized_at_cost = false;
-  // true (the authors'): each KV head selects its own tokens. false (policy
-  // name "arkv_shared"): one decision per token from the scores summed over
-  // every query head, shared by all KV heads.
-  bool per_kv_head = true;
+  // false: one decision per token from the scores summed over every query
+  // head, shared by all KV heads. true (the authors'; policy name
+  // "arkv_per_head"): each KV head selects its own tokens.
+  bool per_kv_head = false;
 
   absl::Status Validate() const;
 };

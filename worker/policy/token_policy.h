@@ -22,9 +22,11 @@
 // query heads and evicts its own victims, TokenCache::EvictHeadTokens, so
 // slot j of two heads may hold different tokens; every head holds the same
 // number) or makes one decision per token from the mass summed over all
-// heads, shared by every head. H2O and ARKV keep per-head caches, as their
-// authors do (for GQA, H2O's group sum and ARKV's group mean); TOVA's
-// authors make one decision per token for the whole layer.
+// heads, shared by every head. H2O's and ARKV's authors keep per-head
+// caches (for GQA, H2O's group sum and ARKV's group mean), TOVA's make one
+// decision per token for the whole layer. [interp] All three share one
+// decision per token by default; H2O and ARKV keep per-head caches as an
+// option, which found fewer needles on SmolLM2 (worker/policy/README.md).
 //
 // State is per (sequence, layer); EndSequence drops it. Not thread-safe:
 // driven by the decode thread that owns the cache manager.
@@ -150,10 +152,12 @@ struct H2oOptions {
   // [interp] 0.5: neither ArkVale nor Quest gives the split for a fixed
   // budget (H2O's own default is heavy = recent = 0.1 x prompt).
   double recent_fraction = 0.5;
-  // true (the authors'): each KV head keeps its own tokens, scored by the
-  // summed mass of its query heads. false (policy name "h2o_shared"): one
-  // decision per token from the mass of every head.
-  bool per_kv_head = true;
+  // false: one decision per token from the mass of every query head,
+  // shared by all KV heads. true (the authors' per-head caches; policy name
+  // "h2o_per_head"): each KV head keeps its own tokens, scored by the summed
+  // mass of its query heads. [interp] false: on SmolLM2 the per-head caches
+  // found fewer needles (worker/policy/README.md).
+  bool per_kv_head = false;
   absl::Status Validate() const;
 };
 
@@ -161,7 +165,7 @@ class H2oPolicy : public TokenPolicy {
  public:
   static absl::StatusOr<std::unique_ptr<H2oPolicy>> Create(H2oOptions options);
   std::string_view name() const override {
-    return options_.per_kv_head ? "h2o" : "h2o_shared";
+    return options_.per_kv_head ? "h2o_per_head" : "h2o";
   }
   bool per_kv_head() const override { return options_.per_kv_head; }
 
