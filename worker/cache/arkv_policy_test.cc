@@ -115,20 +115,34 @@ TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
   ArkvHarness bytes(5, 1, /*at_cost=*/true, DType::kF32);
   ASSERT_TRUE(tokens.Prefill(19, 8).ok());
   ASSERT_TRUE(bytes.Prefill(19, 8).ok());
-  // At cost the tiers may hold 20 - 4 - 0.375 * 3 = 14.875 token units:
-  // the prompt's top 10 and the window of 4.
+  // At cost the tiers may hold 20 - 4 - 0.375 * 3 = 14.875 token units
+  // (14 whole). The prompt splits as an overflow does: origin_budget
+  // round(1 * (14 - 4)) = 10 gives 10 - 4 = 6 full-precision keys and the
+  // window of 4, then floor((14 - 4 - 6) / 0.375) = 10 quantized allowed,
+  // of which the 9 other keys use 9: the whole prompt is held. The
+  // authors' rule keeps all 19 in full precision, quantizing none.
   EXPECT_EQ(tokens.cache->View(1, 0)->n_tokens, 19u);
-  EXPECT_EQ(bytes.cache->View(1, 0)->n_tokens, 14u);
+  EXPECT_EQ(tokens.policy->QuantizedTokens(1, 0), 0u);
+  EXPECT_EQ(bytes.cache->View(1, 0)->n_tokens, 10u);
+  EXPECT_EQ(bytes.policy->QuantizedTokens(1, 0), 9u);
+  std::set<uint32_t> held;
+  for (uint32_t p : bytes.policy->FullPrecisionPositions(1, 0)) held.insert(p);
+  for (uint32_t p : bytes.policy->QuantizedPositions(1, 0)) held.insert(p);
+  EXPECT_EQ(held.size(), 19u);
+  for (uint32_t p = 15; p < 19; ++p) {
+    const std::vector<uint32_t> fp = bytes.policy->FullPrecisionPositions(1, 0);
+    EXPECT_NE(std::find(fp.begin(), fp.end(), p), fp.end()) << "window position " << p;
+  }
   ASSERT_TRUE(tokens.Step().ok());
   ASSERT_TRUE(bytes.Step().ok());
   // The authors' rule: past 16, keep 12, 11 of them full precision, 1
-  // quantized. At cost: past 11 costing 11, survivors worth 8.25: full
-  // precision min(10 - 4, 8) = 6, then floor(2.25 / 0.375) = 6 quantized,
-  // of which 5 remain.
+  // quantized. At cost: 11 + 0.375 * 9 = 14.375 > 14; past 16 (7 full
+  // precision, 9 quantized) costs 10.375, survivors worth 7.78: full
+  // precision min(10 - 4, 7) = 6, then floor(1.78 / 0.375) = 4 quantized.
   EXPECT_EQ(tokens.cache->View(1, 0)->n_tokens, 15u);
   EXPECT_EQ(tokens.policy->QuantizedTokens(1, 0), 1u);
   EXPECT_EQ(bytes.cache->View(1, 0)->n_tokens, 10u);
-  EXPECT_EQ(bytes.policy->QuantizedTokens(1, 0), 5u);
+  EXPECT_EQ(bytes.policy->QuantizedTokens(1, 0), 4u);
   uint32_t most_tokens = 0, most_bytes = 0;
   for (int step = 0; step < 40; ++step) {
     ASSERT_TRUE(tokens.Step().ok());

@@ -162,7 +162,24 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
              std::pow(st.kurtosis, 1.0 / options_.tau3);
   state.origin_pos.assign(n_lists, {});
   state.quant_pos.assign(n_lists, {});
-  std::vector<uint32_t> kept;  // [n_lists][kept per list]
+  // Of the ranked non-window keys of a prompt longer than the cache, the
+  // first n_fp stay in full precision and the next n_quant are quantized.
+  // The authors' (a quantized token counting 1): the top cache_size - W in
+  // full precision, none quantized. At cost, the overflow rule's split
+  // (RunAfterAttention) filling the cache: the layer's origin_budget - W
+  // in full precision (rho from the layers prefilled so far, as the
+  // authors recompute it as each layer finishes), then quantized tokens
+  // while both tiers' cost stays within cache_size.
+  uint32_t n_fp = n <= cache_size ? nw : cache_size - w;
+  uint32_t n_quant = 0;
+  if (n > cache_size && options_.count_quantized_at_cost) {
+    const int64_t origin_budget = OriginBudget(ctx.seq_id, ctx.layer, cache_size);
+    n_fp = static_cast<uint32_t>(std::clamp<int64_t>(origin_budget - options_.window, 0,
+                                                     std::min(nw, cache_size - w)));
+    n_quant = static_cast<uint32_t>(std::min<double>(
+        nw - n_fp, std::floor((cache_size - w - n_fp) / QuantizedCost(lay))));
+  }
+  std::vector<uint32_t> kept, quantized;  // [n_lists][kept per list], the same for quantized
   for (uint32_t l = 0; l < n_lists; ++l) {
     std::vector<uint32_t>& list = state.origin_pos[l];
     if (n <= cache_size) {
@@ -174,14 +191,20 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
       const std::vector<float> heavy(st.heavy_hitter.begin() + size_t{l} * nw,
                                      st.heavy_hitter.begin() + size_t{l + 1} * nw);
       list = RankDescending(AvgPool1d(heavy, options_.pool_kernel), positions);
-      list.resize(std::min<size_t>(list.size(), cache_size - w));
+      state.quant_pos[l].assign(list.begin() + n_fp, list.begin() + n_fp + n_quant);
+      std::sort(state.quant_pos[l].begin(), state.quant_pos[l].end());
+      list.resize(n_fp);
       for (uint32_t j = nw; j < n; ++j) list.push_back(j);
       std::sort(list.begin(), list.end());
     }
     kept.insert(kept.end(), list.begin(), list.end());
+    quantized.insert(quantized.end(), state.quant_pos[l].begin(), state.quant_pos[l].end());
   }
   const std::vector<float> kk = GatherHeadRows(k, kept, n_lists, lay.n_kv_heads, lay.head_dim);
   const std::vector<float> vv = GatherHeadRows(v, kept, n_lists, lay.n_kv_heads, lay.head_dim);
+  RETURN_IF_ERROR(StoreQuantized(
+      *ctx.cache, state, GatherHeadRows(k, quantized, n_lists, lay.n_kv_heads, lay.head_dim),
+      GatherHeadRows(v, quantized, n_lists, lay.n_kv_heads, lay.head_dim)));
   return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
                              static_cast<uint32_t>(kept.size() / n_lists));
 }

@@ -10,7 +10,9 @@
 // mean_q(A) + gamma * var_q(A), average-pooled (kernel 5), over the window
 // or its last score_rows queries (ArkvOptions::score_rows). A prompt longer
 // than cache_size keeps the top cache_size - W keys plus the window, all in
-// full precision.
+// full precision (with quantized tokens counted at their bytes, the top
+// origin_budget - W in full precision and the next ones quantized while
+// both tiers fit: ArkvOptions::count_quantized_at_cost).
 // Decode: when the cache (both tiers) exceeds cache_size, every non-window
 // token is scored by the current query's attention (pooled, not
 // accumulated); of past = len - W tokens the top keep = floor(0.75 past)
@@ -80,7 +82,13 @@ struct ArkvOptions {
   // cache overflows when full + c * quantized > cache_size, and an overflow
   // keeps, best first, tokens worth keep_fraction of the past's cost (the
   // full-precision ones at 1, then quantized ones at c). With c = 1 both
-  // rules are the authors'. An equal-memory budget uses true.
+  // rules are the authors'. A prompt longer than the cache is split the
+  // same way: the top origin_budget - W keys (rho over the layers
+  // prefilled so far) in full precision, the next quantized while both
+  // tiers cost at most cache_size, so the quantized tier holds prompt
+  // tokens from the start (with c = 1 that split would only trade full
+  // precision for nothing; the authors keep the top cache_size - W in full
+  // precision). An equal-memory budget uses true.
   bool count_quantized_at_cost = false;
   // false: one decision per token from the scores summed over every query
   // head, shared by all KV heads. true (the authors'; policy name
