@@ -151,7 +151,7 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
   const uint32_t w = std::min({options_.window, n_queries, n});
   const uint32_t nw = n - w;  // non-window keys
   const uint32_t score_rows = options_.score_rows == 0 ? w : std::min(options_.score_rows, w);
-  const uint32_t n_lists = options_.per_kv_head ? lay.n_kv_heads : 1;
+  const uint32_t n_lists = ListCount(lay);
   const WindowStats st =
       WindowAttentionStats(k, n, queries, n_queries, w, ctx.cache->n_q_heads(), lay.n_kv_heads,
                            lay.head_dim, options_.gamma, score_rows, options_.per_kv_head);
@@ -200,13 +200,10 @@ absl::Status ArkvPolicy::RunPrefill(const TokenContext& ctx, const float* k, con
     kept.insert(kept.end(), list.begin(), list.end());
     quantized.insert(quantized.end(), state.quant_pos[l].begin(), state.quant_pos[l].end());
   }
-  const std::vector<float> kk = GatherHeadRows(k, kept, n_lists, lay.n_kv_heads, lay.head_dim);
-  const std::vector<float> vv = GatherHeadRows(v, kept, n_lists, lay.n_kv_heads, lay.head_dim);
-  RETURN_IF_ERROR(StoreQuantized(
-      *ctx.cache, state, GatherHeadRows(k, quantized, n_lists, lay.n_kv_heads, lay.head_dim),
-      GatherHeadRows(v, quantized, n_lists, lay.n_kv_heads, lay.head_dim)));
-  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                             static_cast<uint32_t>(kept.size() / n_lists));
+  RETURN_IF_ERROR(
+      StoreQuantized(*ctx.cache, state, GatherKvRows(k, v, quantized, n_lists, lay)));
+  const KvRows rows = GatherKvRows(k, v, kept, n_lists, lay);
+  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, rows.k.data(), rows.v.data(), rows.count);
 }
 
 uint32_t ArkvPolicy::CacheSize(const LayerView& view, const PageLayout& lay) const {
@@ -345,15 +342,10 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
   std::vector<uint32_t> all_slots(view.n_tokens);
   std::iota(all_slots.rbegin(), all_slots.rend(), 0u);
   RETURN_IF_ERROR(cache.EvictTokens(ctx.seq_id, ctx.layer, all_slots));
-  const std::vector<float> kk =
-      GatherHeadRows(k.data(), fp_flat, n_lists, lay.n_kv_heads, lay.head_dim);
-  const std::vector<float> vv =
-      GatherHeadRows(v.data(), fp_flat, n_lists, lay.n_kv_heads, lay.head_dim);
-  RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                                 static_cast<uint32_t>(fp_rows[0].size())));
-  RETURN_IF_ERROR(StoreQuantized(
-      cache, state, GatherHeadRows(k.data(), quant_flat, n_lists, lay.n_kv_heads, lay.head_dim),
-      GatherHeadRows(v.data(), quant_flat, n_lists, lay.n_kv_heads, lay.head_dim)));
+  const KvRows fp = GatherKvRows(k.data(), v.data(), fp_flat, n_lists, lay);
+  RETURN_IF_ERROR(cache.AppendKv(ctx.seq_id, ctx.layer, fp.k.data(), fp.v.data(), fp.count));
+  RETURN_IF_ERROR(
+      StoreQuantized(cache, state, GatherKvRows(k.data(), v.data(), quant_flat, n_lists, lay)));
   for (uint32_t l = 0; l < n_lists; ++l) {
     state.origin_pos[l].clear();
     for (uint32_t r : fp_rows[l]) state.origin_pos[l].push_back(pos[l][r]);
@@ -364,12 +356,11 @@ absl::Status ArkvPolicy::Rebuild(const TokenContext& ctx, Layer& state, const fl
 }
 
 absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
-                                        const std::vector<float>& k,
-                                        const std::vector<float>& v) {
+                                        const KvRows& rows) {
   const PageLayout& lay = cache.layout();
   const auto float_type = static_cast<kernels::ScalarType>(lay.dtype);
   const size_t row = size_t{lay.n_kv_heads} * lay.head_dim;
-  const size_t n_rows = k.size() / row;
+  const size_t n_rows = rows.count;
   const uint32_t p = lay.page_size;
   const uint32_t n_pages = static_cast<uint32_t>((n_rows + p - 1) / p);
   const size_t fbytes = kernels::FloatPageBytes(p, lay.n_kv_heads, lay.head_dim, float_type);
@@ -380,9 +371,9 @@ absl::Status ArkvPolicy::StoreQuantized(const TokenCache& cache, Layer& state,
     uint8_t* page = staging.data() + (i / p) * fbytes;
     const size_t base = (i % p) * row;
     for (size_t e = 0; e < row; ++e) {
-      kernels::StoreFromFloat(page, float_type, base + e, k[i * row + e]);
+      kernels::StoreFromFloat(page, float_type, base + e, rows.k[i * row + e]);
       kernels::StoreFromFloat(page, float_type, lay.ElementsPerTensor() + base + e,
-                              v[i * row + e]);
+                              rows.v[i * row + e]);
     }
   }
   state.quant.assign(n_pages * qbytes, 0);

@@ -146,9 +146,8 @@ class ArkvPolicy : public TokenPolicy {
 
   explicit ArkvPolicy(ArkvOptions options) : options_(options) {}
   absl::Status Rebuild(const TokenContext& ctx, Layer& state, const float* q, const float* lse);
-  // Replaces the quantized tier with k, v ([n][n_kv_heads][head_dim]).
-  absl::Status StoreQuantized(const TokenCache& cache, Layer& state,
-                              const std::vector<float>& k, const std::vector<float>& v);
+  // Replaces the quantized tier with `rows`.
+  absl::Status StoreQuantized(const TokenCache& cache, Layer& state, const KvRows& rows);
   uint32_t OriginBudget(uint64_t seq_id, uint32_t layer, uint32_t cache_size) const;
   // What a quantized token counts for in cache_size (see ArkvOptions).
   double QuantizedCost(const PageLayout& lay) const;

@@ -16,16 +16,19 @@ absl::StatusOr<PagePlan> TokenPolicy::Plan(const LayerView& view) {
   return plan;
 }
 
-std::vector<float> GatherHeadRows(const float* in, absl::Span<const uint32_t> rows,
-                                  uint32_t n_lists, uint32_t n_kv_heads, uint32_t head_dim) {
-  const size_t count = rows.size() / n_lists;
-  const size_t row = size_t{n_kv_heads} * head_dim;
-  std::vector<float> out(count * row);
-  for (size_t i = 0; i < count; ++i) {
-    for (uint32_t h = 0; h < n_kv_heads; ++h) {
-      const uint32_t from = rows[(n_lists == 1 ? 0 : size_t{h}) * count + i];
-      std::copy_n(in + from * row + size_t{h} * head_dim, head_dim,
-                  &out[i * row + size_t{h} * head_dim]);
+KvRows GatherKvRows(const float* k, const float* v, absl::Span<const uint32_t> rows,
+                    uint32_t n_lists, const PageLayout& layout) {
+  const size_t d = layout.head_dim;
+  const size_t row = layout.n_kv_heads * d;
+  KvRows out;
+  out.count = static_cast<uint32_t>(rows.size() / n_lists);
+  out.k.resize(out.count * row);
+  out.v.resize(out.count * row);
+  for (size_t i = 0; i < out.count; ++i) {
+    for (uint32_t h = 0; h < layout.n_kv_heads; ++h) {
+      const size_t from = rows[(n_lists == 1 ? 0 : size_t{h}) * out.count + i] * row + h * d;
+      std::copy_n(k + from, d, &out.k[i * row + h * d]);
+      std::copy_n(v + from, d, &out.v[i * row + h * d]);
     }
   }
   return out;
@@ -79,16 +82,18 @@ absl::StatusOr<std::vector<uint32_t>> TokenPolicy::AfterAttention(uint64_t seq_i
     return absl::InternalError(absl::StrCat(std::string(name()), ": ", n_lists,
                                             " lists but the policy tracks ", lists.size()));
   }
+  if (lists.empty()) return std::vector<uint32_t>{};
+  // Every list tracks as many tokens; with this step's, n.
+  const uint32_t n = static_cast<uint32_t>(lists[0].position.size()) + 1;
+  if (mass.size() != size_t{n} * n_lists) {
+    return absl::InternalError(absl::StrCat(std::string(name()), ": ", mass.size() / n_lists,
+                                            " cached tokens but the policy tracks ", n));
+  }
   std::vector<uint32_t> victims_by_list;
   for (uint32_t l = 0; l < n_lists; ++l) {
     Slots& slots = lists[l];
     slots.position.push_back(position);
     slots.score.push_back(0.0f);
-    const uint32_t n = static_cast<uint32_t>(slots.position.size());
-    if (mass.size() != size_t{n} * n_lists) {
-      return absl::InternalError(absl::StrCat(std::string(name()), ": ", mass.size() / n_lists,
-                                              " cached tokens but the policy tracks ", n));
-    }
     Score(slots, mass.subspan(size_t{l} * n, n));
     if (n <= capacity - 1) continue;
     std::vector<uint32_t> victims = Victims(slots, capacity, n - (capacity - 1));
@@ -111,16 +116,13 @@ absl::Status TokenPolicy::RunPrefill(const TokenContext& ctx, const float* k, co
   const uint32_t n_q_heads = ctx.cache->n_q_heads();
   ASSIGN_OR_RETURN(LayerView view, ctx.cache->View(ctx.seq_id, ctx.layer));
   const float* last_q = queries + size_t{n_queries - 1} * n_q_heads * lay.head_dim;
-  const uint32_t n_lists = per_kv_head() ? lay.n_kv_heads : 1;
   std::vector<float> mass;
   PromptTokenMass(k, n, lay.n_kv_heads, n_q_heads, lay.head_dim, last_q, per_kv_head(), &mass);
   ASSIGN_OR_RETURN(std::vector<uint32_t> kept,
                    SelectPrefill(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size, mass,
-                                 n_lists));
-  const std::vector<float> kk = GatherHeadRows(k, kept, n_lists, lay.n_kv_heads, lay.head_dim);
-  const std::vector<float> vv = GatherHeadRows(v, kept, n_lists, lay.n_kv_heads, lay.head_dim);
-  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, kk.data(), vv.data(),
-                             static_cast<uint32_t>(kept.size() / n_lists));
+                                 ListCount(lay)));
+  const KvRows rows = GatherKvRows(k, v, kept, ListCount(lay), lay);
+  return ctx.cache->AppendKv(ctx.seq_id, ctx.layer, rows.k.data(), rows.v.data(), rows.count);
 }
 
 absl::Status TokenPolicy::RunAfterAttention(const TokenContext& ctx, const float* q,
@@ -133,11 +135,10 @@ absl::Status TokenPolicy::RunAfterAttention(const TokenContext& ctx, const float
   std::vector<float> mass;
   RowTokenMass(keys.data(), view.n_tokens, lay.n_kv_heads, ctx.cache->n_q_heads(), lay.head_dim,
                q, lse, per_kv_head(), &mass);
-  const uint32_t n_lists = per_kv_head() ? lay.n_kv_heads : 1;
   ASSIGN_OR_RETURN(std::vector<uint32_t> victims,
                    AfterAttention(ctx.seq_id, ctx.layer, view.budget_pages * view.page_size,
-                                  n_ids - 1, mass, n_lists));
-  if (n_lists == 1) return ctx.cache->EvictTokens(ctx.seq_id, ctx.layer, victims);
+                                  n_ids - 1, mass, ListCount(lay)));
+  if (!per_kv_head()) return ctx.cache->EvictTokens(ctx.seq_id, ctx.layer, victims);
   return ctx.cache->EvictHeadTokens(ctx.seq_id, ctx.layer, victims);
 }
 

@@ -63,12 +63,17 @@ struct AuxKv {
   int32_t last_page_len = 0;
 };
 
-// The rows a selection keeps, for AppendKv: `in` is [n][n_kv_heads][head_dim];
-// `rows` is one list of count rows for every head (n_lists 1) or one list
-// per KV head ([n_kv_heads][count]). Output row i, head h, is input row
-// rows[l][i], head h, with l = h for per-head lists and 0 for one list.
-std::vector<float> GatherHeadRows(const float* in, absl::Span<const uint32_t> rows,
-                                  uint32_t n_lists, uint32_t n_kv_heads, uint32_t head_dim);
+// The K and V rows a selection keeps, for AppendKv: k and v are
+// [n][n_kv_heads][head_dim] fp32; `rows` is one list of count rows for
+// every head (n_lists 1) or one list per KV head ([n_kv_heads][count]).
+// Output row i, head h, is input row rows[l][i], head h, with l = h for
+// per-head lists and 0 for one list.
+struct KvRows {
+  std::vector<float> k, v;  // [count][n_kv_heads][head_dim]
+  uint32_t count = 0;
+};
+KvRows GatherKvRows(const float* k, const float* v, absl::Span<const uint32_t> rows,
+                    uint32_t n_lists, const PageLayout& layout);
 
 // Evicts slots in descending order, each by moving the last element into it.
 // REQUIRES: slots strictly descending, each < v.size().
@@ -103,6 +108,10 @@ class TokenPolicy : public Policy {
 
   // Whether each KV head keeps its own tokens (see above).
   virtual bool per_kv_head() const { return false; }
+  // The selections a layer of `layout` keeps: 1, or one per KV head.
+  uint32_t ListCount(const PageLayout& layout) const {
+    return per_kv_head() ? layout.n_kv_heads : 1;
+  }
 
   // Prompt of n tokens: `mass` is the last prompt token's attention mass
   // over the n tokens for each of n_lists selections ([n_lists][n]: one
