@@ -33,9 +33,13 @@ absl::StatusOr<std::unique_ptr<ClientDataPlane>> ClientDataPlane::Create(
   RETURN_IF_ERROR(
       ucx::SetMessageHandler(plane->worker_.get(), wire::kReplyMessageId, plane.get()));
   // Callers wait for their own transfers and replies, progressing the
-  // worker themselves first; this thread needs no spin of its own.
+  // worker themselves first; this thread needs no spin of its own. A get
+  // posts its receives before it asks for the pages, so a tagged message
+  // that finds none came after its receive gave up (a get past its
+  // deadline): dropped, not kept by UCX for good.
   plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
-      plane->worker_.get(), /*on_idle=*/nullptr, /*idle_period_ms=*/100, absl::ZeroDuration());
+      plane->worker_.get(), /*on_idle=*/nullptr, /*idle_period_ms=*/100, absl::ZeroDuration(),
+      ucx::UnexpectedTagged::kDrop);
   return plane;
 }
 

@@ -1,12 +1,16 @@
 // WatchCacheEvents against the real kvtier-server: snapshots, live events,
 // resuming from a cursor, resynchronising when the cursor is lost, tenants'
-// separate streams, limits, and a stream ended by a stopping server.
+// separate streams, limits, streams ended by a reload of the access file
+// and by a stopping server.
+#include <signal.h>
+
 #include <fstream>
 #include <memory>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "client/cache_event_view.h"
@@ -266,6 +270,44 @@ TEST_F(CacheEventsTest, EachTenantSeesOnlyItsOwnPages) {
   // Without a credential there is no stream.
   Reader anonymous(*Client(), LayerZero());
   EXPECT_EQ(anonymous.EndStatus().code(), absl::StatusCode::kUnauthenticated);
+}
+
+// A stream is granted to a credential of the access table in force when it
+// opened: reloading the file ends every open stream, so a revoked token
+// sees nothing more, and a token still valid watches again from its cursor.
+TEST_F(CacheEventsTest, ReloadingTheAccessFileEndsTheStreamsItGranted) {
+  const std::string access = dir_.path() + "/access.txt";
+  const std::string acme_line =
+      absl::StrCat("tenant=acme role=tenant token_sha256=", access::HashToken(kAcme), "\n");
+  std::ofstream(access) << acme_line << "tenant=globex role=tenant token_sha256="
+                        << access::HashToken(kGlobex) << "\n";
+  ASSERT_NO_FATAL_FAILURE(Start({"--access_file=" + access}));
+  auto acme = Client(kAcme);
+  auto globex = Client(kGlobex);
+  Reader acme_reader(*acme, LayerZero());
+  Reader globex_reader(*globex, LayerZero());
+  client::NodePageView acme_view;
+  client::NodePageView globex_view;
+  ASSERT_TRUE(acme_reader.ApplyUntil(acme_view, [](const auto& v) { return v.synced(); }));
+  ASSERT_TRUE(globex_reader.ApplyUntil(globex_view, [](const auto& v) { return v.synced(); }));
+  std::ofstream(access, std::ios::trunc) << acme_line;  // globex revoked
+  ASSERT_TRUE(server_->Signal(SIGHUP).ok());
+  for (Reader* reader : {&globex_reader, &acme_reader}) {
+    const absl::Status ended = reader->EndStatus();
+    EXPECT_EQ(ended.code(), absl::StatusCode::kUnavailable) << ended;
+    EXPECT_NE(ended.message().find("access file was reloaded"), absl::string_view::npos)
+        << ended;
+  }
+  EXPECT_EQ(globex->BatchPut(Pages(20, 20)).status().code(),
+            absl::StatusCode::kUnauthenticated);
+  Reader globex_again(*globex, globex_view.ResumeRequest(0u));
+  EXPECT_EQ(globex_again.EndStatus().code(), absl::StatusCode::kUnauthenticated);
+  // acme resumes where it was and sees its next put, no snapshot.
+  ASSERT_TRUE(acme->BatchPut(Pages(10, 10)).ok());
+  Reader acme_again(*acme, acme_view.ResumeRequest(0u));
+  ASSERT_TRUE(acme_again.ApplyUntil(acme_view, [](const auto& v) { return v.pages() == 1; }));
+  for (const v1::CacheEventBatch& batch : acme_again.batches()) EXPECT_FALSE(batch.reset());
+  EXPECT_TRUE(acme_view.Holds(H(10), 0));
 }
 
 TEST_F(CacheEventsTest, LimitsAndBadRequestsAreRefused) {

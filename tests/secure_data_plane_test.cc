@@ -5,6 +5,7 @@
 // UCX where a network transport reaches them, through local lanes on the
 // server's host, and inline otherwise, never through a mapping of server
 // memory.
+#include <signal.h>
 #include <stdlib.h>
 
 #include <fstream>
@@ -152,6 +153,52 @@ TEST_F(SecureDataPlaneTest, ClientsOfTwoTenantsInOneProcessShareNoSession) {
   ASSERT_TRUE(got.ok()) << got.status();
   EXPECT_EQ((*got)[0].status, v1::PAGE_STATUS_OK);
   EXPECT_EQ(acme->data_plane_stats().mapped_get_pages, 4u);
+}
+
+// A data-plane session is granted to a credential of the access table in
+// force when it opened: a reload closes every session. A client still
+// admitted opens a new one and goes on; a revoked one gets none.
+TEST_F(SecureDataPlaneTest, ReloadingTheAccessFileClosesTheSessionsItGranted) {
+  ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
+  const std::string access = dir_.path() + "/access.txt";
+  const std::string acme_line = absl::StrCat(
+      "tenant=acme role=tenant token_sha256=", access::HashToken("acme-token-0123456789"), "\n");
+  std::ofstream(access) << acme_line << "tenant=globex role=tenant token_sha256="
+                        << access::HashToken("globex-token-0123456789") << "\n";
+  ASSERT_NO_FATAL_FAILURE(Start({"--access_file=" + access, "--nolocal_lanes"},
+                                client::UcxPutMode::kTagged, /*lanes=*/false));
+  auto connect = [&](const std::string& token) {
+    client::ClientOptions options;
+    options.deadline_ms = 10'000;
+    options.token = token;
+    options.local_lanes = false;
+    options.ucx_put_mode = client::UcxPutMode::kTagged;
+    options.ucx_reopen_interval_ms = 1;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  };
+  std::unique_ptr<client::StoreClient> acme = connect("acme-token-0123456789");
+  std::unique_ptr<client::StoreClient> globex = connect("globex-token-0123456789");
+  const OddPages pages = MakeOddPages(4, 9);
+  ASSERT_TRUE(acme->BatchPut(pages.puts).ok());
+  ASSERT_TRUE(globex->BatchPut(pages.puts).ok());
+  EXPECT_EQ(acme->data_plane_stats().sessions_opened, 1u);
+  EXPECT_EQ(globex->data_plane_stats().sessions_opened, 1u);
+
+  std::ofstream(access, std::ios::trunc) << acme_line;  // globex revoked
+  ASSERT_TRUE(server_->Signal(SIGHUP).ok());
+  ASSERT_TRUE(server_->AwaitStderr("data_plane_sessions=2").ok()) << server_->StderrText();
+  EXPECT_EQ(globex->BatchGet(pages.keys).status().code(), absl::StatusCode::kUnauthenticated);
+  // acme's next calls find its session gone and open another.
+  for (int round = 0; round < 2; ++round) {
+    absl::StatusOr<std::vector<client::GotPage>> got = acme->BatchGet(pages.keys);
+    ASSERT_TRUE(got.ok()) << got.status();
+    for (size_t i = 0; i < pages.keys.size(); ++i) EXPECT_EQ((*got)[i].data, pages.bytes[i]);
+  }
+  EXPECT_EQ(acme->data_plane_stats().sessions_opened, 2u);
+  EXPECT_EQ(globex->data_plane_stats().sessions_opened, 1u);
 }
 
 }  // namespace

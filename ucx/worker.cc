@@ -44,12 +44,34 @@ void UcxWorker::WaitForEvents(int timeout_ms) {
   poll(&pfd, 1, timeout_ms);
 }
 
+size_t UcxWorker::DropUnexpectedTagged(size_t max_messages) {
+  size_t dropped = 0;
+  while (dropped < max_messages) {
+    ucp_tag_recv_info_t info{};
+    ucp_tag_message_h message =
+        ucp_tag_probe_nb(worker_, /*tag=*/0, /*tag_mask=*/0, /*remove=*/1, &info);
+    if (message == nullptr) break;
+    ucp_request_param_t param{};
+    ucs_status_ptr_t request =
+        ucp_tag_msg_recv_nbx(worker_, sink_.data(), sink_.size(), message, &param);
+    // A request still running (fragments to come, a rendezvous to refuse)
+    // finishes inside UCX; freeing it asks for no completion.
+    if (UCS_PTR_IS_PTR(request)) ucp_request_free(request);
+    ++dropped;
+    dropped_messages_.fetch_add(1, std::memory_order_relaxed);
+    dropped_bytes_.fetch_add(info.length, std::memory_order_relaxed);
+  }
+  return dropped;
+}
+
 UcxProgressThread::UcxProgressThread(UcxWorker* worker, std::function<void()> on_idle,
-                                     int idle_period_ms, absl::Duration spin)
+                                     int idle_period_ms, absl::Duration spin,
+                                     UnexpectedTagged unexpected)
     : worker_(worker),
       on_idle_(std::move(on_idle)),
       idle_period_ms_(idle_period_ms),
-      spin_(absl::ToChronoMicroseconds(spin)) {
+      spin_(absl::ToChronoMicroseconds(spin)),
+      drop_unexpected_(unexpected == UnexpectedTagged::kDrop) {
   thread_ = std::thread([this] { Loop(); });
 }
 
@@ -59,6 +81,12 @@ UcxProgressThread::~UcxProgressThread() {
   ucp_worker_signal(worker_->get());
   thread_.join();
 }
+
+namespace {
+// Messages one round drops at most, so that a flood cannot keep the thread
+// from progressing the worker (the next round drops more).
+constexpr size_t kDropPerRound = 256;
+}  // namespace
 
 void UcxProgressThread::Loop() {
   AdaptiveSpin spin(spin_);
@@ -70,6 +98,7 @@ void UcxProgressThread::Loop() {
       const unsigned events = worker_->Progress();
       const auto now = std::chrono::steady_clock::now();
       if (events != 0) {
+        if (drop_unexpected_) worker_->DropUnexpectedTagged(kDropPerRound);
         if (polled_idle) spin.OnGap(now - last_event);
         polled_idle = false;
         last_event = now;
@@ -83,6 +112,7 @@ void UcxProgressThread::Loop() {
       on_idle_();
       last_idle = now;
     }
+    if (drop_unexpected_) worker_->DropUnexpectedTagged(kDropPerRound);
     worker_->WaitForEvents(idle_period_ms_);
   }
 }

@@ -17,8 +17,10 @@
 
 #include <ucp/api/ucp.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <string>
@@ -50,13 +52,36 @@ class UcxWorker {
   // its event fd). Returns at once when events are pending.
   void WaitForEvents(int timeout_ms);
 
+  // Receives and discards up to `max_messages` tagged messages that arrived
+  // while no posted receive wanted them; returns how many. UCX keeps such a
+  // message (an eager one's bytes, a rendezvous one's header) until a
+  // receive matches it, so a peer sending tags nobody posted grows the
+  // process without bound. Only for a worker whose receives are all posted
+  // before their senders may send (then nothing legitimate waits unmatched):
+  // a message dropped here is one no receive would have taken. Rendezvous
+  // messages are refused without their data (a truncated receive).
+  size_t DropUnexpectedTagged(size_t max_messages);
+  uint64_t dropped_tagged_messages() const {
+    return dropped_messages_.load(std::memory_order_relaxed);
+  }
+  uint64_t dropped_tagged_bytes() const { return dropped_bytes_.load(std::memory_order_relaxed); }
+
  private:
   UcxWorker(ucp_worker_h worker, std::string address, int event_fd)
       : worker_(worker), address_(std::move(address)), event_fd_(event_fd) {}
   ucp_worker_h const worker_;
   const std::string address_;
   const int event_fd_;
+  std::atomic<uint64_t> dropped_messages_{0};
+  std::atomic<uint64_t> dropped_bytes_{0};
+  // Where dropped messages are received: truncated receives write at most
+  // these bytes, and their contents are never read.
+  std::array<uint8_t, 64> sink_{};
 };
+
+// Whether a progress thread drops unexpected tagged messages
+// (UcxWorker::DropUnexpectedTagged) after every round of progress.
+enum class UnexpectedTagged { kKeep, kDrop };
 
 // Progresses a worker until destroyed, sleeping on its event fd when idle.
 // `on_idle` (may be empty) runs at least every `idle_period_ms` on this
@@ -71,7 +96,8 @@ class UcxProgressThread {
   // REQUIRES: worker outlives this object.
   explicit UcxProgressThread(UcxWorker* worker, std::function<void()> on_idle = {},
                              int idle_period_ms = 100,
-                             absl::Duration spin = absl::Microseconds(500));
+                             absl::Duration spin = absl::Microseconds(500),
+                             UnexpectedTagged unexpected = UnexpectedTagged::kKeep);
   ~UcxProgressThread();  // stops and joins
   UcxProgressThread(const UcxProgressThread&) = delete;
   UcxProgressThread& operator=(const UcxProgressThread&) = delete;
@@ -82,6 +108,7 @@ class UcxProgressThread {
   const std::function<void()> on_idle_;
   const int idle_period_ms_;
   const std::chrono::microseconds spin_;
+  const bool drop_unexpected_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

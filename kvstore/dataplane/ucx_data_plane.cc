@@ -86,8 +86,12 @@ absl::StatusOr<std::unique_ptr<UcxDataPlane>> UcxDataPlane::Create(
   RETURN_IF_ERROR(
       ucx::SetMessageHandler(plane->worker_.get(), wire::kRequestMessageId, plane.get()));
   UcxDataPlane* raw = plane.get();
+  // Every tagged receive of this worker is posted before ReservePut
+  // answers, so a tagged message that finds none is a peer's that no
+  // transfer named: dropped, or any client could grow the server's memory.
   plane->progress_ = std::make_unique<ucx::UcxProgressThread>(
-      plane->worker_.get(), [raw] { raw->SweepExpired(); });
+      plane->worker_.get(), [raw] { raw->SweepExpired(); }, /*idle_period_ms=*/100,
+      absl::Microseconds(500), ucx::UnexpectedTagged::kDrop);
   return plane;
 }
 
@@ -131,10 +135,11 @@ UcxDataPlane::~UcxDataPlane() {
 uint64_t UcxDataPlane::NewIdLocked() {
   uint64_t id = 0;
   // A tag base: a tagged transfer's tags (wire::PageTag) never reach
-  // another transfer's.
+  // another transfer's. Unpredictable, as the tags are all a UCX peer
+  // needs to reach a posted receive (UCX matches tags across endpoints).
   while (id == 0 || sessions_.contains(id) || transfers_.contains(id) ||
          posting_ids_.contains(id)) {
-    id = wire::NthTagBase(gen_());
+    id = SecureRandom64() & ~wire::kTagIndexMask;
   }
   return id;
 }
@@ -223,6 +228,20 @@ void UcxDataPlane::Close(uint64_t session_id) {
     RemoveSessionLocked(session_id, &sessions, &transfers);
   }
   for (Transfer& t : transfers) Retire(std::move(t));
+}
+
+size_t UcxDataPlane::CloseAll() {
+  std::vector<std::shared_ptr<Session>> sessions;
+  std::vector<Transfer> transfers;
+  {
+    absl::MutexLock lock(&mu_);
+    std::vector<uint64_t> ids;
+    ids.reserve(sessions_.size());
+    for (const auto& [id, session] : sessions_) ids.push_back(id);
+    for (uint64_t id : ids) RemoveSessionLocked(id, &sessions, &transfers);
+  }
+  for (Transfer& t : transfers) Retire(std::move(t));
+  return sessions.size();
 }
 
 std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t session_id) {

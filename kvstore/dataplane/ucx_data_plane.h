@@ -22,7 +22,10 @@
 // A tagged ReservePut also posts one tagged receive per new slot (tag
 // transfer_id + page index) straight into the slot; the client sends the
 // pages as tagged messages, and CommitPut waits (until the transfer's
-// expiry) for every receive before it commits. A transfer given up while a
+// expiry) for every receive before it commits. UCX matches a tag whichever
+// endpoint sent it, so transfer ids carry 48 bits from the kernel's CSPRNG
+// (what no other peer can guess, as a session id), and the progress thread
+// drops tagged messages no receive wanted (UcxWorker::DropUnexpectedTagged). A transfer given up while a
 // receive is still matched to a message (abort, expiry, session close)
 // drains: its receives are cancelled and its reservation is released only
 // once UCX has let go of every slot, which the progress thread checks.
@@ -67,7 +70,6 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
-#include "absl/random/random.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -178,6 +180,9 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // The owner given to Open; NOT_FOUND when `session_id` is not open.
   absl::StatusOr<uint64_t> SessionOwner(uint64_t session_id);
   void Close(uint64_t session_id);
+  // Closes every session (their pending transfers end as at Close); their
+  // clients open new ones. Returns how many were open.
+  size_t CloseAll() ABSL_LOCKS_EXCLUDED(mu_);
 
   // NOT_FOUND (unknown session), RESOURCE_EXHAUSTED (max_pending_transfers,
   // or the store's own), and Store::Reserve's errors. `tagged`: also posts
@@ -242,6 +247,8 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // Pending and draining transfers.
   size_t pending_transfers() const ABSL_LOCKS_EXCLUDED(mu_);
   size_t open_sessions() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Tagged messages that no transfer's receive wanted, dropped.
+  uint64_t dropped_tagged_messages() const { return worker_->dropped_tagged_messages(); }
 
  private:
   struct Transfer {
@@ -290,7 +297,6 @@ class UcxDataPlane : private ucx::MessageReceiver {
   const std::string probe_path_;
 
   mutable absl::Mutex mu_;
-  absl::BitGen gen_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   // Ids of transfers whose receives are being posted (not yet in transfers_).

@@ -375,8 +375,8 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
       plane->ReservePut(opened->session_id, specs, /*tagged=*/true);
   ASSERT_TRUE(reserved.ok()) << reserved.status();
-  // Tags are transfer_id + page index: the low 32 bits are the index's.
-  EXPECT_EQ(reserved->transfer_id & 0xffffffffu, 0u);
+  // Tags are transfer_id + page index: the low bits are the index's.
+  EXPECT_TRUE(wire::IsTagBase(reserved->transfer_id));
   absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
       ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
@@ -399,6 +399,91 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
               0);
   }
   EXPECT_EQ(plane->pending_transfers(), 0u);
+}
+
+// UCX matches a tag whichever endpoint sent it, so a transfer's tags are
+// its only guard: transfer ids are unpredictable, and tagged messages that
+// no transfer wants (eager, in fragments, or by rendezvous) are dropped
+// rather than kept by UCX for good, while a transfer's own pages still land.
+TEST_F(UcxDataPlaneTest, TaggedMessagesNoTransferWantsAreDroppedAndTransfersStillLand) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+  ASSERT_TRUE(endpoint.ok()) << endpoint.status();
+  // 48 random bits: 64 ids of a counter would set a handful of them.
+  uint64_t any_bit = 0;
+  for (int i = 0; i < 64; ++i) {
+    absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
+        plane->ReservePut(opened->session_id, {Spec(Key(100 + i))}, /*tagged=*/true);
+    ASSERT_TRUE(reserved.ok()) << reserved.status();
+    EXPECT_TRUE(wire::IsTagBase(reserved->transfer_id));
+    any_bit |= reserved->transfer_id;
+    plane->AbortPut(opened->session_id, reserved->transfer_id);
+  }
+  EXPECT_GE(__builtin_popcountll(any_bit), 44);
+  EXPECT_EQ(plane->dropped_tagged_messages(), 0u);
+
+  // Tags no receive was posted for: 100 bytes (eager), 20 KiB (eager in
+  // fragments over TCP) and 1 MiB (rendezvous).
+  std::vector<std::vector<uint8_t>> junk;
+  std::vector<ucx::SendSegment> sends;
+  for (size_t bytes : {size_t{100}, size_t{20} << 10, size_t{1} << 20}) {
+    junk.emplace_back(bytes, 0x41);
+    sends.push_back({.local = junk.back().data(), .bytes = bytes,
+                     .tag = wire::PageTag(0x5eed << wire::kTagIndexBits, junk.size() - 1)});
+  }
+  ASSERT_TRUE((*endpoint)->Send(sends, 3, absl::Now() + absl::Seconds(10)).ok());
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (plane->dropped_tagged_messages() < 3 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(plane->dropped_tagged_messages(), 3u);
+
+  const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
+  absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
+      plane->ReservePut(opened->session_id, specs, /*tagged=*/true);
+  ASSERT_TRUE(reserved.ok()) << reserved.status();
+  std::vector<std::vector<uint8_t>> bytes;
+  sends.clear();
+  for (int i = 0; i < 2; ++i) {
+    bytes.push_back(PageBytes(specs[i].key, specs[i].layout));
+    sends.push_back({.local = bytes[i].data(), .bytes = bytes[i].size(),
+                     .tag = wire::PageTag(reserved->transfer_id, i)});
+  }
+  ASSERT_TRUE((*endpoint)->Send(sends, 2, absl::Now() + absl::Seconds(10)).ok());
+  absl::StatusOr<std::vector<PutResult>> committed =
+      plane->CommitPut(opened->session_id, reserved->transfer_id);
+  ASSERT_TRUE(committed.ok()) << committed.status();
+  EXPECT_EQ(store_->Stats().put_pages, 2u);
+  EXPECT_EQ(plane->dropped_tagged_messages(), 3u);
+}
+
+// CloseAll ends every session and gives up their transfers' reservations.
+TEST_F(UcxDataPlaneTest, CloseAllEndsEverySessionAndItsTransfers) {
+  std::unique_ptr<UcxDataPlane> plane = Create();
+  ASSERT_NE(plane, nullptr);
+  const uint64_t a = Open(*plane);
+  const uint64_t b = Open(*plane);
+  ASSERT_TRUE(plane->ReservePut(a, {Spec(Key(1))}).ok());
+  ASSERT_TRUE(plane->ReservePut(b, {Spec(Key(2))}, /*tagged=*/true).ok());
+  EXPECT_GT(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(plane->CloseAll(), 2u);
+  EXPECT_EQ(plane->open_sessions(), 0u);
+  for (uint64_t session : {a, b}) {
+    EXPECT_EQ(plane->ReservePut(session, {Spec(Key(3))}).status().code(),
+              absl::StatusCode::kNotFound);
+  }
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (plane->pending_transfers() > 0 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(plane->pending_transfers(), 0u);
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(plane->CloseAll(), 0u);
+  EXPECT_NE(Open(*plane), 0u);  // and it goes on serving
 }
 
 // A writer that hashes while it copies declares the checksums at commit:

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <optional>
+#include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -92,9 +93,14 @@ class CacheEventFeed::Stream final : public grpc::ServerWriteReactor<v1::CacheEv
     Send(now);
   }
 
-  // Ends the stream with UNAVAILABLE (now, or when its write completes).
-  void Stop() ABSL_LOCKS_EXCLUDED(mu_) {
-    EndWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping"), &stopped_);
+  // Ends the stream with UNAVAILABLE and `reason` (now, or when its write
+  // completes).
+  void Stop(const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_) {
+    {
+      absl::MutexLock lock(&mu_);
+      if (stop_reason_.empty()) stop_reason_ = reason;
+    }
+    EndWith(grpc::Status(grpc::StatusCode::UNAVAILABLE, reason), &stopped_);
   }
 
   void OnCancel() override {
@@ -108,7 +114,7 @@ class CacheEventFeed::Stream final : public grpc::ServerWriteReactor<v1::CacheEv
       writing_ = false;
       if (!finishing_ && (!ok || cancelled_ || stopped_)) {
         finishing_ = true;
-        finish = stopped_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE, "the server is stopping")
+        finish = stopped_ ? grpc::Status(grpc::StatusCode::UNAVAILABLE, stop_reason_)
                           : grpc::Status(grpc::StatusCode::CANCELLED, "the stream broke");
       }
     }
@@ -184,6 +190,7 @@ class CacheEventFeed::Stream final : public grpc::ServerWriteReactor<v1::CacheEv
   bool finishing_ ABSL_GUARDED_BY(mu_) = false;  // Finish called or about to be
   bool cancelled_ ABSL_GUARDED_BY(mu_) = false;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  std::string stop_reason_ ABSL_GUARDED_BY(mu_);
 };
 
 CacheEventFeed::CacheEventFeed(CacheEventLog* log, Store* store,
@@ -249,7 +256,16 @@ void CacheEventFeed::Stop() {
     streams = streams_;
   }
   if (pump_.joinable()) pump_.join();
-  for (const std::shared_ptr<Stream>& stream : streams) stream->Stop();
+  for (const std::shared_ptr<Stream>& stream : streams) stream->Stop("the server is stopping");
+}
+
+void CacheEventFeed::EndStreams(const std::string& reason) {
+  std::vector<std::shared_ptr<Stream>> streams;
+  {
+    absl::MutexLock lock(&mu_);
+    streams = streams_;
+  }
+  for (const std::shared_ptr<Stream>& stream : streams) stream->Stop(reason);
 }
 
 size_t CacheEventFeed::watchers() const {

@@ -71,6 +71,10 @@ class CacheEventFeed {
   // Ends every stream with UNAVAILABLE and refuses new ones; waits for the
   // pump thread. Idempotent.
   void Stop() ABSL_LOCKS_EXCLUDED(mu_);
+  // Ends the streams open now with UNAVAILABLE and `reason`, and goes on
+  // serving new ones (a watcher that may still watch comes back with its
+  // cursor: ResumeRequest).
+  void EndStreams(const std::string& reason) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Open streams, for tests and stats.
   size_t watchers() const ABSL_LOCKS_EXCLUDED(mu_);

@@ -354,9 +354,11 @@ int Run() {
     }
     const std::shared_ptr<const access::AccessTable> table = access->Current();
     ApplyTenantQuotas(*table, settings->store, store->get());
-    // Open lanes act for credentials of the old table: their clients open
-    // new ones, authenticated against the new one.
-    service->CloseLocalLanes();
+    // Open lanes, data-plane sessions and event streams act for credentials
+    // of the old table: their clients open new ones, authenticated against
+    // the new one (UCX endpoints a revoked client keeps reach nothing: no
+    // session, and tagged messages no transfer wants are dropped).
+    service->CloseGrantedChannels();
     KVTIER_LOG(INFO) << "SIGHUP: access file reloaded tokens=" << table->token_count()
                      << " certificates=" << table->certificate_count()
                      << " tenants_with_own_quotas=" << table->quota_overrides().size();

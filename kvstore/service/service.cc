@@ -109,7 +109,11 @@ ServiceLimits ServiceLimits::FromStoreOptions(const StoreOptions& options) {
 }
 
 absl::Status ServiceLimits::Validate() const {
-  if (max_batch_pages == 0) return absl::InvalidArgumentError("max_batch_pages must be > 0");
+  if (max_batch_pages == 0 || max_batch_pages > wire::kMaxTagPages) {
+    // A tagged transfer's page index fits its tag's low bits.
+    return absl::InvalidArgumentError(
+        absl::StrFormat("max_batch_pages %d: need 1..%d", max_batch_pages, wire::kMaxTagPages));
+  }
   if (max_lookup_pages == 0) return absl::InvalidArgumentError("max_lookup_pages must be > 0");
   if (max_lookup_entries == 0) {
     return absl::InvalidArgumentError("max_lookup_entries must be > 0");

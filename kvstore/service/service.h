@@ -164,9 +164,11 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // service_local_lanes.cc. Serves local lanes from now on (OpenLocalLane
   // answers FAILED_PRECONDITION before). Call once, before serving.
   absl::Status StartLocalLanes(const LocalLaneOptions& options);
-  // Closes every open lane and forgets unspent tickets (their clients open
-  // new ones, authenticated again): after the access file changed.
-  void CloseLocalLanes();
+  // After the access file changed: closes every open lane and forgets
+  // unspent tickets, closes every data-plane session and ends every cache
+  // event stream, all of which were granted to credentials of the old
+  // table (their clients open new ones, authenticated against the new).
+  void CloseGrantedChannels();
   // Null before StartLocalLanes.
   const LocalLanes* local_lanes() const { return lanes_.get(); }
 

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
+#include "common/log.h"
 #include "common/status_macros.h"
 #include "kvstore/service/service.h"
 
@@ -106,6 +107,15 @@ void KvStoreService::StartCacheEvents(CacheEventLog* log, const CacheEventFeedOp
 
 void KvStoreService::StopCacheEvents() {
   if (feed_ != nullptr) feed_->Stop();
+}
+
+void KvStoreService::CloseGrantedChannels() {
+  if (lanes_ != nullptr) lanes_->CloseAll();
+  size_t sessions = 0;
+  if (data_plane_ != nullptr) sessions = data_plane_->CloseAll();
+  if (feed_ != nullptr) feed_->EndStreams("the access file was reloaded; watch again");
+  KVTIER_LOG(INFO) << "closed what the old access table granted: data_plane_sessions="
+                   << sessions << " event_streams=" << (feed_ != nullptr ? "ended" : "none");
 }
 
 grpc::ServerWriteReactor<v1::CacheEventBatch>* KvStoreService::WatchCacheEvents(

@@ -161,6 +161,11 @@ TEST(ServiceLimitsTest, FromStoreOptionsAndValidate) {
   EXPECT_TRUE(l.Validate().ok());
   l.max_batch_pages = 0;
   EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  // A tagged transfer's page index must fit its tag's index bits.
+  l.max_batch_pages = wire::kMaxTagPages + 1;
+  EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);
+  l.max_batch_pages = wire::kMaxTagPages;
+  EXPECT_TRUE(l.Validate().ok());
   l.max_batch_pages = 9;
   l.max_lookup_entries = 0;
   EXPECT_EQ(l.Validate().code(), absl::StatusCode::kInvalidArgument);

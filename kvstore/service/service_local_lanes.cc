@@ -25,10 +25,6 @@ absl::Status KvStoreService::StartLocalLanes(const LocalLaneOptions& options) {
   return absl::OkStatus();
 }
 
-void KvStoreService::CloseLocalLanes() {
-  if (lanes_ != nullptr) lanes_->CloseAll();
-}
-
 absl::Status KvStoreService::DoOpenLocalLane(const Caller& caller, bool may_write,
                                              v1::OpenLocalLaneResponse* response) {
   if (lanes_ == nullptr) {

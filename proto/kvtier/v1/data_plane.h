@@ -49,8 +49,11 @@ static_assert(sizeof(ReplyHeader) == 16);
 // Tagged transfers (ReservePutRequest.tagged, DataPlaneRegion.tag): page i
 // of a transfer travels with tag base + i. A base has its low
 // kTagIndexBits bits zero (the server's transfer ids, a client's tag bases),
-// so the tags of two transfers never meet.
-inline constexpr int kTagIndexBits = 32;
+// so the tags of two transfers never meet; a transfer holds at most
+// kMaxTagPages pages. The server's transfer ids are random in the other 48
+// bits.
+inline constexpr int kTagIndexBits = 16;
+inline constexpr uint32_t kMaxTagPages = uint32_t{1} << kTagIndexBits;
 inline constexpr uint64_t kTagIndexMask = (uint64_t{1} << kTagIndexBits) - 1;
 
 constexpr bool IsTagBase(uint64_t base) { return base != 0 && (base & kTagIndexMask) == 0; }
