@@ -111,15 +111,20 @@ void CudaDevice::ReleaseUploads() {
 }
 
 absl::Status CudaDevice::PrepareUploads(size_t bytes) {
+  // Each handle on its own: after a failed first call, the next creates
+  // only what is missing.
   if (copy_stream_ == nullptr) {
     RETURN_IF_ERROR(CudaStatus(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking),
                                "cudaStreamCreate (uploads)"));
+  }
+  if (queued_ == nullptr) {
     RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&queued_, cudaEventDisableTiming),
                                "cudaEventCreate"));
-    for (StagingHalf& h : halves_) {
-      RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&h.read, cudaEventDisableTiming),
-                                 "cudaEventCreate"));
-    }
+  }
+  for (StagingHalf& h : halves_) {
+    if (h.read != nullptr) continue;
+    RETURN_IF_ERROR(CudaStatus(cudaEventCreateWithFlags(&h.read, cudaEventDisableTiming),
+                               "cudaEventCreate"));
   }
   const size_t want = std::max(bytes, kUploadHalfBytes);
   if (half_bytes_ >= want) return absl::OkStatus();

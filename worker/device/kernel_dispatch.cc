@@ -20,12 +20,15 @@ namespace kvtier::worker {
 namespace {
 
 // `*buffer` when it holds `bytes`, else a bigger one from `allocate` (the
-// old one kept when that fails).
+// old one kept when that fails): at least twice the old, so that a list
+// growing a page at a time reallocates (a device-wide synchronisation on
+// CUDA) a logarithmic number of times.
 absl::StatusOr<uint8_t*> Grow(
     std::unique_ptr<DeviceBuffer>* buffer, size_t bytes,
     absl::FunctionRef<absl::StatusOr<std::unique_ptr<DeviceBuffer>>(size_t)> allocate) {
   if (*buffer == nullptr || (*buffer)->bytes() < bytes) {
-    ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger, allocate(bytes));
+    const size_t doubled = *buffer == nullptr ? 0 : 2 * (*buffer)->bytes();
+    ASSIGN_OR_RETURN(std::unique_ptr<DeviceBuffer> bigger, allocate(std::max(bytes, doubled)));
     *buffer = std::move(bigger);
   }
   return static_cast<uint8_t*>((*buffer)->data());
