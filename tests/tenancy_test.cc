@@ -394,6 +394,25 @@ TEST_F(TenancyTest, PinQuotasHoldEachTenantAlone) {
   EXPECT_EQ(Client(kOps)->Stats()->active_pins(), 2u);
 }
 
+// Unset, a tenant of the access file holds at most a quarter of the pins:
+// one that pins all it can leaves the others room.
+TEST_F(TenancyTest, ByDefaultNoTenantTakesEveryPin) {
+  ASSERT_NO_FATAL_FAILURE(Start({"--max_pins=8"}));
+  std::unique_ptr<client::StoreClient> acme = Client(kAcme);
+  std::unique_ptr<client::StoreClient> globex = Client(kGlobex);
+  std::vector<client::PutPage> pages;
+  for (uint64_t n = 1; n <= 3; ++n) pages.push_back(PageOf(n, 'a'));
+  ASSERT_TRUE(acme->BatchPut(pages).ok());
+  ASSERT_TRUE(globex->BatchPut({PageOf(1, 'g')}).ok());
+  ASSERT_TRUE(acme->Pin({KeyOf(1)}, 600'000).ok());
+  ASSERT_TRUE(acme->Pin({KeyOf(2)}, 600'000).ok());
+  const absl::Status refused = acme->Pin({KeyOf(3)}, 600'000).status();
+  EXPECT_EQ(refused.code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_THAT(std::string(refused.message()), HasSubstr("tenant_max_pins"));
+  EXPECT_TRUE(globex->Pin({KeyOf(1)}, 600'000).ok());
+  EXPECT_EQ(Client(kOps)->Stats()->active_pins(), 3u);
+}
+
 // The entry Stats gives `tenant`; fails the test when there is none.
 v1::TenantStats TenantIn(const v1::StatsResponse& stats, const std::string& tenant) {
   for (const v1::TenantStats& t : stats.tenants()) {
@@ -450,7 +469,7 @@ TEST_F(TenancyTest, ByteQuotasHoldEachTenantAloneAndFollowTheAccessFile) {
   EXPECT_EQ(g.ram_bytes(), 4 * kSlot);
   EXPECT_EQ(g.ram_pages(), 4u);
   EXPECT_EQ(g.max_ram_bytes(), 4 * kSlot);
-  EXPECT_EQ(g.max_pins(), 0u);
+  EXPECT_EQ(g.max_pins(), (1u << 20) / 4);  // a quarter of max_pins, the default
   EXPECT_EQ(g.quota_refusals(), 0u);
   EXPECT_EQ(TenantIn(*stats, "shared").ram_pages(), 1u);
 
@@ -463,7 +482,7 @@ TEST_F(TenancyTest, ByteQuotasHoldEachTenantAloneAndFollowTheAccessFile) {
   ASSERT_TRUE(stats.ok()) << stats.status();
   EXPECT_EQ(TenantIn(*stats, "acme").max_ram_bytes(), 4 * kSlot);
   EXPECT_EQ(TenantIn(*stats, "acme").max_disk_bytes(), 1048576u);
-  EXPECT_EQ(TenantIn(*stats, "acme").max_pins(), 0u);
+  EXPECT_EQ(TenantIn(*stats, "acme").max_pins(), (1u << 20) / 4);
   ASSERT_TRUE(acme->BatchPut({PageOf(4, 'a')}).ok());
   EXPECT_EQ(TenantIn(*Client(kOps)->Stats(), "acme").ram_pages(), 3u);
 }

@@ -82,6 +82,10 @@ bool IsLoopbackAddress(absl::string_view listen) {
 
 namespace {
 
+// With an access file, a tenant without pin quotas of its own holds at most
+// this share of the server's pins and of its smaller tier in pinned bytes.
+constexpr uint32_t kDefaultTenantShare = 4;
+
 absl::Status ResolveTls(const v1::ServerConfig& config, ServerSettings* s) {
   s->tls_cert_file = config.tls_cert_file();
   s->tls_key_file = config.tls_key_file();
@@ -313,6 +317,18 @@ absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& confi
   RETURN_IF_ERROR(CheckRange("max_pins", o.max_pins, 1, UINT32_MAX));
   o.tenant_max_pins = config.tenant_max_pins();
   o.tenant_max_pinned_bytes = config.tenant_max_pinned_bytes();
+  if (config.has_access_file() && !config.access_file().empty()) {
+    // Tenants share the server: pinned pages stay in their tiers and pins
+    // fill one table, so unbounded, one tenant could pin what every other
+    // tenant's puts and pins need. Unset, each holds at most a quarter.
+    if (!config.has_tenant_max_pins()) {
+      o.tenant_max_pins = std::max<uint32_t>(1, o.max_pins / kDefaultTenantShare);
+    }
+    if (!config.has_tenant_max_pinned_bytes()) {
+      o.tenant_max_pinned_bytes = std::max<uint64_t>(
+          1, std::min(o.ram.capacity_bytes, o.disk.capacity_bytes) / kDefaultTenantShare);
+    }
+  }
   o.tenant_max_ram_bytes = config.tenant_max_ram_bytes();
   o.tenant_max_disk_bytes = config.tenant_max_disk_bytes();
   if (config.has_verify_on_open()) o.verify_on_open = config.verify_on_open();

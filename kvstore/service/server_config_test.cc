@@ -114,6 +114,25 @@ TEST(ServerConfigTest, TenantQuotasReachTheStore) {
   defaults.max_pins = 3;
   defaults.max_pinned_bytes = uint64_t{5} << 30;
   EXPECT_EQ(s->store.DefaultTenantQuotas(), defaults);
+  // Tenants of an access file share the server: unset, each may hold a
+  // quarter of the pins and of the smaller tier pinned; set (0 included),
+  // the given value holds.
+  v1::ServerConfig shared;
+  shared.set_access_file("access.txt");
+  shared.set_max_pins(1000);
+  shared.mutable_ram()->set_capacity_bytes(uint64_t{1} << 30);
+  shared.mutable_disk()->set_capacity_bytes(uint64_t{8} << 30);
+  s = ResolveServerConfig(shared);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->store.tenant_max_pins, 250u);
+  EXPECT_EQ(s->store.tenant_max_pinned_bytes, uint64_t{1} << 28);
+  EXPECT_EQ(s->store.tenant_max_ram_bytes, 0u);
+  shared.set_tenant_max_pins(0);
+  shared.set_tenant_max_pinned_bytes(7);
+  s = ResolveServerConfig(shared);
+  ASSERT_TRUE(s.ok()) << s.status();
+  EXPECT_EQ(s->store.tenant_max_pins, 0u);
+  EXPECT_EQ(s->store.tenant_max_pinned_bytes, 7u);
 }
 
 TEST(ServerConfigTest, OnlyTrustedClientsGetTheArenaAndSharedMemory) {

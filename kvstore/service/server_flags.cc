@@ -58,9 +58,12 @@ ABSL_FLAG(bool, enable_reflection, false, "Serve gRPC server reflection");
 ABSL_FLAG(std::string, access_file, "",
           "Tokens and client certificates allowed in, with their tenants and roles "
           "(reloaded on SIGHUP)");
-ABSL_FLAG(uint32_t, tenant_max_pins, 0, "Most live pins of one tenant; 0: no quota");
+ABSL_FLAG(uint32_t, tenant_max_pins, 0,
+          "Most live pins of one tenant; 0: no quota. Not given, with an access_file: a "
+          "quarter of max_pins");
 ABSL_FLAG(uint64_t, tenant_max_pinned_bytes, 0,
-          "Most bytes of one tenant's pinned pages; 0: no quota");
+          "Most bytes of one tenant's pinned pages; 0: no quota. Not given, with an "
+          "access_file: a quarter of the smaller tier");
 ABSL_FLAG(uint64_t, tenant_max_ram_bytes, 0,
           "Most bytes of one tenant in the RAM tier (its puts demote its own pages first); "
           "0: no quota");
