@@ -11,8 +11,12 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -48,6 +52,21 @@ absl::Status AccessError(int err, absl::string_view what) {
   }
 }
 
+// Whether this process's effective capabilities include CAP_SYS_PTRACE
+// (bit 19 of CapEff in /proc/self/status); true when it cannot tell.
+bool HoldsPtraceCapability() {
+  constexpr int kCapSysPtrace = 19;
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("CapEff:", 0) != 0) continue;
+    uint64_t caps = 0;
+    if (!absl::SimpleHexAtoi(absl::StripAsciiWhitespace(line.substr(7)), &caps)) return true;
+    return (caps >> kCapSysPtrace) & 1;
+  }
+  return true;
+}
+
 // The peer's pid at connect, and a pidfd for that process.
 absl::Status PeerProcess(int socket_fd, pid_t* pid, int* pidfd) {
   ucred cred{};
@@ -55,6 +74,22 @@ absl::Status PeerProcess(int socket_fd, pid_t* pid, int* pidfd) {
   if (getsockopt(socket_fd, SOL_SOCKET, SO_PEERCRED, &cred, &length) != 0) {
     return absl::FailedPreconditionError(
         absl::StrCat("direct transfers: no peer credentials: ", std::strerror(errno)));
+  }
+  // The kernel checks each cross-memory call against the target's
+  // credentials at that moment, which protects a process that has since
+  // run a setuid program from a server without privilege over it; a
+  // server with that privilege (another user's, or CAP_SYS_PTRACE) could
+  // be pointed by a client at the image it exec'd. So only a client of
+  // the server's own user, and only a server that holds no such privilege
+  // beyond root's over root's own clients, gets direct transfers.
+  if (cred.uid != geteuid()) {
+    return absl::FailedPreconditionError(absl::StrFormat(
+        "direct transfers: the client runs as uid %d, this server as %d", cred.uid, geteuid()));
+  }
+  if (geteuid() != 0 && HoldsPtraceCapability()) {
+    return absl::FailedPreconditionError(
+        "direct transfers: this server holds CAP_SYS_PTRACE, which the kernel's check of "
+        "each copy would not hold against a client's setuid image");
   }
   if (cred.pid <= 0) {
     return absl::FailedPreconditionError(

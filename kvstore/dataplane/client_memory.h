@@ -13,7 +13,12 @@
 // the server reads the lane's ticket back from the address the client
 // names: only the process that holds the ticket passes, and only where
 // the kernel lets the server access it (same user, no ptrace restriction
-// in the way). Otherwise the lane works without direct transfers.
+// in the way). The client must run as the server's user, and a server
+// other than root must not hold CAP_SYS_PTRACE: the kernel checks each
+// copy against the process's credentials at that moment, which keeps a
+// setuid program the client exec's out of reach of a server without
+// privilege over it, and only of such a server. Otherwise the lane works
+// without direct transfers.
 //
 // Thread-safety: const methods may be called concurrently.
 #ifndef KVTIER_KVSTORE_DATAPLANE_CLIENT_MEMORY_H_

@@ -90,6 +90,50 @@ class ClientMemoryTest : public ::testing::Test {
 
 uint64_t Address(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 
+// A client of another user is refused before its memory is touched: a
+// server with privilege over it (root here) would otherwise reach any
+// setuid image the client exec's after the check of its ticket.
+TEST(ClientMemoryUserTest, AClientOfAnotherUserGetsNoDirectTransfers) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another user";
+  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  const std::string name = "kvtier-client-memory-user-test-" + std::to_string(getpid());
+  std::memcpy(addr.sun_path + 1, name.data(), name.size());
+  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  ASSERT_EQ(bind(listener, reinterpret_cast<const sockaddr*>(&addr), len), 0);
+  ASSERT_EQ(listen(listener, 1), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    constexpr uid_t kNobody = 65534;
+    if (setresgid(kNobody, kNobody, kNobody) != 0 || setresuid(kNobody, kNobody, kNobody) != 0) {
+      _exit(2);
+    }
+    const int s = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (connect(s, reinterpret_cast<const sockaddr*>(&addr), len) != 0) _exit(3);
+    char byte = 0;
+    while (read(s, &byte, 1) == 1) {
+    }
+    _exit(0);
+  }
+  const int sock = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
+  close(listener);
+  ASSERT_GE(sock, 0);
+  const std::string ticket(16, 't');
+  const absl::StatusOr<std::unique_ptr<ClientMemory>> memory = ClientMemory::Attach(
+      sock, Address(secret),
+      {reinterpret_cast<const uint8_t*>(ticket.data()), ticket.size()});
+  EXPECT_EQ(memory.status().code(), absl::StatusCode::kFailedPrecondition) << memory.status();
+  EXPECT_NE(memory.status().message().find("uid 65534"), absl::string_view::npos)
+      << memory.status();
+  close(sock);
+  int status = 0;
+  waitpid(child, &status, 0);
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
+}
+
 TEST_F(ClientMemoryTest, ReadsAndWritesThePeersMemory) {
   absl::StatusOr<std::unique_ptr<ClientMemory>> memory =
       ClientMemory::Attach(sock_, Address(secret), ChildSecret());

@@ -31,8 +31,16 @@ namespace kvtier::store {
 namespace {
 
 // Connections that have not said hello yet, beyond the lanes' bound: a
-// process needs no ticket to connect, so these are bounded apart.
+// process needs no ticket to connect, so these are bounded apart, and at
+// the bound the oldest is dropped for the newest (a client says hello as
+// soon as it connects; one that holds connections open without a word
+// cannot keep the others out).
 constexpr size_t kMaxPendingHellos = 16;
+// The largest request frame a lane reads: requests name pages, their bytes
+// travel in the segment (a batch of 65,536 pages takes a few MiB).
+constexpr uint32_t kMaxRequestFrameBytes = uint32_t{16} << 20;
+// A frame's buffer grows as its bytes arrive, by at least this much.
+constexpr size_t kFrameChunkBytes = size_t{1} << 20;
 // How long a lane's thread polls for the next request (AdaptiveSpin).
 constexpr std::chrono::microseconds kRequestSpin(200);
 
@@ -179,6 +187,7 @@ LocalLanes::Stats LocalLanes::stats() const {
   stats.open_lanes = open_lanes_.load();
   stats.lanes_opened = lanes_opened_.load();
   stats.hellos_refused = hellos_refused_.load();
+  stats.hellos_evicted = hellos_evicted_.load();
   stats.requests = requests_.load();
   stats.direct_lanes = direct_lanes_.load();
   stats.direct_declined = direct_declined_.load();
@@ -241,13 +250,27 @@ void LocalLanes::AcceptLoop() {
     if (fd < 0) continue;  // the peer gave up, or EMFILE: the next poll tries again
     Reap(/*all=*/false);
     absl::MutexLock lock(&mu_);
-    if (stopping_ || lanes_.size() >= options_.max_lanes + kMaxPendingHellos) {
+    if (awaiting_hellos_ >= kMaxPendingHellos) {
+      for (Lane& oldest : lanes_) {
+        if (!oldest.awaiting_hello) continue;
+        // Its thread's read of the hello fails now.
+        shutdown(oldest.fd, SHUT_RDWR);
+        oldest.awaiting_hello = false;
+        --awaiting_hellos_;
+        ++hellos_evicted_;
+        break;
+      }
+    }
+    // Open lanes are bounded by their tickets and waiting ones above; this
+    // bounds the threads of lanes still ending as well.
+    if (stopping_ || lanes_.size() >= 2 * (options_.max_lanes + kMaxPendingHellos)) {
       close(fd);
       ++hellos_refused_;
       continue;
     }
     Lane& lane = lanes_.emplace_back();
     lane.fd = fd;
+    ++awaiting_hellos_;
     lane.thread = std::thread([this, p = &lane] { ServeLane(p); });
   }
 }
@@ -268,7 +291,15 @@ void LocalLanes::Reap(bool all) {
   }
 }
 
-absl::StatusOr<LocalLanes::Opened> LocalLanes::Welcome(int fd) {
+void LocalLanes::HelloRead(Lane* lane) {
+  absl::MutexLock lock(&mu_);
+  if (!lane->awaiting_hello) return;
+  lane->awaiting_hello = false;
+  --awaiting_hellos_;
+}
+
+absl::StatusOr<LocalLanes::Opened> LocalLanes::Welcome(Lane* lane) {
+  const int fd = lane->fd;
   SetTimeout(fd, SO_RCVTIMEO, options_.io_timeout);
   SetTimeout(fd, SO_SNDTIMEO, options_.io_timeout);
   wire::LaneHello hello;
@@ -283,6 +314,7 @@ absl::StatusOr<LocalLanes::Opened> LocalLanes::Welcome(int fd) {
   do {
     n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
   } while (n < 0 && errno == EINTR);
+  HelloRead(lane);
   if (n < 0) return ErrnoStatus("local lane: hello", errno);
   // Every descriptor that came along is ours to close; the first is the segment.
   std::vector<int> received;
@@ -380,7 +412,7 @@ absl::StatusOr<LocalLanes::Opened> LocalLanes::Welcome(int fd) {
 
 void LocalLanes::ServeLane(Lane* lane) {
   const int fd = lane->fd;
-  absl::StatusOr<Opened> opened = Welcome(fd);
+  absl::StatusOr<Opened> opened = Welcome(lane);
   wire::LaneWelcome welcome;
   if (opened.ok()) {
     std::memcpy(welcome.server_proof, opened->proof.data(), opened->proof.size());
@@ -424,13 +456,18 @@ void LocalLanes::ServeLane(Lane* lane) {
       if (!status.ok()) break;
       spin.OnGap(std::chrono::steady_clock::now() - idle_since);
       if (header.bytes < sizeof(wire::LaneRequestHeader) ||
-          header.bytes > options_.max_frame_bytes) {
+          header.bytes > std::min(options_.max_frame_bytes, kMaxRequestFrameBytes)) {
         status = absl::InvalidArgumentError(
             absl::StrFormat("local lane: a frame of %d bytes", header.bytes));
         break;
       }
-      frame.resize(header.bytes);
-      status = RecvExact(fd, frame.data(), frame.size(), "local lane");
+      // Memory follows the bytes that came, not the size the header claims.
+      frame.clear();
+      while (status.ok() && frame.size() < header.bytes) {
+        const size_t have = frame.size();
+        frame.resize(std::min<size_t>(header.bytes, have + std::max(kFrameChunkBytes, have)));
+        status = RecvExact(fd, frame.data() + have, frame.size() - have, "local lane");
+      }
       if (!status.ok()) break;
       wire::LaneRequestHeader request;
       std::memcpy(&request, frame.data(), sizeof(request));

@@ -110,6 +110,9 @@ class LocalLanes {
     uint64_t open_lanes = 0;
     uint64_t lanes_opened = 0;
     uint64_t hellos_refused = 0;
+    // Connections dropped before their hello because newer ones came while
+    // the most were waiting (a local process needs no ticket to connect).
+    uint64_t hellos_evicted = 0;
     uint64_t requests = 0;
     uint64_t mapped_bytes = 0;
     // Lanes opened with direct transfers, and offers of them declined (the
@@ -133,6 +136,8 @@ class LocalLanes {
     int fd = -1;
     std::thread thread;
     std::atomic<bool> done{false};
+    // Connected, its hello not read yet (guarded by mu_).
+    bool awaiting_hello = true;
   };
 
   LocalLanes(const LocalLaneOptions& options, Handler handler, int listen_fd, int wake_fd,
@@ -147,7 +152,10 @@ class LocalLanes {
     uint64_t segment_bytes = 0;
     std::unique_ptr<ClientMemory> client;  // null: no direct transfers
   };
-  absl::StatusOr<Opened> Welcome(int fd);
+  absl::StatusOr<Opened> Welcome(Lane* lane);
+  // The lane's hello has come (or its read failed): it no longer counts
+  // among the connections awaiting one.
+  void HelloRead(Lane* lane) ABSL_LOCKS_EXCLUDED(mu_);
   absl::StatusOr<PendingTicket> SpendTicket(const Secret& secret);
   // Joins the threads of lanes that ended. With `all`, waits for every lane.
   void Reap(bool all);
@@ -171,10 +179,13 @@ class LocalLanes {
   uint32_t held_total_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t mapped_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   std::list<Lane> lanes_ ABSL_GUARDED_BY(mu_);
+  // Lanes with awaiting_hello set: at most kMaxPendingHellos.
+  size_t awaiting_hellos_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
 
   std::atomic<uint64_t> lanes_opened_{0};
   std::atomic<uint64_t> hellos_refused_{0};
+  std::atomic<uint64_t> hellos_evicted_{0};
   std::atomic<uint64_t> requests_{0};
   std::atomic<uint64_t> open_lanes_{0};
   std::atomic<uint64_t> direct_lanes_{0};

@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -411,6 +412,60 @@ TEST_F(LocalLanesTest, AConnectionThatSaysNothingIsDropped) {
   EXPECT_NE(welcome.code, 0);
   EXPECT_TRUE(ClosedByServer(sock));
   EXPECT_EQ(lanes_->stats().open_lanes, 0u);
+}
+
+// The socket needs no ticket: connections that never say hello are held
+// at most 16 at a time, the oldest dropped for the newest, and none of
+// them keeps a client with a ticket from opening its lane.
+TEST_F(LocalLanesTest, SilentConnectionsCannotKeepLanesOut) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  std::vector<int> silent;
+  for (int i = 0; i < 40; ++i) silent.push_back(Track(Connect(lanes_->socket_name())));
+  // Each new one past 16 drops the oldest then waiting.
+  const absl::Time deadline = absl::Now() + absl::Seconds(10);
+  while (lanes_->stats().hellos_evicted < 24 && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  EXPECT_EQ(lanes_->stats().hellos_evicted, 24u);
+  for (int i = 0; i < 24; ++i) EXPECT_TRUE(ClosedByServer(silent[i])) << i;
+  for (int round = 0; round < 3; ++round) {
+    Open lane = OpenLane(1);
+    EXPECT_EQ(Call(lane.sock, 1, "in").code, 0) << round;
+    silent.push_back(Track(Connect(lanes_->socket_name())));
+  }
+  AwaitOpenLanes(3);
+}
+
+// A frame's header claims its size; the server's memory follows the bytes
+// that come. A request frame over 16 MiB is refused whatever the bound.
+TEST_F(LocalLanesTest, AFrameHeaderAloneHoldsNoMemory) {
+  ASSERT_NO_FATAL_FAILURE(Start());
+  ASSERT_EQ(lanes_->options().max_frame_bytes, uint32_t{256} << 20);
+  auto rss_kib = [] {
+    std::ifstream status("/proc/self/status");
+    std::string line;
+    while (std::getline(status, line)) {
+      if (line.rfind("VmRSS:", 0) == 0) return std::stoll(line.substr(6));
+    }
+    return -1LL;
+  };
+  const long long before = rss_kib();
+  std::vector<Open> lanes;
+  for (int i = 0; i < 4; ++i) {
+    lanes.push_back(OpenLane(1 + i));
+    const wire::FrameHeader claim{(uint32_t{16} << 20)};
+    ASSERT_EQ(send(lanes.back().sock, &claim, sizeof(claim), MSG_NOSIGNAL), 4);
+    const std::string start(sizeof(wire::LaneRequestHeader), '\0');
+    ASSERT_EQ(send(lanes.back().sock, start.data(), start.size(), MSG_NOSIGNAL),
+              static_cast<ssize_t>(start.size()));
+  }
+  absl::SleepFor(absl::Milliseconds(100));
+  // Four claims of 16 MiB took at most a chunk each, not 64 MiB.
+  EXPECT_LT(rss_kib() - before, 16 * 1024) << "KiB";
+  Open over = OpenLane(9);
+  const wire::FrameHeader too_big{(uint32_t{16} << 20) + 1};
+  ASSERT_EQ(send(over.sock, &too_big, sizeof(too_big), MSG_NOSIGNAL), 4);
+  EXPECT_TRUE(ClosedByServer(over.sock));
 }
 
 TEST(LocalLaneOptionsTest, ValidateNamesTheBadOption) {
