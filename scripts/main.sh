@@ -2,7 +2,8 @@
 # The main job: installs what is missing, builds, starts a single-node
 # kvtier-server with its embedded defaults (data under ./kvtier-data, 1 GiB
 # RAM tier, 8 GiB disk tier, 127.0.0.1:50051), runs SmolLM2-135M-Instruct
-# over a long prompt with the ArkVale policy at 1/8 of the KV cache, its
+# over a long document (prose notes hiding a secret code, then the question)
+# with the ArkVale policy at 1/8 of the KV cache, its
 # evicted pages backed up to and recalled from that server, compares the
 # output with a full-cache run, then asks the same document a second
 # question, once loading its stored prefix from the server (prefix reuse)
@@ -11,7 +12,8 @@
 # downloads the model (~93 MB) into .cache/; later runs reuse it.
 #
 # Environment: KVTIER_PROMPT_TOKENS (default 2048), KVTIER_STEPS (96),
-# KVTIER_BUDGET_FRACTION (8), KVTIER_POLICY (arkvale).
+# KVTIER_BUDGET_FRACTION (8), KVTIER_POLICY (arkvale), KVTIER_DOCUMENT
+# (travel; workshop, or landmark: the papers' repeated sentences).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
@@ -52,7 +54,8 @@ run_demo() {
     "${KVTIER_POLICY:-arkvale} on $1, pages in kvtier-server"
   "$eval_bin" longrun --model "$KVTIER_SMOLLM2_GGUF" --target "$target" --device "$1" \
     --prompt_tokens "${KVTIER_PROMPT_TOKENS:-2048}" --steps "${KVTIER_STEPS:-96}" \
-    --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}"
+    --budget_fraction "${KVTIER_BUDGET_FRACTION:-8}" --policy "${KVTIER_POLICY:-arkvale}" \
+    --document "${KVTIER_DOCUMENT:-travel}"
 }
 if ! run_demo "$device"; then
   [ "$device" = cpu ] && exit 1

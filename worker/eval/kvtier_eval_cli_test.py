@@ -14,6 +14,8 @@ refused. digests: one row per (page size, digest, selection, k), every
 query ranked, recall and mass in range and mass growing with k, bad page
 sizes refused. prefix: one shared document through an in-process store,
 its row consistent with what was loaded, the hand-off timed apart.
+longrun: the main job's run in-process on a prose and the landmark
+document; an unknown document refused.
 
 Run by CTest: KVTIER_BIN_DIR (kvtier-eval), MODEL_DIR (stories260K),
 KVTIER_ROOT (the source tree, for ops/eval/needle_report.py)."""
@@ -311,6 +313,25 @@ def prefix():
     print("kvtier-eval prefix: ok")
 
 
+def longrun():
+    """The main job's run, in-process: each document names its secret, both
+    runs and the second question print; an unknown document is refused."""
+    for document, secret in (("workshop", "secret code"), ("landmark", "passkey 31415")):
+        run = subprocess.run([BIN, "longrun"] + MODEL_FLAGS +
+                             ["--target", "", "--document", document, "--prompt_tokens", "400",
+                              "--steps", "8", "--budget_fraction", "2", "--answer_steps", "2"],
+                             capture_output=True, text=True, timeout=600)
+        check(run.returncode == 0, f"exit {run.returncode}: {run.stderr[-2000:]}")
+        check(f"({document}" in run.stderr or document == "landmark", run.stderr[-2000:])
+        check(secret in run.stderr, run.stderr[-2000:])
+        check("budgeted (arkvale):" in run.stdout and "full cache:" in run.stdout, run.stdout)
+        check("second question, with reuse:" in run.stdout, run.stdout)
+        check("greedy agreement with the full cache" in run.stderr, run.stderr[-2000:])
+    expect_refused(["longrun"] + MODEL_FLAGS + ["--target", "", "--document", "poems"],
+                   "poems")
+    print("kvtier-eval longrun: ok")
+
+
 if __name__ == "__main__":
     needles()
     needle_allocators()
@@ -318,3 +339,4 @@ if __name__ == "__main__":
     continuation()
     digests()
     prefix()
+    longrun()

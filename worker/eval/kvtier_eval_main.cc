@@ -77,6 +77,9 @@ ABSL_FLAG(int, prompt_tokens, 2048, "longrun: prompt tokens");
 ABSL_FLAG(int, steps, 96, "longrun: greedy decode steps");
 ABSL_FLAG(int, budget_fraction, 8, "longrun: budget = context / this");
 ABSL_FLAG(std::string, policy, "arkvale", "longrun: policy");
+ABSL_FLAG(std::string, document, "travel",
+          "longrun: the filler around the secret (travel, workshop: prose; landmark: the "
+          "papers' repeated sentences)");
 ABSL_FLAG(int, progress_every, 16, "longrun: steps between progress lines");
 ABSL_FLAG(bool, second_question, true,
           "longrun: then ask the same document another question, with prefix reuse and without");
@@ -313,6 +316,7 @@ absl::Status Main(const std::string& command) {
     client::ApplySecurityFlags(&o.client);
     o.policy = absl::GetFlag(FLAGS_policy);
     o.prompt_tokens = absl::GetFlag(FLAGS_prompt_tokens);
+    o.filler = absl::GetFlag(FLAGS_document);
     o.steps = absl::GetFlag(FLAGS_steps);
     o.budget_fraction = absl::GetFlag(FLAGS_budget_fraction);
     o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));

@@ -9,6 +9,7 @@
 #include "absl/time/clock.h"
 #include "common/status_macros.h"
 #include "worker/eval/model_session.h"
+#include "worker/eval/needle_suite.h"
 #include "worker/eval/passkey.h"
 #include "worker/eval/prefix_eval.h"
 #include "worker/model/dense_attention_backend.h"
@@ -28,6 +29,7 @@ std::string Mib(double bytes) { return absl::StrFormat("%.1f MiB", bytes / (1 <<
 }  // namespace
 
 absl::Status LongRunOptions::Validate() const {
+  RETURN_IF_ERROR(ParseNeedleFiller(filler).status());
   if (prompt_tokens < 64 || steps < 1 || budget_fraction < 1 || page_size < 1 ||
       progress_every < 1 || answer_steps < 1) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -67,14 +69,57 @@ Agreement Compare(const std::vector<int>& got, const std::vector<int>& want) {
   return a;
 }
 
-bool Answered(const PasskeyPrompt& p, const std::vector<int>& out) {
-  return out.size() >= p.answer.size() &&
-         std::equal(p.answer.begin(), p.answer.end(), out.begin());
+// The long run's document: a secret in a filler, asked for at the end.
+struct Document {
+  std::vector<int> tokens;  // the prompt, BOS included
+  std::vector<int> answer;  // " KEY"
+  std::string key;
+  std::string about;        // for the progress lines
+  // The same document asking another question (the prefix reuse request),
+  // and that question.
+  std::string second_question;
+  std::string question2;
+};
+
+absl::StatusOr<Document> MakeDocument(const model::LoadedModel& m, const LongRunOptions& o) {
+  Document d;
+  ASSIGN_OR_RETURN(const NeedleFiller filler, ParseNeedleFiller(o.filler));
+  if (filler == NeedleFiller::kLandmark) {
+    PasskeyPrompt p;
+    ASSIGN_OR_RETURN(p, FitPasskeyPrompt(m, {.depth = 0.5, .passkey = 31415}, o.prompt_tokens));
+    std::string text;
+    ASSIGN_OR_RETURN(text, BuildPasskeyPrompt(p.c));
+    d.tokens = std::move(p.tokens);
+    d.answer = std::move(p.answer);
+    d.key = "31415";
+    d.about = "landmark filler, passkey 31415 at 50% depth";
+    d.second_question = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
+    d.question2 = std::string(kQuestion2).substr(1);
+    return d;
+  }
+  const NeedleCase c{.task = NeedleTask::kPasskey, .filler = filler,
+                     .format = KeyFormat::kDigits, .depth = 0.5, .seed = 31415};
+  NeedlePrompt p;
+  // Room for the answer: the prompt itself may take prompt_tokens.
+  ASSIGN_OR_RETURN(p, FitNeedlePrompt(m, c, static_cast<uint32_t>(o.prompt_tokens) + 8));
+  d.tokens = std::move(p.tokens);
+  d.answer = std::move(p.answer);
+  d.key = p.text.key;
+  d.about = absl::StrCat(o.filler, " notes, secret code ", d.key, " at 50% depth");
+  d.question2 = "Question: Which code did the notes ask you to remember? Answer: The code is";
+  d.second_question =
+      p.text.prompt.substr(0, p.text.prompt.rfind("\n\nQuestion:")) + "\n\n" + d.question2;
+  return d;
+}
+
+bool Answered(const Document& d, const std::vector<int>& out) {
+  return out.size() >= d.answer.size() &&
+         std::equal(d.answer.begin(), d.answer.end(), out.begin());
 }
 
 // The budgeted run, with a progress line every `progress_every` steps.
 absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
-                                      model::WorkerAttentionBackend& b, const PasskeyPrompt& p,
+                                      model::WorkerAttentionBackend& b, const Document& p,
                                       const LongRunOptions& o, std::vector<int>* got) {
   const int n0 = static_cast<int>(p.tokens.size());
   absl::Time t0 = absl::Now();
@@ -102,18 +147,15 @@ absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
 // The same document, another question: once admitted with prefix reuse
 // (the pages the budgeted run stored), once recomputed.
 absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend& b,
-                      const PasskeyPrompt& p, double first_prefill_s, const LongRunOptions& o) {
-  std::string text;
-  ASSIGN_OR_RETURN(text, BuildPasskeyPrompt(p.c));
-  text = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
+                      const Document& p, double first_prefill_s, const LongRunOptions& o) {
   std::vector<int> prompt;
-  ASSIGN_OR_RETURN(prompt, Encode(m, text, true));
+  ASSIGN_OR_RETURN(prompt, Encode(m, p.second_question, true));
   ASSIGN_OR_RETURN(model::ReuseEstimator estimator,
                    model::ReuseEstimator::Create(m.weights.config));
   // The budgeted run measured the prefill speed.
   estimator.ObservePrefill(0, static_cast<uint32_t>(p.tokens.size()), first_prefill_s);
-  Say(absl::StrFormat("second request: the same document, another question (%zu tokens):%s",
-                      prompt.size(), kQuestion2));
+  Say(absl::StrFormat("second request: the same document, another question (%zu tokens): %s",
+                      prompt.size(), p.question2));
   Answer reused, computed;
   ASSIGN_OR_RETURN(reused, Ask(m, b, prompt, o.answer_steps, estimator, true, o.device));
   Say("  with prefix reuse: " + reused.report.DebugString());
@@ -140,16 +182,16 @@ absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend
 absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   RETURN_IF_ERROR(o.Validate());
   const model::AttentionShape shape = m.weights.config.attention_shape();
-  PasskeyPrompt p;
-  ASSIGN_OR_RETURN(p, FitPasskeyPrompt(m, {.depth = 0.5, .passkey = 31415}, o.prompt_tokens));
+  Document p;
+  ASSIGN_OR_RETURN(p, MakeDocument(m, o));
   const int context = static_cast<int>(p.tokens.size()) + o.steps;
   // The full policy keeps the model's whole context (budget 0).
   const int budget =
       o.policy == "full" ? 0 : std::max(2 * o.page_size, context / o.budget_fraction);
-  Say(absl::StrFormat("prompt: %zu tokens (passkey 31415 at 50%% depth), %d greedy steps, "
+  Say(absl::StrFormat("prompt: %zu tokens (%s), %d greedy steps, "
                       "policy %s, budget %d tokens per layer (1/%d of %d), pages of %d tokens",
-                      p.tokens.size(), o.steps, o.policy, budget, o.budget_fraction, context,
-                      o.page_size));
+                      p.tokens.size(), p.about, o.steps, o.policy, budget, o.budget_fraction,
+                      context, o.page_size));
   std::unique_ptr<worker::ClientPageStore> store;
   if (!o.target.empty()) {
     ASSIGN_OR_RETURN(store, worker::ClientPageStore::Connect(o.target, o.client));
@@ -170,7 +212,7 @@ absl::Status RunLong(const model::LoadedModel& m, const LongRunOptions& o) {
   std::printf("budgeted (%s): %s\nfull cache:      %s\n", o.policy.c_str(),
               DecodeText(m, p.tokens.back(), got).c_str(),
               DecodeText(m, p.tokens.back(), want).c_str());
-  Say(absl::StrFormat("passkey 31415: budgeted run %s, full cache %s",
+  Say(absl::StrFormat("secret %s: budgeted run %s, full cache %s", p.key,
                       Answered(p, got) ? "correct" : "wrong",
                       Answered(p, want) ? "correct" : "wrong"));
   const Agreement a = Compare(got, want);

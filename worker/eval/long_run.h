@@ -20,6 +20,12 @@ struct LongRunOptions {
   client::ClientOptions client;             // how to reach it (TLS)
   std::string policy = "arkvale";
   int prompt_tokens = 2048;  // passkey prompt size (at most)
+  // The document around the secret: "travel" or "workshop" (prose notes,
+  // needle_suite.h; a six-digit code at half depth) or "landmark" (the
+  // papers' five sentences repeated, passkey 31415). On the landmark
+  // filler a budgeted run loops where the full cache cycles the filler
+  // (worker/eval/README.md says why), so the prose is the default.
+  std::string filler = "travel";
   int steps = 96;            // greedy decode steps
   int budget_fraction = 8;   // budget = (prompt + steps) / fraction tokens
   int page_size = 16;
