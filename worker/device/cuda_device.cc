@@ -20,9 +20,11 @@ class CudaBuffer : public DeviceBuffer {
       : ordinal_(ordinal), data_(data), bytes_(bytes) {}
   ~CudaBuffer() override {
     // A failure here leaves nothing to undo; the memory is the driver's again
-    // when the context goes.
+    // when the context goes. Its error is consumed, or the next kernel
+    // launch's check (cudaGetLastError) would report it as its own.
     cudaSetDevice(ordinal_);
     cudaFree(data_);
+    cudaGetLastError();
   }
   void* data() override { return data_; }
   size_t bytes() const override { return bytes_; }
@@ -36,7 +38,10 @@ class CudaBuffer : public DeviceBuffer {
 class PinnedHostBuffer : public DeviceBuffer {
  public:
   PinnedHostBuffer(void* data, size_t bytes) : data_(data), bytes_(bytes) {}
-  ~PinnedHostBuffer() override { cudaFreeHost(data_); }
+  ~PinnedHostBuffer() override {
+    cudaFreeHost(data_);
+    cudaGetLastError();  // as ~CudaBuffer
+  }
   void* data() override { return data_; }
   size_t bytes() const override { return bytes_; }
 
@@ -95,6 +100,7 @@ CudaDevice::~CudaDevice() {
   }
   cudaStreamSynchronize(stream_);
   cudaStreamDestroy(stream_);
+  cudaGetLastError();  // as ~CudaBuffer
 }
 
 void CudaDevice::ReleaseUploads() {
