@@ -65,6 +65,33 @@ class SecureDataPlaneTest : public ::testing::Test {
     }
   }
 
+  // A client of the running server acting for `token`; `options` as given
+  // otherwise.
+  std::unique_ptr<client::StoreClient> ConnectAs(const std::string& token,
+                                                 client::ClientOptions options = {}) {
+    options.deadline_ms = 10'000;
+    options.token = token;
+    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
+        client::StoreClient::Connect(server_->target(), options);
+    EXPECT_TRUE(c.ok()) << c.status();
+    return c.ok() ? *std::move(c) : nullptr;
+  }
+
+  // An access file admitting acme and, unless `only_acme`, globex.
+  std::string WriteAccess(bool only_acme = false) {
+    const std::string path = dir_.path() + "/access.txt";
+    std::ofstream out(path, std::ios::trunc);
+    out << "tenant=acme role=tenant token_sha256=" << access::HashToken(kAcmeToken) << "\n";
+    if (!only_acme) {
+      out << "tenant=globex role=tenant token_sha256=" << access::HashToken(kGlobexToken)
+          << "\n";
+    }
+    return path;
+  }
+
+  static constexpr char kAcmeToken[] = "acme-token-0123456789";
+  static constexpr char kGlobexToken[] = "globex-token-0123456789";
+
   TempDir dir_;
   std::unique_ptr<ServerProcess> server_;
   std::unique_ptr<client::StoreClient> client_;
@@ -125,23 +152,10 @@ TEST_F(SecureDataPlaneTest, OverANetworkTransportTheServerMovesTheBytes) {
 // same tenant: a session is its opener's, and a request message acts for
 // the session's owner.
 TEST_F(SecureDataPlaneTest, ClientsOfTwoTenantsInOneProcessShareNoSession) {
-  const std::string access = dir_.path() + "/access.txt";
-  std::ofstream(access) << "tenant=acme role=tenant token_sha256="
-                        << access::HashToken("acme-token-0123456789") << "\n"
-                        << "tenant=globex role=tenant token_sha256="
-                        << access::HashToken("globex-token-0123456789") << "\n";
+  const std::string access = WriteAccess();
   ASSERT_NO_FATAL_FAILURE(Start({"--trusted_local_clients", "--access_file=" + access}));
-  auto connect = [&](const std::string& token) {
-    client::ClientOptions options;
-    options.deadline_ms = 10'000;
-    options.token = token;
-    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
-        client::StoreClient::Connect(server_->target(), options);
-    EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? *std::move(c) : nullptr;
-  };
-  std::unique_ptr<client::StoreClient> acme = connect("acme-token-0123456789");
-  std::unique_ptr<client::StoreClient> globex = connect("globex-token-0123456789");
+  std::unique_ptr<client::StoreClient> acme = ConnectAs(kAcmeToken);
+  std::unique_ptr<client::StoreClient> globex = ConnectAs(kGlobexToken);
   const OddPages pages = MakeOddPages(4, 9);
   ASSERT_TRUE(acme->BatchPut(pages.puts).ok());
   absl::StatusOr<std::vector<client::GotPage>> got = globex->BatchGet(pages.keys);
@@ -160,34 +174,22 @@ TEST_F(SecureDataPlaneTest, ClientsOfTwoTenantsInOneProcessShareNoSession) {
 // admitted opens a new one and goes on; a revoked one gets none.
 TEST_F(SecureDataPlaneTest, ReloadingTheAccessFileClosesTheSessionsItGranted) {
   ASSERT_EQ(setenv("UCX_TLS", "tcp", 1), 0);
-  const std::string access = dir_.path() + "/access.txt";
-  const std::string acme_line = absl::StrCat(
-      "tenant=acme role=tenant token_sha256=", access::HashToken("acme-token-0123456789"), "\n");
-  std::ofstream(access) << acme_line << "tenant=globex role=tenant token_sha256="
-                        << access::HashToken("globex-token-0123456789") << "\n";
+  const std::string access = WriteAccess();
   ASSERT_NO_FATAL_FAILURE(Start({"--access_file=" + access, "--nolocal_lanes"},
                                 client::UcxPutMode::kTagged, /*lanes=*/false));
-  auto connect = [&](const std::string& token) {
-    client::ClientOptions options;
-    options.deadline_ms = 10'000;
-    options.token = token;
-    options.local_lanes = false;
-    options.ucx_put_mode = client::UcxPutMode::kTagged;
-    options.ucx_reopen_interval_ms = 1;
-    absl::StatusOr<std::unique_ptr<client::StoreClient>> c =
-        client::StoreClient::Connect(server_->target(), options);
-    EXPECT_TRUE(c.ok()) << c.status();
-    return c.ok() ? *std::move(c) : nullptr;
-  };
-  std::unique_ptr<client::StoreClient> acme = connect("acme-token-0123456789");
-  std::unique_ptr<client::StoreClient> globex = connect("globex-token-0123456789");
+  client::ClientOptions options;
+  options.local_lanes = false;
+  options.ucx_put_mode = client::UcxPutMode::kTagged;
+  options.ucx_reopen_interval_ms = 1;
+  std::unique_ptr<client::StoreClient> acme = ConnectAs(kAcmeToken, options);
+  std::unique_ptr<client::StoreClient> globex = ConnectAs(kGlobexToken, options);
   const OddPages pages = MakeOddPages(4, 9);
   ASSERT_TRUE(acme->BatchPut(pages.puts).ok());
   ASSERT_TRUE(globex->BatchPut(pages.puts).ok());
   EXPECT_EQ(acme->data_plane_stats().sessions_opened, 1u);
   EXPECT_EQ(globex->data_plane_stats().sessions_opened, 1u);
 
-  std::ofstream(access, std::ios::trunc) << acme_line;  // globex revoked
+  WriteAccess(/*only_acme=*/true);  // globex revoked
   ASSERT_TRUE(server_->Signal(SIGHUP).ok());
   ASSERT_TRUE(server_->AwaitStderr("data_plane_sessions=2").ok()) << server_->StderrText();
   EXPECT_EQ(globex->BatchGet(pages.keys).status().code(), absl::StatusCode::kUnauthenticated);

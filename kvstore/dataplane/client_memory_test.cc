@@ -25,6 +25,29 @@ char secret[16] = "0123456789abcde";
 char child_page[4096];
 char child_inbox[64];
 
+// A listening abstract Unix socket named `prefix` + our pid; fd -1 when it
+// cannot be made.
+struct Listener {
+  int fd = -1;
+  sockaddr_un addr{};
+  socklen_t len = 0;
+};
+Listener Listen(const std::string& prefix) {
+  Listener l;
+  const int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return l;
+  l.addr.sun_family = AF_UNIX;
+  const std::string name = prefix + std::to_string(getpid());
+  std::memcpy(l.addr.sun_path + 1, name.data(), name.size());
+  l.len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  if (bind(fd, reinterpret_cast<const sockaddr*>(&l.addr), l.len) != 0 || listen(fd, 1) != 0) {
+    close(fd);
+    return l;
+  }
+  l.fd = fd;
+  return l;
+}
+
 class ClientMemoryTest : public ::testing::Test {
  protected:
   // Forks a child that connects to a listening socket of ours, writes
@@ -34,15 +57,10 @@ class ClientMemoryTest : public ::testing::Test {
     if (!kvtier::testing::CrossMemoryAttachWorks()) {
       GTEST_SKIP() << "this host refuses cross-memory attach to a child process";
     }
-    const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    ASSERT_GE(listener, 0);
-    sockaddr_un addr{};
-    addr.sun_family = AF_UNIX;
-    const std::string name = "kvtier-client-memory-test-" + std::to_string(getpid());
-    std::memcpy(addr.sun_path + 1, name.data(), name.size());
-    const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-    ASSERT_EQ(bind(listener, reinterpret_cast<const sockaddr*>(&addr), len), 0);
-    ASSERT_EQ(listen(listener, 1), 0);
+    const Listener listener = Listen("kvtier-client-memory-test-");
+    ASSERT_GE(listener.fd, 0);
+    const sockaddr_un& addr = listener.addr;
+    const socklen_t len = listener.len;
     child_ = fork();
     ASSERT_GE(child_, 0);
     if (child_ == 0) {
@@ -58,8 +76,8 @@ class ClientMemoryTest : public ::testing::Test {
       }
       _exit(0);
     }
-    sock_ = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-    close(listener);
+    sock_ = accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC);
+    close(listener.fd);
     ASSERT_GE(sock_, 0);
     char ready = 0;
     ASSERT_EQ(read(sock_, &ready, 1), 1);
@@ -95,15 +113,10 @@ uint64_t Address(const void* p) { return reinterpret_cast<uintptr_t>(p); }
 // setuid image the client exec's after the check of its ticket.
 TEST(ClientMemoryUserTest, AClientOfAnotherUserGetsNoDirectTransfers) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to run a child as another user";
-  const int listener = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  ASSERT_GE(listener, 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  const std::string name = "kvtier-client-memory-user-test-" + std::to_string(getpid());
-  std::memcpy(addr.sun_path + 1, name.data(), name.size());
-  const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
-  ASSERT_EQ(bind(listener, reinterpret_cast<const sockaddr*>(&addr), len), 0);
-  ASSERT_EQ(listen(listener, 1), 0);
+  const Listener listener = Listen("kvtier-client-memory-user-test-");
+  ASSERT_GE(listener.fd, 0);
+  const sockaddr_un& addr = listener.addr;
+  const socklen_t len = listener.len;
   const pid_t child = fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
@@ -118,8 +131,8 @@ TEST(ClientMemoryUserTest, AClientOfAnotherUserGetsNoDirectTransfers) {
     }
     _exit(0);
   }
-  const int sock = accept4(listener, nullptr, nullptr, SOCK_CLOEXEC);
-  close(listener);
+  const int sock = accept4(listener.fd, nullptr, nullptr, SOCK_CLOEXEC);
+  close(listener.fd);
   ASSERT_GE(sock, 0);
   const std::string ticket(16, 't');
   const absl::StatusOr<std::unique_ptr<ClientMemory>> memory = ClientMemory::Attach(
