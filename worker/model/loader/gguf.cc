@@ -1,6 +1,9 @@
 #include "worker/model/loader/gguf.h"
 
+#include <algorithm>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -11,6 +14,9 @@ namespace {
 
 constexpr uint32_t kMaxDims = 4;
 constexpr int kMaxArrayDepth = 4;
+// Metadata array elements of a file, all arrays together: a vocabulary and
+// its merges take well under a million (Llama 3: 128K tokens, 280K merges).
+constexpr uint64_t kMaxArrayElements = uint64_t{1} << 22;
 
 bool IsKnownValueType(uint32_t t) { return t <= 12; }
 
@@ -92,6 +98,7 @@ class GgufFile::Parser {
 
   absl::Span<const uint8_t> bytes_;
   size_t pos_ = 0;
+  uint64_t array_elements_ = 0;  // read so far, all arrays together
 };
 
 absl::Status GgufFile::Parser::ReadScalar(GgufValue& v) {
@@ -150,6 +157,14 @@ absl::Status GgufFile::Parser::ReadArray(GgufValue& v, int depth) {
         "GGUF truncated: array of ", n, " elements at offset ", pos_,
         " cannot fit in the ", left(), " bytes left"));
   }
+  // An element takes a GgufValue here (~100 bytes) where a u8 takes one
+  // byte in the file: the elements of all arrays are bounded together.
+  if (n > kMaxArrayElements - array_elements_) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "GGUF metadata arrays hold more than ", kMaxArrayElements,
+        " elements together (an array of ", n, " at offset ", pos_, ")"));
+  }
+  array_elements_ += n;
   v.array.reserve(n);
   for (uint64_t e = 0; e < n; ++e) {
     ASSIGN_OR_RETURN(GgufValue elem, ReadValue(et, depth + 1));
@@ -224,8 +239,8 @@ absl::StatusOr<RawTensorInfo> ParseTensorInfo(GgufFile::Parser& p,
   for (uint32_t d = 0; d < n_dims; ++d) {
     ASSIGN_OR_RETURN(uint64_t ne, p.Read<uint64_t>("tensor dim"));
     // 2^40 values bounds every product below and any model this runs.
-    if (ne == 0 || ne > (uint64_t{1} << 40) ||
-        n_values * ne > (uint64_t{1} << 40)) {
+    // (Divided, not multiplied: the product itself could wrap.)
+    if (ne == 0 || ne > (uint64_t{1} << 40) || ne > (uint64_t{1} << 40) / n_values) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor '", tensor.name, "' has a bad dim ", ne));
     }
@@ -309,6 +324,22 @@ absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
           path, ": duplicate tensor name '", tensor.name, "'"));
     }
     file->tensors_.push_back(std::move(tensor));
+  }
+  // Tensors share no bytes: each is read and dequantized on its own, so a
+  // file whose tensors all name the same bytes would cost the memory of a
+  // model many times its size.
+  std::vector<std::pair<uint64_t, uint64_t>> ranges;  // [offset, end)
+  ranges.reserve(infos.size());
+  for (const RawTensorInfo& info : infos) {
+    if (info.n_bytes > 0) ranges.emplace_back(info.offset, info.offset + info.n_bytes);
+  }
+  std::sort(ranges.begin(), ranges.end());
+  for (size_t i = 1; i < ranges.size(); ++i) {
+    if (ranges[i].first < ranges[i - 1].second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          path, ": tensors overlap (data bytes ", ranges[i - 1].first, "..",
+          ranges[i - 1].second, " and ", ranges[i].first, "..", ranges[i].second, ")"));
+    }
   }
   return file;
 }

@@ -170,6 +170,41 @@ TEST(GgufTest, TensorOutOfBounds) {
   EXPECT_THAT(f.status().message(), HasSubstr("past the end"));
 }
 
+// Each tensor is read on its own: tensors naming the same bytes would make
+// a small file cost a large model's memory.
+TEST(GgufTest, TensorsThatShareBytesAreRefused) {
+  GgufTestWriter w = SmallFile();
+  const int t = w.AddTensor("again", 0, {4}, std::string(16, '\0'));
+  w.ForceOffset(t, 0);  // the bytes of "vec"
+  auto f = OpenBytes(w.Build());
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(f.status().message(), HasSubstr("overlap"));
+}
+
+// 2^32 x 2^32 values wrap to 0 in 64 bits: refused as a bad dim.
+TEST(GgufTest, DimsWhoseProductWrapsAreRefused) {
+  GgufTestWriter w;
+  w.AddTensor("huge", 0, {uint64_t{1} << 32, uint64_t{1} << 32}, "");
+  auto f = OpenBytes(w.Build());
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(f.status().message(), HasSubstr("bad dim 4294967296"));
+}
+
+// A u8 array element is a byte in the file and a GgufValue in memory: the
+// elements of all arrays are bounded together.
+TEST(GgufTest, MetadataArraysAreBoundedTogether) {
+  auto u8_array = [](uint64_t n) { return EncodeU32(0) + EncodeU64(n) + std::string(n, '\1'); };
+  GgufTestWriter w;
+  w.AddRaw("a", 9, u8_array(16));
+  EXPECT_TRUE(OpenBytes(w.Build()).ok());
+  // One element more than the 2^22 both may hold: refused before the
+  // second array's elements are expanded.
+  w.AddRaw("b", 9, u8_array((uint64_t{1} << 22) - 15));
+  auto f = OpenBytes(w.Build());
+  EXPECT_EQ(f.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(f.status().message(), HasSubstr("arrays hold more than 4194304"));
+}
+
 TEST(GgufTest, MisalignedOffset) {
   GgufTestWriter w = SmallFile();
   w.ForceOffset(0, 4);

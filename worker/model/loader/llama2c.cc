@@ -71,12 +71,22 @@ absl::StatusOr<ModelWeights> LoadLlama2cCheckpoint(const std::string& path) {
 
   const uint64_t dim = c.dim, hidden = c.hidden_dim, layers = c.n_layers;
   const uint64_t kv = c.kv_dim(), vocab = c.vocab_size;
-  const uint64_t floats =
-      vocab * dim + layers * (dim + dim * dim + 2 * kv * dim + dim * dim +
-                              dim + 3 * hidden * dim) +
-      dim + static_cast<uint64_t>(c.max_positions) * c.head_dim +
-      (shared ? 0 : vocab * dim);
-  const uint64_t want = kHeaderBytes + floats * sizeof(float);
+  // Each field passed its own bound, but their products can pass 2^64 (a
+  // header that wraps would match a small file): the size in 128 bits.
+  using Wide = unsigned __int128;
+  const Wide wide_floats =
+      Wide{vocab} * dim +
+      Wide{layers} * (Wide{dim} + Wide{dim} * dim + Wide{2} * kv * dim + Wide{dim} * dim + dim +
+                      Wide{3} * hidden * dim) +
+      dim + Wide{static_cast<uint64_t>(c.max_positions)} * c.head_dim +
+      (shared ? 0 : Wide{vocab} * dim);
+  const Wide wide_want = kHeaderBytes + wide_floats * sizeof(float);
+  if (wide_want > bytes.size() && wide_want > Wide{UINT64_MAX}) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": llama2.c header implies more than 2^64 bytes of weights (dim ", dim,
+        ", hidden_dim ", hidden, ", layers ", layers, ", vocab ", vocab, ")"));
+  }
+  const uint64_t want = static_cast<uint64_t>(wide_want);
   if (bytes.size() < want) {
     return absl::DataLossError(absl::StrCat(
         path, ": llama2.c checkpoint truncated: ", bytes.size(),

@@ -123,6 +123,19 @@ TEST(Llama2cTest, RejectsTrailingBytesAndBadHeader) {
             absl::StatusCode::kInvalidArgument);
 }
 
+// Every field within its bound, but the weights they imply pass 2^64
+// bytes: the size, wrapped, would have matched this 4 MiB file.
+TEST(Llama2cTest, RejectsAHeaderWhoseSizeWrapsAround) {
+  const int32_t header[7] = {1 << 20, 524287, 1 << 20, 1 << 19, 1 << 17, 1 << 20, 1};
+  std::string bytes(reinterpret_cast<const char*>(header), sizeof(header));
+  bytes.resize(4194340, '\0');
+  const std::string path = TempPath("wrap.bin");
+  WriteFile(path, bytes);
+  absl::StatusOr<ModelWeights> w = LoadLlama2cCheckpoint(path);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+  EXPECT_THAT(w.status().message(), HasSubstr("more than 2^64"));
+}
+
 TEST(Llama2cTest, MissingFileIsNotFound) {
   EXPECT_EQ(LoadLlama2cCheckpoint(TempPath("absent.bin")).status().code(),
             absl::StatusCode::kNotFound);
