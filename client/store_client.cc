@@ -18,6 +18,7 @@
 #include "common/checksum.h"
 #include "common/log.h"
 #include "common/pem_file.h"
+#include "common/small_file.h"
 #include "common/status_macros.h"
 #include "kvtier/v1/credentials.h"
 #include "grpcpp/grpcpp.h"
@@ -74,10 +75,10 @@ absl::Status CheckToken(absl::string_view token, absl::string_view what) {
 
 // The first line of `path`, without its line ending.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
-  std::ifstream in(path);
-  if (!in) return absl::NotFoundError(absl::StrCat("token_file ", path, ": cannot read it"));
-  std::string line;
-  std::getline(in, line);
+  // A token and its line ending, with room for a comment line or two.
+  constexpr size_t kMaxTokenFileBytes = size_t{64} << 10;
+  ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(path, kMaxTokenFileBytes, "token_file"));
+  std::string line = text.substr(0, text.find('\n'));
   if (!line.empty() && line.back() == '\r') line.pop_back();
   RETURN_IF_ERROR(CheckToken(line, absl::StrCat("token_file ", path)));
   return line;

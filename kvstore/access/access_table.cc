@@ -1,12 +1,8 @@
 #include "kvstore/access/access_table.h"
 
-#include <fcntl.h>
 #include <openssl/crypto.h>
 #include <openssl/sha.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
-#include <cerrno>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -14,6 +10,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/small_file.h"
 #include "common/status_macros.h"
 #include "kvtier/v1/credentials.h"
 
@@ -77,49 +74,8 @@ std::optional<Digest> ParseTokenHash(std::string_view value) {
   return digest;
 }
 
-// Closes a file descriptor when it goes out of scope.
-class FdCloser {
- public:
-  explicit FdCloser(int fd) : fd_(fd) {}
-  FdCloser(const FdCloser&) = delete;
-  FdCloser& operator=(const FdCloser&) = delete;
-  ~FdCloser() { ::close(fd_); }
-
- private:
-  const int fd_;
-};
-
 absl::StatusOr<std::string> ReadAccessFile(const std::string& path) {
-  // O_NONBLOCK so that opening a FIFO does not wait for a writer; it does
-  // nothing to a regular file.
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot open access file ", path));
-  FdCloser closer(fd);
-  struct stat info;
-  if (::fstat(fd, &info) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("cannot stat access file ", path));
-  }
-  if (!S_ISREG(info.st_mode)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("access file ", path, " is not a regular file"));
-  }
-  const auto too_large = [&path] {
-    return absl::InvalidArgumentError(absl::StrCat("access file ", path, " is larger than 1 MiB"));
-  };
-  if (static_cast<uint64_t>(info.st_size) > kMaxFileBytes) return too_large();
-  // Read to the end rather than st_size bytes: the file may change meanwhile.
-  std::string text(kMaxFileBytes + 1, '\0');
-  size_t filled = 0;
-  while (filled < text.size()) {
-    const ssize_t got = ::read(fd, text.data() + filled, text.size() - filled);
-    if (got < 0 && errno == EINTR) continue;
-    if (got < 0) return absl::ErrnoToStatus(errno, absl::StrCat("cannot read access file ", path));
-    if (got == 0) break;
-    filled += static_cast<size_t>(got);
-  }
-  if (filled > kMaxFileBytes) return too_large();
-  text.resize(filled);
-  return text;
+  return ReadSmallFile(path, kMaxFileBytes, "access file");
 }
 
 }  // namespace

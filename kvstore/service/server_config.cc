@@ -13,6 +13,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/small_file.h"
 #include "common/status_macros.h"
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/text_format.h"
@@ -286,12 +287,9 @@ absl::StatusOr<v1::ServerConfig> ParseServerConfigText(absl::string_view text,
 }
 
 absl::StatusOr<v1::ServerConfig> LoadServerConfigFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return absl::NotFoundError(absl::StrCat("cannot read config file ", path));
-  std::ostringstream text;
-  text << in.rdbuf();
-  if (in.bad()) return absl::NotFoundError(absl::StrCat("error reading config file ", path));
-  return ParseServerConfigText(text.str(), path);
+  constexpr size_t kMaxConfigBytes = size_t{1} << 20;
+  ASSIGN_OR_RETURN(const std::string text, ReadSmallFile(path, kMaxConfigBytes, "config file"));
+  return ParseServerConfigText(text, path);
 }
 
 absl::StatusOr<ServerSettings> ResolveServerConfig(const v1::ServerConfig& config) {

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/string_view.h"
+#include "common/small_file.h"
 #include "common/status_macros.h"
 
 namespace kvtier {
@@ -107,15 +108,12 @@ class Tokens {
 };
 
 absl::StatusOr<Tokens> Load(const std::string& path) {
-  if (::access(path.c_str(), F_OK) != 0) {
-    return absl::NotFoundError("no profile at " + path);
-  }
-  std::ifstream in(path, std::ios::binary);
-  if (!in) {
-    return absl::InternalError(
-        absl::StrCat("open ", path, ": ", std::strerror(errno)));
-  }
-  return Tokens(std::string(std::istreambuf_iterator<char>(in), {}));
+  // A profile lists a few numbers per layer and head.
+  constexpr size_t kMaxProfileBytes = size_t{64} << 20;
+  absl::StatusOr<std::string> text = ReadSmallFile(path, kMaxProfileBytes, "profile");
+  if (absl::IsNotFound(text.status())) return absl::NotFoundError("no profile at " + path);
+  if (!text.ok()) return text.status();
+  return Tokens(*std::move(text));
 }
 
 absl::Status WriteAtomically(const std::string& path, const std::string& text) {

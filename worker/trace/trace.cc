@@ -341,7 +341,8 @@ absl::Status TraceWriter::Finish() {
 // ---------------------------------------------------------------- reader
 
 absl::StatusOr<TraceReader> TraceReader::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: a FIFO is refused below instead of waited on.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ENOENT) return absl::NotFoundError("no trace at " + path);
     return ErrnoStatus("open", path);
