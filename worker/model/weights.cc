@@ -1,6 +1,8 @@
 #include "worker/model/weights.h"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
@@ -27,10 +29,11 @@ absl::Status ModelConfig::Validate() const {
         "rope_dim=", rope_dim, " must be even and in (0, head_dim=", head_dim,
         "]"));
   }
-  if (!(rope_theta > 0.0f) || !(rms_eps > 0.0f)) {
+  if (!(rope_theta > 0.0f) || !(rms_eps > 0.0f) || !std::isfinite(rope_theta) ||
+      !std::isfinite(rms_eps)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "rope_theta=", rope_theta, " and rms_eps=", rms_eps,
-        " must be positive"));
+        " must be positive and finite"));
   }
   return absl::OkStatus();
 }
@@ -45,11 +48,28 @@ AttentionShape ModelConfig::attention_shape() const {
 
 namespace {
 
+// The size a tensor must have, and finite values: one NaN or infinity in a
+// weight makes every logit NaN, which greedy decoding turns into the last
+// token of the vocabulary without a word.
 absl::Status CheckSize(absl::string_view name, const std::vector<float>& t,
                        size_t want) {
   if (t.size() != want) {
     return absl::InvalidArgumentError(absl::StrCat(
         "tensor ", name, " has ", t.size(), " elements, want ", want));
+  }
+  // All exponent bits set: NaN or an infinity. One pass that vectorises.
+  constexpr uint32_t kExponent = 0x7f800000u;
+  uint32_t non_finite = 0;
+  for (float x : t) {
+    uint32_t bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    non_finite |= static_cast<uint32_t>((bits & kExponent) == kExponent);
+  }
+  if (non_finite != 0) {
+    size_t i = 0;
+    while (std::isfinite(t[i])) ++i;
+    return absl::InvalidArgumentError(
+        absl::StrCat("tensor ", name, " holds ", t[i], " at element ", i));
   }
   return absl::OkStatus();
 }
@@ -75,16 +95,20 @@ absl::Status ModelWeights::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat(layers.size(), " layers, want ", c.n_layers));
   }
-  for (const LayerWeights& l : layers) {
-    RETURN_IF_ERROR(CheckSize("rms_att", l.rms_att, dim));
-    RETURN_IF_ERROR(CheckSize("wq", l.wq, q * dim));
-    RETURN_IF_ERROR(CheckSize("wk", l.wk, kv * dim));
-    RETURN_IF_ERROR(CheckSize("wv", l.wv, kv * dim));
-    RETURN_IF_ERROR(CheckSize("wo", l.wo, dim * q));
-    RETURN_IF_ERROR(CheckSize("rms_ffn", l.rms_ffn, dim));
-    RETURN_IF_ERROR(CheckSize("w_gate", l.w_gate, hidden * dim));
-    RETURN_IF_ERROR(CheckSize("w_down", l.w_down, dim * hidden));
-    RETURN_IF_ERROR(CheckSize("w_up", l.w_up, hidden * dim));
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const LayerWeights& l = layers[i];
+    const auto name = [i](absl::string_view tensor) {
+      return absl::StrCat("layer ", i, " ", tensor);
+    };
+    RETURN_IF_ERROR(CheckSize(name("rms_att"), l.rms_att, dim));
+    RETURN_IF_ERROR(CheckSize(name("wq"), l.wq, q * dim));
+    RETURN_IF_ERROR(CheckSize(name("wk"), l.wk, kv * dim));
+    RETURN_IF_ERROR(CheckSize(name("wv"), l.wv, kv * dim));
+    RETURN_IF_ERROR(CheckSize(name("wo"), l.wo, dim * q));
+    RETURN_IF_ERROR(CheckSize(name("rms_ffn"), l.rms_ffn, dim));
+    RETURN_IF_ERROR(CheckSize(name("w_gate"), l.w_gate, hidden * dim));
+    RETURN_IF_ERROR(CheckSize(name("w_down"), l.w_down, dim * hidden));
+    RETURN_IF_ERROR(CheckSize(name("w_up"), l.w_up, hidden * dim));
   }
   RETURN_IF_ERROR(CheckSize("rms_final", rms_final, dim));
   if (!classifier.empty()) {

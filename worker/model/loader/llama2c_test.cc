@@ -3,7 +3,9 @@
 // README), plus the loader's rejection of damaged files.
 #include "worker/model/loader/llama2c.h"
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -134,6 +136,25 @@ TEST(Llama2cTest, RejectsAHeaderWhoseSizeWrapsAround) {
   absl::StatusOr<ModelWeights> w = LoadLlama2cCheckpoint(path);
   EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
   EXPECT_THAT(w.status().message(), HasSubstr("more than 2^64"));
+}
+
+// One NaN or infinity in a weight makes every logit NaN: refused, naming
+// where it is.
+TEST(Llama2cTest, RejectsNonFiniteWeights) {
+  const std::string bytes = ReadAll(kModel);
+  const std::string path = TempPath("nan.bin");
+  // stories260K: dim 64, vocab 512; the floats after the embedding begin
+  // with layer 0's rms_att (n_layers x dim), then wq.
+  const size_t wq_start = 28 + (512 * 64 + 5 * 64) * sizeof(float);
+  for (const float bad : {std::nanf(""), -INFINITY}) {
+    std::string damaged = bytes;
+    std::memcpy(damaged.data() + wq_start + 3 * sizeof(float), &bad, sizeof(bad));
+    WriteFile(path, damaged);
+    absl::StatusOr<ModelWeights> w = LoadLlama2cCheckpoint(path);
+    EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument) << w.status();
+    EXPECT_THAT(w.status().message(), HasSubstr("layer 0 wq holds"));
+    EXPECT_THAT(w.status().message(), HasSubstr("at element 3"));
+  }
 }
 
 TEST(Llama2cTest, MissingFileIsNotFound) {
