@@ -414,6 +414,15 @@ absl::Status TraceReader::ReadRecord(
     std::vector<float> decoded(sizes[i]);
     DecodeElements(bytes.data() + at, header_.dtype, &decoded);
     at += sizes[i] * header_.ElementBytes();
+    // As the writer checks (CheckValues): a record with a valid checksum
+    // may still come from a writer that did not.
+    for (size_t e = 0; e < decoded.size(); ++e) {
+      if (!std::isfinite(decoded[e])) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "trace record at offset ", offset, " holds ", decoded[e], " (field ", i,
+            ", element ", e, "); a trace holds finite values only"));
+      }
+    }
     *parts[i] = std::move(decoded);
   }
   return absl::OkStatus();

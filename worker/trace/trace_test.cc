@@ -2,7 +2,9 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iterator>
 #include <limits>
@@ -17,6 +19,7 @@ namespace kvtier {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 
 std::string TempPath(const std::string& name) {
   return ::testing::TempDir() + "/" + name + "." + std::to_string(getpid());
@@ -225,6 +228,29 @@ TEST_F(TraceCorruptionTest, CorruptRecordIsDataLossAndLeavesOutputAlone) {
   // Neighbouring records are unaffected.
   EXPECT_TRUE(reader->ReadStep(1, 1, &out).ok());
   EXPECT_EQ(out.query, StepFor(h, 1, 1).query);
+}
+
+// A record whose checksum holds but whose values are not finite (a writer
+// that skipped CheckValues) is refused as the writer would have refused it.
+TEST_F(TraceCorruptionTest, NonFiniteValuesAreInvalidArgumentAndLeaveOutputAlone) {
+  const TraceHeader h = SmallHeader();
+  const uint64_t payload = uint64_t{h.n_q_heads + 2 * h.n_kv_heads} * h.head_dim * 4;
+  for (const float bad : {std::nanf(""), INFINITY}) {
+    std::string b = bytes_;
+    auto* record = reinterpret_cast<uint8_t*>(b.data()) + h.StepRecordOffset(1, 0);
+    std::memcpy(record + 2 * 4, &bad, 4);  // the query's third value
+    StoreLe64(record + payload, PageChecksum(record, payload));
+    WriteBytes(path_, b);
+    auto reader = TraceReader::Open(path_);
+    ASSERT_TRUE(reader.ok());
+    TraceStep out;
+    out.query = {42.0f};
+    const absl::Status s = reader->ReadStep(1, 0, &out);
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_THAT(std::string(s.message()), HasSubstr("element 2"));
+    EXPECT_THAT(out.query, ElementsAre(42.0f));
+    EXPECT_TRUE(reader->ReadStep(1, 1, &out).ok());
+  }
 }
 
 TEST_F(TraceCorruptionTest, OutOfRangeReads) {
