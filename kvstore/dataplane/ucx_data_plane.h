@@ -25,10 +25,11 @@
 // expiry) for every receive before it commits. UCX matches a tag whichever
 // endpoint sent it, so transfer ids carry 48 bits from the kernel's CSPRNG
 // (what no other peer can guess, as a session id), and the progress thread
-// drops tagged messages no receive wanted (UcxWorker::DropUnexpectedTagged). A transfer given up while a
-// receive is still matched to a message (abort, expiry, session close)
-// drains: its receives are cancelled and its reservation is released only
-// once UCX has let go of every slot, which the progress thread checks.
+// drops tagged messages no receive wanted (UcxWorker::DropUnexpectedTagged).
+// A transfer given up while a receive is still matched to a message (abort,
+// expiry, session close) drains: its receives are cancelled and its
+// reservation is released only once UCX has let go of every slot, which the
+// progress thread checks.
 //
 // Puts may also be pulled (PullPut): within one BatchPut RPC the server
 // reserves, reads the bytes from the client's registered region straight

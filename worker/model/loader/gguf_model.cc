@@ -1,5 +1,7 @@
 #include "worker/model/loader/gguf_model.h"
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/model/tokenizer/byte_bpe_tokenizer.h"
@@ -58,6 +60,15 @@ absl::StatusOr<ModelConfig> ReadConfig(const GgufFile& f) {
         "GGUF token_embd.weight is missing or not a [dim, vocab] matrix");
   }
   c.vocab_size = static_cast<int>(emb->dims[1]);
+  // Optional, but where given it must agree with the embedding.
+  if (f.FindValue("llama.vocab_size") != nullptr) {
+    ASSIGN_OR_RETURN(const uint64_t declared, f.GetUint("llama.vocab_size"));
+    if (declared != emb->dims[1]) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "GGUF llama.vocab_size ", declared, " but token_embd.weight has ", emb->dims[1],
+          " rows"));
+    }
+  }
   RETURN_IF_ERROR(c.Validate());
   return c;
 }
@@ -85,6 +96,17 @@ absl::StatusOr<ModelWeights> LoadGgufWeights(const GgufFile& f) {
     return absl::InvalidArgumentError(absl::StrCat(
         "GGUF block_count ", c.n_layers, " needs ", uint64_t{kTensorsPerBlock} * c.n_layers,
         " block tensors; the file has ", f.tensors().size(), " tensors in all"));
+  }
+  // A block past block_count would be silently dropped (a 30-block model
+  // run as 2 blocks): the count and the blocks must agree.
+  for (const GgufTensor& t : f.tensors()) {
+    int block = 0;
+    if (absl::StartsWith(t.name, "blk.") &&
+        absl::SimpleAtoi(absl::string_view(t.name).substr(4, t.name.find('.', 4) - 4), &block) &&
+        block >= c.n_layers) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("GGUF tensor ", t.name, " lies past block_count ", c.n_layers));
+    }
   }
   w.layers.resize(c.n_layers);
   for (int i = 0; i < c.n_layers; ++i) {

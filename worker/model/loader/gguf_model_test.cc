@@ -187,6 +187,36 @@ TEST_F(GgufModelTest, WrongShapeIsInvalidArgument) {
   EXPECT_THAT(weights.status().message(), HasSubstr("attn_k"));
 }
 
+// Tensors and metadata must agree: a block past block_count would be
+// dropped without a word (a 30-block model run as 2), and a declared
+// vocabulary other than the embedding's is refused.
+TEST_F(GgufModelTest, BlocksPastTheCountAndAnotherVocabSizeAreRefused) {
+  const int n = stories_.config.n_layers;
+  GgufTestWriter extra = StoriesAsGguf(stories_);
+  extra.AddF32Tensor(absl::StrCat("blk.", n, ".attn_norm.weight"),
+                     {uint64_t(stories_.config.dim)}, stories_.layers[0].rms_att);
+  auto file = GgufFile::Open(WriteTemp("extra.gguf", extra.Build()));
+  ASSERT_TRUE(file.ok()) << file.status();
+  absl::StatusOr<ModelWeights> w = LoadGgufWeights(**file);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(w.status().message(),
+              HasSubstr(absl::StrCat("blk.", n, ".attn_norm.weight lies past block_count ", n)));
+
+  GgufTestWriter vocab = StoriesAsGguf(stories_);
+  vocab.AddUint32("llama.vocab_size", stories_.config.vocab_size + 1);
+  file = GgufFile::Open(WriteTemp("vocab.gguf", vocab.Build()));
+  ASSERT_TRUE(file.ok()) << file.status();
+  w = LoadGgufWeights(**file);
+  EXPECT_EQ(w.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(w.status().message(), HasSubstr("llama.vocab_size 513"));
+  // The same count as the embedding's is fine.
+  GgufTestWriter same = StoriesAsGguf(stories_);
+  same.AddUint32("llama.vocab_size", stories_.config.vocab_size);
+  file = GgufFile::Open(WriteTemp("same.gguf", same.Build()));
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_TRUE(LoadGgufWeights(**file).ok());
+}
+
 // block_count is metadata: a count the file's tensors cannot back is refused
 // before anything is sized by it (a fuzzed file asked for 3.6 GB).
 TEST(GgufModelConfigTest, BlockCountBeyondTheTensorsIsRefusedBeforeAllocating) {
