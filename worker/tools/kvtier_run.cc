@@ -208,12 +208,11 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
     return std::unique_ptr<AttentionBackend>(*std::move(dense));
   }
   AttentionShape shape = c.attention_shape();
-  // Under a memory budget the worker is sized to the run's positions, not
-  // the model's whole context, so that a budget at or above them reads as
-  // the whole run.
-  if (args.budget_unit == BudgetUnit::kResidentMemory) {
-    shape.max_positions = std::min(shape.max_positions, args.steps);
-  }
+  // The worker is sized to the run's positions, not the model's whole
+  // context (a file may declare a million positions for a run of ten), so
+  // that the pools of policies that keep every page hold the run and a
+  // budget at or above it reads as the whole run.
+  shape.max_positions = std::min(shape.max_positions, args.steps);
   auto wb = WorkerAttentionBackend::Create(shape, {.policy = args.policy,
                                                    .budget_tokens = args.budget,
                                                    .budget_unit = args.budget_unit,
