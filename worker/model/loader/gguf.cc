@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
@@ -274,6 +275,17 @@ absl::StatusOr<RawTensorInfo> ParseTensorInfo(GgufFile::Parser& p,
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::Open(
+    const std::string& path) {
+  absl::StatusOr<std::unique_ptr<GgufFile>> file = ParseFile(path);
+  // The parser's own errors do not know the file; every error names it.
+  if (!file.ok() && !absl::StartsWith(file.status().message(), path)) {
+    return absl::Status(file.status().code(),
+                        absl::StrCat(path, ": ", file.status().message()));
+  }
+  return file;
+}
+
+absl::StatusOr<std::unique_ptr<GgufFile>> GgufFile::ParseFile(
     const std::string& path) {
   ASSIGN_OR_RETURN(std::unique_ptr<MappedFile> mapped, MappedFile::Open(path));
   std::unique_ptr<GgufFile> file(new GgufFile(std::move(mapped)));

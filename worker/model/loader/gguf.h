@@ -105,6 +105,8 @@ class GgufFile {
   class Parser;
 
  private:
+  // Open's work; its errors may not name the file.
+  static absl::StatusOr<std::unique_ptr<GgufFile>> ParseFile(const std::string& path);
   explicit GgufFile(std::unique_ptr<MappedFile> file)
       : file_(std::move(file)) {}
   // Reads n_kv pairs into metadata_; returns the data alignment.

@@ -4,6 +4,7 @@
 
 #include <fstream>
 
+#include "absl/strings/match.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "worker/model/loader/gguf_test_writer.h"
@@ -132,11 +133,14 @@ TEST(GgufTest, DecodesQ4_1) {
 
 TEST(GgufTest, EveryTruncationIsDataLoss) {
   const std::string bytes = SmallFile().Build();
+  const std::string path = WriteTemp("t.gguf", "");
   for (size_t n = 0; n < bytes.size(); ++n) {
     auto f = OpenBytes(bytes.substr(0, n));
     ASSERT_FALSE(f.ok()) << "prefix of " << n << " bytes parsed";
     EXPECT_EQ(f.status().code(), absl::StatusCode::kDataLoss)
         << n << ": " << f.status();
+    // Every error names the file, the parser's own included.
+    EXPECT_TRUE(absl::StartsWith(f.status().message(), path)) << f.status();
   }
 }
 

@@ -165,6 +165,13 @@ TEST(Llama2cTest, MissingFileIsNotFound) {
 TEST(Llama2cTest, LoaderRequiresTokenizerAndMatchingVocab) {
   absl::StatusOr<LoadedModel> m = LoadModel(kModel, "");
   EXPECT_EQ(m.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(m.status().message(), HasSubstr("it needs a tokenizer file"));
+  // A file that is no model at all says so, not that it needs a tokenizer.
+  const std::string empty = TempPath("empty.bin");
+  WriteFile(empty, "");
+  m = LoadModel(empty, "");
+  EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(m.status().message(), HasSubstr("not a GGUF model"));
   // A tokenizer file cut short is DATA_LOSS.
   const std::string tok = ReadAll(kTokenizer);
   const std::string path = TempPath("tok_short.bin");

@@ -42,12 +42,21 @@ absl::StatusOr<LoadedModel> LoadModel(const std::string& model_path,
     m.add_bos = tok.add_bos;
     m.stop_tokens = std::move(tok.stop_tokens);
   } else {
+    // Not GGUF: a llama2.c checkpoint, or no model at all (an empty or
+    // damaged file says so rather than asking for a tokenizer).
+    absl::StatusOr<ModelWeights> weights = LoadLlama2cCheckpoint(model_path);
+    if (!weights.ok()) {
+      return absl::Status(weights.status().code(),
+                          absl::StrCat("not a GGUF model (no GGUF magic) and not a llama2.c "
+                                       "checkpoint: ",
+                                       weights.status().message()));
+    }
     if (tokenizer_path.empty()) {
       return absl::InvalidArgumentError(absl::StrCat(
           model_path, " is a llama2.c checkpoint: it needs a tokenizer file"));
     }
     m.format = "llama2c";
-    ASSIGN_OR_RETURN(m.weights, LoadLlama2cCheckpoint(model_path));
+    m.weights = *std::move(weights);
     ASSIGN_OR_RETURN(m.tokenizer,
                      ScoreBpeTokenizer::LoadLlama2c(
                          tokenizer_path, m.weights.config.vocab_size));
