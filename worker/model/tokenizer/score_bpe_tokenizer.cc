@@ -2,6 +2,7 @@
 
 #include <cctype>
 #include <cstring>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -44,6 +45,15 @@ absl::StatusOr<std::unique_ptr<ScoreBpeTokenizer>> ScoreBpeTokenizer::Create(
     return absl::InvalidArgumentError(absl::StrCat(
         "BPE vocabulary of ", n, " pieces and ", vocab.scores.size(),
         " scores"));
+  }
+  // Merges go to the highest score: a NaN never wins and turns merges off
+  // without a word, +inf always does. (-inf, a piece never merged into, is
+  // allowed.)
+  for (int i = 0; i < n; ++i) {
+    if (!(vocab.scores[i] < std::numeric_limits<float>::infinity())) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("BPE piece ", i, " has score ", vocab.scores[i]));
+    }
   }
   if (vocab.bos_id < -1 || vocab.bos_id >= n || vocab.eos_id < -1 ||
       vocab.eos_id >= n) {

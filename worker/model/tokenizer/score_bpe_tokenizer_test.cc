@@ -1,5 +1,7 @@
 #include "worker/model/tokenizer/score_bpe_tokenizer.h"
 
+#include <cmath>
+
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -76,6 +78,19 @@ TEST(ScoreBpeTest, CreateValidates) {
                 .status()
                 .code(),
             absl::StatusCode::kInvalidArgument);
+  // A NaN score never wins a merge and +inf always does: refused, naming
+  // the piece; -inf (never merged into) is allowed.
+  for (const float bad : {std::nanf(""), INFINITY}) {
+    v = TinyVocab(" ");
+    v.scores[2] = bad;
+    const absl::Status s =
+        ScoreBpeTokenizer::Create(v, ScoreBpeTokenizer::Convention::kLlama2c).status();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(s.message().find("BPE piece 2 has score"), absl::string_view::npos) << s;
+  }
+  v = TinyVocab(" ");
+  v.scores[2] = -INFINITY;
+  EXPECT_TRUE(ScoreBpeTokenizer::Create(v, ScoreBpeTokenizer::Convention::kLlama2c).ok());
 }
 
 TEST(ScoreBpeTest, Tok512RoundTrip) {
