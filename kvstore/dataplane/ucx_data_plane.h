@@ -129,7 +129,7 @@ struct DataPlaneOptions {
 
 class UcxDataPlane : private ucx::MessageReceiver {
  public:
-  struct Session;  // defined in the .cc
+  struct Session;  // ucx_data_plane_session.h
 
   // Serves one request that came as an active message on an open session
   // (ucx_message.h): the op, the request's bytes; the reply's bytes or an
