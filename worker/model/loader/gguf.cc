@@ -239,9 +239,9 @@ absl::StatusOr<RawTensorInfo> ParseTensorInfo(GgufFile::Parser& p,
   uint64_t n_values = 1;
   for (uint32_t d = 0; d < n_dims; ++d) {
     ASSIGN_OR_RETURN(uint64_t ne, p.Read<uint64_t>("tensor dim"));
-    // 2^40 values bounds every product below and any model this runs.
-    // (Divided, not multiplied: the product itself could wrap.)
-    if (ne == 0 || ne > (uint64_t{1} << 40) || ne > (uint64_t{1} << 40) / n_values) {
+    // 2^40 values bounds every product below and any model this runs
+    // (divided, not multiplied: the product itself could wrap).
+    if (ne == 0 || ne > (uint64_t{1} << 40) / n_values) {
       return absl::InvalidArgumentError(absl::StrCat(
           path, ": tensor '", tensor.name, "' has a bad dim ", ne));
     }
