@@ -76,9 +76,9 @@ struct Document {
   std::string key;
   std::string about;        // for the progress lines
   // The same document asking another question (the prefix reuse request),
-  // and that question.
+  // and that question alone.
+  std::string second_prompt;
   std::string second_question;
-  std::string question2;
 };
 
 absl::StatusOr<Document> MakeDocument(const model::LoadedModel& m, const LongRunOptions& o) {
@@ -93,8 +93,8 @@ absl::StatusOr<Document> MakeDocument(const model::LoadedModel& m, const LongRun
     d.answer = std::move(p.answer);
     d.key = "31415";
     d.about = "landmark filler, passkey 31415 at 50% depth";
-    d.second_question = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
-    d.question2 = std::string(kQuestion2).substr(1);
+    d.second_prompt = text.substr(0, text.rfind(" What is the pass key?")) + kQuestion2;
+    d.second_question = std::string(kQuestion2).substr(1);
     return d;
   }
   const NeedleCase c{.task = NeedleTask::kPasskey, .filler = filler,
@@ -106,9 +106,10 @@ absl::StatusOr<Document> MakeDocument(const model::LoadedModel& m, const LongRun
   d.answer = std::move(p.answer);
   d.key = p.text.key;
   d.about = absl::StrCat(o.filler, " notes, secret code ", d.key, " at 50% depth");
-  d.question2 = "Question: Which code did the notes ask you to remember? Answer: The code is";
   d.second_question =
-      p.text.prompt.substr(0, p.text.prompt.rfind("\n\nQuestion:")) + "\n\n" + d.question2;
+      "Question: Which code did the notes ask you to remember? Answer: The code is";
+  d.second_prompt =
+      p.text.prompt.substr(0, p.text.prompt.rfind("\n\nQuestion:")) + "\n\n" + d.second_question;
   return d;
 }
 
@@ -149,13 +150,13 @@ absl::StatusOr<ForcedRun> RunBudgeted(const model::LoadedModel& m,
 absl::Status AskAgain(const model::LoadedModel& m, model::WorkerAttentionBackend& b,
                       const Document& p, double first_prefill_s, const LongRunOptions& o) {
   std::vector<int> prompt;
-  ASSIGN_OR_RETURN(prompt, Encode(m, p.second_question, true));
+  ASSIGN_OR_RETURN(prompt, Encode(m, p.second_prompt, true));
   ASSIGN_OR_RETURN(model::ReuseEstimator estimator,
                    model::ReuseEstimator::Create(m.weights.config));
   // The budgeted run measured the prefill speed.
   estimator.ObservePrefill(0, static_cast<uint32_t>(p.tokens.size()), first_prefill_s);
   Say(absl::StrFormat("second request: the same document, another question (%zu tokens): %s",
-                      prompt.size(), p.question2));
+                      prompt.size(), p.second_question));
   Answer reused, computed;
   ASSIGN_OR_RETURN(reused, Ask(m, b, prompt, o.answer_steps, estimator, true, o.device));
   Say("  with prefix reuse: " + reused.report.DebugString());
