@@ -5,6 +5,7 @@
 #include <cstring>
 #include <utility>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "common/spin.h"
 #include "common/status_macros.h"
@@ -73,8 +74,11 @@ std::shared_ptr<const ClientDataPlane::Connection> ClientDataPlane::connection()
 
 absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPlane::Attach(
     const v1::OpenDataPlaneResponse& reply) {
-  if (reply.session_id() == 0) {
-    return absl::InvalidArgumentError("OpenDataPlane reply without a session");
+  absl::StatusOr<wire::SessionId> session = wire::SessionId::FromBytes(reply.session_id());
+  if (!session.ok() || session->IsZero()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("OpenDataPlane reply without a session: ",
+                     session.ok() ? "session_id is zero" : session.status().message()));
   }
   // A server that does not trust its clients with its memory sends no arena.
   const bool arena = reply.arena_bytes() != 0 || !reply.arena_rkey().empty();
@@ -82,7 +86,7 @@ absl::StatusOr<std::shared_ptr<const ClientDataPlane::Connection>> ClientDataPla
     return absl::InvalidArgumentError("OpenDataPlane reply with half an arena");
   }
   auto connection = std::make_shared<Connection>();
-  connection->session_id = reply.session_id();
+  connection->session_id = *session;
   connection->arena_address = reply.arena_address();
   connection->arena_bytes = reply.arena_bytes();
   ASSIGN_OR_RETURN(connection->endpoint,

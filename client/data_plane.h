@@ -49,7 +49,7 @@ class ClientDataPlane : private ucx::MessageReceiver {
   static constexpr size_t kMaxIdleRegions = 8;
 
   struct Connection {
-    uint64_t session_id = 0;
+    wire::SessionId session_id;
     uint64_t arena_address = 0;
     uint64_t arena_bytes = 0;
     // UcxEndpoint::AmTransport of the endpoint: what StoreClient's automatic

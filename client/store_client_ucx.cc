@@ -72,7 +72,7 @@ StoreClient::~StoreClient() {
   if (std::shared_ptr<const Connection> c = data_plane_->connection(); c != nullptr) {
     // Best effort, one attempt: the server also drops idle sessions.
     v1::CloseDataPlaneRequest request;
-    request.set_session_id(c->session_id);
+    request.set_session_id(c->session_id.Bytes());
     v1::CloseDataPlaneResponse response;
     grpc::ClientContext context;
     context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(1000));
@@ -226,7 +226,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
     wire->set_region_offset(offsets[i]);
   }
   v1::DataPlaneRegion* wire_region = request.mutable_region();
-  wire_region->set_session_id(connection.session_id);
+  wire_region->set_session_id(connection.session_id.Bytes());
   wire_region->set_address(reinterpret_cast<uint64_t>(region.memory().address()));
   wire_region->set_bytes(region.memory().bytes());
   wire_region->set_rkey(region.memory().packed_rkey());
@@ -240,7 +240,7 @@ absl::Status StoreClient::PutChunkUcxStaged(const Connection& connection,
 absl::Status StoreClient::AbortTransfer(const Connection& connection, uint64_t transfer_id,
                                         absl::Status status) {
   v1::AbortPutRequest request;
-  request.set_session_id(connection.session_id);
+  request.set_session_id(connection.session_id.Bytes());
   request.set_transfer_id(transfer_id);
   v1::AbortPutResponse response;
   // The server also aborts it at its transfer timeout.
@@ -262,7 +262,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
         "(trusted_local_clients is off); use server_reads or tagged");
   }
   v1::ReservePutRequest request;
-  request.set_session_id(connection.session_id);
+  request.set_session_id(connection.session_id.Bytes());
   request.set_tagged(tagged);
   for (const PutPage& page : pages) {
     v1::PutPage* wire = request.add_pages();
@@ -286,7 +286,7 @@ absl::Status StoreClient::PutChunkUcxWrite(const Connection& connection, bool ta
                                                      reserved.slots_size(), pages.size())));
   }
   v1::CommitPutRequest commit;
-  commit.set_session_id(connection.session_id);
+  commit.set_session_id(connection.session_id.Bytes());
   commit.set_transfer_id(reserved.transfer_id());
   // Zero stays for pages already present: their checksums are not checked.
   if (copy) commit.mutable_checksums()->Resize(static_cast<int>(pages.size()), 0);
@@ -446,7 +446,7 @@ absl::Status StoreClient::GetChunkMapped(const Connection& connection,
                                          Destinations destinations, std::vector<GotPage>* out) {
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
-  request.set_arena_session_id(connection.session_id);
+  request.set_arena_session_id(connection.session_id.Bytes());
   v1::BatchGetResponse response;
   RETURN_IF_ERROR(SendMappedGet(connection, request, &response));
   std::vector<GotPage> pages(keys.size());
@@ -529,7 +529,7 @@ absl::Status StoreClient::GetChunkUcxInto(
   v1::BatchGetRequest request;
   for (const PageKey& key : keys) v1::KeyToProto(key, request.add_keys());
   v1::DataPlaneRegion* wire_region = request.mutable_region();
-  wire_region->set_session_id(connection.session_id);
+  wire_region->set_session_id(connection.session_id.Bytes());
   wire_region->set_address(reinterpret_cast<uint64_t>(region.address()));
   wire_region->set_bytes(region.bytes());
   wire_region->set_rkey(region.packed_rkey());

@@ -75,7 +75,7 @@ void ServiceSeeds() {
   v1::KeyToProto(Key(3), get.add_keys());
   seed(2, 0, get, "get");
   v1::BatchGetRequest arena_get = get;
-  arena_get.set_arena_session_id(1);
+  arena_get.set_arena_session_id("\x01");  // the open session
   seed(2, 0, arena_get, "arena_get");
   v1::DeleteRequest del;
   v1::KeyToProto(Key(2), del.add_keys());
@@ -90,15 +90,15 @@ void ServiceSeeds() {
   v1::StatsRequest stats;
   seed(6, 0, stats, "stats");
   v1::ReservePutRequest reserve;
-  reserve.set_session_id(1);
+  reserve.set_session_id("\x01");
   *reserve.add_pages() = WirePage(5, false);
   seed(9, 0, reserve, "reserve");
   v1::CommitPutRequest commit;
-  commit.set_session_id(1);
+  commit.set_session_id("\x01");
   commit.set_transfer_id(uint64_t{1} << 32);
   seed(10, 0, commit, "commit");
   v1::AbortPutRequest abort;
-  abort.set_session_id(1);
+  abort.set_session_id("\x01");
   abort.set_transfer_id(uint64_t{1} << 32);
   seed(11, 0, abort, "abort");
   // Request messages: mapped get, reserve, commit.

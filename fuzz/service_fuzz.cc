@@ -29,6 +29,7 @@
 #include "kvstore/dataplane/client_memory.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/service.h"
+#include "kvtier/v1/data_plane.h"
 #include "ucx/context.h"
 #include "ucx/worker.h"
 
@@ -91,6 +92,7 @@ struct Harness {
     service = std::make_unique<store::KvStoreService>(
         store.get(), store::ServiceLimits::FromStoreOptions(options), plane.get());
     session = plane->Open(client_worker->address())->session_id;
+    session_bytes = session.Bytes();
   }
 
   // The client side of the one session.
@@ -100,14 +102,30 @@ struct Harness {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<store::UcxDataPlane> plane;
   std::unique_ptr<store::KvStoreService> service;
-  uint64_t session = 0;
+  wire::SessionId session;
+  std::string session_bytes;  // as the RPCs carry it
   std::unique_ptr<store::ClientMemory> lane_client = SacrificialClient();
 };
 
-// Session 1 stands for the open session.
+// The one byte "\x01" stands for the open session's id (any other id of
+// 16 bytes is almost surely unknown, and of another length refused).
+inline bool StandsForTheSession(const std::string& id) { return id == "\x01"; }
 template <typename Request>
-void UseSession(Request& request, uint64_t session) {
-  if (request.session_id() == 1) request.set_session_id(session);
+void UseSession(Request& request, const std::string& session) {
+  if (StandsForTheSession(request.session_id())) request.set_session_id(session);
+}
+
+// The same in a request message's bytes, where they parse as its op's
+// request (`mutable_id`: its session field).
+template <typename Request>
+void UseSessionIn(std::string* message, const std::string& session,
+                  std::string* (Request::*mutable_id)()) {
+  Request request;
+  if (!request.ParseFromString(*message)) return;
+  std::string* id = (request.*mutable_id)();
+  if (!StandsForTheSession(*id)) return;
+  *id = session;
+  *message = request.SerializeAsString();
 }
 
 }  // namespace
@@ -134,7 +152,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::BatchPutRequest r;
       v1::BatchPutResponse out;
       if (!r.ParseFromString(bytes)) break;
-      if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session);
+      if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session_bytes);
       s.DoBatchPut(caller, r, &out).IgnoreError();
       break;
     }
@@ -142,8 +160,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::BatchGetRequest r;
       v1::BatchGetResponse out;
       if (!r.ParseFromString(bytes)) break;
-      if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session);
-      if (r.arena_session_id() == 1) r.set_arena_session_id(h->session);
+      if (r.has_region()) fuzz::UseSession(*r.mutable_region(), h->session_bytes);
+      if (fuzz::StandsForTheSession(r.arena_session_id())) {
+        r.set_arena_session_id(h->session_bytes);
+      }
       s.DoBatchGet(caller, r, &out).IgnoreError();
       break;
     }
@@ -184,7 +204,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     case 8: {
       v1::CloseDataPlaneRequest r;
       // Closing the open session would end the harness's reach.
-      if (r.ParseFromString(bytes) && r.session_id() != h->session) {
+      if (r.ParseFromString(bytes) && r.session_id() != h->session_bytes) {
         s.DoCloseDataPlane(caller, r).IgnoreError();
       }
       break;
@@ -193,7 +213,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::ReservePutRequest r;
       v1::ReservePutResponse out;
       if (!r.ParseFromString(bytes)) break;
-      fuzz::UseSession(r, h->session);
+      fuzz::UseSession(r, h->session_bytes);
       if (s.DoReservePut(caller, r, /*make_room=*/true, &out).ok()) {
         v1::AbortPutRequest abort;
         abort.set_session_id(r.session_id());
@@ -206,14 +226,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       v1::CommitPutRequest r;
       v1::BatchPutResponse out;
       if (!r.ParseFromString(bytes)) break;
-      fuzz::UseSession(r, h->session);
+      fuzz::UseSession(r, h->session_bytes);
       s.DoCommitPut(caller, r, /*may_wait=*/false, &out).IgnoreError();
       break;
     }
     case 11: {
       v1::AbortPutRequest r;
       if (!r.ParseFromString(bytes)) break;
-      fuzz::UseSession(r, h->session);
+      fuzz::UseSession(r, h->session_bytes);
       s.DoAbortPut(caller, r).IgnoreError();
       break;
     }
@@ -236,10 +256,21 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       if (r.ParseFromString(bytes)) s.DoReplicaPut(r, &out).IgnoreError();
       break;
     }
-    default:
+    default: {
       // A request message on the open session, any op.
-      s.ServeMessage(h->session, op % 5, bytes).status().IgnoreError();
+      std::string message = bytes;
+      if (op % 5 == wire::kMappedGetOp) {
+        fuzz::UseSessionIn(&message, h->session_bytes,
+                           &v1::BatchGetRequest::mutable_arena_session_id);
+      } else if (op % 5 == wire::kReservePutOp) {
+        fuzz::UseSessionIn(&message, h->session_bytes,
+                           &v1::ReservePutRequest::mutable_session_id);
+      } else if (op % 5 == wire::kCommitPutOp) {
+        fuzz::UseSessionIn(&message, h->session_bytes, &v1::CommitPutRequest::mutable_session_id);
+      }
+      s.ServeMessage(h->session, op % 5, message).status().IgnoreError();
       break;
+    }
   }
   return 0;
 }

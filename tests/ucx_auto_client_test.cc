@@ -136,7 +136,9 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
   ASSERT_NO_FATAL_FAILURE(Start("posix,sysv,cma"));
   RawSession raw;
   ASSERT_NO_FATAL_FAILURE(OpenRawSession(server_->target(), &raw));
-  const uint64_t session = raw.opened.session_id();
+  const std::string session = raw.opened.session_id();
+  std::string other = session;
+  other[15] = static_cast<char>(other[15] ^ 1);
   auto call = [&](uint32_t op, const google::protobuf::MessageLite& request) {
     return raw.plane->Call(*raw.connection, op, request.SerializeAsString(),
                            absl::Now() + absl::Seconds(10));
@@ -148,7 +150,7 @@ TEST_F(UcxAutoClientTest, PutMessagesAreValidatedAndTaggedCommitsGoByRpc) {
   v1::LayoutToProto(pages.puts[0].layout, page->mutable_layout());
   page->set_checksum(PageChecksum(pages.bytes[0].data(), pages.bytes[0].size()));
 
-  reserve.set_session_id(session + 1);
+  reserve.set_session_id(other);
   EXPECT_EQ(call(wire::kReservePutOp, reserve).status().code(), absl::StatusCode::kInvalidArgument);
   reserve.set_session_id(session);
   reserve.set_tagged(true);

@@ -60,7 +60,8 @@ TEST(PinIdTest, BytesRoundTripAndValidation) {
   const PinId id{.hi = 0x0102030405060708, .lo = 0x090a0b0c0d0e0f10};
   EXPECT_EQ(id.Bytes(), std::string("\x01\x02\x03\x04\x05\x06\x07\x08\x09\x0a\x0b\x0c\x0d\x0e\x0f\x10", 16));
   EXPECT_EQ(*PinId::FromBytes(id.Bytes()), id);
-  EXPECT_TRUE(PinId::FromBytes("")->IsZero());
+  EXPECT_TRUE(PinId::FromBytesOrEmpty("")->IsZero());
+  EXPECT_EQ(PinId::FromBytes("").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PinId::FromBytes("short").status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(PinId::FromBytes(std::string(17, 'x')).status().code(),
             absl::StatusCode::kInvalidArgument);

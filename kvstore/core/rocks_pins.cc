@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "common/endian.h"
 #include "common/log.h"
 #include "common/status_macros.h"
@@ -86,7 +87,8 @@ absl::Status RocksTier::ReadPins(std::vector<StoredPin>* pins, uint64_t* malform
         pin.expiry_unix_ms = static_cast<int64_t>(LoadLe64(p + 1));
         if (owned) {
           pin.tenant = LoadLe64(p + 9);
-          pin.public_id = *PinId::FromBytes(value.substr(17));
+          pin.public_id =
+              *PinId::FromBytes(absl::string_view(value.data() + 17, value.size() - 17));
         }
         pins->push_back(std::move(pin));
         continue;

@@ -95,7 +95,7 @@ UcxDataPlane::UcxDataPlane(Store* store, const DataPlaneOptions& options,
 UcxDataPlane::~UcxDataPlane() {
   progress_.reset();
   absl::flat_hash_map<uint64_t, Transfer> transfers;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions;
+  absl::flat_hash_map<SessionId, std::shared_ptr<Session>> sessions;
   {
     absl::MutexLock lock(&mu_);
     transfers.swap(transfers_);
@@ -121,8 +121,7 @@ uint64_t UcxDataPlane::NewIdLocked() {
   // A tag base: a tagged transfer's tags (wire::PageTag) never reach
   // another transfer's. Unpredictable, as the tags are all a UCX peer
   // needs to reach a posted receive (UCX matches tags across endpoints).
-  while (id == 0 || sessions_.contains(id) || transfers_.contains(id) ||
-         posting_ids_.contains(id)) {
+  while (id == 0 || transfers_.contains(id) || posting_ids_.contains(id)) {
     id = SecureRandom64() & ~wire::kTagIndexMask;
   }
   return id;
@@ -171,15 +170,16 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
         if (held[it->second->owner] != most) continue;
         if (lru == sessions_.end() || it->second->last_use < lru->second->last_use) lru = it;
       }
-      KVTIER_LOG(INFO) << "data plane: closing least recently used session=" << lru->first
+      KVTIER_LOG(INFO) << "data plane: closing least recently used session="
+                       << lru->first.DebugString()
                        << " of the owner holding the most (" << most << ")";
       RemoveSessionLocked(lru->first, &evicted, &aborted);
     }
-    // Unpredictable: an id is all a call needs to use a session of its
-    // tenant (ids need not be tag bases: only transfers' tags are).
+    // Unpredictable: an id is all a request message needs to use a
+    // session (ids need not be tag bases: only transfers' tags are).
     do {
-      reply.session_id = SecureRandom64();
-    } while (reply.session_id == 0 || sessions_.contains(reply.session_id));
+      reply.session_id = SessionId::Random();
+    } while (sessions_.contains(reply.session_id));
     session->last_use = ++use_clock_;
     sessions_.emplace(reply.session_id, std::move(session));
   }
@@ -187,7 +187,7 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
   return reply;
 }
 
-void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
+void UcxDataPlane::RemoveSessionLocked(const SessionId& session_id,
                                        std::vector<std::shared_ptr<Session>>* sessions,
                                        std::vector<Transfer>* transfers) {
   auto it = sessions_.find(session_id);
@@ -204,7 +204,7 @@ void UcxDataPlane::RemoveSessionLocked(uint64_t session_id,
   }
 }
 
-void UcxDataPlane::Close(uint64_t session_id) {
+void UcxDataPlane::Close(const SessionId& session_id) {
   std::vector<std::shared_ptr<Session>> sessions;
   std::vector<Transfer> transfers;
   {
@@ -219,16 +219,16 @@ size_t UcxDataPlane::CloseAll() {
   std::vector<Transfer> transfers;
   {
     absl::MutexLock lock(&mu_);
-    std::vector<uint64_t> ids;
+    std::vector<SessionId> ids;
     ids.reserve(sessions_.size());
     for (const auto& [id, session] : sessions_) ids.push_back(id);
-    for (uint64_t id : ids) RemoveSessionLocked(id, &sessions, &transfers);
+    for (const SessionId& id : ids) RemoveSessionLocked(id, &sessions, &transfers);
   }
   for (Transfer& t : transfers) Retire(std::move(t));
   return sessions.size();
 }
 
-std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t session_id) {
+std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(const SessionId& session_id) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(session_id);
   if (it == sessions_.end()) return nullptr;
@@ -237,9 +237,9 @@ std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(uint64_t sessio
 }
 
 absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
-    uint64_t session_id, absl::Span<const PutSpec> specs, bool tagged, bool make_room) {
+    const SessionId& session_id, absl::Span<const PutSpec> specs, bool tagged, bool make_room) {
   if (FindSession(session_id) == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+    return SessionNotOpen(session_id);
   }
   {
     absl::MutexLock lock(&mu_);
@@ -263,7 +263,8 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
     absl::MutexLock lock(&mu_);
     if (!sessions_.contains(session_id)) {
       // Closed meanwhile; the reservation aborts as it goes out of scope.
-      return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+      return absl::NotFoundError(
+          absl::StrFormat("data-plane session %s closed", session_id.DebugString()));
     }
     reply.transfer_id = NewIdLocked();
     posting_ids_.insert(reply.transfer_id);
@@ -287,7 +288,8 @@ absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
   // give the transfer up, waiting for its receives outside mu_.
   Retire(std::move(transfer));
   RETURN_IF_ERROR(posted);
-  return absl::NotFoundError(absl::StrFormat("data-plane session %d closed", session_id));
+  return absl::NotFoundError(
+      absl::StrFormat("data-plane session %s closed", session_id.DebugString()));
 }
 
 absl::Status UcxDataPlane::PostReceives(uint64_t transfer_id, Transfer* transfer) {
@@ -337,7 +339,7 @@ void UcxDataPlane::Retire(Transfer transfer) {
 }
 
 absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
-    uint64_t session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums,
+    const SessionId& session_id, uint64_t transfer_id, absl::Span<const uint64_t> checksums,
     bool may_wait) {
   Transfer transfer;
   {
@@ -345,8 +347,8 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
     auto it = transfers_.find(transfer_id);
     if (it == transfers_.end() || it->second.session_id != session_id) {
       return absl::NotFoundError(absl::StrFormat(
-          "transfer %d of session %d is not pending (timed out, aborted or unknown)",
-          transfer_id, session_id));
+          "transfer %d of session %s is not pending (timed out, aborted or unknown)",
+          transfer_id, session_id.DebugString()));
     }
     if (!checksums.empty() && checksums.size() != it->second.reservation.size()) {
       return absl::InvalidArgumentError(
@@ -370,7 +372,7 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::CommitPut(
   return store_->Commit(std::move(transfer.reservation));
 }
 
-void UcxDataPlane::AbortPut(uint64_t session_id, uint64_t transfer_id) {
+void UcxDataPlane::AbortPut(const SessionId& session_id, uint64_t transfer_id) {
   Transfer transfer;
   {
     absl::MutexLock lock(&mu_);
@@ -452,17 +454,18 @@ absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader
   return (*handler)(header.session_id, header.op, message.data);
 }
 
-absl::Status UcxDataPlane::SessionNotOpen(uint64_t session_id) {
-  return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+absl::Status UcxDataPlane::SessionNotOpen(const SessionId& session_id) {
+  return absl::NotFoundError(
+      absl::StrFormat("data-plane session %s is not open", session_id.DebugString()));
 }
 
-absl::StatusOr<uint64_t> UcxDataPlane::SessionOwner(uint64_t session_id) {
+absl::StatusOr<uint64_t> UcxDataPlane::SessionOwner(const SessionId& session_id) {
   std::shared_ptr<Session> session = FindSession(session_id);
   if (session == nullptr) return SessionNotOpen(session_id);
   return session->owner;
 }
 
-absl::Status UcxDataPlane::CheckSession(uint64_t session_id, uint64_t owner) {
+absl::Status UcxDataPlane::CheckSession(const SessionId& session_id, uint64_t owner) {
   std::shared_ptr<Session> session = FindSession(session_id);
   // Another owner's session answers exactly as one that is not open.
   if (session == nullptr || session->owner != owner) return SessionNotOpen(session_id);

@@ -129,6 +129,7 @@ struct DataPlaneOptions {
 
 class UcxDataPlane : private ucx::MessageReceiver {
  public:
+  using SessionId = wire::SessionId;
   struct Session;  // ucx_data_plane_session.h
 
   // Serves one request that came as an active message on an open session
@@ -136,10 +137,10 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // error for the client. Runs on a thread progressing the worker: it must
   // not wait on UCX.
   using RequestHandler = std::function<absl::StatusOr<std::string>(
-      uint64_t session_id, uint32_t op, absl::string_view request)>;
+      const SessionId& session_id, uint32_t op, absl::string_view request)>;
 
   struct OpenReply {
-    uint64_t session_id = 0;
+    SessionId session_id;
     std::string worker_address;
     uint64_t arena_address = 0;
     uint64_t arena_bytes = 0;
@@ -173,14 +174,14 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane& operator=(const UcxDataPlane&) = delete;
 
   // Opens a session for `owner` (the tenant whose calls may use it; see
-  // SessionOwner). Its id is 64 bits from the kernel's CSPRNG.
+  // SessionOwner). Its id is 128 bits from the kernel's CSPRNG.
   // INVALID_ARGUMENT (empty, oversized, or an address UCX refuses or
   // chokes on in the probe), UNAVAILABLE (no probe, or no endpoint to the
   // client's worker).
   absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address, uint64_t owner = 0);
   // The owner given to Open; NOT_FOUND when `session_id` is not open.
-  absl::StatusOr<uint64_t> SessionOwner(uint64_t session_id);
-  void Close(uint64_t session_id);
+  absl::StatusOr<uint64_t> SessionOwner(const SessionId& session_id);
+  void Close(const SessionId& session_id);
   // Closes every session (their pending transfers end as at Close); their
   // clients open new ones. Returns how many were open.
   size_t CloseAll() ABSL_LOCKS_EXCLUDED(mu_);
@@ -189,7 +190,8 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // or the store's own), and Store::Reserve's errors. `tagged`: also posts
   // a tagged receive into each new slot (tag transfer_id + page index).
   // `make_room` false (a caller on the progress thread): ReserveOptions'.
-  absl::StatusOr<ReserveReply> ReservePut(uint64_t session_id, absl::Span<const PutSpec> specs,
+  absl::StatusOr<ReserveReply> ReservePut(const SessionId& session_id,
+                                          absl::Span<const PutSpec> specs,
                                           bool tagged = false, bool make_room = true);
   // NOT_FOUND (unknown session or transfer), and Store::Commit's errors.
   // `checksums` (empty, or one per page) replace those given at ReservePut;
@@ -199,28 +201,29 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // then, and the reservation is released once the receives let go).
   // `may_wait` false (a caller on the progress thread): a tagged transfer
   // is FAILED_PRECONDITION instead and stays pending.
-  absl::StatusOr<std::vector<PutResult>> CommitPut(uint64_t session_id, uint64_t transfer_id,
+  absl::StatusOr<std::vector<PutResult>> CommitPut(const SessionId& session_id,
+                                                   uint64_t transfer_id,
                                                    absl::Span<const uint64_t> checksums = {},
                                                    bool may_wait = true);
-  void AbortPut(uint64_t session_id, uint64_t transfer_id);
+  void AbortPut(const SessionId& session_id, uint64_t transfer_id);
 
   // NOT_FOUND when `session_id` is not open or is not `owner`'s (the same
   // answer for both).
-  absl::Status CheckSession(uint64_t session_id, uint64_t owner);
+  absl::Status CheckSession(const SessionId& session_id, uint64_t owner);
   // CheckSession's NOT_FOUND; other errors checked before any byte moves:
   // INVALID_ARGUMENT (bad rkey).
-  absl::Status CheckRegion(uint64_t session_id, uint64_t owner, absl::string_view rkey);
+  absl::Status CheckRegion(const SessionId& session_id, uint64_t owner, absl::string_view rkey);
   // Writes every page into the client region at `address` (rkey packed by
   // the client) and flushes. NOT_FOUND (unknown session), UNAVAILABLE or
   // DEADLINE_EXCEEDED (the endpoint failed; the session is closed).
-  absl::Status WriteToRegion(uint64_t session_id, uint64_t address, absl::string_view rkey,
+  absl::Status WriteToRegion(const SessionId& session_id, uint64_t address, absl::string_view rkey,
                              absl::Span<const RegionWrite> pages, absl::Time deadline);
 
   // Sends every page as a tagged message on the session's endpoint (the
   // client posted the receives) and waits until each send completed.
   // NOT_FOUND (unknown session), UNAVAILABLE or DEADLINE_EXCEEDED (the
   // endpoint failed; the session is closed).
-  absl::Status SendToClient(uint64_t session_id, absl::Span<const ucx::SendSegment> pages,
+  absl::Status SendToClient(const SessionId& session_id, absl::Span<const ucx::SendSegment> pages,
                             absl::Time deadline);
 
   // Reserves the pages, reads each one's bytes from the client region
@@ -228,7 +231,7 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // and commits. NOT_FOUND (unknown session), UNAVAILABLE or
   // DEADLINE_EXCEEDED (the read failed; the session is closed), and
   // Store::Reserve/Commit's errors. Nothing stays reserved on any error.
-  absl::StatusOr<std::vector<PutResult>> PullPut(uint64_t session_id, uint64_t address,
+  absl::StatusOr<std::vector<PutResult>> PullPut(const SessionId& session_id, uint64_t address,
                                                  absl::string_view rkey,
                                                  absl::Span<const PutSpec> specs,
                                                  absl::Span<const uint64_t> region_offsets,
@@ -253,7 +256,7 @@ class UcxDataPlane : private ucx::MessageReceiver {
 
  private:
   struct Transfer {
-    uint64_t session_id = 0;
+    SessionId session_id;
     Reservation reservation;
     absl::Time expiry;
     // Tagged transfers: one posted receive per new slot. Destroyed before
@@ -264,15 +267,16 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane(Store* store, const DataPlaneOptions& options,
                std::shared_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
                std::shared_ptr<const ucx::UcxMemory> arena);
-  std::shared_ptr<Session> FindSession(uint64_t session_id) ABSL_LOCKS_EXCLUDED(mu_);
+  std::shared_ptr<Session> FindSession(const SessionId& session_id) ABSL_LOCKS_EXCLUDED(mu_);
   // The one answer for a session id that is not open (or not the caller's).
-  static absl::Status SessionNotOpen(uint64_t session_id);
+  static absl::Status SessionNotOpen(const SessionId& session_id);
   // The session's endpoint key for `rkey`, unpacked once per distinct key.
   absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> SessionKey(Session& session,
                                                                 absl::string_view rkey);
   uint64_t NewIdLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Removes a session and returns what must be destroyed outside mu_.
-  void RemoveSessionLocked(uint64_t session_id, std::vector<std::shared_ptr<Session>>* sessions,
+  void RemoveSessionLocked(const SessionId& session_id,
+                           std::vector<std::shared_ptr<Session>>* sessions,
                            std::vector<Transfer>* transfers) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Gives a transfer up: cancels its receives and releases its reservation
   // now, or (a receive still busy) moves it to draining_.
@@ -298,7 +302,7 @@ class UcxDataPlane : private ucx::MessageReceiver {
   const std::string probe_path_;
 
   mutable absl::Mutex mu_;
-  absl::flat_hash_map<uint64_t, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<SessionId, std::shared_ptr<Session>> sessions_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<uint64_t, Transfer> transfers_ ABSL_GUARDED_BY(mu_);
   // Ids of transfers whose receives are being posted (not yet in transfers_).
   absl::flat_hash_set<uint64_t> posting_ids_ ABSL_GUARDED_BY(mu_);

@@ -21,7 +21,7 @@ constexpr size_t kMaxRkeyBytes = 16 << 10;
 
 }  // namespace
 
-absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, uint64_t owner,
+absl::Status UcxDataPlane::CheckRegion(const SessionId& session_id, uint64_t owner,
                                        absl::string_view rkey) {
   if (rkey.empty() || rkey.size() > kMaxRkeyBytes) {
     return absl::InvalidArgumentError(
@@ -30,13 +30,13 @@ absl::Status UcxDataPlane::CheckRegion(uint64_t session_id, uint64_t owner,
   return CheckSession(session_id, owner);
 }
 
-absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
+absl::Status UcxDataPlane::WriteToRegion(const SessionId& session_id, uint64_t address,
                                          absl::string_view rkey,
                                          absl::Span<const RegionWrite> pages,
                                          absl::Time deadline) {
   std::shared_ptr<Session> session = FindSession(session_id);
   if (session == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+    return SessionNotOpen(session_id);
   }
   ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
   std::vector<ucx::WriteSegment> segments;
@@ -53,12 +53,12 @@ absl::Status UcxDataPlane::WriteToRegion(uint64_t session_id, uint64_t address,
   return status;
 }
 
-absl::Status UcxDataPlane::SendToClient(uint64_t session_id,
+absl::Status UcxDataPlane::SendToClient(const SessionId& session_id,
                                         absl::Span<const ucx::SendSegment> pages,
                                         absl::Time deadline) {
   std::shared_ptr<Session> session = FindSession(session_id);
   if (session == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+    return SessionNotOpen(session_id);
   }
   absl::Status status = session->endpoint->Send(pages, options_.window, deadline);
   if (!status.ok()) Close(session_id);
@@ -102,12 +102,12 @@ absl::StatusOr<std::shared_ptr<ucx::UcxRemoteKey>> UcxDataPlane::SessionKey(
 }
 
 absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
-    uint64_t session_id, uint64_t address, absl::string_view rkey,
+    const SessionId& session_id, uint64_t address, absl::string_view rkey,
     absl::Span<const PutSpec> specs, absl::Span<const uint64_t> region_offsets,
     absl::Time deadline) {
   std::shared_ptr<Session> session = FindSession(session_id);
   if (session == nullptr) {
-    return absl::NotFoundError(absl::StrFormat("data-plane session %d is not open", session_id));
+    return SessionNotOpen(session_id);
   }
   ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
   // Each round of BatchPutFilled reads the bytes again from the client's

@@ -29,6 +29,7 @@ using testing::Key;
 using testing::PageBytes;
 using testing::Spec;
 using testing::TempDir;
+using SessionId = UcxDataPlane::SessionId;
 
 DataPlaneOptions ProbingOptions() {
   DataPlaneOptions options;
@@ -86,11 +87,11 @@ class UcxDataPlaneTest : public ::testing::Test {
   }
 
   // A session whose client is a worker of this process.
-  uint64_t Open(UcxDataPlane& plane) {
+  SessionId Open(UcxDataPlane& plane) {
     absl::StatusOr<UcxDataPlane::OpenReply> reply = plane.Open(client_worker_->address());
     EXPECT_TRUE(reply.ok()) << reply.status();
-    if (!reply.ok()) return 0;
-    EXPECT_NE(reply->session_id, 0u);
+    if (!reply.ok()) return SessionId();
+    EXPECT_FALSE(reply->session_id.IsZero());
     EXPECT_EQ(reply->arena_address, reinterpret_cast<uint64_t>(store_->RamRegion().data()));
     EXPECT_EQ(reply->arena_bytes, store_->RamRegion().size());
     EXPECT_FALSE(reply->arena_rkey.empty());
@@ -112,11 +113,16 @@ TEST_F(UcxDataPlaneTest, UnknownSessionsAndTransfersAreNotFound) {
   ASSERT_NE(plane, nullptr);
   EXPECT_EQ(plane->Open("").status().code(), absl::StatusCode::kInvalidArgument);
   const PutSpec specs[] = {Spec(Key(1))};
-  EXPECT_EQ(plane->ReservePut(12345, specs).status().code(), absl::StatusCode::kNotFound);
-  const uint64_t session = Open(*plane);
+  EXPECT_EQ(plane->ReservePut(SessionId{.hi = 1, .lo = 12345}, specs).status().code(), absl::StatusCode::kNotFound);
+  const SessionId session = Open(*plane);
   EXPECT_EQ(plane->CommitPut(session, 999).status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(plane->CheckRegion(session, 0, "").code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(plane->CheckRegion(session + 1, 0, "k").code(), absl::StatusCode::kNotFound);
+  // Both halves of the id count.
+  EXPECT_EQ(plane->CheckRegion({.hi = session.hi, .lo = session.lo ^ 1}, 0, "k").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(plane->CheckRegion({.hi = session.hi ^ 1, .lo = session.lo}, 0, "k").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_TRUE(plane->CheckRegion(session, 0, "k").ok());
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
 }
 
@@ -157,19 +163,19 @@ TEST_F(UcxDataPlaneTest, AtTheBoundTheHeaviestOwnerLosesASession) {
   auto open = [&](uint64_t owner) {
     absl::StatusOr<UcxDataPlane::OpenReply> reply = plane->Open(client_worker_->address(), owner);
     EXPECT_TRUE(reply.ok()) << reply.status();
-    return reply.ok() ? reply->session_id : 0;
+    return reply.ok() ? reply->session_id : SessionId();
   };
-  auto open_now = [&](uint64_t id) { return plane->SessionOwner(id).ok(); };
-  const uint64_t a1 = open(7);
-  const uint64_t b1 = open(8);
-  const uint64_t a2 = open(7);  // 7 would hold two: its own oldest goes
+  auto open_now = [&](const SessionId& id) { return plane->SessionOwner(id).ok(); };
+  const SessionId a1 = open(7);
+  const SessionId b1 = open(8);
+  const SessionId a2 = open(7);  // 7 would hold two: its own oldest goes
   EXPECT_FALSE(open_now(a1));
   EXPECT_TRUE(open_now(b1));
-  const uint64_t a3 = open(7);
+  const SessionId a3 = open(7);
   EXPECT_FALSE(open_now(a2));
   EXPECT_TRUE(open_now(b1));
   EXPECT_TRUE(open_now(a3));
-  const uint64_t b2 = open(8);  // now 8 would hold two
+  const SessionId b2 = open(8);  // now 8 would hold two
   EXPECT_FALSE(open_now(b1));
   EXPECT_TRUE(open_now(a3));
   EXPECT_TRUE(open_now(b2));
@@ -179,7 +185,7 @@ TEST_F(UcxDataPlaneTest, AtTheBoundTheHeaviestOwnerLosesASession) {
 TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  const uint64_t session = Open(*plane);
+  const SessionId session = Open(*plane);
   const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(session, specs);
   ASSERT_TRUE(reserved.ok()) << reserved.status();
@@ -192,7 +198,7 @@ TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
                 bytes.size());
   }
   // A transfer belongs to its session.
-  EXPECT_EQ(plane->CommitPut(session + 1, reserved->transfer_id).status().code(),
+  EXPECT_EQ(plane->CommitPut({.hi = session.hi, .lo = session.lo + 1}, reserved->transfer_id).status().code(),
             absl::StatusCode::kNotFound);
   absl::StatusOr<std::vector<PutResult>> committed =
       plane->CommitPut(session, reserved->transfer_id);
@@ -229,7 +235,7 @@ TEST_F(UcxDataPlaneTest, MalformedClientAddressesAreRefusedAndTheServerSurvives)
         << address.size() << " bytes: " << opened.status();
   }
   EXPECT_EQ(plane->open_sessions(), 0u);
-  EXPECT_NE(Open(*plane), 0u);
+  EXPECT_FALSE(Open(*plane).IsZero());
   EXPECT_EQ(plane->open_sessions(), 1u);
 }
 
@@ -252,10 +258,10 @@ TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
   ASSERT_NE(plane, nullptr);
   absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
   ASSERT_TRUE(opened.ok()) << opened.status();
-  const uint64_t session = opened->session_id;
+  const SessionId session = opened->session_id;
   absl::Notification entered, release;
   std::atomic<bool> checked{false};
-  plane->SetRequestHandler([&](uint64_t id, uint32_t, absl::string_view) {
+  plane->SetRequestHandler([&](const SessionId& id, uint32_t, absl::string_view) {
     entered.Notify();
     release.WaitForNotificationWithTimeout(absl::Seconds(10));
     checked = plane->CheckSession(id, 0).ok();
@@ -307,7 +313,7 @@ TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
   {
     std::unique_ptr<UcxDataPlane> plane = Create();
     ASSERT_NE(plane, nullptr);
-    const uint64_t a = Open(*plane);
+    const SessionId a = Open(*plane);
     ASSERT_TRUE(plane->ReservePut(a, specs).ok());
     EXPECT_GT(store_->Stats().reserved_bytes, 0u);
     plane->Close(a);
@@ -323,7 +329,7 @@ TEST_F(UcxDataPlaneTest, CloseAndExpiryReleaseReservations) {
   options.transfer_timeout_ms = 1;
   std::unique_ptr<UcxDataPlane> plane = Create(options);
   ASSERT_NE(plane, nullptr);
-  const uint64_t b = Open(*plane);
+  const SessionId b = Open(*plane);
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(b, specs);
   ASSERT_TRUE(reserved.ok());
   absl::SleepFor(absl::Milliseconds(2));  // past the 1 ms timeout
@@ -342,7 +348,7 @@ TEST_F(UcxDataPlaneTest, SlotsOfEndedTransfersAreQuarantined) {
   const PutSpec specs[] = {Spec(Key(7))};
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  const uint64_t session = Open(*plane);
+  const SessionId session = Open(*plane);
   absl::StatusOr<UcxDataPlane::ReserveReply> first = plane->ReservePut(session, specs);
   ASSERT_TRUE(first.ok());
   plane->AbortPut(session, first->transfer_id);
@@ -358,7 +364,7 @@ TEST_F(UcxDataPlaneTest, SlotsOfEndedTransfersAreQuarantined) {
   at_once.released_slot_quarantine = absl::ZeroDuration();
   std::unique_ptr<UcxDataPlane> trusting = Create(at_once);
   ASSERT_NE(trusting, nullptr);
-  const uint64_t other = Open(*trusting);
+  const SessionId other = Open(*trusting);
   absl::StatusOr<UcxDataPlane::ReserveReply> third =
       trusting->ReservePut(other, {Spec(Key(8))});
   ASSERT_TRUE(third.ok());
@@ -465,14 +471,14 @@ TEST_F(UcxDataPlaneTest, TaggedMessagesNoTransferWantsAreDroppedAndTransfersStil
 TEST_F(UcxDataPlaneTest, CloseAllEndsEverySessionAndItsTransfers) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  const uint64_t a = Open(*plane);
-  const uint64_t b = Open(*plane);
+  const SessionId a = Open(*plane);
+  const SessionId b = Open(*plane);
   ASSERT_TRUE(plane->ReservePut(a, {Spec(Key(1))}).ok());
   ASSERT_TRUE(plane->ReservePut(b, {Spec(Key(2))}, /*tagged=*/true).ok());
   EXPECT_GT(store_->Stats().reserved_bytes, 0u);
   EXPECT_EQ(plane->CloseAll(), 2u);
   EXPECT_EQ(plane->open_sessions(), 0u);
-  for (uint64_t session : {a, b}) {
+  for (const SessionId& session : {a, b}) {
     EXPECT_EQ(plane->ReservePut(session, {Spec(Key(3))}).status().code(),
               absl::StatusCode::kNotFound);
   }
@@ -483,7 +489,7 @@ TEST_F(UcxDataPlaneTest, CloseAllEndsEverySessionAndItsTransfers) {
   EXPECT_EQ(plane->pending_transfers(), 0u);
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
   EXPECT_EQ(plane->CloseAll(), 0u);
-  EXPECT_NE(Open(*plane), 0u);  // and it goes on serving
+  EXPECT_FALSE(Open(*plane).IsZero());  // and it goes on serving
 }
 
 // A writer that hashes while it copies declares the checksums at commit:
@@ -492,7 +498,7 @@ TEST_F(UcxDataPlaneTest, CloseAllEndsEverySessionAndItsTransfers) {
 TEST_F(UcxDataPlaneTest, ChecksumsGivenAtCommitAreVerified) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  const uint64_t session = Open(*plane);
+  const SessionId session = Open(*plane);
   PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
   std::vector<uint64_t> checksums;
   for (PutSpec& spec : specs) {
@@ -600,7 +606,7 @@ TEST_F(UcxDataPlaneTest, TaggedReservationsEndWithAbortCloseExpiryAndDestruction
   {
     std::unique_ptr<UcxDataPlane> plane = Create();
     ASSERT_NE(plane, nullptr);
-    const uint64_t a = Open(*plane);
+    const SessionId a = Open(*plane);
     absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(a, specs, true);
     ASSERT_TRUE(reserved.ok()) << reserved.status();
     EXPECT_GT(store_->Stats().reserved_bytes, 0u);
@@ -619,7 +625,7 @@ TEST_F(UcxDataPlaneTest, TaggedReservationsEndWithAbortCloseExpiryAndDestruction
   options.transfer_timeout_ms = 1;
   std::unique_ptr<UcxDataPlane> plane = Create(options);
   ASSERT_NE(plane, nullptr);
-  const uint64_t b = Open(*plane);
+  const SessionId b = Open(*plane);
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved = plane->ReservePut(b, specs, true);
   ASSERT_TRUE(reserved.ok());
   absl::SleepFor(absl::Milliseconds(2));  // past the 1 ms timeout
@@ -630,7 +636,7 @@ TEST_F(UcxDataPlaneTest, TaggedReservationsEndWithAbortCloseExpiryAndDestruction
   options.transfer_timeout_ms = 200;
   plane = Create(options);
   ASSERT_NE(plane, nullptr);
-  const uint64_t c = Open(*plane);
+  const SessionId c = Open(*plane);
   reserved = plane->ReservePut(c, specs, true);
   ASSERT_TRUE(reserved.ok());
   EXPECT_EQ(plane->CommitPut(c, reserved->transfer_id).status().code(),
@@ -645,10 +651,10 @@ TEST_F(UcxDataPlaneTest, SessionsAreBoundedLeastRecentlyUsedFirst) {
   options.max_sessions = 2;
   std::unique_ptr<UcxDataPlane> plane = Create(options);
   ASSERT_NE(plane, nullptr);
-  const uint64_t a = Open(*plane);
-  const uint64_t b = Open(*plane);
+  const SessionId a = Open(*plane);
+  const SessionId b = Open(*plane);
   ASSERT_TRUE(plane->CheckRegion(a, 0, "k").ok());  // a is now the most recent
-  const uint64_t c = Open(*plane);
+  const SessionId c = Open(*plane);
   EXPECT_EQ(plane->open_sessions(), 2u);
   EXPECT_TRUE(plane->CheckRegion(a, 0, "k").ok());
   EXPECT_EQ(plane->CheckRegion(b, 0, "k").code(), absl::StatusCode::kNotFound);

@@ -143,7 +143,7 @@ KvStoreService::KvStoreService(Store* store, const ServiceLimits& limits,
       waiting_(static_cast<int>(limits.waiting_threads), limits.max_waiting_requests) {
   if (data_plane_ != nullptr) {
     data_plane_->SetRequestHandler(
-        [this](uint64_t session_id, uint32_t op, absl::string_view request) {
+        [this](const wire::SessionId& session_id, uint32_t op, absl::string_view request) {
           return ServeMessage(session_id, op, request);
         });
   }
@@ -253,7 +253,7 @@ absl::StatusOr<std::vector<PageKey>> KvStoreService::GetKeys(
     const Caller& caller, const v1::BatchGetRequest& request) const {
   RETURN_IF_ERROR(CheckBatchSize(request.keys_size(), limits_.max_batch_pages, "keys",
                                  /*allow_empty=*/false));
-  if (request.has_region() && request.arena_session_id() != 0) {
+  if (request.has_region() && !request.arena_session_id().empty()) {
     return absl::InvalidArgumentError("set region or arena_session_id, not both");
   }
   return KeysFromProto(caller, request.keys());
@@ -267,13 +267,13 @@ absl::Status KvStoreService::DoBatchGet(const Caller& caller, const v1::BatchGet
   // Arena gets carry RAM pages by reference.
   const Store::StoredBytes stored = store_->BytesOf(keys);
   const uint64_t bytes =
-      stored.disk_only + (request.arena_session_id() != 0 ? 0 : stored.ram);
+      stored.disk_only + (request.arena_session_id().empty() ? stored.ram : 0);
   ASSIGN_OR_RETURN(InflightBytes::Grant grant, inflight_.Acquire(bytes, "BatchGet"));
   if (held != nullptr) *held = std::move(grant);
   if (request.has_region()) {
     return DoBatchGetToRegion(caller, request.region(), keys, response);
   }
-  if (request.arena_session_id() != 0) {
+  if (!request.arena_session_id().empty()) {
     return DoBatchGetFromArena(caller, request.arena_session_id(), keys,
                                /*withhold_disk=*/false, response);
   }
@@ -357,7 +357,7 @@ absl::Status KvStoreService::DoPin(const Caller& caller, const v1::PinRequest& r
     return absl::InvalidArgumentError(absl::StrFormat(
         "ttl_ms %d out of range [1, %d]", request.ttl_ms(), limits_.max_pin_ttl_ms));
   }
-  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytes(request.pin_id()));
+  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytesOrEmpty(request.pin_id()));
   if (pin_id.IsZero() && request.keys_size() == 0) {
     return absl::InvalidArgumentError("keys: a new pin (no pin_id) needs at least one key");
   }
@@ -368,7 +368,7 @@ absl::Status KvStoreService::DoPin(const Caller& caller, const v1::PinRequest& r
 }
 
 absl::Status KvStoreService::DoUnpin(const Caller& caller, const v1::UnpinRequest& request) {
-  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytes(request.pin_id()));
+  ASSIGN_OR_RETURN(const PinId pin_id, PinId::FromBytesOrEmpty(request.pin_id()));
   if (pin_id.IsZero()) return absl::NotFoundError("an empty pin_id is never a pin");
   return store_->Unpin(caller.tenant, pin_id);
 }

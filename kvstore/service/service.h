@@ -38,6 +38,7 @@
 #include "kvstore/service/cache_event_feed.h"
 #include "kvstore/service/caller.h"
 #include "kvstore/service/service_counters.h"
+#include "kvtier/v1/data_plane.h"
 #include "kvtier/v1/store.grpc.pb.h"
 
 namespace kvtier::store {
@@ -209,7 +210,7 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // a mapped get marks pages not in the arena bytes_withheld instead of
   // carrying them; a put must name its own session and not be tagged, and
   // a tagged transfer's commit is FAILED_PRECONDITION (it goes by RPC).
-  absl::StatusOr<std::string> ServeMessage(uint64_t session_id, uint32_t op,
+  absl::StatusOr<std::string> ServeMessage(const wire::SessionId& session_id, uint32_t op,
                                            absl::string_view request);
   // Local lanes: a ticket for a lane acting for `caller` (`may_write`: it
   // may store pages in the caller's namespace), and one request a lane
@@ -265,17 +266,21 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // status no page can carry (an I/O error) is returned as is.
   absl::Status AddGotPages(absl::Span<const PageKey> keys, absl::Span<const GetResult> results,
                            v1::BatchGetResponse* response);
-  // BatchGet's region: validated before the store is read.
-  absl::Status CheckRegion(const Caller& caller, const v1::DataPlaneRegion& region) const;
-  // NOT_FOUND unless `session_id` is open and the caller's.
-  absl::Status CheckSession(const Caller& caller, uint64_t session_id) const;
+  // A region's session, once the region is validated (before the store is
+  // read).
+  absl::StatusOr<wire::SessionId> CheckRegion(const Caller& caller,
+                                              const v1::DataPlaneRegion& region) const;
+  // The session `session_id` names: INVALID_ARGUMENT unless it is 16
+  // bytes, NOT_FOUND unless it is open and the caller's.
+  absl::StatusOr<wire::SessionId> CheckSession(const Caller& caller,
+                                               absl::string_view session_id) const;
   // A BatchGet's keys, validated (count, each key, region or arena).
   absl::StatusOr<std::vector<PageKey>> GetKeys(const Caller& caller,
                                                const v1::BatchGetRequest& request) const;
   // A BatchGet with arena_session_id: RAM pages are located, not copied.
   // `withhold_disk`: disk pages are not read but marked bytes_withheld (for
   // replies to request messages, which stay small).
-  absl::Status DoBatchGetFromArena(const Caller& caller, uint64_t session_id,
+  absl::Status DoBatchGetFromArena(const Caller& caller, absl::string_view session_id,
                                    absl::Span<const PageKey> keys,
                                    bool withhold_disk, v1::BatchGetResponse* response);
   // BatchGet with a region: reads the pages in place (Store::BatchGetInPlace)
@@ -288,12 +293,12 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // Writes the OK pages (`bytes`, one per page) that fit into the region,
   // marking them in_region, and copies the rest inline. Every transfer is
   // complete when it returns (UcxDataPlane::WriteToRegion flushes).
-  absl::Status WriteRegion(const v1::DataPlaneRegion& region,
+  absl::Status WriteRegion(const v1::DataPlaneRegion& region, const wire::SessionId& session,
                            absl::Span<const absl::Span<const uint8_t>> bytes,
                            v1::BatchGetResponse* response);
   // WriteRegion for a region with a tag: sends page i as a tagged message
   // (tag + i) into the client's receive at slot i, and waits for the sends.
-  absl::Status SendToRegion(const v1::DataPlaneRegion& region,
+  absl::Status SendToRegion(const v1::DataPlaneRegion& region, const wire::SessionId& session,
                             absl::Span<const absl::Span<const uint8_t>> bytes,
                             v1::BatchGetResponse* response);
 

@@ -38,7 +38,7 @@ absl::Status KvStoreService::DoOpenDataPlane(const Caller& caller,
   if (data_plane_ == nullptr) return NoDataPlane();
   ASSIGN_OR_RETURN(UcxDataPlane::OpenReply reply,
                    data_plane_->Open(request.client_worker_address(), caller.tenant));
-  response->set_session_id(reply.session_id);
+  response->set_session_id(reply.session_id.Bytes());
   response->set_server_worker_address(std::move(reply.worker_address));
   response->set_arena_address(reply.arena_address);
   response->set_arena_bytes(reply.arena_bytes);
@@ -46,15 +46,20 @@ absl::Status KvStoreService::DoOpenDataPlane(const Caller& caller,
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::CheckSession(const Caller& caller, uint64_t session_id) const {
+absl::StatusOr<wire::SessionId> KvStoreService::CheckSession(
+    const Caller& caller, absl::string_view session_id) const {
   if (data_plane_ == nullptr) return NoDataPlane();
-  return data_plane_->CheckSession(session_id, caller.tenant);
+  ASSIGN_OR_RETURN(const wire::SessionId id, wire::SessionId::FromBytes(session_id));
+  RETURN_IF_ERROR(data_plane_->CheckSession(id, caller.tenant));
+  return id;
 }
 
 absl::Status KvStoreService::DoCloseDataPlane(const Caller& caller,
                                               const v1::CloseDataPlaneRequest& request) {
+  RETURN_IF_ERROR(wire::SessionId::FromBytes(request.session_id()).status());
   // Another tenant's session, like an unknown one, is ignored.
-  if (CheckSession(caller, request.session_id()).ok()) data_plane_->Close(request.session_id());
+  const absl::StatusOr<wire::SessionId> session = CheckSession(caller, request.session_id());
+  if (session.ok()) data_plane_->Close(*session);
   return absl::OkStatus();
 }
 
@@ -64,12 +69,11 @@ absl::Status KvStoreService::DoReservePut(const Caller& caller,
   if (data_plane_ == nullptr) return NoDataPlane();
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
-  RETURN_IF_ERROR(CheckSession(caller, request.session_id()));
+  ASSIGN_OR_RETURN(const wire::SessionId session, CheckSession(caller, request.session_id()));
   // An untagged reservation is written by the client into the arena.
   if (!request.tagged() && !data_plane_->options().expose_arena) return ArenaNotExposed();
   ASSIGN_OR_RETURN(UcxDataPlane::ReserveReply reply,
-                   data_plane_->ReservePut(request.session_id(), specs, request.tagged(),
-                                           make_room));
+                   data_plane_->ReservePut(session, specs, request.tagged(), make_room));
   response->set_transfer_id(reply.transfer_id);
   // Counted when reserved: the bytes the client is to write.
   uint64_t bytes = 0;
@@ -89,24 +93,25 @@ absl::Status KvStoreService::DoCommitPut(const Caller& caller,
                                          const v1::CommitPutRequest& request, bool may_wait,
                                          v1::BatchPutResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
-  RETURN_IF_ERROR(CheckSession(caller, request.session_id()));
+  ASSIGN_OR_RETURN(const wire::SessionId session, CheckSession(caller, request.session_id()));
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
-                   data_plane_->CommitPut(request.session_id(), request.transfer_id(),
-                                          request.checksums(), may_wait));
+                   data_plane_->CommitPut(session, request.transfer_id(), request.checksums(),
+                                          may_wait));
   for (const PutResult& r : results) response->add_results()->set_already_present(r.already_present);
   return absl::OkStatus();
 }
 
 absl::Status KvStoreService::DoAbortPut(const Caller& caller,
                                         const v1::AbortPutRequest& request) {
-  if (CheckSession(caller, request.session_id()).ok()) {
-    data_plane_->AbortPut(request.session_id(), request.transfer_id());
-  }
+  RETURN_IF_ERROR(wire::SessionId::FromBytes(request.session_id()).status());
+  // Another tenant's session, like an unknown one, is ignored.
+  const absl::StatusOr<wire::SessionId> session = CheckSession(caller, request.session_id());
+  if (session.ok()) data_plane_->AbortPut(*session, request.transfer_id());
   return absl::OkStatus();
 }
 
-absl::Status KvStoreService::CheckRegion(const Caller& caller,
-                                         const v1::DataPlaneRegion& region) const {
+absl::StatusOr<wire::SessionId> KvStoreService::CheckRegion(
+    const Caller& caller, const v1::DataPlaneRegion& region) const {
   if (data_plane_ == nullptr) return NoDataPlane();
   if (region.bytes() == 0 || region.address() == 0) {
     return absl::InvalidArgumentError("region: address and bytes must be > 0");
@@ -122,7 +127,9 @@ absl::Status KvStoreService::CheckRegion(const Caller& caller,
     return absl::InvalidArgumentError(absl::StrFormat(
         "region.slot_bytes %d: need 1..%d with a tag", region.slot_bytes(), region.bytes()));
   }
-  return data_plane_->CheckRegion(region.session_id(), caller.tenant, region.rkey());
+  ASSIGN_OR_RETURN(const wire::SessionId session, wire::SessionId::FromBytes(region.session_id()));
+  RETURN_IF_ERROR(data_plane_->CheckRegion(session, caller.tenant, region.rkey()));
+  return session;
 }
 
 absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
@@ -131,14 +138,14 @@ absl::Status KvStoreService::DoBatchPutFromRegion(const Caller& caller,
   const v1::DataPlaneRegion& region = request.region();
   std::vector<PutSpec> specs;
   RETURN_IF_ERROR(SpecsFromProto(caller, request.pages(), /*inline_bytes=*/false, &specs));
-  RETURN_IF_ERROR(CheckRegion(caller, region));
+  ASSIGN_OR_RETURN(const wire::SessionId session, CheckRegion(caller, region));
   ASSIGN_OR_RETURN(const std::vector<uint64_t> offsets,
                    PageOffsetsWithin(request, specs, region.bytes(), "region"));
   const absl::Time deadline =
       absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
   ASSIGN_OR_RETURN(std::vector<PutResult> results,
-                   data_plane_->PullPut(region.session_id(), region.address(), region.rkey(),
-                                        specs, offsets, deadline));
+                   data_plane_->PullPut(session, region.address(), region.rkey(), specs,
+                                        offsets, deadline));
   uint64_t bytes = 0;
   for (const PutSpec& spec : specs) bytes += spec.layout.PageBytes();
   counters_.AddPut(BytePath::kDataPlane, bytes);
@@ -164,8 +171,8 @@ absl::StatusOr<std::vector<uint64_t>> KvStoreService::PageOffsetsWithin(
   return offsets;
 }
 
-absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, uint32_t op,
-                                                         absl::string_view bytes) {
+absl::StatusOr<std::string> KvStoreService::ServeMessage(const wire::SessionId& session_id,
+                                                         uint32_t op, absl::string_view bytes) {
   // A message is answered by the progress thread that receives it, so only
   // requests that wait on nothing are taken: no region transfer, no tagged
   // put (their commits wait on UCX), no put that must make room on disk
@@ -198,7 +205,7 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
     case wire::kMappedGetOp: {
       v1::BatchGetRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.has_region() || request.arena_session_id() != session_id) {
+      if (request.has_region() || request.arena_session_id() != session_id.Bytes()) {
         return absl::InvalidArgumentError(
             "request message: a get by message reads its own session's arena, with no region");
       }
@@ -208,13 +215,14 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
       for (PageKey& key : keys) key.tenant = caller.tenant;
       v1::BatchGetResponse response;
       RETURN_IF_ERROR(
-          DoBatchGetFromArena(caller, session_id, keys, /*withhold_disk=*/true, &response));
+          DoBatchGetFromArena(caller, request.arena_session_id(), keys, /*withhold_disk=*/true,
+                              &response));
       return response.SerializeAsString();
     }
     case wire::kReservePutOp: {
       v1::ReservePutRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.session_id() != session_id || request.tagged()) {
+      if (request.session_id() != session_id.Bytes() || request.tagged()) {
         return absl::InvalidArgumentError(
             "request message: a put by message reserves in its own session, not tagged");
       }
@@ -226,7 +234,7 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
     case wire::kCommitPutOp: {
       v1::CommitPutRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.session_id() != session_id) {
+      if (request.session_id() != session_id.Bytes()) {
         return absl::InvalidArgumentError(
             "request message: a put by message commits in its own session");
       }
@@ -240,11 +248,12 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(uint64_t session_id, ui
   }
 }
 
-absl::Status KvStoreService::DoBatchGetFromArena(const Caller& caller, uint64_t session_id,
+absl::Status KvStoreService::DoBatchGetFromArena(const Caller& caller,
+                                                 absl::string_view session_id,
                                                  absl::Span<const PageKey> keys,
                                                  bool withhold_disk,
                                                  v1::BatchGetResponse* response) {
-  RETURN_IF_ERROR(CheckSession(caller, session_id));
+  RETURN_IF_ERROR(CheckSession(caller, session_id).status());
   if (!data_plane_->options().expose_arena) return ArenaNotExposed();
   const absl::Span<const uint8_t> arena = store_->RamRegion();
   // The client copies and checks RAM pages itself (store.proto: no lease
@@ -281,13 +290,13 @@ absl::Status KvStoreService::DoBatchGetToRegion(const Caller& caller,
                                                 const v1::DataPlaneRegion& region,
                                                 absl::Span<const PageKey> keys,
                                                 v1::BatchGetResponse* response) {
-  RETURN_IF_ERROR(CheckRegion(caller, region));
+  ASSIGN_OR_RETURN(const wire::SessionId session, CheckRegion(caller, region));
   // The transfers run inside the callback: the leases it runs under keep
   // every RAM page's slot unchanged until they are complete.
   auto transfer = [&](absl::Span<const GetResult> results,
                       absl::Span<const absl::Span<const uint8_t>> bytes) -> absl::Status {
     RETURN_IF_ERROR(AddGotPages(keys, results, response));
-    return WriteRegion(region, bytes, response);
+    return WriteRegion(region, session, bytes, response);
   };
   RETURN_IF_ERROR(store_->BatchGetInPlace(keys, transfer).status());
   CountGot(BytePath::kDataPlane, *response);
@@ -295,6 +304,7 @@ absl::Status KvStoreService::DoBatchGetToRegion(const Caller& caller,
 }
 
 absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
+                                          const wire::SessionId& session,
                                           absl::Span<const absl::Span<const uint8_t>> bytes,
                                           v1::BatchGetResponse* response) {
   const uint64_t slot = region.slot_bytes();
@@ -319,13 +329,14 @@ absl::Status KvStoreService::SendToRegion(const v1::DataPlaneRegion& region,
   if (sends.empty()) return absl::OkStatus();
   const absl::Time deadline =
       absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
-  return data_plane_->SendToClient(region.session_id(), sends, deadline);
+  return data_plane_->SendToClient(session, sends, deadline);
 }
 
 absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
+                                         const wire::SessionId& session,
                                          absl::Span<const absl::Span<const uint8_t>> bytes,
                                          v1::BatchGetResponse* response) {
-  if (region.tag() != 0) return SendToRegion(region, bytes, response);
+  if (region.tag() != 0) return SendToRegion(region, session, bytes, response);
   std::vector<UcxDataPlane::RegionWrite> writes;
   uint64_t cursor = 0;
   for (int i = 0; i < response->pages_size(); ++i) {
@@ -345,8 +356,7 @@ absl::Status KvStoreService::WriteRegion(const v1::DataPlaneRegion& region,
   if (writes.empty()) return absl::OkStatus();
   const absl::Time deadline =
       absl::Now() + absl::Milliseconds(data_plane_->options().transfer_timeout_ms);
-  return data_plane_->WriteToRegion(region.session_id(), region.address(), region.rkey(), writes,
-                                    deadline);
+  return data_plane_->WriteToRegion(session, region.address(), region.rkey(), writes, deadline);
 }
 
 grpc::ServerUnaryReactor* KvStoreService::OpenDataPlane(grpc::CallbackServerContext* context,

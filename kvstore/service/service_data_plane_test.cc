@@ -50,17 +50,19 @@ class ServiceDataPlaneTest : public ::testing::TestWithParam<bool> {
         store_.get(), ServiceLimits::FromStoreOptions(options), plane_.get());
   }
 
-  uint64_t Open(const Caller& caller, v1::OpenDataPlaneResponse* reply) {
+  wire::SessionId Open(const Caller& caller, v1::OpenDataPlaneResponse* reply) {
     v1::OpenDataPlaneRequest request;
     request.set_client_worker_address(client_worker_->address());
     absl::Status opened = service_->DoOpenDataPlane(caller, request, reply);
     EXPECT_TRUE(opened.ok()) << opened;
-    return reply->session_id();
+    absl::StatusOr<wire::SessionId> session = wire::SessionId::FromBytes(reply->session_id());
+    EXPECT_TRUE(session.ok()) << session.status();
+    return session.value_or(wire::SessionId());
   }
 
-  v1::ReservePutRequest Reserve(uint64_t session, bool tagged, PageKey key) {
+  v1::ReservePutRequest Reserve(const wire::SessionId& session, bool tagged, PageKey key) {
     v1::ReservePutRequest request;
-    request.set_session_id(session);
+    request.set_session_id(session.Bytes());
     request.set_tagged(tagged);
     v1::PutPage* page = request.add_pages();
     v1::KeyToProto(key, page->mutable_key());
@@ -82,8 +84,8 @@ class ServiceDataPlaneTest : public ::testing::TestWithParam<bool> {
 
 TEST_P(ServiceDataPlaneTest, ASessionIsItsOpenersAndAbsentForEveryoneElse) {
   v1::OpenDataPlaneResponse reply;
-  const uint64_t session = Open(kAcme, &reply);
-  ASSERT_NE(session, 0u);
+  const wire::SessionId session = Open(kAcme, &reply);
+  ASSERT_FALSE(session.IsZero());
   // A tagged reservation works in both modes; globex can neither reserve
   // in acme's session nor commit or abort acme's transfer.
   v1::ReservePutResponse reserved;
@@ -92,13 +94,13 @@ TEST_P(ServiceDataPlaneTest, ASessionIsItsOpenersAndAbsentForEveryoneElse) {
             absl::StatusCode::kNotFound);
   ASSERT_TRUE(service_->DoReservePut(kAcme, Reserve(session, true, Key(1)), true, &reserved).ok());
   v1::CommitPutRequest commit;
-  commit.set_session_id(session);
+  commit.set_session_id(session.Bytes());
   commit.set_transfer_id(reserved.transfer_id());
   v1::BatchPutResponse committed;
   EXPECT_EQ(service_->DoCommitPut(kGlobex, commit, /*may_wait=*/false, &committed).code(),
             absl::StatusCode::kNotFound);
   v1::AbortPutRequest abort;
-  abort.set_session_id(session);
+  abort.set_session_id(session.Bytes());
   abort.set_transfer_id(reserved.transfer_id());
   ASSERT_TRUE(service_->DoAbortPut(kGlobex, abort).ok());  // ignored, as for an unknown one
   EXPECT_GT(store_->Stats().reserved_bytes, 0u);
@@ -107,14 +109,14 @@ TEST_P(ServiceDataPlaneTest, ASessionIsItsOpenersAndAbsentForEveryoneElse) {
   ASSERT_TRUE(PutPages(*store_, {[] { PageKey k = Key(2); k.tenant = 0xac; return k; }()}).ok());
   v1::BatchGetRequest get;
   v1::KeyToProto(Key(2), get.add_keys());
-  get.mutable_region()->set_session_id(session);
+  get.mutable_region()->set_session_id(session.Bytes());
   get.mutable_region()->set_address(4096);
   get.mutable_region()->set_bytes(1 << 20);
   get.mutable_region()->set_rkey("k");
   v1::BatchGetResponse got;
   EXPECT_EQ(service_->DoBatchGet(kGlobex, get, &got).code(), absl::StatusCode::kNotFound);
   get.clear_region();
-  get.set_arena_session_id(session);
+  get.set_arena_session_id(session.Bytes());
   got.Clear();
   EXPECT_EQ(service_->DoBatchGet(kGlobex, get, &got).code(), absl::StatusCode::kNotFound);
   got.Clear();
@@ -127,17 +129,76 @@ TEST_P(ServiceDataPlaneTest, ASessionIsItsOpenersAndAbsentForEveryoneElse) {
   }
   // Closing it is acme's alone.
   v1::CloseDataPlaneRequest close;
-  close.set_session_id(session);
+  close.set_session_id(session.Bytes());
   ASSERT_TRUE(service_->DoCloseDataPlane(kGlobex, close).ok());
   EXPECT_EQ(*plane_->SessionOwner(session), kAcme.tenant);
   ASSERT_TRUE(service_->DoCloseDataPlane(kAcme, close).ok());
   EXPECT_EQ(plane_->SessionOwner(session).status().code(), absl::StatusCode::kNotFound);
 }
 
+// A session id is 16 bytes: any other length is refused in every field
+// that carries one, and a well-formed id differing from an open session's
+// in any one bit names no session.
+TEST_P(ServiceDataPlaneTest, SessionIdsAre16BytesAndEveryBitCounts) {
+  v1::OpenDataPlaneResponse reply;
+  const wire::SessionId session = Open(kAcme, &reply);
+  ASSERT_EQ(reply.session_id().size(), 16u);
+  auto codes = [&](const std::string& id) {
+    std::vector<absl::StatusCode> out;
+    v1::ReservePutRequest reserve = Reserve(session, true, Key(1));
+    reserve.set_session_id(id);
+    v1::ReservePutResponse reserved;
+    out.push_back(service_->DoReservePut(kAcme, reserve, true, &reserved).code());
+    v1::CommitPutRequest commit;
+    commit.set_session_id(id);
+    commit.set_transfer_id(1 << 16);
+    v1::BatchPutResponse committed;
+    out.push_back(service_->DoCommitPut(kAcme, commit, /*may_wait=*/false, &committed).code());
+    v1::BatchGetRequest get;
+    v1::KeyToProto(Key(2), get.add_keys());
+    get.mutable_region()->set_session_id(id);
+    get.mutable_region()->set_address(4096);
+    get.mutable_region()->set_bytes(1 << 20);
+    get.mutable_region()->set_rkey("k");
+    v1::BatchGetResponse got;
+    out.push_back(service_->DoBatchGet(kAcme, get, &got).code());
+    if (!id.empty()) {  // empty: no arena session asked for
+      get.clear_region();
+      get.set_arena_session_id(id);
+      got.Clear();
+      out.push_back(service_->DoBatchGet(kAcme, get, &got).code());
+    }
+    v1::AbortPutRequest abort;
+    abort.set_session_id(id);
+    out.push_back(service_->DoAbortPut(kAcme, abort).code());
+    v1::CloseDataPlaneRequest close;
+    close.set_session_id(id);
+    out.push_back(service_->DoCloseDataPlane(kAcme, close).code());
+    return out;
+  };
+  const std::string good = session.Bytes();
+  for (const std::string& bad : {std::string(), good.substr(8), good.substr(0, 15), good + "x"}) {
+    for (absl::StatusCode code : codes(bad)) {
+      EXPECT_EQ(code, absl::StatusCode::kInvalidArgument) << bad.size() << " bytes";
+    }
+  }
+  const absl::StatusCode kNotFound = absl::StatusCode::kNotFound;
+  const absl::StatusCode kOk = absl::StatusCode::kOk;  // Abort and Close ignore unknown ids
+  for (int bit : {0, 7, 63, 64, 127}) {
+    std::string other = good;
+    other[bit / 8] = static_cast<char>(other[bit / 8] ^ (1 << (bit % 8)));
+    EXPECT_EQ(codes(other),
+              (std::vector<absl::StatusCode>{kNotFound, kNotFound, kNotFound, kNotFound, kOk, kOk}))
+        << "bit " << bit;
+  }
+  EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
+  EXPECT_EQ(*plane_->SessionOwner(session), kAcme.tenant);  // still open
+}
+
 TEST_P(ServiceDataPlaneTest, OnlyTrustedClientsReachTheArena) {
   v1::OpenDataPlaneResponse reply;
-  const uint64_t session = Open(kAcme, &reply);
-  ASSERT_NE(session, 0u);
+  const wire::SessionId session = Open(kAcme, &reply);
+  ASSERT_FALSE(session.IsZero());
   EXPECT_FALSE(reply.server_worker_address().empty());
   EXPECT_EQ(reply.arena_address() != 0, trusted());
   EXPECT_EQ(reply.arena_bytes() != 0, trusted());
@@ -156,7 +217,7 @@ TEST_P(ServiceDataPlaneTest, OnlyTrustedClientsReachTheArena) {
   ASSERT_TRUE(PutPages(*store_, {[] { PageKey k = Key(4); k.tenant = 0xac; return k; }()}).ok());
   v1::BatchGetRequest get;
   v1::KeyToProto(Key(4), get.add_keys());
-  get.set_arena_session_id(session);
+  get.set_arena_session_id(session.Bytes());
   absl::StatusOr<std::string> answer =
       service_->ServeMessage(session, wire::kMappedGetOp, get.SerializeAsString());
   if (trusted()) {

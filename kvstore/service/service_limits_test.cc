@@ -232,7 +232,7 @@ TEST(ServiceInflightTest, BytesPastTheBudgetAreRefusedBeforeTheStore) {
   // An arena get carries RAM pages by reference: only disk bytes count
   // (this service has no data plane, which it says once admitted).
   store.stored_bytes = {.ram = 1000, .disk_only = 10};
-  get.set_arena_session_id(7);
+  get.set_arena_session_id(wire::SessionId{.hi = 1, .lo = 7}.Bytes());
   EXPECT_EQ(service.DoBatchGet(kAnon, get, &get_resp).code(), absl::StatusCode::kFailedPrecondition);
   store.stored_bytes = {.ram = 0, .disk_only = 11};
   EXPECT_EQ(service.DoBatchGet(kAnon, get, &get_resp).code(), absl::StatusCode::kResourceExhausted);

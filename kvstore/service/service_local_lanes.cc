@@ -71,7 +71,7 @@ absl::StatusOr<std::string> KvStoreService::ServeLane(const LaneOwner& owner, ui
     case wire::kLaneGetOp: {
       v1::BatchGetRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.has_region() || request.arena_session_id() != 0) {
+      if (request.has_region() || !request.arena_session_id().empty()) {
         return absl::InvalidArgumentError(
             "local lane: a get is written into the segment, with no region or arena session");
       }

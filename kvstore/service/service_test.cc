@@ -119,12 +119,13 @@ TEST_F(ServiceTest, GetMapsPerPageStatuses) {
 
 // Data-plane get fields on a server without a data plane, and together.
 TEST_F(ServiceTest, ArenaGetsNeedADataPlaneAndExcludeARegion) {
+  const std::string session = wire::SessionId{.hi = 1, .lo = 7}.Bytes();
   v1::BatchGetRequest req;
   v1::KeyToProto(Key(1), req.add_keys());
-  req.set_arena_session_id(7);
+  req.set_arena_session_id(session);
   v1::BatchGetResponse resp;
   EXPECT_EQ(service_.DoBatchGet(kAnon, req, &resp).code(), absl::StatusCode::kFailedPrecondition);
-  req.mutable_region()->set_session_id(7);
+  req.mutable_region()->set_session_id(session);
   EXPECT_EQ(service_.DoBatchGet(kAnon, req, &resp).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(resp.pages_size(), 0);
 }
@@ -132,21 +133,27 @@ TEST_F(ServiceTest, ArenaGetsNeedADataPlaneAndExcludeARegion) {
 // Request messages name a known op, parse, and read their own session's
 // arena; anything else is refused before the store is read.
 TEST_F(ServiceTest, RequestMessagesAreValidated) {
+  const wire::SessionId session{.hi = 1, .lo = 7};
   v1::BatchGetRequest req;
   v1::KeyToProto(Key(1), req.add_keys());
-  req.set_arena_session_id(7);
+  req.set_arena_session_id(session.Bytes());
   const std::string bytes = req.SerializeAsString();
-  EXPECT_EQ(service_.ServeMessage(7, 99, bytes).status().code(),
+  EXPECT_EQ(service_.ServeMessage(session, 99, bytes).status().code(),
             absl::StatusCode::kUnimplemented);
-  EXPECT_EQ(service_.ServeMessage(7, wire::kMappedGetOp, "\xff\xff").status().code(),
+  EXPECT_EQ(service_.ServeMessage(session, wire::kMappedGetOp, "\xff\xff").status().code(),
             absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(service_.ServeMessage(8, wire::kMappedGetOp, bytes).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  // Another session's get, by either half of the id.
+  for (const wire::SessionId other : {wire::SessionId{.hi = 1, .lo = 8},
+                                      wire::SessionId{.hi = 2, .lo = 7}}) {
+    EXPECT_EQ(service_.ServeMessage(other, wire::kMappedGetOp, bytes).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
   req.add_keys();  // an empty key
-  EXPECT_EQ(service_.ServeMessage(7, wire::kMappedGetOp, req.SerializeAsString()).status().code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      service_.ServeMessage(session, wire::kMappedGetOp, req.SerializeAsString()).status().code(),
+      absl::StatusCode::kInvalidArgument);
   // A valid one reaches the data plane, which this service lacks.
-  EXPECT_EQ(service_.ServeMessage(7, wire::kMappedGetOp, bytes).status().code(),
+  EXPECT_EQ(service_.ServeMessage(session, wire::kMappedGetOp, bytes).status().code(),
             absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store_.calls, 0);
 }

@@ -16,7 +16,16 @@
 
 #include <cstdint>
 
+#include "absl/strings/string_view.h"
+#include "common/random_id.h"
+
 namespace kvtier::wire {
+
+// A data-plane session's id (store.proto: OpenDataPlaneResponse).
+struct SessionIdTag {
+  static constexpr absl::string_view kField = "session_id";
+};
+using SessionId = RandomId<SessionIdTag>;
 
 inline constexpr unsigned kRequestMessageId = 1;  // client -> server
 inline constexpr unsigned kReplyMessageId = 2;    // server -> client
@@ -33,11 +42,11 @@ inline constexpr uint32_t kCommitPutOp = 3;
 
 struct RequestHeader {
   uint64_t request_id = 0;
-  uint64_t session_id = 0;
+  SessionId session_id;
   uint32_t op = 0;
   uint32_t reserved = 0;
 };
-static_assert(sizeof(RequestHeader) == 24);
+static_assert(sizeof(RequestHeader) == 32);
 
 struct ReplyHeader {
   uint64_t request_id = 0;
