@@ -22,15 +22,22 @@ absl::Status AccessControl::Reload() {
   {
     absl::MutexLock lock(&mu_);
     current_.swap(next);
+    ++generation_;
   }
   // `next` now holds the previous table; the last snapshot holder frees it,
   // outside mu_ if that is us.
   return absl::OkStatus();
 }
 
-std::shared_ptr<const AccessTable> AccessControl::Current() const {
+std::shared_ptr<const AccessTable> AccessControl::Current(uint64_t* generation) const {
   absl::MutexLock lock(&mu_);
+  if (generation != nullptr) *generation = generation_;
   return current_;
+}
+
+bool AccessControl::IsCurrent(uint64_t generation) const {
+  absl::MutexLock lock(&mu_);
+  return generation_ == generation;
 }
 
 }  // namespace kvtier::access

@@ -15,6 +15,7 @@
 #ifndef KVTIER_KVSTORE_ACCESS_ACCESS_CONTROL_H_
 #define KVTIER_KVSTORE_ACCESS_ACCESS_CONTROL_H_
 
+#include <cstdint>
 #include <memory>
 #include <string>
 
@@ -38,8 +39,17 @@ class AccessControl {
   // it (as AccessTable::Load does) and keeps the previous table.
   absl::Status Reload() ABSL_LOCKS_EXCLUDED(reload_mu_, mu_);
 
-  // The current table; never null.
-  std::shared_ptr<const AccessTable> Current() const ABSL_LOCKS_EXCLUDED(mu_);
+  // The current table; never null. `generation` (optional): the number of
+  // reloads that installed a table before it (0 for the file Open read),
+  // read together with it.
+  std::shared_ptr<const AccessTable> Current(uint64_t* generation = nullptr) const
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Whether the current table is still the one of `generation`: false once
+  // a reload has installed another (whatever it says). What a table granted
+  // for longer than one call (a session, a lane, a stream) is registered
+  // only while this holds, so that a reload's closing of what the old
+  // table granted reaches it.
+  bool IsCurrent(uint64_t generation) const ABSL_LOCKS_EXCLUDED(mu_);
 
   const std::string& path() const { return path_; }
 
@@ -55,6 +65,7 @@ class AccessControl {
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const AccessTable> current_ ABSL_GUARDED_BY(mu_);  // never null
+  uint64_t generation_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace kvtier::access

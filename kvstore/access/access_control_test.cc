@@ -65,11 +65,17 @@ TEST(AccessControlTest, ReloadSwitchesTokensAndKeepsSnapshots) {
   ReplaceFile(path, FileWith(kOldHash, "tenant"));
   absl::StatusOr<std::unique_ptr<AccessControl>> access = AccessControl::Open(path);
   ASSERT_TRUE(access.ok()) << access.status();
-  const std::shared_ptr<const AccessTable> before = (*access)->Current();
+  uint64_t generation = 99;
+  const std::shared_ptr<const AccessTable> before = (*access)->Current(&generation);
+  EXPECT_EQ(generation, 0u);
+  EXPECT_TRUE((*access)->IsCurrent(0));
 
   ReplaceFile(path, FileWith(kNewHash, "admin"));
   ASSERT_TRUE((*access)->Reload().ok());
-  const std::shared_ptr<const AccessTable> after = (*access)->Current();
+  const std::shared_ptr<const AccessTable> after = (*access)->Current(&generation);
+  EXPECT_EQ(generation, 1u);
+  EXPECT_FALSE((*access)->IsCurrent(0));
+  EXPECT_TRUE((*access)->IsCurrent(1));
   EXPECT_NE(after, before);
   EXPECT_EQ(after->FindToken(kOldToken), std::nullopt);
   EXPECT_EQ(after->FindToken(kNewToken),
@@ -100,9 +106,12 @@ TEST(AccessControlTest, AFailedReloadKeepsThePreviousTable) {
   unlink(path.c_str());
   EXPECT_EQ((*access)->Reload().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ((*access)->Current(), before);
+  // What the table granted stays granted while it stays.
+  EXPECT_TRUE((*access)->IsCurrent(0));
 
   ReplaceFile(path, FileWith(kNewHash, "tenant"));
   EXPECT_TRUE((*access)->Reload().ok());
+  EXPECT_FALSE((*access)->IsCurrent(0));
   EXPECT_EQ((*access)->Current()->FindToken(kOldToken), std::nullopt);
   EXPECT_EQ((*access)->Current()->FindToken(kNewToken)->tenant, "acme");
   unlink(path.c_str());

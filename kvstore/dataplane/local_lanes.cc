@@ -147,11 +147,18 @@ LocalLanes::~LocalLanes() {
   close(wake_fd_);
 }
 
-absl::StatusOr<LocalLanes::Ticket> LocalLanes::Issue(const LaneOwner& owner) {
+absl::StatusOr<LocalLanes::Ticket> LocalLanes::Issue(const LaneOwner& owner,
+                                                     const std::function<bool()>& granted) {
   absl::MutexLock lock(&mu_);
   const absl::Time now = absl::Now();
   DropExpiredTicketsLocked(now);
   if (stopping_) return absl::UnavailableError("local lanes: the server is stopping");
+  // Checked under mu_, which CloseAll takes: a grant revoked before this
+  // check gets no ticket, one revoked after it has its ticket forgotten.
+  if (granted != nullptr && !granted()) {
+    return absl::UnavailableError(
+        "local lanes: the credentials were reloaded meanwhile; ask for a lane again");
+  }
   if (held_total_ >= options_.max_lanes) {
     return absl::ResourceExhaustedError(
         absl::StrFormat("local lanes: the server has its %d lanes", options_.max_lanes));

@@ -99,8 +99,12 @@ class LocalLanes {
     std::string server_proof;  // kLaneSecretBytes
   };
   // A ticket for one lane acting for `owner`. RESOURCE_EXHAUSTED when the
-  // owner's tenant, or the server, has its bound of lanes and tickets.
-  absl::StatusOr<Ticket> Issue(const LaneOwner& owner);
+  // owner's tenant, or the server, has its bound of lanes and tickets;
+  // UNAVAILABLE when `granted` (if given) is false as the ticket is about
+  // to be registered (what granted it was revoked meanwhile, and CloseAll
+  // may have run already).
+  absl::StatusOr<Ticket> Issue(const LaneOwner& owner,
+                               const std::function<bool()>& granted = nullptr);
 
   // Closes every open lane and forgets every ticket (their clients open
   // new ones, authenticated again): for when the credentials change.

@@ -128,7 +128,8 @@ uint64_t UcxDataPlane::NewIdLocked() {
 }
 
 absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
-    absl::string_view client_worker_address, uint64_t owner) {
+    absl::string_view client_worker_address, uint64_t owner,
+    const std::function<bool()>& granted) {
   if (client_worker_address.empty() || client_worker_address.size() > kMaxWorkerAddressBytes) {
     return absl::InvalidArgumentError(absl::StrFormat(
         "client_worker_address: %d bytes, need 1..%d", client_worker_address.size(),
@@ -156,6 +157,12 @@ absl::StatusOr<UcxDataPlane::OpenReply> UcxDataPlane::Open(
   std::vector<Transfer> aborted;
   {
     absl::MutexLock lock(&mu_);
+    // Checked under mu_, which CloseAll takes: a grant revoked before this
+    // check is refused, one revoked after it finds the session registered.
+    if (granted != nullptr && !granted()) {
+      return absl::UnavailableError(
+          "the credentials that opened this session were reloaded meanwhile; open it again");
+    }
     if (sessions_.size() >= options_.max_sessions) {
       // The owner holding the most sessions (the new one counted) gives up
       // its least recently used, so that no tenant opening sessions can

@@ -177,8 +177,11 @@ class UcxDataPlane : private ucx::MessageReceiver {
   // SessionOwner). Its id is 128 bits from the kernel's CSPRNG.
   // INVALID_ARGUMENT (empty, oversized, or an address UCX refuses or
   // chokes on in the probe), UNAVAILABLE (no probe, or no endpoint to the
-  // client's worker).
-  absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address, uint64_t owner = 0);
+  // client's worker, or `granted` (when given) false when the session is
+  // about to be registered: what granted it was revoked meanwhile, and
+  // CloseAll may have run already).
+  absl::StatusOr<OpenReply> Open(absl::string_view client_worker_address, uint64_t owner = 0,
+                                 const std::function<bool()>& granted = nullptr);
   // The owner given to Open; NOT_FOUND when `session_id` is not open.
   absl::StatusOr<uint64_t> SessionOwner(const SessionId& session_id);
   void Close(const SessionId& session_id);

@@ -224,12 +224,17 @@ absl::Status CacheEventFeed::ValidateRequest(const v1::WatchCacheEventsRequest& 
 
 grpc::ServerWriteReactor<v1::CacheEventBatch>* CacheEventFeed::Watch(
     grpc::CallbackServerContext* /*context*/, uint64_t tenant,
-    const v1::WatchCacheEventsRequest& request) {
+    const v1::WatchCacheEventsRequest& request, const std::function<bool()>& granted) {
   if (absl::Status valid = ValidateRequest(request); !valid.ok()) {
     return Refuse(valid);
   }
   absl::MutexLock lock(&mu_);
   if (stopping_) return Refuse(absl::UnavailableError("the server is stopping"));
+  // Checked under mu_, which EndStreams takes: a grant revoked before this
+  // check gets no stream, one revoked after it has its stream ended.
+  if (granted != nullptr && !granted()) {
+    return Refuse(absl::UnavailableError("the credentials were reloaded meanwhile; watch again"));
+  }
   if (streams_.size() >= options_.max_watchers) {
     return Refuse(absl::ResourceExhaustedError(
         absl::StrCat("the node serves ", options_.max_watchers,

@@ -24,6 +24,7 @@
 #define KVTIER_KVSTORE_SERVICE_CACHE_EVENT_FEED_H_
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <thread>
@@ -62,11 +63,14 @@ class CacheEventFeed {
   CacheEventFeed& operator=(const CacheEventFeed&) = delete;
 
   // A stream of `tenant`'s events answering `request`, or one that finishes
-  // at once with the request's error (store.proto lists the codes).
-  grpc::ServerWriteReactor<v1::CacheEventBatch>* Watch(grpc::CallbackServerContext* context,
-                                                       uint64_t tenant,
-                                                       const v1::WatchCacheEventsRequest& request)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  // at once with the request's error (store.proto lists the codes), or with
+  // UNAVAILABLE when `granted` (if given) is false as the stream is about
+  // to be registered (what granted it was revoked meanwhile, and EndStreams
+  // may have run already).
+  grpc::ServerWriteReactor<v1::CacheEventBatch>* Watch(
+      grpc::CallbackServerContext* context, uint64_t tenant,
+      const v1::WatchCacheEventsRequest& request,
+      const std::function<bool()>& granted = nullptr) ABSL_LOCKS_EXCLUDED(mu_);
 
   // Ends every stream with UNAVAILABLE and refuses new ones; waits for the
   // pump thread. Idempotent.

@@ -41,7 +41,8 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const grpc::ServerContextBase
     }
     return Caller::Anonymous();
   }
-  const std::shared_ptr<const access::AccessTable> table = access_->Current();
+  uint64_t generation = 0;
+  const std::shared_ptr<const access::AccessTable> table = access_->Current(&generation);
   std::optional<access::Identity> identity;
   if (const std::optional<std::string_view> token = Metadata(context, kTokenMetadata)) {
     if (token->substr(0, kBearer.size()) != kBearer) {
@@ -60,7 +61,8 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const grpc::ServerContextBase
   }
   Caller caller{.tenant = identity->tenant_tag,
                 .admin = identity->role == access::Role::kAdmin,
-                .name = identity->tenant};
+                .name = identity->tenant,
+                .access_generation = generation};
   if (need == Need::kAdmin && !caller.admin) {
     return absl::PermissionDeniedError(
         absl::StrCat("tenant ", caller.name, ": this RPC needs the admin role"));
@@ -82,6 +84,10 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const grpc::ServerContextBase
     caller.tenant = access::kSharedTag;
   }
   return caller;
+}
+
+bool Authenticator::IsCurrent(const Caller& caller) const {
+  return access_ == nullptr || access_->IsCurrent(caller.access_generation);
 }
 
 }  // namespace kvtier::store

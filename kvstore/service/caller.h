@@ -34,6 +34,8 @@ struct Caller {
   bool admin = false;
   // For errors and logs: the tenant's name ("" for the anonymous one).
   std::string name;
+  // The access table that authenticated it (AccessControl::Current).
+  uint64_t access_generation = 0;
 
   // The caller of a server without access control.
   static Caller Anonymous() { return Caller{.tenant = 0, .admin = true, .name = ""}; }
@@ -52,6 +54,13 @@ class Authenticator {
   explicit Authenticator(const access::AccessControl* access) : access_(access) {}
 
   absl::StatusOr<Caller> Authenticate(const grpc::ServerContextBase& context, Need need) const;
+  // Whether the access table that authenticated `caller` is still the
+  // current one (always, without access control). A grant that outlives
+  // its call (a data-plane session, a lane ticket, an event stream) is
+  // registered only while this holds: a reload first installs its table,
+  // then closes what was registered (KvStoreService::CloseGrantedChannels),
+  // so no grant of the old table escapes both.
+  bool IsCurrent(const Caller& caller) const;
 
   // The metadata keys and the namespace value clients send.
   // (kvtier/v1/credentials.h: the same for clients.)

@@ -126,7 +126,8 @@ grpc::ServerWriteReactor<v1::CacheEventBatch>* KvStoreService::WatchCacheEvents(
     refused = absl::FailedPreconditionError("this node keeps no cache event log");
   }
   if (!refused.ok()) return CacheEventFeed::Refuse(refused);
-  return feed_->Watch(context, caller->tenant, *request);
+  return feed_->Watch(context, caller->tenant, *request,
+                      [&] { return authenticator_.IsCurrent(*caller); });
 }
 
 absl::Status KvStoreService::DoDrain(const v1::DrainRequest& request,

@@ -37,7 +37,8 @@ absl::Status KvStoreService::DoOpenDataPlane(const Caller& caller,
                                              v1::OpenDataPlaneResponse* response) {
   if (data_plane_ == nullptr) return NoDataPlane();
   ASSIGN_OR_RETURN(UcxDataPlane::OpenReply reply,
-                   data_plane_->Open(request.client_worker_address(), caller.tenant));
+                   data_plane_->Open(request.client_worker_address(), caller.tenant,
+                                     [&] { return authenticator_.IsCurrent(caller); }));
   response->set_session_id(reply.session_id.Bytes());
   response->set_server_worker_address(std::move(reply.worker_address));
   response->set_arena_address(reply.arena_address);

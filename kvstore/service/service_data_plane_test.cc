@@ -5,10 +5,13 @@
 // refuses every path where a client would reach the arena itself.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <memory>
 #include <string>
 #include <vector>
 
+#include "kvstore/access/access_control.h"
+#include "kvstore/access/access_table.h"
 #include "kvstore/core/store.h"
 #include "kvstore/dataplane/ucx_data_plane.h"
 #include "kvstore/service/service.h"
@@ -228,6 +231,67 @@ TEST_P(ServiceDataPlaneTest, OnlyTrustedClientsReachTheArena) {
   } else {
     EXPECT_EQ(answer.status().code(), absl::StatusCode::kFailedPrecondition);
   }
+}
+
+// A grant (a data-plane session, a lane ticket) is registered only while
+// the access table that authenticated its caller is current: a reload
+// between a call's authentication and its registration, which the
+// reload's closing of the old table's grants (CloseGrantedChannels) would
+// miss, refuses it instead. The caller here was authenticated before the
+// reload (generation 0) and reaches the registration after it.
+TEST(ServiceGrantTest, GrantsAuthenticatedBeforeAReloadAreNotRegisteredAfterIt) {
+  TempDir dir;
+  const std::string access_path = dir.path() + "/access.txt";
+  // The SHA-256 of "acme-token-0123456789".
+  std::ofstream(access_path) << "tenant=acme role=tenant token_sha256="
+                                "2e032a402ed5f8d5e361fb26c6dde881f66772bbd4ae216810ca28d5d6fd2c37\n";
+  absl::StatusOr<std::unique_ptr<access::AccessControl>> access =
+      access::AccessControl::Open(access_path);
+  ASSERT_TRUE(access.ok()) << access.status();
+  StoreOptions options;
+  options.data_dir = dir.path() + "/store";
+  options.ram.capacity_bytes = 4 << 20;
+  std::unique_ptr<Store> store = *Store::Open(options);
+  DataPlaneOptions plane_options;
+  plane_options.address_probe = KVTIER_UCX_PROBE_PATH;
+  std::unique_ptr<UcxDataPlane> plane = *UcxDataPlane::Create(store.get(), plane_options);
+  KvStoreService service(store.get(), ServiceLimits::FromStoreOptions(options), plane.get(),
+                         access->get());
+  ASSERT_TRUE(service.StartLocalLanes(LocalLaneOptions{}).ok());
+  std::unique_ptr<ucx::UcxContext> client_context = *ucx::UcxContext::Create(ucx::UcxOptions{});
+  std::unique_ptr<ucx::UcxWorker> client_worker = *ucx::UcxWorker::Create(*client_context);
+  ucx::UcxProgressThread client_progress{client_worker.get()};
+  v1::OpenDataPlaneRequest open;
+  open.set_client_worker_address(client_worker->address());
+
+  const Caller before{.tenant = access::TenantTag("acme"), .admin = false, .name = "acme",
+                      .access_generation = 0};
+  v1::OpenDataPlaneResponse opened;
+  ASSERT_TRUE(service.DoOpenDataPlane(before, open, &opened).ok());
+  v1::OpenLocalLaneResponse ticket;
+  ASSERT_TRUE(service.DoOpenLocalLane(before, /*may_write=*/true, &ticket).ok());
+  EXPECT_EQ(plane->open_sessions(), 1u);
+
+  ASSERT_TRUE((*access)->Reload().ok());  // the same file: still a new table
+  service.CloseGrantedChannels();
+  EXPECT_EQ(plane->open_sessions(), 0u);
+  opened.Clear();
+  const absl::Status session = service.DoOpenDataPlane(before, open, &opened);
+  EXPECT_EQ(session.code(), absl::StatusCode::kUnavailable) << session;
+  EXPECT_EQ(plane->open_sessions(), 0u);
+  EXPECT_TRUE(opened.session_id().empty());
+  ticket.Clear();
+  const absl::Status lane = service.DoOpenLocalLane(before, /*may_write=*/true, &ticket);
+  EXPECT_EQ(lane.code(), absl::StatusCode::kUnavailable) << lane;
+  EXPECT_TRUE(ticket.ticket().empty());
+
+  // Authenticated against the new table, the same tenant gets both.
+  Caller after = before;
+  after.access_generation = 1;
+  ASSERT_TRUE(service.DoOpenDataPlane(after, open, &opened).ok());
+  EXPECT_EQ(plane->open_sessions(), 1u);
+  ASSERT_TRUE(service.DoOpenLocalLane(after, /*may_write=*/true, &ticket).ok());
+  EXPECT_EQ(ticket.ticket().size(), 16u);
 }
 
 INSTANTIATE_TEST_SUITE_P(Modes, ServiceDataPlaneTest, ::testing::Bool(),

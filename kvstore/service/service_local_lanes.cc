@@ -34,7 +34,8 @@ absl::Status KvStoreService::DoOpenLocalLane(const Caller& caller, bool may_writ
                    lanes_->Issue(LaneOwner{.tenant = caller.tenant,
                                            .admin = caller.admin,
                                            .may_write = may_write,
-                                           .name = caller.name}));
+                                           .name = caller.name},
+                                 [&] { return authenticator_.IsCurrent(caller); }));
   response->set_socket_name(std::move(ticket.socket_name));
   response->set_ticket(std::move(ticket.ticket));
   response->set_server_proof(std::move(ticket.server_proof));
