@@ -173,6 +173,12 @@ absl::Status PageTable::EvictTokens(PagePool& pool, absl::Span<const uint32_t> t
     return absl::InvalidArgumentError(absl::StrCat(token_slots.size(), " token slots do not split"
                                                    " into ", n_lists, " equal lists"));
   }
+  if (IsQuantized(lay.dtype)) {
+    // A moved row would leave its scales behind (per token) or land under
+    // another page's (int8 keys: per channel and page).
+    return absl::FailedPreconditionError(
+        "token eviction moves token rows without their scales: it needs an unquantized pool");
+  }
   const size_t count = token_slots.size() / n_lists;
   for (size_t l = 0; l < n_lists; ++l) {
     for (size_t i = 0; i < count; ++i) {

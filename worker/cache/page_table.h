@@ -98,7 +98,8 @@ struct PageTable {
   // list's heads of the newest cached token, moved through `pool`; a page
   // left empty is freed and digests of rewritten pages are dropped
   // (`digest_floats` per page). INVALID_ARGUMENT, changing nothing, for a
-  // bad list.
+  // bad list; FAILED_PRECONDITION, changing nothing, for a quantized pool
+  // (a row's scales would not move with it).
   absl::Status EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
                            uint32_t n_lists, size_t digest_floats);
   // The cached tokens in slot order as fp32, k (and v unless null)

@@ -132,5 +132,31 @@ TEST(PageTableTest, DigestsDroppedByTokenEvictionAreCopiedAgainWhenRedigested) {
   EXPECT_EQ(gpu.bytes_in - before, DigestFloats() * sizeof(float));
 }
 
+TEST(PageTableTest, TokenEvictionRefusesQuantizedPoolsAndChangesNothing) {
+  for (DType dtype : {DType::kFp8E4M3, DType::kInt8}) {
+    CountingDevice gpu;
+    PageLayout layout = Layout();
+    layout.dtype = dtype;
+    auto pool = PagePool::Create(&gpu, layout, 2);
+    ASSERT_TRUE(pool.ok()) << pool.status();
+    ASSERT_TRUE((*pool)->Reserve(1).ok());
+    auto slot = (*pool)->Allocate();
+    ASSERT_TRUE(slot.ok());
+    PageTable t;
+    t.budget_pages = 2;
+    t.states.push_back(PageState::kResident);
+    t.slots.push_back(*slot);
+    t.checksums.push_back(0);
+    t.puts.push_back(0);
+    t.slots_held = 1;
+    t.n_tokens = layout.page_size;
+    const absl::Status evicted = t.EvictTokens(**pool, std::vector<uint32_t>{1}, 1, 0);
+    EXPECT_EQ(evicted.code(), absl::StatusCode::kFailedPrecondition) << evicted;
+    EXPECT_EQ(t.n_tokens, layout.page_size);
+    EXPECT_EQ(t.slots.size(), 1u);
+    EXPECT_EQ(t.states[0], PageState::kResident);
+  }
+}
+
 }  // namespace
 }  // namespace kvtier::worker
