@@ -7,8 +7,8 @@
 //
 // The exposer takes a numeric address and quietly binds every interface
 // for one it cannot parse, so only literal addresses pass: an IPv4
-// address, [IPv6], or localhost (127.0.0.1). The endpoint has no
-// authentication.
+// address, [IPv6], or localhost (127.0.0.1). The endpoint itself has no
+// authentication (kvstore/metrics/server_metrics.h adds it).
 #ifndef KVTIER_COMMON_METRICS_ENDPOINT_H_
 #define KVTIER_COMMON_METRICS_ENDPOINT_H_
 

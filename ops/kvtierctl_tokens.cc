@@ -17,7 +17,8 @@
 #include "kvstore/access/access_table.h"
 #include "ops/kvtierctl.h"
 
-ABSL_FLAG(std::string, role, "tenant", "new-token: tenant or admin");
+ABSL_FLAG(std::string, role, "tenant",
+          "new-token: tenant, admin, or metrics (a token for /metrics alone)");
 ABSL_FLAG(std::string, shared, "none",
           "new-token: rights on the shared namespace: none, read, write");
 
@@ -30,12 +31,16 @@ absl::Status NewToken(const std::string& tenant, const std::string& out_path) {
   RETURN_IF_ERROR(access::ValidateTenantName(tenant));
   const std::string role = absl::GetFlag(FLAGS_role);
   const std::string shared = absl::GetFlag(FLAGS_shared);
-  if (role != "tenant" && role != "admin") {
-    return absl::InvalidArgumentError(absl::StrCat("--role: \"", role, "\" is not tenant or admin"));
+  if (role != "tenant" && role != "admin" && role != "metrics") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--role: \"", role, "\" is not tenant, admin or metrics"));
   }
   if (shared != "none" && shared != "read" && shared != "write") {
     return absl::InvalidArgumentError(
         absl::StrCat("--shared: \"", shared, "\" is not none, read or write"));
+  }
+  if (role == "metrics" && shared != "none") {
+    return absl::InvalidArgumentError("--shared: a metrics token holds no pages");
   }
   uint8_t bytes[32];
   SecureRandomBytes(absl::MakeSpan(bytes));

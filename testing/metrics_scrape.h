@@ -12,13 +12,15 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_split.h"
 
 namespace kvtier::testing {
 
 // The whole reply (status line, headers, body) to GET /metrics on
-// 127.0.0.1:port; empty when the connection fails.
-inline std::string ScrapeMetrics(int port) {
+// 127.0.0.1:port, with HTTP Basic credentials when `user_and_password`
+// ("user:password") is not empty; empty when the connection fails.
+inline std::string ScrapeMetrics(int port, const std::string& user_and_password = "") {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);
   if (fd < 0) return "";
   sockaddr_in addr{};
@@ -27,7 +29,11 @@ inline std::string ScrapeMetrics(int port) {
   addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
   std::string reply;
   if (connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
-    const std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+    std::string request = "GET /metrics HTTP/1.0\r\nHost: localhost\r\n";
+    if (!user_and_password.empty()) {
+      request += "Authorization: Basic " + absl::Base64Escape(user_and_password) + "\r\n";
+    }
+    request += "\r\n";
     if (write(fd, request.data(), request.size()) == static_cast<ssize_t>(request.size())) {
       char buffer[8192];
       for (ssize_t n; (n = read(fd, buffer, sizeof(buffer))) > 0;) reply.append(buffer, n);

@@ -246,6 +246,16 @@ TEST(KvtierctlTokenTest, NewTokenAdmitsItsHolderAsItsTenantAndRole) {
   EXPECT_EQ(RunCtl({"new-token", "acme", tenant_token}).exit_code, 1);
   EXPECT_EQ(ReadAll(tenant_token), token);
   EXPECT_EQ(RunCtl({"new-token", "acme", dir.path() + "/x", "--role=root"}).exit_code, 2);
+  EXPECT_EQ(RunCtl({"new-token", "prom", dir.path() + "/z", "--role=metrics", "--shared=read"})
+                .exit_code,
+            2);
+  CtlResult metrics = RunCtl({"new-token", "prom", dir.path() + "/prom.token", "--role=metrics"});
+  ASSERT_EQ(metrics.exit_code, 0) << metrics.output;
+  absl::StatusOr<access::AccessTable> with_metrics =
+      access::AccessTable::Parse(metrics.output, "printed");
+  ASSERT_TRUE(with_metrics.ok()) << with_metrics.status();
+  EXPECT_EQ(with_metrics->FindToken(ReadAll(dir.path() + "/prom.token").substr(0, 64))->role,
+            access::Role::kMetrics);
   EXPECT_EQ(RunCtl({"new-token", "bad name", dir.path() + "/y"}).exit_code, 2);
 
   std::ofstream(dir.path() + "/access.txt") << admin.output << tenant.output;

@@ -119,6 +119,22 @@ grpc::Status RawLookup(const std::string& target, const std::string& authorizati
   return stub->Lookup(&context, request, &response);
 }
 
+// A metrics credential reads /metrics alone: every RPC refuses it.
+TEST_F(TenancyTest, AMetricsCredentialCallsNoRpc) {
+  constexpr char kProm[] = "prom-token-0123456789abcdef";
+  WriteAccess(Line("acme", "tenant", kAcme) + Line("ops", "admin", kOps) +
+              Line("prom", "metrics", kProm));
+  ASSERT_NO_FATAL_FAILURE(Start());
+  const grpc::Status lookup = RawLookup(server_->target(), absl::StrCat("Bearer ", kProm));
+  EXPECT_EQ(lookup.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(lookup.error_message(),
+            "tenant prom: a metrics credential calls no RPC (it reads /metrics)");
+  EXPECT_EQ(Client(kProm)->Stats().status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(Client(kProm)->Drain(0).status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(RawLookup(server_->target(), absl::StrCat("Bearer ", kAcme)).error_code(),
+            grpc::StatusCode::OK);
+}
+
 // Drain is an operator's: a tenant is refused, an admin gets the node's
 // answer (this node is in no cluster).
 TEST_F(TenancyTest, DrainIsForAdminsOnly) {

@@ -261,6 +261,10 @@ class RenderedObjectsTest(unittest.TestCase):
         self.assertEqual(monitor["apiVersion"], "monitoring.coreos.com/v1")
         self.assertEqual(monitor["metadata"]["labels"]["release"], "prometheus")
         self.assertEqual(monitor["spec"]["endpoints"][0]["port"], "metrics")
+        # With an access file, Prometheus scrapes with a role=metrics line's credentials.
+        self.assertEqual(monitor["spec"]["endpoints"][0]["basicAuth"],
+                         {"username": {"name": "kvtier-metrics", "key": "username"},
+                          "password": {"name": "kvtier-metrics", "key": "password"}})
         # It selects the headless Service alone (each pod scraped once).
         selected = [name for (kind, name), obj in objects.items() if kind == "Service" and
                     monitor["spec"]["selector"]["matchLabels"].items() <= obj["metadata"]["labels"].items()]

@@ -98,7 +98,7 @@ TEST(AccessControlTest, AFailedReloadKeepsThePreviousTable) {
   // Half a line, as a crashed editor might leave it.
   ReplaceFile(path, absl::StrCat(FileWith(kNewHash, "tenant"), "tenant=acme role=adm"));
   EXPECT_EQ((*access)->Reload(), absl::InvalidArgumentError(absl::StrCat(
-                                     path, ":2: role is tenant or admin, not \"adm\"")));
+                                     path, ":2: role is tenant, admin or metrics, not \"adm\"")));
   EXPECT_EQ((*access)->Current(), before);
   EXPECT_EQ((*access)->Current()->FindToken(kOldToken)->tenant, "acme");
   EXPECT_EQ((*access)->Current()->FindToken(kNewToken), std::nullopt);

@@ -171,8 +171,15 @@ class AccessTable::Parser {
                       SharedAccess::kNone};
     if (*role == "admin") {
       identity.role = Role::kAdmin;
+    } else if (*role == "metrics") {
+      identity.role = Role::kMetrics;
+      if ((shared.has_value() && *shared != "none") || max_ram_bytes.has_value() ||
+          max_disk_bytes.has_value() ||
+          max_pins.has_value() || max_pinned_bytes.has_value()) {
+        return Error(number, "a metrics credential holds no pages: no shared= or quota");
+      }
     } else if (*role != "tenant") {
-      return Error(number, absl::StrCat("role is tenant or admin, not ", Quoted(*role)));
+      return Error(number, absl::StrCat("role is tenant, admin or metrics, not ", Quoted(*role)));
     }
     if (shared.has_value()) {
       if (*shared == "read") {

@@ -18,7 +18,8 @@
 // Write a token's line with HashToken (or `printf '%s' TOKEN | sha256sum`).
 //
 //   tenant=        required; ValidateTenantName.
-//   role=          required; `tenant` or `admin`.
+//   role=          required; `tenant`, `admin` or `metrics` (a token for
+//                  /metrics alone, with no shared= or quota).
 //   token_sha256=  the SHA-256 of a bearer token, as 64 lowercase hex digits,
 //                  bare or with the `sha256:` prefix that HashToken writes.
 //   cert_cn=       the common name of a verified mTLS client certificate:
@@ -67,7 +68,9 @@ namespace kvtier::access {
 
 // kAdmin may also call the admin RPCs (stats of all tenants, drain,
 // membership); both roles may call the data RPCs in their own namespace.
-enum class Role { kTenant, kAdmin };
+// kMetrics calls no RPC: it may only scrape the server's /metrics (HTTP
+// Basic, its tenant name as the user and its token as the password).
+enum class Role { kTenant, kAdmin, kMetrics };
 
 // Rights on the opt-in shared namespace; kWrite implies read.
 enum class SharedAccess { kNone, kRead, kWrite };

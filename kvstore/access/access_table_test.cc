@@ -159,6 +159,17 @@ TEST(AccessTableTest, FindTokenRefusesWrongEmptyAndInvalidTokens) {
   EXPECT_EQ(table->FindToken(kOpsToken)->tenant, "ops");
 }
 
+TEST(AccessTableTest, AMetricsCredentialIsItsOwnRole) {
+  absl::StatusOr<AccessTable> table = AccessTable::Parse(
+      absl::StrCat("tenant=prom role=metrics token_sha256=", kOpsHash, "\n"), "access.txt");
+  ASSERT_TRUE(table.ok()) << table.status();
+  const std::optional<Identity> prom = table->FindToken(kOpsToken);
+  ASSERT_TRUE(prom.has_value());
+  EXPECT_EQ(prom->tenant, "prom");
+  EXPECT_EQ(prom->role, Role::kMetrics);
+  EXPECT_EQ(prom->shared, SharedAccess::kNone);
+}
+
 TEST(AccessTableTest, FindCertificateMatchesTheExactName) {
   absl::StatusOr<AccessTable> table = AccessTable::Parse(ValidFile(), "access.txt");
   ASSERT_TRUE(table.ok()) << table.status();
@@ -209,8 +220,12 @@ TEST(AccessTableTest, EveryMistakeIsInvalidArgumentNamingItsLine) {
       {absl::StrCat("tenant= role=admin token_sha256=", kOpsHash),
        "access.txt:1: tenant name \"\" does not match [A-Za-z0-9][A-Za-z0-9._-]{0,63}"},
       {absl::StrCat("tenant=ops role=root token_sha256=", kOpsHash),
-       "access.txt:1: role is tenant or admin, not \"root\""},
+       "access.txt:1: role is tenant, admin or metrics, not \"root\""},
       {acme + ops + " shared=all", "access.txt:2: shared is none, read or write, not \"all\""},
+      {absl::StrCat("tenant=prom role=metrics shared=read token_sha256=", kOpsHash),
+       "access.txt:1: a metrics credential holds no pages: no shared= or quota"},
+      {absl::StrCat("tenant=prom role=metrics max_pins=3 token_sha256=", kOpsHash),
+       "access.txt:1: a metrics credential holds no pages: no shared= or quota"},
       {"tenant=ops role=admin token_sha256=" + std::string(63, 'a'),
        "access.txt:1: token_sha256 is 64 lowercase hex digits, bare or after \"sha256:\""},
       {"tenant=ops role=admin token_sha256=" + std::string(64, 'A'),

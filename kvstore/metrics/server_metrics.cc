@@ -2,6 +2,7 @@
 
 #include <array>
 #include <map>
+#include <optional>
 #include <utility>
 
 #include "absl/status/status.h"
@@ -376,12 +377,24 @@ ServerMetrics::ServerMetrics()
 
 ServerMetrics::~ServerMetrics() = default;
 
-absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(const std::string& listen) {
+absl::StatusOr<std::unique_ptr<ServerMetrics>> ServerMetrics::Start(
+    const std::string& listen, const access::AccessControl* access) {
   std::unique_ptr<ServerMetrics> metrics(new ServerMetrics());
   if (listen.empty()) return metrics;
   ASSIGN_OR_RETURN(MetricsEndpoint endpoint, StartMetricsEndpoint(listen));
   metrics->exposer_ = std::move(endpoint.exposer);
   metrics->port_ = endpoint.port;
+  if (access != nullptr) {
+    // Checked against the current table at every scrape, so a reload
+    // admits and revokes metrics credentials as it does the others.
+    metrics->exposer_->RegisterAuth(
+        [access](const std::string& user, const std::string& password) {
+          const std::optional<access::Identity> identity = access->Current()->FindToken(password);
+          return identity.has_value() && identity->role == access::Role::kMetrics &&
+                 identity->tenant == user;
+        },
+        "kvtier", "/metrics");
+  }
   metrics->exposer_->RegisterCollectable(metrics->registry_);
   metrics->exposer_->RegisterCollectable(metrics->collector_);
   return metrics;

@@ -22,9 +22,12 @@
 // the name (`_bytes`, `_seconds`), `_total` on counters. FamilyNames()
 // lists every family, for the dashboard and alert checks.
 //
-// The endpoint has no authentication: it shows tenant names and usage,
-// never page bytes or keys. Bind it to loopback or a network only
-// Prometheus reaches.
+// It shows tenant names and usage, never page bytes or keys. A server
+// with an access file serves it only to a `role=metrics` credential (HTTP
+// Basic: the line's tenant name and token), which calls no RPC; without
+// one it has no authentication, as the server's RPCs have none. Over
+// plain HTTP the token travels in clear: bind it to loopback or a network
+// only Prometheus reaches.
 //
 // Thread-safety: thread-safe. The sources must outlive the metrics.
 #ifndef KVTIER_KVSTORE_METRICS_SERVER_METRICS_H_
@@ -55,8 +58,12 @@ class ServerMetrics {
  public:
   // Serves /metrics on `listen` (host:port; port 0 picks a free one).
   // INVALID_ARGUMENT for a malformed address, UNAVAILABLE when it cannot
-  // be bound. Empty `listen`: no endpoint (Render still works).
-  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(const std::string& listen);
+  // be bound. Empty `listen`: no endpoint (Render still works). With
+  // `access` (which must outlive this), a scrape needs HTTP Basic
+  // credentials of a `role=metrics` line of the current access table (its
+  // tenant name and its token); anything else is 401.
+  static absl::StatusOr<std::unique_ptr<ServerMetrics>> Start(
+      const std::string& listen, const access::AccessControl* access = nullptr);
   ~ServerMetrics();
   ServerMetrics(const ServerMetrics&) = delete;
   ServerMetrics& operator=(const ServerMetrics&) = delete;

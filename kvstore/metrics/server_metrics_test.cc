@@ -5,12 +5,15 @@
 
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <set>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/checksum.h"
+#include "kvstore/access/access_control.h"
+#include "kvstore/access/access_table.h"
 #include "kvtier/v1/convert.h"
 #include "testing/metrics_scrape.h"
 #include "testing/store_test_util.h"
@@ -182,6 +185,45 @@ TEST_F(ServerMetricsTest, TheExposerServesMetricsOverHttp) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(ServerMetrics::Start(absl::StrCat("127.0.0.1:", (*metrics)->port())).status().code(),
             absl::StatusCode::kUnavailable);
+}
+
+// With an access file, a scrape needs a metrics credential of the current
+// table: its tenant name and token as HTTP Basic user and password.
+TEST_F(ServerMetricsTest, WithAnAccessFileOnlyAMetricsCredentialScrapes) {
+  constexpr char kMetricsToken[] = "prometheus-scrape-token-0123";
+  constexpr char kAdminToken[] = "ops-admin-token-ABCDEFGH0123";
+  const std::string path = dir_.path() + "/access.txt";
+  const std::string admin_line =
+      absl::StrCat("tenant=ops role=admin token_sha256=", access::HashToken(kAdminToken), "\n");
+  const std::string metrics_line = absl::StrCat(
+      "tenant=prom role=metrics token_sha256=", access::HashToken(kMetricsToken), "\n");
+  std::ofstream(path) << admin_line << metrics_line;
+  absl::StatusOr<std::unique_ptr<access::AccessControl>> access =
+      access::AccessControl::Open(path);
+  ASSERT_TRUE(access.ok()) << access.status();
+  absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics =
+      ServerMetrics::Start("127.0.0.1:0", access->get());
+  ASSERT_TRUE(metrics.ok()) << metrics.status();
+  (*metrics)->SetStore(store_.get(), service_.get(), access->get());
+  ASSERT_NO_FATAL_FAILURE(Workload());
+  const int port = (*metrics)->port();
+  auto status_line = [&](const std::string& credentials) {
+    const std::string reply = ::kvtier::testing::ScrapeMetrics(port, credentials);
+    return reply.substr(0, reply.find('\r'));
+  };
+  EXPECT_EQ(status_line(""), "HTTP/1.1 401 Unauthorized");
+  EXPECT_EQ(status_line(absl::StrCat("ops:", kAdminToken)), "HTTP/1.1 401 Unauthorized");
+  EXPECT_EQ(status_line(absl::StrCat("ops:", kMetricsToken)), "HTTP/1.1 401 Unauthorized");
+  EXPECT_EQ(status_line("prom:prometheus-scrape-token-0124"), "HTTP/1.1 401 Unauthorized");
+  const std::string reply =
+      ::kvtier::testing::ScrapeMetrics(port, absl::StrCat("prom:", kMetricsToken));
+  EXPECT_TRUE(reply.starts_with("HTTP/1.1 200")) << reply.substr(0, 100);
+  EXPECT_NE(reply.find("\nkvtier_put_pages_total 4\n"), std::string::npos);
+
+  // A reload that drops the line revokes it at the next scrape.
+  std::ofstream(path, std::ios::trunc) << admin_line;
+  ASSERT_TRUE((*access)->Reload().ok());
+  EXPECT_EQ(status_line(absl::StrCat("prom:", kMetricsToken)), "HTTP/1.1 401 Unauthorized");
 }
 
 }  // namespace

@@ -59,6 +59,10 @@ absl::StatusOr<Caller> Authenticator::Authenticate(const grpc::ServerContextBase
   if (!identity.has_value()) {
     return absl::UnauthenticatedError("unknown credentials");
   }
+  if (identity->role == access::Role::kMetrics) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "tenant ", identity->tenant, ": a metrics credential calls no RPC (it reads /metrics)"));
+  }
   Caller caller{.tenant = identity->tenant_tag,
                 .admin = identity->role == access::Role::kAdmin,
                 .name = identity->tenant,

@@ -292,7 +292,7 @@ int Run() {
   }
 
   absl::StatusOr<std::unique_ptr<ServerMetrics>> metrics =
-      ServerMetrics::Start(settings->metrics_listen);
+      ServerMetrics::Start(settings->metrics_listen, access.get());
   if (!metrics.ok()) {
     std::fprintf(stderr, "kvtier-server: %s\n", metrics.status().ToString().c_str());
     return 1;
