@@ -6,7 +6,7 @@
 namespace kvtier::random_id_internal {
 
 std::string ToBytes(uint64_t hi, uint64_t lo) {
-  std::string out(16, '\0');
+  std::string out(kIdBytes, '\0');
   for (int i = 0; i < 8; ++i) {
     out[i] = static_cast<char>(hi >> (8 * (7 - i)));
     out[8 + i] = static_cast<char>(lo >> (8 * (7 - i)));
@@ -19,9 +19,10 @@ absl::Status FromBytes(absl::string_view bytes, absl::string_view field, bool em
   *hi = 0;
   *lo = 0;
   if (bytes.empty() && empty_ok) return absl::OkStatus();
-  if (bytes.size() != 16) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "%s must be %s16 bytes, got %d", field, empty_ok ? "empty or " : "", bytes.size()));
+  if (bytes.size() != kIdBytes) {
+    return absl::InvalidArgumentError(absl::StrFormat("%s must be %s%d bytes, got %d", field,
+                                                      empty_ok ? "empty or " : "", kIdBytes,
+                                                      bytes.size()));
   }
   for (int i = 0; i < 8; ++i) {
     *hi = (*hi << 8) | static_cast<uint8_t>(bytes[i]);

@@ -7,6 +7,7 @@
 #ifndef KVTIER_COMMON_RANDOM_ID_H_
 #define KVTIER_COMMON_RANDOM_ID_H_
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -17,8 +18,9 @@
 namespace kvtier {
 
 namespace random_id_internal {
+inline constexpr size_t kIdBytes = 16;
 std::string ToBytes(uint64_t hi, uint64_t lo);
-// INVALID_ARGUMENT naming `field` unless `bytes` is 16 bytes long (or empty
+// INVALID_ARGUMENT naming `field` unless `bytes` is kIdBytes long (or empty
 // when `empty_ok`, which yields zero).
 absl::Status FromBytes(absl::string_view bytes, absl::string_view field, bool empty_ok,
                        uint64_t* hi, uint64_t* lo);
@@ -31,7 +33,7 @@ struct RandomId {
   uint64_t hi = 0;
   uint64_t lo = 0;
 
-  static constexpr size_t kBytes = 16;
+  static constexpr size_t kBytes = random_id_internal::kIdBytes;
 
   // A fresh id; never zero.
   static RandomId Random() {

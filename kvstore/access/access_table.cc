@@ -174,8 +174,7 @@ class AccessTable::Parser {
     } else if (*role == "metrics") {
       identity.role = Role::kMetrics;
       if ((shared.has_value() && *shared != "none") || max_ram_bytes.has_value() ||
-          max_disk_bytes.has_value() ||
-          max_pins.has_value() || max_pinned_bytes.has_value()) {
+          max_disk_bytes.has_value() || max_pins.has_value() || max_pinned_bytes.has_value()) {
         return Error(number, "a metrics credential holds no pages: no shared= or quota");
       }
     } else if (*role != "tenant") {

@@ -4,7 +4,6 @@
 #ifndef KVTIER_KVSTORE_CORE_PIN_ID_H_
 #define KVTIER_KVSTORE_CORE_PIN_ID_H_
 
-
 #include "absl/strings/string_view.h"
 #include "common/random_id.h"
 

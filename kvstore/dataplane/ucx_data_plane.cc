@@ -235,19 +235,18 @@ size_t UcxDataPlane::CloseAll() {
   return sessions.size();
 }
 
-std::shared_ptr<UcxDataPlane::Session> UcxDataPlane::FindSession(const SessionId& session_id) {
+absl::StatusOr<std::shared_ptr<UcxDataPlane::Session>> UcxDataPlane::FindSession(
+    const SessionId& session_id) {
   absl::MutexLock lock(&mu_);
   auto it = sessions_.find(session_id);
-  if (it == sessions_.end()) return nullptr;
+  if (it == sessions_.end()) return SessionNotOpen(session_id);
   it->second->last_use = ++use_clock_;
   return it->second;
 }
 
 absl::StatusOr<UcxDataPlane::ReserveReply> UcxDataPlane::ReservePut(
     const SessionId& session_id, absl::Span<const PutSpec> specs, bool tagged, bool make_room) {
-  if (FindSession(session_id) == nullptr) {
-    return SessionNotOpen(session_id);
-  }
+  RETURN_IF_ERROR(FindSession(session_id).status());
   {
     absl::MutexLock lock(&mu_);
     if (transfers_.size() + draining_.size() >= options_.max_pending_transfers) {
@@ -451,7 +450,7 @@ absl::StatusOr<std::string> UcxDataPlane::ServeMessage(const wire::RequestHeader
   if (message.data_elsewhere) {
     return absl::ResourceExhaustedError("request too large for a message; send it as an RPC");
   }
-  if (FindSession(header.session_id) == nullptr) return SessionNotOpen(header.session_id);
+  RETURN_IF_ERROR(FindSession(header.session_id).status());
   std::shared_ptr<const RequestHandler> handler;
   {
     absl::MutexLock lock(&mu_);
@@ -467,15 +466,14 @@ absl::Status UcxDataPlane::SessionNotOpen(const SessionId& session_id) {
 }
 
 absl::StatusOr<uint64_t> UcxDataPlane::SessionOwner(const SessionId& session_id) {
-  std::shared_ptr<Session> session = FindSession(session_id);
-  if (session == nullptr) return SessionNotOpen(session_id);
+  ASSIGN_OR_RETURN(const std::shared_ptr<Session> session, FindSession(session_id));
   return session->owner;
 }
 
 absl::Status UcxDataPlane::CheckSession(const SessionId& session_id, uint64_t owner) {
-  std::shared_ptr<Session> session = FindSession(session_id);
+  ASSIGN_OR_RETURN(const std::shared_ptr<Session> session, FindSession(session_id));
   // Another owner's session answers exactly as one that is not open.
-  if (session == nullptr || session->owner != owner) return SessionNotOpen(session_id);
+  if (session->owner != owner) return SessionNotOpen(session_id);
   return absl::OkStatus();
 }
 

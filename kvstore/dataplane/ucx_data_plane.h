@@ -270,7 +270,10 @@ class UcxDataPlane : private ucx::MessageReceiver {
   UcxDataPlane(Store* store, const DataPlaneOptions& options,
                std::shared_ptr<ucx::UcxContext> context, std::unique_ptr<ucx::UcxWorker> worker,
                std::shared_ptr<const ucx::UcxMemory> arena);
-  std::shared_ptr<Session> FindSession(const SessionId& session_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // The open session `session_id` names (now its most recently used), or
+  // SessionNotOpen.
+  absl::StatusOr<std::shared_ptr<Session>> FindSession(const SessionId& session_id)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // The one answer for a session id that is not open (or not the caller's).
   static absl::Status SessionNotOpen(const SessionId& session_id);
   // The session's endpoint key for `rkey`, unpacked once per distinct key.

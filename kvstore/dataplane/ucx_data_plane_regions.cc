@@ -34,10 +34,7 @@ absl::Status UcxDataPlane::WriteToRegion(const SessionId& session_id, uint64_t a
                                          absl::string_view rkey,
                                          absl::Span<const RegionWrite> pages,
                                          absl::Time deadline) {
-  std::shared_ptr<Session> session = FindSession(session_id);
-  if (session == nullptr) {
-    return SessionNotOpen(session_id);
-  }
+  ASSIGN_OR_RETURN(const std::shared_ptr<Session> session, FindSession(session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
   std::vector<ucx::WriteSegment> segments;
   segments.reserve(pages.size());
@@ -56,10 +53,7 @@ absl::Status UcxDataPlane::WriteToRegion(const SessionId& session_id, uint64_t a
 absl::Status UcxDataPlane::SendToClient(const SessionId& session_id,
                                         absl::Span<const ucx::SendSegment> pages,
                                         absl::Time deadline) {
-  std::shared_ptr<Session> session = FindSession(session_id);
-  if (session == nullptr) {
-    return SessionNotOpen(session_id);
-  }
+  ASSIGN_OR_RETURN(const std::shared_ptr<Session> session, FindSession(session_id));
   absl::Status status = session->endpoint->Send(pages, options_.window, deadline);
   if (!status.ok()) Close(session_id);
   return status;
@@ -105,10 +99,7 @@ absl::StatusOr<std::vector<PutResult>> UcxDataPlane::PullPut(
     const SessionId& session_id, uint64_t address, absl::string_view rkey,
     absl::Span<const PutSpec> specs, absl::Span<const uint64_t> region_offsets,
     absl::Time deadline) {
-  std::shared_ptr<Session> session = FindSession(session_id);
-  if (session == nullptr) {
-    return SessionNotOpen(session_id);
-  }
+  ASSIGN_OR_RETURN(const std::shared_ptr<Session> session, FindSession(session_id));
   ASSIGN_OR_RETURN(std::shared_ptr<ucx::UcxRemoteKey> key, SessionKey(*session, rkey));
   // Each round of BatchPutFilled reads the bytes again from the client's
   // region; a failed read closes the session.

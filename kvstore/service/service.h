@@ -274,6 +274,9 @@ class KvStoreService final : public kvtier::v1::KvStore::CallbackService {
   // bytes, NOT_FOUND unless it is open and the caller's.
   absl::StatusOr<wire::SessionId> CheckSession(const Caller& caller,
                                                absl::string_view session_id) const;
+  // Whether `session` is open and the caller's: where another tenant's
+  // session, like an unknown one, is ignored (close, abort).
+  bool IsOwnSession(const Caller& caller, const wire::SessionId& session) const;
   // A BatchGet's keys, validated (count, each key, region or arena).
   absl::StatusOr<std::vector<PageKey>> GetKeys(const Caller& caller,
                                                const v1::BatchGetRequest& request) const;

@@ -55,12 +55,14 @@ absl::StatusOr<wire::SessionId> KvStoreService::CheckSession(
   return id;
 }
 
+bool KvStoreService::IsOwnSession(const Caller& caller, const wire::SessionId& session) const {
+  return data_plane_ != nullptr && data_plane_->CheckSession(session, caller.tenant).ok();
+}
+
 absl::Status KvStoreService::DoCloseDataPlane(const Caller& caller,
                                               const v1::CloseDataPlaneRequest& request) {
-  RETURN_IF_ERROR(wire::SessionId::FromBytes(request.session_id()).status());
-  // Another tenant's session, like an unknown one, is ignored.
-  const absl::StatusOr<wire::SessionId> session = CheckSession(caller, request.session_id());
-  if (session.ok()) data_plane_->Close(*session);
+  ASSIGN_OR_RETURN(const wire::SessionId session, wire::SessionId::FromBytes(request.session_id()));
+  if (IsOwnSession(caller, session)) data_plane_->Close(session);
   return absl::OkStatus();
 }
 
@@ -104,10 +106,8 @@ absl::Status KvStoreService::DoCommitPut(const Caller& caller,
 
 absl::Status KvStoreService::DoAbortPut(const Caller& caller,
                                         const v1::AbortPutRequest& request) {
-  RETURN_IF_ERROR(wire::SessionId::FromBytes(request.session_id()).status());
-  // Another tenant's session, like an unknown one, is ignored.
-  const absl::StatusOr<wire::SessionId> session = CheckSession(caller, request.session_id());
-  if (session.ok()) data_plane_->AbortPut(*session, request.transfer_id());
+  ASSIGN_OR_RETURN(const wire::SessionId session, wire::SessionId::FromBytes(request.session_id()));
+  if (IsOwnSession(caller, session)) data_plane_->AbortPut(session, request.transfer_id());
   return absl::OkStatus();
 }
 
@@ -202,11 +202,17 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(const wire::SessionId& 
     }
     return Caller{.tenant = owner, .admin = false, .name = ""};
   };
+  // Whether a request's session field names the message's own session
+  // (compared parsed: this runs for every message).
+  auto own = [&](absl::string_view named) {
+    const absl::StatusOr<wire::SessionId> id = wire::SessionId::FromBytes(named);
+    return id.ok() && *id == session_id;
+  };
   switch (op) {
     case wire::kMappedGetOp: {
       v1::BatchGetRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.has_region() || request.arena_session_id() != session_id.Bytes()) {
+      if (request.has_region() || !own(request.arena_session_id())) {
         return absl::InvalidArgumentError(
             "request message: a get by message reads its own session's arena, with no region");
       }
@@ -223,7 +229,7 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(const wire::SessionId& 
     case wire::kReservePutOp: {
       v1::ReservePutRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.session_id() != session_id.Bytes() || request.tagged()) {
+      if (!own(request.session_id()) || request.tagged()) {
         return absl::InvalidArgumentError(
             "request message: a put by message reserves in its own session, not tagged");
       }
@@ -235,7 +241,7 @@ absl::StatusOr<std::string> KvStoreService::ServeMessage(const wire::SessionId& 
     case wire::kCommitPutOp: {
       v1::CommitPutRequest request;
       RETURN_IF_ERROR(parse(&request));
-      if (request.session_id() != session_id.Bytes()) {
+      if (!own(request.session_id())) {
         return absl::InvalidArgumentError(
             "request message: a put by message commits in its own session");
       }

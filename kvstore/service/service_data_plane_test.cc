@@ -242,9 +242,8 @@ TEST_P(ServiceDataPlaneTest, OnlyTrustedClientsReachTheArena) {
 TEST(ServiceGrantTest, GrantsAuthenticatedBeforeAReloadAreNotRegisteredAfterIt) {
   TempDir dir;
   const std::string access_path = dir.path() + "/access.txt";
-  // The SHA-256 of "acme-token-0123456789".
   std::ofstream(access_path) << "tenant=acme role=tenant token_sha256="
-                                "2e032a402ed5f8d5e361fb26c6dde881f66772bbd4ae216810ca28d5d6fd2c37\n";
+                             << access::HashToken("acme-token-0123456789") << "\n";
   absl::StatusOr<std::unique_ptr<access::AccessControl>> access =
       access::AccessControl::Open(access_path);
   ASSERT_TRUE(access.ok()) << access.status();
