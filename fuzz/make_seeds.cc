@@ -133,6 +133,27 @@ void ConfigSeeds() {
         "ucx_transports: \"posix,cma,self\"\nucx_mutex_locks: false\n");
 }
 
+// access_fuzz: `@0`..`@3` stand for the hashes of the harness's tokens.
+void AccessSeeds() {
+  Write("access_fuzz", "every_key",
+        "# tenant     role          credential      shared rights\n"
+        "tenant=acme  role=tenant   token_sha256=@0  shared=read\n"
+        "tenant=acme  role=tenant   token_sha256=sha256:@1  # rotation\n"
+        "tenant=ops   role=admin    cert_cn=ops-client.example.com\n"
+        "tenant=beta  role=tenant   token_sha256=@2  max_ram_bytes=1073741824 max_pins=7\n"
+        "tenant=beta\trole=tenant\tcert_cn=beta.example max_disk_bytes=0 "
+        "max_pinned_bytes=4096 shared=write\n"
+        "tenant=prom  role=metrics  token_sha256=@3\n");
+  Write("access_fuzz", "crlf", "tenant=a role=admin token_sha256=@0\r\n\r\n# end\r\n");
+  // Refused: the same token twice.
+  Write("access_fuzz", "duplicate_token",
+        "tenant=a role=tenant token_sha256=@0\ntenant=b role=tenant token_sha256=@0\n");
+  // Refused: quotas of one tenant that disagree.
+  Write("access_fuzz", "quota_conflict",
+        "tenant=a role=tenant token_sha256=@0 max_pins=1\n"
+        "tenant=a role=tenant token_sha256=@1 max_pins=2\n");
+}
+
 void WireSeeds() {
   Write("wire_fuzz", "page", WirePage(7, true).SerializeAsString());
   Write("wire_fuzz", "key", Key(9).Encode());
@@ -293,6 +314,7 @@ int main(int argc, char** argv) {
   kvtier::root = argv[1];
   kvtier::ServiceSeeds();
   kvtier::ConfigSeeds();
+  kvtier::AccessSeeds();
   kvtier::WireSeeds();
   kvtier::CacheEventSeeds();
   kvtier::GgufSeeds();
