@@ -4,9 +4,12 @@
 #include <cmath>
 
 #include "absl/time/clock.h"
+#include "common/page_layout.h"
 #include "common/status_macros.h"
 #include "kernels/decode_attention.h"
+#include "kernels/dtype.h"
 #include "kernels/estimate.h"
+#include "worker/policy/token_attention.h"
 #include "worker/policy/token_policy.h"
 
 namespace kvtier::worker {
@@ -49,7 +52,11 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   view.prefill = prefill;
   Policy* policy = cache_->policy();
   const int64_t t0 = NowNs();
-  if (policy->NeedsScores(view) && view.n_digested > 0) {
+  if (policy->NeedsScores(view) && view.n_digested > 0 && policy->exact_scores()) {
+    RETURN_IF_ERROR(ExactPageScores(seq_id, layer, q, view.n_digested));
+    view.scores = scores_;
+    view.head_scores = row_scores_;
+  } else if (policy->NeedsScores(view) && view.n_digested > 0) {
     const KvCacheOptions& o = cache_->options();
     const uint32_t n = view.n_digested;
     ASSIGN_OR_RETURN(const float* digests, cache_->DeviceDigests(seq_id, layer));
@@ -79,6 +86,9 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
     for (uint32_t r = 0; r < o.layout.n_kv_heads; ++r) {
       for (uint32_t i = 0; i < n; ++i) scores_[i] += row_scores_[size_t{r} * n + i];
     }
+    if (const uint32_t c = policy->rerank_candidates(view); c > 0 && c < n) {
+      RETURN_IF_ERROR(RerankExact(seq_id, layer, q, n, c));
+    }
     view.scores = scores_;
     view.head_scores = row_scores_;
   }
@@ -87,6 +97,79 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   stats->times.estimate_ns += t1 - t0;
   stats->times.select_ns += NowNs() - t1;
   return plan;
+}
+
+absl::Status DecodeRunner::RerankExact(uint64_t seq_id, uint32_t layer, const float* q,
+                                       uint32_t n, uint32_t candidates) {
+  const KvCacheOptions& o = cache_->options();
+  const PageLayout& lay = o.layout;
+  std::vector<int32_t> order(n);
+  for (uint32_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(i);
+  // Highest estimate first, the lower page on ties.
+  std::partial_sort(order.begin(), order.begin() + candidates, order.end(),
+                    [&](int32_t a, int32_t b) {
+                      return scores_[a] != scores_[b] ? scores_[a] > scores_[b] : a < b;
+                    });
+  order.resize(candidates);
+  std::sort(order.begin(), order.end());
+  int32_t last_len = 0;
+  RETURN_IF_ERROR(cache_->AttentionPages(seq_id, layer, order, &slots_, &last_len));
+  // The candidates' keys only, as fp32 [candidates * page_size][n_kv_heads][head_dim].
+  const PagePool& pool = cache_->pool(layer);
+  const size_t elements = lay.ElementsPerTensor();
+  key_page_.resize(elements * DTypeBytes(lay.dtype));
+  exact_keys_.resize(size_t{candidates} * elements);
+  const auto type = static_cast<kernels::ScalarType>(lay.dtype);
+  for (uint32_t c = 0; c < candidates; ++c) {
+    RETURN_IF_ERROR(pool.ReadSlot(slots_[c], 0, key_page_.data(), key_page_.size()));
+    for (size_t e = 0; e < elements; ++e) {
+      exact_keys_[c * elements + e] = kernels::LoadAsFloat(key_page_.data(), type, e);
+    }
+  }
+  const uint32_t m = candidates * lay.page_size;
+  const uint32_t n_kv = lay.n_kv_heads;
+  PromptTokenMass(exact_keys_.data(), m, n_kv, o.n_q_heads, lay.head_dim, q,
+                  /*per_kv_head=*/true, &exact_mass_);
+  scores_.assign(n, -1.0f);
+  row_scores_.assign(size_t{n_kv} * n, -1.0f);
+  for (uint32_t c = 0; c < candidates; ++c) {
+    const size_t page = static_cast<size_t>(order[c]);
+    scores_[page] = 0.0f;
+    for (uint32_t g = 0; g < n_kv; ++g) {
+      float mass = 0.0f;
+      for (uint32_t t = 0; t < lay.page_size; ++t) {
+        mass += exact_mass_[size_t{g} * m + c * lay.page_size + t];
+      }
+      row_scores_[g * n + page] = mass;
+      scores_[page] += mass;
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status DecodeRunner::ExactPageScores(uint64_t seq_id, uint32_t layer, const float* q,
+                                           uint32_t n_digested) {
+  const KvCacheOptions& o = cache_->options();
+  const uint32_t n_kv = o.layout.n_kv_heads;
+  const uint32_t p = o.layout.page_size;
+  RETURN_IF_ERROR(cache_->ReadTokens(seq_id, layer, &exact_keys_, nullptr));
+  const auto n_tokens =
+      static_cast<uint32_t>(exact_keys_.size() / (size_t{n_kv} * o.layout.head_dim));
+  if (n_tokens < n_digested * p) {
+    return absl::FailedPreconditionError("exact page scores: fewer cached tokens than full pages");
+  }
+  // [n_kv][n_tokens]: each KV head's group's softmax mass on every token.
+  PromptTokenMass(exact_keys_.data(), n_tokens, n_kv, o.n_q_heads, o.layout.head_dim, q,
+                  /*per_kv_head=*/true, &exact_mass_);
+  row_scores_.assign(size_t{n_kv} * n_digested, 0.0f);
+  scores_.assign(n_digested, 0.0f);
+  for (uint32_t g = 0; g < n_kv; ++g) {
+    for (uint32_t t = 0; t < n_digested * p; ++t) {
+      row_scores_[size_t{g} * n_digested + t / p] += exact_mass_[size_t{g} * n_tokens + t];
+    }
+    for (uint32_t i = 0; i < n_digested; ++i) scores_[i] += row_scores_[size_t{g} * n_digested + i];
+  }
+  return absl::OkStatus();
 }
 
 absl::Status DecodeRunner::Prefill(uint64_t seq_id, uint32_t layer, const float* k,

@@ -97,6 +97,16 @@ class DecodeRunner {
                                 float* out, float* lse, StepStats* stats);
   absl::Status Attend(uint64_t seq_id, uint32_t layer, const float* q,
                       const std::vector<int32_t>& pages, float* out, float* lse);
+  // Keeps the `candidates` best of scores_' n pages (all resident) and
+  // ranks them by the query's exact attention mass over their tokens,
+  // reading only their keys; the others score -1.
+  absl::Status RerankExact(uint64_t seq_id, uint32_t layer, const float* q, uint32_t n,
+                           uint32_t candidates);
+  // scores_ and row_scores_ from the query's exact attention mass on each
+  // of the first n_digested pages (Policy::exact_scores); every page of
+  // the layer must be resident.
+  absl::Status ExactPageScores(uint64_t seq_id, uint32_t layer, const float* q,
+                               uint32_t n_digested);
   // Attends with one page list per KV head (PagePlan::head_attend).
   absl::Status AttendHeads(uint64_t seq_id, uint32_t layer, const float* q,
                            const std::vector<std::vector<int32_t>>& lists, float* out,
@@ -120,6 +130,9 @@ class DecodeRunner {
   // Scratch reused across steps.
   std::vector<float> row_scores_;
   std::vector<float> scores_;
+  std::vector<float> exact_keys_;
+  std::vector<float> exact_mass_;
+  std::vector<uint8_t> key_page_;
   std::vector<int32_t> slots_;
   std::vector<int32_t> head_slots_;
   std::vector<int32_t> head_indptr_;

@@ -196,8 +196,9 @@ TEST(QuestPolicyTest, OffloadKeepsResidentOnlyWhatItAttends) {
 // One layer of Quest with its own pool (`pool_pages`) and store.
 struct QuestRun {
   QuestRun(bool offload, uint32_t pool_pages)
-      : policy(*QuestPolicy::Create(
-            {.page_budget = 3, .n_dense_layers = 0, .offload = offload})) {
+      : QuestRun({.page_budget = 3, .n_dense_layers = 0, .offload = offload}, pool_pages) {}
+  explicit QuestRun(QuestOptions options, uint32_t pool_pages = 32)
+      : policy(*QuestPolicy::Create(options)) {
     queue = *PageTransferQueue::Create(&store, {});
     KvCacheOptions o;
     o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = DType::kF32};
@@ -261,6 +262,79 @@ TEST(QuestPolicyTest, OffloadAttendsExactlyWhatResidentQuestAttends) {
   EXPECT_EQ(resident.stats.pages_recalled, 0u);
   EXPECT_GT(offloaded.stats.pages_recalled, 0u);
   EXPECT_GT(resident.cache->pool(0).high_water(), 8u);
+}
+
+// Pages ranked three ways: by the min/max bound (Quest), by the exact
+// attention mass of the bound's best candidates (rerank), and by the exact
+// mass of every page. Each page's values mark it (channel p), so the
+// output shows which pages a step attended.
+TEST(QuestPolicyTest, ExactScoresAndRerankRankPagesByTheQuerysAttention) {
+  constexpr uint32_t kD = 8, kKvHeads = 2, kRow = kKvHeads * kD, kPrompt = 22;
+  // With the query all ones, a key filled with x meets it at 8x. Per page
+  // (bound, then exact mass with scale 1/sqrt(8)):
+  //   page 0: one key at 2.4, three at 0       bound 2.4, mass 5.3
+  //   page 1: every key at 4                   bound 4,   mass 16.4
+  //   page 2: one key at 3, three at -10       bound 3,   mass 3.0
+  //   page 3: keys of +10 and -10 in two channels, meeting the query at 0,
+  //           spanning +-10 in every channel   bound 40,  mass 4
+  //   page 4: every key at 2.24                bound 2.24, mass 8.8
+  auto fill = [](uint32_t t) -> float {
+    switch (t / 4) {
+      case 0: return t % 4 == 0 ? 0.3f : 0.0f;
+      case 1: return 0.5f;
+      case 2: return t % 4 == 0 ? 0.375f : -1.25f;
+      case 4: return 0.28f;
+      default: return 0.0f;
+    }
+  };
+  std::vector<float> k(kPrompt * kRow, 0.0f), v(kPrompt * kRow, 0.0f);
+  for (uint32_t t = 0; t < kPrompt; ++t) {
+    const uint32_t page = t / 4;
+    for (uint32_t h = 0; h < kKvHeads; ++h) {
+      float* key = &k[t * kRow + h * kD];
+      if (page == 3) {
+        key[2 * (t % 4)] = 10.0f;
+        key[2 * (t % 4) + 1] = -10.0f;
+      } else if (page < 5) {
+        std::fill_n(key, kD, fill(t));
+      }
+      v[t * kRow + h * kD + page] = 1.0f;
+    }
+  }
+  const std::vector<float> q(4 * kD, 1.0f);
+  std::vector<float> vt(kRow, 0.0f);
+  vt[5] = vt[kD + 5] = 1.0f;
+  const std::vector<float> kt(kRow, 0.0f);
+  auto attended_pages = [&](QuestOptions options) {
+    options.page_budget = 3;
+    options.n_dense_layers = 0;
+    QuestRun run(options);
+    EXPECT_TRUE(run.cache->AppendTokenIds(1, std::vector<uint32_t>(kPrompt, 7)).ok());
+    EXPECT_TRUE(run.runner->Prefill(1, 0, k.data(), v.data(), kPrompt, q.data(), 1, &run.stats)
+                    .ok());
+    EXPECT_TRUE(run.cache->AppendTokenIds(1, {8}).ok());
+    std::vector<float> out(4 * kD);
+    absl::Status s = run.runner->DecodeLayer(1, 0, q.data(), kt.data(), vt.data(), out.data(),
+                                             nullptr, &run.stats);
+    EXPECT_TRUE(s.ok()) << s;
+    std::vector<int> pages;
+    for (int c = 0; c < 6; ++c) {
+      if (out[c] > 0.0f) pages.push_back(c);  // query head 0
+    }
+    return pages;
+  };
+  // The two best bounds: the wide page 3 and page 1.
+  EXPECT_THAT(attended_pages({}), ElementsAre(1, 3, 5));
+  // Rerank 2: the four best bounds (pages 0-3) by mass: pages 1 and 0.
+  EXPECT_THAT(attended_pages({.rerank = 2}), ElementsAre(0, 1, 5));
+  // Every page by mass: pages 1 and 4.
+  EXPECT_THAT(attended_pages({.exact_scores = true}), ElementsAre(1, 4, 5));
+  EXPECT_EQ((*QuestPolicy::Create({.rerank = 2}))->name(), "quest_rerank");
+  EXPECT_EQ((*QuestPolicy::Create({.exact_scores = true}))->name(), "quest_exact");
+  for (QuestOptions bad : {QuestOptions{.offload = true, .exact_scores = true},
+                           QuestOptions{.offload = true, .rerank = 2}}) {
+    EXPECT_EQ(QuestPolicy::Create(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  }
 }
 
 TEST(WindowPolicyTest, DropsTheOldestPageButNeverTheSinks) {

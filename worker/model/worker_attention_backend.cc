@@ -28,10 +28,21 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
         .n_sink_pages = name == "streaming_llm" ? 1u : 0u});
   }
   const bool memory = unit == BudgetUnit::kResidentMemory;
-  if (name == "quest" || name == "quest_per_head") {
+  if (name == "quest" || name == "quest_per_head" || name == "quest_exact" ||
+      name == "quest_rerank") {
     worker::QuestOptions options;
     options.page_budget = budget_pages;
     options.per_kv_head = name == "quest_per_head";
+    options.exact_scores = name == "quest_exact";
+    // Four times the attended pages as candidates: on the needle suite it
+    // found what exact scores found, twice as many did not
+    // (worker/policy/README.md).
+    options.rerank = name == "quest_rerank" ? 4 : 0;
+    if ((options.exact_scores || options.rerank > 0) && memory) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          name, " reads the keys of pages it may not attend, so it keeps every page resident: ",
+          "use the layer_tokens budget unit"));
+    }
     // Under a memory budget Quest pages out, and keeps no dense layers for
     // the reason ArkVale keeps none (below).
     options.offload = memory;
@@ -83,15 +94,17 @@ const char* BudgetUnitName(BudgetUnit unit) {
 
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
-      "full", "sliding_window", "streaming_llm", "quest",
-      "quest_per_head", "arkvale", "h2o", "h2o_per_head", "tova", "arkv", "arkv_last_query",
+      "full", "sliding_window", "streaming_llm", "quest", "quest_per_head", "quest_exact",
+      "quest_rerank", "arkvale", "h2o", "h2o_per_head", "tova", "arkv", "arkv_last_query",
       "arkv_per_head"};
   return *names;
 }
 
 bool PolicyKeepsEveryPage(const std::string& name, BudgetUnit unit) {
   return name == "full" ||
-         (unit == BudgetUnit::kLayerTokens && (name == "quest" || name == "quest_per_head"));
+         (unit == BudgetUnit::kLayerTokens &&
+          (name == "quest" || name == "quest_per_head" || name == "quest_exact" ||
+           name == "quest_rerank"));
 }
 
 absl::Status WorkerBackendOptions::Validate() const {

@@ -143,7 +143,7 @@ TEST_F(WorkerBackendTest, ArkvaleRecallsUnderTheModel) {
 TEST_F(WorkerBackendTest, TokenPoliciesRunUnderBudget) {
   for (const char* policy :
        {"h2o", "h2o_per_head", "tova", "arkv", "arkv_last_query", "arkv_per_head", "quest",
-        "quest_per_head", "streaming_llm"}) {
+        "quest_per_head", "quest_rerank", "quest_exact", "streaming_llm"}) {
     auto b = Worker(policy, 64);
     ASSERT_NE(b, nullptr);
     EXPECT_FALSE(Run(*b, kPrompt, 200).empty()) << policy;
@@ -236,7 +236,7 @@ TEST_F(WorkerBackendTest, PerLayerBudgetsBoundEachLayer) {
       {.policy = "arkvale", .layer_budget_tokens = {128, 128, 128, 256, 160}});
   ASSERT_TRUE(ark.ok()) << ark.status();
   EXPECT_EQ((*ark)->layer_budgets(), (std::vector<uint32_t>{32, 32, 8, 16, 10}));
-  for (const char* policy : {"full", "quest", "quest_per_head"}) {
+  for (const char* policy : {"full", "quest", "quest_per_head", "quest_rerank", "quest_exact"}) {
     auto keeps_all = WorkerAttentionBackend::Create(
         model_.weights.config.attention_shape(),
         {.policy = policy, .layer_budget_tokens = {64, 64, 64, 64, 64}});
@@ -334,6 +334,13 @@ TEST_F(WorkerBackendTest, AMemoryBudgetPagesQuestOutAndLeavesLayerPoliciesAsThey
               .budget_unit = BudgetUnit::kResidentMemory});
   EXPECT_EQ(per_head.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(per_head.status().message(), HasSubstr("per-KV-head lists cannot offload"));
+  for (const char* policy : {"quest_rerank", "quest_exact"}) {
+    auto reads_all = WorkerAttentionBackend::Create(
+        shape, {.policy = policy, .budget_tokens = 64,
+                .budget_unit = BudgetUnit::kResidentMemory});
+    EXPECT_EQ(reads_all.status().code(), absl::StatusCode::kInvalidArgument) << policy;
+    EXPECT_THAT(reads_all.status().message(), HasSubstr("keeps every page resident")) << policy;
+  }
   EXPECT_TRUE(WorkerAttentionBackend::Create(
                   shape, {.policy = "full", .budget_unit = BudgetUnit::kResidentMemory})
                   .ok());

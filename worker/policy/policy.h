@@ -78,6 +78,15 @@ class Policy {
   // Digest kind kept for every full page (cuboid for ArkVale, min/max for
   // Quest).
   virtual kernels::DigestKind digest_kind() const { return kernels::DigestKind::kArkvaleMean; }
+  // Whether `scores` (and `head_scores`) should be the current query's
+  // exact attention mass on each page (summed over the query heads)
+  // instead of the digests' estimate: a diagnostic upper bound for a
+  // digest ranking, which needs every digested page resident.
+  virtual bool exact_scores() const { return false; }
+  // When positive: the digests' estimate names this many candidate pages,
+  // and `scores` then ranks them by the query's exact attention mass
+  // (other pages score -1). Every candidate must be resident.
+  virtual uint32_t rerank_candidates(const LayerView& /*view*/) const { return 0; }
   // Whether Plan() needs `scores` for this view (estimation is skipped
   // otherwise: it is the step's most frequent cost).
   virtual bool NeedsScores(const LayerView& view) const = 0;

@@ -13,6 +13,10 @@ absl::Status QuestOptions::Validate() const {
   if (page_budget < 2) {
     return absl::InvalidArgumentError(absl::StrCat("page_budget ", page_budget, " below 2"));
   }
+  if (offload && (exact_scores || rerank > 0)) {
+    return absl::InvalidArgumentError(
+        "quest: exact scores read every page, so they cannot offload");
+  }
   if (offload && per_kv_head) {
     return absl::InvalidArgumentError(
         "quest: per-KV-head lists cannot offload (their union can exceed the budget)");
@@ -27,6 +31,10 @@ absl::StatusOr<std::unique_ptr<QuestPolicy>> QuestPolicy::Create(QuestOptions op
 
 uint32_t QuestPolicy::Attended(const LayerView& view) const {
   return options_.offload ? view.budget_pages : options_.page_budget;
+}
+
+uint32_t QuestPolicy::rerank_candidates(const LayerView& view) const {
+  return options_.rerank * (Attended(view) - 1);
 }
 
 bool QuestPolicy::NeedsScores(const LayerView& view) const {

@@ -43,6 +43,15 @@ struct QuestOptions {
   // sets how many pages a step attends. Not with per_kv_head, whose lists'
   // union can exceed any budget.
   bool offload = false;
+  // Rank pages by the query's exact attention mass on them (summed over
+  // the query heads) instead of the min/max bound: what Quest's per-step
+  // top-k would attend with a perfect estimator (a diagnostic,
+  // `quest_exact`). Not with offload (it reads every page).
+  bool exact_scores = false;
+  // With r > 0, the bounds name r times the pages a step attends and the
+  // query's exact attention mass on them chooses (Policy::
+  // rerank_candidates). Not with offload.
+  uint32_t rerank = 0;
 
   absl::Status Validate() const;
 };
@@ -51,9 +60,15 @@ class QuestPolicy : public Policy {
  public:
   static absl::StatusOr<std::unique_ptr<QuestPolicy>> Create(QuestOptions options);
 
-  std::string_view name() const override { return "quest"; }
+  std::string_view name() const override {
+    if (options_.exact_scores) return "quest_exact";
+    if (options_.rerank > 0) return "quest_rerank";
+    return "quest";
+  }
   bool offloads() const override { return options_.offload; }
   kernels::DigestKind digest_kind() const override { return kernels::DigestKind::kMinMax; }
+  bool exact_scores() const override { return options_.exact_scores; }
+  uint32_t rerank_candidates(const LayerView& view) const override;
   bool NeedsScores(const LayerView& view) const override;
   absl::StatusOr<PagePlan> Plan(const LayerView& view) override;
   int32_t AppendVictim(const LayerView& view) override;
