@@ -17,6 +17,19 @@ namespace {
 
 int64_t NowNs() { return absl::GetCurrentTimeNanos(); }
 
+// a . b in eight independent sums, which the compiler can vectorise.
+float Dot(const float* a, const float* b, uint32_t n) {
+  float acc[8] = {};
+  uint32_t c = 0;
+  for (; c + 8 <= n; c += 8) {
+    for (uint32_t l = 0; l < 8; ++l) acc[l] += a[c + l] * b[c + l];
+  }
+  float sum = 0.0f;
+  for (uint32_t l = 0; l < 8; ++l) sum += acc[l];
+  for (; c < n; ++c) sum += a[c] * b[c];
+  return sum;
+}
+
 // Stateless, so one instance serves every runner.
 Device* HostDevice() {
   static CpuDevice* const host = new CpuDevice();
@@ -122,27 +135,56 @@ absl::Status DecodeRunner::RerankExact(uint64_t seq_id, uint32_t layer, const fl
   const auto type = static_cast<kernels::ScalarType>(lay.dtype);
   for (uint32_t c = 0; c < candidates; ++c) {
     RETURN_IF_ERROR(pool.ReadSlot(slots_[c], 0, key_page_.data(), key_page_.size()));
-    for (size_t e = 0; e < elements; ++e) {
-      exact_keys_[c * elements + e] = kernels::LoadAsFloat(key_page_.data(), type, e);
+    float* keys = &exact_keys_[c * elements];
+    const auto* halves = reinterpret_cast<const uint16_t*>(key_page_.data());
+    // One loop per type, so that the conversion vectorises.
+    switch (type) {
+      case kernels::ScalarType::kF16:
+        for (size_t e = 0; e < elements; ++e) keys[e] = kernels::HalfToFloat(halves[e]);
+        break;
+      case kernels::ScalarType::kBF16:
+        for (size_t e = 0; e < elements; ++e) keys[e] = kernels::BF16ToFloat(halves[e]);
+        break;
+      default:
+        for (size_t e = 0; e < elements; ++e) {
+          keys[e] = kernels::LoadAsFloat(key_page_.data(), type, e);
+        }
     }
   }
+  // Each query head's softmax over the candidates' tokens, its mass summed
+  // per page into its KV head's row.
   const uint32_t m = candidates * lay.page_size;
   const uint32_t n_kv = lay.n_kv_heads;
-  PromptTokenMass(exact_keys_.data(), m, n_kv, o.n_q_heads, lay.head_dim, q,
-                  /*per_kv_head=*/true, &exact_mass_);
+  const uint32_t d = lay.head_dim;
+  const uint32_t group = o.n_q_heads / n_kv;
+  const float scale = 1.0f / std::sqrt(static_cast<float>(d));
   scores_.assign(n, -1.0f);
   row_scores_.assign(size_t{n_kv} * n, -1.0f);
   for (uint32_t c = 0; c < candidates; ++c) {
-    const size_t page = static_cast<size_t>(order[c]);
-    scores_[page] = 0.0f;
-    for (uint32_t g = 0; g < n_kv; ++g) {
-      float mass = 0.0f;
-      for (uint32_t t = 0; t < lay.page_size; ++t) {
-        mass += exact_mass_[size_t{g} * m + c * lay.page_size + t];
-      }
-      row_scores_[g * n + page] = mass;
-      scores_[page] += mass;
+    scores_[order[c]] = 0.0f;
+    for (uint32_t g = 0; g < n_kv; ++g) row_scores_[size_t{g} * n + order[c]] = 0.0f;
+  }
+  exact_mass_.resize(m);
+  for (uint32_t h = 0; h < o.n_q_heads; ++h) {
+    const uint32_t g = h / group;
+    float top = -INFINITY;
+    for (uint32_t j = 0; j < m; ++j) {
+      exact_mass_[j] = scale * Dot(q + size_t{h} * d, &exact_keys_[(size_t{j} * n_kv + g) * d], d);
+      top = std::max(top, exact_mass_[j]);
     }
+    float sum = 0.0f;
+    for (uint32_t j = 0; j < m; ++j) {
+      exact_mass_[j] = std::exp(exact_mass_[j] - top);
+      sum += exact_mass_[j];
+    }
+    for (uint32_t c = 0; c < candidates; ++c) {
+      float mass = 0.0f;
+      for (uint32_t t = 0; t < lay.page_size; ++t) mass += exact_mass_[c * lay.page_size + t];
+      row_scores_[size_t{g} * n + order[c]] += mass / sum;
+    }
+  }
+  for (uint32_t c = 0; c < candidates; ++c) {
+    for (uint32_t g = 0; g < n_kv; ++g) scores_[order[c]] += row_scores_[size_t{g} * n + order[c]];
   }
   return absl::OkStatus();
 }
