@@ -99,8 +99,9 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
     for (uint32_t r = 0; r < o.layout.n_kv_heads; ++r) {
       for (uint32_t i = 0; i < n; ++i) scores_[i] += row_scores_[size_t{r} * n + i];
     }
-    if (const uint32_t c = policy->rerank_candidates(view); c > 0 && c < n) {
-      RETURN_IF_ERROR(RerankExact(seq_id, layer, q, n, c));
+    // More candidates than pages: every page is one.
+    if (const uint32_t c = policy->rerank_candidates(view); c > 0) {
+      RETURN_IF_ERROR(RerankExact(seq_id, layer, q, n, std::min(c, n)));
     }
     view.scores = scores_;
     view.head_scores = row_scores_;

@@ -327,8 +327,10 @@ TEST(QuestPolicyTest, ExactScoresAndRerankRankPagesByTheQuerysAttention) {
   EXPECT_THAT(attended_pages({}), ElementsAre(1, 3, 5));
   // Rerank 2: the four best bounds (pages 0-3) by mass: pages 1 and 0.
   EXPECT_THAT(attended_pages({.rerank = 2}), ElementsAre(0, 1, 5));
-  // Every page by mass: pages 1 and 4.
+  // Every page by mass: pages 1 and 4. Rerank 4 names 8 candidates of 5
+  // pages, so every page is one.
   EXPECT_THAT(attended_pages({.exact_scores = true}), ElementsAre(1, 4, 5));
+  EXPECT_THAT(attended_pages({.rerank = 4}), ElementsAre(1, 4, 5));
   EXPECT_EQ((*QuestPolicy::Create({.rerank = 2}))->name(), "quest_rerank");
   EXPECT_EQ((*QuestPolicy::Create({.exact_scores = true}))->name(), "quest_exact");
   for (QuestOptions bad : {QuestOptions{.offload = true, .exact_scores = true},

@@ -83,9 +83,10 @@ class Policy {
   // instead of the digests' estimate: a diagnostic upper bound for a
   // digest ranking, which needs every digested page resident.
   virtual bool exact_scores() const { return false; }
-  // When positive: the digests' estimate names this many candidate pages,
-  // and `scores` then ranks them by the query's exact attention mass
-  // (other pages score -1). Every candidate must be resident.
+  // When positive: the digests' estimate names this many candidate pages
+  // (every page when there are fewer), and `scores` then ranks them by the
+  // query's exact attention mass (other pages score -1). Every candidate
+  // must be resident.
   virtual uint32_t rerank_candidates(const LayerView& /*view*/) const { return 0; }
   // Whether Plan() needs `scores` for this view (estimation is skipped
   // otherwise: it is the step's most frequent cost).
