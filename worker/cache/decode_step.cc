@@ -9,7 +9,6 @@
 #include "kernels/decode_attention.h"
 #include "kernels/dtype.h"
 #include "kernels/estimate.h"
-#include "worker/policy/token_attention.h"
 #include "worker/policy/token_policy.h"
 
 namespace kvtier::worker {
@@ -65,11 +64,7 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   view.prefill = prefill;
   Policy* policy = cache_->policy();
   const int64_t t0 = NowNs();
-  if (policy->NeedsScores(view) && view.n_digested > 0 && policy->exact_scores()) {
-    RETURN_IF_ERROR(ExactPageScores(seq_id, layer, q, view.n_digested));
-    view.scores = scores_;
-    view.head_scores = row_scores_;
-  } else if (policy->NeedsScores(view) && view.n_digested > 0) {
+  if (policy->NeedsScores(view) && view.n_digested > 0) {
     const KvCacheOptions& o = cache_->options();
     const uint32_t n = view.n_digested;
     ASSIGN_OR_RETURN(const float* digests, cache_->DeviceDigests(seq_id, layer));
@@ -186,31 +181,6 @@ absl::Status DecodeRunner::RerankExact(uint64_t seq_id, uint32_t layer, const fl
   }
   for (uint32_t c = 0; c < candidates; ++c) {
     for (uint32_t g = 0; g < n_kv; ++g) scores_[order[c]] += row_scores_[size_t{g} * n + order[c]];
-  }
-  return absl::OkStatus();
-}
-
-absl::Status DecodeRunner::ExactPageScores(uint64_t seq_id, uint32_t layer, const float* q,
-                                           uint32_t n_digested) {
-  const KvCacheOptions& o = cache_->options();
-  const uint32_t n_kv = o.layout.n_kv_heads;
-  const uint32_t p = o.layout.page_size;
-  RETURN_IF_ERROR(cache_->ReadTokens(seq_id, layer, &exact_keys_, nullptr));
-  const auto n_tokens =
-      static_cast<uint32_t>(exact_keys_.size() / (size_t{n_kv} * o.layout.head_dim));
-  if (n_tokens < n_digested * p) {
-    return absl::FailedPreconditionError("exact page scores: fewer cached tokens than full pages");
-  }
-  // [n_kv][n_tokens]: each KV head's group's softmax mass on every token.
-  PromptTokenMass(exact_keys_.data(), n_tokens, n_kv, o.n_q_heads, o.layout.head_dim, q,
-                  /*per_kv_head=*/true, &exact_mass_);
-  row_scores_.assign(size_t{n_kv} * n_digested, 0.0f);
-  scores_.assign(n_digested, 0.0f);
-  for (uint32_t g = 0; g < n_kv; ++g) {
-    for (uint32_t t = 0; t < n_digested * p; ++t) {
-      row_scores_[size_t{g} * n_digested + t / p] += exact_mass_[size_t{g} * n_tokens + t];
-    }
-    for (uint32_t i = 0; i < n_digested; ++i) scores_[i] += row_scores_[size_t{g} * n_digested + i];
   }
   return absl::OkStatus();
 }

@@ -102,11 +102,6 @@ class DecodeRunner {
   // reading only their keys; the others score -1.
   absl::Status RerankExact(uint64_t seq_id, uint32_t layer, const float* q, uint32_t n,
                            uint32_t candidates);
-  // scores_ and row_scores_ from the query's exact attention mass on each
-  // of the first n_digested pages (Policy::exact_scores); every page of
-  // the layer must be resident.
-  absl::Status ExactPageScores(uint64_t seq_id, uint32_t layer, const float* q,
-                               uint32_t n_digested);
   // Attends with one page list per KV head (PagePlan::head_attend).
   absl::Status AttendHeads(uint64_t seq_id, uint32_t layer, const float* q,
                            const std::vector<std::vector<int32_t>>& lists, float* out,

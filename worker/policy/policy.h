@@ -78,11 +78,6 @@ class Policy {
   // Digest kind kept for every full page (cuboid for ArkVale, min/max for
   // Quest).
   virtual kernels::DigestKind digest_kind() const { return kernels::DigestKind::kArkvaleMean; }
-  // Whether `scores` (and `head_scores`) should be the current query's
-  // exact attention mass on each page (summed over the query heads)
-  // instead of the digests' estimate: a diagnostic upper bound for a
-  // digest ranking, which needs every digested page resident.
-  virtual bool exact_scores() const { return false; }
   // When positive: the digests' estimate names this many candidate pages
   // (every page when there are fewer), and `scores` then ranks them by the
   // query's exact attention mass (other pages score -1). Every candidate

@@ -34,7 +34,7 @@ uint32_t QuestPolicy::Attended(const LayerView& view) const {
 }
 
 uint32_t QuestPolicy::rerank_candidates(const LayerView& view) const {
-  return options_.rerank * (Attended(view) - 1);
+  return options_.exact_scores ? view.n_digested : options_.rerank * (Attended(view) - 1);
 }
 
 bool QuestPolicy::NeedsScores(const LayerView& view) const {

@@ -46,7 +46,8 @@ struct QuestOptions {
   // Rank pages by the query's exact attention mass on them (summed over
   // the query heads) instead of the min/max bound: what Quest's per-step
   // top-k would attend with a perfect estimator (a diagnostic,
-  // `quest_exact`). Not with offload (it reads every page).
+  // `quest_exact`): every digested page a rerank candidate. Not with
+  // offload (it reads every page).
   bool exact_scores = false;
   // With r > 0, the bounds name r times the pages a step attends and the
   // query's exact attention mass on them chooses (Policy::
@@ -67,7 +68,6 @@ class QuestPolicy : public Policy {
   }
   bool offloads() const override { return options_.offload; }
   kernels::DigestKind digest_kind() const override { return kernels::DigestKind::kMinMax; }
-  bool exact_scores() const override { return options_.exact_scores; }
   uint32_t rerank_candidates(const LayerView& view) const override;
   bool NeedsScores(const LayerView& view) const override;
   absl::StatusOr<PagePlan> Plan(const LayerView& view) override;
