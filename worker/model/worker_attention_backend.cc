@@ -20,6 +20,12 @@ uint32_t PagesFor(int tokens, int page_size) {
   return static_cast<uint32_t>((tokens + page_size - 1) / page_size);
 }
 
+// Quest and its variants, which keep every page under a per-layer budget.
+bool IsQuest(const std::string& name) {
+  return name == "quest" || name == "quest_per_head" || name == "quest_exact" ||
+         name == "quest_rerank";
+}
+
 absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
     const std::string& name, uint32_t budget_pages, BudgetUnit unit) {
   if (name == "full") return std::make_unique<worker::FullCachePolicy>();
@@ -28,8 +34,7 @@ absl::StatusOr<std::unique_ptr<worker::Policy>> MakePolicy(
         .n_sink_pages = name == "streaming_llm" ? 1u : 0u});
   }
   const bool memory = unit == BudgetUnit::kResidentMemory;
-  if (name == "quest" || name == "quest_per_head" || name == "quest_exact" ||
-      name == "quest_rerank") {
+  if (IsQuest(name)) {
     worker::QuestOptions options;
     options.page_budget = budget_pages;
     options.per_kv_head = name == "quest_per_head";
@@ -101,10 +106,7 @@ const std::vector<std::string>& WorkerPolicyNames() {
 }
 
 bool PolicyKeepsEveryPage(const std::string& name, BudgetUnit unit) {
-  return name == "full" ||
-         (unit == BudgetUnit::kLayerTokens &&
-          (name == "quest" || name == "quest_per_head" || name == "quest_exact" ||
-           name == "quest_rerank"));
+  return name == "full" || (unit == BudgetUnit::kLayerTokens && IsQuest(name));
 }
 
 absl::Status WorkerBackendOptions::Validate() const {
