@@ -39,18 +39,21 @@ class UcxDataPlaneTest : public ::testing::Test {
     return plane.ok() ? std::move(*plane) : nullptr;
   }
 
-  // A session whose client is a worker of this process.
-  UcxDataPlane::SessionId Open(UcxDataPlane& plane) {
+  // A session whose client is a worker of this process: the whole reply
+  // (an empty one, with the failure recorded, when Open fails).
+  UcxDataPlane::OpenReply OpenSession(UcxDataPlane& plane) {
     absl::StatusOr<UcxDataPlane::OpenReply> reply = plane.Open(client_worker_->address());
     EXPECT_TRUE(reply.ok()) << reply.status();
-    if (!reply.ok()) return UcxDataPlane::SessionId();
+    if (!reply.ok()) return UcxDataPlane::OpenReply();
     EXPECT_FALSE(reply->session_id.IsZero());
     EXPECT_EQ(reply->arena_address, reinterpret_cast<uint64_t>(store_->RamRegion().data()));
     EXPECT_EQ(reply->arena_bytes, store_->RamRegion().size());
     EXPECT_FALSE(reply->arena_rkey.empty());
     EXPECT_FALSE(reply->worker_address.empty());
-    return reply->session_id;
+    return *std::move(reply);
   }
+  // Its session id.
+  UcxDataPlane::SessionId Open(UcxDataPlane& plane) { return OpenSession(plane).session_id; }
 
   testing::TempDir dir_;
   std::unique_ptr<Store> store_;

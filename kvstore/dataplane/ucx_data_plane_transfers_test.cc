@@ -85,9 +85,8 @@ TEST_F(UcxDataPlaneTest, ReservedSlotsCommitWithTheirBytes) {
 TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
-  ASSERT_TRUE(opened.ok()) << opened.status();
-  const SessionId session = opened->session_id;
+  const UcxDataPlane::OpenReply opened = OpenSession(*plane);
+  const SessionId session = opened.session_id;
   absl::Notification entered, release;
   std::atomic<bool> checked{false};
   plane->SetRequestHandler([&](const SessionId& id, uint32_t, absl::string_view) {
@@ -101,7 +100,7 @@ TEST_F(UcxDataPlaneTest, TaggedReserveWhileAMessageIsServedDoesNotDeadlock) {
   static IgnoreReplies ignore;
   ASSERT_TRUE(ucx::SetMessageHandler(client_worker_.get(), wire::kReplyMessageId, &ignore).ok());
   absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
-      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened.worker_address);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   ASSERT_TRUE((*endpoint)->Flush(absl::Now() + absl::Seconds(10)).ok());
   const wire::RequestHeader header{.request_id = 1, .session_id = session, .op = 99};
@@ -204,16 +203,15 @@ TEST_F(UcxDataPlaneTest, SlotsOfEndedTransfersAreQuarantined) {
 TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
-  ASSERT_TRUE(opened.ok()) << opened.status();
+  const UcxDataPlane::OpenReply opened = OpenSession(*plane);
   const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
-      plane->ReservePut(opened->session_id, specs, /*tagged=*/true);
+      plane->ReservePut(opened.session_id, specs, /*tagged=*/true);
   ASSERT_TRUE(reserved.ok()) << reserved.status();
   // Tags are transfer_id + page index: the low bits are the index's.
   EXPECT_TRUE(wire::IsTagBase(reserved->transfer_id));
   absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
-      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened.worker_address);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   std::vector<std::vector<uint8_t>> bytes;
   std::vector<ucx::SendSegment> sends;
@@ -224,7 +222,7 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
   }
   ASSERT_TRUE((*endpoint)->Send(sends, 2, absl::Now() + absl::Seconds(10)).ok());
   absl::StatusOr<std::vector<PutResult>> committed =
-      plane->CommitPut(opened->session_id, reserved->transfer_id);
+      plane->CommitPut(opened.session_id, reserved->transfer_id);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(store_->Stats().put_pages, 2u);
   EXPECT_EQ(store_->Stats().reserved_bytes, 0u);
@@ -243,20 +241,19 @@ TEST_F(UcxDataPlaneTest, TaggedPagesLandInTheirSlotsAndCommit) {
 TEST_F(UcxDataPlaneTest, TaggedMessagesNoTransferWantsAreDroppedAndTransfersStillLand) {
   std::unique_ptr<UcxDataPlane> plane = Create();
   ASSERT_NE(plane, nullptr);
-  absl::StatusOr<UcxDataPlane::OpenReply> opened = plane->Open(client_worker_->address());
-  ASSERT_TRUE(opened.ok()) << opened.status();
+  const UcxDataPlane::OpenReply opened = OpenSession(*plane);
   absl::StatusOr<std::unique_ptr<ucx::UcxEndpoint>> endpoint =
-      ucx::UcxEndpoint::Connect(client_worker_.get(), opened->worker_address);
+      ucx::UcxEndpoint::Connect(client_worker_.get(), opened.worker_address);
   ASSERT_TRUE(endpoint.ok()) << endpoint.status();
   // 48 random bits: 64 ids of a counter would set a handful of them.
   uint64_t any_bit = 0;
   for (int i = 0; i < 64; ++i) {
     absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
-        plane->ReservePut(opened->session_id, {Spec(Key(100 + i))}, /*tagged=*/true);
+        plane->ReservePut(opened.session_id, {Spec(Key(100 + i))}, /*tagged=*/true);
     ASSERT_TRUE(reserved.ok()) << reserved.status();
     EXPECT_TRUE(wire::IsTagBase(reserved->transfer_id));
     any_bit |= reserved->transfer_id;
-    plane->AbortPut(opened->session_id, reserved->transfer_id);
+    plane->AbortPut(opened.session_id, reserved->transfer_id);
   }
   EXPECT_GE(__builtin_popcountll(any_bit), 44);
   EXPECT_EQ(plane->dropped_tagged_messages(), 0u);
@@ -279,7 +276,7 @@ TEST_F(UcxDataPlaneTest, TaggedMessagesNoTransferWantsAreDroppedAndTransfersStil
 
   const PutSpec specs[] = {Spec(Key(1)), Spec(Key(2))};
   absl::StatusOr<UcxDataPlane::ReserveReply> reserved =
-      plane->ReservePut(opened->session_id, specs, /*tagged=*/true);
+      plane->ReservePut(opened.session_id, specs, /*tagged=*/true);
   ASSERT_TRUE(reserved.ok()) << reserved.status();
   std::vector<std::vector<uint8_t>> bytes;
   sends.clear();
@@ -290,7 +287,7 @@ TEST_F(UcxDataPlaneTest, TaggedMessagesNoTransferWantsAreDroppedAndTransfersStil
   }
   ASSERT_TRUE((*endpoint)->Send(sends, 2, absl::Now() + absl::Seconds(10)).ok());
   absl::StatusOr<std::vector<PutResult>> committed =
-      plane->CommitPut(opened->session_id, reserved->transfer_id);
+      plane->CommitPut(opened.session_id, reserved->transfer_id);
   ASSERT_TRUE(committed.ok()) << committed.status();
   EXPECT_EQ(store_->Stats().put_pages, 2u);
   EXPECT_EQ(plane->dropped_tagged_messages(), 3u);
