@@ -21,25 +21,27 @@ def main():
     rep, png = load_report(__doc__)
     rows = rep["results"]
     cols = ["context", "policy", "budget", "found", "accuracy", "95% CI", "resident",
-            "agreement", "KL", "by task", "by filler", "by format"]
+            "digests", "agreement", "KL", "by task", "by filler", "by format"]
     rows_text = []
     for r in rows:
         budget = "all" if r["policy"] == "full" else f"1/{r['budget_fraction']}"
         if "error" in r:
             rows_text.append([str(r["context"]), label(r), budget, "-", "-", "-", "-", "-",
-                          "-", r["error"], "", ""])
+                              "-", "-", r["error"], "", ""])
             continue
         lo, hi = r["ci95"]
         rows_text.append([str(r["context"]), label(r), budget, f"{r['correct']}/{r['cases']}",
                       f"{r['accuracy']:.3f}", f"{lo:.2f}-{hi:.2f}",
-                      f"{r['resident_fraction']:.3f}", f"{r['greedy_agreement']:.3f}",
+                      f"{r['resident_fraction']:.3f}",
+                      f"{r.get('digest_fraction', 0.0):.3f}", f"{r['greedy_agreement']:.3f}",
                       f"{r['mean_kl']:.4f}", split(r["by_task"]), split(r["by_filler"]),
                       split(r["by_format"])])
     memory = rep.get("budget_unit") == "memory"
     unit = ("1/N = all layers' KV bytes within 1/N of the full cache's" if memory
             else "1/N = 1/N of the context in every budgeted layer")
     print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; budget {unit}; "
-          f"resident = peak KV bytes held / the full cache's")
+          f"resident = peak KV bytes held / the full cache's; digests = peak bytes of the "
+          f"page digests a policy scores by / the full cache's KV bytes (not in resident)")
     print(table(rows_text, cols))
     if not png:
         return

@@ -156,7 +156,17 @@ absl::StatusOr<const float*> KvCacheManager::Digests(uint64_t seq_id, uint32_t l
 absl::StatusOr<const float*> KvCacheManager::DeviceDigests(uint64_t seq_id, uint32_t layer) {
   ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
+  seq->layers[layer].digests_scored = true;
   return seq->layers[layer].MirrorDigests(device_, digest_slot_floats_);
+}
+
+uint64_t KvCacheManager::ScoredDigestBytes(uint32_t layer) const {
+  uint64_t bytes = 0;
+  for (const auto& [id, seq] : sequences_) {
+    const PageTable& t = seq->layers[layer];
+    if (t.digests_scored) bytes += uint64_t{t.n_digested} * digest_slot_floats_ * sizeof(float);
+  }
+  return bytes;
 }
 
 absl::Status KvCacheManager::OpenPage(Sequence& seq, uint32_t layer) {

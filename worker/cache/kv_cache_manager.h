@@ -113,6 +113,12 @@ class KvCacheManager : public TokenCache {
   // incrementally on a GPU; the host digests on the CPU backend), for
   // estimation there. Valid until the next call that changes the sequence.
   absl::StatusOr<const float*> DeviceDigests(uint64_t seq_id, uint32_t layer);
+  // Bytes of the digests the policy scores pages by in `layer`, over every
+  // live sequence: those of each (sequence, layer) whose digests
+  // DeviceDigests has handed out (fp32, one slot per full page). Memory a
+  // page-scoring policy holds beside its pages; 0 for the others.
+  // REQUIRES: layer < n_layers.
+  uint64_t ScoredDigestBytes(uint32_t layer) const;
 
   // Checks `plan` against the invariants of policy.h, evicts the resident
   // pages it drops and starts recalling the pages it adds (asynchronously).

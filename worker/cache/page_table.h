@@ -47,6 +47,10 @@ struct PageTable {
   // there (MirrorDigests); its first n_mirrored slots equal `digests`'.
   std::unique_ptr<DeviceBuffer> mirror;
   uint32_t n_mirrored = 0;
+  // Set once the policy has scored this layer's pages by their digests
+  // (KvCacheManager::DeviceDigests): the digests then count as memory the
+  // policy holds (KvCacheManager::ScoredDigestBytes).
+  bool digests_scored = false;
   // Recalls started by a plan and not yet finished: (transfer, pages).
   std::vector<std::pair<TransferId, std::vector<int32_t>>> recalls;
 

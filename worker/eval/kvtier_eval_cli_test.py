@@ -100,6 +100,15 @@ def needles():
         for name in ("full", "quest", "arkvale", "streaming_llm"):
             by_layer = rows[name]["resident_fraction_by_layer"]
             check(abs(sum(by_layer) / 5 - rows[name]["resident_fraction"]) < 1e-3, rows[name])
+        # Digests count where a policy scores pages by them: Quest and
+        # ArkVale beyond their two dense layers (3 of 5), two fp32 vectors
+        # per full page and KV head, so 1/16 of those layers' fp32 KV.
+        tokens = [c["prompt_tokens"] + c["answer_tokens"] for c in cases]
+        for name in ("quest", "arkvale"):
+            df = rows[name]["digest_fraction"]
+            check(0.6 / 16 * (1 - 16 / min(tokens)) < df <= 0.6 / 16 + 1e-4, rows[name])
+        for name in ("full", "streaming_llm", "arkv"):
+            check(rows[name]["digest_fraction"] == 0.0, rows[name])
         # ARKV's quantized tier counts in the layers that held it.
         arkv = rows["arkv"]
         check(sum(arkv["resident_fraction_by_layer"]) / 5 >= arkv["resident_fraction"] - 1e-3,

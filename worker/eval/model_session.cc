@@ -130,6 +130,7 @@ absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vect
   out.decode_seconds = run.decode_seconds;
   out.peak_resident_bytes = b->peak_resident_bytes();
   out.peak_resident_layer_bytes = b->peak_resident_layer_bytes();
+  out.peak_digest_bytes = b->peak_digest_bytes();
   out.layer_budget_pages = b->layer_budgets();
   return out;
 }

@@ -84,6 +84,9 @@ struct PolicyRun {
   uint64_t peak_resident_bytes = 0;
   // The same per layer (WorkerAttentionBackend::peak_resident_layer_bytes).
   std::vector<uint64_t> peak_resident_layer_bytes;
+  // The most bytes of digests it scored pages by at once
+  // (WorkerAttentionBackend::peak_digest_bytes).
+  uint64_t peak_digest_bytes = 0;
   // Each layer's budget in pages as the worker applied it
   // (WorkerAttentionBackend::layer_budgets).
   std::vector<uint32_t> layer_budget_pages;

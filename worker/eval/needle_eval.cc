@@ -44,7 +44,7 @@ std::string TallyJson(const Tally& t) {
 
 struct Row {
   uint32_t correct = 0, cases = 0, agree = 0, steps = 0;
-  double kl = 0, resident_fraction = 0, decode_seconds = 0;
+  double kl = 0, resident_fraction = 0, digest_fraction = 0, decode_seconds = 0;
   Tally by_task, by_filler, by_format, by_depth;
   std::string outcomes;  // one '0' or '1' per case, in case order
   std::vector<int> layer_tokens;  // an allocator's per-layer budgets (empty: uniform)
@@ -62,6 +62,7 @@ void Add(Row& row, const FittedCase& f, const PolicyRun& run) {
   row.kl += run.kl();
   row.decode_seconds += run.decode_seconds;
   row.resident_fraction += static_cast<double>(run.peak_resident_bytes) / f.full_bytes;
+  row.digest_fraction += static_cast<double>(run.peak_digest_bytes) / f.full_bytes;
   const size_t layers = run.peak_resident_layer_bytes.size();
   row.layer_fraction.resize(layers, 0.0);
   for (size_t l = 0; l < layers; ++l) {
@@ -88,13 +89,15 @@ std::string RowJson(const std::string& policy, const std::string& allocator, uin
       "\"budget_fraction\": %u, \"budget_tokens\": %d, \"cases\": %u, \"correct\": %u, "
       "\"accuracy\": %.4f, "
       "\"ci95\": [%.4f, %.4f], \"greedy_agreement\": %.4f, \"mean_kl\": %.6f, "
-      "\"resident_fraction\": %.4f, \"decode_seconds\": %.2f, \"by_task\": %s, "
+      "\"resident_fraction\": %.4f, \"digest_fraction\": %.4f, \"decode_seconds\": %.2f, "
+      "\"by_task\": %s, "
       "\"by_filler\": %s, \"by_format\": %s, \"by_depth\": %s, \"outcomes\": \"%s\", "
       "\"layer_budget_tokens\": [%s], \"resident_fraction_by_layer\": [%s]}",
       policy, allocator, context, fraction, budget_tokens, r.cases, r.correct, r.correct / cases,
       lo, hi,
       static_cast<double>(r.agree) / std::max<uint32_t>(r.steps, 1),
-      r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases, r.decode_seconds,
+      r.kl / std::max<uint32_t>(r.steps, 1), r.resident_fraction / cases,
+      r.digest_fraction / cases, r.decode_seconds,
       TallyJson(r.by_task), TallyJson(r.by_filler), TallyJson(r.by_format),
       TallyJson(r.by_depth), r.outcomes, absl::StrJoin(r.layer_tokens, ", "),
       absl::StrJoin(r.layer_fraction, ", ", [cases](std::string* out, double sum) {
@@ -255,11 +258,12 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
           const auto [lo, hi] = WilsonInterval(row->correct, row->cases);
           Progress(absl::StrFormat(
               "needles %u %s 1/%u %s %s: %u/%u found (95%% CI %.2f-%.2f), agreement %.3f, "
-              "resident %.3f of full (%.0f s)",
+              "resident %.3f of full, digests %.3f (%.0f s)",
               context, policy, fraction, model::BudgetUnitName(o.budget_unit), allocator,
               row->correct, row->cases, lo, hi,
               static_cast<double>(row->agree) / std::max<uint32_t>(row->steps, 1),
               row->resident_fraction / std::max<uint32_t>(row->cases, 1),
+              row->digest_fraction / std::max<uint32_t>(row->cases, 1),
               absl::ToDoubleSeconds(absl::Now() - t0)));
           absl::StrAppend(&rows, rows.size() > 1 ? "," : "",
                           RowJson(policy, allocator, context, fraction, budget, *row));

@@ -230,7 +230,8 @@ WorkerAttentionBackend::WorkerAttentionBackend(
       prefill_query_rows_(prefill_query_rows),
       prompt_buffers_(size_t{2} * shape.n_layers * std::max(1, max_sequences)),
       layer_bytes_(shape.n_layers, 0),
-      layer_peak_bytes_(shape.n_layers, 0) {}
+      layer_peak_bytes_(shape.n_layers, 0),
+      layer_digest_bytes_(shape.n_layers, 0) {}
 
 WorkerAttentionBackend::~WorkerAttentionBackend() = default;
 
@@ -258,6 +259,10 @@ void WorkerAttentionBackend::SampleResident(int layer) {
   layer_bytes_[l] = now;
   layer_peak_bytes_[l] = std::max(layer_peak_bytes_[l], now);
   peak_bytes_ = std::max(peak_bytes_, resident_bytes_);
+  const uint64_t digests = cache_->ScoredDigestBytes(l);
+  digest_bytes_ = digest_bytes_ - layer_digest_bytes_[l] + digests;
+  layer_digest_bytes_[l] = digests;
+  peak_digest_bytes_ = std::max(peak_digest_bytes_, digest_bytes_);
 }
 
 uint64_t WorkerAttentionBackend::pool_capacity_pages() const {

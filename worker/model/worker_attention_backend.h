@@ -198,6 +198,11 @@ class WorkerAttentionBackend : public AttentionBackend {
   uint64_t peak_resident_bytes() const { return peak_bytes_; }
   // The same per layer: each layer's most at once.
   const std::vector<uint64_t>& peak_resident_layer_bytes() const { return layer_peak_bytes_; }
+  // The most bytes of page digests the policy scored pages by at once, all
+  // layers (KvCacheManager::ScoredDigestBytes: Quest and ArkVale hold two
+  // fp32 vectors per full page and KV head beside their pages), sampled
+  // with the resident bytes. Not in peak_resident_bytes().
+  uint64_t peak_digest_bytes() const { return peak_digest_bytes_; }
 
  private:
   // Per (sequence, layer): the prompt not yet handed to the runner, and the
@@ -249,6 +254,9 @@ class WorkerAttentionBackend : public AttentionBackend {
   // sum, and the peaks (SampleResident).
   std::vector<uint64_t> layer_bytes_, layer_peak_bytes_;
   uint64_t resident_bytes_ = 0, peak_bytes_ = 0;
+  // The same for the scored digests.
+  std::vector<uint64_t> layer_digest_bytes_;
+  uint64_t digest_bytes_ = 0, peak_digest_bytes_ = 0;
 };
 
 }  // namespace kvtier::model
