@@ -39,7 +39,8 @@ def main():
     memory = rep.get("budget_unit") == "memory"
     unit = ("1/N = all layers' KV bytes within 1/N of the full cache's" if memory
             else "1/N = 1/N of the context in every budgeted layer")
-    print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens; budget {unit}; "
+    print(f"{len(rep['cases'])} cases, pages of {rep['page_size']} tokens, "
+          f"{rep.get('digest_type', 'f32')} digests; budget {unit}; "
           f"resident = peak KV bytes held / the full cache's; digests = peak bytes of the "
           f"page digests a policy scores by / the full cache's KV bytes (not in resident)")
     print(table(rows_text, cols))

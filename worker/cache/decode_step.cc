@@ -67,7 +67,7 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
   if (policy->NeedsScores(view) && view.n_digested > 0) {
     const KvCacheOptions& o = cache_->options();
     const uint32_t n = view.n_digested;
-    ASSIGN_OR_RETURN(const float* digests, cache_->DeviceDigests(seq_id, layer));
+    ASSIGN_OR_RETURN(const void* digests, cache_->DeviceDigests(seq_id, layer));
     std::vector<int32_t> indptr = {0, static_cast<int32_t>(n)};
     std::vector<int32_t> digest_slots(n);
     for (uint32_t i = 0; i < n; ++i) digest_slots[i] = static_cast<int32_t>(i);
@@ -80,7 +80,7 @@ absl::StatusOr<PagePlan> DecodeRunner::EstimateAndPlan(uint64_t seq_id, uint32_t
     args.n_kv_heads = o.layout.n_kv_heads;
     args.head_dim = o.layout.head_dim;
     args.digests = digests;
-    args.digest_type = kernels::ScalarType::kF32;
+    args.digest_type = cache_->digest_type();
     args.kind = policy->digest_kind();
     args.digest_capacity = n;
     args.page_indptr = indptr.data();

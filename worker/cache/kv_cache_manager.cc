@@ -52,8 +52,11 @@ KvCacheManager::KvCacheManager(const KvCacheOptions& options, Device* device, Po
       policy_(policy),
       transfers_(transfers),
       chain_seed_(KeyChain::Seed(options.tenant_salt, options.model_fingerprint, options.layout)),
-      digest_slot_floats_(kernels::DigestSlotElements(
-          policy->digest_kind(), options.layout.n_kv_heads, options.layout.head_dim)) {}
+      digest_format_{.kind = policy->digest_kind(),
+                     .type = static_cast<kernels::ScalarType>(options.digest_dtype),
+                     .slot_elements = kernels::DigestSlotElements(
+                         policy->digest_kind(), options.layout.n_kv_heads,
+                         options.layout.head_dim)} {}
 
 KvCacheManager::~KvCacheManager() {
   std::vector<uint64_t> ids;
@@ -147,24 +150,24 @@ absl::StatusOr<LayerView> KvCacheManager::View(uint64_t seq_id, uint32_t layer) 
   return seq->layers[layer].View(layer, options_.layout.page_size);
 }
 
-absl::StatusOr<const float*> KvCacheManager::Digests(uint64_t seq_id, uint32_t layer) const {
+absl::StatusOr<const void*> KvCacheManager::Digests(uint64_t seq_id, uint32_t layer) const {
   ASSIGN_OR_RETURN(const Sequence* seq, Find(seq_id));
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
   return seq->layers[layer].digests.data();
 }
 
-absl::StatusOr<const float*> KvCacheManager::DeviceDigests(uint64_t seq_id, uint32_t layer) {
+absl::StatusOr<const void*> KvCacheManager::DeviceDigests(uint64_t seq_id, uint32_t layer) {
   ASSIGN_OR_RETURN(Sequence * seq, Find(seq_id));
   if (layer >= options_.n_layers) return absl::InvalidArgumentError("layer out of range");
   seq->layers[layer].digests_scored = true;
-  return seq->layers[layer].MirrorDigests(device_, digest_slot_floats_);
+  return seq->layers[layer].MirrorDigests(device_, digest_format_.slot_bytes());
 }
 
 uint64_t KvCacheManager::ScoredDigestBytes(uint32_t layer) const {
   uint64_t bytes = 0;
   for (const auto& [id, seq] : sequences_) {
     const PageTable& t = seq->layers[layer];
-    if (t.digests_scored) bytes += uint64_t{t.n_digested} * digest_slot_floats_ * sizeof(float);
+    if (t.digests_scored) bytes += uint64_t{t.n_digested} * digest_format_.slot_bytes();
   }
   return bytes;
 }
@@ -284,7 +287,7 @@ absl::Status KvCacheManager::OnPageFull(Sequence& seq, uint32_t layer, int32_t p
     RETURN_IF_ERROR(pool.ReadSlot(t.slots[page], 0, page_scratch_.data(), page_bytes));
     bytes = page_scratch_.data();
   }
-  RETURN_IF_ERROR(t.AppendDigest(bytes, lay, policy_->digest_kind(), digest_slot_floats_));
+  RETURN_IF_ERROR(t.AppendDigest(bytes, lay, digest_format_));
 
   t.checksums[page] = PageChecksum(bytes, page_bytes);
   if (static_cast<uint32_t>(page) < seq.stored_prefix_pages) {
@@ -414,7 +417,8 @@ absl::Status KvCacheManager::EvictTokenLists(uint64_t seq_id, uint32_t layer,
   if (policy_->offloads()) {
     return absl::FailedPreconditionError("token eviction would rewrite backed-up pages");
   }
-  return seq->layers[layer].EvictTokens(*pools_[layer], slots, n_lists, digest_slot_floats_);
+  return seq->layers[layer].EvictTokens(*pools_[layer], slots, n_lists,
+                                        digest_format_.slot_bytes());
 }
 
 absl::Status KvCacheManager::ReadTokens(uint64_t seq_id, uint32_t layer, std::vector<float>* k,

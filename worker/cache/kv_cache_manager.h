@@ -107,15 +107,17 @@ class KvCacheManager : public TokenCache {
   absl::StatusOr<LayerView> View(uint64_t seq_id, uint32_t layer) const override;
 
   // Digests of the sequence's full pages for `layer`: slot i is page i, in
-  // the layout of kernels/digest.h (fp32, the policy's digest kind).
-  absl::StatusOr<const float*> Digests(uint64_t seq_id, uint32_t layer) const;
+  // the layout of kernels/digest.h (the policy's digest kind, elements of
+  // digest_type()).
+  absl::StatusOr<const void*> Digests(uint64_t seq_id, uint32_t layer) const;
   // The same digests in the memory of device() (a copy kept up to date
   // incrementally on a GPU; the host digests on the CPU backend), for
   // estimation there. Valid until the next call that changes the sequence.
-  absl::StatusOr<const float*> DeviceDigests(uint64_t seq_id, uint32_t layer);
+  absl::StatusOr<const void*> DeviceDigests(uint64_t seq_id, uint32_t layer);
+  kernels::ScalarType digest_type() const { return digest_format_.type; }
   // Bytes of the digests the policy scores pages by in `layer`, over every
   // live sequence: those of each (sequence, layer) whose digests
-  // DeviceDigests has handed out (fp32, one slot per full page). Memory a
+  // DeviceDigests has handed out (one slot per full page). Memory a
   // page-scoring policy holds beside its pages; 0 for the others.
   // REQUIRES: layer < n_layers.
   uint64_t ScoredDigestBytes(uint32_t layer) const;
@@ -209,7 +211,7 @@ class KvCacheManager : public TokenCache {
   Policy* const policy_;
   PageTransferQueue* const transfers_;
   const Hash128 chain_seed_;
-  const size_t digest_slot_floats_;
+  const DigestFormat digest_format_;
   std::vector<std::unique_ptr<PagePool>> pools_;
   // Extends the pins of waiting sequences (null when the policy does not
   // offload); it holds only weak references to them.

@@ -306,6 +306,12 @@ TEST(KvCacheManagerTest, OptionsAreValidated) {
   o.layout.dtype = DType::kInt8;
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
   o.layout.dtype = DType::kF32;
+  for (DType digests : {DType::kBF16, DType::kFp8E4M3, DType::kInt8}) {
+    o.digest_dtype = digests;
+    EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument) << DTypeName(digests);
+  }
+  o.digest_dtype = DType::kF16;
+  EXPECT_TRUE(o.Validate().ok());
   o.transfer_timeout = absl::ZeroDuration();
   EXPECT_EQ(o.Validate().code(), absl::StatusCode::kInvalidArgument);
   // An offloading policy needs a transfer queue.

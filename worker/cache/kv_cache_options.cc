@@ -15,6 +15,10 @@ absl::Status KvCacheOptions::Validate() const {
     return absl::InvalidArgumentError(
         absl::StrCat("pool dtype ", DTypeName(layout.dtype), " is not f32, f16 or bf16"));
   }
+  if (digest_dtype != DType::kF32 && digest_dtype != DType::kF16) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("digest dtype ", DTypeName(digest_dtype), " is not f32 or f16"));
+  }
   if (n_layers == 0 || n_layers > 1024) {
     return absl::InvalidArgumentError(absl::StrCat("n_layers ", n_layers, " not in [1, 1024]"));
   }

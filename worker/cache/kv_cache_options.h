@@ -17,6 +17,12 @@ struct KvCacheOptions {
   // Page shape. page_size 32 is ArkVale's default; n_kv_heads and head_dim
   // come from the model (0 is rejected). dtype kF32, kF16 or kBF16.
   PageLayout layout{.page_size = 32, .n_kv_heads = 0, .head_dim = 0, .dtype = DType::kF16};
+  // Element type of the page digests (kF32 or kF16): two vectors per full
+  // page and KV head for Quest's and ArkVale's digests, so 1/page_size of
+  // an fp32 page's bytes in fp32 and half that in fp16, on the host and in
+  // the device copy that estimation reads. fp16 rounds each bound to the
+  // nearest half (relative error 2^-11).
+  DType digest_dtype = DType::kF32;
   uint32_t n_layers = 0;
   uint32_t n_q_heads = 0;  // multiple of layout.n_kv_heads
   // Slots of each layer's pool: the device budget, shared by all sequences.

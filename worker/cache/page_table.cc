@@ -109,8 +109,8 @@ void PageTable::ReleaseSlots(PagePool& pool) {
 }
 
 absl::Status PageTable::AppendDigest(const void* page_bytes, const PageLayout& layout,
-                                     kernels::DigestKind kind, size_t digest_floats) {
-  digests.resize((n_digested + 1) * digest_floats);
+                                     const DigestFormat& format) {
+  digests.resize((n_digested + 1) * format.slot_bytes());
   const int32_t staged_page = 0;
   const int32_t digest_slot = static_cast<int32_t>(n_digested);
   kernels::DigestArgs args;
@@ -123,9 +123,9 @@ absl::Status PageTable::AppendDigest(const void* page_bytes, const PageLayout& l
   args.head_dim = layout.head_dim;
   args.page_ids = &staged_page;
   args.n_pages = 1;
-  args.kind = kind;
+  args.kind = format.kind;
   args.digests = digests.data();
-  args.digest_type = kernels::ScalarType::kF32;
+  args.digest_type = format.type;
   args.digest_slots = &digest_slot;
   args.digest_capacity = n_digested + 1;
   RETURN_IF_ERROR(kernels::ComputeDigestsCpu(args, nullptr));
@@ -133,9 +133,8 @@ absl::Status PageTable::AppendDigest(const void* page_bytes, const PageLayout& l
   return absl::OkStatus();
 }
 
-absl::StatusOr<const float*> PageTable::MirrorDigests(Device* device, size_t digest_floats) {
+absl::StatusOr<const void*> PageTable::MirrorDigests(Device* device, size_t slot_bytes) {
   if (device->kind() == DeviceKind::kCpu) return digests.data();
-  const size_t slot_bytes = digest_floats * sizeof(float);
   const size_t need = size_t{n_digested} * slot_bytes;
   if (mirror == nullptr || mirror->bytes() < need) {
     const size_t grown = std::max(need, mirror == nullptr ? 64 * slot_bytes : 2 * mirror->bytes());
@@ -144,11 +143,11 @@ absl::StatusOr<const float*> PageTable::MirrorDigests(Device* device, size_t dig
   }
   if (n_mirrored < n_digested) {
     auto* dst = static_cast<uint8_t*>(mirror->data()) + size_t{n_mirrored} * slot_bytes;
-    RETURN_IF_ERROR(device->CopyToDevice(dst, digests.data() + size_t{n_mirrored} * digest_floats,
+    RETURN_IF_ERROR(device->CopyToDevice(dst, digests.data() + size_t{n_mirrored} * slot_bytes,
                                          size_t{n_digested - n_mirrored} * slot_bytes));
     n_mirrored = n_digested;
   }
-  return static_cast<const float*>(mirror->data());
+  return static_cast<const void*>(mirror->data());
 }
 
 void PageTable::OnBackupDone(int32_t page, bool ok) {
@@ -163,7 +162,7 @@ void PageTable::OnBackupDone(int32_t page, bool ok) {
 }
 
 absl::Status PageTable::EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
-                                    uint32_t n_lists, size_t digest_floats) {
+                                    uint32_t n_lists, size_t digest_slot_bytes) {
   const PageLayout& lay = pool.layout();
   if (n_lists != 1 && n_lists != lay.n_kv_heads) {
     return absl::InvalidArgumentError(absl::StrCat("token eviction takes one slot list or one per KV"
@@ -227,7 +226,7 @@ absl::Status PageTable::EvictTokens(PagePool& pool, absl::Span<const uint32_t> t
   const uint32_t full_pages = n_tokens / p;
   if (n_digested > full_pages) {
     n_digested = full_pages;
-    digests.resize(size_t{full_pages} * digest_floats);
+    digests.resize(size_t{full_pages} * digest_slot_bytes);
     n_mirrored = std::min(n_mirrored, full_pages);  // later slots will be new pages
   }
   return absl::OkStatus();

@@ -32,6 +32,16 @@
 
 namespace kvtier::worker {
 
+// How a table's page digests are kept: the policy's kind, stored as
+// `type` (kF32 or kF16), `slot_elements` per full page.
+struct DigestFormat {
+  kernels::DigestKind kind = kernels::DigestKind::kMinMax;
+  kernels::ScalarType type = kernels::ScalarType::kF32;
+  size_t slot_elements = 0;
+
+  size_t slot_bytes() const { return slot_elements * kernels::ScalarBytes(type); }
+};
+
 struct PageTable {
   uint32_t budget_pages = 0;
   uint32_t n_tokens = 0;
@@ -41,7 +51,7 @@ struct PageTable {
   std::vector<int32_t> slots;       // pool slot, -1 when none
   std::vector<uint64_t> checksums;  // of the bytes backed up
   std::vector<TransferId> puts;     // in-flight backup, 0 when none
-  std::vector<float> digests;       // n_digested * digest slot floats
+  std::vector<uint8_t> digests;     // n_digested slots of DigestFormat::slot_bytes
   uint32_t n_digested = 0;
   // A copy of the digests in the pool device's memory, for estimation
   // there (MirrorDigests); its first n_mirrored slots equal `digests`'.
@@ -80,15 +90,15 @@ struct PageTable {
   void ReleaseSlots(PagePool& pool);
 
   // Digests the next full page, whose bytes (`layout`) are at `page_bytes`,
-  // into digest slot n_digested (fp32, `kind`, `digest_floats` per slot).
+  // into digest slot n_digested.
   absl::Status AppendDigest(const void* page_bytes, const PageLayout& layout,
-                            kernels::DigestKind kind, size_t digest_floats);
+                            const DigestFormat& format);
 
-  // The digests in `device`'s memory (`digest_floats` per slot), copying
+  // The digests in `device`'s memory (`slot_bytes` per slot), copying
   // only the slots digested since the last call; the copy grows by
   // doubling (a new buffer is filled whole). On the CPU backend, the host
   // digests themselves. RESOURCE_EXHAUSTED when the device has no room.
-  absl::StatusOr<const float*> MirrorDigests(Device* device, size_t digest_floats);
+  absl::StatusOr<const void*> MirrorDigests(Device* device, size_t slot_bytes);
 
   // A backup of `page` finished: kBackingUp becomes kResident and
   // kEvictedBackingUp kEvicted when it succeeded; kEvictedBackingUp becomes
@@ -101,11 +111,11 @@ struct PageTable {
   // n_kv_heads), each strictly descending. Each slot of a list gets that
   // list's heads of the newest cached token, moved through `pool`; a page
   // left empty is freed and digests of rewritten pages are dropped
-  // (`digest_floats` per page). INVALID_ARGUMENT, changing nothing, for a
+  // (`digest_slot_bytes` per page). INVALID_ARGUMENT, changing nothing, for a
   // bad list; FAILED_PRECONDITION, changing nothing, for a quantized pool
   // (a row's scales would not move with it).
   absl::Status EvictTokens(PagePool& pool, absl::Span<const uint32_t> token_slots,
-                           uint32_t n_lists, size_t digest_floats);
+                           uint32_t n_lists, size_t digest_slot_bytes);
   // The cached tokens in slot order as fp32, k (and v unless null)
   // [n_tokens][n_kv_heads][head_dim]. FAILED_PRECONDITION when a page is
   // not resident.

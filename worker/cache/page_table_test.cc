@@ -2,6 +2,7 @@
 // brought up to date with the fewest bytes and never keeps a stale slot.
 #include "worker/cache/page_table.h"
 
+#include <cmath>
 #include <cstring>
 #include <vector>
 
@@ -17,6 +18,10 @@ PageLayout Layout() {
 }
 
 size_t DigestFloats() { return kernels::DigestSlotElements(kKind, 1, 8); }
+
+DigestFormat Format(kernels::ScalarType type = kernels::ScalarType::kF32) {
+  return DigestFormat{.kind = kKind, .type = type, .slot_elements = DigestFloats()};
+}
 
 // Host memory that calls itself a GPU, counting the bytes copied to it.
 class CountingDevice : public CpuDevice {
@@ -42,18 +47,40 @@ std::vector<float> Page(float base) {
   return page;
 }
 
-void ExpectMirrorEqualsDigests(const PageTable& t, const float* mirror) {
+void ExpectMirrorEqualsDigests(const PageTable& t, const void* mirror) {
   ASSERT_NE(mirror, nullptr);
-  for (size_t i = 0; i < size_t{t.n_digested} * DigestFloats(); ++i) {
-    ASSERT_EQ(mirror[i], t.digests[i]) << i;
+  ASSERT_EQ(t.digests.size(), size_t{t.n_digested} * Format().slot_bytes());
+  EXPECT_EQ(std::memcmp(mirror, t.digests.data(), t.digests.size()), 0);
+}
+
+// fp16 digests take half the bytes and hold each fp32 bound rounded outward
+// (a max up, a min down), so the min/max estimate stays an upper bound.
+TEST(PageTableTest, HalfDigestsHoldTheFloatBoundsRoundedOutward) {
+  PageTable f32, f16;
+  std::vector<float> page = Page(0);
+  for (size_t i = 0; i < page.size(); ++i) page[i] = 0.1f * static_cast<float>(i) - 1.37f;
+  ASSERT_TRUE(f32.AppendDigest(page.data(), Layout(), Format()).ok());
+  ASSERT_TRUE(f16.AppendDigest(page.data(), Layout(), Format(kernels::ScalarType::kF16)).ok());
+  ASSERT_EQ(f32.digests.size(), DigestFloats() * sizeof(float));
+  ASSERT_EQ(f16.digests.size(), DigestFloats() * sizeof(uint16_t));
+  const auto* wide = reinterpret_cast<const float*>(f32.digests.data());
+  const auto* half = reinterpret_cast<const uint16_t*>(f16.digests.data());
+  // Slot layout (kernels/digest.h): the max vector, then the min vector.
+  for (size_t c = 0; c < 8; ++c) {
+    const float hi = kernels::HalfToFloat(half[c]);
+    const float lo = kernels::HalfToFloat(half[8 + c]);
+    EXPECT_GE(hi, wide[c]) << c;
+    EXPECT_LE(lo, wide[8 + c]) << c;
+    EXPECT_LT(hi - wide[c], 0.002f * std::abs(wide[c]) + 1e-6f) << c;
+    EXPECT_LT(wide[8 + c] - lo, 0.002f * std::abs(wide[8 + c]) + 1e-6f) << c;
   }
 }
 
 TEST(PageTableTest, TheCpuBackendEstimatesFromTheHostDigests) {
   PageTable t;
-  ASSERT_TRUE(t.AppendDigest(Page(1).data(), Layout(), kKind, DigestFloats()).ok());
+  ASSERT_TRUE(t.AppendDigest(Page(1).data(), Layout(), Format()).ok());
   CpuDevice cpu;
-  auto mirror = t.MirrorDigests(&cpu, DigestFloats());
+  auto mirror = t.MirrorDigests(&cpu, Format().slot_bytes());
   ASSERT_TRUE(mirror.ok());
   EXPECT_EQ(*mirror, t.digests.data());
   EXPECT_EQ(t.mirror, nullptr);
@@ -62,33 +89,33 @@ TEST(PageTableTest, TheCpuBackendEstimatesFromTheHostDigests) {
 TEST(PageTableTest, MirrorCopiesOnlyNewDigestsAndGrowsByDoubling) {
   CountingDevice gpu;
   PageTable t;
-  const size_t slot_bytes = DigestFloats() * sizeof(float);
+  const size_t slot_bytes = Format().slot_bytes();
   for (int p = 0; p < 3; ++p) {
-    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), kKind, DigestFloats()).ok());
+    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), Format()).ok());
   }
-  auto mirror = t.MirrorDigests(&gpu, DigestFloats());
+  auto mirror = t.MirrorDigests(&gpu, Format().slot_bytes());
   ASSERT_TRUE(mirror.ok()) << mirror.status();
   ExpectMirrorEqualsDigests(t, *mirror);
   EXPECT_EQ(gpu.bytes_in, 3 * slot_bytes);
   EXPECT_EQ(gpu.allocations, 1);
 
-  mirror = t.MirrorDigests(&gpu, DigestFloats());  // nothing new
+  mirror = t.MirrorDigests(&gpu, Format().slot_bytes());  // nothing new
   ASSERT_TRUE(mirror.ok());
   EXPECT_EQ(gpu.bytes_in, 3 * slot_bytes);
 
   for (int p = 3; p < 5; ++p) {
-    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), kKind, DigestFloats()).ok());
+    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), Format()).ok());
   }
-  mirror = t.MirrorDigests(&gpu, DigestFloats());
+  mirror = t.MirrorDigests(&gpu, Format().slot_bytes());
   ASSERT_TRUE(mirror.ok());
   ExpectMirrorEqualsDigests(t, *mirror);
   EXPECT_EQ(gpu.bytes_in, 5 * slot_bytes);
 
   // Past the first buffer's 64 slots: a buffer of twice the size, filled whole.
   for (int p = 5; p < 70; ++p) {
-    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), kKind, DigestFloats()).ok());
+    ASSERT_TRUE(t.AppendDigest(Page(10.0f * p).data(), Layout(), Format()).ok());
   }
-  mirror = t.MirrorDigests(&gpu, DigestFloats());
+  mirror = t.MirrorDigests(&gpu, Format().slot_bytes());
   ASSERT_TRUE(mirror.ok());
   ExpectMirrorEqualsDigests(t, *mirror);
   EXPECT_EQ(gpu.allocations, 2);
@@ -114,22 +141,22 @@ TEST(PageTableTest, DigestsDroppedByTokenEvictionAreCopiedAgainWhenRedigested) {
     t.puts.push_back(0);
     ++t.slots_held;
     t.n_tokens += Layout().page_size;
-    ASSERT_TRUE(t.AppendDigest(page.data(), Layout(), kKind, DigestFloats()).ok());
+    ASSERT_TRUE(t.AppendDigest(page.data(), Layout(), Format()).ok());
   }
-  ASSERT_TRUE(t.MirrorDigests(&gpu, DigestFloats()).ok());
+  ASSERT_TRUE(t.MirrorDigests(&gpu, Format().slot_bytes()).ok());
   EXPECT_EQ(t.n_mirrored, 2u);
 
   // The last token goes: page 1 is no longer full and its digest is dropped.
-  ASSERT_TRUE(t.EvictTokens(**pool, std::vector<uint32_t>{7}, 1, DigestFloats()).ok());
+  ASSERT_TRUE(t.EvictTokens(**pool, std::vector<uint32_t>{7}, 1, Format().slot_bytes()).ok());
   EXPECT_EQ(t.n_digested, 1u);
   EXPECT_EQ(t.n_mirrored, 1u);
   // Refilled with other keys, page 1 gets another digest in the same slot.
-  ASSERT_TRUE(t.AppendDigest(Page(-50.0f).data(), Layout(), kKind, DigestFloats()).ok());
+  ASSERT_TRUE(t.AppendDigest(Page(-50.0f).data(), Layout(), Format()).ok());
   const size_t before = gpu.bytes_in;
-  auto mirror = t.MirrorDigests(&gpu, DigestFloats());
+  auto mirror = t.MirrorDigests(&gpu, Format().slot_bytes());
   ASSERT_TRUE(mirror.ok());
   ExpectMirrorEqualsDigests(t, *mirror);
-  EXPECT_EQ(gpu.bytes_in - before, DigestFloats() * sizeof(float));
+  EXPECT_EQ(gpu.bytes_in - before, Format().slot_bytes());
 }
 
 TEST(PageTableTest, TokenEvictionRefusesQuantizedPoolsAndChangesNothing) {

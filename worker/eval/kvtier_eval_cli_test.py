@@ -109,6 +109,16 @@ def needles():
             check(0.6 / 16 * (1 - 16 / min(tokens)) < df <= 0.6 / 16 + 1e-4, rows[name])
         for name in ("full", "streaming_llm", "arkv"):
             check(rows[name]["digest_fraction"] == 0.0, rows[name])
+        # fp16 digests: half the bytes, the same cases.
+        _, half = run_eval(
+            NEEDLES + ["--needle_contexts", "512", "--cases", "3", "--depths", "0,0.5,1",
+                       "--policies", "quest", "--budgets", "4", "--digest_type", "f16"],
+            os.path.join(tmp, "half.json"))
+        check(half["digest_type"] == "f16" and rep["digest_type"] == "f32", half)
+        quest16 = half["results"][0]
+        check(abs(quest16["digest_fraction"] - rows["quest"]["digest_fraction"] / 2) < 1e-4,
+              (quest16, rows["quest"]))
+        check(quest16["resident_fraction"] == 1.0, quest16)
         # ARKV's quantized tier counts in the layers that held it.
         arkv = rows["arkv"]
         check(sum(arkv["resident_fraction_by_layer"]) / 5 >= arkv["resident_fraction"] - 1e-3,
@@ -130,6 +140,8 @@ def needles():
                                (["--needle_contexts", "32"], "outside [64"),
                                (["--needle_contexts", "512", "--page_size", "0"],
                                 "page_size below 1"),
+                               (["--needle_contexts", "512", "--digest_type", "f8"],
+                                "unknown digest type 'f8'"),
                                (["--needle_contexts", "512", "--policies", "full,lru\"x"],
                                 'unknown policy "lru\\"x"')):
             expect_refused(NEEDLES + flags + ["--json", os.path.join(tmp, "bad.json")], message)

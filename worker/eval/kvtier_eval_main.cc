@@ -12,7 +12,8 @@
 //       [--tasks passkey,kv] [--fillers landmark,travel,workshop]
 //       [--key_formats digits,words,uuid] [--depths 0,0.25,0.5,0.75,1]
 //       [--policies ...] [--budgets 4,8,16] [--needle_allocators uniform,xkv,lukv]
-//       [--budget_unit layer_tokens|memory] [--json out.json] [--png out.png]
+//       [--budget_unit layer_tokens|memory] [--page_size 16] [--digest_type f32|f16]
+//       [--json out.json] [--png out.png]
 //   kvtier-eval digests --model M [--needle_contexts 1024,4096] [--cases 18]
 //       [--digest_page_sizes 16,32] [--recall_ks 1] [--budgets 4,8,16] [--json out.json]
 //       (and the needles' --tasks, --fillers, --key_formats, --depths)
@@ -51,6 +52,7 @@ ABSL_FLAG(std::string, tokenizer, "", "llama2.c tokenizer (GGUF carries its own)
 ABSL_FLAG(uint32_t, context, 8192, "fidelity: trace tokens (prompt + decode)");
 ABSL_FLAG(uint32_t, trace_steps, 16, "fidelity: decode steps in the trace");
 ABSL_FLAG(uint32_t, page_size, 16, "tokens per page");
+ABSL_FLAG(std::string, digest_type, "f32", "needles: page digests in f32 or f16");
 ABSL_FLAG(std::string, device, "cpu",
           "where the model's dense layers and the worker's KV pools and decode attention "
           "run: cpu, cuda or cuda:N (prefill attention and the dense reference stay on "
@@ -266,6 +268,7 @@ absl::Status RunNeedlesCommand(const model::LoadedModel& m) {
   o.allocators = Names(absl::GetFlag(FLAGS_needle_allocators));
   ASSIGN_OR_RETURN(o.budget_unit, model::ParseBudgetUnit(absl::GetFlag(FLAGS_budget_unit)));
   o.page_size = static_cast<int>(absl::GetFlag(FLAGS_page_size));
+  ASSIGN_OR_RETURN(o.digest_dtype, model::ParseDigestDType(absl::GetFlag(FLAGS_digest_type)));
   o.device = absl::GetFlag(FLAGS_device);
   std::string json;
   ASSIGN_OR_RETURN(json, RunNeedleEval(m, o));

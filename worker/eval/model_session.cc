@@ -102,7 +102,7 @@ absl::StatusOr<std::unique_ptr<model::WorkerAttentionBackend>> MakeWorker(
   return model::WorkerAttentionBackend::Create(
       shape, {.policy = b.policy, .budget_tokens = b.tokens, .budget_unit = b.unit,
               .layer_budget_tokens = b.layer_tokens, .page_size = b.page_size,
-              .max_sequences = 1, .device = b.device});
+              .digest_dtype = b.digest_dtype, .max_sequences = 1, .device = b.device});
 }
 
 absl::StatusOr<PolicyRun> RunPolicy(const model::LoadedModel& m, const std::vector<int>& prompt,

@@ -100,6 +100,7 @@ struct RunBudget {
   // An allocator's per-layer budgets, one per layer (empty: `tokens`).
   std::vector<int> layer_tokens = {};
   int page_size = 16;
+  DType digest_dtype = DType::kF32;  // WorkerBackendOptions::digest_dtype
   // The longest sequence the worker is sized for (0: the model's context):
   // ArkVale's dense layers keep that much (under kLayerTokens).
   uint32_t context = 0;

@@ -178,7 +178,8 @@ absl::StatusOr<Row> RunRow(const model::LoadedModel& m, const NeedleEvalOptions&
                      RunPolicy(m, f.p.tokens, f.p.answer, f.ref,
                                {.policy = policy, .tokens = budget, .unit = o.budget_unit,
                                 .layer_tokens = layer_tokens, .page_size = o.page_size,
-                                .context = context, .device = o.device}));
+                                .digest_dtype = o.digest_dtype, .context = context,
+                                .device = o.device}));
     if (!layer_tokens.empty()) {
       // The budgets the worker applied (under a memory budget the largest
       // may have given pages back to fit it).
@@ -273,9 +274,10 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
     }
   }
   return absl::StrFormat(
-      "{\n  \"page_size\": %d,\n  \"budget_unit\": \"%s\",\n  \"cases\": %s\n  ],\n"
-      "  \"results\": %s\n  ]\n}\n",
-      o.page_size, model::BudgetUnitName(o.budget_unit), case_json, rows);
+      "{\n  \"page_size\": %d,\n  \"digest_type\": \"%s\",\n  \"budget_unit\": \"%s\",\n"
+      "  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
+      o.page_size, o.digest_dtype == DType::kF16 ? "f16" : "f32",
+      model::BudgetUnitName(o.budget_unit), case_json, rows);
 }
 
 }  // namespace kvtier::eval

@@ -44,6 +44,8 @@ struct NeedleEvalOptions {
   // top-k needs). Quest and the full cache keep every page and run uniform.
   std::vector<std::string> allocators = {"uniform"};
   int page_size = 16;
+  // Element type of the page digests (model::WorkerBackendOptions).
+  DType digest_dtype = DType::kF32;
   // Where the worker's KV pools and decode attention run: "cpu", "cuda",
   // "cuda:N" (model::WorkerBackendOptions::device).
   std::string device = "cpu";

@@ -97,6 +97,13 @@ const char* BudgetUnitName(BudgetUnit unit) {
   return unit == BudgetUnit::kResidentMemory ? "memory" : "layer_tokens";
 }
 
+absl::StatusOr<DType> ParseDigestDType(std::string_view name) {
+  if (name == "f32") return DType::kF32;
+  if (name == "f16") return DType::kF16;
+  return absl::InvalidArgumentError(
+      absl::StrCat("unknown digest type '", std::string(name), "'; known: f32, f16"));
+}
+
 const std::vector<std::string>& WorkerPolicyNames() {
   static const auto* names = new std::vector<std::string>{
       "full", "sliding_window", "streaming_llm", "quest", "quest_per_head", "quest_exact",
@@ -117,6 +124,10 @@ absl::Status WorkerBackendOptions::Validate() const {
         " (>= 0), page_size=", page_size, " (1..1024), max_sequences=",
         max_sequences, " (> 0), prefill_query_rows=", prefill_query_rows,
         " (> 0)"));
+  }
+  if (digest_dtype != DType::kF32 && digest_dtype != DType::kF16) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "worker backend options: digest type ", DTypeName(digest_dtype), " is not f32 or f16"));
   }
   return prefix_fetch.Validate();
 }
@@ -208,6 +219,7 @@ WorkerAttentionBackend::Create(const AttentionShape& shape,
                         .n_kv_heads = static_cast<uint32_t>(shape.n_kv_heads),
                         .head_dim = static_cast<uint32_t>(shape.head_dim),
                         .dtype = DType::kF32};
+  o.digest_dtype = options.digest_dtype;
   o.n_layers = shape.n_layers;
   o.n_q_heads = shape.n_heads;
   o.pool_pages_per_layer =

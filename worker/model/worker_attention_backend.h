@@ -82,6 +82,9 @@ enum class BudgetUnit {
 // "layer_tokens" or "memory"; INVALID_ARGUMENT for another name.
 absl::StatusOr<BudgetUnit> ParseBudgetUnit(std::string_view name);
 const char* BudgetUnitName(BudgetUnit unit);
+// "f32" or "f16": the element type of page digests
+// (WorkerBackendOptions::digest_dtype); INVALID_ARGUMENT otherwise.
+absl::StatusOr<DType> ParseDigestDType(std::string_view name);
 
 struct WorkerBackendOptions {
   // Policy name (see the file comment). Default "full".
@@ -101,6 +104,10 @@ struct WorkerBackendOptions {
   std::vector<int> layer_budget_tokens{};
   // Tokens per page. Default 16; 1..1024.
   int page_size = 16;
+  // Element type of the page digests Quest and ArkVale score by
+  // (worker::KvCacheOptions::digest_dtype): kF32 (the default) or kF16,
+  // which halves their bytes.
+  DType digest_dtype = DType::kF32;
   // Sequences alive at once. Default 4; must be positive.
   int max_sequences = 4;
   // The last prompt queries handed to DecodeRunner::Prefill (ARKV scores

@@ -55,7 +55,7 @@ absl::StatusOr<std::vector<double>> DigestRecallAtK(const KvCacheManager& cache,
     }
   }
   // Estimated importance, as the policies compute it.
-  ASSIGN_OR_RETURN(const float* digests, cache.Digests(seq_id, layer));
+  ASSIGN_OR_RETURN(const void* digests, cache.Digests(seq_id, layer));
   const int32_t indptr[2] = {0, static_cast<int32_t>(n)};
   std::vector<int32_t> slots(n);
   std::iota(slots.begin(), slots.end(), 0);
@@ -68,7 +68,7 @@ absl::StatusOr<std::vector<double>> DigestRecallAtK(const KvCacheManager& cache,
   args.n_kv_heads = hkv;
   args.head_dim = d;
   args.digests = digests;
-  args.digest_type = kernels::ScalarType::kF32;
+  args.digest_type = cache.digest_type();
   args.kind = cache.policy()->digest_kind();
   args.digest_capacity = n;
   args.page_indptr = indptr;

@@ -3,7 +3,8 @@
 //
 //   kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT] [--steps N]
 //              [--temperature T] [--seed S] [--policy NAME] [--budget N]
-//              [--budget-unit U] [--page-size P] [--device D] [--target ADDR]
+//              [--budget-unit U] [--page-size P] [--digest-type T] [--device D]
+//              [--target ADDR]
 //              [--cluster BOOL] [--reuse BOOL]
 //              [--metrics-listen HOST:PORT] [--metrics-hold-s S]
 //
@@ -54,7 +55,7 @@ constexpr char kUsage[] =
     "usage: kvtier-run --model PATH [--tokenizer PATH] [--prompt TEXT]\n"
     "                  [--steps N] [--temperature T] [--seed S]\n"
     "                  [--policy NAME] [--budget N] [--budget-unit U]\n"
-    "                  [--page-size P] [--device D]\n"
+    "                  [--page-size P] [--digest-type T] [--device D]\n"
     "  --model        llama2.c checkpoint or GGUF file\n"
     "  --tokenizer    llama2.c tokenizer file (GGUF carries its own)\n"
     "  --prompt       text to continue (default: empty, BOS only)\n"
@@ -82,6 +83,8 @@ constexpr char kUsage[] =
     "                 for its quantized tokens (not quest_per_head,\n"
     "                 quest_rerank, quest_exact)\n"
     "  --page-size    tokens per KV page for worker policies (default 16)\n"
+    "  --digest-type  f32 (default) or f16: the page digests Quest and\n"
+    "                 ArkVale score pages by (f16 halves their bytes)\n"
     "  --device       cpu (default), cuda or cuda:N: where the model's dense\n"
     "                 layers run and a worker policy's KV pools live and its\n"
     "                 decode attention runs (prefill attention, and 'dense'\n"
@@ -111,6 +114,7 @@ struct Args {
   int budget = 0;  // 0 = not given
   BudgetUnit budget_unit = BudgetUnit::kLayerTokens;
   int page_size = 16;
+  DType digest_dtype = DType::kF32;
   std::string logits_out;
   std::string target;
   bool cluster = false;
@@ -167,6 +171,10 @@ absl::Status ParseArgs(int argc, char** argv, Args& args) {
            args.metrics_hold_s <= 3600;
     } else if (flag == "--page-size") {
       ok = absl::SimpleAtoi(value, &args.page_size) && args.page_size > 0;
+    } else if (flag == "--digest-type") {
+      absl::StatusOr<DType> type = ParseDigestDType(value);
+      if (!type.ok()) return type.status();
+      args.digest_dtype = *type;
     } else if (flag == "--device") {
       args.device = value;
     } else {
@@ -221,6 +229,7 @@ absl::StatusOr<std::unique_ptr<AttentionBackend>> MakeBackend(
                                                    .budget_tokens = args.budget,
                                                    .budget_unit = args.budget_unit,
                                                    .page_size = args.page_size,
+                                                   .digest_dtype = args.digest_dtype,
                                                    .max_sequences = 1,
                                                    .prefill_query_rows = 32,
                                                    .store = store,

@@ -66,6 +66,7 @@ expect_failure(1 --model "${MODEL_DIR}/stories260K.bin")
 expect_failure(1 --model "${MODEL_DIR}/tok512.bin"
                --tokenizer "${MODEL_DIR}/tok512.bin")
 expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --budget-unit bytes)
+expect_failure(2 --model "${MODEL_DIR}/stories260K.bin" --digest-type bf16)
 # Under a memory budget ArkVale and Quest keep no dense layers: every layer
 # holds budget tokens. `policy` over 400 positions (25 pages) at `budget`
 # tokens of memory exits `want_rc` with stderr matching `pattern`.
