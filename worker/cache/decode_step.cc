@@ -114,10 +114,14 @@ absl::Status DecodeRunner::RerankExact(uint64_t seq_id, uint32_t layer, const fl
   const PageLayout& lay = o.layout;
   std::vector<int32_t> order(n);
   for (uint32_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(i);
-  // Highest estimate first, the lower page on ties.
+  // Highest estimate first, the lower page on ties; a NaN estimate ranks
+  // below every number (as in TopKPages), so the order stays strict.
+  const auto rank = [&](int32_t p) {
+    return scores_[p] != scores_[p] ? -INFINITY : scores_[p];
+  };
   std::partial_sort(order.begin(), order.begin() + candidates, order.end(),
                     [&](int32_t a, int32_t b) {
-                      return scores_[a] != scores_[b] ? scores_[a] > scores_[b] : a < b;
+                      return rank(a) != rank(b) ? rank(a) > rank(b) : a < b;
                     });
   order.resize(candidates);
   std::sort(order.begin(), order.end());

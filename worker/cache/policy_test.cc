@@ -1,3 +1,4 @@
+#include <limits>
 #include <memory>
 #include <random>
 #include <vector>
@@ -59,6 +60,18 @@ TEST(ArkvalePolicyTest, KeepsSinksWindowTopKAndEvictsLowestResident) {
   // The last slot goes to the best resident other (page 2); 1 and 4 leave.
   EXPECT_THAT(plan->resident, ElementsAre(0, 2, 3, 6, 8, 9));
   EXPECT_EQ(plan->attend, plan->resident);
+}
+
+// A NaN estimate ranks below every number when the best resident pages
+// fill the budget: page 4 (1.0) takes the last slot, not page 1 (NaN).
+TEST(ArkvalePolicyTest, ANanScoreRanksBelowEveryResidentPage) {
+  auto policy = *ArkvalePolicy::Create(Ark());
+  std::vector<PageState> states = {R, R, R, E, R, E, E, E, R, F};
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  std::vector<float> scores = {0.0f, nan, 0.5f, 10.0f, 1.0f, 0.1f, 5.0f, 0.2f, -1.0f};
+  auto plan = policy->Plan(MakeView(3, states, 38, 6, scores));
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  EXPECT_THAT(plan->resident, ElementsAre(0, 3, 4, 6, 8, 9));
 }
 
 TEST(ArkvalePolicyTest, PrefillGivesTheWholeBudgetToTheBestPages) {
