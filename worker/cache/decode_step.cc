@@ -9,6 +9,7 @@
 #include "kernels/decode_attention.h"
 #include "kernels/dtype.h"
 #include "kernels/estimate.h"
+#include "worker/policy/policy.h"
 #include "worker/policy/token_policy.h"
 
 namespace kvtier::worker {
@@ -114,14 +115,11 @@ absl::Status DecodeRunner::RerankExact(uint64_t seq_id, uint32_t layer, const fl
   const PageLayout& lay = o.layout;
   std::vector<int32_t> order(n);
   for (uint32_t i = 0; i < n; ++i) order[i] = static_cast<int32_t>(i);
-  // Highest estimate first, the lower page on ties; a NaN estimate ranks
-  // below every number (as in TopKPages), so the order stays strict.
-  const auto rank = [&](int32_t p) {
-    return scores_[p] != scores_[p] ? -INFINITY : scores_[p];
-  };
+  // Highest estimate first (NaN last), the lower page on ties.
   std::partial_sort(order.begin(), order.begin() + candidates, order.end(),
                     [&](int32_t a, int32_t b) {
-                      return rank(a) != rank(b) ? rank(a) > rank(b) : a < b;
+                      const float sa = RankedScore(scores_[a]), sb = RankedScore(scores_[b]);
+                      return sa != sb ? sa > sb : a < b;
                     });
   order.resize(candidates);
   std::sort(order.begin(), order.end());

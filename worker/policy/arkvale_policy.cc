@@ -1,7 +1,6 @@
 #include "worker/policy/arkvale_policy.h"
 
 #include <algorithm>
-#include <limits>
 #include <memory>
 
 #include "absl/strings/str_cat.h"
@@ -78,14 +77,9 @@ absl::StatusOr<PagePlan> ArkvalePolicy::Plan(const LayerView& view) {
   for (uint32_t p = 0; p < n; ++p) {
     if (!keep[p] && HoldsSlot(view.states[p])) others.push_back(static_cast<int32_t>(p));
   }
-  // A NaN score (keys beyond fp16 in an fp16 digest, or a damaged model)
-  // ranks below every number, as in TopKPages, so the order stays strict.
-  const auto rank = [&](int32_t p) {
-    const float s = view.scores[p];
-    return s != s ? -std::numeric_limits<float>::infinity() : s;
-  };
-  std::stable_sort(others.begin(), others.end(),
-                   [&](int32_t a, int32_t b) { return rank(a) > rank(b); });
+  std::stable_sort(others.begin(), others.end(), [&](int32_t a, int32_t b) {
+    return RankedScore(view.scores[a]) > RankedScore(view.scores[b]);
+  });
   for (int32_t p : others) {
     if (kept >= budget) break;
     keep[p] = 1;

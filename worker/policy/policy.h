@@ -22,6 +22,7 @@
 #define KVTIER_WORKER_POLICY_POLICY_H_
 
 #include <cstdint>
+#include <limits>
 #include <string_view>
 #include <vector>
 
@@ -111,6 +112,12 @@ class Policy {
 std::vector<int32_t> AllPages(uint32_t n);
 // The resident pages of `view`, ascending.
 std::vector<int32_t> ResidentPages(const LayerView& view);
+// A page score as every ranking compares it: NaN (keys beyond fp16 in an
+// fp16 digest, a damaged model) below every number, as kernels/topk.h
+// ranks it, so that sorts by it see a strict order.
+inline float RankedScore(float s) {
+  return s != s ? -std::numeric_limits<float>::infinity() : s;
+}
 // The first `sink` and last `recent` of scores.size() pages plus the best
 // others by score, k in all (kernels/topk.h ordering), ascending.
 absl::StatusOr<std::vector<int32_t>> TopKPages(absl::Span<const float> scores, uint32_t k,
