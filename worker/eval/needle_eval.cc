@@ -276,7 +276,7 @@ absl::StatusOr<std::string> RunNeedleEval(const model::LoadedModel& m,
   return absl::StrFormat(
       "{\n  \"page_size\": %d,\n  \"digest_type\": \"%s\",\n  \"budget_unit\": \"%s\",\n"
       "  \"cases\": %s\n  ],\n  \"results\": %s\n  ]\n}\n",
-      o.page_size, o.digest_dtype == DType::kF16 ? "f16" : "f32",
+      o.page_size, DTypeName(o.digest_dtype),
       model::BudgetUnitName(o.budget_unit), case_json, rows);
 }
 

@@ -98,8 +98,9 @@ const char* BudgetUnitName(BudgetUnit unit) {
 }
 
 absl::StatusOr<DType> ParseDigestDType(std::string_view name) {
-  if (name == "f32") return DType::kF32;
-  if (name == "f16") return DType::kF16;
+  for (DType type : {DType::kF32, DType::kF16}) {
+    if (name == DTypeName(type)) return type;
+  }
   return absl::InvalidArgumentError(
       absl::StrCat("unknown digest type '", std::string(name), "'; known: f32, f16"));
 }
