@@ -35,7 +35,7 @@ absl::StatusOr<double> MeasureGetBandwidth(worker::PageStoreBackend& store,
                                            const std::vector<int>& prompt, uint32_t pages,
                                            uint64_t* bytes) {
   constexpr size_t kBatch = 256;
-  std::vector<Hash128> chain = b.PrefixChain(prompt);
+  ASSIGN_OR_RETURN(std::vector<Hash128> chain, b.PrefixChain(prompt));
   chain.resize(std::min<size_t>(chain.size(), pages));
   std::vector<PageKey> keys;
   for (uint32_t l = 0; l < static_cast<uint32_t>(b.shape().n_layers); ++l) {

@@ -166,7 +166,8 @@ class WorkerAttentionBackend : public AttentionBackend {
                                     absl::Span<float> out) override;
 
   // The chain hashes of `prompt`'s full pages, as this backend keys them.
-  std::vector<Hash128> PrefixChain(absl::Span<const int> prompt) const;
+  // Every prefix call refuses a negative token id (INVALID_ARGUMENT).
+  absl::StatusOr<std::vector<Hash128>> PrefixChain(absl::Span<const int> prompt) const;
   // Prefix reuse. Pages of the longest prefix of `prompt` stored for every
   // layer, at most `max_pages`; FAILED_PRECONDITION without a store.
   absl::StatusOr<uint32_t> LookupPrefix(absl::Span<const int> prompt, uint32_t max_pages);

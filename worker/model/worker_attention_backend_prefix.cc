@@ -10,11 +10,28 @@
 #include "worker/model/worker_attention_backend.h"
 
 namespace kvtier::model {
+namespace {
 
-std::vector<Hash128> WorkerAttentionBackend::PrefixChain(absl::Span<const int> prompt) const {
+// The first `n` tokens of `prompt` as the cache's token ids; a negative id
+// is INVALID_ARGUMENT (it would key pages no prompt of real tokens has).
+absl::StatusOr<std::vector<uint32_t>> TokenIds(absl::Span<const int> prompt, size_t n) {
   std::vector<uint32_t> ids;
-  ids.reserve(prompt.size());
-  for (int t : prompt) ids.push_back(static_cast<uint32_t>(t));
+  ids.reserve(n);
+  for (size_t i = 0; i < n; ++i) {
+    if (prompt[i] < 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt token ", i, " has the negative id ", prompt[i]));
+    }
+    ids.push_back(static_cast<uint32_t>(prompt[i]));
+  }
+  return ids;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Hash128>> WorkerAttentionBackend::PrefixChain(
+    absl::Span<const int> prompt) const {
+  ASSIGN_OR_RETURN(std::vector<uint32_t> ids, TokenIds(prompt, prompt.size()));
   return cache_->PrefixChain(ids);
 }
 
@@ -23,8 +40,7 @@ absl::StatusOr<uint32_t> WorkerAttentionBackend::LookupPrefix(absl::Span<const i
   if (transfers_ == nullptr) {
     return absl::FailedPreconditionError("prefix reuse needs a page store");
   }
-  std::vector<uint32_t> ids(prompt.begin(), prompt.end());
-  std::vector<Hash128> chain = cache_->PrefixChain(ids);
+  ASSIGN_OR_RETURN(std::vector<Hash128> chain, PrefixChain(prompt));
   if (chain.size() > max_pages) chain.resize(max_pages);
   if (chain.empty()) return 0u;
   const uint32_t n_layers = static_cast<uint32_t>(shape_.n_layers);
@@ -52,7 +68,7 @@ absl::StatusOr<PrefixFetchStats> WorkerAttentionBackend::ProbePrefix(
   if (n_pages == 0 || tokens > prompt.size()) {
     return absl::InvalidArgumentError(absl::StrCat("probe of ", n_pages, " pages"));
   }
-  std::vector<uint32_t> ids(prompt.begin(), prompt.begin() + tokens);
+  ASSIGN_OR_RETURN(std::vector<uint32_t> ids, TokenIds(prompt, tokens));
   // Declared before the fetch: its end waits for what still writes here.
   PromptRows k(tokens * shape_.kv_dim()), v(tokens * shape_.kv_dim());
   ASSIGN_OR_RETURN(std::unique_ptr<PrefixFetch> fetch,
@@ -80,11 +96,7 @@ absl::Status WorkerAttentionBackend::LoadPrefix(SequenceId seq, absl::Span<const
         "a prefix of ", n_pages, " pages loads only into an empty sequence of at least ",
         tokens, " prompt tokens"));
   }
-  std::vector<uint32_t> ids;
-  for (size_t i = 0; i < tokens; ++i) {
-    if (prompt[i] < 0) return absl::InvalidArgumentError("negative token id");
-    ids.push_back(static_cast<uint32_t>(prompt[i]));
-  }
+  ASSIGN_OR_RETURN(std::vector<uint32_t> ids, TokenIds(prompt, tokens));
   std::vector<Hash128> chain = cache_->PrefixChain(ids);
   RETURN_IF_ERROR(cache_->AppendTokenIds(seq, ids));
   RETURN_IF_ERROR(cache_->AdoptStoredPrefix(seq, n_pages));

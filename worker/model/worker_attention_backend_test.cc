@@ -222,6 +222,45 @@ TEST_F(WorkerBackendTest, EndingASequenceStoresTheCompletePromptItNeverHandedOff
   }
 }
 
+TEST_F(WorkerBackendTest, PrefixCallsRefuseANegativeTokenId) {
+  // A stored prompt, then the same prompt with one id negative: every
+  // prefix call refuses it and nothing is loaded into the sequence.
+  const AttentionShape shape = model_.weights.config.attention_shape();
+  auto ids = model_.tokenizer->Encode(std::string(kPrompt) + " " + kPrompt, true);
+  ASSERT_TRUE(ids.ok());
+  const uint32_t full_pages = static_cast<uint32_t>(ids->size() / 16);
+  ASSERT_GE(full_pages, 2u);
+  worker::InProcessPageStore store;
+  auto b = WorkerAttentionBackend::Create(
+      shape, {.policy = "arkvale", .budget_tokens = 128, .store = &store});
+  ASSERT_TRUE(b.ok()) << b.status();
+  auto t = Transformer::Create(&model_.weights, b->get(), {.max_batch_tokens = 64});
+  ASSERT_TRUE(t.ok());
+  ASSERT_TRUE((*b)->StartSequence(1).ok());
+  ASSERT_TRUE((*t)->Prefill(1, *ids, 0).ok());
+  ASSERT_TRUE((*b)->EndSequence(1).ok());
+  auto stored = (*b)->LookupPrefix(*ids, full_pages);
+  ASSERT_TRUE(stored.ok()) << stored.status();
+  ASSERT_EQ(*stored, full_pages);
+  const size_t pages_before = store.page_count();
+
+  std::vector<int> bad = *ids;
+  bad[17] = -5;  // in the second page
+  EXPECT_EQ((*b)->PrefixChain(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  auto looked_up = (*b)->LookupPrefix(bad, full_pages);
+  EXPECT_EQ(looked_up.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(looked_up.status().message(), HasSubstr("prompt token 17 has the negative id -5"));
+  EXPECT_EQ((*b)->ProbePrefix(bad, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*b)->StartSequence(2).ok());
+  EXPECT_EQ((*b)->LoadPrefix(2, bad, 2).code(), absl::StatusCode::kInvalidArgument);
+  // The sequence is as it was started: the whole prompt still prefills.
+  EXPECT_TRUE((*t)->Prefill(2, *ids, 0).ok());
+  ASSERT_TRUE((*b)->EndSequence(2).ok());
+  // A negative id beyond the pages probed or loaded is not read.
+  EXPECT_TRUE((*b)->ProbePrefix(bad, 1).ok());
+  EXPECT_EQ(store.page_count(), pages_before);
+}
+
 TEST_F(WorkerBackendTest, PerLayerBudgetsBoundEachLayer) {
   // stories260K: 5 layers, 512 positions (32 pages of 16).
   auto h2o = WorkerAttentionBackend::Create(
