@@ -70,6 +70,28 @@ class WorkerBackendTest : public ::testing::Test {
     return b.ok() ? *std::move(b) : nullptr;
   }
 
+  // An ArkVale worker of 128 tokens over `store` and a transformer driving
+  // it, sequence 1 started (null members after a failure already reported).
+  struct StoreRun {
+    std::unique_ptr<WorkerAttentionBackend> backend;
+    std::unique_ptr<Transformer> transformer;
+  };
+  StoreRun OverStore(worker::PageStoreBackend* store) {
+    StoreRun run;
+    auto b = WorkerAttentionBackend::Create(
+        model_.weights.config.attention_shape(),
+        {.policy = "arkvale", .budget_tokens = 128, .store = store});
+    EXPECT_TRUE(b.ok()) << b.status();
+    if (!b.ok()) return run;
+    auto t = Transformer::Create(&model_.weights, b->get(), {.max_batch_tokens = 64});
+    EXPECT_TRUE(t.ok()) << t.status();
+    if (!t.ok()) return run;
+    EXPECT_TRUE((*b)->StartSequence(1).ok());
+    run.backend = *std::move(b);
+    run.transformer = *std::move(t);
+    return run;
+  }
+
   std::string Dense(const std::string& prompt, int steps) {
     auto b = DenseAttentionBackend::Create(
         model_.weights.config.attention_shape());
@@ -193,29 +215,27 @@ TEST_F(WorkerBackendTest, EndingASequenceStoresTheCompletePromptItNeverHandedOff
   ASSERT_GE(full_pages, 2u);
   for (bool complete : {true, false}) {
     worker::InProcessPageStore store;
-    auto b = WorkerAttentionBackend::Create(
-        shape, {.policy = "arkvale", .budget_tokens = 128, .store = &store});
-    ASSERT_TRUE(b.ok()) << b.status();
-    auto t = Transformer::Create(&model_.weights, b->get(), {.max_batch_tokens = 64});
-    ASSERT_TRUE(t.ok());
-    ASSERT_TRUE((*b)->StartSequence(1).ok());
+    StoreRun run = OverStore(&store);
+    ASSERT_NE(run.transformer, nullptr);
+    WorkerAttentionBackend* b = run.backend.get();
+    Transformer* t = run.transformer.get();
     if (complete) {
-      ASSERT_TRUE((*t)->Prefill(1, *ids, 0).ok());
+      ASSERT_TRUE(t->Prefill(1, *ids, 0).ok());
     } else {
       // The prompt's rows are in, but no EndPrefill said it was complete.
-      ASSERT_TRUE((*b)->AppendTokens(1, 0, *ids).ok());
+      ASSERT_TRUE(b->AppendTokens(1, 0, *ids).ok());
       const size_t n = ids->size();
       std::vector<float> k(n * shape.kv_dim(), 0.5f), v(n * shape.kv_dim(), 0.25f);
       std::vector<float> q(n * shape.q_dim(), 0.1f), out(q.size());
       for (int layer = 0; layer < shape.n_layers; ++layer) {
-        ASSERT_TRUE((*b)->AppendAndAttendBatch(1, layer, 0, static_cast<int>(n), k, v, q,
-                                               absl::MakeSpan(out))
-                        .ok());
+        ASSERT_TRUE(
+            b->AppendAndAttendBatch(1, layer, 0, static_cast<int>(n), k, v, q, absl::MakeSpan(out))
+                .ok());
       }
     }
     EXPECT_EQ(store.page_count(), 0u) << complete;
-    ASSERT_TRUE((*b)->EndSequence(1).ok()) << complete;
-    auto stored = (*b)->LookupPrefix(*ids, full_pages);
+    ASSERT_TRUE(b->EndSequence(1).ok()) << complete;
+    auto stored = b->LookupPrefix(*ids, full_pages);
     ASSERT_TRUE(stored.ok()) << stored.status();
     EXPECT_EQ(*stored, complete ? full_pages : 0u);
     EXPECT_EQ(store.page_count(), complete ? size_t{full_pages} * shape.n_layers : 0u);
@@ -225,39 +245,36 @@ TEST_F(WorkerBackendTest, EndingASequenceStoresTheCompletePromptItNeverHandedOff
 TEST_F(WorkerBackendTest, PrefixCallsRefuseANegativeTokenId) {
   // A stored prompt, then the same prompt with one id negative: every
   // prefix call refuses it and nothing is loaded into the sequence.
-  const AttentionShape shape = model_.weights.config.attention_shape();
   auto ids = model_.tokenizer->Encode(std::string(kPrompt) + " " + kPrompt, true);
   ASSERT_TRUE(ids.ok());
   const uint32_t full_pages = static_cast<uint32_t>(ids->size() / 16);
   ASSERT_GE(full_pages, 2u);
   worker::InProcessPageStore store;
-  auto b = WorkerAttentionBackend::Create(
-      shape, {.policy = "arkvale", .budget_tokens = 128, .store = &store});
-  ASSERT_TRUE(b.ok()) << b.status();
-  auto t = Transformer::Create(&model_.weights, b->get(), {.max_batch_tokens = 64});
-  ASSERT_TRUE(t.ok());
-  ASSERT_TRUE((*b)->StartSequence(1).ok());
-  ASSERT_TRUE((*t)->Prefill(1, *ids, 0).ok());
-  ASSERT_TRUE((*b)->EndSequence(1).ok());
-  auto stored = (*b)->LookupPrefix(*ids, full_pages);
+  StoreRun run = OverStore(&store);
+  ASSERT_NE(run.transformer, nullptr);
+  WorkerAttentionBackend* b = run.backend.get();
+  Transformer* t = run.transformer.get();
+  ASSERT_TRUE(t->Prefill(1, *ids, 0).ok());
+  ASSERT_TRUE(b->EndSequence(1).ok());
+  auto stored = b->LookupPrefix(*ids, full_pages);
   ASSERT_TRUE(stored.ok()) << stored.status();
   ASSERT_EQ(*stored, full_pages);
   const size_t pages_before = store.page_count();
 
   std::vector<int> bad = *ids;
   bad[17] = -5;  // in the second page
-  EXPECT_EQ((*b)->PrefixChain(bad).status().code(), absl::StatusCode::kInvalidArgument);
-  auto looked_up = (*b)->LookupPrefix(bad, full_pages);
+  EXPECT_EQ(b->PrefixChain(bad).status().code(), absl::StatusCode::kInvalidArgument);
+  auto looked_up = b->LookupPrefix(bad, full_pages);
   EXPECT_EQ(looked_up.status().code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(looked_up.status().message(), HasSubstr("prompt token 17 has the negative id -5"));
-  EXPECT_EQ((*b)->ProbePrefix(bad, 2).status().code(), absl::StatusCode::kInvalidArgument);
-  ASSERT_TRUE((*b)->StartSequence(2).ok());
-  EXPECT_EQ((*b)->LoadPrefix(2, bad, 2).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(b->ProbePrefix(bad, 2).status().code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(b->StartSequence(2).ok());
+  EXPECT_EQ(b->LoadPrefix(2, bad, 2).code(), absl::StatusCode::kInvalidArgument);
   // The sequence is as it was started: the whole prompt still prefills.
-  EXPECT_TRUE((*t)->Prefill(2, *ids, 0).ok());
-  ASSERT_TRUE((*b)->EndSequence(2).ok());
+  EXPECT_TRUE(t->Prefill(2, *ids, 0).ok());
+  ASSERT_TRUE(b->EndSequence(2).ok());
   // A negative id beyond the pages probed or loaded is not read.
-  EXPECT_TRUE((*b)->ProbePrefix(bad, 1).ok());
+  EXPECT_TRUE(b->ProbePrefix(bad, 1).ok());
   EXPECT_EQ(store.page_count(), pages_before);
 }
 
