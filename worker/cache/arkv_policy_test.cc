@@ -21,15 +21,22 @@ TEST(AvgPool1dTest, CountsZeroPaddingLikeTorch) {
   EXPECT_THAT(out, ElementsAre(1.0f, 1.0f, 3.0f, 2.0f, 2.0f));
 }
 
+ArkvOptions HarnessOptions(bool at_cost, uint32_t score_rows, bool per_kv_head) {
+  ArkvOptions a;
+  a.window = 4;
+  a.count_quantized_at_cost = at_cost;
+  a.score_rows = score_rows;
+  a.per_kv_head = per_kv_head;
+  return a;
+}
+
 struct ArkvHarness {
   explicit ArkvHarness(uint32_t budget_pages, uint32_t n_layers = 1, bool at_cost = false,
                        DType dtype = DType::kF16, uint32_t score_rows = 0,
-                       bool per_kv_head = false) {
-    ArkvOptions a;
-    a.window = 4;
-    a.count_quantized_at_cost = at_cost;
-    a.score_rows = score_rows;
-    a.per_kv_head = per_kv_head;
+                       bool per_kv_head = false)
+      : ArkvHarness(budget_pages, n_layers, dtype,
+                    HarnessOptions(at_cost, score_rows, per_kv_head)) {}
+  ArkvHarness(uint32_t budget_pages, uint32_t n_layers, DType dtype, const ArkvOptions& a) {
     policy = *ArkvPolicy::Create(a);
     KvCacheOptions o;
     o.layout = PageLayout{.page_size = 4, .n_kv_heads = 2, .head_dim = 8, .dtype = dtype};
@@ -166,9 +173,17 @@ TEST(ArkvPolicyTest, CountingQuantizedTokensAtTheirCostKeepsMoreOfThem) {
 // window; the authors' window statistics keep others.
 TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
   constexpr uint32_t kN = 30, kQueries = 8, kHeads = 4, kDim = 8, kWindow = 4;
-  ArkvHarness last(5, 1, false, DType::kF16, /*score_rows=*/1, /*per_kv_head=*/true);
-  ArkvHarness shared(5, 1, false, DType::kF16, /*score_rows=*/1);
-  ArkvHarness window(5, 1, false, DType::kF16);
+  // A narrow pool: over 26 tokens the default one's would smooth the heads'
+  // choices into the same run.
+  constexpr uint32_t kPool = 5;
+  auto options = [&](uint32_t score_rows, bool per_kv_head) {
+    ArkvOptions a = HarnessOptions(false, score_rows, per_kv_head);
+    a.pool_kernel = kPool;
+    return a;
+  };
+  ArkvHarness last(5, 1, DType::kF16, options(1, true));
+  ArkvHarness shared(5, 1, DType::kF16, options(1, false));
+  ArkvHarness window(5, 1, DType::kF16, options(0, false));
   std::vector<float> k = last.Random(kN * 16), v = last.Random(kN * 16);
   std::vector<float> q = last.Random(kQueries * 32);
   for (ArkvHarness* h : {&last, &shared, &window}) {
@@ -197,7 +212,7 @@ TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
         mass[j] += static_cast<float>(std::exp(logit[j] - top) / sum);
       }
     }
-    const std::vector<float> pooled = AvgPool1d(mass, 5);
+    const std::vector<float> pooled = AvgPool1d(mass, kPool);
     std::vector<uint32_t> order(nw);
     std::iota(order.begin(), order.end(), 0u);
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
@@ -215,6 +230,49 @@ TEST(ArkvPolicyTest, ScoreRowsOneRanksThePromptByTheLastQuery) {
   EXPECT_EQ(shared.policy->FullPrecisionPositions(1, 0, 1), kept_by(0, 4));
   EXPECT_EQ(window.policy->FullPrecisionPositions(1, 0).size(), 19u);
   EXPECT_NE(window.policy->FullPrecisionPositions(1, 0), kept_by(0, 2));
+}
+
+// A key spans several tokens, but the query that reads it may peak on one
+// of them: the pooled score keeps the pool_kernel tokens centred on the
+// peak, the whole span for the default width and only its middle for the
+// authors' 5.
+TEST(ArkvPolicyTest, ThePoolKeepsTheTokensAroundAPeak) {
+  constexpr uint32_t kN = 80, kQueries = 8, kHeads = 4, kDim = 8, kPeak = 40, kWide = 21;
+  // A cache of the window and kWide more tokens, in pages of 4.
+  constexpr uint32_t kWindow = 6, kPages = (kWide + kWindow + 1) / 4;
+  static_assert((kWide + kWindow + 1) % 4 == 0);
+  EXPECT_EQ(ArkvOptions().pool_kernel, kWide);
+  for (uint32_t kernel : {kWide, 5u}) {
+    ArkvOptions a = HarnessOptions(false, /*score_rows=*/1, false);
+    a.window = kWindow;
+    a.pool_kernel = kernel;
+    ArkvHarness h(kPages, 1, DType::kF16, a);
+    std::vector<float> k = h.Random(kN * 16), v = h.Random(kN * 16);
+    std::vector<float> q = h.Random(kQueries * kHeads * kDim);
+    for (float& x : k) x *= 0.01f;  // every key but the peak's barely read
+    float* q_last = q.data() + size_t{kQueries - 1} * kHeads * kDim;
+    std::fill(q_last, q_last + kHeads * kDim, 1.0f);
+    std::fill(k.begin() + kPeak * 16, k.begin() + (kPeak + 1) * 16, 4.0f);
+    ASSERT_TRUE(h.cache->AppendTokenIds(1, std::vector<uint32_t>(kN, 3)).ok());
+    ASSERT_TRUE(
+        h.runner->Prefill(1, 0, k.data(), v.data(), kN, q.data(), kQueries, &h.stats).ok());
+    const std::vector<uint32_t> kept = h.policy->FullPrecisionPositions(1, 0);
+    ASSERT_EQ(kept.size(), kWide + kWindow) << kernel;
+    const uint32_t half = kernel / 2;
+    for (uint32_t j = kPeak - half; j <= kPeak + half; ++j) {
+      EXPECT_TRUE(std::binary_search(kept.begin(), kept.end(), j)) << kernel << " " << j;
+    }
+    for (uint32_t j = kN - kWindow; j < kN; ++j) {
+      EXPECT_TRUE(std::binary_search(kept.begin(), kept.end(), j)) << kernel << " " << j;
+    }
+    uint32_t around = 0;  // kept within kWide / 2 of the peak
+    for (uint32_t j : kept) around += j + kWide / 2 >= kPeak && j <= kPeak + kWide / 2 ? 1 : 0;
+    if (kernel == kWide) {
+      EXPECT_EQ(around, kWide);
+    } else {
+      EXPECT_LT(around, kWide);
+    }
+  }
 }
 
 // Per KV head, each tier holds that head's slices of the tokens its
