@@ -3,6 +3,7 @@
 // (worker_attention_backend.h).
 #include <algorithm>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -68,11 +69,11 @@ absl::StatusOr<PrefixFetchStats> WorkerAttentionBackend::ProbePrefix(
   if (n_pages == 0 || tokens > prompt.size()) {
     return absl::InvalidArgumentError(absl::StrCat("probe of ", n_pages, " pages"));
   }
-  ASSIGN_OR_RETURN(std::vector<uint32_t> ids, TokenIds(prompt, tokens));
+  ASSIGN_OR_RETURN(std::vector<Hash128> chain, PrefixChain(prompt.first(tokens)));
   // Declared before the fetch: its end waits for what still writes here.
   PromptRows k(tokens * shape_.kv_dim()), v(tokens * shape_.kv_dim());
   ASSIGN_OR_RETURN(std::unique_ptr<PrefixFetch> fetch,
-                   PrefixFetch::Start(transfers_.get(), cache_->PrefixChain(ids), 1,
+                   PrefixFetch::Start(transfers_.get(), std::move(chain), 1,
                                       cache_->layout(), prefix_fetch_,
                                       {PrefixRows{.k = k.data(), .v = v.data()}}));
   RETURN_IF_ERROR(fetch->TakeLayer(0));
